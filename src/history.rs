@@ -1,0 +1,129 @@
+//! What the tool records in a model's `metadata_props`: the compression history (one JSON entry
+//! per pass) and the tokenizer, so that a compressed model evaluates anywhere without flags.
+
+use serde::{Deserialize, Serialize};
+
+use crate::onnx::proto::StringStringEntryProto;
+use crate::onnx::ModelProto;
+
+pub const HISTORY_KEY: &str = "onnx_compress.history";
+pub const TOKENIZER_KEY: &str = "onnx_compress.tokenizer_json";
+
+/// One pass applied to the model.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HistoryEntry {
+    pub pass: String,
+    pub tool_version: String,
+    /// The pass's options, as it reported them.
+    pub options: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params_before: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params_after: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub macs_before: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub macs_after: Option<u64>,
+    /// UTC time, RFC 3339 to the second.
+    pub time: String,
+}
+
+fn get<'m>(model: &'m ModelProto, key: &str) -> Option<&'m str> {
+    model.metadata_props.iter().find(|p| p.key() == key).map(|p| p.value())
+}
+
+fn set(model: &mut ModelProto, key: &str, value: String) {
+    if let Some(p) = model.metadata_props.iter_mut().find(|p| p.key() == key) {
+        p.value = Some(value);
+    } else {
+        model.metadata_props.push(StringStringEntryProto {
+            key: Some(key.into()),
+            value: Some(value),
+        });
+    }
+}
+
+/// The recorded history (empty for a model this tool never wrote). A history entry that does
+/// not parse is reported as an error rather than dropped.
+pub fn history(model: &ModelProto) -> Result<Vec<HistoryEntry>, String> {
+    match get(model, HISTORY_KEY) {
+        None => Ok(vec![]),
+        Some(s) => serde_json::from_str(s).map_err(|e| format!("metadata '{HISTORY_KEY}' is not valid: {e}")),
+    }
+}
+
+pub fn append_history(model: &mut ModelProto, entry: HistoryEntry) -> Result<(), String> {
+    let mut h = history(model)?;
+    h.push(entry);
+    set(
+        model,
+        HISTORY_KEY,
+        serde_json::to_string(&h).map_err(|e| e.to_string())?,
+    );
+    Ok(())
+}
+
+pub fn embedded_tokenizer(model: &ModelProto) -> Option<&str> {
+    get(model, TOKENIZER_KEY)
+}
+
+pub fn embed_tokenizer(model: &mut ModelProto, tokenizer_json: String) {
+    set(model, TOKENIZER_KEY, tokenizer_json);
+}
+
+/// Current UTC time as `YYYY-MM-DDTHH:MM:SSZ` (no date crate needed).
+pub fn now_utc() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_round_trips_through_metadata() {
+        let mut m = ModelProto::default();
+        assert!(history(&m).unwrap().is_empty());
+        let e = HistoryEntry {
+            pass: "prune".into(),
+            tool_version: "0.1.0".into(),
+            options: serde_json::json!({"heads": 0.25}),
+            params_before: Some(10),
+            params_after: Some(8),
+            macs_before: None,
+            macs_after: None,
+            time: now_utc(),
+        };
+        append_history(&mut m, e.clone()).unwrap();
+        append_history(&mut m, e.clone()).unwrap();
+        assert_eq!(history(&m).unwrap(), vec![e.clone(), e]);
+        assert_eq!(m.metadata_props.len(), 1);
+    }
+
+    #[test]
+    fn now_utc_is_well_formed() {
+        let t = now_utc();
+        assert_eq!(t.len(), 20, "{t}");
+        assert!(t.starts_with("20") && t.ends_with('Z'));
+    }
+}

@@ -1,0 +1,17 @@
+//! onnx-compress: rewrites BERT-family ONNX classifiers to make them smaller and faster, and
+//! measures what each rewrite costs in accuracy and buys in speed.
+//!
+//! Layout: [`onnx`] reads and writes the format; [`structure`] finds the transformer in a graph;
+//! [`runtime`] runs models with ONNX Runtime; [`glue`] reads GLUE data and computes metrics;
+//! [`eval`] measures a model; [`inspect`] summarizes one; [`history`] is what the tool records in
+//! a model's metadata; [`report`] renders reports as text; [`testkit`] builds small models in code.
+
+pub mod eval;
+pub mod glue;
+pub mod history;
+pub mod inspect;
+pub mod onnx;
+pub mod report;
+pub mod runtime;
+pub mod structure;
+pub mod testkit;

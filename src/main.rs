@@ -1,0 +1,262 @@
+//! The `onnx-compress` command line: parses flags and composes library calls, nothing else.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use onnx_compress::eval::{self, EvalOptions};
+use onnx_compress::glue::Task;
+use onnx_compress::onnx::{self, ExternalData, SaveOptions};
+use onnx_compress::runtime::{self, Device, SessionOptions};
+use onnx_compress::{history, inspect, report};
+
+#[derive(Parser)]
+#[command(name = "onnx-compress", version, about = "Compress BERT-family ONNX classifiers and measure what it costs", long_about = None)]
+struct Cli {
+    /// Path to libonnxruntime.so (default: ORT_DYLIB_PATH, then the project's .ort/lib, then Python's site-packages).
+    #[arg(long, global = true, value_name = "PATH")]
+    ort_lib: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show the transformer found in a model: layers, heads, FFN widths, parameters, MACs, history.
+    Inspect {
+        model: PathBuf,
+        /// Sequence length for the MAC count.
+        #[arg(long, default_value_t = 128)]
+        seq_len: usize,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evaluate a model on a GLUE task: accuracy/F1 and speed, measured as the reference did.
+    Eval(EvalArgs),
+    /// Re-encode a model (e.g. to or from external data), embedding its tokenizer and recording history.
+    Convert {
+        input: PathBuf,
+        output: PathBuf,
+        /// Store tensors in OUTPUT.data: auto (only past protobuf's 2 GiB limit), always, never.
+        #[arg(long, value_enum, default_value_t = ExternalMode::Auto)]
+        external_data: ExternalMode,
+        /// Tokenizer to embed (default: the one found for INPUT, if any).
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExternalMode {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// sst2, mrpc, qqp (also cola, qnli, rte, mnli, stsb, wnli).
+    #[arg(long)]
+    task: String,
+    #[arg(long)]
+    model: PathBuf,
+    /// GLUE folder holding <task>/<split>.tsv (default: data/glue, then ../shared/data/glue).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    #[arg(long, default_value = "dev")]
+    split: String,
+    /// Default: 32 (MRPC: 24), as the reference.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long, default_value_t = 128)]
+    max_length: usize,
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    device: Device,
+    /// Intra-op threads (0: ONNX Runtime's default).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Untimed batches before timing starts.
+    #[arg(long, default_value_t = 10)]
+    warmup: usize,
+    /// Batches timed after the warm-up.
+    #[arg(long, default_value_t = 50)]
+    measure: usize,
+    /// Evaluate only the first N examples.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Batch examples of similar length together (predictions stay in file order).
+    #[arg(long)]
+    bucket: bool,
+    /// tokenizer.json to use (default: embedded in the model, then beside it).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Print JSON (with every prediction) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print(s: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(s.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    print(&(serde_json::to_string_pretty(v)? + "\n"))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Inspect { model, seq_len, json } => {
+            if seq_len == 0 {
+                bail!("--seq-len must be at least 1");
+            }
+            let m = onnx::load(&model)?;
+            let s = inspect::summarize(&m, &model, seq_len).with_context(|| model.display().to_string())?;
+            if json {
+                print_json(&s)
+            } else {
+                print(&report::inspect_text(&s))
+            }
+        }
+        Command::Eval(a) => cmd_eval(cli.ort_lib.as_deref(), a),
+        Command::Convert {
+            input,
+            output,
+            external_data,
+            tokenizer,
+            json,
+        } => {
+            onnx::io::ensure_distinct(&input, &output)?;
+            let mut m = onnx::load(&input)?;
+            let tok_path = tokenizer.clone().or_else(|| {
+                let p = input.parent().unwrap_or(Path::new(".")).join("tokenizer.json");
+                p.is_file().then_some(p)
+            });
+            if let Some(p) = tok_path {
+                let text = std::fs::read_to_string(&p).with_context(|| format!("--tokenizer {}", p.display()))?;
+                tokenizers::Tokenizer::from_bytes(text.as_bytes())
+                    .map_err(|e| anyhow::anyhow!("{}: not a tokenizer.json: {e}", p.display()))?;
+                history::embed_tokenizer(&mut m, text);
+            }
+            let mode = match external_data {
+                ExternalMode::Auto => ExternalData::Auto,
+                ExternalMode::Always => ExternalData::Always,
+                ExternalMode::Never => ExternalData::Never,
+            };
+            history::append_history(
+                &mut m,
+                history::HistoryEntry {
+                    pass: "convert".into(),
+                    tool_version: env!("CARGO_PKG_VERSION").into(),
+                    options: serde_json::json!({ "external_data": format!("{:?}", mode).to_lowercase() }),
+                    params_before: None,
+                    params_after: None,
+                    macs_before: None,
+                    macs_after: None,
+                    time: history::now_utc(),
+                },
+            )
+            .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
+            let summary = onnx::save(
+                &m,
+                &output,
+                &SaveOptions {
+                    external_data: mode,
+                    input: Some(input.clone()),
+                },
+            )?;
+            if json {
+                print_json(&summary)
+            } else {
+                print(&format!(
+                    "wrote {} ({} bytes){}\n",
+                    summary.path.display(),
+                    summary.bytes,
+                    summary
+                        .data_file
+                        .as_ref()
+                        .map(|d| format!(" and {} ({} bytes)", d.display(), summary.data_bytes))
+                        .unwrap_or_default()
+                ))
+            }
+        }
+    }
+}
+
+/// The GLUE folder: `--data`, else `data/glue` here or in the project, else `../shared/data/glue`.
+fn default_data_dir() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let candidates = [
+        PathBuf::from("data/glue"),
+        manifest.join("data/glue"),
+        PathBuf::from("../shared/data/glue"),
+        manifest.join("../shared/data/glue"),
+    ];
+    candidates
+        .iter()
+        .find(|c| c.is_dir())
+        .cloned()
+        .unwrap_or_else(|| candidates[0].clone())
+}
+
+fn cmd_eval(ort_lib: Option<&Path>, a: EvalArgs) -> Result<()> {
+    let task = Task::from_name(&a.task)?;
+    if !a.model.is_file() {
+        bail!("--model {}: no such file", a.model.display());
+    }
+    runtime::init(ort_lib)?;
+    let opts = EvalOptions {
+        task,
+        split: a.split,
+        data_dir: a.data.unwrap_or_else(default_data_dir),
+        batch_size: a.batch_size.unwrap_or(task.default_batch_size()),
+        max_length: a.max_length,
+        warmup: a.warmup,
+        measure: a.measure,
+        limit: a.limit,
+        bucket: a.bucket,
+        tokenizer: a.tokenizer,
+        session: SessionOptions {
+            device: a.device,
+            threads: a.threads,
+            ..Default::default()
+        },
+    };
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} batches {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(format!("eval {task}"));
+    let progress = |done: usize, total: usize| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    };
+    let r = eval::evaluate(&a.model, &opts, &progress);
+    bar.finish_and_clear();
+    let r = r?;
+    if a.json {
+        print_json(&r)
+    } else {
+        print(&report::eval_text(&r))
+    }
+}

@@ -1,0 +1,198 @@
+//! A read-only index over a graph: who produces a value, who consumes it, which values are
+//! constants (initializers, `Constant` nodes, `Identity` aliases of either).
+
+use std::collections::HashMap;
+
+use super::proto::{GraphProto, NodeProto, TensorProto};
+use super::tensor;
+
+pub struct GraphIndex<'g> {
+    pub graph: &'g GraphProto,
+    producer: HashMap<&'g str, usize>,
+    consumers: HashMap<&'g str, Vec<usize>>,
+    initializers: HashMap<&'g str, usize>,
+    graph_inputs: Vec<&'g str>,
+    graph_outputs: Vec<&'g str>,
+}
+
+/// Where a constant value lives.
+#[derive(Debug, Clone, Copy)]
+pub enum ConstRef<'g> {
+    Initializer(&'g TensorProto),
+    /// A `Constant` node (index) and its `value` tensor.
+    Node(usize, &'g TensorProto),
+}
+
+impl<'g> ConstRef<'g> {
+    pub fn tensor(&self) -> &'g TensorProto {
+        match self {
+            ConstRef::Initializer(t) | ConstRef::Node(_, t) => t,
+        }
+    }
+}
+
+impl<'g> GraphIndex<'g> {
+    pub fn new(graph: &'g GraphProto) -> Self {
+        let mut producer = HashMap::new();
+        let mut consumers: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, node) in graph.node.iter().enumerate() {
+            for out in &node.output {
+                if !out.is_empty() {
+                    producer.entry(out.as_str()).or_insert(i);
+                }
+            }
+            for inp in &node.input {
+                if !inp.is_empty() {
+                    let list = consumers.entry(inp.as_str()).or_default();
+                    if list.last() != Some(&i) {
+                        list.push(i);
+                    }
+                }
+            }
+        }
+        let initializers = graph
+            .initializer
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name(), i))
+            .collect();
+        let init_names: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name()).collect();
+        GraphIndex {
+            graph,
+            producer,
+            consumers,
+            initializers,
+            graph_inputs: graph
+                .input
+                .iter()
+                .map(|v| v.name())
+                .filter(|n| !init_names.contains(n))
+                .collect(),
+            graph_outputs: graph.output.iter().map(|v| v.name()).collect(),
+        }
+    }
+
+    pub fn node(&self, i: usize) -> &'g NodeProto {
+        &self.graph.node[i]
+    }
+
+    /// Display name of a node: its name, or `#index (OpType)` when unnamed.
+    pub fn node_label(&self, i: usize) -> String {
+        let n = self.node(i);
+        match n.name() {
+            "" => format!("#{i} ({})", n.op_type()),
+            name => format!("'{name}' ({})", n.op_type()),
+        }
+    }
+
+    pub fn producer(&self, value: &str) -> Option<usize> {
+        self.producer.get(value).copied()
+    }
+
+    pub fn consumers(&self, value: &str) -> &[usize] {
+        self.consumers.get(value).map_or(&[], |v| v.as_slice())
+    }
+
+    pub fn initializer(&self, name: &str) -> Option<&'g TensorProto> {
+        self.initializers.get(name).map(|&i| &self.graph.initializer[i])
+    }
+
+    pub fn graph_inputs(&self) -> &[&'g str] {
+        &self.graph_inputs
+    }
+
+    pub fn is_graph_output(&self, value: &str) -> bool {
+        self.graph_outputs.contains(&value)
+    }
+
+    /// Follows `Identity` nodes back to the value they alias.
+    pub fn resolve<'a>(&'a self, mut value: &'a str) -> &'a str {
+        for _ in 0..16 {
+            match self.producer(value).map(|i| self.node(i)) {
+                Some(n) if n.op_type() == "Identity" && !n.input.is_empty() => value = &n.input[0],
+                _ => break,
+            }
+        }
+        value
+    }
+
+    /// The constant behind a value: an initializer or a `Constant` node's `value`, through Identity.
+    pub fn constant(&self, value: &str) -> Option<ConstRef<'g>> {
+        let value = self.resolve(value);
+        if let Some(t) = self.initializer(value) {
+            return Some(ConstRef::Initializer(t));
+        }
+        let i = self.producer(value)?;
+        let n = self.node(i);
+        if n.op_type() == "Constant" && n.domain().is_empty() {
+            let attr = n.attribute.iter().find(|a| a.name() == "value")?;
+            return attr.t.as_ref().map(|t| ConstRef::Node(i, t));
+        }
+        None
+    }
+
+    /// Name of the value (after Identity) if it is a constant; the name under which it is stored.
+    pub fn constant_name(&self, value: &str) -> Option<String> {
+        match self.constant(value)? {
+            ConstRef::Initializer(t) => Some(t.name().to_string()),
+            ConstRef::Node(i, _) => self.node(i).output.first().cloned(),
+        }
+    }
+
+    pub fn const_i64(&self, value: &str) -> Option<Vec<i64>> {
+        tensor::to_i64(self.constant(value)?.tensor()).ok()
+    }
+
+    pub fn const_f32(&self, value: &str) -> Option<Vec<f32>> {
+        tensor::to_f32(self.constant(value)?.tensor()).ok()
+    }
+
+    /// A float initializer of rank 2 behind the value: (name, dims).
+    pub fn weight_2d(&self, value: &str) -> Option<(&'g TensorProto, usize, usize)> {
+        let c = self.constant(value)?;
+        let t = c.tensor();
+        if t.dims.len() == 2
+            && t.dims.iter().all(|&d| d > 0)
+            && tensor::element_size(t.data_type()).is_some()
+            && matches!(t.data_type(), 1 | 10 | 16)
+        {
+            Some((t, t.dims[0] as usize, t.dims[1] as usize))
+        } else {
+            None
+        }
+    }
+
+    /// First input of `node` that is not a constant.
+    pub fn dynamic_inputs(&self, i: usize) -> Vec<&'g str> {
+        self.node(i)
+            .input
+            .iter()
+            .filter(|v| !v.is_empty() && self.constant(v).is_none())
+            .map(|s| s.as_str())
+            .collect()
+    }
+
+    pub fn attr_i(&self, i: usize, name: &str) -> Option<i64> {
+        self.node(i)
+            .attribute
+            .iter()
+            .find(|a| a.name() == name)
+            .and_then(|a| a.i)
+    }
+
+    pub fn attr_f(&self, i: usize, name: &str) -> Option<f32> {
+        self.node(i)
+            .attribute
+            .iter()
+            .find(|a| a.name() == name)
+            .and_then(|a| a.f)
+    }
+
+    pub fn attr_ints(&self, i: usize, name: &str) -> Option<Vec<i64>> {
+        self.node(i)
+            .attribute
+            .iter()
+            .find(|a| a.name() == name)
+            .map(|a| a.ints.clone())
+    }
+}

@@ -1,0 +1,363 @@
+//! Lossless model I/O. prost keeps every field the schema in `proto/` knows (the complete
+//! onnx-ml schema), so decode → encode reproduces the model. External data (tensors in a side
+//! file) is read into memory on load and written back out on save when asked or when the model
+//! would pass protobuf's 2 GiB limit. Every save is atomic: a temporary file in the output's
+//! folder, fsync, rename; a failed save leaves nothing at the output path.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Component, Path, PathBuf};
+
+use prost::Message;
+
+use super::proto::tensor_proto::DataLocation;
+use super::proto::{GraphProto, ModelProto, StringStringEntryProto, TensorProto};
+use super::{tensor, OnnxError};
+
+/// Protobuf cannot serialize a message of 2 GiB or more; stay clear of it.
+const PROTOBUF_LIMIT: usize = (1 << 31) - (1 << 20);
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> OnnxError + '_ {
+    move |source| OnnxError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Reads a model and any external data it references (resolved against the model's folder).
+pub fn load(path: &Path) -> Result<ModelProto, OnnxError> {
+    let meta = fs::metadata(path).map_err(io_err(path))?;
+    if meta.is_dir() {
+        return Err(OnnxError::NotOnnx {
+            path: path.to_path_buf(),
+            reason: "it is a directory; pass the .onnx file inside it".into(),
+        });
+    }
+    let bytes = fs::read(path).map_err(io_err(path))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    load_from_bytes(&bytes, path, Some(base))
+}
+
+/// Decodes a model from bytes. `path` is used in errors; external data is resolved against
+/// `base_dir` (refused when `None`).
+pub fn load_from_bytes(bytes: &[u8], path: &Path, base_dir: Option<&Path>) -> Result<ModelProto, OnnxError> {
+    let not_onnx = |reason: String| OnnxError::NotOnnx {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if bytes.is_empty() {
+        return Err(not_onnx("the file is empty".into()));
+    }
+    let mut model = ModelProto::decode(bytes).map_err(|e| {
+        not_onnx(format!(
+            "protobuf decode failed: {e}; the file is truncated or not ONNX"
+        ))
+    })?;
+    if model.ir_version.unwrap_or(0) <= 0 {
+        return Err(not_onnx("no IR version: the file is not an ONNX ModelProto".into()));
+    }
+    if model.graph.is_none() {
+        return Err(not_onnx("the model has no graph".into()));
+    }
+    if let Some(graph) = model.graph.as_mut() {
+        let mut result = Ok(());
+        for_each_tensor_mut(graph, &mut |t| {
+            if result.is_ok() && tensor::is_external(t) {
+                result = inline_external(t, path, base_dir);
+            }
+        });
+        result?;
+    }
+    Ok(model)
+}
+
+/// Calls `f` on every tensor stored in the graph: initializers, Constant values and tensors in
+/// subgraphs (If/Loop/Scan bodies).
+pub fn for_each_tensor_mut(graph: &mut GraphProto, f: &mut dyn FnMut(&mut TensorProto)) {
+    for t in &mut graph.initializer {
+        f(t);
+    }
+    for st in &mut graph.sparse_initializer {
+        if let Some(v) = st.values.as_mut() {
+            f(v);
+        }
+    }
+    for node in &mut graph.node {
+        for attr in &mut node.attribute {
+            if let Some(t) = attr.t.as_mut() {
+                f(t);
+            }
+            for t in &mut attr.tensors {
+                f(t);
+            }
+            if let Some(g) = attr.g.as_mut() {
+                for_each_tensor_mut(g, f);
+            }
+            for g in &mut attr.graphs {
+                for_each_tensor_mut(g, f);
+            }
+        }
+    }
+}
+
+fn inline_external(t: &mut TensorProto, model_path: &Path, base_dir: Option<&Path>) -> Result<(), OnnxError> {
+    let name = t.name().to_string();
+    let fail = |reason: String| OnnxError::ExternalData {
+        path: model_path.to_path_buf(),
+        tensor: name.clone(),
+        reason,
+    };
+    let base = base_dir.ok_or_else(|| fail("external data needs the model's folder".into()))?;
+    let mut location = None;
+    let mut offset: u64 = 0;
+    let mut length: Option<u64> = None;
+    for e in &t.external_data {
+        match e.key() {
+            "location" => location = Some(e.value().to_string()),
+            "offset" => {
+                offset = e
+                    .value()
+                    .parse()
+                    .map_err(|_| fail(format!("bad offset {:?}", e.value())))?
+            }
+            "length" => {
+                length = Some(
+                    e.value()
+                        .parse()
+                        .map_err(|_| fail(format!("bad length {:?}", e.value())))?,
+                )
+            }
+            _ => {}
+        }
+    }
+    let location = location.ok_or_else(|| fail("no 'location' entry".into()))?;
+    let rel = Path::new(&location);
+    if location.is_empty()
+        || rel.is_absolute()
+        || rel
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(fail(format!(
+            "location {location:?} must be a relative path inside the model's folder"
+        )));
+    }
+    let file = base.join(rel);
+    let base_canon = base.canonicalize().map_err(io_err(base))?;
+    let canon = file
+        .canonicalize()
+        .map_err(|e| fail(format!("cannot open {}: {e}", file.display())))?;
+    if !canon.starts_with(&base_canon) {
+        return Err(fail(format!("{} resolves outside the model's folder", file.display())));
+    }
+    let file_len = fs::metadata(&canon).map_err(io_err(&canon))?.len();
+    let n = tensor::numel(t)? as u64;
+    let elem = tensor::element_size(t.data_type()).ok_or_else(|| {
+        fail(format!(
+            "external data of type {} is not supported",
+            tensor::dtype_name(t.data_type())
+        ))
+    })? as u64;
+    let expected = n * elem;
+    let length = length.unwrap_or(expected);
+    if length != expected {
+        return Err(fail(format!(
+            "length {length} but shape {:?} needs {expected} bytes",
+            t.dims
+        )));
+    }
+    if offset.checked_add(length).is_none_or(|end| end > file_len) {
+        return Err(fail(format!(
+            "bytes {offset}..{} lie past the end of {} ({file_len} bytes)",
+            offset.saturating_add(length),
+            file.display()
+        )));
+    }
+    let mut f = fs::File::open(&canon).map_err(io_err(&canon))?;
+    use std::io::{Read, Seek, SeekFrom};
+    f.seek(SeekFrom::Start(offset)).map_err(io_err(&canon))?;
+    let mut buf = vec![0u8; length as usize];
+    f.read_exact(&mut buf).map_err(io_err(&canon))?;
+    t.raw_data = Some(buf.into());
+    t.data_location = None;
+    t.external_data.clear();
+    Ok(())
+}
+
+/// Whether tensors go to a side file on save.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExternalData {
+    /// Only when the model would exceed protobuf's 2 GiB limit.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SaveOptions {
+    pub external_data: ExternalData,
+    /// The model this one was read from: never overwritten.
+    pub input: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SaveSummary {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub data_file: Option<PathBuf>,
+    pub data_bytes: u64,
+}
+
+/// True when both paths name the same existing file (same device and inode), or the same
+/// canonical path.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(ma), Ok(mb)) = (fs::metadata(a), fs::metadata(b)) {
+            return ma.dev() == mb.dev() && ma.ino() == mb.ino();
+        }
+    }
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(ca), Ok(cb)) => ca == cb,
+        _ => false,
+    }
+}
+
+/// Errors unless `output` is a different file from `input`.
+pub fn ensure_distinct(input: &Path, output: &Path) -> Result<(), OnnxError> {
+    if same_file(input, output) || input == output {
+        return Err(OnnxError::OutputIsInput {
+            path: output.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// Name of the side file for `path`: `model.onnx` → `model.onnx.data`.
+pub fn data_file_for(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".data");
+    path.with_file_name(name)
+}
+
+/// Writes the model atomically. Tensors of at least 1 KiB go to `<path>.data` when external
+/// data is used.
+pub fn save(model: &ModelProto, path: &Path, opts: &SaveOptions) -> Result<SaveSummary, OnnxError> {
+    if let Some(input) = &opts.input {
+        ensure_distinct(input, path)?;
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(OnnxError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("folder {} does not exist", dir.display()),
+            ),
+        });
+    }
+    let external = match opts.external_data {
+        ExternalData::Always => true,
+        ExternalData::Never => false,
+        ExternalData::Auto => model.encoded_len() > PROTOBUF_LIMIT,
+    };
+    if !external {
+        let bytes = model.encode_to_vec();
+        if bytes.len() > PROTOBUF_LIMIT {
+            return Err(OnnxError::Tensor {
+                name: String::new(),
+                reason: "the model exceeds protobuf's 2 GiB limit; save it with external data".into(),
+            });
+        }
+        write_atomic(path, &dir, &[&bytes])?;
+        return Ok(SaveSummary {
+            path: path.to_path_buf(),
+            bytes: bytes.len() as u64,
+            data_file: None,
+            data_bytes: 0,
+        });
+    }
+    let data_path = data_file_for(path);
+    if let Some(input) = &opts.input {
+        ensure_distinct(input, &data_path)?;
+    }
+    let location = data_path.file_name().unwrap_or_default().to_string_lossy().to_string();
+    let mut model = model.clone();
+    let mut chunks: Vec<bytes::Bytes> = Vec::new();
+    let mut offset: u64 = 0;
+    if let Some(graph) = model.graph.as_mut() {
+        for_each_tensor_mut(graph, &mut |t| {
+            let Some(raw) = t.raw_data.as_ref() else { return };
+            if raw.len() < 1024 {
+                return;
+            }
+            // Align each tensor to 64 bytes so that readers may map it directly.
+            let pad = (64 - offset % 64) % 64;
+            if pad > 0 {
+                chunks.push(bytes::Bytes::from(vec![0u8; pad as usize]));
+                offset += pad;
+            }
+            let len = raw.len() as u64;
+            chunks.push(raw.clone());
+            let entry = |k: &str, v: String| StringStringEntryProto {
+                key: Some(k.into()),
+                value: Some(v),
+            };
+            t.external_data = vec![
+                entry("location", location.clone()),
+                entry("offset", offset.to_string()),
+                entry("length", len.to_string()),
+            ];
+            t.data_location = Some(DataLocation::External as i32);
+            t.raw_data = None;
+            offset += len;
+        });
+    }
+    let refs: Vec<&[u8]> = chunks.iter().map(|c| c.as_ref()).collect();
+    write_atomic(&data_path, &dir, &refs)?;
+    let bytes = model.encode_to_vec();
+    if let Err(e) = write_atomic(path, &dir, &[&bytes]) {
+        let _ = fs::remove_file(&data_path);
+        return Err(e);
+    }
+    Ok(SaveSummary {
+        path: path.to_path_buf(),
+        bytes: bytes.len() as u64,
+        data_file: Some(data_path),
+        data_bytes: offset,
+    })
+}
+
+fn write_atomic(path: &Path, dir: &Path, parts: &[&[u8]]) -> Result<(), OnnxError> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".onnx-compress-")
+        .suffix(".partial")
+        .tempfile_in(dir)
+        .map_err(io_err(path))?;
+    {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+        for p in parts {
+            w.write_all(p).map_err(io_err(path))?;
+        }
+        w.flush().map_err(io_err(path))?;
+    }
+    tmp.as_file().sync_all().map_err(io_err(path))?;
+    tmp.persist(path).map_err(|e| OnnxError::Io {
+        path: path.to_path_buf(),
+        source: e.error,
+    })?;
+    Ok(())
+}
+
+/// Size on disk of a model file plus the external data files it references.
+/// (Counts the side file this tool writes, `<model>.data`, when present.)
+pub fn size_on_disk(path: &Path) -> u64 {
+    let model = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let data = fs::metadata(data_file_for(path)).map(|m| m.len()).unwrap_or(0);
+    model + data
+}

@@ -1,0 +1,208 @@
+//! Renders reports (data from `inspect`, `eval`, passes) as text for people. JSON output is the
+//! reports' own serde form.
+
+use std::fmt::Write;
+
+use crate::eval::EvalReport;
+use crate::inspect::{IoInfo, ModelSummary};
+
+/// 22_713_218 → "22.71 M".
+pub fn human(n: f64) -> String {
+    let a = n.abs();
+    if a >= 1e9 {
+        format!("{:.2} G", n / 1e9)
+    } else if a >= 1e6 {
+        format!("{:.2} M", n / 1e6)
+    } else if a >= 1e3 {
+        format!("{:.1} k", n / 1e3)
+    } else {
+        format!("{n}")
+    }
+}
+
+fn io_line(v: &[IoInfo]) -> String {
+    v.iter()
+        .map(|i| format!("{} {} [{}]", i.name, i.dtype, i.shape.join(", ")))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+pub fn inspect_text(s: &ModelSummary) -> String {
+    let mut o = String::new();
+    let p = &s.parameters;
+    let _ = writeln!(
+        o,
+        "model        {} ({:.2} MB, {:.2} MiB)",
+        s.path.display(),
+        s.file_bytes as f64 / 1e6,
+        s.file_bytes as f64 / 1048576.0
+    );
+    let opsets: Vec<String> = s
+        .opsets
+        .iter()
+        .map(|(d, v)| format!("{} {v}", if d.is_empty() { "ai.onnx" } else { d }))
+        .collect();
+    let _ = writeln!(
+        o,
+        "format       IR {}, opsets {}; producer {}",
+        s.ir_version,
+        opsets.join(", "),
+        s.producer
+    );
+    let _ = writeln!(o, "inputs       {}", io_line(&s.inputs));
+    let _ = writeln!(o, "outputs      {}", io_line(&s.outputs));
+    let heads: Vec<usize> = s.layers.iter().map(|l| l.heads).collect();
+    let widths: Vec<usize> = s.layers.iter().map(|l| l.ffn_width).collect();
+    let uniform = |v: &[usize]| v.windows(2).all(|w| w[0] == w[1]);
+    let head_size = s.layers.first().map_or(0, |l| l.head_size);
+    let _ = writeln!(
+        o,
+        "transformer  {} layers × {} heads × {head_size}, hidden {}, FFN {}{}",
+        s.num_layers,
+        if uniform(&heads) {
+            heads.first().map_or("0".into(), |h| h.to_string())
+        } else {
+            format!("{heads:?}")
+        },
+        s.hidden,
+        if uniform(&widths) {
+            widths.first().map_or("0".into(), |h| h.to_string())
+        } else {
+            format!("{widths:?}")
+        },
+        s.num_labels.map(|n| format!(", {n} labels")).unwrap_or_default()
+    );
+    let _ = writeln!(
+        o,
+        "parameters   {} total: embeddings {}, attention {}, FFN {}, pooler {}, classifier {}, other {}",
+        human(p.total as f64),
+        human(p.embeddings as f64),
+        human(p.attention.iter().sum::<usize>() as f64),
+        human(p.ffn.iter().sum::<usize>() as f64),
+        human(p.pooler as f64),
+        human(p.classifier as f64),
+        human(p.other as f64)
+    );
+    let _ = writeln!(
+        o,
+        "MACs         per sequence of {} tokens: encoder {}, head {}",
+        s.seq_len,
+        human(s.encoder_macs as f64),
+        human(s.head_macs as f64)
+    );
+    let _ = writeln!(
+        o,
+        "tokenizer    {}",
+        if s.has_embedded_tokenizer {
+            "embedded in the model"
+        } else {
+            "not embedded (looked up beside the model)"
+        }
+    );
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "layer  heads  size  ffn    activation   attn params  ffn params  MACs@{}  shape consts",
+        s.seq_len
+    );
+    for l in &s.layers {
+        let _ = writeln!(
+            o,
+            "{:<6} {:<6} {:<5} {:<6} {:<12} {:<12} {:<11} {:<8} {}{}",
+            l.index,
+            l.heads,
+            l.head_size,
+            l.ffn_width,
+            l.activation,
+            human(l.attention_params as f64),
+            human(l.ffn_params as f64),
+            human(l.macs as f64),
+            l.shape_constants,
+            if l.fused_attention { " (fused attention)" } else { "" }
+        );
+    }
+    let _ = writeln!(o);
+    if s.history.is_empty() {
+        let _ = writeln!(o, "history      none (not written by onnx-compress)");
+    } else {
+        let _ = writeln!(o, "history");
+        for (i, h) in s.history.iter().enumerate() {
+            let delta = match (h.params_before, h.params_after) {
+                (Some(b), Some(a)) => format!(", params {} → {}", human(b as f64), human(a as f64)),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                o,
+                "  {}. {} {} (v{}, {}){delta}",
+                i + 1,
+                h.pass,
+                h.options,
+                h.tool_version,
+                h.time
+            );
+        }
+    }
+    o
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("n/a".into(), |x| format!("{x:.digits$}"))
+}
+
+pub fn eval_text(r: &EvalReport) -> String {
+    let mut o = String::new();
+    let m = &r.metrics;
+    let t = &r.timing;
+    let _ = writeln!(o, "model        {}", r.model.display());
+    let _ = writeln!(
+        o,
+        "data         {} {} ({} examples, {} batches of {}, max length {}{})",
+        r.task,
+        r.split,
+        r.examples,
+        r.batches,
+        r.batch_size,
+        r.max_length,
+        if r.bucket { ", length-bucketed" } else { "" }
+    );
+    let mut quality = Vec::new();
+    if let Some(a) = m.accuracy {
+        quality.push(format!("accuracy {a:.4}"));
+    }
+    if let Some(f) = m.f1 {
+        quality.push(format!("F1 {f:.4}"));
+    }
+    if let Some(x) = m.mcc {
+        quality.push(format!("MCC {x:.4}"));
+    }
+    if let Some(x) = m.pearson {
+        quality.push(format!("Pearson {x:.4}"));
+    }
+    if let Some(x) = m.spearman {
+        quality.push(format!("Spearman {x:.4}"));
+    }
+    let _ = writeln!(o, "quality      {}", quality.join(", "));
+    let _ = writeln!(
+        o,
+        "speed        {} ms/batch, {} samples/s (p50 {} ms, p95 {} ms; {} batches timed after {} warm-up, {:?}, {} threads)",
+        opt(t.ms_per_batch, 2),
+        opt(t.samples_per_s, 1),
+        opt(t.p50_ms, 2),
+        opt(t.p95_ms, 2),
+        t.timed_batches,
+        t.warmup_batches,
+        r.device,
+        if r.threads == 0 { "default".to_string() } else { r.threads.to_string() }
+    );
+    let _ = writeln!(o, "size         {:.2} MB ({:.2} MiB)", r.size_mb, r.size_mib);
+    let _ = writeln!(
+        o,
+        "time         tokenize+batch {:.3} s ({:.1}% of forward {:.3} s), wall {:.2} s",
+        r.tokenize_seconds,
+        100.0 * r.tokenize_seconds / r.forward_seconds.max(1e-9),
+        r.forward_seconds,
+        r.wall_seconds
+    );
+    let _ = writeln!(o, "tokenizer    {}", r.tokenizer);
+    o
+}

@@ -1,0 +1,260 @@
+//! Running models with ONNX Runtime: finding and loading its shared library, opening sessions on
+//! CPU or CUDA (never silently falling back), and running one tokenized batch.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use anyhow::{anyhow, bail, Context, Result};
+use ndarray::Array2;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+use ort::value::TensorRef;
+
+/// The ONNX Runtime release this tool is built and tested against.
+pub const ORT_VERSION: &str = "1.32.0";
+const LIB_NAME: &str = "libonnxruntime.so.1.32.0";
+/// The one command that installs the library into the project.
+pub const FIX_COMMAND: &str = "make setup   (or: scripts/install_ort.sh)";
+
+/// Where the project-local install lives, relative to the project root.
+pub const LOCAL_DIR: &str = ".ort/lib";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    Cpu,
+    Cuda,
+}
+
+/// Candidate project roots: the ancestors of the running executable, the current folder and
+/// the folder this crate was built from.
+fn project_roots() -> Vec<PathBuf> {
+    let mut roots = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        roots.extend(exe.ancestors().skip(1).take(4).map(Path::to_path_buf));
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        roots.push(cwd);
+    }
+    roots.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    roots
+}
+
+fn local_candidates() -> Vec<PathBuf> {
+    project_roots()
+        .into_iter()
+        .map(|r| r.join(LOCAL_DIR).join(LIB_NAME))
+        .collect()
+}
+
+fn site_packages_candidates() -> Vec<PathBuf> {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import site, sysconfig; print('\\n'.join(site.getsitepackages() + [site.getusersitepackages(), sysconfig.get_paths()['purelib']]))",
+        ])
+        .stderr(std::process::Stdio::null())
+        .output();
+    let Ok(out) = out else { return vec![] };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| Path::new(l.trim()).join("onnxruntime/capi").join(LIB_NAME))
+        .collect()
+}
+
+/// Finds the library: `--ort-lib`, then `ORT_DYLIB_PATH`, then the project-local install, then
+/// Python's site-packages. The error lists what was tried and the command that fixes it.
+pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        if p.is_file() {
+            return Ok(p.to_path_buf());
+        }
+        bail!("--ort-lib {}: no such file", p.display());
+    }
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Ok(p);
+        }
+        bail!(
+            "ORT_DYLIB_PATH={}: no such file (unset it or point it at {LIB_NAME})",
+            p.display()
+        );
+    }
+    let mut tried = Vec::new();
+    for c in local_candidates().into_iter().chain(site_packages_candidates()) {
+        if c.is_file() {
+            return Ok(c);
+        }
+        tried.push(c);
+    }
+    tried.dedup();
+    bail!(
+        "ONNX Runtime {ORT_VERSION} shared library not found (tried --ort-lib, ORT_DYLIB_PATH, {}). Install it with: {FIX_COMMAND}",
+        tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )
+}
+
+static ENV: OnceLock<std::result::Result<(ort::environment::Environment, PathBuf), String>> = OnceLock::new();
+
+/// Loads ONNX Runtime once per process; returns the library path in use.
+pub fn init(explicit: Option<&Path>) -> Result<PathBuf> {
+    let r = ENV.get_or_init(|| {
+        let path = find_library(explicit).map_err(|e| e.to_string())?;
+        let builder = ort::init_from(&path).map_err(|e| {
+            format!(
+                "cannot load ONNX Runtime from {}: {e}. Reinstall it with: {FIX_COMMAND}",
+                path.display()
+            )
+        })?;
+        let env = builder
+            .with_name("onnx-compress")
+            .build()
+            .map_err(|e| format!("ONNX Runtime environment: {e}"))?;
+        Ok((env, path))
+    });
+    match r {
+        Ok((_, p)) => Ok(p.clone()),
+        Err(e) => Err(anyhow!("{e}")),
+    }
+}
+
+fn env() -> Result<&'static ort::environment::Environment> {
+    match ENV.get() {
+        Some(Ok((e, _))) => Ok(e),
+        _ => bail!("ONNX Runtime is not initialised (call runtime::init first)"),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    pub device: Device,
+    /// Intra-op threads; 0 lets ONNX Runtime choose.
+    pub threads: usize,
+    pub optimization: GraphOptimizationLevel,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            device: Device::Cpu,
+            threads: 0,
+            optimization: GraphOptimizationLevel::All,
+        }
+    }
+}
+
+/// An open model with the names of the inputs it takes.
+pub struct Model {
+    pub session: Session,
+    pub has_token_type_ids: bool,
+    pub has_attention_mask: bool,
+    pub output_name: String,
+}
+
+fn builder(opts: &SessionOptions) -> Result<ort::session::builder::SessionBuilder> {
+    let e = |x: ort::Error<ort::session::builder::SessionBuilder>| anyhow!("{x}");
+    let mut b = Session::builder(env()?).map_err(|x| anyhow!("{x}"))?;
+    b = b.with_optimization_level(opts.optimization).map_err(e)?;
+    if opts.threads > 0 {
+        b = b.with_intra_threads(opts.threads).map_err(e)?;
+    }
+    b = b.with_inter_threads(1).map_err(e)?;
+    match opts.device {
+        Device::Cpu => {}
+        Device::Cuda => {
+            #[cfg(feature = "cuda")]
+            {
+                b = b
+                    .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
+                    .map_err(|x| anyhow!("the CUDA execution provider is not available: {x}"))?;
+            }
+            #[cfg(not(feature = "cuda"))]
+            bail!(
+                "--device cuda: this build has no CUDA support; rebuild with `cargo build --release --features cuda` and use the onnxruntime-gpu library"
+            );
+        }
+    }
+    Ok(b)
+}
+
+fn wrap(session: Session, what: &str) -> Result<Model> {
+    let names: Vec<String> = session.inputs().iter().map(|i| i.name().to_string()).collect();
+    for n in &names {
+        if !matches!(n.as_str(), "input_ids" | "attention_mask" | "token_type_ids") {
+            bail!("{what}: unexpected model input '{n}' (expected input_ids, attention_mask, token_type_ids)");
+        }
+    }
+    if !names.iter().any(|n| n == "input_ids") {
+        bail!("{what}: the model has no 'input_ids' input");
+    }
+    let output_name = session
+        .outputs()
+        .first()
+        .map(|o| o.name().to_string())
+        .ok_or_else(|| anyhow!("{what}: the model has no outputs"))?;
+    Ok(Model {
+        has_token_type_ids: names.iter().any(|n| n == "token_type_ids"),
+        has_attention_mask: names.iter().any(|n| n == "attention_mask"),
+        output_name,
+        session,
+    })
+}
+
+/// Opens a model file.
+pub fn open(path: &Path, opts: &SessionOptions) -> Result<Model> {
+    let session = builder(opts)?
+        .commit_from_file(path)
+        .with_context(|| format!("ONNX Runtime could not load {}", path.display()))?;
+    wrap(session, &path.display().to_string())
+}
+
+/// Opens a model held in memory (e.g. a rewritten graph that was never written to disk).
+pub fn open_bytes(bytes: &[u8], what: &str, opts: &SessionOptions) -> Result<Model> {
+    let session = builder(opts)?
+        .commit_from_memory(bytes)
+        .with_context(|| format!("ONNX Runtime could not load {what}"))?;
+    wrap(session, what)
+}
+
+/// One padded batch: row-major [batch, seq] arrays.
+pub struct Batch {
+    pub input_ids: Array2<i64>,
+    pub attention_mask: Array2<i64>,
+    pub token_type_ids: Array2<i64>,
+}
+
+impl Model {
+    /// Runs one batch; returns the logits, row-major [batch, labels], and the label count.
+    pub fn run(&mut self, batch: &Batch) -> Result<(Vec<f32>, usize)> {
+        let mut inputs: Vec<(&str, ort::session::SessionInputValue)> =
+            vec![("input_ids", TensorRef::from_array_view(&batch.input_ids)?.into())];
+        if self.has_attention_mask {
+            inputs.push((
+                "attention_mask",
+                TensorRef::from_array_view(&batch.attention_mask)?.into(),
+            ));
+        }
+        if self.has_token_type_ids {
+            inputs.push((
+                "token_type_ids",
+                TensorRef::from_array_view(&batch.token_type_ids)?.into(),
+            ));
+        }
+        let outputs = self.session.run(inputs)?;
+        let (shape, data) = outputs[self.output_name.as_str()]
+            .try_extract_tensor::<f32>()
+            .with_context(|| format!("output '{}' is not a float tensor", self.output_name))?;
+        let rows = batch.input_ids.nrows();
+        let labels = match shape.len() {
+            2 if shape[0] as usize == rows => shape[1] as usize,
+            1 if shape[0] as usize == rows => 1,
+            _ => bail!(
+                "output '{}' has shape {:?}, expected [{rows}, labels]",
+                self.output_name,
+                &shape[..]
+            ),
+        };
+        Ok((data.to_vec(), labels))
+    }
+}

@@ -1,0 +1,185 @@
+//! Finds the transformer inside an ONNX graph by its pattern, never by node names:
+//! embeddings, each encoder layer (Q/K/V, head count and size and every shape constant that
+//! carries them, output projection, FFN and activation, LayerNorms), the pooler and the
+//! classifier. Works on the torch classic exporter's layout and on the usual variants
+//! (constant vs `Shape→Gather→Concat` shapes, shared or duplicated constants, `Identity`
+//! aliases, a single `Gelu` op, fused `Attention` nodes).
+
+mod find;
+mod stats;
+
+pub use find::discover;
+pub use stats::{layer_macs as stats_layer_macs, macs_per_sequence, parameter_counts, ParameterCounts};
+
+use serde::Serialize;
+
+/// A linear layer: `MatMul` (weight stored [in, out]) or `Gemm` (transB=1: [out, in]),
+/// optionally followed by an `Add` of a bias.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Linear {
+    /// Index of the MatMul/Gemm node in `graph.node`.
+    pub node: usize,
+    pub node_name: String,
+    /// Name of the weight initializer (after resolving Identity aliases).
+    pub weight: String,
+    /// Name of the bias initializer (Gemm's C input or the following Add's constant input).
+    pub bias: Option<String>,
+    /// Index of the bias `Add` node, when the bias is a separate node.
+    pub bias_node: Option<usize>,
+    pub in_features: usize,
+    pub out_features: usize,
+    /// True when the weight is stored [out, in] (Gemm with transB=1).
+    pub transposed: bool,
+    /// The value holding the layer's output (after the bias).
+    pub output: String,
+}
+
+impl Linear {
+    pub fn params(&self) -> usize {
+        self.in_features * self.out_features + if self.bias.is_some() { self.out_features } else { 0 }
+    }
+}
+
+/// What a shape element means.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ShapeRole {
+    /// Number of heads (e.g. 12 in [B, S, 12, 32]).
+    Heads,
+    /// Size of one head (32).
+    HeadSize,
+    /// All heads together (384 in [B, S, 384]).
+    AllHeads,
+}
+
+/// One element of a constant that carries a head-dependent size.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ShapeConst {
+    /// The constant's name: an initializer or a `Constant` node's output.
+    pub constant: String,
+    /// Element index inside that constant.
+    pub element: usize,
+    pub value: i64,
+    pub role: ShapeRole,
+    /// The node that uses it (Reshape, or the Concat feeding one).
+    pub used_by: String,
+    /// Number of nodes (in all layers) that consume this constant.
+    pub shared_by: usize,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Qkv {
+    /// Separate Q, K and V projections.
+    Separate { q: Linear, k: Linear, v: Linear },
+    /// One packed weight [hidden, 3·all_heads] in a fused `Attention` node.
+    Packed {
+        node: usize,
+        node_name: String,
+        weight: String,
+        bias: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Attention {
+    pub qkv: Qkv,
+    pub output: Linear,
+    pub num_heads: usize,
+    pub head_size: usize,
+    /// Whether the attention is a single fused op (com.microsoft Attention).
+    pub fused: bool,
+    /// The Softmax node of an unfused attention.
+    pub softmax: Option<usize>,
+    /// The scale applied to Q·Kᵀ, if found (1/√head_size).
+    pub scale: Option<f32>,
+    /// Every constant element carrying the head count, head size or all-heads width.
+    pub shape_consts: Vec<ShapeConst>,
+    /// Reshape nodes of this attention whose target shape has a -1 or 0 where a head-dependent
+    /// size would be (inferred at run time: nothing to rewrite there).
+    pub inferred_reshapes: usize,
+}
+
+impl Attention {
+    pub fn all_heads(&self) -> usize {
+        self.num_heads * self.head_size
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Ffn {
+    pub up: Linear,
+    pub down: Linear,
+    /// e.g. "gelu(erf)", "gelu(tanh)", "relu", "Gelu op".
+    pub activation: String,
+    pub width: usize,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Norm {
+    pub node: usize,
+    pub node_name: String,
+    /// "LayerNormalization", "SkipLayerNormalization" or "decomposed".
+    pub kind: String,
+    pub scale: Option<String>,
+    pub bias: Option<String>,
+    pub output: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EncoderLayer {
+    pub index: usize,
+    /// The value entering the layer (input of Q, K, V).
+    pub input: String,
+    pub attention: Attention,
+    pub attention_norm: Norm,
+    pub ffn: Ffn,
+    pub output_norm: Norm,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EmbeddingTable {
+    pub weight: String,
+    pub rows: usize,
+    pub dim: usize,
+    pub gather_node: usize,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct Embeddings {
+    pub word: Option<EmbeddingTable>,
+    pub position: Option<EmbeddingTable>,
+    pub token_type: Option<EmbeddingTable>,
+    pub norm: Option<Norm>,
+}
+
+/// The classification head: optional pooler (dense + activation), then the classifier.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Head {
+    pub pooler: Option<Linear>,
+    pub pooler_activation: Option<String>,
+    pub classifier: Linear,
+}
+
+/// The mapped transformer.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Transformer {
+    pub hidden: usize,
+    pub embeddings: Embeddings,
+    pub layers: Vec<EncoderLayer>,
+    pub head: Option<Head>,
+}
+
+impl Transformer {
+    pub fn num_labels(&self) -> Option<usize> {
+        self.head.as_ref().map(|h| h.classifier.out_features)
+    }
+}
+
+/// Why a graph could not be mapped: what was looked for and where the search stopped.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+#[error("not a transformer this tool can map: looked for {looked_for}; stopped at {stopped_at}")]
+pub struct StructureError {
+    pub looked_for: String,
+    pub stopped_at: String,
+}

@@ -1,0 +1,117 @@
+//! Parameter counts per part and multiply-accumulates per sequence.
+
+use serde::Serialize;
+
+use super::{Attention, EncoderLayer, Norm, Qkv, Transformer};
+use crate::onnx::{tensor, GraphIndex, ModelProto};
+
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct ParameterCounts {
+    pub embeddings: usize,
+    /// Per encoder layer: attention (Q, K, V, output, its LayerNorm).
+    pub attention: Vec<usize>,
+    /// Per encoder layer: FFN (up, down, its LayerNorm).
+    pub ffn: Vec<usize>,
+    pub pooler: usize,
+    pub classifier: usize,
+    /// Everything else stored as a float initializer.
+    pub other: usize,
+    pub total: usize,
+}
+
+impl ParameterCounts {
+    pub fn encoder(&self) -> usize {
+        self.attention.iter().sum::<usize>() + self.ffn.iter().sum::<usize>()
+    }
+}
+
+fn numel(ix: &GraphIndex, name: &Option<String>) -> usize {
+    name.as_deref()
+        .and_then(|n| ix.constant(n))
+        .and_then(|c| tensor::numel(c.tensor()).ok())
+        .unwrap_or(0)
+}
+
+fn norm_params(ix: &GraphIndex, n: &Norm) -> usize {
+    numel(ix, &n.scale) + numel(ix, &n.bias)
+}
+
+fn attention_params(ix: &GraphIndex, a: &Attention) -> usize {
+    let qkv = match &a.qkv {
+        Qkv::Separate { q, k, v } => q.params() + k.params() + v.params(),
+        Qkv::Packed { weight, bias, .. } => numel(ix, &Some(weight.clone())) + numel(ix, bias),
+    };
+    qkv + a.output.params()
+}
+
+/// Parameter counts (elements of float initializers) per part of the model.
+pub fn parameter_counts(model: &ModelProto, t: &Transformer) -> ParameterCounts {
+    let Some(graph) = model.graph.as_ref() else {
+        return ParameterCounts::default();
+    };
+    let ix = GraphIndex::new(graph);
+    let total: usize = graph
+        .initializer
+        .iter()
+        .filter(|i| matches!(i.data_type(), 1 | 10 | 11 | 16))
+        .filter_map(|i| tensor::numel(i).ok())
+        .sum();
+    let e = &t.embeddings;
+    let embeddings = [&e.word, &e.position, &e.token_type]
+        .iter()
+        .filter_map(|t| t.as_ref())
+        .map(|t| t.rows * t.dim)
+        .sum::<usize>()
+        + e.norm.as_ref().map_or(0, |n| norm_params(&ix, n));
+    let attention: Vec<usize> = t
+        .layers
+        .iter()
+        .map(|l: &EncoderLayer| attention_params(&ix, &l.attention) + norm_params(&ix, &l.attention_norm))
+        .collect();
+    let ffn: Vec<usize> = t
+        .layers
+        .iter()
+        .map(|l| l.ffn.up.params() + l.ffn.down.params() + norm_params(&ix, &l.output_norm))
+        .collect();
+    let pooler = t
+        .head
+        .as_ref()
+        .and_then(|h| h.pooler.as_ref())
+        .map_or(0, |p| p.params());
+    let classifier = t.head.as_ref().map_or(0, |h| h.classifier.params());
+    let known = embeddings + attention.iter().sum::<usize>() + ffn.iter().sum::<usize>() + pooler + classifier;
+    ParameterCounts {
+        embeddings,
+        attention,
+        ffn,
+        pooler,
+        classifier,
+        other: total.saturating_sub(known),
+        total,
+    }
+}
+
+/// Multiply-accumulates of one encoder layer for one sequence of `seq` tokens: the four
+/// projections, Q·Kᵀ and probabilities·V, and the FFN.
+pub fn layer_macs(l: &EncoderLayer, seq: usize) -> u64 {
+    let s = seq as u64;
+    let a = &l.attention;
+    let all = a.all_heads() as u64;
+    let hidden = l.ffn.up.in_features as u64;
+    let proj = s * hidden * 3 * all + s * all * a.output.out_features as u64;
+    let scores = 2 * s * s * all;
+    let ffn =
+        s * (l.ffn.up.in_features * l.ffn.up.out_features + l.ffn.down.in_features * l.ffn.down.out_features) as u64;
+    proj + scores + ffn
+}
+
+/// (encoder MACs, head MACs) per sequence of `seq` tokens. The head (pooler, classifier) runs on
+/// the [CLS] vector only.
+pub fn macs_per_sequence(t: &Transformer, seq: usize) -> (u64, u64) {
+    let encoder = t.layers.iter().map(|l| layer_macs(l, seq)).sum();
+    let head = t.head.as_ref().map_or(0, |h| {
+        h.pooler.as_ref().map_or(0, |p| (p.in_features * p.out_features) as u64)
+            + (h.classifier.in_features * h.classifier.out_features) as u64
+    });
+    (encoder, head)
+}

@@ -1,0 +1,234 @@
+//! Structure discovery on graphs built in code (one per exporter layout) and on the shared models.
+
+use onnx_compress::onnx::{self, build, GraphProto, ModelProto};
+use onnx_compress::structure::{discover, macs_per_sequence, parameter_counts, Qkv, ShapeRole};
+use onnx_compress::testkit::shared;
+use onnx_compress::testkit::synth::{tiny_bert, GeluStyle, ShapeStyle, SynthOptions};
+
+fn opts(shapes: ShapeStyle) -> SynthOptions {
+    SynthOptions {
+        layers: 3,
+        heads: 4,
+        head_size: 8,
+        ffn: 48,
+        shapes,
+        ..Default::default()
+    }
+}
+
+fn check_dims(m: &ModelProto, o: &SynthOptions) {
+    let t = discover(m).expect("maps");
+    assert_eq!(t.layers.len(), o.layers);
+    assert_eq!(t.hidden, o.heads * o.head_size);
+    for l in &t.layers {
+        assert_eq!(l.attention.num_heads, o.heads);
+        assert_eq!(l.attention.head_size, o.head_size);
+        assert_eq!(l.ffn.width, o.ffn);
+        assert_eq!(l.ffn.up.out_features, o.ffn);
+        assert_eq!(l.ffn.down.in_features, o.ffn);
+        assert_eq!(l.attention_norm.kind, "LayerNormalization");
+        assert_eq!(l.output_norm.kind, "LayerNormalization");
+    }
+    let head = t.head.as_ref().expect("head");
+    assert_eq!(head.classifier.out_features, o.labels);
+    assert!(head.classifier.transposed);
+    assert_eq!(head.pooler_activation.as_deref(), Some("tanh"));
+    let e = &t.embeddings;
+    assert_eq!(e.word.as_ref().map(|w| w.rows), Some(o.vocab));
+    assert_eq!(e.token_type.as_ref().map(|w| w.rows), Some(2));
+    assert_eq!(e.position.as_ref().map(|w| w.rows), Some(o.max_positions));
+    assert!(e.norm.is_some());
+    // Every float initializer is attributed to a part.
+    let p = parameter_counts(m, &t);
+    assert_eq!(p.other, 0, "{p:?}");
+}
+
+#[test]
+fn torch_classic_layout_with_inferred_head_count() {
+    let o = opts(ShapeStyle::ConcatInferred);
+    let m = tiny_bert(&o);
+    check_dims(&m, &o);
+    let t = discover(&m).unwrap();
+    for l in &t.layers {
+        let a = &l.attention;
+        // Three split reshapes carry [head_size]; nothing carries the head count or width.
+        assert_eq!(a.shape_consts.len(), 3, "{:?}", a.shape_consts);
+        assert!(a
+            .shape_consts
+            .iter()
+            .all(|c| c.role == ShapeRole::HeadSize && c.value == 8));
+        assert_eq!(a.inferred_reshapes, 4);
+        assert!((a.scale.unwrap() - 1.0 / 8f32.sqrt()).abs() < 1e-7);
+        assert!(matches!(a.qkv, Qkv::Separate { .. }));
+    }
+}
+
+#[test]
+fn explicit_concat_constants_are_all_found() {
+    let o = opts(ShapeStyle::ConcatExplicit);
+    let m = tiny_bert(&o);
+    check_dims(&m, &o);
+    for l in &discover(&m).unwrap().layers {
+        let c = &l.attention.shape_consts;
+        assert_eq!(
+            c.iter().filter(|c| c.role == ShapeRole::Heads && c.value == 4).count(),
+            3
+        );
+        assert_eq!(
+            c.iter()
+                .filter(|c| c.role == ShapeRole::HeadSize && c.value == 8)
+                .count(),
+            3
+        );
+        assert_eq!(
+            c.iter()
+                .filter(|c| c.role == ShapeRole::AllHeads && c.value == 32)
+                .count(),
+            1
+        );
+        assert_eq!(l.attention.inferred_reshapes, 0);
+    }
+}
+
+#[test]
+fn one_shape_initializer_shared_by_all_layers() {
+    let o = opts(ShapeStyle::SharedInitializer);
+    let m = tiny_bert(&o);
+    check_dims(&m, &o);
+    let t = discover(&m).unwrap();
+    for l in &t.layers {
+        let c = &l.attention.shape_consts;
+        let heads: Vec<_> = c.iter().filter(|c| c.role == ShapeRole::Heads).collect();
+        assert!(!heads.is_empty());
+        assert!(heads
+            .iter()
+            .all(|c| c.constant == "attention.split_shape" && c.element == 2));
+        // 3 layers × 3 reshapes read the split shape: a pass must un-share it before rewriting.
+        assert_eq!(heads[0].shared_by, 9);
+        let merge: Vec<_> = c.iter().filter(|c| c.role == ShapeRole::AllHeads).collect();
+        assert_eq!(merge.len(), 1);
+        assert_eq!(merge[0].constant, "attention.merge_shape");
+        assert_eq!(merge[0].shared_by, 3);
+    }
+}
+
+#[test]
+fn constant_node_per_reshape() {
+    let o = opts(ShapeStyle::ConstantPerReshape);
+    let m = tiny_bert(&o);
+    check_dims(&m, &o);
+    for l in &discover(&m).unwrap().layers {
+        let c = &l.attention.shape_consts;
+        assert_eq!(c.iter().filter(|c| c.role == ShapeRole::Heads).count(), 3);
+        assert!(c.iter().all(|c| c.shared_by == 1));
+    }
+}
+
+#[test]
+fn gelu_op_identity_aliases_and_opset_20() {
+    let o = SynthOptions {
+        gelu: GeluStyle::Op,
+        identity_aliases: true,
+        ..opts(ShapeStyle::ConcatInferred)
+    };
+    let m = tiny_bert(&o);
+    check_dims(&m, &o);
+    let t = discover(&m).unwrap();
+    assert_eq!(t.layers[0].ffn.activation, "gelu (fused op)");
+    // Weights resolve through the Identity alias to the initializer itself.
+    assert_eq!(t.layers[0].ffn.up.weight, "encoder.layer.0.intermediate.dense.weight");
+}
+
+#[test]
+fn tanh_gelu_is_recognized() {
+    let o = SynthOptions {
+        gelu: GeluStyle::Tanh,
+        ..opts(ShapeStyle::ConcatInferred)
+    };
+    let m = tiny_bert(&o);
+    check_dims(&m, &o);
+    assert_eq!(discover(&m).unwrap().layers[1].ffn.activation, "gelu(tanh)");
+}
+
+#[test]
+fn fused_attention_nodes_are_mapped() {
+    let o = SynthOptions {
+        fused_attention: true,
+        ..opts(ShapeStyle::ConcatInferred)
+    };
+    let m = tiny_bert(&o);
+    check_dims(&m, &o);
+    let t = discover(&m).unwrap();
+    for l in &t.layers {
+        assert!(l.attention.fused);
+        assert!(matches!(l.attention.qkv, Qkv::Packed { .. }));
+    }
+}
+
+#[test]
+fn macs_follow_the_formula() {
+    let o = opts(ShapeStyle::ConcatInferred);
+    let t = discover(&tiny_bert(&o)).unwrap();
+    let (s, h, f) = (16u64, 32u64, 48u64);
+    // Per layer: 4 projections (s·h·h each), QKᵀ and PV (s·s·h each), FFN (2·s·h·f).
+    let per_layer = 4 * s * h * h + 2 * s * s * h + 2 * s * h * f;
+    let (enc, head) = macs_per_sequence(&t, 16);
+    assert_eq!(enc, 3 * per_layer);
+    assert_eq!(head, h * h + h * 2);
+}
+
+#[test]
+fn a_graph_without_attention_names_what_was_looked_for() {
+    let g = GraphProto {
+        node: vec![build::node("Relu", "r", &["x"], &["y"])],
+        ..Default::default()
+    };
+    let err = discover(&build::model(g, 17)).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("Softmax") && msg.contains("Relu"), "{msg}");
+}
+
+#[test]
+fn a_broken_attention_says_where_it_stopped() {
+    // Remove the value projection's MatMul: the search for V must fail with a located message.
+    let mut m = tiny_bert(&opts(ShapeStyle::ConcatInferred));
+    let g = m.graph.as_mut().unwrap();
+    g.node
+        .retain(|n| !n.name().starts_with("encoder.layer.1.attention.self.value/MatMul"));
+    let err = discover(&m).unwrap_err().to_string();
+    assert!(err.contains("encoder layer 1") && err.contains("value"), "{err}");
+}
+
+#[test]
+fn shared_models_map_as_documented() {
+    for name in ["minilm-l6-sst2", "minilm-l6-mrpc"] {
+        let Some(path) = shared::require(&format!("models/{name}/model.onnx"), "structure test") else {
+            return;
+        };
+        let m = onnx::load(&path).unwrap();
+        let t = discover(&m).unwrap();
+        assert_eq!(t.layers.len(), 6);
+        assert_eq!(t.hidden, 384);
+        for l in &t.layers {
+            assert_eq!(
+                (l.attention.num_heads, l.attention.head_size, l.ffn.width),
+                (12, 32, 1536)
+            );
+            assert_eq!(l.ffn.activation, "gelu(erf)");
+            assert!((l.attention.scale.unwrap() - 0.176_776_7).abs() < 1e-6);
+            // The classic exporter's shapes: [B, S, -1, 32] and [B, S, -1].
+            assert_eq!(l.attention.shape_consts.len(), 3);
+            if let Qkv::Separate { q, .. } = &l.attention.qkv {
+                assert!(q.bias.as_deref().unwrap().ends_with("attention.self.query.bias"));
+            } else {
+                panic!("expected separate Q/K/V");
+            }
+        }
+        let p = parameter_counts(&m, &t);
+        assert_eq!(p.other, 0);
+        assert_eq!(p.embeddings, (30522 + 512 + 2) * 384 + 2 * 384);
+        assert_eq!(t.num_labels(), Some(2));
+        // 11,918,592 embeddings + 6 × (592,128 attention + 1,182,336 FFN) + 147,840 pooler + 770 classifier.
+        assert_eq!(p.total, 22_713_986);
+    }
+}
