@@ -26,6 +26,7 @@ struct Cli {
 enum Command {
     /// Show the transformer found in a model: layers, heads, FFN widths, parameters, MACs, history.
     Inspect {
+        /// The .onnx model to inspect.
         model: PathBuf,
         /// Sequence length for the MAC count.
         #[arg(long, default_value_t = 128)]
@@ -38,7 +39,9 @@ enum Command {
     Eval(EvalArgs),
     /// Re-encode a model (e.g. to or from external data), embedding its tokenizer and recording history.
     Convert {
+        /// The model to read (never modified).
         input: PathBuf,
+        /// Where to write the copy (written atomically; must differ from INPUT).
         output: PathBuf,
         /// Store tensors in OUTPUT.data: auto (only past protobuf's 2 GiB limit), always, never.
         #[arg(long, value_enum, default_value_t = ExternalMode::Auto)]
@@ -46,6 +49,7 @@ enum Command {
         /// Tokenizer to embed (default: the one found for INPUT, if any).
         #[arg(long)]
         tokenizer: Option<PathBuf>,
+        /// Print what was written as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -63,18 +67,22 @@ struct EvalArgs {
     /// sst2, mrpc, qqp (also cola, qnli, rte, mnli, stsb, wnli).
     #[arg(long)]
     task: String,
+    /// The .onnx model to evaluate.
     #[arg(long)]
     model: PathBuf,
     /// GLUE folder holding <task>/<split>.tsv (default: data/glue, then ../shared/data/glue).
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Which file of the task folder to read: dev, train, or any <split>.tsv there.
     #[arg(long, default_value = "dev")]
     split: String,
     /// Default: 32 (MRPC: 24), as the reference.
     #[arg(long)]
     batch_size: Option<usize>,
+    /// Truncate each example (or pair, longest first) to this many tokens.
     #[arg(long, default_value_t = 128)]
     max_length: usize,
+    /// cpu, or cuda (ONNX Runtime's CUDA execution provider; an error where unavailable, never a fallback).
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     device: Device,
     /// Intra-op threads (0: ONNX Runtime's default).

@@ -184,14 +184,14 @@ pub fn eval_text(r: &EvalReport) -> String {
     let _ = writeln!(o, "quality      {}", quality.join(", "));
     let _ = writeln!(
         o,
-        "speed        {} ms/batch, {} samples/s (p50 {} ms, p95 {} ms; {} batches timed after {} warm-up, {:?}, {} threads)",
+        "speed        {} ms/batch, {} samples/s (p50 {} ms, p95 {} ms; {} batches timed after {} warm-up, {}, {} threads)",
         opt(t.ms_per_batch, 2),
         opt(t.samples_per_s, 1),
         opt(t.p50_ms, 2),
         opt(t.p95_ms, 2),
         t.timed_batches,
         t.warmup_batches,
-        r.device,
+        format!("{:?}", r.device).to_lowercase(),
         if r.threads == 0 { "default".to_string() } else { r.threads.to_string() }
     );
     let _ = writeln!(o, "size         {:.2} MB ({:.2} MiB)", r.size_mb, r.size_mib);

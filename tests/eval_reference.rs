@@ -1,0 +1,59 @@
+//! The correctness bar: `eval` on the shared models reproduces their `reference.json` (ONNX
+//! Runtime in Python, max_length 128, dynamic padding, file order): accuracy to 4 decimals and
+//! every prediction.
+
+use assert_cmd::Command;
+use onnx_compress::testkit::shared;
+
+fn check(task: &str, model: &str) {
+    let Some(dir) = shared::require(&format!("models/{model}"), "reference reproduction") else {
+        return;
+    };
+    let Some(data) = shared::require("data/glue", "reference reproduction") else {
+        return;
+    };
+    if !shared::require_ort("reference reproduction") {
+        return;
+    }
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
+    let out = Command::cargo_bin("onnx-compress")
+        .unwrap()
+        .args(["eval", "--task", task, "--json", "--threads", "2", "--data"])
+        .arg(&data)
+        .arg("--model")
+        .arg(dir.join("model.onnx"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (ref_acc, acc) = (
+        reference["accuracy"].as_f64().unwrap(),
+        r["metrics"]["accuracy"].as_f64().unwrap(),
+    );
+    assert_eq!(format!("{ref_acc:.4}"), format!("{acc:.4}"), "{task} accuracy");
+    let (ref_f1, f1) = (reference["f1"].as_f64().unwrap(), r["metrics"]["f1"].as_f64().unwrap());
+    assert_eq!(format!("{ref_f1:.4}"), format!("{f1:.4}"), "{task} F1");
+    let ref_preds = reference["predictions"].as_array().unwrap();
+    let preds = r["predictions"].as_array().unwrap();
+    assert_eq!(preds.len(), ref_preds.len());
+    let differing: Vec<usize> = (0..preds.len()).filter(|&i| preds[i] != ref_preds[i]).collect();
+    assert!(differing.is_empty(), "{task}: predictions differ at {differing:?}");
+    assert_eq!(r["batch_size"], reference["settings"]["batch_size"]);
+    // Timing as the reference defines it: 10 warm-up batches, then up to 50 timed.
+    let batches = r["batches"].as_u64().unwrap();
+    assert_eq!(
+        r["timing"]["timed_batches"].as_u64().unwrap(),
+        batches.saturating_sub(10).min(50)
+    );
+}
+
+#[test]
+fn sst2_reproduces_reference() {
+    check("sst2", "minilm-l6-sst2");
+}
+
+#[test]
+fn mrpc_reproduces_reference() {
+    check("mrpc", "minilm-l6-mrpc");
+}

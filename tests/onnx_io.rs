@@ -1,0 +1,229 @@
+//! Lossless model I/O: decode → encode keeps everything, external data round-trips, writes are
+//! atomic and never overwrite the input.
+
+use std::path::Path;
+
+use onnx_compress::onnx::io::{data_file_for, ensure_distinct};
+use onnx_compress::onnx::proto::StringStringEntryProto;
+use onnx_compress::onnx::{self, load_from_bytes, ExternalData, ModelProto, SaveOptions};
+use onnx_compress::testkit::shared;
+use onnx_compress::testkit::synth::{tiny_bert, SynthOptions};
+use prost::Message;
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+fn assert_same_model(a: &ModelProto, b: &ModelProto) {
+    assert_eq!(a.ir_version, b.ir_version);
+    assert_eq!(a.opset_import, b.opset_import);
+    assert_eq!(a.metadata_props, b.metadata_props);
+    assert_eq!(a.doc_string, b.doc_string);
+    let (ga, gb) = (a.graph.as_ref().unwrap(), b.graph.as_ref().unwrap());
+    assert_eq!(ga.node, gb.node);
+    assert_eq!(ga.input, gb.input);
+    assert_eq!(ga.output, gb.output);
+    assert_eq!(ga.initializer.len(), gb.initializer.len());
+    for (x, y) in ga.initializer.iter().zip(&gb.initializer) {
+        assert_eq!(x.name, y.name);
+        assert_eq!(x.dims, y.dims);
+        // Bit for bit.
+        assert_eq!(
+            onnx::tensor::to_f32(x)
+                .map(|v| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>())
+                .ok(),
+            onnx::tensor::to_f32(y)
+                .map(|v| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>())
+                .ok()
+        );
+        assert_eq!(x.raw_data, y.raw_data);
+    }
+    assert_eq!(a, b);
+}
+
+#[test]
+fn shared_models_round_trip_byte_for_byte() {
+    for name in ["minilm-l6-sst2", "minilm-l6-mrpc"] {
+        let Some(path) = shared::require(&format!("models/{name}/model.onnx"), "I/O round trip") else {
+            return;
+        };
+        let bytes = std::fs::read(&path).unwrap();
+        let m = onnx::load(&path).unwrap();
+        let encoded = m.encode_to_vec();
+        // The encoding reproduces the exporter's file exactly, so nothing was dropped.
+        assert_eq!(encoded.len(), bytes.len(), "{name}");
+        assert!(encoded == bytes, "{name}: re-encoded bytes differ");
+        let again = load_from_bytes(&encoded, &path, None).unwrap();
+        assert_same_model(&m, &again);
+
+        let dir = tmp();
+        let out = dir.path().join("copy.onnx");
+        let summary = onnx::save(&m, &out, &SaveOptions::default()).unwrap();
+        assert_eq!(summary.bytes, bytes.len() as u64);
+        assert_same_model(&m, &onnx::load(&out).unwrap());
+    }
+}
+
+#[test]
+fn unknown_metadata_doc_strings_and_versions_survive() {
+    let mut m = tiny_bert(&SynthOptions::default());
+    m.ir_version = Some(10);
+    m.doc_string = Some("a doc string".into());
+    m.domain = Some("test.domain".into());
+    m.model_version = Some(7);
+    m.metadata_props.push(StringStringEntryProto {
+        key: Some("k".into()),
+        value: Some("v".into()),
+    });
+    m.graph.as_mut().unwrap().doc_string = Some("graph doc".into());
+    m.graph.as_mut().unwrap().node[0].doc_string = Some("node doc".into());
+    let dir = tmp();
+    let out = dir.path().join("m.onnx");
+    onnx::save(&m, &out, &SaveOptions::default()).unwrap();
+    assert_same_model(&m, &onnx::load(&out).unwrap());
+}
+
+#[test]
+fn external_data_round_trips() {
+    let m = tiny_bert(&SynthOptions::default());
+    let dir = tmp();
+    let out = dir.path().join("ext.onnx");
+    let s = onnx::save(
+        &m,
+        &out,
+        &SaveOptions {
+            external_data: ExternalData::Always,
+            input: None,
+        },
+    )
+    .unwrap();
+    let data = data_file_for(&out);
+    assert_eq!(s.data_file.as_deref(), Some(data.as_path()));
+    assert!(data.is_file());
+    // Every tensor of 1 KiB or more moved out: what stays is graph structure and small biases.
+    let big: usize = m
+        .graph
+        .as_ref()
+        .unwrap()
+        .initializer
+        .iter()
+        .filter_map(|t| t.raw_data.as_ref())
+        .map(|r| r.len())
+        .filter(|&l| l >= 1024)
+        .sum();
+    assert!(s.data_bytes >= big as u64, "{} < {big}", s.data_bytes);
+    // The model part shrinks by the moved bytes, less ~100 bytes of location/offset/length per tensor.
+    assert!(
+        s.bytes as usize + big <= m.encode_to_vec().len() + 4096,
+        "model part {} bytes",
+        s.bytes
+    );
+    // The stored model really points outside…
+    let raw = ModelProto::decode(std::fs::read(&out).unwrap().as_slice()).unwrap();
+    assert!(raw
+        .graph
+        .as_ref()
+        .unwrap()
+        .initializer
+        .iter()
+        .any(onnx::tensor::is_external));
+    // …and loading brings every tensor back bit for bit.
+    assert_same_model(&m, &onnx::load(&out).unwrap());
+}
+
+#[test]
+fn external_data_outside_the_model_folder_is_refused() {
+    let m = tiny_bert(&SynthOptions::default());
+    let dir = tmp();
+    let out = dir.path().join("ext.onnx");
+    onnx::save(
+        &m,
+        &out,
+        &SaveOptions {
+            external_data: ExternalData::Always,
+            input: None,
+        },
+    )
+    .unwrap();
+    let mut raw = ModelProto::decode(std::fs::read(&out).unwrap().as_slice()).unwrap();
+    let loc = |raw: &mut ModelProto, v: &str| {
+        for t in &mut raw.graph.as_mut().unwrap().initializer {
+            for e in &mut t.external_data {
+                if e.key() == "location" {
+                    e.value = Some(v.into());
+                }
+            }
+        }
+    };
+    for bad in ["../../etc/passwd", "/etc/passwd", ""] {
+        loc(&mut raw, bad);
+        let err = load_from_bytes(&raw.encode_to_vec(), &out, Some(dir.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("external data"), "{bad}: {err}");
+    }
+    // Past the end of the side file.
+    loc(&mut raw, "ext.onnx.data");
+    for t in &mut raw.graph.as_mut().unwrap().initializer {
+        for e in &mut t.external_data {
+            if e.key() == "offset" {
+                e.value = Some("999999999".into());
+            }
+        }
+    }
+    let err = load_from_bytes(&raw.encode_to_vec(), &out, Some(dir.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("past the end"), "{err}");
+}
+
+#[test]
+fn save_refuses_the_input_and_leaves_nothing_on_failure() {
+    let m = tiny_bert(&SynthOptions::default());
+    let dir = tmp();
+    let input = dir.path().join("in.onnx");
+    onnx::save(&m, &input, &SaveOptions::default()).unwrap();
+    let before = std::fs::read(&input).unwrap();
+    for spelling in [input.clone(), dir.path().join(".").join("in.onnx")] {
+        let err = onnx::save(
+            &m,
+            &spelling,
+            &SaveOptions {
+                input: Some(input.clone()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("input model"), "{err}");
+        assert!(ensure_distinct(&input, &spelling).is_err());
+    }
+    assert_eq!(std::fs::read(&input).unwrap(), before);
+
+    // A missing folder: an error and no file, no temporary left behind.
+    let missing = dir.path().join("nope").join("out.onnx");
+    assert!(onnx::save(&m, &missing, &SaveOptions::default()).is_err());
+    assert!(!missing.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn truncated_and_foreign_bytes_are_clear_errors() {
+    let m = tiny_bert(&SynthOptions::default()).encode_to_vec();
+    let p = Path::new("model.onnx");
+    for cut in [1, 10, m.len() / 2, m.len() - 1] {
+        let e = load_from_bytes(&m[..cut], p, None).unwrap_err().to_string();
+        assert!(
+            e.contains("model.onnx") && e.contains("not a valid ONNX model"),
+            "{cut}: {e}"
+        );
+    }
+    for junk in [&b""[..], b"hello, this is text\n", b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"] {
+        let e = load_from_bytes(junk, p, None).unwrap_err().to_string();
+        assert!(e.contains("not a valid ONNX model"), "{e}");
+    }
+}

@@ -1,0 +1,100 @@
+//! Models built in code run in ONNX Runtime, and layouts that differ only in how shapes are
+//! written compute the same logits.
+
+use ndarray::Array2;
+use onnx_compress::onnx::ModelProto;
+use onnx_compress::runtime::{self, Batch, SessionOptions};
+use onnx_compress::testkit::shared::require_ort;
+use onnx_compress::testkit::synth::{tiny_bert, GeluStyle, ShapeStyle, SynthOptions};
+use prost::Message;
+
+/// Two sequences, the second with two padding positions.
+fn batch() -> Batch {
+    let ids = vec![2i64, 17, 33, 54, 9, 3, 2, 40, 41, 3, 0, 0];
+    let mask = vec![1i64, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0];
+    let types = vec![0i64, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0];
+    Batch {
+        input_ids: Array2::from_shape_vec((2, 6), ids).unwrap(),
+        attention_mask: Array2::from_shape_vec((2, 6), mask).unwrap(),
+        token_type_ids: Array2::from_shape_vec((2, 6), types).unwrap(),
+    }
+}
+
+fn logits(m: &ModelProto) -> Vec<f32> {
+    let mut model = runtime::open_bytes(&m.encode_to_vec(), "synthetic model", &SessionOptions::default()).unwrap();
+    let (l, labels) = model.run(&batch()).unwrap();
+    assert_eq!(labels, 2);
+    assert_eq!(l.len(), 4);
+    assert!(l.iter().all(|v| v.is_finite()), "{l:?}");
+    l
+}
+
+fn close(a: &[f32], b: &[f32], tol: f32) -> bool {
+    a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol)
+}
+
+#[test]
+fn every_shape_layout_computes_the_same_logits() {
+    if !require_ort("synthetic models in ONNX Runtime") {
+        return;
+    }
+    let base = logits(&tiny_bert(&SynthOptions::default()));
+    for shapes in [
+        ShapeStyle::ConcatExplicit,
+        ShapeStyle::SharedInitializer,
+        ShapeStyle::ConstantPerReshape,
+    ] {
+        let l = logits(&tiny_bert(&SynthOptions {
+            shapes,
+            ..Default::default()
+        }));
+        // Same weights, same arithmetic: only the way shapes are spelled differs.
+        assert!(close(&base, &l, 1e-5), "{shapes:?}: {base:?} vs {l:?}");
+    }
+    let aliased = logits(&tiny_bert(&SynthOptions {
+        identity_aliases: true,
+        ..Default::default()
+    }));
+    assert!(close(&base, &aliased, 1e-5));
+    // The Gelu op (opset 20) is the exact erf form.
+    let gelu_op = logits(&tiny_bert(&SynthOptions {
+        gelu: GeluStyle::Op,
+        ..Default::default()
+    }));
+    assert!(close(&base, &gelu_op, 1e-4), "{base:?} vs {gelu_op:?}");
+    // The tanh approximation is close to erf, not equal.
+    let tanh = logits(&tiny_bert(&SynthOptions {
+        gelu: GeluStyle::Tanh,
+        ..Default::default()
+    }));
+    assert!(close(&base, &tanh, 1e-2), "{base:?} vs {tanh:?}");
+}
+
+#[test]
+fn fused_attention_model_runs() {
+    if !require_ort("fused Attention in ONNX Runtime") {
+        return;
+    }
+    logits(&tiny_bert(&SynthOptions {
+        fused_attention: true,
+        ..Default::default()
+    }));
+}
+
+#[test]
+fn padding_does_not_change_a_sequence_logits() {
+    if !require_ort("padding invariance") {
+        return;
+    }
+    let m = tiny_bert(&SynthOptions::default());
+    let full = logits(&m);
+    // The second sequence alone, unpadded.
+    let mut model = runtime::open_bytes(&m.encode_to_vec(), "synthetic", &SessionOptions::default()).unwrap();
+    let alone = Batch {
+        input_ids: Array2::from_shape_vec((1, 4), vec![2, 40, 41, 3]).unwrap(),
+        attention_mask: Array2::from_shape_vec((1, 4), vec![1, 1, 1, 1]).unwrap(),
+        token_type_ids: Array2::from_shape_vec((1, 4), vec![0, 0, 0, 0]).unwrap(),
+    };
+    let (l, _) = model.run(&alone).unwrap();
+    assert!(close(&full[2..4], &l, 1e-4), "{:?} vs {l:?}", &full[2..4]);
+}
