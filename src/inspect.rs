@@ -20,6 +20,7 @@ pub struct IoInfo {
 pub struct LayerSummary {
     pub index: usize,
     pub heads: usize,
+    /// 0 when every head was pruned.
     pub head_size: usize,
     pub ffn_width: usize,
     pub activation: String,
@@ -95,12 +96,12 @@ pub fn summarize(model: &ModelProto, path: &Path, seq_len: usize) -> Result<Mode
         .enumerate()
         .map(|(i, l)| LayerSummary {
             index: l.index,
-            heads: l.attention.num_heads,
-            head_size: l.attention.head_size,
-            ffn_width: l.ffn.width,
-            activation: l.ffn.activation.clone(),
-            fused_attention: l.attention.fused,
-            shape_constants: l.attention.shape_consts.len(),
+            heads: l.heads(),
+            head_size: l.head_size().unwrap_or(0),
+            ffn_width: l.ffn_width(),
+            activation: l.ffn.as_ref().map_or("-".into(), |f| f.activation.clone()),
+            fused_attention: l.attention.as_ref().is_some_and(|a| a.fused),
+            shape_constants: l.attention.as_ref().map_or(0, |a| a.shape_consts.len()),
             attention_params: params.attention[i],
             ffn_params: params.ffn[i],
             macs: structure::stats_layer_macs(l, seq_len),

@@ -11,6 +11,7 @@ pub mod glue;
 pub mod history;
 pub mod inspect;
 pub mod onnx;
+pub mod passes;
 pub mod report;
 pub mod runtime;
 pub mod structure;

@@ -8,7 +8,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use onnx_compress::eval::{self, EvalOptions};
 use onnx_compress::glue::Task;
-use onnx_compress::onnx::{self, ExternalData, SaveOptions};
+use onnx_compress::onnx::{self, ExternalData, ModelProto, SaveOptions};
+use onnx_compress::passes::prune::{self, PruneOptions, Strategy};
 use onnx_compress::runtime::{self, Device, SessionOptions};
 use onnx_compress::{history, inspect, report};
 
@@ -37,6 +38,8 @@ enum Command {
     },
     /// Evaluate a model on a GLUE task: accuracy/F1 and speed, measured as the reference did.
     Eval(EvalArgs),
+    /// Remove attention heads and FFN neurons: the graph is really sliced, per layer.
+    Prune(PruneArgs),
     /// Re-encode a model (e.g. to or from external data), embedding its tokenizer and recording history.
     Convert {
         /// The model to read (never modified).
@@ -53,6 +56,35 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct PruneArgs {
+    /// The model to prune (never modified).
+    input: PathBuf,
+    /// Where to write the pruned model (atomically; must differ from INPUT).
+    output: PathBuf,
+    /// Fraction of attention heads to remove in each layer, in [0, 1): round(heads × F), at least one kept.
+    #[arg(long, default_value_t = 0.0)]
+    heads: f64,
+    /// Fraction of FFN neurons to remove in each layer, in [0, 1).
+    #[arg(long, default_value_t = 0.0)]
+    ffn: f64,
+    /// How heads and neurons are scored: l1 (the reference's weight magnitudes) or random.
+    #[arg(long, value_enum, default_value_t = Strategy::L1)]
+    strategy: Strategy,
+    /// Seed for --strategy random.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Sequence length for the MAC counts in the report.
+    #[arg(long, default_value_t = 128)]
+    seq_len: usize,
+    /// Tokenizer to embed when the input has none embedded (default: tokenizer.json beside INPUT).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -146,6 +178,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Eval(a) => cmd_eval(cli.ort_lib.as_deref(), a),
+        Command::Prune(a) => cmd_prune(a),
         Command::Convert {
             input,
             output,
@@ -266,5 +299,81 @@ fn cmd_eval(ort_lib: Option<&Path>, a: EvalArgs) -> Result<()> {
         print_json(&r)
     } else {
         print(&report::eval_text(&r))
+    }
+}
+
+/// Embeds a tokenizer in `model` unless one is embedded already: `explicit`, else
+/// `tokenizer.json` beside `input`. Returns where it came from.
+fn carry_tokenizer(model: &mut ModelProto, input: &Path, explicit: Option<&Path>) -> Result<Option<PathBuf>> {
+    if explicit.is_none() && history::embedded_tokenizer(model).is_some() {
+        return Ok(None);
+    }
+    let path = explicit.map(Path::to_path_buf).or_else(|| {
+        let p = input.parent().unwrap_or(Path::new(".")).join("tokenizer.json");
+        p.is_file().then_some(p)
+    });
+    let Some(p) = path else { return Ok(None) };
+    let text = std::fs::read_to_string(&p).with_context(|| format!("tokenizer {}", p.display()))?;
+    tokenizers::Tokenizer::from_bytes(text.as_bytes())
+        .map_err(|e| anyhow::anyhow!("{}: not a tokenizer.json: {e}", p.display()))?;
+    history::embed_tokenizer(model, text);
+    Ok(Some(p))
+}
+
+fn record(
+    model: &mut ModelProto,
+    pass: &str,
+    options: serde_json::Value,
+    params: (usize, usize),
+    macs: (u64, u64),
+) -> Result<()> {
+    history::append_history(
+        model,
+        history::HistoryEntry {
+            pass: pass.into(),
+            tool_version: env!("CARGO_PKG_VERSION").into(),
+            options,
+            params_before: Some(params.0),
+            params_after: Some(params.1),
+            macs_before: Some(macs.0),
+            macs_after: Some(macs.1),
+            time: history::now_utc(),
+        },
+    )
+    .map_err(|e| anyhow::anyhow!(e))
+}
+
+fn cmd_prune(a: PruneArgs) -> Result<()> {
+    let opts = PruneOptions {
+        heads: a.heads,
+        ffn: a.ffn,
+        strategy: a.strategy,
+        seed: a.seed,
+        seq_len: a.seq_len,
+    };
+    prune::validate(&opts)?;
+    onnx::io::ensure_distinct(&a.input, &a.output)?;
+    let model = onnx::load(&a.input)?;
+    let (mut out, report) = prune::prune(&model, &opts).with_context(|| a.input.display().to_string())?;
+    carry_tokenizer(&mut out, &a.input, a.tokenizer.as_deref())?;
+    record(
+        &mut out,
+        "prune",
+        serde_json::to_value(&report.options)?,
+        (report.params_before, report.params_after),
+        (report.encoder_macs_before, report.encoder_macs_after),
+    )?;
+    onnx::save(
+        &out,
+        &a.output,
+        &SaveOptions {
+            input: Some(a.input.clone()),
+            ..Default::default()
+        },
+    )?;
+    if a.json {
+        print_json(&report)
+    } else {
+        print(&report::prune_text(&report, &a.output))
     }
 }

@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use crate::eval::EvalReport;
 use crate::inspect::{IoInfo, ModelSummary};
+use crate::passes::prune::PruneReport;
 
 /// 22_713_218 → "22.71 M".
 pub fn human(n: f64) -> String {
@@ -204,5 +205,43 @@ pub fn eval_text(r: &EvalReport) -> String {
         r.wall_seconds
     );
     let _ = writeln!(o, "tokenizer    {}", r.tokenizer);
+    o
+}
+
+pub fn prune_text(r: &PruneReport, output: &std::path::Path) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "layer  heads      neurons      params          MACs@{}", r.seq_len);
+    for l in &r.layers {
+        let _ = writeln!(
+            o,
+            "{:<6} {:>2} → {:<4} {:>4} → {:<5} {:>7} → {:<7} {:>8} → {}",
+            l.layer,
+            l.heads_before,
+            l.heads_after,
+            l.neurons_before,
+            l.neurons_after,
+            human(l.params_before as f64),
+            human(l.params_after as f64),
+            human(l.macs_before as f64),
+            human(l.macs_after as f64)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "parameters {} → {} ({:.1}%), encoder MACs {} → {} ({:.1}%), {:.2} s{}",
+        human(r.params_before as f64),
+        human(r.params_after as f64),
+        100.0 * r.params_after as f64 / r.params_before.max(1) as f64,
+        human(r.encoder_macs_before as f64),
+        human(r.encoder_macs_after as f64),
+        100.0 * r.encoder_macs_after as f64 / r.encoder_macs_before.max(1) as f64,
+        r.seconds,
+        if r.calibration_seconds > 0.0 {
+            format!(" (calibration {:.1} s)", r.calibration_seconds)
+        } else {
+            String::new()
+        }
+    );
+    let _ = writeln!(o, "wrote {}", output.display());
     o
 }

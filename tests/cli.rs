@@ -108,10 +108,10 @@ fn assert_clean_error(out: &Output, needles: &[&str]) -> String {
         "expected exit status 1; stderr:\n{stderr}\nstdout:\n{stdout}"
     );
     assert!(stdout.is_empty(), "a failed run printed to stdout:\n{stdout}");
-    let trimmed = stderr.trim_end_matches('\n');
+    let trimmed = stderr.strip_suffix('\n').unwrap_or(&stderr);
     assert!(
-        !trimmed.contains('\n') && !trimmed.contains('\r'),
-        "stderr is not a single line:\n{stderr}"
+        stderr.ends_with('\n') && !trimmed.contains('\n') && !trimmed.contains('\r'),
+        "stderr is not exactly one line:\n{stderr:?}"
     );
     assert!(
         trimmed.starts_with("error: "),
@@ -298,7 +298,7 @@ fn inspect_rejects_a_model_that_is_not_a_transformer() {
     };
     onnx::save(&model(graph, 17), &p, &SaveOptions::default()).unwrap();
     // The file itself is valid ONNX: the error must be about what it contains.
-    let line = inspect_fails(&p, &[]);
+    let line = inspect_fails(&p, &["not a transformer"]);
     assert!(
         !line.contains("not a valid ONNX model"),
         "a valid non-transformer model is reported as invalid ONNX: {line}"
@@ -512,6 +512,31 @@ fn eval_with_a_missing_ort_library_names_the_path() {
         &["--task", "sst2", "--model", s(&m), "--limit", "4", "--ort-lib", lib],
         &["--ort-lib", lib],
     );
+    // A file that is not a library.
+    let not_lib = dir.path().join("libonnxruntime.so");
+    std::fs::write(&not_lib, "not a shared library\n").unwrap();
+    eval_fails(
+        &[
+            "--task",
+            "sst2",
+            "--model",
+            s(&m),
+            "--limit",
+            "4",
+            "--ort-lib",
+            s(&not_lib),
+        ],
+        &[s(&not_lib), "cannot load ONNX Runtime"],
+    );
+    // ORT_DYLIB_PATH pointing nowhere is named as such.
+    let cwd = tempfile::tempdir().unwrap();
+    let out = bin()
+        .current_dir(cwd.path())
+        .env("ORT_DYLIB_PATH", lib)
+        .args(["eval", "--task", "sst2", "--model", s(&m), "--limit", "4"])
+        .output()
+        .unwrap();
+    assert_clean_error(&out, &["ORT_DYLIB_PATH", lib]);
     // The global flag also works before the subcommand.
     let out = run_in(
         dir.path(),
@@ -785,6 +810,30 @@ fn convert_with_external_data_always_round_trips() {
     assert!(history::embedded_tokenizer(&b).is_some());
     assert_eq!(history_passes(&b), vec!["convert".to_string()]);
 
+    // ONNX Runtime finds the side file too, and eval counts it in the size.
+    if have_ort("eval of a model with external data") {
+        let reference = reference_predictions("minilm-l6-sst2");
+        let out = run_in(
+            dir.path(),
+            &[
+                "eval",
+                "--task",
+                "sst2",
+                "--model",
+                s(&output),
+                "--limit",
+                "16",
+                "--json",
+            ],
+        );
+        let v = parse_json(&out);
+        assert_eq!(v["predictions"].as_array().unwrap().as_slice(), &reference[..16]);
+        assert_eq!(
+            v["size_bytes"].as_u64().unwrap(),
+            onnx_len + std::fs::metadata(&data).unwrap().len()
+        );
+    }
+
     // And back to a single file: a second history entry, same graph.
     let single = dir.path().join("single.onnx");
     let out = run_in(
@@ -985,9 +1034,76 @@ fn eval_runs_on_a_synthetic_model() {
     assert_eq!(embedded["predictions"].as_array().unwrap(), &preds);
 }
 
+/// A run-time failure inside ONNX Runtime (here: a sentence longer than the tiny model's 64
+/// positions) must still be reported as one `error:` line.
+#[test]
+#[ignore = "BUG: runtime::init (src/runtime.rs) keeps ONNX Runtime's default logger (a coloured `[E:onnxruntime:...]` line on stderr before `error:`), and eval::evaluate passes on ORT's message with its trailing newline (a blank line after `error:`)"]
+fn eval_failure_inside_onnx_runtime_is_one_line() {
+    if !have_ort("eval failing inside ONNX Runtime") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let m = save_tiny(dir.path(), "tiny.onnx", ExternalData::Never);
+    let tok = dir.path().join("words.json");
+    std::fs::write(&tok, tiny_tokenizer_json()).unwrap();
+    let long = vec!["good"; 100].join(" ");
+    write_task_file(dir.path(), "sst2", "dev", &format!("sentence\tlabel\n{long} \t1\n"));
+    let before = snapshot(dir.path());
+    eval_fails(
+        &[
+            "--task",
+            "sst2",
+            "--data",
+            s(dir.path()),
+            "--model",
+            s(&m),
+            "--tokenizer",
+            s(&tok),
+            "--max-length",
+            "128",
+        ],
+        &[s(&m), "batch 0"],
+    );
+    assert_eq!(snapshot(dir.path()), before);
+}
+
 // ---------------------------------------------------------------------------------------------
 // --help
 // ---------------------------------------------------------------------------------------------
+
+/// Usage errors are clap's: exit status 2, first line `error: ` naming the flag, no panic.
+#[test]
+fn usage_errors_name_the_flag() {
+    let cases: [(&[&str], &str); 5] = [
+        (&["eval", "--task", "sst2"], "--model"),
+        (
+            &["eval", "--task", "sst2", "--model", "m.onnx", "--batch-size", "abc"],
+            "--batch-size",
+        ),
+        (
+            &["eval", "--task", "sst2", "--model", "m.onnx", "--device", "tpu"],
+            "--device",
+        ),
+        (
+            &["convert", "a.onnx", "b.onnx", "--external-data", "sometimes"],
+            "--external-data",
+        ),
+        (&["inspect", "m.onnx", "--seq-len", "many"], "--seq-len"),
+    ];
+    let cwd = tempfile::tempdir().unwrap();
+    for (args, flag) in cases {
+        let out = run_in(cwd.path(), args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}:\n{stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}:\n{stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(flag),
+            "{args:?}:\n{stderr}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+    assert!(snapshot(cwd.path()).is_empty());
+}
 
 fn help(args: &[&str]) -> String {
     let out = bin().args(args).output().unwrap();

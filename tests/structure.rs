@@ -21,11 +21,11 @@ fn check_dims(m: &ModelProto, o: &SynthOptions) {
     assert_eq!(t.layers.len(), o.layers);
     assert_eq!(t.hidden, o.heads * o.head_size);
     for l in &t.layers {
-        assert_eq!(l.attention.num_heads, o.heads);
-        assert_eq!(l.attention.head_size, o.head_size);
-        assert_eq!(l.ffn.width, o.ffn);
-        assert_eq!(l.ffn.up.out_features, o.ffn);
-        assert_eq!(l.ffn.down.in_features, o.ffn);
+        assert_eq!(l.heads(), o.heads);
+        assert_eq!(l.head_size().unwrap(), o.head_size);
+        assert_eq!(l.ffn_width(), o.ffn);
+        assert_eq!(l.ffn.as_ref().unwrap().up.out_features, o.ffn);
+        assert_eq!(l.ffn.as_ref().unwrap().down.in_features, o.ffn);
         assert_eq!(l.attention_norm.kind, "LayerNormalization");
         assert_eq!(l.output_norm.kind, "LayerNormalization");
     }
@@ -50,7 +50,7 @@ fn torch_classic_layout_with_inferred_head_count() {
     check_dims(&m, &o);
     let t = discover(&m).unwrap();
     for l in &t.layers {
-        let a = &l.attention;
+        let a = l.attention.as_ref().unwrap();
         // Three split reshapes carry [head_size]; nothing carries the head count or width.
         assert_eq!(a.shape_consts.len(), 3, "{:?}", a.shape_consts);
         assert!(a
@@ -69,7 +69,7 @@ fn explicit_concat_constants_are_all_found() {
     let m = tiny_bert(&o);
     check_dims(&m, &o);
     for l in &discover(&m).unwrap().layers {
-        let c = &l.attention.shape_consts;
+        let c = &l.attention.as_ref().unwrap().shape_consts;
         assert_eq!(
             c.iter().filter(|c| c.role == ShapeRole::Heads && c.value == 4).count(),
             3
@@ -86,7 +86,7 @@ fn explicit_concat_constants_are_all_found() {
                 .count(),
             1
         );
-        assert_eq!(l.attention.inferred_reshapes, 0);
+        assert_eq!(l.attention.as_ref().unwrap().inferred_reshapes, 0);
     }
 }
 
@@ -97,7 +97,7 @@ fn one_shape_initializer_shared_by_all_layers() {
     check_dims(&m, &o);
     let t = discover(&m).unwrap();
     for l in &t.layers {
-        let c = &l.attention.shape_consts;
+        let c = &l.attention.as_ref().unwrap().shape_consts;
         let heads: Vec<_> = c.iter().filter(|c| c.role == ShapeRole::Heads).collect();
         assert!(!heads.is_empty());
         assert!(heads
@@ -118,7 +118,7 @@ fn constant_node_per_reshape() {
     let m = tiny_bert(&o);
     check_dims(&m, &o);
     for l in &discover(&m).unwrap().layers {
-        let c = &l.attention.shape_consts;
+        let c = &l.attention.as_ref().unwrap().shape_consts;
         assert_eq!(c.iter().filter(|c| c.role == ShapeRole::Heads).count(), 3);
         assert!(c.iter().all(|c| c.shared_by == 1));
     }
@@ -134,9 +134,12 @@ fn gelu_op_identity_aliases_and_opset_20() {
     let m = tiny_bert(&o);
     check_dims(&m, &o);
     let t = discover(&m).unwrap();
-    assert_eq!(t.layers[0].ffn.activation, "gelu (fused op)");
+    assert_eq!(t.layers[0].ffn.as_ref().unwrap().activation, "gelu (fused op)");
     // Weights resolve through the Identity alias to the initializer itself.
-    assert_eq!(t.layers[0].ffn.up.weight, "encoder.layer.0.intermediate.dense.weight");
+    assert_eq!(
+        t.layers[0].ffn.as_ref().unwrap().up.weight,
+        "encoder.layer.0.intermediate.dense.weight"
+    );
 }
 
 #[test]
@@ -147,7 +150,10 @@ fn tanh_gelu_is_recognized() {
     };
     let m = tiny_bert(&o);
     check_dims(&m, &o);
-    assert_eq!(discover(&m).unwrap().layers[1].ffn.activation, "gelu(tanh)");
+    assert_eq!(
+        discover(&m).unwrap().layers[1].ffn.as_ref().unwrap().activation,
+        "gelu(tanh)"
+    );
 }
 
 #[test]
@@ -160,8 +166,8 @@ fn fused_attention_nodes_are_mapped() {
     check_dims(&m, &o);
     let t = discover(&m).unwrap();
     for l in &t.layers {
-        assert!(l.attention.fused);
-        assert!(matches!(l.attention.qkv, Qkv::Packed { .. }));
+        assert!(l.attention.as_ref().unwrap().fused);
+        assert!(matches!(l.attention.as_ref().unwrap().qkv, Qkv::Packed { .. }));
     }
 }
 
@@ -196,7 +202,7 @@ fn a_broken_attention_says_where_it_stopped() {
     g.node
         .retain(|n| !n.name().starts_with("encoder.layer.1.attention.self.value/MatMul"));
     let err = discover(&m).unwrap_err().to_string();
-    assert!(err.contains("encoder layer 1") && err.contains("value"), "{err}");
+    assert!(err.contains("attention block 1") && err.contains("value"), "{err}");
 }
 
 #[test]
@@ -210,15 +216,12 @@ fn shared_models_map_as_documented() {
         assert_eq!(t.layers.len(), 6);
         assert_eq!(t.hidden, 384);
         for l in &t.layers {
-            assert_eq!(
-                (l.attention.num_heads, l.attention.head_size, l.ffn.width),
-                (12, 32, 1536)
-            );
-            assert_eq!(l.ffn.activation, "gelu(erf)");
-            assert!((l.attention.scale.unwrap() - 0.176_776_7).abs() < 1e-6);
+            assert_eq!((l.heads(), l.head_size().unwrap(), l.ffn_width()), (12, 32, 1536));
+            assert_eq!(l.ffn.as_ref().unwrap().activation, "gelu(erf)");
+            assert!((l.attention.as_ref().unwrap().scale.unwrap() - 0.176_776_7).abs() < 1e-6);
             // The classic exporter's shapes: [B, S, -1, 32] and [B, S, -1].
-            assert_eq!(l.attention.shape_consts.len(), 3);
-            if let Qkv::Separate { q, .. } = &l.attention.qkv {
+            assert_eq!(l.attention.as_ref().unwrap().shape_consts.len(), 3);
+            if let Qkv::Separate { q, .. } = &l.attention.as_ref().unwrap().qkv {
                 assert!(q.bias.as_deref().unwrap().ends_with("attention.self.query.bias"));
             } else {
                 panic!("expected separate Q/K/V");

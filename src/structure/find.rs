@@ -34,7 +34,8 @@ pub fn discover(model: &ModelProto) -> R<Transformer> {
             attn_nodes.push(i);
         }
     }
-    if attn_nodes.is_empty() {
+    let embeddings = find_embeddings(&ix);
+    if attn_nodes.is_empty() && embeddings.norm.is_none() {
         return Err(fail(
             "attention blocks (Softmax fed by MatMul(Q, Kᵀ), or a fused com.microsoft Attention node)",
             format!(
@@ -44,39 +45,154 @@ pub fn discover(model: &ModelProto) -> R<Transformer> {
             ),
         ));
     }
-
-    let mut layers = Vec::new();
+    // Every attention block, keyed by the value it reads.
+    let mut blocks: Vec<(String, Attention)> = Vec::new();
     for (n, &node) in attn_nodes.iter().enumerate() {
-        let layer = map_layer(&ix, node, n).map_err(|e| StructureError {
+        let (attention, input) = if ix.node(node).op_type() == "Softmax" {
+            unfused_attention(&ix, node)
+        } else {
+            fused_attention(&ix, node)
+        }
+        .map_err(|e| StructureError {
             looked_for: format!(
-                "encoder layer {n} (attention at node {}): {}",
+                "attention block {n} (at node {}): {}",
                 ix.node_label(node),
                 e.looked_for
             ),
             stopped_at: e.stopped_at,
         })?;
-        layers.push(layer);
+        blocks.push((input, attention));
     }
-    for i in 1..layers.len() {
-        let prev = ix.resolve(&layers[i - 1].output_norm.output).to_string();
-        let input = ix.resolve(&layers[i].input).to_string();
-        if prev != input {
+    // Walk the encoder from the embeddings (or the first attention's input) layer by layer.
+    let mut value = match (&embeddings.norm, blocks.first()) {
+        (Some(norm), _) => norm.output.clone(),
+        (None, Some((input, _))) => input.clone(),
+        (None, None) => unreachable_input(),
+    };
+    let mut layers = Vec::new();
+    let mut used = vec![false; blocks.len()];
+    loop {
+        let index = layers.len();
+        let here = ix.resolve(&value).to_string();
+        let block = blocks.iter().position(|(input, _)| ix.resolve(input) == here);
+        let (attention, attention_bias, attention_norm) = if let Some(b) = block {
+            used[b] = true;
+            let a = blocks[b].1.clone();
+            let norm = find_norm(&ix, &a.output.output, 3).ok_or_else(|| {
+                fail(
+                    format!("layer {index}: the LayerNorm after the attention output projection (residual Add, then LayerNormalization)"),
+                    format!("after node {}", ix.node_label(a.output.node)),
+                )
+            })?;
+            (Some(a), None, norm)
+        } else if let Some((bias, norm)) = bias_only_block(&ix, &here) {
+            (None, Some(bias), norm)
+        } else {
+            break;
+        };
+        let hidden = attention.as_ref().map(|a| a.output.out_features);
+        let (ffn, ffn_bias, output_norm) = match find_ffn(&ix, &attention_norm, hidden) {
+            Ok(ffn) => {
+                let norm = find_norm(&ix, &ffn.down.output, 3).ok_or_else(|| {
+                    fail(
+                        format!("layer {index}: the LayerNorm after the FFN down projection"),
+                        format!("after node {}", ix.node_label(ffn.down.node)),
+                    )
+                })?;
+                (Some(ffn), None, norm)
+            }
+            Err(e) => match bias_only_block(&ix, &attention_norm.output) {
+                Some((bias, norm)) => (None, Some(bias), norm),
+                None => {
+                    return Err(StructureError {
+                        looked_for: format!("layer {index}: {}", e.looked_for),
+                        stopped_at: e.stopped_at,
+                    })
+                }
+            },
+        };
+        value = output_norm.output.clone();
+        layers.push(EncoderLayer {
+            index,
+            input: here,
+            attention,
+            attention_bias,
+            attention_norm,
+            ffn,
+            ffn_bias,
+            output_norm,
+        });
+        if layers.len() > 10_000 {
             return Err(fail(
-                format!("encoder layer {i} to take layer {}'s output as its input", i - 1),
-                format!("layer {i} reads '{input}', layer {} writes '{prev}'", i - 1),
+                "a finite encoder",
+                "more than 10000 layers (a cycle in the graph?)",
             ));
         }
     }
-    let hidden = layers[0].ffn.up.in_features;
-    let embeddings = find_embeddings(&ix, &layers[0].input);
-    let last = layers.last().map(|l| l.output_norm.output.clone()).unwrap_or_default();
-    let head = find_head(&ix, &last);
+    if let Some(b) = used.iter().position(|u| !u) {
+        let (input, a) = &blocks[b];
+        return Err(fail(
+            "every attention block on the encoder's chain of layers",
+            format!(
+                "the attention at {} reads '{input}', which no mapped layer produces ({} layers mapped)",
+                a.softmax
+                    .map(|s| ix.node_label(s))
+                    .unwrap_or_else(|| ix.node_label(a.output.node)),
+                layers.len()
+            ),
+        ));
+    }
+    if layers.is_empty() {
+        return Err(fail(
+            "encoder layers after the embeddings",
+            format!("nothing recognizable reads '{value}'"),
+        ));
+    }
+    let hidden = layers
+        .iter()
+        .find_map(|l| {
+            l.attention
+                .as_ref()
+                .map(|a| a.output.out_features)
+                .or(l.ffn.as_ref().map(|f| f.up.in_features))
+        })
+        .or(embeddings.word.as_ref().map(|w| w.dim))
+        .unwrap_or(0);
+    let head = find_head(&ix, &value);
     Ok(Transformer {
         hidden,
         embeddings,
         layers,
         head,
     })
+}
+
+fn unreachable_input() -> String {
+    String::new()
+}
+
+/// What remains of a fully pruned block: `Add(x, bias)` then a LayerNorm.
+fn bias_only_block(ix: &GraphIndex, x: &str) -> Option<(String, Norm)> {
+    for &c in ix.consumers(x) {
+        let n = ix.node(c);
+        if n.op_type() != "Add" || n.input.len() != 2 {
+            continue;
+        }
+        let other = if ix.resolve(&n.input[0]) == x {
+            &n.input[1]
+        } else {
+            &n.input[0]
+        };
+        let t = ix.constant(other)?;
+        if t.tensor().dims.len() != 1 {
+            continue;
+        }
+        let out = n.output.first()?;
+        if let Some(norm) = find_norm(ix, out, 0) {
+            return Some((ix.constant_name(other)?, norm));
+        }
+    }
+    None
 }
 
 fn op_summary(graph: &crate::onnx::GraphProto) -> String {
@@ -88,36 +204,6 @@ fn op_summary(graph: &crate::onnx::GraphProto) -> String {
     } else {
         ops.join(", ")
     }
-}
-
-fn map_layer(ix: &GraphIndex, node: usize, index: usize) -> R<EncoderLayer> {
-    let (attention, input) = if ix.node(node).op_type() == "Softmax" {
-        unfused_attention(ix, node)?
-    } else {
-        fused_attention(ix, node)?
-    };
-    let attention_norm = find_norm(ix, &attention.output.output, 3).ok_or_else(|| {
-        fail(
-            "the LayerNorm after the attention output projection (residual Add, then LayerNormalization)",
-            format!("after node {}", ix.node_label(attention.output.node)),
-        )
-    })?;
-    let hidden = attention.output.out_features;
-    let ffn = find_ffn(ix, &attention_norm, hidden)?;
-    let output_norm = find_norm(ix, &ffn.down.output, 3).ok_or_else(|| {
-        fail(
-            "the LayerNorm after the FFN down projection",
-            format!("after node {}", ix.node_label(ffn.down.node)),
-        )
-    })?;
-    Ok(EncoderLayer {
-        index,
-        input,
-        attention,
-        attention_norm,
-        ffn,
-        output_norm,
-    })
 }
 
 /// The linear layer computed by node `i` (MatMul or Gemm with a constant 2-D weight), with the
@@ -502,16 +588,16 @@ fn shape_constants(ix: &GraphIndex, split: &[usize], merge: &[usize]) -> (Vec<Sh
             match elems.iter().find(|e| e.2 == pos) {
                 Some((name, element, _, value, used_by)) if *value > 0 => {
                     dependent_found |= role != ShapeRole::HeadSize;
-                    if !out
-                        .iter()
-                        .any(|c: &ShapeConst| &c.constant == name && c.element == *element && c.used_by == *used_by)
-                    {
+                    if !out.iter().any(|c: &ShapeConst| {
+                        &c.constant == name && c.element == *element && c.used_by_node == *used_by
+                    }) {
                         out.push(ShapeConst {
                             constant: name.clone(),
                             element: *element,
                             value: *value,
                             role,
-                            used_by: used_by.clone(),
+                            used_by: ix.node(*used_by).name().to_string(),
+                            used_by_node: *used_by,
                             shared_by: ix.consumers(name).len(),
                         });
                     }
@@ -527,15 +613,14 @@ fn shape_constants(ix: &GraphIndex, split: &[usize], merge: &[usize]) -> (Vec<Sh
 }
 
 /// (constant name, element index in it, position in the target shape, value, consuming node).
-type ShapeElem = (String, usize, usize, i64, String);
+type ShapeElem = (String, usize, usize, i64, usize);
 
 fn shape_elements(ix: &GraphIndex, shape: &str, reshape: usize) -> Option<(usize, Vec<ShapeElem>)> {
     if let (Some(vals), Some(name)) = (ix.const_i64(shape), ix.constant_name(shape)) {
-        let label = ix.node(reshape).name().to_string();
         let elems = vals
             .iter()
             .enumerate()
-            .map(|(i, &v)| (name.clone(), i, i, v, label.clone()))
+            .map(|(i, &v)| (name.clone(), i, i, v, reshape))
             .collect();
         return Some((vals.len(), elems));
     }
@@ -549,7 +634,7 @@ fn shape_elements(ix: &GraphIndex, shape: &str, reshape: usize) -> Option<(usize
     for piece in &n.input {
         if let (Some(vals), Some(name)) = (ix.const_i64(piece), ix.constant_name(piece)) {
             for (j, &v) in vals.iter().enumerate() {
-                elems.push((name.clone(), j, pos + j, v, n.name().to_string()));
+                elems.push((name.clone(), j, pos + j, v, p));
             }
             pos += vals.len();
         } else {
@@ -718,11 +803,11 @@ const ACTIVATION_OPS: &[&str] = &[
     "QuickGelu",
 ];
 
-fn find_ffn(ix: &GraphIndex, norm: &Norm, hidden: usize) -> R<Ffn> {
+fn find_ffn(ix: &GraphIndex, norm: &Norm, hidden: Option<usize>) -> R<Ffn> {
     let up = ix
         .consumers(&norm.output)
         .iter()
-        .find_map(|&c| linear_at(ix, c).filter(|l| l.in_features == hidden))
+        .find_map(|&c| linear_at(ix, c).filter(|l| hidden.is_none_or(|h| l.in_features == h)))
         .ok_or_else(|| {
             fail(
                 "the FFN up projection (MatMul with a weight [hidden, width]) reading the attention LayerNorm",
@@ -730,6 +815,7 @@ fn find_ffn(ix: &GraphIndex, norm: &Norm, hidden: usize) -> R<Ffn> {
             )
         })?;
     let width = up.out_features;
+    let hidden = up.in_features;
     // Breadth-first through the activation's elementwise ops to the down projection.
     let mut queue = VecDeque::from([up.output.clone()]);
     let mut seen = HashSet::new();
@@ -793,7 +879,7 @@ fn find_ffn(ix: &GraphIndex, norm: &Norm, hidden: usize) -> R<Ffn> {
     })
 }
 
-fn find_embeddings(ix: &GraphIndex, first_input: &str) -> Embeddings {
+fn find_embeddings(ix: &GraphIndex) -> Embeddings {
     let mut tables: Vec<(EmbeddingTable, bool)> = Vec::new();
     for (i, n) in ix.graph.node.iter().enumerate() {
         if n.op_type() != "Gather" || n.input.len() != 2 {
@@ -836,17 +922,10 @@ fn find_embeddings(ix: &GraphIndex, first_input: &str) -> Embeddings {
         .filter(|t| !t.1 || (t.0.rows > 16 && Some(&t.0) != e.word.as_ref()))
         .map(|t| t.0.clone())
         .max_by_key(|t| t.rows);
-    if let Some(p) = ix.producer(first_input) {
-        let n = ix.node(p);
-        if n.op_type() == "LayerNormalization" || n.op_type() == "SkipLayerNormalization" {
-            e.norm = Some(Norm {
-                node: p,
-                node_name: n.name().to_string(),
-                kind: n.op_type().to_string(),
-                scale: n.input.get(1).and_then(|v| ix.constant_name(v)),
-                bias: n.input.get(2).and_then(|v| ix.constant_name(v)),
-                output: first_input.to_string(),
-            });
+    // The embedding LayerNorm: after the word embedding Gather, through the Adds of the others.
+    if let Some(w) = &e.word {
+        if let Some(out) = ix.node(w.gather_node).output.first() {
+            e.norm = find_norm(ix, out, 3);
         }
     }
     e

@@ -9,7 +9,7 @@ mod find;
 mod stats;
 
 pub use find::discover;
-pub use stats::{layer_macs as stats_layer_macs, macs_per_sequence, parameter_counts, ParameterCounts};
+pub use stats::{layer_macs as stats_layer_macs, macs_per_sequence, parameter_counts, unit_macs, ParameterCounts};
 
 use serde::Serialize;
 
@@ -61,8 +61,9 @@ pub struct ShapeConst {
     pub element: usize,
     pub value: i64,
     pub role: ShapeRole,
-    /// The node that uses it (Reshape, or the Concat feeding one).
+    /// The node that uses it (Reshape, or the Concat feeding one): its name, and its index.
     pub used_by: String,
+    pub used_by_node: usize,
     /// Number of nodes (in all layers) that consume this constant.
     pub shared_by: usize,
 }
@@ -126,15 +127,32 @@ pub struct Norm {
     pub output: String,
 }
 
+/// One encoder layer: attention, residual and LayerNorm, FFN, residual and LayerNorm. A part
+/// whose every head or neuron was pruned is `None`; what remains of it is the constant bias
+/// added to the residual (`attention_bias`, `ffn_bias`).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct EncoderLayer {
     pub index: usize,
     /// The value entering the layer (input of Q, K, V).
     pub input: String,
-    pub attention: Attention,
+    pub attention: Option<Attention>,
+    pub attention_bias: Option<String>,
     pub attention_norm: Norm,
-    pub ffn: Ffn,
+    pub ffn: Option<Ffn>,
+    pub ffn_bias: Option<String>,
     pub output_norm: Norm,
+}
+
+impl EncoderLayer {
+    pub fn heads(&self) -> usize {
+        self.attention.as_ref().map_or(0, |a| a.num_heads)
+    }
+    pub fn head_size(&self) -> Option<usize> {
+        self.attention.as_ref().map(|a| a.head_size)
+    }
+    pub fn ffn_width(&self) -> usize {
+        self.ffn.as_ref().map_or(0, |f| f.width)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]

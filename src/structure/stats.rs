@@ -66,12 +66,20 @@ pub fn parameter_counts(model: &ModelProto, t: &Transformer) -> ParameterCounts 
     let attention: Vec<usize> = t
         .layers
         .iter()
-        .map(|l: &EncoderLayer| attention_params(&ix, &l.attention) + norm_params(&ix, &l.attention_norm))
+        .map(|l: &EncoderLayer| {
+            l.attention.as_ref().map_or(0, |a| attention_params(&ix, a))
+                + numel(&ix, &l.attention_bias)
+                + norm_params(&ix, &l.attention_norm)
+        })
         .collect();
     let ffn: Vec<usize> = t
         .layers
         .iter()
-        .map(|l| l.ffn.up.params() + l.ffn.down.params() + norm_params(&ix, &l.output_norm))
+        .map(|l| {
+            l.ffn.as_ref().map_or(0, |f| f.up.params() + f.down.params())
+                + numel(&ix, &l.ffn_bias)
+                + norm_params(&ix, &l.output_norm)
+        })
         .collect();
     let pooler = t
         .head
@@ -95,14 +103,23 @@ pub fn parameter_counts(model: &ModelProto, t: &Transformer) -> ParameterCounts 
 /// projections, Q·Kᵀ and probabilities·V, and the FFN.
 pub fn layer_macs(l: &EncoderLayer, seq: usize) -> u64 {
     let s = seq as u64;
-    let a = &l.attention;
-    let all = a.all_heads() as u64;
-    let hidden = l.ffn.up.in_features as u64;
-    let proj = s * hidden * 3 * all + s * all * a.output.out_features as u64;
-    let scores = 2 * s * s * all;
-    let ffn =
-        s * (l.ffn.up.in_features * l.ffn.up.out_features + l.ffn.down.in_features * l.ffn.down.out_features) as u64;
-    proj + scores + ffn
+    let attention = l.attention.as_ref().map_or(0, |a| {
+        let all = a.all_heads() as u64;
+        let hidden = a.output.out_features as u64;
+        // Q, K, V and output projections; Q·Kᵀ and probabilities·V.
+        s * hidden * 3 * all + s * all * hidden + 2 * s * s * all
+    });
+    let ffn = l.ffn.as_ref().map_or(0, |f| {
+        s * (f.up.in_features * f.up.out_features + f.down.in_features * f.down.out_features) as u64
+    });
+    attention + ffn
+}
+
+/// Attention MACs of one head and FFN MACs of one neuron, per sequence of `seq` tokens (for
+/// budgets).
+pub fn unit_macs(hidden: usize, head_size: usize, seq: usize) -> (u64, u64) {
+    let (s, h, d) = (seq as u64, hidden as u64, head_size as u64);
+    (4 * s * h * d + 2 * s * s * d, 2 * s * h)
 }
 
 /// (encoder MACs, head MACs) per sequence of `seq` tokens. The head (pooler, classifier) runs on

@@ -1,0 +1,613 @@
+//! Structured pruning of attention heads and FFN neurons: the graph is really sliced (Q/K/V
+//! columns and biases, output-projection rows, FFN columns/rows, every shape constant carrying
+//! the head count or width, un-shared where layers share it). A layer may lose every head or
+//! neuron: the block then reduces to its output bias.
+//!
+//! Scores: `l1` and `random` reproduce the reference experiment (`round(n × amount)` removed per
+//! layer, at least one kept). Calibrated strategies plug in through [`Plan`] with optional
+//! refitted output weights.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::{round_half_even, PassError};
+use crate::onnx::{edit, tensor, GraphIndex, ModelProto};
+use crate::structure::{self, EncoderLayer, Linear, Qkv, ShapeRole, Transformer};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// The reference's L1 weight magnitude scores.
+    L1,
+    /// A seeded random choice.
+    Random,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneOptions {
+    /// Fraction of heads to remove per layer, in [0, 1).
+    pub heads: f64,
+    /// Fraction of FFN neurons to remove per layer, in [0, 1).
+    pub ffn: f64,
+    pub strategy: Strategy,
+    pub seed: u64,
+    /// Sequence length for the MAC counts in the report.
+    pub seq_len: usize,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions {
+            heads: 0.0,
+            ffn: 0.0,
+            strategy: Strategy::L1,
+            seed: 0,
+            seq_len: 128,
+        }
+    }
+}
+
+/// A refitted linear layer: weight in the graph's own layout after slicing, and bias.
+#[derive(Debug, Clone, Default)]
+pub struct Refit {
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+/// What to keep in one layer (indices into the current heads and neurons, ascending).
+#[derive(Debug, Clone, Default)]
+pub struct LayerPlan {
+    pub keep_heads: Vec<usize>,
+    pub keep_neurons: Vec<usize>,
+    /// New attention-output projection (rows = kept heads × head size), replacing the sliced one.
+    pub output_refit: Option<Refit>,
+    /// New FFN down projection (rows = kept neurons), replacing the sliced one.
+    pub down_refit: Option<Refit>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub layers: Vec<LayerPlan>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerReport {
+    pub layer: usize,
+    pub heads_before: usize,
+    pub heads_after: usize,
+    pub neurons_before: usize,
+    pub neurons_after: usize,
+    pub params_before: usize,
+    pub params_after: usize,
+    pub macs_before: u64,
+    pub macs_after: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneReport {
+    pub options: PruneOptions,
+    pub layers: Vec<LayerReport>,
+    pub params_before: usize,
+    pub params_after: usize,
+    pub encoder_macs_before: u64,
+    pub encoder_macs_after: u64,
+    pub seq_len: usize,
+    pub seconds: f64,
+    /// Seconds spent running the model on calibration data (0 without calibration).
+    pub calibration_seconds: f64,
+}
+
+fn weight_f32(ix: &GraphIndex, name: &str) -> Result<Vec<f32>, PassError> {
+    let c = ix
+        .constant(name)
+        .ok_or_else(|| PassError::Internal(format!("weight '{name}' is not a constant")))?;
+    tensor::to_f32(c.tensor()).map_err(|e| {
+        PassError::Unsupported(format!(
+            "{e}: pruning works on float32 weights (prune before quantizing)"
+        ))
+    })
+}
+
+/// Sum of |w| over the given columns (graph layout [in, out] unless transposed).
+fn l1_cols(w: &[f32], lin: &Linear, cols: std::ops::Range<usize>) -> f64 {
+    let (rows, ncols) = (lin.in_features, lin.out_features);
+    let mut s = 0.0f64;
+    for r in 0..rows {
+        for c in cols.clone() {
+            let v = if lin.transposed {
+                w[c * rows + r]
+            } else {
+                w[r * ncols + c]
+            };
+            s += v.abs() as f64;
+        }
+    }
+    s
+}
+
+/// Sum of |w| over the given input rows.
+fn l1_rows(w: &[f32], lin: &Linear, rows: std::ops::Range<usize>) -> f64 {
+    let (nrows, cols) = (lin.in_features, lin.out_features);
+    let mut s = 0.0f64;
+    for r in rows {
+        for c in 0..cols {
+            let v = if lin.transposed {
+                w[c * nrows + r]
+            } else {
+                w[r * cols + c]
+            };
+            s += v.abs() as f64;
+        }
+    }
+    s
+}
+
+/// The reference's L1 scores: per head, |W| over its Q, K, V output columns and its rows of the
+/// attention output projection; per neuron, |W| over its up-projection column, its
+/// down-projection row, and |its up bias|.
+pub fn l1_scores(model: &ModelProto, t: &Transformer) -> Result<(Vec<Vec<f64>>, Vec<Vec<f64>>), PassError> {
+    let g = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| PassError::Internal("no graph".into()))?;
+    let ix = GraphIndex::new(g);
+    let mut heads = Vec::new();
+    let mut neurons = Vec::new();
+    for l in &t.layers {
+        let mut hs = Vec::new();
+        if let Some(a) = &l.attention {
+            let Qkv::Separate { q, k, v } = &a.qkv else {
+                return Err(PassError::Unsupported(format!(
+                    "layer {}: fused (packed QKV) attention cannot be pruned yet",
+                    l.index
+                )));
+            };
+            let ws: Vec<(Vec<f32>, &Linear)> = [q, k, v]
+                .into_iter()
+                .map(|lin| Ok((weight_f32(&ix, &lin.weight)?, lin)))
+                .collect::<Result<_, PassError>>()?;
+            let wo = weight_f32(&ix, &a.output.weight)?;
+            let d = a.head_size;
+            for h in 0..a.num_heads {
+                let r = h * d..(h + 1) * d;
+                let mut s: f64 = ws.iter().map(|(w, lin)| l1_cols(w, lin, r.clone())).sum();
+                s += l1_rows(&wo, &a.output, r);
+                hs.push(s);
+            }
+        }
+        heads.push(hs);
+        let mut ns = Vec::new();
+        if let Some(f) = &l.ffn {
+            let up = weight_f32(&ix, &f.up.weight)?;
+            let down = weight_f32(&ix, &f.down.weight)?;
+            let bias = match &f.up.bias {
+                Some(b) => weight_f32(&ix, b)?,
+                None => vec![0.0; f.width],
+            };
+            for j in 0..f.width {
+                ns.push(l1_cols(&up, &f.up, j..j + 1) + l1_rows(&down, &f.down, j..j + 1) + bias[j].abs() as f64);
+            }
+        }
+        neurons.push(ns);
+    }
+    Ok((heads, neurons))
+}
+
+/// SplitMix64, for seeded permutations.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// Random scores from a seeded generator: lowest go first, like any other score.
+pub fn random_scores(t: &Transformer, seed: u64) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+    let mut rng = SplitMix(seed);
+    let heads = t
+        .layers
+        .iter()
+        .map(|l| (0..l.heads()).map(|_| rng.next() as f64).collect())
+        .collect();
+    let neurons = t
+        .layers
+        .iter()
+        .map(|l| (0..l.ffn_width()).map(|_| rng.next() as f64).collect())
+        .collect();
+    (heads, neurons)
+}
+
+/// Indices kept when removing `round(n × amount)` of the lowest-scored (at least one kept).
+pub fn keep_uniform(scores: &[f64], amount: f64) -> Vec<usize> {
+    let n = scores.len();
+    if n == 0 {
+        return vec![];
+    }
+    let remove = (round_half_even(n as f64 * amount).max(0) as usize).min(n - 1);
+    let mut order: Vec<usize> = (0..n).collect();
+    // Stable: equal scores keep their order, the lower index goes first (as torch's sort).
+    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    let mut keep: Vec<usize> = order[remove..].to_vec();
+    keep.sort_unstable();
+    keep
+}
+
+pub fn validate(opts: &PruneOptions) -> Result<(), PassError> {
+    for (flag, v) in [("--heads", opts.heads), ("--ffn", opts.ffn)] {
+        if !(0.0..1.0).contains(&v) || v.is_nan() {
+            return Err(PassError::Options(format!(
+                "{flag} {v}: the fraction to remove must be in [0, 1)"
+            )));
+        }
+    }
+    if opts.seq_len == 0 {
+        return Err(PassError::Options("--seq-len must be at least 1".into()));
+    }
+    Ok(())
+}
+
+/// Prunes with a data-free strategy (`l1` or `random`), uniformly per layer.
+pub fn prune(model: &ModelProto, opts: &PruneOptions) -> Result<(ModelProto, PruneReport), PassError> {
+    validate(opts)?;
+    let start = Instant::now();
+    let t = structure::discover(model)?;
+    let (hs, ns) = match opts.strategy {
+        Strategy::L1 => l1_scores(model, &t)?,
+        Strategy::Random => random_scores(&t, opts.seed),
+    };
+    let plan = Plan {
+        layers: hs
+            .iter()
+            .zip(&ns)
+            .map(|(h, n)| LayerPlan {
+                keep_heads: keep_uniform(h, opts.heads),
+                keep_neurons: keep_uniform(n, opts.ffn),
+                ..Default::default()
+            })
+            .collect(),
+    };
+    let out = apply_plan(model, &t, &plan)?;
+    let report = report(model, &t, &out, opts, start.elapsed().as_secs_f64(), 0.0)?;
+    Ok((out, report))
+}
+
+/// Builds the report by mapping the pruned model again.
+pub fn report(
+    before: &ModelProto,
+    t: &Transformer,
+    after: &ModelProto,
+    opts: &PruneOptions,
+    seconds: f64,
+    calibration_seconds: f64,
+) -> Result<PruneReport, PassError> {
+    let t2 = structure::discover(after)?;
+    let p1 = structure::parameter_counts(before, t);
+    let p2 = structure::parameter_counts(after, &t2);
+    let s = opts.seq_len;
+    let layers = t
+        .layers
+        .iter()
+        .zip(&t2.layers)
+        .enumerate()
+        .map(|(i, (a, b))| LayerReport {
+            layer: i,
+            heads_before: a.heads(),
+            heads_after: b.heads(),
+            neurons_before: a.ffn_width(),
+            neurons_after: b.ffn_width(),
+            params_before: p1.attention[i] + p1.ffn[i],
+            params_after: p2.attention[i] + p2.ffn[i],
+            macs_before: structure::stats_layer_macs(a, s),
+            macs_after: structure::stats_layer_macs(b, s),
+        })
+        .collect();
+    Ok(PruneReport {
+        options: opts.clone(),
+        layers,
+        params_before: p1.total,
+        params_after: p2.total,
+        encoder_macs_before: structure::macs_per_sequence(t, s).0,
+        encoder_macs_after: structure::macs_per_sequence(&t2, s).0,
+        seq_len: s,
+        seconds,
+        calibration_seconds,
+    })
+}
+
+/// Keeps the listed columns of a [rows, cols] matrix.
+pub fn take_cols(w: &[f32], rows: usize, cols: usize, keep: &[usize]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(rows * keep.len());
+    for r in 0..rows {
+        let row = &w[r * cols..(r + 1) * cols];
+        out.extend(keep.iter().map(|&c| row[c]));
+    }
+    out
+}
+
+/// Keeps the listed rows of a [rows, cols] matrix.
+pub fn take_rows(w: &[f32], cols: usize, keep: &[usize]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(keep.len() * cols);
+    for &r in keep {
+        out.extend_from_slice(&w[r * cols..(r + 1) * cols]);
+    }
+    out
+}
+
+/// Head indices → the columns they occupy.
+pub fn head_columns(keep_heads: &[usize], head_size: usize) -> Vec<usize> {
+    keep_heads
+        .iter()
+        .flat_map(|&h| h * head_size..(h + 1) * head_size)
+        .collect()
+}
+
+struct Editor<'m> {
+    model: ModelProto,
+    taken: HashSet<String>,
+    source: &'m ModelProto,
+}
+
+impl Editor<'_> {
+    fn graph(&mut self) -> &mut crate::onnx::GraphProto {
+        self.model.graph.get_or_insert_with(Default::default)
+    }
+
+    /// Writes `data` as the weight read by `node` at input `slot` (whose constant is `name`):
+    /// in place when only that node reads it, else as a new, un-shared initializer.
+    fn set_weight(&mut self, node: usize, slot: usize, name: &str, dims: &[usize], data: &[f32]) {
+        let g = self.graph();
+        let direct = g.node[node].input.get(slot).map(|s| s.as_str()) == Some(name);
+        let only_user = edit::use_count(g, name) == 1;
+        let is_init = g.initializer.iter().any(|t| t.name() == name);
+        if direct && only_user && is_init {
+            edit::replace_initializer(g, name, tensor::from_f32(name, dims, data));
+        } else {
+            let new = edit::fresh_name(&mut self.taken, &format!("{name}.pruned"));
+            let g = self.graph();
+            g.initializer.push(tensor::from_f32(&new, dims, data));
+            edit::rewire(g, node, slot, &new);
+        }
+    }
+
+    fn add_initializer(&mut self, base: &str, t: crate::onnx::TensorProto) -> String {
+        let name = edit::fresh_name(&mut self.taken, base);
+        let mut t = t;
+        t.name = Some(name.clone());
+        self.graph().initializer.push(t);
+        name
+    }
+}
+
+fn source_weight(src: &ModelProto, name: &str) -> Result<Vec<f32>, PassError> {
+    let g = src
+        .graph
+        .as_ref()
+        .ok_or_else(|| PassError::Internal("no graph".into()))?;
+    weight_f32(&GraphIndex::new(g), name)
+}
+
+/// Slots of `node` that read `name` (directly or through an Identity alias).
+fn slots_reading(src_ix: &GraphIndex, node: usize, name: &str) -> Vec<usize> {
+    src_ix
+        .node(node)
+        .input
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| src_ix.constant_name(v).as_deref() == Some(name))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Rewrites a linear layer's weight (sliced by `keep_in` rows and/or `keep_out` columns, in
+/// the logical [in, out] sense) and bias.
+fn slice_linear(
+    ed: &mut Editor,
+    ix: &GraphIndex,
+    lin: &Linear,
+    keep_in: Option<&[usize]>,
+    keep_out: Option<&[usize]>,
+    refit: Option<&Refit>,
+) -> Result<(), PassError> {
+    let w = source_weight(ed.source, &lin.weight)?;
+    let (inf, outf) = (lin.in_features, lin.out_features);
+    let all_in: Vec<usize> = (0..inf).collect();
+    let all_out: Vec<usize> = (0..outf).collect();
+    let ki = keep_in.unwrap_or(&all_in);
+    let ko = keep_out.unwrap_or(&all_out);
+    let (data, dims) = if let Some(r) = refit {
+        (
+            r.weight.clone(),
+            if lin.transposed {
+                vec![ko.len(), ki.len()]
+            } else {
+                vec![ki.len(), ko.len()]
+            },
+        )
+    } else if lin.transposed {
+        // Stored [out, in].
+        let rows = take_rows(&w, inf, ko);
+        (take_cols(&rows, ko.len(), inf, ki), vec![ko.len(), ki.len()])
+    } else {
+        let rows = take_rows(&w, outf, ki);
+        (take_cols(&rows, ki.len(), outf, ko), vec![ki.len(), ko.len()])
+    };
+    for slot in slots_reading(ix, lin.node, &lin.weight) {
+        ed.set_weight(lin.node, slot, &lin.weight, &dims, &data);
+    }
+    if let Some(b) = &lin.bias {
+        let bias = match refit {
+            Some(r) => r.bias.clone(),
+            None => {
+                let bv = source_weight(ed.source, b)?;
+                ko.iter().map(|&c| bv[c]).collect()
+            }
+        };
+        let node = lin.bias_node.unwrap_or(lin.node);
+        for slot in slots_reading(ix, node, b) {
+            ed.set_weight(node, slot, b, &[bias.len()], &bias);
+        }
+    }
+    Ok(())
+}
+
+/// Replaces a fully pruned block by its output bias: every reader of the block's output reads
+/// the bias instead (a zero bias is created when there is none).
+fn remove_block(
+    ed: &mut Editor,
+    ix: &GraphIndex,
+    out_lin: &Linear,
+    hidden: usize,
+    refit: Option<&Refit>,
+) -> Result<(), PassError> {
+    let bias: Vec<f32> = match (refit, &out_lin.bias) {
+        (Some(r), _) => r.bias.clone(),
+        (None, Some(b)) => source_weight(ed.source, b)?,
+        (None, None) => vec![0.0; hidden],
+    };
+    let base = out_lin
+        .bias
+        .clone()
+        .unwrap_or_else(|| format!("{}.bias", out_lin.weight));
+    let name = ed.add_initializer(&format!("{base}.only"), tensor::from_f32("", &[hidden], &bias));
+    let _ = ix;
+    edit::replace_uses(ed.graph(), &out_lin.output, &name);
+    Ok(())
+}
+
+/// Applies a plan: slices every layer, rewrites shape constants, removes what is no longer used.
+pub fn apply_plan(model: &ModelProto, t: &Transformer, plan: &Plan) -> Result<ModelProto, PassError> {
+    let g = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| PassError::Internal("no graph".into()))?;
+    if plan.layers.len() != t.layers.len() {
+        return Err(PassError::Internal(format!(
+            "plan for {} layers, model has {}",
+            plan.layers.len(),
+            t.layers.len()
+        )));
+    }
+    let ix = GraphIndex::new(g);
+    let mut ed = Editor {
+        taken: edit::names(g),
+        model: model.clone(),
+        source: model,
+    };
+    for (l, p) in t.layers.iter().zip(&plan.layers) {
+        prune_attention(&mut ed, &ix, l, p)?;
+        prune_ffn(&mut ed, &ix, l, p)?;
+    }
+    let g = ed.graph();
+    edit::remove_unused(g);
+    // Shapes recorded for intermediate values may no longer hold; they are optional hints.
+    g.value_info.clear();
+    let out = ed.model;
+    // Check what was produced: the structure must map with exactly the planned sizes.
+    let t2 =
+        structure::discover(&out).map_err(|e| PassError::Internal(format!("the pruned graph does not map: {e}")))?;
+    for (i, (l, p)) in t2.layers.iter().zip(&plan.layers).enumerate() {
+        let want_heads = if t.layers[i].attention.is_some() {
+            p.keep_heads.len()
+        } else {
+            0
+        };
+        let want_ffn = if t.layers[i].ffn.is_some() {
+            p.keep_neurons.len()
+        } else {
+            0
+        };
+        if l.heads() != want_heads || l.ffn_width() != want_ffn {
+            return Err(PassError::Internal(format!(
+                "layer {i}: planned {want_heads} heads / {want_ffn} neurons, the graph has {} / {}",
+                l.heads(),
+                l.ffn_width()
+            )));
+        }
+    }
+    Ok(out)
+}
+
+fn prune_attention(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &LayerPlan) -> Result<(), PassError> {
+    let Some(a) = &l.attention else { return Ok(()) };
+    if p.keep_heads.iter().any(|&h| h >= a.num_heads) || p.keep_heads.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(PassError::Internal(format!(
+            "layer {}: bad head list {:?}",
+            l.index, p.keep_heads
+        )));
+    }
+    if p.keep_heads.len() == a.num_heads && p.output_refit.is_none() {
+        return Ok(());
+    }
+    let Qkv::Separate { q, k, v } = &a.qkv else {
+        return Err(PassError::Unsupported(format!(
+            "layer {}: fused (packed QKV) attention cannot be pruned yet",
+            l.index
+        )));
+    };
+    let hidden = a.output.out_features;
+    if p.keep_heads.is_empty() {
+        return remove_block(ed, ix, &a.output, hidden, p.output_refit.as_ref());
+    }
+    let cols = head_columns(&p.keep_heads, a.head_size);
+    for lin in [q, k, v] {
+        slice_linear(ed, ix, lin, None, Some(&cols), None)?;
+    }
+    slice_linear(ed, ix, &a.output, Some(&cols), None, p.output_refit.as_ref())?;
+    // Shape constants: the head count and the all-heads width, per (constant, node) pair.
+    let heads = p.keep_heads.len() as i64;
+    let mut groups: BTreeMap<(String, usize), Vec<(usize, i64)>> = BTreeMap::new();
+    for c in &a.shape_consts {
+        let value = match c.role {
+            ShapeRole::Heads => heads,
+            ShapeRole::AllHeads => heads * a.head_size as i64,
+            ShapeRole::HeadSize => continue,
+        };
+        groups
+            .entry((c.constant.clone(), c.used_by_node))
+            .or_default()
+            .push((c.element, value));
+    }
+    for ((constant, node), changes) in groups {
+        let mut values = ix
+            .const_i64(&constant)
+            .ok_or_else(|| PassError::Internal(format!("shape constant '{constant}' is not an integer constant")))?;
+        for (e, v) in changes {
+            values[e] = v;
+        }
+        let dims: Vec<usize> = ix
+            .constant(&constant)
+            .map(|c| c.tensor().dims.iter().map(|&d| d as usize).collect())
+            .unwrap_or_default();
+        let name = ed.add_initializer(
+            &format!("{constant}.l{}", l.index),
+            tensor::from_i64("", &dims, &values),
+        );
+        for slot in slots_reading(ix, node, &constant) {
+            edit::rewire(ed.graph(), node, slot, &name);
+        }
+    }
+    Ok(())
+}
+
+fn prune_ffn(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &LayerPlan) -> Result<(), PassError> {
+    let Some(f) = &l.ffn else { return Ok(()) };
+    if p.keep_neurons.iter().any(|&n| n >= f.width) || p.keep_neurons.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(PassError::Internal(format!("layer {}: bad neuron list", l.index)));
+    }
+    if p.keep_neurons.len() == f.width && p.down_refit.is_none() {
+        return Ok(());
+    }
+    if p.keep_neurons.is_empty() {
+        return remove_block(ed, ix, &f.down, f.down.out_features, p.down_refit.as_ref());
+    }
+    slice_linear(ed, ix, &f.up, None, Some(&p.keep_neurons), None)?;
+    slice_linear(ed, ix, &f.down, Some(&p.keep_neurons), None, p.down_refit.as_ref())?;
+    Ok(())
+}
