@@ -76,13 +76,16 @@ pub struct EvalReport {
 
 /// Finds the tokenizer: `--tokenizer`, then the one embedded in the model's metadata, then
 /// `tokenizer.json` beside the model, then `<model stem>.tokenizer.json`.
-pub fn load_tokenizer(model_path: &Path, explicit: Option<&Path>) -> Result<(Tokenizer, String)> {
+pub fn load_tokenizer(
+    model_path: &Path,
+    model: &onnx::ModelProto,
+    explicit: Option<&Path>,
+) -> Result<(Tokenizer, String)> {
     if let Some(p) = explicit {
         let t = Tokenizer::from_file(p).map_err(|e| anyhow!("--tokenizer {}: {e}", p.display()))?;
         return Ok((t, p.display().to_string()));
     }
-    let model = onnx::load(model_path)?;
-    if let Some(json) = history::embedded_tokenizer(&model) {
+    if let Some(json) = history::embedded_tokenizer(model) {
         let t = Tokenizer::from_bytes(json.as_bytes())
             .map_err(|e| anyhow!("{}: embedded tokenizer is invalid: {e}", model_path.display()))?;
         return Ok((t, "embedded in the model".into()));
@@ -202,7 +205,22 @@ pub fn evaluate(model_path: &Path, opts: &EvalOptions, progress: Progress) -> Re
         }
         data.examples.truncate(n);
     }
-    let (mut tokenizer, tokenizer_source) = load_tokenizer(model_path, opts.tokenizer.as_deref())?;
+    let proto = onnx::load(model_path)?;
+    // A longer input than the position table would fail inside ONNX Runtime: say so up front.
+    if let Ok(t) = crate::structure::discover(&proto) {
+        if let Some(p) = &t.embeddings.position {
+            if opts.max_length > p.rows {
+                bail!(
+                    "--max-length {} exceeds the {} positions of {}",
+                    opts.max_length,
+                    p.rows,
+                    model_path.display()
+                );
+            }
+        }
+    }
+    let (mut tokenizer, tokenizer_source) = load_tokenizer(model_path, &proto, opts.tokenizer.as_deref())?;
+    drop(proto);
     let ort_library = runtime::init(None)?;
     let mut model = runtime::open(model_path, &opts.session)?;
 

@@ -44,8 +44,8 @@ pub enum GlueError {
     },
 
     /// The file could not be read.
-    #[error("cannot read {}: {source}", .path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("cannot read {}: {cause}", .path.display())]
+    Io { path: PathBuf, cause: std::io::Error },
 
     /// The file is not valid UTF-8.
     #[error("{file} is not valid UTF-8 (first invalid byte on line {line})")]
@@ -469,9 +469,9 @@ impl Dataset {
 
 /// Reads a GLUE TSV file of `task` (see the module docs for the format and its quirks).
 pub fn read_tsv(task: Task, path: &Path) -> Result<Dataset, GlueError> {
-    let bytes = std::fs::read(path).map_err(|source| GlueError::Io {
+    let bytes = std::fs::read(path).map_err(|cause| GlueError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     let file = path.display().to_string();
     let text = String::from_utf8(bytes).map_err(|err| {

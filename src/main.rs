@@ -145,7 +145,10 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            // One line: causes joined by ": ", line breaks from libraries folded.
+            let msg = format!("{e:#}");
+            let msg: Vec<&str> = msg.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect();
+            let _ = writeln!(std::io::stderr(), "error: {}", msg.join(" "));
             ExitCode::FAILURE
         }
     }
@@ -187,7 +190,8 @@ fn run(cli: Cli) -> Result<()> {
             json,
         } => {
             onnx::io::ensure_distinct(&input, &output)?;
-            let mut m = onnx::load(&input)?;
+            let (mut m, sources) = onnx::load_with_sources(&input)?;
+            onnx::io::ensure_not_overwriting(&sources, &output)?;
             let tok_path = tokenizer.clone().or_else(|| {
                 let p = input.parent().unwrap_or(Path::new(".")).join("tokenizer.json");
                 p.is_file().then_some(p)
@@ -222,7 +226,7 @@ fn run(cli: Cli) -> Result<()> {
                 &output,
                 &SaveOptions {
                     external_data: mode,
-                    input: Some(input.clone()),
+                    protect: sources,
                 },
             )?;
             if json {
@@ -261,6 +265,12 @@ fn default_data_dir() -> PathBuf {
 
 fn cmd_eval(ort_lib: Option<&Path>, a: EvalArgs) -> Result<()> {
     let task = Task::from_name(&a.task)?;
+    if a.model.is_dir() {
+        bail!(
+            "--model {}: is a directory; pass the .onnx file inside it",
+            a.model.display()
+        );
+    }
     if !a.model.is_file() {
         bail!("--model {}: no such file", a.model.display());
     }
@@ -353,7 +363,8 @@ fn cmd_prune(a: PruneArgs) -> Result<()> {
     };
     prune::validate(&opts)?;
     onnx::io::ensure_distinct(&a.input, &a.output)?;
-    let model = onnx::load(&a.input)?;
+    let (model, sources) = onnx::load_with_sources(&a.input)?;
+    onnx::io::ensure_not_overwriting(&sources, &a.output)?;
     let (mut out, report) = prune::prune(&model, &opts).with_context(|| a.input.display().to_string())?;
     carry_tokenizer(&mut out, &a.input, a.tokenizer.as_deref())?;
     record(
@@ -367,7 +378,7 @@ fn cmd_prune(a: PruneArgs) -> Result<()> {
         &out,
         &a.output,
         &SaveOptions {
-            input: Some(a.input.clone()),
+            protect: sources,
             ..Default::default()
         },
     )?;

@@ -160,6 +160,9 @@ fn builder(opts: &SessionOptions) -> Result<ort::session::builder::SessionBuilde
         b = b.with_intra_threads(opts.threads).map_err(e)?;
     }
     b = b.with_inter_threads(1).map_err(e)?;
+    // ONNX Runtime's own logger would print its errors a second time, in colour, on stderr:
+    // errors reach the user through the returned error instead.
+    b = b.with_log_level(ort::logging::LogLevel::Fatal).map_err(e)?;
     match opts.device {
         Device::Cpu => {}
         Device::Cuda => {

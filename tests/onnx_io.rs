@@ -93,7 +93,7 @@ fn external_data_round_trips() {
         &out,
         &SaveOptions {
             external_data: ExternalData::Always,
-            input: None,
+            protect: vec![],
         },
     )
     .unwrap();
@@ -141,7 +141,7 @@ fn external_data_outside_the_model_folder_is_refused() {
         &out,
         &SaveOptions {
             external_data: ExternalData::Always,
-            input: None,
+            protect: vec![],
         },
     )
     .unwrap();
@@ -189,7 +189,7 @@ fn save_refuses_the_input_and_leaves_nothing_on_failure() {
             &m,
             &spelling,
             &SaveOptions {
-                input: Some(input.clone()),
+                protect: vec![input.clone()],
                 ..Default::default()
             },
         )

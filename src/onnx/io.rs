@@ -18,14 +18,20 @@ use super::{tensor, OnnxError};
 const PROTOBUF_LIMIT: usize = (1 << 31) - (1 << 20);
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> OnnxError + '_ {
-    move |source| OnnxError::Io {
+    move |cause| OnnxError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 
 /// Reads a model and any external data it references (resolved against the model's folder).
 pub fn load(path: &Path) -> Result<ModelProto, OnnxError> {
+    load_with_sources(path).map(|(m, _)| m)
+}
+
+/// Like [`load`], and also returns every file the model was read from (the model file and its
+/// external data files): what a pass must never overwrite.
+pub fn load_with_sources(path: &Path) -> Result<(ModelProto, Vec<PathBuf>), OnnxError> {
     let meta = fs::metadata(path).map_err(io_err(path))?;
     if meta.is_dir() {
         return Err(OnnxError::NotOnnx {
@@ -35,12 +41,24 @@ pub fn load(path: &Path) -> Result<ModelProto, OnnxError> {
     }
     let bytes = fs::read(path).map_err(io_err(path))?;
     let base = path.parent().unwrap_or(Path::new("."));
-    load_from_bytes(&bytes, path, Some(base))
+    let mut sources = vec![path.to_path_buf()];
+    let model = decode(&bytes, path, Some(base), &mut sources)?;
+    sources.dedup();
+    Ok((model, sources))
 }
 
 /// Decodes a model from bytes. `path` is used in errors; external data is resolved against
 /// `base_dir` (refused when `None`).
 pub fn load_from_bytes(bytes: &[u8], path: &Path, base_dir: Option<&Path>) -> Result<ModelProto, OnnxError> {
+    decode(bytes, path, base_dir, &mut Vec::new())
+}
+
+fn decode(
+    bytes: &[u8],
+    path: &Path,
+    base_dir: Option<&Path>,
+    sources: &mut Vec<PathBuf>,
+) -> Result<ModelProto, OnnxError> {
     let not_onnx = |reason: String| OnnxError::NotOnnx {
         path: path.to_path_buf(),
         reason,
@@ -63,7 +81,11 @@ pub fn load_from_bytes(bytes: &[u8], path: &Path, base_dir: Option<&Path>) -> Re
         let mut result = Ok(());
         for_each_tensor_mut(graph, &mut |t| {
             if result.is_ok() && tensor::is_external(t) {
-                result = inline_external(t, path, base_dir);
+                result = inline_external(t, path, base_dir).map(|file| {
+                    if !sources.contains(&file) {
+                        sources.push(file);
+                    }
+                });
             }
         });
         result?;
@@ -100,7 +122,8 @@ pub fn for_each_tensor_mut(graph: &mut GraphProto, f: &mut dyn FnMut(&mut Tensor
     }
 }
 
-fn inline_external(t: &mut TensorProto, model_path: &Path, base_dir: Option<&Path>) -> Result<(), OnnxError> {
+/// Reads one tensor's external data into `raw_data`; returns the file it came from.
+fn inline_external(t: &mut TensorProto, model_path: &Path, base_dir: Option<&Path>) -> Result<PathBuf, OnnxError> {
     let name = t.name().to_string();
     let fail = |reason: String| OnnxError::ExternalData {
         path: model_path.to_path_buf(),
@@ -181,7 +204,7 @@ fn inline_external(t: &mut TensorProto, model_path: &Path, base_dir: Option<&Pat
     t.raw_data = Some(buf.into());
     t.data_location = None;
     t.external_data.clear();
-    Ok(())
+    Ok(canon)
 }
 
 /// Whether tensors go to a side file on save.
@@ -197,8 +220,8 @@ pub enum ExternalData {
 #[derive(Debug, Clone, Default)]
 pub struct SaveOptions {
     pub external_data: ExternalData,
-    /// The model this one was read from: never overwritten.
-    pub input: Option<PathBuf>,
+    /// Files the model was read from (see [`load_with_sources`]): never overwritten.
+    pub protect: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -230,7 +253,28 @@ pub fn ensure_distinct(input: &Path, output: &Path) -> Result<(), OnnxError> {
     if same_file(input, output) || input == output {
         return Err(OnnxError::OutputIsInput {
             path: output.to_path_buf(),
+            what: "the input model".into(),
         });
+    }
+    Ok(())
+}
+
+/// Errors when writing `output` (or its `.data` side file) would touch any of `sources`.
+pub fn ensure_not_overwriting(sources: &[PathBuf], output: &Path) -> Result<(), OnnxError> {
+    let data = data_file_for(output);
+    for (i, src) in sources.iter().enumerate() {
+        for out in [output, data.as_path()] {
+            if same_file(src, out) || src == out {
+                return Err(OnnxError::OutputIsInput {
+                    path: out.to_path_buf(),
+                    what: if i == 0 {
+                        "the input model".into()
+                    } else {
+                        format!("the input's external data ({})", src.display())
+                    },
+                });
+            }
+        }
     }
     Ok(())
 }
@@ -245,9 +289,7 @@ pub fn data_file_for(path: &Path) -> PathBuf {
 /// Writes the model atomically. Tensors of at least 1 KiB go to `<path>.data` when external
 /// data is used.
 pub fn save(model: &ModelProto, path: &Path, opts: &SaveOptions) -> Result<SaveSummary, OnnxError> {
-    if let Some(input) = &opts.input {
-        ensure_distinct(input, path)?;
-    }
+    ensure_not_overwriting(&opts.protect, path)?;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -255,7 +297,7 @@ pub fn save(model: &ModelProto, path: &Path, opts: &SaveOptions) -> Result<SaveS
     if !dir.is_dir() {
         return Err(OnnxError::Io {
             path: path.to_path_buf(),
-            source: std::io::Error::new(
+            cause: std::io::Error::new(
                 std::io::ErrorKind::NotFound,
                 format!("folder {} does not exist", dir.display()),
             ),
@@ -283,9 +325,6 @@ pub fn save(model: &ModelProto, path: &Path, opts: &SaveOptions) -> Result<SaveS
         });
     }
     let data_path = data_file_for(path);
-    if let Some(input) = &opts.input {
-        ensure_distinct(input, &data_path)?;
-    }
     let location = data_path.file_name().unwrap_or_default().to_string_lossy().to_string();
     let mut model = model.clone();
     let mut chunks: Vec<bytes::Bytes> = Vec::new();
@@ -346,10 +385,18 @@ fn write_atomic(path: &Path, dir: &Path, parts: &[&[u8]]) -> Result<(), OnnxErro
         }
         w.flush().map_err(io_err(path))?;
     }
+    // tempfile creates files 0600; a model is an ordinary file (0644, as `umask 022` gives).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(0o644))
+            .map_err(io_err(path))?;
+    }
     tmp.as_file().sync_all().map_err(io_err(path))?;
     tmp.persist(path).map_err(|e| OnnxError::Io {
         path: path.to_path_buf(),
-        source: e.error,
+        cause: e.error,
     })?;
     Ok(())
 }

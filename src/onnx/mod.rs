@@ -13,21 +13,20 @@ pub mod proto {
 }
 
 pub use graph::GraphIndex;
-pub use io::{load, load_from_bytes, save, ExternalData, SaveOptions, SaveSummary};
+pub use io::{load, load_from_bytes, load_with_sources, save, ExternalData, SaveOptions, SaveSummary};
 pub use proto::{GraphProto, ModelProto, NodeProto, TensorProto};
 
 /// Errors of the ONNX layer. Each names the file or tensor it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum OnnxError {
-    #[error("{path}: {source}")]
+    #[error("{}: {cause}", path.display())]
     Io {
         path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("{path}: not a valid ONNX model ({reason})")]
+    #[error("{}: not a valid ONNX model ({reason})", path.display())]
     NotOnnx { path: std::path::PathBuf, reason: String },
-    #[error("{path}: external data of tensor '{tensor}': {reason}")]
+    #[error("{}: external data of tensor '{tensor}': {reason}", path.display())]
     ExternalData {
         path: std::path::PathBuf,
         tensor: String,
@@ -35,6 +34,6 @@ pub enum OnnxError {
     },
     #[error("tensor '{name}': {reason}")]
     Tensor { name: String, reason: String },
-    #[error("refusing to write {path}: it is the input model; choose another output path")]
-    OutputIsInput { path: std::path::PathBuf },
+    #[error("refusing to write {}: it is {what}; choose another output path", path.display())]
+    OutputIsInput { path: std::path::PathBuf, what: String },
 }
