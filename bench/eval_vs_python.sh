@@ -3,12 +3,15 @@
 # (bench/python_eval.py), same model, same threads, runs interleaved so that machine drift
 # hits both alike. Prints one line per run and the medians; paste them into bench/RESULTS.md.
 #
-#   bench/eval_vs_python.sh [RUNS=5] [THREADS=2]
+#   bench/eval_vs_python.sh [RUNS=5] [THREADS=2] [WARMUP=10] [MEASURE=50]
+# (WARMUP=3 MEASURE=1000 times every batch after the third: more samples, less noise.)
 # Needs: make setup; pip install -r bench/requirements.txt
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-5}
 THREADS=${2:-2}
+WARMUP=${3:-10}
+MEASURE=${4:-50}
 BIN=target/release/onnx-compress
 SHARED=${SHARED:-../shared}
 OUT=bench/out
@@ -16,8 +19,8 @@ mkdir -p "$OUT"
 for task in sst2 mrpc; do
   model="$SHARED/models/minilm-l6-$task/model.onnx"
   for i in $(seq "$RUNS"); do
-    "$BIN" eval --task "$task" --model "$model" --threads "$THREADS" --json > "$OUT/rust-$task-$i.json"
-    python3 bench/python_eval.py --task "$task" --model "$model" --threads "$THREADS" --json > "$OUT/python-$task-$i.json"
+    "$BIN" eval --task "$task" --model "$model" --threads "$THREADS" --warmup "$WARMUP" --measure "$MEASURE" --json > "$OUT/rust-$task-$i.json"
+    python3 bench/python_eval.py --task "$task" --model "$model" --threads "$THREADS" --warmup "$WARMUP" --measure "$MEASURE" --json > "$OUT/python-$task-$i.json"
   done
 done
 python3 - "$OUT" "$RUNS" <<'PY'

@@ -10,6 +10,7 @@ pub mod eval;
 pub mod glue;
 pub mod history;
 pub mod inspect;
+pub mod linalg;
 pub mod onnx;
 pub mod passes;
 pub mod report;
