@@ -6,6 +6,7 @@
 //! [`eval`] measures a model; [`inspect`] summarizes one; [`history`] is what the tool records in
 //! a model's metadata; [`report`] renders reports as text; [`testkit`] builds small models in code.
 
+pub mod calib;
 pub mod eval;
 pub mod glue;
 pub mod history;

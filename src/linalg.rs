@@ -100,6 +100,14 @@ impl Obs {
 
     /// Squared-error increase of removing `rows` now (with compensation).
     pub fn cost(&self, rows: &[usize]) -> f64 {
+        if let [i] = rows {
+            let d = self.hinv[i * self.n + i];
+            if d <= 0.0 {
+                return f64::INFINITY;
+            }
+            let w = &self.w[i * self.m..(i + 1) * self.m];
+            return w.iter().map(|x| x * x).sum::<f64>() / d;
+        }
         let g = rows.len();
         let mut b: Vec<f64> = Vec::with_capacity(g * g);
         for &i in rows {
@@ -115,7 +123,10 @@ impl Obs {
         for (a, &i) in rows.iter().enumerate() {
             for (bb, &j) in rows.iter().enumerate() {
                 let bij = b[a * g + bb];
-                let (wi, wj) = (&self.w[i * self.m..(i + 1) * self.m], &self.w[j * self.m..(j + 1) * self.m]);
+                let (wi, wj) = (
+                    &self.w[i * self.m..(i + 1) * self.m],
+                    &self.w[j * self.m..(j + 1) * self.m],
+                );
                 total += bij * wi.iter().zip(wj).map(|(x, y)| x * y).sum::<f64>();
             }
         }
@@ -147,7 +158,10 @@ impl Obs {
         }
         // W -= K·W_g ; H⁻¹ -= K·H⁻¹[g, :]
         let wg: Vec<f64> = rows.iter().flat_map(|&i| self.w[i * m..(i + 1) * m].to_vec()).collect();
-        let hg: Vec<f64> = rows.iter().flat_map(|&i| self.hinv[i * n..(i + 1) * n].to_vec()).collect();
+        let hg: Vec<f64> = rows
+            .iter()
+            .flat_map(|&i| self.hinv[i * n..(i + 1) * n].to_vec())
+            .collect();
         for r in 0..n {
             if self.removed[r] {
                 continue;
@@ -292,7 +306,11 @@ mod tests {
                 .map(|r| {
                     (0..m)
                         .map(|cc| {
-                            let p: f64 = cols.iter().enumerate().map(|(a, &i)| x[r * n + i] * w[a * m + cc]).sum();
+                            let p: f64 = cols
+                                .iter()
+                                .enumerate()
+                                .map(|(a, &i)| x[r * n + i] * w[a * m + cc])
+                                .sum();
                             (p - y[r * m + cc]).powi(2)
                         })
                         .sum::<f64>()
@@ -305,11 +323,17 @@ mod tests {
         // Direct refit without unit 2.
         let (h2, c2) = gram(&[0, 1, 3]);
         let direct = Obs::new(h2, &c2, 3, m, 0.0).unwrap();
-        let kept: Vec<f64> = [0usize, 1, 3].iter().flat_map(|&i| obs.w[i * m..(i + 1) * m].to_vec()).collect();
+        let kept: Vec<f64> = [0usize, 1, 3]
+            .iter()
+            .flat_map(|&i| obs.w[i * m..(i + 1) * m].to_vec())
+            .collect();
         for (a, b) in kept.iter().zip(&direct.w) {
             assert!((a - b).abs() < 1e-9, "{kept:?} vs {:?}", direct.w);
         }
         let after = sse(&direct.w, &[0, 1, 3]);
-        assert!((after - full - predicted).abs() < 1e-9, "{after} - {full} vs {predicted}");
+        assert!(
+            (after - full - predicted).abs() < 1e-9,
+            "{after} - {full} vs {predicted}"
+        );
     }
 }

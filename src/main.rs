@@ -11,7 +11,7 @@ use onnx_compress::glue::Task;
 use onnx_compress::onnx::{self, ExternalData, ModelProto, SaveOptions};
 use onnx_compress::passes::prune::{self, PruneOptions, Strategy};
 use onnx_compress::runtime::{self, Device, SessionOptions};
-use onnx_compress::{history, inspect, report};
+use onnx_compress::{calib, history, inspect, report};
 
 #[derive(Parser)]
 #[command(name = "onnx-compress", version, about = "Compress BERT-family ONNX classifiers and measure what it costs", long_about = None)]
@@ -70,9 +70,34 @@ struct PruneArgs {
     /// Fraction of FFN neurons to remove in each layer, in [0, 1).
     #[arg(long, default_value_t = 0.0)]
     ffn: f64,
-    /// How heads and neurons are scored: l1 (the reference's weight magnitudes) or random.
-    #[arg(long, value_enum, default_value_t = Strategy::L1)]
-    strategy: Strategy,
+    /// How heads and neurons are chosen: l1 (the reference's weight magnitudes), random, or obs
+    /// (calibrated: least-squares optimal removal and refit). Default: obs with --calib-data, else l1.
+    #[arg(long, value_enum)]
+    strategy: Option<Strategy>,
+    /// Calibration data: a GLUE TSV of the task's train split (task from its header, or --task).
+    #[arg(long, value_name = "FILE")]
+    calib_data: Option<PathBuf>,
+    /// Number of calibration examples drawn (seeded by --seed) from --calib-data.
+    #[arg(long, default_value_t = 512)]
+    calib_samples: usize,
+    /// Task of --calib-data when its header does not tell (sst2, mrpc, qqp, ...).
+    #[arg(long)]
+    task: Option<String>,
+    /// Keep this fraction of encoder MACs (at --seq-len), in (0, 1]: per-layer head and neuron
+    /// counts are chosen globally on the calibration data (needs --calib-data).
+    #[arg(long, value_name = "F")]
+    target_macs: Option<f64>,
+    /// With calibration, --heads/--ffn are fractions of all heads/neurons of the model, placed
+    /// where the calibration data says they cost least (layers end up with different sizes);
+    /// --per-layer removes the same fraction in every layer instead (as l1 and random always do).
+    #[arg(long)]
+    per_layer: bool,
+    /// Truncation length of calibration examples.
+    #[arg(long, default_value_t = 128)]
+    max_length: usize,
+    /// Intra-op threads for calibration runs (0: ONNX Runtime's default).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
     /// Seed for --strategy random.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -181,7 +206,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Eval(a) => cmd_eval(cli.ort_lib.as_deref(), a),
-        Command::Prune(a) => cmd_prune(a),
+        Command::Prune(a) => cmd_prune(cli.ort_lib.as_deref(), a),
         Command::Convert {
             input,
             output,
@@ -353,19 +378,58 @@ fn record(
     .map_err(|e| anyhow::anyhow!(e))
 }
 
-fn cmd_prune(a: PruneArgs) -> Result<()> {
+fn cmd_prune(ort_lib: Option<&Path>, a: PruneArgs) -> Result<()> {
+    let strategy = a.strategy.unwrap_or(if a.calib_data.is_some() {
+        Strategy::Obs
+    } else {
+        Strategy::L1
+    });
     let opts = PruneOptions {
         heads: a.heads,
         ffn: a.ffn,
-        strategy: a.strategy,
+        strategy,
         seed: a.seed,
         seq_len: a.seq_len,
+        target_macs: a.target_macs,
+        per_layer: a.per_layer,
     };
     prune::validate(&opts)?;
+    if strategy == Strategy::Obs && a.calib_data.is_none() {
+        bail!("--strategy obs needs calibration data: add --calib-data TRAIN.tsv");
+    }
+    if strategy != Strategy::Obs && a.calib_data.is_some() {
+        bail!("--calib-data is only used by --strategy obs (the default with calibration data)");
+    }
     onnx::io::ensure_distinct(&a.input, &a.output)?;
     let (model, sources) = onnx::load_with_sources(&a.input)?;
     onnx::io::ensure_not_overwriting(&sources, &a.output)?;
-    let (mut out, report) = prune::prune(&model, &opts).with_context(|| a.input.display().to_string())?;
+    let (mut out, report) = if let Some(calib_path) = &a.calib_data {
+        let task = a.task.as_deref().map(Task::from_name).transpose()?;
+        let task = calib::task_of(calib_path, task)?;
+        let (mut tokenizer, _) = eval::load_tokenizer(&a.input, &model, a.tokenizer.as_deref())?;
+        let data = calib::load(
+            calib_path,
+            task,
+            a.calib_samples,
+            a.seed,
+            &mut tokenizer,
+            a.max_length,
+            32,
+        )?;
+        runtime::init(ort_lib)?;
+        let mut calibrator = runtime::OrtCalibrator {
+            batches: data.batches,
+            examples: data.examples,
+            session: SessionOptions {
+                threads: a.threads,
+                ..Default::default()
+            },
+            seconds: 0.0,
+        };
+        prune::prune_calibrated(&model, &opts, &mut calibrator).with_context(|| a.input.display().to_string())?
+    } else {
+        prune::prune(&model, &opts).with_context(|| a.input.display().to_string())?
+    };
     carry_tokenizer(&mut out, &a.input, a.tokenizer.as_deref())?;
     record(
         &mut out,

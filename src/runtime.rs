@@ -261,3 +261,159 @@ impl Model {
         Ok((data.to_vec(), labels))
     }
 }
+
+/// Runs `model` with `names` exposed as extra graph outputs on each batch and calls `sink` with
+/// the number of real tokens and each value's rows for those tokens (`[tokens, width]`).
+/// Every requested value must be a float tensor shaped [batch, sequence, width].
+pub fn capture(
+    model: &crate::onnx::ModelProto,
+    names: &[String],
+    batches: &[Batch],
+    opts: &SessionOptions,
+    sink: &mut dyn FnMut(usize, &[(Vec<f32>, usize)]) -> Result<()>,
+) -> Result<()> {
+    use crate::onnx::proto::{type_proto, TypeProto, ValueInfoProto};
+    use prost::Message;
+    let mut m = model.clone();
+    let g = m.graph.as_mut().ok_or_else(|| anyhow!("model has no graph"))?;
+    for n in names {
+        if !g.output.iter().any(|o| o.name() == n) {
+            g.output.push(ValueInfoProto {
+                name: Some(n.clone()),
+                r#type: Some(TypeProto {
+                    value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                        elem_type: Some(crate::onnx::proto::tensor_proto::DataType::Float as i32),
+                        shape: None,
+                    })),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
+    }
+    let mut model = open_bytes(&m.encode_to_vec(), "calibration copy of the model", opts)?;
+    drop(m);
+    for (bi, batch) in batches.iter().enumerate() {
+        let mut inputs: Vec<(&str, ort::session::SessionInputValue)> =
+            vec![("input_ids", TensorRef::from_array_view(&batch.input_ids)?.into())];
+        if model.has_attention_mask {
+            inputs.push((
+                "attention_mask",
+                TensorRef::from_array_view(&batch.attention_mask)?.into(),
+            ));
+        }
+        if model.has_token_type_ids {
+            inputs.push((
+                "token_type_ids",
+                TensorRef::from_array_view(&batch.token_type_ids)?.into(),
+            ));
+        }
+        let outputs = model
+            .session
+            .run(inputs)
+            .with_context(|| format!("calibration batch {bi}"))?;
+        let (b, s) = batch.input_ids.dim();
+        let rows: Vec<usize> = (0..b * s)
+            .filter(|&i| batch.attention_mask[[i / s, i % s]] != 0)
+            .collect();
+        let mut values = Vec::with_capacity(names.len());
+        for n in names {
+            let (shape, data) = outputs[n.as_str()]
+                .try_extract_tensor::<f32>()
+                .with_context(|| format!("value '{n}' is not a float tensor"))?;
+            if shape.len() != 3 || shape[0] as usize != b || shape[1] as usize != s {
+                bail!("value '{n}' has shape {:?}, expected [{b}, {s}, width]", &shape[..]);
+            }
+            let w = shape[2] as usize;
+            let mut v = Vec::with_capacity(rows.len() * w);
+            for &r in &rows {
+                v.extend_from_slice(&data[r * w..(r + 1) * w]);
+            }
+            values.push((v, w));
+        }
+        sink(rows.len(), &values)?;
+    }
+    Ok(())
+}
+
+/// Calibration through ONNX Runtime: fixed, tokenized batches of a task's training data.
+pub struct OrtCalibrator {
+    pub batches: Vec<Batch>,
+    pub examples: usize,
+    pub session: SessionOptions,
+    /// Seconds spent running models, for the pass report.
+    pub seconds: f64,
+}
+
+impl crate::passes::Calibrator for OrtCalibrator {
+    fn capture(
+        &mut self,
+        model: &crate::onnx::ModelProto,
+        values: &[String],
+        sink: &mut dyn FnMut(usize, &[(Vec<f32>, usize)]) -> std::result::Result<(), crate::passes::PassError>,
+    ) -> std::result::Result<(), crate::passes::PassError> {
+        let t = std::time::Instant::now();
+        let mut inner_err = None;
+        let r = capture(model, values, &self.batches, &self.session, &mut |n, v| {
+            sink(n, v).map_err(|e| {
+                let msg = e.to_string();
+                inner_err = Some(e);
+                anyhow!(msg)
+            })
+        });
+        self.seconds += t.elapsed().as_secs_f64();
+        match (r, inner_err) {
+            (Ok(()), _) => Ok(()),
+            (Err(_), Some(e)) => Err(e),
+            (Err(e), None) => Err(crate::passes::PassError::Calibration(format!("{e:#}"))),
+        }
+    }
+
+    fn logits(
+        &mut self,
+        model: &crate::onnx::ModelProto,
+    ) -> std::result::Result<(Vec<f32>, usize), crate::passes::PassError> {
+        use prost::Message;
+        let t = std::time::Instant::now();
+        let run = || -> Result<(Vec<f32>, usize)> {
+            let mut m = open_bytes(&model.encode_to_vec(), "calibration copy of the model", &self.session)?;
+            let mut all = Vec::new();
+            let mut labels = 0;
+            for b in &self.batches {
+                let (l, n) = m.run(b)?;
+                labels = n;
+                all.extend(l);
+            }
+            Ok((all, labels))
+        };
+        let r = run();
+        self.seconds += t.elapsed().as_secs_f64();
+        r.map_err(|e| crate::passes::PassError::Calibration(format!("{e:#}")))
+    }
+
+    fn examples(&self) -> usize {
+        self.examples
+    }
+
+    fn tokens(&self) -> usize {
+        self.batches
+            .iter()
+            .map(|b| b.attention_mask.iter().filter(|&&m| m != 0).count())
+            .sum()
+    }
+
+    fn seconds(&self) -> f64 {
+        self.seconds
+    }
+}
+
+/// Opens a model and has ONNX Runtime write the graph it will run (after its optimizations) to
+/// `optimized`: to check which fusions fire.
+pub fn open_optimized(path: &Path, opts: &SessionOptions, optimized: &Path) -> Result<Model> {
+    let session = builder(opts)?
+        .with_optimized_model_path(optimized)
+        .map_err(|x| anyhow!("{x}"))?
+        .commit_from_file(path)
+        .with_context(|| format!("ONNX Runtime could not load {}", path.display()))?;
+    wrap(session, &path.display().to_string())
+}

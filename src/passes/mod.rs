@@ -3,6 +3,38 @@
 
 pub mod prune;
 
+use crate::onnx::ModelProto;
+
+/// Calibration data, as a pass sees it: the ability to run a model on the calibration batches
+/// and look at intermediate values. Implemented over ONNX Runtime by
+/// [`crate::runtime::OrtCalibrator`]; passes never open sessions themselves.
+pub trait Calibrator {
+    /// Runs `model` on every calibration batch with `values` exposed as outputs, and calls
+    /// `sink` once per batch with the number of real (non-padding) tokens and, per requested
+    /// value, its rows for those tokens (row-major `[tokens, width]`) and its width.
+    fn capture(
+        &mut self,
+        model: &ModelProto,
+        values: &[String],
+        sink: &mut dyn FnMut(usize, &[(Vec<f32>, usize)]) -> Result<(), PassError>,
+    ) -> Result<(), PassError>;
+
+    /// The model's logits for every calibration example (row-major [examples, labels]) and the
+    /// label count.
+    fn logits(&mut self, model: &ModelProto) -> Result<(Vec<f32>, usize), PassError>;
+
+    /// Number of calibration examples.
+    fn examples(&self) -> usize;
+
+    /// Number of real (non-padding) tokens in the calibration data.
+    fn tokens(&self) -> usize;
+
+    /// Seconds spent running models so far.
+    fn seconds(&self) -> f64 {
+        0.0
+    }
+}
+
 /// Errors of a pass: bad options, or a model the pass cannot rewrite.
 #[derive(Debug, thiserror::Error)]
 pub enum PassError {
@@ -14,6 +46,8 @@ pub enum PassError {
     Onnx(#[from] crate::onnx::OnnxError),
     #[error("{0}")]
     Unsupported(String),
+    #[error("calibration: {0}")]
+    Calibration(String),
     #[error("internal error: {0}")]
     Internal(String),
 }

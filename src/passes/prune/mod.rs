@@ -12,6 +12,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+mod calibrated;
+
+pub use calibrated::prune_calibrated;
+
 use super::{round_half_even, PassError};
 use crate::onnx::{edit, tensor, GraphIndex, ModelProto};
 use crate::structure::{self, EncoderLayer, Linear, Qkv, ShapeRole, Transformer};
@@ -23,6 +27,9 @@ pub enum Strategy {
     L1,
     /// A seeded random choice.
     Random,
+    /// Calibrated: optimal-brain-surgeon removal with least-squares refit of the output
+    /// projections, on calibration data (needs --calib-data).
+    Obs,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -33,8 +40,13 @@ pub struct PruneOptions {
     pub ffn: f64,
     pub strategy: Strategy,
     pub seed: u64,
-    /// Sequence length for the MAC counts in the report.
+    /// Sequence length for the MAC counts in the report and for the MAC budget.
     pub seq_len: usize,
+    /// Fraction of encoder MACs to keep, in (0, 1]: chooses per-layer counts (calibrated only).
+    pub target_macs: Option<f64>,
+    /// Calibrated only: remove the same fraction in every layer (as `l1`/`random` always do)
+    /// instead of placing the model-wide count where the calibration data says it costs least.
+    pub per_layer: bool,
 }
 
 impl Default for PruneOptions {
@@ -45,6 +57,8 @@ impl Default for PruneOptions {
             strategy: Strategy::L1,
             seed: 0,
             seq_len: 128,
+            target_macs: None,
+            per_layer: false,
         }
     }
 }
@@ -159,10 +173,11 @@ pub fn l1_scores(model: &ModelProto, t: &Transformer) -> Result<(Vec<Vec<f64>>, 
         let mut hs = Vec::new();
         if let Some(a) = &l.attention {
             let Qkv::Separate { q, k, v } = &a.qkv else {
-                return Err(PassError::Unsupported(format!(
-                    "layer {}: fused (packed QKV) attention cannot be pruned yet",
-                    l.index
-                )));
+                // Packed QKV: no per-head scores. All equal; slicing heads is refused later by
+                // apply_plan, FFN pruning still works.
+                heads.push(vec![0.0; a.num_heads]);
+                neurons.push(ffn_l1(&ix, l)?);
+                continue;
             };
             let ws: Vec<(Vec<f32>, &Linear)> = [q, k, v]
                 .into_iter()
@@ -178,21 +193,26 @@ pub fn l1_scores(model: &ModelProto, t: &Transformer) -> Result<(Vec<Vec<f64>>, 
             }
         }
         heads.push(hs);
-        let mut ns = Vec::new();
-        if let Some(f) = &l.ffn {
-            let up = weight_f32(&ix, &f.up.weight)?;
-            let down = weight_f32(&ix, &f.down.weight)?;
-            let bias = match &f.up.bias {
-                Some(b) => weight_f32(&ix, b)?,
-                None => vec![0.0; f.width],
-            };
-            for j in 0..f.width {
-                ns.push(l1_cols(&up, &f.up, j..j + 1) + l1_rows(&down, &f.down, j..j + 1) + bias[j].abs() as f64);
-            }
-        }
-        neurons.push(ns);
+        neurons.push(ffn_l1(&ix, l)?);
     }
     Ok((heads, neurons))
+}
+
+/// Per-neuron L1 scores of a layer's FFN (empty when it has none).
+fn ffn_l1(ix: &GraphIndex, l: &EncoderLayer) -> Result<Vec<f64>, PassError> {
+    let mut ns = Vec::new();
+    if let Some(f) = &l.ffn {
+        let up = weight_f32(ix, &f.up.weight)?;
+        let down = weight_f32(ix, &f.down.weight)?;
+        let bias = match &f.up.bias {
+            Some(b) => weight_f32(ix, b)?,
+            None => vec![0.0; f.width],
+        };
+        for j in 0..f.width {
+            ns.push(l1_cols(&up, &f.up, j..j + 1) + l1_rows(&down, &f.down, j..j + 1) + bias[j].abs() as f64);
+        }
+    }
+    Ok(ns)
 }
 
 /// SplitMix64, for seeded permutations.
@@ -247,6 +267,18 @@ pub fn validate(opts: &PruneOptions) -> Result<(), PassError> {
             )));
         }
     }
+    if let Some(t) = opts.target_macs {
+        if !(t > 0.0 && t <= 1.0) {
+            return Err(PassError::Options(format!(
+                "--target-macs {t}: the fraction of encoder MACs to keep must be in (0, 1]"
+            )));
+        }
+        if opts.strategy != Strategy::Obs {
+            return Err(PassError::Options(
+                "--target-macs needs calibration: give --calib-data (strategy obs)".into(),
+            ));
+        }
+    }
     if opts.seq_len == 0 {
         return Err(PassError::Options("--seq-len must be at least 1".into()));
     }
@@ -261,6 +293,11 @@ pub fn prune(model: &ModelProto, opts: &PruneOptions) -> Result<(ModelProto, Pru
     let (hs, ns) = match opts.strategy {
         Strategy::L1 => l1_scores(model, &t)?,
         Strategy::Random => random_scores(&t, opts.seed),
+        Strategy::Obs => {
+            return Err(PassError::Options(
+                "--strategy obs needs calibration data (--calib-data FILE)".into(),
+            ))
+        }
     };
     let plan = Plan {
         layers: hs
@@ -385,7 +422,7 @@ impl Editor<'_> {
     }
 }
 
-fn source_weight(src: &ModelProto, name: &str) -> Result<Vec<f32>, PassError> {
+pub(crate) fn source_weight(src: &ModelProto, name: &str) -> Result<Vec<f32>, PassError> {
     let g = src
         .graph
         .as_ref()
