@@ -152,19 +152,8 @@ fn v_proj(t: &Transformer, layer: usize) -> &Linear {
     }
 }
 
-/// A plan that keeps everything (note: `LayerPlan::default()` keeps NOTHING).
 fn keep_all(t: &Transformer) -> Plan {
-    Plan {
-        layers: t
-            .layers
-            .iter()
-            .map(|l| LayerPlan {
-                keep_heads: (0..l.heads()).collect(),
-                keep_neurons: (0..l.ffn_width()).collect(),
-                ..Default::default()
-            })
-            .collect(),
-    }
+    Plan::keep_all(t)
 }
 
 /// Rewrites the float initializer `name` of `m` through `f` (same name, same dims).

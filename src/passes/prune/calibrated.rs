@@ -295,22 +295,7 @@ fn curves(
             let fraction = if part == Part::Attention { probe.0 } else { probe.1 };
             let k = ((gs.len() as f64 * fraction).round() as usize).clamp(1, limit.max(1));
             let local: f64 = costs.iter().take(k).sum();
-            let mut obs = st.obs(&w0)?;
-            let (removed, _) = obs_greedy(&mut obs, &gs, k);
-            let keep: Vec<usize> = (0..gs.len()).filter(|g| !removed.contains(g)).collect();
-            let rows: Vec<usize> = keep.iter().flat_map(|&g| gs[g].clone()).collect();
-            let mut plan = full_plan(t);
-            let refit = refit_from(&obs, &rows, out_lin)?;
-            match part {
-                Part::Attention => {
-                    plan.layers[li].keep_heads = keep;
-                    plan.layers[li].output_refit = Some(refit);
-                }
-                Part::Ffn => {
-                    plan.layers[li].keep_neurons = keep;
-                    plan.layers[li].down_refit = Some(refit);
-                }
-            }
+            let plan = block_plan(t, li, part, st.obs(&w0)?, &gs, k, out_lin)?;
             let probed = apply_plan(model, t, &plan)?;
             let (logits, _) = calib.logits(&probed)?;
             let sensitivity = divergence(&reference, &logits, labels) / local.max(1e-30);
@@ -363,19 +348,34 @@ fn take(
     Some(counts)
 }
 
-/// A plan that keeps everything.
-fn full_plan(t: &Transformer) -> Plan {
-    Plan {
-        layers: t
-            .layers
-            .iter()
-            .map(|l| LayerPlan {
-                keep_heads: (0..l.heads()).collect(),
-                keep_neurons: (0..l.ffn_width()).collect(),
-                ..Default::default()
-            })
-            .collect(),
+/// A plan that changes one block only: `remove` of its groups go by greedy OBS, the output
+/// projection becomes the compensated fit.
+fn block_plan(
+    t: &Transformer,
+    layer: usize,
+    part: Part,
+    mut obs: Obs,
+    gs: &[Vec<usize>],
+    remove: usize,
+    out_lin: &Linear,
+) -> Result<Plan, PassError> {
+    let (removed, _) = obs_greedy(&mut obs, gs, remove);
+    let keep: Vec<usize> = (0..gs.len()).filter(|g| !removed.contains(g)).collect();
+    let rows: Vec<usize> = keep.iter().flat_map(|&g| gs[g].clone()).collect();
+    let refit = refit_from(&obs, &rows, out_lin)?;
+    let mut plan = Plan::keep_all(t);
+    let lp = &mut plan.layers[layer];
+    match part {
+        Part::Attention => {
+            lp.keep_heads = keep;
+            lp.output_refit = Some(refit);
+        }
+        Part::Ffn => {
+            lp.keep_neurons = keep;
+            lp.down_refit = Some(refit);
+        }
     }
+    Ok(plan)
 }
 
 /// Per-layer counts removing `heads` heads and `neurons` neurons in all, wherever they cost least.
@@ -547,24 +547,8 @@ pub fn prune_calibrated(
                 }
                 Part::Ffn => &l.ffn.as_ref().ok_or_else(|| PassError::Internal("no FFN".into()))?.down,
             };
-            let mut obs = st.obs(&logical_weight(&current, out_lin)?)?;
-            let gs = groups(part, l);
-            let (removed, _) = obs_greedy(&mut obs, &gs, remove);
-            let mut keep: Vec<usize> = (0..gs.len()).filter(|g| !removed.contains(g)).collect();
-            keep.sort_unstable();
-            let rows: Vec<usize> = keep.iter().flat_map(|&g| gs[g].clone()).collect();
-            let refit = refit_from(&obs, &rows, out_lin)?;
-            let mut plan = full_plan(&ct);
-            match part {
-                Part::Attention => {
-                    plan.layers[li].keep_heads = keep;
-                    plan.layers[li].output_refit = Some(refit);
-                }
-                Part::Ffn => {
-                    plan.layers[li].keep_neurons = keep;
-                    plan.layers[li].down_refit = Some(refit);
-                }
-            }
+            let obs = st.obs(&logical_weight(&current, out_lin)?)?;
+            let plan = block_plan(&ct, li, part, obs, &groups(part, l), remove, out_lin)?;
             current = apply_plan(&current, &ct, &plan)?;
         }
     }

@@ -86,6 +86,23 @@ pub struct Plan {
     pub layers: Vec<LayerPlan>,
 }
 
+impl Plan {
+    /// A plan that keeps every head and neuron (note: `LayerPlan::default()` keeps nothing).
+    pub fn keep_all(t: &Transformer) -> Plan {
+        Plan {
+            layers: t
+                .layers
+                .iter()
+                .map(|l| LayerPlan {
+                    keep_heads: (0..l.heads()).collect(),
+                    keep_neurons: (0..l.ffn_width()).collect(),
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerReport {
     pub layer: usize,
