@@ -54,8 +54,7 @@ pub fn rewire(g: &mut GraphProto, node: usize, slot: usize, value: &str) {
     }
 }
 
-/// Points every consumer of `from` (and a graph output named `from`, by inserting an Identity)
-/// at `to`.
+/// Points every node input that reads `from` at `to` (graph outputs are left alone).
 pub fn replace_uses(g: &mut GraphProto, from: &str, to: &str) {
     for n in &mut g.node {
         for i in &mut n.input {

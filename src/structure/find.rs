@@ -67,7 +67,7 @@ pub fn discover(model: &ModelProto) -> R<Transformer> {
     let mut value = match (&embeddings.norm, blocks.first()) {
         (Some(norm), _) => norm.output.clone(),
         (None, Some((input, _))) => input.clone(),
-        (None, None) => unreachable_input(),
+        (None, None) => return Err(fail("encoder layers", "no embeddings LayerNorm and no attention")),
     };
     let mut layers = Vec::new();
     let mut used = vec![false; blocks.len()];
@@ -165,10 +165,6 @@ pub fn discover(model: &ModelProto) -> R<Transformer> {
         layers,
         head,
     })
-}
-
-fn unreachable_input() -> String {
-    String::new()
 }
 
 /// What remains of a fully pruned block: `Add(x, bias)` then a LayerNorm.
@@ -523,7 +519,7 @@ fn fused_attention(ix: &GraphIndex, node: usize) -> R<(Attention, String)> {
         .input
         .get(1)
         .ok_or_else(|| fail("the packed QKV weight", label.clone()))?;
-    let (_, hidden, three_all) = ix
+    let (_, _, three_all) = ix
         .weight_2d(w_in)
         .ok_or_else(|| fail("a constant packed QKV weight [hidden, 3·heads·size]", label.clone()))?;
     if three_all % 3 != 0 || (three_all / 3) % num_heads != 0 {
@@ -542,7 +538,6 @@ fn fused_attention(ix: &GraphIndex, node: usize) -> R<(Attention, String)> {
         .ok_or_else(|| fail("the output projection after the fused Attention", label.clone()))?;
     let output = linear_at(ix, o_node).ok_or_else(|| fail("output projection", ix.node_label(o_node)))?;
     let input = ix.resolve(&n.input[0]).to_string();
-    let _ = hidden;
     Ok((
         Attention {
             qkv: Qkv::Packed {

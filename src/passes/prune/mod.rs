@@ -295,6 +295,11 @@ pub fn validate(opts: &PruneOptions) -> Result<(), PassError> {
                 "--target-macs needs calibration: give --calib-data (strategy obs)".into(),
             ));
         }
+        if opts.heads > 0.0 || opts.ffn > 0.0 || opts.per_layer {
+            return Err(PassError::Options(
+                "--target-macs chooses the head and neuron counts itself: drop --heads, --ffn and --per-layer".into(),
+            ));
+        }
     }
     if opts.seq_len == 0 {
         return Err(PassError::Options("--seq-len must be at least 1".into()));
@@ -513,13 +518,7 @@ fn slice_linear(
 
 /// Replaces a fully pruned block by its output bias: every reader of the block's output reads
 /// the bias instead (a zero bias is created when there is none).
-fn remove_block(
-    ed: &mut Editor,
-    ix: &GraphIndex,
-    out_lin: &Linear,
-    hidden: usize,
-    refit: Option<&Refit>,
-) -> Result<(), PassError> {
+fn remove_block(ed: &mut Editor, out_lin: &Linear, hidden: usize, refit: Option<&Refit>) -> Result<(), PassError> {
     let bias: Vec<f32> = match (refit, &out_lin.bias) {
         (Some(r), _) => r.bias.clone(),
         (None, Some(b)) => source_weight(ed.source, b)?,
@@ -530,7 +529,6 @@ fn remove_block(
         .clone()
         .unwrap_or_else(|| format!("{}.bias", out_lin.weight));
     let name = ed.add_initializer(&format!("{base}.only"), tensor::from_f32("", &[hidden], &bias));
-    let _ = ix;
     edit::replace_uses(ed.graph(), &out_lin.output, &name);
     Ok(())
 }
@@ -607,7 +605,7 @@ fn prune_attention(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &Layer
     };
     let hidden = a.output.out_features;
     if p.keep_heads.is_empty() {
-        return remove_block(ed, ix, &a.output, hidden, p.output_refit.as_ref());
+        return remove_block(ed, &a.output, hidden, p.output_refit.as_ref());
     }
     let cols = head_columns(&p.keep_heads, a.head_size);
     for lin in [q, k, v] {
@@ -659,7 +657,7 @@ fn prune_ffn(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &LayerPlan) 
         return Ok(());
     }
     if p.keep_neurons.is_empty() {
-        return remove_block(ed, ix, &f.down, f.down.out_features, p.down_refit.as_ref());
+        return remove_block(ed, &f.down, f.down.out_features, p.down_refit.as_ref());
     }
     slice_linear(ed, ix, &f.up, None, Some(&p.keep_neurons), None)?;
     slice_linear(ed, ix, &f.down, Some(&p.keep_neurons), None, p.down_refit.as_ref())?;
