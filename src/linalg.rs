@@ -14,7 +14,7 @@ pub fn spd_inverse(a: &mut [f64], n: usize) -> Result<(), String> {
             let s: f64 = ri.iter().zip(rj).map(|(x, y)| x * y).sum();
             let v = a[i * n + j] - s;
             if i == j {
-                if !(v > 0.0) || !v.is_finite() {
+                if v.is_nan() || v <= 0.0 || !v.is_finite() {
                     return Err(format!("matrix is not positive definite (pivot {i} is {v:e})"));
                 }
                 l[i * n + i] = v.sqrt();

@@ -270,7 +270,7 @@ pub fn capture(
     names: &[String],
     batches: &[Batch],
     opts: &SessionOptions,
-    sink: &mut dyn FnMut(usize, &[(Vec<f32>, usize)]) -> Result<()>,
+    sink: &mut dyn FnMut(usize, &crate::passes::Values) -> Result<()>,
 ) -> Result<()> {
     use crate::onnx::proto::{type_proto, TypeProto, ValueInfoProto};
     use prost::Message;
@@ -350,7 +350,7 @@ impl crate::passes::Calibrator for OrtCalibrator {
         &mut self,
         model: &crate::onnx::ModelProto,
         values: &[String],
-        sink: &mut dyn FnMut(usize, &[(Vec<f32>, usize)]) -> std::result::Result<(), crate::passes::PassError>,
+        sink: &mut dyn FnMut(usize, &crate::passes::Values) -> std::result::Result<(), crate::passes::PassError>,
     ) -> std::result::Result<(), crate::passes::PassError> {
         let t = std::time::Instant::now();
         let mut inner_err = None;

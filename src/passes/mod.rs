@@ -5,6 +5,10 @@ pub mod prune;
 
 use crate::onnx::ModelProto;
 
+/// One batch of captured values: per requested value, its rows for the real tokens
+/// (row-major `[tokens, width]`) and its width.
+pub type Values = [(Vec<f32>, usize)];
+
 /// Calibration data, as a pass sees it: the ability to run a model on the calibration batches
 /// and look at intermediate values. Implemented over ONNX Runtime by
 /// [`crate::runtime::OrtCalibrator`]; passes never open sessions themselves.
@@ -16,7 +20,7 @@ pub trait Calibrator {
         &mut self,
         model: &ModelProto,
         values: &[String],
-        sink: &mut dyn FnMut(usize, &[(Vec<f32>, usize)]) -> Result<(), PassError>,
+        sink: &mut dyn FnMut(usize, &Values) -> Result<(), PassError>,
     ) -> Result<(), PassError>;
 
     /// The model's logits for every calibration example (row-major [examples, labels]) and the

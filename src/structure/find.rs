@@ -446,7 +446,7 @@ fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, String)> {
         let other = ix.resolve(&ix.node(lin.node).input[0]);
         if other != input {
             return Err(fail(
-                format!("query, key and value projections reading the same input"),
+                "query, key and value projections reading the same input".to_string(),
                 format!("query reads '{input}', {name} reads '{other}'"),
             ));
         }
@@ -724,7 +724,7 @@ fn find_norm(ix: &GraphIndex, value: &str, depth: usize) -> Option<Norm> {
     }
     for &c in ix.consumers(value) {
         let n = ix.node(c);
-        if matches!(n.op_type(), "Add" | "Identity" | "Dropout" | "Cast") && ix.dynamic_inputs(c).len() >= 1 {
+        if matches!(n.op_type(), "Add" | "Identity" | "Dropout" | "Cast") && !ix.dynamic_inputs(c).is_empty() {
             if let Some(out) = n.output.first() {
                 if let Some(norm) = find_norm(ix, out, depth - 1) {
                     return Some(norm);

@@ -70,6 +70,8 @@ pub struct ShapeConst {
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+// One per layer: the size difference between the variants costs nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 pub enum Qkv {
     /// Separate Q, K and V projections.
     Separate { q: Linear, k: Linear, v: Linear },

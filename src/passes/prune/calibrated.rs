@@ -332,7 +332,7 @@ fn take(
                 ca.total_cmp(&cb)
             })
             .map(|(i, _)| i);
-        let Some(i) = best else { return None };
+        let i = best?;
         taken[i] += 1;
         if done(&curves[i]) {
             break;

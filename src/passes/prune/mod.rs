@@ -141,6 +141,9 @@ fn weight_f32(ix: &GraphIndex, name: &str) -> Result<Vec<f32>, PassError> {
     })
 }
 
+/// Scores per layer: (per head, per neuron); lower goes first.
+pub type Scores = (Vec<Vec<f64>>, Vec<Vec<f64>>);
+
 /// Sum of |w| over the given columns (graph layout [in, out] unless transposed).
 fn l1_cols(w: &[f32], lin: &Linear, cols: std::ops::Range<usize>) -> f64 {
     let (rows, ncols) = (lin.in_features, lin.out_features);
@@ -178,7 +181,7 @@ fn l1_rows(w: &[f32], lin: &Linear, rows: std::ops::Range<usize>) -> f64 {
 /// The reference's L1 scores: per head, |W| over its Q, K, V output columns and its rows of the
 /// attention output projection; per neuron, |W| over its up-projection column, its
 /// down-projection row, and |its up bias|.
-pub fn l1_scores(model: &ModelProto, t: &Transformer) -> Result<(Vec<Vec<f64>>, Vec<Vec<f64>>), PassError> {
+pub fn l1_scores(model: &ModelProto, t: &Transformer) -> Result<Scores, PassError> {
     let g = model
         .graph
         .as_ref()
@@ -225,8 +228,8 @@ fn ffn_l1(ix: &GraphIndex, l: &EncoderLayer) -> Result<Vec<f64>, PassError> {
             Some(b) => weight_f32(ix, b)?,
             None => vec![0.0; f.width],
         };
-        for j in 0..f.width {
-            ns.push(l1_cols(&up, &f.up, j..j + 1) + l1_rows(&down, &f.down, j..j + 1) + bias[j].abs() as f64);
+        for (j, b) in bias.iter().enumerate().take(f.width) {
+            ns.push(l1_cols(&up, &f.up, j..j + 1) + l1_rows(&down, &f.down, j..j + 1) + b.abs() as f64);
         }
     }
     Ok(ns)
@@ -246,7 +249,7 @@ impl SplitMix {
 }
 
 /// Random scores from a seeded generator: lowest go first, like any other score.
-pub fn random_scores(t: &Transformer, seed: u64) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+pub fn random_scores(t: &Transformer, seed: u64) -> Scores {
     let mut rng = SplitMix(seed);
     let heads = t
         .layers
