@@ -217,35 +217,14 @@ fn run(cli: Cli) -> Result<()> {
             onnx::io::ensure_distinct(&input, &output)?;
             let (mut m, sources) = onnx::load_with_sources(&input)?;
             onnx::io::ensure_not_overwriting(&sources, &output)?;
-            let tok_path = tokenizer.clone().or_else(|| {
-                let p = input.parent().unwrap_or(Path::new(".")).join("tokenizer.json");
-                p.is_file().then_some(p)
-            });
-            if let Some(p) = tok_path {
-                let text = std::fs::read_to_string(&p).with_context(|| format!("--tokenizer {}", p.display()))?;
-                tokenizers::Tokenizer::from_bytes(text.as_bytes())
-                    .map_err(|e| anyhow::anyhow!("{}: not a tokenizer.json: {e}", p.display()))?;
-                history::embed_tokenizer(&mut m, text);
-            }
+            carry_tokenizer(&mut m, &input, tokenizer.as_deref())?;
             let mode = match external_data {
                 ExternalMode::Auto => ExternalData::Auto,
                 ExternalMode::Always => ExternalData::Always,
                 ExternalMode::Never => ExternalData::Never,
             };
-            history::append_history(
-                &mut m,
-                history::HistoryEntry {
-                    pass: "convert".into(),
-                    tool_version: env!("CARGO_PKG_VERSION").into(),
-                    options: serde_json::json!({ "external_data": format!("{:?}", mode).to_lowercase() }),
-                    params_before: None,
-                    params_after: None,
-                    macs_before: None,
-                    macs_after: None,
-                    time: history::now_utc(),
-                },
-            )
-            .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
+            let options = serde_json::json!({ "external_data": format!("{:?}", mode).to_lowercase() });
+            record(&mut m, "convert", options, None, None).with_context(|| input.display().to_string())?;
             let summary = onnx::save(
                 &m,
                 &output,
@@ -348,19 +327,20 @@ fn carry_tokenizer(model: &mut ModelProto, input: &Path, explicit: Option<&Path>
         p.is_file().then_some(p)
     });
     let Some(p) = path else { return Ok(None) };
-    let text = std::fs::read_to_string(&p).with_context(|| format!("tokenizer {}", p.display()))?;
+    let text = std::fs::read_to_string(&p).with_context(|| format!("--tokenizer {}", p.display()))?;
     tokenizers::Tokenizer::from_bytes(text.as_bytes())
         .map_err(|e| anyhow::anyhow!("{}: not a tokenizer.json: {e}", p.display()))?;
     history::embed_tokenizer(model, text);
     Ok(Some(p))
 }
 
+/// Appends a history entry for `pass` to the model's metadata.
 fn record(
     model: &mut ModelProto,
     pass: &str,
     options: serde_json::Value,
-    params: (usize, usize),
-    macs: (u64, u64),
+    params: Option<(usize, usize)>,
+    macs: Option<(u64, u64)>,
 ) -> Result<()> {
     history::append_history(
         model,
@@ -368,10 +348,10 @@ fn record(
             pass: pass.into(),
             tool_version: env!("CARGO_PKG_VERSION").into(),
             options,
-            params_before: Some(params.0),
-            params_after: Some(params.1),
-            macs_before: Some(macs.0),
-            macs_after: Some(macs.1),
+            params_before: params.map(|p| p.0),
+            params_after: params.map(|p| p.1),
+            macs_before: macs.map(|m| m.0),
+            macs_after: macs.map(|m| m.1),
             time: history::now_utc(),
         },
     )
@@ -435,8 +415,8 @@ fn cmd_prune(ort_lib: Option<&Path>, a: PruneArgs) -> Result<()> {
         &mut out,
         "prune",
         serde_json::to_value(&report.options)?,
-        (report.params_before, report.params_after),
-        (report.encoder_macs_before, report.encoder_macs_after),
+        Some((report.params_before, report.params_after)),
+        Some((report.encoder_macs_before, report.encoder_macs_after)),
     )?;
     onnx::save(
         &out,

@@ -81,6 +81,16 @@ fn names(ix: &GraphIndex, l: &EncoderLayer) -> Result<Names, PassError> {
     })
 }
 
+/// [`names`] for every layer.
+fn all_names(model: &ModelProto, t: &Transformer) -> Result<Vec<Names>, PassError> {
+    let g = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| PassError::Internal("no graph".into()))?;
+    let ix = GraphIndex::new(g);
+    t.layers.iter().map(|l| names(&ix, l)).collect()
+}
+
 /// Gram statistics of one block: H = XᵀX and C = XᵀY with X = [units, 1], and the energy of
 /// the LayerNorm input (Σ over tokens of its centred squared norm).
 struct Stats {
@@ -228,12 +238,7 @@ fn curves(
     probe: (f64, f64),
     calib: &mut dyn Calibrator,
 ) -> Result<Vec<Curve>, PassError> {
-    let g = model
-        .graph
-        .as_ref()
-        .ok_or_else(|| PassError::Internal("no graph".into()))?;
-    let ix = GraphIndex::new(g);
-    let layer_names: Vec<Names> = t.layers.iter().map(|l| names(&ix, l)).collect::<Result<_, _>>()?;
+    let layer_names = all_names(model, t)?;
     let mut wanted: Vec<String> = Vec::new();
     let total_tokens = calib.tokens();
     let mut stats: Vec<(Option<Stats>, Option<Stats>)> = Vec::new();
@@ -469,12 +474,7 @@ pub fn prune_calibrated(
             })
             .collect(),
     };
-    let g = model
-        .graph
-        .as_ref()
-        .ok_or_else(|| PassError::Internal("no graph".into()))?;
-    let ix = GraphIndex::new(g);
-    let layer_names: Vec<Names> = t.layers.iter().map(|l| names(&ix, l)).collect::<Result<_, _>>()?;
+    let layer_names = all_names(model, &t)?;
 
     // Targets from the unpruned model: the pre-LayerNorm sums of every block to be pruned.
     let mut wanted: Vec<String> = Vec::new();
