@@ -193,13 +193,17 @@ impl Obs {
 }
 
 /// Greedy OBS order over `groups` (each a list of rows): removes, one group at a time, the
-/// cheapest, up to `count` groups. Returns the removed group indices in order and the cost of
-/// each removal.
+/// cheapest, up to `count` more groups. Groups `obs` has already removed are skipped, so a
+/// greedy run can be continued where an earlier call stopped. Returns the removed group
+/// indices in order and the cost of each removal.
 pub fn obs_greedy(obs: &mut Obs, groups: &[Vec<usize>], count: usize) -> (Vec<usize>, Vec<f64>) {
-    let mut alive: Vec<bool> = vec![true; groups.len()];
+    let mut alive: Vec<bool> = groups
+        .iter()
+        .map(|g| g.first().is_some_and(|&r| !obs.is_removed(r)))
+        .collect();
     let mut order = Vec::new();
     let mut costs = Vec::new();
-    for _ in 0..count.min(groups.len()) {
+    for _ in 0..count {
         let mut best = None;
         for (gi, g) in groups.iter().enumerate() {
             if !alive[gi] {
@@ -335,5 +339,41 @@ mod tests {
             (after - full - predicted).abs() < 1e-9,
             "{after} - {full} vs {predicted}"
         );
+    }
+
+    /// A greedy run continued where an earlier call stopped equals one uninterrupted run.
+    #[test]
+    fn greedy_can_be_continued() {
+        let n = 6;
+        let mut rng = 3u64;
+        let mut next = || {
+            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((rng >> 33) as f64 / (1u64 << 31) as f64) - 0.5
+        };
+        let rows: Vec<Vec<f64>> = (0..40)
+            .map(|_| (0..n).map(|i| if i == n - 1 { 1.0 } else { next() }).collect())
+            .collect();
+        let mut h = vec![0.0; n * n];
+        let mut c = vec![0.0; n];
+        for r in &rows {
+            let y = r[0] - 0.5 * r[2] + 0.1 * next();
+            for i in 0..n {
+                c[i] += r[i] * y;
+                for j in 0..n {
+                    h[i * n + j] += r[i] * r[j];
+                }
+            }
+        }
+        let groups: Vec<Vec<usize>> = (0..n - 1).map(|i| vec![i]).collect();
+        let mut whole = Obs::new(h.clone(), &c, n, 1, 1e-3).unwrap();
+        let (order, costs) = obs_greedy(&mut whole, &groups, 4);
+        let mut parts = Obs::new(h, &c, n, 1, 1e-3).unwrap();
+        let (mut o2, mut c2) = obs_greedy(&mut parts, &groups, 2);
+        let (o3, c3) = obs_greedy(&mut parts, &groups, 2);
+        o2.extend(o3);
+        c2.extend(c3);
+        assert_eq!(order, o2);
+        assert!(costs.iter().zip(&c2).all(|(a, b)| (a - b).abs() < 1e-12));
+        assert!(whole.w.iter().zip(&parts.w).all(|(a, b)| (a - b).abs() < 1e-12));
     }
 }

@@ -228,10 +228,9 @@ pub struct Batch {
 }
 
 impl Model {
-    /// Runs one batch; returns the logits, row-major [batch, labels], and the label count.
-    pub fn run(&mut self, batch: &Batch) -> Result<(Vec<f32>, usize)> {
-        let mut inputs: Vec<(&str, ort::session::SessionInputValue)> =
-            vec![("input_ids", TensorRef::from_array_view(&batch.input_ids)?.into())];
+    /// The batch's arrays for the inputs this model declares, by name.
+    fn inputs<'b>(&self, batch: &'b Batch) -> Result<Vec<(&'static str, ort::session::SessionInputValue<'b>)>> {
+        let mut inputs = vec![("input_ids", TensorRef::from_array_view(&batch.input_ids)?.into())];
         if self.has_attention_mask {
             inputs.push((
                 "attention_mask",
@@ -244,6 +243,12 @@ impl Model {
                 TensorRef::from_array_view(&batch.token_type_ids)?.into(),
             ));
         }
+        Ok(inputs)
+    }
+
+    /// Runs one batch; returns the logits, row-major [batch, labels], and the label count.
+    pub fn run(&mut self, batch: &Batch) -> Result<(Vec<f32>, usize)> {
+        let inputs = self.inputs(batch)?;
         let outputs = self.session.run(inputs)?;
         let (shape, data) = outputs[self.output_name.as_str()]
             .try_extract_tensor::<f32>()
@@ -294,20 +299,7 @@ pub fn capture(
     let mut model = open_bytes(&m.encode_to_vec(), "calibration copy of the model", opts)?;
     drop(m);
     for (bi, batch) in batches.iter().enumerate() {
-        let mut inputs: Vec<(&str, ort::session::SessionInputValue)> =
-            vec![("input_ids", TensorRef::from_array_view(&batch.input_ids)?.into())];
-        if model.has_attention_mask {
-            inputs.push((
-                "attention_mask",
-                TensorRef::from_array_view(&batch.attention_mask)?.into(),
-            ));
-        }
-        if model.has_token_type_ids {
-            inputs.push((
-                "token_type_ids",
-                TensorRef::from_array_view(&batch.token_type_ids)?.into(),
-            ));
-        }
+        let inputs = model.inputs(batch)?;
         let outputs = model
             .session
             .run(inputs)

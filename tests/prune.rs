@@ -24,7 +24,7 @@ use onnx_compress::passes::PassError;
 use onnx_compress::runtime::{self, Batch, SessionOptions};
 use onnx_compress::structure::{discover, Linear, Qkv, ShapeRole, Transformer};
 use onnx_compress::testkit::shared::{require, require_ort};
-use onnx_compress::testkit::synth::{tiny_bert, GeluStyle, ShapeStyle, SynthOptions};
+use onnx_compress::testkit::synth::{sample_batch, tiny_bert, GeluStyle, ShapeStyle, SynthOptions};
 use prost::Message;
 use serde_json::Value;
 
@@ -71,18 +71,6 @@ fn layouts() -> Vec<(String, SynthOptions)> {
     v
 }
 
-/// Two sequences over the synthetic vocabulary (< 100), the second with two padding positions.
-fn synth_batch() -> Batch {
-    let ids = vec![2i64, 17, 33, 54, 9, 3, 2, 40, 41, 3, 0, 0];
-    let mask = vec![1i64, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0];
-    let types = vec![0i64, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0];
-    Batch {
-        input_ids: Array2::from_shape_vec((2, 6), ids).unwrap(),
-        attention_mask: Array2::from_shape_vec((2, 6), mask).unwrap(),
-        token_type_ids: Array2::from_shape_vec((2, 6), types).unwrap(),
-    }
-}
-
 /// Two real-looking BERT sequences ([CLS] ... [SEP], ids < 30522), the second padded.
 fn sst2_batch() -> Batch {
     let ids = vec![
@@ -114,7 +102,7 @@ fn logits_of(m: &ModelProto, b: &Batch, what: &str) -> Vec<f32> {
 }
 
 fn synth_logits(m: &ModelProto, what: &str) -> Vec<f32> {
-    logits_of(m, &synth_batch(), what)
+    logits_of(m, &sample_batch(), what)
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {

@@ -5,24 +5,12 @@ use ndarray::Array2;
 use onnx_compress::onnx::ModelProto;
 use onnx_compress::runtime::{self, Batch, SessionOptions};
 use onnx_compress::testkit::shared::require_ort;
-use onnx_compress::testkit::synth::{tiny_bert, GeluStyle, ShapeStyle, SynthOptions};
+use onnx_compress::testkit::synth::{sample_batch, tiny_bert, GeluStyle, ShapeStyle, SynthOptions};
 use prost::Message;
-
-/// Two sequences, the second with two padding positions.
-fn batch() -> Batch {
-    let ids = vec![2i64, 17, 33, 54, 9, 3, 2, 40, 41, 3, 0, 0];
-    let mask = vec![1i64, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0];
-    let types = vec![0i64, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0];
-    Batch {
-        input_ids: Array2::from_shape_vec((2, 6), ids).unwrap(),
-        attention_mask: Array2::from_shape_vec((2, 6), mask).unwrap(),
-        token_type_ids: Array2::from_shape_vec((2, 6), types).unwrap(),
-    }
-}
 
 fn logits(m: &ModelProto) -> Vec<f32> {
     let mut model = runtime::open_bytes(&m.encode_to_vec(), "synthetic model", &SessionOptions::default()).unwrap();
-    let (l, labels) = model.run(&batch()).unwrap();
+    let (l, labels) = model.run(&sample_batch()).unwrap();
     assert_eq!(labels, 2);
     assert_eq!(l.len(), 4);
     assert!(l.iter().all(|v| v.is_finite()), "{l:?}");

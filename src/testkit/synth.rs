@@ -5,6 +5,7 @@ use crate::onnx::build::{attr_float, attr_int, attr_ints, constant, model, node,
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
 use crate::onnx::tensor::{from_f32, from_i64};
+use crate::runtime::Batch;
 
 /// How the head-split and head-merge Reshapes get their target shapes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -414,4 +415,18 @@ pub fn tiny_bert(o: &SynthOptions) -> ModelProto {
     };
     let opset = if o.gelu == GeluStyle::Op { 20 } else { 17 };
     model(graph, opset)
+}
+
+/// Two sequences over the synthetic vocabulary (ids < 100), the second with two padding
+/// positions and a second segment in the first: a batch for comparing logits.
+pub fn sample_batch() -> Batch {
+    let ids = vec![2i64, 17, 33, 54, 9, 3, 2, 40, 41, 3, 0, 0];
+    let mask = vec![1i64, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0];
+    let types = vec![0i64, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0];
+    let array = |v: Vec<i64>| ndarray::Array2::from_shape_vec((2, 6), v).unwrap_or_default();
+    Batch {
+        input_ids: array(ids),
+        attention_mask: array(mask),
+        token_type_ids: array(types),
+    }
 }

@@ -294,13 +294,16 @@ fn curves(
                 Part::Attention => gs.len(),
                 Part::Ffn => (gs.len() as f64 * MAX_FFN_FRACTION) as usize,
             };
-            let mut obs = st.obs(&w0)?;
-            let (_, costs) = obs_greedy(&mut obs, &gs, limit);
-            // Probe: this block alone at the probe level, compensated, through the whole model.
+            // Probe: this block alone at the probe level, compensated, through the whole model;
+            // then the same greedy run goes on to the limit for the cost curve.
             let fraction = if part == Part::Attention { probe.0 } else { probe.1 };
             let k = ((gs.len() as f64 * fraction).round() as usize).clamp(1, limit.max(1));
-            let local: f64 = costs.iter().take(k).sum();
-            let plan = block_plan(t, li, part, st.obs(&w0)?, &gs, k, out_lin)?;
+            let mut obs = st.obs(&w0)?;
+            let (_, mut costs) = obs_greedy(&mut obs, &gs, k);
+            let local: f64 = costs.iter().sum();
+            let plan = block_plan(t, li, part, &obs, &gs, out_lin)?;
+            let (_, rest) = obs_greedy(&mut obs, &gs, limit.saturating_sub(k));
+            costs.extend(rest);
             let probed = apply_plan(model, t, &plan)?;
             let (logits, _) = calib.logits(&probed)?;
             let sensitivity = divergence(&reference, &logits, labels) / local.max(1e-30);
@@ -353,21 +356,21 @@ fn take(
     Some(counts)
 }
 
-/// A plan that changes one block only: `remove` of its groups go by greedy OBS, the output
-/// projection becomes the compensated fit.
+/// A plan that changes one block only: the groups `obs` has removed go, the output projection
+/// becomes the compensated fit.
 fn block_plan(
     t: &Transformer,
     layer: usize,
     part: Part,
-    mut obs: Obs,
+    obs: &Obs,
     gs: &[Vec<usize>],
-    remove: usize,
     out_lin: &Linear,
 ) -> Result<Plan, PassError> {
-    let (removed, _) = obs_greedy(&mut obs, gs, remove);
-    let keep: Vec<usize> = (0..gs.len()).filter(|g| !removed.contains(g)).collect();
+    let keep: Vec<usize> = (0..gs.len())
+        .filter(|&g| gs[g].first().is_some_and(|&r| !obs.is_removed(r)))
+        .collect();
     let rows: Vec<usize> = keep.iter().flat_map(|&g| gs[g].clone()).collect();
-    let refit = refit_from(&obs, &rows, out_lin)?;
+    let refit = refit_from(obs, &rows, out_lin)?;
     let mut plan = Plan::keep_all(t);
     let lp = &mut plan.layers[layer];
     match part {
@@ -547,8 +550,10 @@ pub fn prune_calibrated(
                 }
                 Part::Ffn => &l.ffn.as_ref().ok_or_else(|| PassError::Internal("no FFN".into()))?.down,
             };
-            let obs = st.obs(&logical_weight(&current, out_lin)?)?;
-            let plan = block_plan(&ct, li, part, obs, &groups(part, l), remove, out_lin)?;
+            let mut obs = st.obs(&logical_weight(&current, out_lin)?)?;
+            let gs = groups(part, l);
+            obs_greedy(&mut obs, &gs, remove);
+            let plan = block_plan(&ct, li, part, &obs, &gs, out_lin)?;
             current = apply_plan(&current, &ct, &plan)?;
         }
     }
