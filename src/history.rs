@@ -71,6 +71,55 @@ pub fn embed_tokenizer(model: &mut ModelProto, tokenizer_json: String) {
     set(model, TOKENIZER_KEY, tokenizer_json);
 }
 
+/// Appends a history entry for `pass` (this tool's version, now) to the model's metadata.
+pub fn record(
+    model: &mut ModelProto,
+    pass: &str,
+    options: serde_json::Value,
+    params: Option<(usize, usize)>,
+    macs: Option<(u64, u64)>,
+) -> Result<(), String> {
+    append_history(
+        model,
+        HistoryEntry {
+            pass: pass.into(),
+            tool_version: env!("CARGO_PKG_VERSION").into(),
+            options,
+            params_before: params.map(|p| p.0),
+            params_after: params.map(|p| p.1),
+            macs_before: macs.map(|m| m.0),
+            macs_after: macs.map(|m| m.1),
+            time: now_utc(),
+        },
+    )
+}
+
+/// Embeds a tokenizer in `model` unless one is embedded already: `explicit`, else
+/// `tokenizer.json` beside `input`. Returns where it came from.
+pub fn carry_tokenizer(
+    model: &mut ModelProto,
+    input: &std::path::Path,
+    explicit: Option<&std::path::Path>,
+) -> anyhow::Result<Option<std::path::PathBuf>> {
+    use anyhow::Context;
+    if explicit.is_none() && embedded_tokenizer(model).is_some() {
+        return Ok(None);
+    }
+    let path = explicit.map(std::path::Path::to_path_buf).or_else(|| {
+        let p = input
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("tokenizer.json");
+        p.is_file().then_some(p)
+    });
+    let Some(p) = path else { return Ok(None) };
+    let text = std::fs::read_to_string(&p).with_context(|| format!("--tokenizer {}", p.display()))?;
+    tokenizers::Tokenizer::from_bytes(text.as_bytes())
+        .map_err(|e| anyhow::anyhow!("{}: not a tokenizer.json: {e}", p.display()))?;
+    embed_tokenizer(model, text);
+    Ok(Some(p))
+}
+
 /// Current UTC time as `YYYY-MM-DDTHH:MM:SSZ` (no date crate needed).
 pub fn now_utc() -> String {
     let secs = std::time::SystemTime::now()

@@ -4,9 +4,12 @@
 //! Layout: [`onnx`] reads and writes the format; [`structure`] finds the transformer in a graph;
 //! [`runtime`] runs models with ONNX Runtime; [`glue`] reads GLUE data and computes metrics;
 //! [`eval`] measures a model; [`inspect`] summarizes one; [`history`] is what the tool records in
-//! a model's metadata; [`report`] renders reports as text; [`testkit`] builds small models in code.
+//! a model's metadata; [`report`] renders reports as text; [`recipe`] reads YAML run recipes, [`pipeline`] carries
+//! one out, [`bench`] runs many into tables and [`chart`] draws them; [`testkit`] builds small models in code.
 
+pub mod bench;
 pub mod calib;
+pub mod chart;
 pub mod eval;
 pub mod glue;
 pub mod history;
@@ -14,6 +17,8 @@ pub mod inspect;
 pub mod linalg;
 pub mod onnx;
 pub mod passes;
+pub mod pipeline;
+pub mod recipe;
 pub mod report;
 pub mod runtime;
 pub mod structure;

@@ -11,7 +11,7 @@ use onnx_compress::glue::Task;
 use onnx_compress::onnx::{self, ExternalData, ModelProto, SaveOptions};
 use onnx_compress::passes::prune::{self, PruneOptions, Strategy};
 use onnx_compress::runtime::{self, Device, SessionOptions};
-use onnx_compress::{calib, history, inspect, report};
+use onnx_compress::{bench, calib, history, inspect, pipeline, recipe, report};
 
 #[derive(Parser)]
 #[command(name = "onnx-compress", version, about = "Compress BERT-family ONNX classifiers and measure what it costs", long_about = None)]
@@ -40,6 +40,10 @@ enum Command {
     Eval(EvalArgs),
     /// Remove attention heads and FFN neurons: the graph is really sliced, per layer.
     Prune(PruneArgs),
+    /// Run one YAML recipe (the reference's config layout): apply its passes, evaluate, print the row.
+    Run(RunArgs),
+    /// Run many recipes of one task and write the results table (Markdown, CSV, JSON) and Pareto charts.
+    Bench(BenchArgs),
     /// Re-encode a model (e.g. to or from external data), embedding its tokenizer and recording history.
     Convert {
         /// The model to read (never modified).
@@ -108,6 +112,46 @@ struct PruneArgs {
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The recipe (YAML; paths in it are relative to its folder).
+    config: PathBuf,
+    /// Keep the compressed model here (written atomically); default: evaluated from a temporary file.
+    #[arg(long, value_name = "MODEL")]
+    out: Option<PathBuf>,
+    /// Evaluate only the first N examples (overrides the recipe's eval.limit).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// GLUE folder when the recipe has no data.dir (default: data/glue, then ../shared/data/glue).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Print the run report as JSON (with every prediction).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Recipes, or folders of *.yaml recipes (those of --task are run, in name order).
+    #[arg(required = true, value_name = "CONFIG")]
+    configs: Vec<PathBuf>,
+    /// The task whose recipes are run (sst2, mrpc, qqp, ...).
+    #[arg(long)]
+    task: String,
+    /// Evaluate only the first N examples of each variant.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Folder for results.md, results.csv, results.json and the charts (default: bench/out/<task>).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// GLUE folder for recipes without data.dir (default: data/glue, then ../shared/data/glue).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Print the report as JSON instead of the Markdown table.
     #[arg(long)]
     json: bool,
 }
@@ -207,6 +251,8 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Eval(a) => cmd_eval(cli.ort_lib.as_deref(), a),
         Command::Prune(a) => cmd_prune(cli.ort_lib.as_deref(), a),
+        Command::Run(a) => cmd_run(cli.ort_lib.as_deref(), a),
+        Command::Bench(a) => cmd_bench(cli.ort_lib.as_deref(), a),
         Command::Convert {
             input,
             output,
@@ -316,22 +362,108 @@ fn cmd_eval(ort_lib: Option<&Path>, a: EvalArgs) -> Result<()> {
     }
 }
 
-/// Embeds a tokenizer in `model` unless one is embedded already: `explicit`, else
-/// `tokenizer.json` beside `input`. Returns where it came from.
-fn carry_tokenizer(model: &mut ModelProto, input: &Path, explicit: Option<&Path>) -> Result<Option<PathBuf>> {
-    if explicit.is_none() && history::embedded_tokenizer(model).is_some() {
-        return Ok(None);
+/// An evaluation progress bar on stderr; `prefix` is shown before it.
+fn eval_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix} {msg} [{bar:30}] {pos}/{len} batches {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+fn cmd_run(ort_lib: Option<&Path>, a: RunArgs) -> Result<()> {
+    let r = recipe::load(&a.config)?;
+    runtime::init(ort_lib)?;
+    let bar = eval_bar();
+    bar.set_prefix(format!("run {}", r.name()));
+    let stage = |s: &str| {
+        bar.set_message(s.to_string());
+        bar.tick();
+    };
+    let progress = |done: usize, total: usize| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    };
+    let opts = pipeline::RunOptions {
+        out: a.out,
+        limit: a.limit,
+        data_dir: a.data.unwrap_or_else(default_data_dir),
+    };
+    let rep = pipeline::run(&r, &opts, &stage, &progress);
+    bar.finish_and_clear();
+    let rep = rep?;
+    if a.json {
+        print_json(&rep)
+    } else {
+        print(&report::run_text(&rep))
     }
-    let path = explicit.map(Path::to_path_buf).or_else(|| {
-        let p = input.parent().unwrap_or(Path::new(".")).join("tokenizer.json");
-        p.is_file().then_some(p)
-    });
-    let Some(p) = path else { return Ok(None) };
-    let text = std::fs::read_to_string(&p).with_context(|| format!("--tokenizer {}", p.display()))?;
-    tokenizers::Tokenizer::from_bytes(text.as_bytes())
-        .map_err(|e| anyhow::anyhow!("{}: not a tokenizer.json: {e}", p.display()))?;
-    history::embed_tokenizer(model, text);
-    Ok(Some(p))
+}
+
+fn cmd_bench(ort_lib: Option<&Path>, a: BenchArgs) -> Result<()> {
+    let task = Task::from_name(&a.task)?;
+    let mut recipes = vec![];
+    for given in &a.configs {
+        for path in recipe::expand(std::slice::from_ref(given))? {
+            let r = recipe::load(&path)?;
+            if r.task() == task {
+                recipes.push(r);
+            } else if !given.is_dir() {
+                bail!("{}: a recipe for {}, not --task {}", path.display(), r.task().name(), task.name());
+            }
+        }
+    }
+    if recipes.is_empty() {
+        bail!(
+            "no recipe for task {task} in {}",
+            a.configs
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let out = a.out.unwrap_or_else(|| PathBuf::from("bench/out").join(task.name()));
+    runtime::init(ort_lib)?;
+    let bar = eval_bar();
+    let n = recipes.len();
+    let stage = |i: usize, name: &str, s: &str| {
+        bar.set_prefix(format!("[{}/{n}] {name}", i + 1));
+        bar.set_message(s.to_string());
+        bar.set_position(0);
+        bar.tick();
+    };
+    let progress = |done: usize, total: usize| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    };
+    let opts = pipeline::RunOptions {
+        out: None,
+        limit: a.limit,
+        data_dir: a.data.unwrap_or_else(default_data_dir),
+    };
+    let rep = bench::bench(&recipes, task, &opts, &stage, &progress);
+    bar.finish_and_clear();
+    let rep = rep?;
+    let files = bench::write(&rep, &out)?;
+    if a.json {
+        print_json(&rep)
+    } else {
+        let mut s = bench::markdown(&rep);
+        s += "\nwrote ";
+        s += &files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        s.push('\n');
+        print(&s)
+    }
+}
+
+/// Embeds a tokenizer in `model` unless one is embedded already (see [`history::carry_tokenizer`]).
+fn carry_tokenizer(model: &mut ModelProto, input: &Path, explicit: Option<&Path>) -> Result<Option<PathBuf>> {
+    history::carry_tokenizer(model, input, explicit)
 }
 
 /// Appends a history entry for `pass` to the model's metadata.
@@ -342,20 +474,7 @@ fn record(
     params: Option<(usize, usize)>,
     macs: Option<(u64, u64)>,
 ) -> Result<()> {
-    history::append_history(
-        model,
-        history::HistoryEntry {
-            pass: pass.into(),
-            tool_version: env!("CARGO_PKG_VERSION").into(),
-            options,
-            params_before: params.map(|p| p.0),
-            params_after: params.map(|p| p.1),
-            macs_before: macs.map(|m| m.0),
-            macs_after: macs.map(|m| m.1),
-            time: history::now_utc(),
-        },
-    )
-    .map_err(|e| anyhow::anyhow!(e))
+    history::record(model, pass, options, params, macs).map_err(|e| anyhow::anyhow!(e))
 }
 
 fn cmd_prune(ort_lib: Option<&Path>, a: PruneArgs) -> Result<()> {

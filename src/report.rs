@@ -245,3 +245,73 @@ pub fn prune_text(r: &PruneReport, output: &std::path::Path) -> String {
     let _ = writeln!(o, "wrote {}", output.display());
     o
 }
+
+pub fn run_text(r: &crate::pipeline::RunReport) -> String {
+    let mut o = String::new();
+    let e = &r.eval;
+    let opt = |v: Option<f64>, d: usize| v.map(|v| format!("{v:.d$}")).unwrap_or_else(|| "—".into());
+    let _ = writeln!(o, "variant      {} ({})", r.name, r.config.display());
+    let _ = writeln!(o, "model        {}", r.model.display());
+    if r.steps.is_empty() {
+        let _ = writeln!(o, "passes       none (baseline)");
+    }
+    for s in &r.steps {
+        let _ = writeln!(o, "pass         {} ({:.2} s): {}", s.pass, s.seconds, s.summary);
+    }
+    let _ = writeln!(
+        o,
+        "quality      accuracy {}, F1 {} ({} {} examples)",
+        opt(e.metrics.accuracy, 4),
+        opt(e.metrics.f1, 4),
+        e.examples,
+        e.split
+    );
+    let _ = writeln!(
+        o,
+        "speed        {} ms/batch, {} samples/s ({} batches of {} timed after {} warm-up, {})",
+        opt(e.timing.ms_per_batch, 2),
+        opt(e.timing.samples_per_s, 1),
+        e.timing.timed_batches,
+        e.batch_size,
+        e.timing.warmup_batches,
+        format!("{:?}", e.device).to_lowercase()
+    );
+    let _ = writeln!(
+        o,
+        "size         {:.2} MiB, {} parameters, encoder MACs@{} {}",
+        e.size_mib,
+        human(r.params as f64),
+        crate::pipeline::MAC_SEQ_LEN,
+        r.encoder_macs.map(|m| human(m as f64)).unwrap_or_else(|| "—".into())
+    );
+    let _ = writeln!(
+        o,
+        "output       {}",
+        r.output
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "not kept (add --out MODEL to keep it)".into())
+    );
+    let _ = writeln!(
+        o,
+        "time         passes {:.2} s, calibration data {:.2} s, eval {:.2} s, other {:.2} s, wall {:.2} s",
+        r.pass_seconds, r.calibration_load_seconds, e.wall_seconds, r.overhead_seconds, r.wall_seconds
+    );
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "| Variant | Acc ↑ | F1 ↑ | Avg Forward (ms/batch) ↓ | Throughput (samples/s) ↑ | Size (MiB) ↓ |"
+    );
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        o,
+        "| {} | {} | {} | {} | {} | {:.2} |",
+        r.name,
+        opt(e.metrics.accuracy, 4),
+        opt(e.metrics.f1, 4),
+        opt(e.timing.ms_per_batch, 2),
+        opt(e.timing.samples_per_s, 1),
+        e.size_mib
+    );
+    o
+}

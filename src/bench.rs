@@ -1,0 +1,316 @@
+//! `bench`: runs many recipes of one task and writes the results table in the reference's columns
+//! (Acc, F1, ms/batch, samples/s, size) plus MACs, parameters and the change against the baseline,
+//! as Markdown, CSV and JSON, with accuracy-vs-throughput and accuracy-vs-size Pareto charts.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use crate::chart::{self, Chart, Kind, Point};
+use crate::glue::Task;
+use crate::history;
+use crate::pipeline::{self, RunOptions, RunReport};
+use crate::recipe::LoadedRecipe;
+
+/// One row of the results table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub variant: String,
+    pub config: PathBuf,
+    pub baseline: bool,
+    pub reference_method: bool,
+    pub accuracy: Option<f64>,
+    pub f1: Option<f64>,
+    pub ms_per_batch: Option<f64>,
+    pub samples_per_s: Option<f64>,
+    pub size_mib: f64,
+    pub size_bytes: u64,
+    /// Encoder MACs per sequence of 128 tokens.
+    pub encoder_macs: Option<u64>,
+    pub params: usize,
+    /// Accuracy points lost against the baseline row (positive: worse).
+    pub accuracy_drop_points: Option<f64>,
+    /// Throughput over the baseline row's.
+    pub speedup: Option<f64>,
+    /// Size over the baseline row's.
+    pub size_ratio: Option<f64>,
+    pub examples: usize,
+    pub timed_batches: usize,
+    pub pass_seconds: f64,
+    pub passes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub task: Task,
+    pub date: String,
+    pub machine: String,
+    pub limit: Option<usize>,
+    pub baseline: Option<String>,
+    pub rows: Vec<Row>,
+    /// Each variant's full run report (evaluation without per-example predictions).
+    pub runs: Vec<RunReport>,
+}
+
+/// This machine, in words: CPU model and logical cores.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    format!("{cpu}, {cores} logical cores")
+}
+
+/// The rows of `runs`, compared against the first baseline run.
+pub fn rows(runs: &[RunReport]) -> (Vec<Row>, Option<String>) {
+    let base = runs.iter().find(|r| r.baseline);
+    let rows = runs
+        .iter()
+        .map(|r| {
+            let m = &r.eval.metrics;
+            let t = &r.eval.timing;
+            let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+                _ => None,
+            };
+            Row {
+                variant: r.name.clone(),
+                config: r.config.clone(),
+                baseline: r.baseline,
+                reference_method: r.reference_method,
+                accuracy: m.accuracy,
+                f1: m.f1,
+                ms_per_batch: t.ms_per_batch,
+                samples_per_s: t.samples_per_s,
+                size_mib: r.eval.size_mib,
+                size_bytes: r.eval.size_bytes,
+                encoder_macs: r.encoder_macs,
+                params: r.params,
+                accuracy_drop_points: base
+                    .and_then(|b| b.eval.metrics.accuracy)
+                    .zip(m.accuracy)
+                    .map(|(b, a)| (b - a) * 100.0),
+                speedup: ratio(t.samples_per_s, base.and_then(|b| b.eval.timing.samples_per_s)),
+                size_ratio: base.map(|b| r.eval.size_bytes as f64 / b.eval.size_bytes.max(1) as f64),
+                examples: r.eval.examples,
+                timed_batches: t.timed_batches,
+                pass_seconds: r.pass_seconds,
+                passes: r.steps.iter().map(|s| s.pass.clone()).collect(),
+            }
+        })
+        .collect();
+    (rows, base.map(|b| b.name.clone()))
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map(|v| format!("{v:.digits$}")).unwrap_or_else(|| "—".into())
+}
+
+/// The table as Markdown, in the reference's columns first.
+pub fn markdown(b: &BenchReport) -> String {
+    let mut s = format!(
+        "### {} dev{} — {} — {}\n\n",
+        b.task.dir_name(),
+        b.limit.map(|n| format!(" (first {n} examples)")).unwrap_or_default(),
+        b.date,
+        b.machine
+    );
+    s += "| Variant | Acc ↑ | F1 ↑ | Avg Forward (ms/batch) ↓ | Throughput (samples/s) ↑ | Size (MiB) ↓ | MACs@128 (G) | Params (M) | Δ Acc (pts) | Speed-up | Size × |\n";
+    s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    for r in &b.rows {
+        s += &format!(
+            "| {}{} | {} | {} | {} | {} | {:.2} | {} | {:.2} | {} | {} | {} |\n",
+            r.variant,
+            if r.baseline {
+                " (baseline)"
+            } else if r.reference_method {
+                " (reference method)"
+            } else {
+                ""
+            },
+            opt(r.accuracy, 4),
+            opt(r.f1, 4),
+            opt(r.ms_per_batch, 2),
+            opt(r.samples_per_s, 1),
+            r.size_mib,
+            opt(r.encoder_macs.map(|m| m as f64 / 1e9), 3),
+            r.params as f64 / 1e6,
+            r.accuracy_drop_points
+                .map(|d| format!("{:+.2}", 0.0 - d + 0.0))
+                .unwrap_or_else(|| "—".into()),
+            opt(r.speedup, 2).replace('—', "—") + if r.speedup.is_some() { "×" } else { "" },
+            opt(r.size_ratio, 3),
+        );
+    }
+    s
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// The table as CSV (empty fields where a value does not apply).
+pub fn csv(b: &BenchReport) -> String {
+    let mut s = String::from(
+        "task,variant,baseline,reference_method,accuracy,f1,ms_per_batch,samples_per_s,size_mib,size_bytes,encoder_macs,params,accuracy_drop_points,speedup,size_ratio,examples,timed_batches,pass_seconds,passes,config\n",
+    );
+    let f = |v: Option<f64>| v.map(|v| format!("{v}")).unwrap_or_default();
+    for r in &b.rows {
+        s += &[
+            b.task.name().to_string(),
+            csv_field(&r.variant),
+            r.baseline.to_string(),
+            r.reference_method.to_string(),
+            f(r.accuracy),
+            f(r.f1),
+            f(r.ms_per_batch),
+            f(r.samples_per_s),
+            format!("{}", r.size_mib),
+            r.size_bytes.to_string(),
+            r.encoder_macs.map(|m| m.to_string()).unwrap_or_default(),
+            r.params.to_string(),
+            f(r.accuracy_drop_points),
+            f(r.speedup),
+            f(r.size_ratio),
+            r.examples.to_string(),
+            r.timed_batches.to_string(),
+            format!("{:.3}", r.pass_seconds),
+            csv_field(&r.passes.join("+")),
+            csv_field(&r.config.display().to_string()),
+        ]
+        .join(",");
+        s.push('\n');
+    }
+    s
+}
+
+/// The two Pareto charts of a benchmark.
+pub fn charts(b: &BenchReport) -> Vec<(String, Chart)> {
+    let kind = |r: &Row| {
+        if r.baseline {
+            Kind::Baseline
+        } else if r.reference_method {
+            Kind::Reference
+        } else {
+            Kind::Tool
+        }
+    };
+    let title = |what: &str| {
+        format!(
+            "{} dev: accuracy vs {what} ({})",
+            b.task.dir_name(),
+            b.date.get(..10).unwrap_or(&b.date)
+        )
+    };
+    let points = |x: &dyn Fn(&Row) -> Option<f64>| -> Vec<Point> {
+        b.rows
+            .iter()
+            .filter_map(|r| {
+                Some(Point {
+                    label: r.variant.clone(),
+                    x: x(r)?,
+                    y: r.accuracy?,
+                    kind: kind(r),
+                })
+            })
+            .collect()
+    };
+    vec![
+        (
+            "pareto_throughput".into(),
+            Chart {
+                title: title("throughput"),
+                x_label: "throughput (samples/s, CPU)".into(),
+                y_label: "accuracy".into(),
+                x_higher_is_better: true,
+                points: points(&|r| r.samples_per_s),
+            },
+        ),
+        (
+            "pareto_size".into(),
+            Chart {
+                title: title("size"),
+                x_label: "size on disk (MiB)".into(),
+                y_label: "accuracy".into(),
+                x_higher_is_better: false,
+                points: points(&|r| Some(r.size_mib)),
+            },
+        ),
+    ]
+}
+
+/// Writes `text` to `path` through a temporary file beside it.
+fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp",
+        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+    ));
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .with_context(|| path.display().to_string())
+}
+
+/// Writes results.md, results.csv, results.json and the charts (SVG + PNG) into `dir`.
+pub fn write(b: &BenchReport, dir: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("--out {}", dir.display()))?;
+    let mut files = vec![];
+    for (name, text) in [
+        ("results.md", markdown(b)),
+        ("results.csv", csv(b)),
+        ("results.json", serde_json::to_string_pretty(b)? + "\n"),
+    ] {
+        let p = dir.join(name);
+        write_atomic(&p, &text)?;
+        files.push(p);
+    }
+    for (stem, c) in charts(b) {
+        if c.points.is_empty() {
+            continue;
+        }
+        files.extend(chart::write(&c, dir, &stem).map_err(anyhow::Error::msg)?);
+    }
+    Ok(files)
+}
+
+/// Runs every recipe (all of task `task`) and collects the table. Stops at the first failing
+/// recipe, naming it.
+pub fn bench(
+    recipes: &[LoadedRecipe],
+    task: Task,
+    opts: &RunOptions,
+    stage: &dyn Fn(usize, &str, &str),
+    progress: crate::eval::Progress,
+) -> Result<BenchReport> {
+    if recipes.is_empty() {
+        bail!("no recipe for task {task} among the configs given");
+    }
+    let mut runs = vec![];
+    for (i, r) in recipes.iter().enumerate() {
+        let name = r.name();
+        let mut report = pipeline::run(r, opts, &|s| stage(i, &name, s), progress)
+            .with_context(|| format!("variant '{name}' ({})", r.path.display()))?;
+        report.eval.predictions.clear();
+        runs.push(report);
+    }
+    let (rows, baseline) = rows(&runs);
+    Ok(BenchReport {
+        task,
+        date: history::now_utc(),
+        machine: machine(),
+        limit: opts.limit,
+        baseline,
+        rows,
+        runs,
+    })
+}

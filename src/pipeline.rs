@@ -1,0 +1,334 @@
+//! Carries out a [`Recipe`]: applies its passes in the reference order (low-rank, heads, FFN,
+//! quantization) to the model in memory, records each in the model's history, writes the result
+//! (to `--out`, or a temporary file), evaluates it and returns one results row.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Serialize;
+
+use crate::eval::{self, EvalOptions, EvalReport};
+use crate::glue::Task;
+use crate::onnx::{self, tensor, ModelProto, SaveOptions};
+use crate::passes::prune::{self, PruneOptions, Strategy};
+use crate::recipe::{LoadedRecipe, PruneUnit};
+use crate::runtime::{Device, OrtCalibrator, SessionOptions};
+use crate::structure;
+use crate::{calib, history};
+
+/// Sequence length of the MAC counts in results rows (the tool's default everywhere).
+pub const MAC_SEQ_LEN: usize = 128;
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Keep the compressed model here (written atomically); default: a temporary file.
+    pub out: Option<PathBuf>,
+    /// Evaluate only the first N examples (overrides the recipe's `eval.limit`).
+    pub limit: Option<usize>,
+    /// GLUE folder when the recipe has no `data.dir`.
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    pub pass: String,
+    pub seconds: f64,
+    /// One line: what the pass did.
+    pub summary: String,
+    pub params_after: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoder_macs_after: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub name: String,
+    pub config: PathBuf,
+    pub model: PathBuf,
+    pub task: Task,
+    /// No pass applied.
+    pub baseline: bool,
+    /// Only the reference experiment's own methods applied.
+    pub reference_method: bool,
+    pub steps: Vec<StepReport>,
+    /// Elements of all weight initializers (float, float16, int8, uint8), quantization scales included.
+    pub params: usize,
+    /// Encoder MACs per sequence of [`MAC_SEQ_LEN`] tokens (quantization does not change them).
+    pub encoder_macs: Option<u64>,
+    pub output: Option<PathBuf>,
+    pub eval: EvalReport,
+    /// Seconds in passes (calibration runs included).
+    pub pass_seconds: f64,
+    /// Seconds loading calibration data.
+    pub calibration_load_seconds: f64,
+    pub wall_seconds: f64,
+    /// Wall time beyond passes, calibration loading and evaluation: reading, writing, bookkeeping.
+    pub overhead_seconds: f64,
+}
+
+/// Elements of the weight-like initializers: floating point and 8-bit integer tensors.
+pub fn weight_elements(model: &ModelProto) -> usize {
+    model
+        .graph
+        .as_ref()
+        .map(|g| {
+            g.initializer
+                .iter()
+                .filter(|i| matches!(i.data_type(), 1 | 2 | 3 | 10 | 11 | 16))
+                .filter_map(|i| tensor::numel(i).ok())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn encoder_macs(model: &ModelProto) -> Option<u64> {
+    structure::discover(model)
+        .ok()
+        .map(|t| structure::macs_per_sequence(&t, MAC_SEQ_LEN).0)
+}
+
+/// The calibration examples of a recipe, ready for a pass.
+fn calibrator(r: &LoadedRecipe, model_path: &Path, model: &ModelProto) -> Result<Option<OrtCalibrator>> {
+    let Some(c) = &r.recipe.calibration else {
+        return Ok(None);
+    };
+    let path = r.resolve(&c.data);
+    let task = calib::task_of(&path, Some(r.task()))?;
+    let (mut tokenizer, _) = eval::load_tokenizer(model_path, model, None)?;
+    let data = calib::load(
+        &path,
+        task,
+        c.samples,
+        c.seed,
+        &mut tokenizer,
+        r.recipe.data.max_input_length,
+        32,
+    )
+    .with_context(|| format!("calibration.data {}", path.display()))?;
+    Ok(Some(OrtCalibrator {
+        batches: data.batches,
+        examples: data.examples,
+        session: SessionOptions {
+            threads: r.recipe.eval.threads,
+            ..Default::default()
+        },
+        seconds: 0.0,
+    }))
+}
+
+fn strategy(name: &str) -> Strategy {
+    match name {
+        "random" => Strategy::Random,
+        "obs" => Strategy::Obs,
+        _ => Strategy::L1,
+    }
+}
+
+/// One pruning step (heads, FFN, or a MAC budget) with its history entry.
+fn prune_step(
+    model: &ModelProto,
+    opts: &PruneOptions,
+    calibrator: Option<&mut OrtCalibrator>,
+) -> Result<(ModelProto, String)> {
+    prune::validate(opts)?;
+    let (mut out, rep) = match (opts.strategy, calibrator) {
+        (Strategy::Obs, Some(c)) => prune::prune_calibrated(model, opts, c)?,
+        (Strategy::Obs, None) => bail!("obs pruning needs a `calibration:` section"),
+        _ => prune::prune(model, opts)?,
+    };
+    history::record(
+        &mut out,
+        "prune",
+        serde_json::to_value(&rep.options)?,
+        Some((rep.params_before, rep.params_after)),
+        Some((rep.encoder_macs_before, rep.encoder_macs_after)),
+    )
+    .map_err(|e| anyhow!(e))?;
+    let summary = format!(
+        "{}: heads {} → {}, FFN neurons {} → {}, encoder MACs ×{:.3}",
+        format!("{:?}", rep.options.strategy).to_lowercase(),
+        rep.layers.iter().map(|l| l.heads_before).sum::<usize>(),
+        rep.layers.iter().map(|l| l.heads_after).sum::<usize>(),
+        rep.layers.iter().map(|l| l.neurons_before).sum::<usize>(),
+        rep.layers.iter().map(|l| l.neurons_after).sum::<usize>(),
+        rep.encoder_macs_after as f64 / rep.encoder_macs_before.max(1) as f64
+    );
+    Ok((out, summary))
+}
+
+fn unit_options(unit: &PruneUnit, heads: bool, per_layer: bool) -> PruneOptions {
+    PruneOptions {
+        heads: if heads { unit.args.prune_amount } else { 0.0 },
+        ffn: if heads { 0.0 } else { unit.args.prune_amount },
+        strategy: strategy(&unit.args.strategy),
+        seed: unit.args.seed,
+        seq_len: MAC_SEQ_LEN,
+        target_macs: None,
+        per_layer,
+    }
+}
+
+/// Runs the recipe: passes, save, evaluation. `runtime::init` must have been called.
+/// `stage` hears a line before each stage; `progress` is the evaluation's progress callback.
+pub fn run(r: &LoadedRecipe, opts: &RunOptions, stage: &dyn Fn(&str), progress: eval::Progress) -> Result<RunReport> {
+    let wall = Instant::now();
+    let rec = &r.recipe;
+    let task = r.task();
+    let model_path = r.resolve(&rec.model.model_name);
+    if !model_path.is_file() {
+        bail!(
+            "{}: model.model_name: {} is not a file (paths are relative to the config file)",
+            r.path.display(),
+            model_path.display()
+        );
+    }
+    if let Some(out) = &opts.out {
+        onnx::io::ensure_distinct(&model_path, out)?;
+    }
+    let (mut model, sources) = onnx::load_with_sources(&model_path)?;
+    if let Some(out) = &opts.out {
+        onnx::io::ensure_not_overwriting(&sources, out)?;
+    }
+    let mut steps = vec![];
+    let mut pass_seconds = 0.0;
+    let mut calibration_load_seconds = 0.0;
+    let mut macs = encoder_macs(&model);
+
+    let needs_calibration = !r.is_baseline() && rec.calibration.is_some();
+    let mut cal = if needs_calibration {
+        stage("loading calibration data");
+        let t = Instant::now();
+        let c = calibrator(r, &model_path, &model)?;
+        calibration_load_seconds = t.elapsed().as_secs_f64();
+        c
+    } else {
+        None
+    };
+
+    let mut apply = |name: &str, f: &mut dyn FnMut(&ModelProto) -> Result<(ModelProto, String)>| -> Result<()> {
+        stage(name);
+        let t = Instant::now();
+        let (m, summary) = f(&model).with_context(|| format!("{}: {name}", r.path.display()))?;
+        let seconds = t.elapsed().as_secs_f64();
+        pass_seconds += seconds;
+        model = m;
+        if let Some(x) = encoder_macs(&model) {
+            macs = Some(x);
+        }
+        steps.push(StepReport {
+            pass: name.into(),
+            seconds,
+            summary,
+            params_after: weight_elements(&model),
+            encoder_macs_after: macs,
+        });
+        Ok(())
+    };
+
+    if rec.rmt_lowrank.enable {
+        apply("rmt_lowrank", &mut |_| {
+            bail!("the low-rank pass is not available yet in this version (set enable: false)")
+        })?;
+    }
+    if let Some(t) = rec.prune.target_macs {
+        let o = PruneOptions {
+            heads: 0.0,
+            ffn: 0.0,
+            strategy: Strategy::Obs,
+            seed: 0,
+            seq_len: MAC_SEQ_LEN,
+            target_macs: Some(t),
+            per_layer: false,
+        };
+        apply("prune", &mut |m| prune_step(m, &o, cal.as_mut()))?;
+    }
+    if let Some(u) = rec.prune.attention_heads.as_ref().filter(|u| u.enable) {
+        let o = unit_options(u, true, rec.prune.per_layer);
+        apply("prune.attention_heads", &mut |m| prune_step(m, &o, cal.as_mut()))?;
+    }
+    if let Some(u) = rec.prune.mlp_neurons.as_ref().filter(|u| u.enable) {
+        let o = unit_options(u, false, rec.prune.per_layer);
+        apply("prune.mlp_neurons", &mut |m| prune_step(m, &o, cal.as_mut()))?;
+    }
+    if rec.quantization.enable {
+        apply("quantization", &mut |_| {
+            bail!("the quantization pass is not available yet in this version (set enable: false)")
+        })?;
+    }
+
+    // Write the model: to --out, else (unless nothing changed) to a temporary folder.
+    let _tmp;
+    let eval_path = if let Some(out) = &opts.out {
+        history::carry_tokenizer(&mut model, &model_path, None)?;
+        onnx::save(
+            &model,
+            out,
+            &SaveOptions {
+                protect: sources,
+                ..Default::default()
+            },
+        )?;
+        out.clone()
+    } else if steps.is_empty() {
+        model_path.clone()
+    } else {
+        history::carry_tokenizer(&mut model, &model_path, None)?;
+        let dir = tempfile::tempdir().context("creating a temporary folder for the compressed model")?;
+        let p = dir.path().join(
+            model_path
+                .file_name()
+                .map(|n| n.to_os_string())
+                .unwrap_or_else(|| "model.onnx".into()),
+        );
+        onnx::save(&model, &p, &SaveOptions::default())?;
+        _tmp = dir;
+        p
+    };
+
+    stage("evaluating");
+    let eval_opts = EvalOptions {
+        task,
+        split: r.split(),
+        data_dir: rec
+            .data
+            .dir
+            .as_ref()
+            .map(|d| r.resolve(d))
+            .unwrap_or_else(|| opts.data_dir.clone()),
+        batch_size: rec.data.batch_size.unwrap_or(task.default_batch_size()),
+        max_length: rec.data.max_input_length,
+        warmup: rec.eval.warmup,
+        measure: rec.eval.measure,
+        limit: opts.limit.or(rec.eval.limit),
+        bucket: false,
+        tokenizer: None,
+        session: SessionOptions {
+            device: if rec.device.cuda { Device::Cuda } else { Device::Cpu },
+            threads: rec.eval.threads,
+            ..Default::default()
+        },
+    };
+    let t = Instant::now();
+    let mut report = eval::evaluate(&eval_path, &eval_opts, progress).with_context(|| r.path.display().to_string())?;
+    let eval_seconds = t.elapsed().as_secs_f64();
+    report.model = opts.out.clone().unwrap_or_else(|| model_path.clone());
+    let wall_seconds = wall.elapsed().as_secs_f64();
+    Ok(RunReport {
+        name: r.name(),
+        config: r.path.clone(),
+        model: model_path,
+        task,
+        baseline: r.is_baseline(),
+        reference_method: r.is_reference_method(),
+        steps,
+        params: weight_elements(&model),
+        encoder_macs: macs,
+        output: opts.out.clone(),
+        eval: report,
+        pass_seconds,
+        calibration_load_seconds,
+        wall_seconds,
+        overhead_seconds: (wall_seconds - pass_seconds - calibration_load_seconds - eval_seconds).max(0.0),
+    })
+}

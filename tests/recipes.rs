@@ -1,0 +1,355 @@
+//! Recipes (`run`) and benchmarks (`bench`): every shipped config parses and round-trips, bad
+//! configs get one clear error naming the key (and line) with no output, `run` chains passes and
+//! records them in the model's history, and `bench` writes its table and charts.
+//!
+//! Tests that run models need `../shared` and ONNX Runtime: they skip with a visible `SKIP:`
+//! line when either is missing (and fail under `CI=true`).
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use onnx_compress::recipe::{self, LoadedRecipe};
+use onnx_compress::testkit::shared::{require, require_ort};
+use serde_json::Value;
+
+fn bin() -> Command {
+    Command::cargo_bin("onnx-compress").expect("the onnx-compress binary is built")
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn shipped_configs() -> Vec<PathBuf> {
+    recipe::expand(&[
+        root().join("configs/sst2"),
+        root().join("configs/mrpc"),
+        root().join("configs/qqp"),
+    ])
+    .unwrap()
+}
+
+/// Runs the binary, expecting failure with exactly one `error:` line on stderr; returns it.
+fn fails(args: &[&str]) -> String {
+    let out = bin().args(args).output().unwrap();
+    assert!(!out.status.success(), "{args:?} should fail");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!err.contains("panicked"), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one error line, got: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    lines[0].to_string()
+}
+
+#[test]
+fn every_shipped_config_parses_and_round_trips() {
+    let files = shipped_configs();
+    // One recipe per reference row for each task, plus this project's own.
+    for task in ["sst2", "mrpc", "qqp"] {
+        for row in [
+            "01_baseline",
+            "02_quantized",
+            "03_pruned_heads_25",
+            "04_pruned_mlp_15",
+            "05_pruned_heads15_mlp10",
+            "06_rmt_lowrank",
+        ] {
+            let p = root().join(format!("configs/{task}/{row}.yaml"));
+            assert!(files.contains(&p), "missing {}", p.display());
+        }
+    }
+    for f in &files {
+        let r = recipe::load(f).unwrap_or_else(|e| panic!("{e}"));
+        let back = recipe::parse(&recipe::to_yaml(&r.recipe), f).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back.recipe, r.recipe, "{}", f.display());
+        let dir = f.parent().unwrap().file_name().unwrap().to_str().unwrap();
+        assert_eq!(r.task().name(), dir, "{}: task matches its folder", f.display());
+        assert_eq!(r.split(), "dev");
+    }
+}
+
+#[test]
+fn reference_configs_say_what_the_reference_rows_did() {
+    let load = |name: &str| recipe::load(&root().join("configs/mrpc").join(name)).unwrap();
+    let base = load("01_baseline.yaml");
+    assert!(base.is_baseline() && !base.is_reference_method());
+    assert_eq!(base.recipe.data.batch_size, Some(24));
+    let heads = load("03_pruned_heads_25.yaml");
+    let h = heads.recipe.prune.attention_heads.as_ref().unwrap();
+    assert!(h.enable && h.args.prune_amount == 0.25 && h.args.strategy == "l1");
+    assert!(!heads.recipe.prune.mlp_neurons.as_ref().unwrap().enable);
+    assert!(heads.is_reference_method());
+    let both = load("05_pruned_heads15_mlp10.yaml");
+    assert_eq!(
+        both.recipe.prune.attention_heads.as_ref().unwrap().args.prune_amount,
+        0.15
+    );
+    assert_eq!(both.recipe.prune.mlp_neurons.as_ref().unwrap().args.prune_amount, 0.10);
+    let q = load("02_quantized.yaml");
+    assert!(q.recipe.quantization.enable && q.is_reference_method());
+    let lr = load("06_rmt_lowrank.yaml");
+    let l = &lr.recipe.rmt_lowrank;
+    assert!(l.enable && l.denoise && l.energy == Some(0.995) && l.layers == Some(vec![4, 5]) && l.k_min == Some(192));
+    let ours = load("10_obs_macs60.yaml");
+    assert!(!ours.is_reference_method() && !ours.is_baseline());
+    assert_eq!(ours.recipe.prune.target_macs, Some(0.6));
+}
+
+fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn bad_configs_name_the_key_and_line_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.onnx");
+    let head = "model:\n  model_name: m.onnx\ndata:\n  task: sst2\n";
+    let cases: &[(&str, String, &[&str])] = &[
+        (
+            "unknown pass",
+            format!("{head}distill:\n  enable: true\n"),
+            &["unknown field `distill`", "line 5"],
+        ),
+        (
+            "unknown key inside a pass",
+            format!("{head}prune:\n  attention_heads:\n    enable: true\n    args:\n      amount: 0.2\n"),
+            &["prune.attention_heads.args", "unknown field `amount`", "line 9"],
+        ),
+        (
+            "amount as a string",
+            format!("{head}prune:\n  attention_heads:\n    enable: true\n    args:\n      prune_amount: \"0.25\"\n"),
+            &["prune.attention_heads.args.prune_amount", "invalid type: string", "line 9"],
+        ),
+        (
+            "amount out of range",
+            format!("{head}prune:\n  mlp_neurons:\n    enable: true\n    args:\n      prune_amount: 1.5\n"),
+            &["prune.mlp_neurons.args.prune_amount (line 9)", "outside [0, 1)"],
+        ),
+        (
+            "unknown strategy",
+            format!("{head}prune:\n  mlp_neurons:\n    enable: true\n    args:\n      prune_amount: 0.1\n      strategy: magnitude\n"),
+            &["strategy (line 10)", "unknown strategy 'magnitude'"],
+        ),
+        (
+            "obs without calibration",
+            format!("{head}prune:\n  mlp_neurons:\n    enable: true\n    args:\n      prune_amount: 0.1\n      strategy: obs\n"),
+            &["calibration"],
+        ),
+        ("missing model section", "data:\n  task: sst2\n".into(), &["missing field `model`"]),
+        ("unknown task", "model:\n  model_name: m.onnx\ndata:\n  task: sts3\n".into(), &["data.task (line 4)"]),
+        (
+            "unknown quantization method",
+            format!("{head}quantization:\n  enable: true\n  method: int3\n"),
+            &["quantization.method (line 7)", "unknown method 'int3'"],
+        ),
+        ("shuffle", format!("{head}  shuffle: true\n"), &["data.shuffle (line 5)"]),
+        ("not yaml", "model: [unclosed\n".into(), &["line 1"]),
+    ];
+    for (what, text, expect) in cases {
+        let cfg = write_config(dir.path(), "bad.yaml", text);
+        let err = fails(&["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        assert!(err.contains("bad.yaml"), "{what}: names the file: {err}");
+        for e in *expect {
+            assert!(err.contains(e), "{what}: expected {e:?} in: {err}");
+        }
+        assert!(!out.exists(), "{what}: no output");
+    }
+    // A model that is not there: named by key, no output written.
+    let cfg = write_config(
+        dir.path(),
+        "nomodel.yaml",
+        "model:\n  model_name: absent/model.onnx\ndata:\n  task: sst2\n",
+    );
+    let err = fails(&["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(
+        err.contains("model.model_name") && err.contains("absent/model.onnx"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    // bench refuses a recipe of another task given by name, and an empty selection.
+    let cfg = write_config(
+        dir.path(),
+        "mrpc.yaml",
+        "model:\n  model_name: m.onnx\ndata:\n  task: mrpc\n",
+    );
+    let err = fails(&["bench", "--task", "sst2", cfg.to_str().unwrap()]);
+    assert!(err.contains("mrpc.yaml") && err.contains("not --task sst2"), "{err}");
+    let empty = tempfile::tempdir().unwrap();
+    let err = fails(&["bench", "--task", "sst2", empty.path().to_str().unwrap()]);
+    assert!(err.contains("no .yaml recipe"), "{err}");
+}
+
+/// Two variants on the real SST-2 model, first `limit` examples, short timing.
+fn two_variants(dir: &Path) -> Option<Vec<PathBuf>> {
+    let model = require("models/minilm-l6-sst2/model.onnx", "run/bench on the SST-2 model")?;
+    let data = require("data/glue", "run/bench on SST-2 dev")?;
+    if !require_ort("run/bench") {
+        return None;
+    }
+    let head = format!(
+        "model:\n  model_name: {}\ndata:\n  task: sst2\n  dir: {}\neval:\n  warmup: 1\n  measure: 2\n",
+        model.display(),
+        data.display()
+    );
+    Some(vec![
+        write_config(dir, "a_base.yaml", &format!("name: Base\n{head}")),
+        write_config(
+            dir,
+            "b_pruned.yaml",
+            &format!(
+                "name: Pruned\n{head}prune:\n  attention_heads:\n    enable: true\n    args:\n      prune_amount: 0.25\n  mlp_neurons:\n    enable: true\n    args:\n      prune_amount: 0.1\n"
+            ),
+        ),
+    ])
+}
+
+#[test]
+fn run_chains_passes_keeps_the_model_and_records_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(cfgs) = two_variants(dir.path()) else { return };
+    let out = dir.path().join("pruned.onnx");
+    let o = bin()
+        .args([
+            "run",
+            cfgs[1].to_str().unwrap(),
+            "--limit",
+            "96",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rep: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let passes: Vec<&str> = rep["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["pass"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        passes,
+        ["prune.attention_heads", "prune.mlp_neurons"],
+        "reference order: heads, then FFN"
+    );
+    assert_eq!(rep["eval"]["examples"], 96);
+    assert!(rep["reference_method"].as_bool().unwrap());
+    // The same pruning through the prune command gives the same accuracy on the same examples.
+    let direct = dir.path().join("direct.onnx");
+    let model = require("models/minilm-l6-sst2/model.onnx", "").unwrap();
+    bin()
+        .args([
+            "prune",
+            "--heads",
+            "0.25",
+            "--ffn",
+            "0.1",
+            model.to_str().unwrap(),
+            direct.to_str().unwrap(),
+        ])
+        .assert()
+        .success();
+    let ev = bin()
+        .args([
+            "eval",
+            "--task",
+            "sst2",
+            "--limit",
+            "96",
+            "--json",
+            "--model",
+            direct.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let ev: Value = serde_json::from_slice(&ev.stdout).unwrap();
+    assert_eq!(ev["predictions"], rep["eval"]["predictions"]);
+    // History: both steps recorded, shown by inspect.
+    let o = bin()
+        .args(["inspect", "--json", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let h = s["history"].as_array().unwrap();
+    assert_eq!(h.len(), 2);
+    assert_eq!(h[0]["options"]["heads"], 0.25);
+    assert_eq!(h[1]["options"]["ffn"], 0.1);
+    assert!(h[1]["params_after"].as_u64() < h[0]["params_after"].as_u64());
+    let text = bin().args(["inspect", out.to_str().unwrap()]).output().unwrap();
+    assert!(String::from_utf8_lossy(&text.stdout).contains("prune"));
+}
+
+#[test]
+fn bench_writes_table_csv_json_and_charts() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(_) = two_variants(dir.path()) else { return };
+    let out = dir.path().join("out");
+    let o = bin()
+        .args([
+            "bench",
+            "--task",
+            "sst2",
+            "--limit",
+            "160",
+            "--out",
+            out.to_str().unwrap(),
+            dir.path().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(
+        md.contains("| Base (baseline) |") && md.contains("| Pruned (reference method) |"),
+        "{md}"
+    );
+    assert!(md.contains("Throughput (samples/s)") && md.contains("Size (MiB)"));
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert!(csv.starts_with("task,variant,baseline,"));
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let rows = json["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["accuracy_drop_points"], 0.0);
+    assert!(rows[1]["params"].as_u64() < rows[0]["params"].as_u64());
+    assert!(rows[1]["encoder_macs"].as_u64() < rows[0]["encoder_macs"].as_u64());
+    assert!(rows
+        .iter()
+        .all(|r| r["samples_per_s"].as_f64().unwrap() > 0.0 && r["examples"] == 160));
+    for f in [
+        "pareto_throughput.svg",
+        "pareto_throughput.png",
+        "pareto_size.svg",
+        "pareto_size.png",
+    ] {
+        let bytes = std::fs::read(out.join(f)).unwrap();
+        assert!(bytes.len() > 1000, "{f}");
+    }
+    let svg = std::fs::read_to_string(out.join("pareto_size.svg")).unwrap();
+    assert!(svg.contains("Base") && svg.contains("Pruned"));
+    // Nothing half-written is left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty());
+}
+
+#[test]
+fn recipe_paths_resolve_against_the_config_folder() {
+    let r = recipe::parse(
+        "model:\n  model_name: ../m/model.onnx\ndata:\n  task: mrpc\n",
+        Path::new("/x/configs/r.yaml"),
+    )
+    .unwrap();
+    let r: LoadedRecipe = r;
+    assert_eq!(
+        r.resolve(&r.recipe.model.model_name),
+        Path::new("/x/configs/../m/model.onnx")
+    );
+    assert_eq!(r.resolve(Path::new("/abs/m.onnx")), Path::new("/abs/m.onnx"));
+}
