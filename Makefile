@@ -1,6 +1,8 @@
-# onnx-compress — set-up, demo, tests, and an example of chaining passes as file targets.
+# onnx-compress — set-up, demo, tests, benchmarks, and an example of chaining passes as file targets.
 #   make demo    set up everything and run the main job on the shared MiniLM SST-2 model
 #   make test    set up and run the whole test suite
+#   make bench   every recipe in configs/sst2 and configs/mrpc: tables and charts in bench/out/
+#   make chain   convert → prune → quantize → eval as file targets (incremental, -j2 safe)
 SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/release/onnx-compress
@@ -8,7 +10,7 @@ ORT_LIB := .ort/lib/libonnxruntime.so.1.32.0
 SHARED ?= ../shared
 DEMO_MODEL ?= $(SHARED)/models/minilm-l6-sst2/model.onnx
 
-.PHONY: setup demo test build clean-models FORCE
+.PHONY: setup demo test bench chain build clean-chain
 
 setup: $(ORT_LIB) build data/glue
 
@@ -38,3 +40,34 @@ demo: setup
 
 test: $(ORT_LIB) data/glue
 	$(CARGO) test --locked
+
+# Every recipe of both tasks with a shared model: results.{md,csv,json} and Pareto charts per task.
+BENCH_TASKS ?= sst2 mrpc
+bench: setup
+	@for t in $(BENCH_TASKS); do \
+	  echo "== bench $$t (configs/$$t)"; \
+	  $(BIN) bench --task $$t configs/$$t --out bench/out/$$t || exit 1; done
+
+# Chaining passes as file targets: each model is rebuilt only when its input changed, each step
+# writes its output atomically (an interrupted step leaves no half-written file for make to
+# trust), so `make -j2 chain` is safe. Override CHAIN_SRC/CHAIN_TASK for another model.
+CHAIN_TASK ?= sst2
+CHAIN_SRC ?= $(SHARED)/models/minilm-l6-$(CHAIN_TASK)/model.onnx
+CHAIN_CALIB ?= data/glue/$(CHAIN_TASK)/train.tsv
+CHAIN := models/chain/$(CHAIN_TASK)
+
+chain: $(CHAIN).eval.json $(CHAIN).pruned.eval.json
+	@for f in $^; do printf '%-44s accuracy %s\n' "$$f" "$$(grep -m1 -o '"accuracy": [0-9.]*' $$f | cut -d' ' -f2)"; done
+
+$(CHAIN).onnx: $(CHAIN_SRC) | build
+	@mkdir -p $(@D)
+	$(BIN) convert $< $@
+
+$(CHAIN).pruned.onnx: $(CHAIN).onnx | build
+	$(BIN) prune --target-macs 0.6 --calib-data $(CHAIN_CALIB) $< $@
+
+models/chain/%.eval.json: models/chain/%.onnx | build
+	$(BIN) eval --task $(CHAIN_TASK) --model $< --json > $@.tmp && mv $@.tmp $@
+
+clean-chain:
+	rm -rf models/chain
