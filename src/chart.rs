@@ -81,7 +81,10 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &Chart) -> Result<(
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(60)
-        .build_cartesian_2d((xmin - xpad).max(0.0)..xmax + xpad * 2.5, ymin - ypad * 4.0..ymax + ypad)
+        .build_cartesian_2d(
+            (xmin - xpad).max(0.0)..xmax + xpad * 2.5,
+            ymin - ypad * 4.0..ymax + ypad,
+        )
         .map_err(err)?;
     chart
         .configure_mesh()

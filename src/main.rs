@@ -409,7 +409,12 @@ fn cmd_bench(ort_lib: Option<&Path>, a: BenchArgs) -> Result<()> {
             if r.task() == task {
                 recipes.push(r);
             } else if !given.is_dir() {
-                bail!("{}: a recipe for {}, not --task {}", path.display(), r.task().name(), task.name());
+                bail!(
+                    "{}: a recipe for {}, not --task {}",
+                    path.display(),
+                    r.task().name(),
+                    task.name()
+                );
             }
         }
     }

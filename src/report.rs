@@ -128,10 +128,13 @@ pub fn inspect_text(s: &ModelSummary) -> String {
     } else {
         let _ = writeln!(o, "history");
         for (i, h) in s.history.iter().enumerate() {
-            let delta = match (h.params_before, h.params_after) {
+            let mut delta = match (h.params_before, h.params_after) {
                 (Some(b), Some(a)) => format!(", params {} → {}", human(b as f64), human(a as f64)),
                 _ => String::new(),
             };
+            if let (Some(b), Some(a)) = (h.macs_before, h.macs_after) {
+                delta += &format!(", MACs {} → {}", human(b as f64), human(a as f64));
+            }
             let _ = writeln!(
                 o,
                 "  {}. {} {} (v{}, {}){delta}",

@@ -279,7 +279,11 @@ fn run_chains_passes_keeps_the_model_and_records_history() {
     assert_eq!(h[1]["options"]["ffn"], 0.1);
     assert!(h[1]["params_after"].as_u64() < h[0]["params_after"].as_u64());
     let text = bin().args(["inspect", out.to_str().unwrap()]).output().unwrap();
-    assert!(String::from_utf8_lossy(&text.stdout).contains("prune"));
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("1. prune") && text.contains("2. prune") && text.contains("MACs 1.43 G →"),
+        "{text}"
+    );
 }
 
 #[test]
