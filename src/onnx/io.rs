@@ -66,11 +66,7 @@ fn decode(
     if bytes.is_empty() {
         return Err(not_onnx("the file is empty".into()));
     }
-    let mut model = ModelProto::decode(bytes).map_err(|e| {
-        not_onnx(format!(
-            "protobuf decode failed: {e}; the file is truncated or not ONNX"
-        ))
-    })?;
+    let mut model = ModelProto::decode(bytes).map_err(|e| not_onnx(decode_reason(&e)))?;
     if model.ir_version.unwrap_or(0) <= 0 {
         return Err(not_onnx("no IR version: the file is not an ONNX ModelProto".into()));
     }
@@ -90,7 +86,25 @@ fn decode(
         });
         result?;
     }
+    super::check::check_model(&model, path)?;
     Ok(model)
+}
+
+/// Why protobuf decoding failed, in words: ONNX strings must be UTF-8 (prost refuses others),
+/// anything else means a truncated or foreign file.
+fn decode_reason(e: &prost::DecodeError) -> String {
+    let text = e.to_string();
+    if text.contains("UTF-8") {
+        // prost's message names the path of fields, e.g. "ModelProto.graph: GraphProto.node: NodeProto.name".
+        let field = text
+            .trim_start_matches("failed to decode Protobuf message: ")
+            .split(": ")
+            .filter(|p| p.contains('.') && !p.contains(' '))
+            .last()
+            .unwrap_or("a string field");
+        return format!("text field {field} is not valid UTF-8 (ONNX strings must be UTF-8)");
+    }
+    format!("protobuf decode failed: {e}; the file is truncated or not ONNX")
 }
 
 /// Calls `f` on every tensor stored in the graph: initializers, Constant values and tensors in
@@ -373,8 +387,10 @@ pub fn save(model: &ModelProto, path: &Path, opts: &SaveOptions) -> Result<SaveS
 }
 
 fn write_atomic(path: &Path, dir: &Path, parts: &[&[u8]]) -> Result<(), OnnxError> {
+    // `.<name>.tmp-XXXXXX.partial`: a file a killed run leaves behind says what it was for.
+    let prefix = format!(".{}.tmp-", path.file_name().unwrap_or_default().to_string_lossy());
     let mut tmp = tempfile::Builder::new()
-        .prefix(".onnx-compress-")
+        .prefix(&prefix)
         .suffix(".partial")
         .tempfile_in(dir)
         .map_err(io_err(path))?;
