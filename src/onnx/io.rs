@@ -95,13 +95,18 @@ fn decode(
 fn decode_reason(e: &prost::DecodeError) -> String {
     let text = e.to_string();
     if text.contains("UTF-8") {
-        // prost's message names the path of fields, e.g. "ModelProto.graph: GraphProto.node: NodeProto.name".
-        let field = text
+        // prost names the fields innermost first: "NodeProto.name: GraphProto.node: ModelProto.graph: …".
+        let mut fields: Vec<&str> = text
             .trim_start_matches("failed to decode Protobuf message: ")
             .split(": ")
             .filter(|p| p.contains('.') && !p.contains(' '))
-            .last()
-            .unwrap_or("a string field");
+            .collect();
+        fields.reverse();
+        let field = if fields.is_empty() {
+            "a string field".to_string()
+        } else {
+            fields.join(" > ")
+        };
         return format!("text field {field} is not valid UTF-8 (ONNX strings must be UTF-8)");
     }
     format!("protobuf decode failed: {e}; the file is truncated or not ONNX")

@@ -72,6 +72,28 @@ pub fn ensure_finite(what: &str, values: &[f32]) -> Result<(), PassError> {
     )))
 }
 
+/// Newest `ai.onnx` opset whose operators this tool's passes know: that of the schema in
+/// `proto/` (onnx 1.23.2).
+pub const NEWEST_OPSET: i64 = 28;
+
+/// Errors when the model imports an `ai.onnx` opset newer than [`NEWEST_OPSET`]: its operators
+/// may mean something the passes do not know, so rewriting it is refused rather than guessed.
+/// (`inspect` and `convert` read and copy such models unchanged; ONNX Runtime decides whether it
+/// can run them.)
+pub fn ensure_known_opsets(model: &ModelProto) -> Result<(), PassError> {
+    for o in &model.opset_import {
+        let domain = o.domain();
+        if (domain.is_empty() || domain == "ai.onnx") && o.version() > NEWEST_OPSET {
+            return Err(PassError::Unsupported(format!(
+                "the model imports opset ai.onnx {}, newer than the newest this tool knows ({NEWEST_OPSET}); \
+                 refusing to rewrite operators whose meaning may have changed",
+                o.version()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Python's `round`: halves go to the even neighbour (`round(1.5) == 2`, `round(2.5) == 2`).
 pub fn round_half_even(x: f64) -> i64 {
     let r = x.round();

@@ -481,6 +481,7 @@ pub fn prune_calibrated(
     calib: &mut dyn Calibrator,
 ) -> Result<(ModelProto, PruneReport), PassError> {
     validate(opts)?;
+    crate::passes::ensure_known_opsets(model)?;
     let start = Instant::now();
     let t = structure::discover(model)?;
     let counts: Vec<(usize, usize)> = match opts.target_macs {
