@@ -657,3 +657,41 @@ fn one_megabyte_lines() {
     let header = "\t".repeat(1 << 20);
     data_fails(format!("{header}x\ngood \t1\n").as_bytes(), &["header", "sentence"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The checks on load accept what they must
+// ---------------------------------------------------------------------------------------------
+
+/// Every layout the synthetic builder makes, and the shared exported models, pass the checks
+/// made on load (so that they refuse only what is broken).
+#[test]
+fn valid_models_pass_the_load_checks() {
+    use onnx_compress::onnx::load_from_bytes;
+    use onnx_compress::testkit::synth::{GeluStyle, ShapeStyle};
+    for shapes in [
+        ShapeStyle::ConcatInferred,
+        ShapeStyle::ConcatExplicit,
+        ShapeStyle::SharedInitializer,
+        ShapeStyle::ConstantPerReshape,
+    ] {
+        for gelu in [GeluStyle::Erf, GeluStyle::Op, GeluStyle::Tanh] {
+            for (fused, aliases) in [(false, false), (false, true), (true, false)] {
+                let m = tiny_bert(&SynthOptions {
+                    shapes,
+                    gelu,
+                    fused_attention: fused,
+                    identity_aliases: aliases,
+                    ..Default::default()
+                });
+                let back = load_from_bytes(&m.encode_to_vec(), Path::new("synth.onnx"), None)
+                    .unwrap_or_else(|e| panic!("{shapes:?} {gelu:?} fused {fused} aliases {aliases}: {e}"));
+                assert_eq!(back, m);
+            }
+        }
+    }
+    for name in ["minilm-l6-sst2", "minilm-l6-mrpc"] {
+        if let Some(p) = onnx_compress::testkit::shared::require(&format!("models/{name}/model.onnx"), "load checks") {
+            onnx_compress::onnx::load(&p).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+}

@@ -376,10 +376,16 @@ pub fn save(model: &ModelProto, path: &Path, opts: &SaveOptions) -> Result<SaveS
             offset += len;
         });
     }
+    // Both files are written in full (and synced) under temporary names before either is
+    // renamed into place, so a run killed while writing leaves the previous model and its data
+    // file as they were; the two renames then follow each other directly.
     let refs: Vec<&[u8]> = chunks.iter().map(|c| c.as_ref()).collect();
-    write_atomic(&data_path, &dir, &refs)?;
+    let data_tmp = write_temp(&data_path, &dir, &refs)?;
+    drop(chunks);
     let bytes = model.encode_to_vec();
-    if let Err(e) = write_atomic(path, &dir, &[&bytes]) {
+    let model_tmp = write_temp(path, &dir, &[&bytes])?;
+    persist(data_tmp, &data_path, &dir)?;
+    if let Err(e) = persist(model_tmp, path, &dir) {
         let _ = fs::remove_file(&data_path);
         return Err(e);
     }
@@ -392,6 +398,13 @@ pub fn save(model: &ModelProto, path: &Path, opts: &SaveOptions) -> Result<SaveS
 }
 
 fn write_atomic(path: &Path, dir: &Path, parts: &[&[u8]]) -> Result<(), OnnxError> {
+    let tmp = write_temp(path, dir, parts)?;
+    persist(tmp, path, dir)
+}
+
+/// Writes `parts` to a temporary file in `dir` named after `path` (`.<name>.tmp-XXXXXX.partial`),
+/// synced to disk. Dropped without [`persist`], it is removed.
+fn write_temp(path: &Path, dir: &Path, parts: &[&[u8]]) -> Result<tempfile::NamedTempFile, OnnxError> {
     // `.<name>.tmp-XXXXXX.partial`: a file a killed run leaves behind says what it was for.
     let prefix = format!(".{}.tmp-", path.file_name().unwrap_or_default().to_string_lossy());
     let mut tmp = tempfile::Builder::new()
@@ -415,10 +428,20 @@ fn write_atomic(path: &Path, dir: &Path, parts: &[&[u8]]) -> Result<(), OnnxErro
             .map_err(io_err(path))?;
     }
     tmp.as_file().sync_all().map_err(io_err(path))?;
+    Ok(tmp)
+}
+
+/// Renames a finished temporary file to `path` (atomic within one folder), then syncs the folder
+/// so that the rename itself survives a crash.
+fn persist(tmp: tempfile::NamedTempFile, path: &Path, dir: &Path) -> Result<(), OnnxError> {
     tmp.persist(path).map_err(|e| OnnxError::Io {
         path: path.to_path_buf(),
         cause: e.error,
     })?;
+    #[cfg(unix)]
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
     Ok(())
 }
 
