@@ -4,7 +4,7 @@
 //! GLUE TSV samples for every task layout.
 //!
 //! ```sh
-//! cargo run --example fuzz_seeds            # writes fuzz/seeds/{onnx_decode,tsv_reader,prune_plan}
+//! cargo run --example fuzz_seeds   # writes fuzz/seeds/{onnx_decode,tsv_reader,prune_plan,graph_edit}
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -18,13 +18,13 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) {
 
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
-    let dirs = ["onnx_decode", "tsv_reader", "prune_plan"].map(|t| {
+    let dirs = ["onnx_decode", "tsv_reader", "prune_plan", "graph_edit"].map(|t| {
         let d = root.join(t);
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
     });
-    let [decode, tsv, prune] = &dirs;
+    let [decode, tsv, prune, edits] = &dirs;
 
     // Synthetic models: every shape style × GELU style, fused attention, Identity aliases; kept
     // tiny (1–2 layers, 2 heads of 2, FFN 4, vocabulary 8) so that the fuzzer's inputs stay short.
@@ -102,6 +102,16 @@ fn main() {
                     &bytes[..(kb << 10).min(bytes.len())],
                 );
             }
+        }
+    }
+
+    // graph_edit: a layout byte, then edits of 4 bytes each (see fuzz_targets/graph_edit.rs).
+    for layout in (0u8..128).step_by(5) {
+        write(edits, &format!("layout{layout:03}.bin"), &[layout]);
+        for k in 0..2 {
+            let mut b = vec![layout];
+            b.extend((0..4 * (1 + 2 * k)).map(|_| next() as u8));
+            write(edits, &format!("layout{layout:03}-edits{k}.bin"), &b);
         }
     }
 
