@@ -278,3 +278,61 @@ fn shorten(s: &str) -> String {
         format!("{}...", s.chars().take(80).collect::<String>())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::check_tensor;
+    use crate::onnx::proto::tensor_proto::{DataLocation, DataType};
+    use crate::onnx::proto::TensorProto;
+
+    fn t(dtype: DataType, dims: &[i64]) -> TensorProto {
+        TensorProto {
+            name: Some("t".into()),
+            dims: dims.to_vec(),
+            data_type: Some(dtype as i32),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn payloads_are_checked_per_type() {
+        // Typed fields: one value per element, two for complex, two 4-bit values per int32.
+        let mut s = t(DataType::String, &[2]);
+        s.string_data = vec![b"a".to_vec().into(), b"b".to_vec().into()];
+        assert!(check_tensor(&s).is_ok());
+        s.string_data.pop();
+        assert!(check_tensor(&s).unwrap_err().contains("string_data has 1 values"));
+        let mut c = t(DataType::Complex64, &[3]);
+        c.float_data = vec![0.0; 6];
+        assert!(check_tensor(&c).is_ok());
+        c.float_data.pop();
+        assert!(check_tensor(&c).is_err());
+        let mut q = t(DataType::Int4, &[5]);
+        q.int32_data = vec![0; 3];
+        assert!(check_tensor(&q).is_ok());
+        q.raw_data = Some(vec![0u8; 3].into());
+        assert!(check_tensor(&q)
+            .unwrap_err()
+            .contains("several fields (raw_data, int32_data)"));
+        q.int32_data.clear();
+        assert!(check_tensor(&q).is_ok(), "5 int4 values pack into 3 bytes");
+        q.raw_data = Some(vec![0u8; 2].into());
+        assert!(check_tensor(&q).unwrap_err().contains("raw_data has 2 bytes"));
+        // Strings cannot be raw; a type must be given and known.
+        let mut r = t(DataType::String, &[1]);
+        r.raw_data = Some(vec![0u8; 4].into());
+        assert!(check_tensor(&r).unwrap_err().contains("cannot use raw_data"));
+        let mut u = t(DataType::Undefined, &[1]);
+        u.raw_data = Some(vec![0u8; 4].into());
+        assert!(check_tensor(&u).unwrap_err().contains("no data type"));
+        u.data_type = Some(999);
+        assert!(check_tensor(&u).unwrap_err().contains("999 is not an ONNX type"));
+        // Empty tensors need no data; external ones are checked when their data is read.
+        assert!(check_tensor(&t(DataType::Float, &[0, 7])).is_ok());
+        let mut e = t(DataType::Float, &[1 << 20]);
+        e.data_location = Some(DataLocation::External as i32);
+        assert!(check_tensor(&e).is_ok());
+        e.dims = vec![1 << 20, 1 << 20];
+        assert!(check_tensor(&e).unwrap_err().contains("absurdly large"));
+    }
+}
