@@ -123,12 +123,19 @@ fn join_paths(paths: &[PathBuf]) -> String {
         .join(", ")
 }
 
+/// Longest list quoted in an error message (a header of a million tabs must not make a 4 MB line).
+const MAX_QUOTED_ITEMS: usize = 12;
+
 fn quote_list(items: &[String]) -> String {
-    items
+    let mut parts: Vec<String> = items
         .iter()
+        .take(MAX_QUOTED_ITEMS)
         .map(|s| format!("\"{}\"", shorten(s)))
-        .collect::<Vec<_>>()
-        .join(", ")
+        .collect();
+    if items.len() > MAX_QUOTED_ITEMS {
+        parts.push(format!("... {} more", items.len() - MAX_QUOTED_ITEMS));
+    }
+    parts.join(", ")
 }
 
 fn looks_like_hint(task: Option<Task>) -> String {

@@ -66,11 +66,7 @@ fn decode(
     if bytes.is_empty() {
         return Err(not_onnx("the file is empty".into()));
     }
-    let mut model = ModelProto::decode(bytes).map_err(|e| {
-        not_onnx(format!(
-            "protobuf decode failed: {e}; the file is truncated or not ONNX"
-        ))
-    })?;
+    let mut model = ModelProto::decode(bytes).map_err(|e| not_onnx(decode_reason(&e)))?;
     if model.ir_version.unwrap_or(0) <= 0 {
         return Err(not_onnx("no IR version: the file is not an ONNX ModelProto".into()));
     }
@@ -90,7 +86,30 @@ fn decode(
         });
         result?;
     }
+    super::check::check_model(&model, path)?;
     Ok(model)
+}
+
+/// Why protobuf decoding failed, in words: ONNX strings must be UTF-8 (prost refuses others),
+/// anything else means a truncated or foreign file.
+fn decode_reason(e: &prost::DecodeError) -> String {
+    let text = e.to_string();
+    if text.contains("UTF-8") {
+        // prost names the fields innermost first: "NodeProto.name: GraphProto.node: ModelProto.graph: …".
+        let mut fields: Vec<&str> = text
+            .trim_start_matches("failed to decode Protobuf message: ")
+            .split(": ")
+            .filter(|p| p.contains('.') && !p.contains(' '))
+            .collect();
+        fields.reverse();
+        let field = if fields.is_empty() {
+            "a string field".to_string()
+        } else {
+            fields.join(" > ")
+        };
+        return format!("text field {field} is not valid UTF-8 (ONNX strings must be UTF-8)");
+    }
+    format!("protobuf decode failed: {e}; the file is truncated or not ONNX")
 }
 
 /// Calls `f` on every tensor stored in the graph: initializers, Constant values and tensors in
@@ -357,10 +376,16 @@ pub fn save(model: &ModelProto, path: &Path, opts: &SaveOptions) -> Result<SaveS
             offset += len;
         });
     }
+    // Both files are written in full (and synced) under temporary names before either is
+    // renamed into place, so a run killed while writing leaves the previous model and its data
+    // file as they were; the two renames then follow each other directly.
     let refs: Vec<&[u8]> = chunks.iter().map(|c| c.as_ref()).collect();
-    write_atomic(&data_path, &dir, &refs)?;
+    let data_tmp = write_temp(&data_path, &dir, &refs)?;
+    drop(chunks);
     let bytes = model.encode_to_vec();
-    if let Err(e) = write_atomic(path, &dir, &[&bytes]) {
+    let model_tmp = write_temp(path, &dir, &[&bytes])?;
+    persist(data_tmp, &data_path, &dir)?;
+    if let Err(e) = persist(model_tmp, path, &dir) {
         let _ = fs::remove_file(&data_path);
         return Err(e);
     }
@@ -373,8 +398,17 @@ pub fn save(model: &ModelProto, path: &Path, opts: &SaveOptions) -> Result<SaveS
 }
 
 fn write_atomic(path: &Path, dir: &Path, parts: &[&[u8]]) -> Result<(), OnnxError> {
+    let tmp = write_temp(path, dir, parts)?;
+    persist(tmp, path, dir)
+}
+
+/// Writes `parts` to a temporary file in `dir` named after `path` (`.<name>.tmp-XXXXXX.partial`),
+/// synced to disk. Dropped without [`persist`], it is removed.
+fn write_temp(path: &Path, dir: &Path, parts: &[&[u8]]) -> Result<tempfile::NamedTempFile, OnnxError> {
+    // `.<name>.tmp-XXXXXX.partial`: a file a killed run leaves behind says what it was for.
+    let prefix = format!(".{}.tmp-", path.file_name().unwrap_or_default().to_string_lossy());
     let mut tmp = tempfile::Builder::new()
-        .prefix(".onnx-compress-")
+        .prefix(&prefix)
         .suffix(".partial")
         .tempfile_in(dir)
         .map_err(io_err(path))?;
@@ -394,10 +428,20 @@ fn write_atomic(path: &Path, dir: &Path, parts: &[&[u8]]) -> Result<(), OnnxErro
             .map_err(io_err(path))?;
     }
     tmp.as_file().sync_all().map_err(io_err(path))?;
+    Ok(tmp)
+}
+
+/// Renames a finished temporary file to `path` (atomic within one folder), then syncs the folder
+/// so that the rename itself survives a crash.
+fn persist(tmp: tempfile::NamedTempFile, path: &Path, dir: &Path) -> Result<(), OnnxError> {
     tmp.persist(path).map_err(|e| OnnxError::Io {
         path: path.to_path_buf(),
         cause: e.error,
     })?;
+    #[cfg(unix)]
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! and lossless, atomic model I/O (including ONNX external data).
 
 pub mod build;
+pub mod check;
 pub mod edit;
 pub mod graph;
 pub mod io;

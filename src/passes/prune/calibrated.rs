@@ -22,7 +22,7 @@ use ndarray::Array2;
 
 use super::*;
 use crate::linalg::{obs_greedy, Obs};
-use crate::passes::Calibrator;
+use crate::passes::{ensure_finite, Calibrator};
 
 /// Damping added to the Gram matrix's diagonal, relative to its mean (as in GPTQ/SparseGPT).
 const DAMP: f64 = 1e-2;
@@ -37,6 +37,27 @@ const MAX_GRAM_TOKENS: usize = 8192;
 enum Part {
     Attention,
     Ffn,
+}
+
+impl Part {
+    fn name(self) -> &'static str {
+        match self {
+            Part::Attention => "attention",
+            Part::Ffn => "FFN",
+        }
+    }
+}
+
+/// Errors when a captured value holds NaN or infinities: the model itself produces them on the
+/// calibration data, and no least-squares fit on them means anything. `what` is only built then.
+fn finite_capture(value: &str, what: &dyn Fn() -> String, v: &[f32]) -> Result<(), PassError> {
+    if v.iter().all(|x| x.is_finite()) {
+        return Ok(());
+    }
+    ensure_finite(
+        &format!("{}: value '{value}' computed on the calibration data", what()),
+        v,
+    )
 }
 
 /// Names of the values a layer's calibration needs.
@@ -143,7 +164,7 @@ impl Stats {
     /// The least-squares problem, regularized toward the current weights `w0` ([units, width],
     /// logical [in, out] layout): min ‖XW − Y‖² + λ‖W − W₀‖² with λ = DAMP × mean diag(H), so
     /// that the refit never strays far from what the layer had where the data says little.
-    fn obs(&self, w0: &[f64]) -> Result<Obs, PassError> {
+    fn obs(&self, w0: &[f64], what: &str) -> Result<Obs, PassError> {
         let n = self.h.nrows();
         let m = self.c.ncols();
         let units = n - 1;
@@ -154,12 +175,17 @@ impl Stats {
         for (ci, wi) in c.iter_mut().zip(w0) {
             *ci += lambda * wi;
         }
-        let obs =
-            Obs::new(h, &c, n, m, lambda).map_err(|e| PassError::Calibration(format!("least squares failed: {e}")))?;
+        if h.iter().chain(&c).any(|v| !v.is_finite()) {
+            return Err(PassError::Calibration(format!(
+                "{what}: the least-squares statistics overflowed (values too large to fit)"
+            )));
+        }
+        let obs = Obs::new(h, &c, n, m, lambda)
+            .map_err(|e| PassError::Calibration(format!("{what}: least squares failed: {e}")))?;
         if obs.w.iter().any(|v| !v.is_finite()) {
-            return Err(PassError::Calibration(
-                "least squares produced non-finite weights".into(),
-            ));
+            return Err(PassError::Calibration(format!(
+                "{what}: least squares produced non-finite weights"
+            )));
         }
         Ok(obs)
     }
@@ -257,11 +283,17 @@ fn curves(
     wanted.dedup();
     let pos = |name: &str| wanted.iter().position(|w| w == name).unwrap_or(0);
     calib.capture(model, &wanted, &mut |tokens, vals| {
-        for (n, (a, f)) in layer_names.iter().zip(stats.iter_mut()) {
+        for (li, (n, (a, f))) in layer_names.iter().zip(stats.iter_mut()).enumerate() {
             if let Some(a) = a {
+                for v in [&n.ctx, &n.res1, &n.x] {
+                    finite_capture(v, &|| format!("layer {li} attention"), &vals[pos(v)].0)?;
+                }
                 a.add(tokens, &vals[pos(&n.ctx)].0, &vals[pos(&n.res1)].0, &vals[pos(&n.x)].0);
             }
             if let Some(f) = f {
+                for v in [&n.act, &n.res2, &n.ln1] {
+                    finite_capture(v, &|| format!("layer {li} FFN"), &vals[pos(v)].0)?;
+                }
                 f.add(
                     tokens,
                     &vals[pos(&n.act)].0,
@@ -273,6 +305,7 @@ fn curves(
         Ok(())
     })?;
     let (reference, labels) = calib.logits(model)?;
+    ensure_finite("the unpruned model's logits on the calibration data", &reference)?;
     // Cost curves: relative error added by each successive removal.
     let mut curves: Vec<Curve> = Vec::new();
     for (li, (l, (a, f))) in t.layers.iter().zip(&stats).enumerate() {
@@ -298,7 +331,8 @@ fn curves(
             // then the same greedy run goes on to the limit for the cost curve.
             let fraction = if part == Part::Attention { probe.0 } else { probe.1 };
             let k = ((gs.len() as f64 * fraction).round() as usize).clamp(1, limit.max(1));
-            let mut obs = st.obs(&w0)?;
+            let what = format!("layer {li} {}", part.name());
+            let mut obs = st.obs(&w0, &what)?;
             let (_, mut costs) = obs_greedy(&mut obs, &gs, k);
             let local: f64 = costs.iter().sum();
             let plan = block_plan(t, li, part, &obs, &gs, out_lin)?;
@@ -306,6 +340,10 @@ fn curves(
             costs.extend(rest);
             let probed = apply_plan(model, t, &plan)?;
             let (logits, _) = calib.logits(&probed)?;
+            ensure_finite(
+                &format!("{what}: the logits with this block pruned alone (sensitivity probe)"),
+                &logits,
+            )?;
             let sensitivity = divergence(&reference, &logits, labels) / local.max(1e-30);
             curves.push(Curve {
                 layer: li,
@@ -370,7 +408,7 @@ fn block_plan(
         .filter(|&g| gs[g].first().is_some_and(|&r| !obs.is_removed(r)))
         .collect();
     let rows: Vec<usize> = keep.iter().flat_map(|&g| gs[g].clone()).collect();
-    let refit = refit_from(obs, &rows, out_lin)?;
+    let refit = refit_from(obs, &rows, out_lin, &format!("layer {layer} {}", part.name()))?;
     let mut plan = Plan::keep_all(t);
     let lp = &mut plan.layers[layer];
     match part {
@@ -443,6 +481,7 @@ pub fn prune_calibrated(
     calib: &mut dyn Calibrator,
 ) -> Result<(ModelProto, PruneReport), PassError> {
     validate(opts)?;
+    crate::passes::ensure_known_opsets(model)?;
     let start = Instant::now();
     let t = structure::discover(model)?;
     let counts: Vec<(usize, usize)> = match opts.target_macs {
@@ -494,7 +533,8 @@ pub fn prune_calibrated(
     let mut targets: Vec<Vec<f32>> = vec![Vec::new(); wanted.len()];
     if !wanted.is_empty() {
         calib.capture(model, &wanted, &mut |_, vals| {
-            for (dst, (v, _)) in targets.iter_mut().zip(vals) {
+            for ((dst, (v, _)), name) in targets.iter_mut().zip(vals).zip(&wanted) {
+                finite_capture(name, &|| "the unpruned model".into(), v)?;
                 dst.extend_from_slice(v);
             }
             Ok(())
@@ -533,7 +573,10 @@ pub fn prune_calibrated(
             let mut st = Stats::new(units, t.hidden, calib.tokens());
             let mut offset = 0;
             let hidden = t.hidden;
+            let what = format!("layer {li} {}", part.name());
             calib.capture(&current, &[x_name.clone(), resid_name.clone()], &mut |tokens, vals| {
+                finite_capture(x_name, &|| what.clone(), &vals[0].0)?;
+                finite_capture(resid_name, &|| what.clone(), &vals[1].0)?;
                 let tgt = target
                     .get(offset * hidden..(offset + tokens) * hidden)
                     .ok_or_else(|| PassError::Internal("calibration batches changed between runs".into()))?;
@@ -550,7 +593,7 @@ pub fn prune_calibrated(
                 }
                 Part::Ffn => &l.ffn.as_ref().ok_or_else(|| PassError::Internal("no FFN".into()))?.down,
             };
-            let mut obs = st.obs(&logical_weight(&current, out_lin)?)?;
+            let mut obs = st.obs(&logical_weight(&current, out_lin)?, &what)?;
             let gs = groups(part, l);
             obs_greedy(&mut obs, &gs, remove);
             let plan = block_plan(&ct, li, part, &obs, &gs, out_lin)?;
@@ -569,7 +612,7 @@ pub fn prune_calibrated(
 }
 
 /// The compensated output projection for the kept rows, in the graph's layout, and its bias.
-fn refit_from(obs: &Obs, rows: &[usize], lin: &Linear) -> Result<Refit, PassError> {
+fn refit_from(obs: &Obs, rows: &[usize], lin: &Linear, what: &str) -> Result<Refit, PassError> {
     let m = obs.m;
     let bias_row = obs.n - 1;
     let mut weight = Vec::with_capacity(rows.len() * m);
@@ -586,11 +629,7 @@ fn refit_from(obs: &Obs, rows: &[usize], lin: &Linear) -> Result<Refit, PassErro
         .iter()
         .map(|&v| v as f32)
         .collect();
-    if weight.iter().chain(&bias).any(|v| !v.is_finite()) {
-        return Err(PassError::Calibration(format!(
-            "the least-squares refit of '{}' is not finite",
-            lin.weight
-        )));
-    }
+    ensure_finite(&format!("{what}: the least-squares refit of '{}'", lin.weight), &weight)?;
+    ensure_finite(&format!("{what}: the least-squares refit of its bias"), &bias)?;
     Ok(Refit { weight, bias })
 }

@@ -313,6 +313,7 @@ pub fn validate(opts: &PruneOptions) -> Result<(), PassError> {
 /// Prunes with a data-free strategy (`l1` or `random`), uniformly per layer.
 pub fn prune(model: &ModelProto, opts: &PruneOptions) -> Result<(ModelProto, PruneReport), PassError> {
     validate(opts)?;
+    super::ensure_known_opsets(model)?;
     let start = Instant::now();
     let t = structure::discover(model)?;
     let (hs, ns) = match opts.strategy {
