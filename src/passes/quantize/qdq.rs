@@ -65,10 +65,41 @@ pub(super) fn rewrite(
     // Static: activation value → DequantizeLinear output (None: fell back to dynamic).
     let mut acts: HashMap<String, Option<String>> = HashMap::new();
     let by_node: HashMap<usize, &Target> = targets.iter().map(|t| (t.node, t)).collect();
-    let zp_type = |ty: ActivationType| match ty {
-        ActivationType::U8 => DataType::Uint8,
-        ActivationType::S8 => DataType::Int8,
-    };
+    // Dynamic: a bias Add right after the MatMul folds into DynamicQuantizeMatMul's bias input,
+    // except where the sum feeds another Add (the residual before a LayerNorm): ONNX Runtime would
+    // fuse that into SkipLayerNormalization, which runs slower on CPU than Add + LayerNormalization.
+    let mut fold: HashMap<usize, (usize, String)> = HashMap::new();
+    if opts.mode == Mode::Dynamic {
+        for t in targets {
+            let out = &src.node[t.node].output[0];
+            if ix.is_graph_output(out) {
+                continue;
+            }
+            let &[a] = ix.consumers(out) else { continue };
+            let add = &src.node[a];
+            if add.op_type() != "Add" || !add.domain().is_empty() || add.input.len() != 2 {
+                continue;
+            }
+            let other = if add.input[0] == *out { &add.input[1] } else { &add.input[0] };
+            let bias = ix.resolve(other);
+            let Some(b) = ix.initializer(bias) else { continue };
+            if b.data_type() != DataType::Float as i32 || b.dims != [t.cols as i64] {
+                continue;
+            }
+            if ix.consumers(&add.output[0]).iter().any(|&c| src.node[c].op_type() == "Add") {
+                continue;
+            }
+            fold.insert(t.node, (a, bias.to_string()));
+        }
+    }
+    let folded: HashSet<usize> = fold.values().map(|v| v.0).collect();
+    // Dynamic: an activation read by several MatMuls (Q, K, V) is quantized once by a
+    // DynamicQuantizeLinear, and each reads it through MatMulIntegerToFloat.
+    let mut readers: HashMap<&str, usize> = HashMap::new();
+    for t in targets {
+        *readers.entry(t.input.as_str()).or_default() += 1;
+    }
+    let mut dyn_shared: HashMap<String, [String; 3]> = HashMap::new();
 
     // Embedding tables read by a Gather with computed indices.
     let mut tables: HashMap<String, (String, String, String)> = HashMap::new();
@@ -116,6 +147,9 @@ pub(super) fn rewrite(
 
     let mut nodes: Vec<NodeProto> = Vec::with_capacity(src.node.len() + 3 * targets.len());
     for (i, n) in src.node.iter().enumerate() {
+        if folded.contains(&i) {
+            continue;
+        }
         if let Some(table) = gathers.get(&i) {
             let (qn, sn, zn) = &tables[table];
             let out = &n.output[0];
@@ -220,7 +254,6 @@ pub(super) fn rewrite(
                                 ActivationType::U8 => new_inits.push(from_u8(&zn, &[], &[zp as u8])),
                                 ActivationType::S8 => new_inits.push(from_i8(&zn, &[], &[zp as i8])),
                             }
-                            let _ = zp_type;
                             nodes.push(node(
                                 "QuantizeLinear",
                                 &format!("{base}_QuantizeLinear"),
@@ -285,14 +318,49 @@ pub(super) fn rewrite(
                 mm.input = vec![dqv, w.dq.clone().unwrap_or_default()];
                 nodes.push(mm);
             }
+            None if readers[t.input.as_str()] > 1 => {
+                if !dyn_shared.contains_key(&t.input) {
+                    let base = t.input.trim_start_matches('/').replace('/', "_");
+                    let outs = [
+                        edit::fresh_name(&mut taken, &format!("{}_quantized", t.input)),
+                        edit::fresh_name(&mut taken, &format!("{}_scale", t.input)),
+                        edit::fresh_name(&mut taken, &format!("{}_zero_point", t.input)),
+                    ];
+                    nodes.push(node(
+                        "DynamicQuantizeLinear",
+                        &format!("{base}_DynamicQuantizeLinear"),
+                        &[&t.input],
+                        &[&outs[0], &outs[1], &outs[2]],
+                    ));
+                    dyn_shared.insert(t.input.clone(), outs);
+                }
+                let [q, s, z] = &dyn_shared[&t.input];
+                let (mut inputs, output) = (
+                    vec![q.as_str(), &w.q, s, &w.scale, z, &w.zp],
+                    n.output[0].as_str(),
+                );
+                let output = match fold.get(&i) {
+                    Some((a, bias)) => {
+                        inputs.push(bias);
+                        src.node[*a].output[0].as_str()
+                    }
+                    None => output,
+                };
+                nodes.push(with_domain(
+                    node("MatMulIntegerToFloat", n.name(), &inputs, &[output]),
+                    "com.microsoft",
+                ));
+            }
             None => {
-                let mut d = with_domain(
-                    node(
-                        "DynamicQuantizeMatMul",
-                        n.name(),
-                        &[&t.input, &w.q, &w.scale, &w.zp],
-                        &[&n.output[0]],
+                let (inputs, output) = match fold.get(&i) {
+                    Some((a, bias)) => (
+                        vec![t.input.as_str(), &w.q, &w.scale, &w.zp, bias],
+                        src.node[*a].output[0].as_str(),
                     ),
+                    None => (vec![t.input.as_str(), &w.q, &w.scale, &w.zp], n.output[0].as_str()),
+                };
+                let mut d = with_domain(
+                    node("DynamicQuantizeMatMul", n.name(), &inputs, &[output]),
                     "com.microsoft",
                 );
                 d.doc_string = n.doc_string.clone();
