@@ -135,7 +135,7 @@ struct QuantizeArgs {
     #[arg(long, value_enum, default_value_t = CalibMethod::Minmax)]
     calib_method: CalibMethod,
     /// For --calib-method percentile: the share of values kept, in (0, 100].
-    #[arg(long, default_value_t = 99.999)]
+    #[arg(long, default_value_t = 99.999, allow_negative_numbers = true)]
     percentile: f64,
     /// One weight scale per output channel (the default).
     #[arg(long, overrides_with = "per_tensor")]

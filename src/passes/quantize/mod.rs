@@ -303,7 +303,7 @@ pub(crate) fn find_targets(ix: &GraphIndex, exclude: &[String]) -> Result<(Vec<T
 /// Symmetric int8 quantization of a row-major [rows, cols] weight: per column (`per_channel`)
 /// or per tensor. Returns (int8 values, scales, fallback columns). A column (or tensor) of zeros
 /// gets scale 1, so its values quantize to 0 exactly and no scale is ever 0.
-pub(crate) fn quantize_weight(w: &[f32], rows: usize, cols: usize, per_channel: bool) -> (Vec<i8>, Vec<f32>, usize) {
+pub fn quantize_weight(w: &[f32], rows: usize, cols: usize, per_channel: bool) -> (Vec<i8>, Vec<f32>, usize) {
     let mut amax = vec![0f32; if per_channel { cols } else { 1 }];
     for r in 0..rows {
         for c in 0..cols {
