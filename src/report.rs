@@ -261,7 +261,8 @@ pub fn quantize_text(r: &crate::passes::quantize::QuantizeReport, output: &std::
             .iter()
             .map(|m| m.max_weight_error / m.max_half_scale.max(f32::MIN_POSITIVE))
             .fold(0f32, f32::max);
-        let _ = writeln!(
+        let _ =
+            writeln!(
             o,
             "matmuls      {} quantized (weights s8, {}; worst |error| {:.3} of scale/2), {} kept float by --exclude",
             r.matmuls.len(),
@@ -296,7 +297,11 @@ pub fn quantize_text(r: &crate::passes::quantize::QuantizeReport, output: &std::
             }
         );
     } else {
-        let _ = writeln!(o, "float32      {} nodes (LayerNorm, softmax, logits, --exclude)", r.kept_float32.len());
+        let _ = writeln!(
+            o,
+            "float32      {} nodes (LayerNorm, softmax, logits, --exclude)",
+            r.kept_float32.len()
+        );
     }
     for w in &r.warnings {
         let _ = writeln!(o, "note         {w}");

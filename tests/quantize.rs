@@ -122,12 +122,20 @@ fn check_weights(m: &ModelProto, q: &ModelProto, per_channel: bool) -> usize {
     let ix = GraphIndex::new(g);
     let mut checked = 0;
     for t in &g.initializer {
-        let Some(base) = t.name().strip_suffix("_quantized") else { continue };
+        let Some(base) = t.name().strip_suffix("_quantized") else {
+            continue;
+        };
         if t.data_type() != DataType::Int8 as i32 {
             continue;
         }
-        let w = tensor::to_f32(orig.initializer(base).unwrap_or_else(|| panic!("original of {}", t.name()))).unwrap();
-        let scales = ix.const_f32(&format!("{base}_scale")).expect("scale beside the int8 weight");
+        let w = tensor::to_f32(
+            orig.initializer(base)
+                .unwrap_or_else(|| panic!("original of {}", t.name())),
+        )
+        .unwrap();
+        let scales = ix
+            .const_f32(&format!("{base}_scale"))
+            .expect("scale beside the int8 weight");
         let zps = int8_values(ix.initializer(&format!("{base}_zero_point")).unwrap());
         assert!(zps.iter().all(|&z| z == 0), "weights are symmetric");
         let cols = t.dims[1] as usize;
@@ -137,7 +145,11 @@ fn check_weights(m: &ModelProto, q: &ModelProto, per_channel: bool) -> usize {
             assert!((-127..=127).contains(&qv));
             let s = scales[if per_channel { k % cols } else { 0 }];
             let err = (qv as f32 * s - wv).abs();
-            assert!(err <= s / 2.0 + 1e-6 * wv.abs(), "{base}[{k}]: {wv} vs {} (scale {s})", qv as f32 * s);
+            assert!(
+                err <= s / 2.0 + 1e-6 * wv.abs(),
+                "{base}[{k}]: {wv} vs {} (scale {s})",
+                qv as f32 * s
+            );
         }
         checked += 1;
     }
@@ -164,7 +176,11 @@ fn dequantized_weights_lie_within_half_a_scale() {
         let ix = GraphIndex::new(q.graph.as_ref().unwrap());
         for n in &q.graph.as_ref().unwrap().node {
             if n.op_type() == "MatMul" {
-                assert!(ix.constant(&n.input[1]).is_none(), "{} still has a float weight", n.name());
+                assert!(
+                    ix.constant(&n.input[1]).is_none(),
+                    "{} still has a float weight",
+                    n.name()
+                );
             }
         }
     }
@@ -202,10 +218,16 @@ fn dynamic_agrees_with_float32_and_runs_integer_kernels() {
         )
         .unwrap();
         let c = ops(&q);
-        assert_eq!(c.get("DynamicQuantizeMatMul").copied().unwrap_or(0) + c["MatMulIntegerToFloat"], 12);
+        assert_eq!(
+            c.get("DynamicQuantizeMatMul").copied().unwrap_or(0) + c["MatMulIntegerToFloat"],
+            12
+        );
         let l = logits(&q, &bs, "dynamic");
         let (rel, agree) = compare(&f, &l);
-        assert!(rel < 0.05, "per_channel {per_channel}: logits differ by {rel} of their scale");
+        assert!(
+            rel < 0.05,
+            "per_channel {per_channel}: logits differ by {rel} of their scale"
+        );
         assert!(agree >= 0.98, "per_channel {per_channel}: agreement {agree}");
     }
 }
@@ -311,15 +333,25 @@ fn constant_zero_activations_fall_back_to_dynamic_and_say_where() {
     let (q, r) = quantize::quantize(&m, &opts(Mode::Static), Some(&mut Zeros)).unwrap();
     assert!(r.activations.is_empty());
     assert_eq!(r.warnings.len(), 8, "{:?}", r.warnings);
-    assert!(r.warnings.iter().all(|w| w.contains("no usable range") && w.contains("MatMul")));
+    assert!(r
+        .warnings
+        .iter()
+        .all(|w| w.contains("no usable range") && w.contains("MatMul")));
     let c = ops(&q);
     assert!(!c.contains_key("QuantizeLinear"));
-    assert_eq!(c.get("DynamicQuantizeMatMul").copied().unwrap_or(0) + c["MatMulIntegerToFloat"], 12);
+    assert_eq!(
+        c.get("DynamicQuantizeMatMul").copied().unwrap_or(0) + c["MatMulIntegerToFloat"],
+        12
+    );
     // Every scale in the graph is finite and positive.
     let ix = GraphIndex::new(q.graph.as_ref().unwrap());
     for t in &q.graph.as_ref().unwrap().initializer {
         if t.name().ends_with("_scale") {
-            assert!(ix.const_f32(t.name()).unwrap().iter().all(|s| s.is_finite() && *s > 0.0));
+            assert!(ix
+                .const_f32(t.name())
+                .unwrap()
+                .iter()
+                .all(|s| s.is_finite() && *s > 0.0));
         }
     }
 }
@@ -413,7 +445,9 @@ fn already_quantized_models_are_refused() {
     for mode in [Mode::Dynamic, Mode::Fp16] {
         let (q, _) = quantize::quantize(&m, &opts(mode), None).unwrap();
         for again in [Mode::Dynamic, Mode::Static, Mode::Fp16] {
-            let e = quantize::quantize(&q, &opts(again), Some(&mut Zeros)).unwrap_err().to_string();
+            let e = quantize::quantize(&q, &opts(again), Some(&mut Zeros))
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("quantized already"), "{mode:?} then {again:?}: {e}");
         }
     }
@@ -430,7 +464,9 @@ fn bad_options_are_refused() {
         let e = quantize::quantize(&m, &o, Some(&mut Zeros)).unwrap_err().to_string();
         assert!(e.contains("--percentile") && e.contains("(0, 100]"), "{e}");
     }
-    let e = quantize::quantize(&m, &opts(Mode::Static), None).unwrap_err().to_string();
+    let e = quantize::quantize(&m, &opts(Mode::Static), None)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("--calib-data"), "{e}");
 }
 
@@ -447,20 +483,28 @@ fn fp16_keeps_float32_where_numerics_need_it_and_agrees() {
     for t in &g.initializer {
         if t.data_type() == DataType::Float as i32 {
             assert!(
-                ix.consumers(t.name()).iter().all(|&c| r.kept_float32.contains(&g.node[c].name().to_string())),
+                ix.consumers(t.name())
+                    .iter()
+                    .all(|&c| r.kept_float32.contains(&g.node[c].name().to_string())),
                 "{} stayed float32",
                 t.name()
             );
         }
     }
-    let halves = g.initializer.iter().filter(|t| t.data_type() == DataType::Float16 as i32).count();
+    let halves = g
+        .initializer
+        .iter()
+        .filter(|t| t.data_type() == DataType::Float16 as i32)
+        .count();
     assert!(halves >= 10, "{halves}");
     // LayerNorms and softmaxes read float32 (through a Cast to float, or float32 constants).
     for (i, n) in g.node.iter().enumerate() {
         if matches!(n.op_type(), "LayerNormalization" | "Softmax") {
             let p = ix.producer(&n.input[0]).map(|p| ix.node(p));
             assert!(
-                p.is_some_and(|p| p.op_type() == "Cast" && ix.attr_i(ix.producer(&n.input[0]).unwrap(), "to") == Some(1)),
+                p.is_some_and(
+                    |p| p.op_type() == "Cast" && ix.attr_i(ix.producer(&n.input[0]).unwrap(), "to") == Some(1)
+                ),
                 "node #{i} {} reads {:?}",
                 n.name(),
                 p.map(|p| p.op_type())
@@ -468,7 +512,12 @@ fn fp16_keeps_float32_where_numerics_need_it_and_agrees() {
         }
     }
     // The embedding table holds the original values rounded to float16.
-    let orig = tensor::to_f32(GraphIndex::new(m.graph.as_ref().unwrap()).initializer("embeddings.word_embeddings.weight").unwrap()).unwrap();
+    let orig = tensor::to_f32(
+        GraphIndex::new(m.graph.as_ref().unwrap())
+            .initializer("embeddings.word_embeddings.weight")
+            .unwrap(),
+    )
+    .unwrap();
     let t = ix.initializer("embeddings.word_embeddings.weight").unwrap();
     let h: Vec<f32> = t
         .raw_data
@@ -507,7 +556,11 @@ fn fails(args: &[&str], out: &Path, needles: &[&str]) {
     let err = String::from_utf8_lossy(&o.stderr).to_string();
     // 1: our errors; 2: clap's (an unknown value for an enumerated flag).
     assert!(matches!(o.status.code(), Some(1 | 2)), "{args:?}: {err}");
-    assert_eq!(err.trim_end().lines().filter(|l| l.starts_with("error:")).count(), 1, "{err}");
+    assert_eq!(
+        err.trim_end().lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
     assert!(o.stdout.is_empty());
     assert!(!out.exists(), "{args:?} wrote {}", out.display());
@@ -527,25 +580,65 @@ fn cli_bad_options_give_one_clear_error_and_no_file() {
     let c = calib.to_str().unwrap();
     fails(&["quantize", "--mode", "static", i, o], &out, &["--calib-data"]);
     fails(
-        &["quantize", "--mode", "static", "--calib-data", c, "--calib-method", "magic", i, o],
+        &[
+            "quantize",
+            "--mode",
+            "static",
+            "--calib-data",
+            c,
+            "--calib-method",
+            "magic",
+            i,
+            o,
+        ],
         &out,
         &["magic"],
     );
     for p in ["0", "-3", "100.1"] {
         fails(
-            &["quantize", "--mode", "static", "--calib-data", c, "--calib-method", "percentile", "--percentile", p, i, o][..],
+            &[
+                "quantize",
+                "--mode",
+                "static",
+                "--calib-data",
+                c,
+                "--calib-method",
+                "percentile",
+                "--percentile",
+                p,
+                i,
+                o,
+            ][..],
             &out,
             &["--percentile", "(0, 100]"],
         );
     }
     fails(
-        &["quantize", "--mode", "static", "--calib-data", c, "--calib-samples", "0", i, o],
+        &[
+            "quantize",
+            "--mode",
+            "static",
+            "--calib-data",
+            c,
+            "--calib-samples",
+            "0",
+            i,
+            o,
+        ],
         &out,
         &["--calib-samples"],
     );
-    fails(&["quantize", "--mode", "dynamic", "--calib-data", c, i, o], &out, &["--calib-data"]);
+    fails(
+        &["quantize", "--mode", "dynamic", "--calib-data", c, i, o],
+        &out,
+        &["--calib-data"],
+    );
     fails(&["quantize", "--mode", "int4", i, o], &out, &["int4"]);
-    fails(&["quantize", "--mode", "dynamic", "--exclude", "nothing-like-this", i, o], &out, &["nothing-like-this"]);
+    fails(
+        &["quantize", "--mode", "dynamic", "--exclude", "nothing-like-this", i, o],
+        &out,
+        &["nothing-like-this"],
+    );
     fails(&["quantize", "--mode", "dynamic", i, i], &out, &[]);
     // An already quantized input.
     let (q, _) = quantize::quantize(&synth(), &opts(Mode::Dynamic), None).unwrap();
@@ -597,10 +690,26 @@ fn shared_check(task: &str, extra: &[&str], limit: usize) -> Option<(f64, f64, f
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("q.onnx");
     let input = dir.join("model.onnx");
-    let o = bin().arg("quantize").args(extra).arg(&input).arg(&out).output().unwrap();
+    let o = bin()
+        .arg("quantize")
+        .args(extra)
+        .arg(&input)
+        .arg(&out)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let e = bin()
-        .args(["eval", "--json", "--warmup", "0", "--measure", "1", "--task", task, "--limit"])
+        .args([
+            "eval",
+            "--json",
+            "--warmup",
+            "0",
+            "--measure",
+            "1",
+            "--task",
+            task,
+            "--limit",
+        ])
         .arg(limit.to_string())
         .arg("--data")
         .arg(&data)
@@ -621,7 +730,10 @@ fn shared_check(task: &str, extra: &[&str], limit: usize) -> Option<(f64, f64, f
         let mut lines = text.trim_start_matches('\u{feff}').lines();
         let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
         let col = header.iter().position(|h| *h == "label" || *h == "Quality").unwrap();
-        lines.take(limit).map(|l| l.split('\t').nth(col).unwrap().parse().unwrap()).collect()
+        lines
+            .take(limit)
+            .map(|l| l.split('\t').nth(col).unwrap().parse().unwrap())
+            .collect()
     };
     let acc = |p: &[serde_json::Value]| {
         (0..limit).filter(|&i| p[i].as_i64() == Some(labels[i])).count() as f64 / limit as f64

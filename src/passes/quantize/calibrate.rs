@@ -66,7 +66,7 @@ pub fn ranges(
     calib.capture(model, values, &mut |_, vals| {
         for (k, (v, _)) in vals.iter().enumerate() {
             let (lo, hi) = span[k];
-            if !(hi > lo) {
+            if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
                 continue;
             }
             let w = (hi - lo) / BINS as f32;
@@ -86,7 +86,7 @@ pub fn ranges(
         .zip(&span)
         .zip(&hist)
         .map(|((r, &(lo, hi)), h)| {
-            if !(hi > lo) {
+            if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
                 return *r;
             }
             let w = (hi - lo) / BINS as f32;

@@ -29,7 +29,16 @@ const KEEP_F32: &[&str] = &[
 ];
 
 /// Output producers that may stay float32 (all their inputs are float).
-const FLOAT_ONLY: &[&str] = &["Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Softmax", "LayerNormalization"];
+const FLOAT_ONLY: &[&str] = &[
+    "Gemm",
+    "MatMul",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Softmax",
+    "LayerNormalization",
+];
 
 pub const F16_MAX: f32 = 65504.0;
 
@@ -134,7 +143,12 @@ fn value_types(g: &crate::onnx::GraphProto) -> HashMap<String, i32> {
                 .map(|t| t.data_type())
         };
         let out = match n.op_type() {
-            "Cast" => n.attribute.iter().find(|a| a.name() == "to").and_then(|a| a.i).map(|v| v as i32),
+            "Cast" => n
+                .attribute
+                .iter()
+                .find(|a| a.name() == "to")
+                .and_then(|a| a.i)
+                .map(|v| v as i32),
             "Shape" | "Size" | "NonZero" | "ArgMax" | "ArgMin" => Some(D::Int64 as i32),
             "Equal" | "Less" | "Greater" | "LessOrEqual" | "GreaterOrEqual" | "And" | "Or" | "Not" | "Xor"
             | "IsNaN" | "IsInf" => Some(D::Bool as i32),
@@ -162,7 +176,10 @@ pub(super) fn convert(
     report: &mut QuantizeReport,
 ) -> Result<ModelProto, PassError> {
     let mut m = model.clone();
-    let g = m.graph.as_mut().ok_or_else(|| PassError::Unsupported("the model has no graph".into()))?;
+    let g = m
+        .graph
+        .as_mut()
+        .ok_or_else(|| PassError::Unsupported("the model has no graph".into()))?;
     let ty = value_types(g);
     let float = DataType::Float as i32;
     let is_float = |v: &str| ty.get(v) == Some(&float);
@@ -182,7 +199,9 @@ pub(super) fn convert(
         }
         if !opts.embeddings
             && n.op_type() == "Gather"
-            && g.initializer.iter().any(|t| t.name() == n.input[0] && t.data_type() == float)
+            && g.initializer
+                .iter()
+                .any(|t| t.name() == n.input[0] && t.data_type() == float)
             && n.input.len() == 2
         {
             // --no-embeddings: the table stays float32 and the Gather reads it there.
@@ -349,7 +368,17 @@ mod tests {
 
     #[test]
     fn f16_round_trip() {
-        for &x in &[0.0f32, 1.0, -2.5, 65504.0, 6.1035156e-5, 5.9604645e-8, 0.1, 1234.5678, -0.33333334] {
+        for &x in &[
+            0.0f32,
+            1.0,
+            -2.5,
+            65504.0,
+            6.1035156e-5,
+            5.9604645e-8,
+            0.1,
+            1234.5678,
+            -0.33333334,
+        ] {
             let back = f16_to_f32(f16_bits(x));
             assert!((back - x).abs() <= x.abs() * 4.9e-4 + 3e-8, "{x} -> {back}");
         }

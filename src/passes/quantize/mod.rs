@@ -387,7 +387,10 @@ pub(crate) fn default_opset(model: &ModelProto) -> i64 {
 
 /// Every scale the pass wrote must be finite and positive: checked once more at the end.
 pub(crate) fn check_scales(model: &ModelProto) -> Result<(), PassError> {
-    let g = model.graph.as_ref().ok_or_else(|| PassError::Internal("no graph".into()))?;
+    let g = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| PassError::Internal("no graph".into()))?;
     let ix = GraphIndex::new(g);
     for n in &g.node {
         let slot = match n.op_type() {
@@ -436,7 +439,10 @@ pub fn quantize(
     let out = match opts.mode {
         Mode::Fp16 => fp16::convert(model, opts, &mut report)?,
         Mode::Dynamic | Mode::Static => {
-            let g = model.graph.as_ref().ok_or_else(|| PassError::Unsupported("the model has no graph".into()))?;
+            let g = model
+                .graph
+                .as_ref()
+                .ok_or_else(|| PassError::Unsupported("the model has no graph".into()))?;
             let ix = GraphIndex::new(g);
             let (targets, excluded) = find_targets(&ix, &opts.exclude)?;
             report.excluded = excluded;

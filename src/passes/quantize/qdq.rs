@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 
 use super::calibrate::Range;
 use super::{
-    default_opset, ensure_opset, from_i8, from_u8, quantize_weight, ActivationReport, ActivationType,
-    EmbeddingReport, MatMulReport, Mode, QuantizeOptions, QuantizeReport, Target,
+    default_opset, ensure_opset, from_i8, from_u8, quantize_weight, ActivationReport, ActivationType, EmbeddingReport,
+    MatMulReport, Mode, QuantizeOptions, QuantizeReport, Target,
 };
 use crate::onnx::build::{attr_int, node, with_attrs, with_domain};
 use crate::onnx::proto::tensor_proto::DataType;
@@ -57,7 +57,10 @@ pub(super) fn rewrite(
     let mut m = model.clone();
     ensure_opset(&mut m, "com.microsoft", 1);
     let g = m.graph.as_mut().ok_or_else(|| PassError::Internal("no graph".into()))?;
-    let src = model.graph.as_ref().ok_or_else(|| PassError::Internal("no graph".into()))?;
+    let src = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| PassError::Internal("no graph".into()))?;
     let ix = GraphIndex::new(src);
     let mut taken = edit::names(g);
     let mut new_inits = vec![];
@@ -80,13 +83,21 @@ pub(super) fn rewrite(
             if add.op_type() != "Add" || !add.domain().is_empty() || add.input.len() != 2 {
                 continue;
             }
-            let other = if add.input[0] == *out { &add.input[1] } else { &add.input[0] };
+            let other = if add.input[0] == *out {
+                &add.input[1]
+            } else {
+                &add.input[0]
+            };
             let bias = ix.resolve(other);
             let Some(b) = ix.initializer(bias) else { continue };
             if b.data_type() != DataType::Float as i32 || b.dims != [t.cols as i64] {
                 continue;
             }
-            if ix.consumers(&add.output[0]).iter().any(|&c| src.node[c].op_type() == "Add") {
+            if ix
+                .consumers(&add.output[0])
+                .iter()
+                .any(|&c| src.node[c].op_type() == "Add")
+            {
                 continue;
             }
             fold.insert(t.node, (a, bias.to_string()));
@@ -239,9 +250,10 @@ pub(super) fn rewrite(
         let act = match (opts.mode, ranges) {
             (Mode::Static, Some(ranges)) => {
                 if !acts.contains_key(&t.input) {
-                    let r = ranges.get(&t.input).copied().ok_or_else(|| {
-                        PassError::Internal(format!("no calibrated range for '{}'", t.input))
-                    })?;
+                    let r = ranges
+                        .get(&t.input)
+                        .copied()
+                        .ok_or_else(|| PassError::Internal(format!("no calibrated range for '{}'", t.input)))?;
                     match activation_params(r, opts.activation_type) {
                         Some((scale, zp)) => {
                             let base = t.input.trim_start_matches('/').replace('/', "_");
@@ -335,10 +347,7 @@ pub(super) fn rewrite(
                     dyn_shared.insert(t.input.clone(), outs);
                 }
                 let [q, s, z] = &dyn_shared[&t.input];
-                let (mut inputs, output) = (
-                    vec![q.as_str(), &w.q, s, &w.scale, z, &w.zp],
-                    n.output[0].as_str(),
-                );
+                let (mut inputs, output) = (vec![q.as_str(), &w.q, s, &w.scale, z, &w.zp], n.output[0].as_str());
                 let output = match fold.get(&i) {
                     Some((a, bias)) => {
                         inputs.push(bias);
