@@ -3,12 +3,13 @@
 `onnx-compress quantize` mode on the shared MiniLM-L6 models (SST-2 and MRPC dev, batch 32), next
 to ONNX Runtime's own `quantize_dynamic` and `quantize_static` (bench/ort_quantize.py).
 
-  bench/quantize_table.sh [--tasks sst2 mrpc] [--repeats 3] [--calib-samples 256]
+  bench/quantize_table.sh [--tasks sst2 mrpc] [--repeats 3] [--calib-samples 256] [--timing-examples 512]
 
 Accuracy/F1: `onnx-compress eval --batch-size 32` over the whole dev set (file order).
-Throughput: the same eval runs, 3 warm-up batches then every batch timed, ONNX Runtime's default
-threads. Each repeat evaluates FP32 and then every variant; the ratio to that repeat's FP32 run
-is taken and the median over repeats reported (interleaving cancels most machine drift).
+Throughput: `eval` on the first --timing-examples (512) dev examples, batch 32, 3 warm-up batches
+then every batch timed (forward only), ONNX Runtime's default threads. FP32 and each variant are
+run back to back (paired), --repeats times; the median of the paired ratios is reported, and the
+median samples/s (pairing cancels most of the drift of a shared machine).
 Pass time: the pass's own `seconds` (without calibration runs) and, for static, the calibration
 seconds; ORT rows: the wall time of its Python quantizer (calibration included).
 Writes bench/out/quantize_<task>.json and prints a Markdown table per task.
@@ -41,11 +42,11 @@ def run(args):
     return r.stdout
 
 
-def evaluate(task, model):
+def evaluate(task, model, extra=()):
     # ORT's quantizers do not carry the tokenizer: name it for every row alike.
     tok = os.path.join(SHARED, "models", f"minilm-l6-{task}", "tokenizer.json")
     return json.loads(run([BIN, "eval", "--task", task, "--model", model, "--json", "--batch-size", "32",
-                           "--warmup", "3", "--measure", "1000", "--tokenizer", tok]))
+                           "--warmup", "3", "--measure", "1000", "--tokenizer", tok, *extra]))
 
 
 def main():
@@ -53,6 +54,7 @@ def main():
     ap.add_argument("--tasks", nargs="+", default=["sst2", "mrpc"])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--calib-samples", type=int, default=256)
+    ap.add_argument("--timing-examples", type=int, default=512)
     a = ap.parse_args()
     os.makedirs(OUT, exist_ok=True)
     for task in a.tasks:
@@ -75,20 +77,22 @@ def main():
         rows = {"FP32": {"path": base, "ratios": [], "sps": []}}
         for name, path, pass_s, calib_s in variants:
             rows[name] = {"path": path, "pass_s": pass_s, "calib_s": calib_s, "ratios": [], "sps": []}
+        # Accuracy (and a first timing) on the whole dev set.
+        rows["FP32"]["eval"] = evaluate(task, base)
+        for name, path, _, _ in variants:
+            rows[name]["eval"] = evaluate(task, path)
+        # Throughput: FP32 and each variant run back to back (paired), `--repeats` times, on the
+        # first --timing-examples dev examples (every batch after 3 warm-up ones timed).
+        limit = ["--limit", str(a.timing_examples)]
         for rep in range(a.repeats):
-            f = evaluate(task, base)
-            fsps = f["timing"]["samples_per_s"]
-            rows["FP32"]["sps"].append(fsps)
-            rows["FP32"]["ratios"].append(1.0)
-            if rep == 0:
-                rows["FP32"]["eval"] = f
             for name, path, _, _ in variants:
-                r = evaluate(task, path)
-                rows[name]["sps"].append(r["timing"]["samples_per_s"])
-                rows[name]["ratios"].append(r["timing"]["samples_per_s"] / fsps)
-                if rep == 0:
-                    rows[name]["eval"] = r
+                f = evaluate(task, base, limit)["timing"]["samples_per_s"]
+                v = evaluate(task, path, limit)["timing"]["samples_per_s"]
+                rows["FP32"]["sps"].append(f)
+                rows[name]["sps"].append(v)
+                rows[name]["ratios"].append(v / f)
             print(f"{task} repeat {rep + 1}/{a.repeats} done", file=sys.stderr, flush=True)
+        rows["FP32"]["ratios"] = [1.0]
         fp32 = rows["FP32"]["eval"]
         table = []
         for name, r in rows.items():
@@ -109,7 +113,7 @@ def main():
         with open(os.path.join(OUT, f"quantize_{task}.json"), "w") as fh:
             json.dump(table, fh, indent=1)
         b = table[0]
-        print(f"\n{task} dev, batch 32 ({len(fp32['predictions'])} examples; median of {a.repeats} interleaved repeats):\n")
+        print(f"\n{task} dev, batch 32 ({len(fp32['predictions'])} examples; speed: median of {a.repeats} paired runs on the first {a.timing_examples}):\n")
         print("| variant | accuracy | Δ points | F1 | agrees with FP32 | size | % of FP32 | samples/s | × FP32 | pass time |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for r in table:

@@ -5,7 +5,7 @@
 # time per task (see bench/quantize_table.py). Needs ../shared, Python with onnxruntime==1.32.0,
 # onnx, tokenizers, numpy. About 5 minutes on a quiet 2-core machine.
 #
-#   bench/quantize_table.sh [--tasks sst2 mrpc] [--repeats 3] [--calib-samples 256]
+#   bench/quantize_table.sh [--tasks sst2 mrpc] [--repeats 3] [--calib-samples 256] [--timing-examples 512]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -q
