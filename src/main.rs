@@ -131,12 +131,12 @@ struct QuantizeArgs {
     /// Number of calibration examples drawn (seeded by --seed) from --calib-data.
     #[arg(long, default_value_t = 256)]
     calib_samples: usize,
-    /// How activation ranges are chosen from the calibration data.
-    #[arg(long, value_enum, default_value_t = CalibMethod::Minmax)]
-    calib_method: CalibMethod,
-    /// For --calib-method percentile: the share of values kept, in (0, 100].
-    #[arg(long, default_value_t = 99.999, allow_negative_numbers = true)]
-    percentile: f64,
+    /// How activation ranges are chosen from the calibration data (static; default minmax).
+    #[arg(long, value_enum)]
+    calib_method: Option<CalibMethod>,
+    /// For --calib-method percentile: the share of values kept, in (0, 100] (default 99.999).
+    #[arg(long, allow_negative_numbers = true)]
+    percentile: Option<f64>,
     /// One weight scale per output channel (the default).
     #[arg(long, overrides_with = "per_tensor")]
     per_channel: bool,
@@ -146,9 +146,9 @@ struct QuantizeArgs {
     /// Weight type (int8, symmetric).
     #[arg(long, value_enum, default_value_t = WeightType::S8)]
     weight_type: WeightType,
-    /// Activation type for static mode: u8 (asymmetric) or s8 (symmetric).
-    #[arg(long, value_enum, default_value_t = ActivationType::U8)]
-    activation_type: ActivationType,
+    /// Activation type for static mode: u8 (asymmetric, the default) or s8 (symmetric).
+    #[arg(long, value_enum)]
+    activation_type: Option<ActivationType>,
     /// Keep MatMuls (fp16: nodes) whose node or weight name matches in float; `*`/`?` wildcards,
     /// else a substring. Repeatable.
     #[arg(long, value_name = "PATTERN")]
@@ -502,13 +502,28 @@ fn cmd_prune(ort_lib: Option<&Path>, a: PruneArgs) -> Result<()> {
 }
 
 fn cmd_quantize(ort_lib: Option<&Path>, a: QuantizeArgs) -> Result<()> {
+    if a.mode != Mode::Static {
+        for (set, flag) in [
+            (a.calib_method.is_some(), "--calib-method"),
+            (a.percentile.is_some(), "--percentile"),
+            (a.activation_type.is_some(), "--activation-type"),
+        ] {
+            if set {
+                bail!("{flag} applies to --mode static only (dynamic quantizes activations to u8 at run time; fp16 has none)");
+            }
+        }
+    }
+    if a.percentile.is_some() && a.calib_method != Some(CalibMethod::Percentile) {
+        bail!("--percentile needs --calib-method percentile");
+    }
+    let defaults = QuantizeOptions::default();
     let opts = QuantizeOptions {
         mode: a.mode,
         per_channel: !a.per_tensor,
         weight_type: a.weight_type,
-        activation_type: a.activation_type,
-        calib_method: a.calib_method,
-        percentile: a.percentile,
+        activation_type: a.activation_type.unwrap_or(defaults.activation_type),
+        calib_method: a.calib_method.unwrap_or(defaults.calib_method),
+        percentile: a.percentile.unwrap_or(defaults.percentile),
         exclude: a.exclude.clone(),
         embeddings: !a.no_embeddings,
     };
