@@ -10,6 +10,7 @@ use onnx_compress::eval::{self, EvalOptions};
 use onnx_compress::glue::Task;
 use onnx_compress::onnx::{self, ExternalData, ModelProto, SaveOptions};
 use onnx_compress::passes::prune::{self, PruneOptions, Strategy};
+use onnx_compress::passes::quantize::{self, ActivationType, CalibMethod, Mode, QuantizeOptions, WeightType};
 use onnx_compress::runtime::{self, Device, SessionOptions};
 use onnx_compress::{bench, calib, history, inspect, pipeline, recipe, report};
 
@@ -44,6 +45,8 @@ enum Command {
     Run(RunArgs),
     /// Run many recipes of one task and write the results table (Markdown, CSV, JSON) and Pareto charts.
     Bench(BenchArgs),
+    /// Quantize: INT8 (static, calibrated QDQ; or dynamic) with int8 embeddings, or float16.
+    Quantize(QuantizeArgs),
     /// Re-encode a model (e.g. to or from external data), embedding its tokenizer and recording history.
     Convert {
         /// The model to read (never modified).
@@ -156,6 +159,70 @@ struct BenchArgs {
     json: bool,
 }
 
+#[derive(clap::Args)]
+struct QuantizeArgs {
+    /// The float32 model to quantize (never modified).
+    input: PathBuf,
+    /// Where to write the quantized model (atomically; must differ from INPUT).
+    output: PathBuf,
+    /// static: int8 with calibrated activation ranges (QDQ, needs --calib-data); dynamic: int8 with
+    /// ranges found at run time; fp16: float16 with float32 kept for LayerNorm, softmax and logits.
+    #[arg(long, value_enum)]
+    mode: Mode,
+    /// Calibration data (static): a GLUE TSV of the task's train split (task from its header, or --task).
+    #[arg(long, value_name = "FILE")]
+    calib_data: Option<PathBuf>,
+    /// Number of calibration examples drawn (seeded by --seed) from --calib-data.
+    #[arg(long, default_value_t = 256)]
+    calib_samples: usize,
+    /// How activation ranges are chosen from the calibration data (static; default minmax).
+    #[arg(long, value_enum)]
+    calib_method: Option<CalibMethod>,
+    /// For --calib-method percentile: the share of values kept, in (0, 100] (default 99.999).
+    #[arg(long, allow_negative_numbers = true)]
+    percentile: Option<f64>,
+    /// One weight scale per output channel (the default).
+    #[arg(long, overrides_with = "per_tensor")]
+    per_channel: bool,
+    /// One weight scale per tensor (ONNX Runtime's quantize_dynamic default).
+    #[arg(long)]
+    per_tensor: bool,
+    /// Weight type (int8, symmetric).
+    #[arg(long, value_enum, default_value_t = WeightType::S8)]
+    weight_type: WeightType,
+    /// Activation type for static mode: u8 (asymmetric, the default) or s8 (symmetric).
+    #[arg(long, value_enum)]
+    activation_type: Option<ActivationType>,
+    /// Keep MatMuls (fp16: nodes) whose node or weight name matches in float; `*`/`?` wildcards,
+    /// else a substring. Repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    exclude: Vec<String>,
+    /// Quantize the embedding tables too (the default).
+    #[arg(long, overrides_with = "no_embeddings")]
+    embeddings: bool,
+    /// Keep the embedding tables in float32.
+    #[arg(long)]
+    no_embeddings: bool,
+    /// Task of --calib-data when its header does not tell (sst2, mrpc, qqp, ...).
+    #[arg(long)]
+    task: Option<String>,
+    /// Truncation length of calibration examples.
+    #[arg(long, default_value_t = 128)]
+    max_length: usize,
+    /// Intra-op threads for calibration runs (0: ONNX Runtime's default).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Seed for drawing the calibration examples.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Tokenizer to embed when the input has none embedded (default: tokenizer.json beside INPUT).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum ExternalMode {
     Auto,
@@ -253,6 +320,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Prune(a) => cmd_prune(cli.ort_lib.as_deref(), a),
         Command::Run(a) => cmd_run(cli.ort_lib.as_deref(), a),
         Command::Bench(a) => cmd_bench(cli.ort_lib.as_deref(), a),
+        Command::Quantize(a) => cmd_quantize(cli.ort_lib.as_deref(), a),
         Command::Convert {
             input,
             output,
@@ -554,5 +622,98 @@ fn cmd_prune(ort_lib: Option<&Path>, a: PruneArgs) -> Result<()> {
         print_json(&report)
     } else {
         print(&report::prune_text(&report, &a.output))
+    }
+}
+
+fn cmd_quantize(ort_lib: Option<&Path>, a: QuantizeArgs) -> Result<()> {
+    if a.mode != Mode::Static {
+        for (set, flag) in [
+            (a.calib_method.is_some(), "--calib-method"),
+            (a.percentile.is_some(), "--percentile"),
+            (a.activation_type.is_some(), "--activation-type"),
+        ] {
+            if set {
+                bail!("{flag} applies to --mode static only (dynamic quantizes activations to u8 at run time; fp16 has none)");
+            }
+        }
+    }
+    if a.percentile.is_some() && a.calib_method != Some(CalibMethod::Percentile) {
+        bail!("--percentile needs --calib-method percentile");
+    }
+    let defaults = QuantizeOptions::default();
+    let opts = QuantizeOptions {
+        mode: a.mode,
+        per_channel: !a.per_tensor,
+        weight_type: a.weight_type,
+        activation_type: a.activation_type.unwrap_or(defaults.activation_type),
+        calib_method: a.calib_method.unwrap_or(defaults.calib_method),
+        percentile: a.percentile.unwrap_or(defaults.percentile),
+        exclude: a.exclude.clone(),
+        embeddings: !a.no_embeddings,
+    };
+    quantize::validate(&opts)?;
+    if a.mode == Mode::Static && a.calib_data.is_none() {
+        bail!("--mode static needs calibration data: add --calib-data TRAIN.tsv (or use --mode dynamic)");
+    }
+    if a.mode != Mode::Static && a.calib_data.is_some() {
+        bail!("--calib-data is only used by --mode static");
+    }
+    if a.calib_samples == 0 {
+        bail!("--calib-samples must be at least 1");
+    }
+    if a.mode == Mode::Fp16 && a.per_tensor {
+        bail!("--per-tensor applies to the int8 modes, not --mode fp16");
+    }
+    onnx::io::ensure_distinct(&a.input, &a.output)?;
+    let (model, sources) = onnx::load_with_sources(&a.input)?;
+    onnx::io::ensure_not_overwriting(&sources, &a.output)?;
+    quantize::ensure_not_quantized(&model).with_context(|| a.input.display().to_string())?;
+    let (mut out, report) = if let Some(calib_path) = &a.calib_data {
+        let task = a.task.as_deref().map(Task::from_name).transpose()?;
+        let task = calib::task_of(calib_path, task)?;
+        let (mut tokenizer, _) = eval::load_tokenizer(&a.input, &model, a.tokenizer.as_deref())?;
+        let data = calib::load(
+            calib_path,
+            task,
+            a.calib_samples,
+            a.seed,
+            &mut tokenizer,
+            a.max_length,
+            32,
+        )?;
+        runtime::init(ort_lib)?;
+        let mut calibrator = runtime::OrtCalibrator {
+            batches: data.batches,
+            examples: data.examples,
+            session: SessionOptions {
+                threads: a.threads,
+                ..Default::default()
+            },
+            seconds: 0.0,
+        };
+        quantize::quantize(&model, &opts, Some(&mut calibrator)).with_context(|| a.input.display().to_string())?
+    } else {
+        quantize::quantize(&model, &opts, None).with_context(|| a.input.display().to_string())?
+    };
+    carry_tokenizer(&mut out, &a.input, a.tokenizer.as_deref())?;
+    let mut options = serde_json::to_value(&report.options)?;
+    if let Some(p) = &a.calib_data {
+        options["calib_data"] = serde_json::json!(p.display().to_string());
+        options["calib_samples"] = serde_json::json!(a.calib_samples);
+        options["seed"] = serde_json::json!(a.seed);
+    }
+    record(&mut out, "quantize", options, None, None)?;
+    let summary = onnx::save(
+        &out,
+        &a.output,
+        &SaveOptions {
+            protect: sources,
+            ..Default::default()
+        },
+    )?;
+    if a.json {
+        print_json(&report)
+    } else {
+        print(&report::quantize_text(&report, &a.output, summary.bytes))
     }
 }

@@ -12,7 +12,8 @@ use crate::eval::{self, EvalOptions, EvalReport};
 use crate::glue::Task;
 use crate::onnx::{self, tensor, ModelProto, SaveOptions};
 use crate::passes::prune::{self, PruneOptions, Strategy};
-use crate::recipe::{LoadedRecipe, PruneUnit};
+use crate::passes::quantize::{self, ActivationType, CalibMethod, Mode, QuantizeOptions};
+use crate::recipe::{LoadedRecipe, PruneUnit, QuantizationSection};
 use crate::runtime::{Device, OrtCalibrator, SessionOptions};
 use crate::structure;
 use crate::{calib, history};
@@ -157,6 +158,82 @@ fn prune_step(
     Ok((out, summary))
 }
 
+/// The quantization options of a recipe: the reference's methods first (`dynamic`: its PyTorch
+/// dynamic INT8 of every Linear, per tensor, embeddings in float; `onnx`: ONNX Runtime's
+/// `quantize_dynamic` default, per tensor, embeddings too), then this tool's (`static`,
+/// `dynamic_per_channel`, `fp16`); explicit keys override.
+pub fn quantize_options(q: &QuantizationSection) -> Result<QuantizeOptions> {
+    let d = QuantizeOptions::default();
+    let (mode, per_channel, embeddings) = match q.method.as_deref().unwrap_or("dynamic") {
+        "dynamic" => (Mode::Dynamic, false, false),
+        "onnx" => (Mode::Dynamic, false, true),
+        "dynamic_per_channel" => (Mode::Dynamic, true, true),
+        "static" => (Mode::Static, true, true),
+        "fp16" => (Mode::Fp16, true, true),
+        m => bail!("quantization.method: unknown method '{m}'"),
+    };
+    let calib_method = match q.calib_method.as_deref() {
+        None => d.calib_method,
+        Some("minmax") => CalibMethod::Minmax,
+        Some("percentile") => CalibMethod::Percentile,
+        Some("entropy") => CalibMethod::Entropy,
+        Some(m) => bail!("quantization.calib_method: unknown method '{m}' (minmax, percentile, entropy)"),
+    };
+    let activation_type = match q.activation_type.as_deref() {
+        None => d.activation_type,
+        Some("u8") => ActivationType::U8,
+        Some("s8") => ActivationType::S8,
+        Some(t) => bail!("quantization.activation_type: unknown type '{t}' (u8, s8)"),
+    };
+    let o = QuantizeOptions {
+        mode,
+        per_channel: q.per_channel.unwrap_or(per_channel),
+        weight_type: d.weight_type,
+        activation_type,
+        calib_method,
+        percentile: q.percentile.unwrap_or(d.percentile),
+        exclude: q.exclude.clone(),
+        embeddings: q.embeddings.unwrap_or(embeddings),
+    };
+    quantize::validate(&o).context("quantization")?;
+    Ok(o)
+}
+
+fn quantize_step(
+    model: &ModelProto,
+    opts: &QuantizeOptions,
+    calibrator: Option<&mut OrtCalibrator>,
+) -> Result<(ModelProto, String)> {
+    let calibrator = match (opts.mode, calibrator) {
+        (Mode::Static, None) => bail!("static quantization needs a `calibration:` section"),
+        (Mode::Static, Some(c)) => Some(c as &mut dyn crate::passes::Calibrator),
+        _ => None,
+    };
+    let (mut out, rep) = quantize::quantize(model, opts, calibrator)?;
+    history::record(&mut out, "quantize", serde_json::to_value(&rep.options)?, None, None).map_err(|e| anyhow!(e))?;
+    let what = if opts.mode == Mode::Fp16 {
+        format!("float16, {} values kept in float32", rep.kept_float32.len())
+    } else {
+        format!(
+            "{:?} int8: {} MatMuls, {} embedding tables",
+            opts.mode,
+            rep.matmuls.len(),
+            rep.embeddings.len()
+        )
+        .to_lowercase()
+    };
+    let summary = format!(
+        "{what}; tensor data {:.1}% of before{}",
+        100.0 * rep.weight_bytes_after as f64 / rep.weight_bytes_before.max(1) as f64,
+        if rep.warnings.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", rep.warnings.join("; "))
+        }
+    );
+    Ok((out, summary))
+}
+
 fn unit_options(unit: &PruneUnit, heads: bool, per_layer: bool) -> PruneOptions {
     PruneOptions {
         heads: if heads { unit.args.prune_amount } else { 0.0 },
@@ -252,9 +329,8 @@ pub fn run(r: &LoadedRecipe, opts: &RunOptions, stage: &dyn Fn(&str), progress: 
         apply("prune.mlp_neurons", &mut |m| prune_step(m, &o, cal.as_mut()))?;
     }
     if rec.quantization.enable {
-        apply("quantization", &mut |_| {
-            bail!("the quantization pass is not available yet in this version (set enable: false)")
-        })?;
+        let o = quantize_options(&rec.quantization)?;
+        apply("quantization", &mut |m| quantize_step(m, &o, cal.as_mut()))?;
     }
 
     // Write the model: to --out, else (unless nothing changed) to a temporary folder.

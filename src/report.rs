@@ -318,3 +318,75 @@ pub fn run_text(r: &crate::pipeline::RunReport) -> String {
     );
     o
 }
+
+pub fn quantize_text(r: &crate::passes::quantize::QuantizeReport, output: &std::path::Path, bytes: u64) -> String {
+    use crate::passes::quantize::Mode;
+    let mut o = String::new();
+    let mode = match r.options.mode {
+        Mode::Static => "static int8 (QDQ, calibrated)",
+        Mode::Dynamic => "dynamic int8 (DynamicQuantizeMatMul)",
+        Mode::Fp16 => "float16",
+    };
+    let _ = writeln!(o, "mode         {mode}");
+    if r.options.mode != Mode::Fp16 {
+        let worst = r
+            .matmuls
+            .iter()
+            .map(|m| m.max_weight_error / m.max_half_scale.max(f32::MIN_POSITIVE))
+            .fold(0f32, f32::max);
+        let _ =
+            writeln!(
+            o,
+            "matmuls      {} quantized (weights s8, {}; worst |error| {:.3} of scale/2), {} kept float by --exclude",
+            r.matmuls.len(),
+            if r.options.per_channel { "per output channel" } else { "per tensor" },
+            worst,
+            r.excluded.len()
+        );
+        if r.options.mode == Mode::Static {
+            let _ = writeln!(
+                o,
+                "activations  {} QDQ pairs ({:?}, {:?} calibration on {} examples / {} tokens, {:.1} s)",
+                r.activations.len(),
+                r.options.activation_type,
+                r.options.calib_method,
+                r.calibration_examples,
+                r.calibration_tokens,
+                r.calibration_seconds
+            );
+        }
+        let _ = writeln!(
+            o,
+            "embeddings   {}",
+            if r.embeddings.is_empty() {
+                "kept float32".to_string()
+            } else {
+                r.embeddings
+                    .iter()
+                    .map(|e| format!("{} [{}×{}]", e.table, e.rows, e.cols))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+                    + " int8"
+            }
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "float32      {} nodes (LayerNorm, softmax, logits, --exclude)",
+            r.kept_float32.len()
+        );
+    }
+    for w in &r.warnings {
+        let _ = writeln!(o, "note         {w}");
+    }
+    let _ = writeln!(
+        o,
+        "tensor data  {} → {} bytes ({:.1}%), pass {:.2} s",
+        r.weight_bytes_before,
+        r.weight_bytes_after,
+        100.0 * r.weight_bytes_after as f64 / r.weight_bytes_before.max(1) as f64,
+        r.seconds
+    );
+    let _ = writeln!(o, "wrote {} ({} bytes)", output.display(), bytes);
+    o
+}

@@ -2,6 +2,7 @@
 //! → (model, report); none parses the command line, prints, or opens sessions itself.
 
 pub mod prune;
+pub mod quantize;
 
 use crate::onnx::ModelProto;
 

@@ -1,0 +1,484 @@
+//! Quantization: INT8 with calibrated static ranges (QDQ), INT8 with ranges found at run time
+//! (dynamic), and float16.
+//!
+//! The MatMuls to quantize are found from the graph itself, not from structure discovery: every
+//! `MatMul` whose second input is a 2-D float32 constant (after `Identity`) and whose first input
+//! is computed. That covers pruned models and low-rank ones (MatMul→MatMul chains where both
+//! factors are initializers). Weights are stored as int8 (symmetric, per output column or per
+//! tensor); the embedding tables read by a `Gather` are stored int8 with a `DequantizeLinear`
+//! after the `Gather`.
+//!
+//! - `static`: `QuantizeLinear → DequantizeLinear` on each quantized MatMul's activation, with
+//!   scale and zero point from calibration ([`calibrate`]), and `DequantizeLinear` on the int8
+//!   weight. ONNX Runtime fuses the pattern into integer kernels (`MatMulIntegerToFloat`).
+//! - `dynamic`: one `com.microsoft` `DynamicQuantizeMatMul` per MatMul (activation range found per
+//!   call, u8 × s8 integer GEMM), the node ONNX Runtime itself fuses `quantize_dynamic`'s output
+//!   into.
+//! - `fp16`: see [`fp16`].
+
+pub mod calibrate;
+pub mod fp16;
+mod qdq;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::{Calibrator, PassError};
+use crate::onnx::proto::tensor_proto::DataType;
+use crate::onnx::proto::{ModelProto, TensorProto};
+use crate::onnx::{tensor, GraphIndex};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// INT8 with activation ranges calibrated on data (QDQ pairs); needs calibration data.
+    Static,
+    /// INT8 with activation ranges found at run time (DynamicQuantizeMatMul).
+    Dynamic,
+    /// float16 weights and activations, float32 where numerics need it.
+    Fp16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CalibMethod {
+    /// The smallest and largest value seen.
+    Minmax,
+    /// Clip the outer (100 − p)% of values, half on each side (`--percentile p`).
+    Percentile,
+    /// The clipping threshold that minimizes the KL divergence between the histogram of |x| and
+    /// its 128-level quantization (TensorRT's method).
+    Entropy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ActivationType {
+    /// uint8, asymmetric (zero point from the range): the type ONNX Runtime's VNNI kernels prefer.
+    U8,
+    /// int8, symmetric (zero point 0).
+    S8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightType {
+    /// int8, symmetric in [−127, 127].
+    S8,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QuantizeOptions {
+    pub mode: Mode,
+    /// One scale per output column of each weight (and per hidden channel of embedding tables);
+    /// false: one scale per tensor.
+    pub per_channel: bool,
+    pub weight_type: WeightType,
+    pub activation_type: ActivationType,
+    pub calib_method: CalibMethod,
+    /// For `percentile`: the share of values kept, in (0, 100].
+    pub percentile: f64,
+    /// Node (or weight) name patterns kept in float: `*` and `?` wildcards, otherwise a substring.
+    pub exclude: Vec<String>,
+    /// Store embedding tables as int8 (int8 modes) or float16 (fp16).
+    pub embeddings: bool,
+}
+
+impl Default for QuantizeOptions {
+    fn default() -> Self {
+        QuantizeOptions {
+            mode: Mode::Dynamic,
+            per_channel: true,
+            weight_type: WeightType::S8,
+            activation_type: ActivationType::U8,
+            calib_method: CalibMethod::Minmax,
+            percentile: 99.999,
+            exclude: vec![],
+            embeddings: true,
+        }
+    }
+}
+
+/// One quantized MatMul.
+#[derive(Debug, Clone, Serialize)]
+pub struct MatMulReport {
+    pub node: String,
+    pub weight: String,
+    pub in_features: usize,
+    pub out_features: usize,
+    /// Largest |dequantized − original| over the weight, and the largest scale/2 (its bound).
+    pub max_weight_error: f32,
+    pub max_half_scale: f32,
+}
+
+/// The calibrated range of one activation (static mode).
+#[derive(Debug, Clone, Serialize)]
+pub struct ActivationReport {
+    pub value: String,
+    /// The MatMul nodes that read it.
+    pub nodes: Vec<String>,
+    pub min: f32,
+    pub max: f32,
+    pub scale: f32,
+    pub zero_point: i32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EmbeddingReport {
+    pub table: String,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QuantizeReport {
+    pub options: QuantizeOptions,
+    pub matmuls: Vec<MatMulReport>,
+    pub activations: Vec<ActivationReport>,
+    pub embeddings: Vec<EmbeddingReport>,
+    /// MatMuls with a constant weight left in float because --exclude matched them.
+    pub excluded: Vec<String>,
+    /// Values converted to or kept in float32 (fp16 mode): node names.
+    pub kept_float32: Vec<String>,
+    /// Where a fallback was taken (a constant activation, an all-zero weight column, ...).
+    pub warnings: Vec<String>,
+    /// Bytes of tensor data (initializers and Constant nodes) before and after.
+    pub weight_bytes_before: usize,
+    pub weight_bytes_after: usize,
+    /// Seconds of the pass without calibration runs, and of the calibration runs.
+    pub seconds: f64,
+    pub calibration_seconds: f64,
+    pub calibration_examples: usize,
+    pub calibration_tokens: usize,
+}
+
+/// Checks the options on their own (before any file is read).
+pub fn validate(opts: &QuantizeOptions) -> Result<(), PassError> {
+    if !(opts.percentile > 0.0 && opts.percentile <= 100.0) {
+        return Err(PassError::Options(format!(
+            "--percentile {}: the share of values kept must be in (0, 100]",
+            opts.percentile
+        )));
+    }
+    for p in &opts.exclude {
+        if p.is_empty() {
+            return Err(PassError::Options("--exclude: empty pattern".into()));
+        }
+    }
+    Ok(())
+}
+
+/// Operators whose presence means the model is quantized already.
+const QUANTIZED_OPS: &[&str] = &[
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
+    "MatMulInteger",
+    "ConvInteger",
+    "QLinearMatMul",
+    "QLinearConv",
+    "DynamicQuantizeMatMul",
+    "MatMulIntegerToFloat",
+    "QAttention",
+    "QGemm",
+    "QEmbedLayerNormalization",
+    "MatMulNBits",
+    "GatherBlockQuantized",
+];
+
+/// Refuses models that are quantized (or float16) already: quantizing twice would compound the
+/// error and the rewrites below assume float32 weights.
+pub fn ensure_not_quantized(model: &ModelProto) -> Result<(), PassError> {
+    let g = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| PassError::Unsupported("the model has no graph".into()))?;
+    if let Some(n) = g.node.iter().find(|n| QUANTIZED_OPS.contains(&n.op_type())) {
+        return Err(PassError::Unsupported(format!(
+            "the model is quantized already (node '{}' is a {}); quantize the float32 model instead",
+            n.name(),
+            n.op_type()
+        )));
+    }
+    let low = [DataType::Int8 as i32, DataType::Uint8 as i32, DataType::Float16 as i32];
+    if let Some(t) = g
+        .initializer
+        .iter()
+        .find(|t| low.contains(&t.data_type()) && t.dims.iter().product::<i64>() > 1)
+    {
+        return Err(PassError::Unsupported(format!(
+            "the model is quantized already (initializer '{}' is {}); quantize the float32 model instead",
+            t.name(),
+            tensor::dtype_name(t.data_type())
+        )));
+    }
+    Ok(())
+}
+
+/// A MatMul with a constant float32 weight: what the int8 modes rewrite.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub node: usize,
+    pub name: String,
+    /// The computed input (the activation).
+    pub input: String,
+    /// The name under which the weight is stored (initializer or Constant output).
+    pub weight: String,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+/// `*`/`?` glob when the pattern has a wildcard, else a substring test.
+pub fn pattern_matches(pattern: &str, name: &str) -> bool {
+    if !pattern.contains(['*', '?']) {
+        return name.contains(pattern);
+    }
+    fn glob(p: &[char], s: &[char]) -> bool {
+        match p.split_first() {
+            None => s.is_empty(),
+            Some(('*', rest)) => (0..=s.len()).any(|i| glob(rest, &s[i..])),
+            Some(('?', rest)) => !s.is_empty() && glob(rest, &s[1..]),
+            Some((c, rest)) => s.first() == Some(c) && glob(rest, &s[1..]),
+        }
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let s: Vec<char> = name.chars().collect();
+    glob(&p, &s)
+}
+
+/// The MatMuls to quantize and those --exclude keeps in float (names).
+pub(crate) fn find_targets(ix: &GraphIndex, exclude: &[String]) -> Result<(Vec<Target>, Vec<String>), PassError> {
+    let mut targets = vec![];
+    let mut excluded = vec![];
+    let mut used_patterns = vec![false; exclude.len()];
+    for (i, n) in ix.graph.node.iter().enumerate() {
+        if n.op_type() != "MatMul" || !n.domain().is_empty() || n.input.len() != 2 {
+            continue;
+        }
+        if ix.constant(&n.input[0]).is_some() {
+            continue;
+        }
+        let Some(c) = ix.constant(&n.input[1]) else { continue };
+        let t = c.tensor();
+        if t.data_type() != DataType::Float as i32 || t.dims.len() != 2 || t.dims.iter().any(|&d| d <= 0) {
+            continue;
+        }
+        let weight = ix.constant_name(&n.input[1]).unwrap_or_else(|| n.input[1].clone());
+        let label = if n.name().is_empty() {
+            format!("#{i}")
+        } else {
+            n.name().to_string()
+        };
+        let mut hit = false;
+        for (k, p) in exclude.iter().enumerate() {
+            if pattern_matches(p, n.name()) || pattern_matches(p, &weight) {
+                used_patterns[k] = true;
+                hit = true;
+            }
+        }
+        if hit {
+            excluded.push(label);
+            continue;
+        }
+        targets.push(Target {
+            node: i,
+            name: label,
+            input: n.input[0].clone(),
+            weight,
+            rows: t.dims[0] as usize,
+            cols: t.dims[1] as usize,
+        });
+    }
+    if let Some(k) = used_patterns.iter().position(|u| !u) {
+        return Err(PassError::Options(format!(
+            "--exclude '{}' matches no MatMul with a constant weight (by node or weight name)",
+            exclude[k]
+        )));
+    }
+    Ok((targets, excluded))
+}
+
+/// Symmetric int8 quantization of a row-major [rows, cols] weight: per column (`per_channel`)
+/// or per tensor. Returns (int8 values, scales, fallback columns). A column (or tensor) of zeros
+/// gets scale 1, so its values quantize to 0 exactly and no scale is ever 0.
+pub fn quantize_weight(w: &[f32], rows: usize, cols: usize, per_channel: bool) -> (Vec<i8>, Vec<f32>, usize) {
+    let mut amax = vec![0f32; if per_channel { cols } else { 1 }];
+    for r in 0..rows {
+        for c in 0..cols {
+            let a = &mut amax[if per_channel { c } else { 0 }];
+            *a = a.max(w[r * cols + c].abs());
+        }
+    }
+    let mut zero = 0;
+    let scales: Vec<f32> = amax
+        .iter()
+        .map(|&a| {
+            let s = a / 127.0;
+            if s > 0.0 && s.is_finite() && s.is_normal() {
+                s
+            } else {
+                zero += 1;
+                1.0
+            }
+        })
+        .collect();
+    let mut q = vec![0i8; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            let s = scales[if per_channel { c } else { 0 }];
+            q[r * cols + c] = (w[r * cols + c] / s).round_ties_even().clamp(-127.0, 127.0) as i8;
+        }
+    }
+    (q, scales, zero)
+}
+
+pub(crate) fn from_i8(name: &str, dims: &[usize], v: &[i8]) -> TensorProto {
+    TensorProto {
+        name: Some(name.into()),
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type: Some(DataType::Int8 as i32),
+        raw_data: Some(v.iter().map(|&x| x as u8).collect::<Vec<u8>>().into()),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn from_u8(name: &str, dims: &[usize], v: &[u8]) -> TensorProto {
+    TensorProto {
+        name: Some(name.into()),
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type: Some(DataType::Uint8 as i32),
+        raw_data: Some(v.to_vec().into()),
+        ..Default::default()
+    }
+}
+
+/// Bytes of tensor data in initializers and Constant nodes.
+pub(crate) fn weight_bytes(model: &ModelProto) -> usize {
+    let Some(g) = model.graph.as_ref() else { return 0 };
+    g.initializer.iter().map(tensor::payload_bytes).sum::<usize>()
+        + g.node
+            .iter()
+            .flat_map(|n| n.attribute.iter())
+            .filter_map(|a| a.t.as_ref())
+            .map(tensor::payload_bytes)
+            .sum::<usize>()
+}
+
+/// Adds an opset import for `domain` when the model has none.
+pub(crate) fn ensure_opset(model: &mut ModelProto, domain: &str, version: i64) {
+    if !model.opset_import.iter().any(|o| o.domain() == domain) {
+        model.opset_import.push(crate::onnx::proto::OperatorSetIdProto {
+            domain: Some(domain.into()),
+            version: Some(version),
+        });
+    }
+}
+
+pub(crate) fn default_opset(model: &ModelProto) -> i64 {
+    model
+        .opset_import
+        .iter()
+        .find(|o| o.domain().is_empty() || o.domain() == "ai.onnx")
+        .and_then(|o| o.version)
+        .unwrap_or(0)
+}
+
+/// Every scale the pass wrote must be finite and positive: checked once more at the end.
+pub(crate) fn check_scales(model: &ModelProto) -> Result<(), PassError> {
+    let g = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| PassError::Internal("no graph".into()))?;
+    let ix = GraphIndex::new(g);
+    for n in &g.node {
+        let slot = match n.op_type() {
+            "QuantizeLinear" | "DequantizeLinear" => 1,
+            "DynamicQuantizeMatMul" => 2,
+            _ => continue,
+        };
+        let Some(name) = n.input.get(slot) else { continue };
+        let s = ix
+            .const_f32(name)
+            .ok_or_else(|| PassError::Internal(format!("node '{}': scale '{name}' is not a constant", n.name())))?;
+        if let Some(bad) = s.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
+            return Err(PassError::Internal(format!(
+                "node '{}': scale '{name}' holds {bad}, not a finite positive number",
+                n.name()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Quantizes `model`. Static mode needs `calibrator`; the others ignore it.
+pub fn quantize(
+    model: &ModelProto,
+    opts: &QuantizeOptions,
+    calibrator: Option<&mut dyn Calibrator>,
+) -> Result<(ModelProto, QuantizeReport), PassError> {
+    validate(opts)?;
+    ensure_not_quantized(model)?;
+    let start = Instant::now();
+    let mut report = QuantizeReport {
+        options: opts.clone(),
+        matmuls: vec![],
+        activations: vec![],
+        embeddings: vec![],
+        excluded: vec![],
+        kept_float32: vec![],
+        warnings: vec![],
+        weight_bytes_before: weight_bytes(model),
+        weight_bytes_after: 0,
+        seconds: 0.0,
+        calibration_seconds: 0.0,
+        calibration_examples: 0,
+        calibration_tokens: 0,
+    };
+    let out = match opts.mode {
+        Mode::Fp16 => fp16::convert(model, opts, &mut report)?,
+        Mode::Dynamic | Mode::Static => {
+            let g = model
+                .graph
+                .as_ref()
+                .ok_or_else(|| PassError::Unsupported("the model has no graph".into()))?;
+            let ix = GraphIndex::new(g);
+            let (targets, excluded) = find_targets(&ix, &opts.exclude)?;
+            report.excluded = excluded;
+            if targets.is_empty() {
+                return Err(PassError::Unsupported(
+                    "no MatMul with a constant 2-D float32 weight to quantize".into(),
+                ));
+            }
+            let ranges = if opts.mode == Mode::Static {
+                let calib = calibrator.ok_or_else(|| {
+                    PassError::Options("--mode static needs calibration data: add --calib-data TRAIN.tsv".into())
+                })?;
+                let values: Vec<String> = {
+                    let mut seen = HashSet::new();
+                    targets
+                        .iter()
+                        .filter(|t| seen.insert(t.input.clone()))
+                        .map(|t| t.input.clone())
+                        .collect()
+                };
+                let before = calib.seconds();
+                let r = calibrate::ranges(model, calib, &values, opts.calib_method, opts.percentile)?;
+                report.calibration_seconds = calib.seconds() - before;
+                report.calibration_examples = calib.examples();
+                report.calibration_tokens = calib.tokens();
+                Some(values.into_iter().zip(r).collect::<HashMap<_, _>>())
+            } else {
+                None
+            };
+            qdq::rewrite(model, opts, &targets, ranges.as_ref(), &mut report)?
+        }
+    };
+    if opts.mode != Mode::Fp16 {
+        check_scales(&out)?;
+    }
+    report.weight_bytes_after = weight_bytes(&out);
+    report.seconds = start.elapsed().as_secs_f64() - report.calibration_seconds;
+    Ok((out, report))
+}

@@ -1,0 +1,387 @@
+//! The int8 rewrites: weights to int8 initializers, activations through `QuantizeLinear →
+//! DequantizeLinear` (static) or `DynamicQuantizeMatMul` (dynamic), embedding tables to int8 with
+//! a `DequantizeLinear` after their `Gather`.
+
+use std::collections::{HashMap, HashSet};
+
+use super::calibrate::Range;
+use super::{
+    default_opset, ensure_opset, from_i8, from_u8, quantize_weight, ActivationReport, ActivationType, EmbeddingReport,
+    MatMulReport, Mode, QuantizeOptions, QuantizeReport, Target,
+};
+use crate::onnx::build::{attr_int, node, with_attrs, with_domain};
+use crate::onnx::proto::tensor_proto::DataType;
+use crate::onnx::proto::{ModelProto, NodeProto};
+use crate::onnx::{edit, tensor, GraphIndex};
+use crate::passes::PassError;
+
+/// Scale and zero point of an activation range: u8 asymmetric over [min(lo, 0), max(hi, 0)], or
+/// s8 symmetric over ±max(|lo|, |hi|). `None` when the range is empty or not finite (a constant
+/// zero activation): no scale would be valid.
+pub fn activation_params(r: Range, ty: ActivationType) -> Option<(f32, i32)> {
+    let (lo, hi) = (r.min.min(0.0), r.max.max(0.0));
+    if !(lo.is_finite() && hi.is_finite()) {
+        return None;
+    }
+    let (scale, zp) = match ty {
+        ActivationType::U8 => {
+            let s = (hi - lo) / 255.0;
+            (s, (-lo / s).round().clamp(0.0, 255.0) as i32)
+        }
+        ActivationType::S8 => (hi.max(-lo) / 127.0, 0),
+    };
+    (scale.is_finite() && scale.is_normal() && scale > 0.0).then_some((scale, zp))
+}
+
+struct QWeight {
+    q: String,
+    scale: String,
+    zp: String,
+    /// Static mode: the DequantizeLinear output, once made.
+    dq: Option<String>,
+}
+
+pub(super) fn rewrite(
+    model: &ModelProto,
+    opts: &QuantizeOptions,
+    targets: &[Target],
+    ranges: Option<&HashMap<String, Range>>,
+    report: &mut QuantizeReport,
+) -> Result<ModelProto, PassError> {
+    let opset = default_opset(model);
+    if opset < 13 {
+        return Err(PassError::Unsupported(format!(
+            "the model's opset is {opset}: int8 quantization writes QuantizeLinear/DequantizeLinear with an axis (opset 13 or later); convert the model to a newer opset first"
+        )));
+    }
+    let mut m = model.clone();
+    ensure_opset(&mut m, "com.microsoft", 1);
+    let g = m.graph.as_mut().ok_or_else(|| PassError::Internal("no graph".into()))?;
+    let src = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| PassError::Internal("no graph".into()))?;
+    let ix = GraphIndex::new(src);
+    let mut taken = edit::names(g);
+    let mut new_inits = vec![];
+    let mut weights: HashMap<String, QWeight> = HashMap::new();
+    // Static: activation value → DequantizeLinear output (None: fell back to dynamic).
+    let mut acts: HashMap<String, Option<String>> = HashMap::new();
+    let by_node: HashMap<usize, &Target> = targets.iter().map(|t| (t.node, t)).collect();
+    // Dynamic: a bias Add right after the MatMul folds into DynamicQuantizeMatMul's bias input,
+    // except where the sum feeds another Add (the residual before a LayerNorm): ONNX Runtime would
+    // fuse that into SkipLayerNormalization, which runs slower on CPU than Add + LayerNormalization.
+    let mut fold: HashMap<usize, (usize, String)> = HashMap::new();
+    if opts.mode == Mode::Dynamic {
+        for t in targets {
+            let out = &src.node[t.node].output[0];
+            if ix.is_graph_output(out) {
+                continue;
+            }
+            let &[a] = ix.consumers(out) else { continue };
+            let add = &src.node[a];
+            if add.op_type() != "Add" || !add.domain().is_empty() || add.input.len() != 2 {
+                continue;
+            }
+            let other = if add.input[0] == *out {
+                &add.input[1]
+            } else {
+                &add.input[0]
+            };
+            let bias = ix.resolve(other);
+            let Some(b) = ix.initializer(bias) else { continue };
+            if b.data_type() != DataType::Float as i32 || b.dims != [t.cols as i64] {
+                continue;
+            }
+            if ix
+                .consumers(&add.output[0])
+                .iter()
+                .any(|&c| src.node[c].op_type() == "Add")
+            {
+                continue;
+            }
+            fold.insert(t.node, (a, bias.to_string()));
+        }
+    }
+    let folded: HashSet<usize> = fold.values().map(|v| v.0).collect();
+    // Dynamic: an activation read by several MatMuls (Q, K, V) is quantized once by a
+    // DynamicQuantizeLinear, and each reads it through MatMulIntegerToFloat.
+    let mut readers: HashMap<&str, usize> = HashMap::new();
+    for t in targets {
+        *readers.entry(t.input.as_str()).or_default() += 1;
+    }
+    let mut dyn_shared: HashMap<String, [String; 3]> = HashMap::new();
+
+    // Embedding tables read by a Gather with computed indices.
+    let mut tables: HashMap<String, (String, String, String)> = HashMap::new();
+    let mut gathers: HashMap<usize, String> = HashMap::new();
+    if opts.embeddings {
+        for (i, n) in src.node.iter().enumerate() {
+            if n.op_type() != "Gather" || !n.domain().is_empty() || n.input.len() != 2 {
+                continue;
+            }
+            if ix.attr_i(i, "axis").unwrap_or(0) != 0 || ix.constant(&n.input[1]).is_some() {
+                continue;
+            }
+            let Some(c) = ix.constant(&n.input[0]) else { continue };
+            let t = c.tensor();
+            if t.data_type() != DataType::Float as i32 || t.dims.len() != 2 || t.dims.iter().any(|&d| d <= 0) {
+                continue;
+            }
+            let name = ix.constant_name(&n.input[0]).unwrap_or_else(|| n.input[0].clone());
+            if !tables.contains_key(&name) {
+                let (rows, cols) = (t.dims[0] as usize, t.dims[1] as usize);
+                let w = tensor::to_f32(t)?;
+                let (q, scales, zero) = quantize_weight(&w, rows, cols, opts.per_channel);
+                if zero > 0 {
+                    report.warnings.push(format!(
+                        "embedding table '{name}': {zero} all-zero column(s) got scale 1 (stored as exact zeros)"
+                    ));
+                }
+                let qn = edit::fresh_name(&mut taken, &format!("{name}_quantized"));
+                let sn = edit::fresh_name(&mut taken, &format!("{name}_scale"));
+                let zn = edit::fresh_name(&mut taken, &format!("{name}_zero_point"));
+                let sd: Vec<usize> = if opts.per_channel { vec![cols] } else { vec![] };
+                new_inits.push(from_i8(&qn, &[rows, cols], &q));
+                new_inits.push(tensor::from_f32(&sn, &sd, &scales));
+                new_inits.push(from_i8(&zn, &sd, &vec![0; scales.len()]));
+                report.embeddings.push(EmbeddingReport {
+                    table: name.clone(),
+                    rows,
+                    cols,
+                });
+                tables.insert(name.clone(), (qn, sn, zn));
+            }
+            gathers.insert(i, name);
+        }
+    }
+
+    let mut nodes: Vec<NodeProto> = Vec::with_capacity(src.node.len() + 3 * targets.len());
+    for (i, n) in src.node.iter().enumerate() {
+        if folded.contains(&i) {
+            continue;
+        }
+        if let Some(table) = gathers.get(&i) {
+            let (qn, sn, zn) = &tables[table];
+            let out = &n.output[0];
+            let gq = edit::fresh_name(&mut taken, &format!("{out}_quantized"));
+            let mut gn = n.clone();
+            gn.input[0] = qn.clone();
+            gn.output[0] = gq.clone();
+            nodes.push(gn);
+            let mut dq = node(
+                "DequantizeLinear",
+                &format!("{}_dequantize", n.name()),
+                &[&gq, sn, zn],
+                &[out],
+            );
+            if opts.per_channel {
+                dq = with_attrs(dq, vec![attr_int("axis", -1)]);
+            }
+            nodes.push(dq);
+            continue;
+        }
+        let Some(t) = by_node.get(&i) else {
+            nodes.push(n.clone());
+            continue;
+        };
+        // The weight, quantized once however many MatMuls share it.
+        if !weights.contains_key(&t.weight) {
+            let c = ix
+                .constant(&n.input[1])
+                .ok_or_else(|| PassError::Internal(format!("weight of '{}' is not a constant", t.name)))?;
+            let w = tensor::to_f32(c.tensor())?;
+            let (q, scales, zero) = quantize_weight(&w, t.rows, t.cols, opts.per_channel);
+            if zero > 0 {
+                report.warnings.push(format!(
+                    "weight '{}' of '{}': {zero} all-zero column(s) got scale 1 (stored as exact zeros)",
+                    t.weight, t.name
+                ));
+            }
+            let (mut max_err, mut max_half) = (0f32, 0f32);
+            for (k, (&qv, &wv)) in q.iter().zip(&w).enumerate() {
+                let s = scales[if opts.per_channel { k % t.cols } else { 0 }];
+                max_err = max_err.max((qv as f32 * s - wv).abs());
+                max_half = max_half.max(s / 2.0);
+            }
+            report.matmuls.push(MatMulReport {
+                node: t.name.clone(),
+                weight: t.weight.clone(),
+                in_features: t.rows,
+                out_features: t.cols,
+                max_weight_error: max_err,
+                max_half_scale: max_half,
+            });
+            let qn = edit::fresh_name(&mut taken, &format!("{}_quantized", t.weight));
+            let sn = edit::fresh_name(&mut taken, &format!("{}_scale", t.weight));
+            let zn = edit::fresh_name(&mut taken, &format!("{}_zero_point", t.weight));
+            let sd: Vec<usize> = if opts.per_channel { vec![t.cols] } else { vec![] };
+            new_inits.push(from_i8(&qn, &[t.rows, t.cols], &q));
+            new_inits.push(tensor::from_f32(&sn, &sd, &scales));
+            new_inits.push(from_i8(&zn, &sd, &vec![0; scales.len()]));
+            weights.insert(
+                t.weight.clone(),
+                QWeight {
+                    q: qn,
+                    scale: sn,
+                    zp: zn,
+                    dq: None,
+                },
+            );
+        } else {
+            report.matmuls.push(MatMulReport {
+                node: t.name.clone(),
+                weight: t.weight.clone(),
+                in_features: t.rows,
+                out_features: t.cols,
+                max_weight_error: report
+                    .matmuls
+                    .iter()
+                    .find(|r| r.weight == t.weight)
+                    .map_or(0.0, |r| r.max_weight_error),
+                max_half_scale: report
+                    .matmuls
+                    .iter()
+                    .find(|r| r.weight == t.weight)
+                    .map_or(0.0, |r| r.max_half_scale),
+            });
+        }
+        // The activation: static QDQ (once per value), or dynamic.
+        let act = match (opts.mode, ranges) {
+            (Mode::Static, Some(ranges)) => {
+                if !acts.contains_key(&t.input) {
+                    let r = ranges
+                        .get(&t.input)
+                        .copied()
+                        .ok_or_else(|| PassError::Internal(format!("no calibrated range for '{}'", t.input)))?;
+                    match activation_params(r, opts.activation_type) {
+                        Some((scale, zp)) => {
+                            let base = t.input.trim_start_matches('/').replace('/', "_");
+                            let sn = edit::fresh_name(&mut taken, &format!("{base}_scale"));
+                            let zn = edit::fresh_name(&mut taken, &format!("{base}_zero_point"));
+                            let qv = edit::fresh_name(&mut taken, &format!("{}_quantized", t.input));
+                            let dqv = edit::fresh_name(&mut taken, &format!("{}_dequantized", t.input));
+                            new_inits.push(tensor::from_f32(&sn, &[], &[scale]));
+                            match opts.activation_type {
+                                ActivationType::U8 => new_inits.push(from_u8(&zn, &[], &[zp as u8])),
+                                ActivationType::S8 => new_inits.push(from_i8(&zn, &[], &[zp as i8])),
+                            }
+                            nodes.push(node(
+                                "QuantizeLinear",
+                                &format!("{base}_QuantizeLinear"),
+                                &[&t.input, &sn, &zn],
+                                &[&qv],
+                            ));
+                            nodes.push(node(
+                                "DequantizeLinear",
+                                &format!("{base}_DequantizeLinear"),
+                                &[&qv, &sn, &zn],
+                                &[&dqv],
+                            ));
+                            let readers: Vec<String> = targets
+                                .iter()
+                                .filter(|o| o.input == t.input)
+                                .map(|o| o.name.clone())
+                                .collect();
+                            report.activations.push(ActivationReport {
+                                value: t.input.clone(),
+                                nodes: readers,
+                                min: r.min,
+                                max: r.max,
+                                scale,
+                                zero_point: zp,
+                            });
+                            acts.insert(t.input.clone(), Some(dqv));
+                        }
+                        None => {
+                            report.warnings.push(format!(
+                                "activation '{}' of '{}' had no usable range on the calibration data (min {}, max {}): its MatMuls quantize it at run time (dynamic) instead",
+                                t.input, t.name, r.min, r.max
+                            ));
+                            acts.insert(t.input.clone(), None);
+                        }
+                    }
+                }
+                acts[&t.input].clone()
+            }
+            _ => None,
+        };
+        let w = weights
+            .get_mut(&t.weight)
+            .ok_or_else(|| PassError::Internal("weight not quantized".into()))?;
+        match act {
+            Some(dqv) => {
+                if w.dq.is_none() {
+                    let base = t.weight.trim_start_matches('/').replace('/', "_");
+                    let out = edit::fresh_name(&mut taken, &format!("{}_dequantized", t.weight));
+                    let mut dq = node(
+                        "DequantizeLinear",
+                        &format!("{base}_DequantizeLinear"),
+                        &[&w.q, &w.scale, &w.zp],
+                        &[&out],
+                    );
+                    if opts.per_channel {
+                        dq = with_attrs(dq, vec![attr_int("axis", 1)]);
+                    }
+                    nodes.push(dq);
+                    w.dq = Some(out);
+                }
+                let mut mm = n.clone();
+                mm.input = vec![dqv, w.dq.clone().unwrap_or_default()];
+                nodes.push(mm);
+            }
+            None if readers[t.input.as_str()] > 1 => {
+                if !dyn_shared.contains_key(&t.input) {
+                    let base = t.input.trim_start_matches('/').replace('/', "_");
+                    let outs = [
+                        edit::fresh_name(&mut taken, &format!("{}_quantized", t.input)),
+                        edit::fresh_name(&mut taken, &format!("{}_scale", t.input)),
+                        edit::fresh_name(&mut taken, &format!("{}_zero_point", t.input)),
+                    ];
+                    nodes.push(node(
+                        "DynamicQuantizeLinear",
+                        &format!("{base}_DynamicQuantizeLinear"),
+                        &[&t.input],
+                        &[&outs[0], &outs[1], &outs[2]],
+                    ));
+                    dyn_shared.insert(t.input.clone(), outs);
+                }
+                let [q, s, z] = &dyn_shared[&t.input];
+                let (mut inputs, output) = (vec![q.as_str(), &w.q, s, &w.scale, z, &w.zp], n.output[0].as_str());
+                let output = match fold.get(&i) {
+                    Some((a, bias)) => {
+                        inputs.push(bias);
+                        src.node[*a].output[0].as_str()
+                    }
+                    None => output,
+                };
+                nodes.push(with_domain(
+                    node("MatMulIntegerToFloat", n.name(), &inputs, &[output]),
+                    "com.microsoft",
+                ));
+            }
+            None => {
+                let (inputs, output) = match fold.get(&i) {
+                    Some((a, bias)) => (
+                        vec![t.input.as_str(), &w.q, &w.scale, &w.zp, bias],
+                        src.node[*a].output[0].as_str(),
+                    ),
+                    None => (vec![t.input.as_str(), &w.q, &w.scale, &w.zp], n.output[0].as_str()),
+                };
+                let mut d = with_domain(
+                    node("DynamicQuantizeMatMul", n.name(), &inputs, &[output]),
+                    "com.microsoft",
+                );
+                d.doc_string = n.doc_string.clone();
+                nodes.push(d);
+            }
+        }
+    }
+    g.node = nodes;
+    g.initializer.extend(new_inits);
+    edit::remove_unused(g);
+    // Value types of rewired values did not change, but drop annotations of removed values.
+    let live: HashSet<String> = g.node.iter().flat_map(|n| n.output.iter().cloned()).collect();
+    g.value_info.retain(|v| live.contains(v.name()));
+    Ok(m)
+}

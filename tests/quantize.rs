@@ -1,0 +1,785 @@
+//! Quantization: int8 weights within scale/2 of the originals, quantized models that agree with
+//! float32 in ONNX Runtime (synthetic models and, when present, the shared models on GLUE dev),
+//! integer kernels in the graph ONNX Runtime runs, float16 that keeps float32 where it must,
+//! fallbacks for constant activations, and clean errors for bad options and quantized inputs.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use assert_cmd::Command;
+use ndarray::Array2;
+use onnx_compress::onnx::proto::tensor_proto::DataType;
+use onnx_compress::onnx::{self, tensor, GraphIndex, ModelProto, SaveOptions};
+use onnx_compress::passes::quantize::fp16::f16_to_f32;
+use onnx_compress::passes::quantize::{self, ActivationType, CalibMethod, Mode, QuantizeOptions};
+use onnx_compress::passes::{Calibrator, PassError, Values};
+use onnx_compress::runtime::{self, Batch, OrtCalibrator, SessionOptions};
+use onnx_compress::testkit::shared::{require, require_ort};
+use onnx_compress::testkit::synth::{tiny_bert, ShapeStyle, SynthOptions};
+use prost::Message;
+
+fn synth() -> ModelProto {
+    tiny_bert(&SynthOptions {
+        layers: 2,
+        heads: 4,
+        head_size: 8,
+        ffn: 64,
+        shapes: ShapeStyle::ConcatInferred,
+        seed: 11,
+        ..Default::default()
+    })
+}
+
+/// `n` batches of 8 sequences of random ids (1..100), lengths 5..=16, padded.
+fn batches(n: usize, seed: u64) -> Vec<Batch> {
+    let mut s = seed;
+    let mut next = move |m: u64| {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (s >> 33) % m
+    };
+    (0..n)
+        .map(|_| {
+            let lens: Vec<usize> = (0..8).map(|_| 5 + next(12) as usize).collect();
+            let max = *lens.iter().max().unwrap();
+            let mut ids = Array2::zeros((8, max));
+            let mut mask = Array2::zeros((8, max));
+            let mut types = Array2::zeros((8, max));
+            for (b, &len) in lens.iter().enumerate() {
+                for t in 0..len {
+                    ids[[b, t]] = 1 + next(99) as i64;
+                    mask[[b, t]] = 1;
+                    types[[b, t]] = (t >= len / 2) as i64;
+                }
+            }
+            Batch {
+                input_ids: ids,
+                attention_mask: mask,
+                token_type_ids: types,
+            }
+        })
+        .collect()
+}
+
+fn calibrator(seed: u64) -> OrtCalibrator {
+    OrtCalibrator {
+        batches: batches(8, seed),
+        examples: 64,
+        session: SessionOptions::default(),
+        seconds: 0.0,
+    }
+}
+
+/// Logits of `m` on each batch, concatenated.
+fn logits(m: &ModelProto, bs: &[Batch], what: &str) -> Vec<f32> {
+    let mut s = runtime::open_bytes(&m.encode_to_vec(), what, &SessionOptions::default())
+        .unwrap_or_else(|e| panic!("{what}: ONNX Runtime refuses the model: {e:#}"));
+    let mut all = vec![];
+    for b in bs {
+        let (l, n) = s.run(b).unwrap_or_else(|e| panic!("{what}: {e:#}"));
+        assert_eq!(n, 2);
+        assert!(l.iter().all(|v| v.is_finite()), "{what}: {l:?}");
+        all.extend(l);
+    }
+    all
+}
+
+/// (largest |difference| relative to the largest |logit|, share of equal argmaxes).
+fn compare(a: &[f32], b: &[f32]) -> (f32, f64) {
+    let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    let rows = a.len() / 2;
+    let same = (0..rows)
+        .filter(|&r| (a[2 * r] > a[2 * r + 1]) == (b[2 * r] > b[2 * r + 1]))
+        .count();
+    (diff / scale, same as f64 / rows as f64)
+}
+
+fn opts(mode: Mode) -> QuantizeOptions {
+    QuantizeOptions {
+        mode,
+        ..Default::default()
+    }
+}
+
+fn ops(m: &ModelProto) -> HashMap<String, usize> {
+    let mut c = HashMap::new();
+    for n in &m.graph.as_ref().unwrap().node {
+        *c.entry(n.op_type().to_string()).or_default() += 1;
+    }
+    c
+}
+
+fn int8_values(t: &onnx::TensorProto) -> Vec<i8> {
+    assert_eq!(t.data_type(), DataType::Int8 as i32, "{}", t.name());
+    t.raw_data.as_ref().unwrap().iter().map(|&b| b as i8).collect()
+}
+
+/// Every quantized weight and embedding table of `q`, dequantized, lies within scale/2 of the
+/// float32 original in `m` (plus float rounding of the product). Returns how many were checked.
+fn check_weights(m: &ModelProto, q: &ModelProto, per_channel: bool) -> usize {
+    let orig = GraphIndex::new(m.graph.as_ref().unwrap());
+    let g = q.graph.as_ref().unwrap();
+    let ix = GraphIndex::new(g);
+    let mut checked = 0;
+    for t in &g.initializer {
+        let Some(base) = t.name().strip_suffix("_quantized") else {
+            continue;
+        };
+        if t.data_type() != DataType::Int8 as i32 {
+            continue;
+        }
+        let w = tensor::to_f32(
+            orig.initializer(base)
+                .unwrap_or_else(|| panic!("original of {}", t.name())),
+        )
+        .unwrap();
+        let scales = ix
+            .const_f32(&format!("{base}_scale"))
+            .expect("scale beside the int8 weight");
+        let zps = int8_values(ix.initializer(&format!("{base}_zero_point")).unwrap());
+        assert!(zps.iter().all(|&z| z == 0), "weights are symmetric");
+        let cols = t.dims[1] as usize;
+        assert_eq!(scales.len(), if per_channel { cols } else { 1 }, "{base}");
+        assert!(scales.iter().all(|s| s.is_finite() && *s > 0.0), "{base}: {scales:?}");
+        for (k, (&qv, &wv)) in int8_values(t).iter().zip(&w).enumerate() {
+            assert!((-127..=127).contains(&qv));
+            let s = scales[if per_channel { k % cols } else { 0 }];
+            let err = (qv as f32 * s - wv).abs();
+            assert!(
+                err <= s / 2.0 + 1e-6 * wv.abs(),
+                "{base}[{k}]: {wv} vs {} (scale {s})",
+                qv as f32 * s
+            );
+        }
+        checked += 1;
+    }
+    checked
+}
+
+#[test]
+fn dequantized_weights_lie_within_half_a_scale() {
+    let m = synth();
+    for per_channel in [true, false] {
+        let o = QuantizeOptions {
+            per_channel,
+            ..opts(Mode::Dynamic)
+        };
+        let (q, r) = quantize::quantize(&m, &o, None).unwrap();
+        // 2 layers × 6 projections, and three embedding tables.
+        assert_eq!(r.matmuls.len(), 12);
+        assert_eq!(r.embeddings.len(), 3);
+        assert_eq!(check_weights(&m, &q, per_channel), 15);
+        for mm in &r.matmuls {
+            assert!(mm.max_weight_error <= mm.max_half_scale * (1.0 + 1e-5), "{mm:?}");
+        }
+        // No float MatMul with a constant weight is left.
+        let ix = GraphIndex::new(q.graph.as_ref().unwrap());
+        for n in &q.graph.as_ref().unwrap().node {
+            if n.op_type() == "MatMul" {
+                assert!(
+                    ix.constant(&n.input[1]).is_none(),
+                    "{} still has a float weight",
+                    n.name()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn weight_quantization_handles_zero_columns_and_rounding() {
+    // A zero column must not get scale 0; values round to the nearest step.
+    let w = [0.0f32, 1.0, 0.0, -0.5, 0.0, 0.25];
+    let (q, s, zero) = onnx_compress::passes::quantize::quantize_weight(&w, 3, 2, true);
+    assert_eq!(zero, 1);
+    assert_eq!(s, vec![1.0, 1.0 / 127.0]);
+    assert_eq!(q, vec![0, 127, 0, -64, 0, 32]);
+    let (q, s, _) = onnx_compress::passes::quantize::quantize_weight(&w, 3, 2, false);
+    assert_eq!(s, vec![1.0 / 127.0]);
+    assert_eq!(q, vec![0, 127, 0, -64, 0, 32]);
+}
+
+#[test]
+fn dynamic_agrees_with_float32_and_runs_integer_kernels() {
+    if !require_ort("dynamic quantization in ONNX Runtime") {
+        return;
+    }
+    let m = synth();
+    let bs = batches(6, 3);
+    let f = logits(&m, &bs, "float32");
+    for per_channel in [true, false] {
+        let (q, _) = quantize::quantize(
+            &m,
+            &QuantizeOptions {
+                per_channel,
+                ..opts(Mode::Dynamic)
+            },
+            None,
+        )
+        .unwrap();
+        let c = ops(&q);
+        assert_eq!(
+            c.get("DynamicQuantizeMatMul").copied().unwrap_or(0) + c["MatMulIntegerToFloat"],
+            12
+        );
+        let l = logits(&q, &bs, "dynamic");
+        let (rel, agree) = compare(&f, &l);
+        assert!(
+            rel < 0.05,
+            "per_channel {per_channel}: logits differ by {rel} of their scale"
+        );
+        assert!(agree >= 0.98, "per_channel {per_channel}: agreement {agree}");
+    }
+}
+
+/// Which operators ONNX Runtime runs for `m` after its own optimizations.
+fn optimized_ops(m: &ModelProto, dir: &Path) -> HashMap<String, usize> {
+    let path = dir.join("in.onnx");
+    let opt = dir.join("optimized.onnx");
+    std::fs::write(&path, m.encode_to_vec()).unwrap();
+    runtime::open_optimized(&path, &SessionOptions::default(), &opt).unwrap();
+    ops(&onnx::load(&opt).unwrap())
+}
+
+#[test]
+fn static_qdq_agrees_with_float32_and_becomes_integer_matmuls() {
+    if !require_ort("static quantization in ONNX Runtime") {
+        return;
+    }
+    let m = synth();
+    let bs = batches(6, 3);
+    let f = logits(&m, &bs, "float32");
+    let dir = tempfile::tempdir().unwrap();
+    let mut minmax: HashMap<String, (f32, f32)> = HashMap::new();
+    for method in [CalibMethod::Minmax, CalibMethod::Percentile, CalibMethod::Entropy] {
+        for act in [ActivationType::U8, ActivationType::S8] {
+            let o = QuantizeOptions {
+                calib_method: method,
+                activation_type: act,
+                ..opts(Mode::Static)
+            };
+            let mut cal = calibrator(7);
+            let (q, r) = quantize::quantize(&m, &o, Some(&mut cal)).unwrap();
+            // One QDQ pair per distinct MatMul input: Q/K/V share the LayerNorm output, so 4 a layer.
+            assert_eq!(r.activations.len(), 2 * 4, "{method:?}");
+            let c = ops(&q);
+            assert_eq!(c["QuantizeLinear"], 8);
+            assert_eq!(c["DequantizeLinear"], 8 + 12 + 3);
+            assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+            for a in &r.activations {
+                assert!(a.scale.is_finite() && a.scale > 0.0, "{a:?}");
+                // Percentile and entropy only ever clip the min/max range.
+                if method == CalibMethod::Minmax {
+                    minmax.insert(a.value.clone(), (a.min, a.max));
+                } else {
+                    let (lo, hi) = minmax[&a.value];
+                    assert!(a.min >= lo && a.max <= hi, "{method:?} {a:?} outside [{lo}, {hi}]");
+                }
+                assert!(a.min <= a.max, "{a:?}");
+                if act == ActivationType::S8 {
+                    assert_eq!(a.zero_point, 0);
+                } else {
+                    assert!((0..=255).contains(&a.zero_point));
+                }
+            }
+            check_weights(&m, &q, true);
+            let l = logits(&q, &bs, "static");
+            let (rel, agree) = compare(&f, &l);
+            if method == CalibMethod::Entropy {
+                // Entropy clips the long tails of hidden states (BERT's outlier features) hard:
+                // it runs, but is not held to the accuracy bar (see README).
+                continue;
+            }
+            assert!(rel < 0.1, "{method:?} {act:?}: logits differ by {rel} of their scale");
+            assert!(agree >= 0.98, "{method:?} {act:?}: agreement {agree}");
+            if method == CalibMethod::Minmax && act == ActivationType::U8 {
+                // ONNX Runtime fuses every QDQ MatMul into an integer kernel: no float MatMul reads a
+                // weight any more (the two attention MatMuls per layer stay float).
+                let oc = optimized_ops(&q, dir.path());
+                assert_eq!(oc.get("MatMulIntegerToFloat").copied().unwrap_or(0), 12, "{oc:?}");
+                assert!(oc.get("MatMul").copied().unwrap_or(0) <= 4, "{oc:?}");
+            }
+        }
+    }
+}
+
+/// A calibrator that shows every value as constant zero.
+struct Zeros;
+
+impl Calibrator for Zeros {
+    fn capture(
+        &mut self,
+        _model: &ModelProto,
+        values: &[String],
+        sink: &mut dyn FnMut(usize, &Values) -> Result<(), PassError>,
+    ) -> Result<(), PassError> {
+        let v: Vec<(Vec<f32>, usize)> = values.iter().map(|_| (vec![0.0; 4 * 32], 32)).collect();
+        sink(4, &v)
+    }
+    fn logits(&mut self, _model: &ModelProto) -> Result<(Vec<f32>, usize), PassError> {
+        Ok((vec![], 2))
+    }
+    fn examples(&self) -> usize {
+        1
+    }
+    fn tokens(&self) -> usize {
+        4
+    }
+}
+
+#[test]
+fn constant_zero_activations_fall_back_to_dynamic_and_say_where() {
+    let m = synth();
+    let (q, r) = quantize::quantize(&m, &opts(Mode::Static), Some(&mut Zeros)).unwrap();
+    assert!(r.activations.is_empty());
+    assert_eq!(r.warnings.len(), 8, "{:?}", r.warnings);
+    assert!(r
+        .warnings
+        .iter()
+        .all(|w| w.contains("no usable range") && w.contains("MatMul")));
+    let c = ops(&q);
+    assert!(!c.contains_key("QuantizeLinear"));
+    assert_eq!(
+        c.get("DynamicQuantizeMatMul").copied().unwrap_or(0) + c["MatMulIntegerToFloat"],
+        12
+    );
+    // Every scale in the graph is finite and positive.
+    let ix = GraphIndex::new(q.graph.as_ref().unwrap());
+    for t in &q.graph.as_ref().unwrap().initializer {
+        if t.name().ends_with("_scale") {
+            assert!(ix
+                .const_f32(t.name())
+                .unwrap()
+                .iter()
+                .all(|s| s.is_finite() && *s > 0.0));
+        }
+    }
+}
+
+#[test]
+fn low_rank_chains_and_pruned_shapes_are_quantized() {
+    if !require_ort("low-rank chain in ONNX Runtime") {
+        return;
+    }
+    // Replace each FFN up-projection W [h, f] by a chain MatMul(MatMul(x, A), B) with
+    // A = W[:, :k]·… — here A = W (h × f) and B = I (f × f) keeps the function and gives the
+    // two-initializer chain a low-rank pass writes.
+    let mut m = synth();
+    {
+        let g = m.graph.as_mut().unwrap();
+        let ix = GraphIndex::new(g);
+        let mut edits = vec![];
+        for (i, n) in g.node.iter().enumerate() {
+            if n.op_type() == "MatMul" {
+                if let Some((t, _, f)) = ix.weight_2d(&n.input[1]) {
+                    if f == 64 {
+                        edits.push((i, t.name().to_string(), f));
+                    }
+                }
+            }
+        }
+        assert_eq!(edits.len(), 2);
+        for (k, (i, _, f)) in edits.into_iter().enumerate().rev() {
+            let mut eye = vec![0f32; f * f];
+            for d in 0..f {
+                eye[d * f + d] = 1.0;
+            }
+            let b = format!("lowrank{k}.B");
+            g.initializer.push(tensor::from_f32(&b, &[f, f], &eye));
+            let out = g.node[i].output[0].clone();
+            let mid = format!("{out}_mid");
+            g.node[i].output[0] = mid.clone();
+            g.node.insert(
+                i + 1,
+                onnx::build::node("MatMul", &format!("lowrank{k}/MatMul"), &[&mid, &b], &[&out]),
+            );
+        }
+    }
+    let bs = batches(4, 9);
+    let f = logits(&m, &bs, "float32 chain");
+    let (q, r) = quantize::quantize(&m, &opts(Mode::Dynamic), None).unwrap();
+    assert_eq!(r.matmuls.len(), 14);
+    assert!(r.matmuls.iter().any(|x| x.node.starts_with("lowrank")));
+    let (rel, agree) = compare(&f, &logits(&q, &bs, "dynamic chain"));
+    assert!(rel < 0.05 && agree >= 0.98, "{rel} {agree}");
+}
+
+#[test]
+fn exclude_keeps_named_matmuls_in_float() {
+    let m = synth();
+    let o = QuantizeOptions {
+        exclude: vec!["encoder.layer.?.output.dense*".into(), "layer.1".into()],
+        ..opts(Mode::Dynamic)
+    };
+    let names: Vec<String> = m
+        .graph
+        .as_ref()
+        .unwrap()
+        .node
+        .iter()
+        .filter(|n| n.op_type() == "MatMul")
+        .map(|n| n.name().to_string())
+        .collect();
+    let down = names.iter().filter(|n| n.contains("0.output.dense")).count();
+    assert!(down > 0, "synth names changed: {names:?}");
+    let (_, r) = quantize::quantize(&m, &o, None).unwrap();
+    assert!(!r.excluded.is_empty());
+    assert_eq!(r.matmuls.len() + r.excluded.len(), 12);
+    assert!(r
+        .matmuls
+        .iter()
+        .all(|x| !x.node.contains("layer.0.output.dense") && !x.node.contains("layer.1")));
+    assert_eq!(r.matmuls.len(), 5);
+    // A pattern matching nothing is a mistake, not a no-op.
+    let bad = QuantizeOptions {
+        exclude: vec!["no-such-node".into()],
+        ..opts(Mode::Dynamic)
+    };
+    let e = quantize::quantize(&m, &bad, None).unwrap_err().to_string();
+    assert!(e.contains("no-such-node") && e.contains("matches no"), "{e}");
+}
+
+#[test]
+fn already_quantized_models_are_refused() {
+    let m = synth();
+    for mode in [Mode::Dynamic, Mode::Fp16] {
+        let (q, _) = quantize::quantize(&m, &opts(mode), None).unwrap();
+        for again in [Mode::Dynamic, Mode::Static, Mode::Fp16] {
+            let e = quantize::quantize(&q, &opts(again), Some(&mut Zeros))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("quantized already"), "{mode:?} then {again:?}: {e}");
+        }
+    }
+}
+
+#[test]
+fn bad_options_are_refused() {
+    let m = synth();
+    for p in [0.0, -1.0, 100.5, f64::NAN] {
+        let o = QuantizeOptions {
+            percentile: p,
+            ..opts(Mode::Static)
+        };
+        let e = quantize::quantize(&m, &o, Some(&mut Zeros)).unwrap_err().to_string();
+        assert!(e.contains("--percentile") && e.contains("(0, 100]"), "{e}");
+    }
+    let e = quantize::quantize(&m, &opts(Mode::Static), None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--calib-data"), "{e}");
+}
+
+#[test]
+fn fp16_keeps_float32_where_numerics_need_it_and_agrees() {
+    let m = synth();
+    let (q, r) = quantize::quantize(&m, &opts(Mode::Fp16), None).unwrap();
+    let g = q.graph.as_ref().unwrap();
+    // Inputs and outputs unchanged.
+    assert_eq!(g.input, m.graph.as_ref().unwrap().input);
+    assert_eq!(g.output, m.graph.as_ref().unwrap().output);
+    // Every large float tensor is float16 now, except those only float32 nodes read.
+    let ix = GraphIndex::new(g);
+    for t in &g.initializer {
+        if t.data_type() == DataType::Float as i32 {
+            assert!(
+                ix.consumers(t.name())
+                    .iter()
+                    .all(|&c| r.kept_float32.contains(&g.node[c].name().to_string())),
+                "{} stayed float32",
+                t.name()
+            );
+        }
+    }
+    let halves = g
+        .initializer
+        .iter()
+        .filter(|t| t.data_type() == DataType::Float16 as i32)
+        .count();
+    assert!(halves >= 10, "{halves}");
+    // LayerNorms and softmaxes read float32 (through a Cast to float, or float32 constants).
+    for (i, n) in g.node.iter().enumerate() {
+        if matches!(n.op_type(), "LayerNormalization" | "Softmax") {
+            let p = ix.producer(&n.input[0]).map(|p| ix.node(p));
+            assert!(
+                p.is_some_and(
+                    |p| p.op_type() == "Cast" && ix.attr_i(ix.producer(&n.input[0]).unwrap(), "to") == Some(1)
+                ),
+                "node #{i} {} reads {:?}",
+                n.name(),
+                p.map(|p| p.op_type())
+            );
+        }
+    }
+    // The embedding table holds the original values rounded to float16.
+    let orig = tensor::to_f32(
+        GraphIndex::new(m.graph.as_ref().unwrap())
+            .initializer("embeddings.word_embeddings.weight")
+            .unwrap(),
+    )
+    .unwrap();
+    let t = ix.initializer("embeddings.word_embeddings.weight").unwrap();
+    let h: Vec<f32> = t
+        .raw_data
+        .as_ref()
+        .unwrap()
+        .chunks_exact(2)
+        .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+        .collect();
+    for (a, b) in orig.iter().zip(&h) {
+        assert!((a - b).abs() <= a.abs() / 1024.0 + 6e-8, "{a} vs {b}");
+    }
+    if !require_ort("float16 in ONNX Runtime (CPU)") {
+        return;
+    }
+    let bs = batches(6, 3);
+    let (rel, agree) = compare(&logits(&m, &bs, "float32"), &logits(&q, &bs, "float16"));
+    assert!(rel < 0.01 && agree >= 0.98, "{rel} {agree}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The binary: bad options leave no output file; history is recorded.
+// ---------------------------------------------------------------------------------------------
+
+fn bin() -> Command {
+    Command::cargo_bin("onnx-compress").unwrap()
+}
+
+fn save(m: &ModelProto, dir: &Path, name: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    onnx::save(m, &p, &SaveOptions::default()).unwrap();
+    p
+}
+
+fn fails(args: &[&str], out: &Path, needles: &[&str]) {
+    let o = bin().args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    // 1: our errors; 2: clap's (an unknown value for an enumerated flag).
+    assert!(matches!(o.status.code(), Some(1 | 2)), "{args:?}: {err}");
+    assert_eq!(
+        err.trim_end().lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(o.stdout.is_empty());
+    assert!(!out.exists(), "{args:?} wrote {}", out.display());
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: error does not mention {n:?}: {err}");
+    }
+}
+
+#[test]
+fn cli_bad_options_give_one_clear_error_and_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = save(&synth(), dir.path(), "in.onnx");
+    let out = dir.path().join("out.onnx");
+    let (i, o) = (input.to_str().unwrap(), out.to_str().unwrap());
+    let calib = dir.path().join("train.tsv");
+    std::fs::write(&calib, "sentence\tlabel\ngood film \t1\n").unwrap();
+    let c = calib.to_str().unwrap();
+    fails(&["quantize", "--mode", "static", i, o], &out, &["--calib-data"]);
+    fails(
+        &[
+            "quantize",
+            "--mode",
+            "static",
+            "--calib-data",
+            c,
+            "--calib-method",
+            "magic",
+            i,
+            o,
+        ],
+        &out,
+        &["magic"],
+    );
+    for p in ["0", "-3", "100.1"] {
+        fails(
+            &[
+                "quantize",
+                "--mode",
+                "static",
+                "--calib-data",
+                c,
+                "--calib-method",
+                "percentile",
+                "--percentile",
+                p,
+                i,
+                o,
+            ][..],
+            &out,
+            &["--percentile", "(0, 100]"],
+        );
+    }
+    fails(
+        &[
+            "quantize",
+            "--mode",
+            "static",
+            "--calib-data",
+            c,
+            "--calib-samples",
+            "0",
+            i,
+            o,
+        ],
+        &out,
+        &["--calib-samples"],
+    );
+    fails(
+        &["quantize", "--mode", "dynamic", "--calib-data", c, i, o],
+        &out,
+        &["--calib-data"],
+    );
+    fails(&["quantize", "--mode", "int4", i, o], &out, &["int4"]);
+    fails(
+        &["quantize", "--mode", "dynamic", "--exclude", "nothing-like-this", i, o],
+        &out,
+        &["nothing-like-this"],
+    );
+    fails(&["quantize", "--mode", "dynamic", i, i], &out, &[]);
+    // An already quantized input.
+    let (q, _) = quantize::quantize(&synth(), &opts(Mode::Dynamic), None).unwrap();
+    let qin = save(&q, dir.path(), "q.onnx");
+    fails(
+        &["quantize", "--mode", "dynamic", qin.to_str().unwrap(), o],
+        &out,
+        &["q.onnx", "quantized already"],
+    );
+}
+
+#[test]
+fn cli_records_history_and_reports_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = save(&synth(), dir.path(), "in.onnx");
+    let out = dir.path().join("out.onnx");
+    let o = bin()
+        .args(["quantize", "--mode", "dynamic", "--per-tensor", "--json"])
+        .arg(&input)
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["options"]["mode"], "dynamic");
+    assert_eq!(r["options"]["per_channel"], false);
+    assert_eq!(r["matmuls"].as_array().unwrap().len(), 12);
+    let m = onnx::load(&out).unwrap();
+    let h = onnx_compress::history::history(&m).unwrap();
+    assert_eq!(h.last().unwrap().pass, "quantize");
+    assert_eq!(h.last().unwrap().options["mode"], "dynamic");
+    // The input is untouched.
+    assert_eq!(onnx::load(&input).unwrap(), synth());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The shared models: GLUE dev predictions against float32 (a subset, to keep the suite quick).
+// ---------------------------------------------------------------------------------------------
+
+/// Quantizes a shared model through the binary and evaluates the first `limit` dev examples;
+/// returns (agreement with the float32 reference predictions, accuracy, float32 accuracy on the
+/// same examples, size ratio).
+fn shared_check(task: &str, extra: &[&str], limit: usize) -> Option<(f64, f64, f64, f64)> {
+    let dir = require(&format!("models/minilm-l6-{task}"), "quantizing a shared model")?;
+    let data = require("data/glue", "quantizing a shared model")?;
+    if !require_ort("quantizing a shared model") {
+        return None;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("q.onnx");
+    let input = dir.join("model.onnx");
+    let o = bin()
+        .arg("quantize")
+        .args(extra)
+        .arg(&input)
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let e = bin()
+        .args([
+            "eval",
+            "--json",
+            "--warmup",
+            "0",
+            "--measure",
+            "1",
+            "--task",
+            task,
+            "--limit",
+        ])
+        .arg(limit.to_string())
+        .arg("--data")
+        .arg(&data)
+        .arg("--model")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&e.stdout).unwrap();
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
+    let refp = reference["predictions"].as_array().unwrap();
+    let preds = r["predictions"].as_array().unwrap();
+    assert_eq!(preds.len(), limit);
+    let same = (0..limit).filter(|&i| preds[i] == refp[i]).count();
+    let labels: Vec<i64> = {
+        let text = std::fs::read_to_string(data.join(task).join("dev.tsv")).unwrap();
+        let mut lines = text.trim_start_matches('\u{feff}').lines();
+        let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
+        let col = header.iter().position(|h| *h == "label" || *h == "Quality").unwrap();
+        lines
+            .take(limit)
+            .map(|l| l.split('\t').nth(col).unwrap().parse().unwrap())
+            .collect()
+    };
+    let acc = |p: &[serde_json::Value]| {
+        (0..limit).filter(|&i| p[i].as_i64() == Some(labels[i])).count() as f64 / limit as f64
+    };
+    let size = std::fs::metadata(&out).unwrap().len() as f64 / std::fs::metadata(&input).unwrap().len() as f64;
+    Some((same as f64 / limit as f64, acc(preds), acc(refp), size))
+}
+
+#[test]
+fn shared_sst2_dynamic_agrees_with_float32() {
+    let Some((agree, acc, acc32, size)) = shared_check("sst2", &["--mode", "dynamic"], 436) else {
+        return;
+    };
+    assert!(agree >= 0.98, "agreement {agree}");
+    assert!(acc >= acc32 - 0.01, "accuracy {acc} vs float32 {acc32}");
+    assert!(size <= 0.27, "size {size} of float32");
+}
+
+#[test]
+fn shared_sst2_static_agrees_with_float32() {
+    let Some(calib) = require("data/glue/sst2/train.tsv", "static calibration") else {
+        return;
+    };
+    let c = calib.to_str().unwrap().to_string();
+    let Some((agree, acc, acc32, size)) = shared_check(
+        "sst2",
+        &["--mode", "static", "--calib-data", &c, "--calib-samples", "128"],
+        436,
+    ) else {
+        return;
+    };
+    assert!(agree >= 0.98, "agreement {agree}");
+    assert!(acc >= acc32 - 0.01, "accuracy {acc} vs float32 {acc32}");
+    assert!(size <= 0.27, "size {size} of float32");
+}
+
+#[test]
+fn shared_mrpc_dynamic_and_fp16_agree_with_float32() {
+    let Some((agree, _, _, size)) = shared_check("mrpc", &["--mode", "dynamic"], 204) else {
+        return;
+    };
+    assert!(agree >= 0.97, "agreement {agree}");
+    assert!(size <= 0.27, "size {size} of float32");
+    let Some((agree, _, _, size)) = shared_check("mrpc", &["--mode", "fp16"], 204) else {
+        return;
+    };
+    assert!(agree >= 0.98, "fp16 agreement {agree}");
+    assert!(size <= 0.52, "fp16 size {size} of float32");
+}
