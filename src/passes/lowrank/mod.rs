@@ -655,6 +655,75 @@ fn check_fixed_rank(targets: &[Target], rule: RankRule) -> Result<(), PassError>
     Ok(())
 }
 
+/// Runs `f` on every item on as many threads as the machine has; results in item order.
+pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len());
+    if threads <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let mut done: Vec<(usize, R)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { break };
+                        mine.push((i, f(item)));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
+}
+
+/// One layer of the weight-only method: its report row and, unless it stays dense, its factors.
+fn factor_one(
+    model: &ModelProto,
+    opts: &LowrankOptions,
+    tg: &Target,
+) -> Result<(LayerReport, Option<Replacement>), PassError> {
+    let lin = &tg.linear;
+    if let Some(f) = &lin.factor {
+        return Ok((
+            tg.kept(format!("already factorized (rank {})", f.rank), f.rank, 1.0),
+            None,
+        ));
+    }
+    let (m, n) = (lin.in_features, lin.out_features);
+    let mut w = weight_matrix(model, lin)?;
+    if let Some(shrink) = opts.denoise {
+        // The reference's layout is [out, in]: denoise Wᵀ and come back.
+        let wt = w.transpose().to_owned();
+        let d = denoise(&wt, shrink).map_err(|e| PassError::Internal(format!("{}: {e}", tg.name())))?;
+        w = d.transpose().to_owned();
+    }
+    let (u, s, v) = svd(&w, &tg.name())?;
+    let k = choose_rank(&s, opts.rank, opts.k_min, opts.k_max);
+    let kept = energy_share(&s, k);
+    if at_break_even(k, m, n) && !opts.force {
+        let why = format!(
+            "rank {k} is at or above break-even {:.1}: factors would not be smaller (--force factorizes anyway)",
+            break_even(m, n)
+        );
+        return Ok((tg.kept(why, k, kept), None));
+    }
+    let a = u.subcols(0, k).to_owned();
+    let b = Mat::from_fn(k, n, |r, c| s[r] * v[(c, r)]);
+    Ok((tg.done(k, kept), Some(Replacement::new(tg, &a, &b)?)))
+}
+
 /// The reference's method: per selected layer, optional denoising, SVD, rank by the rule,
 /// factors W ≈ (U_k)(Σ_k V_kᵀ) in [in, out] layout.
 pub fn lowrank(model: &ModelProto, opts: &LowrankOptions) -> Result<(ModelProto, LowrankReport), PassError> {
@@ -668,40 +737,13 @@ pub fn lowrank(model: &ModelProto, opts: &LowrankOptions) -> Result<(ModelProto,
     let t = structure::discover(model)?;
     let targets = select(&t, opts)?;
     check_fixed_rank(&targets, opts.rank)?;
+    let results = par_map(&targets, |tg| factor_one(model, opts, tg));
     let mut reps = Vec::new();
     let mut rows = Vec::new();
-    for tg in &targets {
-        let lin = &tg.linear;
-        if let Some(f) = &lin.factor {
-            rows.push(tg.kept(format!("already factorized (rank {})", f.rank), f.rank, 1.0));
-            continue;
-        }
-        let (m, n) = (lin.in_features, lin.out_features);
-        let mut w = weight_matrix(model, lin)?;
-        if let Some(shrink) = opts.denoise {
-            // The reference's layout is [out, in]: denoise Wᵀ and come back.
-            let wt = w.transpose().to_owned();
-            let d = denoise(&wt, shrink).map_err(|e| PassError::Internal(format!("{}: {e}", tg.name())))?;
-            w = d.transpose().to_owned();
-        }
-        let (u, s, v) = svd(&w, &tg.name())?;
-        let k = choose_rank(&s, opts.rank, opts.k_min, opts.k_max);
-        let kept = energy_share(&s, k);
-        if at_break_even(k, m, n) && !opts.force {
-            rows.push(tg.kept(
-                format!(
-                    "rank {k} is at or above break-even {:.1}: factors would not be smaller (--force factorizes anyway)",
-                    break_even(m, n)
-                ),
-                k,
-                kept,
-            ));
-            continue;
-        }
-        let a = u.subcols(0, k).to_owned();
-        let b = Mat::from_fn(k, n, |r, c| s[r] * v[(c, r)]);
-        reps.push(Replacement::new(tg, &a, &b)?);
-        rows.push(tg.done(k, kept));
+    for r in results {
+        let (row, rep) = r?;
+        rows.push(row);
+        reps.extend(rep);
     }
     let out = factorize_graph(model, &reps)?;
     let method = match opts.denoise {
