@@ -465,8 +465,11 @@ pub fn weight_matrix(model: &ModelProto, lin: &Linear) -> Result<Mat<f64>, PassE
     })
 }
 
-/// The thin SVD of `m`: (U, s, V) with m = U·diag(s)·Vᵀ.
-pub fn svd(m: &Mat<f64>, what: &str) -> Result<(Mat<f64>, Vec<f64>, Mat<f64>), PassError> {
+/// A thin SVD: (U, s, V) with m = U·diag(s)·Vᵀ, s non-increasing.
+pub type ThinSvd = (Mat<f64>, Vec<f64>, Mat<f64>);
+
+/// The thin SVD of `m`.
+pub fn svd(m: &Mat<f64>, what: &str) -> Result<ThinSvd, PassError> {
     let d = m
         .thin_svd()
         .map_err(|e| PassError::Internal(format!("{what}: SVD did not converge ({e:?})")))?;
