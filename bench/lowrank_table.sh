@@ -21,7 +21,10 @@ THREADS="${2:-2}"
 TASKS="${3:-sst2 mrpc}"
 mkdir -p "$OUT"
 
-acc() { "$BIN" eval --task "$1" --model "$2" --threads "$THREADS" --json | jq -r '"\(.metrics.accuracy) \(.metrics.f1)"'; }
+acc() {
+  "$BIN" eval --task "$1" --model "$2" --threads "$THREADS" --json |
+    jq -r '"\(.metrics.accuracy) \(.metrics.f1)"' | awk '{printf "%.4f %.4f\n", $1, $2}'
+}
 sps() {
   "$BIN" eval --task "$1" --model "$2" --threads "$THREADS" --batch-size 32 --warmup 3 --measure 1000 --json |
     jq -r '.timing.samples_per_s'
