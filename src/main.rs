@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use onnx_compress::eval::{self, EvalOptions};
 use onnx_compress::glue::Task;
 use onnx_compress::onnx::{self, ExternalData, ModelProto, SaveOptions};
+use onnx_compress::passes::lowrank::{self, ApplyTo, LowrankOptions, RankRule, Shrink};
 use onnx_compress::passes::prune::{self, PruneOptions, Strategy};
 use onnx_compress::passes::quantize::{self, ActivationType, CalibMethod, Mode, QuantizeOptions, WeightType};
 use onnx_compress::runtime::{self, Device, SessionOptions};
@@ -41,6 +42,8 @@ enum Command {
     Eval(EvalArgs),
     /// Remove attention heads and FFN neurons: the graph is really sliced, per layer.
     Prune(PruneArgs),
+    /// Replace Linear layers by two thin factors x·A·B (weight SVD, or activation-aware with --calib-data).
+    Lowrank(LowrankArgs),
     /// Run one YAML recipe (the reference's config layout): apply its passes, evaluate, print the row.
     Run(RunArgs),
     /// Run many recipes of one task and write the results table (Markdown, CSV, JSON) and Pareto charts.
@@ -231,6 +234,76 @@ enum ExternalMode {
 }
 
 #[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("rank_rule").args(["energy", "ratio", "rank", "target_params"]).multiple(false)))]
+struct LowrankArgs {
+    /// The model to factorize (never modified).
+    input: PathBuf,
+    /// Where to write the factorized model (atomically; must differ from INPUT).
+    output: PathBuf,
+    /// Rank = smallest k whose share of the spectral energy Σs² reaches E, in (0, 1] (default 0.99).
+    #[arg(long, value_name = "E")]
+    energy: Option<f64>,
+    /// Rank = round(full rank × R), R in (0, 1].
+    #[arg(long, value_name = "R")]
+    ratio: Option<f64>,
+    /// Rank = K in every selected layer (an error where K exceeds a layer's full rank).
+    #[arg(long, value_name = "K")]
+    rank: Option<usize>,
+    /// Lower bound on the chosen rank (then capped at the layer's full rank).
+    #[arg(long, value_name = "K")]
+    k_min: Option<usize>,
+    /// Upper bound on the chosen rank.
+    #[arg(long, value_name = "K")]
+    k_max: Option<usize>,
+    /// Which Linear layers: all_linear, bert_linear_only, exclude_classifier, ffn_only, ffn_plus_attn_output, qkv_only.
+    #[arg(long, value_enum, default_value_t = ApplyTo::ExcludeClassifier)]
+    apply_to: ApplyTo,
+    /// Encoder layers to touch, e.g. 4,5 (default: all; the pooler and classifier are not filtered by it).
+    #[arg(long, value_delimiter = ',', value_name = "L,L,...")]
+    layers: Option<Vec<usize>>,
+    /// Denoise each weight before the SVD (the reference's RMT step: column standardization + shrinkage).
+    #[arg(long)]
+    denoise: bool,
+    /// Shrinkage rule of --denoise.
+    #[arg(long, value_enum, default_value_t = Shrink::GavishDonoho, requires = "denoise")]
+    shrink: Shrink,
+    /// Factorize even where the rank is at or above break-even (k ≥ m·n/(m+n)).
+    #[arg(long)]
+    force: bool,
+    /// Activation-aware: a GLUE TSV of the task's train split (task from its header, or --task).
+    #[arg(long, value_name = "FILE")]
+    calib_data: Option<PathBuf>,
+    /// Number of calibration examples drawn (seeded by --seed) from --calib-data.
+    #[arg(long, default_value_t = 512)]
+    calib_samples: usize,
+    /// Task of --calib-data when its header does not tell.
+    #[arg(long)]
+    task: Option<String>,
+    /// With --calib-data: keep this fraction of the selected layers' parameters, in (0, 1);
+    /// ranks are allocated across layers by output error per parameter.
+    #[arg(long, value_name = "F", requires = "calib_data")]
+    target_params: Option<f64>,
+    /// Truncation length of calibration examples.
+    #[arg(long, default_value_t = 128)]
+    max_length: usize,
+    /// Intra-op threads for calibration runs (0: ONNX Runtime's default).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Seed for drawing calibration examples.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Sequence length for the MAC counts in the report.
+    #[arg(long, default_value_t = 128)]
+    seq_len: usize,
+    /// Tokenizer to embed when the input has none embedded (default: tokenizer.json beside INPUT).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
 struct EvalArgs {
     /// sst2, mrpc, qqp (also cola, qnli, rte, mnli, stsb, wnli).
     #[arg(long)]
@@ -318,6 +391,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Eval(a) => cmd_eval(cli.ort_lib.as_deref(), a),
         Command::Prune(a) => cmd_prune(cli.ort_lib.as_deref(), a),
+        Command::Lowrank(a) => cmd_lowrank(cli.ort_lib.as_deref(), a),
         Command::Run(a) => cmd_run(cli.ort_lib.as_deref(), a),
         Command::Bench(a) => cmd_bench(cli.ort_lib.as_deref(), a),
         Command::Quantize(a) => cmd_quantize(cli.ort_lib.as_deref(), a),
@@ -715,5 +789,113 @@ fn cmd_quantize(ort_lib: Option<&Path>, a: QuantizeArgs) -> Result<()> {
         print_json(&report)
     } else {
         print(&report::quantize_text(&report, &a.output, summary.bytes))
+    }
+}
+
+/// Builds the calibration runner for a pass from `--calib-data` and its companion flags.
+struct CalibArgs<'a> {
+    path: &'a Path,
+    task: Option<&'a str>,
+    samples: usize,
+    seed: u64,
+    max_length: usize,
+    threads: usize,
+    tokenizer: Option<&'a Path>,
+}
+
+fn calibrator(
+    ort_lib: Option<&Path>,
+    input: &Path,
+    model: &ModelProto,
+    c: &CalibArgs,
+) -> Result<runtime::OrtCalibrator> {
+    let task = c.task.map(Task::from_name).transpose()?;
+    let task = calib::task_of(c.path, task)?;
+    let (mut tokenizer, _) = eval::load_tokenizer(input, model, c.tokenizer)?;
+    let data = calib::load(c.path, task, c.samples, c.seed, &mut tokenizer, c.max_length, 32)?;
+    runtime::init(ort_lib)?;
+    Ok(runtime::OrtCalibrator {
+        batches: data.batches,
+        examples: data.examples,
+        session: SessionOptions {
+            threads: c.threads,
+            ..Default::default()
+        },
+        seconds: 0.0,
+    })
+}
+
+fn cmd_lowrank(ort_lib: Option<&Path>, a: LowrankArgs) -> Result<()> {
+    let rank = match (a.energy, a.ratio, a.rank) {
+        (_, Some(r), _) => RankRule::Ratio(r),
+        (_, _, Some(k)) => RankRule::Fixed(k),
+        (e, _, _) => RankRule::Energy(e.unwrap_or(0.99)),
+    };
+    let opts = LowrankOptions {
+        rank,
+        k_min: a.k_min,
+        k_max: a.k_max,
+        apply_to: a.apply_to,
+        layers: a.layers.clone(),
+        denoise: a.denoise.then_some(a.shrink),
+        force: a.force,
+        target_params: a.target_params,
+        seq_len: a.seq_len,
+    };
+    lowrank::validate(&opts)?;
+    if a.calib_data.is_some() && a.denoise {
+        bail!("--denoise belongs to the weight-only method: drop it or --calib-data");
+    }
+    if a.calib_data.is_some() && a.calib_samples == 0 {
+        bail!("--calib-samples must be at least 1");
+    }
+    onnx::io::ensure_distinct(&a.input, &a.output)?;
+    let (model, sources) = onnx::load_with_sources(&a.input)?;
+    onnx::io::ensure_not_overwriting(&sources, &a.output)?;
+    let (mut out, report) = if let Some(calib_path) = &a.calib_data {
+        let mut calibrator = calibrator(
+            ort_lib,
+            &a.input,
+            &model,
+            &CalibArgs {
+                path: calib_path,
+                task: a.task.as_deref(),
+                samples: a.calib_samples,
+                seed: a.seed,
+                max_length: a.max_length,
+                threads: a.threads,
+                tokenizer: a.tokenizer.as_deref(),
+            },
+        )?;
+        lowrank::lowrank_calibrated(&model, &opts, &mut calibrator).with_context(|| a.input.display().to_string())?
+    } else {
+        lowrank::lowrank(&model, &opts).with_context(|| a.input.display().to_string())?
+    };
+    carry_tokenizer(&mut out, &a.input, a.tokenizer.as_deref())?;
+    let mut options = serde_json::to_value(&report.options)?;
+    if let (Some(o), Some(c)) = (options.as_object_mut(), &a.calib_data) {
+        o.insert("calib_data".into(), serde_json::json!(c.display().to_string()));
+        o.insert("calib_samples".into(), serde_json::json!(a.calib_samples));
+        o.insert("seed".into(), serde_json::json!(a.seed));
+    }
+    record(
+        &mut out,
+        "lowrank",
+        options,
+        Some((report.params_before, report.params_after)),
+        Some((report.encoder_macs_before, report.encoder_macs_after)),
+    )?;
+    onnx::save(
+        &out,
+        &a.output,
+        &SaveOptions {
+            protect: sources,
+            ..Default::default()
+        },
+    )?;
+    if a.json {
+        print_json(&report)
+    } else {
+        print(&report::lowrank_text(&report, &a.output))
     }
 }

@@ -11,9 +11,10 @@ use serde::Serialize;
 use crate::eval::{self, EvalOptions, EvalReport};
 use crate::glue::Task;
 use crate::onnx::{self, tensor, ModelProto, SaveOptions};
+use crate::passes::lowrank::{self, ApplyTo, LowrankOptions, RankRule, Shrink};
 use crate::passes::prune::{self, PruneOptions, Strategy};
 use crate::passes::quantize::{self, ActivationType, CalibMethod, Mode, QuantizeOptions};
-use crate::recipe::{LoadedRecipe, PruneUnit, QuantizationSection};
+use crate::recipe::{LoadedRecipe, LowrankSection, PruneUnit, QuantizationSection};
 use crate::runtime::{Device, OrtCalibrator, SessionOptions};
 use crate::structure;
 use crate::{calib, history};
@@ -154,6 +155,76 @@ fn prune_step(
         rep.layers.iter().map(|l| l.neurons_before).sum::<usize>(),
         rep.layers.iter().map(|l| l.neurons_after).sum::<usize>(),
         rep.encoder_macs_after as f64 / rep.encoder_macs_before.max(1) as f64
+    );
+    Ok((out, summary))
+}
+
+/// The low-rank options of a recipe: the reference's keys (`k_mode` energy|ratio|fixed with
+/// `energy`/`ratio`/`k`, clamps, `apply_to`, `layers`, `denoise` + `shrink_method`), or a
+/// parameter budget (`target_params`, activation-aware on the calibration data).
+pub fn lowrank_options(l: &LowrankSection) -> Result<LowrankOptions> {
+    use clap::ValueEnum;
+    let d = LowrankOptions::default();
+    let rank = match l.k_mode.as_deref().unwrap_or("energy") {
+        "energy" => RankRule::Energy(l.energy.unwrap_or(0.99)),
+        "ratio" => RankRule::Ratio(l.ratio.context("rmt_lowrank.k_mode ratio needs rmt_lowrank.ratio")?),
+        "fixed" => RankRule::Fixed(l.k.context("rmt_lowrank.k_mode fixed needs rmt_lowrank.k")?),
+        m => bail!("rmt_lowrank.k_mode: unknown mode '{m}' (energy, ratio, fixed)"),
+    };
+    let apply_to = match l.apply_to.as_deref() {
+        None => d.apply_to,
+        Some(a) => ApplyTo::from_str(a, true).map_err(|_| {
+            anyhow!("rmt_lowrank.apply_to: unknown set '{a}' (all_linear, bert_linear_only, exclude_classifier, ffn_only, ffn_plus_attn_output, qkv_only)")
+        })?,
+    };
+    let shrink = match l.shrink_method.as_deref() {
+        None => Shrink::GavishDonoho,
+        Some(m) => Shrink::from_str(m, true).map_err(|_| {
+            anyhow!("rmt_lowrank.shrink_method: unknown rule '{m}' (gavish_donoho, bulk_shrink, hard_threshold, soft_threshold)")
+        })?,
+    };
+    if l.target_params.is_some() && l.denoise {
+        bail!("rmt_lowrank: denoise belongs to the weight-only method; drop it or target_params");
+    }
+    let o = LowrankOptions {
+        rank,
+        k_min: l.k_min,
+        k_max: l.k_max,
+        apply_to,
+        layers: l.layers.clone(),
+        denoise: l.denoise.then_some(shrink),
+        force: l.force,
+        target_params: l.target_params,
+        seq_len: MAC_SEQ_LEN,
+    };
+    lowrank::validate(&o).context("rmt_lowrank")?;
+    Ok(o)
+}
+
+fn lowrank_step(
+    model: &ModelProto,
+    opts: &LowrankOptions,
+    calibrator: Option<&mut OrtCalibrator>,
+) -> Result<(ModelProto, String)> {
+    let (mut out, rep) = match (opts.target_params, calibrator) {
+        (Some(_), Some(c)) => lowrank::lowrank_calibrated(model, opts, c)?,
+        (Some(_), None) => bail!("rmt_lowrank.target_params needs a `calibration:` section"),
+        (None, _) => lowrank::lowrank(model, opts)?,
+    };
+    history::record(
+        &mut out,
+        "lowrank",
+        serde_json::to_value(&rep.options)?,
+        Some((rep.params_before, rep.params_after)),
+        Some((rep.encoder_macs_before, rep.encoder_macs_after)),
+    )
+    .map_err(|e| anyhow!(e))?;
+    let summary = format!(
+        "{}: {} layers factorized, {} left dense; encoder Linear parameters {:.1}% of before",
+        rep.method,
+        rep.factorized,
+        rep.skipped,
+        100.0 * rep.encoder_linear_params_after as f64 / rep.encoder_linear_params_before.max(1) as f64
     );
     Ok((out, summary))
 }
@@ -304,9 +375,8 @@ pub fn run(r: &LoadedRecipe, opts: &RunOptions, stage: &dyn Fn(&str), progress: 
     };
 
     if rec.rmt_lowrank.enable {
-        apply("rmt_lowrank", &mut |_| {
-            bail!("the low-rank pass is not available yet in this version (set enable: false)")
-        })?;
+        let o = lowrank_options(&rec.rmt_lowrank)?;
+        apply("rmt_lowrank", &mut |m| lowrank_step(m, &o, cal.as_mut()))?;
     }
     if let Some(t) = rec.prune.target_macs {
         let o = PruneOptions {

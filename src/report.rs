@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use crate::eval::EvalReport;
 use crate::inspect::{IoInfo, ModelSummary};
+use crate::passes::lowrank::LowrankReport;
 use crate::passes::prune::PruneReport;
 
 /// 22_713_218 → "22.71 M".
@@ -388,5 +389,79 @@ pub fn quantize_text(r: &crate::passes::quantize::QuantizeReport, output: &std::
         r.seconds
     );
     let _ = writeln!(o, "wrote {} ({} bytes)", output.display(), bytes);
+    o
+}
+
+pub fn lowrank_text(r: &LowrankReport, output: &std::path::Path) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "method       {}", r.method);
+    let _ = writeln!(
+        o,
+        "{:<20} {:>11} {:>5} {:>6} {:>7} {:>8}  {:>17}  note",
+        "layer", "shape", "rank", "full", "b-even", "energy", "params"
+    );
+    for l in &r.layers {
+        let _ = writeln!(
+            o,
+            "{:<20} {:>11} {:>5} {:>6} {:>7.1} {:>8.4}  {:>7} → {:<7}  {}",
+            l.name,
+            format!("{}×{}", l.in_features, l.out_features),
+            if l.rank == 0 {
+                "-".to_string()
+            } else {
+                l.rank.to_string()
+            },
+            l.full_rank,
+            l.break_even,
+            l.energy_kept,
+            human(l.params_before as f64),
+            human(l.params_after as f64),
+            if l.factorized {
+                "factorized".to_string()
+            } else {
+                format!("kept: {}", l.skipped.as_deref().unwrap_or(""))
+            }
+        );
+    }
+    let pct = |a: usize, b: usize| 100.0 * a as f64 / b.max(1) as f64;
+    let _ = writeln!(
+        o,
+        "layers       {} factorized, {} kept dense; selected params {} → {} ({:.1}%)",
+        r.factorized,
+        r.skipped,
+        human(r.selected_params_before as f64),
+        human(r.selected_params_after as f64),
+        pct(r.selected_params_after, r.selected_params_before)
+    );
+    let _ = writeln!(
+        o,
+        "encoder      Linear params {} → {} ({:.1}%), MACs@{} {} → {} ({:.1}%)",
+        human(r.encoder_linear_params_before as f64),
+        human(r.encoder_linear_params_after as f64),
+        pct(r.encoder_linear_params_after, r.encoder_linear_params_before),
+        r.seq_len,
+        human(r.encoder_macs_before as f64),
+        human(r.encoder_macs_after as f64),
+        100.0 * r.encoder_macs_after as f64 / r.encoder_macs_before.max(1) as f64
+    );
+    let _ = writeln!(
+        o,
+        "model        params {} → {} ({:.1}%), {:.2} s{}",
+        human(r.params_before as f64),
+        human(r.params_after as f64),
+        pct(r.params_after, r.params_before),
+        r.seconds,
+        if r.calibration_seconds > 0.0 {
+            format!(
+                " (calibration {:.1} s on {} examples, {} tokens)",
+                r.calibration_seconds,
+                r.calibration_examples.unwrap_or(0),
+                r.calibration_tokens.unwrap_or(0)
+            )
+        } else {
+            String::new()
+        }
+    );
+    let _ = writeln!(o, "wrote {}", output.display());
     o
 }

@@ -1,6 +1,7 @@
 //! Compression passes. Each is a pure function of (model, options, optional calibration data)
 //! → (model, report); none parses the command line, prints, or opens sessions itself.
 
+pub mod lowrank;
 pub mod prune;
 pub mod quantize;
 

@@ -203,8 +203,64 @@ fn op_summary(graph: &crate::onnx::GraphProto) -> String {
 }
 
 /// The linear layer computed by node `i` (MatMul or Gemm with a constant 2-D weight), with the
-/// bias Add that follows it, if any.
+/// bias Add that follows it, if any. A factorized linear `x·A·B` (+ bias), as the `lowrank`
+/// pass writes it, is one layer, found from either of its two nodes: see [`factor_pair`].
 fn linear_at(ix: &GraphIndex, i: usize) -> Option<Linear> {
+    if let Some((first, second)) = factor_pair(ix, i) {
+        let a = plain_linear(ix, first)?;
+        let b = plain_linear(ix, second)?;
+        return Some(Linear {
+            bias: b.bias,
+            bias_node: b.bias_node,
+            out_features: b.out_features,
+            output: b.output,
+            factor: Some(Factor {
+                node: second,
+                node_name: b.node_name,
+                weight: b.weight,
+                rank: a.out_features,
+                transposed: b.transposed,
+            }),
+            ..a
+        });
+    }
+    plain_linear(ix, i)
+}
+
+/// The two nodes of a factorized linear that node `i` belongs to: a `MatMul(x, A)` with a
+/// constant A whose only reader is a `MatMul`/`Gemm` with a constant B (two weight products in a
+/// row with nothing between them compute one linear map of rank ≤ the inner width).
+fn factor_pair(ix: &GraphIndex, i: usize) -> Option<(usize, usize)> {
+    let is_first = |f: usize| -> Option<usize> {
+        let n = ix.node(f);
+        if n.op_type() != "MatMul" || n.input.len() != 2 || ix.constant(&n.input[0]).is_some() {
+            return None;
+        }
+        ix.weight_2d(&n.input[1])?;
+        let out = n.output.first()?;
+        if ix.is_graph_output(out) {
+            return None;
+        }
+        let [c] = ix.consumers(out) else { return None };
+        let s = ix.node(*c);
+        let reads_first = s.input.first() == Some(out);
+        (reads_first
+            && matches!(s.op_type(), "MatMul" | "Gemm")
+            && s.input.len() >= 2
+            && ix.weight_2d(&s.input[1]).is_some())
+        .then_some(*c)
+    };
+    if let Some(second) = is_first(i) {
+        let (a, b) = (plain_linear(ix, i)?, plain_linear(ix, second)?);
+        return (a.out_features == b.in_features).then_some((i, second));
+    }
+    let n = ix.node(i);
+    let first = ix.producer(n.input.first()?)?;
+    (is_first(first) == Some(i)).then(|| factor_pair(ix, first)).flatten()
+}
+
+/// [`linear_at`] for one node alone.
+fn plain_linear(ix: &GraphIndex, i: usize) -> Option<Linear> {
     let n = ix.node(i);
     let (weight_input, transposed) = match n.op_type() {
         "MatMul" if n.input.len() == 2 => (&n.input[1], false),
@@ -259,6 +315,7 @@ fn linear_at(ix: &GraphIndex, i: usize) -> Option<Linear> {
         out_features,
         transposed,
         output,
+        factor: None,
     })
 }
 

@@ -14,13 +14,16 @@ pub use stats::{layer_macs as stats_layer_macs, macs_per_sequence, parameter_cou
 use serde::Serialize;
 
 /// A linear layer: `MatMul` (weight stored [in, out]) or `Gemm` (transB=1: [out, in]),
-/// optionally followed by an `Add` of a bias.
+/// optionally followed by an `Add` of a bias. A factorized layer (`x·A·B`, written by the
+/// `lowrank` pass) is one `Linear` whose `node`/`weight` are the first factor's (A, [in, rank])
+/// and whose [`Factor`] holds the second (B, [rank, out]).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Linear {
-    /// Index of the MatMul/Gemm node in `graph.node`.
+    /// Index of the MatMul/Gemm node in `graph.node` (the first one of a factorized layer).
     pub node: usize,
     pub node_name: String,
-    /// Name of the weight initializer (after resolving Identity aliases).
+    /// Name of the weight initializer (after resolving Identity aliases); for a factorized
+    /// layer, the first factor A.
     pub weight: String,
     /// Name of the bias initializer (Gemm's C input or the following Add's constant input).
     pub bias: Option<String>,
@@ -32,11 +35,41 @@ pub struct Linear {
     pub transposed: bool,
     /// The value holding the layer's output (after the bias).
     pub output: String,
+    /// The second factor of a low-rank layer, `None` for a dense one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub factor: Option<Factor>,
+}
+
+/// The second node of a factorized linear layer `x·A·B`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Factor {
+    /// Index of the second MatMul/Gemm node.
+    pub node: usize,
+    pub node_name: String,
+    /// The second factor's initializer B: [rank, out], or [out, rank] when `transposed` (Gemm).
+    pub weight: String,
+    /// The inner width (columns of A, rows of B).
+    pub rank: usize,
+    pub transposed: bool,
 }
 
 impl Linear {
+    /// Weight elements (both factors of a low-rank layer) plus the bias.
     pub fn params(&self) -> usize {
-        self.in_features * self.out_features + if self.bias.is_some() { self.out_features } else { 0 }
+        self.weight_params() + if self.bias.is_some() { self.out_features } else { 0 }
+    }
+
+    /// Weight elements only: in × out, or rank × (in + out) when factorized.
+    pub fn weight_params(&self) -> usize {
+        match &self.factor {
+            Some(f) => f.rank * (self.in_features + self.out_features),
+            None => self.in_features * self.out_features,
+        }
+    }
+
+    /// Multiply-accumulates per token (= weight elements).
+    pub fn macs_per_token(&self) -> u64 {
+        self.weight_params() as u64
     }
 }
 

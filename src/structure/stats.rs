@@ -106,12 +106,18 @@ pub fn layer_macs(l: &EncoderLayer, seq: usize) -> u64 {
     let attention = l.attention.as_ref().map_or(0, |a| {
         let all = a.all_heads() as u64;
         let hidden = a.output.out_features as u64;
-        // Q, K, V and output projections; Q·Kᵀ and probabilities·V.
-        s * hidden * 3 * all + s * all * hidden + 2 * s * s * all
+        // Q, K, V and output projections (low-rank ones at their factors' cost); Q·Kᵀ and
+        // probabilities·V.
+        let qkv = match &a.qkv {
+            Qkv::Separate { q, k, v } => q.macs_per_token() + k.macs_per_token() + v.macs_per_token(),
+            Qkv::Packed { .. } => hidden * 3 * all,
+        };
+        s * qkv + s * a.output.macs_per_token() + 2 * s * s * all
     });
-    let ffn = l.ffn.as_ref().map_or(0, |f| {
-        s * (f.up.in_features * f.up.out_features + f.down.in_features * f.down.out_features) as u64
-    });
+    let ffn = l
+        .ffn
+        .as_ref()
+        .map_or(0, |f| s * (f.up.macs_per_token() + f.down.macs_per_token()));
     attention + ffn
 }
 
@@ -127,8 +133,7 @@ pub fn unit_macs(hidden: usize, head_size: usize, seq: usize) -> (u64, u64) {
 pub fn macs_per_sequence(t: &Transformer, seq: usize) -> (u64, u64) {
     let encoder = t.layers.iter().map(|l| layer_macs(l, seq)).sum();
     let head = t.head.as_ref().map_or(0, |h| {
-        h.pooler.as_ref().map_or(0, |p| (p.in_features * p.out_features) as u64)
-            + (h.classifier.in_features * h.classifier.out_features) as u64
+        h.pooler.as_ref().map_or(0, |p| p.macs_per_token()) + h.classifier.macs_per_token()
     });
     (encoder, head)
 }

@@ -484,6 +484,7 @@ pub fn prune_calibrated(
     crate::passes::ensure_known_opsets(model)?;
     let start = Instant::now();
     let t = structure::discover(model)?;
+    refuse_factorized(&t)?;
     let counts: Vec<(usize, usize)> = match opts.target_macs {
         Some(target) => {
             let c = curves(model, &t, opts.seq_len, (1.0 - target, 1.0 - target), calib)?;

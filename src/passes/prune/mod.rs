@@ -310,12 +310,40 @@ pub fn validate(opts: &PruneOptions) -> Result<(), PassError> {
     Ok(())
 }
 
+/// Refuses to prune a model whose encoder projections were factorized by `lowrank`: scoring
+/// and slicing heads or neurons would have to work through the factors, which this pass does
+/// not do.
+pub fn refuse_factorized(t: &Transformer) -> Result<(), PassError> {
+    for l in &t.layers {
+        let mut parts: Vec<(&str, &Linear)> = Vec::new();
+        if let Some(a) = &l.attention {
+            if let Qkv::Separate { q, k, v } = &a.qkv {
+                parts.extend([("query", q), ("key", k), ("value", v)]);
+            }
+            parts.push(("attention output", &a.output));
+        }
+        if let Some(f) = &l.ffn {
+            parts.extend([("FFN up", &f.up), ("FFN down", &f.down)]);
+        }
+        if let Some((what, lin)) = parts.iter().find(|(_, lin)| lin.factor.is_some()) {
+            let rank = lin.factor.as_ref().map_or(0, |f| f.rank);
+            return Err(PassError::Unsupported(format!(
+                "layer {} {what} projection (node '{}') is factorized at rank {rank} by lowrank: pruning a \
+                 low-rank model is not supported; prune first, then run lowrank",
+                l.index, lin.node_name
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Prunes with a data-free strategy (`l1` or `random`), uniformly per layer.
 pub fn prune(model: &ModelProto, opts: &PruneOptions) -> Result<(ModelProto, PruneReport), PassError> {
     validate(opts)?;
     super::ensure_known_opsets(model)?;
     let start = Instant::now();
     let t = structure::discover(model)?;
+    refuse_factorized(&t)?;
     let (hs, ns) = match opts.strategy {
         Strategy::L1 => l1_scores(model, &t)?,
         Strategy::Random => random_scores(&t, opts.seed),

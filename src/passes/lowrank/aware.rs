@@ -1,0 +1,290 @@
+//! Activation-aware factorization (the SVD-LLM / DRONE idea): with G = XᵀX the second moments
+//! of a layer's input over the calibration tokens (damped), and S its symmetric square root
+//! (SᵀS = G), the output error of any replacement M̂ of the weight M ([in, out]) is
+//! ‖X(M − M̂)‖² = ‖S(M − M̂)‖². So the best rank-k M̂ is S⁻¹·(rank-k SVD of S·M), and the squared
+//! singular values discarded are exactly the output error. The factors are A = S⁻¹U_k ([in, k])
+//! and B = Σ_k V_kᵀ ([k, out]).
+//!
+//! Ranks come from the rule (energy of the whitened spectrum = share of the output energy kept)
+//! or, with a parameter budget, from [`allocate_ranks`]: greedy over all selected layers, each
+//! step buys the largest reduction of relative output error per parameter.
+
+use std::time::Instant;
+
+use faer::{Mat, Side};
+use ndarray::linalg::general_mat_mul;
+use ndarray::Array2;
+
+use super::*;
+use crate::passes::Calibrator;
+
+/// Damping added to the Gram matrix's diagonal, relative to its mean (as calibrated pruning).
+const DAMP: f64 = 1e-2;
+/// Gram statistics use at most this many tokens (evenly spaced over the calibration data).
+const MAX_GRAM_TOKENS: usize = 16384;
+
+/// Second moments of one value over the calibration tokens.
+struct Gram {
+    g: Array2<f64>,
+    seen: usize,
+    stride: usize,
+    used: usize,
+}
+
+impl Gram {
+    fn new(width: usize, total_tokens: usize) -> Gram {
+        Gram {
+            g: Array2::zeros((width, width)),
+            seen: 0,
+            stride: total_tokens.div_ceil(MAX_GRAM_TOKENS).max(1),
+            used: 0,
+        }
+    }
+
+    fn add(&mut self, tokens: usize, x: &[f32], width: usize) -> Result<(), PassError> {
+        if width != self.g.nrows() || x.len() != tokens * width {
+            return Err(PassError::Calibration(format!(
+                "captured value of width {width} ({} values for {tokens} tokens), expected width {}",
+                x.len(),
+                self.g.nrows()
+            )));
+        }
+        let rows: Vec<usize> = (0..tokens).filter(|r| (self.seen + r) % self.stride == 0).collect();
+        self.seen += tokens;
+        self.used += rows.len();
+        let mut xb = Array2::<f64>::zeros((rows.len(), width));
+        for (k, &r) in rows.iter().enumerate() {
+            for (dst, &v) in xb.row_mut(k).iter_mut().zip(&x[r * width..(r + 1) * width]) {
+                *dst = v as f64;
+            }
+        }
+        general_mat_mul(1.0, &xb.t(), &xb, 1.0, &mut self.g);
+        Ok(())
+    }
+
+    /// (S, S⁻¹) with S = (G + λI)^{1/2}, λ = DAMP × mean diag(G).
+    fn whitening(&self, what: &str) -> Result<(Mat<f64>, Mat<f64>), PassError> {
+        let n = self.g.nrows();
+        let mean_diag = (0..n).map(|i| self.g[[i, i]]).sum::<f64>() / n.max(1) as f64;
+        if !(mean_diag > 0.0 && mean_diag.is_finite()) || self.used == 0 {
+            return Err(PassError::Calibration(format!(
+                "{what}: the input seen on the calibration data is all zeros or not finite"
+            )));
+        }
+        let lambda = DAMP * mean_diag;
+        let g = Mat::from_fn(n, n, |i, j| self.g[[i, j]] + if i == j { lambda } else { 0.0 });
+        let e = g
+            .self_adjoint_eigen(Side::Lower)
+            .map_err(|e| PassError::Calibration(format!("{what}: eigendecomposition failed ({e:?})")))?;
+        let q = e.U();
+        let floor = lambda * 1e-6;
+        let d: Vec<f64> = (0..n).map(|i| e.S().column_vector()[i].max(floor)).collect();
+        let qs = Mat::from_fn(n, n, |i, j| q[(i, j)] * d[j].sqrt());
+        let qi = Mat::from_fn(n, n, |i, j| q[(i, j)] / d[j].sqrt());
+        Ok((&qs * q.transpose(), &qi * q.transpose()))
+    }
+}
+
+/// Greedy rank allocation against a parameter budget. `layers`: per layer its whitened singular
+/// values (non-increasing) and its shape (m, n). Every layer starts at rank 1; each step takes
+/// the layer whose next rank removes the most relative output error (s²/Σs²) per parameter
+/// ((m + n) per rank); a layer whose next rank would reach break-even instead goes dense (cost: the
+/// rest of m·n, gain: its whole remaining error). Steps stop when none fits in
+/// `keep` × Σ m·n. Returns the rank per layer, `None` for dense.
+pub fn allocate_ranks(layers: &[(Vec<f64>, usize, usize)], keep: f64) -> Vec<Option<usize>> {
+    let budget = keep * layers.iter().map(|(_, m, n)| (m * n) as f64).sum::<f64>();
+    let energies: Vec<Vec<f64>> = layers
+        .iter()
+        .map(|(s, _, _)| {
+            let total: f64 = s.iter().map(|v| v * v).sum::<f64>().max(1e-300);
+            s.iter().map(|v| v * v / total).collect()
+        })
+        .collect();
+    let mut k: Vec<usize> = vec![1; layers.len()];
+    let mut dense = vec![false; layers.len()];
+    let mut used: f64 = layers.iter().map(|(_, m, n)| (m + n) as f64).sum();
+    loop {
+        let mut best: Option<(usize, f64, f64)> = None;
+        for (l, (_, m, n)) in layers.iter().enumerate() {
+            if dense[l] {
+                continue;
+            }
+            let (m, n) = (*m, *n);
+            let kb = (m * n).div_ceil(m + n);
+            let e = &energies[l];
+            let (gain, cost) = if k[l] + 1 < kb && k[l] < e.len() {
+                (e[k[l]], (m + n) as f64)
+            } else {
+                (e[k[l].min(e.len())..].iter().sum(), (m * n - k[l] * (m + n)) as f64)
+            };
+            if used + cost > budget {
+                continue;
+            }
+            let ratio = gain / cost.max(1.0);
+            if best.is_none_or(|b| ratio > b.1) {
+                best = Some((l, ratio, cost));
+            }
+        }
+        let Some((l, _, cost)) = best else { break };
+        used += cost;
+        let (m, n) = (layers[l].1, layers[l].2);
+        if k[l] + 1 < (m * n).div_ceil(m + n) && k[l] < energies[l].len() {
+            k[l] += 1;
+        } else {
+            dense[l] = true;
+        }
+    }
+    k.into_iter().zip(dense).map(|(k, d)| (!d).then_some(k)).collect()
+}
+
+/// The activation-aware pass: calibration statistics of every selected encoder layer's input
+/// through `calib`, whitened SVD, ranks by the rule or by the budget.
+pub fn lowrank_calibrated(
+    model: &ModelProto,
+    opts: &LowrankOptions,
+    calib: &mut dyn Calibrator,
+) -> Result<(ModelProto, LowrankReport), PassError> {
+    validate(opts)?;
+    if opts.denoise.is_some() {
+        return Err(PassError::Options(
+            "--denoise belongs to the weight-only method: drop it with --calib-data".into(),
+        ));
+    }
+    let start = Instant::now();
+    let t = structure::discover(model)?;
+    let targets = select(&t, opts)?;
+    if opts.target_params.is_none() {
+        check_fixed_rank(&targets, opts.rank)?;
+    }
+    let g = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| PassError::Internal("no graph".into()))?;
+    let ix = GraphIndex::new(g);
+    let mut rows: Vec<Option<LayerReport>> = vec![None; targets.len()];
+    let mut inputs: Vec<(String, usize)> = Vec::new();
+    let mut input_of: Vec<usize> = vec![usize::MAX; targets.len()];
+    for (i, tg) in targets.iter().enumerate() {
+        if let Some(f) = &tg.linear.factor {
+            rows[i] = Some(tg.kept(format!("already factorized (rank {})", f.rank), f.rank, 1.0));
+            continue;
+        }
+        if tg.layer.is_none() {
+            rows[i] = Some(tg.kept(
+                "not calibrated: the pooler and classifier read one vector per sequence (use the weight-only method for them)"
+                    .into(),
+                0,
+                1.0,
+            ));
+            continue;
+        }
+        let x = ix.node(tg.linear.node).input[0].clone();
+        input_of[i] = match inputs.iter().position(|(v, _)| *v == x) {
+            Some(p) => p,
+            None => {
+                inputs.push((x, tg.linear.in_features));
+                inputs.len() - 1
+            }
+        };
+    }
+    let mut grams: Vec<Gram> = inputs.iter().map(|(_, w)| Gram::new(*w, calib.tokens())).collect();
+    if !inputs.is_empty() {
+        let names: Vec<String> = inputs.iter().map(|(n, _)| n.clone()).collect();
+        calib.capture(model, &names, &mut |tokens, vals| {
+            for (gram, (v, w)) in grams.iter_mut().zip(vals) {
+                gram.add(tokens, v, *w)?;
+            }
+            Ok(())
+        })?;
+    }
+    // Whitening per distinct input (Q, K and V share one), then the whitened SVD per layer.
+    let mut whiten: Vec<Option<(Mat<f64>, Mat<f64>)>> = vec![None; inputs.len()];
+    struct Done {
+        i: usize,
+        s: Vec<f64>,
+        u: Mat<f64>,
+        v: Mat<f64>,
+    }
+    let mut spectra: Vec<Done> = Vec::new();
+    for (i, tg) in targets.iter().enumerate() {
+        let p = input_of[i];
+        if p == usize::MAX {
+            continue;
+        }
+        if whiten[p].is_none() {
+            whiten[p] = Some(grams[p].whitening(&format!("{} (input '{}')", tg.name(), inputs[p].0))?);
+        }
+        let (s_mat, _) = whiten[p]
+            .as_ref()
+            .ok_or_else(|| PassError::Internal("whitening".into()))?;
+        let w = weight_matrix(model, &tg.linear)?;
+        let sw = s_mat * &w;
+        let (u, s, v) = svd(&sw, &tg.name())?;
+        spectra.push(Done { i, s, u, v });
+    }
+    let ranks: Vec<Option<usize>> = match opts.target_params {
+        Some(keep) => {
+            let layers: Vec<(Vec<f64>, usize, usize)> = spectra
+                .iter()
+                .map(|d| {
+                    let l = &targets[d.i].linear;
+                    (d.s.clone(), l.in_features, l.out_features)
+                })
+                .collect();
+            allocate_ranks(&layers, keep)
+        }
+        None => spectra
+            .iter()
+            .map(|d| Some(choose_rank(&d.s, opts.rank, opts.k_min, opts.k_max)))
+            .collect(),
+    };
+    let mut reps = Vec::new();
+    for (d, k) in spectra.iter().zip(ranks) {
+        let tg = &targets[d.i];
+        let (m, n) = (tg.linear.in_features, tg.linear.out_features);
+        let Some(k) = k else {
+            rows[d.i] = Some(tg.kept(
+                format!(
+                    "kept dense by the budget allocation (its useful rank reached break-even {:.1})",
+                    break_even(m, n)
+                ),
+                0,
+                1.0,
+            ));
+            continue;
+        };
+        let kept = energy_share(&d.s, k);
+        if at_break_even(k, m, n) && !opts.force {
+            rows[d.i] = Some(tg.kept(
+                format!(
+                    "rank {k} is at or above break-even {:.1}: factors would not be smaller (--force factorizes anyway)",
+                    break_even(m, n)
+                ),
+                k,
+                kept,
+            ));
+            continue;
+        }
+        let (_, s_inv) = whiten[input_of[d.i]]
+            .as_ref()
+            .ok_or_else(|| PassError::Internal("whitening".into()))?;
+        let a = s_inv * d.u.subcols(0, k);
+        let b = Mat::from_fn(k, n, |r, c| d.s[r] * d.v[(c, r)]);
+        reps.push(Replacement::new(tg, &a, &b)?);
+        rows[d.i] = Some(tg.done(k, kept));
+    }
+    let out = factorize_graph(model, &reps)?;
+    let rows: Vec<LayerReport> = rows.into_iter().flatten().collect();
+    let mut report = finish(
+        model,
+        &out,
+        opts,
+        "activation-aware (whitened svd)".into(),
+        rows,
+        start.elapsed().as_secs_f64(),
+    )?;
+    report.calibration_seconds = calib.seconds();
+    report.calibration_examples = Some(calib.examples());
+    report.calibration_tokens = Some(calib.tokens());
+    Ok((out, report))
+}

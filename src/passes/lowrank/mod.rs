@@ -1,0 +1,758 @@
+//! Low-rank factorization of Linear layers: each selected `MatMul(x, W)` (+ bias `Add`) becomes
+//! `MatMul(MatMul(x, A), B)` (+ the same bias), A = [in, k] and B = [k, out] new initializers
+//! (a Gemm keeps its node and attributes and reads `x·A` with B in its own layout).
+//!
+//! Two ways to choose the factors:
+//! - weight SVD, the reference's method (`../shared/docs/seed-facts.md`), optionally after its
+//!   random-matrix-theory denoising ([`denoise`]); the rank comes from an energy share, a ratio
+//!   of the full rank or a fixed value, clamped to [k_min, k_max];
+//! - activation-aware ([`aware`], with calibration data): the SVD of the weight whitened by the
+//!   Cholesky-like square root of its input's second moments, so that truncation minimizes the
+//!   layer's *output* error on the calibration tokens, with ranks allocated across layers
+//!   against a parameter budget.
+//!
+//! A layer whose rank would be at or above break-even (k ≥ m·n/(m+n): the factors would hold as
+//! many parameters as the weight) is left dense unless `force`.
+
+use std::time::Instant;
+
+use faer::Mat;
+use serde::Serialize;
+
+mod aware;
+mod denoise;
+
+pub use aware::{allocate_ranks, lowrank_calibrated};
+pub use denoise::{denoise, lower_median, mp_support, shrink_values, Shrink, SOFT_TAU};
+
+use super::{round_half_even, PassError};
+use crate::onnx::{build, edit, tensor, GraphIndex, ModelProto};
+use crate::structure::{self, Linear, Qkv, Transformer};
+
+/// Which Linear layers to factorize (the reference's `apply_to`, mapped from its module names
+/// to the roles discovery finds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum ApplyTo {
+    /// Every Linear: Q, K, V, attention output, FFN up and down, pooler, classifier.
+    AllLinear,
+    /// The BERT body's Linears: encoder projections and the pooler (not the classifier).
+    BertLinearOnly,
+    /// Everything except the classifier (the reference's default).
+    ExcludeClassifier,
+    /// FFN up and down projections.
+    FfnOnly,
+    /// FFN up and down, and the attention output projection.
+    FfnPlusAttnOutput,
+    /// Query, key and value projections.
+    QkvOnly,
+}
+
+/// What a Linear layer is in the transformer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Query,
+    Key,
+    Value,
+    AttentionOutput,
+    FfnUp,
+    FfnDown,
+    Pooler,
+    Classifier,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Query => "query",
+            Role::Key => "key",
+            Role::Value => "value",
+            Role::AttentionOutput => "attn_output",
+            Role::FfnUp => "ffn_up",
+            Role::FfnDown => "ffn_down",
+            Role::Pooler => "pooler",
+            Role::Classifier => "classifier",
+        }
+    }
+}
+
+impl ApplyTo {
+    /// Whether this set contains a layer of role `r` (the reference's name tests, by role).
+    pub fn selects(self, r: Role) -> bool {
+        use Role::*;
+        match self {
+            ApplyTo::AllLinear => true,
+            ApplyTo::BertLinearOnly => r != Classifier,
+            ApplyTo::ExcludeClassifier => r != Classifier,
+            ApplyTo::FfnOnly => matches!(r, FfnUp | FfnDown),
+            ApplyTo::FfnPlusAttnOutput => matches!(r, FfnUp | FfnDown | AttentionOutput),
+            ApplyTo::QkvOnly => matches!(r, Query | Key | Value),
+        }
+    }
+}
+
+/// How the rank of each layer is chosen (weight SVD, or activation-aware without a budget).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RankRule {
+    /// Smallest k whose share of Σs² reaches E, in (0, 1].
+    Energy(f64),
+    /// k = round(full rank × R) (halves to even, as Python), R in (0, 1].
+    Ratio(f64),
+    /// k = K (at least 1, at most the full rank of every selected layer).
+    Fixed(usize),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LowrankOptions {
+    pub rank: RankRule,
+    pub k_min: Option<usize>,
+    pub k_max: Option<usize>,
+    pub apply_to: ApplyTo,
+    /// Encoder layers to touch (`None`: all). The pooler and classifier have no layer index and
+    /// are not filtered by it, as in the reference.
+    pub layers: Option<Vec<usize>>,
+    /// Denoise before the SVD with this shrinkage rule (weight SVD only).
+    pub denoise: Option<Shrink>,
+    /// Factorize even at or above break-even.
+    pub force: bool,
+    /// Activation-aware only: keep this fraction of the selected layers' weight parameters,
+    /// ranks allocated across layers (replaces the rank rule).
+    pub target_params: Option<f64>,
+    /// Sequence length for the MAC counts in the report.
+    pub seq_len: usize,
+}
+
+impl Default for LowrankOptions {
+    fn default() -> Self {
+        LowrankOptions {
+            rank: RankRule::Energy(0.99),
+            k_min: None,
+            k_max: None,
+            apply_to: ApplyTo::ExcludeClassifier,
+            layers: None,
+            denoise: None,
+            force: false,
+            target_params: None,
+            seq_len: 128,
+        }
+    }
+}
+
+/// One selected layer in the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerReport {
+    /// e.g. "layer 4 ffn_up", "pooler".
+    pub name: String,
+    pub layer: Option<usize>,
+    pub role: Role,
+    pub node: String,
+    pub weight: String,
+    pub in_features: usize,
+    pub out_features: usize,
+    /// min(in, out).
+    pub full_rank: usize,
+    /// The rank chosen (for a skipped layer: the rank that was rejected, 0 if none was chosen).
+    pub rank: usize,
+    /// m·n/(m+n): factors at this rank or above hold at least as many parameters as W.
+    pub break_even: f64,
+    /// Share of Σs² kept: of the (denoised) weight's spectrum, or, activation-aware, of the
+    /// whitened weight's (= the output energy on the calibration tokens).
+    pub energy_kept: f64,
+    /// Weight and bias elements before and after.
+    pub params_before: usize,
+    pub params_after: usize,
+    pub factorized: bool,
+    /// Why the layer stayed as it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LowrankReport {
+    pub options: LowrankOptions,
+    /// "svd", "denoise (gavish_donoho) + svd" or "activation-aware (whitened svd)".
+    pub method: String,
+    pub layers: Vec<LayerReport>,
+    pub factorized: usize,
+    pub skipped: usize,
+    /// Parameters of the selected layers (weights and biases).
+    pub selected_params_before: usize,
+    pub selected_params_after: usize,
+    /// Parameters of every encoder Linear (Q, K, V, attention output, FFN up and down).
+    pub encoder_linear_params_before: usize,
+    pub encoder_linear_params_after: usize,
+    /// Every float parameter of the model.
+    pub params_before: usize,
+    pub params_after: usize,
+    pub encoder_macs_before: u64,
+    pub encoder_macs_after: u64,
+    pub seq_len: usize,
+    pub seconds: f64,
+    /// Seconds running the model on calibration data (0 without calibration).
+    pub calibration_seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calibration_examples: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calibration_tokens: Option<usize>,
+}
+
+/// A selected layer.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub layer: Option<usize>,
+    pub role: Role,
+    pub linear: Linear,
+}
+
+impl Target {
+    pub fn name(&self) -> String {
+        match self.layer {
+            Some(l) => format!("layer {l} {}", self.role.name()),
+            None => self.role.name().to_string(),
+        }
+    }
+
+    /// The "no factorization" row of the report.
+    fn kept(&self, reason: String, rank: usize, energy_kept: f64) -> LayerReport {
+        let l = &self.linear;
+        LayerReport {
+            name: self.name(),
+            layer: self.layer,
+            role: self.role,
+            node: l.node_name.clone(),
+            weight: l.weight.clone(),
+            in_features: l.in_features,
+            out_features: l.out_features,
+            full_rank: l.in_features.min(l.out_features),
+            rank,
+            break_even: break_even(l.in_features, l.out_features),
+            energy_kept,
+            params_before: l.params(),
+            params_after: l.params(),
+            factorized: false,
+            skipped: Some(reason),
+        }
+    }
+
+    fn done(&self, rank: usize, energy_kept: f64) -> LayerReport {
+        let l = &self.linear;
+        let bias = if l.bias.is_some() { l.out_features } else { 0 };
+        LayerReport {
+            params_after: rank * (l.in_features + l.out_features) + bias,
+            factorized: true,
+            skipped: None,
+            ..self.kept(String::new(), rank, energy_kept)
+        }
+    }
+}
+
+/// m·n/(m+n).
+pub fn break_even(m: usize, n: usize) -> f64 {
+    (m * n) as f64 / (m + n) as f64
+}
+
+/// Whether rank k saves nothing on an m × n weight: k(m+n) ≥ m·n.
+pub fn at_break_even(k: usize, m: usize, n: usize) -> bool {
+    k * (m + n) >= m * n
+}
+
+/// Checks the options that do not depend on the model.
+pub fn validate(opts: &LowrankOptions) -> Result<(), PassError> {
+    let bad = |s: String| Err(PassError::Options(s));
+    match opts.rank {
+        RankRule::Energy(e) if !(e > 0.0 && e <= 1.0) => {
+            return bad(format!(
+                "--energy {e}: the share of spectral energy to keep must be in (0, 1]"
+            ))
+        }
+        RankRule::Ratio(r) if !(r > 0.0 && r <= 1.0) => {
+            return bad(format!(
+                "--ratio {r}: the fraction of the full rank to keep must be in (0, 1]"
+            ))
+        }
+        RankRule::Fixed(0) => return bad("--rank 0: the rank must be at least 1".into()),
+        _ => {}
+    }
+    if opts.k_max == Some(0) {
+        return bad("--k-max 0: the rank must be at least 1".into());
+    }
+    if let (Some(lo), Some(hi)) = (opts.k_min, opts.k_max) {
+        if lo > hi {
+            return bad(format!("--k-min {lo} is above --k-max {hi}"));
+        }
+    }
+    if let Some(f) = opts.target_params {
+        if !(f > 0.0 && f < 1.0) {
+            return bad(format!(
+                "--target-params {f}: the fraction of the selected layers' parameters to keep must be in (0, 1)"
+            ));
+        }
+        if opts.k_min.is_some() || opts.k_max.is_some() {
+            return bad("--target-params allocates the ranks itself: drop --k-min and --k-max".into());
+        }
+        if opts.denoise.is_some() {
+            return bad("--denoise belongs to the weight-only method: drop it with --target-params".into());
+        }
+    }
+    if opts.seq_len == 0 {
+        return bad("--seq-len must be at least 1".into());
+    }
+    Ok(())
+}
+
+/// The layers `opts` selects, in graph order: an error when `--layers` names a layer the model
+/// does not have or nothing matches.
+pub fn select(t: &Transformer, opts: &LowrankOptions) -> Result<Vec<Target>, PassError> {
+    if let Some(ls) = &opts.layers {
+        if ls.is_empty() {
+            return Err(PassError::Options("--layers: give at least one layer index".into()));
+        }
+        if let Some(bad) = ls.iter().find(|&&l| l >= t.layers.len()) {
+            return Err(PassError::Options(format!(
+                "--layers {bad}: the model has {} encoder layers (0 to {})",
+                t.layers.len(),
+                t.layers.len().saturating_sub(1)
+            )));
+        }
+    }
+    let mut all: Vec<Target> = Vec::new();
+    for l in &t.layers {
+        let mut push = |role, lin: &Linear| {
+            all.push(Target {
+                layer: Some(l.index),
+                role,
+                linear: lin.clone(),
+            })
+        };
+        if let Some(a) = &l.attention {
+            if let Qkv::Separate { q, k, v } = &a.qkv {
+                push(Role::Query, q);
+                push(Role::Key, k);
+                push(Role::Value, v);
+            }
+            push(Role::AttentionOutput, &a.output);
+        }
+        if let Some(f) = &l.ffn {
+            push(Role::FfnUp, &f.up);
+            push(Role::FfnDown, &f.down);
+        }
+    }
+    if let Some(h) = &t.head {
+        if let Some(p) = &h.pooler {
+            all.push(Target {
+                layer: None,
+                role: Role::Pooler,
+                linear: p.clone(),
+            });
+        }
+        all.push(Target {
+            layer: None,
+            role: Role::Classifier,
+            linear: h.classifier.clone(),
+        });
+    }
+    let chosen: Vec<Target> = all
+        .into_iter()
+        .filter(|tg| opts.apply_to.selects(tg.role))
+        .filter(|tg| match (tg.layer, &opts.layers) {
+            (Some(l), Some(ls)) => ls.contains(&l),
+            _ => true,
+        })
+        .collect();
+    if chosen.is_empty() {
+        let apply = serde_json::to_value(opts.apply_to)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        let layers = opts
+            .layers
+            .as_ref()
+            .map(|ls| {
+                format!(
+                    " --layers {}",
+                    ls.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(",")
+                )
+            })
+            .unwrap_or_default();
+        return Err(PassError::Options(format!(
+            "no Linear layer matches --apply-to {apply}{layers} (the graph has {} encoder layers{}; fused \
+             QKV projections are not factorized)",
+            t.layers.len(),
+            if t.head.is_some() {
+                " and a classification head"
+            } else {
+                ""
+            }
+        )));
+    }
+    Ok(chosen)
+}
+
+/// The rank of a spectrum `s` (non-increasing) by the reference's rule, then clamped to
+/// [k_min, k_max] and to the full rank.
+pub fn choose_rank(s: &[f64], rule: RankRule, k_min: Option<usize>, k_max: Option<usize>) -> usize {
+    let r = s.len();
+    let mut k = if r <= 1 {
+        1
+    } else {
+        match rule {
+            RankRule::Fixed(k) => k.clamp(1, r),
+            RankRule::Ratio(x) => (round_half_even(r as f64 * x).max(1) as usize).min(r),
+            RankRule::Energy(e) => {
+                let e2: Vec<f64> = s.iter().map(|v| v * v).collect();
+                let total = e2.iter().sum::<f64>().max(1e-12);
+                let mut acc = 0.0;
+                let mut k = r;
+                for (i, v) in e2.iter().enumerate() {
+                    acc += v;
+                    if acc / total >= e {
+                        k = i + 1;
+                        break;
+                    }
+                }
+                k.clamp(1, r)
+            }
+        }
+    };
+    if let Some(lo) = k_min {
+        k = k.max(lo);
+    }
+    if let Some(hi) = k_max {
+        k = k.min(hi);
+    }
+    k.min(r.max(1))
+}
+
+/// Share of Σs² in the first k values.
+pub fn energy_share(s: &[f64], k: usize) -> f64 {
+    let total: f64 = s.iter().map(|v| v * v).sum();
+    if total <= 0.0 {
+        return 1.0;
+    }
+    s.iter().take(k).map(|v| v * v).sum::<f64>() / total
+}
+
+/// A linear layer's weight in logical [in, out] layout.
+pub fn weight_matrix(model: &ModelProto, lin: &Linear) -> Result<Mat<f64>, PassError> {
+    let g = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| PassError::Internal("no graph".into()))?;
+    let ix = GraphIndex::new(g);
+    let c = ix
+        .constant(&lin.weight)
+        .ok_or_else(|| PassError::Internal(format!("weight '{}' is not a constant", lin.weight)))?;
+    let w = tensor::to_f32(c.tensor()).map_err(|e| {
+        PassError::Unsupported(format!(
+            "{e}: low-rank factorization works on float32 weights (factorize before quantizing)"
+        ))
+    })?;
+    let (i, o) = (lin.in_features, lin.out_features);
+    if w.len() != i * o {
+        return Err(PassError::Internal(format!(
+            "weight '{}' has {} values, expected {i}×{o}",
+            lin.weight,
+            w.len()
+        )));
+    }
+    Ok(if lin.transposed {
+        Mat::from_fn(i, o, |r, c| w[c * i + r] as f64)
+    } else {
+        Mat::from_fn(i, o, |r, c| w[r * o + c] as f64)
+    })
+}
+
+/// A thin SVD: (U, s, V) with m = U·diag(s)·Vᵀ, s non-increasing.
+pub type ThinSvd = (Mat<f64>, Vec<f64>, Mat<f64>);
+
+/// The thin SVD of `m`.
+pub fn svd(m: &Mat<f64>, what: &str) -> Result<ThinSvd, PassError> {
+    let d = m
+        .thin_svd()
+        .map_err(|e| PassError::Internal(format!("{what}: SVD did not converge ({e:?})")))?;
+    let r = m.nrows().min(m.ncols());
+    let s: Vec<f64> = (0..r).map(|i| d.S().column_vector()[i]).collect();
+    Ok((d.U().to_owned(), s, d.V().to_owned()))
+}
+
+/// One factorization to write into the graph.
+#[derive(Debug, Clone)]
+pub struct Replacement {
+    pub name: String,
+    pub linear: Linear,
+    pub rank: usize,
+    /// Row-major [in, rank].
+    pub a: Vec<f32>,
+    /// Row-major [rank, out].
+    pub b: Vec<f32>,
+}
+
+impl Replacement {
+    /// From logical factors a = [in, k] and b = [k, out]; an error naming the layer when a value
+    /// is not finite.
+    pub fn new(target: &Target, a: &Mat<f64>, b: &Mat<f64>) -> Result<Replacement, PassError> {
+        let k = a.ncols();
+        let (i, o) = (target.linear.in_features, target.linear.out_features);
+        if a.nrows() != i || b.nrows() != k || b.ncols() != o {
+            return Err(PassError::Internal(format!(
+                "{}: factors of shapes {}×{} and {}×{} for a {i}×{o} weight",
+                target.name(),
+                a.nrows(),
+                a.ncols(),
+                b.nrows(),
+                b.ncols()
+            )));
+        }
+        let av: Vec<f32> = (0..i).flat_map(|r| (0..k).map(move |c| a[(r, c)] as f32)).collect();
+        let bv: Vec<f32> = (0..k).flat_map(|r| (0..o).map(move |c| b[(r, c)] as f32)).collect();
+        if av.iter().chain(&bv).any(|v| !v.is_finite()) {
+            return Err(PassError::Calibration(format!(
+                "{} (weight '{}'): the factors are not finite",
+                target.name(),
+                target.linear.weight
+            )));
+        }
+        Ok(Replacement {
+            name: target.name(),
+            linear: target.linear.clone(),
+            rank: k,
+            a: av,
+            b: bv,
+        })
+    }
+}
+
+/// Rewrites every replacement into a copy of `model`: a new `MatMul(x, A)` before the layer's
+/// node, which then reads `x·A` and B. Weights nothing reads any more are removed.
+pub fn factorize_graph(model: &ModelProto, reps: &[Replacement]) -> Result<ModelProto, PassError> {
+    let mut out = model.clone();
+    let g = out
+        .graph
+        .as_mut()
+        .ok_or_else(|| PassError::Internal("no graph".into()))?;
+    let mut taken = edit::names(g);
+    taken.extend(g.node.iter().map(|n| n.name().to_string()));
+    let mut before: Vec<Vec<crate::onnx::NodeProto>> = vec![Vec::new(); g.node.len()];
+    for r in reps {
+        let lin = &r.linear;
+        if lin.factor.is_some() {
+            return Err(PassError::Internal(format!("{}: already factorized", r.name)));
+        }
+        let node = g
+            .node
+            .get(lin.node)
+            .ok_or_else(|| PassError::Internal(format!("{}: node {} is gone", r.name, lin.node)))?;
+        let x = node
+            .input
+            .first()
+            .cloned()
+            .ok_or_else(|| PassError::Internal(format!("{}: node without input", r.name)))?;
+        let is_gemm = node.op_type() == "Gemm";
+        let base = if lin.node_name.is_empty() {
+            lin.weight.clone()
+        } else {
+            lin.node_name.clone()
+        };
+        let a_name = edit::fresh_name(&mut taken, &format!("{}.lowrank_a", lin.weight));
+        let b_name = edit::fresh_name(&mut taken, &format!("{}.lowrank_b", lin.weight));
+        let mid = edit::fresh_name(&mut taken, &format!("{base}/lowrank_xa"));
+        let first = edit::fresh_name(&mut taken, &format!("{base}/lowrank_MatMul"));
+        let (i, o, k) = (lin.in_features, lin.out_features, r.rank);
+        g.initializer.push(tensor::from_f32(&a_name, &[i, k], &r.a));
+        let b = if is_gemm && lin.transposed {
+            // Gemm with transB=1 reads B as [out, k].
+            let mut t = vec![0f32; k * o];
+            for row in 0..k {
+                for col in 0..o {
+                    t[col * k + row] = r.b[row * o + col];
+                }
+            }
+            tensor::from_f32(&b_name, &[o, k], &t)
+        } else {
+            tensor::from_f32(&b_name, &[k, o], &r.b)
+        };
+        g.initializer.push(b);
+        before[lin.node].push(build::node("MatMul", &first, &[&x, &a_name], &[&mid]));
+        edit::rewire(g, lin.node, 0, &mid);
+        edit::rewire(g, lin.node, 1, &b_name);
+    }
+    let old = std::mem::take(&mut g.node);
+    for (n, ins) in old.into_iter().zip(before) {
+        g.node.extend(ins);
+        g.node.push(n);
+    }
+    edit::remove_unused(g);
+    Ok(out)
+}
+
+/// Sum of the parameters of every encoder Linear.
+pub fn encoder_linear_params(t: &Transformer) -> usize {
+    t.layers
+        .iter()
+        .map(|l| {
+            l.attention.as_ref().map_or(0, |a| {
+                a.output.params()
+                    + match &a.qkv {
+                        Qkv::Separate { q, k, v } => q.params() + k.params() + v.params(),
+                        Qkv::Packed { .. } => 0,
+                    }
+            }) + l.ffn.as_ref().map_or(0, |f| f.up.params() + f.down.params())
+        })
+        .sum()
+}
+
+/// The report's totals, from the model before and after (the latter must still map).
+fn finish(
+    model: &ModelProto,
+    out: &ModelProto,
+    opts: &LowrankOptions,
+    method: String,
+    layers: Vec<LayerReport>,
+    seconds: f64,
+) -> Result<LowrankReport, PassError> {
+    let t0 = structure::discover(model)?;
+    let t1 =
+        structure::discover(out).map_err(|e| PassError::Internal(format!("the factorized graph does not map: {e}")))?;
+    let factorized = layers.iter().filter(|l| l.factorized).count();
+    Ok(LowrankReport {
+        options: opts.clone(),
+        method,
+        factorized,
+        skipped: layers.len() - factorized,
+        selected_params_before: layers.iter().map(|l| l.params_before).sum(),
+        selected_params_after: layers.iter().map(|l| l.params_after).sum(),
+        encoder_linear_params_before: encoder_linear_params(&t0),
+        encoder_linear_params_after: encoder_linear_params(&t1),
+        params_before: structure::parameter_counts(model, &t0).total,
+        params_after: structure::parameter_counts(out, &t1).total,
+        encoder_macs_before: structure::macs_per_sequence(&t0, opts.seq_len).0,
+        encoder_macs_after: structure::macs_per_sequence(&t1, opts.seq_len).0,
+        seq_len: opts.seq_len,
+        seconds,
+        calibration_seconds: 0.0,
+        calibration_examples: None,
+        calibration_tokens: None,
+        layers,
+    })
+}
+
+/// `--rank K` beyond a selected layer's full rank is an error naming that layer.
+fn check_fixed_rank(targets: &[Target], rule: RankRule) -> Result<(), PassError> {
+    if let RankRule::Fixed(k) = rule {
+        if let Some(t) = targets
+            .iter()
+            .find(|t| t.linear.factor.is_none() && k > t.linear.in_features.min(t.linear.out_features))
+        {
+            return Err(PassError::Options(format!(
+                "--rank {k} is beyond {} ({}×{}, full rank {}): choose a smaller rank or narrow --apply-to/--layers",
+                t.name(),
+                t.linear.in_features,
+                t.linear.out_features,
+                t.linear.in_features.min(t.linear.out_features)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Runs `f` on every item on as many threads as the machine has; results in item order.
+pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len());
+    if threads <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let mut done: Vec<(usize, R)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { break };
+                        mine.push((i, f(item)));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
+}
+
+/// One layer of the weight-only method: its report row and, unless it stays dense, its factors.
+fn factor_one(
+    model: &ModelProto,
+    opts: &LowrankOptions,
+    tg: &Target,
+) -> Result<(LayerReport, Option<Replacement>), PassError> {
+    let lin = &tg.linear;
+    if let Some(f) = &lin.factor {
+        return Ok((
+            tg.kept(format!("already factorized (rank {})", f.rank), f.rank, 1.0),
+            None,
+        ));
+    }
+    let (m, n) = (lin.in_features, lin.out_features);
+    let mut w = weight_matrix(model, lin)?;
+    if let Some(shrink) = opts.denoise {
+        // The reference's layout is [out, in]: denoise Wᵀ and come back.
+        let wt = w.transpose().to_owned();
+        let d = denoise(&wt, shrink).map_err(|e| PassError::Internal(format!("{}: {e}", tg.name())))?;
+        w = d.transpose().to_owned();
+    }
+    let (u, s, v) = svd(&w, &tg.name())?;
+    let k = choose_rank(&s, opts.rank, opts.k_min, opts.k_max);
+    let kept = energy_share(&s, k);
+    if at_break_even(k, m, n) && !opts.force {
+        let why = format!(
+            "rank {k} is at or above break-even {:.1}: factors would not be smaller (--force factorizes anyway)",
+            break_even(m, n)
+        );
+        return Ok((tg.kept(why, k, kept), None));
+    }
+    let a = u.subcols(0, k).to_owned();
+    let b = Mat::from_fn(k, n, |r, c| s[r] * v[(c, r)]);
+    Ok((tg.done(k, kept), Some(Replacement::new(tg, &a, &b)?)))
+}
+
+/// The reference's method: per selected layer, optional denoising, SVD, rank by the rule,
+/// factors W ≈ (U_k)(Σ_k V_kᵀ) in [in, out] layout.
+pub fn lowrank(model: &ModelProto, opts: &LowrankOptions) -> Result<(ModelProto, LowrankReport), PassError> {
+    validate(opts)?;
+    if opts.target_params.is_some() {
+        return Err(PassError::Options(
+            "--target-params allocates ranks from calibration data: add --calib-data TRAIN.tsv".into(),
+        ));
+    }
+    let start = Instant::now();
+    let t = structure::discover(model)?;
+    let targets = select(&t, opts)?;
+    check_fixed_rank(&targets, opts.rank)?;
+    let results = par_map(&targets, |tg| factor_one(model, opts, tg));
+    let mut reps = Vec::new();
+    let mut rows = Vec::new();
+    for r in results {
+        let (row, rep) = r?;
+        rows.push(row);
+        reps.extend(rep);
+    }
+    let out = factorize_graph(model, &reps)?;
+    let method = match opts.denoise {
+        Some(s) => format!("denoise ({}) + svd", s.name()),
+        None => "svd".into(),
+    };
+    let report = finish(model, &out, opts, method, rows, start.elapsed().as_secs_f64())?;
+    Ok((out, report))
+}
