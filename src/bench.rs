@@ -145,7 +145,7 @@ pub fn markdown(b: &BenchReport) -> String {
             r.accuracy_drop_points
                 .map(|d| format!("{:+.2}", 0.0 - d + 0.0))
                 .unwrap_or_else(|| "—".into()),
-            opt(r.speedup, 2).replace('—', "—") + if r.speedup.is_some() { "×" } else { "" },
+            opt(r.speedup, 2) + if r.speedup.is_some() { "×" } else { "" },
             opt(r.size_ratio, 3),
         );
     }

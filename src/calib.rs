@@ -8,7 +8,7 @@ use tokenizers::Tokenizer;
 
 use crate::eval::{make_batch, tokenize};
 use crate::glue::{self, Task};
-use crate::runtime::Batch;
+use crate::runtime::{Batch, OrtCalibrator, SessionOptions};
 
 pub struct Calibration {
     pub task: Task,
@@ -78,5 +78,45 @@ pub fn load(
         task,
         batches,
         examples: data.examples.len(),
+    })
+}
+
+/// Where calibration examples come from and how they run: what every calibrated pass needs.
+pub struct Spec<'a> {
+    /// A GLUE TSV (normally the task's train split).
+    pub path: &'a Path,
+    /// The task; `None`: from the file's header.
+    pub task: Option<Task>,
+    pub samples: usize,
+    pub seed: u64,
+    pub max_length: usize,
+    /// ONNX Runtime intra-op threads (0: its default).
+    pub threads: usize,
+    /// tokenizer.json to use (default: the model's, see [`crate::eval::load_tokenizer`]).
+    pub tokenizer: Option<&'a Path>,
+}
+
+/// The calibration runner for a pass on `model` (read from `model_path`): the sampled,
+/// tokenized examples of `spec`, run through ONNX Runtime (which must be initialized).
+pub fn ort_calibrator(spec: &Spec, model_path: &Path, model: &crate::onnx::ModelProto) -> Result<OrtCalibrator> {
+    let task = task_of(spec.path, spec.task)?;
+    let (mut tokenizer, _) = crate::eval::load_tokenizer(model_path, model, spec.tokenizer)?;
+    let data = load(
+        spec.path,
+        task,
+        spec.samples,
+        spec.seed,
+        &mut tokenizer,
+        spec.max_length,
+        32,
+    )?;
+    Ok(OrtCalibrator {
+        batches: data.batches,
+        examples: data.examples,
+        session: SessionOptions {
+            threads: spec.threads,
+            ..Default::default()
+        },
+        seconds: 0.0,
     })
 }

@@ -15,7 +15,7 @@ pub enum Kind {
     Baseline,
     /// The reference experiment's own methods (one-shot L1/random pruning, its quantizers, RMT).
     Reference,
-    /// This tool's calibrated methods.
+    /// This tool's own methods (calibrated pruning, activation-aware low-rank, its quantizers).
     Tool,
 }
 
@@ -82,7 +82,7 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &Chart) -> Result<(
         .x_label_area_size(44)
         .y_label_area_size(60)
         .build_cartesian_2d(
-            (xmin - xpad).max(0.0)..xmax + xpad * 2.5,
+            (xmin - xpad).max(0.0)..xmax + xpad * 4.0,
             ymin - ypad * 4.0..ymax + ypad,
         )
         .map_err(err)?;
@@ -115,7 +115,7 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &Chart) -> Result<(
     let kinds = [
         (Kind::Baseline, "baseline", BLACK),
         (Kind::Reference, "reference method", orange),
-        (Kind::Tool, "onnx-compress (calibrated)", blue),
+        (Kind::Tool, "onnx-compress methods", blue),
     ];
     for (kind, name, color) in kinds {
         let pts: Vec<&Point> = c.points.iter().filter(|p| p.kind == kind).collect();

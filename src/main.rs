@@ -650,28 +650,20 @@ fn cmd_prune(ort_lib: Option<&Path>, a: PruneArgs) -> Result<()> {
     let (model, sources) = onnx::load_with_sources(&a.input)?;
     onnx::io::ensure_not_overwriting(&sources, &a.output)?;
     let (mut out, report) = if let Some(calib_path) = &a.calib_data {
-        let task = a.task.as_deref().map(Task::from_name).transpose()?;
-        let task = calib::task_of(calib_path, task)?;
-        let (mut tokenizer, _) = eval::load_tokenizer(&a.input, &model, a.tokenizer.as_deref())?;
-        let data = calib::load(
-            calib_path,
-            task,
-            a.calib_samples,
-            a.seed,
-            &mut tokenizer,
-            a.max_length,
-            32,
-        )?;
-        runtime::init(ort_lib)?;
-        let mut calibrator = runtime::OrtCalibrator {
-            batches: data.batches,
-            examples: data.examples,
-            session: SessionOptions {
+        let mut calibrator = calibrator(
+            ort_lib,
+            &a.input,
+            &model,
+            &calib::Spec {
+                path: calib_path,
+                task: a.task.as_deref().map(Task::from_name).transpose()?,
+                samples: a.calib_samples,
+                seed: a.seed,
+                max_length: a.max_length,
                 threads: a.threads,
-                ..Default::default()
+                tokenizer: a.tokenizer.as_deref(),
             },
-            seconds: 0.0,
-        };
+        )?;
         prune::prune_calibrated(&model, &opts, &mut calibrator).with_context(|| a.input.display().to_string())?
     } else {
         prune::prune(&model, &opts).with_context(|| a.input.display().to_string())?
@@ -743,28 +735,20 @@ fn cmd_quantize(ort_lib: Option<&Path>, a: QuantizeArgs) -> Result<()> {
     onnx::io::ensure_not_overwriting(&sources, &a.output)?;
     quantize::ensure_not_quantized(&model).with_context(|| a.input.display().to_string())?;
     let (mut out, report) = if let Some(calib_path) = &a.calib_data {
-        let task = a.task.as_deref().map(Task::from_name).transpose()?;
-        let task = calib::task_of(calib_path, task)?;
-        let (mut tokenizer, _) = eval::load_tokenizer(&a.input, &model, a.tokenizer.as_deref())?;
-        let data = calib::load(
-            calib_path,
-            task,
-            a.calib_samples,
-            a.seed,
-            &mut tokenizer,
-            a.max_length,
-            32,
-        )?;
-        runtime::init(ort_lib)?;
-        let mut calibrator = runtime::OrtCalibrator {
-            batches: data.batches,
-            examples: data.examples,
-            session: SessionOptions {
+        let mut calibrator = calibrator(
+            ort_lib,
+            &a.input,
+            &model,
+            &calib::Spec {
+                path: calib_path,
+                task: a.task.as_deref().map(Task::from_name).transpose()?,
+                samples: a.calib_samples,
+                seed: a.seed,
+                max_length: a.max_length,
                 threads: a.threads,
-                ..Default::default()
+                tokenizer: a.tokenizer.as_deref(),
             },
-            seconds: 0.0,
-        };
+        )?;
         quantize::quantize(&model, &opts, Some(&mut calibrator)).with_context(|| a.input.display().to_string())?
     } else {
         quantize::quantize(&model, &opts, None).with_context(|| a.input.display().to_string())?
@@ -792,37 +776,15 @@ fn cmd_quantize(ort_lib: Option<&Path>, a: QuantizeArgs) -> Result<()> {
     }
 }
 
-/// Builds the calibration runner for a pass from `--calib-data` and its companion flags.
-struct CalibArgs<'a> {
-    path: &'a Path,
-    task: Option<&'a str>,
-    samples: usize,
-    seed: u64,
-    max_length: usize,
-    threads: usize,
-    tokenizer: Option<&'a Path>,
-}
-
+/// The calibration runner for a pass from `--calib-data` and its companion flags.
 fn calibrator(
     ort_lib: Option<&Path>,
     input: &Path,
     model: &ModelProto,
-    c: &CalibArgs,
+    spec: &calib::Spec,
 ) -> Result<runtime::OrtCalibrator> {
-    let task = c.task.map(Task::from_name).transpose()?;
-    let task = calib::task_of(c.path, task)?;
-    let (mut tokenizer, _) = eval::load_tokenizer(input, model, c.tokenizer)?;
-    let data = calib::load(c.path, task, c.samples, c.seed, &mut tokenizer, c.max_length, 32)?;
     runtime::init(ort_lib)?;
-    Ok(runtime::OrtCalibrator {
-        batches: data.batches,
-        examples: data.examples,
-        session: SessionOptions {
-            threads: c.threads,
-            ..Default::default()
-        },
-        seconds: 0.0,
-    })
+    calib::ort_calibrator(spec, input, model)
 }
 
 fn cmd_lowrank(ort_lib: Option<&Path>, a: LowrankArgs) -> Result<()> {
@@ -857,9 +819,9 @@ fn cmd_lowrank(ort_lib: Option<&Path>, a: LowrankArgs) -> Result<()> {
             ort_lib,
             &a.input,
             &model,
-            &CalibArgs {
+            &calib::Spec {
                 path: calib_path,
-                task: a.task.as_deref(),
+                task: a.task.as_deref().map(Task::from_name).transpose()?,
                 samples: a.calib_samples,
                 seed: a.seed,
                 max_length: a.max_length,

@@ -96,27 +96,18 @@ fn calibrator(r: &LoadedRecipe, model_path: &Path, model: &ModelProto) -> Result
         return Ok(None);
     };
     let path = r.resolve(&c.data);
-    let task = calib::task_of(&path, Some(r.task()))?;
-    let (mut tokenizer, _) = eval::load_tokenizer(model_path, model, None)?;
-    let data = calib::load(
-        &path,
-        task,
-        c.samples,
-        c.seed,
-        &mut tokenizer,
-        r.recipe.data.max_input_length,
-        32,
-    )
-    .with_context(|| format!("calibration.data {}", path.display()))?;
-    Ok(Some(OrtCalibrator {
-        batches: data.batches,
-        examples: data.examples,
-        session: SessionOptions {
-            threads: r.recipe.eval.threads,
-            ..Default::default()
-        },
-        seconds: 0.0,
-    }))
+    let spec = calib::Spec {
+        path: &path,
+        task: Some(r.task()),
+        samples: c.samples,
+        seed: c.seed,
+        max_length: r.recipe.data.max_input_length,
+        threads: r.recipe.eval.threads,
+        tokenizer: None,
+    };
+    let cal = calib::ort_calibrator(&spec, model_path, model)
+        .with_context(|| format!("calibration.data {}", path.display()))?;
+    Ok(Some(cal))
 }
 
 fn strategy(name: &str) -> Strategy {
