@@ -14,7 +14,7 @@ use crate::pipeline::{self, RunOptions, RunReport};
 use crate::recipe::LoadedRecipe;
 
 /// One row of the results table.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Row {
     pub variant: String,
     pub config: PathBuf,
@@ -197,6 +197,11 @@ pub fn csv(b: &BenchReport) -> String {
 
 /// The two Pareto charts of a benchmark.
 pub fn charts(b: &BenchReport) -> Vec<(String, Chart)> {
+    charts_of(b.task, &b.date, &b.rows)
+}
+
+/// The two Pareto charts of `rows` of `task` measured on `date`.
+pub fn charts_of(task: Task, date: &str, rows: &[Row]) -> Vec<(String, Chart)> {
     let kind = |r: &Row| {
         if r.baseline {
             Kind::Baseline
@@ -209,12 +214,12 @@ pub fn charts(b: &BenchReport) -> Vec<(String, Chart)> {
     let title = |what: &str| {
         format!(
             "{} dev: accuracy vs {what} ({})",
-            b.task.dir_name(),
-            b.date.get(..10).unwrap_or(&b.date)
+            task.dir_name(),
+            date.get(..10).unwrap_or(date)
         )
     };
     let points = |x: &dyn Fn(&Row) -> Option<f64>| -> Vec<Point> {
-        b.rows
+        rows
             .iter()
             .filter_map(|r| {
                 Some(Point {
@@ -274,11 +279,18 @@ pub fn write(b: &BenchReport, dir: &Path) -> Result<Vec<PathBuf>> {
         write_atomic(&p, &text)?;
         files.push(p);
     }
-    for (stem, c) in charts(b) {
+    files.extend(write_charts(&charts(b), dir)?);
+    Ok(files)
+}
+
+/// Writes each chart with points as `<stem>.svg` and `<stem>.png` into `dir`.
+pub fn write_charts(charts: &[(String, Chart)], dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = vec![];
+    for (stem, c) in charts {
         if c.points.is_empty() {
             continue;
         }
-        files.extend(chart::write(&c, dir, &stem).map_err(anyhow::Error::msg)?);
+        files.extend(chart::write(c, dir, stem).map_err(anyhow::Error::msg)?);
     }
     Ok(files)
 }

@@ -1,0 +1,25 @@
+//! Redraws the Pareto charts of an earlier `bench` run from its `results.json`, without running
+//! any model (e.g. after a change to the chart style):
+//! `cargo run --release --example replot -- bench/out/sst2 [OUT_DIR]`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use onnx_compress::bench::{self, Row};
+use onnx_compress::glue::Task;
+
+fn main() -> Result<()> {
+    let mut args = std::env::args_os().skip(1).map(PathBuf::from);
+    let dir = args.next().context("usage: replot BENCH_DIR [OUT_DIR]")?;
+    let out = args.next().unwrap_or_else(|| dir.clone());
+    let path = dir.join("results.json");
+    let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+    let json: serde_json::Value = serde_json::from_str(&text).with_context(|| path.display().to_string())?;
+    let task = Task::from_name(json["task"].as_str().context("results.json: no task")?)?;
+    let date = json["date"].as_str().unwrap_or_default();
+    let rows: Vec<Row> = serde_json::from_value(json["rows"].clone()).context("results.json: rows")?;
+    for f in bench::write_charts(&bench::charts_of(task, date, &rows), &out)? {
+        println!("wrote {}", f.display());
+    }
+    Ok(())
+}
