@@ -56,7 +56,7 @@ CHAIN_SRC ?= $(SHARED)/models/minilm-l6-$(CHAIN_TASK)/model.onnx
 CHAIN_CALIB ?= data/glue/$(CHAIN_TASK)/train.tsv
 CHAIN := models/chain/$(CHAIN_TASK)
 
-chain: $(CHAIN).eval.json $(CHAIN).pruned.eval.json
+chain: $(CHAIN).eval.json $(CHAIN).pruned.eval.json $(CHAIN).pruned.int8.eval.json
 	@for f in $^; do printf '%-44s accuracy %s\n' "$$f" "$$(grep -m1 -o '"accuracy": [0-9.]*' $$f | cut -d' ' -f2)"; done
 
 $(CHAIN).onnx: $(CHAIN_SRC) | build
@@ -65,6 +65,9 @@ $(CHAIN).onnx: $(CHAIN_SRC) | build
 
 $(CHAIN).pruned.onnx: $(CHAIN).onnx | build
 	$(BIN) prune --target-macs 0.6 --calib-data $(CHAIN_CALIB) $< $@
+
+$(CHAIN).pruned.int8.onnx: $(CHAIN).pruned.onnx | build
+	$(BIN) quantize --mode dynamic $< $@
 
 models/chain/%.eval.json: models/chain/%.onnx | build
 	$(BIN) eval --task $(CHAIN_TASK) --model $< --json > $@.tmp && mv $@.tmp $@

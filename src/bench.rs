@@ -219,8 +219,7 @@ pub fn charts_of(task: Task, date: &str, rows: &[Row]) -> Vec<(String, Chart)> {
         )
     };
     let points = |x: &dyn Fn(&Row) -> Option<f64>| -> Vec<Point> {
-        rows
-            .iter()
+        rows.iter()
             .filter_map(|r| {
                 Some(Point {
                     label: r.variant.clone(),

@@ -51,7 +51,12 @@ pub struct ModelSummary {
     pub head_macs: u64,
     pub has_embedded_tokenizer: bool,
     pub history: Vec<HistoryEntry>,
-    pub structure: Transformer,
+    /// `None` for a model this tool wrote whose graph it can no longer map (e.g. quantized).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub structure: Option<Transformer>,
+    /// Why the transformer was not mapped (then layers, parameters and MACs are empty).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unmapped: Option<String>,
 }
 
 fn io_info(v: &ValueInfoProto) -> IoInfo {
@@ -82,17 +87,32 @@ fn io_info(v: &ValueInfoProto) -> IoInfo {
 }
 
 /// Summarizes a loaded model. Fails with the structure error when the transformer is not found.
+///
+/// A graph that does not map is an error, except for a model this tool wrote (it has a history):
+/// then the summary says why and still gives format, inputs, outputs and the history, so that a
+/// chained model (e.g. quantized, whose weights are no longer float MatMuls) can be inspected.
 pub fn summarize(model: &ModelProto, path: &Path, seq_len: usize) -> Result<ModelSummary, StructureError> {
-    let t = structure::discover(model)?;
-    let params = structure::parameter_counts(model, &t);
-    let (encoder_macs, head_macs) = structure::macs_per_sequence(&t, seq_len);
+    let history = history::history(model).unwrap_or_default();
+    let (t, unmapped) = match structure::discover(model) {
+        Ok(t) => (Some(t), None),
+        Err(e) if !history.is_empty() => (None, Some(e.to_string())),
+        Err(e) => return Err(e),
+    };
+    let params = t
+        .as_ref()
+        .map(|t| structure::parameter_counts(model, t))
+        .unwrap_or_default();
+    let (encoder_macs, head_macs) = t
+        .as_ref()
+        .map(|t| structure::macs_per_sequence(t, seq_len))
+        .unwrap_or((0, 0));
     let graph = model.graph.as_ref();
     let inits: std::collections::HashSet<&str> = graph
         .map(|g| g.initializer.iter().map(|i| i.name()).collect())
         .unwrap_or_default();
     let layers = t
-        .layers
         .iter()
+        .flat_map(|t| t.layers.iter())
         .enumerate()
         .map(|(i, l)| LayerSummary {
             index: l.index,
@@ -131,16 +151,17 @@ pub fn summarize(model: &ModelProto, path: &Path, seq_len: usize) -> Result<Mode
         outputs: graph
             .map(|g| g.output.iter().map(io_info).collect())
             .unwrap_or_default(),
-        hidden: t.hidden,
-        num_layers: t.layers.len(),
-        num_labels: t.num_labels(),
+        hidden: t.as_ref().map_or(0, |t| t.hidden),
+        num_layers: t.as_ref().map_or(0, |t| t.layers.len()),
+        num_labels: t.as_ref().and_then(|t| t.num_labels()),
         layers,
         parameters: params,
         seq_len,
         encoder_macs,
         head_macs,
         has_embedded_tokenizer: history::embedded_tokenizer(model).is_some(),
-        history: history::history(model).unwrap_or_default(),
+        history,
         structure: t,
+        unmapped,
     })
 }

@@ -53,45 +53,49 @@ pub fn inspect_text(s: &ModelSummary) -> String {
     );
     let _ = writeln!(o, "inputs       {}", io_line(&s.inputs));
     let _ = writeln!(o, "outputs      {}", io_line(&s.outputs));
-    let heads: Vec<usize> = s.layers.iter().map(|l| l.heads).collect();
-    let widths: Vec<usize> = s.layers.iter().map(|l| l.ffn_width).collect();
-    let uniform = |v: &[usize]| v.windows(2).all(|w| w[0] == w[1]);
-    let head_size = s.layers.first().map_or(0, |l| l.head_size);
-    let _ = writeln!(
-        o,
-        "transformer  {} layers × {} heads × {head_size}, hidden {}, FFN {}{}",
-        s.num_layers,
-        if uniform(&heads) {
-            heads.first().map_or("0".into(), |h| h.to_string())
-        } else {
-            format!("{heads:?}")
-        },
-        s.hidden,
-        if uniform(&widths) {
-            widths.first().map_or("0".into(), |h| h.to_string())
-        } else {
-            format!("{widths:?}")
-        },
-        s.num_labels.map(|n| format!(", {n} labels")).unwrap_or_default()
-    );
-    let _ = writeln!(
-        o,
-        "parameters   {} total: embeddings {}, attention {}, FFN {}, pooler {}, classifier {}, other {}",
-        human(p.total as f64),
-        human(p.embeddings as f64),
-        human(p.attention.iter().sum::<usize>() as f64),
-        human(p.ffn.iter().sum::<usize>() as f64),
-        human(p.pooler as f64),
-        human(p.classifier as f64),
-        human(p.other as f64)
-    );
-    let _ = writeln!(
-        o,
-        "MACs         per sequence of {} tokens: encoder {}, head {}",
-        s.seq_len,
-        human(s.encoder_macs as f64),
-        human(s.head_macs as f64)
-    );
+    if let Some(why) = &s.unmapped {
+        let _ = writeln!(o, "transformer  not mapped: {why}");
+    } else {
+        let heads: Vec<usize> = s.layers.iter().map(|l| l.heads).collect();
+        let widths: Vec<usize> = s.layers.iter().map(|l| l.ffn_width).collect();
+        let uniform = |v: &[usize]| v.windows(2).all(|w| w[0] == w[1]);
+        let head_size = s.layers.first().map_or(0, |l| l.head_size);
+        let _ = writeln!(
+            o,
+            "transformer  {} layers × {} heads × {head_size}, hidden {}, FFN {}{}",
+            s.num_layers,
+            if uniform(&heads) {
+                heads.first().map_or("0".into(), |h| h.to_string())
+            } else {
+                format!("{heads:?}")
+            },
+            s.hidden,
+            if uniform(&widths) {
+                widths.first().map_or("0".into(), |h| h.to_string())
+            } else {
+                format!("{widths:?}")
+            },
+            s.num_labels.map(|n| format!(", {n} labels")).unwrap_or_default()
+        );
+        let _ = writeln!(
+            o,
+            "parameters   {} total: embeddings {}, attention {}, FFN {}, pooler {}, classifier {}, other {}",
+            human(p.total as f64),
+            human(p.embeddings as f64),
+            human(p.attention.iter().sum::<usize>() as f64),
+            human(p.ffn.iter().sum::<usize>() as f64),
+            human(p.pooler as f64),
+            human(p.classifier as f64),
+            human(p.other as f64)
+        );
+        let _ = writeln!(
+            o,
+            "MACs         per sequence of {} tokens: encoder {}, head {}",
+            s.seq_len,
+            human(s.encoder_macs as f64),
+            human(s.head_macs as f64)
+        );
+    }
     let _ = writeln!(
         o,
         "tokenizer    {}",
@@ -102,11 +106,13 @@ pub fn inspect_text(s: &ModelSummary) -> String {
         }
     );
     let _ = writeln!(o);
-    let _ = writeln!(
-        o,
-        "layer  heads  size  ffn    activation   attn params  ffn params  MACs@{}  shape consts",
-        s.seq_len
-    );
+    if s.unmapped.is_none() {
+        let _ = writeln!(
+            o,
+            "layer  heads  size  ffn    activation   attn params  ffn params  MACs@{}  shape consts",
+            s.seq_len
+        );
+    }
     for l in &s.layers {
         let _ = writeln!(
             o,

@@ -357,3 +357,33 @@ fn recipe_paths_resolve_against_the_config_folder() {
     );
     assert_eq!(r.resolve(Path::new("/abs/m.onnx")), Path::new("/abs/m.onnx"));
 }
+
+#[test]
+fn inspect_shows_the_history_of_a_chained_model_it_can_no_longer_map() {
+    use onnx_compress::onnx::{self, SaveOptions};
+    use onnx_compress::testkit::synth::{tiny_bert, SynthOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("m.onnx");
+    onnx::save(&tiny_bert(&SynthOptions::default()), &base, &SaveOptions::default()).unwrap();
+    let pruned = dir.path().join("m.pruned.onnx");
+    let quant = dir.path().join("m.pruned.int8.onnx");
+    let p = |a: &Path| a.to_str().unwrap().to_string();
+    bin()
+        .args(["prune", "--ffn", "0.25", &p(&base), &p(&pruned)])
+        .assert()
+        .success();
+    bin()
+        .args(["quantize", "--mode", "dynamic", &p(&pruned), &p(&quant)])
+        .assert()
+        .success();
+    let o = bin().args(["inspect", &p(&quant)]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("transformer  not mapped: "), "{text}");
+    assert!(text.contains("1. prune") && text.contains("2. quantize"), "{text}");
+    let o = bin().args(["inspect", "--json", &p(&quant)]).output().unwrap();
+    let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["history"].as_array().unwrap().len(), 2);
+    assert!(s["unmapped"].is_string() && s.get("structure").is_none());
+    // A model this tool never wrote that does not map is still an error (see cli.rs).
+}
