@@ -487,8 +487,8 @@ fn a_node_name_that_is_not_utf8() {
 }
 
 /// Documented behaviour for an opset from the future (ai.onnx 99): `inspect` shows it and
-/// `convert` copies the model unchanged (neither interprets operators); `prune` refuses to
-/// rewrite operators it may not understand; `eval` passes ONNX Runtime's refusal on as one line.
+/// `convert` copies the model unchanged (neither interprets operators); `prune`, `lowrank` and
+/// `quantize` refuse to rewrite operators they may not understand; `eval` passes ONNX Runtime's refusal on as one line.
 #[test]
 fn an_opset_from_the_future() {
     let mut m = tiny();
@@ -514,6 +514,16 @@ fn an_opset_from_the_future() {
     let o = case.run(&["prune", "--heads", "0.25", s(&model), s(&out)]);
     assert_clean_error("prune opset 99", &o, &[s(&model), "opset ai.onnx 99", "newer"]);
     assert_eq!(snapshot(case.dir.path()), before);
+    for (what, args) in [
+        ("lowrank opset 99", vec!["lowrank", "--rank", "2"]),
+        ("quantize opset 99", vec!["quantize", "--mode", "dynamic"]),
+    ] {
+        let mut args = args;
+        args.extend([s(&model), s(&out)]);
+        let o = case.run(&args);
+        assert_clean_error(what, &o, &[s(&model), "opset ai.onnx 99", "newer"]);
+        assert_eq!(snapshot(case.dir.path()), before);
+    }
 
     if have_ort("eval of an opset-99 model") {
         let o = case.run(&[

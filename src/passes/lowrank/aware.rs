@@ -145,6 +145,7 @@ pub fn lowrank_calibrated(
     calib: &mut dyn Calibrator,
 ) -> Result<(ModelProto, LowrankReport), PassError> {
     validate(opts)?;
+    crate::passes::ensure_known_opsets(model)?;
     if opts.denoise.is_some() {
         return Err(PassError::Options(
             "--denoise belongs to the weight-only method: drop it with --calib-data".into(),

@@ -731,6 +731,7 @@ fn factor_one(
 /// factors W ≈ (U_k)(Σ_k V_kᵀ) in [in, out] layout.
 pub fn lowrank(model: &ModelProto, opts: &LowrankOptions) -> Result<(ModelProto, LowrankReport), PassError> {
     validate(opts)?;
+    crate::passes::ensure_known_opsets(model)?;
     if opts.target_params.is_some() {
         return Err(PassError::Options(
             "--target-params allocates ranks from calibration data: add --calib-data TRAIN.tsv".into(),

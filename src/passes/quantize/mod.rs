@@ -419,6 +419,7 @@ pub fn quantize(
     calibrator: Option<&mut dyn Calibrator>,
 ) -> Result<(ModelProto, QuantizeReport), PassError> {
     validate(opts)?;
+    crate::passes::ensure_known_opsets(model)?;
     ensure_not_quantized(model)?;
     let start = Instant::now();
     let mut report = QuantizeReport {
