@@ -465,6 +465,13 @@ fn check(r: &LoadedRecipe, text: &str) -> Result<(), String> {
             ));
         }
     }
+    // The passes' own option checks (names of sets, rules and methods; ranges), before any model is read.
+    if lr.enable {
+        crate::pipeline::lowrank_options(lr).map_err(|e| format!("{}: {e:#}", at("rmt_lowrank")))?;
+    }
+    if rec.quantization.enable {
+        crate::pipeline::quantize_options(&rec.quantization).map_err(|e| format!("{}: {e:#}", at("quantization")))?;
+    }
     if let Some(c) = &rec.calibration {
         if c.samples == 0 {
             return Err(format!("{}: must be at least 1", at("calibration.samples")));

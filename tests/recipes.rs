@@ -145,6 +145,21 @@ fn bad_configs_name_the_key_and_line_and_write_nothing() {
             &["quantization.method (line 7)", "unknown method 'int3'"],
         ),
         ("shuffle", format!("{head}  shuffle: true\n"), &["data.shuffle (line 5)"]),
+        (
+            "unknown low-rank set",
+            format!("{head}rmt_lowrank:\n  enable: true\n  apply_to: everything\n"),
+            &["rmt_lowrank (line 5)", "rmt_lowrank.apply_to: unknown set 'everything'"],
+        ),
+        (
+            "energy out of range",
+            format!("{head}rmt_lowrank:\n  enable: true\n  energy: 1.5\n"),
+            &["rmt_lowrank (line 5)", "energy"],
+        ),
+        (
+            "percentile out of range",
+            format!("{head}quantization:\n  enable: true\n  method: dynamic\n  percentile: 0\n"),
+            &["quantization (line 5)", "percentile"],
+        ),
         ("not yaml", "model: [unclosed\n".into(), &["line 1"]),
     ];
     for (what, text, expect) in cases {
