@@ -24,7 +24,7 @@ use onnx_compress::passes::PassError;
 use onnx_compress::runtime::{self, Batch, OrtCalibrator, SessionOptions};
 use onnx_compress::structure::{discover, Linear, Qkv, Transformer};
 use onnx_compress::testkit::shared::{require, require_ort};
-use onnx_compress::testkit::synth::{sample_batch, tiny_bert, GeluStyle, ShapeStyle, SynthOptions};
+use onnx_compress::testkit::synth::{random_batches, sample_batch, tiny_bert, GeluStyle, ShapeStyle, SynthOptions};
 use prost::Message;
 use serde_json::Value;
 
@@ -626,37 +626,9 @@ fn lowrank_after_pruning() {
 // Activation-aware
 // ---------------------------------------------------------------------------------------------
 
-/// `n` batches of 8 random sequences over the synthetic vocabulary.
-fn batches(n: usize, seed: u64) -> Vec<Batch> {
-    let mut s = seed;
-    let mut next = move |m: u64| {
-        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (s >> 33) % m
-    };
-    (0..n)
-        .map(|_| {
-            let lens: Vec<usize> = (0..8).map(|_| 5 + next(12) as usize).collect();
-            let max = *lens.iter().max().unwrap();
-            let mut ids = Array2::zeros((8, max));
-            let mut mask = Array2::zeros((8, max));
-            for (b, &len) in lens.iter().enumerate() {
-                for t in 0..len {
-                    ids[[b, t]] = 1 + next(99) as i64;
-                    mask[[b, t]] = 1;
-                }
-            }
-            Batch {
-                input_ids: ids,
-                attention_mask: mask,
-                token_type_ids: Array2::zeros((8, max)),
-            }
-        })
-        .collect()
-}
-
 fn calibrator(seed: u64) -> OrtCalibrator {
     OrtCalibrator {
-        batches: batches(16, seed),
+        batches: random_batches(16, seed),
         examples: 16 * 8,
         session: SessionOptions::default(),
         seconds: 0.0,
@@ -669,7 +641,7 @@ fn held_out_error(a: &ModelProto, b: &ModelProto) -> f64 {
     let mut sb = runtime::open_bytes(&b.encode_to_vec(), "b", &SessionOptions::default()).unwrap();
     let mut e = 0.0;
     let mut n = 0;
-    for batch in batches(8, 99) {
+    for batch in random_batches(8, 99) {
         let (la, _) = sa.run(&batch).unwrap();
         let (lb, _) = sb.run(&batch).unwrap();
         e += la.iter().zip(&lb).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>();

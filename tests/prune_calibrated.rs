@@ -2,48 +2,17 @@
 //! through ONNX Runtime: the least-squares refit must beat plain slicing, budgets must be met,
 //! and pruning nothing must change nothing.
 
-use ndarray::Array2;
 use onnx_compress::onnx::ModelProto;
 use onnx_compress::passes::prune::{self, PruneOptions, Strategy};
 use onnx_compress::passes::Calibrator;
-use onnx_compress::runtime::{Batch, OrtCalibrator, SessionOptions};
+use onnx_compress::runtime::{OrtCalibrator, SessionOptions};
 use onnx_compress::structure::{discover, macs_per_sequence, unit_macs};
 use onnx_compress::testkit::shared::require_ort;
-use onnx_compress::testkit::synth::{tiny_bert, ShapeStyle, SynthOptions};
-
-/// `n` batches of 8 sequences of random ids (1..100), lengths 5..=16, padded.
-fn batches(n: usize, seed: u64) -> Vec<Batch> {
-    let mut s = seed;
-    let mut next = move |m: u64| {
-        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (s >> 33) % m
-    };
-    (0..n)
-        .map(|_| {
-            let lens: Vec<usize> = (0..8).map(|_| 5 + next(12) as usize).collect();
-            let max = *lens.iter().max().unwrap();
-            let mut ids = Array2::zeros((8, max));
-            let mut mask = Array2::zeros((8, max));
-            let mut types = Array2::zeros((8, max));
-            for (b, &len) in lens.iter().enumerate() {
-                for t in 0..len {
-                    ids[[b, t]] = 1 + next(99) as i64;
-                    mask[[b, t]] = 1;
-                    types[[b, t]] = (t >= len / 2) as i64;
-                }
-            }
-            Batch {
-                input_ids: ids,
-                attention_mask: mask,
-                token_type_ids: types,
-            }
-        })
-        .collect()
-}
+use onnx_compress::testkit::synth::{random_batches, tiny_bert, ShapeStyle, SynthOptions};
 
 fn calibrator(seed: u64) -> OrtCalibrator {
     OrtCalibrator {
-        batches: batches(24, seed),
+        batches: random_batches(24, seed),
         examples: 24 * 8,
         session: SessionOptions::default(),
         seconds: 0.0,

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use assert_cmd::Command;
-use ndarray::Array2;
 use onnx_compress::onnx::proto::tensor_proto::DataType;
 use onnx_compress::onnx::{self, tensor, GraphIndex, ModelProto, SaveOptions};
 use onnx_compress::passes::quantize::fp16::f16_to_f32;
@@ -15,7 +14,7 @@ use onnx_compress::passes::quantize::{self, ActivationType, CalibMethod, Mode, Q
 use onnx_compress::passes::{Calibrator, PassError, Values};
 use onnx_compress::runtime::{self, Batch, OrtCalibrator, SessionOptions};
 use onnx_compress::testkit::shared::{require, require_ort};
-use onnx_compress::testkit::synth::{tiny_bert, ShapeStyle, SynthOptions};
+use onnx_compress::testkit::synth::{random_batches, tiny_bert, ShapeStyle, SynthOptions};
 use prost::Message;
 
 fn synth() -> ModelProto {
@@ -30,39 +29,9 @@ fn synth() -> ModelProto {
     })
 }
 
-/// `n` batches of 8 sequences of random ids (1..100), lengths 5..=16, padded.
-fn batches(n: usize, seed: u64) -> Vec<Batch> {
-    let mut s = seed;
-    let mut next = move |m: u64| {
-        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (s >> 33) % m
-    };
-    (0..n)
-        .map(|_| {
-            let lens: Vec<usize> = (0..8).map(|_| 5 + next(12) as usize).collect();
-            let max = *lens.iter().max().unwrap();
-            let mut ids = Array2::zeros((8, max));
-            let mut mask = Array2::zeros((8, max));
-            let mut types = Array2::zeros((8, max));
-            for (b, &len) in lens.iter().enumerate() {
-                for t in 0..len {
-                    ids[[b, t]] = 1 + next(99) as i64;
-                    mask[[b, t]] = 1;
-                    types[[b, t]] = (t >= len / 2) as i64;
-                }
-            }
-            Batch {
-                input_ids: ids,
-                attention_mask: mask,
-                token_type_ids: types,
-            }
-        })
-        .collect()
-}
-
 fn calibrator(seed: u64) -> OrtCalibrator {
     OrtCalibrator {
-        batches: batches(8, seed),
+        batches: random_batches(8, seed),
         examples: 64,
         session: SessionOptions::default(),
         seconds: 0.0,
@@ -205,7 +174,7 @@ fn dynamic_agrees_with_float32_and_runs_integer_kernels() {
         return;
     }
     let m = synth();
-    let bs = batches(6, 3);
+    let bs = random_batches(6, 3);
     let f = logits(&m, &bs, "float32");
     for per_channel in [true, false] {
         let (q, _) = quantize::quantize(
@@ -247,7 +216,7 @@ fn static_qdq_agrees_with_float32_and_becomes_integer_matmuls() {
         return;
     }
     let m = synth();
-    let bs = batches(6, 3);
+    let bs = random_batches(6, 3);
     let f = logits(&m, &bs, "float32");
     let dir = tempfile::tempdir().unwrap();
     let mut minmax: HashMap<String, (f32, f32)> = HashMap::new();
@@ -395,7 +364,7 @@ fn low_rank_chains_and_pruned_shapes_are_quantized() {
             );
         }
     }
-    let bs = batches(4, 9);
+    let bs = random_batches(4, 9);
     let f = logits(&m, &bs, "float32 chain");
     let (q, r) = quantize::quantize(&m, &opts(Mode::Dynamic), None).unwrap();
     assert_eq!(r.matmuls.len(), 14);
@@ -532,7 +501,7 @@ fn fp16_keeps_float32_where_numerics_need_it_and_agrees() {
     if !require_ort("float16 in ONNX Runtime (CPU)") {
         return;
     }
-    let bs = batches(6, 3);
+    let bs = random_batches(6, 3);
     let (rel, agree) = compare(&logits(&m, &bs, "float32"), &logits(&q, &bs, "float16"));
     assert!(rel < 0.01 && agree >= 0.98, "{rel} {agree}");
 }

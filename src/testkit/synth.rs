@@ -430,3 +430,34 @@ pub fn sample_batch() -> Batch {
         token_type_ids: array(types),
     }
 }
+
+/// `n` padded batches of 8 random sequences (ids 1..100, lengths 5..=16, the second half of each
+/// sequence in segment 1), seeded: calibration data for passes run on [`tiny_bert`] models.
+pub fn random_batches(n: usize, seed: u64) -> Vec<Batch> {
+    let mut s = seed;
+    let mut next = move |m: u64| {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (s >> 33) % m
+    };
+    (0..n)
+        .map(|_| {
+            let lens: Vec<usize> = (0..8).map(|_| 5 + next(12) as usize).collect();
+            let max = *lens.iter().max().unwrap_or(&1);
+            let mut ids = ndarray::Array2::zeros((8, max));
+            let mut mask = ndarray::Array2::zeros((8, max));
+            let mut types = ndarray::Array2::zeros((8, max));
+            for (b, &len) in lens.iter().enumerate() {
+                for t in 0..len {
+                    ids[[b, t]] = 1 + next(99) as i64;
+                    mask[[b, t]] = 1;
+                    types[[b, t]] = (t >= len / 2) as i64;
+                }
+            }
+            Batch {
+                input_ids: ids,
+                attention_mask: mask,
+                token_type_ids: types,
+            }
+        })
+        .collect()
+}
