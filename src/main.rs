@@ -402,25 +402,21 @@ fn run(cli: Cli) -> Result<()> {
             tokenizer,
             json,
         } => {
-            onnx::io::ensure_distinct(&input, &output)?;
-            let (mut m, sources) = onnx::load_with_sources(&input)?;
-            onnx::io::ensure_not_overwriting(&sources, &output)?;
-            carry_tokenizer(&mut m, &input, tokenizer.as_deref())?;
+            let (m, sources) = read_input(&input, &output)?;
             let mode = match external_data {
                 ExternalMode::Auto => ExternalData::Auto,
                 ExternalMode::Always => ExternalData::Always,
                 ExternalMode::Never => ExternalData::Never,
             };
             let options = serde_json::json!({ "external_data": format!("{:?}", mode).to_lowercase() });
-            record(&mut m, "convert", options, None, None).with_context(|| input.display().to_string())?;
-            let summary = onnx::save(
-                &m,
-                &output,
-                &SaveOptions {
-                    external_data: mode,
-                    protect: sources,
-                },
-            )?;
+            let to = Destination {
+                input: &input,
+                output: &output,
+                sources,
+                tokenizer: tokenizer.as_deref(),
+                external_data: mode,
+            };
+            let summary = write_output(m, to, "convert", options, None, None)?;
             if json {
                 print_json(&summary)
             } else {
@@ -608,20 +604,62 @@ fn cmd_bench(ort_lib: Option<&Path>, a: BenchArgs) -> Result<()> {
     }
 }
 
-/// Embeds a tokenizer in `model` unless one is embedded already (see [`history::carry_tokenizer`]).
-fn carry_tokenizer(model: &mut ModelProto, input: &Path, explicit: Option<&Path>) -> Result<Option<PathBuf>> {
-    history::carry_tokenizer(model, input, explicit)
+/// Reads the input of a command that writes `output`: refused when `output` is the input or
+/// any file the input was read from (external data). Returns the model and those files.
+fn read_input(input: &Path, output: &Path) -> Result<(ModelProto, Vec<PathBuf>)> {
+    onnx::io::ensure_distinct(input, output)?;
+    let (model, sources) = onnx::load_with_sources(input)?;
+    onnx::io::ensure_not_overwriting(&sources, output)?;
+    Ok((model, sources))
 }
 
-/// Appends a history entry for `pass` to the model's metadata.
-fn record(
-    model: &mut ModelProto,
+/// Where a command's model goes: its output path, the input it came from (and the files that
+/// input was read from, never overwritten), the tokenizer to embed, and the storage mode.
+struct Destination<'a> {
+    input: &'a Path,
+    output: &'a Path,
+    sources: Vec<PathBuf>,
+    tokenizer: Option<&'a Path>,
+    external_data: ExternalData,
+}
+
+/// Embeds the tokenizer (unless one is), appends the history entry for `pass`, and saves the
+/// model atomically.
+fn write_output(
+    mut model: ModelProto,
+    to: Destination,
     pass: &str,
     options: serde_json::Value,
     params: Option<(usize, usize)>,
     macs: Option<(u64, u64)>,
-) -> Result<()> {
-    history::record(model, pass, options, params, macs).map_err(|e| anyhow::anyhow!(e))
+) -> Result<onnx::io::SaveSummary> {
+    history::carry_tokenizer(&mut model, to.input, to.tokenizer)?;
+    history::record(&mut model, pass, options, params, macs)
+        .map_err(|e| anyhow::anyhow!(e))
+        .with_context(|| to.input.display().to_string())?;
+    Ok(onnx::save(
+        &model,
+        to.output,
+        &SaveOptions {
+            external_data: to.external_data,
+            protect: to.sources,
+        },
+    )?)
+}
+
+/// A pass's options for the history, with the calibration it used (when it used one).
+fn with_calibration(
+    mut options: serde_json::Value,
+    calib_data: Option<&Path>,
+    samples: usize,
+    seed: u64,
+) -> serde_json::Value {
+    if let (Some(o), Some(c)) = (options.as_object_mut(), calib_data) {
+        o.insert("calib_data".into(), serde_json::json!(c.display().to_string()));
+        o.insert("calib_samples".into(), serde_json::json!(samples));
+        o.insert("seed".into(), serde_json::json!(seed));
+    }
+    options
 }
 
 fn cmd_prune(ort_lib: Option<&Path>, a: PruneArgs) -> Result<()> {
@@ -646,10 +684,8 @@ fn cmd_prune(ort_lib: Option<&Path>, a: PruneArgs) -> Result<()> {
     if strategy != Strategy::Obs && a.calib_data.is_some() {
         bail!("--calib-data is only used by --strategy obs (the default with calibration data)");
     }
-    onnx::io::ensure_distinct(&a.input, &a.output)?;
-    let (model, sources) = onnx::load_with_sources(&a.input)?;
-    onnx::io::ensure_not_overwriting(&sources, &a.output)?;
-    let (mut out, report) = if let Some(calib_path) = &a.calib_data {
+    let (model, sources) = read_input(&a.input, &a.output)?;
+    let (out, report) = if let Some(calib_path) = &a.calib_data {
         let mut calibrator = calibrator(
             ort_lib,
             &a.input,
@@ -668,21 +704,19 @@ fn cmd_prune(ort_lib: Option<&Path>, a: PruneArgs) -> Result<()> {
     } else {
         prune::prune(&model, &opts).with_context(|| a.input.display().to_string())?
     };
-    carry_tokenizer(&mut out, &a.input, a.tokenizer.as_deref())?;
-    record(
-        &mut out,
+    write_output(
+        out,
+        Destination {
+            input: &a.input,
+            output: &a.output,
+            sources,
+            tokenizer: a.tokenizer.as_deref(),
+            external_data: ExternalData::Auto,
+        },
         "prune",
         serde_json::to_value(&report.options)?,
         Some((report.params_before, report.params_after)),
         Some((report.encoder_macs_before, report.encoder_macs_after)),
-    )?;
-    onnx::save(
-        &out,
-        &a.output,
-        &SaveOptions {
-            protect: sources,
-            ..Default::default()
-        },
     )?;
     if a.json {
         print_json(&report)
@@ -730,11 +764,9 @@ fn cmd_quantize(ort_lib: Option<&Path>, a: QuantizeArgs) -> Result<()> {
     if a.mode == Mode::Fp16 && a.per_tensor {
         bail!("--per-tensor applies to the int8 modes, not --mode fp16");
     }
-    onnx::io::ensure_distinct(&a.input, &a.output)?;
-    let (model, sources) = onnx::load_with_sources(&a.input)?;
-    onnx::io::ensure_not_overwriting(&sources, &a.output)?;
+    let (model, sources) = read_input(&a.input, &a.output)?;
     quantize::ensure_not_quantized(&model).with_context(|| a.input.display().to_string())?;
-    let (mut out, report) = if let Some(calib_path) = &a.calib_data {
+    let (out, report) = if let Some(calib_path) = &a.calib_data {
         let mut calibrator = calibrator(
             ort_lib,
             &a.input,
@@ -753,21 +785,25 @@ fn cmd_quantize(ort_lib: Option<&Path>, a: QuantizeArgs) -> Result<()> {
     } else {
         quantize::quantize(&model, &opts, None).with_context(|| a.input.display().to_string())?
     };
-    carry_tokenizer(&mut out, &a.input, a.tokenizer.as_deref())?;
-    let mut options = serde_json::to_value(&report.options)?;
-    if let Some(p) = &a.calib_data {
-        options["calib_data"] = serde_json::json!(p.display().to_string());
-        options["calib_samples"] = serde_json::json!(a.calib_samples);
-        options["seed"] = serde_json::json!(a.seed);
-    }
-    record(&mut out, "quantize", options, None, None)?;
-    let summary = onnx::save(
-        &out,
-        &a.output,
-        &SaveOptions {
-            protect: sources,
-            ..Default::default()
+    let options = with_calibration(
+        serde_json::to_value(&report.options)?,
+        a.calib_data.as_deref(),
+        a.calib_samples,
+        a.seed,
+    );
+    let summary = write_output(
+        out,
+        Destination {
+            input: &a.input,
+            output: &a.output,
+            sources,
+            tokenizer: a.tokenizer.as_deref(),
+            external_data: ExternalData::Auto,
         },
+        "quantize",
+        options,
+        None,
+        None,
     )?;
     if a.json {
         print_json(&report)
@@ -811,10 +847,8 @@ fn cmd_lowrank(ort_lib: Option<&Path>, a: LowrankArgs) -> Result<()> {
     if a.calib_data.is_some() && a.calib_samples == 0 {
         bail!("--calib-samples must be at least 1");
     }
-    onnx::io::ensure_distinct(&a.input, &a.output)?;
-    let (model, sources) = onnx::load_with_sources(&a.input)?;
-    onnx::io::ensure_not_overwriting(&sources, &a.output)?;
-    let (mut out, report) = if let Some(calib_path) = &a.calib_data {
+    let (model, sources) = read_input(&a.input, &a.output)?;
+    let (out, report) = if let Some(calib_path) = &a.calib_data {
         let mut calibrator = calibrator(
             ort_lib,
             &a.input,
@@ -833,27 +867,25 @@ fn cmd_lowrank(ort_lib: Option<&Path>, a: LowrankArgs) -> Result<()> {
     } else {
         lowrank::lowrank(&model, &opts).with_context(|| a.input.display().to_string())?
     };
-    carry_tokenizer(&mut out, &a.input, a.tokenizer.as_deref())?;
-    let mut options = serde_json::to_value(&report.options)?;
-    if let (Some(o), Some(c)) = (options.as_object_mut(), &a.calib_data) {
-        o.insert("calib_data".into(), serde_json::json!(c.display().to_string()));
-        o.insert("calib_samples".into(), serde_json::json!(a.calib_samples));
-        o.insert("seed".into(), serde_json::json!(a.seed));
-    }
-    record(
-        &mut out,
+    let options = with_calibration(
+        serde_json::to_value(&report.options)?,
+        a.calib_data.as_deref(),
+        a.calib_samples,
+        a.seed,
+    );
+    write_output(
+        out,
+        Destination {
+            input: &a.input,
+            output: &a.output,
+            sources,
+            tokenizer: a.tokenizer.as_deref(),
+            external_data: ExternalData::Auto,
+        },
         "lowrank",
         options,
         Some((report.params_before, report.params_after)),
         Some((report.encoder_macs_before, report.encoder_macs_after)),
-    )?;
-    onnx::save(
-        &out,
-        &a.output,
-        &SaveOptions {
-            protect: sources,
-            ..Default::default()
-        },
     )?;
     if a.json {
         print_json(&report)
