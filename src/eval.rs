@@ -58,6 +58,8 @@ pub struct EvalReport {
     pub bucket: bool,
     pub device: Device,
     pub threads: usize,
+    /// Whether ONNX Runtime flushed denormal floats to zero (the default; `--keep-denormals`).
+    pub denormals_flushed: bool,
     pub metrics: Metrics,
     pub timing: Timing,
     pub size_bytes: u64,
@@ -298,6 +300,7 @@ pub fn evaluate(model_path: &Path, opts: &EvalOptions, progress: Progress) -> Re
         bucket: opts.bucket,
         device: opts.session.device,
         threads: opts.session.threads,
+        denormals_flushed: opts.session.flush_denormals,
         metrics,
         timing,
         size_bytes,

@@ -341,6 +341,10 @@ struct EvalArgs {
     /// Batch examples of similar length together (predictions stay in file order).
     #[arg(long)]
     bucket: bool,
+    /// Keep denormal floats (by default ONNX Runtime flushes them to zero: the masked softmax
+    /// produces them and they slow the CPU several times; no prediction changes).
+    #[arg(long)]
+    keep_denormals: bool,
     /// tokenizer.json to use (default: embedded in the model, then beside it).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
@@ -477,6 +481,7 @@ fn cmd_eval(ort_lib: Option<&Path>, a: EvalArgs) -> Result<()> {
         session: SessionOptions {
             device: a.device,
             threads: a.threads,
+            flush_denormals: !a.keep_denormals,
             ..Default::default()
         },
     };

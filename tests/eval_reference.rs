@@ -5,7 +5,7 @@
 use assert_cmd::Command;
 use onnx_compress::testkit::shared;
 
-fn check(task: &str, model: &str) {
+fn check(task: &str, model: &str, extra: &[&str]) {
     let Some(dir) = shared::require(&format!("models/{model}"), "reference reproduction") else {
         return;
     };
@@ -23,6 +23,7 @@ fn check(task: &str, model: &str) {
         .arg(&data)
         .arg("--model")
         .arg(dir.join("model.onnx"))
+        .args(extra)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -50,10 +51,16 @@ fn check(task: &str, model: &str) {
 
 #[test]
 fn sst2_reproduces_reference() {
-    check("sst2", "minilm-l6-sst2");
+    check("sst2", "minilm-l6-sst2", &[]);
 }
 
 #[test]
 fn mrpc_reproduces_reference() {
-    check("mrpc", "minilm-l6-mrpc");
+    check("mrpc", "minilm-l6-mrpc", &[]);
+}
+
+/// Denormals are flushed to zero by default (speed); keeping them gives the same predictions.
+#[test]
+fn mrpc_reproduces_reference_with_denormals_kept() {
+    check("mrpc", "minilm-l6-mrpc", &["--keep-denormals"]);
 }

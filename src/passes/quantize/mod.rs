@@ -5,8 +5,8 @@
 //! `MatMul` whose second input is a 2-D float32 constant (after `Identity`) and whose first input
 //! is computed. That covers pruned models and low-rank ones (MatMul→MatMul chains where both
 //! factors are initializers). Weights are stored as int8 (symmetric, per output column or per
-//! tensor); the embedding tables read by a `Gather` are stored int8 with a `DequantizeLinear`
-//! after the `Gather`.
+//! tensor); the embedding tables read by a `Gather` are stored int8 and dequantized after the
+//! `Gather` (`DequantizeLinear`, or `Cast` + `Mul` with per-channel scales).
 //!
 //! - `static`: `QuantizeLinear → DequantizeLinear` on each quantized MatMul's activation, with
 //!   scale and zero point from calibration ([`calibrate`]), and `DequantizeLinear` on the int8

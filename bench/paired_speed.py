@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""Throughput of models against a baseline, batch by batch in one process (drift-free ratios).
+
+On a shared or virtual machine the speed of whole runs drifts by ±30% from minute to minute, so a
+ratio of two separate `eval` runs is noisy. Here every dev batch is run through each model back to
+back (the order rotates from batch to batch), so each model sees the same machine state; the ratio
+of the summed times is taken per round, and the median over rounds is reported.
+
+  python3 bench/paired_speed.py --task sst2 BASELINE.onnx MODEL.onnx [MODEL.onnx ...]
+      [--rounds 5] [--batch-size 32] [--warmup 3] [--threads 0] [--keep-denormals] [--json]
+
+Batches: the dev set in file order, `--batch-size` examples each, padded to the batch's longest
+(exactly `onnx-compress eval`'s batches, via bench/python_eval.py); the first --warmup batches run
+untimed. Sessions: ONNX Runtime's CPU provider, all graph optimizations, denormals flushed to zero
+like `onnx-compress eval` (unless --keep-denormals), --threads intra-op threads (0: its default).
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from python_eval import TASKS, default_data_dir, make_batches, read_tsv  # noqa: E402
+
+
+def session(path, threads, keep_denormals):
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    if not keep_denormals:
+        so.add_session_config_entry("session.set_denormal_as_zero", "1")
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--task", required=True, choices=sorted(TASKS))
+    ap.add_argument("models", nargs="+", help="the baseline first, then the models to compare")
+    ap.add_argument("--data", default=default_data_dir())
+    ap.add_argument("--tokenizer", help="tokenizer.json (default: beside the baseline)")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--keep-denormals", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    if len(a.models) < 2:
+        sys.exit("error: give the baseline model and at least one model to compare")
+    for m in a.models:
+        if not os.path.isfile(m):
+            sys.exit(f"error: {m}: no such file")
+    sub, label_col, text_cols = TASKS[a.task]
+    _, texts = read_tsv(os.path.join(a.data, sub, "dev.tsv"), label_col, text_cols)
+    tok = Tokenizer.from_file(a.tokenizer or os.path.join(os.path.dirname(os.path.abspath(a.models[0])), "tokenizer.json"))
+    tok.enable_truncation(max_length=a.max_length)
+    tok.no_padding()
+    sessions = [session(m, a.threads, a.keep_denormals) for m in a.models]
+    names = [[i.name for i in s.get_inputs()] for s in sessions]
+    batches = make_batches(tok, texts, a.batch_size, ["input_ids", "attention_mask", "token_type_ids"], np)
+    feeds = [[{k: f[k] for k in n} for f, _ in batches] for n in names]
+    for k, s in enumerate(sessions):
+        for f in feeds[k][: a.warmup]:
+            s.run(None, f)
+    timed = range(a.warmup, len(batches))
+    samples = sum(batches[b][1] for b in timed)
+    rounds = []  # per round: seconds per model
+    for r in range(a.rounds):
+        secs = [0.0] * len(sessions)
+        for j, b in enumerate(timed):
+            order = list(range(len(sessions)))
+            shift = (j + r) % len(order)
+            for k in order[shift:] + order[:shift]:
+                t = time.perf_counter()
+                sessions[k].run(None, feeds[k][b])
+                secs[k] += time.perf_counter() - t
+        rounds.append(secs)
+        print(f"round {r + 1}/{a.rounds}: " + ", ".join(f"{samples / s:.0f}" for s in secs) + " samples/s",
+              file=sys.stderr, flush=True)
+    out = {"task": a.task, "batch_size": a.batch_size, "timed_batches": len(timed), "timed_samples": samples,
+           "rounds": a.rounds, "denormals_flushed": not a.keep_denormals, "threads": a.threads,
+           "ort_version": ort.__version__, "models": []}
+    for k, m in enumerate(a.models):
+        ratios = [rd[0] / rd[k] for rd in rounds]
+        sps = [samples / rd[k] for rd in rounds]
+        out["models"].append({"model": m, "samples_per_s_median": statistics.median(sps),
+                              "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
+                              "ratio_max": max(ratios), "ratios": ratios})
+    if a.json:
+        print(json.dumps(out, indent=2))
+        return
+    print(f"{a.task} dev, batch {a.batch_size}, {len(timed)} timed batches x {a.rounds} rounds, "
+          f"denormals {'flushed' if not a.keep_denormals else 'kept'}")
+    print("| model | samples/s (median) | x baseline (median) | min–max over rounds |")
+    print("|---|---:|---:|---|")
+    for m in out["models"]:
+        print(f"| {m['model']} | {m['samples_per_s_median']:.0f} | {m['ratio_median']:.2f} | "
+              f"{m['ratio_min']:.2f}–{m['ratio_max']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
