@@ -11,7 +11,9 @@ use onnx_compress::glue::Task;
 use onnx_compress::onnx::{self, ExternalData, ModelProto, SaveOptions};
 use onnx_compress::passes::lowrank::{self, ApplyTo, LowrankOptions, RankRule, Shrink};
 use onnx_compress::passes::prune::{self, PruneOptions, Strategy};
-use onnx_compress::passes::quantize::{self, ActivationType, CalibMethod, Mode, QuantizeOptions, WeightType};
+use onnx_compress::passes::quantize::{
+    self, ActivationType, CalibMethod, Mode, QuantizeOptions, StaticForm, WeightType,
+};
 use onnx_compress::runtime::{self, Device, SessionOptions};
 use onnx_compress::{bench, calib, history, inspect, pipeline, recipe, report};
 
@@ -196,6 +198,10 @@ struct QuantizeArgs {
     /// Activation type for static mode: u8 (asymmetric, the default) or s8 (symmetric).
     #[arg(long, value_enum)]
     activation_type: Option<ActivationType>,
+    /// Graph form of static mode: qdq (standard QuantizeLinear/DequantizeLinear pairs, the
+    /// default) or ort (ONNX Runtime's MatMulIntegerToFloat with biases folded: faster there).
+    #[arg(long, value_enum)]
+    static_form: Option<StaticForm>,
     /// Keep MatMuls (fp16: nodes) whose node or weight name matches in float; `*`/`?` wildcards,
     /// else a substring. Repeatable.
     #[arg(long, value_name = "PATTERN")]
@@ -736,6 +742,7 @@ fn cmd_quantize(ort_lib: Option<&Path>, a: QuantizeArgs) -> Result<()> {
             (a.calib_method.is_some(), "--calib-method"),
             (a.percentile.is_some(), "--percentile"),
             (a.activation_type.is_some(), "--activation-type"),
+            (a.static_form.is_some(), "--static-form"),
         ] {
             if set {
                 bail!("{flag} applies to --mode static only (dynamic quantizes activations to u8 at run time; fp16 has none)");
@@ -755,6 +762,7 @@ fn cmd_quantize(ort_lib: Option<&Path>, a: QuantizeArgs) -> Result<()> {
         percentile: a.percentile.unwrap_or(defaults.percentile),
         exclude: a.exclude.clone(),
         embeddings: !a.no_embeddings,
+        static_form: a.static_form.unwrap_or(defaults.static_form),
     };
     quantize::validate(&opts)?;
     if a.mode == Mode::Static && a.calib_data.is_none() {

@@ -13,7 +13,7 @@ use crate::glue::Task;
 use crate::onnx::{self, tensor, ModelProto, SaveOptions};
 use crate::passes::lowrank::{self, ApplyTo, LowrankOptions, RankRule, Shrink};
 use crate::passes::prune::{self, PruneOptions, Strategy};
-use crate::passes::quantize::{self, ActivationType, CalibMethod, Mode, QuantizeOptions};
+use crate::passes::quantize::{self, ActivationType, CalibMethod, Mode, QuantizeOptions, StaticForm};
 use crate::recipe::{LoadedRecipe, LowrankSection, PruneUnit, QuantizationSection};
 use crate::runtime::{Device, OrtCalibrator, SessionOptions};
 use crate::structure;
@@ -223,14 +223,15 @@ fn lowrank_step(
 /// The quantization options of a recipe: the reference's methods first (`dynamic`: its PyTorch
 /// dynamic INT8 of every Linear, per tensor, embeddings in float; `onnx`: ONNX Runtime's
 /// `quantize_dynamic` default, per tensor, embeddings too), then this tool's (`static`,
-/// `dynamic_per_channel`, `fp16`); explicit keys override.
+/// `static_ort` (static in ONNX Runtime's fused form), `dynamic_per_channel`, `fp16`); explicit
+/// keys override.
 pub fn quantize_options(q: &QuantizationSection) -> Result<QuantizeOptions> {
     let d = QuantizeOptions::default();
     let (mode, per_channel, embeddings) = match q.method.as_deref().unwrap_or("dynamic") {
         "dynamic" => (Mode::Dynamic, false, false),
         "onnx" => (Mode::Dynamic, false, true),
         "dynamic_per_channel" => (Mode::Dynamic, true, true),
-        "static" => (Mode::Static, true, true),
+        "static" | "static_ort" => (Mode::Static, true, true),
         "fp16" => (Mode::Fp16, true, true),
         m => bail!("quantization.method: unknown method '{m}'"),
     };
@@ -256,6 +257,11 @@ pub fn quantize_options(q: &QuantizationSection) -> Result<QuantizeOptions> {
         percentile: q.percentile.unwrap_or(d.percentile),
         exclude: q.exclude.clone(),
         embeddings: q.embeddings.unwrap_or(embeddings),
+        static_form: if q.method.as_deref() == Some("static_ort") {
+            StaticForm::Ort
+        } else {
+            StaticForm::Qdq
+        },
     };
     quantize::validate(&o).context("quantization")?;
     Ok(o)

@@ -131,7 +131,7 @@ pub struct QuantizationSection {
     pub enable: bool,
     /// The reference's `dynamic` (INT8 weights of every Linear, per tensor, embeddings in FP32)
     /// and `onnx` (ONNX Runtime's `quantize_dynamic` default), or this tool's `static`,
-    /// `dynamic_per_channel` and `fp16`.
+    /// `static_ort` (static in ONNX Runtime's fused form), `dynamic_per_channel` and `fp16`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -426,21 +426,21 @@ fn check(r: &LoadedRecipe, text: &str) -> Result<(), String> {
     }
     if rec.quantization.enable {
         match rec.quantization.method.as_deref() {
-            Some("dynamic" | "onnx" | "static" | "dynamic_per_channel" | "fp16") => {}
+            Some("dynamic" | "onnx" | "static" | "static_ort" | "dynamic_per_channel" | "fp16") => {}
             Some(m) => {
                 return Err(format!(
-                    "{}: unknown method '{m}' (dynamic, onnx, static, dynamic_per_channel, fp16)",
+                    "{}: unknown method '{m}' (dynamic, onnx, static, static_ort, dynamic_per_channel, fp16)",
                     at("quantization.method")
                 ))
             }
             None => {
                 return Err(format!(
-                    "{}: enabled without a method (dynamic, onnx, static, dynamic_per_channel, fp16)",
+                    "{}: enabled without a method (dynamic, onnx, static, static_ort, dynamic_per_channel, fp16)",
                     at("quantization")
                 ))
             }
         }
-        if rec.quantization.method.as_deref() == Some("static") && rec.calibration.is_none() {
+        if matches!(rec.quantization.method.as_deref(), Some("static" | "static_ort")) && rec.calibration.is_none() {
             return Err(format!(
                 "{}: static quantization needs calibration data: add a `calibration:` section",
                 at("quantization.method")

@@ -10,7 +10,7 @@ use assert_cmd::Command;
 use onnx_compress::onnx::proto::tensor_proto::DataType;
 use onnx_compress::onnx::{self, tensor, GraphIndex, ModelProto, SaveOptions};
 use onnx_compress::passes::quantize::fp16::f16_to_f32;
-use onnx_compress::passes::quantize::{self, ActivationType, CalibMethod, Mode, QuantizeOptions};
+use onnx_compress::passes::quantize::{self, ActivationType, CalibMethod, Mode, QuantizeOptions, StaticForm};
 use onnx_compress::passes::{Calibrator, PassError, Values};
 use onnx_compress::runtime::{self, Batch, OrtCalibrator, SessionOptions};
 use onnx_compress::testkit::shared::{require, require_ort};
@@ -287,6 +287,53 @@ fn static_qdq_agrees_with_float32_and_becomes_integer_matmuls() {
             }
         }
     }
+}
+
+/// `--static-form ort` writes what ONNX Runtime makes of the QDQ form itself — QuantizeLinear with
+/// the calibrated scale, then MatMulIntegerToFloat — with the bias Adds folded in where that is
+/// allowed, and computes the same logits as the QDQ model up to float rounding.
+#[test]
+fn static_ort_form_matches_qdq_with_biases_folded() {
+    if !require_ort("static quantization in ONNX Runtime") {
+        return;
+    }
+    let m = synth();
+    let bs = random_batches(6, 3);
+    let (qdq, rq) = quantize::quantize(&m, &opts(Mode::Static), Some(&mut calibrator(7))).unwrap();
+    let o = QuantizeOptions {
+        static_form: StaticForm::Ort,
+        ..opts(Mode::Static)
+    };
+    let (fused, rf) = quantize::quantize(&m, &o, Some(&mut calibrator(7))).unwrap();
+    assert!(rf.warnings.is_empty(), "{:?}", rf.warnings);
+    // The same calibrated activation parameters.
+    let params = |r: &quantize::QuantizeReport| {
+        r.activations
+            .iter()
+            .map(|a| (a.value.clone(), a.scale.to_bits(), a.zero_point))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(params(&rq), params(&rf));
+    let c = ops(&fused);
+    assert_eq!(c["QuantizeLinear"], 8);
+    assert_eq!(c.get("DequantizeLinear").copied().unwrap_or(0), 0, "{c:?}");
+    assert_eq!(c["MatMulIntegerToFloat"], 12);
+    assert_eq!(c["MatMul"], 2 * 2, "only the attention products stay float: {c:?}");
+    // Q/K/V and FFN-up biases fold (8); attention-output and FFN-down ones feed a residual Add.
+    let with_bias = fused
+        .graph
+        .as_ref()
+        .unwrap()
+        .node
+        .iter()
+        .filter(|n| n.op_type() == "MatMulIntegerToFloat" && n.input.len() == 7)
+        .count();
+    assert_eq!(with_bias, 8);
+    assert_eq!(ops(&m)["Add"] - c["Add"], 8);
+    check_weights(&m, &fused, true);
+    let (a, b) = (logits(&qdq, &bs, "qdq"), logits(&fused, &bs, "fused"));
+    let (rel, agree) = compare(&a, &b);
+    assert!(rel < 1e-3 && agree == 1.0, "{rel} {agree}");
 }
 
 /// A calibrator that shows every value as constant zero.
@@ -620,6 +667,11 @@ fn cli_bad_options_give_one_clear_error_and_no_file() {
         &["--calib-data"],
     );
     fails(&["quantize", "--mode", "int4", i, o], &out, &["int4"]);
+    fails(
+        &["quantize", "--mode", "dynamic", "--static-form", "ort", i, o],
+        &out,
+        &["--static-form", "--mode static only"],
+    );
     fails(
         &["quantize", "--mode", "dynamic", "--exclude", "nothing-like-this", i, o],
         &out,

@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
+use onnx_compress::passes::quantize::{Mode, StaticForm};
 use onnx_compress::recipe::{self, LoadedRecipe};
 use onnx_compress::testkit::shared::{require, require_ort};
 use serde_json::Value;
@@ -93,6 +94,11 @@ fn reference_configs_say_what_the_reference_rows_did() {
     let ours = load("10_obs_macs60.yaml");
     assert!(!ours.is_reference_method() && !ours.is_baseline());
     assert_eq!(ours.recipe.prune.target_macs, Some(0.6));
+    // Static INT8 in both graph forms: the same options but for the form.
+    let qdq = onnx_compress::pipeline::quantize_options(&load("13_quant_static.yaml").recipe.quantization).unwrap();
+    let ort = onnx_compress::pipeline::quantize_options(&load("15_quant_static_ort.yaml").recipe.quantization).unwrap();
+    assert_eq!((qdq.mode, ort.mode), (Mode::Static, Mode::Static));
+    assert_eq!((qdq.static_form, ort.static_form), (StaticForm::Qdq, StaticForm::Ort));
 }
 
 fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {

@@ -62,6 +62,20 @@ pub enum ActivationType {
     S8,
 }
 
+/// How static mode writes its int8 MatMuls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StaticForm {
+    /// Standard ONNX `QuantizeLinear → DequantizeLinear` pairs before each float MatMul: portable
+    /// to any QDQ-aware runtime; ONNX Runtime fuses them into integer kernels itself.
+    Qdq,
+    /// ONNX Runtime's fused form written directly: `QuantizeLinear` with the calibrated scale, then
+    /// `MatMulIntegerToFloat` with the bias `Add` folded in (as dynamic mode does). Faster on ONNX
+    /// Runtime's CPU provider: the fusion it makes from QDQ leaves each bias as a separate `Add`
+    /// (the FFN one as a `BiasGelu`, 1.6x slower than `Gelu`).
+    Ort,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum WeightType {
@@ -84,6 +98,8 @@ pub struct QuantizeOptions {
     pub exclude: Vec<String>,
     /// Store embedding tables as int8 (int8 modes) or float16 (fp16).
     pub embeddings: bool,
+    /// Static mode's graph form.
+    pub static_form: StaticForm,
 }
 
 impl Default for QuantizeOptions {
@@ -97,6 +113,7 @@ impl Default for QuantizeOptions {
             percentile: 99.999,
             exclude: vec![],
             embeddings: true,
+            static_form: StaticForm::Qdq,
         }
     }
 }

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use super::calibrate::Range;
 use super::{
     default_opset, ensure_opset, from_i8, from_u8, quantize_weight, ActivationReport, ActivationType, EmbeddingReport,
-    MatMulReport, Mode, QuantizeOptions, QuantizeReport, Target,
+    MatMulReport, Mode, QuantizeOptions, QuantizeReport, StaticForm, Target,
 };
 use crate::onnx::build::{attr_int, node, with_attrs, with_domain};
 use crate::onnx::proto::tensor_proto::DataType;
@@ -43,6 +43,16 @@ struct QWeight {
     dq: Option<String>,
 }
 
+/// A statically quantized activation: the `QuantizeLinear` output, its scale and zero point, and
+/// (QDQ form) the `DequantizeLinear` output.
+#[derive(Clone)]
+struct QAct {
+    q: String,
+    scale: String,
+    zp: String,
+    dq: Option<String>,
+}
+
 pub(super) fn rewrite(
     model: &ModelProto,
     opts: &QuantizeOptions,
@@ -67,14 +77,16 @@ pub(super) fn rewrite(
     let mut taken = edit::names(g);
     let mut new_inits = vec![];
     let mut weights: HashMap<String, QWeight> = HashMap::new();
-    // Static: activation value → DequantizeLinear output (None: fell back to dynamic).
-    let mut acts: HashMap<String, Option<String>> = HashMap::new();
+    // Static: activation value → its quantized form (None: fell back to dynamic).
+    let mut acts: HashMap<String, Option<QAct>> = HashMap::new();
+    let qdq = opts.static_form == StaticForm::Qdq;
     let by_node: HashMap<usize, &Target> = targets.iter().map(|t| (t.node, t)).collect();
-    // Dynamic: a bias Add right after the MatMul folds into DynamicQuantizeMatMul's bias input,
-    // except where the sum feeds another Add (the residual before a LayerNorm): ONNX Runtime would
-    // fuse that into SkipLayerNormalization, which runs slower on CPU than Add + LayerNormalization.
+    // Dynamic and static `ort` form: a bias Add right after the MatMul folds into the integer
+    // kernel's bias input, except where the sum feeds another Add (the residual before a
+    // LayerNorm): ONNX Runtime would fuse that into SkipLayerNormalization, which runs slower on
+    // CPU than Add + LayerNormalization.
     let mut fold: HashMap<usize, (usize, String)> = HashMap::new();
-    if opts.mode == Mode::Dynamic {
+    if opts.mode == Mode::Dynamic || !qdq {
         for t in targets {
             let out = &src.node[t.node].output[0];
             if ix.is_graph_output(out) {
@@ -269,7 +281,6 @@ pub(super) fn rewrite(
                             let sn = edit::fresh_name(&mut taken, &format!("{base}_scale"));
                             let zn = edit::fresh_name(&mut taken, &format!("{base}_zero_point"));
                             let qv = edit::fresh_name(&mut taken, &format!("{}_quantized", t.input));
-                            let dqv = edit::fresh_name(&mut taken, &format!("{}_dequantized", t.input));
                             new_inits.push(tensor::from_f32(&sn, &[], &[scale]));
                             match opts.activation_type {
                                 ActivationType::U8 => new_inits.push(from_u8(&zn, &[], &[zp as u8])),
@@ -281,12 +292,16 @@ pub(super) fn rewrite(
                                 &[&t.input, &sn, &zn],
                                 &[&qv],
                             ));
-                            nodes.push(node(
-                                "DequantizeLinear",
-                                &format!("{base}_DequantizeLinear"),
-                                &[&qv, &sn, &zn],
-                                &[&dqv],
-                            ));
+                            let dqv = qdq.then(|| {
+                                let dqv = edit::fresh_name(&mut taken, &format!("{}_dequantized", t.input));
+                                nodes.push(node(
+                                    "DequantizeLinear",
+                                    &format!("{base}_DequantizeLinear"),
+                                    &[&qv, &sn, &zn],
+                                    &[&dqv],
+                                ));
+                                dqv
+                            });
                             let readers: Vec<String> = targets
                                 .iter()
                                 .filter(|o| o.input == t.input)
@@ -300,7 +315,15 @@ pub(super) fn rewrite(
                                 scale,
                                 zero_point: zp,
                             });
-                            acts.insert(t.input.clone(), Some(dqv));
+                            acts.insert(
+                                t.input.clone(),
+                                Some(QAct {
+                                    q: qv,
+                                    scale: sn,
+                                    zp: zn,
+                                    dq: dqv,
+                                }),
+                            );
                         }
                         None => {
                             report.warnings.push(format!(
@@ -319,7 +342,7 @@ pub(super) fn rewrite(
             .get_mut(&t.weight)
             .ok_or_else(|| PassError::Internal("weight not quantized".into()))?;
         match act {
-            Some(dqv) => {
+            Some(QAct { dq: Some(dqv), .. }) => {
                 if w.dq.is_none() {
                     let base = t.weight.trim_start_matches('/').replace('/', "_");
                     let out = edit::fresh_name(&mut taken, &format!("{}_dequantized", t.weight));
@@ -338,6 +361,20 @@ pub(super) fn rewrite(
                 let mut mm = n.clone();
                 mm.input = vec![dqv, w.dq.clone().unwrap_or_default()];
                 nodes.push(mm);
+            }
+            Some(QAct { q, scale, zp, dq: None }) => {
+                let mut inputs = vec![q.as_str(), &w.q, &scale, &w.scale, &zp, &w.zp];
+                let output = match fold.get(&i) {
+                    Some((a, bias)) => {
+                        inputs.push(bias);
+                        src.node[*a].output[0].as_str()
+                    }
+                    None => n.output[0].as_str(),
+                };
+                nodes.push(with_domain(
+                    node("MatMulIntegerToFloat", n.name(), &inputs, &[output]),
+                    "com.microsoft",
+                ));
             }
             None if readers[t.input.as_str()] > 1 => {
                 if !dyn_shared.contains_key(&t.input) {
