@@ -1,16 +1,17 @@
 #!/usr/bin/env python3
-"""Throughput of models against a baseline, run back to back in one process, several rounds.
+"""Throughput of models against a baseline, run side by side in one process, several rounds.
 
-On a shared or virtual machine the speed of whole runs drifts by ±30% from minute to minute, so a
-ratio of two `eval` runs minutes apart is noisy. Here each round runs the timed dev batches through
-every model in turn (each model all its batches in a row, as `eval` does; the order of the models
-rotates from round to round), the ratio to the baseline is taken within the round, and the median
-over rounds is reported. (Alternating models batch by batch would be unfair to the smaller model:
-its int8 weights, 21 MB, stay in this CPU's cache between its own batches, as in real use, but not
-when an 85 MB float model runs in between; that measured MRPC INT8 at 2.2x instead of 2.7x.)
+On a shared or virtual machine the speed drifts by ±30% within seconds, so a ratio of two `eval`
+runs, even back to back, is noisy. Here the timed dev batches are cut into blocks of --block
+batches; each model runs a block in turn (the order of the models rotates from block to block)
+after one untimed batch, so every model sees nearly the same machine state, each with its own
+weights warm in the CPU's caches as in real use. (Alternating models batch by batch would be unfair
+to the smaller model: its int8 weights, 21 MB, stay in this CPU's cache between its own batches,
+but not when an 85 MB float model runs in between; that measured MRPC INT8 at 2.2x, not 2.7x.)
+The ratio of summed times to the baseline is taken per round; the median over rounds is reported.
 
   python3 bench/paired_speed.py --task sst2 BASELINE.onnx MODEL.onnx [MODEL.onnx ...]
-      [--rounds 5] [--batch-size 32] [--warmup 3] [--threads 0] [--keep-denormals] [--json]
+      [--rounds 5] [--block 4] [--batch-size 32] [--warmup 3] [--threads 0] [--keep-denormals] [--json]
 
 Batches: the dev set in file order, `--batch-size` examples each, padded to the batch's longest
 (exactly `onnx-compress eval`'s batches, via bench/python_eval.py); the first --warmup batches run
@@ -52,6 +53,7 @@ def main():
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--block", type=int, default=4, help="batches a model runs in a row (after one untimed)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--keep-denormals", action="store_true")
     ap.add_argument("--json", action="store_true")
@@ -76,21 +78,23 @@ def main():
     timed = range(a.warmup, len(batches))
     samples = sum(batches[b][1] for b in timed)
     rounds = []  # per round: seconds per model
+    blocks = [list(timed)[i:i + a.block] for i in range(0, len(timed), max(a.block, 1))]
     for r in range(a.rounds):
         secs = [0.0] * len(sessions)
-        order = list(range(len(sessions)))
-        shift = r % len(order)
-        for k in order[shift:] + order[:shift]:
-            sessions[k].run(None, feeds[k][0])  # one untimed batch after the other model's run
-            for b in timed:
-                t = time.perf_counter()
-                sessions[k].run(None, feeds[k][b])
-                secs[k] += time.perf_counter() - t
+        for j, block in enumerate(blocks):
+            order = list(range(len(sessions)))
+            shift = (j + r) % len(order)
+            for k in order[shift:] + order[:shift]:
+                sessions[k].run(None, feeds[k][block[0]])  # untimed: caches back after the other models
+                for b in block:
+                    t = time.perf_counter()
+                    sessions[k].run(None, feeds[k][b])
+                    secs[k] += time.perf_counter() - t
         rounds.append(secs)
         print(f"round {r + 1}/{a.rounds}: " + ", ".join(f"{samples / s:.0f}" for s in secs) + " samples/s",
               file=sys.stderr, flush=True)
     out = {"task": a.task, "batch_size": a.batch_size, "timed_batches": len(timed), "timed_samples": samples,
-           "rounds": a.rounds, "denormals_flushed": not a.keep_denormals, "threads": a.threads,
+           "rounds": a.rounds, "block": a.block, "denormals_flushed": not a.keep_denormals, "threads": a.threads,
            "ort_version": ort.__version__, "models": []}
     for k, m in enumerate(a.models):
         ratios = [rd[0] / rd[k] for rd in rounds]

@@ -3,13 +3,14 @@
 `onnx-compress quantize` mode on the shared MiniLM-L6 models (SST-2 and MRPC dev, batch 32), next
 to ONNX Runtime's own `quantize_dynamic` and `quantize_static` (bench/ort_quantize.py).
 
-  bench/quantize_table.sh [--tasks sst2 mrpc] [--repeats 3] [--calib-samples 256] [--timing-examples 512]
+  bench/quantize_table.sh [--tasks sst2 mrpc] [--repeats 7] [--calib-samples 256]
 
 Accuracy/F1: `onnx-compress eval --batch-size 32` over the whole dev set (file order).
-Throughput: `eval` on the first --timing-examples (512) dev examples, batch 32, 3 warm-up batches
-then every batch timed (forward only), ONNX Runtime's default threads. FP32 and each variant are
-run back to back (paired), --repeats times; the median of the paired ratios is reported, and the
-median samples/s (pairing cancels most of the drift of a shared machine).
+Throughput: bench/paired_speed.py — every model in one ONNX Runtime process (CPU provider, all
+optimizations, denormals flushed and default threads, as `eval` runs it) over the whole dev set at
+batch 32 (3 warm-up batches), --repeats rounds, each model running all its batches in a row within
+a round; the ratio to FP32 is taken within each round and the median over rounds reported (with
+the median samples/s). Separate `eval` runs a minute apart drift by ±30% on a shared machine.
 Pass time: the pass's own `seconds` (without calibration runs) and, for static, the calibration
 seconds; ORT rows: the wall time of its Python quantizer (calibration included).
 Writes bench/out/quantize_<task>.json and prints a Markdown table per task.
@@ -30,6 +31,7 @@ ROWS = [
     ("dynamic (per-channel)", ["--mode", "dynamic"]),
     ("dynamic --per-tensor (ORT parity)", ["--mode", "dynamic", "--per-tensor"]),
     ("static minmax", ["--mode", "static", "--calib"]),
+    ("static minmax --static-form ort", ["--mode", "static", "--static-form", "ort", "--calib"]),
     ("static percentile 99.999", ["--mode", "static", "--calib", "--calib-method", "percentile"]),
     ("fp16 (CPU)", ["--mode", "fp16"]),
 ]
@@ -52,9 +54,8 @@ def evaluate(task, model, extra=()):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tasks", nargs="+", default=["sst2", "mrpc"])
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--calib-samples", type=int, default=256)
-    ap.add_argument("--timing-examples", type=int, default=512)
     a = ap.parse_args()
     os.makedirs(OUT, exist_ok=True)
     for task in a.tasks:
@@ -77,22 +78,19 @@ def main():
         rows = {"FP32": {"path": base, "ratios": [], "sps": []}}
         for name, path, pass_s, calib_s in variants:
             rows[name] = {"path": path, "pass_s": pass_s, "calib_s": calib_s, "ratios": [], "sps": []}
-        # Accuracy (and a first timing) on the whole dev set.
+        # Accuracy on the whole dev set, through `onnx-compress eval`.
         rows["FP32"]["eval"] = evaluate(task, base)
         for name, path, _, _ in variants:
             rows[name]["eval"] = evaluate(task, path)
-        # Throughput: FP32 and each variant run back to back (paired), `--repeats` times, on the
-        # first --timing-examples dev examples (every batch after 3 warm-up ones timed).
-        limit = ["--limit", str(a.timing_examples)]
-        for rep in range(a.repeats):
-            for name, path, _, _ in variants:
-                f = evaluate(task, base, limit)["timing"]["samples_per_s"]
-                v = evaluate(task, path, limit)["timing"]["samples_per_s"]
-                rows["FP32"]["sps"].append(f)
-                rows[name]["sps"].append(v)
-                rows[name]["ratios"].append(v / f)
-            print(f"{task} repeat {rep + 1}/{a.repeats} done", file=sys.stderr, flush=True)
-        rows["FP32"]["ratios"] = [1.0]
+        # Throughput: all models in one process, --repeats rounds (bench/paired_speed.py).
+        tok = os.path.join(SHARED, "models", f"minilm-l6-{task}", "tokenizer.json")
+        names = list(rows)
+        speed = json.loads(run([sys.executable, os.path.join(ROOT, "bench", "paired_speed.py"), "--task", task,
+                                "--rounds", str(a.repeats), "--tokenizer", tok, "--json",
+                                *[rows[n]["path"] for n in names]]))
+        for n, m in zip(names, speed["models"]):
+            rows[n]["sps"] = [m["samples_per_s_median"]]
+            rows[n]["ratios"] = m["ratios"]
         fp32 = rows["FP32"]["eval"]
         table = []
         for name, r in rows.items():
@@ -113,7 +111,8 @@ def main():
         with open(os.path.join(OUT, f"quantize_{task}.json"), "w") as fh:
             json.dump(table, fh, indent=1)
         b = table[0]
-        print(f"\n{task} dev, batch 32 ({len(fp32['predictions'])} examples; speed: median of {a.repeats} paired runs on the first {a.timing_examples}):\n")
+        print(f"\n{task} dev, batch 32 ({len(fp32['predictions'])} examples; speed: median over {a.repeats} rounds of "
+              f"{speed['timed_batches']} timed batches, min-max of the ratio in brackets):\n")
         print("| variant | accuracy | Δ points | F1 | agrees with FP32 | size | % of FP32 | samples/s | × FP32 | pass time |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for r in table:
@@ -127,7 +126,7 @@ def main():
                 pt = f"{r['pass_s']:.2f} s"
             print(f"| {r['row']} | {r['accuracy']:.4f} | {100 * (r['accuracy'] - b['accuracy']):+.2f} | {r['f1']:.4f} | "
                   f"{100 * r['agreement']:.1f}% | {r['size_bytes'] / 1e6:.2f} MB | {100 * r['size_bytes'] / b['size_bytes']:.1f}% | "
-                  f"{r['samples_per_s']:.0f} | {r['speedup']:.2f} | {pt} |")
+                  f"{r['samples_per_s']:.0f} | {r['speedup']:.2f} ({min(r['speedups']):.2f}–{max(r['speedups']):.2f}) | {pt} |")
         sys.stdout.flush()
 
 

@@ -11,6 +11,7 @@
 //! - `static`: `QuantizeLinear → DequantizeLinear` on each quantized MatMul's activation, with
 //!   scale and zero point from calibration ([`calibrate`]), and `DequantizeLinear` on the int8
 //!   weight. ONNX Runtime fuses the pattern into integer kernels (`MatMulIntegerToFloat`).
+//!   [`StaticForm::Ort`] writes that fused form directly, with the bias `Add`s folded in.
 //! - `dynamic`: one `com.microsoft` `DynamicQuantizeMatMul` per MatMul (activation range found per
 //!   call, u8 × s8 integer GEMM), the node ONNX Runtime itself fuses `quantize_dynamic`'s output
 //!   into.
