@@ -58,6 +58,8 @@ def main():
     ap.add_argument("--keep-denormals", action="store_true")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
+    if a.block < 1 or a.rounds < 1:
+        sys.exit("error: --block and --rounds must be at least 1")
     if len(a.models) < 2:
         sys.exit("error: give the baseline model and at least one model to compare")
     for m in a.models:
@@ -78,7 +80,7 @@ def main():
     timed = range(a.warmup, len(batches))
     samples = sum(batches[b][1] for b in timed)
     rounds = []  # per round: seconds per model
-    blocks = [list(timed)[i:i + a.block] for i in range(0, len(timed), max(a.block, 1))]
+    blocks = [list(timed)[i:i + a.block] for i in range(0, len(timed), a.block)]
     for r in range(a.rounds):
         secs = [0.0] * len(sessions)
         for j, block in enumerate(blocks):
