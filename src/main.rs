@@ -70,6 +70,75 @@ enum Command {
     },
 }
 
+/// Calibration examples drawn by default (quantize: [`QUANTIZE_CALIB_SAMPLES`]).
+const CALIB_SAMPLES: usize = 512;
+const QUANTIZE_CALIB_SAMPLES: usize = 256;
+
+/// The calibration flags of prune, lowrank and quantize.
+#[derive(clap::Args)]
+struct CalibArgs {
+    /// Calibration data: a GLUE TSV of the task's train split (task from its header, or --task);
+    /// prune: for --strategy obs, lowrank: activation-aware, quantize: --mode static.
+    #[arg(long, value_name = "FILE")]
+    calib_data: Option<PathBuf>,
+    /// Number of calibration examples drawn (seeded by --seed) from --calib-data [default: 512;
+    /// quantize: 256].
+    #[arg(long)]
+    calib_samples: Option<usize>,
+    /// Task of --calib-data when its header does not tell (sst2, mrpc, qqp, ...).
+    #[arg(long)]
+    task: Option<String>,
+    /// Truncation length of calibration examples.
+    #[arg(long, default_value_t = 128)]
+    max_length: usize,
+    /// Intra-op threads for calibration runs (0: ONNX Runtime's default).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Seed for drawing the calibration examples (prune: also for --strategy random).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+impl CalibArgs {
+    /// The calibration runner, when --calib-data was given.
+    fn runner(
+        &self,
+        ort_lib: Option<&Path>,
+        input: &Path,
+        model: &ModelProto,
+        default_samples: usize,
+        tokenizer: Option<&Path>,
+    ) -> Result<Option<runtime::OrtCalibrator>> {
+        let Some(path) = &self.calib_data else {
+            return Ok(None);
+        };
+        runtime::init(ort_lib)?;
+        let spec = calib::Spec {
+            path,
+            task: self.task.as_deref().map(Task::from_name).transpose()?,
+            samples: self.calib_samples.unwrap_or(default_samples),
+            seed: self.seed,
+            max_length: self.max_length,
+            threads: self.threads,
+            tokenizer,
+        };
+        Ok(Some(calib::ort_calibrator(&spec, input, model)?))
+    }
+
+    /// A pass's options for the history, with the calibration it used (when it used one).
+    fn record(&self, mut options: serde_json::Value, default_samples: usize) -> serde_json::Value {
+        if let (Some(o), Some(c)) = (options.as_object_mut(), &self.calib_data) {
+            o.insert("calib_data".into(), serde_json::json!(c.display().to_string()));
+            o.insert(
+                "calib_samples".into(),
+                serde_json::json!(self.calib_samples.unwrap_or(default_samples)),
+            );
+            o.insert("seed".into(), serde_json::json!(self.seed));
+        }
+        options
+    }
+}
+
 #[derive(clap::Args)]
 struct PruneArgs {
     /// The model to prune (never modified).
@@ -86,15 +155,6 @@ struct PruneArgs {
     /// (calibrated: least-squares optimal removal and refit). Default: obs with --calib-data, else l1.
     #[arg(long, value_enum)]
     strategy: Option<Strategy>,
-    /// Calibration data: a GLUE TSV of the task's train split (task from its header, or --task).
-    #[arg(long, value_name = "FILE")]
-    calib_data: Option<PathBuf>,
-    /// Number of calibration examples drawn (seeded by --seed) from --calib-data.
-    #[arg(long, default_value_t = 512)]
-    calib_samples: usize,
-    /// Task of --calib-data when its header does not tell (sst2, mrpc, qqp, ...).
-    #[arg(long)]
-    task: Option<String>,
     /// Keep this fraction of encoder MACs (at --seq-len), in (0, 1]: per-layer head and neuron
     /// counts are chosen globally on the calibration data (needs --calib-data).
     #[arg(long, value_name = "F")]
@@ -104,15 +164,8 @@ struct PruneArgs {
     /// --per-layer removes the same fraction in every layer instead (as l1 and random always do).
     #[arg(long)]
     per_layer: bool,
-    /// Truncation length of calibration examples.
-    #[arg(long, default_value_t = 128)]
-    max_length: usize,
-    /// Intra-op threads for calibration runs (0: ONNX Runtime's default).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
-    /// Seed for --strategy random.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    calib: CalibArgs,
     /// Sequence length for the MAC counts in the report.
     #[arg(long, default_value_t = 128)]
     seq_len: usize,
@@ -174,12 +227,6 @@ struct QuantizeArgs {
     /// ranges found at run time; fp16: float16 with float32 kept for LayerNorm, softmax and logits.
     #[arg(long, value_enum)]
     mode: Mode,
-    /// Calibration data (static): a GLUE TSV of the task's train split (task from its header, or --task).
-    #[arg(long, value_name = "FILE")]
-    calib_data: Option<PathBuf>,
-    /// Number of calibration examples drawn (seeded by --seed) from --calib-data.
-    #[arg(long, default_value_t = 256)]
-    calib_samples: usize,
     /// How activation ranges are chosen from the calibration data (static; default minmax).
     #[arg(long, value_enum)]
     calib_method: Option<CalibMethod>,
@@ -212,18 +259,8 @@ struct QuantizeArgs {
     /// Keep the embedding tables in float32.
     #[arg(long)]
     no_embeddings: bool,
-    /// Task of --calib-data when its header does not tell (sst2, mrpc, qqp, ...).
-    #[arg(long)]
-    task: Option<String>,
-    /// Truncation length of calibration examples.
-    #[arg(long, default_value_t = 128)]
-    max_length: usize,
-    /// Intra-op threads for calibration runs (0: ONNX Runtime's default).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
-    /// Seed for drawing the calibration examples.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    calib: CalibArgs,
     /// Tokenizer to embed when the input has none embedded (default: tokenizer.json beside INPUT).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
@@ -276,28 +313,12 @@ struct LowrankArgs {
     /// Factorize even where the rank is at or above break-even (k ≥ m·n/(m+n)).
     #[arg(long)]
     force: bool,
-    /// Activation-aware: a GLUE TSV of the task's train split (task from its header, or --task).
-    #[arg(long, value_name = "FILE")]
-    calib_data: Option<PathBuf>,
-    /// Number of calibration examples drawn (seeded by --seed) from --calib-data.
-    #[arg(long, default_value_t = 512)]
-    calib_samples: usize,
-    /// Task of --calib-data when its header does not tell.
-    #[arg(long)]
-    task: Option<String>,
     /// With --calib-data: keep this fraction of the selected layers' parameters, in (0, 1);
     /// ranks are allocated across layers by output error per parameter.
     #[arg(long, value_name = "F", requires = "calib_data")]
     target_params: Option<f64>,
-    /// Truncation length of calibration examples.
-    #[arg(long, default_value_t = 128)]
-    max_length: usize,
-    /// Intra-op threads for calibration runs (0: ONNX Runtime's default).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
-    /// Seed for drawing calibration examples.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    calib: CalibArgs,
     /// Sequence length for the MAC counts in the report.
     #[arg(long, default_value_t = 128)]
     seq_len: usize,
@@ -658,23 +679,8 @@ fn write_output(
     )?)
 }
 
-/// A pass's options for the history, with the calibration it used (when it used one).
-fn with_calibration(
-    mut options: serde_json::Value,
-    calib_data: Option<&Path>,
-    samples: usize,
-    seed: u64,
-) -> serde_json::Value {
-    if let (Some(o), Some(c)) = (options.as_object_mut(), calib_data) {
-        o.insert("calib_data".into(), serde_json::json!(c.display().to_string()));
-        o.insert("calib_samples".into(), serde_json::json!(samples));
-        o.insert("seed".into(), serde_json::json!(seed));
-    }
-    options
-}
-
 fn cmd_prune(ort_lib: Option<&Path>, a: PruneArgs) -> Result<()> {
-    let strategy = a.strategy.unwrap_or(if a.calib_data.is_some() {
+    let strategy = a.strategy.unwrap_or(if a.calib.calib_data.is_some() {
         Strategy::Obs
     } else {
         Strategy::L1
@@ -683,34 +689,23 @@ fn cmd_prune(ort_lib: Option<&Path>, a: PruneArgs) -> Result<()> {
         heads: a.heads,
         ffn: a.ffn,
         strategy,
-        seed: a.seed,
+        seed: a.calib.seed,
         seq_len: a.seq_len,
         target_macs: a.target_macs,
         per_layer: a.per_layer,
     };
     prune::validate(&opts)?;
-    if strategy == Strategy::Obs && a.calib_data.is_none() {
+    if strategy == Strategy::Obs && a.calib.calib_data.is_none() {
         bail!("--strategy obs needs calibration data: add --calib-data TRAIN.tsv");
     }
-    if strategy != Strategy::Obs && a.calib_data.is_some() {
+    if strategy != Strategy::Obs && a.calib.calib_data.is_some() {
         bail!("--calib-data is only used by --strategy obs (the default with calibration data)");
     }
     let (model, sources) = read_input(&a.input, &a.output)?;
-    let (out, report) = if let Some(calib_path) = &a.calib_data {
-        let mut calibrator = calibrator(
-            ort_lib,
-            &a.input,
-            &model,
-            &calib::Spec {
-                path: calib_path,
-                task: a.task.as_deref().map(Task::from_name).transpose()?,
-                samples: a.calib_samples,
-                seed: a.seed,
-                max_length: a.max_length,
-                threads: a.threads,
-                tokenizer: a.tokenizer.as_deref(),
-            },
-        )?;
+    let calibrator = a
+        .calib
+        .runner(ort_lib, &a.input, &model, CALIB_SAMPLES, a.tokenizer.as_deref())?;
+    let (out, report) = if let Some(mut calibrator) = calibrator {
         prune::prune_calibrated(&model, &opts, &mut calibrator).with_context(|| a.input.display().to_string())?
     } else {
         prune::prune(&model, &opts).with_context(|| a.input.display().to_string())?
@@ -765,13 +760,13 @@ fn cmd_quantize(ort_lib: Option<&Path>, a: QuantizeArgs) -> Result<()> {
         static_form: a.static_form.unwrap_or(defaults.static_form),
     };
     quantize::validate(&opts)?;
-    if a.mode == Mode::Static && a.calib_data.is_none() {
+    if a.mode == Mode::Static && a.calib.calib_data.is_none() {
         bail!("--mode static needs calibration data: add --calib-data TRAIN.tsv (or use --mode dynamic)");
     }
-    if a.mode != Mode::Static && a.calib_data.is_some() {
+    if a.mode != Mode::Static && a.calib.calib_data.is_some() {
         bail!("--calib-data is only used by --mode static");
     }
-    if a.calib_samples == 0 {
+    if a.calib.calib_samples == Some(0) {
         bail!("--calib-samples must be at least 1");
     }
     if a.mode == Mode::Fp16 && a.per_tensor {
@@ -779,31 +774,21 @@ fn cmd_quantize(ort_lib: Option<&Path>, a: QuantizeArgs) -> Result<()> {
     }
     let (model, sources) = read_input(&a.input, &a.output)?;
     quantize::ensure_not_quantized(&model).with_context(|| a.input.display().to_string())?;
-    let (out, report) = if let Some(calib_path) = &a.calib_data {
-        let mut calibrator = calibrator(
-            ort_lib,
-            &a.input,
-            &model,
-            &calib::Spec {
-                path: calib_path,
-                task: a.task.as_deref().map(Task::from_name).transpose()?,
-                samples: a.calib_samples,
-                seed: a.seed,
-                max_length: a.max_length,
-                threads: a.threads,
-                tokenizer: a.tokenizer.as_deref(),
-            },
-        )?;
+    let calibrator = a.calib.runner(
+        ort_lib,
+        &a.input,
+        &model,
+        QUANTIZE_CALIB_SAMPLES,
+        a.tokenizer.as_deref(),
+    )?;
+    let (out, report) = if let Some(mut calibrator) = calibrator {
         quantize::quantize(&model, &opts, Some(&mut calibrator)).with_context(|| a.input.display().to_string())?
     } else {
         quantize::quantize(&model, &opts, None).with_context(|| a.input.display().to_string())?
     };
-    let options = with_calibration(
-        serde_json::to_value(&report.options)?,
-        a.calib_data.as_deref(),
-        a.calib_samples,
-        a.seed,
-    );
+    let options = a
+        .calib
+        .record(serde_json::to_value(&report.options)?, QUANTIZE_CALIB_SAMPLES);
     let summary = write_output(
         out,
         Destination {
@@ -825,17 +810,6 @@ fn cmd_quantize(ort_lib: Option<&Path>, a: QuantizeArgs) -> Result<()> {
     }
 }
 
-/// The calibration runner for a pass from `--calib-data` and its companion flags.
-fn calibrator(
-    ort_lib: Option<&Path>,
-    input: &Path,
-    model: &ModelProto,
-    spec: &calib::Spec,
-) -> Result<runtime::OrtCalibrator> {
-    runtime::init(ort_lib)?;
-    calib::ort_calibrator(spec, input, model)
-}
-
 fn cmd_lowrank(ort_lib: Option<&Path>, a: LowrankArgs) -> Result<()> {
     let rank = match (a.energy, a.ratio, a.rank) {
         (_, Some(r), _) => RankRule::Ratio(r),
@@ -854,38 +828,22 @@ fn cmd_lowrank(ort_lib: Option<&Path>, a: LowrankArgs) -> Result<()> {
         seq_len: a.seq_len,
     };
     lowrank::validate(&opts)?;
-    if a.calib_data.is_some() && a.denoise {
+    if a.calib.calib_data.is_some() && a.denoise {
         bail!("--denoise belongs to the weight-only method: drop it or --calib-data");
     }
-    if a.calib_data.is_some() && a.calib_samples == 0 {
+    if a.calib.calib_data.is_some() && a.calib.calib_samples == Some(0) {
         bail!("--calib-samples must be at least 1");
     }
     let (model, sources) = read_input(&a.input, &a.output)?;
-    let (out, report) = if let Some(calib_path) = &a.calib_data {
-        let mut calibrator = calibrator(
-            ort_lib,
-            &a.input,
-            &model,
-            &calib::Spec {
-                path: calib_path,
-                task: a.task.as_deref().map(Task::from_name).transpose()?,
-                samples: a.calib_samples,
-                seed: a.seed,
-                max_length: a.max_length,
-                threads: a.threads,
-                tokenizer: a.tokenizer.as_deref(),
-            },
-        )?;
+    let calibrator = a
+        .calib
+        .runner(ort_lib, &a.input, &model, CALIB_SAMPLES, a.tokenizer.as_deref())?;
+    let (out, report) = if let Some(mut calibrator) = calibrator {
         lowrank::lowrank_calibrated(&model, &opts, &mut calibrator).with_context(|| a.input.display().to_string())?
     } else {
         lowrank::lowrank(&model, &opts).with_context(|| a.input.display().to_string())?
     };
-    let options = with_calibration(
-        serde_json::to_value(&report.options)?,
-        a.calib_data.as_deref(),
-        a.calib_samples,
-        a.seed,
-    );
+    let options = a.calib.record(serde_json::to_value(&report.options)?, CALIB_SAMPLES);
     write_output(
         out,
         Destination {
