@@ -341,7 +341,14 @@ pub(super) fn rewrite(
         let w = weights
             .get_mut(&t.weight)
             .ok_or_else(|| PassError::Internal("weight not quantized".into()))?;
-        match act {
+        // A bias Add folded into the integer kernel: the kernel writes the Add's output.
+        let (bias, output) = match fold.get(&i) {
+            Some((a, bias)) => (Some(bias.as_str()), src.node[*a].output[0].as_str()),
+            None => (None, n.output[0].as_str()),
+        };
+        // The u8 activation read by MatMulIntegerToFloat: static (`ort` form), or one
+        // DynamicQuantizeLinear shared by the MatMuls reading the same value (Q/K/V).
+        let int_act: Option<[String; 3]> = match act {
             Some(QAct { dq: Some(dqv), .. }) => {
                 if w.dq.is_none() {
                     let base = t.weight.trim_start_matches('/').replace('/', "_");
@@ -361,21 +368,9 @@ pub(super) fn rewrite(
                 let mut mm = n.clone();
                 mm.input = vec![dqv, w.dq.clone().unwrap_or_default()];
                 nodes.push(mm);
+                continue;
             }
-            Some(QAct { q, scale, zp, dq: None }) => {
-                let mut inputs = vec![q.as_str(), &w.q, &scale, &w.scale, &zp, &w.zp];
-                let output = match fold.get(&i) {
-                    Some((a, bias)) => {
-                        inputs.push(bias);
-                        src.node[*a].output[0].as_str()
-                    }
-                    None => n.output[0].as_str(),
-                };
-                nodes.push(with_domain(
-                    node("MatMulIntegerToFloat", n.name(), &inputs, &[output]),
-                    "com.microsoft",
-                ));
-            }
+            Some(QAct { q, scale, zp, dq: None }) => Some([q, scale, zp]),
             None if readers[t.input.as_str()] > 1 => {
                 if !dyn_shared.contains_key(&t.input) {
                     let base = t.input.trim_start_matches('/').replace('/', "_");
@@ -392,36 +387,24 @@ pub(super) fn rewrite(
                     ));
                     dyn_shared.insert(t.input.clone(), outs);
                 }
-                let [q, s, z] = &dyn_shared[&t.input];
-                let (mut inputs, output) = (vec![q.as_str(), &w.q, s, &w.scale, z, &w.zp], n.output[0].as_str());
-                let output = match fold.get(&i) {
-                    Some((a, bias)) => {
-                        inputs.push(bias);
-                        src.node[*a].output[0].as_str()
-                    }
-                    None => output,
-                };
-                nodes.push(with_domain(
-                    node("MatMulIntegerToFloat", n.name(), &inputs, &[output]),
-                    "com.microsoft",
-                ));
+                Some(dyn_shared[&t.input].clone())
+            }
+            None => None,
+        };
+        let mut kernel = match &int_act {
+            Some([q, s, z]) => {
+                let mut inputs = vec![q.as_str(), &w.q, s, &w.scale, z, &w.zp];
+                inputs.extend(bias);
+                node("MatMulIntegerToFloat", n.name(), &inputs, &[output])
             }
             None => {
-                let (inputs, output) = match fold.get(&i) {
-                    Some((a, bias)) => (
-                        vec![t.input.as_str(), &w.q, &w.scale, &w.zp, bias],
-                        src.node[*a].output[0].as_str(),
-                    ),
-                    None => (vec![t.input.as_str(), &w.q, &w.scale, &w.zp], n.output[0].as_str()),
-                };
-                let mut d = with_domain(
-                    node("DynamicQuantizeMatMul", n.name(), &inputs, &[output]),
-                    "com.microsoft",
-                );
-                d.doc_string = n.doc_string.clone();
-                nodes.push(d);
+                let mut inputs = vec![t.input.as_str(), &w.q, &w.scale, &w.zp];
+                inputs.extend(bias);
+                node("DynamicQuantizeMatMul", n.name(), &inputs, &[output])
             }
-        }
+        };
+        kernel.doc_string = n.doc_string.clone();
+        nodes.push(with_domain(kernel, "com.microsoft"));
     }
     g.node = nodes;
     g.initializer.extend(new_inits);
