@@ -29,8 +29,10 @@ OUT = os.path.join(ROOT, "bench", "out")
 
 ROWS = [
     ("dynamic (per-channel)", ["--mode", "dynamic"]),
+    ("dynamic --no-split-first-token", ["--mode", "dynamic", "--no-split-first-token"]),
     ("dynamic --per-tensor (ORT parity)", ["--mode", "dynamic", "--per-tensor"]),
     ("static minmax", ["--mode", "static", "--calib"]),
+    ("static minmax --no-split-first-token", ["--mode", "static", "--calib", "--no-split-first-token"]),
     ("static minmax --static-form ort", ["--mode", "static", "--static-form", "ort", "--calib"]),
     ("static percentile 99.999", ["--mode", "static", "--calib", "--calib-method", "percentile"]),
     ("fp16 (CPU)", ["--mode", "fp16"]),

@@ -259,6 +259,14 @@ struct QuantizeArgs {
     /// Keep the embedding tables in float32.
     #[arg(long)]
     no_embeddings: bool,
+    /// int8: run each FFN on the first token ([CLS]) apart from the other tokens, with ranges of
+    /// its own, so its outlier activations do not coarsen every other token's. The default,
+    /// except with --per-tensor (which reproduces ONNX Runtime's quantize_dynamic).
+    #[arg(long, overrides_with = "no_split_first_token")]
+    split_first_token: bool,
+    /// int8: one FFN for all tokens, as the model was.
+    #[arg(long)]
+    no_split_first_token: bool,
     #[command(flatten)]
     calib: CalibArgs,
     /// Tokenizer to embed when the input has none embedded (default: tokenizer.json beside INPUT).
@@ -758,6 +766,7 @@ fn cmd_quantize(ort_lib: Option<&Path>, a: QuantizeArgs) -> Result<()> {
         exclude: a.exclude.clone(),
         embeddings: !a.no_embeddings,
         static_form: a.static_form.unwrap_or(defaults.static_form),
+        split_first_token: a.split_first_token || (!a.no_split_first_token && !a.per_tensor),
     };
     quantize::validate(&opts)?;
     if a.mode == Mode::Static && a.calib.calib_data.is_none() {
@@ -771,6 +780,9 @@ fn cmd_quantize(ort_lib: Option<&Path>, a: QuantizeArgs) -> Result<()> {
     }
     if a.mode == Mode::Fp16 && a.per_tensor {
         bail!("--per-tensor applies to the int8 modes, not --mode fp16");
+    }
+    if a.mode == Mode::Fp16 && a.split_first_token {
+        bail!("--split-first-token applies to the int8 modes, not --mode fp16");
     }
     let (model, sources) = read_input(&a.input, &a.output)?;
     quantize::ensure_not_quantized(&model).with_context(|| a.input.display().to_string())?;

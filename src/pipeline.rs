@@ -227,12 +227,12 @@ fn lowrank_step(
 /// keys override.
 pub fn quantize_options(q: &QuantizationSection) -> Result<QuantizeOptions> {
     let d = QuantizeOptions::default();
-    let (mode, per_channel, embeddings) = match q.method.as_deref().unwrap_or("dynamic") {
-        "dynamic" => (Mode::Dynamic, false, false),
-        "onnx" => (Mode::Dynamic, false, true),
-        "dynamic_per_channel" => (Mode::Dynamic, true, true),
-        "static" | "static_ort" => (Mode::Static, true, true),
-        "fp16" => (Mode::Fp16, true, true),
+    let (mode, per_channel, embeddings, split) = match q.method.as_deref().unwrap_or("dynamic") {
+        "dynamic" => (Mode::Dynamic, false, false, false),
+        "onnx" => (Mode::Dynamic, false, true, false),
+        "dynamic_per_channel" => (Mode::Dynamic, true, true, true),
+        "static" | "static_ort" => (Mode::Static, true, true, true),
+        "fp16" => (Mode::Fp16, true, true, false),
         m => bail!("quantization.method: unknown method '{m}'"),
     };
     let calib_method = match q.calib_method.as_deref() {
@@ -262,6 +262,9 @@ pub fn quantize_options(q: &QuantizationSection) -> Result<QuantizeOptions> {
         } else {
             StaticForm::Qdq
         },
+        split_first_token: q
+            .split_first_token
+            .unwrap_or(split && q.per_channel.unwrap_or(per_channel)),
     };
     quantize::validate(&o).context("quantization")?;
     Ok(o)

@@ -285,7 +285,7 @@ pub fn capture(
     names: &[String],
     batches: &[Batch],
     opts: &SessionOptions,
-    sink: &mut dyn FnMut(usize, &crate::passes::Values) -> Result<()>,
+    sink: &mut dyn FnMut(&[usize], &crate::passes::Values) -> Result<()>,
 ) -> Result<()> {
     use crate::onnx::proto::{type_proto, TypeProto, ValueInfoProto};
     use prost::Message;
@@ -333,7 +333,8 @@ pub fn capture(
             }
             values.push((v, w));
         }
-        sink(rows.len(), &values)?;
+        let positions: Vec<usize> = rows.iter().map(|&r| r % s).collect();
+        sink(&positions, &values)?;
     }
     Ok(())
 }
@@ -352,7 +353,7 @@ impl crate::passes::Calibrator for OrtCalibrator {
         &mut self,
         model: &crate::onnx::ModelProto,
         values: &[String],
-        sink: &mut dyn FnMut(usize, &crate::passes::Values) -> std::result::Result<(), crate::passes::PassError>,
+        sink: &mut crate::passes::Sink,
     ) -> std::result::Result<(), crate::passes::PassError> {
         let t = std::time::Instant::now();
         let mut inner_err = None;

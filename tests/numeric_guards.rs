@@ -7,7 +7,7 @@
 use ndarray::Array2;
 use onnx_compress::onnx::{tensor, GraphIndex, ModelProto};
 use onnx_compress::passes::prune::{self, PruneOptions, Strategy};
-use onnx_compress::passes::{Calibrator, PassError, Values};
+use onnx_compress::passes::{Calibrator, PassError, Sink};
 use onnx_compress::runtime::{Batch, OrtCalibrator, SessionOptions};
 use onnx_compress::structure::discover;
 use onnx_compress::testkit::shared::require_ort;
@@ -72,12 +72,7 @@ struct Poisoned {
 }
 
 impl Calibrator for Poisoned {
-    fn capture(
-        &mut self,
-        model: &ModelProto,
-        values: &[String],
-        sink: &mut dyn FnMut(usize, &Values) -> Result<(), PassError>,
-    ) -> Result<(), PassError> {
+    fn capture(&mut self, model: &ModelProto, values: &[String], sink: &mut Sink) -> Result<(), PassError> {
         let target = values.iter().position(|v| *v == self.value);
         let poison = self.poison;
         self.inner.capture(model, values, &mut |tokens, vals| {

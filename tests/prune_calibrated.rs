@@ -159,7 +159,8 @@ fn capture_returns_one_row_per_real_token() {
     let tokens = c.tokens();
     let mut seen = 0;
     let names = vec![t.layers[0].input.clone(), t.layers[1].attention_norm.output.clone()];
-    c.capture(&m, &names, &mut |n, vals| {
+    c.capture(&m, &names, &mut |positions, vals| {
+        let n = positions.len();
         assert_eq!(vals.len(), 2);
         for (v, w) in vals {
             assert_eq!(*w, 32);

@@ -11,7 +11,7 @@ use onnx_compress::onnx::proto::tensor_proto::DataType;
 use onnx_compress::onnx::{self, tensor, GraphIndex, ModelProto, SaveOptions};
 use onnx_compress::passes::quantize::fp16::f16_to_f32;
 use onnx_compress::passes::quantize::{self, ActivationType, CalibMethod, Mode, QuantizeOptions, StaticForm};
-use onnx_compress::passes::{Calibrator, PassError, Values};
+use onnx_compress::passes::{Calibrator, PassError, Sink};
 use onnx_compress::runtime::{self, Batch, OrtCalibrator, SessionOptions};
 use onnx_compress::testkit::shared::{require, require_ort};
 use onnx_compress::testkit::synth::{random_batches, tiny_bert, ShapeStyle, SynthOptions};
@@ -136,8 +136,9 @@ fn dequantized_weights_lie_within_half_a_scale() {
             ..opts(Mode::Dynamic)
         };
         let (q, r) = quantize::quantize(&m, &o, None).unwrap();
-        // 2 layers × 6 projections, and three embedding tables.
-        assert_eq!(r.matmuls.len(), 12);
+        // 2 layers × 6 projections, plus each FFN's up and down again for the first token (the
+        // split, on by default; one weight serves both), and three embedding tables.
+        assert_eq!(r.matmuls.len(), 16);
         assert_eq!(r.embeddings.len(), 3);
         assert_eq!(check_weights(&m, &q, per_channel), 15);
         for mm in &r.matmuls {
@@ -191,7 +192,8 @@ fn dynamic_agrees_with_float32_and_runs_integer_kernels() {
         let c = ops(&q);
         assert_eq!(
             c.get("DynamicQuantizeMatMul").copied().unwrap_or(0) + c["MatMulIntegerToFloat"],
-            12
+            12 + 4,
+            "6 projections a layer, and FFN up and down again for the first token"
         );
         let l = logits(&q, &bs, "dynamic");
         let (rel, agree) = compare(&f, &l);
@@ -231,13 +233,14 @@ fn static_qdq_agrees_with_float32_and_becomes_integer_matmuls() {
             };
             let mut cal = calibrator(7);
             let (q, r) = quantize::quantize(&m, &o, Some(&mut cal)).unwrap();
-            // One QDQ pair per distinct MatMul input: Q/K/V share the LayerNorm output, so 4 a layer.
-            assert_eq!(r.activations.len(), 2 * 4, "{method:?}");
+            // One QDQ pair per distinct MatMul input: Q/K/V share the LayerNorm output, and the
+            // FFN's two inputs are split into the first token and the others: 6 a layer.
+            assert_eq!(r.activations.len(), 2 * 6, "{method:?}");
             let c = ops(&q);
-            assert_eq!(c["QuantizeLinear"], 8);
-            // 8 activations, 12 weights; the 3 embedding tables go through Cast + Mul
+            assert_eq!(c["QuantizeLinear"], 12);
+            // 12 activations, 12 weights (each FFN weight serves both halves); the 3 embedding tables go through Cast + Mul
             // (per-channel scales), which ONNX Runtime runs vectorized.
-            assert_eq!(c["DequantizeLinear"], 8 + 12);
+            assert_eq!(c["DequantizeLinear"], 12 + 12);
             let g = q.graph.as_ref().unwrap();
             let gathered_int8 = g
                 .node
@@ -282,7 +285,7 @@ fn static_qdq_agrees_with_float32_and_becomes_integer_matmuls() {
                 // ONNX Runtime fuses every QDQ MatMul into an integer kernel: no float MatMul reads a
                 // weight any more (the two attention MatMuls per layer stay float).
                 let oc = optimized_ops(&q, dir.path());
-                assert_eq!(oc.get("MatMulIntegerToFloat").copied().unwrap_or(0), 12, "{oc:?}");
+                assert_eq!(oc.get("MatMulIntegerToFloat").copied().unwrap_or(0), 16, "{oc:?}");
                 assert!(oc.get("MatMul").copied().unwrap_or(0) <= 4, "{oc:?}");
             }
         }
@@ -315,11 +318,12 @@ fn static_ort_form_matches_qdq_with_biases_folded() {
     };
     assert_eq!(params(&rq), params(&rf));
     let c = ops(&fused);
-    assert_eq!(c["QuantizeLinear"], 8);
+    assert_eq!(c["QuantizeLinear"], 12);
     assert_eq!(c.get("DequantizeLinear").copied().unwrap_or(0), 0, "{c:?}");
-    assert_eq!(c["MatMulIntegerToFloat"], 12);
+    assert_eq!(c["MatMulIntegerToFloat"], 16);
     assert_eq!(c["MatMul"], 2 * 2, "only the attention products stay float: {c:?}");
-    // Q/K/V and FFN-up biases fold (8); attention-output and FFN-down ones feed a residual Add.
+    // Q/K/V and both halves' FFN up and down biases fold (2 × 7): the split FFN's down-projection
+    // feeds the Concat that joins the halves; the attention-output bias feeds a residual Add.
     let with_bias = fused
         .graph
         .as_ref()
@@ -328,8 +332,9 @@ fn static_ort_form_matches_qdq_with_biases_folded() {
         .iter()
         .filter(|n| n.op_type() == "MatMulIntegerToFloat" && n.input.len() == 7)
         .count();
-    assert_eq!(with_bias, 8);
-    assert_eq!(ops(&m)["Add"] - c["Add"], 8);
+    assert_eq!(with_bias, 14);
+    // 14 folded, 6 more in the first-token copies (two biases and GELU's Add a layer).
+    assert_eq!(ops(&m)["Add"] + 6 - c["Add"], 14);
     check_weights(&m, &fused, true);
     let (a, b) = (logits(&qdq, &bs, "qdq"), logits(&fused, &bs, "fused"));
     let (rel, agree) = compare(&a, &b);
@@ -340,14 +345,9 @@ fn static_ort_form_matches_qdq_with_biases_folded() {
 struct Zeros;
 
 impl Calibrator for Zeros {
-    fn capture(
-        &mut self,
-        _model: &ModelProto,
-        values: &[String],
-        sink: &mut dyn FnMut(usize, &Values) -> Result<(), PassError>,
-    ) -> Result<(), PassError> {
+    fn capture(&mut self, _model: &ModelProto, values: &[String], sink: &mut Sink) -> Result<(), PassError> {
         let v: Vec<(Vec<f32>, usize)> = values.iter().map(|_| (vec![0.0; 4 * 32], 32)).collect();
-        sink(4, &v)
+        sink(&[0, 1, 2, 3], &v)
     }
     fn logits(&mut self, _model: &ModelProto) -> Result<(Vec<f32>, usize), PassError> {
         Ok((vec![], 2))
@@ -365,7 +365,7 @@ fn constant_zero_activations_fall_back_to_dynamic_and_say_where() {
     let m = synth();
     let (q, r) = quantize::quantize(&m, &opts(Mode::Static), Some(&mut Zeros)).unwrap();
     assert!(r.activations.is_empty());
-    assert_eq!(r.warnings.len(), 8, "{:?}", r.warnings);
+    assert_eq!(r.warnings.len(), 12, "{:?}", r.warnings);
     assert!(r
         .warnings
         .iter()
@@ -374,7 +374,7 @@ fn constant_zero_activations_fall_back_to_dynamic_and_say_where() {
     assert!(!c.contains_key("QuantizeLinear"));
     assert_eq!(
         c.get("DynamicQuantizeMatMul").copied().unwrap_or(0) + c["MatMulIntegerToFloat"],
-        12
+        16
     );
     // Every scale in the graph is finite and positive.
     let ix = GraphIndex::new(q.graph.as_ref().unwrap());
@@ -431,7 +431,8 @@ fn low_rank_chains_and_pruned_shapes_are_quantized() {
     let bs = random_batches(4, 9);
     let f = logits(&m, &bs, "float32 chain");
     let (q, r) = quantize::quantize(&m, &opts(Mode::Dynamic), None).unwrap();
-    assert_eq!(r.matmuls.len(), 14);
+    // 14, and the first token's FFN (the factorized up-projection's two MatMuls and the down one).
+    assert_eq!(r.matmuls.len(), 14 + 2 * 3);
     assert!(r.matmuls.iter().any(|x| x.node.starts_with("lowrank")));
     let (rel, agree) = compare(&f, &logits(&q, &bs, "dynamic chain"));
     assert!(rel < 0.05 && agree >= 0.98, "{rel} {agree}");
@@ -457,12 +458,24 @@ fn exclude_keeps_named_matmuls_in_float() {
     assert!(down > 0, "synth names changed: {names:?}");
     let (_, r) = quantize::quantize(&m, &o, None).unwrap();
     assert!(!r.excluded.is_empty());
-    assert_eq!(r.matmuls.len() + r.excluded.len(), 12);
+    // A pattern excludes a split FFN's first-token copy with it (even an exact name).
+    assert_eq!(r.matmuls.len() + r.excluded.len(), 16);
     assert!(r
         .matmuls
         .iter()
         .all(|x| !x.node.contains("layer.0.output.dense") && !x.node.contains("layer.1")));
-    assert_eq!(r.matmuls.len(), 5);
+    assert_eq!(r.matmuls.len(), 6, "layer 0's Q, K, V, attention output, FFN up twice");
+    let exact = names.iter().find(|n| n.contains("0.intermediate")).unwrap();
+    let (_, r) = quantize::quantize(
+        &m,
+        &QuantizeOptions {
+            exclude: vec![format!("*{exact}")],
+            ..opts(Mode::Dynamic)
+        },
+        None,
+    )
+    .unwrap();
+    assert_eq!(r.excluded.len(), 2, "{:?}", r.excluded);
     // A pattern matching nothing is a mistake, not a no-op.
     let bad = QuantizeOptions {
         exclude: vec!["no-such-node".into()],
@@ -805,6 +818,23 @@ fn shared_sst2_static_agrees_with_float32() {
     };
     assert!(agree >= 0.98, "agreement {agree}");
     assert!(acc >= acc32 - 0.01, "accuracy {acc} vs float32 {acc32}");
+    assert!(size <= 0.27, "size {size} of float32");
+}
+
+/// The bar on the harder task, over the whole dev set: MRPC's classifier has 7 dev
+/// examples within 0.2 of its decision boundary, and without the first-token split static INT8
+/// agreed with float32 on 97.1% and lost 1.47 points (calibration seed 0).
+#[test]
+fn shared_mrpc_static_agrees_with_float32() {
+    let Some(calib) = require("data/glue/mrpc/train.tsv", "static calibration") else {
+        return;
+    };
+    let c = calib.to_str().unwrap().to_string();
+    let Some((agree, acc, acc32, size)) = shared_check("mrpc", &["--mode", "static", "--calib-data", &c], 408) else {
+        return;
+    };
+    assert!(agree >= 0.98, "agreement {agree}");
+    assert!(acc >= acc32 - 0.005, "accuracy {acc} vs float32 {acc32}");
     assert!(size <= 0.27, "size {size} of float32");
 }
 

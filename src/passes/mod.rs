@@ -11,19 +11,19 @@ use crate::onnx::ModelProto;
 /// (row-major `[tokens, width]`) and its width.
 pub type Values = [(Vec<f32>, usize)];
 
+/// What [`Calibrator::capture`] calls once per batch: the sequence position of each real token,
+/// and the captured values.
+pub type Sink<'a> = dyn FnMut(&[usize], &Values) -> Result<(), PassError> + 'a;
+
 /// Calibration data, as a pass sees it: the ability to run a model on the calibration batches
 /// and look at intermediate values. Implemented over ONNX Runtime by
 /// [`crate::runtime::OrtCalibrator`]; passes never open sessions themselves.
 pub trait Calibrator {
     /// Runs `model` on every calibration batch with `values` exposed as outputs, and calls
-    /// `sink` once per batch with the number of real (non-padding) tokens and, per requested
-    /// value, its rows for those tokens (row-major `[tokens, width]`) and its width.
-    fn capture(
-        &mut self,
-        model: &ModelProto,
-        values: &[String],
-        sink: &mut dyn FnMut(usize, &Values) -> Result<(), PassError>,
-    ) -> Result<(), PassError>;
+    /// `sink` once per batch with the sequence position of each real (non-padding) token (its
+    /// length is the token count) and, per requested value, its rows for those tokens (row-major
+    /// `[tokens, width]`) and its width.
+    fn capture(&mut self, model: &ModelProto, values: &[String], sink: &mut Sink) -> Result<(), PassError>;
 
     /// The model's logits for every calibration example (row-major [examples, labels]) and the
     /// label count.

@@ -191,7 +191,8 @@ pub fn lowrank_calibrated(
     let mut grams: Vec<Gram> = inputs.iter().map(|(_, w)| Gram::new(*w, calib.tokens())).collect();
     if !inputs.is_empty() {
         let names: Vec<String> = inputs.iter().map(|(n, _)| n.clone()).collect();
-        calib.capture(model, &names, &mut |tokens, vals| {
+        calib.capture(model, &names, &mut |positions, vals| {
+            let tokens = positions.len();
             for (gram, (v, w)) in grams.iter_mut().zip(vals) {
                 gram.add(tokens, v, *w)?;
             }

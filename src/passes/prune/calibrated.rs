@@ -282,7 +282,8 @@ fn curves(
     wanted.sort();
     wanted.dedup();
     let pos = |name: &str| wanted.iter().position(|w| w == name).unwrap_or(0);
-    calib.capture(model, &wanted, &mut |tokens, vals| {
+    calib.capture(model, &wanted, &mut |positions, vals| {
+        let tokens = positions.len();
         for (li, (n, (a, f))) in layer_names.iter().zip(stats.iter_mut()).enumerate() {
             if let Some(a) = a {
                 for v in [&n.ctx, &n.res1, &n.x] {
@@ -575,16 +576,21 @@ pub fn prune_calibrated(
             let mut offset = 0;
             let hidden = t.hidden;
             let what = format!("layer {li} {}", part.name());
-            calib.capture(&current, &[x_name.clone(), resid_name.clone()], &mut |tokens, vals| {
-                finite_capture(x_name, &|| what.clone(), &vals[0].0)?;
-                finite_capture(resid_name, &|| what.clone(), &vals[1].0)?;
-                let tgt = target
-                    .get(offset * hidden..(offset + tokens) * hidden)
-                    .ok_or_else(|| PassError::Internal("calibration batches changed between runs".into()))?;
-                st.add(tokens, &vals[0].0, tgt, &vals[1].0);
-                offset += tokens;
-                Ok(())
-            })?;
+            calib.capture(
+                &current,
+                &[x_name.clone(), resid_name.clone()],
+                &mut |positions, vals| {
+                    let tokens = positions.len();
+                    finite_capture(x_name, &|| what.clone(), &vals[0].0)?;
+                    finite_capture(resid_name, &|| what.clone(), &vals[1].0)?;
+                    let tgt = target
+                        .get(offset * hidden..(offset + tokens) * hidden)
+                        .ok_or_else(|| PassError::Internal("calibration batches changed between runs".into()))?;
+                    st.add(tokens, &vals[0].0, tgt, &vals[1].0);
+                    offset += tokens;
+                    Ok(())
+                },
+            )?;
             let out_lin = match part {
                 Part::Attention => {
                     &l.attention

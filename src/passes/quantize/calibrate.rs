@@ -1,5 +1,6 @@
 //! Activation ranges from calibration data: min/max, percentile, or entropy (KL divergence).
-//! Values come through the [`Calibrator`]: only real (non-padding) tokens are seen.
+//! Values come through the [`Calibrator`]: only real (non-padding) tokens are seen, all of them
+//! or only the first token of each sequence or only the others ([`Tokens`]).
 
 use super::CalibMethod;
 use crate::onnx::ModelProto;
@@ -17,40 +18,100 @@ pub const BINS: usize = 2048;
 /// Quantization levels the entropy method compares against (the positive half of int8/uint8).
 const LEVELS: usize = 128;
 
+/// Which tokens of a value a range is taken over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tokens {
+    All,
+    /// Only the first token of each sequence (position 0: [CLS]).
+    First,
+    /// Every token but the first.
+    AfterFirst,
+}
+
+impl Tokens {
+    fn takes(self, position: usize) -> bool {
+        match self {
+            Tokens::All => true,
+            Tokens::First => position == 0,
+            Tokens::AfterFirst => position > 0,
+        }
+    }
+}
+
+/// One range to measure: a value of the calibrated model, over some of its tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Probe {
+    pub value: String,
+    pub tokens: Tokens,
+}
+
+/// The distinct values the probes read, and for each probe the index of its value.
+fn distinct_values(probes: &[Probe]) -> (Vec<String>, Vec<usize>) {
+    let mut values: Vec<String> = vec![];
+    let slots = probes
+        .iter()
+        .map(|p| match values.iter().position(|v| *v == p.value) {
+            Some(k) => k,
+            None => {
+                values.push(p.value.clone());
+                values.len() - 1
+            }
+        })
+        .collect();
+    (values, slots)
+}
+
+/// Calls `f(probe, row)` for every token row of every probe (the rows of its tokens only), over
+/// one pass of the calibration data.
+fn scan(
+    model: &ModelProto,
+    calib: &mut dyn Calibrator,
+    probes: &[Probe],
+    f: &mut dyn FnMut(usize, &[f32]),
+) -> Result<(), PassError> {
+    let (values, slots) = distinct_values(probes);
+    calib.capture(model, &values, &mut |positions, vals| {
+        for (k, p) in probes.iter().enumerate() {
+            let (v, w) = &vals[slots[k]];
+            for (row, &pos) in v.chunks((*w).max(1)).zip(positions) {
+                if p.tokens.takes(pos) {
+                    f(k, row);
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
 /// Running min/max of one pass over the data.
-fn minmax(model: &ModelProto, calib: &mut dyn Calibrator, values: &[String]) -> Result<Vec<Range>, PassError> {
+fn minmax(model: &ModelProto, calib: &mut dyn Calibrator, probes: &[Probe]) -> Result<Vec<Range>, PassError> {
     let mut r = vec![
         Range {
             min: f32::INFINITY,
             max: f32::NEG_INFINITY
         };
-        values.len()
+        probes.len()
     ];
-    calib.capture(model, values, &mut |_, vals| {
-        for (k, (v, _)) in vals.iter().enumerate() {
-            for &x in v {
-                if x.is_finite() {
-                    r[k].min = r[k].min.min(x);
-                    r[k].max = r[k].max.max(x);
-                }
-            }
+    scan(model, calib, probes, &mut |k, row| {
+        for &x in row.iter().filter(|x| x.is_finite()) {
+            r[k].min = r[k].min.min(x);
+            r[k].max = r[k].max.max(x);
         }
-        Ok(())
     })?;
     Ok(r)
 }
 
-/// The range of each of `values` on the calibration data by `method` (`percentile` is the share
-/// of values kept, in percent). Values never seen (or never finite) get an empty range
-/// (min > max), which the caller must treat as unusable.
+/// The range of each probe on the calibration data by `method` (`percentile` is the share of
+/// values kept, in percent). Probes never seen (or never finite) get an empty range (min > max),
+/// which the caller must treat as unusable.
 pub fn ranges(
     model: &ModelProto,
     calib: &mut dyn Calibrator,
-    values: &[String],
+    probes: &[Probe],
     method: CalibMethod,
     percentile: f64,
 ) -> Result<Vec<Range>, PassError> {
-    let mm = minmax(model, calib, values)?;
+    let mm = minmax(model, calib, probes)?;
     if method == CalibMethod::Minmax {
         return Ok(mm);
     }
@@ -62,24 +123,18 @@ pub fn ranges(
             _ => (r.min, r.max),
         })
         .collect();
-    let mut hist = vec![vec![0u64; BINS]; values.len()];
-    calib.capture(model, values, &mut |_, vals| {
-        for (k, (v, _)) in vals.iter().enumerate() {
-            let (lo, hi) = span[k];
-            if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
-                continue;
-            }
-            let w = (hi - lo) / BINS as f32;
-            for &x in v {
-                if !x.is_finite() {
-                    continue;
-                }
-                let x = if method == CalibMethod::Entropy { x.abs() } else { x };
-                let b = (((x - lo) / w) as usize).min(BINS - 1);
-                hist[k][b] += 1;
-            }
+    let mut hist = vec![vec![0u64; BINS]; probes.len()];
+    scan(model, calib, probes, &mut |k, row| {
+        let (lo, hi) = span[k];
+        if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
+            return;
         }
-        Ok(())
+        let w = (hi - lo) / BINS as f32;
+        for &x in row.iter().filter(|x| x.is_finite()) {
+            let x = if method == CalibMethod::Entropy { x.abs() } else { x };
+            let b = (((x - lo) / w) as usize).min(BINS - 1);
+            hist[k][b] += 1;
+        }
     })?;
     Ok(mm
         .iter()

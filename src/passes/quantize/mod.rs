@@ -20,6 +20,7 @@
 pub mod calibrate;
 pub mod fp16;
 mod qdq;
+pub mod split;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -101,6 +102,9 @@ pub struct QuantizeOptions {
     pub embeddings: bool,
     /// Static mode's graph form.
     pub static_form: StaticForm,
+    /// int8 modes: compute the first token's FFN apart from the other tokens' (see [`split`]), so
+    /// its outlier activations do not set the other tokens' int8 ranges.
+    pub split_first_token: bool,
 }
 
 impl Default for QuantizeOptions {
@@ -115,6 +119,7 @@ impl Default for QuantizeOptions {
             exclude: vec![],
             embeddings: true,
             static_form: StaticForm::Qdq,
+            split_first_token: true,
         }
     }
 }
@@ -160,6 +165,8 @@ pub struct QuantizeReport {
     pub excluded: Vec<String>,
     /// Values converted to or kept in float32 (fp16 mode): node names.
     pub kept_float32: Vec<String>,
+    /// Encoder layers whose FFN runs the first token apart (`split_first_token`).
+    pub first_token_split_layers: Vec<usize>,
     /// Where a fallback was taken (a constant activation, an all-zero weight column, ...).
     pub warnings: Vec<String>,
     /// Bytes of tensor data (initializers and Constant nodes) before and after.
@@ -266,8 +273,13 @@ pub fn pattern_matches(pattern: &str, name: &str) -> bool {
     glob(&p, &s)
 }
 
-/// The MatMuls to quantize and those --exclude keeps in float (names).
-pub(crate) fn find_targets(ix: &GraphIndex, exclude: &[String]) -> Result<(Vec<Target>, Vec<String>), PassError> {
+/// The MatMuls to quantize and those --exclude keeps in float (names). A pattern is matched
+/// against a node's name, its weight's, and (`origin`) the name of the node it is a copy of.
+pub(crate) fn find_targets(
+    ix: &GraphIndex,
+    exclude: &[String],
+    origin: &HashMap<String, String>,
+) -> Result<(Vec<Target>, Vec<String>), PassError> {
     let mut targets = vec![];
     let mut excluded = vec![];
     let mut used_patterns = vec![false; exclude.len()];
@@ -291,7 +303,10 @@ pub(crate) fn find_targets(ix: &GraphIndex, exclude: &[String]) -> Result<(Vec<T
         };
         let mut hit = false;
         for (k, p) in exclude.iter().enumerate() {
-            if pattern_matches(p, n.name()) || pattern_matches(p, &weight) {
+            if pattern_matches(p, n.name())
+                || pattern_matches(p, &weight)
+                || origin.get(n.name()).is_some_and(|o| pattern_matches(p, o))
+            {
                 used_patterns[k] = true;
                 hit = true;
             }
@@ -447,6 +462,7 @@ pub fn quantize(
         embeddings: vec![],
         excluded: vec![],
         kept_float32: vec![],
+        first_token_split_layers: vec![],
         warnings: vec![],
         weight_bytes_before: weight_bytes(model),
         weight_bytes_after: 0,
@@ -458,12 +474,25 @@ pub fn quantize(
     let out = match opts.mode {
         Mode::Fp16 => fp16::convert(model, opts, &mut report)?,
         Mode::Dynamic | Mode::Static => {
-            let g = model
+            let split = if opts.split_first_token {
+                let s = split::split_first_token(model)?;
+                report
+                    .warnings
+                    .extend(s.skipped.iter().map(|w| format!("first token not split: {w}")));
+                report.first_token_split_layers = s.layers.clone();
+                Some(s)
+            } else {
+                None
+            };
+            let work = split.as_ref().map_or(model, |s| &s.model);
+            let g = work
                 .graph
                 .as_ref()
                 .ok_or_else(|| PassError::Unsupported("the model has no graph".into()))?;
             let ix = GraphIndex::new(g);
-            let (targets, excluded) = find_targets(&ix, &opts.exclude)?;
+            let no_copies = HashMap::new();
+            let origin = split.as_ref().map_or(&no_copies, |s| &s.origin);
+            let (targets, excluded) = find_targets(&ix, &opts.exclude, origin)?;
             report.excluded = excluded;
             if targets.is_empty() {
                 return Err(PassError::Unsupported(
@@ -482,8 +511,22 @@ pub fn quantize(
                         .map(|t| t.input.clone())
                         .collect()
                 };
+                // Measured on the input model: a value of a split FFN is a slice of one there.
+                let probes: Vec<calibrate::Probe> = values
+                    .iter()
+                    .map(|v| {
+                        split
+                            .as_ref()
+                            .and_then(|s| s.probes.get(v))
+                            .cloned()
+                            .unwrap_or(calibrate::Probe {
+                                value: v.clone(),
+                                tokens: calibrate::Tokens::All,
+                            })
+                    })
+                    .collect();
                 let before = calib.seconds();
-                let r = calibrate::ranges(model, calib, &values, opts.calib_method, opts.percentile)?;
+                let r = calibrate::ranges(model, calib, &probes, opts.calib_method, opts.percentile)?;
                 report.calibration_seconds = calib.seconds() - before;
                 report.calibration_examples = calib.examples();
                 report.calibration_tokens = calib.tokens();
@@ -491,7 +534,7 @@ pub fn quantize(
             } else {
                 None
             };
-            qdq::rewrite(model, opts, &targets, ranges.as_ref(), &mut report)?
+            qdq::rewrite(work, opts, &targets, ranges.as_ref(), &mut report)?
         }
     };
     if opts.mode != Mode::Fp16 {

@@ -1,0 +1,222 @@
+//! The first-token FFN split of the int8 modes: the split float graph computes what the model
+//! did, calibration measures the first token and the others apart, the int8 models keep the
+//! split, and `--per-tensor` (ONNX Runtime's quantize_dynamic) leaves the model unsplit unless asked.
+
+use std::collections::HashMap;
+
+use assert_cmd::Command;
+use onnx_compress::onnx::{self, ModelProto, SaveOptions};
+use onnx_compress::passes::quantize::calibrate::{ranges, Probe, Tokens};
+use onnx_compress::passes::quantize::split::split_first_token;
+use onnx_compress::passes::quantize::{self, CalibMethod, Mode, QuantizeOptions};
+use onnx_compress::passes::{Calibrator, PassError, Sink};
+use onnx_compress::runtime::{self, Batch, OrtCalibrator, SessionOptions};
+use onnx_compress::structure::discover;
+use onnx_compress::testkit::shared::require_ort;
+use onnx_compress::testkit::synth::{random_batches, tiny_bert, GeluStyle, ShapeStyle, SynthOptions};
+use prost::Message;
+
+fn logits(m: &ModelProto, bs: &[Batch], what: &str) -> Vec<f32> {
+    let mut s = runtime::open_bytes(&m.encode_to_vec(), what, &SessionOptions::default())
+        .unwrap_or_else(|e| panic!("{what}: ONNX Runtime refuses the model: {e:#}"));
+    bs.iter()
+        .flat_map(|b| s.run(b).unwrap_or_else(|e| panic!("{what}: {e:#}")).0)
+        .collect()
+}
+
+fn count(m: &ModelProto, op: &str) -> usize {
+    m.graph
+        .as_ref()
+        .unwrap()
+        .node
+        .iter()
+        .filter(|n| n.op_type() == op)
+        .count()
+}
+
+#[test]
+fn split_graph_computes_the_same_logits_in_every_layout() {
+    if !require_ort("running split graphs") {
+        return;
+    }
+    let bs = random_batches(4, 5);
+    let layouts = [
+        (ShapeStyle::ConcatInferred, GeluStyle::Erf, false, false),
+        (ShapeStyle::ConcatExplicit, GeluStyle::Op, true, false),
+        (ShapeStyle::SharedInitializer, GeluStyle::Tanh, false, false),
+        (ShapeStyle::ConstantPerReshape, GeluStyle::Erf, false, true),
+    ];
+    for (shapes, gelu, identity_aliases, fused_attention) in layouts {
+        let what = format!("{shapes:?}/{gelu:?}/aliases {identity_aliases}/fused {fused_attention}");
+        let m = tiny_bert(&SynthOptions {
+            layers: 3,
+            shapes,
+            gelu,
+            identity_aliases,
+            fused_attention,
+            seed: 3,
+            ..Default::default()
+        });
+        let s = split_first_token(&m).unwrap();
+        assert_eq!(s.layers, vec![0, 1, 2], "{what}: {:?}", s.skipped);
+        assert!(s.skipped.is_empty(), "{what}: {:?}", s.skipped);
+        assert_eq!(count(&s.model, "Concat") - count(&m, "Concat"), 3, "{what}");
+        assert_eq!(count(&s.model, "MatMul") - count(&m, "MatMul"), 6, "{what}");
+        // Every MatMul input inside a split FFN maps back to a value of the input model.
+        assert_eq!(s.probes.len(), 12, "{what}");
+        assert!(
+            s.probes.values().filter(|p| p.tokens == Tokens::First).count() == 6,
+            "{what}"
+        );
+        let (a, b) = (logits(&m, &bs, &what), logits(&s.model, &bs, &what));
+        let worst = a.iter().zip(&b).fold(0f32, |w, (x, y)| w.max((x - y).abs()));
+        assert!(worst < 1e-5, "{what}: logits differ by {worst}");
+    }
+}
+
+#[test]
+fn models_that_are_not_transformers_are_left_alone_with_the_reason() {
+    let m = tiny_bert(&SynthOptions::default());
+    let mut g = m.clone();
+    // Without its Softmax nodes nothing maps as attention.
+    g.graph.as_mut().unwrap().node.retain(|n| n.op_type() != "Softmax");
+    let s = split_first_token(&g).unwrap();
+    assert!(s.layers.is_empty());
+    assert_eq!(s.model, g);
+    assert!(s.skipped[0].contains("no transformer found"), "{:?}", s.skipped);
+}
+
+/// Hands out one batch of 3 sequences (positions 0, 1, 2 and 0, 1 and 0) of a width-1 value:
+/// the first tokens hold 100, 200, 300; the others 1, 2, 3.
+struct Positions;
+
+impl Calibrator for Positions {
+    fn capture(&mut self, _model: &ModelProto, values: &[String], sink: &mut Sink) -> Result<(), PassError> {
+        let rows = vec![100.0, 1.0, 2.0, 200.0, 3.0, 300.0];
+        let v: Vec<(Vec<f32>, usize)> = values.iter().map(|_| (rows.clone(), 1)).collect();
+        sink(&[0, 1, 2, 0, 1, 0], &v)
+    }
+    fn logits(&mut self, _model: &ModelProto) -> Result<(Vec<f32>, usize), PassError> {
+        Ok((vec![], 2))
+    }
+    fn examples(&self) -> usize {
+        3
+    }
+    fn tokens(&self) -> usize {
+        6
+    }
+}
+
+#[test]
+fn calibration_measures_the_first_token_and_the_others_apart() {
+    let probe = |tokens| Probe {
+        value: "x".into(),
+        tokens,
+    };
+    let probes = [probe(Tokens::All), probe(Tokens::First), probe(Tokens::AfterFirst)];
+    let m = ModelProto::default();
+    let r = ranges(&m, &mut Positions, &probes, CalibMethod::Minmax, 100.0).unwrap();
+    let got: Vec<(f32, f32)> = r.iter().map(|r| (r.min, r.max)).collect();
+    assert_eq!(got, vec![(1.0, 300.0), (100.0, 300.0), (1.0, 3.0)]);
+    // Percentile 100 keeps the whole range of each probe.
+    let p = ranges(&m, &mut Positions, &probes, CalibMethod::Percentile, 100.0).unwrap();
+    assert_eq!(p, r);
+}
+
+#[test]
+fn static_split_ranges_leave_the_first_token_out_of_the_other_tokens_range() {
+    if !require_ort("static quantization in ONNX Runtime") {
+        return;
+    }
+    let m = tiny_bert(&SynthOptions {
+        seed: 11,
+        ..Default::default()
+    });
+    let cal = || OrtCalibrator {
+        batches: random_batches(8, 7),
+        examples: 64,
+        session: SessionOptions::default(),
+        seconds: 0.0,
+    };
+    let o = QuantizeOptions {
+        mode: Mode::Static,
+        ..Default::default()
+    };
+    let (_, split) = quantize::quantize(&m, &o, Some(&mut cal())).unwrap();
+    let whole = QuantizeOptions {
+        split_first_token: false,
+        ..o.clone()
+    };
+    let (_, unsplit) = quantize::quantize(&m, &whole, Some(&mut cal())).unwrap();
+    assert_eq!(split.first_token_split_layers, vec![0, 1]);
+    assert!(unsplit.first_token_split_layers.is_empty());
+    let by_value: HashMap<&str, (f32, f32)> = unsplit
+        .activations
+        .iter()
+        .map(|a| (a.value.as_str(), (a.min, a.max)))
+        .collect();
+    // Each FFN input and activation is measured three ways: all tokens (unsplit), the first
+    // token, the others; the two halves lie inside the whole, and together span it.
+    let t = discover(&m).unwrap();
+    for l in &t.layers {
+        let f = l.ffn.as_ref().unwrap();
+        let x = &l.attention_norm.output;
+        let find = |suffix: &str| {
+            split
+                .activations
+                .iter()
+                .find(|a| a.value == format!("{x}_{suffix}"))
+                .unwrap_or_else(|| panic!("no range for {x}_{suffix}: {:?}", split.activations))
+        };
+        let (first, rest) = (find("first"), find("after_first"));
+        let (lo, hi) = by_value[x.as_str()];
+        for a in [first, rest] {
+            assert!(a.min >= lo && a.max <= hi, "{a:?} outside [{lo}, {hi}]");
+        }
+        assert_eq!(first.min.min(rest.min), lo);
+        assert_eq!(first.max.max(rest.max), hi);
+        assert!(f.width > 0);
+    }
+}
+
+fn bin() -> Command {
+    Command::cargo_bin("onnx-compress").unwrap()
+}
+
+#[test]
+fn per_tensor_leaves_the_model_unsplit_unless_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.onnx");
+    onnx::save(&tiny_bert(&SynthOptions::default()), &input, &SaveOptions::default()).unwrap();
+    let split_of = |args: &[&str]| -> bool {
+        let out = dir.path().join("out.onnx");
+        let _ = std::fs::remove_file(&out);
+        let o = bin()
+            .args(["quantize", "--mode", "dynamic", "--json"])
+            .args(args)
+            .arg(&input)
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let layers = r["first_token_split_layers"].as_array().unwrap().len();
+        let opt = r["options"]["split_first_token"].as_bool().unwrap();
+        assert_eq!(opt, layers > 0, "{args:?}");
+        opt
+    };
+    assert!(split_of(&[]));
+    assert!(!split_of(&["--per-tensor"]));
+    assert!(split_of(&["--per-tensor", "--split-first-token"]));
+    assert!(!split_of(&["--no-split-first-token"]));
+    assert!(split_of(&["--no-split-first-token", "--split-first-token"]));
+    let o = bin()
+        .args(["quantize", "--mode", "fp16", "--split-first-token"])
+        .arg(&input)
+        .arg(dir.path().join("fp16.onnx"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--split-first-token applies to the int8 modes"));
+    assert!(!dir.path().join("fp16.onnx").exists());
+}
