@@ -48,6 +48,9 @@ pub struct BenchReport {
     pub machine: String,
     pub limit: Option<usize>,
     pub baseline: Option<String>,
+    /// The baseline's throughput (samples/s) when it ran first and when it was timed again after
+    /// every other variant; speed-ups divide by their mean.
+    pub baseline_samples_per_s: Vec<f64>,
     pub rows: Vec<Row>,
     /// Each variant's full run report (evaluation without per-example predictions).
     pub runs: Vec<RunReport>,
@@ -68,9 +71,11 @@ pub fn machine() -> String {
     format!("{cpu}, {cores} logical cores")
 }
 
-/// The rows of `runs`, compared against the first baseline run.
-pub fn rows(runs: &[RunReport]) -> (Vec<Row>, Option<String>) {
+/// The rows of `runs`, compared against the first baseline run; speed-ups divide by
+/// `base_samples_per_s` when given (the baseline timed more than once), else by its own run's.
+pub fn rows(runs: &[RunReport], base_samples_per_s: Option<f64>) -> (Vec<Row>, Option<String>) {
     let base = runs.iter().find(|r| r.baseline);
+    let base_sps = base_samples_per_s.or_else(|| base.and_then(|b| b.eval.timing.samples_per_s));
     let rows = runs
         .iter()
         .map(|r| {
@@ -97,7 +102,7 @@ pub fn rows(runs: &[RunReport]) -> (Vec<Row>, Option<String>) {
                     .and_then(|b| b.eval.metrics.accuracy)
                     .zip(m.accuracy)
                     .map(|(b, a)| (b - a) * 100.0),
-                speedup: ratio(t.samples_per_s, base.and_then(|b| b.eval.timing.samples_per_s)),
+                speedup: ratio(t.samples_per_s, base_sps),
                 size_ratio: base.map(|b| r.eval.size_bytes as f64 / b.eval.size_bytes.max(1) as f64),
                 examples: r.eval.examples,
                 timed_batches: t.timed_batches,
@@ -147,6 +152,12 @@ pub fn markdown(b: &BenchReport) -> String {
                 .unwrap_or_else(|| "—".into()),
             opt(r.speedup, 2) + if r.speedup.is_some() { "×" } else { "" },
             opt(r.size_ratio, 3),
+        );
+    }
+    if let [first, last] = b.baseline_samples_per_s[..] {
+        s += &format!(
+            "\nSpeed-ups divide by the baseline's mean throughput over two runs: {first:.1} samples/s \
+             first, {last:.1} after every other variant.\n"
         );
     }
     s
@@ -314,13 +325,34 @@ pub fn bench(
         report.eval.predictions.clear();
         runs.push(report);
     }
-    let (rows, baseline) = rows(&runs);
+    // The machine's speed drifts (±30% within minutes on a shared one): time the baseline again
+    // after every other variant, and divide every speed-up by the mean of its two runs.
+    let mut baseline_samples_per_s = vec![];
+    if let Some(i) = runs.iter().position(|r| r.baseline) {
+        if runs.len() > 1 {
+            let name = recipes[i].name();
+            let again = pipeline::run(
+                &recipes[i],
+                opts,
+                &|s| stage(i, &name, &format!("timed again: {s}")),
+                progress,
+            )
+            .with_context(|| format!("variant '{name}' ({}), timed again", recipes[i].path.display()))?;
+            baseline_samples_per_s = [runs[i].eval.timing.samples_per_s, again.eval.timing.samples_per_s]
+                .into_iter()
+                .flatten()
+                .collect();
+        }
+    }
+    let mean = (baseline_samples_per_s.len() == 2).then(|| baseline_samples_per_s.iter().sum::<f64>() / 2.0);
+    let (rows, baseline) = rows(&runs, mean);
     Ok(BenchReport {
         task,
         date: history::now_utc(),
         machine: machine(),
         limit: opts.limit,
         baseline,
+        baseline_samples_per_s,
         rows,
         runs,
     })

@@ -344,6 +344,20 @@ fn bench_writes_table_csv_json_and_charts() {
     assert!(rows
         .iter()
         .all(|r| r["samples_per_s"].as_f64().unwrap() > 0.0 && r["examples"] == 160));
+    // The baseline is timed twice (first and last); speed-ups divide by the mean of the two.
+    let base: Vec<f64> = json["baseline_samples_per_s"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(base.len(), 2, "{base:?}");
+    let mean = (base[0] + base[1]) / 2.0;
+    for r in rows {
+        let want = r["samples_per_s"].as_f64().unwrap() / mean;
+        assert!((r["speedup"].as_f64().unwrap() - want).abs() < 1e-9 * want, "{r}");
+    }
+    assert!(md.contains("Speed-ups divide by the baseline's mean throughput over two runs"), "{md}");
     for f in [
         "pareto_throughput.svg",
         "pareto_throughput.png",

@@ -16,6 +16,9 @@
 //!   call, u8 × s8 integer GEMM), the node ONNX Runtime itself fuses `quantize_dynamic`'s output
 //!   into.
 //! - `fp16`: see [`fp16`].
+//!
+//! Before either int8 rewrite, [`split`] (on by default) runs each FFN on the first token apart
+//! from the others, so that token's outlier activations get int8 ranges of their own.
 
 pub mod calibrate;
 pub mod fp16;
