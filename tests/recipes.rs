@@ -357,7 +357,10 @@ fn bench_writes_table_csv_json_and_charts() {
         let want = r["samples_per_s"].as_f64().unwrap() / mean;
         assert!((r["speedup"].as_f64().unwrap() - want).abs() < 1e-9 * want, "{r}");
     }
-    assert!(md.contains("Speed-ups divide by the baseline's mean throughput over two runs"), "{md}");
+    assert!(
+        md.contains("Speed-ups divide by the baseline's mean throughput over two runs"),
+        "{md}"
+    );
     for f in [
         "pareto_throughput.svg",
         "pareto_throughput.png",

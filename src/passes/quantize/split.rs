@@ -95,12 +95,12 @@ fn sequence_on_axis_1(ix: &GraphIndex, t: &Transformer) -> Result<(), String> {
 /// Splits every FFN it can; the others are listed in `skipped`. A model that is not a transformer
 /// the structure discovery can map is returned unchanged, with the reason.
 pub fn split_first_token(model: &ModelProto) -> Result<Split, PassError> {
-    let unchanged = |why: String| Split {
+    let unchanged = |skipped: Vec<String>| Split {
         model: model.clone(),
         layers: vec![],
         probes: HashMap::new(),
         origin: HashMap::new(),
-        skipped: vec![why],
+        skipped,
     };
     let g = model
         .graph
@@ -108,11 +108,11 @@ pub fn split_first_token(model: &ModelProto) -> Result<Split, PassError> {
         .ok_or_else(|| PassError::Internal("no graph".into()))?;
     let t = match discover(model) {
         Ok(t) => t,
-        Err(e) => return Ok(unchanged(format!("no transformer found ({e})"))),
+        Err(e) => return Ok(unchanged(vec![format!("no transformer found ({e})")])),
     };
     let ix = GraphIndex::new(g);
     if let Err(why) = sequence_on_axis_1(&ix, &t) {
-        return Ok(unchanged(why));
+        return Ok(unchanged(vec![why]));
     }
 
     // Per split layer: its FFN nodes, input, output.
@@ -176,6 +176,9 @@ pub fn split_first_token(model: &ModelProto) -> Result<Split, PassError> {
         });
     }
 
+    if blocks.is_empty() {
+        return Ok(unchanged(skipped));
+    }
     let mut m = model.clone();
     let out_g = m.graph.as_mut().ok_or_else(|| PassError::Internal("no graph".into()))?;
     let mut taken = edit::names(out_g);
