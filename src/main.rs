@@ -766,7 +766,7 @@ fn cmd_quantize(ort_lib: Option<&Path>, a: QuantizeArgs) -> Result<()> {
         exclude: a.exclude.clone(),
         embeddings: !a.no_embeddings,
         static_form: a.static_form.unwrap_or(defaults.static_form),
-        split_first_token: a.split_first_token || (!a.no_split_first_token && !a.per_tensor),
+        split_first_token: a.mode != Mode::Fp16 && (a.split_first_token || (!a.no_split_first_token && !a.per_tensor)),
     };
     quantize::validate(&opts)?;
     if a.mode == Mode::Static && a.calib.calib_data.is_none() {

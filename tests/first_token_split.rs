@@ -210,6 +210,17 @@ fn per_tensor_leaves_the_model_unsplit_unless_asked() {
     assert!(split_of(&["--per-tensor", "--split-first-token"]));
     assert!(!split_of(&["--no-split-first-token"]));
     assert!(split_of(&["--no-split-first-token", "--split-first-token"]));
+    // fp16 has nothing to split, and says so in its options.
+    let o = bin()
+        .args(["quantize", "--mode", "fp16", "--json"])
+        .arg(&input)
+        .arg(dir.path().join("fp16.onnx"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["options"]["split_first_token"], false);
+    std::fs::remove_file(dir.path().join("fp16.onnx")).unwrap();
     let o = bin()
         .args(["quantize", "--mode", "fp16", "--split-first-token"])
         .arg(&input)
