@@ -10,26 +10,15 @@ accuracy, change against FP32 in points, and agreement with FP32's predictions.
 Needs the release binary (cargo build --release) and ../shared. Prints a Markdown table.
 """
 import argparse
-import json
 import os
-import subprocess
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "onnx-compress")
-SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared"))
+import tool
+from tool import BIN, model, run, train
 
 
-def run(args):
-    r = subprocess.run(args, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise SystemExit(f"{' '.join(args)}: {r.stderr.strip()}")
-    return r.stdout
-
-
-def evaluate(task, model):
-    return json.loads(run([BIN, "eval", "--task", task, "--model", model, "--json", "--batch-size", "32",
-                           "--warmup", "0", "--measure", "1"]))
+def evaluate(task, model_path):
+    return tool.evaluate(task, model_path, "--batch-size", "32", "--warmup", "0", "--measure", "1")
 
 
 def main():
@@ -40,8 +29,8 @@ def main():
     a = ap.parse_args()
     if not os.path.exists(BIN):
         raise SystemExit(f"{BIN} is missing: run `cargo build --release` first")
-    base = os.path.join(SHARED, "models", f"minilm-l6-{a.task}", "model.onnx")
-    train = os.path.join(SHARED, "data", "glue", a.task, "train.tsv")
+    base = model(a.task)
+    train_tsv = train(a.task)
     fp32 = evaluate(a.task, base)
     ref = fp32["predictions"]
     n = len(ref)
@@ -54,7 +43,7 @@ def main():
             cells = []
             for extra in ([], ["--no-split-first-token"]):
                 out = os.path.join(tmp, "q.onnx")
-                run([BIN, "quantize", "--mode", "static", "--calib-data", train, "--calib-samples",
+                run([BIN, "quantize", "--mode", "static", "--calib-data", train_tsv, "--calib-samples",
                      str(a.calib_samples), "--seed", str(seed), *extra, base, out])
                 r = evaluate(a.task, out)
                 same = sum(p == q for p, q in zip(r["predictions"], ref))

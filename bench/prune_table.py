@@ -14,13 +14,10 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "onnx-compress")
-SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared"))
-OUT = os.path.join(ROOT, "bench", "out")
+import tool
+from tool import BIN, OUT, model, run, train
 
 ROWS = [
     ("l1: heads 25%", ["--heads", "0.25"]),
@@ -33,19 +30,12 @@ ROWS = [
 ]
 
 
-def run(args):
-    r = subprocess.run([BIN] + args, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise SystemExit(f"{' '.join(args)}: {r.stderr.strip()}")
-    return r.stdout
+def evaluate(task, model_path, threads, extra=()):
+    return tool.evaluate(task, model_path, "--threads", str(threads), *extra)
 
 
-def evaluate(task, model, threads, extra=()):
-    return json.loads(run(["eval", "--task", task, "--model", model, "--threads", str(threads), "--json", *extra]))
-
-
-def throughput(task, model, threads):
-    r = evaluate(task, model, threads, ["--batch-size", "32", "--warmup", "3", "--measure", "1000"])
+def throughput(task, model_path, threads):
+    r = evaluate(task, model_path, threads, ["--batch-size", "32", "--warmup", "3", "--measure", "1000"])
     return r["timing"]["samples_per_s"]
 
 
@@ -57,16 +47,16 @@ def main():
     a = ap.parse_args()
     os.makedirs(OUT, exist_ok=True)
     for task in a.tasks:
-        base = os.path.join(SHARED, "models", f"minilm-l6-{task}", "model.onnx")
-        train = os.path.join(SHARED, "data", "glue", task, "train.tsv")
+        base = model(task)
+        train_tsv = train(task)
         fp32 = evaluate(task, base, a.threads)
         rows = [{"row": "FP32", "accuracy": fp32["metrics"]["accuracy"], "f1": fp32["metrics"]["f1"],
                  "pass_s": None, "macs": 1.0, "params": None, "speedup": 1.0, "speedups": []}]
         for name, args in ROWS:
             out = os.path.join(OUT, f"{task}-{name.replace(' ', '_').replace(':', '').replace('%', '').replace('+', 'and')}.onnx")
-            cmd = ["prune", *[x for x in args if x != "--calib"], base, out, "--json"]
+            cmd = [BIN, "prune", *[x for x in args if x != "--calib"], base, out, "--json"]
             if "--calib" in args:
-                cmd += ["--calib-data", train]
+                cmd += ["--calib-data", train_tsv]
             t = time.perf_counter()
             rep = json.loads(run(cmd))
             pass_s = time.perf_counter() - t

@@ -19,13 +19,10 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "onnx-compress")
-SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared"))
-OUT = os.path.join(ROOT, "bench", "out")
+import tool
+from tool import BIN, OUT, ROOT, model, run, tokenizer, train
 
 ROWS = [
     ("dynamic (per-channel)", ["--mode", "dynamic"]),
@@ -39,18 +36,10 @@ ROWS = [
 ]
 
 
-def run(args):
-    r = subprocess.run(args, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise SystemExit(f"{' '.join(args)}: {r.stderr.strip()}")
-    return r.stdout
-
-
-def evaluate(task, model, extra=()):
+def evaluate(task, model_path):
     # ORT's quantizers do not carry the tokenizer: name it for every row alike.
-    tok = os.path.join(SHARED, "models", f"minilm-l6-{task}", "tokenizer.json")
-    return json.loads(run([BIN, "eval", "--task", task, "--model", model, "--json", "--batch-size", "32",
-                           "--warmup", "3", "--measure", "1000", "--tokenizer", tok, *extra]))
+    return tool.evaluate(task, model_path, "--batch-size", "32", "--warmup", "3", "--measure", "1000",
+                         "--tokenizer", tokenizer(task))
 
 
 def main():
@@ -61,14 +50,14 @@ def main():
     a = ap.parse_args()
     os.makedirs(OUT, exist_ok=True)
     for task in a.tasks:
-        base = os.path.join(SHARED, "models", f"minilm-l6-{task}", "model.onnx")
-        train = os.path.join(SHARED, "data", "glue", task, "train.tsv")
+        base = model(task)
+        train_tsv = train(task)
         variants = []  # (row, path, pass_s, calib_s)
         for name, args in ROWS:
             out = os.path.join(OUT, f"{task}-{name.split(' (')[0].replace(' ', '_').replace('-', '')}.onnx")
             cmd = [BIN, "quantize", *[x for x in args if x != "--calib"], base, out, "--json"]
             if "--calib" in args:
-                cmd += ["--calib-data", train, "--calib-samples", str(a.calib_samples)]
+                cmd += ["--calib-data", train_tsv, "--calib-samples", str(a.calib_samples)]
             rep = json.loads(run(cmd))
             variants.append((name, out, rep["seconds"], rep["calibration_seconds"]))
             print(f"{task} {name}: pass {rep['seconds']:.2f} s, calibration {rep['calibration_seconds']:.1f} s",
@@ -85,7 +74,7 @@ def main():
         for name, path, _, _ in variants:
             rows[name]["eval"] = evaluate(task, path)
         # Throughput: all models in one process, --repeats rounds (bench/paired_speed.py).
-        tok = os.path.join(SHARED, "models", f"minilm-l6-{task}", "tokenizer.json")
+        tok = tokenizer(task)
         names = list(rows)
         speed = json.loads(run([sys.executable, os.path.join(ROOT, "bench", "paired_speed.py"), "--task", task,
                                 "--rounds", str(a.repeats), "--tokenizer", tok, "--json",
