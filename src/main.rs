@@ -766,7 +766,9 @@ fn cmd_quantize(ort_lib: Option<&Path>, a: QuantizeArgs) -> Result<()> {
         exclude: a.exclude.clone(),
         embeddings: !a.no_embeddings,
         static_form: a.static_form.unwrap_or(defaults.static_form),
-        split_first_token: a.mode != Mode::Fp16 && (a.split_first_token || (!a.no_split_first_token && !a.per_tensor)),
+        // At most one of the two flags is set (each overrides the other); fp16 refuses the first below.
+        split_first_token: a.split_first_token
+            || (!a.no_split_first_token && quantize::split_by_default(a.mode, !a.per_tensor)),
     };
     quantize::validate(&opts)?;
     if a.mode == Mode::Static && a.calib.calib_data.is_none() {
@@ -786,18 +788,21 @@ fn cmd_quantize(ort_lib: Option<&Path>, a: QuantizeArgs) -> Result<()> {
     }
     let (model, sources) = read_input(&a.input, &a.output)?;
     quantize::ensure_not_quantized(&model).with_context(|| a.input.display().to_string())?;
-    let calibrator = a.calib.runner(
+    let mut calibrator = a.calib.runner(
         ort_lib,
         &a.input,
         &model,
         QUANTIZE_CALIB_SAMPLES,
         a.tokenizer.as_deref(),
     )?;
-    let (out, report) = if let Some(mut calibrator) = calibrator {
-        quantize::quantize(&model, &opts, Some(&mut calibrator)).with_context(|| a.input.display().to_string())?
-    } else {
-        quantize::quantize(&model, &opts, None).with_context(|| a.input.display().to_string())?
-    };
+    let (out, report) = quantize::quantize(
+        &model,
+        &opts,
+        calibrator
+            .as_mut()
+            .map(|c| c as &mut dyn onnx_compress::passes::Calibrator),
+    )
+    .with_context(|| a.input.display().to_string())?;
     let options = a
         .calib
         .record(serde_json::to_value(&report.options)?, QUANTIZE_CALIB_SAMPLES);

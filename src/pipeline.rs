@@ -227,14 +227,17 @@ fn lowrank_step(
 /// keys override.
 pub fn quantize_options(q: &QuantizationSection) -> Result<QuantizeOptions> {
     let d = QuantizeOptions::default();
-    let (mode, per_channel, embeddings, split) = match q.method.as_deref().unwrap_or("dynamic") {
-        "dynamic" => (Mode::Dynamic, false, false, false),
-        "onnx" => (Mode::Dynamic, false, true, false),
-        "dynamic_per_channel" => (Mode::Dynamic, true, true, true),
-        "static" | "static_ort" => (Mode::Static, true, true, true),
-        "fp16" => (Mode::Fp16, true, true, false),
+    // (mode, per-channel weights, int8 embeddings, graph form, reproduces the reference's method)
+    let (mode, per_channel, embeddings, static_form, reference) = match q.method.as_deref().unwrap_or("dynamic") {
+        "dynamic" => (Mode::Dynamic, false, false, StaticForm::Qdq, true),
+        "onnx" => (Mode::Dynamic, false, true, StaticForm::Qdq, true),
+        "dynamic_per_channel" => (Mode::Dynamic, true, true, StaticForm::Qdq, false),
+        "static" => (Mode::Static, true, true, StaticForm::Qdq, false),
+        "static_ort" => (Mode::Static, true, true, StaticForm::Ort, false),
+        "fp16" => (Mode::Fp16, true, true, StaticForm::Qdq, false),
         m => bail!("quantization.method: unknown method '{m}'"),
     };
+    let per_channel = q.per_channel.unwrap_or(per_channel);
     let calib_method = match q.calib_method.as_deref() {
         None => d.calib_method,
         Some("minmax") => CalibMethod::Minmax,
@@ -250,21 +253,18 @@ pub fn quantize_options(q: &QuantizationSection) -> Result<QuantizeOptions> {
     };
     let o = QuantizeOptions {
         mode,
-        per_channel: q.per_channel.unwrap_or(per_channel),
+        per_channel,
         weight_type: d.weight_type,
         activation_type,
         calib_method,
         percentile: q.percentile.unwrap_or(d.percentile),
         exclude: q.exclude.clone(),
         embeddings: q.embeddings.unwrap_or(embeddings),
-        static_form: if q.method.as_deref() == Some("static_ort") {
-            StaticForm::Ort
-        } else {
-            StaticForm::Qdq
-        },
+        static_form,
+        // The reference's methods stay as they were.
         split_first_token: q
             .split_first_token
-            .unwrap_or(split && q.per_channel.unwrap_or(per_channel)),
+            .unwrap_or(!reference && quantize::split_by_default(mode, per_channel)),
     };
     quantize::validate(&o).context("quantization")?;
     Ok(o)

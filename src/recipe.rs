@@ -156,6 +156,9 @@ pub struct QuantizationSection {
     pub split_first_token: Option<bool>,
 }
 
+/// The values of `quantization.method` (`pipeline::quantize_options` maps each to options).
+pub const QUANTIZATION_METHODS: &[&str] = &["dynamic", "onnx", "static", "static_ort", "dynamic_per_channel", "fp16"];
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LowrankSection {
@@ -430,17 +433,19 @@ fn check(r: &LoadedRecipe, text: &str) -> Result<(), String> {
     }
     if rec.quantization.enable {
         match rec.quantization.method.as_deref() {
-            Some("dynamic" | "onnx" | "static" | "static_ort" | "dynamic_per_channel" | "fp16") => {}
+            Some(m) if QUANTIZATION_METHODS.contains(&m) => {}
             Some(m) => {
                 return Err(format!(
-                    "{}: unknown method '{m}' (dynamic, onnx, static, static_ort, dynamic_per_channel, fp16)",
-                    at("quantization.method")
+                    "{}: unknown method '{m}' ({})",
+                    at("quantization.method"),
+                    QUANTIZATION_METHODS.join(", ")
                 ))
             }
             None => {
                 return Err(format!(
-                    "{}: enabled without a method (dynamic, onnx, static, static_ort, dynamic_per_channel, fp16)",
-                    at("quantization")
+                    "{}: enabled without a method ({})",
+                    at("quantization"),
+                    QUANTIZATION_METHODS.join(", ")
                 ))
             }
         }

@@ -5,11 +5,15 @@
 use std::collections::HashMap;
 
 use assert_cmd::Command;
+use onnx_compress::onnx::proto::type_proto::Value as TypeValue;
+use onnx_compress::onnx::proto::ValueInfoProto;
 use onnx_compress::onnx::{self, ModelProto, SaveOptions};
 use onnx_compress::passes::quantize::calibrate::{ranges, Probe, Tokens};
 use onnx_compress::passes::quantize::split::split_first_token;
 use onnx_compress::passes::quantize::{self, CalibMethod, Mode, QuantizeOptions};
 use onnx_compress::passes::{Calibrator, PassError, Sink};
+use onnx_compress::pipeline;
+use onnx_compress::recipe::QuantizationSection;
 use onnx_compress::runtime::{self, Batch, OrtCalibrator, SessionOptions};
 use onnx_compress::structure::discover;
 use onnx_compress::testkit::shared::require_ort;
@@ -84,6 +88,77 @@ fn models_that_are_not_transformers_are_left_alone_with_the_reason() {
     assert!(s.layers.is_empty());
     assert_eq!(s.model, g);
     assert!(s.skipped[0].contains("no transformer found"), "{:?}", s.skipped);
+}
+
+#[test]
+fn ffns_that_cannot_be_split_are_named_and_left_alone() {
+    let m = tiny_bert(&SynthOptions::default());
+    let t = discover(&m).unwrap();
+    // input_ids declared with a third axis: the sequence may not be axis 1.
+    let mut r3 = m.clone();
+    let ids = r3
+        .graph
+        .as_mut()
+        .unwrap()
+        .input
+        .iter_mut()
+        .find(|v| v.name() == "input_ids")
+        .unwrap();
+    let Some(TypeValue::TensorType(tt)) = ids.r#type.as_mut().and_then(|t| t.value.as_mut()) else {
+        panic!("input_ids has no tensor type")
+    };
+    tt.shape
+        .get_or_insert_with(Default::default)
+        .dim
+        .resize(3, Default::default());
+    let s = split_first_token(&r3).unwrap();
+    assert!(s.layers.is_empty() && s.model == r3);
+    assert!(s.skipped[0].contains("is not [batch, sequence]"), "{:?}", s.skipped);
+    // A value inside layer 1's FFN (its activation) is also a graph output: that FFN is not a
+    // closed block, layer 0's is split.
+    let mut open = m.clone();
+    let f = t.layers[1].ffn.as_ref().unwrap();
+    let inside = open.graph.as_ref().unwrap().node[f.down.node].input[0].clone();
+    let g = open.graph.as_mut().unwrap();
+    g.output.push(ValueInfoProto {
+        name: Some(inside.clone()),
+        ..Default::default()
+    });
+    let s = split_first_token(&open).unwrap();
+    assert_eq!(s.layers, vec![0]);
+    assert_eq!(s.skipped.len(), 1, "{:?}", s.skipped);
+    assert!(
+        s.skipped[0].starts_with("layer 1: ")
+            && s.skipped[0].contains(&format!("'{inside}' inside its FFN is read outside it")),
+        "{:?}",
+        s.skipped
+    );
+}
+
+#[test]
+fn recipes_split_with_this_tools_methods_and_keep_the_references_as_they_were() {
+    let opts = |method: &str, per_channel: Option<bool>, split: Option<bool>| {
+        pipeline::quantize_options(&QuantizationSection {
+            enable: true,
+            method: Some(method.into()),
+            per_channel,
+            split_first_token: split,
+            ..Default::default()
+        })
+        .unwrap()
+        .split_first_token
+    };
+    for m in ["dynamic_per_channel", "static", "static_ort"] {
+        assert!(opts(m, None, None), "{m}");
+        assert!(!opts(m, Some(false), None), "{m} per tensor");
+        assert!(!opts(m, None, Some(false)), "{m} refused");
+    }
+    for m in ["dynamic", "onnx"] {
+        assert!(!opts(m, None, None), "{m}");
+        assert!(!opts(m, Some(true), None), "{m} per channel");
+        assert!(opts(m, None, Some(true)), "{m} asked");
+    }
+    assert!(!opts("fp16", None, None));
 }
 
 /// Hands out one batch of 3 sequences (positions 0, 1, 2 and 0, 1 and 0) of a width-1 value:
@@ -188,16 +263,14 @@ fn per_tensor_leaves_the_model_unsplit_unless_asked() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.onnx");
     onnx::save(&tiny_bert(&SynthOptions::default()), &input, &SaveOptions::default()).unwrap();
-    let split_of = |args: &[&str]| -> bool {
-        let out = dir.path().join("out.onnx");
+    let out = dir.path().join("out.onnx");
+    let quantize = |args: &[&str]| {
         let _ = std::fs::remove_file(&out);
-        let o = bin()
-            .args(["quantize", "--mode", "dynamic", "--json"])
-            .args(args)
-            .arg(&input)
-            .arg(&out)
-            .output()
-            .unwrap();
+        bin().arg("quantize").args(args).arg(&input).arg(&out).output().unwrap()
+    };
+    // The split as the report states it (options, and the layers split).
+    let split_of = |args: &[&str]| -> bool {
+        let o = quantize(&[&["--mode", "dynamic", "--json"], args].concat());
         assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
         let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         let layers = r["first_token_split_layers"].as_array().unwrap().len();
@@ -210,24 +283,13 @@ fn per_tensor_leaves_the_model_unsplit_unless_asked() {
     assert!(split_of(&["--per-tensor", "--split-first-token"]));
     assert!(!split_of(&["--no-split-first-token"]));
     assert!(split_of(&["--no-split-first-token", "--split-first-token"]));
-    // fp16 has nothing to split, and says so in its options.
-    let o = bin()
-        .args(["quantize", "--mode", "fp16", "--json"])
-        .arg(&input)
-        .arg(dir.path().join("fp16.onnx"))
-        .output()
-        .unwrap();
+    // fp16 has nothing to split, and says so in its options; asking for the split is an error.
+    let o = quantize(&["--mode", "fp16", "--json"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["options"]["split_first_token"], false);
-    std::fs::remove_file(dir.path().join("fp16.onnx")).unwrap();
-    let o = bin()
-        .args(["quantize", "--mode", "fp16", "--split-first-token"])
-        .arg(&input)
-        .arg(dir.path().join("fp16.onnx"))
-        .output()
-        .unwrap();
+    let o = quantize(&["--mode", "fp16", "--split-first-token"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--split-first-token applies to the int8 modes"));
-    assert!(!dir.path().join("fp16.onnx").exists());
+    assert!(!out.exists());
 }

@@ -110,6 +110,13 @@ pub struct QuantizeOptions {
     pub split_first_token: bool,
 }
 
+/// Whether the first-token split is on when neither asked for nor refused: in the int8 modes with
+/// per-channel weights. Per-tensor weights reproduce ONNX Runtime's `quantize_dynamic`, which does
+/// not split; fp16 has no int8 range to protect.
+pub fn split_by_default(mode: Mode, per_channel: bool) -> bool {
+    mode != Mode::Fp16 && per_channel
+}
+
 impl Default for QuantizeOptions {
     fn default() -> Self {
         QuantizeOptions {
@@ -281,7 +288,7 @@ pub fn pattern_matches(pattern: &str, name: &str) -> bool {
 pub(crate) fn find_targets(
     ix: &GraphIndex,
     exclude: &[String],
-    origin: &HashMap<String, String>,
+    origin: Option<&HashMap<String, String>>,
 ) -> Result<(Vec<Target>, Vec<String>), PassError> {
     let mut targets = vec![];
     let mut excluded = vec![];
@@ -308,7 +315,9 @@ pub(crate) fn find_targets(
         for (k, p) in exclude.iter().enumerate() {
             if pattern_matches(p, n.name())
                 || pattern_matches(p, &weight)
-                || origin.get(n.name()).is_some_and(|o| pattern_matches(p, o))
+                || origin
+                    .and_then(|o| o.get(n.name()))
+                    .is_some_and(|o| pattern_matches(p, o))
             {
                 used_patterns[k] = true;
                 hit = true;
@@ -493,9 +502,7 @@ pub fn quantize(
                 .as_ref()
                 .ok_or_else(|| PassError::Unsupported("the model has no graph".into()))?;
             let ix = GraphIndex::new(g);
-            let no_copies = HashMap::new();
-            let origin = split.as_ref().map_or(&no_copies, |s| &s.origin);
-            let (targets, excluded) = find_targets(&ix, &opts.exclude, origin)?;
+            let (targets, excluded) = find_targets(&ix, &opts.exclude, split.as_ref().map(|s| &s.origin))?;
             report.excluded = excluded;
             if targets.is_empty() {
                 return Err(PassError::Unsupported(
