@@ -110,13 +110,11 @@ pub fn ort_calibrator(spec: &Spec, model_path: &Path, model: &crate::onnx::Model
         spec.max_length,
         32,
     )?;
-    Ok(OrtCalibrator {
-        batches: data.batches,
-        examples: data.examples,
-        session: SessionOptions {
+    Ok(OrtCalibrator::new(
+        data.batches,
+        SessionOptions {
             threads: spec.threads,
             ..Default::default()
         },
-        seconds: 0.0,
-    })
+    ))
 }

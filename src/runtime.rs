@@ -348,6 +348,18 @@ pub struct OrtCalibrator {
     pub seconds: f64,
 }
 
+impl OrtCalibrator {
+    /// A calibrator over `batches` (its example count is their rows).
+    pub fn new(batches: Vec<Batch>, session: SessionOptions) -> OrtCalibrator {
+        OrtCalibrator {
+            examples: batches.iter().map(|b| b.input_ids.nrows()).sum(),
+            batches,
+            session,
+            seconds: 0.0,
+        }
+    }
+}
+
 impl crate::passes::Calibrator for OrtCalibrator {
     fn capture(
         &mut self,

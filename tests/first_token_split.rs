@@ -207,12 +207,7 @@ fn static_split_ranges_leave_the_first_token_out_of_the_other_tokens_range() {
         seed: 11,
         ..Default::default()
     });
-    let cal = || OrtCalibrator {
-        batches: random_batches(8, 7),
-        examples: 64,
-        session: SessionOptions::default(),
-        seconds: 0.0,
-    };
+    let cal = || OrtCalibrator::new(random_batches(8, 7), SessionOptions::default());
     let o = QuantizeOptions {
         mode: Mode::Static,
         ..Default::default()

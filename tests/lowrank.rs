@@ -627,12 +627,7 @@ fn lowrank_after_pruning() {
 // ---------------------------------------------------------------------------------------------
 
 fn calibrator(seed: u64) -> OrtCalibrator {
-    OrtCalibrator {
-        batches: random_batches(16, seed),
-        examples: 16 * 8,
-        session: SessionOptions::default(),
-        seconds: 0.0,
-    }
+    OrtCalibrator::new(random_batches(16, seed), SessionOptions::default())
 }
 
 /// Mean squared logit difference over held-out batches.

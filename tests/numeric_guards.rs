@@ -111,12 +111,7 @@ impl Calibrator for Poisoned {
 
 fn poisoned(value: &str, poison: Poison) -> Poisoned {
     Poisoned {
-        inner: OrtCalibrator {
-            batches: batches(),
-            examples: 24,
-            session: SessionOptions::default(),
-            seconds: 0.0,
-        },
+        inner: OrtCalibrator::new(batches(), SessionOptions::default()),
         value: value.to_string(),
         poison,
         nan_logits: false,

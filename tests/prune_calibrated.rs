@@ -11,12 +11,7 @@ use onnx_compress::testkit::shared::require_ort;
 use onnx_compress::testkit::synth::{random_batches, tiny_bert, ShapeStyle, SynthOptions};
 
 fn calibrator(seed: u64) -> OrtCalibrator {
-    OrtCalibrator {
-        batches: random_batches(24, seed),
-        examples: 24 * 8,
-        session: SessionOptions::default(),
-        seconds: 0.0,
-    }
+    OrtCalibrator::new(random_batches(24, seed), SessionOptions::default())
 }
 
 fn model() -> ModelProto {

@@ -30,12 +30,7 @@ fn synth() -> ModelProto {
 }
 
 fn calibrator(seed: u64) -> OrtCalibrator {
-    OrtCalibrator {
-        batches: random_batches(8, seed),
-        examples: 64,
-        session: SessionOptions::default(),
-        seconds: 0.0,
-    }
+    OrtCalibrator::new(random_batches(8, seed), SessionOptions::default())
 }
 
 /// Logits of `m` on each batch, concatenated.
