@@ -259,12 +259,13 @@ struct QuantizeArgs {
     /// Keep the embedding tables in float32.
     #[arg(long)]
     no_embeddings: bool,
-    /// int8: run each FFN on the first token ([CLS]) apart from the other tokens, with ranges of
-    /// its own, so its outlier activations do not coarsen every other token's. The default,
-    /// except with --per-tensor (which reproduces ONNX Runtime's quantize_dynamic).
+    /// int8: run each FFN (dynamic: and the Q/K/V projections) on the first token ([CLS]) apart
+    /// from the other tokens, with ranges of its own, so its outlier activations do not coarsen
+    /// every other token's. The default, except with --per-tensor (which reproduces ONNX
+    /// Runtime's quantize_dynamic).
     #[arg(long, overrides_with = "no_split_first_token")]
     split_first_token: bool,
-    /// int8: one FFN for all tokens, as the model was.
+    /// int8: every block runs all tokens at once, as the model did.
     #[arg(long)]
     no_split_first_token: bool,
     #[command(flatten)]

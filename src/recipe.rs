@@ -150,8 +150,8 @@ pub struct QuantizationSection {
     /// Node-name patterns kept in float.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,
-    /// int8: run each FFN on the first token apart (default: on for this tool's methods, off
-    /// for the reference's `dynamic` and `onnx`).
+    /// int8: run each FFN (dynamic: and Q/K/V) on the first token apart (default: on for this
+    /// tool's methods, off for the reference's `dynamic` and `onnx`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split_first_token: Option<bool>,
 }

@@ -1,5 +1,5 @@
-//! The first-token FFN split of the int8 modes: the split float graph computes what the model
-//! did, calibration measures the first token and the others apart, the int8 models keep the
+//! The first-token split of the int8 modes (Q/K/V and FFN): the split float graph computes what
+//! the model did, calibration measures the first token and the others apart, the int8 models keep the
 //! split, and `--per-tensor` (ONNX Runtime's quantize_dynamic) leaves the model unsplit unless asked.
 
 use std::collections::HashMap;
@@ -61,15 +61,31 @@ fn split_graph_computes_the_same_logits_in_every_layout() {
             seed: 3,
             ..Default::default()
         });
-        let s = split_first_token(&m).unwrap();
+        let s = split_first_token(&m, true).unwrap();
         assert_eq!(s.layers, vec![0, 1, 2], "{what}: {:?}", s.skipped);
-        assert!(s.skipped.is_empty(), "{what}: {:?}", s.skipped);
-        assert_eq!(count(&s.model, "Concat") - count(&m, "Concat"), 3, "{what}");
-        assert_eq!(count(&s.model, "MatMul") - count(&m, "MatMul"), 6, "{what}");
-        // Every MatMul input inside a split FFN maps back to a value of the input model.
-        assert_eq!(s.probes.len(), 12, "{what}");
-        assert!(
-            s.probes.values().filter(|p| p.tokens == Tokens::First).count() == 6,
+        // The pooler reads only the first token of layer 2: its FFN runs on that token alone.
+        assert_eq!(s.first_token_only, Some(2), "{what}");
+        // Q/K/V split where they are three MatMuls; a fused attention op is named and left whole.
+        let qkv_layers = if fused_attention {
+            assert_eq!(s.skipped.len(), 3, "{what}: {:?}", s.skipped);
+            assert!(s.skipped.iter().all(|w| w.ends_with("its attention is one fused op")), "{what}: {:?}", s.skipped);
+            0
+        } else {
+            assert!(s.skipped.is_empty(), "{what}: {:?}", s.skipped);
+            3
+        };
+        assert_eq!(s.qkv_layers.len(), qkv_layers, "{what}");
+        // Per FFN one Concat and a copy of its two MatMuls, less the last layer's other-tokens
+        // half (one Concat, two MatMuls); per Q/K/V three Concats and three MatMul copies.
+        assert_eq!(count(&s.model, "Concat") - count(&m, "Concat"), 3 - 1 + 3 * qkv_layers, "{what}");
+        assert_eq!(count(&s.model, "MatMul") - count(&m, "MatMul"), 6 - 2 + 3 * qkv_layers, "{what}");
+        // Every MatMul input inside a split block maps back to a value of the input model: per FFN
+        // both MatMuls' inputs in each half (the last layer's first half only), per Q/K/V the
+        // one input they share, in each half.
+        assert_eq!(s.probes.len(), 12 - 2 + 2 * qkv_layers, "{what}");
+        assert_eq!(
+            s.probes.values().filter(|p| p.tokens == Tokens::First).count(),
+            6 + qkv_layers,
             "{what}"
         );
         let (a, b) = (logits(&m, &bs, &what), logits(&s.model, &bs, &what));
@@ -84,7 +100,7 @@ fn models_that_are_not_transformers_are_left_alone_with_the_reason() {
     let mut g = m.clone();
     // Without its Softmax nodes nothing maps as attention.
     g.graph.as_mut().unwrap().node.retain(|n| n.op_type() != "Softmax");
-    let s = split_first_token(&g).unwrap();
+    let s = split_first_token(&g, true).unwrap();
     assert!(s.layers.is_empty());
     assert_eq!(s.model, g);
     assert!(s.skipped[0].contains("no transformer found"), "{:?}", s.skipped);
@@ -111,7 +127,7 @@ fn ffns_that_cannot_be_split_are_named_and_left_alone() {
         .get_or_insert_with(Default::default)
         .dim
         .resize(3, Default::default());
-    let s = split_first_token(&r3).unwrap();
+    let s = split_first_token(&r3, true).unwrap();
     assert!(s.layers.is_empty() && s.model == r3);
     assert!(s.skipped[0].contains("is not [batch, sequence]"), "{:?}", s.skipped);
     // A value inside layer 1's FFN (its activation) is also a graph output: that FFN is not a
@@ -124,7 +140,7 @@ fn ffns_that_cannot_be_split_are_named_and_left_alone() {
         name: Some(inside.clone()),
         ..Default::default()
     });
-    let s = split_first_token(&open).unwrap();
+    let s = split_first_token(&open, true).unwrap();
     assert_eq!(s.layers, vec![0]);
     assert_eq!(s.skipped.len(), 1, "{:?}", s.skipped);
     assert!(
@@ -133,6 +149,40 @@ fn ffns_that_cannot_be_split_are_named_and_left_alone() {
         "{:?}",
         s.skipped
     );
+}
+
+#[test]
+fn the_last_ffn_runs_on_every_token_when_the_model_reads_them() {
+    if !require_ort("running split graphs") {
+        return;
+    }
+    let m = tiny_bert(&SynthOptions {
+        layers: 2,
+        seed: 5,
+        ..Default::default()
+    });
+    let t = discover(&m).unwrap();
+    // The last layer's output is also a graph output (every token's hidden state).
+    let mut all = m.clone();
+    all.graph.as_mut().unwrap().output.push(ValueInfoProto {
+        name: Some(t.layers[1].output_norm.output.clone()),
+        ..Default::default()
+    });
+    let (s, s_all) = (split_first_token(&m, true).unwrap(), split_first_token(&all, true).unwrap());
+    assert_eq!(s.first_token_only, Some(1));
+    assert_eq!(s_all.first_token_only, None);
+    assert_eq!(s_all.layers, vec![0, 1]);
+    assert_eq!(count(&s_all.model, "Concat") - count(&s.model, "Concat"), 1);
+    assert_eq!(count(&s_all.model, "MatMul") - count(&s.model, "MatMul"), 2);
+    let bs = random_batches(3, 6);
+    let logits_only = |m: &ModelProto| {
+        let mut m = m.clone();
+        m.graph.as_mut().unwrap().output.truncate(1);
+        m
+    };
+    let (a, b) = (logits(&m, &bs, "input"), logits(&logits_only(&s_all.model), &bs, "split, all tokens read"));
+    let worst = a.iter().zip(&b).fold(0f32, |w, (x, y)| w.max((x - y).abs()));
+    assert!(worst < 1e-5, "logits differ by {worst}");
 }
 
 #[test]
@@ -219,33 +269,36 @@ fn static_split_ranges_leave_the_first_token_out_of_the_other_tokens_range() {
     };
     let (_, unsplit) = quantize::quantize(&m, &whole, Some(&mut cal())).unwrap();
     assert_eq!(split.first_token_split_layers, vec![0, 1]);
+    // Static mode splits the FFNs only (Q/K/V: dynamic mode).
+    assert!(split.first_token_split_qkv_layers.is_empty());
+    assert_eq!(split.first_token_only_ffn_layer, Some(1));
     assert!(unsplit.first_token_split_layers.is_empty());
+    assert_eq!(unsplit.first_token_only_ffn_layer, None);
     let by_value: HashMap<&str, (f32, f32)> = unsplit
         .activations
         .iter()
         .map(|a| (a.value.as_str(), (a.min, a.max)))
         .collect();
-    // Each FFN input and activation is measured three ways: all tokens (unsplit), the first
-    // token, the others; the two halves lie inside the whole, and together span it.
+    let find = |v: &str| split.activations.iter().find(|a| a.value == v);
+    // Each FFN input is measured three ways: all tokens (unsplit), the first token, the others;
+    // the two halves lie inside the whole, and together span it. The last FFN runs on the first
+    // token only: it has no other half.
     let t = discover(&m).unwrap();
     for l in &t.layers {
-        let f = l.ffn.as_ref().unwrap();
         let x = &l.attention_norm.output;
-        let find = |suffix: &str| {
-            split
-                .activations
-                .iter()
-                .find(|a| a.value == format!("{x}_{suffix}"))
-                .unwrap_or_else(|| panic!("no range for {x}_{suffix}: {:?}", split.activations))
-        };
-        let (first, rest) = (find("first"), find("after_first"));
+        let halves = l.index + 1 < t.layers.len();
+        let first = find(&format!("{x}_first")).unwrap_or_else(|| panic!("no range for {x}_first: {:?}", split.activations));
         let (lo, hi) = by_value[x.as_str()];
-        for a in [first, rest] {
-            assert!(a.min >= lo && a.max <= hi, "{a:?} outside [{lo}, {hi}]");
-        }
+        assert!(first.min >= lo && first.max <= hi, "{first:?} outside [{lo}, {hi}]");
+        let Some(rest) = find(&format!("{x}_after_first")) else {
+            assert!(!halves, "no range for {x}_after_first: {:?}", split.activations);
+            continue;
+        };
+        assert!(halves, "{x}_after_first is still read");
+        assert!(rest.min >= lo && rest.max <= hi, "{rest:?} outside [{lo}, {hi}]");
         assert_eq!(first.min.min(rest.min), lo);
         assert_eq!(first.max.max(rest.max), hi);
-        assert!(f.width > 0);
+        assert!(!split.activations.iter().any(|a| a.value == format!("{}_first", l.input)));
     }
 }
 

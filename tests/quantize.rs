@@ -131,9 +131,10 @@ fn dequantized_weights_lie_within_half_a_scale() {
             ..opts(Mode::Dynamic)
         };
         let (q, r) = quantize::quantize(&m, &o, None).unwrap();
-        // 2 layers × 6 projections, plus each FFN's up and down again for the first token (the
-        // split, on by default; one weight serves both), and three embedding tables.
-        assert_eq!(r.matmuls.len(), 16);
+        // 2 layers × 6 projections, plus Q, K, V and each FFN's up and down again for the first
+        // token (the split, on by default; one weight serves both halves), less the last FFN's
+        // other-tokens half (the pooler reads only the first token), and three embedding tables.
+        assert_eq!(r.matmuls.len(), 12 + 2 * 5 - 2);
         assert_eq!(r.embeddings.len(), 3);
         assert_eq!(check_weights(&m, &q, per_channel), 15);
         for mm in &r.matmuls {
@@ -187,7 +188,7 @@ fn dynamic_agrees_with_float32_and_runs_integer_kernels() {
         let c = ops(&q);
         assert_eq!(
             c.get("DynamicQuantizeMatMul").copied().unwrap_or(0) + c["MatMulIntegerToFloat"],
-            12 + 4,
+            12 + 2 * 5 - 2,
             "6 projections a layer, and FFN up and down again for the first token"
         );
         let l = logits(&q, &bs, "dynamic");
@@ -229,13 +230,14 @@ fn static_qdq_agrees_with_float32_and_becomes_integer_matmuls() {
             let mut cal = calibrator(7);
             let (q, r) = quantize::quantize(&m, &o, Some(&mut cal)).unwrap();
             // One QDQ pair per distinct MatMul input: Q/K/V share the LayerNorm output, and the
-            // FFN's two inputs are split into the first token and the others: 6 a layer.
-            assert_eq!(r.activations.len(), 2 * 6, "{method:?}");
+            // FFN's two inputs are split into the first token and the others: 6 a layer, less
+            // the last FFN's other-tokens half (static mode splits the FFNs only).
+            assert_eq!(r.activations.len(), 2 * 6 - 2, "{method:?}");
             let c = ops(&q);
-            assert_eq!(c["QuantizeLinear"], 12);
-            // 12 activations, 12 weights (each FFN weight serves both halves); the 3 embedding tables go through Cast + Mul
+            assert_eq!(c["QuantizeLinear"], 10);
+            // 10 activations, 12 weights (each FFN weight serves both halves); the 3 embedding tables go through Cast + Mul
             // (per-channel scales), which ONNX Runtime runs vectorized.
-            assert_eq!(c["DequantizeLinear"], 12 + 12);
+            assert_eq!(c["DequantizeLinear"], 10 + 12);
             let g = q.graph.as_ref().unwrap();
             let gathered_int8 = g
                 .node
@@ -280,7 +282,7 @@ fn static_qdq_agrees_with_float32_and_becomes_integer_matmuls() {
                 // ONNX Runtime fuses every QDQ MatMul into an integer kernel: no float MatMul reads a
                 // weight any more (the two attention MatMuls per layer stay float).
                 let oc = optimized_ops(&q, dir.path());
-                assert_eq!(oc.get("MatMulIntegerToFloat").copied().unwrap_or(0), 16, "{oc:?}");
+                assert_eq!(oc.get("MatMulIntegerToFloat").copied().unwrap_or(0), 12 + 2 * 2 - 2, "{oc:?}");
                 assert!(oc.get("MatMul").copied().unwrap_or(0) <= 4, "{oc:?}");
             }
         }
@@ -313,12 +315,14 @@ fn static_ort_form_matches_qdq_with_biases_folded() {
     };
     assert_eq!(params(&rq), params(&rf));
     let c = ops(&fused);
-    assert_eq!(c["QuantizeLinear"], 12);
+    assert_eq!(c["QuantizeLinear"], 10);
     assert_eq!(c.get("DequantizeLinear").copied().unwrap_or(0), 0, "{c:?}");
-    assert_eq!(c["MatMulIntegerToFloat"], 16);
+    assert_eq!(c["MatMulIntegerToFloat"], 12 + 2 * 2 - 2);
     assert_eq!(c["MatMul"], 2 * 2, "only the attention products stay float: {c:?}");
-    // Q/K/V and both halves' FFN up and down biases fold (2 × 7): the split FFN's down-projection
-    // feeds the Concat that joins the halves; the attention-output bias feeds a residual Add.
+    // Q/K/V and both halves' FFN up and down biases fold (7 in layer 0): the split FFN's
+    // down-projection feeds the Concat that joins the halves; the attention-output bias feeds a
+    // residual Add. Layer 1 runs its FFN on the first token only: Q/K/V and FFN up fold (4), its
+    // down-projection feeds the residual Add.
     let with_bias = fused
         .graph
         .as_ref()
@@ -327,9 +331,10 @@ fn static_ort_form_matches_qdq_with_biases_folded() {
         .iter()
         .filter(|n| n.op_type() == "MatMulIntegerToFloat" && n.input.len() == 7)
         .count();
-    assert_eq!(with_bias, 14);
-    // 14 folded, 6 more in the first-token copies (two biases and GELU's Add a layer).
-    assert_eq!(ops(&m)["Add"] + 6 - c["Add"], 14);
+    assert_eq!(with_bias, 7 + 4);
+    // 11 folded, 3 more in layer 0's first-token copy (two biases and GELU's Add); layer 1's
+    // first-token FFN and tail replace the originals.
+    assert_eq!(ops(&m)["Add"] + 3 - c["Add"], 11);
     check_weights(&m, &fused, true);
     let (a, b) = (logits(&qdq, &bs, "qdq"), logits(&fused, &bs, "fused"));
     let (rel, agree) = compare(&a, &b);
@@ -360,7 +365,7 @@ fn constant_zero_activations_fall_back_to_dynamic_and_say_where() {
     let m = synth();
     let (q, r) = quantize::quantize(&m, &opts(Mode::Static), Some(&mut Zeros)).unwrap();
     assert!(r.activations.is_empty());
-    assert_eq!(r.warnings.len(), 12, "{:?}", r.warnings);
+    assert_eq!(r.warnings.len(), 10, "{:?}", r.warnings);
     assert!(r
         .warnings
         .iter()
@@ -369,7 +374,7 @@ fn constant_zero_activations_fall_back_to_dynamic_and_say_where() {
     assert!(!c.contains_key("QuantizeLinear"));
     assert_eq!(
         c.get("DynamicQuantizeMatMul").copied().unwrap_or(0) + c["MatMulIntegerToFloat"],
-        16
+        12 + 2 * 2 - 2
     );
     // Every scale in the graph is finite and positive.
     let ix = GraphIndex::new(q.graph.as_ref().unwrap());
@@ -426,8 +431,9 @@ fn low_rank_chains_and_pruned_shapes_are_quantized() {
     let bs = random_batches(4, 9);
     let f = logits(&m, &bs, "float32 chain");
     let (q, r) = quantize::quantize(&m, &opts(Mode::Dynamic), None).unwrap();
-    // 14, and the first token's FFN (the factorized up-projection's two MatMuls and the down one).
-    assert_eq!(r.matmuls.len(), 14 + 2 * 3);
+    // 14, and the first token's Q/K/V and FFN (the factorized up-projection's two MatMuls and the
+    // down one), less the last FFN's other-tokens half.
+    assert_eq!(r.matmuls.len(), 14 + 2 * 3 + 2 * 3 - 3);
     assert!(r.matmuls.iter().any(|x| x.node.starts_with("lowrank")));
     let (rel, agree) = compare(&f, &logits(&q, &bs, "dynamic chain"));
     assert!(rel < 0.05 && agree >= 0.98, "{rel} {agree}");
@@ -454,12 +460,12 @@ fn exclude_keeps_named_matmuls_in_float() {
     let (_, r) = quantize::quantize(&m, &o, None).unwrap();
     assert!(!r.excluded.is_empty());
     // A pattern excludes a split FFN's first-token copy with it (even an exact name).
-    assert_eq!(r.matmuls.len() + r.excluded.len(), 16);
+    assert_eq!(r.matmuls.len() + r.excluded.len(), 12 + 2 * 5 - 2);
     assert!(r
         .matmuls
         .iter()
         .all(|x| !x.node.contains("layer.0.output.dense") && !x.node.contains("layer.1")));
-    assert_eq!(r.matmuls.len(), 6, "layer 0's Q, K, V, attention output, FFN up twice");
+    assert_eq!(r.matmuls.len(), 9, "layer 0's Q, K, V twice, attention output, FFN up twice");
     let exact = names.iter().find(|n| n.contains("0.intermediate")).unwrap();
     let (_, r) = quantize::quantize(
         &m,
@@ -754,6 +760,9 @@ fn shared_check(task: &str, extra: &[&str], limit: usize) -> Option<(f64, f64, f
             "1",
             "--task",
             task,
+            // The batch: dynamic ranges are found per batch, so agreement depends on it.
+            "--batch-size",
+            "32",
             "--limit",
         ])
         .arg(limit.to_string())
@@ -835,10 +844,13 @@ fn shared_mrpc_static_agrees_with_float32() {
 
 #[test]
 fn shared_mrpc_dynamic_and_fp16_agree_with_float32() {
-    let Some((agree, _, _, size)) = shared_check("mrpc", &["--mode", "dynamic"], 204) else {
+    // The whole dev set: MRPC's fragile examples (7 within 0.2 of the decision boundary) are where
+    // int8 and float32 part ways; dynamic INT8 agreed on 97.3% before Q/K/V were split too.
+    let Some((agree, acc, acc32, size)) = shared_check("mrpc", &["--mode", "dynamic"], 408) else {
         return;
     };
-    assert!(agree >= 0.97, "agreement {agree}");
+    assert!(agree >= 0.98, "agreement {agree}");
+    assert!(acc >= acc32 - 0.005, "accuracy {acc} vs float32 {acc32}");
     assert!(size <= 0.27, "size {size} of float32");
     let Some((agree, _, _, size)) = shared_check("mrpc", &["--mode", "fp16"], 204) else {
         return;

@@ -17,8 +17,9 @@
 //!   into.
 //! - `fp16`: see [`fp16`].
 //!
-//! Before either int8 rewrite, [`split`] (on by default) runs each FFN on the first token apart
-//! from the others, so that token's outlier activations get int8 ranges of their own.
+//! Before either int8 rewrite, [`split`] (on by default) runs each layer's FFN (and in dynamic
+//! mode its Q/K/V projections) on the first token apart from the others, so that token's outlier
+//! activations get int8 ranges of their own.
 
 pub mod calibrate;
 pub mod fp16;
@@ -105,8 +106,9 @@ pub struct QuantizeOptions {
     pub embeddings: bool,
     /// Static mode's graph form.
     pub static_form: StaticForm,
-    /// int8 modes: compute the first token's FFN apart from the other tokens' (see [`split`]), so
-    /// its outlier activations do not set the other tokens' int8 ranges.
+    /// int8 modes: compute the first token's FFN (dynamic: and Q/K/V projections) apart from the
+    /// other tokens' (see [`split`]), so its outlier activations do not set the other tokens' int8
+    /// ranges.
     pub split_first_token: bool,
 }
 
@@ -177,6 +179,11 @@ pub struct QuantizeReport {
     pub kept_float32: Vec<String>,
     /// Encoder layers whose FFN runs the first token apart (`split_first_token`).
     pub first_token_split_layers: Vec<usize>,
+    /// Encoder layers whose Q/K/V projections run the first token apart.
+    pub first_token_split_qkv_layers: Vec<usize>,
+    /// The last layer, when its FFN runs on the first token only (the model reads nothing else
+    /// of that layer's output).
+    pub first_token_only_ffn_layer: Option<usize>,
     /// Where a fallback was taken (a constant activation, an all-zero weight column, ...).
     pub warnings: Vec<String>,
     /// Bytes of tensor data (initializers and Constant nodes) before and after.
@@ -475,6 +482,8 @@ pub fn quantize(
         excluded: vec![],
         kept_float32: vec![],
         first_token_split_layers: vec![],
+        first_token_split_qkv_layers: vec![],
+        first_token_only_ffn_layer: None,
         warnings: vec![],
         weight_bytes_before: weight_bytes(model),
         weight_bytes_after: 0,
@@ -487,11 +496,16 @@ pub fn quantize(
         Mode::Fp16 => fp16::convert(model, opts, &mut report)?,
         Mode::Dynamic | Mode::Static => {
             let split = if opts.split_first_token {
-                let s = split::split_first_token(model)?;
+                // Q/K/V too in dynamic mode (MRPC, batch 32: 11 → 6 disagreements with FP32);
+                // static calibration gained nothing from it (seeds 0–5: 5–7 disagreements
+                // against 3–6) and lost 7% of its throughput (bench/RESULTS.md).
+                let s = split::split_first_token(model, opts.mode == Mode::Dynamic)?;
                 report
                     .warnings
                     .extend(s.skipped.iter().map(|w| format!("first token not split: {w}")));
                 report.first_token_split_layers = s.layers.clone();
+                report.first_token_split_qkv_layers = s.qkv_layers.clone();
+                report.first_token_only_ffn_layer = s.first_token_only;
                 Some(s)
             } else {
                 None

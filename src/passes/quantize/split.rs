@@ -1,18 +1,25 @@
-//! The first token's feed-forward blocks computed apart from the other tokens'.
+//! The first token's Q/K/V projections and feed-forward blocks computed apart from the other
+//! tokens'.
 //!
 //! In BERT-family encoders the first token ([CLS]) carries a few huge activations (here up to
 //! 28 in one hidden channel at the FFN input and 24 in one FFN neuron, where every other token
-//! stays below 7–18 and 6–8). A per-tensor int8 range must cover them, so every other token's
-//! FFN is quantized 2–4× coarser than it needs to be. Rewritten here, each FFN reads the sequence
-//! sliced in two, `x[:, :1]` and `x[:, 1:]`, runs the same nodes (sharing the weights) on each,
-//! and concatenates the two results along the sequence; calibration then measures each half's
-//! ranges on its own tokens ([`Tokens::First`], [`Tokens::AfterFirst`]). The float graph computes
-//! the same function as before, the FFN acting on each token on its own (the tests hold its logits
+//! stays below 7–18 and 6–8). A per-tensor int8 range must cover them, so every other token is
+//! quantized 2–4× coarser than it needs to be. Rewritten here, each layer's Q/K/V projections and
+//! its FFN read their input sliced in two, `x[:, :1]` and `x[:, 1:]`, run the same nodes (sharing
+//! the weights) on each, and concatenate the two results along the sequence; calibration then
+//! measures each half's ranges on its own tokens ([`Tokens::First`], [`Tokens::AfterFirst`]), and
+//! dynamic quantization finds each half's range on its own. The float graph computes the same
+//! function as before, these blocks acting on each token on its own (the tests hold its logits
 //! to 1e-5 of the input model's).
 //!
-//! Only FFNs whose input is the layer's LayerNorm output and whose nodes form a closed block are
-//! split, and only when the residual stream is [batch, sequence, hidden]: the word embedding's
-//! `Gather` reads a rank-2 `input_ids` and no node between it and the first layer reshapes.
+//! When the model reads nothing of the last layer but its first token (BERT's pooler: a
+//! `Gather` of index 0 on the sequence axis), the last FFN, its residual `Add` and LayerNorm run
+//! on the first token only: the other tokens' copy would be computed and thrown away.
+//!
+//! Only blocks that read the layer's input (Q/K/V) or its attention LayerNorm output (FFN)
+//! directly and whose nodes form a closed block are split, and only when the residual stream is
+//! [batch, sequence, hidden]: the word embedding's `Gather` reads a rank-2 `input_ids` and no
+//! node between it and the first layer reshapes.
 
 use std::collections::{HashMap, HashSet};
 
@@ -21,14 +28,19 @@ use crate::onnx::build::{attr_int, node, with_attrs};
 use crate::onnx::proto::ModelProto;
 use crate::onnx::{edit, tensor, GraphIndex};
 use crate::passes::PassError;
-use crate::structure::{discover, Transformer};
+use crate::structure::{discover, Linear, Qkv, Transformer};
 
 /// The split graph, which layers were split, and for each value of the split graph that a
 /// quantized MatMul may read and that is a slice of a value of the input model: that value and
 /// the tokens it holds (what calibration measures on the input model).
 pub struct Split {
     pub model: ModelProto,
+    /// Layers whose FFN was split.
     pub layers: Vec<usize>,
+    /// Layers whose Q/K/V projections were split.
+    pub qkv_layers: Vec<usize>,
+    /// The last layer, when its FFN runs on the first token only (nothing reads the others).
+    pub first_token_only: Option<usize>,
     pub probes: HashMap<String, Probe>,
     /// The first-token copy of each node (by name) → the node it copies.
     pub origin: HashMap<String, String>,
@@ -93,12 +105,141 @@ fn sequence_on_axis_1(ix: &GraphIndex, t: &Transformer) -> Result<(), String> {
     Ok(())
 }
 
-/// Splits every FFN it can; the others are listed in `skipped`. A model that is not a transformer
-/// the structure discovery can map is returned unchanged, with the reason.
-pub fn split_first_token(model: &ModelProto) -> Result<Split, PassError> {
+/// Which part of a layer a block is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Qkv,
+    Ffn,
+}
+
+/// Nodes run twice, on the first token and on the others: they read `input` and are read
+/// outside only through `outputs` (each with its producer), which the halves are joined into.
+struct Block {
+    layer: usize,
+    part: Part,
+    nodes: HashSet<usize>,
+    input: String,
+    outputs: Vec<(String, usize)>,
+}
+
+/// Why `nodes` is not a closed block: a node reshapes or holds a subgraph, reads a computed value
+/// other than `input` from outside, or has an output other than `outputs` read outside.
+fn open(ix: &GraphIndex, nodes: &HashSet<usize>, inputs: &[&str], outputs: &[&str], what: &str) -> Option<String> {
+    let mut sorted: Vec<usize> = nodes.iter().copied().collect();
+    sorted.sort_unstable();
+    sorted.into_iter().find_map(|i| {
+        let n = ix.node(i);
+        if RESHAPING.contains(&n.op_type()) || !n.attribute.iter().all(|a| a.g.is_none() && a.graphs.is_empty()) {
+            return Some(format!("{} inside its {what}", ix.node_label(i)));
+        }
+        for v in ix.dynamic_inputs(i) {
+            if !inputs.contains(&v) && !ix.producer(v).is_some_and(|p| nodes.contains(&p)) {
+                return Some(format!("{} reads '{v}' from outside its {what}", ix.node_label(i)));
+            }
+        }
+        n.output.iter().filter(|o| !outputs.contains(&o.as_str())).find_map(|o| {
+            (ix.is_graph_output(o) || ix.consumers(o).iter().any(|c| !nodes.contains(c)))
+                .then(|| format!("'{o}' inside its {what} is read outside it"))
+        })
+    })
+}
+
+/// A block of linear layers (with whatever lies between each and its output) all reading `input`.
+fn linear_block(
+    ix: &GraphIndex,
+    layer: usize,
+    part: Part,
+    input: &str,
+    linears: &[&Linear],
+    what: &str,
+) -> Result<Block, String> {
+    let mut nodes = HashSet::new();
+    let mut outputs = vec![];
+    for lin in linears {
+        if lin.transposed || ix.node(lin.node).op_type() != "MatMul" {
+            return Err(format!("its {what} is a Gemm (2-D activations)"));
+        }
+        if ix.node(lin.node).input[0] != input {
+            return Err(format!("its {what} does not read the {} directly", match part {
+                Part::Qkv => "layer input",
+                Part::Ffn => "LayerNorm output",
+            }));
+        }
+        let last = ix
+            .producer(&lin.output)
+            .ok_or_else(|| format!("its {what} output '{}' is not computed", lin.output))?;
+        nodes.extend(between(ix, lin.node, last));
+        outputs.push((lin.output.clone(), last));
+    }
+    let outs: Vec<&str> = outputs.iter().map(|(o, _)| o.as_str()).collect();
+    if let Some(why) = open(ix, &nodes, &[input], &outs, what) {
+        return Err(why);
+    }
+    Ok(Block {
+        layer,
+        part,
+        nodes,
+        input: input.to_string(),
+        outputs,
+    })
+}
+
+/// The last layer's nodes after its FFN (residual `Add`, LayerNorm) when the model reads only the
+/// first token of that layer's output: every reader is a `Gather` of index 0 on axis 1. They read
+/// only the FFN output and the FFN input (the residual), so they can run on the first token alone.
+struct Tail {
+    block: usize,
+    nodes: HashSet<usize>,
+    output: String,
+    readers: HashSet<usize>,
+}
+
+fn first_token_tail(ix: &GraphIndex, t: &Transformer, blocks: &[Block]) -> Option<Tail> {
+    let last = t.layers.last()?;
+    let b = blocks
+        .iter()
+        .position(|b| b.layer == last.index && b.part == Part::Ffn)?;
+    let blk = &blocks[b];
+    let output = &last.output_norm.output;
+    let readers = ix.consumers(output);
+    let first_token = |&i: &usize| {
+        let n = ix.node(i);
+        n.op_type() == "Gather"
+            && ix.attr_i(i, "axis") == Some(1)
+            && n.input.get(1).and_then(|v| ix.const_i64(v)) == Some(vec![0])
+    };
+    if ix.is_graph_output(output) || readers.is_empty() || !readers.iter().all(first_token) {
+        return None;
+    }
+    let (ffn_out, _) = &blk.outputs[0];
+    let mut nodes = HashSet::new();
+    for &c in ix.consumers(ffn_out) {
+        nodes.extend(between(ix, c, last.output_norm.node));
+    }
+    let all_read_inside = ix.consumers(ffn_out).iter().all(|c| nodes.contains(c));
+    if !nodes.contains(&last.output_norm.node) || !all_read_inside || ix.is_graph_output(ffn_out) {
+        return None;
+    }
+    if open(ix, &nodes, &[ffn_out, &blk.input], &[output], "last layer").is_some() {
+        return None;
+    }
+    Some(Tail {
+        block: b,
+        nodes,
+        output: output.clone(),
+        readers: readers.iter().copied().collect(),
+    })
+}
+
+/// Splits every FFN block it can, and with `qkv` every Q/K/V block; the others are listed in
+/// `skipped`. A model that is not a transformer the structure discovery can map is returned
+/// unchanged, with the reason.
+pub fn split_first_token(model: &ModelProto, qkv: bool) -> Result<Split, PassError> {
     let unchanged = |skipped: Vec<String>| Split {
         model: model.clone(),
         layers: vec![],
+        qkv_layers: vec![],
+        first_token_only: None,
         probes: HashMap::new(),
         origin: HashMap::new(),
         skipped,
@@ -116,76 +257,67 @@ pub fn split_first_token(model: &ModelProto) -> Result<Split, PassError> {
         return Ok(unchanged(vec![why]));
     }
 
-    // Per split layer: its FFN nodes, input, output.
-    struct Block {
-        layer: usize,
-        nodes: HashSet<usize>,
-        up: usize,
-        last: usize,
-        input: String,
-        output: String,
-    }
     let mut blocks = vec![];
     let mut skipped = vec![];
     for l in &t.layers {
-        let Some(f) = &l.ffn else { continue };
-        let (up, down) = (&f.up, &f.down);
-        let input = ix.node(up.node).input[0].clone();
-        let why = if up.transposed || down.transposed || ix.node(up.node).op_type() != "MatMul" {
-            Some("its FFN is a Gemm (2-D activations)".to_string())
-        } else if input != l.attention_norm.output {
-            Some("its FFN does not read the LayerNorm output directly".to_string())
-        } else {
-            None
-        };
-        if let Some(why) = why {
-            skipped.push(format!("layer {}: {why}", l.index));
-            continue;
-        }
-        let Some(last) = ix.producer(&down.output) else {
-            continue;
-        };
-        let nodes = between(&ix, up.node, last);
-        // Closed: every computed input comes from inside or is the FFN input; nothing inside
-        // but the output is read outside; nothing reshapes.
-        let open = nodes.iter().find_map(|&i| {
-            let n = ix.node(i);
-            if RESHAPING.contains(&n.op_type()) || !n.attribute.iter().all(|a| a.g.is_none() && a.graphs.is_empty()) {
-                return Some(format!("{} inside its FFN", ix.node_label(i)));
-            }
-            for v in ix.dynamic_inputs(i) {
-                if v != input && !ix.producer(v).is_some_and(|p| nodes.contains(&p)) {
-                    return Some(format!("{} reads '{v}' from outside its FFN", ix.node_label(i)));
+        if let Some(a) = l.attention.as_ref().filter(|_| qkv) {
+            let qkv = match &a.qkv {
+                Qkv::Separate { q, k, v } if !a.fused => {
+                    linear_block(&ix, l.index, Part::Qkv, &l.input, &[q, k, v], "Q/K/V")
                 }
+                _ => Err("its attention is one fused op".to_string()),
+            };
+            match qkv {
+                Ok(b) => blocks.push(b),
+                Err(why) => skipped.push(format!("layer {}: {why}", l.index)),
             }
-            n.output.iter().filter(|o| **o != down.output).find_map(|o| {
-                (ix.is_graph_output(o) || ix.consumers(o).iter().any(|c| !nodes.contains(c)))
-                    .then(|| format!("'{o}' inside its FFN is read outside it"))
-            })
-        });
-        if let Some(why) = open {
-            skipped.push(format!("layer {}: {why}", l.index));
-            continue;
         }
-        blocks.push(Block {
-            layer: l.index,
-            nodes,
-            up: up.node,
-            last,
-            input,
-            output: down.output.clone(),
+        if let Some(f) = &l.ffn {
+            // The FFN runs from the up projection's input to the down projection's output.
+            let mut down_only = f.down.clone();
+            down_only.node = f.up.node;
+            let ffn = if f.up.transposed || f.down.transposed {
+                Err("its FFN is a Gemm (2-D activations)".to_string())
+            } else {
+                linear_block(&ix, l.index, Part::Ffn, &l.attention_norm.output, &[&down_only], "FFN")
+            };
+            match ffn {
+                Ok(b) => blocks.push(b),
+                Err(why) => skipped.push(format!("layer {}: {why}", l.index)),
+            }
+        }
+    }
+    // A node in two blocks (a Q/K/V projection feeding the FFN?) splits neither.
+    let mut owner: HashMap<usize, usize> = HashMap::new();
+    let mut shared = HashSet::new();
+    for (b, blk) in blocks.iter().enumerate() {
+        for &i in &blk.nodes {
+            if let Some(other) = owner.insert(i, b) {
+                shared.extend([b, other]);
+            }
+        }
+    }
+    if !shared.is_empty() {
+        for &b in &shared {
+            skipped.push(format!("layer {}: its blocks overlap", blocks[b].layer));
+        }
+        let mut b = 0;
+        blocks.retain(|_| {
+            b += 1;
+            !shared.contains(&(b - 1))
         });
     }
-
     if blocks.is_empty() {
         return Ok(unchanged(skipped));
     }
+    let tail = first_token_tail(&ix, &t, &blocks);
+
     let mut m = model.clone();
     let out_g = m.graph.as_mut().ok_or_else(|| PassError::Internal("no graph".into()))?;
     let mut taken = edit::names(out_g);
     let mut probes = HashMap::new();
     let mut origin = HashMap::new();
-    let mut layers = vec![];
+    let (mut layers, mut qkv_layers) = (vec![], vec![]);
     let zero = edit::fresh_name(&mut taken, "first_token_split_0");
     let one = edit::fresh_name(&mut taken, "first_token_split_1");
     let end = edit::fresh_name(&mut taken, "first_token_split_end");
@@ -198,18 +330,67 @@ pub fn split_first_token(model: &ModelProto) -> Result<Split, PassError> {
         .enumerate()
         .flat_map(|(b, blk)| blk.nodes.iter().map(move |&i| (i, b)))
         .collect();
+    let starts: HashMap<usize, usize> = blocks
+        .iter()
+        .enumerate()
+        .filter_map(|(b, blk)| blk.nodes.iter().min().map(|&i| (i, b)))
+        .collect();
     // Per block: the renaming of the rest copy (original nodes) and of the first-token copy.
     let mut rest: Vec<HashMap<String, String>> = vec![HashMap::new(); blocks.len()];
     let mut first: Vec<HashMap<String, String>> = vec![HashMap::new(); blocks.len()];
+    // The last layer's tail on the first token: its renaming, and what the rest no longer needs.
+    let mut tail_first: HashMap<String, String> = HashMap::new();
+    let mut unneeded: HashSet<String> = HashSet::new();
     let mut nodes = Vec::with_capacity(g.node.len() + 16 * blocks.len());
     for (i, n) in g.node.iter().enumerate() {
+        if let Some(tl) = tail.as_ref() {
+            if tl.nodes.contains(&i) {
+                // Kept as it is (removed below once nothing reads it), then copied for the first token.
+                if tail_first.is_empty() {
+                    let blk = &blocks[tl.block];
+                    let (ffn_out, _) = &blk.outputs[0];
+                    tail_first.insert(ffn_out.clone(), first[tl.block][ffn_out].clone());
+                    tail_first.insert(blk.input.clone(), first[tl.block][&blk.input].clone());
+                    unneeded.extend(rest[tl.block].values().cloned());
+                    unneeded.insert(ffn_out.clone());
+                }
+                nodes.push(n.clone());
+                unneeded.extend(n.output.iter().cloned());
+                let mut c = n.clone();
+                for v in c.input.iter_mut() {
+                    if let Some(r) = tail_first.get(v.as_str()) {
+                        *v = r.clone();
+                    }
+                }
+                for o in c.output.iter_mut().filter(|o| !o.is_empty()) {
+                    let r = edit::fresh_name(&mut taken, &format!("{o}_first"));
+                    tail_first.insert(o.clone(), r.clone());
+                    *o = r;
+                }
+                if !n.name().is_empty() {
+                    c.name = Some(format!("{}_first", n.name()));
+                    origin.insert(c.name().to_string(), n.name().to_string());
+                }
+                nodes.push(c);
+                continue;
+            }
+            if tl.readers.contains(&i) {
+                let mut c = n.clone();
+                c.input[0] = tail_first[&tl.output].clone();
+                nodes.push(c);
+                continue;
+            }
+        }
         let Some(&b) = by_node.get(&i) else {
             nodes.push(n.clone());
             continue;
         };
         let blk = &blocks[b];
-        let base = format!("/first_token_split/layer.{}", blk.layer);
-        if i == blk.up {
+        let base = match blk.part {
+            Part::Ffn => format!("/first_token_split/layer.{}", blk.layer),
+            Part::Qkv => format!("/first_token_split/layer.{}/qkv", blk.layer),
+        };
+        if starts.get(&i) == Some(&b) {
             let xr = edit::fresh_name(&mut taken, &format!("{}_after_first", blk.input));
             let xf = edit::fresh_name(&mut taken, &format!("{}_first", blk.input));
             nodes.push(node(
@@ -257,23 +438,36 @@ pub fn split_first_token(model: &ModelProto) -> Result<Split, PassError> {
             }
             nodes.push(c);
         }
-        if i == blk.last {
+        for (k, (out, _)) in blk.outputs.iter().enumerate().filter(|(_, (_, p))| *p == i) {
+            let name = match blk.part {
+                Part::Ffn => format!("{base}/Concat"),
+                Part::Qkv => format!("{base}/Concat_{}", ["q", "k", "v"][k]),
+            };
             nodes.push(with_attrs(
-                node(
-                    "Concat",
-                    &format!("{base}/Concat"),
-                    &[&first[b][&blk.output], &rest[b][&blk.output]],
-                    &[&blk.output],
-                ),
+                node("Concat", &name, &[&first[b][out], &rest[b][out]], &[out]),
                 vec![attr_int("axis", 1)],
             ));
-            layers.push(blk.layer);
+        }
+        if blk.outputs.last().is_some_and(|&(_, p)| p == i) {
+            match blk.part {
+                Part::Ffn => layers.push(blk.layer),
+                Part::Qkv => qkv_layers.push(blk.layer),
+            }
         }
     }
     out_g.node = nodes;
+    if tail.is_some() {
+        edit::remove_unread_among(out_g, &unneeded);
+        let read: HashSet<&str> = out_g.node.iter().flat_map(|n| n.input.iter().map(String::as_str)).collect();
+        probes.retain(|v, _| read.contains(v.as_str()));
+    }
+    layers.sort_unstable();
+    qkv_layers.sort_unstable();
     Ok(Split {
         model: m,
         layers,
+        qkv_layers,
+        first_token_only: tail.map(|_| t.layers.last().map_or(0, |l| l.index)),
         probes,
         origin,
         skipped,
