@@ -4,13 +4,13 @@
 //! In BERT-family encoders the first token ([CLS]) carries a few huge activations (here up to
 //! 28 in one hidden channel at the FFN input and 24 in one FFN neuron, where every other token
 //! stays below 7–18 and 6–8). A per-tensor int8 range must cover them, so every other token is
-//! quantized 2–4× coarser than it needs to be. Rewritten here, each layer's Q/K/V projections and
-//! its FFN read their input sliced in two, `x[:, :1]` and `x[:, 1:]`, run the same nodes (sharing
-//! the weights) on each, and concatenate the two results along the sequence; calibration then
-//! measures each half's ranges on its own tokens ([`Tokens::First`], [`Tokens::AfterFirst`]), and
-//! dynamic quantization finds each half's range on its own. The float graph computes the same
-//! function as before, these blocks acting on each token on its own (the tests hold its logits
-//! to 1e-5 of the input model's).
+//! quantized 2–4× coarser than it needs to be. Rewritten here, each layer's FFN (and, when asked,
+//! its Q/K/V projections: the quantize pass asks in dynamic mode) reads its input sliced in two,
+//! `x[:, :1]` and `x[:, 1:]`, runs the same nodes (sharing the weights) on each, and concatenates
+//! the two results along the sequence; calibration then measures each half's ranges on its own
+//! tokens ([`Tokens::First`], [`Tokens::AfterFirst`]), and dynamic quantization finds each half's
+//! range on its own. The float graph computes the same function as before, these blocks acting on
+//! each token on its own (the tests hold its logits to 1e-5 of the input model's).
 //!
 //! When the model reads nothing of the last layer but its first token (BERT's pooler: a
 //! `Gather` of index 0 on the sequence axis), the last FFN, its residual `Add` and LayerNorm run
@@ -123,7 +123,7 @@ struct Block {
 }
 
 /// Why `nodes` is not a closed block: a node reshapes or holds a subgraph, reads a computed value
-/// other than `input` from outside, or has an output other than `outputs` read outside.
+/// from outside other than `inputs`, or has an output other than `outputs` read outside.
 fn open(ix: &GraphIndex, nodes: &HashSet<usize>, inputs: &[&str], outputs: &[&str], what: &str) -> Option<String> {
     let mut sorted: Vec<usize> = nodes.iter().copied().collect();
     sorted.sort_unstable();
@@ -188,6 +188,7 @@ fn linear_block(
 /// first token of that layer's output: every reader is a `Gather` of index 0 on axis 1. They read
 /// only the FFN output and the FFN input (the residual), so they can run on the first token alone.
 struct Tail {
+    layer: usize,
     block: usize,
     nodes: HashSet<usize>,
     output: String,
@@ -224,6 +225,7 @@ fn first_token_tail(ix: &GraphIndex, t: &Transformer, blocks: &[Block]) -> Optio
         return None;
     }
     Some(Tail {
+        layer: last.index,
         block: b,
         nodes,
         output: output.clone(),
@@ -467,7 +469,7 @@ pub fn split_first_token(model: &ModelProto, qkv: bool) -> Result<Split, PassErr
         model: m,
         layers,
         qkv_layers,
-        first_token_only: tail.map(|_| t.layers.last().map_or(0, |l| l.index)),
+        first_token_only: tail.map(|tl| tl.layer),
         probes,
         origin,
         skipped,
