@@ -28,6 +28,11 @@ fn logits(m: &ModelProto, bs: &[Batch], what: &str) -> Vec<f32> {
         .collect()
 }
 
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).fold(0f32, |w, (x, y)| w.max((x - y).abs()))
+}
+
 fn count(m: &ModelProto, op: &str) -> usize {
     m.graph
         .as_ref()
@@ -89,7 +94,7 @@ fn split_graph_computes_the_same_logits_in_every_layout() {
             "{what}"
         );
         let (a, b) = (logits(&m, &bs, &what), logits(&s.model, &bs, &what));
-        let worst = a.iter().zip(&b).fold(0f32, |w, (x, y)| w.max((x - y).abs()));
+        let worst = max_diff(&a, &b);
         assert!(worst < 1e-5, "{what}: logits differ by {worst}");
     }
 }
@@ -181,7 +186,7 @@ fn the_last_ffn_runs_on_every_token_when_the_model_reads_them() {
         m
     };
     let (a, b) = (logits(&m, &bs, "input"), logits(&logits_only(&s_all.model), &bs, "split, all tokens read"));
-    let worst = a.iter().zip(&b).fold(0f32, |w, (x, y)| w.max((x - y).abs()));
+    let worst = max_diff(&a, &b);
     assert!(worst < 1e-5, "logits differ by {worst}");
 }
 
