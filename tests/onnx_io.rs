@@ -129,6 +129,12 @@ fn external_data_round_trips() {
         .any(onnx::tensor::is_external));
     // …and loading brings every tensor back bit for bit.
     assert_same_model(&m, &onnx::load(&out).unwrap());
+    // Saved again over it without external data: the old side file goes with the old model.
+    let s = onnx::save(&m, &out, &SaveOptions::default()).unwrap();
+    assert!(s.data_file.is_none());
+    assert!(!data.exists(), "stale {} left beside the new model", data.display());
+    assert_eq!(onnx::io::size_on_disk(&out), s.bytes);
+    assert_same_model(&m, &onnx::load(&out).unwrap());
 }
 
 #[test]

@@ -306,7 +306,7 @@ pub fn data_file_for(path: &Path) -> PathBuf {
 }
 
 /// Writes the model atomically. Tensors of at least 1 KiB go to `<path>.data` when external
-/// data is used.
+/// data is used; without it, an old `<path>.data` (the replaced model's) is removed.
 pub fn save(model: &ModelProto, path: &Path, opts: &SaveOptions) -> Result<SaveSummary, OnnxError> {
     ensure_not_overwriting(&opts.protect, path)?;
     let dir = match path.parent() {
@@ -336,6 +336,13 @@ pub fn save(model: &ModelProto, path: &Path, opts: &SaveOptions) -> Result<SaveS
             });
         }
         write_atomic(path, &dir, &[&bytes])?;
+        // A `<path>.data` left beside it belonged to the model this one replaced (this tool's
+        // name for a side file; an input's files were refused above): it would read as this
+        // model's data (`size_on_disk` counts it), so it goes.
+        let stale = data_file_for(path);
+        if stale.is_file() {
+            fs::remove_file(&stale).map_err(io_err(&stale))?;
+        }
         return Ok(SaveSummary {
             path: path.to_path_buf(),
             bytes: bytes.len() as u64,
