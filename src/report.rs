@@ -327,9 +327,12 @@ pub fn run_text(r: &crate::pipeline::RunReport) -> String {
 }
 
 pub fn quantize_text(r: &crate::passes::quantize::QuantizeReport, output: &std::path::Path, bytes: u64) -> String {
-    use crate::passes::quantize::Mode;
+    use crate::passes::quantize::{Mode, StaticForm};
     let mut o = String::new();
     let mode = match r.options.mode {
+        Mode::Static if r.options.static_form == StaticForm::Ort => {
+            "static int8 (calibrated, ONNX Runtime's MatMulIntegerToFloat form)"
+        }
         Mode::Static => "static int8 (QDQ, calibrated)",
         Mode::Dynamic => "dynamic int8 (DynamicQuantizeMatMul)",
         Mode::Fp16 => "float16",
@@ -350,6 +353,7 @@ pub fn quantize_text(r: &crate::passes::quantize::QuantizeReport, output: &std::
             worst,
             r.excluded.len()
         );
+        let _ = writeln!(o, "first token  {}", first_token_text(r));
         if r.options.mode == Mode::Static {
             let _ = writeln!(
                 o,
@@ -396,6 +400,29 @@ pub fn quantize_text(r: &crate::passes::quantize::QuantizeReport, output: &std::
     );
     let _ = writeln!(o, "wrote {} ({} bytes)", output.display(), bytes);
     o
+}
+
+/// What the first-token split did, in one line.
+fn first_token_text(r: &crate::passes::quantize::QuantizeReport) -> String {
+    if !r.options.split_first_token {
+        return "not split (every block runs all tokens at once)".into();
+    }
+    let list = |l: &[usize]| l.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+    let mut parts = vec![];
+    if !r.first_token_split_layers.is_empty() {
+        parts.push(format!("FFN split in layers {}", list(&r.first_token_split_layers)));
+    }
+    if !r.first_token_split_qkv_layers.is_empty() {
+        parts.push(format!("Q/K/V split in layers {}", list(&r.first_token_split_qkv_layers)));
+    }
+    if let Some(l) = r.first_token_only_ffn_layer {
+        parts.push(format!("layer {l}'s FFN on the first token only (the rest is not read)"));
+    }
+    if parts.is_empty() {
+        "nothing split (see the notes)".into()
+    } else {
+        parts.join("; ")
+    }
 }
 
 pub fn lowrank_text(r: &LowrankReport, output: &std::path::Path) -> String {

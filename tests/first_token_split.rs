@@ -336,6 +336,21 @@ fn per_tensor_leaves_the_model_unsplit_unless_asked() {
     assert!(split_of(&["--per-tensor", "--split-first-token"]));
     assert!(!split_of(&["--no-split-first-token"]));
     assert!(split_of(&["--no-split-first-token", "--split-first-token"]));
+    // The text report says what was split (tiny_bert: 2 layers; Q/K/V in dynamic mode only).
+    let text = |args: &[&str]| {
+        let o = quantize(args);
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        let out = String::from_utf8_lossy(&o.stdout).to_string();
+        out.lines().find(|l| l.starts_with("first token")).unwrap_or_else(|| panic!("{out}")).to_string()
+    };
+    assert_eq!(
+        text(&["--mode", "dynamic"]),
+        "first token  FFN split in layers 0,1; Q/K/V split in layers 0,1; layer 1's FFN on the first token only (the rest is not read)"
+    );
+    assert_eq!(
+        text(&["--mode", "dynamic", "--no-split-first-token"]),
+        "first token  not split (every block runs all tokens at once)"
+    );
     // fp16 has nothing to split, and says so in its options; asking for the split is an error.
     let o = quantize(&["--mode", "fp16", "--json"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
