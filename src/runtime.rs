@@ -306,6 +306,12 @@ pub fn capture(
             });
         }
     }
+    // Only what the wanted values depend on runs: the model's own outputs are dropped and the
+    // nodes after the values with them (a layer-by-layer pass reads one layer at a time).
+    if !names.is_empty() {
+        g.output.retain(|o| names.iter().any(|n| n == o.name()));
+        crate::onnx::edit::remove_unused(g);
+    }
     let mut model = open_bytes(&m.encode_to_vec(), "calibration copy of the model", opts)?;
     drop(m);
     for (bi, batch) in batches.iter().enumerate() {
