@@ -413,10 +413,15 @@ fn first_token_text(r: &crate::passes::quantize::QuantizeReport) -> String {
         parts.push(format!("FFN split in layers {}", list(&r.first_token_split_layers)));
     }
     if !r.first_token_split_qkv_layers.is_empty() {
-        parts.push(format!("Q/K/V split in layers {}", list(&r.first_token_split_qkv_layers)));
+        parts.push(format!(
+            "Q/K/V split in layers {}",
+            list(&r.first_token_split_qkv_layers)
+        ));
     }
     if let Some(l) = r.first_token_only_ffn_layer {
-        parts.push(format!("layer {l}'s FFN on the first token only (the rest is not read)"));
+        parts.push(format!(
+            "layer {l}'s FFN on the first token only (the rest is not read)"
+        ));
     }
     if parts.is_empty() {
         "nothing split (see the notes)".into()

@@ -73,7 +73,11 @@ fn split_graph_computes_the_same_logits_in_every_layout() {
         // Q/K/V split where they are three MatMuls; a fused attention op is named and left whole.
         let qkv_layers = if fused_attention {
             assert_eq!(s.skipped.len(), 3, "{what}: {:?}", s.skipped);
-            assert!(s.skipped.iter().all(|w| w.ends_with("its attention is one fused op")), "{what}: {:?}", s.skipped);
+            assert!(
+                s.skipped.iter().all(|w| w.ends_with("its attention is one fused op")),
+                "{what}: {:?}",
+                s.skipped
+            );
             0
         } else {
             assert!(s.skipped.is_empty(), "{what}: {:?}", s.skipped);
@@ -82,8 +86,16 @@ fn split_graph_computes_the_same_logits_in_every_layout() {
         assert_eq!(s.qkv_layers.len(), qkv_layers, "{what}");
         // Per FFN one Concat and a copy of its two MatMuls, less the last layer's other-tokens
         // half (one Concat, two MatMuls); per Q/K/V three Concats and three MatMul copies.
-        assert_eq!(count(&s.model, "Concat") - count(&m, "Concat"), 3 - 1 + 3 * qkv_layers, "{what}");
-        assert_eq!(count(&s.model, "MatMul") - count(&m, "MatMul"), 6 - 2 + 3 * qkv_layers, "{what}");
+        assert_eq!(
+            count(&s.model, "Concat") - count(&m, "Concat"),
+            3 - 1 + 3 * qkv_layers,
+            "{what}"
+        );
+        assert_eq!(
+            count(&s.model, "MatMul") - count(&m, "MatMul"),
+            6 - 2 + 3 * qkv_layers,
+            "{what}"
+        );
         // Every MatMul input inside a split block maps back to a value of the input model: per FFN
         // both MatMuls' inputs in each half (the last layer's first half only), per Q/K/V the
         // one input they share, in each half.
@@ -173,7 +185,10 @@ fn the_last_ffn_runs_on_every_token_when_the_model_reads_them() {
         name: Some(t.layers[1].output_norm.output.clone()),
         ..Default::default()
     });
-    let (s, s_all) = (split_first_token(&m, true).unwrap(), split_first_token(&all, true).unwrap());
+    let (s, s_all) = (
+        split_first_token(&m, true).unwrap(),
+        split_first_token(&all, true).unwrap(),
+    );
     assert_eq!(s.first_token_only, Some(1));
     assert_eq!(s_all.first_token_only, None);
     assert_eq!(s_all.layers, vec![0, 1]);
@@ -185,7 +200,10 @@ fn the_last_ffn_runs_on_every_token_when_the_model_reads_them() {
         m.graph.as_mut().unwrap().output.truncate(1);
         m
     };
-    let (a, b) = (logits(&m, &bs, "input"), logits(&logits_only(&s_all.model), &bs, "split, all tokens read"));
+    let (a, b) = (
+        logits(&m, &bs, "input"),
+        logits(&logits_only(&s_all.model), &bs, "split, all tokens read"),
+    );
     let worst = max_diff(&a, &b);
     assert!(worst < 1e-5, "logits differ by {worst}");
 }
@@ -292,7 +310,8 @@ fn static_split_ranges_leave_the_first_token_out_of_the_other_tokens_range() {
     for l in &t.layers {
         let x = &l.attention_norm.output;
         let halves = l.index + 1 < t.layers.len();
-        let first = find(&format!("{x}_first")).unwrap_or_else(|| panic!("no range for {x}_first: {:?}", split.activations));
+        let first =
+            find(&format!("{x}_first")).unwrap_or_else(|| panic!("no range for {x}_first: {:?}", split.activations));
         let (lo, hi) = by_value[x.as_str()];
         assert!(first.min >= lo && first.max <= hi, "{first:?} outside [{lo}, {hi}]");
         let Some(rest) = find(&format!("{x}_after_first")) else {
@@ -303,7 +322,10 @@ fn static_split_ranges_leave_the_first_token_out_of_the_other_tokens_range() {
         assert!(rest.min >= lo && rest.max <= hi, "{rest:?} outside [{lo}, {hi}]");
         assert_eq!(first.min.min(rest.min), lo);
         assert_eq!(first.max.max(rest.max), hi);
-        assert!(!split.activations.iter().any(|a| a.value == format!("{}_first", l.input)));
+        assert!(!split
+            .activations
+            .iter()
+            .any(|a| a.value == format!("{}_first", l.input)));
     }
 }
 
@@ -341,7 +363,10 @@ fn per_tensor_leaves_the_model_unsplit_unless_asked() {
         let o = quantize(args);
         assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
         let out = String::from_utf8_lossy(&o.stdout).to_string();
-        out.lines().find(|l| l.starts_with("first token")).unwrap_or_else(|| panic!("{out}")).to_string()
+        out.lines()
+            .find(|l| l.starts_with("first token"))
+            .unwrap_or_else(|| panic!("{out}"))
+            .to_string()
     };
     assert_eq!(
         text(&["--mode", "dynamic"]),

@@ -282,7 +282,11 @@ fn static_qdq_agrees_with_float32_and_becomes_integer_matmuls() {
                 // ONNX Runtime fuses every QDQ MatMul into an integer kernel: no float MatMul reads a
                 // weight any more (the two attention MatMuls per layer stay float).
                 let oc = optimized_ops(&q, dir.path());
-                assert_eq!(oc.get("MatMulIntegerToFloat").copied().unwrap_or(0), 12 + 2 * 2 - 2, "{oc:?}");
+                assert_eq!(
+                    oc.get("MatMulIntegerToFloat").copied().unwrap_or(0),
+                    12 + 2 * 2 - 2,
+                    "{oc:?}"
+                );
                 assert!(oc.get("MatMul").copied().unwrap_or(0) <= 4, "{oc:?}");
             }
         }
@@ -465,7 +469,11 @@ fn exclude_keeps_named_matmuls_in_float() {
         .matmuls
         .iter()
         .all(|x| !x.node.contains("layer.0.output.dense") && !x.node.contains("layer.1")));
-    assert_eq!(r.matmuls.len(), 9, "layer 0's Q, K, V twice, attention output, FFN up twice");
+    assert_eq!(
+        r.matmuls.len(),
+        9,
+        "layer 0's Q, K, V twice, attention output, FFN up twice"
+    );
     let exact = names.iter().find(|n| n.contains("0.intermediate")).unwrap();
     let (_, r) = quantize::quantize(
         &m,

@@ -79,12 +79,8 @@ pub fn remove_unread_among(g: &mut GraphProto, candidates: &HashSet<String>) -> 
     loop {
         let used = reads(g);
         let before = g.node.len();
-        g.node.retain(|n| {
-            n.output.is_empty()
-                || !n.output
-                    .iter()
-                    .all(|o| candidates.contains(o) && !used.contains(o))
-        });
+        g.node
+            .retain(|n| n.output.is_empty() || !n.output.iter().all(|o| candidates.contains(o) && !used.contains(o)));
         if g.node.len() == before {
             return start - g.node.len();
         }

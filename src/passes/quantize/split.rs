@@ -137,10 +137,13 @@ fn open(ix: &GraphIndex, nodes: &HashSet<usize>, inputs: &[&str], outputs: &[&st
                 return Some(format!("{} reads '{v}' from outside its {what}", ix.node_label(i)));
             }
         }
-        n.output.iter().filter(|o| !outputs.contains(&o.as_str())).find_map(|o| {
-            (ix.is_graph_output(o) || ix.consumers(o).iter().any(|c| !nodes.contains(c)))
-                .then(|| format!("'{o}' inside its {what} is read outside it"))
-        })
+        n.output
+            .iter()
+            .filter(|o| !outputs.contains(&o.as_str()))
+            .find_map(|o| {
+                (ix.is_graph_output(o) || ix.consumers(o).iter().any(|c| !nodes.contains(c)))
+                    .then(|| format!("'{o}' inside its {what} is read outside it"))
+            })
     })
 }
 
@@ -160,10 +163,13 @@ fn linear_block(
             return Err(format!("its {what} is a Gemm (2-D activations)"));
         }
         if ix.node(lin.node).input[0] != input {
-            return Err(format!("its {what} does not read the {} directly", match part {
-                Part::Qkv => "layer input",
-                Part::Ffn => "LayerNorm output",
-            }));
+            return Err(format!(
+                "its {what} does not read the {} directly",
+                match part {
+                    Part::Qkv => "layer input",
+                    Part::Ffn => "LayerNorm output",
+                }
+            ));
         }
         let last = ix
             .producer(&lin.output)
@@ -460,7 +466,11 @@ pub fn split_first_token(model: &ModelProto, qkv: bool) -> Result<Split, PassErr
     out_g.node = nodes;
     if tail.is_some() {
         edit::remove_unread_among(out_g, &unneeded);
-        let read: HashSet<&str> = out_g.node.iter().flat_map(|n| n.input.iter().map(String::as_str)).collect();
+        let read: HashSet<&str> = out_g
+            .node
+            .iter()
+            .flat_map(|n| n.input.iter().map(String::as_str))
+            .collect();
         probes.retain(|v, _| read.contains(v.as_str()));
     }
     layers.sort_unstable();
