@@ -65,34 +65,21 @@ pub fn replace_uses(g: &mut GraphProto, from: &str, to: &str) {
     }
 }
 
-/// Every value the graph reads: graph outputs, node inputs, and what subgraphs read by name.
-fn reads(g: &GraphProto) -> HashSet<String> {
-    let mut used: HashSet<String> = g.output.iter().map(|o| o.name().to_string()).collect();
-    collect_reads(g, &mut used);
-    used
-}
-
-/// Removes, to a fixed point, the nodes whose outputs are all in `candidates` and read by
-/// nothing; every other node stays, read or not. Returns how many were removed.
-pub fn remove_unread_among(g: &mut GraphProto, candidates: &HashSet<String>) -> usize {
-    let start = g.node.len();
-    loop {
-        let used = reads(g);
-        let before = g.node.len();
-        g.node
-            .retain(|n| n.output.is_empty() || !n.output.iter().all(|o| candidates.contains(o) && !used.contains(o)));
-        if g.node.len() == before {
-            return start - g.node.len();
-        }
-    }
-}
-
 /// Removes nodes whose outputs nobody reads, then initializers nobody reads, to a fixed point.
 /// Graph outputs and the inputs of subgraphs are kept. Returns (nodes, initializers) removed.
 pub fn remove_unused(g: &mut GraphProto) -> (usize, usize) {
     let (mut nodes_removed, mut inits_removed) = (0, 0);
     loop {
-        let used = reads(g);
+        let mut used: HashSet<String> = g.output.iter().map(|o| o.name().to_string()).collect();
+        for n in &g.node {
+            used.extend(n.input.iter().cloned());
+            // Subgraphs may read outer values by name.
+            for a in &n.attribute {
+                for sg in a.g.iter().chain(a.graphs.iter()) {
+                    collect_reads(sg, &mut used);
+                }
+            }
+        }
         let before = g.node.len();
         g.node
             .retain(|n| n.output.iter().any(|o| !o.is_empty() && used.contains(o)));

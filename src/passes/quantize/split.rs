@@ -25,7 +25,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::calibrate::{Probe, Tokens};
 use crate::onnx::build::{attr_int, node, with_attrs};
-use crate::onnx::proto::ModelProto;
+use crate::onnx::proto::{ModelProto, NodeProto};
 use crate::onnx::{edit, tensor, GraphIndex};
 use crate::passes::PassError;
 use crate::structure::{discover, Linear, Qkv, Transformer};
@@ -239,6 +239,35 @@ fn first_token_tail(ix: &GraphIndex, t: &Transformer, blocks: &[Block]) -> Optio
     })
 }
 
+/// `n` copied for one half: inputs renamed through `names`, outputs renamed with `suffix` (and
+/// recorded in `names`). With `rename` the node's name gets the suffix too and `origin` records
+/// the copy (the other-tokens half keeps the original names).
+fn copy_node(
+    n: &NodeProto,
+    names: &mut HashMap<String, String>,
+    suffix: &str,
+    rename: bool,
+    taken: &mut HashSet<String>,
+    origin: &mut HashMap<String, String>,
+) -> NodeProto {
+    let mut c = n.clone();
+    for v in c.input.iter_mut() {
+        if let Some(r) = names.get(v.as_str()) {
+            *v = r.clone();
+        }
+    }
+    for o in c.output.iter_mut().filter(|o| !o.is_empty()) {
+        let r = edit::fresh_name(taken, &format!("{o}_{suffix}"));
+        names.insert(o.clone(), r.clone());
+        *o = r;
+    }
+    if rename && !n.name().is_empty() {
+        c.name = Some(format!("{}_{suffix}", n.name()));
+        origin.insert(c.name().to_string(), n.name().to_string());
+    }
+    c
+}
+
 /// Splits every FFN block it can, and with `qkv` every Q/K/V block; the others are listed in
 /// `skipped`. A model that is not a transformer the structure discovery can map is returned
 /// unchanged, with the reason.
@@ -346,45 +375,26 @@ pub fn split_first_token(model: &ModelProto, qkv: bool) -> Result<Split, PassErr
     // Per block: the renaming of the rest copy (original nodes) and of the first-token copy.
     let mut rest: Vec<HashMap<String, String>> = vec![HashMap::new(); blocks.len()];
     let mut first: Vec<HashMap<String, String>> = vec![HashMap::new(); blocks.len()];
-    // The last layer's tail on the first token: its renaming, and what the rest no longer needs.
-    let mut tail_first: HashMap<String, String> = HashMap::new();
-    let mut unneeded: HashSet<String> = HashSet::new();
+    // The block (the last FFN) whose other-tokens half nothing would read: only its first-token
+    // copy is built, and the tail after it joins that copy.
+    let first_only = tail.as_ref().map(|tl| tl.block);
     let mut nodes = Vec::with_capacity(g.node.len() + 16 * blocks.len());
     for (i, n) in g.node.iter().enumerate() {
         if let Some(tl) = tail.as_ref() {
             if tl.nodes.contains(&i) {
-                // Kept as it is (removed below once nothing reads it), then copied for the first token.
-                if tail_first.is_empty() {
-                    let blk = &blocks[tl.block];
-                    let (ffn_out, _) = &blk.outputs[0];
-                    tail_first.insert(ffn_out.clone(), first[tl.block][ffn_out].clone());
-                    tail_first.insert(blk.input.clone(), first[tl.block][&blk.input].clone());
-                    unneeded.extend(rest[tl.block].values().cloned());
-                    unneeded.insert(ffn_out.clone());
-                }
-                nodes.push(n.clone());
-                unneeded.extend(n.output.iter().cloned());
-                let mut c = n.clone();
-                for v in c.input.iter_mut() {
-                    if let Some(r) = tail_first.get(v.as_str()) {
-                        *v = r.clone();
-                    }
-                }
-                for o in c.output.iter_mut().filter(|o| !o.is_empty()) {
-                    let r = edit::fresh_name(&mut taken, &format!("{o}_first"));
-                    tail_first.insert(o.clone(), r.clone());
-                    *o = r;
-                }
-                if !n.name().is_empty() {
-                    c.name = Some(format!("{}_first", n.name()));
-                    origin.insert(c.name().to_string(), n.name().to_string());
-                }
-                nodes.push(c);
+                nodes.push(copy_node(
+                    n,
+                    &mut first[tl.block],
+                    "first",
+                    true,
+                    &mut taken,
+                    &mut origin,
+                ));
                 continue;
             }
             if tl.readers.contains(&i) {
                 let mut c = n.clone();
-                c.input[0] = tail_first[&tl.output].clone();
+                c.input[0] = first[tl.block][&tl.output].clone();
                 nodes.push(c);
                 continue;
             }
@@ -394,36 +404,39 @@ pub fn split_first_token(model: &ModelProto, qkv: bool) -> Result<Split, PassErr
             continue;
         };
         let blk = &blocks[b];
+        let both = first_only != Some(b);
         let base = match blk.part {
             Part::Ffn => format!("/first_token_split/layer.{}", blk.layer),
             Part::Qkv => format!("/first_token_split/layer.{}/qkv", blk.layer),
         };
         if starts.get(&i) == Some(&b) {
-            let xr = edit::fresh_name(&mut taken, &format!("{}_after_first", blk.input));
+            if both {
+                let xr = edit::fresh_name(&mut taken, &format!("{}_after_first", blk.input));
+                nodes.push(node(
+                    "Slice",
+                    &format!("{base}/SliceAfterFirst"),
+                    &[&blk.input, &one, &end, &one],
+                    &[&xr],
+                ));
+                rest[b].insert(blk.input.clone(), xr);
+            }
             let xf = edit::fresh_name(&mut taken, &format!("{}_first", blk.input));
-            nodes.push(node(
-                "Slice",
-                &format!("{base}/SliceAfterFirst"),
-                &[&blk.input, &one, &end, &one],
-                &[&xr],
-            ));
             nodes.push(node(
                 "Slice",
                 &format!("{base}/SliceFirst"),
                 &[&blk.input, &zero, &one, &one],
                 &[&xf],
             ));
-            rest[b].insert(blk.input.clone(), xr);
             first[b].insert(blk.input.clone(), xf);
         }
-        for (copy, keep_name, tokens, suffix) in [
-            (&mut rest[b], true, Tokens::AfterFirst, "after_first"),
-            (&mut first[b], false, Tokens::First, "first"),
-        ] {
-            let mut c = n.clone();
-            for v in c.input.iter_mut() {
-                if let Some(r) = copy.get(v.as_str()) {
-                    if matches!(ix.node(i).op_type(), "MatMul") {
+        let halves = [
+            (&mut rest[b], Tokens::AfterFirst, "after_first", false),
+            (&mut first[b], Tokens::First, "first", true),
+        ];
+        for (copy, tokens, suffix, rename) in halves.into_iter().filter(|&(_, t, _, _)| both || t == Tokens::First) {
+            if n.op_type() == "MatMul" {
+                for v in &n.input {
+                    if let Some(r) = copy.get(v) {
                         probes.insert(
                             r.clone(),
                             Probe {
@@ -432,21 +445,11 @@ pub fn split_first_token(model: &ModelProto, qkv: bool) -> Result<Split, PassErr
                             },
                         );
                     }
-                    *v = r.clone();
                 }
             }
-            for o in c.output.iter_mut().filter(|o| !o.is_empty()) {
-                let r = edit::fresh_name(&mut taken, &format!("{o}_{suffix}"));
-                copy.insert(o.clone(), r.clone());
-                *o = r;
-            }
-            if !n.name().is_empty() && !keep_name {
-                c.name = Some(format!("{}_{suffix}", n.name()));
-                origin.insert(c.name().to_string(), n.name().to_string());
-            }
-            nodes.push(c);
+            nodes.push(copy_node(n, copy, suffix, rename, &mut taken, &mut origin));
         }
-        for (k, (out, _)) in blk.outputs.iter().enumerate().filter(|(_, (_, p))| *p == i) {
+        for (k, (out, _)) in blk.outputs.iter().enumerate().filter(|(_, (_, p))| *p == i && both) {
             let name = match blk.part {
                 Part::Ffn => format!("{base}/Concat"),
                 Part::Qkv => format!("{base}/Concat_{}", ["q", "k", "v"][k]),
@@ -464,15 +467,6 @@ pub fn split_first_token(model: &ModelProto, qkv: bool) -> Result<Split, PassErr
         }
     }
     out_g.node = nodes;
-    if tail.is_some() {
-        edit::remove_unread_among(out_g, &unneeded);
-        let read: HashSet<&str> = out_g
-            .node
-            .iter()
-            .flat_map(|n| n.input.iter().map(String::as_str))
-            .collect();
-        probes.retain(|v, _| read.contains(v.as_str()));
-    }
     layers.sort_unstable();
     qkv_layers.sort_unstable();
     Ok(Split {
