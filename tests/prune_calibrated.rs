@@ -168,3 +168,30 @@ fn capture_returns_one_row_per_real_token() {
     assert_eq!(seen, tokens);
     assert!(c.seconds() > 0.0);
 }
+
+#[test]
+fn captured_values_do_not_depend_on_where_the_graph_is_cut() {
+    if !require_ort("calibration capture") {
+        return;
+    }
+    let m = model();
+    let t = discover(&m).unwrap();
+    let early = t.layers[0].attention_norm.output.clone();
+    let late = t.layers.last().unwrap().output_norm.output.clone();
+    let collect = |names: &[String]| {
+        let mut c = calibrator(6);
+        let mut rows = vec![];
+        c.capture(&m, names, &mut |_, vals| {
+            rows.extend_from_slice(&vals[0].0);
+            Ok(())
+        })
+        .unwrap();
+        rows
+    };
+    // Alone, layer 0's value is captured from the graph cut after it; asked beside the last
+    // layer's output, from the graph through every layer. The same arithmetic either way.
+    let (cut, whole) = (collect(&[early.clone()]), collect(&[early, late]));
+    assert_eq!(cut.len(), whole.len());
+    let worst = cut.iter().zip(&whole).fold(0f32, |w, (a, b)| w.max((a - b).abs()));
+    assert!(worst <= 1e-6, "captured values differ by {worst}");
+}
