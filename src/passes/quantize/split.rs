@@ -112,6 +112,15 @@ enum Part {
     Ffn,
 }
 
+impl Part {
+    fn name(self) -> &'static str {
+        match self {
+            Part::Qkv => "Q/K/V",
+            Part::Ffn => "FFN",
+        }
+    }
+}
+
 /// Nodes run twice, on the first token and on the others: they read `input` and are read
 /// outside only through `outputs` (each with its producer), which the halves are joined into.
 struct Block {
@@ -147,22 +156,23 @@ fn open(ix: &GraphIndex, nodes: &HashSet<usize>, inputs: &[&str], outputs: &[&st
     })
 }
 
-/// A block of linear layers (with whatever lies between each and its output) all reading `input`.
+/// A block of spans, each from a linear layer reading `input` to a linear layer's output (the
+/// same layer for Q, K, V; up to down for the FFN), with everything between.
 fn linear_block(
     ix: &GraphIndex,
     layer: usize,
     part: Part,
     input: &str,
-    linears: &[&Linear],
-    what: &str,
+    spans: &[(&Linear, &Linear)],
 ) -> Result<Block, String> {
+    let what = part.name();
     let mut nodes = HashSet::new();
     let mut outputs = vec![];
-    for lin in linears {
-        if lin.transposed || ix.node(lin.node).op_type() != "MatMul" {
+    for (start, end) in spans {
+        if start.transposed || end.transposed || ix.node(start.node).op_type() != "MatMul" {
             return Err(format!("its {what} is a Gemm (2-D activations)"));
         }
-        if ix.node(lin.node).input[0] != input {
+        if ix.node(start.node).input[0] != input {
             return Err(format!(
                 "its {what} does not read the {} directly",
                 match part {
@@ -172,10 +182,10 @@ fn linear_block(
             ));
         }
         let last = ix
-            .producer(&lin.output)
-            .ok_or_else(|| format!("its {what} output '{}' is not computed", lin.output))?;
-        nodes.extend(between(ix, lin.node, last));
-        outputs.push((lin.output.clone(), last));
+            .producer(&end.output)
+            .ok_or_else(|| format!("its {what} output '{}' is not computed", end.output))?;
+        nodes.extend(between(ix, start.node, last));
+        outputs.push((end.output.clone(), last));
     }
     let outs: Vec<&str> = outputs.iter().map(|(o, _)| o.as_str()).collect();
     if let Some(why) = open(ix, &nodes, &[input], &outs, what) {
@@ -300,7 +310,7 @@ pub fn split_first_token(model: &ModelProto, qkv: bool) -> Result<Split, PassErr
         if let Some(a) = l.attention.as_ref().filter(|_| qkv) {
             let qkv = match &a.qkv {
                 Qkv::Separate { q, k, v } if !a.fused => {
-                    linear_block(&ix, l.index, Part::Qkv, &l.input, &[q, k, v], "Q/K/V")
+                    linear_block(&ix, l.index, Part::Qkv, &l.input, &[(q, q), (k, k), (v, v)])
                 }
                 _ => Err("its attention is one fused op".to_string()),
             };
@@ -310,39 +320,11 @@ pub fn split_first_token(model: &ModelProto, qkv: bool) -> Result<Split, PassErr
             }
         }
         if let Some(f) = &l.ffn {
-            // The FFN runs from the up projection's input to the down projection's output.
-            let mut down_only = f.down.clone();
-            down_only.node = f.up.node;
-            let ffn = if f.up.transposed || f.down.transposed {
-                Err("its FFN is a Gemm (2-D activations)".to_string())
-            } else {
-                linear_block(&ix, l.index, Part::Ffn, &l.attention_norm.output, &[&down_only], "FFN")
-            };
-            match ffn {
+            match linear_block(&ix, l.index, Part::Ffn, &l.attention_norm.output, &[(&f.up, &f.down)]) {
                 Ok(b) => blocks.push(b),
                 Err(why) => skipped.push(format!("layer {}: {why}", l.index)),
             }
         }
-    }
-    // A node in two blocks (a Q/K/V projection feeding the FFN?) splits neither.
-    let mut owner: HashMap<usize, usize> = HashMap::new();
-    let mut shared = HashSet::new();
-    for (b, blk) in blocks.iter().enumerate() {
-        for &i in &blk.nodes {
-            if let Some(other) = owner.insert(i, b) {
-                shared.extend([b, other]);
-            }
-        }
-    }
-    if !shared.is_empty() {
-        for &b in &shared {
-            skipped.push(format!("layer {}: its blocks overlap", blocks[b].layer));
-        }
-        let mut b = 0;
-        blocks.retain(|_| {
-            b += 1;
-            !shared.contains(&(b - 1))
-        });
     }
     if blocks.is_empty() {
         return Ok(unchanged(skipped));
