@@ -189,7 +189,7 @@ fn dynamic_agrees_with_float32_and_runs_integer_kernels() {
         assert_eq!(
             c.get("DynamicQuantizeMatMul").copied().unwrap_or(0) + c["MatMulIntegerToFloat"],
             12 + 2 * 5 - 2,
-            "6 projections a layer, and FFN up and down again for the first token"
+            "6 projections a layer; Q, K, V, FFN up and down again for the first token; not the last FFN's other tokens"
         );
         let l = logits(&q, &bs, "dynamic");
         let (rel, agree) = compare(&f, &l);
