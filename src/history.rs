@@ -120,12 +120,24 @@ pub fn carry_tokenizer(
     Ok(Some(p))
 }
 
-/// Current UTC time as `YYYY-MM-DDTHH:MM:SSZ` (no date crate needed).
+/// The time the tool writes, as `YYYY-MM-DDTHH:MM:SSZ`: `SOURCE_DATE_EPOCH` (seconds since
+/// 1970, the reproducible-builds convention) when it is set to an integer, so that the same
+/// command on the same input writes the same bytes; else the current UTC time.
 pub fn now_utc() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let epoch = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok());
+    let secs = epoch.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    });
+    format_utc(secs)
+}
+
+/// `secs` since 1970 as `YYYY-MM-DDTHH:MM:SSZ` (no date crate needed).
+pub fn format_utc(secs: i64) -> String {
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil-from-days (Howard Hinnant's algorithm).
     let z = days + 719_468;
@@ -167,6 +179,13 @@ mod tests {
         append_history(&mut m, e.clone()).unwrap();
         assert_eq!(history(&m).unwrap(), vec![e.clone(), e]);
         assert_eq!(m.metadata_props.len(), 1);
+    }
+
+    #[test]
+    fn formats_epoch_seconds_as_utc() {
+        assert_eq!(format_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_utc(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(format_utc(951_782_400), "2000-02-29T00:00:00Z");
     }
 
     #[test]

@@ -1,0 +1,44 @@
+//! The same command on the same input writes the same bytes when `SOURCE_DATE_EPOCH` is set
+//! (the reproducible-builds convention): the history's time is taken from it.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use onnx_compress::history;
+use onnx_compress::onnx::{self, ExternalData, SaveOptions};
+use onnx_compress::testkit::synth::{tiny_bert, SynthOptions};
+
+fn prune(input: &Path, output: &Path, epoch: Option<&str>) {
+    let mut cmd = Command::cargo_bin("onnx-compress").expect("the onnx-compress binary is built");
+    cmd.args(["prune", "--heads", "0.5", "--ffn", "0.25"]).arg(input).arg(output);
+    match epoch {
+        Some(e) => cmd.env("SOURCE_DATE_EPOCH", e),
+        None => cmd.env_remove("SOURCE_DATE_EPOCH"),
+    };
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn source_date_epoch_makes_two_runs_write_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.onnx");
+    let save = SaveOptions {
+        external_data: ExternalData::Never,
+        ..Default::default()
+    };
+    onnx::save(&tiny_bert(&SynthOptions::default()), &input, &save).unwrap();
+    let (a, b) = (dir.path().join("a.onnx"), dir.path().join("b.onnx"));
+    prune(&input, &a, Some("1700000000"));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    prune(&input, &b, Some("1700000000"));
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    let h = history::history(&onnx::load(&a).unwrap()).unwrap();
+    assert_eq!(h.last().unwrap().time, "2023-11-14T22:13:20Z");
+
+    // Without it the time is now (this test cannot run in 2023).
+    let c = dir.path().join("c.onnx");
+    prune(&input, &c, None);
+    let h = history::history(&onnx::load(&c).unwrap()).unwrap();
+    assert_ne!(h.last().unwrap().time, "2023-11-14T22:13:20Z");
+}
