@@ -8,7 +8,20 @@ use anyhow::{Context, Result};
 use onnx_compress::bench::{self, Row};
 use onnx_compress::glue::Task;
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    match replot() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, as the tool's own errors.
+            let msg = format!("{e:#}");
+            let msg: Vec<&str> = msg.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect();
+            eprintln!("error: {}", msg.join(" "));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn replot() -> Result<()> {
     let mut args = std::env::args_os().skip(1).map(PathBuf::from);
     let dir = args.next().context("usage: replot BENCH_DIR [OUT_DIR]")?;
     let out = args.next().unwrap_or_else(|| dir.clone());

@@ -154,6 +154,11 @@ pub fn markdown(b: &BenchReport) -> String {
             opt(r.size_ratio, 3),
         );
     }
+    if !b.rows.is_empty() && b.rows.iter().all(|r| r.samples_per_s.is_none()) {
+        s += "\nNo speed was measured: every evaluated batch went to the warm-up. Evaluate more examples \
+              (--limit) or lower the warm-up (--warmup, or eval.warmup in the recipes); the throughput chart \
+              needs timed rows.\n";
+    }
     if let [first, last] = b.baseline_samples_per_s[..] {
         s += &format!(
             "\nSpeed-ups divide by the baseline's mean throughput over two runs: {first:.1} samples/s \

@@ -5,8 +5,14 @@ use std::fmt::Write;
 
 use crate::eval::EvalReport;
 use crate::inspect::{IoInfo, ModelSummary};
+use crate::options::Named;
 use crate::passes::lowrank::LowrankReport;
 use crate::passes::prune::PruneReport;
+
+/// `n` with `one` or `many` after it: "1 batch", "3 batches".
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
 
 /// 22_713_218 → "22.71 M".
 pub fn human(n: f64) -> String {
@@ -160,6 +166,17 @@ fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("n/a".into(), |x| format!("{x:.digits$}"))
 }
 
+/// When no batch was timed: why, and what to change.
+fn untimed_hint(timed: usize, warmup: usize) -> String {
+    if timed > 0 {
+        return String::new();
+    }
+    format!(
+        "; no speed: every batch went to the {warmup} warm-up batches — evaluate more examples (--limit) or \
+         lower the warm-up (eval --warmup, recipe eval.warmup)"
+    )
+}
+
 pub fn eval_text(r: &EvalReport) -> String {
     let mut o = String::new();
     let m = &r.metrics;
@@ -167,11 +184,11 @@ pub fn eval_text(r: &EvalReport) -> String {
     let _ = writeln!(o, "model        {}", r.model.display());
     let _ = writeln!(
         o,
-        "data         {} {} ({} examples, {} batches of {}, max length {}{})",
+        "data         {} {} ({}, {} of {}, max length {}{})",
         r.task,
         r.split,
-        r.examples,
-        r.batches,
+        count(r.examples, "example", "examples"),
+        count(r.batches, "batch", "batches"),
         r.batch_size,
         r.max_length,
         if r.bucket { ", length-bucketed" } else { "" }
@@ -195,15 +212,20 @@ pub fn eval_text(r: &EvalReport) -> String {
     let _ = writeln!(o, "quality      {}", quality.join(", "));
     let _ = writeln!(
         o,
-        "speed        {} ms/batch, {} samples/s (p50 {} ms, p95 {} ms; {} batches timed after {} warm-up, {}, {} threads)",
+        "speed        {} ms/batch, {} samples/s (p50 {} ms, p95 {} ms; {} timed after {} warm-up, {}, {}){}",
         opt(t.ms_per_batch, 2),
         opt(t.samples_per_s, 1),
         opt(t.p50_ms, 2),
         opt(t.p95_ms, 2),
-        t.timed_batches,
+        count(t.timed_batches, "batch", "batches"),
         t.warmup_batches,
         format!("{:?}", r.device).to_lowercase(),
-        if r.threads == 0 { "default".to_string() } else { r.threads.to_string() }
+        if r.threads == 0 {
+            "default threads".to_string()
+        } else {
+            count(r.threads, "thread", "threads")
+        },
+        untimed_hint(t.timed_batches, t.warmup_batches)
     );
     let _ = writeln!(o, "size         {:.2} MB ({:.2} MiB)", r.size_mb, r.size_mib);
     let _ = writeln!(
@@ -261,7 +283,13 @@ pub fn run_text(r: &crate::pipeline::RunReport) -> String {
     let e = &r.eval;
     let opt = |v: Option<f64>, d: usize| v.map(|v| format!("{v:.d$}")).unwrap_or_else(|| "—".into());
     let _ = writeln!(o, "variant      {} ({})", r.name, r.config.display());
-    let _ = writeln!(o, "model        {}", r.model.display());
+    let _ = writeln!(o, "input        {}", r.model.display());
+    let evaluated = match &r.output {
+        Some(p) => p.display().to_string(),
+        None if r.steps.is_empty() => "the input (no pass)".into(),
+        None => "the compressed model, in a temporary file".into(),
+    };
+    let _ = writeln!(o, "evaluated    {evaluated}");
     if r.steps.is_empty() {
         let _ = writeln!(o, "passes       none (baseline)");
     }
@@ -278,13 +306,14 @@ pub fn run_text(r: &crate::pipeline::RunReport) -> String {
     );
     let _ = writeln!(
         o,
-        "speed        {} ms/batch, {} samples/s ({} batches of {} timed after {} warm-up, {})",
+        "speed        {} ms/batch, {} samples/s ({} of {} timed after {} warm-up, {}){}",
         opt(e.timing.ms_per_batch, 2),
         opt(e.timing.samples_per_s, 1),
-        e.timing.timed_batches,
+        count(e.timing.timed_batches, "batch", "batches"),
         e.batch_size,
         e.timing.warmup_batches,
-        format!("{:?}", e.device).to_lowercase()
+        format!("{:?}", e.device).to_lowercase(),
+        untimed_hint(e.timing.timed_batches, e.timing.warmup_batches)
     );
     let _ = writeln!(
         o,
@@ -502,4 +531,52 @@ pub fn lowrank_text(r: &LowrankReport, output: &std::path::Path) -> String {
     );
     let _ = writeln!(o, "wrote {}", output.display());
     o
+}
+
+/// One line on what a prune step did (results rows).
+pub fn prune_summary(r: &PruneReport) -> String {
+    format!(
+        "{}: heads {} → {}, FFN neurons {} → {}, encoder MACs ×{:.3}",
+        r.options.strategy.name(),
+        r.layers.iter().map(|l| l.heads_before).sum::<usize>(),
+        r.layers.iter().map(|l| l.heads_after).sum::<usize>(),
+        r.layers.iter().map(|l| l.neurons_before).sum::<usize>(),
+        r.layers.iter().map(|l| l.neurons_after).sum::<usize>(),
+        r.encoder_macs_after as f64 / r.encoder_macs_before.max(1) as f64
+    )
+}
+
+/// One line on what a low-rank step did (results rows).
+pub fn lowrank_summary(r: &LowrankReport) -> String {
+    format!(
+        "{}: {} layers factorized, {} left dense; encoder Linear parameters {:.1}% of before",
+        r.method,
+        r.factorized,
+        r.skipped,
+        100.0 * r.encoder_linear_params_after as f64 / r.encoder_linear_params_before.max(1) as f64
+    )
+}
+
+/// One line on what a quantization step did (results rows).
+pub fn quantize_summary(r: &crate::passes::quantize::QuantizeReport) -> String {
+    use crate::passes::quantize::Mode;
+    let what = if r.options.mode == Mode::Fp16 {
+        format!("float16, {} values kept in float32", r.kept_float32.len())
+    } else {
+        format!(
+            "{} int8: {} MatMuls, {} embedding tables",
+            r.options.mode.name(),
+            r.matmuls.len(),
+            r.embeddings.len()
+        )
+    };
+    format!(
+        "{what}; tensor data {:.1}% of before{}",
+        100.0 * r.weight_bytes_after as f64 / r.weight_bytes_before.max(1) as f64,
+        if r.warnings.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", r.warnings.join("; "))
+        }
+    )
 }

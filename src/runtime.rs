@@ -19,11 +19,22 @@ pub const FIX_COMMAND: &str = "make setup   (or: scripts/install_ort.sh)";
 /// Where the project-local install lives, relative to the project root.
 pub const LOCAL_DIR: &str = ".ort/lib";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Device {
     Cpu,
     Cuda,
+}
+
+impl crate::options::Named for Device {
+    const ALL: &'static [(Self, &'static str, &'static str)] = &[
+        (Device::Cpu, "cpu", "ONNX Runtime's CPU provider"),
+        (
+            Device::Cuda,
+            "cuda",
+            "ONNX Runtime's CUDA provider (an error where unavailable, never a fallback)",
+        ),
+    ];
 }
 
 /// Candidate project roots: the ancestors of the running executable, the current folder and

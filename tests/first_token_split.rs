@@ -12,7 +12,7 @@ use onnx_compress::passes::quantize::calibrate::{ranges, Probe, Tokens};
 use onnx_compress::passes::quantize::split::split_first_token;
 use onnx_compress::passes::quantize::{self, CalibMethod, Mode, QuantizeOptions};
 use onnx_compress::passes::{Calibrator, PassError, Sink};
-use onnx_compress::pipeline;
+use onnx_compress::recipe;
 use onnx_compress::recipe::QuantizationSection;
 use onnx_compress::runtime::{self, Batch, OrtCalibrator, SessionOptions};
 use onnx_compress::structure::discover;
@@ -211,7 +211,7 @@ fn the_last_ffn_runs_on_every_token_when_the_model_reads_them() {
 #[test]
 fn recipes_split_with_this_tools_methods_and_keep_the_references_as_they_were() {
     let opts = |method: &str, per_channel: Option<bool>, split: Option<bool>| {
-        pipeline::quantize_options(&QuantizationSection {
+        recipe::quantize_options(&QuantizationSection {
             enable: true,
             method: Some(method.into()),
             per_channel,

@@ -728,7 +728,10 @@ fn bad_options_are_refused_naming_the_flag() {
     ];
     for (opts, flag) in cases {
         match prune::prune(&m, &opts) {
-            Err(PassError::Options(msg)) => assert!(msg.contains(flag), "{opts:?}: '{msg}' does not name {flag}"),
+            Err(PassError::Options(e)) => {
+                let msg = e.to_string();
+                assert!(msg.contains(flag), "{opts:?}: '{msg}' does not name {flag}")
+            }
             Err(e) => panic!("{opts:?}: expected an options error naming {flag}, got {e}"),
             Ok(_) => panic!("{opts:?}: accepted"),
         }

@@ -95,8 +95,8 @@ fn reference_configs_say_what_the_reference_rows_did() {
     assert!(!ours.is_reference_method() && !ours.is_baseline());
     assert_eq!(ours.recipe.prune.target_macs, Some(0.6));
     // Static INT8 in both graph forms: the same options but for the form.
-    let qdq = onnx_compress::pipeline::quantize_options(&load("13_quant_static.yaml").recipe.quantization).unwrap();
-    let ort = onnx_compress::pipeline::quantize_options(&load("15_quant_static_ort.yaml").recipe.quantization).unwrap();
+    let qdq = onnx_compress::recipe::quantize_options(&load("13_quant_static.yaml").recipe.quantization).unwrap();
+    let ort = onnx_compress::recipe::quantize_options(&load("15_quant_static_ort.yaml").recipe.quantization).unwrap();
     assert_eq!((qdq.mode, ort.mode), (Mode::Static, Mode::Static));
     assert_eq!((qdq.static_form, ort.static_form), (StaticForm::Qdq, StaticForm::Ort));
 }

@@ -10,7 +10,9 @@ use onnx_compress::testkit::synth::{tiny_bert, SynthOptions};
 
 fn prune(input: &Path, output: &Path, epoch: Option<&str>) {
     let mut cmd = Command::cargo_bin("onnx-compress").expect("the onnx-compress binary is built");
-    cmd.args(["prune", "--heads", "0.5", "--ffn", "0.25"]).arg(input).arg(output);
+    cmd.args(["prune", "--heads", "0.5", "--ffn", "0.25"])
+        .arg(input)
+        .arg(output);
     match epoch {
         Some(e) => cmd.env("SOURCE_DATE_EPOCH", e),
         None => cmd.env_remove("SOURCE_DATE_EPOCH"),

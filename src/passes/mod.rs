@@ -5,7 +5,10 @@ pub mod lowrank;
 pub mod prune;
 pub mod quantize;
 
+use serde::Serialize;
+
 use crate::onnx::ModelProto;
+use crate::options::OptionError;
 
 /// One batch of captured values: per requested value, its rows for the real tokens
 /// (row-major `[tokens, width]`) and its width.
@@ -44,8 +47,9 @@ pub trait Calibrator {
 /// Errors of a pass: bad options, or a model the pass cannot rewrite.
 #[derive(Debug, thiserror::Error)]
 pub enum PassError {
+    /// A bad option: the front end renders its field names in its own words.
     #[error("{0}")]
-    Options(String),
+    Options(OptionError),
     #[error(transparent)]
     Structure(#[from] crate::structure::StructureError),
     #[error(transparent)]
@@ -56,6 +60,203 @@ pub enum PassError {
     Calibration(String),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// One compression pass with its options: what the executor ([`crate::executor`]) runs, one
+/// step of a plan. Options are validated once ([`Pass::validate`]) before any file is read.
+#[derive(Debug, Clone)]
+pub enum Pass {
+    Prune(prune::PruneOptions),
+    Lowrank(lowrank::LowrankOptions),
+    Quantize(quantize::QuantizeOptions),
+    /// Re-encodes the model unchanged (the storage mode is the writer's); `external_data` is
+    /// recorded in the history.
+    Convert {
+        external_data: String,
+    },
+    /// A pass defined outside this module (an experiment, a test), run like the others.
+    Custom(std::sync::Arc<dyn CustomPass>),
+}
+
+/// A pass defined outside this module: what [`Pass`] asks of each of its own.
+pub trait CustomPass: std::fmt::Debug + Send + Sync {
+    fn name(&self) -> &'static str;
+    fn needs_calibration(&self) -> bool {
+        false
+    }
+    fn validate(&self) -> Result<(), OptionError> {
+        Ok(())
+    }
+    fn apply(&self, model: &ModelProto, calibration: Option<&mut dyn Calibrator>) -> Result<Applied, PassError>;
+}
+
+/// What a pass reports: data, rendered by [`crate::report`].
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum PassReport {
+    Prune(prune::PruneReport),
+    Lowrank(lowrank::LowrankReport),
+    Quantize(quantize::QuantizeReport),
+    Convert,
+    Custom(serde_json::Value),
+}
+
+/// A pass's result: the new model, its report, and what its history entry records.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub model: ModelProto,
+    pub report: PassReport,
+    /// The options as the pass used them (for the history).
+    pub options: serde_json::Value,
+    /// Weight parameters before and after.
+    pub params: Option<(usize, usize)>,
+    /// Encoder MACs per sequence before and after.
+    pub macs: Option<(u64, u64)>,
+}
+
+impl Pass {
+    /// The pass's name, as recorded in the history.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Pass::Prune(_) => "prune",
+            Pass::Lowrank(_) => "lowrank",
+            Pass::Quantize(_) => "quantize",
+            Pass::Convert { .. } => "convert",
+            Pass::Custom(p) => p.name(),
+        }
+    }
+
+    /// Whether the pass runs the model on calibration data: calibrated (obs) pruning,
+    /// activation-aware low rank, static quantization.
+    pub fn needs_calibration(&self) -> bool {
+        match self {
+            Pass::Prune(o) => o.strategy == prune::Strategy::Obs,
+            Pass::Lowrank(o) => o.activation_aware,
+            Pass::Quantize(o) => o.mode == quantize::Mode::Static,
+            Pass::Convert { .. } => false,
+            Pass::Custom(p) => p.needs_calibration(),
+        }
+    }
+
+    /// Checks the options on their own, before any file is read.
+    pub fn validate(&self) -> Result<(), OptionError> {
+        let r = match self {
+            Pass::Prune(o) => prune::validate(o),
+            Pass::Lowrank(o) => lowrank::validate(o),
+            Pass::Quantize(o) => quantize::validate(o),
+            Pass::Convert { .. } => Ok(()),
+            Pass::Custom(p) => return p.validate(),
+        };
+        match r {
+            Ok(()) => Ok(()),
+            Err(PassError::Options(e)) => Err(e),
+            Err(e) => Err(OptionError::new("options", e.to_string())),
+        }
+    }
+
+    /// Refuses an input the pass cannot rewrite at all, before any calibration data is loaded:
+    /// a model quantized already, for `quantize`.
+    pub fn check_input(&self, model: &ModelProto) -> Result<(), PassError> {
+        match self {
+            Pass::Quantize(_) => quantize::ensure_not_quantized(model),
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies the pass to `model`; `calibration` is used by the passes that need it (an error
+    /// when they get none).
+    pub fn apply(&self, model: &ModelProto, calibration: Option<&mut dyn Calibrator>) -> Result<Applied, PassError> {
+        let missing = |field: &'static str, what: &str| {
+            PassError::Options(OptionError::new(
+                field,
+                format!("{what} needs calibration data: add `calib_data` TRAIN.tsv"),
+            ))
+        };
+        match self {
+            Pass::Prune(o) => {
+                let (model, r) = match (o.strategy, calibration) {
+                    (prune::Strategy::Obs, Some(c)) => prune::prune_calibrated(model, o, c)?,
+                    (prune::Strategy::Obs, None) => return Err(missing("strategy", "`strategy` obs")),
+                    _ => prune::prune(model, o)?,
+                };
+                Ok(Applied {
+                    options: to_json(&r.options)?,
+                    params: Some((r.params_before, r.params_after)),
+                    macs: Some((r.encoder_macs_before, r.encoder_macs_after)),
+                    model,
+                    report: PassReport::Prune(r),
+                })
+            }
+            Pass::Lowrank(o) => {
+                let (model, r) = match (o.activation_aware, calibration) {
+                    (true, Some(c)) => lowrank::lowrank_calibrated(model, o, c)?,
+                    (true, None) => return Err(missing("target_params", "activation-aware low rank")),
+                    (false, _) => lowrank::lowrank(model, o)?,
+                };
+                if r.factorized == 0 {
+                    // Writing an unchanged copy would look like success.
+                    let why = r
+                        .layers
+                        .iter()
+                        .find_map(|l| l.skipped.clone())
+                        .unwrap_or_else(|| "no layer selected".into());
+                    let field = match o.rank {
+                        lowrank::RankRule::Energy(_) => "energy",
+                        lowrank::RankRule::Ratio(_) => "ratio",
+                        lowrank::RankRule::Fixed(_) => "rank",
+                    };
+                    return Err(PassError::Options(OptionError::new(
+                        field,
+                        format!(
+                            "no layer would be factorized ({} selected, e.g. {why}): the model would not change; \
+                             ask for lower ranks (`energy` 0.9, `ratio` 0.25 or `rank` K) or `force`",
+                            r.layers.len()
+                        ),
+                    )));
+                }
+                Ok(Applied {
+                    options: to_json(&r.options)?,
+                    params: Some((r.params_before, r.params_after)),
+                    macs: Some((r.encoder_macs_before, r.encoder_macs_after)),
+                    model,
+                    report: PassReport::Lowrank(r),
+                })
+            }
+            Pass::Quantize(o) => {
+                let calibration = if o.mode == quantize::Mode::Static {
+                    Some(calibration.ok_or_else(|| missing("mode", "`mode` static"))?)
+                } else {
+                    None
+                };
+                let (model, r) = quantize::quantize(model, o, calibration)?;
+                Ok(Applied {
+                    options: quantize::history_options(&r.options)?,
+                    params: None,
+                    macs: None,
+                    model,
+                    report: PassReport::Quantize(r),
+                })
+            }
+            Pass::Convert { external_data } => Ok(Applied {
+                model: model.clone(),
+                report: PassReport::Convert,
+                options: serde_json::json!({ "external_data": external_data }),
+                params: None,
+                macs: None,
+            }),
+            Pass::Custom(p) => p.apply(model, calibration),
+        }
+    }
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<serde_json::Value, PassError> {
+    serde_json::to_value(v).map_err(|e| PassError::Internal(format!("options as JSON: {e}")))
+}
+
+impl From<OptionError> for PassError {
+    fn from(e: OptionError) -> Self {
+        PassError::Options(e)
+    }
 }
 
 /// Errors unless every value is finite, naming `what` (say, "layer 3 FFN down projection refit")

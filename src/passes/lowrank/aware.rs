@@ -147,9 +147,10 @@ pub fn lowrank_calibrated(
     validate(opts)?;
     crate::passes::ensure_known_opsets(model)?;
     if opts.denoise.is_some() {
-        return Err(PassError::Options(
-            "--denoise belongs to the weight-only method: drop it with --calib-data".into(),
-        ));
+        return Err(PassError::Options(crate::options::OptionError::new(
+            "denoise",
+            "`denoise` belongs to the weight-only method: drop it with `calib_data`",
+        )));
     }
     let start = Instant::now();
     let t = structure::discover(model)?;

@@ -12,9 +12,8 @@ use faer::Mat;
 use serde::Serialize;
 
 /// Singular-value shrinkage rule of the reference.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-#[value(rename_all = "snake_case")]
 pub enum Shrink {
     /// Zero every singular value below (4/√3)·√β·median(s), β = min/max of the shape.
     GavishDonoho,
@@ -26,15 +25,29 @@ pub enum Shrink {
     SoftThreshold,
 }
 
-impl Shrink {
-    pub fn name(self) -> &'static str {
-        match self {
-            Shrink::GavishDonoho => "gavish_donoho",
-            Shrink::BulkShrink => "bulk_shrink",
-            Shrink::HardThreshold => "hard_threshold",
-            Shrink::SoftThreshold => "soft_threshold",
-        }
-    }
+impl crate::options::Named for Shrink {
+    const ALL: &'static [(Self, &'static str, &'static str)] = &[
+        (
+            Shrink::GavishDonoho,
+            "gavish_donoho",
+            "zero every singular value below (4/√3)·√β·median(s)",
+        ),
+        (
+            Shrink::BulkShrink,
+            "bulk_shrink",
+            "replace the singular values inside the trimmed Marchenko–Pastur bulk by their mean",
+        ),
+        (
+            Shrink::HardThreshold,
+            "hard_threshold",
+            "clamp every singular value into the trimmed Marchenko–Pastur bulk",
+        ),
+        (
+            Shrink::SoftThreshold,
+            "soft_threshold",
+            "subtract τ = 0.1 from every singular value (at least 0)",
+        ),
+    ];
 }
 
 /// τ of `soft_threshold` (the reference's default, never changed by its callers).

@@ -27,13 +27,13 @@ pub use denoise::{denoise, lower_median, mp_support, shrink_values, Shrink, SOFT
 
 use super::{round_half_even, PassError};
 use crate::onnx::{build, edit, tensor, GraphIndex, ModelProto};
+use crate::options::{Named, OptionError};
 use crate::structure::{self, Linear, Qkv, Transformer};
 
 /// Which Linear layers to factorize (the reference's `apply_to`, mapped from its module names
 /// to the roles discovery finds).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-#[value(rename_all = "snake_case")]
 pub enum ApplyTo {
     /// Every Linear: Q, K, V, attention output, FFN up and down, pooler, classifier.
     AllLinear,
@@ -47,6 +47,33 @@ pub enum ApplyTo {
     FfnPlusAttnOutput,
     /// Query, key and value projections.
     QkvOnly,
+}
+
+impl crate::options::Named for ApplyTo {
+    const ALL: &'static [(Self, &'static str, &'static str)] = &[
+        (
+            ApplyTo::AllLinear,
+            "all_linear",
+            "every Linear: Q, K, V, attention output, FFN up and down, pooler, classifier",
+        ),
+        (
+            ApplyTo::BertLinearOnly,
+            "bert_linear_only",
+            "the BERT body's Linears: encoder projections and the pooler (not the classifier)",
+        ),
+        (
+            ApplyTo::ExcludeClassifier,
+            "exclude_classifier",
+            "everything except the classifier (the reference's default)",
+        ),
+        (ApplyTo::FfnOnly, "ffn_only", "FFN up and down projections"),
+        (
+            ApplyTo::FfnPlusAttnOutput,
+            "ffn_plus_attn_output",
+            "FFN up and down, and the attention output projection",
+        ),
+        (ApplyTo::QkvOnly, "qkv_only", "query, key and value projections"),
+    ];
 }
 
 /// What a Linear layer is in the transformer.
@@ -123,6 +150,10 @@ pub struct LowrankOptions {
     pub target_params: Option<f64>,
     /// Sequence length for the MAC counts in the report.
     pub seq_len: usize,
+    /// Activation-aware (whitened by calibration statistics) instead of the weight SVD: needs
+    /// calibration data. Not recorded: the history says so by its calibration keys.
+    #[serde(skip)]
+    pub activation_aware: bool,
 }
 
 impl Default for LowrankOptions {
@@ -137,6 +168,7 @@ impl Default for LowrankOptions {
             force: false,
             target_params: None,
             seq_len: 128,
+            activation_aware: false,
         }
     }
 }
@@ -261,44 +293,55 @@ pub fn at_break_even(k: usize, m: usize, n: usize) -> bool {
 
 /// Checks the options that do not depend on the model.
 pub fn validate(opts: &LowrankOptions) -> Result<(), PassError> {
-    let bad = |s: String| Err(PassError::Options(s));
+    let bad = |field, s: String| Err(PassError::Options(OptionError::new(field, s)));
     match opts.rank {
         RankRule::Energy(e) if !(e > 0.0 && e <= 1.0) => {
-            return bad(format!(
-                "--energy {e}: the share of spectral energy to keep must be in (0, 1]"
-            ))
+            return bad(
+                "energy",
+                format!("`energy` {e}: the share of spectral energy to keep must be in (0, 1]"),
+            )
         }
         RankRule::Ratio(r) if !(r > 0.0 && r <= 1.0) => {
-            return bad(format!(
-                "--ratio {r}: the fraction of the full rank to keep must be in (0, 1]"
-            ))
+            return bad(
+                "ratio",
+                format!("`ratio` {r}: the fraction of the full rank to keep must be in (0, 1]"),
+            )
         }
-        RankRule::Fixed(0) => return bad("--rank 0: the rank must be at least 1".into()),
+        RankRule::Fixed(0) => return bad("rank", "`rank` 0: the rank must be at least 1".into()),
         _ => {}
     }
     if opts.k_max == Some(0) {
-        return bad("--k-max 0: the rank must be at least 1".into());
+        return bad("k_max", "`k_max` 0: the rank must be at least 1".into());
     }
     if let (Some(lo), Some(hi)) = (opts.k_min, opts.k_max) {
         if lo > hi {
-            return bad(format!("--k-min {lo} is above --k-max {hi}"));
+            return bad("k_min", format!("`k_min` {lo} is above `k_max` {hi}"));
         }
     }
     if let Some(f) = opts.target_params {
         if !(f > 0.0 && f < 1.0) {
-            return bad(format!(
-                "--target-params {f}: the fraction of the selected layers' parameters to keep must be in (0, 1)"
-            ));
+            return bad(
+                "target_params",
+                format!(
+                    "`target_params` {f}: the fraction of the selected layers' parameters to keep must be in (0, 1)"
+                ),
+            );
         }
         if opts.k_min.is_some() || opts.k_max.is_some() {
-            return bad("--target-params allocates the ranks itself: drop --k-min and --k-max".into());
+            return bad(
+                "target_params",
+                "`target_params` allocates the ranks itself: drop `k_min` and `k_max`".into(),
+            );
         }
         if opts.denoise.is_some() {
-            return bad("--denoise belongs to the weight-only method: drop it with --target-params".into());
+            return bad(
+                "denoise",
+                "`denoise` belongs to the weight-only method: drop it with `target_params`".into(),
+            );
         }
     }
     if opts.seq_len == 0 {
-        return bad("--seq-len must be at least 1".into());
+        return bad("seq_len", "`seq_len` must be at least 1".into());
     }
     Ok(())
 }
@@ -308,13 +351,19 @@ pub fn validate(opts: &LowrankOptions) -> Result<(), PassError> {
 pub fn select(t: &Transformer, opts: &LowrankOptions) -> Result<Vec<Target>, PassError> {
     if let Some(ls) = &opts.layers {
         if ls.is_empty() {
-            return Err(PassError::Options("--layers: give at least one layer index".into()));
+            return Err(PassError::Options(OptionError::new(
+                "layers",
+                "`layers`: give at least one layer index",
+            )));
         }
         if let Some(bad) = ls.iter().find(|&&l| l >= t.layers.len()) {
-            return Err(PassError::Options(format!(
-                "--layers {bad}: the model has {} encoder layers (0 to {})",
-                t.layers.len(),
-                t.layers.len().saturating_sub(1)
+            return Err(PassError::Options(OptionError::new(
+                "layers",
+                format!(
+                    "`layers` {bad}: the model has {} encoder layers (0 to {})",
+                    t.layers.len(),
+                    t.layers.len().saturating_sub(1)
+                ),
             )));
         }
     }
@@ -372,20 +421,23 @@ pub fn select(t: &Transformer, opts: &LowrankOptions) -> Result<Vec<Target>, Pas
             .as_ref()
             .map(|ls| {
                 format!(
-                    " --layers {}",
+                    " `layers` {}",
                     ls.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(",")
                 )
             })
             .unwrap_or_default();
-        return Err(PassError::Options(format!(
-            "no Linear layer matches --apply-to {apply}{layers} (the graph has {} encoder layers{}; fused \
-             QKV projections are not factorized)",
-            t.layers.len(),
-            if t.head.is_some() {
-                " and a classification head"
-            } else {
-                ""
-            }
+        return Err(PassError::Options(OptionError::new(
+            "apply_to",
+            format!(
+                "no Linear layer matches `apply_to` {apply}{layers} (the graph has {} encoder layers{}; fused \
+                 QKV projections are not factorized)",
+                t.layers.len(),
+                if t.head.is_some() {
+                    " and a classification head"
+                } else {
+                    ""
+                }
+            ),
         )));
     }
     Ok(chosen)
@@ -646,12 +698,15 @@ fn check_fixed_rank(targets: &[Target], rule: RankRule) -> Result<(), PassError>
             .iter()
             .find(|t| t.linear.factor.is_none() && k > t.linear.in_features.min(t.linear.out_features))
         {
-            return Err(PassError::Options(format!(
-                "--rank {k} is beyond {} ({}×{}, full rank {}): choose a smaller rank or narrow --apply-to/--layers",
-                t.name(),
-                t.linear.in_features,
-                t.linear.out_features,
-                t.linear.in_features.min(t.linear.out_features)
+            return Err(PassError::Options(OptionError::new(
+                "rank",
+                format!(
+                    "`rank` {k} is beyond {} ({}×{}, full rank {}): choose a smaller rank or narrow `apply_to`/`layers`",
+                    t.name(),
+                    t.linear.in_features,
+                    t.linear.out_features,
+                    t.linear.in_features.min(t.linear.out_features)
+                ),
             )));
         }
     }
@@ -733,9 +788,10 @@ pub fn lowrank(model: &ModelProto, opts: &LowrankOptions) -> Result<(ModelProto,
     validate(opts)?;
     crate::passes::ensure_known_opsets(model)?;
     if opts.target_params.is_some() {
-        return Err(PassError::Options(
-            "--target-params allocates ranks from calibration data: add --calib-data TRAIN.tsv".into(),
-        ));
+        return Err(PassError::Options(OptionError::new(
+            "target_params",
+            "`target_params` allocates ranks from calibration data: add `calib_data` TRAIN.tsv",
+        )));
     }
     let start = Instant::now();
     let t = structure::discover(model)?;

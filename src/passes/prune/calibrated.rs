@@ -467,9 +467,12 @@ fn allocate_macs(
         macs <= goal
     })
     .ok_or_else(|| {
-        PassError::Options(format!(
-            "--target-macs {target}: cannot remove enough (the budget needs more than {:.0}% of some layer's FFN neurons)",
-            MAX_FFN_FRACTION * 100.0
+        PassError::Options(crate::options::OptionError::new(
+            "target_macs",
+            format!(
+                "`target_macs` {target}: cannot remove enough (the budget needs more than {:.0}% of some layer's FFN neurons)",
+                MAX_FFN_FRACTION * 100.0
+            ),
         ))
     })
 }

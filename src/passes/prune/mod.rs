@@ -18,9 +18,10 @@ pub use calibrated::prune_calibrated;
 
 use super::{round_half_even, PassError};
 use crate::onnx::{edit, tensor, GraphIndex, ModelProto};
+use crate::options::OptionError;
 use crate::structure::{self, EncoderLayer, Linear, Qkv, ShapeRole, Transformer};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
     /// The reference's L1 weight magnitude scores.
@@ -61,6 +62,18 @@ impl Default for PruneOptions {
             per_layer: false,
         }
     }
+}
+
+impl crate::options::Named for Strategy {
+    const ALL: &'static [(Self, &'static str, &'static str)] = &[
+        (Strategy::L1, "l1", "the reference's L1 weight magnitude scores"),
+        (Strategy::Random, "random", "a seeded random choice"),
+        (
+            Strategy::Obs,
+            "obs",
+            "calibrated: least-squares optimal removal and refit of the output projections (needs calibration data)",
+        ),
+    ];
 }
 
 /// A refitted linear layer: weight in the graph's own layout after slicing, and bias.
@@ -280,32 +293,37 @@ pub fn keep_uniform(scores: &[f64], amount: f64) -> Vec<usize> {
 }
 
 pub fn validate(opts: &PruneOptions) -> Result<(), PassError> {
-    for (flag, v) in [("--heads", opts.heads), ("--ffn", opts.ffn)] {
+    let bad = |field, message: String| Err(PassError::Options(OptionError::new(field, message)));
+    for (field, v) in [("heads", opts.heads), ("ffn", opts.ffn)] {
         if !(0.0..1.0).contains(&v) || v.is_nan() {
-            return Err(PassError::Options(format!(
-                "{flag} {v}: the fraction to remove must be in [0, 1)"
-            )));
+            return bad(
+                field,
+                format!("`{field}` {v}: the fraction to remove must be in [0, 1)"),
+            );
         }
     }
     if let Some(t) = opts.target_macs {
         if !(t > 0.0 && t <= 1.0) {
-            return Err(PassError::Options(format!(
-                "--target-macs {t}: the fraction of encoder MACs to keep must be in (0, 1]"
-            )));
+            return bad(
+                "target_macs",
+                format!("`target_macs` {t}: the fraction of encoder MACs to keep must be in (0, 1]"),
+            );
         }
         if opts.strategy != Strategy::Obs {
-            return Err(PassError::Options(
-                "--target-macs needs calibration: give --calib-data (strategy obs)".into(),
-            ));
+            return bad(
+                "target_macs",
+                "`target_macs` needs calibration: give `calib_data` (strategy obs)".into(),
+            );
         }
         if opts.heads > 0.0 || opts.ffn > 0.0 || opts.per_layer {
-            return Err(PassError::Options(
-                "--target-macs chooses the head and neuron counts itself: drop --heads, --ffn and --per-layer".into(),
-            ));
+            return bad(
+                "target_macs",
+                "`target_macs` chooses the head and neuron counts itself: drop `heads`, `ffn` and `per_layer`".into(),
+            );
         }
     }
     if opts.seq_len == 0 {
-        return Err(PassError::Options("--seq-len must be at least 1".into()));
+        return bad("seq_len", "`seq_len` must be at least 1".into());
     }
     Ok(())
 }
@@ -348,9 +366,10 @@ pub fn prune(model: &ModelProto, opts: &PruneOptions) -> Result<(ModelProto, Pru
         Strategy::L1 => l1_scores(model, &t)?,
         Strategy::Random => random_scores(&t, opts.seed),
         Strategy::Obs => {
-            return Err(PassError::Options(
-                "--strategy obs needs calibration data (--calib-data FILE)".into(),
-            ))
+            return Err(PassError::Options(OptionError::new(
+                "strategy",
+                "`strategy` obs needs calibration data (`calib_data` FILE)",
+            )))
         }
     };
     let plan = Plan {

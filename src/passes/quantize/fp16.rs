@@ -210,9 +210,9 @@ pub(super) fn convert(
         kept.push(k);
     }
     if let Some(j) = used.iter().position(|u| !u) {
-        return Err(PassError::Options(format!(
-            "--exclude '{}' matches no node name",
-            opts.exclude[j]
+        return Err(PassError::Options(crate::options::OptionError::new(
+            "exclude",
+            format!("`exclude` '{}' matches no node name", opts.exclude[j]),
         )));
     }
     report.kept_float32 = g

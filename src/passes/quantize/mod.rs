@@ -35,8 +35,9 @@ use super::{Calibrator, PassError};
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::proto::{ModelProto, TensorProto};
 use crate::onnx::{tensor, GraphIndex};
+use crate::options::{Named, OptionError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// INT8 with activation ranges calibrated on data (QDQ pairs); needs calibration data.
@@ -47,7 +48,7 @@ pub enum Mode {
     Fp16,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CalibMethod {
     /// The smallest and largest value seen.
@@ -59,7 +60,7 @@ pub enum CalibMethod {
     Entropy,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ActivationType {
     /// uint8, asymmetric (zero point from the range): the type ONNX Runtime's VNNI kernels prefer.
@@ -69,7 +70,7 @@ pub enum ActivationType {
 }
 
 /// How static mode writes its int8 MatMuls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StaticForm {
     /// Standard ONNX `QuantizeLinear → DequantizeLinear` pairs before each float MatMul: portable
@@ -82,11 +83,78 @@ pub enum StaticForm {
     Ort,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WeightType {
     /// int8, symmetric in [−127, 127].
     S8,
+}
+
+impl Named for Mode {
+    const ALL: &'static [(Self, &'static str, &'static str)] = &[
+        (
+            Mode::Static,
+            "static",
+            "int8 with activation ranges calibrated on data (needs calibration data)",
+        ),
+        (
+            Mode::Dynamic,
+            "dynamic",
+            "int8 with activation ranges found at run time",
+        ),
+        (
+            Mode::Fp16,
+            "fp16",
+            "float16 weights and activations, float32 where numerics need it",
+        ),
+    ];
+}
+
+impl Named for CalibMethod {
+    const ALL: &'static [(Self, &'static str, &'static str)] = &[
+        (CalibMethod::Minmax, "minmax", "the smallest and largest value seen"),
+        (
+            CalibMethod::Percentile,
+            "percentile",
+            "clip the outer (100 − p)% of values, half on each side",
+        ),
+        (
+            CalibMethod::Entropy,
+            "entropy",
+            "the clipping threshold that minimizes the KL divergence of the 128-level histogram (TensorRT's method)",
+        ),
+    ];
+}
+
+impl Named for ActivationType {
+    const ALL: &'static [(Self, &'static str, &'static str)] = &[
+        (
+            ActivationType::U8,
+            "u8",
+            "uint8, asymmetric (zero point from the range)",
+        ),
+        (ActivationType::S8, "s8", "int8, symmetric (zero point 0)"),
+    ];
+}
+
+impl Named for StaticForm {
+    const ALL: &'static [(Self, &'static str, &'static str)] = &[
+        (
+            StaticForm::Qdq,
+            "qdq",
+            "standard QuantizeLinear/DequantizeLinear pairs (portable)",
+        ),
+        (
+            StaticForm::Ort,
+            "ort",
+            "ONNX Runtime's MatMulIntegerToFloat with biases folded (faster there)",
+        ),
+    ];
+}
+
+impl Named for WeightType {
+    const ALL: &'static [(Self, &'static str, &'static str)] =
+        &[(WeightType::S8, "s8", "int8, symmetric in [−127, 127]")];
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -196,17 +264,50 @@ pub struct QuantizeReport {
     pub calibration_tokens: usize,
 }
 
+/// The options as a history entry records them: only those that apply to the mode (dynamic has
+/// no calibration method or static form; fp16 no int8 settings; `percentile` only with the
+/// percentile method).
+pub fn history_options(opts: &QuantizeOptions) -> Result<serde_json::Value, PassError> {
+    let mut v = serde_json::to_value(opts).map_err(|e| PassError::Internal(format!("options as JSON: {e}")))?;
+    let drop: &[&str] = match opts.mode {
+        Mode::Dynamic => &["activation_type", "calib_method", "percentile", "static_form"],
+        Mode::Static if opts.calib_method != CalibMethod::Percentile => &["percentile"],
+        Mode::Static => &[],
+        Mode::Fp16 => &[
+            "per_channel",
+            "weight_type",
+            "activation_type",
+            "calib_method",
+            "percentile",
+            "static_form",
+            "split_first_token",
+        ],
+    };
+    if let Some(o) = v.as_object_mut() {
+        for k in drop {
+            o.remove(*k);
+        }
+    }
+    Ok(v)
+}
+
 /// Checks the options on their own (before any file is read).
 pub fn validate(opts: &QuantizeOptions) -> Result<(), PassError> {
     if !(opts.percentile > 0.0 && opts.percentile <= 100.0) {
-        return Err(PassError::Options(format!(
-            "--percentile {}: the share of values kept must be in (0, 100]",
-            opts.percentile
+        return Err(PassError::Options(OptionError::new(
+            "percentile",
+            format!(
+                "`percentile` {}: the share of values kept must be in (0, 100]",
+                opts.percentile
+            ),
         )));
     }
     for p in &opts.exclude {
         if p.is_empty() {
-            return Err(PassError::Options("--exclude: empty pattern".into()));
+            return Err(PassError::Options(OptionError::new(
+                "exclude",
+                "`exclude`: empty pattern",
+            )));
         }
     }
     Ok(())
@@ -344,9 +445,32 @@ pub(crate) fn find_targets(
         });
     }
     if let Some(k) = used_patterns.iter().position(|u| !u) {
-        return Err(PassError::Options(format!(
-            "--exclude '{}' matches no MatMul with a constant weight (by node or weight name)",
-            exclude[k]
+        let gemms: Vec<&str> = ix
+            .graph
+            .node
+            .iter()
+            .filter(|n| n.op_type() == "Gemm")
+            .filter(|n| {
+                pattern_matches(&exclude[k], n.name())
+                    || n.input.get(1).is_some_and(|w| pattern_matches(&exclude[k], w))
+            })
+            .map(|n| n.name())
+            .collect();
+        let why = if gemms.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; it matches only Gemm nodes ({}), which int8 modes keep in float32 anyway (the pooler and \
+                 classifier): drop the pattern",
+                gemms.join(", ")
+            )
+        };
+        return Err(PassError::Options(OptionError::new(
+            "exclude",
+            format!(
+                "`exclude` '{}' matches no MatMul with a constant weight (by node or weight name){why}",
+                exclude[k]
+            ),
         )));
     }
     Ok((targets, excluded))
@@ -525,7 +649,10 @@ pub fn quantize(
             }
             let ranges = if opts.mode == Mode::Static {
                 let calib = calibrator.ok_or_else(|| {
-                    PassError::Options("--mode static needs calibration data: add --calib-data TRAIN.tsv".into())
+                    PassError::Options(OptionError::new(
+                        "mode",
+                        "`mode` static needs calibration data: add `calib_data` TRAIN.tsv",
+                    ))
                 })?;
                 let values: Vec<String> = {
                     let mut seen = HashSet::new();

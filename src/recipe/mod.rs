@@ -2,13 +2,18 @@
 //! `prune.attention_heads` / `prune.mlp_neurons`, `quantization`, `rmt_lowrank`) with a model path
 //! in place of the hub id, plus this project's own keys (`name`, `calibration`, `eval`,
 //! `prune.target_macs`, quantization modes, low-rank budgets). Parsing only: unknown keys and wrong
-//! types are errors naming the key and its line; [`crate::pipeline`] carries a recipe out.
+//! types are errors naming the key and its line; [`plan`] maps a recipe to an executor plan and
+//! [`crate::pipeline`] carries it out.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::glue::Task;
+
+mod plan;
+
+pub use plan::{lowrank_options, quantization_methods, quantize_options, recipe_key};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecipeError {
@@ -156,9 +161,6 @@ pub struct QuantizationSection {
     pub split_first_token: Option<bool>,
 }
 
-/// The values of `quantization.method` (`pipeline::quantize_options` maps each to options).
-pub const QUANTIZATION_METHODS: &[&str] = &["dynamic", "onnx", "static", "static_ort", "dynamic_per_channel", "fp16"];
-
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LowrankSection {
@@ -245,6 +247,8 @@ fn default_measure() -> usize {
 pub struct LoadedRecipe {
     pub path: PathBuf,
     pub recipe: Recipe,
+    /// `data.task`, checked when the recipe was read.
+    task: Task,
 }
 
 impl LoadedRecipe {
@@ -268,7 +272,7 @@ impl LoadedRecipe {
     }
 
     pub fn task(&self) -> Task {
-        Task::from_name(&self.recipe.data.task).expect("checked by parse")
+        self.task
     }
 
     /// The data split as a file stem of the task folder (`validation` → `dev`).
@@ -314,11 +318,19 @@ pub fn parse(text: &str, path: &Path) -> Result<LoadedRecipe, RecipeError> {
         message,
     };
     let recipe: Recipe = serde_yaml::from_str(text).map_err(|e| invalid(yaml_message(&e)))?;
+    let task = check(&recipe, text).map_err(invalid)?;
     let loaded = LoadedRecipe {
         path: path.to_path_buf(),
         recipe,
+        task,
     };
-    check(&loaded, text).map_err(invalid)?;
+    // The passes' own option checks (names of sets, rules and methods; ranges), before any model is read.
+    let plan = loaded.plan().map_err(|e| {
+        let section = e.split(['.', ':']).next().unwrap_or("");
+        invalid(format!("{}: {e}", at(text, section)))
+    })?;
+    plan.validate()
+        .map_err(|e| invalid(loaded.plan_error(&plan, &e, text)))?;
     Ok(loaded)
 }
 
@@ -333,6 +345,7 @@ pub fn load(path: &Path) -> Result<LoadedRecipe, RecipeError> {
 
 /// The recipe as YAML (what `parse` reads back to an equal recipe).
 pub fn to_yaml(recipe: &Recipe) -> String {
+    // Plain data (strings, numbers, booleans, lists): serde_yaml cannot fail on it.
     serde_yaml::to_string(recipe).expect("recipes serialize")
 }
 
@@ -358,17 +371,20 @@ fn line_of(text: &str, key: &str) -> Option<usize> {
         .map(|i| i + 1)
 }
 
+/// `dotted` with the line where its last key is written, when found.
+fn at(text: &str, dotted: &str) -> String {
+    let last = dotted.rsplit('.').next().unwrap_or(dotted);
+    match line_of(text, last) {
+        Some(l) => format!("{dotted} (line {l})"),
+        None => dotted.to_string(),
+    }
+}
+
 /// Checks that cannot be expressed in types: names of tasks, strategies and methods, ranges.
-fn check(r: &LoadedRecipe, text: &str) -> Result<(), String> {
-    let at = |dotted: &str| {
-        let last = dotted.rsplit('.').next().unwrap_or(dotted);
-        match line_of(text, last) {
-            Some(l) => format!("{dotted} (line {l})"),
-            None => dotted.to_string(),
-        }
-    };
-    let rec = &r.recipe;
-    Task::from_name(&rec.data.task).map_err(|e| format!("{}: {e}", at("data.task")))?;
+/// Returns the task.
+fn check(rec: &Recipe, text: &str) -> Result<Task, String> {
+    let at = |dotted: &str| at(text, dotted);
+    let task = Task::from_name(&rec.data.task).map_err(|e| format!("{}: {e}", at("data.task")))?;
     if rec.data.shuffle {
         return Err(format!(
             "{}: true is not supported: evaluation keeps the file's order (set it to false)",
@@ -432,20 +448,21 @@ fn check(r: &LoadedRecipe, text: &str) -> Result<(), String> {
         }
     }
     if rec.quantization.enable {
+        let methods = quantization_methods();
         match rec.quantization.method.as_deref() {
-            Some(m) if QUANTIZATION_METHODS.contains(&m) => {}
+            Some(m) if methods.contains(&m) => {}
             Some(m) => {
                 return Err(format!(
                     "{}: unknown method '{m}' ({})",
                     at("quantization.method"),
-                    QUANTIZATION_METHODS.join(", ")
+                    methods.join(", ")
                 ))
             }
             None => {
                 return Err(format!(
                     "{}: enabled without a method ({})",
                     at("quantization"),
-                    QUANTIZATION_METHODS.join(", ")
+                    methods.join(", ")
                 ))
             }
         }
@@ -474,19 +491,18 @@ fn check(r: &LoadedRecipe, text: &str) -> Result<(), String> {
             ));
         }
     }
-    // The passes' own option checks (names of sets, rules and methods; ranges), before any model is read.
-    if lr.enable {
-        crate::pipeline::lowrank_options(lr).map_err(|e| format!("{}: {e:#}", at("rmt_lowrank")))?;
-    }
-    if rec.quantization.enable {
-        crate::pipeline::quantize_options(&rec.quantization).map_err(|e| format!("{}: {e:#}", at("quantization")))?;
-    }
     if let Some(c) = &rec.calibration {
         if c.samples == 0 {
             return Err(format!("{}: must be at least 1", at("calibration.samples")));
         }
     }
-    Ok(())
+    if rec.eval.limit == Some(0) {
+        return Err(format!(
+            "{}: must be at least 1 (or absent: every example)",
+            at("eval.limit")
+        ));
+    }
+    Ok(task)
 }
 
 /// The recipes named on a command line: files as given, folders expanded to their `*.yaml` /

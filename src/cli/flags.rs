@@ -1,0 +1,354 @@
+//! The command line's flags (clap derive): what each command accepts, its defaults and help.
+//! Nothing here runs anything; [`super::options`] turns flags into library options.
+
+use std::path::PathBuf;
+
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use clap::{Parser, Subcommand, ValueEnum};
+use onnx_compress::options::Named;
+use onnx_compress::passes::lowrank::{ApplyTo, Shrink};
+use onnx_compress::passes::prune::Strategy;
+use onnx_compress::passes::quantize::{ActivationType, CalibMethod, Mode, StaticForm, WeightType};
+use onnx_compress::runtime::Device;
+
+/// A value parser for one of the library's named choices, with each name's help.
+fn choice<T: Named + Send + Sync>() -> impl TypedValueParser<Value = T> {
+    PossibleValuesParser::new(T::ALL.iter().map(|(_, n, h)| PossibleValue::new(*n).help(*h)))
+        // The parser above admits only these names.
+        .map(|s| T::from_name(&s).unwrap_or(T::ALL[0].0))
+}
+
+#[derive(Parser)]
+#[command(name = "onnx-compress", version, about = "Compress BERT-family ONNX classifiers and measure what it costs", long_about = None)]
+pub struct Cli {
+    /// Path to libonnxruntime.so (default: ORT_DYLIB_PATH, then the project's .ort/lib, then Python's site-packages).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub ort_lib: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Show the transformer found in a model: layers, heads, FFN widths, parameters, MACs, history.
+    Inspect {
+        /// The .onnx model to inspect.
+        model: PathBuf,
+        /// Sequence length for the MAC count.
+        #[arg(long, default_value_t = 128)]
+        seq_len: usize,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evaluate a model on a GLUE task: accuracy/F1 and speed, measured as the reference did.
+    Eval(EvalArgs),
+    /// Remove attention heads and FFN neurons: the graph is really sliced, per layer.
+    Prune(PruneArgs),
+    /// Replace Linear layers by two thin factors x·A·B (weight SVD, or activation-aware with --calib-data).
+    Lowrank(LowrankArgs),
+    /// Run one YAML recipe (the reference's config layout): apply its passes, evaluate, print the row.
+    Run(RunArgs),
+    /// Run many recipes of one task and write the results table (Markdown, CSV, JSON) and Pareto charts.
+    Bench(BenchArgs),
+    /// Quantize: INT8 (static, calibrated QDQ; or dynamic) with int8 embeddings, or float16.
+    Quantize(QuantizeArgs),
+    /// Re-encode a model (e.g. to or from external data), embedding its tokenizer and recording history.
+    Convert(ConvertArgs),
+}
+
+/// The model a pass command reads and writes, and how it reports.
+#[derive(clap::Args)]
+pub struct PassIo {
+    /// The model to read (never modified).
+    pub input: PathBuf,
+    /// Where to write the result (atomically; must differ from INPUT).
+    pub output: PathBuf,
+    /// Tokenizer to embed when the input has none embedded (default: tokenizer.json beside INPUT).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The calibration flags of prune, lowrank and quantize.
+#[derive(clap::Args)]
+pub struct CalibArgs {
+    /// Calibration data: a GLUE TSV of the task's train split (task from its header, or --task);
+    /// prune: for --strategy obs, lowrank: activation-aware, quantize: --mode static.
+    #[arg(long, value_name = "FILE")]
+    pub calib_data: Option<PathBuf>,
+    /// Number of calibration examples drawn (seeded by --seed) from --calib-data [default: 512;
+    /// quantize: 256].
+    #[arg(long)]
+    pub calib_samples: Option<usize>,
+    /// Task of --calib-data when its header does not tell (sst2, mrpc, qqp, ...).
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Truncation length of calibration examples.
+    #[arg(long, default_value_t = 128)]
+    pub max_length: usize,
+    /// Intra-op threads for calibration runs (0: ONNX Runtime's default).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Seed for drawing the calibration examples (prune: also for --strategy random).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(clap::Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub io: PassIo,
+    /// Fraction of attention heads to remove, in [0, 1). l1/random: in each layer, round(heads × F)
+    /// (at least one kept); obs: of all heads of the model, placed where the calibration data says
+    /// they cost least (--per-layer: in each layer).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub heads: f64,
+    /// Fraction of FFN neurons to remove, in [0, 1): per layer or model-wide as --heads.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub ffn: f64,
+    /// How heads and neurons are chosen. Default: obs with --calib-data, else l1.
+    #[arg(long, value_parser = choice::<Strategy>())]
+    pub strategy: Option<Strategy>,
+    /// Keep this fraction of encoder MACs (at --seq-len), in (0, 1]: per-layer head and neuron
+    /// counts are chosen globally on the calibration data (needs --calib-data).
+    #[arg(long, value_name = "F", allow_negative_numbers = true, conflicts_with_all = ["heads", "ffn", "per_layer"])]
+    pub target_macs: Option<f64>,
+    /// With calibration: remove the same fraction in every layer instead of placing the
+    /// model-wide count where it costs least (l1 and random always work per layer).
+    #[arg(long, requires = "calib_data")]
+    pub per_layer: bool,
+    #[command(flatten)]
+    pub calib: CalibArgs,
+    /// Sequence length for the MAC counts in the report.
+    #[arg(long, default_value_t = 128)]
+    pub seq_len: usize,
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// The recipe (YAML; paths in it are relative to its folder).
+    pub config: PathBuf,
+    /// Keep the compressed model here (written atomically); default: evaluated from a temporary file.
+    #[arg(long, value_name = "MODEL")]
+    pub out: Option<PathBuf>,
+    /// Evaluate only the first N examples (overrides the recipe's eval.limit).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// GLUE folder when the recipe has no data.dir (default: data/glue, then ../shared/data/glue).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Untimed batches before timing starts (overrides the recipe's eval.warmup; default 10).
+    #[arg(long)]
+    pub warmup: Option<usize>,
+    /// Batches timed after the warm-up (overrides the recipe's eval.measure; default 50).
+    #[arg(long)]
+    pub measure: Option<usize>,
+    /// Print the run report as JSON (with every prediction).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Recipes, or folders of *.yaml recipes (those of --task are run, in name order).
+    #[arg(required = true, value_name = "CONFIG")]
+    pub configs: Vec<PathBuf>,
+    /// The task whose recipes are run (sst2, mrpc, qqp, ...).
+    #[arg(long)]
+    pub task: String,
+    /// Evaluate only the first N examples of each variant.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Folder for results.md, results.csv, results.json and the charts (default: bench/out/<task>).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// GLUE folder for recipes without data.dir (default: data/glue, then ../shared/data/glue).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Untimed batches before timing starts, for every recipe (overrides eval.warmup; default 10).
+    #[arg(long)]
+    pub warmup: Option<usize>,
+    /// Batches timed after the warm-up, for every recipe (overrides eval.measure; default 50).
+    #[arg(long)]
+    pub measure: Option<usize>,
+    /// Print the report as JSON instead of the Markdown table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct QuantizeArgs {
+    #[command(flatten)]
+    pub io: PassIo,
+    /// static: int8 with calibrated activation ranges (QDQ, needs --calib-data); dynamic: int8 with
+    /// ranges found at run time; fp16: float16 with float32 kept for LayerNorm, softmax and logits.
+    #[arg(long, value_parser = choice::<Mode>())]
+    pub mode: Mode,
+    /// How activation ranges are chosen from the calibration data (static; default minmax).
+    #[arg(long, value_parser = choice::<CalibMethod>())]
+    pub calib_method: Option<CalibMethod>,
+    /// For --calib-method percentile: the share of values kept, in (0, 100] (default 99.999).
+    #[arg(long, allow_negative_numbers = true)]
+    pub percentile: Option<f64>,
+    /// One weight scale per output channel (the default).
+    #[arg(long, conflicts_with = "per_tensor")]
+    pub per_channel: bool,
+    /// One weight scale per tensor (ONNX Runtime's quantize_dynamic default).
+    #[arg(long)]
+    pub per_tensor: bool,
+    /// Weight type (int8, symmetric).
+    #[arg(long, value_parser = choice::<WeightType>(), default_value = "s8")]
+    pub weight_type: WeightType,
+    /// Activation type for static mode: u8 (asymmetric, the default) or s8 (symmetric).
+    #[arg(long, value_parser = choice::<ActivationType>())]
+    pub activation_type: Option<ActivationType>,
+    /// Graph form of static mode: qdq (standard QuantizeLinear/DequantizeLinear pairs, the
+    /// default) or ort (ONNX Runtime's MatMulIntegerToFloat with biases folded: faster there).
+    #[arg(long, value_parser = choice::<StaticForm>())]
+    pub static_form: Option<StaticForm>,
+    /// Keep MatMuls (fp16: nodes) whose node or weight name matches in float; `*`/`?` wildcards,
+    /// else a substring. Repeatable. (int8 keeps Gemm nodes, the pooler and classifier, in float
+    /// anyway.)
+    #[arg(long, value_name = "PATTERN")]
+    pub exclude: Vec<String>,
+    /// Quantize the embedding tables too (the default).
+    #[arg(long, conflicts_with = "no_embeddings")]
+    pub embeddings: bool,
+    /// Keep the embedding tables in float32.
+    #[arg(long)]
+    pub no_embeddings: bool,
+    /// int8: run each FFN (dynamic: and the Q/K/V projections) on the first token ([CLS]) apart
+    /// from the other tokens, with ranges of its own, so its outlier activations do not coarsen
+    /// every other token's. The default, except with --per-tensor (which reproduces ONNX
+    /// Runtime's quantize_dynamic).
+    #[arg(long, conflicts_with = "no_split_first_token")]
+    pub split_first_token: bool,
+    /// int8: every block runs all tokens at once, as the model did.
+    #[arg(long)]
+    pub no_split_first_token: bool,
+    #[command(flatten)]
+    pub calib: CalibArgs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ExternalMode {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(clap::Args)]
+pub struct ConvertArgs {
+    /// The model to read (never modified).
+    pub input: PathBuf,
+    /// Where to write the copy (written atomically; must differ from INPUT).
+    pub output: PathBuf,
+    /// Store tensors in OUTPUT.data: auto (only past protobuf's 2 GiB limit), always, never.
+    #[arg(long, value_enum, default_value_t = ExternalMode::Auto)]
+    pub external_data: ExternalMode,
+    /// Tokenizer to embed (default: the one found for INPUT, if any).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Print what was written as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("rank_rule").args(["energy", "ratio", "rank", "target_params"]).multiple(false)))]
+pub struct LowrankArgs {
+    #[command(flatten)]
+    pub io: PassIo,
+    /// Rank = smallest k whose share of the spectral energy Σs² reaches E, in (0, 1] (default 0.99).
+    #[arg(long, value_name = "E", allow_negative_numbers = true)]
+    pub energy: Option<f64>,
+    /// Rank = round(full rank × R), R in (0, 1].
+    #[arg(long, value_name = "R", allow_negative_numbers = true)]
+    pub ratio: Option<f64>,
+    /// Rank = K in every selected layer (an error where K exceeds a layer's full rank).
+    #[arg(long, value_name = "K")]
+    pub rank: Option<usize>,
+    /// Lower bound on the chosen rank (then capped at the layer's full rank).
+    #[arg(long, value_name = "K")]
+    pub k_min: Option<usize>,
+    /// Upper bound on the chosen rank.
+    #[arg(long, value_name = "K")]
+    pub k_max: Option<usize>,
+    /// Which Linear layers.
+    #[arg(long, value_parser = choice::<ApplyTo>(), default_value = "exclude_classifier")]
+    pub apply_to: ApplyTo,
+    /// Encoder layers to touch, e.g. 4,5 (default: all; the pooler and classifier are not filtered by it).
+    #[arg(long, value_delimiter = ',', value_name = "L,L,...")]
+    pub layers: Option<Vec<usize>>,
+    /// Denoise each weight before the SVD (the reference's RMT step: column standardization + shrinkage).
+    #[arg(long)]
+    pub denoise: bool,
+    /// Shrinkage rule of --denoise.
+    #[arg(long, value_parser = choice::<Shrink>(), default_value = "gavish_donoho", requires = "denoise")]
+    pub shrink: Shrink,
+    /// Factorize even where the rank is at or above break-even (k ≥ m·n/(m+n)).
+    #[arg(long)]
+    pub force: bool,
+    /// With --calib-data: keep this fraction of the selected layers' parameters, in (0, 1);
+    /// ranks are allocated across layers by output error per parameter.
+    #[arg(long, value_name = "F", requires = "calib_data", allow_negative_numbers = true)]
+    pub target_params: Option<f64>,
+    #[command(flatten)]
+    pub calib: CalibArgs,
+    /// Sequence length for the MAC counts in the report.
+    #[arg(long, default_value_t = 128)]
+    pub seq_len: usize,
+}
+
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    /// sst2, mrpc, qqp (also cola, qnli, rte, mnli, stsb, wnli).
+    #[arg(long)]
+    pub task: String,
+    /// The .onnx model to evaluate.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// GLUE folder holding <task>/<split>.tsv (default: data/glue, then ../shared/data/glue).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Which file of the task folder to read: dev, train, or any <split>.tsv there.
+    #[arg(long, default_value = "dev")]
+    pub split: String,
+    /// Default: 32 (MRPC: 24), as the reference.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Truncate each example (or pair, longest first) to this many tokens.
+    #[arg(long, default_value_t = 128)]
+    pub max_length: usize,
+    /// cpu, or cuda (ONNX Runtime's CUDA execution provider; an error where unavailable, never a fallback).
+    #[arg(long, value_parser = choice::<Device>(), default_value = "cpu")]
+    pub device: Device,
+    /// Intra-op threads (0: ONNX Runtime's default).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Untimed batches before timing starts.
+    #[arg(long, default_value_t = 10)]
+    pub warmup: usize,
+    /// Batches timed after the warm-up.
+    #[arg(long, default_value_t = 50)]
+    pub measure: usize,
+    /// Evaluate only the first N examples.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Batch examples of similar length together (predictions stay in file order).
+    #[arg(long)]
+    pub bucket: bool,
+    /// Keep denormal floats (by default ONNX Runtime flushes them to zero: the masked softmax
+    /// produces them and they slow the CPU several times; no prediction changes).
+    #[arg(long)]
+    pub keep_denormals: bool,
+    /// tokenizer.json to use (default: embedded in the model, then beside it).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Print JSON (with every prediction) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}

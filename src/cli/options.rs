@@ -1,0 +1,173 @@
+//! Flags → library options and plans: defaults that depend on other flags, checks that only make
+//! sense on the command line (a flag that does not apply to a mode), and option errors rendered
+//! as `--flag`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use onnx_compress::executor::{self, Calibration, Plan, PlanError};
+use onnx_compress::glue::Task;
+use onnx_compress::options::flag;
+use onnx_compress::passes::lowrank::{LowrankOptions, RankRule};
+use onnx_compress::passes::prune::{PruneOptions, Strategy};
+use onnx_compress::passes::quantize::{self, CalibMethod, Mode, QuantizeOptions};
+use onnx_compress::passes::Pass;
+
+use super::flags::{CalibArgs, LowrankArgs, PruneArgs, QuantizeArgs};
+
+/// Calibration examples drawn by default (quantize: [`QUANTIZE_CALIB_SAMPLES`]).
+pub const CALIB_SAMPLES: usize = 512;
+pub const QUANTIZE_CALIB_SAMPLES: usize = 256;
+
+/// An error (of any library call) as one line, option fields named as flags.
+pub fn render(e: &anyhow::Error) -> String {
+    executor::render_error(e, &|_, field| flag(field))
+}
+
+/// A plan's option error as an error naming the flags.
+pub fn plan_error(e: PlanError) -> anyhow::Error {
+    anyhow::anyhow!(e.error.render(&flag))
+}
+
+impl CalibArgs {
+    /// The calibration of a pass command, when --calib-data was given.
+    pub fn calibration(&self, default_samples: usize, tokenizer: Option<&Path>) -> Result<Option<Calibration>> {
+        let Some(data) = &self.calib_data else {
+            return Ok(None);
+        };
+        Ok(Some(Calibration {
+            data: data.clone(),
+            task: self.task.as_deref().map(Task::from_name).transpose()?,
+            samples: self.calib_samples.unwrap_or(default_samples),
+            seed: self.seed,
+            max_length: self.max_length,
+            threads: self.threads,
+            tokenizer: tokenizer.map(Path::to_path_buf),
+        }))
+    }
+}
+
+/// `prune`'s plan: obs with calibration data, else l1 (or --strategy).
+pub fn prune_plan(a: &PruneArgs) -> Result<Plan> {
+    let calibrated = a.calib.calib_data.is_some();
+    let strategy = a
+        .strategy
+        .unwrap_or(if calibrated { Strategy::Obs } else { Strategy::L1 });
+    let opts = PruneOptions {
+        heads: a.heads,
+        ffn: a.ffn,
+        strategy,
+        seed: a.calib.seed,
+        seq_len: a.seq_len,
+        target_macs: a.target_macs,
+        per_layer: a.per_layer,
+    };
+    if strategy != Strategy::Obs && calibrated {
+        bail!("--calib-data is only used by --strategy obs (the default with calibration data)");
+    }
+    let plan = Plan::single(
+        Pass::Prune(opts),
+        a.calib.calibration(CALIB_SAMPLES, a.io.tokenizer.as_deref())?,
+    );
+    plan.validate().map_err(plan_error)?;
+    Ok(plan)
+}
+
+/// `lowrank`'s plan: weight SVD, or activation-aware with --calib-data.
+pub fn lowrank_plan(a: &LowrankArgs) -> Result<Plan> {
+    let rank = match (a.energy, a.ratio, a.rank) {
+        (_, Some(r), _) => RankRule::Ratio(r),
+        (_, _, Some(k)) => RankRule::Fixed(k),
+        (e, _, _) => RankRule::Energy(e.unwrap_or(0.99)),
+    };
+    let calibrated = a.calib.calib_data.is_some();
+    let opts = LowrankOptions {
+        rank,
+        k_min: a.k_min,
+        k_max: a.k_max,
+        apply_to: a.apply_to,
+        layers: a.layers.clone(),
+        denoise: a.denoise.then_some(a.shrink),
+        force: a.force,
+        target_params: a.target_params,
+        seq_len: a.seq_len,
+        activation_aware: calibrated,
+    };
+    let plan = Plan::single(
+        Pass::Lowrank(opts),
+        a.calib.calibration(CALIB_SAMPLES, a.io.tokenizer.as_deref())?,
+    );
+    plan.validate().map_err(plan_error)?;
+    if calibrated && a.denoise {
+        bail!("--denoise belongs to the weight-only method: drop it or --calib-data");
+    }
+    Ok(plan)
+}
+
+/// `quantize`'s plan; flags that do not apply to the mode are errors.
+pub fn quantize_plan(a: &QuantizeArgs) -> Result<Plan> {
+    if a.mode != Mode::Static {
+        for (set, flag) in [
+            (a.calib_method.is_some(), "--calib-method"),
+            (a.percentile.is_some(), "--percentile"),
+            (a.activation_type.is_some(), "--activation-type"),
+            (a.static_form.is_some(), "--static-form"),
+        ] {
+            if set {
+                bail!("{flag} applies to --mode static only (dynamic quantizes activations to u8 at run time; fp16 has none)");
+            }
+        }
+    }
+    if a.percentile.is_some() && a.calib_method != Some(CalibMethod::Percentile) {
+        bail!("--percentile needs --calib-method percentile");
+    }
+    if a.mode == Mode::Static && a.calib.calib_data.is_none() {
+        bail!("--mode static needs calibration data: add --calib-data TRAIN.tsv (or use --mode dynamic)");
+    }
+    if a.mode != Mode::Static && a.calib.calib_data.is_some() {
+        bail!("--calib-data is only used by --mode static");
+    }
+    if a.mode == Mode::Fp16 && a.per_tensor {
+        bail!("--per-tensor applies to the int8 modes, not --mode fp16");
+    }
+    if a.mode == Mode::Fp16 && a.split_first_token {
+        bail!("--split-first-token applies to the int8 modes, not --mode fp16");
+    }
+    let defaults = QuantizeOptions::default();
+    let opts = QuantizeOptions {
+        mode: a.mode,
+        per_channel: !a.per_tensor,
+        weight_type: a.weight_type,
+        activation_type: a.activation_type.unwrap_or(defaults.activation_type),
+        calib_method: a.calib_method.unwrap_or(defaults.calib_method),
+        percentile: a.percentile.unwrap_or(defaults.percentile),
+        exclude: a.exclude.clone(),
+        embeddings: !a.no_embeddings,
+        static_form: a.static_form.unwrap_or(defaults.static_form),
+        // At most one of the two flags is set (they conflict); fp16 refuses the first above.
+        split_first_token: a.split_first_token
+            || (!a.no_split_first_token && quantize::split_by_default(a.mode, !a.per_tensor)),
+    };
+    let plan = Plan::single(
+        Pass::Quantize(opts),
+        a.calib.calibration(QUANTIZE_CALIB_SAMPLES, a.io.tokenizer.as_deref())?,
+    );
+    plan.validate().map_err(plan_error)?;
+    Ok(plan)
+}
+
+/// The GLUE folder: `--data`, else `data/glue` here or in the project, else `../shared/data/glue`.
+pub fn default_data_dir() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let candidates = [
+        PathBuf::from("data/glue"),
+        manifest.join("data/glue"),
+        PathBuf::from("../shared/data/glue"),
+        manifest.join("../shared/data/glue"),
+    ];
+    candidates
+        .iter()
+        .find(|c| c.is_dir())
+        .cloned()
+        .unwrap_or_else(|| candidates[0].clone())
+}

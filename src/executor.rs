@@ -1,0 +1,376 @@
+//! The one executor of compression plans: every caller (the single-pass commands, recipes,
+//! benches) runs its passes through [`execute`], so composition is written once.
+//!
+//! In order: every step's options are validated (nothing is read before), the input is read
+//! (refusing an output that would overwrite it or its external data), calibration data is loaded
+//! only when a step needs it, each pass is applied and recorded in the model's history, the
+//! model is checked after every pass as on load (a pass that produced an invalid graph fails with
+//! its name and the node; nothing is written), and the result is saved atomically.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::glue::Task;
+use crate::onnx::{self, ExternalData, ModelProto, SaveOptions, SaveSummary};
+use crate::options::OptionError;
+use crate::passes::{Calibrator, Pass, PassReport};
+use crate::{calib, history, structure};
+
+/// Where calibration examples come from (see [`crate::calib::Spec`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Calibration {
+    /// A labelled training file of the task (GLUE TSV).
+    pub data: PathBuf,
+    /// The task; `None`: from the file's header.
+    pub task: Option<Task>,
+    pub samples: usize,
+    pub seed: u64,
+    pub max_length: usize,
+    /// ONNX Runtime intra-op threads (0: its default).
+    pub threads: usize,
+    /// tokenizer.json to use (default: the model's).
+    pub tokenizer: Option<PathBuf>,
+}
+
+impl Calibration {
+    /// Checks the values on their own.
+    pub fn validate(&self) -> Result<(), OptionError> {
+        if self.samples == 0 {
+            return Err(OptionError::new("calib_samples", "`calib_samples` must be at least 1"));
+        }
+        if self.max_length < 2 {
+            return Err(OptionError::new("max_length", "`max_length` must be at least 2"));
+        }
+        Ok(())
+    }
+
+    /// What a history entry records of the calibration a pass used.
+    fn record(&self, options: &mut serde_json::Value) {
+        if let Some(o) = options.as_object_mut() {
+            o.insert("calib_data".into(), serde_json::json!(self.data.display().to_string()));
+            o.insert("calib_samples".into(), serde_json::json!(self.samples));
+            o.insert("seed".into(), serde_json::json!(self.seed));
+        }
+    }
+}
+
+/// One step of a plan: a pass and the label it is reported under (`prune`, or a recipe's
+/// `prune.attention_heads`).
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub label: String,
+    pub pass: Pass,
+}
+
+/// Passes to apply in order, and the calibration data for those that need it.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    pub calibration: Option<Calibration>,
+}
+
+/// A bad option of one step (index into [`Plan::steps`]; `None`: the calibration), for the
+/// front end to render in its own words.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanError {
+    pub step: Option<usize>,
+    pub error: OptionError,
+}
+
+impl Plan {
+    /// A plan of one pass, labelled by its name.
+    pub fn single(pass: Pass, calibration: Option<Calibration>) -> Plan {
+        Plan {
+            steps: vec![Step {
+                label: pass.name().into(),
+                pass,
+            }],
+            calibration,
+        }
+    }
+
+    /// Whether any step runs the model on calibration data.
+    pub fn needs_calibration(&self) -> bool {
+        self.steps.iter().any(|s| s.pass.needs_calibration())
+    }
+
+    /// Checks every step's options and the calibration, before anything is read. A step that
+    /// needs calibration data without any is an error too.
+    pub fn validate(&self) -> Result<(), PlanError> {
+        for (i, s) in self.steps.iter().enumerate() {
+            s.pass.validate().map_err(|error| PlanError { step: Some(i), error })?;
+        }
+        if let Some(c) = &self.calibration {
+            c.validate().map_err(|error| PlanError { step: None, error })?;
+        }
+        if self.calibration.is_none() {
+            if let Some((i, s)) = self.steps.iter().enumerate().find(|(_, s)| s.pass.needs_calibration()) {
+                let error = OptionError::new(
+                    "calib_data",
+                    format!("{} needs calibration data: add `calib_data` TRAIN.tsv", s.label),
+                );
+                return Err(PlanError { step: Some(i), error });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A pass that failed: the step's label and the pass's error (an option error among them is
+/// for the front end to render in its own words).
+#[derive(Debug, thiserror::Error)]
+#[error("{label}")]
+pub struct StepError {
+    pub label: String,
+    #[source]
+    pub source: crate::passes::PassError,
+}
+
+/// Where the result goes.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub path: PathBuf,
+    pub external_data: ExternalData,
+}
+
+/// What one step did.
+#[derive(Debug, Clone)]
+pub struct StepOutcome {
+    pub label: String,
+    pub pass: &'static str,
+    pub report: PassReport,
+    /// Seconds in the pass (its calibration runs included).
+    pub seconds: f64,
+    /// Weight elements after the step (see [`weight_elements`]).
+    pub params_after: usize,
+    /// Encoder MACs per sequence of [`MAC_SEQ_LEN`] tokens after the step, when mapped.
+    pub encoder_macs_after: Option<u64>,
+}
+
+/// What the executor did.
+#[derive(Debug)]
+pub struct Outcome {
+    pub model: ModelProto,
+    pub steps: Vec<StepOutcome>,
+    /// Encoder MACs of the input (per [`MAC_SEQ_LEN`] tokens), when mapped.
+    pub encoder_macs_before: Option<u64>,
+    /// Seconds loading and tokenizing calibration data (0 when no step needed it).
+    pub calibration_load_seconds: f64,
+    /// The files the input was read from (never overwritten).
+    pub sources: Vec<PathBuf>,
+    pub saved: Option<SaveSummary>,
+}
+
+/// Sequence length of the MAC counts in step outcomes and results rows.
+pub const MAC_SEQ_LEN: usize = 128;
+
+/// Elements of the weight-like initializers: floating point and 8-bit integer tensors.
+pub fn weight_elements(model: &ModelProto) -> usize {
+    model
+        .graph
+        .as_ref()
+        .map(|g| {
+            g.initializer
+                .iter()
+                .filter(|i| matches!(i.data_type(), 1 | 2 | 3 | 10 | 11 | 16))
+                .filter_map(|i| onnx::tensor::numel(i).ok())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Encoder MACs per sequence of [`MAC_SEQ_LEN`] tokens, when the transformer can be mapped.
+pub fn encoder_macs(model: &ModelProto) -> Option<u64> {
+    structure::discover(model)
+        .ok()
+        .map(|t| structure::macs_per_sequence(&t, MAC_SEQ_LEN).0)
+}
+
+/// Runs `plan` on the model at `input`: validates, reads, calibrates (when a step needs it),
+/// applies and checks each pass, records the history, embeds the tokenizer (`tokenizer`, else
+/// `tokenizer.json` beside the input, unless one is embedded) and, with `output`, saves
+/// atomically. ONNX Runtime must be initialized when a step needs calibration. `stage` hears a
+/// line before each stage.
+pub fn execute(
+    input: &Path,
+    plan: &Plan,
+    tokenizer: Option<&Path>,
+    output: Option<&Output>,
+    stage: &dyn Fn(&str),
+) -> Result<Outcome> {
+    plan.validate().map_err(|e| anyhow!(e.error.to_string()))?;
+    if let Some(o) = output {
+        onnx::io::ensure_distinct(input, &o.path)?;
+    }
+    stage("reading the model");
+    let (mut model, sources) = onnx::load_with_sources(input)?;
+    if let Some(o) = output {
+        onnx::io::ensure_not_overwriting(&sources, &o.path)?;
+    }
+    history::carry_tokenizer(&mut model, input, tokenizer)?;
+    let encoder_macs_before = encoder_macs(&model);
+
+    // What the first pass refuses on sight (a model quantized already), before calibration.
+    if let Some(first) = plan.steps.first() {
+        first
+            .pass
+            .check_input(&model)
+            .map_err(|source| StepError {
+                label: first.label.clone(),
+                source,
+            })
+            .with_context(|| input.display().to_string())?;
+    }
+    let mut calibration_load_seconds = 0.0;
+    let mut calibrator = match (&plan.calibration, plan.needs_calibration()) {
+        (Some(c), true) => {
+            stage("loading calibration data");
+            let t = Instant::now();
+            let spec = calib::Spec {
+                path: &c.data,
+                task: c.task,
+                samples: c.samples,
+                seed: c.seed,
+                max_length: c.max_length,
+                threads: c.threads,
+                tokenizer: c.tokenizer.as_deref(),
+            };
+            let cal = calib::ort_calibrator(&spec, input, &model)?;
+            calibration_load_seconds = t.elapsed().as_secs_f64();
+            Some(cal)
+        }
+        _ => None,
+    };
+
+    let mut steps = Vec::with_capacity(plan.steps.len());
+    let mut macs = encoder_macs_before;
+    for step in &plan.steps {
+        stage(&step.label);
+        let t = Instant::now();
+        let used = step.pass.needs_calibration();
+        let cal = calibrator.as_mut().filter(|_| used).map(|c| c as &mut dyn Calibrator);
+        let applied = step
+            .pass
+            .apply(&model, cal)
+            .map_err(|source| StepError {
+                label: step.label.clone(),
+                source,
+            })
+            .with_context(|| input.display().to_string())?;
+        let seconds = t.elapsed().as_secs_f64();
+        let mut out = applied.model;
+        stage(&format!("{}: checking the model", step.label));
+        check(&out).with_context(|| format!("{}: {} wrote an invalid model", input.display(), step.label))?;
+        let mut options = applied.options;
+        if let (true, Some(c)) = (used, &plan.calibration) {
+            c.record(&mut options);
+        }
+        // Every pass records parameters and MACs before and after (quantization and convert
+        // leave the MACs as they were).
+        let params = applied
+            .params
+            .or_else(|| Some((weight_elements(&model), weight_elements(&out))));
+        let step_macs = applied
+            .macs
+            .or_else(|| macs.map(|m| (m, encoder_macs(&out).unwrap_or(m))));
+        history::record(&mut out, step.pass.name(), options, params, step_macs)
+            .map_err(|e| anyhow!(e))
+            .with_context(|| input.display().to_string())?;
+        if let Some(x) = encoder_macs(&out) {
+            macs = Some(x);
+        }
+        steps.push(StepOutcome {
+            label: step.label.clone(),
+            pass: step.pass.name(),
+            report: applied.report,
+            seconds,
+            params_after: weight_elements(&out),
+            encoder_macs_after: macs,
+        });
+        model = out;
+    }
+
+    let saved = match output {
+        Some(o) => {
+            stage("writing");
+            Some(onnx::save(
+                &model,
+                &o.path,
+                &SaveOptions {
+                    external_data: o.external_data,
+                    protect: sources.clone(),
+                },
+            )?)
+        }
+        None => None,
+    };
+    Ok(Outcome {
+        model,
+        steps,
+        encoder_macs_before,
+        calibration_load_seconds,
+        sources,
+        saved,
+    })
+}
+
+/// The check every rewritten model gets: the load check, and every value a node or the graph's
+/// outputs read is defined (by a node, an initializer or a graph input).
+pub fn check(model: &ModelProto) -> Result<()> {
+    onnx::check::check_model(model, Path::new("(rewritten model)"))?;
+    let Some(g) = model.graph.as_ref() else {
+        bail!("the model has no graph")
+    };
+    let mut defined: std::collections::HashSet<&str> = g.input.iter().map(|v| v.name()).collect();
+    defined.extend(g.initializer.iter().map(|t| t.name()));
+    defined.extend(
+        g.node
+            .iter()
+            .flat_map(|n| n.output.iter())
+            .filter(|o| !o.is_empty())
+            .map(String::as_str),
+    );
+    for (i, n) in g.node.iter().enumerate() {
+        if let Some(inp) = n.input.iter().find(|v| !v.is_empty() && !defined.contains(v.as_str())) {
+            bail!(
+                "node '{}' ({}, #{i}) reads '{inp}', which nothing defines",
+                n.name(),
+                n.op_type()
+            );
+        }
+    }
+    if let Some(o) = g.output.iter().find(|o| !defined.contains(o.name())) {
+        bail!("graph output '{}' is produced by no node", o.name());
+    }
+    Ok(())
+}
+
+/// `e` as one line (causes joined by ": "), with every option error's fields named by
+/// `name(step label, field)`: the CLI's `--flag`, a recipe's key. Line breaks from libraries are
+/// folded.
+pub fn render_error(e: &anyhow::Error, name: &dyn Fn(Option<&str>, &str) -> String) -> String {
+    let mut parts: Vec<String> = vec![];
+    let mut chain = e.chain();
+    while let Some(cause) = chain.next() {
+        if let Some(s) = cause.downcast_ref::<StepError>() {
+            let label = s.label.as_str();
+            if let crate::passes::PassError::Options(o) = &s.source {
+                parts.push(format!("{label}: {}", o.render(&|f| name(Some(label), f))));
+                break;
+            }
+        }
+        if let Some(o) = cause.downcast_ref::<OptionError>() {
+            parts.push(o.render(&|f| name(None, f)));
+            break;
+        }
+        parts.push(cause.to_string());
+    }
+    let msg = parts.join(": ");
+    msg.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,222 @@
+//! A recipe as an executor [`Plan`]: its sections mapped to pass options in the reference order
+//! (low-rank, the MAC budget, heads, FFN, quantization), and option errors rendered in the
+//! recipe's words (`rmt_lowrank.k_min (line 7)`).
+
+use crate::executor::{self, Plan, PlanError, Step};
+use crate::options::Named;
+use crate::passes::lowrank::{ApplyTo, LowrankOptions, RankRule, Shrink};
+use crate::passes::prune::{PruneOptions, Strategy};
+use crate::passes::quantize::{self, ActivationType, CalibMethod, Mode, QuantizeOptions, StaticForm};
+use crate::passes::Pass;
+
+use super::{LoadedRecipe, LowrankSection, PruneUnit, QuantizationSection};
+
+/// The low-rank options of a recipe: the reference's keys (`k_mode` energy|ratio|fixed with
+/// `energy`/`ratio`/`k`, clamps, `apply_to`, `layers`, `denoise` + `shrink_method`), or a
+/// parameter budget (`target_params`, activation-aware on the calibration data). Errors name the
+/// key.
+pub fn lowrank_options(l: &LowrankSection) -> Result<LowrankOptions, String> {
+    let d = LowrankOptions::default();
+    let rank = match l.k_mode.as_deref().unwrap_or("energy") {
+        "energy" => RankRule::Energy(l.energy.unwrap_or(0.99)),
+        "ratio" => RankRule::Ratio(l.ratio.ok_or("rmt_lowrank.k_mode ratio needs rmt_lowrank.ratio")?),
+        "fixed" => RankRule::Fixed(l.k.ok_or("rmt_lowrank.k_mode fixed needs rmt_lowrank.k")?),
+        m => return Err(format!("rmt_lowrank.k_mode: unknown mode '{m}' (energy, ratio, fixed)")),
+    };
+    let apply_to = match l.apply_to.as_deref() {
+        None => d.apply_to,
+        Some(a) => ApplyTo::from_name(a)
+            .ok_or_else(|| format!("rmt_lowrank.apply_to: unknown set '{a}' ({})", ApplyTo::names()))?,
+    };
+    let shrink = match l.shrink_method.as_deref() {
+        None => Shrink::GavishDonoho,
+        Some(m) => Shrink::from_name(m)
+            .ok_or_else(|| format!("rmt_lowrank.shrink_method: unknown rule '{m}' ({})", Shrink::names()))?,
+    };
+    if l.target_params.is_some() && l.denoise {
+        return Err("rmt_lowrank: denoise belongs to the weight-only method; drop it or target_params".into());
+    }
+    Ok(LowrankOptions {
+        rank,
+        k_min: l.k_min,
+        k_max: l.k_max,
+        apply_to,
+        layers: l.layers.clone(),
+        denoise: l.denoise.then_some(shrink),
+        force: l.force,
+        target_params: l.target_params,
+        seq_len: executor::MAC_SEQ_LEN,
+        activation_aware: l.target_params.is_some(),
+    })
+}
+
+/// The values of `quantization.method`, each with (mode, per-channel weights, int8 embeddings,
+/// graph form, whether it reproduces the reference's method): the reference's methods first
+/// (`dynamic`: its PyTorch dynamic INT8 of every Linear, per tensor, embeddings in float; `onnx`:
+/// ONNX Runtime's `quantize_dynamic` default, per tensor, embeddings too), then this tool's.
+const METHODS: &[(&str, Mode, bool, bool, StaticForm, bool)] = &[
+    ("dynamic", Mode::Dynamic, false, false, StaticForm::Qdq, true),
+    ("onnx", Mode::Dynamic, false, true, StaticForm::Qdq, true),
+    ("static", Mode::Static, true, true, StaticForm::Qdq, false),
+    ("static_ort", Mode::Static, true, true, StaticForm::Ort, false),
+    ("dynamic_per_channel", Mode::Dynamic, true, true, StaticForm::Qdq, false),
+    ("fp16", Mode::Fp16, true, true, StaticForm::Qdq, false),
+];
+
+/// The values of `quantization.method`.
+pub fn quantization_methods() -> Vec<&'static str> {
+    METHODS.iter().map(|m| m.0).collect()
+}
+
+/// The quantization options of a recipe: the method's settings, then explicit keys override.
+/// Errors name the key.
+pub fn quantize_options(q: &QuantizationSection) -> Result<QuantizeOptions, String> {
+    let d = QuantizeOptions::default();
+    let name = q.method.as_deref().unwrap_or("dynamic");
+    let &(_, mode, per_channel, embeddings, static_form, reference) = METHODS
+        .iter()
+        .find(|m| m.0 == name)
+        .ok_or_else(|| format!("quantization.method: unknown method '{name}'"))?;
+    let per_channel = q.per_channel.unwrap_or(per_channel);
+    let calib_method = match q.calib_method.as_deref() {
+        None => d.calib_method,
+        Some(m) => CalibMethod::from_name(m).ok_or_else(|| {
+            format!(
+                "quantization.calib_method: unknown method '{m}' ({})",
+                CalibMethod::names()
+            )
+        })?,
+    };
+    let activation_type = match q.activation_type.as_deref() {
+        None => d.activation_type,
+        Some(t) => ActivationType::from_name(t).ok_or_else(|| {
+            format!(
+                "quantization.activation_type: unknown type '{t}' ({})",
+                ActivationType::names()
+            )
+        })?,
+    };
+    Ok(QuantizeOptions {
+        mode,
+        per_channel,
+        weight_type: d.weight_type,
+        activation_type,
+        calib_method,
+        percentile: q.percentile.unwrap_or(d.percentile),
+        exclude: q.exclude.clone(),
+        embeddings: q.embeddings.unwrap_or(embeddings),
+        static_form,
+        // The reference's methods stay as they were.
+        split_first_token: q
+            .split_first_token
+            .unwrap_or(!reference && quantize::split_by_default(mode, per_channel)),
+    })
+}
+
+/// A pruning unit's strategy; an unknown name is an error naming the key.
+fn strategy(key: &str, name: &str) -> Result<Strategy, String> {
+    Strategy::from_name(name)
+        .ok_or_else(|| format!("{key}.args.strategy: unknown strategy '{name}' ({})", Strategy::names()))
+}
+
+fn unit_options(key: &str, unit: &PruneUnit, heads: bool, per_layer: bool) -> Result<PruneOptions, String> {
+    Ok(PruneOptions {
+        heads: if heads { unit.args.prune_amount } else { 0.0 },
+        ffn: if heads { 0.0 } else { unit.args.prune_amount },
+        strategy: strategy(key, &unit.args.strategy)?,
+        seed: unit.args.seed,
+        seq_len: executor::MAC_SEQ_LEN,
+        target_macs: None,
+        per_layer,
+    })
+}
+
+impl LoadedRecipe {
+    /// The recipe's passes as an executor plan (options not yet validated: see
+    /// [`Plan::validate`] and [`LoadedRecipe::plan_error`]). Errors name the key.
+    pub fn plan(&self) -> Result<Plan, String> {
+        let rec = &self.recipe;
+        let mut steps = vec![];
+        let mut step = |label: &str, pass: Pass| {
+            steps.push(Step {
+                label: label.into(),
+                pass,
+            })
+        };
+        if rec.rmt_lowrank.enable {
+            step("rmt_lowrank", Pass::Lowrank(lowrank_options(&rec.rmt_lowrank)?));
+        }
+        if let Some(t) = rec.prune.target_macs {
+            step(
+                "prune",
+                Pass::Prune(PruneOptions {
+                    strategy: Strategy::Obs,
+                    seq_len: executor::MAC_SEQ_LEN,
+                    target_macs: Some(t),
+                    ..Default::default()
+                }),
+            );
+        }
+        for (key, unit, heads) in [
+            ("prune.attention_heads", &rec.prune.attention_heads, true),
+            ("prune.mlp_neurons", &rec.prune.mlp_neurons, false),
+        ] {
+            if let Some(u) = unit.as_ref().filter(|u| u.enable) {
+                step(key, Pass::Prune(unit_options(key, u, heads, rec.prune.per_layer)?));
+            }
+        }
+        if rec.quantization.enable {
+            step("quantization", Pass::Quantize(quantize_options(&rec.quantization)?));
+        }
+        let calibration = rec.calibration.as_ref().map(|c| executor::Calibration {
+            data: self.resolve(&c.data),
+            task: Some(self.task()),
+            samples: c.samples,
+            seed: c.seed,
+            max_length: rec.data.max_input_length,
+            threads: rec.eval.threads,
+            tokenizer: None,
+        });
+        Ok(Plan { steps, calibration })
+    }
+
+    /// A plan's option error in the recipe's words: the section with its line, then the message
+    /// with each field named by its key (and line, where the key is written).
+    pub fn plan_error(&self, plan: &Plan, e: &PlanError, text: &str) -> String {
+        let section = match e.step {
+            Some(i) => plan.steps[i].label.split('.').next().unwrap_or("").to_string(),
+            None => "calibration".to_string(),
+        };
+        let label = e.step.map(|i| plan.steps[i].label.as_str());
+        let key = |field: &str| -> String {
+            let key = recipe_key(label, field);
+            match super::line_of(text, key.rsplit('.').next().unwrap_or(&key)) {
+                Some(l) => format!("{key} (line {l})"),
+                None => key,
+            }
+        };
+        let at = match super::line_of(text, &section) {
+            Some(l) => format!("{section} (line {l})"),
+            None => section,
+        };
+        format!("{at}: {}", e.error.render(&key))
+    }
+}
+
+/// The recipe key of an option field of the step labelled `label` (`None`: the calibration).
+pub fn recipe_key(label: Option<&str>, field: &str) -> String {
+    match (label, field) {
+        (_, "calib_data") => "calibration.data".into(),
+        (_, "calib_samples") => "calibration.samples".into(),
+        (_, "max_length") => "data.max_input_length".into(),
+        (Some("rmt_lowrank"), "rank") => "rmt_lowrank.k".into(),
+        (Some("rmt_lowrank"), "denoise") => "rmt_lowrank.denoise".into(),
+        (Some(unit @ ("prune.attention_heads" | "prune.mlp_neurons")), "heads" | "ffn") => {
+            format!("{unit}.args.prune_amount")
+        }
+        (Some(unit @ ("prune.attention_heads" | "prune.mlp_neurons")), "strategy") => format!("{unit}.args.strategy"),
+        (Some("quantization"), "mode") => "quantization.method".into(),
+        (Some(label), field) => format!("{}.{field}", label.split('.').next().unwrap_or(label)),
+        (None, field) => format!("calibration.{field}"),
+    }
+}

@@ -1,0 +1,221 @@
+//! The pass executor: every option is checked before any work, calibration is loaded only when
+//! a step needs it, the model is checked after every pass (a pass that writes a broken graph
+//! fails with its name and the node, and nothing is written), and history records what each
+//! step used.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use onnx_compress::executor::{self, Calibration, Output, Plan, Step};
+use onnx_compress::history;
+use onnx_compress::onnx::build::node;
+use onnx_compress::onnx::{self, ExternalData, ModelProto, SaveOptions};
+use onnx_compress::passes::prune::{PruneOptions, Strategy};
+use onnx_compress::passes::{Applied, Calibrator, CustomPass, Pass, PassError, PassReport};
+use onnx_compress::testkit::synth::{tiny_bert, SynthOptions};
+
+fn save_tiny(dir: &Path) -> std::path::PathBuf {
+    let p = dir.join("in.onnx");
+    let save = SaveOptions {
+        external_data: ExternalData::Never,
+        ..Default::default()
+    };
+    onnx::save(&tiny_bert(&SynthOptions::default()), &p, &save).unwrap();
+    p
+}
+
+fn output(path: &Path) -> Output {
+    Output {
+        path: path.to_path_buf(),
+        external_data: ExternalData::Auto,
+    }
+}
+
+fn l1(heads: f64) -> Pass {
+    Pass::Prune(PruneOptions {
+        heads,
+        strategy: Strategy::L1,
+        ..Default::default()
+    })
+}
+
+/// A pass that adds a node reading a value nothing defines: a broken graph.
+#[derive(Debug)]
+struct Breaks;
+
+impl CustomPass for Breaks {
+    fn name(&self) -> &'static str {
+        "breaks"
+    }
+    fn apply(&self, model: &ModelProto, _: Option<&mut dyn Calibrator>) -> Result<Applied, PassError> {
+        let mut m = model.clone();
+        let g = m.graph.as_mut().unwrap();
+        g.node
+            .push(node("Relu", "dangling_relu", &["no_such_value"], &["dangling_out"]));
+        Ok(Applied {
+            model: m,
+            report: PassReport::Custom(serde_json::json!({})),
+            options: serde_json::json!({}),
+            params: None,
+            macs: None,
+        })
+    }
+}
+
+#[test]
+fn a_pass_that_writes_a_broken_graph_fails_with_its_name_and_the_node_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = save_tiny(dir.path());
+    let out = dir.path().join("out.onnx");
+    let plan = Plan {
+        steps: vec![
+            Step {
+                label: "prune".into(),
+                pass: l1(0.25),
+            },
+            Step {
+                label: "breaks".into(),
+                pass: Pass::Custom(Arc::new(Breaks)),
+            },
+        ],
+        calibration: None,
+    };
+    let e = executor::execute(&input, &plan, None, Some(&output(&out)), &|_| {}).unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(msg.contains("breaks wrote an invalid model"), "{msg}");
+    assert!(msg.contains("dangling_relu") && msg.contains("no_such_value"), "{msg}");
+    assert!(!out.exists(), "nothing written");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(left.len(), 1, "only the input is left: {left:?}");
+}
+
+#[test]
+fn every_option_is_checked_before_the_model_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.onnx");
+    // The second step is bad: the first must not run, the (absent) input must not be read.
+    let plan = Plan {
+        steps: vec![
+            Step {
+                label: "a".into(),
+                pass: l1(0.25),
+            },
+            Step {
+                label: "b".into(),
+                pass: l1(1.5),
+            },
+        ],
+        calibration: None,
+    };
+    let e = plan.validate().unwrap_err();
+    assert_eq!(e.step, Some(1));
+    assert_eq!(e.error.field, "heads");
+    let msg = executor::execute(
+        &dir.path().join("absent.onnx"),
+        &plan,
+        None,
+        Some(&output(&out)),
+        &|_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(msg.contains("--heads 1.5"), "{msg}");
+    assert!(!out.exists());
+    // A step that needs calibration data without any is refused up front too.
+    let obs = Plan::single(
+        Pass::Prune(PruneOptions {
+            heads: 0.25,
+            strategy: Strategy::Obs,
+            ..Default::default()
+        }),
+        None,
+    );
+    let e = obs.validate().unwrap_err();
+    assert_eq!((e.step, e.error.field), (Some(0), "calib_data"));
+}
+
+#[test]
+fn calibration_is_loaded_only_when_a_step_needs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = save_tiny(dir.path());
+    let out = dir.path().join("out.onnx");
+    // The calibration file does not exist: loading it would fail (and need ONNX Runtime).
+    let calibration = Calibration {
+        data: dir.path().join("absent-train.tsv"),
+        task: None,
+        samples: 8,
+        seed: 0,
+        max_length: 128,
+        threads: 0,
+        tokenizer: None,
+    };
+    let plan = Plan::single(l1(0.25), Some(calibration));
+    assert!(!plan.needs_calibration());
+    let done = executor::execute(&input, &plan, None, Some(&output(&out)), &|_| {}).unwrap();
+    assert_eq!(done.calibration_load_seconds, 0.0);
+    // A data-free step records no calibration in its history.
+    let h = history::history(&onnx::load(&out).unwrap()).unwrap();
+    assert_eq!(h.len(), 1);
+    assert_eq!(h[0].pass, "prune");
+    assert!(h[0].options.get("calib_data").is_none(), "{:?}", h[0].options);
+    assert!(h[0].params_before.is_some() && h[0].macs_after.is_some());
+}
+
+#[test]
+fn steps_are_recorded_in_order_and_the_input_is_never_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = save_tiny(dir.path());
+    let before = std::fs::read(&input).unwrap();
+    let out = dir.path().join("out.onnx");
+    let plan = Plan {
+        steps: vec![
+            Step {
+                label: "prune.attention_heads".into(),
+                pass: l1(0.5),
+            },
+            Step {
+                label: "prune.mlp_neurons".into(),
+                pass: Pass::Prune(PruneOptions {
+                    ffn: 0.25,
+                    ..Default::default()
+                }),
+            },
+        ],
+        calibration: None,
+    };
+    let done = executor::execute(&input, &plan, None, Some(&output(&out)), &|_| {}).unwrap();
+    assert_eq!(done.steps.len(), 2);
+    assert_eq!(done.steps[1].label, "prune.mlp_neurons");
+    assert!(done.steps[1].encoder_macs_after < done.steps[0].encoder_macs_after);
+    let h = history::history(&onnx::load(&out).unwrap()).unwrap();
+    assert_eq!(
+        h.iter().map(|e| e.pass.as_str()).collect::<Vec<_>>(),
+        ["prune", "prune"]
+    );
+    assert_eq!(std::fs::read(&input).unwrap(), before);
+    // Writing onto the input is refused before any work.
+    let e = executor::execute(&input, &plan, None, Some(&output(&input)), &|_| {}).unwrap_err();
+    assert!(e.to_string().contains("refusing to write"), "{e}");
+    assert_eq!(std::fs::read(&input).unwrap(), before);
+}
+
+#[test]
+fn option_errors_render_in_each_front_ends_words() {
+    let plan = Plan::single(
+        Pass::Lowrank(onnx_compress::passes::lowrank::LowrankOptions {
+            k_min: Some(9),
+            k_max: Some(3),
+            ..Default::default()
+        }),
+        None,
+    );
+    let e = plan.validate().unwrap_err();
+    let flag = |f: &str| format!("--{}", f.replace('_', "-"));
+    assert_eq!(e.error.render(&flag), "--k-min 9 is above --k-max 3");
+    let key = |f: &str| onnx_compress::recipe::recipe_key(Some("rmt_lowrank"), f);
+    assert_eq!(e.error.render(&key), "rmt_lowrank.k_min 9 is above rmt_lowrank.k_max 3");
+}
