@@ -188,6 +188,35 @@ pub fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
     Some(sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64))
 }
 
+/// Fails on the first example of a batch whose `labels` logits (in `logits`, row by row) hold a
+/// NaN or an infinity, naming the example (index in the file, from 0) and its logits.
+pub fn check_finite(logits: &[f32], labels: usize, rows: &[usize]) -> Result<()> {
+    for (k, &r) in rows.iter().enumerate() {
+        let row = &logits[k * labels..(k + 1) * labels];
+        if row.iter().any(|v| !v.is_finite()) {
+            bail!("logits contain NaN/Inf (example {r}: {row:?})");
+        }
+    }
+    Ok(())
+}
+
+/// The examples of a batch for messages, numbered from 0 in file order: `examples 96–127`, or
+/// `32 examples from 5 to 980` when bucketing by length gathered them from across the file.
+pub fn describe_rows(rows: &[usize]) -> String {
+    let (Some(&first), Some(&last)) = (rows.iter().min(), rows.iter().max()) else {
+        return "no examples".into();
+    };
+    if last - first + 1 == rows.len() {
+        if first == last {
+            format!("example {first}")
+        } else {
+            format!("examples {first}–{last}")
+        }
+    } else {
+        format!("{} examples from {first} to {last}", rows.len())
+    }
+}
+
 /// Progress callback: (batches done, batches total).
 pub type Progress<'a> = &'a dyn Fn(usize, usize);
 
@@ -259,6 +288,8 @@ pub fn evaluate(model_path: &Path, opts: &EvalOptions, progress: Progress) -> Re
                 opts.task
             );
         }
+        check_finite(&logits, labels, rows)
+            .map_err(|e| anyhow!("{}: batch {b} ({}): {e}", model_path.display(), describe_rows(rows)))?;
         for (k, &r) in rows.iter().enumerate() {
             predictions[r] = Some(Prediction::from_logits(
                 opts.task,

@@ -99,6 +99,14 @@ pub enum GlueError {
     #[error("{task} needs {expected} logit(s) per example, got {got}")]
     LogitCount { task: Task, expected: usize, got: usize },
 
+    /// The model produced NaN or an infinity: no class or score can be read from it.
+    #[error("logits contain NaN/Inf: {logits:?}")]
+    NonFiniteLogits { logits: Vec<f32> },
+
+    /// A score prediction that is NaN or infinite (metrics of it would be meaningless).
+    #[error("prediction {index} is {value}, not a finite score")]
+    NonFinitePrediction { index: usize, value: f32 },
+
     /// Examples and predictions differ in number.
     #[error("{examples} examples but {predictions} predictions")]
     LengthMismatch { examples: usize, predictions: usize },
@@ -623,7 +631,8 @@ impl Prediction {
     /// Turns one example's logits into a prediction for `task`.
     ///
     /// Classification tasks need `task.num_labels()` logits and predict their argmax (ties go
-    /// to the lowest index, NaN never wins); STS-B needs exactly one logit, used as the score.
+    /// to the lowest index); STS-B needs exactly one logit, used as the score. A NaN or infinite
+    /// logit is an error: a broken model must not be scored as if it predicted class 0.
     pub fn from_logits(task: Task, logits: &[f32]) -> Result<Prediction, GlueError> {
         if logits.len() != task.num_labels() {
             return Err(GlueError::LogitCount {
@@ -632,10 +641,20 @@ impl Prediction {
                 got: logits.len(),
             });
         }
+        if logits.iter().any(|v| !v.is_finite()) {
+            return Err(GlueError::NonFiniteLogits {
+                logits: logits.to_vec(),
+            });
+        }
         if task.is_regression() {
             Ok(Prediction::Score(logits[0]))
         } else {
-            Ok(Prediction::Class(argmax(logits).unwrap_or(0)))
+            let class = argmax(logits).ok_or(GlueError::LogitCount {
+                task,
+                expected: task.num_labels(),
+                got: 0,
+            })?;
+            Ok(Prediction::Class(class))
         }
     }
 }
@@ -697,7 +716,8 @@ pub struct Metrics {
 ///
 /// Classification tasks get accuracy; binary ones also F1 of class 1 and the confusion counts;
 /// CoLA also the Matthews correlation. STS-B gets Pearson and Spearman correlations.
-/// Errors if the counts differ or a label or prediction is of the wrong kind for the task.
+/// Errors if the counts differ, a label or prediction is of the wrong kind for the task, or a
+/// score is NaN or infinite.
 pub fn compute_metrics(task: Task, examples: &[Example], predictions: &[Prediction]) -> Result<Metrics, GlueError> {
     if examples.len() != predictions.len() {
         return Err(GlueError::LengthMismatch {
@@ -732,6 +752,9 @@ pub fn compute_metrics(task: Task, examples: &[Example], predictions: &[Predicti
                 Label::Class(_) => return Err(kind_error("example", i, "class")),
             }
             match prediction {
+                Prediction::Score(s) if !s.is_finite() => {
+                    return Err(GlueError::NonFinitePrediction { index: i, value: *s })
+                }
                 Prediction::Score(s) => pred.push(f64::from(*s)),
                 Prediction::Class(_) => return Err(kind_error("prediction", i, "class")),
             }
@@ -765,7 +788,8 @@ pub fn compute_metrics(task: Task, examples: &[Example], predictions: &[Predicti
 
 // The metric functions below pair `preds[i]` with `labels[i]`; the slices should have the same
 // length (if not, only the common prefix is used). Undefined values (empty input, a zero
-// denominator) are reported as 0.0, as scikit-learn does for F1 and MCC.
+// denominator) are reported as 0.0, as scikit-learn does for F1 and MCC. A NaN or infinite
+// input is not "undefined": the correlations return NaN for it, never a plausible 0.0.
 
 /// Fraction of predictions equal to the label; 0.0 for empty input.
 pub fn accuracy(preds: &[usize], labels: &[usize]) -> f64 {
@@ -823,21 +847,26 @@ pub fn mcc(preds: &[usize], labels: &[usize]) -> f64 {
         .map(|(class, p)| p * actual.get(class).copied().unwrap_or(0.0))
         .sum();
     let sum_sq = |counts: &HashMap<usize, f64>| counts.values().map(|c| c * c).sum::<f64>();
+    // Counts only: the denominator is finite, and zero exactly when one side has a single class.
     let denominator = ((n * n - sum_sq(&predicted)) * (n * n - sum_sq(&actual))).sqrt();
-    if denominator == 0.0 || !denominator.is_finite() {
+    if denominator == 0.0 {
         0.0
     } else {
         (correct * n - cross) / denominator
     }
 }
 
-/// Pearson correlation; 0.0 when undefined (fewer than two pairs, or either side constant).
+/// Pearson correlation; 0.0 when undefined (fewer than two pairs, or either side constant);
+/// NaN when any value is NaN or infinite.
 pub fn pearson(xs: &[f64], ys: &[f64]) -> f64 {
     let n = xs.len().min(ys.len());
+    let (xs, ys) = (&xs[..n], &ys[..n]);
+    if !all_finite(xs) || !all_finite(ys) {
+        return f64::NAN;
+    }
     if n < 2 {
         return 0.0;
     }
-    let (xs, ys) = (&xs[..n], &ys[..n]);
     let mean_x = xs.iter().sum::<f64>() / n as f64;
     let mean_y = ys.iter().sum::<f64>() / n as f64;
     let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
@@ -848,17 +877,24 @@ pub fn pearson(xs: &[f64], ys: &[f64]) -> f64 {
         syy += dy * dy;
     }
     let denominator = (sxx * syy).sqrt();
-    if denominator == 0.0 || !denominator.is_finite() {
+    if denominator == 0.0 {
         0.0
     } else {
         sxy / denominator
     }
 }
 
+fn all_finite(values: &[f64]) -> bool {
+    values.iter().all(|v| v.is_finite())
+}
+
 /// Spearman rank correlation: Pearson of the ranks, tied values getting their average rank;
-/// 0.0 when undefined.
+/// 0.0 when undefined; NaN when any value is NaN or infinite (ranks would hide it).
 pub fn spearman(xs: &[f64], ys: &[f64]) -> f64 {
     let n = xs.len().min(ys.len());
+    if !all_finite(&xs[..n]) || !all_finite(&ys[..n]) {
+        return f64::NAN;
+    }
     pearson(&ranks(&xs[..n]), &ranks(&ys[..n]))
 }
 
@@ -1246,6 +1282,36 @@ mod tests {
         assert_eq!(argmax(&[f32::NAN, -1.0, -2.0]), Some(1));
         assert_eq!(argmax(&[f32::NAN]), None);
         assert_eq!(argmax(&[]), None);
+    }
+
+    #[test]
+    fn non_finite_logits_are_errors_not_class_0() {
+        for logits in [[f32::NAN, f32::NAN], [f32::NAN, -1.0], [f32::INFINITY, 0.0], [0.0, f32::NEG_INFINITY]] {
+            let err = Prediction::from_logits(Task::Sst2, &logits).unwrap_err();
+            assert!(matches!(err, GlueError::NonFiniteLogits { .. }), "{logits:?}: {err}");
+            assert!(err.to_string().contains("NaN/Inf"), "{err}");
+        }
+        assert!(matches!(
+            Prediction::from_logits(Task::StsB, &[f32::NAN]),
+            Err(GlueError::NonFiniteLogits { .. })
+        ));
+    }
+
+    #[test]
+    fn non_finite_scores_never_become_a_correlation_of_0() {
+        let x = [1.0, 2.0, 3.0];
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            assert!(pearson(&x, &[1.0, bad, 2.0]).is_nan(), "pearson with {bad}");
+            assert!(pearson(&[bad, 1.0], &[1.0, 2.0]).is_nan(), "pearson with {bad}");
+            assert!(spearman(&x, &[1.0, bad, 2.0]).is_nan(), "spearman with {bad}");
+        }
+        // A single pair is undefined (0.0) only when it is finite.
+        assert!(pearson(&[f64::NAN], &[1.0]).is_nan());
+
+        // compute_metrics refuses a NaN score built without from_logits.
+        let ex = examples(&[Label::Score(1.0), Label::Score(2.0)]);
+        let err = compute_metrics(Task::StsB, &ex, &[Prediction::Score(1.0), Prediction::Score(f32::NAN)]).unwrap_err();
+        assert!(matches!(err, GlueError::NonFinitePrediction { index: 1, .. }), "{err}");
     }
 
     // ---- metrics ----
