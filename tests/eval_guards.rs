@@ -1,8 +1,10 @@
-//! What `eval` refuses to paper over: a model whose output is NaN or infinite is an error naming
-//! the model and the batch (never a prediction of class 0).
+//! What `eval` and calibration refuse to paper over: a model whose output is NaN or infinite is
+//! an error naming the model and the batch (never a prediction of class 0), and batches are
+//! padded with the tokenizer's own pad token, whatever its id.
 
 use std::path::{Path, PathBuf};
 
+use onnx_compress::calib;
 use onnx_compress::eval::{self, EvalOptions};
 use onnx_compress::glue::Task;
 use onnx_compress::onnx::{self, tensor, SaveOptions};
@@ -10,6 +12,7 @@ use onnx_compress::runtime::SessionOptions;
 use onnx_compress::testkit::shared::require_ort;
 use onnx_compress::testkit::synth::{tiny_bert, SynthOptions};
 use serde_json::Value;
+use tokenizers::Tokenizer;
 
 /// A word-level tokenizer.json over `words` (ids in order; the first four are special tokens:
 /// unknown, pad, CLS, SEP, in `specials`' order), with `padding` as given.
@@ -45,6 +48,54 @@ fn tokenizer_json(words: &[&str], specials: [&str; 4], padding: Value) -> String
 /// `<pad>` at id 5, no `padding` section.
 const ANGLE_WORDS: [&str; 10] = ["<unk>", "<s>", "</s>", "good", "bad", "<pad>", "film", "a", "very", "long"];
 const ANGLE_SPECIALS: [&str; 4] = ["<unk>", "<pad>", "<s>", "</s>"];
+
+fn tokenizer(json: &str) -> Tokenizer {
+    Tokenizer::from_bytes(json.as_bytes()).expect("a valid tokenizer.json")
+}
+
+#[test]
+fn pad_token_comes_from_the_tokenizer() {
+    // A `<pad>` vocabulary entry at a nonzero id.
+    let angle = tokenizer(&tokenizer_json(&ANGLE_WORDS, ANGLE_SPECIALS, Value::Null));
+    assert_eq!(eval::pad_id(&angle).unwrap(), 5);
+
+    // BERT's `[PAD]`, as in the shared models (id 0 there; here 2 to tell it from a fallback).
+    let bert_words = ["[UNK]", "[CLS]", "[PAD]", "[SEP]", "good"];
+    let bert = tokenizer(&tokenizer_json(&bert_words, ["[UNK]", "[PAD]", "[CLS]", "[SEP]"], Value::Null));
+    assert_eq!(eval::pad_id(&bert).unwrap(), 2);
+
+    // A `padding` section wins over the vocabulary.
+    let padding = serde_json::json!({"strategy": "BatchLongest", "direction": "Right", "pad_to_multiple_of": null,
+        "pad_id": 7, "pad_type_id": 0, "pad_token": "a"});
+    let set = tokenizer(&tokenizer_json(&ANGLE_WORDS, ANGLE_SPECIALS, padding));
+    assert_eq!(eval::pad_id(&set).unwrap(), 7);
+
+    // No pad token at all: an error that says what was looked for and how to fix it.
+    let none_words = ["<unk>", "<s>", "</s>", "good", "<nothing>"];
+    let none = tokenizer(&tokenizer_json(&none_words, ["<unk>", "<nothing>", "<s>", "</s>"], Value::Null));
+    let err = format!("{:#}", eval::pad_id(&none).unwrap_err());
+    for needle in ["no pad token", "[PAD]", "<pad>", "<|padding|>", "\"padding\"", "pad_id"] {
+        assert!(err.contains(needle), "the error does not mention {needle:?}: {err}");
+    }
+}
+
+#[test]
+fn calibration_batches_are_padded_with_the_tokenizers_pad_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_sst2(dir.path(), "train", &["good film", "a very very long good film", "bad"]);
+    let mut tok = tokenizer(&tokenizer_json(&ANGLE_WORDS, ANGLE_SPECIALS, Value::Null));
+    let c = calib::load(&data, Task::Sst2, 3, 0, &mut tok, 32, 8).unwrap();
+    assert_eq!(c.batches.len(), 1);
+    let b = &c.batches[0];
+    let mut padded = 0;
+    for (id, mask) in b.input_ids.iter().zip(b.attention_mask.iter()) {
+        if *mask == 0 {
+            assert_eq!(*id, 5, "a padded position holds {id}, not <pad>'s id 5");
+            padded += 1;
+        }
+    }
+    assert!(padded > 0, "the batch has padding");
+}
 
 /// `<root>/sst2/<split>.tsv` with `sentences`, labelled 1, 0, 1, ...
 fn write_sst2(root: &Path, split: &str, sentences: &[&str]) -> PathBuf {
