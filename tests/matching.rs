@@ -1,5 +1,10 @@
-//! How names and values are matched: `--exclude` patterns (`*`/`?` globs, else substrings).
+//! How names and values are matched: `--exclude` patterns (`*`/`?` globs, else substrings) and
+//! `Identity` aliases followed back to the constant they stand for.
 
+use onnx_compress::onnx::build::{node, value_info};
+use onnx_compress::onnx::proto::tensor_proto::DataType;
+use onnx_compress::onnx::tensor::from_f32;
+use onnx_compress::onnx::{GraphIndex, GraphProto};
 use onnx_compress::passes::quantize::pattern_matches;
 
 /// The matcher as first written (exponential on many `*`): the reference for the semantics.
@@ -59,4 +64,52 @@ fn exclude_pattern_with_many_stars_answers_at_once() {
     assert!(pattern_matches(pattern, &format!("{many_a}b")));
     assert!(!pattern_matches(&"*a".repeat(40), &"a".repeat(39)));
     assert!(pattern_matches(&format!("{}?", "*a".repeat(40)), &"a".repeat(1000)));
+}
+
+/// `W` behind `n` Identity nodes, consumed by a MatMul.
+fn identity_chain(n: usize) -> GraphProto {
+    let names: Vec<String> = (0..=n)
+        .map(|i| if i == 0 { "W".to_string() } else { format!("alias{i}") })
+        .collect();
+    let mut nodes: Vec<_> = (1..=n)
+        .map(|i| node("Identity", &format!("id{i}"), &[&names[i - 1]], &[&names[i]]))
+        .collect();
+    nodes.push(node("MatMul", "matmul", &["x", &names[n]], &["y"]));
+    GraphProto {
+        name: Some("chain".into()),
+        node: nodes,
+        initializer: vec![from_f32("W", &[2, 2], &[1.0, 2.0, 3.0, 4.0])],
+        input: vec![value_info("x", DataType::Float, &[Ok(1), Ok(2)])],
+        output: vec![value_info("y", DataType::Float, &[Ok(1), Ok(2)])],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn identity_chains_are_followed_to_the_end() {
+    let graph = identity_chain(40);
+    let ix = GraphIndex::new(&graph);
+    assert_eq!(ix.resolve("alias40"), "W");
+    assert_eq!(ix.resolve("alias17"), "W");
+    assert_eq!(ix.resolve("x"), "x");
+    assert!(ix.constant("alias40").is_some(), "the weight behind 40 Identities is a constant");
+    assert_eq!(ix.constant_name("alias40").as_deref(), Some("W"));
+}
+
+#[test]
+fn identity_cycles_resolve_to_themselves() {
+    let graph = GraphProto {
+        name: Some("cycle".into()),
+        node: vec![
+            node("Identity", "ab", &["a"], &["b"]),
+            node("Identity", "bc", &["b"], &["c"]),
+            node("Identity", "ca", &["c"], &["a"]),
+            node("Identity", "cd", &["c"], &["d"]),
+        ],
+        ..Default::default()
+    };
+    let ix = GraphIndex::new(&graph);
+    assert_eq!(ix.resolve("a"), "a");
+    assert_eq!(ix.resolve("d"), "d");
+    assert!(ix.constant("d").is_none());
 }
