@@ -5,7 +5,7 @@
 //! [`runtime`] runs models with ONNX Runtime; [`glue`] reads GLUE data and computes metrics;
 //! [`eval`] measures a model; [`inspect`] summarizes one; [`history`] is what the tool records in
 //! a model's metadata; [`report`] renders reports as text; [`recipe`] reads YAML run recipes, [`pipeline`] carries
-//! one out, [`bench`] runs many into tables and [`chart`] draws them; [`testkit`] builds small models in code.
+//! one out, [`bench`] runs many into tables and [`chart`] draws them; `testkit` (feature `testkit`, for tests only) builds small models in code.
 
 pub mod bench;
 pub mod calib;
@@ -22,4 +22,5 @@ pub mod recipe;
 pub mod report;
 pub mod runtime;
 pub mod structure;
+#[cfg(feature = "testkit")]
 pub mod testkit;
