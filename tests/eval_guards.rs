@@ -14,39 +14,14 @@ use onnx_compress::testkit::synth::{tiny_bert, SynthOptions};
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
-/// A word-level tokenizer.json over `words` (ids in order; the first four are special tokens:
-/// unknown, pad, CLS, SEP, in `specials`' order), with `padding` as given.
-fn tokenizer_json(words: &[&str], specials: [&str; 4], padding: Value) -> String {
-    let vocab: serde_json::Map<String, Value> = words
-        .iter()
-        .enumerate()
-        .map(|(i, w)| (w.to_string(), Value::from(i)))
-        .collect();
-    let id = |t: &str| words.iter().position(|w| *w == t).expect("special tokens are in the vocabulary");
-    let added: Vec<Value> = specials
-        .iter()
-        .map(|t| {
-            serde_json::json!({"id": id(t), "content": t, "single_word": false, "lstrip": false,
-                "rstrip": false, "normalized": false, "special": true})
-        })
-        .collect();
-    let [unk, _, cls, sep] = specials;
-    serde_json::json!({
-        "version": "1.0",
-        "truncation": null,
-        "padding": padding,
-        "added_tokens": added,
-        "normalizer": {"type": "Lowercase"},
-        "pre_tokenizer": {"type": "Whitespace"},
-        "post_processor": {"type": "BertProcessing", "sep": [sep, id(sep)], "cls": [cls, id(cls)]},
-        "decoder": null,
-        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": unk}
-    })
-    .to_string()
-}
+mod common;
+
+use common::word_level_tokenizer;
 
 /// `<pad>` at id 5, no `padding` section.
-const ANGLE_WORDS: [&str; 10] = ["<unk>", "<s>", "</s>", "good", "bad", "<pad>", "film", "a", "very", "long"];
+const ANGLE_WORDS: [&str; 10] = [
+    "<unk>", "<s>", "</s>", "good", "bad", "<pad>", "film", "a", "very", "long",
+];
 const ANGLE_SPECIALS: [&str; 4] = ["<unk>", "<pad>", "<s>", "</s>"];
 
 fn tokenizer(json: &str) -> Tokenizer {
@@ -56,23 +31,31 @@ fn tokenizer(json: &str) -> Tokenizer {
 #[test]
 fn pad_token_comes_from_the_tokenizer() {
     // A `<pad>` vocabulary entry at a nonzero id.
-    let angle = tokenizer(&tokenizer_json(&ANGLE_WORDS, ANGLE_SPECIALS, Value::Null));
+    let angle = tokenizer(&word_level_tokenizer(&ANGLE_WORDS, ANGLE_SPECIALS, Value::Null));
     assert_eq!(eval::pad_id(&angle).unwrap(), 5);
 
     // BERT's `[PAD]`, as in the shared models (id 0 there; here 2 to tell it from a fallback).
     let bert_words = ["[UNK]", "[CLS]", "[PAD]", "[SEP]", "good"];
-    let bert = tokenizer(&tokenizer_json(&bert_words, ["[UNK]", "[PAD]", "[CLS]", "[SEP]"], Value::Null));
+    let bert = tokenizer(&word_level_tokenizer(
+        &bert_words,
+        ["[UNK]", "[PAD]", "[CLS]", "[SEP]"],
+        Value::Null,
+    ));
     assert_eq!(eval::pad_id(&bert).unwrap(), 2);
 
     // A `padding` section wins over the vocabulary.
     let padding = serde_json::json!({"strategy": "BatchLongest", "direction": "Right", "pad_to_multiple_of": null,
         "pad_id": 7, "pad_type_id": 0, "pad_token": "a"});
-    let set = tokenizer(&tokenizer_json(&ANGLE_WORDS, ANGLE_SPECIALS, padding));
+    let set = tokenizer(&word_level_tokenizer(&ANGLE_WORDS, ANGLE_SPECIALS, padding));
     assert_eq!(eval::pad_id(&set).unwrap(), 7);
 
     // No pad token at all: an error that says what was looked for and how to fix it.
     let none_words = ["<unk>", "<s>", "</s>", "good", "<nothing>"];
-    let none = tokenizer(&tokenizer_json(&none_words, ["<unk>", "<nothing>", "<s>", "</s>"], Value::Null));
+    let none = tokenizer(&word_level_tokenizer(
+        &none_words,
+        ["<unk>", "<nothing>", "<s>", "</s>"],
+        Value::Null,
+    ));
     let err = format!("{:#}", eval::pad_id(&none).unwrap_err());
     for needle in ["no pad token", "[PAD]", "<pad>", "<|padding|>", "\"padding\"", "pad_id"] {
         assert!(err.contains(needle), "the error does not mention {needle:?}: {err}");
@@ -83,7 +66,7 @@ fn pad_token_comes_from_the_tokenizer() {
 fn calibration_batches_are_padded_with_the_tokenizers_pad_id() {
     let dir = tempfile::tempdir().unwrap();
     let data = write_sst2(dir.path(), "train", &["good film", "a very very long good film", "bad"]);
-    let mut tok = tokenizer(&tokenizer_json(&ANGLE_WORDS, ANGLE_SPECIALS, Value::Null));
+    let mut tok = tokenizer(&word_level_tokenizer(&ANGLE_WORDS, ANGLE_SPECIALS, Value::Null));
     let c = calib::load(&data, Task::Sst2, 3, 0, &mut tok, 32, 8).unwrap();
     assert_eq!(c.batches.len(), 1);
     let b = &c.batches[0];
@@ -140,20 +123,32 @@ fn nan_logits_are_an_error_naming_the_model_and_the_batch() {
         .iter_mut()
         .find(|t| t.name() == "embeddings.word_embeddings.weight")
         .expect("the synthetic model has word embeddings");
-    let (dims, mut values) = (word.dims.iter().map(|&d| d as usize).collect::<Vec<_>>(), tensor::to_f32(word).unwrap());
+    let (dims, mut values) = (
+        word.dims.iter().map(|&d| d as usize).collect::<Vec<_>>(),
+        tensor::to_f32(word).unwrap(),
+    );
     let hidden = dims[1];
     values[4 * hidden..5 * hidden].fill(f32::NAN);
     *word = tensor::from_f32("embeddings.word_embeddings.weight", &dims, &values);
     let model = dir.path().join("nan.onnx");
     onnx::save(&m, &model, &SaveOptions::default()).unwrap();
     let tok = dir.path().join("tokenizer.json");
-    std::fs::write(&tok, tokenizer_json(&ANGLE_WORDS, ANGLE_SPECIALS, Value::Null)).unwrap();
+    std::fs::write(&tok, word_level_tokenizer(&ANGLE_WORDS, ANGLE_SPECIALS, Value::Null)).unwrap();
 
     // Examples 0..=5 in batches of 2; only example 3 has `bad`.
-    write_sst2(dir.path(), "dev", &["good film", "a good film", "a long film", "a bad film", "good", "film"]);
+    write_sst2(
+        dir.path(),
+        "dev",
+        &["good film", "a good film", "a long film", "a bad film", "good", "film"],
+    );
     let err = eval::evaluate(&model, &eval_options(dir.path(), &tok, false), &|_, _| {}).unwrap_err();
     let msg = format!("{err:#}");
-    for needle in [model.to_str().unwrap(), "batch 1 (examples 2–3)", "NaN/Inf", "example 3"] {
+    for needle in [
+        model.to_str().unwrap(),
+        "batch 1 (examples 2–3)",
+        "NaN/Inf",
+        "example 3",
+    ] {
         assert!(msg.contains(needle), "the error does not mention {needle:?}: {msg}");
     }
 
