@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use tokenizers::Tokenizer;
 
-use crate::eval::{make_batch, tokenize};
+use crate::eval::{make_batch, pad_id, tokenize};
 use crate::glue::{self, Task};
 use crate::runtime::{Batch, OrtCalibrator, SessionOptions};
 
@@ -66,8 +66,8 @@ pub fn load(
     order.sort_unstable();
     let picked: Vec<_> = order.iter().map(|&i| data.examples[i].clone()).collect();
     data.examples = picked;
+    let pad = pad_id(tokenizer)?;
     let enc = tokenize(tokenizer, &data, max_length)?;
-    let pad = tokenizer.token_to_id("[PAD]").map_or(0, |i| i as i64);
     let mut by_len: Vec<usize> = (0..enc.ids.len()).collect();
     by_len.sort_by_key(|&i| enc.ids[i].len());
     let batches = by_len

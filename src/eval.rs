@@ -109,6 +109,30 @@ pub fn load_tokenizer(
     )
 }
 
+/// Pad tokens looked up in the vocabulary, in this order, when tokenizer.json sets no `padding`:
+/// BERT's, T5/ALBERT-style sentencepiece models', and GPT-NeoX's.
+pub const KNOWN_PAD_TOKENS: [&str; 3] = ["[PAD]", "<pad>", "<|padding|>"];
+
+/// The id that pads batches: `padding.pad_id` when tokenizer.json sets `padding`, else the id of
+/// the first of [`KNOWN_PAD_TOKENS`] in the vocabulary. Call it before [`tokenize`], which turns
+/// the tokenizer's own padding off.
+pub fn pad_id(tokenizer: &Tokenizer) -> Result<i64> {
+    if let Some(p) = tokenizer.get_padding() {
+        return Ok(i64::from(p.pad_id));
+    }
+    KNOWN_PAD_TOKENS
+        .iter()
+        .find_map(|t| tokenizer.token_to_id(t))
+        .map(i64::from)
+        .ok_or_else(|| {
+            anyhow!(
+                "no pad token: tokenizer.json sets no \"padding\" and its vocabulary has none of {}; \
+                 add \"padding\": {{\"pad_id\": ID, \"pad_token\": TOKEN, ...}} to tokenizer.json",
+                KNOWN_PAD_TOKENS.join(", ")
+            )
+        })
+}
+
 /// Tokenized examples: ids, type ids, in file order.
 pub struct Encoded {
     pub ids: Vec<Vec<i64>>,
@@ -188,6 +212,35 @@ pub fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
     Some(sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64))
 }
 
+/// Fails on the first example of a batch whose `labels` logits (in `logits`, row by row) hold a
+/// NaN or an infinity, naming the example (index in the file, from 0) and its logits.
+pub fn check_finite(logits: &[f32], labels: usize, rows: &[usize]) -> Result<()> {
+    for (k, &r) in rows.iter().enumerate() {
+        let row = &logits[k * labels..(k + 1) * labels];
+        if row.iter().any(|v| !v.is_finite()) {
+            bail!("logits contain NaN/Inf (example {r}: {row:?})");
+        }
+    }
+    Ok(())
+}
+
+/// The examples of a batch for messages, numbered from 0 in file order: `examples 96–127`, or
+/// `32 examples from 5 to 980` when bucketing by length gathered them from across the file.
+pub fn describe_rows(rows: &[usize]) -> String {
+    let (Some(&first), Some(&last)) = (rows.iter().min(), rows.iter().max()) else {
+        return "no examples".into();
+    };
+    if last - first + 1 == rows.len() {
+        if first == last {
+            format!("example {first}")
+        } else {
+            format!("examples {first}–{last}")
+        }
+    } else {
+        format!("{} examples from {first} to {last}", rows.len())
+    }
+}
+
 /// Progress callback: (batches done, batches total).
 pub type Progress<'a> = &'a dyn Fn(usize, usize);
 
@@ -227,12 +280,12 @@ pub fn evaluate(model_path: &Path, opts: &EvalOptions, progress: Progress) -> Re
     let mut model = runtime::open(model_path, &opts.session)?;
 
     let t_tok = Instant::now();
+    let pad = pad_id(&tokenizer).with_context(|| format!("tokenizer {tokenizer_source}"))?;
     let enc = tokenize(&mut tokenizer, &data, opts.max_length)?;
-    let pad_id = tokenizer.token_to_id("[PAD]").map_or(0, |i| i as i64);
     let order = batch_order(&enc, opts.bucket);
     let batches: Vec<(Vec<usize>, Batch)> = order
         .chunks(opts.batch_size)
-        .map(|rows| (rows.to_vec(), make_batch(&enc, rows, pad_id)))
+        .map(|rows| (rows.to_vec(), make_batch(&enc, rows, pad)))
         .collect();
     let tokenize_seconds = t_tok.elapsed().as_secs_f64();
 
@@ -259,6 +312,8 @@ pub fn evaluate(model_path: &Path, opts: &EvalOptions, progress: Progress) -> Re
                 opts.task
             );
         }
+        check_finite(&logits, labels, rows)
+            .map_err(|e| anyhow!("{}: batch {b} ({}): {e}", model_path.display(), describe_rows(rows)))?;
         for (k, &r) in rows.iter().enumerate() {
             predictions[r] = Some(Prediction::from_logits(
                 opts.task,

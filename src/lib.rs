@@ -4,9 +4,11 @@
 //! Layout: [`onnx`] reads and writes the format; [`structure`] finds the transformer in a graph;
 //! [`runtime`] runs models with ONNX Runtime; [`glue`] reads GLUE data and computes metrics;
 //! [`eval`] measures a model; [`inspect`] summarizes one; [`history`] is what the tool records in
-//! a model's metadata; [`report`] renders reports as text; [`options`] holds option errors and named choices;
-//! [`passes`] are the compression passes and [`executor`] runs any plan of them; [`recipe`] reads
-//! YAML run recipes, [`pipeline`] carries one out, [`bench`] runs many into tables and [`chart`] draws them; [`testkit`] builds small models in code.
+//! a model's metadata; [`report`] renders reports as text; [`options`] holds option errors and
+//! named choices; [`passes`] are the compression passes and [`executor`] runs any plan of them;
+//! [`recipe`] reads YAML run recipes, [`pipeline`] carries one out, [`bench`] runs many into tables
+//! and [`chart`] draws them; `testkit` (feature `testkit`, for tests only) builds small models in
+//! code.
 
 pub mod bench;
 pub mod calib;
@@ -25,4 +27,5 @@ pub mod recipe;
 pub mod report;
 pub mod runtime;
 pub mod structure;
+#[cfg(feature = "testkit")]
 pub mod testkit;

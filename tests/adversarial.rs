@@ -9,11 +9,9 @@
 //! read correctly, with error messages of bounded length.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use assert_cmd::Command;
 use onnx_compress::onnx::build::node;
 use onnx_compress::onnx::proto::tensor_proto::DataLocation;
 use onnx_compress::onnx::proto::{tensor_shape_proto, type_proto, StringStringEntryProto};
@@ -22,36 +20,13 @@ use onnx_compress::testkit::synth::{tiny_bert, SynthOptions};
 use prost::Message;
 use serde_json::Value;
 
-const ORT_LIB: &str = ".ort/lib/libonnxruntime.so.1.32.0";
+mod common;
+
+use common::{assert_clean_error, bin, have_ort, s, text, word_level_tokenizer, BERT_SPECIALS};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-fn bin() -> Command {
-    Command::cargo_bin("onnx-compress").expect("the onnx-compress binary is built")
-}
-
-/// Whether ONNX Runtime is installed (needed by `eval` only). Under `CI=true` it must be.
-fn have_ort(what: &str) -> bool {
-    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join(ORT_LIB);
-    if lib.is_file() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{} is missing: CI must install ONNX Runtime ({what})", lib.display());
-    }
-    let _ = writeln!(std::io::stderr(), "SKIP: {} not found ({what})", lib.display());
-    false
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("test paths are UTF-8")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// Every file under `dir` with its bytes (recursively; symlinks as their target path).
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
@@ -78,57 +53,12 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     out
 }
 
-/// A failed run: status 1, nothing on stdout, exactly one stderr line `error: …` of bounded
-/// length containing every needle, and no panic.
-fn assert_clean_error(what: &str, out: &Output, needles: &[&str]) -> String {
-    let stderr = text(&out.stderr);
-    assert!(!stderr.contains("panicked"), "{what}: the binary panicked:\n{stderr}");
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{what}: expected exit status 1; stderr:\n{stderr}"
-    );
-    assert!(
-        out.stdout.is_empty(),
-        "{what}: a failed run printed:\n{}",
-        text(&out.stdout)
-    );
-    let line = stderr.strip_suffix('\n').unwrap_or(&stderr);
-    assert!(
-        stderr.ends_with('\n') && !line.contains('\n') && line.starts_with("error: "),
-        "{what}: stderr is not one `error:` line:\n{stderr:?}"
-    );
-    assert!(line.len() < 1000, "{what}: the error line is {} bytes long", line.len());
-    for n in needles {
-        assert!(line.contains(n), "{what}: the error does not mention {n:?}:\n{line}");
-    }
-    line.to_string()
-}
-
 /// A word-level tokenizer whose ids stay below the tiny model's vocabulary of 100.
 fn tokenizer_json() -> String {
     let words = [
         "[PAD]", "[UNK]", "[CLS]", "[SEP]", "good", "bad", "film", "the", "a", "is",
     ];
-    let vocab: serde_json::Map<String, Value> = words
-        .iter()
-        .enumerate()
-        .map(|(i, w)| (w.to_string(), Value::from(i)))
-        .collect();
-    let special = |id: usize, content: &str| {
-        serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false,
-            "rstrip": false, "normalized": false, "special": true})
-    };
-    serde_json::json!({
-        "version": "1.0", "truncation": null, "padding": null,
-        "added_tokens": [special(0, "[PAD]"), special(1, "[UNK]"), special(2, "[CLS]"), special(3, "[SEP]")],
-        "normalizer": {"type": "Lowercase"},
-        "pre_tokenizer": {"type": "Whitespace"},
-        "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]},
-        "decoder": null,
-        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
-    })
-    .to_string()
+    word_level_tokenizer(&words, BERT_SPECIALS, Value::Null)
 }
 
 const SST2_ROWS: &str = "sentence\tlabel\ngood film \t1\nbad film \t0\nthe film is good \t1\na bad film is bad \t0\n";
@@ -229,92 +159,345 @@ fn external(t: &mut TensorProto, location: &str, offset: u64, length: u64) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Models that lie about their tensors
+// Broken models: one table per kind, each case run through every command by one loop
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn raw_data_shorter_or_longer_than_its_shape() {
-    for delta in [-4i64, 4, -1] {
-        let mut m = tiny();
-        let w = weight(&mut m);
-        let name = w.name().to_string();
-        let mut raw = w.raw_data.take().unwrap().to_vec();
-        if delta < 0 {
-            raw.truncate(raw.len() - (-delta) as usize);
-        } else {
-            raw.extend(std::iter::repeat_n(0u8, delta as usize));
-        }
-        w.raw_data = Some(raw.into());
-        Case::new(&m.encode_to_vec()).all_fail(&format!("raw_data {delta:+}"), &[&name, "raw_data has", "needs"]);
+/// A broken model: how its bytes are made, files to put beside it, and what every command's
+/// error must say besides the model's path. In needles, `{weight}` stands for the name of the
+/// tiny model's first weight, `{input}` its first graph input, `{output}` its first graph
+/// output, `{initializer}` its first initializer and `{node0_output}` its first node's output.
+struct Broken {
+    what: &'static str,
+    bytes: fn() -> Vec<u8>,
+    beside: fn(&Case),
+    needles: &'static [&'static str],
+}
+
+/// Nothing beside the model but the tokenizer and data every case has.
+fn nothing(_: &Case) {}
+
+/// `needle` with the tiny model's names in place of `{weight}`, `{input}`, ...
+fn fill(needle: &str) -> String {
+    let mut m = tiny();
+    let weight = weight(&mut m).name().to_string();
+    let g = graph(&mut m);
+    needle
+        .replace("{weight}", &weight)
+        .replace("{input}", g.input[0].name())
+        .replace("{output}", g.output[0].name())
+        .replace("{initializer}", g.initializer[0].name())
+        .replace("{node0_output}", &g.node[0].output[0])
+}
+
+/// Runs every case of `table` (see [`Case::all_fail`]).
+fn all_fail(table: &[Broken]) {
+    for b in table {
+        let case = Case::new(&(b.bytes)());
+        (b.beside)(&case);
+        let needles: Vec<String> = b.needles.iter().map(|n| fill(n)).collect();
+        let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
+        case.all_fail(b.what, &needles);
     }
 }
 
-#[test]
-fn float_data_count_differs_from_its_shape() {
+/// The tiny model after `edit`, encoded.
+fn edited(edit: fn(&mut ModelProto)) -> Vec<u8> {
     let mut m = tiny();
-    let w = weight(&mut m);
-    let name = w.name().to_string();
-    let mut values = tensor::to_f32(w).unwrap();
-    values.pop();
-    w.raw_data = None;
-    w.float_data = values;
-    Case::new(&m.encode_to_vec()).all_fail("float_data short", &[&name, "float_data has", "needs"]);
+    edit(&mut m);
+    m.encode_to_vec()
 }
 
-#[test]
-fn a_tensor_with_a_shape_but_no_data() {
+/// The first weight with `delta` bytes cut from (negative) or added to (positive) its raw data.
+fn raw_data_resized(delta: i64) -> Vec<u8> {
     let mut m = tiny();
     let w = weight(&mut m);
-    let name = w.name().to_string();
-    w.raw_data = None;
-    Case::new(&m.encode_to_vec()).all_fail("no data", &[&name, "holds no data"]);
+    let mut raw = w.raw_data.take().unwrap().to_vec();
+    if delta < 0 {
+        raw.truncate(raw.len() - (-delta) as usize);
+    } else {
+        raw.extend(std::iter::repeat_n(0u8, delta as usize));
+    }
+    w.raw_data = Some(raw.into());
+    m.encode_to_vec()
 }
 
-#[test]
-fn a_tensor_with_missing_dims_is_a_scalar_and_its_payload_must_say_so() {
+/// The first weight stored externally in `w.bin`, at `offset`, for as many bytes as it needs.
+fn external_in_w_bin(offset: u64) -> Vec<u8> {
     let mut m = tiny();
     let w = weight(&mut m);
-    let name = w.name().to_string();
-    w.dims.clear();
-    Case::new(&m.encode_to_vec()).all_fail("no dims", &[&name, "shape [] needs 4"]);
+    let bytes = tensor::numel(w).unwrap() as u64 * 4;
+    external(w, "w.bin", offset, bytes);
+    m.encode_to_vec()
 }
 
-#[test]
-fn negative_dims_in_a_tensor() {
-    let mut m = tiny();
-    let w = weight(&mut m);
-    let name = w.name().to_string();
-    w.dims[0] = -w.dims[0];
-    Case::new(&m.encode_to_vec()).all_fail("negative dim", &[&name, "negative dimension"]);
+/// `w.bin` as long as the first weight's data.
+fn w_bin(case: &Case) {
+    let n = tensor::numel(weight(&mut tiny())).unwrap();
+    std::fs::write(case.path("w.bin"), vec![0u8; n * 4]).unwrap();
 }
 
-#[test]
-fn negative_dims_in_a_declared_input_shape() {
-    let mut m = tiny();
-    let input = &mut graph(&mut m).input[0];
-    let name = input.name().to_string();
-    let Some(type_proto::Value::TensorType(t)) = input.r#type.as_mut().unwrap().value.as_mut() else {
-        panic!("the tiny model's inputs are tensors")
-    };
-    t.shape.as_mut().unwrap().dim[1].value = Some(tensor_shape_proto::dimension::Value::DimValue(-5));
-    Case::new(&m.encode_to_vec()).all_fail("negative input dim", &[&name, "negative (-5)"]);
+/// The tiny model's bytes with the first byte of `mark` (set by `edit`) at `at` replaced by `byte`.
+fn with_byte(edit: fn(&mut ModelProto), mark: &[u8], at: usize, byte: u8) -> Vec<u8> {
+    let mut bytes = edited(edit);
+    let start = bytes.windows(mark.len()).position(|w| w == mark).unwrap();
+    bytes[start + at] = byte;
+    bytes
 }
 
-/// A 2^40-element tensor claimed with 16 bytes of data: refused from its dims alone.
-#[test]
-fn a_tensor_claiming_two_to_the_forty_elements() {
-    let mut m = tiny();
-    let w = weight(&mut m);
-    let name = w.name().to_string();
-    w.dims = vec![1 << 20, 1 << 20];
-    w.raw_data = Some(vec![0u8; 16].into());
-    let bytes = m.encode_to_vec();
-    Case::new(&bytes).all_fail("2^40 inline", &[&name, "absurdly large"]);
+const LYING_TENSORS: &[Broken] = &[
+    Broken {
+        what: "raw_data -4",
+        bytes: || raw_data_resized(-4),
+        beside: nothing,
+        needles: &["{weight}", "raw_data has", "needs"],
+    },
+    Broken {
+        what: "raw_data +4",
+        bytes: || raw_data_resized(4),
+        beside: nothing,
+        needles: &["{weight}", "raw_data has", "needs"],
+    },
+    Broken {
+        what: "raw_data -1",
+        bytes: || raw_data_resized(-1),
+        beside: nothing,
+        needles: &["{weight}", "raw_data has", "needs"],
+    },
+    Broken {
+        what: "float_data short",
+        bytes: || {
+            edited(|m| {
+                let w = weight(m);
+                let mut values = tensor::to_f32(w).unwrap();
+                values.pop();
+                w.raw_data = None;
+                w.float_data = values;
+            })
+        },
+        beside: nothing,
+        needles: &["{weight}", "float_data has", "needs"],
+    },
+    Broken {
+        what: "no data",
+        bytes: || edited(|m| weight(m).raw_data = None),
+        beside: nothing,
+        needles: &["{weight}", "holds no data"],
+    },
+    // Missing dims make a scalar, and its payload must say so.
+    Broken {
+        what: "no dims",
+        bytes: || edited(|m| weight(m).dims.clear()),
+        beside: nothing,
+        needles: &["{weight}", "shape [] needs 4"],
+    },
+    Broken {
+        what: "negative dim",
+        bytes: || {
+            edited(|m| {
+                let w = weight(m);
+                w.dims[0] = -w.dims[0];
+            })
+        },
+        beside: nothing,
+        needles: &["{weight}", "negative dimension"],
+    },
+    Broken {
+        what: "negative input dim",
+        bytes: || {
+            edited(|m| {
+                let input = &mut graph(m).input[0];
+                let Some(type_proto::Value::TensorType(t)) = input.r#type.as_mut().unwrap().value.as_mut() else {
+                    panic!("the tiny model's inputs are tensors")
+                };
+                t.shape.as_mut().unwrap().dim[1].value = Some(tensor_shape_proto::dimension::Value::DimValue(-5));
+            })
+        },
+        beside: nothing,
+        needles: &["{input}", "negative (-5)"],
+    },
+    // A 2^40-element tensor claimed with 16 bytes of data: refused from its dims alone.
+    Broken {
+        what: "2^40 inline",
+        bytes: || {
+            edited(|m| {
+                let w = weight(m);
+                w.dims = vec![1 << 20, 1 << 20];
+                w.raw_data = Some(vec![0u8; 16].into());
+            })
+        },
+        beside: nothing,
+        needles: &["{weight}", "absurdly large"],
+    },
     // The same with dims that overflow i64 when multiplied.
-    let mut m = tiny();
-    weight(&mut m).dims = vec![i64::MAX, i64::MAX, 2];
-    Case::new(&m.encode_to_vec()).all_fail("overflowing dims", &["absurdly large"]);
+    Broken {
+        what: "overflowing dims",
+        bytes: || edited(|m| weight(m).dims = vec![i64::MAX, i64::MAX, 2]),
+        beside: nothing,
+        needles: &["absurdly large"],
+    },
+];
+
+#[test]
+fn models_that_lie_about_their_tensors() {
+    all_fail(LYING_TENSORS);
 }
+
+const RULE_BREAKING_GRAPHS: &[Broken] = &[
+    Broken {
+        what: "two-node cycle",
+        bytes: || {
+            edited(|m| {
+                let g = graph(m);
+                g.node.push(node("Relu", "loop_a", &["loop_b_out"], &["loop_a_out"]));
+                g.node.push(node("Relu", "loop_b", &["loop_a_out"], &["loop_b_out"]));
+            })
+        },
+        beside: nothing,
+        needles: &["cycle", "loop_"],
+    },
+    // A node that feeds itself, inside the transformer: the first LayerNormalization reads its
+    // own output.
+    Broken {
+        what: "self loop",
+        bytes: || {
+            edited(|m| {
+                let g = graph(m);
+                let ln = g.node.iter_mut().find(|n| n.op_type() == "LayerNormalization").unwrap();
+                ln.input[0] = ln.output[0].clone();
+            })
+        },
+        beside: nothing,
+        needles: &["cycle"],
+    },
+    Broken {
+        what: "value produced twice",
+        bytes: || {
+            edited(|m| {
+                let g = graph(m);
+                let first_out = g.node[0].output[0].clone();
+                g.node.push(node("Identity", "dup", &["input_ids"], &[&first_out]));
+            })
+        },
+        beside: nothing,
+        needles: &["{node0_output}", "produced twice", "'dup'"],
+    },
+    // A node output that shadows an initializer.
+    Broken {
+        what: "node output = initializer",
+        bytes: || {
+            edited(|m| {
+                let g = graph(m);
+                let init = g.initializer[0].name().to_string();
+                g.node.push(node("Identity", "shadow", &["input_ids"], &[&init]));
+            })
+        },
+        beside: nothing,
+        needles: &["{initializer}", "also an initializer"],
+    },
+    Broken {
+        what: "duplicate graph output",
+        bytes: || {
+            edited(|m| {
+                let g = graph(m);
+                let out = g.output[0].clone();
+                g.output.push(out);
+            })
+        },
+        beside: nothing,
+        needles: &["{output}", "listed twice"],
+    },
+];
+
+#[test]
+fn graphs_that_break_the_rules() {
+    all_fail(RULE_BREAKING_GRAPHS);
+}
+
+const EXTERNAL_DATA_ASTRAY: &[Broken] = &[
+    Broken {
+        what: "../../etc/passwd",
+        bytes: || edited(|m| external(weight(m), "../../etc/passwd", 0, 16)),
+        beside: nothing,
+        needles: &["{weight}", "inside the model's folder"],
+    },
+    Broken {
+        what: "/etc/passwd",
+        bytes: || edited(|m| external(weight(m), "/etc/passwd", 0, 16)),
+        beside: nothing,
+        needles: &["{weight}", "inside the model's folder"],
+    },
+    Broken {
+        what: "sub/../../x.bin",
+        bytes: || edited(|m| external(weight(m), "sub/../../x.bin", 0, 16)),
+        beside: nothing,
+        needles: &["{weight}", "inside the model's folder"],
+    },
+    // A symlink inside the folder that leads out of it.
+    Broken {
+        what: "symlink out",
+        bytes: || {
+            edited(|m| {
+                let w = weight(m);
+                let n = tensor::numel(w).unwrap() as u64;
+                external(w, "link.bin", 0, n * 4);
+            })
+        },
+        // To a file outside the folder that is longer than the weight's data: this test's binary.
+        beside: |case| std::os::unix::fs::symlink(std::env::current_exe().unwrap(), case.path("link.bin")).unwrap(),
+        needles: &["resolves outside"],
+    },
+    Broken {
+        what: "past the end",
+        bytes: || external_in_w_bin(64),
+        beside: w_bin,
+        needles: &["{weight}", "past the end", "w.bin"],
+    },
+    // An offset near u64::MAX must not wrap around.
+    Broken {
+        what: "offset wraps",
+        bytes: || external_in_w_bin(u64::MAX - 3),
+        beside: w_bin,
+        needles: &["past the end"],
+    },
+];
+
+#[test]
+fn external_data_that_points_where_it_must_not() {
+    all_fail(EXTERNAL_DATA_ASTRAY);
+}
+
+/// prost refuses strings that are not UTF-8; the error says which field, not just "decode failed".
+const NOT_UTF8: &[Broken] = &[
+    Broken {
+        what: "non-UTF-8 node name",
+        bytes: || {
+            with_byte(
+                |m| graph(m).node[3].name = Some("NAME_MARK".into()),
+                b"NAME_MARK",
+                4,
+                0xff,
+            )
+        },
+        beside: nothing,
+        needles: &["NodeProto.name", "not valid UTF-8"],
+    },
+    // A lead byte followed by ASCII: invalid.
+    Broken {
+        what: "non-UTF-8 producer",
+        bytes: || with_byte(|m| m.producer_name = Some("PRODUCER".into()), b"PRODUCER", 0, 0xc3),
+        beside: nothing,
+        needles: &["ModelProto.producer_name", "not valid UTF-8"],
+    },
+];
+
+#[test]
+fn strings_that_are_not_utf8() {
+    all_fail(NOT_UTF8);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Claimed sizes
+// ---------------------------------------------------------------------------------------------
 
 /// Runs `onnx-compress inspect <model>` in `dir` with the address space limited to 1 GiB.
 fn inspect_with_memory_limit(dir: &Path, model: &Path) -> Output {
@@ -375,116 +558,8 @@ fn huge_claimed_lengths_fail_before_allocating() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Graphs that break the rules
+// Versions
 // ---------------------------------------------------------------------------------------------
-
-#[test]
-fn a_cycle_in_the_graph() {
-    let mut m = tiny();
-    let g = graph(&mut m);
-    g.node.push(node("Relu", "loop_a", &["loop_b_out"], &["loop_a_out"]));
-    g.node.push(node("Relu", "loop_b", &["loop_a_out"], &["loop_b_out"]));
-    Case::new(&m.encode_to_vec()).all_fail("two-node cycle", &["cycle", "loop_"]);
-
-    // A node that feeds itself, inside the transformer: the first LayerNormalization reads its
-    // own output.
-    let mut m = tiny();
-    let g = graph(&mut m);
-    let ln = g.node.iter_mut().find(|n| n.op_type() == "LayerNormalization").unwrap();
-    ln.input[0] = ln.output[0].clone();
-    Case::new(&m.encode_to_vec()).all_fail("self loop", &["cycle"]);
-}
-
-#[test]
-fn a_value_produced_twice() {
-    let mut m = tiny();
-    let g = graph(&mut m);
-    let first_out = g.node[0].output[0].clone();
-    g.node.push(node("Identity", "dup", &["input_ids"], &[&first_out]));
-    Case::new(&m.encode_to_vec()).all_fail("value produced twice", &[&first_out, "produced twice", "'dup'"]);
-
-    // A node output that shadows an initializer.
-    let mut m = tiny();
-    let g = graph(&mut m);
-    let init = g.initializer[0].name().to_string();
-    g.node.push(node("Identity", "shadow", &["input_ids"], &[&init]));
-    Case::new(&m.encode_to_vec()).all_fail("node output = initializer", &[&init, "also an initializer"]);
-}
-
-#[test]
-fn a_graph_output_listed_twice() {
-    let mut m = tiny();
-    let g = graph(&mut m);
-    let out = g.output[0].clone();
-    let name = out.name().to_string();
-    g.output.push(out);
-    Case::new(&m.encode_to_vec()).all_fail("duplicate graph output", &[&name, "listed twice"]);
-}
-
-// ---------------------------------------------------------------------------------------------
-// External data that points where it must not
-// ---------------------------------------------------------------------------------------------
-
-#[test]
-fn external_data_outside_the_models_folder() {
-    for location in ["../../etc/passwd", "/etc/passwd", "sub/../../x.bin"] {
-        let mut m = tiny();
-        let w = weight(&mut m);
-        let name = w.name().to_string();
-        external(w, location, 0, 16);
-        Case::new(&m.encode_to_vec()).all_fail(location, &[&name, "inside the model's folder"]);
-    }
-    // A symlink inside the folder that leads out of it.
-    let mut m = tiny();
-    let w = weight(&mut m);
-    let n = tensor::numel(w).unwrap() as u64;
-    external(w, "link.bin", 0, n * 4);
-    let case = Case::new(&m.encode_to_vec());
-    let outside = tempfile::tempdir().unwrap();
-    std::fs::write(outside.path().join("secret.bin"), vec![0u8; (n * 4) as usize]).unwrap();
-    std::os::unix::fs::symlink(outside.path().join("secret.bin"), case.path("link.bin")).unwrap();
-    case.all_fail("symlink out", &["resolves outside"]);
-}
-
-#[test]
-fn external_data_past_the_end_of_its_file() {
-    let mut m = tiny();
-    let w = weight(&mut m);
-    let name = w.name().to_string();
-    let bytes = tensor::numel(w).unwrap() as u64 * 4;
-    external(w, "w.bin", 64, bytes);
-    let case = Case::new(&m.encode_to_vec());
-    std::fs::write(case.path("w.bin"), vec![0u8; bytes as usize]).unwrap();
-    case.all_fail("past the end", &[&name, "past the end", "w.bin"]);
-    // An offset near u64::MAX must not wrap around.
-    let mut m = tiny();
-    external(weight(&mut m), "w.bin", u64::MAX - 3, bytes);
-    let case = Case::new(&m.encode_to_vec());
-    std::fs::write(case.path("w.bin"), vec![0u8; bytes as usize]).unwrap();
-    case.all_fail("offset wraps", &["past the end"]);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Strings and versions
-// ---------------------------------------------------------------------------------------------
-
-/// prost refuses strings that are not UTF-8; the error says which field, not just "decode failed".
-#[test]
-fn a_node_name_that_is_not_utf8() {
-    let mut m = tiny();
-    graph(&mut m).node[3].name = Some("NAME_MARK".into());
-    let mut bytes = m.encode_to_vec();
-    let at = bytes.windows(9).position(|w| w == b"NAME_MARK").unwrap();
-    bytes[at + 4] = 0xff;
-    Case::new(&bytes).all_fail("non-UTF-8 node name", &["NodeProto.name", "not valid UTF-8"]);
-
-    let mut m = tiny();
-    m.producer_name = Some("PRODUCER".into());
-    let mut bytes = m.encode_to_vec();
-    let at = bytes.windows(8).position(|w| w == b"PRODUCER").unwrap();
-    bytes[at] = 0xc3; // a lead byte followed by ASCII: invalid
-    Case::new(&bytes).all_fail("non-UTF-8 producer", &["ModelProto.producer_name", "not valid UTF-8"]);
-}
 
 /// Documented behaviour for an opset from the future (ai.onnx 99): `inspect` shows it and
 /// `convert` copies the model unchanged (neither interprets operators); `prune`, `lowrank` and
@@ -633,39 +708,70 @@ fn data_fails(contents: &[u8], needles: &[&str]) {
     }
 }
 
+/// A bad data file: its contents and what the error must say besides the file's path.
+struct BadData {
+    contents: fn() -> Vec<u8>,
+    needles: &'static [&'static str],
+}
+
+/// A 1 MB run of words.
+fn big() -> String {
+    "good ".repeat(200_000)
+}
+
+const BAD_DATA: &[BadData] = &[
+    // Labels out of range.
+    BadData {
+        contents: || b"sentence\tlabel\ngood film \t1\nbad film \t2\n".to_vec(),
+        needles: &["line 3", "label"],
+    },
+    BadData {
+        contents: || b"sentence\tlabel\ngood film \t1\nbad film \t-1\n".to_vec(),
+        needles: &["line 3", "label"],
+    },
+    BadData {
+        contents: || b"sentence\tlabel\ngood film \t1\nbad film \t1.5\n".to_vec(),
+        needles: &["line 3", "label"],
+    },
+    BadData {
+        contents: || b"sentence\tlabel\ngood film \t1\nbad film \t\n".to_vec(),
+        needles: &["line 3", "label"],
+    },
+    // Data that is not UTF-8.
+    BadData {
+        contents: || b"sentence\tlabel\ngood film \t1\nbad \xff film \t0\n".to_vec(),
+        needles: &["not valid UTF-8", "line 3"],
+    },
+    // A 1 MB line without tabs, a 1 MB label and a 1 MB header give errors of bounded length.
+    BadData {
+        contents: || format!("sentence\tlabel\n{}\n", big()).into_bytes(),
+        needles: &["line 2", "field"],
+    },
+    BadData {
+        contents: || format!("sentence\tlabel\ngood \t{}\n", big()).into_bytes(),
+        needles: &["line 2", "label"],
+    },
+    BadData {
+        contents: || format!("{}x\ngood \t1\n", "\t".repeat(1 << 20)).into_bytes(),
+        needles: &["header", "sentence"],
+    },
+];
+
 #[test]
-fn labels_out_of_range() {
-    for (label, line) in [("2", "line 3"), ("-1", "line 3"), ("1.5", "line 3"), ("", "line 3")] {
-        let contents = format!("sentence\tlabel\ngood film \t1\nbad film \t{label}\n");
-        data_fails(contents.as_bytes(), &[line, "label"]);
+fn bad_data_files_fail_cleanly() {
+    for d in BAD_DATA {
+        data_fails(&(d.contents)(), d.needles);
     }
 }
 
+/// A 1 MB sentence is read and truncated to --max-length like any other.
 #[test]
-fn data_that_is_not_utf8() {
-    data_fails(
-        b"sentence\tlabel\ngood film \t1\nbad \xff film \t0\n",
-        &["not valid UTF-8", "line 3"],
-    );
-}
-
-/// A 1 MB sentence is read and truncated to --max-length like any other; a 1 MB line without
-/// tabs, a 1 MB label and a 1 MB header give errors of bounded length.
-#[test]
-fn one_megabyte_lines() {
-    let big = "good ".repeat(200_000);
+fn one_megabyte_sentences_are_read() {
     if have_ort("eval of a 1 MB sentence") {
-        let contents = format!("sentence\tlabel\n{big}\t1\nbad film \t0\n");
+        let contents = format!("sentence\tlabel\n{}\t1\nbad film \t0\n", big());
         let preds = eval_predictions(&data_case(contents.as_bytes()));
         assert_eq!(preds.len(), 2);
     }
-    data_fails(format!("sentence\tlabel\n{big}\n").as_bytes(), &["line 2", "field"]);
-    data_fails(
-        format!("sentence\tlabel\ngood \t{big}\n").as_bytes(),
-        &["line 2", "label"],
-    );
-    let header = "\t".repeat(1 << 20);
-    data_fails(format!("{header}x\ngood \t1\n").as_bytes(), &["header", "sentence"]);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -20,18 +20,9 @@ use onnx_compress::testkit::shared::require_ort;
 use onnx_compress::testkit::synth::{random_batches, tiny_bert, GeluStyle, ShapeStyle, SynthOptions};
 use prost::Message;
 
-fn logits(m: &ModelProto, bs: &[Batch], what: &str) -> Vec<f32> {
-    let mut s = runtime::open_bytes(&m.encode_to_vec(), what, &SessionOptions::default())
-        .unwrap_or_else(|e| panic!("{what}: ONNX Runtime refuses the model: {e:#}"));
-    bs.iter()
-        .flat_map(|b| s.run(b).unwrap_or_else(|e| panic!("{what}: {e:#}")).0)
-        .collect()
-}
+mod common;
 
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).fold(0f32, |w, (x, y)| w.max((x - y).abs()))
-}
+use common::{bin, logits, max_diff};
 
 fn count(m: &ModelProto, op: &str) -> usize {
     m.graph
@@ -327,10 +318,6 @@ fn static_split_ranges_leave_the_first_token_out_of_the_other_tokens_range() {
             .iter()
             .any(|a| a.value == format!("{}_first", l.input)));
     }
-}
-
-fn bin() -> Command {
-    Command::cargo_bin("onnx-compress").unwrap()
 }
 
 #[test]

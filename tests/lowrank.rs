@@ -28,26 +28,13 @@ use onnx_compress::testkit::synth::{random_batches, sample_batch, tiny_bert, Gel
 use prost::Message;
 use serde_json::Value;
 
+mod common;
+
+use common::{bin, calibrator, logits, max_diff};
+
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-fn bin() -> Command {
-    Command::cargo_bin("onnx-compress").expect("the onnx-compress binary is built")
-}
-
-fn logits(m: &ModelProto, b: &Batch, what: &str) -> Vec<f32> {
-    let mut s = runtime::open_bytes(&m.encode_to_vec(), what, &SessionOptions::default())
-        .unwrap_or_else(|e| panic!("{what}: ONNX Runtime refuses the model: {e:#}"));
-    let (l, _) = s.run(b).unwrap_or_else(|e| panic!("{what}: ONNX Runtime fails: {e:#}"));
-    assert!(l.iter().all(|v| v.is_finite()), "{what}: {l:?}");
-    l
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-}
 
 fn opts(rank: RankRule) -> LowrankOptions {
     LowrankOptions {
@@ -129,7 +116,7 @@ fn full_rank_reproduces_the_logits_in_every_layout() {
     ];
     for (i, o) in layouts.iter().enumerate() {
         let m = tiny_bert(o);
-        let before = logits(&m, &sample_batch(), "original");
+        let before = logits(&m, &[sample_batch()], "original");
         let o2 = LowrankOptions {
             apply_to: ApplyTo::AllLinear,
             force: true,
@@ -147,7 +134,7 @@ fn full_rank_reproduces_the_logits_in_every_layout() {
                 .unwrap_or_else(|| panic!("layout {i}: {} not factorized", l.node_name));
             assert_eq!(f.rank, l.in_features.min(l.out_features), "layout {i}");
         }
-        let after = logits(&out, &sample_batch(), "factorized");
+        let after = logits(&out, &[sample_batch()], "factorized");
         let d = max_diff(&before, &after);
         assert!(d < 1e-4, "layout {i}: logits moved by {d}: {before:?} vs {after:?}");
     }
@@ -600,7 +587,7 @@ fn lowrank_after_pruning() {
         },
     )
     .unwrap();
-    let before = logits(&pruned, &sample_batch(), "pruned");
+    let before = logits(&pruned, &[sample_batch()], "pruned");
     // Pruned layers have 3 heads (24 wide) and 32 neurons: full rank reproduces them.
     let (full, r) = lowrank::lowrank(
         &pruned,
@@ -613,22 +600,18 @@ fn lowrank_after_pruning() {
     assert_eq!(r.factorized, r.layers.len());
     let up = &r.layers.iter().find(|l| l.name == "layer 2 ffn_up").unwrap();
     assert_eq!((up.in_features, up.out_features, up.rank), (32, 32, 32));
-    let d = max_diff(&before, &logits(&full, &sample_batch(), "pruned + lowrank"));
+    let d = max_diff(&before, &logits(&full, &[sample_batch()], "pruned + lowrank"));
     assert!(d < 1e-4, "{d}");
     // A real truncation runs and maps too.
     let (cut, r) = lowrank::lowrank(&pruned, &opts(RankRule::Fixed(4))).unwrap();
     assert!(r.factorized > 0 && r.params_after < r.params_before);
     discover(&cut).unwrap();
-    logits(&cut, &sample_batch(), "pruned + rank 4");
+    logits(&cut, &[sample_batch()], "pruned + rank 4");
 }
 
 // ---------------------------------------------------------------------------------------------
 // Activation-aware
 // ---------------------------------------------------------------------------------------------
-
-fn calibrator(seed: u64) -> OrtCalibrator {
-    OrtCalibrator::new(random_batches(16, seed), SessionOptions::default())
-}
 
 /// Mean squared logit difference over held-out batches.
 fn held_out_error(a: &ModelProto, b: &ModelProto) -> f64 {
@@ -660,7 +643,7 @@ fn activation_aware_beats_weight_svd_at_the_same_rank() {
         ..opts(RankRule::Fixed(6))
     };
     let (plain, _) = lowrank::lowrank(&m, &o).unwrap();
-    let (aware, r) = lowrank::lowrank_calibrated(&m, &o, &mut calibrator(1)).unwrap();
+    let (aware, r) = lowrank::lowrank_calibrated(&m, &o, &mut calibrator(16, 1)).unwrap();
     assert_eq!(r.method, "activation-aware (whitened svd)");
     assert_eq!(r.factorized, 6);
     assert!(r.calibration_tokens.unwrap() > 0);
@@ -672,14 +655,14 @@ fn activation_aware_beats_weight_svd_at_the_same_rank() {
         force: true,
         ..opts(RankRule::Ratio(1.0))
     };
-    let (same, r) = lowrank::lowrank_calibrated(&m, &full, &mut calibrator(2)).unwrap();
+    let (same, r) = lowrank::lowrank_calibrated(&m, &full, &mut calibrator(16, 2)).unwrap();
     assert!(r
         .layers
         .iter()
         .any(|l| l.role == lowrank::Role::Pooler && !l.factorized));
     let d = max_diff(
-        &logits(&m, &sample_batch(), "m"),
-        &logits(&same, &sample_batch(), "aware full rank"),
+        &logits(&m, &[sample_batch()], "m"),
+        &logits(&same, &[sample_batch()], "aware full rank"),
     );
     assert!(d < 1e-3, "{d}");
 }
@@ -707,7 +690,7 @@ fn budget_allocation_meets_the_target() {
         target_params: Some(0.6),
         ..Default::default()
     };
-    let (out, r) = lowrank::lowrank_calibrated(&m, &o, &mut calibrator(3)).unwrap();
+    let (out, r) = lowrank::lowrank_calibrated(&m, &o, &mut calibrator(16, 3)).unwrap();
     // The calibrated (encoder) layers' weights: at most 60% kept.
     let (wb, wa): (usize, usize) = r
         .layers
@@ -721,14 +704,14 @@ fn budget_allocation_meets_the_target() {
     assert!(wa as f64 <= 0.6 * wb as f64 + 1.0, "{wa} of {wb}");
     assert!(wa as f64 > 0.4 * wb as f64, "the budget is used: {wa} of {wb}");
     assert!(r.layers.iter().all(|l| !l.factorized || (l.rank as f64) < l.break_even));
-    logits(&out, &sample_batch(), "budgeted");
+    logits(&out, &[sample_batch()], "budgeted");
     assert!(lowrank::lowrank_calibrated(
         &m,
         &LowrankOptions {
             target_params: Some(1.0),
             ..Default::default()
         },
-        &mut calibrator(3)
+        &mut calibrator(16, 3)
     )
     .unwrap_err()
     .to_string()
@@ -781,7 +764,10 @@ fn reference_parity_configuration_on_the_sst2_model() {
             attention_mask: Array2::ones((1, 8)),
             token_type_ids: Array2::zeros((1, 8)),
         };
-        let (l0, l1) = (logits(&m, &b, "original"), logits(&out, &b, "parity"));
+        let (l0, l1) = (
+            logits(&m, std::slice::from_ref(&b), "original"),
+            logits(&out, std::slice::from_ref(&b), "parity"),
+        );
         assert_eq!(l0[1] > l0[0], l1[1] > l1[0], "{l0:?} vs {l1:?}");
         let d = max_diff(&l0, &l1);
         assert!(d > 1e-4 && d < 1.5, "{d}");

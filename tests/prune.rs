@@ -28,6 +28,10 @@ use onnx_compress::testkit::synth::{sample_batch, tiny_bert, GeluStyle, ShapeSty
 use prost::Message;
 use serde_json::Value;
 
+mod common;
+
+use common::{bin, logits_2x2, max_diff};
+
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
@@ -88,26 +92,8 @@ fn sst2_batch() -> Batch {
     }
 }
 
-/// Runs `m` in ONNX Runtime on `b`; checks the output is [2, 2] and finite.
-fn logits_of(m: &ModelProto, b: &Batch, what: &str) -> Vec<f32> {
-    let mut session = runtime::open_bytes(&m.encode_to_vec(), what, &SessionOptions::default())
-        .unwrap_or_else(|e| panic!("{what}: ONNX Runtime refuses the model: {e:#}"));
-    let (l, labels) = session
-        .run(b)
-        .unwrap_or_else(|e| panic!("{what}: ONNX Runtime fails to run it: {e:#}"));
-    assert_eq!(labels, 2, "{what}");
-    assert_eq!(l.len(), 4, "{what}");
-    assert!(l.iter().all(|v| v.is_finite()), "{what}: {l:?}");
-    l
-}
-
 fn synth_logits(m: &ModelProto, what: &str) -> Vec<f32> {
-    logits_of(m, &sample_batch(), what)
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    logits_2x2(m, &sample_batch(), what)
 }
 
 /// The shared SST-2 model, decoded once for the whole file (`None`: skipped, visibly).
@@ -122,7 +108,7 @@ fn sst2(what: &str) -> Option<&'static ModelProto> {
 /// Logits of the unmodified shared SST-2 model on [`sst2_batch`], computed once.
 fn sst2_logits(m: &ModelProto) -> &'static [f32] {
     static LOGITS: OnceLock<Vec<f32>> = OnceLock::new();
-    LOGITS.get_or_init(|| logits_of(m, &sst2_batch(), "shared SST-2 model"))
+    LOGITS.get_or_init(|| logits_2x2(m, &sst2_batch(), "shared SST-2 model"))
 }
 
 fn attention(t: &Transformer, layer: usize) -> &onnx_compress::structure::Attention {
@@ -295,10 +281,6 @@ fn l1(heads: f64, ffn: f64) -> PruneOptions {
     }
 }
 
-fn bin() -> Command {
-    Command::cargo_bin("onnx-compress").expect("the onnx-compress binary is built")
-}
-
 /// A synthetic model written to `dir/name`.
 fn write_synth(dir: &Path, name: &str) -> PathBuf {
     let p = dir.join(name);
@@ -353,7 +335,7 @@ fn pruning_nothing_is_the_identity_on_the_shared_sst2_model() {
     let (out, report) = prune::prune(m, &l1(0.0, 0.0)).unwrap();
     assert_eq!(report.params_before, report.params_after);
     let a = sst2_logits(m);
-    let b = logits_of(&out, &sst2_batch(), "SST-2 pruned 0%");
+    let b = logits_2x2(&out, &sst2_batch(), "SST-2 pruned 0%");
     // Same graph, same weights: at most 1e-6.
     assert!(max_diff(a, &b) <= 1e-6, "{a:?} vs {b:?}");
 }
@@ -484,8 +466,8 @@ fn ffn_pruning_of_the_shared_model_equals_zeroing() {
             (1536, 1306)
         );
     }
-    let pruned = logits_of(&out, &sst2_batch(), "SST-2 --ffn 0.15");
-    let zeroed = logits_of(&silenced(m, &t, &plan), &sst2_batch(), "SST-2 FFN rows zeroed");
+    let pruned = logits_2x2(&out, &sst2_batch(), "SST-2 --ffn 0.15");
+    let zeroed = logits_2x2(&silenced(m, &t, &plan), &sst2_batch(), "SST-2 FFN rows zeroed");
     // Same function, different summation order: within 1e-4.
     assert!(
         max_diff(&pruned, &zeroed) <= 1e-4,
@@ -587,7 +569,7 @@ fn the_shared_model_pruned_twice_sees_the_pruned_sizes() {
     let t = discover(&twice).unwrap();
     assert_eq!(t.layers.len(), 6);
     assert!(t.layers.iter().all(|l| l.heads() == 7 && l.ffn_width() == 1536));
-    logits_of(&twice, &sst2_batch(), "SST-2, heads 0.25 twice");
+    logits_2x2(&twice, &sst2_batch(), "SST-2, heads 0.25 twice");
     // FFN after heads: 1536 − round(153.6) = 1382 neurons, heads untouched.
     let (third, r3) = prune::prune(&twice, &l1(0.0, 0.1)).unwrap();
     for l in &r3.layers {
@@ -596,7 +578,7 @@ fn the_shared_model_pruned_twice_sees_the_pruned_sizes() {
     }
     let t = discover(&third).unwrap();
     assert!(t.layers.iter().all(|l| l.heads() == 7 && l.ffn_width() == 1382));
-    logits_of(&third, &sst2_batch(), "SST-2, heads twice then ffn");
+    logits_2x2(&third, &sst2_batch(), "SST-2, heads twice then ffn");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,9 +10,9 @@ use onnx_compress::structure::{discover, macs_per_sequence, unit_macs};
 use onnx_compress::testkit::shared::require_ort;
 use onnx_compress::testkit::synth::{random_batches, tiny_bert, ShapeStyle, SynthOptions};
 
-fn calibrator(seed: u64) -> OrtCalibrator {
-    OrtCalibrator::new(random_batches(24, seed), SessionOptions::default())
-}
+mod common;
+
+use common::calibrator;
 
 fn model() -> ModelProto {
     tiny_bert(&SynthOptions {
@@ -28,7 +28,7 @@ fn model() -> ModelProto {
 
 /// Mean squared difference of two models' logits on held-out batches.
 fn logit_mse(a: &ModelProto, b: &ModelProto) -> f64 {
-    let mut held_out = calibrator(99);
+    let mut held_out = calibrator(24, 99);
     let (la, _) = held_out.logits(a).unwrap();
     let (lb, _) = held_out.logits(b).unwrap();
     la.iter().zip(&lb).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>() / la.len() as f64
@@ -48,7 +48,7 @@ fn least_squares_refit_beats_plain_slicing_at_equal_counts() {
             per_layer: true,
             ..Default::default()
         };
-        let (obs, report) = prune::prune_calibrated(&m, &opts, &mut calibrator(1)).unwrap();
+        let (obs, report) = prune::prune_calibrated(&m, &opts, &mut calibrator(24, 1)).unwrap();
         let (l1, _) = prune::prune(
             &m,
             &PruneOptions {
@@ -85,7 +85,7 @@ fn pruning_nothing_with_calibration_changes_nothing() {
             strategy: Strategy::Obs,
             ..Default::default()
         },
-        &mut calibrator(1),
+        &mut calibrator(24, 1),
     )
     .unwrap();
     assert_eq!(logit_mse(&m, &out), 0.0);
@@ -106,7 +106,7 @@ fn mac_budget_is_met_and_counts_differ_per_layer_as_needed() {
                 target_macs: Some(target),
                 ..Default::default()
             },
-            &mut calibrator(2),
+            &mut calibrator(24, 2),
         )
         .unwrap();
         let after = macs_per_sequence(&discover(&out).unwrap(), 128).0 as f64;
@@ -134,7 +134,7 @@ fn global_counts_remove_exactly_the_requested_total() {
             strategy: Strategy::Obs,
             ..Default::default()
         },
-        &mut calibrator(3),
+        &mut calibrator(24, 3),
     )
     .unwrap();
     let t = discover(&out).unwrap();
@@ -150,7 +150,7 @@ fn capture_returns_one_row_per_real_token() {
     }
     let m = model();
     let t = discover(&m).unwrap();
-    let mut c = calibrator(4);
+    let mut c = calibrator(24, 4);
     let tokens = c.tokens();
     let mut seen = 0;
     let names = vec![t.layers[0].input.clone(), t.layers[1].attention_norm.output.clone()];
@@ -179,7 +179,7 @@ fn captured_values_do_not_depend_on_where_the_graph_is_cut() {
     let early = t.layers[0].attention_norm.output.clone();
     let late = t.layers.last().unwrap().output_norm.output.clone();
     let collect = |names: &[String]| {
-        let mut c = calibrator(6);
+        let mut c = calibrator(24, 6);
         let mut rows = vec![];
         c.capture(&m, names, &mut |_, vals| {
             rows.extend_from_slice(&vals[0].0);

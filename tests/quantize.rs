@@ -17,6 +17,10 @@ use onnx_compress::testkit::shared::{require, require_ort};
 use onnx_compress::testkit::synth::{random_batches, tiny_bert, ShapeStyle, SynthOptions};
 use prost::Message;
 
+mod common;
+
+use common::{bin, calibrator, logits_and_labels};
+
 fn synth() -> ModelProto {
     tiny_bert(&SynthOptions {
         layers: 2,
@@ -29,22 +33,11 @@ fn synth() -> ModelProto {
     })
 }
 
-fn calibrator(seed: u64) -> OrtCalibrator {
-    OrtCalibrator::new(random_batches(8, seed), SessionOptions::default())
-}
-
-/// Logits of `m` on each batch, concatenated.
+/// Logits of `m` on each batch, concatenated (two labels each).
 fn logits(m: &ModelProto, bs: &[Batch], what: &str) -> Vec<f32> {
-    let mut s = runtime::open_bytes(&m.encode_to_vec(), what, &SessionOptions::default())
-        .unwrap_or_else(|e| panic!("{what}: ONNX Runtime refuses the model: {e:#}"));
-    let mut all = vec![];
-    for b in bs {
-        let (l, n) = s.run(b).unwrap_or_else(|e| panic!("{what}: {e:#}"));
-        assert_eq!(n, 2);
-        assert!(l.iter().all(|v| v.is_finite()), "{what}: {l:?}");
-        all.extend(l);
-    }
-    all
+    let (l, n) = logits_and_labels(m, bs, what);
+    assert_eq!(n, 2);
+    l
 }
 
 /// (largest |difference| relative to the largest |logit|, share of equal argmaxes).
@@ -227,7 +220,7 @@ fn static_qdq_agrees_with_float32_and_becomes_integer_matmuls() {
                 activation_type: act,
                 ..opts(Mode::Static)
             };
-            let mut cal = calibrator(7);
+            let mut cal = calibrator(8, 7);
             let (q, r) = quantize::quantize(&m, &o, Some(&mut cal)).unwrap();
             // One QDQ pair per distinct MatMul input: Q/K/V share the LayerNorm output, and the
             // FFN's two inputs are split into the first token and the others: 6 a layer, less
@@ -303,12 +296,12 @@ fn static_ort_form_matches_qdq_with_biases_folded() {
     }
     let m = synth();
     let bs = random_batches(6, 3);
-    let (qdq, rq) = quantize::quantize(&m, &opts(Mode::Static), Some(&mut calibrator(7))).unwrap();
+    let (qdq, rq) = quantize::quantize(&m, &opts(Mode::Static), Some(&mut calibrator(8, 7))).unwrap();
     let o = QuantizeOptions {
         static_form: StaticForm::Ort,
         ..opts(Mode::Static)
     };
-    let (fused, rf) = quantize::quantize(&m, &o, Some(&mut calibrator(7))).unwrap();
+    let (fused, rf) = quantize::quantize(&m, &o, Some(&mut calibrator(8, 7))).unwrap();
     assert!(rf.warnings.is_empty(), "{:?}", rf.warnings);
     // The same calibrated activation parameters.
     let params = |r: &quantize::QuantizeReport| {
@@ -595,10 +588,6 @@ fn fp16_keeps_float32_where_numerics_need_it_and_agrees() {
 // ---------------------------------------------------------------------------------------------
 // The binary: bad options leave no output file; history is recorded.
 // ---------------------------------------------------------------------------------------------
-
-fn bin() -> Command {
-    Command::cargo_bin("onnx-compress").unwrap()
-}
 
 fn save(m: &ModelProto, dir: &Path, name: &str) -> std::path::PathBuf {
     let p = dir.join(name);

@@ -8,13 +8,12 @@ use onnx_compress::testkit::shared::require_ort;
 use onnx_compress::testkit::synth::{sample_batch, tiny_bert, GeluStyle, ShapeStyle, SynthOptions};
 use prost::Message;
 
+mod common;
+
+use common::logits_2x2;
+
 fn logits(m: &ModelProto) -> Vec<f32> {
-    let mut model = runtime::open_bytes(&m.encode_to_vec(), "synthetic model", &SessionOptions::default()).unwrap();
-    let (l, labels) = model.run(&sample_batch()).unwrap();
-    assert_eq!(labels, 2);
-    assert_eq!(l.len(), 4);
-    assert!(l.iter().all(|v| v.is_finite()), "{l:?}");
-    l
+    logits_2x2(m, &sample_batch(), "synthetic model")
 }
 
 fn close(a: &[f32], b: &[f32], tol: f32) -> bool {

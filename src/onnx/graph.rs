@@ -105,12 +105,15 @@ impl<'g> GraphIndex<'g> {
         self.graph_outputs.contains(&value)
     }
 
-    /// Follows `Identity` nodes back to the value they alias.
-    pub fn resolve<'a>(&'a self, mut value: &'a str) -> &'a str {
-        for _ in 0..16 {
-            match self.producer(value).map(|i| self.node(i)) {
-                Some(n) if n.op_type() == "Identity" && !n.input.is_empty() => value = &n.input[0],
-                _ => break,
+    /// Follows `Identity` nodes back to the value they alias, however long the chain. A cycle of
+    /// Identities (an invalid graph) aliases nothing: then `value` itself is returned.
+    pub fn resolve<'a>(&'a self, value: &'a str) -> &'a str {
+        let mut current = value;
+        // A chain without a cycle passes each node at most once.
+        for _ in 0..=self.graph.node.len() {
+            match self.producer(current).map(|i| self.node(i)) {
+                Some(n) if n.op_type() == "Identity" && !n.input.is_empty() => current = &n.input[0],
+                _ => return current,
             }
         }
         value

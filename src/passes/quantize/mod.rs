@@ -374,21 +374,42 @@ pub(crate) struct Target {
 }
 
 /// `*`/`?` glob when the pattern has a wildcard, else a substring test.
+///
+/// The glob matches the whole name: `*` any run of characters (also none), `?` exactly one
+/// character, anything else itself. Matching takes at most (name length × pattern length) steps,
+/// whatever the pattern: `a*a*a*…b` against a long run of `a`s answers at once.
 pub fn pattern_matches(pattern: &str, name: &str) -> bool {
     if !pattern.contains(['*', '?']) {
         return name.contains(pattern);
     }
-    fn glob(p: &[char], s: &[char]) -> bool {
-        match p.split_first() {
-            None => s.is_empty(),
-            Some(('*', rest)) => (0..=s.len()).any(|i| glob(rest, &s[i..])),
-            Some(('?', rest)) => !s.is_empty() && glob(rest, &s[1..]),
-            Some((c, rest)) => s.first() == Some(c) && glob(rest, &s[1..]),
-        }
-    }
     let p: Vec<char> = pattern.chars().collect();
     let s: Vec<char> = name.chars().collect();
-    glob(&p, &s)
+    // Two pointers; on a mismatch, the last `*` seen takes one more character and matching
+    // resumes after it. Earlier stars never need to take more: the last one can absorb it.
+    let (mut pi, mut si) = (0, 0);
+    // (pattern index just after the last `*`, name index where its match ends)
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        match p.get(pi) {
+            Some('*') => {
+                pi += 1;
+                star = Some((pi, si));
+            }
+            Some(&c) if c == '?' || c == s[si] => {
+                pi += 1;
+                si += 1;
+            }
+            _ => match star {
+                Some((after, end)) => {
+                    pi = after;
+                    si = end + 1;
+                    star = Some((after, end + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
 }
 
 /// The MatMuls to quantize and those --exclude keeps in float (names). A pattern is matched

@@ -1,0 +1,243 @@
+//! Self-attention, unfused (Q/K/V projections, head reshapes, softmax) or fused
+//! (com.microsoft `Attention`).
+
+use super::*;
+
+/// A projection behind `value`: walks back through head reshapes/transposes and scaling to a
+/// linear layer. Returns the layer, the Reshape nodes passed and any constant scale.
+pub(super) fn projection_behind(ix: &GraphIndex, value: &str, what: &str) -> R<(Linear, Vec<usize>, Option<f32>)> {
+    let through = [
+        "Transpose",
+        "Reshape",
+        "Mul",
+        "Div",
+        "Identity",
+        "Cast",
+        "Squeeze",
+        "Unsqueeze",
+    ];
+    let is_linear_end = |i: usize| {
+        let n = ix.node(i);
+        (n.op_type() == "Add" && n.input.iter().any(|v| ix.constant(v).is_some()) && {
+            n.input
+                .iter()
+                .filter_map(|v| ix.producer(v))
+                .any(|p| linear_at(ix, p).is_some_and(|l| l.bias_node == Some(i)))
+        }) || (matches!(n.op_type(), "MatMul" | "Gemm") && linear_at(ix, i).is_some())
+    };
+    let (end, path) = find_back(ix, value, &is_linear_end, &through, 8).ok_or_else(|| {
+        fail(
+            format!("the {what} projection (MatMul with a weight initializer, optional bias Add)"),
+            format!(
+                "walking back from '{value}'{}",
+                ix.producer(value)
+                    .map(|p| format!(" (node {})", ix.node_label(p)))
+                    .unwrap_or_default()
+            ),
+        )
+    })?;
+    let linear = if ix.node(end).op_type() == "Add" {
+        ix.node(end)
+            .input
+            .iter()
+            .filter_map(|v| ix.producer(v))
+            .find_map(|p| linear_at(ix, p).filter(|l| l.bias_node == Some(end)))
+    } else {
+        linear_at(ix, end)
+    }
+    .ok_or_else(|| fail(format!("the {what} projection"), ix.node_label(end)))?;
+    let mut reshapes = Vec::new();
+    let mut scale = None;
+    for &p in &path {
+        let n = ix.node(p);
+        match n.op_type() {
+            "Reshape" => reshapes.push(p),
+            "Mul" | "Div" => {
+                if let Some(c) = n.input.iter().find_map(|v| ix.const_f32(v)).filter(|c| c.len() == 1) {
+                    scale = Some(if n.op_type() == "Div" { 1.0 / c[0] } else { c[0] });
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok((linear, reshapes, scale))
+}
+
+pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, String)> {
+    let sm_node = ix.node(sm);
+    let sm_in = sm_node
+        .input
+        .first()
+        .ok_or_else(|| fail("Softmax input", ix.node_label(sm)))?;
+    let is_matmul = |i: usize| ix.node(i).op_type() == "MatMul" && ix.dynamic_inputs(i).len() == 2;
+    let (scores, score_path) = find_back(ix, sm_in, &is_matmul, &["Add", "Mul", "Div", "Cast", "Identity"], 6)
+        .ok_or_else(|| {
+            fail(
+                "the scores MatMul(Q, Kᵀ) before the Softmax (through scale Mul/Div and mask Add)",
+                format!("walking back from {}", ix.node_label(sm)),
+            )
+        })?;
+    let mut scale = None;
+    for &p in &score_path {
+        let n = ix.node(p);
+        if matches!(n.op_type(), "Mul" | "Div") {
+            if let Some(c) = n.input.iter().find_map(|v| ix.const_f32(v)).filter(|c| c.len() == 1) {
+                scale = Some(if n.op_type() == "Div" { 1.0 / c[0] } else { c[0] });
+            }
+        }
+    }
+    let sn = ix.node(scores);
+    let (q, q_reshapes, q_scale) = projection_behind(ix, &sn.input[0], "query")?;
+    let (k, k_reshapes, k_scale) = projection_behind(ix, &sn.input[1], "key")?;
+    scale = scale.or(q_scale).or(k_scale);
+    let sm_out = sm_node
+        .output
+        .first()
+        .ok_or_else(|| fail("Softmax output", ix.node_label(sm)))?;
+    let is_ctx = |i: usize| ix.node(i).op_type() == "MatMul";
+    let (ctx, _) = find_forward(ix, sm_out, &is_ctx, PASS_THROUGH, 3).ok_or_else(|| {
+        fail(
+            "the context MatMul(probabilities, V) after the Softmax",
+            format!("after {}", ix.node_label(sm)),
+        )
+    })?;
+    let cn = ix.node(ctx);
+    let v_in = cn.input.get(1).ok_or_else(|| fail("V input", ix.node_label(ctx)))?;
+    let (v, v_reshapes, _) = projection_behind(ix, v_in, "value")?;
+    let ctx_out = cn
+        .output
+        .first()
+        .ok_or_else(|| fail("context output", ix.node_label(ctx)))?;
+    let is_out_proj = |i: usize| linear_at(ix, i).is_some();
+    let (o_node, merge_path) = find_forward(
+        ix,
+        ctx_out,
+        &is_out_proj,
+        &["Transpose", "Reshape", "Identity", "Cast"],
+        4,
+    )
+    .ok_or_else(|| {
+        fail(
+            "the attention output projection (Transpose, Reshape, then MatMul with a weight initializer)",
+            format!("after {}", ix.node_label(ctx)),
+        )
+    })?;
+    let output = linear_at(ix, o_node).ok_or_else(|| fail("output projection", ix.node_label(o_node)))?;
+
+    let input = ix.resolve(&ix.node(q.node).input[0]).to_string();
+    for (lin, name) in [(&k, "key"), (&v, "value")] {
+        let other = ix.resolve(&ix.node(lin.node).input[0]);
+        if other != input {
+            return Err(fail(
+                "query, key and value projections reading the same input".to_string(),
+                format!("query reads '{input}', {name} reads '{other}'"),
+            ));
+        }
+    }
+    let all_heads = q.out_features;
+    if k.out_features != all_heads || v.out_features != all_heads || output.in_features != all_heads {
+        return Err(fail(
+            "Q, K, V and output projections of matching widths",
+            format!(
+                "Q {}×{}, K {}×{}, V {}×{}, O {}×{} at {}",
+                q.in_features,
+                q.out_features,
+                k.in_features,
+                k.out_features,
+                v.in_features,
+                v.out_features,
+                output.in_features,
+                output.out_features,
+                ix.node_label(q.node)
+            ),
+        ));
+    }
+    let split: Vec<usize> = q_reshapes
+        .iter()
+        .chain(&k_reshapes)
+        .chain(&v_reshapes)
+        .copied()
+        .collect();
+    let merge: Vec<usize> = merge_path
+        .iter()
+        .copied()
+        .filter(|&p| ix.node(p).op_type() == "Reshape")
+        .collect();
+    let (shape_consts, inferred) = shape_constants(ix, &split, &merge);
+    let (num_heads, head_size) = heads_from(&shape_consts, scale, all_heads).ok_or_else(|| {
+        fail(
+            "the head count or head size (a constant in the head-split Reshape, or the 1/√d scale)",
+            format!(
+                "Reshape nodes {:?} carry no usable constant and no scale was found",
+                split.iter().map(|&p| ix.node_label(p)).collect::<Vec<_>>()
+            ),
+        )
+    })?;
+    check_consts(&shape_consts, num_heads, head_size)?;
+    Ok((
+        Attention {
+            qkv: Qkv::Separate { q, k, v },
+            output,
+            num_heads,
+            head_size,
+            fused: false,
+            softmax: Some(sm),
+            scale,
+            shape_consts,
+            inferred_reshapes: inferred,
+        },
+        input,
+    ))
+}
+
+pub(super) fn fused_attention(ix: &GraphIndex, node: usize) -> R<(Attention, String)> {
+    let n = ix.node(node);
+    let label = ix.node_label(node);
+    let num_heads = ix
+        .attr_i(node, "num_heads")
+        .filter(|&h| h > 0)
+        .ok_or_else(|| fail("the num_heads attribute of the fused Attention node", label.clone()))?
+        as usize;
+    let w_in = n
+        .input
+        .get(1)
+        .ok_or_else(|| fail("the packed QKV weight", label.clone()))?;
+    let (_, _, three_all) = ix
+        .weight_2d(w_in)
+        .ok_or_else(|| fail("a constant packed QKV weight [hidden, 3·heads·size]", label.clone()))?;
+    if three_all % 3 != 0 || (three_all / 3) % num_heads != 0 {
+        return Err(fail(
+            "a packed QKV weight divisible into 3 × heads",
+            format!("{label}: width {three_all}"),
+        ));
+    }
+    let all = three_all / 3;
+    let out = n
+        .output
+        .first()
+        .ok_or_else(|| fail("Attention output", label.clone()))?;
+    let is_out_proj = |i: usize| linear_at(ix, i).is_some();
+    let (o_node, _) = find_forward(ix, out, &is_out_proj, PASS_THROUGH, 2)
+        .ok_or_else(|| fail("the output projection after the fused Attention", label.clone()))?;
+    let output = linear_at(ix, o_node).ok_or_else(|| fail("output projection", ix.node_label(o_node)))?;
+    let input = ix.resolve(&n.input[0]).to_string();
+    Ok((
+        Attention {
+            qkv: Qkv::Packed {
+                node,
+                node_name: n.name().to_string(),
+                weight: ix.constant_name(w_in).unwrap_or_default(),
+                bias: n.input.get(2).and_then(|b| ix.constant_name(b)),
+            },
+            output,
+            num_heads,
+            head_size: all / num_heads,
+            fused: true,
+            softmax: None,
+            scale: ix.attr_f(node, "scale"),
+            shape_consts: vec![],
+            inferred_reshapes: 0,
+        },
+        input,
+    ))
+}

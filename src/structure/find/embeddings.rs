@@ -1,0 +1,103 @@
+//! The ends of the model: the embeddings before the encoder, the pooler and classifier after it.
+
+use super::*;
+
+pub(super) fn find_embeddings(ix: &GraphIndex) -> Embeddings {
+    let mut tables: Vec<(EmbeddingTable, bool)> = Vec::new();
+    for (i, n) in ix.graph.node.iter().enumerate() {
+        if n.op_type() != "Gather" || n.input.len() != 2 {
+            continue;
+        }
+        let Some((_, rows, dim)) = ix.weight_2d(&n.input[0]) else {
+            continue;
+        };
+        let Some(weight) = ix.constant_name(&n.input[0]) else {
+            continue;
+        };
+        // Indices straight from a graph input (through Cast/Identity) → word or token type.
+        let mut idx = ix.resolve(&n.input[1]);
+        for _ in 0..3 {
+            match ix.producer(idx).map(|p| ix.node(p)) {
+                Some(p) if p.op_type() == "Cast" => idx = &p.input[0],
+                _ => break,
+            }
+        }
+        let from_input = ix.graph_inputs().contains(&idx);
+        tables.push((
+            EmbeddingTable {
+                weight,
+                rows,
+                dim,
+                gather_node: i,
+            },
+            from_input,
+        ));
+    }
+    let mut e = Embeddings::default();
+    let mut from_inputs: Vec<&EmbeddingTable> = tables.iter().filter(|t| t.1).map(|t| &t.0).collect();
+    from_inputs.sort_by_key(|t| std::cmp::Reverse(t.rows));
+    if let Some(w) = from_inputs.first() {
+        e.word = Some((*w).clone());
+    }
+    e.token_type = from_inputs.iter().skip(1).find(|t| t.rows <= 16).map(|t| (*t).clone());
+    e.position = tables
+        .iter()
+        .filter(|t| !t.1 || (t.0.rows > 16 && Some(&t.0) != e.word.as_ref()))
+        .map(|t| t.0.clone())
+        .max_by_key(|t| t.rows);
+    // The embedding LayerNorm: after the word embedding Gather, through the Adds of the others.
+    if let Some(w) = &e.word {
+        if let Some(out) = ix.node(w.gather_node).output.first() {
+            e.norm = find_norm(ix, out, 3);
+        }
+    }
+    e
+}
+
+pub(super) fn find_head(ix: &GraphIndex, encoder_out: &str) -> Option<Head> {
+    let mut queue = VecDeque::from([encoder_out.to_string()]);
+    let mut seen = HashSet::new();
+    let mut linears: Vec<Linear> = Vec::new();
+    let mut ops: Vec<(usize, String)> = Vec::new();
+    while let Some(v) = queue.pop_front() {
+        if seen.len() > 48 {
+            break;
+        }
+        for &c in ix.consumers(&v) {
+            if !seen.insert(c) {
+                continue;
+            }
+            if let Some(l) = linear_at(ix, c) {
+                queue.push_back(l.output.clone());
+                if let Some(b) = l.bias_node {
+                    seen.insert(b);
+                }
+                linears.push(l);
+                continue;
+            }
+            let n = ix.node(c);
+            ops.push((c, n.op_type().to_string()));
+            for o in &n.output {
+                queue.push_back(o.clone());
+            }
+        }
+    }
+    linears.sort_by_key(|l| l.node);
+    let classifier = linears.pop()?;
+    let pooler = linears.pop();
+    let pooler_activation = pooler.as_ref().and_then(|p| {
+        ops.iter()
+            .filter(|(i, op)| {
+                *i > p.node
+                    && *i < classifier.node
+                    && matches!(op.as_str(), "Tanh" | "Relu" | "Gelu" | "Erf" | "Sigmoid")
+            })
+            .map(|(_, op)| op.to_lowercase())
+            .next()
+    });
+    Some(Head {
+        pooler,
+        pooler_activation,
+        classifier,
+    })
+}

@@ -1,0 +1,219 @@
+//! The pattern matcher behind [`discover`], one file per part of the transformer.
+
+use std::collections::{HashSet, VecDeque};
+
+use super::*;
+use crate::onnx::{GraphIndex, ModelProto};
+
+mod attention;
+mod embeddings;
+mod ffn;
+mod linear;
+mod norm;
+mod shapes;
+mod walk;
+
+use attention::*;
+use embeddings::*;
+use ffn::*;
+use linear::*;
+use norm::*;
+use shapes::*;
+use walk::*;
+
+type R<T> = Result<T, StructureError>;
+
+fn fail(looked_for: impl Into<String>, stopped_at: impl Into<String>) -> StructureError {
+    StructureError {
+        looked_for: looked_for.into(),
+        stopped_at: stopped_at.into(),
+    }
+}
+
+/// Ops that only move or rename data between a projection and where it is used.
+const PASS_THROUGH: &[&str] = &["Identity", "Cast", "Dropout"];
+
+/// Maps the transformer in `model`.
+pub fn discover(model: &ModelProto) -> R<Transformer> {
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| fail("a graph", "the model has no graph"))?;
+    let ix = GraphIndex::new(graph);
+
+    let mut attn_nodes: Vec<usize> = Vec::new();
+    for (i, n) in graph.node.iter().enumerate() {
+        let default_domain = n.domain().is_empty() || n.domain() == "ai.onnx";
+        if (n.op_type() == "Softmax" && default_domain)
+            || (matches!(n.op_type(), "Attention") && n.domain() == "com.microsoft")
+        {
+            attn_nodes.push(i);
+        }
+    }
+    let embeddings = find_embeddings(&ix);
+    if attn_nodes.is_empty() && embeddings.norm.is_none() {
+        return Err(fail(
+            "attention blocks (Softmax fed by MatMul(Q, Kᵀ), or a fused com.microsoft Attention node)",
+            format!(
+                "none in the graph's {} nodes (ops: {})",
+                graph.node.len(),
+                op_summary(graph)
+            ),
+        ));
+    }
+    // Every attention block, keyed by the value it reads.
+    let mut blocks: Vec<(String, Attention)> = Vec::new();
+    for (n, &node) in attn_nodes.iter().enumerate() {
+        let (attention, input) = if ix.node(node).op_type() == "Softmax" {
+            unfused_attention(&ix, node)
+        } else {
+            fused_attention(&ix, node)
+        }
+        .map_err(|e| StructureError {
+            looked_for: format!(
+                "attention block {n} (at node {}): {}",
+                ix.node_label(node),
+                e.looked_for
+            ),
+            stopped_at: e.stopped_at,
+        })?;
+        blocks.push((input, attention));
+    }
+    // Walk the encoder from the embeddings (or the first attention's input) layer by layer.
+    let mut value = match (&embeddings.norm, blocks.first()) {
+        (Some(norm), _) => norm.output.clone(),
+        (None, Some((input, _))) => input.clone(),
+        (None, None) => return Err(fail("encoder layers", "no embeddings LayerNorm and no attention")),
+    };
+    let mut layers = Vec::new();
+    let mut used = vec![false; blocks.len()];
+    loop {
+        let index = layers.len();
+        let here = ix.resolve(&value).to_string();
+        let block = blocks.iter().position(|(input, _)| ix.resolve(input) == here);
+        let (attention, attention_bias, attention_norm) = if let Some(b) = block {
+            used[b] = true;
+            let a = blocks[b].1.clone();
+            let norm = find_norm(&ix, &a.output.output, 3).ok_or_else(|| {
+                fail(
+                    format!("layer {index}: the LayerNorm after the attention output projection (residual Add, then LayerNormalization)"),
+                    format!("after node {}", ix.node_label(a.output.node)),
+                )
+            })?;
+            (Some(a), None, norm)
+        } else if let Some((bias, norm)) = bias_only_block(&ix, &here) {
+            (None, Some(bias), norm)
+        } else {
+            break;
+        };
+        let hidden = attention.as_ref().map(|a| a.output.out_features);
+        let (ffn, ffn_bias, output_norm) = match find_ffn(&ix, &attention_norm, hidden) {
+            Ok(ffn) => {
+                let norm = find_norm(&ix, &ffn.down.output, 3).ok_or_else(|| {
+                    fail(
+                        format!("layer {index}: the LayerNorm after the FFN down projection"),
+                        format!("after node {}", ix.node_label(ffn.down.node)),
+                    )
+                })?;
+                (Some(ffn), None, norm)
+            }
+            Err(e) => match bias_only_block(&ix, &attention_norm.output) {
+                Some((bias, norm)) => (None, Some(bias), norm),
+                None => {
+                    return Err(StructureError {
+                        looked_for: format!("layer {index}: {}", e.looked_for),
+                        stopped_at: e.stopped_at,
+                    })
+                }
+            },
+        };
+        value = output_norm.output.clone();
+        layers.push(EncoderLayer {
+            index,
+            input: here,
+            attention,
+            attention_bias,
+            attention_norm,
+            ffn,
+            ffn_bias,
+            output_norm,
+        });
+        if layers.len() > 10_000 {
+            return Err(fail(
+                "a finite encoder",
+                "more than 10000 layers (a cycle in the graph?)",
+            ));
+        }
+    }
+    if let Some(b) = used.iter().position(|u| !u) {
+        let (input, a) = &blocks[b];
+        return Err(fail(
+            "every attention block on the encoder's chain of layers",
+            format!(
+                "the attention at {} reads '{input}', which no mapped layer produces ({} layers mapped)",
+                a.softmax
+                    .map(|s| ix.node_label(s))
+                    .unwrap_or_else(|| ix.node_label(a.output.node)),
+                layers.len()
+            ),
+        ));
+    }
+    if layers.is_empty() {
+        return Err(fail(
+            "encoder layers after the embeddings",
+            format!("nothing recognizable reads '{value}'"),
+        ));
+    }
+    let hidden = layers
+        .iter()
+        .find_map(|l| {
+            l.attention
+                .as_ref()
+                .map(|a| a.output.out_features)
+                .or(l.ffn.as_ref().map(|f| f.up.in_features))
+        })
+        .or(embeddings.word.as_ref().map(|w| w.dim))
+        .unwrap_or(0);
+    let head = find_head(&ix, &value);
+    Ok(Transformer {
+        hidden,
+        embeddings,
+        layers,
+        head,
+    })
+}
+
+/// What remains of a fully pruned block: `Add(x, bias)` then a LayerNorm.
+fn bias_only_block(ix: &GraphIndex, x: &str) -> Option<(String, Norm)> {
+    for &c in ix.consumers(x) {
+        let n = ix.node(c);
+        if n.op_type() != "Add" || n.input.len() != 2 {
+            continue;
+        }
+        let other = if ix.resolve(&n.input[0]) == x {
+            &n.input[1]
+        } else {
+            &n.input[0]
+        };
+        let t = ix.constant(other)?;
+        if t.tensor().dims.len() != 1 {
+            continue;
+        }
+        let out = n.output.first()?;
+        if let Some(norm) = find_norm(ix, out, 0) {
+            return Some((ix.constant_name(other)?, norm));
+        }
+    }
+    None
+}
+
+fn op_summary(graph: &crate::onnx::GraphProto) -> String {
+    let mut ops: Vec<&str> = graph.node.iter().map(|n| n.op_type()).collect();
+    ops.sort_unstable();
+    ops.dedup();
+    if ops.is_empty() {
+        "none".into()
+    } else {
+        ops.join(", ")
+    }
+}

@@ -1,0 +1,219 @@
+//! eval: bad inputs (task, model, tokenizer, data, flags, ONNX Runtime library) give one clean error.
+
+use super::*;
+
+/// Runs `eval` in a fresh folder and checks for one clean error; nothing may be written to the
+/// working folder.
+fn eval_fails(args: &[&str], needles: &[&str]) -> String {
+    let cwd = tempfile::tempdir().unwrap();
+    let mut full = vec!["eval"];
+    full.extend_from_slice(args);
+    let out = run_in(cwd.path(), &full);
+    let line = assert_clean_error("eval", &out, needles);
+    assert!(snapshot(cwd.path()).is_empty(), "eval wrote into its working folder");
+    line
+}
+
+/// An `eval` that must fail: the model (`{tiny}`: the tiny model saved in the case's folder,
+/// else a path in that folder), the data file written (`glue/<task folder>/dev.tsv`, passed as
+/// `--data`) if any, the flags after those, and what the error must say. In `model` and
+/// `needles`, `{dir}` stands for the case's folder, `{model}` for the model path, `{data}` for
+/// the data folder and `{file}` for the data file.
+struct BadEval {
+    what: &'static str,
+    /// Whether ONNX Runtime must be installed for the case to mean anything.
+    needs_ort: bool,
+    task: &'static str,
+    model: &'static str,
+    data: Option<(&'static str, &'static str)>,
+    flags: &'static [&'static str],
+    needles: &'static [&'static str],
+}
+
+const BAD_EVALS: &[BadEval] = &[
+    BadEval {
+        what: "unknown task: lists the known tasks",
+        needs_ort: false,
+        task: "foo",
+        model: "{tiny}",
+        data: None,
+        flags: &[],
+        needles: &["foo", "sst2", "mrpc", "qqp", "known tasks"],
+    },
+    BadEval {
+        what: "nonexistent model",
+        needs_ort: false,
+        task: "sst2",
+        model: "{dir}/missing.onnx",
+        data: None,
+        flags: &[],
+        needles: &["--model", "{model}", "no such file"],
+    },
+    BadEval {
+        what: "a model that is a directory says so",
+        needs_ort: false,
+        task: "sst2",
+        model: "{dir}",
+        data: None,
+        flags: &[],
+        needles: &["--model", "{model}", "directory"],
+    },
+    BadEval {
+        what: "data file with wrong columns",
+        needs_ort: true,
+        task: "sst2",
+        model: "{tiny}",
+        data: Some(("sst2", "text\tpolarity\nit is good \t1\n")),
+        flags: &[],
+        needles: &["{file}", "sentence", "label"],
+    },
+    BadEval {
+        what: "data folder without the task's folder",
+        needs_ort: true,
+        task: "sst2",
+        model: "{tiny}",
+        data: Some(("mrpc", "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n")),
+        flags: &[],
+        needles: &["SST-2", "dev", "{data}/sst2/dev.tsv"],
+    },
+    BadEval {
+        what: "--batch-size 0",
+        needs_ort: true,
+        task: "sst2",
+        model: "{tiny}",
+        data: Some(("sst2", "sentence\tlabel\ngood film \t1\n")),
+        flags: &["--batch-size", "0"],
+        needles: &["--batch-size"],
+    },
+    BadEval {
+        what: "--limit 0",
+        needs_ort: true,
+        task: "sst2",
+        model: "{tiny}",
+        data: Some(("sst2", "sentence\tlabel\ngood film \t1\n")),
+        flags: &["--limit", "0"],
+        needles: &["--limit"],
+    },
+];
+
+#[test]
+fn eval_bad_inputs_fail_cleanly() {
+    for case in BAD_EVALS {
+        if case.needs_ort && !have_ort(case.what) {
+            continue;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let model = if case.model == "{tiny}" {
+            save_tiny(dir.path(), "tiny.onnx", ExternalData::Never)
+        } else {
+            PathBuf::from(case.model.replace("{dir}", s(dir.path())))
+        };
+        let data = dir.path().join("glue");
+        let mut args = vec!["--task", case.task, "--model", s(&model)];
+        let file = case
+            .data
+            .map(|(folder, contents)| write_task_file(&data, folder, "dev", contents));
+        if file.is_some() {
+            args.extend(["--data", s(&data)]);
+        }
+        args.extend_from_slice(case.flags);
+        let fill = |n: &str| {
+            let n = n.replace("{model}", s(&model)).replace("{data}", s(&data));
+            match &file {
+                Some(f) => n.replace("{file}", s(f)),
+                None => n,
+            }
+        };
+        let needles: Vec<String> = case.needles.iter().map(|n| fill(n)).collect();
+        let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
+        eval_fails(&args, &needles);
+    }
+}
+
+#[test]
+fn eval_without_any_tokenizer_says_how_to_fix_it() {
+    let Some(src) = sst2_model("eval without a tokenizer") else {
+        return;
+    };
+    if !have_ort("eval without a tokenizer") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("model.onnx");
+    std::fs::copy(&src, &m).unwrap();
+    let before = snapshot(dir.path());
+    eval_fails(
+        &["--task", "sst2", "--model", s(&m), "--limit", "4"],
+        &["tokenizer", s(&m), "--tokenizer"],
+    );
+    assert_eq!(snapshot(dir.path()), before);
+}
+
+#[test]
+fn eval_device_cuda_without_the_feature_is_a_clear_error() {
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    let Some(m) = sst2_model("eval --device cuda") else {
+        return;
+    };
+    if !have_ort("eval --device cuda") {
+        return;
+    }
+    eval_fails(
+        &["--task", "sst2", "--model", s(&m), "--device", "cuda", "--limit", "4"],
+        &["--device cuda", "CUDA", "--features cuda"],
+    );
+}
+
+#[test]
+fn eval_with_a_missing_ort_library_names_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = save_tiny(dir.path(), "tiny.onnx", ExternalData::Never);
+    let lib = "/nonexistent/libonnxruntime.so";
+    eval_fails(
+        &["--task", "sst2", "--model", s(&m), "--limit", "4", "--ort-lib", lib],
+        &["--ort-lib", lib],
+    );
+    // A file that is not a library.
+    let not_lib = dir.path().join("libonnxruntime.so");
+    std::fs::write(&not_lib, "not a shared library\n").unwrap();
+    eval_fails(
+        &[
+            "--task",
+            "sst2",
+            "--model",
+            s(&m),
+            "--limit",
+            "4",
+            "--ort-lib",
+            s(&not_lib),
+        ],
+        &[s(&not_lib), "cannot load ONNX Runtime"],
+    );
+    // ORT_DYLIB_PATH pointing nowhere is named as such.
+    let cwd = tempfile::tempdir().unwrap();
+    let out = bin()
+        .current_dir(cwd.path())
+        .env("ORT_DYLIB_PATH", lib)
+        .args(["eval", "--task", "sst2", "--model", s(&m), "--limit", "4"])
+        .output()
+        .unwrap();
+    assert_clean_error("eval", &out, &["ORT_DYLIB_PATH", lib]);
+    // The global flag also works before the subcommand.
+    let out = run_in(
+        dir.path(),
+        &[
+            "--ort-lib",
+            lib,
+            "eval",
+            "--task",
+            "sst2",
+            "--model",
+            s(&m),
+            "--limit",
+            "4",
+        ],
+    );
+    assert_clean_error("eval", &out, &["--ort-lib", lib]);
+}

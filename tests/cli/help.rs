@@ -1,0 +1,94 @@
+//! Usage errors and --help.
+
+use super::*;
+
+/// Usage errors are clap's: exit status 2, first line `error: ` naming the flag, no panic.
+#[test]
+fn usage_errors_name_the_flag() {
+    let cases: [(&[&str], &str); 5] = [
+        (&["eval", "--task", "sst2"], "--model"),
+        (
+            &["eval", "--task", "sst2", "--model", "m.onnx", "--batch-size", "abc"],
+            "--batch-size",
+        ),
+        (
+            &["eval", "--task", "sst2", "--model", "m.onnx", "--device", "tpu"],
+            "--device",
+        ),
+        (
+            &["convert", "a.onnx", "b.onnx", "--external-data", "sometimes"],
+            "--external-data",
+        ),
+        (&["inspect", "m.onnx", "--seq-len", "many"], "--seq-len"),
+    ];
+    let cwd = tempfile::tempdir().unwrap();
+    for (args, flag) in cases {
+        let out = run_in(cwd.path(), args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}:\n{stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}:\n{stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(flag),
+            "{args:?}:\n{stderr}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+    assert!(snapshot(cwd.path()).is_empty());
+}
+
+fn help(args: &[&str]) -> String {
+    let out = bin().args(args).output().unwrap();
+    assert!(out.status.success(), "{args:?} failed:\n{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("panicked"));
+    text(&out.stdout)
+}
+
+fn assert_mentions(help_text: &str, what: &str, flags: &[&str]) {
+    for f in flags {
+        let found = help_text
+            .split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == ']')
+            .any(|w| w == *f || w.starts_with(&format!("{f}=")) || w.starts_with(&format!("{f}<")));
+        assert!(found, "`{what}` does not mention {f}:\n{help_text}");
+    }
+}
+
+#[test]
+fn help_mentions_every_flag() {
+    let top = help(&["--help"]);
+    assert_mentions(&top, "--help", &["--ort-lib"]);
+    for cmd in ["inspect", "eval", "convert"] {
+        assert!(top.contains(cmd), "--help does not list {cmd}:\n{top}");
+    }
+    let eval = help(&["eval", "--help"]);
+    assert_mentions(
+        &eval,
+        "eval --help",
+        &[
+            "--task",
+            "--model",
+            "--data",
+            "--split",
+            "--batch-size",
+            "--max-length",
+            "--device",
+            "--threads",
+            "--warmup",
+            "--measure",
+            "--limit",
+            "--bucket",
+            "--tokenizer",
+            "--json",
+            "--ort-lib",
+        ],
+    );
+    let inspect = help(&["inspect", "--help"]);
+    assert_mentions(&inspect, "inspect --help", &["--seq-len", "--json", "--ort-lib"]);
+    let convert = help(&["convert", "--help"]);
+    assert_mentions(
+        &convert,
+        "convert --help",
+        &["--external-data", "--tokenizer", "--json", "--ort-lib"],
+    );
+    // `help <cmd>` agrees with `<cmd> --help`.
+    assert_eq!(help(&["help", "eval"]), eval);
+}

@@ -1,0 +1,120 @@
+//! inspect: bad inputs give one clean error naming the file; a synthetic model is read.
+
+use super::*;
+
+/// Runs `inspect <file>` in a fresh folder and checks for one clean error naming the file.
+fn inspect_fails(file: &Path, needles: &[&str]) -> String {
+    let cwd = tempfile::tempdir().unwrap();
+    let file_dir = file.parent().unwrap().to_path_buf();
+    let before = snapshot(&file_dir);
+    let out = run_in(cwd.path(), &["inspect", s(file)]);
+    let mut all = vec![s(file)];
+    all.extend_from_slice(needles);
+    let line = assert_clean_error("inspect", &out, &all);
+    assert!(snapshot(cwd.path()).is_empty(), "inspect wrote into its working folder");
+    assert_eq!(snapshot(&file_dir), before, "inspect changed the model's folder");
+    line
+}
+
+#[test]
+fn inspect_rejects_truncated_models() {
+    let Some(src) = sst2_model("inspect on truncated copies") else {
+        return;
+    };
+    let bytes = std::fs::read(&src).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (name, len) in [("first1000.onnx", 1000), ("half.onnx", bytes.len() / 2)] {
+        let p = dir.path().join(name);
+        std::fs::write(&p, &bytes[..len]).unwrap();
+        inspect_fails(&p, &["not a valid ONNX model", "truncated"]);
+    }
+}
+
+#[test]
+fn inspect_rejects_files_that_are_not_onnx() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &[u8], &str); 3] = [
+        (
+            "notes.txt",
+            b"this is a plain text file, not a model\n",
+            "not a valid ONNX model",
+        ),
+        ("empty.onnx", b"", "empty"),
+        (
+            "image.png",
+            b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x10\0\0\0\x10\x08\x06\0\0\0\x1f\xf3\xffa\0\0\0\0IEND\xaeB`\x82",
+            "not a valid ONNX model",
+        ),
+    ];
+    for (name, contents, needle) in cases {
+        let p = dir.path().join(name);
+        std::fs::write(&p, contents).unwrap();
+        inspect_fails(&p, &[needle]);
+    }
+}
+
+#[test]
+fn inspect_rejects_a_model_that_is_not_a_transformer() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("relu.onnx");
+    let graph = GraphProto {
+        name: Some("relu".into()),
+        node: vec![node("Relu", "relu", &["x"], &["y"])],
+        input: vec![value_info("x", DataType::Float, &[Err("n"), Ok(4)])],
+        output: vec![value_info("y", DataType::Float, &[Err("n"), Ok(4)])],
+        ..Default::default()
+    };
+    onnx::save(&model(graph, 17), &p, &SaveOptions::default()).unwrap();
+    // The file itself is valid ONNX: the error must be about what it contains.
+    let line = inspect_fails(&p, &["not a transformer"]);
+    assert!(
+        !line.contains("not a valid ONNX model"),
+        "a valid non-transformer model is reported as invalid ONNX: {line}"
+    );
+}
+
+#[test]
+fn inspect_rejects_a_nonexistent_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("no-such-model.onnx");
+    inspect_fails(&p, &["No such file"]);
+    assert!(!p.exists());
+}
+
+#[test]
+fn inspect_nonexistent_path_error_does_not_repeat_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("no-such-model.onnx");
+    let line = inspect_fails(&p, &["No such file"]);
+    assert_not_repeated(&line);
+}
+
+#[test]
+fn inspect_rejects_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("model-dir");
+    std::fs::create_dir(&d).unwrap();
+    inspect_fails(&d, &["directory"]);
+}
+
+#[test]
+fn inspect_rejects_zero_seq_len() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = save_tiny(dir.path(), "tiny.onnx", ExternalData::Never);
+    let out = run_in(dir.path(), &["inspect", s(&p), "--seq-len", "0"]);
+    assert_clean_error("inspect", &out, &["--seq-len"]);
+}
+
+#[test]
+fn inspect_reads_a_synthetic_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = save_tiny(dir.path(), "tiny.onnx", ExternalData::Never);
+    let out = run_in(dir.path(), &["inspect", s(&p), "--json", "--seq-len", "16"]);
+    let v = parse_json(&out);
+    assert_eq!(v["num_layers"], 2);
+    assert_eq!(v["seq_len"], 16);
+    assert_eq!(v["has_embedded_tokenizer"], false);
+    let out = run_in(dir.path(), &["inspect", s(&p)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!out.stdout.is_empty());
+}

@@ -1,0 +1,169 @@
+//! Helpers shared by the integration tests: the binary, ONNX Runtime's presence, running models,
+//! comparing logits, small tokenizers. Each test binary uses some of them.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Output;
+
+use assert_cmd::Command;
+use onnx_compress::onnx::ModelProto;
+use onnx_compress::runtime::{self, Batch, OrtCalibrator, SessionOptions};
+use onnx_compress::testkit::synth::random_batches;
+use prost::Message;
+use serde_json::Value;
+
+/// The project-local ONNX Runtime, as `make setup` installs it.
+pub const ORT_LIB: &str = ".ort/lib/libonnxruntime.so.1.32.0";
+
+pub fn bin() -> Command {
+    Command::cargo_bin("onnx-compress").expect("the onnx-compress binary is built")
+}
+
+pub fn in_ci() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
+}
+
+/// Whether the project-local ONNX Runtime is installed (for tests that only run the binary).
+/// When it is not: panics under `CI=true`, otherwise prints a visible `SKIP:` line.
+pub fn have_ort(what: &str) -> bool {
+    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join(ORT_LIB);
+    if lib.is_file() {
+        return true;
+    }
+    if in_ci() {
+        panic!("{} is missing: CI must install ONNX Runtime ({what})", lib.display());
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIP: {} not found; run `make setup` ({what})",
+        lib.display()
+    );
+    false
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("test paths are UTF-8")
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Asserts that a run failed cleanly: exit status 1, nothing on stdout, stderr exactly one line
+/// starting with `error: `, under 1000 bytes, that contains each of `needles`, and no panic.
+/// `what` names the case in failures. Returns that line.
+pub fn assert_clean_error(what: &str, out: &Output, needles: &[&str]) -> String {
+    let stderr = text(&out.stderr);
+    let stdout = text(&out.stdout);
+    assert!(!stderr.contains("panicked"), "{what}: the binary panicked:\n{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{what}: expected exit status 1; stderr:\n{stderr}\nstdout:\n{stdout}"
+    );
+    assert!(stdout.is_empty(), "{what}: a failed run printed to stdout:\n{stdout}");
+    let line = stderr.strip_suffix('\n').unwrap_or(&stderr);
+    assert!(
+        stderr.ends_with('\n') && !line.contains('\n') && !line.contains('\r'),
+        "{what}: stderr is not exactly one line:\n{stderr:?}"
+    );
+    assert!(
+        line.starts_with("error: "),
+        "{what}: stderr does not start with `error: `:\n{stderr}"
+    );
+    assert!(line.len() < 1000, "{what}: the error line is {} bytes long", line.len());
+    for n in needles {
+        assert!(line.contains(n), "{what}: the error does not mention {n:?}:\n{stderr}");
+    }
+    line.to_string()
+}
+
+/// Logits of `m` on each of `batches`, concatenated, and the number of labels; panics (naming
+/// `what`) when ONNX Runtime refuses the model or fails on a batch, when a logit is not finite,
+/// or when batches give different numbers of labels.
+pub fn logits_and_labels(m: &ModelProto, batches: &[Batch], what: &str) -> (Vec<f32>, usize) {
+    let mut session = runtime::open_bytes(&m.encode_to_vec(), what, &SessionOptions::default())
+        .unwrap_or_else(|e| panic!("{what}: ONNX Runtime refuses the model: {e:#}"));
+    let mut all = vec![];
+    let mut labels = None;
+    for b in batches {
+        let (l, n) = session
+            .run(b)
+            .unwrap_or_else(|e| panic!("{what}: ONNX Runtime fails: {e:#}"));
+        assert!(l.iter().all(|v| v.is_finite()), "{what}: {l:?}");
+        assert_eq!(
+            *labels.get_or_insert(n),
+            n,
+            "{what}: batches give different label counts"
+        );
+        all.extend(l);
+    }
+    (all, labels.unwrap_or(0))
+}
+
+/// [`logits_and_labels`] without the label count.
+pub fn logits(m: &ModelProto, batches: &[Batch], what: &str) -> Vec<f32> {
+    logits_and_labels(m, batches, what).0
+}
+
+/// Logits of `m` on `b`, a batch of two examples; checks the output is [2, 2] and finite.
+pub fn logits_2x2(m: &ModelProto, b: &Batch, what: &str) -> Vec<f32> {
+    let (l, labels) = logits_and_labels(m, std::slice::from_ref(b), what);
+    assert_eq!(labels, 2, "{what}");
+    assert_eq!(l.len(), 4, "{what}");
+    l
+}
+
+/// Largest |a[i] − b[i]|; the slices must have the same length.
+pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// ONNX Runtime's calibrator over `batches` random batches drawn with `seed`.
+pub fn calibrator(batches: usize, seed: u64) -> OrtCalibrator {
+    OrtCalibrator::new(random_batches(batches, seed), SessionOptions::default())
+}
+
+/// BERT's special tokens in the order [`word_level_tokenizer`] takes them: unknown, pad, CLS, SEP.
+pub const BERT_SPECIALS: [&str; 4] = ["[UNK]", "[PAD]", "[CLS]", "[SEP]"];
+
+/// A word-level tokenizer.json over `words` (ids in order), lowercasing and splitting on
+/// whitespace, with `specials` (unknown, pad, CLS, SEP; all in `words`) as its special tokens
+/// and `padding` as its padding section.
+pub fn word_level_tokenizer(words: &[&str], specials: [&str; 4], padding: Value) -> String {
+    let vocab: serde_json::Map<String, Value> = words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.to_string(), Value::from(i)))
+        .collect();
+    let id = |t: &str| {
+        words
+            .iter()
+            .position(|w| *w == t)
+            .expect("special tokens are in the vocabulary")
+    };
+    let mut added: Vec<(usize, &str)> = specials.iter().map(|t| (id(t), *t)).collect();
+    added.sort();
+    let added: Vec<Value> = added
+        .iter()
+        .map(|(id, t)| {
+            serde_json::json!({"id": id, "content": t, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect();
+    let [unk, _, cls, sep] = specials;
+    serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": padding,
+        "added_tokens": added,
+        "normalizer": {"type": "Lowercase"},
+        "pre_tokenizer": {"type": "Whitespace"},
+        "post_processor": {"type": "BertProcessing", "sep": [sep, id(sep)], "cls": [cls, id(cls)]},
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": unk}
+    })
+    .to_string()
+}

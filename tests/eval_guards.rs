@@ -1,0 +1,166 @@
+//! What `eval` and calibration refuse to paper over: a model whose output is NaN or infinite is
+//! an error naming the model and the batch (never a prediction of class 0), and batches are
+//! padded with the tokenizer's own pad token, whatever its id.
+
+use std::path::{Path, PathBuf};
+
+use onnx_compress::calib;
+use onnx_compress::eval::{self, EvalOptions};
+use onnx_compress::glue::Task;
+use onnx_compress::onnx::{self, tensor, SaveOptions};
+use onnx_compress::runtime::SessionOptions;
+use onnx_compress::testkit::shared::require_ort;
+use onnx_compress::testkit::synth::{tiny_bert, SynthOptions};
+use serde_json::Value;
+use tokenizers::Tokenizer;
+
+mod common;
+
+use common::word_level_tokenizer;
+
+/// `<pad>` at id 5, no `padding` section.
+const ANGLE_WORDS: [&str; 10] = [
+    "<unk>", "<s>", "</s>", "good", "bad", "<pad>", "film", "a", "very", "long",
+];
+const ANGLE_SPECIALS: [&str; 4] = ["<unk>", "<pad>", "<s>", "</s>"];
+
+fn tokenizer(json: &str) -> Tokenizer {
+    Tokenizer::from_bytes(json.as_bytes()).expect("a valid tokenizer.json")
+}
+
+#[test]
+fn pad_token_comes_from_the_tokenizer() {
+    // A `<pad>` vocabulary entry at a nonzero id.
+    let angle = tokenizer(&word_level_tokenizer(&ANGLE_WORDS, ANGLE_SPECIALS, Value::Null));
+    assert_eq!(eval::pad_id(&angle).unwrap(), 5);
+
+    // BERT's `[PAD]`, as in the shared models (id 0 there; here 2 to tell it from a fallback).
+    let bert_words = ["[UNK]", "[CLS]", "[PAD]", "[SEP]", "good"];
+    let bert = tokenizer(&word_level_tokenizer(
+        &bert_words,
+        ["[UNK]", "[PAD]", "[CLS]", "[SEP]"],
+        Value::Null,
+    ));
+    assert_eq!(eval::pad_id(&bert).unwrap(), 2);
+
+    // A `padding` section wins over the vocabulary.
+    let padding = serde_json::json!({"strategy": "BatchLongest", "direction": "Right", "pad_to_multiple_of": null,
+        "pad_id": 7, "pad_type_id": 0, "pad_token": "a"});
+    let set = tokenizer(&word_level_tokenizer(&ANGLE_WORDS, ANGLE_SPECIALS, padding));
+    assert_eq!(eval::pad_id(&set).unwrap(), 7);
+
+    // No pad token at all: an error that says what was looked for and how to fix it.
+    let none_words = ["<unk>", "<s>", "</s>", "good", "<nothing>"];
+    let none = tokenizer(&word_level_tokenizer(
+        &none_words,
+        ["<unk>", "<nothing>", "<s>", "</s>"],
+        Value::Null,
+    ));
+    let err = format!("{:#}", eval::pad_id(&none).unwrap_err());
+    for needle in ["no pad token", "[PAD]", "<pad>", "<|padding|>", "\"padding\"", "pad_id"] {
+        assert!(err.contains(needle), "the error does not mention {needle:?}: {err}");
+    }
+}
+
+#[test]
+fn calibration_batches_are_padded_with_the_tokenizers_pad_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_sst2(dir.path(), "train", &["good film", "a very very long good film", "bad"]);
+    let mut tok = tokenizer(&word_level_tokenizer(&ANGLE_WORDS, ANGLE_SPECIALS, Value::Null));
+    let c = calib::load(&data, Task::Sst2, 3, 0, &mut tok, 32, 8).unwrap();
+    assert_eq!(c.batches.len(), 1);
+    let b = &c.batches[0];
+    let mut padded = 0;
+    for (id, mask) in b.input_ids.iter().zip(b.attention_mask.iter()) {
+        if *mask == 0 {
+            assert_eq!(*id, 5, "a padded position holds {id}, not <pad>'s id 5");
+            padded += 1;
+        }
+    }
+    assert!(padded > 0, "the batch has padding");
+}
+
+/// `<root>/sst2/<split>.tsv` with `sentences`, labelled 1, 0, 1, ...
+fn write_sst2(root: &Path, split: &str, sentences: &[&str]) -> PathBuf {
+    let p = root.join("sst2").join(format!("{split}.tsv"));
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    let mut text = String::from("sentence\tlabel\n");
+    for (i, s) in sentences.iter().enumerate() {
+        text.push_str(&format!("{s} \t{}\n", (i + 1) % 2));
+    }
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn eval_options(data_dir: &Path, tokenizer: &Path, bucket: bool) -> EvalOptions {
+    EvalOptions {
+        task: Task::Sst2,
+        split: "dev".into(),
+        data_dir: data_dir.to_path_buf(),
+        batch_size: 2,
+        max_length: 32,
+        warmup: 0,
+        measure: 0,
+        limit: None,
+        bucket,
+        tokenizer: Some(tokenizer.to_path_buf()),
+        session: SessionOptions::default(),
+    }
+}
+
+/// The tiny synthetic BERT whose embedding of `bad` (id 4) is NaN: every example with that word
+/// gets NaN logits, the others finite ones.
+#[test]
+fn nan_logits_are_an_error_naming_the_model_and_the_batch() {
+    if !require_ort("eval of a model that outputs NaN") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = tiny_bert(&SynthOptions::default());
+    let graph = m.graph.as_mut().unwrap();
+    let word = graph
+        .initializer
+        .iter_mut()
+        .find(|t| t.name() == "embeddings.word_embeddings.weight")
+        .expect("the synthetic model has word embeddings");
+    let (dims, mut values) = (
+        word.dims.iter().map(|&d| d as usize).collect::<Vec<_>>(),
+        tensor::to_f32(word).unwrap(),
+    );
+    let hidden = dims[1];
+    values[4 * hidden..5 * hidden].fill(f32::NAN);
+    *word = tensor::from_f32("embeddings.word_embeddings.weight", &dims, &values);
+    let model = dir.path().join("nan.onnx");
+    onnx::save(&m, &model, &SaveOptions::default()).unwrap();
+    let tok = dir.path().join("tokenizer.json");
+    std::fs::write(&tok, word_level_tokenizer(&ANGLE_WORDS, ANGLE_SPECIALS, Value::Null)).unwrap();
+
+    // Examples 0..=5 in batches of 2; only example 3 has `bad`.
+    write_sst2(
+        dir.path(),
+        "dev",
+        &["good film", "a good film", "a long film", "a bad film", "good", "film"],
+    );
+    let err = eval::evaluate(&model, &eval_options(dir.path(), &tok, false), &|_, _| {}).unwrap_err();
+    let msg = format!("{err:#}");
+    for needle in [
+        model.to_str().unwrap(),
+        "batch 1 (examples 2–3)",
+        "NaN/Inf",
+        "example 3",
+    ] {
+        assert!(msg.contains(needle), "the error does not mention {needle:?}: {msg}");
+    }
+
+    // Bucketed by length, the batch gathers examples from across the file: still named.
+    let err = eval::evaluate(&model, &eval_options(dir.path(), &tok, true), &|_, _| {}).unwrap_err();
+    let msg = format!("{err:#}");
+    for needle in [model.to_str().unwrap(), "batch ", "NaN/Inf", "example 3"] {
+        assert!(msg.contains(needle), "the error does not mention {needle:?}: {msg}");
+    }
+
+    // Without the NaN word the same model evaluates.
+    write_sst2(dir.path(), "dev", &["good film", "a good film", "a long film"]);
+    let report = eval::evaluate(&model, &eval_options(dir.path(), &tok, false), &|_, _| {}).unwrap();
+    assert_eq!(report.examples, 3);
+}
