@@ -223,11 +223,11 @@ pub struct QuantizeArgs {
     /// int8: run each FFN (dynamic: and the Q/K/V projections) on the first token ([CLS]) apart
     /// from the other tokens, with ranges of its own, so its outlier activations do not coarsen
     /// every other token's. The default, except with --per-tensor (which reproduces ONNX
-    /// Runtime's quantize_dynamic).
-    #[arg(long, conflicts_with = "no_split_first_token")]
+    /// Runtime's quantize_dynamic). With --no-split-first-token, the last one given wins.
+    #[arg(long, overrides_with = "no_split_first_token")]
     pub split_first_token: bool,
     /// int8: every block runs all tokens at once, as the model did.
-    #[arg(long)]
+    #[arg(long, overrides_with = "split_first_token")]
     pub no_split_first_token: bool,
     #[command(flatten)]
     pub calib: CalibArgs,

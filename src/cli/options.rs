@@ -144,7 +144,7 @@ pub fn quantize_plan(a: &QuantizeArgs) -> Result<Plan> {
         exclude: a.exclude.clone(),
         embeddings: !a.no_embeddings,
         static_form: a.static_form.unwrap_or(defaults.static_form),
-        // At most one of the two flags is set (they conflict); fp16 refuses the first above.
+        // At most one of the two flags is set (the last given wins); fp16 refuses the first above.
         split_first_token: a.split_first_token
             || (!a.no_split_first_token && quantize::split_by_default(a.mode, !a.per_tensor)),
     };
