@@ -45,6 +45,7 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
 
 fn run(cli: Cli) -> Result<()> {
     let ort_lib = cli.ort_lib.as_deref();
+    let quiet = cli.quiet;
     match cli.command {
         Command::Inspect { model, seq_len, json } => {
             if seq_len == 0 {
@@ -58,18 +59,18 @@ fn run(cli: Cli) -> Result<()> {
                 print(&report::inspect_text(&s))
             }
         }
-        Command::Eval(a) => cmd_eval(ort_lib, a),
-        Command::Prune(a) => pass_command(ort_lib, &a.io, options::prune_plan(&a)?),
-        Command::Lowrank(a) => pass_command(ort_lib, &a.io, options::lowrank_plan(&a)?),
-        Command::Quantize(a) => pass_command(ort_lib, &a.io, options::quantize_plan(&a)?),
+        Command::Eval(a) => cmd_eval(ort_lib, quiet, a),
+        Command::Prune(a) => pass_command(ort_lib, quiet, &a.io, options::prune_plan(&a)?),
+        Command::Lowrank(a) => pass_command(ort_lib, quiet, &a.io, options::lowrank_plan(&a)?),
+        Command::Quantize(a) => pass_command(ort_lib, quiet, &a.io, options::quantize_plan(&a)?),
         Command::Convert(a) => cmd_convert(a),
-        Command::Run(a) => cmd_run(ort_lib, a),
-        Command::Bench(a) => cmd_bench(ort_lib, a),
+        Command::Run(a) => cmd_run(ort_lib, quiet, a),
+        Command::Bench(a) => cmd_bench(ort_lib, quiet, a),
     }
 }
 
 /// A one-step plan of `prune`, `lowrank` or `quantize` through the executor, then its report.
-fn pass_command(ort_lib: Option<&Path>, io: &PassIo, plan: Plan) -> Result<()> {
+fn pass_command(ort_lib: Option<&Path>, quiet: bool, io: &PassIo, plan: Plan) -> Result<()> {
     if plan.needs_calibration() {
         runtime::init(ort_lib)?;
     }
@@ -77,7 +78,13 @@ fn pass_command(ort_lib: Option<&Path>, io: &PassIo, plan: Plan) -> Result<()> {
         path: io.output.clone(),
         external_data: ExternalData::Auto,
     };
-    let done = executor::execute(&io.input, &plan, io.tokenizer.as_deref(), Some(&output), &|_| {})?;
+    let name = plan.steps.first().map_or("onnx-compress", |s| s.pass.name());
+    let stages = cli::progress::Stages::new(name, quiet);
+    let done = executor::execute(&io.input, &plan, io.tokenizer.as_deref(), Some(&output), &|s| {
+        stages.stage(s)
+    });
+    stages.finish();
+    let done = done?;
     let Some(step) = done.steps.first() else {
         bail!("internal error: the plan ran no step")
     };
@@ -129,7 +136,7 @@ fn cmd_convert(a: ConvertArgs) -> Result<()> {
     }
 }
 
-fn cmd_eval(ort_lib: Option<&Path>, a: EvalArgs) -> Result<()> {
+fn cmd_eval(ort_lib: Option<&Path>, quiet: bool, a: EvalArgs) -> Result<()> {
     let task = Task::from_name(&a.task)?;
     if a.model.is_dir() {
         bail!(
@@ -159,7 +166,7 @@ fn cmd_eval(ort_lib: Option<&Path>, a: EvalArgs) -> Result<()> {
             ..Default::default()
         },
     };
-    let bar = eval_bar();
+    let bar = eval_bar(quiet);
     bar.set_prefix(format!("eval {task}"));
     let progress = |done: usize, total: usize| {
         bar.set_length(total as u64);
@@ -175,8 +182,12 @@ fn cmd_eval(ort_lib: Option<&Path>, a: EvalArgs) -> Result<()> {
     }
 }
 
-/// An evaluation progress bar on stderr; its prefix and message say what runs.
-fn eval_bar() -> indicatif::ProgressBar {
+/// An evaluation progress bar on stderr (hidden with --quiet); its prefix and message say what
+/// runs.
+fn eval_bar(quiet: bool) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{prefix} {msg} [{bar:30}] {pos}/{len} batches {elapsed}")
@@ -185,13 +196,13 @@ fn eval_bar() -> indicatif::ProgressBar {
     bar
 }
 
-fn cmd_run(ort_lib: Option<&Path>, a: RunArgs) -> Result<()> {
+fn cmd_run(ort_lib: Option<&Path>, quiet: bool, a: RunArgs) -> Result<()> {
     let r = recipe::load(&a.config)?;
     if a.limit == Some(0) {
         bail!("--limit must be at least 1");
     }
     runtime::init(ort_lib)?;
-    let bar = eval_bar();
+    let bar = eval_bar(quiet);
     bar.set_prefix(format!("run {}", r.name()));
     let stage = |s: &str| {
         bar.set_message(s.to_string());
@@ -218,7 +229,7 @@ fn cmd_run(ort_lib: Option<&Path>, a: RunArgs) -> Result<()> {
     }
 }
 
-fn cmd_bench(ort_lib: Option<&Path>, a: BenchArgs) -> Result<()> {
+fn cmd_bench(ort_lib: Option<&Path>, quiet: bool, a: BenchArgs) -> Result<()> {
     let task = Task::from_name(&a.task)?;
     if a.limit == Some(0) {
         bail!("--limit must be at least 1");
@@ -251,7 +262,7 @@ fn cmd_bench(ort_lib: Option<&Path>, a: BenchArgs) -> Result<()> {
     }
     let out = a.out.unwrap_or_else(|| Path::new("bench/out").join(task.name()));
     runtime::init(ort_lib)?;
-    let bar = eval_bar();
+    let bar = eval_bar(quiet);
     let n = recipes.len();
     let stage = |i: usize, name: &str, s: &str| {
         bar.set_prefix(format!("[{}/{n}] {name}", i + 1));

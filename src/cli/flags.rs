@@ -24,6 +24,9 @@ pub struct Cli {
     /// Path to libonnxruntime.so (default: ORT_DYLIB_PATH, then the project's .ort/lib, then Python's site-packages).
     #[arg(long, global = true, value_name = "PATH")]
     pub ort_lib: Option<PathBuf>,
+    /// No progress on stderr (stage lines, bars); results and errors still print.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
     #[command(subcommand)]
     pub command: Command,
 }
