@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 
-use assert_cmd::Command;
 use onnx_compress::onnx::proto::type_proto::Value as TypeValue;
 use onnx_compress::onnx::proto::ValueInfoProto;
 use onnx_compress::onnx::{self, ModelProto, SaveOptions};
@@ -14,11 +13,10 @@ use onnx_compress::passes::quantize::{self, CalibMethod, Mode, QuantizeOptions};
 use onnx_compress::passes::{Calibrator, PassError, Sink};
 use onnx_compress::recipe;
 use onnx_compress::recipe::QuantizationSection;
-use onnx_compress::runtime::{self, Batch, OrtCalibrator, SessionOptions};
+use onnx_compress::runtime::{OrtCalibrator, SessionOptions};
 use onnx_compress::structure::discover;
 use onnx_compress::testkit::shared::require_ort;
 use onnx_compress::testkit::synth::{random_batches, tiny_bert, GeluStyle, ShapeStyle, SynthOptions};
-use prost::Message;
 
 mod common;
 

@@ -11,7 +11,6 @@
 
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
 use faer::Mat;
 use ndarray::Array2;
 use onnx_compress::onnx::{self, tensor, GraphIndex, ModelProto};
@@ -21,7 +20,7 @@ use onnx_compress::passes::lowrank::{
 };
 use onnx_compress::passes::prune::{self, PruneOptions};
 use onnx_compress::passes::PassError;
-use onnx_compress::runtime::{self, Batch, OrtCalibrator, SessionOptions};
+use onnx_compress::runtime::{self, Batch, SessionOptions};
 use onnx_compress::structure::{discover, Linear, Qkv, Transformer};
 use onnx_compress::testkit::shared::{require, require_ort};
 use onnx_compress::testkit::synth::{random_batches, sample_batch, tiny_bert, GeluStyle, ShapeStyle, SynthOptions};

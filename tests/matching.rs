@@ -50,8 +50,14 @@ fn exclude_patterns_match_as_before_on_every_small_case() {
     }
     // Multi-byte characters count as one for `?`.
     assert!(pattern_matches("l?yer", "läyer"));
-    assert!(pattern_matches("*attention*", "/encoder/layer.0/attention/self/query/MatMul"));
-    assert!(!pattern_matches("*attention", "/encoder/layer.0/attention/self/query/MatMul"));
+    assert!(pattern_matches(
+        "*attention*",
+        "/encoder/layer.0/attention/self/query/MatMul"
+    ));
+    assert!(!pattern_matches(
+        "*attention",
+        "/encoder/layer.0/attention/self/query/MatMul"
+    ));
     assert!(pattern_matches("query", "/encoder/layer.0/attention/self/query/MatMul"));
 }
 
@@ -92,7 +98,10 @@ fn identity_chains_are_followed_to_the_end() {
     assert_eq!(ix.resolve("alias40"), "W");
     assert_eq!(ix.resolve("alias17"), "W");
     assert_eq!(ix.resolve("x"), "x");
-    assert!(ix.constant("alias40").is_some(), "the weight behind 40 Identities is a constant");
+    assert!(
+        ix.constant("alias40").is_some(),
+        "the weight behind 40 Identities is a constant"
+    );
     assert_eq!(ix.constant_name("alias40").as_deref(), Some("W"));
 }
 

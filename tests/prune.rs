@@ -12,7 +12,6 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use assert_cmd::Command;
 use ndarray::Array2;
 use onnx_compress::onnx::build::{model, node, value_info};
 use onnx_compress::onnx::proto::tensor_proto::DataType;
@@ -21,7 +20,7 @@ use onnx_compress::passes::prune::{
     self, apply_plan, keep_uniform, l1_scores, LayerPlan, Plan, PruneOptions, Strategy,
 };
 use onnx_compress::passes::PassError;
-use onnx_compress::runtime::{self, Batch, SessionOptions};
+use onnx_compress::runtime::Batch;
 use onnx_compress::structure::{discover, Linear, Qkv, ShapeRole, Transformer};
 use onnx_compress::testkit::shared::{require, require_ort};
 use onnx_compress::testkit::synth::{sample_batch, tiny_bert, GeluStyle, ShapeStyle, SynthOptions};

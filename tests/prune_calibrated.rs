@@ -5,10 +5,9 @@
 use onnx_compress::onnx::ModelProto;
 use onnx_compress::passes::prune::{self, PruneOptions, Strategy};
 use onnx_compress::passes::Calibrator;
-use onnx_compress::runtime::{OrtCalibrator, SessionOptions};
 use onnx_compress::structure::{discover, macs_per_sequence, unit_macs};
 use onnx_compress::testkit::shared::require_ort;
-use onnx_compress::testkit::synth::{random_batches, tiny_bert, ShapeStyle, SynthOptions};
+use onnx_compress::testkit::synth::{tiny_bert, ShapeStyle, SynthOptions};
 
 mod common;
 

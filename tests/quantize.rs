@@ -6,13 +6,12 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use assert_cmd::Command;
 use onnx_compress::onnx::proto::tensor_proto::DataType;
 use onnx_compress::onnx::{self, tensor, GraphIndex, ModelProto, SaveOptions};
 use onnx_compress::passes::quantize::fp16::f16_to_f32;
 use onnx_compress::passes::quantize::{self, ActivationType, CalibMethod, Mode, QuantizeOptions, StaticForm};
 use onnx_compress::passes::{Calibrator, PassError, Sink};
-use onnx_compress::runtime::{self, Batch, OrtCalibrator, SessionOptions};
+use onnx_compress::runtime::{self, Batch, SessionOptions};
 use onnx_compress::testkit::shared::{require, require_ort};
 use onnx_compress::testkit::synth::{random_batches, tiny_bert, ShapeStyle, SynthOptions};
 use prost::Message;

@@ -349,7 +349,12 @@ mod tests {
 
     #[test]
     fn non_finite_logits_are_errors_not_class_0() {
-        for logits in [[f32::NAN, f32::NAN], [f32::NAN, -1.0], [f32::INFINITY, 0.0], [0.0, f32::NEG_INFINITY]] {
+        for logits in [
+            [f32::NAN, f32::NAN],
+            [f32::NAN, -1.0],
+            [f32::INFINITY, 0.0],
+            [0.0, f32::NEG_INFINITY],
+        ] {
             let err = Prediction::from_logits(Task::Sst2, &logits).unwrap_err();
             assert!(matches!(err, GlueError::NonFiniteLogits { .. }), "{logits:?}: {err}");
             assert!(err.to_string().contains("NaN/Inf"), "{err}");

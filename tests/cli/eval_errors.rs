@@ -2,18 +2,6 @@
 
 use super::*;
 
-/// Runs `eval` in a fresh folder and checks for one clean error; nothing may be written to the
-/// working folder.
-fn eval_fails(args: &[&str], needles: &[&str]) -> String {
-    let cwd = tempfile::tempdir().unwrap();
-    let mut full = vec!["eval"];
-    full.extend_from_slice(args);
-    let out = run_in(cwd.path(), &full);
-    let line = assert_clean_error("eval", &out, needles);
-    assert!(snapshot(cwd.path()).is_empty(), "eval wrote into its working folder");
-    line
-}
-
 /// An `eval` that must fail: the model (`{tiny}`: the tiny model saved in the case's folder,
 /// else a path in that folder), the data file written (`glue/<task folder>/dev.tsv`, passed as
 /// `--data`) if any, the flags after those, and what the error must say. In `model` and

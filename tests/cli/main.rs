@@ -150,3 +150,15 @@ fn parse_json(out: &Output) -> Value {
     );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", text(&out.stdout)))
 }
+
+/// Runs `eval` in a fresh folder and checks for one clean error; nothing may be written to the
+/// working folder.
+fn eval_fails(args: &[&str], needles: &[&str]) -> String {
+    let cwd = tempfile::tempdir().unwrap();
+    let mut full = vec!["eval"];
+    full.extend_from_slice(args);
+    let out = run_in(cwd.path(), &full);
+    let line = assert_clean_error("eval", &out, needles);
+    assert!(snapshot(cwd.path()).is_empty(), "eval wrote into its working folder");
+    line
+}
