@@ -1,5 +1,6 @@
-//! Small, checked graph edits used by passes: replacing or adding initializers, rewiring one
-//! node input, and removing what nothing uses any more.
+//! Small graph helpers under the [`Patch`](super::patch::Patch): value names, fresh names, use
+//! counts, replacing one initializer, and removing what nothing uses any more. Passes edit graphs
+//! through a patch; these serve it and the tests.
 
 use std::collections::HashSet;
 
@@ -44,24 +45,6 @@ pub fn replace_initializer(g: &mut GraphProto, name: &str, mut t: TensorProto) -
             true
         }
         None => false,
-    }
-}
-
-/// Points input `slot` of node `node` at `value`.
-pub fn rewire(g: &mut GraphProto, node: usize, slot: usize, value: &str) {
-    if let Some(i) = g.node.get_mut(node).and_then(|n| n.input.get_mut(slot)) {
-        *i = value.to_string();
-    }
-}
-
-/// Points every node input that reads `from` at `to` (graph outputs are left alone).
-pub fn replace_uses(g: &mut GraphProto, from: &str, to: &str) {
-    for n in &mut g.node {
-        for i in &mut n.input {
-            if i == from {
-                *i = to.to_string();
-            }
-        }
     }
 }
 

@@ -6,6 +6,7 @@ pub mod check;
 pub mod edit;
 pub mod graph;
 pub mod io;
+pub mod patch;
 pub mod tensor;
 
 pub mod proto {
@@ -15,6 +16,7 @@ pub mod proto {
 
 pub use graph::GraphIndex;
 pub use io::{load, load_from_bytes, load_with_sources, save, ExternalData, SaveOptions, SaveSummary};
+pub use patch::{Patch, PatchError};
 pub use proto::{GraphProto, ModelProto, NodeProto, TensorProto};
 
 /// Errors of the ONNX layer. Each names the file or tensor it concerns.
@@ -37,4 +39,6 @@ pub enum OnnxError {
     Tensor { name: String, reason: String },
     #[error("refusing to write {}: it is {what}; choose another output path", path.display())]
     OutputIsInput { path: std::path::PathBuf, what: String },
+    #[error("graph patch: {0}")]
+    Patch(#[from] patch::PatchError),
 }

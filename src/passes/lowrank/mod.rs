@@ -26,7 +26,7 @@ pub use aware::{allocate_ranks, lowrank_calibrated};
 pub use denoise::{denoise, lower_median, mp_support, shrink_values, Shrink, SOFT_TAU};
 
 use super::{round_half_even, PassError};
-use crate::onnx::{build, edit, tensor, GraphIndex, ModelProto};
+use crate::onnx::{build, tensor, GraphIndex, ModelProto, Patch};
 use crate::options::{Named, OptionError};
 use crate::structure::{self, Linear, Qkv, Transformer};
 
@@ -585,9 +585,8 @@ pub fn factorize_graph(model: &ModelProto, reps: &[Replacement]) -> Result<Model
         .graph
         .as_mut()
         .ok_or_else(|| PassError::Internal("no graph".into()))?;
-    let mut taken = edit::names(g);
-    taken.extend(g.node.iter().map(|n| n.name().to_string()));
-    let mut before: Vec<Vec<crate::onnx::NodeProto>> = vec![Vec::new(); g.node.len()];
+    let mut patch = Patch::new(g);
+    patch.reserve_node_names(g);
     for r in reps {
         let lin = &r.linear;
         if lin.factor.is_some() {
@@ -597,10 +596,9 @@ pub fn factorize_graph(model: &ModelProto, reps: &[Replacement]) -> Result<Model
             .node
             .get(lin.node)
             .ok_or_else(|| PassError::Internal(format!("{}: node {} is gone", r.name, lin.node)))?;
-        let x = node
-            .input
-            .first()
-            .cloned()
+        let x = patch
+            .input(g, lin.node, 0)
+            .map(str::to_string)
             .ok_or_else(|| PassError::Internal(format!("{}: node without input", r.name)))?;
         let is_gemm = node.op_type() == "Gemm";
         let base = if lin.node_name.is_empty() {
@@ -608,12 +606,12 @@ pub fn factorize_graph(model: &ModelProto, reps: &[Replacement]) -> Result<Model
         } else {
             lin.node_name.clone()
         };
-        let a_name = edit::fresh_name(&mut taken, &format!("{}.lowrank_a", lin.weight));
-        let b_name = edit::fresh_name(&mut taken, &format!("{}.lowrank_b", lin.weight));
-        let mid = edit::fresh_name(&mut taken, &format!("{base}/lowrank_xa"));
-        let first = edit::fresh_name(&mut taken, &format!("{base}/lowrank_MatMul"));
+        let a_name = patch.fresh_name(&format!("{}.lowrank_a", lin.weight));
+        let b_name = patch.fresh_name(&format!("{}.lowrank_b", lin.weight));
+        let mid = patch.fresh_name(&format!("{base}/lowrank_xa"));
+        let first = patch.fresh_name(&format!("{base}/lowrank_MatMul"));
         let (i, o, k) = (lin.in_features, lin.out_features, r.rank);
-        g.initializer.push(tensor::from_f32(&a_name, &[i, k], &r.a));
+        patch.add_initializer(tensor::from_f32(&a_name, &[i, k], &r.a));
         let b = if is_gemm && lin.transposed {
             // Gemm with transB=1 reads B as [out, k].
             let mut t = vec![0f32; k * o];
@@ -626,17 +624,13 @@ pub fn factorize_graph(model: &ModelProto, reps: &[Replacement]) -> Result<Model
         } else {
             tensor::from_f32(&b_name, &[k, o], &r.b)
         };
-        g.initializer.push(b);
-        before[lin.node].push(build::node("MatMul", &first, &[&x, &a_name], &[&mid]));
-        edit::rewire(g, lin.node, 0, &mid);
-        edit::rewire(g, lin.node, 1, &b_name);
+        patch.add_initializer(b);
+        patch.insert_before(lin.node, build::node("MatMul", &first, &[&x, &a_name], &[&mid]));
+        patch.rewire(lin.node, 0, &mid);
+        patch.rewire(lin.node, 1, &b_name);
     }
-    let old = std::mem::take(&mut g.node);
-    for (n, ins) in old.into_iter().zip(before) {
-        g.node.extend(ins);
-        g.node.push(n);
-    }
-    edit::remove_unused(g);
+    patch.remove_unused();
+    patch.apply(g)?;
     Ok(out)
 }
 

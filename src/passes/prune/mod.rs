@@ -7,7 +7,7 @@
 //! layer, at least one kept). Calibrated strategies plug in through [`Plan`] with optional
 //! refitted output weights.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -17,7 +17,7 @@ mod calibrated;
 pub use calibrated::prune_calibrated;
 
 use super::{round_half_even, PassError};
-use crate::onnx::{edit, tensor, GraphIndex, ModelProto};
+use crate::onnx::{tensor, GraphIndex, GraphProto, ModelProto, Patch};
 use crate::options::OptionError;
 use crate::structure::{self, EncoderLayer, Linear, Qkv, ShapeRole, Transformer};
 
@@ -458,39 +458,35 @@ pub fn head_columns(keep_heads: &[usize], head_size: usize) -> Vec<usize> {
         .collect()
 }
 
+/// The pruning of one model: every change is recorded in one patch of the source graph.
 struct Editor<'m> {
-    model: ModelProto,
-    taken: HashSet<String>,
+    patch: Patch,
     source: &'m ModelProto,
+    graph: &'m GraphProto,
 }
 
 impl Editor<'_> {
-    fn graph(&mut self) -> &mut crate::onnx::GraphProto {
-        self.model.graph.get_or_insert_with(Default::default)
-    }
-
     /// Writes `data` as the weight read by `node` at input `slot` (whose constant is `name`):
     /// in place when only that node reads it, else as a new, un-shared initializer.
     fn set_weight(&mut self, node: usize, slot: usize, name: &str, dims: &[usize], data: &[f32]) {
-        let g = self.graph();
-        let direct = g.node[node].input.get(slot).map(|s| s.as_str()) == Some(name);
-        let only_user = edit::use_count(g, name) == 1;
-        let is_init = g.initializer.iter().any(|t| t.name() == name);
+        let g = self.graph;
+        let direct = self.patch.input(g, node, slot) == Some(name);
+        let only_user = self.patch.use_count(g, name) == 1;
+        let is_init = self.patch.has_initializer(g, name);
         if direct && only_user && is_init {
-            edit::replace_initializer(g, name, tensor::from_f32(name, dims, data));
+            self.patch.replace_initializer(name, tensor::from_f32(name, dims, data));
         } else {
-            let new = edit::fresh_name(&mut self.taken, &format!("{name}.pruned"));
-            let g = self.graph();
-            g.initializer.push(tensor::from_f32(&new, dims, data));
-            edit::rewire(g, node, slot, &new);
+            let new = self.patch.fresh_name(&format!("{name}.pruned"));
+            self.patch.add_initializer(tensor::from_f32(&new, dims, data));
+            self.patch.rewire(node, slot, &new);
         }
     }
 
     fn add_initializer(&mut self, base: &str, t: crate::onnx::TensorProto) -> String {
-        let name = edit::fresh_name(&mut self.taken, base);
+        let name = self.patch.fresh_name(base);
         let mut t = t;
         t.name = Some(name.clone());
-        self.graph().initializer.push(t);
+        self.patch.add_initializer(t);
         name
     }
 }
@@ -580,7 +576,7 @@ fn remove_block(ed: &mut Editor, out_lin: &Linear, hidden: usize, refit: Option<
         .clone()
         .unwrap_or_else(|| format!("{}.bias", out_lin.weight));
     let name = ed.add_initializer(&format!("{base}.only"), tensor::from_f32("", &[hidden], &bias));
-    edit::replace_uses(ed.graph(), &out_lin.output, &name);
+    ed.patch.replace_uses(ed.graph, &out_lin.output, &name);
     Ok(())
 }
 
@@ -599,19 +595,20 @@ pub fn apply_plan(model: &ModelProto, t: &Transformer, plan: &Plan) -> Result<Mo
     }
     let ix = GraphIndex::new(g);
     let mut ed = Editor {
-        taken: edit::names(g),
-        model: model.clone(),
+        patch: Patch::new(g),
         source: model,
+        graph: g,
     };
     for (l, p) in t.layers.iter().zip(&plan.layers) {
         prune_attention(&mut ed, &ix, l, p)?;
         prune_ffn(&mut ed, &ix, l, p)?;
     }
-    let g = ed.graph();
-    edit::remove_unused(g);
+    ed.patch.remove_unused();
+    let mut out = model.clone();
+    let g = out.graph.get_or_insert_with(Default::default);
+    ed.patch.apply(g)?;
     // Shapes recorded for intermediate values may no longer hold; they are optional hints.
     g.value_info.clear();
-    let out = ed.model;
     // Check what was produced: the structure must map with exactly the planned sizes.
     let t2 =
         structure::discover(&out).map_err(|e| PassError::Internal(format!("the pruned graph does not map: {e}")))?;
@@ -693,7 +690,7 @@ fn prune_attention(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &Layer
             tensor::from_i64("", &dims, &values),
         );
         for slot in slots_reading(ix, node, &constant) {
-            edit::rewire(ed.graph(), node, slot, &name);
+            ed.patch.rewire(node, slot, &name);
         }
     }
     Ok(())

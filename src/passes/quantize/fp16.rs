@@ -11,7 +11,7 @@ use super::{pattern_matches, QuantizeOptions, QuantizeReport};
 use crate::onnx::build::{attr_int, node, with_attrs};
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::proto::{type_proto, ModelProto, TensorProto};
-use crate::onnx::{edit, tensor};
+use crate::onnx::{tensor, Patch};
 use crate::passes::PassError;
 
 /// Operators computed in float32.
@@ -250,10 +250,11 @@ pub(super) fn convert(
             converted.push(idx);
         }
     }
+    let mut patch = Patch::new(g);
     for idx in converted {
         let (t, c) = to_f16(&g.initializer[idx])?;
         clamped += c;
-        g.initializer[idx] = t;
+        patch.replace_initializer(g.initializer[idx].name(), t);
     }
     for v in &g.input {
         if is_float(v.name()) {
@@ -270,12 +271,10 @@ pub(super) fn convert(
         }
     }
 
-    let mut taken = edit::names(g);
     let mut casts: HashMap<(String, i32), String> = HashMap::new();
-    let old = std::mem::take(&mut g.node);
-    let mut nodes = Vec::with_capacity(old.len() + 64);
     let mut cast_count = 0;
-    for (mut n, k) in old.into_iter().zip(kept) {
+    for (i, (n, k)) in g.node.iter().zip(kept).enumerate() {
+        let mut n = n.clone();
         let want = if k { float } else { DataType::Float16 as i32 };
         for slot in 0..n.input.len() {
             let v = n.input[slot].clone();
@@ -295,11 +294,14 @@ pub(super) fn convert(
                 Some(c) => c.clone(),
                 None => {
                     let suffix = if want == float { "f32" } else { "f16" };
-                    let c = edit::fresh_name(&mut taken, &format!("{v}_{suffix}"));
-                    nodes.push(with_attrs(
-                        node("Cast", &format!("{c}_Cast"), &[&v], &[&c]),
-                        vec![attr_int("to", want as i64)],
-                    ));
+                    let c = patch.fresh_name(&format!("{v}_{suffix}"));
+                    patch.insert_before(
+                        i,
+                        with_attrs(
+                            node("Cast", &format!("{c}_Cast"), &[&v], &[&c]),
+                            vec![attr_int("to", want as i64)],
+                        ),
+                    );
                     cast_count += 1;
                     casts.insert(key, c.clone());
                     c
@@ -328,7 +330,9 @@ pub(super) fn convert(
                 _ => {}
             }
         }
-        nodes.push(n);
+        if n != g.node[i] {
+            patch.replace_node(i, vec![n]);
+        }
     }
     // Graph outputs computed in float16: cast back.
     for o in g.output.clone() {
@@ -336,21 +340,15 @@ pub(super) fn convert(
         if !is_float(&name) || f32_after.contains(&name) {
             continue;
         }
-        let inner = edit::fresh_name(&mut taken, &format!("{name}_fp16"));
-        for n in &mut nodes {
-            for x in n.output.iter_mut().chain(n.input.iter_mut()) {
-                if *x == name {
-                    *x = inner.clone();
-                }
-            }
-        }
-        nodes.push(with_attrs(
+        let inner = patch.fresh_name(&format!("{name}_fp16"));
+        patch.rename(g, &name, &inner);
+        patch.push_node(with_attrs(
             node("Cast", &format!("{name}_Cast"), &[&inner], &[&name]),
             vec![attr_int("to", float as i64)],
         ));
         cast_count += 1;
     }
-    g.node = nodes;
+    patch.apply(g)?;
     // Graph inputs that were float stay float: their readers got casts above.
     g.value_info.clear();
     if clamped > 0 {

@@ -13,8 +13,8 @@ use super::{
 };
 use crate::onnx::build::{attr_int, node, with_attrs, with_domain};
 use crate::onnx::proto::tensor_proto::DataType;
-use crate::onnx::proto::{ModelProto, NodeProto};
-use crate::onnx::{edit, tensor, GraphIndex};
+use crate::onnx::proto::ModelProto;
+use crate::onnx::{tensor, GraphIndex, Patch};
 use crate::passes::PassError;
 
 /// Scale and zero point of an activation range: u8 asymmetric over [min(lo, 0), max(hi, 0)], or
@@ -74,8 +74,7 @@ pub(super) fn rewrite(
         .as_ref()
         .ok_or_else(|| PassError::Internal("no graph".into()))?;
     let ix = GraphIndex::new(src);
-    let mut taken = edit::names(g);
-    let mut new_inits = vec![];
+    let mut patch = Patch::new(src);
     let mut weights: HashMap<String, QWeight> = HashMap::new();
     // Static: activation value → its quantized form (None: fell back to dynamic).
     let mut acts: HashMap<String, Option<QAct>> = HashMap::new();
@@ -152,14 +151,14 @@ pub(super) fn rewrite(
                         "embedding table '{name}': {zero} all-zero column(s) got scale 1 (stored as exact zeros)"
                     ));
                 }
-                let qn = edit::fresh_name(&mut taken, &format!("{name}_quantized"));
-                let sn = edit::fresh_name(&mut taken, &format!("{name}_scale"));
-                let zn = edit::fresh_name(&mut taken, &format!("{name}_zero_point"));
+                let qn = patch.fresh_name(&format!("{name}_quantized"));
+                let sn = patch.fresh_name(&format!("{name}_scale"));
+                let zn = patch.fresh_name(&format!("{name}_zero_point"));
                 let sd: Vec<usize> = if opts.per_channel { vec![cols] } else { vec![] };
-                new_inits.push(from_i8(&qn, &[rows, cols], &q));
-                new_inits.push(tensor::from_f32(&sn, &sd, &scales));
+                patch.add_initializer(from_i8(&qn, &[rows, cols], &q));
+                patch.add_initializer(tensor::from_f32(&sn, &sd, &scales));
                 if !opts.per_channel {
-                    new_inits.push(from_i8(&zn, &sd, &[0]));
+                    patch.add_initializer(from_i8(&zn, &sd, &[0]));
                 }
                 report.embeddings.push(EmbeddingReport {
                     table: name.clone(),
@@ -172,21 +171,21 @@ pub(super) fn rewrite(
         }
     }
 
-    let mut nodes: Vec<NodeProto> = Vec::with_capacity(src.node.len() + 3 * targets.len());
     for (i, n) in src.node.iter().enumerate() {
         if folded.contains(&i) {
+            patch.remove_node(i);
             continue;
         }
         if let Some(table) = gathers.get(&i) {
             let (qn, sn, zn) = &tables[table];
             let out = &n.output[0];
-            let gq = edit::fresh_name(&mut taken, &format!("{out}_quantized"));
+            let gq = patch.fresh_name(&format!("{out}_quantized"));
             let mut gn = n.clone();
             gn.input[0] = qn.clone();
             gn.output[0] = gq.clone();
-            nodes.push(gn);
+            let mut nodes = vec![gn];
             if opts.per_channel {
-                let gf = edit::fresh_name(&mut taken, &format!("{out}_int8_as_float"));
+                let gf = patch.fresh_name(&format!("{out}_int8_as_float"));
                 nodes.push(with_attrs(
                     node("Cast", &format!("{}_to_float", n.name()), &[&gq], &[&gf]),
                     vec![attr_int("to", DataType::Float as i64)],
@@ -200,12 +199,10 @@ pub(super) fn rewrite(
                     &[out],
                 ));
             }
+            patch.replace_node(i, nodes);
             continue;
         }
-        let Some(t) = by_node.get(&i) else {
-            nodes.push(n.clone());
-            continue;
-        };
+        let Some(t) = by_node.get(&i) else { continue };
         // The weight, quantized once however many MatMuls share it.
         if !weights.contains_key(&t.weight) {
             let c = ix
@@ -233,13 +230,13 @@ pub(super) fn rewrite(
                 max_weight_error: max_err,
                 max_half_scale: max_half,
             });
-            let qn = edit::fresh_name(&mut taken, &format!("{}_quantized", t.weight));
-            let sn = edit::fresh_name(&mut taken, &format!("{}_scale", t.weight));
-            let zn = edit::fresh_name(&mut taken, &format!("{}_zero_point", t.weight));
+            let qn = patch.fresh_name(&format!("{}_quantized", t.weight));
+            let sn = patch.fresh_name(&format!("{}_scale", t.weight));
+            let zn = patch.fresh_name(&format!("{}_zero_point", t.weight));
             let sd: Vec<usize> = if opts.per_channel { vec![t.cols] } else { vec![] };
-            new_inits.push(from_i8(&qn, &[t.rows, t.cols], &q));
-            new_inits.push(tensor::from_f32(&sn, &sd, &scales));
-            new_inits.push(from_i8(&zn, &sd, &vec![0; scales.len()]));
+            patch.add_initializer(from_i8(&qn, &[t.rows, t.cols], &q));
+            patch.add_initializer(tensor::from_f32(&sn, &sd, &scales));
+            patch.add_initializer(from_i8(&zn, &sd, &vec![0; scales.len()]));
             weights.insert(
                 t.weight.clone(),
                 QWeight {
@@ -278,28 +275,34 @@ pub(super) fn rewrite(
                     match activation_params(r, opts.activation_type) {
                         Some((scale, zp)) => {
                             let base = t.input.trim_start_matches('/').replace('/', "_");
-                            let sn = edit::fresh_name(&mut taken, &format!("{base}_scale"));
-                            let zn = edit::fresh_name(&mut taken, &format!("{base}_zero_point"));
-                            let qv = edit::fresh_name(&mut taken, &format!("{}_quantized", t.input));
-                            new_inits.push(tensor::from_f32(&sn, &[], &[scale]));
+                            let sn = patch.fresh_name(&format!("{base}_scale"));
+                            let zn = patch.fresh_name(&format!("{base}_zero_point"));
+                            let qv = patch.fresh_name(&format!("{}_quantized", t.input));
+                            patch.add_initializer(tensor::from_f32(&sn, &[], &[scale]));
                             match opts.activation_type {
-                                ActivationType::U8 => new_inits.push(from_u8(&zn, &[], &[zp as u8])),
-                                ActivationType::S8 => new_inits.push(from_i8(&zn, &[], &[zp as i8])),
+                                ActivationType::U8 => patch.add_initializer(from_u8(&zn, &[], &[zp as u8])),
+                                ActivationType::S8 => patch.add_initializer(from_i8(&zn, &[], &[zp as i8])),
                             }
-                            nodes.push(node(
-                                "QuantizeLinear",
-                                &format!("{base}_QuantizeLinear"),
-                                &[&t.input, &sn, &zn],
-                                &[&qv],
-                            ));
+                            patch.insert_before(
+                                i,
+                                node(
+                                    "QuantizeLinear",
+                                    &format!("{base}_QuantizeLinear"),
+                                    &[&t.input, &sn, &zn],
+                                    &[&qv],
+                                ),
+                            );
                             let dqv = qdq.then(|| {
-                                let dqv = edit::fresh_name(&mut taken, &format!("{}_dequantized", t.input));
-                                nodes.push(node(
-                                    "DequantizeLinear",
-                                    &format!("{base}_DequantizeLinear"),
-                                    &[&qv, &sn, &zn],
-                                    &[&dqv],
-                                ));
+                                let dqv = patch.fresh_name(&format!("{}_dequantized", t.input));
+                                patch.insert_before(
+                                    i,
+                                    node(
+                                        "DequantizeLinear",
+                                        &format!("{base}_DequantizeLinear"),
+                                        &[&qv, &sn, &zn],
+                                        &[&dqv],
+                                    ),
+                                );
                                 dqv
                             });
                             let readers: Vec<String> = targets
@@ -352,7 +355,7 @@ pub(super) fn rewrite(
             Some(QAct { dq: Some(dqv), .. }) => {
                 if w.dq.is_none() {
                     let base = t.weight.trim_start_matches('/').replace('/', "_");
-                    let out = edit::fresh_name(&mut taken, &format!("{}_dequantized", t.weight));
+                    let out = patch.fresh_name(&format!("{}_dequantized", t.weight));
                     let mut dq = node(
                         "DequantizeLinear",
                         &format!("{base}_DequantizeLinear"),
@@ -362,12 +365,12 @@ pub(super) fn rewrite(
                     if opts.per_channel {
                         dq = with_attrs(dq, vec![attr_int("axis", 1)]);
                     }
-                    nodes.push(dq);
+                    patch.insert_before(i, dq);
                     w.dq = Some(out);
                 }
                 let mut mm = n.clone();
                 mm.input = vec![dqv, w.dq.clone().unwrap_or_default()];
-                nodes.push(mm);
+                patch.replace_node(i, vec![mm]);
                 continue;
             }
             Some(QAct { q, scale, zp, dq: None }) => Some([q, scale, zp]),
@@ -375,16 +378,19 @@ pub(super) fn rewrite(
                 if !dyn_shared.contains_key(&t.input) {
                     let base = t.input.trim_start_matches('/').replace('/', "_");
                     let outs = [
-                        edit::fresh_name(&mut taken, &format!("{}_quantized", t.input)),
-                        edit::fresh_name(&mut taken, &format!("{}_scale", t.input)),
-                        edit::fresh_name(&mut taken, &format!("{}_zero_point", t.input)),
+                        patch.fresh_name(&format!("{}_quantized", t.input)),
+                        patch.fresh_name(&format!("{}_scale", t.input)),
+                        patch.fresh_name(&format!("{}_zero_point", t.input)),
                     ];
-                    nodes.push(node(
-                        "DynamicQuantizeLinear",
-                        &format!("{base}_DynamicQuantizeLinear"),
-                        &[&t.input],
-                        &[&outs[0], &outs[1], &outs[2]],
-                    ));
+                    patch.insert_before(
+                        i,
+                        node(
+                            "DynamicQuantizeLinear",
+                            &format!("{base}_DynamicQuantizeLinear"),
+                            &[&t.input],
+                            &[&outs[0], &outs[1], &outs[2]],
+                        ),
+                    );
                     dyn_shared.insert(t.input.clone(), outs);
                 }
                 Some(dyn_shared[&t.input].clone())
@@ -404,11 +410,10 @@ pub(super) fn rewrite(
             }
         };
         kernel.doc_string = n.doc_string.clone();
-        nodes.push(with_domain(kernel, "com.microsoft"));
+        patch.replace_node(i, vec![with_domain(kernel, "com.microsoft")]);
     }
-    g.node = nodes;
-    g.initializer.extend(new_inits);
-    edit::remove_unused(g);
+    patch.remove_unused();
+    patch.apply(g)?;
     // Value types of rewired values did not change, but drop annotations of removed values.
     let live: HashSet<String> = g.node.iter().flat_map(|n| n.output.iter().cloned()).collect();
     g.value_info.retain(|v| live.contains(v.name()));

@@ -26,7 +26,7 @@ use std::collections::{HashMap, HashSet};
 use super::calibrate::{Probe, Tokens};
 use crate::onnx::build::{attr_int, node, with_attrs};
 use crate::onnx::proto::{ModelProto, NodeProto};
-use crate::onnx::{edit, tensor, GraphIndex};
+use crate::onnx::{tensor, GraphIndex, Patch};
 use crate::passes::PassError;
 use crate::structure::{discover, Linear, Qkv, Transformer};
 
@@ -257,7 +257,7 @@ fn copy_node(
     names: &mut HashMap<String, String>,
     suffix: &str,
     rename: bool,
-    taken: &mut HashSet<String>,
+    patch: &mut Patch,
     origin: &mut HashMap<String, String>,
 ) -> NodeProto {
     let mut c = n.clone();
@@ -267,7 +267,7 @@ fn copy_node(
         }
     }
     for o in c.output.iter_mut().filter(|o| !o.is_empty()) {
-        let r = edit::fresh_name(taken, &format!("{o}_{suffix}"));
+        let r = patch.fresh_name(&format!("{o}_{suffix}"));
         names.insert(o.clone(), r.clone());
         *o = r;
     }
@@ -333,16 +333,16 @@ pub fn split_first_token(model: &ModelProto, qkv: bool) -> Result<Split, PassErr
 
     let mut m = model.clone();
     let out_g = m.graph.as_mut().ok_or_else(|| PassError::Internal("no graph".into()))?;
-    let mut taken = edit::names(out_g);
+    let mut patch = Patch::new(g);
     let mut probes = HashMap::new();
     let mut origin = HashMap::new();
     let (mut layers, mut qkv_layers) = (vec![], vec![]);
-    let zero = edit::fresh_name(&mut taken, "first_token_split_0");
-    let one = edit::fresh_name(&mut taken, "first_token_split_1");
-    let end = edit::fresh_name(&mut taken, "first_token_split_end");
-    out_g.initializer.push(tensor::from_i64(&zero, &[1], &[0]));
-    out_g.initializer.push(tensor::from_i64(&one, &[1], &[1]));
-    out_g.initializer.push(tensor::from_i64(&end, &[1], &[i64::MAX]));
+    let zero = patch.fresh_name("first_token_split_0");
+    let one = patch.fresh_name("first_token_split_1");
+    let end = patch.fresh_name("first_token_split_end");
+    patch.add_initializer(tensor::from_i64(&zero, &[1], &[0]));
+    patch.add_initializer(tensor::from_i64(&one, &[1], &[1]));
+    patch.add_initializer(tensor::from_i64(&end, &[1], &[i64::MAX]));
 
     let by_node: HashMap<usize, usize> = blocks
         .iter()
@@ -360,31 +360,19 @@ pub fn split_first_token(model: &ModelProto, qkv: bool) -> Result<Split, PassErr
     // The block (the last FFN) whose other-tokens half nothing would read: only its first-token
     // copy is built, and the tail after it joins that copy.
     let first_only = tail.as_ref().map(|tl| tl.block);
-    let mut nodes = Vec::with_capacity(g.node.len() + 16 * blocks.len());
     for (i, n) in g.node.iter().enumerate() {
         if let Some(tl) = tail.as_ref() {
             if tl.nodes.contains(&i) {
-                nodes.push(copy_node(
-                    n,
-                    &mut first[tl.block],
-                    "first",
-                    true,
-                    &mut taken,
-                    &mut origin,
-                ));
+                let c = copy_node(n, &mut first[tl.block], "first", true, &mut patch, &mut origin);
+                patch.replace_node(i, vec![c]);
                 continue;
             }
             if tl.readers.contains(&i) {
-                let mut c = n.clone();
-                c.input[0] = first[tl.block][&tl.output].clone();
-                nodes.push(c);
+                patch.rewire(i, 0, &first[tl.block][&tl.output]);
                 continue;
             }
         }
-        let Some(&b) = by_node.get(&i) else {
-            nodes.push(n.clone());
-            continue;
-        };
+        let Some(&b) = by_node.get(&i) else { continue };
         let blk = &blocks[b];
         let both = first_only != Some(b);
         let base = match blk.part {
@@ -393,24 +381,31 @@ pub fn split_first_token(model: &ModelProto, qkv: bool) -> Result<Split, PassErr
         };
         if starts.get(&i) == Some(&b) {
             if both {
-                let xr = edit::fresh_name(&mut taken, &format!("{}_after_first", blk.input));
-                nodes.push(node(
-                    "Slice",
-                    &format!("{base}/SliceAfterFirst"),
-                    &[&blk.input, &one, &end, &one],
-                    &[&xr],
-                ));
+                let xr = patch.fresh_name(&format!("{}_after_first", blk.input));
+                patch.insert_before(
+                    i,
+                    node(
+                        "Slice",
+                        &format!("{base}/SliceAfterFirst"),
+                        &[&blk.input, &one, &end, &one],
+                        &[&xr],
+                    ),
+                );
                 rest[b].insert(blk.input.clone(), xr);
             }
-            let xf = edit::fresh_name(&mut taken, &format!("{}_first", blk.input));
-            nodes.push(node(
-                "Slice",
-                &format!("{base}/SliceFirst"),
-                &[&blk.input, &zero, &one, &one],
-                &[&xf],
-            ));
+            let xf = patch.fresh_name(&format!("{}_first", blk.input));
+            patch.insert_before(
+                i,
+                node(
+                    "Slice",
+                    &format!("{base}/SliceFirst"),
+                    &[&blk.input, &zero, &one, &one],
+                    &[&xf],
+                ),
+            );
             first[b].insert(blk.input.clone(), xf);
         }
+        let mut nodes = vec![];
         let halves = [
             (&mut rest[b], Tokens::AfterFirst, "after_first", false),
             (&mut first[b], Tokens::First, "first", true),
@@ -429,7 +424,7 @@ pub fn split_first_token(model: &ModelProto, qkv: bool) -> Result<Split, PassErr
                     }
                 }
             }
-            nodes.push(copy_node(n, copy, suffix, rename, &mut taken, &mut origin));
+            nodes.push(copy_node(n, copy, suffix, rename, &mut patch, &mut origin));
         }
         for (k, (out, _)) in blk.outputs.iter().enumerate().filter(|(_, (_, p))| *p == i && both) {
             let name = match blk.part {
@@ -441,6 +436,7 @@ pub fn split_first_token(model: &ModelProto, qkv: bool) -> Result<Split, PassErr
                 vec![attr_int("axis", 1)],
             ));
         }
+        patch.replace_node(i, nodes);
         if blk.outputs.last().is_some_and(|&(_, p)| p == i) {
             match blk.part {
                 Part::Ffn => layers.push(blk.layer),
@@ -448,7 +444,7 @@ pub fn split_first_token(model: &ModelProto, qkv: bool) -> Result<Split, PassErr
             }
         }
     }
-    out_g.node = nodes;
+    patch.apply(out_g)?;
     layers.sort_unstable();
     qkv_layers.sort_unstable();
     Ok(Split {
