@@ -250,7 +250,13 @@ pub fn execute(
         stage(&step.label);
         let t = Instant::now();
         let used = step.pass.needs_calibration();
-        let cal = calibrator.as_mut().filter(|_| used).map(|c| c as &mut dyn Calibrator);
+        let mut reporting = calibrator.as_mut().filter(|_| used).map(|c| Reporting {
+            inner: c,
+            label: &step.label,
+            stage,
+            runs: 0,
+        });
+        let cal = reporting.as_mut().map(|c| c as &mut dyn Calibrator);
         let applied = step
             .pass
             .apply(&model, cal)
@@ -373,4 +379,70 @@ pub fn render_error(e: &anyhow::Error, name: &dyn Fn(Option<&str>, &str) -> Stri
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// A calibrator that reports each run over the calibration batches to the stage callback: which
+/// run of the step, the batch, and the time left in this run.
+struct Reporting<'a> {
+    inner: &'a mut dyn Calibrator,
+    label: &'a str,
+    stage: &'a dyn Fn(&str),
+    runs: usize,
+}
+
+impl Reporting<'_> {
+    fn started(&mut self, what: &str) -> (usize, Instant) {
+        self.runs += 1;
+        (self.stage)(&format!("{}: calibration run {} ({what})", self.label, self.runs));
+        (self.runs, Instant::now())
+    }
+}
+
+impl Calibrator for Reporting<'_> {
+    fn capture(
+        &mut self,
+        model: &ModelProto,
+        values: &[String],
+        sink: &mut crate::passes::Sink,
+    ) -> Result<(), crate::passes::PassError> {
+        let what = match values.len() {
+            1 => "1 value".to_string(),
+            n => format!("{n} values"),
+        };
+        let (run, start) = self.started(&format!("capturing {what}"));
+        let (label, stage, total) = (self.label, self.stage, self.inner.batches());
+        let mut done = 0usize;
+        self.inner.capture(model, values, &mut |positions, v| {
+            done += 1;
+            if let Some(n) = total {
+                let per = start.elapsed().as_secs_f64() / done as f64;
+                let left = per * n.saturating_sub(done) as f64;
+                stage(&format!(
+                    "{label}: calibration run {run} (capturing {what}): batch {done}/{n}, about {left:.0} s left in this run"
+                ));
+            }
+            sink(positions, v)
+        })
+    }
+
+    fn logits(&mut self, model: &ModelProto) -> Result<(Vec<f32>, usize), crate::passes::PassError> {
+        self.started("logits");
+        self.inner.logits(model)
+    }
+
+    fn examples(&self) -> usize {
+        self.inner.examples()
+    }
+
+    fn tokens(&self) -> usize {
+        self.inner.tokens()
+    }
+
+    fn seconds(&self) -> f64 {
+        self.inner.seconds()
+    }
+
+    fn batches(&self) -> Option<usize> {
+        self.inner.batches()
+    }
 }

@@ -79,7 +79,7 @@ fn pass_command(ort_lib: Option<&Path>, quiet: bool, io: &PassIo, plan: Plan) ->
         external_data: ExternalData::Auto,
     };
     let name = plan.steps.first().map_or("onnx-compress", |s| s.pass.name());
-    let stages = cli::progress::Stages::new(name, quiet);
+    let mut stages = cli::progress::Stages::new(name, quiet);
     let done = executor::execute(&io.input, &plan, io.tokenizer.as_deref(), Some(&output), &|s| {
         stages.stage(s)
     });

@@ -401,6 +401,10 @@ impl crate::passes::Calibrator for OrtCalibrator {
         }
     }
 
+    fn batches(&self) -> Option<usize> {
+        Some(self.batches.len())
+    }
+
     fn logits(
         &mut self,
         model: &crate::onnx::ModelProto,

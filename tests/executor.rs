@@ -3,6 +3,8 @@
 //! fails with its name and the node, and nothing is written), and history records what each
 //! step used.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -13,6 +15,8 @@ use onnx_compress::onnx::{self, ExternalData, ModelProto, SaveOptions};
 use onnx_compress::passes::prune::{PruneOptions, Strategy};
 use onnx_compress::passes::{Applied, Calibrator, CustomPass, Pass, PassError, PassReport};
 use onnx_compress::testkit::synth::{tiny_bert, SynthOptions};
+
+use common::bin;
 
 fn save_tiny(dir: &Path) -> std::path::PathBuf {
     let p = dir.join("in.onnx");
@@ -218,4 +222,195 @@ fn option_errors_render_in_each_front_ends_words() {
     assert_eq!(e.error.render(&flag), "--k-min 9 is above --k-max 3");
     let key = |f: &str| onnx_compress::recipe::recipe_key(Some("rmt_lowrank"), f);
     assert_eq!(e.error.render(&key), "rmt_lowrank.k_min 9 is above rmt_lowrank.k_max 3");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Through the binary: the command line's use of the executor.
+// ---------------------------------------------------------------------------------------------
+
+fn fails(args: &[&str]) -> String {
+    let out = bin().args(args).output().unwrap();
+    assert!(!out.status.success(), "{args:?} succeeded");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    err
+}
+
+#[test]
+fn an_evaluation_limit_of_zero_is_refused_before_any_pass_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = save_tiny(dir.path());
+    let recipe = |extra: &str| {
+        format!(
+            "model:\n  model_name: {}\ndata:\n  task: sst2\nprune:\n  attention_heads:\n    enable: true\n    args:\n      prune_amount: 0.5\n{extra}",
+            model.display()
+        )
+    };
+    let cfg = dir.path().join("r.yaml");
+    std::fs::write(&cfg, recipe("")).unwrap();
+    let out = dir.path().join("out.onnx");
+    let cfg_s = cfg.to_str().unwrap();
+    let out_s = out.to_str().unwrap();
+    let e = fails(&["run", cfg_s, "--out", out_s, "--limit", "0"]);
+    assert!(e.contains("--limit must be at least 1"), "{e}");
+    assert!(!out.exists(), "nothing written");
+    let e = fails(&[
+        "bench",
+        "--task",
+        "sst2",
+        cfg_s,
+        "--limit",
+        "0",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(e.contains("--limit must be at least 1"), "{e}");
+    // The recipe's own eval.limit: 0 is a recipe error with its line.
+    std::fs::write(&cfg, recipe("eval:\n  limit: 0\n")).unwrap();
+    let e = fails(&["run", cfg_s, "--out", out_s]);
+    assert!(e.contains("r.yaml") && e.contains("eval.limit (line 11)"), "{e}");
+    assert!(!out.exists(), "nothing written");
+}
+
+#[test]
+fn recipe_value_errors_name_the_key_and_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("r.yaml");
+    std::fs::write(
+        &cfg,
+        "model:\n  model_name: m.onnx\ndata:\n  task: sst2\nrmt_lowrank:\n  enable: true\n  k_min: 9\n  k_max: 3\n",
+    )
+    .unwrap();
+    let e = fails(&["run", cfg.to_str().unwrap()]);
+    assert!(
+        e.contains("rmt_lowrank (line 5): rmt_lowrank.k_min (line 7) 9 is above rmt_lowrank.k_max (line 8) 3"),
+        "{e}"
+    );
+    assert!(!e.contains("--k-"), "no CLI flag in a recipe error: {e}");
+}
+
+/// The shared SST-2 model and training file, with ONNX Runtime installed (else a visible skip,
+/// or a failure under CI).
+fn sst2_model_and_train(what: &str) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    let model = onnx_compress::testkit::shared::require("models/minilm-l6-sst2/model.onnx", what)?;
+    let train = onnx_compress::testkit::shared::require("data/glue/sst2/train.tsv", what)?;
+    common::have_ort(what).then_some((model, train))
+}
+
+#[test]
+fn calibrated_prune_records_its_calibration_in_the_history() {
+    let Some((model, train)) = sst2_model_and_train("calibrated prune history") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("p.onnx");
+    let o = bin()
+        .args([
+            "prune",
+            "--quiet",
+            "--heads",
+            "0.25",
+            "--calib-samples",
+            "16",
+            "--seed",
+            "3",
+            "--calib-data",
+        ])
+        .arg(&train)
+        .arg(&model)
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.stderr.is_empty(), "--quiet: {}", String::from_utf8_lossy(&o.stderr));
+    let h = history::history(&onnx::load(&out).unwrap()).unwrap();
+    let opts = &h.last().unwrap().options;
+    assert_eq!(opts["calib_data"], serde_json::json!(train.display().to_string()));
+    assert_eq!(opts["calib_samples"], serde_json::json!(16));
+    assert_eq!(opts["seed"], serde_json::json!(3));
+    assert_eq!(opts["strategy"], serde_json::json!("obs"));
+}
+
+/// Progress in a pipe: nothing in the first seconds, then lines of `prune: <stage> (<n> s)` on
+/// stderr (the calibration runs with their batch counts), at least one every 5 s; the report on
+/// stdout as with `--quiet`.
+#[test]
+fn progress_in_a_pipe_is_timed_lines_on_stderr() {
+    let Some((model, train)) = sst2_model_and_train("progress in a pipe") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("p.onnx");
+    let t = std::time::Instant::now();
+    let o = bin()
+        .args(["prune", "--heads", "0.25", "--calib-samples", "32", "--calib-data"])
+        .arg(&train)
+        .arg(&model)
+        .arg(&out)
+        .output()
+        .unwrap();
+    let seconds = t.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("heads"),
+        "the report stays on stdout"
+    );
+    for line in stderr.lines() {
+        assert!(
+            line.starts_with("prune: ") && line.ends_with(" s)"),
+            "a progress line is `prune: <stage> (<n> s)`, got {line:?} in\n{stderr}"
+        );
+    }
+    if seconds < 1.0 {
+        assert!(stderr.is_empty(), "a run under a second prints no progress:\n{stderr}");
+    }
+    if seconds > 10.0 {
+        assert!(
+            stderr.lines().count() as f64 >= (seconds / 5.0).floor() - 1.0,
+            "{seconds:.0} s with only these progress lines:\n{stderr}"
+        );
+        assert!(
+            stderr.contains("calibration run"),
+            "the calibration runs are shown:\n{stderr}"
+        );
+    }
+}
+
+/// Progress on a terminal (a pseudo-terminal from util-linux `script`): a spinner that is
+/// cleared at the end, so the terminal keeps only the report.
+#[test]
+fn progress_on_a_terminal_is_a_spinner_that_clears() {
+    let Some((model, train)) = sst2_model_and_train("progress on a terminal") else {
+        return;
+    };
+    if std::process::Command::new("script").arg("--version").output().is_err() {
+        eprintln!("SKIP: util-linux `script` is not installed (progress on a terminal)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("p.onnx");
+    let exe = assert_cmd::cargo::cargo_bin("onnx-compress");
+    let cmd = format!(
+        "{} prune --heads 0.25 --calib-samples 16 --calib-data {} {} {}",
+        exe.display(),
+        train.display(),
+        model.display(),
+        out.display()
+    );
+    let o = std::process::Command::new("script")
+        .args(["-qfec", &cmd, "/dev/null"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let all = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{all}");
+    assert!(all.contains("heads"), "the report reaches the terminal:\n{all}");
+    // The spinner redraws its line in place (carriage returns / erase-line) and names the pass.
+    assert!(all.contains("prune: "), "the spinner names the pass:\n{all}");
+    assert!(
+        all.contains('\r') || all.contains("\u{1b}["),
+        "the spinner redraws in place:\n{all}"
+    );
 }

@@ -38,6 +38,11 @@ pub trait Calibrator {
     /// Number of real (non-padding) tokens in the calibration data.
     fn tokens(&self) -> usize;
 
+    /// Number of batches one `capture` goes through, when known (for progress).
+    fn batches(&self) -> Option<usize> {
+        None
+    }
+
     /// Seconds spent running models so far.
     fn seconds(&self) -> f64 {
         0.0
