@@ -111,8 +111,8 @@ pub fn inspect_text(s: &ModelSummary) -> String {
             "not embedded (looked up beside the model)"
         }
     );
-    let _ = writeln!(o);
     if s.unmapped.is_none() {
+        let _ = writeln!(o);
         let _ = writeln!(
             o,
             "layer  heads  size  ffn    activation   attn params  ffn params  MACs@{}  shape consts",

@@ -118,3 +118,25 @@ fn inspect_reads_a_synthetic_model() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!out.stdout.is_empty());
 }
+
+/// The text report separates its parts by one blank line, whether or not the model is mapped (a
+/// dynamically quantized model is not: its MatMuls became MatMulInteger).
+#[test]
+fn inspect_text_has_single_blank_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = save_tiny(dir.path(), "tiny.onnx", ExternalData::Never);
+    let q = dir.path().join("tiny.int8.onnx");
+    let out = run_in(dir.path(), &["quantize", "--quiet", "--mode", "dynamic", s(&p), s(&q)]);
+    assert!(out.status.success(), "quantize: {}", text(&out.stderr));
+    for (what, model, mapped) in [("float", &p, true), ("int8", &q, false)] {
+        let out = run_in(dir.path(), &["inspect", s(model)]);
+        assert!(out.status.success(), "inspect {what}: {}", text(&out.stderr));
+        let report = text(&out.stdout);
+        assert!(
+            !report.contains("\n\n\n"),
+            "inspect {what}: two blank lines in\n{report}"
+        );
+        assert_eq!(report.contains("not mapped"), !mapped, "inspect {what}:\n{report}");
+        assert!(report.contains("\nhistory"), "inspect {what}:\n{report}");
+    }
+}
