@@ -495,17 +495,31 @@ fn json_report_history_and_inspect() {
     assert_eq!(hist[0]["params_after"].as_u64(), r["params_after"].as_u64());
     let text = bin().arg("inspect").arg(&out).output().unwrap();
     assert!(String::from_utf8_lossy(&text.stdout).contains("lowrank"));
-    // The text report names each layer, its rank and what happened.
+    // The text report names each layer, its rank and what happened: rank 18 factorizes the FFN
+    // matrices (32×64, break-even 21.3) and keeps the attention outputs (32×32, break-even 16).
     let out2 = dir.path().join("lr2.onnx");
     let t = bin()
-        .args(["lowrank", "--rank", "30", "--apply-to", "ffn_only"])
+        .args(["lowrank", "--rank", "18", "--apply-to", "ffn_plus_attn_output"])
         .arg(&input)
         .arg(&out2)
         .output()
         .unwrap();
     let txt = String::from_utf8_lossy(&t.stdout);
-    assert!(t.status.success());
-    assert!(txt.contains("layer 0 ffn_up") && txt.contains("break-even"), "{txt}");
+    assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stderr));
+    assert!(txt.contains("layer 0 ffn_up") && txt.contains("factorized"), "{txt}");
+    assert!(txt.contains("kept: ") && txt.contains("break-even"), "{txt}");
+    // A rank at or above every selected layer's break-even would change nothing: refused, saying
+    // why, and nothing is written.
+    let out3 = dir.path().join("lr3.onnx");
+    let t = bin()
+        .args(["lowrank", "--rank", "30", "--apply-to", "ffn_only"])
+        .arg(&input)
+        .arg(&out3)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&t.stderr);
+    assert!(!t.status.success() && err.contains("break-even"), "{err}");
+    assert!(!out3.exists());
 }
 
 #[test]
