@@ -28,8 +28,9 @@ data/glue:
 demo: setup
 	@if [ ! -f "$(DEMO_MODEL)" ]; then \
 	  echo "The demo model $(DEMO_MODEL) is not here."; \
-	  echo "Export one with internet access: pip install torch transformers onnx && python scripts/export_hf.py <hf-model-id> models/<name>"; \
-	  echo "then run: make demo DEMO_MODEL=models/<name>/model.onnx"; exit 1; fi
+	  echo "Export a BERT SST-2 classifier with internet access, for example:"; \
+	  echo "  pip install torch transformers onnx && python scripts/export_hf.py textattack/bert-base-uncased-SST-2 models/bert-sst2"; \
+	  echo "then run: make demo DEMO_MODEL=models/bert-sst2/model.onnx"; exit 1; fi
 	$(BIN) inspect $(DEMO_MODEL)
 	$(BIN) eval --task sst2 --model $(DEMO_MODEL)
 	@mkdir -p models/demo
@@ -50,27 +51,28 @@ bench: setup
 
 # Chaining passes as file targets: each model is rebuilt only when its input changed, each step
 # writes its output atomically (an interrupted step leaves no half-written file for make to
-# trust), so `make -j2 chain` is safe. Override CHAIN_SRC/CHAIN_TASK for another model.
-CHAIN_TASK ?= sst2
-CHAIN_SRC ?= $(SHARED)/models/minilm-l6-$(CHAIN_TASK)/model.onnx
-CHAIN_CALIB ?= data/glue/$(CHAIN_TASK)/train.tsv
-CHAIN := models/chain/$(CHAIN_TASK)
+# trust), so `make -j2 chain` is safe. The block between the markers is the README's example,
+# word for word (tests/readme.rs keeps them equal): copy it into your own Makefile as it is.
+ONNX_COMPRESS := $(BIN)
+chain: build
 
-chain: $(CHAIN).eval.json $(CHAIN).pruned.eval.json $(CHAIN).pruned.int8.eval.json
-	@for f in $^; do printf '%-44s accuracy %s\n' "$$f" "$$(grep -m1 -o '"accuracy": [0-9.]*' $$f | cut -d' ' -f2)"; done
-
-$(CHAIN).onnx: $(CHAIN_SRC) | build
+# >>> chain example
+ONNX_COMPRESS ?= onnx-compress
+chain: models/chain/sst2.eval.json models/chain/sst2.pruned.eval.json models/chain/sst2.pruned.int8.eval.json
+models/chain/sst2.onnx: ../shared/models/minilm-l6-sst2/model.onnx
 	@mkdir -p $(@D)
-	$(BIN) convert $< $@
+	$(ONNX_COMPRESS) convert $< $@                 # embeds the tokenizer, starts the history
+models/chain/sst2.pruned.onnx: models/chain/sst2.onnx
+	$(ONNX_COMPRESS) prune --target-macs 0.6 --calib-data data/glue/sst2/train.tsv $< $@
+models/chain/sst2.pruned.int8.onnx: models/chain/sst2.pruned.onnx
+	$(ONNX_COMPRESS) quantize --mode dynamic $< $@
+models/chain/%.eval.json: models/chain/%.onnx
+	$(ONNX_COMPRESS) eval --task sst2 --model $< --json > $@.tmp && mv $@.tmp $@
+# <<< chain example
 
-$(CHAIN).pruned.onnx: $(CHAIN).onnx | build
-	$(BIN) prune --target-macs 0.6 --calib-data $(CHAIN_CALIB) $< $@
-
-$(CHAIN).pruned.int8.onnx: $(CHAIN).pruned.onnx | build
-	$(BIN) quantize --mode dynamic $< $@
-
-models/chain/%.eval.json: models/chain/%.onnx | build
-	$(BIN) eval --task $(CHAIN_TASK) --model $< --json > $@.tmp && mv $@.tmp $@
+# In this Makefile the chain's models wait for the build (order-only: a rebuilt binary does not
+# remake them).
+models/chain/sst2.onnx models/chain/sst2.pruned.onnx models/chain/sst2.pruned.int8.onnx: | build
 
 clean-chain:
 	rm -rf models/chain
