@@ -52,6 +52,7 @@ fn main() {
                     gelu,
                     identity_aliases: aliases,
                     fused_attention: fused,
+                    nan_guard: false,
                     seed: (si * 10 + gi) as u64 + 1,
                 };
                 let name = format!(

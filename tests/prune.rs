@@ -42,7 +42,8 @@ const ALL_STYLES: [ShapeStyle; 4] = [
     ShapeStyle::ConstantPerReshape,
 ];
 
-/// Every layout the pass must handle: each shape style, plus Identity-aliased weights.
+/// Every layout the pass must handle: each shape style, plus Identity-aliased weights and the
+/// NaN guard torch's exporter writes after SDPA's softmax.
 fn layouts() -> Vec<(String, SynthOptions)> {
     let mut v: Vec<(String, SynthOptions)> = ALL_STYLES
         .iter()
@@ -68,6 +69,13 @@ fn layouts() -> Vec<(String, SynthOptions)> {
         SynthOptions {
             shapes: ShapeStyle::SharedInitializer,
             identity_aliases: true,
+            ..Default::default()
+        },
+    ));
+    v.push((
+        "SDPA NaN guard".into(),
+        SynthOptions {
+            nan_guard: true,
             ..Default::default()
         },
     ));

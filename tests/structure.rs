@@ -172,6 +172,39 @@ fn fused_attention_nodes_are_mapped() {
 }
 
 #[test]
+fn sdpa_nan_guard_between_softmax_and_context_is_walked_through() {
+    // torch's exporter guards SDPA's softmax against fully masked rows: Where(IsNaN(p), 0, p).
+    let o = SynthOptions {
+        nan_guard: true,
+        ..opts(ShapeStyle::ConcatInferred)
+    };
+    let m = tiny_bert(&o);
+    assert!(m.graph.as_ref().unwrap().node.iter().any(|n| n.op_type() == "IsNaN"));
+    check_dims(&m, &o);
+    // The same guard written the other way round: Where(Not(IsNaN(p)), p, 0).
+    let mut negated = m.clone();
+    let g = negated.graph.as_mut().unwrap();
+    let wheres: Vec<usize> = (0..g.node.len()).filter(|&i| g.node[i].op_type() == "Where").collect();
+    assert_eq!(wheres.len(), o.layers);
+    for (k, &w) in wheres.iter().enumerate().rev() {
+        let not_out = format!("guard_not_{k}");
+        let nan = g.node[w].input[0].clone();
+        g.node
+            .insert(w, build::node("Not", &format!("guard/Not_{k}"), &[&nan], &[&not_out]));
+        let n = &mut g.node[w + 1];
+        n.input = vec![not_out, n.input[2].clone(), n.input[1].clone()];
+    }
+    check_dims(&negated, &o);
+    // A Where whose replacement is not a one-element constant is not a guard: refused, located.
+    let mut bad = m.clone();
+    let g = bad.graph.as_mut().unwrap();
+    let w = g.node.iter().position(|n| n.op_type() == "Where").unwrap();
+    g.node[w].input[1] = "attention_mask".into();
+    let err = discover(&bad).unwrap_err().to_string();
+    assert!(err.contains("context MatMul") && err.contains("IsNaN"), "{err}");
+}
+
+#[test]
 fn macs_follow_the_formula() {
     let o = opts(ShapeStyle::ConcatInferred);
     let t = discover(&tiny_bert(&o)).unwrap();

@@ -47,6 +47,9 @@ pub struct SynthOptions {
     pub identity_aliases: bool,
     /// One com.microsoft `Attention` node per layer instead of the unfused pattern.
     pub fused_attention: bool,
+    /// The guard torch's exporter writes after SDPA's softmax for fully masked rows:
+    /// `Where(IsNaN(p), 0, p)` between the Softmax and the context MatMul.
+    pub nan_guard: bool,
     pub seed: u64,
 }
 
@@ -64,6 +67,7 @@ impl Default for SynthOptions {
             gelu: GeluStyle::Erf,
             identity_aliases: false,
             fused_attention: false,
+            nan_guard: false,
             seed: 1,
         }
     }
@@ -316,6 +320,13 @@ pub fn tiny_bert(o: &SynthOptions) -> ModelProto {
                 &format!("{p}/Softmax"),
                 vec![attr_int("axis", -1)],
             );
+            let probs = if o.nan_guard {
+                let nan = g.push("IsNaN", &[&probs], &format!("{p}/guard/IsNaN"));
+                let zero = g.const_f32(0.0);
+                g.push("Where", &[&nan, &zero, &probs], &format!("{p}/guard/Where"))
+            } else {
+                probs
+            };
             let ctx = g.push("MatMul", &[&probs, &vh], &format!("{p}/context"));
             let ctx_t = g.push_attrs(
                 "Transpose",

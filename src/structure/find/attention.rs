@@ -89,15 +89,16 @@ pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, Str
     let sn = ix.node(scores);
     let (q, q_reshapes, q_scale) = projection_behind(ix, &sn.input[0], "query")?;
     let (k, k_reshapes, k_scale) = projection_behind(ix, &sn.input[1], "key")?;
-    scale = scale.or(q_scale).or(k_scale);
+    // The scale on Q·Kᵀ is the product of those found: SDPA's export scales Q and Kᵀ by √s each.
+    let scale = [scale, q_scale, k_scale].into_iter().flatten().reduce(|a, b| a * b);
     let sm_out = sm_node
         .output
         .first()
         .ok_or_else(|| fail("Softmax output", ix.node_label(sm)))?;
-    let is_ctx = |i: usize| ix.node(i).op_type() == "MatMul";
-    let (ctx, _) = find_forward(ix, sm_out, &is_ctx, PASS_THROUGH, 3).ok_or_else(|| {
+    let ctx = context_after(ix, sm_out, 4).ok_or_else(|| {
         fail(
-            "the context MatMul(probabilities, V) after the Softmax",
+            "the context MatMul(probabilities, V) after the Softmax (through Identity, Cast, Dropout \
+             or a NaN guard Where(IsNaN(p), 0, p))",
             format!("after {}", ix.node_label(sm)),
         )
     })?;
@@ -188,6 +189,62 @@ pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, Str
         },
         input,
     ))
+}
+
+/// The context MatMul reading the attention probabilities `value`: directly, through
+/// [`PASS_THROUGH`] ops, or through the guard torch's exporter writes after SDPA's softmax for
+/// fully masked rows, `Where(IsNaN(p), 0, p)` (either order of the two branches; the other
+/// branch a constant of one element, so it carries no head count).
+fn context_after(ix: &GraphIndex, value: &str, depth: usize) -> Option<usize> {
+    for &c in ix.consumers(value) {
+        if ix.node(c).op_type() == "MatMul" {
+            return Some(c);
+        }
+    }
+    if depth == 0 {
+        return None;
+    }
+    for &c in ix.consumers(value) {
+        let n = ix.node(c);
+        let passes = PASS_THROUGH.contains(&n.op_type()) && n.input.first().map(|s| s.as_str()) == Some(value);
+        if !passes && !nan_guard(ix, c, value) {
+            continue;
+        }
+        if let Some(found) = n.output.first().and_then(|out| context_after(ix, out, depth - 1)) {
+            return Some(found);
+        }
+    }
+    None
+}
+
+/// Whether node `i` is `Where(IsNaN(value), c, value)` or `Where(Not(IsNaN(value)), value, c)`
+/// with `c` a one-element constant.
+fn nan_guard(ix: &GraphIndex, i: usize, value: &str) -> bool {
+    let n = ix.node(i);
+    if n.op_type() != "Where" || n.input.len() != 3 {
+        return false;
+    }
+    let is_op_of = |v: &str, op: &str| {
+        ix.producer(v)
+            .map(|p| ix.node(p))
+            .filter(|p| p.op_type() == op)
+            .and_then(|p| p.input.first())
+            .map(|s| ix.resolve(s).to_string())
+    };
+    let value = ix.resolve(value);
+    let cond = n.input[0].as_str();
+    let nan_of_value = |v: &str| is_op_of(v, "IsNaN").as_deref() == Some(value);
+    let (kept, other) = if nan_of_value(cond) {
+        (&n.input[2], &n.input[1])
+    } else if is_op_of(cond, "Not").is_some_and(|x| nan_of_value(&x)) {
+        (&n.input[1], &n.input[2])
+    } else {
+        return false;
+    };
+    ix.resolve(kept) == value
+        && ix
+            .constant(other)
+            .is_some_and(|c| c.tensor().dims.iter().product::<i64>() == 1)
 }
 
 pub(super) fn fused_attention(ix: &GraphIndex, node: usize) -> R<(Attention, String)> {
