@@ -2,8 +2,10 @@
 configs/sst2 and configs/mrpc and every pass command of README.md and the Makefile chain with one
 binary and writes a manifest of digests of what each wrote; `compare` sets two manifests side by
 side, part by part (graph, initializers, opset/IR header, metadata with the tool version left out,
-file bytes), and exits 1 if any graph, initializers, header or metadata differ, or an output (or
-a failure) is on one side only.
+file bytes), and exits 1 if any graph, initializers or header differ, or an output (or a failure)
+is on one side only. Metadata is compared key by key, in any order; where the history differs,
+each entry's changed fields are listed so that every difference can be checked against an
+intended change of what the history records.
 
     python3 bench/same_outputs.py record --bin /work/baseline-bin/onnx-compress --out /work/outputs-baseline
     python3 bench/same_outputs.py record --bin target/release/onnx-compress --out /work/outputs-new
@@ -215,7 +217,43 @@ def cell(ea, eb, part):
         return f"failed rc={ea['rc']}" if ea["rc"] == eb["rc"] else f"DIFFERENT (rc {ea['rc']} / {eb['rc']})"
     if part == "file" and ea.get("data_file") != eb.get("data_file"):
         return "DIFFERENT (.data)"
+    if part == "metadata":
+        if ea.get("metadata_keys") != eb.get("metadata_keys"):
+            return "DIFFERENT"
+        return "same" if ea.get("metadata") == eb.get("metadata") else "same (keys in another order)"
     return "same" if ea.get(part) == eb.get(part) else "DIFFERENT"
+
+
+def flat(value, prefix=""):
+    """A JSON value as {dotted.path: leaf}."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            out.update(flat(v, f"{prefix}.{k}" if prefix else k))
+        return out
+    return {prefix: value}
+
+
+def history_changes(ha, hb):
+    """Per history entry: the fields added, removed and changed from A to B."""
+    lines = []
+    if len(ha) != len(hb):
+        lines.append(f"{len(ha)} history entries vs {len(hb)}")
+    for i, (a, b) in enumerate(zip(ha, hb)):
+        fa, fb = flat(a), flat(b)
+        added = sorted(k for k in fb if k not in fa)
+        removed = sorted(k for k in fa if k not in fb)
+        changed = sorted(k for k in fa if k in fb and fa[k] != fb[k])
+        parts = []
+        if added:
+            parts.append("added " + ", ".join(added))
+        if removed:
+            parts.append("removed " + ", ".join(removed))
+        if changed:
+            parts.append("changed " + ", ".join(f"{k} ({fa[k]!r} -> {fb[k]!r})" for k in changed))
+        if parts:
+            lines.append(f"entry {i} ({b.get('pass', a.get('pass'))}): " + "; ".join(parts))
+    return lines
 
 
 def compare(a):
@@ -229,19 +267,21 @@ def compare(a):
         ea, eb = oa.get(name), ob.get(name)
         cells = [cell(ea, eb, part) for part, _ in PARTS]
         print(f"| {name} | " + " | ".join(cells) + " |")
-        if any(c == "missing" or c.startswith("DIFFERENT") for c in cells[:-1]):
+        if any(c == "missing" or c.startswith("DIFFERENT") for c in cells[:3]):
             bad.append(name)
         if ea and eb and ea.get("metadata_keys") != eb.get("metadata_keys"):
             ka, kb = ea.get("metadata_keys", {}), eb.get("metadata_keys", {})
             keys = [k for k in sorted(set(ka) | set(kb)) if ka.get(k) != kb.get(k)]
             notes.append(f"- {name}: metadata keys that differ: {', '.join(keys)}")
+            if HISTORY_KEY in keys:
+                notes += [f"  - {line}" for line in history_changes(ea.get("history", []), eb.get("history", []))]
         if ea and eb and ea.get("counts") != eb.get("counts"):
             notes.append(f"- {name}: nodes/initializers {ea.get('counts')} vs {eb.get('counts')}")
     if notes:
         print("\n" + "\n".join(notes))
     print(f"\n{len(set(oa) | set(ob))} outputs; " +
-          (f"{len(bad)} differ or are missing: {', '.join(bad)}" if bad else "all graphs, initializers, "
-           "headers and metadata the same"))
+          (f"{len(bad)} differ or are missing: {', '.join(bad)}" if bad else "all graphs, initializers "
+           "and headers the same (metadata differences, if any, are listed above)"))
     return 1 if bad else 0
 
 
