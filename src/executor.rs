@@ -358,8 +358,7 @@ pub fn check(model: &ModelProto) -> Result<()> {
 /// folded.
 pub fn render_error(e: &anyhow::Error, name: &dyn Fn(Option<&str>, &str) -> String) -> String {
     let mut parts: Vec<String> = vec![];
-    let mut chain = e.chain();
-    while let Some(cause) = chain.next() {
+    for cause in e.chain() {
         if let Some(s) = cause.downcast_ref::<StepError>() {
             let label = s.label.as_str();
             if let crate::passes::PassError::Options(o) = &s.source {

@@ -470,7 +470,8 @@ mod tests {
     #[test]
     fn applying_is_all_or_nothing() {
         // Every kind of bad edit, each recorded after good ones: the graph never changes.
-        let cases: Vec<Box<dyn Fn(&mut Patch, &GraphProto)>> = vec![
+        type Edit = Box<dyn Fn(&mut Patch, &GraphProto)>;
+        let cases: Vec<Edit> = vec![
             Box::new(|p, _| p.rewire(7, 0, "a")),
             Box::new(|p, _| p.rewire(1, 5, "a")),
             Box::new(|p, _| p.insert_before(9, node("Neg", "n", &["a"], &["b"]))),
