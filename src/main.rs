@@ -79,9 +79,15 @@ fn pass_command(ort_lib: Option<&Path>, quiet: bool, io: &PassIo, plan: Plan) ->
         external_data: ExternalData::Auto,
     };
     let name = plan.steps.first().map_or("onnx-compress", |s| s.pass.name());
-    let mut stages = cli::progress::Stages::new(name, quiet);
+    let mut stages = cli::progress::Progress::spinner(name, quiet);
+    // A one-step plan's stage lines need not name the step again after the command.
+    let step_prefix = format!("{name}: ");
     let done = executor::execute(&io.input, &plan, io.tokenizer.as_deref(), Some(&output), &|s| {
-        stages.stage(s)
+        if s == name {
+            stages.stage("running the pass")
+        } else {
+            stages.stage(s.strip_prefix(&step_prefix).unwrap_or(s))
+        }
     });
     stages.finish();
     let done = done?;
@@ -166,14 +172,10 @@ fn cmd_eval(ort_lib: Option<&Path>, quiet: bool, a: EvalArgs) -> Result<()> {
             ..Default::default()
         },
     };
-    let bar = eval_bar(quiet);
-    bar.set_prefix(format!("eval {task}"));
-    let progress = |done: usize, total: usize| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    };
+    let mut bar = cli::progress::Progress::bar(&format!("eval {task}"), quiet);
+    let progress = |done: usize, total: usize| bar.count(done, total);
     let r = eval::evaluate(&a.model, &opts, &progress);
-    bar.finish_and_clear();
+    bar.finish();
     let r = r?;
     if a.json {
         print_json(&r)
@@ -182,36 +184,15 @@ fn cmd_eval(ort_lib: Option<&Path>, quiet: bool, a: EvalArgs) -> Result<()> {
     }
 }
 
-/// An evaluation progress bar on stderr (hidden with --quiet); its prefix and message say what
-/// runs.
-fn eval_bar(quiet: bool) -> indicatif::ProgressBar {
-    if quiet {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{prefix} {msg} [{bar:30}] {pos}/{len} batches {elapsed}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar
-}
-
 fn cmd_run(ort_lib: Option<&Path>, quiet: bool, a: RunArgs) -> Result<()> {
     let r = recipe::load(&a.config)?;
     if a.limit == Some(0) {
         bail!("--limit must be at least 1");
     }
     runtime::init(ort_lib)?;
-    let bar = eval_bar(quiet);
-    bar.set_prefix(format!("run {}", r.name()));
-    let stage = |s: &str| {
-        bar.set_message(s.to_string());
-        bar.tick();
-    };
-    let progress = |done: usize, total: usize| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    };
+    let mut bar = cli::progress::Progress::bar(&format!("run {}", r.name()), quiet);
+    let stage = |s: &str| bar.stage(s);
+    let progress = |done: usize, total: usize| bar.count(done, total);
     let opts = pipeline::RunOptions {
         out: a.out,
         limit: a.limit,
@@ -220,7 +201,7 @@ fn cmd_run(ort_lib: Option<&Path>, quiet: bool, a: RunArgs) -> Result<()> {
         measure: a.measure,
     };
     let rep = pipeline::run(&r, &opts, &stage, &progress);
-    bar.finish_and_clear();
+    bar.finish();
     let rep = rep?;
     if a.json {
         print_json(&rep)
@@ -262,18 +243,13 @@ fn cmd_bench(ort_lib: Option<&Path>, quiet: bool, a: BenchArgs) -> Result<()> {
     }
     let out = a.out.unwrap_or_else(|| Path::new("bench/out").join(task.name()));
     runtime::init(ort_lib)?;
-    let bar = eval_bar(quiet);
+    let mut bar = cli::progress::Progress::bar("bench", quiet);
     let n = recipes.len();
     let stage = |i: usize, name: &str, s: &str| {
-        bar.set_prefix(format!("[{}/{n}] {name}", i + 1));
-        bar.set_message(s.to_string());
-        bar.set_position(0);
-        bar.tick();
+        bar.prefix(&format!("bench [{}/{n}] {name}", i + 1));
+        bar.stage(s);
     };
-    let progress = |done: usize, total: usize| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    };
+    let progress = |done: usize, total: usize| bar.count(done, total);
     let opts = pipeline::RunOptions {
         out: None,
         limit: a.limit,
@@ -282,7 +258,7 @@ fn cmd_bench(ort_lib: Option<&Path>, quiet: bool, a: BenchArgs) -> Result<()> {
         measure: a.measure,
     };
     let rep = bench::bench(&recipes, task, &opts, &stage, &progress);
-    bar.finish_and_clear();
+    bar.finish();
     let rep = rep?;
     let files = bench::write(&rep, &out)?;
     if a.json {

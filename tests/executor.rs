@@ -414,3 +414,37 @@ fn progress_on_a_terminal_is_a_spinner_that_clears() {
         "the spinner redraws in place:\n{all}"
     );
 }
+
+/// `eval` in a pipe: the same rules, counted in batches (`eval sst2: 12/28 batches (4 s)`), and
+/// the report on stdout.
+#[test]
+fn eval_progress_in_a_pipe_counts_batches() {
+    let Some((model, _)) = sst2_model_and_train("eval progress in a pipe") else {
+        return;
+    };
+    let t = std::time::Instant::now();
+    let o = bin()
+        .args(["eval", "--task", "sst2", "--model"])
+        .arg(&model)
+        .output()
+        .unwrap();
+    let seconds = t.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("accuracy 0.9094"),
+        "the report stays on stdout"
+    );
+    for line in stderr.lines() {
+        assert!(
+            line.starts_with("eval sst2: ") && line.contains(" batches (") && line.ends_with(" s)"),
+            "a progress line is `eval sst2: <done>/<total> batches (<n> s)`, got {line:?} in\n{stderr}"
+        );
+    }
+    if seconds < 1.0 {
+        assert!(stderr.is_empty(), "a run under a second prints no progress:\n{stderr}");
+    }
+    if seconds > 10.0 {
+        assert!(!stderr.is_empty(), "{seconds:.0} s without a progress line");
+    }
+}
