@@ -54,6 +54,9 @@ pub fn parameter_counts(model: &ModelProto, t: &Transformer) -> ParameterCounts 
         .initializer
         .iter()
         .filter(|i| matches!(i.data_type(), 1 | 10 | 11 | 16))
+        // A scalar (rank 0) is an op's constant — a scale, a mask's fill value, GELU's √2, as
+        // torch's dynamo exporter stores them — never a weight.
+        .filter(|i| !i.dims.is_empty())
         .filter_map(|i| tensor::numel(i).ok())
         .sum();
     let e = &t.embeddings;
