@@ -65,7 +65,8 @@ pub fn parameter_counts(model: &ModelProto, t: &Transformer) -> ParameterCounts 
         .filter_map(|t| t.as_ref())
         .map(|t| t.rows * t.dim)
         .sum::<usize>()
-        + e.norm.as_ref().map_or(0, |n| norm_params(&ix, n));
+        + e.norm.as_ref().map_or(0, |n| norm_params(&ix, n))
+        + e.project.as_ref().map_or(0, |p| p.params());
     let attention: Vec<usize> = t
         .layers
         .iter()
