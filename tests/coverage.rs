@@ -14,6 +14,12 @@
 //! the head split's shape is a Concat of `Shape(x, start, end)` slices and constants. Config:
 //! hidden 64, 2 layers × 4 heads × 16, FFN 128, vocabulary 100, 2 labels, random weights,
 //! biases and LayerNorm parameters.
+//!
+//! `electra-project`: ELECTRA, whose embeddings (width 16) are projected to the hidden size
+//! (32) by a Linear, `embeddings_project`, between the embeddings' LayerNorm and the first
+//! layer; SDPA's attention through the classic exporter. Config: embedding size 16, hidden 32,
+//! 2 layers × 4 heads × 8, FFN 64, vocabulary 100, 2 labels, random weights, biases and
+//! LayerNorm parameters.
 
 use std::path::{Path, PathBuf};
 
@@ -39,6 +45,8 @@ fn fixture(name: &str) -> PathBuf {
 const SDPA: &str = "bert-sdpa";
 /// The dynamo exporter's SDPA fixture.
 const DYNAMO: &str = "bert-sdpa-dynamo";
+/// ELECTRA with its embeddings projection.
+const ELECTRA: &str = "electra-project";
 
 fn model_path(name: &str) -> PathBuf {
     fixture(name).join("model.onnx")
@@ -174,6 +182,25 @@ fn runs_as_torch_computed_it(name: &str) {
 }
 
 #[test]
+fn electra_export_maps_with_the_projection_in_the_embeddings() {
+    let t = maps_as_configured(ELECTRA, 8);
+    let p = t.embeddings.project.as_ref().expect("the projection is found");
+    assert_eq!((p.in_features, p.out_features), (16, 32));
+    assert_eq!(p.bias.as_deref(), Some("electra.embeddings_project.bias"));
+    assert_eq!(t.embeddings.word.as_ref().map(|w| w.dim), Some(16));
+    assert_eq!(t.layers[0].input, p.output, "the first layer reads the projection");
+    let json = inspect(&model_path(ELECTRA));
+    assert_eq!(json["embedding_size"], 16);
+    assert_eq!(json["structure"]["embeddings"]["project"]["out_features"], 32);
+    let out = bin().arg("inspect").arg(model_path(ELECTRA)).output().unwrap();
+    let text = common::text(&out.stdout);
+    assert!(
+        text.contains("2 layers × 4 heads × 8, hidden 32 (embeddings 16, projected), FFN 64"),
+        "{text}"
+    );
+}
+
+#[test]
 fn sdpa_export_runs_as_torch_computed_it() {
     if require_ort("bert-sdpa in ONNX Runtime") {
         runs_as_torch_computed_it(SDPA);
@@ -213,6 +240,13 @@ fn prunes_heads_and_ffn(name: &str, ffn: u64) {
 }
 
 #[test]
+fn electra_export_runs_as_torch_computed_it() {
+    if require_ort("electra-project in ONNX Runtime") {
+        runs_as_torch_computed_it(ELECTRA);
+    }
+}
+
+#[test]
 fn pruning_heads_and_ffn_of_the_sdpa_export() {
     if have_ort("prune on bert-sdpa") && require_ort("prune on bert-sdpa") {
         prunes_heads_and_ffn(SDPA, 64);
@@ -224,6 +258,39 @@ fn pruning_heads_and_ffn_of_the_dynamo_sdpa_export() {
     if have_ort("prune on bert-sdpa-dynamo") && require_ort("prune on bert-sdpa-dynamo") {
         prunes_heads_and_ffn(DYNAMO, 128);
     }
+}
+
+#[test]
+fn pruning_heads_and_ffn_of_the_electra_export() {
+    if have_ort("prune on electra-project") && require_ort("prune on electra-project") {
+        prunes_heads_and_ffn(ELECTRA, 64);
+    }
+}
+
+#[test]
+fn pruning_keeps_the_electra_projection() {
+    let m = load(ELECTRA);
+    let t = discover(&m).unwrap();
+    let pass = Pass::Prune(PruneOptions {
+        heads: 0.5,
+        ffn: 0.5,
+        ..Default::default()
+    });
+    let out = pass.apply(&m, None).expect("prune").model;
+    let t2 = discover(&out).expect("the pruned model maps");
+    let (before, after) = (t.embeddings.project.unwrap(), t2.embeddings.project.unwrap());
+    assert_eq!((after.in_features, after.out_features), (16, 32));
+    let init = |m: &ModelProto, name: &str| {
+        let g = m.graph.as_ref().unwrap();
+        g.initializer.iter().find(|i| i.name() == name).cloned()
+    };
+    for (b, a) in [
+        (&before.weight, &after.weight),
+        (before.bias.as_ref().unwrap(), after.bias.as_ref().unwrap()),
+    ] {
+        assert_eq!(init(&m, b), init(&out, a), "{b} is unchanged");
+    }
+    assert_eq!(t2.layers[0].input, after.output);
 }
 
 /// The fixture with the attention-output rows of the heads not in `keep[layer]` zeroed: each
@@ -313,6 +380,13 @@ fn pruning_nothing_keeps_the_logits(name: &str) {
 }
 
 #[test]
+fn removing_heads_of_the_electra_export_equals_zeroing_them() {
+    if require_ort("head pruning vs zeroing on electra-project") {
+        removing_heads_equals_zeroing_them(ELECTRA);
+    }
+}
+
+#[test]
 fn pruning_nothing_keeps_the_sdpa_logits() {
     if require_ort("prune 0 on bert-sdpa") {
         pruning_nothing_keeps_the_logits(SDPA);
@@ -323,6 +397,13 @@ fn pruning_nothing_keeps_the_sdpa_logits() {
 fn pruning_nothing_keeps_the_dynamo_sdpa_logits() {
     if require_ort("prune 0 on bert-sdpa-dynamo") {
         pruning_nothing_keeps_the_logits(DYNAMO);
+    }
+}
+
+#[test]
+fn pruning_nothing_keeps_the_electra_logits() {
+    if require_ort("prune 0 on electra-project") {
+        pruning_nothing_keeps_the_logits(ELECTRA);
     }
 }
 
@@ -356,6 +437,13 @@ fn calibrated_pruning_of_the_sdpa_export() {
 fn calibrated_pruning_of_the_dynamo_sdpa_export() {
     if require_ort("calibrated prune on bert-sdpa-dynamo") {
         prunes_calibrated(DYNAMO, 128);
+    }
+}
+
+#[test]
+fn calibrated_pruning_of_the_electra_export() {
+    if require_ort("calibrated prune on electra-project") {
+        prunes_calibrated(ELECTRA, 64);
     }
 }
 
@@ -424,6 +512,20 @@ fn lowrank_and_quantize_the_dynamo_sdpa_export() {
     // 0.102 (ONNX Runtime's own quantize_dynamic, per channel: 0.12; hidden 64 at 10× BERT's
     // initializer range quantizes worse than bert-sdpa's 32). A broken graph is off by ~1.
     for (mode, rel, _) in lowrank_and_quantize(DYNAMO, 128) {
+        let bar = if mode == "fp16" { 0.005 } else { 0.4 };
+        assert!(rel < bar, "{mode}: relative logit error {rel} (bar {bar})");
+    }
+}
+
+#[test]
+fn lowrank_and_quantize_the_electra_export() {
+    if !have_ort("lowrank and quantize on electra-project") || !require_ort("lowrank and quantize on electra-project") {
+        return;
+    }
+    // Bars: about twice what an AVX2-only CPU measured: dynamic 0.226, fp16 0.0012, static
+    // 0.191 (ONNX Runtime's own quantize_dynamic, per channel: 0.20; these random weights and
+    // biases quantize worse than bert-sdpa's). A broken graph is off by ~1.
+    for (mode, _, rel) in lowrank_and_quantize(ELECTRA, 64) {
         let bar = if mode == "fp16" { 0.005 } else { 0.4 };
         assert!(rel < bar, "{mode}: relative logit error {rel} (bar {bar})");
     }
