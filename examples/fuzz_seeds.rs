@@ -53,6 +53,7 @@ fn main() {
                     identity_aliases: aliases,
                     fused_attention: fused,
                     nan_guard: false,
+                    embedding_size: None,
                     seed: (si * 10 + gi) as u64 + 1,
                 };
                 let name = format!(

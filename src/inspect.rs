@@ -42,6 +42,10 @@ pub struct ModelSummary {
     pub inputs: Vec<IoInfo>,
     pub outputs: Vec<IoInfo>,
     pub hidden: usize,
+    /// The embeddings' width when a projection (ELECTRA's `embeddings_project`) maps it to
+    /// `hidden` before the first layer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding_size: Option<usize>,
     pub num_layers: usize,
     pub num_labels: Option<usize>,
     pub layers: Vec<LayerSummary>,
@@ -152,6 +156,10 @@ pub fn summarize(model: &ModelProto, path: &Path, seq_len: usize) -> Result<Mode
             .map(|g| g.output.iter().map(io_info).collect())
             .unwrap_or_default(),
         hidden: t.as_ref().map_or(0, |t| t.hidden),
+        embedding_size: t
+            .as_ref()
+            .and_then(|t| t.embeddings.project.as_ref())
+            .map(|p| p.in_features),
         num_layers: t.as_ref().map_or(0, |t| t.layers.len()),
         num_labels: t.as_ref().and_then(|t| t.num_labels()),
         layers,

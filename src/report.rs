@@ -68,7 +68,7 @@ pub fn inspect_text(s: &ModelSummary) -> String {
         let head_size = s.layers.first().map_or(0, |l| l.head_size);
         let _ = writeln!(
             o,
-            "transformer  {} layers × {} heads × {head_size}, hidden {}, FFN {}{}",
+            "transformer  {} layers × {} heads × {head_size}, hidden {}{}, FFN {}{}",
             s.num_layers,
             if uniform(&heads) {
                 heads.first().map_or("0".into(), |h| h.to_string())
@@ -76,6 +76,9 @@ pub fn inspect_text(s: &ModelSummary) -> String {
                 format!("{heads:?}")
             },
             s.hidden,
+            s.embedding_size
+                .map(|e| format!(" (embeddings {e}, projected)"))
+                .unwrap_or_default(),
             if uniform(&widths) {
                 widths.first().map_or("0".into(), |h| h.to_string())
             } else {

@@ -79,6 +79,21 @@ fn layouts() -> Vec<(String, SynthOptions)> {
             ..Default::default()
         },
     ));
+    v.push((
+        "dynamo Shape slices + NaN guard".into(),
+        SynthOptions {
+            shapes: ShapeStyle::ShapeSlices,
+            nan_guard: true,
+            ..Default::default()
+        },
+    ));
+    v.push((
+        "embeddings projection".into(),
+        SynthOptions {
+            embedding_size: Some(16),
+            ..Default::default()
+        },
+    ));
     v
 }
 

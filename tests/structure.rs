@@ -64,6 +64,62 @@ fn torch_classic_layout_with_inferred_head_count() {
 }
 
 #[test]
+fn dynamo_shape_slices_carry_the_head_size() {
+    // torch's dynamo exporter: Concat(Shape(x, 0, 1), Shape(x, 1, 2), [-1], [head_size]).
+    let o = opts(ShapeStyle::ShapeSlices);
+    let m = tiny_bert(&o);
+    check_dims(&m, &o);
+    for l in &discover(&m).unwrap().layers {
+        let a = l.attention.as_ref().unwrap();
+        assert_eq!(a.shape_consts.len(), 3, "{:?}", a.shape_consts);
+        assert!(a
+            .shape_consts
+            .iter()
+            .all(|c| c.role == ShapeRole::HeadSize && c.value == 8));
+        assert_eq!(a.inferred_reshapes, 4);
+    }
+    // The head size comes from those constants, not the scale: a scale of 1/√2, which read
+    // alone would mean heads of 2, changes nothing.
+    let mut rescaled = m.clone();
+    let g = rescaled.graph.as_mut().unwrap();
+    let scale_inputs: Vec<String> = g
+        .node
+        .iter()
+        .filter(|n| n.op_type() == "Mul" && n.name().contains("/scale_"))
+        .map(|n| n.input[1].clone())
+        .collect();
+    assert_eq!(scale_inputs.len(), o.layers);
+    for c in g.node.iter_mut().filter(|n| scale_inputs.contains(&n.output[0])) {
+        c.attribute[0].t = Some(onnx::tensor::from_f32("", &[], &[1.0 / 2f32.sqrt()]));
+    }
+    check_dims(&rescaled, &o);
+}
+
+#[test]
+fn embeddings_projected_to_the_hidden_size_are_part_of_the_embeddings() {
+    // ELECTRA: embeddings of width 16, LayerNorm, then a Linear to the hidden size (32).
+    let o = SynthOptions {
+        embedding_size: Some(16),
+        ..opts(ShapeStyle::ConcatInferred)
+    };
+    let m = tiny_bert(&o);
+    check_dims(&m, &o);
+    let t = discover(&m).unwrap();
+    let p = t.embeddings.project.as_ref().expect("the projection is found");
+    assert_eq!((p.in_features, p.out_features), (16, 32));
+    assert_eq!(p.weight, "embeddings_project.weight");
+    assert_eq!(p.bias.as_deref(), Some("embeddings_project.bias"));
+    assert_eq!(t.embeddings.word.as_ref().map(|w| w.dim), Some(16));
+    assert_eq!(t.layers[0].input, p.output);
+    // Without the projection there is none.
+    assert!(discover(&tiny_bert(&opts(ShapeStyle::ConcatInferred)))
+        .unwrap()
+        .embeddings
+        .project
+        .is_none());
+}
+
+#[test]
 fn explicit_concat_constants_are_all_found() {
     let o = opts(ShapeStyle::ConcatExplicit);
     let m = tiny_bert(&o);

@@ -204,6 +204,9 @@ pub struct Embeddings {
     pub position: Option<EmbeddingTable>,
     pub token_type: Option<EmbeddingTable>,
     pub norm: Option<Norm>,
+    /// A Linear from the embeddings' LayerNorm to the first layer that maps the embedding width
+    /// to the hidden size (ELECTRA's `embeddings_project`): part of the embeddings, never pruned.
+    pub project: Option<Linear>,
 }
 
 /// The classification head: optional pooler (dense + activation), then the classifier.

@@ -54,6 +54,9 @@ pub fn parameter_counts(model: &ModelProto, t: &Transformer) -> ParameterCounts 
         .initializer
         .iter()
         .filter(|i| matches!(i.data_type(), 1 | 10 | 11 | 16))
+        // A scalar (rank 0) is an op's constant — a scale, a mask's fill value, GELU's √2, as
+        // torch's dynamo exporter stores them — never a weight.
+        .filter(|i| !i.dims.is_empty())
         .filter_map(|i| tensor::numel(i).ok())
         .sum();
     let e = &t.embeddings;
@@ -62,7 +65,8 @@ pub fn parameter_counts(model: &ModelProto, t: &Transformer) -> ParameterCounts 
         .filter_map(|t| t.as_ref())
         .map(|t| t.rows * t.dim)
         .sum::<usize>()
-        + e.norm.as_ref().map_or(0, |n| norm_params(&ix, n));
+        + e.norm.as_ref().map_or(0, |n| norm_params(&ix, n))
+        + e.project.as_ref().map_or(0, |p| p.params());
     let attention: Vec<usize> = t
         .layers
         .iter()

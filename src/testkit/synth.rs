@@ -20,6 +20,9 @@ pub enum ShapeStyle {
     SharedInitializer,
     /// A `Constant` node `[0, 0, heads, head_size]` per Reshape.
     ConstantPerReshape,
+    /// torch's dynamo exporter: batch and sequence as `Shape(x, 0, 1)` and `Shape(x, 1, 2)`,
+    /// Concat with constants `[-1]` and `[head_size]` (split) and `[-1]` (merge).
+    ShapeSlices,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +53,9 @@ pub struct SynthOptions {
     /// The guard torch's exporter writes after SDPA's softmax for fully masked rows:
     /// `Where(IsNaN(p), 0, p)` between the Softmax and the context MatMul.
     pub nan_guard: bool,
+    /// Embeddings of this width, projected to the hidden size by a Linear after their
+    /// LayerNorm (ELECTRA's `embeddings_project`); `None`: embeddings of the hidden size.
+    pub embedding_size: Option<usize>,
     pub seed: u64,
 }
 
@@ -68,6 +74,7 @@ impl Default for SynthOptions {
             identity_aliases: false,
             fused_attention: false,
             nan_guard: false,
+            embedding_size: None,
             seed: 1,
         }
     }
@@ -179,9 +186,10 @@ pub fn tiny_bert(o: &SynthOptions) -> ModelProto {
         n: 0,
     };
     // Embeddings.
-    let word = g.weight("embeddings.word_embeddings.weight", &[o.vocab, hidden], 0.5);
-    let pos = g.weight("embeddings.position_embeddings.weight", &[o.max_positions, hidden], 0.5);
-    let tt = g.weight("embeddings.token_type_embeddings.weight", &[2, hidden], 0.5);
+    let emb = o.embedding_size.unwrap_or(hidden);
+    let word = g.weight("embeddings.word_embeddings.weight", &[o.vocab, emb], 0.5);
+    let pos = g.weight("embeddings.position_embeddings.weight", &[o.max_positions, emb], 0.5);
+    let tt = g.weight("embeddings.token_type_embeddings.weight", &[2, emb], 0.5);
     let we = g.push("Gather", &[&word, "input_ids"], "emb/word");
     let te = g.push("Gather", &[&tt, "token_type_ids"], "emb/type");
     let shape_ids = g.push("Shape", &["input_ids"], "emb/Shape");
@@ -193,7 +201,10 @@ pub fn tiny_bert(o: &SynthOptions) -> ModelProto {
     let pe = g.push("Gather", &[&pos, &range], "emb/pos");
     let a1 = g.push("Add", &[&we, &te], "emb/Add");
     let a2 = g.push("Add", &[&a1, &pe], "emb/Add");
-    let mut x = g.layer_norm(&a2, "embeddings.LayerNorm", hidden);
+    let mut x = g.layer_norm(&a2, "embeddings.LayerNorm", emb);
+    if o.embedding_size.is_some() {
+        x = g.linear(&x, "embeddings_project", emb, hidden);
+    }
 
     // Additive mask [B, 1, 1, S].
     let mf = g.push_attrs(
@@ -246,7 +257,17 @@ pub fn tiny_bert(o: &SynthOptions) -> ModelProto {
             out
         } else {
             // Batch and sequence sizes for Concat-built shapes.
-            let (bdim, sdim) = {
+            let (bdim, sdim) = if o.shapes == ShapeStyle::ShapeSlices {
+                let dim = |g: &mut G, i: i64, what: &str| {
+                    g.push_attrs(
+                        "Shape",
+                        &[&x],
+                        &format!("{p}/Shape{what}"),
+                        vec![attr_int("start", i), attr_int("end", i + 1)],
+                    )
+                };
+                (dim(&mut g, 0, "B"), dim(&mut g, 1, "S"))
+            } else {
                 let sh = g.push("Shape", &[&x], &format!("{p}/Shape"));
                 let i0 = g.const_i64(&[0], &[]);
                 let i1 = g.const_i64(&[1], &[]);
@@ -270,7 +291,7 @@ pub fn tiny_bert(o: &SynthOptions) -> ModelProto {
             };
             let split_shape = |g: &mut G| -> String {
                 match o.shapes {
-                    ShapeStyle::ConcatInferred => {
+                    ShapeStyle::ConcatInferred | ShapeStyle::ShapeSlices => {
                         let m1 = g.const_i64(&[-1], &[1]);
                         let d = g.const_i64(&[o.head_size as i64], &[1]);
                         g.push_attrs(
@@ -335,7 +356,7 @@ pub fn tiny_bert(o: &SynthOptions) -> ModelProto {
                 vec![attr_ints("perm", &[0, 2, 1, 3])],
             );
             let merge = match o.shapes {
-                ShapeStyle::ConcatInferred => {
+                ShapeStyle::ConcatInferred | ShapeStyle::ShapeSlices => {
                     let m1 = g.const_i64(&[-1], &[1]);
                     g.push_attrs(
                         "Concat",

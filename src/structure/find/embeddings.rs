@@ -54,6 +54,21 @@ pub(super) fn find_embeddings(ix: &GraphIndex) -> Embeddings {
     e
 }
 
+/// The Linear that reads the embeddings' output `value` and whose output `starts_layer` accepts
+/// (an attention block, or what is left of a pruned one, reads it): a projection from the
+/// embedding width to the hidden size, as ELECTRA's `embeddings_project`.
+pub(super) fn embedding_projection(
+    ix: &GraphIndex,
+    value: &str,
+    starts_layer: &dyn Fn(&str) -> bool,
+) -> Option<Linear> {
+    let value = ix.resolve(value);
+    ix.consumers(value)
+        .iter()
+        .filter_map(|&c| linear_at(ix, c))
+        .find(|l| ix.resolve(&ix.node(l.node).input[0]) == value && starts_layer(&l.output))
+}
+
 pub(super) fn find_head(ix: &GraphIndex, encoder_out: &str) -> Option<Head> {
     let mut queue = VecDeque::from([encoder_out.to_string()]);
     let mut seen = HashSet::new();

@@ -50,7 +50,7 @@ pub fn discover(model: &ModelProto) -> R<Transformer> {
             attn_nodes.push(i);
         }
     }
-    let embeddings = find_embeddings(&ix);
+    let mut embeddings = find_embeddings(&ix);
     if attn_nodes.is_empty() && embeddings.norm.is_none() {
         return Err(fail(
             "attention blocks (Softmax fed by MatMul(Q, Kᵀ), or a fused com.microsoft Attention node)",
@@ -85,6 +85,13 @@ pub fn discover(model: &ModelProto) -> R<Transformer> {
         (None, Some((input, _))) => input.clone(),
         (None, None) => return Err(fail("encoder layers", "no embeddings LayerNorm and no attention")),
     };
+    let reads = |v: &str| blocks.iter().any(|(input, _)| ix.resolve(input) == ix.resolve(v));
+    if !reads(&value) && bias_only_block(&ix, &value).is_none() {
+        if let Some(p) = embedding_projection(&ix, &value, &|v| reads(v) || bias_only_block(&ix, v).is_some()) {
+            value = p.output.clone();
+            embeddings.project = Some(p);
+        }
+    }
     let mut layers = Vec::new();
     let mut used = vec![false; blocks.len()];
     loop {

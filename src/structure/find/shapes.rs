@@ -77,15 +77,30 @@ pub(super) fn shape_elements(ix: &GraphIndex, shape: &str, reshape: usize) -> Op
             }
             pos += vals.len();
         } else {
-            // A dynamic piece: an Unsqueeze of a scalar (one element) is the usual form.
-            let len = match ix.producer(piece).map(|q| ix.node(q).op_type()) {
-                Some("Unsqueeze") | Some("Gather") => 1,
-                _ => return Some((usize::MAX, elems)),
+            // A dynamic piece: an Unsqueeze of a scalar (one element) is the usual form; torch's
+            // dynamo exporter reads dimensions as `Shape(x, start, end)` slices.
+            let len = match ix.producer(piece) {
+                Some(q) if matches!(ix.node(q).op_type(), "Unsqueeze" | "Gather") => 1,
+                Some(q) => match shape_slice_len(ix, q) {
+                    Some(len) => len,
+                    None => return Some((usize::MAX, elems)),
+                },
+                None => return Some((usize::MAX, elems)),
             };
             pos += len;
         }
     }
     Some((pos, elems))
+}
+
+/// The length of `Shape(x, start, end)` at node `q` when it does not depend on x's rank: both
+/// bounds given and of the same sign.
+fn shape_slice_len(ix: &GraphIndex, q: usize) -> Option<usize> {
+    if ix.node(q).op_type() != "Shape" {
+        return None;
+    }
+    let (start, end) = (ix.attr_i(q, "start")?, ix.attr_i(q, "end")?);
+    ((start >= 0) == (end >= 0) && end > start).then(|| (end - start) as usize)
 }
 
 pub(super) fn heads_from(consts: &[ShapeConst], scale: Option<f32>, all_heads: usize) -> Option<(usize, usize)> {
