@@ -415,7 +415,7 @@ fn progress_on_a_terminal_is_a_spinner_that_clears() {
     );
 }
 
-/// `eval` in a pipe: the same rules, counted in batches (`eval sst2: 12/28 batches (4 s)`), and
+/// `eval` in a pipe: the same rules, counted in batches (`eval SST-2: 12/28 batches (4 s)`), and
 /// the report on stdout.
 #[test]
 fn eval_progress_in_a_pipe_counts_batches() {
@@ -437,8 +437,8 @@ fn eval_progress_in_a_pipe_counts_batches() {
     );
     for line in stderr.lines() {
         assert!(
-            line.starts_with("eval sst2: ") && line.contains(" batches (") && line.ends_with(" s)"),
-            "a progress line is `eval sst2: <done>/<total> batches (<n> s)`, got {line:?} in\n{stderr}"
+            line.starts_with("eval SST-2: ") && line.contains(" batches (") && line.ends_with(" s)"),
+            "a progress line is `eval SST-2: <done>/<total> batches (<n> s)`, got {line:?} in\n{stderr}"
         );
     }
     if seconds < 1.0 {
