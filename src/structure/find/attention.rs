@@ -95,7 +95,11 @@ pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, Str
         .output
         .first()
         .ok_or_else(|| fail("Softmax output", ix.node_label(sm)))?;
-    let ctx = context_after(ix, sm_out, 4).ok_or_else(|| {
+    // The context MatMul reads the probabilities directly, through PASS_THROUGH ops, or through
+    // the guard torch's exporter writes after SDPA's softmax for fully masked rows.
+    let is_ctx = |i: usize| ix.node(i).op_type() == "MatMul";
+    let through = |c: usize, v: &str| passes_through(ix, PASS_THROUGH, c, v) || nan_guard(ix, c, v);
+    let (ctx, _) = find_forward_via(ix, sm_out, &is_ctx, &through, 4).ok_or_else(|| {
         fail(
             "the context MatMul(probabilities, V) after the Softmax (through Identity, Cast, Dropout \
              or a NaN guard Where(IsNaN(p), 0, p))",
@@ -189,32 +193,6 @@ pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, Str
         },
         input,
     ))
-}
-
-/// The context MatMul reading the attention probabilities `value`: directly, through
-/// [`PASS_THROUGH`] ops, or through the guard torch's exporter writes after SDPA's softmax for
-/// fully masked rows, `Where(IsNaN(p), 0, p)` (either order of the two branches; the other
-/// branch a constant of one element, so it carries no head count).
-fn context_after(ix: &GraphIndex, value: &str, depth: usize) -> Option<usize> {
-    for &c in ix.consumers(value) {
-        if ix.node(c).op_type() == "MatMul" {
-            return Some(c);
-        }
-    }
-    if depth == 0 {
-        return None;
-    }
-    for &c in ix.consumers(value) {
-        let n = ix.node(c);
-        let passes = PASS_THROUGH.contains(&n.op_type()) && n.input.first().map(|s| s.as_str()) == Some(value);
-        if !passes && !nan_guard(ix, c, value) {
-            continue;
-        }
-        if let Some(found) = n.output.first().and_then(|out| context_after(ix, out, depth - 1)) {
-            return Some(found);
-        }
-    }
-    None
 }
 
 /// Whether node `i` is `Where(IsNaN(value), c, value)` or `Where(Not(IsNaN(value)), value, c)`

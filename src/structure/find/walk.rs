@@ -38,6 +38,23 @@ pub(super) fn find_forward(
     through: &[&str],
     depth: usize,
 ) -> Option<(usize, Vec<usize>)> {
+    find_forward_via(ix, value, pred, &|c, v| passes_through(ix, through, c, v), depth)
+}
+
+/// Whether node `c` is one of the ops in `through` and passes on `value`, its first input.
+pub(super) fn passes_through(ix: &GraphIndex, through: &[&str], c: usize, value: &str) -> bool {
+    let n = ix.node(c);
+    through.contains(&n.op_type()) && n.input.first().map(|s| s.as_str()) == Some(value)
+}
+
+/// [`find_forward`], going on through a node `c` reading `value` where `passes(c, value)`.
+pub(super) fn find_forward_via(
+    ix: &GraphIndex,
+    value: &str,
+    pred: &dyn Fn(usize) -> bool,
+    passes: &dyn Fn(usize, &str) -> bool,
+    depth: usize,
+) -> Option<(usize, Vec<usize>)> {
     for &c in ix.consumers(value) {
         if pred(c) {
             return Some((c, vec![]));
@@ -47,13 +64,13 @@ pub(super) fn find_forward(
         return None;
     }
     for &c in ix.consumers(value) {
-        let n = ix.node(c);
-        if through.contains(&n.op_type()) && n.input.first().map(|s| s.as_str()) == Some(value) {
-            if let Some(out) = n.output.first() {
-                if let Some((found, mut path)) = find_forward(ix, out, pred, through, depth - 1) {
-                    path.insert(0, c);
-                    return Some((found, path));
-                }
+        if !passes(c, value) {
+            continue;
+        }
+        if let Some(out) = ix.node(c).output.first() {
+            if let Some((found, mut path)) = find_forward_via(ix, out, pred, passes, depth - 1) {
+                path.insert(0, c);
+                return Some((found, path));
             }
         }
     }
