@@ -186,20 +186,11 @@ fn cmd_eval(ort_lib: Option<&Path>, quiet: bool, a: EvalArgs) -> Result<()> {
 
 fn cmd_run(ort_lib: Option<&Path>, quiet: bool, a: RunArgs) -> Result<()> {
     let r = recipe::load(&a.config)?;
-    if a.limit == Some(0) {
-        bail!("--limit must be at least 1");
-    }
+    let opts = options::run_options(a.eval, a.out)?;
     runtime::init(ort_lib)?;
     let mut bar = cli::progress::Progress::bar(&format!("run {}", r.name()), quiet);
     let stage = |s: &str| bar.stage(s);
     let progress = |done: usize, total: usize| bar.count(done, total);
-    let opts = pipeline::RunOptions {
-        out: a.out,
-        limit: a.limit,
-        data_dir: a.data.unwrap_or_else(options::default_data_dir),
-        warmup: a.warmup,
-        measure: a.measure,
-    };
     let rep = pipeline::run(&r, &opts, &stage, &progress);
     bar.finish();
     let rep = rep?;
@@ -212,9 +203,7 @@ fn cmd_run(ort_lib: Option<&Path>, quiet: bool, a: RunArgs) -> Result<()> {
 
 fn cmd_bench(ort_lib: Option<&Path>, quiet: bool, a: BenchArgs) -> Result<()> {
     let task = Task::from_name(&a.task)?;
-    if a.limit == Some(0) {
-        bail!("--limit must be at least 1");
-    }
+    let opts = options::run_options(a.eval, None)?;
     let mut recipes = vec![];
     for given in &a.configs {
         for path in recipe::expand(std::slice::from_ref(given))? {
@@ -250,13 +239,6 @@ fn cmd_bench(ort_lib: Option<&Path>, quiet: bool, a: BenchArgs) -> Result<()> {
         bar.stage(s);
     };
     let progress = |done: usize, total: usize| bar.count(done, total);
-    let opts = pipeline::RunOptions {
-        out: None,
-        limit: a.limit,
-        data_dir: a.data.unwrap_or_else(options::default_data_dir),
-        warmup: a.warmup,
-        measure: a.measure,
-    };
     let rep = bench::bench(&recipes, task, &opts, &stage, &progress);
     bar.finish();
     let rep = rep?;

@@ -130,17 +130,13 @@ pub struct PruneArgs {
     pub seq_len: usize,
 }
 
+/// What `run` and `bench` override in each recipe's evaluation.
 #[derive(clap::Args)]
-pub struct RunArgs {
-    /// The recipe (YAML; paths in it are relative to its folder).
-    pub config: PathBuf,
-    /// Keep the compressed model here (written atomically); default: evaluated from a temporary file.
-    #[arg(long, value_name = "MODEL")]
-    pub out: Option<PathBuf>,
+pub struct RecipeEval {
     /// Evaluate only the first N examples (overrides the recipe's eval.limit).
     #[arg(long)]
     pub limit: Option<usize>,
-    /// GLUE folder when the recipe has no data.dir (default: data/glue, then ../shared/data/glue).
+    /// GLUE folder for a recipe without data.dir (default: data/glue, then ../shared/data/glue).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Untimed batches before timing starts (overrides the recipe's eval.warmup; default 10).
@@ -149,6 +145,17 @@ pub struct RunArgs {
     /// Batches timed after the warm-up (overrides the recipe's eval.measure; default 50).
     #[arg(long)]
     pub measure: Option<usize>,
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// The recipe (YAML; paths in it are relative to its folder).
+    pub config: PathBuf,
+    /// Keep the compressed model here (written atomically); default: evaluated from a temporary file.
+    #[arg(long, value_name = "MODEL")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub eval: RecipeEval,
     /// Print the run report as JSON (with every prediction).
     #[arg(long)]
     pub json: bool,
@@ -162,21 +169,11 @@ pub struct BenchArgs {
     /// The task whose recipes are run (sst2, mrpc, qqp, ...).
     #[arg(long)]
     pub task: String,
-    /// Evaluate only the first N examples of each variant.
-    #[arg(long)]
-    pub limit: Option<usize>,
     /// Folder for results.md, results.csv, results.json and the charts (default: bench/out/<task>).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// GLUE folder for recipes without data.dir (default: data/glue, then ../shared/data/glue).
-    #[arg(long)]
-    pub data: Option<PathBuf>,
-    /// Untimed batches before timing starts, for every recipe (overrides eval.warmup; default 10).
-    #[arg(long)]
-    pub warmup: Option<usize>,
-    /// Batches timed after the warm-up, for every recipe (overrides eval.measure; default 50).
-    #[arg(long)]
-    pub measure: Option<usize>,
+    #[command(flatten)]
+    pub eval: RecipeEval,
     /// Print the report as JSON instead of the Markdown table.
     #[arg(long)]
     pub json: bool,

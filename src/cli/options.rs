@@ -13,7 +13,7 @@ use onnx_compress::passes::prune::{PruneOptions, Strategy};
 use onnx_compress::passes::quantize::{self, CalibMethod, Mode, QuantizeOptions};
 use onnx_compress::passes::Pass;
 
-use super::flags::{CalibArgs, LowrankArgs, PruneArgs, QuantizeArgs};
+use super::flags::{CalibArgs, LowrankArgs, PruneArgs, QuantizeArgs, RecipeEval};
 
 /// Calibration examples drawn by default (quantize: [`QUANTIZE_CALIB_SAMPLES`]).
 pub const CALIB_SAMPLES: usize = 512;
@@ -170,4 +170,19 @@ pub fn default_data_dir() -> PathBuf {
         .find(|c| c.is_dir())
         .cloned()
         .unwrap_or_else(|| candidates[0].clone())
+}
+
+/// `run`'s and `bench`'s evaluation overrides as run options; `--limit 0` is refused before any
+/// recipe is read further.
+pub fn run_options(e: RecipeEval, out: Option<PathBuf>) -> Result<onnx_compress::pipeline::RunOptions> {
+    if e.limit == Some(0) {
+        bail!("--limit must be at least 1");
+    }
+    Ok(onnx_compress::pipeline::RunOptions {
+        out,
+        limit: e.limit,
+        data_dir: e.data.unwrap_or_else(default_data_dir),
+        warmup: e.warmup,
+        measure: e.measure,
+    })
 }
