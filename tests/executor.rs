@@ -342,25 +342,37 @@ fn progress_in_a_pipe_is_timed_lines_on_stderr() {
     };
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("p.onnx");
-    let t = std::time::Instant::now();
-    let o = bin()
-        .args(["prune", "--heads", "0.25", "--calib-samples", "32", "--calib-data"])
+    let mut cmd = bin();
+    cmd.args(["prune", "--heads", "0.25", "--calib-samples", "32", "--calib-data"])
         .arg(&train)
         .arg(&model)
-        .arg(&out)
-        .output()
-        .unwrap();
+        .arg(&out);
+    let (seconds, stdout, stderr) = assert_progress_in_a_pipe(cmd, "prune: <stage>", &|l| {
+        l.starts_with("prune: ")
+    });
+    assert!(stdout.contains("heads"), "the report stays on stdout");
+    if seconds > 10.0 {
+        assert!(stderr.contains("calibration run"), "the calibration runs are shown:\n{stderr}");
+    }
+}
+
+/// Runs `cmd` with stderr a pipe and checks its progress there: every line is `form (<n> s)`
+/// (`is_line` checks the part before the time); none in a run under a second; in a longer one, a
+/// line at least every 5 s after the first. Returns the seconds, stdout and stderr.
+fn assert_progress_in_a_pipe(
+    mut cmd: assert_cmd::Command,
+    form: &str,
+    is_line: &dyn Fn(&str) -> bool,
+) -> (f64, String, String) {
+    let t = std::time::Instant::now();
+    let o = cmd.output().unwrap();
     let seconds = t.elapsed().as_secs_f64();
-    let stderr = String::from_utf8_lossy(&o.stderr);
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(o.status.success(), "{stderr}");
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains("heads"),
-        "the report stays on stdout"
-    );
     for line in stderr.lines() {
         assert!(
-            line.starts_with("prune: ") && line.ends_with(" s)"),
-            "a progress line is `prune: <stage> (<n> s)`, got {line:?} in\n{stderr}"
+            is_line(line) && line.ends_with(" s)"),
+            "a progress line is `{form} (<n> s)`, got {line:?} in\n{stderr}"
         );
     }
     if seconds < 1.0 {
@@ -371,11 +383,8 @@ fn progress_in_a_pipe_is_timed_lines_on_stderr() {
             stderr.lines().count() as f64 >= (seconds / 5.0).floor() - 1.0,
             "{seconds:.0} s with only these progress lines:\n{stderr}"
         );
-        assert!(
-            stderr.contains("calibration run"),
-            "the calibration runs are shown:\n{stderr}"
-        );
     }
+    (seconds, String::from_utf8_lossy(&o.stdout).into_owned(), stderr)
 }
 
 /// Progress on a terminal (a pseudo-terminal from util-linux `script`): a spinner that is
@@ -422,29 +431,10 @@ fn eval_progress_in_a_pipe_counts_batches() {
     let Some((model, _)) = sst2_model_and_train("eval progress in a pipe") else {
         return;
     };
-    let t = std::time::Instant::now();
-    let o = bin()
-        .args(["eval", "--task", "sst2", "--model"])
-        .arg(&model)
-        .output()
-        .unwrap();
-    let seconds = t.elapsed().as_secs_f64();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{stderr}");
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains("accuracy 0.9094"),
-        "the report stays on stdout"
-    );
-    for line in stderr.lines() {
-        assert!(
-            line.starts_with("eval SST-2: ") && line.contains(" batches (") && line.ends_with(" s)"),
-            "a progress line is `eval SST-2: <done>/<total> batches (<n> s)`, got {line:?} in\n{stderr}"
-        );
-    }
-    if seconds < 1.0 {
-        assert!(stderr.is_empty(), "a run under a second prints no progress:\n{stderr}");
-    }
-    if seconds > 10.0 {
-        assert!(!stderr.is_empty(), "{seconds:.0} s without a progress line");
-    }
+    let mut cmd = bin();
+    cmd.args(["eval", "--task", "sst2", "--model"]).arg(&model);
+    let (_, stdout, _) = assert_progress_in_a_pipe(cmd, "eval SST-2: <done>/<total> batches", &|l| {
+        l.starts_with("eval SST-2: ") && l.contains(" batches (")
+    });
+    assert!(stdout.contains("accuracy 0.9094"), "the report stays on stdout");
 }

@@ -120,12 +120,9 @@ fn eval_bad_inputs_fail_cleanly() {
 
 #[test]
 fn eval_without_any_tokenizer_says_how_to_fix_it() {
-    let Some(src) = sst2_model("eval without a tokenizer") else {
+    let Some(src) = sst2_model_with_ort("eval without a tokenizer") else {
         return;
     };
-    if !have_ort("eval without a tokenizer") {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let m = dir.path().join("model.onnx");
     std::fs::copy(&src, &m).unwrap();
@@ -142,12 +139,9 @@ fn eval_device_cuda_without_the_feature_is_a_clear_error() {
     if cfg!(feature = "cuda") {
         return;
     }
-    let Some(m) = sst2_model("eval --device cuda") else {
+    let Some(m) = sst2_model_with_ort("eval --device cuda") else {
         return;
     };
-    if !have_ort("eval --device cuda") {
-        return;
-    }
     eval_fails(
         &["--task", "sst2", "--model", s(&m), "--device", "cuda", "--limit", "4"],
         &["--device cuda", "CUDA", "--features cuda"],

@@ -4,12 +4,9 @@ use super::*;
 
 #[test]
 fn tokenizer_travels_with_the_converted_model() {
-    let Some(src) = sst2_model("eval of a converted model") else {
+    let Some(src) = sst2_model_with_ort("eval of a converted model") else {
         return;
     };
-    if !have_ort("eval of a converted model") {
-        return;
-    }
     let reference = reference_predictions("minilm-l6-sst2");
     let dir = tempfile::tempdir().unwrap();
     let m = dir.path().join("model.onnx");
@@ -36,12 +33,9 @@ fn tokenizer_travels_with_the_converted_model() {
 
 #[test]
 fn bucketing_does_not_reorder_predictions() {
-    let Some(m) = sst2_model("SST-2 eval with and without --bucket") else {
+    let Some(m) = sst2_model_with_ort("SST-2 eval with and without --bucket") else {
         return;
     };
-    if !have_ort("SST-2 eval with and without --bucket") {
-        return;
-    }
     let reference = reference_predictions("minilm-l6-sst2");
     let cwd = tempfile::tempdir().unwrap();
     for bucket in [false, true] {

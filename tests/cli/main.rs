@@ -32,6 +32,13 @@ fn sst2_model(what: &str) -> Option<PathBuf> {
     require("models/minilm-l6-sst2/model.onnx", what)
 }
 
+/// The shared SST-2 model when ONNX Runtime is installed too (else a visible skip, or a failure
+/// under CI).
+fn sst2_model_with_ort(what: &str) -> Option<PathBuf> {
+    let m = sst2_model(what)?;
+    have_ort(what).then_some(m)
+}
+
 fn mrpc_model(what: &str) -> Option<PathBuf> {
     require("models/minilm-l6-mrpc/model.onnx", what)
 }
