@@ -347,12 +347,13 @@ fn progress_in_a_pipe_is_timed_lines_on_stderr() {
         .arg(&train)
         .arg(&model)
         .arg(&out);
-    let (seconds, stdout, stderr) = assert_progress_in_a_pipe(cmd, "prune: <stage>", &|l| {
-        l.starts_with("prune: ")
-    });
+    let (seconds, stdout, stderr) = assert_progress_in_a_pipe(cmd, "prune: <stage>", &|l| l.starts_with("prune: "));
     assert!(stdout.contains("heads"), "the report stays on stdout");
     if seconds > 10.0 {
-        assert!(stderr.contains("calibration run"), "the calibration runs are shown:\n{stderr}");
+        assert!(
+            stderr.contains("calibration run"),
+            "the calibration runs are shown:\n{stderr}"
+        );
     }
 }
 
