@@ -1,4 +1,5 @@
-//! Calibration data: a seeded sample of a GLUE training file, tokenized and batched for
+//! Calibration data: a seeded sample of a training file (a GLUE TSV or any file [`crate::data`]
+//! reads; no labels needed), tokenized and batched for
 //! [`crate::runtime::OrtCalibrator`].
 
 use std::path::Path;
@@ -6,20 +7,24 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use tokenizers::Tokenizer;
 
+use crate::data;
 use crate::eval::{make_batch, pad_id, tokenize};
-use crate::glue::{self, Task};
+use crate::glue::Task;
 use crate::runtime::{Batch, OrtCalibrator, SessionOptions};
 
 pub struct Calibration {
-    pub task: Task,
     pub batches: Vec<Batch>,
     pub examples: usize,
 }
 
-/// The task of a GLUE file, from `explicit` or else its header.
-pub fn task_of(path: &Path, explicit: Option<Task>) -> Result<Task> {
-    if let Some(t) = explicit {
-        return Ok(t);
+/// The GLUE task of a file: `explicit`, else its header's when it is a GLUE TSV (then the GLUE
+/// reader reads it exactly as `eval` does); `None` for any other file.
+pub fn task_of(path: &Path, explicit: Option<Task>) -> Result<Option<Task>> {
+    if explicit.is_some() {
+        return Ok(explicit);
+    }
+    if data::Format::of_path(path) != Some(data::Format::Tsv) {
+        return Ok(None);
     }
     let text = std::fs::read(path).with_context(|| format!("--calib-data {}", path.display()))?;
     let first = String::from_utf8_lossy(&text[..text.len().min(64 * 1024)])
@@ -27,21 +32,14 @@ pub fn task_of(path: &Path, explicit: Option<Task>) -> Result<Task> {
         .next()
         .unwrap_or("")
         .to_string();
-    match Task::infer_from_header(&first) {
-        Some(t) => Ok(t),
-        None => bail!(
-            "--calib-data {}: cannot tell the task from its header {:?}; pass --task",
-            path.display(),
-            first.chars().take(80).collect::<String>()
-        ),
-    }
+    Ok(Task::infer_from_header(&first))
 }
 
-/// Reads `path`, draws `samples` examples with `seed` (all of them when the file has fewer),
-/// tokenizes them and batches them by length (less padding; order does not matter here).
+/// Reads `source` (labels are not needed), draws `samples` examples with `seed` (all of them when
+/// the file has fewer), tokenizes them and batches them by length (less padding; order does not
+/// matter here).
 pub fn load(
-    path: &Path,
-    task: Task,
+    source: &data::Source,
     samples: usize,
     seed: u64,
     tokenizer: &mut Tokenizer,
@@ -51,8 +49,8 @@ pub fn load(
     if samples == 0 {
         bail!("--calib-samples must be at least 1");
     }
-    let mut data = glue::read_tsv(task, path)?;
-    let n = data.examples.len();
+    let texts = data::read_texts(source).with_context(|| "--calib-data")?;
+    let n = texts.texts.len();
     // Seeded Fisher–Yates, then the first `samples`.
     let mut order: Vec<usize> = (0..n).collect();
     let mut state = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -64,10 +62,12 @@ pub fn load(
     }
     order.truncate(samples.min(n));
     order.sort_unstable();
-    let picked: Vec<_> = order.iter().map(|&i| data.examples[i].clone()).collect();
-    data.examples = picked;
     let pad = pad_id(tokenizer)?;
-    let enc = tokenize(tokenizer, &data, max_length)?;
+    let picked = order.iter().map(|&i| {
+        let (a, b) = &texts.texts[i];
+        (a.as_str(), b.as_deref())
+    });
+    let enc = tokenize(tokenizer, picked, &source.path, max_length)?;
     let mut by_len: Vec<usize> = (0..enc.ids.len()).collect();
     by_len.sort_by_key(|&i| enc.ids[i].len());
     let batches = by_len
@@ -75,17 +75,18 @@ pub fn load(
         .map(|rows| make_batch(&enc, rows, pad))
         .collect();
     Ok(Calibration {
-        task,
         batches,
-        examples: data.examples.len(),
+        examples: order.len(),
     })
 }
 
 /// Where calibration examples come from and how they run: what every calibrated pass needs.
 pub struct Spec<'a> {
-    /// A GLUE TSV (normally the task's train split).
+    /// A GLUE TSV (normally the task's train split) or any file [`crate::data`] reads.
     pub path: &'a Path,
-    /// The task; `None`: from the file's header.
+    pub format: Option<data::Format>,
+    pub columns: &'a data::Columns,
+    /// The GLUE task; `None`: from the file's header when it is a GLUE TSV.
     pub task: Option<Task>,
     pub samples: usize,
     pub seed: u64,
@@ -99,17 +100,14 @@ pub struct Spec<'a> {
 /// The calibration runner for a pass on `model` (read from `model_path`): the sampled,
 /// tokenized examples of `spec`, run through ONNX Runtime (which must be initialized).
 pub fn ort_calibrator(spec: &Spec, model_path: &Path, model: &crate::onnx::ModelProto) -> Result<OrtCalibrator> {
-    let task = task_of(spec.path, spec.task)?;
+    let source = data::Source {
+        path: spec.path.to_path_buf(),
+        format: spec.format,
+        columns: spec.columns.clone(),
+        task: task_of(spec.path, spec.task)?,
+    };
     let (mut tokenizer, _) = crate::eval::load_tokenizer(model_path, model, spec.tokenizer)?;
-    let data = load(
-        spec.path,
-        task,
-        spec.samples,
-        spec.seed,
-        &mut tokenizer,
-        spec.max_length,
-        32,
-    )?;
+    let data = load(&source, spec.samples, spec.seed, &mut tokenizer, spec.max_length, 32)?;
     Ok(OrtCalibrator::new(
         data.batches,
         SessionOptions {

@@ -10,16 +10,28 @@ use ndarray::Array2;
 use serde::Serialize;
 use tokenizers::{EncodeInput, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
-use crate::glue::{self, Dataset, Metrics, Prediction, Task};
+use crate::data::{self, Labels};
+use crate::glue::{self, Metrics, Prediction, Task};
 use crate::history;
 use crate::onnx;
 use crate::runtime::{self, Batch, Device, SessionOptions};
 
+/// Which examples to evaluate on.
+#[derive(Debug, Clone)]
+pub enum EvalData {
+    /// A GLUE task's `<split>.tsv` under a GLUE folder (`<dir>/<task>/<split>.tsv`).
+    Glue { dir: PathBuf, split: String },
+    /// A data file in any format ([`crate::data`]); its `task`, when set, is a preset.
+    File(data::Source),
+}
+
 #[derive(Debug, Clone)]
 pub struct EvalOptions {
-    pub task: Task,
-    pub split: String,
-    pub data_dir: PathBuf,
+    /// A GLUE task: its data layout, labels and metrics. `None`: the user's own labels.
+    pub task: Option<Task>,
+    pub data: EvalData,
+    /// `--labels`: the model's class names, comma-separated in class order.
+    pub labels: Option<String>,
     pub batch_size: usize,
     pub max_length: usize,
     pub warmup: usize,
@@ -47,10 +59,17 @@ pub struct Timing {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalReport {
-    pub task: Task,
-    pub split: String,
+    /// The GLUE task, or `null` for the user's own labels.
+    pub task: Option<Task>,
+    /// The GLUE split (`dev`, ...), or `null` for a data file.
+    pub split: Option<String>,
     pub model: PathBuf,
     pub data_file: PathBuf,
+    /// The columns read.
+    pub columns: data::Chosen,
+    /// How labels were read: a GLUE task's, the model's classes (with their names and where they
+    /// came from), or scores.
+    pub labels: Labels,
     pub examples: usize,
     pub batches: usize,
     pub batch_size: usize,
@@ -139,7 +158,13 @@ pub struct Encoded {
     pub type_ids: Vec<Vec<i64>>,
 }
 
-pub fn tokenize(tokenizer: &mut Tokenizer, data: &Dataset, max_length: usize) -> Result<Encoded> {
+/// Tokenizes `(text, pair)` examples of `file` (named in errors), truncating each to `max_length`.
+pub fn tokenize<'a>(
+    tokenizer: &mut Tokenizer,
+    texts: impl Iterator<Item = (&'a str, Option<&'a str>)>,
+    file: &Path,
+    max_length: usize,
+) -> Result<Encoded> {
     tokenizer
         .with_truncation(Some(TruncationParams {
             direction: TruncationDirection::Right,
@@ -149,17 +174,15 @@ pub fn tokenize(tokenizer: &mut Tokenizer, data: &Dataset, max_length: usize) ->
         }))
         .map_err(|e| anyhow!("tokenizer truncation at {max_length}: {e}"))?;
     tokenizer.with_padding(None);
-    let inputs: Vec<EncodeInput> = data
-        .examples
-        .iter()
-        .map(|e| match &e.text_b {
-            Some(b) => EncodeInput::Dual(e.text_a.as_str().into(), b.as_str().into()),
-            None => EncodeInput::Single(e.text_a.as_str().into()),
+    let inputs: Vec<EncodeInput> = texts
+        .map(|(a, b)| match b {
+            Some(b) => EncodeInput::Dual(a.into(), b.into()),
+            None => EncodeInput::Single(a.into()),
         })
         .collect();
     let enc = tokenizer
         .encode_batch(inputs, true)
-        .map_err(|e| anyhow!("tokenizing {}: {e}", data.path.display()))?;
+        .map_err(|e| anyhow!("tokenizing {}: {e}", file.display()))?;
     Ok(Encoded {
         ids: enc
             .iter()
@@ -241,6 +264,81 @@ pub fn describe_rows(rows: &[usize]) -> String {
     }
 }
 
+/// The width of the model's first output when the graph states it (`[batch, labels]`).
+pub fn output_width(model: &onnx::ModelProto) -> Option<usize> {
+    use crate::onnx::proto::tensor_shape_proto::dimension::Value as Dim;
+    use crate::onnx::proto::type_proto;
+    let out = model.graph.as_ref()?.output.first()?;
+    let Some(type_proto::Value::TensorType(t)) = out.r#type.as_ref()?.value.as_ref() else {
+        return None;
+    };
+    match t.shape.as_ref()?.dim.last()?.value {
+        Some(Dim::DimValue(v)) if v > 0 => usize::try_from(v).ok(),
+        _ => None,
+    }
+}
+
+/// How the labels of this evaluation are read: the GLUE task's; else, for a model with one
+/// output, scores; else the model's classes, named by --labels, the embedded names or config.json.
+fn labels_of(model_path: &Path, proto: &onnx::ModelProto, opts: &EvalOptions) -> Result<Labels> {
+    if let Some(t) = opts.task {
+        if opts.labels.is_some() {
+            bail!("--labels names the classes of your own labels; {t} has its own (leave out --task or --labels)");
+        }
+        return Ok(Labels::Glue(t));
+    }
+    let width = output_width(proto);
+    let names = data::model_labels(model_path, proto, opts.labels.as_deref()).map_err(|e| anyhow!(e))?;
+    if width == Some(1) {
+        if let Some(n) = names.filter(|n| n.source == "--labels") {
+            bail!(
+                "--labels names {} classes but {} has one output (a regression: labels are numbers)",
+                n.names.len(),
+                model_path.display()
+            );
+        }
+        return Ok(Labels::Scores);
+    }
+    match names {
+        Some(n) => {
+            if let Some(w) = width.filter(|&w| w != n.names.len()) {
+                bail!(
+                    "{} names {} classes ({}) but {} has {w} outputs",
+                    n.source,
+                    n.names.len(),
+                    n.names.join(", "),
+                    model_path.display()
+                );
+            }
+            Ok(Labels::Classes {
+                names: Some(n.names),
+                source: n.source,
+            })
+        }
+        None => Ok(Labels::Classes {
+            names: None,
+            source: "no --labels, no names embedded in the model, no config.json with id2label beside it".into(),
+        }),
+    }
+}
+
+/// Every label of `data` must be a class the model (with `outputs` outputs) can produce.
+fn check_classes(labels: &Labels, outputs: usize, data: &data::Labelled, file: &Path) -> Result<()> {
+    if !matches!(labels, Labels::Classes { names: None, .. }) {
+        return Ok(());
+    }
+    for (e, at) in data.examples.iter().zip(&data.locs) {
+        if let Some(c) = e.label.class().filter(|&c| c >= outputs) {
+            bail!(
+                "label {c} on {at} of {}: the model has {outputs} outputs, so its classes are 0–{}",
+                file.display(),
+                outputs - 1
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Progress callback: (batches done, batches total).
 pub type Progress<'a> = &'a dyn Fn(usize, usize);
 
@@ -252,15 +350,32 @@ pub fn evaluate(model_path: &Path, opts: &EvalOptions, progress: Progress) -> Re
     if opts.max_length < 2 {
         bail!("--max-length must be at least 2");
     }
-    let data_file = opts.task.data_file(&opts.data_dir, &opts.split)?;
-    let mut data = glue::read_tsv(opts.task, &data_file)?;
+    let (source, split) = match &opts.data {
+        EvalData::Glue { dir, split } => {
+            let task = opts
+                .task
+                .ok_or_else(|| anyhow!("a GLUE folder needs a task (--task); for your own file pass --data FILE"))?;
+            let source = data::Source {
+                path: task.data_file(dir, split)?,
+                format: Some(data::Format::Tsv),
+                columns: data::Columns::default(),
+                task: Some(task),
+            };
+            (source, Some(split.clone()))
+        }
+        EvalData::File(source) => (source.clone(), None),
+    };
+    let proto = onnx::load(model_path)?;
+    let labels_read = labels_of(model_path, &proto, opts)?;
+    let mut data = data::read_labelled(&source, &labels_read)?;
+    let data_file = source.path.clone();
     if let Some(n) = opts.limit {
         if n == 0 {
             bail!("--limit must be at least 1");
         }
         data.examples.truncate(n);
+        data.locs.truncate(n);
     }
-    let proto = onnx::load(model_path)?;
     // A longer input than the position table would fail inside ONNX Runtime: say so up front.
     if let Ok(t) = crate::structure::discover(&proto) {
         if let Some(p) = &t.embeddings.position {
@@ -281,7 +396,8 @@ pub fn evaluate(model_path: &Path, opts: &EvalOptions, progress: Progress) -> Re
 
     let t_tok = Instant::now();
     let pad = pad_id(&tokenizer).with_context(|| format!("tokenizer {tokenizer_source}"))?;
-    let enc = tokenize(&mut tokenizer, &data, opts.max_length)?;
+    let texts = data.examples.iter().map(|e| (e.text_a.as_str(), e.text_b.as_deref()));
+    let enc = tokenize(&mut tokenizer, texts, &data_file, opts.max_length)?;
     let order = batch_order(&enc, opts.bucket);
     let batches: Vec<(Vec<usize>, Batch)> = order
         .chunks(opts.batch_size)
@@ -289,7 +405,11 @@ pub fn evaluate(model_path: &Path, opts: &EvalOptions, progress: Progress) -> Re
         .collect();
     let tokenize_seconds = t_tok.elapsed().as_secs_f64();
 
-    let n_labels = opts.task.num_labels();
+    let mut n_labels = match &labels_read {
+        Labels::Glue(t) => Some(t.num_labels()),
+        Labels::Scores => Some(1),
+        Labels::Classes { names, .. } => names.as_ref().map(Vec::len),
+    };
     let mut predictions: Vec<Option<Prediction>> = vec![None; data.examples.len()];
     let mut timed = Vec::new();
     let mut timed_samples = 0;
@@ -305,20 +425,32 @@ pub fn evaluate(model_path: &Path, opts: &EvalOptions, progress: Progress) -> Re
             timed.push(dt);
             timed_samples += rows.len();
         }
-        if labels != n_labels {
+        let (outputs, n) = (labels, *n_labels.get_or_insert(labels));
+        if outputs != n {
             bail!(
-                "{} outputs {labels} logits per example but {} has {n_labels} labels",
+                "{} outputs {outputs} logits per example but {} {n}",
                 model_path.display(),
-                opts.task
+                match &labels_read {
+                    Labels::Glue(t) => format!("{t} has"),
+                    Labels::Scores => "a regression (one output) needs".into(),
+                    Labels::Classes { source, .. } => format!("the label names ({source}) are"),
+                }
             );
         }
-        check_finite(&logits, labels, rows)
+        if b == 0 {
+            check_classes(&labels_read, outputs, &data, &data_file)?;
+        }
+        check_finite(&logits, outputs, rows)
             .map_err(|e| anyhow!("{}: batch {b} ({}): {e}", model_path.display(), describe_rows(rows)))?;
         for (k, &r) in rows.iter().enumerate() {
-            predictions[r] = Some(Prediction::from_logits(
-                opts.task,
-                &logits[k * labels..(k + 1) * labels],
-            )?);
+            let row = &logits[k * outputs..(k + 1) * outputs];
+            predictions[r] = Some(match &labels_read {
+                Labels::Glue(t) => Prediction::from_logits(*t, row)?,
+                Labels::Scores => Prediction::Score(row[0]),
+                Labels::Classes { .. } => Prediction::Class(
+                    glue::argmax(row).ok_or_else(|| anyhow!("example {r}: the model gave no logits"))?,
+                ),
+            });
         }
         progress(b + 1, batches.len());
     }
@@ -326,7 +458,16 @@ pub fn evaluate(model_path: &Path, opts: &EvalOptions, progress: Progress) -> Re
         .into_iter()
         .map(|p| p.ok_or_else(|| anyhow!("internal error: an example got no prediction")))
         .collect::<Result<_>>()?;
-    let metrics = glue::compute_metrics(opts.task, &data.examples, &predictions)?;
+    let metrics = match &labels_read {
+        Labels::Glue(t) => glue::compute_metrics(*t, &data.examples, &predictions)?,
+        Labels::Scores => glue::compute_own_metrics(None, None, &data.examples, &predictions)?,
+        Labels::Classes { names, .. } => glue::compute_own_metrics(
+            Some(n_labels.unwrap_or(0)),
+            names.as_deref(),
+            &data.examples,
+            &predictions,
+        )?,
+    };
 
     let timed_seconds: f64 = timed.iter().sum();
     let mut sorted_ms: Vec<f64> = timed.iter().map(|s| s * 1000.0).collect();
@@ -345,9 +486,11 @@ pub fn evaluate(model_path: &Path, opts: &EvalOptions, progress: Progress) -> Re
     let size_bytes = onnx::io::size_on_disk(model_path);
     Ok(EvalReport {
         task: opts.task,
-        split: opts.split.clone(),
+        split,
         model: model_path.to_path_buf(),
         data_file,
+        columns: data.columns.clone(),
+        labels: labels_read.clone(),
         examples: data.examples.len(),
         batches: batches.len(),
         batch_size: opts.batch_size,

@@ -21,9 +21,13 @@ use crate::{calib, history, structure};
 /// Where calibration examples come from (see [`crate::calib::Spec`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Calibration {
-    /// A labelled training file of the task (GLUE TSV).
+    /// A file of examples: a GLUE TSV, or any format of [`crate::data`] (labels are not read).
     pub data: PathBuf,
-    /// The task; `None`: from the file's header.
+    /// The file's format; `None`: by its extension.
+    pub format: Option<crate::data::Format>,
+    /// The text (and pair) columns; unset: a GLUE header's, else the usual names.
+    pub columns: crate::data::Columns,
+    /// The GLUE task whose preset reads the file; `None`: from a GLUE TSV's header, if it is one.
     pub task: Option<Task>,
     pub samples: usize,
     pub seed: u64,
@@ -52,6 +56,15 @@ impl Calibration {
             o.insert("calib_data".into(), serde_json::json!(self.data.display().to_string()));
             o.insert("calib_samples".into(), serde_json::json!(self.samples));
             o.insert("seed".into(), serde_json::json!(self.seed));
+            if let Some(f) = self.format {
+                o.insert("calib_format".into(), serde_json::json!(f.to_string()));
+            }
+            if let Some(c) = &self.columns.text {
+                o.insert("calib_text_column".into(), serde_json::json!(c));
+            }
+            if let Some(c) = &self.columns.pair {
+                o.insert("calib_text_pair_column".into(), serde_json::json!(c));
+            }
         }
     }
 }
@@ -210,6 +223,7 @@ pub fn execute(
         onnx::io::ensure_not_overwriting(&sources, &o.path)?;
     }
     history::carry_tokenizer(&mut model, input, tokenizer)?;
+    history::carry_labels(&mut model, input)?;
     let encoder_macs_before = encoder_macs(&model);
 
     // What the first pass refuses on sight (a model quantized already), before calibration.
@@ -230,6 +244,8 @@ pub fn execute(
             let t = Instant::now();
             let spec = calib::Spec {
                 path: &c.data,
+                format: c.format,
+                columns: &c.columns,
                 task: c.task,
                 samples: c.samples,
                 seed: c.seed,

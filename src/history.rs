@@ -120,6 +120,28 @@ pub fn carry_tokenizer(
     Ok(Some(p))
 }
 
+/// Embeds the model's class names (`id2label` of the Hugging Face `config.json` beside `input`)
+/// unless names are embedded already, so that `eval` maps string labels of a compressed model
+/// moved anywhere. Returns the config read, if any.
+pub fn carry_labels(model: &mut ModelProto, input: &std::path::Path) -> anyhow::Result<Option<std::path::PathBuf>> {
+    use crate::data::{labels::names_from_config, LABELS_KEY};
+    if get(model, LABELS_KEY).is_some() {
+        return Ok(None);
+    }
+    let p = input.parent().unwrap_or(std::path::Path::new(".")).join("config.json");
+    if !p.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+    match names_from_config(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))? {
+        Some(names) => {
+            set(model, LABELS_KEY, serde_json::to_string(&names)?);
+            Ok(Some(p))
+        }
+        None => Ok(None),
+    }
+}
+
 /// The time the tool writes, as `YYYY-MM-DDTHH:MM:SSZ`: `SOURCE_DATE_EPOCH` (seconds since
 /// 1970, the reproducible-builds convention) when it is set to an integer, so that the same
 /// command on the same input writes the same bytes; else the current UTC time.

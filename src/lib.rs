@@ -13,6 +13,7 @@
 pub mod bench;
 pub mod calib;
 pub mod chart;
+pub mod data;
 pub mod eval;
 pub mod executor;
 pub mod glue;

@@ -12,7 +12,8 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use cli::flags::{BenchArgs, Cli, Command, ConvertArgs, EvalArgs, ExternalMode, PassIo, RunArgs};
 use cli::options;
-use onnx_compress::eval::{self, EvalOptions};
+use onnx_compress::data;
+use onnx_compress::eval::{self, EvalData, EvalOptions};
 use onnx_compress::executor::{self, Output, Plan};
 use onnx_compress::glue::Task;
 use onnx_compress::onnx::{self, ExternalData};
@@ -143,7 +144,7 @@ fn cmd_convert(a: ConvertArgs) -> Result<()> {
 }
 
 fn cmd_eval(ort_lib: Option<&Path>, quiet: bool, a: EvalArgs) -> Result<()> {
-    let task = Task::from_name(&a.task)?;
+    let task = a.task.as_deref().map(Task::from_name).transpose()?;
     if a.model.is_dir() {
         bail!(
             "--model {}: is a directory; pass the .onnx file inside it",
@@ -153,12 +154,53 @@ fn cmd_eval(ort_lib: Option<&Path>, quiet: bool, a: EvalArgs) -> Result<()> {
     if !a.model.is_file() {
         bail!("--model {}: no such file", a.model.display());
     }
+    let columns = data::Columns {
+        text: a.text_column,
+        pair: a.text_pair_column,
+        label: a.label_column,
+    };
+    let data = match a.data {
+        Some(path) if data::is_file_path(&path) => {
+            if !path.is_file() {
+                bail!("--data {}: no such file", path.display());
+            }
+            if let Some(split) = a.split {
+                bail!(
+                    "--split {split} picks a file of a GLUE folder; --data {} is a file already",
+                    path.display()
+                );
+            }
+            EvalData::File(data::Source {
+                path,
+                format: a.format,
+                columns,
+                task,
+            })
+        }
+        dir => {
+            let Some(task) = task else {
+                bail!(
+                    "--data {}: a GLUE folder needs --task; to evaluate your own labels, pass --data FILE (.tsv, .csv, .jsonl or .parquet)",
+                    dir.unwrap_or_default().display()
+                );
+            };
+            if a.format.is_some() || !columns.is_empty() {
+                bail!(
+                    "--format and the --*-column flags apply to a --data FILE; a GLUE folder has {task}'s own columns"
+                );
+            }
+            EvalData::Glue {
+                dir: dir.unwrap_or_else(options::default_data_dir),
+                split: a.split.unwrap_or_else(|| "dev".into()),
+            }
+        }
+    };
     runtime::init(ort_lib)?;
     let opts = EvalOptions {
         task,
-        split: a.split,
-        data_dir: a.data.unwrap_or_else(options::default_data_dir),
-        batch_size: a.batch_size.unwrap_or(task.default_batch_size()),
+        data,
+        labels: a.labels,
+        batch_size: a.batch_size.unwrap_or(task.map_or(32, |t| t.default_batch_size())),
         max_length: a.max_length,
         warmup: a.warmup,
         measure: a.measure,
@@ -172,7 +214,12 @@ fn cmd_eval(ort_lib: Option<&Path>, quiet: bool, a: EvalArgs) -> Result<()> {
             ..Default::default()
         },
     };
-    let mut bar = cli::progress::Progress::bar(&format!("eval {task}"), quiet);
+    let what = match (&task, &opts.data) {
+        (_, EvalData::File(s)) => s.path.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+        (Some(t), _) => t.to_string(),
+        (None, _) => String::new(),
+    };
+    let mut bar = cli::progress::Progress::bar(&format!("eval {what}"), quiet);
     let progress = |done: usize, total: usize| bar.count(done, total);
     let r = eval::evaluate(&a.model, &opts, &progress);
     bar.finish();

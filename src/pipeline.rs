@@ -158,14 +158,17 @@ pub fn run(r: &LoadedRecipe, opts: &RunOptions, stage: &dyn Fn(&str), progress: 
 
     stage("evaluating");
     let eval_opts = EvalOptions {
-        task,
-        split: r.split(),
-        data_dir: rec
-            .data
-            .dir
-            .as_ref()
-            .map(|d| r.resolve(d))
-            .unwrap_or_else(|| opts.data_dir.clone()),
+        task: Some(task),
+        data: eval::EvalData::Glue {
+            dir: rec
+                .data
+                .dir
+                .as_ref()
+                .map(|d| r.resolve(d))
+                .unwrap_or_else(|| opts.data_dir.clone()),
+            split: r.split(),
+        },
+        labels: None,
         batch_size: rec.data.batch_size.unwrap_or(task.default_batch_size()),
         max_length: rec.data.max_input_length,
         warmup: opts.warmup.unwrap_or(rec.eval.warmup),

@@ -180,16 +180,70 @@ fn untimed_hint(timed: usize, warmup: usize) -> String {
     )
 }
 
+fn labels_line(l: &crate::data::Labels) -> String {
+    use crate::data::Labels;
+    match l {
+        Labels::Glue(t) => format!("{t}'s"),
+        Labels::Scores => "scores (the model has one output: regression)".into(),
+        Labels::Classes { names: Some(n), source } => format!("{} ({source})", n.join(", ")),
+        Labels::Classes { names: None, source } => format!("class indexes ({source})"),
+    }
+}
+
+/// Per-class precision, recall, F1, support, and the confusion matrix (rows: gold, columns:
+/// predicted).
+fn class_table(per: &[crate::glue::ClassScores], matrix: &[Vec<usize>]) -> String {
+    let mut o = String::new();
+    let name = |c: &crate::glue::ClassScores| c.name.clone().unwrap_or_else(|| c.class.to_string());
+    let width = per.iter().map(|c| name(c).chars().count()).max().unwrap_or(5).max(5);
+    let _ = write!(
+        o,
+        "  {:<width$}  precision  recall      F1  support   predicted →",
+        "class"
+    );
+    for c in per {
+        let _ = write!(o, " {:>7}", shorten_name(&name(c), 7));
+    }
+    o.push('\n');
+    for (c, row) in per.iter().zip(matrix) {
+        let _ = write!(
+            o,
+            "  {:<width$}  {:>9.4}  {:>6.4}  {:>6.4}  {:>7}  {:>11}",
+            name(c),
+            c.precision,
+            c.recall,
+            c.f1,
+            c.support,
+            ""
+        );
+        for n in row {
+            let _ = write!(o, " {n:>7}");
+        }
+        o.push('\n');
+    }
+    o
+}
+
+fn shorten_name(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        s.chars().take(n - 1).chain(['…']).collect()
+    }
+}
+
 pub fn eval_text(r: &EvalReport) -> String {
     let mut o = String::new();
     let m = &r.metrics;
     let t = &r.timing;
     let _ = writeln!(o, "model        {}", r.model.display());
+    let what = match (&r.task, &r.split) {
+        (Some(t), Some(split)) => format!("{t} {split}"),
+        _ => r.data_file.display().to_string(),
+    };
     let _ = writeln!(
         o,
-        "data         {} {} ({}, {} of {}, max length {}{})",
-        r.task,
-        r.split,
+        "data         {what} ({}, {} of {}, max length {}{})",
         count(r.examples, "example", "examples"),
         count(r.batches, "batch", "batches"),
         r.batch_size,
@@ -212,7 +266,30 @@ pub fn eval_text(r: &EvalReport) -> String {
     if let Some(x) = m.spearman {
         quality.push(format!("Spearman {x:.4}"));
     }
+    if let Some(x) = m.macro_f1 {
+        quality.push(format!("macro-F1 {x:.4}"));
+    }
+    if let Some(x) = m.mse {
+        quality.push(format!("MSE {x:.4}"));
+    }
     let _ = writeln!(o, "quality      {}", quality.join(", "));
+    if r.task.is_none() {
+        let cols = &r.columns;
+        let _ = writeln!(
+            o,
+            "columns      text {:?}{}{}",
+            cols.text,
+            cols.pair.as_ref().map(|p| format!(", pair {p:?}")).unwrap_or_default(),
+            cols.label
+                .as_ref()
+                .map(|l| format!(", label {l:?}"))
+                .unwrap_or_default()
+        );
+        let _ = writeln!(o, "labels       {}", labels_line(&r.labels));
+        if let (Some(per), Some(matrix)) = (&m.per_class, &m.confusion_matrix) {
+            o.push_str(&class_table(per, matrix));
+        }
+    }
     let _ = writeln!(
         o,
         "speed        {} ms/batch, {} samples/s (p50 {} ms, p95 {} ms; {} timed after {} warm-up, {}, {}){}",
@@ -305,7 +382,7 @@ pub fn run_text(r: &crate::pipeline::RunReport) -> String {
         opt(e.metrics.accuracy, 4),
         opt(e.metrics.f1, 4),
         e.examples,
-        e.split
+        e.split.as_deref().unwrap_or("data")
     );
     let _ = writeln!(
         o,

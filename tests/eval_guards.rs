@@ -67,7 +67,13 @@ fn calibration_batches_are_padded_with_the_tokenizers_pad_id() {
     let dir = tempfile::tempdir().unwrap();
     let data = write_sst2(dir.path(), "train", &["good film", "a very very long good film", "bad"]);
     let mut tok = tokenizer(&word_level_tokenizer(&ANGLE_WORDS, ANGLE_SPECIALS, Value::Null));
-    let c = calib::load(&data, Task::Sst2, 3, 0, &mut tok, 32, 8).unwrap();
+    let source = onnx_compress::data::Source {
+        path: data,
+        format: None,
+        columns: Default::default(),
+        task: Some(Task::Sst2),
+    };
+    let c = calib::load(&source, 3, 0, &mut tok, 32, 8).unwrap();
     assert_eq!(c.batches.len(), 1);
     let b = &c.batches[0];
     let mut padded = 0;
@@ -94,9 +100,12 @@ fn write_sst2(root: &Path, split: &str, sentences: &[&str]) -> PathBuf {
 
 fn eval_options(data_dir: &Path, tokenizer: &Path, bucket: bool) -> EvalOptions {
     EvalOptions {
-        task: Task::Sst2,
-        split: "dev".into(),
-        data_dir: data_dir.to_path_buf(),
+        task: Some(Task::Sst2),
+        data: onnx_compress::eval::EvalData::Glue {
+            dir: data_dir.to_path_buf(),
+            split: "dev".into(),
+        },
+        labels: None,
         batch_size: 2,
         max_length: 32,
         warmup: 0,

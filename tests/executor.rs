@@ -150,6 +150,8 @@ fn calibration_is_loaded_only_when_a_step_needs_it() {
     // The calibration file does not exist: loading it would fail (and need ONNX Runtime).
     let calibration = Calibration {
         data: dir.path().join("absent-train.tsv"),
+        format: None,
+        columns: Default::default(),
         task: None,
         samples: 8,
         seed: 0,

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand, ValueEnum};
+use onnx_compress::data::Format;
 use onnx_compress::options::Named;
 use onnx_compress::passes::lowrank::{ApplyTo, Shrink};
 use onnx_compress::passes::prune::Strategy;
@@ -78,7 +79,8 @@ pub struct PassIo {
 /// The calibration flags of prune, lowrank and quantize.
 #[derive(clap::Args)]
 pub struct CalibArgs {
-    /// Calibration data: a GLUE TSV of the task's train split (task from its header, or --task);
+    /// Calibration data: a GLUE TSV of the task's train split (task from its header, or --task),
+    /// or any CSV/TSV/JSONL/Parquet file of texts (see --text-column);
     /// prune: for --strategy obs, lowrank: activation-aware, quantize: --mode static.
     #[arg(long, value_name = "FILE")]
     pub calib_data: Option<PathBuf>,
@@ -86,9 +88,20 @@ pub struct CalibArgs {
     /// quantize: 256].
     #[arg(long)]
     pub calib_samples: Option<usize>,
-    /// Task of --calib-data when its header does not tell (sst2, mrpc, qqp, ...).
+    /// GLUE task of --calib-data when its header does not tell (sst2, mrpc, qqp, ...).
     #[arg(long)]
     pub task: Option<String>,
+    /// Format of --calib-data: tsv, csv, jsonl or parquet [default: by its extension].
+    #[arg(long, value_name = "FORMAT", value_parser = choice::<Format>())]
+    pub format: Option<Format>,
+    /// Column of --calib-data holding the text [default: a GLUE header's, else text, sentence1,
+    /// question1, premise, sentence, question or content]. No label column is needed.
+    #[arg(long, value_name = "NAME")]
+    pub text_column: Option<String>,
+    /// Column holding the second text of a pair [default: the text column's usual partner:
+    /// text_pair, sentence2, question2, hypothesis].
+    #[arg(long, value_name = "NAME")]
+    pub text_pair_column: Option<String>,
     /// Truncation length of calibration examples.
     #[arg(long, default_value_t = 128)]
     pub max_length: usize,
@@ -305,18 +318,38 @@ pub struct LowrankArgs {
 
 #[derive(clap::Args)]
 pub struct EvalArgs {
-    /// sst2, mrpc, qqp (also cola, qnli, rte, mnli, stsb, wnli).
-    #[arg(long)]
-    pub task: String,
+    /// A GLUE task: sst2, mrpc, qqp (also cola, qnli, rte, mnli, stsb, wnli): its files, labels
+    /// and metrics. Leave it out to evaluate your own labelled file (--data FILE).
+    #[arg(long, required_unless_present = "data")]
+    pub task: Option<String>,
     /// The .onnx model to evaluate.
     #[arg(long)]
     pub model: PathBuf,
-    /// GLUE folder holding <task>/<split>.tsv (default: data/glue, then ../shared/data/glue).
-    #[arg(long)]
+    /// A GLUE folder holding <task>/<split>.tsv (default: data/glue, then ../shared/data/glue),
+    /// or a labelled data file: .tsv, .csv, .jsonl or .parquet (Hugging Face datasets' files).
+    #[arg(long, value_name = "DIR|FILE")]
     pub data: Option<PathBuf>,
-    /// Which file of the task folder to read: dev, train, or any <split>.tsv there.
-    #[arg(long, default_value = "dev")]
-    pub split: String,
+    /// Which file of the GLUE task folder to read: dev, train, or any <split>.tsv there.
+    #[arg(long)]
+    pub split: Option<String>,
+    /// Format of a --data file: tsv, csv, jsonl or parquet [default: by its extension].
+    #[arg(long, value_name = "FORMAT", value_parser = choice::<Format>())]
+    pub format: Option<Format>,
+    /// Column of the --data file holding the text [default: the task's, else text, sentence1,
+    /// question1, premise, sentence, question or content].
+    #[arg(long, value_name = "NAME")]
+    pub text_column: Option<String>,
+    /// Column holding the second text of a pair [default: the text column's usual partner].
+    #[arg(long, value_name = "NAME")]
+    pub text_pair_column: Option<String>,
+    /// Column holding the label [default: the task's, else label, labels, gold_label, score or
+    /// target]. Labels are class indexes or class names; a model with one output reads numbers.
+    #[arg(long, value_name = "NAME")]
+    pub label_column: Option<String>,
+    /// The model's class names in class order (e.g. negative,positive), for string labels
+    /// [default: the names embedded in the model, else id2label of config.json beside it].
+    #[arg(long, value_name = "NAMES")]
+    pub labels: Option<String>,
     /// Default: 32 (MRPC: 24), as the reference.
     #[arg(long)]
     pub batch_size: Option<usize>,

@@ -87,12 +87,7 @@ pub fn read_tsv(task: Task, path: &Path) -> Result<Dataset, GlueError> {
 
 /// Reads GLUE TSV text of `task`; `name` is used for [`Dataset::path`] and in error messages.
 pub fn read_tsv_str(task: Task, name: &str, text: &str) -> Result<Dataset, GlueError> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut lines = text
-        .split('\n')
-        .enumerate()
-        .map(|(i, line)| (i + 1, line.strip_suffix('\r').unwrap_or(line)))
-        .filter(|(_, line)| !line.is_empty());
+    let mut lines = tsv_lines(text);
 
     let layout = match task.column_names() {
         None => Layout::cola(),
@@ -114,6 +109,16 @@ pub fn read_tsv_str(task: Task, name: &str, text: &str) -> Result<Dataset, GlueE
         path: PathBuf::from(name),
         examples,
     })
+}
+
+/// The non-empty lines of TSV text with their line numbers (from 1): a leading byte order mark
+/// removed, `\n` or `\r\n` line ends. Every TSV this tool reads, GLUE's or not, is split here.
+pub fn tsv_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    text.split('\n')
+        .enumerate()
+        .map(|(i, line)| (i + 1, line.strip_suffix('\r').unwrap_or(line)))
+        .filter(|(_, line)| !line.is_empty())
 }
 
 /// Field indexes of the columns a task needs.

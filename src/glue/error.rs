@@ -91,6 +91,11 @@ pub enum GlueError {
     #[error("{examples} examples but {predictions} predictions")]
     LengthMismatch { examples: usize, predictions: usize },
 
+    /// A label or prediction of the wrong kind (class vs. score), or a class out of range, for
+    /// the user's own labels.
+    #[error("example {index}: its label and the model's prediction are not of the same kind (a class of the model, or a score)")]
+    OwnKindMismatch { index: usize },
+
     /// A label or prediction of the wrong kind (class vs. score) for the task.
     #[error("{what} {index} is a {found}, but {task} needs a {wanted}")]
     KindMismatch {

@@ -79,7 +79,9 @@ pub struct Confusion {
 /// JSON.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Metrics {
-    pub task: Task,
+    /// The GLUE task whose metrics these are; `None` for the user's own labels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<Task>,
     /// Number of examples evaluated.
     pub n: usize,
     /// Classification tasks.
@@ -100,6 +102,167 @@ pub struct Metrics {
     /// Binary tasks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub confusion: Option<Confusion>,
+    /// Own labels: the unweighted mean F1 over the classes that occur (in the labels or the
+    /// predictions), as scikit-learn's `f1_score(average="macro")`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub macro_f1: Option<f64>,
+    /// Own labels: precision, recall, F1 and support of every class of the model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_class: Option<Vec<ClassScores>>,
+    /// Own labels: `confusion_matrix[gold][predicted]` counts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confusion_matrix: Option<Vec<Vec<usize>>>,
+    /// Regression on own labels: mean squared error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mse: Option<f64>,
+}
+
+/// One class's scores; 0.0 where undefined (no predictions of it, or no examples of it).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassScores {
+    pub class: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    /// Examples of this class.
+    pub support: usize,
+}
+
+impl Metrics {
+    fn empty(task: Option<Task>, n: usize) -> Metrics {
+        Metrics {
+            task,
+            n,
+            accuracy: None,
+            f1: None,
+            mcc: None,
+            pearson: None,
+            spearman: None,
+            confusion: None,
+            macro_f1: None,
+            per_class: None,
+            confusion_matrix: None,
+            mse: None,
+        }
+    }
+}
+
+/// Metrics of the user's own labels: accuracy, macro-F1, per-class precision/recall/F1 and the
+/// confusion matrix over `classes` classes (named by `names` when known); or, with
+/// `classes == None`, a regression's Pearson, Spearman and mean squared error. Predictions and
+/// labels must be of the matching kind.
+pub fn compute_own_metrics(
+    classes: Option<usize>,
+    names: Option<&[String]>,
+    examples: &[Example],
+    predictions: &[Prediction],
+) -> Result<Metrics, GlueError> {
+    if examples.len() != predictions.len() {
+        return Err(GlueError::LengthMismatch {
+            examples: examples.len(),
+            predictions: predictions.len(),
+        });
+    }
+    let mut m = Metrics::empty(None, examples.len());
+    match classes {
+        None => {
+            let mut gold = Vec::with_capacity(examples.len());
+            let mut pred = Vec::with_capacity(examples.len());
+            for (i, (e, p)) in examples.iter().zip(predictions).enumerate() {
+                match (e.label, p) {
+                    (Label::Score(g), Prediction::Score(s)) if s.is_finite() => {
+                        gold.push(f64::from(g));
+                        pred.push(f64::from(*s));
+                    }
+                    (_, Prediction::Score(s)) if !s.is_finite() => {
+                        return Err(GlueError::NonFinitePrediction { index: i, value: *s })
+                    }
+                    _ => return Err(GlueError::OwnKindMismatch { index: i }),
+                }
+            }
+            m.pearson = Some(pearson(&pred, &gold));
+            m.spearman = Some(spearman(&pred, &gold));
+            m.mse = Some(mse(&pred, &gold));
+        }
+        Some(k) => {
+            let mut gold = Vec::with_capacity(examples.len());
+            let mut pred = Vec::with_capacity(examples.len());
+            for (i, (e, p)) in examples.iter().zip(predictions).enumerate() {
+                match (e.label, p) {
+                    (Label::Class(g), Prediction::Class(c)) if g < k && *c < k => {
+                        gold.push(g);
+                        pred.push(*c);
+                    }
+                    _ => return Err(GlueError::OwnKindMismatch { index: i }),
+                }
+            }
+            let matrix = confusion_matrix(&pred, &gold, k);
+            let per_class = class_scores(&matrix, names);
+            let occurring: Vec<&ClassScores> = per_class
+                .iter()
+                .filter(|c| c.support > 0 || matrix.iter().any(|row| row[c.class] > 0))
+                .collect();
+            m.accuracy = Some(accuracy(&pred, &gold));
+            m.macro_f1 = Some(if occurring.is_empty() {
+                0.0
+            } else {
+                occurring.iter().map(|c| c.f1).sum::<f64>() / occurring.len() as f64
+            });
+            if k == 2 {
+                m.f1 = Some(f1_positive(&pred, &gold));
+            }
+            m.per_class = Some(per_class);
+            m.confusion_matrix = Some(matrix);
+        }
+    }
+    Ok(m)
+}
+
+/// `k × k` counts, `[gold][predicted]`.
+pub fn confusion_matrix(preds: &[usize], labels: &[usize], k: usize) -> Vec<Vec<usize>> {
+    let mut m = vec![vec![0; k]; k];
+    for (&p, &l) in preds.iter().zip(labels) {
+        if p < k && l < k {
+            m[l][p] += 1;
+        }
+    }
+    m
+}
+
+fn class_scores(matrix: &[Vec<usize>], names: Option<&[String]>) -> Vec<ClassScores> {
+    let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    (0..matrix.len())
+        .map(|c| {
+            let tp = matrix[c][c];
+            let predicted: usize = matrix.iter().map(|row| row[c]).sum();
+            let support: usize = matrix[c].iter().sum();
+            let (precision, recall) = (ratio(tp, predicted), ratio(tp, support));
+            let f1 = if precision + recall == 0.0 {
+                0.0
+            } else {
+                2.0 * precision * recall / (precision + recall)
+            };
+            ClassScores {
+                class: c,
+                name: names.and_then(|n| n.get(c).cloned()),
+                precision,
+                recall,
+                f1,
+                support,
+            }
+        })
+        .collect()
+}
+
+/// Mean squared error; 0.0 for empty input.
+pub fn mse(preds: &[f64], labels: &[f64]) -> f64 {
+    let n = preds.len().min(labels.len());
+    if n == 0 {
+        return 0.0;
+    }
+    preds.iter().zip(labels).map(|(p, l)| (p - l) * (p - l)).sum::<f64>() / n as f64
 }
 
 /// Computes the GLUE metrics of `task` for `predictions`, one per example, in order.
@@ -115,16 +278,7 @@ pub fn compute_metrics(task: Task, examples: &[Example], predictions: &[Predicti
             predictions: predictions.len(),
         });
     }
-    let mut metrics = Metrics {
-        task,
-        n: examples.len(),
-        accuracy: None,
-        f1: None,
-        mcc: None,
-        pearson: None,
-        spearman: None,
-        confusion: None,
-    };
+    let mut metrics = Metrics::empty(Some(task), examples.len());
     let kind_error = |what, index, found| GlueError::KindMismatch {
         task,
         what,

@@ -23,9 +23,10 @@ mod error;
 mod metrics;
 mod task;
 
-pub use data::{read_tsv, read_tsv_str, Dataset, Example, Label};
+pub use data::{read_tsv, read_tsv_str, tsv_lines, Dataset, Example, Label};
 pub use error::GlueError;
 pub use metrics::{
-    accuracy, argmax, compute_metrics, confusion, f1_positive, mcc, pearson, spearman, Confusion, Metrics, Prediction,
+    accuracy, argmax, compute_metrics, compute_own_metrics, confusion, confusion_matrix, f1_positive, mcc, mse,
+    pearson, spearman, ClassScores, Confusion, Metrics, Prediction,
 };
 pub use task::Task;

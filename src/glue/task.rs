@@ -27,10 +27,10 @@ pub enum Task {
 }
 
 /// Where a task's columns are, by header name (`None` for header-less CoLA).
-pub(super) struct ColumnNames {
-    pub(super) text_a: &'static str,
-    pub(super) text_b: Option<&'static str>,
-    pub(super) label: &'static str,
+pub(crate) struct ColumnNames {
+    pub(crate) text_a: &'static str,
+    pub(crate) text_b: Option<&'static str>,
+    pub(crate) label: &'static str,
 }
 
 impl Task {
@@ -194,7 +194,7 @@ impl Task {
     }
 
     /// Header names of the text and label columns (`None` for CoLA, which has no header).
-    pub(super) fn column_names(&self) -> Option<ColumnNames> {
+    pub(crate) fn column_names(&self) -> Option<ColumnNames> {
         let (text_a, text_b, label) = match self {
             Task::Cola => return None,
             Task::Sst2 => ("sentence", None, "label"),
@@ -209,7 +209,7 @@ impl Task {
     }
 
     /// Parses a label field (already trimmed); `None` if it is not valid for the task.
-    pub(super) fn parse_label(&self, raw: &str) -> Option<Label> {
+    pub(crate) fn parse_label(&self, raw: &str) -> Option<Label> {
         let class = match self {
             Task::Sst2 | Task::Mrpc | Task::Qqp | Task::Cola | Task::Wnli => match raw {
                 "0" => 0,
@@ -236,7 +236,7 @@ impl Task {
     }
 
     /// What a valid label looks like, for error messages.
-    pub(super) fn label_expectation(&self) -> String {
+    pub(crate) fn label_expectation(&self) -> String {
         let rule = match self {
             Task::Sst2 | Task::Mrpc | Task::Qqp | Task::Cola | Task::Wnli => "labels are 0 or 1",
             Task::Qnli | Task::Rte => "labels are entailment or not_entailment",

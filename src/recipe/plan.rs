@@ -170,6 +170,8 @@ impl LoadedRecipe {
         }
         let calibration = rec.calibration.as_ref().map(|c| executor::Calibration {
             data: self.resolve(&c.data),
+            format: None,
+            columns: Default::default(),
             task: Some(self.task()),
             samples: c.samples,
             seed: c.seed,

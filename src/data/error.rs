@@ -1,0 +1,87 @@
+//! [`DataError`]: what went wrong reading a data file, naming the file, the line (or the Parquet
+//! row) and what was expected.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::glue::GlueError;
+
+/// Where a record is: a physical line of a text file (from 1, the header included), or a row of a
+/// Parquet file (from 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loc {
+    Line(usize),
+    Row(usize),
+}
+
+impl fmt::Display for Loc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Loc::Line(n) => write!(f, "line {n}"),
+            Loc::Row(n) => write!(f, "row {n}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("cannot read {}: {cause}", .path.display())]
+    Io { path: PathBuf, cause: std::io::Error },
+
+    /// The format could not be chosen, or the file is not in it.
+    #[error("{file}: {message}")]
+    Format { file: String, message: String },
+
+    /// A record that cannot be read (wrong field count, bad JSON, a value of the wrong type).
+    #[error("{at} of {file}: {message}")]
+    Record { file: String, at: Loc, message: String },
+
+    /// A column named by a flag (or a preset) is not in the file.
+    #[error("{file}: no {role} column {}; the file has columns [{}]{hint}", quote(.names).replace(", ", " or "), quote(.found))]
+    MissingColumn {
+        file: String,
+        role: &'static str,
+        /// The names looked for (any one would do).
+        names: Vec<String>,
+        found: Vec<String>,
+        hint: String,
+    },
+
+    /// No column was named and none could be chosen.
+    #[error("{file}: which column holds the {role}? The file has columns [{}]; pass {flag}", quote(.found))]
+    ChooseColumn {
+        file: String,
+        role: &'static str,
+        flag: &'static str,
+        found: Vec<String>,
+    },
+
+    #[error("{file}: no examples (the file is empty or has only a header)")]
+    Empty { file: String },
+
+    /// A label the model's label set does not contain.
+    #[error("label {value:?} on {at} of {file}: {expected}")]
+    Label {
+        file: String,
+        at: Loc,
+        value: String,
+        expected: String,
+    },
+
+    #[error(transparent)]
+    Glue(#[from] GlueError),
+}
+
+pub(super) fn quote(names: &[String]) -> String {
+    names.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ")
+}
+
+/// A piece of input for a message: at most 60 characters.
+pub(super) fn shorten(s: &str) -> String {
+    const MAX: usize = 60;
+    if s.chars().count() <= MAX {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(MAX).collect::<String>())
+    }
+}

@@ -1,0 +1,283 @@
+//! What a label cell means: a GLUE task's label, one of the model's classes (by index or by name),
+//! or a score; and where the model's class names come from (`--labels`, the names `convert` and
+//! every pass embed, or the Hugging Face `config.json` beside the model).
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::table::Cell;
+use crate::glue::{Label, Task};
+use crate::onnx::ModelProto;
+
+/// The metadata key under which the model's class names are embedded (a JSON list, index order).
+pub const LABELS_KEY: &str = "onnx_compress.id2label";
+
+/// How labels are read and scored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Labels {
+    /// A GLUE task's labels and metrics.
+    Glue(Task),
+    /// The model's classes: a label is a class index, or a name when the names are known.
+    Classes {
+        names: Option<Vec<String>>,
+        /// Where the names came from (or why there are none), for messages and reports.
+        source: String,
+    },
+    /// A model with one output: a label is a number (regression).
+    Scores,
+}
+
+/// The model's class names and where they came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelLabels {
+    pub names: Vec<String>,
+    pub source: String,
+}
+
+impl Labels {
+    /// Number of classes when known (`None` for scores, or unnamed classes).
+    pub fn class_count(&self) -> Option<usize> {
+        match self {
+            Labels::Glue(t) if !t.is_regression() => Some(t.num_labels()),
+            Labels::Classes { names: Some(n), .. } => Some(n.len()),
+            _ => None,
+        }
+    }
+
+    pub fn names(&self) -> Option<&[String]> {
+        match self {
+            Labels::Classes { names: Some(n), .. } => Some(n),
+            _ => None,
+        }
+    }
+
+    pub fn is_regression(&self) -> bool {
+        match self {
+            Labels::Glue(t) => t.is_regression(),
+            Labels::Classes { .. } => false,
+            Labels::Scores => true,
+        }
+    }
+
+    /// What valid labels look like, for messages.
+    pub fn expectation(&self) -> String {
+        match self {
+            Labels::Glue(t) => t.label_expectation(),
+            Labels::Scores => "the model has one output (a score): labels are numbers".into(),
+            Labels::Classes {
+                names: Some(n),
+                source,
+            } => format!(
+                "the model's labels are {} (class indexes 0–{}), from {source}; pass --labels NAME0,NAME1,... to name them otherwise",
+                n.join(", "),
+                n.len().saturating_sub(1)
+            ),
+            Labels::Classes { names: None, source } => format!(
+                "labels must be class indexes 0, 1, ... since no names are known ({source}); pass --labels NAME0,NAME1,... in class order"
+            ),
+        }
+    }
+
+    /// Reads one label cell; the error is [`Labels::expectation`] (or why the cell is unusable).
+    pub fn parse(&self, cell: &Cell) -> Result<Label, String> {
+        let bad = || Err(self.expectation());
+        let index = |i: i64| -> Result<Label, String> {
+            match usize::try_from(i) {
+                Ok(c) if self.class_count().is_none_or(|n| c < n) => Ok(Label::Class(c)),
+                _ => Err(self.expectation()),
+            }
+        };
+        match (self, cell) {
+            (_, Cell::Null) => Err("the label is missing (null)".into()),
+            (Labels::Scores, Cell::Int(i)) => Ok(Label::Score(*i as f32)),
+            (Labels::Scores, Cell::Float(x)) if x.is_finite() => Ok(Label::Score(*x as f32)),
+            (Labels::Scores, Cell::Str(s)) => match s.trim().parse::<f32>() {
+                Ok(x) if x.is_finite() => Ok(Label::Score(x)),
+                _ => bad(),
+            },
+            (Labels::Glue(t), Cell::Str(s)) => t.parse_label(s.trim()).ok_or_else(|| t.label_expectation()),
+            (Labels::Glue(t), Cell::Int(i)) if !t.is_regression() => index(*i),
+            (Labels::Glue(t), Cell::Float(x)) if !t.is_regression() && x.fract() == 0.0 => index(*x as i64),
+            (Labels::Glue(t), Cell::Int(_) | Cell::Float(_)) => {
+                t.parse_label(&cell.show()).ok_or_else(|| t.label_expectation())
+            }
+            (Labels::Classes { .. }, Cell::Int(i)) => index(*i),
+            (Labels::Classes { .. }, Cell::Float(x)) if x.fract() == 0.0 && x.is_finite() => index(*x as i64),
+            (Labels::Classes { names, .. }, Cell::Str(s)) => {
+                let s = s.trim();
+                if let Some(n) = names {
+                    if let Some(c) = n.iter().position(|name| name == s) {
+                        return Ok(Label::Class(c));
+                    }
+                    let folded: Vec<usize> = (0..n.len()).filter(|&c| n[c].eq_ignore_ascii_case(s)).collect();
+                    if let [c] = folded[..] {
+                        return Ok(Label::Class(c));
+                    }
+                }
+                match s.parse::<i64>() {
+                    Ok(i) => index(i),
+                    Err(_) => bad(),
+                }
+            }
+            _ => bad(),
+        }
+    }
+}
+
+/// Parses `--labels neg,pos` (comma-separated, in class order, each name once).
+pub fn parse_label_list(list: &str) -> Result<Vec<String>, String> {
+    let names: Vec<String> = list.split(',').map(|s| s.trim().to_string()).collect();
+    if names.len() < 2 || names.iter().any(String::is_empty) {
+        return Err(format!(
+            "--labels {list:?}: give at least two non-empty names, comma-separated, in class order (e.g. --labels negative,positive)"
+        ));
+    }
+    for (i, n) in names.iter().enumerate() {
+        if names[..i].contains(n) {
+            return Err(format!("--labels {list:?}: {n:?} is given twice"));
+        }
+    }
+    Ok(names)
+}
+
+/// The class names of a Hugging Face `config.json`: `id2label` (keys "0", "1", ...), else
+/// `label2id`. `Ok(None)` when it has neither; an error when they are not a full index range.
+pub fn names_from_config(json: &str) -> Result<Option<Vec<String>>, String> {
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("not valid JSON: {e}"))?;
+    let mut pairs: Vec<(usize, String)> = Vec::new();
+    if let Some(map) = v.get("id2label").and_then(|m| m.as_object()) {
+        for (k, name) in map {
+            let i = k
+                .parse::<usize>()
+                .map_err(|_| format!("id2label key {k:?} is not a class index"))?;
+            let name = name
+                .as_str()
+                .ok_or_else(|| format!("id2label[{k:?}] is not a string"))?;
+            pairs.push((i, name.to_string()));
+        }
+    } else if let Some(map) = v.get("label2id").and_then(|m| m.as_object()) {
+        for (name, i) in map {
+            let i = i
+                .as_u64()
+                .ok_or_else(|| format!("label2id[{name:?}] is not a class index"))?;
+            pairs.push((i as usize, name.clone()));
+        }
+    } else {
+        return Ok(None);
+    }
+    pairs.sort();
+    if pairs.iter().enumerate().any(|(want, (i, _))| *i != want) {
+        return Err("the class indexes of id2label/label2id are not 0, 1, 2, ... each once".into());
+    }
+    Ok(Some(pairs.into_iter().map(|(_, n)| n).collect()))
+}
+
+/// The model's class names: `explicit` (`--labels`), else the names embedded in the model, else
+/// `config.json` beside it. `Ok(None)` when there are none.
+pub fn model_labels(
+    model_path: &Path,
+    model: &ModelProto,
+    explicit: Option<&str>,
+) -> Result<Option<ModelLabels>, String> {
+    if let Some(list) = explicit {
+        return Ok(Some(ModelLabels {
+            names: parse_label_list(list)?,
+            source: "--labels".into(),
+        }));
+    }
+    if let Some(p) = model.metadata_props.iter().find(|p| p.key() == LABELS_KEY) {
+        let names: Vec<String> = serde_json::from_str(p.value()).map_err(|e| {
+            format!(
+                "{}: metadata '{LABELS_KEY}' is not a list of names: {e}",
+                model_path.display()
+            )
+        })?;
+        return Ok(Some(ModelLabels {
+            names,
+            source: "the names embedded in the model".into(),
+        }));
+    }
+    let config = model_path.parent().unwrap_or(Path::new(".")).join("config.json");
+    if !config.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&config).map_err(|e| format!("{}: {e}", config.display()))?;
+    Ok(names_from_config(&text)
+        .map_err(|e| format!("{}: {e}", config.display()))?
+        .map(|names| ModelLabels {
+            names,
+            source: format!("id2label of {}", config.display()),
+        }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(n: &[&str]) -> Labels {
+        Labels::Classes {
+            names: Some(n.iter().map(|s| s.to_string()).collect()),
+            source: "config.json".into(),
+        }
+    }
+
+    #[test]
+    fn class_labels_by_name_index_and_case() {
+        let l = named(&["NEGATIVE", "POSITIVE"]);
+        assert_eq!(l.parse(&Cell::Str("POSITIVE".into())), Ok(Label::Class(1)));
+        assert_eq!(l.parse(&Cell::Str(" negative ".into())), Ok(Label::Class(0)));
+        assert_eq!(l.parse(&Cell::Str("1".into())), Ok(Label::Class(1)));
+        assert_eq!(l.parse(&Cell::Int(0)), Ok(Label::Class(0)));
+        assert_eq!(l.parse(&Cell::Float(1.0)), Ok(Label::Class(1)));
+        for bad in [
+            Cell::Int(2),
+            Cell::Int(-1),
+            Cell::Float(0.5),
+            Cell::Str("neutral".into()),
+            Cell::Bool(true),
+        ] {
+            let e = l.parse(&bad).unwrap_err();
+            assert!(
+                e.contains("NEGATIVE, POSITIVE (class indexes 0–1), from config.json"),
+                "{e}"
+            );
+        }
+        assert!(l.parse(&Cell::Null).unwrap_err().contains("missing"));
+        let unnamed = Labels::Classes {
+            names: None,
+            source: "no config.json".into(),
+        };
+        assert_eq!(unnamed.parse(&Cell::Str("7".into())), Ok(Label::Class(7)));
+        assert!(unnamed
+            .parse(&Cell::Str("pos".into()))
+            .unwrap_err()
+            .contains("--labels"));
+    }
+
+    #[test]
+    fn glue_and_score_labels() {
+        let g = Labels::Glue(Task::Mnli);
+        assert_eq!(g.parse(&Cell::Str("neutral".into())), Ok(Label::Class(1)));
+        assert_eq!(g.parse(&Cell::Int(2)), Ok(Label::Class(2)));
+        assert!(g.parse(&Cell::Int(-1)).is_err());
+        assert_eq!(Labels::Glue(Task::StsB).parse(&Cell::Float(3.5)), Ok(Label::Score(3.5)));
+        assert_eq!(Labels::Scores.parse(&Cell::Str("0.25".into())), Ok(Label::Score(0.25)));
+        assert!(Labels::Scores.parse(&Cell::Str("high".into())).is_err());
+    }
+
+    #[test]
+    fn label_lists_and_configs() {
+        assert_eq!(parse_label_list("neg, pos").unwrap(), ["neg", "pos"]);
+        assert!(parse_label_list("pos").is_err());
+        assert!(parse_label_list("a,,b").is_err());
+        assert!(parse_label_list("a,b,a").unwrap_err().contains("twice"));
+        let cfg = r#"{"id2label": {"1": "POSITIVE", "0": "NEGATIVE"}, "label2id": {}}"#;
+        assert_eq!(names_from_config(cfg).unwrap().unwrap(), ["NEGATIVE", "POSITIVE"]);
+        let cfg = r#"{"label2id": {"b": 1, "a": 0}}"#;
+        assert_eq!(names_from_config(cfg).unwrap().unwrap(), ["a", "b"]);
+        assert_eq!(names_from_config(r#"{"model_type": "bert"}"#).unwrap(), None);
+        assert!(names_from_config(r#"{"id2label": {"0": "a", "2": "c"}}"#).is_err());
+    }
+}

@@ -1,0 +1,551 @@
+//! The user's own data: examples from TSV, CSV, JSON Lines and Parquet files (Hugging Face
+//! datasets' own files included), with the text, text-pair and label columns named by flags, by
+//! a GLUE task's preset, or found by their usual names.
+//!
+//! - [`read_table`] reads any of the formats into named columns of typed cells
+//!   ([`table`](self::table) has the format rules: TSV without quoting as GLUE needs, CSV with
+//!   RFC 4180 quoting, one JSON object per line, Parquet's own types).
+//! - [`read_texts`] picks the text columns (calibration needs no labels); [`read_labelled`] also
+//!   the label column and maps each label through [`Labels`]: a GLUE task's label set, the
+//!   model's classes (named by `--labels` or its `config.json`'s `id2label`), or scores.
+//! - A GLUE task's `.tsv` with no column flags is read by [`crate::glue::read_tsv`], exactly as
+//!   before, so the reference's numbers cannot move; its Parquet/CSV/JSONL copies go through the
+//!   same preset (GLUE's and Hugging Face's column names, labels as names or class indexes).
+//!
+//! Bad data is refused, never skipped: a missing column (the error lists the columns there are),
+//! an empty file, a record with the wrong number of fields, a null or non-text text, a label the
+//! label set does not have, a column mixing strings and numbers: each names the file and the
+//! line (or the Parquet row).
+
+mod error;
+pub mod labels;
+mod table;
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+pub use error::{DataError, Loc};
+pub use labels::{model_labels, Labels, ModelLabels, LABELS_KEY};
+pub use table::{read_table, read_text, Cell, Format, Record, Table};
+
+use crate::glue::{self, Example, Task};
+
+/// Column names given by the user (`--text-column`, `--text-pair-column`, `--label-column`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Columns {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pair: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+impl Columns {
+    pub fn is_empty(&self) -> bool {
+        self.text.is_none() && self.pair.is_none() && self.label.is_none()
+    }
+}
+
+/// A data file and how to read it.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub path: PathBuf,
+    /// `None`: by the file's extension.
+    pub format: Option<Format>,
+    pub columns: Columns,
+    /// A GLUE task whose preset names the columns and labels.
+    pub task: Option<Task>,
+}
+
+impl Source {
+    pub fn format(&self) -> Result<Format, DataError> {
+        if let Some(f) = self.format {
+            return Ok(f);
+        }
+        Format::of_path(&self.path).ok_or_else(|| DataError::Format {
+            file: self.path.display().to_string(),
+            message: format!(
+                "cannot tell the format from the extension (.tsv, .csv, .jsonl, .parquet); pass --format {{{}}}",
+                Format::NAMES.replace(", ", "|")
+            ),
+        })
+    }
+
+    /// Whether this is a GLUE task's own TSV, read by the GLUE reader unchanged.
+    fn is_glue_tsv(&self) -> Result<Option<Task>, DataError> {
+        Ok(match self.task {
+            Some(t) if self.columns.is_empty() && self.format()? == Format::Tsv => Some(t),
+            _ => None,
+        })
+    }
+}
+
+/// The columns read, as chosen.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Chosen {
+    pub text: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pair: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+/// Texts to run through a model (calibration): one `(text, pair)` per record, in file order.
+#[derive(Debug, Clone)]
+pub struct Texts {
+    pub path: PathBuf,
+    pub columns: Chosen,
+    pub texts: Vec<(String, Option<String>)>,
+}
+
+/// Labelled examples, in file order.
+#[derive(Debug, Clone)]
+pub struct Labelled {
+    pub path: PathBuf,
+    pub columns: Chosen,
+    pub examples: Vec<Example>,
+    /// Where each example is in the file (for errors found later, such as a class the model
+    /// does not have).
+    pub locs: Vec<Loc>,
+}
+
+/// Hugging Face `glue` column names of a task (text, pair, label), beside GLUE's own TSV names.
+fn hf_names(task: Task) -> (&'static str, Option<&'static str>, &'static str) {
+    match task {
+        Task::Sst2 | Task::Cola => ("sentence", None, "label"),
+        Task::Mrpc | Task::Rte | Task::Wnli | Task::StsB => ("sentence1", Some("sentence2"), "label"),
+        Task::Qqp => ("question1", Some("question2"), "label"),
+        Task::Qnli => ("question", Some("sentence"), "label"),
+        Task::Mnli => ("premise", Some("hypothesis"), "label"),
+    }
+}
+
+/// Text columns tried, in order, when none is named: (text, its pair).
+const USUAL_TEXT: [(&str, Option<&str>); 7] = [
+    ("text", Some("text_pair")),
+    ("sentence1", Some("sentence2")),
+    ("question1", Some("question2")),
+    ("premise", Some("hypothesis")),
+    ("sentence", None),
+    ("question", None),
+    ("content", None),
+];
+/// Label columns tried, in order, when none is named.
+const USUAL_LABEL: [&str; 5] = ["label", "labels", "gold_label", "score", "target"];
+
+fn choose(table: &Table, src: &Source, want_label: bool) -> Result<(Chosen, [Option<usize>; 3]), DataError> {
+    let named = |role: &'static str, flag: &'static str, name: &str| {
+        table.column(name).ok_or_else(|| DataError::MissingColumn {
+            file: table.file.clone(),
+            role,
+            names: vec![name.to_string()],
+            found: table.columns.clone(),
+            hint: format!(" (set by {flag})"),
+        })
+    };
+    let preset = src.task.map(|t| {
+        let (text, pair, label) = hf_names(t);
+        let glue = t.column_names();
+        (
+            [glue.as_ref().map(|g| g.text_a), Some(text)],
+            [glue.as_ref().and_then(|g| g.text_b), pair],
+            [glue.as_ref().map(|g| g.label), Some(label)],
+        )
+    });
+    let first_of = |names: &[Option<&'static str>]| names.iter().flatten().find_map(|n| table.column(n));
+
+    // Text and pair.
+    let (text, pair) = match (&src.columns.text, &preset) {
+        (Some(t), _) => {
+            let pair = match &src.columns.pair {
+                Some(p) => Some(named("text-pair", "--text-pair-column", p)?),
+                None => None,
+            };
+            (named("text", "--text-column", t)?, pair)
+        }
+        (None, Some((texts, pairs, _))) => {
+            let task = src.task.expect("preset implies a task");
+            let Some(t) = first_of(texts) else {
+                return Err(DataError::MissingColumn {
+                    file: table.file.clone(),
+                    role: "text",
+                    names: dedup(texts),
+                    found: table.columns.clone(),
+                    hint: format!(" ({task}'s names; pass --text-column)"),
+                });
+            };
+            let p = match &src.columns.pair {
+                Some(p) => Some(named("text-pair", "--text-pair-column", p)?),
+                None if task.is_pair() => match first_of(pairs) {
+                    Some(p) => Some(p),
+                    None => {
+                        return Err(DataError::MissingColumn {
+                            file: table.file.clone(),
+                            role: "text-pair",
+                            names: dedup(pairs),
+                            found: table.columns.clone(),
+                            hint: format!(" ({task} is a sentence-pair task; pass --text-pair-column)"),
+                        })
+                    }
+                },
+                None => None,
+            };
+            (t, p)
+        }
+        (None, None) => {
+            let Some((t, p)) = USUAL_TEXT
+                .iter()
+                .find_map(|(t, p)| table.column(t).map(|i| (i, p.and_then(|p| table.column(p)))))
+            else {
+                return Err(DataError::ChooseColumn {
+                    file: table.file.clone(),
+                    role: "text",
+                    flag: "--text-column NAME",
+                    found: table.columns.clone(),
+                });
+            };
+            let p = match &src.columns.pair {
+                Some(name) => Some(named("text-pair", "--text-pair-column", name)?),
+                None => p,
+            };
+            (t, p)
+        }
+    };
+
+    // Label.
+    let label = if !want_label {
+        None
+    } else if let Some(l) = &src.columns.label {
+        Some(named("label", "--label-column", l)?)
+    } else if let Some((_, _, labels)) = &preset {
+        let task = src.task.expect("preset implies a task");
+        match first_of(labels) {
+            Some(l) => Some(l),
+            None => {
+                return Err(DataError::MissingColumn {
+                    file: table.file.clone(),
+                    role: "label",
+                    names: dedup(labels),
+                    found: table.columns.clone(),
+                    hint: format!(" ({task}'s names; pass --label-column)"),
+                })
+            }
+        }
+    } else {
+        match USUAL_LABEL.iter().find_map(|l| table.column(l)) {
+            Some(l) => Some(l),
+            None => {
+                return Err(DataError::ChooseColumn {
+                    file: table.file.clone(),
+                    role: "label",
+                    flag: "--label-column NAME",
+                    found: table.columns.clone(),
+                })
+            }
+        }
+    };
+    let name = |i: usize| table.columns[i].clone();
+    Ok((
+        Chosen {
+            text: name(text),
+            pair: pair.map(name),
+            label: label.map(name),
+        },
+        [Some(text), pair, label],
+    ))
+}
+
+fn dedup(names: &[Option<&str>]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for n in names.iter().flatten() {
+        if !out.iter().any(|o| o == n) {
+            out.push(n.to_string());
+        }
+    }
+    out
+}
+
+/// The first record whose cell in `column` is of another kind than the first non-null one.
+fn check_one_kind(table: &Table, column: usize) -> Result<(), DataError> {
+    let mut first: Option<(&'static str, Loc)> = None;
+    for r in &table.records {
+        let cell = &r.cells[column];
+        if matches!(cell, Cell::Null) {
+            continue;
+        }
+        match first {
+            None => first = Some((cell.kind(), r.at)),
+            Some((kind, at)) if kind != cell.kind() => {
+                return Err(DataError::Record {
+                    file: table.file.clone(),
+                    at: r.at,
+                    message: format!(
+                        "column {:?} holds a {} here but a {kind} on {at}; a column must hold one type",
+                        table.columns[column],
+                        cell.kind()
+                    ),
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+fn text_cell(table: &Table, record: &Record, column: usize) -> Result<String, DataError> {
+    match &record.cells[column] {
+        Cell::Str(s) => Ok(s.clone()),
+        other => Err(DataError::Record {
+            file: table.file.clone(),
+            at: record.at,
+            message: format!(
+                "text column {:?} holds {} {}, not text",
+                table.columns[column],
+                if matches!(other, Cell::Null) { "a" } else { "the" },
+                if matches!(other, Cell::Null) {
+                    "null".to_string()
+                } else {
+                    format!("{} {}", other.kind(), other.show())
+                }
+            ),
+        }),
+    }
+}
+
+fn read_source_table(src: &Source) -> Result<Table, DataError> {
+    read_table(&src.path, src.format()?)
+}
+
+/// The texts of `src` (no label needed): for calibration.
+pub fn read_texts(src: &Source) -> Result<Texts, DataError> {
+    if let Some(task) = src.is_glue_tsv()? {
+        let d = glue::read_tsv(task, &src.path)?;
+        let (text, pair, _) = glue_tsv_names(task);
+        return Ok(Texts {
+            path: src.path.clone(),
+            columns: Chosen {
+                text,
+                pair,
+                label: None,
+            },
+            texts: d.examples.into_iter().map(|e| (e.text_a, e.text_b)).collect(),
+        });
+    }
+    let table = read_source_table(src)?;
+    let (columns, [text, pair, _]) = choose(&table, src, false)?;
+    let (text, pair) = (text.expect("text is always chosen"), pair);
+    let mut texts = Vec::with_capacity(table.records.len());
+    for r in &table.records {
+        let a = text_cell(&table, r, text)?;
+        let b = pair.map(|p| text_cell(&table, r, p)).transpose()?;
+        texts.push((a, b));
+    }
+    Ok(Texts {
+        path: src.path.clone(),
+        columns,
+        texts,
+    })
+}
+
+fn glue_tsv_names(task: Task) -> (String, Option<String>, Option<String>) {
+    match task.column_names() {
+        Some(c) => (c.text_a.into(), c.text_b.map(String::from), Some(c.label.into())),
+        None => ("sentence (4th field)".into(), None, Some("label (2nd field)".into())),
+    }
+}
+
+/// The labelled examples of `src`, each label mapped through `labels`.
+pub fn read_labelled(src: &Source, labels: &Labels) -> Result<Labelled, DataError> {
+    if let Some(task) = src.is_glue_tsv()? {
+        let d = glue::read_tsv(task, &src.path)?;
+        let (text, pair, label) = glue_tsv_names(task);
+        let n = d.examples.len();
+        return Ok(Labelled {
+            path: src.path.clone(),
+            columns: Chosen { text, pair, label },
+            examples: d.examples,
+            locs: (0..n).map(|i| Loc::Row(i + 1)).collect(),
+        });
+    }
+    let table = read_source_table(src)?;
+    let (columns, [text, pair, label]) = choose(&table, src, true)?;
+    let (text, label) = (
+        text.expect("text is always chosen"),
+        label.expect("a label was asked for"),
+    );
+    check_one_kind(&table, label)?;
+    let mut examples = Vec::with_capacity(table.records.len());
+    let mut locs = Vec::with_capacity(table.records.len());
+    for r in &table.records {
+        let text_a = text_cell(&table, r, text)?;
+        let text_b = pair.map(|p| text_cell(&table, r, p)).transpose()?;
+        let label = labels.parse(&r.cells[label]).map_err(|expected| DataError::Label {
+            file: table.file.clone(),
+            at: r.at,
+            value: r.cells[label].show(),
+            expected,
+        })?;
+        examples.push(Example { text_a, text_b, label });
+        locs.push(r.at);
+    }
+    Ok(Labelled {
+        path: src.path.clone(),
+        columns,
+        examples,
+        locs,
+    })
+}
+
+/// A data path as given to `eval --data`: a GLUE folder (`<task>/<split>.tsv` inside) or a file.
+pub fn is_file_path(path: &Path) -> bool {
+    path.is_file() || (!path.exists() && Format::of_path(path).is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::glue::Label;
+
+    fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+
+    fn src(path: PathBuf) -> Source {
+        Source {
+            path,
+            format: None,
+            columns: Columns::default(),
+            task: None,
+        }
+    }
+
+    fn classes(names: &[&str]) -> Labels {
+        Labels::Classes {
+            names: Some(names.iter().map(|s| s.to_string()).collect()),
+            source: "test".into(),
+        }
+    }
+
+    #[test]
+    fn usual_names_and_string_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "d.csv",
+            "id,text,label\n1,good film,pos\n2,\"bad, bad\",neg\n",
+        );
+        let d = read_labelled(&src(p), &classes(&["neg", "pos"])).unwrap();
+        assert_eq!(d.columns.text, "text");
+        assert_eq!(d.columns.label.as_deref(), Some("label"));
+        assert_eq!(d.examples[1].text_a, "bad, bad");
+        assert_eq!(d.examples[0].label, Label::Class(1));
+        assert_eq!(d.locs[1], Loc::Line(3));
+
+        let e = read_labelled(&src(dir.path().join("d.csv")), &classes(&["negative", "positive"])).unwrap_err();
+        assert!(e.to_string().starts_with("label \"pos\" on line 2 of"), "{e}");
+        assert!(e.to_string().contains("negative, positive"), "{e}");
+    }
+
+    #[test]
+    fn named_columns_pairs_and_missing_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "d.jsonl",
+            "{\"q\": \"a?\", \"d\": \"b.\", \"y\": 1}\n{\"q\": \"c?\", \"d\": \"d.\", \"y\": 0}\n",
+        );
+        let mut s = src(p);
+        s.columns = Columns {
+            text: Some("q".into()),
+            pair: Some("d".into()),
+            label: Some("y".into()),
+        };
+        let d = read_labelled(
+            &s,
+            &Labels::Classes {
+                names: None,
+                source: "test".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(d.examples[0].text_b.as_deref(), Some("b."));
+        assert_eq!(d.examples[1].label, Label::Class(0));
+
+        s.columns.label = Some("gold".into());
+        let e = read_labelled(&s, &classes(&["a", "b"])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: no label column \"gold\"; the file has columns [\"d\", \"q\", \"y\"] (set by --label-column)",
+                s.path.display()
+            )
+        );
+        s.columns = Columns::default();
+        let e = read_texts(&s).unwrap_err();
+        assert!(e.to_string().contains("which column holds the text?"), "{e}");
+        assert!(e.to_string().contains("--text-column NAME"), "{e}");
+    }
+
+    #[test]
+    fn mixed_types_and_null_text_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "d.jsonl",
+            "{\"text\": \"a\", \"label\": 1}\n{\"text\": \"b\", \"label\": \"pos\"}\n",
+        );
+        let e = read_labelled(&src(p), &classes(&["neg", "pos"])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "line 2 of {}: column \"label\" holds a string here but a number on line 1; a column must hold one type",
+                dir.path().join("d.jsonl").display()
+            )
+        );
+        let p = write(dir.path(), "n.jsonl", "{\"text\": \"a\"}\n{\"text\": null}\n");
+        let e = read_texts(&src(p)).unwrap_err();
+        assert!(
+            e.to_string().contains("line 2 of") && e.to_string().contains("null, not text"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn glue_presets_read_hf_column_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "v.jsonl",
+            "{\"sentence1\": \"A.\", \"sentence2\": \"B.\", \"label\": 1, \"idx\": 0}\n",
+        );
+        let mut s = src(p);
+        s.task = Some(Task::Mrpc);
+        let d = read_labelled(&s, &Labels::Glue(Task::Mrpc)).unwrap();
+        assert_eq!(d.columns.text, "sentence1");
+        assert_eq!(d.columns.pair.as_deref(), Some("sentence2"));
+        assert_eq!(d.examples[0].label, Label::Class(1));
+
+        s.task = Some(Task::Qqp);
+        let e = read_labelled(&s, &Labels::Glue(Task::Qqp)).unwrap_err();
+        assert!(e.to_string().contains("no text column \"question1\""), "{e}");
+    }
+
+    #[test]
+    fn glue_tsv_goes_through_the_glue_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "dev.tsv", "\u{feff}sentence\tlabel\nfine \t1\n");
+        let mut s = src(p);
+        s.task = Some(Task::Sst2);
+        let d = read_labelled(&s, &Labels::Glue(Task::Sst2)).unwrap();
+        assert_eq!(d.examples[0].text_a, "fine ");
+        // The same file without the preset is read by the generic reader.
+        s.task = None;
+        let d = read_labelled(&s, &classes(&["0", "1"])).unwrap();
+        assert_eq!(d.examples[0].label, Label::Class(1));
+        assert_eq!(d.columns.text, "sentence");
+    }
+}

@@ -1,0 +1,465 @@
+//! Reading a data file into a [`Table`]: named columns and records of typed cells, whatever the
+//! format. No column is interpreted here; [`super::read`] picks the text and label columns.
+
+use std::path::Path;
+
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::record::Field;
+
+use super::error::{shorten, DataError, Loc};
+use crate::options::Named;
+
+/// The file formats read: by extension, or named with `--format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Tab-separated, first line the header. Quoting is off (as GLUE's files need: a `"` is text).
+    Tsv,
+    /// Comma-separated, first line the header, RFC 4180 quoting.
+    Csv,
+    /// One JSON object per line (`.jsonl`, `.ndjson`).
+    Jsonl,
+    /// Apache Parquet (Hugging Face datasets' files), one column per field.
+    Parquet,
+}
+
+impl Format {
+    pub const NAMES: &'static str = "tsv, csv, jsonl, parquet";
+
+    /// The format of `path` by its extension (case-insensitive).
+    pub fn of_path(path: &Path) -> Option<Format> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        match ext.as_str() {
+            "tsv" | "tab" => Some(Format::Tsv),
+            "csv" => Some(Format::Csv),
+            "jsonl" | "ndjson" => Some(Format::Jsonl),
+            "parquet" | "pq" => Some(Format::Parquet),
+            _ => None,
+        }
+    }
+}
+
+impl Named for Format {
+    const ALL: &'static [(Format, &'static str, &'static str)] = &[
+        (
+            Format::Tsv,
+            "tsv",
+            "tab-separated, header line, no quoting (GLUE's files)",
+        ),
+        (Format::Csv, "csv", "comma-separated, header line, RFC 4180 quoting"),
+        (Format::Jsonl, "jsonl", "one JSON object per line"),
+        (
+            Format::Parquet,
+            "parquet",
+            "Apache Parquet (Hugging Face datasets' files)",
+        ),
+    ];
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One value. Text formats give only [`Cell::Str`]; JSONL and Parquet keep their types.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    /// A value that is not text, a number or a boolean (a list, an object, a date...): its type.
+    Other(&'static str),
+}
+
+impl Cell {
+    /// The kind of value, for messages and the mixed-type check.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Cell::Null => "null",
+            Cell::Bool(_) => "boolean",
+            Cell::Int(_) | Cell::Float(_) => "number",
+            Cell::Str(_) => "string",
+            Cell::Other(t) => t,
+        }
+    }
+
+    /// The value as the user wrote it, for messages.
+    pub fn show(&self) -> String {
+        match self {
+            Cell::Null => "null".into(),
+            Cell::Bool(b) => b.to_string(),
+            Cell::Int(i) => i.to_string(),
+            Cell::Float(x) => x.to_string(),
+            Cell::Str(s) => shorten(s),
+            Cell::Other(t) => format!("({t})"),
+        }
+    }
+}
+
+/// One record and where it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub at: Loc,
+    pub cells: Vec<Cell>,
+}
+
+/// A file's columns and records, in file order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    /// The file, for messages.
+    pub file: String,
+    pub columns: Vec<String>,
+    pub records: Vec<Record>,
+}
+
+impl Table {
+    pub fn column(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c == name)
+    }
+}
+
+/// Reads `path` in `format`.
+pub fn read_table(path: &Path, format: Format) -> Result<Table, DataError> {
+    let file = path.display().to_string();
+    let table = match format {
+        Format::Parquet => read_parquet(path, &file)?,
+        _ => {
+            let bytes = std::fs::read(path).map_err(|cause| DataError::Io {
+                path: path.to_path_buf(),
+                cause,
+            })?;
+            let text = String::from_utf8(bytes).map_err(|err| {
+                let valid = &err.as_bytes()[..err.utf8_error().valid_up_to()];
+                DataError::Record {
+                    file: file.clone(),
+                    at: Loc::Line(1 + valid.iter().filter(|&&b| b == b'\n').count()),
+                    message: "not valid UTF-8".into(),
+                }
+            })?;
+            read_text(&text, format, &file)?
+        }
+    };
+    if table.records.is_empty() {
+        return Err(DataError::Empty { file });
+    }
+    Ok(table)
+}
+
+/// Reads text in a text format (TSV, CSV, JSONL); `file` names it in messages.
+pub fn read_text(text: &str, format: Format, file: &str) -> Result<Table, DataError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    match format {
+        Format::Tsv => read_tsv(text, file),
+        Format::Csv => read_csv(text, file),
+        Format::Jsonl => read_jsonl(text, file),
+        Format::Parquet => Err(DataError::Format {
+            file: file.into(),
+            message: "Parquet is a binary format, not text".into(),
+        }),
+    }
+}
+
+fn record_error(file: &str, at: Loc, message: String) -> DataError {
+    DataError::Record {
+        file: file.into(),
+        at,
+        message,
+    }
+}
+
+/// TSV as GLUE writes it (the same line rules as [`crate::glue::read_tsv`]): split on TAB only,
+/// `\n` or `\r\n`, empty lines skipped; every record has as many fields as the header.
+fn read_tsv(text: &str, file: &str) -> Result<Table, DataError> {
+    let mut lines = crate::glue::tsv_lines(text);
+    let Some((_, header)) = lines.next() else {
+        return Err(DataError::Empty { file: file.into() });
+    };
+    let columns: Vec<String> = header.split('\t').map(|c| c.trim().to_string()).collect();
+    let mut records = Vec::new();
+    for (line, row) in lines {
+        let cells: Vec<Cell> = row.split('\t').map(|f| Cell::Str(f.to_string())).collect();
+        if cells.len() != columns.len() {
+            return Err(record_error(
+                file,
+                Loc::Line(line),
+                format!(
+                    "{} tab-separated field(s), the header has {} (TSV is read without quoting: a field cannot hold a tab)",
+                    cells.len(),
+                    columns.len()
+                ),
+            ));
+        }
+        records.push(Record {
+            at: Loc::Line(line),
+            cells,
+        });
+    }
+    Ok(Table {
+        file: file.into(),
+        columns,
+        records,
+    })
+}
+
+fn read_csv(text: &str, file: &str) -> Result<Table, DataError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .from_reader(text.as_bytes());
+    let csv_error = |e: csv::Error| {
+        let line = e.position().map(|p| p.line() as usize).unwrap_or(1);
+        let message = match e.kind() {
+            csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+                format!("{len} comma-separated field(s), the header has {expected_len}")
+            }
+            _ => e.to_string(),
+        };
+        record_error(file, Loc::Line(line), message)
+    };
+    let columns: Vec<String> = reader
+        .headers()
+        .map_err(csv_error)?
+        .iter()
+        .map(|c| c.trim().to_string())
+        .collect();
+    if columns.iter().all(String::is_empty) {
+        return Err(DataError::Empty { file: file.into() });
+    }
+    let mut records = Vec::new();
+    for row in reader.records() {
+        let row = row.map_err(csv_error)?;
+        let line = row.position().map(|p| p.line() as usize).unwrap_or(0);
+        records.push(Record {
+            at: Loc::Line(line),
+            cells: row.iter().map(|f| Cell::Str(f.to_string())).collect(),
+        });
+    }
+    Ok(Table {
+        file: file.into(),
+        columns,
+        records,
+    })
+}
+
+fn json_cell(v: &serde_json::Value) -> Cell {
+    match v {
+        serde_json::Value::Null => Cell::Null,
+        serde_json::Value::Bool(b) => Cell::Bool(*b),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => Cell::Int(i),
+            None => Cell::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        serde_json::Value::String(s) => Cell::Str(s.clone()),
+        serde_json::Value::Array(_) => Cell::Other("list"),
+        serde_json::Value::Object(_) => Cell::Other("object"),
+    }
+}
+
+/// JSON Lines: one object per non-empty line. The columns are the first object's keys; a key
+/// missing from a later object is null there.
+fn read_jsonl(text: &str, file: &str) -> Result<Table, DataError> {
+    let mut columns: Vec<String> = Vec::new();
+    let mut records = Vec::new();
+    for (i, line) in text.split('\n').enumerate() {
+        let line_no = i + 1;
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let value: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| record_error(file, Loc::Line(line_no), format!("not valid JSON: {e}")))?;
+        let serde_json::Value::Object(object) = value else {
+            return Err(record_error(
+                file,
+                Loc::Line(line_no),
+                "a JSON Lines record must be an object ({\"text\": ..., \"label\": ...})".into(),
+            ));
+        };
+        if records.is_empty() && columns.is_empty() {
+            columns = object.keys().cloned().collect();
+        }
+        let cells = columns
+            .iter()
+            .map(|c| object.get(c).map(json_cell).unwrap_or(Cell::Null))
+            .collect();
+        records.push(Record {
+            at: Loc::Line(line_no),
+            cells,
+        });
+    }
+    Ok(Table {
+        file: file.into(),
+        columns,
+        records,
+    })
+}
+
+fn parquet_cell(field: &Field) -> Cell {
+    match field {
+        Field::Null => Cell::Null,
+        Field::Bool(b) => Cell::Bool(*b),
+        Field::Byte(v) => Cell::Int((*v).into()),
+        Field::Short(v) => Cell::Int((*v).into()),
+        Field::Int(v) => Cell::Int((*v).into()),
+        Field::Long(v) => Cell::Int(*v),
+        Field::UByte(v) => Cell::Int((*v).into()),
+        Field::UShort(v) => Cell::Int((*v).into()),
+        Field::UInt(v) => Cell::Int((*v).into()),
+        Field::ULong(v) => i64::try_from(*v).map(Cell::Int).unwrap_or(Cell::Float(*v as f64)),
+        Field::Float16(v) => Cell::Float(f64::from(f32::from(*v))),
+        Field::Float(v) => Cell::Float((*v).into()),
+        Field::Double(v) => Cell::Float(*v),
+        Field::Str(s) => Cell::Str(s.clone()),
+        Field::Bytes(b) => match std::str::from_utf8(b.data()) {
+            Ok(s) => Cell::Str(s.to_string()),
+            Err(_) => Cell::Other("binary"),
+        },
+        Field::Decimal(_) => Cell::Other("decimal"),
+        Field::Group(_) => Cell::Other("struct"),
+        Field::ListInternal(_) => Cell::Other("list"),
+        Field::MapInternal(_) => Cell::Other("map"),
+        _ => Cell::Other("date or time"),
+    }
+}
+
+fn read_parquet(path: &Path, file: &str) -> Result<Table, DataError> {
+    let handle = std::fs::File::open(path).map_err(|cause| DataError::Io {
+        path: path.to_path_buf(),
+        cause,
+    })?;
+    let not_a_table = |e: parquet::errors::ParquetError| DataError::Format {
+        file: file.into(),
+        message: format!("not a readable Parquet table: {e}"),
+    };
+    let reader = SerializedFileReader::new(handle).map_err(not_a_table)?;
+    let schema = reader.metadata().file_metadata().schema();
+    let columns: Vec<String> = schema.get_fields().iter().map(|f| f.name().to_string()).collect();
+    if columns.is_empty() {
+        return Err(DataError::Format {
+            file: file.into(),
+            message: "a Parquet file without columns is not a table".into(),
+        });
+    }
+    let mut records = Vec::new();
+    for (i, row) in reader.get_row_iter(None).map_err(not_a_table)?.enumerate() {
+        let row = row.map_err(not_a_table)?;
+        let mut cells = vec![Cell::Null; columns.len()];
+        for (name, field) in row.get_column_iter() {
+            if let Some(c) = columns.iter().position(|c| c == name) {
+                cells[c] = parquet_cell(field);
+            }
+        }
+        records.push(Record {
+            at: Loc::Row(i + 1),
+            cells,
+        });
+    }
+    Ok(Table {
+        file: file.into(),
+        columns,
+        records,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &str) -> Cell {
+        Cell::Str(v.into())
+    }
+
+    #[test]
+    fn formats_by_extension_and_name() {
+        assert_eq!(Format::of_path(Path::new("a/train.TSV")), Some(Format::Tsv));
+        assert_eq!(Format::of_path(Path::new("x.ndjson")), Some(Format::Jsonl));
+        assert_eq!(Format::of_path(Path::new("x.parquet")), Some(Format::Parquet));
+        assert_eq!(Format::of_path(Path::new("x.txt")), None);
+        assert_eq!(Format::from_name("CSV"), Some(Format::Csv));
+        assert_eq!(Format::Jsonl.to_string(), "jsonl");
+    }
+
+    #[test]
+    fn tsv_keeps_quotes_and_counts_fields() {
+        let t = read_text(
+            "\u{feff}text\tlabel\r\n\"odd \t1\r\n\r\nfine\t0\n",
+            Format::Tsv,
+            "d.tsv",
+        )
+        .unwrap();
+        assert_eq!(t.columns, ["text", "label"]);
+        assert_eq!(t.records[0].cells, [s("\"odd "), s("1")]);
+        assert_eq!(t.records[1].at, Loc::Line(4));
+        let e = read_text("text\tlabel\na\t1\nb\t0\tx\n", Format::Tsv, "d.tsv").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "line 3 of d.tsv: 3 tab-separated field(s), the header has 2 (TSV is read without quoting: a field cannot hold a tab)"
+        );
+    }
+
+    #[test]
+    fn csv_quotes_bom_and_wrong_field_count() {
+        let t = read_text(
+            "\u{feff}text,label\n\"a, quoted \"\"x\"\"\",pos\nplain,neg\n",
+            Format::Csv,
+            "d.csv",
+        )
+        .unwrap();
+        assert_eq!(t.columns, ["text", "label"]);
+        assert_eq!(t.records[0].cells, [s("a, quoted \"x\""), s("pos")]);
+        assert_eq!(t.records[1].at, Loc::Line(3));
+        let e = read_text("text,label\na,1\nb,0,extra\n", Format::Csv, "d.csv").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "line 3 of d.csv: 3 comma-separated field(s), the header has 2"
+        );
+    }
+
+    #[test]
+    fn jsonl_types_missing_keys_and_errors() {
+        let t = read_text(
+            "{\"text\": \"a\", \"label\": 1}\n\n{\"text\": \"b\"}\n{\"text\": [1], \"label\": 2.5}\n",
+            Format::Jsonl,
+            "d.jsonl",
+        )
+        .unwrap();
+        assert_eq!(t.columns, ["label", "text"]);
+        assert_eq!(t.records[0].cells, [Cell::Int(1), s("a")]);
+        assert_eq!(t.records[1].cells, [Cell::Null, s("b")]);
+        assert_eq!(t.records[1].at, Loc::Line(3));
+        assert_eq!(t.records[2].cells, [Cell::Float(2.5), Cell::Other("list")]);
+        let e = read_text("{\"text\": \"a\"}\n{\"text\": \n", Format::Jsonl, "d.jsonl").unwrap_err();
+        assert!(e.to_string().starts_with("line 2 of d.jsonl: not valid JSON"), "{e}");
+        let e = read_text("[\"a\", 1]\n", Format::Jsonl, "d.jsonl").unwrap_err();
+        assert!(e.to_string().contains("must be an object"), "{e}");
+    }
+
+    #[test]
+    fn empty_files_and_bad_bytes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, body) in [
+            ("e.csv", &b""[..]),
+            ("h.csv", b"text,label\n"),
+            ("e.tsv", b"\n\n"),
+            ("e.jsonl", b"\n"),
+        ] {
+            let p = dir.path().join(name);
+            std::fs::write(&p, body).unwrap();
+            let e = read_table(&p, Format::of_path(&p).unwrap()).unwrap_err();
+            assert!(matches!(e, DataError::Empty { .. }), "{name}: {e}");
+        }
+        let p = dir.path().join("b.csv");
+        std::fs::write(&p, b"text,label\nok,1\nbad \xff,0\n").unwrap();
+        let e = read_table(&p, Format::Csv).unwrap_err();
+        assert!(
+            e.to_string().contains("line 3 of") && e.to_string().contains("UTF-8"),
+            "{e}"
+        );
+        let p = dir.path().join("fake.parquet");
+        std::fs::write(&p, b"text,label\nok,1\n").unwrap();
+        let e = read_table(&p, Format::Parquet).unwrap_err();
+        assert!(e.to_string().contains("not a readable Parquet table"), "{e}");
+    }
+}
