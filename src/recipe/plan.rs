@@ -128,6 +128,8 @@ fn unit_options(key: &str, unit: &PruneUnit, heads: bool, per_layer: bool) -> Re
         seq_len: executor::MAC_SEQ_LEN,
         target_macs: None,
         per_layer,
+        remove_heads: None,
+        remove_neurons: None,
     })
 }
 
