@@ -231,8 +231,19 @@ fn cmd_eval(ort_lib: Option<&Path>, quiet: bool, a: EvalArgs) -> Result<()> {
     }
 }
 
+/// Shows a recipe's notes (keys of the reference's layout it ignores) on stderr, one line each.
+fn print_notes(r: &recipe::LoadedRecipe) {
+    let mut err = std::io::stderr().lock();
+    for n in r.notes() {
+        let _ = writeln!(err, "note: {n}");
+    }
+}
+
 fn cmd_run(ort_lib: Option<&Path>, quiet: bool, a: RunArgs) -> Result<()> {
-    let r = recipe::load(&a.config)?;
+    let r = recipe::load_with_model(&a.config, a.eval.model.as_deref())?;
+    print_notes(&r);
+    // The model is found (or its absence explained) before ONNX Runtime is loaded.
+    r.model().map_err(|e| anyhow::anyhow!("{}: {e}", a.config.display()))?;
     let opts = options::run_options(a.eval, a.out)?;
     runtime::init(ort_lib)?;
     let mut bar = cli::progress::Progress::bar(&format!("run {}", r.name()), quiet);
@@ -250,12 +261,16 @@ fn cmd_run(ort_lib: Option<&Path>, quiet: bool, a: RunArgs) -> Result<()> {
 
 fn cmd_bench(ort_lib: Option<&Path>, quiet: bool, a: BenchArgs) -> Result<()> {
     let task = Task::from_name(&a.task)?;
+    let model = a.eval.model.clone();
     let opts = options::run_options(a.eval, None)?;
     let mut recipes = vec![];
     for given in &a.configs {
         for path in recipe::expand(std::slice::from_ref(given))? {
-            let r = recipe::load(&path)?;
+            let r = recipe::load_with_model(&path, model.as_deref())?;
             if r.task() == task {
+                print_notes(&r);
+                // Every model is found before the first one runs.
+                r.model().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
                 recipes.push(r);
             } else if !given.is_dir() {
                 bail!(

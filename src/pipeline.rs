@@ -48,8 +48,10 @@ pub struct StepReport {
 pub struct RunReport {
     pub name: String,
     pub config: PathBuf,
-    /// The recipe's input model.
+    /// The model file the run read (`--model`, `model_name`, or the export `model_name` names).
     pub model: PathBuf,
+    /// How `model` was found: `--model`, `model_name` (a path), or `models/ lookup of '<id>'`.
+    pub model_source: String,
     pub task: Task,
     /// No pass applied.
     pub baseline: bool,
@@ -96,7 +98,6 @@ pub fn run(r: &LoadedRecipe, opts: &RunOptions, stage: &dyn Fn(&str), progress: 
     let wall = Instant::now();
     let rec = &r.recipe;
     let task = r.task();
-    let model_path = r.resolve(&rec.model.model_name);
     // Every option, of every step and of the evaluation, before any work.
     let plan = r
         .plan()
@@ -108,13 +109,8 @@ pub fn run(r: &LoadedRecipe, opts: &RunOptions, stage: &dyn Fn(&str), progress: 
     if limit == Some(0) {
         bail!("{}: the evaluation limit must be at least 1", r.path.display());
     }
-    if !model_path.is_file() {
-        bail!(
-            "{}: model.model_name: {} is not a file (paths are relative to the config file)",
-            r.path.display(),
-            model_path.display()
-        );
-    }
+    let resolved = r.model().map_err(|e| anyhow::anyhow!("{}: {e}", r.path.display()))?;
+    let model_path = resolved.path;
     // Write the model: to --out, else (unless nothing changes) to a temporary folder.
     let tmp = match (&opts.out, plan.steps.is_empty()) {
         (None, false) => Some(tempfile::tempdir().context("creating a temporary folder for the compressed model")?),
@@ -191,6 +187,7 @@ pub fn run(r: &LoadedRecipe, opts: &RunOptions, stage: &dyn Fn(&str), progress: 
         name: r.name(),
         config: r.path.clone(),
         model: model_path,
+        model_source: resolved.source,
         task,
         baseline: r.is_baseline(),
         reference_method: r.is_reference_method(),

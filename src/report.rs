@@ -363,7 +363,11 @@ pub fn run_text(r: &crate::pipeline::RunReport) -> String {
     let e = &r.eval;
     let opt = |v: Option<f64>, d: usize| v.map(|v| format!("{v:.d$}")).unwrap_or_else(|| "—".into());
     let _ = writeln!(o, "variant      {} ({})", r.name, r.config.display());
-    let _ = writeln!(o, "input        {}", r.model.display());
+    let found = match r.model_source.as_str() {
+        "model_name" => String::new(),
+        how => format!(" ({how})"),
+    };
+    let _ = writeln!(o, "input        {}{found}", r.model.display());
     let evaluated = match &r.output {
         Some(p) => p.display().to_string(),
         None if r.steps.is_empty() => "the input (no pass)".into(),

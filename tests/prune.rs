@@ -17,7 +17,7 @@ use onnx_compress::onnx::build::{model, node, value_info};
 use onnx_compress::onnx::proto::tensor_proto::DataType;
 use onnx_compress::onnx::{self, edit, tensor, GraphIndex, GraphProto, ModelProto};
 use onnx_compress::passes::prune::{
-    self, apply_plan, keep_uniform, l1_scores, LayerPlan, Plan, PruneOptions, Strategy,
+    self, apply_plan, keep_uniform, l1_scores, LayerPlan, Plan, PruneOptions, Removal, Strategy,
 };
 use onnx_compress::passes::PassError;
 use onnx_compress::runtime::Batch;
@@ -738,6 +738,86 @@ fn bad_options_are_refused_naming_the_flag() {
             }
             Err(e) => panic!("{opts:?}: expected an options error naming {flag}, got {e}"),
             Ok(_) => panic!("{opts:?}: accepted"),
+        }
+    }
+}
+
+/// Named units (the reference's `heads_to_remove`, `layer_idx` + `neurons_to_remove`) are
+/// exactly the plan that keeps the others; bad names are option errors naming the field.
+#[test]
+fn named_heads_and_neurons_are_the_plan_without_them() {
+    let m = tiny_bert(&SynthOptions::default());
+    let t = discover(&m).unwrap();
+    let named = |layer, indices: &[usize]| {
+        Some(Removal {
+            layer,
+            indices: indices.to_vec(),
+        })
+    };
+    let opts = PruneOptions {
+        remove_heads: named(None, &[3, 0]),
+        remove_neurons: named(Some(1), &[10, 20, 30]),
+        ..l1(0.0, 0.0)
+    };
+    let (out, report) = prune::prune(&m, &opts).unwrap();
+    let mut plan = keep_all(&t);
+    for l in &mut plan.layers {
+        l.keep_heads = vec![1, 2];
+    }
+    plan.layers[1].keep_neurons.retain(|n| ![10, 20, 30].contains(n));
+    let want = apply_plan(&m, &t, &plan).unwrap();
+    assert_eq!(out.graph, want.graph);
+    let sizes: Vec<(usize, usize)> = report.layers.iter().map(|l| (l.heads_after, l.neurons_after)).collect();
+    assert_eq!(sizes, [(2, 64), (2, 61)]);
+    let bad = |remove_heads, remove_neurons, heads, strategy| PruneOptions {
+        remove_heads,
+        remove_neurons,
+        strategy,
+        ..l1(heads, 0.0)
+    };
+    for (opts, field, message) in [
+        (
+            bad(named(None, &[4]), None, 0.0, Strategy::L1),
+            "remove_heads",
+            "`remove_heads` 4: layer 0 has 4 heads (0 to 3)",
+        ),
+        (
+            bad(named(Some(2), &[0]), None, 0.0, Strategy::L1),
+            "remove_heads",
+            "`remove_heads` layer 2: the model has 2 encoder layers (0 to 1)",
+        ),
+        (
+            bad(None, named(None, &[64]), 0.0, Strategy::L1),
+            "remove_neurons",
+            "`remove_neurons` 64: layer 0 has 64 neurons (0 to 63)",
+        ),
+        (
+            bad(named(None, &[1, 1]), None, 0.0, Strategy::L1),
+            "remove_heads",
+            "index 1 is given twice",
+        ),
+        (
+            bad(named(None, &[]), None, 0.0, Strategy::L1),
+            "remove_heads",
+            "name at least one index",
+        ),
+        (
+            bad(named(None, &[1]), None, 0.25, Strategy::L1),
+            "remove_heads",
+            "both choose what to remove",
+        ),
+        (
+            bad(named(None, &[1]), None, 0.0, Strategy::Obs),
+            "remove_heads",
+            "no calibrated",
+        ),
+    ] {
+        match prune::prune(&m, &opts) {
+            Err(PassError::Options(e)) => {
+                assert_eq!(e.field, field, "{opts:?}");
+                assert!(e.message.contains(message), "{opts:?}: {}", e.message);
+            }
+            other => panic!("{opts:?}: expected an options error, got {:?}", other.map(|_| ())),
         }
     }
 }

@@ -77,15 +77,18 @@ fn reference_configs_say_what_the_reference_rows_did() {
     assert_eq!(base.recipe.data.batch_size, Some(24));
     let heads = load("03_pruned_heads_25.yaml");
     let h = heads.recipe.prune.attention_heads.as_ref().unwrap();
-    assert!(h.enable && h.args.prune_amount == 0.25 && h.args.strategy == "l1");
+    assert!(h.enable && h.args.prune_amount == Some(0.25) && h.args.strategy == "l1");
     assert!(!heads.recipe.prune.mlp_neurons.as_ref().unwrap().enable);
     assert!(heads.is_reference_method());
     let both = load("05_pruned_heads15_mlp10.yaml");
     assert_eq!(
         both.recipe.prune.attention_heads.as_ref().unwrap().args.prune_amount,
-        0.15
+        Some(0.15)
     );
-    assert_eq!(both.recipe.prune.mlp_neurons.as_ref().unwrap().args.prune_amount, 0.10);
+    assert_eq!(
+        both.recipe.prune.mlp_neurons.as_ref().unwrap().args.prune_amount,
+        Some(0.10)
+    );
     let q = load("02_quantized.yaml");
     assert!(q.recipe.quantization.enable && q.is_reference_method());
     let lr = load("06_rmt_lowrank.yaml");

@@ -25,7 +25,7 @@ pub struct Cli {
     /// Path to libonnxruntime.so (default: ORT_DYLIB_PATH, then the project's .ort/lib, then Python's site-packages).
     #[arg(long, global = true, value_name = "PATH")]
     pub ort_lib: Option<PathBuf>,
-    /// No progress on stderr (stage lines, bars); results and errors still print.
+    /// No progress on stderr (stage lines, bars); results, notes and errors still print.
     #[arg(long, short, global = true)]
     pub quiet: bool,
     #[command(subcommand)]
@@ -143,9 +143,12 @@ pub struct PruneArgs {
     pub seq_len: usize,
 }
 
-/// What `run` and `bench` override in each recipe's evaluation.
+/// What `run` and `bench` override in each recipe: its model and its evaluation.
 #[derive(clap::Args)]
 pub struct RecipeEval {
+    /// The .onnx model to run instead of the recipe's model.model_name (bench: in every recipe).
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
     /// Evaluate only the first N examples (overrides the recipe's eval.limit).
     #[arg(long)]
     pub limit: Option<usize>,

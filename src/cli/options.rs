@@ -67,6 +67,9 @@ pub fn prune_plan(a: &PruneArgs) -> Result<Plan> {
         seq_len: a.seq_len,
         target_macs: a.target_macs,
         per_layer: a.per_layer,
+        // Named units are a recipe feature (the reference's `heads_to_remove`).
+        remove_heads: None,
+        remove_neurons: None,
     };
     if strategy != Strategy::Obs && calibrated {
         bail!("--calib-data is only used by --strategy obs (the default with calibration data)");

@@ -1,8 +1,9 @@
 //! Run recipes: the reference experiment's YAML layout (`model`, `data`, `device`,
-//! `prune.attention_heads` / `prune.mlp_neurons`, `quantization`, `rmt_lowrank`) with a model path
-//! in place of the hub id, plus this project's own keys (`name`, `calibration`, `eval`,
-//! `prune.target_macs`, quantization modes, low-rank budgets). Parsing only: unknown keys and wrong
-//! types are errors naming the key and its line; [`plan`] maps a recipe to an executor plan and
+//! `prune.attention_heads` / `prune.mlp_neurons`, `quantization`, `rmt_lowrank`, and the keys it
+//! has that this tool ignores with a note: [`reference`]), plus this project's own keys (`name`,
+//! `calibration`, `eval`, `prune.target_macs`, quantization modes, low-rank budgets). Parsing
+//! only: unknown keys and wrong types are errors naming the key and its line; [`model`] finds the
+//! model file `model_name` means, [`plan`] maps a recipe to an executor plan and
 //! [`crate::pipeline`] carries it out.
 
 use std::path::{Path, PathBuf};
@@ -11,8 +12,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::glue::Task;
 
+pub mod model;
 mod plan;
+pub mod reference;
 
+pub use model::ResolvedModel;
 pub use plan::{lowrank_options, quantization_methods, quantize_options, recipe_key};
 
 #[derive(Debug, thiserror::Error)]
@@ -47,13 +51,23 @@ pub struct Recipe {
     pub calibration: Option<CalibrationSection>,
     #[serde(default)]
     pub eval: EvalSection,
+    /// The reference's training setup: ignored with a note.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trainer: Option<reference::TrainerSection>,
+    /// The reference's training-log setup: ignored with a note.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging: Option<reference::LoggingSection>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
-    /// Path of the .onnx model, relative to the config file (the reference's hub id slot).
+    /// Path of the .onnx model, relative to the config file; or the reference's Hugging Face id,
+    /// looked up as an export under `models/` ([`model::resolve`]).
     pub model_name: PathBuf,
+    /// The reference's switch for fine-tuning first: `false` (this tool never trains) or absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub should_train: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,6 +118,16 @@ pub struct PruneSection {
     /// With calibration: the same fraction in every layer instead of model-wide placement.
     #[serde(default)]
     pub per_layer: bool,
+    /// The reference's other pruning methods: ignored with a note when disabled, refused when
+    /// enabled ([`reference`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<reference::TokensUnit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub magnitude: Option<reference::UnstructuredUnit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradient: Option<reference::UnstructuredUnit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stochastic: Option<reference::UnstructuredUnit>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -117,12 +141,32 @@ pub struct PruneUnit {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PruneUnitArgs {
-    pub prune_amount: f64,
+    /// Fraction removed per layer (or model-wide with `obs`), in [0, 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune_amount: Option<f64>,
     /// `l1`, `random`, or `obs` (calibrated; needs `calibration`).
     #[serde(default = "default_strategy")]
     pub strategy: String,
     #[serde(default)]
     pub seed: u64,
+    /// `attention_heads` only: these heads instead of `prune_amount` (in every layer, or in
+    /// `layer_idx`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heads_to_remove: Option<Vec<usize>>,
+    /// `mlp_neurons` only: these FFN neurons instead of `prune_amount` (in every layer, or in
+    /// `layer_idx`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neurons_to_remove: Option<Vec<usize>>,
+    /// The one layer `heads_to_remove` / `neurons_to_remove` apply to (default: every layer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_idx: Option<usize>,
+}
+
+impl PruneUnitArgs {
+    /// The units named by index (`heads_to_remove` or `neurons_to_remove`), if any.
+    pub fn named(&self) -> Option<&Vec<usize>> {
+        self.heads_to_remove.as_ref().or(self.neurons_to_remove.as_ref())
+    }
 }
 
 fn default_strategy() -> String {
@@ -249,6 +293,12 @@ pub struct LoadedRecipe {
     pub recipe: Recipe,
     /// `data.task`, checked when the recipe was read.
     task: Task,
+    /// One line per key of the reference's layout that is ignored (`path:line: ...`).
+    notes: Vec<String>,
+    /// `--model`: the model to use instead of `model_name`.
+    model_override: Option<PathBuf>,
+    /// The line of `model.model_name`, for errors found when the model is looked up.
+    model_line: Option<usize>,
 }
 
 impl LoadedRecipe {
@@ -275,6 +325,50 @@ impl LoadedRecipe {
         self.task
     }
 
+    /// The keys of the reference's layout this recipe has and the tool ignores, one line each
+    /// (`config.yaml:10: trainer is ...`), for the front end to show as notes.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    /// The model file to run: `--model` when given, else what `model.model_name` names (a file
+    /// relative to the config, or an export under `models/`, see [`model::resolve`]). Refuses a
+    /// model whose `config.json` says it is out of scope. Errors name the key or flag.
+    pub fn model(&self) -> Result<ResolvedModel, String> {
+        let found = match &self.model_override {
+            Some(p) if p.is_file() => ResolvedModel {
+                path: p.clone(),
+                source: "--model".into(),
+            },
+            Some(p) if p.is_dir() => {
+                return Err(format!(
+                    "--model {}: is a folder; pass the .onnx file inside it",
+                    p.display()
+                ))
+            }
+            Some(p) => return Err(format!("--model {}: no such file", p.display())),
+            None => {
+                let dir = self.path.parent().unwrap_or(Path::new(""));
+                model::resolve(&self.recipe.model.model_name, dir).map_err(|e| format!("{}: {e}", self.model_key()))?
+            }
+        };
+        if let Some(why) = model::config_refusal(&found.path) {
+            return Err(match &self.model_override {
+                Some(_) => format!("--model {why}"),
+                None => format!("{}: {why}", self.model_key()),
+            });
+        }
+        Ok(found)
+    }
+
+    /// `model.model_name (line N)`.
+    fn model_key(&self) -> String {
+        match self.model_line {
+            Some(l) => format!("model.model_name (line {l})"),
+            None => "model.model_name".into(),
+        }
+    }
+
     /// The data split as a file stem of the task folder (`validation` → `dev`).
     pub fn split(&self) -> String {
         match self.recipe.data.split.as_str() {
@@ -298,8 +392,9 @@ impl LoadedRecipe {
     pub fn is_reference_method(&self) -> bool {
         let r = &self.recipe;
         let prune_ref = |u: &Option<PruneUnit>| {
-            u.as_ref()
-                .is_none_or(|u| !u.enable || matches!(u.args.strategy.as_str(), "l1" | "random"))
+            u.as_ref().is_none_or(|u| {
+                !u.enable || (u.args.named().is_none() && matches!(u.args.strategy.as_str(), "l1" | "random"))
+            })
         };
         !self.is_baseline()
             && r.prune.target_macs.is_none()
@@ -313,16 +408,44 @@ impl LoadedRecipe {
 
 /// Parses a recipe from YAML text; `path` names it in errors.
 pub fn parse(text: &str, path: &Path) -> Result<LoadedRecipe, RecipeError> {
+    parse_with_model(text, path, None)
+}
+
+/// Parses a recipe whose model is `model` (`--model`) when given, instead of its `model_name`.
+/// A `model_name` naming a model family out of scope (`t5-small`) is refused first, before any
+/// other key is looked at, unless `model` replaces it.
+pub fn parse_with_model(text: &str, path: &Path, model: Option<&Path>) -> Result<LoadedRecipe, RecipeError> {
     let invalid = |message: String| RecipeError::Invalid {
         path: path.to_path_buf(),
         message,
     };
+    if model.is_none() {
+        let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| invalid(yaml_message(&e)))?;
+        let name = value
+            .get("model")
+            .and_then(|m| m.get("model_name"))
+            .and_then(|n| n.as_str());
+        if let Some(why) = name.filter(|n| !n.ends_with(".onnx")).and_then(model::name_refusal) {
+            return Err(invalid(format!("{}: {why}", at(text, "model.model_name"))));
+        }
+    }
     let recipe: Recipe = serde_yaml::from_str(text).map_err(|e| invalid(yaml_message(&e)))?;
     let task = check(&recipe, text).map_err(invalid)?;
+    let notes = reference::ignored(&recipe)
+        .map_err(|(key, why)| invalid(format!("{}: {why}", at(text, key))))?
+        .into_iter()
+        .map(|n| match line_of_path(text, &n.key.split('.').collect::<Vec<_>>()) {
+            Some(l) => format!("{}:{l}: {}", path.display(), n.message),
+            None => format!("{}: {}", path.display(), n.message),
+        })
+        .collect();
     let loaded = LoadedRecipe {
         path: path.to_path_buf(),
         recipe,
         task,
+        notes,
+        model_override: model.map(Path::to_path_buf),
+        model_line: line_of_path(text, &["model", "model_name"]),
     };
     // The passes' own option checks (names of sets, rules and methods; ranges), before any model is read.
     let plan = loaded.plan().map_err(|e| {
@@ -336,11 +459,16 @@ pub fn parse(text: &str, path: &Path) -> Result<LoadedRecipe, RecipeError> {
 
 /// Reads and parses a recipe file.
 pub fn load(path: &Path) -> Result<LoadedRecipe, RecipeError> {
+    load_with_model(path, None)
+}
+
+/// Reads and parses a recipe file whose model is `model` (`--model`) when given.
+pub fn load_with_model(path: &Path, model: Option<&Path>) -> Result<LoadedRecipe, RecipeError> {
     let text = std::fs::read_to_string(path).map_err(|cause| RecipeError::Io {
         path: path.to_path_buf(),
         cause,
     })?;
-    parse(&text, path)
+    parse_with_model(&text, path, model)
 }
 
 /// The recipe as YAML (what `parse` reads back to an equal recipe).
@@ -371,10 +499,53 @@ fn line_of(text: &str, key: &str) -> Option<usize> {
         .map(|i| i + 1)
 }
 
-/// `dotted` with the line where its last key is written, when found.
+/// The 1-based line of the mapping key `path` (each key written inside the one before it, one
+/// indentation level deeper; comments skipped), when written in block style. Otherwise the line
+/// of the deepest enclosing key found (`args: { prune_amount: 2 }` gives the `args` line), with
+/// `false`.
+fn find_path(text: &str, path: &[&str]) -> Option<(usize, bool)> {
+    let mut want = 0;
+    // Indentation of the last key found, and of the keys looked at now (set by the first line
+    // inside the last key found).
+    let mut parent: Option<usize> = None;
+    let mut level: Option<usize> = None;
+    let mut found = None;
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim_start();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - t.len();
+        if parent.is_some_and(|p| indent <= p) {
+            break;
+        }
+        let t = t.trim_start_matches("- ");
+        let key = path.get(want)?;
+        if indent == *level.get_or_insert(indent) && t.starts_with(key) && t[key.len()..].trim_start().starts_with(':')
+        {
+            found = Some(i + 1);
+            want += 1;
+            if want == path.len() {
+                return Some((i + 1, true));
+            }
+            parent = Some(indent);
+            level = None;
+        }
+    }
+    found.map(|l| (l, false))
+}
+
+/// The line of the block-style key `path` (see [`find_path`]).
+fn line_of_path(text: &str, path: &[&str]) -> Option<usize> {
+    find_path(text, path).and_then(|(l, exact)| exact.then_some(l))
+}
+
+/// `dotted` with the line where it is written: the key itself, else the enclosing key's line
+/// (flow style), else the first line with its last key.
 fn at(text: &str, dotted: &str) -> String {
-    let last = dotted.rsplit('.').next().unwrap_or(dotted);
-    match line_of(text, last) {
+    let path: Vec<&str> = dotted.split('.').collect();
+    let last = path.last().copied().unwrap_or(dotted);
+    match find_path(text, &path).map(|(l, _)| l).or_else(|| line_of(text, last)) {
         Some(l) => format!("{dotted} (line {l})"),
         None => dotted.to_string(),
     }
@@ -399,33 +570,82 @@ fn check(rec: &Recipe, text: &str) -> Result<Task, String> {
     }
     if rec.model.model_name.as_os_str().is_empty() {
         return Err(format!(
-            "{}: empty; give the path of an .onnx model",
+            "{}: empty; give the path of an .onnx model, or a Hugging Face id exported under models/",
             at("model.model_name")
         ));
     }
-    for (key, unit) in [
-        ("prune.attention_heads", &rec.prune.attention_heads),
-        ("prune.mlp_neurons", &rec.prune.mlp_neurons),
+    for (key, unit, own, other) in [
+        (
+            "prune.attention_heads",
+            &rec.prune.attention_heads,
+            "heads_to_remove",
+            "neurons_to_remove",
+        ),
+        (
+            "prune.mlp_neurons",
+            &rec.prune.mlp_neurons,
+            "neurons_to_remove",
+            "heads_to_remove",
+        ),
     ] {
         let Some(u) = unit else { continue };
-        let a = u.args.prune_amount;
-        if !(0.0..1.0).contains(&a) {
-            return Err(format!(
-                "{}: {a} is outside [0, 1)",
-                at(&format!("{key}.args.prune_amount"))
-            ));
+        let args = &u.args;
+        let arg = |name: &str| at(&format!("{key}.args.{name}"));
+        let (own_list, other_list) = if own == "heads_to_remove" {
+            (&args.heads_to_remove, &args.neurons_to_remove)
+        } else {
+            (&args.neurons_to_remove, &args.heads_to_remove)
+        };
+        if other_list.is_some() {
+            let unit = if other == "heads_to_remove" {
+                "prune.attention_heads"
+            } else {
+                "prune.mlp_neurons"
+            };
+            return Err(format!("{}: belongs to {unit}.args", arg(other)));
         }
-        if !matches!(u.args.strategy.as_str(), "l1" | "random" | "obs") {
+        if let Some(a) = args.prune_amount {
+            if !(0.0..1.0).contains(&a) {
+                return Err(format!("{}: {a} is outside [0, 1)", arg("prune_amount")));
+            }
+        }
+        if !matches!(args.strategy.as_str(), "l1" | "random" | "obs") {
             return Err(format!(
                 "{}: unknown strategy '{}' (l1, random, obs)",
-                at(&format!("{key}.args.strategy")),
-                u.args.strategy
+                arg("strategy"),
+                args.strategy
             ));
         }
-        if u.enable && u.args.strategy == "obs" && rec.calibration.is_none() {
+        if args.layer_idx.is_some() && own_list.is_none() {
+            return Err(format!(
+                "{}: says which layer {own} applies to; give {own} or drop it",
+                arg("layer_idx")
+            ));
+        }
+        if !u.enable {
+            continue;
+        }
+        match (args.prune_amount, own_list) {
+            (Some(_), Some(_)) => return Err(format!("{}: give either prune_amount or {own}, not both", arg(own))),
+            (None, None) => {
+                return Err(format!(
+                    "{}: enabled without prune_amount (the fraction to remove) or {own} (which to remove)",
+                    at(key)
+                ))
+            }
+            (None, Some(_)) if args.strategy != "l1" => {
+                return Err(format!(
+                    "{}: {} chooses by score; {own} names the units itself: drop one",
+                    arg("strategy"),
+                    args.strategy
+                ))
+            }
+            _ => {}
+        }
+        if args.strategy == "obs" && rec.calibration.is_none() {
             return Err(format!(
                 "{}: obs needs calibration data: add a `calibration:` section with `data: TRAIN.tsv`",
-                at(&format!("{key}.args.strategy"))
+                arg("strategy")
             ));
         }
     }
@@ -558,6 +778,27 @@ mod tests {
         assert_eq!(line_of(text, "prune_amount"), Some(6));
         assert_eq!(line_of(text, "model"), Some(1));
         assert_eq!(line_of(text, "absent"), None);
+    }
+
+    #[test]
+    fn line_of_path_follows_the_nesting() {
+        let text = "# c\nprune:\n  attention_heads:\n    args:\n      prune_amount: 1\n  mlp_neurons:\n    args: { prune_amount: 2 }\n  #magnitude:\n  magnitude:\n    enable: false\nmagnitude: 3\n";
+        assert_eq!(
+            line_of_path(text, &["prune", "attention_heads", "args", "prune_amount"]),
+            Some(5)
+        );
+        assert_eq!(line_of_path(text, &["prune", "magnitude"]), Some(9));
+        assert_eq!(line_of_path(text, &["magnitude"]), Some(11));
+        assert_eq!(line_of_path(text, &["prune", "enable"]), None, "not a child of prune");
+        // Flow style: the enclosing key's line.
+        assert_eq!(
+            line_of_path(text, &["prune", "mlp_neurons", "args", "prune_amount"]),
+            None
+        );
+        assert_eq!(
+            at(text, "prune.mlp_neurons.args.prune_amount"),
+            "prune.mlp_neurons.args.prune_amount (line 7)"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use crate::executor::{self, Plan, PlanError, Step};
 use crate::options::Named;
 use crate::passes::lowrank::{ApplyTo, LowrankOptions, RankRule, Shrink};
-use crate::passes::prune::{PruneOptions, Strategy};
+use crate::passes::prune::{PruneOptions, Removal, Strategy};
 use crate::passes::quantize::{self, ActivationType, CalibMethod, Mode, QuantizeOptions, StaticForm};
 use crate::passes::Pass;
 
@@ -120,14 +120,22 @@ fn strategy(key: &str, name: &str) -> Result<Strategy, String> {
 }
 
 fn unit_options(key: &str, unit: &PruneUnit, heads: bool, per_layer: bool) -> Result<PruneOptions, String> {
+    let amount = unit.args.prune_amount.unwrap_or(0.0);
+    let named = unit.args.named().map(|indices| Removal {
+        layer: unit.args.layer_idx,
+        indices: indices.clone(),
+    });
+    let (remove_heads, remove_neurons) = if heads { (named, None) } else { (None, named) };
     Ok(PruneOptions {
-        heads: if heads { unit.args.prune_amount } else { 0.0 },
-        ffn: if heads { 0.0 } else { unit.args.prune_amount },
+        heads: if heads { amount } else { 0.0 },
+        ffn: if heads { 0.0 } else { amount },
         strategy: strategy(key, &unit.args.strategy)?,
         seed: unit.args.seed,
         seq_len: executor::MAC_SEQ_LEN,
         target_macs: None,
         per_layer,
+        remove_heads,
+        remove_neurons,
     })
 }
 
@@ -190,17 +198,8 @@ impl LoadedRecipe {
             None => "calibration".to_string(),
         };
         let label = e.step.map(|i| plan.steps[i].label.as_str());
-        let key = |field: &str| -> String {
-            let key = recipe_key(label, field);
-            match super::line_of(text, key.rsplit('.').next().unwrap_or(&key)) {
-                Some(l) => format!("{key} (line {l})"),
-                None => key,
-            }
-        };
-        let at = match super::line_of(text, &section) {
-            Some(l) => format!("{section} (line {l})"),
-            None => section,
-        };
+        let key = |field: &str| super::at(text, &recipe_key(label, field));
+        let at = super::at(text, &section);
         format!("{at}: {}", e.error.render(&key))
     }
 }
@@ -217,6 +216,8 @@ pub fn recipe_key(label: Option<&str>, field: &str) -> String {
             format!("{unit}.args.prune_amount")
         }
         (Some(unit @ ("prune.attention_heads" | "prune.mlp_neurons")), "strategy") => format!("{unit}.args.strategy"),
+        (Some(unit @ "prune.attention_heads"), "remove_heads") => format!("{unit}.args.heads_to_remove"),
+        (Some(unit @ "prune.mlp_neurons"), "remove_neurons") => format!("{unit}.args.neurons_to_remove"),
         (Some("quantization"), "mode") => "quantization.method".into(),
         (Some(label), field) => format!("{}.{field}", label.split('.').next().unwrap_or(label)),
         (None, field) => format!("calibration.{field}"),

@@ -356,11 +356,17 @@ pub fn select(t: &Transformer, opts: &LowrankOptions) -> Result<Vec<Target>, Pas
                 "`layers`: give at least one layer index",
             )));
         }
-        if let Some(bad) = ls.iter().find(|&&l| l >= t.layers.len()) {
+        let bad: Vec<String> = ls
+            .iter()
+            .filter(|&&l| l >= t.layers.len())
+            .map(|l| l.to_string())
+            .collect();
+        if !bad.is_empty() {
             return Err(PassError::Options(OptionError::new(
                 "layers",
                 format!(
-                    "`layers` {bad}: the model has {} encoder layers (0 to {})",
+                    "`layers` {}: the model has {} encoder layers (0 to {})",
+                    bad.join(", "),
                     t.layers.len(),
                     t.layers.len().saturating_sub(1)
                 ),

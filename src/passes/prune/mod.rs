@@ -5,7 +5,8 @@
 //!
 //! Scores: `l1` and `random` reproduce the reference experiment (`round(n × amount)` removed per
 //! layer, at least one kept). Calibrated strategies plug in through [`Plan`] with optional
-//! refitted output weights.
+//! refitted output weights. Units may also be named ([`Removal`]: the reference's
+//! `heads_to_remove`, `layer_idx` + `neurons_to_remove`).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -48,6 +49,24 @@ pub struct PruneOptions {
     /// Calibrated only: remove the same fraction in every layer (as `l1`/`random` always do)
     /// instead of placing the model-wide count where the calibration data says it costs least.
     pub per_layer: bool,
+    /// These heads instead of a fraction (`heads` must then be 0): the reference's
+    /// `heads_to_remove`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remove_heads: Option<Removal>,
+    /// These FFN neurons instead of a fraction (`ffn` must then be 0): the reference's
+    /// `layer_idx` + `neurons_to_remove`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remove_neurons: Option<Removal>,
+}
+
+/// Units named by index rather than chosen by score.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Removal {
+    /// The encoder layer (0-based); `None`: the same indices in every layer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer: Option<usize>,
+    /// 0-based indices among the layer's heads (or neurons), in any order, no repeats.
+    pub indices: Vec<usize>,
 }
 
 impl Default for PruneOptions {
@@ -60,6 +79,8 @@ impl Default for PruneOptions {
             seq_len: 128,
             target_macs: None,
             per_layer: false,
+            remove_heads: None,
+            remove_neurons: None,
         }
     }
 }
@@ -322,10 +343,71 @@ pub fn validate(opts: &PruneOptions) -> Result<(), PassError> {
             );
         }
     }
+    for (field, removal, fraction, fraction_field) in [
+        ("remove_heads", &opts.remove_heads, opts.heads, "heads"),
+        ("remove_neurons", &opts.remove_neurons, opts.ffn, "ffn"),
+    ] {
+        let Some(r) = removal else { continue };
+        if r.indices.is_empty() {
+            return bad(field, format!("`{field}`: name at least one index"));
+        }
+        let mut seen = r.indices.clone();
+        seen.sort_unstable();
+        if let Some(w) = seen.windows(2).find(|w| w[0] == w[1]) {
+            return bad(field, format!("`{field}`: index {} is given twice", w[0]));
+        }
+        if fraction > 0.0 {
+            return bad(
+                field,
+                format!("`{field}` and `{fraction_field}` both choose what to remove: give one of them"),
+            );
+        }
+        if opts.strategy == Strategy::Obs || opts.target_macs.is_some() {
+            return bad(
+                field,
+                format!("`{field}` names the units itself: it takes no calibrated `strategy` or `target_macs`"),
+            );
+        }
+    }
     if opts.seq_len == 0 {
         return bad("seq_len", "`seq_len` must be at least 1".into());
     }
     Ok(())
+}
+
+/// The indices kept in each layer when `removal` names units to remove, each layer having
+/// `counts[layer]` units (`what`: "heads" or "neurons"); `None` when no removal is given. An
+/// index or layer the model does not have is an error naming `field`.
+fn keep_named(
+    removal: Option<&Removal>,
+    counts: &[usize],
+    field: &'static str,
+    what: &str,
+) -> Result<Option<Vec<Vec<usize>>>, PassError> {
+    let Some(r) = removal else { return Ok(None) };
+    let bad = |message: String| PassError::Options(OptionError::new(field, message));
+    if let Some(l) = r.layer.filter(|&l| l >= counts.len()) {
+        return Err(bad(format!(
+            "`{field}` layer {l}: the model has {} encoder layers (0 to {})",
+            counts.len(),
+            counts.len().saturating_sub(1)
+        )));
+    }
+    let mut keep = Vec::with_capacity(counts.len());
+    for (layer, &n) in counts.iter().enumerate() {
+        if r.layer.is_some_and(|l| l != layer) {
+            keep.push((0..n).collect());
+            continue;
+        }
+        if let Some(&i) = r.indices.iter().find(|&&i| i >= n) {
+            return Err(bad(format!(
+                "`{field}` {i}: layer {layer} has {n} {what} (0 to {})",
+                n.saturating_sub(1)
+            )));
+        }
+        keep.push((0..n).filter(|i| !r.indices.contains(i)).collect());
+    }
+    Ok(Some(keep))
 }
 
 /// Refuses to prune a model whose encoder projections were factorized by `lowrank`: scoring
@@ -355,7 +437,8 @@ pub fn refuse_factorized(t: &Transformer) -> Result<(), PassError> {
     Ok(())
 }
 
-/// Prunes with a data-free strategy (`l1` or `random`), uniformly per layer.
+/// Prunes with a data-free strategy (`l1` or `random`), uniformly per layer, or the units
+/// `remove_heads` / `remove_neurons` name.
 pub fn prune(model: &ModelProto, opts: &PruneOptions) -> Result<(ModelProto, PruneReport), PassError> {
     validate(opts)?;
     super::ensure_known_opsets(model)?;
@@ -372,13 +455,29 @@ pub fn prune(model: &ModelProto, opts: &PruneOptions) -> Result<(ModelProto, Pru
             )))
         }
     };
+    let head_counts: Vec<usize> = t.layers.iter().map(|l| l.heads()).collect();
+    let neuron_counts: Vec<usize> = t.layers.iter().map(|l| l.ffn_width()).collect();
+    let named_heads = keep_named(opts.remove_heads.as_ref(), &head_counts, "remove_heads", "heads")?;
+    let named_neurons = keep_named(
+        opts.remove_neurons.as_ref(),
+        &neuron_counts,
+        "remove_neurons",
+        "neurons",
+    )?;
     let plan = Plan {
         layers: hs
             .iter()
             .zip(&ns)
-            .map(|(h, n)| LayerPlan {
-                keep_heads: keep_uniform(h, opts.heads),
-                keep_neurons: keep_uniform(n, opts.ffn),
+            .enumerate()
+            .map(|(i, (h, n))| LayerPlan {
+                keep_heads: match &named_heads {
+                    Some(k) => k[i].clone(),
+                    None => keep_uniform(h, opts.heads),
+                },
+                keep_neurons: match &named_neurons {
+                    Some(k) => k[i].clone(),
+                    None => keep_uniform(n, opts.ffn),
+                },
                 ..Default::default()
             })
             .collect(),
