@@ -1,0 +1,519 @@
+//! The user's own data: `eval --data FILE` and `--calib-data FILE` in CSV, TSV, JSONL and Parquet,
+//! with named columns and labels as indexes or names (from `--labels`, config.json or the names a
+//! pass embeds); multi-class and regression metrics; and bad data refused in one line naming the
+//! file and the line or row.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{assert_clean_error, bin, have_ort, s, text, word_level_tokenizer, BERT_SPECIALS};
+use onnx_compress::onnx::{self, ExternalData, SaveOptions};
+use onnx_compress::testkit::shared;
+use onnx_compress::testkit::synth::{tiny_bert, SynthOptions};
+use serde_json::Value;
+
+const WORDS: [&str; 12] = [
+    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "good", "bad", "film", "the", "a", "is", "plot", "dull",
+];
+
+/// Twelve sentences and a class (0–2) each; sentence 3 holds a comma and a quote for CSV.
+const ROWS: [(&str, usize); 12] = [
+    ("good film", 1),
+    ("bad film", 0),
+    ("the film, is \"good\"", 1),
+    ("a bad plot", 0),
+    ("the plot is dull", 2),
+    ("good good film", 1),
+    ("dull film", 2),
+    ("a film", 2),
+    ("bad bad bad", 0),
+    ("the good plot", 1),
+    ("is it good", 1),
+    ("dull and bad", 0),
+];
+const NAMES: [&str; 3] = ["negative", "positive", "neutral"];
+
+/// A folder with a tiny random model of `labels` outputs (`model.onnx`), a tokenizer beside it,
+/// and, when `config` is set, a config.json naming its classes.
+fn model_dir(labels: usize, config: bool) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("model.onnx");
+    let save = SaveOptions {
+        external_data: ExternalData::Never,
+        ..Default::default()
+    };
+    let synth = SynthOptions {
+        labels,
+        ..Default::default()
+    };
+    onnx::save(&tiny_bert(&synth), &m, &save).unwrap();
+    std::fs::write(
+        dir.path().join("tokenizer.json"),
+        word_level_tokenizer(&WORDS, BERT_SPECIALS, Value::Null),
+    )
+    .unwrap();
+    if config {
+        let id2label: serde_json::Map<String, Value> =
+            (0..labels).map(|i| (i.to_string(), Value::from(NAMES[i]))).collect();
+        let cfg = serde_json::json!({"model_type": "bert", "id2label": id2label});
+        std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
+    }
+    (dir, m)
+}
+
+fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+fn eval_json(model: &Path, args: &[&str]) -> Value {
+    let out = bin()
+        .args(["eval", "--json", "--warmup", "0", "--model", s(model)])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "eval {args:?}: {}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// [`eval_json`] on a tiny model (64 positions).
+fn eval_tiny(model: &Path, args: &[&str]) -> Value {
+    let mut all = vec!["--max-length", "32"];
+    all.extend_from_slice(args);
+    eval_json(model, &all)
+}
+
+fn predictions(r: &Value) -> Vec<Value> {
+    r["predictions"].as_array().unwrap().clone()
+}
+
+/// The same examples as CSV (quoted), JSONL (string labels) and TSV (class indexes) give the same
+/// predictions, and the metrics agree with the predictions recomputed here.
+#[test]
+fn csv_jsonl_and_tsv_copies_agree_and_metrics_match_the_predictions() {
+    if !have_ort("own data formats") {
+        return;
+    }
+    let (dir, model) = model_dir(3, true);
+    let csv_body: String = std::iter::once("id,review,label\n".to_string())
+        .chain(
+            ROWS.iter()
+                .enumerate()
+                .map(|(i, (t, l))| format!("{i},\"{}\",{}\n", t.replace('"', "\"\""), NAMES[*l])),
+        )
+        .collect();
+    let jsonl: String = ROWS
+        .iter()
+        .map(|(t, l)| format!("{}\n", serde_json::json!({"text": t, "label": NAMES[*l]})))
+        .collect();
+    let tsv: String = std::iter::once("text\tlabel\n".to_string())
+        .chain(ROWS.iter().map(|(t, l)| format!("{t}\t{l}\n")))
+        .collect();
+    let csv = write(dir.path(), "reviews.csv", &csv_body);
+    let jsonl = write(dir.path(), "reviews.jsonl", &jsonl);
+    let tsv = write(dir.path(), "reviews.tsv", &tsv);
+
+    let from_csv = eval_tiny(&model, &["--data", s(&csv), "--text-column", "review"]);
+    let from_jsonl = eval_tiny(&model, &["--data", s(&jsonl)]);
+    let from_tsv = eval_tiny(&model, &["--data", s(&tsv)]);
+    assert_eq!(from_csv["columns"]["text"], "review");
+    assert_eq!(from_jsonl["columns"]["text"], "text");
+    assert_eq!(from_jsonl["columns"]["label"], "label");
+    assert_eq!(predictions(&from_csv), predictions(&from_jsonl));
+    assert_eq!(predictions(&from_csv), predictions(&from_tsv));
+    assert!(from_csv["task"].is_null());
+    assert_eq!(
+        from_csv["labels"]["classes"]["names"],
+        serde_json::json!(NAMES),
+        "{}",
+        from_csv["labels"]
+    );
+
+    // Recompute accuracy, the confusion matrix, per-class recall and macro-F1 from the
+    // predictions and the labels written above.
+    let preds: Vec<usize> = predictions(&from_csv)
+        .iter()
+        .map(|p| p.as_u64().unwrap() as usize)
+        .collect();
+    let gold: Vec<usize> = ROWS.iter().map(|(_, l)| *l).collect();
+    let m = &from_csv["metrics"];
+    let correct = preds.iter().zip(&gold).filter(|(p, g)| p == g).count();
+    assert!((m["accuracy"].as_f64().unwrap() - correct as f64 / 12.0).abs() < 1e-12);
+    let matrix = m["confusion_matrix"].as_array().unwrap();
+    let mut f1s = Vec::new();
+    for c in 0..3 {
+        for p in 0..3 {
+            let n = (0..12).filter(|&i| gold[i] == c && preds[i] == p).count();
+            assert_eq!(matrix[c][p].as_u64().unwrap() as usize, n, "matrix[{c}][{p}]");
+        }
+        let tp = (0..12).filter(|&i| gold[i] == c && preds[i] == c).count() as f64;
+        let support = gold.iter().filter(|&&g| g == c).count() as f64;
+        let predicted = preds.iter().filter(|&&p| p == c).count() as f64;
+        let class = &m["per_class"][c];
+        assert_eq!(class["name"], NAMES[c]);
+        assert!((class["recall"].as_f64().unwrap() - tp / support).abs() < 1e-12);
+        let precision = if predicted > 0.0 { tp / predicted } else { 0.0 };
+        let recall = tp / support;
+        f1s.push(if precision + recall > 0.0 {
+            2.0 * precision * recall / (precision + recall)
+        } else {
+            0.0
+        });
+    }
+    // Every class occurs in the labels, so macro-F1 is the mean over all three.
+    let macro_f1 = f1s.iter().sum::<f64>() / 3.0;
+    assert!((m["macro_f1"].as_f64().unwrap() - macro_f1).abs() < 1e-12);
+
+    // Text output: the columns, the label names and where they came from, the class table.
+    let out = bin()
+        .args(["eval", "--warmup", "0", "--max-length", "32", "--model", s(&model), "--data", s(&jsonl)])
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for needle in [
+        "macro-F1",
+        "columns      text \"text\", label \"label\"",
+        "negative, positive, neutral (id2label of",
+        "precision",
+    ] {
+        assert!(stdout.contains(needle), "{needle:?} not in:\n{stdout}");
+    }
+}
+
+/// A model with one output is a regression: labels are numbers, and Pearson, Spearman and the
+/// mean squared error are those of the predictions.
+#[test]
+fn one_output_models_are_scored_as_regression() {
+    if !have_ort("own data regression") {
+        return;
+    }
+    let (dir, model) = model_dir(1, false);
+    let scores = [0.5, 1.0, 4.25, 2.0, 3.0, 0.0, 5.0, 2.5, 1.5, 3.5, 4.0, 0.25];
+    let body: String = ROWS
+        .iter()
+        .zip(scores)
+        .map(|((t, _), y)| format!("{}\n", serde_json::json!({"sentence": t, "score": y})))
+        .collect();
+    let data = write(dir.path(), "scores.jsonl", &body);
+    let r = eval_tiny(&model, &["--data", s(&data)]);
+    assert_eq!(r["labels"], "scores");
+    assert_eq!(r["columns"]["label"], "score");
+    let preds: Vec<f64> = predictions(&r).iter().map(|p| p.as_f64().unwrap()).collect();
+    let mse = preds.iter().zip(scores).map(|(p, y)| (p - y) * (p - y)).sum::<f64>() / 12.0;
+    let m = &r["metrics"];
+    assert!((m["mse"].as_f64().unwrap() - mse).abs() < 1e-5, "{m}");
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (mp, my) = (mean(&preds), mean(&scores));
+    let cov: f64 = preds.iter().zip(scores).map(|(p, y)| (p - mp) * (y - my)).sum();
+    let vp: f64 = preds.iter().map(|p| (p - mp) * (p - mp)).sum();
+    let vy: f64 = scores.iter().map(|y| (y - my) * (y - my)).sum();
+    assert!(
+        (m["pearson"].as_f64().unwrap() - cov / (vp * vy).sqrt()).abs() < 1e-4,
+        "{m}"
+    );
+    assert!(m["spearman"].is_number() && m["accuracy"].is_null());
+
+    // --labels on a one-output model is refused.
+    let out = bin()
+        .args(["eval", "--model", s(&model), "--data", s(&data), "--labels", "a,b"])
+        .output()
+        .unwrap();
+    assert_clean_error(
+        "--labels on a regression",
+        &out,
+        &["--labels names 2 classes", "one output"],
+    );
+}
+
+/// `convert` embeds config.json's class names: the converted model, moved away from its
+/// config.json, still maps string labels; `--labels` overrides.
+#[test]
+fn converted_models_carry_their_label_names() {
+    if !have_ort("own data labels") {
+        return;
+    }
+    let (dir, model) = model_dir(2, true);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let converted = elsewhere.path().join("m.onnx");
+    let out = bin().args(["convert", s(&model), s(&converted)]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let data = write(
+        elsewhere.path(),
+        "d.csv",
+        "text,label\ngood film,positive\nbad film,negative\ndull,positive\n",
+    );
+    let r = eval_tiny(&converted, &["--data", s(&data)]);
+    assert_eq!(r["labels"]["classes"]["source"], "the names embedded in the model");
+    assert_eq!(r["metrics"]["n"], 3);
+
+    let data = write(dir.path(), "e.csv", "text,label\ngood film,yes\nbad film,no\n");
+    let r = eval_tiny(&converted, &["--data", s(&data), "--labels", "no,yes"]);
+    assert_eq!(r["labels"]["classes"]["source"], "--labels");
+    let out = bin()
+        .args(["eval", "--model", s(&converted), "--data", s(&data)])
+        .output()
+        .unwrap();
+    assert_clean_error(
+        "a label the model's names lack",
+        &out,
+        &["label \"yes\" on line 2 of", "e.csv", "negative, positive", "--labels"],
+    );
+}
+
+/// Calibration needs no labels: the same texts as a text-only CSV and as a GLUE SST-2 TSV give
+/// the same statically quantized model.
+#[test]
+fn calibration_reads_text_only_files_in_any_format() {
+    if !have_ort("own data calibration") {
+        return;
+    }
+    let (dir, model) = model_dir(2, false);
+    let csv: String = std::iter::once("comment\n".to_string())
+        .chain(ROWS.iter().map(|(t, _)| format!("\"{}\"\n", t.replace('"', "\"\""))))
+        .collect();
+    let tsv: String = std::iter::once("sentence\tlabel\n".to_string())
+        .chain(ROWS.iter().map(|(t, l)| format!("{t}\t{}\n", l % 2)))
+        .collect();
+    let csv = write(dir.path(), "texts.csv", &csv);
+    let tsv = write(dir.path(), "train.tsv", &tsv);
+    let quantize = |data: &Path, out: &Path, extra: &[&str]| {
+        let o = bin()
+            .args([
+                "quantize",
+                "--mode",
+                "static",
+                "--calib-samples",
+                "8",
+                "--calib-data",
+                s(data),
+            ])
+            .args(extra)
+            .args([s(&model), s(out)])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        onnx::load(out).unwrap()
+    };
+    let from_csv = quantize(&csv, &dir.path().join("a.onnx"), &["--text-column", "comment"]);
+    let from_tsv = quantize(&tsv, &dir.path().join("b.onnx"), &[]);
+    assert_eq!(
+        from_csv.graph, from_tsv.graph,
+        "the same texts calibrate the same model"
+    );
+
+    // Without --text-column the comment column is not one of the usual names: the error lists
+    // the columns there are.
+    let out = bin()
+        .args(["quantize", "--mode", "static", "--calib-data", s(&csv), s(&model)])
+        .arg(dir.path().join("c.onnx"))
+        .output()
+        .unwrap();
+    assert_clean_error(
+        "no text column",
+        &out,
+        &[
+            "texts.csv",
+            "which column holds the text?",
+            "[\"comment\"]",
+            "--text-column",
+        ],
+    );
+    assert!(!dir.path().join("c.onnx").exists());
+}
+
+/// Bad data: one clear line naming the file and the line or row, exit 1, nothing written.
+#[test]
+fn bad_data_is_refused_in_one_line() {
+    if !have_ort("own data errors") {
+        return;
+    }
+    let (dir, model) = model_dir(2, true);
+    let d = dir.path();
+    let cases: Vec<(&str, PathBuf, Vec<&str>, Vec<&str>)> = vec![
+        (
+            "missing column",
+            write(d, "a.csv", "text,y\ngood,1\n"),
+            vec!["--label-column", "label"],
+            vec![
+                "a.csv",
+                "no label column \"label\"",
+                "[\"text\", \"y\"]",
+                "--label-column",
+            ],
+        ),
+        (
+            "empty file",
+            write(d, "b.csv", ""),
+            vec![],
+            vec!["b.csv", "no examples"],
+        ),
+        (
+            "header only",
+            write(d, "b2.jsonl", "\n\n"),
+            vec![],
+            vec!["b2.jsonl", "no examples"],
+        ),
+        (
+            "wrong field count",
+            write(d, "c.csv", "text,label\ngood,1\nbad,0,extra\n"),
+            vec![],
+            vec!["line 3 of", "c.csv", "3 comma-separated field(s), the header has 2"],
+        ),
+        (
+            "TSV row with a tab too many",
+            write(d, "c2.tsv", "text\tlabel\ngood\t1\nbad\tfilm\t0\n"),
+            vec![],
+            vec!["line 3 of", "c2.tsv", "3 tab-separated field(s)"],
+        ),
+        (
+            "unknown label",
+            write(
+                d,
+                "e.jsonl",
+                "{\"text\": \"good\", \"label\": \"positive\"}\n{\"text\": \"meh\", \"label\": \"mixed\"}\n",
+            ),
+            vec![],
+            vec!["label \"mixed\" on line 2 of", "e.jsonl", "negative, positive"],
+        ),
+        (
+            "a class the model cannot produce",
+            write(d, "f.csv", "text,label\ngood,1\nbad,0\nmeh,5\n"),
+            vec![],
+            vec!["label \"5\" on line 4 of", "f.csv", "class indexes 0–1"],
+        ),
+        (
+            "mixed types",
+            write(
+                d,
+                "g.jsonl",
+                "{\"text\": \"good\", \"label\": 1}\n{\"text\": \"bad\", \"label\": \"negative\"}\n",
+            ),
+            vec![],
+            vec![
+                "line 2 of",
+                "g.jsonl",
+                "column \"label\" holds a string here but a number on line 1",
+            ],
+        ),
+        (
+            "null text",
+            write(
+                d,
+                "h.jsonl",
+                "{\"text\": \"good\", \"label\": 1}\n{\"text\": null, \"label\": 0}\n",
+            ),
+            vec![],
+            vec!["line 2 of", "h.jsonl", "null, not text"],
+        ),
+        (
+            "not a Parquet table",
+            write(d, "i.parquet", "text,label\ngood,1\n"),
+            vec![],
+            vec!["i.parquet", "not a readable Parquet table"],
+        ),
+        (
+            "unknown extension",
+            write(d, "j.txt", "text,label\ngood,1\n"),
+            vec![],
+            vec!["j.txt", "cannot tell the format", "--format"],
+        ),
+        (
+            "invalid JSON",
+            write(d, "k.jsonl", "{\"text\": \"good\", \"label\": 1}\n{\"text\": \n"),
+            vec![],
+            vec!["line 2 of", "k.jsonl", "not valid JSON"],
+        ),
+        (
+            "--split with a file",
+            write(d, "l.csv", "text,label\ngood,1\n"),
+            vec!["--split", "train"],
+            vec!["--split train", "l.csv", "is a file already"],
+        ),
+    ];
+    for (what, file, extra, needles) in cases {
+        let before = std::fs::read(&file).unwrap();
+        let out = bin()
+            .args(["eval", "--model", s(&model), "--data", s(&file)])
+            .args(&extra)
+            .output()
+            .unwrap();
+        assert_clean_error(what, &out, &needles);
+        assert_eq!(std::fs::read(&file).unwrap(), before, "{what}: the data file changed");
+    }
+    // With --format the extension does not matter.
+    let r = eval_tiny(&model, &["--data", s(&d.join("j.txt")), "--format", "csv"]);
+    assert_eq!(r["examples"], 1);
+    // A GLUE folder needs a task.
+    let out = bin()
+        .args(["eval", "--model", s(&model), "--data", s(d)])
+        .output()
+        .unwrap();
+    assert_clean_error("folder without --task", &out, &["needs --task", "--data FILE"]);
+}
+
+/// The Hugging Face `glue` parquet copy of SST-2's dev set gives exactly the reference's
+/// predictions, with the task's preset and with the user's own labels.
+#[test]
+fn hf_parquet_reproduces_the_reference_predictions() {
+    let Some(model_dir) = shared::require("models/minilm-l6-sst2", "Parquet eval") else {
+        return;
+    };
+    let Some(glue) = shared::require("data/glue", "Parquet eval") else {
+        return;
+    };
+    if !have_ort("Parquet eval") {
+        return;
+    }
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(model_dir.join("reference.json")).unwrap()).unwrap();
+    let model = model_dir.join("model.onnx");
+    let parquet = glue.join("sst2/hf_validation.parquet");
+    let preset = eval_json(&model, &["--task", "sst2", "--data", s(&parquet)]);
+    assert_eq!(preset["examples"], 872);
+    assert_eq!(&predictions(&preset), reference["predictions"].as_array().unwrap());
+    assert_eq!(
+        format!("{:.4}", preset["metrics"]["accuracy"].as_f64().unwrap()),
+        format!("{:.4}", reference["accuracy"].as_f64().unwrap())
+    );
+    let own = eval_json(&model, &["--data", s(&parquet), "--labels", "negative,positive"]);
+    assert_eq!(predictions(&own), predictions(&preset));
+    assert_eq!(own["metrics"]["accuracy"], preset["metrics"]["accuracy"]);
+    assert_eq!(own["columns"]["text"], "sentence");
+    let matrix = own["metrics"]["confusion_matrix"].as_array().unwrap();
+    let total: u64 = matrix
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 872);
+}
+
+/// MRPC's parquet (sentence pairs) agrees with the GLUE TSV that carries the same (HF) text.
+#[test]
+fn hf_parquet_pairs_match_the_glue_tsv_of_the_same_text() {
+    let Some(model_dir) = shared::require("models/minilm-l6-mrpc", "Parquet pairs") else {
+        return;
+    };
+    let Some(glue) = shared::require("data/glue", "Parquet pairs") else {
+        return;
+    };
+    if !have_ort("Parquet pairs") {
+        return;
+    }
+    let model = model_dir.join("model.onnx");
+    let parquet = eval_json(
+        &model,
+        &["--task", "mrpc", "--data", s(&glue.join("mrpc/hf_validation.parquet"))],
+    );
+    let tsv = eval_json(
+        &model,
+        &["--task", "mrpc", "--data", s(&glue.join("mrpc/dev.hf_text.tsv"))],
+    );
+    assert_eq!(parquet["columns"]["pair"], "sentence2");
+    assert_eq!(parquet["examples"], 408);
+    assert_eq!(predictions(&parquet), predictions(&tsv));
+    assert_eq!(parquet["metrics"]["f1"], tsv["metrics"]["f1"]);
+}
