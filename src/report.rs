@@ -190,34 +190,32 @@ fn labels_line(l: &crate::data::Labels) -> String {
     }
 }
 
-/// Per-class precision, recall, F1, support, and the confusion matrix (rows: gold, columns:
+/// Per-class precision, recall, F1 and support, then the confusion matrix (rows: gold, columns:
 /// predicted).
 fn class_table(per: &[crate::glue::ClassScores], matrix: &[Vec<usize>]) -> String {
     let mut o = String::new();
-    let name = |c: &crate::glue::ClassScores| c.name.clone().unwrap_or_else(|| c.class.to_string());
-    let width = per.iter().map(|c| name(c).chars().count()).max().unwrap_or(5).max(5);
-    let _ = write!(
-        o,
-        "  {:<width$}  precision  recall      F1  support   predicted →",
-        "class"
-    );
-    for c in per {
-        let _ = write!(o, " {:>7}", shorten_name(&name(c), 7));
-    }
-    o.push('\n');
-    for (c, row) in per.iter().zip(matrix) {
-        let _ = write!(
+    let names: Vec<String> = per
+        .iter()
+        .map(|c| shorten_name(&c.name.clone().unwrap_or_else(|| c.class.to_string()), 24))
+        .collect();
+    let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(5).max(9);
+    let _ = writeln!(o, "  {:<width$}  precision  recall      F1  support", "class");
+    for (c, name) in per.iter().zip(&names) {
+        let _ = writeln!(
             o,
-            "  {:<width$}  {:>9.4}  {:>6.4}  {:>6.4}  {:>7}  {:>11}",
-            name(c),
-            c.precision,
-            c.recall,
-            c.f1,
-            c.support,
-            ""
+            "  {name:<width$}  {:>9.4}  {:>6.4}  {:>6.4}  {:>7}",
+            c.precision, c.recall, c.f1, c.support
         );
-        for n in row {
-            let _ = write!(o, " {n:>7}");
+    }
+    let _ = write!(o, "  {:<width$}", "confusion");
+    for name in &names {
+        let _ = write!(o, "  {:>w$}", name, w = name.chars().count().max(6));
+    }
+    o.push_str("   (rows: gold, columns: predicted)\n");
+    for (row, name) in matrix.iter().zip(&names) {
+        let _ = write!(o, "  {name:<width$}");
+        for (n, col) in row.iter().zip(&names) {
+            let _ = write!(o, "  {n:>w$}", w = col.chars().count().max(6));
         }
         o.push('\n');
     }
