@@ -45,7 +45,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Evaluate a model on a GLUE task: accuracy/F1 and speed, measured as the reference did.
+    /// Evaluate a model on a GLUE task or your own labelled file: quality and speed, measured as the reference did.
     Eval(EvalArgs),
     /// Remove attention heads and FFN neurons: the graph is really sliced, per layer.
     Prune(PruneArgs),
@@ -332,7 +332,7 @@ pub struct EvalArgs {
     /// or a labelled data file: .tsv, .csv, .jsonl or .parquet (Hugging Face datasets' files).
     #[arg(long, value_name = "DIR|FILE")]
     pub data: Option<PathBuf>,
-    /// Which file of the GLUE task folder to read: dev, train, or any <split>.tsv there.
+    /// Which file of the GLUE task folder to read: dev, train, or any <split>.tsv there [default: dev].
     #[arg(long)]
     pub split: Option<String>,
     /// Format of a --data file: tsv, csv, jsonl or parquet [default: by its extension].
