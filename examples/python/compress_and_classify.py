@@ -21,8 +21,9 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-# scripts/export_hf.py of the onnx-compress checkout (set it by hand in a notebook).
-EXPORT_HF = Path(__file__).resolve().parents[2] / "scripts" / "export_hf.py"
+# The onnx-compress checkout, for scripts/export_hf.py (in a notebook: set it by hand).
+CHECKOUT = Path(__file__).resolve().parents[2] if "__file__" in globals() else Path("onnx-compress")
+EXPORT_HF = CHECKOUT / "scripts" / "export_hf.py"
 
 
 def onnx_compress():
