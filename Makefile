@@ -3,6 +3,8 @@
 #   make test    set up and run the whole test suite
 #   make bench   every recipe in configs/sst2 and configs/mrpc: tables and charts in bench/out/
 #   make chain   convert → prune → quantize → eval as file targets (incremental, -j2 safe)
+#   make test-pip  `pip install .` in a fresh virtual environment, then the installed CLI and the
+#                  Python example (scripts/test_pip_install.sh)
 SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/release/onnx-compress
@@ -10,7 +12,7 @@ ORT_LIB := .ort/lib/libonnxruntime.so.1.32.0
 SHARED ?= ../shared
 DEMO_MODEL ?= $(SHARED)/models/minilm-l6-sst2/model.onnx
 
-.PHONY: setup demo test bench chain build clean-chain
+.PHONY: setup demo test test-pip bench chain build clean-chain
 
 setup: $(ORT_LIB) build data/glue
 
@@ -41,6 +43,10 @@ demo: setup
 
 test: $(ORT_LIB) data/glue
 	$(CARGO) test --locked
+
+# The pip install: needs no .ort/ (the environment brings onnxruntime); builds in ./target.
+test-pip:
+	SHARED="$(SHARED)" scripts/test_pip_install.sh
 
 # Every recipe of both tasks with a shared model: results.{md,csv,json} and Pareto charts per task.
 BENCH_TASKS ?= sst2 mrpc

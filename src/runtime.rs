@@ -12,9 +12,16 @@ use ort::value::TensorRef;
 
 /// The ONNX Runtime release this tool is built and tested against.
 pub const ORT_VERSION: &str = "1.32.0";
-const LIB_NAME: &str = "libonnxruntime.so.1.32.0";
-/// The one command that installs the library into the project.
-pub const FIX_COMMAND: &str = "make setup   (or: scripts/install_ort.sh)";
+/// The library's file name, as the PyPI wheel `onnxruntime==1.32.0` has it in `onnxruntime/capi/`.
+const LIB_NAME: &str = if cfg!(windows) {
+    "onnxruntime.dll"
+} else if cfg!(target_os = "macos") {
+    "libonnxruntime.1.32.0.dylib"
+} else {
+    "libonnxruntime.so.1.32.0"
+};
+/// The commands that install the library: into the project, or into a pip install's environment.
+pub const FIX_COMMAND: &str = "make setup   (or: scripts/install_ort.sh); for onnx-compress installed with pip: pip install onnxruntime==1.32.0 in its environment";
 
 /// Where the project-local install lives, relative to the project root.
 pub const LOCAL_DIR: &str = ".ort/lib";
@@ -39,9 +46,9 @@ impl crate::options::Named for Device {
 
 /// Candidate project roots: the ancestors of the running executable, the current folder and
 /// the folder this crate was built from.
-fn project_roots() -> Vec<PathBuf> {
+fn project_roots(exe: Option<&Path>) -> Vec<PathBuf> {
     let mut roots = Vec::new();
-    if let Ok(exe) = std::env::current_exe() {
+    if let Some(exe) = exe {
         roots.extend(exe.ancestors().skip(1).take(4).map(Path::to_path_buf));
     }
     if let Ok(cwd) = std::env::current_dir() {
@@ -51,14 +58,57 @@ fn project_roots() -> Vec<PathBuf> {
     roots
 }
 
-fn local_candidates() -> Vec<PathBuf> {
-    project_roots()
-        .into_iter()
-        .map(|r| r.join(LOCAL_DIR).join(LIB_NAME))
-        .collect()
+/// The site-packages folders of the Python environment an executable is installed in (`pip
+/// install`, a venv, `--user`, pipx, conda): the executable sits in `PREFIX/bin` (Windows:
+/// `PREFIX\Scripts`) and the packages in `PREFIX/lib{,64}/python*/{site,dist}-packages` (Windows:
+/// `PREFIX\Lib\site-packages`, or `PREFIX\site-packages` for `--user`). Only folders that exist.
+fn environment_site_packages(exe: &Path) -> Vec<PathBuf> {
+    let Some(prefix) = exe.parent().and_then(Path::parent) else {
+        return vec![];
+    };
+    if cfg!(windows) {
+        return [prefix.join("Lib").join("site-packages"), prefix.join("site-packages")]
+            .into_iter()
+            .filter(|d| d.is_dir())
+            .collect();
+    }
+    let mut out = Vec::new();
+    for lib in ["lib", "lib64"] {
+        let Ok(entries) = std::fs::read_dir(prefix.join(lib)) else {
+            continue;
+        };
+        let mut pythons: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("python"))
+            .map(|e| e.path())
+            .collect();
+        // Newest first where several versions share a prefix (python3.9 < python3.11 by number).
+        pythons.sort_by_key(|p| std::cmp::Reverse(python_version(p)));
+        for p in pythons {
+            out.extend(
+                ["site-packages", "dist-packages"]
+                    .map(|s| p.join(s))
+                    .into_iter()
+                    .filter(|d| d.is_dir()),
+            );
+        }
+    }
+    out
 }
 
-fn site_packages_candidates() -> Vec<PathBuf> {
+/// `python3.11` -> (3, 11); anything else sorts last.
+fn python_version(dir: &Path) -> (u32, u32) {
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    let mut parts = name
+        .trim_start_matches("python")
+        .split('.')
+        .map(|n| n.parse().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+/// The site-packages folders of the first `python3` on the PATH (what `pip install
+/// onnxruntime==1.32.0` fills when no environment is in view).
+fn python3_site_packages() -> Vec<PathBuf> {
     let out = std::process::Command::new("python3")
         .args([
             "-c",
@@ -69,12 +119,62 @@ fn site_packages_candidates() -> Vec<PathBuf> {
     let Ok(out) = out else { return vec![] };
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .map(|l| Path::new(l.trim()).join("onnxruntime/capi").join(LIB_NAME))
+        .map(|l| PathBuf::from(l.trim()))
         .collect()
 }
 
-/// Finds the library: `--ort-lib`, then `ORT_DYLIB_PATH`, then the project-local install, then
-/// Python's site-packages. The error lists what was tried and the command that fixes it.
+fn in_wheel(site_packages: &Path) -> PathBuf {
+    site_packages.join("onnxruntime").join("capi").join(LIB_NAME)
+}
+
+/// The search after `--ort-lib` and `ORT_DYLIB_PATH`, in order: the Python environment the
+/// executable is installed in, the project-local install under each root, then `python3`'s
+/// site-packages (asked only when the others fail). Returns the first file found, or what was
+/// tried.
+fn search(
+    exe: Option<&Path>,
+    roots: &[PathBuf],
+    python3: impl FnOnce() -> Vec<PathBuf>,
+) -> std::result::Result<PathBuf, Vec<String>> {
+    let mut tried: Vec<String> = Vec::new();
+    fn first(candidates: Vec<PathBuf>, tried: &mut Vec<String>) -> Option<PathBuf> {
+        let found = candidates.iter().find(|c| c.is_file()).cloned();
+        for c in candidates {
+            let c = c.display().to_string();
+            if !tried.contains(&c) {
+                tried.push(c);
+            }
+        }
+        found
+    }
+    if let Some(exe) = exe {
+        let env: Vec<PathBuf> = environment_site_packages(exe).iter().map(|d| in_wheel(d)).collect();
+        if env.is_empty() {
+            // Name the layout looked for, so the message says where a pip install would put it.
+            if let Some(prefix) = exe.parent().and_then(Path::parent) {
+                let pattern = if cfg!(windows) {
+                    prefix.join("Lib").join("site-packages")
+                } else {
+                    prefix.join("lib").join("python3.*").join("site-packages")
+                };
+                tried.push(in_wheel(&pattern).display().to_string());
+            }
+        } else if let Some(found) = first(env, &mut tried) {
+            return Ok(found);
+        }
+    }
+    let local = roots.iter().map(|r| r.join(LOCAL_DIR).join(LIB_NAME)).collect();
+    if let Some(found) = first(local, &mut tried) {
+        return Ok(found);
+    }
+    let python = python3().iter().map(|d| in_wheel(d)).collect();
+    first(python, &mut tried).ok_or(tried)
+}
+
+/// Finds the library: `--ort-lib`, then `ORT_DYLIB_PATH`, then the Python environment this
+/// executable is installed in (`pip install`: the `onnxruntime` it depends on), then the
+/// project-local install (`.ort/lib`), then `python3`'s site-packages. The error lists what was
+/// tried and the command that fixes it.
 pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = explicit {
         if p.is_file() {
@@ -92,18 +192,13 @@ pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf> {
             p.display()
         );
     }
-    let mut tried = Vec::new();
-    for c in local_candidates().into_iter().chain(site_packages_candidates()) {
-        if c.is_file() {
-            return Ok(c);
-        }
-        tried.push(c);
-    }
-    tried.dedup();
-    bail!(
-        "ONNX Runtime {ORT_VERSION} shared library not found (tried --ort-lib, ORT_DYLIB_PATH, {}). Install it with: {FIX_COMMAND}",
-        tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-    )
+    let exe = std::env::current_exe().ok();
+    search(exe.as_deref(), &project_roots(exe.as_deref()), python3_site_packages).map_err(|tried| {
+        anyhow!(
+            "ONNX Runtime {ORT_VERSION} shared library not found (tried --ort-lib, ORT_DYLIB_PATH, {}). Install it with: {FIX_COMMAND}",
+            tried.join(", ")
+        )
+    })
 }
 
 static ENV: OnceLock<std::result::Result<(ort::environment::Environment, PathBuf), String>> = OnceLock::new();
@@ -452,4 +547,120 @@ pub fn open_optimized(path: &Path, opts: &SessionOptions, optimized: &Path) -> R
         .commit_from_file(path)
         .with_context(|| format!("ONNX Runtime could not load {}", path.display()))?;
     wrap(session, &path.display().to_string())
+}
+
+// The layouts below are the Unix ones (Windows has `Scripts` and `Lib\site-packages`).
+#[cfg(all(test, not(windows)))]
+mod tests {
+    use super::*;
+
+    /// An empty file at `path` (with its folders): the search only checks that files exist.
+    fn touch(path: &Path) -> PathBuf {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, b"").unwrap();
+        path.to_path_buf()
+    }
+
+    fn no_python3() -> Vec<PathBuf> {
+        vec![]
+    }
+
+    /// A venv (or `--user`, or system) layout: PREFIX/bin/onnx-compress and the wheel's library
+    /// in PREFIX/lib/pythonX.Y/site-packages.
+    fn venv(root: &Path, python: &str) -> (PathBuf, PathBuf) {
+        let exe = touch(&root.join("venv/bin/onnx-compress"));
+        let lib = touch(&in_wheel(&root.join("venv/lib").join(python).join("site-packages")));
+        (exe, lib)
+    }
+
+    #[test]
+    fn an_installed_binary_finds_its_own_environments_library() {
+        let dir = tempfile::tempdir().unwrap();
+        let (exe, lib) = venv(dir.path(), "python3.11");
+        // A project-local install and python3's site-packages come later.
+        let project = dir.path().join("project");
+        touch(&project.join(LOCAL_DIR).join(LIB_NAME));
+        let other = dir.path().join("other-python/site-packages");
+        touch(&in_wheel(&other));
+        let found = search(Some(&exe), std::slice::from_ref(&project), || vec![other.clone()]);
+        assert_eq!(found, Ok(lib));
+    }
+
+    #[test]
+    fn dist_packages_lib64_and_several_pythons_are_searched() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = dir.path().join("usr/local");
+        let exe = touch(&prefix.join("bin/onnx-compress"));
+        // Debian's system pip writes dist-packages; Fedora's writes platform wheels to lib64.
+        let debian = touch(&in_wheel(&prefix.join("lib/python3.9/dist-packages")));
+        assert_eq!(search(Some(&exe), &[], no_python3), Ok(debian.clone()));
+        let fedora = touch(&in_wheel(&prefix.join("lib64/python3.11/site-packages")));
+        assert_eq!(search(Some(&exe), &[], no_python3), Ok(debian.clone()));
+        std::fs::remove_file(&debian).unwrap();
+        assert_eq!(search(Some(&exe), &[], no_python3), Ok(fedora));
+        // The newest Python first where two hold the library.
+        let newer = touch(&in_wheel(&prefix.join("lib/python3.12/site-packages")));
+        touch(&in_wheel(&prefix.join("lib/python3.10/site-packages")));
+        assert_eq!(search(Some(&exe), &[], no_python3), Ok(newer));
+    }
+
+    #[test]
+    fn without_an_environment_the_project_install_then_python3_are_used() {
+        let dir = tempfile::tempdir().unwrap();
+        // A build tree: target/release/onnx-compress has no lib/python* beside it.
+        let exe = touch(&dir.path().join("project/target/release/onnx-compress"));
+        let project = dir.path().join("project");
+        let other = dir.path().join("other-python/site-packages");
+        let from_python3 = touch(&in_wheel(&other));
+        let python3 = || vec![other.clone()];
+        assert_eq!(
+            search(Some(&exe), std::slice::from_ref(&project), python3),
+            Ok(from_python3)
+        );
+        let local = touch(&project.join(LOCAL_DIR).join(LIB_NAME));
+        let asked = std::cell::Cell::new(false);
+        let python3 = || {
+            asked.set(true);
+            vec![other.clone()]
+        };
+        assert_eq!(search(Some(&exe), std::slice::from_ref(&project), python3), Ok(local));
+        assert!(!asked.get(), "python3 is asked only when the project has no library");
+    }
+
+    #[test]
+    fn an_environment_without_onnxruntime_falls_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let (exe, lib) = venv(dir.path(), "python3.11");
+        std::fs::remove_file(&lib).unwrap();
+        let project = dir.path().join("project");
+        let local = touch(&project.join(LOCAL_DIR).join(LIB_NAME));
+        assert_eq!(
+            search(Some(&exe), std::slice::from_ref(&project), no_python3),
+            Ok(local)
+        );
+    }
+
+    #[test]
+    fn not_found_lists_every_place_tried_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (exe, lib) = venv(dir.path(), "python3.11");
+        std::fs::remove_file(&lib).unwrap();
+        let project = dir.path().join("project");
+        let other = dir.path().join("other-python/site-packages");
+        let tried = search(Some(&exe), &[project.clone(), project.clone()], || vec![other.clone()]).unwrap_err();
+        let want = [lib, project.join(LOCAL_DIR).join(LIB_NAME), in_wheel(&other)].map(|p| p.display().to_string());
+        assert_eq!(tried, want, "each place once, in search order");
+    }
+
+    #[test]
+    fn not_found_without_python_folders_names_the_layout_looked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = touch(&dir.path().join("bin/onnx-compress"));
+        let tried = search(Some(&exe), &[], no_python3).unwrap_err();
+        let pattern = dir
+            .path()
+            .join("lib/python3.*/site-packages/onnxruntime/capi")
+            .join(LIB_NAME);
+        assert_eq!(tried, [pattern.display().to_string()]);
+    }
 }

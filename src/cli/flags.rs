@@ -22,7 +22,7 @@ fn choice<T: Named + Send + Sync>() -> impl TypedValueParser<Value = T> {
 #[derive(Parser)]
 #[command(name = "onnx-compress", version, about = "Compress BERT-family ONNX classifiers and measure what it costs", long_about = None)]
 pub struct Cli {
-    /// Path to libonnxruntime.so (default: ORT_DYLIB_PATH, then the project's .ort/lib, then Python's site-packages).
+    /// Path to libonnxruntime.so (default: ORT_DYLIB_PATH, then the Python environment onnx-compress is installed in, then the project's .ort/lib, then python3's site-packages).
     #[arg(long, global = true, value_name = "PATH")]
     pub ort_lib: Option<PathBuf>,
     /// No progress on stderr (stage lines, bars); results, notes and errors still print.
