@@ -168,7 +168,17 @@ fn csv_jsonl_and_tsv_copies_agree_and_metrics_match_the_predictions() {
 
     // Text output: the columns, the label names and where they came from, the class table.
     let out = bin()
-        .args(["eval", "--warmup", "0", "--max-length", "32", "--model", s(&model), "--data", s(&jsonl)])
+        .args([
+            "eval",
+            "--warmup",
+            "0",
+            "--max-length",
+            "32",
+            "--model",
+            s(&model),
+            "--data",
+            s(&jsonl),
+        ])
         .output()
         .unwrap();
     let stdout = text(&out.stdout);

@@ -38,15 +38,19 @@ def export(checkpoint, out_dir):
     return Path(out_dir) / "model.onnx"
 
 
-def compress(model, out_dir, calib_data=None):
-    """Step 2: optionally prune to 60% of the encoder MACs (calibrated on a training TSV; a minute or
-    more), then dynamic INT8. Each step writes a model that embeds the tokenizer."""
+def compress(model, out_dir, calib_data=None, text_column=None):
+    """Step 2: optionally prune to 60% of the encoder MACs (calibrated on training texts: a GLUE
+    TSV, or any CSV/TSV/JSONL/Parquet file, its text in `text_column` or a usual column name such
+    as `text` or `sentence`; a minute or more), then dynamic INT8. Each step writes a model that
+    embeds the tokenizer and the label names."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if calib_data:
         pruned = out_dir / "model.pruned.onnx"
+        columns = ["--text-column", text_column] if text_column else []
         subprocess.run(
-            [onnx_compress(), "prune", "--target-macs", "0.6", "--calib-data", str(calib_data), str(model), str(pruned)],
+            [onnx_compress(), "prune", "--target-macs", "0.6", "--calib-data", str(calib_data), *columns]
+            + [str(model), str(pruned)],
             check=True,
         )
         model = pruned
@@ -71,6 +75,9 @@ def classify(model, text, pair=None, labels=None):
     logits = session.run(None, feed)[0][0]
     probs = np.exp(logits - logits.max())
     probs /= probs.sum()
+    # The label names onnx-compress embedded (from config.json's id2label), else LABEL_i.
+    embedded_labels = session.get_modelmeta().custom_metadata_map.get("onnx_compress.id2label")
+    labels = labels or (json.loads(embedded_labels) if embedded_labels else None)
     labels = labels or [f"LABEL_{i}" for i in range(len(probs))]
     return labels[int(probs.argmax())], {l: round(float(p), 4) for l, p in zip(labels, probs)}
 
@@ -88,13 +95,14 @@ def main():
     src.add_argument("--checkpoint", help="hub id or local checkpoint folder to export (step 1)")
     src.add_argument("--onnx", help="an exported model.onnx instead (step 1 skipped)")
     ap.add_argument("--work", default="models/example", help="folder for the export and the compressed model")
-    ap.add_argument("--calib-data", help="training TSV (e.g. data/glue/sst2/train.tsv): prune before quantizing")
+    ap.add_argument("--calib-data", help="training texts (a GLUE TSV, or CSV/TSV/JSONL/Parquet): prune before quantizing")
+    ap.add_argument("--text-column", help="the column of --calib-data holding the text (default: a usual name)")
     ap.add_argument("--text", default="a gorgeous, witty, seductive movie.")
     ap.add_argument("--pair", help="second sentence, for pair tasks (MRPC, QQP)")
     args = ap.parse_args()
 
     model = Path(args.onnx) if args.onnx else export(args.checkpoint, Path(args.work) / "export")
-    compressed = compress(model, args.work, args.calib_data)
+    compressed = compress(model, args.work, args.calib_data, args.text_column)
     label, probs = classify(compressed, args.text, args.pair, labels_of(model.parent))
     print(f"{compressed}: {args.text!r} -> {label} {probs}")
 
