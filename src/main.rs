@@ -64,7 +64,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Prune(a) => pass_command(ort_lib, quiet, &a.io, options::prune_plan(&a)?),
         Command::Lowrank(a) => pass_command(ort_lib, quiet, &a.io, options::lowrank_plan(&a)?),
         Command::Quantize(a) => pass_command(ort_lib, quiet, &a.io, options::quantize_plan(&a)?),
-        Command::Convert(a) => cmd_convert(a),
+        Command::Convert(a) => cmd_convert(ort_lib, a),
         Command::Run(a) => cmd_run(ort_lib, quiet, a),
         Command::Bench(a) => cmd_bench(ort_lib, quiet, a),
     }
@@ -72,9 +72,8 @@ fn run(cli: Cli) -> Result<()> {
 
 /// A one-step plan of `prune`, `lowrank` or `quantize` through the executor, then its report.
 fn pass_command(ort_lib: Option<&Path>, quiet: bool, io: &PassIo, plan: Plan) -> Result<()> {
-    if plan.needs_calibration() {
-        runtime::init(ort_lib)?;
-    }
+    // Calibration runs the model, and every written model is run once before it is written.
+    runtime::init(ort_lib)?;
     let output = Output {
         path: io.output.clone(),
         external_data: ExternalData::Auto,
@@ -107,7 +106,9 @@ fn pass_command(ort_lib: Option<&Path>, quiet: bool, io: &PassIo, plan: Plan) ->
     }
 }
 
-fn cmd_convert(a: ConvertArgs) -> Result<()> {
+fn cmd_convert(ort_lib: Option<&Path>, a: ConvertArgs) -> Result<()> {
+    // The written model is run once before it is written.
+    runtime::init(ort_lib)?;
     let mode = match a.external_data {
         ExternalMode::Auto => ExternalData::Auto,
         ExternalMode::Always => ExternalData::Always,

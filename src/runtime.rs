@@ -336,6 +336,59 @@ pub fn open_bytes(bytes: &[u8], what: &str, opts: &SessionOptions) -> Result<Mod
     wrap(session, what)
 }
 
+/// Token inputs the run check knows how to fill.
+const TOKEN_INPUTS: [&str; 4] = ["input_ids", "attention_mask", "token_type_ids", "position_ids"];
+
+/// Loads a serialized model in ONNX Runtime (CPU) and, when its inputs are token inputs
+/// ([batch, sequence] integers named `input_ids`, `attention_mask`, `token_type_ids`,
+/// `position_ids`), runs it once on a synthetic batch: two rows of eight tokens (or the model's
+/// fixed sizes), small token ids, the second row's last three positions masked, token types 0,
+/// positions 0, 1, ...; every float output must then be finite. A model with other inputs is only
+/// loaded. The error is ONNX Runtime's (which names the node) or the first non-finite value.
+/// Returns whether the model was run.
+pub fn check_runs(bytes: &[u8]) -> Result<bool> {
+    use ort::value::{Tensor, TensorElementType, ValueType};
+    let mut session = builder(&SessionOptions::default())?
+        .commit_from_memory(bytes)
+        .map_err(|e| anyhow!("ONNX Runtime cannot load it: {e}"))?;
+    let mut inputs: Vec<(String, ort::session::SessionInputValue)> = Vec::new();
+    for i in session.inputs() {
+        let name = i.name().to_string();
+        let ValueType::Tensor { ty, shape, .. } = i.dtype() else {
+            return Ok(false);
+        };
+        let integer = matches!(ty, TensorElementType::Int64 | TensorElementType::Int32);
+        if !TOKEN_INPUTS.contains(&name.as_str()) || shape.len() != 2 || !integer {
+            return Ok(false);
+        }
+        let pick = |k: usize, default: usize| usize::try_from(shape[k]).ok().filter(|&d| d > 0).unwrap_or(default);
+        let (rows, seq) = (pick(0, 2), pick(1, 8));
+        let values = Array2::from_shape_fn((rows, seq), |(r, c)| match name.as_str() {
+            "input_ids" => 1 + ((r * 7 + c * 3) % 4) as i64,
+            "attention_mask" => i64::from(!(r == 1 && c + 3 >= seq)),
+            "position_ids" => c as i64,
+            _ => 0,
+        });
+        let value: ort::session::SessionInputValue = if *ty == TensorElementType::Int64 {
+            Tensor::from_array(values)?.into()
+        } else {
+            Tensor::from_array(values.mapv(|v| v as i32))?.into()
+        };
+        inputs.push((name, value));
+    }
+    let outputs = session
+        .run(inputs)
+        .map_err(|e| anyhow!("ONNX Runtime cannot run it: {e}"))?;
+    for (name, value) in outputs.iter() {
+        if let Ok((_, data)) = value.try_extract_tensor::<f32>() {
+            if let Some(x) = data.iter().find(|x| !x.is_finite()) {
+                bail!("its output '{name}' holds {x} on a synthetic batch");
+            }
+        }
+    }
+    Ok(true)
+}
+
 /// One padded batch: row-major [batch, seq] arrays.
 pub struct Batch {
     pub input_ids: Array2<i64>,

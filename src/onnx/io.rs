@@ -15,7 +15,7 @@ use super::proto::{GraphProto, ModelProto, StringStringEntryProto, TensorProto};
 use super::{tensor, OnnxError};
 
 /// Protobuf cannot serialize a message of 2 GiB or more; stay clear of it.
-const PROTOBUF_LIMIT: usize = (1 << 31) - (1 << 20);
+pub const PROTOBUF_LIMIT: usize = (1 << 31) - (1 << 20);
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> OnnxError + '_ {
     move |cause| OnnxError::Io {
