@@ -26,12 +26,12 @@ pub fn task_of(path: &Path, explicit: Option<Task>) -> Result<Option<Task>> {
     if data::Format::of_path(path) != Some(data::Format::Tsv) {
         return Ok(None);
     }
-    let text = std::fs::read(path).with_context(|| format!("--calib-data {}", path.display()))?;
-    let first = String::from_utf8_lossy(&text[..text.len().min(64 * 1024)])
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_string();
+    use std::io::Read;
+    let mut text = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(64 * 1024).read_to_end(&mut text))
+        .with_context(|| format!("--calib-data {}", path.display()))?;
+    let first = String::from_utf8_lossy(&text).lines().next().unwrap_or("").to_string();
     Ok(Task::infer_from_header(&first))
 }
 

@@ -290,7 +290,7 @@ fn labels_of(model_path: &Path, proto: &onnx::ModelProto, opts: &EvalOptions) ->
     let width = output_width(proto);
     let names = data::model_labels(model_path, proto, opts.labels.as_deref()).map_err(|e| anyhow!(e))?;
     if width == Some(1) {
-        if let Some(n) = names.filter(|n| n.source == "--labels") {
+        if let (Some(n), Some(_)) = (names, &opts.labels) {
             bail!(
                 "--labels names {} classes but {} has one output (a regression: labels are numbers)",
                 n.names.len(),

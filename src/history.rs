@@ -8,6 +8,8 @@ use crate::onnx::ModelProto;
 
 pub const HISTORY_KEY: &str = "onnx_compress.history";
 pub const TOKENIZER_KEY: &str = "onnx_compress.tokenizer_json";
+/// The model's class names (a JSON list, index order), copied from config.json's id2label.
+pub const LABELS_KEY: &str = "onnx_compress.id2label";
 
 /// One pass applied to the model.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -67,6 +69,11 @@ pub fn embedded_tokenizer(model: &ModelProto) -> Option<&str> {
     get(model, TOKENIZER_KEY)
 }
 
+/// The embedded class names, as JSON (see [`carry_labels`]).
+pub fn embedded_labels(model: &ModelProto) -> Option<&str> {
+    get(model, LABELS_KEY)
+}
+
 pub fn embed_tokenizer(model: &mut ModelProto, tokenizer_json: String) {
     set(model, TOKENIZER_KEY, tokenizer_json);
 }
@@ -124,8 +131,8 @@ pub fn carry_tokenizer(
 /// unless names are embedded already, so that `eval` maps string labels of a compressed model
 /// moved anywhere. Returns the config read, if any.
 pub fn carry_labels(model: &mut ModelProto, input: &std::path::Path) -> anyhow::Result<Option<std::path::PathBuf>> {
-    use crate::data::{labels::names_from_config, LABELS_KEY};
-    if get(model, LABELS_KEY).is_some() {
+    use crate::data::labels::names_from_config;
+    if embedded_labels(model).is_some() {
         return Ok(None);
     }
     let p = input.parent().unwrap_or(std::path::Path::new(".")).join("config.json");

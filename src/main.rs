@@ -155,11 +155,7 @@ fn cmd_eval(ort_lib: Option<&Path>, quiet: bool, a: EvalArgs) -> Result<()> {
     if !a.model.is_file() {
         bail!("--model {}: no such file", a.model.display());
     }
-    let columns = data::Columns {
-        text: a.text_column,
-        pair: a.text_pair_column,
-        label: a.label_column,
-    };
+    let columns = a.file.columns(a.label_column);
     let data = match a.data {
         Some(path) if data::is_file_path(&path) => {
             if !path.is_file() {
@@ -173,7 +169,7 @@ fn cmd_eval(ort_lib: Option<&Path>, quiet: bool, a: EvalArgs) -> Result<()> {
             }
             EvalData::File(data::Source {
                 path,
-                format: a.format,
+                format: a.file.format,
                 columns,
                 task,
             })
@@ -185,7 +181,7 @@ fn cmd_eval(ort_lib: Option<&Path>, quiet: bool, a: EvalArgs) -> Result<()> {
                     dir.unwrap_or_default().display()
                 );
             };
-            if a.format.is_some() || !columns.is_empty() {
+            if a.file.format.is_some() || !columns.is_empty() {
                 bail!(
                     "--format and the --*-column flags apply to a --data FILE; a GLUE folder has {task}'s own columns"
                 );

@@ -91,17 +91,9 @@ pub struct CalibArgs {
     /// GLUE task of --calib-data when its header does not tell (sst2, mrpc, qqp, ...).
     #[arg(long)]
     pub task: Option<String>,
-    /// Format of --calib-data: tsv, csv, jsonl or parquet [default: by its extension].
-    #[arg(long, value_name = "FORMAT", value_parser = choice::<Format>())]
-    pub format: Option<Format>,
-    /// Column of --calib-data holding the text [default: a GLUE header's, else text, sentence1,
-    /// question1, premise, sentence, question or content]. No label column is needed.
-    #[arg(long, value_name = "NAME")]
-    pub text_column: Option<String>,
-    /// Column holding the second text of a pair [default: the text column's usual partner:
-    /// text_pair, sentence2, question2, hypothesis].
-    #[arg(long, value_name = "NAME")]
-    pub text_pair_column: Option<String>,
+    /// How to read --calib-data when it is not a GLUE TSV (no label column is needed).
+    #[command(flatten)]
+    pub file: DataFileArgs,
     /// Truncation length of calibration examples.
     #[arg(long, default_value_t = 128)]
     pub max_length: usize,
@@ -319,6 +311,33 @@ pub struct LowrankArgs {
     pub seq_len: usize,
 }
 
+/// How to read a data file (`eval --data FILE`, `--calib-data FILE`).
+#[derive(clap::Args)]
+pub struct DataFileArgs {
+    /// Format of the data file: tsv, csv, jsonl or parquet [default: by its extension].
+    #[arg(long, value_name = "FORMAT", value_parser = choice::<Format>())]
+    pub format: Option<Format>,
+    /// Column of the data file holding the text [default: the task's (a GLUE header's), else
+    /// text, sentence1, question1, premise, sentence, question or content].
+    #[arg(long, value_name = "NAME")]
+    pub text_column: Option<String>,
+    /// Column holding the second text of a pair [default: the text column's usual partner:
+    /// text_pair, sentence2, question2, hypothesis].
+    #[arg(long, value_name = "NAME")]
+    pub text_pair_column: Option<String>,
+}
+
+impl DataFileArgs {
+    /// The columns named, with `label` (eval's --label-column; calibration reads none).
+    pub fn columns(&self, label: Option<String>) -> onnx_compress::data::Columns {
+        onnx_compress::data::Columns {
+            text: self.text_column.clone(),
+            pair: self.text_pair_column.clone(),
+            label,
+        }
+    }
+}
+
 #[derive(clap::Args)]
 pub struct EvalArgs {
     /// A GLUE task: sst2, mrpc, qqp (also cola, qnli, rte, mnli, stsb, wnli): its files, labels
@@ -335,16 +354,8 @@ pub struct EvalArgs {
     /// Which file of the GLUE task folder to read: dev, train, or any <split>.tsv there [default: dev].
     #[arg(long)]
     pub split: Option<String>,
-    /// Format of a --data file: tsv, csv, jsonl or parquet [default: by its extension].
-    #[arg(long, value_name = "FORMAT", value_parser = choice::<Format>())]
-    pub format: Option<Format>,
-    /// Column of the --data file holding the text [default: the task's, else text, sentence1,
-    /// question1, premise, sentence, question or content].
-    #[arg(long, value_name = "NAME")]
-    pub text_column: Option<String>,
-    /// Column holding the second text of a pair [default: the text column's usual partner].
-    #[arg(long, value_name = "NAME")]
-    pub text_pair_column: Option<String>,
+    #[command(flatten)]
+    pub file: DataFileArgs,
     /// Column holding the label [default: the task's, else label, labels, gold_label, score or
     /// target]. Labels are class indexes or class names; a model with one output reads numbers.
     #[arg(long, value_name = "NAME")]

@@ -37,12 +37,8 @@ impl CalibArgs {
         };
         Ok(Some(Calibration {
             data: data.clone(),
-            format: self.format,
-            columns: onnx_compress::data::Columns {
-                text: self.text_column.clone(),
-                pair: self.text_pair_column.clone(),
-                label: None,
-            },
+            format: self.file.format,
+            columns: self.file.columns(None),
             task: self.task.as_deref().map(Task::from_name).transpose()?,
             samples: self.calib_samples.unwrap_or(default_samples),
             seed: self.seed,

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::glue::error::quote_list as quote;
 use crate::glue::GlueError;
 
 /// Where a record is: a physical line of a text file (from 1, the header included), or a row of a
@@ -70,18 +71,4 @@ pub enum DataError {
 
     #[error(transparent)]
     Glue(#[from] GlueError),
-}
-
-pub(super) fn quote(names: &[String]) -> String {
-    names.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ")
-}
-
-/// A piece of input for a message: at most 60 characters.
-pub(super) fn shorten(s: &str) -> String {
-    const MAX: usize = 60;
-    if s.chars().count() <= MAX {
-        s.to_string()
-    } else {
-        format!("{}…", s.chars().take(MAX).collect::<String>())
-    }
 }

@@ -10,9 +10,6 @@ use super::table::Cell;
 use crate::glue::{Label, Task};
 use crate::onnx::ModelProto;
 
-/// The metadata key under which the model's class names are embedded (a JSON list, index order).
-pub const LABELS_KEY: &str = "onnx_compress.id2label";
-
 /// How labels are read and scored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -187,11 +184,12 @@ pub fn model_labels(
             source: "--labels".into(),
         }));
     }
-    if let Some(p) = model.metadata_props.iter().find(|p| p.key() == LABELS_KEY) {
-        let names: Vec<String> = serde_json::from_str(p.value()).map_err(|e| {
+    if let Some(json) = crate::history::embedded_labels(model) {
+        let names: Vec<String> = serde_json::from_str(json).map_err(|e| {
             format!(
-                "{}: metadata '{LABELS_KEY}' is not a list of names: {e}",
-                model_path.display()
+                "{}: metadata '{}' is not a list of names: {e}",
+                model_path.display(),
+                crate::history::LABELS_KEY
             )
         })?;
         return Ok(Some(ModelLabels {

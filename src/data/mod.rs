@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 pub use error::{DataError, Loc};
-pub use labels::{model_labels, Labels, ModelLabels, LABELS_KEY};
+pub use labels::{model_labels, Labels, ModelLabels};
 pub use table::{read_table, read_text, Cell, Format, Record, Table};
 
 use crate::glue::{self, Example, Task};
@@ -68,7 +68,7 @@ impl Source {
             file: self.path.display().to_string(),
             message: format!(
                 "cannot tell the format from the extension (.tsv, .csv, .jsonl, .parquet); pass --format {{{}}}",
-                Format::NAMES.replace(", ", "|")
+                Format::names("|")
             ),
         })
     }
@@ -301,13 +301,11 @@ fn text_cell(table: &Table, record: &Record, column: usize) -> Result<String, Da
             file: table.file.clone(),
             at: record.at,
             message: format!(
-                "text column {:?} holds {} {}, not text",
+                "text column {:?} holds {}, not text",
                 table.columns[column],
-                if matches!(other, Cell::Null) { "a" } else { "the" },
-                if matches!(other, Cell::Null) {
-                    "null".to_string()
-                } else {
-                    format!("{} {}", other.kind(), other.show())
+                match other {
+                    Cell::Null => "a null".to_string(),
+                    _ => format!("the {} {}", other.kind(), other.show()),
                 }
             ),
         }),

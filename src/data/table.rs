@@ -6,7 +6,8 @@ use std::path::Path;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::Field;
 
-use super::error::{shorten, DataError, Loc};
+use super::error::{DataError, Loc};
+use crate::glue::error::shorten;
 use crate::options::Named;
 
 /// The file formats read: by extension, or named with `--format`.
@@ -23,7 +24,10 @@ pub enum Format {
 }
 
 impl Format {
-    pub const NAMES: &'static str = "tsv, csv, jsonl, parquet";
+    /// Every format's name, joined by `sep`.
+    pub fn names(sep: &str) -> String {
+        Format::ALL.iter().map(|(_, n, _)| *n).collect::<Vec<_>>().join(sep)
+    }
 
     /// The format of `path` by its extension (case-insensitive).
     pub fn of_path(path: &Path) -> Option<Format> {
@@ -379,6 +383,7 @@ mod tests {
         assert_eq!(Format::of_path(Path::new("x.txt")), None);
         assert_eq!(Format::from_name("CSV"), Some(Format::Csv));
         assert_eq!(Format::Jsonl.to_string(), "jsonl");
+        assert_eq!(Format::names(" or "), "tsv or csv or jsonl or parquet");
     }
 
     #[test]

@@ -119,7 +119,7 @@ fn join_paths(paths: &[PathBuf]) -> String {
 /// Longest list quoted in an error message (a header of a million tabs must not make a 4 MB line).
 const MAX_QUOTED_ITEMS: usize = 12;
 
-fn quote_list(items: &[String]) -> String {
+pub(crate) fn quote_list(items: &[String]) -> String {
     let mut parts: Vec<String> = items
         .iter()
         .take(MAX_QUOTED_ITEMS)
@@ -139,7 +139,7 @@ fn looks_like_hint(task: Option<Task>) -> String {
 }
 
 /// Shortens `s` to at most [`MAX_QUOTED_CHARS`] characters for error messages.
-pub(super) fn shorten(s: &str) -> String {
+pub(crate) fn shorten(s: &str) -> String {
     if s.chars().count() <= MAX_QUOTED_CHARS {
         s.to_string()
     } else {

@@ -19,7 +19,7 @@
 //!   [`GlueError`] naming the file, the line and what was expected; the reader never panics.
 
 mod data;
-mod error;
+pub(crate) mod error;
 mod metrics;
 mod task;
 
