@@ -29,7 +29,7 @@ pub use error::{DataError, Loc};
 pub use labels::{model_labels, Labels, ModelLabels};
 pub use table::{read_table, read_text, Cell, Format, Record, Table};
 
-use crate::glue::{self, Example, Task};
+use crate::glue::{self, Example, Label, Task};
 
 /// Column names given by the user (`--text-column`, `--text-pair-column`, `--label-column`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -312,39 +312,60 @@ fn text_cell(table: &Table, record: &Record, column: usize) -> Result<String, Da
     }
 }
 
-fn read_source_table(src: &Source) -> Result<Table, DataError> {
-    read_table(&src.path, src.format()?)
+/// One record read: its text, pair, label (when labels were asked for) and where it is.
+struct Item {
+    text_a: String,
+    text_b: Option<String>,
+    label: Option<Label>,
+    at: Loc,
 }
 
-/// The texts of `src` (no label needed): for calibration.
-pub fn read_texts(src: &Source) -> Result<Texts, DataError> {
+/// The records of `src`: a GLUE task's TSV through the GLUE reader, any other file through
+/// [`read_table`] and the chosen columns; labels mapped through `labels` when given.
+fn read_items(src: &Source, labels: Option<&Labels>) -> Result<(Chosen, Vec<Item>), DataError> {
     if let Some(task) = src.is_glue_tsv()? {
         let d = glue::read_tsv(task, &src.path)?;
-        let (text, pair, _) = glue_tsv_names(task);
-        return Ok(Texts {
-            path: src.path.clone(),
-            columns: Chosen {
-                text,
-                pair,
-                label: None,
-            },
-            texts: d.examples.into_iter().map(|e| (e.text_a, e.text_b)).collect(),
+        let (text, pair, label) = glue_tsv_names(task);
+        let items = d
+            .examples
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| Item {
+                text_a: e.text_a,
+                text_b: e.text_b,
+                label: Some(e.label),
+                at: Loc::Row(i + 1),
+            })
+            .collect();
+        return Ok((Chosen { text, pair, label }, items));
+    }
+    let table = read_table(&src.path, src.format()?)?;
+    let (columns, [text, pair, label]) = choose(&table, src, labels.is_some())?;
+    let text = text.expect("text is always chosen");
+    if let Some(l) = label {
+        check_one_kind(&table, l)?;
+    }
+    let mut items = Vec::with_capacity(table.records.len());
+    for r in &table.records {
+        let text_a = text_cell(&table, r, text)?;
+        let text_b = pair.map(|p| text_cell(&table, r, p)).transpose()?;
+        let label = match (labels, label) {
+            (Some(labels), Some(l)) => Some(labels.parse(&r.cells[l]).map_err(|expected| DataError::Label {
+                file: table.file.clone(),
+                at: r.at,
+                value: r.cells[l].show(),
+                expected,
+            })?),
+            _ => None,
+        };
+        items.push(Item {
+            text_a,
+            text_b,
+            label,
+            at: r.at,
         });
     }
-    let table = read_source_table(src)?;
-    let (columns, [text, pair, _]) = choose(&table, src, false)?;
-    let (text, pair) = (text.expect("text is always chosen"), pair);
-    let mut texts = Vec::with_capacity(table.records.len());
-    for r in &table.records {
-        let a = text_cell(&table, r, text)?;
-        let b = pair.map(|p| text_cell(&table, r, p)).transpose()?;
-        texts.push((a, b));
-    }
-    Ok(Texts {
-        path: src.path.clone(),
-        columns,
-        texts,
-    })
+    Ok((columns, items))
 }
 
 fn glue_tsv_names(task: Task) -> (String, Option<String>, Option<String>) {
@@ -354,39 +375,29 @@ fn glue_tsv_names(task: Task) -> (String, Option<String>, Option<String>) {
     }
 }
 
+/// The texts of `src` (no label needed): for calibration.
+pub fn read_texts(src: &Source) -> Result<Texts, DataError> {
+    let (mut columns, items) = read_items(src, None)?;
+    columns.label = None;
+    Ok(Texts {
+        path: src.path.clone(),
+        columns,
+        texts: items.into_iter().map(|i| (i.text_a, i.text_b)).collect(),
+    })
+}
+
 /// The labelled examples of `src`, each label mapped through `labels`.
 pub fn read_labelled(src: &Source, labels: &Labels) -> Result<Labelled, DataError> {
-    if let Some(task) = src.is_glue_tsv()? {
-        let d = glue::read_tsv(task, &src.path)?;
-        let (text, pair, label) = glue_tsv_names(task);
-        let n = d.examples.len();
-        return Ok(Labelled {
-            path: src.path.clone(),
-            columns: Chosen { text, pair, label },
-            examples: d.examples,
-            locs: (0..n).map(|i| Loc::Row(i + 1)).collect(),
+    let (columns, items) = read_items(src, Some(labels))?;
+    let mut examples = Vec::with_capacity(items.len());
+    let mut locs = Vec::with_capacity(items.len());
+    for i in items {
+        examples.push(Example {
+            text_a: i.text_a,
+            text_b: i.text_b,
+            label: i.label.expect("labels were asked for"),
         });
-    }
-    let table = read_source_table(src)?;
-    let (columns, [text, pair, label]) = choose(&table, src, true)?;
-    let (text, label) = (
-        text.expect("text is always chosen"),
-        label.expect("a label was asked for"),
-    );
-    check_one_kind(&table, label)?;
-    let mut examples = Vec::with_capacity(table.records.len());
-    let mut locs = Vec::with_capacity(table.records.len());
-    for r in &table.records {
-        let text_a = text_cell(&table, r, text)?;
-        let text_b = pair.map(|p| text_cell(&table, r, p)).transpose()?;
-        let label = labels.parse(&r.cells[label]).map_err(|expected| DataError::Label {
-            file: table.file.clone(),
-            at: r.at,
-            value: r.cells[label].show(),
-            expected,
-        })?;
-        examples.push(Example { text_a, text_b, label });
-        locs.push(r.at);
+        locs.push(i.at);
     }
     Ok(Labelled {
         path: src.path.clone(),
@@ -404,7 +415,6 @@ pub fn is_file_path(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::glue::Label;
 
     fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
         let p = dir.join(name);
