@@ -168,14 +168,6 @@ pub fn markdown(b: &BenchReport) -> String {
     s
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
 /// The table as CSV (empty fields where a value does not apply).
 pub fn csv(b: &BenchReport) -> String {
     let mut s = String::from(
@@ -185,7 +177,7 @@ pub fn csv(b: &BenchReport) -> String {
     for r in &b.rows {
         s += &[
             b.task.name().to_string(),
-            csv_field(&r.variant),
+            crate::report::csv_field(&r.variant),
             r.baseline.to_string(),
             r.reference_method.to_string(),
             f(r.accuracy),
@@ -202,8 +194,8 @@ pub fn csv(b: &BenchReport) -> String {
             r.examples.to_string(),
             r.timed_batches.to_string(),
             format!("{:.3}", r.pass_seconds),
-            csv_field(&r.passes.join("+")),
-            csv_field(&r.config.display().to_string()),
+            crate::report::csv_field(&r.passes.join("+")),
+            crate::report::csv_field(&r.config.display().to_string()),
         ]
         .join(",");
         s.push('\n');
@@ -270,17 +262,6 @@ pub fn charts_of(task: Task, date: &str, rows: &[Row]) -> Vec<(String, Chart)> {
     ]
 }
 
-/// Writes `text` to `path` through a temporary file beside it.
-fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp",
-        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
-    ));
-    std::fs::write(&tmp, text)
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .with_context(|| path.display().to_string())
-}
-
 /// Writes results.md, results.csv, results.json and the charts (SVG + PNG) into `dir`.
 pub fn write(b: &BenchReport, dir: &Path) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).with_context(|| format!("--out {}", dir.display()))?;
@@ -291,7 +272,7 @@ pub fn write(b: &BenchReport, dir: &Path) -> Result<Vec<PathBuf>> {
         ("results.json", serde_json::to_string_pretty(b)? + "\n"),
     ] {
         let p = dir.join(name);
-        write_atomic(&p, &text)?;
+        crate::onnx::io::write_text(&p, &text)?;
         files.push(p);
     }
     files.extend(write_charts(&charts(b), dir)?);

@@ -1,5 +1,6 @@
-//! Pareto charts of a benchmark: accuracy against throughput or size, as SVG and PNG (plotters;
-//! text drawn with the bundled DejaVu Sans, so no system font is needed).
+//! Charts as SVG and PNG (plotters; text drawn with the bundled DejaVu Sans, so no system font is
+//! needed): Pareto charts of a benchmark (accuracy against throughput or size), and curves over
+//! the encoder's layers on a log scale (sensitivity).
 
 use std::path::Path;
 use std::sync::Once;
@@ -156,12 +157,83 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &Chart) -> Result<(
     Ok(())
 }
 
-/// Writes `chart` as `<stem>.svg` and `<stem>.png` in `dir` (each written beside its final name,
-/// then renamed into place).
-pub fn write(chart: &Chart, dir: &Path, stem: &str) -> Result<Vec<std::path::PathBuf>, String> {
-    if chart.points.is_empty() {
-        return Err(format!("chart '{stem}': no points"));
+/// Curves over the encoder's layers with y on a log scale (values at or below zero are drawn at
+/// the smallest positive one).
+#[derive(Debug, Clone)]
+pub struct Lines {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub series: Vec<(String, Vec<(f64, f64)>)>,
+}
+
+fn draw_lines<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &Lines) -> Result<(), String> {
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    root.fill(&WHITE).map_err(err)?;
+    let all = || c.series.iter().flat_map(|(_, p)| p.iter());
+    let floor = all().map(|p| p.1).filter(|&y| y > 0.0).fold(f64::INFINITY, f64::min);
+    let floor = if floor.is_finite() { floor } else { 1e-6 };
+    let (xmin, xmax) = all().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    let ymax = all().map(|p| p.1).fold(floor, f64::max);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(&c.title, ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(70)
+        .build_cartesian_2d(xmin - 0.3..xmax + 0.3, (floor / 2.0..ymax * 2.0).log_scale())
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc(&c.x_label)
+        .y_desc(&c.y_label)
+        .x_labels((xmax - xmin).max(1.0) as usize + 1)
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0e}"))
+        .label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 16))
+        .light_line_style(RGBColor(238, 238, 238))
+        .draw()
+        .map_err(err)?;
+    for (i, (name, points)) in c.series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let pts: Vec<(f64, f64)> = points.iter().map(|&(x, y)| (x, y.max(floor))).collect();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+            .map_err(err)?
+            .label(name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+        chart
+            .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+            .map_err(err)?;
     }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+/// What [`write`] and [`write_lines`] draw.
+enum Drawing<'a> {
+    Pareto(&'a Chart),
+    Lines(&'a Lines),
+}
+
+fn draw_any<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &Drawing) -> Result<(), String> {
+    match d {
+        Drawing::Pareto(c) => draw(root, c),
+        Drawing::Lines(c) => draw_lines(root, c),
+    }
+}
+
+/// Writes `<stem>.svg` and `<stem>.png` in `dir` (each written beside its final name, then
+/// renamed into place).
+fn write_files(d: &Drawing, dir: &Path, stem: &str) -> Result<Vec<std::path::PathBuf>, String> {
     register_font();
     let size = (960, 640);
     let mut written = vec![];
@@ -169,9 +241,9 @@ pub fn write(chart: &Chart, dir: &Path, stem: &str) -> Result<Vec<std::path::Pat
         let fin = dir.join(format!("{stem}.{ext}"));
         let tmp = dir.join(format!(".{stem}.tmp.{ext}"));
         let r = if ext == "svg" {
-            draw(SVGBackend::new(&tmp, size).into_drawing_area(), chart)
+            draw_any(SVGBackend::new(&tmp, size).into_drawing_area(), d)
         } else {
-            draw(BitMapBackend::new(&tmp, size).into_drawing_area(), chart)
+            draw_any(BitMapBackend::new(&tmp, size).into_drawing_area(), d)
         };
         if let Err(e) = r.and_then(|_| std::fs::rename(&tmp, &fin).map_err(|e| e.to_string())) {
             let _ = std::fs::remove_file(&tmp);
@@ -180,6 +252,22 @@ pub fn write(chart: &Chart, dir: &Path, stem: &str) -> Result<Vec<std::path::Pat
         written.push(fin);
     }
     Ok(written)
+}
+
+/// Writes `chart` as `<stem>.svg` and `<stem>.png` in `dir`.
+pub fn write(chart: &Chart, dir: &Path, stem: &str) -> Result<Vec<std::path::PathBuf>, String> {
+    if chart.points.is_empty() {
+        return Err(format!("chart '{stem}': no points"));
+    }
+    write_files(&Drawing::Pareto(chart), dir, stem)
+}
+
+/// Writes `lines` as `<stem>.svg` and `<stem>.png` in `dir`.
+pub fn write_lines(lines: &Lines, dir: &Path, stem: &str) -> Result<Vec<std::path::PathBuf>, String> {
+    if lines.series.iter().all(|(_, p)| p.is_empty()) {
+        return Err(format!("chart '{stem}': no points"));
+    }
+    write_files(&Drawing::Lines(lines), dir, stem)
 }
 
 #[cfg(test)]

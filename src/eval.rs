@@ -342,8 +342,23 @@ fn check_classes(labels: &Labels, outputs: usize, data: &data::Labelled, file: &
 /// Progress callback: (batches done, batches total).
 pub type Progress<'a> = &'a dyn Fn(usize, usize);
 
-pub fn evaluate(model_path: &Path, opts: &EvalOptions, progress: Progress) -> Result<EvalReport> {
-    let wall = Instant::now();
+/// An evaluation's examples, read, tokenized and batched.
+pub struct Prepared {
+    pub data_file: PathBuf,
+    /// The GLUE split, or `None` for a data file.
+    pub split: Option<String>,
+    pub data: data::Labelled,
+    pub labels: Labels,
+    /// (rows of `data` in the batch, the padded batch), in batching order.
+    pub batches: Vec<(Vec<usize>, Batch)>,
+    /// Where the tokenizer came from.
+    pub tokenizer: String,
+    pub tokenize_seconds: f64,
+}
+
+/// Reads the examples `opts` names, with the labels and tokenizer of the model at `model_path`
+/// (`proto`), and batches them as `opts` says.
+pub fn prepare(model_path: &Path, proto: &onnx::ModelProto, opts: &EvalOptions) -> Result<Prepared> {
     if opts.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
@@ -365,9 +380,8 @@ pub fn evaluate(model_path: &Path, opts: &EvalOptions, progress: Progress) -> Re
         }
         EvalData::File(source) => (source.clone(), None),
     };
-    let proto = onnx::load(model_path)?;
-    let labels_read = labels_of(model_path, &proto, opts)?;
-    let mut data = data::read_labelled(&source, &labels_read)?;
+    let labels = labels_of(model_path, proto, opts)?;
+    let mut data = data::read_labelled(&source, &labels)?;
     let data_file = source.path.clone();
     if let Some(n) = opts.limit {
         if n == 0 {
@@ -377,7 +391,7 @@ pub fn evaluate(model_path: &Path, opts: &EvalOptions, progress: Progress) -> Re
         data.locs.truncate(n);
     }
     // A longer input than the position table would fail inside ONNX Runtime: say so up front.
-    if let Ok(t) = crate::structure::discover(&proto) {
+    if let Ok(t) = crate::structure::discover(proto) {
         if let Some(p) = &t.embeddings.position {
             if opts.max_length > p.rows {
                 bail!(
@@ -389,11 +403,7 @@ pub fn evaluate(model_path: &Path, opts: &EvalOptions, progress: Progress) -> Re
             }
         }
     }
-    let (mut tokenizer, tokenizer_source) = load_tokenizer(model_path, &proto, opts.tokenizer.as_deref())?;
-    drop(proto);
-    let ort_library = runtime::init(None)?;
-    let mut model = runtime::open(model_path, &opts.session)?;
-
+    let (mut tokenizer, tokenizer_source) = load_tokenizer(model_path, proto, opts.tokenizer.as_deref())?;
     let t_tok = Instant::now();
     let pad = pad_id(&tokenizer).with_context(|| format!("tokenizer {tokenizer_source}"))?;
     let texts = data.examples.iter().map(|e| (e.text_a.as_str(), e.text_b.as_deref()));
@@ -403,7 +413,32 @@ pub fn evaluate(model_path: &Path, opts: &EvalOptions, progress: Progress) -> Re
         .chunks(opts.batch_size)
         .map(|rows| (rows.to_vec(), make_batch(&enc, rows, pad)))
         .collect();
-    let tokenize_seconds = t_tok.elapsed().as_secs_f64();
+    Ok(Prepared {
+        data_file,
+        split,
+        data,
+        labels,
+        batches,
+        tokenizer: tokenizer_source,
+        tokenize_seconds: t_tok.elapsed().as_secs_f64(),
+    })
+}
+
+pub fn evaluate(model_path: &Path, opts: &EvalOptions, progress: Progress) -> Result<EvalReport> {
+    let wall = Instant::now();
+    let proto = onnx::load(model_path)?;
+    let Prepared {
+        data_file,
+        split,
+        data,
+        labels: labels_read,
+        batches,
+        tokenizer: tokenizer_source,
+        tokenize_seconds,
+    } = prepare(model_path, &proto, opts)?;
+    drop(proto);
+    let ort_library = runtime::init(None)?;
+    let mut model = runtime::open(model_path, &opts.session)?;
 
     let mut n_labels = match &labels_read {
         Labels::Glue(t) => Some(t.num_labels()),

@@ -50,6 +50,21 @@ impl Calibration {
         Ok(())
     }
 
+    /// The calibration spec to load it with.
+    pub fn spec(&self) -> calib::Spec<'_> {
+        calib::Spec {
+            path: &self.data,
+            format: self.format,
+            columns: &self.columns,
+            task: self.task,
+            samples: self.samples,
+            seed: self.seed,
+            max_length: self.max_length,
+            threads: self.threads,
+            tokenizer: self.tokenizer.as_deref(),
+        }
+    }
+
     /// What a history entry records of the calibration a pass used.
     fn record(&self, options: &mut serde_json::Value) {
         if let Some(o) = options.as_object_mut() {
@@ -242,18 +257,7 @@ pub fn execute(
         (Some(c), true) => {
             stage("loading calibration data");
             let t = Instant::now();
-            let spec = calib::Spec {
-                path: &c.data,
-                format: c.format,
-                columns: &c.columns,
-                task: c.task,
-                samples: c.samples,
-                seed: c.seed,
-                max_length: c.max_length,
-                threads: c.threads,
-                tokenizer: c.tokenizer.as_deref(),
-            };
-            let cal = calib::ort_calibrator(&spec, input, &model)?;
+            let cal = calib::ort_calibrator(&c.spec(), input, &model)?;
             calibration_load_seconds = t.elapsed().as_secs_f64();
             Some(cal)
         }

@@ -14,6 +14,7 @@ pub mod bench;
 pub mod calib;
 pub mod chart;
 pub mod data;
+pub mod diff;
 pub mod eval;
 pub mod executor;
 pub mod glue;
@@ -27,6 +28,7 @@ pub mod pipeline;
 pub mod recipe;
 pub mod report;
 pub mod runtime;
+pub mod sensitivity;
 pub mod structure;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -10,16 +10,17 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use cli::flags::{BenchArgs, Cli, Command, ConvertArgs, EvalArgs, ExternalMode, PassIo, RunArgs};
+use cli::flags::{
+    BenchArgs, Cli, Command, ConvertArgs, DiffArgs, EvalArgs, ExternalMode, PassIo, RunArgs, SensitivityArgs,
+};
 use cli::options;
-use onnx_compress::data;
 use onnx_compress::eval::{self, EvalData, EvalOptions};
 use onnx_compress::executor::{self, Output, Plan};
 use onnx_compress::glue::Task;
 use onnx_compress::onnx::{self, ExternalData};
 use onnx_compress::passes::{Pass, PassReport};
 use onnx_compress::runtime::{self, SessionOptions};
-use onnx_compress::{bench, inspect, pipeline, recipe, report};
+use onnx_compress::{bench, calib, diff, inspect, pipeline, recipe, report, sensitivity};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -67,6 +68,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Convert(a) => cmd_convert(ort_lib, a),
         Command::Run(a) => cmd_run(ort_lib, quiet, a),
         Command::Bench(a) => cmd_bench(ort_lib, quiet, a),
+        Command::Diff(a) => cmd_diff(ort_lib, quiet, a),
+        Command::Sensitivity(a) => cmd_sensitivity(ort_lib, quiet, a),
     }
 }
 
@@ -145,58 +148,13 @@ fn cmd_convert(ort_lib: Option<&Path>, a: ConvertArgs) -> Result<()> {
 }
 
 fn cmd_eval(ort_lib: Option<&Path>, quiet: bool, a: EvalArgs) -> Result<()> {
-    let task = a.task.as_deref().map(Task::from_name).transpose()?;
-    if a.model.is_dir() {
-        bail!(
-            "--model {}: is a directory; pass the .onnx file inside it",
-            a.model.display()
-        );
-    }
-    if !a.model.is_file() {
-        bail!("--model {}: no such file", a.model.display());
-    }
-    let columns = a.file.columns(a.label_column);
-    let data = match a.data {
-        Some(path) if data::is_file_path(&path) => {
-            if !path.is_file() {
-                bail!("--data {}: no such file", path.display());
-            }
-            if let Some(split) = a.split {
-                bail!(
-                    "--split {split} picks a file of a GLUE folder; --data {} is a file already",
-                    path.display()
-                );
-            }
-            EvalData::File(data::Source {
-                path,
-                format: a.file.format,
-                columns,
-                task,
-            })
-        }
-        dir => {
-            let Some(task) = task else {
-                bail!(
-                    "--data {}: a GLUE folder needs --task; to evaluate your own labels, pass --data FILE (.tsv, .csv, .jsonl or .parquet)",
-                    dir.unwrap_or_default().display()
-                );
-            };
-            if a.file.format.is_some() || !columns.is_empty() {
-                bail!(
-                    "--format and the --*-column flags apply to a --data FILE; a GLUE folder has {task}'s own columns"
-                );
-            }
-            EvalData::Glue {
-                dir: dir.unwrap_or_else(options::default_data_dir),
-                split: a.split.unwrap_or_else(|| "dev".into()),
-            }
-        }
-    };
+    existing_model("--model", &a.model)?;
+    let (task, data) = options::eval_data(&a.data)?;
     runtime::init(ort_lib)?;
     let opts = EvalOptions {
         task,
         data,
-        labels: a.labels,
+        labels: a.data.labels,
         batch_size: a.batch_size.unwrap_or(task.map_or(32, |t| t.default_batch_size())),
         max_length: a.max_length,
         warmup: a.warmup,
@@ -226,6 +184,104 @@ fn cmd_eval(ort_lib: Option<&Path>, quiet: bool, a: EvalArgs) -> Result<()> {
     } else {
         print(&report::eval_text(&r))
     }
+}
+
+/// A model file named by `flag` must exist and not be a folder.
+fn existing_model(flag: &str, model: &Path) -> Result<()> {
+    if model.is_dir() {
+        bail!(
+            "{flag} {}: is a directory; pass the .onnx file inside it",
+            model.display()
+        );
+    }
+    if !model.is_file() {
+        bail!("{flag} {}: no such file", model.display());
+    }
+    Ok(())
+}
+
+fn cmd_diff(ort_lib: Option<&Path>, quiet: bool, a: DiffArgs) -> Result<()> {
+    existing_model("MODEL_A", &a.model_a)?;
+    existing_model("MODEL_B", &a.model_b)?;
+    let (task, data) = options::eval_data(&a.data)?;
+    runtime::init(ort_lib)?;
+    let opts = diff::DiffOptions {
+        eval: EvalOptions {
+            task,
+            data,
+            labels: a.data.labels,
+            batch_size: a.batch_size.unwrap_or(task.map_or(32, |t| t.default_batch_size())),
+            max_length: a.max_length,
+            warmup: 0,
+            measure: 0,
+            limit: a.limit,
+            bucket: false,
+            tokenizer: a.tokenizer,
+            session: SessionOptions {
+                device: a.device,
+                threads: a.threads,
+                ..Default::default()
+            },
+        },
+        threshold: a.threshold,
+        show: a.show,
+    };
+    let mut bar = cli::progress::Progress::bar("diff", quiet);
+    let progress = |done: usize, total: usize| bar.count(done, total);
+    let r = diff::diff(&a.model_a, &a.model_b, &opts, &progress);
+    bar.finish();
+    let r = r?;
+    if let Some(path) = &a.csv {
+        onnx::io::write_text(path, &diff::rows_csv(&r)).with_context(|| format!("--csv {}", path.display()))?;
+    }
+    if a.json {
+        print_json(&r)
+    } else {
+        print(&report::diff_text(&r))
+    }
+}
+
+fn cmd_sensitivity(ort_lib: Option<&Path>, quiet: bool, a: SensitivityArgs) -> Result<()> {
+    existing_model("MODEL", &a.model)?;
+    let Some(c) = a.calib.calibration(options::CALIB_SAMPLES, a.tokenizer.as_deref())? else {
+        bail!("sensitivity measures on calibration data: add --calib-data TRAIN (e.g. data/glue/sst2/train.tsv)");
+    };
+    c.validate()?;
+    let opts = sensitivity::SensitivityOptions {
+        fractions: a.fractions,
+        int8: !a.no_int8,
+        seq_len: a.seq_len,
+    };
+    opts.validate()?;
+    let model = onnx::load(&a.model)?;
+    runtime::init(ort_lib)?;
+    let mut stages = cli::progress::Progress::spinner("sensitivity", quiet);
+    stages.stage("loading calibration data");
+    let mut calibrator = calib::ort_calibrator(&c.spec(), &a.model, &model)?;
+    let r = sensitivity::sensitivity(&model, &opts, &mut calibrator, &mut |s| stages.stage(s));
+    stages.finish();
+    let r = r
+        .map_err(anyhow::Error::from)
+        .with_context(|| a.model.display().to_string())?;
+    let files = match &a.out {
+        Some(dir) => sensitivity::write(&r, dir)?,
+        None => vec![],
+    };
+    if a.json {
+        return print_json(&r);
+    }
+    let mut s = report::sensitivity_text(&r);
+    if !files.is_empty() {
+        s += &format!(
+            "wrote {}\n",
+            files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    print(&s)
 }
 
 /// Shows a recipe's notes (keys of the reference's layout it ignores) on stderr, one line each.

@@ -28,6 +28,15 @@ pub fn human(n: f64) -> String {
     }
 }
 
+/// A CSV field, quoted when it holds a comma, a quote or a line break (RFC 4180).
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
 fn io_line(v: &[IoInfo]) -> String {
     v.iter()
         .map(|i| format!("{} {} [{}]", i.name, i.dtype, i.shape.join(", ")))
@@ -661,4 +670,149 @@ pub fn quantize_summary(r: &crate::passes::quantize::QuantizeReport) -> String {
             format!("; {}", r.warnings.join("; "))
         }
     )
+}
+
+/// `diff`: agreement, flips with their texts, the margin change, the per-layer drift.
+pub fn diff_text(r: &crate::diff::DiffReport) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "A            {}", r.model_a.display());
+    let _ = writeln!(o, "B            {}", r.model_b.display());
+    let what = match (&r.task, &r.split) {
+        (Some(t), Some(split)) => format!("{t} {split}"),
+        _ => r.data_file.display().to_string(),
+    };
+    let _ = writeln!(o, "data         {what} ({})", count(r.examples, "example", "examples"));
+    if let Some(a) = r.agreement {
+        let _ = writeln!(
+            o,
+            "agreement    {a:.4} ({} of {} flip)",
+            r.flips,
+            count(r.examples, "example", "examples")
+        );
+    }
+    if let (Some(aa), Some(ab), Some(rw), Some(wr)) = (r.accuracy_a, r.accuracy_b, r.a_right_b_wrong, r.a_wrong_b_right)
+    {
+        let _ = writeln!(
+            o,
+            "accuracy     A {aa:.4}, B {ab:.4} (B {:+.2} points: {rw} right in A only, {wr} in B only)",
+            (ab - aa) * 100.0
+        );
+    }
+    if let Some(c) = &r.change {
+        let what = if r.agreement.is_some() {
+            "margin Δ     B's margin for A's class − A's"
+        } else {
+            "score Δ      B − A"
+        };
+        let _ = writeln!(
+            o,
+            "{what}: mean {:+.4}, min {:+.4}, p5 {:+.4}, p25 {:+.4}, median {:+.4}, p75 {:+.4}, p95 {:+.4}, max {:+.4}",
+            c.mean, c.min, c.p5, c.p25, c.median, c.p75, c.p95, c.max
+        );
+    }
+    let _ = writeln!(o, "logits       largest difference {:.4}", r.max_abs_logit_diff);
+    if !r.layers.is_empty() {
+        let _ = writeln!(o, "\nhidden states: ‖h_B − h_A‖ / ‖h_A‖ over all real tokens");
+        for l in &r.layers {
+            let _ = writeln!(
+                o,
+                "  {:<12} {:>9.5}{}",
+                l.at,
+                l.relative_error,
+                if r.first_past_threshold.as_deref() == Some(l.at.as_str()) {
+                    format!("  ← first past {}", r.threshold)
+                } else {
+                    String::new()
+                }
+            );
+        }
+        if r.first_past_threshold.is_none() {
+            let _ = writeln!(o, "  (no point past {})", r.threshold);
+        }
+    }
+    if let Some(n) = &r.layers_note {
+        let _ = writeln!(o, "note         {n}");
+    }
+    if !r.shown_flips.is_empty() {
+        let _ = writeln!(
+            o,
+            "\nflips (first {} of {}; margins: top logit − runner-up)",
+            r.shown_flips.len(),
+            r.flips
+        );
+        for f in &r.shown_flips {
+            let class = |c: Option<usize>| c.map_or("-".to_string(), |c| c.to_string());
+            let text = match &f.text_pair {
+                Some(p) => format!("{} ‖ {}", f.text, p),
+                None => f.text.clone(),
+            };
+            let _ = writeln!(
+                o,
+                "  {:<9} gold {}  A {} ({:.3})  B {} ({:.3})  {}",
+                f.row.at,
+                class(f.row.label),
+                class(f.row.pred_a),
+                f.row.margin_a,
+                class(f.row.pred_b),
+                f.row.margin_b,
+                shorten_name(&text, 100)
+            );
+        }
+    }
+    let _ = writeln!(o, "time         {:.2} s; tokenizer {}", r.wall_seconds, r.tokenizer);
+    o
+}
+
+/// `sensitivity`: a table per kind (pruning: layer × block × fraction; int8: per MatMul).
+pub fn sensitivity_text(r: &crate::sensitivity::SensitivityReport) -> String {
+    let mut o = String::new();
+    let pct = |a: Option<f64>| a.map_or("-".to_string(), |a| format!("{:.1}%", a * 100.0));
+    let _ = writeln!(
+        o,
+        "measured on {} calibration examples ({} tokens); cost = mean KL divergence of the predictions from the unchanged model's, agree = predictions unchanged",
+        r.calibration_examples, r.calibration_tokens
+    );
+    let _ = writeln!(
+        o,
+        "\npruning one block alone (calibrated: greedy OBS removal with compensation)"
+    );
+    let mut head = format!("{:<6} {:<10}", "layer", "block");
+    for f in &r.fractions {
+        head += &format!(" {:>22}", format!("−{:.0}%: cost / agree", f * 100.0));
+    }
+    let _ = writeln!(o, "{head}");
+    for l in 0..r.layers {
+        for block in ["attention", "ffn"] {
+            let cells: Vec<&crate::passes::prune::BlockCost> =
+                r.pruning.iter().filter(|b| b.layer == l && b.block == block).collect();
+            if cells.is_empty() {
+                continue;
+            }
+            let mut line = format!("{l:<6} {block:<10}");
+            for f in &r.fractions {
+                match cells.iter().find(|b| b.fraction == *f) {
+                    Some(b) => line += &format!(" {:>22}", format!("{:.2e} / {}", b.divergence, pct(b.agreement))),
+                    None => line += &format!(" {:>22}", "-"),
+                }
+            }
+            let _ = writeln!(o, "{line}");
+        }
+    }
+    if let Some(mode) = &r.int8_mode {
+        let _ = writeln!(o, "\nint8 on one MatMul alone ({mode})");
+        let _ = writeln!(o, "{:<6} {:<17} {:>10} {:>8}  node", "layer", "role", "cost", "agree");
+        for m in &r.int8 {
+            let _ = writeln!(
+                o,
+                "{:<6} {:<17} {:>10.2e} {:>8}  {}",
+                m.layer.map_or("-".to_string(), |l| l.to_string()),
+                m.role.as_deref().unwrap_or("-"),
+                m.divergence,
+                pct(m.agreement),
+                m.node
+            );
+        }
+    }
+    let _ = writeln!(o, "\ntime {:.1} s", r.seconds);
+    o
 }

@@ -396,6 +396,16 @@ pub struct Batch {
     pub token_type_ids: Array2<i64>,
 }
 
+impl Batch {
+    /// Row-major indexes (batch row × sequence + position) of the real (unmasked) tokens.
+    pub fn token_rows(&self) -> Vec<usize> {
+        let (b, s) = self.input_ids.dim();
+        (0..b * s)
+            .filter(|&i| self.attention_mask[[i / s, i % s]] != 0)
+            .collect()
+    }
+}
+
 impl Model {
     /// The batch's arrays for the inputs this model declares, by name.
     fn inputs<'b>(&self, batch: &'b Batch) -> Result<Vec<(&'static str, ort::session::SessionInputValue<'b>)>> {
@@ -436,6 +446,63 @@ impl Model {
     }
 }
 
+/// A session of a copy of a model whose values `names` are its outputs: the model's own outputs
+/// are dropped unless named, and the nodes that only fed them with them (a layer-by-layer pass
+/// reads one layer at a time).
+pub struct Probe {
+    model: Model,
+    names: Vec<String>,
+}
+
+impl Probe {
+    /// Opens the copy; `what` names it in errors. Every value is declared a float tensor.
+    pub fn open(model: &crate::onnx::ModelProto, names: &[String], what: &str, opts: &SessionOptions) -> Result<Probe> {
+        use crate::onnx::proto::{type_proto, TypeProto, ValueInfoProto};
+        use prost::Message;
+        let mut m = model.clone();
+        let g = m.graph.as_mut().ok_or_else(|| anyhow!("model has no graph"))?;
+        for n in names {
+            if !g.output.iter().any(|o| o.name() == n) {
+                g.output.push(ValueInfoProto {
+                    name: Some(n.clone()),
+                    r#type: Some(TypeProto {
+                        value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                            elem_type: Some(crate::onnx::proto::tensor_proto::DataType::Float as i32),
+                            shape: None,
+                        })),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+            }
+        }
+        if !names.is_empty() {
+            g.output.retain(|o| names.iter().any(|n| n == o.name()));
+            crate::onnx::edit::remove_unused(g);
+        }
+        let model = open_bytes(&m.encode_to_vec(), what, opts)?;
+        Ok(Probe {
+            model,
+            names: names.to_vec(),
+        })
+    }
+
+    /// Runs one batch: each named value's shape and data, in the order of the names.
+    pub fn run(&mut self, batch: &Batch) -> Result<Vec<(Vec<usize>, Vec<f32>)>> {
+        let inputs = self.model.inputs(batch)?;
+        let outputs = self.model.session.run(inputs)?;
+        self.names
+            .iter()
+            .map(|n| {
+                let (shape, data) = outputs[n.as_str()]
+                    .try_extract_tensor::<f32>()
+                    .with_context(|| format!("value '{n}' is not a float tensor"))?;
+                Ok((shape.iter().map(|&d| d.max(0) as usize).collect(), data.to_vec()))
+            })
+            .collect()
+    }
+}
+
 /// Runs `model` with `names` exposed as extra graph outputs on each batch and calls `sink` with
 /// the number of real tokens and each value's rows for those tokens (`[tokens, width]`).
 /// Every requested value must be a float tensor shaped [batch, sequence, width].
@@ -446,52 +513,17 @@ pub fn capture(
     opts: &SessionOptions,
     sink: &mut dyn FnMut(&[usize], &crate::passes::Values) -> Result<()>,
 ) -> Result<()> {
-    use crate::onnx::proto::{type_proto, TypeProto, ValueInfoProto};
-    use prost::Message;
-    let mut m = model.clone();
-    let g = m.graph.as_mut().ok_or_else(|| anyhow!("model has no graph"))?;
-    for n in names {
-        if !g.output.iter().any(|o| o.name() == n) {
-            g.output.push(ValueInfoProto {
-                name: Some(n.clone()),
-                r#type: Some(TypeProto {
-                    value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                        elem_type: Some(crate::onnx::proto::tensor_proto::DataType::Float as i32),
-                        shape: None,
-                    })),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            });
-        }
-    }
-    // Only what the wanted values depend on runs: the model's own outputs are dropped and the
-    // nodes after the values with them (a layer-by-layer pass reads one layer at a time).
-    if !names.is_empty() {
-        g.output.retain(|o| names.iter().any(|n| n == o.name()));
-        crate::onnx::edit::remove_unused(g);
-    }
-    let mut model = open_bytes(&m.encode_to_vec(), "calibration copy of the model", opts)?;
-    drop(m);
+    let mut probe = Probe::open(model, names, "calibration copy of the model", opts)?;
     for (bi, batch) in batches.iter().enumerate() {
-        let inputs = model.inputs(batch)?;
-        let outputs = model
-            .session
-            .run(inputs)
-            .with_context(|| format!("calibration batch {bi}"))?;
+        let outputs = probe.run(batch).with_context(|| format!("calibration batch {bi}"))?;
         let (b, s) = batch.input_ids.dim();
-        let rows: Vec<usize> = (0..b * s)
-            .filter(|&i| batch.attention_mask[[i / s, i % s]] != 0)
-            .collect();
+        let rows = batch.token_rows();
         let mut values = Vec::with_capacity(names.len());
-        for n in names {
-            let (shape, data) = outputs[n.as_str()]
-                .try_extract_tensor::<f32>()
-                .with_context(|| format!("value '{n}' is not a float tensor"))?;
-            if shape.len() != 3 || shape[0] as usize != b || shape[1] as usize != s {
-                bail!("value '{n}' has shape {:?}, expected [{b}, {s}, width]", &shape[..]);
+        for (n, (shape, data)) in names.iter().zip(outputs) {
+            if shape.len() != 3 || shape[0] != b || shape[1] != s {
+                bail!("value '{n}' has shape {shape:?}, expected [{b}, {s}, width]");
             }
-            let w = shape[2] as usize;
+            let w = shape[2];
             let mut v = Vec::with_capacity(rows.len() * w);
             for &r in &rows {
                 v.extend_from_slice(&data[r * w..(r + 1) * w]);

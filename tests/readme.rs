@@ -184,6 +184,7 @@ fn too_slow(words: &[String]) -> Option<&'static str> {
     match words.first().map(String::as_str) {
         Some("prune") if calibrated => Some("calibrated pruning takes over a minute"),
         Some("lowrank") if calibrated => Some("calibrated low rank takes about a minute"),
+        Some("sensitivity") => Some("sensitivity takes minutes (tests/diagnostics.rs runs a short one)"),
         _ => None,
     }
 }
@@ -207,7 +208,7 @@ fn readme_commands_run_and_print_what_it_shows() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    for (n, ex) in examples.iter().enumerate() {
+    for ex in &examples {
         if let Some(why) = too_slow(&ex.words) {
             eprintln!("SKIP: README.md line {}: {} ({why})", ex.line, ex.words.join(" "));
             continue;
@@ -218,9 +219,8 @@ fn readme_commands_run_and_print_what_it_shows() {
             .iter()
             .map(|w| match w.as_str() {
                 "in.onnx" => s(if mrpc_task { &mrpc } else { &sst2 }).to_string(),
-                w if w.starts_with("out") && w.ends_with(".onnx") => {
-                    s(&dir.path().join(format!("{n}.{w}"))).to_string()
-                }
+                // One file per name, as in a shell: a later command reads what an earlier wrote.
+                w if w.starts_with("out") && w.ends_with(".onnx") => s(&dir.path().join(w)).to_string(),
                 w => w.to_string(),
             })
             .collect();

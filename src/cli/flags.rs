@@ -59,6 +59,10 @@ pub enum Command {
     Quantize(QuantizeArgs),
     /// Re-encode a model (e.g. to or from external data), embedding its tokenizer and recording history.
     Convert(ConvertArgs),
+    /// Compare two models on the same examples: agreement, flipped predictions, margin change, per-layer drift.
+    Diff(DiffArgs),
+    /// Where accuracy goes: the cost of pruning each block and of INT8 on each MatMul, measured on calibration data.
+    Sensitivity(SensitivityArgs),
 }
 
 /// The model a pass command reads and writes, and how it reports.
@@ -338,15 +342,13 @@ impl DataFileArgs {
     }
 }
 
+/// Which examples `eval` and `diff` read, and how their labels are read.
 #[derive(clap::Args)]
-pub struct EvalArgs {
+pub struct EvalDataArgs {
     /// A GLUE task: sst2, mrpc, qqp (also cola, qnli, rte, mnli, stsb, wnli): its files, labels
     /// and metrics. Leave it out to evaluate your own labelled file (--data FILE).
     #[arg(long, required_unless_present = "data")]
     pub task: Option<String>,
-    /// The .onnx model to evaluate.
-    #[arg(long)]
-    pub model: PathBuf,
     /// A GLUE folder holding <task>/<split>.tsv (default: data/glue, then ../shared/data/glue),
     /// or a labelled data file: .tsv, .csv, .jsonl or .parquet (Hugging Face datasets' files).
     #[arg(long, value_name = "DIR|FILE")]
@@ -364,6 +366,15 @@ pub struct EvalArgs {
     /// [default: the names embedded in the model, else id2label of config.json beside it].
     #[arg(long, value_name = "NAMES")]
     pub labels: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    /// The .onnx model to evaluate.
+    #[arg(long)]
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub data: EvalDataArgs,
     /// Default: 32 (MRPC: 24), as the reference.
     #[arg(long)]
     pub batch_size: Option<usize>,
@@ -396,6 +407,73 @@ pub struct EvalArgs {
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
     /// Print JSON (with every prediction) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct DiffArgs {
+    /// The first model (the reference, e.g. the uncompressed one).
+    pub model_a: PathBuf,
+    /// The second model (e.g. its compressed version).
+    pub model_b: PathBuf,
+    #[command(flatten)]
+    pub data: EvalDataArgs,
+    /// Default: 32 (MRPC: 24).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Truncate each example (or pair, longest first) to this many tokens.
+    #[arg(long, default_value_t = 128)]
+    pub max_length: usize,
+    /// Compare only the first N examples.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Relative error of a layer's hidden states that counts as divergence (the report names the
+    /// first layer past it).
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
+    pub threshold: f64,
+    /// How many flipped examples to list (all are counted; --json and --csv have every example).
+    #[arg(long, default_value_t = 10)]
+    pub show: usize,
+    /// cpu, or cuda (an error where unavailable, never a fallback).
+    #[arg(long, value_parser = choice::<Device>(), default_value = "cpu")]
+    pub device: Device,
+    /// Intra-op threads (0: ONNX Runtime's default).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// tokenizer.json to use (default: the one of MODEL_A: embedded, then beside it).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Also write every example's row (predictions, margins, change) to this CSV file.
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+    /// Print JSON (with every example's row) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct SensitivityArgs {
+    /// The model to measure (never modified).
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub calib: CalibArgs,
+    /// Pruning fractions measured per block, each in (0, 1).
+    #[arg(long, value_delimiter = ',', value_name = "F,F,...", default_value = "0.25,0.5,0.75")]
+    pub fractions: Vec<f64>,
+    /// Skip the per-MatMul INT8 measurements (about half the time on BERT layouts).
+    #[arg(long)]
+    pub no_int8: bool,
+    /// Sequence length for the MACs saved.
+    #[arg(long, default_value_t = 128)]
+    pub seq_len: usize,
+    /// tokenizer.json to use (default: the model's: embedded, then beside it).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Write sensitivity.csv, sensitivity.json and the chart (sensitivity.svg, .png) into this folder.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Print JSON instead of the tables.
     #[arg(long)]
     pub json: bool,
 }

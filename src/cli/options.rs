@@ -13,7 +13,10 @@ use onnx_compress::passes::prune::{PruneOptions, Strategy};
 use onnx_compress::passes::quantize::{self, CalibMethod, Mode, QuantizeOptions};
 use onnx_compress::passes::Pass;
 
-use super::flags::{CalibArgs, LowrankArgs, PruneArgs, QuantizeArgs, RecipeEval};
+use onnx_compress::data;
+use onnx_compress::eval::EvalData;
+
+use super::flags::{CalibArgs, EvalDataArgs, LowrankArgs, PruneArgs, QuantizeArgs, RecipeEval};
 
 /// Calibration examples drawn by default (quantize: [`QUANTIZE_CALIB_SAMPLES`]).
 pub const CALIB_SAMPLES: usize = 512;
@@ -162,6 +165,50 @@ pub fn quantize_plan(a: &QuantizeArgs) -> Result<Plan> {
 }
 
 /// The GLUE folder: `--data`, else `data/glue` here or in the project, else `../shared/data/glue`.
+/// The task and examples of `eval` and `diff`: a data file (`--data FILE`, the task a preset) or
+/// a GLUE folder's split (needs `--task`).
+pub fn eval_data(a: &EvalDataArgs) -> Result<(Option<Task>, EvalData)> {
+    let task = a.task.as_deref().map(Task::from_name).transpose()?;
+    let columns = a.file.columns(a.label_column.clone());
+    let data = match &a.data {
+        Some(path) if data::is_file_path(path) => {
+            if !path.is_file() {
+                bail!("--data {}: no such file", path.display());
+            }
+            if let Some(split) = &a.split {
+                bail!(
+                    "--split {split} picks a file of a GLUE folder; --data {} is a file already",
+                    path.display()
+                );
+            }
+            EvalData::File(data::Source {
+                path: path.clone(),
+                format: a.file.format,
+                columns,
+                task,
+            })
+        }
+        dir => {
+            let Some(task) = task else {
+                bail!(
+                    "--data {}: a GLUE folder needs --task; to evaluate your own labels, pass --data FILE (.tsv, .csv, .jsonl or .parquet)",
+                    dir.clone().unwrap_or_default().display()
+                );
+            };
+            if a.file.format.is_some() || !columns.is_empty() {
+                bail!(
+                    "--format and the --*-column flags apply to a --data FILE; a GLUE folder has {task}'s own columns"
+                );
+            }
+            EvalData::Glue {
+                dir: dir.clone().unwrap_or_else(default_data_dir),
+                split: a.split.clone().unwrap_or_else(|| "dev".into()),
+            }
+        }
+    };
+    Ok((task, data))
+}
+
 pub fn default_data_dir() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let candidates = [

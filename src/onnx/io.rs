@@ -404,6 +404,16 @@ pub fn save(model: &ModelProto, path: &Path, opts: &SaveOptions) -> Result<SaveS
     })
 }
 
+/// Writes a text file (a report, a table) atomically: a temporary file beside it, then a rename,
+/// so a reader never sees half of it.
+pub fn write_text(path: &Path, text: &str) -> Result<(), OnnxError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    write_atomic(path, &dir, &[text.as_bytes()])
+}
+
 fn write_atomic(path: &Path, dir: &Path, parts: &[&[u8]]) -> Result<(), OnnxError> {
     let tmp = write_temp(path, dir, parts)?;
     persist(tmp, path, dir)

@@ -317,6 +317,47 @@ pub fn round_half_even(x: f64) -> i64 {
     }
 }
 
+/// Mean KL divergence of the pruned model's predictions from the unpruned one's (squared error
+/// for a single regression output).
+pub fn divergence(reference: &[f32], probe: &[f32], labels: usize) -> f64 {
+    let n = (reference.len() / labels.max(1)).max(1);
+    if labels <= 1 {
+        return reference
+            .iter()
+            .zip(probe)
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum::<f64>()
+            / n as f64;
+    }
+    let log_softmax = |z: &[f32]| -> Vec<f64> {
+        let m = z.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+        let lse = m + z.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
+        z.iter().map(|&v| v as f64 - lse).collect()
+    };
+    let mut kl = 0.0;
+    for (a, b) in reference.chunks(labels).zip(probe.chunks(labels)) {
+        let (la, lb) = (log_softmax(a), log_softmax(b));
+        kl += la.iter().zip(&lb).map(|(p, q)| p.exp() * (p - q)).sum::<f64>();
+    }
+    kl / n as f64
+}
+
+/// Share of examples whose predicted class (argmax of `labels` logits) is the same in `reference`
+/// and `probe`; `None` for a single output (a regression).
+pub fn agreement(reference: &[f32], probe: &[f32], labels: usize) -> Option<f64> {
+    if labels <= 1 {
+        return None;
+    }
+    let (mut same, mut n) = (0usize, 0usize);
+    for (a, b) in reference.chunks(labels).zip(probe.chunks(labels)) {
+        n += 1;
+        if crate::glue::argmax(a) == crate::glue::argmax(b) {
+            same += 1;
+        }
+    }
+    Some(same as f64 / n.max(1) as f64)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -56,9 +56,37 @@ fn assert_mentions(help_text: &str, what: &str, flags: &[&str]) {
 fn help_mentions_every_flag() {
     let top = help(&["--help"]);
     assert_mentions(&top, "--help", &["--ort-lib"]);
-    for cmd in ["inspect", "eval", "convert"] {
+    for cmd in ["inspect", "eval", "convert", "diff", "sensitivity"] {
         assert!(top.contains(cmd), "--help does not list {cmd}:\n{top}");
     }
+    let diff = help(&["diff", "--help"]);
+    assert_mentions(
+        &diff,
+        "diff --help",
+        &[
+            "--task",
+            "--data",
+            "--limit",
+            "--threshold",
+            "--show",
+            "--csv",
+            "--json",
+            "--labels",
+        ],
+    );
+    let sens = help(&["sensitivity", "--help"]);
+    assert_mentions(
+        &sens,
+        "sensitivity --help",
+        &[
+            "--calib-data",
+            "--calib-samples",
+            "--fractions",
+            "--no-int8",
+            "--out",
+            "--json",
+        ],
+    );
     let eval = help(&["eval", "--help"]);
     assert_mentions(
         &eval,

@@ -22,7 +22,7 @@ use ndarray::Array2;
 
 use super::*;
 use crate::linalg::{obs_greedy, Obs};
-use crate::passes::{ensure_finite, Calibrator};
+use crate::passes::{divergence, ensure_finite, Calibrator};
 
 /// Damping added to the Gram matrix's diagonal, relative to its mean (as in GPTQ/SparseGPT).
 const DAMP: f64 = 1e-2;
@@ -228,46 +228,15 @@ struct Curve {
     unit_macs: u64,
 }
 
-/// Mean KL divergence of the pruned model's predictions from the unpruned one's (squared error
-/// for a single regression output).
-fn divergence(reference: &[f32], probe: &[f32], labels: usize) -> f64 {
-    let n = (reference.len() / labels.max(1)).max(1);
-    if labels <= 1 {
-        return reference
-            .iter()
-            .zip(probe)
-            .map(|(a, b)| ((a - b) as f64).powi(2))
-            .sum::<f64>()
-            / n as f64;
-    }
-    let log_softmax = |z: &[f32]| -> Vec<f64> {
-        let m = z.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-        let lse = m + z.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
-        z.iter().map(|&v| v as f64 - lse).collect()
-    };
-    let mut kl = 0.0;
-    for (a, b) in reference.chunks(labels).zip(probe.chunks(labels)) {
-        let (la, lb) = (log_softmax(a), log_softmax(b));
-        kl += la.iter().zip(&lb).map(|(p, q)| p.exp() * (p - q)).sum::<f64>();
-    }
-    kl / n as f64
-}
+/// Per layer: the attention's and the FFN's statistics (`None` for a block that is gone).
+type LayerStats = (Option<Stats>, Option<Stats>);
 
-/// Each block's greedy OBS cost curve on the unpruned model, scaled by a measured sensitivity:
-/// the block alone is pruned to `probe` of its units (with compensation) and the divergence of
-/// the model's predictions on the calibration data, per unit of the block's local cost, turns
-/// local reconstruction error into its effect on the output.
-fn curves(
-    model: &ModelProto,
-    t: &Transformer,
-    seq_len: usize,
-    probe: (f64, f64),
-    calib: &mut dyn Calibrator,
-) -> Result<Vec<Curve>, PassError> {
+/// Every block's Gram statistics on the unpruned model (one capture over the calibration data).
+fn block_stats(model: &ModelProto, t: &Transformer, calib: &mut dyn Calibrator) -> Result<Vec<LayerStats>, PassError> {
     let layer_names = all_names(model, t)?;
     let mut wanted: Vec<String> = Vec::new();
     let total_tokens = calib.tokens();
-    let mut stats: Vec<(Option<Stats>, Option<Stats>)> = Vec::new();
+    let mut stats: Vec<LayerStats> = Vec::new();
     for (l, n) in t.layers.iter().zip(&layer_names) {
         let a = l.attention.as_ref().map(|a| {
             wanted.extend([n.x.clone(), n.ctx.clone(), n.res1.clone()]);
@@ -305,6 +274,21 @@ fn curves(
         }
         Ok(())
     })?;
+    Ok(stats)
+}
+
+/// Each block's greedy OBS cost curve on the unpruned model, scaled by a measured sensitivity:
+/// the block alone is pruned to `probe` of its units (with compensation) and the divergence of
+/// the model's predictions on the calibration data, per unit of the block's local cost, turns
+/// local reconstruction error into its effect on the output.
+fn curves(
+    model: &ModelProto,
+    t: &Transformer,
+    seq_len: usize,
+    probe: (f64, f64),
+    calib: &mut dyn Calibrator,
+) -> Result<Vec<Curve>, PassError> {
+    let stats = block_stats(model, t, calib)?;
     let (reference, labels) = calib.logits(model)?;
     ensure_finite("the unpruned model's logits on the calibration data", &reference)?;
     // Cost curves: relative error added by each successive removal.
@@ -642,4 +626,99 @@ fn refit_from(obs: &Obs, rows: &[usize], lin: &Linear, what: &str) -> Result<Ref
     ensure_finite(&format!("{what}: the least-squares refit of '{}'", lin.weight), &weight)?;
     ensure_finite(&format!("{what}: the least-squares refit of its bias"), &bias)?;
     Ok(Refit { weight, bias })
+}
+
+/// The measured cost of pruning one block alone to some fraction of its units.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BlockCost {
+    pub layer: usize,
+    /// `attention` or `ffn`.
+    pub block: &'static str,
+    /// Heads or neurons the block has.
+    pub units: usize,
+    /// The fraction asked for, and the units that removes.
+    pub fraction: f64,
+    pub removed: usize,
+    /// MACs saved per sequence (at the `seq_len` given).
+    pub macs_saved: u64,
+    /// Mean KL divergence of the predictions from the unpruned model's on the calibration data
+    /// (mean squared difference for one output).
+    pub divergence: f64,
+    /// Share of calibration examples whose predicted class is unchanged (`None` for one output).
+    pub agreement: Option<f64>,
+}
+
+/// For each block of each layer and each of `fractions` (in (0, 1), ascending): that block alone
+/// pruned the way calibrated pruning prunes it (greedy OBS removal, compensated refit), and what
+/// it does to the model's predictions on the calibration data. FFN fractions stop at 90% of the
+/// neurons, attention keeps at least one head. `stage` is told each block.
+pub fn block_costs(
+    model: &ModelProto,
+    fractions: &[f64],
+    seq_len: usize,
+    calib: &mut dyn Calibrator,
+    stage: &mut dyn FnMut(&str),
+) -> Result<Vec<BlockCost>, PassError> {
+    crate::passes::ensure_known_opsets(model)?;
+    if fractions.is_empty() || fractions.iter().any(|f| !(*f > 0.0 && *f < 1.0)) {
+        return Err(PassError::Options(crate::options::OptionError::new(
+            "fractions",
+            "`fractions` must each be in (0, 1)",
+        )));
+    }
+    let mut fractions = fractions.to_vec();
+    fractions.sort_by(f64::total_cmp);
+    fractions.dedup();
+    let t = structure::discover(model)?;
+    refuse_factorized(&t)?;
+    stage("capturing the blocks' inputs and outputs");
+    let stats = block_stats(model, &t, calib)?;
+    let (reference, labels) = calib.logits(model)?;
+    ensure_finite("the unpruned model's logits on the calibration data", &reference)?;
+    let mut out = Vec::new();
+    for (li, (l, (a, f))) in t.layers.iter().zip(&stats).enumerate() {
+        for (part, stats) in [(Part::Attention, a), (Part::Ffn, f)] {
+            let Some(st) = stats else { continue };
+            let (out_lin, unit) = match (part, &l.attention, &l.ffn) {
+                (Part::Attention, Some(att), _) => {
+                    (&att.output, structure::unit_macs(t.hidden, att.head_size, seq_len).0)
+                }
+                (Part::Ffn, _, Some(ffn)) => (&ffn.down, structure::unit_macs(t.hidden, 1, seq_len).1),
+                _ => continue,
+            };
+            let what = format!("layer {li} {}", part.name());
+            stage(&what);
+            let gs = groups(part, l);
+            let limit = match part {
+                Part::Attention => gs.len().saturating_sub(1),
+                Part::Ffn => (gs.len() as f64 * MAX_FFN_FRACTION) as usize,
+            };
+            if limit == 0 {
+                continue;
+            }
+            let mut obs = st.obs(&logical_weight(model, out_lin)?, &what)?;
+            let mut removed = 0;
+            for &fraction in &fractions {
+                let k = ((gs.len() as f64 * fraction).round() as usize).clamp(1, limit);
+                if k > removed {
+                    obs_greedy(&mut obs, &gs, k - removed);
+                    removed = k;
+                }
+                let plan = block_plan(&t, li, part, &obs, &gs, out_lin)?;
+                let (logits, _) = calib.logits(&apply_plan(model, &t, &plan)?)?;
+                ensure_finite(&format!("{what}: the logits with this block pruned alone"), &logits)?;
+                out.push(BlockCost {
+                    layer: li,
+                    block: if part == Part::Attention { "attention" } else { "ffn" },
+                    units: gs.len(),
+                    fraction,
+                    removed,
+                    macs_saved: unit * removed as u64,
+                    divergence: divergence(&reference, &logits, labels),
+                    agreement: crate::passes::agreement(&reference, &logits, labels),
+                });
+            }
+        }
+    }
+    Ok(out)
 }

@@ -615,6 +615,32 @@ pub fn quantize(
     opts: &QuantizeOptions,
     calibrator: Option<&mut dyn Calibrator>,
 ) -> Result<(ModelProto, QuantizeReport), PassError> {
+    quantize_selected(model, opts, calibrator, &|_| true)
+}
+
+/// The names of the MatMuls the int8 modes would quantize (before any `exclude`), in graph order.
+pub fn quantizable_matmuls(model: &ModelProto) -> Result<Vec<String>, PassError> {
+    let g = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| PassError::Unsupported("the model has no graph".into()))?;
+    Ok(find_targets(&GraphIndex::new(g), &[], None)?
+        .0
+        .into_iter()
+        .map(|t| t.name)
+        .collect())
+}
+
+/// [`quantize`] in the int8 modes only on the MatMuls whose name (as [`quantizable_matmuls`]
+/// gives it) `select` accepts; the others stay float as if excluded (not listed in the report).
+/// Used to measure one MatMul's quantization error at a time, with `split_first_token` off (the
+/// split renames the nodes it copies).
+pub fn quantize_selected(
+    model: &ModelProto,
+    opts: &QuantizeOptions,
+    calibrator: Option<&mut dyn Calibrator>,
+    select: &dyn Fn(&str) -> bool,
+) -> Result<(ModelProto, QuantizeReport), PassError> {
     validate(opts)?;
     crate::passes::ensure_known_opsets(model)?;
     ensure_not_quantized(model)?;
@@ -661,7 +687,8 @@ pub fn quantize(
                 .as_ref()
                 .ok_or_else(|| PassError::Unsupported("the model has no graph".into()))?;
             let ix = GraphIndex::new(g);
-            let (targets, excluded) = find_targets(&ix, &opts.exclude, split.as_ref().map(|s| &s.origin))?;
+            let (mut targets, excluded) = find_targets(&ix, &opts.exclude, split.as_ref().map(|s| &s.origin))?;
+            targets.retain(|t| select(&t.name));
             report.excluded = excluded;
             if targets.is_empty() {
                 return Err(PassError::Unsupported(

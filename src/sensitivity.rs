@@ -1,0 +1,239 @@
+//! `sensitivity`: where accuracy goes, measured on calibration data — the cost of pruning each
+//! attention and FFN block alone at a few fractions (as calibrated pruning would prune it, with
+//! its compensation), and the cost of dynamic INT8 on each MatMul alone. Each cost is the mean KL
+//! divergence of the model's predictions from the unchanged model's, with the share of unchanged
+//! predicted classes beside it: the numbers calibrated pruning's allocator works from, exposed.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::onnx::ModelProto;
+use crate::passes::prune::{block_costs, BlockCost};
+use crate::passes::quantize::{self, Mode, QuantizeOptions};
+use crate::passes::{agreement, divergence, ensure_finite, Calibrator, PassError};
+use crate::structure;
+
+#[derive(Debug, Clone)]
+pub struct SensitivityOptions {
+    /// Pruning fractions per block, each in (0, 1).
+    pub fractions: Vec<f64>,
+    /// Also measure dynamic INT8 per MatMul.
+    pub int8: bool,
+    /// Sequence length for the MACs saved.
+    pub seq_len: usize,
+}
+
+impl Default for SensitivityOptions {
+    fn default() -> Self {
+        SensitivityOptions {
+            fractions: vec![0.25, 0.5, 0.75],
+            int8: true,
+            seq_len: 128,
+        }
+    }
+}
+
+impl SensitivityOptions {
+    pub fn validate(&self) -> Result<(), PassError> {
+        if self.fractions.is_empty() || self.fractions.iter().any(|f| !(*f > 0.0 && *f < 1.0)) {
+            return Err(PassError::Options(crate::options::OptionError::new(
+                "fractions",
+                "`fractions` must each be in (0, 1), e.g. 0.25,0.5,0.75",
+            )));
+        }
+        if self.seq_len == 0 {
+            return Err(PassError::Options(crate::options::OptionError::new(
+                "seq_len",
+                "`seq_len` must be at least 1",
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The cost of quantizing one MatMul alone.
+#[derive(Debug, Clone, Serialize)]
+pub struct MatMulCost {
+    pub node: String,
+    /// The encoder layer and the projection it is (`query`, `ffn.up`, ...), when mapped.
+    pub layer: Option<usize>,
+    pub role: Option<String>,
+    pub divergence: f64,
+    pub agreement: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SensitivityReport {
+    pub layers: usize,
+    pub calibration_examples: usize,
+    pub calibration_tokens: usize,
+    pub fractions: Vec<f64>,
+    pub seq_len: usize,
+    pub pruning: Vec<BlockCost>,
+    /// How INT8 was measured (empty when not asked for).
+    pub int8_mode: Option<String>,
+    pub int8: Vec<MatMulCost>,
+    pub seconds: f64,
+}
+
+/// (layer, role) of each MatMul node name of the mapped encoder.
+fn roles(t: &structure::Transformer) -> Vec<(String, usize, &'static str)> {
+    let mut v = Vec::new();
+    for l in &t.layers {
+        if let Some(a) = &l.attention {
+            if let structure::Qkv::Separate { q, k, v: val } = &a.qkv {
+                v.push((q.node_name.clone(), l.index, "query"));
+                v.push((k.node_name.clone(), l.index, "key"));
+                v.push((val.node_name.clone(), l.index, "value"));
+            }
+            v.push((a.output.node_name.clone(), l.index, "attention.output"));
+        }
+        if let Some(f) = &l.ffn {
+            v.push((f.up.node_name.clone(), l.index, "ffn.up"));
+            v.push((f.down.node_name.clone(), l.index, "ffn.down"));
+        }
+    }
+    v
+}
+
+/// Measures `model` on the calibration data. `stage` is told what runs.
+pub fn sensitivity(
+    model: &ModelProto,
+    opts: &SensitivityOptions,
+    calib: &mut dyn Calibrator,
+    stage: &mut dyn FnMut(&str),
+) -> Result<SensitivityReport, PassError> {
+    opts.validate()?;
+    let start = Instant::now();
+    let t = structure::discover(model)?;
+    let pruning = block_costs(model, &opts.fractions, opts.seq_len, calib, &mut *stage)?;
+    let mut int8 = Vec::new();
+    let q = QuantizeOptions {
+        mode: Mode::Dynamic,
+        per_channel: true,
+        embeddings: false,
+        split_first_token: false,
+        ..Default::default()
+    };
+    if opts.int8 {
+        let (reference, labels) = calib.logits(model)?;
+        ensure_finite("the model's logits on the calibration data", &reference)?;
+        let roles = roles(&t);
+        let names = quantize::quantizable_matmuls(model)?;
+        for (i, name) in names.iter().enumerate() {
+            stage(&format!("int8 [{}/{}] {name}", i + 1, names.len()));
+            let (quantized, _) = quantize::quantize_selected(model, &q, None, &|n| n == name)?;
+            let (logits, _) = calib.logits(&quantized)?;
+            ensure_finite(&format!("the logits with '{name}' in int8"), &logits)?;
+            let role = roles.iter().find(|(n, _, _)| n == name);
+            int8.push(MatMulCost {
+                node: name.clone(),
+                layer: role.map(|r| r.1),
+                role: role.map(|r| r.2.to_string()),
+                divergence: divergence(&reference, &logits, labels),
+                agreement: agreement(&reference, &logits, labels),
+            });
+        }
+    }
+    let mut fractions = opts.fractions.clone();
+    fractions.sort_by(f64::total_cmp);
+    fractions.dedup();
+    Ok(SensitivityReport {
+        layers: t.layers.len(),
+        calibration_examples: calib.examples(),
+        calibration_tokens: calib.tokens(),
+        fractions,
+        seq_len: opts.seq_len,
+        pruning,
+        int8_mode: opts
+            .int8
+            .then(|| "dynamic int8: s8 per-channel weights, u8 per-tensor activations, one MatMul at a time".into()),
+        int8,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// The report as CSV: one row per measurement (`kind` pruning or int8).
+pub fn csv(r: &SensitivityReport) -> String {
+    let opt = |v: Option<f64>| v.map(|x| format!("{x:.6}")).unwrap_or_default();
+    let mut s = String::from("kind,layer,block,fraction,removed,units,macs_saved,node,divergence,agreement\n");
+    for b in &r.pruning {
+        s += &format!(
+            "pruning,{},{},{},{},{},{},,{:.6e},{}\n",
+            b.layer,
+            b.block,
+            b.fraction,
+            b.removed,
+            b.units,
+            b.macs_saved,
+            b.divergence,
+            opt(b.agreement)
+        );
+    }
+    for m in &r.int8 {
+        s += &format!(
+            "int8,{},{},,,,,{},{:.6e},{}\n",
+            m.layer.map(|l| l.to_string()).unwrap_or_default(),
+            m.role.as_deref().unwrap_or(""),
+            crate::report::csv_field(&m.node),
+            m.divergence,
+            opt(m.agreement)
+        );
+    }
+    s
+}
+
+/// The chart: per layer, the divergence of each block pruned at each fraction, and of the worst
+/// MatMul of the layer in int8.
+pub fn chart(r: &SensitivityReport) -> crate::chart::Lines {
+    let mut series = Vec::new();
+    for block in ["attention", "ffn"] {
+        for &f in &r.fractions {
+            let points: Vec<(f64, f64)> = r
+                .pruning
+                .iter()
+                .filter(|b| b.block == block && b.fraction == f)
+                .map(|b| (b.layer as f64, b.divergence))
+                .collect();
+            if !points.is_empty() {
+                series.push((format!("{block} −{:.0}%", f * 100.0), points));
+            }
+        }
+    }
+    let mut worst: Vec<(f64, f64)> = Vec::new();
+    for m in &r.int8 {
+        let Some(l) = m.layer else { continue };
+        match worst.iter_mut().find(|p| p.0 == l as f64) {
+            Some(p) => p.1 = p.1.max(m.divergence),
+            None => worst.push((l as f64, m.divergence)),
+        }
+    }
+    if !worst.is_empty() {
+        worst.sort_by(|a, b| a.0.total_cmp(&b.0));
+        series.push(("int8 (worst MatMul)".into(), worst));
+    }
+    crate::chart::Lines {
+        title: "Sensitivity: KL divergence from the unchanged model".into(),
+        x_label: "layer".into(),
+        y_label: "mean KL divergence (log)".into(),
+        series,
+    }
+}
+
+/// Writes sensitivity.csv, sensitivity.json and the chart (SVG, PNG) into `dir`.
+pub fn write(r: &SensitivityReport, dir: &std::path::Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    use anyhow::Context;
+    std::fs::create_dir_all(dir).with_context(|| format!("--out {}", dir.display()))?;
+    let mut files = vec![];
+    for (name, text) in [
+        ("sensitivity.csv", csv(r)),
+        ("sensitivity.json", serde_json::to_string_pretty(r)? + "\n"),
+    ] {
+        let p = dir.join(name);
+        crate::onnx::io::write_text(&p, &text)?;
+        files.push(p);
+    }
+    files.extend(crate::chart::write_lines(&chart(r), dir, "sensitivity").map_err(anyhow::Error::msg)?);
+    Ok(files)
+}

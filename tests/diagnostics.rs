@@ -1,0 +1,306 @@
+//! `diff` and `sensitivity`: where two models disagree and where accuracy goes. `diff`'s counts
+//! are checked against `eval`'s own predictions of each model; `sensitivity` against the blocks
+//! and MatMuls the model has, and against the model itself (no change, no cost).
+
+use std::path::Path;
+
+use onnx_compress::passes::quantize;
+use onnx_compress::sensitivity::{self, SensitivityOptions};
+use onnx_compress::testkit::shared::{require, require_ort};
+use onnx_compress::testkit::synth::{tiny_bert, SynthOptions};
+use serde_json::Value;
+
+mod common;
+
+use common::{assert_clean_error, bin, calibrator, have_ort, s, text};
+
+const SST2: &str = "models/minilm-l6-sst2/model.onnx";
+
+fn json(out: &std::process::Output, what: &str) -> Value {
+    assert!(out.status.success(), "{what} failed:\n{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{what}: not JSON ({e}):\n{}", text(&out.stdout)))
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+#[test]
+fn diff_of_a_model_with_itself_agrees_everywhere() {
+    let Some(model) = require(SST2, "diff of the shared SST-2 model with itself") else {
+        return;
+    };
+    if !have_ort("diff") {
+        return;
+    }
+    let m = s(&model);
+    let out = bin()
+        .args(["diff", m, m, "--task", "sst2", "--limit", "48", "--json", "-q"])
+        .output()
+        .unwrap();
+    let r = json(&out, "diff A A");
+    assert_eq!(r["examples"], 48);
+    assert_eq!(r["flips"], 0);
+    assert_eq!(f(&r["agreement"]), 1.0);
+    assert!(f(&r["max_abs_logit_diff"]) < 1e-5, "{}", r["max_abs_logit_diff"]);
+    let layers = r["layers"].as_array().unwrap();
+    // The embeddings' output and each of the 6 layers' outputs.
+    assert_eq!(layers.len(), 7, "{layers:?}");
+    for l in layers {
+        assert!(f(&l["relative_error"]) < 1e-6, "{l}");
+    }
+    assert!(r["first_past_threshold"].is_null());
+    assert_eq!(r["rows"].as_array().unwrap().len(), 48);
+}
+
+#[test]
+fn diff_counts_the_flips_eval_sees() {
+    let Some(model) = require(SST2, "diff of the shared SST-2 model and a pruned copy") else {
+        return;
+    };
+    if !have_ort("diff") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pruned = dir.path().join("pruned.onnx");
+    let out = bin()
+        .args(["prune", "--heads", "0.5", "--ffn", "0.5", s(&model), s(&pruned), "-q"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let limit = "200";
+    let eval = |m: &Path| {
+        let out = bin()
+            .args([
+                "eval",
+                "--task",
+                "sst2",
+                "--model",
+                s(m),
+                "--limit",
+                limit,
+                "--json",
+                "-q",
+            ])
+            .args(["--warmup", "0", "--measure", "1"])
+            .output()
+            .unwrap();
+        json(&out, "eval")
+    };
+    let (ea, eb) = (eval(&model), eval(&pruned));
+    let csv = dir.path().join("rows.csv");
+    let out = bin()
+        .args([
+            "diff",
+            s(&model),
+            s(&pruned),
+            "--task",
+            "sst2",
+            "--limit",
+            limit,
+            "--json",
+            "-q",
+        ])
+        .args(["--csv", s(&csv), "--threshold", "0.05"])
+        .output()
+        .unwrap();
+    let r = json(&out, "diff A pruned");
+    let (pa, pb) = (
+        ea["predictions"].as_array().unwrap(),
+        eb["predictions"].as_array().unwrap(),
+    );
+    let differing = pa.iter().zip(pb).filter(|(a, b)| a != b).count();
+    assert!(differing > 0, "pruning half of everything changes some prediction");
+    assert_eq!(r["flips"], differing);
+    assert!((f(&r["agreement"]) - (1.0 - differing as f64 / 200.0)).abs() < 1e-12);
+    assert!((f(&r["accuracy_a"]) - f(&ea["metrics"]["accuracy"])).abs() < 1e-12);
+    assert!((f(&r["accuracy_b"]) - f(&eb["metrics"]["accuracy"])).abs() < 1e-12);
+    let (rw, wr) = (
+        r["a_right_b_wrong"].as_u64().unwrap(),
+        r["a_wrong_b_right"].as_u64().unwrap(),
+    );
+    assert_eq!(
+        (rw + wr) as usize,
+        differing,
+        "SST-2 has two classes: every flip changes correctness"
+    );
+    // Per example: eval's predictions, and margins that agree with the flips.
+    let rows = r["rows"].as_array().unwrap();
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row["pred_a"], pa[i]);
+        assert_eq!(row["pred_b"], pb[i]);
+        assert!(f(&row["margin_a"]) >= 0.0 && f(&row["margin_b"]) >= 0.0);
+        if row["pred_a"] != row["pred_b"] {
+            assert!(f(&row["change"]) <= 0.0, "B prefers another class than A's: {row}");
+        }
+    }
+    let shown = r["shown_flips"].as_array().unwrap();
+    assert_eq!(shown.len(), differing.min(10));
+    assert!(shown
+        .iter()
+        .all(|fl| fl["text"].as_str().is_some_and(|t| !t.is_empty())));
+    // Pruning leaves the embeddings alone; the first layer already differs.
+    let layers = r["layers"].as_array().unwrap();
+    assert_eq!(layers[0]["at"], "embeddings");
+    assert!(f(&layers[0]["relative_error"]) < 1e-7, "{}", layers[0]);
+    assert!(f(&layers[1]["relative_error"]) > 1e-3, "{}", layers[1]);
+    let first = layers
+        .iter()
+        .find(|l| f(&l["relative_error"]) > 0.05)
+        .map(|l| l["at"].clone());
+    assert_eq!(r["first_past_threshold"], first.unwrap_or(Value::Null));
+    // The CSV: a header and one line per example, with eval's predictions.
+    let csv = std::fs::read_to_string(&csv).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "index,at,label,pred_a,pred_b,margin_a,margin_b,change");
+    assert_eq!(lines.len(), 201);
+    for (i, line) in lines[1..].iter().enumerate() {
+        let cells: Vec<&str> = line.split(',').collect();
+        assert_eq!(cells[3], pa[i].to_string(), "{line}");
+        assert_eq!(cells[4], pb[i].to_string(), "{line}");
+    }
+    // The text report says the same.
+    let out = bin()
+        .args(["diff", s(&model), s(&pruned), "--task", "sst2", "--limit", limit, "-q"])
+        .output()
+        .unwrap();
+    let t = text(&out.stdout);
+    assert!(t.contains(&format!("({differing} of 200 examples flip)")), "{t}");
+    assert!(t.contains("hidden states") && t.contains("flips (first"), "{t}");
+}
+
+#[test]
+fn diff_and_sensitivity_refuse_bad_input_in_one_line() {
+    let Some(model) = require(SST2, "diff and sensitivity errors") else {
+        return;
+    };
+    if !have_ort("diff") {
+        return;
+    }
+    let m = s(&model);
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.onnx");
+    let run = |args: &[&str]| bin().args(args).output().unwrap();
+    assert_clean_error(
+        "diff with a missing model",
+        &run(&["diff", m, s(&missing), "--task", "sst2"]),
+        &["MODEL_B", "nope.onnx", "no such file"],
+    );
+    assert_clean_error(
+        "diff with a bad threshold",
+        &run(&["diff", m, m, "--task", "sst2", "--threshold", "0", "--limit", "4"]),
+        &["--threshold"],
+    );
+    assert_clean_error(
+        "sensitivity without calibration data",
+        &run(&["sensitivity", m]),
+        &["--calib-data"],
+    );
+    let train = require("data/glue/sst2/train.tsv", "sensitivity errors").unwrap();
+    assert_clean_error(
+        "sensitivity with a fraction of 1",
+        &run(&["sensitivity", m, "--calib-data", s(&train), "--fractions", "0.5,1"]),
+        &["--fractions", "(0, 1)"],
+    );
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "nothing was written"
+    );
+}
+
+#[test]
+fn sensitivity_measures_every_block_and_every_matmul() {
+    if !require_ort("sensitivity on a synthetic model") {
+        return;
+    }
+    let opts = SynthOptions {
+        layers: 3,
+        ..Default::default()
+    };
+    let model = tiny_bert(&opts);
+    let mut cal = calibrator(2, 7);
+    let so = SensitivityOptions {
+        fractions: vec![0.75, 0.25],
+        ..Default::default()
+    };
+    let r = sensitivity::sensitivity(&model, &so, &mut cal, &mut |_| {}).unwrap();
+    assert_eq!(r.fractions, vec![0.25, 0.75]);
+    // Every layer's attention and FFN at both fractions: 4 heads → 1 and 3 removed; 64 neurons
+    // → 16 and 48.
+    assert_eq!(r.pruning.len(), 3 * 2 * 2);
+    for b in &r.pruning {
+        let low = b.fraction == 0.25;
+        let want = match (b.block, low) {
+            ("attention", true) => 1,
+            ("attention", false) => 3,
+            ("ffn", true) => 16,
+            _ => 48,
+        };
+        assert_eq!(b.removed, want, "{b:?}");
+        assert!(b.divergence.is_finite() && b.divergence >= 0.0, "{b:?}");
+        let a = b.agreement.unwrap();
+        assert!((0.0..=1.0).contains(&a), "{b:?}");
+    }
+    let total = |fr: f64| {
+        r.pruning
+            .iter()
+            .filter(|b| b.fraction == fr)
+            .map(|b| b.divergence)
+            .sum::<f64>()
+    };
+    assert!(
+        total(0.75) > total(0.25) && total(0.25) > 0.0,
+        "removing more costs more overall: {} vs {}",
+        total(0.75),
+        total(0.25)
+    );
+    // One entry per MatMul the int8 modes quantize, each placed in its layer and role.
+    let names = quantize::quantizable_matmuls(&model).unwrap();
+    assert_eq!(r.int8.iter().map(|m| m.node.clone()).collect::<Vec<_>>(), names);
+    let mapped: Vec<_> = r.int8.iter().filter(|m| m.layer.is_some()).collect();
+    assert_eq!(mapped.len(), 3 * 6, "q, k, v, output, up, down of each layer");
+    assert!(r.int8.iter().all(|m| m.divergence.is_finite() && m.divergence >= 0.0));
+    assert!(r.int8.iter().any(|m| m.divergence > 0.0), "int8 changes some logit");
+}
+
+#[test]
+fn sensitivity_writes_its_table_and_chart() {
+    let Some(model) = require(SST2, "sensitivity on the shared SST-2 model") else {
+        return;
+    };
+    let Some(train) = require("data/glue/sst2/train.tsv", "sensitivity calibration data") else {
+        return;
+    };
+    if !have_ort("sensitivity") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("sens");
+    let out = bin()
+        .args([
+            "sensitivity",
+            s(&model),
+            "--calib-data",
+            s(&train),
+            "--calib-samples",
+            "16",
+        ])
+        .args(["--fractions", "0.5", "--no-int8", "--out", s(&out_dir), "-q"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let t = text(&out.stdout);
+    assert!(t.contains("measured on 16 calibration examples"), "{t}");
+    let rows = t
+        .lines()
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()) && l.contains(" / "));
+    assert_eq!(rows.count(), 12, "6 layers × 2 blocks:\n{t}");
+    let csv = std::fs::read_to_string(out_dir.join("sensitivity.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 12, "{csv}");
+    let j: Value = serde_json::from_str(&std::fs::read_to_string(out_dir.join("sensitivity.json")).unwrap()).unwrap();
+    assert_eq!(j["pruning"].as_array().unwrap().len(), 12);
+    assert!(j["int8"].as_array().unwrap().is_empty() && j["int8_mode"].is_null());
+    let svg = std::fs::read_to_string(out_dir.join("sensitivity.svg")).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("attention −50%"));
+    assert_eq!(&std::fs::read(out_dir.join("sensitivity.png")).unwrap()[1..4], b"PNG");
+}
