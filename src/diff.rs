@@ -188,17 +188,21 @@ fn hidden_points(a: &ModelProto, b: &ModelProto) -> (Vec<Point>, Option<String>)
                     b: v.clone(),
                 })
                 .collect();
-            let missing: Vec<&str> = all
+            let missing: Vec<String> = all
                 .iter()
                 .filter(|(_, v)| !have.contains(v))
-                .map(|(at, _)| at.as_str())
+                .map(|(at, v)| format!("{at} ('{v}')"))
                 .collect();
             let note = (!missing.is_empty()).then(|| {
                 format!(
-                    "{} not compared: model {} has no value of the same name there (it is not mapped: {})",
+                    "not compared: {}; model {} is not mapped ({}) and computes no value of that name",
                     missing.join(", "),
                     if mapped == "A" { "B" } else { "A" },
-                    crate::glue::error::shorten(&e.to_string())
+                    if crate::passes::quantize::ensure_not_quantized(other).is_err() {
+                        "quantized".to_string()
+                    } else {
+                        crate::glue::error::shorten(&e.to_string())
+                    }
                 )
             });
             (kept, note)
