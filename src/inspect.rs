@@ -41,6 +41,10 @@ pub struct ModelSummary {
     pub producer: String,
     pub inputs: Vec<IoInfo>,
     pub outputs: Vec<IoInfo>,
+    /// The architecture recognised: the model family its weights are named after (torch
+    /// exports keep module paths), else what the layout says; with what tells it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub architecture: Option<String>,
     pub hidden: usize,
     /// The embeddings' width when a projection (ELECTRA's `embeddings_project`) maps it to
     /// `hidden` before the first layer.
@@ -61,6 +65,47 @@ pub struct ModelSummary {
     /// Why the transformer was not mapped (then layers, parameters and MACs are empty).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unmapped: Option<String>,
+}
+
+/// Families named by the first part of their weights' module paths in Hugging Face models.
+const FAMILIES: &[(&str, &str)] = &[
+    ("bert", "bert"),
+    // XLM-R and CamemBERT keep RoBERTa's module names.
+    ("roberta", "roberta"),
+    ("distilbert", "distilbert"),
+    ("electra", "electra"),
+    ("albert", "albert"),
+    ("deberta", "deberta"),
+    ("mpnet", "mpnet"),
+];
+
+/// The architecture of a mapped model: the family in its word embedding's weight name, else the
+/// layout's tell-tale parts; a projected embedding or missing token types are said either way.
+fn architecture(t: &structure::Transformer) -> String {
+    let e = &t.embeddings;
+    let named = e
+        .word
+        .as_ref()
+        .and_then(|w| w.weight.split(['.', '/']).find(|p| !p.is_empty()))
+        .and_then(|p| FAMILIES.iter().find(|(k, _)| *k == p))
+        .map(|(_, f)| *f);
+    let mut notes = Vec::new();
+    if e.project.is_some() {
+        notes.push("embeddings projected");
+    }
+    if e.token_type.is_none() {
+        notes.push("no token types");
+    }
+    let family = match named {
+        Some(f) => {
+            notes.push("named in its weights");
+            f
+        }
+        None if e.project.is_some() => "electra-like",
+        None if e.token_type.is_none() => "distilbert-like",
+        None => "bert-like",
+    };
+    format!("{family} ({})", notes.join(", "))
 }
 
 fn io_info(v: &ValueInfoProto) -> IoInfo {
@@ -132,6 +177,7 @@ pub fn summarize(model: &ModelProto, path: &Path, seq_len: usize) -> Result<Mode
         })
         .collect();
     Ok(ModelSummary {
+        architecture: t.as_ref().map(architecture),
         path: path.to_path_buf(),
         file_bytes: io::size_on_disk(path),
         ir_version: model.ir_version(),

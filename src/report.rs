@@ -71,6 +71,9 @@ pub fn inspect_text(s: &ModelSummary) -> String {
     if let Some(why) = &s.unmapped {
         let _ = writeln!(o, "transformer  not mapped: {why}");
     } else {
+        if let Some(a) = &s.architecture {
+            let _ = writeln!(o, "architecture {a}");
+        }
         let heads: Vec<usize> = s.layers.iter().map(|l| l.heads).collect();
         let widths: Vec<usize> = s.layers.iter().map(|l| l.ffn_width).collect();
         let uniform = |v: &[usize]| v.windows(2).all(|w| w[0] == w[1]);

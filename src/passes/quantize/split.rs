@@ -52,6 +52,11 @@ const RESHAPING: &[&str] = &["Reshape", "Flatten", "Squeeze", "Unsqueeze", "Tran
 
 /// Nodes `from` reaches (itself included) that `to` depends on (itself included).
 fn between(ix: &GraphIndex, from: usize, to: usize) -> HashSet<usize> {
+    between_through(ix, from, to, &[])
+}
+
+/// [`between`], not following a path past nodes of the `stop` ops (they are included).
+fn between_through(ix: &GraphIndex, from: usize, to: usize, stop: &[&str]) -> HashSet<usize> {
     let mut back = HashSet::new();
     let mut stack = vec![to];
     while let Some(i) = stack.pop() {
@@ -62,7 +67,7 @@ fn between(ix: &GraphIndex, from: usize, to: usize) -> HashSet<usize> {
     let mut both = HashSet::new();
     let mut stack = vec![from];
     while let Some(i) = stack.pop() {
-        if back.contains(&i) && both.insert(i) {
+        if back.contains(&i) && both.insert(i) && !stop.contains(&ix.node(i).op_type()) {
             for o in &ix.node(i).output {
                 stack.extend(ix.consumers(o).iter().copied());
             }
@@ -93,7 +98,9 @@ fn sequence_on_axis_1(ix: &GraphIndex, t: &Transformer) -> Result<(), String> {
     let end = ix
         .producer(&first.input)
         .ok_or("the first layer's input is not computed")?;
-    if let Some(&r) = between(ix, word.gather_node, end)
+    // Only where the hidden states flow: a `Shape` of them starts a computation of sizes (e.g.
+    // DistilBERT's position ids, a Slice by the sequence length), not of values.
+    if let Some(&r) = between_through(ix, word.gather_node, end, &["Shape", "Size"])
         .iter()
         .find(|&&i| RESHAPING.contains(&ix.node(i).op_type()))
     {

@@ -45,6 +45,14 @@ pub(super) fn find_embeddings(ix: &GraphIndex) -> Embeddings {
         .filter(|t| !t.1 || (t.0.rows > 16 && Some(&t.0) != e.word.as_ref()))
         .map(|t| t.0.clone())
         .max_by_key(|t| t.rows);
+    // RoBERTa's token types come from a buffer of zeros, not an input: a small table read at
+    // computed indices that is not the position table.
+    if e.token_type.is_none() {
+        e.token_type = tables
+            .iter()
+            .find(|t| !t.1 && t.0.rows <= 16 && Some(&t.0) != e.position.as_ref())
+            .map(|t| t.0.clone());
+    }
     // The embedding LayerNorm: after the word embedding Gather, through the Adds of the others.
     if let Some(w) = &e.word {
         if let Some(out) = ix.node(w.gather_node).output.first() {
