@@ -278,6 +278,28 @@ pub fn output_width(model: &onnx::ModelProto) -> Option<usize> {
     }
 }
 
+/// A model whose output has a sequence axis ([batch, sequence, hidden]: an encoder without a
+/// classifier, as sentence-embedding models are) has no predictions to evaluate.
+fn refuse_headless(model_path: &Path, proto: &onnx::ModelProto) -> Result<()> {
+    use crate::onnx::proto::type_proto;
+    let Some(out) = proto.graph.as_ref().and_then(|g| g.output.first()) else {
+        return Ok(());
+    };
+    let rank = match out.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(type_proto::Value::TensorType(t)) => t.shape.as_ref().map(|s| s.dim.len()),
+        _ => None,
+    };
+    if rank.is_some_and(|r| r >= 3) {
+        bail!(
+            "{}: its output '{}' is per token (rank {}): a headless encoder; eval needs a classifier with [batch, labels] logits (compress it with any pass, evaluate it with a head on top)",
+            model_path.display(),
+            out.name(),
+            rank.unwrap_or(0)
+        );
+    }
+    Ok(())
+}
+
 /// How the labels of this evaluation are read: the GLUE task's; else, for a model with one
 /// output, scores; else the model's classes, named by --labels, the embedded names or config.json.
 fn labels_of(model_path: &Path, proto: &onnx::ModelProto, opts: &EvalOptions) -> Result<Labels> {
@@ -380,6 +402,7 @@ pub fn prepare(model_path: &Path, proto: &onnx::ModelProto, opts: &EvalOptions) 
         }
         EvalData::File(source) => (source.clone(), None),
     };
+    refuse_headless(model_path, proto)?;
     let labels = labels_of(model_path, proto, opts)?;
     let mut data = data::read_labelled(&source, &labels)?;
     let data_file = source.path.clone();

@@ -96,6 +96,9 @@ fn architecture(t: &structure::Transformer) -> String {
     if e.token_type.is_none() {
         notes.push("no token types");
     }
+    if t.head.is_none() {
+        notes.push("headless: no classifier");
+    }
     let family = match named {
         Some(f) => {
             notes.push("named in its weights");
@@ -105,7 +108,11 @@ fn architecture(t: &structure::Transformer) -> String {
         None if e.token_type.is_none() => "distilbert-like",
         None => "bert-like",
     };
-    format!("{family} ({})", notes.join(", "))
+    if notes.is_empty() {
+        family.to_string()
+    } else {
+        format!("{family} ({})", notes.join(", "))
+    }
 }
 
 fn io_info(v: &ValueInfoProto) -> IoInfo {

@@ -27,6 +27,10 @@
 //! a Slice of a constant range by a `Shape → Gather → Unsqueeze` of the hidden states, and its
 //! head is pre_classifier + ReLU + classifier. Config: hidden 32, 2 layers × 4 heads × 8, FFN 64,
 //! vocabulary 100, 2 labels, random weights, biases and LayerNorm parameters.
+//!
+//! `bert-headless`: `BertModel` without pooler or classifier (as feature extractors and
+//! sentence-embedding models), one output `last_hidden_state` [batch, sequence, 32]. Config as
+//! `bert-sdpa`'s.
 
 use std::path::{Path, PathBuf};
 
@@ -56,6 +60,7 @@ const DYNAMO: &str = "bert-sdpa-dynamo";
 const ELECTRA: &str = "electra-project";
 const ROBERTA: &str = "roberta";
 const DISTILBERT: &str = "distilbert";
+const HEADLESS: &str = "bert-headless";
 
 fn model_path(name: &str) -> PathBuf {
     fixture(name).join("model.onnx")
@@ -614,4 +619,61 @@ fn distilbert_keeps_the_first_token_split() {
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["first_token_split_layers"], serde_json::json!([0, 1]), "{r}");
     assert_eq!(r["warnings"], serde_json::json!([]), "{r}");
+}
+
+/// A headless encoder maps (no head), comes out of pruning and quantization as a model ONNX
+/// Runtime runs, and `eval` refuses it in one line that says why.
+#[test]
+fn headless_encoder_compresses_and_eval_says_it_needs_a_classifier() {
+    let t = discover(&load(HEADLESS)).expect("the headless encoder maps");
+    assert_eq!((t.layers.len(), t.hidden), (2, 32));
+    assert!(t.head.is_none());
+    let text = common::text(&bin().arg("inspect").arg(model_path(HEADLESS)).output().unwrap().stdout);
+    assert!(
+        text.contains("architecture bert-like (headless: no classifier)"),
+        "{text}"
+    );
+    if !have_ort("compressing a headless encoder") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pruned = run_pass(
+        HEADLESS,
+        dir.path(),
+        "pruned.onnx",
+        &["prune", "--heads", "0.5", "--ffn", "0.5"],
+    );
+    assert_eq!(layer_sizes(&pruned), [(2, 32); 2]);
+    run_pass(HEADLESS, dir.path(), "int8.onnx", &["quantize", "--mode", "dynamic"]);
+    run_pass(HEADLESS, dir.path(), "lowrank.onnx", &["lowrank", "--rank", "4"]);
+    let tokenizer = dir.path().join("tokenizer.json");
+    let words: Vec<String> = (0..100).map(|i| format!("w{i}")).collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let mut vocab = vec!["[UNK]", "[CLS]", "[SEP]", "[PAD]"];
+    vocab.extend(&words[4..]);
+    std::fs::write(
+        &tokenizer,
+        common::word_level_tokenizer(&vocab, ["[UNK]", "[PAD]", "[CLS]", "[SEP]"], Value::Null),
+    )
+    .unwrap();
+    let data = dir.path().join("data.csv");
+    std::fs::write(&data, "text,label\nw5 w6,0\nw7,1\n").unwrap();
+    let out = bin()
+        .args(["eval", "--model"])
+        .arg(model_path(HEADLESS))
+        .arg("--data")
+        .arg(&data)
+        .arg("--tokenizer")
+        .arg(&tokenizer)
+        .output()
+        .unwrap();
+    common::assert_clean_error(
+        "eval of a headless encoder",
+        &out,
+        &[
+            "'last_hidden_state' is per token",
+            "headless encoder",
+            "needs a classifier",
+        ],
+    );
 }
