@@ -9,7 +9,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::onnx::ModelProto;
-use crate::passes::prune::{block_costs, BlockCost};
+use crate::passes::prune::{block_costs, check_fractions, BlockCost};
 use crate::passes::quantize::{self, Mode, QuantizeOptions};
 use crate::passes::{agreement, divergence, ensure_finite, Calibrator, PassError};
 use crate::structure;
@@ -36,12 +36,7 @@ impl Default for SensitivityOptions {
 
 impl SensitivityOptions {
     pub fn validate(&self) -> Result<(), PassError> {
-        if self.fractions.is_empty() || self.fractions.iter().any(|f| !(*f > 0.0 && *f < 1.0)) {
-            return Err(PassError::Options(crate::options::OptionError::new(
-                "fractions",
-                "`fractions` must each be in (0, 1), e.g. 0.25,0.5,0.75",
-            )));
-        }
+        check_fractions(&self.fractions)?;
         if self.seq_len == 0 {
             return Err(PassError::Options(crate::options::OptionError::new(
                 "seq_len",

@@ -648,6 +648,17 @@ pub struct BlockCost {
     pub agreement: Option<f64>,
 }
 
+/// `fractions` of [`block_costs`]: at least one, each in (0, 1).
+pub fn check_fractions(fractions: &[f64]) -> Result<(), PassError> {
+    if fractions.is_empty() || fractions.iter().any(|f| !(*f > 0.0 && *f < 1.0)) {
+        return Err(PassError::Options(crate::options::OptionError::new(
+            "fractions",
+            "`fractions` must each be in (0, 1), e.g. 0.25,0.5,0.75",
+        )));
+    }
+    Ok(())
+}
+
 /// For each block of each layer and each of `fractions` (in (0, 1), ascending): that block alone
 /// pruned the way calibrated pruning prunes it (greedy OBS removal, compensated refit), and what
 /// it does to the model's predictions on the calibration data. FFN fractions stop at 90% of the
@@ -660,12 +671,7 @@ pub fn block_costs(
     stage: &mut dyn FnMut(&str),
 ) -> Result<Vec<BlockCost>, PassError> {
     crate::passes::ensure_known_opsets(model)?;
-    if fractions.is_empty() || fractions.iter().any(|f| !(*f > 0.0 && *f < 1.0)) {
-        return Err(PassError::Options(crate::options::OptionError::new(
-            "fractions",
-            "`fractions` must each be in (0, 1)",
-        )));
-    }
+    check_fractions(fractions)?;
     let mut fractions = fractions.to_vec();
     fractions.sort_by(f64::total_cmp);
     fractions.dedup();
