@@ -35,6 +35,21 @@ pub fn task_of(path: &Path, explicit: Option<Task>) -> Result<Option<Task>> {
     Ok(Task::infer_from_header(&first))
 }
 
+/// The order in which calibration draws the `n` examples of a file with `seed` (a seeded
+/// Fisher–Yates shuffle): calibration takes the first `samples`; `auto` selects on the ones after
+/// them, so the two never share an example.
+pub fn draw_order(n: usize, seed: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut state = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    for i in (1..n).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        order.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+    order
+}
+
 /// Reads `source` (labels are not needed), draws `samples` examples with `seed` (all of them when
 /// the file has fewer), tokenizes them and batches them by length (less padding; order does not
 /// matter here).
@@ -50,17 +65,8 @@ pub fn load(
         bail!("--calib-samples must be at least 1");
     }
     let texts = data::read_texts(source).with_context(|| "--calib-data")?;
-    let n = texts.texts.len();
-    // Seeded Fisher–Yates, then the first `samples`.
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut state = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    for i in (1..n).rev() {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        order.swap(i, (state % (i as u64 + 1)) as usize);
-    }
-    order.truncate(samples.min(n));
+    let mut order = draw_order(texts.texts.len(), seed);
+    order.truncate(samples);
     order.sort_unstable();
     let pad = pad_id(tokenizer)?;
     let picked = order.iter().map(|&i| {

@@ -10,6 +10,7 @@
 //! and [`chart`] draws them; `testkit` (feature `testkit`, for tests only) builds small models in
 //! code.
 
+pub mod auto;
 pub mod bench;
 pub mod calib;
 pub mod chart;

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use cli::flags::{
-    BenchArgs, Cli, Command, ConvertArgs, DiffArgs, EvalArgs, ExternalMode, PassIo, RunArgs, SensitivityArgs,
+    AutoArgs, BenchArgs, Cli, Command, ConvertArgs, DiffArgs, EvalArgs, ExternalMode, PassIo, RunArgs, SensitivityArgs,
 };
 use cli::options;
 use onnx_compress::eval::{self, EvalData, EvalOptions};
@@ -20,7 +20,7 @@ use onnx_compress::glue::Task;
 use onnx_compress::onnx::{self, ExternalData};
 use onnx_compress::passes::{Pass, PassReport};
 use onnx_compress::runtime::{self, SessionOptions};
-use onnx_compress::{bench, calib, diff, inspect, pipeline, recipe, report, sensitivity};
+use onnx_compress::{auto, bench, calib, diff, inspect, pipeline, recipe, report, sensitivity};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -70,6 +70,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(a) => cmd_bench(ort_lib, quiet, a),
         Command::Diff(a) => cmd_diff(ort_lib, quiet, a),
         Command::Sensitivity(a) => cmd_sensitivity(ort_lib, quiet, a),
+        Command::Auto(a) => cmd_auto(ort_lib, quiet, a),
     }
 }
 
@@ -282,6 +283,68 @@ fn cmd_sensitivity(ort_lib: Option<&Path>, quiet: bool, a: SensitivityArgs) -> R
         );
     }
     print(&s)
+}
+
+fn cmd_auto(ort_lib: Option<&Path>, quiet: bool, a: AutoArgs) -> Result<()> {
+    existing_model("MODEL", &a.model)?;
+    let mut o = options::auto_options(a.model.as_path(), &a)?;
+    if a.plan.is_some() || a.jobs.is_some() {
+        let exe = std::env::current_exe().context("finding this binary for the plan's commands")?;
+        let w = auto::plan::write(&o, &exe)?;
+        let Some(n) = a.jobs else {
+            if a.json {
+                return print_json(&w);
+            }
+            return print(&format!(
+                "{} jobs written to {}: run each line of jobs.txt (a job array, GNU parallel), or `make -j N -f {}`; then `sh {}` chooses\n",
+                w.jobs.len(),
+                w.dir.display(),
+                w.dir.join("Makefile").display(),
+                w.dir.join("collect.sh").display()
+            ));
+        };
+        let progress = cli::progress::Progress::spinner("auto", quiet);
+        progress.stage(&format!("{} jobs, {n} at a time", w.jobs.len()));
+        let ran = auto::plan::run_local(&w, n, &|done, total| {
+            progress.stage(&format!("{done} of {total} jobs done, {n} at a time"))
+        });
+        drop(progress);
+        ran?;
+        o.mode = auto::Mode::Collect;
+    }
+    runtime::init(ort_lib)?;
+    let progress = cli::progress::Progress::spinner("auto", quiet);
+    let ui = auto::Ui {
+        stage: &|s| progress.stage(s),
+        line: &|s| progress.line(s),
+    };
+    let r = auto::auto(&o, &ui);
+    drop(progress);
+    let r = r?;
+    if let auto::Mode::Only(id) = &o.mode {
+        if a.json {
+            return print_json(&r);
+        }
+        return print(&format!(
+            "job {id}: {} candidates scored; journal {}\n",
+            r.rows.len(),
+            r.files.first().map(|f| f.display().to_string()).unwrap_or_default()
+        ));
+    }
+    if r.winner.is_none() {
+        let closest = auto::front::closest(&r, 3).join("; ");
+        bail!(
+            "no candidate is within --max-drop {} points on the selection and beats the input on {}; nothing written (closest: {closest}); the journal stays in {}",
+            o.max_drop,
+            onnx_compress::options::Named::name(o.objective),
+            o.work.display()
+        );
+    }
+    if a.json {
+        print_json(&r)
+    } else {
+        print(&auto::front::text(&r))
+    }
 }
 
 /// Shows a recipe's notes (keys of the reference's layout it ignores) on stderr, one line each.

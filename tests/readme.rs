@@ -185,6 +185,7 @@ fn too_slow(words: &[String]) -> Option<&'static str> {
         Some("prune") if calibrated => Some("calibrated pruning takes over a minute"),
         Some("lowrank") if calibrated => Some("calibrated low rank takes about a minute"),
         Some("sensitivity") => Some("sensitivity takes minutes (tests/diagnostics.rs runs a short one)"),
+        Some("auto") => Some("a search takes many minutes (tests/auto.rs runs small ones)"),
         _ => None,
     }
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand, ValueEnum};
+use onnx_compress::auto::Objective;
 use onnx_compress::data::Format;
 use onnx_compress::options::Named;
 use onnx_compress::passes::lowrank::{ApplyTo, Shrink};
@@ -63,6 +64,8 @@ pub enum Command {
     Diff(DiffArgs),
     /// Where accuracy goes: the cost of pruning each block and of INT8 on each MatMul, measured on calibration data.
     Sensitivity(SensitivityArgs),
+    /// Search pruning × low rank × INT8 for the fastest (smallest, leanest) model within an accuracy budget.
+    Auto(AutoArgs),
 }
 
 /// The model a pass command reads and writes, and how it reports.
@@ -474,6 +477,90 @@ pub struct SensitivityArgs {
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Print JSON instead of the tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct AutoArgs {
+    /// The model to compress (never modified).
+    pub model: PathBuf,
+    /// Where the chosen model is written (atomically; nothing is written when no candidate is within the budget).
+    pub out: PathBuf,
+    /// The GLUE task: its columns, labels and dev split (sst2, mrpc, qqp, ...; classification).
+    #[arg(long)]
+    pub task: String,
+    /// Labelled training examples (a GLUE TSV of the task, or a CSV/JSONL/Parquet copy with the task's
+    /// column names), split into a calibration part and a disjoint selection part.
+    #[arg(long, value_name = "TRAIN")]
+    pub calib_data: PathBuf,
+    /// Calibration examples: the first drawn (seeded by --seed), as every calibrated pass draws them.
+    #[arg(long, default_value_t = 512)]
+    pub calib_samples: usize,
+    /// Selection examples: the ones drawn after the calibration part. Every choice is made on them.
+    #[arg(long, default_value_t = 1024)]
+    pub selection: usize,
+    /// Choose on this labelled file instead (e.g. a validation split the model was not fine-tuned
+    /// on; --selection examples drawn from it, all when it has fewer), read like TRAIN.
+    #[arg(long, value_name = "FILE")]
+    pub selection_data: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Accuracy points the chosen model may lose on the selection part.
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
+    pub max_drop: f64,
+    #[arg(long, value_parser = choice::<Objective>(), default_value = "speed")]
+    pub objective: Objective,
+    /// Stop starting new pruning levels when this would be exceeded (90s, 30m, 2h).
+    #[arg(long, default_value = "30m")]
+    pub time_budget: String,
+    /// Encoder MAC fractions kept by calibrated pruning, tried by bisection (then refined)
+    /// ('none': skip) [default: 0.8,0.7,0.6,0.5,0.4].
+    #[arg(long, value_delimiter = ',', value_name = "F,F,...|none")]
+    pub prune: Option<Vec<String>>,
+    /// Parameter fractions kept by activation-aware low rank ('none': skip) [default: none for
+    /// --objective speed (it rarely runs faster here), else 0.8].
+    #[arg(long, value_delimiter = ',', value_name = "F,F,...|none")]
+    pub lowrank: Option<Vec<String>>,
+    /// Number formats tried on every structure beside float [default: cpu:
+    /// dynamic_per_channel,static,static_ort; cuda: fp16,static] ('none': float only).
+    #[arg(long, value_delimiter = ',', value_name = "METHOD,...|none")]
+    pub quant: Option<Vec<String>>,
+    /// cpu, or cuda (ONNX Runtime's CUDA execution provider; an error where unavailable).
+    #[arg(long, value_parser = choice::<Device>(), default_value = "cpu")]
+    pub device: Device,
+    /// Intra-op threads for scoring and timing (0: ONNX Runtime's default).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    #[arg(long, default_value_t = 128)]
+    pub max_length: usize,
+    /// GLUE folder of the final dev evaluation (default: data/glue, then ../shared/data/glue).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// The split of the final evaluation.
+    #[arg(long, default_value = "dev")]
+    pub split: String,
+    /// Work folder: journal (an interrupted search resumes from it), candidates, recipes, the
+    /// front [default: OUT without .onnx, plus .auto].
+    #[arg(long, value_name = "DIR")]
+    pub work: Option<PathBuf>,
+    /// Rounds of paired timing (--objective speed).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Write the search as independent jobs into DIR instead (jobs.txt: one command per line;
+    /// Makefile; collect.sh), one per level: the formats alone, each --prune and --lowrank value.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["collect", "only", "jobs"])]
+    pub plan: Option<PathBuf>,
+    /// Choose from the results of a plan's jobs in DIR (builds nothing), then as a search ends.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["only", "jobs"])]
+    pub collect: Option<PathBuf>,
+    /// A plan's job: build and score one level (base, p0.60, lr0.80) into --work, then stop.
+    #[arg(long, value_name = "LEVEL", requires = "work", conflicts_with = "jobs")]
+    pub only: Option<String>,
+    /// Run the plan's jobs here, N at a time (in --work), then collect.
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Print the report as JSON (every candidate) instead of text.
     #[arg(long)]
     pub json: bool,
 }

@@ -238,3 +238,104 @@ pub fn run_options(e: RecipeEval, out: Option<PathBuf>) -> Result<onnx_compress:
         measure: e.measure,
     })
 }
+
+/// The options of `auto`: paths made absolute (they go into recipes), defaults that depend on the
+/// objective and device, every value checked before anything is read.
+pub fn auto_options(model: &Path, a: &super::flags::AutoArgs) -> Result<onnx_compress::auto::AutoOptions> {
+    use onnx_compress::auto::{self, Objective};
+    let task = Task::from_name(&a.task)?;
+    if !a.calib_data.is_file() {
+        bail!("--calib-data {}: no such file", a.calib_data.display());
+    }
+    // Existing paths without `..` (they are written into recipes); others made absolute.
+    let absolute = |p: &Path, what: &str| {
+        std::fs::canonicalize(p)
+            .or_else(|_| std::path::absolute(p))
+            .map_err(|e| anyhow::anyhow!("{what} {}: {e}", p.display()))
+    };
+    let fractions = |flag: &str, v: &Option<Vec<String>>, default: Vec<f64>| -> Result<Vec<f64>> {
+        match v {
+            None => Ok(default),
+            Some(v) if v.len() == 1 && v[0] == "none" => Ok(vec![]),
+            Some(v) => v
+                .iter()
+                .map(|x| {
+                    x.trim()
+                        .parse::<f64>()
+                        .map_err(|_| anyhow::anyhow!("--{flag} {x}: expected fractions such as 0.8,0.7 or 'none'"))
+                })
+                .collect(),
+        }
+    };
+    let lowrank = fractions(
+        "lowrank",
+        &a.lowrank,
+        if a.objective == Objective::Speed { vec![] } else { vec![0.8] },
+    )?;
+    let quant = match &a.quant {
+        None => auto::default_quant(a.device),
+        Some(v) if v.len() == 1 && v[0] == "none" => vec![],
+        Some(v) => v
+            .iter()
+            .map(|m| {
+                auto::space::QUANT_METHODS
+                    .iter()
+                    .find(|k| **k == m.trim())
+                    .copied()
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "--quant {m}: unknown method ({}, or none)",
+                            auto::space::QUANT_METHODS.join(", ")
+                        )
+                    })
+            })
+            .collect::<Result<_>>()?,
+    };
+    let out = absolute(&a.out, "OUT")?;
+    let work = match (&a.plan, &a.collect, &a.work) {
+        (Some(d), _, _) => absolute(d, "--plan")?,
+        (_, Some(d), _) => absolute(d, "--collect")?,
+        (_, _, Some(w)) => absolute(w, "--work")?,
+        _ => out.with_extension("auto"),
+    };
+    if a.jobs == Some(0) {
+        bail!("--jobs must be at least 1");
+    }
+    let mode = match (&a.collect, &a.only) {
+        (Some(_), _) => auto::Mode::Collect,
+        (_, Some(id)) => auto::Mode::Only(id.clone()),
+        _ => auto::Mode::Search,
+    };
+    let data_dir = a.data.clone().unwrap_or_else(default_data_dir);
+    let o = auto::AutoOptions {
+        mode,
+        model: absolute(model, "MODEL")?,
+        out,
+        work,
+        task,
+        calib_data: absolute(&a.calib_data, "--calib-data")?,
+        calib_samples: a.calib_samples,
+        selection: a.selection,
+        selection_data: match &a.selection_data {
+            Some(f) if !f.is_file() => bail!("--selection-data {}: no such file", f.display()),
+            Some(f) => Some(absolute(f, "--selection-data")?),
+            None => None,
+        },
+        seed: a.seed,
+        max_drop: a.max_drop,
+        objective: a.objective,
+        time_budget: auto::parse_duration(&a.time_budget)?,
+        device: a.device,
+        threads: a.threads,
+        max_length: a.max_length,
+        prune: fractions("prune", &a.prune, vec![0.8, 0.7, 0.6, 0.5, 0.4])?,
+        lowrank,
+        quant,
+        data_dir: absolute(&data_dir, "--data")?,
+        split: a.split.clone(),
+        rounds: a.rounds,
+    };
+    o.validate()?;
+    onnx_compress::onnx::io::ensure_distinct(&o.model, &o.out)?;
+    Ok(o)
+}

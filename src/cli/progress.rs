@@ -169,6 +169,19 @@ impl Progress {
         });
     }
 
+    /// A result that stays (above a terminal's spinner; a line of its own in a pipe).
+    pub fn line(&self, text: &str) {
+        if let Some(bar) = &self.bar {
+            bar.println(text);
+        }
+        if let Some(lines) = &self.lines {
+            if let Ok(mut s) = lines.state.lock() {
+                eprintln!("{}: {text}", s.prefix);
+                s.last_line = Instant::now();
+            }
+        }
+    }
+
     /// `done` of `total` batches.
     pub fn count(&self, done: usize, total: usize) {
         if let Some(bar) = &self.bar {

@@ -1,0 +1,442 @@
+//! What `auto` reports: every candidate as a row, the Pareto front of selection accuracy against
+//! the objective, the winner, and the files (front.md, front.csv, front.json, front.svg/png).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::journal::Entry;
+use super::space::{Candidate, Structure};
+use super::timing::Speed;
+use super::{drop_points, Objective};
+use crate::chart::{self, Chart, Kind, Point};
+use crate::glue::Task;
+use crate::report::csv_field;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub id: String,
+    pub label: String,
+    pub structure: Structure,
+    pub quant: Option<String>,
+    /// Selection examples scored (fewer than the selection when dropped early).
+    pub examples: usize,
+    /// Selection accuracy, and the input's on the same examples.
+    pub accuracy: f64,
+    pub baseline_accuracy: f64,
+    /// Accuracy points lost on the selection.
+    pub drop: f64,
+    pub within_budget: bool,
+    pub dropped_early: bool,
+    pub params: usize,
+    pub macs: Option<u64>,
+    /// Encoder MACs as a fraction of the input's.
+    pub macs_fraction: Option<f64>,
+    pub bytes: u64,
+    pub size_fraction: f64,
+    /// Paired speed-up over the input (objective speed; rows within the budget).
+    pub speed: Option<Speed>,
+    pub build_seconds: f64,
+    pub on_front: bool,
+    pub model: PathBuf,
+    /// The recipe that rebuilds it (`None`: the input).
+    pub recipe: Option<PathBuf>,
+}
+
+/// The input's measures, which rows are compared with.
+pub struct Base {
+    pub macs: Option<u64>,
+    pub bytes: u64,
+    pub max_drop: f64,
+}
+
+pub fn row(c: &Candidate, e: &Entry, speed: Option<Speed>, model: PathBuf, recipe: Option<PathBuf>, b: &Base) -> Row {
+    let drop = drop_points(e);
+    let n = e.examples.max(1) as f64;
+    Row {
+        id: c.id(),
+        label: c.label(),
+        structure: c.structure,
+        quant: c.quant.map(String::from),
+        examples: e.examples,
+        accuracy: e.correct as f64 / n,
+        baseline_accuracy: e.baseline_correct as f64 / n,
+        drop,
+        within_budget: !e.dropped_early && drop <= b.max_drop + 1e-9,
+        dropped_early: e.dropped_early,
+        params: e.params,
+        macs: e.macs,
+        macs_fraction: match (e.macs, b.macs) {
+            (Some(m), Some(base)) if base > 0 => Some(m as f64 / base as f64),
+            _ => None,
+        },
+        bytes: e.bytes,
+        size_fraction: e.bytes as f64 / b.bytes.max(1) as f64,
+        speed,
+        build_seconds: e.build_seconds,
+        on_front: false,
+        model,
+        recipe,
+    }
+}
+
+/// The row's measure under the objective, as "higher is better" (`None`: not measured).
+fn score(r: &Row, objective: Objective) -> Option<f64> {
+    match objective {
+        Objective::Speed => r.speed.as_ref().map(|s| s.speedup),
+        Objective::Size => Some(-(r.bytes as f64)),
+        // Ties on MACs go to the smaller file.
+        Objective::Macs => r.macs.map(|m| -(m as f64) - r.bytes as f64 * 1e-12),
+    }
+}
+
+/// Marks the rows no other row beats on both selection accuracy and the objective.
+pub fn mark_front(rows: &mut [Row], objective: Objective) {
+    let ids: Vec<usize> = (0..rows.len())
+        .filter(|&i| !rows[i].dropped_early && score(&rows[i], objective).is_some())
+        .collect();
+    let points: Vec<Point> = ids
+        .iter()
+        .map(|&i| Point {
+            label: rows[i].id.clone(),
+            x: score(&rows[i], objective).unwrap_or(0.0),
+            y: rows[i].accuracy,
+            kind: Kind::Tool,
+        })
+        .collect();
+    for k in chart::pareto_front(&points, true) {
+        rows[ids[k]].on_front = true;
+    }
+}
+
+/// Whether `r` does better than the input `base` on the objective itself (fewer MACs, not only a
+/// smaller file at the same MACs).
+fn beats(r: &Row, base: &Row, objective: Objective) -> bool {
+    match objective {
+        Objective::Speed => matches!((&r.speed, &base.speed), (Some(a), Some(b)) if a.speedup > b.speedup),
+        Objective::Size => r.bytes < base.bytes,
+        Objective::Macs => matches!((r.macs, base.macs), (Some(a), Some(b)) if a < b),
+    }
+}
+
+/// The best row within the budget that beats the input on the objective (ties: the smaller
+/// drop, then the id).
+pub fn winner(rows: &[Row], objective: Objective) -> Option<String> {
+    let base = rows.first()?;
+    rows.iter()
+        .skip(1)
+        .filter(|r| r.within_budget && beats(r, base, objective))
+        .filter_map(|r| Some((r, score(r, objective)?)))
+        .max_by(|(a, sa), (b, sb)| {
+            sa.total_cmp(sb)
+                .then(b.drop.total_cmp(&a.drop))
+                .then(b.id.cmp(&a.id))
+        })
+        .map(|(r, _)| r.id.clone())
+}
+
+/// The dev split, read once at the end.
+#[derive(Debug, Clone, Serialize)]
+pub struct DevResult {
+    pub file: PathBuf,
+    pub examples: usize,
+    pub baseline_accuracy: f64,
+    pub accuracy: f64,
+    /// Points lost on dev.
+    pub drop: f64,
+    /// Points lost on the selection (what the choice saw).
+    pub selection_drop: f64,
+    /// dev drop − selection drop.
+    pub gap: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AutoReport {
+    pub date: String,
+    pub machine: String,
+    pub model: PathBuf,
+    pub out: Option<PathBuf>,
+    pub work: PathBuf,
+    pub task: Task,
+    pub objective: Objective,
+    pub max_drop: f64,
+    pub train_examples: usize,
+    pub calibration_examples: usize,
+    /// The file the selection was drawn from (the training file, or `--selection-data`).
+    pub selection_file: PathBuf,
+    pub selection_examples: usize,
+    pub seed: u64,
+    pub baseline_selection_accuracy: f64,
+    /// The input first, then the candidates in the order they were tried.
+    pub rows: Vec<Row>,
+    pub winner: Option<String>,
+    pub dev: Option<DevResult>,
+    /// Candidates whose passes failed: (id, error).
+    pub failed: Vec<(String, String)>,
+    /// Levels the time budget left out.
+    pub skipped: Vec<String>,
+    /// Candidates of a collected plan without a result (their job did not run or failed).
+    pub missing: Vec<String>,
+    pub recipe: Option<PathBuf>,
+    pub files: Vec<PathBuf>,
+    pub wall_seconds: f64,
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}
+
+fn speed_cell(r: &Row) -> String {
+    r.speed
+        .as_ref()
+        .map(|s| format!("{:.2} ({:.2}–{:.2})", s.speedup, s.min, s.max))
+        .unwrap_or_else(|| "–".into())
+}
+
+/// The front as a Markdown table (every row; front rows marked, the winner in bold).
+pub fn markdown(r: &AutoReport) -> String {
+    let mut s = format!(
+        "# auto: {} ({}), objective {}, budget {} points\n\n{}; {}\n\nSelection: {} examples of {}; calibration: {} of the {} of the training file (seed {}).\n\n",
+        r.model.display(),
+        r.task.name(),
+        objective_name(r.objective),
+        r.max_drop,
+        r.date,
+        r.machine,
+        r.selection_examples,
+        r.selection_file.display(),
+        r.calibration_examples,
+        r.train_examples,
+        r.seed
+    );
+    s += "| candidate | selection acc | drop (points) | within budget | MACs | size MB | × input (paired) | build s | front |\n";
+    s += "|---|---:|---:|:---:|---:|---:|---:|---:|:---:|\n";
+    for row in &r.rows {
+        let name = if r.winner.as_deref() == Some(row.id.as_str()) {
+            format!("**{}** (chosen)", row.label)
+        } else {
+            row.label.clone()
+        };
+        let acc = if row.dropped_early {
+            format!("{:.4} (first {})", row.accuracy, row.examples)
+        } else {
+            format!("{:.4}", row.accuracy)
+        };
+        s += &format!(
+            "| {name} | {acc} | {:+.2} | {} | {} | {:.2} | {} | {:.1} | {} |\n",
+            0.0 - row.drop + 0.0,
+            if row.within_budget { "yes" } else { "no" },
+            row.macs_fraction.map_or("–".into(), |f| format!("{:.0}%", f * 100.0)),
+            mb(row.bytes),
+            speed_cell(row),
+            row.build_seconds,
+            if row.on_front { "●" } else { "" }
+        );
+    }
+    if let Some(d) = &r.dev {
+        s += &format!(
+            "\nDev ({}, {} examples, read once): input {:.4}, chosen {:.4}: drop {:+.2} points on dev against {:+.2} on the selection (gap {:+.2}).\n",
+            d.file.display(),
+            d.examples,
+            d.baseline_accuracy,
+            d.accuracy,
+            0.0 - d.drop + 0.0,
+            0.0 - d.selection_drop + 0.0,
+            d.gap
+        );
+    }
+    for f in &r.failed {
+        s += &format!("\n- {} failed: {}", f.0, f.1);
+    }
+    for k in &r.skipped {
+        s += &format!("\n- {k}");
+    }
+    if !r.missing.is_empty() {
+        s += &format!("\n- no result (job not run or failed): {}", r.missing.join(", "));
+    }
+    s
+}
+
+fn objective_name(o: Objective) -> &'static str {
+    use crate::options::Named;
+    o.name()
+}
+
+pub fn csv(r: &AutoReport) -> String {
+    let mut s = String::from(
+        "id,label,examples,accuracy,baseline_accuracy,drop,within_budget,dropped_early,params,macs,macs_fraction,bytes,size_fraction,speedup,speedup_min,speedup_max,ms_per_batch,build_seconds,on_front,chosen,recipe\n",
+    );
+    for row in &r.rows {
+        let opt = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
+        let fields = [
+            row.id.clone(),
+            row.label.clone(),
+            row.examples.to_string(),
+            row.accuracy.to_string(),
+            row.baseline_accuracy.to_string(),
+            row.drop.to_string(),
+            row.within_budget.to_string(),
+            row.dropped_early.to_string(),
+            row.params.to_string(),
+            row.macs.map(|m| m.to_string()).unwrap_or_default(),
+            opt(row.macs_fraction),
+            row.bytes.to_string(),
+            row.size_fraction.to_string(),
+            opt(row.speed.as_ref().map(|x| x.speedup)),
+            opt(row.speed.as_ref().map(|x| x.min)),
+            opt(row.speed.as_ref().map(|x| x.max)),
+            opt(row.speed.as_ref().map(|x| x.ms_per_batch)),
+            row.build_seconds.to_string(),
+            row.on_front.to_string(),
+            (r.winner.as_deref() == Some(row.id.as_str())).to_string(),
+            row.recipe.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        ];
+        s += &fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(",");
+        s += "\n";
+    }
+    s
+}
+
+/// Selection accuracy against the objective's measure (rows scored on the whole selection).
+pub fn chart(r: &AutoReport) -> Chart {
+    let (x_label, higher) = match r.objective {
+        Objective::Speed => ("speed-up over the input (paired, this machine)", true),
+        Objective::Size => ("size on disk (MB)", false),
+        Objective::Macs => ("encoder MACs (fraction of the input's)", false),
+    };
+    let x = |w: &Row| match r.objective {
+        Objective::Speed => w.speed.as_ref().map(|s| s.speedup),
+        Objective::Size => Some(mb(w.bytes)),
+        Objective::Macs => w.macs_fraction,
+    };
+    Chart {
+        title: format!("auto, {}: selection accuracy vs {}", r.task.dir_name(), objective_name(r.objective)),
+        x_label: x_label.into(),
+        y_label: "selection accuracy".into(),
+        x_higher_is_better: higher,
+        points: r
+            .rows
+            .iter()
+            .filter(|w| !w.dropped_early)
+            .filter_map(|w| {
+                Some(Point {
+                    label: w.id.clone(),
+                    x: x(w)?,
+                    y: w.accuracy,
+                    kind: if w.structure == Structure::None && w.quant.is_none() {
+                        Kind::Baseline
+                    } else {
+                        Kind::Tool
+                    },
+                })
+            })
+            .collect(),
+    }
+}
+
+/// Writes front.md, front.csv, front.json and the chart (front.svg, front.png) into `dir`.
+pub fn write(r: &AutoReport, dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = vec![];
+    for (name, text) in [
+        ("front.md", markdown(r)),
+        ("front.csv", csv(r)),
+        ("front.json", serde_json::to_string_pretty(r)? + "\n"),
+    ] {
+        let p = dir.join(name);
+        crate::onnx::io::write_text(&p, &text)?;
+        files.push(p);
+    }
+    let c = chart(r);
+    if c.points.len() > 1 {
+        files.extend(chart::write(&c, dir, "front").map_err(anyhow::Error::msg)?);
+    }
+    Ok(files)
+}
+
+/// A path as the user would type it: relative to the working folder when inside it.
+fn shown(p: &Path) -> String {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| p.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| p.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// What `auto` prints: the winner, its selection and dev drops, where things are.
+pub fn text(r: &AutoReport) -> String {
+    let mut s = String::new();
+    let Some(w) = r.winner.as_deref().and_then(|w| r.rows.iter().find(|x| x.id == w)) else {
+        return s;
+    };
+    s += &format!("chosen: {} ({})\n", w.label, w.id);
+    s += &format!(
+        "  selection: {:.4} vs input {:.4} ({:+.2} points, budget {})\n",
+        w.accuracy, w.baseline_accuracy, 0.0 - w.drop + 0.0, r.max_drop
+    );
+    if let Some(d) = &r.dev {
+        s += &format!(
+            "  dev:       {:.4} vs input {:.4} ({:+.2} points; gap to the selection {:+.2})\n",
+            d.accuracy, d.baseline_accuracy, 0.0 - d.drop + 0.0, d.gap
+        );
+    }
+    s += &format!(
+        "  MACs {}, size {:.2} MB ({:.0}% of the input)",
+        w.macs_fraction.map_or("–".into(), |f| format!("{:.0}%", f * 100.0)),
+        mb(w.bytes),
+        w.size_fraction * 100.0
+    );
+    if let Some(sp) = &w.speed {
+        s += &format!(", {:.2}× the input (paired, {:.2}–{:.2})", sp.speedup, sp.min, sp.max);
+    }
+    s += "\n";
+    let tried = r.rows.len() - 1;
+    let early = r.rows.iter().filter(|x| x.dropped_early).count();
+    let inside = r.rows.iter().skip(1).filter(|x| x.within_budget).count();
+    s += &format!(
+        "{tried} candidates: {inside} within the budget, {early} dropped early; {:.0} s\n",
+        r.wall_seconds
+    );
+    for k in &r.skipped {
+        s += &format!("  {k}\n");
+    }
+    if !r.missing.is_empty() {
+        s += &format!("  no result (job not run or failed): {}\n", r.missing.join(", "));
+    }
+    if let Some(o) = &r.out {
+        s += &format!("wrote {}\n", shown(o));
+    }
+    if let Some(rec) = &r.recipe {
+        s += &format!(
+            "recipe: {} (`onnx-compress run {} --out MODEL.onnx` rebuilds it)\n",
+            shown(rec),
+            shown(rec)
+        );
+    }
+    let others: Vec<String> = r
+        .files
+        .iter()
+        .filter(|f| Some(*f) != r.recipe.as_ref())
+        .map(|f| shown(f))
+        .collect();
+    if !others.is_empty() {
+        s += &format!("front: {}\n", others.join(", "));
+    }
+    s
+}
+
+/// When nothing is within the budget: the closest candidates, as lines.
+pub fn closest(r: &AutoReport, n: usize) -> Vec<String> {
+    let mut rows: Vec<&Row> = r.rows.iter().skip(1).collect();
+    rows.sort_by(|a, b| a.drop.total_cmp(&b.drop));
+    rows.iter()
+        .take(n)
+        .map(|x| {
+            format!(
+                "{}: {:+.2} points on {} selection examples",
+                x.label, 0.0 - x.drop + 0.0, x.examples
+            )
+        })
+        .collect()
+}

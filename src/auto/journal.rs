@@ -1,0 +1,257 @@
+//! The journal of an `auto` search: one JSON line per finished candidate in `journal.jsonl` of the
+//! work folder, after a first line with the settings that make results comparable. A search that
+//! is interrupted and started again with the same settings reuses every candidate the journal
+//! holds (whose model file is still there) instead of building and scoring it again. Jobs of a
+//! plan (`--only`) each write a journal of their own under `jobs/`, so that they can run at once;
+//! every journal of the folder is read.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+pub const FILE: &str = "journal.jsonl";
+
+/// What a candidate's results depend on, besides the candidate itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    pub tool_version: String,
+    pub model: PathBuf,
+    pub model_bytes: u64,
+    pub task: String,
+    pub calib_data: PathBuf,
+    pub calib_samples: usize,
+    pub selection: usize,
+    #[serde(default)]
+    pub selection_data: Option<PathBuf>,
+    pub seed: u64,
+    pub max_length: usize,
+    pub device: String,
+}
+
+/// One scored candidate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub id: String,
+    /// The model file, relative to the work folder.
+    pub model: String,
+    /// Seconds spent building it (its structure's build not included for a number format).
+    pub build_seconds: f64,
+    pub params: usize,
+    pub macs: Option<u64>,
+    pub bytes: u64,
+    /// Selection examples scored (all of them, or the first rung when dropped early).
+    pub examples: usize,
+    pub correct: usize,
+    /// The baseline's correct answers on the same examples.
+    pub baseline_correct: usize,
+    /// Stopped after the first rung: out of the budget beyond doubt.
+    pub dropped_early: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Header {
+    settings: Settings,
+}
+
+pub struct Journal {
+    path: PathBuf,
+    entries: BTreeMap<String, Entry>,
+}
+
+impl Journal {
+    /// Opens the journal of `work` (`job`: the job's own, under `jobs/`), creating the folder and
+    /// the file, with the entries of every journal of the folder; refuses one written with other
+    /// settings. A last line cut short by an interruption is ignored.
+    pub fn open(work: &Path, settings: &Settings, job: Option<&str>) -> Result<Journal> {
+        std::fs::create_dir_all(work).with_context(|| format!("--work {}: cannot create the folder", work.display()))?;
+        let path = match job {
+            None => work.join(FILE),
+            Some(id) => {
+                let dir = work.join("jobs");
+                std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
+                dir.join(format!("{id}.jsonl"))
+            }
+        };
+        let mut entries = BTreeMap::new();
+        let jobs = work.join("jobs");
+        let mut others: Vec<PathBuf> = std::fs::read_dir(&jobs)
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        others.push(work.join(FILE));
+        others.retain(|p| *p != path && p.extension().is_some_and(|e| e == "jsonl") && p.is_file());
+        others.sort();
+        for other in &others {
+            let text = std::fs::read_to_string(other).with_context(|| other.display().to_string())?;
+            let mut lines = text.lines();
+            check_header(other, lines.next(), settings)?;
+            for e in lines.filter_map(|l| serde_json::from_str::<Entry>(l).ok()) {
+                entries.insert(e.id.clone(), e);
+            }
+        }
+        if path.is_file() {
+            let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+            let mut lines = text.lines();
+            check_header(&path, lines.next(), settings)?;
+            let own: Vec<Entry> = lines.filter_map(|l| serde_json::from_str::<Entry>(l).ok()).collect();
+            // Rewrite without a torn last line, so that appends start on a line of their own.
+            let mut clean = serde_json::to_string(&Header {
+                settings: settings.clone(),
+            })? + "\n";
+            for e in own {
+                clean += &(serde_json::to_string(&e)? + "\n");
+                entries.insert(e.id.clone(), e);
+            }
+            crate::onnx::io::write_text(&path, &clean)?;
+        } else {
+            let header = serde_json::to_string(&Header {
+                settings: settings.clone(),
+            })?;
+            crate::onnx::io::write_text(&path, &(header + "\n"))?;
+        }
+        Ok(Journal { path, entries })
+    }
+
+    /// The entry of `id` whose model file is still in `work`.
+    pub fn get(&self, id: &str, work: &Path) -> Option<&Entry> {
+        self.entries.get(id).filter(|e| work.join(&e.model).is_file())
+    }
+
+    /// Records a finished candidate (flushed to disk before returning).
+    pub fn append(&mut self, e: Entry) -> Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .with_context(|| self.path.display().to_string())?;
+        f.write_all((serde_json::to_string(&e)? + "\n").as_bytes())
+            .and_then(|_| f.sync_data())
+            .with_context(|| self.path.display().to_string())?;
+        self.entries.insert(e.id.clone(), e);
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Refuses a journal whose first line is not a header of these settings.
+fn check_header(path: &Path, first: Option<&str>, settings: &Settings) -> Result<()> {
+    match first.map(serde_json::from_str::<Header>) {
+        Some(Ok(h)) if h.settings == *settings => Ok(()),
+        Some(Ok(h)) => bail!(
+            "{}: this work folder holds a search with other settings ({}); pass another --work folder or delete this one",
+            path.display(),
+            differences(&h.settings, settings)
+        ),
+        _ => bail!(
+            "{}: not a journal of `auto`; pass another --work folder or delete this file",
+            path.display()
+        ),
+    }
+}
+
+/// The settings that differ, as `key: old → new`.
+fn differences(old: &Settings, new: &Settings) -> String {
+    let (a, b) = (serde_json::to_value(old).unwrap_or_default(), serde_json::to_value(new).unwrap_or_default());
+    let mut out = vec![];
+    if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
+        for (k, v) in a {
+            if b.get(k) != Some(v) {
+                out.push(format!("{k}: {v} → {}", b.get(k).cloned().unwrap_or_default()));
+            }
+        }
+    }
+    out.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(seed: u64) -> Settings {
+        Settings {
+            tool_version: "x".into(),
+            model: "/m.onnx".into(),
+            model_bytes: 10,
+            task: "sst2".into(),
+            calib_data: "/t.tsv".into(),
+            calib_samples: 8,
+            selection: 16,
+            selection_data: None,
+            seed,
+            max_length: 128,
+            device: "cpu".into(),
+        }
+    }
+
+    fn entry(id: &str) -> Entry {
+        Entry {
+            id: id.into(),
+            model: format!("{id}.onnx"),
+            build_seconds: 1.0,
+            params: 5,
+            macs: Some(7),
+            bytes: 9,
+            examples: 16,
+            correct: 15,
+            baseline_correct: 15,
+            dropped_early: false,
+        }
+    }
+
+    #[test]
+    fn entries_survive_a_restart_and_a_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path(), &settings(0), None).unwrap();
+        j.append(entry("a")).unwrap();
+        std::fs::write(dir.path().join("a.onnx"), b"m").unwrap();
+        // An interruption in the middle of the next line.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(FILE))
+            .unwrap();
+        f.write_all(b"{\"id\":\"b\",\"mod").unwrap();
+        let mut j = Journal::open(dir.path(), &settings(0), None).unwrap();
+        assert_eq!(j.len(), 1);
+        assert_eq!(j.get("a", dir.path()), Some(&entry("a")));
+        // A candidate whose model file is gone is not reused.
+        j.append(entry("c")).unwrap();
+        assert!(j.get("c", dir.path()).is_none());
+        let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(text.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()), "{text}");
+    }
+
+    #[test]
+    fn a_jobs_journal_is_its_own_and_every_journal_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Journal::open(dir.path(), &settings(0), Some("p0.60")).unwrap();
+        a.append(entry("p0.60")).unwrap();
+        let mut b = Journal::open(dir.path(), &settings(0), Some("p0.50")).unwrap();
+        b.append(entry("p0.50")).unwrap();
+        for id in ["p0.60", "p0.50"] {
+            std::fs::write(dir.path().join(format!("{id}.onnx")), b"m").unwrap();
+        }
+        let all = Journal::open(dir.path(), &settings(0), None).unwrap();
+        assert_eq!(all.len(), 2);
+        assert!(all.get("p0.60", dir.path()).is_some() && all.get("p0.50", dir.path()).is_some());
+        assert!(dir.path().join("jobs/p0.60.jsonl").is_file());
+        let e = Journal::open(dir.path(), &settings(1), Some("p0.40")).err().unwrap().to_string();
+        assert!(e.contains("other settings"), "{e}");
+    }
+
+    #[test]
+    fn other_settings_are_refused_with_what_differs() {
+        let dir = tempfile::tempdir().unwrap();
+        Journal::open(dir.path(), &settings(0), None).unwrap();
+        let e = Journal::open(dir.path(), &settings(3), None).err().unwrap().to_string();
+        assert!(e.contains("seed: 0 → 3") && e.contains("--work"), "{e}");
+    }
+}

@@ -1,0 +1,885 @@
+//! `auto`: the smallest, leanest or fastest model within an accuracy budget, searched across
+//! calibrated pruning, activation-aware low rank and number formats on the user's machine.
+//!
+//! The training file is split as calibration draws it: the first `calib_samples` of the seeded
+//! draw calibrate, the next `selection` examples choose (so the two never meet, and a recipe's
+//! `calibration` section reproduces the calibration part). Every choice is made on the selection
+//! part; the dev split is read once, at the end, to report the winner's drop beside its selection
+//! drop. Each candidate is a recipe ([`space`]); its structure is built once and each number
+//! format is applied to that build. A candidate is scored on a quarter of the selection first and
+//! dropped there when it is out of the budget beyond doubt ([`select`]). Pruning levels are
+//! searched by bisection (more MACs removed costs more accuracy), then refined between the last
+//! level within the budget and the first beyond it, while the time budget lasts. Speed is measured
+//! paired against the baseline in this process ([`timing`]). The [`journal`] lets an interrupted
+//! search resume.
+
+pub mod front;
+pub mod journal;
+pub mod plan;
+pub mod select;
+pub mod space;
+pub mod timing;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Serialize;
+
+use crate::eval::{self, EvalData, EvalOptions};
+use crate::executor::{self, Output, Plan};
+use crate::glue::Task;
+use crate::onnx::{self, ExternalData, SaveOptions};
+use crate::options::{Named, OptionError};
+use crate::runtime::{Device, SessionOptions};
+
+use front::{AutoReport, DevResult, Row};
+use journal::{Entry, Journal, Settings};
+use select::{Scorer, Selection};
+use space::{Candidate, Common, Structure};
+
+/// What the search optimizes within the accuracy budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    Speed,
+    Size,
+    Macs,
+}
+
+impl Named for Objective {
+    const ALL: &'static [(Self, &'static str, &'static str)] = &[
+        (Objective::Speed, "speed", "fastest, timed paired against the input on this machine"),
+        (Objective::Size, "size", "smallest file"),
+        (Objective::Macs, "macs", "fewest encoder MACs (ties: smallest file)"),
+    ];
+}
+
+/// What one `auto` process does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mode {
+    /// Build, score and choose (bisection over the pruning levels, within the time budget).
+    Search,
+    /// A plan's job: build and score one level (`base`: the number formats alone; `p0.60`;
+    /// `lr0.80`) into a journal of its own, and stop.
+    Only(String),
+    /// Choose from the journals of a plan's jobs; build nothing.
+    Collect,
+}
+
+#[derive(Debug, Clone)]
+pub struct AutoOptions {
+    pub mode: Mode,
+    pub model: PathBuf,
+    pub out: PathBuf,
+    /// Journal, candidates, recipes and the front.
+    pub work: PathBuf,
+    pub task: Task,
+    /// A labelled training file the task's preset reads.
+    pub calib_data: PathBuf,
+    pub calib_samples: usize,
+    pub selection: usize,
+    /// A labelled file to choose on instead of the part of `calib_data` after calibration's draw
+    /// (held-out examples the model was not fine-tuned on).
+    pub selection_data: Option<PathBuf>,
+    pub seed: u64,
+    /// Accuracy points the chosen model may lose on the selection part.
+    pub max_drop: f64,
+    pub objective: Objective,
+    pub time_budget: Duration,
+    pub device: Device,
+    pub threads: usize,
+    pub max_length: usize,
+    /// Encoder MAC fractions kept by calibrated pruning.
+    pub prune: Vec<f64>,
+    /// Parameter fractions kept by activation-aware low rank.
+    pub lowrank: Vec<f64>,
+    /// Number formats (recipe `quantization.method` names) tried on every structure, beside float.
+    pub quant: Vec<&'static str>,
+    /// The GLUE folder and split of the final evaluation.
+    pub data_dir: PathBuf,
+    pub split: String,
+    /// Rounds of paired timing (speed).
+    pub rounds: usize,
+}
+
+impl AutoOptions {
+    /// Checks the values on their own, before anything is read.
+    pub fn validate(&self) -> Result<(), OptionError> {
+        for (flag, grid) in [("prune", &self.prune), ("lowrank", &self.lowrank)] {
+            if let Some(f) = grid.iter().find(|f| !(**f > 0.0 && **f < 1.0)) {
+                return Err(OptionError::new(flag, format!("`{flag}` fractions must lie in (0, 1); got {f}")));
+            }
+        }
+        if !(self.max_drop >= 0.0 && self.max_drop.is_finite()) {
+            return Err(OptionError::new("max_drop", "`max_drop` must be 0 or more (accuracy points)"));
+        }
+        if self.selection < 16 {
+            return Err(OptionError::new("selection", "`selection` must be at least 16 examples"));
+        }
+        if self.calib_samples == 0 {
+            return Err(OptionError::new("calib_samples", "`calib_samples` must be at least 1"));
+        }
+        if self.prune.is_empty() && self.lowrank.is_empty() && self.quant.is_empty() {
+            return Err(OptionError::new("quant", "nothing to search: give `prune`, `lowrank` or `quant` values"));
+        }
+        if self.task.is_regression() {
+            return Err(OptionError::new(
+                "task",
+                format!("{} is scored by correlation; `auto` budgets accuracy (a classification task)", self.task.name()),
+            ));
+        }
+        if let Mode::Only(id) = &self.mode {
+            if !levels(self).iter().any(|l| l.id() == *id) {
+                let known: Vec<String> = levels(self).iter().map(|l| l.id()).collect();
+                return Err(OptionError::new(
+                    "only",
+                    format!("`only` {id}: not a level of this plan ({})", known.join(", ")),
+                ));
+            }
+        }
+        if self.device == Device::Cpu && self.quant.contains(&"fp16") {
+            return Err(OptionError::new("quant", "fp16 is slower than float32 on CPU; try it with `device` cuda"));
+        }
+        Ok(())
+    }
+
+    fn session(&self) -> SessionOptions {
+        SessionOptions {
+            device: self.device,
+            threads: self.threads,
+            ..Default::default()
+        }
+    }
+}
+
+/// The number formats tried by default on a device.
+pub fn default_quant(device: Device) -> Vec<&'static str> {
+    match device {
+        Device::Cpu => vec!["dynamic_per_channel", "static", "static_ort"],
+        Device::Cuda => vec!["fp16", "static"],
+    }
+}
+
+/// Where the search reports: `stage` what runs now, `line` a result that stays.
+pub struct Ui<'a> {
+    pub stage: &'a dyn Fn(&str),
+    pub line: &'a dyn Fn(&str),
+}
+
+/// The search state: the baseline's answers, the journal, what was built and scored.
+struct Search<'a> {
+    o: &'a AutoOptions,
+    ui: &'a Ui<'a>,
+    common: Common,
+    sel: Selection,
+    base: Vec<Option<bool>>,
+    journal: Journal,
+    entries: Vec<(Candidate, Entry)>,
+    failed: Vec<(String, String)>,
+    start: Instant,
+    /// Seconds each structural level took (build and scoring of all its formats), by kind.
+    level_seconds: Vec<(bool, f64)>,
+    /// Structural levels the search still plans (for the time left).
+    levels_left: usize,
+    /// Whether candidates are built (not when collecting a plan's results).
+    build: bool,
+    /// Candidates a collected plan has no result for.
+    missing: Vec<String>,
+    base_macs: Option<u64>,
+}
+
+const CANDIDATES: &str = "candidates";
+const RECIPES: &str = "recipes";
+
+impl Search<'_> {
+    fn elapsed(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    /// Minutes spent of the budget, and the time the levels still planned would take.
+    fn clock(&self) -> String {
+        let budget = self.o.time_budget.as_secs_f64();
+        let mut s = format!("{:.0} of {:.0} min", self.elapsed() / 60.0, budget / 60.0);
+        if !self.level_seconds.is_empty() {
+            let per = self.level_seconds.iter().map(|x| x.1).sum::<f64>() / self.level_seconds.len() as f64;
+            let left = (per * self.levels_left as f64).min((budget - self.elapsed()).max(0.0));
+            s += &format!(", about {:.0} min left", (left / 60.0).ceil());
+        }
+        s
+    }
+
+    fn recipe_text(&self, c: &Candidate) -> String {
+        format!(
+            "# onnx-compress auto: {}. Rebuild with `onnx-compress run THIS.yaml --out MODEL.onnx`.\n{}",
+            c.label(),
+            crate::recipe::to_yaml(&space::recipe(c, &self.common))
+        )
+    }
+
+    /// The candidate's recipe, written to the work folder, and the plan it gives.
+    fn plan(&self, c: &Candidate) -> Result<(PathBuf, Plan)> {
+        let dir = self.o.work.join(RECIPES);
+        std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
+        let path = dir.join(format!("{}.yaml", c.id()));
+        let text = self.recipe_text(c);
+        onnx::io::write_text(&path, &text)?;
+        let loaded = crate::recipe::parse(&text, &path)?;
+        let plan = loaded.plan().map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        plan.validate().map_err(|e| anyhow!("{}: {}", path.display(), e.error))?;
+        Ok((path, plan))
+    }
+
+    fn model_path(&self, c: &Candidate) -> PathBuf {
+        if c.is_baseline() {
+            self.o.model.clone()
+        } else {
+            self.o.work.join(CANDIDATES).join(format!("{}.onnx", c.id()))
+        }
+    }
+
+    /// Builds and scores `c` (its structure first, when not built yet), or takes it from the
+    /// journal. `None`: it failed (recorded in `failed`).
+    fn evaluate(&mut self, c: &Candidate) -> Result<Option<Entry>> {
+        let id = c.id();
+        if let Some((_, e)) = self.entries.iter().find(|(x, _)| x == c) {
+            return Ok(Some(e.clone()));
+        }
+        if self.failed.iter().any(|(f, _)| *f == id) {
+            return Ok(None);
+        }
+        if let Some(e) = self.journal.get(&id, &self.o.work).cloned() {
+            (self.ui.line)(&format!("{}: from the journal", line_of(c, &e, self.o.max_drop)));
+            self.entries.push((c.clone(), e.clone()));
+            return Ok(Some(e));
+        }
+        if !self.build {
+            self.missing.push(id);
+            return Ok(None);
+        }
+        // What the candidate's passes start from.
+        let input = if c.quant.is_some() && c.structure != Structure::None {
+            match self.evaluate(&c.structural())? {
+                Some(_) => self.model_path(&c.structural()),
+                None => {
+                    self.failed.push((id, format!("its structure {} failed", c.structure.id())));
+                    return Ok(None);
+                }
+            }
+        } else {
+            self.o.model.clone()
+        };
+        let (_, full_plan) = self.plan(c)?;
+        let plan = if c.quant.is_some() {
+            Plan {
+                steps: full_plan.steps.last().cloned().into_iter().collect(),
+                calibration: full_plan.calibration.clone(),
+            }
+        } else {
+            full_plan
+        };
+        let out = self.model_path(c);
+        std::fs::create_dir_all(out.parent().unwrap_or(Path::new("."))).ok();
+        let t = Instant::now();
+        let label = c.label();
+        let stage = |s: &str| (self.ui.stage)(&format!("{label} ({}): {s}", self.clock()));
+        let built = executor::execute(
+            &input,
+            &plan,
+            None,
+            Some(&Output {
+                path: out.clone(),
+                external_data: ExternalData::Auto,
+            }),
+            &stage,
+        );
+        let outcome = match built {
+            Ok(o) => o,
+            Err(e) => {
+                let msg = executor::render_error(&e, &|_, f| f.to_string());
+                (self.ui.line)(&format!("{}: failed: {msg}", c.label()));
+                self.failed.push((id, msg));
+                return Ok(None);
+            }
+        };
+        let build_seconds = t.elapsed().as_secs_f64();
+        // A number format keeps the MACs of what it was applied to (a quantized graph is not
+        // mapped again).
+        let macs = match (c.quant, c.structure) {
+            (None, _) => executor::encoder_macs(&outcome.model),
+            (Some(_), Structure::None) => self.base_macs,
+            (Some(_), _) => self
+                .entries
+                .iter()
+                .find(|(x, _)| *x == c.structural())
+                .and_then(|(_, e)| e.macs),
+        };
+        stage("scoring on the selection");
+        let mut scorer = Scorer::open(&out, &self.o.session(), &self.sel)?;
+        scorer.score(&self.sel, false)?;
+        let dropped_early =
+            self.sel.rung < self.sel.len() && select::out_of_budget(&self.base, &scorer.right, self.o.max_drop);
+        if !dropped_early {
+            scorer.score(&self.sel, true)?;
+        }
+        let (examples, correct) = scorer.counts();
+        let baseline_correct = scorer
+            .right
+            .iter()
+            .zip(&self.base)
+            .filter(|(c, b)| c.is_some() && **b == Some(true))
+            .count();
+        let e = Entry {
+            id,
+            model: format!("{CANDIDATES}/{}.onnx", c.id()),
+            build_seconds,
+            params: executor::weight_elements(&outcome.model),
+            macs,
+            bytes: file_size(&out),
+            examples,
+            correct,
+            baseline_correct,
+            dropped_early,
+        };
+        self.journal.append(e.clone())?;
+        (self.ui.line)(&line_of(c, &e, self.o.max_drop));
+        self.entries.push((c.clone(), e.clone()));
+        Ok(Some(e))
+    }
+
+    /// Builds a structure and its number formats; whether any of them is within the budget.
+    fn level(&mut self, s: Structure) -> Result<bool> {
+        let t = Instant::now();
+        let mut any = false;
+        // The input in float is the baseline, not a candidate.
+        let float = (s != Structure::None).then_some(None);
+        let formats: Vec<Option<&'static str>> = float.into_iter().chain(self.o.quant.iter().map(|q| Some(*q))).collect();
+        for q in formats {
+            let c = Candidate { structure: s, quant: q };
+            if let Some(e) = self.evaluate(&c)? {
+                any |= within(&e, self.o.max_drop);
+            }
+        }
+        self.level_seconds
+            .push((matches!(s, Structure::Prune(_)), t.elapsed().as_secs_f64()));
+        Ok(any)
+    }
+
+    /// Whether a level of this kind likely fits in the time left (keeping a reserve for timing
+    /// and the final evaluation); the first of a kind always runs.
+    fn affordable(&self, prune: bool) -> Option<f64> {
+        let past: Vec<f64> = self
+            .level_seconds
+            .iter()
+            .filter(|(p, _)| *p == prune)
+            .map(|x| x.1)
+            .collect();
+        let budget = self.o.time_budget.as_secs_f64();
+        let reserve = (budget * 0.1).min(180.0);
+        if past.is_empty() {
+            return (self.elapsed() + reserve < budget).then_some(0.0);
+        }
+        let estimate = past.iter().sum::<f64>() / past.len() as f64;
+        (self.elapsed() + estimate + reserve <= budget).then_some(estimate)
+    }
+}
+
+/// `p0.60 + static_ort: selection 0.9121 (−0.20 points) within the budget`.
+fn line_of(c: &Candidate, e: &Entry, max_drop: f64) -> String {
+    let drop = drop_points(e);
+    let verdict = if e.dropped_early {
+        format!("out of the budget (dropped after {} examples)", e.examples)
+    } else if drop <= max_drop {
+        "within the budget".into()
+    } else {
+        "out of the budget".into()
+    };
+    format!(
+        "{}: selection {:.4} ({:+.2} points) {verdict}",
+        c.label(),
+        e.correct as f64 / e.examples.max(1) as f64,
+        0.0 - drop + 0.0
+    )
+}
+
+/// Accuracy points lost against the baseline on the same selection examples.
+pub fn drop_points(e: &Entry) -> f64 {
+    (e.baseline_correct as f64 - e.correct as f64) / e.examples.max(1) as f64 * 100.0
+}
+
+fn within(e: &Entry, max_drop: f64) -> bool {
+    !e.dropped_early && drop_points(e) <= max_drop + 1e-9
+}
+
+fn file_size(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+/// The midpoint of two levels, rounded to 0.01, if it is a new level between them.
+fn midpoint(a: f64, b: f64) -> Option<f64> {
+    let m = ((a + b) / 2.0 * 100.0).round() / 100.0;
+    (m > a.min(b) + 1e-9 && m < a.max(b) - 1e-9).then_some(m)
+}
+
+/// Runs the search; writes the winner to `out`, its recipe and the front into the work folder.
+/// ONNX Runtime must be initialized. Without a winner, the report's `winner` is `None` and nothing
+/// but the journal (and the candidates) is written.
+pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
+    let start = Instant::now();
+    let dev_file = o
+        .task
+        .data_file(&o.data_dir, &o.split)
+        .map_err(|e| anyhow!("the final evaluation needs the {} split: {e}", o.split))?;
+    if let Some(f) = &o.selection_data {
+        if std::fs::canonicalize(f).ok() == std::fs::canonicalize(&dev_file).ok() {
+            bail!(
+                "--selection-data {} is the {} split the result is reported on: choose on other examples",
+                f.display(),
+                o.split
+            );
+        }
+    }
+    (ui.stage)("reading the model");
+    let proto = onnx::load(&o.model)?;
+    let (mut tokenizer, _) = eval::load_tokenizer(&o.model, &proto, None)?;
+    (ui.stage)("reading the training file");
+    let source = crate::data::Source {
+        path: o.calib_data.clone(),
+        format: None,
+        columns: Default::default(),
+        task: Some(o.task),
+    };
+    let total = crate::data::read_texts(&source)
+        .with_context(|| format!("--calib-data {}", o.calib_data.display()))?
+        .texts
+        .len();
+    // The selection: the examples drawn after calibration's, or a held-out file's own draw.
+    let (split, sel_file) = match &o.selection_data {
+        None => (select::split(total, o.calib_samples, o.selection, o.seed, &o.calib_data)?, &o.calib_data),
+        Some(f) => {
+            let n = crate::data::read_texts(&crate::data::Source {
+                path: f.clone(),
+                ..source.clone()
+            })
+            .with_context(|| format!("--selection-data {}", f.display()))?
+            .texts
+            .len();
+            (select::split_apart(total, o.calib_samples, n, o.selection, o.seed, f)?, f)
+        }
+    };
+    let batch_size = o.task.default_batch_size();
+    let sel = Selection::new(sel_file, o.task, &split.selection, &mut tokenizer, o.max_length, batch_size)?;
+    let settings = Settings {
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        model: o.model.clone(),
+        model_bytes: file_size(&o.model),
+        task: o.task.name().into(),
+        calib_data: o.calib_data.clone(),
+        calib_samples: o.calib_samples,
+        selection: o.selection,
+        selection_data: o.selection_data.clone(),
+        seed: o.seed,
+        max_length: o.max_length,
+        device: o.device.name().into(),
+    };
+    let job = match &o.mode {
+        Mode::Only(id) => Some(id.as_str()),
+        _ => None,
+    };
+    let journal = Journal::open(&o.work, &settings, job)?;
+    (ui.line)(&match &o.selection_data {
+        None => format!(
+            "{}: {} examples; calibration {} and selection {} (disjoint, seed {}); {} candidates in the journal",
+            o.calib_data.display(),
+            total,
+            split.calibration.len(),
+            split.selection.len(),
+            o.seed,
+            journal.len()
+        ),
+        Some(f) => format!(
+            "calibration: {} of {} examples of {}; selection: {} of {} examples of {} (seed {}); {} candidates in the journal",
+            split.calibration.len(),
+            total,
+            o.calib_data.display(),
+            split.selection.len(),
+            split.selection_total,
+            f.display(),
+            o.seed,
+            journal.len()
+        ),
+    });
+    (ui.stage)("scoring the input on the selection");
+    let mut base_scorer = Scorer::open(&o.model, &o.session(), &sel)?;
+    base_scorer.score(&sel, true)?;
+    let base = base_scorer.right.clone();
+    drop(base_scorer);
+    let base_acc = base.iter().filter(|r| **r == Some(true)).count() as f64 / sel.len() as f64;
+    (ui.line)(&format!("input: selection accuracy {base_acc:.4}"));
+
+    let mut s = Search {
+        o,
+        ui,
+        common: Common {
+            model: o.model.clone(),
+            task: o.task,
+            calib_data: o.calib_data.clone(),
+            calib_samples: o.calib_samples,
+            seed: o.seed,
+            max_length: o.max_length,
+            threads: o.threads,
+            cuda: o.device == Device::Cuda,
+            data_dir: o.data_dir.clone(),
+            split: o.split.clone(),
+        },
+        sel,
+        base,
+        journal,
+        entries: vec![],
+        failed: vec![],
+        start,
+        level_seconds: vec![],
+        levels_left: 0,
+        build: o.mode != Mode::Collect,
+        missing: vec![],
+        base_macs: executor::encoder_macs(&proto),
+    };
+    let mut skipped = vec![];
+    match &o.mode {
+        Mode::Search => search(&mut s, &mut skipped)?,
+        Mode::Only(id) => {
+            s.level(parse_level(id, o)?)?;
+        }
+        Mode::Collect => {
+            for level in levels(o) {
+                s.level(level)?;
+            }
+        }
+    }
+    if let Mode::Only(_) = o.mode {
+        // A job ends with its journal; the collecting process chooses.
+        let journal = o.work.join("jobs").join(format!("{}.jsonl", job.unwrap_or_default()));
+        return Ok(job_report(o, &s, journal, start));
+    }
+    finish(o, s, skipped, &proto, split, total, base_acc, batch_size, dev_file, start, sel_file.clone())
+}
+
+/// The levels of a plan: the number formats alone, every pruning level, every low-rank level.
+pub fn levels(o: &AutoOptions) -> Vec<Structure> {
+    let mut v = vec![Structure::None];
+    v.extend(o.prune.iter().map(|&f| Structure::Prune(f)));
+    v.extend(o.lowrank.iter().map(|&f| Structure::Lowrank(f)));
+    v
+}
+
+/// The level a job id names (`base`, `p0.60`, `lr0.80`), which must be one of the plan's (see
+/// [`AutoOptions::validate`]).
+fn parse_level(id: &str, o: &AutoOptions) -> Result<Structure> {
+    levels(o)
+        .into_iter()
+        .find(|l| l.id() == id)
+        .ok_or_else(|| anyhow!("--only {id}: not a level of this plan"))
+}
+
+/// What a job reports: its candidates, nothing chosen.
+fn job_report(o: &AutoOptions, s: &Search, journal: PathBuf, start: Instant) -> AutoReport {
+    let rows = s
+        .entries
+        .iter()
+        .map(|(c, e)| {
+            let base = front::Base {
+                macs: s.base_macs,
+                bytes: file_size(&o.model),
+                max_drop: o.max_drop,
+            };
+            front::row(c, e, None, s.model_path(c), Some(o.work.join(RECIPES).join(format!("{}.yaml", c.id()))), &base)
+        })
+        .collect();
+    AutoReport {
+        date: crate::history::now_utc(),
+        machine: crate::bench::machine(),
+        model: o.model.clone(),
+        out: None,
+        work: o.work.clone(),
+        task: o.task,
+        objective: o.objective,
+        max_drop: o.max_drop,
+        train_examples: 0,
+        calibration_examples: o.calib_samples,
+        selection_file: o.selection_data.clone().unwrap_or_else(|| o.calib_data.clone()),
+        selection_examples: s.sel.len(),
+        seed: o.seed,
+        baseline_selection_accuracy: s.base.iter().filter(|r| **r == Some(true)).count() as f64 / s.sel.len().max(1) as f64,
+        rows,
+        winner: None,
+        dev: None,
+        failed: s.failed.clone(),
+        skipped: vec![],
+        missing: vec![],
+        recipe: None,
+        files: vec![journal],
+        wall_seconds: start.elapsed().as_secs_f64(),
+    }
+}
+
+/// Bisection over the pruning levels, refined twice, then the low-rank levels, while the time
+/// budget lasts.
+fn search(s: &mut Search, skipped: &mut Vec<String>) -> Result<()> {
+    let o = s.o;
+    // Number formats alone.
+    s.level(Structure::None)?;
+    // Pruning levels by bisection: `lo` the last level within the budget, `hi` the first beyond.
+    let mut levels = o.prune.clone();
+    levels.sort_by(|a, b| b.total_cmp(a));
+    levels.dedup();
+    let (mut lo, mut hi): (Option<f64>, Option<f64>) = (None, None);
+    let mut pending = levels.clone();
+    let mut refinements = 2;
+    loop {
+        // Untried levels between lo and hi.
+        pending.retain(|&f| lo.is_none_or(|l| f < l) && hi.is_none_or(|h| f > h));
+        let next = if !pending.is_empty() {
+            Some(pending[pending.len() / 2])
+        } else if refinements > 0 {
+            refinements -= 1;
+            match (lo, hi) {
+                (Some(l), Some(h)) => midpoint(l, h),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        let Some(f) = next else { break };
+        // Bisection halves what is pending; the refinements follow; then the low-rank levels.
+        s.levels_left = (usize::BITS - pending.len().leading_zeros()) as usize + refinements + o.lowrank.len();
+        if s.affordable(true).is_none() {
+            skipped.push(format!("prune to {:.0}% MACs: not tried, the time budget would run out", f * 100.0));
+            pending.retain(|&x| x != f);
+            continue;
+        }
+        if s.level(Structure::Prune(f))? {
+            lo = Some(f);
+        } else {
+            hi = Some(f);
+        }
+        pending.retain(|&x| x != f);
+    }
+    for (k, &f) in o.lowrank.iter().enumerate() {
+        s.levels_left = o.lowrank.len() - k;
+        if s.affordable(false).is_none() {
+            skipped.push(format!("low rank to {:.0}% params: not tried, the time budget would run out", f * 100.0));
+            continue;
+        }
+        s.level(Structure::Lowrank(f))?;
+    }
+    Ok(())
+}
+
+/// Times what is within the budget, chooses, evaluates on dev once, writes the winner, its
+/// recipe and the front.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    o: &AutoOptions,
+    s: Search,
+    skipped: Vec<String>,
+    proto: &crate::onnx::ModelProto,
+    split: select::Split,
+    total: usize,
+    base_acc: f64,
+    batch_size: usize,
+    dev_file: PathBuf,
+    start: Instant,
+    selection_file: PathBuf,
+) -> Result<AutoReport> {
+    let ui = s.ui;
+    // Rows, the speed of those within the budget, the front and the winner.
+    let base_params = executor::weight_elements(proto);
+    let base_macs = executor::encoder_macs(proto);
+    let base_bytes = file_size(&o.model);
+    let baseline = Entry {
+        id: "base".into(),
+        model: o.model.display().to_string(),
+        build_seconds: 0.0,
+        params: base_params,
+        macs: base_macs,
+        bytes: base_bytes,
+        examples: s.sel.len(),
+        correct: s.base.iter().filter(|r| **r == Some(true)).count(),
+        baseline_correct: s.base.iter().filter(|r| **r == Some(true)).count(),
+        dropped_early: false,
+    };
+    let mut all: Vec<(Candidate, Entry)> = vec![(
+        Candidate {
+            structure: Structure::None,
+            quant: None,
+        },
+        baseline,
+    )];
+    all.extend(s.entries.iter().cloned());
+    let mut speeds = vec![None; all.len()];
+    if o.objective == Objective::Speed {
+        let timed: Vec<usize> = (0..all.len())
+            .filter(|&i| i == 0 || within(&all[i].1, o.max_drop))
+            .collect();
+        if timed.len() > 1 {
+            let paths: Vec<PathBuf> = timed.iter().map(|&i| s.model_path(&all[i].0)).collect();
+            let batches = &s.sel.timing[..s.sel.timing.len().min(8)];
+            let stage = ui.stage;
+            let r = timing::paired(&paths, batches, &o.session(), o.rounds, &|r, n| {
+                stage(&format!("timing {} models paired with the input: round {}/{n}", paths.len(), r + 1))
+            })?;
+            for (k, &i) in timed.iter().enumerate() {
+                speeds[i] = Some(r[k].clone());
+            }
+        }
+    }
+    let mut rows: Vec<Row> = all
+        .iter()
+        .zip(&speeds)
+        .map(|((c, e), sp)| {
+            let recipe = (!c.is_baseline()).then(|| o.work.join(RECIPES).join(format!("{}.yaml", c.id())));
+            let base = front::Base {
+                macs: base_macs,
+                bytes: base_bytes,
+                max_drop: o.max_drop,
+            };
+            front::row(c, e, sp.clone(), s.model_path(c), recipe, &base)
+        })
+        .collect();
+    front::mark_front(&mut rows, o.objective);
+    let winner = front::winner(&rows, o.objective);
+
+    let mut report = AutoReport {
+        date: crate::history::now_utc(),
+        machine: crate::bench::machine(),
+        model: o.model.clone(),
+        out: None,
+        work: o.work.clone(),
+        task: o.task,
+        objective: o.objective,
+        max_drop: o.max_drop,
+        train_examples: total,
+        calibration_examples: split.calibration.len(),
+        selection_file,
+        selection_examples: s.sel.len(),
+        seed: o.seed,
+        baseline_selection_accuracy: base_acc,
+        rows,
+        winner: winner.clone(),
+        dev: None,
+        failed: s.failed.clone(),
+        skipped,
+        missing: s.missing.clone(),
+        recipe: None,
+        files: vec![],
+        wall_seconds: 0.0,
+    };
+    let Some(w) = winner else {
+        report.winner = None;
+        report.wall_seconds = start.elapsed().as_secs_f64();
+        return Ok(report);
+    };
+    let wi = report.rows.iter().position(|r| r.id == w).expect("the winner is a row");
+    let wc = all[wi].0.clone();
+
+    // The dev split, read once: the input and the winner.
+    let dev = |path: &Path| -> Result<eval::EvalReport> {
+        eval::evaluate(
+            path,
+            &EvalOptions {
+                task: Some(o.task),
+                data: EvalData::Glue {
+                    dir: o.data_dir.clone(),
+                    split: o.split.clone(),
+                },
+                labels: None,
+                batch_size,
+                max_length: o.max_length,
+                warmup: 0,
+                measure: 0,
+                limit: None,
+                bucket: true,
+                tokenizer: None,
+                session: o.session(),
+            },
+            &|done, total| (ui.stage)(&format!("evaluating on {}: batch {done}/{total}", dev_file.display())),
+        )
+    };
+    let base_dev = dev(&o.model)?;
+    let win_path = s.model_path(&wc);
+    let win_dev = dev(&win_path)?;
+    let acc = |r: &eval::EvalReport| r.metrics.accuracy.unwrap_or(f64::NAN);
+    let sel_drop = report.rows[wi].drop;
+    report.dev = Some(DevResult {
+        file: dev_file.clone(),
+        examples: base_dev.examples,
+        baseline_accuracy: acc(&base_dev),
+        accuracy: acc(&win_dev),
+        drop: (acc(&base_dev) - acc(&win_dev)) * 100.0,
+        selection_drop: sel_drop,
+        gap: (acc(&base_dev) - acc(&win_dev)) * 100.0 - sel_drop,
+    });
+
+    // The winner, its recipe, the front.
+    (ui.stage)("writing");
+    let model = onnx::load(&win_path)?;
+    onnx::save(
+        &model,
+        &o.out,
+        &SaveOptions {
+            external_data: ExternalData::Auto,
+            protect: vec![o.model.clone()],
+        },
+    )?;
+    report.out = Some(o.out.clone());
+    let recipe = o.work.join("recipe.yaml");
+    onnx::io::write_text(&recipe, &s.recipe_text(&wc))?;
+    report.recipe = Some(recipe.clone());
+    report.wall_seconds = start.elapsed().as_secs_f64();
+    report.files = front::write(&report, &o.work)?;
+    report.files.insert(0, recipe);
+    Ok(report)
+}
+
+/// Parses a time budget: `90s`, `30m`, `1.5h` (a unit is required).
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let t = s.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len()));
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| anyhow!("--time-budget {s}: expected a number and a unit, such as 90s, 30m or 2h"))?;
+    let secs = match unit.trim() {
+        "s" | "sec" => n,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        "" => bail!("--time-budget {s}: give a unit: s, m or h (e.g. 30m)"),
+        u => bail!("--time-budget {s}: unknown unit '{u}' (s, m, h)"),
+    };
+    if !(secs > 0.0 && secs.is_finite()) {
+        bail!("--time-budget {s}: must be more than 0");
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_need_a_unit() {
+        assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
+        assert!(parse_duration("30").unwrap_err().to_string().contains("unit"));
+        assert!(parse_duration("0m").is_err());
+        assert!(parse_duration("5d").unwrap_err().to_string().contains("unknown unit"));
+    }
+
+    #[test]
+    fn midpoints_are_new_levels_rounded_to_a_percent() {
+        assert_eq!(midpoint(0.6, 0.5), Some(0.55));
+        assert!(midpoint(0.55, 0.5).is_some_and(|m| m > 0.5 && m < 0.55));
+        assert_eq!(midpoint(0.51, 0.5), None);
+    }
+}

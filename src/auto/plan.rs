@@ -1,0 +1,225 @@
+//! A search spread over processes or machines without a distributed layer of its own: every level
+//! (the number formats alone, each pruning level, each low-rank level) is an independent job,
+//! `onnx-compress auto ... --only LEVEL`, that builds and scores into a journal of its own in the
+//! shared work folder; `auto ... --collect DIR` then chooses from all of them. The plan is written
+//! as `jobs.txt` (one command per line, for job arrays and GNU parallel), a `Makefile` (`make -j`)
+//! and `collect.sh`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+use super::{levels, AutoOptions};
+use crate::options::Named;
+
+/// A shell word: as it is when plain, else in single quotes.
+pub fn quote(s: &str) -> String {
+    if !s.is_empty()
+        && s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./,:=+@%".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+fn list(v: &[f64]) -> String {
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(",")
+    }
+}
+
+/// The flags that reproduce `o` (every path absolute), without the mode flags.
+pub fn args(o: &AutoOptions) -> Vec<String> {
+    let p = |x: &Path| x.display().to_string();
+    let mut a = vec![
+        "auto".to_string(),
+        p(&o.model),
+        p(&o.out),
+        "--task".into(),
+        o.task.name().into(),
+        "--calib-data".into(),
+        p(&o.calib_data),
+        "--calib-samples".into(),
+        o.calib_samples.to_string(),
+        "--selection".into(),
+        o.selection.to_string(),
+    ];
+    if let Some(f) = &o.selection_data {
+        a.extend(["--selection-data".into(), p(f)]);
+    }
+    a.extend([
+        "--seed".into(),
+        o.seed.to_string(),
+        "--max-drop".into(),
+        o.max_drop.to_string(),
+        "--objective".into(),
+        o.objective.name().into(),
+        "--prune".into(),
+        list(&o.prune),
+        "--lowrank".into(),
+        list(&o.lowrank),
+        "--quant".into(),
+        if o.quant.is_empty() {
+            "none".into()
+        } else {
+            o.quant.join(",")
+        },
+        "--device".into(),
+        o.device.name().into(),
+        "--threads".into(),
+        o.threads.to_string(),
+        "--max-length".into(),
+        o.max_length.to_string(),
+        "--data".into(),
+        p(&o.data_dir),
+        "--split".into(),
+        o.split.clone(),
+        "--rounds".into(),
+        o.rounds.to_string(),
+    ]);
+    a
+}
+
+fn line(exe: &Path, args: &[String]) -> String {
+    std::iter::once(exe.display().to_string())
+        .chain(args.iter().cloned())
+        .map(|w| quote(&w))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The written plan.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Written {
+    pub dir: PathBuf,
+    /// (level id, command) per job.
+    pub jobs: Vec<(String, String)>,
+    pub collect: String,
+    pub files: Vec<PathBuf>,
+}
+
+/// Writes `jobs.txt`, `Makefile` and `collect.sh` into the work folder; `exe` is the binary the
+/// commands run.
+pub fn write(o: &AutoOptions, exe: &Path) -> Result<Written> {
+    let dir = &o.work;
+    std::fs::create_dir_all(dir).with_context(|| format!("--plan {}: cannot create the folder", dir.display()))?;
+    let base = args(o);
+    let jobs: Vec<(String, String)> = levels(o)
+        .iter()
+        .filter(|l| **l != super::Structure::None || !o.quant.is_empty())
+        .map(|l| {
+            let mut a = base.clone();
+            a.extend([
+                "--work".into(),
+                dir.display().to_string(),
+                "--only".into(),
+                l.id(),
+                "-q".into(),
+            ]);
+            (l.id(), line(exe, &a))
+        })
+        .collect();
+    let mut c = base.clone();
+    c.extend(["--collect".into(), dir.display().to_string()]);
+    let collect = line(exe, &c);
+
+    let jobs_txt: String = jobs.iter().map(|(_, l)| format!("{l}\n")).collect();
+    let mut make = format!(
+        "# onnx-compress auto: one target per level; `make -j N -f {mk}` runs them, then `sh {sh}` chooses.\n\
+         DONE := {done}\n\
+         JOBS := {targets}\n\n\
+         all: $(JOBS)\n\n",
+        mk = quote(&dir.join("Makefile").display().to_string()),
+        sh = quote(&dir.join("collect.sh").display().to_string()),
+        done = dir.join("done").display(),
+        targets = jobs
+            .iter()
+            .map(|(id, _)| format!("$(DONE)/{id}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    for (id, l) in &jobs {
+        make += &format!("$(DONE)/{id}:\n\t{}\n\tmkdir -p $(DONE) && touch $@\n\n", l.replace('$', "$$"));
+    }
+    make += ".PHONY: all\n";
+    let sh = format!("#!/bin/sh\n# Chooses from the jobs' journals (after jobs.txt or the Makefile ran).\nexec {collect} \"$@\"\n");
+    let mut files = vec![];
+    for (name, text) in [("jobs.txt", jobs_txt), ("Makefile", make), ("collect.sh", sh)] {
+        let p = dir.join(name);
+        crate::onnx::io::write_text(&p, &text)?;
+        files.push(p);
+    }
+    Ok(Written {
+        dir: dir.clone(),
+        jobs,
+        collect,
+        files,
+    })
+}
+
+/// Runs the plan's jobs here, `n` at a time (each job's output in `jobs/ID.log`); `tick` hears
+/// (done, total). A failed job is an error naming it and its log.
+pub fn run_local(w: &Written, n: usize, tick: &dyn Fn(usize, usize)) -> Result<()> {
+    let logs = w.dir.join("jobs");
+    std::fs::create_dir_all(&logs).with_context(|| logs.display().to_string())?;
+    let mut queue = w.jobs.iter();
+    let mut running: Vec<(String, PathBuf, std::process::Child)> = vec![];
+    let (total, mut done) = (w.jobs.len(), 0);
+    let mut failed = vec![];
+    loop {
+        while running.len() < n.max(1) {
+            let Some((id, cmd)) = queue.next() else { break };
+            let log = logs.join(format!("{id}.log"));
+            let f = std::fs::File::create(&log).with_context(|| log.display().to_string())?;
+            let child = Command::new("sh")
+                .arg("-c")
+                .arg(cmd)
+                .stdout(Stdio::from(f.try_clone()?))
+                .stderr(Stdio::from(f))
+                .spawn()
+                .with_context(|| format!("starting job {id}"))?;
+            running.push((id.clone(), log, child));
+        }
+        if running.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let mut k = 0;
+        while k < running.len() {
+            if let Some(status) = running[k].2.try_wait()? {
+                let (id, log, _) = running.remove(k);
+                done += 1;
+                tick(done, total);
+                if !status.success() {
+                    failed.push(format!("{id} (see {})", log.display()));
+                }
+            } else {
+                k += 1;
+            }
+        }
+    }
+    if !failed.is_empty() {
+        bail!("jobs failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quote;
+
+    #[test]
+    fn words_are_quoted_only_when_needed() {
+        assert_eq!(quote("/a/b.onnx"), "/a/b.onnx");
+        assert_eq!(quote("0.8,0.7"), "0.8,0.7");
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote("it's"), r"'it'\''s'");
+        assert_eq!(quote(""), "''");
+    }
+}

@@ -1,0 +1,177 @@
+//! The search space of `auto`: a structural change (none, calibrated pruning to a MAC fraction,
+//! activation-aware low rank to a parameter fraction) followed by a number format (float, or a
+//! `quantization.method` of recipes). Each candidate is a recipe, so that `run` rebuilds it.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::glue::Task;
+use crate::recipe::{
+    CalibrationSection, DataSection, DeviceSection, EvalSection, LowrankSection, ModelSection, PruneSection,
+    QuantizationSection, Recipe,
+};
+
+/// What changes the model's shape (or nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "fraction")]
+pub enum Structure {
+    None,
+    /// Calibrated pruning keeping this fraction of the encoder MACs.
+    Prune(f64),
+    /// Activation-aware low rank keeping this fraction of the encoder's parameters.
+    Lowrank(f64),
+}
+
+impl Structure {
+    /// Short id: `base`, `p0.60`, `lr0.80`.
+    pub fn id(self) -> String {
+        match self {
+            Structure::None => "base".into(),
+            Structure::Prune(f) => format!("p{f:.2}"),
+            Structure::Lowrank(f) => format!("lr{f:.2}"),
+        }
+    }
+
+    pub fn label(self) -> String {
+        match self {
+            Structure::None => "unchanged".into(),
+            Structure::Prune(f) => format!("prune to {:.0}% MACs", f * 100.0),
+            Structure::Lowrank(f) => format!("low rank to {:.0}% params", f * 100.0),
+        }
+    }
+}
+
+/// The number formats `auto` may try (recipe `quantization.method` names), in the order tried.
+pub const QUANT_METHODS: &[&str] = &["dynamic_per_channel", "static", "static_ort", "fp16"];
+
+/// One candidate: a structure, then a number format (`None`: float as it was).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub structure: Structure,
+    pub quant: Option<&'static str>,
+}
+
+impl Candidate {
+    /// Unique, file-name safe: `p0.60+static_ort`.
+    pub fn id(&self) -> String {
+        match self.quant {
+            None => self.structure.id(),
+            Some(q) => format!("{}+{q}", self.structure.id()),
+        }
+    }
+
+    /// For tables: `prune to 60% MACs + static_ort`.
+    pub fn label(&self) -> String {
+        match (self.structure, self.quant) {
+            (Structure::None, None) => "baseline".into(),
+            (Structure::None, Some(q)) => q.into(),
+            (s, None) => s.label(),
+            (s, Some(q)) => format!("{} + {q}", s.label()),
+        }
+    }
+
+    /// The candidate's structure alone (what its number format is applied to).
+    pub fn structural(&self) -> Candidate {
+        Candidate {
+            structure: self.structure,
+            quant: None,
+        }
+    }
+
+    pub fn is_baseline(&self) -> bool {
+        self.structure == Structure::None && self.quant.is_none()
+    }
+}
+
+/// What every candidate's recipe shares: the model, the task, the calibration draw and how `run`
+/// evaluates it.
+#[derive(Debug, Clone)]
+pub struct Common {
+    /// Absolute paths, so that the recipe means the same from any folder.
+    pub model: PathBuf,
+    pub task: Task,
+    pub calib_data: PathBuf,
+    pub calib_samples: usize,
+    pub seed: u64,
+    pub max_length: usize,
+    pub threads: usize,
+    pub cuda: bool,
+    /// The GLUE folder and split `run` evaluates on.
+    pub data_dir: PathBuf,
+    pub split: String,
+}
+
+/// The recipe that builds `c`.
+pub fn recipe(c: &Candidate, common: &Common) -> Recipe {
+    let mut prune = PruneSection::default();
+    let mut lowrank = LowrankSection::default();
+    match c.structure {
+        Structure::None => {}
+        Structure::Prune(f) => prune.target_macs = Some(f),
+        Structure::Lowrank(f) => {
+            lowrank.enable = true;
+            lowrank.target_params = Some(f);
+        }
+    }
+    let quantization = match c.quant {
+        None => QuantizationSection::default(),
+        Some(m) => QuantizationSection {
+            enable: true,
+            method: Some(m.into()),
+            ..Default::default()
+        },
+    };
+    Recipe {
+        name: Some(format!("auto: {}", c.label())),
+        model: ModelSection {
+            model_name: common.model.clone(),
+            should_train: None,
+        },
+        data: DataSection {
+            task: common.task.name().into(),
+            batch_size: None,
+            shuffle: false,
+            max_input_length: common.max_length,
+            split: common.split.clone(),
+            dir: Some(common.data_dir.clone()),
+        },
+        device: DeviceSection { cuda: common.cuda },
+        prune,
+        quantization,
+        rmt_lowrank: lowrank,
+        calibration: Some(CalibrationSection {
+            data: common.calib_data.clone(),
+            samples: common.calib_samples,
+            seed: common.seed,
+        }),
+        eval: EvalSection {
+            threads: common.threads,
+            ..Default::default()
+        },
+        trainer: None,
+        logging: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_distinct_and_name_the_parts() {
+        let c = Candidate {
+            structure: Structure::Prune(0.6),
+            quant: Some("static_ort"),
+        };
+        assert_eq!(c.id(), "p0.60+static_ort");
+        assert_eq!(c.label(), "prune to 60% MACs + static_ort");
+        assert_eq!(c.structural().id(), "p0.60");
+        assert_eq!(Structure::Lowrank(0.8).id(), "lr0.80");
+        assert!(Candidate {
+            structure: Structure::None,
+            quant: None
+        }
+        .is_baseline());
+    }
+}

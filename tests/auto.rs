@@ -1,0 +1,385 @@
+//! `auto`: the search chooses on a selection part disjoint from calibration, writes the winner and
+//! a recipe that `run` rebuilds byte for byte, resumes an interrupted search from its journal to
+//! the same result, refuses bad flags before reading anything, and writes nothing when no
+//! candidate is within the budget. Run on the shared SST-2 model with small samples (the search
+//! itself is measured in bench/RESULTS.md).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use onnx_compress::testkit::shared::require;
+use serde_json::Value;
+
+mod common;
+
+use common::{assert_clean_error, bin, have_ort, s, text};
+
+const SST2: &str = "models/minilm-l6-sst2/model.onnx";
+const TRAIN: &str = "data/glue/sst2/train.tsv";
+
+struct Shared {
+    model: PathBuf,
+    train: PathBuf,
+    glue: PathBuf,
+}
+
+fn shared(what: &str) -> Option<Shared> {
+    let model = require(SST2, what)?;
+    let train = require(TRAIN, what)?;
+    if !have_ort(what) {
+        return None;
+    }
+    let glue = train.parent()?.parent()?.to_path_buf();
+    Some(Shared { model, train, glue })
+}
+
+/// A small search: two low-rank levels and two INT8 forms (eight candidates), chosen by MACs.
+fn small_args(sh: &Shared, out: &Path, work: &Path, max_drop: &str) -> Vec<String> {
+    [
+        "auto",
+        s(&sh.model),
+        s(out),
+        "--task",
+        "sst2",
+        "--calib-data",
+        s(&sh.train),
+        "--calib-samples",
+        "32",
+        "--selection",
+        "64",
+        "--prune",
+        "none",
+        "--lowrank",
+        "0.9,0.8",
+        "--quant",
+        "dynamic_per_channel,static",
+        "--objective",
+        "macs",
+        "--max-drop",
+        max_drop,
+        "--time-budget",
+        "30m",
+        "--work",
+        s(work),
+        "--data",
+        s(&sh.glue),
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect()
+}
+
+fn json(out: &std::process::Output, what: &str) -> Value {
+    assert!(out.status.success(), "{what} failed:\n{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{what}: not JSON ({e}):\n{}", text(&out.stdout)))
+}
+
+/// What must not depend on an interruption: each row's id, counts and measures.
+fn rows_key(r: &Value) -> Vec<String> {
+    r["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            format!(
+                "{} {} {} {} {} {}",
+                x["id"], x["examples"], x["accuracy"], x["drop"], x["bytes"], x["macs"]
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_search_resumes_after_a_kill_and_run_rebuilds_the_winner_byte_for_byte() {
+    let Some(sh) = shared("auto on the shared SST-2 model") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (out_a, work_a) = (dir.path().join("a.onnx"), dir.path().join("a.work"));
+    let (out_b, work_b) = (dir.path().join("b.onnx"), dir.path().join("b.work"));
+
+    // Uninterrupted.
+    let a = bin()
+        .args(small_args(&sh, &out_a, &work_a, "100"))
+        .args(["--json", "-q"])
+        .env("SOURCE_DATE_EPOCH", "0")
+        .output()
+        .unwrap();
+    let ra = json(&a, "auto");
+    assert_eq!(ra["calibration_examples"], 32);
+    assert_eq!(ra["selection_examples"], 64);
+    assert_eq!(ra["train_examples"], 67349);
+    let rows = ra["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 9, "the input and eight candidates: {rows:?}");
+    assert_eq!(rows[0]["id"], "base");
+    // Every budget of 100 points admits all; by MACs the deepest low rank wins, ties to the
+    // smaller file (an INT8 form).
+    let winner = ra["winner"].as_str().unwrap();
+    assert!(winner.starts_with("lr0.80+"), "{winner}");
+    let dev = &ra["dev"];
+    assert_eq!(dev["examples"], 872);
+    let drop = dev["drop"].as_f64().unwrap();
+    let sel_drop = dev["selection_drop"].as_f64().unwrap();
+    assert!((dev["gap"].as_f64().unwrap() - (drop - sel_drop)).abs() < 1e-9, "{dev}");
+    for f in ["recipe.yaml", "front.md", "front.csv", "front.json", "front.svg", "journal.jsonl"] {
+        assert!(work_a.join(f).is_file(), "{f} missing");
+    }
+    let winner_bytes = std::fs::read(&out_a).unwrap();
+
+    // Interrupted once two candidates are in the journal, then resumed.
+    let journal = work_b.join("journal.jsonl");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("onnx-compress"))
+        .args(small_args(&sh, &out_b, &work_b, "100"))
+        .arg("-q")
+        .env("SOURCE_DATE_EPOCH", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    loop {
+        let lines = std::fs::read_to_string(&journal).map_or(0, |j| j.lines().count());
+        if lines >= 3 {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the search ended before it could be interrupted");
+        assert!(t.elapsed() < Duration::from_secs(600), "no candidate finished in 10 minutes");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!out_b.exists(), "the search was interrupted before it wrote its model");
+    let done_before = std::fs::read_to_string(&journal).unwrap().lines().count() - 1;
+    assert!(done_before < 8, "{done_before} of 8 candidates were done at the kill");
+    let b = bin()
+        .args(small_args(&sh, &out_b, &work_b, "100"))
+        .arg("--json")
+        .env("SOURCE_DATE_EPOCH", "0")
+        .output()
+        .unwrap();
+    let rb = json(&b, "the resumed auto");
+    assert!(
+        text(&b.stderr).contains("from the journal"),
+        "the resumed search redid its journal's candidates:\n{}",
+        text(&b.stderr)
+    );
+    assert_eq!(rows_key(&ra), rows_key(&rb));
+    assert_eq!(ra["winner"], rb["winner"]);
+    assert!(std::fs::read(&out_b).unwrap() == winner_bytes, "the resumed search chose other bytes");
+    // Each candidate was scored once: the journal holds each id once.
+    let ids: Vec<String> = std::fs::read_to_string(&journal)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].to_string())
+        .collect();
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(ids.len(), 8, "{ids:?}");
+    assert_eq!(unique.len(), 8, "{ids:?}");
+
+    // The same search as a plan's jobs, run two at a time in other processes, then collected:
+    // the same candidates, the same choice, the same bytes.
+    let (out_c, work_c) = (dir.path().join("c.onnx"), dir.path().join("c.work"));
+    let c = bin()
+        .args(small_args(&sh, &out_c, &work_c, "100"))
+        .args(["--jobs", "2", "--json", "-q"])
+        .env("SOURCE_DATE_EPOCH", "0")
+        .output()
+        .unwrap();
+    let rc = json(&c, "auto --jobs 2");
+    assert_eq!(rows_key(&ra), rows_key(&rc));
+    assert_eq!(ra["winner"], rc["winner"]);
+    assert!(std::fs::read(&out_c).unwrap() == winner_bytes, "the collected plan chose other bytes");
+    for job in ["base", "lr0.90", "lr0.80"] {
+        assert!(work_c.join("jobs").join(format!("{job}.jsonl")).is_file(), "{job}");
+    }
+
+    // The winner's recipe rebuilds the same bytes through `run` (one plan instead of auto's
+    // structure-then-format builds).
+    let rebuilt = dir.path().join("rebuilt.onnx");
+    let r = bin()
+        .args(["run", s(&work_a.join("recipe.yaml")), "--out", s(&rebuilt), "--limit", "16", "-q"])
+        .env("SOURCE_DATE_EPOCH", "0")
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", text(&r.stderr));
+    assert!(std::fs::read(&rebuilt).unwrap() == winner_bytes, "run rebuilt other bytes than auto wrote");
+}
+
+#[test]
+fn no_candidate_within_the_budget_writes_nothing_and_names_the_closest() {
+    let Some(sh) = shared("auto without a winner") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.onnx");
+    // INT8 alone keeps the MACs: nothing beats the input on MACs.
+    let o = bin()
+        .args([
+            "auto",
+            s(&sh.model),
+            s(&out),
+            "--task",
+            "sst2",
+            "--calib-data",
+            s(&sh.train),
+            "--calib-samples",
+            "16",
+            "--selection",
+            "32",
+            "--prune",
+            "none",
+            "--lowrank",
+            "none",
+            "--quant",
+            "dynamic_per_channel",
+            "--objective",
+            "macs",
+            "--data",
+            s(&sh.glue),
+            "-q",
+        ])
+        .output()
+        .unwrap();
+    assert_clean_error("no winner", &o, &["no candidate", "nothing written", "closest: dynamic_per_channel"]);
+    assert!(!out.exists());
+}
+
+#[test]
+fn speed_is_timed_paired_for_the_candidates_within_the_budget() {
+    let Some(sh) = shared("auto --objective speed") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.onnx");
+    let o = bin()
+        .args([
+            "auto",
+            s(&sh.model),
+            s(&out),
+            "--task",
+            "sst2",
+            "--calib-data",
+            s(&sh.train),
+            "--calib-samples",
+            "16",
+            "--selection",
+            "32",
+            "--prune",
+            "none",
+            "--quant",
+            "dynamic_per_channel,static",
+            "--max-drop",
+            "100",
+            "--rounds",
+            "2",
+            "--data",
+            s(&sh.glue),
+            "--json",
+            "-q",
+        ])
+        .output()
+        .unwrap();
+    let r = json(&o, "auto --objective speed");
+    let rows = r["rows"].as_array().unwrap();
+    // The input against itself: every round's ratio is 1.
+    assert_eq!(rows[0]["speed"]["speedup"], 1.0);
+    for row in rows {
+        let sp = &row["speed"];
+        assert_eq!(!sp.is_null(), row["within_budget"] == true, "{row}");
+        if !sp.is_null() {
+            let (x, lo, hi) = (
+                sp["speedup"].as_f64().unwrap(),
+                sp["min"].as_f64().unwrap(),
+                sp["max"].as_f64().unwrap(),
+            );
+            assert!(lo <= x && x <= hi && lo > 0.0, "{row}");
+        }
+    }
+    let winner = r["winner"].as_str().unwrap();
+    let w = rows.iter().find(|x| x["id"] == winner).unwrap();
+    assert!(w["speed"]["speedup"].as_f64().unwrap() > 1.0, "{w}");
+    assert!(out.is_file());
+}
+
+#[test]
+fn bad_flags_are_refused_before_anything_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.onnx");
+    std::fs::write(&model, b"not read").unwrap();
+    let train = dir.path().join("train.tsv");
+    std::fs::write(&train, "sentence\tlabel\nok\t1\n").unwrap();
+    let out = dir.path().join("out.onnx");
+    let base = |extra: &[&str]| {
+        let mut a = vec![
+            "auto".to_string(),
+            s(&model).into(),
+            s(&out).into(),
+            "--task".into(),
+            "sst2".into(),
+            "--calib-data".into(),
+            s(&train).into(),
+        ];
+        a.extend(extra.iter().map(|x| x.to_string()));
+        bin().args(a).output().unwrap()
+    };
+    for (what, extra, needles) in [
+        ("no unit", &["--time-budget", "30"][..], &["--time-budget 30", "unit"][..]),
+        ("fraction", &["--prune", "0.6,1.5"], &["--prune", "(0, 1)"]),
+        ("not a fraction", &["--lowrank", "most"], &["--lowrank most"]),
+        ("method", &["--quant", "int4"], &["--quant int4", "dynamic_per_channel"]),
+        ("fp16 on cpu", &["--quant", "fp16"], &["fp16", "cuda"]),
+        ("selection", &["--selection", "8"], &["--selection", "16"]),
+        ("negative budget", &["--max-drop", "-1"], &["--max-drop"]),
+    ] {
+        let o = base(extra);
+        assert_clean_error(what, &o, needles);
+    }
+    // A plan is written without reading the model: one job per level.
+    let plan = dir.path().join("plan");
+    let o = bin()
+        .args([
+            "auto", s(&model), s(&out), "--task", "sst2", "--calib-data", s(&train), "--prune", "0.6,0.5",
+            "--lowrank", "0.8", "--plan", s(&plan),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let jobs = std::fs::read_to_string(plan.join("jobs.txt")).unwrap();
+    let ids: Vec<&str> = jobs
+        .lines()
+        .map(|l| l.split(" --only ").nth(1).unwrap().split(' ').next().unwrap())
+        .collect();
+    assert_eq!(ids, ["base", "p0.60", "p0.50", "lr0.80"], "{jobs}");
+    let make = std::fs::read_to_string(plan.join("Makefile")).unwrap();
+    assert!(make.contains("$(DONE)/p0.50:"), "{make}");
+    assert!(std::fs::read_to_string(plan.join("collect.sh")).unwrap().contains("--collect"));
+    let o = bin()
+        .args([
+            "auto", s(&model), s(&out), "--task", "sst2", "--calib-data", s(&train), "--work", s(&plan), "--only",
+            "p0.55",
+        ])
+        .output()
+        .unwrap();
+    assert_clean_error("a level not in the plan", &o, &["--only p0.55", "p0.80"]);
+    let o = bin()
+        .args(["auto", s(&model), s(&out), "--task", "stsb", "--calib-data", s(&train)])
+        .output()
+        .unwrap();
+    assert_clean_error("regression task", &o, &["stsb", "classification"]);
+    let o = bin()
+        .args(["auto", s(&model), s(&out), "--task", "sst2", "--calib-data", "nope.tsv"])
+        .output()
+        .unwrap();
+    assert_clean_error("missing data", &o, &["--calib-data nope.tsv", "no such file"]);
+    let o = bin()
+        .args(["auto", s(&model), s(&model), "--task", "sst2", "--calib-data", s(&train)])
+        .output()
+        .unwrap();
+    assert_clean_error("output over input", &o, &[]);
+    assert!(!out.exists());
+    assert_eq!(std::fs::read(&model).unwrap(), b"not read");
+}
