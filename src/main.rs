@@ -298,9 +298,9 @@ fn cmd_auto(ort_lib: Option<&Path>, quiet: bool, a: AutoArgs) -> Result<()> {
             return print(&format!(
                 "{} jobs written to {}: run each line of jobs.txt (a job array, GNU parallel), or `make -j N -f {}`; then `sh {}` chooses\n",
                 w.jobs.len(),
-                w.dir.display(),
-                w.dir.join("Makefile").display(),
-                w.dir.join("collect.sh").display()
+                auto::front::shown(&w.dir),
+                auto::front::shown(&w.dir.join("Makefile")),
+                auto::front::shown(&w.dir.join("collect.sh"))
             ));
         };
         let progress = cli::progress::Progress::spinner("auto", quiet);

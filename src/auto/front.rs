@@ -355,7 +355,7 @@ pub fn write(r: &AutoReport, dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// A path as the user would type it: relative to the working folder when inside it.
-fn shown(p: &Path) -> String {
+pub fn shown(p: &Path) -> String {
     std::env::current_dir()
         .ok()
         .and_then(|cwd| p.strip_prefix(cwd).ok().map(Path::to_path_buf))
