@@ -383,3 +383,61 @@ fn bad_flags_are_refused_before_anything_is_read() {
     assert!(!out.exists());
     assert_eq!(std::fs::read(&model).unwrap(), b"not read");
 }
+
+#[test]
+fn a_candidate_dropped_early_is_scored_again_under_a_looser_budget() {
+    let Some(sh) = shared("auto's early drop") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.onnx");
+    let args = |max_drop: &str| {
+        let mut a: Vec<String> = [
+            "auto",
+            s(&sh.model),
+            s(&out),
+            "--task",
+            "sst2",
+            "--calib-data",
+            s(&sh.train),
+            "--calib-samples",
+            "16",
+            "--selection",
+            "128",
+            "--prune",
+            "none",
+            "--lowrank",
+            "0.3",
+            "--quant",
+            "none",
+            "--objective",
+            "macs",
+            "--data",
+            s(&sh.glue),
+            "-q",
+            "--max-drop",
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+        a.push(max_drop.into());
+        a
+    };
+    // Low rank to 30% of the parameters loses far more than nothing: out after the first rung
+    // (64 of 128 examples), and nothing is written.
+    let o = bin().args(args("0")).output().unwrap();
+    assert_clean_error("budget 0", &o, &["no candidate", "low rank to 30% params", "on 64 selection examples"]);
+    assert!(!out.exists());
+    // A budget that admits it: scored on the whole selection, from the model already built.
+    let o = bin().args(args("100")).arg("--json").output().unwrap();
+    let r = json(&o, "auto --max-drop 100");
+    let row = &r["rows"][1];
+    assert_eq!(row["id"], "lr0.30");
+    assert_eq!(row["examples"], 128, "{row}");
+    assert_eq!(row["dropped_early"], false);
+    assert_eq!(r["winner"], "lr0.30");
+    let journal = std::fs::read_to_string(out.with_extension("auto").join("journal.jsonl")).unwrap();
+    let last: Value = serde_json::from_str(journal.lines().last().unwrap()).unwrap();
+    assert_eq!((last["examples"].as_u64(), last["budget"].as_f64()), (Some(128), Some(100.0)), "{journal}");
+    assert_eq!(journal.lines().count(), 3, "header, the early drop, the rescoring:\n{journal}");
+}

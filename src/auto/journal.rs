@@ -49,6 +49,8 @@ pub struct Entry {
     pub baseline_correct: usize,
     /// Stopped after the first rung: out of the budget beyond doubt.
     pub dropped_early: bool,
+    /// The `--max-drop` it was scored under (what "dropped early" means).
+    pub budget: f64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -203,6 +205,7 @@ mod tests {
             correct: 15,
             baseline_correct: 15,
             dropped_early: false,
+            budget: 0.5,
         }
     }
 

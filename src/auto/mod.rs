@@ -248,7 +248,14 @@ impl Search<'_> {
         if self.failed.iter().any(|(f, _)| *f == id) {
             return Ok(None);
         }
-        if let Some(e) = self.journal.get(&id, &self.o.work).cloned() {
+        if let Some(mut e) = self.journal.get(&id, &self.o.work).cloned() {
+            // Dropped early under a tighter budget: this budget may admit it.
+            if e.dropped_early && e.budget < self.o.max_drop {
+                (self.ui.stage)(&format!("{}: scoring again under --max-drop {}", c.label(), self.o.max_drop));
+                (e.examples, e.correct, e.baseline_correct, e.dropped_early) = self.score(&self.o.work.join(&e.model))?;
+                e.budget = self.o.max_drop;
+                self.journal.append(e.clone())?;
+            }
             (self.ui.line)(&format!("{}: from the journal", line_of(c, &e, self.o.max_drop)));
             self.entries.push((c.clone(), e.clone()));
             return Ok(Some(e));
@@ -315,7 +322,30 @@ impl Search<'_> {
                 .and_then(|(_, e)| e.macs),
         };
         stage("scoring on the selection");
-        let mut scorer = Scorer::open(&out, &self.o.session(), &self.sel)?;
+        let (examples, correct, baseline_correct, dropped_early) = self.score(&out)?;
+        let e = Entry {
+            id,
+            model: format!("{CANDIDATES}/{}.onnx", c.id()),
+            build_seconds,
+            params: executor::weight_elements(&outcome.model),
+            macs,
+            bytes: file_size(&out),
+            examples,
+            correct,
+            baseline_correct,
+            dropped_early,
+            budget: self.o.max_drop,
+        };
+        self.journal.append(e.clone())?;
+        (self.ui.line)(&line_of(c, &e, self.o.max_drop));
+        self.entries.push((c.clone(), e.clone()));
+        Ok(Some(e))
+    }
+
+    /// Scores a model on the first rung of the selection, and on the rest unless it is out of the
+    /// budget beyond doubt: (examples, right, the input's right on them, dropped early).
+    fn score(&self, model: &Path) -> Result<(usize, usize, usize, bool)> {
+        let mut scorer = Scorer::open(model, &self.o.session(), &self.sel)?;
         scorer.score(&self.sel, false)?;
         let dropped_early =
             self.sel.rung < self.sel.len() && select::out_of_budget(&self.base, &scorer.right, self.o.max_drop);
@@ -329,22 +359,7 @@ impl Search<'_> {
             .zip(&self.base)
             .filter(|(c, b)| c.is_some() && **b == Some(true))
             .count();
-        let e = Entry {
-            id,
-            model: format!("{CANDIDATES}/{}.onnx", c.id()),
-            build_seconds,
-            params: executor::weight_elements(&outcome.model),
-            macs,
-            bytes: file_size(&out),
-            examples,
-            correct,
-            baseline_correct,
-            dropped_early,
-        };
-        self.journal.append(e.clone())?;
-        (self.ui.line)(&line_of(c, &e, self.o.max_drop));
-        self.entries.push((c.clone(), e.clone()));
-        Ok(Some(e))
+        Ok((examples, correct, baseline_correct, dropped_early))
     }
 
     /// Builds a structure and its number formats; whether any of them is within the budget.
@@ -360,8 +375,10 @@ impl Search<'_> {
                 any |= within(&e, self.o.max_drop);
             }
         }
-        self.level_seconds
-            .push((matches!(s, Structure::Prune(_)), t.elapsed().as_secs_f64()));
+        if s != Structure::None {
+            self.level_seconds
+                .push((matches!(s, Structure::Prune(_)), t.elapsed().as_secs_f64()));
+        }
         Ok(any)
     }
 
@@ -707,6 +724,7 @@ fn finish(
         correct: s.base.iter().filter(|r| **r == Some(true)).count(),
         baseline_correct: s.base.iter().filter(|r| **r == Some(true)).count(),
         dropped_early: false,
+        budget: o.max_drop,
     };
     let mut all: Vec<(Candidate, Entry)> = vec![(
         Candidate {
