@@ -275,7 +275,7 @@ fn speed_is_timed_paired_for_the_candidates_within_the_budget() {
             "--max-drop",
             "100",
             "--rounds",
-            "2",
+            "3",
             "--data",
             s(&sh.glue),
             "--json",

@@ -573,12 +573,56 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
             }
         }
     }
+    let mut report = AutoReport {
+        date: crate::history::now_utc(),
+        machine: crate::bench::machine(),
+        model: o.model.clone(),
+        out: None,
+        work: o.work.clone(),
+        task: o.task,
+        objective: o.objective,
+        max_drop: o.max_drop,
+        train_examples: total,
+        calibration_examples: split.calibration.len(),
+        selection_file: sel_file.clone(),
+        selection_examples: s.sel.len(),
+        seed: o.seed,
+        baseline_selection_accuracy: base_acc,
+        rows: vec![],
+        winner: None,
+        dev: None,
+        failed: s.failed.clone(),
+        skipped,
+        missing: s.missing.clone(),
+        recipe: None,
+        files: vec![],
+        wall_seconds: 0.0,
+    };
     if let Mode::Only(_) = o.mode {
         // A job ends with its journal; the collecting process chooses.
-        let journal = o.work.join("jobs").join(format!("{}.jsonl", job.unwrap_or_default()));
-        return Ok(job_report(o, &s, journal, start));
+        report.rows = rows(o, &s, &s.entries, &vec![None; s.entries.len()]);
+        report.files = vec![o.work.join("jobs").join(format!("{}.jsonl", job.unwrap_or_default()))];
+        report.wall_seconds = start.elapsed().as_secs_f64();
+        return Ok(report);
     }
-    finish(o, s, skipped, &proto, split, total, base_acc, batch_size, dev_file, start, sel_file.clone())
+    finish(o, s, report, &proto, batch_size, dev_file, start)
+}
+
+/// The report's rows of `entries` (with their paired speeds).
+fn rows(o: &AutoOptions, s: &Search, entries: &[(Candidate, Entry)], speeds: &[Option<timing::Speed>]) -> Vec<Row> {
+    let base = front::Base {
+        macs: s.base_macs,
+        bytes: file_size(&o.model),
+        max_drop: o.max_drop,
+    };
+    entries
+        .iter()
+        .zip(speeds)
+        .map(|((c, e), sp)| {
+            let recipe = (!c.is_baseline()).then(|| o.work.join(RECIPES).join(format!("{}.yaml", c.id())));
+            front::row(c, e, sp.clone(), s.model_path(c), recipe, &base)
+        })
+        .collect()
 }
 
 /// The levels of a plan: the number formats alone, every pruning level, every low-rank level.
@@ -596,47 +640,6 @@ fn parse_level(id: &str, o: &AutoOptions) -> Result<Structure> {
         .into_iter()
         .find(|l| l.id() == id)
         .ok_or_else(|| anyhow!("--only {id}: not a level of this plan"))
-}
-
-/// What a job reports: its candidates, nothing chosen.
-fn job_report(o: &AutoOptions, s: &Search, journal: PathBuf, start: Instant) -> AutoReport {
-    let rows = s
-        .entries
-        .iter()
-        .map(|(c, e)| {
-            let base = front::Base {
-                macs: s.base_macs,
-                bytes: file_size(&o.model),
-                max_drop: o.max_drop,
-            };
-            front::row(c, e, None, s.model_path(c), Some(o.work.join(RECIPES).join(format!("{}.yaml", c.id()))), &base)
-        })
-        .collect();
-    AutoReport {
-        date: crate::history::now_utc(),
-        machine: crate::bench::machine(),
-        model: o.model.clone(),
-        out: None,
-        work: o.work.clone(),
-        task: o.task,
-        objective: o.objective,
-        max_drop: o.max_drop,
-        train_examples: 0,
-        calibration_examples: o.calib_samples,
-        selection_file: o.selection_data.clone().unwrap_or_else(|| o.calib_data.clone()),
-        selection_examples: s.sel.len(),
-        seed: o.seed,
-        baseline_selection_accuracy: s.base.iter().filter(|r| **r == Some(true)).count() as f64 / s.sel.len().max(1) as f64,
-        rows,
-        winner: None,
-        dev: None,
-        failed: s.failed.clone(),
-        skipped: vec![],
-        missing: vec![],
-        recipe: None,
-        files: vec![journal],
-        wall_seconds: start.elapsed().as_secs_f64(),
-    }
 }
 
 /// Bisection over the pruning levels, refined twice, then the low-rank levels, while the time
@@ -698,15 +701,11 @@ fn search(s: &mut Search, skipped: &mut Vec<String>) -> Result<()> {
 fn finish(
     o: &AutoOptions,
     s: Search,
-    skipped: Vec<String>,
+    mut report: AutoReport,
     proto: &crate::onnx::ModelProto,
-    split: select::Split,
-    total: usize,
-    base_acc: f64,
     batch_size: usize,
     dev_file: PathBuf,
     start: Instant,
-    selection_file: PathBuf,
 ) -> Result<AutoReport> {
     let ui = s.ui;
     // Rows, the speed of those within the budget, the front and the winner.
@@ -751,49 +750,10 @@ fn finish(
             }
         }
     }
-    let mut rows: Vec<Row> = all
-        .iter()
-        .zip(&speeds)
-        .map(|((c, e), sp)| {
-            let recipe = (!c.is_baseline()).then(|| o.work.join(RECIPES).join(format!("{}.yaml", c.id())));
-            let base = front::Base {
-                macs: base_macs,
-                bytes: base_bytes,
-                max_drop: o.max_drop,
-            };
-            front::row(c, e, sp.clone(), s.model_path(c), recipe, &base)
-        })
-        .collect();
-    front::mark_front(&mut rows, o.objective);
-    let winner = front::winner(&rows, o.objective);
-
-    let mut report = AutoReport {
-        date: crate::history::now_utc(),
-        machine: crate::bench::machine(),
-        model: o.model.clone(),
-        out: None,
-        work: o.work.clone(),
-        task: o.task,
-        objective: o.objective,
-        max_drop: o.max_drop,
-        train_examples: total,
-        calibration_examples: split.calibration.len(),
-        selection_file,
-        selection_examples: s.sel.len(),
-        seed: o.seed,
-        baseline_selection_accuracy: base_acc,
-        rows,
-        winner: winner.clone(),
-        dev: None,
-        failed: s.failed.clone(),
-        skipped,
-        missing: s.missing.clone(),
-        recipe: None,
-        files: vec![],
-        wall_seconds: 0.0,
-    };
-    let Some(w) = winner else {
-        report.winner = None;
+    report.rows = rows(o, &s, &all, &speeds);
+    front::mark_front(&mut report.rows, o.objective);
+    report.winner = front::winner(&report.rows, o.objective);
+    let Some(w) = report.winner.clone() else {
         report.wall_seconds = start.elapsed().as_secs_f64();
         return Ok(report);
     };
