@@ -122,7 +122,14 @@ fn a_search_resumes_after_a_kill_and_run_rebuilds_the_winner_byte_for_byte() {
     let drop = dev["drop"].as_f64().unwrap();
     let sel_drop = dev["selection_drop"].as_f64().unwrap();
     assert!((dev["gap"].as_f64().unwrap() - (drop - sel_drop)).abs() < 1e-9, "{dev}");
-    for f in ["recipe.yaml", "front.md", "front.csv", "front.json", "front.svg", "journal.jsonl"] {
+    for f in [
+        "recipe.yaml",
+        "front.md",
+        "front.csv",
+        "front.json",
+        "front.svg",
+        "journal.jsonl",
+    ] {
         assert!(work_a.join(f).is_file(), "{f} missing");
     }
     let winner_bytes = std::fs::read(&out_a).unwrap();
@@ -143,8 +150,14 @@ fn a_search_resumes_after_a_kill_and_run_rebuilds_the_winner_byte_for_byte() {
         if lines >= 3 {
             break;
         }
-        assert!(child.try_wait().unwrap().is_none(), "the search ended before it could be interrupted");
-        assert!(t.elapsed() < Duration::from_secs(600), "no candidate finished in 10 minutes");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the search ended before it could be interrupted"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(600),
+            "no candidate finished in 10 minutes"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     child.kill().unwrap();
@@ -166,7 +179,10 @@ fn a_search_resumes_after_a_kill_and_run_rebuilds_the_winner_byte_for_byte() {
     );
     assert_eq!(rows_key(&ra), rows_key(&rb));
     assert_eq!(ra["winner"], rb["winner"]);
-    assert!(std::fs::read(&out_b).unwrap() == winner_bytes, "the resumed search chose other bytes");
+    assert!(
+        std::fs::read(&out_b).unwrap() == winner_bytes,
+        "the resumed search chose other bytes"
+    );
     // Each candidate was scored once: the journal holds each id once.
     let ids: Vec<String> = std::fs::read_to_string(&journal)
         .unwrap()
@@ -192,7 +208,10 @@ fn a_search_resumes_after_a_kill_and_run_rebuilds_the_winner_byte_for_byte() {
     let rc = json(&c, "auto --jobs 2");
     assert_eq!(rows_key(&ra), rows_key(&rc));
     assert_eq!(ra["winner"], rc["winner"]);
-    assert!(std::fs::read(&out_c).unwrap() == winner_bytes, "the collected plan chose other bytes");
+    assert!(
+        std::fs::read(&out_c).unwrap() == winner_bytes,
+        "the collected plan chose other bytes"
+    );
     for job in ["base", "lr0.90", "lr0.80"] {
         assert!(work_c.join("jobs").join(format!("{job}.jsonl")).is_file(), "{job}");
     }
@@ -201,12 +220,23 @@ fn a_search_resumes_after_a_kill_and_run_rebuilds_the_winner_byte_for_byte() {
     // structure-then-format builds).
     let rebuilt = dir.path().join("rebuilt.onnx");
     let r = bin()
-        .args(["run", s(&work_a.join("recipe.yaml")), "--out", s(&rebuilt), "--limit", "16", "-q"])
+        .args([
+            "run",
+            s(&work_a.join("recipe.yaml")),
+            "--out",
+            s(&rebuilt),
+            "--limit",
+            "16",
+            "-q",
+        ])
         .env("SOURCE_DATE_EPOCH", "0")
         .output()
         .unwrap();
     assert!(r.status.success(), "{}", text(&r.stderr));
-    assert!(std::fs::read(&rebuilt).unwrap() == winner_bytes, "run rebuilt other bytes than auto wrote");
+    assert!(
+        std::fs::read(&rebuilt).unwrap() == winner_bytes,
+        "run rebuilt other bytes than auto wrote"
+    );
 }
 
 #[test]
@@ -244,7 +274,11 @@ fn no_candidate_within_the_budget_writes_nothing_and_names_the_closest() {
         ])
         .output()
         .unwrap();
-    assert_clean_error("no winner", &o, &["no candidate", "nothing written", "closest: dynamic_per_channel"]);
+    assert_clean_error(
+        "no winner",
+        &o,
+        &["no candidate", "nothing written", "closest: dynamic_per_channel"],
+    );
     assert!(!out.exists());
 }
 
@@ -327,7 +361,11 @@ fn bad_flags_are_refused_before_anything_is_read() {
         bin().args(a).output().unwrap()
     };
     for (what, extra, needles) in [
-        ("no unit", &["--time-budget", "30"][..], &["--time-budget 30", "unit"][..]),
+        (
+            "no unit",
+            &["--time-budget", "30"][..],
+            &["--time-budget 30", "unit"][..],
+        ),
         ("fraction", &["--prune", "0.6,1.5"], &["--prune", "(0, 1)"]),
         ("not a fraction", &["--lowrank", "most"], &["--lowrank most"]),
         ("method", &["--quant", "int4"], &["--quant int4", "dynamic_per_channel"]),
@@ -342,8 +380,19 @@ fn bad_flags_are_refused_before_anything_is_read() {
     let plan = dir.path().join("plan");
     let o = bin()
         .args([
-            "auto", s(&model), s(&out), "--task", "sst2", "--calib-data", s(&train), "--prune", "0.6,0.5",
-            "--lowrank", "0.8", "--plan", s(&plan),
+            "auto",
+            s(&model),
+            s(&out),
+            "--task",
+            "sst2",
+            "--calib-data",
+            s(&train),
+            "--prune",
+            "0.6,0.5",
+            "--lowrank",
+            "0.8",
+            "--plan",
+            s(&plan),
         ])
         .output()
         .unwrap();
@@ -356,10 +405,21 @@ fn bad_flags_are_refused_before_anything_is_read() {
     assert_eq!(ids, ["base", "p0.60", "p0.50", "lr0.80"], "{jobs}");
     let make = std::fs::read_to_string(plan.join("Makefile")).unwrap();
     assert!(make.contains("$(DONE)/p0.50:"), "{make}");
-    assert!(std::fs::read_to_string(plan.join("collect.sh")).unwrap().contains("--collect"));
+    assert!(std::fs::read_to_string(plan.join("collect.sh"))
+        .unwrap()
+        .contains("--collect"));
     let o = bin()
         .args([
-            "auto", s(&model), s(&out), "--task", "sst2", "--calib-data", s(&train), "--work", s(&plan), "--only",
+            "auto",
+            s(&model),
+            s(&out),
+            "--task",
+            "sst2",
+            "--calib-data",
+            s(&train),
+            "--work",
+            s(&plan),
+            "--only",
             "p0.55",
         ])
         .output()
@@ -376,7 +436,15 @@ fn bad_flags_are_refused_before_anything_is_read() {
         .unwrap();
     assert_clean_error("missing data", &o, &["--calib-data nope.tsv", "no such file"]);
     let o = bin()
-        .args(["auto", s(&model), s(&model), "--task", "sst2", "--calib-data", s(&train)])
+        .args([
+            "auto",
+            s(&model),
+            s(&model),
+            "--task",
+            "sst2",
+            "--calib-data",
+            s(&train),
+        ])
         .output()
         .unwrap();
     assert_clean_error("output over input", &o, &[]);
@@ -426,7 +494,11 @@ fn a_candidate_dropped_early_is_scored_again_under_a_looser_budget() {
     // Low rank to 30% of the parameters loses far more than nothing: out after the first rung
     // (64 of 128 examples), and nothing is written.
     let o = bin().args(args("0")).output().unwrap();
-    assert_clean_error("budget 0", &o, &["no candidate", "low rank to 30% params", "on 64 selection examples"]);
+    assert_clean_error(
+        "budget 0",
+        &o,
+        &["no candidate", "low rank to 30% params", "on 64 selection examples"],
+    );
     assert!(!out.exists());
     // A budget that admits it: scored on the whole selection, from the model already built.
     let o = bin().args(args("100")).arg("--json").output().unwrap();
@@ -438,6 +510,14 @@ fn a_candidate_dropped_early_is_scored_again_under_a_looser_budget() {
     assert_eq!(r["winner"], "lr0.30");
     let journal = std::fs::read_to_string(out.with_extension("auto").join("journal.jsonl")).unwrap();
     let last: Value = serde_json::from_str(journal.lines().last().unwrap()).unwrap();
-    assert_eq!((last["examples"].as_u64(), last["budget"].as_f64()), (Some(128), Some(100.0)), "{journal}");
-    assert_eq!(journal.lines().count(), 3, "header, the early drop, the rescoring:\n{journal}");
+    assert_eq!(
+        (last["examples"].as_u64(), last["budget"].as_f64()),
+        (Some(128), Some(100.0)),
+        "{journal}"
+    );
+    assert_eq!(
+        journal.lines().count(),
+        3,
+        "header, the early drop, the rescoring:\n{journal}"
+    );
 }

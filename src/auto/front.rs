@@ -128,11 +128,7 @@ pub fn winner(rows: &[Row], objective: Objective) -> Option<String> {
         .skip(1)
         .filter(|r| r.within_budget && beats(r, base, objective))
         .filter_map(|r| Some((r, score(r, objective)?)))
-        .max_by(|(a, sa), (b, sb)| {
-            sa.total_cmp(sb)
-                .then(b.drop.total_cmp(&a.drop))
-                .then(b.id.cmp(&a.id))
-        })
+        .max_by(|(a, sa), (b, sb)| sa.total_cmp(sb).then(b.drop.total_cmp(&a.drop)).then(b.id.cmp(&a.id)))
         .map(|(r, _)| r.id.clone())
 }
 
@@ -311,7 +307,11 @@ pub fn chart(r: &AutoReport) -> Chart {
         Objective::Macs => w.macs_fraction,
     };
     Chart {
-        title: format!("auto, {}: selection accuracy vs {}", r.task.dir_name(), objective_name(r.objective)),
+        title: format!(
+            "auto, {}: selection accuracy vs {}",
+            r.task.dir_name(),
+            objective_name(r.objective)
+        ),
         x_label: x_label.into(),
         y_label: "selection accuracy".into(),
         x_higher_is_better: higher,
@@ -373,12 +373,18 @@ pub fn text(r: &AutoReport) -> String {
     s += &format!("chosen: {} ({})\n", w.label, w.id);
     s += &format!(
         "  selection: {:.4} vs input {:.4} ({:+.2} points, budget {})\n",
-        w.accuracy, w.baseline_accuracy, 0.0 - w.drop + 0.0, r.max_drop
+        w.accuracy,
+        w.baseline_accuracy,
+        0.0 - w.drop + 0.0,
+        r.max_drop
     );
     if let Some(d) = &r.dev {
         s += &format!(
             "  dev:       {:.4} vs input {:.4} ({:+.2} points; gap to the selection {:+.2})\n",
-            d.accuracy, d.baseline_accuracy, 0.0 - d.drop + 0.0, d.gap
+            d.accuracy,
+            d.baseline_accuracy,
+            0.0 - d.drop + 0.0,
+            d.gap
         );
     }
     s += &format!(
@@ -435,7 +441,9 @@ pub fn closest(r: &AutoReport, n: usize) -> Vec<String> {
         .map(|x| {
             format!(
                 "{}: {:+.2} points on {} selection examples",
-                x.label, 0.0 - x.drop + 0.0, x.examples
+                x.label,
+                0.0 - x.drop + 0.0,
+                x.examples
             )
         })
         .collect()

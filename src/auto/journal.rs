@@ -68,7 +68,8 @@ impl Journal {
     /// the file, with the entries of every journal of the folder; refuses one written with other
     /// settings. A last line cut short by an interruption is ignored.
     pub fn open(work: &Path, settings: &Settings, job: Option<&str>) -> Result<Journal> {
-        std::fs::create_dir_all(work).with_context(|| format!("--work {}: cannot create the folder", work.display()))?;
+        std::fs::create_dir_all(work)
+            .with_context(|| format!("--work {}: cannot create the folder", work.display()))?;
         let path = match job {
             None => work.join(FILE),
             Some(id) => {
@@ -161,7 +162,10 @@ fn check_header(path: &Path, first: Option<&str>, settings: &Settings) -> Result
 
 /// The settings that differ, as `key: old → new`.
 fn differences(old: &Settings, new: &Settings) -> String {
-    let (a, b) = (serde_json::to_value(old).unwrap_or_default(), serde_json::to_value(new).unwrap_or_default());
+    let (a, b) = (
+        serde_json::to_value(old).unwrap_or_default(),
+        serde_json::to_value(new).unwrap_or_default(),
+    );
     let mut out = vec![];
     if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
         for (k, v) in a {
@@ -229,7 +233,11 @@ mod tests {
         assert!(j.get("c", dir.path()).is_none());
         let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
         assert_eq!(text.lines().count(), 3, "{text}");
-        assert!(text.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()), "{text}");
+        assert!(
+            text.lines()
+                .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()),
+            "{text}"
+        );
     }
 
     #[test]
@@ -246,7 +254,10 @@ mod tests {
         assert_eq!(all.len(), 2);
         assert!(all.get("p0.60", dir.path()).is_some() && all.get("p0.50", dir.path()).is_some());
         assert!(dir.path().join("jobs/p0.60.jsonl").is_file());
-        let e = Journal::open(dir.path(), &settings(1), Some("p0.40")).err().unwrap().to_string();
+        let e = Journal::open(dir.path(), &settings(1), Some("p0.40"))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("other settings"), "{e}");
     }
 

@@ -49,7 +49,11 @@ pub enum Objective {
 
 impl Named for Objective {
     const ALL: &'static [(Self, &'static str, &'static str)] = &[
-        (Objective::Speed, "speed", "fastest, timed paired against the input on this machine"),
+        (
+            Objective::Speed,
+            "speed",
+            "fastest, timed paired against the input on this machine",
+        ),
         (Objective::Size, "size", "smallest file"),
         (Objective::Macs, "macs", "fewest encoder MACs (ties: smallest file)"),
     ];
@@ -108,25 +112,40 @@ impl AutoOptions {
     pub fn validate(&self) -> Result<(), OptionError> {
         for (flag, grid) in [("prune", &self.prune), ("lowrank", &self.lowrank)] {
             if let Some(f) = grid.iter().find(|f| !(**f > 0.0 && **f < 1.0)) {
-                return Err(OptionError::new(flag, format!("`{flag}` fractions must lie in (0, 1); got {f}")));
+                return Err(OptionError::new(
+                    flag,
+                    format!("`{flag}` fractions must lie in (0, 1); got {f}"),
+                ));
             }
         }
         if !(self.max_drop >= 0.0 && self.max_drop.is_finite()) {
-            return Err(OptionError::new("max_drop", "`max_drop` must be 0 or more (accuracy points)"));
+            return Err(OptionError::new(
+                "max_drop",
+                "`max_drop` must be 0 or more (accuracy points)",
+            ));
         }
         if self.selection < 16 {
-            return Err(OptionError::new("selection", "`selection` must be at least 16 examples"));
+            return Err(OptionError::new(
+                "selection",
+                "`selection` must be at least 16 examples",
+            ));
         }
         if self.calib_samples == 0 {
             return Err(OptionError::new("calib_samples", "`calib_samples` must be at least 1"));
         }
         if self.prune.is_empty() && self.lowrank.is_empty() && self.quant.is_empty() {
-            return Err(OptionError::new("quant", "nothing to search: give `prune`, `lowrank` or `quant` values"));
+            return Err(OptionError::new(
+                "quant",
+                "nothing to search: give `prune`, `lowrank` or `quant` values",
+            ));
         }
         if self.task.is_regression() {
             return Err(OptionError::new(
                 "task",
-                format!("{} is scored by correlation; `auto` budgets accuracy (a classification task)", self.task.name()),
+                format!(
+                    "{} is scored by correlation; `auto` budgets accuracy (a classification task)",
+                    self.task.name()
+                ),
             ));
         }
         if let Mode::Only(id) = &self.mode {
@@ -139,7 +158,10 @@ impl AutoOptions {
             }
         }
         if self.device == Device::Cpu && self.quant.contains(&"fp16") {
-            return Err(OptionError::new("quant", "fp16 is slower than float32 on CPU; try it with `device` cuda"));
+            return Err(OptionError::new(
+                "quant",
+                "fp16 is slower than float32 on CPU; try it with `device` cuda",
+            ));
         }
         Ok(())
     }
@@ -226,7 +248,8 @@ impl Search<'_> {
         onnx::io::write_text(&path, &text)?;
         let loaded = crate::recipe::parse(&text, &path)?;
         let plan = loaded.plan().map_err(|e| anyhow!("{}: {e}", path.display()))?;
-        plan.validate().map_err(|e| anyhow!("{}: {}", path.display(), e.error))?;
+        plan.validate()
+            .map_err(|e| anyhow!("{}: {}", path.display(), e.error))?;
         Ok((path, plan))
     }
 
@@ -251,8 +274,13 @@ impl Search<'_> {
         if let Some(mut e) = self.journal.get(&id, &self.o.work).cloned() {
             // Dropped early under a tighter budget: this budget may admit it.
             if e.dropped_early && e.budget < self.o.max_drop {
-                (self.ui.stage)(&format!("{}: scoring again under --max-drop {}", c.label(), self.o.max_drop));
-                (e.examples, e.correct, e.baseline_correct, e.dropped_early) = self.score(&self.o.work.join(&e.model))?;
+                (self.ui.stage)(&format!(
+                    "{}: scoring again under --max-drop {}",
+                    c.label(),
+                    self.o.max_drop
+                ));
+                (e.examples, e.correct, e.baseline_correct, e.dropped_early) =
+                    self.score(&self.o.work.join(&e.model))?;
                 e.budget = self.o.max_drop;
                 self.journal.append(e.clone())?;
             }
@@ -269,7 +297,8 @@ impl Search<'_> {
             match self.evaluate(&c.structural())? {
                 Some(_) => self.model_path(&c.structural()),
                 None => {
-                    self.failed.push((id, format!("its structure {} failed", c.structure.id())));
+                    self.failed
+                        .push((id, format!("its structure {} failed", c.structure.id())));
                     return Ok(None);
                 }
             }
@@ -368,7 +397,8 @@ impl Search<'_> {
         let mut any = false;
         // The input in float is the baseline, not a candidate.
         let float = (s != Structure::None).then_some(None);
-        let formats: Vec<Option<&'static str>> = float.into_iter().chain(self.o.quant.iter().map(|q| Some(*q))).collect();
+        let formats: Vec<Option<&'static str>> =
+            float.into_iter().chain(self.o.quant.iter().map(|q| Some(*q))).collect();
         for q in formats {
             let c = Candidate { structure: s, quant: q };
             if let Some(e) = self.evaluate(&c)? {
@@ -472,7 +502,10 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
         .len();
     // The selection: the examples drawn after calibration's, or a held-out file's own draw.
     let (split, sel_file) = match &o.selection_data {
-        None => (select::split(total, o.calib_samples, o.selection, o.seed, &o.calib_data)?, &o.calib_data),
+        None => (
+            select::split(total, o.calib_samples, o.selection, o.seed, &o.calib_data)?,
+            &o.calib_data,
+        ),
         Some(f) => {
             let n = crate::data::read_texts(&crate::data::Source {
                 path: f.clone(),
@@ -481,11 +514,21 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
             .with_context(|| format!("--selection-data {}", f.display()))?
             .texts
             .len();
-            (select::split_apart(total, o.calib_samples, n, o.selection, o.seed, f)?, f)
+            (
+                select::split_apart(total, o.calib_samples, n, o.selection, o.seed, f)?,
+                f,
+            )
         }
     };
     let batch_size = o.task.default_batch_size();
-    let sel = Selection::new(sel_file, o.task, &split.selection, &mut tokenizer, o.max_length, batch_size)?;
+    let sel = Selection::new(
+        sel_file,
+        o.task,
+        &split.selection,
+        &mut tokenizer,
+        o.max_length,
+        batch_size,
+    )?;
     let settings = Settings {
         tool_version: env!("CARGO_PKG_VERSION").into(),
         model: o.model.clone(),
@@ -673,7 +716,10 @@ fn search(s: &mut Search, skipped: &mut Vec<String>) -> Result<()> {
         // Bisection halves what is pending; the refinements follow; then the low-rank levels.
         s.levels_left = (usize::BITS - pending.len().leading_zeros()) as usize + refinements + o.lowrank.len();
         if s.affordable(true).is_none() {
-            skipped.push(format!("prune to {:.0}% MACs: not tried, the time budget would run out", f * 100.0));
+            skipped.push(format!(
+                "prune to {:.0}% MACs: not tried, the time budget would run out",
+                f * 100.0
+            ));
             pending.retain(|&x| x != f);
             continue;
         }
@@ -687,7 +733,10 @@ fn search(s: &mut Search, skipped: &mut Vec<String>) -> Result<()> {
     for (k, &f) in o.lowrank.iter().enumerate() {
         s.levels_left = o.lowrank.len() - k;
         if s.affordable(false).is_none() {
-            skipped.push(format!("low rank to {:.0}% params: not tried, the time budget would run out", f * 100.0));
+            skipped.push(format!(
+                "low rank to {:.0}% params: not tried, the time budget would run out",
+                f * 100.0
+            ));
             continue;
         }
         s.level(Structure::Lowrank(f))?;
@@ -743,7 +792,11 @@ fn finish(
             let batches = &s.sel.timing[..s.sel.timing.len().min(8)];
             let stage = ui.stage;
             let r = timing::paired(&paths, batches, &o.session(), o.rounds, &|r, n| {
-                stage(&format!("timing {} models paired with the input: round {}/{n}", paths.len(), r + 1))
+                stage(&format!(
+                    "timing {} models paired with the input: round {}/{n}",
+                    paths.len(),
+                    r + 1
+                ))
             })?;
             for (k, &i) in timed.iter().enumerate() {
                 speeds[i] = Some(r[k].clone());

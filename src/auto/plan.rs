@@ -15,11 +15,7 @@ use crate::options::Named;
 
 /// A shell word: as it is when plain, else in single quotes.
 pub fn quote(s: &str) -> String {
-    if !s.is_empty()
-        && s
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./,:=+@%".contains(c))
-    {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./,:=+@%".contains(c)) {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
@@ -145,10 +141,15 @@ pub fn write(o: &AutoOptions, exe: &Path) -> Result<Written> {
             .join(" "),
     );
     for (id, l) in &jobs {
-        make += &format!("$(DONE)/{id}:\n\t{}\n\tmkdir -p $(DONE) && touch $@\n\n", l.replace('$', "$$"));
+        make += &format!(
+            "$(DONE)/{id}:\n\t{}\n\tmkdir -p $(DONE) && touch $@\n\n",
+            l.replace('$', "$$")
+        );
     }
     make += ".PHONY: all\n";
-    let sh = format!("#!/bin/sh\n# Chooses from the jobs' journals (after jobs.txt or the Makefile ran).\nexec {collect} \"$@\"\n");
+    let sh = format!(
+        "#!/bin/sh\n# Chooses from the jobs' journals (after jobs.txt or the Makefile ran).\nexec {collect} \"$@\"\n"
+    );
     let mut files = vec![];
     for (name, text) in [("jobs.txt", jobs_txt), ("Makefile", make), ("collect.sh", sh)] {
         let p = dir.join(name);

@@ -45,7 +45,10 @@ pub fn split(n: usize, calib: usize, selection: usize, seed: u64, file: &Path) -
 /// its own (`m` examples; all of them when it has fewer than `selection`, but at least 16).
 pub fn split_apart(n: usize, calib: usize, m: usize, selection: usize, seed: u64, file: &Path) -> Result<Split> {
     if m < 16 {
-        bail!("--selection-data {}: {m} examples; at least 16 are needed", file.display());
+        bail!(
+            "--selection-data {}: {m} examples; at least 16 are needed",
+            file.display()
+        );
     }
     Ok(Split {
         calibration: crate::calib::draw_order(n, seed)[..calib.min(n)].to_vec(),
@@ -118,7 +121,10 @@ impl Selection {
             }
         }
         let all: Vec<usize> = (0..indexes.len()).collect();
-        let timing = all.chunks(batch_size.max(1)).map(|c| make_batch(&enc, c, pad)).collect();
+        let timing = all
+            .chunks(batch_size.max(1))
+            .map(|c| make_batch(&enc, c, pad))
+            .collect();
         Ok(Selection {
             labels,
             rung,

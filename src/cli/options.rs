@@ -270,7 +270,11 @@ pub fn auto_options(model: &Path, a: &super::flags::AutoArgs) -> Result<onnx_com
     let lowrank = fractions(
         "lowrank",
         &a.lowrank,
-        if a.objective == Objective::Speed { vec![] } else { vec![0.8] },
+        if a.objective == Objective::Speed {
+            vec![]
+        } else {
+            vec![0.8]
+        },
     )?;
     let quant = match &a.quant {
         None => auto::default_quant(a.device),
