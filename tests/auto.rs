@@ -34,9 +34,9 @@ fn shared(what: &str) -> Option<Shared> {
     Some(Shared { model, train, glue })
 }
 
-/// A small search: two low-rank levels and two INT8 forms (eight candidates), chosen by MACs.
-fn small_args(sh: &Shared, out: &Path, work: &Path, max_drop: &str) -> Vec<String> {
-    [
+/// `auto` on the shared SST-2 model and its train and dev files, writing `out`, with `rest`.
+fn args(sh: &Shared, out: &Path, rest: &[&str]) -> Vec<String> {
+    let head = [
         "auto",
         s(&sh.model),
         s(out),
@@ -44,30 +44,38 @@ fn small_args(sh: &Shared, out: &Path, work: &Path, max_drop: &str) -> Vec<Strin
         "sst2",
         "--calib-data",
         s(&sh.train),
-        "--calib-samples",
-        "32",
-        "--selection",
-        "64",
-        "--prune",
-        "none",
-        "--lowrank",
-        "0.9,0.8",
-        "--quant",
-        "dynamic_per_channel,static",
-        "--objective",
-        "macs",
-        "--max-drop",
-        max_drop,
-        "--time-budget",
-        "30m",
-        "--work",
-        s(work),
         "--data",
         s(&sh.glue),
-    ]
-    .iter()
-    .map(|x| x.to_string())
-    .collect()
+    ];
+    head.iter().chain(rest).map(|x| x.to_string()).collect()
+}
+
+/// A small search: two low-rank levels and two INT8 forms (eight candidates), chosen by MACs.
+fn small_args(sh: &Shared, out: &Path, work: &Path, max_drop: &str) -> Vec<String> {
+    args(
+        sh,
+        out,
+        &[
+            "--calib-samples",
+            "32",
+            "--selection",
+            "64",
+            "--prune",
+            "none",
+            "--lowrank",
+            "0.9,0.8",
+            "--quant",
+            "dynamic_per_channel,static",
+            "--objective",
+            "macs",
+            "--max-drop",
+            max_drop,
+            "--time-budget",
+            "30m",
+            "--work",
+            s(work),
+        ],
+    )
 }
 
 fn json(out: &std::process::Output, what: &str) -> Value {
@@ -248,30 +256,25 @@ fn no_candidate_within_the_budget_writes_nothing_and_names_the_closest() {
     let out = dir.path().join("out.onnx");
     // INT8 alone keeps the MACs: nothing beats the input on MACs.
     let o = bin()
-        .args([
-            "auto",
-            s(&sh.model),
-            s(&out),
-            "--task",
-            "sst2",
-            "--calib-data",
-            s(&sh.train),
-            "--calib-samples",
-            "16",
-            "--selection",
-            "32",
-            "--prune",
-            "none",
-            "--lowrank",
-            "none",
-            "--quant",
-            "dynamic_per_channel",
-            "--objective",
-            "macs",
-            "--data",
-            s(&sh.glue),
-            "-q",
-        ])
+        .args(args(
+            &sh,
+            &out,
+            &[
+                "--calib-samples",
+                "16",
+                "--selection",
+                "32",
+                "--prune",
+                "none",
+                "--lowrank",
+                "none",
+                "--quant",
+                "dynamic_per_channel",
+                "--objective",
+                "macs",
+                "-q",
+            ],
+        ))
         .output()
         .unwrap();
     assert_clean_error(
@@ -290,31 +293,26 @@ fn speed_is_timed_paired_for_the_candidates_within_the_budget() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.onnx");
     let o = bin()
-        .args([
-            "auto",
-            s(&sh.model),
-            s(&out),
-            "--task",
-            "sst2",
-            "--calib-data",
-            s(&sh.train),
-            "--calib-samples",
-            "16",
-            "--selection",
-            "32",
-            "--prune",
-            "none",
-            "--quant",
-            "dynamic_per_channel,static",
-            "--max-drop",
-            "100",
-            "--rounds",
-            "3",
-            "--data",
-            s(&sh.glue),
-            "--json",
-            "-q",
-        ])
+        .args(args(
+            &sh,
+            &out,
+            &[
+                "--calib-samples",
+                "16",
+                "--selection",
+                "32",
+                "--prune",
+                "none",
+                "--quant",
+                "dynamic_per_channel,static",
+                "--max-drop",
+                "100",
+                "--rounds",
+                "3",
+                "--json",
+                "-q",
+            ],
+        ))
         .output()
         .unwrap();
     let r = json(&o, "auto --objective speed");
@@ -459,41 +457,32 @@ fn a_candidate_dropped_early_is_scored_again_under_a_looser_budget() {
     };
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.onnx");
-    let args = |max_drop: &str| {
-        let mut a: Vec<String> = [
-            "auto",
-            s(&sh.model),
-            s(&out),
-            "--task",
-            "sst2",
-            "--calib-data",
-            s(&sh.train),
-            "--calib-samples",
-            "16",
-            "--selection",
-            "128",
-            "--prune",
-            "none",
-            "--lowrank",
-            "0.3",
-            "--quant",
-            "none",
-            "--objective",
-            "macs",
-            "--data",
-            s(&sh.glue),
-            "-q",
-            "--max-drop",
-        ]
-        .iter()
-        .map(|x| x.to_string())
-        .collect();
-        a.push(max_drop.into());
-        a
+    let search = |max_drop: &str| {
+        args(
+            &sh,
+            &out,
+            &[
+                "--calib-samples",
+                "16",
+                "--selection",
+                "128",
+                "--prune",
+                "none",
+                "--lowrank",
+                "0.3",
+                "--quant",
+                "none",
+                "--objective",
+                "macs",
+                "-q",
+                "--max-drop",
+                max_drop,
+            ],
+        )
     };
     // Low rank to 30% of the parameters loses far more than nothing: out after the first rung
     // (64 of 128 examples), and nothing is written.
-    let o = bin().args(args("0")).output().unwrap();
+    let o = bin().args(search("0")).output().unwrap();
     assert_clean_error(
         "budget 0",
         &o,
@@ -501,7 +490,7 @@ fn a_candidate_dropped_early_is_scored_again_under_a_looser_budget() {
     );
     assert!(!out.exists());
     // A budget that admits it: scored on the whole selection, from the model already built.
-    let o = bin().args(args("100")).arg("--json").output().unwrap();
+    let o = bin().args(search("100")).arg("--json").output().unwrap();
     let r = json(&o, "auto --max-drop 100");
     let row = &r["rows"][1];
     assert_eq!(row["id"], "lr0.30");
@@ -520,4 +509,55 @@ fn a_candidate_dropped_early_is_scored_again_under_a_looser_budget() {
         3,
         "header, the early drop, the rescoring:\n{journal}"
     );
+}
+
+#[test]
+fn a_selection_file_of_its_own_is_chosen_on_and_dev_is_refused_as_one() {
+    let Some(sh) = shared("auto --selection-data") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.onnx");
+    // 40 labelled sentences of the training file's own layout, fewer than --selection: all chosen on.
+    let held_out = dir.path().join("held_out.tsv");
+    let train = std::fs::read_to_string(&sh.train).unwrap();
+    let lines: Vec<&str> = train.lines().take(41).collect();
+    std::fs::write(&held_out, lines.join("\n") + "\n").unwrap();
+    let rest = [
+        "--calib-samples",
+        "16",
+        "--prune",
+        "none",
+        "--lowrank",
+        "none",
+        "--quant",
+        "dynamic_per_channel",
+        "--objective",
+        "size",
+        "--max-drop",
+        "100",
+        "-q",
+    ];
+    let mut with_file = rest.to_vec();
+    with_file.extend(["--selection-data", s(&held_out), "--json"]);
+    let r = json(
+        &bin().args(args(&sh, &out, &with_file)).output().unwrap(),
+        "auto --selection-data",
+    );
+    assert_eq!(r["selection_examples"], 40);
+    assert_eq!(
+        r["selection_file"].as_str(),
+        Some(s(&std::fs::canonicalize(&held_out).unwrap()))
+    );
+    assert_eq!(r["calibration_examples"], 16);
+    assert_eq!(r["winner"], "base+dynamic_per_channel");
+    // The dev split the result is reported on cannot be the one chosen on.
+    let dev = sh.glue.join("sst2").join("dev.tsv");
+    let mut with_dev = rest.to_vec();
+    with_dev.extend(["--selection-data", s(&dev)]);
+    let o = bin()
+        .args(args(&sh, &dir.path().join("o2.onnx"), &with_dev))
+        .output()
+        .unwrap();
+    assert_clean_error("dev as selection", &o, &["--selection-data", "dev split"]);
 }

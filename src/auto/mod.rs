@@ -761,6 +761,7 @@ fn finish(
     let base_params = executor::weight_elements(proto);
     let base_macs = executor::encoder_macs(proto);
     let base_bytes = file_size(&o.model);
+    let base_correct = s.base.iter().filter(|r| **r == Some(true)).count();
     let baseline = Entry {
         id: "base".into(),
         model: o.model.display().to_string(),
@@ -769,8 +770,8 @@ fn finish(
         macs: base_macs,
         bytes: base_bytes,
         examples: s.sel.len(),
-        correct: s.base.iter().filter(|r| **r == Some(true)).count(),
-        baseline_correct: s.base.iter().filter(|r| **r == Some(true)).count(),
+        correct: base_correct,
+        baseline_correct: base_correct,
         dropped_early: false,
         budget: o.max_drop,
     };
