@@ -345,17 +345,12 @@ pub fn execute(
 
 /// The check before any model is written: ONNX Runtime loads it and runs it on a synthetic batch
 /// of token inputs ([`crate::runtime::check_runs`]; a model with other inputs is only loaded),
-/// so that no command writes a model it cannot run. A model past
-/// protobuf's 2 GiB limit (written with external data) cannot be handed over in memory and is
-/// not run.
+/// so that no command writes a model it cannot run (models past protobuf's 2 GiB limit too:
+/// the weights are handed over apart from the graph).
 fn check_runs(model: &ModelProto, plan: &Plan) -> Result<()> {
-    use prost::Message;
-    if model.encoded_len() > onnx::io::PROTOBUF_LIMIT {
-        return Ok(());
-    }
     let label = plan.steps.last().map_or("convert", |s| s.label.as_str());
     crate::runtime::init(None).with_context(|| format!("checking the model {label} wrote"))?;
-    crate::runtime::check_runs(&model.encode_to_vec())
+    crate::runtime::check_runs(model)
         .map(|_| ())
         .map_err(|e| anyhow!("{label} wrote a model that ONNX Runtime does not run ({e}); nothing was written"))
 }

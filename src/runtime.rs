@@ -346,10 +346,25 @@ const TOKEN_INPUTS: [&str; 4] = ["input_ids", "attention_mask", "token_type_ids"
 /// positions 0, 1, ...; every float output must then be finite. A model with other inputs is only
 /// loaded. The error is ONNX Runtime's (which names the node) or the first non-finite value.
 /// Returns whether the model was run.
-pub fn check_runs(bytes: &[u8]) -> Result<bool> {
+pub fn check_runs(model: &crate::onnx::ModelProto) -> Result<bool> {
     use ort::value::{Tensor, TensorElementType, ValueType};
-    let mut session = builder(&SessionOptions::default())?
-        .commit_from_memory(bytes)
+    use prost::Message;
+    let (light, weights) = weights_apart(model)?;
+    if light.encoded_len() > crate::onnx::io::PROTOBUF_LIMIT {
+        bail!("its graph alone exceeds protobuf's 2 GiB limit, so ONNX Runtime cannot be handed it to check");
+    }
+    // Without pre-packing: ONNX Runtime would otherwise hold a second, packed copy of every
+    // MatMul weight, and a check needs no speed.
+    let mut b = builder(&SessionOptions::default())?
+        .with_prepacking(false)
+        .map_err(|e| anyhow!("{e}"))?;
+    for (name, value) in weights {
+        b = b
+            .with_external_initializer(&name, value)
+            .map_err(|e| anyhow!("ONNX Runtime cannot take weight '{name}': {e}"))?;
+    }
+    let mut session = b
+        .commit_from_memory(&light.encode_to_vec())
         .map_err(|e| anyhow!("ONNX Runtime cannot load it: {e}"))?;
     let mut inputs: Vec<(String, ort::session::SessionInputValue)> = Vec::new();
     for i in session.inputs() {
@@ -387,6 +402,70 @@ pub fn check_runs(bytes: &[u8]) -> Result<bool> {
         }
     }
     Ok(true)
+}
+
+/// The model without its large weights, and those weights as ONNX Runtime values, for
+/// [`check_runs`]: each main-graph initializer of at least 1 KiB of raw data (of a type ONNX
+/// Runtime values hold here: float, int8, uint8, int32, int64) is marked as external data in the
+/// copy and handed to the session as an external initializer. So the check holds one copy of the
+/// weights besides the model (ONNX Runtime uses the values where they are), and a model past
+/// protobuf's 2 GiB limit is checked like any other.
+fn weights_apart(
+    model: &crate::onnx::ModelProto,
+) -> Result<(crate::onnx::ModelProto, Vec<(String, ort::value::DynValue)>)> {
+    use crate::onnx::proto::tensor_proto::{DataLocation, DataType};
+    use crate::onnx::proto::StringStringEntryProto;
+    use ort::value::Tensor;
+    fn value<T: ort::value::PrimitiveTensorElementType + std::fmt::Debug + Clone + 'static, const N: usize>(
+        dims: &[i64],
+        raw: &[u8],
+        from: fn([u8; N]) -> T,
+    ) -> Result<ort::value::DynValue> {
+        let data: Vec<T> = raw
+            .chunks_exact(N)
+            .map(|c| from(c.try_into().expect("chunks of N bytes")))
+            .collect();
+        Ok(Tensor::from_array((dims.to_vec(), data))?.into_dyn())
+    }
+    let mut light = model.clone(); // the raw data is shared, not copied
+    let mut weights = Vec::new();
+    let Some(g) = light.graph.as_mut() else {
+        return Ok((light, weights));
+    };
+    for t in g.initializer.iter_mut() {
+        let Some(raw) = t.raw_data.as_ref().filter(|r| r.len() >= 1024) else {
+            continue;
+        };
+        // A tensor whose data does not fill its shape stays in the graph, for ONNX Runtime to
+        // refuse by name.
+        let elements = t
+            .dims
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?));
+        let fits = |width: usize| elements.and_then(|n| n.checked_mul(width)) == Some(raw.len());
+        let v = match DataType::try_from(t.data_type()) {
+            Ok(DataType::Float) if fits(4) => value(&t.dims, raw, f32::from_le_bytes)?,
+            Ok(DataType::Int8) if fits(1) => value(&t.dims, raw, i8::from_le_bytes)?,
+            Ok(DataType::Uint8) if fits(1) => value(&t.dims, raw, u8::from_le_bytes)?,
+            Ok(DataType::Int32) if fits(4) => value(&t.dims, raw, i32::from_le_bytes)?,
+            Ok(DataType::Int64) if fits(8) => value(&t.dims, raw, i64::from_le_bytes)?,
+            _ => continue,
+        };
+        let len = raw.len();
+        let entry = |k: &str, v: String| StringStringEntryProto {
+            key: Some(k.into()),
+            value: Some(v),
+        };
+        t.external_data = vec![
+            entry("location", "onnx-compress-check.data".into()),
+            entry("offset", "0".into()),
+            entry("length", len.to_string()),
+        ];
+        t.data_location = Some(DataLocation::External as i32);
+        t.raw_data = None;
+        weights.push((t.name().to_string(), v));
+    }
+    Ok((light, weights))
 }
 
 /// One padded batch: row-major [batch, seq] arrays.

@@ -56,19 +56,65 @@ fn the_check_passes_a_good_model_and_names_what_fails() {
     runtime::init(None).unwrap();
     let good = tiny_bert(&SynthOptions::default());
     assert!(
-        runtime::check_runs(&good.encode_to_vec()).unwrap(),
+        runtime::check_runs(&good).unwrap(),
         "the tiny model's token inputs are run"
     );
 
     let wrong_shape = with_classifier(2, hidden() + 3, 0.1);
-    let e = runtime::check_runs(&wrong_shape.encode_to_vec())
-        .unwrap_err()
-        .to_string();
+    let e = runtime::check_runs(&wrong_shape).unwrap_err().to_string();
     assert!(e.contains("ONNX Runtime cannot"), "{e}");
 
     let nan = with_classifier(2, hidden(), f32::NAN);
-    let e = runtime::check_runs(&nan.encode_to_vec()).unwrap_err().to_string();
+    let e = runtime::check_runs(&nan).unwrap_err().to_string();
     assert!(e.contains("output 'logits' holds NaN"), "{e}");
+
+    // Weights of 1 KiB and more reach ONNX Runtime apart from the graph (as external
+    // initializers, so that models past 2 GiB are checked too): broken ones are still caught.
+    let big = |edit: &dyn Fn(&mut onnx::TensorProto)| {
+        let mut m = tiny_bert(&SynthOptions::default());
+        let g = m.graph.as_mut().unwrap();
+        let t = g
+            .initializer
+            .iter_mut()
+            .filter(|t| t.dims.len() == 2 && t.data_type == Some(1))
+            .max_by_key(|t| t.dims.iter().product::<i64>())
+            .unwrap();
+        let n = t.dims.iter().product::<i64>() as usize;
+        assert!(n * 4 >= 1024, "the tiny model's largest weight is handed over apart");
+        if t.raw_data.is_none() {
+            t.raw_data = Some(
+                t.float_data
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect::<Vec<u8>>()
+                    .into(),
+            );
+            t.float_data.clear();
+        }
+        edit(t);
+        m
+    };
+    let transposed = big(&|t| t.dims.swap(0, 1));
+    let e = runtime::check_runs(&transposed).unwrap_err().to_string();
+    assert!(e.contains("ONNX Runtime cannot"), "{e}");
+    let nan = big(&|t| {
+        let n = t.raw_data.as_ref().unwrap().len() / 4;
+        t.raw_data = Some(
+            std::iter::repeat_n(f32::NAN, n)
+                .flat_map(f32::to_le_bytes)
+                .collect::<Vec<u8>>()
+                .into(),
+        );
+    });
+    let e = runtime::check_runs(&nan).unwrap_err().to_string();
+    assert!(e.contains("holds NaN"), "{e}");
+    // Data that does not fill the shape stays in the graph, and ONNX Runtime refuses it.
+    let short = big(&|t| {
+        let raw = t.raw_data.as_ref().unwrap();
+        t.raw_data = Some(raw.slice(..raw.len() - 4));
+    });
+    let e = runtime::check_runs(&short).unwrap_err().to_string();
+    assert!(e.contains("ONNX Runtime cannot load it"), "{e}");
 }
 
 #[test]
