@@ -11,7 +11,6 @@ use common::{assert_clean_error, bin, have_ort, s};
 use onnx_compress::onnx::{self, ExternalData, ModelProto, SaveOptions};
 use onnx_compress::runtime;
 use onnx_compress::testkit::synth::{tiny_bert, SynthOptions};
-use prost::Message;
 
 fn save(m: &ModelProto, dir: &Path, name: &str) -> PathBuf {
     let p = dir.join(name);
