@@ -329,6 +329,9 @@ pub fn open(path: &Path, opts: &SessionOptions) -> Result<Model> {
 }
 
 /// Opens a model held in memory (e.g. a rewritten graph that was never written to disk).
+/// (Handing its weights over apart, as [`check_runs`] does, costs more here: ONNX Runtime cannot
+/// free weights it does not own once it has pre-packed them; measured on BERT-base's static-INT8
+/// calibration, 2.3 GB against 1.8 GB.)
 pub fn open_bytes(bytes: &[u8], what: &str, opts: &SessionOptions) -> Result<Model> {
     let session = builder(opts)?
         .commit_from_memory(bytes)
