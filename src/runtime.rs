@@ -348,13 +348,15 @@ const TOKEN_INPUTS: [&str; 4] = ["input_ids", "attention_mask", "token_type_ids"
 /// fixed sizes), small token ids, the second row's last three positions masked, token types 0,
 /// positions 0, 1, ...; every float output must then be finite. A model with other inputs is only
 /// loaded. The error is ONNX Runtime's (which names the node) or the first non-finite value.
-/// Returns whether the model was run.
+/// Returns whether the model was run (not when, even with its weights apart, it is past 2 GiB).
 pub fn check_runs(model: &crate::onnx::ModelProto) -> Result<bool> {
     use ort::value::{Tensor, TensorElementType, ValueType};
     use prost::Message;
     let (light, weights) = weights_apart(model)?;
     if light.encoded_len() > crate::onnx::io::PROTOBUF_LIMIT {
-        bail!("its graph alone exceeds protobuf's 2 GiB limit, so ONNX Runtime cannot be handed it to check");
+        // Past 2 GiB even without the weights handed over apart (float16 ones stay in the
+        // graph): ONNX Runtime cannot be handed it in memory, so it is not run.
+        return Ok(false);
     }
     // Without pre-packing: ONNX Runtime would otherwise hold a second, packed copy of every
     // MatMul weight, and a check needs no speed.
@@ -410,9 +412,9 @@ pub fn check_runs(model: &crate::onnx::ModelProto) -> Result<bool> {
 /// The model without its large weights, and those weights as ONNX Runtime values, for
 /// [`check_runs`]: each main-graph initializer of at least 1 KiB of raw data (of a type ONNX
 /// Runtime values hold here: float, int8, uint8, int32, int64) is marked as external data in the
-/// copy and handed to the session as an external initializer. So the check holds one copy of the
-/// weights besides the model (ONNX Runtime uses the values where they are), and a model past
-/// protobuf's 2 GiB limit is checked like any other.
+/// copy and handed to the session as an external initializer. So the check needs no serialized
+/// copy of the whole model for ONNX Runtime to parse, and a model past protobuf's 2 GiB limit is
+/// checked like any other.
 fn weights_apart(
     model: &crate::onnx::ModelProto,
 ) -> Result<(crate::onnx::ModelProto, Vec<(String, ort::value::DynValue)>)> {
