@@ -19,10 +19,8 @@
 Prints a Markdown table per section; --json writes everything.
 """
 import argparse
-import glob
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -34,23 +32,19 @@ from onnx import TensorProto, helper, numpy_helper
 from tokenizers import Tokenizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from paired_speed import session as paired_session  # noqa: E402
 from python_eval import TASKS, default_data_dir, make_batches, read_tsv  # noqa: E402
+
+
+def session(model, threads, profile_dir=None):
+    """paired_speed.py's session (all optimizations, denormals flushed), with the profiler on
+    when `profile_dir` is given."""
+    return paired_session(model, threads, False, profile_dir and os.path.join(profile_dir, "profile"))
+
 
 INT_GEMM = {"MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QGemm", "QLinearMatMul",
             "MatMulNBits"}
 FLOAT_GEMM = {"MatMul", "Gemm", "FusedMatMul", "FusedGemm"}
-
-
-def session(model, threads, profile_dir=None):
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.add_session_config_entry("session.set_denormal_as_zero", "1")
-    if profile_dir:
-        so.enable_profiling = True
-        so.profile_file_prefix = os.path.join(profile_dir, "profile")
-    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
 
 
 def gemm_model(kind, m, k, n, rng):

@@ -33,13 +33,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from python_eval import TASKS, default_data_dir, make_batches, read_tsv  # noqa: E402
 
 
-def session(path, threads, keep_denormals):
+def session(path, threads, keep_denormals, profile_prefix=None):
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     if not keep_denormals:
         so.add_session_config_entry("session.set_denormal_as_zero", "1")
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 

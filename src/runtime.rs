@@ -418,8 +418,7 @@ pub fn check_runs(model: &crate::onnx::ModelProto) -> Result<bool> {
 fn weights_apart(
     model: &crate::onnx::ModelProto,
 ) -> Result<(crate::onnx::ModelProto, Vec<(String, ort::value::DynValue)>)> {
-    use crate::onnx::proto::tensor_proto::{DataLocation, DataType};
-    use crate::onnx::proto::StringStringEntryProto;
+    use crate::onnx::proto::tensor_proto::DataType;
     use ort::value::Tensor;
     fn value<T: ort::value::PrimitiveTensorElementType + std::fmt::Debug + Clone + 'static, const N: usize>(
         dims: &[i64],
@@ -457,17 +456,7 @@ fn weights_apart(
             _ => continue,
         };
         let len = raw.len();
-        let entry = |k: &str, v: String| StringStringEntryProto {
-            key: Some(k.into()),
-            value: Some(v),
-        };
-        t.external_data = vec![
-            entry("location", "onnx-compress-check.data".into()),
-            entry("offset", "0".into()),
-            entry("length", len.to_string()),
-        ];
-        t.data_location = Some(DataLocation::External as i32);
-        t.raw_data = None;
+        crate::onnx::tensor::set_external(t, "onnx-compress-check.data", 0, len);
         weights.push((t.name().to_string(), v));
     }
     Ok((light, weights))

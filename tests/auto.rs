@@ -34,8 +34,9 @@ fn shared(what: &str) -> Option<Shared> {
     Some(Shared { model, train, glue })
 }
 
-/// `auto` on the shared SST-2 model and its train and dev files, writing `out`, with `rest`.
-fn args(sh: &Shared, out: &Path, rest: &[&str]) -> Vec<String> {
+/// `auto` on the shared SST-2 model and its train and dev files, writing `out`, with `flags`
+/// (whitespace-separated; paths go on with `.args`).
+fn args(sh: &Shared, out: &Path, flags: &str) -> Vec<String> {
     let head = [
         "auto",
         s(&sh.model),
@@ -47,35 +48,22 @@ fn args(sh: &Shared, out: &Path, rest: &[&str]) -> Vec<String> {
         "--data",
         s(&sh.glue),
     ];
-    head.iter().chain(rest).map(|x| x.to_string()).collect()
+    head.iter()
+        .copied()
+        .chain(flags.split_whitespace())
+        .map(str::to_string)
+        .collect()
 }
 
 /// A small search: two low-rank levels and two INT8 forms (eight candidates), chosen by MACs.
 fn small_args(sh: &Shared, out: &Path, work: &Path, max_drop: &str) -> Vec<String> {
-    args(
-        sh,
-        out,
-        &[
-            "--calib-samples",
-            "32",
-            "--selection",
-            "64",
-            "--prune",
-            "none",
-            "--lowrank",
-            "0.9,0.8",
-            "--quant",
-            "dynamic_per_channel,static",
-            "--objective",
-            "macs",
-            "--max-drop",
-            max_drop,
-            "--time-budget",
-            "30m",
-            "--work",
-            s(work),
-        ],
-    )
+    let flags = format!(
+        "--calib-samples 32 --selection 64 --prune none --lowrank 0.9,0.8 --quant dynamic_per_channel,static \
+         --objective macs --max-drop {max_drop} --time-budget 30m"
+    );
+    let mut a = args(sh, out, &flags);
+    a.extend(["--work".to_string(), s(work).to_string()]);
+    a
 }
 
 fn json(out: &std::process::Output, what: &str) -> Value {
@@ -259,21 +247,8 @@ fn no_candidate_within_the_budget_writes_nothing_and_names_the_closest() {
         .args(args(
             &sh,
             &out,
-            &[
-                "--calib-samples",
-                "16",
-                "--selection",
-                "32",
-                "--prune",
-                "none",
-                "--lowrank",
-                "none",
-                "--quant",
-                "dynamic_per_channel",
-                "--objective",
-                "macs",
-                "-q",
-            ],
+            "--calib-samples 16 --selection 32 --prune none --lowrank none --quant dynamic_per_channel \
+             --objective macs -q",
         ))
         .output()
         .unwrap();
@@ -296,22 +271,8 @@ fn speed_is_timed_paired_for_the_candidates_within_the_budget() {
         .args(args(
             &sh,
             &out,
-            &[
-                "--calib-samples",
-                "16",
-                "--selection",
-                "32",
-                "--prune",
-                "none",
-                "--quant",
-                "dynamic_per_channel,static",
-                "--max-drop",
-                "100",
-                "--rounds",
-                "3",
-                "--json",
-                "-q",
-            ],
+            "--calib-samples 16 --selection 32 --prune none --quant dynamic_per_channel,static --max-drop 100 \
+             --rounds 3 --json -q",
         ))
         .output()
         .unwrap();
@@ -461,23 +422,10 @@ fn a_candidate_dropped_early_is_scored_again_under_a_looser_budget() {
         args(
             &sh,
             &out,
-            &[
-                "--calib-samples",
-                "16",
-                "--selection",
-                "128",
-                "--prune",
-                "none",
-                "--lowrank",
-                "0.3",
-                "--quant",
-                "none",
-                "--objective",
-                "macs",
-                "-q",
-                "--max-drop",
-                max_drop,
-            ],
+            &format!(
+                "--calib-samples 16 --selection 128 --prune none --lowrank 0.3 --quant none --objective macs -q \
+                 --max-drop {max_drop}"
+            ),
         )
     };
     // Low rank to 30% of the parameters loses far more than nothing: out after the first rung
@@ -523,25 +471,14 @@ fn a_selection_file_of_its_own_is_chosen_on_and_dev_is_refused_as_one() {
     let train = std::fs::read_to_string(&sh.train).unwrap();
     let lines: Vec<&str> = train.lines().take(41).collect();
     std::fs::write(&held_out, lines.join("\n") + "\n").unwrap();
-    let rest = [
-        "--calib-samples",
-        "16",
-        "--prune",
-        "none",
-        "--lowrank",
-        "none",
-        "--quant",
-        "dynamic_per_channel",
-        "--objective",
-        "size",
-        "--max-drop",
-        "100",
-        "-q",
-    ];
-    let mut with_file = rest.to_vec();
-    with_file.extend(["--selection-data", s(&held_out), "--json"]);
+    let flags = "--calib-samples 16 --prune none --lowrank none --quant dynamic_per_channel --objective size \
+                 --max-drop 100 -q";
     let r = json(
-        &bin().args(args(&sh, &out, &with_file)).output().unwrap(),
+        &bin()
+            .args(args(&sh, &out, flags))
+            .args(["--selection-data", s(&held_out), "--json"])
+            .output()
+            .unwrap(),
         "auto --selection-data",
     );
     assert_eq!(r["selection_examples"], 40);
@@ -553,10 +490,9 @@ fn a_selection_file_of_its_own_is_chosen_on_and_dev_is_refused_as_one() {
     assert_eq!(r["winner"], "base+dynamic_per_channel");
     // The dev split the result is reported on cannot be the one chosen on.
     let dev = sh.glue.join("sst2").join("dev.tsv");
-    let mut with_dev = rest.to_vec();
-    with_dev.extend(["--selection-data", s(&dev)]);
     let o = bin()
-        .args(args(&sh, &dir.path().join("o2.onnx"), &with_dev))
+        .args(args(&sh, &dir.path().join("o2.onnx"), flags))
+        .args(["--selection-data", s(&dev)])
         .output()
         .unwrap();
     assert_clean_error("dev as selection", &o, &["--selection-data", "dev split"]);

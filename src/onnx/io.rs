@@ -10,8 +10,7 @@ use std::path::{Component, Path, PathBuf};
 
 use prost::Message;
 
-use super::proto::tensor_proto::DataLocation;
-use super::proto::{GraphProto, ModelProto, StringStringEntryProto, TensorProto};
+use super::proto::{GraphProto, ModelProto, TensorProto};
 use super::{tensor, OnnxError};
 
 /// Protobuf cannot serialize a message of 2 GiB or more; stay clear of it.
@@ -367,20 +366,10 @@ pub fn save(model: &ModelProto, path: &Path, opts: &SaveOptions) -> Result<SaveS
                 chunks.push(bytes::Bytes::from(vec![0u8; pad as usize]));
                 offset += pad;
             }
-            let len = raw.len() as u64;
+            let len = raw.len();
             chunks.push(raw.clone());
-            let entry = |k: &str, v: String| StringStringEntryProto {
-                key: Some(k.into()),
-                value: Some(v),
-            };
-            t.external_data = vec![
-                entry("location", location.clone()),
-                entry("offset", offset.to_string()),
-                entry("length", len.to_string()),
-            ];
-            t.data_location = Some(DataLocation::External as i32);
-            t.raw_data = None;
-            offset += len;
+            tensor::set_external(t, &location, offset, len);
+            offset += len as u64;
         });
     }
     // Both files are written in full (and synced) under temporary names before either is

@@ -47,6 +47,22 @@ pub fn is_external(t: &TensorProto) -> bool {
     t.data_location == Some(DataLocation::External as i32)
 }
 
+/// Marks `t` as stored at `offset` in the external file `location`, `len` bytes, and drops its
+/// raw data (the caller keeps or writes it).
+pub fn set_external(t: &mut TensorProto, location: &str, offset: u64, len: usize) {
+    let entry = |k: &str, v: String| super::proto::StringStringEntryProto {
+        key: Some(k.into()),
+        value: Some(v),
+    };
+    t.external_data = vec![
+        entry("location", location.into()),
+        entry("offset", offset.to_string()),
+        entry("length", len.to_string()),
+    ];
+    t.data_location = Some(DataLocation::External as i32);
+    t.raw_data = None;
+}
+
 pub fn dims_usize(t: &TensorProto) -> Result<Vec<usize>, OnnxError> {
     numel(t)?;
     Ok(t.dims.iter().map(|&d| d as usize).collect())
