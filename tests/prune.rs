@@ -839,16 +839,29 @@ fn a_model_without_the_structure_is_a_structure_error() {
     }
 }
 
+/// A fused Attention's heads are sliced out of its packed Q, K, V weight and bias, and its
+/// `num_heads` follows (tests/coverage.rs checks the logits on ONNX Runtime's optimizer output).
 #[test]
-fn fused_attention_heads_are_refused_clearly() {
-    let m = tiny_bert(&SynthOptions {
+fn fused_attention_heads_are_pruned() {
+    let o = SynthOptions {
         fused_attention: true,
         ..Default::default()
-    });
-    match prune::prune(&m, &l1(0.25, 0.0)) {
-        Err(PassError::Unsupported(msg)) => assert!(msg.contains("fused") || msg.contains("packed"), "{msg}"),
-        Err(e) => panic!("expected 'unsupported', got {e}"),
-        Ok(_) => panic!("fused attention heads were pruned"),
+    };
+    let m = tiny_bert(&o);
+    let (out, _) = prune::prune(&m, &l1(0.25, 0.0)).expect("fused heads prune");
+    let kept = o.heads - (o.heads as f64 * 0.25).round() as usize;
+    let t = discover(&out).expect("the pruned model maps");
+    let g = out.graph.as_ref().unwrap();
+    for l in &t.layers {
+        assert_eq!(l.heads(), kept);
+        let a = l.attention.as_ref().unwrap();
+        let Qkv::Packed { weight, bias, .. } = &a.qkv else {
+            panic!("still packed")
+        };
+        let dims = |name: &str| g.initializer.iter().find(|i| i.name() == name).unwrap().dims.clone();
+        let width = (3 * kept * a.head_size) as i64;
+        assert_eq!(dims(weight), [(o.heads * o.head_size) as i64, width]);
+        assert_eq!(dims(bias.as_deref().unwrap()), [width]);
     }
 }
 

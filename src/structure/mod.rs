@@ -27,7 +27,8 @@ pub struct Linear {
     pub weight: String,
     /// Name of the bias initializer (Gemm's C input or the following Add's constant input).
     pub bias: Option<String>,
-    /// Index of the bias `Add` node, when the bias is a separate node.
+    /// Index of the node adding the bias when it is a separate node: an `Add`, or ONNX Runtime's
+    /// `BiasGelu`/`FastGelu` (bias and activation in one op; `output` is then the MatMul's).
     pub bias_node: Option<usize>,
     pub in_features: usize,
     pub out_features: usize,
@@ -159,6 +160,10 @@ pub struct Norm {
     pub kind: String,
     pub scale: Option<String>,
     pub bias: Option<String>,
+    /// SkipLayerNormalization's own bias input (ONNX Runtime folds the preceding projection's
+    /// bias into it): added to the input before the residual.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip_bias: Option<String>,
     pub output: String,
 }
 
@@ -195,6 +200,7 @@ pub struct EmbeddingTable {
     pub weight: String,
     pub rows: usize,
     pub dim: usize,
+    /// The `Gather` reading it, or ONNX Runtime's fused `EmbedLayerNormalization`.
     pub gather_node: usize,
 }
 

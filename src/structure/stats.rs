@@ -33,7 +33,7 @@ fn numel(ix: &GraphIndex, name: &Option<String>) -> usize {
 }
 
 fn norm_params(ix: &GraphIndex, n: &Norm) -> usize {
-    numel(ix, &n.scale) + numel(ix, &n.bias)
+    numel(ix, &n.scale) + numel(ix, &n.bias) + numel(ix, &n.skip_bias)
 }
 
 fn attention_params(ix: &GraphIndex, a: &Attention) -> usize {
@@ -54,10 +54,11 @@ pub fn parameter_counts(model: &ModelProto, t: &Transformer) -> ParameterCounts 
         .initializer
         .iter()
         .filter(|i| matches!(i.data_type(), 1 | 10 | 11 | 16))
-        // A scalar (rank 0) is an op's constant — a scale, a mask's fill value, GELU's √2, as
-        // torch's dynamo exporter stores them — never a weight.
-        .filter(|i| !i.dims.is_empty())
+        // A single value (rank 0, or [1] as ONNX Runtime's optimizer folds them) is an op's
+        // constant — a scale, a mask's fill value, GELU's √2 — never a weight; a regression
+        // head's one bias is counted by its classifier (`total` is at least what is attributed).
         .filter_map(|i| tensor::numel(i).ok())
+        .filter(|&n| n > 1)
         .sum();
     let e = &t.embeddings;
     let embeddings = [&e.word, &e.position, &e.token_type]
@@ -99,7 +100,7 @@ pub fn parameter_counts(model: &ModelProto, t: &Transformer) -> ParameterCounts 
         pooler,
         classifier,
         other: total.saturating_sub(known),
-        total,
+        total: total.max(known),
     }
 }
 

@@ -76,7 +76,9 @@ fn names(ix: &GraphIndex, l: &EncoderLayer) -> Result<Names, PassError> {
     let norm_input = |n: &structure::Norm| -> Result<String, PassError> {
         if n.kind != "LayerNormalization" {
             return Err(PassError::Unsupported(format!(
-                "layer {}: calibrated pruning needs LayerNormalization nodes, found {}",
+                "layer {}: calibrated pruning needs LayerNormalization nodes, found {} (ONNX Runtime's \
+                 fused form keeps the residual sum inside it): prune the unfused export with calibration \
+                 and optimize the result, or use --strategy l1",
                 l.index, n.kind
             )));
         }

@@ -227,9 +227,7 @@ pub fn l1_scores(model: &ModelProto, t: &Transformer) -> Result<Scores, PassErro
         let mut hs = Vec::new();
         if let Some(a) = &l.attention {
             let Qkv::Separate { q, k, v } = &a.qkv else {
-                // Packed QKV: no per-head scores. All equal; slicing heads is refused later by
-                // apply_plan, FFN pruning still works.
-                heads.push(vec![0.0; a.num_heads]);
+                heads.push(packed_l1(&ix, a)?);
                 neurons.push(ffn_l1(&ix, l)?);
                 continue;
             };
@@ -250,6 +248,61 @@ pub fn l1_scores(model: &ModelProto, t: &Transformer) -> Result<Scores, PassErro
         neurons.push(ffn_l1(&ix, l)?);
     }
     Ok((heads, neurons))
+}
+
+/// The packed QKV weight of a fused `Attention` node seen as one Linear [hidden, 3·all heads]
+/// (Q, K and V columns side by side), and the node.
+fn packed_linear(a: &structure::Attention) -> Option<(Linear, usize)> {
+    let Qkv::Packed {
+        node,
+        node_name,
+        weight,
+        bias,
+    } = &a.qkv
+    else {
+        return None;
+    };
+    let lin = Linear {
+        node: *node,
+        node_name: node_name.clone(),
+        weight: weight.clone(),
+        bias: bias.clone(),
+        bias_node: None,
+        in_features: a.output.out_features,
+        out_features: 3 * a.all_heads(),
+        transposed: false,
+        output: String::new(),
+        factor: None,
+    };
+    Some((lin, *node))
+}
+
+/// The packed weight's columns of heads `keep`: each head's Q, K and V columns.
+fn packed_columns(keep: &[usize], a: &structure::Attention) -> Vec<usize> {
+    let cols = head_columns(keep, a.head_size);
+    (0..3)
+        .flat_map(|part| cols.iter().map(move |&c| part * a.all_heads() + c))
+        .collect()
+}
+
+/// L1 scores of a fused attention's heads: each head's Q, K and V columns of the packed weight
+/// and its rows of the output projection (what [`l1_scores`] sums for separate projections).
+fn packed_l1(ix: &GraphIndex, a: &structure::Attention) -> Result<Vec<f64>, PassError> {
+    let (lin, _) = packed_linear(a).ok_or_else(|| PassError::Internal("not packed".into()))?;
+    let w = weight_f32(ix, &lin.weight)?;
+    let wo = weight_f32(ix, &a.output.weight)?;
+    let d = a.head_size;
+    Ok((0..a.num_heads)
+        .map(|h| {
+            let packed: f64 = (0..3)
+                .map(|part| {
+                    let start = part * a.all_heads() + h * d;
+                    l1_cols(&w, &lin, start..start + d)
+                })
+                .sum();
+            packed + l1_rows(&wo, &a.output, h * d..(h + 1) * d)
+        })
+        .collect())
 }
 
 /// Per-neuron L1 scores of a layer's FFN (empty when it has none).
@@ -744,19 +797,18 @@ fn prune_attention(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &Layer
     if p.keep_heads.len() == a.num_heads && p.output_refit.is_none() {
         return Ok(());
     }
-    let Qkv::Separate { q, k, v } = &a.qkv else {
-        return Err(PassError::Unsupported(format!(
-            "layer {}: fused (packed QKV) attention cannot be pruned yet",
-            l.index
-        )));
-    };
     let hidden = a.output.out_features;
     if p.keep_heads.is_empty() {
         return remove_block(ed, &a.output, hidden, p.output_refit.as_ref());
     }
     let cols = head_columns(&p.keep_heads, a.head_size);
-    for lin in [q, k, v] {
-        slice_linear(ed, ix, lin, None, Some(&cols), None)?;
+    match &a.qkv {
+        Qkv::Separate { q, k, v } => {
+            for lin in [q, k, v] {
+                slice_linear(ed, ix, lin, None, Some(&cols), None)?;
+            }
+        }
+        Qkv::Packed { .. } => prune_packed(ed, a, &p.keep_heads)?,
     }
     slice_linear(ed, ix, &a.output, Some(&cols), None, p.output_refit.as_ref())?;
     // Shape constants: the head count and the all-heads width, per (constant, node) pair.
@@ -792,6 +844,36 @@ fn prune_attention(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &Layer
             ed.patch.rewire(node, slot, &name);
         }
     }
+    Ok(())
+}
+
+/// Slices a fused `Attention` node (com.microsoft) to heads `keep`: the packed weight's and
+/// bias's Q, K and V columns of those heads, and its `num_heads` (and `qkv_hidden_sizes`, when
+/// set) attributes. The node is rewritten whole: its attributes change with its inputs.
+fn prune_packed(ed: &mut Editor, a: &structure::Attention, keep: &[usize]) -> Result<(), PassError> {
+    let (lin, node) = packed_linear(a).ok_or_else(|| PassError::Internal("not packed".into()))?;
+    let cols = packed_columns(keep, a);
+    let w = source_weight(ed.source, &lin.weight)?;
+    let data = take_cols(&w, lin.in_features, lin.out_features, &cols);
+    let mut n = ed.graph.node[node].clone();
+    n.input[1] = ed.add_initializer(
+        &format!("{}.pruned", lin.weight),
+        tensor::from_f32("", &[lin.in_features, cols.len()], &data),
+    );
+    if let Some(b) = &lin.bias {
+        let bv = source_weight(ed.source, b)?;
+        let kept: Vec<f32> = cols.iter().map(|&c| bv[c]).collect();
+        n.input[2] = ed.add_initializer(&format!("{b}.pruned"), tensor::from_f32("", &[kept.len()], &kept));
+    }
+    let all = (keep.len() * a.head_size) as i64;
+    for attr in &mut n.attribute {
+        match attr.name() {
+            "num_heads" => attr.i = Some(keep.len() as i64),
+            "qkv_hidden_sizes" => attr.ints = vec![all; 3],
+            _ => {}
+        }
+    }
+    ed.patch.replace_node(node, vec![n]);
     Ok(())
 }
 

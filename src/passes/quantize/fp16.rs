@@ -1,6 +1,7 @@
 //! float16: every float32 tensor and value becomes float16, except where numerics need float32:
-//! LayerNormalization (its statistics), Softmax, the reductions of a decomposed LayerNorm, and the
-//! node that produces each graph output (the logits). Those nodes read float32 through a `Cast`
+//! LayerNormalization (its statistics), Softmax, the reductions of a decomposed LayerNorm, the
+//! node that produces each graph output (the logits), and ONNX Runtime's fused ops that its CPU
+//! runs in float32 only (EmbedLayerNormalization, Attention, BiasGelu, FastGelu). Those nodes read float32 through a `Cast`
 //! and their results are cast back to float16 for the nodes that follow. Graph inputs and
 //! outputs keep their types. Constants beyond float16's range (±65504, e.g. the attention mask's
 //! "minus infinity") are clamped to it.
@@ -26,6 +27,14 @@ const KEEP_F32: &[&str] = &[
     "Pow",
     "Sqrt",
     "Reciprocal",
+    // ONNX Runtime's fused ops (its transformer optimizer's output) with no float16 kernel on
+    // the CPU: a model that loads only on a GPU would fail the run check before writing.
+    "EmbedLayerNormalization",
+    "Attention",
+    "MultiHeadAttention",
+    "BiasGelu",
+    "FastGelu",
+    "QuickGelu",
 ];
 
 /// Output producers that may stay float32 (all their inputs are float).
@@ -155,6 +164,16 @@ fn value_types(g: &crate::onnx::GraphProto) -> HashMap<String, i32> {
             "Constant" => attr_t("value"),
             "ConstantOfShape" => Some(attr_t("value").unwrap_or(D::Float as i32)),
             "Where" => n.input.get(1).and_then(|i| ty.get(i).copied()),
+            // ONNX Runtime's fused embeddings: the tables' type, then an int32 mask index.
+            "EmbedLayerNormalization" => {
+                if let Some(o) = n.output.get(1).filter(|o| !o.is_empty()) {
+                    ty.insert(o.clone(), D::Int32 as i32);
+                }
+                if let (Some(o), Some(&t)) = (n.output.first(), n.input.get(2).and_then(|i| ty.get(i))) {
+                    ty.insert(o.clone(), t);
+                }
+                continue;
+            }
             _ => first,
         };
         if let Some(o) = out {

@@ -83,7 +83,12 @@ fn sequence_on_axis_1(ix: &GraphIndex, t: &Transformer) -> Result<(), String> {
     let word = t.embeddings.word.as_ref().ok_or("no word embedding table found")?;
     let first = t.layers.first().ok_or("no encoder layer")?;
     let gather = ix.node(word.gather_node);
-    let ids = gather.input.get(1).ok_or("the word embedding Gather has no indices")?;
+    // ONNX Runtime's fused EmbedLayerNormalization reads input_ids first, a Gather second.
+    let slot = usize::from(gather.op_type() != "EmbedLayerNormalization");
+    let ids = gather
+        .input
+        .get(slot)
+        .ok_or("the word embedding Gather has no indices")?;
     if let Some(v) = ix.graph.input.iter().find(|v| v.name() == ids) {
         let rank = v.r#type.as_ref().and_then(|ty| match &ty.value {
             Some(crate::onnx::proto::type_proto::Value::TensorType(tt)) => tt.shape.as_ref().map(|s| s.dim.len()),

@@ -247,6 +247,22 @@ pub(super) fn fused_attention(ix: &GraphIndex, node: usize) -> R<(Attention, Str
         ));
     }
     let all = three_all / 3;
+    // Q, K and V of different widths (qkv_hidden_sizes) are not a layout this tool maps.
+    if let Some(sizes) = ix.attr_ints(node, "qkv_hidden_sizes") {
+        if sizes.iter().any(|&s| s != all as i64) || sizes.len() != 3 {
+            return Err(fail(
+                "a fused Attention with Q, K and V of one width",
+                format!("{label}: qkv_hidden_sizes {sizes:?}"),
+            ));
+        }
+    }
+    // Inputs past the mask (past state, an additive attention bias per head) are not mapped.
+    if n.input.iter().skip(4).any(|v| !v.is_empty()) {
+        return Err(fail(
+            "a fused Attention reading input, weights, bias and mask only",
+            format!("{label}: {} inputs (past state or attention bias)", n.input.len()),
+        ));
+    }
     let out = n
         .output
         .first()

@@ -3,6 +3,9 @@
 use super::*;
 
 pub(super) fn find_embeddings(ix: &GraphIndex) -> Embeddings {
+    if let Some(e) = fused_embeddings(ix) {
+        return e;
+    }
     let mut tables: Vec<(EmbeddingTable, bool)> = Vec::new();
     for (i, n) in ix.graph.node.iter().enumerate() {
         if n.op_type() != "Gather" || n.input.len() != 2 {
@@ -60,6 +63,45 @@ pub(super) fn find_embeddings(ix: &GraphIndex) -> Embeddings {
         }
     }
     e
+}
+
+/// ONNX Runtime's fused embeddings (com.microsoft `EmbedLayerNormalization`, as its transformer
+/// optimizer writes them): input_ids, segment_ids, then the word, position and segment tables,
+/// the LayerNorm's γ and β; output 0 the normalized embeddings. Every table's `gather_node` is
+/// that node.
+fn fused_embeddings(ix: &GraphIndex) -> Option<Embeddings> {
+    let (i, n) = ix
+        .graph
+        .node
+        .iter()
+        .enumerate()
+        .find(|(_, n)| n.op_type() == "EmbedLayerNormalization" && n.domain() == "com.microsoft")?;
+    let table = |slot: usize| -> Option<EmbeddingTable> {
+        let v = n.input.get(slot).filter(|v| !v.is_empty())?;
+        let (_, rows, dim) = ix.weight_2d(v)?;
+        Some(EmbeddingTable {
+            weight: ix.constant_name(v)?,
+            rows,
+            dim,
+            gather_node: i,
+        })
+    };
+    let constant = |slot: usize| n.input.get(slot).and_then(|v| ix.constant_name(v));
+    Some(Embeddings {
+        word: table(2),
+        position: table(3),
+        token_type: table(4),
+        norm: Some(Norm {
+            node: i,
+            node_name: n.name().to_string(),
+            kind: n.op_type().to_string(),
+            scale: constant(5),
+            bias: constant(6),
+            skip_bias: None,
+            output: n.output.first()?.clone(),
+        }),
+        project: None,
+    })
 }
 
 /// The Linear that reads the embeddings' output `value` and whose output `starts_layer` accepts

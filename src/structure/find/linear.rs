@@ -89,20 +89,23 @@ pub(super) fn plain_linear(ix: &GraphIndex, i: usize) -> Option<Linear> {
         }
     } else if let [c] = ix.consumers(&out) {
         let add = ix.node(*c);
-        if add.op_type() == "Add" && add.input.len() == 2 {
+        if fused_bias_activation(add) && add.input.first() == Some(&out) {
+            // ONNX Runtime's BiasGelu / FastGelu: the bias is the activation's second input; the
+            // layer's output stays the MatMul's (no value holds it with the bias alone).
+            if let Some(b) = add.input.get(1).filter(|b| is_bias(ix, b, out_features)) {
+                bias = ix.constant_name(b);
+                bias_node = Some(*c);
+            }
+        } else if add.op_type() == "Add" && add.input.len() == 2 {
             let other = if add.input[0] == out {
                 &add.input[1]
             } else {
                 &add.input[0]
             };
-            if let Some(t) = ix.constant(other) {
-                let t = t.tensor();
-                let len: i64 = t.dims.iter().product();
-                if t.dims.len() == 1 && len == out_features as i64 {
-                    bias = ix.constant_name(other);
-                    bias_node = Some(*c);
-                    output = add.output.first().cloned().unwrap_or(out);
-                }
+            if is_bias(ix, other, out_features) {
+                bias = ix.constant_name(other);
+                bias_node = Some(*c);
+                output = add.output.first().cloned().unwrap_or(out);
             }
         }
     }
@@ -118,4 +121,18 @@ pub(super) fn plain_linear(ix: &GraphIndex, i: usize) -> Option<Linear> {
         output,
         factor: None,
     })
+}
+
+/// Whether `v` is a constant vector of `len` elements.
+fn is_bias(ix: &GraphIndex, v: &str, len: usize) -> bool {
+    ix.constant(v).is_some_and(|t| {
+        let t = t.tensor();
+        t.dims.len() == 1 && t.dims[0] == len as i64
+    })
+}
+
+/// ONNX Runtime's activations with the preceding bias folded in (com.microsoft `BiasGelu`,
+/// `FastGelu` with a bias input): `act(x + bias)`.
+pub(super) fn fused_bias_activation(n: &crate::onnx::NodeProto) -> bool {
+    n.domain() == "com.microsoft" && matches!(n.op_type(), "BiasGelu" | "FastGelu") && n.input.len() >= 2
 }

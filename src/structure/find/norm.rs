@@ -21,6 +21,11 @@ pub(super) fn find_norm(ix: &GraphIndex, value: &str, depth: usize) -> Option<No
                         .input
                         .get(if n.op_type() == "SkipLayerNormalization" { 3 } else { 2 })
                         .and_then(|v| ix.constant_name(v)),
+                    skip_bias: n
+                        .input
+                        .get(4)
+                        .filter(|_| n.op_type() == "SkipLayerNormalization")
+                        .and_then(|v| ix.constant_name(v)),
                     output: n.output.first()?.clone(),
                 })
             }
@@ -87,6 +92,7 @@ pub(super) fn decomposed_norm(ix: &GraphIndex, x: &str) -> Option<Norm> {
         kind: "decomposed".into(),
         scale,
         bias,
+        skip_bias: None,
         output: out,
     })
 }
