@@ -135,6 +135,22 @@ pub struct Attention {
     /// Reshape nodes of this attention whose target shape has a -1 or 0 where a head-dependent
     /// size would be (inferred at run time: nothing to rewrite there).
     pub inferred_reshapes: usize,
+    /// Biases added to the scores with one slice per head (MPNet's relative position bias):
+    /// pruning heads must keep those heads' slices.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub head_biases: Vec<HeadBias>,
+}
+
+/// A bias added to the attention scores [batch, heads, query, key] with its own values per head,
+/// computed from a table with a column per head (a relative position bias: `Gather` of buckets
+/// from a [buckets, heads] initializer, transposed to put the heads third from last).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HeadBias {
+    /// The `Add` of the scores and the bias, and the input slot the bias comes in at.
+    pub add_node: usize,
+    pub slot: usize,
+    /// The [buckets, heads] initializer it is computed from.
+    pub table: String,
 }
 
 impl Attention {

@@ -8,7 +8,8 @@ use crate::onnx::{tensor, GraphIndex, ModelProto};
 #[derive(Debug, Clone, Serialize, PartialEq, Default)]
 pub struct ParameterCounts {
     pub embeddings: usize,
-    /// Per encoder layer: attention (Q, K, V, output, its LayerNorm).
+    /// Per encoder layer: attention (Q, K, V, output, its LayerNorm; a per-head score bias table
+    /// with the first layer reading it).
     pub attention: Vec<usize>,
     /// Per encoder layer: FFN (up, down, its LayerNorm).
     pub ffn: Vec<usize>,
@@ -68,11 +69,22 @@ pub fn parameter_counts(model: &ModelProto, t: &Transformer) -> ParameterCounts 
         .sum::<usize>()
         + e.norm.as_ref().map_or(0, |n| norm_params(&ix, n))
         + e.project.as_ref().map_or(0, |p| p.params());
+    // A per-head score bias table (often one for all layers) counts with the first layer
+    // reading it.
+    let mut tables = std::collections::HashSet::new();
     let attention: Vec<usize> = t
         .layers
         .iter()
         .map(|l: &EncoderLayer| {
+            let biases: usize = l
+                .attention
+                .iter()
+                .flat_map(|a| &a.head_biases)
+                .filter(|b| tables.insert(b.table.clone()))
+                .map(|b| numel(&ix, &Some(b.table.clone())))
+                .sum();
             l.attention.as_ref().map_or(0, |a| attention_params(&ix, a))
+                + biases
                 + numel(&ix, &l.attention_bias)
                 + norm_params(&ix, &l.attention_norm)
         })

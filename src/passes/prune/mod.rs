@@ -811,6 +811,27 @@ fn prune_attention(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &Layer
         Qkv::Packed { .. } => prune_packed(ed, a, &p.keep_heads)?,
     }
     slice_linear(ed, ix, &a.output, Some(&cols), None, p.output_refit.as_ref())?;
+    // Per-head score biases (a relative position bias, often one for all layers): this layer
+    // reads its kept heads' slices, gathered on the head axis of [batch, heads, query, key].
+    for hb in &a.head_biases {
+        let bias = ed
+            .patch
+            .input(ed.graph, hb.add_node, hb.slot)
+            .ok_or_else(|| PassError::Internal(format!("layer {}: no score bias input", l.index)))?
+            .to_string();
+        let kept: Vec<i64> = p.keep_heads.iter().map(|&h| h as i64).collect();
+        let idx = ed.add_initializer(
+            &format!("{}.heads.l{}", hb.table, l.index),
+            tensor::from_i64("", &[kept.len()], &kept),
+        );
+        let out = ed.patch.fresh_name(&format!("{bias}.l{}.heads", l.index));
+        let gather = crate::onnx::build::with_attrs(
+            crate::onnx::build::node("Gather", &out, &[&bias, &idx], &[&out]),
+            vec![crate::onnx::build::attr_int("axis", -3)],
+        );
+        ed.patch.insert_before(hb.add_node, gather);
+        ed.patch.rewire(hb.add_node, hb.slot, &out);
+    }
     // Shape constants: the head count and the all-heads width, per (constant, node) pair.
     let heads = p.keep_heads.len() as i64;
     let mut groups: BTreeMap<(String, usize), Vec<(usize, i64)>> = BTreeMap::new();

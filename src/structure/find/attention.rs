@@ -179,6 +179,7 @@ pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, Str
         )
     })?;
     check_consts(&shape_consts, num_heads, head_size)?;
+    let head_biases = head_biases(ix, scores, &score_path, num_heads);
     Ok((
         Attention {
             qkv: Qkv::Separate { q, k, v },
@@ -190,9 +191,61 @@ pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, Str
             scale,
             shape_consts,
             inferred_reshapes: inferred,
+            head_biases,
         },
         input,
     ))
+}
+
+/// The per-head biases added on the way from the scores MatMul to the Softmax (`path`, in that
+/// order): an `Add` whose other operand is computed from a [buckets, `heads`] table.
+fn head_biases(ix: &GraphIndex, scores: usize, path: &[usize], heads: usize) -> Vec<HeadBias> {
+    let mut chain = ix.node(scores).output.first().cloned().unwrap_or_default();
+    let mut found = Vec::new();
+    for &p in path {
+        let n = ix.node(p);
+        if n.op_type() == "Add" && n.input.len() == 2 {
+            let slot = usize::from(ix.resolve(&n.input[0]) == ix.resolve(&chain));
+            if let Some(table) = head_table(ix, &n.input[slot], Some(heads), 10) {
+                found.push(HeadBias {
+                    add_node: p,
+                    slot,
+                    table,
+                });
+            }
+        }
+        chain = n.output.first().cloned().unwrap_or_default();
+    }
+    found
+}
+
+/// The [rows, `width`] table `value` is computed from by a `Gather` of rows (its columns the
+/// heads), walking back through at most `depth` producers. A `Gather` of constant indices along
+/// the way (what pruning inserts: the kept heads) sets `width` to its index count and frees the
+/// table's own width.
+fn head_table(ix: &GraphIndex, value: &str, width: Option<usize>, depth: usize) -> Option<String> {
+    let p = ix.producer(value)?;
+    let n = ix.node(p);
+    if n.op_type() == "Gather" && n.input.len() == 2 {
+        if let Some((_, _, cols)) = ix.weight_2d(&n.input[0]) {
+            return (ix.constant(&n.input[1]).is_none() && width.is_none_or(|w| w == cols))
+                .then(|| ix.constant_name(&n.input[0]))
+                .flatten();
+        }
+        if let Some(idx) = ix.constant(&n.input[1]) {
+            let t = idx.tensor();
+            if t.dims.len() == 1 && width == Some(t.dims[0] as usize) && depth > 0 {
+                return head_table(ix, &n.input[0], None, depth - 1);
+            }
+            return None;
+        }
+    }
+    if depth == 0 {
+        return None;
+    }
+    ix.dynamic_inputs(p)
+        .into_iter()
+        .find_map(|v| head_table(ix, v, width, depth - 1))
 }
 
 /// Whether node `i` is `Where(IsNaN(value), c, value)` or `Where(Not(IsNaN(value)), value, c)`
@@ -288,6 +341,7 @@ pub(super) fn fused_attention(ix: &GraphIndex, node: usize) -> R<(Attention, Str
             scale: ix.attr_f(node, "scale"),
             shape_consts: vec![],
             inferred_reshapes: 0,
+            head_biases: vec![],
         },
         input,
     ))
