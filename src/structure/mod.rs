@@ -252,6 +252,25 @@ impl Transformer {
     pub fn num_labels(&self) -> Option<usize> {
         self.head.as_ref().map(|h| h.classifier.out_features)
     }
+
+    /// For each layer, the first earlier layer whose attention (first) and FFN (second) read
+    /// the same weights as its own — ALBERT runs one layer's weights in every layer — or `None`.
+    pub fn shared_weights(&self) -> Vec<(Option<usize>, Option<usize>)> {
+        let attention_key = |l: &EncoderLayer| {
+            l.attention.as_ref().map(|a| match &a.qkv {
+                Qkv::Separate { q, .. } => q.weight.clone(),
+                Qkv::Packed { weight, .. } => weight.clone(),
+            })
+        };
+        let ffn_key = |l: &EncoderLayer| l.ffn.as_ref().map(|f| f.up.weight.clone());
+        let first = |i: usize, key: &dyn Fn(&EncoderLayer) -> Option<String>| {
+            let k = key(&self.layers[i])?;
+            self.layers[..i].iter().position(|l| key(l).as_ref() == Some(&k))
+        };
+        (0..self.layers.len())
+            .map(|i| (first(i, &attention_key), first(i, &ffn_key)))
+            .collect()
+    }
 }
 
 /// Why a graph could not be mapped: what was looked for and where the search stopped.

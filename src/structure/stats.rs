@@ -2,7 +2,9 @@
 
 use serde::Serialize;
 
-use super::{Attention, EncoderLayer, Norm, Qkv, Transformer};
+use std::collections::HashSet;
+
+use super::{Attention, EncoderLayer, Linear, Norm, Qkv, Transformer};
 use crate::onnx::{tensor, GraphIndex, ModelProto};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Default)]
@@ -26,31 +28,49 @@ impl ParameterCounts {
     }
 }
 
-fn numel(ix: &GraphIndex, name: &Option<String>) -> usize {
-    name.as_deref()
-        .and_then(|n| ix.constant(n))
-        .and_then(|c| tensor::numel(c.tensor()).ok())
-        .unwrap_or(0)
+/// Counts initializer elements by name, each initializer once: a weight that several layers
+/// share (ALBERT's, a relative position bias table) counts with the first part reading it.
+struct Counter<'g> {
+    ix: GraphIndex<'g>,
+    seen: HashSet<String>,
 }
 
-fn norm_params(ix: &GraphIndex, n: &Norm) -> usize {
-    numel(ix, &n.scale) + numel(ix, &n.bias) + numel(ix, &n.skip_bias)
+impl Counter<'_> {
+    fn named(&mut self, name: Option<&str>) -> usize {
+        let Some(name) = name else { return 0 };
+        let Some(c) = self.ix.constant(name) else { return 0 };
+        if !self.seen.insert(self.ix.resolve(name).to_string()) {
+            return 0;
+        }
+        tensor::numel(c.tensor()).unwrap_or(0)
+    }
+
+    fn linear(&mut self, l: &Linear) -> usize {
+        self.named(Some(&l.weight))
+            + self.named(l.factor.as_ref().map(|f| f.weight.as_str()))
+            + self.named(l.bias.as_deref())
+    }
+
+    fn norm(&mut self, n: &Norm) -> usize {
+        self.named(n.scale.as_deref()) + self.named(n.bias.as_deref()) + self.named(n.skip_bias.as_deref())
+    }
+
+    fn attention(&mut self, a: &Attention) -> usize {
+        let qkv = match &a.qkv {
+            Qkv::Separate { q, k, v } => self.linear(q) + self.linear(k) + self.linear(v),
+            Qkv::Packed { weight, bias, .. } => self.named(Some(weight)) + self.named(bias.as_deref()),
+        };
+        let tables: usize = a.head_biases.iter().map(|b| self.named(Some(&b.table))).sum();
+        qkv + tables + self.linear(&a.output)
+    }
 }
 
-fn attention_params(ix: &GraphIndex, a: &Attention) -> usize {
-    let qkv = match &a.qkv {
-        Qkv::Separate { q, k, v } => q.params() + k.params() + v.params(),
-        Qkv::Packed { weight, bias, .. } => numel(ix, &Some(weight.clone())) + numel(ix, bias),
-    };
-    qkv + a.output.params()
-}
-
-/// Parameter counts (elements of float initializers) per part of the model.
+/// Parameter counts (elements of float initializers) per part of the model; an initializer read
+/// by several parts counts once, with the first.
 pub fn parameter_counts(model: &ModelProto, t: &Transformer) -> ParameterCounts {
     let Some(graph) = model.graph.as_ref() else {
         return ParameterCounts::default();
     };
-    let ix = GraphIndex::new(graph);
     let total: usize = graph
         .initializer
         .iter()
@@ -61,49 +81,42 @@ pub fn parameter_counts(model: &ModelProto, t: &Transformer) -> ParameterCounts 
         .filter_map(|i| tensor::numel(i).ok())
         .filter(|&n| n > 1)
         .sum();
+    let mut c = Counter {
+        ix: GraphIndex::new(graph),
+        seen: HashSet::new(),
+    };
     let e = &t.embeddings;
     let embeddings = [&e.word, &e.position, &e.token_type]
         .iter()
         .filter_map(|t| t.as_ref())
-        .map(|t| t.rows * t.dim)
+        .map(|t| c.named(Some(&t.weight)))
         .sum::<usize>()
-        + e.norm.as_ref().map_or(0, |n| norm_params(&ix, n))
-        + e.project.as_ref().map_or(0, |p| p.params());
-    // A per-head score bias table (often one for all layers) counts with the first layer
-    // reading it.
-    let mut tables = std::collections::HashSet::new();
+        + e.norm.as_ref().map_or(0, |n| c.norm(n))
+        + e.project.as_ref().map_or(0, |p| c.linear(p));
     let attention: Vec<usize> = t
         .layers
         .iter()
         .map(|l: &EncoderLayer| {
-            let biases: usize = l
-                .attention
-                .iter()
-                .flat_map(|a| &a.head_biases)
-                .filter(|b| tables.insert(b.table.clone()))
-                .map(|b| numel(&ix, &Some(b.table.clone())))
-                .sum();
-            l.attention.as_ref().map_or(0, |a| attention_params(&ix, a))
-                + biases
-                + numel(&ix, &l.attention_bias)
-                + norm_params(&ix, &l.attention_norm)
+            l.attention.as_ref().map_or(0, |a| c.attention(a))
+                + c.named(l.attention_bias.as_deref())
+                + c.norm(&l.attention_norm)
         })
         .collect();
     let ffn: Vec<usize> = t
         .layers
         .iter()
         .map(|l| {
-            l.ffn.as_ref().map_or(0, |f| f.up.params() + f.down.params())
-                + numel(&ix, &l.ffn_bias)
-                + norm_params(&ix, &l.output_norm)
+            l.ffn.as_ref().map_or(0, |f| c.linear(&f.up) + c.linear(&f.down))
+                + c.named(l.ffn_bias.as_deref())
+                + c.norm(&l.output_norm)
         })
         .collect();
     let pooler = t
         .head
         .as_ref()
         .and_then(|h| h.pooler.as_ref())
-        .map_or(0, |p| p.params());
-    let classifier = t.head.as_ref().map_or(0, |h| h.classifier.params());
+        .map_or(0, |p| c.linear(p));
+    let classifier = t.head.as_ref().map_or(0, |h| c.linear(&h.classifier));
     let known = embeddings + attention.iter().sum::<usize>() + ffn.iter().sum::<usize>() + pooler + classifier;
     ParameterCounts {
         embeddings,

@@ -158,6 +158,23 @@ pub fn lowrank_calibrated(
     if opts.target_params.is_none() {
         check_fixed_rank(&targets, opts.rank)?;
     }
+    // One weight read by two layers (ALBERT) would get two factorizations, each fitted to its
+    // own layer's inputs: a bigger model, not a smaller one.
+    if let Some((a, b)) = targets.iter().enumerate().find_map(|(i, a)| {
+        targets[..i]
+            .iter()
+            .find(|b| b.linear.weight == a.linear.weight)
+            .map(|b| (b, a))
+    }) {
+        return Err(PassError::Unsupported(format!(
+            "{} and {} share the weight '{}' (as ALBERT's layers do): activation-aware factors are fitted \
+             to each layer's inputs, which one shared weight cannot take; use the weight method (no \
+             --calib-data), which factorizes a shared weight once",
+            b.name(),
+            a.name(),
+            a.linear.weight
+        )));
+    }
     let g = model
         .graph
         .as_ref()

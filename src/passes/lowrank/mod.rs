@@ -593,6 +593,9 @@ pub fn factorize_graph(model: &ModelProto, reps: &[Replacement]) -> Result<Model
         .ok_or_else(|| PassError::Internal("no graph".into()))?;
     let mut patch = Patch::new(g);
     patch.reserve_node_names(g);
+    // Factors already written, by the weight they replace: layers that share a weight (ALBERT)
+    // and get the same factors share them too.
+    let mut written: Vec<(&str, &Replacement, String, String)> = Vec::new();
     for r in reps {
         let lin = &r.linear;
         if lin.factor.is_some() {
@@ -612,10 +615,20 @@ pub fn factorize_graph(model: &ModelProto, reps: &[Replacement]) -> Result<Model
         } else {
             lin.node_name.clone()
         };
-        let a_name = patch.fresh_name(&format!("{}.lowrank_a", lin.weight));
-        let b_name = patch.fresh_name(&format!("{}.lowrank_b", lin.weight));
         let mid = patch.fresh_name(&format!("{base}/lowrank_xa"));
         let first = patch.fresh_name(&format!("{base}/lowrank_MatMul"));
+        let same = written.iter().find(|(w, o, _, _)| {
+            *w == lin.weight && o.rank == r.rank && o.a == r.a && o.b == r.b && o.linear.transposed == lin.transposed
+        });
+        if let Some((_, _, a_name, b_name)) = same {
+            patch.insert_before(lin.node, build::node("MatMul", &first, &[&x, a_name], &[&mid]));
+            patch.rewire(lin.node, 0, &mid);
+            patch.rewire(lin.node, 1, b_name);
+            continue;
+        }
+        let a_name = patch.fresh_name(&format!("{}.lowrank_a", lin.weight));
+        let b_name = patch.fresh_name(&format!("{}.lowrank_b", lin.weight));
+        written.push((&lin.weight, r, a_name.clone(), b_name.clone()));
         let (i, o, k) = (lin.in_features, lin.out_features, r.rank);
         patch.add_initializer(tensor::from_f32(&a_name, &[i, k], &r.a));
         let b = if is_gemm && lin.transposed {

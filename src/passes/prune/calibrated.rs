@@ -475,6 +475,18 @@ pub fn prune_calibrated(
     let start = Instant::now();
     let t = structure::discover(model)?;
     refuse_factorized(&t)?;
+    if let Some((i, j)) = t
+        .shared_weights()
+        .iter()
+        .enumerate()
+        .find_map(|(i, (a, f))| a.or(*f).map(|j| (i, j)))
+    {
+        return Err(PassError::Unsupported(format!(
+            "layers {j} and {i} share their weights (as ALBERT's layers do): calibrated pruning chooses and \
+             refits each layer apart, which one shared weight cannot take; prune with --strategy l1 (or \
+             random) and --heads/--ffn, which prune shared layers alike"
+        )));
+    }
     let counts: Vec<(usize, usize)> = match opts.target_macs {
         Some(target) => {
             let c = curves(model, &t, opts.seq_len, (1.0 - target, 1.0 - target), calib)?;

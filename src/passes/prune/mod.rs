@@ -500,7 +500,19 @@ pub fn prune(model: &ModelProto, opts: &PruneOptions) -> Result<(ModelProto, Pru
     refuse_factorized(&t)?;
     let (hs, ns) = match opts.strategy {
         Strategy::L1 => l1_scores(model, &t)?,
-        Strategy::Random => random_scores(&t, opts.seed),
+        Strategy::Random => {
+            // Layers that share weights draw alike (l1 scores of one weight are alike anyway).
+            let (mut hs, mut ns) = random_scores(&t, opts.seed);
+            for (i, (a, f)) in t.shared_weights().into_iter().enumerate() {
+                if let Some(j) = a {
+                    hs[i] = hs[j].clone();
+                }
+                if let Some(j) = f {
+                    ns[i] = ns[j].clone();
+                }
+            }
+            (hs, ns)
+        }
         Strategy::Obs => {
             return Err(PassError::Options(OptionError::new(
                 "strategy",
@@ -615,6 +627,9 @@ struct Editor<'m> {
     patch: Patch,
     source: &'m ModelProto,
     graph: &'m GraphProto,
+    /// Slices of shared constants already written: (constant, dims, data) → the new name, so
+    /// that layers sharing a weight (ALBERT) and pruned alike share its slice too.
+    slices: Vec<(String, Vec<usize>, Vec<f32>, String)>,
 }
 
 impl Editor<'_> {
@@ -628,8 +643,18 @@ impl Editor<'_> {
         if direct && only_user && is_init {
             self.patch.replace_initializer(name, tensor::from_f32(name, dims, data));
         } else {
-            let new = self.patch.fresh_name(&format!("{name}.pruned"));
-            self.patch.add_initializer(tensor::from_f32(&new, dims, data));
+            let written = self
+                .slices
+                .iter()
+                .find(|(n, d, v, _)| n == name && d == dims && v == data)
+                .map(|s| s.3.clone());
+            let new = written.unwrap_or_else(|| {
+                let new = self.patch.fresh_name(&format!("{name}.pruned"));
+                self.patch.add_initializer(tensor::from_f32(&new, dims, data));
+                self.slices
+                    .push((name.to_string(), dims.to_vec(), data.to_vec(), new.clone()));
+                new
+            });
             self.patch.rewire(node, slot, &new);
         }
     }
@@ -745,11 +770,13 @@ pub fn apply_plan(model: &ModelProto, t: &Transformer, plan: &Plan) -> Result<Mo
             t.layers.len()
         )));
     }
+    check_shared(t, plan)?;
     let ix = GraphIndex::new(g);
     let mut ed = Editor {
         patch: Patch::new(g),
         source: model,
         graph: g,
+        slices: Vec::new(),
     };
     for (l, p) in t.layers.iter().zip(&plan.layers) {
         prune_attention(&mut ed, &ix, l, p)?;
@@ -784,6 +811,35 @@ pub fn apply_plan(model: &ModelProto, t: &Transformer, plan: &Plan) -> Result<Mo
         }
     }
     Ok(out)
+}
+
+/// Layers that share weights (ALBERT) must be pruned alike: the same heads and neurons kept, no
+/// refit (one weight cannot take two). Otherwise pruning would give each layer its own copy and
+/// write a bigger model than it read.
+fn check_shared(t: &Transformer, plan: &Plan) -> Result<(), PassError> {
+    for (i, (a, f)) in t.shared_weights().into_iter().enumerate() {
+        let p = &plan.layers[i];
+        let differs = |j: usize, part: &str| {
+            PassError::Unsupported(format!(
+                "layers {j} and {i} share their {part} weights (as ALBERT's layers do): pruning must keep the same \
+                 {part} units in both and refit none, which this plan does not (--strategy l1 and random prune \
+                 shared layers alike; calibrated pruning chooses each layer apart)"
+            ))
+        };
+        if let Some(j) = a {
+            let q = &plan.layers[j];
+            if p.keep_heads != q.keep_heads || p.output_refit.is_some() || q.output_refit.is_some() {
+                return Err(differs(j, "attention"));
+            }
+        }
+        if let Some(j) = f {
+            let q = &plan.layers[j];
+            if p.keep_neurons != q.keep_neurons || p.down_refit.is_some() || q.down_refit.is_some() {
+                return Err(differs(j, "FFN"));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn prune_attention(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &LayerPlan) -> Result<(), PassError> {
