@@ -72,13 +72,48 @@ struct Names {
     res2: String,
 }
 
+/// The value ONNX Runtime's `SkipLayerNormalization` node `norm` writes its sum (input + skip +
+/// bias) to: its fourth output, named after its first when the graph leaves it out (see
+/// [`with_skip_sums`]).
+fn skip_sum(ix: &GraphIndex, norm: &structure::Norm) -> String {
+    match ix.node(norm.node).output.get(3).filter(|o| !o.is_empty()) {
+        Some(o) => o.clone(),
+        None => format!("{}.input_skip_bias_sum", norm.output),
+    }
+}
+
+/// `model` with every `SkipLayerNormalization` writing its sum to the output [`skip_sum`] names,
+/// so that calibration can capture the sum before each LayerNorm (borrowed when none lacks it).
+fn with_skip_sums(model: &ModelProto) -> std::borrow::Cow<'_, ModelProto> {
+    let lacks = |n: &crate::onnx::NodeProto| {
+        n.op_type() == "SkipLayerNormalization" && n.output.get(3).is_none_or(|o| o.is_empty())
+    };
+    if !model.graph.as_ref().is_some_and(|g| g.node.iter().any(lacks)) {
+        return std::borrow::Cow::Borrowed(model);
+    }
+    let mut out = model.clone();
+    for n in out
+        .graph
+        .iter_mut()
+        .flat_map(|g| g.node.iter_mut())
+        .filter(|n| lacks(n))
+    {
+        let sum = format!("{}.input_skip_bias_sum", n.output[0]);
+        n.output.resize(4, String::new());
+        n.output[3] = sum;
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 fn names(ix: &GraphIndex, l: &EncoderLayer) -> Result<Names, PassError> {
     let norm_input = |n: &structure::Norm| -> Result<String, PassError> {
+        if n.kind == "SkipLayerNormalization" {
+            return Ok(skip_sum(ix, n));
+        }
         if n.kind != "LayerNormalization" {
             return Err(PassError::Unsupported(format!(
-                "layer {}: calibrated pruning needs LayerNormalization nodes, found {} (ONNX Runtime's \
-                 fused form keeps the residual sum inside it): prune the unfused export with calibration \
-                 and optimize the result, or use --strategy l1",
+                "layer {}: calibrated pruning needs LayerNormalization or SkipLayerNormalization nodes, \
+                 found {}: export at opset 17 or later (which writes LayerNormalization), or use --strategy l1",
                 l.index, n.kind
             )));
         }
@@ -253,7 +288,7 @@ fn block_stats(model: &ModelProto, t: &Transformer, calib: &mut dyn Calibrator) 
     wanted.sort();
     wanted.dedup();
     let pos = |name: &str| wanted.iter().position(|w| w == name).unwrap_or(0);
-    calib.capture(model, &wanted, &mut |positions, vals| {
+    calib.capture(&with_skip_sums(model), &wanted, &mut |positions, vals| {
         let tokens = positions.len();
         for (li, (n, (a, f))) in layer_names.iter().zip(stats.iter_mut()).enumerate() {
             if let Some(a) = a {
@@ -535,7 +570,7 @@ pub fn prune_calibrated(
     wanted.dedup();
     let mut targets: Vec<Vec<f32>> = vec![Vec::new(); wanted.len()];
     if !wanted.is_empty() {
-        calib.capture(model, &wanted, &mut |_, vals| {
+        calib.capture(&with_skip_sums(model), &wanted, &mut |_, vals| {
             for ((dst, (v, _)), name) in targets.iter_mut().zip(vals).zip(&wanted) {
                 finite_capture(name, &|| "the unpruned model".into(), v)?;
                 dst.extend_from_slice(v);

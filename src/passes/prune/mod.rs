@@ -741,13 +741,28 @@ fn slice_linear(
 }
 
 /// Replaces a fully pruned block by its output bias: every reader of the block's output reads
-/// the bias instead (a zero bias is created when there is none).
-fn remove_block(ed: &mut Editor, out_lin: &Linear, hidden: usize, refit: Option<&Refit>) -> Result<(), PassError> {
+/// the bias instead (a zero bias is created when there is none). When the bias sits in the
+/// `SkipLayerNormalization` after the block (ONNX Runtime's fused form, `norm`), that node, which
+/// needs a full-size input, becomes `Add(residual, bias)` and a `LayerNormalization`.
+fn remove_block(
+    ed: &mut Editor,
+    out_lin: &Linear,
+    hidden: usize,
+    refit: Option<&Refit>,
+    norm: &structure::Norm,
+) -> Result<(), PassError> {
+    let skip_bias = match &norm.skip_bias {
+        Some(b) if out_lin.bias.is_none() => Some(source_weight(ed.source, b)?),
+        _ => None,
+    };
     let bias: Vec<f32> = match (refit, &out_lin.bias) {
         (Some(r), _) => r.bias.clone(),
         (None, Some(b)) => source_weight(ed.source, b)?,
-        (None, None) => vec![0.0; hidden],
+        (None, None) => skip_bias.unwrap_or_else(|| vec![0.0; hidden]),
     };
+    if norm.kind == "SkipLayerNormalization" {
+        return unfuse_skip_norm(ed, out_lin, norm, &bias);
+    }
     let base = out_lin
         .bias
         .clone()
@@ -755,6 +770,74 @@ fn remove_block(ed: &mut Editor, out_lin: &Linear, hidden: usize, refit: Option<
     let name = ed.add_initializer(&format!("{base}.only"), tensor::from_f32("", &[hidden], &bias));
     ed.patch.replace_uses(ed.graph, &out_lin.output, &name);
     Ok(())
+}
+
+/// [`remove_block`] before a `SkipLayerNormalization`: `Add(residual, bias)` then
+/// `LayerNormalization` with its scale, bias and epsilon, writing its outputs (the normalized
+/// value, and the sum where the graph names it).
+fn unfuse_skip_norm(ed: &mut Editor, out_lin: &Linear, norm: &structure::Norm, bias: &[f32]) -> Result<(), PassError> {
+    use crate::onnx::build::{attr_float, attr_int, node, with_attrs};
+    let opset = ed
+        .source
+        .opset_import
+        .iter()
+        .find(|o| o.domain().is_empty() || o.domain() == "ai.onnx")
+        .and_then(|o| o.version)
+        .unwrap_or(0);
+    if opset < 17 {
+        return Err(PassError::Unsupported(format!(
+            "removing every unit of a block before {} needs LayerNormalization (opset 17), the model has \
+             opset {opset}: keep at least one head and neuron per layer",
+            norm.node_name
+        )));
+    }
+    let sln = &ed.graph.node[norm.node];
+    let residual = sln
+        .input
+        .iter()
+        .take(2)
+        .find(|v| **v != out_lin.output)
+        .cloned()
+        .ok_or_else(|| PassError::Internal(format!("{}: no residual input", norm.node_name)))?;
+    let b = ed.add_initializer(
+        &format!("{}.bias.only", norm.node_name),
+        tensor::from_f32("", &[bias.len()], bias),
+    );
+    let sum = match sln.output.get(3).filter(|o| !o.is_empty()) {
+        Some(o) => o.clone(),
+        None => ed.patch.fresh_name(&format!("{}.sum", norm.node_name)),
+    };
+    let eps = sln
+        .attribute
+        .iter()
+        .find(|a| a.name() == "epsilon")
+        .and_then(|a| a.f)
+        .unwrap_or(1e-12);
+    let add = node("Add", &format!("{}/Add", norm.node_name), &[&residual, &b], &[&sum]);
+    let inputs = [
+        sum.as_str(),
+        sln.input[2].as_str(),
+        sln.input.get(3).map_or("", |s| s.as_str()),
+    ];
+    let ln = with_attrs(
+        node(
+            "LayerNormalization",
+            &format!("{}/LayerNormalization", norm.node_name),
+            &inputs,
+            &[&norm.output],
+        ),
+        vec![attr_int("axis", -1), attr_float("epsilon", eps)],
+    );
+    ed.patch.replace_node(norm.node, vec![add, ln]);
+    Ok(())
+}
+
+/// A refitted output bias goes where the graph adds the projection's bias: when the projection
+/// has none of its own and the `SkipLayerNormalization` after it carries one (`norm`), there.
+fn refit_skip_bias(ed: &mut Editor, out_lin: &Linear, norm: &structure::Norm, refit: Option<&Refit>) {
+    if let (Some(r), None, Some(b)) = (refit, &out_lin.bias, &norm.skip_bias) {
+        ed.set_weight(norm.node, 4, b, &[r.bias.len()], &r.bias);
+    }
 }
 
 /// Applies a plan: slices every layer, rewrites shape constants, removes what is no longer used.
@@ -855,7 +938,7 @@ fn prune_attention(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &Layer
     }
     let hidden = a.output.out_features;
     if p.keep_heads.is_empty() {
-        return remove_block(ed, &a.output, hidden, p.output_refit.as_ref());
+        return remove_block(ed, &a.output, hidden, p.output_refit.as_ref(), &l.attention_norm);
     }
     let cols = head_columns(&p.keep_heads, a.head_size);
     match &a.qkv {
@@ -867,6 +950,7 @@ fn prune_attention(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &Layer
         Qkv::Packed { .. } => prune_packed(ed, a, &p.keep_heads)?,
     }
     slice_linear(ed, ix, &a.output, Some(&cols), None, p.output_refit.as_ref())?;
+    refit_skip_bias(ed, &a.output, &l.attention_norm, p.output_refit.as_ref());
     // Per-head score biases (a relative position bias, often one for all layers): this layer
     // reads its kept heads' slices, gathered on the head axis of [batch, heads, query, key].
     for hb in &a.head_biases {
@@ -963,9 +1047,10 @@ fn prune_ffn(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &LayerPlan) 
         return Ok(());
     }
     if p.keep_neurons.is_empty() {
-        return remove_block(ed, &f.down, f.down.out_features, p.down_refit.as_ref());
+        return remove_block(ed, &f.down, f.down.out_features, p.down_refit.as_ref(), &l.output_norm);
     }
     slice_linear(ed, ix, &f.up, None, Some(&p.keep_neurons), None)?;
     slice_linear(ed, ix, &f.down, Some(&p.keep_neurons), None, p.down_refit.as_ref())?;
+    refit_skip_bias(ed, &f.down, &l.output_norm, p.down_refit.as_ref());
     Ok(())
 }
