@@ -85,10 +85,14 @@ fn sequence_on_axis_1(ix: &GraphIndex, t: &Transformer) -> Result<(), String> {
     let gather = ix.node(word.gather_node);
     // ONNX Runtime's fused EmbedLayerNormalization reads input_ids first, a Gather second.
     let slot = usize::from(gather.op_type() != "EmbedLayerNormalization");
-    let ids = gather
+    let mut ids = gather
         .input
         .get(slot)
         .ok_or("the word embedding Gather has no indices")?;
+    // Through the Cast to int32 ONNX Runtime's optimizer puts before its fused embeddings.
+    while let Some(c) = ix.producer(ids).map(|p| ix.node(p)).filter(|p| p.op_type() == "Cast") {
+        ids = &c.input[0];
+    }
     if let Some(v) = ix.graph.input.iter().find(|v| v.name() == ids) {
         let rank = v.r#type.as_ref().and_then(|ty| match &ty.value {
             Some(crate::onnx::proto::type_proto::Value::TensorType(tt)) => tt.shape.as_ref().map(|s| s.dim.len()),
