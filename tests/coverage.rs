@@ -1011,3 +1011,47 @@ fn albert_keeps_its_layers_sharing_weights() {
         assert!(rel < bar, "albert {mode}: relative logit error {rel} (bar {bar})");
     }
 }
+
+/// A headless encoder's output is its hidden states: on them (every token of both batches),
+/// pruning nothing changes nothing (1e-5) and removing heads equals zeroing their output rows
+/// (1e-4), which does change them.
+#[test]
+fn headless_encoder_prunes_exactly_on_its_hidden_states() {
+    if !require_ort("pruning a headless encoder on its hidden states") {
+        return;
+    }
+    let hidden = |m: &ModelProto| -> Vec<f32> {
+        let names = ["last_hidden_state".to_string()];
+        let opts = onnx_compress::runtime::SessionOptions::default();
+        let mut probe = onnx_compress::runtime::Probe::open(m, &names, HEADLESS, &opts).expect("opens");
+        // The fixtures' example batch (no expected.json here: torch's check is in its README).
+        let example = onnx_compress::testkit::synth::sample_batch();
+        let mut masked = onnx_compress::testkit::synth::sample_batch();
+        masked.attention_mask.row_mut(1).fill(0);
+        [example, masked]
+            .iter()
+            .flat_map(|b| probe.run(b).expect("runs").remove(0).1)
+            .collect()
+    };
+    let m = load(HEADLESS);
+    let t = discover(&m).unwrap();
+    let original = hidden(&m);
+    let unpruned = Pass::Prune(PruneOptions::default())
+        .apply(&m, None)
+        .expect("prune 0")
+        .model;
+    assert!(max_diff(&original, &hidden(&unpruned)) < 1e-5);
+    let keep: [&[usize]; 2] = [&[0, 2, 3], &[1]];
+    let mut plan = Plan::keep_all(&t);
+    for (p, k) in plan.layers.iter_mut().zip(keep) {
+        p.keep_heads = k.to_vec();
+    }
+    let pruned = hidden(&prune::apply_plan(&m, &t, &plan).expect("the plan applies"));
+    let zeroed = hidden(&silenced_heads(&m, &t, &keep));
+    assert!(
+        max_diff(&pruned, &zeroed) <= 1e-4,
+        "pruned vs zeroed: {}",
+        max_diff(&pruned, &zeroed)
+    );
+    assert!(max_diff(&pruned, &original) > 1e-3);
+}
