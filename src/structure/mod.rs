@@ -139,6 +139,12 @@ pub struct Attention {
     /// pruning heads must keep those heads' slices.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub head_biases: Vec<HeadBias>,
+    /// Weights of other terms added to the scores, computed from Q or K and weights of their own
+    /// (DeBERTa's disentangled relative attention: content-to-position and position-to-content
+    /// scores from projected relative position embeddings). Heads of such an attention are not
+    /// pruned.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub score_terms: Vec<String>,
 }
 
 /// A bias added to the attention scores [batch, heads, query, key] with its own values per head,

@@ -11,7 +11,7 @@ use crate::onnx::{tensor, GraphIndex, ModelProto};
 pub struct ParameterCounts {
     pub embeddings: usize,
     /// Per encoder layer: attention (Q, K, V, output, its LayerNorm; a per-head score bias table
-    /// with the first layer reading it).
+    /// or the weights of other score terms, with the first layer reading them).
     pub attention: Vec<usize>,
     /// Per encoder layer: FFN (up, down, its LayerNorm).
     pub ffn: Vec<usize>,
@@ -61,7 +61,8 @@ impl Counter<'_> {
             Qkv::Packed { weight, bias, .. } => self.named(Some(weight)) + self.named(bias.as_deref()),
         };
         let tables: usize = a.head_biases.iter().map(|b| self.named(Some(&b.table))).sum();
-        qkv + tables + self.linear(&a.output)
+        let terms: usize = a.score_terms.iter().map(|w| self.named(Some(w))).sum();
+        qkv + tables + terms + self.linear(&a.output)
     }
 }
 

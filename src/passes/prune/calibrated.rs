@@ -334,8 +334,12 @@ fn curves(
         for (part, stats) in [(Part::Attention, a), (Part::Ffn, f)] {
             let Some(st) = stats else { continue };
             let (out_lin, unit) = match part {
+                // Heads whose scores carry terms of their own (DeBERTa) are not pruned: no curve,
+                // so a budget is met from the other blocks.
                 Part::Attention => {
-                    let Some(att) = &l.attention else { continue };
+                    let Some(att) = l.attention.as_ref().filter(|a| a.score_terms.is_empty()) else {
+                        continue;
+                    };
                     (&att.output, structure::unit_macs(t.hidden, att.head_size, seq_len).0)
                 }
                 Part::Ffn => {

@@ -936,6 +936,16 @@ fn prune_attention(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &Layer
     if p.keep_heads.len() == a.num_heads && p.output_refit.is_none() {
         return Ok(());
     }
+    if !a.score_terms.is_empty() && !p.keep_heads.is_empty() {
+        return Err(PassError::Unsupported(format!(
+            "layer {}: its attention scores add terms computed per head from {} weights of their own \
+             (e.g. '{}': DeBERTa's disentangled relative attention), which head pruning does not slice yet; \
+             prune the FFN only (--ffn; --target-macs leaves these heads alone)",
+            l.index,
+            a.score_terms.len(),
+            a.score_terms[0]
+        )));
+    }
     let hidden = a.output.out_features;
     if p.keep_heads.is_empty() {
         return remove_block(ed, &a.output, hidden, p.output_refit.as_ref(), &l.attention_norm);

@@ -422,11 +422,20 @@ pub(crate) fn find_targets(
     let mut targets = vec![];
     let mut excluded = vec![];
     let mut used_patterns = vec![false; exclude.len()];
+    // Values computed from the graph's inputs (nodes are in topological order): a MatMul of
+    // values computed from constants alone (DeBERTa's projected relative position embeddings)
+    // has no activation to quantize.
+    let mut live: HashSet<&str> = ix.graph.input.iter().map(|v| v.name()).collect();
+    for n in &ix.graph.node {
+        if n.input.iter().any(|v| live.contains(v.as_str())) {
+            live.extend(n.output.iter().map(String::as_str));
+        }
+    }
     for (i, n) in ix.graph.node.iter().enumerate() {
         if n.op_type() != "MatMul" || !n.domain().is_empty() || n.input.len() != 2 {
             continue;
         }
-        if ix.constant(&n.input[0]).is_some() {
+        if ix.constant(&n.input[0]).is_some() || !live.contains(n.input[0].as_str()) {
             continue;
         }
         let Some(c) = ix.constant(&n.input[1]) else { continue };

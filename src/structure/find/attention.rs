@@ -70,13 +70,14 @@ pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, Str
         .first()
         .ok_or_else(|| fail("Softmax input", ix.node_label(sm)))?;
     let is_matmul = |i: usize| ix.node(i).op_type() == "MatMul" && ix.dynamic_inputs(i).len() == 2;
-    let (scores, score_path) = find_back(ix, sm_in, &is_matmul, &["Add", "Mul", "Div", "Cast", "Identity"], 6)
-        .ok_or_else(|| {
-            fail(
-                "the scores MatMul(Q, Kᵀ) before the Softmax (through scale Mul/Div and mask Add)",
-                format!("walking back from {}", ix.node_label(sm)),
-            )
-        })?;
+    // Through DeBERTa's mask fill (a Where) and its reshape of batch × heads back to heads.
+    let through = ["Add", "Mul", "Div", "Cast", "Identity", "Where", "Reshape"];
+    let (scores, score_path) = find_back(ix, sm_in, &is_matmul, &through, 6).ok_or_else(|| {
+        fail(
+            "the scores MatMul(Q, Kᵀ) before the Softmax (through scale Mul/Div and mask Add)",
+            format!("walking back from {}", ix.node_label(sm)),
+        )
+    })?;
     let mut scale = None;
     for &p in &score_path {
         let n = ix.node(p);
@@ -98,7 +99,9 @@ pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, Str
     // The context MatMul reads the probabilities directly, through PASS_THROUGH ops, or through
     // the guard torch's exporter writes after SDPA's softmax for fully masked rows.
     let is_ctx = |i: usize| ix.node(i).op_type() == "MatMul";
-    let through = |c: usize, v: &str| passes_through(ix, PASS_THROUGH, c, v) || nan_guard(ix, c, v);
+    let through = |c: usize, v: &str| {
+        passes_through(ix, PASS_THROUGH, c, v) || passes_through(ix, &["Reshape"], c, v) || nan_guard(ix, c, v)
+    };
     let (ctx, _) = find_forward_via(ix, sm_out, &is_ctx, &through, 4).ok_or_else(|| {
         fail(
             "the context MatMul(probabilities, V) after the Softmax (through Identity, Cast, Dropout \
@@ -180,6 +183,12 @@ pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, Str
     })?;
     check_consts(&shape_consts, num_heads, head_size)?;
     let head_biases = head_biases(ix, scores, &score_path, num_heads);
+    let stop: Vec<usize> = [&q, &k, &v]
+        .iter()
+        .flat_map(|l| [Some(l.node), l.bias_node])
+        .flatten()
+        .collect();
+    let score_terms = score_terms(ix, scores, &score_path, &head_biases, &stop);
     Ok((
         Attention {
             qkv: Qkv::Separate { q, k, v },
@@ -192,6 +201,7 @@ pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, Str
             shape_consts,
             inferred_reshapes: inferred,
             head_biases,
+            score_terms,
         },
         input,
     ))
@@ -216,6 +226,56 @@ fn head_biases(ix: &GraphIndex, scores: usize, path: &[usize], heads: usize) -> 
         }
         chain = n.output.first().cloned().unwrap_or_default();
     }
+    found
+}
+
+/// The weights of terms added to the scores on the way to the Softmax that are computed by
+/// matrix products of their own (other than a per-head bias): every float constant of more than
+/// one value read in the cone of the other operand of such an `Add`,
+/// walking back no further than the Q/K/V projections (`stop`).
+fn score_terms(ix: &GraphIndex, scores: usize, path: &[usize], biases: &[HeadBias], stop: &[usize]) -> Vec<String> {
+    let mut chain = ix.node(scores).output.first().cloned().unwrap_or_default();
+    let mut found: Vec<String> = Vec::new();
+    for &p in path {
+        let n = ix.node(p);
+        if n.op_type() == "Add" && n.input.len() == 2 && !biases.iter().any(|b| b.add_node == p) {
+            let slot = usize::from(ix.resolve(&n.input[0]) == ix.resolve(&chain));
+            let mut weights = Vec::new();
+            let mut products = false;
+            let mut seen = HashSet::new();
+            let mut todo = vec![(n.input[slot].clone(), 0usize)];
+            while let Some((v, depth)) = todo.pop() {
+                let Some(q) = ix.producer(&v) else { continue };
+                if depth > 24 || stop.contains(&q) || !seen.insert(q) {
+                    continue;
+                }
+                let qn = ix.node(q);
+                if matches!(qn.op_type(), "Shape" | "Size") {
+                    continue; // sizes, not values
+                }
+                if qn.op_type() == "MatMul" {
+                    products = true;
+                }
+                for i in &qn.input {
+                    match ix.constant(i) {
+                        Some(c) => {
+                            let t = c.tensor();
+                            if t.data_type() == 1 && t.dims.iter().product::<i64>() > 1 {
+                                weights.extend(ix.constant_name(i));
+                            }
+                        }
+                        None => todo.push((i.clone(), depth + 1)),
+                    }
+                }
+            }
+            if products {
+                found.extend(weights);
+            }
+        }
+        chain = n.output.first().cloned().unwrap_or_default();
+    }
+    found.sort();
+    found.dedup();
     found
 }
 
@@ -342,6 +402,7 @@ pub(super) fn fused_attention(ix: &GraphIndex, node: usize) -> R<(Attention, Str
             shape_consts: vec![],
             inferred_reshapes: 0,
             head_biases: vec![],
+            score_terms: vec![],
         },
         input,
     ))

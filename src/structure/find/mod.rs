@@ -86,6 +86,12 @@ pub fn discover(model: &ModelProto) -> R<Transformer> {
         (None, None) => return Err(fail("encoder layers", "no embeddings LayerNorm and no attention")),
     };
     let reads = |v: &str| blocks.iter().any(|(input, _)| ix.resolve(input) == ix.resolve(v));
+    // DeBERTa zeroes the padded positions of the embeddings: Mul(embeddings, mask).
+    if !reads(&value) {
+        if let Some(m) = masked_by(&ix, &value).filter(|m| reads(m)) {
+            value = m;
+        }
+    }
     if !reads(&value) && bias_only_block(&ix, &value).is_none() {
         if let Some(p) = embedding_projection(&ix, &value, &|v| reads(v) || bias_only_block(&ix, v).is_some()) {
             value = p.output.clone();
@@ -188,6 +194,15 @@ pub fn discover(model: &ModelProto) -> R<Transformer> {
         layers,
         head,
     })
+}
+
+/// The output of the one `Mul` of `value` by another computed (not constant) value: a mask.
+fn masked_by(ix: &GraphIndex, value: &str) -> Option<String> {
+    let [c] = ix.consumers(value) else { return None };
+    let n = ix.node(*c);
+    (n.op_type() == "Mul" && ix.dynamic_inputs(*c).len() == 2)
+        .then(|| n.output.first().cloned())
+        .flatten()
 }
 
 /// What remains of a fully pruned block: `Add(x, bias)` then a LayerNorm.
