@@ -1,10 +1,10 @@
 //! float16: every float32 tensor and value becomes float16, except where numerics need float32:
 //! LayerNormalization (its statistics), Softmax, the reductions of a decomposed LayerNorm, the
 //! node that produces each graph output (the logits), and ONNX Runtime's fused ops that its CPU
-//! runs in float32 only (EmbedLayerNormalization, Attention, BiasGelu, FastGelu). Those nodes read float32 through a `Cast`
-//! and their results are cast back to float16 for the nodes that follow. Graph inputs and
-//! outputs keep their types. Constants beyond float16's range (±65504, e.g. the attention mask's
-//! "minus infinity") are clamped to it.
+//! runs in float32 only (EmbedLayerNormalization, Attention, BiasGelu, FastGelu). Those nodes
+//! read float32 through a `Cast` and their results are cast back to float16 for the nodes that
+//! follow. Graph inputs and outputs keep their types. Constants beyond float16's range (±65504,
+//! e.g. the attention mask's "minus infinity") are clamped to it.
 
 use std::collections::{HashMap, HashSet};
 
