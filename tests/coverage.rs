@@ -1103,6 +1103,15 @@ fn deberta_maps_and_compresses_its_ffns_and_refuses_head_pruning() {
         ],
     );
     assert!(!refused.exists());
+    let heads = Pass::Prune(PruneOptions {
+        heads: 0.5,
+        strategy: Strategy::Obs,
+        ..Default::default()
+    });
+    let Err(err) = heads.apply(&m, Some(&mut calibrator(2, 3))) else {
+        panic!("calibrated head pruning of deberta was not refused")
+    };
+    assert!(err.to_string().contains("disentangled relative attention"), "{err}");
     let pass = Pass::Prune(PruneOptions {
         target_macs: Some(0.8),
         strategy: Strategy::Obs,

@@ -526,6 +526,22 @@ pub fn prune_calibrated(
              random) and --heads/--ffn, which prune shared layers alike"
         )));
     }
+    // Heads asked for by fraction where they cannot be pruned: refused, not silently kept (a MAC
+    // budget is met from the other blocks).
+    if opts.heads > 0.0 && opts.target_macs.is_none() {
+        if let Some(l) = t
+            .layers
+            .iter()
+            .find(|l| l.attention.as_ref().is_some_and(|a| !a.score_terms.is_empty()))
+        {
+            return Err(PassError::Unsupported(format!(
+                "layer {}: its attention scores add terms computed per head from weights of their own \
+                 (DeBERTa's disentangled relative attention), which head pruning does not slice yet; prune \
+                 the FFN only (--ffn), or give --target-macs, which leaves these heads alone",
+                l.index
+            )));
+        }
+    }
     let counts: Vec<(usize, usize)> = match opts.target_macs {
         Some(target) => {
             let c = curves(model, &t, opts.seq_len, (1.0 - target, 1.0 - target), calib)?;
