@@ -529,17 +529,13 @@ pub fn prune_calibrated(
     // Heads asked for by fraction where they cannot be pruned: refused, not silently kept (a MAC
     // budget is met from the other blocks).
     if opts.heads > 0.0 && opts.target_macs.is_none() {
-        if let Some(l) = t
-            .layers
-            .iter()
-            .find(|l| l.attention.as_ref().is_some_and(|a| !a.score_terms.is_empty()))
-        {
-            return Err(PassError::Unsupported(format!(
-                "layer {}: its attention scores add terms computed per head from weights of their own \
-                 (DeBERTa's disentangled relative attention), which head pruning does not slice yet; prune \
-                 the FFN only (--ffn), or give --target-macs, which leaves these heads alone",
-                l.index
-            )));
+        if let Some((l, a)) = t.layers.iter().find_map(|l| {
+            l.attention
+                .as_ref()
+                .filter(|a| !a.score_terms.is_empty())
+                .map(|a| (l, a))
+        }) {
+            return Err(super::disentangled_heads(l.index, &a.score_terms));
         }
     }
     let counts: Vec<(usize, usize)> = match opts.target_macs {

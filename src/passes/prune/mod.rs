@@ -251,8 +251,8 @@ pub fn l1_scores(model: &ModelProto, t: &Transformer) -> Result<Scores, PassErro
 }
 
 /// The packed QKV weight of a fused `Attention` node seen as one Linear [hidden, 3·all heads]
-/// (Q, K and V columns side by side), and the node.
-fn packed_linear(a: &structure::Attention) -> Option<(Linear, usize)> {
+/// (Q, K and V columns side by side); `node` is the Attention node.
+fn packed_linear(a: &structure::Attention) -> Option<Linear> {
     let Qkv::Packed {
         node,
         node_name,
@@ -274,7 +274,7 @@ fn packed_linear(a: &structure::Attention) -> Option<(Linear, usize)> {
         output: String::new(),
         factor: None,
     };
-    Some((lin, *node))
+    Some(lin)
 }
 
 /// The packed weight's columns of heads `keep`: each head's Q, K and V columns.
@@ -288,7 +288,7 @@ fn packed_columns(keep: &[usize], a: &structure::Attention) -> Vec<usize> {
 /// L1 scores of a fused attention's heads: each head's Q, K and V columns of the packed weight
 /// and its rows of the output projection (what [`l1_scores`] sums for separate projections).
 fn packed_l1(ix: &GraphIndex, a: &structure::Attention) -> Result<Vec<f64>, PassError> {
-    let (lin, _) = packed_linear(a).ok_or_else(|| PassError::Internal("not packed".into()))?;
+    let lin = packed_linear(a).ok_or_else(|| PassError::Internal("not packed".into()))?;
     let w = weight_f32(ix, &lin.weight)?;
     let wo = weight_f32(ix, &a.output.weight)?;
     let d = a.head_size;
@@ -925,6 +925,18 @@ fn check_shared(t: &Transformer, plan: &Plan) -> Result<(), PassError> {
     Ok(())
 }
 
+/// Why layer `layer`'s heads are not pruned: its scores add terms computed from weights of their
+/// own (`terms`, DeBERTa's disentangled relative attention), which are not sliced.
+pub(crate) fn disentangled_heads(layer: usize, terms: &[String]) -> PassError {
+    PassError::Unsupported(format!(
+        "layer {layer}: its attention scores add terms computed per head from {} weights of their own \
+         (e.g. '{}': DeBERTa's disentangled relative attention), which head pruning does not slice yet; \
+         prune the FFN only (--ffn), or give --target-macs, which leaves these heads alone",
+        terms.len(),
+        terms.first().map_or("", String::as_str)
+    ))
+}
+
 fn prune_attention(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &LayerPlan) -> Result<(), PassError> {
     let Some(a) = &l.attention else { return Ok(()) };
     if p.keep_heads.iter().any(|&h| h >= a.num_heads) || p.keep_heads.windows(2).any(|w| w[0] >= w[1]) {
@@ -937,14 +949,7 @@ fn prune_attention(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &Layer
         return Ok(());
     }
     if !a.score_terms.is_empty() && !p.keep_heads.is_empty() {
-        return Err(PassError::Unsupported(format!(
-            "layer {}: its attention scores add terms computed per head from {} weights of their own \
-             (e.g. '{}': DeBERTa's disentangled relative attention), which head pruning does not slice yet; \
-             prune the FFN only (--ffn; --target-macs leaves these heads alone)",
-            l.index,
-            a.score_terms.len(),
-            a.score_terms[0]
-        )));
+        return Err(disentangled_heads(l.index, &a.score_terms));
     }
     let hidden = a.output.out_features;
     if p.keep_heads.is_empty() {
@@ -1022,7 +1027,8 @@ fn prune_attention(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &Layer
 /// bias's Q, K and V columns of those heads, and its `num_heads` (and `qkv_hidden_sizes`, when
 /// set) attributes. The node is rewritten whole: its attributes change with its inputs.
 fn prune_packed(ed: &mut Editor, a: &structure::Attention, keep: &[usize]) -> Result<(), PassError> {
-    let (lin, node) = packed_linear(a).ok_or_else(|| PassError::Internal("not packed".into()))?;
+    let lin = packed_linear(a).ok_or_else(|| PassError::Internal("not packed".into()))?;
+    let node = lin.node;
     let cols = packed_columns(keep, a);
     let w = source_weight(ed.source, &lin.weight)?;
     let data = take_cols(&w, lin.in_features, lin.out_features, &cols);

@@ -182,13 +182,14 @@ pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, Str
         )
     })?;
     check_consts(&shape_consts, num_heads, head_size)?;
-    let head_biases = head_biases(ix, scores, &score_path, num_heads);
+    let adds = score_adds(ix, scores, &score_path);
+    let head_biases = head_biases(ix, &adds, num_heads);
     let stop: Vec<usize> = [&q, &k, &v]
         .iter()
         .flat_map(|l| [Some(l.node), l.bias_node])
         .flatten()
         .collect();
-    let score_terms = score_terms(ix, scores, &score_path, &head_biases, &stop);
+    let score_terms = score_terms(ix, &adds, &head_biases, &stop);
     Ok((
         Attention {
             qkv: Qkv::Separate { q, k, v },
@@ -207,72 +208,67 @@ pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, Str
     ))
 }
 
-/// The per-head biases added on the way from the scores MatMul to the Softmax (`path`, in that
-/// order): an `Add` whose other operand is computed from a [buckets, `heads`] table.
-fn head_biases(ix: &GraphIndex, scores: usize, path: &[usize], heads: usize) -> Vec<HeadBias> {
+/// The `Add`s on the way from the scores MatMul to the Softmax (`path`, in that order), each
+/// with the slot of its operand that is not the scores' chain.
+fn score_adds(ix: &GraphIndex, scores: usize, path: &[usize]) -> Vec<(usize, usize)> {
     let mut chain = ix.node(scores).output.first().cloned().unwrap_or_default();
-    let mut found = Vec::new();
+    let mut adds = Vec::new();
     for &p in path {
         let n = ix.node(p);
         if n.op_type() == "Add" && n.input.len() == 2 {
-            let slot = usize::from(ix.resolve(&n.input[0]) == ix.resolve(&chain));
-            if let Some(table) = head_table(ix, &n.input[slot], Some(heads), 10) {
-                found.push(HeadBias {
-                    add_node: p,
-                    slot,
-                    table,
-                });
-            }
+            adds.push((p, usize::from(ix.resolve(&n.input[0]) == ix.resolve(&chain))));
         }
         chain = n.output.first().cloned().unwrap_or_default();
     }
-    found
+    adds
 }
 
-/// The weights of terms added to the scores on the way to the Softmax that are computed by
-/// matrix products of their own (other than a per-head bias): every float constant of more than
-/// one value read in the cone of the other operand of such an `Add`,
-/// walking back no further than the Q/K/V projections (`stop`).
-fn score_terms(ix: &GraphIndex, scores: usize, path: &[usize], biases: &[HeadBias], stop: &[usize]) -> Vec<String> {
-    let mut chain = ix.node(scores).output.first().cloned().unwrap_or_default();
+/// The per-head biases among `adds` ([`score_adds`]): an operand computed from a
+/// [buckets, `heads`] table.
+fn head_biases(ix: &GraphIndex, adds: &[(usize, usize)], heads: usize) -> Vec<HeadBias> {
+    adds.iter()
+        .filter_map(|&(add_node, slot)| {
+            let table = head_table(ix, &ix.node(add_node).input[slot], Some(heads), 10)?;
+            Some(HeadBias { add_node, slot, table })
+        })
+        .collect()
+}
+
+/// The weights of the other terms among `adds` ([`score_adds`]) that are computed by matrix
+/// products of their own: every float constant of more than one value read in the cone of such
+/// an operand, walking back no further than the Q/K/V projections (`stop`) and not into sizes.
+fn score_terms(ix: &GraphIndex, adds: &[(usize, usize)], biases: &[HeadBias], stop: &[usize]) -> Vec<String> {
     let mut found: Vec<String> = Vec::new();
-    for &p in path {
-        let n = ix.node(p);
-        if n.op_type() == "Add" && n.input.len() == 2 && !biases.iter().any(|b| b.add_node == p) {
-            let slot = usize::from(ix.resolve(&n.input[0]) == ix.resolve(&chain));
-            let mut weights = Vec::new();
-            let mut products = false;
-            let mut seen = HashSet::new();
-            let mut todo = vec![(n.input[slot].clone(), 0usize)];
-            while let Some((v, depth)) = todo.pop() {
-                let Some(q) = ix.producer(&v) else { continue };
-                if depth > 24 || stop.contains(&q) || !seen.insert(q) {
-                    continue;
-                }
-                let qn = ix.node(q);
-                if matches!(qn.op_type(), "Shape" | "Size") {
-                    continue; // sizes, not values
-                }
-                if qn.op_type() == "MatMul" {
-                    products = true;
-                }
-                for i in &qn.input {
-                    match ix.constant(i) {
-                        Some(c) => {
-                            let t = c.tensor();
-                            if t.data_type() == 1 && t.dims.iter().product::<i64>() > 1 {
-                                weights.extend(ix.constant_name(i));
-                            }
-                        }
-                        None => todo.push((i.clone(), depth + 1)),
-                    }
-                }
+    for &(p, slot) in adds.iter().filter(|(p, _)| !biases.iter().any(|b| b.add_node == *p)) {
+        let mut weights = Vec::new();
+        let mut products = false;
+        let mut seen = HashSet::new();
+        let mut todo = vec![(ix.node(p).input[slot].clone(), 0usize)];
+        while let Some((v, depth)) = todo.pop() {
+            let Some(q) = ix.producer(&v) else { continue };
+            if depth > 24 || stop.contains(&q) || !seen.insert(q) {
+                continue;
             }
-            if products {
-                found.extend(weights);
+            let qn = ix.node(q);
+            if matches!(qn.op_type(), "Shape" | "Size") {
+                continue; // sizes, not values
+            }
+            products |= qn.op_type() == "MatMul";
+            for i in &qn.input {
+                match ix.constant(i) {
+                    Some(c) => {
+                        let t = c.tensor();
+                        if t.data_type() == 1 && t.dims.iter().product::<i64>() > 1 {
+                            weights.extend(ix.constant_name(i));
+                        }
+                    }
+                    None => todo.push((i.clone(), depth + 1)),
+                }
             }
         }
-        chain = n.output.first().cloned().unwrap_or_default();
+        if products {
+            found.extend(weights);
+        }
     }
     found.sort();
     found.dedup();
