@@ -99,12 +99,28 @@ fn architecture(t: &structure::Transformer) -> String {
     if t.head.is_none() {
         notes.push("headless: no classifier");
     }
+    let stacked = t.layers.iter().any(|l| {
+        l.attention
+            .as_ref()
+            .is_some_and(|a| matches!(a.qkv, structure::Qkv::Stacked { .. }))
+    });
+    let gated = t
+        .layers
+        .iter()
+        .any(|l| l.ffn.as_ref().is_some_and(|f| f.gate.is_some()));
+    if stacked {
+        notes.push("one Q/K/V projection");
+    }
+    if gated {
+        notes.push("gated FFN");
+    }
     let family = match named {
         Some(f) => {
             notes.push("named in its weights");
             f
         }
         None if e.project.is_some() => "electra-like",
+        None if stacked && gated => "modernbert-like",
         None if e.token_type.is_none() => "distilbert-like",
         None => "bert-like",
     };

@@ -578,7 +578,9 @@ impl Probe {
 
 /// Runs `model` with `names` exposed as extra graph outputs on each batch and calls `sink` with
 /// the number of real tokens and each value's rows for those tokens (`[tokens, width]`).
-/// Every requested value must be a float tensor shaped [batch, sequence, width].
+/// Every requested value must be a float tensor shaped [batch, sequence, width], or [batch, width]
+/// (one vector per sequence, after a head's first-token pooling: it is given as the row of each
+/// of that sequence's tokens).
 pub fn capture(
     model: &crate::onnx::ModelProto,
     names: &[String],
@@ -593,13 +595,15 @@ pub fn capture(
         let rows = batch.token_rows();
         let mut values = Vec::with_capacity(names.len());
         for (n, (shape, data)) in names.iter().zip(outputs) {
-            if shape.len() != 3 || shape[0] != b || shape[1] != s {
-                bail!("value '{n}' has shape {shape:?}, expected [{b}, {s}, width]");
+            let per_sequence = shape.len() == 2 && shape[0] == b;
+            if !per_sequence && (shape.len() != 3 || shape[0] != b || shape[1] != s) {
+                bail!("value '{n}' has shape {shape:?}, expected [{b}, {s}, width] or [{b}, width]");
             }
-            let w = shape[2];
+            let w = shape[shape.len() - 1];
             let mut v = Vec::with_capacity(rows.len() * w);
             for &r in &rows {
-                v.extend_from_slice(&data[r * w..(r + 1) * w]);
+                let at = if per_sequence { r / s } else { r };
+                v.extend_from_slice(&data[at * w..(at + 1) * w]);
             }
             values.push((v, w));
         }

@@ -77,10 +77,14 @@ fn roles(t: &structure::Transformer) -> Vec<(String, usize, &'static str)> {
     let mut v = Vec::new();
     for l in &t.layers {
         if let Some(a) = &l.attention {
-            if let structure::Qkv::Separate { q, k, v: val } = &a.qkv {
-                v.push((q.node_name.clone(), l.index, "query"));
-                v.push((k.node_name.clone(), l.index, "key"));
-                v.push((val.node_name.clone(), l.index, "value"));
+            match &a.qkv {
+                structure::Qkv::Separate { q, k, v: val } => {
+                    v.push((q.node_name.clone(), l.index, "query"));
+                    v.push((k.node_name.clone(), l.index, "key"));
+                    v.push((val.node_name.clone(), l.index, "value"));
+                }
+                structure::Qkv::Stacked { qkv } => v.push((qkv.node_name.clone(), l.index, "qkv")),
+                structure::Qkv::Packed { .. } => {}
             }
             v.push((a.output.node_name.clone(), l.index, "attention.output"));
         }

@@ -144,7 +144,7 @@ fn attention(t: &Transformer, layer: usize) -> &onnx_compress::structure::Attent
 fn v_proj(t: &Transformer, layer: usize) -> &Linear {
     match &attention(t, layer).qkv {
         Qkv::Separate { v, .. } => v,
-        Qkv::Packed { .. } => panic!("layer {layer}: packed QKV"),
+        other => panic!("layer {layer}: Q, K and V not separate: {other:?}"),
     }
 }
 

@@ -9,7 +9,9 @@ mod find;
 mod stats;
 
 pub use find::discover;
-pub use stats::{layer_macs as stats_layer_macs, macs_per_sequence, parameter_counts, unit_macs, ParameterCounts};
+pub use stats::{
+    layer_macs as stats_layer_macs, macs_per_sequence, neuron_macs, parameter_counts, unit_macs, ParameterCounts,
+};
 
 use serde::Serialize;
 
@@ -109,6 +111,9 @@ pub struct ShapeConst {
 pub enum Qkv {
     /// Separate Q, K and V projections.
     Separate { q: Linear, k: Linear, v: Linear },
+    /// One linear layer [hidden, 3·all_heads] whose output is split into Q, K and V (in that
+    /// order, each head's columns together): ModernBERT's `Wqkv`.
+    Stacked { qkv: Linear },
     /// One packed weight [hidden, 3·all_heads] in a fused `Attention` node.
     Packed {
         node: usize,
@@ -171,7 +176,37 @@ pub struct Ffn {
     pub down: Linear,
     /// e.g. "gelu(erf)", "gelu(tanh)", "relu", "Gelu op".
     pub activation: String,
+    /// Neurons: the down projection's input width.
     pub width: usize,
+    /// A gated FFN (GLU: ModernBERT's `act(x·W₁) ⊙ x·W₂`, the two as one up projection of
+    /// 2·width columns split in halves): the nodes taking the halves apart. Neuron j is then
+    /// the up projection's columns j and width + j.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate: Option<Gate>,
+}
+
+/// How a gated FFN's up projection output is split in halves.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Gate {
+    /// The two `Slice`s (first half, second half) or the one `Split`.
+    pub nodes: Vec<usize>,
+    /// Whether the halves' bounds are constants (to rewrite when the width changes) rather than
+    /// computed from the tensor's shape.
+    pub constant_bounds: bool,
+}
+
+impl Ffn {
+    /// The up projection's columns of neurons `keep`: one each, or both halves' when gated.
+    pub fn up_columns(&self, keep: &[usize]) -> Vec<usize> {
+        match self.gate {
+            None => keep.to_vec(),
+            Some(_) => keep
+                .iter()
+                .copied()
+                .chain(keep.iter().map(|&j| self.width + j))
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -265,6 +300,7 @@ impl Transformer {
         let attention_key = |l: &EncoderLayer| {
             l.attention.as_ref().map(|a| match &a.qkv {
                 Qkv::Separate { q, .. } => q.weight.clone(),
+                Qkv::Stacked { qkv } => qkv.weight.clone(),
                 Qkv::Packed { weight, .. } => weight.clone(),
             })
         };

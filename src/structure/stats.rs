@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use std::collections::HashSet;
 
-use super::{Attention, EncoderLayer, Linear, Norm, Qkv, Transformer};
+use super::{Attention, EncoderLayer, Ffn, Linear, Norm, Qkv, Transformer};
 use crate::onnx::{tensor, GraphIndex, ModelProto};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Default)]
@@ -58,6 +58,7 @@ impl Counter<'_> {
     fn attention(&mut self, a: &Attention) -> usize {
         let qkv = match &a.qkv {
             Qkv::Separate { q, k, v } => self.linear(q) + self.linear(k) + self.linear(v),
+            Qkv::Stacked { qkv } => self.linear(qkv),
             Qkv::Packed { weight, bias, .. } => self.named(Some(weight)) + self.named(bias.as_deref()),
         };
         let tables: usize = a.head_biases.iter().map(|b| self.named(Some(&b.table))).sum();
@@ -141,6 +142,7 @@ pub fn layer_macs(l: &EncoderLayer, seq: usize) -> u64 {
         // probabilities·V.
         let qkv = match &a.qkv {
             Qkv::Separate { q, k, v } => q.macs_per_token() + k.macs_per_token() + v.macs_per_token(),
+            Qkv::Stacked { qkv } => qkv.macs_per_token(),
             Qkv::Packed { .. } => hidden * 3 * all,
         };
         s * qkv + s * a.output.macs_per_token() + 2 * s * s * all
@@ -157,6 +159,13 @@ pub fn layer_macs(l: &EncoderLayer, seq: usize) -> u64 {
 pub fn unit_macs(hidden: usize, head_size: usize, seq: usize) -> (u64, u64) {
     let (s, h, d) = (seq as u64, hidden as u64, head_size as u64);
     (4 * s * h * d + 2 * s * s * d, 2 * s * h)
+}
+
+/// MACs of one neuron of `f` per sequence of `seq` tokens: its up projection columns (two when
+/// gated) and its down projection row.
+pub fn neuron_macs(f: &Ffn, seq: usize) -> u64 {
+    let per_neuron = f.up.out_features / f.width.max(1);
+    (seq * (per_neuron * f.up.in_features + f.down.out_features)) as u64
 }
 
 /// (encoder MACs, head MACs) per sequence of `seq` tokens. The head (pooler, classifier) runs on

@@ -83,6 +83,8 @@ pub enum Role {
     Query,
     Key,
     Value,
+    /// One stacked Q/K/V projection (ModernBERT's Wqkv).
+    QueryKeyValue,
     AttentionOutput,
     FfnUp,
     FfnDown,
@@ -96,6 +98,7 @@ impl Role {
             Role::Query => "query",
             Role::Key => "key",
             Role::Value => "value",
+            Role::QueryKeyValue => "qkv",
             Role::AttentionOutput => "attn_output",
             Role::FfnUp => "ffn_up",
             Role::FfnDown => "ffn_down",
@@ -115,7 +118,7 @@ impl ApplyTo {
             ApplyTo::ExcludeClassifier => r != Classifier,
             ApplyTo::FfnOnly => matches!(r, FfnUp | FfnDown),
             ApplyTo::FfnPlusAttnOutput => matches!(r, FfnUp | FfnDown | AttentionOutput),
-            ApplyTo::QkvOnly => matches!(r, Query | Key | Value),
+            ApplyTo::QkvOnly => matches!(r, Query | Key | Value | QueryKeyValue),
         }
     }
 }
@@ -383,10 +386,14 @@ pub fn select(t: &Transformer, opts: &LowrankOptions) -> Result<Vec<Target>, Pas
             })
         };
         if let Some(a) = &l.attention {
-            if let Qkv::Separate { q, k, v } = &a.qkv {
-                push(Role::Query, q);
-                push(Role::Key, k);
-                push(Role::Value, v);
+            match &a.qkv {
+                Qkv::Separate { q, k, v } => {
+                    push(Role::Query, q);
+                    push(Role::Key, k);
+                    push(Role::Value, v);
+                }
+                Qkv::Stacked { qkv } => push(Role::QueryKeyValue, qkv),
+                Qkv::Packed { .. } => {}
             }
             push(Role::AttentionOutput, &a.output);
         }
@@ -662,6 +669,7 @@ pub fn encoder_linear_params(t: &Transformer) -> usize {
                 a.output.params()
                     + match &a.qkv {
                         Qkv::Separate { q, k, v } => q.params() + k.params() + v.params(),
+                        Qkv::Stacked { qkv } => qkv.params(),
                         Qkv::Packed { .. } => 0,
                     }
             }) + l.ffn.as_ref().map_or(0, |f| f.up.params() + f.down.params())

@@ -62,14 +62,52 @@ fn finite_capture(value: &str, what: &dyn Fn() -> String, v: &[f32]) -> Result<(
 
 /// Names of the values a layer's calibration needs.
 struct Names {
-    /// Attention: residual input (layer input), projection input (contexts), pre-LN sum.
+    /// Attention: the residual its output is added to (the layer input; in a pre-LN layer the
+    /// residual stream before the LayerNorm), projection input (contexts), the sum (LayerNorm
+    /// input).
     x: String,
     ctx: String,
     res1: String,
-    /// FFN: residual input (attention LayerNorm output), projection input, pre-LN sum.
+    /// FFN: the residual its output is added to (the attention LayerNorm output; in a pre-LN
+    /// layer the attention's sum), projection input, the sum.
     ln1: String,
     act: String,
     res2: String,
+}
+
+/// The other operand of the residual sum `sum` (the input of a LayerNorm: an `Add`, or a
+/// `SkipLayerNormalization`'s input and skip) besides the block output `block_out`. When neither
+/// operand is the block output as such (a Dropout between), `usual` (where a post-LN layer's
+/// residual is) if it is an operand.
+fn residual(
+    ix: &GraphIndex,
+    norm: &structure::Norm,
+    sum: &str,
+    block_out: &str,
+    usual: &str,
+    layer: usize,
+) -> Result<String, PassError> {
+    let operands: Vec<String> = if norm.kind == "SkipLayerNormalization" {
+        ix.node(norm.node).input.iter().take(2).cloned().collect()
+    } else {
+        match ix.producer(sum).map(|p| ix.node(p)) {
+            Some(n) if n.op_type() == "Add" && n.input.len() == 2 => n.input.clone(),
+            _ => vec![],
+        }
+    };
+    let is = |a: &str, b: &str| ix.resolve(a) == ix.resolve(b);
+    let found = match operands.as_slice() {
+        [a, b] if is(a, block_out) => Some(b),
+        [a, b] if is(b, block_out) => Some(a),
+        [a, b] => [a, b].into_iter().find(|v| is(v, usual)),
+        _ => None,
+    };
+    found.cloned().ok_or_else(|| {
+        PassError::Unsupported(format!(
+            "layer {layer}: calibrated pruning needs the residual sum before {} to be an Add of the block's              output '{block_out}' and the residual; use --strategy l1",
+            norm.node_name
+        ))
+    })
 }
 
 /// The value ONNX Runtime's `SkipLayerNormalization` node `norm` writes its sum (input + skip +
@@ -129,13 +167,30 @@ fn names(ix: &GraphIndex, l: &EncoderLayer) -> Result<Names, PassError> {
         .as_ref()
         .map(|f| ix.node(f.down.node).input[0].clone())
         .unwrap_or_default();
+    let res1 = norm_input(&l.attention_norm)?;
+    let res2 = norm_input(&l.output_norm)?;
+    let x = match &l.attention {
+        Some(a) => residual(ix, &l.attention_norm, &res1, &a.output.output, &l.input, l.index)?,
+        None => l.input.clone(),
+    };
+    let ln1 = match &l.ffn {
+        Some(f) => residual(
+            ix,
+            &l.output_norm,
+            &res2,
+            &f.down.output,
+            &l.attention_norm.output,
+            l.index,
+        )?,
+        None => l.attention_norm.output.clone(),
+    };
     Ok(Names {
-        x: l.input.clone(),
+        x,
         ctx,
-        res1: norm_input(&l.attention_norm)?,
-        ln1: l.attention_norm.output.clone(),
+        res1,
+        ln1,
         act,
-        res2: norm_input(&l.output_norm)?,
+        res2,
     })
 }
 
@@ -344,7 +399,7 @@ fn curves(
                 }
                 Part::Ffn => {
                     let Some(ffn) = &l.ffn else { continue };
-                    (&ffn.down, structure::unit_macs(t.hidden, 1, seq_len).1)
+                    (&ffn.down, structure::neuron_macs(ffn, seq_len))
                 }
             };
             let w0 = logical_weight(model, out_lin)?;
@@ -754,7 +809,7 @@ pub fn block_costs(
                 (Part::Attention, Some(att), _) => {
                     (&att.output, structure::unit_macs(t.hidden, att.head_size, seq_len).0)
                 }
-                (Part::Ffn, _, Some(ffn)) => (&ffn.down, structure::unit_macs(t.hidden, 1, seq_len).1),
+                (Part::Ffn, _, Some(ffn)) => (&ffn.down, structure::neuron_macs(ffn, seq_len)),
                 _ => continue,
             };
             let what = format!("layer {li} {}", part.name());
@@ -792,4 +847,41 @@ pub fn block_costs(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> (ModelProto, Transformer) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name)
+            .join("model.onnx");
+        let m = crate::onnx::load(&path).expect("the fixture loads");
+        let t = crate::structure::discover(&m).expect("the fixture maps");
+        (m, t)
+    }
+
+    /// The residual each block's output is added to: in a post-LN layer the layer input and the
+    /// attention LayerNorm's output; in a pre-LN layer (ModernBERT) the stream before the
+    /// LayerNorms — the previous layer's last sum, and the attention's sum.
+    #[test]
+    fn residuals_follow_the_layout() {
+        let (m, t) = fixture("bert-sdpa");
+        let names = all_names(&m, &t).unwrap();
+        for (l, n) in t.layers.iter().zip(&names) {
+            assert_eq!(n.x, l.input);
+            assert_eq!(n.ln1, l.attention_norm.output);
+        }
+        let (m, t) = fixture("modernbert");
+        let names = all_names(&m, &t).unwrap();
+        // The first layer reads the embeddings' LayerNorm output, which is also its residual.
+        assert_eq!(names[0].x, t.layers[0].input);
+        assert_eq!(names[1].x, names[0].res2);
+        assert_ne!(names[1].x, t.layers[1].input, "not the attention LayerNorm's output");
+        for n in &names {
+            assert_eq!(n.ln1, n.res1, "the FFN adds to the attention's sum");
+        }
+    }
 }

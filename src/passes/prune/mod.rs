@@ -227,7 +227,7 @@ pub fn l1_scores(model: &ModelProto, t: &Transformer) -> Result<Scores, PassErro
         let mut hs = Vec::new();
         if let Some(a) = &l.attention {
             let Qkv::Separate { q, k, v } = &a.qkv else {
-                heads.push(packed_l1(&ix, a)?);
+                heads.push(stacked_l1(&ix, a)?);
                 neurons.push(ffn_l1(&ix, l)?);
                 continue;
             };
@@ -250,17 +250,19 @@ pub fn l1_scores(model: &ModelProto, t: &Transformer) -> Result<Scores, PassErro
     Ok((heads, neurons))
 }
 
-/// The packed QKV weight of a fused `Attention` node seen as one Linear [hidden, 3·all heads]
-/// (Q, K and V columns side by side); `node` is the Attention node.
-fn packed_linear(a: &structure::Attention) -> Option<Linear> {
-    let Qkv::Packed {
-        node,
-        node_name,
-        weight,
-        bias,
-    } = &a.qkv
-    else {
-        return None;
+/// The one Linear [hidden, 3·all heads] computing Q, K and V (their columns side by side): a
+/// stacked projection's, or the packed QKV weight of a fused `Attention` node (`node` is then
+/// the Attention node).
+fn stacked_linear(a: &structure::Attention) -> Option<Linear> {
+    let (node, node_name, weight, bias) = match &a.qkv {
+        Qkv::Separate { .. } => return None,
+        Qkv::Stacked { qkv } => return Some(qkv.clone()),
+        Qkv::Packed {
+            node,
+            node_name,
+            weight,
+            bias,
+        } => (node, node_name, weight, bias),
     };
     let lin = Linear {
         node: *node,
@@ -277,7 +279,7 @@ fn packed_linear(a: &structure::Attention) -> Option<Linear> {
     Some(lin)
 }
 
-/// The packed weight's columns of heads `keep`: each head's Q, K and V columns.
+/// The stacked or packed weight's columns of heads `keep`: each head's Q, K and V columns.
 fn packed_columns(keep: &[usize], a: &structure::Attention) -> Vec<usize> {
     let cols = head_columns(keep, a.head_size);
     (0..3)
@@ -285,10 +287,11 @@ fn packed_columns(keep: &[usize], a: &structure::Attention) -> Vec<usize> {
         .collect()
 }
 
-/// L1 scores of a fused attention's heads: each head's Q, K and V columns of the packed weight
-/// and its rows of the output projection (what [`l1_scores`] sums for separate projections).
-fn packed_l1(ix: &GraphIndex, a: &structure::Attention) -> Result<Vec<f64>, PassError> {
-    let lin = packed_linear(a).ok_or_else(|| PassError::Internal("not packed".into()))?;
+/// L1 scores of the heads of a stacked or fused attention: each head's Q, K and V columns of the
+/// one weight and its rows of the output projection (what [`l1_scores`] sums for separate
+/// projections).
+fn stacked_l1(ix: &GraphIndex, a: &structure::Attention) -> Result<Vec<f64>, PassError> {
+    let lin = stacked_linear(a).ok_or_else(|| PassError::Internal("not stacked".into()))?;
     let w = weight_f32(ix, &lin.weight)?;
     let wo = weight_f32(ix, &a.output.weight)?;
     let d = a.head_size;
@@ -313,10 +316,15 @@ fn ffn_l1(ix: &GraphIndex, l: &EncoderLayer) -> Result<Vec<f64>, PassError> {
         let down = weight_f32(ix, &f.down.weight)?;
         let bias = match &f.up.bias {
             Some(b) => weight_f32(ix, b)?,
-            None => vec![0.0; f.width],
+            None => vec![0.0; f.up.out_features],
         };
-        for (j, b) in bias.iter().enumerate().take(f.width) {
-            ns.push(l1_cols(&up, &f.up, j..j + 1) + l1_rows(&down, &f.down, j..j + 1) + b.abs() as f64);
+        for j in 0..f.width {
+            let up_part: f64 = f
+                .up_columns(&[j])
+                .into_iter()
+                .map(|c| l1_cols(&up, &f.up, c..c + 1) + bias[c].abs() as f64)
+                .sum();
+            ns.push(up_part + l1_rows(&down, &f.down, j..j + 1));
         }
     }
     Ok(ns)
@@ -833,10 +841,29 @@ fn unfuse_skip_norm(ed: &mut Editor, out_lin: &Linear, norm: &structure::Norm, b
 }
 
 /// A refitted output bias goes where the graph adds the projection's bias: when the projection
-/// has none of its own and the `SkipLayerNormalization` after it carries one (`norm`), there.
+/// has none of its own and the `SkipLayerNormalization` after it carries one (`norm`), there;
+/// when neither has one (ModernBERT's projections have no biases), into an `Add` placed after
+/// the projection.
 fn refit_skip_bias(ed: &mut Editor, out_lin: &Linear, norm: &structure::Norm, refit: Option<&Refit>) {
-    if let (Some(r), None, Some(b)) = (refit, &out_lin.bias, &norm.skip_bias) {
-        ed.set_weight(norm.node, 4, b, &[r.bias.len()], &r.bias);
+    match (refit, &out_lin.bias, &norm.skip_bias) {
+        (Some(r), None, Some(b)) => ed.set_weight(norm.node, 4, b, &[r.bias.len()], &r.bias),
+        (Some(r), None, None) => {
+            let b = ed.add_initializer(
+                &format!("{}.bias", out_lin.weight),
+                tensor::from_f32("", &[r.bias.len()], &r.bias),
+            );
+            let biased = ed.patch.fresh_name(&format!("{}.biased", out_lin.output));
+            ed.patch.replace_uses(ed.graph, &out_lin.output, &biased);
+            let add = crate::onnx::build::node(
+                "Add",
+                &format!("{}/RefitBias", out_lin.node_name),
+                &[&out_lin.output, &b],
+                &[&biased],
+            );
+            let last = out_lin.factor.as_ref().map_or(out_lin.node, |f| f.node);
+            ed.patch.insert_before(last + 1, add);
+        }
+        _ => {}
     }
 }
 
@@ -962,6 +989,7 @@ fn prune_attention(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &Layer
                 slice_linear(ed, ix, lin, None, Some(&cols), None)?;
             }
         }
+        Qkv::Stacked { qkv } => slice_linear(ed, ix, qkv, None, Some(&packed_columns(&p.keep_heads, a)), None)?,
         Qkv::Packed { .. } => prune_packed(ed, a, &p.keep_heads)?,
     }
     slice_linear(ed, ix, &a.output, Some(&cols), None, p.output_refit.as_ref())?;
@@ -1027,7 +1055,7 @@ fn prune_attention(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &Layer
 /// bias's Q, K and V columns of those heads, and its `num_heads` (and `qkv_hidden_sizes`, when
 /// set) attributes. The node is rewritten whole: its attributes change with its inputs.
 fn prune_packed(ed: &mut Editor, a: &structure::Attention, keep: &[usize]) -> Result<(), PassError> {
-    let lin = packed_linear(a).ok_or_else(|| PassError::Internal("not packed".into()))?;
+    let lin = stacked_linear(a).ok_or_else(|| PassError::Internal("not packed".into()))?;
     let node = lin.node;
     let cols = packed_columns(keep, a);
     let w = source_weight(ed.source, &lin.weight)?;
@@ -1065,8 +1093,39 @@ fn prune_ffn(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &LayerPlan) 
     if p.keep_neurons.is_empty() {
         return remove_block(ed, &f.down, f.down.out_features, p.down_refit.as_ref(), &l.output_norm);
     }
-    slice_linear(ed, ix, &f.up, None, Some(&p.keep_neurons), None)?;
+    slice_linear(ed, ix, &f.up, None, Some(&f.up_columns(&p.keep_neurons)), None)?;
     slice_linear(ed, ix, &f.down, Some(&p.keep_neurons), None, p.down_refit.as_ref())?;
     refit_skip_bias(ed, &f.down, &l.output_norm, p.down_refit.as_ref());
+    if let Some(g) = f.gate.as_ref().filter(|g| g.constant_bounds) {
+        gate_bounds(ed, ix, g, p.keep_neurons.len() as i64)?;
+    }
+    Ok(())
+}
+
+/// Rewrites the constant bounds of a gated FFN's halves for `k` neurons: the Split's sizes
+/// [k, k], or the Slices' [0, k) and [k, 2k).
+fn gate_bounds(ed: &mut Editor, ix: &GraphIndex, g: &structure::Gate, k: i64) -> Result<(), PassError> {
+    let bounds: Vec<(usize, usize, i64)> = match g.nodes.as_slice() {
+        [split] => vec![(*split, 1, -1)],
+        [lo, hi] => vec![(*lo, 2, k), (*hi, 1, k), (*hi, 2, 2 * k)],
+        _ => return Err(PassError::Internal("a gate of one Split or two Slices".into())),
+    };
+    for (node, slot, value) in bounds {
+        let input = &ix.node(node).input[slot];
+        let (dims, values) = if value < 0 {
+            (vec![2], vec![k, k])
+        } else {
+            let old = ix
+                .const_i64(input)
+                .ok_or_else(|| PassError::Internal(format!("gate bound '{input}' is not an integer constant")))?;
+            // A bound past the end (torch writes i64::MAX) stays so.
+            if slot == 2 && old.first().is_some_and(|&e| e > 2 * k && value == 2 * k) {
+                continue;
+            }
+            (vec![1], vec![value])
+        };
+        let name = ed.add_initializer(&format!("{input}.pruned"), tensor::from_i64("", &dims, &values));
+        ed.patch.rewire(node, slot, &name);
+    }
     Ok(())
 }

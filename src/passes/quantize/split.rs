@@ -328,6 +328,7 @@ pub fn split_first_token(model: &ModelProto, qkv: bool) -> Result<Split, PassErr
                 Qkv::Separate { q, k, v } if !a.fused => {
                     linear_block(&ix, l.index, Part::Qkv, &l.input, &[(q, q), (k, k), (v, v)])
                 }
+                Qkv::Stacked { qkv } => linear_block(&ix, l.index, Part::Qkv, &l.input, &[(qkv, qkv)]),
                 _ => Err("its attention is one fused op".to_string()),
             };
             match qkv {
@@ -445,6 +446,7 @@ pub fn split_first_token(model: &ModelProto, qkv: bool) -> Result<Split, PassErr
         for (k, (out, _)) in blk.outputs.iter().enumerate().filter(|(_, (_, p))| *p == i && both) {
             let name = match blk.part {
                 Part::Ffn => format!("{base}/Concat"),
+                Part::Qkv if blk.outputs.len() == 1 => format!("{base}/Concat_qkv"),
                 Part::Qkv => format!("{base}/Concat_{}", ["q", "k", "v"][k]),
             };
             nodes.push(with_attrs(

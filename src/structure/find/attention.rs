@@ -15,6 +15,10 @@ pub(super) fn projection_behind(ix: &GraphIndex, value: &str, what: &str) -> R<(
         "Cast",
         "Squeeze",
         "Unsqueeze",
+        // Rotary positions (ModernBERT): x·cos + rotate_half(x)·sin, walked back through x·cos.
+        "Add",
+        // One stacked Q/K/V projection split three ways (ModernBERT's Wqkv).
+        "Split",
     ];
     let is_linear_end = |i: usize| {
         let n = ix.node(i);
@@ -25,7 +29,7 @@ pub(super) fn projection_behind(ix: &GraphIndex, value: &str, what: &str) -> R<(
                 .any(|p| linear_at(ix, p).is_some_and(|l| l.bias_node == Some(i)))
         }) || (matches!(n.op_type(), "MatMul" | "Gemm") && linear_at(ix, i).is_some())
     };
-    let (end, path) = find_back(ix, value, &is_linear_end, &through, 8).ok_or_else(|| {
+    let (end, path) = find_back(ix, value, &is_linear_end, &through, 12).ok_or_else(|| {
         fail(
             format!("the {what} projection (MatMul with a weight initializer, optional bias Add)"),
             format!(
@@ -46,21 +50,99 @@ pub(super) fn projection_behind(ix: &GraphIndex, value: &str, what: &str) -> R<(
         linear_at(ix, end)
     }
     .ok_or_else(|| fail(format!("the {what} projection"), ix.node_label(end)))?;
-    let mut reshapes = Vec::new();
     let mut scale = None;
     for &p in &path {
         let n = ix.node(p);
-        match n.op_type() {
-            "Reshape" => reshapes.push(p),
-            "Mul" | "Div" => {
-                if let Some(c) = n.input.iter().find_map(|v| ix.const_f32(v)).filter(|c| c.len() == 1) {
-                    scale = Some(if n.op_type() == "Div" { 1.0 / c[0] } else { c[0] });
-                }
+        if matches!(n.op_type(), "Mul" | "Div") {
+            if let Some(c) = n.input.iter().find_map(|v| ix.const_f32(v)).filter(|c| c.len() == 1) {
+                scale = Some(if n.op_type() == "Div" { 1.0 / c[0] } else { c[0] });
             }
-            _ => {}
         }
     }
-    Ok((linear, reshapes, scale))
+    Ok((linear, path, scale))
+}
+
+/// Checks that the query, key and value paths (`paths`, as [`projection_behind`] returns them:
+/// from the projection onwards) leave one stacked projection through the first, second and third
+/// output of one `Split` into three equal parts along the axis of the three: the columns of Q,
+/// K and V are then the first, second and third third of the projection's.
+fn stacked_parts(ix: &GraphIndex, lin: &Linear, paths: [&Vec<usize>; 3]) -> R<()> {
+    let why = |stopped: String| {
+        fail(
+            "one stacked Q/K/V projection (MatMul [hidden, 3·all heads]) split into Q, K and V in that order",
+            stopped,
+        )
+    };
+    let mut split = None;
+    for (part, path) in paths.iter().enumerate() {
+        let Some(at) = path.iter().position(|&p| ix.node(p).op_type() == "Split") else {
+            return Err(why(format!(
+                "{} is read by Q, K and V without a Split",
+                ix.node_label(lin.node)
+            )));
+        };
+        let s = path[at];
+        if *split.get_or_insert(s) != s {
+            return Err(why(format!(
+                "Q, K and V come through different Splits after {}",
+                ix.node_label(lin.node)
+            )));
+        }
+        // The output of the Split the path goes on with: what the next node on it reads.
+        let next = path.get(at + 1).map(|&n| ix.node(n));
+        let out = ix
+            .node(s)
+            .output
+            .iter()
+            .position(|o| next.is_some_and(|n| n.input.iter().any(|i| i == o)));
+        if out != Some(part) {
+            return Err(why(format!(
+                "{} gives {} its output {:?}",
+                ix.node_label(s),
+                ["Q", "K", "V"][part],
+                out
+            )));
+        }
+    }
+    let s = split.expect("three paths");
+    let n = ix.node(s);
+    let equal = match n.input.get(1).filter(|v| !v.is_empty()) {
+        Some(sizes) => ix
+            .const_i64(sizes)
+            .is_some_and(|v| v.len() == 3 && v.iter().all(|&x| x == v[0])),
+        None => n.output.len() == 3,
+    };
+    if !equal {
+        return Err(why(format!(
+            "{} does not split into three equal parts",
+            ix.node_label(s)
+        )));
+    }
+    // The three must be the outermost grouping of the projection's columns: a Split of its
+    // [batch, sequence, 3·all] output along the last axis, or of a Reshape to
+    // [batch, sequence, 3, …] along axis 2 (not, say, [.., heads, 3, size], Q/K/V per head).
+    let axis = ix.attr_i(s, "axis").unwrap_or(0);
+    let input = n.input.first().map(|v| ix.resolve(v).to_string()).unwrap_or_default();
+    let outermost = match ix.producer(&input).filter(|&p| ix.node(p).op_type() == "Reshape") {
+        Some(r) => ix
+            .node(r)
+            .input
+            .get(1)
+            .and_then(|shape| shape_elements(ix, shape, r))
+            .is_some_and(|(rank, elems)| {
+                rank < usize::MAX
+                    && (axis == 2 || axis + rank as i64 == 2)
+                    && elems.iter().any(|e| e.2 == 2 && e.3 == 3)
+            }),
+        None => ix.resolve(&lin.output) == input && (axis == -1 || axis == 2),
+    };
+    if !outermost {
+        return Err(why(format!(
+            "{} splits along axis {axis}, not the outermost grouping of the projection's columns",
+            ix.node_label(s)
+        )));
+    }
+    Ok(())
 }
 
 pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, String)> {
@@ -88,8 +170,8 @@ pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, Str
         }
     }
     let sn = ix.node(scores);
-    let (q, q_reshapes, q_scale) = projection_behind(ix, &sn.input[0], "query")?;
-    let (k, k_reshapes, k_scale) = projection_behind(ix, &sn.input[1], "key")?;
+    let (q, q_path, q_scale) = projection_behind(ix, &sn.input[0], "query")?;
+    let (k, k_path, k_scale) = projection_behind(ix, &sn.input[1], "key")?;
     // The scale on Q·Kᵀ is the product of those found: SDPA's export scales Q and Kᵀ by √s each.
     let scale = [scale, q_scale, k_scale].into_iter().flatten().reduce(|a, b| a * b);
     let sm_out = sm_node
@@ -111,7 +193,7 @@ pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, Str
     })?;
     let cn = ix.node(ctx);
     let v_in = cn.input.get(1).ok_or_else(|| fail("V input", ix.node_label(ctx)))?;
-    let (v, v_reshapes, _) = projection_behind(ix, v_in, "value")?;
+    let (v, v_path, _) = projection_behind(ix, v_in, "value")?;
     let ctx_out = cn
         .output
         .first()
@@ -133,6 +215,10 @@ pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, Str
     let output = linear_at(ix, o_node).ok_or_else(|| fail("output projection", ix.node_label(o_node)))?;
 
     let input = ix.resolve(&ix.node(q.node).input[0]).to_string();
+    let stacked = q.node == k.node && q.node == v.node;
+    if stacked {
+        stacked_parts(ix, &q, [&q_path, &k_path, &v_path])?;
+    }
     for (lin, name) in [(&k, "key"), (&v, "value")] {
         let other = ix.resolve(&ix.node(lin.node).input[0]);
         if other != input {
@@ -142,8 +228,21 @@ pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, Str
             ));
         }
     }
-    let all_heads = q.out_features;
-    if k.out_features != all_heads || v.out_features != all_heads || output.in_features != all_heads {
+    let all_heads = if stacked { q.out_features / 3 } else { q.out_features };
+    if stacked && output.in_features != all_heads {
+        return Err(fail(
+            "a stacked Q/K/V projection three times as wide as the output projection's input",
+            format!(
+                "{} is {}×{}, the output projection {}×{}",
+                ix.node_label(q.node),
+                q.in_features,
+                q.out_features,
+                output.in_features,
+                output.out_features
+            ),
+        ));
+    }
+    if !stacked && (k.out_features != all_heads || v.out_features != all_heads || output.in_features != all_heads) {
         return Err(fail(
             "Q, K, V and output projections of matching widths",
             format!(
@@ -160,12 +259,12 @@ pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, Str
             ),
         ));
     }
-    let split: Vec<usize> = q_reshapes
-        .iter()
-        .chain(&k_reshapes)
-        .chain(&v_reshapes)
-        .copied()
-        .collect();
+    let mut split: Vec<usize> = Vec::new();
+    for &p in q_path.iter().chain(&k_path).chain(&v_path) {
+        if ix.node(p).op_type() == "Reshape" && !split.contains(&p) {
+            split.push(p);
+        }
+    }
     let merge: Vec<usize> = merge_path
         .iter()
         .copied()
@@ -192,7 +291,11 @@ pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, Str
     let score_terms = score_terms(ix, &adds, &head_biases, &stop);
     Ok((
         Attention {
-            qkv: Qkv::Separate { q, k, v },
+            qkv: if stacked {
+                Qkv::Stacked { qkv: q }
+            } else {
+                Qkv::Separate { q, k, v }
+            },
             output,
             num_heads,
             head_size,

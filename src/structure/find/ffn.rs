@@ -40,20 +40,27 @@ pub(super) fn find_ffn(ix: &GraphIndex, norm: &Norm, hidden: Option<usize>) -> R
     let mut seen = HashSet::new();
     let mut ops = Vec::new();
     let mut down = None;
+    // A gated FFN takes the up projection's output apart in halves (Slice or Split): its down
+    // projection reads half the width.
+    let halves = halves_of(ix, &up.output, width);
+    let down_in = if halves.is_some() { width / 2 } else { width };
     while let Some(v) = queue.pop_front() {
-        if seen.len() > 24 {
+        if seen.len() > 32 {
             break;
         }
         for &c in ix.consumers(&v) {
             if !seen.insert(c) {
                 continue;
             }
-            if let Some(l) = linear_at(ix, c).filter(|l| l.in_features == width && l.out_features == hidden) {
+            if let Some(l) = linear_at(ix, c).filter(|l| l.in_features == down_in && l.out_features == hidden) {
                 down = Some(l);
                 break;
             }
             let n = ix.node(c);
-            if ACTIVATION_OPS.contains(&n.op_type()) {
+            let halving = halves.as_ref().is_some_and(|g| g.nodes.contains(&c));
+            if halving {
+                queue.extend(n.output.iter().cloned());
+            } else if ACTIVATION_OPS.contains(&n.op_type()) {
                 ops.push(n.op_type().to_string());
                 if let Some(o) = n.output.first() {
                     queue.push_back(o.clone());
@@ -66,7 +73,7 @@ pub(super) fn find_ffn(ix: &GraphIndex, norm: &Norm, hidden: Option<usize>) -> R
     }
     let down = down.ok_or_else(|| {
         fail(
-            format!("the FFN down projection (MatMul with a weight [{width}, {hidden}]) after the activation"),
+            format!("the FFN down projection (MatMul with a weight [{down_in}, {hidden}]) after the activation"),
             format!(
                 "after {} (activation ops seen: {})",
                 ix.node_label(up.node),
@@ -90,10 +97,124 @@ pub(super) fn find_ffn(ix: &GraphIndex, norm: &Norm, hidden: Option<usize>) -> R
     } else {
         "unrecognized elementwise"
     };
+    // Gated: GeGLU, ReGLU, SwiGLU by the activation of the gate half.
+    let activation = match (&halves, activation) {
+        (None, a) => a.to_string(),
+        (Some(_), "relu") => "reglu".into(),
+        (Some(_), "silu") => "swiglu".into(),
+        (Some(_), a) if a.starts_with("gelu") => format!("ge{}", a.replacen("gelu", "glu", 1)),
+        (Some(_), a) => format!("{a}, gated"),
+    };
     Ok(Ffn {
         up,
         down,
-        activation: activation.into(),
-        width,
+        activation,
+        width: down_in,
+        gate: halves,
     })
+}
+
+/// The two halves of `value` ([.., `width`]) when that is all its readers take: two `Slice`s of
+/// the last axis, [0, width/2) and [width/2, width) — the bounds constant, or computed from its
+/// shape as torch's `chunk(2, -1)` exports them — or a `Split` of the last axis in two equal
+/// parts.
+fn halves_of(ix: &GraphIndex, value: &str, width: usize) -> Option<Gate> {
+    if width % 2 != 0 || ix.is_graph_output(value) {
+        return None;
+    }
+    let readers: Vec<usize> = ix
+        .consumers(value)
+        .iter()
+        .copied()
+        .filter(|&c| ix.node(c).op_type() != "Shape")
+        .collect();
+    let last_axis = |axes: Option<&String>| match axes.filter(|a| !a.is_empty()) {
+        Some(a) => ix.const_i64(a).is_some_and(|v| v.len() == 1 && v[0] == -1),
+        None => false,
+    };
+    match readers.as_slice() {
+        [s] if ix.node(*s).op_type() == "Split" => {
+            let n = ix.node(*s);
+            let axis = ix.attr_i(*s, "axis").unwrap_or(0);
+            let sizes = n.input.get(1).filter(|v| !v.is_empty());
+            let equal = match sizes {
+                Some(v) => ix.const_i64(v).is_some_and(|v| v.len() == 2 && v[0] == v[1]),
+                None => n.output.len() == 2,
+            };
+            (axis == -1 && n.output.len() == 2 && equal).then(|| Gate {
+                nodes: vec![*s],
+                constant_bounds: sizes.is_some(),
+            })
+        }
+        [a, b] if ix.node(*a).op_type() == "Slice" && ix.node(*b).op_type() == "Slice" => {
+            let bounds = |i: usize| {
+                let n = ix.node(i);
+                if !last_axis(n.input.get(3))
+                    || n.input
+                        .get(4)
+                        .is_some_and(|s| !s.is_empty() && ix.const_i64(s) != Some(vec![1]))
+                {
+                    return None;
+                }
+                // (start, end) when constant; None for a bound computed at run time.
+                let c = |k: usize| {
+                    n.input
+                        .get(k)
+                        .and_then(|v| ix.const_i64(v))
+                        .and_then(|v| v.first().copied())
+                };
+                Some((c(1), c(2)))
+            };
+            let (ba, bb) = (bounds(*a)?, bounds(*b)?);
+            let half = (width / 2) as i64;
+            let first = |b: (Option<i64>, Option<i64>)| b.0 == Some(0) && b.1.is_none_or(|e| e == half);
+            let (lo, hi) = if first(ba) {
+                ((*a, ba), (*b, bb))
+            } else {
+                ((*b, bb), (*a, ba))
+            };
+            let constant = [lo.1 .1, hi.1 .0, hi.1 .1].iter().all(|v| v.is_some());
+            let ok = first(lo.1)
+                && hi.1 .0.is_none_or(|s| s == half)
+                && hi.1 .1.is_none_or(|e| e >= width as i64)
+                // Computed bounds must be the ones chunk(2) computes: both from this shape.
+                && (constant || computed_from_shape_of(ix, lo.0, value) && computed_from_shape_of(ix, hi.0, value));
+            ok.then(|| Gate {
+                nodes: vec![lo.0, hi.0],
+                constant_bounds: constant,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Whether every non-constant bound of Slice `s` is computed from `Shape(value)` alone.
+fn computed_from_shape_of(ix: &GraphIndex, s: usize, value: &str) -> bool {
+    let mut todo: Vec<String> = ix.node(s).input[1..3.min(ix.node(s).input.len())]
+        .iter()
+        .filter(|v| ix.constant(v).is_none())
+        .cloned()
+        .collect();
+    let mut steps = 0;
+    while let Some(v) = todo.pop() {
+        steps += 1;
+        let Some(p) = ix.producer(&v) else { return false };
+        if steps > 32 {
+            return false;
+        }
+        let n = ix.node(p);
+        if n.op_type() == "Shape" {
+            if ix.resolve(&n.input[0]) != ix.resolve(value) {
+                return false;
+            }
+            continue;
+        }
+        todo.extend(
+            n.input
+                .iter()
+                .filter(|i| !i.is_empty() && ix.constant(i).is_none())
+                .cloned(),
+        );
+    }
+    true
 }

@@ -17,6 +17,8 @@ pub(super) fn shape_constants(ix: &GraphIndex, split: &[usize], merge: &[usize])
         };
         let roles: &[(usize, ShapeRole)] = match (is_split, rank) {
             (true, 4) => &[(2, ShapeRole::Heads), (3, ShapeRole::HeadSize)],
+            // A stacked Q/K/V projection's output: [B, S, 3, heads, size].
+            (true, 5) => &[(3, ShapeRole::Heads), (4, ShapeRole::HeadSize)],
             (true, 3) => &[(2, ShapeRole::HeadSize)],
             (false, 3) => &[(2, ShapeRole::AllHeads)],
             (false, 2) => &[(1, ShapeRole::AllHeads)],
