@@ -304,3 +304,31 @@ fn sensitivity_writes_its_table_and_chart() {
     assert!(svg.contains("<svg") && svg.contains("attention −50%"));
     assert_eq!(&std::fs::read(out_dir.join("sensitivity.png")).unwrap()[1..4], b"PNG");
 }
+
+/// A model named without a folder ("model.onnx", as torch's dynamo exporter writes it with its
+/// weights in "model.onnx.data" beside it) reads its external data from the working folder (it
+/// used to fail with "error: : No such file or directory").
+#[test]
+fn a_bare_model_name_finds_its_external_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = onnx_compress::onnx::SaveOptions {
+        external_data: onnx_compress::onnx::ExternalData::Always,
+        protect: vec![],
+    };
+    let m = tiny_bert(&SynthOptions::default());
+    let saved = onnx_compress::onnx::save(&m, &dir.path().join("model.onnx"), &opts).unwrap();
+    assert!(saved.data_file.is_some());
+    let out = bin()
+        .current_dir(dir.path())
+        .args(["inspect", "model.onnx"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = bin()
+        .current_dir(dir.path())
+        .args(["quantize", "--mode", "fp16", "model.onnx", "half.onnx"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(dir.path().join("half.onnx").is_file());
+}

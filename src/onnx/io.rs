@@ -39,7 +39,11 @@ pub fn load_with_sources(path: &Path) -> Result<(ModelProto, Vec<PathBuf>), Onnx
         });
     }
     let bytes = fs::read(path).map_err(io_err(path))?;
-    let base = path.parent().unwrap_or(Path::new("."));
+    // A bare file name ("model.onnx") has an empty parent: its data lies in the working folder.
+    let base = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
     let mut sources = vec![path.to_path_buf()];
     let model = decode(&bytes, path, Some(base), &mut sources)?;
     sources.dedup();
