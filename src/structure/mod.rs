@@ -146,10 +146,18 @@ pub struct Attention {
     pub head_biases: Vec<HeadBias>,
     /// Weights of other terms added to the scores, computed from Q or K and weights of their own
     /// (DeBERTa's disentangled relative attention: content-to-position and position-to-content
-    /// scores from projected relative position embeddings). Heads of such an attention are not
-    /// pruned.
+    /// scores from projected relative position embeddings): counted with the attention.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub score_terms: Vec<String>,
+    /// The projections inside those terms with a column per head and size (DeBERTa's relative
+    /// position embeddings projected by the layer's query and key weights): sliced with the
+    /// heads.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub score_projections: Vec<Linear>,
+    /// Why this attention's heads cannot be pruned, when a term or a size in it depends on the
+    /// head count in a way this tool does not rewrite.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub heads_fixed: Option<String>,
 }
 
 /// A bias added to the attention scores [batch, heads, query, key] with its own values per head,

@@ -389,10 +389,10 @@ fn curves(
         for (part, stats) in [(Part::Attention, a), (Part::Ffn, f)] {
             let Some(st) = stats else { continue };
             let (out_lin, unit) = match part {
-                // Heads whose scores carry terms of their own (DeBERTa) are not pruned: no curve,
+                // Heads whose scores carry terms this tool cannot slice are not pruned: no curve,
                 // so a budget is met from the other blocks.
                 Part::Attention => {
-                    let Some(att) = l.attention.as_ref().filter(|a| a.score_terms.is_empty()) else {
+                    let Some(att) = l.attention.as_ref().filter(|a| a.heads_fixed.is_none()) else {
                         continue;
                     };
                     (&att.output, structure::unit_macs(t.hidden, att.head_size, seq_len).0)
@@ -584,13 +584,13 @@ pub fn prune_calibrated(
     // Heads asked for by fraction where they cannot be pruned: refused, not silently kept (a MAC
     // budget is met from the other blocks).
     if opts.heads > 0.0 && opts.target_macs.is_none() {
-        if let Some((l, a)) = t.layers.iter().find_map(|l| {
+        if let Some((l, why)) = t.layers.iter().find_map(|l| {
             l.attention
                 .as_ref()
-                .filter(|a| !a.score_terms.is_empty())
-                .map(|a| (l, a))
+                .and_then(|a| a.heads_fixed.as_deref())
+                .map(|why| (l, why))
         }) {
-            return Err(super::disentangled_heads(l.index, &a.score_terms));
+            return Err(super::disentangled_heads(l.index, why));
         }
     }
     let counts: Vec<(usize, usize)> = match opts.target_macs {

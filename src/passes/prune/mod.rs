@@ -952,15 +952,13 @@ fn check_shared(t: &Transformer, plan: &Plan) -> Result<(), PassError> {
     Ok(())
 }
 
-/// Why layer `layer`'s heads are not pruned: its scores add terms computed from weights of their
-/// own (`terms`, DeBERTa's disentangled relative attention), which are not sliced.
-pub(crate) fn disentangled_heads(layer: usize, terms: &[String]) -> PassError {
+/// Why layer `layer`'s heads are not pruned: its scores add terms computed per head whose head
+/// count sits where this tool does not rewrite it (`why`, the attention's `heads_fixed`).
+pub(crate) fn disentangled_heads(layer: usize, why: &str) -> PassError {
     PassError::Unsupported(format!(
-        "layer {layer}: its attention scores add terms computed per head from {} weights of their own \
-         (e.g. '{}': DeBERTa's disentangled relative attention), which head pruning does not slice yet; \
-         prune the FFN only (--ffn), or give --target-macs, which leaves these heads alone",
-        terms.len(),
-        terms.first().map_or("", String::as_str)
+        "layer {layer}: its attention scores add terms computed per head (DeBERTa's disentangled relative \
+         attention) whose head count this tool does not rewrite: {why}; prune the FFN only (--ffn), or give \
+         --target-macs, which leaves these heads alone"
     ))
 }
 
@@ -975,8 +973,8 @@ fn prune_attention(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &Layer
     if p.keep_heads.len() == a.num_heads && p.output_refit.is_none() {
         return Ok(());
     }
-    if !a.score_terms.is_empty() && !p.keep_heads.is_empty() {
-        return Err(disentangled_heads(l.index, &a.score_terms));
+    if let Some(why) = a.heads_fixed.as_deref().filter(|_| !p.keep_heads.is_empty()) {
+        return Err(disentangled_heads(l.index, why));
     }
     let hidden = a.output.out_features;
     if p.keep_heads.is_empty() {
@@ -991,6 +989,10 @@ fn prune_attention(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &Layer
         }
         Qkv::Stacked { qkv } => slice_linear(ed, ix, qkv, None, Some(&packed_columns(&p.keep_heads, a)), None)?,
         Qkv::Packed { .. } => prune_packed(ed, a, &p.keep_heads)?,
+    }
+    // The score terms' own per-head projections (DeBERTa's projected relative positions).
+    for lin in &a.score_projections {
+        slice_linear(ed, ix, lin, None, Some(&cols), None)?;
     }
     slice_linear(ed, ix, &a.output, Some(&cols), None, p.output_refit.as_ref())?;
     refit_skip_bias(ed, &a.output, &l.attention_norm, p.output_refit.as_ref());

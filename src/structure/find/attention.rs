@@ -289,6 +289,31 @@ pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, Str
         .flatten()
         .collect();
     let score_terms = score_terms(ix, &adds, &head_biases, &stop);
+    let (mut shape_consts, score_projections, heads_fixed) = if score_terms.is_empty() {
+        (shape_consts, vec![], None)
+    } else {
+        let (projections, found, fixed) = disentangled_heads(
+            ix,
+            &adds,
+            &head_biases,
+            &stop,
+            [&q, &k, &v],
+            &output,
+            num_heads,
+            head_size,
+        );
+        let mut all = shape_consts;
+        for c in found {
+            if !all
+                .iter()
+                .any(|a| a.constant == c.constant && a.element == c.element && a.used_by_node == c.used_by_node)
+            {
+                all.push(c);
+            }
+        }
+        (all, projections, fixed)
+    };
+    shape_consts.sort_by_key(|c| c.used_by_node);
     Ok((
         Attention {
             qkv: if stacked {
@@ -306,9 +331,149 @@ pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, Str
             inferred_reshapes: inferred,
             head_biases,
             score_terms,
+            score_projections,
+            heads_fixed,
         },
         input,
     ))
+}
+
+/// What pruning the heads of an attention with disentangled score terms needs (DeBERTa): the
+/// projections inside those terms with one column per head and size (the relative position
+/// embeddings projected by the query and key weights, or by weights of their own), and every
+/// integer constant of the attention that holds the head count — the head split of those
+/// projections ([1, span, heads, −1]), the views of the scores and contexts with heads merged
+/// into the batch axis ([−1, heads, …]) and the divisions of batch × heads by heads. The
+/// attention is the nodes both reachable from its projections and reaching its output
+/// projection (relative position indices shared with other layers stay out). A constant holding
+/// the head count anywhere else there makes the heads fixed: the third value says where.
+#[allow(clippy::too_many_arguments)]
+fn disentangled_heads(
+    ix: &GraphIndex,
+    adds: &[(usize, usize)],
+    biases: &[HeadBias],
+    stop: &[usize],
+    qkv: [&Linear; 3],
+    output: &Linear,
+    heads: usize,
+    size: usize,
+) -> (Vec<Linear>, Vec<ShapeConst>, Option<String>) {
+    let all = heads * size;
+    // The per-head projections in the terms' cones.
+    let mut projections: Vec<Linear> = Vec::new();
+    for &(p, slot) in adds.iter().filter(|(p, _)| !biases.iter().any(|b| b.add_node == *p)) {
+        let mut seen = HashSet::new();
+        let mut todo = vec![(ix.node(p).input[slot].clone(), 0usize)];
+        while let Some((v, depth)) = todo.pop() {
+            let Some(q) = ix.producer(&v) else { continue };
+            if depth > 24 || stop.contains(&q) || !seen.insert(q) {
+                continue;
+            }
+            if matches!(ix.node(q).op_type(), "Shape" | "Size") {
+                continue;
+            }
+            if let Some(l) = linear_at(ix, q).filter(|l| l.out_features == all && l.factor.is_none()) {
+                if !projections.iter().any(|x| x.node == l.node) {
+                    projections.push(l);
+                }
+                continue;
+            }
+            todo.extend(ix.dynamic_inputs(q).into_iter().map(|i| (i.to_string(), depth + 1)));
+        }
+    }
+    // The attention's nodes: reachable from its projections, reaching its output projection.
+    let mut forward: HashSet<usize> = HashSet::new();
+    let mut todo: Vec<String> = qkv
+        .iter()
+        .copied()
+        .chain(projections.iter())
+        .map(|l| l.output.clone())
+        .collect();
+    while let Some(v) = todo.pop() {
+        for &c in ix.consumers(&v) {
+            if c != output.node && forward.insert(c) {
+                todo.extend(ix.node(c).output.iter().filter(|o| !o.is_empty()).cloned());
+            }
+        }
+    }
+    let mut region: HashSet<usize> = HashSet::new();
+    let mut todo: Vec<usize> = ix.producer(&ix.node(output.node).input[0]).into_iter().collect();
+    while let Some(n) = todo.pop() {
+        if !forward.contains(&n) || !region.insert(n) {
+            continue;
+        }
+        for i in &ix.node(n).input {
+            todo.extend(ix.producer(i));
+        }
+    }
+    let mut nodes: Vec<usize> = region.into_iter().collect();
+    nodes.sort_unstable();
+    let mut found = Vec::new();
+    let mut fixed = None;
+    let push = |found: &mut Vec<ShapeConst>, name: String, element: usize, value: i64, node: usize| {
+        found.push(ShapeConst {
+            shared_by: ix.consumers(&name).len(),
+            constant: name,
+            element,
+            value,
+            role: ShapeRole::Heads,
+            used_by: ix.node(node).name().to_string(),
+            used_by_node: node,
+        });
+    };
+    let h = heads as i64;
+    for &n in &nodes {
+        let node = ix.node(n);
+        match node.op_type() {
+            "Reshape" => {
+                let Some((rank, elems)) = node.input.get(1).and_then(|s| shape_elements(ix, s, n)) else {
+                    continue;
+                };
+                let lead = elems.iter().find(|e| e.2 == 0).map(|e| e.3);
+                for (name, element, pos, value, user) in elems {
+                    // [−1, heads, …]: batch × heads split again; [b, s, heads, −1]: a head split.
+                    let heads_here = (rank == 4 && pos == 1 && lead == Some(-1)) || (rank == 4 && pos == 2);
+                    if value == h && heads_here {
+                        push(&mut found, name, element, value, user);
+                    } else if value == h && !(rank == 3 && pos == 2 && value == size as i64) {
+                        fixed.get_or_insert(format!(
+                            "the head count {h} in the shape of {} (position {pos} of {rank})",
+                            ix.node_label(n)
+                        ));
+                    }
+                }
+            }
+            "Div" | "Mul" => {
+                // batch × heads divided by heads (the batch, to repeat the position terms by).
+                if let Some(c) = node.input.get(1).filter(|c| ix.const_i64(c).is_some_and(|v| v == [h])) {
+                    if let Some(name) = ix.constant_name(c) {
+                        if node.op_type() == "Div" {
+                            push(&mut found, name, 0, h, n);
+                        } else {
+                            fixed.get_or_insert(format!("a product by the head count {h} at {}", ix.node_label(n)));
+                        }
+                    }
+                }
+            }
+            "Concat" | "Expand" | "Tile" | "ConstantOfShape" => {
+                // Shapes built here only matter where a Reshape reads them (done above).
+                let feeds_reshape = node
+                    .output
+                    .first()
+                    .is_some_and(|o| ix.consumers(o).iter().all(|&c| ix.node(c).op_type() == "Reshape"));
+                if !feeds_reshape
+                    && node
+                        .input
+                        .iter()
+                        .any(|i| ix.const_i64(i).is_some_and(|v| v.contains(&h)))
+                {
+                    fixed.get_or_insert(format!("the head count {h} in a shape at {}", ix.node_label(n)));
+                }
+            }
+            _ => {}
+        }
+    }
+    (projections, found, fixed)
 }
 
 /// The `Add`s on the way from the scores MatMul to the Softmax (`path`, in that order), each
@@ -502,6 +667,8 @@ pub(super) fn fused_attention(ix: &GraphIndex, node: usize) -> R<(Attention, Str
             inferred_reshapes: 0,
             head_biases: vec![],
             score_terms: vec![],
+            score_projections: vec![],
+            heads_fixed: None,
         },
         input,
     ))
