@@ -285,6 +285,9 @@ pub struct Embeddings {
 pub struct Head {
     pub pooler: Option<Linear>,
     pub pooler_activation: Option<String>,
+    /// A LayerNorm between the pooler and the classifier (ModernBERT's prediction head).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub norm: Option<Norm>,
     pub classifier: Linear,
 }
 

@@ -113,11 +113,9 @@ pub fn parameter_counts(model: &ModelProto, t: &Transformer) -> ParameterCounts 
                 + c.norm(&l.output_norm)
         })
         .collect();
-    let pooler = t
-        .head
-        .as_ref()
-        .and_then(|h| h.pooler.as_ref())
-        .map_or(0, |p| c.linear(p));
+    let pooler = t.head.as_ref().map_or(0, |h| {
+        h.pooler.as_ref().map_or(0, |p| c.linear(p)) + h.norm.as_ref().map_or(0, |n| c.norm(n))
+    });
     let classifier = t.head.as_ref().map_or(0, |h| c.linear(&h.classifier));
     let known = embeddings + attention.iter().sum::<usize>() + ffn.iter().sum::<usize>() + pooler + classifier;
     ParameterCounts {

@@ -17,8 +17,10 @@ pub(super) fn projection_behind(ix: &GraphIndex, value: &str, what: &str) -> R<(
         "Unsqueeze",
         // Rotary positions (ModernBERT): x·cos + rotate_half(x)·sin, walked back through x·cos.
         "Add",
-        // One stacked Q/K/V projection split three ways (ModernBERT's Wqkv).
+        // One stacked Q/K/V projection split three ways (ModernBERT's Wqkv): a Split, or three
+        // Slices as torch's dynamo exporter writes `unbind`.
         "Split",
+        "Slice",
     ];
     let is_linear_end = |i: usize| {
         let n = ix.node(i);
@@ -63,9 +65,10 @@ pub(super) fn projection_behind(ix: &GraphIndex, value: &str, what: &str) -> R<(
 }
 
 /// Checks that the query, key and value paths (`paths`, as [`projection_behind`] returns them:
-/// from the projection onwards) leave one stacked projection through the first, second and third
-/// output of one `Split` into three equal parts along the axis of the three: the columns of Q,
-/// K and V are then the first, second and third third of the projection's.
+/// from the projection onwards) leave one stacked projection as the first, second and third
+/// part of one tensor: the outputs of one `Split` into three equal parts, or three `Slice`s of
+/// one step each (torch's dynamo exporter writes `unbind` so), along the axis of the three: the
+/// columns of Q, K and V are then the first, second and third third of the projection's.
 fn stacked_parts(ix: &GraphIndex, lin: &Linear, paths: [&Vec<usize>; 3]) -> R<()> {
     let why = |stopped: String| {
         fail(
@@ -73,56 +76,83 @@ fn stacked_parts(ix: &GraphIndex, lin: &Linear, paths: [&Vec<usize>; 3]) -> R<()
             stopped,
         )
     };
-    let mut split = None;
+    let mut source: Option<(String, i64)> = None;
     for (part, path) in paths.iter().enumerate() {
-        let Some(at) = path.iter().position(|&p| ix.node(p).op_type() == "Split") else {
+        let Some(at) = path
+            .iter()
+            .position(|&p| matches!(ix.node(p).op_type(), "Split" | "Slice"))
+        else {
             return Err(why(format!(
-                "{} is read by Q, K and V without a Split",
+                "{} is read by Q, K and V without a Split or Slice",
                 ix.node_label(lin.node)
             )));
         };
         let s = path[at];
-        if *split.get_or_insert(s) != s {
+        let n = ix.node(s);
+        let input = n.input.first().map(|v| ix.resolve(v).to_string()).unwrap_or_default();
+        let (axis, got) = if n.op_type() == "Split" {
+            // The output of the Split the path goes on with: what the next node on it reads.
+            let next = path.get(at + 1).map(|&n| ix.node(n));
+            let out = n
+                .output
+                .iter()
+                .position(|o| next.is_some_and(|n| n.input.iter().any(|i| i == o)));
+            let equal = match n.input.get(1).filter(|v| !v.is_empty()) {
+                Some(sizes) => ix
+                    .const_i64(sizes)
+                    .is_some_and(|v| v.len() == 3 && v.iter().all(|&x| x == v[0])),
+                None => n.output.len() == 3,
+            };
+            if !equal {
+                return Err(why(format!(
+                    "{} does not split into three equal parts",
+                    ix.node_label(s)
+                )));
+            }
+            (ix.attr_i(s, "axis").unwrap_or(0), out)
+        } else {
+            let c = |k: usize| n.input.get(k).and_then(|v| ix.const_i64(v));
+            let (Some(st), Some(en), Some(ax)) = (c(1), c(2), c(3)) else {
+                return Err(why(format!(
+                    "{} has bounds or axes computed at run time",
+                    ix.node_label(s)
+                )));
+            };
+            let step_one = n
+                .input
+                .get(4)
+                .is_none_or(|v| v.is_empty() || c(4).as_deref() == Some(&[1]));
+            let (third, axis) = match (st.as_slice(), en.as_slice(), ax.as_slice()) {
+                // One of the three on the axis of the three, or a third of the last axis.
+                ([a], [b], [x]) if step_one && *b == *a + 1 && *x != -1 => (Some(*a as usize), *x),
+                ([a], [b], [x]) if step_one && *x == -1 => {
+                    let w = (lin.out_features / 3) as i64;
+                    let k = a / w.max(1);
+                    ((*a == k * w && *b == (k + 1) * w).then_some(k as usize), *x)
+                }
+                _ => (None, 0),
+            };
+            (axis, third)
+        };
+        if *source.get_or_insert((input.clone(), axis)) != (input, axis) {
             return Err(why(format!(
-                "Q, K and V come through different Splits after {}",
+                "Q, K and V are taken from different tensors or axes after {}",
                 ix.node_label(lin.node)
             )));
         }
-        // The output of the Split the path goes on with: what the next node on it reads.
-        let next = path.get(at + 1).map(|&n| ix.node(n));
-        let out = ix
-            .node(s)
-            .output
-            .iter()
-            .position(|o| next.is_some_and(|n| n.input.iter().any(|i| i == o)));
-        if out != Some(part) {
+        if got != Some(part) {
             return Err(why(format!(
-                "{} gives {} its output {:?}",
+                "{} gives {} part {:?} of three",
                 ix.node_label(s),
                 ["Q", "K", "V"][part],
-                out
+                got
             )));
         }
     }
-    let s = split.expect("three paths");
-    let n = ix.node(s);
-    let equal = match n.input.get(1).filter(|v| !v.is_empty()) {
-        Some(sizes) => ix
-            .const_i64(sizes)
-            .is_some_and(|v| v.len() == 3 && v.iter().all(|&x| x == v[0])),
-        None => n.output.len() == 3,
-    };
-    if !equal {
-        return Err(why(format!(
-            "{} does not split into three equal parts",
-            ix.node_label(s)
-        )));
-    }
+    let (input, axis) = source.expect("three paths");
     // The three must be the outermost grouping of the projection's columns: a Split of its
     // [batch, sequence, 3·all] output along the last axis, or of a Reshape to
     // [batch, sequence, 3, …] along axis 2 (not, say, [.., heads, 3, size], Q/K/V per head).
-    let axis = ix.attr_i(s, "axis").unwrap_or(0);
-    let input = n.input.first().map(|v| ix.resolve(v).to_string()).unwrap_or_default();
     let outermost = match ix.producer(&input).filter(|&p| ix.node(p).op_type() == "Reshape") {
         Some(r) => ix
             .node(r)
@@ -138,8 +168,7 @@ fn stacked_parts(ix: &GraphIndex, lin: &Linear, paths: [&Vec<usize>; 3]) -> R<()
     };
     if !outermost {
         return Err(why(format!(
-            "{} splits along axis {axis}, not the outermost grouping of the projection's columns",
-            ix.node_label(s)
+            "'{input}' is taken apart along axis {axis}, not the outermost grouping of the projection's columns"
         )));
     }
     Ok(())
@@ -381,96 +410,113 @@ fn disentangled_heads(
             todo.extend(ix.dynamic_inputs(q).into_iter().map(|i| (i.to_string(), depth + 1)));
         }
     }
-    // The attention's nodes: reachable from its projections, reaching its output projection.
-    let mut forward: HashSet<usize> = HashSet::new();
-    let mut todo: Vec<String> = qkv
-        .iter()
-        .copied()
-        .chain(projections.iter())
-        .map(|l| l.output.clone())
-        .collect();
-    while let Some(v) = todo.pop() {
-        for &c in ix.consumers(&v) {
-            if c != output.node && forward.insert(c) {
-                todo.extend(ix.node(c).output.iter().filter(|o| !o.is_empty()).cloned());
+    // The attention's nodes: those its output projection's input depends on that the layer's
+    // input does not (sizes computed from the model's inputs for this attention included).
+    let ancestors = |from: &str| -> HashSet<usize> {
+        let mut set = HashSet::new();
+        let mut todo: Vec<usize> = ix.producer(from).into_iter().collect();
+        while let Some(n) = todo.pop() {
+            if set.insert(n) {
+                todo.extend(ix.node(n).input.iter().filter_map(|i| ix.producer(i)));
             }
         }
-    }
-    let mut region: HashSet<usize> = HashSet::new();
-    let mut todo: Vec<usize> = ix.producer(&ix.node(output.node).input[0]).into_iter().collect();
-    while let Some(n) = todo.pop() {
-        if !forward.contains(&n) || !region.insert(n) {
-            continue;
-        }
-        for i in &ix.node(n).input {
-            todo.extend(ix.producer(i));
-        }
-    }
-    let mut nodes: Vec<usize> = region.into_iter().collect();
+        set
+    };
+    let before = ancestors(&ix.node(qkv[0].node).input[0]);
+    let region: HashSet<usize> = ancestors(&ix.node(output.node).input[0])
+        .into_iter()
+        .filter(|n| !before.contains(n))
+        .collect();
+    let mut nodes: Vec<usize> = region.iter().copied().collect();
     nodes.sort_unstable();
     let mut found = Vec::new();
     let mut fixed = None;
-    let push = |found: &mut Vec<ShapeConst>, name: String, element: usize, value: i64, node: usize| {
-        found.push(ShapeConst {
-            shared_by: ix.consumers(&name).len(),
-            constant: name,
-            element,
-            value,
-            role: ShapeRole::Heads,
-            used_by: ix.node(node).name().to_string(),
-            used_by_node: node,
-        });
-    };
     let h = heads as i64;
+    let at = |n: usize| ix.node_label(n);
     for &n in &nodes {
         let node = ix.node(n);
-        match node.op_type() {
-            "Reshape" => {
-                let Some((rank, elems)) = node.input.get(1).and_then(|s| shape_elements(ix, s, n)) else {
-                    continue;
-                };
-                let lead = elems.iter().find(|e| e.2 == 0).map(|e| e.3);
-                for (name, element, pos, value, user) in elems {
-                    // [−1, heads, …]: batch × heads split again; [b, s, heads, −1]: a head split.
-                    let heads_here = (rank == 4 && pos == 1 && lead == Some(-1)) || (rank == 4 && pos == 2);
-                    if value == h && heads_here {
-                        push(&mut found, name, element, value, user);
-                    } else if value == h && !(rank == 3 && pos == 2 && value == size as i64) {
-                        fixed.get_or_insert(format!(
-                            "the head count {h} in the shape of {} (position {pos} of {rank})",
-                            ix.node_label(n)
-                        ));
-                    }
-                }
-            }
-            "Div" | "Mul" => {
-                // batch × heads divided by heads (the batch, to repeat the position terms by).
-                if let Some(c) = node.input.get(1).filter(|c| ix.const_i64(c).is_some_and(|v| v == [h])) {
-                    if let Some(name) = ix.constant_name(c) {
-                        if node.op_type() == "Div" {
-                            push(&mut found, name, 0, h, n);
-                        } else {
-                            fixed.get_or_insert(format!("a product by the head count {h} at {}", ix.node_label(n)));
-                        }
-                    }
-                }
-            }
-            "Concat" | "Expand" | "Tile" | "ConstantOfShape" => {
-                // Shapes built here only matter where a Reshape reads them (done above).
-                let feeds_reshape = node
+        for (slot, input) in node.input.iter().enumerate() {
+            let Some(values) = ix.const_i64(input).filter(|v| v.contains(&h)) else {
+                continue;
+            };
+            let Some(name) = ix.constant_name(input) else { continue };
+            let op = node.op_type();
+            // Indices, axes and bounds: positions, not sizes.
+            let index_like = matches!(
+                (op, slot),
+                (
+                    "Gather" | "GatherElements" | "Unsqueeze" | "Squeeze" | "ReduceSum" | "ReduceMean",
+                    1
+                ) | ("Slice", 1..=4)
+                    | ("Range" | "Clip", _)
+            );
+            let classified = match (op, slot) {
+                _ if index_like => true,
+                // Read where the Reshape reads the shape built (below).
+                ("Concat", _) => node
                     .output
                     .first()
-                    .is_some_and(|o| ix.consumers(o).iter().all(|&c| ix.node(c).op_type() == "Reshape"));
-                if !feeds_reshape
-                    && node
-                        .input
-                        .iter()
-                        .any(|i| ix.const_i64(i).is_some_and(|v| v.contains(&h)))
-                {
-                    fixed.get_or_insert(format!("the head count {h} in a shape at {}", ix.node_label(n)));
+                    .is_some_and(|o| ix.consumers(o).iter().all(|&c| ix.node(c).op_type() == "Reshape")),
+                ("Reshape", 1) => true,
+                // batch × heads from the batch, or back: the head count as a factor of a size.
+                ("Div" | "Mul", 1) | ("Mul", 0) if values.len() == 1 && ix.dynamic_inputs(n).len() == 1 => {
+                    found.push(ShapeConst {
+                        shared_by: ix.consumers(&name).len(),
+                        constant: name.clone(),
+                        element: 0,
+                        value: h,
+                        role: ShapeRole::Heads,
+                        used_by: node.name().to_string(),
+                        used_by_node: n,
+                    });
+                    true
+                }
+                _ => false,
+            };
+            if !classified {
+                fixed.get_or_insert(format!("the head count {h} read by {} (input {slot})", at(n)));
+            }
+        }
+        if node.op_type() == "Reshape" {
+            let Some((rank, elems)) = node.input.get(1).and_then(|s| shape_elements(ix, s, n)) else {
+                continue;
+            };
+            let lead = elems.iter().find(|e| e.2 == 0).map(|e| e.3);
+            for (name, element, pos, value, user) in elems {
+                // [−1, heads, …]: batch × heads split again; [b, s, heads, −1]: a head split.
+                let heads_here = (rank == 4 && pos == 1 && lead == Some(-1)) || (rank == 4 && pos == 2);
+                if value == h && heads_here {
+                    found.push(ShapeConst {
+                        shared_by: ix.consumers(&name).len(),
+                        constant: name,
+                        element,
+                        value,
+                        role: ShapeRole::Heads,
+                        used_by: ix.node(user).name().to_string(),
+                        used_by_node: user,
+                    });
+                } else if value == h && !(rank == 3 && pos == 2 && value == size as i64) {
+                    fixed.get_or_insert(format!(
+                        "the head count {h} in the shape of {} (position {pos} of {rank})",
+                        at(n)
+                    ));
                 }
             }
-            _ => {}
+        }
+    }
+    // A rewritten node whose result other layers read too would change theirs.
+    for c in &found {
+        let node = ix.node(c.used_by_node);
+        let shared = node
+            .output
+            .iter()
+            .flat_map(|o| ix.consumers(o))
+            .any(|r| !region.contains(r) && *r != output.node);
+        if shared {
+            fixed.get_or_insert(format!(
+                "the head count at {}, whose result is read outside this attention",
+                at(c.used_by_node)
+            ));
         }
     }
     (projections, found, fixed)

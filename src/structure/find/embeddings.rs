@@ -160,9 +160,15 @@ pub(super) fn find_head(ix: &GraphIndex, encoder_out: &str) -> Option<Head> {
             .map(|(_, op)| op.to_lowercase())
             .next()
     });
+    let norm = pooler.as_ref().and_then(|p| {
+        ops.iter()
+            .find(|(i, op)| *i > p.node && *i < classifier.node && op == "LayerNormalization")
+            .and_then(|(i, _)| find_norm(ix, ix.node(*i).input.first()?, 0))
+    });
     Some(Head {
         pooler,
         pooler_activation,
+        norm,
         classifier,
     })
 }

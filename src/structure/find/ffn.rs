@@ -117,7 +117,7 @@ pub(super) fn find_ffn(ix: &GraphIndex, norm: &Norm, hidden: Option<usize>) -> R
 /// The two halves of `value` ([.., `width`]) when that is all its readers take: two `Slice`s of
 /// the last axis, [0, width/2) and [width/2, width) — the bounds constant, or computed from its
 /// shape as torch's `chunk(2, -1)` exports them — or a `Split` of the last axis in two equal
-/// parts.
+/// parts (torch's dynamo exporter: `num_outputs` 2).
 fn halves_of(ix: &GraphIndex, value: &str, width: usize) -> Option<Gate> {
     if width % 2 != 0 || ix.is_graph_output(value) {
         return None;
@@ -141,7 +141,8 @@ fn halves_of(ix: &GraphIndex, value: &str, width: usize) -> Option<Gate> {
                 Some(v) => ix.const_i64(v).is_some_and(|v| v.len() == 2 && v[0] == v[1]),
                 None => n.output.len() == 2,
             };
-            (axis == -1 && n.output.len() == 2 && equal).then(|| Gate {
+            // The last axis: -1, or 2 of the usual [batch, sequence, 2·width].
+            ((axis == -1 || axis == 2) && n.output.len() == 2 && equal).then(|| Gate {
                 nodes: vec![*s],
                 constant_bounds: sizes.is_some(),
             })
