@@ -102,6 +102,11 @@ pub struct ShapeConst {
     pub used_by_node: usize,
     /// Number of nodes (in all layers) that consume this constant.
     pub shared_by: usize,
+    /// When `used_by` is a shape `Concat` whose result other layers read too (torch's dynamo
+    /// exporter builds one for all): the nodes of this attention reading it, which get a copy of
+    /// their own when the value changes.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub readers: Vec<usize>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -158,6 +163,11 @@ pub struct Attention {
     /// head count in a way this tool does not rewrite.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub heads_fixed: Option<String>,
+    /// Why this attention's head count must equal that of every other such attention, when a
+    /// size holding it is computed once for all layers (torch's dynamo exporter shares the
+    /// relative position indices between DeBERTa's layers).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub heads_alike: Option<String>,
 }
 
 /// A bias added to the attention scores [batch, heads, query, key] with its own values per head,

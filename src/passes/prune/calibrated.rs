@@ -385,6 +385,11 @@ fn curves(
     ensure_finite("the unpruned model's logits on the calibration data", &reference)?;
     // Cost curves: relative error added by each successive removal.
     let mut curves: Vec<Curve> = Vec::new();
+    // A head count computed once for all layers: no layer's heads can be budgeted apart.
+    let heads_alike = t
+        .layers
+        .iter()
+        .any(|l| l.attention.as_ref().is_some_and(|a| a.heads_alike.is_some()));
     for (li, (l, (a, f))) in t.layers.iter().zip(&stats).enumerate() {
         for (part, stats) in [(Part::Attention, a), (Part::Ffn, f)] {
             let Some(st) = stats else { continue };
@@ -392,7 +397,8 @@ fn curves(
                 // Heads whose scores carry terms this tool cannot slice are not pruned: no curve,
                 // so a budget is met from the other blocks.
                 Part::Attention => {
-                    let Some(att) = l.attention.as_ref().filter(|a| a.heads_fixed.is_none()) else {
+                    // Nor those whose count must match the other layers' (a budget could not).
+                    let Some(att) = l.attention.as_ref().filter(|a| a.heads_fixed.is_none() && !heads_alike) else {
                         continue;
                     };
                     (&att.output, structure::unit_macs(t.hidden, att.head_size, seq_len).0)
@@ -591,6 +597,21 @@ pub fn prune_calibrated(
                 .map(|why| (l, why))
         }) {
             return Err(super::disentangled_heads(l.index, why));
+        }
+        // Pruned one layer at a time, the model in between would hold two head counts where one
+        // size holds them all.
+        if let Some((l, why)) = t.layers.iter().find_map(|l| {
+            l.attention
+                .as_ref()
+                .and_then(|a| a.heads_alike.as_deref())
+                .map(|why| (l, why))
+        }) {
+            return Err(PassError::Unsupported(format!(
+                "layer {}: {why} (computed once for all layers), which calibrated pruning, one layer at a time, \
+                 cannot keep in step; prune heads with --strategy l1 or random, or give --target-macs, which \
+                 leaves the heads alone",
+                l.index
+            )));
         }
     }
     let counts: Vec<(usize, usize)> = match opts.target_macs {

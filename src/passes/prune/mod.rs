@@ -927,6 +927,31 @@ pub fn apply_plan(model: &ModelProto, t: &Transformer, plan: &Plan) -> Result<Mo
 /// refit (one weight cannot take two). Otherwise pruning would give each layer its own copy and
 /// write a bigger model than it read.
 fn check_shared(t: &Transformer, plan: &Plan) -> Result<(), PassError> {
+    // Head counts computed once for all layers (a dynamo DeBERTa export's position indices).
+    let alike: Vec<(usize, &str)> = t
+        .layers
+        .iter()
+        .filter_map(|l| {
+            let why = l.attention.as_ref()?.heads_alike.as_deref()?;
+            Some((l.index, why))
+        })
+        .collect();
+    // The layers reading it are not told: every layer with attention must keep that count.
+    if let Some(&(first, why)) = alike.first() {
+        let count = plan.layers[first].keep_heads.len();
+        let differs = t
+            .layers
+            .iter()
+            .filter(|l| l.attention.is_some())
+            .find(|l| plan.layers[l.index].keep_heads.len() != count);
+        if let Some(other) = differs.map(|l| l.index) {
+            return Err(PassError::Unsupported(format!(
+                "layers {first} and {other} must keep as many heads as each other ({why}: computed once for \
+                 all layers); prune the same fraction of heads in every layer (l1 or random --heads, or \
+                 --per-layer with calibration), or the FFN only"
+            )));
+        }
+    }
     for (i, (a, f)) in t.shared_weights().into_iter().enumerate() {
         let p = &plan.layers[i];
         let differs = |j: usize, part: &str| {
@@ -1031,6 +1056,9 @@ fn prune_attention(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &Layer
             .or_default()
             .push((c.element, value));
     }
+    // A node other layers read too gets a copy for this attention's readers, with every one of
+    // its changed inputs.
+    let mut copies: BTreeMap<usize, crate::onnx::NodeProto> = BTreeMap::new();
     for ((constant, node), changes) in groups {
         let mut values = ix
             .const_i64(&constant)
@@ -1046,8 +1074,32 @@ fn prune_attention(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &Layer
             &format!("{constant}.l{}", l.index),
             tensor::from_i64("", &dims, &values),
         );
+        let shared = a
+            .shape_consts
+            .iter()
+            .any(|c| c.used_by_node == node && !c.readers.is_empty());
         for slot in slots_reading(ix, node, &constant) {
-            ed.patch.rewire(node, slot, &name);
+            if shared {
+                let copy = copies.entry(node).or_insert_with(|| ed.graph.node[node].clone());
+                copy.input[slot] = name.clone();
+            } else {
+                ed.patch.rewire(node, slot, &name);
+            }
+        }
+    }
+    for (node, mut copy) in copies {
+        let out = ed.patch.fresh_name(&format!("{}.l{}", copy.output[0], l.index));
+        copy.output = vec![out.clone()];
+        copy.name = Some(format!("{}.l{}", copy.name(), l.index));
+        let readers: Vec<usize> = a
+            .shape_consts
+            .iter()
+            .filter(|c| c.used_by_node == node)
+            .flat_map(|c| c.readers.iter().copied())
+            .collect();
+        ed.patch.insert_before(node + 1, copy);
+        for r in readers {
+            ed.patch.rewire(r, 1, &out);
         }
     }
     Ok(())

@@ -152,7 +152,18 @@ fn stacked_parts(ix: &GraphIndex, lin: &Linear, paths: [&Vec<usize>; 3]) -> R<()
     let (input, axis) = source.expect("three paths");
     // The three must be the outermost grouping of the projection's columns: a Split of its
     // [batch, sequence, 3·all] output along the last axis, or of a Reshape to
-    // [batch, sequence, 3, …] along axis 2 (not, say, [.., heads, 3, size], Q/K/V per head).
+    // [batch, sequence, 3, …] along axis 2 (not, say, [.., heads, 3, size], Q/K/V per head),
+    // also after Transposes that move other axes (transformers 4's [batch, heads, 3, …]).
+    let (mut input, mut axis) = (input, axis);
+    while let Some(t) = ix.producer(&input).filter(|&p| ix.node(p).op_type() == "Transpose") {
+        let Some(perm) = ix.attr_ints(t, "perm") else { break };
+        let a = if axis < 0 { axis + perm.len() as i64 } else { axis };
+        let Some(&from) = usize::try_from(a).ok().and_then(|a| perm.get(a)) else {
+            break;
+        };
+        axis = from;
+        input = ix.resolve(&ix.node(t).input[0]).to_string();
+    }
     let outermost = match ix.producer(&input).filter(|&p| ix.node(p).op_type() == "Reshape") {
         Some(r) => ix
             .node(r)
@@ -318,10 +329,10 @@ pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, Str
         .flatten()
         .collect();
     let score_terms = score_terms(ix, &adds, &head_biases, &stop);
-    let (mut shape_consts, score_projections, heads_fixed) = if score_terms.is_empty() {
-        (shape_consts, vec![], None)
+    let (mut shape_consts, score_projections, heads_fixed, heads_alike) = if score_terms.is_empty() {
+        (shape_consts, vec![], None, None)
     } else {
-        let (projections, found, fixed) = disentangled_heads(
+        let (projections, found, fixed, alike) = disentangled_heads(
             ix,
             &adds,
             &head_biases,
@@ -333,14 +344,16 @@ pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, Str
         );
         let mut all = shape_consts;
         for c in found {
-            if !all
-                .iter()
-                .any(|a| a.constant == c.constant && a.element == c.element && a.used_by_node == c.used_by_node)
+            match all
+                .iter_mut()
+                .find(|a| a.constant == c.constant && a.element == c.element && a.used_by_node == c.used_by_node)
             {
-                all.push(c);
+                // Found by the head split already: it is read by other layers too.
+                Some(a) => a.readers = c.readers,
+                None => all.push(c),
             }
         }
-        (all, projections, fixed)
+        (all, projections, fixed, alike)
     };
     shape_consts.sort_by_key(|c| c.used_by_node);
     Ok((
@@ -362,6 +375,7 @@ pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, Str
             score_terms,
             score_projections,
             heads_fixed,
+            heads_alike,
         },
         input,
     ))
@@ -386,7 +400,7 @@ fn disentangled_heads(
     output: &Linear,
     heads: usize,
     size: usize,
-) -> (Vec<Linear>, Vec<ShapeConst>, Option<String>) {
+) -> (Vec<Linear>, Vec<ShapeConst>, Option<String>, Option<String>) {
     let all = heads * size;
     // The per-head projections in the terms' cones.
     let mut projections: Vec<Linear> = Vec::new();
@@ -461,6 +475,7 @@ fn disentangled_heads(
                 // batch × heads from the batch, or back: the head count as a factor of a size.
                 ("Div" | "Mul", 1) | ("Mul", 0) if values.len() == 1 && ix.dynamic_inputs(n).len() == 1 => {
                     found.push(ShapeConst {
+                        readers: vec![],
                         shared_by: ix.consumers(&name).len(),
                         constant: name.clone(),
                         element: 0,
@@ -487,6 +502,7 @@ fn disentangled_heads(
                 let heads_here = (rank == 4 && pos == 1 && lead == Some(-1)) || (rank == 4 && pos == 2);
                 if value == h && heads_here {
                     found.push(ShapeConst {
+                        readers: vec![],
                         shared_by: ix.consumers(&name).len(),
                         constant: name,
                         element,
@@ -504,22 +520,48 @@ fn disentangled_heads(
             }
         }
     }
-    // A rewritten node whose result other layers read too would change theirs.
-    for c in &found {
-        let node = ix.node(c.used_by_node);
-        let shared = node
-            .output
-            .iter()
-            .flat_map(|o| ix.consumers(o))
-            .any(|r| !region.contains(r) && *r != output.node);
-        if shared {
-            fixed.get_or_insert(format!(
-                "the head count at {}, whose result is read outside this attention",
-                at(c.used_by_node)
-            ));
+    // A rewritten node whose result reaches other layers would change theirs: a shape Concat
+    // read by Reshapes only is copied for this attention's Reshapes (when their results stay
+    // in it); anything else holds the head count for every layer alike.
+    let leaks = |from: &[usize]| {
+        let mut seen: HashSet<usize> = HashSet::new();
+        let mut todo: Vec<usize> = from.to_vec();
+        while let Some(n) = todo.pop() {
+            for o in &ix.node(n).output {
+                for &c in ix.consumers(o) {
+                    if c == output.node || !seen.insert(c) {
+                        continue;
+                    }
+                    if !region.contains(&c) {
+                        return true;
+                    }
+                    todo.push(c);
+                }
+            }
+        }
+        false
+    };
+    let mut alike = None;
+    for c in &mut found {
+        let n = c.used_by_node;
+        if !leaks(&[n]) {
+            continue;
+        }
+        let node = ix.node(n);
+        let readers: Vec<usize> = node.output.iter().flat_map(|o| ix.consumers(o)).copied().collect();
+        let reshapes_only = node.op_type() == "Concat"
+            && node.output.len() == 1
+            && readers
+                .iter()
+                .all(|&r| ix.node(r).op_type() == "Reshape" && ix.node(r).input.get(1) == node.output.first());
+        let mine: Vec<usize> = readers.into_iter().filter(|r| region.contains(r)).collect();
+        if reshapes_only && !leaks(&mine) {
+            c.readers = mine;
+        } else {
+            alike.get_or_insert(format!("the head count at {} reaches other layers", at(n)));
         }
     }
-    (projections, found, fixed)
+    (projections, found, fixed, alike)
 }
 
 /// The `Add`s on the way from the scores MatMul to the Softmax (`path`, in that order), each
@@ -715,6 +757,7 @@ pub(super) fn fused_attention(ix: &GraphIndex, node: usize) -> R<(Attention, Str
             score_terms: vec![],
             score_projections: vec![],
             heads_fixed: None,
+            heads_alike: None,
         },
         input,
     ))

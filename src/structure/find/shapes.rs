@@ -33,6 +33,7 @@ pub(super) fn shape_constants(ix: &GraphIndex, split: &[usize], merge: &[usize])
                         &c.constant == name && c.element == *element && c.used_by_node == *used_by
                     }) {
                         out.push(ShapeConst {
+                            readers: vec![],
                             constant: name.clone(),
                             element: *element,
                             value: *value,
