@@ -386,10 +386,12 @@ pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, Str
 /// embeddings projected by the query and key weights, or by weights of their own), and every
 /// integer constant of the attention that holds the head count — the head split of those
 /// projections ([1, span, heads, −1]), the views of the scores and contexts with heads merged
-/// into the batch axis ([−1, heads, …]) and the divisions of batch × heads by heads. The
-/// attention is the nodes both reachable from its projections and reaching its output
-/// projection (relative position indices shared with other layers stay out). A constant holding
-/// the head count anywhere else there makes the heads fixed: the third value says where.
+/// into the batch axis ([−1, heads, …]) and batch × heads computed from, or divided back by,
+/// heads. The attention is the nodes its output projection's input depends on that the layer's
+/// input does not. A constant holding the head count anywhere else there makes the heads fixed
+/// (the third value says where); one whose result reaches other layers (computed once for all)
+/// makes every layer keep as many heads (the fourth), unless it is a shape `Concat`, which is
+/// copied per layer (its `readers`).
 #[allow(clippy::too_many_arguments)]
 fn disentangled_heads(
     ix: &GraphIndex,
