@@ -328,20 +328,13 @@ pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, Str
         .flat_map(|l| [Some(l.node), l.bias_node])
         .flatten()
         .collect();
-    let score_terms = score_terms(ix, &adds, &head_biases, &stop);
+    let cones = term_cones(ix, &adds, &head_biases, &stop);
+    let score_terms = score_terms(ix, &cones);
     let (mut shape_consts, score_projections, heads_fixed, heads_alike) = if score_terms.is_empty() {
         (shape_consts, vec![], None, None)
     } else {
-        let (projections, found, fixed, alike) = disentangled_heads(
-            ix,
-            &adds,
-            &head_biases,
-            &stop,
-            [&q, &k, &v],
-            &output,
-            num_heads,
-            head_size,
-        );
+        let (projections, found, fixed, alike) =
+            disentangled_heads(ix, &cones, [&q, &k, &v], &output, num_heads, head_size);
         let mut all = shape_consts;
         for c in found {
             match all
@@ -392,12 +385,9 @@ pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, Str
 /// (the third value says where); one whose result reaches other layers (computed once for all)
 /// makes every layer keep as many heads (the fourth), unless it is a shape `Concat`, which is
 /// copied per layer (its `readers`).
-#[allow(clippy::too_many_arguments)]
 fn disentangled_heads(
     ix: &GraphIndex,
-    adds: &[(usize, usize)],
-    biases: &[HeadBias],
-    stop: &[usize],
+    cones: &[Vec<usize>],
     qkv: [&Linear; 3],
     output: &Linear,
     heads: usize,
@@ -406,24 +396,11 @@ fn disentangled_heads(
     let all = heads * size;
     // The per-head projections in the terms' cones.
     let mut projections: Vec<Linear> = Vec::new();
-    for &(p, slot) in adds.iter().filter(|(p, _)| !biases.iter().any(|b| b.add_node == *p)) {
-        let mut seen = HashSet::new();
-        let mut todo = vec![(ix.node(p).input[slot].clone(), 0usize)];
-        while let Some((v, depth)) = todo.pop() {
-            let Some(q) = ix.producer(&v) else { continue };
-            if depth > 24 || stop.contains(&q) || !seen.insert(q) {
-                continue;
+    for &q in cones.iter().flatten() {
+        if let Some(l) = linear_at(ix, q).filter(|l| l.out_features == all && l.factor.is_none()) {
+            if !projections.iter().any(|x| x.node == l.node) {
+                projections.push(l);
             }
-            if matches!(ix.node(q).op_type(), "Shape" | "Size") {
-                continue;
-            }
-            if let Some(l) = linear_at(ix, q).filter(|l| l.out_features == all && l.factor.is_none()) {
-                if !projections.iter().any(|x| x.node == l.node) {
-                    projections.push(l);
-                }
-                continue;
-            }
-            todo.extend(ix.dynamic_inputs(q).into_iter().map(|i| (i.to_string(), depth + 1)));
         }
     }
     // The attention's nodes: those its output projection's input depends on that the layer's
@@ -592,14 +569,13 @@ fn head_biases(ix: &GraphIndex, adds: &[(usize, usize)], heads: usize) -> Vec<He
         .collect()
 }
 
-/// The weights of the other terms among `adds` ([`score_adds`]) that are computed by matrix
-/// products of their own: every float constant of more than one value read in the cone of such
-/// an operand, walking back no further than the Q/K/V projections (`stop`) and not into sizes.
-fn score_terms(ix: &GraphIndex, adds: &[(usize, usize)], biases: &[HeadBias], stop: &[usize]) -> Vec<String> {
-    let mut found: Vec<String> = Vec::new();
+/// The nodes each of the other terms among `adds` ([`score_adds`]) is computed by: walking back
+/// from the operand no further than the Q/K/V projections (`stop`), not into sizes, 24 nodes
+/// deep at most. One list per term.
+fn term_cones(ix: &GraphIndex, adds: &[(usize, usize)], biases: &[HeadBias], stop: &[usize]) -> Vec<Vec<usize>> {
+    let mut cones = Vec::new();
     for &(p, slot) in adds.iter().filter(|(p, _)| !biases.iter().any(|b| b.add_node == *p)) {
-        let mut weights = Vec::new();
-        let mut products = false;
+        let mut cone = Vec::new();
         let mut seen = HashSet::new();
         let mut todo = vec![(ix.node(p).input[slot].clone(), 0usize)];
         while let Some((v, depth)) = todo.pop() {
@@ -611,21 +587,36 @@ fn score_terms(ix: &GraphIndex, adds: &[(usize, usize)], biases: &[HeadBias], st
             if matches!(qn.op_type(), "Shape" | "Size") {
                 continue; // sizes, not values
             }
-            products |= qn.op_type() == "MatMul";
-            for i in &qn.input {
-                match ix.constant(i) {
-                    Some(c) => {
-                        let t = c.tensor();
-                        if t.data_type() == 1 && t.dims.iter().product::<i64>() > 1 {
-                            weights.extend(ix.constant_name(i));
-                        }
+            cone.push(q);
+            todo.extend(
+                qn.input
+                    .iter()
+                    .filter(|i| ix.constant(i).is_none())
+                    .map(|i| (i.clone(), depth + 1)),
+            );
+        }
+        cones.push(cone);
+    }
+    cones
+}
+
+/// The weights of the terms whose cones ([`term_cones`]) hold matrix products of their own:
+/// every float constant of more than one value read there.
+fn score_terms(ix: &GraphIndex, cones: &[Vec<usize>]) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    for cone in cones
+        .iter()
+        .filter(|c| c.iter().any(|&q| ix.node(q).op_type() == "MatMul"))
+    {
+        for &q in cone {
+            for i in &ix.node(q).input {
+                if let Some(c) = ix.constant(i) {
+                    let t = c.tensor();
+                    if t.data_type() == 1 && t.dims.iter().product::<i64>() > 1 {
+                        found.extend(ix.constant_name(i));
                     }
-                    None => todo.push((i.clone(), depth + 1)),
                 }
             }
-        }
-        if products {
-            found.extend(weights);
         }
     }
     found.sort();
