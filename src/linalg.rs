@@ -114,6 +114,10 @@ fn workers(work: usize) -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
 }
 
+/// Single-row removals whose H⁻¹ updates wait, as rank-one terms, before they are applied to
+/// the whole matrix at once (one matrix product instead of as many passes over it).
+const PENDING: usize = 64;
+
 /// Least squares with OBS greedy removal of groups of rows.
 ///
 /// Model: targets Y ≈ X·W with X = [units…, 1] (the last column is the bias, never removed),
@@ -121,15 +125,20 @@ fn workers(work: usize) -> usize {
 /// the remaining rows raises the squared error by tr(W_gᵀ (H⁻¹_gg)⁻¹ W_g) (Hassibi & Stork's
 /// optimal brain surgeon, for blocks); W and H⁻¹ are then updated as if g never existed.
 ///
-/// H⁻¹ is kept only over the rows still in (compacted as rows go, so a greedy run to 90% of the
-/// rows costs about a third of one on the whole matrix), each update is split by rows over the
-/// cores, and each row's squared norm is kept with it: all of it the same arithmetic, in the same
-/// order, as on the whole matrix, so the removals and weights are exactly those.
+/// Kept fast for wide layers (a BERT-base FFN: 3073 rows): H⁻¹ only over the rows still in
+/// (compacted as rows go), single-row removals update it lazily (H⁻¹ = base − Σ uuᵀ over the
+/// last few removals, applied together as one matrix product), each update of W is split by
+/// rows over the cores, and each row's squared norm is kept with it (a single row's cost reads
+/// it and the diagonal).
 pub struct Obs {
     pub n: usize,
     pub m: usize,
-    /// H⁻¹ over the rows of `live`: row-major, live.len() × live.len().
+    /// H⁻¹ over the rows of `live`, before the pending updates: row-major, k × k (k = live.len()).
     hinv: Vec<f64>,
+    /// Pending rank-one updates of `hinv`: row-major, one k-vector u each (H⁻¹ = hinv − Σ uuᵀ).
+    pending: Vec<f64>,
+    /// The diagonal of H⁻¹ with the pending updates, over the rows of `live`.
+    diag: Vec<f64>,
     /// Rows still in H⁻¹, ascending (some removed since the last compaction).
     live: Vec<usize>,
     /// Each row's place in `live` (meaningless once removed).
@@ -141,6 +150,65 @@ pub struct Obs {
     /// Squared norm of each row of W.
     norms: Vec<f64>,
     removed: Vec<bool>,
+}
+
+/// What [`each_row`] does to one row: (its place in `live`, its W row, its squared norm, its H⁻¹
+/// row when asked for).
+type RowUpdate<'a> = dyn Fn(usize, &mut [f64], &mut f64, Option<&mut [f64]>) + Sync + 'a;
+
+/// Runs `f(r, w_row, norm, h_row)` for each row still in (`r` its place in `live`), split by rows
+/// over `threads`; `h_row` is row r of `hinv` (k wide) when given.
+#[allow(clippy::too_many_arguments)]
+fn each_row(
+    live: &[usize],
+    removed: &[bool],
+    m: usize,
+    threads: usize,
+    mut hinv: Option<&mut [f64]>,
+    w: &mut [f64],
+    norms: &mut [f64],
+    f: &RowUpdate,
+) {
+    let (k, n) = (live.len(), norms.len());
+    let per = k.div_ceil(threads.max(1)).max(1);
+    let run = |lo: usize, hi: usize, mut h: Option<&mut [f64]>, w: &mut [f64], norms: &mut [f64], base: usize| {
+        for r in lo..hi {
+            let o = live[r];
+            if removed[o] {
+                continue;
+            }
+            let h_row = h.as_deref_mut().map(|h| &mut h[(r - lo) * k..(r - lo + 1) * k]);
+            f(
+                r,
+                &mut w[(o - base) * m..(o - base + 1) * m],
+                &mut norms[o - base],
+                h_row,
+            );
+        }
+    };
+    std::thread::scope(|s| {
+        let (mut w_rest, mut n_rest) = (w, norms);
+        let mut base = 0;
+        for lo in (0..k).step_by(per) {
+            let hi = (lo + per).min(k);
+            let end = if hi < k { live[hi] } else { n };
+            let h = hinv.take().map(|h| {
+                let (chunk, tail) = h.split_at_mut((hi - lo) * k);
+                hinv = Some(tail);
+                chunk
+            });
+            let (wc, w_tail) = std::mem::take(&mut w_rest).split_at_mut((end - base) * m);
+            let (nc, n_tail) = std::mem::take(&mut n_rest).split_at_mut(end - base);
+            (w_rest, n_rest) = (w_tail, n_tail);
+            let from = base;
+            base = end;
+            if hi == k {
+                run(lo, hi, h, wc, nc, from);
+            } else {
+                s.spawn(move || run(lo, hi, h, wc, nc, from));
+            }
+        }
+    });
 }
 
 impl Obs {
@@ -164,7 +232,9 @@ impl Obs {
         Ok(Obs {
             n,
             m,
+            diag: (0..n).map(|i| h[i * n + i]).collect(),
             hinv: h,
+            pending: Vec::new(),
             live: (0..n).collect(),
             at: (0..n).collect(),
             dead: 0,
@@ -176,13 +246,18 @@ impl Obs {
 
     /// H⁻¹ at rows `i`, `j` (both still in).
     fn h(&self, i: usize, j: usize) -> f64 {
-        self.hinv[self.at[i] * self.live.len() + self.at[j]]
+        let (k, p, q) = (self.live.len(), self.at[i], self.at[j]);
+        if self.pending.is_empty() {
+            return self.hinv[p * k + q];
+        }
+        let lazy: f64 = self.pending.chunks(k).map(|u| u[p] * u[q]).sum();
+        self.hinv[p * k + q] - lazy
     }
 
     /// Squared-error increase of removing `rows` now (with compensation).
     pub fn cost(&self, rows: &[usize]) -> f64 {
         if let [i] = rows {
-            let d = self.h(*i, *i);
+            let d = self.diag[self.at[*i]];
             if d <= 0.0 {
                 return f64::INFINITY;
             }
@@ -215,6 +290,95 @@ impl Obs {
 
     /// Removes `rows`, compensating the remaining rows of W and updating H⁻¹.
     pub fn remove(&mut self, rows: &[usize]) {
+        if let [j] = rows {
+            self.remove_one(*j);
+        } else {
+            self.flush();
+            self.remove_group(rows);
+        }
+        for &i in rows {
+            self.removed[i] = true;
+            self.w[i * self.m..(i + 1) * self.m].iter_mut().for_each(|x| *x = 0.0);
+            self.norms[i] = 0.0;
+        }
+        self.dead += rows.len();
+        if self.dead * 16 >= self.live.len() {
+            self.compact();
+        }
+    }
+
+    /// One row: H⁻¹'s column j with the pending updates is c; W -= c·w_jᵀ / c_j; the update
+    /// c·cᵀ / c_j of H⁻¹ waits with the others (its diagonal is applied now).
+    fn remove_one(&mut self, j: usize) {
+        let (m, k, pj) = (self.m, self.live.len(), self.at[j]);
+        let mut c = self.hinv[pj * k..(pj + 1) * k].to_vec(); // row j = column j
+        for u in self.pending.chunks(k) {
+            let f = u[pj];
+            if f != 0.0 {
+                c.iter_mut().zip(u).for_each(|(x, &y)| *x -= f * y);
+            }
+        }
+        let cjj = c[pj];
+        if cjj.is_nan() || cjj <= 0.0 {
+            return; // as a block whose inverse fails: removed without compensation
+        }
+        let inv = 1.0 / cjj;
+        let wj = self.w[j * m..(j + 1) * m].to_vec();
+        let Obs {
+            live,
+            removed,
+            w,
+            norms,
+            ..
+        } = self;
+        each_row(
+            live,
+            removed,
+            m,
+            workers(k * m),
+            None,
+            w,
+            norms,
+            &|r, w_row, norm, _| {
+                let kr = c[r] * inv;
+                if kr != 0.0 {
+                    w_row.iter_mut().zip(&wj).for_each(|(x, &y)| *x -= kr * y);
+                    *norm = w_row.iter().map(|x| x * x).sum();
+                }
+            },
+        );
+        let scale = cjj.sqrt();
+        for (d, &x) in self.diag.iter_mut().zip(&c) {
+            *d -= x * x * inv;
+        }
+        self.pending.extend(c.iter().map(|x| x / scale));
+        if self.pending.len() >= PENDING * k {
+            self.flush();
+        }
+    }
+
+    /// Applies the pending updates to H⁻¹ (hinv −= UᵀU) and reads the diagonal back.
+    fn flush(&mut self) {
+        let k = self.live.len();
+        if self.pending.is_empty() || k == 0 {
+            return;
+        }
+        let p = self.pending.len() / k;
+        let u = faer::MatRef::from_row_major_slice(&self.pending, p, k);
+        faer::linalg::matmul::matmul(
+            faer::MatMut::from_row_major_slice_mut(&mut self.hinv, k, k),
+            faer::Accum::Add,
+            u.transpose(),
+            u,
+            -1.0,
+            faer::get_global_parallelism(),
+        );
+        self.pending.clear();
+        self.diag = (0..k).map(|p| self.hinv[p * k + p]).collect();
+    }
+
+    /// A group of rows, on H⁻¹ with nothing pending.
+    fn remove_group(&mut self, rows: &[usize]) {
         let (m, g, k) = (self.m, rows.len(), self.live.len());
         let cols: Vec<usize> = rows.iter().map(|&i| self.at[i]).collect();
         let mut b: Vec<f64> = Vec::with_capacity(g * g);
@@ -243,27 +407,24 @@ impl Obs {
             .iter()
             .flat_map(|&p| self.hinv[p * k..(p + 1) * k].to_vec())
             .collect();
-        let threads = workers(k * (k + m));
-        let per = k.div_ceil(threads);
         let Obs {
             hinv,
             live,
             w,
             norms,
             removed,
-            n,
             ..
         } = self;
-        let (live, removed, kk, wg, hg) = (&*live, &*removed, &kk, &wg, &hg);
-        // Rows lo..hi of H⁻¹ (in `live` order) and the W rows and norms from original row `base`.
-        let update = |lo: usize, hi: usize, h: &mut [f64], w: &mut [f64], norms: &mut [f64], base: usize| {
-            for r in lo..hi {
-                let o = live[r];
-                if removed[o] {
-                    continue;
-                }
-                let w_row = &mut w[(o - base) * m..(o - base + 1) * m];
-                let h_row = &mut h[(r - lo) * k..(r - lo + 1) * k];
+        each_row(
+            live,
+            removed,
+            m,
+            workers(k * (k + m)),
+            Some(hinv),
+            w,
+            norms,
+            &|r, w_row, norm, h_row| {
+                let h_row = h_row.expect("H⁻¹ rows given");
                 for a in 0..g {
                     let kra = kk[r * g + a];
                     if kra == 0.0 {
@@ -276,44 +437,15 @@ impl Obs {
                         *x -= kra * y;
                     }
                 }
-                norms[o - base] = w_row.iter().map(|x| x * x).sum();
-            }
-        };
-        std::thread::scope(|s| {
-            let (mut h_rest, mut w_rest, mut n_rest) = (&mut hinv[..], &mut w[..], &mut norms[..]);
-            let mut base = 0;
-            for t in 0..threads {
-                let (lo, hi) = (t * per, ((t + 1) * per).min(k));
-                if lo >= hi {
-                    break;
-                }
-                let end = if hi < k { live[hi] } else { *n };
-                let (h, h_tail) = std::mem::take(&mut h_rest).split_at_mut((hi - lo) * k);
-                let (wc, w_tail) = std::mem::take(&mut w_rest).split_at_mut((end - base) * m);
-                let (nc, n_tail) = std::mem::take(&mut n_rest).split_at_mut(end - base);
-                (h_rest, w_rest, n_rest) = (h_tail, w_tail, n_tail);
-                let from = base;
-                base = end;
-                if hi == k {
-                    update(lo, hi, h, wc, nc, from);
-                } else {
-                    s.spawn(move || update(lo, hi, h, wc, nc, from));
-                }
-            }
-        });
-        for &i in rows {
-            self.removed[i] = true;
-            self.w[i * m..(i + 1) * m].iter_mut().for_each(|x| *x = 0.0);
-            self.norms[i] = 0.0;
-        }
-        self.dead += g;
-        if self.dead * 16 >= self.live.len() {
-            self.compact();
-        }
+                *norm = w_row.iter().map(|x| x * x).sum();
+            },
+        );
+        self.diag = (0..k).map(|p| self.hinv[p * k + p]).collect();
     }
 
     /// Drops the removed rows (and columns) from H⁻¹.
     fn compact(&mut self) {
+        self.flush();
         let k = self.live.len();
         let keep: Vec<usize> = (0..k).filter(|&p| !self.removed[self.live[p]]).collect();
         let mut h = Vec::with_capacity(keep.len() * keep.len());
@@ -321,6 +453,7 @@ impl Obs {
             let row = &self.hinv[p * k..(p + 1) * k];
             h.extend(keep.iter().map(|&q| row[q]));
         }
+        self.diag = keep.iter().map(|&p| self.diag[p]).collect();
         self.hinv = h;
         self.live = keep.iter().map(|&p| self.live[p]).collect();
         for (p, &o) in self.live.iter().enumerate() {
@@ -669,21 +802,18 @@ mod tests {
         (order, costs)
     }
 
-    /// Compacting H⁻¹ and splitting the update over threads changes no removal, cost or weight:
-    /// singletons (wide enough to be split over threads) and groups of rows.
+    /// Compacting H⁻¹, splitting the updates over threads and (single rows) deferring H⁻¹'s
+    /// updates give the removals, costs and weights of the whole-matrix algorithm: exactly for
+    /// groups of rows (the same arithmetic), to rounding for single rows (the deferred updates sum
+    /// in another order), on a problem wide enough to be split over threads.
     #[test]
-    fn compacted_threaded_obs_equals_the_whole_matrix() {
+    fn fast_obs_equals_the_whole_matrix() {
         for (n, m, group, count) in [(1101, 24, 1, 990), (161, 8, 4, 38)] {
             let (h, c) = problem(n, m, n as u64);
             let groups: Vec<Vec<usize>> = (0..(n - 1) / group)
                 .map(|gi| (gi * group..(gi + 1) * group).collect())
                 .collect();
             let mut obs = Obs::new(h, &c, n, m, 1e-2).unwrap();
-            assert!(
-                n < 1000
-                    || workers(n * (n + m)) > 1
-                    || std::thread::available_parallelism().map_or(1, |p| p.get()) == 1
-            );
             let (mut hinv, mut w) = (obs.hinv.clone(), obs.w.clone());
             let (want_order, want_costs) = reference_greedy(&mut hinv, &mut w, n, m, &groups, count);
             // In two calls, as the calibrated pass does (the probe, then the rest of the curve).
@@ -692,9 +822,19 @@ mod tests {
             order.extend(o2);
             costs.extend(c2);
             assert_eq!(order, want_order, "n = {n}");
-            assert_eq!(costs, want_costs, "n = {n}");
-            assert_eq!(obs.w, w, "n = {n}");
             assert!(obs.live.len() < n - count / 2, "H⁻¹ was compacted");
+            if group > 1 {
+                assert_eq!(costs, want_costs, "n = {n}");
+                assert_eq!(obs.w, w, "n = {n}");
+                continue;
+            }
+            for (a, b) in costs.iter().zip(&want_costs) {
+                assert!((a - b).abs() <= 1e-9 * b.abs().max(1e-12), "{a} vs {b}");
+            }
+            let scale = w.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+            for (a, b) in obs.w.iter().zip(&w) {
+                assert!((a - b).abs() <= 1e-9 * scale, "{a} vs {b}");
+            }
         }
     }
 }
