@@ -106,8 +106,12 @@ fn matmul(a: &[f64], b: &[f64], r: usize, k: usize, c: usize) -> Vec<f64> {
 }
 
 /// Threads for one OBS update of `work` multiply-adds: one below a size where spawning costs more
-/// than it saves; else the machine's cores (at most 8).
+/// than it saves; else the machine's cores (at most 8). Unit tests split even small updates, over
+/// three threads, so that the split is what they check.
 fn workers(work: usize) -> usize {
+    if cfg!(test) {
+        return if work < 1 << 10 { 1 } else { 3 };
+    }
     if work < 1 << 20 {
         return 1;
     }
@@ -805,7 +809,7 @@ mod tests {
     /// Compacting H⁻¹, splitting the updates over threads and (single rows) deferring H⁻¹'s
     /// updates give the removals, costs and weights of the whole-matrix algorithm: exactly for
     /// groups of rows (the same arithmetic), to rounding for single rows (the deferred updates sum
-    /// in another order), on a problem wide enough to be split over threads.
+    /// in another order); the updates split over three threads (`workers` in unit tests).
     #[test]
     fn fast_obs_equals_the_whole_matrix() {
         for (n, m, group, count) in [(1101, 24, 1, 990), (161, 8, 4, 38)] {
