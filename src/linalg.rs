@@ -62,13 +62,7 @@ fn spd_inverse_loops(a: &mut [f64], n: usize) -> Result<(), String> {
 /// [`spd_inverse`] through faer's Cholesky factorization (the lower triangle is read).
 fn spd_inverse_faer(a: &mut [f64], n: usize) -> Result<(), String> {
     use faer::linalg::solvers::DenseSolveCore;
-    if let Some(i) = (0..n).find(|&i| !a[i * n + i].is_finite()) {
-        return Err(format!(
-            "matrix is not positive definite (pivot {i} is {:e})",
-            a[i * n + i]
-        ));
-    }
-    let m = faer::Mat::from_fn(n, n, |i, j| a[i * n + j]);
+    let m = faer::MatRef::from_row_major_slice(a, n, n);
     let inv = match m.llt(faer::Side::Lower) {
         Ok(llt) => llt.inverse(),
         Err(faer::linalg::cholesky::llt::factor::LltError::NonPositivePivot { index }) => {
@@ -258,6 +252,15 @@ impl Obs {
         self.hinv[p * k + q] - lazy
     }
 
+    /// (H⁻¹ at `rows` × `rows`)⁻¹, row-major; `None` when that block is not positive definite.
+    fn block_inverse(&self, rows: &[usize]) -> Option<Vec<f64>> {
+        let mut b: Vec<f64> = rows
+            .iter()
+            .flat_map(|&i| rows.iter().map(move |&j| self.h(i, j)))
+            .collect();
+        spd_inverse(&mut b, rows.len()).ok().map(|()| b)
+    }
+
     /// Squared-error increase of removing `rows` now (with compensation).
     pub fn cost(&self, rows: &[usize]) -> f64 {
         if let [i] = rows {
@@ -268,15 +271,9 @@ impl Obs {
             return self.norms[*i] / d;
         }
         let g = rows.len();
-        let mut b: Vec<f64> = Vec::with_capacity(g * g);
-        for &i in rows {
-            for &j in rows {
-                b.push(self.h(i, j));
-            }
-        }
-        if spd_inverse(&mut b, g).is_err() {
+        let Some(b) = self.block_inverse(rows) else {
             return f64::INFINITY;
-        }
+        };
         // tr(W_gᵀ B W_g) = Σ_c Σ_ij W[i][c] B[i][j] W[j][c]
         let mut total = 0.0;
         for (a, &i) in rows.iter().enumerate() {
@@ -385,15 +382,7 @@ impl Obs {
     fn remove_group(&mut self, rows: &[usize]) {
         let (m, g, k) = (self.m, rows.len(), self.live.len());
         let cols: Vec<usize> = rows.iter().map(|&i| self.at[i]).collect();
-        let mut b: Vec<f64> = Vec::with_capacity(g * g);
-        for &p in &cols {
-            for &q in &cols {
-                b.push(self.hinv[p * k + q]);
-            }
-        }
-        if spd_inverse(&mut b, g).is_err() {
-            b = vec![0.0; g * g];
-        }
+        let b = self.block_inverse(rows).unwrap_or_else(|| vec![0.0; g * g]);
         // K = H⁻¹[:, g]·B (k×g)
         let mut kk = vec![0.0; k * g];
         for r in 0..k {
@@ -719,6 +708,14 @@ mod tests {
         groups: &[Vec<usize>],
         count: usize,
     ) -> (Vec<usize>, Vec<f64>) {
+        let block_inverse = |hinv: &[f64], rows: &[usize]| {
+            let mut b: Vec<f64> = rows
+                .iter()
+                .flat_map(|&i| rows.iter().map(move |&j| hinv[i * n + j]))
+                .collect();
+            spd_inverse(&mut b, rows.len()).unwrap();
+            b
+        };
         let mut removed = vec![false; n];
         let mut alive = vec![true; groups.len()];
         let (mut order, mut costs) = (Vec::new(), Vec::new());
@@ -738,12 +735,7 @@ mod tests {
                         wi.iter().map(|x| x * x).sum::<f64>() / d
                     }
                 } else {
-                    let mut b: Vec<f64> = rows
-                        .iter()
-                        .flat_map(|&i| rows.iter().map(move |&j| (i, j)))
-                        .map(|(i, j)| hinv[i * n + j])
-                        .collect();
-                    spd_inverse(&mut b, g).unwrap();
+                    let b = block_inverse(hinv, rows);
                     let mut total = 0.0;
                     for (a, &i) in rows.iter().enumerate() {
                         for (bb, &j) in rows.iter().enumerate() {
@@ -760,12 +752,7 @@ mod tests {
             let Some((gi, c)) = best else { break };
             let rows = &groups[gi];
             let g = rows.len();
-            let mut b: Vec<f64> = rows
-                .iter()
-                .flat_map(|&i| rows.iter().map(move |&j| (i, j)))
-                .map(|(i, j)| hinv[i * n + j])
-                .collect();
-            spd_inverse(&mut b, g).unwrap();
+            let b = block_inverse(hinv, rows);
             let mut k = vec![0.0; n * g];
             for r in 0..n {
                 for a in 0..g {
