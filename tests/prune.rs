@@ -649,7 +649,7 @@ fn shared_shape_constants_are_unshared_per_layer() {
             );
             for c in &a.shape_consts {
                 let want = match c.role {
-                    ShapeRole::Heads => heads,
+                    ShapeRole::Heads | ShapeRole::MaskHeads => heads,
                     ShapeRole::AllHeads => heads * 8,
                     ShapeRole::HeadSize => 8,
                 };

@@ -86,6 +86,11 @@ pub enum ShapeRole {
     HeadSize,
     /// All heads together (384 in [B, S, 384]).
     AllHeads,
+    /// The head axis of a mask expanded to the scores' shape [B, heads, S, S] before it fills
+    /// them (a `Where`; transformers 4's DistilBERT under the dynamo exporter, one expansion for
+    /// every layer): the mask is the same for every head, so pruning writes 1 there and the
+    /// fill broadcasts it over whatever heads each layer keeps.
+    MaskHeads,
 }
 
 /// One element of a constant that carries a head-dependent size.
@@ -159,6 +164,11 @@ pub struct Attention {
     /// heads.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub score_projections: Vec<Linear>,
+    /// Constants inside those terms with a leading axis per head, [heads, span, size] (ONNX
+    /// Runtime's optimizer folds DeBERTa's relative position embeddings, projected by the
+    /// layer's query and key weights, into such constants): gathered with the heads.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub score_tables: Vec<String>,
     /// Why this attention's heads cannot be pruned, when a term or a size in it depends on the
     /// head count in a way this tool does not rewrite.
     #[serde(skip_serializing_if = "Option::is_none", default)]

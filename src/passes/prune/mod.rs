@@ -1019,6 +1019,30 @@ fn prune_attention(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &Layer
     for lin in &a.score_projections {
         slice_linear(ed, ix, lin, None, Some(&cols), None)?;
     }
+    // Their folded forms, [heads, span, size] constants: this layer reads its kept heads'.
+    for table in &a.score_tables {
+        let t = ix
+            .constant(table)
+            .ok_or_else(|| PassError::Internal(format!("score table '{table}' is not a constant")))?
+            .tensor();
+        let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+        let values = tensor::to_f32(t).map_err(|e| PassError::Internal(format!("score table '{table}': {e}")))?;
+        let per_head = dims[1] * dims[2];
+        let kept: Vec<f32> = p
+            .keep_heads
+            .iter()
+            .flat_map(|&h| values[h * per_head..(h + 1) * per_head].iter().copied())
+            .collect();
+        let name = ed.add_initializer(
+            &format!("{table}.l{}", l.index),
+            tensor::from_f32("", &[p.keep_heads.len(), dims[1], dims[2]], &kept),
+        );
+        for &reader in ix.consumers(table) {
+            for slot in slots_reading(ix, reader, table) {
+                ed.patch.rewire(reader, slot, &name);
+            }
+        }
+    }
     slice_linear(ed, ix, &a.output, Some(&cols), None, p.output_refit.as_ref())?;
     refit_skip_bias(ed, &a.output, &l.attention_norm, p.output_refit.as_ref());
     // Per-head score biases (a relative position bias, often one for all layers): this layer
@@ -1049,6 +1073,7 @@ fn prune_attention(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &Layer
         let value = match c.role {
             ShapeRole::Heads => heads,
             ShapeRole::AllHeads => heads * a.head_size as i64,
+            ShapeRole::MaskHeads => 1,
             ShapeRole::HeadSize => continue,
         };
         groups
@@ -1060,6 +1085,20 @@ fn prune_attention(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &Layer
     // its changed inputs.
     let mut copies: BTreeMap<usize, crate::onnx::NodeProto> = BTreeMap::new();
     for ((constant, node), changes) in groups {
+        // A mask's expansion read by every layer gets 1 on the head axis for all of them: once.
+        let mask_only = a
+            .shape_consts
+            .iter()
+            .filter(|c| c.used_by_node == node && c.constant == constant)
+            .all(|c| c.role == ShapeRole::MaskHeads);
+        let original = |slot: usize| ed.graph.node[node].input.get(slot).map(|v| v.as_str());
+        if mask_only
+            && slots_reading(ix, node, &constant)
+                .into_iter()
+                .all(|slot| ed.patch.input(ed.graph, node, slot) != original(slot))
+        {
+            continue;
+        }
         let mut values = ix
             .const_i64(&constant)
             .ok_or_else(|| PassError::Internal(format!("shape constant '{constant}' is not an integer constant")))?;

@@ -321,6 +321,10 @@ pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, Str
         )
     })?;
     check_consts(&shape_consts, num_heads, head_size)?;
+    let mut shape_consts = shape_consts;
+    let own: Vec<usize> = split.iter().chain(&merge).copied().collect();
+    share_readers(ix, &mut shape_consts, &own);
+    shape_consts.extend(mask_expansions(ix, &score_path, &input, num_heads));
     let adds = score_adds(ix, scores, &score_path);
     let head_biases = head_biases(ix, &adds, num_heads);
     let stop: Vec<usize> = [&q, &k, &v]
@@ -366,6 +370,7 @@ pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, Str
             inferred_reshapes: inferred,
             head_biases,
             score_terms,
+            score_tables: score_tables(ix, &cones, num_heads, head_size),
             score_projections,
             heads_fixed,
             heads_alike,
@@ -624,6 +629,22 @@ fn score_terms(ix: &GraphIndex, cones: &[Vec<usize>]) -> Vec<String> {
     found
 }
 
+/// The float constants read in the score terms' cones shaped [`heads`, span, `size`]: per-head
+/// tables (projected relative positions folded by ONNX Runtime's optimizer).
+fn score_tables(ix: &GraphIndex, cones: &[Vec<usize>], heads: usize, size: usize) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    for &q in cones.iter().flatten() {
+        for i in &ix.node(q).input {
+            let Some(c) = ix.constant(i) else { continue };
+            let t = c.tensor();
+            if t.data_type() == 1 && t.dims.len() == 3 && t.dims[0] == heads as i64 && t.dims[2] == size as i64 {
+                found.extend(ix.constant_name(i).filter(|n| !found.contains(n)));
+            }
+        }
+    }
+    found
+}
+
 /// The [rows, `width`] table `value` is computed from by a `Gather` of rows (its columns the
 /// heads), walking back through at most `depth` producers. A `Gather` of constant indices along
 /// the way (what pruning inserts: the kept heads) sets `width` to its index count and frees the
@@ -749,6 +770,7 @@ pub(super) fn fused_attention(ix: &GraphIndex, node: usize) -> R<(Attention, Str
             head_biases: vec![],
             score_terms: vec![],
             score_projections: vec![],
+            score_tables: vec![],
             heads_fixed: None,
             heads_alike: None,
         },

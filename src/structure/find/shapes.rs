@@ -134,7 +134,7 @@ pub(super) fn heads_from(consts: &[ShapeConst], scale: Option<f32>, all_heads: u
 pub(super) fn check_consts(consts: &[ShapeConst], heads: usize, size: usize) -> R<()> {
     for c in consts {
         let expected = match c.role {
-            ShapeRole::Heads => heads,
+            ShapeRole::Heads | ShapeRole::MaskHeads => heads,
             ShapeRole::HeadSize => size,
             ShapeRole::AllHeads => heads * size,
         } as i64;
@@ -149,4 +149,82 @@ pub(super) fn check_consts(consts: &[ShapeConst], heads: usize, size: usize) -> 
         }
     }
     Ok(())
+}
+
+/// Marks the shape constants read through a `Concat` whose shape other layers' Reshapes read
+/// too (torch's dynamo exporter under transformers 4 builds one head-split shape for every
+/// layer): their `readers` are this attention's Reshapes (`own`), so pruning gives this layer a
+/// copy of the `Concat` with its own head count instead of changing every layer's.
+pub(super) fn share_readers(ix: &GraphIndex, consts: &mut [ShapeConst], own: &[usize]) {
+    for c in consts.iter_mut().filter(|c| c.readers.is_empty()) {
+        let node = ix.node(c.used_by_node);
+        if node.op_type() != "Concat" || node.output.len() != 1 {
+            continue;
+        }
+        let readers = ix.consumers(&node.output[0]);
+        let reshapes_only = readers
+            .iter()
+            .all(|&r| ix.node(r).op_type() == "Reshape" && ix.node(r).input.get(1) == node.output.first());
+        let mine: Vec<usize> = readers.iter().copied().filter(|r| own.contains(r)).collect();
+        if reshapes_only && mine.len() < readers.len() {
+            c.readers = mine;
+        }
+    }
+}
+
+/// The head count in the shapes that masks filling the scores are expanded to: for each `Where`
+/// on the way from the scores MatMul to the Softmax (`path`), an operand that is an `Expand` of
+/// a value computed without the layer's input (`layer_input`: a mask, the same for every head)
+/// to a rank-4 shape holding `heads` at position 1.
+pub(super) fn mask_expansions(ix: &GraphIndex, path: &[usize], layer_input: &str, heads: usize) -> Vec<ShapeConst> {
+    let mut out = Vec::new();
+    for &w in path.iter().filter(|&&w| ix.node(w).op_type() == "Where") {
+        for operand in &ix.node(w).input {
+            let Some(e) = ix.producer(operand).filter(|&e| ix.node(e).op_type() == "Expand") else {
+                continue;
+            };
+            let en = ix.node(e);
+            if en.input.len() != 2 || depends_on(ix, &en.input[0], layer_input) {
+                continue;
+            }
+            let Some((4, elems)) = shape_elements(ix, &en.input[1], e) else {
+                continue;
+            };
+            for (name, element, pos, value, used_by) in elems {
+                if pos == 1 && value == heads as i64 && !out.iter().any(|c: &ShapeConst| c.used_by_node == used_by) {
+                    out.push(ShapeConst {
+                        readers: vec![],
+                        shared_by: ix.consumers(&name).len(),
+                        constant: name,
+                        element,
+                        value,
+                        role: ShapeRole::MaskHeads,
+                        used_by: ix.node(used_by).name().to_string(),
+                        used_by_node: used_by,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether `value` is computed from `from` (64 nodes back at most: past that, assumed so).
+fn depends_on(ix: &GraphIndex, value: &str, from: &str) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    let mut todo = vec![value.to_string()];
+    while let Some(v) = todo.pop() {
+        if ix.resolve(&v) == ix.resolve(from) {
+            return true;
+        }
+        let Some(n) = ix.producer(&v) else { continue };
+        if !seen.insert(n) {
+            continue;
+        }
+        if seen.len() > 64 {
+            return true;
+        }
+        todo.extend(ix.node(n).input.iter().cloned());
+    }
+    false
 }
