@@ -80,7 +80,8 @@ const FAMILIES: &[(&str, &str)] = &[
 ];
 
 /// The architecture of a mapped model: the family in its word embedding's weight name, else the
-/// layout's tell-tale parts; a projected embedding or missing token types are said either way.
+/// layout's tell-tale parts; a projected embedding, missing token types, layers sharing weights
+/// and relative positions in the attention are said either way.
 fn architecture(t: &structure::Transformer) -> String {
     let e = &t.embeddings;
     let named = e
@@ -108,6 +109,15 @@ fn architecture(t: &structure::Transformer) -> String {
         .layers
         .iter()
         .any(|l| l.ffn.as_ref().is_some_and(|f| f.gate.is_some()));
+    if t.shared_weights().iter().any(|(a, f)| a.is_some() || f.is_some()) {
+        notes.push("shared layers");
+    }
+    let attention = || t.layers.iter().filter_map(|l| l.attention.as_ref());
+    if attention().any(|a| !a.score_terms.is_empty()) {
+        notes.push("relative attention");
+    } else if attention().any(|a| !a.head_biases.is_empty()) {
+        notes.push("relative position bias");
+    }
     if stacked {
         notes.push("one Q/K/V projection");
     }

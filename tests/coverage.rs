@@ -928,7 +928,7 @@ fn mpnet_maps_prunes_and_quantizes_with_its_relative_position_bias() {
     }
     let text = common::text(&bin().arg("inspect").arg(model_path(MPNET)).output().unwrap().stdout);
     assert!(
-        text.contains("architecture mpnet (no token types, named in its weights)"),
+        text.contains("architecture mpnet (no token types, relative position bias, named in its weights)"),
         "{text}"
     );
     if !have_ort("compressing mpnet") || !require_ort("compressing mpnet") {
