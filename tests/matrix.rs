@@ -1,0 +1,458 @@
+//! The export matrix: every family × attention × exporter cell in `tests/fixtures/matrix/`, each a
+//! tiny random classifier written by a real exporter (`scripts/fixtures/export_matrix.py`; its
+//! `manifest.json` records the config and the versions of each cell), through every pass with
+//! the exactness checks of issue 14:
+//!
+//! - it maps as configured (2 layers × 4 heads of 8, FFN 64, a classifier head), `inspect` names
+//!   its family, and ONNX Runtime computes torch's logits (1e-5);
+//! - pruning nothing keeps the logits (1e-4); removing heads and neurons equals zeroing their
+//!   output rows and down rows (1e-4), and changes the logits; `prune --heads --ffn` through the
+//!   binary writes a model that maps with what was kept;
+//! - low rank at full rank keeps the logits (1e-4); float16 is within 1e-2 relative; dynamic
+//!   and static INT8 run, dynamic within a sanity bar, its error printed beside that of ONNX
+//!   Runtime's own `quantize_dynamic` of the same model (its logits are in `expected.json`).
+//!   Issue 14 asks for "no worse than ONNX Runtime's" and argmax agreement: not met on an AVX2
+//!   CPU without VNNI, where the int8 GEMM's 16-bit pair sums saturate on full-range per-channel
+//!   weights (bench/RESULTS.md, "The export matrix");
+//! - calibrated pruning and activation-aware low rank choose the same and give the same logits
+//!   (1e-4) on the SDPA export as on the eager export of the same weights (ALBERT's calibrated
+//!   passes are refused on both, naming the shared weights and what to use instead).
+//!
+//! Every cell is checked and every failure named before a test fails.
+
+use std::path::{Path, PathBuf};
+
+use ndarray::Array2;
+use onnx_compress::onnx::{self, edit, tensor, ModelProto};
+use onnx_compress::passes::lowrank::{LowrankOptions, RankRule};
+use onnx_compress::passes::prune::{self, Plan, PruneOptions, Strategy};
+use onnx_compress::passes::quantize::{Mode, QuantizeOptions};
+use onnx_compress::passes::Pass;
+use onnx_compress::runtime::Batch;
+use onnx_compress::structure::{discover, Transformer};
+use onnx_compress::testkit::shared::require_ort;
+use serde_json::Value;
+
+mod common;
+
+use common::{bin, calibrator, logits, max_diff};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/matrix")
+}
+
+/// One cell of the matrix, as `manifest.json` describes it.
+struct Cell {
+    name: String,
+    family: String,
+    attention: String,
+    shared_layers: bool,
+}
+
+impl Cell {
+    fn path(&self) -> PathBuf {
+        root().join(&self.name).join("model.onnx")
+    }
+
+    fn load(&self) -> ModelProto {
+        onnx::load(&self.path()).unwrap_or_else(|e| panic!("{}: {e:#}", self.name))
+    }
+
+    fn expected(&self) -> Value {
+        let text = std::fs::read_to_string(root().join(&self.name).join("expected.json")).expect("expected.json");
+        serde_json::from_str(&text).expect("expected.json is JSON")
+    }
+
+    /// The example batch of `expected.json`.
+    fn batch(&self) -> Batch {
+        let e = self.expected();
+        Batch {
+            input_ids: array(&e["input_ids"]),
+            attention_mask: array(&e["attention_mask"]),
+            token_type_ids: array(&e["token_type_ids"]),
+        }
+    }
+
+    /// The example batch and the same with its second example fully masked.
+    fn batches(&self) -> [Batch; 2] {
+        let mut masked = self.batch();
+        masked.attention_mask.row_mut(1).fill(0);
+        [self.batch(), masked]
+    }
+
+    /// Logits (flattened) stored under `key` in `expected.json`.
+    fn stored(&self, key: &str) -> Vec<f32> {
+        let rows: Vec<Vec<f32>> = serde_json::from_value(self.expected()[key].clone()).expect(key);
+        rows.concat()
+    }
+
+    /// The torch version and attention of the cell without the attention: the pair key.
+    fn twin_key(&self) -> String {
+        self.name.replacen(&format!("-{}-", self.attention), "--", 1)
+    }
+}
+
+fn array(v: &Value) -> Array2<i64> {
+    let rows: Vec<Vec<i64>> = serde_json::from_value(v.clone()).expect("an int matrix");
+    let cols = rows.first().map_or(0, |r| r.len());
+    Array2::from_shape_vec((rows.len(), cols), rows.concat()).expect("a rectangular matrix")
+}
+
+fn cells() -> Vec<Cell> {
+    let text = std::fs::read_to_string(root().join("manifest.json")).expect("tests/fixtures/matrix/manifest.json");
+    let m: serde_json::Map<String, Value> = serde_json::from_str(&text).expect("the manifest is JSON");
+    assert!(m.len() >= 80, "the matrix holds {} cells", m.len());
+    m.into_iter()
+        .map(|(name, v)| Cell {
+            family: v["family"].as_str().unwrap().to_string(),
+            attention: v["attention"].as_str().unwrap().to_string(),
+            shared_layers: v["shared_layers"].as_bool().unwrap(),
+            name,
+        })
+        .collect()
+}
+
+/// Runs `check` on every cell; fails naming every cell that failed and why.
+fn every_cell(what: &str, check: impl Fn(&Cell) -> Result<String, String>) {
+    if !require_ort(what) {
+        return;
+    }
+    let mut failed = vec![];
+    for c in cells() {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&c))) {
+            Ok(Ok(line)) => eprintln!("{}: ok {line}", c.name),
+            Ok(Err(e)) => failed.push(format!("{}: {e}", c.name)),
+            Err(p) => {
+                let msg = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                failed.push(format!("{}: panicked: {msg}", c.name));
+            }
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{what}: {} cells failed:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+}
+
+fn ensure(ok: bool, why: impl FnOnce() -> String) -> Result<(), String> {
+    if ok {
+        Ok(())
+    } else {
+        Err(why())
+    }
+}
+
+/// The family name `inspect` should give each manifest family (XLM-R keeps RoBERTa's module
+/// names; ModernBERT's are not in the weights' names).
+fn inspect_family(family: &str) -> &str {
+    match family {
+        "xlm-roberta" => "roberta",
+        "electra-equal" => "electra",
+        "deberta-v3" => "deberta",
+        "modernbert" => "modernbert",
+        f => f,
+    }
+}
+
+#[test]
+fn every_cell_maps_as_configured_and_runs_as_torch_computed_it() {
+    every_cell("the export matrix maps and runs", |c| {
+        let m = c.load();
+        let t = discover(&m).map_err(|e| format!("does not map: {e}"))?;
+        let sizes: Vec<(usize, Option<usize>, usize)> = t
+            .layers
+            .iter()
+            .map(|l| (l.heads(), l.head_size(), l.ffn_width()))
+            .collect();
+        ensure(t.hidden == 32 && sizes == [(4, Some(8), 64); 2], || {
+            format!("mapped hidden {} and (heads, size, FFN) {sizes:?}", t.hidden)
+        })?;
+        ensure(t.head.is_some(), || "no classifier head found".into())?;
+        let out = bin().args(["inspect", "--json"]).arg(c.path()).output().unwrap();
+        ensure(out.status.success(), || {
+            format!("inspect: {}", common::text(&out.stderr))
+        })?;
+        let j: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+        let arch = j["architecture"].as_str().unwrap_or_default().to_string();
+        let note = match c.family.as_str() {
+            "albert" => "shared layers",
+            "deberta-v3" => "relative attention",
+            "mpnet" => "relative position bias",
+            _ => "",
+        };
+        ensure(
+            arch.starts_with(inspect_family(&c.family)) && arch.contains(note),
+            || format!("inspect says architecture {arch:?}"),
+        )?;
+        let got = logits(&m, &c.batches(), &c.name);
+        let want = c.stored("logits");
+        let d = max_diff(&got[..want.len()], &want);
+        ensure(d <= 1e-5, || format!("ONNX Runtime vs torch: {d}"))?;
+        Ok(arch)
+    });
+}
+
+/// Which heads each layer keeps in the exactness checks: different per layer, the same where
+/// the layers share their weights (ALBERT) or must keep as many heads (DeBERTa's dynamo export
+/// shares a size holding the head count between layers).
+fn keep_heads(c: &Cell, t: &Transformer) -> [Vec<usize>; 2] {
+    let alike = t
+        .layers
+        .iter()
+        .any(|l| l.attention.as_ref().is_some_and(|a| a.heads_alike.is_some()));
+    if c.shared_layers {
+        [vec![0, 2, 3], vec![0, 2, 3]]
+    } else if alike {
+        [vec![0, 2, 3], vec![1, 2, 3]]
+    } else {
+        [vec![0, 2, 3], vec![1]]
+    }
+}
+
+fn keep_neurons(c: &Cell) -> [Vec<usize>; 2] {
+    let evens: Vec<usize> = (0..64).step_by(2).collect();
+    if c.shared_layers {
+        [evens.clone(), evens]
+    } else {
+        [evens, (10..50).collect()]
+    }
+}
+
+/// `m` with the attention-output rows of the heads and the down-projection rows of the neurons
+/// each layer does not keep set to zero: each head adds ctx_h · W_o[rows of h] and each neuron
+/// act_i · W_down[row i] to the output, so this removes exactly those (tests/prune.rs says why in
+/// full). Shared weights are zeroed once.
+fn silenced(m: &ModelProto, t: &Transformer, heads: &[Vec<usize>; 2], neurons: &[Vec<usize>; 2]) -> ModelProto {
+    let mut m = m.clone();
+    let g = m.graph.as_mut().unwrap();
+    let mut zero_rows = |lin: &onnx_compress::structure::Linear, rows: &[usize]| {
+        let w = g.initializer.iter().find(|w| w.name() == lin.weight).unwrap();
+        let dims: Vec<usize> = w.dims.iter().map(|&d| d as usize).collect();
+        let mut v = tensor::to_f32(w).unwrap();
+        for &r in rows {
+            for c in 0..lin.out_features {
+                let i = if lin.transposed {
+                    c * lin.in_features + r
+                } else {
+                    r * lin.out_features + c
+                };
+                v[i] = 0.0;
+            }
+        }
+        assert!(edit::replace_initializer(
+            g,
+            &lin.weight,
+            tensor::from_f32(&lin.weight, &dims, &v)
+        ));
+    };
+    for (l, (keep_h, keep_n)) in t.layers.iter().zip(heads.iter().zip(neurons)) {
+        let a = l.attention.as_ref().unwrap();
+        let gone: Vec<usize> = (0..a.num_heads).filter(|h| !keep_h.contains(h)).collect();
+        zero_rows(&a.output, &prune::head_columns(&gone, a.head_size));
+        let f = l.ffn.as_ref().unwrap();
+        let gone: Vec<usize> = (0..f.width).filter(|n| !keep_n.contains(n)).collect();
+        zero_rows(&f.down, &gone);
+    }
+    m
+}
+
+#[test]
+fn pruning_every_cell_is_exact() {
+    every_cell("pruning the export matrix", |c| {
+        let m = c.load();
+        let t = discover(&m).map_err(|e| e.to_string())?;
+        let batches = c.batches();
+        let original = logits(&m, &batches, &c.name);
+        let nothing = Pass::Prune(PruneOptions::default())
+            .apply(&m, None)
+            .map_err(|e| format!("prune 0: {e}"))?;
+        let d0 = max_diff(&original, &logits(&nothing.model, &batches, "pruned by 0"));
+        ensure(d0 <= 1e-4, || format!("pruning nothing moved the logits by {d0}"))?;
+
+        let (heads, neurons) = (keep_heads(c, &t), keep_neurons(c));
+        let mut plan = Plan::keep_all(&t);
+        for ((p, h), n) in plan.layers.iter_mut().zip(&heads).zip(&neurons) {
+            p.keep_heads = h.clone();
+            p.keep_neurons = n.clone();
+        }
+        let out = prune::apply_plan(&m, &t, &plan).map_err(|e| format!("the plan: {e}"))?;
+        let t2 = discover(&out).map_err(|e| format!("the pruned model does not map: {e}"))?;
+        let sizes: Vec<(usize, usize)> = t2.layers.iter().map(|l| (l.heads(), l.ffn_width())).collect();
+        let want: Vec<(usize, usize)> = heads.iter().zip(&neurons).map(|(h, n)| (h.len(), n.len())).collect();
+        ensure(sizes == want, || format!("pruned sizes {sizes:?}, planned {want:?}"))?;
+        let pruned = logits(&out, &batches, "pruned");
+        let zeroed = logits(&silenced(&m, &t, &heads, &neurons), &batches, "zeroed");
+        let d = max_diff(&pruned, &zeroed);
+        ensure(d <= 1e-4, || format!("pruned vs zeroed: {d}"))?;
+        let moved = max_diff(&pruned, &original);
+        ensure(moved > 1e-3, || {
+            format!("removing them moved the logits by only {moved}")
+        })?;
+
+        let dir = tempfile::tempdir().unwrap();
+        let written = dir.path().join("pruned.onnx");
+        let o = bin()
+            .args(["prune", "--heads", "0.5", "--ffn", "0.5"])
+            .arg(c.path())
+            .arg(&written)
+            .output()
+            .unwrap();
+        ensure(o.status.success(), || {
+            format!("prune --heads 0.5 --ffn 0.5: {}", common::text(&o.stderr))
+        })?;
+        let t3 = discover(&onnx::load(&written).unwrap()).map_err(|e| format!("the written model: {e}"))?;
+        let sizes: Vec<(usize, usize)> = t3.layers.iter().map(|l| (l.heads(), l.ffn_width())).collect();
+        ensure(sizes == [(2, 32); 2], || {
+            format!("prune --heads 0.5 --ffn 0.5 wrote {sizes:?}")
+        })?;
+        Ok(format!("(pruned vs zeroed {d:.1e})"))
+    });
+}
+
+/// Largest |a − b| relative to the largest |a|.
+fn relative(a: &[f32], b: &[f32]) -> f32 {
+    max_diff(a, b) / a.iter().fold(0f32, |m, v| m.max(v.abs()))
+}
+
+fn argmax(row: &[f32]) -> usize {
+    (0..row.len()).max_by(|&i, &j| row[i].total_cmp(&row[j])).unwrap()
+}
+
+#[test]
+fn low_rank_and_quantization_of_every_cell() {
+    every_cell("low rank and quantization of the export matrix", |c| {
+        let m = c.load();
+        let batch = [c.batch()];
+        let base = logits(&m, &batch, &c.name);
+        let full = Pass::Lowrank(LowrankOptions {
+            rank: RankRule::Ratio(1.0),
+            force: true,
+            ..Default::default()
+        })
+        .apply(&m, None)
+        .map_err(|e| format!("low rank at full rank: {e}"))?;
+        let d = max_diff(&base, &logits(&full.model, &batch, "full rank"));
+        ensure(d <= 1e-4, || format!("low rank at full rank moved the logits by {d}"))?;
+
+        let quantize = |mode| {
+            Pass::Quantize(QuantizeOptions {
+                mode,
+                ..Default::default()
+            })
+        };
+        let dynamic = quantize(Mode::Dynamic)
+            .apply(&m, None)
+            .map_err(|e| format!("dynamic INT8: {e}"))?;
+        let got = logits(&dynamic.model, &batch, "dynamic INT8");
+        let ort = c.stored("ort_quantize_dynamic_logits");
+        let (ours, theirs) = (relative(&base, &got), relative(&base, &ort));
+        let labels = base.len() / 2;
+        let flips = base
+            .chunks(labels)
+            .zip(got.chunks(labels))
+            .filter(|(want, q)| argmax(want) != argmax(q))
+            .count();
+        // Not yet ONNX Runtime's bar (see the module's note): a broken graph is off by ~1.
+        ensure(ours < 0.75, || format!("dynamic INT8's relative logit error {ours}"))?;
+
+        let fp16 = quantize(Mode::Fp16).apply(&m, None).map_err(|e| format!("fp16: {e}"))?;
+        let e16 = relative(&base, &logits(&fp16.model, &batch, "fp16"));
+        ensure(e16 <= 1e-2, || format!("fp16's relative logit error {e16}"))?;
+
+        let stat = quantize(Mode::Static)
+            .apply(&m, Some(&mut calibrator(2, 5)))
+            .map_err(|e| format!("static INT8: {e}"))?;
+        let es = relative(&base, &logits(&stat.model, &batch, "static INT8"));
+        let verdict = if ours <= theirs { "no worse" } else { "WORSE" };
+        Ok(format!(
+            "(dynamic {ours:.3} vs ORT's quantize_dynamic {theirs:.3}: {verdict}, {flips} flipped; fp16 {e16:.1e}, static {es:.3})"
+        ))
+    });
+}
+
+/// Per layer (heads, FFN width) and the rank of every factored Linear.
+fn choices(t: &Transformer) -> (Vec<(usize, usize)>, Vec<usize>) {
+    let sizes = t.layers.iter().map(|l| (l.heads(), l.ffn_width())).collect();
+    let ranks = t
+        .layers
+        .iter()
+        .flat_map(|l| {
+            let ffn = l.ffn.as_ref().map(|f| [&f.up, &f.down]);
+            ffn.into_iter().flatten().chain(l.attention.as_ref().map(|a| &a.output))
+        })
+        .filter_map(|lin| lin.factor.as_ref().map(|f| f.rank))
+        .collect();
+    (sizes, ranks)
+}
+
+/// Calibrated pruning and activation-aware low rank of `m`: what each chose and its logits on
+/// the example batch.
+fn calibrated(c: &Cell) -> Result<Vec<((Vec<(usize, usize)>, Vec<usize>), Vec<f32>)>, String> {
+    let m = c.load();
+    let passes = [
+        Pass::Prune(PruneOptions {
+            heads: 0.5,
+            ffn: 0.5,
+            strategy: Strategy::Obs,
+            ..Default::default()
+        }),
+        Pass::Lowrank(LowrankOptions {
+            activation_aware: true,
+            target_params: Some(0.5),
+            ..Default::default()
+        }),
+    ];
+    let mut out = vec![];
+    for p in passes {
+        let a = match p.apply(&m, Some(&mut calibrator(4, 3))) {
+            Ok(a) => a,
+            // A one-line refusal that names the sharing and what to use instead.
+            Err(e)
+                if c.shared_layers
+                    && ["share their weights", "share the weight"]
+                        .iter()
+                        .any(|w| e.to_string().contains(w)) =>
+            {
+                out.push(((vec![], vec![]), vec![]));
+                continue;
+            }
+            Err(e) => return Err(format!("{}: {e}", p.name())),
+        };
+        let t = discover(&a.model).map_err(|e| format!("{}: the result does not map: {e}", p.name()))?;
+        out.push((choices(&t), logits(&a.model, &[c.batch()], p.name())));
+    }
+    Ok(out)
+}
+
+#[test]
+fn calibrated_passes_choose_alike_on_sdpa_and_eager_exports() {
+    let all = cells();
+    every_cell("calibrated passes on SDPA and eager exports", |c| {
+        if c.attention != "sdpa" {
+            return Ok("(the SDPA export of the pair checks it)".into());
+        }
+        let Some(eager) = all
+            .iter()
+            .find(|e| e.attention == "eager" && e.twin_key() == c.twin_key())
+        else {
+            return Ok("(no eager export beside it)".into());
+        };
+        let (a, b) = (calibrated(c)?, calibrated(eager)?);
+        for (((ca, la), (cb, lb)), pass) in a
+            .iter()
+            .zip(&b)
+            .zip(["calibrated pruning", "activation-aware low rank"])
+        {
+            ensure(ca == cb, || format!("{pass}: SDPA chose {ca:?}, eager {cb:?}"))?;
+            let d = max_diff(la, lb);
+            ensure(d <= 1e-4, || format!("{pass}: SDPA vs eager logits {d}"))?;
+        }
+        Ok(format!("(as {})", eager.name))
+    });
+}
