@@ -1209,6 +1209,102 @@ fn modernbert_dynamo_export_maps_and_compresses() {
     modernbert_compresses(MODERNBERT_DYNAMO);
 }
 
+/// Keeping neurons 0..16 and 40..64 of layer 0 and every fourth of layer 1 of a ModernBERT
+/// model (gated FFN 64 wide, hidden 32) equals zeroing the others' rows of the down projection
+/// (a neuron whose gate half were taken from the wrong columns would differ), and changes the
+/// logits.
+fn removing_gated_neurons_equals_zeroing_them(m: &ModelProto, t: &Transformer, batches: &[Batch], name: &str) {
+    let keep: [Vec<usize>; 2] = [(0..16).chain(40..64).collect(), (0..64).step_by(4).collect()];
+    let mut plan = Plan::keep_all(t);
+    for (p, k) in plan.layers.iter_mut().zip(&keep) {
+        p.keep_neurons = k.clone();
+    }
+    let out = prune::apply_plan(m, t, &plan).expect("the plan applies");
+    let mut zeroed = m.clone();
+    let g = zeroed.graph.as_mut().unwrap();
+    for (l, keep) in t.layers.iter().zip(&keep) {
+        let d = &l.ffn.as_ref().unwrap().down;
+        let w = g.initializer.iter().find(|w| w.name() == d.weight).unwrap();
+        let mut v = tensor::to_f32(w).unwrap();
+        for r in (0..64).filter(|r| !keep.contains(r)) {
+            v[r * 32..(r + 1) * 32].fill(0.0);
+        }
+        assert!(edit::replace_initializer(
+            g,
+            &d.weight,
+            tensor::from_f32(&d.weight, &[64, 32], &v)
+        ));
+    }
+    let pruned = logits(&out, batches, &format!("{name}, neurons pruned"));
+    let silenced = logits(&zeroed, batches, &format!("{name}, neurons zeroed"));
+    assert!(
+        max_diff(&pruned, &silenced) <= 1e-4,
+        "{name}: {pruned:?} vs {silenced:?}"
+    );
+    assert!(max_diff(&pruned, &logits(m, batches, name)) > 1e-3, "{name}");
+}
+
+/// `m` with each gated FFN's halves taken at constant bounds: the dynamo export's
+/// `Split(num_outputs=2)` given sizes [64, 64], the classic export's two Slices given starts and
+/// ends [0, 64) and [64, 128) (as a hand-written or constant-folded graph has them).
+fn constant_gate_bounds(m: &ModelProto, t: &Transformer) -> ModelProto {
+    let mut m = m.clone();
+    let g = m.graph.as_mut().unwrap();
+    let mut add = |g: &mut onnx_compress::onnx::GraphProto, name: &str, v: i64| {
+        g.initializer.push(tensor::from_i64(name, &[1], &[v]));
+        name.to_string()
+    };
+    for l in &t.layers {
+        let gate = l.ffn.as_ref().unwrap().gate.as_ref().unwrap();
+        for (i, &n) in gate.nodes.iter().enumerate() {
+            match g.node[n].op_type() {
+                "Split" => {
+                    g.initializer
+                        .push(tensor::from_i64(&format!("gate_sizes_{n}"), &[2], &[64, 64]));
+                    let node = &mut g.node[n];
+                    node.input.truncate(1);
+                    node.input.push(format!("gate_sizes_{n}"));
+                    node.attribute.retain(|a| a.name() != "num_outputs");
+                }
+                "Slice" => {
+                    // The first node is the lower half.
+                    let (start, end) = if i == 0 { (0, 64) } else { (64, 128) };
+                    let s = add(g, &format!("gate_start_{n}"), start);
+                    let e = add(g, &format!("gate_end_{n}"), end);
+                    let node = &mut g.node[n];
+                    node.input[1] = s;
+                    node.input[2] = e;
+                }
+                other => panic!("a gate node {other}"),
+            }
+        }
+    }
+    m
+}
+
+/// Gated FFNs whose halves are taken at constant bounds (the bounds pruning must rewrite to the
+/// kept width): mapped as such, same logits, and removing neurons equals zeroing them.
+#[test]
+fn gated_ffn_halves_at_constant_bounds_prune_exactly() {
+    if !require_ort("gated FFN at constant bounds") {
+        return;
+    }
+    for name in [MODERNBERT, MODERNBERT_DYNAMO] {
+        let m = load(name);
+        let t = discover(&m).unwrap();
+        let c = constant_gate_bounds(&m, &t);
+        let tc = discover(&c).unwrap_or_else(|e| panic!("{name} with constant bounds maps: {e}"));
+        for l in &tc.layers {
+            let gate = l.ffn.as_ref().unwrap().gate.as_ref().expect("the halves are found");
+            assert!(gate.constant_bounds, "{name}: layer {}", l.index);
+        }
+        let batches = batches(name);
+        let d = max_diff(&logits(&m, &batches, name), &logits(&c, &batches, "constant bounds"));
+        assert!(d < 1e-6, "{name}: the rewrite changed the logits by {d}");
+        removing_gated_neurons_equals_zeroing_them(&c, &tc, &batches, &format!("{name}, constant bounds"));
+    }
+}
+
 /// ModernBERT fixture `name` maps (one stacked Q/K/V projection, a gated FFN, pre-LayerNorm
 /// layers), runs as torch computed it, and goes through every pass: removing heads equals
 /// zeroing their output rows and removing neurons equals zeroing their down projection rows
@@ -1244,36 +1340,9 @@ fn modernbert_compresses(name: &str) {
     pruning_nothing_keeps_the_logits(name);
     prunes_calibrated(name, 64);
 
-    // Neurons: keeping 0..16 and 40..64 of layer 0 and every fourth of layer 1 equals zeroing the
-    // others' rows of the down projection (a neuron whose gate half were taken from the wrong
-    // columns would differ).
     let m = load(name);
-    let keep: [Vec<usize>; 2] = [(0..16).chain(40..64).collect(), (0..64).step_by(4).collect()];
-    let mut plan = Plan::keep_all(&t);
-    for (p, k) in plan.layers.iter_mut().zip(&keep) {
-        p.keep_neurons = k.clone();
-    }
-    let out = prune::apply_plan(&m, &t, &plan).expect("the plan applies");
-    let mut zeroed = m.clone();
-    let g = zeroed.graph.as_mut().unwrap();
-    for (l, keep) in t.layers.iter().zip(&keep) {
-        let d = &l.ffn.as_ref().unwrap().down;
-        let w = g.initializer.iter().find(|w| w.name() == d.weight).unwrap();
-        let mut v = tensor::to_f32(w).unwrap();
-        for r in (0..64).filter(|r| !keep.contains(r)) {
-            v[r * 32..(r + 1) * 32].fill(0.0);
-        }
-        assert!(edit::replace_initializer(
-            g,
-            &d.weight,
-            tensor::from_f32(&d.weight, &[64, 32], &v)
-        ));
-    }
     let batches = batches(name);
-    let pruned = logits(&out, &batches, &format!("{name}, neurons pruned"));
-    let silenced = logits(&zeroed, &batches, &format!("{name}, neurons zeroed"));
-    assert!(max_diff(&pruned, &silenced) <= 1e-4, "{pruned:?} vs {silenced:?}");
-    assert!(max_diff(&pruned, &logits(&m, &batches, name)) > 1e-3);
+    removing_gated_neurons_equals_zeroing_them(&m, &t, &batches, name);
 
     // Dynamic INT8's first-token split: the FFNs and the stacked Q/K/V projections run the first
     // token apart, and the split alone (still float) computes what the model does.

@@ -14,6 +14,9 @@
 //!   Issue 14 asks for "no worse than ONNX Runtime's" and argmax agreement: not met on an AVX2
 //!   CPU without VNNI, where the int8 GEMM's 16-bit pair sums saturate on full-range per-channel
 //!   weights (bench/RESULTS.md, "The export matrix");
+//! - `eval` runs it on a small CSV with a word-level `tokenizer.json` and predicts what its
+//!   logits say (on these random weights 52 of the 88 cells give every example label 0, so
+//!   there it shows that eval runs; the others also that it feeds what the tokenizer says);
 //! - calibrated pruning and activation-aware low rank choose the same and give the same logits
 //!   (1e-4) on the SDPA export as on the eager export of the same weights (ALBERT's calibrated
 //!   passes are refused on both, naming the shared weights and what to use instead).
@@ -454,5 +457,76 @@ fn calibrated_passes_choose_alike_on_sdpa_and_eager_exports() {
             ensure(d <= 1e-4, || format!("{pass}: SDPA vs eager logits {d}"))?;
         }
         Ok(format!("(as {})", eager.name))
+    });
+}
+
+/// A word-level tokenizer.json in `dir` over the fixtures' vocabulary of 100 (`w4` … `w99`; 0–3
+/// the specials).
+fn fixture_tokenizer(dir: &Path) -> PathBuf {
+    let tokenizer = dir.join("tokenizer.json");
+    let words: Vec<String> = (4..100).map(|i| format!("w{i}")).collect();
+    let mut vocab = vec!["[UNK]", "[CLS]", "[SEP]", "[PAD]"];
+    vocab.extend(words.iter().map(String::as_str));
+    std::fs::write(
+        &tokenizer,
+        common::word_level_tokenizer(&vocab, ["[UNK]", "[PAD]", "[CLS]", "[SEP]"], Value::Null),
+    )
+    .unwrap();
+    tokenizer
+}
+
+#[test]
+fn eval_runs_every_cell() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokenizer = fixture_tokenizer(dir.path());
+    let data = dir.path().join("data.csv");
+    let rows: [&[i64]; 8] = [
+        &[5, 6, 7],
+        &[40, 41],
+        &[9],
+        &[60, 70, 80, 90, 11],
+        &[99, 98, 97, 96],
+        &[12, 13],
+        &[55, 20, 33, 71, 8, 4],
+        &[30],
+    ];
+    let mut csv = "text,label\n".to_string();
+    for (i, r) in rows.iter().enumerate() {
+        let words: Vec<String> = r.iter().map(|id| format!("w{id}")).collect();
+        csv += &format!("{},{}\n", words.join(" "), i % 2);
+    }
+    std::fs::write(&data, csv).unwrap();
+    every_cell("eval over the export matrix", |c| {
+        let out = bin()
+            .args(["eval", "--json", "--max-length", "16", "--model"])
+            .arg(c.path())
+            .arg("--data")
+            .arg(&data)
+            .arg("--tokenizer")
+            .arg(&tokenizer)
+            .output()
+            .unwrap();
+        ensure(out.status.success(), || format!("eval: {}", common::text(&out.stderr)))?;
+        let j: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+        let got: Vec<usize> = serde_json::from_value(j["predictions"].clone()).map_err(|e| e.to_string())?;
+        // Each example alone: [CLS] ids [SEP], no padding.
+        let m = c.load();
+        let want: Vec<usize> = rows
+            .iter()
+            .map(|r| {
+                let ids: Vec<i64> = [1].iter().chain(r.iter()).chain(&[2]).copied().collect();
+                let n = ids.len();
+                let b = Batch {
+                    input_ids: Array2::from_shape_vec((1, n), ids).unwrap(),
+                    attention_mask: Array2::ones((1, n)),
+                    token_type_ids: Array2::zeros((1, n)),
+                };
+                argmax(&logits(&m, &[b], &c.name))
+            })
+            .collect();
+        ensure(got == want, || {
+            format!("eval predicted {got:?}, the logits say {want:?}")
+        })?;
+        Ok(format!("(predictions {got:?})"))
     });
 }
