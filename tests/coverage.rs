@@ -909,6 +909,40 @@ fn lowrank_and_quantize_onnx_runtime_optimizer_outputs() {
     }
 }
 
+/// Dynamic INT8 of the optimizer's fused attention: each `Attention` becomes `DynamicQuantizeLinear`
+/// then `QAttention` with an int8 packed weight (it used to stay float: three quarters of a fused
+/// model's tensor data), listed in the report; ONNX Runtime runs it and the logits stay within
+/// the fused fixtures' bar above.
+#[test]
+fn dynamic_int8_quantizes_the_fused_attention() {
+    if !require_ort("dynamic INT8 of fused attention") {
+        return;
+    }
+    let m = load(FUSED);
+    let pass = Pass::Quantize(QuantizeOptions {
+        mode: Mode::Dynamic,
+        ..Default::default()
+    });
+    let applied = pass.apply(&m, None).expect("dynamic INT8 of the fused model");
+    let g = applied.model.graph.as_ref().unwrap();
+    let count = |op: &str| g.node.iter().filter(|n| n.op_type() == op).count();
+    assert_eq!((count("QAttention"), count("Attention")), (2, 0));
+    let packed: Vec<&onnx_compress::onnx::TensorProto> = g.initializer.iter().filter(|t| t.dims == [32, 96]).collect();
+    assert!(
+        !packed.is_empty() && packed.iter().all(|t| t.data_type() == 3),
+        "packed Q/K/V weights stored int8"
+    );
+    let onnx_compress::passes::PassReport::Quantize(report) = &applied.report else {
+        panic!("a quantization report")
+    };
+    let attention_rows = report.matmuls.iter().filter(|r| r.out_features == 96).count();
+    assert_eq!(attention_rows, 2, "{:?}", report.matmuls);
+    let batches = [expected(FUSED).0];
+    let base = logits(&m, &batches, FUSED);
+    let got = logits(&applied.model, &batches, "fused, dynamic INT8");
+    assert!(relative(&base, &got) < 0.5, "{base:?} vs {got:?}");
+}
+
 /// MPNet maps with its relative position bias found in every layer (and attributed to the
 /// attention), runs as torch computed it, and comes out of every pass: pruning heads gathers each
 /// layer's kept heads of the shared bias (it used to keep them all and write a model ONNX Runtime
@@ -1250,7 +1284,7 @@ fn removing_gated_neurons_equals_zeroing_them(m: &ModelProto, t: &Transformer, b
 fn constant_gate_bounds(m: &ModelProto, t: &Transformer) -> ModelProto {
     let mut m = m.clone();
     let g = m.graph.as_mut().unwrap();
-    let mut add = |g: &mut onnx_compress::onnx::GraphProto, name: &str, v: i64| {
+    let add = |g: &mut onnx_compress::onnx::GraphProto, name: &str, v: i64| {
         g.initializer.push(tensor::from_i64(name, &[1], &[v]));
         name.to_string()
     };

@@ -14,13 +14,14 @@
 //!   [`StaticForm::Ort`] writes that fused form directly, with the bias `Add`s folded in.
 //! - `dynamic`: one `com.microsoft` `DynamicQuantizeMatMul` per MatMul (activation range found per
 //!   call, u8 × s8 integer GEMM), the node ONNX Runtime itself fuses `quantize_dynamic`'s output
-//!   into.
+//!   into; ONNX Runtime's fused `Attention` becomes `QAttention` ([`attention`]).
 //! - `fp16`: see [`fp16`].
 //!
 //! Before either int8 rewrite, [`split`] (on by default) runs each layer's FFN (and in dynamic
 //! mode its Q/K/V projections) on the first token apart from the others, so that token's outlier
 //! activations get int8 ranges of their own.
 
+mod attention;
 pub mod calibrate;
 pub mod fp16;
 mod qdq;
@@ -742,7 +743,12 @@ pub fn quantize_selected(
             } else {
                 None
             };
-            qdq::rewrite(work, opts, &targets, ranges.as_ref(), &mut report)?
+            let out = qdq::rewrite(work, opts, &targets, ranges.as_ref(), &mut report)?;
+            if opts.mode == Mode::Dynamic {
+                attention::quantize_fused(&out, opts, select, &mut report)?
+            } else {
+                out
+            }
         }
     };
     if opts.mode != Mode::Fp16 {

@@ -1,0 +1,141 @@
+//! Dynamic INT8 of ONNX Runtime's fused `Attention` (com.microsoft; its transformer optimizer's
+//! output, what Optimum's `-O2` writes): the packed Q/K/V weight stored as int8 and the node
+//! rewritten as `DynamicQuantizeLinear` of its input then `QAttention` (u8 × s8, the same
+//! kernel family as `DynamicQuantizeMatMul`), as ONNX Runtime's own `quantize_dynamic` does.
+//! Without it a fused graph kept three quarters of its tensor data in float.
+
+use std::collections::HashSet;
+
+use super::{pattern_matches, quantize_weight, MatMulReport, QuantizeOptions, QuantizeReport};
+use crate::onnx::build::{node, with_domain};
+use crate::onnx::proto::tensor_proto::DataType;
+use crate::onnx::proto::ModelProto;
+use crate::onnx::{tensor, GraphIndex, Patch};
+use crate::passes::PassError;
+
+/// Attributes `QAttention` takes over from `Attention`; a node with any other (e.g.
+/// `qkv_hidden_sizes`, which `QAttention` has not) stays float, with a warning.
+const CARRIED: &[&str] = &[
+    "num_heads",
+    "unidirectional",
+    "mask_filter_value",
+    "scale",
+    "do_rotary",
+    "rotary_embedding_dim",
+    "past_present_share_buffer",
+];
+
+/// Rewrites every fused `Attention` of `model` whose weight is a constant [in, 3·hidden] float
+/// matrix and whose name `select` accepts and no `exclude` pattern matches.
+pub(super) fn quantize_fused(
+    model: &ModelProto,
+    opts: &QuantizeOptions,
+    select: &dyn Fn(&str) -> bool,
+    report: &mut QuantizeReport,
+) -> Result<ModelProto, PassError> {
+    let Some(src) = model.graph.as_ref() else {
+        return Ok(model.clone());
+    };
+    let ix = GraphIndex::new(src);
+    let mut patch = Patch::new(src);
+    let mut done: HashSet<usize> = HashSet::new();
+    for (i, n) in src.node.iter().enumerate() {
+        if n.op_type() != "Attention" || n.domain() != "com.microsoft" {
+            continue;
+        }
+        let name = n.name().to_string();
+        if opts.exclude.iter().any(|p| pattern_matches(p, &name)) {
+            report.excluded.push(name);
+            continue;
+        }
+        if !select(&name) {
+            continue;
+        }
+        let Some(weight) = n.input.get(1).and_then(|w| ix.constant(w)) else {
+            continue;
+        };
+        let t = weight.tensor();
+        if t.data_type() != DataType::Float as i32 || t.dims.len() != 2 {
+            continue;
+        }
+        if let Some(a) = n.attribute.iter().find(|a| !CARRIED.contains(&a.name())) {
+            report.warnings.push(format!(
+                "fused attention '{name}' kept float: QAttention has no attribute '{}'",
+                a.name()
+            ));
+            continue;
+        }
+        // input, weight, bias, mask_index: past states and attention biases are not carried.
+        if n.input.len() > 4 || n.input.get(2).is_none_or(|b| b.is_empty()) {
+            report.warnings.push(format!(
+                "fused attention '{name}' kept float: it reads inputs past the mask (or no bias)"
+            ));
+            continue;
+        }
+        let (rows, cols) = (t.dims[0] as usize, t.dims[1] as usize);
+        let w = tensor::to_f32(t)?;
+        let (q, scales, zero) = quantize_weight(&w, rows, cols, opts.per_channel);
+        if zero > 0 {
+            report.warnings.push(format!(
+                "weight of fused attention '{name}': {zero} all-zero column(s) got scale 1 (stored as exact zeros)"
+            ));
+        }
+        let (mut max_err, mut max_half) = (0f32, 0f32);
+        for (k, (&qv, &wv)) in q.iter().zip(&w).enumerate() {
+            let s = scales[if opts.per_channel { k % cols } else { 0 }];
+            max_err = max_err.max((qv as f32 * s - wv).abs());
+            max_half = max_half.max(s / 2.0);
+        }
+        let weight_name = n.input[1].clone();
+        report.matmuls.push(MatMulReport {
+            node: name.clone(),
+            weight: weight_name.clone(),
+            in_features: rows,
+            out_features: cols,
+            max_weight_error: max_err,
+            max_half_scale: max_half,
+        });
+        let qn = patch.fresh_name(&format!("{weight_name}_quantized"));
+        let sn = patch.fresh_name(&format!("{weight_name}_scale"));
+        let zn = patch.fresh_name(&format!("{weight_name}_zero_point"));
+        let sd: Vec<usize> = if opts.per_channel { vec![cols] } else { vec![] };
+        patch.add_initializer(super::from_i8(&qn, &[rows, cols], &q));
+        patch.add_initializer(tensor::from_f32(&sn, &sd, &scales));
+        patch.add_initializer(super::from_i8(&zn, &sd, &vec![0; scales.len()]));
+        let input = &n.input[0];
+        let base = format!("{name}_input");
+        let acts = [
+            patch.fresh_name(&format!("{base}_quantized")),
+            patch.fresh_name(&format!("{base}_scale")),
+            patch.fresh_name(&format!("{base}_zero_point")),
+        ];
+        let dql = node(
+            "DynamicQuantizeLinear",
+            &format!("{name}_DynamicQuantizeLinear"),
+            &[input],
+            &[&acts[0], &acts[1], &acts[2]],
+        );
+        let mask = n.input.get(3).map_or("", |v| v.as_str());
+        let mut qa = with_domain(
+            node(
+                "QAttention",
+                &name,
+                &[&acts[0], &qn, &n.input[2], &acts[1], &sn, mask, &acts[2], &zn],
+                &n.output.iter().map(|o| o.as_str()).collect::<Vec<_>>(),
+            ),
+            "com.microsoft",
+        );
+        qa.attribute = n.attribute.clone();
+        qa.doc_string = n.doc_string.clone();
+        patch.replace_node(i, vec![dql, qa]);
+        done.insert(i);
+    }
+    let mut m = model.clone();
+    if done.is_empty() {
+        return Ok(m);
+    }
+    let g = m.graph.as_mut().ok_or_else(|| PassError::Internal("no graph".into()))?;
+    patch.remove_unused();
+    patch.apply(g)?;
+    Ok(m)
+}
