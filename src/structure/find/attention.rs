@@ -629,16 +629,21 @@ fn score_terms(ix: &GraphIndex, cones: &[Vec<usize>]) -> Vec<String> {
     found
 }
 
-/// The float constants read in the score terms' cones shaped [`heads`, span, `size`]: per-head
-/// tables (projected relative positions folded by ONNX Runtime's optimizer).
+/// The float constants read in the score terms' cones shaped [`heads`, span, `size`] and read
+/// nowhere else: per-head tables of this attention alone (projected relative positions folded by
+/// ONNX Runtime's optimizer), which pruning replaces by their kept heads.
 fn score_tables(ix: &GraphIndex, cones: &[Vec<usize>], heads: usize, size: usize) -> Vec<String> {
+    let in_cones = |n: &usize| cones.iter().flatten().any(|q| q == n);
     let mut found: Vec<String> = Vec::new();
     for &q in cones.iter().flatten() {
         for i in &ix.node(q).input {
             let Some(c) = ix.constant(i) else { continue };
             let t = c.tensor();
             if t.data_type() == 1 && t.dims.len() == 3 && t.dims[0] == heads as i64 && t.dims[2] == size as i64 {
-                found.extend(ix.constant_name(i).filter(|n| !found.contains(n)));
+                found.extend(
+                    ix.constant_name(i)
+                        .filter(|n| !found.contains(n) && ix.consumers(n).iter().all(in_cones)),
+                );
             }
         }
     }
