@@ -379,8 +379,14 @@ fn low_rank_and_quantization_of_every_cell() {
     });
 }
 
+/// Per layer (heads, FFN width), and the rank of every factored Linear.
+type Choices = (Vec<(usize, usize)>, Vec<usize>);
+
+/// What a calibrated pass chose, and the logits of its result.
+type Outcome = (Choices, Vec<f32>);
+
 /// Per layer (heads, FFN width) and the rank of every factored Linear.
-fn choices(t: &Transformer) -> (Vec<(usize, usize)>, Vec<usize>) {
+fn choices(t: &Transformer) -> Choices {
     let sizes = t.layers.iter().map(|l| (l.heads(), l.ffn_width())).collect();
     let ranks = t
         .layers
@@ -396,7 +402,7 @@ fn choices(t: &Transformer) -> (Vec<(usize, usize)>, Vec<usize>) {
 
 /// Calibrated pruning and activation-aware low rank of `m`: what each chose and its logits on
 /// the example batch.
-fn calibrated(c: &Cell) -> Result<Vec<((Vec<(usize, usize)>, Vec<usize>), Vec<f32>)>, String> {
+fn calibrated(c: &Cell) -> Result<Vec<Outcome>, String> {
     let m = c.load();
     let passes = [
         Pass::Prune(PruneOptions {
