@@ -89,7 +89,7 @@ impl Cell {
         rows.concat()
     }
 
-    /// The torch version and attention of the cell without the attention: the pair key.
+    /// The cell's name without its attention: equal for the SDPA and eager exports of one model.
     fn twin_key(&self) -> String {
         self.name.replacen(&format!("-{}-", self.attention), "--", 1)
     }
