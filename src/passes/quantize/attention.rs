@@ -4,7 +4,7 @@
 //! kernel family as `DynamicQuantizeMatMul`), as ONNX Runtime's own `quantize_dynamic` does.
 //! Without it a fused graph kept three quarters of its tensor data in float.
 
-use super::{pattern_matches, quantize_weight, MatMulReport, QuantizeOptions, QuantizeReport};
+use super::{add_quantized_weight, pattern_matches, QuantizeOptions, QuantizeReport};
 use crate::onnx::build::{node, with_domain};
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::proto::ModelProto;
@@ -72,34 +72,15 @@ pub(super) fn quantize_fused(
         }
         let (rows, cols) = (t.dims[0] as usize, t.dims[1] as usize);
         let w = tensor::to_f32(t)?;
-        let (q, scales, zero) = quantize_weight(&w, rows, cols, opts.per_channel);
-        if zero > 0 {
-            report.warnings.push(format!(
-                "weight of fused attention '{name}': {zero} all-zero column(s) got scale 1 (stored as exact zeros)"
-            ));
-        }
-        let (mut max_err, mut max_half) = (0f32, 0f32);
-        for (k, (&qv, &wv)) in q.iter().zip(&w).enumerate() {
-            let s = scales[if opts.per_channel { k % cols } else { 0 }];
-            max_err = max_err.max((qv as f32 * s - wv).abs());
-            max_half = max_half.max(s / 2.0);
-        }
-        let weight_name = n.input[1].clone();
-        report.matmuls.push(MatMulReport {
-            node: name.clone(),
-            weight: weight_name.clone(),
-            in_features: rows,
-            out_features: cols,
-            max_weight_error: max_err,
-            max_half_scale: max_half,
-        });
-        let qn = patch.fresh_name(&format!("{weight_name}_quantized"));
-        let sn = patch.fresh_name(&format!("{weight_name}_scale"));
-        let zn = patch.fresh_name(&format!("{weight_name}_zero_point"));
-        let sd: Vec<usize> = if opts.per_channel { vec![cols] } else { vec![] };
-        patch.add_initializer(super::from_i8(&qn, &[rows, cols], &q));
-        patch.add_initializer(tensor::from_f32(&sn, &sd, &scales));
-        patch.add_initializer(super::from_i8(&zn, &sd, &vec![0; scales.len()]));
+        let qw = add_quantized_weight(
+            &mut patch,
+            &n.input[1],
+            &name,
+            &w,
+            (rows, cols),
+            opts.per_channel,
+            report,
+        );
         let input = &n.input[0];
         let base = format!("{name}_input");
         let acts = [
@@ -118,7 +99,16 @@ pub(super) fn quantize_fused(
             node(
                 "QAttention",
                 &name,
-                &[&acts[0], &qn, &n.input[2], &acts[1], &sn, mask, &acts[2], &zn],
+                &[
+                    &acts[0],
+                    &qw.q,
+                    &n.input[2],
+                    &acts[1],
+                    &qw.scale,
+                    mask,
+                    &acts[2],
+                    &qw.zero_point,
+                ],
                 &n.output.iter().map(|o| o.as_str()).collect::<Vec<_>>(),
             ),
             "com.microsoft",

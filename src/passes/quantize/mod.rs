@@ -35,7 +35,7 @@ use serde::Serialize;
 use super::{Calibrator, PassError};
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::proto::{ModelProto, TensorProto};
-use crate::onnx::{tensor, GraphIndex};
+use crate::onnx::{tensor, GraphIndex, Patch};
 use crate::options::{Named, OptionError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -539,6 +539,57 @@ pub fn quantize_weight(w: &[f32], rows: usize, cols: usize, per_channel: bool) -
         }
     }
     (q, scales, zero)
+}
+
+/// The initializers of one int8 weight: values, scales and zero points.
+pub(super) struct QuantizedWeight {
+    pub q: String,
+    pub scale: String,
+    pub zero_point: String,
+}
+
+/// Quantizes the [rows, cols] float weight `w` (named `weight`, read by `node`), adds its int8
+/// values, scales and zero points to `patch` under fresh names, and reports it: its largest
+/// rounding error against half its largest scale, and a warning for all-zero columns.
+pub(super) fn add_quantized_weight(
+    patch: &mut Patch,
+    weight: &str,
+    node: &str,
+    w: &[f32],
+    (rows, cols): (usize, usize),
+    per_channel: bool,
+    report: &mut QuantizeReport,
+) -> QuantizedWeight {
+    let (q, scales, zero) = quantize_weight(w, rows, cols, per_channel);
+    if zero > 0 {
+        report.warnings.push(format!(
+            "weight '{weight}' of '{node}': {zero} all-zero column(s) got scale 1 (stored as exact zeros)"
+        ));
+    }
+    let (mut max_err, mut max_half) = (0f32, 0f32);
+    for (k, (&qv, &wv)) in q.iter().zip(w).enumerate() {
+        let s = scales[if per_channel { k % cols } else { 0 }];
+        max_err = max_err.max((qv as f32 * s - wv).abs());
+        max_half = max_half.max(s / 2.0);
+    }
+    report.matmuls.push(MatMulReport {
+        node: node.to_string(),
+        weight: weight.to_string(),
+        in_features: rows,
+        out_features: cols,
+        max_weight_error: max_err,
+        max_half_scale: max_half,
+    });
+    let names = QuantizedWeight {
+        q: patch.fresh_name(&format!("{weight}_quantized")),
+        scale: patch.fresh_name(&format!("{weight}_scale")),
+        zero_point: patch.fresh_name(&format!("{weight}_zero_point")),
+    };
+    let sd: Vec<usize> = if per_channel { vec![cols] } else { vec![] };
+    patch.add_initializer(from_i8(&names.q, &[rows, cols], &q));
+    patch.add_initializer(tensor::from_f32(&names.scale, &sd, &scales));
+    patch.add_initializer(from_i8(&names.zero_point, &sd, &vec![0; scales.len()]));
+    names
 }
 
 pub(crate) fn from_i8(name: &str, dims: &[usize], v: &[i8]) -> TensorProto {

@@ -8,8 +8,8 @@ use std::collections::{HashMap, HashSet};
 
 use super::calibrate::Range;
 use super::{
-    default_opset, ensure_opset, from_i8, from_u8, quantize_weight, ActivationReport, ActivationType, EmbeddingReport,
-    MatMulReport, Mode, QuantizeOptions, QuantizeReport, StaticForm, Target,
+    add_quantized_weight, default_opset, ensure_opset, from_i8, from_u8, quantize_weight, ActivationReport,
+    ActivationType, EmbeddingReport, MatMulReport, Mode, QuantizeOptions, QuantizeReport, StaticForm, Target,
 };
 use crate::onnx::build::{attr_int, node, with_attrs, with_domain};
 use crate::onnx::proto::tensor_proto::DataType;
@@ -209,40 +209,21 @@ pub(super) fn rewrite(
                 .constant(&n.input[1])
                 .ok_or_else(|| PassError::Internal(format!("weight of '{}' is not a constant", t.name)))?;
             let w = tensor::to_f32(c.tensor())?;
-            let (q, scales, zero) = quantize_weight(&w, t.rows, t.cols, opts.per_channel);
-            if zero > 0 {
-                report.warnings.push(format!(
-                    "weight '{}' of '{}': {zero} all-zero column(s) got scale 1 (stored as exact zeros)",
-                    t.weight, t.name
-                ));
-            }
-            let (mut max_err, mut max_half) = (0f32, 0f32);
-            for (k, (&qv, &wv)) in q.iter().zip(&w).enumerate() {
-                let s = scales[if opts.per_channel { k % t.cols } else { 0 }];
-                max_err = max_err.max((qv as f32 * s - wv).abs());
-                max_half = max_half.max(s / 2.0);
-            }
-            report.matmuls.push(MatMulReport {
-                node: t.name.clone(),
-                weight: t.weight.clone(),
-                in_features: t.rows,
-                out_features: t.cols,
-                max_weight_error: max_err,
-                max_half_scale: max_half,
-            });
-            let qn = patch.fresh_name(&format!("{}_quantized", t.weight));
-            let sn = patch.fresh_name(&format!("{}_scale", t.weight));
-            let zn = patch.fresh_name(&format!("{}_zero_point", t.weight));
-            let sd: Vec<usize> = if opts.per_channel { vec![t.cols] } else { vec![] };
-            patch.add_initializer(from_i8(&qn, &[t.rows, t.cols], &q));
-            patch.add_initializer(tensor::from_f32(&sn, &sd, &scales));
-            patch.add_initializer(from_i8(&zn, &sd, &vec![0; scales.len()]));
+            let names = add_quantized_weight(
+                &mut patch,
+                &t.weight,
+                &t.name,
+                &w,
+                (t.rows, t.cols),
+                opts.per_channel,
+                report,
+            );
             weights.insert(
                 t.weight.clone(),
                 QWeight {
-                    q: qn,
-                    scale: sn,
-                    zp: zn,
+                    q: names.q,
+                    scale: names.scale,
+                    zp: names.zero_point,
                     dq: None,
                 },
             );
