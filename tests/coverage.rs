@@ -62,7 +62,7 @@
 use std::path::{Path, PathBuf};
 
 use ndarray::Array2;
-use onnx_compress::onnx::{self, edit, tensor, ModelProto};
+use onnx_compress::onnx::{self, tensor, ModelProto};
 use onnx_compress::passes::lowrank::{LowrankOptions, RankRule};
 use onnx_compress::passes::prune::{self, Plan, PruneOptions, Strategy};
 use onnx_compress::passes::quantize::{Mode, QuantizeOptions};
@@ -74,7 +74,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{bin, calibrator, have_ort, logits, max_diff};
+use common::{bin, calibrator, have_ort, logits, max_diff, zero_in_features};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
@@ -379,29 +379,10 @@ fn pruning_keeps_the_electra_projection() {
 /// (tests/prune.rs, `silenced`, says why in full).
 fn silenced_heads(m: &ModelProto, t: &Transformer, keep: &[&[usize]]) -> ModelProto {
     let mut m = m.clone();
-    let g = m.graph.as_mut().unwrap();
     for (l, keep) in t.layers.iter().zip(keep) {
         let a = l.attention.as_ref().unwrap();
-        let o = &a.output;
         let gone: Vec<usize> = (0..a.num_heads).filter(|h| !keep.contains(h)).collect();
-        let w = g.initializer.iter().find(|w| w.name() == o.weight).unwrap();
-        let dims: Vec<usize> = w.dims.iter().map(|&d| d as usize).collect();
-        let mut v = tensor::to_f32(w).unwrap();
-        for r in prune::head_columns(&gone, a.head_size) {
-            for c in 0..o.out_features {
-                let i = if o.transposed {
-                    c * o.in_features + r
-                } else {
-                    r * o.out_features + c
-                };
-                v[i] = 0.0;
-            }
-        }
-        assert!(edit::replace_initializer(
-            g,
-            &o.weight,
-            tensor::from_f32(&o.weight, &dims, &v)
-        ));
+        zero_in_features(&mut m, &a.output, &prune::head_columns(&gone, a.head_size));
     }
     m
 }
@@ -1255,19 +1236,9 @@ fn removing_gated_neurons_equals_zeroing_them(m: &ModelProto, t: &Transformer, b
     }
     let out = prune::apply_plan(m, t, &plan).expect("the plan applies");
     let mut zeroed = m.clone();
-    let g = zeroed.graph.as_mut().unwrap();
     for (l, keep) in t.layers.iter().zip(&keep) {
-        let d = &l.ffn.as_ref().unwrap().down;
-        let w = g.initializer.iter().find(|w| w.name() == d.weight).unwrap();
-        let mut v = tensor::to_f32(w).unwrap();
-        for r in (0..64).filter(|r| !keep.contains(r)) {
-            v[r * 32..(r + 1) * 32].fill(0.0);
-        }
-        assert!(edit::replace_initializer(
-            g,
-            &d.weight,
-            tensor::from_f32(&d.weight, &[64, 32], &v)
-        ));
+        let gone: Vec<usize> = (0..64).filter(|r| !keep.contains(r)).collect();
+        zero_in_features(&mut zeroed, &l.ffn.as_ref().unwrap().down, &gone);
     }
     let pruned = logits(&out, batches, &format!("{name}, neurons pruned"));
     let silenced = logits(&zeroed, batches, &format!("{name}, neurons zeroed"));

@@ -26,7 +26,7 @@
 use std::path::{Path, PathBuf};
 
 use ndarray::Array2;
-use onnx_compress::onnx::{self, edit, tensor, ModelProto};
+use onnx_compress::onnx::{self, ModelProto};
 use onnx_compress::passes::lowrank::{LowrankOptions, RankRule};
 use onnx_compress::passes::prune::{self, Plan, PruneOptions, Strategy};
 use onnx_compress::passes::quantize::{Mode, QuantizeOptions};
@@ -38,7 +38,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{bin, calibrator, logits, max_diff};
+use common::{bin, calibrator, logits, max_diff, zero_in_features};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/matrix")
@@ -233,34 +233,13 @@ fn keep_neurons(c: &Cell) -> [Vec<usize>; 2] {
 /// full). Shared weights are zeroed once.
 fn silenced(m: &ModelProto, t: &Transformer, heads: &[Vec<usize>; 2], neurons: &[Vec<usize>; 2]) -> ModelProto {
     let mut m = m.clone();
-    let g = m.graph.as_mut().unwrap();
-    let mut zero_rows = |lin: &onnx_compress::structure::Linear, rows: &[usize]| {
-        let w = g.initializer.iter().find(|w| w.name() == lin.weight).unwrap();
-        let dims: Vec<usize> = w.dims.iter().map(|&d| d as usize).collect();
-        let mut v = tensor::to_f32(w).unwrap();
-        for &r in rows {
-            for c in 0..lin.out_features {
-                let i = if lin.transposed {
-                    c * lin.in_features + r
-                } else {
-                    r * lin.out_features + c
-                };
-                v[i] = 0.0;
-            }
-        }
-        assert!(edit::replace_initializer(
-            g,
-            &lin.weight,
-            tensor::from_f32(&lin.weight, &dims, &v)
-        ));
-    };
     for (l, (keep_h, keep_n)) in t.layers.iter().zip(heads.iter().zip(neurons)) {
         let a = l.attention.as_ref().unwrap();
         let gone: Vec<usize> = (0..a.num_heads).filter(|h| !keep_h.contains(h)).collect();
-        zero_rows(&a.output, &prune::head_columns(&gone, a.head_size));
+        zero_in_features(&mut m, &a.output, &prune::head_columns(&gone, a.head_size));
         let f = l.ffn.as_ref().unwrap();
         let gone: Vec<usize> = (0..f.width).filter(|n| !keep_n.contains(n)).collect();
-        zero_rows(&f.down, &gone);
+        zero_in_features(&mut m, &f.down, &gone);
     }
     m
 }

@@ -29,7 +29,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{bin, logits_2x2, max_diff};
+use common::{bin, logits_2x2, max_diff, zero_in_features, zero_out_features};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -150,56 +150,6 @@ fn v_proj(t: &Transformer, layer: usize) -> &Linear {
 
 fn keep_all(t: &Transformer) -> Plan {
     Plan::keep_all(t)
-}
-
-/// Rewrites the float initializer `name` of `m` through `f` (same name, same dims).
-fn edit_f32(m: &mut ModelProto, name: &str, f: impl FnOnce(&mut Vec<f32>)) {
-    let g = m.graph.as_mut().expect("graph");
-    let t = g
-        .initializer
-        .iter()
-        .find(|t| t.name() == name)
-        .unwrap_or_else(|| panic!("no initializer '{name}'"));
-    let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
-    let mut v = tensor::to_f32(t).expect("float32 initializer");
-    f(&mut v);
-    assert!(edit::replace_initializer(g, name, tensor::from_f32(name, &dims, &v)));
-}
-
-/// Zeroes output features `cols` of a linear layer (weight columns in the logical [in, out]
-/// sense, whatever the storage layout) and the matching bias entries.
-fn zero_out_features(m: &mut ModelProto, lin: &Linear, cols: &[usize]) {
-    let (inf, outf) = (lin.in_features, lin.out_features);
-    edit_f32(m, &lin.weight, |w| {
-        assert_eq!(w.len(), inf * outf);
-        for r in 0..inf {
-            for &c in cols {
-                let i = if lin.transposed { c * inf + r } else { r * outf + c };
-                w[i] = 0.0;
-            }
-        }
-    });
-    if let Some(b) = &lin.bias {
-        edit_f32(m, b, |v| {
-            for &c in cols {
-                v[c] = 0.0;
-            }
-        });
-    }
-}
-
-/// Zeroes input features `rows` of a linear layer (weight rows in the logical [in, out] sense).
-fn zero_in_features(m: &mut ModelProto, lin: &Linear, rows: &[usize]) {
-    let (inf, outf) = (lin.in_features, lin.out_features);
-    edit_f32(m, &lin.weight, |w| {
-        assert_eq!(w.len(), inf * outf);
-        for &r in rows {
-            for c in 0..outf {
-                let i = if lin.transposed { c * inf + r } else { r * outf + c };
-                w[i] = 0.0;
-            }
-        }
-    });
 }
 
 /// Indices in 0..n that are not in `keep`.

@@ -7,8 +7,9 @@ use std::path::Path;
 use std::process::Output;
 
 use assert_cmd::Command;
-use onnx_compress::onnx::ModelProto;
+use onnx_compress::onnx::{edit, tensor, ModelProto};
 use onnx_compress::runtime::{self, Batch, OrtCalibrator, SessionOptions};
+use onnx_compress::structure::Linear;
 use onnx_compress::testkit::synth::random_batches;
 use prost::Message;
 use serde_json::Value;
@@ -166,4 +167,54 @@ pub fn word_level_tokenizer(words: &[&str], specials: [&str; 4], padding: Value)
         "model": {"type": "WordLevel", "vocab": vocab, "unk_token": unk}
     })
     .to_string()
+}
+
+/// Rewrites the float initializer `name` of `m` through `f` (same name, same dims).
+pub fn edit_f32(m: &mut ModelProto, name: &str, f: impl FnOnce(&mut Vec<f32>)) {
+    let g = m.graph.as_mut().expect("graph");
+    let t = g
+        .initializer
+        .iter()
+        .find(|t| t.name() == name)
+        .unwrap_or_else(|| panic!("no initializer '{name}'"));
+    let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+    let mut v = tensor::to_f32(t).expect("float32 initializer");
+    f(&mut v);
+    assert!(edit::replace_initializer(g, name, tensor::from_f32(name, &dims, &v)));
+}
+
+/// Zeroes output features `cols` of a linear layer (weight columns in the logical [in, out]
+/// sense, whatever the storage layout) and the matching bias entries.
+pub fn zero_out_features(m: &mut ModelProto, lin: &Linear, cols: &[usize]) {
+    let (inf, outf) = (lin.in_features, lin.out_features);
+    edit_f32(m, &lin.weight, |w| {
+        assert_eq!(w.len(), inf * outf);
+        for r in 0..inf {
+            for &c in cols {
+                let i = if lin.transposed { c * inf + r } else { r * outf + c };
+                w[i] = 0.0;
+            }
+        }
+    });
+    if let Some(b) = &lin.bias {
+        edit_f32(m, b, |v| {
+            for &c in cols {
+                v[c] = 0.0;
+            }
+        });
+    }
+}
+
+/// Zeroes input features `rows` of a linear layer (weight rows in the logical [in, out] sense).
+pub fn zero_in_features(m: &mut ModelProto, lin: &Linear, rows: &[usize]) {
+    let (inf, outf) = (lin.in_features, lin.out_features);
+    edit_f32(m, &lin.weight, |w| {
+        assert_eq!(w.len(), inf * outf);
+        for &r in rows {
+            for c in 0..outf {
+                let i = if lin.transposed { c * inf + r } else { r * outf + c };
+                w[i] = 0.0;
+            }
+        }
+    });
 }
