@@ -458,16 +458,7 @@ fn disentangled_heads(
                 ("Reshape", 1) => true,
                 // batch × heads from the batch, or back: the head count as a factor of a size.
                 ("Div" | "Mul", 1) | ("Mul", 0) if values.len() == 1 && ix.dynamic_inputs(n).len() == 1 => {
-                    found.push(ShapeConst {
-                        readers: vec![],
-                        shared_by: ix.consumers(&name).len(),
-                        constant: name.clone(),
-                        element: 0,
-                        value: h,
-                        role: ShapeRole::Heads,
-                        used_by: node.name().to_string(),
-                        used_by_node: n,
-                    });
+                    found.push(ShapeConst::found(ix, name.clone(), (0, h), ShapeRole::Heads, n));
                     true
                 }
                 _ => false,
@@ -485,16 +476,7 @@ fn disentangled_heads(
                 // [−1, heads, …]: batch × heads split again; [b, s, heads, −1]: a head split.
                 let heads_here = (rank == 4 && pos == 1 && lead == Some(-1)) || (rank == 4 && pos == 2);
                 if value == h && heads_here {
-                    found.push(ShapeConst {
-                        readers: vec![],
-                        shared_by: ix.consumers(&name).len(),
-                        constant: name,
-                        element,
-                        value,
-                        role: ShapeRole::Heads,
-                        used_by: ix.node(user).name().to_string(),
-                        used_by_node: user,
-                    });
+                    found.push(ShapeConst::found(ix, name, (element, value), ShapeRole::Heads, user));
                 } else if value == h && !(rank == 3 && pos == 2 && value == size as i64) {
                     fixed.get_or_insert(format!(
                         "the head count {h} in the shape of {} (position {pos} of {rank})",

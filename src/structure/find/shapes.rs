@@ -3,6 +3,29 @@
 
 use super::*;
 
+impl ShapeConst {
+    /// Element `element` (= `value`) of constant `constant`, read by node `used_by_node` in the
+    /// role `role`.
+    pub(super) fn found(
+        ix: &GraphIndex,
+        constant: String,
+        (element, value): (usize, i64),
+        role: ShapeRole,
+        used_by_node: usize,
+    ) -> ShapeConst {
+        ShapeConst {
+            readers: vec![],
+            shared_by: ix.consumers(&constant).len(),
+            constant,
+            element,
+            value,
+            role,
+            used_by: ix.node(used_by_node).name().to_string(),
+            used_by_node,
+        }
+    }
+}
+
 /// Constant elements of the target shapes of the head-split (rank 4: [B, S, heads, size]) and
 /// head-merge (rank 3: [B, S, all]; rank 2: [B·S, all]) Reshapes.
 pub(super) fn shape_constants(ix: &GraphIndex, split: &[usize], merge: &[usize]) -> (Vec<ShapeConst>, usize) {
@@ -32,16 +55,7 @@ pub(super) fn shape_constants(ix: &GraphIndex, split: &[usize], merge: &[usize])
                     if !out.iter().any(|c: &ShapeConst| {
                         &c.constant == name && c.element == *element && c.used_by_node == *used_by
                     }) {
-                        out.push(ShapeConst {
-                            readers: vec![],
-                            constant: name.clone(),
-                            element: *element,
-                            value: *value,
-                            role,
-                            used_by: ix.node(*used_by).name().to_string(),
-                            used_by_node: *used_by,
-                            shared_by: ix.consumers(name).len(),
-                        });
+                        out.push(ShapeConst::found(ix, name.clone(), (*element, *value), role, *used_by));
                     }
                 }
                 _ => {}
@@ -192,16 +206,13 @@ pub(super) fn mask_expansions(ix: &GraphIndex, path: &[usize], layer_input: &str
             };
             for (name, element, pos, value, used_by) in elems {
                 if pos == 1 && value == heads as i64 && !out.iter().any(|c: &ShapeConst| c.used_by_node == used_by) {
-                    out.push(ShapeConst {
-                        readers: vec![],
-                        shared_by: ix.consumers(&name).len(),
-                        constant: name,
-                        element,
-                        value,
-                        role: ShapeRole::MaskHeads,
-                        used_by: ix.node(used_by).name().to_string(),
-                        used_by_node: used_by,
-                    });
+                    out.push(ShapeConst::found(
+                        ix,
+                        name,
+                        (element, value),
+                        ShapeRole::MaskHeads,
+                        used_by,
+                    ));
                 }
             }
         }
