@@ -892,6 +892,7 @@ pub fn apply_plan(model: &ModelProto, t: &Transformer, plan: &Plan) -> Result<Mo
         prune_attention(&mut ed, &ix, l, p)?;
         prune_ffn(&mut ed, &ix, l, p)?;
     }
+    mask_heads_to_one(&mut ed, &ix, t, plan)?;
     ed.patch.remove_unused();
     let mut out = model.clone();
     let g = out.graph.get_or_insert_with(Default::default);
@@ -921,6 +922,46 @@ pub fn apply_plan(model: &ModelProto, t: &Transformer, plan: &Plan) -> Result<Mo
         }
     }
     Ok(out)
+}
+
+/// A mask expanded once to [batch, heads, query, key] for every layer (transformers 4's
+/// DistilBERT under the dynamo exporter) gets 1 on its head axis, once for the whole model, when
+/// any layer's head count changes: it then broadcasts over every layer's heads.
+fn mask_heads_to_one(ed: &mut Editor, ix: &GraphIndex, t: &Transformer, plan: &Plan) -> Result<(), PassError> {
+    let sliced = t.layers.iter().zip(&plan.layers).any(|(l, p)| {
+        l.attention
+            .as_ref()
+            .is_some_and(|a| !p.keep_heads.is_empty() && p.keep_heads.len() != a.num_heads)
+    });
+    if !sliced {
+        return Ok(());
+    }
+    let mut groups: BTreeMap<(String, usize), Vec<usize>> = BTreeMap::new();
+    for c in t.layers.iter().filter_map(|l| l.attention.as_ref()).flat_map(|a| &a.shape_consts) {
+        if c.role == ShapeRole::MaskHeads {
+            let elements = groups.entry((c.constant.clone(), c.used_by_node)).or_default();
+            if !elements.contains(&c.element) {
+                elements.push(c.element);
+            }
+        }
+    }
+    for ((constant, node), elements) in groups {
+        let mut values = ix
+            .const_i64(&constant)
+            .ok_or_else(|| PassError::Internal(format!("shape constant '{constant}' is not an integer constant")))?;
+        for e in elements {
+            values[e] = 1;
+        }
+        let dims: Vec<usize> = ix
+            .constant(&constant)
+            .map(|c| c.tensor().dims.iter().map(|&d| d as usize).collect())
+            .unwrap_or_default();
+        let name = ed.add_initializer(&format!("{constant}.mask"), tensor::from_i64("", &dims, &values));
+        for slot in slots_reading(ix, node, &constant) {
+            ed.patch.rewire(node, slot, &name);
+        }
+    }
+    Ok(())
 }
 
 /// Layers that share weights (ALBERT) must be pruned alike: the same heads and neurons kept, no
@@ -1073,8 +1114,8 @@ fn prune_attention(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &Layer
         let value = match c.role {
             ShapeRole::Heads => heads,
             ShapeRole::AllHeads => heads * a.head_size as i64,
-            ShapeRole::MaskHeads => 1,
-            ShapeRole::HeadSize => continue,
+            // Written once for all layers (`mask_heads_to_one`).
+            ShapeRole::MaskHeads | ShapeRole::HeadSize => continue,
         };
         groups
             .entry((c.constant.clone(), c.used_by_node))
@@ -1085,20 +1126,6 @@ fn prune_attention(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &Layer
     // its changed inputs.
     let mut copies: BTreeMap<usize, crate::onnx::NodeProto> = BTreeMap::new();
     for ((constant, node), changes) in groups {
-        // A mask's expansion read by every layer gets 1 on the head axis for all of them: once.
-        let mask_only = a
-            .shape_consts
-            .iter()
-            .filter(|c| c.used_by_node == node && c.constant == constant)
-            .all(|c| c.role == ShapeRole::MaskHeads);
-        let original = |slot: usize| ed.graph.node[node].input.get(slot).map(|v| v.as_str());
-        if mask_only
-            && slots_reading(ix, node, &constant)
-                .into_iter()
-                .all(|slot| ed.patch.input(ed.graph, node, slot) != original(slot))
-        {
-            continue;
-        }
         let mut values = ix
             .const_i64(&constant)
             .ok_or_else(|| PassError::Internal(format!("shape constant '{constant}' is not an integer constant")))?;
