@@ -916,8 +916,15 @@ fn dynamic_int8_quantizes_the_fused_attention() {
     let onnx_compress::passes::PassReport::Quantize(report) = &applied.report else {
         panic!("a quantization report")
     };
-    let attention_rows = report.matmuls.iter().filter(|r| r.out_features == 96).count();
-    assert_eq!(attention_rows, 2, "{:?}", report.matmuls);
+    let attention_rows: Vec<usize> = report
+        .matmuls
+        .iter()
+        .filter(|r| r.op == "Attention")
+        .map(|r| r.out_features)
+        .collect();
+    assert_eq!(attention_rows, [96, 96], "{:?}", report.matmuls);
+    let text = onnx_compress::report::quantize_text(report, std::path::Path::new("out.onnx"), 0);
+    assert!(text.contains(", 2 of them fused Attention"), "{text}");
     let batches = [expected(FUSED).0];
     let base = logits(&m, &batches, FUSED);
     let got = logits(&applied.model, &batches, "fused, dynamic INT8");

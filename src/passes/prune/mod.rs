@@ -937,7 +937,12 @@ fn mask_heads_to_one(ed: &mut Editor, ix: &GraphIndex, t: &Transformer, plan: &P
         return Ok(());
     }
     let mut groups: BTreeMap<(String, usize), Vec<usize>> = BTreeMap::new();
-    for c in t.layers.iter().filter_map(|l| l.attention.as_ref()).flat_map(|a| &a.shape_consts) {
+    for c in t
+        .layers
+        .iter()
+        .filter_map(|l| l.attention.as_ref())
+        .flat_map(|a| &a.shape_consts)
+    {
         if c.role == ShapeRole::MaskHeads {
             let elements = groups.entry((c.constant.clone(), c.used_by_node)).or_default();
             if !elements.contains(&c.element) {

@@ -75,7 +75,7 @@ pub(super) fn quantize_fused(
         let qw = add_quantized_weight(
             &mut patch,
             &n.input[1],
-            &name,
+            (&name, "Attention"),
             &w,
             (rows, cols),
             opts.per_channel,

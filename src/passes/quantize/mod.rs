@@ -209,6 +209,9 @@ impl Default for QuantizeOptions {
 #[derive(Debug, Clone, Serialize)]
 pub struct MatMulReport {
     pub node: String,
+    /// The node's operator: `MatMul`, or `Attention` (ONNX Runtime's fused attention, whose packed
+    /// Q/K/V weight is quantized).
+    pub op: String,
     pub weight: String,
     pub in_features: usize,
     pub out_features: usize,
@@ -548,13 +551,13 @@ pub(super) struct QuantizedWeight {
     pub zero_point: String,
 }
 
-/// Quantizes the [rows, cols] float weight `w` (named `weight`, read by `node`), adds its int8
+/// Quantizes the [rows, cols] float weight `w` (named `weight`, read by `node`, an `op`), adds its int8
 /// values, scales and zero points to `patch` under fresh names, and reports it: its largest
 /// rounding error against half its largest scale, and a warning for all-zero columns.
 pub(super) fn add_quantized_weight(
     patch: &mut Patch,
     weight: &str,
-    node: &str,
+    (node, op): (&str, &str),
     w: &[f32],
     (rows, cols): (usize, usize),
     per_channel: bool,
@@ -574,6 +577,7 @@ pub(super) fn add_quantized_weight(
     }
     report.matmuls.push(MatMulReport {
         node: node.to_string(),
+        op: op.to_string(),
         weight: weight.to_string(),
         in_features: rows,
         out_features: cols,

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use super::calibrate::Range;
 use super::{
     add_quantized_weight, default_opset, ensure_opset, from_i8, from_u8, quantize_weight, ActivationReport,
-    ActivationType, EmbeddingReport, MatMulReport, Mode, QuantizeOptions, QuantizeReport, StaticForm, Target,
+    ActivationType, EmbeddingReport, Mode, QuantizeOptions, QuantizeReport, StaticForm, Target,
 };
 use crate::onnx::build::{attr_int, node, with_attrs, with_domain};
 use crate::onnx::proto::tensor_proto::DataType;
@@ -212,7 +212,7 @@ pub(super) fn rewrite(
             let names = add_quantized_weight(
                 &mut patch,
                 &t.weight,
-                &t.name,
+                (&t.name, n.op_type()),
                 &w,
                 (t.rows, t.cols),
                 opts.per_channel,
@@ -228,22 +228,15 @@ pub(super) fn rewrite(
                 },
             );
         } else {
-            report.matmuls.push(MatMulReport {
-                node: t.name.clone(),
-                weight: t.weight.clone(),
-                in_features: t.rows,
-                out_features: t.cols,
-                max_weight_error: report
-                    .matmuls
-                    .iter()
-                    .find(|r| r.weight == t.weight)
-                    .map_or(0.0, |r| r.max_weight_error),
-                max_half_scale: report
-                    .matmuls
-                    .iter()
-                    .find(|r| r.weight == t.weight)
-                    .map_or(0.0, |r| r.max_half_scale),
-            });
+            // Shared: the same weight, so the same errors.
+            let mut r = report
+                .matmuls
+                .iter()
+                .find(|r| r.weight == t.weight)
+                .cloned()
+                .ok_or_else(|| PassError::Internal(format!("weight '{}' quantized but not reported", t.weight)))?;
+            r.node = t.name.clone();
+            report.matmuls.push(r);
         }
         // The activation: static QDQ (once per value), or dynamic.
         let act = match (opts.mode, ranges) {
