@@ -527,6 +527,9 @@ pub struct Probe {
     names: Vec<String>,
 }
 
+/// What [`Probe::run_each`] calls per value: its index among the names, its shape and data.
+pub type ValueVisit<'a> = dyn FnMut(usize, &[usize], &[f32]) -> Result<()> + 'a;
+
 impl Probe {
     /// Opens the copy; `what` names it in errors. Every value is declared a float tensor.
     pub fn open(model: &crate::onnx::ModelProto, names: &[String], what: &str, opts: &SessionOptions) -> Result<Probe> {
@@ -562,17 +565,27 @@ impl Probe {
 
     /// Runs one batch: each named value's shape and data, in the order of the names.
     pub fn run(&mut self, batch: &Batch) -> Result<Vec<(Vec<usize>, Vec<f32>)>> {
+        let mut out = Vec::with_capacity(self.names.len());
+        self.run_each(batch, &mut |_, shape, data| {
+            out.push((shape.to_vec(), data.to_vec()));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Runs one batch and hands `each` every named value (its index among the names, shape and
+    /// data) where ONNX Runtime wrote it, without a copy.
+    pub fn run_each(&mut self, batch: &Batch, each: &mut ValueVisit) -> Result<()> {
         let inputs = self.model.inputs(batch)?;
         let outputs = self.model.session.run(inputs)?;
-        self.names
-            .iter()
-            .map(|n| {
-                let (shape, data) = outputs[n.as_str()]
-                    .try_extract_tensor::<f32>()
-                    .with_context(|| format!("value '{n}' is not a float tensor"))?;
-                Ok((shape.iter().map(|&d| d.max(0) as usize).collect(), data.to_vec()))
-            })
-            .collect()
+        for (i, n) in self.names.iter().enumerate() {
+            let (shape, data) = outputs[n.as_str()]
+                .try_extract_tensor::<f32>()
+                .with_context(|| format!("value '{n}' is not a float tensor"))?;
+            let shape: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
+            each(i, &shape, data)?;
+        }
+        Ok(())
     }
 }
 
@@ -590,23 +603,27 @@ pub fn capture(
 ) -> Result<()> {
     let mut probe = Probe::open(model, names, "calibration copy of the model", opts)?;
     for (bi, batch) in batches.iter().enumerate() {
-        let outputs = probe.run(batch).with_context(|| format!("calibration batch {bi}"))?;
         let (b, s) = batch.input_ids.dim();
         let rows = batch.token_rows();
         let mut values = Vec::with_capacity(names.len());
-        for (n, (shape, data)) in names.iter().zip(outputs) {
-            let per_sequence = shape.len() == 2 && shape[0] == b;
-            if !per_sequence && (shape.len() != 3 || shape[0] != b || shape[1] != s) {
-                bail!("value '{n}' has shape {shape:?}, expected [{b}, {s}, width] or [{b}, width]");
-            }
-            let w = shape[shape.len() - 1];
-            let mut v = Vec::with_capacity(rows.len() * w);
-            for &r in &rows {
-                let at = if per_sequence { r / s } else { r };
-                v.extend_from_slice(&data[at * w..(at + 1) * w]);
-            }
-            values.push((v, w));
-        }
+        // Only the real tokens' rows are copied out of ONNX Runtime's outputs.
+        probe
+            .run_each(batch, &mut |i, shape, data| {
+                let n = &names[i];
+                let per_sequence = shape.len() == 2 && shape[0] == b;
+                if !per_sequence && (shape.len() != 3 || shape[0] != b || shape[1] != s) {
+                    bail!("value '{n}' has shape {shape:?}, expected [{b}, {s}, width] or [{b}, width]");
+                }
+                let w = shape[shape.len() - 1];
+                let mut v = Vec::with_capacity(rows.len() * w);
+                for &r in &rows {
+                    let at = if per_sequence { r / s } else { r };
+                    v.extend_from_slice(&data[at * w..(at + 1) * w]);
+                }
+                values.push((v, w));
+                Ok(())
+            })
+            .with_context(|| format!("calibration batch {bi}"))?;
         let positions: Vec<usize> = rows.iter().map(|&r| r % s).collect();
         sink(&positions, &values)?;
     }
