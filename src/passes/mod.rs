@@ -358,6 +358,25 @@ pub fn agreement(reference: &[f32], probe: &[f32], labels: usize) -> Option<f64>
     Some(same as f64 / n.max(1) as f64)
 }
 
+/// Runs of consecutive items whose sizes fit in `budget` together (at least one item each):
+/// how captures of calibration statistics are batched to bound memory.
+pub(crate) fn runs_within(sizes: impl IntoIterator<Item = usize>, budget: usize) -> Vec<std::ops::Range<usize>> {
+    let mut runs = Vec::new();
+    let (mut start, mut bytes, mut len) = (0, 0, 0);
+    for (i, b) in sizes.into_iter().enumerate() {
+        if i > start && bytes + b > budget {
+            runs.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += b;
+        len = i + 1;
+    }
+    if start < len {
+        runs.push(start..len);
+    }
+    runs
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -377,6 +396,19 @@ mod tests {
         );
         let e = ensure_finite("w", &[f32::NEG_INFINITY]).unwrap_err().to_string();
         assert!(e.contains("0 NaN and 1 infinite") && e.contains("-inf"), "{e}");
+    }
+
+    #[test]
+    fn runs_fit_their_budget_with_at_least_one_item() {
+        use super::runs_within;
+        assert_eq!(runs_within([3, 3, 3, 3, 3], 6), [0..2, 2..4, 4..5]);
+        assert_eq!(runs_within([3, 3, 3], 0), [0..1, 1..2, 2..3]);
+        assert_eq!(
+            runs_within([3, 3, 3], usize::MAX),
+            std::iter::once(0..3).collect::<Vec<_>>()
+        );
+        assert_eq!(runs_within([7, 1, 1], 5), [0..1, 1..3]);
+        assert!(runs_within([], 5).is_empty());
     }
 
     #[test]

@@ -32,6 +32,11 @@ const MAX_FFN_FRACTION: f64 = 0.9;
 /// largest block has 1,537 unknowns, so this over-determines it five times while bounding the
 /// cost of XᵀX.
 const MAX_GRAM_TOKENS: usize = 8192;
+/// The blocks' Gram statistics are captured a few layers at a time, as many layers as fit in this
+/// many bytes (at least one; all of MiniLM's at once, three of BERT-base's): one capture for
+/// every layer held every block's statistics and a batch of every layer's values at once (for
+/// BERT-base, 1.1 GB of statistics alone). Each capture runs the model up to its last layer only.
+const STATS_BYTES: usize = 320 << 20;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Part {
@@ -323,13 +328,20 @@ struct Curve {
 /// Per layer: the attention's and the FFN's statistics (`None` for a block that is gone).
 type LayerStats = (Option<Stats>, Option<Stats>);
 
-/// Every block's Gram statistics on the unpruned model (one capture over the calibration data).
-fn block_stats(model: &ModelProto, t: &Transformer, calib: &mut dyn Calibrator) -> Result<Vec<LayerStats>, PassError> {
-    let layer_names = all_names(model, t)?;
+/// The Gram statistics of the blocks of `layers` on the unpruned model (one capture over the
+/// calibration data).
+fn block_stats(
+    model: &ModelProto,
+    t: &Transformer,
+    layer_names: &[Names],
+    layers: std::ops::Range<usize>,
+    calib: &mut dyn Calibrator,
+) -> Result<Vec<LayerStats>, PassError> {
     let mut wanted: Vec<String> = Vec::new();
     let total_tokens = calib.tokens();
     let mut stats: Vec<LayerStats> = Vec::new();
-    for (l, n) in t.layers.iter().zip(&layer_names) {
+    for li in layers.clone() {
+        let (l, n) = (&t.layers[li], &layer_names[li]);
         let a = l.attention.as_ref().map(|a| {
             wanted.extend([n.x.clone(), n.ctx.clone(), n.res1.clone()]);
             Stats::new(a.all_heads(), t.hidden, total_tokens)
@@ -345,7 +357,8 @@ fn block_stats(model: &ModelProto, t: &Transformer, calib: &mut dyn Calibrator) 
     let pos = |name: &str| wanted.iter().position(|w| w == name).unwrap_or(0);
     calib.capture(&with_skip_sums(model), &wanted, &mut |positions, vals| {
         let tokens = positions.len();
-        for (li, (n, (a, f))) in layer_names.iter().zip(stats.iter_mut()).enumerate() {
+        for (li, (a, f)) in layers.clone().zip(stats.iter_mut()) {
+            let n = &layer_names[li];
             if let Some(a) = a {
                 for v in [&n.ctx, &n.res1, &n.x] {
                     finite_capture(v, &|| format!("layer {li} attention"), &vals[pos(v)].0)?;
@@ -369,6 +382,38 @@ fn block_stats(model: &ModelProto, t: &Transformer, calib: &mut dyn Calibrator) 
     Ok(stats)
 }
 
+/// Bytes of one layer's block statistics (H and C in f64).
+fn stats_bytes(t: &Transformer, l: &EncoderLayer) -> usize {
+    let block = |units: usize| 8 * (units + 1) * (units + 1 + t.hidden);
+    l.attention.as_ref().map_or(0, |a| block(a.all_heads())) + l.ffn.as_ref().map_or(0, |f| block(f.width))
+}
+
+/// What `each_block_stats` calls per block: the calibrator, the layer, the block, its statistics.
+type BlockVisit<'a> = dyn FnMut(&mut dyn Calibrator, usize, Part, &Stats) -> Result<(), PassError> + 'a;
+
+/// Calls `each` with every block's statistics on the unpruned model, in layer order, captured
+/// layer run by layer run (`budget` bytes of statistics at a time) and released after their run.
+fn each_block_stats(
+    model: &ModelProto,
+    t: &Transformer,
+    calib: &mut dyn Calibrator,
+    budget: usize,
+    each: &mut BlockVisit,
+) -> Result<(), PassError> {
+    let layer_names = all_names(model, t)?;
+    for run in crate::passes::runs_within(t.layers.iter().map(|l| stats_bytes(t, l)), budget) {
+        let stats = block_stats(model, t, &layer_names, run.clone(), calib)?;
+        for (li, (a, f)) in run.zip(&stats) {
+            for (part, st) in [(Part::Attention, a), (Part::Ffn, f)] {
+                if let Some(st) = st {
+                    each(calib, li, part, st)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Each block's greedy OBS cost curve on the unpruned model, scaled by a measured sensitivity:
 /// the block alone is pruned to `probe` of its units (with compensation) and the divergence of
 /// the model's predictions on the calibration data, per unit of the block's local cost, turns
@@ -380,7 +425,18 @@ fn curves(
     probe: (f64, f64),
     calib: &mut dyn Calibrator,
 ) -> Result<Vec<Curve>, PassError> {
-    let stats = block_stats(model, t, calib)?;
+    curves_in_runs(model, t, seq_len, probe, calib, STATS_BYTES)
+}
+
+/// `curves`, with the statistics captured `budget` bytes at a time.
+fn curves_in_runs(
+    model: &ModelProto,
+    t: &Transformer,
+    seq_len: usize,
+    probe: (f64, f64),
+    calib: &mut dyn Calibrator,
+    budget: usize,
+) -> Result<Vec<Curve>, PassError> {
     let (reference, labels) = calib.logits(model)?;
     ensure_finite("the unpruned model's logits on the calibration data", &reference)?;
     // Cost curves: relative error added by each successive removal.
@@ -390,56 +446,55 @@ fn curves(
         .layers
         .iter()
         .any(|l| l.attention.as_ref().is_some_and(|a| a.heads_alike.is_some()));
-    for (li, (l, (a, f))) in t.layers.iter().zip(&stats).enumerate() {
-        for (part, stats) in [(Part::Attention, a), (Part::Ffn, f)] {
-            let Some(st) = stats else { continue };
-            let (out_lin, unit) = match part {
-                // Heads whose scores carry terms this tool cannot slice are not pruned: no curve,
-                // so a budget is met from the other blocks.
-                Part::Attention => {
-                    // Nor those whose count must match the other layers' (a budget could not).
-                    let Some(att) = l.attention.as_ref().filter(|a| a.heads_fixed.is_none() && !heads_alike) else {
-                        continue;
-                    };
-                    (&att.output, structure::unit_macs(t.hidden, att.head_size, seq_len).0)
-                }
-                Part::Ffn => {
-                    let Some(ffn) = &l.ffn else { continue };
-                    (&ffn.down, structure::neuron_macs(ffn, seq_len))
-                }
-            };
-            let w0 = logical_weight(model, out_lin)?;
-            let gs = groups(part, l);
-            let limit = match part {
-                Part::Attention => gs.len(),
-                Part::Ffn => (gs.len() as f64 * MAX_FFN_FRACTION) as usize,
-            };
-            // Probe: this block alone at the probe level, compensated, through the whole model;
-            // then the same greedy run goes on to the limit for the cost curve.
-            let fraction = if part == Part::Attention { probe.0 } else { probe.1 };
-            let k = ((gs.len() as f64 * fraction).round() as usize).clamp(1, limit.max(1));
-            let what = format!("layer {li} {}", part.name());
-            let mut obs = st.obs(&w0, &what)?;
-            let (_, mut costs) = obs_greedy(&mut obs, &gs, k);
-            let local: f64 = costs.iter().sum();
-            let plan = block_plan(t, li, part, &obs, &gs, out_lin)?;
-            let (_, rest) = obs_greedy(&mut obs, &gs, limit.saturating_sub(k));
-            costs.extend(rest);
-            let probed = apply_plan(model, t, &plan)?;
-            let (logits, _) = calib.logits(&probed)?;
-            ensure_finite(
-                &format!("{what}: the logits with this block pruned alone (sensitivity probe)"),
-                &logits,
-            )?;
-            let sensitivity = divergence(&reference, &logits, labels) / local.max(1e-30);
-            curves.push(Curve {
-                layer: li,
-                part,
-                costs: costs.iter().map(|c| c * sensitivity).collect(),
-                unit_macs: unit,
-            });
-        }
-    }
+    each_block_stats(model, t, calib, budget, &mut |calib, li, part, st| {
+        let l = &t.layers[li];
+        let (out_lin, unit) = match part {
+            // Heads whose scores carry terms this tool cannot slice are not pruned: no curve,
+            // so a budget is met from the other blocks.
+            Part::Attention => {
+                // Nor those whose count must match the other layers' (a budget could not).
+                let Some(att) = l.attention.as_ref().filter(|a| a.heads_fixed.is_none() && !heads_alike) else {
+                    return Ok(());
+                };
+                (&att.output, structure::unit_macs(t.hidden, att.head_size, seq_len).0)
+            }
+            Part::Ffn => {
+                let Some(ffn) = &l.ffn else { return Ok(()) };
+                (&ffn.down, structure::neuron_macs(ffn, seq_len))
+            }
+        };
+        let w0 = logical_weight(model, out_lin)?;
+        let gs = groups(part, l);
+        let limit = match part {
+            Part::Attention => gs.len(),
+            Part::Ffn => (gs.len() as f64 * MAX_FFN_FRACTION) as usize,
+        };
+        // Probe: this block alone at the probe level, compensated, through the whole model;
+        // then the same greedy run goes on to the limit for the cost curve.
+        let fraction = if part == Part::Attention { probe.0 } else { probe.1 };
+        let k = ((gs.len() as f64 * fraction).round() as usize).clamp(1, limit.max(1));
+        let what = format!("layer {li} {}", part.name());
+        let mut obs = st.obs(&w0, &what)?;
+        let (_, mut costs) = obs_greedy(&mut obs, &gs, k);
+        let local: f64 = costs.iter().sum();
+        let plan = block_plan(t, li, part, &obs, &gs, out_lin)?;
+        let (_, rest) = obs_greedy(&mut obs, &gs, limit.saturating_sub(k));
+        costs.extend(rest);
+        let probed = apply_plan(model, t, &plan)?;
+        let (logits, _) = calib.logits(&probed)?;
+        ensure_finite(
+            &format!("{what}: the logits with this block pruned alone (sensitivity probe)"),
+            &logits,
+        )?;
+        let sensitivity = divergence(&reference, &logits, labels) / local.max(1e-30);
+        curves.push(Curve {
+            layer: li,
+            part,
+            costs: costs.iter().map(|c| c * sensitivity).collect(),
+            unit_macs: unit,
+        });
+        Ok(())
+    })?;
     Ok(curves)
 }
 
@@ -818,55 +873,51 @@ pub fn block_costs(
     fractions.dedup();
     let t = structure::discover(model)?;
     refuse_factorized(&t)?;
-    stage("capturing the blocks' inputs and outputs");
-    let stats = block_stats(model, &t, calib)?;
     let (reference, labels) = calib.logits(model)?;
     ensure_finite("the unpruned model's logits on the calibration data", &reference)?;
+    stage("capturing the blocks' inputs and outputs");
     let mut out = Vec::new();
-    for (li, (l, (a, f))) in t.layers.iter().zip(&stats).enumerate() {
-        for (part, stats) in [(Part::Attention, a), (Part::Ffn, f)] {
-            let Some(st) = stats else { continue };
-            let (out_lin, unit) = match (part, &l.attention, &l.ffn) {
-                (Part::Attention, Some(att), _) => {
-                    (&att.output, structure::unit_macs(t.hidden, att.head_size, seq_len).0)
-                }
-                (Part::Ffn, _, Some(ffn)) => (&ffn.down, structure::neuron_macs(ffn, seq_len)),
-                _ => continue,
-            };
-            let what = format!("layer {li} {}", part.name());
-            stage(&what);
-            let gs = groups(part, l);
-            let limit = match part {
-                Part::Attention => gs.len().saturating_sub(1),
-                Part::Ffn => (gs.len() as f64 * MAX_FFN_FRACTION) as usize,
-            };
-            if limit == 0 {
-                continue;
-            }
-            let mut obs = st.obs(&logical_weight(model, out_lin)?, &what)?;
-            let mut removed = 0;
-            for &fraction in &fractions {
-                let k = ((gs.len() as f64 * fraction).round() as usize).clamp(1, limit);
-                if k > removed {
-                    obs_greedy(&mut obs, &gs, k - removed);
-                    removed = k;
-                }
-                let plan = block_plan(&t, li, part, &obs, &gs, out_lin)?;
-                let (logits, _) = calib.logits(&apply_plan(model, &t, &plan)?)?;
-                ensure_finite(&format!("{what}: the logits with this block pruned alone"), &logits)?;
-                out.push(BlockCost {
-                    layer: li,
-                    block: if part == Part::Attention { "attention" } else { "ffn" },
-                    units: gs.len(),
-                    fraction,
-                    removed,
-                    macs_saved: unit * removed as u64,
-                    divergence: divergence(&reference, &logits, labels),
-                    agreement: crate::passes::agreement(&reference, &logits, labels),
-                });
-            }
+    each_block_stats(model, &t, calib, STATS_BYTES, &mut |calib, li, part, st| {
+        let l = &t.layers[li];
+        let (out_lin, unit) = match (part, &l.attention, &l.ffn) {
+            (Part::Attention, Some(att), _) => (&att.output, structure::unit_macs(t.hidden, att.head_size, seq_len).0),
+            (Part::Ffn, _, Some(ffn)) => (&ffn.down, structure::neuron_macs(ffn, seq_len)),
+            _ => return Ok(()),
+        };
+        let what = format!("layer {li} {}", part.name());
+        stage(&what);
+        let gs = groups(part, l);
+        let limit = match part {
+            Part::Attention => gs.len().saturating_sub(1),
+            Part::Ffn => (gs.len() as f64 * MAX_FFN_FRACTION) as usize,
+        };
+        if limit == 0 {
+            return Ok(());
         }
-    }
+        let mut obs = st.obs(&logical_weight(model, out_lin)?, &what)?;
+        let mut removed = 0;
+        for &fraction in &fractions {
+            let k = ((gs.len() as f64 * fraction).round() as usize).clamp(1, limit);
+            if k > removed {
+                obs_greedy(&mut obs, &gs, k - removed);
+                removed = k;
+            }
+            let plan = block_plan(&t, li, part, &obs, &gs, out_lin)?;
+            let (logits, _) = calib.logits(&apply_plan(model, &t, &plan)?)?;
+            ensure_finite(&format!("{what}: the logits with this block pruned alone"), &logits)?;
+            out.push(BlockCost {
+                layer: li,
+                block: if part == Part::Attention { "attention" } else { "ffn" },
+                units: gs.len(),
+                fraction,
+                removed,
+                macs_saved: unit * removed as u64,
+                divergence: divergence(&reference, &logits, labels),
+                agreement: crate::passes::agreement(&reference, &logits, labels),
+            });
+        }
+        Ok(())
+    })?;
     Ok(out)
 }
 
@@ -882,6 +933,70 @@ mod tests {
         let m = crate::onnx::load(&path).expect("the fixture loads");
         let t = crate::structure::discover(&m).expect("the fixture maps");
         (m, t)
+    }
+
+    /// ONNX Runtime's calibrator, counting its captures.
+    struct Counting {
+        inner: crate::runtime::OrtCalibrator,
+        captures: usize,
+    }
+
+    impl Calibrator for Counting {
+        fn capture(
+            &mut self,
+            model: &ModelProto,
+            values: &[String],
+            sink: &mut crate::passes::Sink,
+        ) -> Result<(), PassError> {
+            self.captures += 1;
+            self.inner.capture(model, values, sink)
+        }
+        fn logits(&mut self, model: &ModelProto) -> Result<(Vec<f32>, usize), PassError> {
+            self.inner.logits(model)
+        }
+        fn examples(&self) -> usize {
+            self.inner.examples()
+        }
+        fn tokens(&self) -> usize {
+            self.inner.tokens()
+        }
+    }
+
+    /// Statistics captured one layer at a time (the budget a big model gets) give the cost curves
+    /// one capture of every layer gives, within float noise of where ONNX Runtime's graph is cut.
+    #[test]
+    fn statistics_captured_in_runs_of_layers_give_the_same_curves() {
+        if !crate::testkit::shared::require_ort("calibrated pruning's statistics") {
+            return;
+        }
+        let (m, t) = fixture("bert-sdpa");
+        let curves = |budget: usize| {
+            let mut c = Counting {
+                inner: crate::runtime::OrtCalibrator::new(
+                    crate::testkit::synth::random_batches(3, 7),
+                    crate::runtime::SessionOptions::default(),
+                ),
+                captures: 0,
+            };
+            let curves = curves_in_runs(&m, &t, 128, (0.5, 0.5), &mut c, budget).expect("curves");
+            (curves, c.captures)
+        };
+        let (whole, one) = curves(usize::MAX);
+        let (runs, per_layer) = curves(0);
+        assert_eq!((one, per_layer), (1, t.layers.len()), "captures");
+        assert_eq!(whole.len(), 2 * t.layers.len());
+        assert_eq!(whole.len(), runs.len());
+        for (a, b) in whole.iter().zip(&runs) {
+            assert_eq!((a.layer, a.part, a.costs.len()), (b.layer, b.part, b.costs.len()));
+            for (x, y) in a.costs.iter().zip(&b.costs) {
+                assert!(
+                    (x - y).abs() <= 1e-6 * x.abs().max(1e-12),
+                    "layer {} {:?}: {x} vs {y}",
+                    a.layer,
+                    a.part
+                );
+            }
+        }
     }
 
     /// The residual each block's output is added to: in a post-LN layer the layer input and the
