@@ -22,6 +22,10 @@ use crate::passes::Calibrator;
 const DAMP: f64 = 1e-2;
 /// Gram statistics use at most this many tokens (evenly spaced over the calibration data).
 const MAX_GRAM_TOKENS: usize = 16384;
+/// The inputs' Gram matrices are captured a few at a time, as many as fit in this many bytes (at
+/// least one; all of MiniLM's at once): capturing all of BERT-base's at once held 1 GB of them
+/// and a batch of every layer's inputs. Each capture runs the model up to its last input only.
+const GRAM_BYTES: usize = 320 << 20;
 
 /// Second moments of one value over the calibration tokens.
 struct Gram {
@@ -206,9 +210,27 @@ pub fn lowrank_calibrated(
             }
         };
     }
-    let mut grams: Vec<Gram> = inputs.iter().map(|(_, w)| Gram::new(*w, calib.tokens())).collect();
-    if !inputs.is_empty() {
-        let names: Vec<String> = inputs.iter().map(|(n, _)| n.clone()).collect();
+    // Per distinct input (Q, K and V share one), a few at a time: its Gram matrix, the whitening S
+    // and S⁻¹, then the whitened SVD of each layer reading it. Kept per layer until the ranks are
+    // chosen: its singular values and, up to the largest rank it could take (break-even, or full
+    // with --force), the factors A = S⁻¹U and B = ΣVᵀ in float32, as they are written. Nothing else
+    // outlives its input's run (BERT-base: 0.3 GB kept instead of 2 GB of f64 U, V and S⁻¹).
+    struct Done {
+        i: usize,
+        s: Vec<f64>,
+        /// Columns kept of A (rows of B).
+        kmax: usize,
+        /// A [in, kmax] and B [kmax, out], row-major.
+        a: Vec<f32>,
+        b: Vec<f32>,
+    }
+    let mut spectra: Vec<Done> = Vec::new();
+    for run in crate::passes::runs_within(inputs.iter().map(|(_, w)| 8 * w * w), GRAM_BYTES) {
+        let mut grams: Vec<Gram> = inputs[run.clone()]
+            .iter()
+            .map(|(_, w)| Gram::new(*w, calib.tokens()))
+            .collect();
+        let names: Vec<String> = inputs[run.clone()].iter().map(|(n, _)| n.clone()).collect();
         calib.capture(model, &names, &mut |positions, vals| {
             let tokens = positions.len();
             for (gram, (v, w)) in grams.iter_mut().zip(vals) {
@@ -216,47 +238,41 @@ pub fn lowrank_calibrated(
             }
             Ok(())
         })?;
-    }
-    // Whitening per distinct input (Q, K and V share one), then the whitened SVD per layer.
-    // Memory: an input's Gram matrix goes once its whitening is made, and S once the last
-    // layer reading that input is done; only S⁻¹ stays for the factors (BERT-base: about 3 GB
-    // less).
-    let mut whiten: Vec<Option<(Mat<f64>, Mat<f64>)>> = vec![None; inputs.len()];
-    let mut last_use = vec![0usize; inputs.len()];
-    for (i, &p) in input_of.iter().enumerate() {
-        if p != usize::MAX {
-            last_use[p] = i;
-        }
-    }
-    struct Done {
-        i: usize,
-        s: Vec<f64>,
-        u: Mat<f64>,
-        v: Mat<f64>,
-    }
-    let mut spectra: Vec<Done> = Vec::new();
-    for (i, tg) in targets.iter().enumerate() {
-        let p = input_of[i];
-        if p == usize::MAX {
-            continue;
-        }
-        if whiten[p].is_none() {
-            whiten[p] = Some(grams[p].whitening(&format!("{} (input '{}')", tg.name(), inputs[p].0))?);
-            grams[p].g = Array2::zeros((0, 0));
-        }
-        let (s_mat, _) = whiten[p]
-            .as_ref()
-            .ok_or_else(|| PassError::Internal("whitening".into()))?;
-        let w = weight_matrix(model, &tg.linear)?;
-        let sw = s_mat * &w;
-        let (u, s, v) = svd(&sw, &tg.name())?;
-        spectra.push(Done { i, s, u, v });
-        if last_use[p] == i {
-            if let Some((s_mat, _)) = whiten[p].as_mut() {
-                *s_mat = Mat::zeros(0, 0);
+        for (gram, p) in grams.into_iter().zip(run) {
+            let readers: Vec<usize> = (0..targets.len()).filter(|&i| input_of[i] == p).collect();
+            let what = format!("{} (input '{}')", targets[readers[0]].name(), inputs[p].0);
+            let (s_mat, s_inv) = gram.whitening(&what)?;
+            drop(gram);
+            for i in readers {
+                let tg = &targets[i];
+                let (m, n) = (tg.linear.in_features, tg.linear.out_features);
+                let w = weight_matrix(model, &tg.linear)?;
+                let sw = &s_mat * &w;
+                let (u, s, v) = svd(&sw, &tg.name())?;
+                let mut kmax = s.len();
+                if !opts.force {
+                    while kmax > 0 && at_break_even(kmax, m, n) {
+                        kmax -= 1;
+                    }
+                }
+                let a = &s_inv * u.subcols(0, kmax);
+                spectra.push(Done {
+                    i,
+                    kmax,
+                    a: (0..m)
+                        .flat_map(|r| (0..kmax).map(move |c| (r, c)))
+                        .map(|(r, c)| a[(r, c)] as f32)
+                        .collect(),
+                    b: (0..kmax)
+                        .flat_map(|r| (0..n).map(move |c| (r, c)))
+                        .map(|(r, c)| (s[r] * v[(c, r)]) as f32)
+                        .collect(),
+                    s,
+                });
             }
         }
     }
+    spectra.sort_by_key(|d| d.i);
     let ranks: Vec<Option<usize>> = match opts.target_params {
         Some(keep) => {
             let layers: Vec<(Vec<f64>, usize, usize)> = spectra
@@ -300,11 +316,15 @@ pub fn lowrank_calibrated(
             ));
             continue;
         }
-        let (_, s_inv) = whiten[input_of[d.i]]
-            .as_ref()
-            .ok_or_else(|| PassError::Internal("whitening".into()))?;
-        let a = s_inv * d.u.subcols(0, k);
-        let b = Mat::from_fn(k, n, |r, c| d.s[r] * d.v[(c, r)]);
+        if k > d.kmax {
+            return Err(PassError::Internal(format!(
+                "{}: rank {k} above the {} kept",
+                tg.name(),
+                d.kmax
+            )));
+        }
+        let a = Mat::from_fn(m, k, |r, c| d.a[r * d.kmax + c] as f64);
+        let b = Mat::from_fn(k, n, |r, c| d.b[r * n + c] as f64);
         reps.push(Replacement::new(tg, &a, &b)?);
         rows[d.i] = Some(tg.done(k, kept));
     }
