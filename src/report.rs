@@ -470,12 +470,13 @@ pub fn quantize_text(r: &crate::passes::quantize::QuantizeReport, output: &std::
         let _ =
             writeln!(
             o,
-            "matmuls      {} quantized{} (weights s8, {}; worst |error| {:.3} of scale/2), {} kept float by --exclude",
+            "matmuls      {} quantized{} (weights {}, {}; worst |error| {:.3} of scale/2), {} kept float by --exclude",
             r.matmuls.len(),
             match r.matmuls.iter().filter(|m| m.op == "Attention").count() {
                 0 => String::new(),
                 k => format!(", {k} of them fused Attention"),
             },
+            r.options.weight_type.name(),
             if r.options.per_channel { "per output channel" } else { "per tensor" },
             worst,
             r.excluded.len()

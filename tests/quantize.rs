@@ -9,7 +9,9 @@ use std::path::Path;
 use onnx_compress::onnx::proto::tensor_proto::DataType;
 use onnx_compress::onnx::{self, tensor, GraphIndex, ModelProto, SaveOptions};
 use onnx_compress::passes::quantize::fp16::f16_to_f32;
-use onnx_compress::passes::quantize::{self, ActivationType, CalibMethod, Mode, QuantizeOptions, StaticForm};
+use onnx_compress::passes::quantize::{
+    self, ActivationType, CalibMethod, Mode, QuantizeOptions, StaticForm, WeightType,
+};
 use onnx_compress::passes::{Calibrator, PassError, Sink};
 use onnx_compress::runtime::{self, Batch, SessionOptions};
 use onnx_compress::testkit::shared::{require, require_ort};
@@ -214,6 +216,57 @@ fn dynamic_agrees_with_float32_and_runs_integer_kernels() {
         );
         assert!(agree >= 0.98, "per_channel {per_channel}: agreement {agree}");
     }
+}
+
+/// `--weight-type u8` stores the s8 values plus 128 with zero point 128, and then ONNX Runtime's
+/// u8 × u8 kernels compute exactly on every CPU: the VNNI bar holds on an AVX2-only CPU too,
+/// where s8 weights need the looser one.
+#[test]
+fn u8_weights_are_the_s8_values_shifted_and_exact_on_every_cpu() {
+    if !require_ort("dynamic quantization in ONNX Runtime") {
+        return;
+    }
+    let m = synth();
+    let (s8, _) = quantize::quantize(&m, &opts(Mode::Dynamic), None).unwrap();
+    let u8_opts = QuantizeOptions {
+        weight_type: WeightType::U8,
+        ..opts(Mode::Dynamic)
+    };
+    let (u8q, report) = quantize::quantize(&m, &u8_opts, None).unwrap();
+    assert_eq!(report.options.weight_type, WeightType::U8);
+    let shifted = GraphIndex::new(u8q.graph.as_ref().unwrap());
+    let mut checked = 0;
+    for t in &s8.graph.as_ref().unwrap().initializer {
+        let Some(base) = t.name().strip_suffix("_quantized") else {
+            continue;
+        };
+        let Some(u) = shifted.initializer(t.name()) else {
+            continue;
+        };
+        if u.data_type() != DataType::Uint8 as i32 {
+            continue; // an embedding table: stays int8
+        }
+        let uv = u.raw_data.as_ref().unwrap();
+        assert!(
+            int8_values(t)
+                .iter()
+                .zip(uv.iter())
+                .all(|(&q, &v)| q as i16 + 128 == v as i16),
+            "{base}"
+        );
+        let z = shifted
+            .initializer(&format!("{base}_zero_point"))
+            .expect("a zero point");
+        assert_eq!(z.data_type(), DataType::Uint8 as i32);
+        assert!(z.raw_data.as_ref().unwrap().iter().all(|&v| v == 128), "{base}");
+        checked += 1;
+    }
+    assert!(checked >= 12, "{checked} u8 weights checked");
+    let bs = random_batches(6, 3);
+    let f = logits(&m, &bs, "float32");
+    let (rel, agree) = compare(&f, &logits(&u8q, &bs, "dynamic, u8 weights"));
+    assert!(rel < 0.05, "u8 weights: logits differ by {rel} of their scale");
+    assert!(agree >= 0.98, "u8 weights: agreement {agree}");
 }
 
 /// Which operators ONNX Runtime runs for `m` after its own optimizations.
@@ -540,6 +593,13 @@ fn bad_options_are_refused() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("--calib-data"), "{e}");
+    let o = QuantizeOptions {
+        weight_type: WeightType::U8,
+        activation_type: ActivationType::S8,
+        ..opts(Mode::Static)
+    };
+    let e = quantize::quantize(&m, &o, Some(&mut Zeros)).unwrap_err().to_string();
+    assert!(e.contains("--weight-type u8 needs u8 activations"), "{e}");
 }
 
 #[test]

@@ -78,7 +78,7 @@ pub(super) fn quantize_fused(
             (&name, "Attention"),
             &w,
             (rows, cols),
-            opts.per_channel,
+            opts,
             report,
         );
         let input = &n.input[0];

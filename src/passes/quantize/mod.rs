@@ -89,6 +89,10 @@ pub enum StaticForm {
 pub enum WeightType {
     /// int8, symmetric in [−127, 127].
     S8,
+    /// The same values stored as uint8 + 128 (zero point 128): ONNX Runtime then runs u8 × u8
+    /// kernels, exact on every CPU, where u8 × s8 without VNNI (AVX2) adds pairs of products in 16
+    /// bits and saturates; slower there.
+    U8,
 }
 
 impl Named for Mode {
@@ -155,7 +159,14 @@ impl Named for StaticForm {
 
 impl Named for WeightType {
     const ALL: &'static [(Self, &'static str, &'static str)] =
-        &[(WeightType::S8, "s8", "int8, symmetric in [−127, 127]")];
+        &[
+            (WeightType::S8, "s8", "int8, symmetric in [−127, 127]"),
+            (
+                WeightType::U8,
+                "u8",
+                "the same values as uint8 + 128: exact u8×u8 kernels on CPUs without VNNI, where u8×s8 saturates (slower there)",
+            ),
+        ];
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -304,6 +315,12 @@ pub fn validate(opts: &QuantizeOptions) -> Result<(), PassError> {
                 "`percentile` {}: the share of values kept must be in (0, 100]",
                 opts.percentile
             ),
+        )));
+    }
+    if opts.weight_type == WeightType::U8 && opts.mode == Mode::Static && opts.activation_type == ActivationType::S8 {
+        return Err(PassError::Options(OptionError::new(
+            "weight_type",
+            "`weight_type` u8 needs u8 activations: drop `activation_type` s8 (or keep s8 weights)",
         )));
     }
     for p in &opts.exclude {
@@ -552,7 +569,7 @@ pub(super) struct QuantizedWeight {
 }
 
 /// Quantizes the [rows, cols] float weight `w` (named `weight`, read by `node`, an `op`), adds its int8
-/// values, scales and zero points to `patch` under fresh names, and reports it: its largest
+/// values (as `opts.weight_type` stores them), scales and zero points to `patch` under fresh names, and reports it: its largest
 /// rounding error against half its largest scale, and a warning for all-zero columns.
 pub(super) fn add_quantized_weight(
     patch: &mut Patch,
@@ -560,9 +577,10 @@ pub(super) fn add_quantized_weight(
     (node, op): (&str, &str),
     w: &[f32],
     (rows, cols): (usize, usize),
-    per_channel: bool,
+    opts: &QuantizeOptions,
     report: &mut QuantizeReport,
 ) -> QuantizedWeight {
+    let per_channel = opts.per_channel;
     let (q, scales, zero) = quantize_weight(w, rows, cols, per_channel);
     if zero > 0 {
         report.warnings.push(format!(
@@ -590,9 +608,18 @@ pub(super) fn add_quantized_weight(
         zero_point: patch.fresh_name(&format!("{weight}_zero_point")),
     };
     let sd: Vec<usize> = if per_channel { vec![cols] } else { vec![] };
-    patch.add_initializer(from_i8(&names.q, &[rows, cols], &q));
+    match opts.weight_type {
+        WeightType::S8 => {
+            patch.add_initializer(from_i8(&names.q, &[rows, cols], &q));
+            patch.add_initializer(from_i8(&names.zero_point, &sd, &vec![0; scales.len()]));
+        }
+        WeightType::U8 => {
+            let shifted: Vec<u8> = q.iter().map(|&v| (v as i16 + 128) as u8).collect();
+            patch.add_initializer(from_u8(&names.q, &[rows, cols], &shifted));
+            patch.add_initializer(from_u8(&names.zero_point, &sd, &vec![128; scales.len()]));
+        }
+    }
     patch.add_initializer(tensor::from_f32(&names.scale, &sd, &scales));
-    patch.add_initializer(from_i8(&names.zero_point, &sd, &vec![0; scales.len()]));
     names
 }
 

@@ -215,7 +215,7 @@ pub(super) fn rewrite(
                 (&t.name, n.op_type()),
                 &w,
                 (t.rows, t.cols),
-                opts.per_channel,
+                opts,
                 report,
             );
             weights.insert(
