@@ -14,8 +14,9 @@
 //!   Issue 14 asks for "no worse than ONNX Runtime's" and argmax agreement: with the default s8
 //!   weights not met on an AVX2 CPU without VNNI, where the int8 GEMM's 16-bit pair sums
 //!   saturate on full-range per-channel weights (bench/RESULTS.md, "The export matrix"); with
-//!   `--weight-type u8` (exact u8 × u8 kernels) every cell agrees on argmax (held here) and its
-//!   error is printed beside ONNX Runtime's too;
+//!   `--weight-type u8` (exact u8 × u8 kernels) and the embedding tables left float as
+//!   `quantize_dynamic` leaves them (the same MatMuls quantized), every cell agrees on argmax and
+//!   is no worse than ONNX Runtime's logits stored with the fixture (both held here);
 //! - `eval` runs it on a small CSV with a word-level `tokenizer.json` and predicts what its
 //!   logits say (on these random weights 52 of the 88 cells give every example label 0, so
 //!   there it shows that eval runs; the others also that it feeds what the tokenizer says);
@@ -354,10 +355,12 @@ fn low_rank_and_quantization_of_every_cell() {
             .map_err(|e| format!("static INT8: {e}"))?;
         let es = relative(&base, &logits(&stat.model, &batch, "static INT8"));
         let verdict = if ours <= theirs { "no worse" } else { "WORSE" };
-        // u8 weights: exact u8 × u8 kernels on every CPU.
+        // u8 weights: exact u8 × u8 kernels on every CPU; embedding tables float, as ONNX
+        // Runtime's quantize_dynamic leaves them: the same MatMuls quantized.
         let exact = Pass::Quantize(QuantizeOptions {
             mode: Mode::Dynamic,
             weight_type: WeightType::U8,
+            embeddings: false,
             ..Default::default()
         })
         .apply(&m, None)
@@ -372,7 +375,12 @@ fn low_rank_and_quantization_of_every_cell() {
         ensure(flips8 == 0, || {
             format!("dynamic INT8 with u8 weights flips {flips8} of the examples' argmax (error {ours8})")
         })?;
-        let verdict8 = if ours8 <= theirs { "no worse" } else { "WORSE" };
+        ensure(ours8 <= theirs, || {
+            format!(
+                "dynamic INT8 with u8 weights: relative logit error {ours8}, ONNX Runtime's quantize_dynamic {theirs}"
+            )
+        })?;
+        let verdict8 = "no worse";
         Ok(format!(
             "(dynamic {ours:.3} vs ORT's quantize_dynamic {theirs:.3}: {verdict}, {flips} flipped; u8 weights {ours8:.3}: {verdict8}, {flips8} flipped; fp16 {e16:.1e}, static {es:.3})"
         ))
