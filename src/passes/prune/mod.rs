@@ -936,7 +936,7 @@ fn mask_heads_to_one(ed: &mut Editor, ix: &GraphIndex, t: &Transformer, plan: &P
     if !sliced {
         return Ok(());
     }
-    let mut groups: BTreeMap<(String, usize), Vec<usize>> = BTreeMap::new();
+    let mut groups: BTreeMap<(String, usize), Vec<(usize, i64)>> = BTreeMap::new();
     for c in t
         .layers
         .iter()
@@ -944,29 +944,41 @@ fn mask_heads_to_one(ed: &mut Editor, ix: &GraphIndex, t: &Transformer, plan: &P
         .flat_map(|a| &a.shape_consts)
     {
         if c.role == ShapeRole::MaskHeads {
-            let elements = groups.entry((c.constant.clone(), c.used_by_node)).or_default();
-            if !elements.contains(&c.element) {
-                elements.push(c.element);
+            let changes = groups.entry((c.constant.clone(), c.used_by_node)).or_default();
+            if !changes.contains(&(c.element, 1)) {
+                changes.push((c.element, 1));
             }
         }
     }
-    for ((constant, node), elements) in groups {
-        let mut values = ix
-            .const_i64(&constant)
-            .ok_or_else(|| PassError::Internal(format!("shape constant '{constant}' is not an integer constant")))?;
-        for e in elements {
-            values[e] = 1;
-        }
-        let dims: Vec<usize> = ix
-            .constant(&constant)
-            .map(|c| c.tensor().dims.iter().map(|&d| d as usize).collect())
-            .unwrap_or_default();
-        let name = ed.add_initializer(&format!("{constant}.mask"), tensor::from_i64("", &dims, &values));
+    for ((constant, node), changes) in groups {
+        let name = changed_constant(ed, ix, &constant, &changes, "mask")?;
         for slot in slots_reading(ix, node, &constant) {
             ed.patch.rewire(node, slot, &name);
         }
     }
     Ok(())
+}
+
+/// A new initializer `{constant}.{suffix}`: the integer constant `constant` with elements changed
+/// as `changes` (element, value) says. Returns its name.
+fn changed_constant(
+    ed: &mut Editor,
+    ix: &GraphIndex,
+    constant: &str,
+    changes: &[(usize, i64)],
+    suffix: &str,
+) -> Result<String, PassError> {
+    let mut values = ix
+        .const_i64(constant)
+        .ok_or_else(|| PassError::Internal(format!("shape constant '{constant}' is not an integer constant")))?;
+    for &(e, v) in changes {
+        values[e] = v;
+    }
+    let dims: Vec<usize> = ix
+        .constant(constant)
+        .map(|c| c.tensor().dims.iter().map(|&d| d as usize).collect())
+        .unwrap_or_default();
+    Ok(ed.add_initializer(&format!("{constant}.{suffix}"), tensor::from_i64("", &dims, &values)))
 }
 
 /// Layers that share weights (ALBERT) must be pruned alike: the same heads and neurons kept, no
@@ -1131,20 +1143,7 @@ fn prune_attention(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &Layer
     // its changed inputs.
     let mut copies: BTreeMap<usize, crate::onnx::NodeProto> = BTreeMap::new();
     for ((constant, node), changes) in groups {
-        let mut values = ix
-            .const_i64(&constant)
-            .ok_or_else(|| PassError::Internal(format!("shape constant '{constant}' is not an integer constant")))?;
-        for (e, v) in changes {
-            values[e] = v;
-        }
-        let dims: Vec<usize> = ix
-            .constant(&constant)
-            .map(|c| c.tensor().dims.iter().map(|&d| d as usize).collect())
-            .unwrap_or_default();
-        let name = ed.add_initializer(
-            &format!("{constant}.l{}", l.index),
-            tensor::from_i64("", &dims, &values),
-        );
+        let name = changed_constant(ed, ix, &constant, &changes, &format!("l{}", l.index))?;
         let shared = a
             .shape_consts
             .iter()
