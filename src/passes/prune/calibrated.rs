@@ -417,19 +417,9 @@ fn each_block_stats(
 /// Each block's greedy OBS cost curve on the unpruned model, scaled by a measured sensitivity:
 /// the block alone is pruned to `probe` of its units (with compensation) and the divergence of
 /// the model's predictions on the calibration data, per unit of the block's local cost, turns
-/// local reconstruction error into its effect on the output.
+/// local reconstruction error into its effect on the output. The statistics are captured
+/// `budget` bytes at a time (`each_block_stats`).
 fn curves(
-    model: &ModelProto,
-    t: &Transformer,
-    seq_len: usize,
-    probe: (f64, f64),
-    calib: &mut dyn Calibrator,
-) -> Result<Vec<Curve>, PassError> {
-    curves_in_runs(model, t, seq_len, probe, calib, STATS_BYTES)
-}
-
-/// `curves`, with the statistics captured `budget` bytes at a time.
-fn curves_in_runs(
     model: &ModelProto,
     t: &Transformer,
     seq_len: usize,
@@ -671,7 +661,14 @@ pub fn prune_calibrated(
     }
     let counts: Vec<(usize, usize)> = match opts.target_macs {
         Some(target) => {
-            let c = curves(model, &t, opts.seq_len, (1.0 - target, 1.0 - target), calib)?;
+            let c = curves(
+                model,
+                &t,
+                opts.seq_len,
+                (1.0 - target, 1.0 - target),
+                calib,
+                STATS_BYTES,
+            )?;
             allocate_macs(&c, &t, target, opts.seq_len)?
         }
         None if !opts.per_layer => {
@@ -682,7 +679,14 @@ pub fn prune_calibrated(
             if k_heads + k_neurons == 0 {
                 vec![(0, 0); t.layers.len()]
             } else {
-                let c = curves(model, &t, opts.seq_len, (opts.heads.max(0.1), opts.ffn.max(0.1)), calib)?;
+                let c = curves(
+                    model,
+                    &t,
+                    opts.seq_len,
+                    (opts.heads.max(0.1), opts.ffn.max(0.1)),
+                    calib,
+                    STATS_BYTES,
+                )?;
                 allocate_counts(&c, t.layers.len(), k_heads, k_neurons)
             }
         }
@@ -970,7 +974,7 @@ mod tests {
             return;
         }
         let (m, t) = fixture("bert-sdpa");
-        let curves = |budget: usize| {
+        let run = |budget: usize| {
             let mut c = Counting {
                 inner: crate::runtime::OrtCalibrator::new(
                     crate::testkit::synth::random_batches(3, 7),
@@ -978,11 +982,11 @@ mod tests {
                 ),
                 captures: 0,
             };
-            let curves = curves_in_runs(&m, &t, 128, (0.5, 0.5), &mut c, budget).expect("curves");
+            let curves = curves(&m, &t, 128, (0.5, 0.5), &mut c, budget).expect("curves");
             (curves, c.captures)
         };
-        let (whole, one) = curves(usize::MAX);
-        let (runs, per_layer) = curves(0);
+        let (whole, one) = run(usize::MAX);
+        let (runs, per_layer) = run(0);
         assert_eq!((one, per_layer), (1, t.layers.len()), "captures");
         assert_eq!(whole.len(), 2 * t.layers.len());
         assert_eq!(whole.len(), runs.len());
