@@ -148,6 +148,16 @@ pub fn lowrank_calibrated(
     opts: &LowrankOptions,
     calib: &mut dyn Calibrator,
 ) -> Result<(ModelProto, LowrankReport), PassError> {
+    factorize_calibrated(model, opts, calib, GRAM_BYTES)
+}
+
+/// [`lowrank_calibrated`], with the Gram matrices captured `budget` bytes at a time.
+fn factorize_calibrated(
+    model: &ModelProto,
+    opts: &LowrankOptions,
+    calib: &mut dyn Calibrator,
+    budget: usize,
+) -> Result<(ModelProto, LowrankReport), PassError> {
     validate(opts)?;
     crate::passes::ensure_known_opsets(model)?;
     if opts.denoise.is_some() {
@@ -225,7 +235,7 @@ pub fn lowrank_calibrated(
         b: Vec<f32>,
     }
     let mut spectra: Vec<Done> = Vec::new();
-    for run in crate::passes::runs_within(inputs.iter().map(|(_, w)| 8 * w * w), GRAM_BYTES) {
+    for run in crate::passes::runs_within(inputs.iter().map(|(_, w)| 8 * w * w), budget) {
         let mut grams: Vec<Gram> = inputs[run.clone()]
             .iter()
             .map(|(_, w)| Gram::new(*w, calib.tokens()))
@@ -342,4 +352,49 @@ pub fn lowrank_calibrated(
     report.calibration_examples = Some(calib.examples());
     report.calibration_tokens = Some(calib.tokens());
     Ok((out, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::onnx::tensor;
+
+    /// Gram matrices captured one input at a time (the budget a big model gets) give the ranks and
+    /// factors one capture of every input gives, within float noise of where ONNX Runtime's
+    /// graph is cut.
+    #[test]
+    fn grams_captured_in_runs_give_the_same_factors() {
+        if !crate::testkit::shared::require_ort("activation-aware low rank's statistics") {
+            return;
+        }
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bert-sdpa/model.onnx");
+        let m = crate::onnx::load(&path).expect("the fixture loads");
+        let opts = LowrankOptions {
+            rank: RankRule::Ratio(0.25),
+            ..Default::default()
+        };
+        let run = |budget: usize| {
+            let mut c = crate::runtime::OrtCalibrator::new(
+                crate::testkit::synth::random_batches(3, 7),
+                crate::runtime::SessionOptions::default(),
+            );
+            factorize_calibrated(&m, &opts, &mut c, budget).expect("factorizes")
+        };
+        let ((whole, a), (runs, b)) = (run(usize::MAX), run(0));
+        assert!(a.factorized > 0, "{a:?}");
+        let ranks = |r: &LowrankReport| r.layers.iter().map(|l| (l.name.clone(), l.rank)).collect::<Vec<_>>();
+        assert_eq!(ranks(&a), ranks(&b));
+        let (gw, gr) = (whole.graph.as_ref().unwrap(), runs.graph.as_ref().unwrap());
+        assert_eq!(gw.initializer.len(), gr.initializer.len());
+        for (x, y) in gw.initializer.iter().zip(&gr.initializer) {
+            assert_eq!((x.name(), &x.dims), (y.name(), &y.dims));
+            let (xv, yv) = (
+                tensor::to_f32(x).unwrap_or_default(),
+                tensor::to_f32(y).unwrap_or_default(),
+            );
+            let scale = xv.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+            let worst = xv.iter().zip(&yv).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+            assert!(worst <= 1e-4 * scale, "{}: {worst} of {scale}", x.name());
+        }
+    }
 }
