@@ -568,9 +568,10 @@ pub(super) struct QuantizedWeight {
     pub zero_point: String,
 }
 
-/// Quantizes the [rows, cols] float weight `w` (named `weight`, read by `node`, an `op`), adds its int8
-/// values (as `opts.weight_type` stores them), scales and zero points to `patch` under fresh names, and reports it: its largest
-/// rounding error against half its largest scale, and a warning for all-zero columns.
+/// Quantizes the [rows, cols] float weight `w` (named `weight`, read by `node`, an `op`), adds its
+/// int8 values (stored as `opts.weight_type` says), scales and zero points to `patch` under fresh
+/// names, and reports it: its largest rounding error against half its largest scale, and a
+/// warning for all-zero columns.
 pub(super) fn add_quantized_weight(
     patch: &mut Patch,
     weight: &str,
