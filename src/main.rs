@@ -334,8 +334,9 @@ fn cmd_auto(ort_lib: Option<&Path>, quiet: bool, a: AutoArgs) -> Result<()> {
     if r.winner.is_none() {
         let closest = auto::front::closest(&r, 3).join("; ");
         bail!(
-            "no candidate is within --max-drop {} points on the selection and beats the input on {}; nothing written (closest: {closest}); the journal stays in {}",
+            "no candidate is within --max-drop {} points on the selection (at {:.0}% confidence) and beats the input on {}; nothing written (closest: {closest}); the journal stays in {}",
             o.max_drop,
+            o.confidence * 100.0,
             onnx_compress::options::Named::name(o.objective),
             o.work.display()
         );

@@ -331,6 +331,11 @@ fn bad_flags_are_refused_before_anything_is_read() {
         ("fp16 on cpu", &["--quant", "fp16"], &["fp16", "cuda"]),
         ("selection", &["--selection", "8"], &["--selection", "16"]),
         ("negative budget", &["--max-drop", "-1"], &["--max-drop"]),
+        (
+            "certain confidence",
+            &["--confidence", "1"],
+            &["--confidence", "[0.5, 1)"],
+        ),
     ] {
         let o = base(extra);
         assert_clean_error(what, &o, needles);

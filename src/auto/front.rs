@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::journal::Entry;
 use super::space::{Candidate, Structure};
 use super::timing::Speed;
-use super::{drop_points, Objective};
+use super::{bound_points, drop_and_se, within, Objective};
 use crate::chart::{self, Chart, Kind, Point};
 use crate::glue::Task;
 use crate::report::csv_field;
@@ -25,8 +25,11 @@ pub struct Row {
     /// Selection accuracy, and the input's on the same examples.
     pub accuracy: f64,
     pub baseline_accuracy: f64,
-    /// Accuracy points lost on the selection.
+    /// Accuracy points lost on the selection, the paired standard error of that, and the upper
+    /// confidence bound that must be within the budget.
     pub drop: f64,
+    pub drop_se: f64,
+    pub drop_bound: f64,
     pub within_budget: bool,
     pub dropped_early: bool,
     pub params: usize,
@@ -49,10 +52,11 @@ pub struct Base {
     pub macs: Option<u64>,
     pub bytes: u64,
     pub max_drop: f64,
+    pub confidence: f64,
 }
 
 pub fn row(c: &Candidate, e: &Entry, speed: Option<Speed>, model: PathBuf, recipe: Option<PathBuf>, b: &Base) -> Row {
-    let drop = drop_points(e);
+    let (drop, drop_se) = drop_and_se(e);
     let n = e.examples.max(1) as f64;
     Row {
         id: c.id(),
@@ -63,7 +67,9 @@ pub fn row(c: &Candidate, e: &Entry, speed: Option<Speed>, model: PathBuf, recip
         accuracy: e.correct as f64 / n,
         baseline_accuracy: e.baseline_correct as f64 / n,
         drop,
-        within_budget: !e.dropped_early && drop <= b.max_drop + 1e-9,
+        drop_se,
+        drop_bound: bound_points(e, b.confidence),
+        within_budget: within(e, b.max_drop, b.confidence),
         dropped_early: e.dropped_early,
         params: e.params,
         macs: e.macs,
@@ -157,6 +163,8 @@ pub struct AutoReport {
     pub task: Task,
     pub objective: Objective,
     pub max_drop: f64,
+    /// One-sided confidence of "within the budget": the drop's upper bound at it must be.
+    pub confidence: f64,
     pub train_examples: usize,
     pub calibration_examples: usize,
     /// The file the selection was drawn from (the training file, or `--selection-data`).
@@ -193,11 +201,12 @@ fn speed_cell(r: &Row) -> String {
 /// The front as a Markdown table (every row; front rows marked, the winner in bold).
 pub fn markdown(r: &AutoReport) -> String {
     let mut s = format!(
-        "# auto: {} ({}), objective {}, budget {} points\n\n{}; {}\n\nSelection: {} examples of {}; calibration: {} of the {} of the training file (seed {}).\n\n",
+        "# auto: {} ({}), objective {}, budget {} points at {:.0}% confidence\n\n{}; {}\n\nSelection: {} examples of {}; calibration: {} of the {} of the training file (seed {}).\n\n",
         r.model.display(),
         r.task.name(),
         objective_name(r.objective),
         r.max_drop,
+        r.confidence * 100.0,
         r.date,
         r.machine,
         r.selection_examples,
@@ -206,8 +215,8 @@ pub fn markdown(r: &AutoReport) -> String {
         r.train_examples,
         r.seed
     );
-    s += "| candidate | selection acc | drop (points) | within budget | MACs | size MB | × input (paired) | build s | front |\n";
-    s += "|---|---:|---:|:---:|---:|---:|---:|---:|:---:|\n";
+    s += "| candidate | selection acc | drop (points) | ± SE | bound | within budget | MACs | size MB | × input (paired) | build s | front |\n";
+    s += "|---|---:|---:|---:|---:|:---:|---:|---:|---:|---:|:---:|\n";
     for row in &r.rows {
         let name = if r.winner.as_deref() == Some(row.id.as_str()) {
             format!("**{}** (chosen)", row.label)
@@ -220,8 +229,10 @@ pub fn markdown(r: &AutoReport) -> String {
             format!("{:.4}", row.accuracy)
         };
         s += &format!(
-            "| {name} | {acc} | {:+.2} | {} | {} | {:.2} | {} | {:.1} | {} |\n",
+            "| {name} | {acc} | {:+.2} | {:.2} | {:.2} | {} | {} | {:.2} | {} | {:.1} | {} |\n",
             0.0 - row.drop + 0.0,
+            row.drop_se,
+            row.drop_bound,
             if row.within_budget { "yes" } else { "no" },
             row.macs_fraction.map_or("–".into(), |f| format!("{:.0}%", f * 100.0)),
             mb(row.bytes),
@@ -261,7 +272,7 @@ fn objective_name(o: Objective) -> &'static str {
 
 pub fn csv(r: &AutoReport) -> String {
     let mut s = String::from(
-        "id,label,examples,accuracy,baseline_accuracy,drop,within_budget,dropped_early,params,macs,macs_fraction,bytes,size_fraction,speedup,speedup_min,speedup_max,ms_per_batch,build_seconds,on_front,chosen,recipe\n",
+        "id,label,examples,accuracy,baseline_accuracy,drop,drop_se,drop_bound,within_budget,dropped_early,params,macs,macs_fraction,bytes,size_fraction,speedup,speedup_min,speedup_max,ms_per_batch,build_seconds,on_front,chosen,recipe\n",
     );
     for row in &r.rows {
         let opt = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
@@ -272,6 +283,8 @@ pub fn csv(r: &AutoReport) -> String {
             row.accuracy.to_string(),
             row.baseline_accuracy.to_string(),
             row.drop.to_string(),
+            row.drop_se.to_string(),
+            row.drop_bound.to_string(),
             row.within_budget.to_string(),
             row.dropped_early.to_string(),
             row.params.to_string(),
@@ -372,10 +385,13 @@ pub fn text(r: &AutoReport) -> String {
     };
     s += &format!("chosen: {} ({})\n", w.label, w.id);
     s += &format!(
-        "  selection: {:.4} vs input {:.4} ({:+.2} points, budget {})\n",
+        "  selection: {:.4} vs input {:.4} ({:+.2} ± {:.2} points; bound {:.2} at {:.0}% confidence, budget {})\n",
         w.accuracy,
         w.baseline_accuracy,
         0.0 - w.drop + 0.0,
+        w.drop_se,
+        w.drop_bound,
+        r.confidence * 100.0,
         r.max_drop
     );
     if let Some(d) = &r.dev {
@@ -440,9 +456,10 @@ pub fn closest(r: &AutoReport, n: usize) -> Vec<String> {
         .take(n)
         .map(|x| {
             format!(
-                "{}: {:+.2} points on {} selection examples",
+                "{}: {:+.2} ± {:.2} points on {} selection examples",
                 x.label,
                 0.0 - x.drop + 0.0,
+                x.drop_se,
                 x.examples
             )
         })

@@ -51,6 +51,11 @@ pub struct Entry {
     pub dropped_early: bool,
     /// The `--max-drop` it was scored under (what "dropped early" means).
     pub budget: f64,
+    /// Of the examples scored: those the baseline gets right and this candidate wrong, and the
+    /// reverse — what the paired difference's standard error is made of. `None` in journals
+    /// written before they were kept (such a candidate is scored again).
+    #[serde(default)]
+    pub discordant: Option<[usize; 2]>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -210,6 +215,7 @@ mod tests {
             baseline_correct: 15,
             dropped_early: false,
             budget: 0.5,
+            discordant: Some([1, 1]),
         }
     }
 

@@ -89,6 +89,9 @@ pub struct AutoOptions {
     pub seed: u64,
     /// Accuracy points the chosen model may lose on the selection part.
     pub max_drop: f64,
+    /// One-sided confidence that a candidate's drop is within `max_drop`: its drop plus this
+    /// level's normal quantile times the paired standard error must be (0.5: the drop itself).
+    pub confidence: f64,
     pub objective: Objective,
     pub time_budget: Duration,
     pub device: Device,
@@ -122,6 +125,15 @@ impl AutoOptions {
             return Err(OptionError::new(
                 "max_drop",
                 "`max_drop` must be 0 or more (accuracy points)",
+            ));
+        }
+        if !(self.confidence >= 0.5 && self.confidence < 1.0) {
+            return Err(OptionError::new(
+                "confidence",
+                format!(
+                    "`confidence` must lie in [0.5, 1) (0.5: the drop itself, 0.9: the drop plus 1.28 standard errors); got {}",
+                    self.confidence
+                ),
             ));
         }
         if self.selection < 16 {
@@ -272,19 +284,16 @@ impl Search<'_> {
             return Ok(None);
         }
         if let Some(mut e) = self.journal.get(&id, &self.o.work).cloned() {
-            // Dropped early under a tighter budget: this budget may admit it.
-            if e.dropped_early && e.budget < self.o.max_drop {
-                (self.ui.stage)(&format!(
-                    "{}: scoring again under --max-drop {}",
-                    c.label(),
-                    self.o.max_drop
-                ));
-                (e.examples, e.correct, e.baseline_correct, e.dropped_early) =
-                    self.score(&self.o.work.join(&e.model))?;
+            // Dropped early under a tighter budget: this budget may admit it. Written before the
+            // journal kept the discordant counts: the standard error needs them.
+            let looser = e.dropped_early && e.budget < self.o.max_drop;
+            if looser || e.discordant.is_none() {
+                (self.ui.stage)(&format!("{}: scoring again", c.label()));
+                self.score(&self.o.work.join(&e.model))?.fill(&mut e);
                 e.budget = self.o.max_drop;
                 self.journal.append(e.clone())?;
             }
-            (self.ui.line)(&format!("{}: from the journal", line_of(c, &e, self.o.max_drop)));
+            (self.ui.line)(&format!("{}: from the journal", self.line_of(c, &e)));
             self.entries.push((c.clone(), e.clone()));
             return Ok(Some(e));
         }
@@ -351,29 +360,30 @@ impl Search<'_> {
                 .and_then(|(_, e)| e.macs),
         };
         stage("scoring on the selection");
-        let (examples, correct, baseline_correct, dropped_early) = self.score(&out)?;
-        let e = Entry {
+        let mut e = Entry {
             id,
             model: format!("{CANDIDATES}/{}.onnx", c.id()),
             build_seconds,
             params: executor::weight_elements(&outcome.model),
             macs,
             bytes: file_size(&out),
-            examples,
-            correct,
-            baseline_correct,
-            dropped_early,
+            examples: 0,
+            correct: 0,
+            baseline_correct: 0,
+            dropped_early: false,
             budget: self.o.max_drop,
+            discordant: None,
         };
+        self.score(&out)?.fill(&mut e);
         self.journal.append(e.clone())?;
-        (self.ui.line)(&line_of(c, &e, self.o.max_drop));
+        (self.ui.line)(&self.line_of(c, &e));
         self.entries.push((c.clone(), e.clone()));
         Ok(Some(e))
     }
 
     /// Scores a model on the first rung of the selection, and on the rest unless it is out of the
-    /// budget beyond doubt: (examples, right, the input's right on them, dropped early).
-    fn score(&self, model: &Path) -> Result<(usize, usize, usize, bool)> {
+    /// budget beyond doubt.
+    fn score(&self, model: &Path) -> Result<Score> {
         let mut scorer = Scorer::open(model, &self.o.session(), &self.sel)?;
         scorer.score(&self.sel, false)?;
         let dropped_early =
@@ -382,13 +392,45 @@ impl Search<'_> {
             scorer.score(&self.sel, true)?;
         }
         let (examples, correct) = scorer.counts();
-        let baseline_correct = scorer
-            .right
-            .iter()
-            .zip(&self.base)
-            .filter(|(c, b)| c.is_some() && **b == Some(true))
-            .count();
-        Ok((examples, correct, baseline_correct, dropped_early))
+        let (_, lost, gained) = select::discordant(&self.base, &scorer.right);
+        Ok(Score {
+            examples,
+            correct,
+            // The candidate's right answers, less those it gained, plus those it lost.
+            baseline_correct: correct + lost - gained,
+            lost,
+            gained,
+            dropped_early,
+        })
+    }
+
+    fn within(&self, e: &Entry) -> bool {
+        within(e, self.o.max_drop, self.o.confidence)
+    }
+
+    /// `p0.60 + static_ort: selection 0.9121 (−0.20 ± 0.14 points) within the budget`.
+    fn line_of(&self, c: &Candidate, e: &Entry) -> String {
+        let (drop, se) = drop_and_se(e);
+        let verdict = if e.dropped_early {
+            format!("out of the budget (dropped after {} examples)", e.examples)
+        } else if self.within(e) {
+            "within the budget".into()
+        } else if drop <= self.o.max_drop + 1e-9 {
+            format!(
+                "out of the budget at {:.0}% confidence (drop + {:.2} standard errors {:.2} points)",
+                self.o.confidence * 100.0,
+                select::normal_quantile(self.o.confidence),
+                bound_points(e, self.o.confidence)
+            )
+        } else {
+            "out of the budget".into()
+        };
+        format!(
+            "{}: selection {:.4} ({:+.2} ± {se:.2} points) {verdict}",
+            c.label(),
+            e.correct as f64 / e.examples.max(1) as f64,
+            0.0 - drop + 0.0
+        )
     }
 
     /// Builds a structure and its number formats; whether any of them is within the budget.
@@ -402,7 +444,7 @@ impl Search<'_> {
         for q in formats {
             let c = Candidate { structure: s, quant: q };
             if let Some(e) = self.evaluate(&c)? {
-                any |= within(&e, self.o.max_drop);
+                any |= self.within(&e);
             }
         }
         if s != Structure::None {
@@ -431,22 +473,24 @@ impl Search<'_> {
     }
 }
 
-/// `p0.60 + static_ort: selection 0.9121 (−0.20 points) within the budget`.
-fn line_of(c: &Candidate, e: &Entry, max_drop: f64) -> String {
-    let drop = drop_points(e);
-    let verdict = if e.dropped_early {
-        format!("out of the budget (dropped after {} examples)", e.examples)
-    } else if drop <= max_drop {
-        "within the budget".into()
-    } else {
-        "out of the budget".into()
-    };
-    format!(
-        "{}: selection {:.4} ({:+.2} points) {verdict}",
-        c.label(),
-        e.correct as f64 / e.examples.max(1) as f64,
-        0.0 - drop + 0.0
-    )
+/// A candidate's scores on the selection.
+struct Score {
+    examples: usize,
+    correct: usize,
+    baseline_correct: usize,
+    lost: usize,
+    gained: usize,
+    dropped_early: bool,
+}
+
+impl Score {
+    fn fill(self, e: &mut Entry) {
+        e.examples = self.examples;
+        e.correct = self.correct;
+        e.baseline_correct = self.baseline_correct;
+        e.dropped_early = self.dropped_early;
+        e.discordant = Some([self.lost, self.gained]);
+    }
 }
 
 /// Accuracy points lost against the baseline on the same selection examples.
@@ -454,8 +498,23 @@ pub fn drop_points(e: &Entry) -> f64 {
     (e.baseline_correct as f64 - e.correct as f64) / e.examples.max(1) as f64 * 100.0
 }
 
-fn within(e: &Entry, max_drop: f64) -> bool {
-    !e.dropped_early && drop_points(e) <= max_drop + 1e-9
+/// The drop and its paired standard error (points; 0 without the discordant counts).
+pub fn drop_and_se(e: &Entry) -> (f64, f64) {
+    let se = e
+        .discordant
+        .map_or(0.0, |[lost, gained]| select::paired_drop(e.examples, lost, gained).1);
+    (drop_points(e), se)
+}
+
+/// The one-sided upper confidence bound of the drop at `confidence` (points).
+pub fn bound_points(e: &Entry, confidence: f64) -> f64 {
+    let (drop, se) = drop_and_se(e);
+    drop + select::normal_quantile(confidence) * se
+}
+
+/// Scored on the whole selection, with a drop whose upper confidence bound is within the budget.
+pub fn within(e: &Entry, max_drop: f64, confidence: f64) -> bool {
+    !e.dropped_early && bound_points(e, confidence) <= max_drop + 1e-9
 }
 
 fn file_size(p: &Path) -> u64 {
@@ -625,6 +684,7 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
         task: o.task,
         objective: o.objective,
         max_drop: o.max_drop,
+        confidence: o.confidence,
         train_examples: total,
         calibration_examples: split.calibration.len(),
         selection_file: sel_file.clone(),
@@ -657,6 +717,7 @@ fn rows(o: &AutoOptions, s: &Search, entries: &[(Candidate, Entry)], speeds: &[O
         macs: s.base_macs,
         bytes: file_size(&o.model),
         max_drop: o.max_drop,
+        confidence: o.confidence,
     };
     entries
         .iter()
@@ -763,6 +824,7 @@ fn finish(
     let base_bytes = file_size(&o.model);
     let base_correct = s.base.iter().filter(|r| **r == Some(true)).count();
     let baseline = Entry {
+        discordant: Some([0, 0]),
         id: "base".into(),
         model: o.model.display().to_string(),
         build_seconds: 0.0,
@@ -785,9 +847,7 @@ fn finish(
     all.extend(s.entries.iter().cloned());
     let mut speeds = vec![None; all.len()];
     if o.objective == Objective::Speed {
-        let timed: Vec<usize> = (0..all.len())
-            .filter(|&i| i == 0 || within(&all[i].1, o.max_drop))
-            .collect();
+        let timed: Vec<usize> = (0..all.len()).filter(|&i| i == 0 || s.within(&all[i].1)).collect();
         if timed.len() > 1 {
             let paths: Vec<PathBuf> = timed.iter().map(|&i| s.model_path(&all[i].0)).collect();
             let batches = &s.sel.timing[..s.sel.timing.len().min(8)];
@@ -906,6 +966,38 @@ mod tests {
         assert!(parse_duration("30").unwrap_err().to_string().contains("unit"));
         assert!(parse_duration("0m").is_err());
         assert!(parse_duration("5d").unwrap_err().to_string().contains("unknown unit"));
+    }
+
+    #[test]
+    fn a_drop_within_the_budget_must_be_within_it_at_the_confidence_asked() {
+        // 1000 examples: 7 lost, 3 gained — 0.40 points down, standard error 0.32.
+        let e = Entry {
+            id: "x".into(),
+            model: "x.onnx".into(),
+            build_seconds: 0.0,
+            params: 0,
+            macs: None,
+            bytes: 0,
+            examples: 1000,
+            correct: 900,
+            baseline_correct: 904,
+            dropped_early: false,
+            budget: 0.5,
+            discordant: Some([7, 3]),
+        };
+        let (drop, se) = drop_and_se(&e);
+        assert!((drop - 0.4).abs() < 1e-9 && (se - 0.316).abs() < 1e-3, "{drop} {se}");
+        assert!(within(&e, 0.5, 0.5));
+        assert!(!within(&e, 0.5, 0.9), "bound {}", bound_points(&e, 0.9));
+        assert!(within(&e, 0.85, 0.9));
+        assert!(!within(
+            &Entry {
+                dropped_early: true,
+                ..e.clone()
+            },
+            100.0,
+            0.5
+        ));
     }
 
     #[test]

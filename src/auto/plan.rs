@@ -54,6 +54,8 @@ pub fn args(o: &AutoOptions) -> Vec<String> {
         o.seed.to_string(),
         "--max-drop".into(),
         o.max_drop.to_string(),
+        "--confidence".into(),
+        o.confidence.to_string(),
         "--objective".into(),
         o.objective.name().into(),
         "--prune".into(),

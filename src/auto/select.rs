@@ -24,18 +24,21 @@ pub struct Split {
     pub selection_total: usize,
 }
 
-/// Splits `n` examples as calibration draws them with `seed` ([`crate::calib::draw_order`]).
+/// Splits `n` examples as calibration draws them with `seed` ([`crate::calib::draw_order`]): the
+/// first `calib` calibrate, up to `selection` of the rest choose (all of the rest when fewer, but
+/// at least 16).
 pub fn split(n: usize, calib: usize, selection: usize, seed: u64, file: &Path) -> Result<Split> {
-    if calib + selection > n {
+    let left = n.saturating_sub(calib);
+    if left < 16.min(selection) {
         bail!(
-            "--calib-data {}: {n} examples, fewer than --calib-samples {calib} + --selection {selection}; lower one of them",
+            "--calib-data {}: {n} examples leave {left} for the selection after --calib-samples {calib}; at least 16 are needed: lower --calib-samples",
             file.display()
         );
     }
     let order = crate::calib::draw_order(n, seed);
     Ok(Split {
         calibration: order[..calib].to_vec(),
-        selection: order[calib..calib + selection].to_vec(),
+        selection: order[calib..calib + selection.min(left)].to_vec(),
         total: n,
         selection_total: n,
     })
@@ -188,23 +191,74 @@ impl Scorer {
     }
 }
 
+/// Of the examples both have answered: (scored, the baseline right and the candidate wrong, the
+/// reverse).
+pub fn discordant(base: &[Option<bool>], cand: &[Option<bool>]) -> (usize, usize, usize) {
+    let (mut n, mut lost, mut gained) = (0, 0, 0);
+    for (b, c) in base.iter().zip(cand) {
+        if let (Some(b), Some(c)) = (b, c) {
+            n += 1;
+            lost += usize::from(*b && !*c);
+            gained += usize::from(!*b && *c);
+        }
+    }
+    (n, lost, gained)
+}
+
+/// The accuracy drop (points) over `n` paired examples and its standard error: each example
+/// differs by +1 (`lost`), −1 (`gained`) or 0.
+pub fn paired_drop(n: usize, lost: usize, gained: usize) -> (f64, f64) {
+    if n < 2 {
+        return (0.0, 0.0);
+    }
+    let nf = n as f64;
+    let mean = (lost as f64 - gained as f64) / nf;
+    let var = ((lost + gained) as f64 - nf * mean * mean).max(0.0) / (nf - 1.0);
+    (mean * 100.0, (var / nf).sqrt() * 100.0)
+}
+
 /// Whether a candidate whose answers are `cand` is out of a budget of `max_drop` points beyond
 /// doubt, against the baseline's `base` on the same examples: its drop minus two standard errors
 /// of the paired difference still exceeds the budget.
 pub fn out_of_budget(base: &[Option<bool>], cand: &[Option<bool>], max_drop: f64) -> bool {
-    let diffs: Vec<f64> = base
-        .iter()
-        .zip(cand)
-        .filter_map(|(b, c)| Some(f64::from(u8::from((*b)?)) - f64::from(u8::from((*c)?))))
-        .collect();
-    let n = diffs.len() as f64;
-    if n < 2.0 {
-        return false;
+    let (n, lost, gained) = discordant(base, cand);
+    let (drop, se) = paired_drop(n, lost, gained);
+    n >= 2 && drop - 2.0 * se > max_drop
+}
+
+/// The standard normal quantile of `p` in (0, 1): the z of a one-sided confidence level (0.9 →
+/// 1.2816). Bisection on the complementary error function (within 1e-7).
+pub fn normal_quantile(p: f64) -> f64 {
+    let cdf = |z: f64| 0.5 * erfc(-z / std::f64::consts::SQRT_2);
+    let (mut lo, mut hi) = (-9.0, 9.0);
+    for _ in 0..80 {
+        let mid = 0.5 * (lo + hi);
+        if cdf(mid) < p {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
     }
-    let mean = diffs.iter().sum::<f64>() / n;
-    let var = diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1.0);
-    let se = (var / n).sqrt();
-    (mean - 2.0 * se) * 100.0 > max_drop
+    0.5 * (lo + hi)
+}
+
+/// The complementary error function (Numerical Recipes' Chebyshev fit, relative error < 1.2e-7).
+fn erfc(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -z * z - 1.265_512_23
+        + t * (1.000_023_68
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_203_98 + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+    let r = t * poly.exp();
+    if x >= 0.0 {
+        r
+    } else {
+        2.0 - r
+    }
 }
 
 #[cfg(test)]
@@ -222,8 +276,14 @@ mod tests {
         assert_eq!(all.len(), 80);
         let draw = crate::calib::draw_order(100, 7);
         assert_eq!(s.calibration, draw[..30]);
-        let e = split(10, 8, 8, 0, Path::new("t.tsv")).unwrap_err().to_string();
-        assert!(e.contains("10 examples") && e.contains("--selection 8"), "{e}");
+        // Fewer left than asked: all of them.
+        let s = split(100, 30, 500, 7, Path::new("t.tsv")).unwrap();
+        assert_eq!(s.selection, crate::calib::draw_order(100, 7)[30..]);
+        let e = split(20, 8, 64, 0, Path::new("t.tsv")).unwrap_err().to_string();
+        assert!(
+            e.contains("20 examples leave 12") && e.contains("--calib-samples 8"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -245,5 +305,31 @@ mod tests {
         assert_eq!(rung_size(512), 128);
         assert_eq!(rung_size(100), 64);
         assert_eq!(rung_size(40), 40);
+    }
+
+    #[test]
+    fn the_paired_standard_error_is_the_sample_one_of_the_differences() {
+        // 100 examples: 6 lost, 2 gained. Differences: six 1s, two −1s, 92 zeros.
+        let (drop, se) = paired_drop(100, 6, 2);
+        assert!((drop - 4.0).abs() < 1e-12);
+        let var = (6.0 * 0.96f64.powi(2) + 2.0 * 1.04f64.powi(2) + 92.0 * 0.04f64.powi(2)) / 99.0;
+        assert!((se - (var / 100.0).sqrt() * 100.0).abs() < 1e-9, "{se}");
+        let b = [Some(true), Some(false), Some(true), None];
+        let c = [Some(false), Some(true), Some(true), Some(false)];
+        assert_eq!(discordant(&b, &c), (3, 1, 1));
+        assert_eq!(paired_drop(1, 1, 0), (0.0, 0.0));
+    }
+
+    #[test]
+    fn normal_quantiles_match_the_tables() {
+        for (p, z) in [
+            (0.5, 0.0),
+            (0.8, 0.841_621),
+            (0.9, 1.281_552),
+            (0.95, 1.644_854),
+            (0.99, 2.326_348),
+        ] {
+            assert!((normal_quantile(p) - z).abs() < 1e-5, "{p}: {}", normal_quantile(p));
+        }
     }
 }

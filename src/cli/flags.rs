@@ -497,8 +497,10 @@ pub struct AutoArgs {
     /// Calibration examples: the first drawn (seeded by --seed), as every calibrated pass draws them.
     #[arg(long, default_value_t = 512)]
     pub calib_samples: usize,
-    /// Selection examples: the ones drawn after the calibration part. Every choice is made on them.
-    #[arg(long, default_value_t = 1024)]
+    /// Selection examples: the ones drawn after the calibration part (all of them when fewer
+    /// remain). Every choice is made on them; more examples, a smaller standard error of each
+    /// candidate's drop.
+    #[arg(long, default_value_t = 4096)]
     pub selection: usize,
     /// Choose on this labelled file instead (e.g. a validation split the model was not fine-tuned
     /// on; --selection examples drawn from it, all when it has fewer), read like TRAIN.
@@ -509,6 +511,11 @@ pub struct AutoArgs {
     /// Accuracy points the chosen model may lose on the selection part.
     #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
     pub max_drop: f64,
+    /// One-sided confidence that a candidate is within --max-drop: its selection drop plus this
+    /// level's normal quantile times the paired standard error must be (0.5: the drop alone; 0.9:
+    /// the drop + 1.28 standard errors).
+    #[arg(long, default_value_t = 0.9)]
+    pub confidence: f64,
     #[arg(long, value_parser = choice::<Objective>(), default_value = "speed")]
     pub objective: Objective,
     /// Stop starting new pruning levels when this would be exceeded (90s, 30m, 2h).
