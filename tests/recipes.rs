@@ -153,6 +153,18 @@ fn bad_configs_name_the_key_and_line_and_write_nothing() {
             format!("{head}quantization:\n  enable: true\n  method: int3\n"),
             &["quantization.method (line 7)", "unknown method 'int3'"],
         ),
+        (
+            "unknown weight type",
+            format!("{head}quantization:\n  enable: true\n  method: dynamic\n  weight_type: u4\n"),
+            &["quantization.weight_type", "unknown type 'u4'", "s8, u8"],
+        ),
+        (
+            "u8 weights with s8 static activations",
+            format!(
+                "{head}calibration:\n  data: t.tsv\nquantization:\n  enable: true\n  method: static\n  weight_type: u8\n  activation_type: s8\n"
+            ),
+            &["quantization.weight_type", "u8 activations"],
+        ),
         ("shuffle", format!("{head}  shuffle: true\n"), &["data.shuffle (line 5)"]),
         (
             "unknown low-rank set",

@@ -29,6 +29,13 @@ pub struct Settings {
     pub seed: u64,
     pub max_length: usize,
     pub device: String,
+    /// How int8 weights are stored (journals from before the choice: s8).
+    #[serde(default = "s8")]
+    pub weight_type: String,
+}
+
+fn s8() -> String {
+    "s8".into()
 }
 
 /// One scored candidate.
@@ -199,6 +206,7 @@ mod tests {
             seed,
             max_length: 128,
             device: "cpu".into(),
+            weight_type: "s8".into(),
         }
     }
 

@@ -31,6 +31,7 @@ use crate::executor::{self, Output, Plan};
 use crate::glue::Task;
 use crate::onnx::{self, ExternalData, SaveOptions};
 use crate::options::{Named, OptionError};
+use crate::passes::quantize::WeightType;
 use crate::runtime::{Device, SessionOptions};
 
 use front::{AutoReport, DevResult, Row};
@@ -103,6 +104,8 @@ pub struct AutoOptions {
     pub lowrank: Vec<f64>,
     /// Number formats (recipe `quantization.method` names) tried on every structure, beside float.
     pub quant: Vec<&'static str>,
+    /// How their int8 weights are stored.
+    pub weight_type: WeightType,
     /// The GLUE folder and split of the final evaluation.
     pub data_dir: PathBuf,
     pub split: String,
@@ -600,6 +603,7 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
         seed: o.seed,
         max_length: o.max_length,
         device: o.device.name().into(),
+        weight_type: o.weight_type.name().into(),
     };
     let job = match &o.mode {
         Mode::Only(id) => Some(id.as_str()),
@@ -648,6 +652,7 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
             max_length: o.max_length,
             threads: o.threads,
             cuda: o.device == Device::Cuda,
+            weight_type: o.weight_type,
             data_dir: o.data_dir.clone(),
             split: o.split.clone(),
         },

@@ -70,6 +70,8 @@ pub fn args(o: &AutoOptions) -> Vec<String> {
         },
         "--device".into(),
         o.device.name().into(),
+        "--weight-type".into(),
+        o.weight_type.name().into(),
         "--threads".into(),
         o.threads.to_string(),
         "--max-length".into(),

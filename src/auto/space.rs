@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::glue::Task;
+use crate::options::Named;
+use crate::passes::quantize::WeightType;
 use crate::recipe::{
     CalibrationSection, DataSection, DeviceSection, EvalSection, LowrankSection, ModelSection, PruneSection,
     QuantizationSection, Recipe,
@@ -97,6 +99,8 @@ pub struct Common {
     pub max_length: usize,
     pub threads: usize,
     pub cuda: bool,
+    /// How int8 weights are stored (`quantization.weight_type`).
+    pub weight_type: WeightType,
     /// The GLUE folder and split `run` evaluates on.
     pub data_dir: PathBuf,
     pub split: String,
@@ -119,6 +123,9 @@ pub fn recipe(c: &Candidate, common: &Common) -> Recipe {
         Some(m) => QuantizationSection {
             enable: true,
             method: Some(m.into()),
+            // Written only when it is not the default, so that s8 recipes stay as they were.
+            weight_type: (m != "fp16" && common.weight_type != WeightType::S8)
+                .then(|| common.weight_type.name().to_string()),
             ..Default::default()
         },
     };
@@ -173,5 +180,33 @@ mod tests {
             quant: None
         }
         .is_baseline());
+    }
+
+    #[test]
+    fn u8_weights_are_written_into_int8_recipes_only() {
+        let mut common = Common {
+            model: "/m.onnx".into(),
+            task: Task::Sst2,
+            calib_data: "/t.tsv".into(),
+            calib_samples: 8,
+            seed: 0,
+            max_length: 128,
+            threads: 0,
+            cuda: false,
+            weight_type: WeightType::U8,
+            data_dir: "/glue".into(),
+            split: "dev".into(),
+        };
+        let wt = |q: &'static str, common: &Common| {
+            let c = Candidate {
+                structure: Structure::Prune(0.6),
+                quant: Some(q),
+            };
+            recipe(&c, common).quantization.weight_type
+        };
+        assert_eq!(wt("static_ort", &common).as_deref(), Some("u8"));
+        assert_eq!(wt("fp16", &common), None);
+        common.weight_type = WeightType::S8;
+        assert_eq!(wt("dynamic_per_channel", &common), None);
     }
 }

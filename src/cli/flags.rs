@@ -511,6 +511,10 @@ pub struct AutoArgs {
     /// Accuracy points the chosen model may lose on the selection part.
     #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
     pub max_drop: f64,
+    /// How int8 weights are stored: s8, or u8 (the same values + 128: exact on CPUs without VNNI,
+    /// where s8 weights can saturate, and slower there).
+    #[arg(long, value_parser = choice::<WeightType>(), default_value = "s8")]
+    pub weight_type: WeightType,
     /// One-sided confidence that a candidate is within --max-drop: its selection drop plus this
     /// level's normal quantile times the paired standard error must be (0.5: the drop alone; 0.9:
     /// the drop + 1.28 standard errors).

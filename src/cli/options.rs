@@ -328,6 +328,7 @@ pub fn auto_options(model: &Path, a: &super::flags::AutoArgs) -> Result<onnx_com
         seed: a.seed,
         max_drop: a.max_drop,
         confidence: a.confidence,
+        weight_type: a.weight_type,
         objective: a.objective,
         time_budget: auto::parse_duration(&a.time_budget)?,
         device: a.device,

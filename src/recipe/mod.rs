@@ -190,6 +190,10 @@ pub struct QuantizationSection {
     pub calib_method: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percentile: Option<f64>,
+    /// `s8` or `u8`: how int8 weights are stored (u8: the same values + 128, exact on CPUs without
+    /// VNNI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_type: Option<String>,
     /// `u8` or `s8` (static).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activation_type: Option<String>,

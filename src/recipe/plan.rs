@@ -6,7 +6,7 @@ use crate::executor::{self, Plan, PlanError, Step};
 use crate::options::Named;
 use crate::passes::lowrank::{ApplyTo, LowrankOptions, RankRule, Shrink};
 use crate::passes::prune::{PruneOptions, Removal, Strategy};
-use crate::passes::quantize::{self, ActivationType, CalibMethod, Mode, QuantizeOptions, StaticForm};
+use crate::passes::quantize::{self, ActivationType, CalibMethod, Mode, QuantizeOptions, StaticForm, WeightType};
 use crate::passes::Pass;
 
 use super::{LoadedRecipe, LowrankSection, PruneUnit, QuantizationSection};
@@ -87,6 +87,11 @@ pub fn quantize_options(q: &QuantizationSection) -> Result<QuantizeOptions, Stri
             )
         })?,
     };
+    let weight_type = match q.weight_type.as_deref() {
+        None => d.weight_type,
+        Some(t) => WeightType::from_name(t)
+            .ok_or_else(|| format!("quantization.weight_type: unknown type '{t}' ({})", WeightType::names()))?,
+    };
     let activation_type = match q.activation_type.as_deref() {
         None => d.activation_type,
         Some(t) => ActivationType::from_name(t).ok_or_else(|| {
@@ -99,7 +104,7 @@ pub fn quantize_options(q: &QuantizationSection) -> Result<QuantizeOptions, Stri
     Ok(QuantizeOptions {
         mode,
         per_channel,
-        weight_type: d.weight_type,
+        weight_type,
         activation_type,
         calib_method,
         percentile: q.percentile.unwrap_or(d.percentile),
@@ -221,5 +226,25 @@ pub fn recipe_key(label: Option<&str>, field: &str) -> String {
         (Some("quantization"), "mode") => "quantization.method".into(),
         (Some(label), field) => format!("{}.{field}", label.split('.').next().unwrap_or(label)),
         (None, field) => format!("calibration.{field}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weight_type_defaults_to_s8_and_reads_u8() {
+        let q = |t: Option<&str>| QuantizationSection {
+            enable: true,
+            method: Some("static_ort".into()),
+            weight_type: t.map(String::from),
+            ..Default::default()
+        };
+        assert_eq!(quantize_options(&q(None)).unwrap().weight_type, WeightType::S8);
+        assert_eq!(quantize_options(&q(Some("u8"))).unwrap().weight_type, WeightType::U8);
+        assert!(quantize_options(&q(Some("i8")))
+            .unwrap_err()
+            .contains("quantization.weight_type"));
     }
 }
