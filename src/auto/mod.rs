@@ -7,7 +7,9 @@
 //! part; the dev split is read once, at the end, to report the winner's drop beside its selection
 //! drop. Each candidate is a recipe ([`space`]); its structure is built once and each number
 //! format is applied to that build. A candidate is scored on a quarter of the selection first and
-//! dropped there when it is out of the budget beyond doubt ([`select`]). Pruning levels are
+//! dropped there when it is out of the budget beyond doubt ([`select`]); it is within the budget
+//! when its drop plus `confidence`'s normal quantile times the paired standard error is (a drop
+//! measured on a few thousand examples is itself uncertain by tenths of a point). Pruning levels are
 //! searched by bisection (more MACs removed costs more accuracy), then refined between the last
 //! level within the budget and the first beyond it, while the time budget lasts. Speed is measured
 //! paired against the baseline in this process ([`timing`]). The [`journal`] lets an interrupted
