@@ -29,7 +29,7 @@ pub struct Split {
 /// at least 16).
 pub fn split(n: usize, calib: usize, selection: usize, seed: u64, file: &Path) -> Result<Split> {
     let left = n.saturating_sub(calib);
-    if left < 16.min(selection) {
+    if left < 16 {
         bail!(
             "--calib-data {}: {n} examples leave {left} for the selection after --calib-samples {calib}; at least 16 are needed: lower --calib-samples",
             file.display()
