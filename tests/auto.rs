@@ -502,3 +502,58 @@ fn a_selection_file_of_its_own_is_chosen_on_and_dev_is_refused_as_one() {
         .unwrap();
     assert_clean_error("dev as selection", &o, &["--selection-data", "dev split"]);
 }
+
+#[test]
+fn a_journal_written_before_the_discordant_counts_is_scored_again_to_the_same_rows() {
+    let Some(sh) = shared("auto's older journals") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.onnx");
+    let search = args(
+        &sh,
+        &out,
+        "--calib-samples 16 --selection 64 --prune none --lowrank 0.9 --quant none --objective macs \
+         --max-drop 100 --json",
+    );
+    let first = json(&bin().args(&search).arg("-q").output().unwrap(), "auto");
+    // The journal as an older build wrote it: no `discordant` field in its entries.
+    let journal = out.with_extension("auto").join("journal.jsonl");
+    let lines: Vec<String> = std::fs::read_to_string(&journal)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            if let Some(o) = v.as_object_mut() {
+                o.remove("discordant");
+            }
+            v.to_string()
+        })
+        .collect();
+    assert_eq!(lines.len(), 2, "header and one candidate: {lines:?}");
+    assert!(!lines[1].contains("discordant"));
+    std::fs::write(&journal, lines.join("\n") + "\n").unwrap();
+    std::fs::remove_file(&out).unwrap();
+
+    let o = bin().args(&search).output().unwrap();
+    let again = json(&o, "auto over the older journal");
+    assert!(
+        text(&o.stderr).contains("built before, scored again"),
+        "the older entry was taken without its standard error:\n{}",
+        text(&o.stderr)
+    );
+    let key = |r: &Value| {
+        let row = &r["rows"][1];
+        format!(
+            "{} {} {} {} {}",
+            row["id"], row["examples"], row["drop"], row["drop_se"], row["drop_bound"]
+        )
+    };
+    assert_eq!(key(&first), key(&again));
+    assert!(first["rows"][1]["drop_se"].as_f64().is_some());
+    let last: Value = serde_json::from_str(std::fs::read_to_string(&journal).unwrap().lines().last().unwrap()).unwrap();
+    assert!(
+        last["discordant"].is_array(),
+        "the rescored entry keeps its counts: {last}"
+    );
+}

@@ -448,18 +448,20 @@ pub fn text(r: &AutoReport) -> String {
     s
 }
 
-/// When nothing is within the budget: the closest candidates, as lines.
+/// When nothing is within the budget: the closest candidates, as lines — closest by the upper
+/// confidence bound of the drop, the number the verdict compares with the budget.
 pub fn closest(r: &AutoReport, n: usize) -> Vec<String> {
     let mut rows: Vec<&Row> = r.rows.iter().skip(1).collect();
-    rows.sort_by(|a, b| a.drop.total_cmp(&b.drop));
+    rows.sort_by(|a, b| a.drop_bound.total_cmp(&b.drop_bound).then(a.drop.total_cmp(&b.drop)));
     rows.iter()
         .take(n)
         .map(|x| {
             format!(
-                "{}: {:+.2} ± {:.2} points on {} selection examples",
+                "{}: {:+.2} ± {:.2} points (bound {:.2}) on {} selection examples",
                 x.label,
                 0.0 - x.drop + 0.0,
                 x.drop_se,
+                x.drop_bound,
                 x.examples
             )
         })

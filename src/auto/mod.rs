@@ -292,13 +292,19 @@ impl Search<'_> {
             // Dropped early under a tighter budget: this budget may admit it. Written before the
             // journal kept the discordant counts: the standard error needs them.
             let looser = e.dropped_early && e.budget < self.o.max_drop;
-            if looser || e.discordant.is_none() {
+            let again = looser || e.discordant.is_none();
+            if again {
                 (self.ui.stage)(&format!("{}: scoring again", c.label()));
                 self.score(&self.o.work.join(&e.model))?.fill(&mut e);
                 e.budget = self.o.max_drop;
                 self.journal.append(e.clone())?;
             }
-            (self.ui.line)(&format!("{}: from the journal", self.line_of(c, &e)));
+            let how = if again {
+                "built before, scored again"
+            } else {
+                "from the journal"
+            };
+            (self.ui.line)(&format!("{}: {how}", self.line_of(c, &e)));
             self.entries.push((c.clone(), e.clone()));
             return Ok(Some(e));
         }
