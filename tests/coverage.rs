@@ -63,7 +63,7 @@ use std::path::{Path, PathBuf};
 
 use ndarray::Array2;
 use onnx_compress::onnx::{self, tensor, ModelProto};
-use onnx_compress::passes::lowrank::{LowrankOptions, RankRule};
+use onnx_compress::passes::lowrank::{ApplyTo, LowrankOptions, RankRule};
 use onnx_compress::passes::prune::{self, Plan, PruneOptions, Strategy};
 use onnx_compress::passes::quantize::{Mode, QuantizeOptions};
 use onnx_compress::passes::Pass;
@@ -989,9 +989,10 @@ fn distinct_matrices(m: &ModelProto, dtype: i32) -> usize {
 
 /// ALBERT's layers share one set of weights. It maps with that sharing seen and every parameter
 /// counted once; l1 and random pruning prune both layers alike and keep them sharing (the file
-/// shrinks; it used to grow, each layer getting its own sliced copy); a plan that differs
-/// between the layers and calibrated pruning are refused naming the sharing; low rank and INT8
-/// write each shared weight's factors or int8 copy once.
+/// shrinks; it used to grow, each layer getting its own sliced copy); calibrated pruning fits each
+/// shared block once to both layers; a plan that differs between the layers is refused naming the
+/// sharing; low rank (weight and activation-aware) and INT8 write each shared weight's factors or
+/// int8 copy once.
 #[test]
 fn albert_keeps_its_layers_sharing_weights() {
     let t = maps_as_configured(ALBERT, 8);
@@ -1031,28 +1032,94 @@ fn albert_keeps_its_layers_sharing_weights() {
         let pruned = discover(&onnx::load(&out).unwrap()).unwrap();
         assert_eq!(pruned.shared_weights(), t.shared_weights(), "{strategy}: still shared");
     }
-    let calibrated = Pass::Prune(PruneOptions {
-        heads: 0.5,
+    // Calibrated pruning fits each shared block once, to both layers' statistics summed: both
+    // layers keep the same units and read one refitted weight, and the refit serves them: on the
+    // calibration batches the logits stay closer to the unpruned model's than l1 pruning of as
+    // many units leaves them.
+    let calib_logits = |m: &ModelProto| {
+        let mut c = calibrator(2, 3);
+        onnx_compress::passes::Calibrator::logits(&mut c, m).unwrap().0
+    };
+    let reference = calib_logits(&load(ALBERT));
+    let before = distinct_matrices(&load(ALBERT), 1);
+    for (heads, ffn) in [(0.5, 0.0), (0.0, 0.5), (0.25, 0.5)] {
+        let pruned = |strategy| {
+            Pass::Prune(PruneOptions {
+                heads,
+                ffn,
+                strategy,
+                ..Default::default()
+            })
+            .apply(&load(ALBERT), Some(&mut calibrator(2, 3)))
+            .unwrap_or_else(|e| panic!("{strategy:?} pruning of albert (heads {heads}, ffn {ffn}): {e}"))
+            .model
+        };
+        let (obs, l1) = (pruned(Strategy::Obs), pruned(Strategy::L1));
+        let (to, tl) = (discover(&obs).unwrap(), discover(&l1).unwrap());
+        assert_eq!(to.shared_weights(), t.shared_weights(), "still shared");
+        let units = |t: &Transformer| {
+            t.layers
+                .iter()
+                .map(|l| (l.attention.as_ref().map_or(0, |a| a.num_heads), l.ffn_width()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            units(&to),
+            units(&tl),
+            "as many units as l1 prunes, alike in both layers"
+        );
+        assert_eq!(distinct_matrices(&obs, 1), before, "each refitted weight written once");
+        let (eo, el) = (
+            max_diff(&reference, &calib_logits(&obs)),
+            max_diff(&reference, &calib_logits(&l1)),
+        );
+        assert!(eo < el, "heads {heads}, ffn {ffn}: calibrated {eo} vs l1 {el}");
+    }
+    // A MAC budget counts a shared unit in every layer running it: 60% of the MACs, not 80%.
+    let budget = Pass::Prune(PruneOptions {
+        target_macs: Some(0.6),
         strategy: Strategy::Obs,
         ..Default::default()
-    });
-    let Err(err) = calibrated.apply(&load(ALBERT), Some(&mut calibrator(2, 3))) else {
-        panic!("calibrated pruning of shared weights was not refused")
+    })
+    .apply(&load(ALBERT), Some(&mut calibrator(2, 3)))
+    .unwrap_or_else(|e| panic!("albert --target-macs 0.6: {e}"));
+    let tb = discover(&budget.model).unwrap();
+    assert_eq!(tb.shared_weights(), t.shared_weights(), "still shared");
+    let macs = |t: &Transformer| onnx_compress::structure::macs_per_sequence(t, 128).0 as f64;
+    let kept = macs(&tb) / macs(&t);
+    assert!((0.5..=0.6).contains(&kept), "MACs kept {kept}");
+    // Activation-aware low rank fits each shared weight once, to both layers' inputs (their Gram
+    // matrices summed): factors written once per shared weight, both layers reading them, and at
+    // full rank the model computes what it did.
+    let aware = |rank: usize, force: bool| {
+        Pass::Lowrank(LowrankOptions {
+            rank: RankRule::Fixed(rank),
+            activation_aware: true,
+            apply_to: ApplyTo::BertLinearOnly,
+            force,
+            ..Default::default()
+        })
+        .apply(&load(ALBERT), Some(&mut calibrator(2, 3)))
+        .unwrap_or_else(|e| panic!("activation-aware low rank of albert at rank {rank}: {e}"))
     };
-    assert!(
-        err.to_string().contains("share their weights (as ALBERT's layers do)"),
-        "{err}"
+    let low = aware(4, false);
+    assert_eq!(
+        distinct_matrices(&low.model, 1),
+        before + 6,
+        "the 6 shared weights each replaced by two factors once (the pooler is not calibrated)"
     );
-    let aware = Pass::Lowrank(LowrankOptions {
-        rank: RankRule::Fixed(4),
-        activation_aware: true,
-        ..Default::default()
-    });
-    let Err(err) = aware.apply(&load(ALBERT), Some(&mut calibrator(2, 3))) else {
-        panic!("activation-aware low rank of shared weights was not refused")
-    };
-    assert!(err.to_string().contains("(as ALBERT's layers do)"), "{err}");
-    let before = distinct_matrices(&load(ALBERT), 1);
+    assert_eq!(
+        discover(&low.model).unwrap().shared_weights(),
+        t.shared_weights(),
+        "still shared"
+    );
+    let full = aware(32, true);
+    let batches = batches(ALBERT);
+    let (x, y) = (
+        logits(&load(ALBERT), &batches, "albert"),
+        logits(&full.model, &batches, "albert, shared factors at full rank"),
+    );
+    assert!(max_diff(&x, &y) < 1e-4, "full-rank shared factors: {x:?} vs {y:?}");
     let args = ["lowrank", "--rank", "4", "--apply-to", "bert_linear_only"];
     let lr = onnx::load(&run_pass(ALBERT, dir.path(), "lowrank.onnx", &args)).unwrap();
     // The 6 shared weights and the pooler, each replaced by two factors (per layer, 13 pairs).

@@ -172,31 +172,16 @@ fn factorize_calibrated(
     if opts.target_params.is_none() {
         check_fixed_rank(&targets, opts.rank)?;
     }
-    // One weight read by two layers (ALBERT) would get two factorizations, each fitted to its
-    // own layer's inputs: a bigger model, not a smaller one.
-    if let Some((a, b)) = targets.iter().enumerate().find_map(|(i, a)| {
-        targets[..i]
-            .iter()
-            .find(|b| b.linear.weight == a.linear.weight)
-            .map(|b| (b, a))
-    }) {
-        return Err(PassError::Unsupported(format!(
-            "{} and {} share the weight '{}' (as ALBERT's layers do): activation-aware factors are fitted \
-             to each layer's inputs, which one shared weight cannot take; use the weight method (no \
-             --calib-data), which factorizes a shared weight once",
-            b.name(),
-            a.name(),
-            a.linear.weight
-        )));
-    }
     let g = model
         .graph
         .as_ref()
         .ok_or_else(|| PassError::Internal("no graph".into()))?;
     let ix = GraphIndex::new(g);
     let mut rows: Vec<Option<LayerReport>> = vec![None; targets.len()];
-    let mut inputs: Vec<(String, usize)> = Vec::new();
-    let mut input_of: Vec<usize> = vec![usize::MAX; targets.len()];
+    // One weight read by several layers (ALBERT) gets one factorization, fitted to all its
+    // readers' inputs at once: ‖X₁(M − M̂)‖² + ‖X₂(M − M̂)‖² = ‖S(M − M̂)‖² with SᵀS = X₁ᵀX₁ + X₂ᵀX₂,
+    // so the Gram matrices of its inputs are summed. `lead[i]`: the first target with i's weight.
+    let mut lead: Vec<usize> = (0..targets.len()).collect();
     for (i, tg) in targets.iter().enumerate() {
         if let Some(f) = &tg.linear.factor {
             rows[i] = Some(tg.kept(format!("already factorized (rank {})", f.rank), f.rank, 1.0));
@@ -211,17 +196,33 @@ fn factorize_calibrated(
             ));
             continue;
         }
-        let x = ix.node(tg.linear.node).input[0].clone();
-        input_of[i] = match inputs.iter().position(|(v, _)| *v == x) {
+        lead[i] = (0..i)
+            .find(|&j| rows[j].is_none() && lead[j] == j && targets[j].linear.weight == tg.linear.weight)
+            .unwrap_or(i);
+    }
+    let calibrated = |i: usize| rows[i].is_none();
+    // The inputs each shared (or single) weight is fitted to: Q, K and V of a layer read one
+    // input and share its Gram matrix; ALBERT's Q reads every layer's input.
+    let mut inputs: Vec<(Vec<String>, usize)> = Vec::new();
+    let mut input_of: Vec<usize> = vec![usize::MAX; targets.len()];
+    for i in (0..targets.len()).filter(|&i| calibrated(i) && lead[i] == i) {
+        let mut xs: Vec<String> = Vec::new();
+        for j in (i..targets.len()).filter(|&j| calibrated(j) && lead[j] == i) {
+            let x = ix.node(targets[j].linear.node).input[0].clone();
+            if !xs.contains(&x) {
+                xs.push(x);
+            }
+        }
+        input_of[i] = match inputs.iter().position(|(v, _)| *v == xs) {
             Some(p) => p,
             None => {
-                inputs.push((x, tg.linear.in_features));
+                inputs.push((xs, targets[i].linear.in_features));
                 inputs.len() - 1
             }
         };
     }
     // Per distinct input (Q, K and V share one), a few at a time: its Gram matrix, the whitening S
-    // and S⁻¹, then the whitened SVD of each layer reading it. Kept per layer until the ranks are
+    // and S⁻¹, then the whitened SVD of each weight reading it. Kept per weight until the ranks are
     // chosen: its singular values and, up to the largest rank it could take (break-even, or full
     // with --force), the factors A = S⁻¹U and B = ΣVᵀ in float32, as they are written. Nothing else
     // outlives its input's run (BERT-base: 0.3 GB kept instead of 2 GB of f64 U, V and S⁻¹).
@@ -238,19 +239,34 @@ fn factorize_calibrated(
     for run in crate::passes::runs_within(inputs.iter().map(|(_, w)| 8 * w * w), budget) {
         let mut grams: Vec<Gram> = inputs[run.clone()]
             .iter()
-            .map(|(_, w)| Gram::new(*w, calib.tokens()))
+            .map(|(xs, w)| Gram::new(*w, calib.tokens() * xs.len()))
             .collect();
-        let names: Vec<String> = inputs[run.clone()].iter().map(|(n, _)| n.clone()).collect();
+        // Each value captured once, added to every Gram matrix that sums it.
+        let mut names: Vec<String> = Vec::new();
+        let mut into: Vec<Vec<usize>> = Vec::new();
+        for (k, (xs, _)) in inputs[run.clone()].iter().enumerate() {
+            for x in xs {
+                match names.iter().position(|n| n == x) {
+                    Some(p) => into[p].push(k),
+                    None => {
+                        names.push(x.clone());
+                        into.push(vec![k]);
+                    }
+                }
+            }
+        }
         calib.capture(model, &names, &mut |positions, vals| {
             let tokens = positions.len();
-            for (gram, (v, w)) in grams.iter_mut().zip(vals) {
-                gram.add(tokens, v, *w)?;
+            for ((v, w), to) in vals.iter().zip(&into) {
+                for &k in to {
+                    grams[k].add(tokens, v, *w)?;
+                }
             }
             Ok(())
         })?;
         for (gram, p) in grams.into_iter().zip(run) {
             let readers: Vec<usize> = (0..targets.len()).filter(|&i| input_of[i] == p).collect();
-            let what = format!("{} (input '{}')", targets[readers[0]].name(), inputs[p].0);
+            let what = format!("{} (input '{}')", targets[readers[0]].name(), inputs[p].0.join("' + '"));
             let (s_mat, s_inv) = gram.whitening(&what)?;
             drop(gram);
             for i in readers {
@@ -303,27 +319,33 @@ fn factorize_calibrated(
     for (d, k) in spectra.iter().zip(ranks) {
         let tg = &targets[d.i];
         let (m, n) = (tg.linear.in_features, tg.linear.out_features);
+        // The weight's readers: itself and the layers sharing it, which get the same factors.
+        let sharing: Vec<usize> = (d.i..targets.len()).filter(|&j| lead[j] == d.i).collect();
         let Some(k) = k else {
-            rows[d.i] = Some(tg.kept(
-                format!(
-                    "kept dense by the budget allocation (its useful rank reached break-even {:.1})",
-                    break_even(m, n)
-                ),
-                0,
-                1.0,
-            ));
+            for &j in &sharing {
+                rows[j] = Some(targets[j].kept(
+                    format!(
+                        "kept dense by the budget allocation (its useful rank reached break-even {:.1})",
+                        break_even(m, n)
+                    ),
+                    0,
+                    1.0,
+                ));
+            }
             continue;
         };
         let kept = energy_share(&d.s, k);
         if at_break_even(k, m, n) && !opts.force {
-            rows[d.i] = Some(tg.kept(
-                format!(
-                    "rank {k} is at or above break-even {:.1}: factors would not be smaller (--force factorizes anyway)",
-                    break_even(m, n)
-                ),
-                k,
-                kept,
-            ));
+            for &j in &sharing {
+                rows[j] = Some(targets[j].kept(
+                    format!(
+                        "rank {k} is at or above break-even {:.1}: factors would not be smaller (--force factorizes anyway)",
+                        break_even(m, n)
+                    ),
+                    k,
+                    kept,
+                ));
+            }
             continue;
         }
         if k > d.kmax {
@@ -335,8 +357,10 @@ fn factorize_calibrated(
         }
         let a = Mat::from_fn(m, k, |r, c| d.a[r * d.kmax + c] as f64);
         let b = Mat::from_fn(k, n, |r, c| d.b[r * n + c] as f64);
-        reps.push(Replacement::new(tg, &a, &b)?);
-        rows[d.i] = Some(tg.done(k, kept));
+        for &j in &sharing {
+            reps.push(Replacement::new(&targets[j], &a, &b)?);
+            rows[j] = Some(targets[j].done(k, kept));
+        }
     }
     let out = factorize_graph(model, &reps)?;
     let rows: Vec<LayerReport> = rows.into_iter().flatten().collect();

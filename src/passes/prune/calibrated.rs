@@ -316,10 +316,28 @@ fn groups(part: Part, l: &EncoderLayer) -> Vec<Vec<usize>> {
     }
 }
 
+/// The layers that run block `part` of layer `lead` with its weights: `lead` and the layers
+/// sharing them (ALBERT's); empty when `lead` itself reads an earlier layer's weights. One
+/// shared block is fitted once, to all its layers' statistics summed (the least-squares problem
+/// of one weight that must serve every layer reading it), and pruned alike in all of them.
+fn sharing(shared: &[(Option<usize>, Option<usize>)], lead: usize, part: Part) -> Vec<usize> {
+    let of = |j: usize| match part {
+        Part::Attention => shared[j].0,
+        Part::Ffn => shared[j].1,
+    };
+    if of(lead).is_some() {
+        return vec![];
+    }
+    (lead..shared.len())
+        .filter(|&j| j == lead || of(j) == Some(lead))
+        .collect()
+}
+
 /// One block's greedy removal costs (relative to the energy of the LayerNorm input it feeds)
-/// and the MACs one unit costs.
+/// and the MACs one unit costs (in all the layers running it).
 struct Curve {
-    layer: usize,
+    /// The layers running the block: one, or those sharing its weights.
+    layers: Vec<usize>,
     part: Part,
     costs: Vec<f64>,
     unit_macs: u64,
@@ -339,16 +357,33 @@ fn block_stats(
 ) -> Result<Vec<LayerStats>, PassError> {
     let mut wanted: Vec<String> = Vec::new();
     let total_tokens = calib.tokens();
+    let shared = t.shared_weights();
+    // The statistics of a block whose weights other layers share sum theirs: kept at the first
+    // (which `each_block_stats` puts in the same run), `None` at the others.
+    let lead = |li: usize, part: Part| -> Result<usize, PassError> {
+        let first = match part {
+            Part::Attention => shared[li].0,
+            Part::Ffn => shared[li].1,
+        }
+        .unwrap_or(li);
+        first
+            .checked_sub(layers.start)
+            .ok_or_else(|| PassError::Internal(format!("layer {li} shares layer {first}'s weights across runs")))
+    };
     let mut stats: Vec<LayerStats> = Vec::new();
     for li in layers.clone() {
         let (l, n) = (&t.layers[li], &layer_names[li]);
-        let a = l.attention.as_ref().map(|a| {
+        let stats_of = |units: usize, part: Part| {
+            let k = sharing(&shared, li, part).len();
+            (k > 0).then(|| Stats::new(units, t.hidden, total_tokens * k))
+        };
+        let a = l.attention.as_ref().and_then(|a| {
             wanted.extend([n.x.clone(), n.ctx.clone(), n.res1.clone()]);
-            Stats::new(a.all_heads(), t.hidden, total_tokens)
+            stats_of(a.all_heads(), Part::Attention)
         });
-        let f = l.ffn.as_ref().map(|f| {
+        let f = l.ffn.as_ref().and_then(|f| {
             wanted.extend([n.ln1.clone(), n.act.clone(), n.res2.clone()]);
-            Stats::new(f.width, t.hidden, total_tokens)
+            stats_of(f.width, Part::Ffn)
         });
         stats.push((a, f));
     }
@@ -357,24 +392,28 @@ fn block_stats(
     let pos = |name: &str| wanted.iter().position(|w| w == name).unwrap_or(0);
     calib.capture(&with_skip_sums(model), &wanted, &mut |positions, vals| {
         let tokens = positions.len();
-        for (li, (a, f)) in layers.clone().zip(stats.iter_mut()) {
-            let n = &layer_names[li];
-            if let Some(a) = a {
+        for li in layers.clone() {
+            let (l, n) = (&t.layers[li], &layer_names[li]);
+            if l.attention.is_some() {
                 for v in [&n.ctx, &n.res1, &n.x] {
                     finite_capture(v, &|| format!("layer {li} attention"), &vals[pos(v)].0)?;
                 }
-                a.add(tokens, &vals[pos(&n.ctx)].0, &vals[pos(&n.res1)].0, &vals[pos(&n.x)].0);
+                if let Some(a) = stats.get_mut(lead(li, Part::Attention)?).and_then(|s| s.0.as_mut()) {
+                    a.add(tokens, &vals[pos(&n.ctx)].0, &vals[pos(&n.res1)].0, &vals[pos(&n.x)].0);
+                }
             }
-            if let Some(f) = f {
+            if l.ffn.is_some() {
                 for v in [&n.act, &n.res2, &n.ln1] {
                     finite_capture(v, &|| format!("layer {li} FFN"), &vals[pos(v)].0)?;
                 }
-                f.add(
-                    tokens,
-                    &vals[pos(&n.act)].0,
-                    &vals[pos(&n.res2)].0,
-                    &vals[pos(&n.ln1)].0,
-                );
+                if let Some(f) = stats.get_mut(lead(li, Part::Ffn)?).and_then(|s| s.1.as_mut()) {
+                    f.add(
+                        tokens,
+                        &vals[pos(&n.act)].0,
+                        &vals[pos(&n.res2)].0,
+                        &vals[pos(&n.ln1)].0,
+                    );
+                }
             }
         }
         Ok(())
@@ -393,6 +432,7 @@ type BlockVisit<'a> = dyn FnMut(&mut dyn Calibrator, usize, Part, &Stats) -> Res
 
 /// Calls `each` with every block's statistics on the unpruned model, in layer order, captured
 /// layer run by layer run (`budget` bytes of statistics at a time) and released after their run.
+/// A block whose weights later layers share is visited once, with their statistics summed.
 fn each_block_stats(
     model: &ModelProto,
     t: &Transformer,
@@ -401,7 +441,15 @@ fn each_block_stats(
     each: &mut BlockVisit,
 ) -> Result<(), PassError> {
     let layer_names = all_names(model, t)?;
-    for run in crate::passes::runs_within(t.layers.iter().map(|l| stats_bytes(t, l)), budget) {
+    // Layers sharing weights (ALBERT) sum their statistics into one block's: one run, holding one
+    // block's statistics per distinct weight.
+    let shares = t.shared_weights().iter().any(|(a, f)| a.is_some() || f.is_some());
+    let runs = if shares {
+        std::iter::once(0..t.layers.len()).collect()
+    } else {
+        crate::passes::runs_within(t.layers.iter().map(|l| stats_bytes(t, l)), budget)
+    };
+    for run in runs {
         let stats = block_stats(model, t, &layer_names, run.clone(), calib)?;
         for (li, (a, f)) in run.zip(&stats) {
             for (part, st) in [(Part::Attention, a), (Part::Ffn, f)] {
@@ -477,11 +525,12 @@ fn curves(
             &logits,
         )?;
         let sensitivity = divergence(&reference, &logits, labels) / local.max(1e-30);
+        let layers = sharing(&t.shared_weights(), li, part);
         curves.push(Curve {
-            layer: li,
+            unit_macs: unit * layers.len() as u64,
+            layers,
             part,
             costs: costs.iter().map(|c| c * sensitivity).collect(),
-            unit_macs: unit,
         });
         Ok(())
     })?;
@@ -518,16 +567,18 @@ fn take(
     }
     let mut counts = vec![(0usize, 0usize); layers];
     for (c, &n) in curves.iter().zip(&taken) {
-        match c.part {
-            Part::Attention => counts[c.layer].0 = n,
-            Part::Ffn => counts[c.layer].1 = n,
+        for &l in &c.layers {
+            match c.part {
+                Part::Attention => counts[l].0 = n,
+                Part::Ffn => counts[l].1 = n,
+            }
         }
     }
     Some(counts)
 }
 
-/// A plan that changes one block only: the groups `obs` has removed go, the output projection
-/// becomes the compensated fit.
+/// A plan that changes one block only (in every layer sharing its weights): the groups `obs` has
+/// removed go, the output projection becomes the compensated fit.
 fn block_plan(
     t: &Transformer,
     layer: usize,
@@ -542,15 +593,21 @@ fn block_plan(
     let rows: Vec<usize> = keep.iter().flat_map(|&g| gs[g].clone()).collect();
     let refit = refit_from(obs, &rows, out_lin, &format!("layer {layer} {}", part.name()))?;
     let mut plan = Plan::keep_all(t);
-    let lp = &mut plan.layers[layer];
-    match part {
-        Part::Attention => {
-            lp.keep_heads = keep;
-            lp.output_refit = Some(refit);
-        }
-        Part::Ffn => {
-            lp.keep_neurons = keep;
-            lp.down_refit = Some(refit);
+    let mut layers = sharing(&t.shared_weights(), layer, part);
+    if layers.is_empty() {
+        layers.push(layer);
+    }
+    for l in layers {
+        let lp = &mut plan.layers[l];
+        match part {
+            Part::Attention => {
+                lp.keep_heads = keep.clone();
+                lp.output_refit = Some(refit.clone());
+            }
+            Part::Ffn => {
+                lp.keep_neurons = keep.clone();
+                lp.down_refit = Some(refit.clone());
+            }
         }
     }
     Ok(plan)
@@ -564,8 +621,9 @@ fn allocate_counts(curves: &[Curve], layers: usize, heads: usize, neurons: usize
             continue;
         }
         let mut left = k;
-        let got = take(curves, layers, &|c| c.part == part, false, &mut |_| {
-            left -= 1;
+        // A unit of a shared block goes in every layer running it.
+        let got = take(curves, layers, &|c| c.part == part, false, &mut |c| {
+            left = left.saturating_sub(c.layers.len());
             left == 0
         });
         if let Some(got) = got {
@@ -620,18 +678,6 @@ pub fn prune_calibrated(
     let start = Instant::now();
     let t = structure::discover(model)?;
     refuse_factorized(&t)?;
-    if let Some((i, j)) = t
-        .shared_weights()
-        .iter()
-        .enumerate()
-        .find_map(|(i, (a, f))| a.or(*f).map(|j| (i, j)))
-    {
-        return Err(PassError::Unsupported(format!(
-            "layers {j} and {i} share their weights (as ALBERT's layers do): calibrated pruning chooses and \
-             refits each layer apart, which one shared weight cannot take; prune with --strategy l1 (or \
-             random) and --heads/--ffn, which prune shared layers alike"
-        )));
-    }
     // Heads asked for by fraction where they cannot be pruned: refused, not silently kept (a MAC
     // budget is met from the other blocks).
     if opts.heads > 0.0 && opts.target_macs.is_none() {
@@ -737,6 +783,7 @@ pub fn prune_calibrated(
             .unwrap_or(&[])
     };
 
+    let shared = t.shared_weights();
     let mut current = model.clone();
     for (li, &(remove_heads, remove_neurons)) in counts.iter().enumerate() {
         for part in [Part::Attention, Part::Ffn] {
@@ -745,39 +792,48 @@ pub fn prune_calibrated(
             } else {
                 remove_neurons
             };
-            if remove == 0 {
+            // A block whose weights an earlier layer holds was pruned with that layer.
+            let members = sharing(&shared, li, part);
+            if remove == 0 || members.is_empty() {
                 continue;
             }
             let ct = structure::discover(&current)?;
             let l = &ct.layers[li];
-            let n = &layer_names[li];
-            let (x_name, resid_name, target) = match part {
-                Part::Attention => (&n.ctx, &n.x, target_of(&n.res1)),
-                Part::Ffn => (&n.act, &n.ln1, target_of(&n.res2)),
-            };
+            // Per layer running the block: its input to the output projection, the residual
+            // its output is added to, and the unpruned model's sum there.
+            let mut names: Vec<String> = Vec::new();
+            let mut member_targets: Vec<&[f32]> = Vec::new();
+            for &m in &members {
+                let n = &layer_names[m];
+                let (x_name, resid_name, target) = match part {
+                    Part::Attention => (&n.ctx, &n.x, target_of(&n.res1)),
+                    Part::Ffn => (&n.act, &n.ln1, target_of(&n.res2)),
+                };
+                names.extend([x_name.clone(), resid_name.clone()]);
+                member_targets.push(target);
+            }
             let units = match part {
                 Part::Attention => l.attention.as_ref().map_or(0, |a| a.all_heads()),
                 Part::Ffn => l.ffn_width(),
             };
-            let mut st = Stats::new(units, t.hidden, calib.tokens());
+            let mut st = Stats::new(units, t.hidden, calib.tokens() * members.len());
             let mut offset = 0;
             let hidden = t.hidden;
             let what = format!("layer {li} {}", part.name());
-            calib.capture(
-                &current,
-                &[x_name.clone(), resid_name.clone()],
-                &mut |positions, vals| {
-                    let tokens = positions.len();
-                    finite_capture(x_name, &|| what.clone(), &vals[0].0)?;
-                    finite_capture(resid_name, &|| what.clone(), &vals[1].0)?;
+            calib.capture(&current, &names, &mut |positions, vals| {
+                let tokens = positions.len();
+                for (k, target) in member_targets.iter().enumerate() {
+                    let (x, resid) = (&vals[2 * k].0, &vals[2 * k + 1].0);
+                    finite_capture(&names[2 * k], &|| what.clone(), x)?;
+                    finite_capture(&names[2 * k + 1], &|| what.clone(), resid)?;
                     let tgt = target
                         .get(offset * hidden..(offset + tokens) * hidden)
                         .ok_or_else(|| PassError::Internal("calibration batches changed between runs".into()))?;
-                    st.add(tokens, &vals[0].0, tgt, &vals[1].0);
-                    offset += tokens;
-                    Ok(())
-                },
-            )?;
+                    st.add(tokens, x, tgt, resid);
+                }
+                offset += tokens;
+                Ok(())
+            })?;
             let out_lin = match part {
                 Part::Attention => {
                     &l.attention
@@ -915,7 +971,7 @@ pub fn block_costs(
                 units: gs.len(),
                 fraction,
                 removed,
-                macs_saved: unit * removed as u64,
+                macs_saved: unit * removed as u64 * sharing(&t.shared_weights(), li, part).len().max(1) as u64,
                 divergence: divergence(&reference, &logits, labels),
                 agreement: crate::passes::agreement(&reference, &logits, labels),
             });
@@ -991,12 +1047,12 @@ mod tests {
         assert_eq!(whole.len(), 2 * t.layers.len());
         assert_eq!(whole.len(), runs.len());
         for (a, b) in whole.iter().zip(&runs) {
-            assert_eq!((a.layer, a.part, a.costs.len()), (b.layer, b.part, b.costs.len()));
+            assert_eq!((&a.layers, a.part, a.costs.len()), (&b.layers, b.part, b.costs.len()));
             for (x, y) in a.costs.iter().zip(&b.costs) {
                 assert!(
                     (x - y).abs() <= 1e-6 * x.abs().max(1e-12),
-                    "layer {} {:?}: {x} vs {y}",
-                    a.layer,
+                    "layers {:?} {:?}: {x} vs {y}",
+                    a.layers,
                     a.part
                 );
             }

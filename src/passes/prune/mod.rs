@@ -98,7 +98,7 @@ impl crate::options::Named for Strategy {
 }
 
 /// A refitted linear layer: weight in the graph's own layout after slicing, and bias.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Refit {
     pub weight: Vec<f32>,
     pub bias: Vec<f32>,
@@ -981,9 +981,10 @@ fn changed_constant(
     Ok(ed.add_initializer(&format!("{constant}.{suffix}"), tensor::from_i64("", &dims, &values)))
 }
 
-/// Layers that share weights (ALBERT) must be pruned alike: the same heads and neurons kept, no
-/// refit (one weight cannot take two). Otherwise pruning would give each layer its own copy and
-/// write a bigger model than it read.
+/// Layers that share weights (ALBERT) must be pruned alike: the same heads and neurons kept, and
+/// the same refit or none (one weight cannot take two; calibrated pruning fits one to all the
+/// sharing layers). Otherwise pruning would give each layer its own copy and write a bigger model
+/// than it read.
 fn check_shared(t: &Transformer, plan: &Plan) -> Result<(), PassError> {
     // Head counts computed once for all layers (a dynamo DeBERTa export's position indices).
     let alike: Vec<(usize, &str)> = t
@@ -1015,19 +1016,19 @@ fn check_shared(t: &Transformer, plan: &Plan) -> Result<(), PassError> {
         let differs = |j: usize, part: &str| {
             PassError::Unsupported(format!(
                 "layers {j} and {i} share their {part} weights (as ALBERT's layers do): pruning must keep the same \
-                 {part} units in both and refit none, which this plan does not (--strategy l1 and random prune \
-                 shared layers alike; calibrated pruning chooses each layer apart)"
+                 {part} units in both and refit them alike, which this plan does not (l1, random and calibrated \
+                 pruning prune shared layers alike)"
             ))
         };
         if let Some(j) = a {
             let q = &plan.layers[j];
-            if p.keep_heads != q.keep_heads || p.output_refit.is_some() || q.output_refit.is_some() {
+            if p.keep_heads != q.keep_heads || p.output_refit != q.output_refit {
                 return Err(differs(j, "attention"));
             }
         }
         if let Some(j) = f {
             let q = &plan.layers[j];
-            if p.keep_neurons != q.keep_neurons || p.down_refit.is_some() || q.down_refit.is_some() {
+            if p.keep_neurons != q.keep_neurons || p.down_refit != q.down_refit {
                 return Err(differs(j, "FFN"));
             }
         }
