@@ -14,7 +14,11 @@
 //!   [`StaticForm::Ort`] writes that fused form directly, with the bias `Add`s folded in.
 //! - `dynamic`: one `com.microsoft` `DynamicQuantizeMatMul` per MatMul (activation range found per
 //!   call, u8 × s8 integer GEMM), the node ONNX Runtime itself fuses `quantize_dynamic`'s output
-//!   into; ONNX Runtime's fused `Attention` becomes `QAttention` ([`attention`]).
+//!   into.
+//!
+//! In both int8 modes ONNX Runtime's fused `Attention` becomes `QAttention` ([`attention`]), its
+//! input quantized at run time (dynamic) or at its calibrated range (static), and its fused
+//! `EmbedLayerNormalization` becomes `QEmbedLayerNormalization` with uint8 tables ([`embed`]).
 //! - `fp16`: see [`fp16`].
 //!
 //! Before either int8 rewrite, [`split`] (on by default) runs each layer's FFN (and in dynamic
@@ -23,6 +27,7 @@
 
 mod attention;
 pub mod calibrate;
+mod embed;
 pub mod fp16;
 mod qdq;
 pub mod split;
@@ -795,12 +800,14 @@ pub fn quantize_selected(
                         "`mode` static needs calibration data: add `calib_data` TRAIN.tsv",
                     ))
                 })?;
+                // The MatMuls' inputs and the fused attentions' (which become QAttention).
                 let values: Vec<String> = {
                     let mut seen = HashSet::new();
                     targets
                         .iter()
-                        .filter(|t| seen.insert(t.input.clone()))
                         .map(|t| t.input.clone())
+                        .chain(attention::inputs(work, opts, select))
+                        .filter(|v| seen.insert(v.clone()))
                         .collect()
                 };
                 // Measured on the input model: a value of a split FFN is a slice of one there.
@@ -827,11 +834,8 @@ pub fn quantize_selected(
                 None
             };
             let out = qdq::rewrite(work, opts, &targets, ranges.as_ref(), &mut report)?;
-            if opts.mode == Mode::Dynamic {
-                attention::quantize_fused(&out, opts, select, &mut report)?
-            } else {
-                out
-            }
+            let out = attention::quantize_fused(&out, opts, select, ranges.as_ref(), &mut report)?;
+            embed::quantize_fused(&out, opts, select, &mut report)?
         }
     };
     if opts.mode != Mode::Fp16 {
