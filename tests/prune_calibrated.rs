@@ -194,3 +194,50 @@ fn captured_values_do_not_depend_on_where_the_graph_is_cut() {
     let worst = cut.iter().zip(&whole).fold(0f32, |w, (a, b)| w.max((a - b).abs()));
     assert!(worst <= 1e-6, "captured values differ by {worst}");
 }
+
+/// `max_ffn_fraction` bounds how much of one layer's FFN a MAC budget may take: with the default
+/// (0.9) every layer keeps at least a tenth of its neurons; with 0.98 the same budget takes more
+/// from some layer's FFN. Both meet the budget. (A model whose FFN is most of its MACs: 512
+/// neurons at hidden 32.)
+#[test]
+fn the_ffn_share_a_budget_may_take_is_bounded_by_max_ffn_fraction() {
+    if !require_ort("calibrated pruning") {
+        return;
+    }
+    let m = tiny_bert(&SynthOptions {
+        layers: 3,
+        heads: 4,
+        head_size: 8,
+        ffn: 512,
+        shapes: ShapeStyle::ConcatExplicit,
+        seed: 5,
+        ..Default::default()
+    });
+    let before = macs_per_sequence(&discover(&m).unwrap(), 128).0 as f64;
+    let target = 0.1;
+    let widths = |max_ffn_fraction: f64| {
+        let (out, _) = prune::prune_calibrated(
+            &m,
+            &PruneOptions {
+                strategy: Strategy::Obs,
+                target_macs: Some(target),
+                max_ffn_fraction,
+                ..Default::default()
+            },
+            &mut calibrator(24, 2),
+        )
+        .unwrap_or_else(|e| panic!("max_ffn_fraction {max_ffn_fraction}: {e}"));
+        let t = discover(&out).unwrap();
+        let after = macs_per_sequence(&t, 128).0 as f64;
+        assert!(
+            after <= target * before,
+            "{max_ffn_fraction}: {after} > {target} × {before}"
+        );
+        t.layers.iter().map(|l| l.ffn_width()).collect::<Vec<_>>()
+    };
+    // 512 − ⌊0.9 · 512⌋ = 52 kept at least.
+    let (default, deep) = (widths(0.9), widths(0.98));
+    assert!(default.iter().all(|&w| w >= 52), "{default:?}");
+    assert!(deep.iter().any(|&w| w < 52), "{deep:?}");
+    assert!(deep.iter().all(|&w| w >= 11), "512 − ⌊0.98 · 512⌋ = 11: {deep:?}");
+}

@@ -165,6 +165,16 @@ fn bad_configs_name_the_key_and_line_and_write_nothing() {
             ),
             &["quantization.weight_type", "u8 activations"],
         ),
+        (
+            "FFN share without a MAC budget",
+            format!("{head}prune:\n  max_ffn_fraction: 0.98\n"),
+            &["prune.max_ffn_fraction (line 6)", "prune.target_macs"],
+        ),
+        (
+            "FFN share out of range",
+            format!("{head}calibration:\n  data: t.tsv\nprune:\n  target_macs: 0.5\n  max_ffn_fraction: 1.0\n"),
+            &["prune.max_ffn_fraction (line 9)", "outside (0, 1)"],
+        ),
         ("shuffle", format!("{head}  shuffle: true\n"), &["data.shuffle (line 5)"]),
         (
             "unknown low-rank set",

@@ -9,7 +9,7 @@ use onnx_compress::auto::Objective;
 use onnx_compress::data::Format;
 use onnx_compress::options::Named;
 use onnx_compress::passes::lowrank::{ApplyTo, Shrink};
-use onnx_compress::passes::prune::Strategy;
+use onnx_compress::passes::prune::{Strategy, DEFAULT_MAX_FFN_FRACTION};
 use onnx_compress::passes::quantize::{ActivationType, CalibMethod, Mode, StaticForm, WeightType};
 use onnx_compress::runtime::Device;
 
@@ -131,6 +131,10 @@ pub struct PruneArgs {
     /// counts are chosen globally on the calibration data (needs --calib-data).
     #[arg(long, value_name = "F", allow_negative_numbers = true, conflicts_with_all = ["heads", "ffn", "per_layer"])]
     pub target_macs: Option<f64>,
+    /// With --target-macs: the largest share of one layer's FFN neurons the allocation may
+    /// remove, in (0, 1). Deep budgets (half the MACs and below) do better with 0.98.
+    #[arg(long, value_name = "F", default_value_t = DEFAULT_MAX_FFN_FRACTION, allow_negative_numbers = true)]
+    pub max_ffn_fraction: f64,
     /// With calibration: remove the same fraction in every layer instead of placing the
     /// model-wide count where it costs least (l1 and random always work per layer).
     #[arg(long, requires = "calib_data")]

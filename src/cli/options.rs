@@ -65,6 +65,7 @@ pub fn prune_plan(a: &PruneArgs) -> Result<Plan> {
         seed: a.calib.seed,
         seq_len: a.seq_len,
         target_macs: a.target_macs,
+        max_ffn_fraction: a.max_ffn_fraction,
         per_layer: a.per_layer,
         // Named units are a recipe feature (the reference's `heads_to_remove`).
         remove_heads: None,

@@ -115,6 +115,9 @@ pub struct PruneSection {
     /// Keep this fraction of encoder MACs, chosen on the calibration data (needs `calibration`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_macs: Option<f64>,
+    /// With `target_macs`: the largest share of a layer's FFN neurons the allocation may remove.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ffn_fraction: Option<f64>,
     /// With calibration: the same fraction in every layer instead of model-wide placement.
     #[serde(default)]
     pub per_layer: bool,
@@ -650,6 +653,17 @@ fn check(rec: &Recipe, text: &str) -> Result<Task, String> {
             return Err(format!(
                 "{}: obs needs calibration data: add a `calibration:` section with `data: TRAIN.tsv`",
                 arg("strategy")
+            ));
+        }
+    }
+    if let Some(m) = rec.prune.max_ffn_fraction {
+        if !(m > 0.0 && m < 1.0) {
+            return Err(format!("{}: {m} is outside (0, 1)", at("prune.max_ffn_fraction")));
+        }
+        if rec.prune.target_macs.is_none() {
+            return Err(format!(
+                "{}: bounds the allocation of a MAC budget: add `prune.target_macs`",
+                at("prune.max_ffn_fraction")
             ));
         }
     }

@@ -138,6 +138,7 @@ fn unit_options(key: &str, unit: &PruneUnit, heads: bool, per_layer: bool) -> Re
         seed: unit.args.seed,
         seq_len: executor::MAC_SEQ_LEN,
         target_macs: None,
+        max_ffn_fraction: crate::passes::prune::DEFAULT_MAX_FFN_FRACTION,
         per_layer,
         remove_heads,
         remove_neurons,
@@ -166,6 +167,10 @@ impl LoadedRecipe {
                     strategy: Strategy::Obs,
                     seq_len: executor::MAC_SEQ_LEN,
                     target_macs: Some(t),
+                    max_ffn_fraction: rec
+                        .prune
+                        .max_ffn_fraction
+                        .unwrap_or(crate::passes::prune::DEFAULT_MAX_FFN_FRACTION),
                     ..Default::default()
                 }),
             );
@@ -246,5 +251,25 @@ mod tests {
         assert!(quantize_options(&q(Some("i8")))
             .unwrap_err()
             .contains("quantization.weight_type"));
+    }
+
+    #[test]
+    fn a_mac_budget_takes_its_ffn_share_from_the_recipe() {
+        let prune = |extra: &str| {
+            let text = format!(
+                "model:\n  model_name: m.onnx\ndata:\n  task: sst2\ncalibration:\n  data: t.tsv\nprune:\n  target_macs: 0.5\n{extra}"
+            );
+            let plan = crate::recipe::parse(&text, std::path::Path::new("r.yaml"))
+                .unwrap()
+                .plan()
+                .unwrap();
+            match &plan.steps[0].pass {
+                Pass::Prune(o) => (o.target_macs, o.max_ffn_fraction),
+                p => panic!("{p:?}"),
+            }
+        };
+        let default = crate::passes::prune::DEFAULT_MAX_FFN_FRACTION;
+        assert_eq!(prune(""), (Some(0.5), default));
+        assert_eq!(prune("  max_ffn_fraction: 0.98\n"), (Some(0.5), 0.98));
     }
 }

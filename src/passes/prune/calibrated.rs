@@ -26,8 +26,9 @@ use crate::passes::{divergence, ensure_finite, Calibrator};
 
 /// Damping added to the Gram matrix's diagonal, relative to its mean (as in GPTQ/SparseGPT).
 const DAMP: f64 = 1e-2;
-/// In budget allocation, at most this fraction of a layer's FFN neurons is considered.
-const MAX_FFN_FRACTION: f64 = 0.9;
+/// In `sensitivity`'s per-block costs, at most this fraction of a layer's FFN neurons is removed
+/// (budget allocation takes `PruneOptions::max_ffn_fraction`, the same by default).
+const MAX_FFN_FRACTION: f64 = super::DEFAULT_MAX_FFN_FRACTION;
 /// Gram statistics use at most this many tokens (evenly spaced over the calibration data): the
 /// largest block has 1,537 unknowns, so this over-determines it five times while bounding the
 /// cost of XᵀX.
@@ -470,7 +471,7 @@ fn each_block_stats(
 fn curves(
     model: &ModelProto,
     t: &Transformer,
-    seq_len: usize,
+    (seq_len, max_ffn): (usize, f64),
     probe: (f64, f64),
     calib: &mut dyn Calibrator,
     budget: usize,
@@ -505,7 +506,7 @@ fn curves(
         let gs = groups(part, l);
         let limit = match part {
             Part::Attention => gs.len(),
-            Part::Ffn => (gs.len() as f64 * MAX_FFN_FRACTION) as usize,
+            Part::Ffn => (gs.len() as f64 * max_ffn) as usize,
         };
         // Probe: this block alone at the probe level, compensated, through the whole model;
         // then the same greedy run goes on to the limit for the cost curve.
@@ -643,7 +644,7 @@ fn allocate_macs(
     curves: &[Curve],
     t: &Transformer,
     target: f64,
-    seq_len: usize,
+    (seq_len, max_ffn): (usize, f64),
 ) -> Result<Vec<(usize, usize)>, PassError> {
     let total = structure::macs_per_sequence(t, seq_len).0 as f64;
     let goal = total * target;
@@ -659,8 +660,8 @@ fn allocate_macs(
         PassError::Options(crate::options::OptionError::new(
             "target_macs",
             format!(
-                "`target_macs` {target}: cannot remove enough (the budget needs more than {:.0}% of some layer's FFN neurons)",
-                MAX_FFN_FRACTION * 100.0
+                "`target_macs` {target}: cannot remove enough (the budget needs more than {:.0}% of some layer's FFN neurons; `max_ffn_fraction` raises that)",
+                max_ffn * 100.0
             ),
         ))
     })
@@ -710,12 +711,12 @@ pub fn prune_calibrated(
             let c = curves(
                 model,
                 &t,
-                opts.seq_len,
+                (opts.seq_len, opts.max_ffn_fraction),
                 (1.0 - target, 1.0 - target),
                 calib,
                 STATS_BYTES,
             )?;
-            allocate_macs(&c, &t, target, opts.seq_len)?
+            allocate_macs(&c, &t, target, (opts.seq_len, opts.max_ffn_fraction))?
         }
         None if !opts.per_layer => {
             let total_heads: usize = t.layers.iter().map(|l| l.heads()).sum();
@@ -728,7 +729,7 @@ pub fn prune_calibrated(
                 let c = curves(
                     model,
                     &t,
-                    opts.seq_len,
+                    (opts.seq_len, opts.max_ffn_fraction),
                     (opts.heads.max(0.1), opts.ffn.max(0.1)),
                     calib,
                     STATS_BYTES,
@@ -1038,7 +1039,7 @@ mod tests {
                 ),
                 captures: 0,
             };
-            let curves = curves(&m, &t, 128, (0.5, 0.5), &mut c, budget).expect("curves");
+            let curves = curves(&m, &t, (128, MAX_FFN_FRACTION), (0.5, 0.5), &mut c, budget).expect("curves");
             (curves, c.captures)
         };
         let (whole, one) = run(usize::MAX);

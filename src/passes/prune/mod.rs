@@ -46,6 +46,9 @@ pub struct PruneOptions {
     pub seq_len: usize,
     /// Fraction of encoder MACs to keep, in (0, 1]: chooses per-layer counts (calibrated only).
     pub target_macs: Option<f64>,
+    /// With `target_macs`: the largest share of a layer's FFN neurons the allocation may remove,
+    /// in (0, 1). Deep budgets do better with more (bench/RESULTS.md, "Depth").
+    pub max_ffn_fraction: f64,
     /// Calibrated only: remove the same fraction in every layer (as `l1`/`random` always do)
     /// instead of placing the model-wide count where the calibration data says it costs least.
     pub per_layer: bool,
@@ -78,12 +81,16 @@ impl Default for PruneOptions {
             seed: 0,
             seq_len: 128,
             target_macs: None,
+            max_ffn_fraction: DEFAULT_MAX_FFN_FRACTION,
             per_layer: false,
             remove_heads: None,
             remove_neurons: None,
         }
     }
 }
+
+/// [`PruneOptions::max_ffn_fraction`]'s default.
+pub const DEFAULT_MAX_FFN_FRACTION: f64 = 0.9;
 
 impl crate::options::Named for Strategy {
     const ALL: &'static [(Self, &'static str, &'static str)] = &[
@@ -403,6 +410,19 @@ pub fn validate(opts: &PruneOptions) -> Result<(), PassError> {
                 "`target_macs` chooses the head and neuron counts itself: drop `heads`, `ffn` and `per_layer`".into(),
             );
         }
+    }
+    let m = opts.max_ffn_fraction;
+    if !(m > 0.0 && m < 1.0) {
+        return bad(
+            "max_ffn_fraction",
+            format!("`max_ffn_fraction` {m}: the share of a layer's FFN neurons to remove at most must be in (0, 1)"),
+        );
+    }
+    if m != DEFAULT_MAX_FFN_FRACTION && opts.target_macs.is_none() {
+        return bad(
+            "max_ffn_fraction",
+            "`max_ffn_fraction` bounds the allocation of `target_macs`: give `target_macs` too".into(),
+        );
     }
     for (field, removal, fraction, fraction_field) in [
         ("remove_heads", &opts.remove_heads, opts.heads, "heads"),
