@@ -500,12 +500,21 @@ pub fn quantize_text(r: &crate::passes::quantize::QuantizeReport, output: &std::
             if r.embeddings.is_empty() {
                 "kept float32".to_string()
             } else {
+                // The storage once when every table has the same, else per table.
+                let one = r.embeddings.iter().all(|e| e.stored == r.embeddings[0].stored);
                 r.embeddings
                     .iter()
-                    .map(|e| format!("{} [{}×{}]", e.table, e.rows, e.cols))
+                    .map(|e| {
+                        let each = if one { String::new() } else { format!(" {}", e.stored) };
+                        format!("{} [{}×{}]{each}", e.table, e.rows, e.cols)
+                    })
                     .collect::<Vec<_>>()
                     .join(", ")
-                    + " int8"
+                    + &if one {
+                        format!(" {}", r.embeddings[0].stored)
+                    } else {
+                        String::new()
+                    }
             }
         );
     } else {

@@ -1055,6 +1055,13 @@ fn int8_quantizes_the_fused_embeddings() {
             panic!("a quantization report")
         };
         assert_eq!(report.embeddings.len(), 3, "{mode:?}: {:?}", report.embeddings);
+        assert!(
+            report.embeddings.iter().all(|e| e.stored == "uint8"),
+            "{:?}",
+            report.embeddings
+        );
+        let text = onnx_compress::report::quantize_text(report, std::path::Path::new("out.onnx"), 0);
+        assert!(text.contains("[2×32] uint8"), "{mode:?}: {text}");
         let batches = [expected(FUSED).0];
         let base = logits(&m, &batches, FUSED);
         let got = logits(&applied.model, &batches, "fused, INT8 embeddings");

@@ -139,6 +139,7 @@ pub(super) fn quantize_fused(
                     table: value,
                     rows: dims[0],
                     cols: dims[1],
+                    stored: "uint8",
                 });
             }
         }

@@ -253,6 +253,8 @@ pub struct EmbeddingReport {
     pub table: String,
     pub rows: usize,
     pub cols: usize,
+    /// How it is stored: `int8` (read by a `Gather`), `uint8` (fused `QEmbedLayerNormalization`).
+    pub stored: &'static str,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -164,6 +164,7 @@ pub(super) fn rewrite(
                     table: name.clone(),
                     rows,
                     cols,
+                    stored: "int8",
                 });
                 tables.insert(name.clone(), (qn, sn, zn));
             }
