@@ -108,6 +108,9 @@ pub struct AutoOptions {
     pub quant: Vec<&'static str>,
     /// How their int8 weights are stored.
     pub weight_type: WeightType,
+    /// The largest share of one layer's FFN neurons a pruning level may take
+    /// (`prune.max_ffn_fraction`).
+    pub max_ffn_fraction: f64,
     /// The GLUE folder and split of the final evaluation.
     pub data_dir: PathBuf,
     pub split: String,
@@ -139,6 +142,12 @@ impl AutoOptions {
                     "`confidence` must lie in [0.5, 1) (0.5: the drop itself, 0.9: the drop plus 1.28 standard errors); got {}",
                     self.confidence
                 ),
+            ));
+        }
+        if !(self.max_ffn_fraction > 0.0 && self.max_ffn_fraction < 1.0) {
+            return Err(OptionError::new(
+                "max_ffn_fraction",
+                format!("`max_ffn_fraction` must lie in (0, 1); got {}", self.max_ffn_fraction),
             ));
         }
         if self.selection < 16 {
@@ -612,6 +621,7 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
         max_length: o.max_length,
         device: o.device.name().into(),
         weight_type: o.weight_type.name().into(),
+        max_ffn_fraction: o.max_ffn_fraction,
     };
     let job = match &o.mode {
         Mode::Only(id) => Some(id.as_str()),
@@ -661,6 +671,7 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
             threads: o.threads,
             cuda: o.device == Device::Cuda,
             weight_type: o.weight_type,
+            max_ffn_fraction: o.max_ffn_fraction,
             data_dir: o.data_dir.clone(),
             split: o.split.clone(),
         },

@@ -72,6 +72,8 @@ pub fn args(o: &AutoOptions) -> Vec<String> {
         o.device.name().into(),
         "--weight-type".into(),
         o.weight_type.name().into(),
+        "--max-ffn-fraction".into(),
+        o.max_ffn_fraction.to_string(),
         "--threads".into(),
         o.threads.to_string(),
         "--max-length".into(),

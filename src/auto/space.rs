@@ -101,6 +101,8 @@ pub struct Common {
     pub cuda: bool,
     /// How int8 weights are stored (`quantization.weight_type`).
     pub weight_type: WeightType,
+    /// `prune.max_ffn_fraction` of the pruning levels.
+    pub max_ffn_fraction: f64,
     /// The GLUE folder and split `run` evaluates on.
     pub data_dir: PathBuf,
     pub split: String,
@@ -112,7 +114,12 @@ pub fn recipe(c: &Candidate, common: &Common) -> Recipe {
     let mut lowrank = LowrankSection::default();
     match c.structure {
         Structure::None => {}
-        Structure::Prune(f) => prune.target_macs = Some(f),
+        Structure::Prune(f) => {
+            prune.target_macs = Some(f);
+            // Written only when it is not the default, so that other recipes stay as they were.
+            prune.max_ffn_fraction = (common.max_ffn_fraction != crate::passes::prune::DEFAULT_MAX_FFN_FRACTION)
+                .then_some(common.max_ffn_fraction);
+        }
         Structure::Lowrank(f) => {
             lowrank.enable = true;
             lowrank.target_params = Some(f);
@@ -194,6 +201,7 @@ mod tests {
             threads: 0,
             cuda: false,
             weight_type: WeightType::U8,
+            max_ffn_fraction: crate::passes::prune::DEFAULT_MAX_FFN_FRACTION,
             data_dir: "/glue".into(),
             split: "dev".into(),
         };
@@ -208,5 +216,35 @@ mod tests {
         assert_eq!(wt("fp16", &common), None);
         common.weight_type = WeightType::S8;
         assert_eq!(wt("dynamic_per_channel", &common), None);
+    }
+
+    #[test]
+    fn the_ffn_share_is_written_into_pruning_recipes_only_when_not_the_default() {
+        let mut common = Common {
+            model: "/m.onnx".into(),
+            task: Task::Sst2,
+            calib_data: "/t.tsv".into(),
+            calib_samples: 8,
+            seed: 0,
+            max_length: 128,
+            threads: 0,
+            cuda: false,
+            weight_type: WeightType::S8,
+            max_ffn_fraction: crate::passes::prune::DEFAULT_MAX_FFN_FRACTION,
+            data_dir: "/glue".into(),
+            split: "dev".into(),
+        };
+        let share = |structure: Structure, common: &Common| {
+            let c = Candidate {
+                structure,
+                quant: Some("static_ort"),
+            };
+            recipe(&c, common).prune.max_ffn_fraction
+        };
+        assert_eq!(share(Structure::Prune(0.5), &common), None);
+        common.max_ffn_fraction = 0.98;
+        assert_eq!(share(Structure::Prune(0.5), &common), Some(0.98));
+        assert_eq!(share(Structure::Lowrank(0.7), &common), None);
+        assert_eq!(share(Structure::None, &common), None);
     }
 }

@@ -519,6 +519,10 @@ pub struct AutoArgs {
     /// where s8 weights can saturate, and slower there).
     #[arg(long, value_parser = choice::<WeightType>(), default_value = "s8")]
     pub weight_type: WeightType,
+    /// The largest share of one layer's FFN neurons a pruning level may take (prune
+    /// --max-ffn-fraction); 0.98 prunes deep levels (half the MACs and below) better.
+    #[arg(long, value_name = "F", default_value_t = DEFAULT_MAX_FFN_FRACTION, allow_negative_numbers = true)]
+    pub max_ffn_fraction: f64,
     /// One-sided confidence that a candidate is within --max-drop: its selection drop plus this
     /// level's normal quantile times the paired standard error must be (0.5: the drop alone; 0.9:
     /// the drop + 1.28 standard errors).

@@ -330,6 +330,7 @@ pub fn auto_options(model: &Path, a: &super::flags::AutoArgs) -> Result<onnx_com
         max_drop: a.max_drop,
         confidence: a.confidence,
         weight_type: a.weight_type,
+        max_ffn_fraction: a.max_ffn_fraction,
         objective: a.objective,
         time_budget: auto::parse_duration(&a.time_budget)?,
         device: a.device,
