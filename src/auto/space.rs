@@ -189,9 +189,9 @@ mod tests {
         .is_baseline());
     }
 
-    #[test]
-    fn u8_weights_are_written_into_int8_recipes_only() {
-        let mut common = Common {
+    /// What every test candidate shares, with int8 weights stored as `weight_type`.
+    fn common(weight_type: WeightType) -> Common {
+        Common {
             model: "/m.onnx".into(),
             task: Task::Sst2,
             calib_data: "/t.tsv".into(),
@@ -200,11 +200,16 @@ mod tests {
             max_length: 128,
             threads: 0,
             cuda: false,
-            weight_type: WeightType::U8,
+            weight_type,
             max_ffn_fraction: crate::passes::prune::DEFAULT_MAX_FFN_FRACTION,
             data_dir: "/glue".into(),
             split: "dev".into(),
-        };
+        }
+    }
+
+    #[test]
+    fn u8_weights_are_written_into_int8_recipes_only() {
+        let mut common = common(WeightType::U8);
         let wt = |q: &'static str, common: &Common| {
             let c = Candidate {
                 structure: Structure::Prune(0.6),
@@ -220,20 +225,7 @@ mod tests {
 
     #[test]
     fn the_ffn_share_is_written_into_pruning_recipes_only_when_not_the_default() {
-        let mut common = Common {
-            model: "/m.onnx".into(),
-            task: Task::Sst2,
-            calib_data: "/t.tsv".into(),
-            calib_samples: 8,
-            seed: 0,
-            max_length: 128,
-            threads: 0,
-            cuda: false,
-            weight_type: WeightType::S8,
-            max_ffn_fraction: crate::passes::prune::DEFAULT_MAX_FFN_FRACTION,
-            data_dir: "/glue".into(),
-            split: "dev".into(),
-        };
+        let mut common = common(WeightType::S8);
         let share = |structure: Structure, common: &Common| {
             let c = Candidate {
                 structure,

@@ -212,12 +212,5 @@ pub(super) fn quantize_fused(
         patch.replace_node(i, vec![quantize, qa]);
         rewritten += 1;
     }
-    let mut m = model.clone();
-    if rewritten == 0 {
-        return Ok(m);
-    }
-    let g = m.graph.as_mut().ok_or_else(|| PassError::Internal("no graph".into()))?;
-    patch.remove_unused();
-    patch.apply(g)?;
-    Ok(m)
+    super::patched(model, patch, rewritten)
 }

@@ -579,6 +579,19 @@ pub(super) struct QuantizedWeight {
 /// int8 values (stored as `opts.weight_type` says), scales and zero points to `patch` under fresh
 /// names, and reports it: its largest rounding error against half its largest scale, and a
 /// warning for all-zero columns.
+/// `model` with `patch` applied (unused initializers removed), or unchanged when the rewrite
+/// that built the patch replaced nothing.
+pub(super) fn patched(model: &ModelProto, mut patch: Patch, rewritten: usize) -> Result<ModelProto, PassError> {
+    let mut m = model.clone();
+    if rewritten == 0 {
+        return Ok(m);
+    }
+    let g = m.graph.as_mut().ok_or_else(|| PassError::Internal("no graph".into()))?;
+    patch.remove_unused();
+    patch.apply(g)?;
+    Ok(m)
+}
+
 pub(super) fn add_quantized_weight(
     patch: &mut Patch,
     weight: &str,
