@@ -672,6 +672,23 @@ fn bad_options_are_refused_naming_the_flag() {
             },
             "--calib-data",
         ),
+        // The FFN share a budget may take: in (0, 1), and only with a budget.
+        (
+            PruneOptions {
+                strategy: Strategy::Obs,
+                target_macs: Some(0.5),
+                max_ffn_fraction: 1.0,
+                ..l1(0.0, 0.0)
+            },
+            "--max-ffn-fraction",
+        ),
+        (
+            PruneOptions {
+                max_ffn_fraction: 0.98,
+                ..l1(0.25, 0.0)
+            },
+            "--max-ffn-fraction",
+        ),
         (
             PruneOptions {
                 seq_len: 0,
