@@ -805,7 +805,17 @@ pub fn sensitivity_text(r: &crate::sensitivity::SensitivityReport) -> String {
             if cells.is_empty() {
                 continue;
             }
-            let mut line = format!("{l:<6} {block:<10}");
+            let label = match &cells[0].layers[..] {
+                [first, .., last] if last - first + 1 == cells[0].layers.len() => format!("{first}-{last}"),
+                [_, _, ..] => cells[0]
+                    .layers
+                    .iter()
+                    .map(usize::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                _ => l.to_string(),
+            };
+            let mut line = format!("{label:<6} {block:<10}");
             for f in &r.fractions {
                 match cells.iter().find(|b| b.fraction == *f) {
                     Some(b) => line += &format!(" {:>22}", format!("{:.2e} / {}", b.divergence, pct(b.agreement))),
@@ -814,6 +824,12 @@ pub fn sensitivity_text(r: &crate::sensitivity::SensitivityReport) -> String {
             }
             let _ = writeln!(o, "{line}");
         }
+    }
+    if r.pruning.iter().any(|b| b.layers.len() > 1) {
+        let _ = writeln!(
+            o,
+            "(a row naming several layers: they share one block's weights, and it prunes the block in each)"
+        );
     }
     if let Some(mode) = &r.int8_mode {
         let _ = writeln!(o, "\nint8 on one MatMul alone ({mode})");

@@ -156,10 +156,11 @@ pub fn sensitivity(
 /// The report as CSV: one row per measurement (`kind` pruning or int8).
 pub fn csv(r: &SensitivityReport) -> String {
     let opt = |v: Option<f64>| v.map(|x| format!("{x:.6}")).unwrap_or_default();
-    let mut s = String::from("kind,layer,block,fraction,removed,units,macs_saved,node,divergence,agreement\n");
+    let mut s = String::from("kind,layer,block,fraction,removed,units,macs_saved,node,divergence,agreement,layers\n");
     for b in &r.pruning {
+        let layers: Vec<String> = b.layers.iter().map(usize::to_string).collect();
         s += &format!(
-            "pruning,{},{},{},{},{},{},,{:.6e},{}\n",
+            "pruning,{},{},{},{},{},{},,{:.6e},{},{}\n",
             b.layer,
             b.block,
             b.fraction,
@@ -167,12 +168,13 @@ pub fn csv(r: &SensitivityReport) -> String {
             b.units,
             b.macs_saved,
             b.divergence,
-            opt(b.agreement)
+            opt(b.agreement),
+            layers.join(" ")
         );
     }
     for m in &r.int8 {
         s += &format!(
-            "int8,{},{},,,,,{},{:.6e},{}\n",
+            "int8,{},{},,,,,{},{:.6e},{},\n",
             m.layer.map(|l| l.to_string()).unwrap_or_default(),
             m.role.as_deref().unwrap_or(""),
             crate::report::csv_field(&m.node),

@@ -1235,6 +1235,34 @@ fn albert_keeps_its_layers_sharing_weights() {
     let macs = |t: &Transformer| onnx_compress::structure::macs_per_sequence(t, 128).0 as f64;
     let kept = macs(&tb) / macs(&t);
     assert!((0.5..=0.6).contains(&kept), "MACs kept {kept}");
+    // `sensitivity` measures each shared block once, as the pruning it prices prunes it: one row
+    // per block and fraction, naming both layers, its MACs saved in both.
+    let sens = onnx_compress::sensitivity::sensitivity(
+        &load(ALBERT),
+        &onnx_compress::sensitivity::SensitivityOptions {
+            int8: false,
+            ..Default::default()
+        },
+        &mut calibrator(2, 3),
+        &mut |_| {},
+    )
+    .unwrap_or_else(|e| panic!("sensitivity of albert: {e}"));
+    let rows: Vec<_> = sens
+        .pruning
+        .iter()
+        .map(|b| (b.layer, b.block, b.layers.clone()))
+        .collect();
+    assert_eq!(rows.len(), 2 * sens.fractions.len(), "{rows:?}");
+    assert!(rows.iter().all(|(l, _, ls)| *l == 0 && ls == &[0, 1]), "{rows:?}");
+    let head_size = t.layers[0].attention.as_ref().map_or(0, |a| a.head_size);
+    let head_macs = onnx_compress::structure::unit_macs(t.hidden, head_size, 128).0;
+    for b in sens.pruning.iter().filter(|b| b.block == "attention") {
+        assert_eq!(b.macs_saved, 2 * head_macs * b.removed as u64, "both layers' MACs");
+    }
+    let text = onnx_compress::report::sensitivity_text(&sens);
+    assert!(text.contains("0-1    attention"), "{text}");
+    let csv = onnx_compress::sensitivity::csv(&sens);
+    assert!(csv.lines().nth(1).is_some_and(|l| l.ends_with(",0 1")), "{csv}");
     // Activation-aware low rank fits each shared weight once, to both layers' inputs (their Gram
     // matrices summed): factors written once per shared weight, both layers reading them, and at
     // full rank the model computes what it did.

@@ -237,6 +237,7 @@ fn sensitivity_measures_every_block_and_every_matmul() {
             _ => 48,
         };
         assert_eq!(b.removed, want, "{b:?}");
+        assert_eq!(b.layers, [b.layer], "no shared weights: each row is its own layer");
         assert!(b.divergence.is_finite() && b.divergence >= 0.0, "{b:?}");
         let a = b.agreement.unwrap();
         assert!((0.0..=1.0).contains(&a), "{b:?}");

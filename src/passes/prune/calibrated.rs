@@ -889,6 +889,9 @@ fn refit_from(obs: &Obs, rows: &[usize], lin: &Linear, what: &str) -> Result<Ref
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BlockCost {
     pub layer: usize,
+    /// Every layer that runs this block: `[layer]`, or, where layers share one block's weights
+    /// (ALBERT), all of them: pruning the block prunes it in each.
+    pub layers: Vec<usize>,
     /// `attention` or `ffn`.
     pub block: &'static str,
     /// Heads or neurons the block has.
@@ -956,6 +959,10 @@ pub fn block_costs(
             return Ok(());
         }
         let mut obs = st.obs(&logical_weight(model, out_lin)?, &what)?;
+        let layers = match sharing(&t.shared_weights(), li, part) {
+            shared if shared.is_empty() => vec![li],
+            shared => shared,
+        };
         let mut removed = 0;
         for &fraction in &fractions {
             let k = ((gs.len() as f64 * fraction).round() as usize).clamp(1, limit);
@@ -968,11 +975,12 @@ pub fn block_costs(
             ensure_finite(&format!("{what}: the logits with this block pruned alone"), &logits)?;
             out.push(BlockCost {
                 layer: li,
+                layers: layers.clone(),
                 block: if part == Part::Attention { "attention" } else { "ffn" },
                 units: gs.len(),
                 fraction,
                 removed,
-                macs_saved: unit * removed as u64 * sharing(&t.shared_weights(), li, part).len().max(1) as u64,
+                macs_saved: unit * removed as u64 * layers.len() as u64,
                 divergence: divergence(&reference, &logits, labels),
                 agreement: crate::passes::agreement(&reference, &logits, labels),
             });
