@@ -485,7 +485,7 @@ pub fn quantize_text(r: &crate::passes::quantize::QuantizeReport, output: &std::
         if r.options.mode == Mode::Static {
             let _ = writeln!(
                 o,
-                "activations  {} QDQ pairs ({:?}, {:?} calibration on {} examples / {} tokens, {:.1} s)",
+                "activations  {} quantized with calibrated ranges ({:?}, {:?} calibration on {} examples / {} tokens, {:.1} s)",
                 r.activations.len(),
                 r.options.activation_type,
                 r.options.calib_method,

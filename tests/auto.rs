@@ -355,6 +355,8 @@ fn bad_flags_are_refused_before_anything_is_read() {
             "0.6,0.5",
             "--lowrank",
             "0.8",
+            "--max-ffn-fraction",
+            "0.98",
             "--plan",
             s(&plan),
         ])
@@ -367,6 +369,8 @@ fn bad_flags_are_refused_before_anything_is_read() {
         .map(|l| l.split(" --only ").nth(1).unwrap().split(' ').next().unwrap())
         .collect();
     assert_eq!(ids, ["base", "p0.60", "p0.50", "lr0.80"], "{jobs}");
+    // Each job searches with the depth option it was planned with.
+    assert!(jobs.lines().all(|l| l.contains(" --max-ffn-fraction 0.98 ")), "{jobs}");
     let make = std::fs::read_to_string(plan.join("Makefile")).unwrap();
     assert!(make.contains("$(DONE)/p0.50:"), "{make}");
     assert!(std::fs::read_to_string(plan.join("collect.sh"))
