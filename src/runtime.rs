@@ -263,6 +263,42 @@ pub struct Model {
     pub has_token_type_ids: bool,
     pub has_attention_mask: bool,
     pub output_name: String,
+    /// Weights the graph takes as inputs, handed to every run from the model's own memory
+    /// ([`open_fed`]); none for a model opened from a file or from bytes.
+    weights: Vec<FedWeight>,
+}
+
+/// A float weight given to each run rather than held by the session: its name, shape and data
+/// (the model's own raw bytes where they are aligned as floats, else a copy).
+struct FedWeight {
+    name: String,
+    dims: Vec<i64>,
+    data: FedData,
+}
+
+enum FedData {
+    Shared(bytes::Bytes),
+    Copied(Vec<f32>),
+}
+
+impl FedWeight {
+    fn values(&self) -> &[f32] {
+        match &self.data {
+            FedData::Shared(b) => as_floats(b).expect("checked when the weight was taken"),
+            FedData::Copied(v) => v,
+        }
+    }
+}
+
+/// Little-endian raw data as floats, without a copy, when it is aligned as floats.
+fn as_floats(raw: &[u8]) -> Option<&[f32]> {
+    if cfg!(target_endian = "big") {
+        return None;
+    }
+    // SAFETY: every bit pattern is a valid f32; the prefix and suffix checks make the middle
+    // the whole slice, so no byte is dropped.
+    let (pre, mid, post) = unsafe { raw.align_to::<f32>() };
+    (pre.is_empty() && post.is_empty()).then_some(mid)
 }
 
 fn builder(opts: &SessionOptions) -> Result<ort::session::builder::SessionBuilder> {
@@ -298,7 +334,16 @@ fn builder(opts: &SessionOptions) -> Result<ort::session::builder::SessionBuilde
 }
 
 fn wrap(session: Session, what: &str) -> Result<Model> {
-    let names: Vec<String> = session.inputs().iter().map(|i| i.name().to_string()).collect();
+    wrap_fed(session, what, vec![])
+}
+
+fn wrap_fed(session: Session, what: &str, weights: Vec<FedWeight>) -> Result<Model> {
+    let names: Vec<String> = session
+        .inputs()
+        .iter()
+        .map(|i| i.name().to_string())
+        .filter(|n| !weights.iter().any(|w| &w.name == n))
+        .collect();
     for n in &names {
         if !matches!(n.as_str(), "input_ids" | "attention_mask" | "token_type_ids") {
             bail!("{what}: unexpected model input '{n}' (expected input_ids, attention_mask, token_type_ids)");
@@ -317,6 +362,7 @@ fn wrap(session: Session, what: &str) -> Result<Model> {
         has_attention_mask: names.iter().any(|n| n == "attention_mask"),
         output_name,
         session,
+        weights,
     })
 }
 
@@ -337,6 +383,77 @@ pub fn open_bytes(bytes: &[u8], what: &str, opts: &SessionOptions) -> Result<Mod
         .commit_from_memory(bytes)
         .with_context(|| format!("ONNX Runtime could not load {what}"))?;
     wrap(session, what)
+}
+
+/// Opens a model held in memory with its float weights of 1 KiB and more as graph inputs, handed
+/// to every run from the model's own memory: ONNX Runtime gets a graph without them to parse and
+/// holds no copy of them (handed over as initializers, external or not, it copies them; parsed
+/// from serialized bytes, it holds the bytes, its parse and its tensors while the session opens).
+/// For the calibration copies, which a pass opens many times while it holds the model: on a
+/// BERT-base file each such session cost about twice the file's size at its peak. ONNX Runtime
+/// cannot fold or pre-pack weights it does not see as constants, so these runs are a little
+/// slower.
+pub fn open_fed(model: &crate::onnx::ModelProto, what: &str, opts: &SessionOptions) -> Result<Model> {
+    use crate::onnx::proto::tensor_proto::DataType;
+    use crate::onnx::proto::{type_proto, TensorShapeProto, TypeProto, ValueInfoProto};
+    use prost::Message;
+    let mut light = model.clone(); // the raw data is shared, not copied
+    let mut weights = Vec::new();
+    if let Some(g) = light.graph.as_mut() {
+        let declared: std::collections::HashSet<String> = g.input.iter().map(|i| i.name().to_string()).collect();
+        let mut kept = Vec::with_capacity(g.initializer.len());
+        for t in std::mem::take(&mut g.initializer) {
+            let raw = t.raw_data.clone().unwrap_or_default();
+            let elements = t
+                .dims
+                .iter()
+                .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?));
+            let float = t.data_type() == DataType::Float as i32;
+            if !float || raw.len() < 1024 || elements.and_then(|n| n.checked_mul(4)) != Some(raw.len()) {
+                kept.push(t);
+                continue;
+            }
+            let data = match as_floats(&raw) {
+                Some(_) => FedData::Shared(raw),
+                None => FedData::Copied(
+                    raw.chunks_exact(4)
+                        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                        .collect(),
+                ),
+            };
+            if !declared.contains(t.name()) {
+                let dim = t
+                    .dims
+                    .iter()
+                    .map(|&d| crate::onnx::proto::tensor_shape_proto::Dimension {
+                        value: Some(crate::onnx::proto::tensor_shape_proto::dimension::Value::DimValue(d)),
+                        ..Default::default()
+                    })
+                    .collect();
+                g.input.push(ValueInfoProto {
+                    name: Some(t.name().to_string()),
+                    r#type: Some(TypeProto {
+                        value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                            elem_type: Some(DataType::Float as i32),
+                            shape: Some(TensorShapeProto { dim }),
+                        })),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+            }
+            weights.push(FedWeight {
+                name: t.name().to_string(),
+                dims: t.dims.clone(),
+                data,
+            });
+        }
+        g.initializer = kept;
+    }
+    let session = builder(opts)?
+        .commit_from_memory(&light.encode_to_vec())
+        .with_context(|| format!("ONNX Runtime could not load {what}"))?;
+    wrap_fed(session, what, weights)
 }
 
 /// Token inputs the run check knows how to fill.
@@ -479,28 +596,39 @@ impl Batch {
     }
 }
 
-impl Model {
-    /// The batch's arrays for the inputs this model declares, by name.
-    fn inputs<'b>(&self, batch: &'b Batch) -> Result<Vec<(&'static str, ort::session::SessionInputValue<'b>)>> {
-        let mut inputs = vec![("input_ids", TensorRef::from_array_view(&batch.input_ids)?.into())];
-        if self.has_attention_mask {
-            inputs.push((
-                "attention_mask",
-                TensorRef::from_array_view(&batch.attention_mask)?.into(),
-            ));
-        }
-        if self.has_token_type_ids {
-            inputs.push((
-                "token_type_ids",
-                TensorRef::from_array_view(&batch.token_type_ids)?.into(),
-            ));
-        }
-        Ok(inputs)
+/// The batch's arrays for the inputs a model declares, by name, and its fed weights (apart from
+/// [`Model`] so that its session can be borrowed to run at the same time).
+fn inputs<'b>(
+    (has_attention_mask, has_token_type_ids): (bool, bool),
+    weights: &'b [FedWeight],
+    batch: &'b Batch,
+) -> Result<Vec<(&'b str, ort::session::SessionInputValue<'b>)>> {
+    let mut inputs = vec![("input_ids", TensorRef::from_array_view(&batch.input_ids)?.into())];
+    for w in weights {
+        inputs.push((
+            w.name.as_str(),
+            TensorRef::from_array_view((w.dims.clone(), w.values()))?.into(),
+        ));
     }
+    if has_attention_mask {
+        inputs.push((
+            "attention_mask",
+            TensorRef::from_array_view(&batch.attention_mask)?.into(),
+        ));
+    }
+    if has_token_type_ids {
+        inputs.push((
+            "token_type_ids",
+            TensorRef::from_array_view(&batch.token_type_ids)?.into(),
+        ));
+    }
+    Ok(inputs)
+}
 
+impl Model {
     /// Runs one batch; returns the logits, row-major [batch, labels], and the label count.
     pub fn run(&mut self, batch: &Batch) -> Result<(Vec<f32>, usize)> {
-        let inputs = self.inputs(batch)?;
+        let inputs = inputs((self.has_attention_mask, self.has_token_type_ids), &self.weights, batch)?;
         let outputs = self.session.run(inputs)?;
         let (shape, data) = outputs[self.output_name.as_str()]
             .try_extract_tensor::<f32>()
@@ -534,7 +662,6 @@ impl Probe {
     /// Opens the copy; `what` names it in errors. Every value is declared a float tensor.
     pub fn open(model: &crate::onnx::ModelProto, names: &[String], what: &str, opts: &SessionOptions) -> Result<Probe> {
         use crate::onnx::proto::{type_proto, TypeProto, ValueInfoProto};
-        use prost::Message;
         let mut m = model.clone();
         let g = m.graph.as_mut().ok_or_else(|| anyhow!("model has no graph"))?;
         for n in names {
@@ -556,7 +683,7 @@ impl Probe {
             g.output.retain(|o| names.iter().any(|n| n == o.name()));
             crate::onnx::edit::remove_unused(g);
         }
-        let model = open_bytes(&m.encode_to_vec(), what, opts)?;
+        let model = open_fed(&m, what, opts)?;
         Ok(Probe {
             model,
             names: names.to_vec(),
@@ -576,8 +703,9 @@ impl Probe {
     /// Runs one batch and hands `each` every named value (its index among the names, shape and
     /// data) where ONNX Runtime wrote it, without a copy.
     pub fn run_each(&mut self, batch: &Batch, each: &mut ValueVisit) -> Result<()> {
-        let inputs = self.model.inputs(batch)?;
-        let outputs = self.model.session.run(inputs)?;
+        let m = &mut self.model;
+        let inputs = inputs((m.has_attention_mask, m.has_token_type_ids), &m.weights, batch)?;
+        let outputs = m.session.run(inputs)?;
         for (i, n) in self.names.iter().enumerate() {
             let (shape, data) = outputs[n.as_str()]
                 .try_extract_tensor::<f32>()
@@ -683,10 +811,9 @@ impl crate::passes::Calibrator for OrtCalibrator {
         &mut self,
         model: &crate::onnx::ModelProto,
     ) -> std::result::Result<(Vec<f32>, usize), crate::passes::PassError> {
-        use prost::Message;
         let t = std::time::Instant::now();
         let run = || -> Result<(Vec<f32>, usize)> {
-            let mut m = open_bytes(&model.encode_to_vec(), "calibration copy of the model", &self.session)?;
+            let mut m = open_fed(model, "calibration copy of the model", &self.session)?;
             let mut all = Vec::new();
             let mut labels = 0;
             for b in &self.batches {

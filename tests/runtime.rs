@@ -85,3 +85,57 @@ fn padding_does_not_change_a_sequence_logits() {
     let (l, _) = model.run(&alone).unwrap();
     assert!(close(&full[2..4], &l, 1e-4), "{:?} vs {l:?}", &full[2..4]);
 }
+
+/// Calibration copies take their float weights as graph inputs, fed from the model's memory at
+/// each run: the same logits as the model opened from its bytes, whether a weight's bytes are
+/// aligned as floats (used in place) or not (copied), and when the graph also lists the weight
+/// among its inputs (IR 3 models do).
+#[test]
+fn calibration_copies_fed_their_weights_compute_what_the_model_does() {
+    if !require_ort("weights fed to calibration runs") {
+        return;
+    }
+    let m = tiny_bert(&SynthOptions::default());
+    let batch = sample_batch();
+    let run = |m: &mut runtime::Model| m.run(&batch).unwrap().0;
+    let opts = SessionOptions::default();
+    let base = run(&mut runtime::open_bytes(&m.encode_to_vec(), "bytes", &opts).unwrap());
+    let fed = |m: &ModelProto| run(&mut runtime::open_fed(m, "fed", &opts).unwrap());
+    assert!(close(&base, &fed(&m), 1e-5), "aligned, in place");
+
+    let mut shifted = m.clone();
+    let mut moved = 0;
+    for t in &mut shifted.graph.as_mut().unwrap().initializer {
+        if let Some(raw) = t.raw_data.as_ref().filter(|r| r.len() >= 1024) {
+            let mut v = vec![0u8];
+            v.extend_from_slice(raw);
+            t.raw_data = Some(bytes::Bytes::from(v).slice(1..));
+            moved += 1;
+        }
+    }
+    assert!(moved > 4, "the tiny model has weights of 1 KiB and more");
+    assert!(close(&base, &fed(&shifted), 1e-5), "misaligned, copied");
+
+    let mut listed = m.clone();
+    let g = listed.graph.as_mut().unwrap();
+    let t = g
+        .initializer
+        .iter()
+        .find(|t| t.raw_data.as_ref().is_some_and(|r| r.len() >= 1024))
+        .unwrap()
+        .clone();
+    g.input.push(onnx_compress::onnx::proto::ValueInfoProto {
+        name: t.name.clone(),
+        r#type: Some(onnx_compress::onnx::proto::TypeProto {
+            value: Some(onnx_compress::onnx::proto::type_proto::Value::TensorType(
+                onnx_compress::onnx::proto::type_proto::Tensor {
+                    elem_type: Some(t.data_type()),
+                    shape: None,
+                },
+            )),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    assert!(close(&base, &fed(&listed), 1e-5), "a weight also listed as an input");
+}
