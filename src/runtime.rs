@@ -394,7 +394,6 @@ pub fn open_bytes(bytes: &[u8], what: &str, opts: &SessionOptions) -> Result<Mod
 /// slower.
 pub fn open_fed(model: &crate::onnx::ModelProto, what: &str, opts: &SessionOptions) -> Result<Model> {
     use crate::onnx::proto::tensor_proto::DataType;
-    use crate::onnx::proto::{type_proto, TensorShapeProto, TypeProto, ValueInfoProto};
     use prost::Message;
     let mut light = model.clone(); // the raw data is shared, not copied
     let mut weights = Vec::new();
@@ -403,12 +402,9 @@ pub fn open_fed(model: &crate::onnx::ModelProto, what: &str, opts: &SessionOptio
         let mut kept = Vec::with_capacity(g.initializer.len());
         for t in std::mem::take(&mut g.initializer) {
             let raw = t.raw_data.clone().unwrap_or_default();
-            let elements = t
-                .dims
-                .iter()
-                .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?));
             let float = t.data_type() == DataType::Float as i32;
-            if !float || raw.len() < 1024 || elements.and_then(|n| n.checked_mul(4)) != Some(raw.len()) {
+            let fills = crate::onnx::tensor::numel(&t).is_ok_and(|n| n.checked_mul(4) == Some(raw.len()));
+            if !float || raw.len() < 1024 || !fills {
                 kept.push(t);
                 continue;
             }
@@ -421,25 +417,9 @@ pub fn open_fed(model: &crate::onnx::ModelProto, what: &str, opts: &SessionOptio
                 ),
             };
             if !declared.contains(t.name()) {
-                let dim = t
-                    .dims
-                    .iter()
-                    .map(|&d| crate::onnx::proto::tensor_shape_proto::Dimension {
-                        value: Some(crate::onnx::proto::tensor_shape_proto::dimension::Value::DimValue(d)),
-                        ..Default::default()
-                    })
-                    .collect();
-                g.input.push(ValueInfoProto {
-                    name: Some(t.name().to_string()),
-                    r#type: Some(TypeProto {
-                        value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                            elem_type: Some(DataType::Float as i32),
-                            shape: Some(TensorShapeProto { dim }),
-                        })),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                });
+                let dims: Vec<Result<i64, &str>> = t.dims.iter().map(|&d| Ok(d)).collect();
+                g.input
+                    .push(crate::onnx::build::value_info(t.name(), DataType::Float, &dims));
             }
             weights.push(FedWeight {
                 name: t.name().to_string(),

@@ -575,10 +575,6 @@ pub(super) struct QuantizedWeight {
     pub zero_point: String,
 }
 
-/// Quantizes the [rows, cols] float weight `w` (named `weight`, read by `node`, an `op`), adds its
-/// int8 values (stored as `opts.weight_type` says), scales and zero points to `patch` under fresh
-/// names, and reports it: its largest rounding error against half its largest scale, and a
-/// warning for all-zero columns.
 /// `model` with `patch` applied (unused initializers removed), or unchanged when the rewrite
 /// that built the patch replaced nothing.
 pub(super) fn patched(model: &ModelProto, mut patch: Patch, rewritten: usize) -> Result<ModelProto, PassError> {
@@ -592,6 +588,10 @@ pub(super) fn patched(model: &ModelProto, mut patch: Patch, rewritten: usize) ->
     Ok(m)
 }
 
+/// Quantizes the [rows, cols] float weight `w` (named `weight`, read by `node`, an `op`), adds its
+/// int8 values (stored as `opts.weight_type` says), scales and zero points to `patch` under fresh
+/// names, and reports it: its largest rounding error against half its largest scale, and a
+/// warning for all-zero columns.
 pub(super) fn add_quantized_weight(
     patch: &mut Patch,
     weight: &str,
