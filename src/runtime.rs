@@ -393,8 +393,21 @@ pub fn open_bytes(bytes: &[u8], what: &str, opts: &SessionOptions) -> Result<Mod
 /// cannot fold or pre-pack weights it does not see as constants, so these runs are a little
 /// slower.
 pub fn open_fed(model: &crate::onnx::ModelProto, what: &str, opts: &SessionOptions) -> Result<Model> {
-    use crate::onnx::proto::tensor_proto::DataType;
     use prost::Message;
+    let (light, weights) = weights_as_inputs(model);
+    let session = builder(opts)?
+        .commit_from_memory(&light.encode_to_vec())
+        .with_context(|| format!("ONNX Runtime could not load {what}"))?;
+    wrap_fed(session, what, weights)
+}
+
+/// `model` with its float weights of 1 KiB and more taken out of the graph's initializers and
+/// declared as graph inputs instead, and those weights, to be handed to every run (their data is
+/// the model's own raw bytes, shared; a weight whose bytes are not aligned as floats is copied
+/// once). Weights of other types (int8, float16, ...), small ones and any whose data does not fill
+/// its shape stay in the graph, the last for ONNX Runtime to refuse by name.
+fn weights_as_inputs(model: &crate::onnx::ModelProto) -> (crate::onnx::ModelProto, Vec<FedWeight>) {
+    use crate::onnx::proto::tensor_proto::DataType;
     let mut light = model.clone(); // the raw data is shared, not copied
     let mut weights = Vec::new();
     if let Some(g) = light.graph.as_mut() {
@@ -429,47 +442,53 @@ pub fn open_fed(model: &crate::onnx::ModelProto, what: &str, opts: &SessionOptio
         }
         g.initializer = kept;
     }
-    let session = builder(opts)?
-        .commit_from_memory(&light.encode_to_vec())
-        .with_context(|| format!("ONNX Runtime could not load {what}"))?;
-    wrap_fed(session, what, weights)
+    (light, weights)
 }
 
 /// Token inputs the run check knows how to fill.
 const TOKEN_INPUTS: [&str; 4] = ["input_ids", "attention_mask", "token_type_ids", "position_ids"];
 
-/// Loads a serialized model in ONNX Runtime (CPU) and, when its inputs are token inputs
-/// ([batch, sequence] integers named `input_ids`, `attention_mask`, `token_type_ids`,
-/// `position_ids`), runs it once on a synthetic batch: two rows of eight tokens (or the model's
-/// fixed sizes), small token ids, the second row's last three positions masked, token types 0,
-/// positions 0, 1, ...; every float output must then be finite. A model with other inputs is only
-/// loaded. The error is ONNX Runtime's (which names the node) or the first non-finite value.
-/// Returns whether the model was run (not when, even with its weights apart, it is past 2 GiB).
+/// Loads a model in ONNX Runtime (CPU) and, when its inputs are token inputs ([batch, sequence]
+/// integers named `input_ids`, `attention_mask`, `token_type_ids`, `position_ids`), runs it once
+/// on a synthetic batch: two rows of eight tokens (or the model's fixed sizes), small token ids,
+/// the second row's last three positions masked, token types 0, positions 0, 1, ...; every float
+/// output must then be finite. A model with other inputs is only loaded. The error is ONNX
+/// Runtime's (which names the node) or the first non-finite value.
+///
+/// The float weights are handed to the run as inputs from the model's own memory
+/// ([`weights_as_inputs`]), as the calibration copies are: ONNX Runtime parses a graph without
+/// them and holds no copy (as initializers, external or not, it copies them: a second copy of the
+/// written model at the command's peak), and a model past protobuf's 2 GiB limit is checked like
+/// any other. Returns whether the model was run (not when, even without its float weights, it is
+/// past 2 GiB).
 pub fn check_runs(model: &crate::onnx::ModelProto) -> Result<bool> {
     use ort::value::{Tensor, TensorElementType, ValueType};
     use prost::Message;
-    let (light, weights) = weights_apart(model)?;
+    let (light, weights) = weights_as_inputs(model);
     if light.encoded_len() > crate::onnx::io::PROTOBUF_LIMIT {
-        // Past 2 GiB even without the weights handed over apart (float16 ones stay in the
-        // graph): ONNX Runtime cannot be handed it in memory, so it is not run.
+        // Past 2 GiB even without its float weights (float16 ones stay in the graph): ONNX
+        // Runtime cannot be handed it in memory, so it is not run.
         return Ok(false);
     }
-    // Without pre-packing: ONNX Runtime would otherwise hold a second, packed copy of every
-    // MatMul weight, and a check needs no speed.
-    let mut b = builder(&SessionOptions::default())?
+    // Without pre-packing: ONNX Runtime would otherwise hold a packed copy of every MatMul weight
+    // it sees as a constant, and a check needs no speed.
+    let mut session = builder(&SessionOptions::default())?
         .with_prepacking(false)
-        .map_err(|e| anyhow!("{e}"))?;
-    for (name, value) in weights {
-        b = b
-            .with_external_initializer(&name, value)
-            .map_err(|e| anyhow!("ONNX Runtime cannot take weight '{name}': {e}"))?;
-    }
-    let mut session = b
+        .map_err(|e| anyhow!("{e}"))?
         .commit_from_memory(&light.encode_to_vec())
         .map_err(|e| anyhow!("ONNX Runtime cannot load it: {e}"))?;
     let mut inputs: Vec<(String, ort::session::SessionInputValue)> = Vec::new();
+    for w in &weights {
+        inputs.push((
+            w.name.clone(),
+            TensorRef::from_array_view((w.dims.clone(), w.values()))?.into(),
+        ));
+    }
     for i in session.inputs() {
         let name = i.name().to_string();
+        if weights.iter().any(|w| w.name == name) {
+            continue;
+        }
         let ValueType::Tensor { ty, shape, .. } = i.dtype() else {
             return Ok(false);
         };
@@ -503,59 +522,6 @@ pub fn check_runs(model: &crate::onnx::ModelProto) -> Result<bool> {
         }
     }
     Ok(true)
-}
-
-/// The model without its large weights, and those weights as ONNX Runtime values, for
-/// [`check_runs`]: each main-graph initializer of at least 1 KiB of raw data (of a type ONNX
-/// Runtime values hold here: float, int8, uint8, int32, int64) is marked as external data in the
-/// copy and handed to the session as an external initializer. So the check needs no serialized
-/// copy of the whole model for ONNX Runtime to parse, and a model past protobuf's 2 GiB limit is
-/// checked like any other.
-fn weights_apart(
-    model: &crate::onnx::ModelProto,
-) -> Result<(crate::onnx::ModelProto, Vec<(String, ort::value::DynValue)>)> {
-    use crate::onnx::proto::tensor_proto::DataType;
-    use ort::value::Tensor;
-    fn value<T: ort::value::PrimitiveTensorElementType + std::fmt::Debug + Clone + 'static, const N: usize>(
-        dims: &[i64],
-        raw: &[u8],
-        from: fn([u8; N]) -> T,
-    ) -> Result<ort::value::DynValue> {
-        let data: Vec<T> = raw
-            .chunks_exact(N)
-            .map(|c| from(c.try_into().expect("chunks of N bytes")))
-            .collect();
-        Ok(Tensor::from_array((dims.to_vec(), data))?.into_dyn())
-    }
-    let mut light = model.clone(); // the raw data is shared, not copied
-    let mut weights = Vec::new();
-    let Some(g) = light.graph.as_mut() else {
-        return Ok((light, weights));
-    };
-    for t in g.initializer.iter_mut() {
-        let Some(raw) = t.raw_data.as_ref().filter(|r| r.len() >= 1024) else {
-            continue;
-        };
-        // A tensor whose data does not fill its shape stays in the graph, for ONNX Runtime to
-        // refuse by name.
-        let elements = t
-            .dims
-            .iter()
-            .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?));
-        let fits = |width: usize| elements.and_then(|n| n.checked_mul(width)) == Some(raw.len());
-        let v = match DataType::try_from(t.data_type()) {
-            Ok(DataType::Float) if fits(4) => value(&t.dims, raw, f32::from_le_bytes)?,
-            Ok(DataType::Int8) if fits(1) => value(&t.dims, raw, i8::from_le_bytes)?,
-            Ok(DataType::Uint8) if fits(1) => value(&t.dims, raw, u8::from_le_bytes)?,
-            Ok(DataType::Int32) if fits(4) => value(&t.dims, raw, i32::from_le_bytes)?,
-            Ok(DataType::Int64) if fits(8) => value(&t.dims, raw, i64::from_le_bytes)?,
-            _ => continue,
-        };
-        let len = raw.len();
-        crate::onnx::tensor::set_external(t, "onnx-compress-check.data", 0, len);
-        weights.push((t.name().to_string(), v));
-    }
-    Ok((light, weights))
 }
 
 /// One padded batch: row-major [batch, seq] arrays.

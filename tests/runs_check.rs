@@ -67,8 +67,9 @@ fn the_check_passes_a_good_model_and_names_what_fails() {
     let e = runtime::check_runs(&nan).unwrap_err().to_string();
     assert!(e.contains("output 'logits' holds NaN"), "{e}");
 
-    // Weights of 1 KiB and more reach ONNX Runtime apart from the graph (as external
-    // initializers, so that models past 2 GiB are checked too): broken ones are still caught.
+    // Float weights of 1 KiB and more reach ONNX Runtime apart from the graph (as graph inputs
+    // fed from the model's memory, so that models past 2 GiB are checked too and ONNX Runtime
+    // holds no copy): broken ones are still caught.
     let big = |edit: &dyn Fn(&mut onnx::TensorProto)| {
         let mut m = tiny_bert(&SynthOptions::default());
         let g = m.graph.as_mut().unwrap();
