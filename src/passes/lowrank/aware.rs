@@ -23,9 +23,63 @@ const DAMP: f64 = 1e-2;
 /// Gram statistics use at most this many tokens (evenly spaced over the calibration data).
 const MAX_GRAM_TOKENS: usize = 16384;
 /// The inputs' Gram matrices are captured a few at a time, as many as fit in this many bytes (at
-/// least one; all of MiniLM's at once): capturing all of BERT-base's at once held 1 GB of them
-/// and a batch of every layer's inputs. Each capture runs the model up to its last input only.
-const GRAM_BYTES: usize = 320 << 20;
+/// least one; all of MiniLM's at once, two layers' of BERT-base): capturing all of BERT-base's at
+/// once held 1 GB of them and a batch of every layer's inputs. Each capture runs the model up to
+/// its last input only.
+const GRAM_BYTES: usize = 192 << 20;
+
+/// Float32 factors set aside in an anonymous temporary file (removed when it is closed) until the
+/// ranks are chosen, then read back up to the rank chosen: held in memory, every weight's factors
+/// up to the largest rank it could take were, after the model itself, the pass's largest holding
+/// (BERT-base: 0.3 GB).
+struct Spill {
+    file: std::fs::File,
+    end: u64,
+}
+
+fn spill_error(e: std::io::Error) -> PassError {
+    PassError::Calibration(format!(
+        "the factors' temporary file in {} (set TMPDIR to a folder with room): {e}",
+        std::env::temp_dir().display()
+    ))
+}
+
+impl Spill {
+    fn new() -> Result<Spill, PassError> {
+        Ok(Spill {
+            file: tempfile::tempfile().map_err(spill_error)?,
+            end: 0,
+        })
+    }
+
+    /// Appends `values`; returns where they start.
+    fn put(&mut self, values: impl Iterator<Item = f32>) -> Result<u64, PassError> {
+        use std::io::{Seek, SeekFrom, Write};
+        let at = self.end;
+        self.file.seek(SeekFrom::Start(at)).map_err(spill_error)?;
+        let mut w = std::io::BufWriter::new(&mut self.file);
+        let mut bytes = 0;
+        for v in values {
+            w.write_all(&v.to_le_bytes()).map_err(spill_error)?;
+            bytes += 4;
+        }
+        w.flush().map_err(spill_error)?;
+        self.end += bytes;
+        Ok(at)
+    }
+
+    /// The `n` values written from `at` on.
+    fn get(&mut self, at: u64, n: usize) -> Result<Vec<f32>, PassError> {
+        use std::io::{Read, Seek, SeekFrom};
+        self.file.seek(SeekFrom::Start(at)).map_err(spill_error)?;
+        let mut raw = vec![0u8; n * 4];
+        self.file.read_exact(&mut raw).map_err(spill_error)?;
+        Ok(raw
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .collect())
+    }
+}
 
 /// Second moments of one value over the calibration tokens.
 struct Gram {
@@ -224,17 +278,19 @@ fn factorize_calibrated(
     // Per distinct input (Q, K and V share one), a few at a time: its Gram matrix, the whitening S
     // and S⁻¹, then the whitened SVD of each weight reading it. Kept per weight until the ranks are
     // chosen: its singular values and, up to the largest rank it could take (break-even, or full
-    // with --force), the factors A = S⁻¹U and B = ΣVᵀ in float32, as they are written. Nothing else
-    // outlives its input's run (BERT-base: 0.3 GB kept instead of 2 GB of f64 U, V and S⁻¹).
+    // with --force), the factors A = S⁻¹U and B = ΣVᵀ in float32, as they are written, set aside
+    // in a temporary file. Nothing else outlives its input's run (BERT-base: 2 GB of f64 U, V and
+    // S⁻¹ once; then 0.3 GB of factors in memory).
     struct Done {
         i: usize,
         s: Vec<f64>,
         /// Columns kept of A (rows of B).
         kmax: usize,
-        /// A [in, kmax] and B [kmax, out], row-major.
-        a: Vec<f32>,
-        b: Vec<f32>,
+        /// Where Aᵀ [kmax, in] and B [kmax, out], row-major, start in the spill file: the first
+        /// k rows of each are the factors at rank k.
+        at: (u64, u64),
     }
+    let mut spill = Spill::new()?;
     let mut spectra: Vec<Done> = Vec::new();
     for run in crate::passes::runs_within(inputs.iter().map(|(_, w)| 8 * w * w), budget) {
         let mut grams: Vec<Gram> = inputs[run.clone()]
@@ -282,17 +338,12 @@ fn factorize_calibrated(
                     }
                 }
                 let a = &s_inv * u.subcols(0, kmax);
+                let at_a = spill.put((0..kmax).flat_map(|c| (0..m).map(move |r| (r, c))).map(|(r, c)| a[(r, c)] as f32))?;
+                let at_b = spill.put((0..kmax).flat_map(|r| (0..n).map(move |c| (r, c))).map(|(r, c)| (s[r] * v[(c, r)]) as f32))?;
                 spectra.push(Done {
                     i,
                     kmax,
-                    a: (0..m)
-                        .flat_map(|r| (0..kmax).map(move |c| (r, c)))
-                        .map(|(r, c)| a[(r, c)] as f32)
-                        .collect(),
-                    b: (0..kmax)
-                        .flat_map(|r| (0..n).map(move |c| (r, c)))
-                        .map(|(r, c)| (s[r] * v[(c, r)]) as f32)
-                        .collect(),
+                    at: (at_a, at_b),
                     s,
                 });
             }
@@ -355,8 +406,9 @@ fn factorize_calibrated(
                 d.kmax
             )));
         }
-        let a = Mat::from_fn(m, k, |r, c| d.a[r * d.kmax + c] as f64);
-        let b = Mat::from_fn(k, n, |r, c| d.b[r * n + c] as f64);
+        let (at, bt) = (spill.get(d.at.0, k * m)?, spill.get(d.at.1, k * n)?);
+        let a = Mat::from_fn(m, k, |r, c| at[c * m + r] as f64);
+        let b = Mat::from_fn(k, n, |r, c| bt[r * n + c] as f64);
         for &j in &sharing {
             reps.push(Replacement::new(&targets[j], &a, &b)?);
             rows[j] = Some(targets[j].done(k, kept));
