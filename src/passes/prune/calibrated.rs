@@ -1108,6 +1108,19 @@ mod tests {
         captures: usize,
     }
 
+    impl Counting {
+        /// Over three random batches of seven tokens.
+        fn new() -> Counting {
+            Counting {
+                inner: crate::runtime::OrtCalibrator::new(
+                    crate::testkit::synth::random_batches(3, 7),
+                    crate::runtime::SessionOptions::default(),
+                ),
+                captures: 0,
+            }
+        }
+    }
+
     impl Calibrator for Counting {
         fn capture(
             &mut self,
@@ -1138,13 +1151,7 @@ mod tests {
         }
         let (m, t) = fixture("bert-sdpa");
         let run = |budget: usize| {
-            let mut c = Counting {
-                inner: crate::runtime::OrtCalibrator::new(
-                    crate::testkit::synth::random_batches(3, 7),
-                    crate::runtime::SessionOptions::default(),
-                ),
-                captures: 0,
-            };
+            let mut c = Counting::new();
             let curves = curves(&m, &t, (128, MAX_FFN_FRACTION), (0.5, 0.5), &mut c, budget).expect("curves");
             (curves, c.captures)
         };
@@ -1183,13 +1190,7 @@ mod tests {
             ..Default::default()
         };
         let run = |budget: usize| {
-            let mut c = Counting {
-                inner: crate::runtime::OrtCalibrator::new(
-                    crate::testkit::synth::random_batches(3, 7),
-                    crate::runtime::SessionOptions::default(),
-                ),
-                captures: 0,
-            };
+            let mut c = Counting::new();
             let (out, _) = prune_within(&m, &opts, &mut c, budget).expect("prune");
             (out, c.captures)
         };
