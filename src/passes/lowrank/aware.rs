@@ -338,8 +338,16 @@ fn factorize_calibrated(
                     }
                 }
                 let a = &s_inv * u.subcols(0, kmax);
-                let at_a = spill.put((0..kmax).flat_map(|c| (0..m).map(move |r| (r, c))).map(|(r, c)| a[(r, c)] as f32))?;
-                let at_b = spill.put((0..kmax).flat_map(|r| (0..n).map(move |c| (r, c))).map(|(r, c)| (s[r] * v[(c, r)]) as f32))?;
+                let at_a = spill.put(
+                    (0..kmax)
+                        .flat_map(|c| (0..m).map(move |r| (r, c)))
+                        .map(|(r, c)| a[(r, c)] as f32),
+                )?;
+                let at_b = spill.put(
+                    (0..kmax)
+                        .flat_map(|r| (0..n).map(move |c| (r, c)))
+                        .map(|(r, c)| (s[r] * v[(c, r)]) as f32),
+                )?;
                 spectra.push(Done {
                     i,
                     kmax,

@@ -1200,8 +1200,18 @@ mod tests {
         let blocks = 2 * t.layers.len();
         assert_eq!((one, per_layer), (1 + blocks, t.layers.len() + blocks), "captures");
         let weights = |m: &ModelProto| -> Vec<(String, Vec<i64>, Vec<f32>)> {
-            m.graph.as_ref().unwrap().initializer.iter()
-                .map(|i| (i.name().to_string(), i.dims.clone(), crate::onnx::tensor::to_f32(i).unwrap_or_default()))
+            m.graph
+                .as_ref()
+                .unwrap()
+                .initializer
+                .iter()
+                .map(|i| {
+                    (
+                        i.name().to_string(),
+                        i.dims.clone(),
+                        crate::onnx::tensor::to_f32(i).unwrap_or_default(),
+                    )
+                })
                 .collect()
         };
         let (a, b) = (weights(&whole), weights(&runs));
