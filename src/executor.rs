@@ -346,7 +346,7 @@ pub fn execute(
 /// The check before any model is written: ONNX Runtime loads it and runs it on a synthetic batch
 /// of token inputs ([`crate::runtime::check_runs`]; a model with other inputs is only loaded),
 /// so that no command writes a model it cannot run (models past protobuf's 2 GiB limit too:
-/// the float weights are fed as graph inputs, apart from the graph ONNX Runtime parses).
+/// the weights are fed as graph inputs, apart from the graph ONNX Runtime parses).
 fn check_runs(model: &ModelProto, plan: &Plan) -> Result<()> {
     let label = plan.steps.last().map_or("convert", |s| s.label.as_str());
     crate::runtime::init(None).with_context(|| format!("checking the model {label} wrote"))?;

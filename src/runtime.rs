@@ -268,37 +268,104 @@ pub struct Model {
     weights: Vec<FedWeight>,
 }
 
-/// A float weight given to each run rather than held by the session: its name, shape and data
-/// (the model's own raw bytes where they are aligned as floats, else a copy).
+/// A weight given to each run rather than held by the session: its name, shape, element type and
+/// data (the model's own raw bytes where they are aligned for the type, else an aligned copy).
 struct FedWeight {
     name: String,
     dims: Vec<i64>,
-    data: FedData,
+    ty: Fed,
+    raw: bytes::Bytes,
 }
 
-enum FedData {
-    Shared(bytes::Bytes),
-    Copied(Vec<f32>),
+/// The element types a weight can be handed over in.
+#[derive(Clone, Copy)]
+enum Fed {
+    Float,
+    Float16,
+    Int8,
+    Uint8,
 }
 
-impl FedWeight {
-    fn values(&self) -> &[f32] {
-        match &self.data {
-            FedData::Shared(b) => as_floats(b).expect("checked when the weight was taken"),
-            FedData::Copied(v) => v,
+impl Fed {
+    fn of(data_type: i32) -> Option<Fed> {
+        use crate::onnx::proto::tensor_proto::DataType;
+        match DataType::try_from(data_type).ok()? {
+            DataType::Float => Some(Fed::Float),
+            DataType::Float16 => Some(Fed::Float16),
+            DataType::Int8 => Some(Fed::Int8),
+            DataType::Uint8 => Some(Fed::Uint8),
+            _ => None,
+        }
+    }
+
+    fn proto(self) -> crate::onnx::proto::tensor_proto::DataType {
+        use crate::onnx::proto::tensor_proto::DataType;
+        match self {
+            Fed::Float => DataType::Float,
+            Fed::Float16 => DataType::Float16,
+            Fed::Int8 => DataType::Int8,
+            Fed::Uint8 => DataType::Uint8,
+        }
+    }
+
+    fn size(self) -> usize {
+        match self {
+            Fed::Float => 4,
+            Fed::Float16 => 2,
+            Fed::Int8 | Fed::Uint8 => 1,
         }
     }
 }
 
-/// Little-endian raw data as floats, without a copy, when it is aligned as floats.
-fn as_floats(raw: &[u8]) -> Option<&[f32]> {
-    if cfg!(target_endian = "big") {
-        return None;
+impl FedWeight {
+    fn value(&self) -> Result<ort::session::SessionInputValue<'_>> {
+        let dims = self.dims.clone();
+        Ok(match self.ty {
+            Fed::Float => TensorRef::from_array_view((dims, view::<f32>(&self.raw)))?.into(),
+            Fed::Float16 => TensorRef::from_array_view((dims, view::<half::f16>(&self.raw)))?.into(),
+            Fed::Int8 => TensorRef::from_array_view((dims, view::<i8>(&self.raw)))?.into(),
+            Fed::Uint8 => TensorRef::from_array_view((dims, &self.raw[..]))?.into(),
+        })
     }
-    // SAFETY: every bit pattern is a valid f32; the prefix and suffix checks make the middle
-    // the whole slice, so no byte is dropped.
-    let (pre, mid, post) = unsafe { raw.align_to::<f32>() };
-    (pre.is_empty() && post.is_empty()).then_some(mid)
+}
+
+/// Raw bytes, aligned for `T` (checked when the weight was taken), as a slice of `T`.
+fn view<T: Plain>(raw: &[u8]) -> &[T] {
+    // SAFETY: `Plain` types are valid for every bit pattern; the prefix and suffix checks make
+    // the middle the whole slice, so no byte is dropped.
+    let (pre, mid, post) = unsafe { raw.align_to::<T>() };
+    assert!(
+        pre.is_empty() && post.is_empty(),
+        "a fed weight's bytes are aligned for its type"
+    );
+    mid
+}
+
+/// Element types for which every bit pattern is a value.
+trait Plain: Copy {}
+impl Plain for f32 {}
+impl Plain for half::f16 {}
+impl Plain for i8 {}
+
+/// `raw` if its address is a multiple of `align`, else a copy in memory aligned for 8 bytes.
+fn aligned(raw: bytes::Bytes, align: usize) -> bytes::Bytes {
+    if (raw.as_ptr() as usize) % align == 0 {
+        return raw;
+    }
+    struct Words(Vec<u64>, usize);
+    impl AsRef<[u8]> for Words {
+        fn as_ref(&self) -> &[u8] {
+            // SAFETY: the words own at least `self.1` initialized bytes, and u8 has no alignment.
+            unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast::<u8>(), self.1) }
+        }
+    }
+    let mut words = vec![0u64; raw.len().div_ceil(8)];
+    for (w, c) in words.iter_mut().zip(raw.chunks(8)) {
+        let mut b = [0u8; 8];
+        b[..c.len()].copy_from_slice(c);
+        *w = u64::from_ne_bytes(b);
+    }
+    bytes::Bytes::from_owner(Words(words, raw.len()))
 }
 
 fn builder(opts: &SessionOptions) -> Result<ort::session::builder::SessionBuilder> {
@@ -394,20 +461,29 @@ pub fn open_bytes(bytes: &[u8], what: &str, opts: &SessionOptions) -> Result<Mod
 /// slower.
 pub fn open_fed(model: &crate::onnx::ModelProto, what: &str, opts: &SessionOptions) -> Result<Model> {
     use prost::Message;
-    let (light, weights) = weights_as_inputs(model);
+    let (light, weights) = weights_as_inputs(model, Types::Float);
     let session = builder(opts)?
         .commit_from_memory(&light.encode_to_vec())
         .with_context(|| format!("ONNX Runtime could not load {what}"))?;
     wrap_fed(session, what, weights)
 }
 
-/// `model` with its float weights of 1 KiB and more taken out of the graph's initializers and
-/// declared as graph inputs instead, and those weights, to be handed to every run (their data is
-/// the model's own raw bytes, shared; a weight whose bytes are not aligned as floats is copied
-/// once). Weights of other types (int8, float16, ...), small ones and any whose data does not fill
-/// its shape stay in the graph, the last for ONNX Runtime to refuse by name.
-fn weights_as_inputs(model: &crate::onnx::ModelProto) -> (crate::onnx::ModelProto, Vec<FedWeight>) {
-    use crate::onnx::proto::tensor_proto::DataType;
+/// Which weights [`weights_as_inputs`] takes out of the graph.
+#[derive(Clone, Copy, PartialEq)]
+enum Types {
+    /// Float ones: ONNX Runtime still sees quantized and float16 weights as constants, and fuses
+    /// and runs them as it does when it loads the file.
+    Float,
+    /// Float, float16, int8 and uint8 ones: for a model past 2 GiB even without its float weights.
+    All,
+}
+
+/// `model` with its weights of 1 KiB and more of the `types` taken out of the graph's
+/// initializers and declared as graph inputs instead, and those weights, to be handed to every
+/// run (their data is the model's own raw bytes, shared; a weight whose bytes are not aligned for
+/// its type is copied once). Weights of other types (int64, ...), small ones and any whose data
+/// does not fill its shape stay in the graph, the last for ONNX Runtime to refuse by name.
+fn weights_as_inputs(model: &crate::onnx::ModelProto, types: Types) -> (crate::onnx::ModelProto, Vec<FedWeight>) {
     let mut light = model.clone(); // the raw data is shared, not copied
     let mut weights = Vec::new();
     if let Some(g) = light.graph.as_mut() {
@@ -415,29 +491,23 @@ fn weights_as_inputs(model: &crate::onnx::ModelProto) -> (crate::onnx::ModelProt
         let mut kept = Vec::with_capacity(g.initializer.len());
         for t in std::mem::take(&mut g.initializer) {
             let raw = t.raw_data.clone().unwrap_or_default();
-            let float = t.data_type() == DataType::Float as i32;
-            let fills = crate::onnx::tensor::numel(&t).is_ok_and(|n| n.checked_mul(4) == Some(raw.len()));
-            if !float || raw.len() < 1024 || !fills {
+            let fills =
+                |ty: Fed| crate::onnx::tensor::numel(&t).is_ok_and(|n| n.checked_mul(ty.size()) == Some(raw.len()));
+            let wanted = |ty: Fed| types == Types::All || matches!(ty, Fed::Float);
+            let Some(ty) = Fed::of(t.data_type()).filter(|&ty| wanted(ty) && raw.len() >= 1024 && fills(ty)) else {
                 kept.push(t);
                 continue;
-            }
-            let data = match as_floats(&raw) {
-                Some(_) => FedData::Shared(raw),
-                None => FedData::Copied(
-                    raw.chunks_exact(4)
-                        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-                        .collect(),
-                ),
             };
             if !declared.contains(t.name()) {
                 let dims: Vec<Result<i64, &str>> = t.dims.iter().map(|&d| Ok(d)).collect();
                 g.input
-                    .push(crate::onnx::build::value_info(t.name(), DataType::Float, &dims));
+                    .push(crate::onnx::build::value_info(t.name(), ty.proto(), &dims));
             }
             weights.push(FedWeight {
                 name: t.name().to_string(),
                 dims: t.dims.clone(),
-                data,
+                ty,
+                raw: aligned(raw, ty.size()),
             });
         }
         g.initializer = kept;
@@ -459,14 +529,26 @@ const TOKEN_INPUTS: [&str; 4] = ["input_ids", "attention_mask", "token_type_ids"
 /// ([`weights_as_inputs`]), as the calibration copies are: ONNX Runtime parses a graph without
 /// them and holds no copy (as initializers, external or not, it copies them: a second copy of the
 /// written model at the command's peak), and a model past protobuf's 2 GiB limit is checked like
-/// any other. Returns whether the model was run (not when, even without its float weights, it is
-/// past 2 GiB).
+/// any other. Quantized and float16 weights stay in the graph, so that ONNX Runtime fuses and
+/// runs them as it will when it loads the file, unless the graph is still past 2 GiB with them
+/// (a quantized model of more than 8 GB of float weights): then they are handed over too, and
+/// the check runs what the unfused graph computes. Returns whether the model was run (not when,
+/// even without those weights, it is past 2 GiB).
 pub fn check_runs(model: &crate::onnx::ModelProto) -> Result<bool> {
+    check_runs_within(model, crate::onnx::io::PROTOBUF_LIMIT)
+}
+
+/// [`check_runs`] with the size past which a graph cannot be handed to ONNX Runtime as `limit`
+/// (the tests' way to reach the path of models past 2 GiB).
+fn check_runs_within(model: &crate::onnx::ModelProto, limit: usize) -> Result<bool> {
     use ort::value::{Tensor, TensorElementType, ValueType};
     use prost::Message;
-    let (light, weights) = weights_as_inputs(model);
-    if light.encoded_len() > crate::onnx::io::PROTOBUF_LIMIT {
-        // Past 2 GiB even without its float weights (float16 ones stay in the graph): ONNX
+    let (mut light, mut weights) = weights_as_inputs(model, Types::Float);
+    if light.encoded_len() > limit {
+        (light, weights) = weights_as_inputs(model, Types::All);
+    }
+    if light.encoded_len() > limit {
+        // Past 2 GiB even without its weights (int64 and other types stay in the graph): ONNX
         // Runtime cannot be handed it in memory, so it is not run.
         return Ok(false);
     }
@@ -479,10 +561,7 @@ pub fn check_runs(model: &crate::onnx::ModelProto) -> Result<bool> {
         .map_err(|e| anyhow!("ONNX Runtime cannot load it: {e}"))?;
     let mut inputs: Vec<(String, ort::session::SessionInputValue)> = Vec::new();
     for w in &weights {
-        inputs.push((
-            w.name.clone(),
-            TensorRef::from_array_view((w.dims.clone(), w.values()))?.into(),
-        ));
+        inputs.push((w.name.clone(), w.value()?));
     }
     for i in session.inputs() {
         let name = i.name().to_string();
@@ -550,10 +629,7 @@ fn inputs<'b>(
 ) -> Result<Vec<(&'b str, ort::session::SessionInputValue<'b>)>> {
     let mut inputs = vec![("input_ids", TensorRef::from_array_view(&batch.input_ids)?.into())];
     for w in weights {
-        inputs.push((
-            w.name.as_str(),
-            TensorRef::from_array_view((w.dims.clone(), w.values()))?.into(),
-        ));
+        inputs.push((w.name.as_str(), w.value()?));
     }
     if has_attention_mask {
         inputs.push((
@@ -913,5 +989,74 @@ mod tests {
             .join("lib/python3.*/site-packages/onnxruntime/capi")
             .join(LIB_NAME);
         assert_eq!(tried, [pattern.display().to_string()]);
+    }
+
+    #[test]
+    fn quantized_and_float16_weights_can_reach_onnx_runtime_apart_from_the_graph() {
+        use crate::passes::quantize::{quantize, Mode, QuantizeOptions};
+        let model = crate::testkit::synth::tiny_bert(&Default::default());
+        let ort = crate::testkit::shared::require_ort("the run check of quantized models");
+        let modes: &[Mode] = if ort {
+            &[Mode::Dynamic, Mode::Static, Mode::Fp16]
+        } else {
+            &[Mode::Dynamic, Mode::Fp16]
+        };
+        for &mode in modes {
+            let opts = QuantizeOptions {
+                mode,
+                ..Default::default()
+            };
+            let batches = crate::testkit::synth::random_batches(2, 3);
+            let mut calib = OrtCalibrator::new(batches, SessionOptions::default());
+            let calib = (mode == Mode::Static).then_some(&mut calib as &mut dyn crate::passes::Calibrator);
+            let Ok((q, _)) = quantize(&model, &opts, calib) else {
+                panic!("{mode:?}: the tiny model quantizes");
+            };
+            let (light, fed) = weights_as_inputs(&q, Types::All);
+            let g = light.graph.as_ref().unwrap();
+            let left: Vec<&str> = g
+                .initializer
+                .iter()
+                .filter(|t| Fed::of(t.data_type()).is_some() && t.raw_data.as_ref().is_some_and(|r| r.len() >= 1024))
+                .map(|t| t.name())
+                .collect();
+            assert!(left.is_empty(), "{mode:?}: weights left in the graph: {left:?}");
+            let want = if mode == Mode::Fp16 { Fed::Float16 } else { Fed::Int8 };
+            assert!(
+                fed.iter().any(|w| w.ty.proto() == want.proto()),
+                "{mode:?}: no {:?} weight handed over apart",
+                want.proto()
+            );
+            if ort {
+                use prost::Message;
+                assert!(check_runs(&q).unwrap(), "{mode:?}: the check runs the model");
+                // A limit the graph is past with its quantized weights but not without them: the
+                // check hands them over too and still runs it (as for a quantized model of more
+                // than 8 GB of float weights); past the limit even without them, it is not run.
+                let floats_only = weights_as_inputs(&q, Types::Float).0.encoded_len();
+                let limit = light.encoded_len();
+                assert!(limit < floats_only, "{mode:?}: {limit} {floats_only}");
+                assert!(
+                    check_runs_within(&q, limit).unwrap(),
+                    "{mode:?}: run with its weights fed"
+                );
+                assert!(
+                    !check_runs_within(&q, limit - 1).unwrap(),
+                    "{mode:?}: past the limit, not run"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn weights_not_aligned_for_their_type_are_copied_into_aligned_memory() {
+        let raw = bytes::Bytes::from((0u8..=40).collect::<Vec<u8>>());
+        for start in 0..4 {
+            let part = raw.slice(start..start + 32);
+            let fed = aligned(part.clone(), 4);
+            assert_eq!(fed, part, "the same bytes");
+            assert_eq!(fed.as_ptr() as usize % 4, 0);
+            assert_eq!(view::<f32>(&fed).len(), 8);
+        }
     }
 }
