@@ -875,10 +875,8 @@ struct Targets {
     /// when its neurons are).
     wanted: Vec<Vec<String>>,
     runs: Vec<std::ops::Range<usize>>,
-    /// The run held now, its values' names and their rows for every calibration token.
-    held: Option<usize>,
-    names: Vec<String>,
-    values: Vec<Vec<f32>>,
+    /// The run held now, and its values by name: their rows for every calibration token.
+    held: Option<(usize, Vec<(String, Vec<f32>)>)>,
 }
 
 impl Targets {
@@ -914,8 +912,6 @@ impl Targets {
             wanted,
             runs,
             held: None,
-            names: Vec::new(),
-            values: Vec::new(),
         }
     }
 
@@ -927,11 +923,9 @@ impl Targets {
             .iter()
             .position(|r| r.contains(&li))
             .ok_or_else(|| PassError::Internal(format!("layer {li} is in no run of targets")))?;
-        if self.held == Some(run) {
+        if self.held.as_ref().is_some_and(|(r, _)| *r == run) {
             return Ok(());
         }
-        self.names.clear();
-        self.values.clear();
         self.held = None;
         let mut names: Vec<String> = self.wanted[self.runs[run].clone()].concat();
         names.sort();
@@ -946,16 +940,17 @@ impl Targets {
                 Ok(())
             })?;
         }
-        (self.names, self.values, self.held) = (names, values, Some(run));
+        self.held = Some((run, names.into_iter().zip(values).collect()));
         Ok(())
     }
 
     /// The held values of `name`.
     fn of(&self, name: &str) -> Result<&[f32], PassError> {
-        self.names
+        self.held
             .iter()
-            .position(|w| w == name)
-            .map(|i| self.values[i].as_slice())
+            .flat_map(|(_, values)| values)
+            .find(|(w, _)| w == name)
+            .map(|(_, v)| v.as_slice())
             .ok_or_else(|| PassError::Internal(format!("the unpruned model's '{name}' was not captured")))
     }
 }
