@@ -527,3 +527,38 @@ fn hf_parquet_pairs_match_the_glue_tsv_of_the_same_text() {
     assert_eq!(predictions(&parquet), predictions(&tsv));
     assert_eq!(parquet["metrics"]["f1"], tsv["metrics"]["f1"]);
 }
+
+/// Activation-aware low rank keeps its candidate factors in an anonymous temporary file until
+/// the ranks are chosen: a temporary folder it cannot write to is one error naming the folder and
+/// TMPDIR, and nothing is written; with a writable one the same command succeeds.
+#[test]
+fn an_unwritable_temporary_folder_is_named_by_activation_aware_low_rank() {
+    if !have_ort("activation-aware low rank's temporary file") {
+        return;
+    }
+    let (dir, model) = model_dir(2, false);
+    let texts: String = std::iter::once("text\n".to_string())
+        .chain(ROWS.iter().map(|(t, _)| format!("\"{}\"\n", t.replace('"', "\"\""))))
+        .collect();
+    let data = write(dir.path(), "texts.csv", &texts);
+    let out = dir.path().join("small.onnx");
+    let lowrank = |tmp: &Path| {
+        bin()
+            .env("TMPDIR", tmp)
+            .args(["lowrank", "--target-params", "0.8", "--calib-data", s(&data)])
+            .args([s(&model), s(&out)])
+            .output()
+            .unwrap()
+    };
+    let missing = dir.path().join("no-such-folder");
+    let o = lowrank(&missing);
+    assert_clean_error(
+        "an unwritable TMPDIR",
+        &o,
+        &["temporary file in", "no-such-folder", "set TMPDIR"],
+    );
+    assert!(!out.exists(), "an output was written");
+    let o = lowrank(dir.path());
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(out.is_file());
+}
