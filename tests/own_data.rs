@@ -62,6 +62,13 @@ fn model_dir(labels: usize, config: bool) -> (tempfile::TempDir, PathBuf) {
     (dir, m)
 }
 
+/// The rows' texts as a one-column CSV under `column`, quoted.
+fn texts_csv(column: &str) -> String {
+    std::iter::once(format!("{column}\n"))
+        .chain(ROWS.iter().map(|(t, _)| format!("\"{}\"\n", t.replace('"', "\"\""))))
+        .collect()
+}
+
 fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, body).unwrap();
@@ -281,9 +288,7 @@ fn calibration_reads_text_only_files_in_any_format() {
         return;
     }
     let (dir, model) = model_dir(2, false);
-    let csv: String = std::iter::once("comment\n".to_string())
-        .chain(ROWS.iter().map(|(t, _)| format!("\"{}\"\n", t.replace('"', "\"\""))))
-        .collect();
+    let csv = texts_csv("comment");
     let tsv: String = std::iter::once("sentence\tlabel\n".to_string())
         .chain(ROWS.iter().map(|(t, l)| format!("{t}\t{}\n", l % 2)))
         .collect();
@@ -537,10 +542,7 @@ fn an_unwritable_temporary_folder_is_named_by_activation_aware_low_rank() {
         return;
     }
     let (dir, model) = model_dir(2, false);
-    let texts: String = std::iter::once("text\n".to_string())
-        .chain(ROWS.iter().map(|(t, _)| format!("\"{}\"\n", t.replace('"', "\"\""))))
-        .collect();
-    let data = write(dir.path(), "texts.csv", &texts);
+    let data = write(dir.path(), "texts.csv", &texts_csv("text"));
     let out = dir.path().join("small.onnx");
     let lowrank = |tmp: &Path| {
         bin()
