@@ -15,7 +15,7 @@
 //!   tables left float as `quantize_dynamic` leaves them (the same MatMuls quantized), every cell
 //!   agrees on argmax and is no worse than ONNX Runtime's logits stored with the fixture: with
 //!   `--weight-type u8` (exact u8 × u8 kernels) on every CPU, and with the default s8 weights on
-//!   a CPU with VNNI or AMX (both held here); not on an AVX2 CPU without VNNI, where the s8
+//!   a CPU with VNNI (both held here); not on an AVX2 CPU without VNNI, where the s8
 //!   GEMM's 16-bit pair sums saturate on full-range per-channel weights (printed there;
 //!   bench/RESULTS.md, "The export matrix"). The default, int8 tables too, is printed;
 //! - `eval` runs it on a small CSV with a word-level `tokenizer.json` and predicts what its
@@ -42,7 +42,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{bin, calibrator, logits, max_diff, zero_in_features};
+use common::{bin, calibrator, logits, max_diff, vnni, zero_in_features};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/matrix")
@@ -384,7 +384,7 @@ fn low_rank_and_quantization_of_every_cell() {
         let verdict8 = "no worse";
         // The default s8 weights with the embedding tables left float (the same MatMuls as
         // `quantize_dynamic`): held to ONNX Runtime's bar where the CPU sums int8 products
-        // exactly (VNNI, AMX); printed elsewhere.
+        // exactly (VNNI); printed elsewhere.
         let like = Pass::Quantize(QuantizeOptions {
             mode: Mode::Dynamic,
             embeddings: false,
@@ -401,9 +401,9 @@ fn low_rank_and_quantization_of_every_cell() {
             .count();
         let verdict_like = if ours_like <= theirs && flips_like == 0 {
             "no worse"
-        } else if exact_int8_cpu() {
+        } else if vnni() {
             return Err(format!(
-                "dynamic INT8 (s8 weights, float embeddings) on a CPU with VNNI/AMX: relative logit error {ours_like}, {flips_like} flipped; ONNX Runtime's quantize_dynamic {theirs}"
+                "dynamic INT8 (s8 weights, float embeddings) on a CPU with VNNI: relative logit error {ours_like}, {flips_like} flipped; ONNX Runtime's quantize_dynamic {theirs}"
             ));
         } else {
             "WORSE (no VNNI: not held)"
@@ -412,18 +412,6 @@ fn low_rank_and_quantization_of_every_cell() {
             "(dynamic {ours:.3} vs ORT's quantize_dynamic {theirs:.3}: {verdict}, {flips} flipped; float embeddings {ours_like:.3}: {verdict_like}, {flips_like} flipped; u8 weights {ours8:.3}: {verdict8}, {flips8} flipped; fp16 {e16:.1e}, static {es:.3})"
         ))
     });
-}
-
-/// Whether this CPU multiplies int8 exactly in its fast kernels (AVX-512 VNNI, AVX-VNNI or AMX,
-/// as Linux reports them): without them ONNX Runtime's u8 × s8 GEMM adds pairs of products in 16
-/// bits, which saturate.
-fn exact_int8_cpu() -> bool {
-    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|info| {
-        info.lines().filter(|l| l.starts_with("flags")).any(|l| {
-            l.split_whitespace()
-                .any(|f| matches!(f, "avx512_vnni" | "avx_vnni" | "amx_int8"))
-        })
-    })
 }
 
 /// Per layer (heads, FFN width), and the rank of every factored Linear.

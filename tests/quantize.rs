@@ -20,7 +20,7 @@ use prost::Message;
 
 mod common;
 
-use common::{bin, calibrator, logits_and_labels};
+use common::{bin, calibrator, logits_and_labels, vnni};
 
 fn synth() -> ModelProto {
     tiny_bert(&SynthOptions {
@@ -39,19 +39,6 @@ fn logits(m: &ModelProto, bs: &[Batch], what: &str) -> Vec<f32> {
     let (l, n) = logits_and_labels(m, bs, what);
     assert_eq!(n, 2);
     l
-}
-
-/// Whether this CPU has VNNI. ONNX Runtime's integer kernels multiply 8-bit activations by int8
-/// weights; with VNNI (`vpdpbusd`) the products add up in 32 bits, but on an AVX2-only CPU
-/// (`vpmaddubsw`) each pair of products is summed in 16 bits first and saturates (ONNX Runtime's
-/// quantization docs: use `reduce_range` or U8U8 on such machines). The CPUs this project runs on
-/// vary (README, Results), so the integer bars below hold with VNNI, and a looser bar, measured
-/// and written next to each, holds without.
-fn vnni() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx512vnni");
-    #[cfg(not(target_arch = "x86_64"))]
-    return true;
 }
 
 /// The largest relative logit error dynamic INT8 may show on the random tiny model: 0.05 with

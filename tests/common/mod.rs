@@ -25,6 +25,19 @@ pub fn in_ci() -> bool {
     std::env::var("CI").as_deref() == Ok("true")
 }
 
+/// Whether this CPU has VNNI. ONNX Runtime's integer kernels multiply 8-bit activations by int8
+/// weights; with VNNI (`vpdpbusd`) the products add up in 32 bits, but on an AVX2-only CPU
+/// (`vpmaddubsw`) each pair of products is summed in 16 bits first and saturates (ONNX Runtime's
+/// quantization docs: use `reduce_range` or U8U8 on such machines). The CPUs this project runs on
+/// vary (README, Results), so integer bars hold with VNNI, and looser bars, measured and
+/// written next to each, hold without.
+pub fn vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx512vnni");
+    #[cfg(not(target_arch = "x86_64"))]
+    return true;
+}
+
 /// Whether the project-local ONNX Runtime is installed (for tests that only run the binary).
 /// When it is not: panics under `CI=true`, otherwise prints a visible `SKIP:` line.
 pub fn have_ort(what: &str) -> bool {
