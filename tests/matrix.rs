@@ -332,18 +332,26 @@ fn low_rank_and_quantization_of_every_cell() {
                 ..Default::default()
             })
         };
-        let dynamic = quantize(Mode::Dynamic)
-            .apply(&m, None)
-            .map_err(|e| format!("dynamic INT8: {e}"))?;
-        let got = logits(&dynamic.model, &batch, "dynamic INT8");
         let ort = c.stored("ort_quantize_dynamic_logits");
-        let (ours, theirs) = (relative(&base, &got), relative(&base, &ort));
+        let theirs = relative(&base, &ort);
         let labels = base.len() / 2;
-        let flips = base
-            .chunks(labels)
-            .zip(got.chunks(labels))
-            .filter(|(want, q)| argmax(want) != argmax(q))
-            .count();
+        // Dynamic INT8 with `opts`: its relative logit error and how many argmaxes it flips.
+        let dynamic = |opts: QuantizeOptions, what: &str| -> Result<(f32, usize), String> {
+            let q = Pass::Quantize(QuantizeOptions {
+                mode: Mode::Dynamic,
+                ..opts
+            })
+            .apply(&m, None)
+            .map_err(|e| format!("{what}: {e}"))?;
+            let got = logits(&q.model, &batch, what);
+            let flips = base
+                .chunks(labels)
+                .zip(got.chunks(labels))
+                .filter(|(want, q)| argmax(want) != argmax(q))
+                .count();
+            Ok((relative(&base, &got), flips))
+        };
+        let (ours, flips) = dynamic(Default::default(), "dynamic INT8")?;
         // Not yet ONNX Runtime's bar (see the module's note): a broken graph is off by ~1.
         ensure(ours < 0.75, || format!("dynamic INT8's relative logit error {ours}"))?;
 
@@ -358,21 +366,14 @@ fn low_rank_and_quantization_of_every_cell() {
         let verdict = if ours <= theirs { "no worse" } else { "WORSE" };
         // u8 weights: exact u8 × u8 kernels on every CPU; embedding tables float, as ONNX
         // Runtime's quantize_dynamic leaves them: the same MatMuls quantized.
-        let exact = Pass::Quantize(QuantizeOptions {
-            mode: Mode::Dynamic,
-            weight_type: WeightType::U8,
-            embeddings: false,
-            ..Default::default()
-        })
-        .apply(&m, None)
-        .map_err(|e| format!("dynamic INT8, u8 weights: {e}"))?;
-        let got8 = logits(&exact.model, &batch, "dynamic INT8, u8 weights");
-        let ours8 = relative(&base, &got8);
-        let flips8 = base
-            .chunks(labels)
-            .zip(got8.chunks(labels))
-            .filter(|(want, q)| argmax(want) != argmax(q))
-            .count();
+        let (ours8, flips8) = dynamic(
+            QuantizeOptions {
+                weight_type: WeightType::U8,
+                embeddings: false,
+                ..Default::default()
+            },
+            "dynamic INT8, u8 weights",
+        )?;
         ensure(flips8 == 0, || {
             format!("dynamic INT8 with u8 weights flips {flips8} of the examples' argmax (error {ours8})")
         })?;
@@ -385,20 +386,13 @@ fn low_rank_and_quantization_of_every_cell() {
         // The default s8 weights with the embedding tables left float (the same MatMuls as
         // `quantize_dynamic`): held to ONNX Runtime's bar where the CPU sums int8 products
         // exactly (VNNI); printed elsewhere.
-        let like = Pass::Quantize(QuantizeOptions {
-            mode: Mode::Dynamic,
-            embeddings: false,
-            ..Default::default()
-        })
-        .apply(&m, None)
-        .map_err(|e| format!("dynamic INT8, float embeddings: {e}"))?;
-        let got_like = logits(&like.model, &batch, "dynamic INT8, float embeddings");
-        let ours_like = relative(&base, &got_like);
-        let flips_like = base
-            .chunks(labels)
-            .zip(got_like.chunks(labels))
-            .filter(|(want, q)| argmax(want) != argmax(q))
-            .count();
+        let (ours_like, flips_like) = dynamic(
+            QuantizeOptions {
+                embeddings: false,
+                ..Default::default()
+            },
+            "dynamic INT8, float embeddings",
+        )?;
         let verdict_like = if ours_like <= theirs && flips_like == 0 {
             "no worse"
         } else if vnni() {
