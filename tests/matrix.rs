@@ -416,7 +416,7 @@ fn low_rank_and_quantization_of_every_cell() {
         )?;
         // ONNX Runtime's quantize_dynamic as it runs on this kind of CPU (the module's note).
         let bar = if vnni() {
-            // Exact kernels on both sides: 32 examples, both weight types alike.
+            // Exact kernels on both sides: 32 examples (u8 weights compute the same numbers here).
             let (bar_batch, ort) = c.vnni_bar();
             let base = logits(&m, std::slice::from_ref(&bar_batch), "FP32");
             let theirs = relative(&base, &ort);
@@ -428,7 +428,7 @@ fn low_rank_and_quantization_of_every_cell() {
             let allowed = theirs * known_gap(&c.family);
             ensure(flips_like == 0 && ours <= allowed, || {
                 format!(
-                    "dynamic INT8 (float embeddings, s8 or u8 weights) on a CPU with VNNI: relative logit error {ours} on 32 examples, ONNX Runtime's quantize_dynamic {theirs} (allowed {allowed}); {flips_like} of the sample batch flipped"
+                    "dynamic INT8 (s8 weights, float embeddings) on a CPU with VNNI: relative logit error {ours} on 32 examples, ONNX Runtime's quantize_dynamic {theirs} (allowed {allowed}); {flips_like} of the sample batch flipped"
                 )
             })?;
             let verdict = if full <= theirs { "no worse" } else { "WORSE (not held)" };
