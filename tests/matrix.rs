@@ -16,9 +16,10 @@
 //!   each cell's `expected.json` holds both: `ort_quantize_dynamic_logits` (the sample batch,
 //!   computed on an AVX2 CPU) and `vnni_bar` (32 seeded sequences and the logits on them,
 //!   computed with VNNI by `scripts/fixtures/ort_bar_vnni.py`). With the embedding tables left
-//!   float as `quantize_dynamic` leaves them (the same MatMuls quantized), held: with VNNI, no
-//!   argmax of the sample batch flipped and the error on the 32 examples no worse than
-//!   `quantize_dynamic`'s (ALBERT: within 1.1×, [`known_gap`]); on AVX2, `--weight-type u8`
+//!   float (the same MatMuls quantized; `quantize_dynamic` stores the tables int8 too), held:
+//!   with VNNI, no argmax of the sample batch flipped and the error on the 32 examples no worse
+//!   than `quantize_dynamic`'s (keeping float the MatMuls it leaves float, where it leaves any;
+//!   ALBERT after ONNX Runtime's optimizer: within 1.1×, [`known_gap`]); on AVX2, `--weight-type u8`
 //!   (exact u8 × u8 kernels) against the AVX2 bar (the default s8 weights, whose full-range
 //!   per-channel columns saturate there, printed). The default, int8 tables too, is printed
 //!   (bench/RESULTS.md, "The export matrix");
@@ -37,8 +38,8 @@ use ndarray::Array2;
 use onnx_compress::onnx::{self, ModelProto};
 use onnx_compress::passes::lowrank::{LowrankOptions, RankRule};
 use onnx_compress::passes::prune::{self, Plan, PruneOptions, Strategy};
-use onnx_compress::passes::quantize::{Mode, QuantizeOptions, WeightType};
-use onnx_compress::passes::Pass;
+use onnx_compress::passes::quantize::{Mode, QuantizeOptions, QuantizeReport, WeightType};
+use onnx_compress::passes::{Applied, Pass, PassReport};
 use onnx_compress::runtime::Batch;
 use onnx_compress::structure::{discover, Transformer};
 use onnx_compress::testkit::shared::require_ort;
@@ -91,13 +92,19 @@ impl Cell {
         flat(&self.expected()[key], key)
     }
 
-    /// The 32-example batch of `expected.json`'s `vnni_bar` and ONNX Runtime's quantize_dynamic
-    /// logits on it, computed on a CPU with VNNI (`scripts/fixtures/ort_bar_vnni.py`).
-    fn vnni_bar(&self) -> (Batch, Vec<f32>) {
+    /// The 32-example batch of `expected.json`'s `vnni_bar`, ONNX Runtime's quantize_dynamic
+    /// logits on it, computed on a CPU with VNNI (`scripts/fixtures/ort_bar_vnni.py`), and the
+    /// MatMuls with a constant weight that quantize_dynamic left float (names; usually none).
+    fn vnni_bar(&self) -> (Batch, Vec<f32>, Vec<String>) {
         let bar = &self.expected()["vnni_bar"];
+        let left = match &bar["ort_float_matmuls"] {
+            Value::Null => vec![],
+            v => serde_json::from_value(v.clone()).expect("vnni_bar's ort_float_matmuls: names"),
+        };
         (
             batch_of(bar),
             flat(&bar["ort_quantize_dynamic_logits"], "vnni_bar's logits"),
+            left,
         )
     }
 
@@ -331,14 +338,23 @@ fn relative(a: &[f32], b: &[f32]) -> f32 {
 
 /// How far dynamic INT8 (float embeddings) may be from ONNX Runtime's quantize_dynamic on a CPU
 /// with VNNI, as a factor of its relative logit error: 1 (no worse) except where measured worse.
-/// ALBERT (2026-12-03, AMD EPYC with VNNI): 1.01-1.06x its error on the 32 examples; there our
-/// per-channel weight scales do worse than its per-tensor ones on these random weights (ours with
-/// `--per-tensor`: 0.0218 against its 0.0217 in the classic export). Issue 14 stays open on it.
-fn known_gap(family: &str) -> f32 {
-    if family == "albert" {
+/// ALBERT after ONNX Runtime's optimizer (2026-12-04, AMD EPYC with VNNI): 0.0227 against its
+/// 0.0214 on the 32 examples, with the same weights quantized; there each tool's variants spread
+/// wider than the gap (ours per tensor 0.0235; quantize_dynamic per channel 0.0323, without its
+/// int8 embedding tables 0.0292), bench/RESULTS.md "The export matrix". Issue 14 stays open on it.
+fn known_gap(c: &Cell) -> f32 {
+    if c.family == "albert" && c.name.contains("-ortopt-") {
         1.1
     } else {
         1.0
+    }
+}
+
+/// A quantize pass's report.
+fn quantize_report(q: &Applied) -> &QuantizeReport {
+    match &q.report {
+        PassReport::Quantize(r) => r,
+        _ => panic!("a quantize pass without its report"),
     }
 }
 
@@ -371,7 +387,7 @@ fn low_rank_and_quantization_of_every_cell() {
         let labels = base.len() / 2;
         // Dynamic INT8 with `opts`: the model, its relative logit error on the sample batch and
         // how many of its argmaxes it flips.
-        let dynamic = |opts: QuantizeOptions, what: &str| -> Result<(ModelProto, f32, usize), String> {
+        let dynamic = |opts: QuantizeOptions, what: &str| -> Result<(Applied, f32, usize), String> {
             let q = Pass::Quantize(QuantizeOptions {
                 mode: Mode::Dynamic,
                 ..opts
@@ -384,7 +400,7 @@ fn low_rank_and_quantization_of_every_cell() {
                 .zip(got.chunks(labels))
                 .filter(|(want, q)| argmax(want) != argmax(q))
                 .count();
-            Ok((q.model, relative(&base, &got), flips))
+            Ok((q, relative(&base, &got), flips))
         };
         let (default, ours, flips) = dynamic(Default::default(), "dynamic INT8")?;
         // Not yet ONNX Runtime's bar (see the module's note): a broken graph is off by ~1.
@@ -398,9 +414,11 @@ fn low_rank_and_quantization_of_every_cell() {
             .apply(&m, Some(&mut calibrator(2, 5)))
             .map_err(|e| format!("static INT8: {e}"))?;
         let es = relative(&base, &logits(&stat.model, &batch, "static INT8"));
-        // The embedding tables left float, as ONNX Runtime's quantize_dynamic leaves them: the
-        // same MatMuls quantized. u8 weights run exact u8 × u8 kernels on every CPU; the
-        // default s8 weights run exactly only with VNNI.
+        // The embedding tables left float: the same MatMuls quantized as by ONNX Runtime's
+        // quantize_dynamic, which stores the tables int8 too (per tensor), so this variant has
+        // fewer quantized tensors than the bar; the default, int8 tables too, is printed.
+        // u8 weights run exact u8 × u8 kernels on every CPU; the default s8 weights run exactly
+        // only with VNNI.
         let (_, ours8, flips8) = dynamic(
             QuantizeOptions {
                 weight_type: WeightType::U8,
@@ -423,21 +441,57 @@ fn low_rank_and_quantization_of_every_cell() {
         let bar = if vnni() {
             // Exact kernels on both sides: 32 examples, s8 weights (u8 ones store the same values;
             // on the sample batch above their errors read the same, bench/RESULTS.md).
-            let (bar_batch, ort) = c.vnni_bar();
+            let (bar_batch, ort, left_float) = c.vnni_bar();
             let on_bar = |model: &ModelProto, what| logits(model, std::slice::from_ref(&bar_batch), what);
             let base = on_bar(&m, "FP32");
             let theirs = relative(&base, &ort);
-            let ours = relative(&base, &on_bar(&like, "dynamic INT8, float embeddings"));
-            let full = relative(&base, &on_bar(&default, "dynamic INT8"));
-            let allowed = theirs * known_gap(&c.family);
-            ensure(flips_like == 0 && ours <= allowed, || {
+            let ours = relative(&base, &on_bar(&like.model, "dynamic INT8, float embeddings"));
+            let full = relative(&base, &on_bar(&default.model, "dynamic INT8"));
+            // Where quantize_dynamic left MatMuls float (weights it does not see through
+            // Identity: ALBERT's shared layer), the held comparison keeps ours float there too.
+            // A MatMul and its first-token copy (`NAME_first`, the split) are one MatMul here.
+            let one = |q: &str, n: &str| q == n || q.strip_prefix(n) == Some("_first");
+            let same: Vec<String> = left_float
+                .into_iter()
+                .filter(|n| quantize_report(&like).matmuls.iter().any(|q| one(&q.node, n)))
+                .collect();
+            let held = if same.is_empty() {
+                ours
+            } else {
+                let (q, _, _) = dynamic(
+                    QuantizeOptions {
+                        embeddings: false,
+                        exclude: same.clone(),
+                        ..Default::default()
+                    },
+                    "dynamic INT8, float embeddings, quantize_dynamic's float MatMuls float",
+                )?;
+                let kept = &quantize_report(&q).excluded;
+                let covered = same.iter().all(|n| kept.iter().any(|k| one(k, n)))
+                    && kept.iter().all(|k| same.iter().any(|n| one(k, n)));
+                ensure(covered, || {
+                    format!("excluding quantize_dynamic's float MatMuls {same:?} kept {kept:?} float")
+                })?;
+                relative(&base, &on_bar(&q.model, "the same MatMuls quantized"))
+            };
+            let allowed = theirs * known_gap(c);
+            ensure(flips_like == 0 && held <= allowed, || {
                 format!(
-                    "dynamic INT8 (s8 weights, float embeddings) on a CPU with VNNI: relative logit error {ours} on 32 examples, ONNX Runtime's quantize_dynamic {theirs} (allowed {allowed}); {flips_like} of the sample batch flipped"
+                    "dynamic INT8 (s8 weights, float embeddings, {} MatMuls kept float as quantize_dynamic keeps them) on a CPU with VNNI: relative logit error {held} on 32 examples, ONNX Runtime's quantize_dynamic {theirs} (allowed {allowed}); {flips_like} of the sample batch flipped",
+                    same.len()
                 )
             })?;
             let verdict = if full <= theirs { "no worse" } else { "WORSE (not held)" };
+            let same_note = if same.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", {held:.4} with the {} MatMuls quantize_dynamic left float kept float",
+                    same.len()
+                )
+            };
             format!(
-                "32 examples with VNNI: float embeddings {ours:.4} vs ORT's quantize_dynamic {theirs:.4}; the default {full:.4} {verdict}"
+                "32 examples with VNNI: float embeddings {ours:.4}{same_note} vs ORT's quantize_dynamic {theirs:.4}; the default {full:.4} {verdict}"
             )
         } else {
             // AVX2: quantize_dynamic's saturated sums on the sample batch; u8 weights held.
