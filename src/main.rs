@@ -18,6 +18,7 @@ use onnx_compress::eval::{self, EvalData, EvalOptions};
 use onnx_compress::executor::{self, Output, Plan};
 use onnx_compress::glue::Task;
 use onnx_compress::onnx::{self, ExternalData};
+use onnx_compress::passes::quantize::{Mode as QuantMode, QuantizeOptions, WeightType};
 use onnx_compress::passes::{Pass, PassReport};
 use onnx_compress::runtime::{self, SessionOptions};
 use onnx_compress::{auto, bench, calib, diff, inspect, pipeline, recipe, report, sensitivity};
@@ -98,16 +99,18 @@ fn pass_command(ort_lib: Option<&Path>, quiet: bool, io: &PassIo, plan: Plan) ->
     let Some(step) = done.steps.first() else {
         bail!("internal error: the plan ran no step")
     };
-    if io.json {
-        return print_json(&step.report);
-    }
     let bytes = done.saved.as_ref().map_or(0, |s| s.bytes);
     match &step.report {
-        PassReport::Prune(r) => print(&report::prune_text(r, &io.output)),
-        PassReport::Lowrank(r) => print(&report::lowrank_text(r, &io.output)),
-        PassReport::Quantize(r) => print(&report::quantize_text(r, &io.output, bytes)),
-        PassReport::Convert | PassReport::Custom(_) => Ok(()),
+        _ if io.json => print_json(&step.report)?,
+        PassReport::Prune(r) => print(&report::prune_text(r, &io.output))?,
+        PassReport::Lowrank(r) => print(&report::lowrank_text(r, &io.output))?,
+        PassReport::Quantize(r) => print(&report::quantize_text(r, &io.output, bytes))?,
+        PassReport::Convert | PassReport::Custom(_) => {}
     }
+    if let PassReport::Quantize(r) = &step.report {
+        saturation_note(&r.options);
+    }
+    Ok(())
 }
 
 fn cmd_convert(ort_lib: Option<&Path>, a: ConvertArgs) -> Result<()> {
@@ -345,6 +348,17 @@ fn cmd_auto(ort_lib: Option<&Path>, quiet: bool, a: AutoArgs) -> Result<()> {
         print_json(&r)
     } else {
         print(&auto::front::text(&r))
+    }
+}
+
+/// On a CPU whose u8 × s8 kernels saturate, says so after writing int8 weights as s8: accuracy
+/// measured here can differ from a VNNI CPU's, and u8 weights run exactly here.
+fn saturation_note(o: &QuantizeOptions) {
+    if o.mode != QuantMode::Fp16 && o.weight_type == WeightType::S8 && runtime::u8s8_saturates() {
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "note: this CPU has no VNNI: ONNX Runtime's u8 × s8 kernels add pairs of products in 16 bits here and can saturate, so INT8 accuracy measured on it can differ from a VNNI CPU's; --weight-type u8 stores the same values for exact kernels on any CPU (about 20% slower here). README: \"The CPU matters for INT8 accuracy\""
+        );
     }
 }
 

@@ -201,6 +201,16 @@ pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf> {
     })
 }
 
+/// Whether ONNX Runtime's u8 × s8 integer kernels can saturate on this CPU: an x86-64 without
+/// VNNI (AVX-512 VNNI or AVX-VNNI), where they add pairs of 8-bit products in 16 bits; with VNNI
+/// (and off x86) they sum exactly. README, "The CPU matters for INT8 accuracy".
+pub fn u8s8_saturates() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return !(std::arch::is_x86_feature_detected!("avx512vnni") || std::arch::is_x86_feature_detected!("avxvnni"));
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
+
 static ENV: OnceLock<std::result::Result<(ort::environment::Environment, PathBuf), String>> = OnceLock::new();
 
 /// Loads ONNX Runtime once per process; returns the library path in use.

@@ -794,6 +794,36 @@ fn cli_records_history_and_reports_json() {
     assert_eq!(onnx::load(&input).unwrap(), synth());
 }
 
+/// `quantize` says when this CPU's u8 × s8 kernels saturate (no VNNI), only for s8 weights, and
+/// only there; the note goes to stderr, so `--json` stays parseable.
+#[test]
+fn cli_notes_a_cpu_whose_int8_kernels_saturate() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = save(&synth(), dir.path(), "in.onnx");
+    let saturates = runtime::u8s8_saturates();
+    #[cfg(target_arch = "x86_64")]
+    assert_eq!(saturates, !vnni() && !std::arch::is_x86_feature_detected!("avxvnni"));
+    for (extra, noted) in [
+        (&["--mode", "dynamic", "--json"][..], saturates),
+        (&["--mode", "dynamic", "--weight-type", "u8"][..], false),
+        (&["--mode", "fp16"][..], false),
+    ] {
+        let o = bin()
+            .arg("quantize")
+            .args(extra)
+            .arg(&input)
+            .arg(dir.path().join("out.onnx"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{extra:?}: {err}");
+        assert_eq!(err.contains("note: this CPU has no VNNI"), noted, "{extra:?}: {err}");
+        if extra.contains(&"--json") {
+            serde_json::from_slice::<serde_json::Value>(&o.stdout).expect("--json prints JSON alone");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The shared models: GLUE dev predictions against float32 (a subset, to keep the suite quick).
 // ---------------------------------------------------------------------------------------------
