@@ -560,6 +560,14 @@ fn first_token_text(r: &crate::passes::quantize::QuantizeReport) -> String {
             "layer {l}'s FFN on the first token only (the rest is not read)"
         ));
     }
+    if !r.unpadded_layers.is_empty() {
+        parts.push(format!(
+            "the other tokens on the real tokens only in layers {}",
+            list(&r.unpadded_layers)
+        ));
+    } else if r.options.unpad {
+        parts.push("nothing unpadded (see the notes)".into());
+    }
     if parts.is_empty() {
         "nothing split (see the notes)".into()
     } else {

@@ -1600,7 +1600,7 @@ fn modernbert_compresses(name: &str) {
 
     // Dynamic INT8's first-token split: the FFNs and the stacked Q/K/V projections run the first
     // token apart, and the split alone (still float) computes what the model does.
-    let split = onnx_compress::passes::quantize::split::split_first_token(&m, true).expect("splits");
+    let split = onnx_compress::passes::quantize::split::split_first_token(&m, true, false).expect("splits");
     assert_eq!(
         (split.layers.as_slice(), split.qkv_layers.as_slice()),
         (&[0, 1][..], &[0, 1][..])

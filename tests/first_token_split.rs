@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use ndarray::Array2;
 use onnx_compress::onnx::proto::type_proto::Value as TypeValue;
 use onnx_compress::onnx::proto::ValueInfoProto;
 use onnx_compress::onnx::{self, ModelProto, SaveOptions};
@@ -13,7 +14,7 @@ use onnx_compress::passes::quantize::{self, CalibMethod, Mode, QuantizeOptions};
 use onnx_compress::passes::{Calibrator, PassError, Sink};
 use onnx_compress::recipe;
 use onnx_compress::recipe::QuantizationSection;
-use onnx_compress::runtime::{OrtCalibrator, SessionOptions};
+use onnx_compress::runtime::{Batch, OrtCalibrator, SessionOptions};
 use onnx_compress::structure::discover;
 use onnx_compress::testkit::shared::require_ort;
 use onnx_compress::testkit::synth::{random_batches, tiny_bert, GeluStyle, ShapeStyle, SynthOptions};
@@ -55,7 +56,7 @@ fn split_graph_computes_the_same_logits_in_every_layout() {
             seed: 3,
             ..Default::default()
         });
-        let s = split_first_token(&m, true).unwrap();
+        let s = split_first_token(&m, true, false).unwrap();
         assert_eq!(s.layers, vec![0, 1, 2], "{what}: {:?}", s.skipped);
         // The pooler reads only the first token of layer 2: its FFN runs on that token alone.
         assert_eq!(s.first_token_only, Some(2), "{what}");
@@ -106,7 +107,7 @@ fn models_that_are_not_transformers_are_left_alone_with_the_reason() {
     let mut g = m.clone();
     // Without its Softmax nodes nothing maps as attention.
     g.graph.as_mut().unwrap().node.retain(|n| n.op_type() != "Softmax");
-    let s = split_first_token(&g, true).unwrap();
+    let s = split_first_token(&g, true, false).unwrap();
     assert!(s.layers.is_empty());
     assert_eq!(s.model, g);
     assert!(s.skipped[0].contains("no transformer found"), "{:?}", s.skipped);
@@ -133,7 +134,7 @@ fn ffns_that_cannot_be_split_are_named_and_left_alone() {
         .get_or_insert_with(Default::default)
         .dim
         .resize(3, Default::default());
-    let s = split_first_token(&r3, true).unwrap();
+    let s = split_first_token(&r3, true, false).unwrap();
     assert!(s.layers.is_empty() && s.model == r3);
     assert!(s.skipped[0].contains("is not [batch, sequence]"), "{:?}", s.skipped);
     // A value inside layer 1's FFN (its activation) is also a graph output: that FFN is not a
@@ -146,7 +147,7 @@ fn ffns_that_cannot_be_split_are_named_and_left_alone() {
         name: Some(inside.clone()),
         ..Default::default()
     });
-    let s = split_first_token(&open, true).unwrap();
+    let s = split_first_token(&open, true, false).unwrap();
     assert_eq!(s.layers, vec![0]);
     assert_eq!(s.skipped.len(), 1, "{:?}", s.skipped);
     assert!(
@@ -175,8 +176,8 @@ fn the_last_ffn_runs_on_every_token_when_the_model_reads_them() {
         ..Default::default()
     });
     let (s, s_all) = (
-        split_first_token(&m, true).unwrap(),
-        split_first_token(&all, true).unwrap(),
+        split_first_token(&m, true, false).unwrap(),
+        split_first_token(&all, true, false).unwrap(),
     );
     assert_eq!(s.first_token_only, Some(1));
     assert_eq!(s_all.first_token_only, None);
@@ -221,6 +222,18 @@ fn recipes_split_with_this_tools_methods_and_keep_the_references_as_they_were() 
         assert!(opts(m, None, Some(true)), "{m} asked");
     }
     assert!(!opts("fp16", None, None));
+    // `unpad` is off unless the recipe asks.
+    let unpad = |u: Option<bool>| {
+        recipe::quantize_options(&QuantizationSection {
+            enable: true,
+            method: Some("static_ort".into()),
+            unpad: u,
+            ..Default::default()
+        })
+        .unwrap()
+        .unpad
+    };
+    assert!(!unpad(None) && unpad(Some(true)) && !unpad(Some(false)));
 }
 
 /// Hands out one batch of 3 sequences (positions 0, 1, 2 and 0, 1 and 0) of a width-1 value:
@@ -370,4 +383,208 @@ fn per_tensor_leaves_the_model_unsplit_unless_asked() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--split-first-token applies to the int8 modes"));
     assert!(!out.exists());
+}
+
+/// `unpad`: the other tokens' half of every split block runs on the real tokens only, and the
+/// float graph still computes what the model did, on padded batches, in every layout.
+#[test]
+fn unpadded_split_graph_computes_the_same_logits_in_every_layout() {
+    if !require_ort("running unpadded graphs") {
+        return;
+    }
+    // random_batches pads every batch (8 sequences of 5–16 tokens).
+    let bs = random_batches(4, 5);
+    assert!(bs.iter().all(|b| b.attention_mask.iter().any(|&v| v == 0)));
+    for (shapes, gelu, fused_attention) in [
+        (ShapeStyle::ConcatInferred, GeluStyle::Erf, false),
+        (ShapeStyle::ConcatExplicit, GeluStyle::Op, false),
+        (ShapeStyle::SharedInitializer, GeluStyle::Tanh, false),
+        (ShapeStyle::ConstantPerReshape, GeluStyle::Erf, true),
+    ] {
+        let what = format!("{shapes:?}/{gelu:?}/fused {fused_attention}");
+        let m = tiny_bert(&SynthOptions {
+            layers: 3,
+            shapes,
+            gelu,
+            fused_attention,
+            seed: 3,
+            ..Default::default()
+        });
+        let s = split_first_token(&m, true, true).unwrap();
+        // Every split block but the last FFN (first token only) has another-tokens half to
+        // unpad: Q/K/V of layers 0–2 (not a fused attention op) and the FFNs of layers 0–1. One
+        // GatherND of the real rows per block, one ScatterND per block output (Q, K, V: three).
+        let (layers, blocks, outputs) = if fused_attention {
+            (vec![0, 1], 2, 2)
+        } else {
+            (vec![0, 1, 2], 3 + 2, 3 * 3 + 2)
+        };
+        assert_eq!(s.unpadded_layers, layers, "{what}: {:?}", s.skipped);
+        assert_eq!(count(&s.model, "NonZero"), 1, "{what}");
+        assert_eq!(count(&s.model, "GatherND"), blocks, "{what}");
+        assert_eq!(count(&s.model, "ScatterND"), outputs, "{what}");
+        let (a, b) = (logits(&m, &bs, &what), logits(&s.model, &bs, &what));
+        let worst = max_diff(&a, &b);
+        assert!(worst < 1e-5, "{what}: logits differ by {worst}");
+    }
+}
+
+/// Batches whose other tokens are all padding (or that have none) give the unpadded graph no
+/// rows at all; it still computes what the model does.
+#[test]
+fn unpadded_graph_runs_batches_without_real_other_tokens() {
+    if !require_ort("running unpadded graphs") {
+        return;
+    }
+    let m = tiny_bert(&SynthOptions {
+        seed: 4,
+        ..Default::default()
+    });
+    let s = split_first_token(&m, true, true).unwrap();
+    assert_eq!(s.unpadded_layers, vec![0, 1], "{:?}", s.skipped);
+    let batch = |ids: Vec<i64>, mask: Vec<i64>, width: usize| Batch {
+        input_ids: Array2::from_shape_vec((2, width), ids).unwrap(),
+        attention_mask: Array2::from_shape_vec((2, width), mask).unwrap(),
+        token_type_ids: Array2::zeros((2, width)),
+    };
+    for (what, b) in [
+        ("one token each", batch(vec![2, 7], vec![1, 1], 1)),
+        (
+            "the first token real, the rest padding",
+            batch(vec![2, 0, 0, 2, 0, 0], vec![1, 0, 0, 1, 0, 0], 3),
+        ),
+        (
+            "one real other token",
+            batch(vec![2, 0, 0, 2, 9, 0], vec![1, 0, 0, 1, 1, 0], 3),
+        ),
+    ] {
+        let bs = [b];
+        let d = max_diff(&logits(&m, &bs, what), &logits(&s.model, &bs, what));
+        assert!(d < 1e-5, "{what}: logits differ by {d}");
+    }
+}
+
+/// Static int8 with `unpad` is the same model on the real tokens (its ranges are calibrated on
+/// real tokens either way); dynamic int8 too on a batch without padding, where the ranges it
+/// finds at run time cover the same values; on padded batches it leaves the padding out of them.
+#[test]
+fn unpadded_int8_computes_what_the_padded_int8_model_does() {
+    if !require_ort("quantization in ONNX Runtime") {
+        return;
+    }
+    let m = tiny_bert(&SynthOptions {
+        seed: 11,
+        ..Default::default()
+    });
+    let padded = random_batches(3, 9);
+    let full: Vec<Batch> = padded
+        .iter()
+        .map(|b| Batch {
+            input_ids: b.input_ids.clone(),
+            attention_mask: Array2::ones(b.attention_mask.raw_dim()),
+            token_type_ids: b.token_type_ids.clone(),
+        })
+        .collect();
+    let cal = || OrtCalibrator::new(random_batches(8, 7), SessionOptions::default());
+    for mode in [Mode::Static, Mode::Dynamic] {
+        let o = QuantizeOptions {
+            mode,
+            ..Default::default()
+        };
+        let u = QuantizeOptions {
+            unpad: true,
+            ..o.clone()
+        };
+        let (a, ra) = quantize::quantize(&m, &o, Some(&mut cal())).unwrap();
+        let (b, rb) = quantize::quantize(&m, &u, Some(&mut cal())).unwrap();
+        assert!(ra.unpadded_layers.is_empty());
+        // Static splits the FFNs only, dynamic the Q/K/V too; the last FFN runs on the first
+        // token only. One ScatterND per split block output.
+        let (layers, outputs) = if mode == Mode::Static {
+            (vec![0], 1)
+        } else {
+            (vec![0, 1], 1 + 3 * 2)
+        };
+        assert_eq!(rb.unpadded_layers, layers, "{mode:?}: {:?}", rb.warnings);
+        assert_eq!(count(&b, "ScatterND"), outputs, "{mode:?}");
+        let what = format!("{mode:?}");
+        let same = max_diff(&logits(&a, &full, &what), &logits(&b, &full, &what));
+        assert!(same < 1e-5, "{what}, no padding: logits differ by {same}");
+        let (x, y) = (logits(&a, &padded, &what), logits(&b, &padded, &what));
+        let d = max_diff(&x, &y);
+        if mode == Mode::Static {
+            assert!(d < 1e-5, "{what}, padded: logits differ by {d}");
+        } else {
+            // Other ranges, the same model: close to the padded int8 model's logits.
+            let f = logits(&m, &padded, "float");
+            let (ea, eb) = (max_diff(&f, &x), max_diff(&f, &y));
+            assert!(
+                eb < 2.0 * ea + 1e-3,
+                "{what}, padded: error {eb} against {ea} without unpad"
+            );
+        }
+    }
+}
+
+/// Without an `attention_mask` input there is nothing to tell real tokens from padding: the split
+/// stays, unpadding is skipped with the reason.
+#[test]
+fn unpad_without_an_attention_mask_is_skipped_with_the_reason() {
+    let mut m = tiny_bert(&SynthOptions::default());
+    let g = m.graph.as_mut().unwrap();
+    for v in g.input.iter_mut().filter(|v| v.name() == "attention_mask") {
+        v.name = Some("mask".into());
+    }
+    for n in g.node.iter_mut() {
+        for i in n.input.iter_mut().filter(|i| *i == "attention_mask") {
+            *i = "mask".into();
+        }
+    }
+    let s = split_first_token(&m, true, true).unwrap();
+    assert_eq!(s.layers, vec![0, 1], "{:?}", s.skipped);
+    assert!(s.unpadded_layers.is_empty());
+    assert!(
+        s.skipped
+            .iter()
+            .any(|w| w == "not unpadded: the model has no attention_mask input"),
+        "{:?}",
+        s.skipped
+    );
+}
+
+#[test]
+fn cli_unpad_says_what_it_did_and_refuses_what_it_cannot_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.onnx");
+    onnx::save(&tiny_bert(&SynthOptions::default()), &input, &SaveOptions::default()).unwrap();
+    let out = dir.path().join("out.onnx");
+    let run = |args: &[&str]| bin().arg("quantize").args(args).arg(&input).arg(&out).output().unwrap();
+    let o = run(&["--mode", "dynamic", "--unpad"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("; the other tokens on the real tokens only in layers 0,1\n"),
+        "{text}"
+    );
+    let o = run(&["--mode", "dynamic", "--unpad", "--json"]);
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["options"]["unpad"], true);
+    assert_eq!(r["unpadded_layers"], serde_json::json!([0, 1]));
+    std::fs::remove_file(&out).unwrap();
+    for (args, says) in [
+        (
+            &["--mode", "dynamic", "--unpad", "--no-split-first-token"][..],
+            "--unpad runs the first-token split's",
+        ),
+        (
+            &["--mode", "dynamic", "--unpad", "--per-tensor"][..],
+            "--unpad runs the first-token split's",
+        ),
+        (&["--mode", "fp16", "--unpad"][..], "--unpad applies to the int8 modes"),
+    ] {
+        let o = run(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(says), "{args:?}: {err}");
+        assert!(!out.exists(), "{args:?} wrote a file");
+    }
 }

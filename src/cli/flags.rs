@@ -248,6 +248,11 @@ pub struct QuantizeArgs {
     /// int8: every block runs all tokens at once, as the model did.
     #[arg(long, overrides_with = "split_first_token")]
     pub no_split_first_token: bool,
+    /// int8, with the first-token split: run the other tokens' half of each split block on the
+    /// real tokens only (gathered by attention_mask, scattered back): padded batches can run
+    /// faster, the real tokens' values are the same (dynamic: ranges from real tokens only)
+    #[arg(long)]
+    pub unpad: bool,
     #[command(flatten)]
     pub calib: CalibArgs,
 }

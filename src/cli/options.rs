@@ -142,6 +142,9 @@ pub fn quantize_plan(a: &QuantizeArgs) -> Result<Plan> {
     if a.mode == Mode::Fp16 && a.split_first_token {
         bail!("--split-first-token applies to the int8 modes, not --mode fp16");
     }
+    if a.unpad && a.mode == Mode::Fp16 {
+        bail!("--unpad applies to the int8 modes, not --mode fp16");
+    }
     let defaults = QuantizeOptions::default();
     let opts = QuantizeOptions {
         mode: a.mode,
@@ -156,6 +159,7 @@ pub fn quantize_plan(a: &QuantizeArgs) -> Result<Plan> {
         // At most one of the two flags is set (the last given wins); fp16 refuses the first above.
         split_first_token: a.split_first_token
             || (!a.no_split_first_token && quantize::split_by_default(a.mode, !a.per_tensor)),
+        unpad: a.unpad,
     };
     let plan = Plan::single(
         Pass::Quantize(opts),

@@ -210,6 +210,9 @@ pub struct QuantizationSection {
     /// tool's methods, off for the reference's `dynamic` and `onnx`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split_first_token: Option<bool>,
+    /// int8 with the split: run the other tokens' half on the real tokens only (default off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unpad: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -195,6 +195,9 @@ pub struct QuantizeOptions {
     /// other tokens' (see [`split`]), so its outlier activations do not set the other tokens' int8
     /// ranges.
     pub split_first_token: bool,
+    /// int8 modes, with the split: the other tokens' half of each split block runs on the real
+    /// tokens only, gathered by `attention_mask` (see [`split`]).
+    pub unpad: bool,
 }
 
 /// Whether the first-token split is on when neither asked for nor refused: in the int8 modes with
@@ -217,6 +220,7 @@ impl Default for QuantizeOptions {
             embeddings: true,
             static_form: StaticForm::Qdq,
             split_first_token: true,
+            unpad: false,
         }
     }
 }
@@ -269,6 +273,8 @@ pub struct QuantizeReport {
     pub kept_float32: Vec<String>,
     /// Encoder layers whose FFN runs the first token apart (`split_first_token`).
     pub first_token_split_layers: Vec<usize>,
+    /// Encoder layers whose split blocks run the other tokens on the real tokens only (`unpad`).
+    pub unpadded_layers: Vec<usize>,
     /// Encoder layers whose Q/K/V projections run the first token apart.
     pub first_token_split_qkv_layers: Vec<usize>,
     /// The last layer, when its FFN runs on the first token only (the model reads nothing else
@@ -303,6 +309,7 @@ pub fn history_options(opts: &QuantizeOptions) -> Result<serde_json::Value, Pass
             "percentile",
             "static_form",
             "split_first_token",
+            "unpad",
         ],
     };
     if let Some(o) = v.as_object_mut() {
@@ -328,6 +335,12 @@ pub fn validate(opts: &QuantizeOptions) -> Result<(), PassError> {
         return Err(PassError::Options(OptionError::new(
             "weight_type",
             "`weight_type` u8 needs u8 activations: drop `activation_type` s8 (or keep s8 weights)",
+        )));
+    }
+    if opts.unpad && (opts.mode == Mode::Fp16 || !opts.split_first_token) {
+        return Err(PassError::Options(OptionError::new(
+            "unpad",
+            "`unpad` runs the first-token split's other-tokens half on the real tokens: it needs an int8 mode with `split_first_token` (the default with per-channel weights)",
         )));
     }
     for p in &opts.exclude {
@@ -766,6 +779,7 @@ pub fn quantize_selected(
         excluded: vec![],
         kept_float32: vec![],
         first_token_split_layers: vec![],
+        unpadded_layers: vec![],
         first_token_split_qkv_layers: vec![],
         first_token_only_ffn_layer: None,
         warnings: vec![],
@@ -783,12 +797,13 @@ pub fn quantize_selected(
                 // Q/K/V too in dynamic mode (MRPC, batch 32: 11 → 6 disagreements with FP32);
                 // static calibration gained nothing from it (seeds 0–5: 5–7 disagreements
                 // against 3–6) and lost 7% of its throughput (bench/RESULTS.md).
-                let s = split::split_first_token(model, opts.mode == Mode::Dynamic)?;
+                let s = split::split_first_token(model, opts.mode == Mode::Dynamic, opts.unpad)?;
                 report
                     .warnings
                     .extend(s.skipped.iter().map(|w| format!("first token not split: {w}")));
                 report.first_token_split_layers = s.layers.clone();
                 report.first_token_split_qkv_layers = s.qkv_layers.clone();
+                report.unpadded_layers = s.unpadded_layers.clone();
                 report.first_token_only_ffn_layer = s.first_token_only;
                 Some(s)
             } else {
