@@ -588,3 +588,44 @@ fn cli_unpad_says_what_it_did_and_refuses_what_it_cannot_do() {
         assert!(!out.exists(), "{args:?} wrote a file");
     }
 }
+
+/// A constant of the block broadcast from [1, 1, width] still acts on each token alone (the rows
+/// come back rank 3 and are flattened before the scatter); one that varies along an earlier axis
+/// does not, and its block stays padded, named.
+#[test]
+fn unpad_checks_the_constants_a_block_reads() {
+    let m = tiny_bert(&SynthOptions {
+        seed: 6,
+        ..Default::default()
+    });
+    let t = discover(&m).unwrap();
+    let bias = t.layers[0].ffn.as_ref().unwrap().up.bias.clone().unwrap();
+    let with_bias_dims = |dims: &[usize], copies: usize| {
+        let mut m = m.clone();
+        let g = m.graph.as_mut().unwrap();
+        let init = g.initializer.iter_mut().find(|i| i.name() == bias).unwrap();
+        let values = onnx::tensor::to_f32(init).unwrap().repeat(copies);
+        *init = onnx::tensor::from_f32(&bias, dims, &values);
+        m
+    };
+    let width = t.layers[0].ffn.as_ref().unwrap().up.out_features;
+    let rank3 = with_bias_dims(&[1, 1, width], 1);
+    let s = split_first_token(&rank3, true, true).unwrap();
+    assert_eq!(s.unpadded_layers, vec![0, 1], "{:?}", s.skipped);
+    if require_ort("running unpadded graphs") {
+        let bs = random_batches(2, 3);
+        let d = max_diff(&logits(&rank3, &bs, "rank 3 bias"), &logits(&s.model, &bs, "unpadded"));
+        assert!(d < 1e-5, "logits differ by {d}");
+    }
+    let per_row = with_bias_dims(&[3, width], 3);
+    let s = split_first_token(&per_row, true, true).unwrap();
+    let why = format!("reads a constant of shape [3, {width}]");
+    assert!(
+        s.skipped
+            .iter()
+            .any(|x| x.starts_with("layer 0: its FFN not unpadded: ") && x.ends_with(&why)),
+        "{:?}",
+        s.skipped
+    );
+    assert_eq!(s.unpadded_layers, vec![0, 1], "Q/K/V of both layers still unpadded");
+}

@@ -357,8 +357,10 @@ struct Rows {
 }
 
 impl Rows {
+    /// `one` and `end`: the split's [1] and [i64::MAX] initializers.
     fn new(
         mask: Option<&str>,
+        (one, end): (&str, &str),
         blocks: &[Block],
         packed: &HashSet<usize>,
         starts: &HashMap<usize, usize>,
@@ -371,12 +373,9 @@ impl Rows {
             .map(|(i, _)| i)
             .min()?;
         let name = |patch: &mut Patch, s: &str| patch.fresh_name(&format!("unpad_{s}"));
-        let (one, end) = (name(patch, "1"), name(patch, "end"));
-        patch.add_initializer(tensor::from_i64(&one, &[1], &[1]));
-        patch.add_initializer(tensor::from_i64(&end, &[1], &[i64::MAX]));
         let [rest, nz, index, shape] = ["mask_after_first", "nonzero", "rows", "padded_shape"].map(|s| name(patch, s));
         for n in [
-            node("Slice", "/unpad/MaskAfterFirst", &[mask, &one, &end, &one], &[&rest]),
+            node("Slice", "/unpad/MaskAfterFirst", &[mask, one, end, one], &[&rest]),
             node("NonZero", "/unpad/NonZero", &[&rest], &[&nz]),
             with_attrs(
                 node("Transpose", "/unpad/Rows", &[&nz], &[&index]),
@@ -463,14 +462,24 @@ fn attention_mask(ix: &GraphIndex) -> Result<String, String> {
     Ok(v.name().to_string())
 }
 
-/// The first node of `nodes` that does not act on each token on its own, if any.
+/// Why `nodes` do not act on each token on their own, if they do not: a node of an op outside
+/// [`ROW_WISE`], or one reading a constant that varies along an axis before the last (a
+/// MatMul's weight aside).
 fn not_row_wise(ix: &GraphIndex, nodes: &HashSet<usize>) -> Option<String> {
     let mut sorted: Vec<usize> = nodes.iter().copied().collect();
     sorted.sort_unstable();
-    sorted
-        .into_iter()
-        .find(|&i| !ROW_WISE.contains(&ix.node(i).op_type()))
-        .map(|i| ix.node_label(i))
+    sorted.into_iter().find_map(|i| {
+        let n = ix.node(i);
+        if !ROW_WISE.contains(&n.op_type()) {
+            return Some(format!("{} does not act on each token alone", ix.node_label(i)));
+        }
+        n.input.iter().enumerate().find_map(|(slot, v)| {
+            let dims = &ix.constant(v)?.tensor().dims;
+            let weight = n.op_type() == "MatMul" && slot == 1;
+            (!weight && dims.len() > 1 && dims[..dims.len() - 1].iter().any(|&d| d != 1))
+                .then(|| format!("{} reads a constant of shape {dims:?}", ix.node_label(i)))
+        })
+    })
 }
 
 /// Splits every FFN block it can, and with `qkv` every Q/K/V block; the others are listed in
@@ -544,8 +553,8 @@ pub fn split_first_token(model: &ModelProto, qkv: bool, unpad: bool) -> Result<S
                 None => {
                     packed.insert(b);
                 }
-                Some(n) => skipped.push(format!(
-                    "layer {}: its {} not unpadded: {n} does not act on each token alone",
+                Some(why) => skipped.push(format!(
+                    "layer {}: its {} not unpadded: {why}",
                     blk.layer,
                     blk.part.name()
                 )),
@@ -581,7 +590,7 @@ pub fn split_first_token(model: &ModelProto, qkv: bool, unpad: bool) -> Result<S
     let mut first: Vec<HashMap<String, String>> = vec![HashMap::new(); blocks.len()];
     // The block (the last FFN) whose other-tokens half nothing would read: only its first-token
     // copy is built, and the tail after it joins that copy (`first_only`, above).
-    let rows = Rows::new(mask.as_deref(), &blocks, &packed, &starts, &mut patch);
+    let rows = Rows::new(mask.as_deref(), (&one, &end), &blocks, &packed, &starts, &mut patch);
     for (i, n) in g.node.iter().enumerate() {
         if let Some(tl) = tail.as_ref() {
             if tl.nodes.contains(&i) {
