@@ -801,6 +801,7 @@ pub fn quantize_selected(
                 report
                     .warnings
                     .extend(s.skipped.iter().map(|w| format!("first token not split: {w}")));
+                report.warnings.extend(s.unpad_skipped.iter().cloned());
                 report.first_token_split_layers = s.layers.clone();
                 report.first_token_split_qkv_layers = s.qkv_layers.clone();
                 report.unpadded_layers = s.unpadded_layers.clone();

@@ -62,6 +62,8 @@ pub struct Split {
     pub skipped: Vec<String>,
     /// Layers whose other-tokens halves run on the real tokens only (`unpad`).
     pub unpadded_layers: Vec<usize>,
+    /// Why a split block (or every one) was left padded (`unpad`).
+    pub unpad_skipped: Vec<String>,
 }
 
 /// Ops that act on each row (token) of their input alone and take any rank: a block made of
@@ -496,6 +498,7 @@ pub fn split_first_token(model: &ModelProto, qkv: bool, unpad: bool) -> Result<S
         origin: HashMap::new(),
         skipped,
         unpadded_layers: vec![],
+        unpad_skipped: vec![],
     };
     let g = model
         .graph
@@ -540,9 +543,10 @@ pub fn split_first_token(model: &ModelProto, qkv: bool, unpad: bool) -> Result<S
     let first_only = tail.as_ref().map(|tl| tl.block);
     // The blocks whose other-tokens half runs on the real tokens only.
     let mut packed: HashSet<usize> = HashSet::new();
+    let mut unpad_skipped = vec![];
     let mask = if unpad {
         attention_mask(&ix)
-            .map_err(|why| skipped.push(format!("not unpadded: {why}")))
+            .map_err(|why| unpad_skipped.push(format!("not unpadded: {why}")))
             .ok()
     } else {
         None
@@ -553,7 +557,7 @@ pub fn split_first_token(model: &ModelProto, qkv: bool, unpad: bool) -> Result<S
                 None => {
                     packed.insert(b);
                 }
-                Some(why) => skipped.push(format!(
+                Some(why) => unpad_skipped.push(format!(
                     "layer {}: its {} not unpadded: {why}",
                     blk.layer,
                     blk.part.name()
@@ -696,6 +700,7 @@ pub fn split_first_token(model: &ModelProto, qkv: bool, unpad: bool) -> Result<S
     unpadded_layers.dedup();
     Ok(Split {
         unpadded_layers,
+        unpad_skipped,
         model: m,
         layers,
         qkv_layers,
