@@ -281,14 +281,10 @@ pub fn output_width(model: &onnx::ModelProto) -> Option<usize> {
 /// A model whose output has a sequence axis ([batch, sequence, hidden]: an encoder without a
 /// classifier, as sentence-embedding models are) has no predictions to evaluate.
 fn refuse_headless(model_path: &Path, proto: &onnx::ModelProto) -> Result<()> {
-    use crate::onnx::proto::type_proto;
     let Some(out) = proto.graph.as_ref().and_then(|g| g.output.first()) else {
         return Ok(());
     };
-    let rank = match out.r#type.as_ref().and_then(|t| t.value.as_ref()) {
-        Some(type_proto::Value::TensorType(t)) => t.shape.as_ref().map(|s| s.dim.len()),
-        _ => None,
-    };
+    let rank = crate::onnx::graph::declared_rank(out);
     if rank.is_some_and(|r| r >= 3) {
         bail!(
             "{}: its output '{}' is per token (rank {}): a headless encoder; eval needs a classifier with [batch, labels] logits (compress it with any pass, evaluate it with a head on top)",

@@ -33,20 +33,17 @@ fn count(m: &ModelProto, op: &str) -> usize {
         .count()
 }
 
-#[test]
-fn split_graph_computes_the_same_logits_in_every_layout() {
-    if !require_ort("running split graphs") {
-        return;
-    }
-    let bs = random_batches(4, 5);
-    let layouts = [
+/// Three-layer models in four graph layouts (shape constants, GELU form, Identity aliases of the
+/// weights, a fused attention op): a label, the model, and whether its attention is fused.
+fn layouts() -> Vec<(String, ModelProto, bool)> {
+    [
         (ShapeStyle::ConcatInferred, GeluStyle::Erf, false, false),
         (ShapeStyle::ConcatExplicit, GeluStyle::Op, true, false),
         (ShapeStyle::SharedInitializer, GeluStyle::Tanh, false, false),
         (ShapeStyle::ConstantPerReshape, GeluStyle::Erf, false, true),
-    ];
-    for (shapes, gelu, identity_aliases, fused_attention) in layouts {
-        let what = format!("{shapes:?}/{gelu:?}/aliases {identity_aliases}/fused {fused_attention}");
+    ]
+    .into_iter()
+    .map(|(shapes, gelu, identity_aliases, fused_attention)| {
         let m = tiny_bert(&SynthOptions {
             layers: 3,
             shapes,
@@ -56,6 +53,19 @@ fn split_graph_computes_the_same_logits_in_every_layout() {
             seed: 3,
             ..Default::default()
         });
+        let what = format!("{shapes:?}/{gelu:?}/aliases {identity_aliases}/fused {fused_attention}");
+        (what, m, fused_attention)
+    })
+    .collect()
+}
+
+#[test]
+fn split_graph_computes_the_same_logits_in_every_layout() {
+    if !require_ort("running split graphs") {
+        return;
+    }
+    let bs = random_batches(4, 5);
+    for (what, m, fused_attention) in layouts() {
         let s = split_first_token(&m, true, false).unwrap();
         assert_eq!(s.layers, vec![0, 1, 2], "{what}: {:?}", s.skipped);
         // The pooler reads only the first token of layer 2: its FFN runs on that token alone.
@@ -395,21 +405,7 @@ fn unpadded_split_graph_computes_the_same_logits_in_every_layout() {
     // random_batches pads every batch (8 sequences of 5–16 tokens).
     let bs = random_batches(4, 5);
     assert!(bs.iter().all(|b| b.attention_mask.iter().any(|&v| v == 0)));
-    for (shapes, gelu, fused_attention) in [
-        (ShapeStyle::ConcatInferred, GeluStyle::Erf, false),
-        (ShapeStyle::ConcatExplicit, GeluStyle::Op, false),
-        (ShapeStyle::SharedInitializer, GeluStyle::Tanh, false),
-        (ShapeStyle::ConstantPerReshape, GeluStyle::Erf, true),
-    ] {
-        let what = format!("{shapes:?}/{gelu:?}/fused {fused_attention}");
-        let m = tiny_bert(&SynthOptions {
-            layers: 3,
-            shapes,
-            gelu,
-            fused_attention,
-            seed: 3,
-            ..Default::default()
-        });
+    for (what, m, fused_attention) in layouts() {
         let s = split_first_token(&m, true, true).unwrap();
         // Every split block but the last FFN (first token only) has another-tokens half to
         // unpad: Q/K/V of layers 0–2 (not a fused attention op) and the FFNs of layers 0–1. One

@@ -945,6 +945,16 @@ fn shared_mrpc_static_agrees_with_float32() {
     assert!(agree >= agree_bar, "agreement {agree}");
     assert!(acc >= acc32 - points, "accuracy {acc} vs float32 {acc32}");
     assert!(size <= 0.27, "size {size} of float32");
+    // --unpad: the same static model on the real tokens, so the same dev predictions.
+    let Some((agree_u, acc_u, _, _)) = shared_check("mrpc", &["--mode", "static", "--calib-data", &c, "--unpad"], 408)
+    else {
+        return;
+    };
+    assert_eq!(
+        (agree_u, acc_u),
+        (agree, acc),
+        "--unpad against the padded static model"
+    );
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::proto::{GraphProto, NodeProto, TensorProto};
+use super::proto::{type_proto, GraphProto, NodeProto, TensorProto, ValueInfoProto};
 use super::tensor;
 
 pub struct GraphIndex<'g> {
@@ -21,6 +21,14 @@ pub enum ConstRef<'g> {
     Initializer(&'g TensorProto),
     /// A `Constant` node (index) and its `value` tensor.
     Node(usize, &'g TensorProto),
+}
+
+/// The declared rank of a tensor value (a graph input or output), when its type gives a shape.
+pub fn declared_rank(v: &ValueInfoProto) -> Option<usize> {
+    match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(type_proto::Value::TensorType(t)) => t.shape.as_ref().map(|s| s.dim.len()),
+        _ => None,
+    }
 }
 
 impl<'g> ConstRef<'g> {

@@ -39,6 +39,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::calibrate::{Probe, Tokens};
 use crate::onnx::build::{attr_int, attr_ints, attr_tensor, node, with_attrs};
+use crate::onnx::graph::declared_rank;
 use crate::onnx::proto::{ModelProto, NodeProto};
 use crate::onnx::{tensor, GraphIndex, Patch};
 use crate::passes::PassError;
@@ -140,11 +141,7 @@ fn sequence_on_axis_1(ix: &GraphIndex, t: &Transformer) -> Result<(), String> {
         ids = &c.input[0];
     }
     if let Some(v) = ix.graph.input.iter().find(|v| v.name() == ids) {
-        let rank = v.r#type.as_ref().and_then(|ty| match &ty.value {
-            Some(crate::onnx::proto::type_proto::Value::TensorType(tt)) => tt.shape.as_ref().map(|s| s.dim.len()),
-            _ => None,
-        });
-        if rank.is_some_and(|r| r != 2) {
+        if declared_rank(v).is_some_and(|r| r != 2) {
             return Err(format!("input '{ids}' is not [batch, sequence]"));
         }
     } else {
@@ -454,11 +451,7 @@ fn attention_mask(ix: &GraphIndex) -> Result<String, String> {
         .iter()
         .find(|v| v.name() == "attention_mask")
         .ok_or("the model has no attention_mask input")?;
-    let rank = v.r#type.as_ref().and_then(|ty| match &ty.value {
-        Some(crate::onnx::proto::type_proto::Value::TensorType(tt)) => tt.shape.as_ref().map(|s| s.dim.len()),
-        _ => None,
-    });
-    if rank.is_some_and(|r| r != 2) {
+    if declared_rank(v).is_some_and(|r| r != 2) {
         return Err("its attention_mask input is not [batch, sequence]".into());
     }
     Ok(v.name().to_string())
