@@ -129,6 +129,29 @@ fn a_search_resumes_after_a_kill_and_run_rebuilds_the_winner_byte_for_byte() {
         assert!(work_a.join(f).is_file(), "{f} missing");
     }
     let winner_bytes = std::fs::read(&out_a).unwrap();
+    // Static INT8 candidates run their split blocks on the real tokens only (the same model,
+    // faster on padded batches); dynamic INT8 takes its ranges from the tokens it sees, so it
+    // stays padded.
+    let recipe_of = |id: &str| std::fs::read_to_string(work_a.join("recipes").join(format!("{id}.yaml"))).unwrap();
+    assert!(
+        recipe_of("lr0.80+static").contains("unpad: true"),
+        "{}",
+        recipe_of("lr0.80+static")
+    );
+    assert!(!recipe_of("lr0.80+dynamic_per_channel").contains("unpad"));
+    let unpadded = |p: &Path| {
+        onnx_compress::onnx::io::load(p)
+            .unwrap()
+            .graph
+            .unwrap()
+            .node
+            .iter()
+            .any(|n| n.op_type.as_deref() == Some("GatherND"))
+    };
+    assert!(unpadded(&work_a.join("candidates").join("lr0.80+static.onnx")));
+    assert!(!unpadded(
+        &work_a.join("candidates").join("lr0.80+dynamic_per_channel.onnx")
+    ));
 
     // Interrupted once two candidates are in the journal, then resumed.
     let journal = work_b.join("journal.jsonl");

@@ -36,6 +36,9 @@ pub struct Settings {
     /// the default).
     #[serde(default = "default_max_ffn")]
     pub max_ffn_fraction: f64,
+    /// Whether static INT8 candidates are unpadded (journals from before the choice: no).
+    #[serde(default)]
+    pub unpad: bool,
 }
 
 fn s8() -> String {
@@ -216,6 +219,7 @@ mod tests {
             device: "cpu".into(),
             weight_type: "s8".into(),
             max_ffn_fraction: default_max_ffn(),
+            unpad: true,
         }
     }
 

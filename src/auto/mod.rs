@@ -111,6 +111,8 @@ pub struct AutoOptions {
     /// The largest share of one layer's FFN neurons a pruning level may take
     /// (`prune.max_ffn_fraction`).
     pub max_ffn_fraction: f64,
+    /// Static INT8 candidates run their split blocks on the real tokens only (`quantize --unpad`).
+    pub unpad: bool,
     /// The GLUE folder and split of the final evaluation.
     pub data_dir: PathBuf,
     pub split: String,
@@ -622,6 +624,7 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
         device: o.device.name().into(),
         weight_type: o.weight_type.name().into(),
         max_ffn_fraction: o.max_ffn_fraction,
+        unpad: o.unpad,
     };
     let job = match &o.mode {
         Mode::Only(id) => Some(id.as_str()),
@@ -672,6 +675,7 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
             cuda: o.device == Device::Cuda,
             weight_type: o.weight_type,
             max_ffn_fraction: o.max_ffn_fraction,
+            unpad: o.unpad,
             data_dir: o.data_dir.clone(),
             split: o.split.clone(),
         },

@@ -74,6 +74,11 @@ pub fn args(o: &AutoOptions) -> Vec<String> {
         o.weight_type.name().into(),
         "--max-ffn-fraction".into(),
         o.max_ffn_fraction.to_string(),
+    ]);
+    if !o.unpad {
+        a.push("--no-unpad".into());
+    }
+    a.extend([
         "--threads".into(),
         o.threads.to_string(),
         "--max-length".into(),

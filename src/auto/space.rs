@@ -47,6 +47,13 @@ impl Structure {
 /// The number formats `auto` may try (recipe `quantization.method` names), in the order tried.
 pub const QUANT_METHODS: &[&str] = &["dynamic_per_channel", "static", "static_ort", "fp16"];
 
+/// Whether `auto` builds a number format with `quantization.unpad` when asked to: the static
+/// methods, whose unpadded model computes the padded one's outputs (dynamic INT8 would take its
+/// run-time ranges from other tokens, and fp16 has no split).
+pub fn unpads(method: &str) -> bool {
+    matches!(method, "static" | "static_ort")
+}
+
 /// One candidate: a structure, then a number format (`None`: float as it was).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Candidate {
@@ -103,6 +110,9 @@ pub struct Common {
     pub weight_type: WeightType,
     /// `prune.max_ffn_fraction` of the pruning levels.
     pub max_ffn_fraction: f64,
+    /// Static INT8 runs its split blocks' other tokens on the real tokens only
+    /// (`quantization.unpad`): the same model, faster on padded batches.
+    pub unpad: bool,
     /// The GLUE folder and split `run` evaluates on.
     pub data_dir: PathBuf,
     pub split: String,
@@ -133,6 +143,7 @@ pub fn recipe(c: &Candidate, common: &Common) -> Recipe {
             // Written only when it is not the default, so that s8 recipes stay as they were.
             weight_type: (m != "fp16" && common.weight_type != WeightType::S8)
                 .then(|| common.weight_type.name().to_string()),
+            unpad: (common.unpad && unpads(m)).then_some(true),
             ..Default::default()
         },
     };
@@ -202,6 +213,7 @@ mod tests {
             cuda: false,
             weight_type,
             max_ffn_fraction: crate::passes::prune::DEFAULT_MAX_FFN_FRACTION,
+            unpad: true,
             data_dir: "/glue".into(),
             split: "dev".into(),
         }
@@ -238,5 +250,22 @@ mod tests {
         assert_eq!(share(Structure::Prune(0.5), &common), Some(0.98));
         assert_eq!(share(Structure::Lowrank(0.7), &common), None);
         assert_eq!(share(Structure::None, &common), None);
+    }
+
+    #[test]
+    fn static_recipes_unpad_when_asked_and_no_other_does() {
+        let mut common = common(WeightType::S8);
+        let unpad = |structure: Structure, q: Option<&'static str>, common: &Common| {
+            recipe(&Candidate { structure, quant: q }, common).quantization.unpad
+        };
+        for q in ["static", "static_ort"] {
+            assert_eq!(unpad(Structure::Prune(0.6), Some(q), &common), Some(true), "{q}");
+            assert_eq!(unpad(Structure::None, Some(q), &common), Some(true), "{q}");
+        }
+        for q in [Some("dynamic_per_channel"), Some("fp16"), None] {
+            assert_eq!(unpad(Structure::Prune(0.6), q, &common), None, "{q:?}");
+        }
+        common.unpad = false;
+        assert_eq!(unpad(Structure::Prune(0.6), Some("static_ort"), &common), None);
     }
 }

@@ -528,6 +528,11 @@ pub struct AutoArgs {
     /// --max-ffn-fraction); 0.98 prunes deep levels (half the MACs and below) better.
     #[arg(long, value_name = "F", default_value_t = DEFAULT_MAX_FFN_FRACTION, allow_negative_numbers = true)]
     pub max_ffn_fraction: f64,
+    /// Build static INT8 candidates without quantize --unpad (by default their split blocks run
+    /// on the real tokens only: the same model, faster on padded batches; a few small ops more on
+    /// batches without padding, e.g. --bucket or batch 1).
+    #[arg(long)]
+    pub no_unpad: bool,
     /// One-sided confidence that a candidate is within --max-drop: its selection drop plus this
     /// level's normal quantile times the paired standard error must be (0.5: the drop alone; 0.9:
     /// the drop + 1.28 standard errors).

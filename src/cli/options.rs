@@ -335,6 +335,7 @@ pub fn auto_options(model: &Path, a: &super::flags::AutoArgs) -> Result<onnx_com
         confidence: a.confidence,
         weight_type: a.weight_type,
         max_ffn_fraction: a.max_ffn_fraction,
+        unpad: !a.no_unpad,
         objective: a.objective,
         time_budget: auto::parse_duration(&a.time_budget)?,
         device: a.device,
