@@ -482,6 +482,13 @@ pub fn quantize_text(r: &crate::passes::quantize::QuantizeReport, output: &std::
             r.excluded.len()
         );
         let _ = writeln!(o, "first token  {}", first_token_text(r));
+        if r.keys_read_transposed > 0 {
+            let _ = writeln!(
+                o,
+                "attention    {} score products read their keys transposed (FusedMatMul transB, no [0,2,3,1] Transpose)",
+                r.keys_read_transposed
+            );
+        }
         if r.options.mode == Mode::Static {
             let _ = writeln!(
                 o,

@@ -379,7 +379,11 @@ fn static_ort_form_matches_qdq_with_biases_folded() {
     assert_eq!(c["QuantizeLinear"], 10);
     assert_eq!(c.get("DequantizeLinear").copied().unwrap_or(0), 0, "{c:?}");
     assert_eq!(c["MatMulIntegerToFloat"], 12 + 2 * 2 - 2);
-    assert_eq!(c["MatMul"], 2 * 2, "only the attention products stay float: {c:?}");
+    assert_eq!(
+        (c["MatMul"], c["FusedMatMul"]),
+        (2, 2),
+        "only the attention products stay float (the scores read their keys transposed): {c:?}"
+    );
     // Q/K/V and both halves' FFN up and down biases fold (7 in layer 0): the split FFN's
     // down-projection feeds the Concat that joins the halves; the attention-output bias feeds a
     // residual Add. Layer 1 runs its FFN on the first token only: Q/K/V and FFN up fold (4), its
@@ -400,6 +404,56 @@ fn static_ort_form_matches_qdq_with_biases_folded() {
     let (a, b) = (logits(&qdq, &bs, "qdq"), logits(&fused, &bs, "fused"));
     let (rel, agree) = compare(&a, &b);
     assert!(rel < 1e-3 && agree == 1.0, "{rel} {agree}");
+}
+
+/// This tool's int8 forms in ONNX Runtime's operators (dynamic, static `ort`) read attention's
+/// keys transposed by the score product (`FusedMatMul` with `transB`) instead of through the
+/// exporters' [0,2,3,1] `Transpose`: the same products, so the same logits. The portable QDQ form
+/// and the reference's methods keep the exporter's graph.
+#[test]
+fn score_products_read_the_keys_transposed_with_the_same_logits() {
+    if !require_ort("the keys rewrite in ONNX Runtime") {
+        return;
+    }
+    let m = synth();
+    let bs = random_batches(6, 3);
+    let key_transposes = |m: &ModelProto| {
+        let g = m.graph.as_ref().unwrap();
+        let ix = GraphIndex::new(g);
+        (0..g.node.len())
+            .filter(|&i| g.node[i].op_type() == "Transpose" && ix.attr_ints(i, "perm") == Some(vec![0, 2, 3, 1]))
+            .count()
+    };
+    assert_eq!(key_transposes(&m), 2);
+    let (k, n) = quantize::keys::read_keys_transposed(&m).unwrap();
+    assert_eq!((n, key_transposes(&k), ops(&k)["FusedMatMul"]), (2, 0, 2));
+    let (a, b) = (logits(&m, &bs, "float32"), logits(&k, &bs, "keys read transposed"));
+    let (rel, agree) = compare(&a, &b);
+    assert!(rel < 1e-5 && agree == 1.0, "{rel} {agree}");
+    // Once is enough: nothing left to rewrite.
+    assert_eq!(quantize::keys::read_keys_transposed(&k).unwrap().1, 0);
+
+    let ort = QuantizeOptions {
+        static_form: StaticForm::Ort,
+        ..opts(Mode::Static)
+    };
+    let unsplit = QuantizeOptions {
+        split_first_token: false,
+        per_channel: false,
+        ..opts(Mode::Dynamic)
+    };
+    for (what, o, rewritten) in [
+        ("dynamic", opts(Mode::Dynamic), 2),
+        ("static, ORT form", ort, 2),
+        ("static, QDQ form", opts(Mode::Static), 0),
+        ("dynamic as the reference's methods", unsplit, 0),
+    ] {
+        let (q, r) = quantize::quantize(&m, &o, Some(&mut calibrator(8, 7))).unwrap();
+        assert_eq!(r.keys_read_transposed, rewritten, "{what}");
+        assert_eq!(key_transposes(&q), 2 - rewritten, "{what}");
+        assert_eq!(ops(&q).get("FusedMatMul").copied().unwrap_or(0), rewritten, "{what}");
+        logits(&q, &bs, what);
+    }
 }
 
 /// A calibrator that shows every value as constant zero.

@@ -29,6 +29,7 @@ mod attention;
 pub mod calibrate;
 mod embed;
 pub mod fp16;
+pub mod keys;
 mod qdq;
 pub mod split;
 
@@ -280,6 +281,9 @@ pub struct QuantizeReport {
     /// The last layer, when its FFN runs on the first token only (the model reads nothing else
     /// of that layer's output).
     pub first_token_only_ffn_layer: Option<usize>,
+    /// Attention score products that read their keys transposed (`FusedMatMul` with `transB`)
+    /// instead of through a [0,2,3,1] transpose.
+    pub keys_read_transposed: usize,
     /// Where a fallback was taken (a constant activation, an all-zero weight column, ...).
     pub warnings: Vec<String>,
     /// Bytes of tensor data (initializers and Constant nodes) before and after.
@@ -782,6 +786,7 @@ pub fn quantize_selected(
         unpadded_layers: vec![],
         first_token_split_qkv_layers: vec![],
         first_token_only_ffn_layer: None,
+        keys_read_transposed: 0,
         warnings: vec![],
         weight_bytes_before: weight_bytes(model),
         weight_bytes_after: 0,
@@ -866,7 +871,15 @@ pub fn quantize_selected(
             };
             let out = qdq::rewrite(work, opts, &targets, ranges.as_ref(), &mut report)?;
             let out = attention::quantize_fused(&out, opts, select, ranges.as_ref(), &mut report)?;
-            embed::quantize_fused(&out, opts, select, &mut report)?
+            let out = embed::quantize_fused(&out, opts, select, &mut report)?;
+            // ONNX Runtime's forms of this tool's methods (the reference's stay as they wrote).
+            if opts.split_first_token && (opts.mode == Mode::Dynamic || opts.static_form == StaticForm::Ort) {
+                let (out, n) = keys::read_keys_transposed(&out)?;
+                report.keys_read_transposed = n;
+                out
+            } else {
+                out
+            }
         }
     };
     if opts.mode != Mode::Fp16 {
