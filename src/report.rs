@@ -563,8 +563,13 @@ fn first_token_text(r: &crate::passes::quantize::QuantizeReport) -> String {
         ));
     }
     if let Some(l) = r.first_token_only_ffn_layer {
+        let what = if r.first_token_only_attention_layer == Some(l) {
+            "attention query and FFN"
+        } else {
+            "FFN"
+        };
         parts.push(format!(
-            "layer {l}'s FFN on the first token only (the rest is not read)"
+            "layer {l}'s {what} on the first token only (the rest is not read)"
         ));
     }
     if !r.unpadded_layers.is_empty() {

@@ -68,8 +68,11 @@ fn split_graph_computes_the_same_logits_in_every_layout() {
     for (what, m, fused_attention) in layouts() {
         let s = split_first_token(&m, true, false).unwrap();
         assert_eq!(s.layers, vec![0, 1, 2], "{what}: {:?}", s.skipped);
-        // The pooler reads only the first token of layer 2: its FFN runs on that token alone.
+        // The pooler reads only the first token of layer 2: its FFN runs on that token alone, and
+        // so does its attention (for the first token's query), unless that is one fused op.
         assert_eq!(s.first_token_only, Some(2), "{what}");
+        let attention_moved = usize::from(!fused_attention);
+        assert_eq!(s.first_token_attention, (!fused_attention).then_some(2), "{what}");
         // Q/K/V split where they are three MatMuls; a fused attention op is named and left whole.
         let qkv_layers = if fused_attention {
             assert_eq!(s.skipped.len(), 3, "{what}: {:?}", s.skipped);
@@ -85,14 +88,16 @@ fn split_graph_computes_the_same_logits_in_every_layout() {
         };
         assert_eq!(s.qkv_layers.len(), qkv_layers, "{what}");
         // Per FFN one Concat and a copy of its two MatMuls, less the last layer's other-tokens
-        // half (one Concat, two MatMuls); per Q/K/V three Concats and three MatMul copies.
+        // half (one Concat, two MatMuls); per Q/K/V three Concats and three MatMul copies, less
+        // the last layer's other-tokens queries (its Q Concat becomes an Identity of the first
+        // token's, one MatMul fewer); the two head reshapes that moved get a shape Concat each.
         assert_eq!(
-            count(&s.model, "Concat") - count(&m, "Concat"),
-            3 - 1 + 3 * qkv_layers,
+            count(&s.model, "Concat") + attention_moved - count(&m, "Concat"),
+            3 - 1 + 3 * qkv_layers + 2 * attention_moved,
             "{what}"
         );
         assert_eq!(
-            count(&s.model, "MatMul") - count(&m, "MatMul"),
+            count(&s.model, "MatMul") + attention_moved - count(&m, "MatMul"),
             6 - 2 + 3 * qkv_layers,
             "{what}"
         );
@@ -190,10 +195,15 @@ fn the_last_ffn_runs_on_every_token_when_the_model_reads_them() {
         split_first_token(&all, true, false).unwrap(),
     );
     assert_eq!(s.first_token_only, Some(1));
+    assert_eq!(s.first_token_attention, Some(1));
     assert_eq!(s_all.first_token_only, None);
+    assert_eq!(s_all.first_token_attention, None);
     assert_eq!(s_all.layers, vec![0, 1]);
-    assert_eq!(count(&s_all.model, "Concat") - count(&s.model, "Concat"), 1);
-    assert_eq!(count(&s_all.model, "MatMul") - count(&s.model, "MatMul"), 2);
+    // Reading every token keeps the last FFN's other-tokens half (a Concat, two MatMuls) and
+    // the last queries' (a Concat, a MatMul), and its head reshapes as they were (two shape
+    // Concats fewer).
+    assert_eq!(count(&s_all.model, "Concat") + 2 - count(&s.model, "Concat"), 2);
+    assert_eq!(count(&s_all.model, "MatMul") - count(&s.model, "MatMul"), 3);
     let bs = random_batches(3, 6);
     let logits_only = |m: &ModelProto| {
         let mut m = m.clone();
@@ -206,6 +216,45 @@ fn the_last_ffn_runs_on_every_token_when_the_model_reads_them() {
     );
     let worst = max_diff(&a, &b);
     assert!(worst < 1e-5, "logits differ by {worst}");
+}
+
+/// Static INT8 calibrates the last layer's queries and output projection on their whole inputs
+/// as before, so running that attention for the first token alone gives the same model: the
+/// same logits as the same pass on the model whose last layer is read whole (no first-token
+/// tail, nothing moved), in both static forms.
+#[test]
+fn static_int8_with_the_last_attention_on_the_first_token_is_the_same_model() {
+    if !require_ort("quantization in ONNX Runtime") {
+        return;
+    }
+    let m = tiny_bert(&SynthOptions {
+        layers: 2,
+        seed: 13,
+        ..Default::default()
+    });
+    let t = discover(&m).unwrap();
+    let mut all = m.clone();
+    all.graph.as_mut().unwrap().output.push(ValueInfoProto {
+        name: Some(t.layers[1].output_norm.output.clone()),
+        ..Default::default()
+    });
+    let cal = || OrtCalibrator::new(random_batches(6, 3), SessionOptions::default());
+    let bs = random_batches(3, 17);
+    for form in [quantize::StaticForm::Qdq, quantize::StaticForm::Ort] {
+        let o = QuantizeOptions {
+            mode: Mode::Static,
+            static_form: form,
+            ..Default::default()
+        };
+        let (a, ra) = quantize::quantize(&m, &o, Some(&mut cal())).unwrap();
+        let (b, rb) = quantize::quantize(&all, &o, Some(&mut cal())).unwrap();
+        assert_eq!(ra.first_token_only_attention_layer, Some(1), "{form:?}");
+        assert_eq!(rb.first_token_only_attention_layer, None, "{form:?}");
+        let mut b = b;
+        b.graph.as_mut().unwrap().output.truncate(1);
+        let d = max_diff(&logits(&a, &bs, "moved"), &logits(&b, &bs, "whole"));
+        assert!(d < 1e-5, "{form:?}: logits differ by {d}");
+    }
 }
 
 #[test]
@@ -378,7 +427,7 @@ fn per_tensor_leaves_the_model_unsplit_unless_asked() {
     };
     assert_eq!(
         text(&["--mode", "dynamic"]),
-        "first token  FFN split in layers 0,1; Q/K/V split in layers 0,1; layer 1's FFN on the first token only (the rest is not read)"
+        "first token  FFN split in layers 0,1; Q/K/V split in layers 0,1; layer 1's attention query and FFN on the first token only (the rest is not read)"
     );
     assert_eq!(
         text(&["--mode", "dynamic", "--no-split-first-token"]),
@@ -409,11 +458,12 @@ fn unpadded_split_graph_computes_the_same_logits_in_every_layout() {
         let s = split_first_token(&m, true, true).unwrap();
         // Every split block but the last FFN (first token only) has another-tokens half to
         // unpad: Q/K/V of layers 0–2 (not a fused attention op) and the FFNs of layers 0–1. One
-        // GatherND of the real rows per block, one ScatterND per block output (Q, K, V: three).
+        // GatherND of the real rows per block, one ScatterND per block output (Q, K, V: three),
+        // less layer 2's queries (its attention runs for the first token's query alone).
         let (layers, blocks, outputs) = if fused_attention {
             (vec![0, 1], 2, 2)
         } else {
-            (vec![0, 1, 2], 3 + 2, 3 * 3 + 2)
+            (vec![0, 1, 2], 3 + 2, 3 * 3 + 2 - 1)
         };
         assert_eq!(s.unpadded_layers, layers, "{what}: {:?}", s.unpad_skipped);
         assert_eq!(count(&s.model, "NonZero"), 1, "{what}");
@@ -495,11 +545,11 @@ fn unpadded_int8_computes_what_the_padded_int8_model_does() {
         let (b, rb) = quantize::quantize(&m, &u, Some(&mut cal())).unwrap();
         assert!(ra.unpadded_layers.is_empty());
         // Static splits the FFNs only, dynamic the Q/K/V too; the last FFN runs on the first
-        // token only. One ScatterND per split block output.
+        // token only, and the last queries. One ScatterND per split block output.
         let (layers, outputs) = if mode == Mode::Static {
             (vec![0], 1)
         } else {
-            (vec![0, 1], 1 + 3 * 2)
+            (vec![0, 1], 1 + 3 * 2 - 1)
         };
         assert_eq!(rb.unpadded_layers, layers, "{mode:?}: {:?}", rb.warnings);
         assert_eq!(count(&b, "ScatterND"), outputs, "{mode:?}");

@@ -24,6 +24,8 @@
 //!   (exact u8 × u8 kernels) against the AVX2 bar (the default s8 weights, whose full-range
 //!   per-channel columns saturate there, printed). The default, int8 tables too, is printed
 //!   (bench/RESULTS.md, "The export matrix");
+//! - the first-token split (padded and unpadded) keeps its logits (1e-4), and the last layer's
+//!   attention runs for the first token's query alone on the exports where that can be followed;
 //! - `eval` runs it on a small CSV with a word-level `tokenizer.json` and predicts what its
 //!   logits say (on these random weights 52 of the 88 cells give every example label 0, so
 //!   there it shows that eval runs; the others also that it feeds what the tokenizer says);
@@ -39,6 +41,7 @@ use ndarray::Array2;
 use onnx_compress::onnx::{self, ModelProto};
 use onnx_compress::passes::lowrank::{LowrankOptions, RankRule};
 use onnx_compress::passes::prune::{self, Plan, PruneOptions, Strategy};
+use onnx_compress::passes::quantize::split::split_first_token;
 use onnx_compress::passes::quantize::{Mode, QuantizeOptions, QuantizeReport, WeightType};
 use onnx_compress::passes::{Applied, Pass, PassReport};
 use onnx_compress::runtime::Batch;
@@ -361,6 +364,57 @@ fn quantize_report(q: &Applied) -> &QuantizeReport {
 
 fn argmax(row: &[f32]) -> usize {
     (0..row.len()).max_by(|&i, &j| row[i].total_cmp(&row[j])).unwrap()
+}
+
+/// The first-token split (dynamic mode's: FFN and Q/K/V, padded and unpadded) computes the
+/// same logits on every cell (1e-4), the fully masked example included. The last layer's
+/// attention from its scores on runs for the first token's query alone on the exports where
+/// that could be followed (36 of the 88 cells: transformers 4's classic, dynamo eager and
+/// Optimum exports, transformers 5's classic eager one; not DeBERTa's relative attention, not
+/// ModernBERT, whose last FFN does not run on the first token alone either, not ONNX Runtime's
+/// fused attention); on the others the slice would stop short of the scores, and the attention
+/// is left as it was.
+#[test]
+fn the_first_token_split_keeps_every_cells_logits() {
+    let scores_move = |c: &Cell| {
+        let exporter = [
+            "t4-classic-eager-",
+            "t4-classic-sdpa-",
+            "t4-dynamo-eager-",
+            "t4-optimum-default-",
+            "t5-classic-eager-",
+        ]
+        .iter()
+        .any(|p| c.name.starts_with(p));
+        // ALBERT's classic eager export: the sweep finds no rank for its output projection.
+        exporter && !["deberta-v3", "modernbert"].contains(&c.family.as_str()) && c.name != "t4-classic-eager-albert"
+    };
+    every_cell("the first-token split of the export matrix", |c| {
+        let m = c.load();
+        let mut line = String::new();
+        // Unpadded, a fully masked example's padding rows hold zeros instead of what nothing
+        // reads through the mask: its logits are not the model's (the sample batch pads its
+        // second example by two, and masks none fully).
+        for (unpad, batches) in [(false, Vec::from(c.batches())), (true, vec![c.batch()])] {
+            let base = logits(&m, &batches, &c.name);
+            let s = split_first_token(&m, true, unpad).map_err(|e| format!("split (unpad {unpad}): {e}"))?;
+            let d = max_diff(&base, &logits(&s.model, &batches, "split"));
+            ensure(d <= 1e-4, || {
+                format!("the split (unpad {unpad}) moved the logits by {d}")
+            })?;
+            ensure((s.first_token_attention == Some(1)) == scores_move(c), || {
+                format!(
+                    "the last attention's scores on the first token only: {:?} ({} nodes moved)",
+                    s.first_token_attention, s.first_token_attention_nodes
+                )
+            })?;
+            line = format!(
+                "last FFN on the first token {:?}, last attention {:?} ({} nodes), diff {d:.1e}",
+                s.first_token_only, s.first_token_attention, s.first_token_attention_nodes
+            );
+        }
+        Ok(line)
+    });
 }
 
 #[test]

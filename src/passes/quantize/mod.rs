@@ -31,6 +31,7 @@ mod embed;
 pub mod fp16;
 pub mod keys;
 mod qdq;
+mod query;
 pub mod split;
 
 use std::collections::{HashMap, HashSet};
@@ -281,6 +282,9 @@ pub struct QuantizeReport {
     /// The last layer, when its FFN runs on the first token only (the model reads nothing else
     /// of that layer's output).
     pub first_token_only_ffn_layer: Option<usize>,
+    /// The last layer, when its attention runs for the first token's query only too (its keys
+    /// and values still read every token).
+    pub first_token_only_attention_layer: Option<usize>,
     /// Attention score products that read their keys transposed (`FusedMatMul` with `transB`)
     /// instead of through a [0,2,3,1] transpose.
     pub keys_read_transposed: usize,
@@ -786,6 +790,7 @@ pub fn quantize_selected(
         unpadded_layers: vec![],
         first_token_split_qkv_layers: vec![],
         first_token_only_ffn_layer: None,
+        first_token_only_attention_layer: None,
         keys_read_transposed: 0,
         warnings: vec![],
         weight_bytes_before: weight_bytes(model),
@@ -811,6 +816,7 @@ pub fn quantize_selected(
                 report.first_token_split_qkv_layers = s.qkv_layers.clone();
                 report.unpadded_layers = s.unpadded_layers.clone();
                 report.first_token_only_ffn_layer = s.first_token_only;
+                report.first_token_only_attention_layer = s.first_token_attention;
                 Some(s)
             } else {
                 None

@@ -56,6 +56,11 @@ pub struct Split {
     pub qkv_layers: Vec<usize>,
     /// The last layer, when its FFN runs on the first token only (nothing reads the others).
     pub first_token_only: Option<usize>,
+    /// The last layer, when its attention also runs for the first token's query only, from the
+    /// scores on ([`super::query`]).
+    pub first_token_attention: Option<usize>,
+    /// How many of its nodes (after the split's) run for the first token only (0: none).
+    pub first_token_attention_nodes: usize,
     pub probes: HashMap<String, Probe>,
     /// The first-token copy of each node (by name) → the node it copies.
     pub origin: HashMap<String, String>,
@@ -313,6 +318,23 @@ fn first_token_tail(ix: &GraphIndex, t: &Transformer, blocks: &[Block]) -> Optio
     })
 }
 
+/// The shape values of an attention's head reshapes (split into heads, merged back), found by
+/// discovery from their head sizes: the reshape's constant, or the `Concat` that builds it.
+fn head_shapes(ix: &GraphIndex, a: &crate::structure::Attention) -> HashSet<String> {
+    a.shape_consts
+        .iter()
+        .filter(|c| c.role != crate::structure::ShapeRole::MaskHeads)
+        .filter_map(|c| {
+            let u = ix.node(c.used_by_node);
+            match u.op_type() {
+                "Reshape" => u.input.get(1).cloned(),
+                "Concat" => u.output.first().cloned(),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 /// `n` copied for one half: inputs renamed through `names`, outputs renamed with `suffix` (and
 /// recorded in `names`). With `rename` the node's name gets the suffix too and `origin` records
 /// the copy (the other-tokens half keeps the original names).
@@ -487,6 +509,8 @@ pub fn split_first_token(model: &ModelProto, qkv: bool, unpad: bool) -> Result<S
         layers: vec![],
         qkv_layers: vec![],
         first_token_only: None,
+        first_token_attention: None,
+        first_token_attention_nodes: 0,
         probes: HashMap::new(),
         origin: HashMap::new(),
         skipped,
@@ -686,6 +710,30 @@ pub fn split_first_token(model: &ModelProto, qkv: bool, unpad: bool) -> Result<S
         }
     }
     patch.apply(out_g)?;
+    // The last layer's attention for its first token's query alone, when nothing reads the rest.
+    let (mut first_token_attention, mut first_token_attention_nodes) = (None, 0);
+    if let Some(tl) = tail.as_ref() {
+        let last = &t.layers[t.layers.len() - 1];
+        let heads = last.attention.as_ref().map(|a| head_shapes(&ix, a)).unwrap_or_default();
+        // The residual stream is [batch, sequence, hidden] (`sequence_on_axis_1`).
+        let hidden: HashMap<String, usize> = t
+            .layers
+            .iter()
+            .flat_map(|l| [&l.input, &l.attention_norm.output, &l.output_norm.output])
+            .map(|v| (v.clone(), 3))
+            .collect();
+        let q = super::query::first_token_query(&m, &last.attention_norm.output, &heads, &last.input, &hidden)?;
+        // Only when the scores moved: short of them the gain is small (the output projection and
+        // a LayerNorm), and dynamic INT8 then quantizes that projection's input by the first
+        // token's range alone for little (on DeBERTa's matrix cells, a larger logit error than
+        // ONNX Runtime's quantize_dynamic).
+        if q.scores {
+            m = q.model;
+            probes.extend(q.probes);
+            first_token_attention = Some(tl.layer);
+            first_token_attention_nodes = q.moved;
+        }
+    }
     layers.sort_unstable();
     qkv_layers.sort_unstable();
     let mut unpadded_layers: Vec<usize> = packed.iter().map(|&b| blocks[b].layer).collect();
@@ -698,6 +746,8 @@ pub fn split_first_token(model: &ModelProto, qkv: bool, unpad: bool) -> Result<S
         layers,
         qkv_layers,
         first_token_only: tail.map(|tl| tl.layer),
+        first_token_attention,
+        first_token_attention_nodes,
         probes,
         origin,
         skipped,
