@@ -173,23 +173,29 @@ fn ffns_that_cannot_be_split_are_named_and_left_alone() {
     );
 }
 
-#[test]
-fn the_last_ffn_runs_on_every_token_when_the_model_reads_them() {
-    if !require_ort("running split graphs") {
-        return;
-    }
+/// A two-layer model, and the same whose last layer's output is also a graph output (every
+/// token's hidden state read).
+fn two_layers_and_read_whole(seed: u64) -> (ModelProto, ModelProto) {
     let m = tiny_bert(&SynthOptions {
         layers: 2,
-        seed: 5,
+        seed,
         ..Default::default()
     });
     let t = discover(&m).unwrap();
-    // The last layer's output is also a graph output (every token's hidden state).
     let mut all = m.clone();
     all.graph.as_mut().unwrap().output.push(ValueInfoProto {
         name: Some(t.layers[1].output_norm.output.clone()),
         ..Default::default()
     });
+    (m, all)
+}
+
+#[test]
+fn the_last_ffn_runs_on_every_token_when_the_model_reads_them() {
+    if !require_ort("running split graphs") {
+        return;
+    }
+    let (m, all) = two_layers_and_read_whole(5);
     let (s, s_all) = (
         split_first_token(&m, true, false).unwrap(),
         split_first_token(&all, true, false).unwrap(),
@@ -227,17 +233,7 @@ fn static_int8_with_the_last_attention_on_the_first_token_is_the_same_model() {
     if !require_ort("quantization in ONNX Runtime") {
         return;
     }
-    let m = tiny_bert(&SynthOptions {
-        layers: 2,
-        seed: 13,
-        ..Default::default()
-    });
-    let t = discover(&m).unwrap();
-    let mut all = m.clone();
-    all.graph.as_mut().unwrap().output.push(ValueInfoProto {
-        name: Some(t.layers[1].output_norm.output.clone()),
-        ..Default::default()
-    });
+    let (m, all) = two_layers_and_read_whole(13);
     let cal = || OrtCalibrator::new(random_batches(6, 3), SessionOptions::default());
     let bs = random_batches(3, 17);
     for form in [quantize::StaticForm::Qdq, quantize::StaticForm::Ort] {

@@ -137,8 +137,9 @@ fn dequantized_weights_lie_within_half_a_scale() {
         let (q, r) = quantize::quantize(&m, &o, None).unwrap();
         // 2 layers × 6 projections, plus Q, K, V and each FFN's up and down again for the first
         // token (the split, on by default; one weight serves both halves), less the last FFN's
-        // other-tokens half (the pooler reads only the first token), and three embedding tables.
-        assert_eq!(r.matmuls.len(), 12 + 2 * 5 - 2);
+        // other-tokens half and the last queries' (the pooler reads only the first token), and
+        // three embedding tables.
+        assert_eq!(r.matmuls.len(), 12 + 2 * 5 - 2 - 1);
         assert_eq!(r.embeddings.len(), 3);
         assert_eq!(check_weights(&m, &q, per_channel), 15);
         for mm in &r.matmuls {
@@ -192,8 +193,8 @@ fn dynamic_agrees_with_float32_and_runs_integer_kernels() {
         let c = ops(&q);
         assert_eq!(
             c.get("DynamicQuantizeMatMul").copied().unwrap_or(0) + c["MatMulIntegerToFloat"],
-            12 + 2 * 5 - 2,
-            "6 projections a layer; Q, K, V, FFN up and down again for the first token; not the last FFN's other tokens"
+            12 + 2 * 5 - 2 - 1,
+            "6 projections a layer; Q, K, V, FFN up and down again for the first token; not the last FFN's or queries' other tokens"
         );
         let l = logits(&q, &bs, "dynamic");
         let (rel, agree) = compare(&f, &l);
@@ -286,13 +287,15 @@ fn static_qdq_agrees_with_float32_and_becomes_integer_matmuls() {
             let (q, r) = quantize::quantize(&m, &o, Some(&mut cal)).unwrap();
             // One QDQ pair per distinct MatMul input: Q/K/V share the LayerNorm output, and the
             // FFN's two inputs are split into the first token and the others: 6 a layer, less
-            // the last FFN's other-tokens half (static mode splits the FFNs only).
-            assert_eq!(r.activations.len(), 2 * 6 - 2, "{method:?}");
+            // the last FFN's other-tokens half (static mode splits the FFNs only). The last
+            // queries read the first token's slice of the layer input: one more pair, calibrated
+            // on the whole layer input (the same parameters as the keys' and values').
+            assert_eq!(r.activations.len(), 2 * 6 - 2 + 1, "{method:?}");
             let c = ops(&q);
-            assert_eq!(c["QuantizeLinear"], 10);
-            // 10 activations, 12 weights (each FFN weight serves both halves); the 3 embedding tables go through Cast + Mul
-            // (per-channel scales), which ONNX Runtime runs vectorized.
-            assert_eq!(c["DequantizeLinear"], 10 + 12);
+            assert_eq!(c["QuantizeLinear"], 10 + 1);
+            // 11 activation pairs, 12 weights (each FFN weight serves both halves); the 3 embedding
+            // tables go through Cast + Mul (per-channel scales), which ONNX Runtime runs vectorized.
+            assert_eq!(c["DequantizeLinear"], 11 + 12);
             let g = q.graph.as_ref().unwrap();
             let gathered_int8 = g
                 .node
@@ -376,7 +379,8 @@ fn static_ort_form_matches_qdq_with_biases_folded() {
     };
     assert_eq!(params(&rq), params(&rf));
     let c = ops(&fused);
-    assert_eq!(c["QuantizeLinear"], 10);
+    // As in QDQ form: 10 activations and the last queries' slice of the layer input.
+    assert_eq!(c["QuantizeLinear"], 10 + 1);
     assert_eq!(c.get("DequantizeLinear").copied().unwrap_or(0), 0, "{c:?}");
     assert_eq!(c["MatMulIntegerToFloat"], 12 + 2 * 2 - 2);
     assert_eq!(
@@ -480,7 +484,8 @@ fn constant_zero_activations_fall_back_to_dynamic_and_say_where() {
     let m = synth();
     let (q, r) = quantize::quantize(&m, &opts(Mode::Static), Some(&mut Zeros)).unwrap();
     assert!(r.activations.is_empty());
-    assert_eq!(r.warnings.len(), 10, "{:?}", r.warnings);
+    // One per quantized input: 10, and the last queries' slice of the layer input.
+    assert_eq!(r.warnings.len(), 11, "{:?}", r.warnings);
     assert!(r
         .warnings
         .iter()
@@ -547,8 +552,8 @@ fn low_rank_chains_and_pruned_shapes_are_quantized() {
     let f = logits(&m, &bs, "float32 chain");
     let (q, r) = quantize::quantize(&m, &opts(Mode::Dynamic), None).unwrap();
     // 14, and the first token's Q/K/V and FFN (the factorized up-projection's two MatMuls and the
-    // down one), less the last FFN's other-tokens half.
-    assert_eq!(r.matmuls.len(), 14 + 2 * 3 + 2 * 3 - 3);
+    // down one), less the last FFN's and the last queries' other-tokens halves.
+    assert_eq!(r.matmuls.len(), 14 + 2 * 3 + 2 * 3 - 3 - 1);
     assert!(r.matmuls.iter().any(|x| x.node.starts_with("lowrank")));
     let (rel, agree) = compare(&f, &logits(&q, &bs, "dynamic chain"));
     assert!(rel < dynamic_tolerance() && agree >= 0.98, "{rel} {agree}");
@@ -575,7 +580,7 @@ fn exclude_keeps_named_matmuls_in_float() {
     let (_, r) = quantize::quantize(&m, &o, None).unwrap();
     assert!(!r.excluded.is_empty());
     // A pattern excludes a split FFN's first-token copy with it (even an exact name).
-    assert_eq!(r.matmuls.len() + r.excluded.len(), 12 + 2 * 5 - 2);
+    assert_eq!(r.matmuls.len() + r.excluded.len(), 12 + 2 * 5 - 2 - 1);
     assert!(r
         .matmuls
         .iter()
