@@ -14,7 +14,9 @@
 //!
 //! When the model reads nothing of the last layer but its first token (BERT's pooler: a
 //! `Gather` of index 0 on the sequence axis), the last FFN, its residual `Add` and LayerNorm run
-//! on the first token only: the other tokens' copy would be computed and thrown away.
+//! on the first token only: the other tokens' copy would be computed and thrown away. The
+//! layer's attention then runs for the first token's query alone too, where the graph lets that
+//! slice move up to the scores (`query.rs`).
 //!
 //! With `unpad`, the other tokens' half of each split block runs on the real tokens only: after
 //! its `Slice` the rows of the [batch, sequence − 1, width] input that the model's
@@ -57,7 +59,7 @@ pub struct Split {
     /// The last layer, when its FFN runs on the first token only (nothing reads the others).
     pub first_token_only: Option<usize>,
     /// The last layer, when its attention also runs for the first token's query only, from the
-    /// scores on ([`super::query`]).
+    /// scores on (`query.rs`).
     pub first_token_attention: Option<usize>,
     /// How many of its nodes (after the split's) run for the first token only (0: none).
     pub first_token_attention_nodes: usize,
