@@ -234,6 +234,17 @@ fn static_int8_with_the_last_attention_on_the_first_token_is_the_same_model() {
         return;
     }
     let (m, all) = two_layers_and_read_whole(13);
+    // Static mode splits no Q/K/V: the last queries read a slice of the layer input, which is
+    // calibrated on the whole input (not on its first token).
+    let input = &discover(&m).unwrap().layers[1].input;
+    let s = split_first_token(&m, false, false).unwrap();
+    let sliced: Vec<_> = s
+        .probes
+        .iter()
+        .filter(|&(k, p)| k != input && &p.value == input)
+        .collect();
+    assert_eq!(sliced.len(), 1, "{:?}", s.probes.keys());
+    assert_eq!(sliced[0].1.tokens, Tokens::All);
     let cal = || OrtCalibrator::new(random_batches(6, 3), SessionOptions::default());
     let bs = random_batches(3, 17);
     for form in [quantize::StaticForm::Qdq, quantize::StaticForm::Ort] {

@@ -404,13 +404,13 @@ fn the_first_token_split_keeps_every_cells_logits() {
             })?;
             ensure((s.first_token_attention == Some(1)) == scores_move(c), || {
                 format!(
-                    "the last attention's scores on the first token only: {:?} ({} nodes moved)",
-                    s.first_token_attention, s.first_token_attention_nodes
+                    "the last attention's scores on the first token only: {:?}",
+                    s.first_token_attention
                 )
             })?;
             line = format!(
-                "last FFN on the first token {:?}, last attention {:?} ({} nodes), diff {d:.1e}",
-                s.first_token_only, s.first_token_attention, s.first_token_attention_nodes
+                "last FFN on the first token {:?}, last attention {:?}, diff {d:.1e}",
+                s.first_token_only, s.first_token_attention
             );
         }
         Ok(line)

@@ -17,8 +17,8 @@
 //! the keys and values read, or an op not listed here), its output is sliced instead. Slicing an
 //! axis of size 1 by [0, 1) changes nothing, so a broadcast mask is sliced safely. The head
 //! reshapes move where discovery found their head sizes or their batch and sequence come from the
-//! layer's input (the reshape then writes 1 for the sequence); a `Concat` of the split's two
-//! halves becomes its first-token half. The result is the same function (the tests hold logits
+//! layer's input (the reshape then writes 1 for the sequence); a split block's joined output
+//! becomes its first-token half. The result is the same function (the tests hold logits
 //! to 1e-5 on the synthetic layouts, 1e-4 on every export-matrix cell). The split keeps it only
 //! when the softmax moved (the scores are the first token's alone); short of that the attention
 //! is left as it was.
@@ -107,16 +107,14 @@ enum Read {
     First(usize),
     /// A head reshape's shape, with 1 written for the sequence.
     Shape,
-    /// Not at all: the node becomes an `Identity` of its first input (a split's `Concat`).
+    /// Not at all: the node (a split block's join) becomes an `Identity` of its first-token half.
     Dropped,
 }
 
-/// What was done: the rewritten model, how many nodes now run for the first token only, and
-/// for calibration the slices a MatMul reads, each mapped to the whole value of the input model
+/// What was done: the rewritten model, whether the scores moved, and for calibration the slices a MatMul reads, each mapped to the whole value of the input model
 /// (the moved nodes keep their values' names: calibration measures those whole, too).
 pub struct FirstQuery {
     pub model: ModelProto,
-    pub moved: usize,
     /// Whether the attention's softmax moved: its scores are the first token's query's alone.
     pub scores: bool,
     pub probes: HashMap<String, Probe>,
@@ -242,14 +240,12 @@ impl Ranks {
                             .flatten();
                         (rank, len)
                     }
-                    "Shape" if n.attribute.is_empty() => {
-                        // The sizes of a vector of known length are known: [length].
-                        if let Some(&l) = (in0 == Some(1)).then(|| r.len.get(&n.input[0])).flatten() {
+                    "Shape" => {
+                        // The sizes of a whole vector of known length are known: [length].
+                        let whole = n.attribute.is_empty();
+                        if let Some(&l) = (whole && in0 == Some(1)).then(|| r.len.get(&n.input[0])).flatten() {
                             r.value.insert(out.clone(), vec![l as i64]);
                         }
-                        (Some(1), in0)
-                    }
-                    "Shape" => {
                         // start/end (opset 15): the sizes of those axes.
                         let len = in0.and_then(|k| {
                             let k = k as i64;
@@ -291,50 +287,6 @@ impl Ranks {
 fn norm(axis: i64, r: usize) -> Option<usize> {
     let a = if axis < 0 { axis + r as i64 } else { axis };
     (0..r as i64).contains(&a).then_some(a as usize)
-}
-
-/// Whether `v` is already a first-token slice on `axis`: it comes (through a bias `Add` and the
-/// rows of a `MatMul`) from a `Slice` [0, 1) on that axis — the first-token half of a split.
-fn already_first(ix: &GraphIndex, ranks: &Ranks, v: &str, axis: usize) -> bool {
-    let mut v = v;
-    for _ in 0..8 {
-        let Some(p) = ix.producer(v) else { return false };
-        let n = ix.node(p);
-        if !n.domain().is_empty() {
-            return false;
-        }
-        match n.op_type() {
-            "Slice" => {
-                let c = |k: usize| n.input.get(k).and_then(|s| ix.const_i64(s));
-                let steps_one = n
-                    .input
-                    .get(4)
-                    .is_none_or(|s| s.is_empty() || ix.const_i64(s) == Some(vec![1]));
-                let r = ranks.of(v);
-                return c(1) == Some(vec![0])
-                    && c(2) == Some(vec![1])
-                    && c(3).and_then(|a| r.and_then(|r| a.first().and_then(|&a| norm(a, r)))) == Some(axis)
-                    && c(3).is_some_and(|a| a.len() == 1)
-                    && steps_one;
-            }
-            "Add" | "Mul" | "Sub" | "Div" => {
-                let dynamic = ix.dynamic_inputs(p);
-                if dynamic.len() != 1 || ranks.of(dynamic[0]) != ranks.of(v) {
-                    return false;
-                }
-                v = dynamic[0];
-            }
-            "MatMul" => {
-                let r = ranks.of(v);
-                if r.is_none_or(|r| r < 3 || axis != r - 2) || ranks.of(&n.input[0]) != r {
-                    return false;
-                }
-                v = &n.input[0];
-            }
-            _ => return false,
-        }
-    }
-    false
 }
 
 /// Whether a reshape's `shape` is built (a `Concat` of single elements) with the batch and the
@@ -442,6 +394,15 @@ fn sizes_moved_reshapes(ix: &GraphIndex, c: usize, moved: &HashMap<usize, Vec<Re
     true
 }
 
+/// How a rank-`rj` operand broadcast to rank `r` is read for the output's slice on `axis`: on
+/// its own matching axis, or whole where it has none.
+fn broadcast(axis: usize, r: usize, rj: usize) -> Read {
+    match (axis + rj).checked_sub(r) {
+        Some(k) => Read::First(k),
+        None => Read::Whole,
+    }
+}
+
 /// How node `i` reads its inputs to compute its output's first-token slice on `axis`, if it can.
 fn reads(
     ix: &GraphIndex,
@@ -470,15 +431,7 @@ fn reads(
     let op = n.op_type();
     match op {
         _ if UNARY.contains(&op) => Some(same(axis)),
-        _ if BROADCAST.contains(&op) => n
-            .input
-            .iter()
-            .map(|v| {
-                let rj = ranks.of(v)?;
-                let k = axis as i64 - (r as i64 - rj as i64);
-                Some(if k >= 0 { Read::First(k as usize) } else { Read::Whole })
-            })
-            .collect(),
+        _ if BROADCAST.contains(&op) => n.input.iter().map(|v| Some(broadcast(axis, r, ranks.of(v)?))).collect(),
         "MatMul" => {
             let (ra, rb) = (ranks.of(&n.input[0])?, ranks.of(&n.input[1])?);
             if ra < 2 || rb < 2 {
@@ -489,15 +442,7 @@ fn reads(
             } else if axis == r - 1 {
                 Some(vec![Read::Whole, Read::First(rb - 1)])
             } else {
-                let batch = |rj: usize| {
-                    let k = axis as i64 - (r as i64 - rj as i64);
-                    if k >= 0 {
-                        Read::First(k as usize)
-                    } else {
-                        Read::Whole
-                    }
-                };
-                Some(vec![batch(ra), batch(rb)])
+                Some(vec![broadcast(axis, r, ra), broadcast(axis, r, rb)])
             }
         }
         "Transpose" => {
@@ -523,28 +468,23 @@ fn reads(
         }
         "Concat" => {
             let c = norm(ix.attr_i(i, "axis")?, r)?;
-            if c != axis {
-                Some(vec![Read::First(axis); n.input.len()])
-            } else if n.input.len() >= 2 && already_first(ix, ranks, &n.input[0], axis) {
-                let mut v = vec![Read::Dropped; n.input.len()];
-                v[0] = Read::Whole;
-                Some(v)
-            } else {
-                None
-            }
+            (c != axis).then(|| vec![Read::First(axis); n.input.len()])
         }
         _ => None,
     }
 }
 
-/// Moves the first-token slice that `seed` (a `Slice` [0, 1) on axis 1 of the last layer's
-/// attention LayerNorm output, the split's) takes up through the last layer's attention.
-/// `head_shapes`: the shape values of that attention's head reshapes (discovery's); `sequence`:
-/// the layer's input, [batch, sequence, hidden]; `hidden`: the ranks of the hidden states
-/// between layers (3), which the graph's arithmetic may not tell (e.g. RoBERTa's position ids).
+/// Moves the first-token slice that `seed` (the split's `Slice` [0, 1) on axis 1 of the last
+/// layer's attention LayerNorm output: its output value) takes up through the last layer's
+/// attention. `halves`: each split block's joined output → its first-token half, which replaces
+/// it when the slice reaches it; `head_shapes`: the shape values of that attention's head
+/// reshapes (discovery's); `sequence`: the layer's input, [batch, sequence, hidden]; `hidden`:
+/// the ranks of the hidden states between layers (3), which the graph's arithmetic may not tell
+/// (e.g. RoBERTa's position ids).
 pub fn first_token_query(
     model: &ModelProto,
     seed: &str,
+    halves: &HashMap<String, String>,
     head_shapes: &HashSet<String>,
     sequence: &str,
     hidden: &HashMap<String, usize>,
@@ -562,14 +502,10 @@ pub fn first_token_query(
     let ranks = Ranks::new(&ix, opset, hidden);
     let unchanged = || FirstQuery {
         model: model.clone(),
-        moved: 0,
         scores: false,
         probes: HashMap::new(),
     };
-    let Some(s0) = ix.consumers(seed).iter().copied().find(|&c| {
-        let n = ix.node(c);
-        n.op_type() == "Slice" && n.input[0] == seed && already_first(&ix, &ranks, &n.output[0], 1)
-    }) else {
+    let Some(s0) = ix.producer(seed).filter(|&p| ix.node(p).op_type() == "Slice") else {
         return Ok(unchanged());
     };
 
@@ -577,6 +513,7 @@ pub fn first_token_query(
     // outputs has moved and wants the same first-token axis of it.
     let mut moved: HashMap<usize, Vec<Read>> = HashMap::new();
     let mut wants: HashMap<&str, Vec<Read>> = HashMap::new();
+    let mut identity_of: HashMap<usize, &str> = HashMap::new();
     let mut seed_reads = vec![Read::Whole; ix.node(s0).input.len()];
     seed_reads[0] = Read::First(1);
     fn record<'g>(
@@ -611,7 +548,10 @@ pub fn first_token_query(
         if !all_moved || w.iter().any(|&k| k != Read::First(axis)) {
             continue;
         }
-        if let Some(r) = reads(&ix, i, axis, &ranks, head_shapes, sequence, opset) {
+        if let Some(half) = halves.get(out).filter(|_| axis == 1 && n.output.len() == 1) {
+            identity_of.insert(i, half.as_str());
+            record(&ix, i, vec![Read::Dropped; n.input.len()], &mut moved, &mut wants);
+        } else if let Some(r) = reads(&ix, i, axis, &ranks, head_shapes, sequence, opset) {
             record(&ix, i, r, &mut moved, &mut wants);
         }
     }
@@ -714,8 +654,8 @@ pub fn first_token_query(
                 }
             }
         }
-        if moved[&i].contains(&Read::Dropped) {
-            patch.replace_node(i, vec![node("Identity", n.name(), &[&n.input[0]], &[&n.output[0]])]);
+        if let Some(half) = identity_of.get(&i) {
+            patch.replace_node(i, vec![node("Identity", n.name(), &[half], &[&n.output[0]])]);
         }
     }
     patch.remove_unused();
@@ -729,7 +669,6 @@ pub fn first_token_query(
         .map_err(|e| PassError::Internal(format!("running the last attention on the first token: {e}")))?;
     Ok(FirstQuery {
         model: out,
-        moved: moved.len() - 1,
         scores: moved.keys().any(|&i| ix.node(i).op_type() == "Softmax"),
         probes,
     })

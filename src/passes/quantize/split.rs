@@ -61,8 +61,6 @@ pub struct Split {
     /// The last layer, when its attention also runs for the first token's query only, from the
     /// scores on (`query.rs`).
     pub first_token_attention: Option<usize>,
-    /// How many of its nodes (after the split's) run for the first token only (0: none).
-    pub first_token_attention_nodes: usize,
     pub probes: HashMap<String, Probe>,
     /// The first-token copy of each node (by name) → the node it copies.
     pub origin: HashMap<String, String>,
@@ -512,7 +510,6 @@ pub fn split_first_token(model: &ModelProto, qkv: bool, unpad: bool) -> Result<S
         qkv_layers: vec![],
         first_token_only: None,
         first_token_attention: None,
-        first_token_attention_nodes: 0,
         probes: HashMap::new(),
         origin: HashMap::new(),
         skipped,
@@ -614,6 +611,8 @@ pub fn split_first_token(model: &ModelProto, qkv: bool, unpad: bool) -> Result<S
     // The block (the last FFN) whose other-tokens half nothing would read: only its first-token
     // copy is built, and the tail after it joins that copy (`first_only`, above).
     let rows = Rows::new(mask.as_deref(), (&one, &end), &blocks, &packed, &starts, &mut patch);
+    // Each joined block output → its first-token half ([batch, 1, width]).
+    let mut halves_of: HashMap<String, String> = HashMap::new();
     for (i, n) in g.node.iter().enumerate() {
         if let Some(tl) = tail.as_ref() {
             if tl.nodes.contains(&i) {
@@ -698,6 +697,7 @@ pub fn split_first_token(model: &ModelProto, qkv: bool, unpad: bool) -> Result<S
                 }
                 _ => rest[b][out].clone(),
             };
+            halves_of.insert(out.clone(), first[b][out].clone());
             nodes.push(with_attrs(
                 node("Concat", &name, &[&first[b][out], &others], &[out]),
                 vec![attr_int("axis", 1)],
@@ -713,7 +713,7 @@ pub fn split_first_token(model: &ModelProto, qkv: bool, unpad: bool) -> Result<S
     }
     patch.apply(out_g)?;
     // The last layer's attention for its first token's query alone, when nothing reads the rest.
-    let (mut first_token_attention, mut first_token_attention_nodes) = (None, 0);
+    let mut first_token_attention = None;
     if let Some(tl) = tail.as_ref() {
         let last = &t.layers[t.layers.len() - 1];
         let heads = last.attention.as_ref().map(|a| head_shapes(&ix, a)).unwrap_or_default();
@@ -724,7 +724,8 @@ pub fn split_first_token(model: &ModelProto, qkv: bool, unpad: bool) -> Result<S
             .flat_map(|l| [&l.input, &l.attention_norm.output, &l.output_norm.output])
             .map(|v| (v.clone(), 3))
             .collect();
-        let q = super::query::first_token_query(&m, &last.attention_norm.output, &heads, &last.input, &hidden)?;
+        let seed = &first[tl.block][&blocks[tl.block].input];
+        let q = super::query::first_token_query(&m, seed, &halves_of, &heads, &last.input, &hidden)?;
         // Only when the scores moved: short of them the gain is small (the output projection and
         // a LayerNorm), and dynamic INT8 then quantizes that projection's input by the first
         // token's range alone for little (on DeBERTa's matrix cells, a larger logit error than
@@ -733,7 +734,6 @@ pub fn split_first_token(model: &ModelProto, qkv: bool, unpad: bool) -> Result<S
             m = q.model;
             probes.extend(q.probes);
             first_token_attention = Some(tl.layer);
-            first_token_attention_nodes = q.moved;
         }
     }
     layers.sort_unstable();
@@ -749,7 +749,6 @@ pub fn split_first_token(model: &ModelProto, qkv: bool, unpad: bool) -> Result<S
         qkv_layers,
         first_token_only: tail.map(|tl| tl.layer),
         first_token_attention,
-        first_token_attention_nodes,
         probes,
         origin,
         skipped,
