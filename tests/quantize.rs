@@ -10,7 +10,7 @@ use onnx_compress::onnx::proto::tensor_proto::DataType;
 use onnx_compress::onnx::{self, tensor, GraphIndex, ModelProto, SaveOptions};
 use onnx_compress::passes::quantize::fp16::f16_to_f32;
 use onnx_compress::passes::quantize::{
-    self, ActivationType, CalibMethod, Mode, QuantizeOptions, StaticForm, WeightType,
+    self, ActivationType, CalibMethod, Fp16Float32, Mode, QuantizeOptions, StaticForm, WeightType,
 };
 use onnx_compress::passes::{Calibrator, PassError, Sink};
 use onnx_compress::runtime::{self, Batch, SessionOptions};
@@ -715,6 +715,74 @@ fn fp16_keeps_float32_where_numerics_need_it_and_agrees() {
     assert!(rel < 0.01 && agree >= 0.98, "{rel} {agree}");
 }
 
+#[test]
+fn fp16_with_only_the_outputs_in_float32_runs_norms_in_float16_and_agrees() {
+    let m = synth();
+    let o = QuantizeOptions {
+        fp16_float32: Fp16Float32::Outputs,
+        ..opts(Mode::Fp16)
+    };
+    let (q, r) = quantize::quantize(&m, &o, None).unwrap();
+    let (norms, rn) = quantize::quantize(&m, &opts(Mode::Fp16), None).unwrap();
+    let g = q.graph.as_ref().unwrap();
+    assert_eq!(g.input, m.graph.as_ref().unwrap().input);
+    assert_eq!(g.output, m.graph.as_ref().unwrap().output);
+    let ix = GraphIndex::new(g);
+    // LayerNorms and softmaxes read float16: no Cast to float before them, and their
+    // initializers (scale, bias) are float16.
+    let mut seen = 0;
+    for n in &g.node {
+        if matches!(n.op_type(), "LayerNormalization" | "Softmax") {
+            seen += 1;
+            assert!(
+                !r.kept_float32.contains(&n.name().to_string()),
+                "{} kept float32",
+                n.name()
+            );
+            let p = ix.producer(&n.input[0]);
+            assert!(
+                p.is_none_or(|p| !(ix.node(p).op_type() == "Cast" && ix.attr_i(p, "to") == Some(1))),
+                "{} reads a Cast to float",
+                n.name()
+            );
+            for i in &n.input[1..] {
+                if let Some(t) = ix.initializer(i) {
+                    assert_eq!(t.data_type(), DataType::Float16 as i32, "{i}");
+                }
+            }
+        }
+    }
+    assert!(seen >= 3, "{seen} LayerNorm/Softmax nodes");
+    // Only the logits' producer stays float32, so fewer Casts than with the norms kept.
+    let casts = |m: &ModelProto| {
+        m.graph
+            .as_ref()
+            .unwrap()
+            .node
+            .iter()
+            .filter(|n| n.op_type() == "Cast")
+            .count()
+    };
+    assert!(
+        casts(&q) + 2 * seen <= casts(&norms) + 1,
+        "{} vs {}",
+        casts(&q),
+        casts(&norms)
+    );
+    assert!(r.kept_float32.len() < rn.kept_float32.len());
+    // History records the option for fp16 only.
+    let h = quantize::history_options(&o).unwrap();
+    assert_eq!(h["fp16_float32"], "outputs", "{h}");
+    let h = quantize::history_options(&opts(Mode::Dynamic)).unwrap();
+    assert!(h.get("fp16_float32").is_none(), "{h}");
+    if !require_ort("float16 LayerNorm and softmax in ONNX Runtime (CPU)") {
+        return;
+    }
+    let bs = random_batches(6, 3);
+    let (rel, agree) = compare(&logits(&m, &bs, "float32"), &logits(&q, &bs, "float16, norms too"));
+    assert!(rel < 0.01 && agree >= 0.98, "{rel} {agree}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // The binary: bad options leave no output file; history is recorded.
 // ---------------------------------------------------------------------------------------------
@@ -1031,4 +1099,11 @@ fn shared_mrpc_dynamic_and_fp16_agree_with_float32() {
     };
     assert!(agree >= 0.98, "fp16 agreement {agree}");
     assert!(size <= 0.52, "fp16 size {size} of float32");
+    let Some((agree, _, _, _)) = shared_check("mrpc", &["--mode", "fp16", "--fp16-float32", "outputs"], 204) else {
+        return;
+    };
+    assert!(
+        agree >= 0.98,
+        "fp16 (LayerNorm and softmax in float16) agreement {agree}"
+    );
 }

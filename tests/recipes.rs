@@ -159,6 +159,16 @@ fn bad_configs_name_the_key_and_line_and_write_nothing() {
             &["quantization.weight_type", "unknown type 'u4'", "s8, u8"],
         ),
         (
+            "unknown fp16 float32 set",
+            format!("{head}quantization:\n  enable: true\n  method: fp16\n  fp16_float32: all\n"),
+            &["quantization.fp16_float32", "unknown value 'all'", "norms, outputs"],
+        ),
+        (
+            "fp16 float32 set on an int8 method",
+            format!("{head}quantization:\n  enable: true\n  method: dynamic\n  fp16_float32: outputs\n"),
+            &["quantization.fp16_float32", "method fp16"],
+        ),
+        (
             "u8 weights with s8 static activations",
             format!(
                 "{head}calibration:\n  data: t.tsv\nquantization:\n  enable: true\n  method: static\n  weight_type: u8\n  activation_type: s8\n"

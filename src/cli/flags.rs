@@ -10,7 +10,7 @@ use onnx_compress::data::Format;
 use onnx_compress::options::Named;
 use onnx_compress::passes::lowrank::{ApplyTo, Shrink};
 use onnx_compress::passes::prune::{Strategy, DEFAULT_MAX_FFN_FRACTION};
-use onnx_compress::passes::quantize::{ActivationType, CalibMethod, Mode, StaticForm, WeightType};
+use onnx_compress::passes::quantize::{ActivationType, CalibMethod, Fp16Float32, Mode, StaticForm, WeightType};
 use onnx_compress::runtime::Device;
 
 /// A value parser for one of the library's named choices, with each name's help.
@@ -253,6 +253,11 @@ pub struct QuantizeArgs {
     /// faster, the real tokens' values are the same (dynamic: ranges from real tokens only)
     #[arg(long)]
     pub unpad: bool,
+    /// fp16: what stays float32: norms (LayerNorm, softmax and the logits; the default) or
+    /// outputs (the logits: LayerNorm and softmax in float16, whose kernels sum in float32; fewer
+    /// Casts, faster on CUDA at large batches)
+    #[arg(long, value_parser = choice::<Fp16Float32>(), value_name = "WHAT")]
+    pub fp16_float32: Option<Fp16Float32>,
     #[command(flatten)]
     pub calib: CalibArgs,
 }

@@ -145,6 +145,9 @@ pub fn quantize_plan(a: &QuantizeArgs) -> Result<Plan> {
     if a.unpad && a.mode == Mode::Fp16 {
         bail!("--unpad applies to the int8 modes, not --mode fp16");
     }
+    if a.fp16_float32.is_some() && a.mode != Mode::Fp16 {
+        bail!("--fp16-float32 applies to --mode fp16 only");
+    }
     let defaults = QuantizeOptions::default();
     let opts = QuantizeOptions {
         mode: a.mode,
@@ -160,6 +163,7 @@ pub fn quantize_plan(a: &QuantizeArgs) -> Result<Plan> {
         split_first_token: a.split_first_token
             || (!a.no_split_first_token && quantize::split_by_default(a.mode, !a.per_tensor)),
         unpad: a.unpad,
+        fp16_float32: a.fp16_float32.unwrap_or(defaults.fp16_float32),
     };
     let plan = Plan::single(
         Pass::Quantize(opts),

@@ -213,6 +213,9 @@ pub struct QuantizationSection {
     /// int8 with the split: run the other tokens' half on the real tokens only (default off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unpad: Option<bool>,
+    /// fp16: what stays float32, `norms` (the default) or `outputs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fp16_float32: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

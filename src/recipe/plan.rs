@@ -6,7 +6,9 @@ use crate::executor::{self, Plan, PlanError, Step};
 use crate::options::Named;
 use crate::passes::lowrank::{ApplyTo, LowrankOptions, RankRule, Shrink};
 use crate::passes::prune::{PruneOptions, Removal, Strategy};
-use crate::passes::quantize::{self, ActivationType, CalibMethod, Mode, QuantizeOptions, StaticForm, WeightType};
+use crate::passes::quantize::{
+    self, ActivationType, CalibMethod, Fp16Float32, Mode, QuantizeOptions, StaticForm, WeightType,
+};
 use crate::passes::Pass;
 
 use super::{LoadedRecipe, LowrankSection, PruneUnit, QuantizationSection};
@@ -101,6 +103,20 @@ pub fn quantize_options(q: &QuantizationSection) -> Result<QuantizeOptions, Stri
             )
         })?,
     };
+    let fp16_float32 = match q.fp16_float32.as_deref() {
+        None => d.fp16_float32,
+        Some(_) if mode != Mode::Fp16 => {
+            return Err(format!(
+                "quantization.fp16_float32 applies to method fp16, not '{name}'"
+            ))
+        }
+        Some(t) => Fp16Float32::from_name(t).ok_or_else(|| {
+            format!(
+                "quantization.fp16_float32: unknown value '{t}' ({})",
+                Fp16Float32::names()
+            )
+        })?,
+    };
     Ok(QuantizeOptions {
         mode,
         per_channel,
@@ -116,6 +132,7 @@ pub fn quantize_options(q: &QuantizationSection) -> Result<QuantizeOptions, Stri
             .split_first_token
             .unwrap_or(!reference && quantize::split_by_default(mode, per_channel)),
         unpad: q.unpad.unwrap_or(false),
+        fp16_float32,
     })
 }
 

@@ -1,28 +1,36 @@
 //! float16: every float32 tensor and value becomes float16, except where numerics need float32:
-//! LayerNormalization (its statistics), Softmax, the reductions of a decomposed LayerNorm, the
-//! node that produces each graph output (the logits), and ONNX Runtime's fused ops that its CPU
-//! runs in float32 only (EmbedLayerNormalization, Attention, BiasGelu, FastGelu). Those nodes
-//! read float32 through a `Cast` and their results are cast back to float16 for the nodes that
-//! follow. Graph inputs and outputs keep their types. Constants beyond float16's range (±65504,
-//! e.g. the attention mask's "minus infinity") are clamped to it.
+//! LayerNormalization and Softmax (with [`Fp16Float32::Norms`], the default), the reductions of a
+//! decomposed LayerNorm, the node that produces each graph output (the logits), and ONNX
+//! Runtime's fused ops that its CPU runs in float32 only (EmbedLayerNormalization, Attention,
+//! BiasGelu, FastGelu). Those nodes read float32 through a `Cast` and their results are cast back
+//! to float16 for the nodes that follow. With [`Fp16Float32::Outputs`] LayerNorm and softmax run
+//! in float16 (ONNX Runtime's kernels keep their sums in float32): two `Cast`s fewer for each.
+//! Graph inputs and outputs keep their types. Constants beyond float16's range (±65504, e.g. the
+//! attention mask's "minus infinity") are clamped to it.
 
 use std::collections::{HashMap, HashSet};
 
-use super::{pattern_matches, QuantizeOptions, QuantizeReport};
+use super::{pattern_matches, Fp16Float32, QuantizeOptions, QuantizeReport};
 use crate::onnx::build::{attr_int, node, with_attrs};
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::proto::{type_proto, ModelProto, TensorProto};
 use crate::onnx::{tensor, Patch};
 use crate::passes::PassError;
 
-/// Operators computed in float32.
-const KEEP_F32: &[&str] = &[
+/// Operators computed in float32 with [`Fp16Float32::Norms`] (the default): each keeps its sums
+/// in float32 inside ONNX Runtime's float16 kernels, so `Outputs` runs them in float16.
+const NORMS_F32: &[&str] = &[
     "LayerNormalization",
     "SimplifiedLayerNormalization",
     "SkipLayerNormalization",
     "SkipSimplifiedLayerNormalization",
     "Softmax",
     "LogSoftmax",
+];
+
+/// Operators always computed in float32.
+const KEEP_F32: &[&str] = &[
+    // A decomposed LayerNorm's reductions: a squared deviation past 256 overflows float16.
     "ReduceMean",
     "Pow",
     "Sqrt",
@@ -209,6 +217,7 @@ pub(super) fn convert(
     let mut kept: Vec<bool> = Vec::with_capacity(g.node.len());
     for n in &g.node {
         let mut k = KEEP_F32.contains(&n.op_type())
+            || (opts.fp16_float32 == Fp16Float32::Norms && NORMS_F32.contains(&n.op_type()))
             || (FLOAT_ONLY.contains(&n.op_type()) && n.output.iter().any(|o| outputs.contains(o)));
         for (j, p) in opts.exclude.iter().enumerate() {
             if pattern_matches(p, n.name()) {

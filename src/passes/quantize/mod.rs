@@ -102,6 +102,34 @@ pub enum WeightType {
     U8,
 }
 
+/// fp16 mode: what stays float32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fp16Float32 {
+    /// LayerNorm and softmax (their statistics) and the logits: exact enough on any provider.
+    Norms,
+    /// Only the nodes that produce the graph's outputs (and a decomposed LayerNorm's reductions,
+    /// and ONNX Runtime's fused ops that have no float16 CPU kernel): LayerNorm and softmax run
+    /// in float16, whose ONNX Runtime kernels keep their sums in float32; two `Cast`s fewer for
+    /// each.
+    Outputs,
+}
+
+impl Named for Fp16Float32 {
+    const ALL: &'static [(Self, &'static str, &'static str)] = &[
+        (
+            Fp16Float32::Norms,
+            "norms",
+            "LayerNorm, softmax and the logits stay float32 (exact enough anywhere)",
+        ),
+        (
+            Fp16Float32::Outputs,
+            "outputs",
+            "LayerNorm and softmax in float16 too (their kernels sum in float32): fewer Casts",
+        ),
+    ];
+}
+
 impl Named for Mode {
     const ALL: &'static [(Self, &'static str, &'static str)] = &[
         (
@@ -200,6 +228,8 @@ pub struct QuantizeOptions {
     /// int8 modes, with the split: the other tokens' half of each split block runs on the real
     /// tokens only, gathered by `attention_mask` (see [`split`]).
     pub unpad: bool,
+    /// fp16: what stays float32.
+    pub fp16_float32: Fp16Float32,
 }
 
 /// Whether the first-token split is on when neither asked for nor refused: in the int8 modes with
@@ -223,6 +253,7 @@ impl Default for QuantizeOptions {
             static_form: StaticForm::Qdq,
             split_first_token: true,
             unpad: false,
+            fp16_float32: Fp16Float32::Norms,
         }
     }
 }
@@ -306,9 +337,15 @@ pub struct QuantizeReport {
 pub fn history_options(opts: &QuantizeOptions) -> Result<serde_json::Value, PassError> {
     let mut v = serde_json::to_value(opts).map_err(|e| PassError::Internal(format!("options as JSON: {e}")))?;
     let drop: &[&str] = match opts.mode {
-        Mode::Dynamic => &["activation_type", "calib_method", "percentile", "static_form"],
-        Mode::Static if opts.calib_method != CalibMethod::Percentile => &["percentile"],
-        Mode::Static => &[],
+        Mode::Dynamic => &[
+            "activation_type",
+            "calib_method",
+            "percentile",
+            "static_form",
+            "fp16_float32",
+        ],
+        Mode::Static if opts.calib_method != CalibMethod::Percentile => &["percentile", "fp16_float32"],
+        Mode::Static => &["fp16_float32"],
         Mode::Fp16 => &[
             "per_channel",
             "weight_type",
