@@ -207,7 +207,9 @@ impl AutoOptions {
 pub fn default_quant(device: Device) -> Vec<&'static str> {
     match device {
         Device::Cpu => vec!["dynamic_per_channel", "static", "static_ort"],
-        Device::Cuda => vec!["fp16", "static"],
+        // INT8 graphs run slower than float32 on ONNX Runtime's CUDA provider (bench/RESULTS.md,
+        // "On CUDA"): not worth a candidate's time by default.
+        Device::Cuda => vec!["fp16"],
     }
 }
 

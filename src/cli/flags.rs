@@ -557,7 +557,7 @@ pub struct AutoArgs {
     #[arg(long, value_delimiter = ',', value_name = "F,F,...|none")]
     pub lowrank: Option<Vec<String>>,
     /// Number formats tried on every structure beside float [default: cpu:
-    /// dynamic_per_channel,static,static_ort; cuda: fp16,static] ('none': float only).
+    /// dynamic_per_channel,static,static_ort; cuda: fp16] ('none': float only).
     #[arg(long, value_delimiter = ',', value_name = "METHOD,...|none")]
     pub quant: Option<Vec<String>>,
     /// cpu, or cuda (ONNX Runtime's CUDA execution provider; an error where unavailable).
