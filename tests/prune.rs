@@ -696,6 +696,21 @@ fn bad_options_are_refused_naming_the_flag() {
             },
             "--seq-len",
         ),
+        (
+            PruneOptions {
+                ffn_multiple_of: 0,
+                ..l1(0.0, 0.25)
+            },
+            "--ffn-multiple-of",
+        ),
+        // Rounding needs FFN counts to round.
+        (
+            PruneOptions {
+                ffn_multiple_of: 8,
+                ..l1(0.25, 0.0)
+            },
+            "--ffn-multiple-of",
+        ),
     ];
     for (opts, flag) in cases {
         match prune::prune(&m, &opts) {
@@ -1141,6 +1156,51 @@ fn keep_uniform_keeps_at_least_one_and_rounds_half_to_even() {
     assert_eq!(keep_uniform(&[5.0, 1.0, 4.0, 0.5, 3.0], 0.4), vec![0, 2, 4]);
     // Ties: the lower index goes first.
     assert_eq!(keep_uniform(&[1.0, 1.0, 1.0, 1.0], 0.5), vec![2, 3]);
+}
+
+#[test]
+fn aligned_removal_keeps_the_nearest_multiple() {
+    use onnx_compress::passes::prune::{aligned_removal, keep_uniform_aligned};
+    assert_eq!(aligned_removal(3072, 1229, 1), 1229); // no rounding
+    assert_eq!(aligned_removal(3072, 1229, 8), 1232); // 1843 kept → 1840
+    assert_eq!(aligned_removal(3072, 1229, 64), 1216); // → 1856
+    assert_eq!(aligned_removal(1536, 614, 64), 640); // 922 → 896 (nearer than 960)
+    assert_eq!(aligned_removal(1536, 608, 64), 576); // 928 → 960: halves round up
+    assert_eq!(aligned_removal(1536, 1530, 64), 1472); // at least one multiple kept
+    assert_eq!(aligned_removal(1536, 0, 64), 0); // nothing asked, nothing removed
+    assert_eq!(aligned_removal(48, 20, 64), 20); // narrower than one multiple: as asked
+    assert_eq!(aligned_removal(100, 2, 8), 4); // 98 → 96; the width itself need not be aligned
+                                               // The kept units are the highest-scored, as without rounding.
+    let scores: Vec<f64> = (0..32).map(|i| ((i * 13) % 32) as f64).collect();
+    let k = keep_uniform_aligned(&scores, 0.3, 8);
+    assert_eq!(k.len(), 24); // round(9.6) = 10 removed, 22 kept → 24
+    let mut sorted = scores.clone();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    assert!(k.iter().all(|&i| scores[i] >= sorted[23]), "{k:?}");
+    assert_eq!(keep_uniform_aligned(&scores, 0.3, 1), keep_uniform(&scores, 0.3));
+}
+
+#[test]
+fn l1_pruning_with_ffn_multiple_of_keeps_aligned_widths() {
+    let m = tiny_bert(&SynthOptions {
+        ffn: 100,
+        ..Default::default()
+    });
+    let (out, _) = prune::prune(
+        &m,
+        &PruneOptions {
+            ffn_multiple_of: 16,
+            ..l1(0.0, 0.3)
+        },
+    )
+    .unwrap();
+    let t = discover(&out).unwrap();
+    // 100 − round(30) = 70 kept → 64.
+    assert!(
+        t.layers.iter().all(|l| l.ffn_width() == 64),
+        "{:?}",
+        t.layers.iter().map(|l| l.ffn_width()).collect::<Vec<_>>()
+    );
 }
 
 #[test]

@@ -241,3 +241,50 @@ fn the_ffn_share_a_budget_may_take_is_bounded_by_max_ffn_fraction() {
     assert!(deep.iter().any(|&w| w < 52), "{deep:?}");
     assert!(deep.iter().all(|&w| w >= 11), "512 − ⌊0.98 · 512⌋ = 11: {deep:?}");
 }
+
+#[test]
+fn ffn_multiple_of_rounds_each_layers_kept_neurons_of_a_budget() {
+    if !require_ort("calibrated pruning") {
+        return;
+    }
+    let m = tiny_bert(&SynthOptions {
+        layers: 3,
+        heads: 4,
+        head_size: 8,
+        ffn: 256,
+        shapes: ShapeStyle::ConcatExplicit,
+        seed: 5,
+        ..Default::default()
+    });
+    let prune_to = |multiple: usize| {
+        let (out, report) = prune::prune_calibrated(
+            &m,
+            &PruneOptions {
+                strategy: Strategy::Obs,
+                target_macs: Some(0.6),
+                ffn_multiple_of: multiple,
+                ..Default::default()
+            },
+            &mut calibrator(24, 2),
+        )
+        .unwrap();
+        let t = discover(&out).unwrap();
+        assert_eq!(report.encoder_macs_after, macs_per_sequence(&t, 128).0);
+        (
+            t.layers.iter().map(|l| l.ffn_width()).collect::<Vec<_>>(),
+            logit_mse(&m, &out),
+        )
+    };
+    let (free, _) = prune_to(1);
+    let (aligned, mse) = prune_to(16);
+    assert!(
+        free.iter().any(|w| w % 16 != 0),
+        "the unrounded widths are already aligned: {free:?}"
+    );
+    // Each layer keeps the multiple of 16 nearest to what the budget chose for it.
+    for (a, f) in aligned.iter().zip(&free) {
+        assert_eq!(a % 16, 0, "{aligned:?}");
+        assert!(a.abs_diff(*f) <= 8, "{aligned:?} from {free:?}");
+    }
+    assert!(mse.is_finite());
+}

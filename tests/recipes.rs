@@ -181,6 +181,11 @@ fn bad_configs_name_the_key_and_line_and_write_nothing() {
             &["prune.max_ffn_fraction (line 6)", "prune.target_macs"],
         ),
         (
+            "FFN rounding without FFN counts",
+            format!("{head}prune:\n  ffn_multiple_of: 8\n"),
+            &["prune.ffn_multiple_of (line 6)", "prune.target_macs"],
+        ),
+        (
             "FFN share out of range",
             format!("{head}calibration:\n  data: t.tsv\nprune:\n  target_macs: 0.5\n  max_ffn_fraction: 1.0\n"),
             &["prune.max_ffn_fraction (line 9)", "outside (0, 1)"],

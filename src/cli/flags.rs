@@ -139,6 +139,10 @@ pub struct PruneArgs {
     /// model-wide count where it costs least (l1 and random always work per layer).
     #[arg(long, requires = "calib_data")]
     pub per_layer: bool,
+    /// Round each layer's kept FFN neurons to the nearest multiple of N (with --ffn or
+    /// --target-macs). For GPUs: 8 or 64; widths like 1843 leave their fast kernels.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub ffn_multiple_of: usize,
     #[command(flatten)]
     pub calib: CalibArgs,
     /// Sequence length for the MAC counts in the report.

@@ -67,6 +67,7 @@ pub fn prune_plan(a: &PruneArgs) -> Result<Plan> {
         target_macs: a.target_macs,
         max_ffn_fraction: a.max_ffn_fraction,
         per_layer: a.per_layer,
+        ffn_multiple_of: a.ffn_multiple_of,
         // Named units are a recipe feature (the reference's `heads_to_remove`).
         remove_heads: None,
         remove_neurons: None,

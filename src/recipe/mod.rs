@@ -118,6 +118,10 @@ pub struct PruneSection {
     /// With `target_macs`: the largest share of a layer's FFN neurons the allocation may remove.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ffn_fraction: Option<f64>,
+    /// Round each layer's kept FFN neurons to a multiple of this (`target_macs` and
+    /// `mlp_neurons`; for GPUs: 8 or 64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ffn_multiple_of: Option<usize>,
     /// With calibration: the same fraction in every layer instead of model-wide placement.
     #[serde(default)]
     pub per_layer: bool,
@@ -670,6 +674,17 @@ fn check(rec: &Recipe, text: &str) -> Result<Task, String> {
             return Err(format!(
                 "{}: bounds the allocation of a MAC budget: add `prune.target_macs`",
                 at("prune.max_ffn_fraction")
+            ));
+        }
+    }
+    if let Some(m) = rec.prune.ffn_multiple_of {
+        if m == 0 {
+            return Err(format!("{}: must be at least 1", at("prune.ffn_multiple_of")));
+        }
+        if rec.prune.target_macs.is_none() && !rec.prune.mlp_neurons.as_ref().is_some_and(|u| u.enable) {
+            return Err(format!(
+                "{}: rounds the FFN counts of `prune.target_macs` or `prune.mlp_neurons`: add one",
+                at("prune.ffn_multiple_of")
             ));
         }
     }

@@ -158,6 +158,7 @@ fn unit_options(key: &str, unit: &PruneUnit, heads: bool, per_layer: bool) -> Re
         target_macs: None,
         max_ffn_fraction: crate::passes::prune::DEFAULT_MAX_FFN_FRACTION,
         per_layer,
+        ffn_multiple_of: 1,
         remove_heads,
         remove_neurons,
     })
@@ -189,6 +190,7 @@ impl LoadedRecipe {
                         .prune
                         .max_ffn_fraction
                         .unwrap_or(crate::passes::prune::DEFAULT_MAX_FFN_FRACTION),
+                    ffn_multiple_of: rec.prune.ffn_multiple_of.unwrap_or(1),
                     ..Default::default()
                 }),
             );
@@ -198,7 +200,11 @@ impl LoadedRecipe {
             ("prune.mlp_neurons", &rec.prune.mlp_neurons, false),
         ] {
             if let Some(u) = unit.as_ref().filter(|u| u.enable) {
-                step(key, Pass::Prune(unit_options(key, u, heads, rec.prune.per_layer)?));
+                let mut o = unit_options(key, u, heads, rec.prune.per_layer)?;
+                if !heads {
+                    o.ffn_multiple_of = rec.prune.ffn_multiple_of.unwrap_or(1);
+                }
+                step(key, Pass::Prune(o));
             }
         }
         if rec.quantization.enable {

@@ -781,6 +781,11 @@ fn prune_within(
             })
             .collect(),
     };
+    let counts: Vec<(usize, usize)> = counts
+        .into_iter()
+        .zip(&t.layers)
+        .map(|((h, n), l)| (h, super::aligned_removal(l.ffn_width(), n, opts.ffn_multiple_of)))
+        .collect();
     let layer_names = all_names(model, &t)?;
 
     // Targets from the unpruned model: the pre-LayerNorm sums of every block to be pruned,
