@@ -410,6 +410,17 @@ fn builder(opts: &SessionOptions) -> Result<ort::session::builder::SessionBuilde
     Ok(b)
 }
 
+/// The context of a failed session start: on CUDA the provider, not the model, is the usual cause
+/// (no GPU visible, a CUDA library missing from the library path).
+fn could_not_load(what: &str, opts: &SessionOptions) -> String {
+    match opts.device {
+        Device::Cpu => format!("ONNX Runtime could not load {what}"),
+        Device::Cuda => format!(
+            "ONNX Runtime could not load {what} on CUDA (if ONNX Runtime's message names CUDA: check that `nvidia-smi` sees the GPU and that LD_LIBRARY_PATH holds the CUDA 13 runtime, cuBLAS, cuRAND and cuDNN 9; README, \"On a GPU (CUDA)\")"
+        ),
+    }
+}
+
 fn wrap(session: Session, what: &str) -> Result<Model> {
     wrap_fed(session, what, vec![])
 }
@@ -447,7 +458,7 @@ fn wrap_fed(session: Session, what: &str, weights: Vec<FedWeight>) -> Result<Mod
 pub fn open(path: &Path, opts: &SessionOptions) -> Result<Model> {
     let session = builder(opts)?
         .commit_from_file(path)
-        .with_context(|| format!("ONNX Runtime could not load {}", path.display()))?;
+        .with_context(|| could_not_load(&path.display().to_string(), opts))?;
     wrap(session, &path.display().to_string())
 }
 
@@ -457,7 +468,7 @@ pub fn open(path: &Path, opts: &SessionOptions) -> Result<Model> {
 pub fn open_bytes(bytes: &[u8], what: &str, opts: &SessionOptions) -> Result<Model> {
     let session = builder(opts)?
         .commit_from_memory(bytes)
-        .with_context(|| format!("ONNX Runtime could not load {what}"))?;
+        .with_context(|| could_not_load(what, opts))?;
     wrap(session, what)
 }
 
@@ -474,7 +485,7 @@ pub fn open_fed(model: &crate::onnx::ModelProto, what: &str, opts: &SessionOptio
     let (light, weights) = weights_as_inputs(model, Types::Float);
     let session = builder(opts)?
         .commit_from_memory(&light.encode_to_vec())
-        .with_context(|| format!("ONNX Runtime could not load {what}"))?;
+        .with_context(|| could_not_load(what, opts))?;
     wrap_fed(session, what, weights)
 }
 
@@ -882,7 +893,7 @@ pub fn open_optimized(path: &Path, opts: &SessionOptions, optimized: &Path) -> R
         .with_optimized_model_path(optimized)
         .map_err(|x| anyhow!("{x}"))?
         .commit_from_file(path)
-        .with_context(|| format!("ONNX Runtime could not load {}", path.display()))?;
+        .with_context(|| could_not_load(&path.display().to_string(), opts))?;
     wrap(session, &path.display().to_string())
 }
 
@@ -890,6 +901,24 @@ pub fn open_optimized(path: &Path, opts: &SessionOptions, optimized: &Path) -> R
 #[cfg(all(test, not(windows)))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_cuda_start_says_what_to_check() {
+        let cpu = could_not_load("m.onnx", &SessionOptions::default());
+        assert_eq!(cpu, "ONNX Runtime could not load m.onnx");
+        let cuda = could_not_load(
+            "m.onnx",
+            &SessionOptions {
+                device: Device::Cuda,
+                ..Default::default()
+            },
+        );
+        assert!(cuda.starts_with("ONNX Runtime could not load m.onnx on CUDA"), "{cuda}");
+        assert!(
+            cuda.contains("nvidia-smi") && cuda.contains("LD_LIBRARY_PATH"),
+            "{cuda}"
+        );
+    }
 
     /// An empty file at `path` (with its folders): the search only checks that files exist.
     fn touch(path: &Path) -> PathBuf {
