@@ -181,6 +181,9 @@ fn the_matcher_reads_readme_patterns() {
 /// Why a README command is passed over, if it is.
 fn too_slow(words: &[String]) -> Option<&'static str> {
     let calibrated = words.iter().any(|w| w == "--calib-data");
+    if words.windows(2).any(|w| w[0] == "--device" && w[1] == "cuda") {
+        return Some("needs a GPU and a build with --features cuda (bench/RESULTS.md, \"On CUDA\")");
+    }
     match words.first().map(String::as_str) {
         Some("prune") if calibrated => Some("calibrated pruning takes over a minute"),
         Some("lowrank") if calibrated => Some("calibrated low rank takes about a minute"),
