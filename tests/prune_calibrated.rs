@@ -14,11 +14,16 @@ mod common;
 use common::calibrator;
 
 fn model() -> ModelProto {
+    model_with_ffn(64)
+}
+
+/// The test model (3 layers, 4 heads of 8) with FFNs `ffn` wide.
+fn model_with_ffn(ffn: usize) -> ModelProto {
     tiny_bert(&SynthOptions {
         layers: 3,
         heads: 4,
         head_size: 8,
-        ffn: 64,
+        ffn,
         shapes: ShapeStyle::ConcatExplicit,
         seed: 5,
         ..Default::default()
@@ -204,15 +209,7 @@ fn the_ffn_share_a_budget_may_take_is_bounded_by_max_ffn_fraction() {
     if !require_ort("calibrated pruning") {
         return;
     }
-    let m = tiny_bert(&SynthOptions {
-        layers: 3,
-        heads: 4,
-        head_size: 8,
-        ffn: 512,
-        shapes: ShapeStyle::ConcatExplicit,
-        seed: 5,
-        ..Default::default()
-    });
+    let m = model_with_ffn(512);
     let before = macs_per_sequence(&discover(&m).unwrap(), 128).0 as f64;
     let target = 0.1;
     let widths = |max_ffn_fraction: f64| {
@@ -247,15 +244,7 @@ fn ffn_multiple_of_rounds_each_layers_kept_neurons_of_a_budget() {
     if !require_ort("calibrated pruning") {
         return;
     }
-    let m = tiny_bert(&SynthOptions {
-        layers: 3,
-        heads: 4,
-        head_size: 8,
-        ffn: 256,
-        shapes: ShapeStyle::ConcatExplicit,
-        seed: 5,
-        ..Default::default()
-    });
+    let m = model_with_ffn(256);
     let prune_to = |multiple: usize| {
         let (out, report) = prune::prune_calibrated(
             &m,

@@ -186,6 +186,11 @@ fn bad_configs_name_the_key_and_line_and_write_nothing() {
             &["prune.ffn_multiple_of (line 6)", "prune.target_macs"],
         ),
         (
+            "FFN rounding of zero",
+            format!("{head}calibration:\n  data: t.tsv\nprune:\n  target_macs: 0.5\n  ffn_multiple_of: 0\n"),
+            &["prune.ffn_multiple_of", "at least 1"],
+        ),
+        (
             "FFN share out of range",
             format!("{head}calibration:\n  data: t.tsv\nprune:\n  target_macs: 0.5\n  max_ffn_fraction: 1.0\n"),
             &["prune.max_ffn_fraction (line 9)", "outside (0, 1)"],

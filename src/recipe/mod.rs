@@ -677,16 +677,16 @@ fn check(rec: &Recipe, text: &str) -> Result<Task, String> {
             ));
         }
     }
-    if let Some(m) = rec.prune.ffn_multiple_of {
-        if m == 0 {
-            return Err(format!("{}: must be at least 1", at("prune.ffn_multiple_of")));
-        }
-        if rec.prune.target_macs.is_none() && !rec.prune.mlp_neurons.as_ref().is_some_and(|u| u.enable) {
-            return Err(format!(
-                "{}: rounds the FFN counts of `prune.target_macs` or `prune.mlp_neurons`: add one",
-                at("prune.ffn_multiple_of")
-            ));
-        }
+    // Without a step that takes it the key would be dropped silently; its value is checked by
+    // the pass (prune::validate), whose error names the key.
+    if rec.prune.ffn_multiple_of.is_some()
+        && rec.prune.target_macs.is_none()
+        && !rec.prune.mlp_neurons.as_ref().is_some_and(|u| u.enable)
+    {
+        return Err(format!(
+            "{}: rounds the FFN counts of `prune.target_macs` or `prune.mlp_neurons`: add one",
+            at("prune.ffn_multiple_of")
+        ));
     }
     if let Some(t) = rec.prune.target_macs {
         if !(t > 0.0 && t <= 1.0) {
