@@ -572,7 +572,12 @@ fn first_token_text(r: &crate::passes::quantize::QuantizeReport) -> String {
             "layer {l}'s {what} on the first token only (the rest is not read)"
         ));
     }
-    if !r.unpadded_layers.is_empty() {
+    if r.tokens_packed {
+        parts.push(format!(
+            "every layer on the real tokens only (packed rows, padded again for the attention scores: layers {})",
+            list(&r.unpadded_layers)
+        ));
+    } else if !r.unpadded_layers.is_empty() {
         parts.push(format!(
             "the other tokens on the real tokens only in layers {}",
             list(&r.unpadded_layers)

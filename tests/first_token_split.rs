@@ -550,16 +550,24 @@ fn unpadded_int8_computes_what_the_padded_int8_model_does() {
         };
         let (a, ra) = quantize::quantize(&m, &o, Some(&mut cal())).unwrap();
         let (b, rb) = quantize::quantize(&m, &u, Some(&mut cal())).unwrap();
-        assert!(ra.unpadded_layers.is_empty());
-        // Static splits the FFNs only, dynamic the Q/K/V too; the last FFN runs on the first
-        // token only, and the last queries. One ScatterND per split block output.
-        let (layers, outputs) = if mode == Mode::Static {
-            (vec![0], 1)
-        } else {
-            (vec![0, 1], 1 + 3 * 2 - 1)
+        assert!(ra.unpadded_layers.is_empty() && !ra.tokens_packed);
+        // The whole stream packed: rows gathered once after the embeddings, the Q/K/V padded
+        // again for the scores (K and V only in the last layer, whose query is the first token's
+        // alone) and the first layer's context packed again; no per-block scatter.
+        assert!(rb.tokens_packed, "{mode:?}: {:?}", rb.warnings);
+        assert_eq!(rb.unpadded_layers, vec![0, 1], "{mode:?}");
+        assert_eq!(count(&b, "ScatterND"), 0, "{mode:?}");
+        assert_eq!(count(&b, "GatherND"), 0, "{mode:?}");
+        let gathers = |m: &ModelProto, what: &str| {
+            m.graph
+                .as_ref()
+                .unwrap()
+                .node
+                .iter()
+                .filter(|n| n.name().starts_with("/pack/") && n.name().ends_with(what))
+                .count()
         };
-        assert_eq!(rb.unpadded_layers, layers, "{mode:?}: {:?}", rb.warnings);
-        assert_eq!(count(&b, "ScatterND"), outputs, "{mode:?}");
+        assert_eq!((gathers(&b, "/Pack"), gathers(&b, "/Pad")), (2, 5), "{mode:?}");
         let what = format!("{mode:?}");
         let same = max_diff(&logits(&a, &full, &what), &logits(&b, &full, &what));
         assert!(same < 1e-5, "{what}, no padding: logits differ by {same}");
@@ -576,6 +584,52 @@ fn unpadded_int8_computes_what_the_padded_int8_model_does() {
                 "{what}, padded: error {eb} against {ea} without unpad"
             );
         }
+    }
+}
+
+/// The packed int8 model on batches whose other tokens are all padding, that have none, or one
+/// sequence: static INT8 gives the padded static model's logits.
+#[test]
+fn packed_int8_runs_batches_without_real_other_tokens() {
+    if !require_ort("quantization in ONNX Runtime") {
+        return;
+    }
+    let m = tiny_bert(&SynthOptions {
+        seed: 4,
+        ..Default::default()
+    });
+    let cal = || OrtCalibrator::new(random_batches(8, 7), SessionOptions::default());
+    let o = QuantizeOptions {
+        mode: Mode::Static,
+        ..Default::default()
+    };
+    let (a, _) = quantize::quantize(&m, &o, Some(&mut cal())).unwrap();
+    let (b, rb) = quantize::quantize(&m, &QuantizeOptions { unpad: true, ..o }, Some(&mut cal())).unwrap();
+    assert!(rb.tokens_packed, "{:?}", rb.warnings);
+    let batch = |rows: usize, ids: Vec<i64>, mask: Vec<i64>| {
+        let width = ids.len() / rows;
+        Batch {
+            input_ids: Array2::from_shape_vec((rows, width), ids).unwrap(),
+            attention_mask: Array2::from_shape_vec((rows, width), mask).unwrap(),
+            token_type_ids: Array2::zeros((rows, width)),
+        }
+    };
+    for (what, bt) in [
+        ("one token each", batch(2, vec![2, 7], vec![1, 1])),
+        (
+            "the first token real, the rest padding",
+            batch(2, vec![2, 0, 0, 2, 0, 0], vec![1, 0, 0, 1, 0, 0]),
+        ),
+        (
+            "one real other token",
+            batch(2, vec![2, 0, 0, 2, 9, 0], vec![1, 0, 0, 1, 1, 0]),
+        ),
+        ("one sequence, padded", batch(1, vec![2, 5, 9, 0], vec![1, 1, 1, 0])),
+        ("no padding", batch(2, vec![2, 5, 9, 2, 4, 8], vec![1; 6])),
+    ] {
+        let bs = [bt];
+        let d = max_diff(&logits(&a, &bs, what), &logits(&b, &bs, what));
+        assert!(d < 1e-5, "{what}: logits differ by {d}");
     }
 }
 
@@ -610,13 +664,16 @@ fn cli_unpad_says_what_it_did_and_refuses_what_it_cannot_do() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(
-        text.contains("; the other tokens on the real tokens only in layers 0,1\n"),
+        text.contains(
+            "; every layer on the real tokens only (packed rows, padded again for the attention scores: layers 0,1)\n"
+        ),
         "{text}"
     );
     let o = run(&["--mode", "dynamic", "--unpad", "--json"]);
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["options"]["unpad"], true);
     assert_eq!(r["unpadded_layers"], serde_json::json!([0, 1]));
+    assert_eq!(r["tokens_packed"], true);
     std::fs::remove_file(&out).unwrap();
     for (args, says) in [
         (

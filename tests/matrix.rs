@@ -481,7 +481,20 @@ fn low_rank_and_quantization_of_every_cell() {
         .map_err(|e| format!("static INT8 --unpad: {e}"))?;
         let du = max_diff(&static_logits, &logits(&unpadded.model, &batch, "static INT8 --unpad"));
         ensure(du <= 1e-5, || format!("static INT8 --unpad moved the logits by {du}"))?;
-        let unpadded_layers = quantize_report(&unpadded).unpadded_layers.len();
+        let ur = quantize_report(&unpadded);
+        let unpadded_layers = ur.unpadded_layers.len();
+        // Packed rows where the graph allows, else the split blocks alone, saying why.
+        let how = if ur.tokens_packed {
+            "packed"
+        } else {
+            ensure(ur.warnings.iter().any(|w| w.starts_with("tokens not packed")), || {
+                format!(
+                    "static INT8 --unpad did not pack the tokens and said nothing: {:?}",
+                    ur.warnings
+                )
+            })?;
+            "blocks"
+        };
         // The embedding tables left float: the same MatMuls quantized as by ONNX Runtime's
         // quantize_dynamic, which stores the tables int8 too (per tensor), so this variant has
         // fewer quantized tensors than the bar; the default, int8 tables too, is printed.
@@ -579,7 +592,7 @@ fn low_rank_and_quantization_of_every_cell() {
             )
         };
         Ok(format!(
-            "({bar}; sample batch: dynamic {ours:.3}, {flips} flipped; float embeddings {ours_like:.3}, {flips_like} flipped; u8 weights {ours8:.3}, {flips8} flipped; fp16 {e16:.1e}, static {es:.3}, unpadded in {unpadded_layers} layers: {du:.0e})"
+            "({bar}; sample batch: dynamic {ours:.3}, {flips} flipped; float embeddings {ours_like:.3}, {flips_like} flipped; u8 weights {ours8:.3}, {flips8} flipped; fp16 {e16:.1e}, static {es:.3}, unpadded in {unpadded_layers} layers ({how}): {du:.0e})"
         ))
     });
 }

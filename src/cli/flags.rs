@@ -252,9 +252,10 @@ pub struct QuantizeArgs {
     /// int8: every block runs all tokens at once, as the model did.
     #[arg(long, overrides_with = "split_first_token")]
     pub no_split_first_token: bool,
-    /// int8, with the first-token split: run the other tokens' half of each split block on the
-    /// real tokens only (gathered by attention_mask, scattered back): padded batches can run
-    /// faster, the real tokens' values are the same (dynamic: ranges from real tokens only)
+    /// int8, with the first-token split: run the encoder on the real tokens only (by
+    /// attention_mask: packed rows, padded again for each attention's scores; where the graph does
+    /// not allow, the split blocks alone): padded batches run faster, the real tokens' values are
+    /// the same (dynamic: ranges from real tokens only)
     #[arg(long)]
     pub unpad: bool,
     /// fp16: what stays float32: norms (LayerNorm, softmax and the logits; the default) or

@@ -30,6 +30,7 @@ pub mod calibrate;
 mod embed;
 pub mod fp16;
 pub mod keys;
+mod pack;
 mod qdq;
 mod query;
 pub mod split;
@@ -225,8 +226,9 @@ pub struct QuantizeOptions {
     /// other tokens' (see [`split`]), so its outlier activations do not set the other tokens' int8
     /// ranges.
     pub split_first_token: bool,
-    /// int8 modes, with the split: the other tokens' half of each split block runs on the real
-    /// tokens only, gathered by `attention_mask` (see [`split`]).
+    /// int8 modes, with the split: the encoder runs on the real tokens only, by `attention_mask`:
+    /// packed rows where the graph allows (see [`pack`]), else the other tokens' half of each
+    /// split block (see [`split`]).
     pub unpad: bool,
     /// fp16: what stays float32.
     pub fp16_float32: Fp16Float32,
@@ -308,6 +310,9 @@ pub struct QuantizeReport {
     pub first_token_split_layers: Vec<usize>,
     /// Encoder layers whose split blocks run the other tokens on the real tokens only (`unpad`).
     pub unpadded_layers: Vec<usize>,
+    /// `unpad`: the whole residual stream runs on the real tokens as packed rows, padded again
+    /// only for each attention's scores (every layer is then in `unpadded_layers`).
+    pub tokens_packed: bool,
     /// Encoder layers whose Q/K/V projections run the first token apart.
     pub first_token_split_qkv_layers: Vec<usize>,
     /// The last layer, when its FFN runs on the first token only (the model reads nothing else
@@ -825,6 +830,7 @@ pub fn quantize_selected(
         kept_float32: vec![],
         first_token_split_layers: vec![],
         unpadded_layers: vec![],
+        tokens_packed: false,
         first_token_split_qkv_layers: vec![],
         first_token_only_ffn_layer: None,
         first_token_only_attention_layer: None,
@@ -837,6 +843,7 @@ pub fn quantize_selected(
         calibration_examples: 0,
         calibration_tokens: 0,
     };
+    let mut packing: Option<pack::Plan> = None;
     let out = match opts.mode {
         Mode::Fp16 => fp16::convert(model, opts, &mut report)?,
         Mode::Dynamic | Mode::Static => {
@@ -844,7 +851,27 @@ pub fn quantize_selected(
                 // Q/K/V too in dynamic mode (MRPC, batch 32: 11 → 6 disagreements with FP32);
                 // static calibration gained nothing from it (seeds 0–5: 5–7 disagreements
                 // against 3–6) and lost 7% of its throughput (bench/RESULTS.md).
-                let s = split::split_first_token(model, opts.mode == Mode::Dynamic, opts.unpad)?;
+                let qkv = opts.mode == Mode::Dynamic;
+                // `unpad`: the whole token stream packed where the graph allows (tried on the
+                // float split graph here, applied to the quantized one below), else the split
+                // blocks alone.
+                let s = split::split_first_token(model, qkv, false)?;
+                let s = if opts.unpad {
+                    match pack_plan(model, &s) {
+                        Ok(plan) => {
+                            packing = Some(plan);
+                            s
+                        }
+                        Err(why) => {
+                            report
+                                .warnings
+                                .push(format!("tokens not packed: {why}; the split blocks alone run unpadded"));
+                            split::split_first_token(model, qkv, true)?
+                        }
+                    }
+                } else {
+                    s
+                };
                 report
                     .warnings
                     .extend(s.skipped.iter().map(|w| format!("first token not split: {w}")));
@@ -916,12 +943,26 @@ pub fn quantize_selected(
             let out = attention::quantize_fused(&out, opts, select, ranges.as_ref(), &mut report)?;
             let out = embed::quantize_fused(&out, opts, select, &mut report)?;
             // ONNX Runtime's forms of this tool's methods (the reference's stay as they wrote).
-            if opts.split_first_token && (opts.mode == Mode::Dynamic || opts.static_form == StaticForm::Ort) {
+            let out = if opts.split_first_token && (opts.mode == Mode::Dynamic || opts.static_form == StaticForm::Ort) {
                 let (out, n) = keys::read_keys_transposed(&out)?;
                 report.keys_read_transposed = n;
                 out
             } else {
                 out
+            };
+            match packing.as_ref().map(|plan| (plan.layers(), pack::pack(&out, plan))) {
+                Some((layers, Ok(packed))) => {
+                    report.tokens_packed = true;
+                    report.unpadded_layers = (0..layers).collect();
+                    packed
+                }
+                Some((_, Err(why))) => {
+                    report.warnings.push(format!(
+                        "tokens not packed in the quantized graph: {why}; nothing unpadded"
+                    ));
+                    out
+                }
+                None => out,
             }
         }
     };
@@ -931,4 +972,13 @@ pub fn quantize_selected(
     report.weight_bytes_after = weight_bytes(&out);
     report.seconds = start.elapsed().as_secs_f64() - report.calibration_seconds;
     Ok((out, report))
+}
+
+/// The packing plan for `model` if its float split graph (`split`) packs (`pack.rs`), or why not.
+fn pack_plan(model: &ModelProto, split: &split::Split) -> Result<pack::Plan, String> {
+    let t = crate::structure::discover(model).map_err(|e| format!("no transformer found ({e})"))?;
+    let g = model.graph.as_ref().ok_or("the model has no graph")?;
+    let plan = pack::Plan::new(&t, &GraphIndex::new(g), split.first_token_attention)?;
+    pack::pack(&split.model, &plan)?;
+    Ok(plan)
 }

@@ -18,7 +18,8 @@
 //! layer's attention then runs for the first token's query alone too, where the graph lets that
 //! slice move up to the scores (`query.rs`).
 //!
-//! With `unpad`, the other tokens' half of each split block runs on the real tokens only: after
+//! With `unpad`, where the whole token stream cannot be packed (`pack.rs`, which the quantize
+//! pass tries first), the other tokens' half of each split block runs on the real tokens only: after
 //! its `Slice` the rows of the [batch, sequence − 1, width] input that the model's
 //! `attention_mask` marks (`NonZero`) are gathered (`GatherND`, [N, width]); before the `Concat`
 //! the half's rows are scattered back (`ScatterND`) into zeros of the padded shape. Padding rows
@@ -28,9 +29,10 @@
 //! dynamic quantization takes its ranges from the real tokens alone (static ranges are calibrated
 //! on real tokens anyway: a static model is the same model). A block is unpadded only when every
 //! node in it acts on the last axis alone ([`ROW_WISE`]); the model needs a rank-2
-//! `attention_mask` input. (Unpadding the blocks that are not split too, whole — each attention's
-//! output projection, static mode's Q/K/V — was tried: on MiniLM its speed-ups over the padded
-//! model read the same or lower, two runs each (bench/RESULTS.md), so it was not kept.)
+//! `attention_mask` input. (Unpadding the blocks that are not split too, whole, each with its own
+//! gather and scatter — each attention's output projection, static mode's Q/K/V — was tried: on
+//! MiniLM its speed-ups over the padded model read the same or lower, two runs each
+//! (bench/RESULTS.md); packing the stream once, `pack.rs`, is what pays.)
 //!
 //! Only blocks that read the layer's input (Q/K/V) or its attention LayerNorm output (FFN)
 //! directly and whose nodes form a closed block are split, and only when the residual stream is
@@ -466,7 +468,7 @@ impl Rows {
 }
 
 /// The rank-2 graph input `attention_mask` (the real tokens of each sequence), or why not.
-fn attention_mask(ix: &GraphIndex) -> Result<String, String> {
+pub(super) fn attention_mask(ix: &GraphIndex) -> Result<String, String> {
     let v = ix
         .graph
         .input
