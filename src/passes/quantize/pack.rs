@@ -26,32 +26,9 @@ use crate::onnx::proto::ModelProto;
 use crate::onnx::{tensor, GraphIndex, Patch};
 use crate::structure::{Qkv, Transformer};
 
-/// Ops that act on each token (row) alone, given per-token inputs and constants along the last
-/// axis; they run on the packed rows as they are.
+/// Ops that act on each token (row) alone besides the split's (`split::ROW_WISE`): the norms
+/// and the quantized forms the quantize pass writes; all run on the packed rows as they are.
 const ROW_OPS: &[&str] = &[
-    "MatMul",
-    "Add",
-    "Sub",
-    "Mul",
-    "Div",
-    "Erf",
-    "Tanh",
-    "Sigmoid",
-    "Relu",
-    "Pow",
-    "Sqrt",
-    "Neg",
-    "Exp",
-    "Softplus",
-    "Gelu",
-    "FastGelu",
-    "BiasGelu",
-    "QuickGelu",
-    "Cast",
-    "Identity",
-    "Clip",
-    "Min",
-    "Max",
     "LayerNormalization",
     "SkipLayerNormalization",
     "SimplifiedLayerNormalization",
@@ -62,6 +39,10 @@ const ROW_OPS: &[&str] = &[
     "MatMulIntegerToFloat",
     "DynamicQuantizeMatMul",
 ];
+
+fn row_op(op: &str) -> bool {
+    super::split::ROW_WISE.contains(&op) || ROW_OPS.contains(&op)
+}
 
 /// Ops whose input 1 is a weight (rank 2, [in, out]) rather than something broadcast per token.
 const WEIGHT_SLOT_1: &[&str] = &[
@@ -426,7 +407,7 @@ pub fn pack(model: &ModelProto, plan: &Plan) -> Result<ModelProto, String> {
                     );
                     outputs_packed.push(n.output[0].clone());
                 }
-                op if ROW_OPS.contains(&op) => {
+                op if row_op(op) => {
                     if rows != v {
                         renamed.insert((i, v.clone()), rows.clone());
                     }

@@ -76,7 +76,7 @@ pub struct Split {
 
 /// Ops that act on each row (token) of their input alone and take any rank: a block made of
 /// these computes the same for the real tokens flattened to rows as for the padded batch.
-const ROW_WISE: &[&str] = &[
+pub(super) const ROW_WISE: &[&str] = &[
     "MatMul",
     "Add",
     "Sub",
