@@ -539,9 +539,15 @@ fn unpadded_int8_computes_what_the_padded_int8_model_does() {
         })
         .collect();
     let cal = || OrtCalibrator::new(random_batches(8, 7), SessionOptions::default());
-    for mode in [Mode::Static, Mode::Dynamic] {
+    let forms = [
+        (Mode::Static, quantize::StaticForm::Qdq),
+        (Mode::Static, quantize::StaticForm::Ort),
+        (Mode::Dynamic, quantize::StaticForm::Qdq),
+    ];
+    for (mode, static_form) in forms {
         let o = QuantizeOptions {
             mode,
+            static_form,
             ..Default::default()
         };
         let u = QuantizeOptions {
@@ -554,10 +560,10 @@ fn unpadded_int8_computes_what_the_padded_int8_model_does() {
         // The whole stream packed: rows gathered once after the embeddings, the Q/K/V padded
         // again for the scores (K and V only in the last layer, whose query is the first token's
         // alone) and the first layer's context packed again; no per-block scatter.
-        assert!(rb.tokens_packed, "{mode:?}: {:?}", rb.warnings);
-        assert_eq!(rb.unpadded_layers, vec![0, 1], "{mode:?}");
-        assert_eq!(count(&b, "ScatterND"), 0, "{mode:?}");
-        assert_eq!(count(&b, "GatherND"), 0, "{mode:?}");
+        assert!(rb.tokens_packed, "{mode:?} {static_form:?}: {:?}", rb.warnings);
+        assert_eq!(rb.unpadded_layers, vec![0, 1], "{mode:?} {static_form:?}");
+        assert_eq!(count(&b, "ScatterND"), 0, "{mode:?} {static_form:?}");
+        assert_eq!(count(&b, "GatherND"), 0, "{mode:?} {static_form:?}");
         let gathers = |m: &ModelProto, what: &str| {
             m.graph
                 .as_ref()
@@ -567,8 +573,12 @@ fn unpadded_int8_computes_what_the_padded_int8_model_does() {
                 .filter(|n| n.name().starts_with("/pack/") && n.name().ends_with(what))
                 .count()
         };
-        assert_eq!((gathers(&b, "/Pack"), gathers(&b, "/Pad")), (2, 5), "{mode:?}");
-        let what = format!("{mode:?}");
+        assert_eq!(
+            (gathers(&b, "/Pack"), gathers(&b, "/Pad")),
+            (2, 5),
+            "{mode:?} {static_form:?}"
+        );
+        let what = format!("{mode:?} {static_form:?}");
         let same = max_diff(&logits(&a, &full, &what), &logits(&b, &full, &what));
         assert!(same < 1e-5, "{what}, no padding: logits differ by {same}");
         let (x, y) = (logits(&a, &padded, &what), logits(&b, &padded, &what));
