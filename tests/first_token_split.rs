@@ -643,6 +643,44 @@ fn packed_int8_runs_batches_without_real_other_tokens() {
     }
 }
 
+/// A fused attention op cannot be padded again between its projections and its scores: the
+/// tokens are not packed, the report says why, and the split blocks alone run unpadded (the same
+/// static model all the same).
+#[test]
+fn a_fused_attention_keeps_the_per_block_unpadding_and_says_why() {
+    if !require_ort("quantization in ONNX Runtime") {
+        return;
+    }
+    let m = tiny_bert(&SynthOptions {
+        fused_attention: true,
+        seed: 5,
+        ..Default::default()
+    });
+    let cal = || OrtCalibrator::new(random_batches(8, 7), SessionOptions::default());
+    let o = QuantizeOptions {
+        mode: Mode::Static,
+        ..Default::default()
+    };
+    let (a, _) = quantize::quantize(&m, &o, Some(&mut cal())).unwrap();
+    let (b, rb) = quantize::quantize(&m, &QuantizeOptions { unpad: true, ..o }, Some(&mut cal())).unwrap();
+    assert!(!rb.tokens_packed);
+    assert!(
+        rb.warnings
+            .iter()
+            .any(|w| w.starts_with("tokens not packed: layer 0: its attention is one fused op")),
+        "{:?}",
+        rb.warnings
+    );
+    assert!(
+        !rb.unpadded_layers.is_empty() && count(&b, "ScatterND") > 0,
+        "{:?}",
+        rb.warnings
+    );
+    let batches = random_batches(3, 9);
+    let d = max_diff(&logits(&a, &batches, "static"), &logits(&b, &batches, "static --unpad"));
+    assert!(d < 1e-5, "logits differ by {d}");
+}
+
 /// Without an `attention_mask` input there is nothing to tell real tokens from padding: the split
 /// stays, unpadding is skipped with the reason.
 #[test]

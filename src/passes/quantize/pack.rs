@@ -483,6 +483,10 @@ pub fn pack(model: &ModelProto, plan: &Plan) -> Result<ModelProto, String> {
                 patch.rewire(i, slot, rows);
                 continue;
             }
+            if padded.contains(v) {
+                // Rewired to the padded copy for the attention: not rows any more.
+                return Err(format!("{} reads the attention's projection '{v}' per token", label(i)));
+            }
             if packed.contains(v) {
                 continue;
             }
