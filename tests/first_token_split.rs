@@ -482,6 +482,46 @@ fn unpadded_split_graph_computes_the_same_logits_in_every_layout() {
     }
 }
 
+/// A batch of `rows` sequences from flat ids and mask (token types 0).
+fn batch(rows: usize, ids: Vec<i64>, mask: Vec<i64>) -> Batch {
+    let width = ids.len() / rows;
+    Batch {
+        input_ids: Array2::from_shape_vec((rows, width), ids).unwrap(),
+        attention_mask: Array2::from_shape_vec((rows, width), mask).unwrap(),
+        token_type_ids: Array2::zeros((rows, width)),
+    }
+}
+
+/// Batches at the edges of unpadding: no other tokens, only padding after the first, one real
+/// other token, one sequence, no padding at all.
+fn edge_batches() -> Vec<(&'static str, Batch)> {
+    vec![
+        ("one token each", batch(2, vec![2, 7], vec![1, 1])),
+        (
+            "the first token real, the rest padding",
+            batch(2, vec![2, 0, 0, 2, 0, 0], vec![1, 0, 0, 1, 0, 0]),
+        ),
+        (
+            "one real other token",
+            batch(2, vec![2, 0, 0, 2, 9, 0], vec![1, 0, 0, 1, 1, 0]),
+        ),
+        ("one sequence, padded", batch(1, vec![2, 5, 9, 0], vec![1, 1, 1, 0])),
+        ("no padding", batch(2, vec![2, 5, 9, 2, 4, 8], vec![1; 6])),
+    ]
+}
+
+/// `m` in static INT8 (QDQ) without and with `unpad`, calibrated alike; the report of the second.
+fn static_with_and_without_unpad(m: &ModelProto) -> (ModelProto, ModelProto, quantize::QuantizeReport) {
+    let cal = || OrtCalibrator::new(random_batches(8, 7), SessionOptions::default());
+    let o = QuantizeOptions {
+        mode: Mode::Static,
+        ..Default::default()
+    };
+    let (a, _) = quantize::quantize(m, &o, Some(&mut cal())).unwrap();
+    let (b, rb) = quantize::quantize(m, &QuantizeOptions { unpad: true, ..o }, Some(&mut cal())).unwrap();
+    (a, b, rb)
+}
+
 /// Batches whose other tokens are all padding (or that have none) give the unpadded graph no
 /// rows at all; it still computes what the model does.
 #[test]
@@ -495,22 +535,7 @@ fn unpadded_graph_runs_batches_without_real_other_tokens() {
     });
     let s = split_first_token(&m, true, true).unwrap();
     assert_eq!(s.unpadded_layers, vec![0, 1], "{:?}", s.unpad_skipped);
-    let batch = |ids: Vec<i64>, mask: Vec<i64>, width: usize| Batch {
-        input_ids: Array2::from_shape_vec((2, width), ids).unwrap(),
-        attention_mask: Array2::from_shape_vec((2, width), mask).unwrap(),
-        token_type_ids: Array2::zeros((2, width)),
-    };
-    for (what, b) in [
-        ("one token each", batch(vec![2, 7], vec![1, 1], 1)),
-        (
-            "the first token real, the rest padding",
-            batch(vec![2, 0, 0, 2, 0, 0], vec![1, 0, 0, 1, 0, 0], 3),
-        ),
-        (
-            "one real other token",
-            batch(vec![2, 0, 0, 2, 9, 0], vec![1, 0, 0, 1, 1, 0], 3),
-        ),
-    ] {
+    for (what, b) in edge_batches() {
         let bs = [b];
         let d = max_diff(&logits(&m, &bs, what), &logits(&s.model, &bs, what));
         assert!(d < 1e-5, "{what}: logits differ by {d}");
@@ -608,35 +633,9 @@ fn packed_int8_runs_batches_without_real_other_tokens() {
         seed: 4,
         ..Default::default()
     });
-    let cal = || OrtCalibrator::new(random_batches(8, 7), SessionOptions::default());
-    let o = QuantizeOptions {
-        mode: Mode::Static,
-        ..Default::default()
-    };
-    let (a, _) = quantize::quantize(&m, &o, Some(&mut cal())).unwrap();
-    let (b, rb) = quantize::quantize(&m, &QuantizeOptions { unpad: true, ..o }, Some(&mut cal())).unwrap();
+    let (a, b, rb) = static_with_and_without_unpad(&m);
     assert!(rb.tokens_packed, "{:?}", rb.warnings);
-    let batch = |rows: usize, ids: Vec<i64>, mask: Vec<i64>| {
-        let width = ids.len() / rows;
-        Batch {
-            input_ids: Array2::from_shape_vec((rows, width), ids).unwrap(),
-            attention_mask: Array2::from_shape_vec((rows, width), mask).unwrap(),
-            token_type_ids: Array2::zeros((rows, width)),
-        }
-    };
-    for (what, bt) in [
-        ("one token each", batch(2, vec![2, 7], vec![1, 1])),
-        (
-            "the first token real, the rest padding",
-            batch(2, vec![2, 0, 0, 2, 0, 0], vec![1, 0, 0, 1, 0, 0]),
-        ),
-        (
-            "one real other token",
-            batch(2, vec![2, 0, 0, 2, 9, 0], vec![1, 0, 0, 1, 1, 0]),
-        ),
-        ("one sequence, padded", batch(1, vec![2, 5, 9, 0], vec![1, 1, 1, 0])),
-        ("no padding", batch(2, vec![2, 5, 9, 2, 4, 8], vec![1; 6])),
-    ] {
+    for (what, bt) in edge_batches() {
         let bs = [bt];
         let d = max_diff(&logits(&a, &bs, what), &logits(&b, &bs, what));
         assert!(d < 1e-5, "{what}: logits differ by {d}");
@@ -656,13 +655,7 @@ fn a_fused_attention_keeps_the_per_block_unpadding_and_says_why() {
         seed: 5,
         ..Default::default()
     });
-    let cal = || OrtCalibrator::new(random_batches(8, 7), SessionOptions::default());
-    let o = QuantizeOptions {
-        mode: Mode::Static,
-        ..Default::default()
-    };
-    let (a, _) = quantize::quantize(&m, &o, Some(&mut cal())).unwrap();
-    let (b, rb) = quantize::quantize(&m, &QuantizeOptions { unpad: true, ..o }, Some(&mut cal())).unwrap();
+    let (a, b, rb) = static_with_and_without_unpad(&m);
     assert!(!rb.tokens_packed);
     assert!(
         rb.warnings
