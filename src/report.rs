@@ -482,6 +482,13 @@ pub fn quantize_text(r: &crate::passes::quantize::QuantizeReport, output: &std::
             r.excluded.len()
         );
         let _ = writeln!(o, "first token  {}", first_token_text(r));
+        if r.attention_ops > 0 {
+            let _ = writeln!(
+                o,
+                "attention    {} cores run as one ONNX Attention op each (opset 23: no head transposes, the scores stay in the kernel)",
+                r.attention_ops
+            );
+        }
         if r.keys_read_transposed > 0 {
             let _ = writeln!(
                 o,

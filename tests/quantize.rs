@@ -384,9 +384,9 @@ fn static_ort_form_matches_qdq_with_biases_folded() {
     assert_eq!(c.get("DequantizeLinear").copied().unwrap_or(0), 0, "{c:?}");
     assert_eq!(c["MatMulIntegerToFloat"], 12 + 2 * 2 - 2);
     assert_eq!(
-        (c["MatMul"], c["FusedMatMul"]),
-        (2, 2),
-        "only the attention products stay float (the scores read their keys transposed): {c:?}"
+        (c.get("MatMul"), c.get("FusedMatMul"), c["Attention"]),
+        (None, None, 2),
+        "only the attention products stay float, inside one Attention op per layer: {c:?}"
     );
     // Q/K/V and both halves' FFN up and down biases fold (7 in layer 0): the split FFN's
     // down-projection feeds the Concat that joins the halves; the attention-output bias feeds a
@@ -402,8 +402,8 @@ fn static_ort_form_matches_qdq_with_biases_folded() {
         .count();
     assert_eq!(with_bias, 7 + 4);
     // 11 folded, 3 more in layer 0's first-token copy (two biases and GELU's Add); layer 1's
-    // first-token FFN and tail replace the originals.
-    assert_eq!(ops(&m)["Add"] + 3 - c["Add"], 11);
+    // first-token FFN and tail replace the originals; the two mask Adds are in the Attention ops.
+    assert_eq!(ops(&m)["Add"] + 3 - c["Add"], 11 + 2);
     check_weights(&m, &fused, true);
     let (a, b) = (logits(&qdq, &bs, "qdq"), logits(&fused, &bs, "fused"));
     let (rel, agree) = compare(&a, &b);
@@ -446,18 +446,174 @@ fn score_products_read_the_keys_transposed_with_the_same_logits() {
         per_channel: false,
         ..opts(Mode::Dynamic)
     };
-    for (what, o, rewritten) in [
+    // In the quantize pass, ONNX Runtime's forms run each attention core as one Attention op,
+    // which reads the keys in place: no key transpose is left to rewrite.
+    for (what, o, one_op) in [
         ("dynamic", opts(Mode::Dynamic), 2),
         ("static, ORT form", ort, 2),
         ("static, QDQ form", opts(Mode::Static), 0),
         ("dynamic as the reference's methods", unsplit, 0),
     ] {
         let (q, r) = quantize::quantize(&m, &o, Some(&mut calibrator(8, 7))).unwrap();
-        assert_eq!(r.keys_read_transposed, rewritten, "{what}");
-        assert_eq!(key_transposes(&q), 2 - rewritten, "{what}");
-        assert_eq!(ops(&q).get("FusedMatMul").copied().unwrap_or(0), rewritten, "{what}");
+        assert_eq!((r.attention_ops, r.keys_read_transposed), (one_op, 0), "{what}");
+        assert_eq!(key_transposes(&q), 2 - one_op, "{what}");
+        assert_eq!(ops(&q).get("Attention").copied().unwrap_or(0), one_op, "{what}");
+        assert!(!ops(&q).contains_key("FusedMatMul"), "{what}");
         logits(&q, &bs, what);
     }
+}
+
+fn default_opset(m: &ModelProto) -> i64 {
+    m.opset_import.iter().find(|o| o.domain().is_empty()).unwrap().version()
+}
+
+/// Each attention core (head transposes, score product, scale, mask Add, softmax, weighted sum,
+/// context transpose) becomes one ONNX `Attention` op, opset 23, with the same logits: for every
+/// way the exporters write the head split, for scales after the product or on Q and K before it,
+/// and with other `Reduce*` and `Split` nodes in the graph rewritten for opset 18's inputs.
+#[test]
+fn attention_cores_run_as_one_op_with_the_same_logits() {
+    if !require_ort("the Attention op in ONNX Runtime") {
+        return;
+    }
+    use quantize::attention_op::{heads_by_softmax, one_op_attention};
+    let bs = random_batches(6, 3);
+    for shapes in [
+        ShapeStyle::ConcatInferred,
+        ShapeStyle::ConcatExplicit,
+        ShapeStyle::SharedInitializer,
+        ShapeStyle::ConstantPerReshape,
+        ShapeStyle::ShapeSlices,
+    ] {
+        let m = tiny_bert(&SynthOptions {
+            shapes,
+            seed: 5,
+            ..Default::default()
+        });
+        let (a, n, why) = one_op_attention(&m, &heads_by_softmax(&m)).unwrap();
+        assert_eq!((n, why), (2, None), "{shapes:?}");
+        let c = ops(&a);
+        assert_eq!(c["Attention"], 2, "{shapes:?}");
+        for gone in ["Softmax", "Transpose", "MatMul"] {
+            // The only float MatMuls left read weights (none in the attention core).
+            let left = c.get(gone).copied().unwrap_or(0);
+            let weights = if gone == "MatMul" { ops(&m)["MatMul"] - 4 } else { 0 };
+            assert_eq!(left, weights, "{shapes:?}: {gone} {c:?}");
+        }
+        assert_eq!(default_opset(&a), 23);
+        let (x, y) = (logits(&m, &bs, "chain"), logits(&a, &bs, "one op"));
+        let (rel, agree) = compare(&x, &y);
+        assert!(rel < 1e-5 && agree == 1.0, "{shapes:?}: {rel} {agree}");
+    }
+
+    // Scale d^-1/4 on Q and on K before the product (the dynamo exporter's SDPA) instead of after.
+    let m = synth();
+    let mut s = m.clone();
+    let g = s.graph.as_mut().unwrap();
+    let quarter = (8f32).powf(-0.25);
+    g.initializer.push(tensor::from_f32("quarter", &[], &[quarter]));
+    let mut moved = 0;
+    for layer in ["layer.0", "layer.1"] {
+        let at = |g: &onnx::proto::GraphProto, suffix: &str| {
+            g.node
+                .iter()
+                .position(|n| n.name().contains(layer) && n.name().contains(suffix))
+                .unwrap()
+        };
+        // scores·(1/√d) → scores·1, and Q and K each times d^-1/4 before the product.
+        let scale = at(g, "/scale_");
+        g.node[scale].input[1] = "one".into();
+        for slot in 0..2 {
+            let scores = at(g, "/scores_");
+            let v = g.node[scores].input[slot].clone();
+            let scaled = format!("{v}_scaled");
+            g.node[scores].input[slot] = scaled.clone();
+            g.node
+                .insert(scores, onnx::build::node("Mul", &scaled, &[&v, "quarter"], &[&scaled]));
+        }
+        moved += 1;
+    }
+    assert_eq!(moved, 2);
+    g.initializer.push(tensor::from_f32("one", &[], &[1.0]));
+    let (x, y) = (logits(&m, &bs, "chain"), logits(&s, &bs, "chain, scaled before"));
+    assert!(compare(&x, &y).0 < 1e-5, "{:?}", compare(&x, &y));
+    let (a, n, _) = one_op_attention(&s, &heads_by_softmax(&m)).unwrap();
+    assert_eq!(n, 2);
+    let (x, y) = (logits(&m, &bs, "chain"), logits(&a, &bs, "one op, scaled before"));
+    let (rel, agree) = compare(&x, &y);
+    assert!(rel < 1e-5 && agree == 1.0, "scaled before: {rel} {agree}");
+
+    // Opset 17 → 23: a ReduceMean's axes attribute becomes an input, a Split without sizes gets
+    // its outputs' count; both still compute what they did.
+    let mut r = m.clone();
+    let g = r.graph.as_mut().unwrap();
+    let logits_name = g.output[0].name().to_string();
+    g.node.push(onnx::build::with_attrs(
+        onnx::build::node("ReduceMean", "mean", &[&logits_name], &["mean"]),
+        vec![
+            onnx::build::attr_ints("axes", &[1]),
+            onnx::build::attr_int("keepdims", 0),
+        ],
+    ));
+    g.node.push(onnx::build::with_attrs(
+        onnx::build::node("Split", "halves", &[&logits_name], &["left", "right"]),
+        vec![onnx::build::attr_int("axis", 1)],
+    ));
+    for o in ["mean", "left", "right"] {
+        g.output.push(onnx::build::value_info(
+            o,
+            DataType::Float,
+            &[Err("batch"), Ok(1)][..if o == "mean" { 1 } else { 2 }],
+        ));
+    }
+    let (a, n, why) = one_op_attention(&r, &heads_by_softmax(&r)).unwrap();
+    assert_eq!((n, why), (2, None));
+    let mean = a
+        .graph
+        .as_ref()
+        .unwrap()
+        .node
+        .iter()
+        .find(|n| n.name() == "mean")
+        .unwrap()
+        .clone();
+    assert!(
+        mean.attribute.iter().all(|a| a.name() != "axes") && mean.input.len() == 2,
+        "{mean:?}"
+    );
+    let outs = |m: &ModelProto| {
+        let names: Vec<String> = ["mean", "left", "right"].map(String::from).to_vec();
+        let mut p = runtime::Probe::open(m, &names, "Reduce and Split", &SessionOptions::default()).unwrap();
+        bs.iter()
+            .flat_map(|b| p.run(b).unwrap())
+            .map(|(_, v)| v)
+            .collect::<Vec<_>>()
+    };
+    let (x, y) = (outs(&r), outs(&a));
+    assert_eq!(x.len(), 3 * bs.len());
+    for (vx, vy) in x.iter().zip(&y) {
+        let d = vx.iter().zip(vy).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+        assert!(vx.len() == vy.len() && d < 1e-4, "{d}");
+    }
+
+    // What it leaves alone, and says why where a chain matched: an opset before 13; heads that
+    // disagree with the Reshape's constant; no structure (no heads) at all.
+    let mut old = m.clone();
+    old.opset_import.iter_mut().for_each(|o| {
+        if o.domain().is_empty() {
+            o.version = Some(12)
+        }
+    });
+    let (_, n, why) = one_op_attention(&old, &heads_by_softmax(&m)).unwrap();
+    assert_eq!(n, 0);
+    assert!(why.unwrap().contains("older than 13"));
+    let e = tiny_bert(&SynthOptions {
+        shapes: ShapeStyle::ConcatExplicit,
+        ..Default::default()
+    });
+    let wrong: HashMap<String, (usize, usize)> = heads_by_softmax(&e).into_keys().map(|k| (k, (2, 16))).collect();
+    assert_eq!(one_op_attention(&e, &wrong).unwrap().1, 0);
+    assert_eq!(one_op_attention(&e, &HashMap::new()).unwrap().1, 0);
 }
 
 /// A calibrator that shows every value as constant zero.

@@ -26,6 +26,7 @@
 //! activations get int8 ranges of their own.
 
 mod attention;
+pub mod attention_op;
 pub mod calibrate;
 mod embed;
 pub mod fp16;
@@ -322,8 +323,11 @@ pub struct QuantizeReport {
     /// and values still read every token).
     pub first_token_only_attention_layer: Option<usize>,
     /// Attention score products that read their keys transposed (`FusedMatMul` with `transB`)
-    /// instead of through a [0,2,3,1] transpose.
+    /// instead of through a [0,2,3,1] transpose (those not in one `Attention` op).
     pub keys_read_transposed: usize,
+    /// Attention cores (head transposes, score product, scale, mask, softmax, weighted sum) run
+    /// as one ONNX `Attention` op (opset 23).
+    pub attention_ops: usize,
     /// Where a fallback was taken (a constant activation, an all-zero weight column, ...).
     pub warnings: Vec<String>,
     /// Bytes of tensor data (initializers and Constant nodes) before and after.
@@ -835,6 +839,7 @@ pub fn quantize_selected(
         first_token_only_ffn_layer: None,
         first_token_only_attention_layer: None,
         keys_read_transposed: 0,
+        attention_ops: 0,
         warnings: vec![],
         weight_bytes_before: weight_bytes(model),
         weight_bytes_after: 0,
@@ -942,15 +947,7 @@ pub fn quantize_selected(
             let out = qdq::rewrite(work, opts, &targets, ranges.as_ref(), &mut report)?;
             let out = attention::quantize_fused(&out, opts, select, ranges.as_ref(), &mut report)?;
             let out = embed::quantize_fused(&out, opts, select, &mut report)?;
-            // ONNX Runtime's forms of this tool's methods (the reference's stay as they wrote).
-            let out = if opts.split_first_token && (opts.mode == Mode::Dynamic || opts.static_form == StaticForm::Ort) {
-                let (out, n) = keys::read_keys_transposed(&out)?;
-                report.keys_read_transposed = n;
-                out
-            } else {
-                out
-            };
-            match packing.as_ref().map(|plan| (plan.layers(), pack::pack(&out, plan))) {
+            let out = match packing.as_ref().map(|plan| (plan.layers(), pack::pack(&out, plan))) {
                 Some((layers, Ok(packed))) => {
                     report.tokens_packed = true;
                     report.unpadded_layers = (0..layers).collect();
@@ -963,6 +960,23 @@ pub fn quantize_selected(
                     out
                 }
                 None => out,
+            };
+            // ONNX Runtime's forms of this tool's methods (the reference's stay as they wrote):
+            // each attention core as one op where it can be, the keys of the rest read
+            // transposed.
+            if opts.split_first_token && (opts.mode == Mode::Dynamic || opts.static_form == StaticForm::Ort) {
+                let (out, n, why) = attention_op::one_op_attention(&out, &attention_op::heads_by_softmax(model))?;
+                report.attention_ops = n;
+                if let Some(why) = why {
+                    report.warnings.push(format!(
+                        "attention cores kept as separate ops (no one Attention op): {why}"
+                    ));
+                }
+                let (out, n) = keys::read_keys_transposed(&out)?;
+                report.keys_read_transposed = n;
+                out
+            } else {
+                out
             }
         }
     };

@@ -1,0 +1,451 @@
+//! The attention core as one ONNX `Attention` (opset 23): the exporters' eight-node chain
+//!
+//! ```text
+//! Q, K, V [batch, seq, heads, head] ─ Transpose ×3 ─ MatMul(Q, Kᵀ) ─ Mul/Div (scale) ─ Add (mask)
+//!   ─ Softmax ─ MatMul(·, V) ─ Transpose ─ context [batch, seq, heads, head]
+//! ```
+//!
+//! becomes `Attention(Q, K, V, mask)` on the [batch, seq, heads·head] layout: ONNX Runtime's
+//! kernel reads each head in place, so the four head transposes go, and the scores never leave
+//! the kernel (no [batch, heads, seq, seq] tensor is written for the mask `Add` and the softmax
+//! to read again). The products, the softmax and the weighted sum are the same numbers (the
+//! shared models' static INT8 logits are bit for bit those of the chain); measured on the packed
+//! SST-2 model (calibrated prune 60% + static INT8 `--unpad`), 20% more throughput
+//! (bench/RESULTS.md, "One Attention op").
+//!
+//! The heads come from the structure found in the model (per Softmax, by name), checked against
+//! the Reshape that splits them where its shape is constant. The additive mask is broadcast to
+//! [·, ·, query, key] (`Expand`, once per attention), which ONNX Runtime's kernel requires; a
+//! `Where(masked, fill, scores)` with a large negative fill (DistilBERT) becomes the boolean mask
+//! of the keys attended. A constant scale on Q or K before the product (DistilBERT divides Q by
+//! √d) goes into the op's `scale` with the one after it.
+//!
+//! The op needs opset 23; the model's default opset is raised to it where nothing in the graph
+//! changes meaning on the way (from 13 on: the `Reduce*` ops' `axes` become an input and `Split`
+//! states its outputs' count at 18, both rewritten here; a graph with subgraphs, local functions
+//! or an op that changed otherwise keeps its chains, with the reason).
+
+use std::collections::HashMap;
+
+use crate::onnx::build::{attr_float, attr_int, node, with_attrs};
+use crate::onnx::graph::GraphIndex;
+use crate::onnx::patch::Patch;
+use crate::onnx::proto::{attribute_proto::AttributeType, ModelProto};
+use crate::onnx::tensor;
+use crate::passes::PassError;
+
+use super::default_opset;
+
+/// The first opset with `Attention`.
+const OPSET: i64 = 23;
+/// Ops whose `axes` attribute became an input at opset 18 (`ReduceSum` at 13).
+const REDUCE_AXES_INPUT: &[&str] = &[
+    "ReduceMean",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceSumSquare",
+];
+/// Ops whose meaning changed between opsets 13 and 23 in ways not rewritten here.
+const CHANGED: &[&str] = &["DFT", "GridSample", "GroupNormalization"];
+
+/// How the chain keeps padding keys out of the scores.
+enum Mask {
+    /// Added to the scores (a float mask, 0 or a large negative).
+    Add(String),
+    /// `Where(masked, fill, scores)` with a large negative constant fill (DistilBERT): the op
+    /// takes the opposite, true where a key is attended.
+    Fill(String),
+}
+
+/// One matched chain: its values and what the op needs.
+struct Core {
+    /// The node producing the context [batch, seq, heads, head] (the last Transpose).
+    context: usize,
+    q: String,
+    k: String,
+    v: String,
+    mask: Option<Mask>,
+    heads: usize,
+    head_size: usize,
+    scale: f32,
+}
+
+/// Rewrites every attention core whose Softmax `heads` names ((heads, head size), from the
+/// structure found in the model) into one `Attention`; returns the model, how many were
+/// rewritten, and why none was where chains matched but the opset could not be raised.
+pub fn one_op_attention(
+    model: &ModelProto,
+    heads: &HashMap<String, (usize, usize)>,
+) -> Result<(ModelProto, usize, Option<String>), PassError> {
+    let g = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| PassError::Internal("no graph".into()))?;
+    let ix = GraphIndex::new(g);
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    g.node.iter().for_each(|n| *count.entry(n.name()).or_default() += 1);
+    let cores: Vec<Core> = (0..g.node.len())
+        .filter_map(|i| {
+            let name = g.node[i].name();
+            if count[name] != 1 {
+                return None;
+            }
+            let (h, d) = *heads.get(name)?;
+            matched(&ix, i, h, d)
+        })
+        .collect();
+    if cores.is_empty() {
+        return Ok((model.clone(), 0, None));
+    }
+    let mut out = model.clone();
+    if let Err(why) = raise_opset(&mut out) {
+        return Ok((model.clone(), 0, Some(why)));
+    }
+    let g = out
+        .graph
+        .as_mut()
+        .ok_or_else(|| PassError::Internal("no graph".into()))?;
+    let mut patch = Patch::new(g);
+    patch.reserve_node_names(g);
+    let flat = patch.fresh_name("attention_op_flat");
+    patch.add_initializer(tensor::from_i64(&flat, &[3], &[0, 0, -1]));
+    let ones = patch.fresh_name("attention_op_ones");
+    patch.add_initializer(tensor::from_i64(&ones, &[2], &[1, 1]));
+    for c in &cores {
+        let ctx = g.node[c.context].clone();
+        let base = ctx.name().to_string();
+        let mut nodes = vec![];
+        let mut flat_of = |v: &str, what: &str, patch: &mut Patch| {
+            let o = patch.fresh_name(&format!("{base}/{what}3"));
+            nodes.push(node(
+                "Reshape",
+                &patch.fresh_name(&format!("{base}/{what}3")),
+                &[v, &flat],
+                &[&o],
+            ));
+            o
+        };
+        let (q3, k3, v3) = (
+            flat_of(&c.q, "Q", &mut patch),
+            flat_of(&c.k, "K", &mut patch),
+            flat_of(&c.v, "V", &mut patch),
+        );
+        let mut inputs = vec![q3, k3, v3];
+        if let Some(mask) = &c.mask {
+            let mask = match mask {
+                Mask::Add(m) => m.clone(),
+                Mask::Fill(masked) => {
+                    let attend = patch.fresh_name(&format!("{base}/attend"));
+                    nodes.push(node("Not", &patch.fresh_name(&attend), &[masked], &[&attend]));
+                    attend
+                }
+            };
+            let mask = mask.as_str();
+            // [1, 1, query, key]: Expand broadcasts both ways, keeping the mask's batch and heads.
+            let sq = patch.fresh_name(&format!("{base}/query_len"));
+            let sk = patch.fresh_name(&format!("{base}/key_len"));
+            let shape = patch.fresh_name(&format!("{base}/mask_shape"));
+            let full = patch.fresh_name(&format!("{base}/mask"));
+            let len = |v: &str, o: &str, patch: &mut Patch| {
+                with_attrs(
+                    node("Shape", &patch.fresh_name(o), &[v], &[o]),
+                    vec![attr_int("start", 1), attr_int("end", 2)],
+                )
+            };
+            nodes.push(len(&c.q, &sq, &mut patch));
+            nodes.push(len(&c.k, &sk, &mut patch));
+            nodes.push(with_attrs(
+                node("Concat", &patch.fresh_name(&shape), &[&ones, &sq, &sk], &[&shape]),
+                vec![attr_int("axis", 0)],
+            ));
+            nodes.push(node("Expand", &patch.fresh_name(&full), &[mask, &shape], &[&full]));
+            inputs.push(full);
+        }
+        let a = patch.fresh_name(&format!("{base}/attention"));
+        let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        nodes.push(with_attrs(
+            node(
+                "Attention",
+                &patch.fresh_name(&format!("{base}/Attention")),
+                &inputs,
+                &[&a],
+            ),
+            vec![
+                attr_int("q_num_heads", c.heads as i64),
+                attr_int("kv_num_heads", c.heads as i64),
+                attr_float("scale", c.scale),
+            ],
+        ));
+        // Back to [batch, seq, heads, head], what the last Transpose gave its readers.
+        let split = patch.fresh_name(&format!("{base}/heads"));
+        patch.add_initializer(tensor::from_i64(
+            &split,
+            &[4],
+            &[0, 0, c.heads as i64, c.head_size as i64],
+        ));
+        nodes.push(node("Reshape", &base, &[&a, &split], &[&ctx.output[0]]));
+        patch.replace_node(c.context, nodes);
+    }
+    patch.remove_unused();
+    patch
+        .apply(g)
+        .map_err(|e| PassError::Internal(format!("one Attention op per attention: {e}")))?;
+    Ok((out, cores.len(), None))
+}
+
+/// Each unfused attention's (heads, head size) by the name of its Softmax node, as found in
+/// `model` (none where no transformer is found).
+pub fn heads_by_softmax(model: &ModelProto) -> HashMap<String, (usize, usize)> {
+    let Ok(t) = crate::structure::discover(model) else {
+        return HashMap::new();
+    };
+    let Some(g) = model.graph.as_ref() else {
+        return HashMap::new();
+    };
+    // By name only where the name is one node's: an unnamed or repeated name could take another
+    // attention's heads.
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    g.node.iter().for_each(|n| *count.entry(n.name()).or_default() += 1);
+    t.layers
+        .iter()
+        .filter_map(|l| l.attention.as_ref())
+        .filter_map(|a| {
+            let name = g.node.get(a.softmax?)?.name();
+            (!name.is_empty() && count[name] == 1).then(|| (name.to_string(), (a.num_heads, a.head_size)))
+        })
+        .collect()
+}
+
+/// The chain ending at Softmax `sm`, if it is one this rewrite keeps exact.
+fn matched(ix: &GraphIndex, sm: usize, heads: usize, head_size: usize) -> Option<Core> {
+    let n = ix.node(sm);
+    if n.op_type() != "Softmax" || !n.domain().is_empty() || !matches!(ix.attr_i(sm, "axis").unwrap_or(-1), -1 | 3) {
+        return None;
+    }
+    // Each value inside the chain read by the next node alone.
+    let only = |v: &str, reader: usize| ix.consumers(v) == [reader] && !ix.is_graph_output(v);
+    let op_is = |v: &str, op: &str| {
+        ix.producer(v)
+            .filter(|&p| ix.node(p).op_type() == op && ix.node(p).domain().is_empty())
+    };
+    // The probabilities times V, then the context's transpose.
+    let probs = &n.output[0];
+    let &[pv] = ix.consumers(probs) else { return None };
+    let pvn = ix.node(pv);
+    if pvn.op_type() != "MatMul" || !pvn.domain().is_empty() || pvn.input[0] != *probs || ix.is_graph_output(probs) {
+        return None;
+    }
+    let &[context] = ix.consumers(&pvn.output[0]) else {
+        return None;
+    };
+    if !only(&pvn.output[0], context) || !transpose(ix, context, &[0, 2, 1, 3]) {
+        return None;
+    }
+    let v = heads_of(ix, &pvn.input[1], &[0, 2, 1, 3], pv)?.0;
+    // Softmax ← Add(scores, mask) or Where(masked, fill, scores) or neither ← Mul/Div by a
+    // scalar* ← the score product.
+    let mut mask = None;
+    let (mm, transposed_keys, mut scale) = match (op_is(&n.input[0], "Add"), op_is(&n.input[0], "Where")) {
+        (Some(add), _) if only(&n.input[0], sm) => {
+            let a = ix.node(add);
+            let (slot, found) = (0..2).find_map(|s| Some((s, scaled_scores(ix, &a.input[s], add)?)))?;
+            mask = Some(Mask::Add(a.input[1 - slot].clone()));
+            found
+        }
+        (_, Some(w)) if only(&n.input[0], sm) => {
+            let wn = ix.node(w);
+            // exp(fill − max) is 0 in float32 from −104 on: a fill of −10⁴ or below masks exactly.
+            match ix.const_f32(&wn.input[1]).as_deref() {
+                Some(&[fill]) if fill <= -1e4 => {}
+                _ => return None,
+            }
+            mask = Some(Mask::Fill(wn.input[0].clone()));
+            scaled_scores(ix, &wn.input[2], w)?
+        }
+        _ => scaled_scores(ix, &n.input[0], sm)?,
+    };
+    let m = ix.node(mm);
+    let (q, cq) = heads_of(ix, &m.input[0], &[0, 2, 1, 3], mm)?;
+    let key_perm: &[i64] = if transposed_keys { &[0, 2, 1, 3] } else { &[0, 2, 3, 1] };
+    let (k, ck) = heads_of(ix, &m.input[1], key_perm, mm)?;
+    scale *= cq * ck;
+    // The heads where the split's shape states them.
+    for s in [&q, &k, &v] {
+        if let Some(got) = op_is(s, "Reshape").and_then(|r| heads_stated(ix, &ix.node(r).input[1])) {
+            if got
+                .iter()
+                .zip([heads, head_size])
+                .any(|(&got, want)| got > 0 && got as usize != want)
+            {
+                return None;
+            }
+        }
+    }
+    (scale.is_finite() && scale > 0.0).then_some(Core {
+        context,
+        q,
+        k,
+        v,
+        mask,
+        heads,
+        head_size,
+        scale,
+    })
+}
+
+/// The score product behind `v` through scalar `Mul`s and `Div`s, each value read by the next
+/// node alone (the last by `reader`): (node, whether it reads its keys transposed, the scale).
+fn scaled_scores(ix: &GraphIndex, v: &str, reader: usize) -> Option<(usize, bool, f32)> {
+    let (mut x, mut reader, mut scale) = (v.to_string(), reader, 1.0f32);
+    loop {
+        if ix.consumers(&x) != [reader] || ix.is_graph_output(&x) {
+            return None;
+        }
+        let p = ix.producer(&x)?;
+        let pn = ix.node(p);
+        if !matches!((pn.op_type(), pn.domain()), ("Mul", "") | ("Div", "")) {
+            let (mm, transposed, alpha) = scores_from(ix, &x)?;
+            return Some((mm, transposed, scale * alpha));
+        }
+        let (c, other) = scalar_operand(ix, p)?;
+        scale = if pn.op_type() == "Mul" { scale * c } else { scale / c };
+        x = other;
+        reader = p;
+    }
+}
+
+/// The score product behind `v`: (node, whether it reads its keys transposed, its alpha).
+fn scores_from(ix: &GraphIndex, v: &str) -> Option<(usize, bool, f32)> {
+    let p = ix.producer(v)?;
+    let n = ix.node(p);
+    match (n.op_type(), n.domain()) {
+        ("MatMul", "") => Some((p, false, 1.0)),
+        ("FusedMatMul", "com.microsoft")
+            if ix.attr_i(p, "transA").unwrap_or(0) == 0
+                && ix.attr_i(p, "transBatchA").unwrap_or(0) == 0
+                && ix.attr_i(p, "transBatchB").unwrap_or(0) == 0 =>
+        {
+            Some((
+                p,
+                ix.attr_i(p, "transB").unwrap_or(0) == 1,
+                ix.attr_f(p, "alpha").unwrap_or(1.0),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// `v` = Transpose(x, perm), times or divided by a scalar or not, read by `reader` alone:
+/// (x [batch, seq, heads, head], the factor).
+fn heads_of(ix: &GraphIndex, v: &str, perm: &[i64], reader: usize) -> Option<(String, f32)> {
+    if ix.consumers(v) != [reader] || ix.is_graph_output(v) {
+        return None;
+    }
+    let mut p = ix.producer(v)?;
+    let mut c = 1.0;
+    if matches!(ix.node(p).op_type(), "Mul" | "Div") && ix.node(p).domain().is_empty() {
+        let (s, other) = scalar_operand(ix, p)?;
+        if ix.consumers(&other).len() != 1 || ix.is_graph_output(&other) {
+            return None;
+        }
+        c = if ix.node(p).op_type() == "Mul" { s } else { 1.0 / s };
+        p = ix.producer(&other)?;
+    }
+    transpose(ix, p, perm).then(|| (ix.node(p).input[0].clone(), c))
+}
+
+/// The last two elements of a 4-element Reshape shape (heads, head size) where they are
+/// constant: in a constant shape, or in the constant pieces that end a `Concat` of it.
+fn heads_stated(ix: &GraphIndex, shape: &str) -> Option<[i64; 2]> {
+    if let Some(s) = ix.const_i64(shape) {
+        return (s.len() == 4).then(|| [s[2], s[3]]);
+    }
+    let c = ix.producer(shape).filter(|&c| ix.node(c).op_type() == "Concat")?;
+    let mut tail = vec![];
+    for piece in ix.node(c).input.iter().rev() {
+        let Some(p) = ix.const_i64(piece) else { break };
+        tail.splice(0..0, p);
+    }
+    (tail.len() >= 2).then(|| [tail[tail.len() - 2], tail[tail.len() - 1]])
+}
+
+fn transpose(ix: &GraphIndex, i: usize, perm: &[i64]) -> bool {
+    let n = ix.node(i);
+    n.op_type() == "Transpose" && n.domain().is_empty() && ix.attr_ints(i, "perm").as_deref() == Some(perm)
+}
+
+/// A binary node with one scalar float constant operand: (the scalar, the other input).
+/// `Div` only by the constant.
+fn scalar_operand(ix: &GraphIndex, i: usize) -> Option<(f32, String)> {
+    let n = ix.node(i);
+    if n.input.len() != 2 {
+        return None;
+    }
+    let slots: &[usize] = if n.op_type() == "Div" { &[1] } else { &[1, 0] };
+    slots.iter().find_map(|&s| match ix.const_f32(&n.input[s]).as_deref() {
+        Some(&[c]) if c.is_finite() && c != 0.0 => Some((c, n.input[1 - s].clone())),
+        _ => None,
+    })
+}
+
+/// Raises the model's default opset to [`OPSET`] where its graph means the same there, or why not.
+fn raise_opset(model: &mut ModelProto) -> Result<(), String> {
+    let from = default_opset(model);
+    if from >= OPSET {
+        return Ok(());
+    }
+    if from < 13 {
+        return Err(format!("the model's opset {from} is older than 13"));
+    }
+    if !model.functions.is_empty() {
+        return Err("the model has local functions".into());
+    }
+    let g = model.graph.as_mut().ok_or("no graph")?;
+    let mut taken = crate::onnx::edit::names(g);
+    let mut axes = vec![];
+    for n in &mut g.node {
+        if n.attribute
+            .iter()
+            .any(|a| a.g.is_some() || !a.graphs.is_empty() || a.r#type() == AttributeType::Graph)
+        {
+            return Err(format!("node '{}' has a subgraph", n.name()));
+        }
+        if !n.domain().is_empty() && n.domain() != "ai.onnx" {
+            continue;
+        }
+        let op = n.op_type().to_string();
+        if CHANGED.contains(&op.as_str()) {
+            return Err(format!(
+                "node '{}' is a {op}, whose meaning changed by opset {OPSET}",
+                n.name()
+            ));
+        }
+        if from < 18 && REDUCE_AXES_INPUT.contains(&op.as_str()) {
+            if let Some(at) = n.attribute.iter().position(|a| a.name() == "axes") {
+                let a = n.attribute.remove(at);
+                let name = crate::onnx::edit::fresh_name(&mut taken, &format!("{}_axes", n.name()));
+                axes.push(tensor::from_i64(&name, &[a.ints.len()], &a.ints));
+                n.input.truncate(1);
+                n.input.push(name);
+            }
+        }
+        if from < 18 && op == "Split" && n.input.get(1).is_none_or(|s| s.is_empty()) {
+            if !n.attribute.iter().any(|a| a.name() == "num_outputs") {
+                n.attribute.push(attr_int("num_outputs", n.output.len() as i64));
+            }
+            n.input.truncate(1);
+        }
+    }
+    g.initializer.extend(axes);
+    for o in &mut model.opset_import {
+        if o.domain().is_empty() || o.domain() == "ai.onnx" {
+            o.version = Some(OPSET);
+        }
+    }
+    Ok(())
+}
