@@ -17,7 +17,10 @@
 //! the Reshape that splits them where its shape is constant. The additive mask is broadcast to
 //! [·, ·, query, key] (`Expand`, once per attention), which ONNX Runtime's kernel requires; a
 //! `Where(masked, fill, scores)` with a large negative fill (DistilBERT) becomes the boolean mask
-//! of the keys attended. A constant scale on Q or K before the product (DistilBERT divides Q by
+//! of the keys attended. transformers' SDPA guard after the softmax, `Where(IsNaN(p), 0, p)`,
+//! goes into the op too (its kernel gives a query whose every key is masked a zero context,
+//! what the guard gives; without the guard, such a query — a sequence with no real token —
+//! averaged the values before and gets zero now). A constant scale on Q or K before the product (DistilBERT divides Q by
 //! √d) goes into the op's `scale` with the one after it.
 //!
 //! The op needs opset 23; the model's default opset is raised to it where nothing in the graph
@@ -233,11 +236,19 @@ fn matched(ix: &GraphIndex, sm: usize, heads: usize, head_size: usize) -> Option
         ix.producer(v)
             .filter(|&p| ix.node(p).op_type() == op && ix.node(p).domain().is_empty())
     };
-    // The probabilities times V, then the context's transpose.
+    // The probabilities (through SDPA's NaN guard or not) times V, then the context's transpose.
     let probs = &n.output[0];
-    let &[pv] = ix.consumers(probs) else { return None };
+    if ix.is_graph_output(probs) {
+        return None;
+    }
+    let weights = match *ix.consumers(probs) {
+        [_] => probs.clone(),
+        [a, b] => nan_guard(ix, probs, a, b)?,
+        _ => return None,
+    };
+    let &[pv] = ix.consumers(&weights) else { return None };
     let pvn = ix.node(pv);
-    if pvn.op_type() != "MatMul" || !pvn.domain().is_empty() || pvn.input[0] != *probs || ix.is_graph_output(probs) {
+    if pvn.op_type() != "MatMul" || !pvn.domain().is_empty() || pvn.input[0] != weights {
         return None;
     }
     let &[context] = ix.consumers(&pvn.output[0]) else {
@@ -296,6 +307,31 @@ fn matched(ix: &GraphIndex, sm: usize, heads: usize, head_size: usize) -> Option
         head_size,
         scale,
     })
+}
+
+/// `Where(IsNaN(p), 0, p)` on the probabilities `p` (read by nodes `a` and `b`, nothing else):
+/// its output. Exact in the op: ONNX Runtime's kernel gives 0 for a query whose every key is
+/// masked, where the softmax gives NaN and the guard 0.
+fn nan_guard(ix: &GraphIndex, p: &str, a: usize, b: usize) -> Option<String> {
+    let (isnan, w) = if ix.node(a).op_type() == "IsNaN" {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let (i, wn) = (ix.node(isnan), ix.node(w));
+    let ok = i.op_type() == "IsNaN"
+        && i.domain().is_empty()
+        && i.input[0] == p
+        && wn.op_type() == "Where"
+        && wn.domain().is_empty()
+        && wn.input.len() == 3
+        && wn.input[0] == i.output[0]
+        && wn.input[2] == p
+        && ix.const_f32(&wn.input[1]).as_deref() == Some(&[0.0])
+        && ix.consumers(&i.output[0]) == [w]
+        && !ix.is_graph_output(&i.output[0])
+        && !ix.is_graph_output(&wn.output[0]);
+    ok.then(|| wn.output[0].clone())
 }
 
 /// The score product behind `v` through scalar `Mul`s and `Div`s, each value read by the next
