@@ -5,23 +5,23 @@
 //!   ─ Softmax ─ MatMul(·, V) ─ Transpose ─ context [batch, seq, heads, head]
 //! ```
 //!
-//! becomes `Attention(Q, K, V, mask)` on the [batch, seq, heads·head] layout: ONNX Runtime's
-//! kernel reads each head in place, so the four head transposes go, and the scores never leave
-//! the kernel (no [batch, heads, seq, seq] tensor is written for the mask `Add` and the softmax
-//! to read again). The products, the softmax and the weighted sum are the same numbers (the
-//! shared models' static INT8 logits are bit for bit those of the chain); measured on the packed
-//! SST-2 model (calibrated prune 60% + static INT8 `--unpad`), 20% more throughput
-//! (bench/RESULTS.md, "One Attention op").
+//! becomes `Attention(Q, K, V, mask)` on the [batch, seq, heads·head] layout: ONNX Runtime's kernel
+//! reads each head in place, so the four head transposes go, and the scores never leave the kernel
+//! (no [batch, heads, seq, seq] tensor is written for the mask `Add` and the softmax to read
+//! again). The products, the softmax and the weighted sum are the same numbers (the shared models'
+//! static INT8 logits are bit for bit those of the chain); measured on the packed models
+//! (calibrated prune 60% + static INT8 `--unpad`): 14% (SST-2) and 18% (MRPC) more throughput,
+//! paired (bench/RESULTS.md, "One Attention op").
 //!
-//! The heads come from the structure found in the model (per Softmax, by name), checked against
-//! the Reshape that splits them where its shape is constant. The additive mask is broadcast to
-//! [·, ·, query, key] (`Expand`, once per attention), which ONNX Runtime's kernel requires; a
+//! The heads come from the structure found in the model (per Softmax, by name), checked against the
+//! Reshape that splits them where its shape is constant. The additive mask is broadcast to [·, ·,
+//! query, key] (`Expand`, once per attention), which ONNX Runtime's kernel requires; a
 //! `Where(masked, fill, scores)` with a large negative fill (DistilBERT) becomes the boolean mask
-//! of the keys attended. transformers' SDPA guard after the softmax, `Where(IsNaN(p), 0, p)`,
-//! goes into the op too (its kernel gives a query whose every key is masked a zero context,
-//! what the guard gives; without the guard, such a query — a sequence with no real token —
-//! averaged the values before and gets zero now). A constant scale on Q or K before the product (DistilBERT divides Q by
-//! √d) goes into the op's `scale` with the one after it.
+//! of the keys attended. transformers' SDPA guard after the softmax, `Where(IsNaN(p), 0, p)`, goes
+//! into the op too (its kernel gives a query whose every key is masked a zero context, what the
+//! guard gives; without the guard, such a query — a sequence with no real token — averaged the
+//! values before and gets zero now). A constant scale on Q or K before the product (DistilBERT
+//! divides Q by √d) goes into the op's `scale` with the one after it.
 //!
 //! The op needs opset 23; the model's default opset is raised to it where nothing in the graph
 //! changes meaning on the way (from 13 on: the `Reduce*` ops' `axes` become an input and `Split`
