@@ -512,7 +512,7 @@ fn attention_cores_run_as_one_op_with_the_same_logits() {
         assert!(rel < 1e-5 && agree == 1.0, "{shapes:?}: {rel} {agree}");
     }
 
-    // Scale d^-1/4 on Q and on K before the product (the dynamo exporter's SDPA) instead of after.
+    // Scale d^-1/4 on Q and on K before the product (transformers 5 SDPA's constants), not after.
     let m = synth();
     let mut s = m.clone();
     let g = s.graph.as_mut().unwrap();
