@@ -277,3 +277,51 @@ fn ffn_multiple_of_rounds_each_layers_kept_neurons_of_a_budget() {
     }
     assert!(mse.is_finite());
 }
+
+/// `prune --target-macs` without `--max-ffn-fraction` or `--calib-samples` chooses them by the
+/// budget's depth (0.98 at half the MACs and below, 1024 examples below half), as recorded in
+/// the output's history; given flags win.
+#[test]
+fn the_cli_chooses_the_ffn_share_and_calibration_size_by_the_budgets_depth() {
+    if !common::have_ort("prune defaults by depth") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("model.onnx");
+    let save = onnx_compress::onnx::SaveOptions {
+        external_data: onnx_compress::onnx::ExternalData::Never,
+        ..Default::default()
+    };
+    onnx_compress::onnx::save(&model(), &input, &save).unwrap();
+    let words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "good", "bad", "film", "the", "a", "is"];
+    std::fs::write(
+        dir.path().join("tokenizer.json"),
+        common::word_level_tokenizer(&words, common::BERT_SPECIALS, serde_json::Value::Null),
+    )
+    .unwrap();
+    let texts = dir.path().join("texts.csv");
+    std::fs::write(&texts, "text\ngood film\nbad film\nthe film is good\na bad film\nthe film\n").unwrap();
+    let chosen = |args: &[&str]| {
+        let out = dir.path().join("out.onnx");
+        let o = common::bin()
+            .args(["prune", "--quiet", "--max-length", "16", "--calib-data"])
+            .arg(&texts)
+            .args(args)
+            .arg(&input)
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", common::text(&o.stderr));
+        let h = onnx_compress::history::history(&onnx_compress::onnx::load(&out).unwrap()).unwrap();
+        let opts = &h.last().unwrap().options;
+        (opts["max_ffn_fraction"].as_f64().unwrap(), opts["calib_samples"].as_u64().unwrap())
+    };
+    assert_eq!(chosen(&["--target-macs", "0.6"]), (0.9, 512));
+    assert_eq!(chosen(&["--target-macs", "0.5"]), (0.98, 512));
+    assert_eq!(chosen(&["--target-macs", "0.4"]), (0.98, 1024));
+    assert_eq!(
+        chosen(&["--target-macs", "0.4", "--max-ffn-fraction", "0.9", "--calib-samples", "64"]),
+        (0.9, 64)
+    );
+    assert_eq!(chosen(&["--target-macs", "0.7", "--max-ffn-fraction", "0.98"]), (0.98, 512));
+}

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # issue 16's targets again with one Attention op per attention: auto (seed 0, the defaults) at
 # --max-drop 0.5 and 1.0 (the journal reused), the hand recipes rebuilt, everything paired on dev.
+# O=DIR writes elsewhere (the depth defaults' re-run: O=/work/auto-depth).
 set -euo pipefail
 B=/work/main/target/release/onnx-compress
 export ORT_DYLIB_PATH=/work/main/.ort/lib/libonnxruntime.so.1.32.0
-S=/work/shared; O=/work/auto-op; mkdir -p $O; cd /work/main
+S=/work/shared; O=${O:-/work/auto-op}; mkdir -p $O; cd /work/main
 for T in sst2 mrpc; do
   M=$S/models/minilm-l6-$T/model.onnx; TR=$S/data/glue/$T/train.tsv
   /usr/bin/time -f "$T auto 0.5: %e s" $B auto $M $O/$T.onnx --task $T --calib-data $TR --max-drop 0.5 --objective speed --time-budget 30m --json > $O/$T.json 2> $O/$T.err

@@ -32,10 +32,10 @@ pub struct Settings {
     /// How int8 weights are stored (journals from before the choice: s8).
     #[serde(default = "s8")]
     pub weight_type: String,
-    /// How much of one layer's FFN a pruning level may take (journals from before the choice:
-    /// the default).
-    #[serde(default = "default_max_ffn")]
-    pub max_ffn_fraction: f64,
+    /// How much of one layer's FFN a pruning level may take, when given (`None`: by the level's
+    /// depth, and in journals from before the choice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ffn_fraction: Option<f64>,
     /// Whether static INT8 candidates are unpadded (journals from before the choice: no).
     #[serde(default)]
     pub unpad: bool,
@@ -43,10 +43,6 @@ pub struct Settings {
 
 fn s8() -> String {
     "s8".into()
-}
-
-fn default_max_ffn() -> f64 {
-    crate::passes::prune::DEFAULT_MAX_FFN_FRACTION
 }
 
 /// One scored candidate.
@@ -218,7 +214,7 @@ mod tests {
             max_length: 128,
             device: "cpu".into(),
             weight_type: "s8".into(),
-            max_ffn_fraction: default_max_ffn(),
+            max_ffn_fraction: None,
             unpad: true,
         }
     }

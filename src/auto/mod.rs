@@ -109,8 +109,8 @@ pub struct AutoOptions {
     /// How their int8 weights are stored.
     pub weight_type: WeightType,
     /// The largest share of one layer's FFN neurons a pruning level may take
-    /// (`prune.max_ffn_fraction`).
-    pub max_ffn_fraction: f64,
+    /// (`prune.max_ffn_fraction`; `None`: prune's default for the level's depth).
+    pub max_ffn_fraction: Option<f64>,
     /// Static INT8 candidates run their split blocks on the real tokens only (`quantize --unpad`).
     pub unpad: bool,
     /// The GLUE folder and split of the final evaluation.
@@ -146,10 +146,10 @@ impl AutoOptions {
                 ),
             ));
         }
-        if !(self.max_ffn_fraction > 0.0 && self.max_ffn_fraction < 1.0) {
+        if let Some(m) = self.max_ffn_fraction.filter(|m| !(*m > 0.0 && *m < 1.0)) {
             return Err(OptionError::new(
                 "max_ffn_fraction",
-                format!("`max_ffn_fraction` must lie in (0, 1); got {}", self.max_ffn_fraction),
+                format!("`max_ffn_fraction` must lie in (0, 1); got {m}"),
             ));
         }
         if self.selection < 16 {

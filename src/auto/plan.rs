@@ -72,9 +72,10 @@ pub fn args(o: &AutoOptions) -> Vec<String> {
         o.device.name().into(),
         "--weight-type".into(),
         o.weight_type.name().into(),
-        "--max-ffn-fraction".into(),
-        o.max_ffn_fraction.to_string(),
     ]);
+    if let Some(m) = o.max_ffn_fraction {
+        a.extend(["--max-ffn-fraction".into(), m.to_string()]);
+    }
     if !o.unpad {
         a.push("--no-unpad".into());
     }

@@ -108,8 +108,8 @@ pub struct Common {
     pub cuda: bool,
     /// How int8 weights are stored (`quantization.weight_type`).
     pub weight_type: WeightType,
-    /// `prune.max_ffn_fraction` of the pruning levels.
-    pub max_ffn_fraction: f64,
+    /// `prune.max_ffn_fraction` of the pruning levels (`None`: by each level's depth).
+    pub max_ffn_fraction: Option<f64>,
     /// Static INT8 runs its split blocks' other tokens on the real tokens only
     /// (`quantization.unpad`): the same model, faster on padded batches.
     pub unpad: bool,
@@ -126,9 +126,8 @@ pub fn recipe(c: &Candidate, common: &Common) -> Recipe {
         Structure::None => {}
         Structure::Prune(f) => {
             prune.target_macs = Some(f);
-            // Written only when it is not the default, so that other recipes stay as they were.
-            prune.max_ffn_fraction = (common.max_ffn_fraction != crate::passes::prune::DEFAULT_MAX_FFN_FRACTION)
-                .then_some(common.max_ffn_fraction);
+            // Written only when given, so that `run` chooses by the level's depth as `auto` did.
+            prune.max_ffn_fraction = common.max_ffn_fraction;
         }
         Structure::Lowrank(f) => {
             lowrank.enable = true;
@@ -167,7 +166,7 @@ pub fn recipe(c: &Candidate, common: &Common) -> Recipe {
         rmt_lowrank: lowrank,
         calibration: Some(CalibrationSection {
             data: common.calib_data.clone(),
-            samples: common.calib_samples,
+            samples: Some(common.calib_samples),
             seed: common.seed,
         }),
         eval: EvalSection {
@@ -212,7 +211,7 @@ mod tests {
             threads: 0,
             cuda: false,
             weight_type,
-            max_ffn_fraction: crate::passes::prune::DEFAULT_MAX_FFN_FRACTION,
+            max_ffn_fraction: None,
             unpad: true,
             data_dir: "/glue".into(),
             split: "dev".into(),
@@ -236,7 +235,7 @@ mod tests {
     }
 
     #[test]
-    fn the_ffn_share_is_written_into_pruning_recipes_only_when_not_the_default() {
+    fn the_ffn_share_is_written_into_pruning_recipes_only_when_given() {
         let mut common = common(WeightType::S8);
         let share = |structure: Structure, common: &Common| {
             let c = Candidate {
@@ -246,7 +245,7 @@ mod tests {
             recipe(&c, common).prune.max_ffn_fraction
         };
         assert_eq!(share(Structure::Prune(0.5), &common), None);
-        common.max_ffn_fraction = 0.98;
+        common.max_ffn_fraction = Some(0.98);
         assert_eq!(share(Structure::Prune(0.5), &common), Some(0.98));
         assert_eq!(share(Structure::Lowrank(0.7), &common), None);
         assert_eq!(share(Structure::None, &common), None);

@@ -9,7 +9,7 @@ use onnx_compress::auto::Objective;
 use onnx_compress::data::Format;
 use onnx_compress::options::Named;
 use onnx_compress::passes::lowrank::{ApplyTo, Shrink};
-use onnx_compress::passes::prune::{Strategy, DEFAULT_MAX_FFN_FRACTION};
+use onnx_compress::passes::prune::Strategy;
 use onnx_compress::passes::quantize::{ActivationType, CalibMethod, Fp16Float32, Mode, StaticForm, WeightType};
 use onnx_compress::runtime::Device;
 
@@ -92,7 +92,7 @@ pub struct CalibArgs {
     #[arg(long, value_name = "FILE")]
     pub calib_data: Option<PathBuf>,
     /// Number of calibration examples drawn (seeded by --seed) from --calib-data [default: 512;
-    /// quantize: 256].
+    /// prune --target-macs below 0.5: 1024; quantize: 256].
     #[arg(long)]
     pub calib_samples: Option<usize>,
     /// GLUE task of --calib-data when its header does not tell (sst2, mrpc, qqp, ...).
@@ -132,9 +132,9 @@ pub struct PruneArgs {
     #[arg(long, value_name = "F", allow_negative_numbers = true, conflicts_with_all = ["heads", "ffn", "per_layer"])]
     pub target_macs: Option<f64>,
     /// With --target-macs: the largest share of one layer's FFN neurons the allocation may
-    /// remove, in (0, 1). Deep budgets (half the MACs and below) do better with 0.98.
-    #[arg(long, value_name = "F", default_value_t = DEFAULT_MAX_FFN_FRACTION, allow_negative_numbers = true)]
-    pub max_ffn_fraction: f64,
+    /// remove, in (0, 1) [default: 0.98 at --target-macs 0.5 and below, else 0.9].
+    #[arg(long, value_name = "F", allow_negative_numbers = true)]
+    pub max_ffn_fraction: Option<f64>,
     /// With calibration: remove the same fraction in every layer instead of placing the
     /// model-wide count where it costs least (l1 and random always work per layer).
     #[arg(long, requires = "calib_data")]
@@ -535,9 +535,9 @@ pub struct AutoArgs {
     #[arg(long, value_parser = choice::<WeightType>(), default_value = "s8")]
     pub weight_type: WeightType,
     /// The largest share of one layer's FFN neurons a pruning level may take (prune
-    /// --max-ffn-fraction); 0.98 prunes deep levels (half the MACs and below) better.
-    #[arg(long, value_name = "F", default_value_t = DEFAULT_MAX_FFN_FRACTION, allow_negative_numbers = true)]
-    pub max_ffn_fraction: f64,
+    /// --max-ffn-fraction) [default: prune's, 0.98 for levels at half the MACs and below, else 0.9].
+    #[arg(long, value_name = "F", allow_negative_numbers = true)]
+    pub max_ffn_fraction: Option<f64>,
     /// Build static INT8 candidates without quantize --unpad (by default their split blocks run
     /// on the real tokens only: the same model, faster on padded batches; a few small ops more on
     /// batches without padding, e.g. --bucket or batch 1).

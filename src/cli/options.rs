@@ -9,7 +9,7 @@ use onnx_compress::executor::{self, Calibration, Plan, PlanError};
 use onnx_compress::glue::Task;
 use onnx_compress::options::flag;
 use onnx_compress::passes::lowrank::{LowrankOptions, RankRule};
-use onnx_compress::passes::prune::{PruneOptions, Strategy};
+use onnx_compress::passes::prune::{self, PruneOptions, Strategy};
 use onnx_compress::passes::quantize::{self, CalibMethod, Mode, QuantizeOptions};
 use onnx_compress::passes::Pass;
 
@@ -18,7 +18,8 @@ use onnx_compress::eval::EvalData;
 
 use super::flags::{CalibArgs, EvalDataArgs, LowrankArgs, PruneArgs, QuantizeArgs, RecipeEval};
 
-/// Calibration examples drawn by default (quantize: [`QUANTIZE_CALIB_SAMPLES`]).
+/// Calibration examples drawn by default (quantize: [`QUANTIZE_CALIB_SAMPLES`]; prune: by its
+/// target, [`prune::default_calib_samples`]).
 pub const CALIB_SAMPLES: usize = 512;
 pub const QUANTIZE_CALIB_SAMPLES: usize = 256;
 
@@ -65,7 +66,11 @@ pub fn prune_plan(a: &PruneArgs) -> Result<Plan> {
         seed: a.calib.seed,
         seq_len: a.seq_len,
         target_macs: a.target_macs,
-        max_ffn_fraction: a.max_ffn_fraction,
+        max_ffn_fraction: match (a.max_ffn_fraction, a.target_macs) {
+            (Some(m), _) => m,
+            (None, Some(t)) => prune::default_max_ffn_fraction(t),
+            (None, None) => prune::DEFAULT_MAX_FFN_FRACTION,
+        },
         per_layer: a.per_layer,
         ffn_multiple_of: a.ffn_multiple_of,
         // Named units are a recipe feature (the reference's `heads_to_remove`).
@@ -77,7 +82,8 @@ pub fn prune_plan(a: &PruneArgs) -> Result<Plan> {
     }
     let plan = Plan::single(
         Pass::Prune(opts),
-        a.calib.calibration(CALIB_SAMPLES, a.io.tokenizer.as_deref())?,
+        a.calib
+            .calibration(prune::default_calib_samples(a.target_macs), a.io.tokenizer.as_deref())?,
     );
     plan.validate().map_err(plan_error)?;
     Ok(plan)

@@ -261,14 +261,12 @@ pub struct LowrankSection {
 pub struct CalibrationSection {
     /// A GLUE TSV of the task's train split, relative to the config file.
     pub data: PathBuf,
-    #[serde(default = "default_samples")]
-    pub samples: usize,
+    /// Examples drawn; by default as `prune` draws them for `prune.target_macs`
+    /// ([`crate::passes::prune::default_calib_samples`]: 512, or 1024 below half the MACs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<usize>,
     #[serde(default)]
     pub seed: u64,
-}
-
-fn default_samples() -> usize {
-    512
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -751,7 +749,7 @@ fn check(rec: &Recipe, text: &str) -> Result<Task, String> {
         }
     }
     if let Some(c) = &rec.calibration {
-        if c.samples == 0 {
+        if c.samples == Some(0) {
             return Err(format!("{}: must be at least 1", at("calibration.samples")));
         }
     }

@@ -189,7 +189,7 @@ impl LoadedRecipe {
                     max_ffn_fraction: rec
                         .prune
                         .max_ffn_fraction
-                        .unwrap_or(crate::passes::prune::DEFAULT_MAX_FFN_FRACTION),
+                        .unwrap_or(crate::passes::prune::default_max_ffn_fraction(t)),
                     ffn_multiple_of: rec.prune.ffn_multiple_of.unwrap_or(1),
                     ..Default::default()
                 }),
@@ -215,7 +215,9 @@ impl LoadedRecipe {
             format: None,
             columns: Default::default(),
             task: Some(self.task()),
-            samples: c.samples,
+            samples: c
+                .samples
+                .unwrap_or(crate::passes::prune::default_calib_samples(rec.prune.target_macs)),
             seed: c.seed,
             max_length: rec.data.max_input_length,
             threads: rec.eval.threads,
@@ -277,23 +279,29 @@ mod tests {
             .contains("quantization.weight_type"));
     }
 
+    /// A MAC budget's FFN share and calibration size come from the recipe; when not written,
+    /// from the budget's depth, as `prune` chooses them.
     #[test]
-    fn a_mac_budget_takes_its_ffn_share_from_the_recipe() {
-        let prune = |extra: &str| {
+    fn a_mac_budget_takes_its_ffn_share_and_calibration_from_the_recipe_or_its_depth() {
+        let prune = |target: f64, extra: &str, samples: &str| {
             let text = format!(
-                "model:\n  model_name: m.onnx\ndata:\n  task: sst2\ncalibration:\n  data: t.tsv\nprune:\n  target_macs: 0.5\n{extra}"
+                "model:\n  model_name: m.onnx\ndata:\n  task: sst2\ncalibration:\n  data: t.tsv\n{samples}prune:\n  target_macs: {target}\n{extra}"
             );
             let plan = crate::recipe::parse(&text, std::path::Path::new("r.yaml"))
                 .unwrap()
                 .plan()
                 .unwrap();
+            let samples = plan.calibration.as_ref().map(|c| c.samples);
             match &plan.steps[0].pass {
-                Pass::Prune(o) => (o.target_macs, o.max_ffn_fraction),
+                Pass::Prune(o) => (o.target_macs, o.max_ffn_fraction, samples),
                 p => panic!("{p:?}"),
             }
         };
-        let default = crate::passes::prune::DEFAULT_MAX_FFN_FRACTION;
-        assert_eq!(prune(""), (Some(0.5), default));
-        assert_eq!(prune("  max_ffn_fraction: 0.98\n"), (Some(0.5), 0.98));
+        assert_eq!(prune(0.6, "", ""), (Some(0.6), 0.9, Some(512)));
+        assert_eq!(prune(0.5, "", ""), (Some(0.5), 0.98, Some(512)));
+        assert_eq!(prune(0.4, "", ""), (Some(0.4), 0.98, Some(1024)));
+        assert_eq!(prune(0.5, "  max_ffn_fraction: 0.9\n", ""), (Some(0.5), 0.9, Some(512)));
+        assert_eq!(prune(0.6, "  max_ffn_fraction: 0.98\n", ""), (Some(0.6), 0.98, Some(512)));
+        assert_eq!(prune(0.4, "", "  samples: 512\n"), (Some(0.4), 0.98, Some(512)));
     }
 }
