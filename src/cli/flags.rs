@@ -258,6 +258,11 @@ pub struct QuantizeArgs {
     /// the same (dynamic: ranges from real tokens only)
     #[arg(long)]
     pub unpad: bool,
+    /// int8, ONNX Runtime's forms (dynamic; static --static-form ort): keep each attention core as
+    /// the separate ops the model has, in its own opset, instead of one ONNX Attention op (opset
+    /// 23): for runtimes older than opset 23 (ONNX Runtime before 1.23). The same outputs; slower.
+    #[arg(long)]
+    pub no_attention_op: bool,
     /// fp16: what stays float32: norms (LayerNorm, softmax and the logits; the default) or
     /// outputs (the logits: LayerNorm and softmax in float16, whose kernels sum in float32; fewer
     /// Casts, faster on CUDA at large batches)

@@ -156,6 +156,9 @@ pub fn quantize_plan(a: &QuantizeArgs) -> Result<Plan> {
         bail!("--fp16-float32 applies to --mode fp16 only");
     }
     let defaults = QuantizeOptions::default();
+    let static_form = a.static_form.unwrap_or(defaults.static_form);
+    let split_first_token = a.split_first_token
+        || (!a.no_split_first_token && quantize::split_by_default(a.mode, !a.per_tensor));
     let opts = QuantizeOptions {
         mode: a.mode,
         per_channel: !a.per_tensor,
@@ -165,13 +168,18 @@ pub fn quantize_plan(a: &QuantizeArgs) -> Result<Plan> {
         percentile: a.percentile.unwrap_or(defaults.percentile),
         exclude: a.exclude.clone(),
         embeddings: !a.no_embeddings,
-        static_form: a.static_form.unwrap_or(defaults.static_form),
+        static_form,
         // At most one of the two flags is set (the last given wins); fp16 refuses the first above.
-        split_first_token: a.split_first_token
-            || (!a.no_split_first_token && quantize::split_by_default(a.mode, !a.per_tensor)),
+        split_first_token,
         unpad: a.unpad,
+        attention_op: !a.no_attention_op,
         fp16_float32: a.fp16_float32.unwrap_or(defaults.fp16_float32),
     };
+    let writes_the_op = split_first_token
+        && (a.mode == Mode::Dynamic || (a.mode == Mode::Static && static_form == quantize::StaticForm::Ort));
+    if a.no_attention_op && !writes_the_op {
+        bail!("--no-attention-op: no Attention op would be written; only ONNX Runtime's int8 forms with the first-token split write it (--mode dynamic, or --mode static --static-form ort, with per-channel weights)");
+    }
     let plan = Plan::single(
         Pass::Quantize(opts),
         a.calib.calibration(QUANTIZE_CALIB_SAMPLES, a.io.tokenizer.as_deref())?,

@@ -217,6 +217,10 @@ pub struct QuantizationSection {
     /// int8 with the split: run the other tokens' half on the real tokens only (default off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unpad: Option<bool>,
+    /// ONNX Runtime's int8 forms: each attention core as one ONNX `Attention` op (default on;
+    /// no effect where the form is not written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention_op: Option<bool>,
     /// fp16: what stays float32, `norms` (the default) or `outputs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fp16_float32: Option<String>,

@@ -132,6 +132,7 @@ pub fn quantize_options(q: &QuantizationSection) -> Result<QuantizeOptions, Stri
             .split_first_token
             .unwrap_or(!reference && quantize::split_by_default(mode, per_channel)),
         unpad: q.unpad.unwrap_or(false),
+        attention_op: q.attention_op.unwrap_or(true),
         fp16_float32,
     })
 }

@@ -231,8 +231,17 @@ pub struct QuantizeOptions {
     /// packed rows where the graph allows (see [`pack`]), else the other tokens' half of each
     /// split block (see [`split`]).
     pub unpad: bool,
+    /// ONNX Runtime's int8 forms (dynamic, static `ort`, with the split): each attention core as
+    /// one ONNX `Attention` op, the opset raised to 23 (see [`attention_op`]); false: the cores
+    /// stay separate ops in the model's opset, for runtimes without opset 23.
+    #[serde(skip_serializing_if = "is_true")]
+    pub attention_op: bool,
     /// fp16: what stays float32.
     pub fp16_float32: Fp16Float32,
+}
+
+fn is_true(v: &bool) -> bool {
+    *v
 }
 
 /// Whether the first-token split is on when neither asked for nor refused: in the int8 modes with
@@ -256,6 +265,7 @@ impl Default for QuantizeOptions {
             static_form: StaticForm::Qdq,
             split_first_token: true,
             unpad: false,
+            attention_op: true,
             fp16_float32: Fp16Float32::Norms,
         }
     }
@@ -965,13 +975,18 @@ pub fn quantize_selected(
             // each attention core as one op where it can be, the keys of the rest read
             // transposed.
             if opts.split_first_token && (opts.mode == Mode::Dynamic || opts.static_form == StaticForm::Ort) {
-                let (out, n, why) = attention_op::one_op_attention(&out, &attention_op::heads_by_softmax(model))?;
-                report.attention_ops = n;
-                if let Some(why) = why {
-                    report.warnings.push(format!(
-                        "attention cores kept as separate ops (no one Attention op): {why}"
-                    ));
-                }
+                let out = if opts.attention_op {
+                    let (out, n, why) = attention_op::one_op_attention(&out, &attention_op::heads_by_softmax(model))?;
+                    report.attention_ops = n;
+                    if let Some(why) = why {
+                        report.warnings.push(format!(
+                            "attention cores kept as separate ops (no one Attention op): {why}"
+                        ));
+                    }
+                    out
+                } else {
+                    out
+                };
                 let (out, n) = keys::read_keys_transposed(&out)?;
                 report.keys_read_transposed = n;
                 out
