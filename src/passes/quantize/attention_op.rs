@@ -251,12 +251,22 @@ fn matched(ix: &GraphIndex, sm: usize, heads: usize, head_size: usize) -> Option
     if pvn.op_type() != "MatMul" || !pvn.domain().is_empty() || pvn.input[0] != weights {
         return None;
     }
-    let &[context] = ix.consumers(&pvn.output[0]) else {
+    // The context's transpose, right after the product or after a Reshape that keeps its shape
+    // (transformers 5's SDPA export: to [batch, -1, query, head] read off the shapes).
+    let product = &pvn.output[0];
+    let &[next] = &beside_shapes(ix, product)[..] else {
         return None;
     };
-    if !only(&pvn.output[0], context) || !transpose(ix, context, &[0, 2, 1, 3]) {
-        return None;
-    }
+    let (context, reshape) = if transpose(ix, next, &[0, 2, 1, 3]) {
+        (next, None)
+    } else {
+        let r = ix.node(next);
+        let &[t] = ix.consumers(&r.output[0]) else { return None };
+        if r.op_type() != "Reshape" || !r.domain().is_empty() || ix.is_graph_output(&r.output[0]) || !transpose(ix, t, &[0, 2, 1, 3]) {
+            return None;
+        }
+        (t, Some(next))
+    };
     let v = heads_of(ix, &pvn.input[1], &[0, 2, 1, 3], pv)?.0;
     // Softmax ← Add(scores, mask) or Where(masked, fill, scores) or neither ← Mul/Div by a
     // scalar* ← the score product.
@@ -285,6 +295,11 @@ fn matched(ix: &GraphIndex, sm: usize, heads: usize, head_size: usize) -> Option
     let key_perm: &[i64] = if transposed_keys { &[0, 2, 1, 3] } else { &[0, 2, 3, 1] };
     let (k, ck) = heads_of(ix, &m.input[1], key_perm, mm)?;
     scale *= cq * ck;
+    if let Some(r) = reshape {
+        if !keeps_shape(ix, r, product, [&q, &v], [heads, head_size]) {
+            return None;
+        }
+    }
     // The heads where the split's shape states them.
     for s in [&q, &k, &v] {
         if let Some(got) = op_is(s, "Reshape").and_then(|r| heads_stated(ix, &ix.node(r).input[1])) {
@@ -376,17 +391,101 @@ fn scores_from(ix: &GraphIndex, v: &str) -> Option<(usize, bool, f32)> {
     }
 }
 
-/// `v` = Transpose(x, perm), times or divided by a scalar or not, read by `reader` alone:
-/// (x [batch, seq, heads, head], the factor).
+/// The readers of `v` other than `Shape`s (which read no values: what they feed keeps `v`
+/// computed, not wrong); none where `v` is a graph output.
+fn beside_shapes(ix: &GraphIndex, v: &str) -> Vec<usize> {
+    if ix.is_graph_output(v) {
+        return vec![];
+    }
+    ix.consumers(v)
+        .iter()
+        .copied()
+        .filter(|&r| ix.node(r).op_type() != "Shape")
+        .collect()
+}
+
+/// Reshape `r` of the product [batch, heads, query, head] to the shape it has: each element
+/// copied (0), the heads or head size stated, -1 once, or read off a shape whose dimension is
+/// the same — the product's own, or the transposed head splits of Q (`q`) or of V (`v`; not its
+/// key length).
+fn keeps_shape(ix: &GraphIndex, r: usize, product: &str, [q, v]: [&str; 2], [heads, head_size]: [usize; 2]) -> bool {
+    if ix.attr_i(r, "allowzero").unwrap_or(0) != 0 {
+        return false;
+    }
+    let Some(shape) = ix.node(r).input.get(1) else { return false };
+    // The shape's elements: Ok(constant) or Err((value read by Shape, its dimension)).
+    let mut elements: Vec<Result<i64, (String, i64)>> = vec![];
+    if let Some(c) = ix.const_i64(shape) {
+        elements.extend(c.into_iter().map(Ok));
+    } else {
+        let Some(cat) = ix.producer(shape).filter(|&c| ix.node(c).op_type() == "Concat" && ix.attr_i(c, "axis") == Some(0)) else {
+            return false;
+        };
+        for piece in &ix.node(cat).input {
+            if let Some(c) = ix.const_i64(piece) {
+                elements.extend(c.into_iter().map(Ok));
+            } else if let Some(d) = shape_dim(ix, piece) {
+                elements.push(Err(d));
+            } else {
+                return false;
+            }
+        }
+    }
+    // Where the transposed splits come from: Transpose(split, [0, 2, 1, 3]).
+    let split_of = |x: &str| {
+        ix.producer(x)
+            .filter(|&t| transpose(ix, t, &[0, 2, 1, 3]))
+            .map(|t| ix.node(t).input[0].clone())
+    };
+    let mut free = 0;
+    elements.len() == 4
+        && elements.iter().enumerate().all(|(k, e)| match e {
+            Ok(0) => true,
+            Ok(-1) => {
+                free += 1;
+                free == 1
+            }
+            Ok(c) => (k == 1 && *c == heads as i64) || (k == 3 && *c == head_size as i64),
+            Err((x, j)) => {
+                *j == k as i64
+                    && (x == product
+                        || split_of(x).as_deref() == Some(q)
+                        || (k != 2 && split_of(x).as_deref() == Some(v)))
+            }
+        })
+}
+
+/// `Unsqueeze(Gather(Shape(x), j))` (a one-element piece of a shape): (x, j).
+fn shape_dim(ix: &GraphIndex, piece: &str) -> Option<(String, i64)> {
+    let u = ix.producer(piece).filter(|&u| ix.node(u).op_type() == "Unsqueeze" && ix.node(u).domain().is_empty())?;
+    let axes = ix.node(u).input.get(1).and_then(|a| ix.const_i64(a)).or_else(|| ix.attr_ints(u, "axes"))?;
+    if axes != [0] {
+        return None;
+    }
+    let g = ix.producer(&ix.node(u).input[0]).filter(|&g| ix.node(g).op_type() == "Gather" && ix.attr_i(g, "axis").unwrap_or(0) == 0)?;
+    let j = match ix.const_i64(ix.node(g).input.get(1)?)?[..] {
+        [j] if j >= 0 => j,
+        _ => return None,
+    };
+    let sh = ix.producer(&ix.node(g).input[0])?;
+    let sn = ix.node(sh);
+    (sn.op_type() == "Shape" && sn.domain().is_empty() && ix.attr_i(sh, "start").is_none() && ix.attr_i(sh, "end").is_none())
+        .then(|| (sn.input[0].clone(), j))
+}
+
+/// `v` = Transpose(x, perm), times or divided by a scalar or not, read by `reader` alone (and
+/// by `Shape`s): (x [batch, seq, heads, head], the factor).
 fn heads_of(ix: &GraphIndex, v: &str, perm: &[i64], reader: usize) -> Option<(String, f32)> {
-    if ix.consumers(v) != [reader] || ix.is_graph_output(v) {
+    if beside_shapes(ix, v) != [reader] {
         return None;
     }
     let mut p = ix.producer(v)?;
     let mut c = 1.0;
     if matches!(ix.node(p).op_type(), "Mul" | "Div") && ix.node(p).domain().is_empty() {
         let (s, other) = scalar_operand(ix, p)?;
-        if ix.consumers(&other).len() != 1 || ix.is_graph_output(&other) {
+        // Besides the scale, only `Shape`s may read the heads (transformers 4's SDPA reads the
+        // head size off Q's for the scale).
+        if beside_shapes(ix, &other) != [p] {
             return None;
         }
         c = if ix.node(p).op_type() == "Mul" { s } else { 1.0 / s };
@@ -415,18 +514,89 @@ fn transpose(ix: &GraphIndex, i: usize, perm: &[i64]) -> bool {
     n.op_type() == "Transpose" && n.domain().is_empty() && ix.attr_ints(i, "perm").as_deref() == Some(perm)
 }
 
-/// A binary node with one scalar float constant operand: (the scalar, the other input).
-/// `Div` only by the constant.
+/// A binary node with one scalar operand known before the run: (the scalar, the other input).
+/// `Div` only by the scalar.
 fn scalar_operand(ix: &GraphIndex, i: usize) -> Option<(f32, String)> {
     let n = ix.node(i);
     if n.input.len() != 2 {
         return None;
     }
     let slots: &[usize] = if n.op_type() == "Div" { &[1] } else { &[1, 0] };
-    slots.iter().find_map(|&s| match ix.const_f32(&n.input[s]).as_deref() {
-        Some(&[c]) if c.is_finite() && c != 0.0 => Some((c, n.input[1 - s].clone())),
+    slots.iter().find_map(|&s| match scalar_value(ix, &n.input[s], 0) {
+        Some(c) if c.is_finite() && c != 0.0 => Some((c, n.input[1 - s].clone())),
         _ => None,
     })
+}
+
+/// The value of scalar `v` where the graph fixes it: a constant, or arithmetic (`Sqrt`, `Div`,
+/// `Mul`, `Reciprocal`, float `Cast`s) on constants and head sizes read off a head split's shape —
+/// transformers 4's SDPA export scales Q and K each by √(1/√d), d sliced from Q's shape at run
+/// time. Computed in float32, as the run computes it.
+fn scalar_value(ix: &GraphIndex, v: &str, depth: usize) -> Option<f32> {
+    if let Some(c) = ix.const_f32(v) {
+        return match c[..] {
+            [c] => Some(c),
+            _ => None,
+        };
+    }
+    if let Some(c) = ix.const_i64(v) {
+        return match c[..] {
+            [c] => Some(c as f32),
+            _ => None,
+        };
+    }
+    let p = ix.producer(v)?;
+    let n = ix.node(p);
+    if depth > 8 || !n.domain().is_empty() {
+        return None;
+    }
+    let arg = |k: usize| scalar_value(ix, n.input.get(k)?, depth + 1);
+    match n.op_type() {
+        "Sqrt" => arg(0).map(f32::sqrt),
+        "Reciprocal" => arg(0).map(|x| 1.0 / x),
+        "Div" => Some(arg(0)? / arg(1)?),
+        "Mul" => Some(arg(0)? * arg(1)?),
+        // To float32 (1) only: the value is then what the run computes.
+        "Cast" if ix.attr_i(p, "to") == Some(1) => arg(0),
+        "Slice" | "Gather" => last_dim(ix, p).map(|d| d as f32),
+        _ => None,
+    }
+}
+
+/// Node `i` takes the last element of a `Shape` of a head split (`Slice(shape, -1, end)` or
+/// `Gather(shape, -1)`): the head size its Reshape states.
+fn last_dim(ix: &GraphIndex, i: usize) -> Option<i64> {
+    let n = ix.node(i);
+    let last = |v: Option<&String>| v.and_then(|v| ix.const_i64(v)).is_some_and(|c| matches!(c[..], [-1] | [3]));
+    let ok = match n.op_type() {
+        "Slice" => {
+            last(n.input.get(1))
+                && ix.const_i64(n.input.get(2)?).is_some_and(|c| matches!(c[..], [e] if e >= 4))
+                && n.input.get(3).filter(|a| !a.is_empty()).is_none_or(|a| ix.const_i64(a).as_deref() == Some(&[0]))
+                && n.input.get(4).filter(|s| !s.is_empty()).is_none_or(|s| ix.const_i64(s).as_deref() == Some(&[1]))
+        }
+        "Gather" => last(n.input.get(1)) && ix.attr_i(i, "axis").unwrap_or(0) == 0,
+        _ => false,
+    };
+    let shape = ix.producer(n.input.first()?).filter(|_| ok)?;
+    let sn = ix.node(shape);
+    if sn.op_type() != "Shape" || !sn.domain().is_empty() || ix.attr_i(shape, "start").is_some() || ix.attr_i(shape, "end").is_some() {
+        return None;
+    }
+    // The shape of [batch, heads, seq, head] transposed from a split [batch, seq, heads, head].
+    let mut t = ix.producer(&sn.input[0])?;
+    if ix.node(t).op_type() == "Transpose" {
+        if !transpose(ix, t, &[0, 2, 1, 3]) {
+            return None;
+        }
+        t = ix.producer(&ix.node(t).input[0])?;
+    }
+    let r = ix.node(t);
+    if r.op_type() != "Reshape" || !r.domain().is_empty() {
+        return None;
+    }
+    let [_, d] = heads_stated(ix, r.input.get(1)?)?;
+    (d > 0).then_some(d)
 }
 
 /// Raises the model's default opset to [`OPSET`] where its graph means the same there, or why not.
