@@ -293,14 +293,20 @@ fn the_cli_chooses_the_ffn_share_and_calibration_size_by_the_budgets_depth() {
         ..Default::default()
     };
     onnx_compress::onnx::save(&model(), &input, &save).unwrap();
-    let words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "good", "bad", "film", "the", "a", "is"];
+    let words = [
+        "[PAD]", "[UNK]", "[CLS]", "[SEP]", "good", "bad", "film", "the", "a", "is",
+    ];
     std::fs::write(
         dir.path().join("tokenizer.json"),
         common::word_level_tokenizer(&words, common::BERT_SPECIALS, serde_json::Value::Null),
     )
     .unwrap();
     let texts = dir.path().join("texts.csv");
-    std::fs::write(&texts, "text\ngood film\nbad film\nthe film is good\na bad film\nthe film\n").unwrap();
+    std::fs::write(
+        &texts,
+        "text\ngood film\nbad film\nthe film is good\na bad film\nthe film\n",
+    )
+    .unwrap();
     let chosen = |args: &[&str]| {
         let out = dir.path().join("out.onnx");
         let o = common::bin()
@@ -314,14 +320,27 @@ fn the_cli_chooses_the_ffn_share_and_calibration_size_by_the_budgets_depth() {
         assert!(o.status.success(), "{args:?}: {}", common::text(&o.stderr));
         let h = onnx_compress::history::history(&onnx_compress::onnx::load(&out).unwrap()).unwrap();
         let opts = &h.last().unwrap().options;
-        (opts["max_ffn_fraction"].as_f64().unwrap(), opts["calib_samples"].as_u64().unwrap())
+        (
+            opts["max_ffn_fraction"].as_f64().unwrap(),
+            opts["calib_samples"].as_u64().unwrap(),
+        )
     };
     assert_eq!(chosen(&["--target-macs", "0.6"]), (0.9, 512));
     assert_eq!(chosen(&["--target-macs", "0.5"]), (0.98, 512));
     assert_eq!(chosen(&["--target-macs", "0.4"]), (0.98, 1024));
     assert_eq!(
-        chosen(&["--target-macs", "0.4", "--max-ffn-fraction", "0.9", "--calib-samples", "64"]),
+        chosen(&[
+            "--target-macs",
+            "0.4",
+            "--max-ffn-fraction",
+            "0.9",
+            "--calib-samples",
+            "64"
+        ]),
         (0.9, 64)
     );
-    assert_eq!(chosen(&["--target-macs", "0.7", "--max-ffn-fraction", "0.98"]), (0.98, 512));
+    assert_eq!(
+        chosen(&["--target-macs", "0.7", "--max-ffn-fraction", "0.98"]),
+        (0.98, 512)
+    );
 }

@@ -494,7 +494,10 @@ fn no_attention_op_keeps_the_separate_ops_in_the_models_opset() {
     };
     let (one, r1) = quantized(&[], "one.onnx");
     let (kept, r2) = quantized(&["--no-attention-op"], "kept.onnx");
-    assert_eq!((r1["attention_ops"].as_u64(), r2["attention_ops"].as_u64()), (Some(2), Some(0)));
+    assert_eq!(
+        (r1["attention_ops"].as_u64(), r2["attention_ops"].as_u64()),
+        (Some(2), Some(0))
+    );
     assert_eq!(r2["keys_read_transposed"].as_u64(), Some(2), "{r2}");
     assert_eq!(r2["options"]["attention_op"], false);
     assert_eq!((default_opset(&one), default_opset(&kept)), (23, default_opset(&m)));
@@ -520,7 +523,10 @@ fn no_attention_op_keeps_the_separate_ops_in_the_models_opset() {
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success() && err.contains("--no-attention-op: no Attention op would be written"), "{args:?}: {err}");
+        assert!(
+            !o.status.success() && err.contains("--no-attention-op: no Attention op would be written"),
+            "{args:?}: {err}"
+        );
         assert!(!out.exists(), "{args:?} wrote a file");
     }
 }
@@ -1335,8 +1341,10 @@ fn shared_mrpc_dynamic_and_fp16_agree_with_float32() {
 #[test]
 fn shared_sst2_one_attention_op_gives_the_separate_ops_logits() {
     let what = "the one Attention op on a shared model";
-    let (Some(dir), Some(train)) = (require("models/minilm-l6-sst2", what), require("data/glue/sst2/train.tsv", what))
-    else {
+    let (Some(dir), Some(train)) = (
+        require("models/minilm-l6-sst2", what),
+        require("data/glue/sst2/train.tsv", what),
+    ) else {
         return;
     };
     let Some(data) = require("data/glue", what) else {
@@ -1349,7 +1357,17 @@ fn shared_sst2_one_attention_op_gives_the_separate_ops_logits() {
     let quantized = |extra: &[&str], name: &str| {
         let out = tmp.path().join(name);
         let o = bin()
-            .args(["quantize", "-q", "--mode", "static", "--static-form", "ort", "--calib-samples", "64", "--calib-data"])
+            .args([
+                "quantize",
+                "-q",
+                "--mode",
+                "static",
+                "--static-form",
+                "ort",
+                "--calib-samples",
+                "64",
+                "--calib-data",
+            ])
             .arg(&train)
             .args(extra)
             .arg(dir.join("model.onnx"))
@@ -1359,7 +1377,10 @@ fn shared_sst2_one_attention_op_gives_the_separate_ops_logits() {
         assert!(o.status.success(), "{extra:?}: {}", String::from_utf8_lossy(&o.stderr));
         out
     };
-    let (one, kept) = (quantized(&[], "one.onnx"), quantized(&["--no-attention-op"], "kept.onnx"));
+    let (one, kept) = (
+        quantized(&[], "one.onnx"),
+        quantized(&["--no-attention-op"], "kept.onnx"),
+    );
     assert_eq!(ops(&onnx::load(&one).unwrap()).get("Attention"), Some(&6));
     assert_eq!(ops(&onnx::load(&kept).unwrap()).get("Attention"), None);
     let o = bin()

@@ -157,8 +157,8 @@ pub fn quantize_plan(a: &QuantizeArgs) -> Result<Plan> {
     }
     let defaults = QuantizeOptions::default();
     let static_form = a.static_form.unwrap_or(defaults.static_form);
-    let split_first_token = a.split_first_token
-        || (!a.no_split_first_token && quantize::split_by_default(a.mode, !a.per_tensor));
+    let split_first_token =
+        a.split_first_token || (!a.no_split_first_token && quantize::split_by_default(a.mode, !a.per_tensor));
     let opts = QuantizeOptions {
         mode: a.mode,
         per_channel: !a.per_tensor,

@@ -302,7 +302,10 @@ mod tests {
         assert_eq!(prune(0.5, "", ""), (Some(0.5), 0.98, Some(512)));
         assert_eq!(prune(0.4, "", ""), (Some(0.4), 0.98, Some(1024)));
         assert_eq!(prune(0.5, "  max_ffn_fraction: 0.9\n", ""), (Some(0.5), 0.9, Some(512)));
-        assert_eq!(prune(0.6, "  max_ffn_fraction: 0.98\n", ""), (Some(0.6), 0.98, Some(512)));
+        assert_eq!(
+            prune(0.6, "  max_ffn_fraction: 0.98\n", ""),
+            (Some(0.6), 0.98, Some(512))
+        );
         assert_eq!(prune(0.4, "", "  samples: 512\n"), (Some(0.4), 0.98, Some(512)));
     }
 }

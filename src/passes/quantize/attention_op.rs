@@ -17,10 +17,13 @@
 //! Reshape that splits them where its shape is constant. The additive mask is broadcast to [·, ·,
 //! query, key] (`Expand`, once per attention), which ONNX Runtime's kernel requires; a
 //! `Where(masked, fill, scores)` with a large negative fill (DistilBERT) becomes the boolean mask
-//! of the keys attended. transformers' SDPA guard after the softmax, `Where(IsNaN(p), 0, p)`, goes
-//! into the op too (its kernel gives a query whose every key is masked a zero context, what the
-//! guard gives; without the guard, such a query — a sequence with no real token — averaged the
-//! values before and gets zero now). A constant scale on Q or K before the product (DistilBERT
+//! of the keys attended. The classic exporter's SDPA attention is matched too: transformers 4's
+//! scale √(1/√d) on Q and K, computed at run time from Q's shape, is evaluated where the graph
+//! fixes it (`scalar_value`), and transformers 5's reshape of the context to its own shape is
+//! checked element by element (`keeps_shape`). transformers' SDPA guard after the softmax,
+//! `Where(IsNaN(p), 0, p)`, goes into the op too (its kernel gives a query whose every key is
+//! masked a zero context, what the guard gives; without the guard, such a query — a sequence with
+//! no real token — averaged the values before and gets zero now). A constant scale on Q or K before the product (DistilBERT
 //! divides Q by √d) goes into the op's `scale` with the one after it.
 //!
 //! The op needs opset 23; the model's default opset is raised to it where nothing in the graph
@@ -262,7 +265,11 @@ fn matched(ix: &GraphIndex, sm: usize, heads: usize, head_size: usize) -> Option
     } else {
         let r = ix.node(next);
         let &[t] = ix.consumers(&r.output[0]) else { return None };
-        if r.op_type() != "Reshape" || !r.domain().is_empty() || ix.is_graph_output(&r.output[0]) || !transpose(ix, t, &[0, 2, 1, 3]) {
+        if r.op_type() != "Reshape"
+            || !r.domain().is_empty()
+            || ix.is_graph_output(&r.output[0])
+            || !transpose(ix, t, &[0, 2, 1, 3])
+        {
             return None;
         }
         (t, Some(next))
@@ -412,13 +419,18 @@ fn keeps_shape(ix: &GraphIndex, r: usize, product: &str, [q, v]: [&str; 2], [hea
     if ix.attr_i(r, "allowzero").unwrap_or(0) != 0 {
         return false;
     }
-    let Some(shape) = ix.node(r).input.get(1) else { return false };
+    let Some(shape) = ix.node(r).input.get(1) else {
+        return false;
+    };
     // The shape's elements: Ok(constant) or Err((value read by Shape, its dimension)).
     let mut elements: Vec<Result<i64, (String, i64)>> = vec![];
     if let Some(c) = ix.const_i64(shape) {
         elements.extend(c.into_iter().map(Ok));
     } else {
-        let Some(cat) = ix.producer(shape).filter(|&c| ix.node(c).op_type() == "Concat" && ix.attr_i(c, "axis") == Some(0)) else {
+        let Some(cat) = ix
+            .producer(shape)
+            .filter(|&c| ix.node(c).op_type() == "Concat" && ix.attr_i(c, "axis") == Some(0))
+        else {
             return false;
         };
         for piece in &ix.node(cat).input {
@@ -457,20 +469,32 @@ fn keeps_shape(ix: &GraphIndex, r: usize, product: &str, [q, v]: [&str; 2], [hea
 
 /// `Unsqueeze(Gather(Shape(x), j))` (a one-element piece of a shape): (x, j).
 fn shape_dim(ix: &GraphIndex, piece: &str) -> Option<(String, i64)> {
-    let u = ix.producer(piece).filter(|&u| ix.node(u).op_type() == "Unsqueeze" && ix.node(u).domain().is_empty())?;
-    let axes = ix.node(u).input.get(1).and_then(|a| ix.const_i64(a)).or_else(|| ix.attr_ints(u, "axes"))?;
+    let u = ix
+        .producer(piece)
+        .filter(|&u| ix.node(u).op_type() == "Unsqueeze" && ix.node(u).domain().is_empty())?;
+    let axes = ix
+        .node(u)
+        .input
+        .get(1)
+        .and_then(|a| ix.const_i64(a))
+        .or_else(|| ix.attr_ints(u, "axes"))?;
     if axes != [0] {
         return None;
     }
-    let g = ix.producer(&ix.node(u).input[0]).filter(|&g| ix.node(g).op_type() == "Gather" && ix.attr_i(g, "axis").unwrap_or(0) == 0)?;
+    let g = ix
+        .producer(&ix.node(u).input[0])
+        .filter(|&g| ix.node(g).op_type() == "Gather" && ix.attr_i(g, "axis").unwrap_or(0) == 0)?;
     let j = match ix.const_i64(ix.node(g).input.get(1)?)?[..] {
         [j] if j >= 0 => j,
         _ => return None,
     };
     let sh = ix.producer(&ix.node(g).input[0])?;
     let sn = ix.node(sh);
-    (sn.op_type() == "Shape" && sn.domain().is_empty() && ix.attr_i(sh, "start").is_none() && ix.attr_i(sh, "end").is_none())
-        .then(|| (sn.input[0].clone(), j))
+    (sn.op_type() == "Shape"
+        && sn.domain().is_empty()
+        && ix.attr_i(sh, "start").is_none()
+        && ix.attr_i(sh, "end").is_none())
+    .then(|| (sn.input[0].clone(), j))
 }
 
 /// `v` = Transpose(x, perm), times or divided by a scalar or not, read by `reader` alone (and
@@ -567,20 +591,35 @@ fn scalar_value(ix: &GraphIndex, v: &str, depth: usize) -> Option<f32> {
 /// `Gather(shape, -1)`): the head size its Reshape states.
 fn last_dim(ix: &GraphIndex, i: usize) -> Option<i64> {
     let n = ix.node(i);
-    let last = |v: Option<&String>| v.and_then(|v| ix.const_i64(v)).is_some_and(|c| matches!(c[..], [-1] | [3]));
+    let last = |v: Option<&String>| {
+        v.and_then(|v| ix.const_i64(v))
+            .is_some_and(|c| matches!(c[..], [-1] | [3]))
+    };
     let ok = match n.op_type() {
         "Slice" => {
             last(n.input.get(1))
-                && ix.const_i64(n.input.get(2)?).is_some_and(|c| matches!(c[..], [e] if e >= 4))
-                && n.input.get(3).filter(|a| !a.is_empty()).is_none_or(|a| ix.const_i64(a).as_deref() == Some(&[0]))
-                && n.input.get(4).filter(|s| !s.is_empty()).is_none_or(|s| ix.const_i64(s).as_deref() == Some(&[1]))
+                && ix
+                    .const_i64(n.input.get(2)?)
+                    .is_some_and(|c| matches!(c[..], [e] if e >= 4))
+                && n.input
+                    .get(3)
+                    .filter(|a| !a.is_empty())
+                    .is_none_or(|a| ix.const_i64(a).as_deref() == Some(&[0]))
+                && n.input
+                    .get(4)
+                    .filter(|s| !s.is_empty())
+                    .is_none_or(|s| ix.const_i64(s).as_deref() == Some(&[1]))
         }
         "Gather" => last(n.input.get(1)) && ix.attr_i(i, "axis").unwrap_or(0) == 0,
         _ => false,
     };
     let shape = ix.producer(n.input.first()?).filter(|_| ok)?;
     let sn = ix.node(shape);
-    if sn.op_type() != "Shape" || !sn.domain().is_empty() || ix.attr_i(shape, "start").is_some() || ix.attr_i(shape, "end").is_some() {
+    if sn.op_type() != "Shape"
+        || !sn.domain().is_empty()
+        || ix.attr_i(shape, "start").is_some()
+        || ix.attr_i(shape, "end").is_some()
+    {
         return None;
     }
     // The shape of [batch, heads, seq, head] transposed from a split [batch, seq, heads, head].
