@@ -20,7 +20,9 @@
 //! of the keys attended. The classic exporter's SDPA attention is matched too: transformers 4's
 //! scale √(1/√d) on Q and K, computed at run time from Q's shape, is evaluated where the graph
 //! fixes it (`scalar_value`), and transformers 5's reshape of the context to its own shape is
-//! checked element by element (`keeps_shape`). transformers' SDPA guard after the softmax,
+//! checked element by element (`keeps_shape`); the dynamo exporter's Kᵀ, the last two axes
+//! swapped through a rank-3 reshape, is recognised as the transpose it is (`last_two_swapped`).
+//! transformers' SDPA guard after the softmax,
 //! `Where(IsNaN(p), 0, p)`, goes into the op too (its kernel gives a query whose every key is
 //! masked a zero context, what the guard gives; without the guard, such a query — a sequence with
 //! no real token — averaged the values before and gets zero now). A constant scale on Q or K before the product (DistilBERT
@@ -515,7 +517,94 @@ fn heads_of(ix: &GraphIndex, v: &str, perm: &[i64], reader: usize) -> Option<(St
         c = if ix.node(p).op_type() == "Mul" { s } else { 1.0 / s };
         p = ix.producer(&other)?;
     }
-    transpose(ix, p, perm).then(|| (ix.node(p).input[0].clone(), c))
+    if transpose(ix, p, perm) {
+        return Some((ix.node(p).input[0].clone(), c));
+    }
+    // The dynamo exporter's Kᵀ: the last two axes of K [batch, heads, seq, head] swapped through
+    // rank 3.
+    if perm != [0, 2, 3, 1] {
+        return None;
+    }
+    let kt = last_two_swapped(ix, p)?;
+    let t = ix.producer(&kt).filter(|&t| transpose(ix, t, &[0, 2, 1, 3]))?;
+    Some((ix.node(t).input[0].clone(), c))
+}
+
+/// Reshape node `r` gives `x` with its last two axes swapped, as the dynamo exporter writes a
+/// transpose of them: `Reshape(Transpose(Reshape(x, [-1, x[-2], x[-1]]), [0, 2, 1]), [x[:-2],
+/// x[-1], x[-2]])`, the dimensions read off `Shape(x)`, each value read by the next node alone
+/// (x also by `Shape`s): `x`.
+fn last_two_swapped(ix: &GraphIndex, r: usize) -> Option<String> {
+    let reshape = |i: usize| {
+        let n = ix.node(i);
+        n.op_type() == "Reshape" && n.domain().is_empty() && ix.attr_i(i, "allowzero").unwrap_or(0) == 0
+    };
+    if !reshape(r) {
+        return None;
+    }
+    let t = ix
+        .producer(&ix.node(r).input[0])
+        .filter(|&t| transpose(ix, t, &[0, 2, 1]))?;
+    let r1 = ix.producer(&ix.node(t).input[0]).filter(|&r1| reshape(r1))?;
+    let x = ix.node(r1).input[0].clone();
+    let single = |v: &str, reader: usize| ix.consumers(v) == [reader] && !ix.is_graph_output(v);
+    if !single(&ix.node(t).input[0], t) || !single(&ix.node(r).input[0], r) || beside_shapes(ix, &x) != [r1] {
+        return None;
+    }
+    // The pieces of each shape: (start, end) slices of Shape(x), or a constant.
+    let pieces = |shape: &str| -> Option<Vec<Result<i64, (i64, i64)>>> {
+        let c = ix
+            .producer(shape)
+            .filter(|&c| ix.node(c).op_type() == "Concat" && ix.attr_i(c, "axis") == Some(0))?;
+        ix.node(c)
+            .input
+            .iter()
+            .map(|p| match ix.const_i64(p).as_deref() {
+                Some(&[k]) => Some(Ok(k)),
+                Some(_) => None,
+                None => shape_slice(ix, p, &x).map(Err),
+            })
+            .collect()
+    };
+    const ALL: i64 = i64::MIN;
+    let first = pieces(ix.node(r1).input.get(1)?)?;
+    let last = pieces(ix.node(r).input.get(1)?)?;
+    let is = |got: &Result<i64, (i64, i64)>, start: i64, end: i64| {
+        // A slice's start at or before the first axis and end at or after the last mean the same.
+        matches!(got, Err((s, e)) if (*s == start || (start == ALL && (*s <= -4 || *s == 0))) && (*e == end || (end == i64::MAX && *e >= 4)))
+    };
+    (matches!(first[..], [Ok(-1), ref a, ref b] if is(a, -2, -1) && is(b, -1, i64::MAX))
+        && matches!(last[..], [ref a, ref b, ref c] if is(a, ALL, -2) && is(b, -1, i64::MAX) && is(c, -2, -1)))
+    .then_some(x)
+}
+
+/// `Slice(Shape(x), start, end)` on axis 0 with step 1: (start, end).
+fn shape_slice(ix: &GraphIndex, piece: &str, x: &str) -> Option<(i64, i64)> {
+    let s = ix
+        .producer(piece)
+        .filter(|&s| ix.node(s).op_type() == "Slice" && ix.node(s).domain().is_empty())?;
+    let n = ix.node(s);
+    let one = |k: usize| match ix.const_i64(n.input.get(k)?)?[..] {
+        [v] => Some(v),
+        _ => None,
+    };
+    let optional = |k: usize, want: i64| {
+        n.input
+            .get(k)
+            .filter(|v| !v.is_empty())
+            .is_none_or(|_| one(k) == Some(want))
+    };
+    if !optional(3, 0) || !optional(4, 1) {
+        return None;
+    }
+    let sh = ix.producer(&n.input[0])?;
+    let sn = ix.node(sh);
+    let whole = sn.op_type() == "Shape"
+        && sn.domain().is_empty()
+        && sn.input[0] == x
+        && ix.attr_i(sh, "start").unwrap_or(0) == 0
+        && ix.attr_i(sh, "end").is_none();
+    whole.then_some((one(1)?, one(2)?))
 }
 
 /// The last two elements of a 4-element Reshape shape (heads, head size) where they are
