@@ -476,9 +476,8 @@ fn no_attention_op_keeps_the_separate_ops_in_the_models_opset() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.onnx");
     let m = synth();
-    onnx::save(&m, &input, &SaveOptions::default()).unwrap();
+    let input = save(&m, dir.path(), "in.onnx");
     let quantized = |extra: &[&str], name: &str| {
         let out = dir.path().join(name);
         let o = bin()

@@ -66,11 +66,10 @@ pub fn prune_plan(a: &PruneArgs) -> Result<Plan> {
         seed: a.calib.seed,
         seq_len: a.seq_len,
         target_macs: a.target_macs,
-        max_ffn_fraction: match (a.max_ffn_fraction, a.target_macs) {
-            (Some(m), _) => m,
-            (None, Some(t)) => prune::default_max_ffn_fraction(t),
-            (None, None) => prune::DEFAULT_MAX_FFN_FRACTION,
-        },
+        max_ffn_fraction: a.max_ffn_fraction.unwrap_or_else(|| {
+            a.target_macs
+                .map_or(prune::DEFAULT_MAX_FFN_FRACTION, prune::default_max_ffn_fraction)
+        }),
         per_layer: a.per_layer,
         ffn_multiple_of: a.ffn_multiple_of,
         // Named units are a recipe feature (the reference's `heads_to_remove`).
@@ -156,9 +155,6 @@ pub fn quantize_plan(a: &QuantizeArgs) -> Result<Plan> {
         bail!("--fp16-float32 applies to --mode fp16 only");
     }
     let defaults = QuantizeOptions::default();
-    let static_form = a.static_form.unwrap_or(defaults.static_form);
-    let split_first_token =
-        a.split_first_token || (!a.no_split_first_token && quantize::split_by_default(a.mode, !a.per_tensor));
     let opts = QuantizeOptions {
         mode: a.mode,
         per_channel: !a.per_tensor,
@@ -168,16 +164,15 @@ pub fn quantize_plan(a: &QuantizeArgs) -> Result<Plan> {
         percentile: a.percentile.unwrap_or(defaults.percentile),
         exclude: a.exclude.clone(),
         embeddings: !a.no_embeddings,
-        static_form,
+        static_form: a.static_form.unwrap_or(defaults.static_form),
         // At most one of the two flags is set (the last given wins); fp16 refuses the first above.
-        split_first_token,
+        split_first_token: a.split_first_token
+            || (!a.no_split_first_token && quantize::split_by_default(a.mode, !a.per_tensor)),
         unpad: a.unpad,
         attention_op: !a.no_attention_op,
         fp16_float32: a.fp16_float32.unwrap_or(defaults.fp16_float32),
     };
-    let writes_the_op = split_first_token
-        && (a.mode == Mode::Dynamic || (a.mode == Mode::Static && static_form == quantize::StaticForm::Ort));
-    if a.no_attention_op && !writes_the_op {
+    if a.no_attention_op && !opts.ort_forms() {
         bail!("--no-attention-op: no Attention op would be written; only ONNX Runtime's int8 forms with the first-token split write it (--mode dynamic, or --mode static --static-form ort, with per-channel weights)");
     }
     let plan = Plan::single(

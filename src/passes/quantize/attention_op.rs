@@ -469,7 +469,8 @@ fn keeps_shape(ix: &GraphIndex, r: usize, product: &str, [q, v]: [&str; 2], [hea
         })
 }
 
-/// `Unsqueeze(Gather(Shape(x), j))` (a one-element piece of a shape): (x, j).
+/// `Unsqueeze(Gather(Shape(x), j))` (a one-element piece of a shape), j counted from the first
+/// axis: (x, j).
 fn shape_dim(ix: &GraphIndex, piece: &str) -> Option<(String, i64)> {
     let u = ix
         .producer(piece)
@@ -483,20 +484,55 @@ fn shape_dim(ix: &GraphIndex, piece: &str) -> Option<(String, i64)> {
     if axes != [0] {
         return None;
     }
-    let g = ix
-        .producer(&ix.node(u).input[0])
-        .filter(|&g| ix.node(g).op_type() == "Gather" && ix.attr_i(g, "axis").unwrap_or(0) == 0)?;
-    let j = match ix.const_i64(ix.node(g).input.get(1)?)?[..] {
-        [j] if j >= 0 => j,
-        _ => return None,
-    };
-    let sh = ix.producer(&ix.node(g).input[0])?;
+    shape_element(ix, &ix.node(u).input[0]).filter(|&(_, j)| j >= 0)
+}
+
+/// `v` = `Shape(x)`, the whole shape: x.
+fn shape_of(ix: &GraphIndex, v: &str) -> Option<String> {
+    let sh = ix.producer(v)?;
     let sn = ix.node(sh);
     (sn.op_type() == "Shape"
         && sn.domain().is_empty()
-        && ix.attr_i(sh, "start").is_none()
+        && ix.attr_i(sh, "start").unwrap_or(0) == 0
         && ix.attr_i(sh, "end").is_none())
-    .then(|| (sn.input[0].clone(), j))
+    .then(|| sn.input[0].clone())
+}
+
+/// `v` = `Gather(Shape(x), j)` on axis 0, j a constant scalar: (x, j).
+fn shape_element(ix: &GraphIndex, v: &str) -> Option<(String, i64)> {
+    let g = ix
+        .producer(v)
+        .filter(|&g| ix.node(g).op_type() == "Gather" && ix.node(g).domain().is_empty())?;
+    if ix.attr_i(g, "axis").unwrap_or(0) != 0 {
+        return None;
+    }
+    let j = match ix.const_i64(ix.node(g).input.get(1)?)?[..] {
+        [j] => j,
+        _ => return None,
+    };
+    Some((shape_of(ix, &ix.node(g).input[0])?, j))
+}
+
+/// `v` = `Slice(Shape(x), start, end)` on axis 0 with step 1: (x, start, end).
+fn shape_slice(ix: &GraphIndex, v: &str) -> Option<(String, i64, i64)> {
+    let s = ix
+        .producer(v)
+        .filter(|&s| ix.node(s).op_type() == "Slice" && ix.node(s).domain().is_empty())?;
+    let n = ix.node(s);
+    let one = |k: usize| match ix.const_i64(n.input.get(k)?)?[..] {
+        [v] => Some(v),
+        _ => None,
+    };
+    let optional = |k: usize, want: i64| {
+        n.input
+            .get(k)
+            .filter(|v| !v.is_empty())
+            .is_none_or(|_| one(k) == Some(want))
+    };
+    if !optional(3, 0) || !optional(4, 1) {
+        return None;
+    }
+    Some((shape_of(ix, &n.input[0])?, one(1)?, one(2)?))
 }
 
 /// `v` = Transpose(x, perm), times or divided by a scalar or not, read by `reader` alone (and
@@ -562,7 +598,9 @@ fn last_two_swapped(ix: &GraphIndex, r: usize) -> Option<String> {
             .map(|p| match ix.const_i64(p).as_deref() {
                 Some(&[k]) => Some(Ok(k)),
                 Some(_) => None,
-                None => shape_slice(ix, p, &x).map(Err),
+                None => shape_slice(ix, p)
+                    .filter(|(y, ..)| *y == x)
+                    .map(|(_, start, end)| Err((start, end))),
             })
             .collect()
     };
@@ -576,35 +614,6 @@ fn last_two_swapped(ix: &GraphIndex, r: usize) -> Option<String> {
     (matches!(first[..], [Ok(-1), ref a, ref b] if is(a, -2, -1) && is(b, -1, i64::MAX))
         && matches!(last[..], [ref a, ref b, ref c] if is(a, ALL, -2) && is(b, -1, i64::MAX) && is(c, -2, -1)))
     .then_some(x)
-}
-
-/// `Slice(Shape(x), start, end)` on axis 0 with step 1: (start, end).
-fn shape_slice(ix: &GraphIndex, piece: &str, x: &str) -> Option<(i64, i64)> {
-    let s = ix
-        .producer(piece)
-        .filter(|&s| ix.node(s).op_type() == "Slice" && ix.node(s).domain().is_empty())?;
-    let n = ix.node(s);
-    let one = |k: usize| match ix.const_i64(n.input.get(k)?)?[..] {
-        [v] => Some(v),
-        _ => None,
-    };
-    let optional = |k: usize, want: i64| {
-        n.input
-            .get(k)
-            .filter(|v| !v.is_empty())
-            .is_none_or(|_| one(k) == Some(want))
-    };
-    if !optional(3, 0) || !optional(4, 1) {
-        return None;
-    }
-    let sh = ix.producer(&n.input[0])?;
-    let sn = ix.node(sh);
-    let whole = sn.op_type() == "Shape"
-        && sn.domain().is_empty()
-        && sn.input[0] == x
-        && ix.attr_i(sh, "start").unwrap_or(0) == 0
-        && ix.attr_i(sh, "end").is_none();
-    whole.then_some((one(1)?, one(2)?))
 }
 
 /// The last two elements of a 4-element Reshape shape (heads, head size) where they are
@@ -671,48 +680,22 @@ fn scalar_value(ix: &GraphIndex, v: &str, depth: usize) -> Option<f32> {
         "Mul" => Some(arg(0)? * arg(1)?),
         // To float32 (1) only: the value is then what the run computes.
         "Cast" if ix.attr_i(p, "to") == Some(1) => arg(0),
-        "Slice" | "Gather" => last_dim(ix, p).map(|d| d as f32),
+        "Slice" | "Gather" => last_dim(ix, v).map(|d| d as f32),
         _ => None,
     }
 }
 
-/// Node `i` takes the last element of a `Shape` of a head split (`Slice(shape, -1, end)` or
-/// `Gather(shape, -1)`): the head size its Reshape states.
-fn last_dim(ix: &GraphIndex, i: usize) -> Option<i64> {
-    let n = ix.node(i);
-    let last = |v: Option<&String>| {
-        v.and_then(|v| ix.const_i64(v))
-            .is_some_and(|c| matches!(c[..], [-1] | [3]))
+/// `v` = the last element of a head split's shape (`Slice(Shape(x), -1, end)` or
+/// `Gather(Shape(x), -1)`): the head size its Reshape states.
+fn last_dim(ix: &GraphIndex, v: &str) -> Option<i64> {
+    let last = |j: i64| j == -1 || j == 3;
+    let x = match shape_slice(ix, v) {
+        Some((x, start, end)) if last(start) && end >= 4 => x,
+        Some(_) => return None,
+        None => shape_element(ix, v).filter(|&(_, j)| last(j))?.0,
     };
-    let ok = match n.op_type() {
-        "Slice" => {
-            last(n.input.get(1))
-                && ix
-                    .const_i64(n.input.get(2)?)
-                    .is_some_and(|c| matches!(c[..], [e] if e >= 4))
-                && n.input
-                    .get(3)
-                    .filter(|a| !a.is_empty())
-                    .is_none_or(|a| ix.const_i64(a).as_deref() == Some(&[0]))
-                && n.input
-                    .get(4)
-                    .filter(|s| !s.is_empty())
-                    .is_none_or(|s| ix.const_i64(s).as_deref() == Some(&[1]))
-        }
-        "Gather" => last(n.input.get(1)) && ix.attr_i(i, "axis").unwrap_or(0) == 0,
-        _ => false,
-    };
-    let shape = ix.producer(n.input.first()?).filter(|_| ok)?;
-    let sn = ix.node(shape);
-    if sn.op_type() != "Shape"
-        || !sn.domain().is_empty()
-        || ix.attr_i(shape, "start").is_some()
-        || ix.attr_i(shape, "end").is_some()
-    {
-        return None;
-    }
     // The shape of [batch, heads, seq, head] transposed from a split [batch, seq, heads, head].
-    let mut t = ix.producer(&sn.input[0])?;
+    let mut t = ix.producer(&x)?;
     if ix.node(t).op_type() == "Transpose" {
         if !transpose(ix, t, &[0, 2, 1, 3]) {
             return None;

@@ -244,6 +244,16 @@ fn is_true(v: &bool) -> bool {
     *v
 }
 
+impl QuantizeOptions {
+    /// Whether the int8 graph is written in ONNX Runtime's forms of this tool's methods (dynamic,
+    /// or static `ort`, with the first-token split): the forms whose attention cores run as one
+    /// op (`attention_op`) or read their keys transposed.
+    pub fn ort_forms(&self) -> bool {
+        self.split_first_token
+            && (self.mode == Mode::Dynamic || (self.mode == Mode::Static && self.static_form == StaticForm::Ort))
+    }
+}
+
 /// Whether the first-token split is on when neither asked for nor refused: in the int8 modes with
 /// per-channel weights. Per-tensor weights reproduce ONNX Runtime's `quantize_dynamic`, which does
 /// not split; fp16 has no int8 range to protect.
@@ -974,7 +984,7 @@ pub fn quantize_selected(
             // ONNX Runtime's forms of this tool's methods (the reference's stay as they wrote):
             // each attention core as one op where it can be, the keys of the rest read
             // transposed.
-            if opts.split_first_token && (opts.mode == Mode::Dynamic || opts.static_form == StaticForm::Ort) {
+            if opts.ort_forms() {
                 let out = if opts.attention_op {
                     let (out, n, why) = attention_op::one_op_attention(&out, &attention_op::heads_by_softmax(model))?;
                     report.attention_ops = n;
