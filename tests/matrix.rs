@@ -24,8 +24,10 @@
 //!   than `quantize_dynamic`'s (keeping float the MatMuls it leaves float, where it leaves any;
 //!   ALBERT after ONNX Runtime's optimizer: within 1.1×, [`known_gap`]); on AVX2, `--weight-type u8`
 //!   (exact u8 × u8 kernels) against the AVX2 bar (the default s8 weights, whose full-range
-//!   per-channel columns saturate there, printed). The default, int8 tables too, is printed
-//!   (bench/RESULTS.md, "The export matrix");
+//!   per-channel columns saturate there, printed). The default, int8 tables too (as
+//!   `quantize_dynamic`'s), with VNNI: no worse by the RMS error over every logit of the 32
+//!   examples (ALBERT's dynamo and optimizer cells within 1.1× / 1.15×, [`known_rms_gap`]); its
+//!   largest error, a single logit's, is printed (bench/RESULTS.md, "The export matrix");
 //! - the first-token split (padded and unpadded) keeps its logits (1e-4), and the last layer's
 //!   attention runs for the first token's query alone on the exports where that can be followed;
 //! - `eval` runs it on a small CSV with a word-level `tokenizer.json` and predicts what its
@@ -357,6 +359,28 @@ fn known_gap(c: &Cell) -> f32 {
     }
 }
 
+/// RMS of a − b relative to the RMS of a: the error over every logit, where [`relative`] reads
+/// one.
+fn rms_relative(a: &[f32], b: &[f32]) -> f32 {
+    let sq = |v: &mut dyn Iterator<Item = f32>| v.map(|x| f64::from(x) * f64::from(x)).sum::<f64>();
+    (sq(&mut a.iter().zip(b).map(|(x, y)| x - y)) / sq(&mut a.iter().copied())).sqrt() as f32
+}
+
+/// How far the default dynamic INT8 (int8 tables too) may be from ONNX Runtime's quantize_dynamic
+/// on a CPU with VNNI, as a factor of its RMS relative logit error: 1 (no worse) except where
+/// measured worse, all ALBERT (2026-12-05, AMD EPYC with VNNI): its dynamo exports 1.08×, after
+/// ONNX Runtime's optimizer 1.12×. There the same MatMuls quantized per tensor by this tool read
+/// below its error (bench/RESULTS.md "The export matrix": 0.0123 against 0.0173 after the
+/// optimizer): the one shared layer's rounding, repeated in every layer, adds up or cancels by
+/// chance, and the per-channel default's added up. Issue 14 stays open on it.
+fn known_rms_gap(c: &Cell) -> f32 {
+    match (c.family.as_str(), c.name.contains("-dynamo-"), c.name.contains("-ortopt-")) {
+        ("albert", true, _) => 1.1,
+        ("albert", _, true) => 1.15,
+        _ => 1.0,
+    }
+}
+
 /// A quantize pass's report.
 fn quantize_report(q: &Applied) -> &QuantizeReport {
     match &q.report {
@@ -564,16 +588,15 @@ fn low_rank_and_quantization_of_every_cell() {
                 .into_iter()
                 .filter(|n| quantize_report(&like).matmuls.iter().any(|q| one(&q.node, n)))
                 .collect();
-            let held = if same.is_empty() {
-                ours
-            } else {
+            // `opts` with quantize_dynamic's float MatMuls kept float: (model's logits on the bar).
+            let same_matmuls = |embeddings: bool, what: &str| -> Result<Vec<f32>, String> {
                 let (q, _, _) = dynamic(
                     QuantizeOptions {
-                        embeddings: false,
+                        embeddings,
                         exclude: same.clone(),
                         ..Default::default()
                     },
-                    "dynamic INT8, float embeddings, quantize_dynamic's float MatMuls float",
+                    what,
                 )?;
                 let kept = &quantize_report(&q).excluded;
                 let covered = same.iter().all(|n| kept.iter().any(|k| one(k, n)))
@@ -581,8 +604,30 @@ fn low_rank_and_quantization_of_every_cell() {
                 ensure(covered, || {
                     format!("excluding quantize_dynamic's float MatMuls {same:?} kept {kept:?} float")
                 })?;
-                relative(&base, &on_bar(&q.model, "the same MatMuls quantized"))
+                Ok(on_bar(&q.model, "the same MatMuls quantized"))
             };
+            let held = if same.is_empty() {
+                ours
+            } else {
+                relative(
+                    &base,
+                    &same_matmuls(false, "dynamic INT8, float embeddings, quantize_dynamic's float MatMuls float")?,
+                )
+            };
+            // The default, int8 tables too, by the error over every logit of the 32 examples.
+            let default_bar = if same.is_empty() {
+                on_bar(&default.model, "dynamic INT8")
+            } else {
+                same_matmuls(true, "dynamic INT8, quantize_dynamic's float MatMuls float")?
+            };
+            let (full_rms, theirs_rms) = (rms_relative(&base, &default_bar), rms_relative(&base, &ort));
+            let allowed_rms = theirs_rms * known_rms_gap(c);
+            ensure(full_rms <= allowed_rms, || {
+                format!(
+                    "dynamic INT8 (the default: s8 weights, int8 tables, {} MatMuls kept float as quantize_dynamic keeps them) on a CPU with VNNI: RMS relative logit error {full_rms} on 32 examples, ONNX Runtime's quantize_dynamic {theirs_rms} (allowed {allowed_rms})",
+                    same.len()
+                )
+            })?;
             let allowed = theirs * known_gap(c);
             ensure(flips_like == 0 && held <= allowed, || {
                 format!(
@@ -590,7 +635,7 @@ fn low_rank_and_quantization_of_every_cell() {
                     same.len()
                 )
             })?;
-            let verdict = if full <= theirs { "no worse" } else { "WORSE (not held)" };
+            let verdict = if full <= theirs { "no worse" } else { "worse (not held)" };
             let same_note = if same.is_empty() {
                 String::new()
             } else {
@@ -600,7 +645,7 @@ fn low_rank_and_quantization_of_every_cell() {
                 )
             };
             format!(
-                "32 examples with VNNI: float embeddings {ours:.4}{same_note} vs ORT's quantize_dynamic {theirs:.4}; the default {full:.4} {verdict}"
+                "32 examples with VNNI: largest error: float embeddings {ours:.4}{same_note} vs ORT's quantize_dynamic {theirs:.4}, the default {full:.4} {verdict}; RMS: the default {full_rms:.4} vs ORT's {theirs_rms:.4}"
             )
         } else {
             // AVX2: quantize_dynamic's saturated sums on the sample batch; u8 weights held.
