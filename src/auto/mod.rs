@@ -239,6 +239,8 @@ struct Search<'a> {
     /// Candidates a collected plan has no result for.
     missing: Vec<String>,
     base_macs: Option<u64>,
+    /// Whether a number format alone (on the input's structure) is within the budget.
+    format_alone_within: bool,
 }
 
 const CANDIDATES: &str = "candidates";
@@ -457,10 +459,14 @@ impl Search<'_> {
         )
     }
 
-    /// Builds a structure and its number formats; whether any of them is within the budget.
+    /// Builds a structure and its number formats; whether the level is within the budget for
+    /// the search: some candidate of it is, and (objectives speed and size, when a number format
+    /// alone is within the budget) one in a number format. A structure within the budget only in
+    /// float loses to that format alone on speed and size, so deeper levels would be searched for
+    /// nothing: shallower ones, which may be within in a number format, are next.
     fn level(&mut self, s: Structure) -> Result<bool> {
         let t = Instant::now();
-        let mut any = false;
+        let (mut any, mut any_format) = (false, false);
         // The input in float is the baseline, not a candidate.
         let float = (s != Structure::None).then_some(None);
         let formats: Vec<Option<&'static str>> =
@@ -468,14 +474,25 @@ impl Search<'_> {
         for q in formats {
             let c = Candidate { structure: s, quant: q };
             if let Some(e) = self.evaluate(&c)? {
-                any |= self.within(&e);
+                let within = self.within(&e);
+                any |= within;
+                any_format |= within && q.is_some();
             }
         }
-        if s != Structure::None {
-            self.level_seconds
-                .push((matches!(s, Structure::Prune(_)), t.elapsed().as_secs_f64()));
+        if s == Structure::None {
+            self.format_alone_within = any_format;
+            return Ok(any);
         }
-        Ok(any)
+        self.level_seconds
+            .push((matches!(s, Structure::Prune(_)), t.elapsed().as_secs_f64()));
+        let counts = level_within(any, any_format, self.format_alone_within, self.o.objective);
+        if any && !counts {
+            (self.ui.line)(&format!(
+                "{}: within the budget in float only, where a number format alone is faster and smaller: counted as beyond it",
+                s.label()
+            ));
+        }
+        Ok(counts)
     }
 
     /// Whether a level of this kind likely fits in the time left (keeping a reserve for timing
@@ -495,6 +512,14 @@ impl Search<'_> {
         let estimate = past.iter().sum::<f64>() / past.len() as f64;
         (self.elapsed() + estimate + reserve <= budget).then_some(estimate)
     }
+}
+
+/// Whether a structural level counts as within the budget for the search, from whether any of
+/// its candidates is, whether one in a number format is, and whether a number format alone (on
+/// the input's structure) is: a level within only in float counts as beyond where a format
+/// alone is within, except for the MACs objective (number formats keep the MACs).
+fn level_within(any: bool, any_format: bool, format_alone_within: bool, objective: Objective) -> bool {
+    any && (any_format || !format_alone_within || objective == Objective::Macs)
 }
 
 /// A candidate's scores on the selection.
@@ -692,6 +717,7 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
         build: o.mode != Mode::Collect,
         missing: vec![],
         base_macs: executor::encoder_macs(&proto),
+        format_alone_within: false,
     };
     let mut skipped = vec![];
     match &o.mode {
@@ -1028,6 +1054,18 @@ mod tests {
             100.0,
             0.5
         ));
+    }
+
+    #[test]
+    fn a_level_within_only_in_float_is_beyond_where_a_format_alone_is_within() {
+        // MRPC (2026-12-04): prune to 70% MACs within in float alone, out with every format,
+        // static INT8 alone within: 70% is beyond, so 80% is tried next.
+        assert!(!level_within(true, false, true, Objective::Speed));
+        assert!(!level_within(true, false, true, Objective::Size));
+        assert!(level_within(true, false, true, Objective::Macs));
+        assert!(level_within(true, false, false, Objective::Speed));
+        assert!(level_within(true, true, true, Objective::Speed));
+        assert!(!level_within(false, false, false, Objective::Macs));
     }
 
     #[test]
