@@ -588,7 +588,8 @@ fn low_rank_and_quantization_of_every_cell() {
                 .into_iter()
                 .filter(|n| quantize_report(&like).matmuls.iter().any(|q| one(&q.node, n)))
                 .collect();
-            // `opts` with quantize_dynamic's float MatMuls kept float: (model's logits on the bar).
+            // Dynamic INT8 (int8 tables or float ones) with the MatMuls quantize_dynamic left float
+            // kept float: its logits on the bar.
             let same_matmuls = |embeddings: bool, what: &str| -> Result<Vec<f32>, String> {
                 let (q, _, _) = dynamic(
                     QuantizeOptions {
