@@ -374,7 +374,11 @@ fn rms_relative(a: &[f32], b: &[f32]) -> f32 {
 /// optimizer): the one shared layer's rounding, repeated in every layer, adds up or cancels by
 /// chance, and the per-channel default's added up. Issue 14 stays open on it.
 fn known_rms_gap(c: &Cell) -> f32 {
-    match (c.family.as_str(), c.name.contains("-dynamo-"), c.name.contains("-ortopt-")) {
+    match (
+        c.family.as_str(),
+        c.name.contains("-dynamo-"),
+        c.name.contains("-ortopt-"),
+    ) {
         ("albert", true, _) => 1.1,
         ("albert", _, true) => 1.15,
         _ => 1.0,
@@ -612,7 +616,10 @@ fn low_rank_and_quantization_of_every_cell() {
             } else {
                 relative(
                     &base,
-                    &same_matmuls(false, "dynamic INT8, float embeddings, quantize_dynamic's float MatMuls float")?,
+                    &same_matmuls(
+                        false,
+                        "dynamic INT8, float embeddings, quantize_dynamic's float MatMuls float",
+                    )?,
                 )
             };
             // The default, int8 tables too, by the error over every logit of the 32 examples.
