@@ -23,24 +23,10 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "../../scripts/fixtures"))
-import _fixture as fx  # noqa: E402
+from ort_bar_vnni import bar_batch  # noqa: E402
 
 ROOT = os.path.join(HERE, "../../tests/fixtures/matrix")
 BIN = os.environ.get("ONNX_COMPRESS", os.path.join(HERE, "../../target/release/onnx-compress"))
-
-
-def batch(seed, n):
-    """ort_bar_vnni.py's batch: lengths 4-16, ids 5-99 between [CLS] 2 and [SEP] 3."""
-    rng = np.random.default_rng(seed)
-    lens = rng.integers(4, 17, n)
-    shape = (n, int(lens.max()))
-    ids, mask, types = np.zeros(shape, np.int64), np.zeros(shape, np.int64), np.zeros(shape, np.int64)
-    for b, k in enumerate(lens):
-        ids[b, :k] = rng.integers(5, 100, k)
-        ids[b, 0], ids[b, k - 1] = 2, 3
-        mask[b, :k] = 1
-        types[b, k // 2:k] = 1
-    return dict(zip(fx.NAMES, (ids, mask, types)))
 
 
 def run(path, b):
@@ -63,7 +49,7 @@ def ours(model, out, extra, exclude):
 
 def main():
     cells = sys.argv[1:] or sorted(c for c in os.listdir(ROOT) if os.path.isdir(os.path.join(ROOT, c)))
-    batches = [("32", batch(0, 32)), ("512", batch(1, 512))]
+    batches = [("32", bar_batch(np)), ("512", bar_batch(np, seed=1, n=512))]
     work = tempfile.mkdtemp()
     for cell in cells:
         model = os.path.join(ROOT, cell, "model.onnx")

@@ -239,8 +239,6 @@ struct Search<'a> {
     /// Candidates a collected plan has no result for.
     missing: Vec<String>,
     base_macs: Option<u64>,
-    /// Whether a number format alone (on the input's structure) is within the budget.
-    format_alone_within: bool,
 }
 
 const CANDIDATES: &str = "candidates";
@@ -480,12 +478,11 @@ impl Search<'_> {
             }
         }
         if s == Structure::None {
-            self.format_alone_within = any_format;
             return Ok(any);
         }
         self.level_seconds
             .push((matches!(s, Structure::Prune(_)), t.elapsed().as_secs_f64()));
-        let counts = level_within(any, any_format, self.format_alone_within, self.o.objective);
+        let counts = level_within(any, any_format, self.format_alone_within(), self.o.objective);
         if any && !counts {
             (self.ui.line)(&format!(
                 "{}: within the budget in float only, where a number format alone is faster and smaller: counted as beyond it",
@@ -493,6 +490,13 @@ impl Search<'_> {
             ));
         }
         Ok(counts)
+    }
+
+    /// Whether a number format alone (on the input's structure) was scored within the budget.
+    fn format_alone_within(&self) -> bool {
+        self.entries
+            .iter()
+            .any(|(c, e)| c.structure == Structure::None && c.quant.is_some() && self.within(e))
     }
 
     /// Whether a level of this kind likely fits in the time left (keeping a reserve for timing
@@ -717,7 +721,6 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
         build: o.mode != Mode::Collect,
         missing: vec![],
         base_macs: executor::encoder_macs(&proto),
-        format_alone_within: false,
     };
     let mut skipped = vec![];
     match &o.mode {
