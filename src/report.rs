@@ -485,15 +485,21 @@ pub fn quantize_text(r: &crate::passes::quantize::QuantizeReport, output: &std::
         if r.attention_ops > 0 {
             let _ = writeln!(
                 o,
-                "attention    {} cores run as one ONNX Attention op each (opset 23: no head transposes, the scores stay in the kernel)",
-                r.attention_ops
+                "attention    {} {} as one ONNX Attention op each (opset 23: no head transposes, the scores stay in the kernel)",
+                r.attention_ops,
+                if r.attention_ops == 1 { "core runs" } else { "cores run" }
             );
         }
         if r.keys_read_transposed > 0 {
             let _ = writeln!(
                 o,
-                "attention    {} score products read their keys transposed (FusedMatMul transB, no [0,2,3,1] Transpose)",
-                r.keys_read_transposed
+                "attention    {} {} their keys transposed (FusedMatMul transB, no [0,2,3,1] Transpose)",
+                r.keys_read_transposed,
+                if r.keys_read_transposed == 1 {
+                    "score product reads"
+                } else {
+                    "score products read"
+                }
             );
         }
         if r.options.mode == Mode::Static {

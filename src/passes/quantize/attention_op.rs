@@ -15,9 +15,12 @@
 //!
 //! The heads come from the structure found in the model (per Softmax, by name), checked against the
 //! Reshape that splits them where its shape is constant. The additive mask is broadcast to [·, ·,
-//! query, key] (`Expand`, once per attention), which ONNX Runtime's kernel requires; a
-//! `Where(masked, fill, scores)` with a large negative fill (DistilBERT) becomes the boolean mask
-//! of the keys attended. The classic exporter's SDPA attention is matched too: transformers 4's
+//! query, key] (`Expand`, once per attention), which ONNX Runtime's kernel requires; a term added
+//! to the scaled scores before the mask (MPNet's relative position bias) is added to the mask
+//! first. A `Where(masked, fill, scores)` with a large negative fill (DistilBERT) becomes the
+//! boolean mask of the keys attended; where the chain broadcast `masked` to the scores' own shape
+//! first (transformers 4's classic export), the op broadcasts the mask before that instead, so
+//! the score product is not kept for its shape. The classic exporter's SDPA attention is matched too: transformers 4's
 //! scale √(1/√d) on Q and K, computed at run time from Q's shape, is evaluated where the graph
 //! fixes it (`scalar_value`), and transformers 5's reshape of the context to its own shape is
 //! checked element by element (`keeps_shape`); the dynamo exporter's Kᵀ, the last two axes
@@ -46,6 +49,8 @@ use super::default_opset;
 
 /// The first opset with `Attention`.
 const OPSET: i64 = 23;
+/// `TensorProto.DataType` BOOL.
+const BOOL: i64 = 9;
 /// Ops whose `axes` attribute became an input at opset 18 (`ReduceSum` at 13).
 const REDUCE_AXES_INPUT: &[&str] = &[
     "ReduceMean",
@@ -63,11 +68,13 @@ const CHANGED: &[&str] = &["DFT", "GridSample", "GroupNormalization"];
 
 /// How the chain keeps padding keys out of the scores.
 enum Mask {
-    /// Added to the scores (a float mask, 0 or a large negative).
-    Add(String),
+    /// Terms added to the scaled scores, summed into the op's float mask: the padding mask (0 or
+    /// a large negative), and MPNet's relative position bias before it.
+    Add(Vec<String>),
     /// `Where(masked, fill, scores)` with a large negative constant fill (DistilBERT): the op
-    /// takes the opposite, true where a key is attended.
-    Fill(String),
+    /// takes the opposite, true where a key is attended; `cast`: `masked` is cast to bool first
+    /// (as the chain cast its broadcast).
+    Fill { masked: String, cast: bool },
 }
 
 /// One matched chain: its values and what the op needs.
@@ -146,10 +153,28 @@ pub fn one_op_attention(
         let mut inputs = vec![q3, k3, v3];
         if let Some(mask) = &c.mask {
             let mask = match mask {
-                Mask::Add(m) => m.clone(),
-                Mask::Fill(masked) => {
+                Mask::Add(terms) => {
+                    let mut sum = terms[0].clone();
+                    for t in &terms[1..] {
+                        let o = patch.fresh_name(&format!("{base}/mask_terms"));
+                        nodes.push(node("Add", &patch.fresh_name(&o), &[&sum, t], &[&o]));
+                        sum = o;
+                    }
+                    sum
+                }
+                Mask::Fill { masked, cast } => {
+                    let masked = if *cast {
+                        let b = patch.fresh_name(&format!("{base}/masked"));
+                        nodes.push(with_attrs(
+                            node("Cast", &patch.fresh_name(&b), &[masked], &[&b]),
+                            vec![attr_int("to", BOOL)],
+                        ));
+                        b
+                    } else {
+                        masked.clone()
+                    };
                     let attend = patch.fresh_name(&format!("{base}/attend"));
-                    nodes.push(node("Not", &patch.fresh_name(&attend), &[masked], &[&attend]));
+                    nodes.push(node("Not", &patch.fresh_name(&attend), &[&masked], &[&attend]));
                     attend
                 }
             };
@@ -283,8 +308,11 @@ fn matched(ix: &GraphIndex, sm: usize, heads: usize, head_size: usize) -> Option
     let (mm, transposed_keys, mut scale) = match (op_is(&n.input[0], "Add"), op_is(&n.input[0], "Where")) {
         (Some(add), _) if only(&n.input[0], sm) => {
             let a = ix.node(add);
-            let (slot, found) = (0..2).find_map(|s| Some((s, scaled_scores(ix, &a.input[s], add)?)))?;
-            mask = Some(Mask::Add(a.input[1 - slot].clone()));
+            let (slot, found, bias) = (0..2).find_map(|s| match scaled_scores(ix, &a.input[s], add, None) {
+                Some(found) => Some((s, found, None)),
+                None => biased_scores(ix, &a.input[s], add).map(|(found, bias)| (s, found, Some(bias))),
+            })?;
+            mask = Some(Mask::Add(bias.into_iter().chain([a.input[1 - slot].clone()]).collect()));
             found
         }
         (_, Some(w)) if only(&n.input[0], sm) => {
@@ -294,10 +322,14 @@ fn matched(ix: &GraphIndex, sm: usize, heads: usize, head_size: usize) -> Option
                 Some(&[fill]) if fill <= -1e4 => {}
                 _ => return None,
             }
-            mask = Some(Mask::Fill(wn.input[0].clone()));
-            scaled_scores(ix, &wn.input[2], w)?
+            let (masked, cast, shape) = match expanded_to_scores(ix, &wn.input[0], w, &wn.input[2]) {
+                Some((x, cast, shape)) => (x, cast, Some(shape)),
+                None => (wn.input[0].clone(), false, None),
+            };
+            mask = Some(Mask::Fill { masked, cast });
+            scaled_scores(ix, &wn.input[2], w, shape)?
         }
-        _ => scaled_scores(ix, &n.input[0], sm)?,
+        _ => scaled_scores(ix, &n.input[0], sm, None)?,
     };
     let m = ix.node(mm);
     let (q, cq) = heads_of(ix, &m.input[0], &[0, 2, 1, 3], mm)?;
@@ -359,11 +391,13 @@ fn nan_guard(ix: &GraphIndex, p: &str, a: usize, b: usize) -> Option<String> {
 }
 
 /// The score product behind `v` through scalar `Mul`s and `Div`s, each value read by the next
-/// node alone (the last by `reader`): (node, whether it reads its keys transposed, the scale).
-fn scaled_scores(ix: &GraphIndex, v: &str, reader: usize) -> Option<(usize, bool, f32)> {
+/// node alone (the last by `reader`; any of them also by `shape`, a `Shape` node the rewrite
+/// leaves without readers): (node, whether it reads its keys transposed, the scale).
+fn scaled_scores(ix: &GraphIndex, v: &str, reader: usize, shape: Option<usize>) -> Option<(usize, bool, f32)> {
     let (mut x, mut reader, mut scale) = (v.to_string(), reader, 1.0f32);
     loop {
-        if ix.consumers(&x) != [reader] || ix.is_graph_output(&x) {
+        let readers: Vec<usize> = ix.consumers(&x).iter().copied().filter(|&r| Some(r) != shape).collect();
+        if readers != [reader] || ix.is_graph_output(&x) {
             return None;
         }
         let p = ix.producer(&x)?;
@@ -377,6 +411,44 @@ fn scaled_scores(ix: &GraphIndex, v: &str, reader: usize) -> Option<(usize, bool
         x = other;
         reader = p;
     }
+}
+
+/// `v` = `Add(scaled scores, bias)`, read by `reader` alone (MPNet adds its relative position
+/// bias before the mask): (the scores as [`scaled_scores`] finds them, the bias).
+fn biased_scores(ix: &GraphIndex, v: &str, reader: usize) -> Option<((usize, bool, f32), String)> {
+    if ix.consumers(v) != [reader] || ix.is_graph_output(v) {
+        return None;
+    }
+    let add = ix
+        .producer(v)
+        .filter(|&a| ix.node(a).op_type() == "Add" && ix.node(a).domain().is_empty())?;
+    let a = ix.node(add);
+    (0..2).find_map(|s| Some((scaled_scores(ix, &a.input[s], add, None)?, a.input[1 - s].clone())))
+}
+
+/// `cond` = `Expand(x, Shape(scores))`, cast to bool or not, each value read by the next node
+/// alone (the last by `reader`): DistilBERT's classic export under transformers 4 broadcasts its
+/// mask to the scores' shape. The op broadcasts `x` itself, so the scores are not computed for
+/// their shape alone: (x, whether it is cast, the `Shape` node).
+fn expanded_to_scores(ix: &GraphIndex, cond: &str, reader: usize, scores: &str) -> Option<(String, bool, usize)> {
+    let only = |v: &str, r: usize| ix.consumers(v) == [r] && !ix.is_graph_output(v);
+    let plain = |p: usize, op: &str| ix.node(p).op_type() == op && ix.node(p).domain().is_empty();
+    if !only(cond, reader) {
+        return None;
+    }
+    let mut p = ix.producer(cond)?;
+    let cast = plain(p, "Cast");
+    if cast {
+        if ix.attr_i(p, "to") != Some(BOOL) || !only(&ix.node(p).input[0], p) {
+            return None;
+        }
+        p = ix.producer(&ix.node(p).input[0])?;
+    }
+    let e = ix.node(p);
+    if !plain(p, "Expand") || !only(&e.input[1], p) || shape_of(ix, &e.input[1]).as_deref() != Some(scores) {
+        return None;
+    }
+    Some((e.input[0].clone(), cast, ix.producer(&e.input[1])?))
 }
 
 /// The score product behind `v`: (node, whether it reads its keys transposed, its alpha).
