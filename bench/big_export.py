@@ -7,6 +7,9 @@
   OUT/xlmr-large/model.onnx  XLMRobertaForSequenceClassification shaped like xlm-roberta-large:
                              24 layers x 1024, 16 heads, FFN 4096, vocabulary 250002 (~2.24 GB:
                              over protobuf's 2 GiB, so the weights go to external data)
+  OUT/mpnet-base/model.onnx  MPNetForSequenceClassification shaped like mpnet-base (12 layers x
+                             768, 12 heads, FFN 3072, vocabulary 30527, relative position bias;
+                             written with --only mpnet-base, not by default)
 
 Weights are seeded random (transformers' own initialisation), so accuracy means nothing: these
 models are for pass times, memory and speed. Exported like scripts/export_hf.py (torch's classic
@@ -32,6 +35,12 @@ def build(name, torch, transformers):
             intermediate_size=3072, num_labels=2, attn_implementation="eager",
         )
         return transformers.BertForSequenceClassification(cfg), ["input_ids", "attention_mask", "token_type_ids"]
+    if name == "mpnet-base":
+        cfg = transformers.MPNetConfig(
+            vocab_size=30527, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+            intermediate_size=3072, num_labels=2, attn_implementation="eager",
+        )
+        return transformers.MPNetForSequenceClassification(cfg), ["input_ids", "attention_mask"]
     cfg = transformers.XLMRobertaConfig(
         vocab_size=250002, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
         intermediate_size=4096, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
@@ -67,15 +76,15 @@ def export(name, out_root, torch, transformers):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("out")
-    ap.add_argument("--only", choices=["bert-base", "xlmr-large"])
+    ap.add_argument("--only", choices=["bert-base", "xlmr-large", "mpnet-base"])
     a = ap.parse_args()
     try:
         import torch
         import transformers
     except ImportError as e:
         sys.exit(f"error: {e}; run with a Python that has torch and transformers")
-    for name in ["bert-base", "xlmr-large"]:
-        if a.only in (None, name):
+    for name in ["bert-base", "xlmr-large", "mpnet-base"]:
+        if a.only == name or (a.only is None and name != "mpnet-base"):
             export(name, a.out, torch, transformers)
 
 
