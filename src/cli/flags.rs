@@ -558,8 +558,9 @@ pub struct AutoArgs {
     /// Stop starting new pruning levels when this would be exceeded (90s, 30m, 2h).
     #[arg(long, default_value = "30m")]
     pub time_budget: String,
-    /// Encoder MAC fractions kept by calibrated pruning, tried by bisection (then refined)
-    /// ('none': skip) [default: 0.8,0.7,0.6,0.5,0.4].
+    /// Encoder MAC fractions kept by calibrated pruning, tried by bisection (then refined; for
+    /// speed and size a level within the budget in float only counts as beyond it where a number
+    /// format alone is within) ('none': skip) [default: 0.8,0.7,0.6,0.5,0.4].
     #[arg(long, value_delimiter = ',', value_name = "F,F,...|none")]
     pub prune: Option<Vec<String>>,
     /// Parameter fractions kept by activation-aware low rank ('none': skip) [default: none for
