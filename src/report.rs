@@ -485,7 +485,7 @@ pub fn quantize_text(r: &crate::passes::quantize::QuantizeReport, output: &std::
         if r.attention_ops > 0 {
             let _ = writeln!(
                 o,
-                "attention    {} {} as one ONNX Attention op each (opset 23: no head transposes, the scores stay in the kernel)",
+                "attention    {} {} as one ONNX Attention op each (opset 23: the scores stay in the kernel)",
                 r.attention_ops,
                 if r.attention_ops == 1 { "core runs" } else { "cores run" }
             );
@@ -493,12 +493,12 @@ pub fn quantize_text(r: &crate::passes::quantize::QuantizeReport, output: &std::
         if r.keys_read_transposed > 0 {
             let _ = writeln!(
                 o,
-                "attention    {} {} their keys transposed (FusedMatMul transB, no [0,2,3,1] Transpose)",
+                "attention    {} {} keys transposed (FusedMatMul transB, no [0,2,3,1] Transpose)",
                 r.keys_read_transposed,
                 if r.keys_read_transposed == 1 {
-                    "score product reads"
+                    "score product reads its"
                 } else {
-                    "score products read"
+                    "score products read their"
                 }
             );
         }

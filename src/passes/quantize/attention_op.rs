@@ -31,6 +31,16 @@
 //! no real token — averaged the values before and gets zero now). A constant scale on Q or K before the product (DistilBERT
 //! divides Q by √d) goes into the op's `scale` with the one after it.
 //!
+//! Where Q, K or V is not a head split's transpose (ModernBERT's rotary embedding acts on Q and K
+//! as [batch, heads, seq, head]; the first-token split slices the last layer's query after its
+//! transpose), the op takes all three as [batch, heads, seq, head] instead, its output replacing
+//! the product with V (the context's transpose stays): the operands the products read, of rank 4
+//! by how they are computed (`rank`), the keys before their transpose (a scalar on Kᵀ that the
+//! run computes, transformers 4's SDPA scale read off the rotated Q's shape, multiplies the keys
+//! instead), a head split's transpose kept as one. The scores still never leave the kernel.
+//! Float `Cast`s between the softmax and the product with V (ModernBERT's eager export) are
+//! read through.
+//!
 //! The op needs opset 23; the model's default opset is raised to it where nothing in the graph
 //! changes meaning on the way (from 13 on: the `Reduce*` ops' `axes` become an input and `Split`
 //! states its outputs' count at 18, both rewritten here; a graph with subgraphs, local functions
@@ -38,7 +48,7 @@
 
 use std::collections::HashMap;
 
-use crate::onnx::build::{attr_float, attr_int, node, with_attrs};
+use crate::onnx::build::{attr_float, attr_int, attr_ints, node, with_attrs};
 use crate::onnx::graph::GraphIndex;
 use crate::onnx::patch::Patch;
 use crate::onnx::proto::{attribute_proto::AttributeType, ModelProto};
@@ -49,7 +59,8 @@ use super::default_opset;
 
 /// The first opset with `Attention`.
 const OPSET: i64 = 23;
-/// `TensorProto.DataType` BOOL.
+/// `TensorProto.DataType` FLOAT and BOOL.
+const FLOAT: i64 = 1;
 const BOOL: i64 = 9;
 /// Ops whose `axes` attribute became an input at opset 18 (`ReduceSum` at 13).
 const REDUCE_AXES_INPUT: &[&str] = &[
@@ -77,13 +88,34 @@ enum Mask {
     Fill { masked: String, cast: bool },
 }
 
+/// One of Q, K, V as the op gets it.
+enum Operand {
+    /// [batch, seq, heads, head], before the chain's head transpose.
+    Split(String),
+    /// [batch, heads, seq, head], as the chain's product reads it (after a rotary embedding, a
+    /// slice to the first token's query).
+    Heads(String),
+    /// `Heads` times a scalar computed at run time (transformers 4's SDPA scale on Kᵀ, read off
+    /// a shape the rewrite cannot state).
+    HeadsTimes(String, String),
+}
+
+/// What the op's output replaces.
+enum Layout {
+    /// The context's transpose (node) to [batch, seq, heads, head]: Q, K and V all `Split`,
+    /// flattened to [batch, seq, heads·head], the op's output split into heads again.
+    Flat { context: usize },
+    /// The product with V (node), [batch, heads, seq, head]: every operand as [batch, heads, seq,
+    /// head] (a `Split` one through its head transpose), the chain's context transpose kept.
+    Heads { pv: usize },
+}
+
 /// One matched chain: its values and what the op needs.
 struct Core {
-    /// The node producing the context [batch, seq, heads, head] (the last Transpose).
-    context: usize,
-    q: String,
-    k: String,
-    v: String,
+    layout: Layout,
+    q: Operand,
+    k: Operand,
+    v: Operand,
     mask: Option<Mask>,
     heads: usize,
     head_size: usize,
@@ -127,30 +159,46 @@ pub fn one_op_attention(
         .ok_or_else(|| PassError::Internal("no graph".into()))?;
     let mut patch = Patch::new(g);
     patch.reserve_node_names(g);
-    let flat = patch.fresh_name("attention_op_flat");
-    patch.add_initializer(tensor::from_i64(&flat, &[3], &[0, 0, -1]));
+    let flat_shape = patch.fresh_name("attention_op_flat");
+    patch.add_initializer(tensor::from_i64(&flat_shape, &[3], &[0, 0, -1]));
     let ones = patch.fresh_name("attention_op_ones");
     patch.add_initializer(tensor::from_i64(&ones, &[2], &[1, 1]));
     for c in &cores {
-        let ctx = g.node[c.context].clone();
-        let base = ctx.name().to_string();
-        let mut nodes = vec![];
-        let mut flat_of = |v: &str, what: &str, patch: &mut Patch| {
-            let o = patch.fresh_name(&format!("{base}/{what}3"));
-            nodes.push(node(
-                "Reshape",
-                &patch.fresh_name(&format!("{base}/{what}3")),
-                &[v, &flat],
-                &[&o],
-            ));
-            o
+        let (replaced, flat) = match c.layout {
+            Layout::Flat { context } => (context, true),
+            Layout::Heads { pv } => (pv, false),
         };
-        let (q3, k3, v3) = (
-            flat_of(&c.q, "Q", &mut patch),
-            flat_of(&c.k, "K", &mut patch),
-            flat_of(&c.v, "V", &mut patch),
+        let old = g.node[replaced].clone();
+        let base = old.name().to_string();
+        let mut nodes = vec![];
+        // Q, K, V: [batch, seq, heads·head] (flat) or [batch, heads, seq, head].
+        let mut operand = |o: &Operand, what: &str, patch: &mut Patch| match o {
+            Operand::Split(x) if flat => {
+                let out = patch.fresh_name(&format!("{base}/{what}3"));
+                nodes.push(node("Reshape", &patch.fresh_name(&out), &[x, &flat_shape], &[&out]));
+                out
+            }
+            Operand::Split(x) => {
+                let out = patch.fresh_name(&format!("{base}/{what}4"));
+                nodes.push(with_attrs(
+                    node("Transpose", &patch.fresh_name(&out), &[x], &[&out]),
+                    vec![attr_ints("perm", &[0, 2, 1, 3])],
+                ));
+                out
+            }
+            Operand::Heads(x) => x.clone(),
+            Operand::HeadsTimes(x, c) => {
+                let out = patch.fresh_name(&format!("{base}/{what}4"));
+                nodes.push(node("Mul", &patch.fresh_name(&out), &[x, c], &[&out]));
+                out
+            }
+        };
+        let (q, k, v) = (
+            operand(&c.q, "Q", &mut patch),
+            operand(&c.k, "K", &mut patch),
+            operand(&c.v, "V", &mut patch),
         );
-        let mut inputs = vec![q3, k3, v3];
+        let mut inputs = vec![q.clone(), k.clone(), v];
         if let Some(mask) = &c.mask {
             let mask = match mask {
                 Mask::Add(terms) => {
@@ -184,14 +232,16 @@ pub fn one_op_attention(
             let sk = patch.fresh_name(&format!("{base}/key_len"));
             let shape = patch.fresh_name(&format!("{base}/mask_shape"));
             let full = patch.fresh_name(&format!("{base}/mask"));
+            // The sequence axis: 1 of [batch, seq, hidden], 2 of [batch, heads, seq, head].
+            let axis = if flat { 1 } else { 2 };
             let len = |v: &str, o: &str, patch: &mut Patch| {
                 with_attrs(
                     node("Shape", &patch.fresh_name(o), &[v], &[o]),
-                    vec![attr_int("start", 1), attr_int("end", 2)],
+                    vec![attr_int("start", axis), attr_int("end", axis + 1)],
                 )
             };
-            nodes.push(len(&c.q, &sq, &mut patch));
-            nodes.push(len(&c.k, &sk, &mut patch));
+            nodes.push(len(&q, &sq, &mut patch));
+            nodes.push(len(&k, &sk, &mut patch));
             nodes.push(with_attrs(
                 node("Concat", &patch.fresh_name(&shape), &[&ones, &sq, &sk], &[&shape]),
                 vec![attr_int("axis", 0)],
@@ -199,30 +249,39 @@ pub fn one_op_attention(
             nodes.push(node("Expand", &patch.fresh_name(&full), &[mask, &shape], &[&full]));
             inputs.push(full);
         }
-        let a = patch.fresh_name(&format!("{base}/attention"));
         let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-        nodes.push(with_attrs(
-            node(
-                "Attention",
-                &patch.fresh_name(&format!("{base}/Attention")),
-                &inputs,
-                &[&a],
-            ),
-            vec![
+        // 4-D inputs carry their heads; 3-D ones are told them.
+        let mut attrs = vec![attr_float("scale", c.scale)];
+        if flat {
+            attrs.extend([
                 attr_int("q_num_heads", c.heads as i64),
                 attr_int("kv_num_heads", c.heads as i64),
-                attr_float("scale", c.scale),
-            ],
-        ));
-        // Back to [batch, seq, heads, head], what the last Transpose gave its readers.
-        let split = patch.fresh_name(&format!("{base}/heads"));
-        patch.add_initializer(tensor::from_i64(
-            &split,
-            &[4],
-            &[0, 0, c.heads as i64, c.head_size as i64],
-        ));
-        nodes.push(node("Reshape", &base, &[&a, &split], &[&ctx.output[0]]));
-        patch.replace_node(c.context, nodes);
+            ]);
+        }
+        if flat {
+            let a = patch.fresh_name(&format!("{base}/attention"));
+            nodes.push(with_attrs(
+                node(
+                    "Attention",
+                    &patch.fresh_name(&format!("{base}/Attention")),
+                    &inputs,
+                    &[&a],
+                ),
+                attrs,
+            ));
+            // Back to [batch, seq, heads, head], what the last Transpose gave its readers.
+            let split = patch.fresh_name(&format!("{base}/heads"));
+            patch.add_initializer(tensor::from_i64(
+                &split,
+                &[4],
+                &[0, 0, c.heads as i64, c.head_size as i64],
+            ));
+            nodes.push(node("Reshape", &base, &[&a, &split], &[&old.output[0]]));
+        } else {
+            // The product with V's own output, [batch, heads, seq, head].
+            nodes.push(with_attrs(node("Attention", &base, &inputs, &[&old.output[0]]), attrs));
+        }
+        patch.replace_node(replaced, nodes);
     }
     patch.remove_unused();
     patch
@@ -276,36 +335,16 @@ fn matched(ix: &GraphIndex, sm: usize, heads: usize, head_size: usize) -> Option
         [a, b] => nan_guard(ix, probs, a, b)?,
         _ => return None,
     };
+    let weights = through_float_casts(ix, &weights);
     let &[pv] = ix.consumers(&weights) else { return None };
     let pvn = ix.node(pv);
     if pvn.op_type() != "MatMul" || !pvn.domain().is_empty() || pvn.input[0] != weights {
         return None;
     }
-    // The context's transpose, right after the product or after a Reshape that keeps its shape
-    // (transformers 5's SDPA export: to [batch, -1, query, head] read off the shapes).
-    let product = &pvn.output[0];
-    let &[next] = &beside_shapes(ix, product)[..] else {
-        return None;
-    };
-    let (context, reshape) = if transpose(ix, next, &[0, 2, 1, 3]) {
-        (next, None)
-    } else {
-        let r = ix.node(next);
-        let &[t] = ix.consumers(&r.output[0]) else { return None };
-        if r.op_type() != "Reshape"
-            || !r.domain().is_empty()
-            || ix.is_graph_output(&r.output[0])
-            || !transpose(ix, t, &[0, 2, 1, 3])
-        {
-            return None;
-        }
-        (t, Some(next))
-    };
-    let v = heads_of(ix, &pvn.input[1], &[0, 2, 1, 3], pv)?.0;
     // Softmax ← Add(scores, mask) or Where(masked, fill, scores) or neither ← Mul/Div by a
     // scalar* ← the score product.
     let mut mask = None;
-    let (mm, transposed_keys, mut scale) = match (op_is(&n.input[0], "Add"), op_is(&n.input[0], "Where")) {
+    let (mm, transposed_keys, scale) = match (op_is(&n.input[0], "Add"), op_is(&n.input[0], "Where")) {
         (Some(add), _) if only(&n.input[0], sm) => {
             let a = ix.node(add);
             let (slot, found, bias) = (0..2).find_map(|s| match scaled_scores(ix, &a.input[s], add, None) {
@@ -332,37 +371,225 @@ fn matched(ix: &GraphIndex, sm: usize, heads: usize, head_size: usize) -> Option
         _ => scaled_scores(ix, &n.input[0], sm, None)?,
     };
     let m = ix.node(mm);
-    let (q, cq) = heads_of(ix, &m.input[0], &[0, 2, 1, 3], mm)?;
     let key_perm: &[i64] = if transposed_keys { &[0, 2, 1, 3] } else { &[0, 2, 3, 1] };
-    let (k, ck) = heads_of(ix, &m.input[1], key_perm, mm)?;
-    scale *= cq * ck;
-    if let Some(r) = reshape {
-        if !keeps_shape(ix, r, product, [&q, &v], [heads, head_size]) {
-            return None;
-        }
-    }
-    // The heads where the split's shape states them.
-    for s in [&q, &k, &v] {
-        if let Some(got) = op_is(s, "Reshape").and_then(|r| heads_stated(ix, &ix.node(r).input[1])) {
-            if got
-                .iter()
-                .zip([heads, head_size])
-                .any(|(&got, want)| got > 0 && got as usize != want)
-            {
+    let split = [
+        heads_of(ix, &m.input[0], &[0, 2, 1, 3], mm),
+        heads_of(ix, &m.input[1], key_perm, mm),
+        heads_of(ix, &pvn.input[1], &[0, 2, 1, 3], pv),
+    ];
+    let core = |layout, [q, k, v]: [Operand; 3], scale: f32| {
+        (scale.is_finite() && scale > 0.0).then_some(Core {
+            layout,
+            q,
+            k,
+            v,
+            mask,
+            heads,
+            head_size,
+            scale,
+        })
+    };
+    if let [Some((q, cq)), Some((k, ck)), Some((v, _))] = &split {
+        if let Some(context) = flat_context(ix, pv, [q, v], [heads, head_size]) {
+            // The heads where the split's shape states them.
+            let stated = [q, k, v].iter().all(|s| {
+                op_is(s, "Reshape")
+                    .and_then(|r| heads_stated(ix, &ix.node(r).input[1]))
+                    .is_none_or(|got| {
+                        got.iter()
+                            .zip([heads, head_size])
+                            .all(|(&got, want)| got <= 0 || got as usize == want)
+                    })
+            });
+            if !stated {
                 return None;
             }
+            let ops = [q, k, v].map(|x| Operand::Split(x.clone()));
+            return core(Layout::Flat { context }, ops, scale * cq * ck);
         }
     }
-    (scale.is_finite() && scale > 0.0).then_some(Core {
-        context,
-        q,
-        k,
-        v,
-        mask,
-        heads,
-        head_size,
-        scale,
-    })
+    // [batch, heads, seq, head] as the products read them: a value before a head transpose where
+    // one is found, else the product's own operand (the keys' before their transpose), each of
+    // rank 4 by how it is computed.
+    let [sq, sk, sv] = split;
+    let mut scale = scale;
+    let q = match sq {
+        Some((x, c)) => {
+            scale *= c;
+            Operand::Split(x)
+        }
+        None => Operand::Heads(rank4(ix, &m.input[0], 12)?),
+    };
+    let k = match sk {
+        Some((x, c)) => {
+            scale *= c;
+            Operand::Split(x)
+        }
+        None => {
+            let (k, c) = keys_of(ix, &m.input[1], transposed_keys)?;
+            let k4 = rank4(ix, &k, 12)?;
+            match c {
+                Factor::Known(c) => {
+                    scale *= c;
+                    Operand::Heads(k4)
+                }
+                Factor::Run(c) => Operand::HeadsTimes(k4, c),
+            }
+        }
+    };
+    let v = match sv {
+        Some((x, _)) => Operand::Split(x),
+        None => Operand::Heads(rank4(ix, &pvn.input[1], 12)?),
+    };
+    core(Layout::Heads { pv }, [q, k, v], scale)
+}
+
+/// The context's transpose to [batch, seq, heads, head] right after the product with V (`pv`),
+/// or after a Reshape of the product that keeps its shape (transformers 5's SDPA export: to
+/// [batch, -1, query, head] read off the shapes; `q`, `v`: the head splits): that transpose.
+fn flat_context(ix: &GraphIndex, pv: usize, [q, v]: [&str; 2], [heads, head_size]: [usize; 2]) -> Option<usize> {
+    let product = &ix.node(pv).output[0];
+    let &[next] = &beside_shapes(ix, product)[..] else {
+        return None;
+    };
+    if transpose(ix, next, &[0, 2, 1, 3]) {
+        return Some(next);
+    }
+    let r = ix.node(next);
+    let &[t] = ix.consumers(&r.output[0]) else { return None };
+    (r.op_type() == "Reshape"
+        && r.domain().is_empty()
+        && !ix.is_graph_output(&r.output[0])
+        && transpose(ix, t, &[0, 2, 1, 3])
+        && keeps_shape(ix, next, product, [q, v], [heads, head_size]))
+    .then_some(t)
+}
+
+/// The probabilities `p` through `Cast`s to float (ModernBERT's eager export casts its float32
+/// softmax to the model's type), each value read by the next alone.
+fn through_float_casts(ix: &GraphIndex, p: &str) -> String {
+    let mut p = p.to_string();
+    while let &[c] = ix.consumers(&p) {
+        let n = ix.node(c);
+        if ix.is_graph_output(&p)
+            || n.op_type() != "Cast"
+            || !n.domain().is_empty()
+            || ix.attr_i(c, "to") != Some(FLOAT)
+        {
+            break;
+        }
+        p = n.output[0].clone();
+    }
+    p
+}
+
+/// A scalar factor: known before the run, or a value computed in it.
+enum Factor {
+    Known(f32),
+    Run(String),
+}
+
+/// The keys [batch, heads, seq, head] behind the score product's second operand `kt`: itself
+/// where the product reads it transposed, else before a [0, 1, 3, 2] `Transpose` or the dynamo
+/// exporter's swap of the last two axes, times or divided by a scalar or not (SDPA scales Kᵀ; a
+/// scalar `Mul` commutes with the transpose): (the keys, the factor).
+fn keys_of(ix: &GraphIndex, kt: &str, transposed: bool) -> Option<(String, Factor)> {
+    if transposed {
+        return Some((kt.to_string(), Factor::Known(1.0)));
+    }
+    let mut t = ix.producer(kt)?;
+    let mut c = Factor::Known(1.0);
+    if matches!(ix.node(t).op_type(), "Mul" | "Div") && ix.node(t).domain().is_empty() {
+        let n = ix.node(t);
+        let (factor, other) = match scalar_operand(ix, t) {
+            Some((s, other)) => (Factor::Known(if n.op_type() == "Mul" { s } else { 1.0 / s }), other),
+            // A scalar the run computes, multiplied (either side).
+            None if n.op_type() == "Mul" && n.input.len() == 2 => {
+                let s = (0..2).find(|&s| run_scalar(ix, &n.input[s], 8))?;
+                (Factor::Run(n.input[s].clone()), n.input[1 - s].clone())
+            }
+            None => return None,
+        };
+        if ix.consumers(&other) != [t] || ix.is_graph_output(&other) {
+            return None;
+        }
+        c = factor;
+        t = ix.producer(&other)?;
+    }
+    if transpose(ix, t, &[0, 1, 3, 2]) {
+        return Some((ix.node(t).input[0].clone(), c));
+    }
+    Some((last_two_swapped(ix, t)?, c))
+}
+
+/// Whether `v` is one number by how it is computed (looking `depth` nodes up): a one-element
+/// constant, an element of a shape (`Gather(Shape(x), j)`, j one index, or a one-element
+/// `Slice(Shape(x), …)`), and casts, square roots and arithmetic of such.
+fn run_scalar(ix: &GraphIndex, v: &str, depth: usize) -> bool {
+    if ix.const_f32(v).is_some_and(|c| c.len() == 1) || ix.const_i64(v).is_some_and(|c| c.len() == 1) {
+        return true;
+    }
+    let Some(p) = ix.producer(v).filter(|_| depth > 0) else {
+        return false;
+    };
+    let n = ix.node(p);
+    n.domain().is_empty()
+        && match n.op_type() {
+            "Gather" => shape_element(ix, v).is_some() && ix.const_i64(&n.input[1]).is_some_and(|j| j.len() == 1),
+            // From the last element, or one long: at most one element.
+            "Slice" => {
+                shape_slice(ix, v).is_some_and(|(_, start, end)| start == -1 || end.checked_sub(start) == Some(1))
+            }
+            "Cast" | "Sqrt" | "Reciprocal" | "Neg" => run_scalar(ix, &n.input[0], depth - 1),
+            "Add" | "Sub" | "Mul" | "Div" => n.input.iter().all(|x| run_scalar(ix, x, depth - 1)),
+            _ => false,
+        }
+}
+
+/// `v` where how it is computed gives it rank 4 (looking `depth` nodes up): see [`rank`].
+fn rank4(ix: &GraphIndex, v: &str, depth: usize) -> Option<String> {
+    (rank(ix, v, depth) == Some(4)).then(|| v.to_string())
+}
+
+/// The rank of `v` where how it is computed states it (looking `depth` nodes up): a `Transpose`'s
+/// permutation, a `Reshape`'s stated elements, a `Squeeze` or `Unsqueeze` of a known rank,
+/// through casts, slices, splits, concatenations and elementwise arithmetic (the largest known
+/// rank among the operands: the others broadcast to it, as an attention's rotary tables and
+/// scales do).
+fn rank(ix: &GraphIndex, v: &str, depth: usize) -> Option<usize> {
+    let p = ix.producer(v).filter(|_| depth > 0)?;
+    let n = ix.node(p);
+    if !n.domain().is_empty() {
+        return None;
+    }
+    let of = |k: usize| n.input.get(k).and_then(|x| rank(ix, x, depth - 1));
+    // Squeeze's and Unsqueeze's axes: an input from opset 13, an attribute before.
+    let axes = || {
+        n.input
+            .get(1)
+            .and_then(|a| ix.const_i64(a))
+            .or_else(|| ix.attr_ints(p, "axes"))
+            .map(|a| a.len())
+    };
+    match n.op_type() {
+        "Transpose" => ix.attr_ints(p, "perm").map(|perm| perm.len()),
+        "Reshape" => {
+            let s = n.input.get(1)?;
+            ix.const_i64(s).map(|c| c.len()).or_else(|| {
+                let c = ix.producer(s).filter(|&c| ix.node(c).op_type() == "Concat")?;
+                let pieces = &ix.node(c).input;
+                pieces
+                    .iter()
+                    .all(|x| ix.const_i64(x).is_some_and(|k| k.len() == 1) || shape_dim(ix, x).is_some())
+                    .then_some(pieces.len())
+            })
+        }
+        "Squeeze" => of(0)?.checked_sub(axes()?),
+        "Unsqueeze" => Some(of(0)? + axes()?),
+        "Cast" | "Identity" | "Neg" | "Slice" | "Split" => of(0),
+        "Add" | "Sub" | "Mul" | "Div" | "Concat" => (0..n.input.len()).filter_map(of).max(),
+        _ => None,
+    }
 }
 
 /// `Where(IsNaN(p), 0, p)` on the probabilities `p` (read by nodes `a` and `b`, nothing else):
