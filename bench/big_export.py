@@ -10,6 +10,10 @@
   OUT/mpnet-base/model.onnx  MPNetForSequenceClassification shaped like mpnet-base (12 layers x
                              768, 12 heads, FFN 3072, vocabulary 30527, relative position bias;
                              written with --only mpnet-base, not by default)
+  OUT/modernbert-base/model.onnx  ModernBertForSequenceClassification shaped like ModernBERT-base
+                             (22 layers x 768, 12 heads, gated FFN 1152, vocabulary 50368, rotary
+                             positions, local attention in two layers of three; SDPA attention,
+                             transformers' default; --only modernbert-base, not by default)
 
 Weights are seeded random (transformers' own initialisation), so accuracy means nothing: these
 models are for pass times, memory and speed. Exported like scripts/export_hf.py (torch's classic
@@ -41,6 +45,12 @@ def build(name, torch, transformers):
             intermediate_size=3072, num_labels=2, attn_implementation="eager",
         )
         return transformers.MPNetForSequenceClassification(cfg), ["input_ids", "attention_mask"]
+    if name == "modernbert-base":
+        cfg = transformers.ModernBertConfig(
+            vocab_size=50368, hidden_size=768, num_hidden_layers=22, num_attention_heads=12,
+            intermediate_size=1152, num_labels=2, attn_implementation="sdpa",
+        )
+        return transformers.ModernBertForSequenceClassification(cfg), ["input_ids", "attention_mask"]
     cfg = transformers.XLMRobertaConfig(
         vocab_size=250002, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
         intermediate_size=4096, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
@@ -76,15 +86,15 @@ def export(name, out_root, torch, transformers):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("out")
-    ap.add_argument("--only", choices=["bert-base", "xlmr-large", "mpnet-base"])
+    ap.add_argument("--only", choices=["bert-base", "xlmr-large", "mpnet-base", "modernbert-base"])
     a = ap.parse_args()
     try:
         import torch
         import transformers
     except ImportError as e:
         sys.exit(f"error: {e}; run with a Python that has torch and transformers")
-    for name in ["bert-base", "xlmr-large", "mpnet-base"]:
-        if a.only == name or (a.only is None and name != "mpnet-base"):
+    for name in ["bert-base", "xlmr-large", "mpnet-base", "modernbert-base"]:
+        if a.only == name or (a.only is None and name in ("bert-base", "xlmr-large")):
             export(name, a.out, torch, transformers)
 
 
