@@ -11,7 +11,9 @@
 //! context is dropped), and the attention's context is gathered back to rows before its output
 //! projection. The first-token split becomes row slices: its first half is the first `batch`
 //! rows (as [batch, 1, ·], what the split's first-token nodes read), its other half the rest, and
-//! its `Concat` joins rows. Every real token gets the values it had: each packed node acts on
+//! its `Concat` joins rows; a head's `Gather` of the first token (ModernBERT's) is those rows
+//! too. A `Slice` along the width (a gated FFN's halves) acts on each row alone, and a `Shape`
+//! read for the width alone reads it off the rows as well. Every real token gets the values it had: each packed node acts on
 //! each row alone (a static INT8 model gives the same logits), and a dynamic INT8 range is taken
 //! over the real tokens alone, as with the per-block unpadding this replaces.
 //!
@@ -327,6 +329,14 @@ pub fn pack(model: &ModelProto, plan: &Plan) -> Result<ModelProto, String> {
             let n = ix.node(i);
             let mut outputs_packed: Vec<String> = vec![];
             match n.op_type() {
+                // The width alone: the same on rows.
+                "Shape" if super::split::width_only_shape(&ix, i) => {
+                    if rows != v {
+                        renamed.insert((i, v.clone()), rows.clone());
+                    }
+                    visited.insert(i);
+                    continue;
+                }
                 "Shape" | "Size" => {
                     if v != plan.entry {
                         if !plan.stream.contains(&v) {
@@ -375,8 +385,61 @@ pub fn pack(model: &ModelProto, plan: &Plan) -> Result<ModelProto, String> {
                             patch.replace_node(i, vec![s]);
                             outputs_packed.push(n.output[0].clone());
                         }
+                        // Along the width (ModernBERT's gated FFN halves): on each row alone.
+                        None if super::split::last_axis_slice(&ix, i) => {
+                            if rows != v {
+                                renamed.insert((i, v.clone()), rows.clone());
+                            }
+                            if visited.insert(i) {
+                                outputs_packed.extend(n.output.iter().filter(|o| !o.is_empty()).cloned());
+                            }
+                        }
                         None => return Err(format!("{} slices the hidden states", label(i))),
                     }
+                }
+                // The first token of each sequence (ModernBERT's head reads it so): the first
+                // `batch` rows.
+                "Gather" if n.input[0] == v && ix.attr_i(i, "axis") == Some(1) => {
+                    let index_dims = ix
+                        .constant(&n.input[1])
+                        .filter(|_| ix.const_i64(&n.input[1]).as_deref() == Some(&[0]))
+                        .map(|c| c.tensor().dims.len());
+                    if !matches!(index_dims, Some(0) | Some(1)) {
+                        return Err(format!(
+                            "{} reads the hidden states and does not act on each token alone",
+                            label(i)
+                        ));
+                    }
+                    if !replaced.insert(i) {
+                        continue;
+                    }
+                    let slice = |out: &str| {
+                        node(
+                            "Slice",
+                            n.name(),
+                            &[&rows, &index.zero, &index.batch, &index.zero],
+                            &[out],
+                        )
+                    };
+                    if index_dims == Some(0) {
+                        // [batch, ·], as the scalar index gives.
+                        patch.replace_node(i, vec![slice(&n.output[0])]);
+                    } else {
+                        let part = patch.fresh_name(&format!("{}_rows", n.output[0]));
+                        patch.replace_node(
+                            i,
+                            vec![
+                                slice(&part),
+                                node(
+                                    "Reshape",
+                                    &format!("{}/FirstToken", n.name()),
+                                    &[&part, &index.first_shape],
+                                    &[&n.output[0]],
+                                ),
+                            ],
+                        );
+                    }
+                    // Not rows.
                 }
                 "Concat" => {
                     let seq_axis = matches!(ix.attr_i(i, "axis"), Some(1) | Some(-2));
@@ -488,6 +551,10 @@ pub fn pack(model: &ModelProto, plan: &Plan) -> Result<ModelProto, String> {
                 return Err(format!("{} reads the attention's projection '{v}' per token", label(i)));
             }
             if packed.contains(v) {
+                continue;
+            }
+            // A slice's bounds along the width: the same for every row.
+            if slot >= 1 && super::split::last_axis_slice(&ix, i) {
                 continue;
             }
             let weight = slot == 1 && WEIGHT_SLOT_1.contains(&n.op_type());

@@ -481,15 +481,55 @@ pub(super) fn attention_mask(ix: &GraphIndex) -> Result<String, String> {
     Ok(v.name().to_string())
 }
 
+/// Whether `Shape` node `i` is read for its last element alone (`Gather(·, -1)` on axis 0 by
+/// every reader): the width, the same on rows [tokens, width] as on [batch, sequence, width]
+/// (ModernBERT's gated FFN reads its up-projection's to split it in two halves).
+pub(super) fn width_only_shape(ix: &GraphIndex, i: usize) -> bool {
+    let n = ix.node(i);
+    n.op_type() == "Shape"
+        && n.domain().is_empty()
+        && ix.attr_i(i, "start").is_none()
+        && ix.attr_i(i, "end").is_none()
+        && !ix.is_graph_output(&n.output[0])
+        && !ix.consumers(&n.output[0]).is_empty()
+        && ix.consumers(&n.output[0]).iter().all(|&g| {
+            let gn = ix.node(g);
+            gn.op_type() == "Gather"
+                && gn.domain().is_empty()
+                && gn.input[0] == n.output[0]
+                && ix.attr_i(g, "axis").unwrap_or(0) == 0
+                && gn.input.get(1).and_then(|j| ix.const_i64(j)).as_deref() == Some(&[-1])
+        })
+}
+
+/// Whether `Slice` node `i` slices the last axis alone (axes [-1], steps 1): it acts on each
+/// row alone, whatever its bounds (computed before the packing, or from a [`width_only_shape`]).
+pub(super) fn last_axis_slice(ix: &GraphIndex, i: usize) -> bool {
+    let n = ix.node(i);
+    let c = |slot: usize| n.input.get(slot).filter(|v| !v.is_empty()).map(|v| ix.const_i64(v));
+    n.op_type() == "Slice"
+        && n.domain().is_empty()
+        && c(3) == Some(Some(vec![-1]))
+        && c(4).is_none_or(|s| s.as_deref() == Some(&[1][..]))
+}
+
 /// Why `nodes` do not act on each token on their own, if they do not: a node of an op outside
-/// [`ROW_WISE`], or one reading a constant that varies along an axis before the last (a
-/// MatMul's weight aside).
+/// [`ROW_WISE`] (but a [`width_only_shape`], its `Gather`s and a [`last_axis_slice`]), or one
+/// reading a constant that varies along an axis before the last (a MatMul's weight aside).
 fn not_row_wise(ix: &GraphIndex, nodes: &HashSet<usize>) -> Option<String> {
     let mut sorted: Vec<usize> = nodes.iter().copied().collect();
     sorted.sort_unstable();
+    let width_read = |i: usize| {
+        ix.node(i).op_type() == "Gather"
+            && ix
+                .producer(&ix.node(i).input[0])
+                .is_some_and(|sh| width_only_shape(ix, sh))
+    };
     sorted.into_iter().find_map(|i| {
         let n = ix.node(i);
-        if !ROW_WISE.contains(&n.op_type()) {
+        let row_wise =
+            ROW_WISE.contains(&n.op_type()) || width_only_shape(ix, i) || width_read(i) || last_axis_slice(ix, i);
+        if !row_wise {
             return Some(format!("{} does not act on each token alone", ix.node_label(i)));
         }
         n.input.iter().enumerate().find_map(|(slot, v)| {
