@@ -12,8 +12,8 @@
 //! projection. The first-token split becomes row slices: its first half is the first `batch`
 //! rows (as [batch, 1, ·], what the split's first-token nodes read), its other half the rest, and
 //! its `Concat` joins rows; a head's `Gather` of the first token (ModernBERT's) is those rows
-//! too. A `Slice` along the width (a gated FFN's halves) acts on each row alone, and a `Shape`
-//! read for the width alone reads it off the rows as well. Every real token gets the values it
+//! too. A `Slice` or `Split` along the width (a gated FFN's halves) acts on each row alone, and a
+//! `Shape` read for the width alone reads it off the rows as well. Every real token gets the values it
 //! had: each packed node acts on each row alone (a static INT8 model gives the same logits), and
 //! a dynamic INT8 range is taken over the real tokens alone, as with the per-block unpadding this
 //! replaces.
@@ -397,6 +397,16 @@ pub fn pack(model: &ModelProto, plan: &Plan) -> Result<ModelProto, String> {
                         }
                         None => return Err(format!("{} slices the hidden states", label(i))),
                     }
+                }
+                // Halves along the width (the dynamo exporter's gated FFN): on each row alone.
+                "Split" if n.input[0] == v && super::split::width_split(&ix, i) => {
+                    if !replaced.insert(i) {
+                        continue;
+                    }
+                    let mut c = super::split::on_last_axis(n.clone());
+                    c.input[0] = rows.clone();
+                    patch.replace_node(i, vec![c]);
+                    outputs_packed.extend(n.output.iter().filter(|o| !o.is_empty()).cloned());
                 }
                 // The first token of each sequence (ModernBERT's head reads it so): the first
                 // `batch` rows.

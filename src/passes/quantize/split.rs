@@ -513,9 +513,27 @@ pub(super) fn last_axis_slice(ix: &GraphIndex, i: usize) -> bool {
         && c(4).is_none_or(|s| s.as_deref() == Some(&[1][..]))
 }
 
+/// Whether `Split` node `i` splits the width of a [batch, sequence, width] value (axis 2 or -1;
+/// the dynamo exporter's gated FFN halves): it acts on each row alone once its axis reads -1
+/// ([`on_last_axis`]).
+pub(super) fn width_split(ix: &GraphIndex, i: usize) -> bool {
+    let n = ix.node(i);
+    n.op_type() == "Split" && n.domain().is_empty() && matches!(ix.attr_i(i, "axis"), Some(2) | Some(-1))
+}
+
+/// `n` (a [`width_split`]) splitting the last axis by that name, which rows [tokens, width] have
+/// too.
+pub(super) fn on_last_axis(mut n: NodeProto) -> NodeProto {
+    for a in n.attribute.iter_mut().filter(|a| a.name() == "axis") {
+        a.i = Some(-1);
+    }
+    n
+}
+
 /// Why `nodes` do not act on each token on their own, if they do not: a node of an op outside
-/// [`ROW_WISE`] (but a [`width_only_shape`], its `Gather`s and a [`last_axis_slice`]), or one
-/// reading a constant that varies along an axis before the last (a MatMul's weight aside).
+/// [`ROW_WISE`] (but a [`width_only_shape`], its `Gather`s, a [`last_axis_slice`] and a
+/// [`width_split`]), or one reading a constant that varies along an axis before the last (a
+/// MatMul's weight aside).
 fn not_row_wise(ix: &GraphIndex, nodes: &HashSet<usize>) -> Option<String> {
     let mut sorted: Vec<usize> = nodes.iter().copied().collect();
     sorted.sort_unstable();
@@ -527,8 +545,11 @@ fn not_row_wise(ix: &GraphIndex, nodes: &HashSet<usize>) -> Option<String> {
     };
     sorted.into_iter().find_map(|i| {
         let n = ix.node(i);
-        let row_wise =
-            ROW_WISE.contains(&n.op_type()) || width_only_shape(ix, i) || width_read(i) || last_axis_slice(ix, i);
+        let row_wise = ROW_WISE.contains(&n.op_type())
+            || width_only_shape(ix, i)
+            || width_read(i)
+            || last_axis_slice(ix, i)
+            || width_split(ix, i);
         if !row_wise {
             return Some(format!("{} does not act on each token alone", ix.node_label(i)));
         }
@@ -723,7 +744,9 @@ pub fn split_first_token(model: &ModelProto, qkv: bool, unpad: bool) -> Result<S
                     }
                 }
             }
-            nodes.push(copy_node(n, copy, suffix, rename, &mut patch, &mut origin));
+            let c = copy_node(n, copy, suffix, rename, &mut patch, &mut origin);
+            // Block values are [batch, sequence, width] or rows [tokens, width].
+            nodes.push(if width_split(&ix, i) { on_last_axis(c) } else { c });
         }
         for (k, (out, _)) in blk.outputs.iter().enumerate().filter(|(_, (_, p))| *p == i && both) {
             let name = match blk.part {
