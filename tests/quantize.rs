@@ -612,6 +612,32 @@ fn attention_cores_run_as_one_op_with_the_same_logits() {
     let (rel, agree) = compare(&x, &y);
     assert!(rel < 1e-5 && agree == 1.0, "scaled before: {rel} {agree}");
 
+    // A scalar on V before the product scales the context: it stays in the op's V (taken as
+    // [batch, heads, seq, head], the scaled value itself).
+    let mut v2 = m.clone();
+    let g = v2.graph.as_mut().unwrap();
+    g.initializer.push(tensor::from_f32("two", &[], &[2.0]));
+    for layer in ["layer.0", "layer.1"] {
+        let ctx = g
+            .node
+            .iter()
+            .position(|n| n.name().contains(layer) && n.name().contains("/context_"))
+            .unwrap();
+        let v = g.node[ctx].input[1].clone();
+        let doubled = format!("{v}_doubled");
+        g.node[ctx].input[1] = doubled.clone();
+        g.node
+            .insert(ctx, onnx::build::node("Mul", &doubled, &[&v, "two"], &[&doubled]));
+    }
+    let (a, n, _) = one_op_attention(&v2, &heads_by_softmax(&m)).unwrap();
+    assert_eq!(n, 2);
+    let (x, y) = (
+        logits(&v2, &bs, "chain, V doubled"),
+        logits(&a, &bs, "one op, V doubled"),
+    );
+    let (rel, agree) = compare(&x, &y);
+    assert!(rel < 1e-5 && agree == 1.0, "V doubled: {rel} {agree}");
+
     // Opset 17 → 23: a ReduceMean's axes attribute becomes an input, a Split without sizes gets
     // its outputs' count; both still compute what they did.
     let mut r = m.clone();

@@ -389,6 +389,10 @@ fn matched(ix: &GraphIndex, sm: usize, heads: usize, head_size: usize) -> Option
             scale,
         })
     };
+    // A scale on V would scale the context: V's split only where it has none.
+    let [sq, sk, sv] = split;
+    let sv = sv.filter(|&(_, c)| c == 1.0);
+    let split = [sq, sk, sv];
     if let [Some((q, cq)), Some((k, ck)), Some((v, _))] = &split {
         if let Some(context) = flat_context(ix, pv, [q, v], [heads, head_size]) {
             // The heads where the split's shape states them.
