@@ -250,15 +250,9 @@ pub fn one_op_attention(
             inputs.push(full);
         }
         let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-        // 4-D inputs carry their heads; 3-D ones are told them.
-        let mut attrs = vec![attr_float("scale", c.scale)];
+        let scale = attr_float("scale", c.scale);
         if flat {
-            attrs.extend([
-                attr_int("q_num_heads", c.heads as i64),
-                attr_int("kv_num_heads", c.heads as i64),
-            ]);
-        }
-        if flat {
+            // 3-D inputs are told their heads.
             let a = patch.fresh_name(&format!("{base}/attention"));
             nodes.push(with_attrs(
                 node(
@@ -267,7 +261,11 @@ pub fn one_op_attention(
                     &inputs,
                     &[&a],
                 ),
-                attrs,
+                vec![
+                    scale,
+                    attr_int("q_num_heads", c.heads as i64),
+                    attr_int("kv_num_heads", c.heads as i64),
+                ],
             ));
             // Back to [batch, seq, heads, head], what the last Transpose gave its readers.
             let split = patch.fresh_name(&format!("{base}/heads"));
@@ -278,8 +276,12 @@ pub fn one_op_attention(
             ));
             nodes.push(node("Reshape", &base, &[&a, &split], &[&old.output[0]]));
         } else {
-            // The product with V's own output, [batch, heads, seq, head].
-            nodes.push(with_attrs(node("Attention", &base, &inputs, &[&old.output[0]]), attrs));
+            // The product with V's own output, [batch, heads, seq, head]; 4-D inputs carry their
+            // heads.
+            nodes.push(with_attrs(
+                node("Attention", &base, &inputs, &[&old.output[0]]),
+                vec![scale],
+            ));
         }
         patch.replace_node(replaced, nodes);
     }
@@ -505,8 +507,8 @@ fn keys_of(ix: &GraphIndex, kt: &str, transposed: bool) -> Option<(String, Facto
     let mut c = Factor::Known(1.0);
     if matches!(ix.node(t).op_type(), "Mul" | "Div") && ix.node(t).domain().is_empty() {
         let n = ix.node(t);
-        let (factor, other) = match scalar_operand(ix, t) {
-            Some((s, other)) => (Factor::Known(if n.op_type() == "Mul" { s } else { 1.0 / s }), other),
+        let (factor, other) = match times_scalar(ix, t) {
+            Some((s, other)) => (Factor::Known(s), other),
             // A scalar the run computes, multiplied (either side).
             None if n.op_type() == "Mul" && n.input.len() == 2 => {
                 let s = (0..2).find(|&s| run_scalar(ix, &n.input[s], 8))?;
@@ -637,8 +639,8 @@ fn scaled_scores(ix: &GraphIndex, v: &str, reader: usize, shape: Option<usize>) 
             let (mm, transposed, alpha) = scores_from(ix, &x)?;
             return Some((mm, transposed, scale * alpha));
         }
-        let (c, other) = scalar_operand(ix, p)?;
-        scale = if pn.op_type() == "Mul" { scale * c } else { scale / c };
+        let (c, other) = times_scalar(ix, p)?;
+        scale *= c;
         x = other;
         reader = p;
     }
@@ -847,13 +849,13 @@ fn heads_of(ix: &GraphIndex, v: &str, perm: &[i64], reader: usize) -> Option<(St
     let mut p = ix.producer(v)?;
     let mut c = 1.0;
     if matches!(ix.node(p).op_type(), "Mul" | "Div") && ix.node(p).domain().is_empty() {
-        let (s, other) = scalar_operand(ix, p)?;
+        let (s, other) = times_scalar(ix, p)?;
         // Besides the scale, only `Shape`s may read the heads (transformers 4's SDPA reads the
         // head size off Q's for the scale).
         if beside_shapes(ix, &other) != [p] {
             return None;
         }
-        c = if ix.node(p).op_type() == "Mul" { s } else { 1.0 / s };
+        c = s;
         p = ix.producer(&other)?;
     }
     if transpose(ix, p, perm) {
@@ -937,6 +939,17 @@ fn heads_stated(ix: &GraphIndex, shape: &str) -> Option<[i64; 2]> {
 fn transpose(ix: &GraphIndex, i: usize, perm: &[i64]) -> bool {
     let n = ix.node(i);
     n.op_type() == "Transpose" && n.domain().is_empty() && ix.attr_ints(i, "perm").as_deref() == Some(perm)
+}
+
+/// Node `p` = `Mul` or `Div` of a value by a scalar known before the run: (the factor it
+/// multiplies by, that value).
+fn times_scalar(ix: &GraphIndex, p: usize) -> Option<(f32, String)> {
+    let n = ix.node(p);
+    if !matches!(n.op_type(), "Mul" | "Div") || !n.domain().is_empty() {
+        return None;
+    }
+    let (c, other) = scalar_operand(ix, p)?;
+    Some((if n.op_type() == "Mul" { c } else { 1.0 / c }, other))
 }
 
 /// A binary node with one scalar operand known before the run: (the scalar, the other input).

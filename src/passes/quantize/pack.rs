@@ -25,7 +25,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use crate::onnx::build::{attr_int, attr_tensor, node, with_attrs};
-use crate::onnx::proto::ModelProto;
+use crate::onnx::proto::{ModelProto, NodeProto};
 use crate::onnx::{tensor, GraphIndex, Patch};
 use crate::structure::{Qkv, Transformer};
 
@@ -224,6 +224,25 @@ impl Index {
         }
     }
 
+    /// The nodes (the first named `name`) giving `out` the first token of each sequence from
+    /// `rows`: the first `batch` rows, [batch, width], or [batch, 1, width] with `keep_axis`.
+    fn first_rows(&self, name: &str, rows: &str, out: &str, keep_axis: bool, patch: &mut Patch) -> Vec<NodeProto> {
+        let slice = |o: &str| node("Slice", name, &[rows, &self.zero, &self.batch, &self.zero], &[o]);
+        if !keep_axis {
+            return vec![slice(out)];
+        }
+        let part = patch.fresh_name(&format!("{out}_rows"));
+        vec![
+            slice(&part),
+            node(
+                "Reshape",
+                &format!("{name}/FirstToken"),
+                &[&part, &self.first_shape],
+                &[out],
+            ),
+        ]
+    }
+
     /// Before node `at`: `x` ([batch, sequence, width]) as packed rows; returns their value.
     fn pack(&self, x: &str, patch: &mut Patch, at: usize) -> String {
         let [flat, rows] = ["flat", "packed"].map(|s| patch.fresh_name(&format!("{x}_{s}")));
@@ -350,30 +369,15 @@ pub fn pack(model: &ModelProto, plan: &Plan) -> Result<ModelProto, String> {
                     }
                     continue;
                 }
-                "Slice" if n.input[0] == v => {
+                // (A slice along the width is a row op, below.)
+                "Slice" if n.input[0] == v && !super::split::last_axis_slice(&ix, i) => {
                     if !replaced.insert(i) {
                         continue;
                     }
                     match split_half(&ix, i) {
                         Some(Half::First) => {
-                            let part = patch.fresh_name(&format!("{}_rows", n.output[0]));
-                            patch.replace_node(
-                                i,
-                                vec![
-                                    node(
-                                        "Slice",
-                                        n.name(),
-                                        &[&rows, &index.zero, &index.batch, &index.zero],
-                                        &[&part],
-                                    ),
-                                    node(
-                                        "Reshape",
-                                        &format!("{}/FirstToken", n.name()),
-                                        &[&part, &index.first_shape],
-                                        &[&n.output[0]],
-                                    ),
-                                ],
-                            );
+                            let first = index.first_rows(n.name(), &rows, &n.output[0], true, &mut patch);
+                            patch.replace_node(i, first);
                             // The first-token half is [batch, 1, ·] as before: not rows.
                         }
                         Some(Half::AfterFirst) => {
@@ -385,15 +389,6 @@ pub fn pack(model: &ModelProto, plan: &Plan) -> Result<ModelProto, String> {
                             );
                             patch.replace_node(i, vec![s]);
                             outputs_packed.push(n.output[0].clone());
-                        }
-                        // Along the width (ModernBERT's gated FFN halves): on each row alone.
-                        None if super::split::last_axis_slice(&ix, i) => {
-                            if rows != v {
-                                renamed.insert((i, v.clone()), rows.clone());
-                            }
-                            if visited.insert(i) {
-                                outputs_packed.extend(n.output.iter().filter(|o| !o.is_empty()).cloned());
-                            }
                         }
                         None => return Err(format!("{} slices the hidden states", label(i))),
                     }
@@ -424,33 +419,9 @@ pub fn pack(model: &ModelProto, plan: &Plan) -> Result<ModelProto, String> {
                     if !replaced.insert(i) {
                         continue;
                     }
-                    let slice = |out: &str| {
-                        node(
-                            "Slice",
-                            n.name(),
-                            &[&rows, &index.zero, &index.batch, &index.zero],
-                            &[out],
-                        )
-                    };
-                    if index_dims == Some(0) {
-                        // [batch, ·], as the scalar index gives.
-                        patch.replace_node(i, vec![slice(&n.output[0])]);
-                    } else {
-                        let part = patch.fresh_name(&format!("{}_rows", n.output[0]));
-                        patch.replace_node(
-                            i,
-                            vec![
-                                slice(&part),
-                                node(
-                                    "Reshape",
-                                    &format!("{}/FirstToken", n.name()),
-                                    &[&part, &index.first_shape],
-                                    &[&n.output[0]],
-                                ),
-                            ],
-                        );
-                    }
-                    // Not rows.
+                    // [batch, ·] for a scalar index, [batch, 1, ·] for a one-element one: not rows.
+                    let first = index.first_rows(n.name(), &rows, &n.output[0], index_dims == Some(1), &mut patch);
+                    patch.replace_node(i, first);
                 }
                 "Concat" => {
                     let seq_axis = matches!(ix.attr_i(i, "axis"), Some(1) | Some(-2));
@@ -481,7 +452,8 @@ pub fn pack(model: &ModelProto, plan: &Plan) -> Result<ModelProto, String> {
                     );
                     outputs_packed.push(n.output[0].clone());
                 }
-                op if row_op(op) => {
+                // Along the width too (ModernBERT's gated FFN halves).
+                op if row_op(op) || super::split::last_axis_slice(&ix, i) => {
                     if rows != v {
                         renamed.insert((i, v.clone()), rows.clone());
                     }
