@@ -574,9 +574,9 @@ fn low_rank_and_quantization_of_every_cell() {
             })?;
             "blocks"
         };
-        // Every cell packs but ONNX Runtime's fused graphs (ModernBERT's gated FFN halves along
-        // the width, sliced or split, and its head's first-token Gather pack too).
-        ensure(ur.tokens_packed || c.name.contains("-ortopt-"), || {
+        // Every cell packs but ONNX Runtime's fused-attention graphs (ModernBERT's gated FFN
+        // halves along the width, sliced or split, and its head's first-token Gather pack too).
+        ensure(ur.tokens_packed || fused, || {
             format!("static INT8 --unpad did not pack the tokens: {:?}", ur.warnings)
         })?;
         // The embedding tables left float: the same MatMuls quantized as by ONNX Runtime's

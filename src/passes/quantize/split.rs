@@ -488,7 +488,7 @@ pub(super) fn width_only_shape(ix: &GraphIndex, i: usize) -> bool {
     let n = ix.node(i);
     n.op_type() == "Shape"
         && n.domain().is_empty()
-        && ix.attr_i(i, "start").is_none()
+        && ix.attr_i(i, "start").unwrap_or(0) == 0
         && ix.attr_i(i, "end").is_none()
         && !ix.is_graph_output(&n.output[0])
         && !ix.consumers(&n.output[0]).is_empty()
