@@ -19,7 +19,6 @@ import tempfile
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -27,17 +26,11 @@ sys.path.insert(0, os.path.join(HERE, "../../scripts/fixtures"))
 import _fixture as fx  # noqa: E402
 from export_matrix import build, randomize_vectors  # noqa: E402
 from ort_bar_vnni import bar_batch  # noqa: E402
-
-BIN = os.environ.get("ONNX_COMPRESS", os.path.join(HERE, "../../target/release/onnx-compress"))
-
-
-def run(path, b):
-    s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    return s.run(None, {i.name: b[i.name] for i in s.get_inputs()})[0]
+from dynamic_error import BIN, errors, run  # noqa: E402
 
 
 def rms(a, x):
-    return float(np.sqrt(((a - x) ** 2).mean() / (a ** 2).mean()))
+    return float(errors(a, x)[1])
 
 
 def main():
