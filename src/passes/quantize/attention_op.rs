@@ -1082,3 +1082,120 @@ fn raise_opset(model: &mut ModelProto) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::onnx::build::{constant, with_domain};
+    use crate::onnx::proto::{GraphProto, NodeProto};
+
+    fn i64s(name: &str, v: &[i64]) -> NodeProto {
+        constant(name, tensor::from_i64("", &[v.len()], v))
+    }
+
+    fn graph(nodes: Vec<NodeProto>) -> GraphProto {
+        GraphProto {
+            node: nodes,
+            ..Default::default()
+        }
+    }
+
+    /// Ranks from the ops that state them, through the ops that keep or broadcast them; `x` is a
+    /// graph input of no stated rank.
+    #[test]
+    fn rank_is_read_off_how_a_value_is_computed() {
+        let g = graph(vec![
+            i64s("split_shape", &[0, 0, 12, 32]),
+            node("Reshape", "split", &["x", "split_shape"], &["split"]),
+            with_attrs(
+                node("Transpose", "heads", &["split"], &["heads"]),
+                vec![attr_ints("perm", &[0, 2, 1, 3])],
+            ),
+            constant("half", tensor::from_f32("", &[], &[0.5])),
+            node("Mul", "scaled", &["heads", "half"], &["scaled"]),
+            node("Cast", "cast", &["scaled"], &["cast"]),
+            i64s("axis1", &[1]),
+            node("Squeeze", "squeezed", &["cast", "axis1"], &["squeezed"]),
+            node("Unsqueeze", "unsqueezed", &["squeezed", "axis1"], &["unsqueezed"]),
+            node("Unsqueeze", "of_input", &["x", "axis1"], &["of_input"]),
+            // A reshape to [batch, 12, 32], the batch read off x's shape.
+            node("Shape", "shape", &["x"], &["shape"]),
+            constant("zero", tensor::from_i64("", &[], &[0])),
+            node("Gather", "batch", &["shape", "zero"], &["batch"]),
+            i64s("axis0", &[0]),
+            node("Unsqueeze", "batch1", &["batch", "axis0"], &["batch1"]),
+            i64s("c12", &[12]),
+            i64s("c32", &[32]),
+            with_attrs(
+                node("Concat", "dyn", &["batch1", "c12", "c32"], &["dyn"]),
+                vec![attr_int("axis", 0)],
+            ),
+            node("Reshape", "rank3", &["x", "dyn"], &["rank3"]),
+            node("Relu", "relu", &["heads"], &["relu"]),
+            with_domain(node("Mul", "ms", &["heads", "half"], &["ms"]), "com.microsoft"),
+        ]);
+        let ix = GraphIndex::new(&g);
+        let r = |v: &str| rank(&ix, v, 8);
+        assert_eq!(r("split"), Some(4), "a Reshape states its rank by its shape's length");
+        assert_eq!(r("heads"), Some(4), "a Transpose by its permutation");
+        assert_eq!(r("scaled"), Some(4), "a scalar broadcasts to the other operand's rank");
+        assert_eq!(r("cast"), Some(4));
+        assert_eq!(r("squeezed"), Some(3));
+        assert_eq!(r("unsqueezed"), Some(4));
+        assert_eq!(
+            r("rank3"),
+            Some(3),
+            "a shape concatenated of constants and shape elements"
+        );
+        assert_eq!(r("x"), None, "a graph input states none here");
+        assert_eq!(r("of_input"), None, "an Unsqueeze of no known rank");
+        assert_eq!(r("relu"), None, "an op not read through");
+        assert_eq!(r("ms"), None, "another domain's op");
+        assert_eq!(rank(&ix, "scaled", 1), None, "the Transpose lies past the depth");
+        assert_eq!(rank4(&ix, "scaled", 8).as_deref(), Some("scaled"));
+        assert_eq!(rank4(&ix, "rank3", 8), None);
+    }
+
+    /// One number by how it is computed: constants of one element, single elements of a shape and
+    /// arithmetic of such; not a slice of several elements, nor anything read off a tensor's values.
+    #[test]
+    fn run_scalars_are_single_elements_of_shapes_and_their_arithmetic() {
+        let g = graph(vec![
+            node("Shape", "shape", &["x"], &["shape"]),
+            constant("last", tensor::from_i64("", &[], &[-1])),
+            node("Gather", "d", &["shape", "last"], &["d"]),
+            i64s("two", &[2]),
+            node("Gather", "two_dims", &["shape", "two"], &["two_dims"]),
+            i64s("pair", &[1, 2]),
+            node("Gather", "pair_dims", &["shape", "pair"], &["pair_dims"]),
+            i64s("from_last", &[-1]),
+            i64s("end", &[i64::MAX]),
+            node("Slice", "tail", &["shape", "from_last", "end"], &["tail"]),
+            i64s("zero", &[0]),
+            node("Slice", "head2", &["shape", "zero", "two"], &["head2"]),
+            i64s("three", &[3]),
+            node("Slice", "third", &["shape", "two", "three"], &["third"]),
+            with_attrs(node("Cast", "df", &["d"], &["df"]), vec![attr_int("to", FLOAT)]),
+            node("Sqrt", "root", &["df"], &["root"]),
+            constant("one", tensor::from_f32("", &[], &[1.0])),
+            node("Div", "scale", &["one", "root"], &["scale"]),
+            node("Mul", "with_x", &["root", "x"], &["with_x"]),
+            node("Relu", "relu", &["root"], &["relu"]),
+        ]);
+        let ix = GraphIndex::new(&g);
+        let s = |v: &str| run_scalar(&ix, v, 8);
+        assert!(s("one") && s("two"), "constants of one element");
+        assert!(!s("pair"), "a constant of two elements");
+        assert!(s("d"), "an element of a shape");
+        assert!(s("two_dims"), "an element of a shape, its index of one element");
+        assert!(!s("pair_dims"), "two elements of a shape");
+        assert!(s("tail"), "a slice from the last element");
+        assert!(s("third"), "a slice one element long");
+        assert!(!s("head2"), "a slice two elements long");
+        assert!(s("root") && s("scale"), "casts, roots and arithmetic of such");
+        assert!(!s("with_x"), "arithmetic with a tensor");
+        assert!(!s("relu"), "an op not read through");
+        assert!(!s("shape") && !s("x"), "a whole shape, a graph input");
+        assert!(!run_scalar(&ix, "scale", 2), "the shape element lies past the depth");
+    }
+}
