@@ -476,19 +476,20 @@ fn low_rank_and_quantization_of_every_cell() {
                 format!("one Attention op per attention moved the logits by {d}")
             })?;
         }
-        // Every unfused attention but DeBERTa's (relative attention) runs as the op: eager and
-        // SDPA, the classic exporter's (transformers 4's SDPA: the scale √(1/√d) read off Q's
-        // shape at run time; 5's: the context reshaped to its own shape read off Q's and V's;
-        // DistilBERT's transformers 4 eager: the mask broadcast to the scores' shape) and the
-        // dynamo exporter's (Kᵀ through rank 3); MPNet's with its relative position bias;
-        // ModernBERT's on Q and K after the rotary embedding, [batch, heads, seq, head]. (ONNX
+        // Every unfused attention runs as the op: eager and SDPA, the classic exporter's
+        // (transformers 4's SDPA: the scale √(1/√d) read off Q's shape at run time; 5's: the
+        // context reshaped to its own shape read off Q's and V's; DistilBERT's transformers 4
+        // eager: the mask broadcast to the scores' shape) and the dynamo exporter's (Kᵀ through
+        // rank 3); MPNet's with its relative position bias; ModernBERT's on Q and K after the
+        // rotary embedding, [batch, heads, seq, head]; DeBERTa's on [batch·heads, seq, head]
+        // with its relative position bias (transformers 4's graphs with `If`s too). (ONNX
         // Runtime's fused graphs have their own op.)
         let fused = m.graph.as_ref().is_some_and(|g| {
             g.node
                 .iter()
                 .any(|n| n.op_type() == "Attention" && n.domain() == "com.microsoft")
         });
-        let expected = !fused && !c.name.contains("deberta");
+        let expected = !fused;
         ensure(!expected || one_op > 0, || {
             format!("the export kept its attention cores separate ({why:?})")
         })?;

@@ -41,17 +41,23 @@
 //! Float `Cast`s between the softmax and the product with V (ModernBERT's eager export) are
 //! read through.
 //!
+//! DeBERTa's attention runs on [batch·heads, seq, ·] between Reshapes, its relative position
+//! bias added to the scores and its padding mask a `Where` on [batch, heads, query, key] (a
+//! padding query's whole row masked): the op takes Q, K and V before their merging Reshapes and
+//! the bias, filled where masked, as its mask (`batched`).
+//!
 //! The op needs opset 23; the model's default opset is raised to it where nothing in the graph
 //! changes meaning on the way (from 13 on: the `Reduce*` ops' `axes` become an input and `Split`
-//! states its outputs' count at 18, both rewritten here; a graph with subgraphs, local functions
-//! or an op that changed otherwise keeps its chains, with the reason).
+//! states its outputs' count at 18, both rewritten here, in subgraphs too — transformers 4's
+//! DeBERTa export has `If`s; a graph with local functions or an op that changed otherwise keeps
+//! its chains, with the reason).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::onnx::build::{attr_float, attr_int, attr_ints, node, with_attrs};
 use crate::onnx::graph::GraphIndex;
 use crate::onnx::patch::Patch;
-use crate::onnx::proto::{attribute_proto::AttributeType, ModelProto};
+use crate::onnx::proto::{attribute_proto::AttributeType, GraphProto, ModelProto, NodeProto};
 use crate::onnx::tensor;
 use crate::passes::PassError;
 
@@ -59,6 +65,12 @@ use super::default_opset;
 
 /// The first opset with `Attention`.
 const OPSET: i64 = 23;
+/// A fill for masked scores that absorbs any score added to it (its float32 spacing is ~10³¹),
+/// so a query whose every key is masked has equal scores, and the softmax's uniform weights, as
+/// in the chain: DeBERTa masks a padding query's whole row. Not the lowest float, which ONNX
+/// Runtime's kernel takes as "nothing attended" and answers with a zero context (a padding
+/// row's values would change, and with them a dynamic INT8 range over the rows).
+const ABSORBING: f32 = -3.0e38;
 /// `TensorProto.DataType` FLOAT and BOOL.
 const FLOAT: i64 = 1;
 const BOOL: i64 = 9;
@@ -86,6 +98,11 @@ enum Mask {
     /// takes the opposite, true where a key is attended; `cast`: `masked` is cast to bool first
     /// (as the chain cast its broadcast).
     Fill { masked: String, cast: bool },
+    /// `Where(masked, fill, scores + bias)` on [batch, heads, query, key], the bias computed on
+    /// [batch·heads, query, key] (DeBERTa's relative position terms), or `Where(attended, scores
+    /// + bias, fill)` (`attended`; after ONNX Runtime's optimizer): the op's float mask is the
+    /// bias reshaped, [`ABSORBING`] where masked.
+    FillBias { cond: String, attended: bool, bias: String },
 }
 
 /// One of Q, K, V as the op gets it.
@@ -98,6 +115,8 @@ enum Operand {
     /// `Heads` times a scalar computed at run time (transformers 4's SDPA scale on Kᵀ, read off
     /// a shape the rewrite cannot state).
     HeadsTimes(String, String),
+    /// `Heads` divided by a scalar computed at run time (DeBERTa's √(d·3) on Kᵀ).
+    HeadsOver(String, String),
 }
 
 /// What the op's output replaces.
@@ -105,8 +124,9 @@ enum Layout {
     /// The context's transpose (node) to [batch, seq, heads, head]: Q, K and V all `Split`,
     /// flattened to [batch, seq, heads·head], the op's output split into heads again.
     Flat { context: usize },
-    /// The product with V (node), [batch, heads, seq, head]: every operand as [batch, heads, seq,
-    /// head] (a `Split` one through its head transpose), the chain's context transpose kept.
+    /// The product with V (node), [batch, heads, seq, head], or the Reshape of DeBERTa's product
+    /// on [batch·heads, seq, head] back to that: every operand as [batch, heads, seq, head] (a
+    /// `Split` one through its head transpose), the chain's context transpose kept.
     Heads { pv: usize },
 }
 
@@ -163,6 +183,8 @@ pub fn one_op_attention(
     patch.add_initializer(tensor::from_i64(&flat_shape, &[3], &[0, 0, -1]));
     let ones = patch.fresh_name("attention_op_ones");
     patch.add_initializer(tensor::from_i64(&ones, &[2], &[1, 1]));
+    let absorbing = patch.fresh_name("attention_op_masked");
+    patch.add_initializer(tensor::from_f32(&absorbing, &[], &[ABSORBING]));
     for c in &cores {
         let (replaced, flat) = match c.layout {
             Layout::Flat { context } => (context, true),
@@ -187,9 +209,14 @@ pub fn one_op_attention(
                 out
             }
             Operand::Heads(x) => x.clone(),
-            Operand::HeadsTimes(x, c) => {
+            Operand::HeadsTimes(x, c) | Operand::HeadsOver(x, c) => {
+                let op = if matches!(o, Operand::HeadsTimes(..)) {
+                    "Mul"
+                } else {
+                    "Div"
+                };
                 let out = patch.fresh_name(&format!("{base}/{what}4"));
-                nodes.push(node("Mul", &patch.fresh_name(&out), &[x, c], &[&out]));
+                nodes.push(node(op, &patch.fresh_name(&out), &[x, c], &[&out]));
                 out
             }
         };
@@ -200,7 +227,20 @@ pub fn one_op_attention(
         );
         let mut inputs = vec![q.clone(), k.clone(), v];
         if let Some(mask) = &c.mask {
-            let mask = match mask {
+            // The sequence axis: 1 of [batch, seq, hidden], 2 of [batch, heads, seq, head].
+            let axis = if flat { 1 } else { 2 };
+            let len = |v: &str, what: &str, nodes: &mut Vec<NodeProto>, patch: &mut Patch| {
+                let o = patch.fresh_name(&format!("{base}/{what}"));
+                nodes.push(with_attrs(
+                    node("Shape", &patch.fresh_name(&o), &[v], &[&o]),
+                    vec![attr_int("start", axis), attr_int("end", axis + 1)],
+                ));
+                o
+            };
+            let sq = len(&q, "query_len", &mut nodes, &mut patch);
+            let sk = len(&k, "key_len", &mut nodes, &mut patch);
+            // What is still to be broadcast to [·, ·, query, key].
+            let partial = match mask {
                 Mask::Add(terms) => {
                     let mut sum = terms[0].clone();
                     for t in &terms[1..] {
@@ -208,7 +248,7 @@ pub fn one_op_attention(
                         nodes.push(node("Add", &patch.fresh_name(&o), &[&sum, t], &[&o]));
                         sum = o;
                     }
-                    sum
+                    Some(sum)
                 }
                 Mask::Fill { masked, cast } => {
                     let masked = if *cast {
@@ -223,31 +263,46 @@ pub fn one_op_attention(
                     };
                     let attend = patch.fresh_name(&format!("{base}/attend"));
                     nodes.push(node("Not", &patch.fresh_name(&attend), &[&masked], &[&attend]));
-                    attend
+                    Some(attend)
+                }
+                Mask::FillBias { cond, attended, bias } => {
+                    // [-1, heads, query, key]: already the op's full mask once filled.
+                    let heads = patch.fresh_name(&format!("{base}/bias_heads"));
+                    patch.add_initializer(tensor::from_i64(&heads, &[2], &[-1, c.heads as i64]));
+                    let shape = patch.fresh_name(&format!("{base}/bias_shape"));
+                    nodes.push(with_attrs(
+                        node("Concat", &patch.fresh_name(&shape), &[&heads, &sq, &sk], &[&shape]),
+                        vec![attr_int("axis", 0)],
+                    ));
+                    let bias4 = patch.fresh_name(&format!("{base}/bias"));
+                    nodes.push(node("Reshape", &patch.fresh_name(&bias4), &[bias, &shape], &[&bias4]));
+                    let full = patch.fresh_name(&format!("{base}/mask"));
+                    let sides = if *attended {
+                        [&bias4, &absorbing]
+                    } else {
+                        [&absorbing, &bias4]
+                    };
+                    nodes.push(node(
+                        "Where",
+                        &patch.fresh_name(&full),
+                        &[cond, sides[0], sides[1]],
+                        &[&full],
+                    ));
+                    inputs.push(full);
+                    None
                 }
             };
-            let mask = mask.as_str();
-            // [1, 1, query, key]: Expand broadcasts both ways, keeping the mask's batch and heads.
-            let sq = patch.fresh_name(&format!("{base}/query_len"));
-            let sk = patch.fresh_name(&format!("{base}/key_len"));
-            let shape = patch.fresh_name(&format!("{base}/mask_shape"));
-            let full = patch.fresh_name(&format!("{base}/mask"));
-            // The sequence axis: 1 of [batch, seq, hidden], 2 of [batch, heads, seq, head].
-            let axis = if flat { 1 } else { 2 };
-            let len = |v: &str, o: &str, patch: &mut Patch| {
-                with_attrs(
-                    node("Shape", &patch.fresh_name(o), &[v], &[o]),
-                    vec![attr_int("start", axis), attr_int("end", axis + 1)],
-                )
-            };
-            nodes.push(len(&q, &sq, &mut patch));
-            nodes.push(len(&k, &sk, &mut patch));
-            nodes.push(with_attrs(
-                node("Concat", &patch.fresh_name(&shape), &[&ones, &sq, &sk], &[&shape]),
-                vec![attr_int("axis", 0)],
-            ));
-            nodes.push(node("Expand", &patch.fresh_name(&full), &[mask, &shape], &[&full]));
-            inputs.push(full);
+            if let Some(mask) = partial {
+                // [1, 1, query, key]: Expand broadcasts both ways, keeping the mask's batch and heads.
+                let shape = patch.fresh_name(&format!("{base}/mask_shape"));
+                let full = patch.fresh_name(&format!("{base}/mask"));
+                nodes.push(with_attrs(
+                    node("Concat", &patch.fresh_name(&shape), &[&ones, &sq, &sk], &[&shape]),
+                    vec![attr_int("axis", 0)],
+                ));
+                nodes.push(node("Expand", &patch.fresh_name(&full), &[&mask, &shape], &[&full]));
+                inputs.push(full);
+            }
         }
         let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
         let scale = attr_float("scale", c.scale);
@@ -320,6 +375,9 @@ fn matched(ix: &GraphIndex, sm: usize, heads: usize, head_size: usize) -> Option
     let n = ix.node(sm);
     if n.op_type() != "Softmax" || !n.domain().is_empty() || !matches!(ix.attr_i(sm, "axis").unwrap_or(-1), -1 | 3) {
         return None;
+    }
+    if let Some(core) = batched(ix, sm, heads, head_size) {
+        return Some(core);
     }
     // Each value inside the chain read by the next node alone.
     let only = |v: &str, reader: usize| ix.consumers(v) == [reader] && !ix.is_graph_output(v);
@@ -440,6 +498,7 @@ fn matched(ix: &GraphIndex, sm: usize, heads: usize, head_size: usize) -> Option
                     Operand::Heads(k4)
                 }
                 Factor::Run(c) => Operand::HeadsTimes(k4, c),
+                Factor::Over(c) => Operand::HeadsOver(k4, c),
             }
         }
     };
@@ -448,6 +507,158 @@ fn matched(ix: &GraphIndex, sm: usize, heads: usize, head_size: usize) -> Option
         None => Operand::Heads(rank4(ix, &pvn.input[1], 12)?),
     };
     core(Layout::Heads { pv }, [q, k, v], scale)
+}
+
+/// DeBERTa's chain (the Softmax `sm`), on [batch·heads, seq, ·] between Reshapes:
+///
+/// ```text
+/// Q, K, V [batch, heads, seq, head] ─ Reshape ×3 ─ MatMul(Q, Kᵀ ÷ s) ─ Add (relative position
+///   bias) ─ Reshape to [batch, heads, query, key] ─ Where(masked, fill, ·) (or Where(attended,
+///   ·, fill)) ─ Softmax ─ Reshape ─ MatMul(·, V) ─ Reshape to [batch, heads, query, head]
+/// ```
+///
+/// The op takes Q, K and V before their Reshapes (which stay: the bias's own products read
+/// them), the bias reshaped to [batch, heads, query, key] and filled where masked as its mask, and
+/// its output replaces the last Reshape's. s (√(d·3)) is known, or computed at run time from a
+/// shape (the classic exporter's), then the keys are divided by it.
+fn batched(ix: &GraphIndex, sm: usize, heads: usize, head_size: usize) -> Option<Core> {
+    let only = |v: &str, reader: usize| ix.consumers(v) == [reader] && !ix.is_graph_output(v);
+    let by = |v: &str, op: &str| {
+        ix.producer(v)
+            .filter(|&p| ix.node(p).op_type() == op && ix.node(p).domain().is_empty())
+    };
+    // A Reshape to `rank` elements, the heads second where `heads_at_1`, the head size last where
+    // stated: its input.
+    let reshaped = |r: usize, rank: usize, heads_at_1: bool, head_last: bool| -> Option<String> {
+        let n = ix.node(r);
+        if n.op_type() != "Reshape" || !n.domain().is_empty() {
+            return None;
+        }
+        let p = pieces(ix, n.input.get(1)?)?;
+        let ok = p.len() == rank
+            && (!heads_at_1 || p[1] == Some(heads as i64))
+            && (!head_last || p[rank - 1].is_none_or(|d| d == head_size as i64));
+        ok.then(|| n.input[0].clone())
+    };
+    // Q, K, V: a head split's transpose to [batch, heads, seq, head], merged to [batch·heads, seq,
+    // head].
+    let merged = |v: &str| -> Option<String> {
+        let x = reshaped(ix.producer(v)?, 3, false, true)?;
+        ix.producer(&x).filter(|&t| transpose(ix, t, &[0, 2, 1, 3]))?;
+        Some(x)
+    };
+    let n = ix.node(sm);
+    let w = by(&n.input[0], "Where").filter(|_| only(&n.input[0], sm))?;
+    let wn = ix.node(w);
+    // The fill on one side (exp(fill − max) is 0 in float32 from −104 on), the scores on the other.
+    let fills = |k: usize| matches!(ix.const_f32(&wn.input[k]).as_deref(), Some(&[fill]) if fill <= -1e4);
+    let attended = match (fills(1), fills(2)) {
+        (true, false) => false,
+        (false, true) => true,
+        _ => return None,
+    };
+    let scores = &wn.input[if attended { 1 } else { 2 }];
+    let r = by(scores, "Reshape").filter(|_| only(scores, w))?;
+    let sum = reshaped(r, 4, true, false)?;
+    let add = by(&sum, "Add").filter(|_| beside_shapes(ix, &sum) == [r])?;
+    let an = ix.node(add);
+    let (mm, bias) = (0..2).find_map(|s| {
+        let p = by(&an.input[s], "MatMul").filter(|_| only(&an.input[s], add))?;
+        Some((p, an.input[1 - s].clone()))
+    })?;
+    // Forward: Reshape to [batch·heads, query, key] ─ MatMul(·, V) ─ Reshape to [batch, heads, ·, ·].
+    let probs = &n.output[0];
+    let &[r3] = &beside_shapes(ix, probs)[..] else {
+        return None;
+    };
+    reshaped(r3, 3, false, false)?;
+    let p3 = &ix.node(r3).output[0];
+    let &[pv] = ix.consumers(p3) else { return None };
+    let pvn = ix.node(pv);
+    if pvn.op_type() != "MatMul" || !pvn.domain().is_empty() || pvn.input[0] != *p3 || ix.is_graph_output(p3) {
+        return None;
+    }
+    let &[r4] = &beside_shapes(ix, &pvn.output[0])[..] else {
+        return None;
+    };
+    reshaped(r4, 4, true, true)?;
+    // Kᵀ: Transpose(K, [0, 2, 1]), times or divided by a scalar or not.
+    let mn = ix.node(mm);
+    let kt = &mn.input[1];
+    if !only(kt, mm) {
+        return None;
+    }
+    let mut t = ix.producer(kt)?;
+    let mut factor = Factor::Known(1.0);
+    let tn = ix.node(t);
+    if matches!(tn.op_type(), "Mul" | "Div") && tn.domain().is_empty() && tn.input.len() == 2 {
+        let (f, other) = match times_scalar(ix, t) {
+            Some((c, other)) => (Factor::Known(c), other),
+            None => {
+                let slots: &[usize] = if tn.op_type() == "Div" { &[1] } else { &[1, 0] };
+                let s = slots.iter().copied().find(|&s| run_scalar(ix, &tn.input[s], 8))?;
+                let c = tn.input[s].clone();
+                let f = if tn.op_type() == "Div" {
+                    Factor::Over(c)
+                } else {
+                    Factor::Run(c)
+                };
+                (f, tn.input[1 - s].clone())
+            }
+        };
+        if !only(&other, t) {
+            return None;
+        }
+        factor = f;
+        t = ix.producer(&other)?;
+    }
+    if !transpose(ix, t, &[0, 2, 1]) {
+        return None;
+    }
+    let (q, k4, v) = (
+        merged(&mn.input[0])?,
+        merged(&ix.node(t).input[0])?,
+        merged(&pvn.input[1])?,
+    );
+    let (k, scale) = match factor {
+        Factor::Known(c) => (Operand::Heads(k4), c),
+        Factor::Run(c) => (Operand::HeadsTimes(k4, c), 1.0),
+        Factor::Over(c) => (Operand::HeadsOver(k4, c), 1.0),
+    };
+    (scale.is_finite() && scale > 0.0).then_some(Core {
+        layout: Layout::Heads { pv: r4 },
+        q: Operand::Heads(q),
+        k,
+        v: Operand::Heads(v),
+        mask: Some(Mask::FillBias {
+            cond: wn.input[0].clone(),
+            attended,
+            bias,
+        }),
+        heads,
+        head_size,
+        scale,
+    })
+}
+
+/// A shape's elements as the graph states them: a constant, or a `Concat` of one-element
+/// pieces (see [`run_scalar`]), each its value where constant.
+fn pieces(ix: &GraphIndex, shape: &str) -> Option<Vec<Option<i64>>> {
+    if let Some(s) = ix.const_i64(shape) {
+        return Some(s.into_iter().map(Some).collect());
+    }
+    let c = ix
+        .producer(shape)
+        .filter(|&c| ix.node(c).op_type() == "Concat" && ix.node(c).domain().is_empty())?;
+    ix.node(c)
+        .input
+        .iter()
+        .map(|x| match ix.const_i64(x).as_deref() {
+            Some(&[v]) => Some(Some(v)),
+            Some(_) => None,
+            None => run_scalar(ix, x, 8).then_some(None),
+        })
+        .collect()
 }
 
 /// The context's transpose to [batch, seq, heads, head] right after the product with V (`pv`),
@@ -492,7 +703,10 @@ fn through_float_casts(ix: &GraphIndex, p: &str) -> String {
 /// A scalar factor: known before the run, or a value computed in it.
 enum Factor {
     Known(f32),
+    /// Multiplies by a value computed in the run.
     Run(String),
+    /// Divides by a value computed in the run.
+    Over(String),
 }
 
 /// The keys [batch, heads, seq, head] behind the score product's second operand `kt`: itself
@@ -529,8 +743,9 @@ fn keys_of(ix: &GraphIndex, kt: &str, transposed: bool) -> Option<(String, Facto
 }
 
 /// Whether `v` is one number by how it is computed (looking `depth` nodes up): a one-element
-/// constant, an element of a shape (`Gather(Shape(x), j)`, j one index, or a one-element
-/// `Slice(Shape(x), …)`), and casts, square roots and arithmetic of such.
+/// constant, an element of a shape (`Gather(Shape(x), j)`, j one index, a one-element
+/// `Slice(Shape(x), …)`, or a `Shape` from one axis to the next), and casts, square roots,
+/// squeezes, unsqueezes and arithmetic of such.
 fn run_scalar(ix: &GraphIndex, v: &str, depth: usize) -> bool {
     if ix.const_f32(v).is_some_and(|c| c.len() == 1) || ix.const_i64(v).is_some_and(|c| c.len() == 1) {
         return true;
@@ -546,7 +761,11 @@ fn run_scalar(ix: &GraphIndex, v: &str, depth: usize) -> bool {
             "Slice" => {
                 shape_slice(ix, v).is_some_and(|(_, start, end)| start == -1 || end.checked_sub(start) == Some(1))
             }
-            "Cast" | "Sqrt" | "Reciprocal" | "Neg" => run_scalar(ix, &n.input[0], depth - 1),
+            "Shape" => match (ix.attr_i(p, "start"), ix.attr_i(p, "end")) {
+                (Some(start), Some(end)) => (start >= 0) == (end >= 0) && end - start == 1,
+                _ => false,
+            },
+            "Cast" | "Sqrt" | "Reciprocal" | "Neg" | "Squeeze" | "Unsqueeze" => run_scalar(ix, &n.input[0], depth - 1),
             "Add" | "Sub" | "Mul" | "Div" => n.input.iter().all(|x| run_scalar(ix, x, depth - 1)),
             _ => false,
         }
@@ -558,7 +777,7 @@ fn rank4(ix: &GraphIndex, v: &str, depth: usize) -> Option<String> {
 }
 
 /// The rank of `v` where how it is computed states it (looking `depth` nodes up): a `Transpose`'s
-/// permutation, a `Reshape`'s stated elements, a `Squeeze` or `Unsqueeze` of a known rank,
+/// permutation, a `Reshape`'s stated elements ([`pieces`]), a `Squeeze` or `Unsqueeze` of a known rank,
 /// through casts, slices, splits, concatenations and elementwise arithmetic (the largest known
 /// rank among the operands: the others broadcast to it, as an attention's rotary tables and
 /// scales do).
@@ -579,17 +798,7 @@ fn rank(ix: &GraphIndex, v: &str, depth: usize) -> Option<usize> {
     };
     match n.op_type() {
         "Transpose" => ix.attr_ints(p, "perm").map(|perm| perm.len()),
-        "Reshape" => {
-            let s = n.input.get(1)?;
-            ix.const_i64(s).map(|c| c.len()).or_else(|| {
-                let c = ix.producer(s).filter(|&c| ix.node(c).op_type() == "Concat")?;
-                let pieces = &ix.node(c).input;
-                pieces
-                    .iter()
-                    .all(|x| ix.const_i64(x).is_some_and(|k| k.len() == 1) || shape_dim(ix, x).is_some())
-                    .then_some(pieces.len())
-            })
-        }
+        "Reshape" => pieces(ix, n.input.get(1)?).map(|p| p.len()),
         "Squeeze" => of(0)?.checked_sub(axes()?),
         "Unsqueeze" => Some(of(0)? + axes()?),
         "Cast" | "Identity" | "Neg" | "Slice" | "Split" => of(0),
@@ -1039,14 +1248,39 @@ fn raise_opset(model: &mut ModelProto) -> Result<(), String> {
         return Err("the model has local functions".into());
     }
     let g = model.graph.as_mut().ok_or("no graph")?;
-    let mut taken = crate::onnx::edit::names(g);
+    let mut taken = HashSet::new();
+    names_within(g, &mut taken);
+    raise_graph(g, from, &mut taken)?;
+    for o in &mut model.opset_import {
+        if o.domain().is_empty() || o.domain() == "ai.onnx" {
+            o.version = Some(OPSET);
+        }
+    }
+    Ok(())
+}
+
+/// The names `g` and its subgraphs define, into `taken`.
+fn names_within(g: &GraphProto, taken: &mut HashSet<String>) {
+    taken.extend(crate::onnx::edit::names(g));
+    for n in &g.node {
+        for a in &n.attribute {
+            a.g.iter().chain(&a.graphs).for_each(|sub| names_within(sub, taken));
+        }
+    }
+}
+
+/// `g`'s nodes, and its subgraphs' (an `If`'s branches: their ops are checked and rewritten as
+/// the graph's), rewritten for opset [`OPSET`] from `from`.
+fn raise_graph(g: &mut GraphProto, from: i64, taken: &mut HashSet<String>) -> Result<(), String> {
     let mut axes = vec![];
     for n in &mut g.node {
-        if n.attribute
-            .iter()
-            .any(|a| a.g.is_some() || !a.graphs.is_empty() || a.r#type() == AttributeType::Graph)
-        {
-            return Err(format!("node '{}' has a subgraph", n.name()));
+        for a in &mut n.attribute {
+            if a.r#type() == AttributeType::Graph && a.g.is_none() {
+                return Err(format!("node '{}' has a graph attribute without its graph", n.name()));
+            }
+            for sub in a.g.iter_mut().chain(a.graphs.iter_mut()) {
+                raise_graph(sub, from, taken)?;
+            }
         }
         if !n.domain().is_empty() && n.domain() != "ai.onnx" {
             continue;
@@ -1061,7 +1295,7 @@ fn raise_opset(model: &mut ModelProto) -> Result<(), String> {
         if from < 18 && REDUCE_AXES_INPUT.contains(&op.as_str()) {
             if let Some(at) = n.attribute.iter().position(|a| a.name() == "axes") {
                 let a = n.attribute.remove(at);
-                let name = crate::onnx::edit::fresh_name(&mut taken, &format!("{}_axes", n.name()));
+                let name = crate::onnx::edit::fresh_name(taken, &format!("{}_axes", n.name()));
                 axes.push(tensor::from_i64(&name, &[a.ints.len()], &a.ints));
                 n.input.truncate(1);
                 n.input.push(name);
@@ -1075,11 +1309,6 @@ fn raise_opset(model: &mut ModelProto) -> Result<(), String> {
         }
     }
     g.initializer.extend(axes);
-    for o in &mut model.opset_import {
-        if o.domain().is_empty() || o.domain() == "ai.onnx" {
-            o.version = Some(OPSET);
-        }
-    }
     Ok(())
 }
 
@@ -1087,7 +1316,6 @@ fn raise_opset(model: &mut ModelProto) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::onnx::build::{constant, with_domain};
-    use crate::onnx::proto::{GraphProto, NodeProto};
 
     fn i64s(name: &str, v: &[i64]) -> NodeProto {
         constant(name, tensor::from_i64("", &[v.len()], v))
@@ -1181,6 +1409,20 @@ mod tests {
             node("Div", "scale", &["one", "root"], &["scale"]),
             node("Mul", "with_x", &["root", "x"], &["with_x"]),
             node("Relu", "relu", &["root"], &["relu"]),
+            with_attrs(
+                node("Shape", "one_axis", &["x"], &["one_axis"]),
+                vec![attr_int("start", 1), attr_int("end", 2)],
+            ),
+            with_attrs(
+                node("Shape", "two_axes", &["x"], &["two_axes"]),
+                vec![attr_int("start", 0), attr_int("end", 2)],
+            ),
+            with_attrs(
+                node("Shape", "across", &["x"], &["across"]),
+                vec![attr_int("start", -1), attr_int("end", 0)],
+            ),
+            node("Unsqueeze", "d1", &["d", "zero"], &["d1"]),
+            node("Squeeze", "tail0", &["tail", "zero"], &["tail0"]),
         ]);
         let ix = GraphIndex::new(&g);
         let s = |v: &str| run_scalar(&ix, v, 8);
@@ -1196,6 +1438,9 @@ mod tests {
         assert!(!s("with_x"), "arithmetic with a tensor");
         assert!(!s("relu"), "an op not read through");
         assert!(!s("shape") && !s("x"), "a whole shape, a graph input");
+        assert!(s("one_axis"), "a Shape from one axis to the next");
+        assert!(!s("two_axes") && !s("across"), "a Shape of two axes, or of none");
+        assert!(s("d1") && s("tail0"), "a one-element value unsqueezed or squeezed");
         assert!(!run_scalar(&ix, "scale", 2), "the shape element lies past the depth");
     }
 }
