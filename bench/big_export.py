@@ -14,12 +14,16 @@
                              (22 layers x 768, 12 heads, gated FFN 1152, vocabulary 50368, rotary
                              positions, local attention in two layers of three; SDPA attention,
                              transformers' default; --only modernbert-base, not by default)
+  OUT/deberta-v3-base/model.onnx  DebertaV2ForSequenceClassification shaped like deberta-v3-base
+                             (12 layers x 768, 12 heads, FFN 3072, vocabulary 128100, relative
+                             attention c2p + p2c over 256 position buckets, shared keys; --only
+                             deberta-v3-base, not by default)
 
 Weights are seeded random (transformers' own initialisation), so accuracy means nothing: these
 models are for pass times, memory and speed. Exported like scripts/export_hf.py (torch's classic
 exporter, opset 17, eager attention, dynamic batch and sequence).
 
-  /path/to/venv/bin/python bench/big_export.py OUT [--only bert-base|xlmr-large]
+  /path/to/venv/bin/python bench/big_export.py OUT [--only NAME]
 Needs torch, transformers and onnx.
 """
 import argparse
@@ -51,6 +55,14 @@ def build(name, torch, transformers):
             intermediate_size=1152, num_labels=2, attn_implementation="sdpa",
         )
         return transformers.ModernBertForSequenceClassification(cfg), ["input_ids", "attention_mask"]
+    if name == "deberta-v3-base":
+        cfg = transformers.DebertaV2Config(
+            vocab_size=128100, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+            intermediate_size=3072, num_labels=2, relative_attention=True, pos_att_type=["p2c", "c2p"],
+            position_buckets=256, max_relative_positions=-1, norm_rel_ebd="layer_norm", share_att_key=True,
+            position_biased_input=False, type_vocab_size=0, max_position_embeddings=512,
+        )
+        return transformers.DebertaV2ForSequenceClassification(cfg), ["input_ids", "attention_mask"]
     cfg = transformers.XLMRobertaConfig(
         vocab_size=250002, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
         intermediate_size=4096, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
@@ -86,14 +98,14 @@ def export(name, out_root, torch, transformers):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("out")
-    ap.add_argument("--only", choices=["bert-base", "xlmr-large", "mpnet-base", "modernbert-base"])
+    ap.add_argument("--only", choices=["bert-base", "xlmr-large", "mpnet-base", "modernbert-base", "deberta-v3-base"])
     a = ap.parse_args()
     try:
         import torch
         import transformers
     except ImportError as e:
         sys.exit(f"error: {e}; run with a Python that has torch and transformers")
-    for name in ["bert-base", "xlmr-large", "mpnet-base", "modernbert-base"]:
+    for name in ["bert-base", "xlmr-large", "mpnet-base", "modernbert-base", "deberta-v3-base"]:
         if a.only == name or (a.only is None and name in ("bert-base", "xlmr-large")):
             export(name, a.out, torch, transformers)
 
