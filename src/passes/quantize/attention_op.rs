@@ -96,8 +96,14 @@ enum Mask {
     Add(Vec<String>),
     /// `Where(masked, fill, scores)` with a large negative constant fill (DistilBERT): the op
     /// takes the opposite, true where a key is attended; `cast`: `masked` is cast to bool first
-    /// (as the chain cast its broadcast).
-    Fill { masked: String, cast: bool },
+    /// (as the chain cast its broadcast); `first_query`: the starts, ends and axes (and steps) of
+    /// a slice of the first query's row, taken of `masked` first (as the chain sliced its
+    /// broadcast).
+    Fill {
+        masked: String,
+        cast: bool,
+        first_query: Option<Vec<String>>,
+    },
     /// `Where(masked, fill, scores + bias)` on [batch, heads, query, key], the bias computed on
     /// [batch·heads, query, key] (DeBERTa's relative position terms), or `Where(attended, scores
     /// + bias, fill)` (`attended`; after ONNX Runtime's optimizer): the op's float mask is the
@@ -250,16 +256,31 @@ pub fn one_op_attention(
                     }
                     Some(sum)
                 }
-                Mask::Fill { masked, cast } => {
+                Mask::Fill {
+                    masked,
+                    cast,
+                    first_query,
+                } => {
+                    let masked = match first_query {
+                        Some(bounds) => {
+                            let row = patch.fresh_name(&format!("{base}/first_query_mask"));
+                            let ins: Vec<&str> = std::iter::once(masked.as_str())
+                                .chain(bounds.iter().map(String::as_str))
+                                .collect();
+                            nodes.push(node("Slice", &patch.fresh_name(&row), &ins, &[&row]));
+                            row
+                        }
+                        None => masked.clone(),
+                    };
                     let masked = if *cast {
                         let b = patch.fresh_name(&format!("{base}/masked"));
                         nodes.push(with_attrs(
-                            node("Cast", &patch.fresh_name(&b), &[masked], &[&b]),
+                            node("Cast", &patch.fresh_name(&b), &[&masked], &[&b]),
                             vec![attr_int("to", BOOL)],
                         ));
                         b
                     } else {
-                        masked.clone()
+                        masked
                     };
                     let attend = patch.fresh_name(&format!("{base}/attend"));
                     nodes.push(node("Not", &patch.fresh_name(&attend), &[&masked], &[&attend]));
@@ -421,11 +442,15 @@ fn matched(ix: &GraphIndex, sm: usize, heads: usize, head_size: usize) -> Option
                 Some(&[fill]) if fill <= -1e4 => {}
                 _ => return None,
             }
-            let (masked, cast, shape) = match expanded_to_scores(ix, &wn.input[0], w, &wn.input[2]) {
-                Some((x, cast, shape)) => (x, cast, Some(shape)),
-                None => (wn.input[0].clone(), false, None),
+            let (masked, cast, shape, first_query) = match expanded_to_scores(ix, &wn.input[0], w, &wn.input[2]) {
+                Some((x, cast, shape, first_query)) => (x, cast, Some(shape), first_query),
+                None => (wn.input[0].clone(), false, None, None),
             };
-            mask = Some(Mask::Fill { masked, cast });
+            mask = Some(Mask::Fill {
+                masked,
+                cast,
+                first_query,
+            });
             scaled_scores(ix, &wn.input[2], w, shape)?
         }
         _ => scaled_scores(ix, &n.input[0], sm, None)?,
@@ -871,8 +896,15 @@ fn biased_scores(ix: &GraphIndex, v: &str, reader: usize) -> Option<((usize, boo
 /// `cond` = `Expand(x, Shape(scores))`, cast to bool or not, each value read by the next node
 /// alone (the last by `reader`): DistilBERT's classic export under transformers 4 broadcasts its
 /// mask to the scores' shape. The op broadcasts `x` itself, so the scores are not computed for
-/// their shape alone: (x, whether it is cast, the `Shape` node).
-fn expanded_to_scores(ix: &GraphIndex, cond: &str, reader: usize, scores: &str) -> Option<(String, bool, usize)> {
+/// their shape alone: (x, whether it is cast, the `Shape` node, and the inputs after the first of
+/// a `Slice` of the first query row between the two, which the op's mask takes of x instead —
+/// the first-token split's, where the scores are the first token's query's).
+fn expanded_to_scores(
+    ix: &GraphIndex,
+    cond: &str,
+    reader: usize,
+    scores: &str,
+) -> Option<(String, bool, usize, Option<Vec<String>>)> {
     let only = |v: &str, r: usize| ix.consumers(v) == [r] && !ix.is_graph_output(v);
     let plain = |p: usize, op: &str| ix.node(p).op_type() == op && ix.node(p).domain().is_empty();
     if !only(cond, reader) {
@@ -886,11 +918,34 @@ fn expanded_to_scores(ix: &GraphIndex, cond: &str, reader: usize, scores: &str) 
         }
         p = ix.producer(&ix.node(p).input[0])?;
     }
+    let mut first_query = None;
+    if plain(p, "Slice") {
+        let n = ix.node(p);
+        let one = |k: usize| match ix.const_i64(n.input.get(k)?).as_deref() {
+            Some(&[v]) => Some(v),
+            _ => None,
+        };
+        let step_one = n
+            .input
+            .get(4)
+            .filter(|v| !v.is_empty())
+            .is_none_or(|_| one(4) == Some(1));
+        let query_axis = matches!(one(3), Some(2 | -2));
+        if one(1) != Some(0) || one(2) != Some(1) || !query_axis || !step_one || !only(&n.input[0], p) {
+            return None;
+        }
+        first_query = Some(n.input[1..].to_vec());
+        p = ix.producer(&n.input[0])?;
+    }
     let e = ix.node(p);
     if !plain(p, "Expand") || !only(&e.input[1], p) || shape_of(ix, &e.input[1]).as_deref() != Some(scores) {
         return None;
     }
-    Some((e.input[0].clone(), cast, ix.producer(&e.input[1])?))
+    // The slice's query axis is x's own only where x has the scores' rank.
+    if first_query.is_some() && rank(ix, &e.input[0], 12) != Some(4) {
+        return None;
+    }
+    Some((e.input[0].clone(), cast, ix.producer(&e.input[1])?, first_query))
 }
 
 /// The score product behind `v`: (node, whether it reads its keys transposed, its alpha).

@@ -14,7 +14,9 @@
 //! axis for elementwise ops (none on an input that broadcasts over it), through the permutation
 //! for a `Transpose`, on the rows of the left factor for a `MatMul`, on the query axis for a
 //! softmax over keys. Where a node cannot be moved (it has other readers, such as the layer input
-//! the keys and values read, or an op not listed here), its output is sliced instead. Slicing an
+//! the keys and values read, or an op not listed here), its output is sliced instead. A `Shape`
+//! reader does not stop a move where it only sizes moved head reshapes or an `Expand` that is
+//! itself sliced on the moved axis (a mask broadcast to the scores' shape). Slicing an
 //! axis of size 1 by [0, 1) changes nothing, so a broadcast mask is sliced safely. The head
 //! reshapes move where discovery found their head sizes or their batch and sequence come from the
 //! layer's input (the reshape then writes 1 for the sequence); a split block's joined output
@@ -394,6 +396,44 @@ fn sizes_moved_reshapes(ix: &GraphIndex, c: usize, moved: &HashMap<usize, Vec<Re
     true
 }
 
+/// Whether `c`, a reader of a value `v` that moves (sliced on `axis`), is a `Shape` of all of `v`
+/// read only by an `Expand`'s shape whose output the move slices on that same axis, every reader
+/// of it having moved (DistilBERT's classic export under transformers 4 broadcasts its mask to
+/// the scores' own shape). With `v` moved, the `Expand` writes on that axis the broadcast
+/// operand's size (1 or the whole) instead of the whole, and its slice [0, 1) there is what it
+/// was: the shape's other sizes are the same.
+fn expands_sliced(
+    ix: &GraphIndex,
+    c: usize,
+    axis: usize,
+    ranks: &Ranks,
+    wants: &HashMap<&str, Vec<Read>>,
+    moved: &HashMap<usize, Vec<Read>>,
+) -> bool {
+    let n = ix.node(c);
+    if n.op_type() != "Shape" || !n.domain().is_empty() || !n.attribute.is_empty() {
+        return false;
+    }
+    let shape = &n.output[0];
+    let &[e] = ix.consumers(shape) else { return false };
+    let en = ix.node(e);
+    let out = &en.output[0];
+    !ix.is_graph_output(shape)
+        && en.op_type() == "Expand"
+        && en.domain().is_empty()
+        && en.input.len() == 2
+        && en.input[1] == *shape
+        && en.input[0] != *shape
+        && !ix.is_graph_output(out)
+        && ranks.of(out).is_some()
+        && ranks.of(out) == ranks.of(&n.input[0])
+        && !ix.consumers(out).is_empty()
+        && ix.consumers(out).iter().all(|r| moved.contains_key(r))
+        && wants
+            .get(out.as_str())
+            .is_some_and(|w| w.iter().all(|&k| k == Read::First(axis)))
+}
+
 /// How a rank-`rj` operand broadcast to rank `r` is read for the output's slice on `axis`: on
 /// its own matching axis, or whole where it has none.
 fn broadcast(axis: usize, r: usize, rj: usize) -> Read {
@@ -540,10 +580,11 @@ pub fn first_token_query(
         let Read::First(axis) = w[0] else { continue };
         let all_moved = n.output.iter().filter(|o| !o.is_empty()).all(|o| {
             !ix.is_graph_output(o)
-                && ix
-                    .consumers(o)
-                    .iter()
-                    .all(|&c| moved.contains_key(&c) || (axis == 1 && sizes_moved_reshapes(&ix, c, &moved)))
+                && ix.consumers(o).iter().all(|&c| {
+                    moved.contains_key(&c)
+                        || (axis == 1 && sizes_moved_reshapes(&ix, c, &moved))
+                        || expands_sliced(&ix, c, axis, &ranks, &wants, &moved)
+                })
         });
         if !all_moved || w.iter().any(|&k| k != Read::First(axis)) {
             continue;
