@@ -37,7 +37,10 @@
 //! the product with V (the context's transpose stays): the operands the products read, of rank 4
 //! by how they are computed (`rank`), the keys before their transpose (a scalar on Kᵀ that the
 //! run computes, transformers 4's SDPA scale read off the rotated Q's shape, multiplies the keys
-//! instead), a head split's transpose kept as one. The scores still never leave the kernel.
+//! instead), a head split's transpose kept as one (also keys read through a [0, 2, 3, 1]
+//! `Transpose` of [batch, seq, heads, head], where ONNX Runtime's transpose optimizer moved
+//! ModernBERT's head transpose past the rotary embedding). The scores still never leave the
+//! kernel.
 //! Float `Cast`s between the softmax and the product with V (ModernBERT's eager export) are
 //! read through.
 //!
@@ -123,6 +126,9 @@ enum Operand {
     HeadsTimes(String, String),
     /// `Heads` divided by a scalar computed at run time (DeBERTa's √(d·3) on Kᵀ).
     HeadsOver(String, String),
+    /// `Split` times a scalar computed at run time (ModernBERT's keys after ONNX Runtime's
+    /// transpose optimizer); in the [batch, heads, seq, head] layout only.
+    SplitTimes(String, String),
 }
 
 /// What the op's output replaces.
@@ -215,6 +221,16 @@ pub fn one_op_attention(
                 out
             }
             Operand::Heads(x) => x.clone(),
+            Operand::SplitTimes(x, c) => {
+                let heads = patch.fresh_name(&format!("{base}/{what}4"));
+                nodes.push(with_attrs(
+                    node("Transpose", &patch.fresh_name(&heads), &[x], &[&heads]),
+                    vec![attr_ints("perm", &[0, 2, 1, 3])],
+                ));
+                let out = patch.fresh_name(&format!("{base}/{what}4"));
+                nodes.push(node("Mul", &patch.fresh_name(&out), &[&heads, c], &[&out]));
+                out
+            }
             Operand::HeadsTimes(x, c) | Operand::HeadsOver(x, c) => {
                 let op = if matches!(o, Operand::HeadsTimes(..)) {
                     "Mul"
@@ -515,9 +531,16 @@ fn matched(ix: &GraphIndex, sm: usize, heads: usize, head_size: usize) -> Option
             Operand::Split(x)
         }
         None => {
-            let (k, c) = keys_of(ix, &m.input[1], transposed_keys)?;
-            let k4 = rank4(ix, &k, 12)?;
+            let (k, c, seq_major) = keys_of(ix, &m.input[1], transposed_keys)?;
+            // [batch, seq, heads, head] by its transpose's permutation: through a head transpose.
+            let k4 = if seq_major { k.clone() } else { rank4(ix, &k, 12)? };
             match c {
+                Factor::Known(c) if seq_major => {
+                    scale *= c;
+                    Operand::Split(k4)
+                }
+                Factor::Run(c) if seq_major => Operand::SplitTimes(k4, c),
+                _ if seq_major => return None,
                 Factor::Known(c) => {
                     scale *= c;
                     Operand::Heads(k4)
@@ -734,13 +757,16 @@ enum Factor {
     Over(String),
 }
 
-/// The keys [batch, heads, seq, head] behind the score product's second operand `kt`: itself
-/// where the product reads it transposed, else before a [0, 1, 3, 2] `Transpose` or the dynamo
-/// exporter's swap of the last two axes, times or divided by a scalar or not (SDPA scales Kᵀ; a
-/// scalar `Mul` commutes with the transpose): (the keys, the factor).
-fn keys_of(ix: &GraphIndex, kt: &str, transposed: bool) -> Option<(String, Factor)> {
+/// The keys behind the score product's second operand `kt`: itself where the product reads it
+/// transposed, else before a [0, 1, 3, 2] `Transpose` or the dynamo exporter's swap of the last
+/// two axes, as [batch, heads, seq, head], or before a [0, 2, 3, 1] `Transpose`, as [batch, seq,
+/// heads, head] (ONNX Runtime's transpose optimizer moves ModernBERT's head transpose of the keys
+/// past the rotary embedding), times or divided by a scalar or not (SDPA scales Kᵀ; a scalar
+/// `Mul` commutes with the transpose): (the keys, the factor, whether they are [batch, seq,
+/// heads, head]).
+fn keys_of(ix: &GraphIndex, kt: &str, transposed: bool) -> Option<(String, Factor, bool)> {
     if transposed {
-        return Some((kt.to_string(), Factor::Known(1.0)));
+        return Some((kt.to_string(), Factor::Known(1.0), false));
     }
     let mut t = ix.producer(kt)?;
     let mut c = Factor::Known(1.0);
@@ -762,9 +788,12 @@ fn keys_of(ix: &GraphIndex, kt: &str, transposed: bool) -> Option<(String, Facto
         t = ix.producer(&other)?;
     }
     if transpose(ix, t, &[0, 1, 3, 2]) {
-        return Some((ix.node(t).input[0].clone(), c));
+        return Some((ix.node(t).input[0].clone(), c, false));
     }
-    Some((last_two_swapped(ix, t)?, c))
+    if transpose(ix, t, &[0, 2, 3, 1]) {
+        return Some((ix.node(t).input[0].clone(), c, true));
+    }
+    Some((last_two_swapped(ix, t)?, c, false))
 }
 
 /// Whether `v` is one number by how it is computed (looking `depth` nodes up): a one-element
