@@ -20,16 +20,17 @@
 //! first. A `Where(masked, fill, scores)` with a large negative fill (DistilBERT) becomes the
 //! boolean mask of the keys attended; where the chain broadcast `masked` to the scores' own shape
 //! first (transformers 4's classic export), the op broadcasts the mask before that instead, so
-//! the score product is not kept for its shape. The classic exporter's SDPA attention is matched too: transformers 4's
-//! scale √(1/√d) on Q and K, computed at run time from Q's shape, is evaluated where the graph
-//! fixes it (`scalar_value`), and transformers 5's reshape of the context to its own shape is
-//! checked element by element (`keeps_shape`); the dynamo exporter's Kᵀ, the last two axes
-//! swapped through a rank-3 reshape, is recognised as the transpose it is (`last_two_swapped`).
-//! transformers' SDPA guard after the softmax,
-//! `Where(IsNaN(p), 0, p)`, goes into the op too (its kernel gives a query whose every key is
-//! masked a zero context, what the guard gives; without the guard, such a query — a sequence with
-//! no real token — averaged the values before and gets zero now). A constant scale on Q or K before the product (DistilBERT
-//! divides Q by √d) goes into the op's `scale` with the one after it.
+//! the score product is not kept for its shape. The classic exporter's SDPA attention is matched
+//! too: transformers 4's scale √(1/√d) on Q and K, computed at run time from Q's shape, is
+//! evaluated where the graph fixes it (`scalar_value`), and transformers 5's reshape of the
+//! context to its own shape is checked element by element (`keeps_shape`); the dynamo exporter's
+//! Kᵀ, the last two axes swapped through a rank-3 reshape, is recognised as the transpose it is
+//! (`last_two_swapped`).
+//! transformers' SDPA guard after the softmax, `Where(IsNaN(p), 0, p)`, goes into the op too (its
+//! kernel gives a query whose every key is masked a zero context, what the guard gives; without
+//! the guard, such a query — a sequence with no real token — averaged the values before and gets
+//! zero now). A constant scale on Q or K before the product (DistilBERT divides Q by √d) goes
+//! into the op's `scale` with the one after it.
 //!
 //! Where Q, K or V is not a head split's transpose (ModernBERT's rotary embedding acts on Q and K
 //! as [batch, heads, seq, head]; the first-token split slices the last layer's query after its
@@ -121,14 +122,16 @@ enum Operand {
     /// [batch, heads, seq, head], as the chain's product reads it (after a rotary embedding, a
     /// slice to the first token's query).
     Heads(String),
-    /// `Heads` times a scalar computed at run time (transformers 4's SDPA scale on Kᵀ, read off
-    /// a shape the rewrite cannot state).
-    HeadsTimes(String, String),
-    /// `Heads` divided by a scalar computed at run time (DeBERTa's √(d·3) on Kᵀ).
-    HeadsOver(String, String),
-    /// `Split` times a scalar computed at run time (ModernBERT's keys after ONNX Runtime's
-    /// transpose optimizer); in the [batch, heads, seq, head] layout only.
-    SplitTimes(String, String),
+    /// `Heads` (or `Split` where `split`, in the [batch, heads, seq, head] layout only) multiplied
+    /// (`op` `Mul`) or divided (`Div`) by a scalar computed at run time: transformers 4's SDPA
+    /// scale on Kᵀ, read off a shape the rewrite cannot state; DeBERTa's √(d·3) on Kᵀ;
+    /// ModernBERT's keys after ONNX Runtime's transpose optimizer, still [batch, seq, heads, head].
+    Scaled {
+        x: String,
+        split: bool,
+        op: &'static str,
+        by: String,
+    },
 }
 
 /// What the op's output replaces.
@@ -206,40 +209,30 @@ pub fn one_op_attention(
         let base = old.name().to_string();
         let mut nodes = vec![];
         // Q, K, V: [batch, seq, heads·head] (flat) or [batch, heads, seq, head].
-        let mut operand = |o: &Operand, what: &str, patch: &mut Patch| match o {
-            Operand::Split(x) if flat => {
-                let out = patch.fresh_name(&format!("{base}/{what}3"));
-                nodes.push(node("Reshape", &patch.fresh_name(&out), &[x, &flat_shape], &[&out]));
-                out
-            }
-            Operand::Split(x) => {
+        let mut operand = |o: &Operand, what: &str, patch: &mut Patch| {
+            // [batch, seq, heads, head] to [batch, heads, seq, head].
+            let heads = |x: &str, nodes: &mut Vec<NodeProto>, patch: &mut Patch| {
                 let out = patch.fresh_name(&format!("{base}/{what}4"));
                 nodes.push(with_attrs(
                     node("Transpose", &patch.fresh_name(&out), &[x], &[&out]),
                     vec![attr_ints("perm", &[0, 2, 1, 3])],
                 ));
                 out
-            }
-            Operand::Heads(x) => x.clone(),
-            Operand::SplitTimes(x, c) => {
-                let heads = patch.fresh_name(&format!("{base}/{what}4"));
-                nodes.push(with_attrs(
-                    node("Transpose", &patch.fresh_name(&heads), &[x], &[&heads]),
-                    vec![attr_ints("perm", &[0, 2, 1, 3])],
-                ));
-                let out = patch.fresh_name(&format!("{base}/{what}4"));
-                nodes.push(node("Mul", &patch.fresh_name(&out), &[&heads, c], &[&out]));
-                out
-            }
-            Operand::HeadsTimes(x, c) | Operand::HeadsOver(x, c) => {
-                let op = if matches!(o, Operand::HeadsTimes(..)) {
-                    "Mul"
-                } else {
-                    "Div"
-                };
-                let out = patch.fresh_name(&format!("{base}/{what}4"));
-                nodes.push(node(op, &patch.fresh_name(&out), &[x, c], &[&out]));
-                out
+            };
+            match o {
+                Operand::Split(x) if flat => {
+                    let out = patch.fresh_name(&format!("{base}/{what}3"));
+                    nodes.push(node("Reshape", &patch.fresh_name(&out), &[x, &flat_shape], &[&out]));
+                    out
+                }
+                Operand::Split(x) => heads(x, &mut nodes, patch),
+                Operand::Heads(x) => x.clone(),
+                Operand::Scaled { x, split, op, by } => {
+                    let x = if *split { heads(x, &mut nodes, patch) } else { x.clone() };
+                    let out = patch.fresh_name(&format!("{base}/{what}4_scaled"));
+                    nodes.push(node(op, &patch.fresh_name(&out), &[&x, by], &[&out]));
+                    out
+                }
             }
         };
         let (q, k, v) = (
@@ -330,7 +323,8 @@ pub fn one_op_attention(
                 }
             };
             if let Some(mask) = partial {
-                // [1, 1, query, key]: Expand broadcasts both ways, keeping the mask's batch and heads.
+                // [1, 1, query, key]: Expand broadcasts both ways, keeping the mask's batch and
+                // heads.
                 let shape = patch.fresh_name(&format!("{base}/mask_shape"));
                 let full = patch.fresh_name(&format!("{base}/mask"));
                 nodes.push(with_attrs(
@@ -453,10 +447,8 @@ fn matched(ix: &GraphIndex, sm: usize, heads: usize, head_size: usize) -> Option
         }
         (_, Some(w)) if only(&n.input[0], sm) => {
             let wn = ix.node(w);
-            // exp(fill − max) is 0 in float32 from −104 on: a fill of −10⁴ or below masks exactly.
-            match ix.const_f32(&wn.input[1]).as_deref() {
-                Some(&[fill]) if fill <= -1e4 => {}
-                _ => return None,
+            if !masking_fill(ix, &wn.input[1]) {
+                return None;
             }
             let (masked, cast, shape, first_query) = match expanded_to_scores(ix, &wn.input[0], w, &wn.input[2]) {
                 Some((x, cast, shape, first_query)) => (x, cast, Some(shape), first_query),
@@ -531,22 +523,19 @@ fn matched(ix: &GraphIndex, sm: usize, heads: usize, head_size: usize) -> Option
             Operand::Split(x)
         }
         None => {
-            let (k, c, seq_major) = keys_of(ix, &m.input[1], transposed_keys)?;
+            let (k, c, split) = keys_of(ix, &m.input[1], transposed_keys)?;
             // [batch, seq, heads, head] by its transpose's permutation: through a head transpose.
-            let k4 = if seq_major { k.clone() } else { rank4(ix, &k, 12)? };
+            let k = if split { k } else { rank4(ix, &k, 12)? };
             match c {
-                Factor::Known(c) if seq_major => {
-                    scale *= c;
-                    Operand::Split(k4)
-                }
-                Factor::Run(c) if seq_major => Operand::SplitTimes(k4, c),
-                _ if seq_major => return None,
                 Factor::Known(c) => {
                     scale *= c;
-                    Operand::Heads(k4)
+                    if split {
+                        Operand::Split(k)
+                    } else {
+                        Operand::Heads(k)
+                    }
                 }
-                Factor::Run(c) => Operand::HeadsTimes(k4, c),
-                Factor::Over(c) => Operand::HeadsOver(k4, c),
+                Factor::Run { op, by } => Operand::Scaled { x: k, split, op, by },
             }
         }
     };
@@ -598,8 +587,8 @@ fn batched(ix: &GraphIndex, sm: usize, heads: usize, head_size: usize) -> Option
     let n = ix.node(sm);
     let w = by(&n.input[0], "Where").filter(|_| only(&n.input[0], sm))?;
     let wn = ix.node(w);
-    // The fill on one side (exp(fill − max) is 0 in float32 from −104 on), the scores on the other.
-    let fills = |k: usize| matches!(ix.const_f32(&wn.input[k]).as_deref(), Some(&[fill]) if fill <= -1e4);
+    // The fill on one side, the scores on the other.
+    let fills = |k: usize| masking_fill(ix, &wn.input[k]);
     let attended = match (fills(1), fills(2)) {
         (true, false) => false,
         (false, true) => true,
@@ -614,7 +603,8 @@ fn batched(ix: &GraphIndex, sm: usize, heads: usize, head_size: usize) -> Option
         let p = by(&an.input[s], "MatMul").filter(|_| only(&an.input[s], add))?;
         Some((p, an.input[1 - s].clone()))
     })?;
-    // Forward: Reshape to [batch·heads, query, key] ─ MatMul(·, V) ─ Reshape to [batch, heads, ·, ·].
+    // Forward: Reshape to [batch·heads, query, key] ─ MatMul(·, V) ─ Reshape to [batch, heads,
+    // ·, ·].
     let probs = &n.output[0];
     let &[r3] = &beside_shapes(ix, probs)[..] else {
         return None;
@@ -636,30 +626,7 @@ fn batched(ix: &GraphIndex, sm: usize, heads: usize, head_size: usize) -> Option
     if !only(kt, mm) {
         return None;
     }
-    let mut t = ix.producer(kt)?;
-    let mut factor = Factor::Known(1.0);
-    let tn = ix.node(t);
-    if matches!(tn.op_type(), "Mul" | "Div") && tn.domain().is_empty() && tn.input.len() == 2 {
-        let (f, other) = match times_scalar(ix, t) {
-            Some((c, other)) => (Factor::Known(c), other),
-            None => {
-                let slots: &[usize] = if tn.op_type() == "Div" { &[1] } else { &[1, 0] };
-                let s = slots.iter().copied().find(|&s| run_scalar(ix, &tn.input[s], 8))?;
-                let c = tn.input[s].clone();
-                let f = if tn.op_type() == "Div" {
-                    Factor::Over(c)
-                } else {
-                    Factor::Run(c)
-                };
-                (f, tn.input[1 - s].clone())
-            }
-        };
-        if !only(&other, t) {
-            return None;
-        }
-        factor = f;
-        t = ix.producer(&other)?;
-    }
+    let (t, factor) = under_factor(ix, kt)?;
     if !transpose(ix, t, &[0, 2, 1]) {
         return None;
     }
@@ -670,8 +637,15 @@ fn batched(ix: &GraphIndex, sm: usize, heads: usize, head_size: usize) -> Option
     );
     let (k, scale) = match factor {
         Factor::Known(c) => (Operand::Heads(k4), c),
-        Factor::Run(c) => (Operand::HeadsTimes(k4, c), 1.0),
-        Factor::Over(c) => (Operand::HeadsOver(k4, c), 1.0),
+        Factor::Run { op, by } => (
+            Operand::Scaled {
+                x: k4,
+                split: false,
+                op,
+                by,
+            },
+            1.0,
+        ),
     };
     (scale.is_finite() && scale > 0.0).then_some(Core {
         layout: Layout::Heads { pv: r4 },
@@ -689,22 +663,36 @@ fn batched(ix: &GraphIndex, sm: usize, heads: usize, head_size: usize) -> Option
     })
 }
 
+/// Whether `v` is a constant fill that masks a score exactly: exp(fill − max) is 0 in float32
+/// from −104 on, so −10⁴ or below.
+fn masking_fill(ix: &GraphIndex, v: &str) -> bool {
+    matches!(ix.const_f32(v).as_deref(), Some(&[fill]) if fill <= -1e4)
+}
+
 /// A shape's elements as the graph states them: a constant, or a `Concat` of one-element
 /// pieces (see [`run_scalar`]), each its value where constant.
 fn pieces(ix: &GraphIndex, shape: &str) -> Option<Vec<Option<i64>>> {
     if let Some(s) = ix.const_i64(shape) {
         return Some(s.into_iter().map(Some).collect());
     }
-    let c = ix
-        .producer(shape)
-        .filter(|&c| ix.node(c).op_type() == "Concat" && ix.node(c).domain().is_empty())?;
+    let p = concat_pieces(ix, shape, |x| run_scalar(ix, x, 8).then_some(()))?;
+    Some(p.into_iter().map(Result::ok).collect())
+}
+
+/// A 1-D shape built by a `Concat` (axis 0) of one-element pieces: each a constant (`Ok`) or
+/// what `other` reads in it (`Err`); none where a piece is neither.
+fn concat_pieces<T>(ix: &GraphIndex, shape: &str, other: impl Fn(&str) -> Option<T>) -> Option<Vec<Result<i64, T>>> {
+    let c = ix.producer(shape).filter(|&c| {
+        let n = ix.node(c);
+        n.op_type() == "Concat" && n.domain().is_empty() && matches!(ix.attr_i(c, "axis"), Some(0 | -1))
+    })?;
     ix.node(c)
         .input
         .iter()
-        .map(|x| match ix.const_i64(x).as_deref() {
-            Some(&[v]) => Some(Some(v)),
+        .map(|p| match ix.const_i64(p).as_deref() {
+            Some(&[k]) => Some(Ok(k)),
             Some(_) => None,
-            None => run_scalar(ix, x, 8).then_some(None),
+            None => other(p).map(Err),
         })
         .collect()
 }
@@ -751,10 +739,49 @@ fn through_float_casts(ix: &GraphIndex, p: &str) -> String {
 /// A scalar factor: known before the run, or a value computed in it.
 enum Factor {
     Known(f32),
-    /// Multiplies by a value computed in the run.
-    Run(String),
-    /// Divides by a value computed in the run.
-    Over(String),
+    /// A value computed in the run that multiplies (`op` `Mul`) or divides (`Div`).
+    Run {
+        op: &'static str,
+        by: String,
+    },
+}
+
+/// Node `p` = `Mul` or `Div` of a value by a scalar, known before the run or computed in it (a
+/// `Div` only by the scalar): (the factor, that value).
+fn scalar_factor(ix: &GraphIndex, p: usize) -> Option<(Factor, String)> {
+    let n = ix.node(p);
+    if !matches!(n.op_type(), "Mul" | "Div") || !n.domain().is_empty() || n.input.len() != 2 {
+        return None;
+    }
+    if let Some((c, other)) = times_scalar(ix, p) {
+        return Some((Factor::Known(c), other));
+    }
+    let (op, slots): (&'static str, &[usize]) = if n.op_type() == "Div" {
+        ("Div", &[1])
+    } else {
+        ("Mul", &[0, 1])
+    };
+    let s = slots.iter().copied().find(|&s| run_scalar(ix, &n.input[s], 8))?;
+    Some((
+        Factor::Run {
+            op,
+            by: n.input[s].clone(),
+        },
+        n.input[1 - s].clone(),
+    ))
+}
+
+/// The node under `v` past a scalar factor on it (`v` itself's producer where there is none),
+/// the factor's operand read by it alone: (that node, the factor).
+fn under_factor(ix: &GraphIndex, v: &str) -> Option<(usize, Factor)> {
+    let p = ix.producer(v)?;
+    let Some((factor, other)) = scalar_factor(ix, p) else {
+        return Some((p, Factor::Known(1.0)));
+    };
+    if ix.consumers(&other) != [p] || ix.is_graph_output(&other) {
+        return None;
+    }
+    Some((ix.producer(&other)?, factor))
 }
 
 /// The keys behind the score product's second operand `kt`: itself where the product reads it
@@ -768,25 +795,7 @@ fn keys_of(ix: &GraphIndex, kt: &str, transposed: bool) -> Option<(String, Facto
     if transposed {
         return Some((kt.to_string(), Factor::Known(1.0), false));
     }
-    let mut t = ix.producer(kt)?;
-    let mut c = Factor::Known(1.0);
-    if matches!(ix.node(t).op_type(), "Mul" | "Div") && ix.node(t).domain().is_empty() {
-        let n = ix.node(t);
-        let (factor, other) = match times_scalar(ix, t) {
-            Some((s, other)) => (Factor::Known(s), other),
-            // A scalar the run computes, multiplied (either side).
-            None if n.op_type() == "Mul" && n.input.len() == 2 => {
-                let s = (0..2).find(|&s| run_scalar(ix, &n.input[s], 8))?;
-                (Factor::Run(n.input[s].clone()), n.input[1 - s].clone())
-            }
-            None => return None,
-        };
-        if ix.consumers(&other) != [t] || ix.is_graph_output(&other) {
-            return None;
-        }
-        c = factor;
-        t = ix.producer(&other)?;
-    }
+    let (t, c) = under_factor(ix, kt)?;
     if transpose(ix, t, &[0, 1, 3, 2]) {
         return Some((ix.node(t).input[0].clone(), c, false));
     }
@@ -831,10 +840,10 @@ fn rank4(ix: &GraphIndex, v: &str, depth: usize) -> Option<String> {
 }
 
 /// The rank of `v` where how it is computed states it (looking `depth` nodes up): a `Transpose`'s
-/// permutation, a `Reshape`'s stated elements ([`pieces`]), a `Squeeze` or `Unsqueeze` of a known rank,
-/// through casts, slices, splits, concatenations and elementwise arithmetic (the largest known
-/// rank among the operands: the others broadcast to it, as an attention's rotary tables and
-/// scales do).
+/// permutation, a `Reshape`'s stated elements ([`pieces`]), a `Squeeze` or `Unsqueeze` of a
+/// known rank, through casts, slices, splits, concatenations and elementwise arithmetic (the
+/// largest known rank among the operands: the others broadcast to it, as an attention's rotary
+/// tables and scales do).
 fn rank(ix: &GraphIndex, v: &str, depth: usize) -> Option<usize> {
     let p = ix.producer(v).filter(|_| depth > 0)?;
     let n = ix.node(p);
@@ -950,17 +959,7 @@ fn expanded_to_scores(
     let mut first_query = None;
     if plain(p, "Slice") {
         let n = ix.node(p);
-        let one = |k: usize| match ix.const_i64(n.input.get(k)?).as_deref() {
-            Some(&[v]) => Some(v),
-            _ => None,
-        };
-        let step_one = n
-            .input
-            .get(4)
-            .filter(|v| !v.is_empty())
-            .is_none_or(|_| one(4) == Some(1));
-        let query_axis = matches!(one(3), Some(2 | -2));
-        if one(1) != Some(0) || one(2) != Some(1) || !query_axis || !step_one || !only(&n.input[0], p) {
+        if !matches!(unit_slice(ix, p), Some((0, 1, 2 | -2))) || !only(&n.input[0], p) {
             return None;
         }
         first_query = Some(n.input[1..].to_vec());
@@ -1113,24 +1112,29 @@ fn shape_element(ix: &GraphIndex, v: &str) -> Option<(String, i64)> {
 
 /// `v` = `Slice(Shape(x), start, end)` on axis 0 with step 1: (x, start, end).
 fn shape_slice(ix: &GraphIndex, v: &str) -> Option<(String, i64, i64)> {
-    let s = ix
-        .producer(v)
-        .filter(|&s| ix.node(s).op_type() == "Slice" && ix.node(s).domain().is_empty())?;
+    let s = ix.producer(v)?;
+    let (start, end, axis) = unit_slice(ix, s)?;
+    (axis == 0).then_some(())?;
+    Some((shape_of(ix, &ix.node(s).input[0])?, start, end))
+}
+
+/// Node `s` = `Slice` of one axis with constant one-element bounds and step 1: (start, end, the
+/// axis, 0 where not stated).
+fn unit_slice(ix: &GraphIndex, s: usize) -> Option<(i64, i64, i64)> {
     let n = ix.node(s);
+    if n.op_type() != "Slice" || !n.domain().is_empty() {
+        return None;
+    }
     let one = |k: usize| match ix.const_i64(n.input.get(k)?)?[..] {
         [v] => Some(v),
         _ => None,
     };
-    let optional = |k: usize, want: i64| {
-        n.input
-            .get(k)
-            .filter(|v| !v.is_empty())
-            .is_none_or(|_| one(k) == Some(want))
-    };
-    if !optional(3, 0) || !optional(4, 1) {
+    let stated = |k: usize| n.input.get(k).filter(|v| !v.is_empty()).is_some();
+    let axis = if stated(3) { one(3)? } else { 0 };
+    if stated(4) && one(4) != Some(1) {
         return None;
     }
-    Some((shape_of(ix, &n.input[0])?, one(1)?, one(2)?))
+    Some((one(1)?, one(2)?, axis))
 }
 
 /// `v` = Transpose(x, perm), times or divided by a scalar or not, read by `reader` alone (and
@@ -1186,21 +1190,12 @@ fn last_two_swapped(ix: &GraphIndex, r: usize) -> Option<String> {
         return None;
     }
     // The pieces of each shape: (start, end) slices of Shape(x), or a constant.
-    let pieces = |shape: &str| -> Option<Vec<Result<i64, (i64, i64)>>> {
-        let c = ix
-            .producer(shape)
-            .filter(|&c| ix.node(c).op_type() == "Concat" && ix.attr_i(c, "axis") == Some(0))?;
-        ix.node(c)
-            .input
-            .iter()
-            .map(|p| match ix.const_i64(p).as_deref() {
-                Some(&[k]) => Some(Ok(k)),
-                Some(_) => None,
-                None => shape_slice(ix, p)
-                    .filter(|(y, ..)| *y == x)
-                    .map(|(_, start, end)| Err((start, end))),
-            })
-            .collect()
+    let pieces = |shape: &str| {
+        concat_pieces(ix, shape, |p| {
+            shape_slice(ix, p)
+                .filter(|(y, ..)| *y == x)
+                .map(|(_, start, end)| (start, end))
+        })
     };
     const ALL: i64 = i64::MIN;
     let first = pieces(ix.node(r1).input.get(1)?)?;
@@ -1468,8 +1463,67 @@ mod tests {
         assert_eq!(rank4(&ix, "rank3", 8), None);
     }
 
-    /// One number by how it is computed: constants of one element, single elements of a shape and
-    /// arithmetic of such; not a slice of several elements, nor anything read off a tensor's values.
+    /// The opset raise rewrites an `If`'s branches as it does the graph (a `ReduceMean`'s axes
+    /// become an input, defined in the branch), and refuses a changed op inside one, naming it.
+    #[test]
+    fn the_opset_is_raised_through_subgraphs() {
+        let branch = |nodes: Vec<NodeProto>| GraphProto {
+            node: nodes,
+            output: vec![crate::onnx::build::value_info(
+                "y",
+                crate::onnx::proto::tensor_proto::DataType::Float,
+                &[],
+            )],
+            ..Default::default()
+        };
+        let graph_attr = |name: &str, g: GraphProto| crate::onnx::proto::AttributeProto {
+            name: Some(name.into()),
+            r#type: Some(AttributeType::Graph as i32),
+            g: Some(g),
+            ..Default::default()
+        };
+        let model = |then: NodeProto| {
+            let n = with_attrs(
+                node("If", "if", &["cond"], &["out"]),
+                vec![
+                    graph_attr("then_branch", branch(vec![then])),
+                    graph_attr("else_branch", branch(vec![node("Identity", "id", &["x"], &["y"])])),
+                ],
+            );
+            crate::onnx::build::model(
+                GraphProto {
+                    node: vec![n],
+                    ..Default::default()
+                },
+                17,
+            )
+        };
+        let mean = with_attrs(
+            node("ReduceMean", "mean", &["x"], &["y"]),
+            vec![attr_ints("axes", &[1])],
+        );
+        let mut m = model(mean);
+        raise_opset(&mut m).unwrap();
+        assert_eq!(default_opset(&m), OPSET);
+        let then = m.graph.as_ref().unwrap().node[0].attribute[0].g.as_ref().unwrap();
+        let r = &then.node[0];
+        assert!(r.attribute.iter().all(|a| a.name() != "axes"), "the attribute is gone");
+        assert_eq!(r.input.len(), 2);
+        let axes = then
+            .initializer
+            .iter()
+            .find(|t| t.name() == r.input[1])
+            .expect("axes in the branch");
+        assert_eq!(tensor::to_i64(axes).unwrap(), [1]);
+
+        let mut changed = model(node("DFT", "dft", &["x"], &["y"]));
+        let why = raise_opset(&mut changed).unwrap_err();
+        assert!(why.contains("'dft'") && why.contains("DFT"), "{why}");
+    }
+
+    /// One number by how it is computed: constants of one element, single elements of a shape
+    /// and arithmetic of such; not a slice of several elements, nor anything read off a tensor's
+    /// values.
     #[test]
     fn run_scalars_are_single_elements_of_shapes_and_their_arithmetic() {
         let g = graph(vec![

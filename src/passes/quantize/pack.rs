@@ -13,10 +13,10 @@
 //! rows (as [batch, 1, ·], what the split's first-token nodes read), its other half the rest, and
 //! its `Concat` joins rows; a head's `Gather` of the first token (ModernBERT's) is those rows
 //! too. A `Slice` or `Split` along the width (a gated FFN's halves) acts on each row alone, and a
-//! `Shape` read for the width alone reads it off the rows as well. Every real token gets the values it
-//! had: each packed node acts on each row alone (a static INT8 model gives the same logits), and
-//! a dynamic INT8 range is taken over the real tokens alone, as with the per-block unpadding this
-//! replaces.
+//! `Shape` read for the width alone reads it off the rows as well. Every real token gets the
+//! values it had: each packed node acts on each row alone (a static INT8 model gives the same
+//! logits), and a dynamic INT8 range is taken over the real tokens alone, as with the per-block
+//! unpadding this replaces.
 //!
 //! Where the graph has anything else on the stream (an op that does not act on each token alone,
 //! a graph output on it, a fused attention op), [`pack`] says what, and the quantize pass unpads
