@@ -490,8 +490,7 @@ fn low_rank_and_quantization_of_every_cell() {
                 .iter()
                 .any(|n| n.op_type() == "Attention" && n.domain() == "com.microsoft")
         });
-        let expected = !fused;
-        ensure(!expected || (one_op > 0 && one_op == cores.len()), || {
+        ensure(fused || (one_op > 0 && one_op == cores.len()), || {
             format!(
                 "the export kept attention cores separate: {one_op} of {} as the op ({why:?})",
                 cores.len()
