@@ -490,6 +490,13 @@ pub fn quantize_text(r: &crate::passes::quantize::QuantizeReport, output: &std::
                 if r.attention_ops == 1 { "core runs" } else { "cores run" }
             );
         }
+        if r.attention_length_groups > 0 {
+            let _ = writeln!(
+                o,
+                "attention    {} of them in two length groups per batch (each padded to its own longest sequence)",
+                r.attention_length_groups
+            );
+        }
         if r.keys_read_transposed > 0 {
             let _ = writeln!(
                 o,

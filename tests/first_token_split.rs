@@ -507,14 +507,33 @@ fn edge_batches() -> Vec<(&'static str, Batch)> {
         ),
         ("one sequence, padded", batch(1, vec![2, 5, 9, 0], vec![1, 1, 1, 0])),
         ("no padding", batch(2, vec![2, 5, 9, 2, 4, 8], vec![1; 6])),
+        (
+            "four lengths (two length groups for the attention)",
+            batch(
+                4,
+                vec![2, 5, 9, 4, 7, 3, 2, 6, 0, 0, 0, 0, 2, 8, 8, 0, 0, 0, 2, 3, 0, 0, 0, 0],
+                vec![1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0],
+            ),
+        ),
+        (
+            "holes in the mask, a masked first token",
+            batch(3, vec![2, 5, 9, 4, 7, 2, 5, 9, 4, 0, 2, 6, 0, 0, 0], {
+                vec![1, 0, 1, 0, 1, 0, 1, 1, 1, 0, 1, 1, 0, 0, 0]
+            }),
+        ),
     ]
 }
 
-/// `m` in static INT8 (QDQ) without and with `unpad`, calibrated alike; the report of the second.
-fn static_with_and_without_unpad(m: &ModelProto) -> (ModelProto, ModelProto, quantize::QuantizeReport) {
+/// `m` in static INT8 of `form` without and with `unpad`, calibrated alike; the report of the
+/// second.
+fn static_with_and_without_unpad(
+    m: &ModelProto,
+    form: quantize::StaticForm,
+) -> (ModelProto, ModelProto, quantize::QuantizeReport) {
     let cal = || OrtCalibrator::new(random_batches(8, 7), SessionOptions::default());
     let o = QuantizeOptions {
         mode: Mode::Static,
+        static_form: form,
         ..Default::default()
     };
     let (a, _) = quantize::quantize(m, &o, Some(&mut cal())).unwrap();
@@ -584,11 +603,19 @@ fn unpadded_int8_computes_what_the_padded_int8_model_does() {
         assert!(ra.unpadded_layers.is_empty() && !ra.tokens_packed);
         // The whole stream packed: rows gathered once after the embeddings, the Q/K/V padded
         // again for the scores (K and V only in the last layer, whose query is the first token's
-        // alone) and the first layer's context packed again; no per-block scatter.
+        // alone) and the first layer's context packed again; no per-block scatter. In ONNX
+        // Runtime's forms the first layer's attention, one op, runs in two length groups
+        // instead: its Q/K/V gathered per group, not padded to the batch's longest.
         assert!(rb.tokens_packed, "{mode:?} {static_form:?}: {:?}", rb.warnings);
         assert_eq!(rb.unpadded_layers, vec![0, 1], "{mode:?} {static_form:?}");
         assert_eq!(count(&b, "ScatterND"), 0, "{mode:?} {static_form:?}");
         assert_eq!(count(&b, "GatherND"), 0, "{mode:?} {static_form:?}");
+        let ort_forms = static_form == quantize::StaticForm::Ort || mode == Mode::Dynamic;
+        assert_eq!(
+            (rb.attention_ops, rb.attention_length_groups),
+            if ort_forms { (2, 1) } else { (0, 0) },
+            "{mode:?} {static_form:?}"
+        );
         let gathers = |m: &ModelProto, what: &str| {
             m.graph
                 .as_ref()
@@ -600,7 +627,7 @@ fn unpadded_int8_computes_what_the_padded_int8_model_does() {
         };
         assert_eq!(
             (gathers(&b, "/Pack"), gathers(&b, "/Pad")),
-            (2, 5),
+            (2, if ort_forms { 2 } else { 5 }),
             "{mode:?} {static_form:?}"
         );
         let what = format!("{mode:?} {static_form:?}");
@@ -633,12 +660,17 @@ fn packed_int8_runs_batches_without_real_other_tokens() {
         seed: 4,
         ..Default::default()
     });
-    let (a, b, rb) = static_with_and_without_unpad(&m);
-    assert!(rb.tokens_packed, "{:?}", rb.warnings);
-    for (what, bt) in edge_batches() {
-        let bs = [bt];
-        let d = max_diff(&logits(&a, &bs, what), &logits(&b, &bs, what));
-        assert!(d < 1e-5, "{what}: logits differ by {d}");
+    // QDQ: the attention on the padded layout; ONNX Runtime's form: one op in two length groups.
+    for form in [quantize::StaticForm::Qdq, quantize::StaticForm::Ort] {
+        let (a, b, rb) = static_with_and_without_unpad(&m, form);
+        assert!(rb.tokens_packed, "{:?}", rb.warnings);
+        let grouped = usize::from(form == quantize::StaticForm::Ort);
+        assert_eq!(rb.attention_length_groups, grouped, "{form:?}");
+        for (what, bt) in edge_batches() {
+            let bs = [bt];
+            let d = max_diff(&logits(&a, &bs, what), &logits(&b, &bs, what));
+            assert!(d < 1e-5, "{form:?}, {what}: logits differ by {d}");
+        }
     }
 }
 
@@ -655,7 +687,7 @@ fn a_fused_attention_keeps_the_per_block_unpadding_and_says_why() {
         seed: 5,
         ..Default::default()
     });
-    let (a, b, rb) = static_with_and_without_unpad(&m);
+    let (a, b, rb) = static_with_and_without_unpad(&m, quantize::StaticForm::Qdq);
     assert!(!rb.tokens_packed);
     assert!(
         rb.warnings
@@ -710,11 +742,21 @@ fn cli_unpad_says_what_it_did_and_refuses_what_it_cannot_do() {
         ),
         "{text}"
     );
+    assert!(
+        text.contains(
+            "attention    1 of them in two length groups per batch (each padded to its own longest sequence)\n"
+        ),
+        "{text}"
+    );
     let o = run(&["--mode", "dynamic", "--unpad", "--json"]);
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["options"]["unpad"], true);
     assert_eq!(r["unpadded_layers"], serde_json::json!([0, 1]));
     assert_eq!(r["tokens_packed"], true);
+    assert_eq!(
+        (r["attention_ops"].as_u64(), r["attention_length_groups"].as_u64()),
+        (Some(2), Some(1))
+    );
     std::fs::remove_file(&out).unwrap();
     for (args, says) in [
         (

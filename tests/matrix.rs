@@ -47,7 +47,7 @@ use onnx_compress::passes::lowrank::{LowrankOptions, RankRule};
 use onnx_compress::passes::prune::{self, Plan, PruneOptions, Strategy};
 use onnx_compress::passes::quantize::attention_op::{heads_by_softmax, one_op_attention};
 use onnx_compress::passes::quantize::split::split_first_token;
-use onnx_compress::passes::quantize::{Mode, QuantizeOptions, QuantizeReport, WeightType};
+use onnx_compress::passes::quantize::{Mode, QuantizeOptions, QuantizeReport, StaticForm, WeightType};
 use onnx_compress::passes::{Applied, Pass, PassReport};
 use onnx_compress::runtime::Batch;
 use onnx_compress::structure::{discover, Transformer};
@@ -591,6 +591,40 @@ fn low_rank_and_quantization_of_every_cell() {
         ensure(ur.tokens_packed || fused, || {
             format!("static INT8 --unpad did not pack the tokens: {:?}", ur.warnings)
         })?;
+        // ONNX Runtime's static form, packed: each attention one op, those on the padded layout
+        // in two length groups (the sample batch's two lengths are two groups); the same logits.
+        let ort_static = |unpad: bool| {
+            Pass::Quantize(QuantizeOptions {
+                mode: Mode::Static,
+                static_form: StaticForm::Ort,
+                unpad,
+                ..Default::default()
+            })
+            .apply(&m, Some(&mut calibrator(2, 5)))
+            .map_err(|e| format!("static INT8, ONNX Runtime's form (unpad {unpad}): {e}"))
+        };
+        let (padded_ort, packed_ort) = (ort_static(false)?, ort_static(true)?);
+        let dg = max_diff(
+            &logits(&padded_ort.model, &batch, "static INT8, ORT form"),
+            &logits(&packed_ort.model, &batch, "static INT8, ORT form, --unpad"),
+        );
+        ensure(dg <= 1e-5, || {
+            format!("static INT8 (ORT form) --unpad moved the logits by {dg}")
+        })?;
+        // Every attention on the padded layout: all but DeBERTa's (Q and K read by its relative
+        // position terms too) and ModernBERT's (the rotary embedding between the projections
+        // and the op), and the last layer's where its query is the first token alone.
+        let pr = quantize_report(&packed_ort);
+        let grouped = pr.attention_length_groups;
+        if pr.tokens_packed && !["deberta-v3", "modernbert"].contains(&c.family.as_str()) {
+            let want = pr.attention_ops - usize::from(pr.first_token_only_attention_layer.is_some());
+            ensure(grouped == want && grouped > 0, || {
+                format!(
+                    "{grouped} of {} attention ops in length groups, not {want}",
+                    pr.attention_ops
+                )
+            })?;
+        }
         // The embedding tables left float: the same MatMuls quantized as by ONNX Runtime's
         // quantize_dynamic, which stores the tables int8 too (per tensor), so this variant has
         // fewer quantized tensors than the bar; the default, int8 tables too, is printed.
@@ -713,7 +747,7 @@ fn low_rank_and_quantization_of_every_cell() {
             )
         };
         Ok(format!(
-            "({bar}; sample batch: dynamic {ours:.3}, {flips} flipped; float embeddings {ours_like:.3}, {flips_like} flipped; u8 weights {ours8:.3}, {flips8} flipped; fp16 {e16:.1e}, static {es:.3}, unpadded in {unpadded_layers} layers ({how}): {du:.0e}; one Attention op: {one_op})"
+            "({bar}; sample batch: dynamic {ours:.3}, {flips} flipped; float embeddings {ours_like:.3}, {flips_like} flipped; u8 weights {ours8:.3}, {flips8} flipped; fp16 {e16:.1e}, static {es:.3}, unpadded in {unpadded_layers} layers ({how}): {du:.0e}; one Attention op: {one_op}; ORT form packed: {dg:.0e}, {grouped} in length groups)"
         ))
     });
 }

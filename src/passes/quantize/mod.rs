@@ -30,6 +30,7 @@ pub mod attention_op;
 pub mod calibrate;
 mod embed;
 pub mod fp16;
+mod groups;
 pub mod keys;
 mod pack;
 mod qdq;
@@ -348,6 +349,8 @@ pub struct QuantizeReport {
     /// Attention cores (head transposes, score product, scale, mask, softmax, weighted sum) run
     /// as one ONNX `Attention` op (opset 23).
     pub attention_ops: usize,
+    /// Of those, the ones run in two length groups per batch (packed tokens, `groups.rs`).
+    pub attention_length_groups: usize,
     /// Where a fallback was taken (a constant activation, an all-zero weight column, ...).
     pub warnings: Vec<String>,
     /// Bytes of tensor data (initializers and Constant nodes) before and after.
@@ -860,6 +863,7 @@ pub fn quantize_selected(
         first_token_only_attention_layer: None,
         keys_read_transposed: 0,
         attention_ops: 0,
+        attention_length_groups: 0,
         warnings: vec![],
         weight_bytes_before: weight_bytes(model),
         weight_bytes_after: 0,
@@ -967,10 +971,12 @@ pub fn quantize_selected(
             let out = qdq::rewrite(work, opts, &targets, ranges.as_ref(), &mut report)?;
             let out = attention::quantize_fused(&out, opts, select, ranges.as_ref(), &mut report)?;
             let out = embed::quantize_fused(&out, opts, select, &mut report)?;
+            let mut packed_index = None;
             let out = match packing.as_ref().map(|plan| (plan.layers(), pack::pack(&out, plan))) {
-                Some((layers, Ok(packed))) => {
+                Some((layers, Ok((packed, index)))) => {
                     report.tokens_packed = true;
                     report.unpadded_layers = (0..layers).collect();
+                    packed_index = Some(index);
                     packed
                 }
                 Some((_, Err(why))) => {
@@ -993,7 +999,15 @@ pub fn quantize_selected(
                             "attention cores kept as separate ops (no one Attention op): {why}"
                         ));
                     }
-                    out
+                    // Packed, the ops reading the padded layout run in two length groups.
+                    match &packed_index {
+                        Some(index) if n > 0 => {
+                            let (out, grouped) = groups::two_length_groups(&out, index)?;
+                            report.attention_length_groups = grouped;
+                            out
+                        }
+                        _ => out,
+                    }
                 } else {
                     out
                 };

@@ -111,14 +111,28 @@ impl Plan {
     }
 }
 
+/// The packing's index values a later rewrite reads (`groups.rs`).
+pub struct Packing {
+    /// The model's `attention_mask` input.
+    pub mask: String,
+    /// [1]: the batch size and the (padded) sequence length.
+    pub batch: String,
+    pub seq: String,
+    /// [batch, sequence]: each position's packed row (padding: row 0).
+    pub padded: String,
+    /// [tokens]: each packed row's position in the flattened [batch × sequence].
+    pub rows: String,
+}
+
 /// The index values computed from `attention_mask`.
 struct Index {
     /// [tokens]: each packed row's position in the flattened [batch × sequence].
     rows: String,
     /// [batch, sequence]: each position's packed row (padding: row 0).
     padded: String,
-    /// [1]: the batch size.
+    /// [1]: the batch size and the sequence length.
     batch: String,
+    seq: String,
     /// [3]: batch, 1, −1 (a first-token half's shape).
     first_shape: String,
     zero: String,
@@ -218,6 +232,7 @@ impl Index {
             rows: rows.to_string(),
             padded: padded.to_string(),
             batch: batch.to_string(),
+            seq: seq.to_string(),
             first_shape: first_shape.to_string(),
             zero: c0,
             max: cmax,
@@ -308,8 +323,9 @@ fn constant_derived(ix: &GraphIndex, v: &str, seen: &mut HashSet<String>) -> boo
         .all(|x| constant_derived(ix, x, seen))
 }
 
-/// `model` with its token stream packed by `plan` (module note), or why it cannot be.
-pub fn pack(model: &ModelProto, plan: &Plan) -> Result<ModelProto, String> {
+/// `model` with its token stream packed by `plan` (module note) and the packing's index values,
+/// or why it cannot be.
+pub fn pack(model: &ModelProto, plan: &Plan) -> Result<(ModelProto, Packing), String> {
     let g = model.graph.as_ref().ok_or("the model has no graph")?;
     let ix = GraphIndex::new(g);
     if super::default_opset(model) < 11 {
@@ -562,5 +578,12 @@ pub fn pack(model: &ModelProto, plan: &Plan) -> Result<ModelProto, String> {
     // Shapes recorded for the values now holding rows (rank 3 then, rank 2 now) would contradict
     // them.
     out.value_info.retain(|v| !packed.contains(v.name()));
-    Ok(m)
+    let packing = Packing {
+        mask,
+        batch: index.batch,
+        seq: index.seq,
+        padded: index.padded,
+        rows: index.rows,
+    };
+    Ok((m, packing))
 }
