@@ -11,10 +11,12 @@ but not when an 85 MB float model runs in between; that measured MRPC INT8 at 2.
 The ratio of summed times to the baseline is taken per round; the median over rounds is reported.
 
   python3 bench/paired_speed.py --task sst2 BASELINE.onnx MODEL.onnx [MODEL.onnx ...]
-      [--rounds 5] [--block 4] [--batch-size 32] [--warmup 3] [--threads 0] [--keep-denormals] [--json]
+      [--rounds 5] [--block 4] [--batch-size 32] [--warmup 3] [--threads 0] [--keep-denormals]
+      [--by-length] [--json]
 
 Batches: the dev set in file order, `--batch-size` examples each, padded to the batch's longest
-(exactly `onnx-compress eval`'s batches, via bench/python_eval.py); the first --warmup batches run
+(exactly `onnx-compress eval`'s batches, via bench/python_eval.py; with --by-length the examples
+sorted by token count first, batches of similar lengths); the first --warmup batches run
 untimed. Sessions: ONNX Runtime's CPU provider, all graph optimizations, denormals flushed to zero
 like `onnx-compress eval` (unless --keep-denormals), --threads intra-op threads (0: its default).
 """
@@ -59,6 +61,8 @@ def main():
     ap.add_argument("--block", type=int, default=4, help="batches a model runs in a row (after one untimed)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--keep-denormals", action="store_true")
+    ap.add_argument("--by-length", action="store_true",
+                    help="sort the dev examples by token count before batching (batches of similar lengths, as eval --bucket)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     if a.block < 1 or a.rounds < 1:
@@ -73,6 +77,9 @@ def main():
     tok = Tokenizer.from_file(a.tokenizer or os.path.join(os.path.dirname(os.path.abspath(a.models[0])), "tokenizer.json"))
     tok.enable_truncation(max_length=a.max_length)
     tok.no_padding()
+    if a.by_length:
+        lengths = [len(e.ids) for e in tok.encode_batch(texts)]
+        texts = [texts[i] for i in sorted(range(len(texts)), key=lambda i: lengths[i])]
     sessions = [session(m, a.threads, a.keep_denormals) for m in a.models]
     names = [[i.name for i in s.get_inputs()] for s in sessions]
     batches = make_batches(tok, texts, a.batch_size, ["input_ids", "attention_mask", "token_type_ids"], np)
@@ -98,7 +105,7 @@ def main():
         rounds.append(secs)
         print(f"round {r + 1}/{a.rounds}: " + ", ".join(f"{samples / s:.0f}" for s in secs) + " samples/s",
               file=sys.stderr, flush=True)
-    out = {"task": a.task, "batch_size": a.batch_size, "timed_batches": len(timed), "timed_samples": samples,
+    out = {"task": a.task, "batch_size": a.batch_size, "by_length": a.by_length, "timed_batches": len(timed), "timed_samples": samples,
            "rounds": a.rounds, "block": a.block, "denormals_flushed": not a.keep_denormals, "threads": a.threads,
            "ort_version": ort.__version__, "models": []}
     for k, m in enumerate(a.models):
