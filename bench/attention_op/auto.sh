@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # issue 16's targets again with one Attention op per attention: auto (seed 0, the defaults) at
 # --max-drop 0.5 and 1.0 (the journal reused), the hand recipes rebuilt, everything paired on dev.
-# O=DIR writes elsewhere (the depth defaults' re-run: O=/work/auto-depth).
+# O=DIR writes elsewhere (the depth defaults' re-run: O=/work/auto-depth); TASKS=mrpc runs one task.
 set -euo pipefail
 B=/work/main/target/release/onnx-compress
 export ORT_DYLIB_PATH=/work/main/.ort/lib/libonnxruntime.so.1.32.0
 S=/work/shared; O=${O:-/work/auto-op}; mkdir -p $O; cd /work/main
-for T in sst2 mrpc; do
+TASKS=${TASKS:-sst2 mrpc}
+for T in $TASKS; do
   M=$S/models/minilm-l6-$T/model.onnx; TR=$S/data/glue/$T/train.tsv
   /usr/bin/time -f "$T auto 0.5: %e s" $B auto $M $O/$T.onnx --task $T --calib-data $TR --max-drop 0.5 --objective speed --time-budget 30m --json > $O/$T.json 2> $O/$T.err
   /usr/bin/time -f "$T auto 1.0: %e s" $B auto $M $O/$T-drop1.onnx --work $O/$T.auto --task $T --calib-data $TR --max-drop 1.0 --objective speed --time-budget 30m --json > $O/$T-drop1.json 2> $O/$T-drop1.err
@@ -14,7 +15,7 @@ for T in sst2 mrpc; do
     $B run configs/$T/$r.yaml --out $O/hand-$T-$r.onnx -q --json > $O/hand-$T-$r.json
   done
 done
-for T in sst2 mrpc; do
+for T in $TASKS; do
   BS=32; [ $T = mrpc ] && BS=24
   /work/venv-bench/bin/python bench/paired_speed.py --task $T --data $S/data/glue --batch-size $BS --rounds 5 --json \
     $S/models/minilm-l6-$T/model.onnx /work/vnni/$T-ort_dynamic.onnx $O/hand-$T-14_obs60_dynamic.onnx $O/hand-$T-15_quant_static_ort.onnx \

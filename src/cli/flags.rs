@@ -253,9 +253,10 @@ pub struct QuantizeArgs {
     #[arg(long, overrides_with = "split_first_token")]
     pub no_split_first_token: bool,
     /// int8, with the first-token split: run the encoder on the real tokens only (by
-    /// attention_mask: packed rows, padded again for each attention's scores; where the graph does
-    /// not allow, the split blocks alone): padded batches run faster, the real tokens' values are
-    /// the same (dynamic: ranges from real tokens only)
+    /// attention_mask: packed rows, padded again for each attention's scores, in two length
+    /// groups per batch where the attention is one op; where the graph does not allow, the split
+    /// blocks alone): padded batches run faster, the real tokens' values are the same (dynamic:
+    /// ranges from real tokens only)
     #[arg(long)]
     pub unpad: bool,
     /// int8, ONNX Runtime's forms (dynamic; static --static-form ort): keep each attention core as
