@@ -206,4 +206,13 @@ impl<'g> GraphIndex<'g> {
             .find(|a| a.name() == name)
             .map(|a| a.ints.clone())
     }
+
+    /// Whether node `i` is a `Shape` of its whole input (`start` absent or 0, `end` absent).
+    pub fn whole_shape(&self, i: usize) -> bool {
+        let n = self.node(i);
+        n.op_type() == "Shape"
+            && n.domain().is_empty()
+            && self.attr_i(i, "start").unwrap_or(0) == 0
+            && self.attr_i(i, "end").is_none()
+    }
 }

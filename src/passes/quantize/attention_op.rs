@@ -1087,12 +1087,7 @@ fn shape_dim(ix: &GraphIndex, piece: &str) -> Option<(String, i64)> {
 /// `v` = `Shape(x)`, the whole shape: x.
 fn shape_of(ix: &GraphIndex, v: &str) -> Option<String> {
     let sh = ix.producer(v)?;
-    let sn = ix.node(sh);
-    (sn.op_type() == "Shape"
-        && sn.domain().is_empty()
-        && ix.attr_i(sh, "start").unwrap_or(0) == 0
-        && ix.attr_i(sh, "end").is_none())
-    .then(|| sn.input[0].clone())
+    ix.whole_shape(sh).then(|| ix.node(sh).input[0].clone())
 }
 
 /// `v` = `Gather(Shape(x), j)` on axis 0, j a constant scalar: (x, j).

@@ -192,24 +192,14 @@ fn taken(ix: &GraphIndex, i: usize, p: &Packing) -> Option<Taken> {
         if ix.is_graph_output(&v) {
             return None;
         }
-        let (sizes, next): (Vec<usize>, Vec<usize>) = ix.consumers(&v).iter().partition(|&&j| plain(j, "Shape"));
+        let (sizes, next): (Vec<usize>, Vec<usize>) = ix.consumers(&v).iter().partition(|&&j| ix.whole_shape(j));
         let [j] = next[..] else { return None };
         if ix.node(j).input[0] != v {
             return None;
         }
         if !sizes.is_empty() {
             let tail = batch_sequence_tail(ix, &v)?;
-            for s in sizes {
-                if ix
-                    .node(s)
-                    .attribute
-                    .iter()
-                    .any(|a| a.name() == "start" || a.name() == "end")
-                {
-                    return None;
-                }
-                shapes.push((s, tail.clone()));
-            }
+            shapes.extend(sizes.into_iter().map(|s| (s, tail.clone())));
         }
         if plain(j, "Reshape") && !flattened {
             v = ix.node(j).output[0].clone();

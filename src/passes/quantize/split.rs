@@ -486,10 +486,7 @@ pub(super) fn attention_mask(ix: &GraphIndex) -> Result<String, String> {
 /// (ModernBERT's gated FFN reads its up-projection's to split it in two halves).
 pub(super) fn width_only_shape(ix: &GraphIndex, i: usize) -> bool {
     let n = ix.node(i);
-    n.op_type() == "Shape"
-        && n.domain().is_empty()
-        && ix.attr_i(i, "start").unwrap_or(0) == 0
-        && ix.attr_i(i, "end").is_none()
+    ix.whole_shape(i)
         && !ix.is_graph_output(&n.output[0])
         && !ix.consumers(&n.output[0]).is_empty()
         && ix.consumers(&n.output[0]).iter().all(|&g| {
