@@ -493,7 +493,9 @@ fn batch(rows: usize, ids: Vec<i64>, mask: Vec<i64>) -> Batch {
 }
 
 /// Batches at the edges of unpadding: no other tokens, only padding after the first, one real
-/// other token, one sequence, no padding at all.
+/// other token, one sequence, no padding at all; and for the attention's length groups, four
+/// lengths (a cut after the third shortest) and a mask with holes (a sequence's extent is its last
+/// marked position, not its count).
 fn edge_batches() -> Vec<(&'static str, Batch)> {
     vec![
         ("one token each", batch(2, vec![2, 7], vec![1, 1])),
@@ -517,9 +519,11 @@ fn edge_batches() -> Vec<(&'static str, Batch)> {
         ),
         (
             "holes in the mask, a masked first token",
-            batch(3, vec![2, 5, 9, 4, 7, 2, 5, 9, 4, 0, 2, 6, 0, 0, 0], {
-                vec![1, 0, 1, 0, 1, 0, 1, 1, 1, 0, 1, 1, 0, 0, 0]
-            }),
+            batch(
+                3,
+                vec![2, 5, 9, 4, 7, 2, 5, 9, 4, 0, 2, 6, 0, 0, 0],
+                vec![1, 0, 1, 0, 1, 0, 1, 1, 1, 0, 1, 1, 0, 0, 0],
+            ),
         ),
     ]
 }
