@@ -207,12 +207,14 @@ impl<'g> GraphIndex<'g> {
             .map(|a| a.ints.clone())
     }
 
+    /// Whether node `i` is the standard ONNX op `op` (the default domain).
+    pub fn is_op(&self, i: usize, op: &str) -> bool {
+        let n = self.node(i);
+        n.op_type() == op && n.domain().is_empty()
+    }
+
     /// Whether node `i` is a `Shape` of its whole input (`start` absent or 0, `end` absent).
     pub fn whole_shape(&self, i: usize) -> bool {
-        let n = self.node(i);
-        n.op_type() == "Shape"
-            && n.domain().is_empty()
-            && self.attr_i(i, "start").unwrap_or(0) == 0
-            && self.attr_i(i, "end").is_none()
+        self.is_op(i, "Shape") && self.attr_i(i, "start").unwrap_or(0) == 0 && self.attr_i(i, "end").is_none()
     }
 }

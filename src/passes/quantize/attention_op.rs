@@ -412,10 +412,7 @@ fn matched(ix: &GraphIndex, sm: usize, heads: usize, head_size: usize) -> Option
     }
     // Each value inside the chain read by the next node alone.
     let only = |v: &str, reader: usize| ix.consumers(v) == [reader] && !ix.is_graph_output(v);
-    let op_is = |v: &str, op: &str| {
-        ix.producer(v)
-            .filter(|&p| ix.node(p).op_type() == op && ix.node(p).domain().is_empty())
-    };
+    let op_is = |v: &str, op: &str| ix.producer(v).filter(|&p| ix.is_op(p, op));
     // The probabilities (through SDPA's NaN guard or not) times V, then the context's transpose.
     let probs = &n.output[0];
     if ix.is_graph_output(probs) {
@@ -560,10 +557,7 @@ fn matched(ix: &GraphIndex, sm: usize, heads: usize, head_size: usize) -> Option
 /// shape (the classic exporter's), then the keys are divided by it.
 fn batched(ix: &GraphIndex, sm: usize, heads: usize, head_size: usize) -> Option<Core> {
     let only = |v: &str, reader: usize| ix.consumers(v) == [reader] && !ix.is_graph_output(v);
-    let by = |v: &str, op: &str| {
-        ix.producer(v)
-            .filter(|&p| ix.node(p).op_type() == op && ix.node(p).domain().is_empty())
-    };
+    let by = |v: &str, op: &str| ix.producer(v).filter(|&p| ix.is_op(p, op));
     // A Reshape to `rank` elements, the heads second where `heads_at_1`, the head size last where
     // stated: its input.
     let reshaped = |r: usize, rank: usize, heads_at_1: bool, head_last: bool| -> Option<String> {
@@ -944,7 +938,7 @@ fn expanded_to_scores(
     scores: &str,
 ) -> Option<(String, bool, usize, Option<Vec<String>>)> {
     let only = |v: &str, r: usize| ix.consumers(v) == [r] && !ix.is_graph_output(v);
-    let plain = |p: usize, op: &str| ix.node(p).op_type() == op && ix.node(p).domain().is_empty();
+    let plain = |p: usize, op: &str| ix.is_op(p, op);
     if !only(cond, reader) {
         return None;
     }

@@ -43,14 +43,14 @@ use super::pack::Packing;
 use super::PassError;
 
 /// One attention taken: its node, its Q/K/V sources (packed rows), its mask's source (what
-/// the op's `Expand` to [·, ·, query, key] reads, or the mask), the `Shape`s of its context's
-/// values (with the sizes after batch and sequence), and the node that gathers its context back
-/// to rows.
+/// the op's `Expand` to [·, ·, query, key] reads, or the mask), the `Shape`s of each of its
+/// context's values (with that value's sizes after batch and sequence), and the node that gathers
+/// its context back to rows.
 struct Taken {
     attention: usize,
     sources: [String; 3],
     mask: String,
-    shapes: Vec<(usize, Vec<i64>)>,
+    shapes: Vec<(Vec<usize>, Vec<i64>)>,
     back: usize,
 }
 
@@ -62,7 +62,7 @@ pub fn two_length_groups(model: &ModelProto, p: &Packing) -> Result<(ModelProto,
         .as_ref()
         .ok_or_else(|| PassError::Internal("no graph".into()))?;
     let ix = GraphIndex::new(g);
-    let taken: Vec<Taken> = (0..g.node.len()).filter_map(|i| taken(&ix, i, p)).collect();
+    let taken: Vec<Taken> = (0..g.node.len()).filter_map(|i| matched(&ix, i, p)).collect();
     let Some(first) = taken.iter().map(|t| t.attention).min() else {
         return Ok((model.clone(), 0));
     };
@@ -115,17 +115,19 @@ pub fn two_length_groups(model: &ModelProto, p: &Packing) -> Result<(ModelProto,
         }
         patch.replace_node(t.attention, nodes);
         // The context's sizes, [batch, sequence, ·], from the packing's instead.
-        for (s, tail) in &t.shapes {
-            let out = &g.node[*s].output[0];
-            let sizes = patch.fresh_name(&format!("{out}_tail"));
+        for (readers, tail) in &t.shapes {
+            let sizes = patch.fresh_name(&format!("{base}/context_tail"));
             patch.add_initializer(tensor::from_i64(&sizes, &[tail.len()], tail));
-            patch.replace_node(
-                *s,
-                vec![with_attrs(
-                    node("Concat", g.node[*s].name(), &[&p.batch, &p.seq, &sizes], &[out]),
-                    vec![attr_int("axis", 0)],
-                )],
-            );
+            for &s in readers {
+                let n = &g.node[s];
+                patch.replace_node(
+                    s,
+                    vec![with_attrs(
+                        node("Concat", n.name(), &[&p.batch, &p.seq, &sizes], &[&n.output[0]]),
+                        vec![attr_int("axis", 0)],
+                    )],
+                );
+            }
         }
         let back = g.node[t.back].clone();
         let joined = patch.fresh_name(&format!("{base}/group_contexts"));
@@ -152,12 +154,11 @@ pub fn two_length_groups(model: &ModelProto, p: &Packing) -> Result<(ModelProto,
 }
 
 /// Attention node `i`, if it reads the padded layout of `p` as this rewrite needs.
-fn taken(ix: &GraphIndex, i: usize, p: &Packing) -> Option<Taken> {
+fn matched(ix: &GraphIndex, i: usize, p: &Packing) -> Option<Taken> {
     let n = ix.node(i);
     // The 3-D form ([batch, sequence, heads·head], told its heads) with a mask and nothing else:
     // without a mask the padded keys count in the scores, and cutting them would change them.
-    if n.op_type() != "Attention"
-        || !n.domain().is_empty()
+    if !ix.is_op(i, "Attention")
         || ix.attr_i(i, "q_num_heads").is_none()
         || n.input.len() != 4
         || n.input[3].is_empty()
@@ -165,7 +166,7 @@ fn taken(ix: &GraphIndex, i: usize, p: &Packing) -> Option<Taken> {
     {
         return None;
     }
-    let plain = |j: usize, op: &str| ix.node(j).op_type() == op && ix.node(j).domain().is_empty();
+    let plain = |j: usize, op: &str| ix.is_op(j, op);
     let axis0 = |j: usize| ix.attr_i(j, "axis").unwrap_or(0) == 0;
     let source = |v: &str| -> Option<String> {
         let mut v = v.to_string();
@@ -198,8 +199,7 @@ fn taken(ix: &GraphIndex, i: usize, p: &Packing) -> Option<Taken> {
             return None;
         }
         if !sizes.is_empty() {
-            let tail = batch_sequence_tail(ix, &v)?;
-            shapes.extend(sizes.into_iter().map(|s| (s, tail.clone())));
+            shapes.push((sizes, batch_sequence_tail(ix, &v)?));
         }
         if plain(j, "Reshape") && !flattened {
             v = ix.node(j).output[0].clone();
@@ -229,7 +229,7 @@ fn taken(ix: &GraphIndex, i: usize, p: &Packing) -> Option<Taken> {
 fn batch_sequence_tail(ix: &GraphIndex, v: &str) -> Option<Vec<i64>> {
     let r = ix.producer(v)?;
     let n = ix.node(r);
-    if n.op_type() != "Reshape" || !n.domain().is_empty() || ix.attr_i(r, "allowzero").unwrap_or(0) != 0 {
+    if !ix.is_op(r, "Reshape") || ix.attr_i(r, "allowzero").unwrap_or(0) != 0 {
         return None;
     }
     let shape = ix.const_i64(n.input.get(1)?)?;
