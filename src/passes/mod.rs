@@ -7,7 +7,7 @@ pub mod quantize;
 
 use serde::Serialize;
 
-use crate::onnx::ModelProto;
+use crate::onnx::{GraphProto, ModelProto};
 use crate::options::OptionError;
 
 /// One batch of captured values: per requested value, its rows for the real tokens
@@ -262,6 +262,21 @@ impl From<OptionError> for PassError {
     fn from(e: OptionError) -> Self {
         PassError::Options(e)
     }
+}
+
+/// The model's graph, or an error for a model without one (every model read from a file has
+/// one: the loader refuses it otherwise; this is for models built in code).
+pub fn graph(model: &ModelProto) -> Result<&GraphProto, PassError> {
+    model.graph.as_ref().ok_or_else(no_graph)
+}
+
+/// [`graph`], mutable.
+pub fn graph_mut(model: &mut ModelProto) -> Result<&mut GraphProto, PassError> {
+    model.graph.as_mut().ok_or_else(no_graph)
+}
+
+fn no_graph() -> PassError {
+    PassError::Unsupported("the model has no graph".into())
 }
 
 /// Errors unless every value is finite, naming `what` (say, "layer 3 FFN down projection refit")

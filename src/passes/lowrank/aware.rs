@@ -226,10 +226,7 @@ fn factorize_calibrated(
     if opts.target_params.is_none() {
         check_fixed_rank(&targets, opts.rank)?;
     }
-    let g = model
-        .graph
-        .as_ref()
-        .ok_or_else(|| PassError::Internal("no graph".into()))?;
+    let g = crate::passes::graph(model)?;
     let ix = GraphIndex::new(g);
     let mut rows: Vec<Option<LayerReport>> = vec![None; targets.len()];
     // One weight read by several layers (ALBERT) gets one factorization, fitted to all its

@@ -502,10 +502,7 @@ pub fn energy_share(s: &[f64], k: usize) -> f64 {
 
 /// A linear layer's weight in logical [in, out] layout.
 pub fn weight_matrix(model: &ModelProto, lin: &Linear) -> Result<Mat<f64>, PassError> {
-    let g = model
-        .graph
-        .as_ref()
-        .ok_or_else(|| PassError::Internal("no graph".into()))?;
+    let g = crate::passes::graph(model)?;
     let ix = GraphIndex::new(g);
     let c = ix
         .constant(&lin.weight)
@@ -594,10 +591,7 @@ impl Replacement {
 /// node, which then reads `x·A` and B. Weights nothing reads any more are removed.
 pub fn factorize_graph(model: &ModelProto, reps: &[Replacement]) -> Result<ModelProto, PassError> {
     let mut out = model.clone();
-    let g = out
-        .graph
-        .as_mut()
-        .ok_or_else(|| PassError::Internal("no graph".into()))?;
+    let g = crate::passes::graph_mut(&mut out)?;
     let mut patch = Patch::new(g);
     patch.reserve_node_names(g);
     // Factors already written, by the weight they replace: layers that share a weight (ALBERT)

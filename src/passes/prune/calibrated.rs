@@ -207,10 +207,7 @@ fn names(ix: &GraphIndex, l: &EncoderLayer) -> Result<Names, PassError> {
 
 /// [`names`] for every layer.
 fn all_names(model: &ModelProto, t: &Transformer) -> Result<Vec<Names>, PassError> {
-    let g = model
-        .graph
-        .as_ref()
-        .ok_or_else(|| PassError::Internal("no graph".into()))?;
+    let g = crate::passes::graph(model)?;
     let ix = GraphIndex::new(g);
     t.layers.iter().map(|l| names(&ix, l)).collect()
 }
@@ -881,8 +878,11 @@ struct Targets {
     wanted: Vec<Vec<String>>,
     runs: Vec<std::ops::Range<usize>>,
     /// The run held now, and its values by name: their rows for every calibration token.
-    held: Option<(usize, Vec<(String, Vec<f32>)>)>,
+    held: Option<(usize, Vec<NamedValues>)>,
 }
+
+/// A value's name and its rows for every calibration token.
+type NamedValues = (String, Vec<f32>);
 
 impl Targets {
     /// `value_bytes`: the bytes of one value over all calibration tokens; `budget`: the bytes of

@@ -268,10 +268,7 @@ fn l1_rows(w: &[f32], lin: &Linear, rows: std::ops::Range<usize>) -> f64 {
 /// attention output projection; per neuron, |W| over its up-projection column, its
 /// down-projection row, and |its up bias|.
 pub fn l1_scores(model: &ModelProto, t: &Transformer) -> Result<Scores, PassError> {
-    let g = model
-        .graph
-        .as_ref()
-        .ok_or_else(|| PassError::Internal("no graph".into()))?;
+    let g = crate::passes::graph(model)?;
     let ix = GraphIndex::new(g);
     let mut heads = Vec::new();
     let mut neurons = Vec::new();
@@ -763,10 +760,7 @@ impl Editor<'_> {
 }
 
 pub(crate) fn source_weight(src: &ModelProto, name: &str) -> Result<Vec<f32>, PassError> {
-    let g = src
-        .graph
-        .as_ref()
-        .ok_or_else(|| PassError::Internal("no graph".into()))?;
+    let g = crate::passes::graph(src)?;
     weight_f32(&GraphIndex::new(g), name)
 }
 
@@ -955,10 +949,7 @@ fn refit_skip_bias(ed: &mut Editor, out_lin: &Linear, norm: &structure::Norm, re
 
 /// Applies a plan: slices every layer, rewrites shape constants, removes what is no longer used.
 pub fn apply_plan(model: &ModelProto, t: &Transformer, plan: &Plan) -> Result<ModelProto, PassError> {
-    let g = model
-        .graph
-        .as_ref()
-        .ok_or_else(|| PassError::Internal("no graph".into()))?;
+    let g = crate::passes::graph(model)?;
     if plan.layers.len() != t.layers.len() {
         return Err(PassError::Internal(format!(
             "plan for {} layers, model has {}",

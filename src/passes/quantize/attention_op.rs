@@ -164,10 +164,7 @@ pub fn one_op_attention(
     model: &ModelProto,
     heads: &HashMap<String, (usize, usize)>,
 ) -> Result<(ModelProto, usize, Option<String>), PassError> {
-    let g = model
-        .graph
-        .as_ref()
-        .ok_or_else(|| PassError::Internal("no graph".into()))?;
+    let g = crate::passes::graph(model)?;
     let ix = GraphIndex::new(g);
     let mut count: HashMap<&str, usize> = HashMap::new();
     g.node.iter().for_each(|n| *count.entry(n.name()).or_default() += 1);
@@ -188,10 +185,7 @@ pub fn one_op_attention(
     if let Err(why) = raise_opset(&mut out) {
         return Ok((model.clone(), 0, Some(why)));
     }
-    let g = out
-        .graph
-        .as_mut()
-        .ok_or_else(|| PassError::Internal("no graph".into()))?;
+    let g = crate::passes::graph_mut(&mut out)?;
     let mut patch = Patch::new(g);
     patch.reserve_node_names(g);
     let flat_shape = patch.fresh_name("attention_op_flat");

@@ -203,10 +203,7 @@ pub(super) fn convert(
     report: &mut QuantizeReport,
 ) -> Result<ModelProto, PassError> {
     let mut m = model.clone();
-    let g = m
-        .graph
-        .as_mut()
-        .ok_or_else(|| PassError::Unsupported("the model has no graph".into()))?;
+    let g = crate::passes::graph_mut(&mut m)?;
     let ty = value_types(g);
     let float = DataType::Float as i32;
     let is_float = |v: &str| ty.get(v) == Some(&float);

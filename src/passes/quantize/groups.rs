@@ -57,20 +57,14 @@ struct Taken {
 /// Rewrites the attentions of `model` that read the packing `p`'s padded layout into two length
 /// groups; returns the model and how many attentions were rewritten.
 pub fn two_length_groups(model: &ModelProto, p: &Packing) -> Result<(ModelProto, usize), PassError> {
-    let g = model
-        .graph
-        .as_ref()
-        .ok_or_else(|| PassError::Internal("no graph".into()))?;
+    let g = crate::passes::graph(model)?;
     let ix = GraphIndex::new(g);
     let taken: Vec<Taken> = (0..g.node.len()).filter_map(|i| matched(&ix, i, p)).collect();
     let Some(first) = taken.iter().map(|t| t.attention).min() else {
         return Ok((model.clone(), 0));
     };
     let mut out = model.clone();
-    let g = out
-        .graph
-        .as_mut()
-        .ok_or_else(|| PassError::Internal("no graph".into()))?;
+    let g = crate::passes::graph_mut(&mut out)?;
     let mut patch = Patch::new(g);
     patch.reserve_node_names(g);
     let groups = Groups::new(p, first, &mut patch);

@@ -22,10 +22,7 @@ const KEYS_BY_HEAD: [i64; 4] = [0, 2, 1, 3];
 /// Rewrites every score product that reads its keys through the [0,2,3,1] transpose alone (the
 /// transpose read by nothing else); returns the model and how many were rewritten.
 pub fn read_keys_transposed(model: &ModelProto) -> Result<(ModelProto, usize), PassError> {
-    let g = model
-        .graph
-        .as_ref()
-        .ok_or_else(|| PassError::Internal("no graph".into()))?;
+    let g = crate::passes::graph(model)?;
     let ix = GraphIndex::new(g);
     let mut patch = Patch::new(g);
     let mut count = 0;
@@ -67,10 +64,7 @@ pub fn read_keys_transposed(model: &ModelProto) -> Result<(ModelProto, usize), P
     let mut out = model.clone();
     if count > 0 {
         ensure_opset(&mut out, "com.microsoft", 1);
-        let g = out
-            .graph
-            .as_mut()
-            .ok_or_else(|| PassError::Internal("no graph".into()))?;
+        let g = crate::passes::graph_mut(&mut out)?;
         patch
             .apply(g)
             .map_err(|e| PassError::Internal(format!("reading the keys transposed: {e}")))?;

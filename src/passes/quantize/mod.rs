@@ -452,10 +452,7 @@ const QUANTIZED_OPS: &[&str] = &[
 /// Refuses models that are quantized (or float16) already: quantizing twice would compound the
 /// error and the rewrites below assume float32 weights.
 pub fn ensure_not_quantized(model: &ModelProto) -> Result<(), PassError> {
-    let g = model
-        .graph
-        .as_ref()
-        .ok_or_else(|| PassError::Unsupported("the model has no graph".into()))?;
+    let g = crate::passes::graph(model)?;
     if let Some(n) = g.node.iter().find(|n| QUANTIZED_OPS.contains(&n.op_type())) {
         return Err(PassError::Unsupported(format!(
             "the model is quantized already (node '{}' is a {}); quantize the float32 model instead",
@@ -672,7 +669,7 @@ pub(super) fn patched(model: &ModelProto, mut patch: Patch, rewritten: usize) ->
     if rewritten == 0 {
         return Ok(m);
     }
-    let g = m.graph.as_mut().ok_or_else(|| PassError::Internal("no graph".into()))?;
+    let g = crate::passes::graph_mut(&mut m)?;
     patch.remove_unused();
     patch.apply(g)?;
     Ok(m)
@@ -787,10 +784,7 @@ pub(crate) fn default_opset(model: &ModelProto) -> i64 {
 
 /// Every scale the pass wrote must be finite and positive: checked once more at the end.
 pub(crate) fn check_scales(model: &ModelProto) -> Result<(), PassError> {
-    let g = model
-        .graph
-        .as_ref()
-        .ok_or_else(|| PassError::Internal("no graph".into()))?;
+    let g = crate::passes::graph(model)?;
     let ix = GraphIndex::new(g);
     for n in &g.node {
         let slot = match n.op_type() {
@@ -823,10 +817,7 @@ pub fn quantize(
 
 /// The names of the MatMuls the int8 modes would quantize (before any `exclude`), in graph order.
 pub fn quantizable_matmuls(model: &ModelProto) -> Result<Vec<String>, PassError> {
-    let g = model
-        .graph
-        .as_ref()
-        .ok_or_else(|| PassError::Unsupported("the model has no graph".into()))?;
+    let g = crate::passes::graph(model)?;
     Ok(find_targets(&GraphIndex::new(g), &[], None)?
         .0
         .into_iter()
@@ -915,10 +906,7 @@ pub fn quantize_selected(
                 None
             };
             let work = split.as_ref().map_or(model, |s| &s.model);
-            let g = work
-                .graph
-                .as_ref()
-                .ok_or_else(|| PassError::Unsupported("the model has no graph".into()))?;
+            let g = crate::passes::graph(work)?;
             let ix = GraphIndex::new(g);
             let (mut targets, excluded) = find_targets(&ix, &opts.exclude, split.as_ref().map(|s| &s.origin))?;
             targets.retain(|t| select(&t.name));

@@ -68,11 +68,8 @@ pub(super) fn rewrite(
     }
     let mut m = model.clone();
     ensure_opset(&mut m, "com.microsoft", 1);
-    let g = m.graph.as_mut().ok_or_else(|| PassError::Internal("no graph".into()))?;
-    let src = model
-        .graph
-        .as_ref()
-        .ok_or_else(|| PassError::Internal("no graph".into()))?;
+    let g = crate::passes::graph_mut(&mut m)?;
+    let src = crate::passes::graph(model)?;
     let ix = GraphIndex::new(src);
     let mut patch = Patch::new(src);
     let mut weights: HashMap<String, QWeight> = HashMap::new();

@@ -529,10 +529,7 @@ pub fn first_token_query(
     sequence: &str,
     hidden: &HashMap<String, usize>,
 ) -> Result<FirstQuery, PassError> {
-    let g: &GraphProto = model
-        .graph
-        .as_ref()
-        .ok_or_else(|| PassError::Internal("no graph".into()))?;
+    let g: &GraphProto = crate::passes::graph(model)?;
     let opset = model
         .opset_import
         .iter()
@@ -701,10 +698,7 @@ pub fn first_token_query(
     }
     patch.remove_unused();
     let mut out = model.clone();
-    let og = out
-        .graph
-        .as_mut()
-        .ok_or_else(|| PassError::Internal("no graph".into()))?;
+    let og = crate::passes::graph_mut(&mut out)?;
     patch
         .apply(og)
         .map_err(|e| PassError::Internal(format!("running the last attention on the first token: {e}")))?;

@@ -576,10 +576,7 @@ pub fn split_first_token(model: &ModelProto, qkv: bool, unpad: bool) -> Result<S
         unpadded_layers: vec![],
         unpad_skipped: vec![],
     };
-    let g = model
-        .graph
-        .as_ref()
-        .ok_or_else(|| PassError::Internal("no graph".into()))?;
+    let g = crate::passes::graph(model)?;
     let t = match discover(model) {
         Ok(t) => t,
         Err(e) => return Ok(unchanged(vec![format!("no transformer found ({e})")])),
@@ -643,7 +640,7 @@ pub fn split_first_token(model: &ModelProto, qkv: bool, unpad: bool) -> Result<S
     }
 
     let mut m = model.clone();
-    let out_g = m.graph.as_mut().ok_or_else(|| PassError::Internal("no graph".into()))?;
+    let out_g = crate::passes::graph_mut(&mut m)?;
     let mut patch = Patch::new(g);
     let mut probes = HashMap::new();
     let mut origin = HashMap::new();
