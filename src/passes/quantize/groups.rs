@@ -39,7 +39,7 @@ use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::proto::{ModelProto, NodeProto};
 use crate::onnx::{tensor, GraphIndex, Patch};
 
-use super::pack::Packing;
+use super::pack::{Constants, Packing};
 use super::PassError;
 
 /// One attention taken: its node, its Q/K/V sources (packed rows), its mask's source (what
@@ -265,13 +265,14 @@ impl Groups {
             patch.add_initializer(tensor::from_i64(&n, dims, v));
             n
         };
-        let (c0, c1, cm1, cmax) = (
-            c("0", &[1], &[0]),
-            c("1", &[1], &[1]),
-            c("minus_1", &[1], &[-1]),
-            c("max", &[1], &[i64::MAX]),
-        );
-        let (s0, s1) = (c("scalar_0", &[], &[0]), c("scalar_1", &[], &[1]));
+        let Constants {
+            zero: c0,
+            one: c1,
+            minus_one: cm1,
+            max: cmax,
+            scalar_zero: s0,
+            scalar_one: s1,
+        } = &p.constants;
         let (zeros2, axes23) = (c("zeros2", &[2], &[0, 0]), c("axes23", &[2], &[2, 3]));
         let ones4 = c("ones4", &[4], &[1, 1, 1, 1]);
         let names = [
@@ -343,25 +344,25 @@ impl Groups {
                 node("Cast", "/groups/Marked64", &[marked], &[marked64]),
                 vec![attr_int("to", DataType::Int64 as i64)],
             ),
-            node("Add", "/groups/SeqPlus1", &[seq, &c1], &[seq1]),
+            node("Add", "/groups/SeqPlus1", &[seq, c1], &[seq1]),
             node("Squeeze", "/groups/SeqPlus1Scalar", &[seq1], &[seq1s]),
-            node("Range", "/groups/Positions", &[&s1, seq1s, &s1], &[positions]),
+            node("Range", "/groups/Positions", &[s1, seq1s, s1], &[positions]),
             node("Mul", "/groups/MarkedPositions", &[marked64, positions], &[mpos]),
             with_attrs(
-                node("ReduceMax", "/groups/Extent", &[mpos, &c1], &[ext0]),
+                node("ReduceMax", "/groups/Extent", &[mpos, c1], &[ext0]),
                 vec![attr_int("keepdims", 0)],
             ),
-            node("Max", "/groups/ExtentAtLeast1", &[ext0, &s1], &[ext]),
+            node("Max", "/groups/ExtentAtLeast1", &[ext0, s1], &[ext]),
             // Sorted by extent; the cost of cutting before sorted position k, for every k.
             with_attrs(
                 node("TopK", "/groups/Sort", &[ext, batch], &[sorted, order]),
                 vec![attr_int("largest", 0), attr_int("sorted", 1)],
             ),
-            node("Slice", "/groups/SortedHead", &[sorted, &c0, &cm1], &[head]),
-            axis(node("Concat", "/groups/Before", &[&c0, head], &[before]), 0),
+            node("Slice", "/groups/SortedHead", &[sorted, c0, cm1], &[head]),
+            axis(node("Concat", "/groups/Before", &[c0, head], &[before]), 0),
             node("Squeeze", "/groups/BatchScalar", &[batch], &[bsc]),
-            node("Range", "/groups/Cuts", &[&s0, bsc, &s1], &[cut]),
-            node("Slice", "/groups/Longest", &[sorted, &cm1, &cmax], &[longest]),
+            node("Range", "/groups/Cuts", &[s0, bsc, s1], &[cut]),
+            node("Slice", "/groups/Longest", &[sorted, cm1, cmax], &[longest]),
             node("Mul", "/groups/Before2", &[before, before], &[before2]),
             node("Mul", "/groups/CostA", &[cut, before2], &[cost_a]),
             node("Sub", "/groups/Rest", &[batch, cut], &[rest]),
@@ -373,29 +374,24 @@ impl Groups {
                 vec![attr_int("keepdims", 1)],
             ),
             // Group A: sorted[0 .. max(k, 1)] at the k-th's extent (1 when k = 0); B: the rest.
-            node("Max", "/groups/SizeA", &[k, &c1], &[size_a]),
-            node("Sub", "/groups/SizeAMinus1", &[size_a, &c1], &[size_a1]),
+            node("Max", "/groups/SizeA", &[k, c1], &[size_a]),
+            node("Sub", "/groups/SizeAMinus1", &[size_a, c1], &[size_a1]),
             axis(node("Gather", "/groups/ExtentK", &[before, k], &[ext_k]), 0),
-            node("Max", "/groups/LengthA", &[ext_k, &c1], &[len_a]),
-            node("Slice", "/groups/OrderA", &[order, &c0, size_a], &[order_a]),
-            node("Slice", "/groups/OrderB", &[order, k, &cmax], &[order_b]),
+            node("Max", "/groups/LengthA", &[ext_k, c1], &[len_a]),
+            node("Slice", "/groups/OrderA", &[order, c0, size_a], &[order_a]),
+            node("Slice", "/groups/OrderB", &[order, k, cmax], &[order_b]),
             axis(node("Gather", "/groups/PaddedA", &[&p.padded, order_a], &[pad_a]), 0),
             axis(node("Gather", "/groups/PaddedB", &[&p.padded, order_b], &[pad_b]), 0),
-            node("Slice", "/groups/IndexA", &[pad_a, &c0, len_a, &c1], &[index_a]),
-            node("Slice", "/groups/IndexB", &[pad_b, &c0, longest, &c1], &[index_b]),
+            node("Slice", "/groups/IndexA", &[pad_a, c0, len_a, c1], &[index_a]),
+            node("Slice", "/groups/IndexB", &[pad_b, c0, longest, c1], &[index_b]),
             axis(node("Concat", "/groups/LengthsA", &[len_a, len_a], &[len2_a]), 0),
             axis(node("Concat", "/groups/LengthsB", &[longest, longest], &[len2_b]), 0),
             axis(
-                node("Concat", "/groups/MaskShapeA", &[&c1, &c1, len_a, len_a], &[shape_a]),
+                node("Concat", "/groups/MaskShapeA", &[c1, c1, len_a, len_a], &[shape_a]),
                 0,
             ),
             axis(
-                node(
-                    "Concat",
-                    "/groups/MaskShapeB",
-                    &[&c1, &c1, longest, longest],
-                    &[shape_b],
-                ),
+                node("Concat", "/groups/MaskShapeB", &[c1, c1, longest, longest], &[shape_b]),
                 0,
             ),
             // Each sequence's first place in the joined contexts (A's rows, then B's).
@@ -414,11 +410,11 @@ impl Groups {
             node("Mul", "/groups/OffsetB", &[rank_b, longest], &[off_b]),
             node("Add", "/groups/StartB", &[rows_a, off_b], &[start_b]),
             node("Where", "/groups/Start", &[in_a, start_a, start_b], &[start]),
-            node("Unsqueeze", "/groups/StartColumn", &[start, &c1], &[start_col]),
+            node("Unsqueeze", "/groups/StartColumn", &[start, c1], &[start_col]),
             node("Squeeze", "/groups/SeqScalar", &[seq], &[seqs]),
-            node("Range", "/groups/SeqRange", &[&s0, seqs, &s1], &[seq_range]),
+            node("Range", "/groups/SeqRange", &[s0, seqs, s1], &[seq_range]),
             node("Add", "/groups/Places", &[start_col, seq_range], &[places]),
-            node("Reshape", "/groups/PlacesFlat", &[places, &cm1], &[places_flat]),
+            node("Reshape", "/groups/PlacesFlat", &[places, cm1], &[places_flat]),
             axis(
                 node("Gather", "/groups/RowPlace", &[places_flat, &p.rows], &[row_place]),
                 0,
@@ -439,7 +435,7 @@ impl Groups {
                 group(order_b, index_b, len2_b, shape_b),
             ],
             row_place: row_place.to_string(),
-            one: c1,
+            one: c1.clone(),
             zeros2,
             axes23,
             ones4,

@@ -122,6 +122,19 @@ pub struct Packing {
     pub padded: String,
     /// [tokens]: each packed row's position in the flattened [batch × sequence].
     pub rows: String,
+    pub constants: Constants,
+}
+
+/// The small i64 constants the index nodes read, there for a later rewrite's nodes too.
+pub struct Constants {
+    /// [1]: 0, 1, −1 and i64::MAX (a slice to the end).
+    pub zero: String,
+    pub one: String,
+    pub minus_one: String,
+    pub max: String,
+    /// []: 0 and 1.
+    pub scalar_zero: String,
+    pub scalar_one: String,
 }
 
 /// The index values computed from `attention_mask`.
@@ -135,8 +148,7 @@ struct Index {
     seq: String,
     /// [3]: batch, 1, −1 (a first-token half's shape).
     first_shape: String,
-    zero: String,
-    max: String,
+    constants: Constants,
 }
 
 impl Index {
@@ -147,14 +159,23 @@ impl Index {
             patch.add_initializer(tensor::from_i64(&n, dims, v));
             n
         };
-        let (c0, c1, c2, cmax, cm1) = (
-            c("0", &[1], &[0]),
-            c("1", &[1], &[1]),
-            c("2", &[1], &[2]),
-            c("max", &[1], &[i64::MAX]),
-            c("minus_1", &[1], &[-1]),
-        );
-        let (s0, s1) = (c("scalar_0", &[], &[0]), c("scalar_1", &[], &[1]));
+        let constants = Constants {
+            zero: c("0", &[1], &[0]),
+            one: c("1", &[1], &[1]),
+            minus_one: c("minus_1", &[1], &[-1]),
+            max: c("max", &[1], &[i64::MAX]),
+            scalar_zero: c("scalar_0", &[], &[0]),
+            scalar_one: c("scalar_1", &[], &[1]),
+        };
+        let c2 = c("2", &[1], &[2]);
+        let Constants {
+            zero: c0,
+            one: c1,
+            minus_one: cm1,
+            max: cmax,
+            scalar_zero: s0,
+            scalar_one: s1,
+        } = &constants;
         let names = [
             "shape",
             "batch",
@@ -185,23 +206,23 @@ impl Index {
         let zeros_value = tensor::from_i64("value", &[1], &[0]);
         let nodes = [
             node("Shape", "/pack/Shape", &[mask], &[shape]),
-            node("Slice", "/pack/Batch", &[shape, &c0, &c1, &c0], &[batch]),
-            node("Slice", "/pack/Sequence", &[shape, &c1, &c2, &c0], &[seq]),
-            node("Slice", "/pack/MaskAfterFirst", &[mask, &c1, &cmax, &c1], &[rest]),
+            node("Slice", "/pack/Batch", &[shape, c0, c1, c0], &[batch]),
+            node("Slice", "/pack/Sequence", &[shape, c1, &c2, c0], &[seq]),
+            node("Slice", "/pack/MaskAfterFirst", &[mask, c1, cmax, c1], &[rest]),
             node("NonZero", "/pack/NonZero", &[rest], &[nz]),
             with_attrs(
-                node("Gather", "/pack/OtherBatch", &[nz, &s0], &[b]),
+                node("Gather", "/pack/OtherBatch", &[nz, s0], &[b]),
                 vec![attr_int("axis", 0)],
             ),
             with_attrs(
-                node("Gather", "/pack/OtherPosition", &[nz, &s1], &[s]),
+                node("Gather", "/pack/OtherPosition", &[nz, s1], &[s]),
                 vec![attr_int("axis", 0)],
             ),
             node("Mul", "/pack/OtherRowStart", &[b, seq], &[bs]),
             node("Add", "/pack/OtherRowMinus1", &[bs, s], &[bss]),
-            node("Add", "/pack/OtherRow", &[bss, &c1], &[other]),
+            node("Add", "/pack/OtherRow", &[bss, c1], &[other]),
             node("Squeeze", "/pack/BatchScalar", &[batch], &[bsc]),
-            node("Range", "/pack/Sequences", &[&s0, bsc, &s1], &[rb]),
+            node("Range", "/pack/Sequences", &[s0, bsc, s1], &[rb]),
             node("Mul", "/pack/FirstRow", &[rb, seq], &[first]),
             with_attrs(
                 node("Concat", "/pack/Rows", &[first, other], &[rows]),
@@ -209,7 +230,7 @@ impl Index {
             ),
             node("Shape", "/pack/Tokens", &[rows], &[tokens]),
             node("Squeeze", "/pack/TokensScalar", &[tokens], &[tsc]),
-            node("Range", "/pack/PackedRows", &[&s0, tsc, &s1], &[rt]),
+            node("Range", "/pack/PackedRows", &[s0, tsc, s1], &[rt]),
             node("Mul", "/pack/Positions", &[batch, seq], &[positions]),
             with_attrs(
                 node("ConstantOfShape", "/pack/Zeros", &[positions], &[zeros]),
@@ -221,7 +242,7 @@ impl Index {
             ),
             node("Reshape", "/pack/Padded", &[flat, shape], &[padded]),
             with_attrs(
-                node("Concat", "/pack/FirstShape", &[batch, &c1, &cm1], &[first_shape]),
+                node("Concat", "/pack/FirstShape", &[batch, c1, cm1], &[first_shape]),
                 vec![attr_int("axis", 0)],
             ),
         ];
@@ -234,15 +255,21 @@ impl Index {
             batch: batch.to_string(),
             seq: seq.to_string(),
             first_shape: first_shape.to_string(),
-            zero: c0,
-            max: cmax,
+            constants,
         }
     }
 
     /// The nodes (the first named `name`) giving `out` the first token of each sequence from
     /// `rows`: the first `batch` rows, [batch, width], or [batch, 1, width] with `keep_axis`.
     fn first_rows(&self, name: &str, rows: &str, out: &str, keep_axis: bool, patch: &mut Patch) -> Vec<NodeProto> {
-        let slice = |o: &str| node("Slice", name, &[rows, &self.zero, &self.batch, &self.zero], &[o]);
+        let slice = |o: &str| {
+            node(
+                "Slice",
+                name,
+                &[rows, &self.constants.zero, &self.batch, &self.constants.zero],
+                &[o],
+            )
+        };
         if !keep_axis {
             return vec![slice(out)];
         }
@@ -400,7 +427,7 @@ pub fn pack(model: &ModelProto, plan: &Plan) -> Result<(ModelProto, Packing), St
                             let s = node(
                                 "Slice",
                                 n.name(),
-                                &[&rows, &index.batch, &index.max, &index.zero],
+                                &[&rows, &index.batch, &index.constants.max, &index.constants.zero],
                                 &[&n.output[0]],
                             );
                             patch.replace_node(i, vec![s]);
@@ -584,6 +611,7 @@ pub fn pack(model: &ModelProto, plan: &Plan) -> Result<(ModelProto, Packing), St
         seq: index.seq,
         padded: index.padded,
         rows: index.rows,
+        constants: index.constants,
     };
     Ok((m, packing))
 }
