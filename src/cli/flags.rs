@@ -256,7 +256,8 @@ pub struct QuantizeArgs {
     /// attention_mask: packed rows, padded again for each attention's scores, in two length
     /// groups per batch where the attention is one op; where the graph does not allow, the split
     /// blocks alone): padded batches run faster, the real tokens' values are the same (dynamic:
-    /// ranges from real tokens only)
+    /// ranges from real tokens only); one sequence at a time runs a few percent slower: leave it
+    /// off there
     #[arg(long)]
     pub unpad: bool,
     /// int8, ONNX Runtime's forms (dynamic; static --static-form ort): keep each attention core as
