@@ -320,6 +320,46 @@ fn speed_is_timed_paired_for_the_candidates_within_the_budget() {
     let w = rows.iter().find(|x| x["id"] == winner).unwrap();
     assert!(w["speed"]["speedup"].as_f64().unwrap() > 1.0, "{w}");
     assert!(out.is_file());
+    // In the task's batches, static INT8 built unpadded.
+    assert_eq!(
+        (r["timing_batch_size"].as_u64(), r["timing_batches"].as_u64()),
+        (Some(32), Some(1))
+    );
+    let recipe = std::fs::read_to_string(dir.path().join("out.auto/recipes/base+static.yaml")).unwrap();
+    assert!(recipe.contains("unpad: true"), "{recipe}");
+}
+
+#[test]
+fn batch_size_one_is_timed_one_sequence_at_a_time_with_static_int8_padded() {
+    let Some(sh) = shared("auto --batch-size 1") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.onnx");
+    let o = bin()
+        .args(args(
+            &sh,
+            &out,
+            "--calib-samples 16 --selection 32 --prune none --quant static --max-drop 100 --rounds 1 \
+             --batch-size 1 --json",
+        ))
+        .output()
+        .unwrap();
+    let r = json(&o, "auto --batch-size 1");
+    // The same 32 examples as in batches of 32, one at a time.
+    assert_eq!(
+        (r["timing_batch_size"].as_u64(), r["timing_batches"].as_u64()),
+        (Some(1), Some(32))
+    );
+    let rows = r["rows"].as_array().unwrap();
+    assert!(rows.iter().all(|x| !x["speed"].is_null()), "{r}");
+    // A lone sequence has no padding: the static candidate is built without --unpad, and says so.
+    let recipe = std::fs::read_to_string(dir.path().join("out.auto/recipes/base+static.yaml")).unwrap();
+    assert!(!recipe.contains("unpad"), "{recipe}");
+    let err = text(&o.stderr);
+    assert!(err.contains("built without --unpad"), "{err}");
+    let front = std::fs::read_to_string(dir.path().join("out.auto/front.md")).unwrap();
+    assert!(front.contains("Timed in batches of 1"), "{front}");
 }
 
 #[test]
@@ -355,6 +395,7 @@ fn bad_flags_are_refused_before_anything_is_read() {
         ("fp16 on cpu", &["--quant", "fp16"], &["fp16", "cuda"]),
         ("selection", &["--selection", "8"], &["--selection", "16"]),
         ("negative budget", &["--max-drop", "-1"], &["--max-drop"]),
+        ("empty batches", &["--batch-size", "0"], &["--batch-size", "at least 1"]),
         (
             "certain confidence",
             &["--confidence", "1"],
@@ -393,8 +434,10 @@ fn bad_flags_are_refused_before_anything_is_read() {
         .map(|l| l.split(" --only ").nth(1).unwrap().split(' ').next().unwrap())
         .collect();
     assert_eq!(ids, ["base", "p0.60", "p0.50", "lr0.80"], "{jobs}");
-    // Each job searches with the depth option it was planned with.
+    // Each job searches with the depth option it was planned with, and times (collect does) in
+    // the task's batches.
     assert!(jobs.lines().all(|l| l.contains(" --max-ffn-fraction 0.98 ")), "{jobs}");
+    assert!(jobs.lines().all(|l| l.contains(" --batch-size 32 ")), "{jobs}");
     let make = std::fs::read_to_string(plan.join("Makefile")).unwrap();
     assert!(make.contains("$(DONE)/p0.50:"), "{make}");
     assert!(std::fs::read_to_string(plan.join("collect.sh"))

@@ -171,6 +171,9 @@ pub struct AutoReport {
     pub selection_file: PathBuf,
     pub selection_examples: usize,
     pub seed: u64,
+    /// Examples per batch of the paired timing (`--objective speed`), and how many batches.
+    pub timing_batch_size: usize,
+    pub timing_batches: usize,
     pub baseline_selection_accuracy: f64,
     /// The input first, then the candidates in the order they were tried.
     pub rows: Vec<Row>,
@@ -201,7 +204,7 @@ fn speed_cell(r: &Row) -> String {
 /// The front as a Markdown table (every row; front rows marked, the winner in bold).
 pub fn markdown(r: &AutoReport) -> String {
     let mut s = format!(
-        "# auto: {} ({}), objective {}, budget {} points at {:.0}% confidence\n\n{}; {}\n\nSelection: {} examples of {}; calibration: {} of the {} of the training file (seed {}).\n\n",
+        "# auto: {} ({}), objective {}, budget {} points at {:.0}% confidence\n\n{}; {}\n\nSelection: {} examples of {}; calibration: {} of the {} of the training file (seed {}).{}\n\n",
         r.model.display(),
         r.task.name(),
         objective_name(r.objective),
@@ -213,7 +216,12 @@ pub fn markdown(r: &AutoReport) -> String {
         r.selection_file.display(),
         r.calibration_examples,
         r.train_examples,
-        r.seed
+        r.seed,
+        if r.objective == Objective::Speed {
+            format!(" Timed in batches of {} (paired with the input).", r.timing_batch_size)
+        } else {
+            String::new()
+        }
     );
     s += "| candidate | selection acc | drop (points) | ± SE | bound | within budget | MACs | size MB | × input (paired) | build s | front |\n";
     s += "|---|---:|---:|---:|---:|:---:|---:|---:|---:|---:|:---:|\n";
@@ -410,7 +418,10 @@ pub fn text(r: &AutoReport) -> String {
         w.size_fraction * 100.0
     );
     if let Some(sp) = &w.speed {
-        s += &format!(", {:.2}× the input (paired, {:.2}–{:.2})", sp.speedup, sp.min, sp.max);
+        s += &format!(
+            ", {:.2}× the input (paired, {:.2}–{:.2}; batches of {})",
+            sp.speedup, sp.min, sp.max, r.timing_batch_size
+        );
     }
     s += "\n";
     let tried = r.rows.len() - 1;

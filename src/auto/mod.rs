@@ -118,6 +118,8 @@ pub struct AutoOptions {
     pub split: String,
     /// Rounds of paired timing (speed).
     pub rounds: usize,
+    /// Examples per batch when timing (speed; the scoring keeps the task's batches).
+    pub timing_batch: usize,
 }
 
 impl AutoOptions {
@@ -158,6 +160,9 @@ impl AutoOptions {
                 "`selection` must be at least 16 examples",
             ));
         }
+        if self.timing_batch == 0 {
+            return Err(OptionError::new("batch_size", "`batch_size` must be at least 1"));
+        }
         if self.calib_samples == 0 {
             return Err(OptionError::new("calib_samples", "`calib_samples` must be at least 1"));
         }
@@ -192,6 +197,12 @@ impl AutoOptions {
             ));
         }
         Ok(())
+    }
+
+    /// Whether static INT8 candidates are built unpadded: as asked, but never for batches of one
+    /// sequence, which have no padding to skip (packing would cost there and buy nothing).
+    pub fn unpads(&self) -> bool {
+        self.unpad && self.timing_batch > 1
     }
 
     fn session(&self) -> SessionOptions {
@@ -640,6 +651,7 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
         &mut tokenizer,
         o.max_length,
         batch_size,
+        o.timing_batch,
     )?;
     let settings = Settings {
         tool_version: env!("CARGO_PKG_VERSION").into(),
@@ -655,7 +667,7 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
         device: o.device.name().into(),
         weight_type: o.weight_type.name().into(),
         max_ffn_fraction: o.max_ffn_fraction,
-        unpad: o.unpad,
+        unpad: o.unpads(),
     };
     let job = match &o.mode {
         Mode::Only(id) => Some(id.as_str()),
@@ -684,6 +696,9 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
             journal.len()
         ),
     });
+    if o.unpad && !o.unpads() {
+        (ui.line)("batches of one sequence: static INT8 candidates are built without --unpad (no padding to skip)");
+    }
     (ui.stage)("scoring the input on the selection");
     let mut base_scorer = Scorer::open(&o.model, &o.session(), &sel)?;
     base_scorer.score(&sel, true)?;
@@ -706,7 +721,7 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
             cuda: o.device == Device::Cuda,
             weight_type: o.weight_type,
             max_ffn_fraction: o.max_ffn_fraction,
-            unpad: o.unpad,
+            unpad: o.unpads(),
             data_dir: o.data_dir.clone(),
             split: o.split.clone(),
         },
@@ -749,6 +764,8 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
         selection_file: sel_file.clone(),
         selection_examples: s.sel.len(),
         seed: o.seed,
+        timing_batch_size: o.timing_batch,
+        timing_batches: s.sel.timing.len(),
         baseline_selection_accuracy: base_acc,
         rows: vec![],
         winner: None,
@@ -909,7 +926,7 @@ fn finish(
         let timed: Vec<usize> = (0..all.len()).filter(|&i| i == 0 || s.within(&all[i].1)).collect();
         if timed.len() > 1 {
             let paths: Vec<PathBuf> = timed.iter().map(|&i| s.model_path(&all[i].0)).collect();
-            let batches = &s.sel.timing[..s.sel.timing.len().min(8)];
+            let batches = &s.sel.timing;
             let stage = ui.stage;
             let r = timing::paired(&paths, batches, &o.session(), o.rounds, &|r, n| {
                 stage(&format!(

@@ -80,6 +80,8 @@ pub fn args(o: &AutoOptions) -> Vec<String> {
         a.push("--no-unpad".into());
     }
     a.extend([
+        "--batch-size".into(),
+        o.timing_batch.to_string(),
         "--threads".into(),
         o.threads.to_string(),
         "--max-length".into(),

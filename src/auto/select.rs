@@ -13,6 +13,9 @@ use crate::eval::{make_batch, pad_id, tokenize};
 use crate::glue::{argmax, Task};
 use crate::runtime::{self, Batch, SessionOptions};
 
+/// How many of the task's default batches of the selection are timed (`--objective speed`).
+pub const TIMED_BATCHES: usize = 8;
+
 /// The first `calib` examples of the calibration draw and the `selection` after them (or drawn
 /// from a file of their own).
 #[derive(Debug, Clone, PartialEq)]
@@ -72,11 +75,13 @@ pub struct Selection {
     /// How many of `batches` belong to the first rung.
     rung_batches: usize,
     /// Batches in draw order (not by length), for timing: what a file-order evaluation sees.
+    /// The first [`TIMED_BATCHES`] × `batch_size` examples, in batches of `timing_batch`.
     pub timing: Vec<Batch>,
 }
 
 impl Selection {
-    /// Reads the labelled file (`task`'s preset), takes the `indexes`, tokenizes them.
+    /// Reads the labelled file (`task`'s preset), takes the `indexes`, tokenizes them: scoring
+    /// batches of `batch_size` (by length), timing batches of `timing_batch` (draw order).
     pub fn new(
         path: &Path,
         task: Task,
@@ -84,6 +89,7 @@ impl Selection {
         tokenizer: &mut Tokenizer,
         max_length: usize,
         batch_size: usize,
+        timing_batch: usize,
     ) -> Result<Selection> {
         let source = data::Source {
             path: path.to_path_buf(),
@@ -123,9 +129,9 @@ impl Selection {
                 }
             }
         }
-        let all: Vec<usize> = (0..indexes.len()).collect();
-        let timing = all
-            .chunks(batch_size.max(1))
+        let timed: Vec<usize> = (0..indexes.len().min(TIMED_BATCHES * batch_size.max(1))).collect();
+        let timing = timed
+            .chunks(timing_batch.max(1))
             .map(|c| make_batch(&enc, c, pad))
             .collect();
         Ok(Selection {

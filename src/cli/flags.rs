@@ -547,7 +547,7 @@ pub struct AutoArgs {
     pub max_ffn_fraction: Option<f64>,
     /// Build static INT8 candidates without quantize --unpad (by default their split blocks run
     /// on the real tokens only: the same model, faster on padded batches; a few small ops more on
-    /// batches without padding, e.g. --bucket or batch 1).
+    /// batches without padding, e.g. --bucket; --batch-size 1 builds them padded itself).
     #[arg(long)]
     pub no_unpad: bool,
     /// One-sided confidence that a candidate is within --max-drop: its selection drop plus this
@@ -594,6 +594,12 @@ pub struct AutoArgs {
     /// Rounds of paired timing (--objective speed).
     #[arg(long, default_value_t = 5)]
     pub rounds: usize,
+    /// Examples per batch when timing (--objective speed): the batch size the model will serve
+    /// at [default: the task's, as eval: 32, mrpc 24]. The timed examples are the same
+    /// (the selection's first 8 default batches, in draw order); 1: one sequence at a time, where
+    /// static INT8 candidates are built without --unpad (a lone sequence has no padding to skip).
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
     /// Write the search as independent jobs into DIR instead (jobs.txt: one command per line;
     /// Makefile; collect.sh), one per level: the formats alone, each --prune and --lowrank value.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["collect", "only", "jobs"])]
