@@ -266,12 +266,12 @@ impl From<OptionError> for PassError {
 
 /// The model's graph, or an error for a model without one (every model read from a file has
 /// one: the loader refuses it otherwise; this is for models built in code).
-pub fn graph(model: &ModelProto) -> Result<&GraphProto, PassError> {
+pub(crate) fn graph(model: &ModelProto) -> Result<&GraphProto, PassError> {
     model.graph.as_ref().ok_or_else(no_graph)
 }
 
 /// [`graph`], mutable.
-pub fn graph_mut(model: &mut ModelProto) -> Result<&mut GraphProto, PassError> {
+pub(crate) fn graph_mut(model: &mut ModelProto) -> Result<&mut GraphProto, PassError> {
     model.graph.as_mut().ok_or_else(no_graph)
 }
 
