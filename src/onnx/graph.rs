@@ -213,6 +213,11 @@ impl<'g> GraphIndex<'g> {
         n.op_type() == op && n.domain().is_empty()
     }
 
+    /// The node producing `value`, if it is the standard ONNX op `op`.
+    pub fn produced_by(&self, value: &str, op: &str) -> Option<usize> {
+        self.producer(value).filter(|&p| self.is_op(p, op))
+    }
+
     /// Whether node `i` is a `Shape` of its whole input (`start` absent or 0, `end` absent).
     pub fn whole_shape(&self, i: usize) -> bool {
         self.is_op(i, "Shape") && self.attr_i(i, "start").unwrap_or(0) == 0 && self.attr_i(i, "end").is_none()

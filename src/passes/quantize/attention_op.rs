@@ -406,7 +406,6 @@ fn matched(ix: &GraphIndex, sm: usize, heads: usize, head_size: usize) -> Option
     }
     // Each value inside the chain read by the next node alone.
     let only = |v: &str, reader: usize| ix.consumers(v) == [reader] && !ix.is_graph_output(v);
-    let op_is = |v: &str, op: &str| ix.producer(v).filter(|&p| ix.is_op(p, op));
     // The probabilities (through SDPA's NaN guard or not) times V, then the context's transpose.
     let probs = &n.output[0];
     if ix.is_graph_output(probs) {
@@ -426,7 +425,8 @@ fn matched(ix: &GraphIndex, sm: usize, heads: usize, head_size: usize) -> Option
     // Softmax ← Add(scores, mask) or Where(masked, fill, scores) or neither ← Mul/Div by a
     // scalar* ← the score product.
     let mut mask = None;
-    let (mm, transposed_keys, scale) = match (op_is(&n.input[0], "Add"), op_is(&n.input[0], "Where")) {
+    let (mm, transposed_keys, scale) = match (ix.produced_by(&n.input[0], "Add"), ix.produced_by(&n.input[0], "Where"))
+    {
         (Some(add), _) if only(&n.input[0], sm) => {
             let a = ix.node(add);
             let (slot, found, bias) = (0..2).find_map(|s| match scaled_scores(ix, &a.input[s], add, None) {
@@ -481,7 +481,7 @@ fn matched(ix: &GraphIndex, sm: usize, heads: usize, head_size: usize) -> Option
         if let Some(context) = flat_context(ix, pv, [q, v], [heads, head_size]) {
             // The heads where the split's shape states them.
             let stated = [q, k, v].iter().all(|s| {
-                op_is(s, "Reshape")
+                ix.produced_by(s, "Reshape")
                     .and_then(|r| heads_stated(ix, &ix.node(r).input[1]))
                     .is_none_or(|got| {
                         got.iter()
@@ -551,7 +551,6 @@ fn matched(ix: &GraphIndex, sm: usize, heads: usize, head_size: usize) -> Option
 /// shape (the classic exporter's), then the keys are divided by it.
 fn batched(ix: &GraphIndex, sm: usize, heads: usize, head_size: usize) -> Option<Core> {
     let only = |v: &str, reader: usize| ix.consumers(v) == [reader] && !ix.is_graph_output(v);
-    let by = |v: &str, op: &str| ix.producer(v).filter(|&p| ix.is_op(p, op));
     // A Reshape to `rank` elements, the heads second where `heads_at_1`, the head size last where
     // stated: its input.
     let reshaped = |r: usize, rank: usize, heads_at_1: bool, head_last: bool| -> Option<String> {
@@ -573,7 +572,7 @@ fn batched(ix: &GraphIndex, sm: usize, heads: usize, head_size: usize) -> Option
         Some(x)
     };
     let n = ix.node(sm);
-    let w = by(&n.input[0], "Where").filter(|_| only(&n.input[0], sm))?;
+    let w = ix.produced_by(&n.input[0], "Where").filter(|_| only(&n.input[0], sm))?;
     let wn = ix.node(w);
     // The fill on one side, the scores on the other.
     let fills = |k: usize| masking_fill(ix, &wn.input[k]);
@@ -583,12 +582,14 @@ fn batched(ix: &GraphIndex, sm: usize, heads: usize, head_size: usize) -> Option
         _ => return None,
     };
     let scores = &wn.input[if attended { 1 } else { 2 }];
-    let r = by(scores, "Reshape").filter(|_| only(scores, w))?;
+    let r = ix.produced_by(scores, "Reshape").filter(|_| only(scores, w))?;
     let sum = reshaped(r, 4, true, false)?;
-    let add = by(&sum, "Add").filter(|_| beside_shapes(ix, &sum) == [r])?;
+    let add = ix.produced_by(&sum, "Add").filter(|_| beside_shapes(ix, &sum) == [r])?;
     let an = ix.node(add);
     let (mm, bias) = (0..2).find_map(|s| {
-        let p = by(&an.input[s], "MatMul").filter(|_| only(&an.input[s], add))?;
+        let p = ix
+            .produced_by(&an.input[s], "MatMul")
+            .filter(|_| only(&an.input[s], add))?;
         Some((p, an.input[1 - s].clone()))
     })?;
     // Forward: Reshape to [batch·heads, query, key] ─ MatMul(·, V) ─ Reshape to [batch, heads,
@@ -932,12 +933,11 @@ fn expanded_to_scores(
     scores: &str,
 ) -> Option<(String, bool, usize, Option<Vec<String>>)> {
     let only = |v: &str, r: usize| ix.consumers(v) == [r] && !ix.is_graph_output(v);
-    let plain = |p: usize, op: &str| ix.is_op(p, op);
     if !only(cond, reader) {
         return None;
     }
     let mut p = ix.producer(cond)?;
-    let cast = plain(p, "Cast");
+    let cast = ix.is_op(p, "Cast");
     if cast {
         if ix.attr_i(p, "to") != Some(BOOL) || !only(&ix.node(p).input[0], p) {
             return None;
@@ -945,7 +945,7 @@ fn expanded_to_scores(
         p = ix.producer(&ix.node(p).input[0])?;
     }
     let mut first_query = None;
-    if plain(p, "Slice") {
+    if ix.is_op(p, "Slice") {
         let n = ix.node(p);
         if !matches!(unit_slice(ix, p), Some((0, 1, 2 | -2))) || !only(&n.input[0], p) {
             return None;
@@ -954,7 +954,7 @@ fn expanded_to_scores(
         p = ix.producer(&n.input[0])?;
     }
     let e = ix.node(p);
-    if !plain(p, "Expand") || !only(&e.input[1], p) || shape_of(ix, &e.input[1]).as_deref() != Some(scores) {
+    if !ix.is_op(p, "Expand") || !only(&e.input[1], p) || shape_of(ix, &e.input[1]).as_deref() != Some(scores) {
         return None;
     }
     // The slice's query axis is x's own only where x has the scores' rank.

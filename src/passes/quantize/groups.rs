@@ -160,16 +160,15 @@ fn matched(ix: &GraphIndex, i: usize, p: &Packing) -> Option<Taken> {
     {
         return None;
     }
-    let plain = |j: usize, op: &str| ix.is_op(j, op);
     let axis0 = |j: usize| ix.attr_i(j, "axis").unwrap_or(0) == 0;
     let source = |v: &str| -> Option<String> {
         let mut v = v.to_string();
         loop {
             let j = ix.producer(&v)?;
             let m = ix.node(j);
-            if plain(j, "Reshape") {
+            if ix.is_op(j, "Reshape") {
                 v = m.input[0].clone();
-            } else if plain(j, "Gather") && axis0(j) && m.input[1] == p.padded {
+            } else if ix.is_op(j, "Gather") && axis0(j) && m.input[1] == p.padded {
                 return Some(m.input[0].clone());
             } else {
                 return None;
@@ -195,14 +194,14 @@ fn matched(ix: &GraphIndex, i: usize, p: &Packing) -> Option<Taken> {
         if !sizes.is_empty() {
             shapes.push((sizes, batch_sequence_tail(ix, &v)?));
         }
-        if plain(j, "Reshape") && !flattened {
+        if ix.is_op(j, "Reshape") && !flattened {
             v = ix.node(j).output[0].clone();
-        } else if plain(j, "Flatten") && ix.attr_i(j, "axis") == Some(2) && !flattened {
+        } else if ix.is_op(j, "Flatten") && ix.attr_i(j, "axis") == Some(2) && !flattened {
             flattened = true;
             v = ix.node(j).output[0].clone();
-        } else if flattened && plain(j, "Gather") && axis0(j) && ix.node(j).input[1] == p.rows {
+        } else if flattened && ix.is_op(j, "Gather") && axis0(j) && ix.node(j).input[1] == p.rows {
             let mask = match ix.producer(&n.input[3]) {
-                Some(e) if plain(e, "Expand") => ix.node(e).input[0].clone(),
+                Some(e) if ix.is_op(e, "Expand") => ix.node(e).input[0].clone(),
                 _ => n.input[3].clone(),
             };
             return Some(Taken {
