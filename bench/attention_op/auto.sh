@@ -2,11 +2,17 @@
 # issue 16's targets again with one Attention op per attention: auto (seed 0, the defaults) at
 # --max-drop 0.5 and 1.0 (the journal reused), the hand recipes rebuilt, everything paired on dev.
 # O=DIR writes elsewhere (the depth defaults' re-run: O=/work/auto-depth); TASKS=mrpc runs one task.
+# On a fresh machine ONNX Runtime's quantize_dynamic peer is built into V (default /work/vnni) first;
+# the hand-built packed p60 model of "One Attention op per attention" is paired only where it exists.
 set -euo pipefail
 B=/work/main/target/release/onnx-compress
 export ORT_DYLIB_PATH=/work/main/.ort/lib/libonnxruntime.so.1.32.0
-S=/work/shared; O=${O:-/work/auto-op}; mkdir -p $O; cd /work/main
+S=/work/shared; O=${O:-/work/auto-op}; V=${V:-/work/vnni}; mkdir -p $O $V; cd /work/main
 TASKS=${TASKS:-sst2 mrpc}
+for T in $TASKS; do
+  [ -f $V/$T-ort_dynamic.onnx ] || /work/venv-bench/bin/python bench/ort_quantize.py --task $T \
+    --model $S/models/minilm-l6-$T/model.onnx --out-dir $V --data $S/data/glue > $V/$T-ort.json
+done
 for T in $TASKS; do
   M=$S/models/minilm-l6-$T/model.onnx; TR=$S/data/glue/$T/train.tsv
   /usr/bin/time -f "$T auto 0.5: %e s" $B auto $M $O/$T.onnx --task $T --calib-data $TR --max-drop 0.5 --objective speed --time-budget 30m --json > $O/$T.json 2> $O/$T.err
@@ -17,8 +23,9 @@ for T in $TASKS; do
 done
 for T in $TASKS; do
   BS=32; [ $T = mrpc ] && BS=24
+  P60=/work/packed/$T.p60.op.onnx; [ -f $P60 ] || P60=
   /work/venv-bench/bin/python bench/paired_speed.py --task $T --data $S/data/glue --batch-size $BS --rounds 5 --json \
     $S/models/minilm-l6-$T/model.onnx /work/vnni/$T-ort_dynamic.onnx $O/hand-$T-14_obs60_dynamic.onnx $O/hand-$T-15_quant_static_ort.onnx \
-    /work/packed/$T.p60.op.onnx $O/$T.onnx $O/$T-drop1.onnx > $O/paired-$T.json 2> $O/paired-$T.err
+    $P60 $O/$T.onnx $O/$T-drop1.onnx > $O/paired-$T.json 2> $O/paired-$T.err
 done
 echo done
