@@ -358,8 +358,23 @@ fn batch_size_one_is_timed_one_sequence_at_a_time_with_static_int8_padded() {
     assert!(!recipe.contains("unpad"), "{recipe}");
     let err = text(&o.stderr);
     assert!(err.contains("built without --unpad"), "{err}");
+    // Scored one at a time too (dynamic INT8 answers by its batch): the front says so, and the
+    // work folder is not one for the task's batches.
     let front = std::fs::read_to_string(dir.path().join("out.auto/front.md")).unwrap();
-    assert!(front.contains("Timed in batches of 1"), "{front}");
+    assert!(
+        front.contains("scored in batches of 1;") && front.contains("Timed in batches of 1"),
+        "{front}"
+    );
+    let o = bin()
+        .args(args(
+            &sh,
+            &out,
+            "--calib-samples 16 --selection 32 --prune none --quant static --max-drop 100 --rounds 1",
+        ))
+        .output()
+        .unwrap();
+    let err = text(&o.stderr);
+    assert!(!o.status.success() && err.contains("batch_size: 1 → null"), "{err}");
 }
 
 #[test]

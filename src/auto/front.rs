@@ -171,7 +171,8 @@ pub struct AutoReport {
     pub selection_file: PathBuf,
     pub selection_examples: usize,
     pub seed: u64,
-    /// Examples per batch of the paired timing (`--objective speed`), and how many batches.
+    /// Examples per batch of the scoring and of the paired timing (`--objective speed`), and how
+    /// many batches are timed.
     pub timing_batch_size: usize,
     pub timing_batches: usize,
     pub baseline_selection_accuracy: f64,
@@ -204,7 +205,7 @@ fn speed_cell(r: &Row) -> String {
 /// The front as a Markdown table (every row; front rows marked, the winner in bold).
 pub fn markdown(r: &AutoReport) -> String {
     let mut s = format!(
-        "# auto: {} ({}), objective {}, budget {} points at {:.0}% confidence\n\n{}; {}\n\nSelection: {} examples of {}; calibration: {} of the {} of the training file (seed {}).{}\n\n",
+        "# auto: {} ({}), objective {}, budget {} points at {:.0}% confidence\n\n{}; {}\n\nSelection: {} examples of {}, scored in batches of {}; calibration: {} of the {} of the training file (seed {}).{}\n\n",
         r.model.display(),
         r.task.name(),
         objective_name(r.objective),
@@ -214,6 +215,7 @@ pub fn markdown(r: &AutoReport) -> String {
         r.machine,
         r.selection_examples,
         r.selection_file.display(),
+        r.timing_batch_size,
         r.calibration_examples,
         r.train_examples,
         r.seed,

@@ -39,6 +39,10 @@ pub struct Settings {
     /// Whether static INT8 candidates are unpadded (journals from before the choice: no).
     #[serde(default)]
     pub unpad: bool,
+    /// Examples per scoring batch where not the task's (dynamic INT8 answers by its batch;
+    /// `None`: the task's, as in journals from before the choice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
 }
 
 fn s8() -> String {
@@ -187,9 +191,15 @@ fn differences(old: &Settings, new: &Settings) -> String {
     );
     let mut out = vec![];
     if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
-        for (k, v) in a {
-            if b.get(k) != Some(v) {
-                out.push(format!("{k}: {v} → {}", b.get(k).cloned().unwrap_or_default()));
+        // Both sides' keys: a setting left out where it has its old default is on one side only.
+        let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+        for k in keys {
+            let (v, w) = (
+                a.get(k).cloned().unwrap_or_default(),
+                b.get(k).cloned().unwrap_or_default(),
+            );
+            if v != w {
+                out.push(format!("{k}: {v} → {w}"));
             }
         }
     }
@@ -216,6 +226,7 @@ mod tests {
             weight_type: "s8".into(),
             max_ffn_fraction: None,
             unpad: true,
+            batch_size: None,
         }
     }
 
@@ -290,5 +301,18 @@ mod tests {
         Journal::open(dir.path(), &settings(0), None).unwrap();
         let e = Journal::open(dir.path(), &settings(3), None).err().unwrap().to_string();
         assert!(e.contains("seed: 0 → 3") && e.contains("--work"), "{e}");
+        // A setting written only where it is not its default is named too.
+        let e = Journal::open(
+            dir.path(),
+            &Settings {
+                batch_size: Some(8),
+                ..settings(0)
+            },
+            None,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("batch_size: null → 8"), "{e}");
     }
 }

@@ -118,8 +118,9 @@ pub struct AutoOptions {
     pub split: String,
     /// Rounds of paired timing (speed).
     pub rounds: usize,
-    /// Examples per batch when timing (speed; the scoring keeps the task's batches).
-    pub timing_batch: usize,
+    /// Examples per batch, as the model will serve: the selection and dev are scored in batches
+    /// of it (by length; dynamic INT8 finds its ranges per batch) and the paired timing runs them.
+    pub batch_size: usize,
 }
 
 impl AutoOptions {
@@ -160,7 +161,7 @@ impl AutoOptions {
                 "`selection` must be at least 16 examples",
             ));
         }
-        if self.timing_batch == 0 {
+        if self.batch_size == 0 {
             return Err(OptionError::new("batch_size", "`batch_size` must be at least 1"));
         }
         if self.calib_samples == 0 {
@@ -202,7 +203,7 @@ impl AutoOptions {
     /// Whether static INT8 candidates are built unpadded: as asked, but never for batches of one
     /// sequence, which have no padding to skip (packing would cost there and buy nothing).
     pub fn unpads(&self) -> bool {
-        self.unpad && self.timing_batch > 1
+        self.unpad && self.batch_size > 1
     }
 
     fn session(&self) -> SessionOptions {
@@ -643,15 +644,14 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
             )
         }
     };
-    let batch_size = o.task.default_batch_size();
     let sel = Selection::new(
         sel_file,
         o.task,
         &split.selection,
         &mut tokenizer,
         o.max_length,
-        batch_size,
-        o.timing_batch,
+        select::TIMED_BATCHES * o.task.default_batch_size(),
+        o.batch_size,
     )?;
     let settings = Settings {
         tool_version: env!("CARGO_PKG_VERSION").into(),
@@ -668,6 +668,7 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
         weight_type: o.weight_type.name().into(),
         max_ffn_fraction: o.max_ffn_fraction,
         unpad: o.unpads(),
+        batch_size: (o.batch_size != o.task.default_batch_size()).then_some(o.batch_size),
     };
     let job = match &o.mode {
         Mode::Only(id) => Some(id.as_str()),
@@ -764,7 +765,7 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
         selection_file: sel_file.clone(),
         selection_examples: s.sel.len(),
         seed: o.seed,
-        timing_batch_size: o.timing_batch,
+        timing_batch_size: o.batch_size,
         timing_batches: s.sel.timing.len(),
         baseline_selection_accuracy: base_acc,
         rows: vec![],
@@ -784,7 +785,7 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
         report.wall_seconds = start.elapsed().as_secs_f64();
         return Ok(report);
     }
-    finish(o, s, report, &proto, batch_size, dev_file, start)
+    finish(o, s, report, &proto, dev_file, start)
 }
 
 /// The report's rows of `entries` (with their paired speeds).
@@ -883,13 +884,11 @@ fn search(s: &mut Search, skipped: &mut Vec<String>) -> Result<()> {
 
 /// Times what is within the budget, chooses, evaluates on dev once, writes the winner, its
 /// recipe and the front.
-#[allow(clippy::too_many_arguments)]
 fn finish(
     o: &AutoOptions,
     s: Search,
     mut report: AutoReport,
     proto: &crate::onnx::ModelProto,
-    batch_size: usize,
     dev_file: PathBuf,
     start: Instant,
 ) -> Result<AutoReport> {
@@ -961,7 +960,7 @@ fn finish(
                     split: o.split.clone(),
                 },
                 labels: None,
-                batch_size,
+                batch_size: o.batch_size,
                 max_length: o.max_length,
                 warmup: 0,
                 measure: 0,

@@ -81,7 +81,7 @@ pub fn args(o: &AutoOptions) -> Vec<String> {
     }
     a.extend([
         "--batch-size".into(),
-        o.timing_batch.to_string(),
+        o.batch_size.to_string(),
         "--threads".into(),
         o.threads.to_string(),
         "--max-length".into(),

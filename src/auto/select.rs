@@ -75,21 +75,23 @@ pub struct Selection {
     /// How many of `batches` belong to the first rung.
     rung_batches: usize,
     /// Batches in draw order (not by length), for timing: what a file-order evaluation sees.
-    /// The first [`TIMED_BATCHES`] × `batch_size` examples, in batches of `timing_batch`.
+    /// The first `timed` examples, in batches of `batch_size`.
     pub timing: Vec<Batch>,
 }
 
 impl Selection {
     /// Reads the labelled file (`task`'s preset), takes the `indexes`, tokenizes them: scoring
-    /// batches of `batch_size` (by length), timing batches of `timing_batch` (draw order).
+    /// batches of `batch_size` (by length: what a model that finds its int8 ranges per batch
+    /// answers depends on the batch), and the first `timed` examples in timing batches of
+    /// `batch_size` (draw order).
     pub fn new(
         path: &Path,
         task: Task,
         indexes: &[usize],
         tokenizer: &mut Tokenizer,
         max_length: usize,
+        timed: usize,
         batch_size: usize,
-        timing_batch: usize,
     ) -> Result<Selection> {
         let source = data::Source {
             path: path.to_path_buf(),
@@ -129,9 +131,9 @@ impl Selection {
                 }
             }
         }
-        let timed: Vec<usize> = (0..indexes.len().min(TIMED_BATCHES * batch_size.max(1))).collect();
+        let timed: Vec<usize> = (0..indexes.len().min(timed)).collect();
         let timing = timed
-            .chunks(timing_batch.max(1))
+            .chunks(batch_size.max(1))
             .map(|c| make_batch(&enc, c, pad))
             .collect();
         Ok(Selection {
@@ -290,6 +292,31 @@ mod tests {
             e.contains("20 examples leave 12") && e.contains("--calib-samples 8"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_selection_is_scored_and_timed_in_batches_of_the_batch_size() {
+        use crate::testkit::shared::require;
+        let what = "auto's selection batches";
+        let (Some(tok), Some(train)) = (
+            require("models/minilm-l6-sst2/tokenizer.json", what),
+            require("data/glue/sst2/train.tsv", what),
+        ) else {
+            return;
+        };
+        let tokenizer = Tokenizer::from_file(tok).unwrap();
+        let indexes: Vec<usize> = (0..100).collect();
+        let sel = |timed, batch| {
+            Selection::new(&train, Task::Sst2, &indexes, &mut tokenizer.clone(), 128, timed, batch).unwrap()
+        };
+        // The task's 32: 100 examples in rungs of 64 and 36, by length; the first 64 timed.
+        let s = sel(64, 32);
+        let sizes: Vec<usize> = s.batches.iter().map(|(_, rows)| rows.len()).collect();
+        assert_eq!((sizes, s.rung_batches, s.timing.len()), (vec![32, 32, 32, 4], 2, 2));
+        // One sequence at a time: every example scored alone, the same 64 timed one by one.
+        let s = sel(64, 1);
+        assert!(s.batches.iter().all(|(_, rows)| rows.len() == 1));
+        assert_eq!((s.batches.len(), s.rung_batches, s.timing.len()), (100, 64, 64));
     }
 
     #[test]

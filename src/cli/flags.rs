@@ -594,10 +594,11 @@ pub struct AutoArgs {
     /// Rounds of paired timing (--objective speed).
     #[arg(long, default_value_t = 5)]
     pub rounds: usize,
-    /// Examples per batch when timing (--objective speed): the batch size the model will serve
-    /// at [default: the task's, as eval: 32, mrpc 24]. The timed examples are the same
-    /// (the selection's first 8 default batches, in draw order); 1: one sequence at a time, where
-    /// static INT8 candidates are built without --unpad (a lone sequence has no padding to skip).
+    /// Examples per batch, the batch size the model will serve at [default: the task's, as eval:
+    /// 32, mrpc 24]: the selection and dev are scored in batches of N (by length; dynamic INT8
+    /// finds its ranges per batch) and timed in them (--objective speed; the timed examples are
+    /// the same: the selection's first 8 default batches, in draw order). 1: one sequence at a
+    /// time, where static INT8 candidates are built without --unpad (no padding to skip).
     #[arg(long, value_name = "N")]
     pub batch_size: Option<usize>,
     /// Write the search as independent jobs into DIR instead (jobs.txt: one command per line;

@@ -361,7 +361,7 @@ pub fn auto_options(model: &Path, a: &super::flags::AutoArgs) -> Result<onnx_com
         data_dir: absolute(&data_dir, "--data")?,
         split: a.split.clone(),
         rounds: a.rounds,
-        timing_batch: a.batch_size.unwrap_or(task.default_batch_size()),
+        batch_size: a.batch_size.unwrap_or(task.default_batch_size()),
     };
     o.validate()?;
     onnx_compress::onnx::io::ensure_distinct(&o.model, &o.out)?;
