@@ -961,7 +961,10 @@ pub fn quantize_selected(
             let out = embed::quantize_fused(&out, opts, select, &mut report)?;
             let mut packed_index = None;
             let out = match packing.as_ref().map(|plan| (plan.layers(), pack::pack(&out, plan))) {
-                Some((layers, Ok((packed, index)))) => {
+                Some((layers, Ok((mut packed, index)))) => {
+                    // QDQ MatMuls on the packed rows kept from ONNX Runtime's float Gemm fusion
+                    // (none in its own forms, which write the integer kernels themselves).
+                    qdq::bias_sums(&mut packed)?;
                     report.tokens_packed = true;
                     report.unpadded_layers = (0..layers).collect();
                     packed_index = Some(index);

@@ -17,6 +17,35 @@ use crate::onnx::proto::ModelProto;
 use crate::onnx::{tensor, GraphIndex, Patch};
 use crate::passes::PassError;
 
+/// Packed rows are 2-D, and ONNX Runtime's CPU optimizer fuses a 2-D `MatMul` and the `Add` after
+/// it into a float `Gemm` (its MatMulAddFusion) before its QDQ fusions see the MatMul: the QDQ
+/// MatMuls of a packed graph would run in float on dequantized weights (SST-2 packed: 1.34×
+/// FP32, 3.82× with this, 2.98× padded; bench/RESULTS.md "Packed QDQ: the bias as `Sum`"). Each
+/// `Add` reading a QDQ MatMul (its weight through `DequantizeLinear`) is written as `Sum` of the
+/// same two inputs: the same one addition with the same broadcasting (opset 8 on), which that
+/// fusion does not match, so the MatMul becomes ONNX Runtime's integer kernel. Returns how many
+/// were rewritten.
+pub fn bias_sums(model: &mut ModelProto) -> Result<usize, PassError> {
+    let g = crate::passes::graph(model)?;
+    let ix = GraphIndex::new(g);
+    let qdq_matmul = |v: &String| {
+        ix.produced_by(v, "MatMul").is_some_and(|m| {
+            ix.node(m)
+                .input
+                .get(1)
+                .is_some_and(|w| ix.produced_by(w, "DequantizeLinear").is_some())
+        })
+    };
+    let adds: Vec<usize> = (0..g.node.len())
+        .filter(|&i| ix.is_op(i, "Add") && ix.node(i).input.iter().any(qdq_matmul))
+        .collect();
+    let g = crate::passes::graph_mut(model)?;
+    for &i in &adds {
+        g.node[i].op_type = Some("Sum".into());
+    }
+    Ok(adds.len())
+}
+
 /// Scale and zero point of an activation range: u8 asymmetric over [min(lo, 0), max(hi, 0)], or
 /// s8 symmetric over ±max(|lo|, |hi|). `None` when the range is empty or not finite (a constant
 /// zero activation): no scale would be valid.
