@@ -728,6 +728,12 @@ fn a_fused_attention_keeps_the_per_block_unpadding_and_says_why() {
     let batches = random_batches(3, 9);
     let d = max_diff(&logits(&a, &batches, "static"), &logits(&b, &batches, "static --unpad"));
     assert!(d < 1e-5, "logits differ by {d}");
+    // The unpadded blocks' QDQ MatMuls run on ONNX Runtime's integer kernel, as the padded ones.
+    let (oa, ob) = (optimized(&a), optimized(&b));
+    assert_eq!(
+        (count(&ob, "MatMulIntegerToFloat"), count(&ob, "Gemm")),
+        (count(&oa, "MatMulIntegerToFloat"), count(&oa, "Gemm"))
+    );
 }
 
 /// Without an `attention_mask` input there is nothing to tell real tokens from padding: the split

@@ -961,10 +961,7 @@ pub fn quantize_selected(
             let out = embed::quantize_fused(&out, opts, select, &mut report)?;
             let mut packed_index = None;
             let out = match packing.as_ref().map(|plan| (plan.layers(), pack::pack(&out, plan))) {
-                Some((layers, Ok((mut packed, index)))) => {
-                    // QDQ MatMuls on the packed rows kept from ONNX Runtime's float Gemm fusion
-                    // (none in its own forms, which write the integer kernels themselves).
-                    qdq::bias_sums(&mut packed)?;
+                Some((layers, Ok((packed, index)))) => {
                     report.tokens_packed = true;
                     report.unpadded_layers = (0..layers).collect();
                     packed_index = Some(index);
@@ -978,6 +975,12 @@ pub fn quantize_selected(
                 }
                 None => out,
             };
+            // QDQ MatMuls on token rows kept from ONNX Runtime's float Gemm fusion (none in its
+            // own forms, which write the integer kernels themselves).
+            let mut out = out;
+            if !report.unpadded_layers.is_empty() {
+                qdq::bias_sums(&mut out, report.tokens_packed)?;
+            }
             // ONNX Runtime's forms of this tool's methods (the reference's stay as they wrote):
             // each attention core as one op where it can be, the keys of the rest read
             // transposed.

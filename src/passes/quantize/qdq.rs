@@ -17,33 +17,74 @@ use crate::onnx::proto::ModelProto;
 use crate::onnx::{tensor, GraphIndex, Patch};
 use crate::passes::PassError;
 
-/// Packed rows are 2-D, and ONNX Runtime's CPU optimizer fuses a 2-D `MatMul` and the `Add` after
+/// Token rows are 2-D, and ONNX Runtime's CPU optimizer fuses a 2-D `MatMul` and the `Add` after
 /// it into a float `Gemm` (its MatMulAddFusion) before its QDQ fusions see the MatMul: the QDQ
-/// MatMuls of a packed graph would run in float on dequantized weights (SST-2 packed: 1.34×
-/// FP32, 3.82× with this, 2.98× padded; bench/RESULTS.md "Packed QDQ: the bias as `Sum`"). Each
-/// `Add` reading a QDQ MatMul (its weight through `DequantizeLinear`) is written as `Sum` of the
-/// same two inputs: the same one addition with the same broadcasting (opset 8 on), which that
-/// fusion does not match, so the MatMul becomes ONNX Runtime's integer kernel. Returns how many
-/// were rewritten.
-pub fn bias_sums(model: &mut ModelProto) -> Result<usize, PassError> {
+/// MatMuls on rows would run in float on dequantized weights (SST-2 packed: 1.34× FP32, 3.82×
+/// with this, 2.98× padded; bench/RESULTS.md "Packed QDQ: the bias as `Sum`"). Each `Add` reading
+/// a QDQ MatMul (its weight through `DequantizeLinear`) on rows is written as `Sum` of the same
+/// two inputs: the same one addition with the same broadcasting (opset 8 on), which that fusion
+/// does not match, so the MatMul becomes ONNX Runtime's integer kernel. On rows: every one in a
+/// `packed` graph; otherwise those of the blocks unpadded alone (their input traced back to the
+/// block's `GatherND`), as the rewrite costs on the padded layout. Returns how many were rewritten.
+pub fn bias_sums(model: &mut ModelProto, packed: bool) -> Result<usize, PassError> {
     let g = crate::passes::graph(model)?;
     let ix = GraphIndex::new(g);
-    let qdq_matmul = |v: &String| {
+    let qdq_matmul_on_rows = |v: &String| {
         ix.produced_by(v, "MatMul").is_some_and(|m| {
-            ix.node(m)
-                .input
+            let n = ix.node(m);
+            n.input
                 .get(1)
                 .is_some_and(|w| ix.produced_by(w, "DequantizeLinear").is_some())
+                && (packed || n.input.first().is_some_and(|x| unpadded_rows(&ix, x)))
         })
     };
     let adds: Vec<usize> = (0..g.node.len())
-        .filter(|&i| ix.is_op(i, "Add") && ix.node(i).input.iter().any(qdq_matmul))
+        .filter(|&i| ix.is_op(i, "Add") && ix.node(i).input.iter().any(qdq_matmul_on_rows))
         .collect();
     let g = crate::passes::graph_mut(model)?;
     for &i in &adds {
         g.node[i].op_type = Some("Sum".into());
     }
     Ok(adds.len())
+}
+
+/// Whether `v` is computed on the rows of a block unpadded alone: back through its first input
+/// that is computed (not a constant), node by node, to the block's `GatherND` (`…/Unpad`, which
+/// `split.rs` writes), and only through ops that keep the rows (the block's own: QDQ pairs,
+/// MatMuls, the bias and activation arithmetic).
+fn unpadded_rows(ix: &GraphIndex, v: &str) -> bool {
+    const KEEP_ROWS: [&str; 12] = [
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "MatMul",
+        "Add",
+        "Sum",
+        "Mul",
+        "Div",
+        "Sub",
+        "Erf",
+        "Tanh",
+        "Pow",
+        "Relu",
+    ];
+    let mut v = v.to_string();
+    for _ in 0..64 {
+        let Some(p) = ix.producer(&v) else { return false };
+        let n = ix.node(p);
+        if ix.is_op(p, "GatherND") {
+            return n.name().ends_with("/Unpad");
+        }
+        if !KEEP_ROWS.iter().any(|op| ix.is_op(p, op)) {
+            return false;
+        }
+        let computed = n
+            .input
+            .iter()
+            .find(|i| ix.initializer(i).is_none() && ix.producer(i).is_some_and(|q| !ix.is_op(q, "Constant")));
+        let Some(next) = computed else { return false };
+        v = next.clone();
+    }
+    false
 }
 
 /// Scale and zero point of an activation range: u8 asymmetric over [min(lo, 0), max(hi, 0)], or
