@@ -50,23 +50,11 @@ pub fn bias_sums(model: &mut ModelProto, packed: bool) -> Result<usize, PassErro
 
 /// Whether `v` is computed on the rows of a block unpadded alone: back through its first input
 /// that is computed (not a constant), node by node, to the block's `GatherND` (`…/Unpad`, which
-/// `split.rs` writes), and only through ops that keep the rows (the block's own: QDQ pairs,
-/// MatMuls, the bias and activation arithmetic).
+/// `split.rs` writes), and only through what such a block holds: its row-wise ops
+/// ([`super::split::ROW_WISE`]), the QDQ pairs, `Sum`s, and width `Slice`s / `Split`s (a gated
+/// FFN's halves). A walk that leaves the block meets another op, or no `GatherND` of a block.
 fn unpadded_rows(ix: &GraphIndex, v: &str) -> bool {
-    const KEEP_ROWS: [&str; 12] = [
-        "QuantizeLinear",
-        "DequantizeLinear",
-        "MatMul",
-        "Add",
-        "Sum",
-        "Mul",
-        "Div",
-        "Sub",
-        "Erf",
-        "Tanh",
-        "Pow",
-        "Relu",
-    ];
+    const ALSO: [&str; 5] = ["QuantizeLinear", "DequantizeLinear", "Sum", "Slice", "Split"];
     let mut v = v.to_string();
     for _ in 0..64 {
         let Some(p) = ix.producer(&v) else { return false };
@@ -74,7 +62,7 @@ fn unpadded_rows(ix: &GraphIndex, v: &str) -> bool {
         if ix.is_op(p, "GatherND") {
             return n.name().ends_with("/Unpad");
         }
-        if !KEEP_ROWS.iter().any(|op| ix.is_op(p, op)) {
+        if !super::split::ROW_WISE.iter().chain(&ALSO).any(|op| n.op_type() == *op) {
             return false;
         }
         let computed = n
