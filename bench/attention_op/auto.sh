@@ -25,7 +25,7 @@ for T in $TASKS; do
   BS=32; [ $T = mrpc ] && BS=24
   P60=/work/packed/$T.p60.op.onnx; [ -f $P60 ] || P60=
   /work/venv-bench/bin/python bench/paired_speed.py --task $T --data $S/data/glue --batch-size $BS --rounds 5 --json \
-    $S/models/minilm-l6-$T/model.onnx /work/vnni/$T-ort_dynamic.onnx $O/hand-$T-14_obs60_dynamic.onnx $O/hand-$T-15_quant_static_ort.onnx \
+    $S/models/minilm-l6-$T/model.onnx $V/$T-ort_dynamic.onnx $O/hand-$T-14_obs60_dynamic.onnx $O/hand-$T-15_quant_static_ort.onnx \
     $P60 $O/$T.onnx $O/$T-drop1.onnx > $O/paired-$T.json 2> $O/paired-$T.err
 done
 echo done
