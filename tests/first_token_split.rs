@@ -21,7 +21,7 @@ use onnx_compress::testkit::synth::{random_batches, tiny_bert, GeluStyle, ShapeS
 
 mod common;
 
-use common::{bin, logits, max_diff};
+use common::{bin, logits, max_diff, optimized};
 
 fn count(m: &ModelProto, op: &str) -> usize {
     m.graph
@@ -31,15 +31,6 @@ fn count(m: &ModelProto, op: &str) -> usize {
         .iter()
         .filter(|n| n.op_type() == op)
         .count()
-}
-
-/// The graph ONNX Runtime runs for `m`, after its own optimizations (which fusions fired).
-fn optimized(m: &ModelProto) -> ModelProto {
-    let dir = tempfile::tempdir().unwrap();
-    let (path, opt) = (dir.path().join("in.onnx"), dir.path().join("optimized.onnx"));
-    onnx::save(m, &path, &SaveOptions::default()).unwrap();
-    onnx_compress::runtime::open_optimized(&path, &SessionOptions::default(), &opt).unwrap();
-    onnx::load(&opt).unwrap()
 }
 
 /// Three-layer models in four graph layouts (shape constants, GELU form, Identity aliases of the

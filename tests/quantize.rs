@@ -16,11 +16,10 @@ use onnx_compress::passes::{Calibrator, PassError, Sink};
 use onnx_compress::runtime::{self, Batch, SessionOptions};
 use onnx_compress::testkit::shared::{require, require_ort};
 use onnx_compress::testkit::synth::{random_batches, tiny_bert, ShapeStyle, SynthOptions};
-use prost::Message;
 
 mod common;
 
-use common::{bin, calibrator, logits_and_labels, vnni};
+use common::{bin, calibrator, logits_and_labels, optimized, vnni};
 
 fn synth() -> ModelProto {
     tiny_bert(&SynthOptions {
@@ -257,15 +256,6 @@ fn u8_weights_are_the_s8_values_shifted_and_exact_on_every_cpu() {
     assert!(agree >= 0.98, "u8 weights: agreement {agree}");
 }
 
-/// Which operators ONNX Runtime runs for `m` after its own optimizations.
-fn optimized_ops(m: &ModelProto, dir: &Path) -> HashMap<String, usize> {
-    let path = dir.join("in.onnx");
-    let opt = dir.join("optimized.onnx");
-    std::fs::write(&path, m.encode_to_vec()).unwrap();
-    runtime::open_optimized(&path, &SessionOptions::default(), &opt).unwrap();
-    ops(&onnx::load(&opt).unwrap())
-}
-
 #[test]
 fn static_qdq_agrees_with_float32_and_becomes_integer_matmuls() {
     if !require_ort("static quantization in ONNX Runtime") {
@@ -274,7 +264,6 @@ fn static_qdq_agrees_with_float32_and_becomes_integer_matmuls() {
     let m = synth();
     let bs = random_batches(6, 3);
     let f = logits(&m, &bs, "float32");
-    let dir = tempfile::tempdir().unwrap();
     let mut minmax: HashMap<String, (f32, f32)> = HashMap::new();
     for method in [CalibMethod::Minmax, CalibMethod::Percentile, CalibMethod::Entropy] {
         for act in [ActivationType::U8, ActivationType::S8] {
@@ -341,7 +330,7 @@ fn static_qdq_agrees_with_float32_and_becomes_integer_matmuls() {
             if method == CalibMethod::Minmax && act == ActivationType::U8 {
                 // ONNX Runtime fuses every QDQ MatMul into an integer kernel: no float MatMul reads a
                 // weight any more (the two attention MatMuls per layer stay float).
-                let oc = optimized_ops(&q, dir.path());
+                let oc = ops(&optimized(&q));
                 assert_eq!(
                     oc.get("MatMulIntegerToFloat").copied().unwrap_or(0),
                     12 + 2 * 2 - 2,

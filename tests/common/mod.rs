@@ -130,6 +130,15 @@ pub fn logits_2x2(m: &ModelProto, b: &Batch, what: &str) -> Vec<f32> {
 }
 
 /// Largest |a[i] − b[i]|; the slices must have the same length.
+/// The graph ONNX Runtime runs for `m`, after its own optimizations (which fusions fired).
+pub fn optimized(m: &ModelProto) -> ModelProto {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, opt) = (dir.path().join("in.onnx"), dir.path().join("optimized.onnx"));
+    std::fs::write(&path, m.encode_to_vec()).unwrap();
+    runtime::open_optimized(&path, &SessionOptions::default(), &opt).unwrap();
+    onnx_compress::onnx::load(&opt).unwrap()
+}
+
 pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)

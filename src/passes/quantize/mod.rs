@@ -960,7 +960,7 @@ pub fn quantize_selected(
             let out = attention::quantize_fused(&out, opts, select, ranges.as_ref(), &mut report)?;
             let out = embed::quantize_fused(&out, opts, select, &mut report)?;
             let mut packed_index = None;
-            let out = match packing.as_ref().map(|plan| (plan.layers(), pack::pack(&out, plan))) {
+            let mut out = match packing.as_ref().map(|plan| (plan.layers(), pack::pack(&out, plan))) {
                 Some((layers, Ok((packed, index)))) => {
                     report.tokens_packed = true;
                     report.unpadded_layers = (0..layers).collect();
@@ -977,7 +977,6 @@ pub fn quantize_selected(
             };
             // QDQ MatMuls on token rows kept from ONNX Runtime's float Gemm fusion (none in its
             // own forms, which write the integer kernels themselves).
-            let mut out = out;
             if !report.unpadded_layers.is_empty() {
                 qdq::bias_sums(&mut out, report.tokens_packed)?;
             }

@@ -25,8 +25,8 @@ use crate::passes::PassError;
 /// two inputs: the same one addition with the same broadcasting (opset 8 on), which that fusion
 /// does not match, so the MatMul becomes ONNX Runtime's integer kernel. On rows: every one in a
 /// `packed` graph; otherwise those of the blocks unpadded alone (their input traced back to the
-/// block's `GatherND`), as the rewrite costs on the padded layout. Returns how many were rewritten.
-pub fn bias_sums(model: &mut ModelProto, packed: bool) -> Result<usize, PassError> {
+/// block's `GatherND`), as the rewrite costs on the padded layout.
+pub fn bias_sums(model: &mut ModelProto, packed: bool) -> Result<(), PassError> {
     let g = crate::passes::graph(model)?;
     let ix = GraphIndex::new(g);
     let qdq_matmul_on_rows = |v: &String| {
@@ -42,15 +42,15 @@ pub fn bias_sums(model: &mut ModelProto, packed: bool) -> Result<usize, PassErro
         .filter(|&i| ix.is_op(i, "Add") && ix.node(i).input.iter().any(qdq_matmul_on_rows))
         .collect();
     let g = crate::passes::graph_mut(model)?;
-    for &i in &adds {
+    for i in adds {
         g.node[i].op_type = Some("Sum".into());
     }
-    Ok(adds.len())
+    Ok(())
 }
 
 /// Whether `v` is computed on the rows of a block unpadded alone: back through its first input
-/// that is computed (not a constant), node by node, to the block's `GatherND` (`…/Unpad`, which
-/// `split.rs` writes), and only through what such a block holds: its row-wise ops
+/// that is not a constant, node by node, to the block's `GatherND` (named with
+/// [`super::split::UNPAD_GATHER`]), and only through what such a block holds: its row-wise ops
 /// ([`super::split::ROW_WISE`]), the QDQ pairs, `Sum`s, and width `Slice`s / `Split`s (a gated
 /// FFN's halves). A walk that leaves the block meets another op, or no `GatherND` of a block.
 fn unpadded_rows(ix: &GraphIndex, v: &str) -> bool {
@@ -60,17 +60,15 @@ fn unpadded_rows(ix: &GraphIndex, v: &str) -> bool {
         let Some(p) = ix.producer(&v) else { return false };
         let n = ix.node(p);
         if ix.is_op(p, "GatherND") {
-            return n.name().ends_with("/Unpad");
+            return n.name().ends_with(super::split::UNPAD_GATHER);
         }
         if !super::split::ROW_WISE.iter().chain(&ALSO).any(|op| n.op_type() == *op) {
             return false;
         }
-        let computed = n
-            .input
-            .iter()
-            .find(|i| ix.initializer(i).is_none() && ix.producer(i).is_some_and(|q| !ix.is_op(q, "Constant")));
-        let Some(next) = computed else { return false };
-        v = next.clone();
+        let Some(&next) = ix.dynamic_inputs(p).first() else {
+            return false;
+        };
+        v = next.to_string();
     }
     false
 }

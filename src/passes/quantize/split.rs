@@ -102,6 +102,10 @@ pub(super) const ROW_WISE: &[&str] = &[
     "Max",
 ];
 
+/// How the `GatherND` of an unpadded block's real rows is named (after the block's base): what
+/// `qdq::bias_sums` finds the block's rows by.
+pub(super) const UNPAD_GATHER: &str = "/Unpad";
+
 const RESHAPING: &[&str] = &["Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose"];
 
 /// Nodes `from` reaches (itself included) that `to` depends on (itself included).
@@ -428,12 +432,17 @@ impl Rows {
     }
 
     /// Before node `at`: the real tokens' rows of `x` ([batch, sequence − 1, width] → [N,
-    /// width]); returns their value.
+    /// width]), a `GatherND` named with [`UNPAD_GATHER`]; returns their value.
     fn gather(&self, base: &str, x: &str, patch: &mut Patch, at: usize) -> String {
         let real = patch.fresh_name(&format!("{x}_unpadded"));
         patch.insert_before(
             at,
-            node("GatherND", &format!("{base}/Unpad"), &[x, &self.index], &[&real]),
+            node(
+                "GatherND",
+                &format!("{base}{UNPAD_GATHER}"),
+                &[x, &self.index],
+                &[&real],
+            ),
         );
         real
     }
