@@ -298,17 +298,24 @@ fn refuse_headless(model_path: &Path, proto: &onnx::ModelProto) -> Result<()> {
 
 /// How the labels of this evaluation are read: the GLUE task's; else, for a model with one
 /// output, scores; else the model's classes, named by --labels, the embedded names or config.json.
-fn labels_of(model_path: &Path, proto: &onnx::ModelProto, opts: &EvalOptions) -> Result<Labels> {
-    if let Some(t) = opts.task {
-        if opts.labels.is_some() {
+/// How the labels of a data file are read for the model at `model_path`: `task`'s, else the
+/// model's classes (named by `labels`, `--labels`, or the model) or scores.
+pub fn labels_of(
+    model_path: &Path,
+    proto: &onnx::ModelProto,
+    task: Option<Task>,
+    labels: Option<&str>,
+) -> Result<Labels> {
+    if let Some(t) = task {
+        if labels.is_some() {
             bail!("--labels names the classes of your own labels; {t} has its own (leave out --task or --labels)");
         }
         return Ok(Labels::Glue(t));
     }
     let width = output_width(proto);
-    let names = data::model_labels(model_path, proto, opts.labels.as_deref()).map_err(|e| anyhow!(e))?;
+    let names = data::model_labels(model_path, proto, labels).map_err(|e| anyhow!(e))?;
     if width == Some(1) {
-        if let (Some(n), Some(_)) = (names, &opts.labels) {
+        if let (Some(n), Some(_)) = (names, labels) {
             bail!(
                 "--labels names {} classes but {} has one output (a regression: labels are numbers)",
                 n.names.len(),
@@ -399,7 +406,7 @@ pub fn prepare(model_path: &Path, proto: &onnx::ModelProto, opts: &EvalOptions) 
         EvalData::File(source) => (source.clone(), None),
     };
     refuse_headless(model_path, proto)?;
-    let labels = labels_of(model_path, proto, opts)?;
+    let labels = labels_of(model_path, proto, opts.task, opts.labels.as_deref())?;
     let mut data = data::read_labelled(&source, &labels)?;
     let data_file = source.path.clone();
     if let Some(n) = opts.limit {

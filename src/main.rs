@@ -71,7 +71,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(a) => cmd_bench(ort_lib, quiet, a),
         Command::Diff(a) => cmd_diff(ort_lib, quiet, a),
         Command::Sensitivity(a) => cmd_sensitivity(ort_lib, quiet, a),
-        Command::Auto(a) => cmd_auto(ort_lib, quiet, a),
+        Command::Auto(a) => cmd_auto(ort_lib, quiet, *a),
     }
 }
 
@@ -159,7 +159,7 @@ fn cmd_eval(ort_lib: Option<&Path>, quiet: bool, a: EvalArgs) -> Result<()> {
         task,
         data,
         labels: a.data.labels,
-        batch_size: a.batch_size.unwrap_or(task.map_or(32, |t| t.default_batch_size())),
+        batch_size: a.batch_size.unwrap_or(Task::batch_size_of(task)),
         max_length: a.max_length,
         warmup: a.warmup,
         measure: a.measure,
@@ -214,7 +214,7 @@ fn cmd_diff(ort_lib: Option<&Path>, quiet: bool, a: DiffArgs) -> Result<()> {
             task,
             data,
             labels: a.data.labels,
-            batch_size: a.batch_size.unwrap_or(task.map_or(32, |t| t.default_batch_size())),
+            batch_size: a.batch_size.unwrap_or(Task::batch_size_of(task)),
             max_length: a.max_length,
             warmup: 0,
             measure: 0,
@@ -398,7 +398,7 @@ fn cmd_bench(ort_lib: Option<&Path>, quiet: bool, a: BenchArgs) -> Result<()> {
     for given in &a.configs {
         for path in recipe::expand(std::slice::from_ref(given))? {
             let r = recipe::load_with_model(&path, model.as_deref())?;
-            if r.task() == task {
+            if r.task() == Some(task) {
                 print_notes(&r);
                 // Every model is found before the first one runs.
                 r.model().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
@@ -407,7 +407,7 @@ fn cmd_bench(ort_lib: Option<&Path>, quiet: bool, a: BenchArgs) -> Result<()> {
                 bail!(
                     "{}: a recipe for {}, not --task {}",
                     path.display(),
-                    r.task().name(),
+                    r.task().map_or("your own data file", |t| t.name()),
                     task.name()
                 );
             }

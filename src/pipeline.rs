@@ -52,7 +52,8 @@ pub struct RunReport {
     pub model: PathBuf,
     /// How `model` was found: `--model`, `model_name` (a path), or `models/ lookup of '<id>'`.
     pub model_source: String,
-    pub task: Task,
+    /// The GLUE task (`None`: the recipe's own `data.file`).
+    pub task: Option<Task>,
     /// No pass applied.
     pub baseline: bool,
     /// Only the reference experiment's own methods applied.
@@ -154,18 +155,21 @@ pub fn run(r: &LoadedRecipe, opts: &RunOptions, stage: &dyn Fn(&str), progress: 
 
     stage("evaluating");
     let eval_opts = EvalOptions {
-        task: Some(task),
-        data: eval::EvalData::Glue {
-            dir: rec
-                .data
-                .dir
-                .as_ref()
-                .map(|d| r.resolve(d))
-                .unwrap_or_else(|| opts.data_dir.clone()),
-            split: r.split(),
+        task,
+        data: match r.data_file() {
+            Some(source) => eval::EvalData::File(source),
+            None => eval::EvalData::Glue {
+                dir: rec
+                    .data
+                    .dir
+                    .as_ref()
+                    .map(|d| r.resolve(d))
+                    .unwrap_or_else(|| opts.data_dir.clone()),
+                split: r.split(),
+            },
         },
-        labels: None,
-        batch_size: rec.data.batch_size.unwrap_or(task.default_batch_size()),
+        labels: rec.data.labels.clone(),
+        batch_size: rec.data.batch_size.unwrap_or(Task::batch_size_of(task)),
         max_length: rec.data.max_input_length,
         warmup: opts.warmup.unwrap_or(rec.eval.warmup),
         measure: opts.measure.unwrap_or(rec.eval.measure),

@@ -643,3 +643,230 @@ fn a_journal_written_before_the_discordant_counts_is_scored_again_to_the_same_ro
         "the rescored entry keeps its counts: {last}"
     );
 }
+
+/// Writes the first `n` examples of an SST-2 TSV as the user's own file: `review` and `sentiment`
+/// columns (the label as a name), as CSV or JSON Lines by `path`'s extension.
+fn own_copy(tsv: &Path, n: usize, path: &Path) {
+    let data = onnx_compress::glue::read_tsv(onnx_compress::glue::Task::Sst2, tsv).unwrap();
+    let mut out = String::new();
+    let csv = path.extension().is_some_and(|e| e == "csv");
+    if csv {
+        out += "sentiment,review\n";
+    }
+    for e in &data.examples[..n] {
+        let name = ["negative", "positive"][e.label.class().unwrap()];
+        out += &if csv {
+            format!("{name},\"{}\"\n", e.text_a.replace('"', "\"\""))
+        } else {
+            format!("{}\n", serde_json::json!({ "review": e.text_a, "sentiment": name }))
+        };
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn the_users_own_files_are_searched_as_the_task_preset_reads_its_copy() {
+    let Some(sh) = shared("auto on the user's own files") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // The same examples twice: a GLUE folder of the task, and the user's CSV and JSONL copies.
+    let glue = dir.path().join("glue");
+    std::fs::create_dir_all(glue.join("sst2")).unwrap();
+    let head = |from: &Path, lines: usize, to: &Path| {
+        let t = std::fs::read_to_string(from).unwrap();
+        std::fs::write(to, t.lines().take(lines).collect::<Vec<_>>().join("\n") + "\n").unwrap();
+    };
+    let dev_tsv = sh.glue.join("sst2").join("dev.tsv");
+    head(&sh.train, 401, &glue.join("sst2").join("train.tsv"));
+    head(&dev_tsv, 201, &glue.join("sst2").join("dev.tsv"));
+    let (train_csv, dev_jsonl) = (dir.path().join("reviews.csv"), dir.path().join("held.jsonl"));
+    own_copy(&sh.train, 400, &train_csv);
+    own_copy(&dev_tsv, 200, &dev_jsonl);
+
+    let flags = [
+        "--calib-samples",
+        "32",
+        "--selection",
+        "128",
+        "--prune",
+        "none",
+        "--lowrank",
+        "none",
+        "--quant",
+        "dynamic_per_channel,static",
+        "--objective",
+        "size",
+        "--max-drop",
+        "100",
+        "--json",
+        "-q",
+    ];
+    let own_flags = [
+        "--text-column",
+        "review",
+        "--label-column",
+        "sentiment",
+        "--labels",
+        "negative,positive",
+    ];
+    let (out_g, out_o) = (dir.path().join("g.onnx"), dir.path().join("o.onnx"));
+    let task = bin()
+        .args(["auto", s(&sh.model), s(&out_g), "--task", "sst2", "--calib-data"])
+        .arg(glue.join("sst2").join("train.tsv"))
+        .args(["--data", s(&glue)])
+        .args(flags)
+        .env("SOURCE_DATE_EPOCH", "0")
+        .output()
+        .unwrap();
+    let rg = json(&task, "auto --task sst2");
+    let own = bin()
+        .args([
+            "auto",
+            s(&sh.model),
+            s(&out_o),
+            "--calib-data",
+            s(&train_csv),
+            "--data",
+            s(&dev_jsonl),
+        ])
+        .args(own_flags)
+        .args(flags)
+        .env("SOURCE_DATE_EPOCH", "0")
+        .output()
+        .unwrap();
+    let ro = json(&own, "auto on the user's own files");
+    assert_eq!(ro["task"], Value::Null);
+    assert_eq!(
+        (&ro["train_examples"], &ro["selection_examples"]),
+        (&rg["train_examples"], &rg["selection_examples"])
+    );
+    // The same choices on the same examples: every row's accuracy and drop, the winner, and dev.
+    let key = |r: &Value| -> Vec<String> {
+        r["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| {
+                format!(
+                    "{} {} {} {} {}",
+                    x["id"], x["examples"], x["accuracy"], x["drop"], x["macs"]
+                )
+            })
+            .collect()
+    };
+    assert_eq!(key(&ro), key(&rg));
+    assert_eq!(key(&ro).len(), 3, "{:?}", key(&ro));
+    assert_eq!(ro["winner"], rg["winner"]);
+    for k in ["examples", "baseline_accuracy", "accuracy"] {
+        assert_eq!(ro["dev"][k], rg["dev"][k], "dev {k}");
+    }
+    assert_eq!(ro["dev"]["examples"], 200);
+    assert_eq!(
+        ro["dev"]["file"].as_str(),
+        Some(s(&std::fs::canonicalize(&dev_jsonl).unwrap()))
+    );
+
+    // Its recipe names the files, columns and labels: `run` rebuilds the same bytes and
+    // evaluates on the user's file as it evaluates the task's copy (in file order: the dynamic
+    // INT8 winner finds its ranges per batch, so auto's batches by length may differ by an example).
+    let work = dir.path().join("o.auto");
+    let recipe = std::fs::read_to_string(work.join("recipe.yaml")).unwrap();
+    for want in [
+        "file: ",
+        "held.jsonl",
+        "label_column: sentiment",
+        "labels: negative,positive",
+        "text_column: review",
+    ] {
+        assert!(recipe.contains(want), "{want}:\n{recipe}");
+    }
+    assert!(!recipe.contains("task:"), "{recipe}");
+    let rebuilt = dir.path().join("rebuilt.onnx");
+    let run = bin()
+        .args([
+            "run",
+            s(&work.join("recipe.yaml")),
+            "--out",
+            s(&rebuilt),
+            "--json",
+            "-q",
+        ])
+        .env("SOURCE_DATE_EPOCH", "0")
+        .output()
+        .unwrap();
+    let rr = json(&run, "run of auto's recipe");
+    assert!(
+        std::fs::read(&rebuilt).unwrap() == std::fs::read(&out_o).unwrap(),
+        "run rebuilt other bytes"
+    );
+    let run_g = bin()
+        .args(["run", s(&dir.path().join("g.auto").join("recipe.yaml")), "--json", "-q"])
+        .env("SOURCE_DATE_EPOCH", "0")
+        .output()
+        .unwrap();
+    let rrg = json(&run_g, "run of auto's recipe of the task");
+    assert_eq!(rr["task"], Value::Null);
+    assert_eq!(rr["eval"]["examples"], 200);
+    assert_eq!(
+        rr["eval"]["data_file"].as_str(),
+        Some(s(&std::fs::canonicalize(&dev_jsonl).unwrap()))
+    );
+    assert_eq!(rr["eval"]["metrics"]["accuracy"], rrg["eval"]["metrics"]["accuracy"]);
+    assert_eq!(rr["eval"]["predictions"], rrg["eval"]["predictions"]);
+
+    // A plan's jobs carry the columns and labels.
+    let plan = dir.path().join("plan");
+    let p = bin()
+        .args([
+            "auto",
+            s(&sh.model),
+            s(&dir.path().join("p.onnx")),
+            "--calib-data",
+            s(&train_csv),
+            "--data",
+            s(&dev_jsonl),
+        ])
+        .args(own_flags)
+        .args(["--prune", "0.6", "--plan", s(&plan), "-q"])
+        .output()
+        .unwrap();
+    assert!(p.status.success(), "{}", text(&p.stderr));
+    let jobs = std::fs::read_to_string(plan.join("jobs.txt")).unwrap();
+    assert!(
+        jobs.lines().count() == 2
+            && jobs.lines().all(|l| l
+                .contains("--text-column review --label-column sentiment --labels negative,positive")
+                && !l.contains("--task")),
+        "{jobs}"
+    );
+
+    // Without a task, the file to report on must be named.
+    let o = bin()
+        .args([
+            "auto",
+            s(&sh.model),
+            s(&dir.path().join("x.onnx")),
+            "--calib-data",
+            s(&train_csv),
+        ])
+        .args(own_flags)
+        .output()
+        .unwrap();
+    assert_clean_error("no --data", &o, &["without --task", "--data FILE"]);
+    // Nor may it be the training file.
+    let o = bin()
+        .args([
+            "auto",
+            s(&sh.model),
+            s(&dir.path().join("x.onnx")),
+            "--calib-data",
+            s(&train_csv),
+            "--data",
+            s(&train_csv),
+        ])
+        .args(own_flags)
+        .output()
+        .unwrap();
+    assert_clean_error("dev as training", &o, &["--calib-data", "reported on"]);
+}

@@ -207,7 +207,7 @@ fn the_bert_configs_parse_as_the_reference_meant_them_and_round_trip() {
         ("config_bert_qqp.yaml", Task::Qqp, 32),
     ] {
         let r = recipe::load(&fixtures().join(f)).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(r.task(), task);
+        assert_eq!(r.task(), Some(task));
         assert_eq!(r.split(), "dev");
         let d = &r.recipe.data;
         assert_eq!((d.batch_size, d.max_input_length, d.shuffle), (Some(batch), 512, false));

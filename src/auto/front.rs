@@ -160,7 +160,8 @@ pub struct AutoReport {
     pub model: PathBuf,
     pub out: Option<PathBuf>,
     pub work: PathBuf,
-    pub task: Task,
+    /// The GLUE task (`null`: the user's own files).
+    pub task: Option<Task>,
     pub objective: Objective,
     pub max_drop: f64,
     /// One-sided confidence of "within the budget": the drop's upper bound at it must be.
@@ -207,7 +208,7 @@ pub fn markdown(r: &AutoReport) -> String {
     let mut s = format!(
         "# auto: {} ({}), objective {}, budget {} points at {:.0}% confidence\n\n{}; {}\n\nSelection: {} examples of {}, scored in batches of {}; calibration: {} of the {} of the training file (seed {}).{}\n\n",
         r.model.display(),
-        r.task.name(),
+        r.task.map_or("own data", |t| t.name()),
         objective_name(r.objective),
         r.max_drop,
         r.confidence * 100.0,
@@ -332,7 +333,7 @@ pub fn chart(r: &AutoReport) -> Chart {
     Chart {
         title: format!(
             "auto, {}: selection accuracy vs {}",
-            r.task.dir_name(),
+            r.task.map_or("own data", |t| t.dir_name()),
             objective_name(r.objective)
         ),
         x_label: x_label.into(),

@@ -20,7 +20,15 @@ pub struct Settings {
     pub tool_version: String,
     pub model: PathBuf,
     pub model_bytes: u64,
+    /// The GLUE task, or `none` (the user's own files).
     pub task: String,
+    /// The files' format, columns and class names where given (journals from before: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<crate::data::Columns>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<String>,
     pub calib_data: PathBuf,
     pub calib_samples: usize,
     pub selection: usize,
@@ -216,6 +224,9 @@ mod tests {
             model: "/m.onnx".into(),
             model_bytes: 10,
             task: "sst2".into(),
+            format: None,
+            columns: None,
+            labels: None,
             calib_data: "/t.tsv".into(),
             calib_samples: 8,
             selection: 16,
@@ -314,5 +325,26 @@ mod tests {
         .unwrap()
         .to_string();
         assert!(e.contains("batch_size: null → 8"), "{e}");
+        // The user's columns choose which texts and labels are read: another column is refused.
+        let own = |label: &str| Settings {
+            task: "none".into(),
+            columns: Some(crate::data::Columns {
+                text: Some("review".into()),
+                pair: None,
+                label: Some(label.into()),
+            }),
+            ..settings(0)
+        };
+        let dir = tempfile::tempdir().unwrap();
+        Journal::open(dir.path(), &own("stars"), None).unwrap();
+        Journal::open(dir.path(), &own("stars"), None).unwrap();
+        let e = Journal::open(dir.path(), &own("sentiment"), None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains(r#"columns: {"label":"stars","text":"review"} → {"label":"sentiment","text":"review"}"#),
+            "{e}"
+        );
     }
 }

@@ -81,8 +81,16 @@ pub struct AutoOptions {
     pub out: PathBuf,
     /// Journal, candidates, recipes and the front.
     pub work: PathBuf,
-    pub task: Task,
-    /// A labelled training file the task's preset reads.
+    /// A GLUE task: its column names, labels and dev split (`None`: the user's own labelled
+    /// files, read by `format`, `columns` and `labels`).
+    pub task: Option<Task>,
+    /// How the training, selection and final evaluation files are read: their format (`None`: by
+    /// extension) and columns (named ones override the task's preset and the usual names).
+    pub format: Option<crate::data::Format>,
+    pub columns: crate::data::Columns,
+    /// The model's class names in class order, for labels written as names (`eval --labels`).
+    pub labels: Option<String>,
+    /// A labelled training file.
     pub calib_data: PathBuf,
     pub calib_samples: usize,
     pub selection: usize,
@@ -113,9 +121,8 @@ pub struct AutoOptions {
     pub max_ffn_fraction: Option<f64>,
     /// Static INT8 candidates run their split blocks on the real tokens only (`quantize --unpad`).
     pub unpad: bool,
-    /// The GLUE folder and split of the final evaluation.
-    pub data_dir: PathBuf,
-    pub split: String,
+    /// The final evaluation: a GLUE folder's split (with a task), or a labelled file.
+    pub dev: Dev,
     /// Rounds of paired timing (speed).
     pub rounds: usize,
     /// Examples per batch, as the model will serve: the selection and dev are scored in batches
@@ -173,13 +180,19 @@ impl AutoOptions {
                 "nothing to search: give `prune`, `lowrank` or `quant` values",
             ));
         }
-        if self.task.is_regression() {
+        if let Some(t) = self.task.filter(|t| t.is_regression()) {
             return Err(OptionError::new(
                 "task",
                 format!(
                     "{} is scored by correlation; `auto` budgets accuracy (a classification task)",
-                    self.task.name()
+                    t.name()
                 ),
+            ));
+        }
+        if let (None, Dev::Split { .. }) = (self.task, &self.dev) {
+            return Err(OptionError::new(
+                "data",
+                "without a GLUE `task`, `data` names your own labelled file to report the result on (e.g. dev.csv)",
             ));
         }
         if let Mode::Only(id) = &self.mode {
@@ -206,6 +219,38 @@ impl AutoOptions {
         self.unpad && self.batch_size > 1
     }
 
+    /// How a data file of the search is read (training, selection, the final evaluation).
+    pub fn source(&self, path: &Path) -> crate::data::Source {
+        crate::data::Source {
+            path: path.to_path_buf(),
+            format: self.format,
+            columns: self.columns.clone(),
+            task: self.task,
+        }
+    }
+
+    /// The file of the final evaluation.
+    pub fn dev_file(&self) -> Result<PathBuf> {
+        match (&self.dev, self.task) {
+            (Dev::File(f), _) => Ok(f.clone()),
+            (Dev::Split { dir, split }, Some(t)) => t
+                .data_file(dir, split)
+                .map_err(|e| anyhow!("the final evaluation needs the {split} split: {e}")),
+            (Dev::Split { .. }, None) => bail!("a GLUE folder needs a task; pass --data FILE"),
+        }
+    }
+
+    /// The final evaluation's examples as `eval` reads them.
+    fn dev_data(&self) -> EvalData {
+        match &self.dev {
+            Dev::File(f) => EvalData::File(self.source(f)),
+            Dev::Split { dir, split } => EvalData::Glue {
+                dir: dir.clone(),
+                split: split.clone(),
+            },
+        }
+    }
+
     fn session(&self) -> SessionOptions {
         SessionOptions {
             device: self.device,
@@ -213,6 +258,15 @@ impl AutoOptions {
             ..Default::default()
         }
     }
+}
+
+/// What the chosen model is reported on, once, at the end.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Dev {
+    /// A GLUE folder's split of the task (`dev`).
+    Split { dir: PathBuf, split: String },
+    /// A labelled data file, read like the training file.
+    File(PathBuf),
 }
 
 /// The number formats tried by default on a device.
@@ -597,29 +651,29 @@ fn midpoint(a: f64, b: f64) -> Option<f64> {
 /// but the journal (and the candidates) is written.
 pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
     let start = Instant::now();
-    let dev_file = o
-        .task
-        .data_file(&o.data_dir, &o.split)
-        .map_err(|e| anyhow!("the final evaluation needs the {} split: {e}", o.split))?;
-    if let Some(f) = &o.selection_data {
-        if std::fs::canonicalize(f).ok() == std::fs::canonicalize(&dev_file).ok() {
-            bail!(
-                "--selection-data {} is the {} split the result is reported on: choose on other examples",
-                f.display(),
-                o.split
-            );
-        }
+    let dev_file = o.dev_file()?;
+    let same = |f: &Path| std::fs::canonicalize(f).ok() == std::fs::canonicalize(&dev_file).ok();
+    if same(&o.calib_data) {
+        bail!(
+            "--calib-data {} is the file the result is reported on (--data): choose on other examples",
+            o.calib_data.display()
+        );
+    }
+    if let Some(f) = o.selection_data.as_deref().filter(|f| same(f)) {
+        bail!(
+            "--selection-data {} is the {} the result is reported on: choose on other examples",
+            f.display(),
+            match &o.dev {
+                Dev::Split { split, .. } => format!("{split} split"),
+                Dev::File(_) => "file (--data)".into(),
+            }
+        );
     }
     (ui.stage)("reading the model");
     let proto = onnx::load(&o.model)?;
     let (mut tokenizer, _) = eval::load_tokenizer(&o.model, &proto, None)?;
     (ui.stage)("reading the training file");
-    let source = crate::data::Source {
-        path: o.calib_data.clone(),
-        format: None,
-        columns: Default::default(),
-        task: Some(o.task),
-    };
+    let source = o.source(&o.calib_data);
     let total = crate::data::read_texts(&source)
         .with_context(|| format!("--calib-data {}", o.calib_data.display()))?
         .texts
@@ -644,20 +698,25 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
             )
         }
     };
+    let labels = eval::labels_of(&o.model, &proto, o.task, o.labels.as_deref())?;
     let sel = Selection::new(
-        sel_file,
-        o.task,
+        &o.source(sel_file),
+        &labels,
+        eval::output_width(&proto),
         &split.selection,
         &mut tokenizer,
         o.max_length,
-        select::TIMED_BATCHES * o.task.default_batch_size(),
+        select::TIMED_BATCHES * Task::batch_size_of(o.task),
         o.batch_size,
     )?;
     let settings = Settings {
         tool_version: env!("CARGO_PKG_VERSION").into(),
         model: o.model.clone(),
         model_bytes: file_size(&o.model),
-        task: o.task.name().into(),
+        task: o.task.map_or("none", |t| t.name()).into(),
+        format: o.format.map(|f| f.name().to_string()),
+        columns: (!o.columns.is_empty()).then(|| o.columns.clone()),
+        labels: o.labels.clone(),
         calib_data: o.calib_data.clone(),
         calib_samples: o.calib_samples,
         selection: o.selection,
@@ -668,7 +727,7 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
         weight_type: o.weight_type.name().into(),
         max_ffn_fraction: o.max_ffn_fraction,
         unpad: o.unpads(),
-        batch_size: (o.batch_size != o.task.default_batch_size()).then_some(o.batch_size),
+        batch_size: (o.batch_size != Task::batch_size_of(o.task)).then_some(o.batch_size),
     };
     let job = match &o.mode {
         Mode::Only(id) => Some(id.as_str()),
@@ -714,6 +773,9 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
         common: Common {
             model: o.model.clone(),
             task: o.task,
+            format: o.format,
+            columns: o.columns.clone(),
+            labels: o.labels.clone(),
             calib_data: o.calib_data.clone(),
             calib_samples: o.calib_samples,
             seed: o.seed,
@@ -723,8 +785,7 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
             weight_type: o.weight_type,
             max_ffn_fraction: o.max_ffn_fraction,
             unpad: o.unpads(),
-            data_dir: o.data_dir.clone(),
-            split: o.split.clone(),
+            dev: o.dev.clone(),
         },
         sel,
         base,
@@ -954,12 +1015,9 @@ fn finish(
         eval::evaluate(
             path,
             &EvalOptions {
-                task: Some(o.task),
-                data: EvalData::Glue {
-                    dir: o.data_dir.clone(),
-                    split: o.split.clone(),
-                },
-                labels: None,
+                task: o.task,
+                data: o.dev_data(),
+                labels: o.labels.clone(),
                 batch_size: o.batch_size,
                 max_length: o.max_length,
                 warmup: 0,

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use super::{levels, AutoOptions};
+use super::{levels, AutoOptions, Dev};
 use crate::options::Named;
 
 /// A shell word: as it is when plain, else in single quotes.
@@ -33,19 +33,31 @@ fn list(v: &[f64]) -> String {
 /// The flags that reproduce `o` (every path absolute), without the mode flags.
 pub fn args(o: &AutoOptions) -> Vec<String> {
     let p = |x: &Path| x.display().to_string();
-    let mut a = vec![
-        "auto".to_string(),
-        p(&o.model),
-        p(&o.out),
-        "--task".into(),
-        o.task.name().into(),
+    let mut a = vec!["auto".to_string(), p(&o.model), p(&o.out)];
+    if let Some(t) = o.task {
+        a.extend(["--task".into(), t.name().into()]);
+    }
+    if let Some(f) = o.format {
+        a.extend(["--format".into(), f.name().into()]);
+    }
+    for (flag, v) in [
+        ("--text-column", &o.columns.text),
+        ("--text-pair-column", &o.columns.pair),
+        ("--label-column", &o.columns.label),
+        ("--labels", &o.labels),
+    ] {
+        if let Some(v) = v {
+            a.extend([flag.into(), v.clone()]);
+        }
+    }
+    a.extend([
         "--calib-data".into(),
         p(&o.calib_data),
         "--calib-samples".into(),
         o.calib_samples.to_string(),
         "--selection".into(),
         o.selection.to_string(),
-    ];
+    ]);
     if let Some(f) = &o.selection_data {
         a.extend(["--selection-data".into(), p(f)]);
     }
@@ -86,13 +98,12 @@ pub fn args(o: &AutoOptions) -> Vec<String> {
         o.threads.to_string(),
         "--max-length".into(),
         o.max_length.to_string(),
-        "--data".into(),
-        p(&o.data_dir),
-        "--split".into(),
-        o.split.clone(),
-        "--rounds".into(),
-        o.rounds.to_string(),
     ]);
+    match &o.dev {
+        Dev::Split { dir, split } => a.extend(["--data".into(), p(dir), "--split".into(), split.clone()]),
+        Dev::File(f) => a.extend(["--data".into(), p(f)]),
+    }
+    a.extend(["--rounds".into(), o.rounds.to_string()]);
     a
 }
 

@@ -10,7 +10,7 @@ use tokenizers::Tokenizer;
 
 use crate::data::{self, Labels};
 use crate::eval::{make_batch, pad_id, tokenize};
-use crate::glue::{argmax, Task};
+use crate::glue::argmax;
 use crate::runtime::{self, Batch, SessionOptions};
 
 /// How many of the task's default batches of the selection are timed (`--objective speed`).
@@ -80,38 +80,49 @@ pub struct Selection {
 }
 
 impl Selection {
-    /// Reads the labelled file (`task`'s preset), takes the `indexes`, tokenizes them: scoring
-    /// batches of `batch_size` (by length: what a model that finds its int8 ranges per batch
-    /// answers depends on the batch), and the first `timed` examples in timing batches of
-    /// `batch_size` (draw order).
+    /// Reads the labelled file as `source` says (a task's preset or the user's columns) with its
+    /// labels read as `labels` says (a task's, or the model's `outputs` classes), takes the
+    /// `indexes`, tokenizes them: scoring batches of `batch_size` (by length: what a model that
+    /// finds its int8 ranges per batch answers depends on the batch), and the first `timed`
+    /// examples in timing batches of `batch_size` (draw order).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        path: &Path,
-        task: Task,
+        source: &data::Source,
+        labels: &Labels,
+        outputs: Option<usize>,
         indexes: &[usize],
         tokenizer: &mut Tokenizer,
         max_length: usize,
         timed: usize,
         batch_size: usize,
     ) -> Result<Selection> {
-        let source = data::Source {
-            path: path.to_path_buf(),
-            format: None,
-            columns: Default::default(),
-            task: Some(task),
-        };
-        let labelled = data::read_labelled(&source, &Labels::Glue(task))?;
-        let mut labels = Vec::with_capacity(indexes.len());
-        for &i in indexes {
-            let Some(c) = labelled.examples.get(i).and_then(|e| e.label.class()) else {
-                bail!(
-                    "--calib-data {}: example {} has no class label ({} is scored by classes)",
-                    path.display(),
-                    i + 1,
-                    task.name()
-                );
-            };
-            labels.push(c);
+        let path = source.path.as_path();
+        if labels.is_regression() {
+            bail!(
+                "{}: the model has one output (scores); `auto` budgets accuracy (a classifier)",
+                path.display()
+            );
         }
+        let labelled = data::read_labelled(source, labels)?;
+        let classes = labels.class_count().or(outputs);
+        let mut classes_of = Vec::with_capacity(indexes.len());
+        for &i in indexes {
+            let label = labelled.examples.get(i).and_then(|e| e.label.class());
+            let at = labelled
+                .locs
+                .get(i)
+                .map_or_else(|| format!("example {}", i + 1), |l| l.to_string());
+            match (label, classes) {
+                (None, _) => bail!("{}: {at} has no class label (`auto` scores classes)", path.display()),
+                (Some(c), Some(n)) if c >= n => bail!(
+                    "{}: {at} has label {c}, but the model's classes are 0–{}",
+                    path.display(),
+                    n - 1
+                ),
+                (Some(c), _) => classes_of.push(c),
+            }
+        }
+        let labels = classes_of;
         let texts = indexes.iter().map(|&i| {
             let e = &labelled.examples[i];
             (e.text_a.as_str(), e.text_b.as_deref())
@@ -272,6 +283,7 @@ fn erfc(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::glue::Task;
 
     #[test]
     fn the_split_is_disjoint_and_calibration_is_calibrations_own_draw() {
@@ -306,8 +318,20 @@ mod tests {
         };
         let tokenizer = Tokenizer::from_file(tok).unwrap();
         let indexes: Vec<usize> = (0..100).collect();
+        let source = glue_source(&train);
+        let labels = Labels::Glue(Task::Sst2);
         let sel = |timed, batch| {
-            Selection::new(&train, Task::Sst2, &indexes, &mut tokenizer.clone(), 128, timed, batch).unwrap()
+            Selection::new(
+                &source,
+                &labels,
+                None,
+                &indexes,
+                &mut tokenizer.clone(),
+                128,
+                timed,
+                batch,
+            )
+            .unwrap()
         };
         // The task's 32: 100 examples in rungs of 64 and 36, by length; the first 64 timed.
         let s = sel(64, 32);
@@ -317,6 +341,113 @@ mod tests {
         let s = sel(64, 1);
         assert!(s.batches.iter().all(|(_, rows)| rows.len() == 1));
         assert_eq!((s.batches.len(), s.rung_batches, s.timing.len()), (100, 64, 64));
+    }
+
+    fn glue_source(path: &Path) -> data::Source {
+        data::Source {
+            path: path.to_path_buf(),
+            format: None,
+            columns: Default::default(),
+            task: Some(Task::Sst2),
+        }
+    }
+
+    #[test]
+    fn the_users_own_columns_and_label_names_select_what_the_task_preset_does() {
+        use crate::testkit::shared::require;
+        let what = "auto's selection of the user's own file";
+        let (Some(tok), Some(train)) = (
+            require("models/minilm-l6-sst2/tokenizer.json", what),
+            require("data/glue/sst2/train.tsv", what),
+        ) else {
+            return;
+        };
+        let tokenizer = Tokenizer::from_file(tok).unwrap();
+        // The first 200 examples of SST-2's train split as the user's CSV: other column names,
+        // the label as a name, the columns in another order.
+        let glue = crate::glue::read_tsv(Task::Sst2, &train).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("reviews.csv");
+        let mut text = String::from("sentiment,review\n");
+        for e in &glue.examples[..200] {
+            let name = ["negative", "positive"][e.label.class().unwrap()];
+            text += &format!("{name},\"{}\"\n", e.text_a.replace('"', "\"\""));
+        }
+        std::fs::write(&csv, text).unwrap();
+        let own = data::Source {
+            path: csv.clone(),
+            format: None,
+            columns: data::Columns {
+                text: Some("review".into()),
+                pair: None,
+                label: Some("sentiment".into()),
+            },
+            task: None,
+        };
+        let names = Labels::Classes {
+            names: Some(vec!["negative".into(), "positive".into()]),
+            source: "--labels".into(),
+        };
+        let indexes = crate::calib::draw_order(200, 3)[..120].to_vec();
+        let a = Selection::new(
+            &glue_source(&train),
+            &Labels::Glue(Task::Sst2),
+            None,
+            &indexes,
+            &mut tokenizer.clone(),
+            128,
+            64,
+            32,
+        )
+        .unwrap();
+        let b = Selection::new(&own, &names, Some(2), &indexes, &mut tokenizer.clone(), 128, 64, 32).unwrap();
+        assert_eq!(a.labels, b.labels);
+        let rows = |s: &Selection| s.batches.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>();
+        assert_eq!(rows(&a), rows(&b));
+        let ids = |s: &Selection| s.batches.iter().map(|(b, _)| b.input_ids.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&a), ids(&b));
+
+        // Class indexes beyond the model's outputs are refused, naming the line.
+        let idx = dir.path().join("idx.csv");
+        std::fs::write(&idx, "text,label\na,0\nb,1\nc,2\n").unwrap();
+        let unnamed = Labels::Classes {
+            names: None,
+            source: "none".into(),
+        };
+        let e = Selection::new(
+            &data::Source {
+                path: idx.clone(),
+                format: None,
+                columns: Default::default(),
+                task: None,
+            },
+            &unnamed,
+            Some(2),
+            &[0, 1, 2],
+            &mut tokenizer.clone(),
+            128,
+            3,
+            32,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("idx.csv: line 4 has label 2") && e.contains("0–1"), "{e}");
+        // A model with one output is a regression: refused.
+        let e = Selection::new(
+            &own,
+            &Labels::Scores,
+            Some(1),
+            &indexes,
+            &mut tokenizer.clone(),
+            128,
+            64,
+            32,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("one output"), "{e}");
     }
 
     #[test]

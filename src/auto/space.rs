@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use super::Dev;
+use crate::data::{Columns, Format};
 use crate::glue::Task;
 use crate::options::Named;
 use crate::passes::quantize::WeightType;
@@ -99,7 +101,11 @@ impl Candidate {
 pub struct Common {
     /// Absolute paths, so that the recipe means the same from any folder.
     pub model: PathBuf,
-    pub task: Task,
+    pub task: Option<Task>,
+    /// How the user's files are read (`data.format`, the column keys, `data.labels`).
+    pub format: Option<Format>,
+    pub columns: Columns,
+    pub labels: Option<String>,
     pub calib_data: PathBuf,
     pub calib_samples: usize,
     pub seed: u64,
@@ -113,9 +119,8 @@ pub struct Common {
     /// Static INT8 runs its split blocks' other tokens on the real tokens only
     /// (`quantization.unpad`): the same model, faster on padded batches.
     pub unpad: bool,
-    /// The GLUE folder and split `run` evaluates on.
-    pub data_dir: PathBuf,
-    pub split: String,
+    /// What `run` evaluates on: the task's split of a GLUE folder, or the user's labelled file.
+    pub dev: Dev,
 }
 
 /// The recipe that builds `c`.
@@ -152,13 +157,26 @@ pub fn recipe(c: &Candidate, common: &Common) -> Recipe {
             model_name: common.model.clone(),
             should_train: None,
         },
-        data: DataSection {
-            task: common.task.name().into(),
-            batch_size: None,
-            shuffle: false,
-            max_input_length: common.max_length,
-            split: common.split.clone(),
-            dir: Some(common.data_dir.clone()),
+        data: {
+            let (split, dir, file) = match &common.dev {
+                Dev::Split { dir, split } => (split.clone(), Some(dir.clone()), None),
+                Dev::File(f) => ("validation".to_string(), None, Some(f.clone())),
+            };
+            let file_key = |v: &Option<String>| v.clone().filter(|_| file.is_some());
+            DataSection {
+                task: common.task.map(|t| t.name().into()),
+                batch_size: None,
+                shuffle: false,
+                max_input_length: common.max_length,
+                split,
+                dir,
+                format: file_key(&common.format.map(|f| f.name().to_string())),
+                text_column: file_key(&common.columns.text),
+                text_pair_column: file_key(&common.columns.pair),
+                label_column: file_key(&common.columns.label),
+                labels: file_key(&common.labels),
+                file,
+            }
         },
         device: DeviceSection { cuda: common.cuda },
         prune,
@@ -168,6 +186,9 @@ pub fn recipe(c: &Candidate, common: &Common) -> Recipe {
             data: common.calib_data.clone(),
             samples: Some(common.calib_samples),
             seed: common.seed,
+            format: common.format.map(|f| f.name().to_string()),
+            text_column: common.columns.text.clone(),
+            text_pair_column: common.columns.pair.clone(),
         }),
         eval: EvalSection {
             threads: common.threads,
@@ -181,6 +202,7 @@ pub fn recipe(c: &Candidate, common: &Common) -> Recipe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn ids_are_distinct_and_name_the_parts() {
@@ -203,7 +225,10 @@ mod tests {
     fn common(weight_type: WeightType) -> Common {
         Common {
             model: "/m.onnx".into(),
-            task: Task::Sst2,
+            task: Some(Task::Sst2),
+            format: None,
+            columns: Columns::default(),
+            labels: None,
             calib_data: "/t.tsv".into(),
             calib_samples: 8,
             seed: 0,
@@ -213,9 +238,58 @@ mod tests {
             weight_type,
             max_ffn_fraction: None,
             unpad: true,
-            data_dir: "/glue".into(),
-            split: "dev".into(),
+            dev: Dev::Split {
+                dir: "/glue".into(),
+                split: "dev".into(),
+            },
         }
+    }
+
+    #[test]
+    fn recipes_of_the_users_own_files_name_their_columns_and_labels() {
+        let mut common = common(WeightType::S8);
+        let c = Candidate {
+            structure: Structure::Prune(0.6),
+            quant: Some("static_ort"),
+        };
+        let glue = recipe(&c, &common);
+        assert_eq!(glue.data.task.as_deref(), Some("sst2"));
+        assert_eq!(
+            (glue.data.dir.as_deref(), glue.data.split.as_str()),
+            (Some(Path::new("/glue")), "dev")
+        );
+        assert_eq!((glue.data.file.as_ref(), glue.data.text_column.as_ref()), (None, None));
+
+        common.task = None;
+        common.format = Some(Format::Csv);
+        common.columns = Columns {
+            text: Some("review".into()),
+            pair: None,
+            label: Some("sentiment".into()),
+        };
+        common.labels = Some("neg,pos".into());
+        common.calib_data = "/train.csv".into();
+        common.dev = Dev::File("/dev.csv".into());
+        let own = recipe(&c, &common);
+        let d = &own.data;
+        assert_eq!((d.task.as_ref(), d.dir.as_ref()), (None, None));
+        assert_eq!(d.file.as_deref(), Some(Path::new("/dev.csv")));
+        assert_eq!(d.format.as_deref(), Some("csv"));
+        assert_eq!(d.text_column.as_deref(), Some("review"));
+        assert_eq!(d.label_column.as_deref(), Some("sentiment"));
+        assert_eq!(d.labels.as_deref(), Some("neg,pos"));
+        let cal = own.calibration.as_ref().unwrap();
+        assert_eq!(cal.text_column.as_deref(), Some("review"));
+        assert_eq!(cal.format.as_deref(), Some("csv"));
+        // It reads back as the recipe it is, with the file as what `run` evaluates on.
+        let text = crate::recipe::to_yaml(&own);
+        assert!(!text.contains("split:"), "{text}");
+        let back = crate::recipe::parse(&text, Path::new("/w/r.yaml")).unwrap();
+        assert_eq!(back.recipe, own);
+        assert_eq!(back.task(), None);
+        let source = back.data_file().unwrap();
+        assert_eq!(source.path, Path::new("/dev.csv"));
+        assert_eq!(source.columns, common.columns);
     }
 
     #[test]

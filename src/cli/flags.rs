@@ -65,7 +65,7 @@ pub enum Command {
     /// Where accuracy goes: the cost of pruning each block and of INT8 on each MatMul, measured on calibration data.
     Sensitivity(SensitivityArgs),
     /// Search pruning × low rank × INT8 for the fastest (smallest, leanest) model within an accuracy budget.
-    Auto(AutoArgs),
+    Auto(Box<AutoArgs>),
 }
 
 /// The model a pass command reads and writes, and how it reports.
@@ -513,13 +513,25 @@ pub struct AutoArgs {
     pub model: PathBuf,
     /// Where the chosen model is written (atomically; nothing is written when no candidate is within the budget).
     pub out: PathBuf,
-    /// The GLUE task: its columns, labels and dev split (sst2, mrpc, qqp, ...; classification).
+    /// A GLUE task: its columns, labels and dev split (sst2, mrpc, qqp, ...; classification).
+    /// Leave it out for your own labelled files: --data FILE names the one to report on.
     #[arg(long)]
-    pub task: String,
-    /// Labelled training examples (a GLUE TSV of the task, or a CSV/JSONL/Parquet copy with the task's
-    /// column names), split into a calibration part and a disjoint selection part.
+    pub task: Option<String>,
+    /// Labelled training examples (a GLUE TSV of the task, or any .tsv/.csv/.jsonl/.parquet file
+    /// with its columns found or named as eval reads them), split into a calibration part and a
+    /// disjoint selection part.
     #[arg(long, value_name = "TRAIN")]
     pub calib_data: PathBuf,
+    #[command(flatten)]
+    pub file: DataFileArgs,
+    /// Column holding the label [default: the task's, else label, labels, gold_label, score or
+    /// target].
+    #[arg(long, value_name = "NAME")]
+    pub label_column: Option<String>,
+    /// The model's class names in class order (e.g. negative,positive), for labels written as
+    /// names [default: the names embedded in the model, else id2label of config.json beside it].
+    #[arg(long, value_name = "NAMES")]
+    pub labels: Option<String>,
     /// Calibration examples: the first drawn (seeded by --seed), as every calibrated pass draws them.
     #[arg(long, default_value_t = 512)]
     pub calib_samples: usize,
@@ -581,12 +593,14 @@ pub struct AutoArgs {
     pub threads: usize,
     #[arg(long, default_value_t = 128)]
     pub max_length: usize,
-    /// GLUE folder of the final dev evaluation (default: data/glue, then ../shared/data/glue).
-    #[arg(long, value_name = "DIR")]
+    /// What the chosen model is reported on, once, at the end: the task's GLUE folder (default:
+    /// data/glue, then ../shared/data/glue), or your own labelled file (read like TRAIN; never
+    /// chosen on).
+    #[arg(long, value_name = "DIR|FILE")]
     pub data: Option<PathBuf>,
-    /// The split of the final evaluation.
-    #[arg(long, default_value = "dev")]
-    pub split: String,
+    /// The GLUE folder's split of the final evaluation [default: dev].
+    #[arg(long)]
+    pub split: Option<String>,
     /// Work folder: journal (an interrupted search resumes from it), candidates, recipes, the
     /// front [default: OUT without .onnx, plus .auto].
     #[arg(long, value_name = "DIR")]

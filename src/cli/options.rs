@@ -262,7 +262,7 @@ pub fn run_options(e: RecipeEval, out: Option<PathBuf>) -> Result<onnx_compress:
 /// objective and device, every value checked before anything is read.
 pub fn auto_options(model: &Path, a: &super::flags::AutoArgs) -> Result<onnx_compress::auto::AutoOptions> {
     use onnx_compress::auto::{self, Objective};
-    let task = Task::from_name(&a.task)?;
+    let task = a.task.as_deref().map(Task::from_name).transpose()?;
     if !a.calib_data.is_file() {
         bail!("--calib-data {}: no such file", a.calib_data.display());
     }
@@ -329,13 +329,48 @@ pub fn auto_options(model: &Path, a: &super::flags::AutoArgs) -> Result<onnx_com
         (_, Some(id)) => auto::Mode::Only(id.clone()),
         _ => auto::Mode::Search,
     };
-    let data_dir = a.data.clone().unwrap_or_else(default_data_dir);
+    let columns = a.file.columns(a.label_column.clone());
+    let dev = match &a.data {
+        Some(f) if data::is_file_path(f) => {
+            if !f.is_file() {
+                bail!("--data {}: no such file", f.display());
+            }
+            if let Some(split) = &a.split {
+                bail!(
+                    "--split {split} picks a file of a GLUE folder; --data {} is a file already",
+                    f.display()
+                );
+            }
+            auto::Dev::File(absolute(f, "--data")?)
+        }
+        dir => {
+            let Some(t) = task else {
+                bail!(
+                    "without --task, --data FILE names your own labelled file to report the chosen model on (e.g. --data dev.csv); {}",
+                    match dir {
+                        Some(d) => format!("--data {} is a folder", d.display()),
+                        None => "there is none".into(),
+                    }
+                );
+            };
+            if let Some(l) = &a.labels {
+                bail!("--labels {l} names the classes of your own labels; {t} has its own (leave out --labels)");
+            }
+            auto::Dev::Split {
+                dir: absolute(&dir.clone().unwrap_or_else(default_data_dir), "--data")?,
+                split: a.split.clone().unwrap_or_else(|| "dev".into()),
+            }
+        }
+    };
     let o = auto::AutoOptions {
         mode,
         model: absolute(model, "MODEL")?,
         out,
         work,
         task,
+        format: a.file.format,
+        columns,
+        labels: a.labels.clone(),
         calib_data: absolute(&a.calib_data, "--calib-data")?,
         calib_samples: a.calib_samples,
         selection: a.selection,
@@ -358,10 +393,9 @@ pub fn auto_options(model: &Path, a: &super::flags::AutoArgs) -> Result<onnx_com
         prune: fractions("prune", &a.prune, vec![0.8, 0.7, 0.6, 0.5, 0.4])?,
         lowrank,
         quant,
-        data_dir: absolute(&data_dir, "--data")?,
-        split: a.split.clone(),
+        dev,
         rounds: a.rounds,
-        batch_size: a.batch_size.unwrap_or(task.default_batch_size()),
+        batch_size: a.batch_size.unwrap_or(Task::batch_size_of(task)),
     };
     o.validate()?;
     onnx_compress::onnx::io::ensure_distinct(&o.model, &o.out)?;

@@ -32,7 +32,7 @@ pub use table::{read_table, read_text, Cell, Format, Record, Table};
 use crate::glue::{self, Example, Label, Task};
 
 /// Column names given by the user (`--text-column`, `--text-pair-column`, `--label-column`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct Columns {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,

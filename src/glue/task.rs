@@ -126,6 +126,11 @@ impl Task {
         }
     }
 
+    /// The default batch size of a task, or of the user's own data (`None`: 32).
+    pub fn batch_size_of(task: Option<Task>) -> usize {
+        task.map_or(32, |t| t.default_batch_size())
+    }
+
     /// Finds the TSV file of `split` (`train`, `dev`, ...) under `data_dir`.
     ///
     /// Tries `<data_dir>/<name>/<split>.tsv` (e.g. `sst2/dev.tsv`), then

@@ -73,7 +73,10 @@ pub struct ModelSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSection {
-    pub task: String,
+    /// A GLUE task: its files, labels and metrics (also the column names of `file`). Absent: the
+    /// user's own labelled `file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
     /// Default: 32 (MRPC 24), as the reference.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_size: Option<usize>,
@@ -83,11 +86,28 @@ pub struct DataSection {
     #[serde(default = "default_max_length")]
     pub max_input_length: usize,
     /// `validation` (the reference's name) or `dev`, `train`, or any `<split>.tsv`.
-    #[serde(default = "default_split")]
+    #[serde(default = "default_split", skip_serializing_if = "is_default_split")]
     pub split: String,
     /// GLUE folder (relative to the config file); default: the tool's own default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
+    /// A labelled data file to evaluate on instead of a GLUE folder's split (relative to the
+    /// config file): .tsv, .csv, .jsonl or .parquet, read as `eval --data FILE` reads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// `file`'s format (tsv, csv, jsonl, parquet) [default: by its extension].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// `file`'s columns (`eval --text-column`, `--text-pair-column`, `--label-column`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_column: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_pair_column: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_column: Option<String>,
+    /// The model's class names in class order, comma-separated (`eval --labels`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<String>,
 }
 
 fn default_max_length() -> usize {
@@ -95,6 +115,9 @@ fn default_max_length() -> usize {
 }
 fn default_split() -> String {
     "validation".into()
+}
+fn is_default_split(s: &str) -> bool {
+    s == "validation"
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -263,7 +286,8 @@ pub struct LowrankSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CalibrationSection {
-    /// A GLUE TSV of the task's train split, relative to the config file.
+    /// A GLUE TSV of the task's train split, relative to the config file; or any data file
+    /// (.tsv, .csv, .jsonl, .parquet) with its text columns named below where not usual ones.
     pub data: PathBuf,
     /// Examples drawn; by default as `prune` draws them for `prune.target_macs`
     /// ([`crate::passes::prune::default_calib_samples`]: 512, or 1024 below half the MACs).
@@ -271,6 +295,14 @@ pub struct CalibrationSection {
     pub samples: Option<usize>,
     #[serde(default)]
     pub seed: u64,
+    /// `data`'s format (tsv, csv, jsonl, parquet) [default: by its extension].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// `data`'s text columns (`--text-column`, `--text-pair-column` of the calibrated passes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_column: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_pair_column: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -310,8 +342,8 @@ fn default_measure() -> usize {
 pub struct LoadedRecipe {
     pub path: PathBuf,
     pub recipe: Recipe,
-    /// `data.task`, checked when the recipe was read.
-    task: Task,
+    /// `data.task`, checked when the recipe was read (`None`: the user's own `data.file`).
+    task: Option<Task>,
     /// One line per key of the reference's layout that is ignored (`path:line: ...`).
     notes: Vec<String>,
     /// `--model`: the model to use instead of `model_name`.
@@ -340,8 +372,27 @@ impl LoadedRecipe {
         }
     }
 
-    pub fn task(&self) -> Task {
+    pub fn task(&self) -> Option<Task> {
         self.task
+    }
+
+    /// How `data.file` is read (`None`: the GLUE folder's split).
+    pub fn data_file(&self) -> Option<crate::data::Source> {
+        let d = &self.recipe.data;
+        let file = d.file.as_ref()?;
+        Some(crate::data::Source {
+            path: self.resolve(file),
+            format: d
+                .format
+                .as_deref()
+                .and_then(<crate::data::Format as crate::options::Named>::from_name),
+            columns: crate::data::Columns {
+                text: d.text_column.clone(),
+                pair: d.text_pair_column.clone(),
+                label: d.label_column.clone(),
+            },
+            task: self.task,
+        })
     }
 
     /// The keys of the reference's layout this recipe has and the tool ignores, one line each
@@ -572,9 +623,15 @@ fn at(text: &str, dotted: &str) -> String {
 
 /// Checks that cannot be expressed in types: names of tasks, strategies and methods, ranges.
 /// Returns the task.
-fn check(rec: &Recipe, text: &str) -> Result<Task, String> {
+fn check(rec: &Recipe, text: &str) -> Result<Option<Task>, String> {
     let at = |dotted: &str| at(text, dotted);
-    let task = Task::from_name(&rec.data.task).map_err(|e| format!("{}: {e}", at("data.task")))?;
+    let task = rec
+        .data
+        .task
+        .as_deref()
+        .map(|t| Task::from_name(t).map_err(|e| format!("{}: {e}", at("data.task"))))
+        .transpose()?;
+    check_data(rec, task, &at)?;
     if rec.data.shuffle {
         return Err(format!(
             "{}: true is not supported: evaluation keeps the file's order (set it to false)",
@@ -766,6 +823,68 @@ fn check(rec: &Recipe, text: &str) -> Result<Task, String> {
     Ok(task)
 }
 
+/// The `data` and `calibration` keys of the user's own files: a task or a file, formats by name,
+/// column keys only beside the file they name.
+fn check_data(rec: &Recipe, task: Option<Task>, at: &dyn Fn(&str) -> String) -> Result<(), String> {
+    use crate::data::Format;
+    use crate::options::Named;
+    let d = &rec.data;
+    let format = |key: &str, f: &Option<String>| match f.as_deref() {
+        Some(name) if Format::from_name(name).is_none() => Err(format!(
+            "{}: unknown format '{name}' ({})",
+            at(key),
+            Format::names(", ")
+        )),
+        _ => Ok(()),
+    };
+    match &d.file {
+        None => {
+            if task.is_none() {
+                return Err(format!(
+                    "{}: give a GLUE task (`task: sst2`) or your own labelled file (`file: dev.csv`)",
+                    at("data")
+                ));
+            }
+            for (key, v) in [
+                ("format", &d.format),
+                ("text_column", &d.text_column),
+                ("text_pair_column", &d.text_pair_column),
+                ("label_column", &d.label_column),
+                ("labels", &d.labels),
+            ] {
+                if v.is_some() {
+                    return Err(format!(
+                        "{}: describes `data.file`, and there is none (a GLUE folder has its task's own columns)",
+                        at(&format!("data.{key}"))
+                    ));
+                }
+            }
+        }
+        Some(_) => {
+            if d.dir.is_some() {
+                return Err(format!(
+                    "{}: a GLUE folder; `data.file` names the file to evaluate on already: drop one",
+                    at("data.dir")
+                ));
+            }
+            if d.split != default_split() {
+                return Err(format!(
+                    "{}: picks a file of a GLUE folder; `data.file` names the file already: drop it",
+                    at("data.split")
+                ));
+            }
+            format("data.format", &d.format)?;
+            if let Some(l) = &d.labels {
+                crate::data::labels::parse_label_list(l).map_err(|e| format!("{}: {e}", at("data.labels")))?;
+            }
+        }
+    }
+    if let Some(c) = &rec.calibration {
+        format("calibration.format", &c.format)?;
+    }
+    Ok(())
+}
+
 /// The recipes named on a command line: files as given, folders expanded to their `*.yaml` /
 /// `*.yml` files in name order.
 pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, RecipeError> {
@@ -850,5 +969,52 @@ mod tests {
         let bad = format!("{MIN}pruning:\n  x: 1\n");
         let e = parse(&bad, Path::new("c.yaml")).unwrap_err().to_string();
         assert!(e.contains("unknown field `pruning`") && e.contains("line 5"), "{e}");
+    }
+
+    #[test]
+    fn the_users_own_labelled_file_replaces_the_task() {
+        let own = "model:\n  model_name: m.onnx\ndata:\n  file: dev.csv\n  text_column: review\n  label_column: stars\n  labels: bad,good\ncalibration:\n  data: train.jsonl\n  text_column: review\n";
+        let r = parse(own, Path::new("cfg/own.yaml")).unwrap();
+        assert_eq!(r.task(), None);
+        let src = r.data_file().unwrap();
+        assert_eq!(src.path, Path::new("cfg/dev.csv"));
+        assert_eq!(
+            (src.columns.text.as_deref(), src.columns.label.as_deref()),
+            (Some("review"), Some("stars"))
+        );
+        assert_eq!(
+            parse(&to_yaml(&r.recipe), Path::new("b.yaml")).unwrap().recipe,
+            r.recipe
+        );
+        // GLUE recipes have no file.
+        assert!(parse(MIN, Path::new("c.yaml")).unwrap().data_file().is_none());
+
+        let refused = |text: &str, want: &[&str]| {
+            let e = parse(text, Path::new("c.yaml")).unwrap_err().to_string();
+            assert!(want.iter().all(|w| e.contains(w)), "{e}");
+        };
+        refused(
+            "model:\n  model_name: m.onnx\ndata:\n  max_input_length: 64\n",
+            &["data (line 3)", "task", "file"],
+        );
+        refused(
+            &format!("{MIN}  label_column: y\n"),
+            &["data.label_column (line 5)", "data.file"],
+        );
+        let with_file = "model:\n  model_name: m.onnx\ndata:\n  file: d.csv\n";
+        refused(&format!("{with_file}  dir: glue\n"), &["data.dir (line 5)", "drop one"]);
+        refused(&format!("{with_file}  split: dev\n"), &["data.split (line 5)"]);
+        refused(
+            &format!("{with_file}  format: xlsx\n"),
+            &["data.format (line 5)", "xlsx", "parquet"],
+        );
+        refused(
+            &format!("{with_file}  labels: good\n"),
+            &["data.labels (line 5)", "two"],
+        );
+        refused(
+            &format!("{with_file}calibration:\n  data: t.csv\n  format: txt\n"),
+            &["calibration.format (line 7)", "txt"],
+        );
     }
 }

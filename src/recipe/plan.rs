@@ -213,9 +213,16 @@ impl LoadedRecipe {
         }
         let calibration = rec.calibration.as_ref().map(|c| executor::Calibration {
             data: self.resolve(&c.data),
-            format: None,
-            columns: Default::default(),
-            task: Some(self.task()),
+            format: c
+                .format
+                .as_deref()
+                .and_then(<crate::data::Format as crate::options::Named>::from_name),
+            columns: crate::data::Columns {
+                text: c.text_column.clone(),
+                pair: c.text_pair_column.clone(),
+                label: None,
+            },
+            task: self.task(),
             samples: c
                 .samples
                 .unwrap_or(crate::passes::prune::default_calib_samples(rec.prune.target_macs)),
