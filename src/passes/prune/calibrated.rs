@@ -496,19 +496,18 @@ fn curves(
     ensure_finite("the unpruned model's logits on the calibration data", &reference)?;
     // Cost curves: relative error added by each successive removal.
     let mut curves: Vec<Curve> = Vec::new();
-    // A head count computed once for all layers: no layer's heads can be budgeted apart.
-    let heads_alike = t
-        .layers
-        .iter()
-        .any(|l| l.attention.as_ref().is_some_and(|a| a.heads_alike.is_some()));
+    // A head count computed once for all layers: every layer's heads go in step, one curve whose
+    // unit is a head of every layer (probed together: no layer's heads can be pruned alone).
+    let lockstep = heads_in_step(t);
+    // Per layer in step: its costs, its plan at the probe level, its local cost, one head's MACs.
+    let mut in_step: Vec<(usize, Vec<f64>, LayerPlan, f64, u64)> = Vec::new();
     each_block_stats(model, t, calib, budget, &mut |calib, li, part, st| {
         let l = &t.layers[li];
         let (out_lin, unit) = match part {
             // Heads whose scores carry terms this tool cannot slice are not pruned: no curve,
             // so a budget is met from the other blocks.
             Part::Attention => {
-                // Nor those whose count must match the other layers' (a budget could not).
-                let Some(att) = l.attention.as_ref().filter(|a| a.heads_fixed.is_none() && !heads_alike) else {
+                let Some(att) = l.attention.as_ref().filter(|a| a.heads_fixed.is_none()) else {
                     return Ok(());
                 };
                 (&att.output, structure::unit_macs(t.hidden, att.head_size, seq_len).0)
@@ -535,6 +534,12 @@ fn curves(
         let plan = block_plan(t, li, part, &obs, &gs, out_lin)?;
         let (_, rest) = obs_greedy(&mut obs, &gs, limit.saturating_sub(k));
         costs.extend(rest);
+        if part == Part::Attention && lockstep {
+            // One head of every layer per unit, and never the last (the shared count stays > 0).
+            costs.truncate(gs.len().saturating_sub(1));
+            in_step.push((li, costs, plan.layers[li].clone(), local, unit));
+            return Ok(());
+        }
         let probed = apply_plan(model, t, &plan)?;
         let (logits, _) = calib.logits(&probed)?;
         ensure_finite(
@@ -551,7 +556,40 @@ fn curves(
         });
         Ok(())
     })?;
+    if !in_step.is_empty() {
+        let mut plan = Plan::keep_all(t);
+        for (li, _, lp, _, _) in &in_step {
+            plan.layers[*li] = lp.clone();
+        }
+        let (logits, _) = calib.logits(&apply_plan(model, t, &plan)?)?;
+        ensure_finite(
+            "the logits with every layer's heads pruned in step (sensitivity probe)",
+            &logits,
+        )?;
+        let local: f64 = in_step.iter().map(|x| x.3).sum();
+        let sensitivity = divergence(&reference, &logits, labels) / local.max(1e-30);
+        let n = in_step.iter().map(|x| x.1.len()).min().unwrap_or(0);
+        curves.push(Curve {
+            layers: in_step.iter().map(|x| x.0).collect(),
+            part: Part::Attention,
+            costs: (0..n)
+                .map(|i| in_step.iter().map(|x| x.1[i]).sum::<f64>() * sensitivity)
+                .collect(),
+            unit_macs: in_step.iter().map(|x| x.4).sum(),
+        });
+    }
     Ok(curves)
+}
+
+/// Whether every layer's head count is one value computed once for all layers (a dynamo DeBERTa
+/// export's position indices): their heads are pruned in step, as many in every layer, all
+/// layers' attention in one rewrite. Not with layers sharing weights (pruned with their lead).
+fn heads_in_step(t: &Transformer) -> bool {
+    let shares = t.shared_weights().iter().any(|(a, f)| a.is_some() || f.is_some());
+    !shares
+        && t.layers
+            .iter()
+            .any(|l| l.attention.as_ref().is_some_and(|a| a.heads_alike.is_some()))
 }
 
 /// Takes units from the curves, cheapest first (`per_mac`: cheapest relative error per MAC
@@ -717,8 +755,8 @@ fn prune_within(
             return Err(super::disentangled_heads(l.index, why));
         }
         // Pruned one layer at a time, the model in between would hold two head counts where one
-        // size holds them all.
-        if let Some((l, why)) = t.layers.iter().find_map(|l| {
+        // size holds them all: pruned in step instead, unless layers share weights.
+        if let Some((l, why)) = t.layers.iter().filter(|_| !heads_in_step(&t)).find_map(|l| {
             l.attention
                 .as_ref()
                 .and_then(|a| a.heads_alike.as_deref())
@@ -791,6 +829,23 @@ fn prune_within(
     let value_bytes = calib.tokens() * t.hidden * 4;
     let mut targets = Targets::new(&layer_names, &counts, &shared, (value_bytes, target_budget));
     let mut current = model.clone();
+    let fit = Fit {
+        model,
+        layer_names: &layer_names,
+        hidden: t.hidden,
+    };
+    // Heads in step: every layer's attention fitted on the unpruned model, rewritten at once.
+    let lockstep = heads_in_step(&t);
+    if lockstep && counts.iter().any(|c| c.0 > 0) {
+        let mut merged = Plan::keep_all(&t);
+        for (li, &(remove_heads, _)) in counts.iter().enumerate() {
+            if remove_heads > 0 {
+                let plan = fit.block(&current, li, Part::Attention, remove_heads, &[li], &mut targets, calib)?;
+                merged.layers[li] = plan.layers[li].clone();
+            }
+        }
+        current = apply_plan(&current, &t, &merged)?;
+    }
     for (li, &(remove_heads, remove_neurons)) in counts.iter().enumerate() {
         for part in [Part::Attention, Part::Ffn] {
             let remove = if part == Part::Attention {
@@ -800,60 +855,11 @@ fn prune_within(
             };
             // A block whose weights an earlier layer holds was pruned with that layer.
             let members = sharing(&shared, li, part);
-            if remove == 0 || members.is_empty() {
+            if remove == 0 || members.is_empty() || (lockstep && part == Part::Attention) {
                 continue;
             }
-            targets.load(model, li, calib)?;
             let ct = structure::discover(&current)?;
-            let l = &ct.layers[li];
-            // Per layer running the block: its input to the output projection, the residual
-            // its output is added to, and the unpruned model's sum there.
-            let mut names: Vec<String> = Vec::new();
-            let mut member_targets: Vec<&[f32]> = Vec::new();
-            for &m in &members {
-                let n = &layer_names[m];
-                let (x_name, resid_name, target) = match part {
-                    Part::Attention => (&n.ctx, &n.x, targets.of(&n.res1)?),
-                    Part::Ffn => (&n.act, &n.ln1, targets.of(&n.res2)?),
-                };
-                names.extend([x_name.clone(), resid_name.clone()]);
-                member_targets.push(target);
-            }
-            let units = match part {
-                Part::Attention => l.attention.as_ref().map_or(0, |a| a.all_heads()),
-                Part::Ffn => l.ffn_width(),
-            };
-            let mut st = Stats::new(units, t.hidden, calib.tokens() * members.len());
-            let mut offset = 0;
-            let hidden = t.hidden;
-            let what = format!("layer {li} {}", part.name());
-            calib.capture(&current, &names, &mut |positions, vals| {
-                let tokens = positions.len();
-                for (k, target) in member_targets.iter().enumerate() {
-                    let (x, resid) = (&vals[2 * k].0, &vals[2 * k + 1].0);
-                    finite_capture(&names[2 * k], &|| what.clone(), x)?;
-                    finite_capture(&names[2 * k + 1], &|| what.clone(), resid)?;
-                    let tgt = target
-                        .get(offset * hidden..(offset + tokens) * hidden)
-                        .ok_or_else(|| PassError::Internal("calibration batches changed between runs".into()))?;
-                    st.add(tokens, x, tgt, resid);
-                }
-                offset += tokens;
-                Ok(())
-            })?;
-            let out_lin = match part {
-                Part::Attention => {
-                    &l.attention
-                        .as_ref()
-                        .ok_or_else(|| PassError::Internal("no attention".into()))?
-                        .output
-                }
-                Part::Ffn => &l.ffn.as_ref().ok_or_else(|| PassError::Internal("no FFN".into()))?.down,
-            };
-            let mut obs = st.into_obs(&logical_weight(&current, out_lin)?, &what)?;
-            let gs = groups(part, l);
-            obs_greedy(&mut obs, &gs, remove);
-            let plan = block_plan(&ct, li, part, &obs, &gs, out_lin)?;
+            let plan = fit.block(&current, li, part, remove, &members, &mut targets, calib)?;
             current = apply_plan(&current, &ct, &plan)?;
         }
     }
@@ -866,6 +872,83 @@ fn prune_within(
         calib.seconds(),
     )?;
     Ok((current, report))
+}
+
+/// What fitting one block needs besides the model it changes: the unpruned model (whose sums the
+/// refit reproduces), every layer's value names, the hidden width.
+struct Fit<'a> {
+    model: &'a ModelProto,
+    layer_names: &'a [Names],
+    hidden: usize,
+}
+
+impl Fit<'_> {
+    /// The plan removing `remove` units of block `part` of layer `li` from `current` (in every
+    /// layer of `members`, which run its weights), by OBS on statistics captured from `current`,
+    /// its output projection refitted to the unpruned model's sums.
+    #[allow(clippy::too_many_arguments)]
+    fn block(
+        &self,
+        current: &ModelProto,
+        li: usize,
+        part: Part,
+        remove: usize,
+        members: &[usize],
+        targets: &mut Targets,
+        calib: &mut dyn Calibrator,
+    ) -> Result<Plan, PassError> {
+        let (layer_names, hidden) = (self.layer_names, self.hidden);
+        targets.load(self.model, li, calib)?;
+        let ct = structure::discover(current)?;
+        let l = &ct.layers[li];
+        // Per layer running the block: its input to the output projection, the residual
+        // its output is added to, and the unpruned model's sum there.
+        let mut names: Vec<String> = Vec::new();
+        let mut member_targets: Vec<&[f32]> = Vec::new();
+        for &m in members {
+            let n = &layer_names[m];
+            let (x_name, resid_name, target) = match part {
+                Part::Attention => (&n.ctx, &n.x, targets.of(&n.res1)?),
+                Part::Ffn => (&n.act, &n.ln1, targets.of(&n.res2)?),
+            };
+            names.extend([x_name.clone(), resid_name.clone()]);
+            member_targets.push(target);
+        }
+        let units = match part {
+            Part::Attention => l.attention.as_ref().map_or(0, |a| a.all_heads()),
+            Part::Ffn => l.ffn_width(),
+        };
+        let mut st = Stats::new(units, hidden, calib.tokens() * members.len());
+        let mut offset = 0;
+        let what = format!("layer {li} {}", part.name());
+        calib.capture(current, &names, &mut |positions, vals| {
+            let tokens = positions.len();
+            for (k, target) in member_targets.iter().enumerate() {
+                let (x, resid) = (&vals[2 * k].0, &vals[2 * k + 1].0);
+                finite_capture(&names[2 * k], &|| what.clone(), x)?;
+                finite_capture(&names[2 * k + 1], &|| what.clone(), resid)?;
+                let tgt = target
+                    .get(offset * hidden..(offset + tokens) * hidden)
+                    .ok_or_else(|| PassError::Internal("calibration batches changed between runs".into()))?;
+                st.add(tokens, x, tgt, resid);
+            }
+            offset += tokens;
+            Ok(())
+        })?;
+        let out_lin = match part {
+            Part::Attention => {
+                &l.attention
+                    .as_ref()
+                    .ok_or_else(|| PassError::Internal("no attention".into()))?
+                    .output
+            }
+            Part::Ffn => &l.ffn.as_ref().ok_or_else(|| PassError::Internal("no FFN".into()))?.down,
+        };
+        let mut obs = st.into_obs(&logical_weight(current, out_lin)?, &what)?;
+        let gs = groups(part, l);
+        obs_greedy(&mut obs, &gs, remove);
+        block_plan(&ct, li, part, &obs, &gs, out_lin)
+    }
 }
 
 /// The unpruned model's pre-LayerNorm sums that the pruned blocks' refits reproduce, held for one
