@@ -909,3 +909,93 @@ fn eval_runs_every_cell() {
         Ok(format!("(predictions {got:?})"))
     });
 }
+
+/// `auto` on every cell, on the user's own CSV files (random texts of the fixtures' words, random
+/// labels): a small search (calibrated pruning to 60% MACs, static INT8 in ONNX Runtime's form,
+/// chosen by MACs) builds and scores every candidate without a failure, and reports on the dev
+/// file. The random weights make the accuracies meaningless; that every candidate of every layout
+/// is built, checked by ONNX Runtime and scored is what is tested.
+#[test]
+fn auto_searches_every_cell_on_the_users_own_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokenizer = fixture_tokenizer(dir.path());
+    // A seeded generator of word sequences: texts of 2–12 of the fixtures' words, labels 0/1.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    let mut write = |name: &str, rows: usize| {
+        let mut csv = "text,label\n".to_string();
+        for _ in 0..rows {
+            let words: Vec<String> = (0..2 + next(11)).map(|_| format!("w{}", 4 + next(96))).collect();
+            csv += &format!("{},{}\n", words.join(" "), next(2));
+        }
+        let path = dir.path().join(name);
+        std::fs::write(&path, csv).unwrap();
+        path
+    };
+    let (train, dev) = (write("train.csv", 96), write("dev.csv", 64));
+    every_cell("auto over the export matrix", |c| {
+        // The model beside the tokenizer, as a user keeps them.
+        let cell = dir.path().join(&c.name);
+        std::fs::create_dir_all(&cell).unwrap();
+        std::fs::copy(c.path(), cell.join("model.onnx")).unwrap();
+        std::fs::copy(&tokenizer, cell.join("tokenizer.json")).unwrap();
+        let out = bin()
+            .arg("auto")
+            .arg(cell.join("model.onnx"))
+            .arg(cell.join("out.onnx"))
+            .arg("--calib-data")
+            .arg(&train)
+            .arg("--data")
+            .arg(&dev)
+            .args([
+                "--calib-samples",
+                "32",
+                "--selection",
+                "64",
+                "--prune",
+                "0.6",
+                "--lowrank",
+                "none",
+                "--quant",
+                "static_ort",
+            ])
+            .args([
+                "--objective",
+                "macs",
+                "--max-drop",
+                "100",
+                "--max-length",
+                "16",
+                "--json",
+                "-q",
+            ])
+            .output()
+            .unwrap();
+        ensure(out.status.success(), || format!("auto: {}", common::text(&out.stderr)))?;
+        let r: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+        ensure(r["failed"].as_array().is_some_and(|f| f.is_empty()), || {
+            format!("failed candidates: {}", r["failed"])
+        })?;
+        let ids: Vec<&str> = r["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|x| x["id"].as_str())
+            .collect();
+        ensure(ids == ["base", "base+static_ort", "p0.60", "p0.60+static_ort"], || {
+            format!("rows {ids:?}")
+        })?;
+        ensure(r["dev"]["examples"] == 64 && cell.join("out.onnx").is_file(), || {
+            format!("dev {} / no OUT", r["dev"])
+        })?;
+        Ok(format!(
+            "(winner {}, MACs {})",
+            r["winner"], r["rows"][2]["macs_fraction"]
+        ))
+    });
+}
