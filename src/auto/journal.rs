@@ -18,6 +18,9 @@ pub const FILE: &str = "journal.jsonl";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
     pub tool_version: String,
+    /// How candidates are built ([`BUILDS`]; journals from before the number: 0).
+    #[serde(default)]
+    pub builds: u32,
     pub model: PathBuf,
     pub model_bytes: u64,
     /// The GLUE task, or `none` (the user's own files).
@@ -52,6 +55,12 @@ pub struct Settings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_size: Option<usize>,
 }
+
+/// The way candidates are built, counted up when a change makes the candidate files of older
+/// journals wrong or slower, so that a search does not take them from such a journal:
+/// 1 since the static INT8 candidates' bias Adds on packed rows became Sums (abd7c8f: before it
+/// their projections ran in float).
+pub const BUILDS: u32 = 1;
 
 fn s8() -> String {
     "s8".into()
@@ -179,6 +188,11 @@ impl Journal {
 fn check_header(path: &Path, first: Option<&str>, settings: &Settings) -> Result<()> {
     match first.map(serde_json::from_str::<Header>) {
         Some(Ok(h)) if h.settings == *settings => Ok(()),
+        Some(Ok(h)) if h.settings.builds != settings.builds => bail!(
+            "{}: this work folder's candidates were built by an older onnx-compress ({}), which built some differently (its static INT8 candidates ran their projections in float when unpadded); delete the folder or pass another --work folder",
+            path.display(),
+            differences(&h.settings, settings)
+        ),
         Some(Ok(h)) => bail!(
             "{}: this work folder holds a search with other settings ({}); pass another --work folder or delete this one",
             path.display(),
@@ -221,6 +235,7 @@ mod tests {
     fn settings(seed: u64) -> Settings {
         Settings {
             tool_version: "x".into(),
+            builds: BUILDS,
             model: "/m.onnx".into(),
             model_bytes: 10,
             task: "sst2".into(),
@@ -325,6 +340,16 @@ mod tests {
         .unwrap()
         .to_string();
         assert!(e.contains("batch_size: null → 8"), "{e}");
+        // A journal from before the build number: its candidates are not taken.
+        let old = tempfile::tempdir().unwrap();
+        let mut header = serde_json::to_value(Header { settings: settings(0) }).unwrap();
+        header["settings"].as_object_mut().unwrap().remove("builds");
+        std::fs::write(old.path().join(FILE), format!("{header}\n")).unwrap();
+        let e = Journal::open(old.path(), &settings(0), None).err().unwrap().to_string();
+        assert!(
+            e.contains("built by an older onnx-compress (builds: 0 → 1)") && e.contains("delete"),
+            "{e}"
+        );
         // The user's columns choose which texts and labels are read: another column is refused.
         let own = |label: &str| Settings {
             task: "none".into(),

@@ -711,6 +711,7 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
     )?;
     let settings = Settings {
         tool_version: env!("CARGO_PKG_VERSION").into(),
+        builds: journal::BUILDS,
         model: o.model.clone(),
         model_bytes: file_size(&o.model),
         task: o.task.map_or("none", |t| t.name()).into(),
