@@ -81,14 +81,14 @@ pub struct Selection {
 
 impl Selection {
     /// Reads the labelled file as `source` says (a task's preset or the user's columns) with its
-    /// labels read as `labels` says (a task's, or the model's `outputs` classes), takes the
+    /// labels read as `label_set` says (a task's, or the model's `outputs` classes), takes the
     /// `indexes`, tokenizes them: scoring batches of `batch_size` (by length: what a model that
     /// finds its int8 ranges per batch answers depends on the batch), and the first `timed`
     /// examples in timing batches of `batch_size` (draw order).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         source: &data::Source,
-        labels: &Labels,
+        label_set: &Labels,
         outputs: Option<usize>,
         indexes: &[usize],
         tokenizer: &mut Tokenizer,
@@ -97,15 +97,15 @@ impl Selection {
         batch_size: usize,
     ) -> Result<Selection> {
         let path = source.path.as_path();
-        if labels.is_regression() {
+        if label_set.is_regression() {
             bail!(
                 "{}: the model has one output (scores); `auto` budgets accuracy (a classifier)",
                 path.display()
             );
         }
-        let labelled = data::read_labelled(source, labels)?;
-        let classes = labels.class_count().or(outputs);
-        let mut classes_of = Vec::with_capacity(indexes.len());
+        let labelled = data::read_labelled(source, label_set)?;
+        let classes = label_set.class_count().or(outputs);
+        let mut labels = Vec::with_capacity(indexes.len());
         for &i in indexes {
             let label = labelled.examples.get(i).and_then(|e| e.label.class());
             let at = labelled
@@ -119,10 +119,9 @@ impl Selection {
                     path.display(),
                     n - 1
                 ),
-                (Some(c), _) => classes_of.push(c),
+                (Some(c), _) => labels.push(c),
             }
         }
-        let labels = classes_of;
         let texts = indexes.iter().map(|&i| {
             let e = &labelled.examples[i];
             (e.text_a.as_str(), e.text_b.as_deref())
