@@ -725,20 +725,23 @@ struct Editor<'m> {
 
 impl Editor<'_> {
     /// Writes `data` as the weight read by `node` at input `slot` (whose constant is `name`):
-    /// in place when only that node reads it, else as a new, un-shared initializer.
+    /// the slice already written for another reader of `name` when it is the same (a weight read
+    /// by two nodes, sliced alike: ALBERT's shared layers, a DeBERTa dynamo export's Q/K read by
+    /// the content and the relative position projections), else in place when only that node
+    /// reads it, else as a new, un-shared initializer.
     fn set_weight(&mut self, node: usize, slot: usize, name: &str, dims: &[usize], data: &[f32]) {
         let g = self.graph;
+        let written = self
+            .slices
+            .iter()
+            .find(|(n, d, v, _)| n == name && d == dims && v == data)
+            .map(|s| s.3.clone());
         let direct = self.patch.input(g, node, slot) == Some(name);
         let only_user = self.patch.use_count(g, name) == 1;
         let is_init = self.patch.has_initializer(g, name);
-        if direct && only_user && is_init {
+        if written.is_none() && direct && only_user && is_init {
             self.patch.replace_initializer(name, tensor::from_f32(name, dims, data));
         } else {
-            let written = self
-                .slices
-                .iter()
-                .find(|(n, d, v, _)| n == name && d == dims && v == data)
-                .map(|s| s.3.clone());
             let new = written.unwrap_or_else(|| {
                 let new = self.patch.fresh_name(&format!("{name}.pruned"));
                 self.patch.add_initializer(tensor::from_f32(&new, dims, data));
