@@ -353,6 +353,8 @@ fn batch_size_one_is_timed_one_sequence_at_a_time_with_static_int8_padded() {
     );
     let rows = r["rows"].as_array().unwrap();
     assert!(rows.iter().all(|x| !x["speed"].is_null()), "{r}");
+    // Dev is evaluated one sequence at a time too.
+    assert_eq!(r["dev"]["batch_size"], 1);
     // A lone sequence has no padding: the static candidate is built without --unpad, and says so.
     let recipe = std::fs::read_to_string(dir.path().join("out.auto/recipes/base+static.yaml")).unwrap();
     assert!(!recipe.contains("unpad"), "{recipe}");
@@ -761,7 +763,10 @@ fn the_users_own_files_are_searched_as_the_task_preset_reads_its_copy() {
     for k in ["examples", "baseline_accuracy", "accuracy"] {
         assert_eq!(ro["dev"][k], rg["dev"][k], "dev {k}");
     }
-    assert_eq!(ro["dev"]["examples"], 200);
+    assert_eq!(
+        (&ro["dev"]["examples"], &ro["dev"]["batch_size"]),
+        (&Value::from(200), &Value::from(32))
+    );
     assert_eq!(
         ro["dev"]["file"].as_str(),
         Some(s(&std::fs::canonicalize(&dev_jsonl).unwrap()))

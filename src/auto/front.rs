@@ -143,6 +143,8 @@ pub fn winner(rows: &[Row], objective: Objective) -> Option<String> {
 pub struct DevResult {
     pub file: PathBuf,
     pub examples: usize,
+    /// Examples per batch of the evaluation (`--batch-size`, as the selection's).
+    pub batch_size: usize,
     pub baseline_accuracy: f64,
     pub accuracy: f64,
     /// Points lost on dev.

@@ -1039,6 +1039,7 @@ fn finish(
     report.dev = Some(DevResult {
         file: dev_file.clone(),
         examples: base_dev.examples,
+        batch_size: base_dev.batch_size,
         baseline_accuracy: acc(&base_dev),
         accuracy: acc(&win_dev),
         drop: (acc(&base_dev) - acc(&win_dev)) * 100.0,
