@@ -712,6 +712,21 @@ fn the_users_own_files_are_searched_as_the_task_preset_reads_its_copy() {
         "--labels",
         "negative,positive",
     ];
+    // `auto` on the user's files writing `out`, reporting on `dev`.
+    let own_auto = |out: &Path, dev: &Path| {
+        let mut c = bin();
+        c.args([
+            "auto",
+            s(&sh.model),
+            s(out),
+            "--calib-data",
+            s(&train_csv),
+            "--data",
+            s(dev),
+        ])
+        .args(own_flags);
+        c
+    };
     let (out_g, out_o) = (dir.path().join("g.onnx"), dir.path().join("o.onnx"));
     let task = bin()
         .args(["auto", s(&sh.model), s(&out_g), "--task", "sst2", "--calib-data"])
@@ -722,17 +737,7 @@ fn the_users_own_files_are_searched_as_the_task_preset_reads_its_copy() {
         .output()
         .unwrap();
     let rg = json(&task, "auto --task sst2");
-    let own = bin()
-        .args([
-            "auto",
-            s(&sh.model),
-            s(&out_o),
-            "--calib-data",
-            s(&train_csv),
-            "--data",
-            s(&dev_jsonl),
-        ])
-        .args(own_flags)
+    let own = own_auto(&out_o, &dev_jsonl)
         .args(flags)
         .env("SOURCE_DATE_EPOCH", "0")
         .output()
@@ -822,17 +827,7 @@ fn the_users_own_files_are_searched_as_the_task_preset_reads_its_copy() {
 
     // A plan's jobs carry the columns and labels.
     let plan = dir.path().join("plan");
-    let p = bin()
-        .args([
-            "auto",
-            s(&sh.model),
-            s(&dir.path().join("p.onnx")),
-            "--calib-data",
-            s(&train_csv),
-            "--data",
-            s(&dev_jsonl),
-        ])
-        .args(own_flags)
+    let p = own_auto(&dir.path().join("p.onnx"), &dev_jsonl)
         .args(["--prune", "0.6", "--plan", s(&plan), "-q"])
         .output()
         .unwrap();
@@ -860,18 +855,6 @@ fn the_users_own_files_are_searched_as_the_task_preset_reads_its_copy() {
         .unwrap();
     assert_clean_error("no --data", &o, &["without --task", "--data FILE"]);
     // Nor may it be the training file.
-    let o = bin()
-        .args([
-            "auto",
-            s(&sh.model),
-            s(&dir.path().join("x.onnx")),
-            "--calib-data",
-            s(&train_csv),
-            "--data",
-            s(&train_csv),
-        ])
-        .args(own_flags)
-        .output()
-        .unwrap();
+    let o = own_auto(&dir.path().join("x.onnx"), &train_csv).output().unwrap();
     assert_clean_error("dev as training", &o, &["--calib-data", "reported on"]);
 }
