@@ -1650,6 +1650,56 @@ fn modernbert_compresses(name: &str) {
     }
 }
 
+/// Calibrated pruning asked for more than it may take says so, naming the option (before: a
+/// model written unpruned, without a word): a model-wide choice takes at most 90% of a layer's
+/// neurons, and heads in step leave every layer one. Its sensitivity probe keeps a head in the
+/// layer it probes (before, `--heads 0.9` on DeBERTa removed layer 0's every head there, and the
+/// probe's graph no longer mapped: an internal error); the choice itself may still empty a layer.
+#[test]
+fn calibrated_pruning_beyond_what_it_may_take_is_refused() {
+    if !require_ort("calibrated pruning's bounds") {
+        return;
+    }
+    let prune = |name: &str, heads: f64, ffn: f64| {
+        Pass::Prune(PruneOptions {
+            heads,
+            ffn,
+            strategy: Strategy::Obs,
+            ..Default::default()
+        })
+        .apply(&load(name), Some(&mut calibrator(4, 3)))
+    };
+    // 2 layers of 4 heads and 64 neurons: 114 neurons at most; 6 heads in step.
+    for (name, heads, ffn, want) in [
+        (
+            DEBERTA,
+            0.0,
+            0.95,
+            "ffn 0.95: calibrated pruning can remove 114 of them here, not 122",
+        ),
+        (
+            DEBERTA_DYNAMO,
+            0.9,
+            0.0,
+            "heads 0.9: calibrated pruning can remove 6 of them here, not 7",
+        ),
+    ] {
+        let Err(e) = prune(name, heads, ffn) else {
+            panic!("{name}: heads {heads}, ffn {ffn}: not refused")
+        };
+        assert!(e.to_string().contains(want), "{e}");
+    }
+    for (name, heads, ffn, left) in [(DEBERTA, 0.9, 0.89, (1, 14)), (DEBERTA_DYNAMO, 0.75, 0.0, (2, 128))] {
+        let a = prune(name, heads, ffn).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let t = discover(&a.model).unwrap();
+        let kept = (
+            t.layers.iter().map(|l| l.heads()).sum::<usize>(),
+            t.layers.iter().map(|l| l.ffn_width()).sum::<usize>(),
+        );
+        assert_eq!(kept, left, "{name}");
+    }
+}
+
 /// A weight read by two nodes and sliced alike is written once: DeBERTa's query and key weights
 /// also project the relative position embeddings, and the dynamo export reads the same
 /// initializer in both places. Half the heads pruned from the classic and the dynamo export of

@@ -526,7 +526,13 @@ fn curves(
         // Probe: this block alone at the probe level, compensated, through the whole model;
         // then the same greedy run goes on to the limit for the cost curve.
         let fraction = if part == Part::Attention { probe.0 } else { probe.1 };
-        let k = ((gs.len() as f64 * fraction).round() as usize).clamp(1, limit.max(1));
+        // The probe keeps a head: some layouts no longer map without one (DeBERTa's), and the
+        // probe measures a sensitivity, which a partial block gives as well.
+        let probe_limit = match part {
+            Part::Attention => limit.saturating_sub(1),
+            Part::Ffn => limit,
+        };
+        let k = ((gs.len() as f64 * fraction).round() as usize).clamp(1, probe_limit.max(1));
         let what = format!("layer {li} {}", part.name());
         let mut obs = st.obs(&w0, &what)?;
         let (_, mut costs) = obs_greedy(&mut obs, &gs, k);
@@ -668,8 +674,38 @@ fn block_plan(
     Ok(plan)
 }
 
-/// Per-layer counts removing `heads` heads and `neurons` neurons in all, wherever they cost least.
-fn allocate_counts(curves: &[Curve], layers: usize, heads: usize, neurons: usize) -> Vec<(usize, usize)> {
+/// Per-layer counts removing `heads` heads and `neurons` neurons in all, wherever they cost least;
+/// an error when the curves hold fewer (every layer keeps a head and `max_ffn_fraction` of its
+/// neurons at most goes; `fractions`: the options asked, for the message).
+fn allocate_counts(
+    curves: &[Curve],
+    layers: usize,
+    (heads, neurons): (usize, usize),
+    fractions: (f64, f64, f64),
+) -> Result<Vec<(usize, usize)>, PassError> {
+    for (part, k, field, f) in [
+        (Part::Attention, heads, "heads", fractions.0),
+        (Part::Ffn, neurons, "ffn", fractions.1),
+    ] {
+        let there: usize = curves
+            .iter()
+            .filter(|c| c.part == part)
+            .map(|c| c.costs.len() * c.layers.len())
+            .sum();
+        if k > there {
+            let why = match part {
+                Part::Attention => "heads that cannot be pruned stay, and in step every layer keeps one".to_string(),
+                Part::Ffn => format!(
+                    "a model-wide choice takes at most {:.0}% of a layer's neurons; `per_layer` takes the fraction from every layer",
+                    fractions.2 * 100.0
+                ),
+            };
+            return Err(PassError::Options(crate::options::OptionError::new(
+                field,
+                format!("`{field}` {f}: calibrated pruning can remove {there} of them here, not {k}: {why}"),
+            )));
+        }
+    }
     let mut counts = vec![(0usize, 0usize); layers];
     for (part, k) in [(Part::Attention, heads), (Part::Ffn, neurons)] {
         if k == 0 {
@@ -690,7 +726,7 @@ fn allocate_counts(curves: &[Curve], layers: usize, heads: usize, neurons: usize
             }
         }
     }
-    counts
+    Ok(counts)
 }
 
 /// Per-layer counts bringing encoder MACs down to `target` × their current total.
@@ -798,7 +834,12 @@ fn prune_within(
                     calib,
                     STATS_BYTES,
                 )?;
-                allocate_counts(&c, t.layers.len(), k_heads, k_neurons)
+                allocate_counts(
+                    &c,
+                    t.layers.len(),
+                    (k_heads, k_neurons),
+                    (opts.heads, opts.ffn, opts.max_ffn_fraction),
+                )?
             }
         }
         None => t
