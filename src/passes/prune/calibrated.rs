@@ -675,8 +675,9 @@ fn block_plan(
 }
 
 /// Per-layer counts removing `heads` heads and `neurons` neurons in all, wherever they cost least;
-/// an error when the curves hold fewer (every layer keeps a head and `max_ffn_fraction` of its
-/// neurons at most goes; `fractions`: the options asked, for the message).
+/// an error when the curves hold fewer (heads that cannot be pruned have no curve, heads in step
+/// leave every layer one, at most `max_ffn_fraction` of a layer's neurons go; `fractions`: the
+/// options asked, for the message).
 fn allocate_counts(
     curves: &[Curve],
     layers: usize,
