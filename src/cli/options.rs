@@ -183,31 +183,39 @@ pub fn quantize_plan(a: &QuantizeArgs) -> Result<Plan> {
     Ok(plan)
 }
 
+/// `--data PATH` when it names a file (by extension): the file, which must exist and cannot take
+/// `--split` (a GLUE folder's). `None`: a folder, or no `--data`.
+fn data_file<'a>(data: &'a Option<PathBuf>, split: &Option<String>) -> Result<Option<&'a PathBuf>> {
+    let Some(path) = data.as_ref().filter(|p| data::is_file_path(p)) else {
+        return Ok(None);
+    };
+    if !path.is_file() {
+        bail!("--data {}: no such file", path.display());
+    }
+    if let Some(split) = split {
+        bail!(
+            "--split {split} picks a file of a GLUE folder; --data {} is a file already",
+            path.display()
+        );
+    }
+    Ok(Some(path))
+}
+
 /// The GLUE folder: `--data`, else `data/glue` here or in the project, else `../shared/data/glue`.
 /// The task and examples of `eval` and `diff`: a data file (`--data FILE`, the task a preset) or
 /// a GLUE folder's split (needs `--task`).
 pub fn eval_data(a: &EvalDataArgs) -> Result<(Option<Task>, EvalData)> {
     let task = a.task.as_deref().map(Task::from_name).transpose()?;
     let columns = a.file.columns(a.label_column.clone());
-    let data = match &a.data {
-        Some(path) if data::is_file_path(path) => {
-            if !path.is_file() {
-                bail!("--data {}: no such file", path.display());
-            }
-            if let Some(split) = &a.split {
-                bail!(
-                    "--split {split} picks a file of a GLUE folder; --data {} is a file already",
-                    path.display()
-                );
-            }
-            EvalData::File(data::Source {
-                path: path.clone(),
-                format: a.file.format,
-                columns,
-                task,
-            })
-        }
-        dir => {
+    let data = match data_file(&a.data, &a.split)? {
+        Some(path) => EvalData::File(data::Source {
+            path: path.clone(),
+            format: a.file.format,
+            columns,
+            task,
+        }),
+        None => {
+            let dir = &a.data;
             let Some(task) = task else {
                 bail!(
                     "--data {}: a GLUE folder needs --task; to evaluate your own labels, pass --data FILE (.tsv, .csv, .jsonl or .parquet)",
@@ -330,20 +338,10 @@ pub fn auto_options(model: &Path, a: &super::flags::AutoArgs) -> Result<onnx_com
         _ => auto::Mode::Search,
     };
     let columns = a.file.columns(a.label_column.clone());
-    let dev = match &a.data {
-        Some(f) if data::is_file_path(f) => {
-            if !f.is_file() {
-                bail!("--data {}: no such file", f.display());
-            }
-            if let Some(split) = &a.split {
-                bail!(
-                    "--split {split} picks a file of a GLUE folder; --data {} is a file already",
-                    f.display()
-                );
-            }
-            auto::Dev::File(absolute(f, "--data")?)
-        }
-        dir => {
+    let dev = match data_file(&a.data, &a.split)? {
+        Some(f) => auto::Dev::File(absolute(f, "--data")?),
+        None => {
+            let dir = &a.data;
             let Some(t) = task else {
                 bail!(
                     "without --task, --data FILE names your own labelled file to report the chosen model on (e.g. --data dev.csv); {}",

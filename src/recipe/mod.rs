@@ -110,6 +110,12 @@ pub struct DataSection {
     pub labels: Option<String>,
 }
 
+/// A `format` key's value (checked by name when the recipe was read).
+pub(crate) fn format_named(name: &Option<String>) -> Option<crate::data::Format> {
+    name.as_deref()
+        .and_then(<crate::data::Format as crate::options::Named>::from_name)
+}
+
 fn default_max_length() -> usize {
     128
 }
@@ -382,10 +388,7 @@ impl LoadedRecipe {
         let file = d.file.as_ref()?;
         Some(crate::data::Source {
             path: self.resolve(file),
-            format: d
-                .format
-                .as_deref()
-                .and_then(<crate::data::Format as crate::options::Named>::from_name),
+            format: format_named(&d.format),
             columns: crate::data::Columns {
                 text: d.text_column.clone(),
                 pair: d.text_pair_column.clone(),

@@ -213,10 +213,7 @@ impl LoadedRecipe {
         }
         let calibration = rec.calibration.as_ref().map(|c| executor::Calibration {
             data: self.resolve(&c.data),
-            format: c
-                .format
-                .as_deref()
-                .and_then(<crate::data::Format as crate::options::Named>::from_name),
+            format: super::format_named(&c.format),
             columns: crate::data::Columns {
                 text: c.text_column.clone(),
                 pair: c.text_pair_column.clone(),
