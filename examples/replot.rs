@@ -28,10 +28,16 @@ fn replot() -> Result<()> {
     let path = dir.join("results.json");
     let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
     let json: serde_json::Value = serde_json::from_str(&text).with_context(|| path.display().to_string())?;
-    let task = Task::from_name(json["task"].as_str().context("results.json: no task")?)?;
+    let task = json["task"].as_str().map(Task::from_name).transpose()?;
+    let data_file = json["data_file"].as_str().map(PathBuf::from);
+    if task.is_none() && data_file.is_none() {
+        anyhow::bail!("{}: neither a task nor a data_file", path.display());
+    }
     let date = json["date"].as_str().unwrap_or_default();
     let rows: Vec<Row> = serde_json::from_value(json["rows"].clone()).context("results.json: rows")?;
-    for f in bench::write_charts(&bench::charts_of(task, date, &rows), &out)? {
+    let dataset = bench::dataset(task, data_file.as_deref());
+    std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
+    for f in bench::write_charts(&bench::charts_of(&dataset, date, &rows), &out)? {
         println!("wrote {}", f.display());
     }
     Ok(())

@@ -1,4 +1,5 @@
-//! `bench`: runs many recipes of one task and writes the results table in the reference's columns
+//! `bench`: runs many recipes of one task (or of one data file of the user's) and writes the
+//! results table in the reference's columns
 //! (Acc, F1, ms/batch, samples/s, size) plus MACs, parameters and the change against the baseline,
 //! as Markdown, CSV and JSON, with accuracy-vs-throughput and accuracy-vs-size Pareto charts.
 
@@ -43,7 +44,11 @@ pub struct Row {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
-    pub task: Task,
+    /// The GLUE task whose split the recipes evaluate on (`None`: the user's file, `data_file`).
+    pub task: Option<Task>,
+    /// The recipes' own labelled file (`data.file`), when they have no task.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_file: Option<PathBuf>,
     pub date: String,
     pub machine: String,
     pub limit: Option<usize>,
@@ -118,11 +123,27 @@ fn opt(v: Option<f64>, digits: usize) -> String {
     v.map(|v| format!("{v:.digits$}")).unwrap_or_else(|| "—".into())
 }
 
+/// What the recipes were evaluated on, in words: `SST-2 dev`, or the data file's name.
+pub fn dataset(task: Option<Task>, data_file: Option<&Path>) -> String {
+    match (task, data_file) {
+        (Some(t), _) => format!("{} dev", t.dir_name()),
+        (None, Some(f)) => f.file_name().unwrap_or(f.as_os_str()).to_string_lossy().into_owned(),
+        (None, None) => "dev".into(),
+    }
+}
+
+impl BenchReport {
+    /// What the recipes were evaluated on, in words (see [`dataset`]).
+    pub fn dataset(&self) -> String {
+        dataset(self.task, self.data_file.as_deref())
+    }
+}
+
 /// The table as Markdown, in the reference's columns first.
 pub fn markdown(b: &BenchReport) -> String {
     let mut s = format!(
-        "### {} dev{} — {} — {}\n\n",
-        b.task.dir_name(),
+        "### {}{} — {} — {}\n\n",
+        b.dataset(),
         b.limit.map(|n| format!(" (first {n} examples)")).unwrap_or_default(),
         b.date,
         b.machine
@@ -168,7 +189,8 @@ pub fn markdown(b: &BenchReport) -> String {
     s
 }
 
-/// The table as CSV (empty fields where a value does not apply).
+/// The table as CSV (empty fields where a value does not apply; `task` is the data file's path
+/// for recipes on the user's own file).
 pub fn csv(b: &BenchReport) -> String {
     let mut s = String::from(
         "task,variant,baseline,reference_method,accuracy,f1,ms_per_batch,samples_per_s,size_mib,size_bytes,encoder_macs,params,accuracy_drop_points,speedup,size_ratio,examples,timed_batches,pass_seconds,passes,config\n",
@@ -176,7 +198,10 @@ pub fn csv(b: &BenchReport) -> String {
     let f = |v: Option<f64>| v.map(|v| format!("{v}")).unwrap_or_default();
     for r in &b.rows {
         s += &[
-            b.task.name().to_string(),
+            crate::report::csv_field(&match (b.task, &b.data_file) {
+                (Some(t), _) => t.name().to_string(),
+                (None, f) => f.as_ref().map(|f| f.display().to_string()).unwrap_or_default(),
+            }),
             crate::report::csv_field(&r.variant),
             r.baseline.to_string(),
             r.reference_method.to_string(),
@@ -205,11 +230,11 @@ pub fn csv(b: &BenchReport) -> String {
 
 /// The two Pareto charts of a benchmark.
 pub fn charts(b: &BenchReport) -> Vec<(String, Chart)> {
-    charts_of(b.task, &b.date, &b.rows)
+    charts_of(&b.dataset(), &b.date, &b.rows)
 }
 
-/// The two Pareto charts of `rows` of `task` measured on `date`.
-pub fn charts_of(task: Task, date: &str, rows: &[Row]) -> Vec<(String, Chart)> {
+/// The two Pareto charts of `rows` evaluated on `dataset` (words, see [`dataset`]) on `date`.
+pub fn charts_of(dataset: &str, date: &str, rows: &[Row]) -> Vec<(String, Chart)> {
     let kind = |r: &Row| {
         if r.baseline {
             Kind::Baseline
@@ -219,13 +244,7 @@ pub fn charts_of(task: Task, date: &str, rows: &[Row]) -> Vec<(String, Chart)> {
             Kind::Tool
         }
     };
-    let title = |what: &str| {
-        format!(
-            "{} dev: accuracy vs {what} ({})",
-            task.dir_name(),
-            date.get(..10).unwrap_or(date)
-        )
-    };
+    let title = |what: &str| format!("{dataset}: accuracy vs {what} ({})", date.get(..10).unwrap_or(date));
     let points = |x: &dyn Fn(&Row) -> Option<f64>| -> Vec<Point> {
         rows.iter()
             .filter_map(|r| {
@@ -291,17 +310,18 @@ pub fn write_charts(charts: &[(String, Chart)], dir: &Path) -> Result<Vec<PathBu
     Ok(files)
 }
 
-/// Runs every recipe (all of task `task`) and collects the table. Stops at the first failing
-/// recipe, naming it.
+/// Runs every recipe (all of task `task`, or all on the user's file `data_file`) and collects the
+/// table. Stops at the first failing recipe, naming it.
 pub fn bench(
     recipes: &[LoadedRecipe],
-    task: Task,
+    task: Option<Task>,
+    data_file: Option<&Path>,
     opts: &RunOptions,
     stage: &dyn Fn(usize, &str, &str),
     progress: crate::eval::Progress,
 ) -> Result<BenchReport> {
     if recipes.is_empty() {
-        bail!("no recipe for task {task} among the configs given");
+        bail!("no recipe for {} among the configs given", dataset(task, data_file));
     }
     let mut runs = vec![];
     for (i, r) in recipes.iter().enumerate() {
@@ -334,6 +354,7 @@ pub fn bench(
     let (rows, baseline) = rows(&runs, mean);
     Ok(BenchReport {
         task,
+        data_file: data_file.map(Path::to_path_buf),
         date: history::now_utc(),
         machine: machine(),
         limit: opts.limit,

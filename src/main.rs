@@ -373,6 +373,7 @@ fn print_notes(r: &recipe::LoadedRecipe) {
 fn cmd_run(ort_lib: Option<&Path>, quiet: bool, a: RunArgs) -> Result<()> {
     let r = recipe::load_with_model(&a.config, a.eval.model.as_deref())?;
     print_notes(&r);
+    options::check_data_flag(&a.eval.data, &r)?;
     // The model is found (or its absence explained) before ONNX Runtime is loaded.
     r.model().map_err(|e| anyhow::anyhow!("{}: {e}", a.config.display()))?;
     let opts = options::run_options(a.eval, a.out)?;
@@ -391,31 +392,45 @@ fn cmd_run(ort_lib: Option<&Path>, quiet: bool, a: RunArgs) -> Result<()> {
 }
 
 fn cmd_bench(ort_lib: Option<&Path>, quiet: bool, a: BenchArgs) -> Result<()> {
-    let task = Task::from_name(&a.task)?;
+    let task = a.task.as_deref().map(Task::from_name).transpose()?;
     let model = a.eval.model.clone();
-    let opts = options::run_options(a.eval, None)?;
     let mut recipes = vec![];
     for given in &a.configs {
         for path in recipe::expand(std::slice::from_ref(given))? {
             let r = recipe::load_with_model(&path, model.as_deref())?;
-            if r.task() == Some(task) {
-                print_notes(&r);
-                // Every model is found before the first one runs.
-                r.model().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-                recipes.push(r);
-            } else if !given.is_dir() {
+            let ours = match task {
+                Some(t) => r.task() == Some(t),
+                None => r.task().is_none(),
+            };
+            if !ours {
+                if given.is_dir() {
+                    continue;
+                }
                 bail!(
-                    "{}: a recipe for {}, not --task {}",
+                    "{}: a recipe for {}, not {}",
                     path.display(),
-                    r.task().map_or("your own data file", |t| t.name()),
-                    task.name()
+                    r.task()
+                        .map_or("your own data file".into(), |t| format!("--task {}", t.name())),
+                    task.map_or("your own data file (without --task)".into(), |t| format!(
+                        "--task {}",
+                        t.name()
+                    )),
                 );
             }
+            options::check_data_flag(&a.eval.data, &r)?;
+            print_notes(&r);
+            // Every model is found before the first one runs.
+            r.model().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            recipes.push(r);
         }
     }
     if recipes.is_empty() {
         bail!(
-            "no recipe for task {task} in {}",
+            "no recipe for {} in {}",
+            task.map_or(
+                "your own data file (data.file; pass --task for a GLUE task's)".into(),
+                |t| format!("task {t}")
+            ),
             a.configs
                 .iter()
                 .map(|p| p.display().to_string())
@@ -423,7 +438,20 @@ fn cmd_bench(ort_lib: Option<&Path>, quiet: bool, a: BenchArgs) -> Result<()> {
                 .join(", ")
         );
     }
-    let out = a.out.unwrap_or_else(|| Path::new("bench/out").join(task.name()));
+    let data_file = match task {
+        Some(_) => None,
+        None => Some(options::one_data_file(&recipes)?),
+    };
+    let opts = options::run_options(a.eval, None)?;
+    let out = a.out.unwrap_or_else(|| {
+        Path::new("bench/out").join(match (task, &data_file) {
+            (Some(t), _) => t.name().to_string(),
+            (None, f) => f
+                .as_ref()
+                .and_then(|f| f.file_stem())
+                .map_or("data".into(), |s| s.to_string_lossy().into_owned()),
+        })
+    });
     runtime::init(ort_lib)?;
     let mut bar = cli::progress::Progress::bar("bench", quiet);
     let n = recipes.len();
@@ -432,7 +460,7 @@ fn cmd_bench(ort_lib: Option<&Path>, quiet: bool, a: BenchArgs) -> Result<()> {
         bar.stage(s);
     };
     let progress = |done: usize, total: usize| bar.count(done, total);
-    let rep = bench::bench(&recipes, task, &opts, &stage, &progress);
+    let rep = bench::bench(&recipes, task, data_file.as_deref(), &opts, &stage, &progress);
     bar.finish();
     let rep = rep?;
     let files = bench::write(&rep, &out)?;

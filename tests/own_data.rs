@@ -564,3 +564,104 @@ fn an_unwritable_temporary_folder_is_named_by_activation_aware_low_rank() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(out.is_file());
 }
+
+/// Recipes that evaluate on the user's own file (`data.file`, as `auto` writes them) are benched
+/// without `--task`: one table on that file, the baseline row what `eval --data FILE` measures;
+/// recipes on other data, a `--task` that does not match, and `--data` beside `data.file` (which
+/// it would not replace) are refused, naming the recipe.
+#[test]
+fn recipes_on_the_users_own_file_are_benched_without_a_task() {
+    if !have_ort("bench on your own file") {
+        return;
+    }
+    let (dir, model) = model_dir(3, true);
+    let body: String = std::iter::once("review,label\n".to_string())
+        .chain(
+            ROWS.iter()
+                .map(|(t, l)| format!("\"{}\",{}\n", t.replace('"', "\"\""), NAMES[*l])),
+        )
+        .collect();
+    let csv = write(dir.path(), "reviews.csv", &body);
+    write(dir.path(), "other.csv", &body);
+    // A recipe in `recipes/` (paths relative to it), `file` and `model` relative to `dir`.
+    let recipe = |file: &str, quantize: &str| {
+        format!(
+            "model:\n  model_name: ../model.onnx\ndata:\n  file: {file}\n  text_column: review\n  max_input_length: 32\n  batch_size: 4\neval:\n  warmup: 0\nquantization:\n  enable: {}\n  method: dynamic\n",
+            !quantize.is_empty()
+        )
+    };
+    let recipes = dir.path().join("recipes");
+    std::fs::create_dir_all(&recipes).unwrap();
+    write(&recipes, "01_baseline.yaml", &recipe("../reviews.csv", ""));
+    write(&recipes, "02_int8.yaml", &recipe("../reviews.csv", "dynamic"));
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    // A GLUE task's recipe in the same folder is passed over without --task.
+    let glue = write(
+        &recipes,
+        "03_sst2.yaml",
+        "model:\n  model_name: ../model.onnx\ndata:\n  task: sst2\n",
+    );
+    let out = dir.path().join("out");
+    let o = bin()
+        .args(["bench", s(&recipes), "--out", s(&out), "--json", "-q"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "bench: {}", text(&o.stderr));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["task"], Value::Null);
+    let canonical = std::fs::canonicalize(&csv).unwrap();
+    assert_eq!(r["data_file"].as_str(), Some(s(&canonical)));
+    let rows = r["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0]["baseline"], true);
+    let evaluated = eval_tiny(&model, &["--data", s(&csv), "--text-column", "review"]);
+    assert_eq!(rows[0]["accuracy"], evaluated["metrics"]["accuracy"]);
+    assert_eq!(rows[1]["passes"], serde_json::json!(["quantization"]));
+    assert_eq!(rows[1]["examples"], 12);
+    let table = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(table.starts_with("### reviews.csv — "), "{table}");
+    let csv_rows = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert!(
+        csv_rows
+            .lines()
+            .skip(1)
+            .all(|l| l.starts_with(&format!("{},", canonical.display()))),
+        "{csv_rows}"
+    );
+
+    // Two recipes on different files are not one table.
+    let other = write(&elsewhere, "other_file.yaml", &recipe("../other.csv", "dynamic"));
+    let base = recipes.join("01_baseline.yaml");
+    let o = bin().args(["bench", s(&base), s(&other), "-q"]).output().unwrap();
+    assert_clean_error(
+        "two data files",
+        &o,
+        &["01_baseline.yaml", "other_file.yaml", "different data"],
+    );
+    // A recipe of the other kind named directly.
+    let o = bin().args(["bench", s(&glue), "-q"]).output().unwrap();
+    assert_clean_error(
+        "a task's recipe without --task",
+        &o,
+        &["03_sst2.yaml", "--task sst2", "without --task"],
+    );
+    let o = bin()
+        .args(["bench", "--task", "sst2", s(&base), "-q"])
+        .output()
+        .unwrap();
+    assert_clean_error(
+        "own data with --task",
+        &o,
+        &["01_baseline.yaml", "your own data file", "--task sst2"],
+    );
+    // --data is a GLUE folder; it does not replace a recipe's own file.
+    for cmd in [vec!["run", s(&base)], vec!["bench", s(&recipes)]] {
+        let o = bin().args(&cmd).args(["--data", s(dir.path()), "-q"]).output().unwrap();
+        assert_clean_error(
+            "--data beside data.file",
+            &o,
+            &["--data", "01_baseline.yaml", "data.file", "eval --model"],
+        );
+    }
+}

@@ -54,7 +54,8 @@ pub enum Command {
     Lowrank(LowrankArgs),
     /// Run one YAML recipe (the reference's config layout): apply its passes, evaluate, print the row.
     Run(RunArgs),
-    /// Run many recipes of one task and write the results table (Markdown, CSV, JSON) and Pareto charts.
+    /// Run many recipes of one task (or of your own data file) and write the results table (Markdown,
+    /// CSV, JSON) and Pareto charts.
     Bench(BenchArgs),
     /// Quantize: INT8 (static, calibrated QDQ; or dynamic) with int8 embeddings, or float16.
     Quantize(QuantizeArgs),
@@ -159,7 +160,8 @@ pub struct RecipeEval {
     /// Evaluate only the first N examples (overrides the recipe's eval.limit).
     #[arg(long)]
     pub limit: Option<usize>,
-    /// GLUE folder for a recipe without data.dir (default: data/glue, then ../shared/data/glue).
+    /// GLUE folder for a recipe without data.dir (default: data/glue, then ../shared/data/glue);
+    /// refused for a recipe that names its own data.file.
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Untimed batches before timing starts (overrides the recipe's eval.warmup; default 10).
@@ -186,13 +188,16 @@ pub struct RunArgs {
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// Recipes, or folders of *.yaml recipes (those of --task are run, in name order).
+    /// Recipes, or folders of *.yaml recipes (those of --task are run, in name order; without
+    /// --task, those on your own data file, data.file).
     #[arg(required = true, value_name = "CONFIG")]
     pub configs: Vec<PathBuf>,
-    /// The task whose recipes are run (sst2, mrpc, qqp, ...).
+    /// The task whose recipes are run (sst2, mrpc, qqp, ...); without it, the recipes that evaluate
+    /// on your own labelled file (data.file, the same in all of them).
     #[arg(long)]
-    pub task: String,
-    /// Folder for results.md, results.csv, results.json and the charts (default: bench/out/<task>).
+    pub task: Option<String>,
+    /// Folder for results.md, results.csv, results.json and the charts (default: bench/out/<task>,
+    /// or bench/out/<data file's stem>).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     #[command(flatten)]

@@ -251,6 +251,47 @@ pub fn default_data_dir() -> PathBuf {
         .unwrap_or_else(|| candidates[0].clone())
 }
 
+/// `run`'s and `bench`'s `--data` is the GLUE folder of recipes that name none; a recipe that
+/// reads its own file (`data.file`) would pass over it without a word, so it is refused, naming
+/// the recipe and where to go instead.
+pub fn check_data_flag(data: &Option<PathBuf>, r: &onnx_compress::recipe::LoadedRecipe) -> Result<()> {
+    if let (Some(flag), Some(source)) = (data, r.data_file()) {
+        bail!(
+            "--data {}: {} evaluates on its own file (data.file: {}), which --data does not replace; drop --data, edit data.file, or evaluate the model on another file with `onnx-compress eval --model MODEL --data FILE`",
+            flag.display(),
+            r.path.display(),
+            source.path.display()
+        );
+    }
+    Ok(())
+}
+
+/// The one file `bench` evaluates recipes on without `--task`: every recipe's `data.file`, read
+/// alike (same file, format, columns and labels); recipes on different data are refused, naming two.
+pub fn one_data_file(recipes: &[onnx_compress::recipe::LoadedRecipe]) -> Result<PathBuf> {
+    let read = |r: &onnx_compress::recipe::LoadedRecipe| -> Result<_> {
+        let Some(s) = r.data_file() else {
+            bail!("{}: names no data.file", r.path.display());
+        };
+        let path = s.path.canonicalize().unwrap_or_else(|_| s.path.clone());
+        Ok((path, s.format, s.columns, r.recipe.data.labels.clone()))
+    };
+    let first = read(&recipes[0])?;
+    for r in &recipes[1..] {
+        let this = read(r)?;
+        if this != first {
+            bail!(
+                "{} and {} evaluate on different data ({} and {}, or other columns, format or labels); bench compares recipes on one file: bench them apart",
+                recipes[0].path.display(),
+                r.path.display(),
+                first.0.display(),
+                this.0.display()
+            );
+        }
+    }
+    Ok(first.0)
+}
+
 /// `run`'s and `bench`'s evaluation overrides as run options; `--limit 0` is refused before any
 /// recipe is read further.
 pub fn run_options(e: RecipeEval, out: Option<PathBuf>) -> Result<onnx_compress::pipeline::RunOptions> {
