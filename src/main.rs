@@ -394,6 +394,8 @@ fn cmd_run(ort_lib: Option<&Path>, quiet: bool, a: RunArgs) -> Result<()> {
 fn cmd_bench(ort_lib: Option<&Path>, quiet: bool, a: BenchArgs) -> Result<()> {
     let task = a.task.as_deref().map(Task::from_name).transpose()?;
     let model = a.eval.model.clone();
+    let data_flag = a.eval.data.clone();
+    let opts = options::run_options(a.eval, None)?;
     let mut recipes = vec![];
     for given in &a.configs {
         for path in recipe::expand(std::slice::from_ref(given))? {
@@ -417,7 +419,7 @@ fn cmd_bench(ort_lib: Option<&Path>, quiet: bool, a: BenchArgs) -> Result<()> {
                     )),
                 );
             }
-            options::check_data_flag(&a.eval.data, &r)?;
+            options::check_data_flag(&data_flag, &r)?;
             print_notes(&r);
             // Every model is found before the first one runs.
             r.model().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
@@ -442,7 +444,6 @@ fn cmd_bench(ort_lib: Option<&Path>, quiet: bool, a: BenchArgs) -> Result<()> {
         Some(_) => None,
         None => Some(options::one_data_file(&recipes)?),
     };
-    let opts = options::run_options(a.eval, None)?;
     let out = a.out.unwrap_or_else(|| {
         Path::new("bench/out").join(match (task, &data_file) {
             (Some(t), _) => t.name().to_string(),
