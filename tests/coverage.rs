@@ -1822,9 +1822,11 @@ fn deberta_dynamo_export_prunes_its_heads() {
         max_diff(&logits(&a.model, &calib, "pruned heads"), &base)
     };
     let (obs, l1) = (heads_by(Strategy::Obs), heads_by(Strategy::L1));
+    // The README quotes both (0.62 and 1.64): held to 0.05 (float kernels differ between CPUs by
+    // far less; another choice of heads moves them by tenths).
     assert!(
-        obs < l1,
-        "calibrated heads in step: largest logit change {obs}, l1's {l1}"
+        obs < l1 && (obs - 0.62).abs() < 0.05 && (l1 - 1.64).abs() < 0.05,
+        "calibrated heads in step: largest logit change {obs}, l1's {l1} (README: 0.62, 1.64)"
     );
     let pass = Pass::Prune(PruneOptions {
         target_macs: Some(0.6),
@@ -1836,10 +1838,7 @@ fn deberta_dynamo_export_prunes_its_heads() {
         .expect("calibrated pruning to a budget");
     let t2 = discover(&applied.model).unwrap();
     let heads: Vec<usize> = t2.layers.iter().map(|l| l.heads()).collect();
-    assert!(
-        heads[0] < 4 && heads.iter().all(|&h| h == heads[0]),
-        "heads in step: {heads:?}"
-    );
+    assert!(heads == [2, 2], "heads in step (README: 2 of 4 in both layers): {heads:?}");
     let macs = |t: &Transformer| onnx_compress::structure::macs_per_sequence(t, 128).0 as f64;
     assert!(macs(&t2) <= 0.6 * macs(&t) + 1.0, "{} of {}", macs(&t2), macs(&t));
     logits(
