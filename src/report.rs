@@ -870,10 +870,16 @@ pub fn sensitivity_text(r: &crate::sensitivity::SensitivityReport) -> String {
             let _ = writeln!(o, "{line}");
         }
     }
-    if r.pruning.iter().any(|b| b.layers.len() > 1) {
+    if r.pruning.iter().any(|b| b.layers.len() > 1 && !b.in_step) {
         let _ = writeln!(
             o,
             "(a row naming several layers: they share one block's weights, and it prunes the block in each)"
+        );
+    }
+    if r.pruning.iter().any(|b| b.in_step) {
+        let _ = writeln!(
+            o,
+            "(attention of several layers: their head count is computed once for all of them, so their heads are pruned in step, as many in each, as calibrated pruning prunes them)"
         );
     }
     if let Some(mode) = &r.int8_mode {

@@ -153,14 +153,16 @@ pub fn sensitivity(
     })
 }
 
-/// The report as CSV: one row per measurement (`kind` pruning or int8).
+/// The report as CSV: one row per measurement (`kind` pruning or int8; `layers`, the layers a
+/// pruning row prunes, `in_step` whether their heads go in step rather than share weights).
 pub fn csv(r: &SensitivityReport) -> String {
     let opt = |v: Option<f64>| v.map(|x| format!("{x:.6}")).unwrap_or_default();
-    let mut s = String::from("kind,layer,block,fraction,removed,units,macs_saved,node,divergence,agreement,layers\n");
+    let mut s =
+        String::from("kind,layer,block,fraction,removed,units,macs_saved,node,divergence,agreement,layers,in_step\n");
     for b in &r.pruning {
         let layers: Vec<String> = b.layers.iter().map(usize::to_string).collect();
         s += &format!(
-            "pruning,{},{},{},{},{},{},,{:.6e},{},{}\n",
+            "pruning,{},{},{},{},{},{},,{:.6e},{},{},{}\n",
             b.layer,
             b.block,
             b.fraction,
@@ -169,12 +171,13 @@ pub fn csv(r: &SensitivityReport) -> String {
             b.macs_saved,
             b.divergence,
             opt(b.agreement),
-            layers.join(" ")
+            layers.join(" "),
+            b.in_step
         );
     }
     for m in &r.int8 {
         s += &format!(
-            "int8,{},{},,,,,{},{:.6e},{},\n",
+            "int8,{},{},,,,,{},{:.6e},{},,\n",
             m.layer.map(|l| l.to_string()).unwrap_or_default(),
             m.role.as_deref().unwrap_or(""),
             crate::report::csv_field(&m.node),

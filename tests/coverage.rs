@@ -1262,7 +1262,7 @@ fn albert_keeps_its_layers_sharing_weights() {
     let text = onnx_compress::report::sensitivity_text(&sens);
     assert!(text.contains("0-1    attention"), "{text}");
     let csv = onnx_compress::sensitivity::csv(&sens);
-    assert!(csv.lines().nth(1).is_some_and(|l| l.ends_with(",0 1")), "{csv}");
+    assert!(csv.lines().nth(1).is_some_and(|l| l.ends_with(",0 1,false")), "{csv}");
     // Activation-aware low rank fits each shared weight once, to both layers' inputs (their Gram
     // matrices summed): factors written once per shared weight, both layers reading them, and at
     // full rank the model computes what it did.
@@ -1700,6 +1700,63 @@ fn calibrated_pruning_beyond_what_it_may_take_is_refused() {
     }
 }
 
+/// `sensitivity` on DeBERTa's dynamo export, whose layers keep one head count: it measured each
+/// layer's heads alone, and that graph does not map (the command failed). Its attention is now
+/// measured in step, as calibrated pruning prunes it: one row per fraction naming both layers,
+/// saving what the classic export's two single-layer rows save together; the FFN rows are the
+/// classic export's (the same weights).
+#[test]
+fn sensitivity_measures_heads_in_step_where_layers_share_a_head_count() {
+    if !require_ort("sensitivity on the dynamo deberta") {
+        return;
+    }
+    use onnx_compress::sensitivity::{sensitivity, SensitivityOptions};
+    let opts = SensitivityOptions {
+        fractions: vec![0.25, 0.5, 0.75],
+        int8: false,
+        seq_len: 128,
+    };
+    let measure = |name: &str| {
+        sensitivity(&load(name), &opts, &mut calibrator(4, 3), &mut |_| {})
+            .unwrap_or_else(|e| panic!("sensitivity on {name}: {e}"))
+    };
+    let (dynamo, classic) = (measure(DEBERTA_DYNAMO), measure(DEBERTA));
+    let rows = |r: &onnx_compress::sensitivity::SensitivityReport,
+                block: &str|
+     -> Vec<onnx_compress::passes::prune::BlockCost> {
+        r.pruning.iter().filter(|b| b.block == block).cloned().collect()
+    };
+    let (att, att_classic) = (rows(&dynamo, "attention"), rows(&classic, "attention"));
+    assert_eq!(att.len(), 3, "{att:?}");
+    assert_eq!(att_classic.len(), 6);
+    assert!(att_classic.iter().all(|b| !b.in_step && b.layers.len() == 1));
+    for (b, removed) in att.iter().zip([1, 2, 3]) {
+        assert!(b.in_step && b.layers == [0, 1] && b.removed == removed, "{b:?}");
+        let alone: u64 = att_classic
+            .iter()
+            .filter(|c| c.fraction == b.fraction)
+            .map(|c| c.macs_saved)
+            .sum();
+        assert_eq!(b.macs_saved, alone, "{b:?}");
+        assert!(b.divergence.is_finite() && b.divergence > 0.0, "{b:?}");
+    }
+    let (ffn, ffn_classic) = (rows(&dynamo, "ffn"), rows(&classic, "ffn"));
+    assert_eq!(ffn.len(), 6);
+    for (a, b) in ffn.iter().zip(&ffn_classic) {
+        assert_eq!((a.layer, a.fraction, a.removed), (b.layer, b.fraction, b.removed));
+        assert!(
+            (a.divergence - b.divergence).abs() <= 1e-3 * b.divergence + 1e-9,
+            "layer {} ffn at {}: {} (dynamo) vs {} (classic)",
+            a.layer,
+            a.fraction,
+            a.divergence,
+            b.divergence
+        );
+    }
+    let text = onnx_compress::report::sensitivity_text(&dynamo);
+    assert!(text.contains("0-1    attention") && text.contains("in step"), "{text}");
+}
+
 /// A weight read by two nodes and sliced alike is written once: DeBERTa's query and key weights
 /// also project the relative position embeddings, and the dynamo export reads the same
 /// initializer in both places. Half the heads pruned from the classic and the dynamo export of
@@ -1838,7 +1895,10 @@ fn deberta_dynamo_export_prunes_its_heads() {
         .expect("calibrated pruning to a budget");
     let t2 = discover(&applied.model).unwrap();
     let heads: Vec<usize> = t2.layers.iter().map(|l| l.heads()).collect();
-    assert!(heads == [2, 2], "heads in step (README: 2 of 4 in both layers): {heads:?}");
+    assert!(
+        heads == [2, 2],
+        "heads in step (README: 2 of 4 in both layers): {heads:?}"
+    );
     let macs = |t: &Transformer| onnx_compress::structure::macs_per_sequence(t, 128).0 as f64;
     assert!(macs(&t2) <= 0.6 * macs(&t) + 1.0, "{} of {}", macs(&t2), macs(&t));
     logits(

@@ -56,7 +56,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{bin, calibrator, logits, max_diff, vnni, zero_in_features};
+use common::{bin, calibrator, logits, max_diff, s, vnni, zero_in_features};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/matrix")
@@ -910,16 +910,9 @@ fn eval_runs_every_cell() {
     });
 }
 
-/// `auto` on every cell, on the user's own CSV files (random texts of the fixtures' words, random
-/// labels): a small search (calibrated pruning to 60% MACs, static INT8 in ONNX Runtime's form,
-/// chosen by MACs) builds and scores every candidate without a failure, and reports on the dev
-/// file. The random weights make the accuracies meaningless; that every candidate of every layout
-/// is built, checked by ONNX Runtime and scored is what is tested.
-#[test]
-fn auto_searches_every_cell_on_the_users_own_files() {
-    let dir = tempfile::tempdir().unwrap();
-    let tokenizer = fixture_tokenizer(dir.path());
-    // A seeded generator of word sequences: texts of 2–12 of the fixtures' words, labels 0/1.
+/// A user's own labelled CSV files in `dir`, `train.csv` (96 rows) and `dev.csv` (64): seeded
+/// random texts of 2–12 of the fixtures' words, labels 0/1.
+fn random_texts(dir: &Path) -> (PathBuf, PathBuf) {
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = |n: u64| {
         state ^= state << 13;
@@ -933,11 +926,112 @@ fn auto_searches_every_cell_on_the_users_own_files() {
             let words: Vec<String> = (0..2 + next(11)).map(|_| format!("w{}", 4 + next(96))).collect();
             csv += &format!("{},{}\n", words.join(" "), next(2));
         }
-        let path = dir.path().join(name);
+        let path = dir.join(name);
         std::fs::write(&path, csv).unwrap();
         path
     };
-    let (train, dev) = (write("train.csv", 96), write("dev.csv", 64));
+    (write("train.csv", 96), write("dev.csv", 64))
+}
+
+/// `diff` and `sensitivity` on every cell. `diff` of the cell and its l1-pruned copy (half the
+/// heads, a third of the neurons) compares 64 examples and traces the embeddings (unchanged:
+/// relative error 0, or rounding where ONNX Runtime fuses the two graphs differently) and each
+/// layer (changed); `sensitivity` measures every block that pruning
+/// can take and every MatMul in int8, all finite. (Before, `sensitivity` failed on DeBERTa's
+/// dynamo exports, whose heads can only be pruned in step: it now measures them so.)
+#[test]
+fn diff_and_sensitivity_run_every_cell() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokenizer = fixture_tokenizer(dir.path());
+    let (train, dev) = random_texts(dir.path());
+    let data = ["--tokenizer", s(&tokenizer), "--max-length", "16", "--json", "-q"];
+    every_cell("diff and sensitivity over the export matrix", |c| {
+        let pruned = dir.path().join(format!("{}.onnx", c.name));
+        let pass = Pass::Prune(PruneOptions {
+            heads: 0.5,
+            ffn: 0.3,
+            ..Default::default()
+        });
+        let applied = pass.apply(&c.load(), None).map_err(|e| format!("prune: {e}"))?;
+        onnx::save(&applied.model, &pruned, &Default::default()).map_err(|e| e.to_string())?;
+        let out = bin()
+            .arg("diff")
+            .arg(c.path())
+            .arg(&pruned)
+            .args(["--data", s(&dev)])
+            .args(data)
+            .output()
+            .unwrap();
+        ensure(out.status.success(), || format!("diff: {}", common::text(&out.stderr)))?;
+        let d: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+        let layers = d["layers"].as_array().cloned().unwrap_or_default();
+        let errors: Vec<f64> = layers.iter().filter_map(|l| l["relative_error"].as_f64()).collect();
+        ensure(
+            d["examples"] == 64
+                && layers.len() == 3
+                && layers[0]["at"] == "embeddings"
+                && errors.len() == 3
+                && errors[0] < 1e-6
+                && errors[1..].iter().all(|e| e.is_finite() && *e > 0.0),
+            || format!("diff: {} examples, layers {layers:?}", d["examples"]),
+        )?;
+        let out = bin()
+            .arg("sensitivity")
+            .arg(c.path())
+            .args(["--calib-data", s(&train), "--calib-samples", "32", "--fractions", "0.5"])
+            .args(data)
+            .output()
+            .unwrap();
+        ensure(out.status.success(), || {
+            format!("sensitivity: {}", common::text(&out.stderr))
+        })?;
+        let r: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+        let rows = |k: &str| r[k].as_array().cloned().unwrap_or_default();
+        let (pruning, int8) = (rows("pruning"), rows("int8"));
+        // Each block kind's rows cover both layers once: a row per layer, one for layers sharing
+        // the block's weights (ALBERT's, wholly or in part), one for heads in step.
+        let covered = |b: &str| {
+            let mut layers: Vec<u64> = pruning
+                .iter()
+                .filter(|x| x["block"] == b)
+                .flat_map(|x| x["layers"].as_array().cloned().unwrap_or_default())
+                .filter_map(|l| l.as_u64())
+                .collect();
+            layers.sort();
+            layers
+        };
+        let in_step = pruning.iter().any(|x| x["in_step"] == true);
+        ensure(covered("attention") == [0, 1] && covered("ffn") == [0, 1], || {
+            format!("sensitivity rows: {pruning:?}")
+        })?;
+        ensure(
+            !int8.is_empty()
+                && pruning
+                    .iter()
+                    .chain(&int8)
+                    .all(|x| x["divergence"].as_f64().is_some_and(|v| v.is_finite() && v >= 0.0)),
+            || format!("sensitivity values: {pruning:?} {int8:?}"),
+        )?;
+        Ok(format!(
+            "(diff agreement {}, {} pruning rows{}, {} MatMuls)",
+            d["agreement"],
+            pruning.len(),
+            if in_step { " (heads in step)" } else { "" },
+            int8.len()
+        ))
+    });
+}
+
+/// `auto` on every cell, on the user's own CSV files (random texts of the fixtures' words, random
+/// labels): a small search (calibrated pruning to 60% MACs, static INT8 in ONNX Runtime's form,
+/// chosen by MACs) builds and scores every candidate without a failure, and reports on the dev
+/// file. The random weights make the accuracies meaningless; that every candidate of every layout
+/// is built, checked by ONNX Runtime and scored is what is tested.
+#[test]
+fn auto_searches_every_cell_on_the_users_own_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokenizer = fixture_tokenizer(dir.path());
+    let (train, dev) = random_texts(dir.path());
     every_cell("auto over the export matrix", |c| {
         // The model beside the tokenizer, as a user keeps them.
         let cell = dir.path().join(&c.name);

@@ -1129,6 +1129,10 @@ pub struct BlockCost {
     pub divergence: f64,
     /// Share of calibration examples whose predicted class is unchanged (`None` for one output).
     pub agreement: Option<f64>,
+    /// Heads pruned in step: `removed` heads of every layer in `layers` at once (their head
+    /// count is computed once for all layers, as calibrated pruning then prunes them).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub in_step: bool,
 }
 
 /// `fractions` of [`block_costs`]: at least one, each in (0, 1).
@@ -1145,7 +1149,10 @@ pub fn check_fractions(fractions: &[f64]) -> Result<(), PassError> {
 /// For each block of each layer and each of `fractions` (in (0, 1), ascending): that block alone
 /// pruned the way calibrated pruning prunes it (greedy OBS removal, compensated refit), and what
 /// it does to the model's predictions on the calibration data. FFN fractions stop at 90% of the
-/// neurons, attention keeps at least one head. `stage` is told each block.
+/// neurons, attention keeps at least one head. Where every layer's heads go in step (a head count
+/// computed once for all layers), the attention is measured as calibrated pruning prunes it: every
+/// layer's heads at once, one row; attention whose heads cannot be pruned has none. `stage` is
+/// told each block.
 pub fn block_costs(
     model: &ModelProto,
     fractions: &[f64],
@@ -1164,10 +1171,15 @@ pub fn block_costs(
     ensure_finite("the unpruned model's logits on the calibration data", &reference)?;
     stage("capturing the blocks' inputs and outputs");
     let mut out = Vec::new();
+    let lockstep = heads_in_step(&t);
+    // Per layer in step: its OBS state, head groups, most heads it may lose, one head's MACs.
+    let mut in_step: Vec<(usize, Obs, Vec<Vec<usize>>, usize, u64)> = Vec::new();
     each_block_stats(model, &t, calib, STATS_BYTES, &mut |calib, li, part, st| {
         let l = &t.layers[li];
         let (out_lin, unit) = match (part, &l.attention, &l.ffn) {
-            (Part::Attention, Some(att), _) => (&att.output, structure::unit_macs(t.hidden, att.head_size, seq_len).0),
+            (Part::Attention, Some(att), _) if att.heads_fixed.is_none() => {
+                (&att.output, structure::unit_macs(t.hidden, att.head_size, seq_len).0)
+            }
             (Part::Ffn, _, Some(ffn)) => (&ffn.down, structure::neuron_macs(ffn, seq_len)),
             _ => return Ok(()),
         };
@@ -1182,6 +1194,10 @@ pub fn block_costs(
             return Ok(());
         }
         let mut obs = st.obs(&logical_weight(model, out_lin)?, &what)?;
+        if part == Part::Attention && lockstep {
+            in_step.push((li, obs, gs, limit, unit));
+            return Ok(());
+        }
         let layers = match sharing(&t.shared_weights(), li, part) {
             shared if shared.is_empty() => vec![li],
             shared => shared,
@@ -1206,10 +1222,42 @@ pub fn block_costs(
                 macs_saved: unit * removed as u64 * layers.len() as u64,
                 divergence: divergence(&reference, &logits, labels),
                 agreement: crate::passes::agreement(&reference, &logits, labels),
+                in_step: false,
             });
         }
         Ok(())
     })?;
+    // Heads in step: at each fraction, every layer's choice of as many heads, rewritten at once.
+    let mut removed = vec![0; in_step.len()];
+    for &fraction in if in_step.is_empty() { &[][..] } else { &fractions[..] } {
+        stage(&format!("every layer's attention in step, −{:.0}%", fraction * 100.0));
+        let mut plan = Plan::keep_all(&t);
+        let mut macs_saved = 0;
+        for ((li, obs, gs, limit, unit), removed) in in_step.iter_mut().zip(&mut removed) {
+            let k = ((gs.len() as f64 * fraction).round() as usize).clamp(1, *limit);
+            if k > *removed {
+                obs_greedy(obs, gs, k - *removed);
+                *removed = k;
+            }
+            let Some(att) = &t.layers[*li].attention else { continue };
+            plan.layers[*li] = block_plan(&t, *li, Part::Attention, obs, gs, &att.output)?.layers[*li].clone();
+            macs_saved += *unit * k as u64;
+        }
+        let (logits, _) = calib.logits(&apply_plan(model, &t, &plan)?)?;
+        ensure_finite("every layer's heads pruned in step: the logits", &logits)?;
+        out.push(BlockCost {
+            layer: in_step[0].0,
+            layers: in_step.iter().map(|x| x.0).collect(),
+            block: "attention",
+            units: in_step[0].2.len(),
+            fraction,
+            removed: removed[0],
+            macs_saved,
+            divergence: divergence(&reference, &logits, labels),
+            agreement: crate::passes::agreement(&reference, &logits, labels),
+            in_step: true,
+        });
+    }
     Ok(out)
 }
 
