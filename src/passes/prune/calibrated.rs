@@ -1146,6 +1146,16 @@ pub fn check_fractions(fractions: &[f64]) -> Result<(), PassError> {
     Ok(())
 }
 
+/// One layer's attention measured in step ([`block_costs`]): its OBS state, head groups, the most
+/// heads it may lose and one head's MACs.
+struct InStep {
+    layer: usize,
+    obs: Obs,
+    groups: Vec<Vec<usize>>,
+    limit: usize,
+    unit_macs: u64,
+}
+
 /// For each block of each layer and each of `fractions` (in (0, 1), ascending): that block alone
 /// pruned the way calibrated pruning prunes it (greedy OBS removal, compensated refit), and what
 /// it does to the model's predictions on the calibration data. FFN fractions stop at 90% of the
@@ -1172,8 +1182,7 @@ pub fn block_costs(
     stage("capturing the blocks' inputs and outputs");
     let mut out = Vec::new();
     let lockstep = heads_in_step(&t);
-    // Per layer in step: its OBS state, head groups, most heads it may lose, one head's MACs.
-    let mut in_step: Vec<(usize, Obs, Vec<Vec<usize>>, usize, u64)> = Vec::new();
+    let mut in_step: Vec<InStep> = Vec::new();
     each_block_stats(model, &t, calib, STATS_BYTES, &mut |calib, li, part, st| {
         let l = &t.layers[li];
         let (out_lin, unit) = match (part, &l.attention, &l.ffn) {
@@ -1195,7 +1204,13 @@ pub fn block_costs(
         }
         let mut obs = st.obs(&logical_weight(model, out_lin)?, &what)?;
         if part == Part::Attention && lockstep {
-            in_step.push((li, obs, gs, limit, unit));
+            in_step.push(InStep {
+                layer: li,
+                obs,
+                groups: gs,
+                limit,
+                unit_macs: unit,
+            });
             return Ok(());
         }
         let layers = match sharing(&t.shared_weights(), li, part) {
@@ -1233,23 +1248,24 @@ pub fn block_costs(
         stage(&format!("every layer's attention in step, −{:.0}%", fraction * 100.0));
         let mut plan = Plan::keep_all(&t);
         let mut macs_saved = 0;
-        for ((li, obs, gs, limit, unit), removed) in in_step.iter_mut().zip(&mut removed) {
-            let k = ((gs.len() as f64 * fraction).round() as usize).clamp(1, *limit);
+        for (x, removed) in in_step.iter_mut().zip(&mut removed) {
+            let (li, gs) = (x.layer, &x.groups);
+            let k = ((gs.len() as f64 * fraction).round() as usize).clamp(1, x.limit);
             if k > *removed {
-                obs_greedy(obs, gs, k - *removed);
+                obs_greedy(&mut x.obs, gs, k - *removed);
                 *removed = k;
             }
-            let Some(att) = &t.layers[*li].attention else { continue };
-            plan.layers[*li] = block_plan(&t, *li, Part::Attention, obs, gs, &att.output)?.layers[*li].clone();
-            macs_saved += *unit * k as u64;
+            let Some(att) = &t.layers[li].attention else { continue };
+            plan.layers[li] = block_plan(&t, li, Part::Attention, &x.obs, gs, &att.output)?.layers[li].clone();
+            macs_saved += x.unit_macs * k as u64;
         }
         let (logits, _) = calib.logits(&apply_plan(model, &t, &plan)?)?;
         ensure_finite("every layer's heads pruned in step: the logits", &logits)?;
         out.push(BlockCost {
-            layer: in_step[0].0,
-            layers: in_step.iter().map(|x| x.0).collect(),
+            layer: in_step[0].layer,
+            layers: in_step.iter().map(|x| x.layer).collect(),
             block: "attention",
-            units: in_step[0].2.len(),
+            units: in_step[0].groups.len(),
             fraction,
             removed: removed[0],
             macs_saved,
