@@ -170,14 +170,16 @@ fn io_info(v: &ValueInfoProto) -> IoInfo {
 
 /// Summarizes a loaded model. Fails with the structure error when the transformer is not found.
 ///
-/// A graph that does not map is an error, except for a model this tool wrote (it has a history):
-/// then the summary says why and still gives format, inputs, outputs and the history, so that a
-/// chained model (e.g. quantized, whose weights are no longer float MatMuls) can be inspected.
+/// A graph that does not map is an error, except for a model this tool wrote (it has a history)
+/// or one quantized already (by any tool): then the summary says why and still gives format,
+/// inputs, outputs and the history, so that a chained model (e.g. quantized, whose weights are no
+/// longer float MatMuls) can be inspected.
 pub fn summarize(model: &ModelProto, path: &Path, seq_len: usize) -> Result<ModelSummary, StructureError> {
     let history = history::history(model).unwrap_or_default();
+    let quantized = model.graph.as_ref().and_then(structure::quantized_evidence).is_some();
     let (t, unmapped) = match structure::discover(model) {
         Ok(t) => (Some(t), None),
-        Err(e) if !history.is_empty() => (None, Some(e.to_string())),
+        Err(e) if !history.is_empty() || quantized => (None, Some(e.to_string())),
         Err(e) => return Err(e),
     };
     let params = t

@@ -335,7 +335,13 @@ fn cmd_auto(ort_lib: Option<&Path>, quiet: bool, a: AutoArgs) -> Result<()> {
         ));
     }
     if r.winner.is_none() {
-        let closest = auto::front::closest(&r, 3).join("; ");
+        let closest = match auto::front::closest(&r, 3) {
+            c if c.is_empty() => match r.failed.first() {
+                Some((id, e)) => format!("none scored; {} failed, first {id}: {e}", r.failed.len()),
+                None => "no candidate was scored".into(),
+            },
+            c => c.join("; "),
+        };
         bail!(
             "no candidate is within --max-drop {} points on the selection (at {:.0}% confidence) and beats the input on {}; nothing written (closest: {closest}); the journal stays in {}",
             o.max_drop,

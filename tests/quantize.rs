@@ -1135,6 +1135,43 @@ fn cli_bad_options_give_one_clear_error_and_no_file() {
         &out,
         &["q.onnx", "quantized already"],
     );
+    // Pruning, low rank and auto rewrite float32 weights: a model quantized already (int8, or
+    // float16) is refused naming what shows it and what to do, before any calibration data is
+    // read (the file named here does not exist). They said "not a transformer this tool can map".
+    let (h, _) = quantize::quantize(&synth(), &opts(Mode::Fp16), None).unwrap();
+    let hin = save(&h, dir.path(), "h.onnx");
+    let train = dir.path().join("train.csv");
+    std::fs::write(&train, "text,label\na,0\n").unwrap();
+    for (model, shows) in [(&qin, "DynamicQuantizeLinear"), (&hin, "of float16")] {
+        let m = model.to_str().unwrap();
+        let chain = ["quantization is the last step of a chain"];
+        fails(
+            &["prune", "--heads", "0.5", m, o],
+            &out,
+            &["quantized already", shows, chain[0]],
+        );
+        fails(
+            &["prune", "--target-macs", "0.6", "--calib-data", "none.csv", m, o],
+            &out,
+            &["quantized already", shows],
+        );
+        fails(&["lowrank", "--rank", "4", m, o], &out, &["quantized already", shows]);
+        let inspect = bin().args(["inspect", m]).output().unwrap();
+        let text = String::from_utf8_lossy(&inspect.stdout);
+        assert!(
+            text.contains("quantized already") && text.contains(shows),
+            "inspect {m}: {text}{}",
+            String::from_utf8_lossy(&inspect.stderr)
+        );
+    }
+    let dev = dir.path().join("dev.csv");
+    std::fs::write(&dev, "text,label\nb,1\n").unwrap();
+    let (t, d) = (train.to_str().unwrap(), dev.to_str().unwrap());
+    fails(
+        &["auto", qin.to_str().unwrap(), o, "--calib-data", t, "--data", d],
+        &out,
+        &["q.onnx", "quantized already", "DynamicQuantizeLinear", "float32 model"],
+    );
 }
 
 #[test]

@@ -671,6 +671,12 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
     }
     (ui.stage)("reading the model");
     let proto = onnx::load(&o.model)?;
+    if let Some(why) = proto.graph.as_ref().and_then(crate::structure::quantized_evidence) {
+        bail!(
+            "{}: the model is quantized already ({why}); auto searches pruning, low rank and number formats from the float32 model: give it that one",
+            o.model.display()
+        );
+    }
     let (mut tokenizer, _) = eval::load_tokenizer(&o.model, &proto, None)?;
     (ui.stage)("reading the training file");
     let source = o.source(&o.calib_data);

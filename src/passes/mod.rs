@@ -160,11 +160,18 @@ impl Pass {
     }
 
     /// Refuses an input the pass cannot rewrite at all, before any calibration data is loaded:
-    /// a model quantized already, for `quantize`.
+    /// a model quantized already (int8 or float16): `quantize` would compound the error, and
+    /// pruning and low rank rewrite float32 weights.
     pub fn check_input(&self, model: &ModelProto) -> Result<(), PassError> {
         match self {
             Pass::Quantize(_) => quantize::ensure_not_quantized(model),
-            _ => Ok(()),
+            Pass::Prune(_) | Pass::Lowrank(_) => match crate::structure::quantized_evidence(graph(model)?) {
+                Some(why) => Err(PassError::Unsupported(format!(
+                    "the model is quantized already ({why}); prune and factor the float32 model, then quantize it (quantization is the last step of a chain)"
+                ))),
+                None => Ok(()),
+            },
+            Pass::Convert { .. } | Pass::Custom(_) => Ok(()),
         }
     }
 

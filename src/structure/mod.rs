@@ -346,6 +346,45 @@ impl Transformer {
     }
 }
 
+/// Operators whose presence means the model is quantized already.
+const QUANTIZED_OPS: &[&str] = &[
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
+    "MatMulInteger",
+    "ConvInteger",
+    "QLinearMatMul",
+    "QLinearConv",
+    "DynamicQuantizeMatMul",
+    "MatMulIntegerToFloat",
+    "QAttention",
+    "QGemm",
+    "QEmbedLayerNormalization",
+    "MatMulNBits",
+    "GatherBlockQuantized",
+];
+
+/// What shows that `graph` is quantized (or float16) already, in words (`node 'x', a
+/// DynamicQuantizeLinear`, `initializer 'w' of float16`); `None` for a float32 graph.
+pub fn quantized_evidence(graph: &crate::onnx::proto::GraphProto) -> Option<String> {
+    use crate::onnx::proto::tensor_proto::DataType;
+    if let Some(n) = graph.node.iter().find(|n| QUANTIZED_OPS.contains(&n.op_type())) {
+        return Some(format!("node '{}', a {}", n.name(), n.op_type()));
+    }
+    let low = [DataType::Int8 as i32, DataType::Uint8 as i32, DataType::Float16 as i32];
+    graph
+        .initializer
+        .iter()
+        .find(|t| low.contains(&t.data_type()) && t.dims.iter().product::<i64>() > 1)
+        .map(|t| {
+            format!(
+                "initializer '{}' of {}",
+                t.name(),
+                crate::onnx::tensor::dtype_name(t.data_type())
+            )
+        })
+}
+
 /// Why a graph could not be mapped: what was looked for and where the search stopped.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 #[error("not a transformer this tool can map: looked for {looked_for}; stopped at {stopped_at}")]

@@ -431,48 +431,16 @@ pub fn validate(opts: &QuantizeOptions) -> Result<(), PassError> {
     Ok(())
 }
 
-/// Operators whose presence means the model is quantized already.
-const QUANTIZED_OPS: &[&str] = &[
-    "QuantizeLinear",
-    "DequantizeLinear",
-    "DynamicQuantizeLinear",
-    "MatMulInteger",
-    "ConvInteger",
-    "QLinearMatMul",
-    "QLinearConv",
-    "DynamicQuantizeMatMul",
-    "MatMulIntegerToFloat",
-    "QAttention",
-    "QGemm",
-    "QEmbedLayerNormalization",
-    "MatMulNBits",
-    "GatherBlockQuantized",
-];
-
 /// Refuses models that are quantized (or float16) already: quantizing twice would compound the
 /// error and the rewrites below assume float32 weights.
 pub fn ensure_not_quantized(model: &ModelProto) -> Result<(), PassError> {
     let g = crate::passes::graph(model)?;
-    if let Some(n) = g.node.iter().find(|n| QUANTIZED_OPS.contains(&n.op_type())) {
-        return Err(PassError::Unsupported(format!(
-            "the model is quantized already (node '{}' is a {}); quantize the float32 model instead",
-            n.name(),
-            n.op_type()
-        )));
+    match crate::structure::quantized_evidence(g) {
+        Some(why) => Err(PassError::Unsupported(format!(
+            "the model is quantized already ({why}); quantize the float32 model instead"
+        ))),
+        None => Ok(()),
     }
-    let low = [DataType::Int8 as i32, DataType::Uint8 as i32, DataType::Float16 as i32];
-    if let Some(t) = g
-        .initializer
-        .iter()
-        .find(|t| low.contains(&t.data_type()) && t.dims.iter().product::<i64>() > 1)
-    {
-        return Err(PassError::Unsupported(format!(
-            "the model is quantized already (initializer '{}' is {}); quantize the float32 model instead",
-            t.name(),
-            tensor::dtype_name(t.data_type())
-        )));
-    }
-    Ok(())
 }
 
 /// A MatMul with a constant float32 weight: what the int8 modes rewrite.

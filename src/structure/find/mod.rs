@@ -33,12 +33,25 @@ fn fail(looked_for: impl Into<String>, stopped_at: impl Into<String>) -> Structu
 /// Ops that only move or rename data between a projection and where it is used.
 const PASS_THROUGH: &[&str] = &["Identity", "Cast", "Dropout"];
 
-/// Maps the transformer in `model`.
+/// Maps the transformer in `model`. A model quantized already (int8 or float16) that does not
+/// map is named so: the passes that need the map work on the float32 model, before quantizing.
 pub fn discover(model: &ModelProto) -> R<Transformer> {
     let graph = model
         .graph
         .as_ref()
         .ok_or_else(|| fail("a graph", "the model has no graph"))?;
+    discover_graph(graph).map_err(|e| match quantized_evidence(graph) {
+        Some(why) => fail(
+            "a float32 model",
+            format!(
+                "{why}: the model is quantized already; prune, factor or measure the float32 model, then quantize it (quantization is the last step of a chain)"
+            ),
+        ),
+        None => e,
+    })
+}
+
+fn discover_graph(graph: &crate::onnx::proto::GraphProto) -> R<Transformer> {
     let ix = GraphIndex::new(graph);
 
     let mut attn_nodes: Vec<usize> = Vec::new();
