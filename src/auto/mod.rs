@@ -671,7 +671,8 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
     }
     (ui.stage)("reading the model");
     let proto = onnx::load(&o.model)?;
-    if let Some(why) = proto.graph.as_ref().and_then(crate::structure::quantized_evidence) {
+    let quantized = proto.graph.as_ref().and_then(crate::structure::quantized_evidence);
+    if let Some(why) = quantized.filter(|_| crate::structure::discover(&proto).is_err()) {
         bail!(
             "{}: the model is quantized already ({why}); auto searches pruning, low rank and number formats from the float32 model: give it that one",
             o.model.display()

@@ -371,11 +371,15 @@ pub fn quantized_evidence(graph: &crate::onnx::proto::GraphProto) -> Option<Stri
     if let Some(n) = graph.node.iter().find(|n| QUANTIZED_OPS.contains(&n.op_type())) {
         return Some(format!("node '{}', a {}", n.name(), n.op_type()));
     }
-    let low = [DataType::Int8 as i32, DataType::Uint8 as i32, DataType::Float16 as i32];
+    // A float16 tensor, or an int8 matrix (a weight; an 8-bit mask or index table is not one).
+    let int8 = [DataType::Int8 as i32, DataType::Uint8 as i32];
     graph
         .initializer
         .iter()
-        .find(|t| low.contains(&t.data_type()) && t.dims.iter().product::<i64>() > 1)
+        .find(|t| {
+            (t.data_type() == DataType::Float16 as i32 && t.dims.iter().product::<i64>() > 1)
+                || (int8.contains(&t.data_type()) && t.dims.len() == 2 && t.dims.iter().all(|&d| d > 1))
+        })
         .map(|t| {
             format!(
                 "initializer '{}' of {}",
