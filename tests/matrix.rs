@@ -936,7 +936,8 @@ fn random_texts(dir: &Path) -> (PathBuf, PathBuf) {
 /// `diff` and `sensitivity` on every cell. `diff` of the cell and its l1-pruned copy (half the
 /// heads, a third of the neurons) compares 64 examples and traces the embeddings (unchanged:
 /// relative error 0, or rounding where ONNX Runtime fuses the two graphs differently) and each
-/// layer (changed); `sensitivity` measures every block that pruning
+/// layer (changed); of an SDPA export and the eager export of the same weights, it finds the
+/// same predictions and every layer equal to 1e-5; `sensitivity` measures every block that pruning
 /// can take and every MatMul in int8, all finite. (Before, `sensitivity` failed on DeBERTa's
 /// dynamo exports, whose heads can only be pruned in step: it now measures them so.)
 #[test]
@@ -975,6 +976,37 @@ fn diff_and_sensitivity_run_every_cell() {
                 && errors[1..].iter().all(|e| e.is_finite() && *e > 0.0),
             || format!("diff: {} examples, layers {layers:?}", d["examples"]),
         )?;
+        // An SDPA export against the eager export of the same weights: the same predictions,
+        // every traced layer equal to rounding.
+        let eager = root().join(c.name.replacen("-sdpa-", "-eager-", 1)).join("model.onnx");
+        if c.attention == "sdpa" && eager.is_file() {
+            let out = bin()
+                .arg("diff")
+                .arg(&eager)
+                .arg(c.path())
+                .args(["--data", s(&dev)])
+                .args(data)
+                .output()
+                .unwrap();
+            ensure(out.status.success(), || {
+                format!("diff with eager: {}", common::text(&out.stderr))
+            })?;
+            let d: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+            let layers = d["layers"].as_array().cloned().unwrap_or_default();
+            ensure(
+                d["agreement"] == 1.0
+                    && layers.len() == 3
+                    && layers
+                        .iter()
+                        .all(|l| l["relative_error"].as_f64().is_some_and(|e| e < 1e-5)),
+                || {
+                    format!(
+                        "diff with the eager export: agreement {}, layers {layers:?}",
+                        d["agreement"]
+                    )
+                },
+            )?;
+        }
         let out = bin()
             .arg("sensitivity")
             .arg(c.path())
