@@ -1057,7 +1057,7 @@ fn diff_and_sensitivity_run_every_cell() {
 /// `auto` on every cell, on the user's own CSV files (random texts of the fixtures' words, random
 /// labels): a small search (calibrated pruning to 60% MACs, static INT8 in ONNX Runtime's form,
 /// chosen by MACs) builds and scores every candidate without a failure, and reports on the dev
-/// file. The random weights make the accuracies meaningless; that every candidate of every layout
+/// file; `run` of the recipe it writes rebuilds the same bytes and scores dev alike. The random weights make the accuracies meaningless; that every candidate of every layout
 /// is built, checked by ONNX Runtime and scored is what is tested.
 #[test]
 fn auto_searches_every_cell_on_the_users_own_files() {
@@ -1100,6 +1100,7 @@ fn auto_searches_every_cell_on_the_users_own_files() {
                 "--json",
                 "-q",
             ])
+            .env("SOURCE_DATE_EPOCH", "0")
             .output()
             .unwrap();
         ensure(out.status.success(), || format!("auto: {}", common::text(&out.stderr)))?;
@@ -1118,6 +1119,29 @@ fn auto_searches_every_cell_on_the_users_own_files() {
         })?;
         ensure(r["dev"]["examples"] == 64 && cell.join("out.onnx").is_file(), || {
             format!("dev {} / no OUT", r["dev"])
+        })?;
+        // Its recipe rebuilds the same bytes and scores dev as auto did.
+        let rebuilt = cell.join("rebuilt.onnx");
+        let run = bin()
+            .arg("run")
+            .arg(cell.join("out.auto").join("recipe.yaml"))
+            .arg("--out")
+            .arg(&rebuilt)
+            .args(["--json", "-q"])
+            .env("SOURCE_DATE_EPOCH", "0")
+            .output()
+            .unwrap();
+        ensure(run.status.success(), || format!("run: {}", common::text(&run.stderr)))?;
+        let rr: Value = serde_json::from_slice(&run.stdout).map_err(|e| e.to_string())?;
+        ensure(
+            std::fs::read(&rebuilt).ok() == std::fs::read(cell.join("out.onnx")).ok(),
+            || "run rebuilt other bytes than auto wrote".into(),
+        )?;
+        ensure(rr["eval"]["metrics"]["accuracy"] == r["dev"]["accuracy"], || {
+            format!(
+                "run's dev accuracy {} against auto's {}",
+                rr["eval"]["metrics"]["accuracy"], r["dev"]["accuracy"]
+            )
         })?;
         Ok(format!(
             "(winner {}, MACs {})",
