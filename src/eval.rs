@@ -279,15 +279,16 @@ pub fn output_width(model: &onnx::ModelProto) -> Option<usize> {
 }
 
 /// A model whose output has a sequence axis ([batch, sequence, hidden]: an encoder without a
-/// classifier, as sentence-embedding models are) has no predictions to evaluate.
-fn refuse_headless(model_path: &Path, proto: &onnx::ModelProto) -> Result<()> {
+/// classifier, as sentence-embedding models are) has no predictions to evaluate (`eval`) or to
+/// choose by (`auto`, named by `command`).
+pub(crate) fn refuse_headless(model_path: &Path, proto: &onnx::ModelProto, command: &str) -> Result<()> {
     let Some(out) = proto.graph.as_ref().and_then(|g| g.output.first()) else {
         return Ok(());
     };
     let rank = crate::onnx::graph::declared_rank(out);
     if rank.is_some_and(|r| r >= 3) {
         bail!(
-            "{}: its output '{}' is per token (rank {}): a headless encoder; eval needs a classifier with [batch, labels] logits (compress it with any pass, evaluate it with a head on top)",
+            "{}: its output '{}' is per token (rank {}): a headless encoder; {command} needs a classifier with [batch, labels] logits (compress it with any pass, evaluate it with a head on top)",
             model_path.display(),
             out.name(),
             rank.unwrap_or(0)
@@ -405,7 +406,7 @@ pub fn prepare(model_path: &Path, proto: &onnx::ModelProto, opts: &EvalOptions) 
         }
         EvalData::File(source) => (source.clone(), None),
     };
-    refuse_headless(model_path, proto)?;
+    refuse_headless(model_path, proto, "eval")?;
     let labels = labels_of(model_path, proto, opts.task, opts.labels.as_deref())?;
     let mut data = data::read_labelled(&source, &labels)?;
     let data_file = source.path.clone();

@@ -831,8 +831,10 @@ pub fn sensitivity_text(r: &crate::sensitivity::SensitivityReport) -> String {
     let pct = |a: Option<f64>| a.map_or("-".to_string(), |a| format!("{:.1}%", a * 100.0));
     let _ = writeln!(
         o,
-        "measured on {} calibration examples ({} tokens); cost = mean KL divergence of the predictions from the unchanged model's, agree = predictions unchanged",
-        r.calibration_examples, r.calibration_tokens
+        "measured on {} calibration examples ({} tokens); cost = {}, agree = predictions unchanged",
+        r.calibration_examples,
+        r.calibration_tokens,
+        r.cost_words()
     );
     let _ = writeln!(
         o,

@@ -853,6 +853,23 @@ impl crate::passes::Calibrator for OrtCalibrator {
         &mut self,
         model: &crate::onnx::ModelProto,
     ) -> std::result::Result<(Vec<f32>, usize), crate::passes::PassError> {
+        // A headless encoder's output is per token ([batch, sequence, hidden]): its real tokens'
+        // rows, each value an output of its own (label count 1), so that what a change does to
+        // the model is their mean squared difference, as for a one-output model.
+        let per_token = model
+            .graph
+            .as_ref()
+            .and_then(|g| g.output.first())
+            .filter(|o| crate::onnx::graph::declared_rank(o).is_some_and(|r| r == 3))
+            .map(|o| o.name().to_string());
+        if let Some(name) = per_token {
+            let mut all = Vec::new();
+            crate::passes::Calibrator::capture(self, model, &[name], &mut |_, v| {
+                all.extend_from_slice(&v[0].0);
+                Ok(())
+            })?;
+            return Ok((all, 1));
+        }
         let t = std::time::Instant::now();
         let run = || -> Result<(Vec<f32>, usize)> {
             let mut m = open_fed(model, "calibration copy of the model", &self.session)?;

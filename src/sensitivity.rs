@@ -2,7 +2,8 @@
 //! attention and FFN block alone at a few fractions (as calibrated pruning would prune it, with
 //! its compensation), and the cost of dynamic INT8 on each MatMul alone. Each cost is the mean KL
 //! divergence of the model's predictions from the unchanged model's, with the share of unchanged
-//! predicted classes beside it: the numbers calibrated pruning's allocator works from, exposed.
+//! predicted classes beside it (for one output or a headless encoder's hidden states, the mean
+//! squared difference): the numbers calibrated pruning's allocator works from, exposed.
 
 use std::time::Instant;
 
@@ -69,7 +70,21 @@ pub struct SensitivityReport {
     /// How INT8 was measured (empty when not asked for).
     pub int8_mode: Option<String>,
     pub int8: Vec<MatMulCost>,
+    /// What a cost is: `kl` (mean KL divergence of a classifier's predictions) or `mse` (mean
+    /// squared difference of the outputs: a one-output model's, or a headless encoder's hidden
+    /// states on the real tokens).
+    pub cost: &'static str,
     pub seconds: f64,
+}
+
+impl SensitivityReport {
+    /// What a cost is, in words.
+    pub fn cost_words(&self) -> &'static str {
+        match self.cost {
+            "kl" => "mean KL divergence of the predictions from the unchanged model's",
+            _ => "mean squared difference of the outputs from the unchanged model's (one output, or a headless encoder's hidden states on the real tokens)",
+        }
+    }
 }
 
 /// (layer, role) of each MatMul node name of the mapped encoder.
@@ -135,6 +150,10 @@ pub fn sensitivity(
             });
         }
     }
+    // A classifier's rows carry the share of unchanged predictions; costs without one are mean
+    // squared differences.
+    let kl = pruning.iter().any(|b| b.agreement.is_some()) || int8.iter().any(|m| m.agreement.is_some());
+    let cost = if kl { "kl" } else { "mse" };
     let mut fractions = opts.fractions.clone();
     fractions.sort_by(f64::total_cmp);
     fractions.dedup();
@@ -148,6 +167,7 @@ pub fn sensitivity(
         int8_mode: opts
             .int8
             .then(|| "dynamic int8: s8 per-channel weights, u8 per-tensor activations, one MatMul at a time".into()),
+        cost,
         int8,
         seconds: start.elapsed().as_secs_f64(),
     })
@@ -218,9 +238,21 @@ pub fn chart(r: &SensitivityReport) -> crate::chart::Lines {
         series.push(("int8 (worst MatMul)".into(), worst));
     }
     crate::chart::Lines {
-        title: "Sensitivity: KL divergence from the unchanged model".into(),
+        title: format!(
+            "Sensitivity: {} from the unchanged model",
+            if r.cost == "kl" {
+                "KL divergence"
+            } else {
+                "squared difference"
+            }
+        ),
         x_label: "layer".into(),
-        y_label: "mean KL divergence (log)".into(),
+        y_label: if r.cost == "kl" {
+            "mean KL divergence (log)"
+        } else {
+            "mean squared difference (log)"
+        }
+        .into(),
         series,
     }
 }

@@ -1361,6 +1361,91 @@ fn headless_encoder_prunes_exactly_on_its_hidden_states() {
     assert!(max_diff(&pruned, &original) > 1e-3);
 }
 
+/// Calibrated pruning of a headless encoder: the allocator's sensitivity probe and `sensitivity`
+/// compared the model's logits, and its output is per token, so `prune --target-macs` (and
+/// `--strategy obs` with model-wide fractions) failed ("expected [32, labels]"). They now compare
+/// its hidden states on the real tokens (mean squared difference): the compensated choice stays
+/// closer to the unpruned hidden states than l1's, the MAC budget is met, `sensitivity` says what
+/// its costs are; `auto`, which chooses by predictions, refuses it in one line.
+#[test]
+fn headless_encoder_takes_calibrated_pruning_by_its_hidden_states() {
+    if !require_ort("calibrated pruning of a headless encoder") {
+        return;
+    }
+    let m = load(HEADLESS);
+    let hidden = |m: &ModelProto| -> Vec<f32> {
+        let names = ["last_hidden_state".to_string()];
+        let opts = onnx_compress::runtime::SessionOptions::default();
+        let mut probe = onnx_compress::runtime::Probe::open(m, &names, HEADLESS, &opts).expect("opens");
+        probe
+            .run(&onnx_compress::testkit::synth::sample_batch())
+            .expect("runs")
+            .remove(0)
+            .1
+    };
+    let original = hidden(&m);
+    let by = |strategy: Strategy| {
+        let p = Pass::Prune(PruneOptions {
+            heads: 0.5,
+            ffn: 0.5,
+            strategy,
+            ..Default::default()
+        });
+        let a = if strategy == Strategy::Obs {
+            p.apply(&m, Some(&mut calibrator(4, 3)))
+        } else {
+            p.apply(&m, None)
+        }
+        .unwrap_or_else(|e| panic!("{strategy:?} on the headless encoder: {e}"));
+        max_diff(&hidden(&a.model), &original)
+    };
+    let (obs, l1) = (by(Strategy::Obs), by(Strategy::L1));
+    assert!(obs < l1, "hidden states moved by {obs} (calibrated) against {l1} (l1)");
+    eprintln!("headless: half the heads and neurons move the hidden states by {obs:.3} (calibrated), {l1:.3} (l1)");
+    let budget = Pass::Prune(PruneOptions {
+        target_macs: Some(0.6),
+        strategy: Strategy::Obs,
+        ..Default::default()
+    })
+    .apply(&m, Some(&mut calibrator(4, 3)))
+    .expect("calibrated pruning of a headless encoder to a MAC budget");
+    let macs = |m: &ModelProto| onnx_compress::structure::macs_per_sequence(&discover(m).unwrap(), 128).0 as f64;
+    assert!(macs(&budget.model) <= 0.6 * macs(&m) + 1.0);
+    let sens = onnx_compress::sensitivity::sensitivity(
+        &m,
+        &onnx_compress::sensitivity::SensitivityOptions::default(),
+        &mut calibrator(2, 3),
+        &mut |_| {},
+    )
+    .expect("sensitivity of a headless encoder");
+    assert_eq!(sens.cost, "mse");
+    assert_eq!(sens.pruning.len(), 2 * 2 * 3);
+    assert!(sens
+        .pruning
+        .iter()
+        .all(|b| b.agreement.is_none() && b.divergence.is_finite() && b.divergence > 0.0));
+    assert!(onnx_compress::report::sensitivity_text(&sens).contains("headless encoder's hidden states"));
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(model_path(HEADLESS), dir.path().join("model.onnx")).unwrap();
+    fixture_tokenizer(dir.path());
+    let data = dir.path().join("data.csv");
+    std::fs::write(&data, "text,label\nw5 w6,0\nw7,1\n").unwrap();
+    std::fs::write(dir.path().join("dev.csv"), "text,label\nw8,0\n").unwrap();
+    let out = bin()
+        .arg("auto")
+        .arg(dir.path().join("model.onnx"))
+        .arg(dir.path().join("out.onnx"))
+        .arg("--calib-data")
+        .arg(&data)
+        .arg("--data")
+        .arg(dir.path().join("dev.csv"))
+        .output()
+        .unwrap();
+    common::assert_clean_error("auto on a headless encoder", &out, &["headless encoder", "auto"]);
+    assert!(!dir.path().join("out.auto").exists(), "auto made its work folder");
+}
+
 /// DeBERTa-v3 maps (the relative position terms' weights counted with the attention, the
 /// projections of the relative positions by the query and key weights found per layer), runs as
 /// torch computed it, and goes through every pass: removing heads equals zeroing their output

@@ -671,6 +671,7 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
     }
     (ui.stage)("reading the model");
     let proto = onnx::load(&o.model)?;
+    eval::refuse_headless(&o.model, &proto, "auto (which chooses by the predictions)")?;
     let quantized = proto.graph.as_ref().and_then(crate::structure::quantized_evidence);
     if let Some(why) = quantized.filter(|_| crate::structure::discover(&proto).is_err()) {
         bail!(
