@@ -233,6 +233,9 @@ pub fn diff(a: &Path, b: &Path, opts: &DiffOptions, progress: eval::Progress) ->
     }
     let proto_a = onnx::load(a)?;
     let proto_b = onnx::load(b)?;
+    for (path, proto) in [(a, &proto_a), (b, &proto_b)] {
+        eval::refuse_headless(path, proto, "diff (which compares predictions)")?;
+    }
     let Prepared {
         data_file,
         split,

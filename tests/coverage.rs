@@ -1366,7 +1366,7 @@ fn headless_encoder_prunes_exactly_on_its_hidden_states() {
 /// `--strategy obs` with model-wide fractions) failed ("expected [32, labels]"). They now compare
 /// its hidden states on the real tokens (mean squared difference): the compensated choice stays
 /// closer to the unpruned hidden states than l1's, the MAC budget is met, `sensitivity` says what
-/// its costs are; `auto`, which chooses by predictions, refuses it in one line.
+/// its costs are; `auto` and `diff`, which compare predictions, refuse it in one line.
 #[test]
 fn headless_encoder_takes_calibrated_pruning_by_its_hidden_states() {
     if !require_ort("calibrated pruning of a headless encoder") {
@@ -1444,6 +1444,15 @@ fn headless_encoder_takes_calibrated_pruning_by_its_hidden_states() {
         .unwrap();
     common::assert_clean_error("auto on a headless encoder", &out, &["headless encoder", "auto"]);
     assert!(!dir.path().join("out.auto").exists(), "auto made its work folder");
+    let out = bin()
+        .arg("diff")
+        .arg(dir.path().join("model.onnx"))
+        .arg(dir.path().join("model.onnx"))
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    common::assert_clean_error("diff of headless encoders", &out, &["headless encoder", "diff"]);
 }
 
 /// DeBERTa-v3 maps (the relative position terms' weights counted with the attention, the
