@@ -279,8 +279,8 @@ pub fn output_width(model: &onnx::ModelProto) -> Option<usize> {
 }
 
 /// A model whose output has a sequence axis ([batch, sequence, hidden]: an encoder without a
-/// classifier, as sentence-embedding models are) has no predictions to evaluate (`eval`) or to
-/// choose by (`auto`, named by `command`).
+/// classifier, as sentence-embedding models are) has no predictions to evaluate or compare
+/// (`eval`, `diff`) or to choose by (`auto`); `command` names the refusing command.
 pub(crate) fn refuse_headless(model_path: &Path, proto: &onnx::ModelProto, command: &str) -> Result<()> {
     let Some(out) = proto.graph.as_ref().and_then(|g| g.output.first()) else {
         return Ok(());
