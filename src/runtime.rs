@@ -410,6 +410,12 @@ fn builder(opts: &SessionOptions) -> Result<ort::session::builder::SessionBuilde
     Ok(b)
 }
 
+/// Whether sessions can be built with `opts` (the device this build supports, its provider):
+/// for a command that writes before it opens its first session.
+pub fn check_device(opts: &SessionOptions) -> Result<()> {
+    builder(opts).map(|_| ())
+}
+
 /// The context of a failed session start: on CUDA the provider, not the model, is the usual cause
 /// (no GPU visible, a CUDA library missing from the library path).
 fn could_not_load(what: &str, opts: &SessionOptions) -> String {

@@ -422,6 +422,12 @@ fn bad_flags_are_refused_before_anything_is_read() {
         let o = base(extra);
         assert_clean_error(what, &o, needles);
     }
+    // A device this build cannot use, before the work folder is made.
+    if !cfg!(feature = "cuda") {
+        let o = base(&["--device", "cuda"]);
+        assert_clean_error("cuda without CUDA support", &o, &["--device cuda", "--features cuda"]);
+        assert!(!dir.path().join("out.auto").exists(), "auto made its work folder");
+    }
     // A plan is written without reading the model: one job per level.
     let plan = dir.path().join("plan");
     let o = bin()

@@ -669,6 +669,8 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
             }
         );
     }
+    // Before the work folder is made: a device this build cannot use.
+    crate::runtime::check_device(&o.session())?;
     (ui.stage)("reading the model");
     let proto = onnx::load(&o.model)?;
     eval::refuse_headless(&o.model, &proto, "auto (which chooses by the predictions)")?;
