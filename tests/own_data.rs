@@ -640,12 +640,20 @@ fn recipes_on_the_users_own_file_are_benched_without_a_task() {
         &["01_baseline.yaml", "other_file.yaml", "different data"],
     );
     // A recipe of the other kind named directly.
-    let o = bin().args(["bench", s(&glue), "-q"]).output().unwrap();
+    let o = bin().args(["bench", s(&base), s(&glue), "-q"]).output().unwrap();
     assert_clean_error(
-        "a task's recipe without --task",
+        "a task's recipe beside one on the user's file",
         &o,
         &["03_sst2.yaml", "--task sst2", "without --task"],
     );
+    // Without --task and without a recipe on the user's file: their one task, else refused.
+    let mrpc = write(
+        &elsewhere,
+        "mrpc.yaml",
+        "model:\n  model_name: ../model.onnx\ndata:\n  task: mrpc\n",
+    );
+    let o = bin().args(["bench", s(&glue), s(&mrpc), "-q"]).output().unwrap();
+    assert_clean_error("two tasks without --task", &o, &["mrpc, sst2", "pass --task"]);
     let o = bin()
         .args(["bench", "--task", "sst2", s(&base), "-q"])
         .output()

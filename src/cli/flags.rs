@@ -189,11 +189,12 @@ pub struct RunArgs {
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// Recipes, or folders of *.yaml recipes (those of --task are run, in name order; without
-    /// --task, those on your own data file, data.file).
+    /// --task, those on your own data file, data.file, else those of their one task).
     #[arg(required = true, value_name = "CONFIG")]
     pub configs: Vec<PathBuf>,
     /// The task whose recipes are run (sst2, mrpc, qqp, ...); without it, the recipes that evaluate
-    /// on your own labelled file (data.file, the same in all of them).
+    /// on your own labelled file (data.file, the same in all of them), else the one task of the
+    /// recipes given (several: refused).
     #[arg(long)]
     pub task: Option<String>,
     /// Folder for results.md, results.csv, results.json and the charts (default: bench/out/<task>,
