@@ -121,7 +121,7 @@ pub fn sensitivity(
     opts.validate()?;
     let start = Instant::now();
     let t = structure::discover(model)?;
-    let pruning = block_costs(model, &opts.fractions, opts.seq_len, calib, &mut *stage)?;
+    let (pruning, labels) = block_costs(model, &opts.fractions, opts.seq_len, calib, &mut *stage)?;
     let mut int8 = Vec::new();
     let q = QuantizeOptions {
         mode: Mode::Dynamic,
@@ -150,10 +150,9 @@ pub fn sensitivity(
             });
         }
     }
-    // A classifier's rows carry the share of unchanged predictions; costs without one are mean
-    // squared differences.
-    let kl = pruning.iter().any(|b| b.agreement.is_some()) || int8.iter().any(|m| m.agreement.is_some());
-    let cost = if kl { "kl" } else { "mse" };
+    // A classifier's costs are KL divergences of its predictions; one output's (or a headless
+    // encoder's hidden states') are mean squared differences.
+    let cost = if labels > 1 { "kl" } else { "mse" };
     let mut fractions = opts.fractions.clone();
     fractions.sort_by(f64::total_cmp);
     fractions.dedup();

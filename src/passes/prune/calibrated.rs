@@ -1162,14 +1162,15 @@ struct InStep {
 /// neurons, attention keeps at least one head. Where every layer's heads go in step (a head count
 /// computed once for all layers), the attention is measured as calibrated pruning prunes it: every
 /// layer's heads at once, one row; attention whose heads cannot be pruned has none. `stage` is
-/// told each block.
+/// told each block. Returns the rows and the model's label count (1: one output, or a headless
+/// encoder's hidden states, compared by mean squared difference).
 pub fn block_costs(
     model: &ModelProto,
     fractions: &[f64],
     seq_len: usize,
     calib: &mut dyn Calibrator,
     stage: &mut dyn FnMut(&str),
-) -> Result<Vec<BlockCost>, PassError> {
+) -> Result<(Vec<BlockCost>, usize), PassError> {
     crate::passes::ensure_known_opsets(model)?;
     check_fractions(fractions)?;
     let mut fractions = fractions.to_vec();
@@ -1274,7 +1275,7 @@ pub fn block_costs(
             in_step: true,
         });
     }
-    Ok(out)
+    Ok((out, labels))
 }
 
 #[cfg(test)]
