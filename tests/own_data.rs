@@ -567,8 +567,9 @@ fn an_unwritable_temporary_folder_is_named_by_activation_aware_low_rank() {
 
 /// Recipes that evaluate on the user's own file (`data.file`, as `auto` writes them) are benched
 /// without `--task`: one table on that file, the baseline row what `eval --data FILE` measures;
-/// recipes on other data, a `--task` that does not match, and `--data` beside `data.file` (which
-/// it would not replace) are refused, naming the recipe.
+/// without such a recipe, `bench` takes the recipes' one task. Recipes on other data, of several
+/// tasks, a `--task` that does not match, and `--data` beside `data.file` (which it would not
+/// replace) are refused, naming the recipe.
 #[test]
 fn recipes_on_the_users_own_file_are_benched_without_a_task() {
     if !have_ort("bench on your own file") {
@@ -654,6 +655,27 @@ fn recipes_on_the_users_own_file_are_benched_without_a_task() {
     );
     let o = bin().args(["bench", s(&glue), s(&mrpc), "-q"]).output().unwrap();
     assert_clean_error("two tasks without --task", &o, &["mrpc, sst2", "pass --task"]);
+    // A two-class model beside a GLUE folder of SST-2 rows: the task taken from its recipe.
+    let (two, _) = model_dir(2, false);
+    let sst2 = two.path().join("glue").join("sst2");
+    std::fs::create_dir_all(&sst2).unwrap();
+    write(&sst2, "dev.tsv", "sentence\tlabel\ngood film\t1\nbad plot\t0\n");
+    let one = write(
+        two.path(),
+        "sst2.yaml",
+        "model:\n  model_name: model.onnx\ndata:\n  task: sst2\n  dir: glue\n  max_input_length: 32\neval:\n  warmup: 0\n",
+    );
+    let out_one = two.path().join("out");
+    let o = bin()
+        .args(["bench", s(&one), "--out", s(&out_one), "--json", "-q"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "bench of one task's recipe: {}", text(&o.stderr));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (&r["task"], &r["rows"][0]["examples"]),
+        (&Value::from("sst2"), &Value::from(2))
+    );
     let o = bin()
         .args(["bench", "--task", "sst2", s(&base), "-q"])
         .output()
