@@ -834,7 +834,7 @@ pub fn sensitivity_text(r: &crate::sensitivity::SensitivityReport) -> String {
         "measured on {} calibration examples ({} tokens); cost = {}, agree = predictions unchanged",
         r.calibration_examples,
         r.calibration_tokens,
-        r.cost_words()
+        r.cost.words().0
     );
     let _ = writeln!(
         o,

@@ -70,19 +70,34 @@ pub struct SensitivityReport {
     /// How INT8 was measured (empty when not asked for).
     pub int8_mode: Option<String>,
     pub int8: Vec<MatMulCost>,
-    /// What a cost is: `kl` (mean KL divergence of a classifier's predictions) or `mse` (mean
-    /// squared difference of the outputs: a one-output model's, or a headless encoder's hidden
-    /// states on the real tokens).
-    pub cost: &'static str,
+    /// What a cost is (`kl` or `mse` in the JSON).
+    pub cost: Cost,
     pub seconds: f64,
 }
 
-impl SensitivityReport {
-    /// What a cost is, in words.
-    pub fn cost_words(&self) -> &'static str {
-        match self.cost {
-            "kl" => "mean KL divergence of the predictions from the unchanged model's",
-            _ => "mean squared difference of the outputs from the unchanged model's (one output, or a headless encoder's hidden states on the real tokens)",
+/// What a sensitivity cost measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Cost {
+    /// Mean KL divergence of a classifier's predictions from the unchanged model's.
+    Kl,
+    /// Mean squared difference of the outputs: a one-output model's, or a headless encoder's
+    /// hidden states on the real tokens.
+    Mse,
+}
+
+impl Cost {
+    /// The cost in words, and the chart's name for it.
+    pub fn words(self) -> (&'static str, &'static str) {
+        match self {
+            Cost::Kl => (
+                "mean KL divergence of the predictions from the unchanged model's",
+                "KL divergence",
+            ),
+            Cost::Mse => (
+                "mean squared difference of the outputs from the unchanged model's (one output, or a headless encoder's hidden states on the real tokens)",
+                "squared difference",
+            ),
         }
     }
 }
@@ -152,7 +167,7 @@ pub fn sensitivity(
     }
     // A classifier's costs are KL divergences of its predictions; one output's (or a headless
     // encoder's hidden states') are mean squared differences.
-    let cost = if labels > 1 { "kl" } else { "mse" };
+    let cost = if labels > 1 { Cost::Kl } else { Cost::Mse };
     let mut fractions = opts.fractions.clone();
     fractions.sort_by(f64::total_cmp);
     fractions.dedup();
@@ -237,21 +252,9 @@ pub fn chart(r: &SensitivityReport) -> crate::chart::Lines {
         series.push(("int8 (worst MatMul)".into(), worst));
     }
     crate::chart::Lines {
-        title: format!(
-            "Sensitivity: {} from the unchanged model",
-            if r.cost == "kl" {
-                "KL divergence"
-            } else {
-                "squared difference"
-            }
-        ),
+        title: format!("Sensitivity: {} from the unchanged model", r.cost.words().1),
         x_label: "layer".into(),
-        y_label: if r.cost == "kl" {
-            "mean KL divergence (log)"
-        } else {
-            "mean squared difference (log)"
-        }
-        .into(),
+        y_label: format!("mean {} (log)", r.cost.words().1),
         series,
     }
 }

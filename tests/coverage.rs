@@ -1418,7 +1418,7 @@ fn headless_encoder_takes_calibrated_pruning_by_its_hidden_states() {
         &mut |_| {},
     )
     .expect("sensitivity of a headless encoder");
-    assert_eq!(sens.cost, "mse");
+    assert_eq!(sens.cost, onnx_compress::sensitivity::Cost::Mse);
     assert_eq!(sens.pruning.len(), 2 * 2 * 3);
     assert!(sens
         .pruning

@@ -946,6 +946,19 @@ fn diff_and_sensitivity_run_every_cell() {
     let tokenizer = fixture_tokenizer(dir.path());
     let (train, dev) = random_texts(dir.path());
     let data = ["--tokenizer", s(&tokenizer), "--max-length", "16", "--json", "-q"];
+    // A command of the binary with the data flags: its JSON report, or why it failed.
+    let report = |what: &str, mut cmd: assert_cmd::Command| -> Result<Value, String> {
+        let out = cmd.args(data).output().unwrap();
+        ensure(out.status.success(), || {
+            format!("{what}: {}", common::text(&out.stderr))
+        })?;
+        serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+    };
+    let diff = |a: &Path, b: &Path| {
+        let mut c = bin();
+        c.arg("diff").arg(a).arg(b).args(["--data", s(&dev)]);
+        c
+    };
     every_cell("diff and sensitivity over the export matrix", |c| {
         let pruned = dir.path().join(format!("{}.onnx", c.name));
         let pass = Pass::Prune(PruneOptions {
@@ -955,16 +968,7 @@ fn diff_and_sensitivity_run_every_cell() {
         });
         let applied = pass.apply(&c.load(), None).map_err(|e| format!("prune: {e}"))?;
         onnx::save(&applied.model, &pruned, &Default::default()).map_err(|e| e.to_string())?;
-        let out = bin()
-            .arg("diff")
-            .arg(c.path())
-            .arg(&pruned)
-            .args(["--data", s(&dev)])
-            .args(data)
-            .output()
-            .unwrap();
-        ensure(out.status.success(), || format!("diff: {}", common::text(&out.stderr)))?;
-        let d: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+        let d = report("diff", diff(&c.path(), &pruned))?;
         let layers = d["layers"].as_array().cloned().unwrap_or_default();
         let errors: Vec<f64> = layers.iter().filter_map(|l| l["relative_error"].as_f64()).collect();
         ensure(
@@ -980,18 +984,7 @@ fn diff_and_sensitivity_run_every_cell() {
         // every traced layer equal to rounding.
         let eager = root().join(c.name.replacen("-sdpa-", "-eager-", 1)).join("model.onnx");
         if c.attention == "sdpa" && eager.is_file() {
-            let out = bin()
-                .arg("diff")
-                .arg(&eager)
-                .arg(c.path())
-                .args(["--data", s(&dev)])
-                .args(data)
-                .output()
-                .unwrap();
-            ensure(out.status.success(), || {
-                format!("diff with eager: {}", common::text(&out.stderr))
-            })?;
-            let d: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+            let d = report("diff with eager", diff(&eager, &c.path()))?;
             let layers = d["layers"].as_array().cloned().unwrap_or_default();
             ensure(
                 d["agreement"] == 1.0
@@ -1007,17 +1000,16 @@ fn diff_and_sensitivity_run_every_cell() {
                 },
             )?;
         }
-        let out = bin()
-            .arg("sensitivity")
-            .arg(c.path())
-            .args(["--calib-data", s(&train), "--calib-samples", "32", "--fractions", "0.5"])
-            .args(data)
-            .output()
-            .unwrap();
-        ensure(out.status.success(), || {
-            format!("sensitivity: {}", common::text(&out.stderr))
-        })?;
-        let r: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+        let mut sensitivity = bin();
+        sensitivity.arg("sensitivity").arg(c.path()).args([
+            "--calib-data",
+            s(&train),
+            "--calib-samples",
+            "32",
+            "--fractions",
+            "0.5",
+        ]);
+        let r = report("sensitivity", sensitivity)?;
         let rows = |k: &str| r[k].as_array().cloned().unwrap_or_default();
         let (pruning, int8) = (rows("pruning"), rows("int8"));
         // Each block kind's rows cover both layers once: a row per layer, one for layers sharing

@@ -603,13 +603,17 @@ fn recipes_on_the_users_own_file_are_benched_without_a_task() {
         "03_sst2.yaml",
         "model:\n  model_name: ../model.onnx\ndata:\n  task: sst2\n",
     );
+    // `bench CONFIG --out OUT --json`: its report.
+    let bench_json = |config: &Path, out: &Path| -> Value {
+        let o = bin()
+            .args(["bench", s(config), "--out", s(out), "--json", "-q"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "bench {}: {}", config.display(), text(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
     let out = dir.path().join("out");
-    let o = bin()
-        .args(["bench", s(&recipes), "--out", s(&out), "--json", "-q"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "bench: {}", text(&o.stderr));
-    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let r = bench_json(&recipes, &out);
     assert_eq!(r["task"], Value::Null);
     let canonical = std::fs::canonicalize(&csv).unwrap();
     assert_eq!(r["data_file"].as_str(), Some(s(&canonical)));
@@ -665,13 +669,7 @@ fn recipes_on_the_users_own_file_are_benched_without_a_task() {
         "sst2.yaml",
         "model:\n  model_name: model.onnx\ndata:\n  task: sst2\n  dir: glue\n  max_input_length: 32\neval:\n  warmup: 0\n",
     );
-    let out_one = two.path().join("out");
-    let o = bin()
-        .args(["bench", s(&one), "--out", s(&out_one), "--json", "-q"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "bench of one task's recipe: {}", text(&o.stderr));
-    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let r = bench_json(&one, &two.path().join("out"));
     assert_eq!(
         (&r["task"], &r["rows"][0]["examples"]),
         (&Value::from("sst2"), &Value::from(2))

@@ -674,13 +674,7 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
     (ui.stage)("reading the model");
     let proto = onnx::load(&o.model)?;
     eval::refuse_headless(&o.model, &proto, "auto (which chooses by the predictions)")?;
-    let quantized = proto.graph.as_ref().and_then(crate::structure::quantized_evidence);
-    if let Some(why) = quantized.filter(|_| crate::structure::discover(&proto).is_err()) {
-        bail!(
-            "{}: the model is quantized already ({why}); auto searches pruning, low rank and number formats from the float32 model: give it that one",
-            o.model.display()
-        );
-    }
+    crate::structure::ensure_float(&proto).with_context(|| o.model.display().to_string())?;
     let (mut tokenizer, _) = eval::load_tokenizer(&o.model, &proto, None)?;
     (ui.stage)("reading the training file");
     let source = o.source(&o.calib_data);

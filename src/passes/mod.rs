@@ -165,13 +165,7 @@ impl Pass {
     pub fn check_input(&self, model: &ModelProto) -> Result<(), PassError> {
         match self {
             Pass::Quantize(_) => quantize::ensure_not_quantized(model),
-            // Only where the graph does not map: a float model may hold a small int8 constant.
-            Pass::Prune(_) | Pass::Lowrank(_) => match crate::structure::quantized_evidence(graph(model)?) {
-                Some(why) if crate::structure::discover(model).is_err() => Err(PassError::Unsupported(format!(
-                    "the model is quantized already ({why}); prune and factor the float32 model, then quantize it (quantization is the last step of a chain)"
-                ))),
-                _ => Ok(()),
-            },
+            Pass::Prune(_) | Pass::Lowrank(_) => Ok(crate::structure::ensure_float(model)?),
             Pass::Convert { .. } | Pass::Custom(_) => Ok(()),
         }
     }

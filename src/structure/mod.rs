@@ -389,6 +389,16 @@ pub fn quantized_evidence(graph: &crate::onnx::proto::GraphProto) -> Option<Stri
         })
 }
 
+/// Refuses a model quantized already (int8 or float16) that does not map, with discovery's error
+/// naming what shows it: the passes that rewrite float32 weights run before quantization. A float
+/// model (even one holding a small int8 constant) passes.
+pub fn ensure_float(model: &crate::onnx::ModelProto) -> Result<(), StructureError> {
+    match model.graph.as_ref().and_then(quantized_evidence) {
+        Some(_) => discover(model).map(|_| ()),
+        None => Ok(()),
+    }
+}
+
 /// Why a graph could not be mapped: what was looked for and where the search stopped.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 #[error("not a transformer this tool can map: looked for {looked_for}; stopped at {stopped_at}")]

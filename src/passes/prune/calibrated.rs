@@ -1147,13 +1147,24 @@ pub fn check_fractions(fractions: &[f64]) -> Result<(), PassError> {
 }
 
 /// One layer's attention measured in step ([`block_costs`]): its OBS state, head groups, the most
-/// heads it may lose and one head's MACs.
+/// heads it may lose, the heads removed so far and one head's MACs.
 struct InStep {
     layer: usize,
     obs: Obs,
     groups: Vec<Vec<usize>>,
     limit: usize,
+    removed: usize,
     unit_macs: u64,
+}
+
+/// Greedy OBS removal carried on to `fraction` of the groups `gs` (at least one, at most `limit`)
+/// from the `removed` taken so far (fractions come in ascending order); the count removed now.
+fn remove_to(obs: &mut Obs, gs: &[Vec<usize>], fraction: f64, limit: usize, removed: usize) -> usize {
+    let k = ((gs.len() as f64 * fraction).round() as usize).clamp(1, limit);
+    if k > removed {
+        obs_greedy(obs, gs, k - removed);
+    }
+    k.max(removed)
 }
 
 /// For each block of each layer and each of `fractions` (in (0, 1), ascending): that block alone
@@ -1210,6 +1221,7 @@ pub fn block_costs(
                 obs,
                 groups: gs,
                 limit,
+                removed: 0,
                 unit_macs: unit,
             });
             return Ok(());
@@ -1220,11 +1232,7 @@ pub fn block_costs(
         };
         let mut removed = 0;
         for &fraction in &fractions {
-            let k = ((gs.len() as f64 * fraction).round() as usize).clamp(1, limit);
-            if k > removed {
-                obs_greedy(&mut obs, &gs, k - removed);
-                removed = k;
-            }
+            removed = remove_to(&mut obs, &gs, fraction, limit, removed);
             let plan = block_plan(&t, li, part, &obs, &gs, out_lin)?;
             let (logits, _) = calib.logits(&apply_plan(model, &t, &plan)?)?;
             ensure_finite(&format!("{what}: the logits with this block pruned alone"), &logits)?;
@@ -1244,21 +1252,16 @@ pub fn block_costs(
         Ok(())
     })?;
     // Heads in step: at each fraction, every layer's choice of as many heads, rewritten at once.
-    let mut removed = vec![0; in_step.len()];
     for &fraction in if in_step.is_empty() { &[][..] } else { &fractions[..] } {
         stage(&format!("every layer's attention in step, −{:.0}%", fraction * 100.0));
         let mut plan = Plan::keep_all(&t);
         let mut macs_saved = 0;
-        for (x, removed) in in_step.iter_mut().zip(&mut removed) {
-            let (li, gs) = (x.layer, &x.groups);
-            let k = ((gs.len() as f64 * fraction).round() as usize).clamp(1, x.limit);
-            if k > *removed {
-                obs_greedy(&mut x.obs, gs, k - *removed);
-                *removed = k;
-            }
+        for x in &mut in_step {
+            let li = x.layer;
+            x.removed = remove_to(&mut x.obs, &x.groups, fraction, x.limit, x.removed);
             let Some(att) = &t.layers[li].attention else { continue };
-            plan.layers[li] = block_plan(&t, li, Part::Attention, &x.obs, gs, &att.output)?.layers[li].clone();
-            macs_saved += x.unit_macs * k as u64;
+            plan.layers[li] = block_plan(&t, li, Part::Attention, &x.obs, &x.groups, &att.output)?.layers[li].clone();
+            macs_saved += x.unit_macs * x.removed as u64;
         }
         let (logits, _) = calib.logits(&apply_plan(model, &t, &plan)?)?;
         ensure_finite("every layer's heads pruned in step: the logits", &logits)?;
@@ -1268,7 +1271,7 @@ pub fn block_costs(
             block: "attention",
             units: in_step[0].groups.len(),
             fraction,
-            removed: removed[0],
+            removed: in_step[0].removed,
             macs_saved,
             divergence: divergence(&reference, &logits, labels),
             agreement: crate::passes::agreement(&reference, &logits, labels),
