@@ -428,12 +428,15 @@ fn bad_flags_are_refused_before_anything_is_read() {
         assert_clean_error("cuda without CUDA support", &o, &["--device cuda", "--features cuda"]);
         assert!(!dir.path().join("out.auto").exists(), "auto made its work folder");
     }
-    // A plan is written without reading the model: one job per level.
+    // A plan: one job per level (the plan reads the model: a tiny float BERT here).
     let plan = dir.path().join("plan");
+    let real = dir.path().join("real.onnx");
+    let tiny = onnx_compress::testkit::synth::tiny_bert(&Default::default());
+    onnx_compress::onnx::save(&tiny, &real, &Default::default()).unwrap();
     let o = bin()
         .args([
             "auto",
-            s(&model),
+            s(&real),
             s(&out),
             "--task",
             "sst2",

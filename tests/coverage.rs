@@ -1444,6 +1444,21 @@ fn headless_encoder_takes_calibrated_pruning_by_its_hidden_states() {
         .unwrap();
     common::assert_clean_error("auto on a headless encoder", &out, &["headless encoder", "auto"]);
     assert!(!dir.path().join("out.auto").exists(), "auto made its work folder");
+    let plan = dir.path().join("plan");
+    let out = bin()
+        .arg("auto")
+        .arg(dir.path().join("model.onnx"))
+        .arg(dir.path().join("out.onnx"))
+        .arg("--calib-data")
+        .arg(&data)
+        .arg("--data")
+        .arg(dir.path().join("dev.csv"))
+        .arg("--plan")
+        .arg(&plan)
+        .output()
+        .unwrap();
+    common::assert_clean_error("auto --plan on a headless encoder", &out, &["headless encoder"]);
+    assert!(!plan.exists(), "auto --plan wrote a plan for a headless encoder");
     let out = bin()
         .arg("diff")
         .arg(dir.path().join("model.onnx"))

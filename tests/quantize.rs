@@ -1171,6 +1171,25 @@ fn cli_bad_options_give_one_clear_error_and_no_file() {
         &out,
         &["q.onnx", "quantized already", "DynamicQuantizeLinear", "float32 model"],
     );
+    // A plan too: refused before its folder is written, not in each of its jobs.
+    let plan = dir.path().join("plan");
+    let p = plan.to_str().unwrap();
+    fails(
+        &[
+            "auto",
+            qin.to_str().unwrap(),
+            o,
+            "--calib-data",
+            t,
+            "--data",
+            d,
+            "--plan",
+            p,
+        ],
+        &out,
+        &["q.onnx", "quantized already", "DynamicQuantizeLinear"],
+    );
+    assert!(!plan.exists(), "auto --plan wrote a plan for a quantized model");
 }
 
 #[test]

@@ -646,6 +646,16 @@ fn midpoint(a: f64, b: f64) -> Option<f64> {
     (m > a.min(b) + 1e-9 && m < a.max(b) - 1e-9).then_some(m)
 }
 
+/// A model auto cannot search, refused before a work folder or plan is made: a headless encoder
+/// (no predictions to choose by), a quantized one (quantization is the last step of a chain).
+/// Returns the model read.
+pub fn check_model(o: &AutoOptions) -> Result<onnx::ModelProto> {
+    let proto = onnx::load(&o.model)?;
+    eval::refuse_headless(&o.model, &proto, "auto (which chooses by the predictions)")?;
+    crate::structure::ensure_float(&proto).with_context(|| o.model.display().to_string())?;
+    Ok(proto)
+}
+
 /// Runs the search; writes the winner to `out`, its recipe and the front into the work folder.
 /// ONNX Runtime must be initialized. Without a winner, the report's `winner` is `None` and nothing
 /// but the journal (and the candidates) is written.
@@ -669,12 +679,10 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
             }
         );
     }
-    // Before the work folder is made: a device this build cannot use.
+    // Before the work folder is made: a device this build cannot use, a model it cannot search.
     crate::runtime::check_device(&o.session())?;
     (ui.stage)("reading the model");
-    let proto = onnx::load(&o.model)?;
-    eval::refuse_headless(&o.model, &proto, "auto (which chooses by the predictions)")?;
-    crate::structure::ensure_float(&proto).with_context(|| o.model.display().to_string())?;
+    let proto = check_model(o)?;
     let (mut tokenizer, _) = eval::load_tokenizer(&o.model, &proto, None)?;
     (ui.stage)("reading the training file");
     let source = o.source(&o.calib_data);
