@@ -176,11 +176,17 @@ fn io_info(v: &ValueInfoProto) -> IoInfo {
 /// longer float MatMuls) can be inspected.
 pub fn summarize(model: &ModelProto, path: &Path, seq_len: usize) -> Result<ModelSummary, StructureError> {
     let history = history::history(model).unwrap_or_default();
-    let quantized = model.graph.as_ref().and_then(structure::quantized_evidence).is_some();
-    let (t, unmapped) = match structure::discover(model) {
-        Ok(t) => (Some(t), None),
-        Err(e) if !history.is_empty() || quantized => (None, Some(e.to_string())),
-        Err(e) => return Err(e),
+    let quantized = model.graph.as_ref().and_then(structure::quantized_evidence);
+    let (t, unmapped) = match (structure::discover(model), quantized) {
+        (Ok(t), _) => (Some(t), None),
+        (Err(_), Some(shows)) => (
+            None,
+            Some(format!(
+                "quantized already ({shows}); prune, factor or measure the float32 model, then quantize it"
+            )),
+        ),
+        (Err(e), None) if !history.is_empty() => (None, Some(e.to_string())),
+        (Err(e), None) => return Err(e),
     };
     let params = t
         .as_ref()
