@@ -402,76 +402,13 @@ fn cmd_bench(ort_lib: Option<&Path>, quiet: bool, a: BenchArgs) -> Result<()> {
     let model = a.eval.model.clone();
     let data_flag = a.eval.data.clone();
     let opts = options::run_options(a.eval, None)?;
-    // Every recipe named (folders expanded), then the ones of --task; without it, those on the
-    // user's own file, else those of the one task the recipes have.
-    let mut loaded = vec![];
-    for given in &a.configs {
-        for path in recipe::expand(std::slice::from_ref(given))? {
-            loaded.push((recipe::load_with_model(&path, model.as_deref())?, given.is_dir()));
-        }
-    }
-    let named = |t: Option<Task>| t.map_or("your own data file".to_string(), |t| format!("--task {}", t.name()));
-    let given_task = task.is_some();
-    let task = match task {
-        Some(t) => Some(t),
-        None if loaded.iter().any(|(r, _)| r.task().is_none()) => None,
-        None => {
-            let mut tasks: Vec<Task> = loaded.iter().filter_map(|(r, _)| r.task()).collect();
-            tasks.sort_by_key(|t| t.name());
-            tasks.dedup();
-            match tasks[..] {
-                [one] => Some(one),
-                _ => bail!(
-                    "the recipes given are for {}: pass --task, or name the recipes of one",
-                    tasks.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
-                ),
-            }
-        }
-    };
-    let mut recipes = vec![];
-    for (r, in_folder) in loaded {
-        if r.task() != task {
-            if in_folder {
-                continue;
-            }
-            bail!(
-                "{}: a recipe for {}, not {}{}",
-                r.path.display(),
-                named(r.task()),
-                named(task),
-                if given_task { "" } else { " (without --task)" }
-            );
-        }
-        options::check_data_flag(&data_flag, &r)?;
-        print_notes(&r);
-        // Every model is found before the first one runs.
-        r.model().map_err(|e| anyhow::anyhow!("{}: {e}", r.path.display()))?;
-        recipes.push(r);
-    }
-    if recipes.is_empty() {
-        bail!(
-            "no recipe for {} in {}",
-            task.map_or("your own data file".into(), |t| format!("task {t}")),
-            a.configs
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    let data_file = match task {
-        Some(_) => None,
-        None => Some(options::one_data_file(&recipes)?),
-    };
-    let out = a.out.unwrap_or_else(|| {
-        Path::new("bench/out").join(match (task, &data_file) {
-            (Some(t), _) => t.name().to_string(),
-            (None, f) => f
-                .as_ref()
-                .and_then(|f| f.file_stem())
-                .map_or("data".into(), |s| s.to_string_lossy().into_owned()),
-        })
-    });
+    let options::BenchRecipes {
+        recipes,
+        task,
+        data_file,
+        out,
+    } = options::bench_recipes(&a.configs, model.as_deref(), task, &data_flag, a.out)?;
+    recipes.iter().for_each(print_notes);
     runtime::init(ort_lib)?;
     let mut bar = cli::progress::Progress::bar("bench", quiet);
     let n = recipes.len();

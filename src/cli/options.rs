@@ -292,6 +292,101 @@ pub fn one_data_file(recipes: &[onnx_compress::recipe::LoadedRecipe]) -> Result<
     Ok(first.0)
 }
 
+/// What `bench` runs: its recipes, the task they are evaluated on (`None`: the user's own file,
+/// `data_file`) and the output folder.
+pub struct BenchRecipes {
+    pub recipes: Vec<onnx_compress::recipe::LoadedRecipe>,
+    pub task: Option<Task>,
+    pub data_file: Option<PathBuf>,
+    pub out: PathBuf,
+}
+
+/// Every recipe named (folders expanded), then the ones of `task`; without it, those on the
+/// user's own file, else those of the one task the recipes have. A recipe named by itself that
+/// does not fit is refused; one in a folder is passed over. Every recipe's model is found before
+/// the first one runs.
+pub fn bench_recipes(
+    configs: &[PathBuf],
+    model: Option<&Path>,
+    task: Option<Task>,
+    data_flag: &Option<PathBuf>,
+    out: Option<PathBuf>,
+) -> Result<BenchRecipes> {
+    use onnx_compress::recipe;
+    let mut loaded = vec![];
+    for given in configs {
+        for path in recipe::expand(std::slice::from_ref(given))? {
+            loaded.push((recipe::load_with_model(&path, model)?, given.is_dir()));
+        }
+    }
+    let named = |t: Option<Task>| t.map_or("your own data file".to_string(), |t| format!("--task {}", t.name()));
+    let given_task = task.is_some();
+    let task = match task {
+        Some(t) => Some(t),
+        None if loaded.iter().any(|(r, _)| r.task().is_none()) => None,
+        None => {
+            let mut tasks: Vec<Task> = loaded.iter().filter_map(|(r, _)| r.task()).collect();
+            tasks.sort_by_key(|t| t.name());
+            tasks.dedup();
+            match tasks[..] {
+                [one] => Some(one),
+                _ => bail!(
+                    "the recipes given are for {}: pass --task, or name the recipes of one",
+                    tasks.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
+                ),
+            }
+        }
+    };
+    let mut recipes = vec![];
+    for (r, in_folder) in loaded {
+        if r.task() != task {
+            if in_folder {
+                continue;
+            }
+            bail!(
+                "{}: a recipe for {}, not {}{}",
+                r.path.display(),
+                named(r.task()),
+                named(task),
+                if given_task { "" } else { " (without --task)" }
+            );
+        }
+        check_data_flag(data_flag, &r)?;
+        r.model().map_err(|e| anyhow::anyhow!("{}: {e}", r.path.display()))?;
+        recipes.push(r);
+    }
+    if recipes.is_empty() {
+        bail!(
+            "no recipe for {} in {}",
+            task.map_or("your own data file".into(), |t| format!("task {t}")),
+            configs
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let data_file = match task {
+        Some(_) => None,
+        None => Some(one_data_file(&recipes)?),
+    };
+    let out = out.unwrap_or_else(|| {
+        Path::new("bench/out").join(match (task, &data_file) {
+            (Some(t), _) => t.name().to_string(),
+            (None, f) => f
+                .as_ref()
+                .and_then(|f| f.file_stem())
+                .map_or("data".into(), |s| s.to_string_lossy().into_owned()),
+        })
+    });
+    Ok(BenchRecipes {
+        recipes,
+        task,
+        data_file,
+        out,
+    })
+}
+
 /// `run`'s and `bench`'s evaluation overrides as run options; `--limit 0` is refused before any
 /// recipe is read further.
 pub fn run_options(e: RecipeEval, out: Option<PathBuf>) -> Result<onnx_compress::pipeline::RunOptions> {
