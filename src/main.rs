@@ -158,7 +158,7 @@ fn cmd_eval(ort_lib: Option<&Path>, quiet: bool, a: EvalArgs) -> Result<()> {
     let opts = EvalOptions {
         task,
         data,
-        labels: a.data.labels,
+        labels: a.data.label.labels,
         batch_size: a.batch_size.unwrap_or(Task::batch_size_of(task)),
         max_length: a.max_length,
         warmup: a.warmup,
@@ -213,7 +213,7 @@ fn cmd_diff(ort_lib: Option<&Path>, quiet: bool, a: DiffArgs) -> Result<()> {
         eval: EvalOptions {
             task,
             data,
-            labels: a.data.labels,
+            labels: a.data.label.labels,
             batch_size: a.batch_size.unwrap_or(Task::batch_size_of(task)),
             max_length: a.max_length,
             warmup: 0,

@@ -377,6 +377,19 @@ impl DataFileArgs {
     }
 }
 
+/// How a data file's labels are read (`eval`, `diff`, `auto`).
+#[derive(clap::Args)]
+pub struct LabelArgs {
+    /// Column holding the label [default: the task's, else label, labels, gold_label, score or
+    /// target]. Labels are class indexes or class names; a model with one output reads numbers.
+    #[arg(long, value_name = "NAME")]
+    pub label_column: Option<String>,
+    /// The model's class names in class order (e.g. negative,positive), for labels written as
+    /// names [default: the names embedded in the model, else id2label of config.json beside it].
+    #[arg(long, value_name = "NAMES")]
+    pub labels: Option<String>,
+}
+
 /// Which examples `eval` and `diff` read, and how their labels are read.
 #[derive(clap::Args)]
 pub struct EvalDataArgs {
@@ -393,14 +406,8 @@ pub struct EvalDataArgs {
     pub split: Option<String>,
     #[command(flatten)]
     pub file: DataFileArgs,
-    /// Column holding the label [default: the task's, else label, labels, gold_label, score or
-    /// target]. Labels are class indexes or class names; a model with one output reads numbers.
-    #[arg(long, value_name = "NAME")]
-    pub label_column: Option<String>,
-    /// The model's class names in class order (e.g. negative,positive), for string labels
-    /// [default: the names embedded in the model, else id2label of config.json beside it].
-    #[arg(long, value_name = "NAMES")]
-    pub labels: Option<String>,
+    #[command(flatten)]
+    pub label: LabelArgs,
 }
 
 #[derive(clap::Args)]
@@ -530,14 +537,8 @@ pub struct AutoArgs {
     pub calib_data: PathBuf,
     #[command(flatten)]
     pub file: DataFileArgs,
-    /// Column holding the label [default: the task's, else label, labels, gold_label, score or
-    /// target].
-    #[arg(long, value_name = "NAME")]
-    pub label_column: Option<String>,
-    /// The model's class names in class order (e.g. negative,positive), for labels written as
-    /// names [default: the names embedded in the model, else id2label of config.json beside it].
-    #[arg(long, value_name = "NAMES")]
-    pub labels: Option<String>,
+    #[command(flatten)]
+    pub label: LabelArgs,
     /// Calibration examples: the first drawn (seeded by --seed), as every calibrated pass draws them.
     #[arg(long, default_value_t = 512)]
     pub calib_samples: usize,

@@ -206,7 +206,7 @@ fn data_file<'a>(data: &'a Option<PathBuf>, split: &Option<String>) -> Result<Op
 /// a GLUE folder's split (needs `--task`).
 pub fn eval_data(a: &EvalDataArgs) -> Result<(Option<Task>, EvalData)> {
     let task = a.task.as_deref().map(Task::from_name).transpose()?;
-    let columns = a.file.columns(a.label_column.clone());
+    let columns = a.file.columns(a.label.label_column.clone());
     let data = match data_file(&a.data, &a.split)? {
         Some(path) => EvalData::File(data::Source {
             path: path.clone(),
@@ -473,7 +473,7 @@ pub fn auto_options(model: &Path, a: &super::flags::AutoArgs) -> Result<onnx_com
         (_, Some(id)) => auto::Mode::Only(id.clone()),
         _ => auto::Mode::Search,
     };
-    let columns = a.file.columns(a.label_column.clone());
+    let columns = a.file.columns(a.label.label_column.clone());
     let dev = match data_file(&a.data, &a.split)? {
         Some(f) => auto::Dev::File(absolute(f, "--data")?),
         None => {
@@ -487,7 +487,7 @@ pub fn auto_options(model: &Path, a: &super::flags::AutoArgs) -> Result<onnx_com
                     }
                 );
             };
-            if let Some(l) = &a.labels {
+            if let Some(l) = &a.label.labels {
                 bail!("--labels {l} names the classes of your own labels; {t} has its own (leave out --labels)");
             }
             auto::Dev::Split {
@@ -504,7 +504,7 @@ pub fn auto_options(model: &Path, a: &super::flags::AutoArgs) -> Result<onnx_com
         task,
         format: a.file.format,
         columns,
-        labels: a.labels.clone(),
+        labels: a.label.labels.clone(),
         calib_data: absolute(&a.calib_data, "--calib-data")?,
         calib_samples: a.calib_samples,
         selection: a.selection,
