@@ -342,8 +342,16 @@ fn cmd_auto(ort_lib: Option<&Path>, quiet: bool, a: AutoArgs) -> Result<()> {
             },
             c => c.join("; "),
         };
+        // Collected from a plan: the jobs with no result yet may hold the winner.
+        let missing = match r.missing.len() {
+            0 => String::new(),
+            n => format!(
+                "; {n} of the plan's jobs have no result (not run, or failed: {}): run them, then collect again",
+                r.missing.join(", ")
+            ),
+        };
         bail!(
-            "no candidate is within --max-drop {} points on the selection (at {:.0}% confidence) and beats the input on {}; nothing written (closest: {closest}); the journal stays in {}",
+            "no candidate is within --max-drop {} points on the selection (at {:.0}% confidence) and beats the input on {}; nothing written (closest: {closest}){missing}; the journal stays in {}",
             o.max_drop,
             o.confidence * 100.0,
             onnx_compress::options::Named::name(o.objective),

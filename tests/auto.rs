@@ -217,8 +217,30 @@ fn a_search_resumes_after_a_kill_and_run_rebuilds_the_winner_byte_for_byte() {
     assert_eq!(unique.len(), 8, "{ids:?}");
 
     // The same search as a plan's jobs, run two at a time in other processes, then collected:
-    // the same candidates, the same choice, the same bytes.
+    // the same candidates, the same choice, the same bytes. Collected before any job has run,
+    // the plan's jobs are named as the ones to run.
     let (out_c, work_c) = (dir.path().join("c.onnx"), dir.path().join("c.work"));
+    let early = bin()
+        .args(small_args(&sh, &out_c, &work_c, "100"))
+        .args(["--plan", s(&work_c), "-q"])
+        .output()
+        .unwrap();
+    assert!(early.status.success(), "{}", text(&early.stderr));
+    let early = bin()
+        .args(small_args(&sh, &out_c, &work_c, "100"))
+        .args(["--collect", s(&work_c), "-q"])
+        .output()
+        .unwrap();
+    assert_clean_error(
+        "collected before its jobs ran",
+        &early,
+        &[
+            "3 of the plan's jobs have no result",
+            "base, lr0.90, lr0.80",
+            "collect again",
+        ],
+    );
+    assert!(!out_c.exists());
     let c = bin()
         .args(small_args(&sh, &out_c, &work_c, "100"))
         .args(["--jobs", "2", "--json", "-q"])
@@ -598,6 +620,22 @@ fn a_selection_file_of_its_own_is_chosen_on_and_dev_is_refused_as_one() {
         .output()
         .unwrap();
     assert_clean_error("dev as selection", &o, &["--selection-data", "dev split"]);
+    // So is a plan's, before its folder is written (its every job would fail), as calibration
+    // data too.
+    let plan = dir.path().join("plan");
+    for flag in ["--selection-data", "--calib-data"] {
+        let mut a = args(&sh, &dir.path().join("o3.onnx"), flags);
+        let i = a.iter().position(|x| x == "--calib-data").unwrap();
+        if flag == "--calib-data" {
+            a[i + 1] = s(&dev).into();
+        } else {
+            a.extend([flag.into(), s(&dev).into()]);
+        }
+        a.extend(["--plan".into(), s(&plan).into()]);
+        let o = bin().args(&a).output().unwrap();
+        assert_clean_error("dev in a plan", &o, &[flag, "dev split", "reported on"]);
+        assert!(!plan.exists(), "a plan was written with {flag} the dev split");
+    }
 }
 
 #[test]

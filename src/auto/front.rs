@@ -187,7 +187,7 @@ pub struct AutoReport {
     pub failed: Vec<(String, String)>,
     /// Levels the time budget left out.
     pub skipped: Vec<String>,
-    /// Candidates of a collected plan without a result (their job did not run or failed).
+    /// The jobs (levels) of a collected plan with a candidate without a result (not run, or failed).
     pub missing: Vec<String>,
     pub recipe: Option<PathBuf>,
     pub files: Vec<PathBuf>,

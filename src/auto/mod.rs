@@ -302,7 +302,7 @@ struct Search<'a> {
     levels_left: usize,
     /// Whether candidates are built (not when collecting a plan's results).
     build: bool,
-    /// Candidates a collected plan has no result for.
+    /// The jobs (levels) of a collected plan with a candidate that has no result.
     missing: Vec<String>,
     base_macs: Option<u64>,
 }
@@ -388,7 +388,11 @@ impl Search<'_> {
             return Ok(Some(e));
         }
         if !self.build {
-            self.missing.push(id);
+            // Named by the plan's job: its level.
+            let job = c.structure.id();
+            if !self.missing.contains(&job) {
+                self.missing.push(job);
+            }
             return Ok(None);
         }
         // What the candidate's passes start from.
@@ -646,10 +650,27 @@ fn midpoint(a: f64, b: f64) -> Option<f64> {
     (m > a.min(b) + 1e-9 && m < a.max(b) - 1e-9).then_some(m)
 }
 
-/// A model auto cannot search, refused before a work folder or plan is made: a headless encoder
-/// (no predictions to choose by), a quantized one (quantization is the last step of a chain).
-/// Returns the model read.
-pub fn check_model(o: &AutoOptions) -> Result<onnx::ModelProto> {
+/// What auto cannot search with, refused before a work folder or plan is made: the examples the
+/// result is reported on given to choose on; a headless encoder (no predictions to choose by), a
+/// quantized one (quantization is the last step of a chain). Returns the model read.
+pub fn check_inputs(o: &AutoOptions) -> Result<onnx::ModelProto> {
+    let dev_file = o.dev_file()?;
+    let same = |f: &Path| std::fs::canonicalize(f).ok() == std::fs::canonicalize(&dev_file).ok();
+    let reported = match &o.dev {
+        Dev::Split { split, .. } => format!("{split} split"),
+        Dev::File(_) => "file (--data)".into(),
+    };
+    for (flag, f) in [
+        ("--calib-data", Some(&o.calib_data)),
+        ("--selection-data", o.selection_data.as_ref()),
+    ] {
+        if let Some(f) = f.filter(|f| same(f)) {
+            bail!(
+                "{flag} {} is the {reported} the result is reported on: choose on other examples",
+                f.display()
+            );
+        }
+    }
     let proto = onnx::load(&o.model)?;
     eval::refuse_headless(&o.model, &proto, "auto (which chooses by the predictions)")?;
     crate::structure::ensure_float(&proto).with_context(|| o.model.display().to_string())?;
@@ -661,28 +682,12 @@ pub fn check_model(o: &AutoOptions) -> Result<onnx::ModelProto> {
 /// but the journal (and the candidates) is written.
 pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
     let start = Instant::now();
-    let dev_file = o.dev_file()?;
-    let same = |f: &Path| std::fs::canonicalize(f).ok() == std::fs::canonicalize(&dev_file).ok();
-    if same(&o.calib_data) {
-        bail!(
-            "--calib-data {} is the file the result is reported on (--data): choose on other examples",
-            o.calib_data.display()
-        );
-    }
-    if let Some(f) = o.selection_data.as_deref().filter(|f| same(f)) {
-        bail!(
-            "--selection-data {} is the {} the result is reported on: choose on other examples",
-            f.display(),
-            match &o.dev {
-                Dev::Split { split, .. } => format!("{split} split"),
-                Dev::File(_) => "file (--data)".into(),
-            }
-        );
-    }
-    // Before the work folder is made: a device this build cannot use, a model it cannot search.
+    // Before the work folder is made: a device this build cannot use, data or a model it cannot
+    // search with.
     crate::runtime::check_device(&o.session())?;
     (ui.stage)("reading the model");
-    let proto = check_model(o)?;
+    let proto = check_inputs(o)?;
+    let dev_file = o.dev_file()?;
     let (mut tokenizer, _) = eval::load_tokenizer(&o.model, &proto, None)?;
     (ui.stage)("reading the training file");
     let source = o.source(&o.calib_data);

@@ -129,7 +129,7 @@ pub struct Written {
 /// commands run.
 pub fn write(o: &AutoOptions, exe: &Path) -> Result<Written> {
     let dir = &o.work;
-    super::check_model(o)?;
+    super::check_inputs(o)?;
     std::fs::create_dir_all(dir).with_context(|| format!("--plan {}: cannot create the folder", dir.display()))?;
     let base = args(o);
     let jobs: Vec<(String, String)> = levels(o)
