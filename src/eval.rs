@@ -103,7 +103,12 @@ pub fn load_tokenizer(
     explicit: Option<&Path>,
 ) -> Result<(Tokenizer, String)> {
     if let Some(p) = explicit {
-        let t = Tokenizer::from_file(p).map_err(|e| anyhow!("--tokenizer {}: {e}", p.display()))?;
+        let t = Tokenizer::from_file(p).map_err(|e| {
+            anyhow!(
+                "--tokenizer {}: not a tokenizer.json that Hugging Face tokenizers reads ({e})",
+                p.display()
+            )
+        })?;
         return Ok((t, p.display().to_string()));
     }
     if let Some(json) = history::embedded_tokenizer(model) {
@@ -116,7 +121,12 @@ pub fn load_tokenizer(
     let candidates = [dir.join("tokenizer.json"), dir.join(format!("{stem}.tokenizer.json"))];
     for c in &candidates {
         if c.is_file() {
-            let t = Tokenizer::from_file(c).map_err(|e| anyhow!("{}: {e}", c.display()))?;
+            let t = Tokenizer::from_file(c).map_err(|e| {
+                anyhow!(
+                    "{}: not a tokenizer.json that Hugging Face tokenizers reads ({e})",
+                    c.display()
+                )
+            })?;
             return Ok((t, c.display().to_string()));
         }
     }

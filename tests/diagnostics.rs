@@ -186,6 +186,31 @@ fn diff_and_sensitivity_refuse_bad_input_in_one_line() {
         &run(&["diff", m, s(&missing), "--task", "sst2"]),
         &["MODEL_B", "nope.onnx", "no such file"],
     );
+    // Neither a task nor a file: both named (clap said only "--task <TASK>" was required).
+    for cmd in [&["diff", m, m][..], &["eval", "--model", m]] {
+        assert_clean_error(
+            "no --task and no --data",
+            &run(cmd),
+            &["--task T", "--data FILE", "labelled"],
+        );
+    }
+    let notes = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(notes.path(), "not json\n").unwrap();
+    assert_clean_error(
+        "a text file as the tokenizer",
+        &run(&[
+            "eval",
+            "--model",
+            m,
+            "--task",
+            "sst2",
+            "--tokenizer",
+            s(notes.path()),
+            "--limit",
+            "4",
+        ]),
+        &["--tokenizer", "not a tokenizer.json"],
+    );
     assert_clean_error(
         "diff with a bad threshold",
         &run(&["diff", m, m, "--task", "sst2", "--threshold", "0", "--limit", "4"]),

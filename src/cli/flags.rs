@@ -395,10 +395,11 @@ pub struct LabelArgs {
 pub struct EvalDataArgs {
     /// A GLUE task: sst2, mrpc, qqp (also cola, qnli, rte, mnli, stsb, wnli): its files, labels
     /// and metrics. Leave it out to evaluate your own labelled file (--data FILE).
-    #[arg(long, required_unless_present = "data")]
+    #[arg(long)]
     pub task: Option<String>,
-    /// A GLUE folder holding <task>/<split>.tsv (default: data/glue, then ../shared/data/glue),
-    /// or a labelled data file: .tsv, .csv, .jsonl or .parquet (Hugging Face datasets' files).
+    /// A GLUE folder holding <task>/<split>.tsv (default: data/glue, then ../shared/data/glue, each
+    /// here, then in the checkout this binary was built from), or a labelled data file: .tsv,
+    /// .csv, .jsonl or .parquet (Hugging Face datasets' files).
     #[arg(long, value_name = "DIR|FILE")]
     pub data: Option<PathBuf>,
     /// Which file of the GLUE task folder to read: dev, train, or any <split>.tsv there [default: dev].

@@ -201,10 +201,14 @@ fn data_file<'a>(data: &'a Option<PathBuf>, split: &Option<String>) -> Result<Op
     Ok(Some(path))
 }
 
-/// The GLUE folder: `--data`, else `data/glue` here or in the project, else `../shared/data/glue`.
 /// The task and examples of `eval` and `diff`: a data file (`--data FILE`, the task a preset) or
 /// a GLUE folder's split (needs `--task`).
 pub fn eval_data(a: &EvalDataArgs) -> Result<(Option<Task>, EvalData)> {
+    if a.task.is_none() && a.data.is_none() {
+        bail!(
+            "give --task T (a GLUE task: sst2, mrpc, qqp, ...: its dev split) or --data FILE (your own labelled .tsv, .csv, .jsonl or .parquet file)"
+        );
+    }
     let task = a.task.as_deref().map(Task::from_name).transpose()?;
     let columns = a.file.columns(a.label.label_column.clone());
     let data = match data_file(&a.data, &a.split)? {
@@ -236,6 +240,8 @@ pub fn eval_data(a: &EvalDataArgs) -> Result<(Option<Task>, EvalData)> {
     Ok((task, data))
 }
 
+/// The GLUE folder without `--data`: `data/glue`, then `../shared/data/glue`, each here, then in
+/// the checkout this binary was built from.
 pub fn default_data_dir() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let candidates = [
