@@ -236,6 +236,19 @@ fn every_cell_maps_as_configured_and_runs_as_torch_computed_it() {
             arch.starts_with(inspect_family(&c.family)) && arch.contains(note),
             || format!("inspect says architecture {arch:?}"),
         )?;
+        // Every exporter's activation is named (ALBERT's tanh GELU read "unrecognized").
+        let acts: Vec<&str> = j["layers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l["activation"].as_str())
+            .collect();
+        ensure(
+            acts.len() == 2
+                && acts.iter().all(|a| a.contains("gelu") || a.contains("glu"))
+                && !acts.iter().any(|a| a.contains("unrecognized")),
+            || format!("inspect names the activations {acts:?}"),
+        )?;
         let got = logits(&m, &c.batches(), &c.name);
         let want = c.stored("logits");
         let d = max_diff(&got[..want.len()], &want);

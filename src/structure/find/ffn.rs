@@ -81,6 +81,23 @@ pub(super) fn find_ffn(ix: &GraphIndex, norm: &Norm, hidden: Option<usize>) -> R
             ),
         )
     })?;
+    // The activation's ops, by every path back from the down projection to the up projection's
+    // output: the search above stops at the shortest (GELU's tanh form reaches the down
+    // projection through `0.5·x·(…)` before its `Tanh`).
+    let mut back: VecDeque<String> = ix.node(down.node).input.first().cloned().into_iter().collect();
+    let mut behind = HashSet::new();
+    while let Some(v) = back.pop_front() {
+        if v == up.output || behind.len() > 64 {
+            continue;
+        }
+        let Some(p) = ix.producer(&v) else { continue };
+        let n = ix.node(p);
+        if !behind.insert(p) || !ACTIVATION_OPS.contains(&n.op_type()) {
+            continue;
+        }
+        ops.push(n.op_type().to_string());
+        back.extend(n.input.iter().cloned());
+    }
     let has = |op: &str| ops.iter().any(|o| o == op);
     let activation = if has("Gelu") || has("FastGelu") || has("BiasGelu") {
         "gelu (fused op)"
