@@ -304,6 +304,26 @@ fn no_candidate_within_the_budget_writes_nothing_and_names_the_closest() {
         &["no candidate", "nothing written", "closest: dynamic_per_channel"],
     );
     assert!(!out.exists());
+    // INT8 is smaller, but 32 selection examples cannot show any candidate within half a point
+    // (none flipped: a bound of 3.8 points): said, with what to do.
+    let o = bin()
+        .args(args(
+            &sh,
+            &out,
+            "--calib-samples 16 --selection 32 --prune none --lowrank none --quant dynamic_per_channel \
+             --objective size -q",
+        ))
+        .output()
+        .unwrap();
+    assert_clean_error(
+        "a selection too small for the budget",
+        &o,
+        &[
+            "on 32 selection examples even a candidate that flips none has a bound of 3.",
+            "--selection-data",
+        ],
+    );
+    assert!(!out.exists());
 }
 
 #[test]

@@ -224,15 +224,18 @@ pub fn discordant(base: &[Option<bool>], cand: &[Option<bool>]) -> (usize, usize
 }
 
 /// The accuracy drop (points) over `n` paired examples and its standard error: each example
-/// differs by +1 (`lost`), −1 (`gained`) or 0.
+/// differs by +1 (`lost`), −1 (`gained`) or 0. The error is the Wald one of the paired table with
+/// half an example added to each of its four cells (Agresti and Min, 2005): where few examples
+/// or none flip, the plain one reads a handful of agreements as certainty (60 examples, none
+/// flipped: 0 ± 0) and lets a candidate through on no evidence; here it is 0 ± 1.6 points.
 pub fn paired_drop(n: usize, lost: usize, gained: usize) -> (f64, f64) {
     if n < 2 {
         return (0.0, 0.0);
     }
-    let nf = n as f64;
-    let mean = (lost as f64 - gained as f64) / nf;
-    let var = ((lost + gained) as f64 - nf * mean * mean).max(0.0) / (nf - 1.0);
-    (mean * 100.0, (var / nf).sqrt() * 100.0)
+    let drop = (lost as f64 - gained as f64) / n as f64;
+    let (b, c, m) = (lost as f64 + 0.5, gained as f64 + 0.5, n as f64 + 2.0);
+    let var = (b + c - (b - c) * (b - c) / m).max(0.0);
+    (drop * 100.0, var.sqrt() / m * 100.0)
 }
 
 /// Whether a candidate whose answers are `cand` is out of a budget of `max_drop` points beyond
@@ -471,12 +474,21 @@ mod tests {
     }
 
     #[test]
-    fn the_paired_standard_error_is_the_sample_one_of_the_differences() {
-        // 100 examples: 6 lost, 2 gained. Differences: six 1s, two −1s, 92 zeros.
+    fn the_paired_standard_error_is_agresti_and_mins() {
+        // 100 examples: 6 lost, 2 gained; with half an example in each cell, 6.5 and 2.5 of 102.
         let (drop, se) = paired_drop(100, 6, 2);
         assert!((drop - 4.0).abs() < 1e-12);
-        let var = (6.0 * 0.96f64.powi(2) + 2.0 * 1.04f64.powi(2) + 92.0 * 0.04f64.powi(2)) / 99.0;
-        assert!((se - (var / 100.0).sqrt() * 100.0).abs() < 1e-9, "{se}");
+        let want = (9.0f64 - 16.0 / 102.0).sqrt() / 102.0 * 100.0;
+        assert!((se - want).abs() < 1e-9, "{se}");
+        // Many flips: within 1% of the plain sample error of the differences.
+        let (_, se) = paired_drop(4096, 40, 15);
+        let mean = 25.0 / 4096.0;
+        let plain = ((55.0 - 4096.0 * mean * mean) / 4095.0 / 4096.0f64).sqrt() * 100.0;
+        assert!((se / plain - 1.0).abs() < 0.01, "{se} vs {plain}");
+        // None flipped among 60: not certainty. The bound at 90% is past a 1-point budget.
+        let (drop, se) = paired_drop(60, 0, 0);
+        assert_eq!(drop, 0.0);
+        assert!(drop + normal_quantile(0.9) * se > 2.0, "{se}");
         let b = [Some(true), Some(false), Some(true), None];
         let c = [Some(false), Some(true), Some(true), Some(false)];
         assert_eq!(discordant(&b, &c), (3, 1, 1));
