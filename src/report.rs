@@ -802,8 +802,17 @@ pub fn diff_text(r: &crate::diff::DiffReport) -> String {
             r.shown_flips.len(),
             r.flips
         );
+        // Classes by name where the labels are named (--labels, the model's); else by index.
+        let names = match &r.labels {
+            crate::data::Labels::Classes { names: Some(n), .. } => Some(n),
+            _ => None,
+        };
         for f in &r.shown_flips {
-            let class = |c: Option<usize>| c.map_or("-".to_string(), |c| c.to_string());
+            let class = |c: Option<usize>| {
+                c.map_or("-".to_string(), |c| {
+                    names.and_then(|n| n.get(c)).cloned().unwrap_or_else(|| c.to_string())
+                })
+            };
             let text = match &f.text_pair {
                 Some(p) => format!("{} ‖ {}", f.text, p),
                 None => f.text.clone(),

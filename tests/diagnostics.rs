@@ -167,6 +167,36 @@ fn diff_counts_the_flips_eval_sees() {
     let t = text(&out.stdout);
     assert!(t.contains(&format!("({differing} of 200 examples flip)")), "{t}");
     assert!(t.contains("hidden states") && t.contains("flips (first"), "{t}");
+    // On the user's own file with named labels, the flips show the classes by name.
+    let dev = require("data/glue/sst2/dev.tsv", "diff on a named file").unwrap();
+    let own = dir.path().join("own.csv");
+    let mut csv_text = String::from("review,sentiment\n");
+    for line in std::fs::read_to_string(&dev).unwrap().lines().skip(1).take(200) {
+        let (sentence, label) = line.rsplit_once('\t').unwrap();
+        let name = if label == "1" { "positive" } else { "negative" };
+        csv_text += &format!("\"{}\",{name}\n", sentence.replace('"', "\"\""));
+    }
+    std::fs::write(&own, csv_text).unwrap();
+    let out = bin()
+        .args(["diff", s(&model), s(&pruned), "--data", s(&own), "-q"])
+        .args([
+            "--text-column",
+            "review",
+            "--label-column",
+            "sentiment",
+            "--labels",
+            "negative,positive",
+        ])
+        .output()
+        .unwrap();
+    let t = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(t.contains(&format!("({differing} of 200 examples flip)")), "{t}");
+    let flip = t.lines().find(|l| l.starts_with("  line ")).unwrap_or_default();
+    assert!(
+        flip.contains(" gold positive ") || flip.contains(" gold negative "),
+        "the flips do not name the classes: {t}"
+    );
 }
 
 #[test]
