@@ -1432,31 +1432,23 @@ fn headless_encoder_takes_calibrated_pruning_by_its_hidden_states() {
     let data = dir.path().join("data.csv");
     std::fs::write(&data, "text,label\nw5 w6,0\nw7,1\n").unwrap();
     std::fs::write(dir.path().join("dev.csv"), "text,label\nw8,0\n").unwrap();
-    let out = bin()
-        .arg("auto")
-        .arg(dir.path().join("model.onnx"))
-        .arg(dir.path().join("out.onnx"))
-        .arg("--calib-data")
-        .arg(&data)
-        .arg("--data")
-        .arg(dir.path().join("dev.csv"))
-        .output()
-        .unwrap();
-    common::assert_clean_error("auto on a headless encoder", &out, &["headless encoder", "auto"]);
-    assert!(!dir.path().join("out.auto").exists(), "auto made its work folder");
     let plan = dir.path().join("plan");
-    let out = bin()
-        .arg("auto")
-        .arg(dir.path().join("model.onnx"))
-        .arg(dir.path().join("out.onnx"))
-        .arg("--calib-data")
-        .arg(&data)
-        .arg("--data")
-        .arg(dir.path().join("dev.csv"))
-        .arg("--plan")
-        .arg(&plan)
-        .output()
-        .unwrap();
+    let auto = |extra: &[&std::path::Path]| {
+        bin()
+            .arg("auto")
+            .arg(dir.path().join("model.onnx"))
+            .arg(dir.path().join("out.onnx"))
+            .arg("--calib-data")
+            .arg(&data)
+            .arg("--data")
+            .arg(dir.path().join("dev.csv"))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    common::assert_clean_error("auto on a headless encoder", &auto(&[]), &["headless encoder", "auto"]);
+    assert!(!dir.path().join("out.auto").exists(), "auto made its work folder");
+    let out = auto(&["--plan".as_ref(), plan.as_path()]);
     common::assert_clean_error("auto --plan on a headless encoder", &out, &["headless encoder"]);
     assert!(!plan.exists(), "auto --plan wrote a plan for a headless encoder");
     let out = bin()
