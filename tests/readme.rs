@@ -1,7 +1,7 @@
 //! The README holds line by line: every fenced `onnx-compress` command runs (on the shared models,
 //! placeholders substituted) and exits 0; an example shown with its output (`$ ` lines) prints
 //! that output, line by line in order (`...` stands for anything, timings may differ); and the
-//! Makefile snippet is the Makefile's own chain block.
+//! Makefile snippet is the Makefile's own chain block, and a recipe shown is the configs' own.
 //!
 //! Commands that take over a minute on 2 cores (calibrated pruning and calibrated low rank) are
 //! listed and passed over with a visible note; the pass tests cover them.
@@ -282,4 +282,30 @@ fn readme_makefile_snippet_is_the_makefiles_own() {
         own.len(),
         "README.md line {line}: the make block and the Makefile's chain block differ in length"
     );
+}
+
+/// A ```yaml block that names a recipe in its first comment (`# configs/...yaml`) holds that
+/// recipe's keys and values (comments aside).
+#[test]
+fn readme_recipes_are_the_configs_own() {
+    let readme = std::fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap();
+    let mut checked = 0;
+    for (lang, line, lines) in fenced_blocks(&readme) {
+        let Some(name) = (lang == "yaml")
+            .then(|| lines.first())
+            .flatten()
+            .and_then(|l| l.strip_prefix("# "))
+            .and_then(|l| l.split([',', ' ']).next())
+            .filter(|p| p.starts_with("configs/"))
+        else {
+            continue;
+        };
+        let shown: serde_yaml::Value =
+            serde_yaml::from_str(&lines.join("\n")).unwrap_or_else(|e| panic!("README.md line {line}: not YAML: {e}"));
+        let own: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(Path::new(ROOT).join(name)).unwrap()).unwrap();
+        assert_eq!(shown, own, "README.md line {line}: differs from {name}");
+        checked += 1;
+    }
+    assert!(checked >= 1, "README.md: no ```yaml block names a recipe in configs/");
 }
