@@ -470,11 +470,14 @@ fn bad_flags_are_refused_before_anything_is_read() {
         assert_clean_error("cuda without CUDA support", &o, &["--device cuda", "--features cuda"]);
         assert!(!dir.path().join("out.auto").exists(), "auto made its work folder");
     }
-    // A plan: one job per level (the plan reads the model: a tiny float BERT here).
+    // A plan: one job per level (the plan reads the model, a tiny float BERT here, and finds the
+    // file the result is reported on: one of its own, not the shared GLUE folder).
     let plan = dir.path().join("plan");
     let real = dir.path().join("real.onnx");
     let tiny = onnx_compress::testkit::synth::tiny_bert(&Default::default());
     onnx_compress::onnx::save(&tiny, &real, &Default::default()).unwrap();
+    let dev = dir.path().join("dev.tsv");
+    std::fs::write(&dev, "sentence\tlabel\nfine\t1\n").unwrap();
     let o = bin()
         .args([
             "auto",
@@ -484,6 +487,8 @@ fn bad_flags_are_refused_before_anything_is_read() {
             "sst2",
             "--calib-data",
             s(&train),
+            "--data",
+            s(&dev),
             "--prune",
             "0.6,0.5",
             "--lowrank",
