@@ -342,18 +342,6 @@ fn cmd_auto(ort_lib: Option<&Path>, quiet: bool, a: AutoArgs) -> Result<()> {
             },
             c => c.join("; "),
         };
-        // A selection too small for the budget: even a candidate that flips no example is not
-        // shown within it.
-        let floor =
-            auto::select::paired_drop(r.selection_examples, 0, 0).1 * auto::select::normal_quantile(o.confidence);
-        let small = if floor > o.max_drop {
-            format!(
-                "; on {} selection examples even a candidate that flips none has a bound of {floor:.2} points: give more examples (a larger --calib-data, or --selection-data), or a lower --confidence",
-                r.selection_examples
-            )
-        } else {
-            String::new()
-        };
         // Collected from a plan: the jobs with no result yet may hold the winner.
         let missing = match r.missing.len() {
             0 => String::new(),
@@ -363,7 +351,7 @@ fn cmd_auto(ort_lib: Option<&Path>, quiet: bool, a: AutoArgs) -> Result<()> {
             ),
         };
         bail!(
-            "no candidate is within --max-drop {} points on the selection (at {:.0}% confidence) and beats the input on {}; nothing written (closest: {closest}){small}{missing}; the journal stays in {}",
+            "no candidate is within --max-drop {} points on the selection (at {:.0}% confidence) and beats the input on {}; nothing written (closest: {closest}){missing}; the journal stays in {}",
             o.max_drop,
             o.confidence * 100.0,
             onnx_compress::options::Named::name(o.objective),

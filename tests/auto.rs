@@ -288,13 +288,14 @@ fn no_candidate_within_the_budget_writes_nothing_and_names_the_closest() {
     };
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.onnx");
-    // INT8 alone keeps the MACs: nothing beats the input on MACs.
+    // INT8 alone keeps the MACs: nothing beats the input on MACs (a budget that 32 selection
+    // examples can show a candidate within).
     let o = bin()
         .args(args(
             &sh,
             &out,
             "--calib-samples 16 --selection 32 --prune none --lowrank none --quant dynamic_per_channel \
-             --objective macs -q",
+             --objective macs --max-drop 5 -q",
         ))
         .output()
         .unwrap();
@@ -304,8 +305,10 @@ fn no_candidate_within_the_budget_writes_nothing_and_names_the_closest() {
         &["no candidate", "nothing written", "closest: dynamic_per_channel"],
     );
     assert!(!out.exists());
-    // INT8 is smaller, but 32 selection examples cannot show any candidate within half a point
-    // (none flipped: a bound of 3.8 points): said, with what to do.
+    // 32 selection examples cannot show any candidate within half a point (none flipped: a
+    // bound of 3.8 points): refused before a candidate is built or a work folder made, saying
+    // what to do.
+    let out = dir.path().join("small.onnx");
     let o = bin()
         .args(args(
             &sh,
@@ -319,11 +322,21 @@ fn no_candidate_within_the_budget_writes_nothing_and_names_the_closest() {
         "a selection too small for the budget",
         &o,
         &[
-            "on 32 selection examples even a candidate that flips none has a bound of 3.",
+            "--max-drop 0.5: on 32 selection examples no candidate can be shown within it",
+            "bound of 3.",
             "--selection-data",
         ],
     );
-    assert!(!out.exists());
+    assert!(!out.exists() && !dir.path().join("small.auto").exists());
+    let o = bin()
+        .args(args(&sh, &out, "--selection 4096 --max-drop 0 -q"))
+        .output()
+        .unwrap();
+    assert_clean_error(
+        "a budget of 0 at 90%",
+        &o,
+        &["--max-drop 0: on ", "--confidence (0.5: the drop alone)"],
+    );
 }
 
 #[test]
@@ -573,12 +586,13 @@ fn a_candidate_dropped_early_is_scored_again_under_a_looser_budget() {
             &out,
             &format!(
                 "--calib-samples 16 --selection 128 --prune none --lowrank 0.3 --quant none --objective macs -q \
-                 --max-drop {max_drop}"
+                 --max-drop {max_drop} --confidence 0.5"
             ),
         )
     };
     // Low rank to 30% of the parameters loses far more than nothing: out after the first rung
-    // (64 of 128 examples), and nothing is written.
+    // (64 of 128 examples), and nothing is written. (A budget of 0 takes --confidence 0.5, the
+    // drop alone: at 0.9 even a candidate that flips nothing is not shown to lose nothing.)
     let o = bin().args(search("0")).output().unwrap();
     assert_clean_error(
         "budget 0",

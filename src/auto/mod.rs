@@ -715,6 +715,17 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
             )
         }
     };
+    // A selection too small for the budget: before any candidate is built (a search would spend
+    // its time budget to find none within it).
+    let floor = select::paired_drop(split.selection.len(), 0, 0).1 * select::normal_quantile(o.confidence);
+    if floor > o.max_drop {
+        bail!(
+            "--max-drop {}: on {} selection examples no candidate can be shown within it at {:.0}% confidence (even one that flips none has a bound of {floor:.2} points); give more examples (a larger --calib-data, or --selection-data), a larger --max-drop, or a lower --confidence (0.5: the drop alone)",
+            o.max_drop,
+            split.selection.len(),
+            o.confidence * 100.0
+        );
+    }
     let labels = eval::labels_of(&o.model, &proto, o.task, o.labels.as_deref())?;
     let sel = Selection::new(
         &o.source(sel_file),
