@@ -940,7 +940,23 @@ fn the_users_own_files_are_searched_as_the_task_preset_reads_its_copy() {
         .output()
         .unwrap();
     assert_clean_error("no --data", &o, &["without --task", "--data FILE"]);
-    // Nor may it be the training file.
+    // Nor may it be the training file, or a copy of it.
     let o = own_auto(&dir.path().join("x.onnx"), &train_csv).output().unwrap();
     assert_clean_error("dev as training", &o, &["--calib-data", "reported on"]);
+    let copy = dir.path().join("copy.csv");
+    std::fs::copy(&train_csv, &copy).unwrap();
+    let o = own_auto(&dir.path().join("x.onnx"), &copy).output().unwrap();
+    assert_clean_error("a copy of dev as training", &o, &["--calib-data", "or a copy of it"]);
+    // A label the model does not have in the file reported on: refused before the search, not
+    // after it, and before a work folder is made.
+    let bad = dir.path().join("bad.jsonl");
+    let t = std::fs::read_to_string(&dev_jsonl).unwrap();
+    let mut lines: Vec<String> = t.lines().map(str::to_string).collect();
+    lines[150] = lines[150]
+        .replace("\"positive\"", "\"neutral\"")
+        .replace("\"negative\"", "\"neutral\"");
+    std::fs::write(&bad, lines.join("\n") + "\n").unwrap();
+    let o = own_auto(&dir.path().join("y.onnx"), &bad).args(flags).output().unwrap();
+    assert_clean_error("a bad label in dev", &o, &["\"neutral\"", "line 151", "bad.jsonl"]);
+    assert!(!dir.path().join("y.auto").exists(), "a work folder was made");
 }

@@ -655,7 +655,14 @@ fn midpoint(a: f64, b: f64) -> Option<f64> {
 /// quantized one (quantization is the last step of a chain). Returns the model read.
 pub fn check_inputs(o: &AutoOptions) -> Result<onnx::ModelProto> {
     let dev_file = o.dev_file()?;
-    let same = |f: &Path| std::fs::canonicalize(f).ok() == std::fs::canonicalize(&dev_file).ok();
+    // The same file, or a copy of it (same bytes).
+    let same = |f: &Path| {
+        std::fs::canonicalize(f).ok() == std::fs::canonicalize(&dev_file).ok()
+            || (std::fs::metadata(f).map(|m| m.len()).ok() == std::fs::metadata(&dev_file).map(|m| m.len()).ok()
+                && std::fs::read(f)
+                    .ok()
+                    .is_some_and(|a| std::fs::read(&dev_file).ok() == Some(a)))
+    };
     let reported = match &o.dev {
         Dev::Split { split, .. } => format!("{split} split"),
         Dev::File(_) => "file (--data)".into(),
@@ -666,7 +673,7 @@ pub fn check_inputs(o: &AutoOptions) -> Result<onnx::ModelProto> {
     ] {
         if let Some(f) = f.filter(|f| same(f)) {
             bail!(
-                "{flag} {} is the {reported} the result is reported on: choose on other examples",
+                "{flag} {} is the {reported} the result is reported on (or a copy of it): choose on other examples",
                 f.display()
             );
         }
@@ -727,6 +734,18 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
         );
     }
     let labels = eval::labels_of(&o.model, &proto, o.task, o.labels.as_deref())?;
+    // The file the result is reported on, read now as the final evaluation reads it: a bad label,
+    // row or column there would otherwise fail only after the search.
+    let dev_source = match &o.dev {
+        Dev::File(f) => o.source(f),
+        Dev::Split { .. } => crate::data::Source {
+            path: dev_file.clone(),
+            format: Some(crate::data::Format::Tsv),
+            columns: Default::default(),
+            task: o.task,
+        },
+    };
+    crate::data::read_labelled(&dev_source, &labels)?;
     let sel = Selection::new(
         &o.source(sel_file),
         &labels,
