@@ -207,13 +207,34 @@ fn read_tsv(text: &str, file: &str) -> Result<Table, DataError> {
     })
 }
 
+/// Where a record the csv crate places at byte `at` of `text` starts: past the line ends there
+/// (after `\r\n` it places the record at the `\n`, and its line numbers fall one short per
+/// `\r\n` before the record, so lines are counted here from the bytes).
+fn record_start(text: &str, at: u64) -> usize {
+    let b = text.as_bytes();
+    let mut at = (at as usize).min(b.len());
+    while at < b.len() && (b[at] == b'\n' || b[at] == b'\r') {
+        at += 1;
+    }
+    at
+}
+
+/// The line (from 1) of a record the csv crate places at byte `at` of `text`.
+fn line_of(text: &str, at: u64) -> usize {
+    text.as_bytes()[..record_start(text, at)]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
 fn read_csv(text: &str, file: &str) -> Result<Table, DataError> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
         .from_reader(text.as_bytes());
     let csv_error = |e: csv::Error| {
-        let line = e.position().map(|p| p.line() as usize).unwrap_or(1);
+        let line = e.position().map_or(1, |p| line_of(text, p.byte()));
         let message = match e.kind() {
             csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
                 format!("{len} comma-separated field(s), the header has {expected_len}")
@@ -232,9 +253,19 @@ fn read_csv(text: &str, file: &str) -> Result<Table, DataError> {
         return Err(DataError::Empty { file: file.into() });
     }
     let mut records = Vec::new();
+    // Lines counted as the records go (each from the last one's start), not from the start each time.
+    let (mut from, mut line) = (0usize, 1usize);
     for row in reader.records() {
         let row = row.map_err(csv_error)?;
-        let line = row.position().map(|p| p.line() as usize).unwrap_or(0);
+        let line = match row.position() {
+            Some(p) => {
+                let to = record_start(text, p.byte()).max(from);
+                line += text.as_bytes()[from..to].iter().filter(|&&b| b == b'\n').count();
+                from = to;
+                line
+            }
+            None => 0,
+        };
         records.push(Record {
             at: Loc::Line(line),
             cells: row.iter().map(|f| Cell::Str(f.to_string())).collect(),
@@ -420,6 +451,17 @@ mod tests {
             e.to_string(),
             "line 3 of d.csv: 3 comma-separated field(s), the header has 2"
         );
+        // Windows line ends, and a quoted field over two lines: the records' own lines.
+        let t = read_text(
+            "\u{feff}text,label\r\na,1\r\n\"two\r\nlines\",0\r\nc,1\r\n",
+            Format::Csv,
+            "d.csv",
+        )
+        .unwrap();
+        let at: Vec<&Loc> = t.records.iter().map(|r| &r.at).collect();
+        assert_eq!(at, [&Loc::Line(2), &Loc::Line(3), &Loc::Line(5)]);
+        let e = read_text("text,label\r\na,1\r\nb,0,extra\r\n", Format::Csv, "d.csv").unwrap_err();
+        assert!(e.to_string().starts_with("line 3 of d.csv"), "{e}");
     }
 
     #[test]
