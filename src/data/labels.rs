@@ -88,6 +88,7 @@ impl Labels {
         };
         match (self, cell) {
             (_, Cell::Null) => Err("the label is missing (null)".into()),
+            (_, Cell::Str(s)) if s.trim().is_empty() => Err("the label is missing (empty)".into()),
             (Labels::Scores, Cell::Int(i)) => Ok(Label::Score(*i as f32)),
             (Labels::Scores, Cell::Float(x)) if x.is_finite() => Ok(Label::Score(*x as f32)),
             (Labels::Scores, Cell::Str(s)) => match s.trim().parse::<f32>() {
@@ -102,8 +103,12 @@ impl Labels {
             }
             (Labels::Classes { .. }, Cell::Int(i)) => index(*i),
             (Labels::Classes { .. }, Cell::Float(x)) if x.fract() == 0.0 && x.is_finite() => index(*x as i64),
-            (Labels::Classes { names, .. }, Cell::Str(s)) => {
-                let s = s.trim();
+            (Labels::Classes { names, .. }, Cell::Str(_) | Cell::Bool(_)) => {
+                let shown = match cell {
+                    Cell::Str(s) => s.clone(),
+                    c => c.show(),
+                };
+                let s = shown.trim();
                 if let Some(n) = names {
                     if let Some(c) = n.iter().position(|name| name == s) {
                         return Ok(Label::Class(c));
@@ -113,9 +118,14 @@ impl Labels {
                         return Ok(Label::Class(c));
                     }
                 }
-                match s.parse::<i64>() {
-                    Ok(i) => index(i),
-                    Err(_) => bad(),
+                // A class index, also as a whole float ("1.0": pandas writes an integer column
+                // with a gap so); a boolean is a name ("true", "false") or, with no names, 0 / 1.
+                match (cell, s.parse::<i64>(), s.parse::<f64>()) {
+                    (Cell::Bool(b), ..) if names.is_none() => index(i64::from(*b)),
+                    (Cell::Bool(_), ..) => bad(),
+                    (_, Ok(i), _) => index(i),
+                    (_, _, Ok(x)) if x.is_finite() && x.fract() == 0.0 => index(x as i64),
+                    _ => bad(),
                 }
             }
             _ => bad(),
@@ -248,6 +258,18 @@ mod tests {
             source: "no config.json".into(),
         };
         assert_eq!(unnamed.parse(&Cell::Str("7".into())), Ok(Label::Class(7)));
+        // "1.0" as a pandas column with a gap writes it; a boolean as 0 / 1 without names, by
+        // name with them; an empty cell is missing.
+        assert_eq!(unnamed.parse(&Cell::Str("1.0".into())), Ok(Label::Class(1)));
+        assert!(unnamed.parse(&Cell::Str("1.5".into())).is_err());
+        assert_eq!(unnamed.parse(&Cell::Bool(true)), Ok(Label::Class(1)));
+        let tf = named(&["false", "true"]);
+        assert_eq!(tf.parse(&Cell::Bool(false)), Ok(Label::Class(0)));
+        assert_eq!(tf.parse(&Cell::Bool(true)), Ok(Label::Class(1)));
+        assert_eq!(
+            l.parse(&Cell::Str(" ".into())),
+            Err("the label is missing (empty)".into())
+        );
         assert!(unnamed
             .parse(&Cell::Str("pos".into()))
             .unwrap_err()
