@@ -33,6 +33,15 @@ pub enum DataError {
     #[error("{file}: {message}")]
     Format { file: String, message: String },
 
+    /// A chosen column whose name the header holds more than once.
+    #[error("{file}: the {role} column \"{name}\" appears {} times in the header (columns {}); rename all but one", .at.len(), .at.iter().map(|j| j.to_string()).collect::<Vec<_>>().join(", "))]
+    DuplicateColumn {
+        file: String,
+        role: &'static str,
+        name: String,
+        at: Vec<usize>,
+    },
+
     /// A record that cannot be read (wrong field count, bad JSON, a value of the wrong type).
     #[error("{at} of {file}: {message}")]
     Record { file: String, at: Loc, message: String },

@@ -246,6 +246,21 @@ fn choose(table: &Table, src: &Source, want_label: bool) -> Result<(Chosen, [Opt
             }
         }
     };
+    // A chosen column whose name the header holds twice: which one is meant is not known.
+    for (role, i) in [("text", Some(text)), ("text-pair", pair), ("label", label)] {
+        let Some(i) = i else { continue };
+        let twice: Vec<usize> = (0..table.columns.len())
+            .filter(|&j| table.columns[j] == table.columns[i])
+            .collect();
+        if twice.len() > 1 {
+            return Err(DataError::DuplicateColumn {
+                file: table.file.clone(),
+                role,
+                name: table.columns[i].clone(),
+                at: twice.iter().map(|j| j + 1).collect(),
+            });
+        }
+    }
     let name = |i: usize| table.columns[i].clone();
     Ok((
         Chosen {
@@ -436,6 +451,21 @@ mod tests {
             names: Some(names.iter().map(|s| s.to_string()).collect()),
             source: "test".into(),
         }
+    }
+
+    #[test]
+    fn a_chosen_column_named_twice_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = classes(&["neg", "pos"]);
+        let p = write(dir.path(), "d.csv", "text,label,label\na,pos,neg\n");
+        let e = read_labelled(&src(p), &l).unwrap_err().to_string();
+        assert!(
+            e.contains("the label column \"label\" appears 2 times in the header (columns 2, 3)"),
+            "{e}"
+        );
+        // A column named twice that is not read is no matter.
+        let p = write(dir.path(), "e.csv", "text,label,note,note\na,pos,x,y\n");
+        assert_eq!(read_labelled(&src(p), &l).unwrap().examples.len(), 1);
     }
 
     #[test]
