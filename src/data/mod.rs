@@ -463,6 +463,12 @@ mod tests {
             e.contains("the label column \"label\" appears 2 times in the header (columns 2, 3)"),
             "{e}"
         );
+        // Usual names in another case, and a flag's name spelled with the header's spaces.
+        let p = write(dir.path(), "c.csv", "Text, Label \na,pos\n");
+        assert_eq!(read_labelled(&src(p.clone()), &l).unwrap().examples.len(), 1);
+        let mut named = src(p);
+        named.columns.label = Some(" Label ".into());
+        assert_eq!(read_labelled(&named, &l).unwrap().examples.len(), 1);
         // A column named twice that is not read is no matter.
         let p = write(dir.path(), "e.csv", "text,label,note,note\na,pos,x,y\n");
         assert_eq!(read_labelled(&src(p), &l).unwrap().examples.len(), 1);

@@ -119,8 +119,19 @@ pub struct Table {
 }
 
 impl Table {
+    /// The column named `name` (headers are read trimmed, and so is `name`); else the one column
+    /// named so in another case (`Text`, `LABEL`).
     pub fn column(&self, name: &str) -> Option<usize> {
-        self.columns.iter().position(|c| c == name)
+        let name = name.trim();
+        self.columns.iter().position(|c| c == name).or_else(|| {
+            let folded: Vec<usize> = (0..self.columns.len())
+                .filter(|&i| self.columns[i].eq_ignore_ascii_case(name))
+                .collect();
+            match folded[..] {
+                [i] => Some(i),
+                _ => None,
+            }
+        })
     }
 }
 
