@@ -642,7 +642,11 @@ fn recipes_on_the_users_own_file_are_benched_without_a_task() {
     assert_clean_error(
         "two data files",
         &o,
-        &["01_baseline.yaml", "other_file.yaml", "different data"],
+        &[
+            "01_baseline.yaml",
+            "other_file.yaml",
+            "different data (not the same file:",
+        ],
     );
     // A recipe of the other kind named directly.
     let o = bin().args(["bench", s(&base), s(&glue), "-q"]).output().unwrap();

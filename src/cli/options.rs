@@ -286,10 +286,21 @@ pub fn one_data_file(recipes: &[onnx_compress::recipe::LoadedRecipe]) -> Result<
     for r in &recipes[1..] {
         let this = read(r)?;
         if this != first {
+            let differ: Vec<&str> = [
+                (first.0 != this.0, "file"),
+                (first.1 != this.1, "format"),
+                (first.2 != this.2, "columns"),
+                (first.3 != this.3, "labels"),
+            ]
+            .iter()
+            .filter(|(d, _)| *d)
+            .map(|(_, what)| *what)
+            .collect();
             bail!(
-                "{} and {} evaluate on different data ({} and {}, or other columns, format or labels); bench compares recipes on one file: bench them apart",
+                "{} and {} evaluate on different data (not the same {}: {} and {}); bench compares recipes on one file read alike: bench them apart, or give them the same data keys",
                 recipes[0].path.display(),
                 r.path.display(),
+                differ.join(", "),
                 first.0.display(),
                 this.0.display()
             );
