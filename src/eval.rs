@@ -95,6 +95,16 @@ pub struct EvalReport {
     pub predictions: Vec<serde_json::Value>,
 }
 
+/// Reads a tokenizer.json; the error names the file (after `flag`, e.g. "--tokenizer ").
+fn read_tokenizer(path: &Path, flag: &str) -> Result<Tokenizer> {
+    Tokenizer::from_file(path).map_err(|e| {
+        anyhow!(
+            "{flag}{}: not a tokenizer.json that Hugging Face tokenizers reads ({e})",
+            path.display()
+        )
+    })
+}
+
 /// Finds the tokenizer: `--tokenizer`, then the one embedded in the model's metadata, then
 /// `tokenizer.json` beside the model, then `<model stem>.tokenizer.json`.
 pub fn load_tokenizer(
@@ -103,12 +113,7 @@ pub fn load_tokenizer(
     explicit: Option<&Path>,
 ) -> Result<(Tokenizer, String)> {
     if let Some(p) = explicit {
-        let t = Tokenizer::from_file(p).map_err(|e| {
-            anyhow!(
-                "--tokenizer {}: not a tokenizer.json that Hugging Face tokenizers reads ({e})",
-                p.display()
-            )
-        })?;
+        let t = read_tokenizer(p, "--tokenizer ")?;
         return Ok((t, p.display().to_string()));
     }
     if let Some(json) = history::embedded_tokenizer(model) {
@@ -121,12 +126,7 @@ pub fn load_tokenizer(
     let candidates = [dir.join("tokenizer.json"), dir.join(format!("{stem}.tokenizer.json"))];
     for c in &candidates {
         if c.is_file() {
-            let t = Tokenizer::from_file(c).map_err(|e| {
-                anyhow!(
-                    "{}: not a tokenizer.json that Hugging Face tokenizers reads ({e})",
-                    c.display()
-                )
-            })?;
+            let t = read_tokenizer(c, "")?;
             return Ok((t, c.display().to_string()));
         }
     }
