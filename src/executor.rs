@@ -161,6 +161,19 @@ pub struct StepError {
 pub struct Output {
     pub path: PathBuf,
     pub external_data: ExternalData,
+    /// Other files the command reads (a recipe, its evaluation data), each with what it is:
+    /// refused as the output, as are the model's and the plan's own inputs.
+    pub reads: Vec<(PathBuf, String)>,
+}
+
+impl Output {
+    pub fn new(path: PathBuf, external_data: ExternalData) -> Output {
+        Output {
+            path,
+            external_data,
+            reads: Vec::new(),
+        }
+    }
 }
 
 /// What one step did.
@@ -231,6 +244,22 @@ pub fn execute(
     plan.validate().map_err(|e| anyhow!(e.error.to_string()))?;
     if let Some(o) = output {
         onnx::io::ensure_distinct(input, &o.path)?;
+        // What else is read: the tokenizer and config.json beside the model (or the one
+        // given), the calibration data. Writing over one would lose it.
+        let beside = |name: &str| input.parent().unwrap_or(Path::new(".")).join(name);
+        let mut reads = vec![
+            (
+                tokenizer.map_or_else(|| beside("tokenizer.json"), Path::to_path_buf),
+                "the tokenizer".to_string(),
+            ),
+            (beside("config.json"), "the model's config.json".to_string()),
+        ];
+        if let Some(c) = &plan.calibration {
+            reads.push((c.data.clone(), "the calibration data".to_string()));
+        }
+        for (path, what) in reads.iter().chain(&o.reads) {
+            onnx::io::ensure_not_read(path, what, &o.path)?;
+        }
     }
     stage("reading the model");
     let (mut model, sources) = onnx::load_with_sources(input)?;

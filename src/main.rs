@@ -79,10 +79,7 @@ fn run(cli: Cli) -> Result<()> {
 fn pass_command(ort_lib: Option<&Path>, quiet: bool, io: &PassIo, plan: Plan) -> Result<()> {
     // Calibration runs the model, and every written model is run once before it is written.
     runtime::init(ort_lib)?;
-    let output = Output {
-        path: io.output.clone(),
-        external_data: ExternalData::Auto,
-    };
+    let output = Output::new(io.output.clone(), ExternalData::Auto);
     let name = plan.steps.first().map_or("onnx-compress", |s| s.pass.name());
     let mut stages = cli::progress::Progress::spinner(name, quiet);
     // A one-step plan's stage lines need not name the step again after the command.
@@ -127,10 +124,7 @@ fn cmd_convert(ort_lib: Option<&Path>, a: ConvertArgs) -> Result<()> {
         },
         None,
     );
-    let output = Output {
-        path: a.output.clone(),
-        external_data: mode,
-    };
+    let output = Output::new(a.output.clone(), mode);
     let done = executor::execute(&a.input, &plan, a.tokenizer.as_deref(), Some(&output), &|_| {})?;
     let Some(summary) = done.saved else {
         bail!("internal error: convert wrote nothing")

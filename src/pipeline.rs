@@ -129,9 +129,14 @@ pub fn run(r: &LoadedRecipe, opts: &RunOptions, stage: &dyn Fn(&str), progress: 
         ),
         (None, None) => None,
     };
+    // Neither the recipe nor the file it evaluates on may be written over.
+    let mut reads = vec![(r.path.clone(), "the recipe".to_string())];
+    if let Some(source) = r.data_file() {
+        reads.push((source.path, "the evaluation data".to_string()));
+    }
     let output = target.as_ref().map(|path| Output {
-        path: path.clone(),
-        external_data: ExternalData::Auto,
+        reads,
+        ..Output::new(path.clone(), ExternalData::Auto)
     });
     let (steps, params, macs, pass_seconds, calibration_load_seconds) = if opts.out.is_none() && plan.steps.is_empty() {
         let m = onnx::load(&model_path)?;

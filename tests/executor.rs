@@ -29,10 +29,7 @@ fn save_tiny(dir: &Path) -> std::path::PathBuf {
 }
 
 fn output(path: &Path) -> Output {
-    Output {
-        path: path.to_path_buf(),
-        external_data: ExternalData::Auto,
-    }
+    Output::new(path.to_path_buf(), ExternalData::Auto)
 }
 
 fn l1(heads: f64) -> Pass {
@@ -207,6 +204,44 @@ fn steps_are_recorded_in_order_and_the_input_is_never_touched() {
     let e = executor::execute(&input, &plan, None, Some(&output(&input)), &|_| {}).unwrap_err();
     assert!(e.to_string().contains("refusing to write"), "{e}");
     assert_eq!(std::fs::read(&input).unwrap(), before);
+    // So is writing onto any other file the command reads: the tokenizer beside the model, the
+    // calibration data, a file the caller names (`run`'s recipe and evaluation data).
+    let dir = input.parent().unwrap();
+    let tokenizer = dir.join("tokenizer.json");
+    let calib = dir.join("train.tsv");
+    let recipe = dir.join("recipe.yaml");
+    for f in [&tokenizer, &calib, &recipe] {
+        std::fs::write(f, "keep me").unwrap();
+    }
+    let mut calibrated = plan.clone();
+    calibrated.calibration = Some(executor::Calibration {
+        data: calib.clone(),
+        format: None,
+        columns: Default::default(),
+        task: None,
+        samples: 8,
+        seed: 0,
+        max_length: 16,
+        threads: 1,
+        tokenizer: None,
+    });
+    let named = Output {
+        reads: vec![(recipe.clone(), "the recipe".into())],
+        ..output(&recipe)
+    };
+    for (target, what) in [
+        (output(&tokenizer), "it is the tokenizer"),
+        (output(&calib), "it is the calibration data"),
+        (named, "it is the recipe"),
+    ] {
+        let e = executor::execute(&input, &calibrated, None, Some(&target), &|_| {}).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("refusing to write {}: {what}", target.path.display())),
+            "{e}"
+        );
+        assert_eq!(std::fs::read_to_string(&target.path).unwrap(), "keep me");
+    }
 }
 
 #[test]

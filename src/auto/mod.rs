@@ -426,10 +426,7 @@ impl Search<'_> {
             &input,
             &plan,
             None,
-            Some(&Output {
-                path: out.clone(),
-                external_data: ExternalData::Auto,
-            }),
+            Some(&Output::new(out.clone(), ExternalData::Auto)),
             &stage,
         );
         let outcome = match built {

@@ -301,6 +301,20 @@ pub fn ensure_not_overwriting(sources: &[PathBuf], output: &Path) -> Result<(), 
     Ok(())
 }
 
+/// Errors when writing `output` (or its `.data` side file) would replace `input`, another file
+/// the command reads (`what` names it: "the calibration data").
+pub fn ensure_not_read(input: &Path, what: &str, output: &Path) -> Result<(), OnnxError> {
+    for out in [output, data_file_for(output).as_path()] {
+        if same_file(input, out) || input == out {
+            return Err(OnnxError::OutputIsInput {
+                path: out.to_path_buf(),
+                what: format!("{what} ({})", input.display()),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Name of the side file for `path`: `model.onnx` → `model.onnx.data`.
 pub fn data_file_for(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
