@@ -19,10 +19,19 @@ pub use io::{load, load_from_bytes, load_with_sources, save, ExternalData, SaveO
 pub use patch::{Patch, PatchError};
 pub use proto::{GraphProto, ModelProto, NodeProto, TensorProto};
 
+/// An I/O error in words: a missing file reads "no such file", as the commands' own checks say
+/// it, not the OS's "No such file or directory (os error 2)".
+fn io_cause(cause: &std::io::Error) -> String {
+    match cause.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        _ => cause.to_string(),
+    }
+}
+
 /// Errors of the ONNX layer. Each names the file or tensor it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum OnnxError {
-    #[error("{}: {cause}", path.display())]
+    #[error("{}: {}", path.display(), io_cause(cause))]
     Io {
         path: std::path::PathBuf,
         cause: std::io::Error,

@@ -77,7 +77,7 @@ fn inspect_rejects_a_model_that_is_not_a_transformer() {
 fn inspect_rejects_a_nonexistent_path() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("no-such-model.onnx");
-    inspect_fails(&p, &["No such file"]);
+    inspect_fails(&p, &["no such file"]);
     assert!(!p.exists());
 }
 
@@ -85,7 +85,7 @@ fn inspect_rejects_a_nonexistent_path() {
 fn inspect_nonexistent_path_error_does_not_repeat_itself() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("no-such-model.onnx");
-    let line = inspect_fails(&p, &["No such file"]);
+    let line = inspect_fails(&p, &["no such file"]);
     assert_not_repeated(&line);
 }
 
