@@ -239,7 +239,45 @@ fn line_of(text: &str, at: u64) -> usize {
         + 1
 }
 
+/// The line (from 1) of a quote that opens a field and is never closed, if `text` has one. The
+/// csv crate reads such a field to the end of the file without a word, so a stray quote turned
+/// the rest of the file into one cell, reported as a wrong field count or a strange label. The
+/// rules are the crate's defaults (RFC 4180): a quote opens a field only at its start, `""`
+/// inside a quoted field is a quote, and any other quote there closes it.
+fn unclosed_quote(text: &str) -> Option<usize> {
+    let b = text.as_bytes();
+    let (mut line, mut opened) = (1usize, None);
+    let (mut at_start, mut i) = (true, 0usize);
+    while i < b.len() {
+        match (opened, b[i]) {
+            (Some(_), b'"') if b.get(i + 1) == Some(&b'"') => i += 1,
+            (Some(_), b'"') => {
+                opened = None;
+                at_start = false;
+            }
+            (None, b'"') if at_start => opened = Some(line),
+            (None, b',') => at_start = true,
+            (None, b'\n') => at_start = true,
+            (None, b'\r') => {}
+            (None, _) => at_start = false,
+            (Some(_), _) => {}
+        }
+        if b[i] == b'\n' {
+            line += 1;
+        }
+        i += 1;
+    }
+    opened
+}
+
 fn read_csv(text: &str, file: &str) -> Result<Table, DataError> {
+    if let Some(line) = unclosed_quote(text) {
+        return Err(record_error(
+            file,
+            Loc::Line(line),
+            "a field opens with a quote that is never closed, so the rest of the file would read as one field; close it, or write a quote inside a quoted field as \"\"".into(),
+        ));
+    }
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
@@ -473,6 +511,23 @@ mod tests {
         assert_eq!(at, [&Loc::Line(2), &Loc::Line(3), &Loc::Line(5)]);
         let e = read_text("text,label\r\na,1\r\nb,0,extra\r\n", Format::Csv, "d.csv").unwrap_err();
         assert!(e.to_string().starts_with("line 3 of d.csv"), "{e}");
+        // A quote never closed is named where it opens, not read to the end of the file as one
+        // field (which read as "1 comma-separated field(s)" or as a label "0\nb,1\n").
+        for text in ["text,label\na,1\n\"b,0\nc,1\n", "text,label\r\na,1\r\nb,\"0\r\nc,1\r\n"] {
+            let e = read_text(text, Format::Csv, "d.csv").unwrap_err().to_string();
+            assert!(
+                e.starts_with("line 3 of d.csv: a field opens with a quote that is never closed"),
+                "{e}"
+            );
+        }
+        // Quotes that are closed, doubled or inside a field are not that.
+        for text in [
+            "\u{feff}\"text\",label\n\"a \"\"b\"\"\",1\n",
+            "text,label\nsaid \"hi,1\n\"two\nlines\",0\n",
+            "text,label\n\"x\"y,1\n",
+        ] {
+            assert!(read_text(text, Format::Csv, "d.csv").is_ok(), "{text:?}");
+        }
     }
 
     #[test]
