@@ -378,6 +378,12 @@ fn bad_data_is_refused_in_one_line() {
             vec!["line 3 of", "c.csv", "3 comma-separated field(s), the header has 2"],
         ),
         (
+            "a quote never closed",
+            write(d, "c1.csv", "text,label\ngood,1\n\"bad,0\nfine,1\n"),
+            vec![],
+            vec!["line 3 of", "c1.csv", "a field opens with a quote that is never closed"],
+        ),
+        (
             "TSV row with a tab too many",
             write(d, "c2.tsv", "text\tlabel\ngood\t1\nbad\tfilm\t0\n"),
             vec![],
@@ -467,6 +473,40 @@ fn bad_data_is_refused_in_one_line() {
         .output()
         .unwrap();
     assert_clean_error("folder without --task", &out, &["needs --task", "--data FILE"]);
+
+    // In a recipe the columns are named by its keys, and the errors say which.
+    let labelled = write(d, "m.csv", "review,label\ngood,1\nbad,0\n");
+    let recipe = |body: &str| {
+        write(
+            d,
+            "r.yaml",
+            &format!("model:\n  model_name: model.onnx\ndata:\n  file: m.csv\n  max_input_length: 32\n{body}"),
+        )
+    };
+    let cases = [
+        (
+            "  text_column: headline\n",
+            "no text column \"headline\"",
+            "(set by data.text_column)",
+        ),
+        (
+            "  text_column: review\n  label_column: stars\n",
+            "no label column \"stars\"",
+            "(set by data.label_column)",
+        ),
+        (
+            "  text_column: review\ncalibration:\n  data: m.csv\n  text_column: title\nprune:\n  target_macs: 0.9\n",
+            "no text column \"title\"",
+            "(set by calibration.text_column)",
+        ),
+        ("", "which column holds the text?", "set data.text_column"),
+    ];
+    for (body, missing, key) in cases {
+        let r = recipe(body);
+        let out = bin().args(["run", s(&r)]).output().unwrap();
+        assert_clean_error(key, &out, &["r.yaml", "m.csv", missing, key]);
+    }
+    assert!(std::fs::read_to_string(&labelled).unwrap().starts_with("review,label"));
 }
 
 /// The Hugging Face `glue` parquet copy of SST-2's dev set gives exactly the reference's

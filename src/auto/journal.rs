@@ -357,6 +357,7 @@ mod tests {
                 text: Some("review".into()),
                 pair: None,
                 label: Some(label.into()),
+                named_in: None,
             }),
             ..settings(0)
         };

@@ -383,6 +383,7 @@ mod tests {
                 text: Some("review".into()),
                 pair: None,
                 label: Some("sentiment".into()),
+                named_in: None,
             },
             task: None,
         };

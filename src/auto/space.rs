@@ -266,6 +266,7 @@ mod tests {
             text: Some("review".into()),
             pair: None,
             label: Some("sentiment".into()),
+            named_in: None,
         };
         common.labels = Some("neg,pos".into());
         common.calib_data = "/train.csv".into();

@@ -373,6 +373,7 @@ impl DataFileArgs {
             text: self.text_column.clone(),
             pair: self.text_pair_column.clone(),
             label,
+            named_in: None,
         }
     }
 }

@@ -46,7 +46,7 @@ pub enum DataError {
     #[error("{at} of {file}: {message}")]
     Record { file: String, at: Loc, message: String },
 
-    /// A column named by a flag (or a preset) is not in the file.
+    /// A column named by a flag, a recipe key or a preset is not in the file.
     #[error("{file}: no {role} column {}; the file has columns [{}]{hint}", quote(.names).replace(", ", " or "), quote(.found))]
     MissingColumn {
         file: String,
@@ -58,11 +58,12 @@ pub enum DataError {
     },
 
     /// No column was named and none could be chosen.
-    #[error("{file}: which column holds the {role}? The file has columns [{}]; pass {flag}", quote(.found))]
+    #[error("{file}: which column holds the {role}? The file has columns [{}]; {ask}", quote(.found))]
     ChooseColumn {
         file: String,
         role: &'static str,
-        flag: &'static str,
+        /// What to do: "pass --text-column NAME", or set a recipe's key.
+        ask: String,
         found: Vec<String>,
     },
 

@@ -32,7 +32,8 @@ pub use table::{read_table, read_text, Cell, Format, Record, Table};
 use crate::glue::{self, Example, Label, Task};
 
 /// Column names given by the user (`--text-column`, `--text-pair-column`, `--label-column`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+/// Two are equal when they name the same columns, wherever they were given.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct Columns {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
@@ -40,11 +41,43 @@ pub struct Columns {
     pub pair: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// Where the names are given, for messages: `None` on the command line (`--text-column`),
+    /// `Some(section)` in a recipe's section (`data.text_column`).
+    #[serde(skip)]
+    pub named_in: Option<&'static str>,
+}
+
+impl PartialEq for Columns {
+    fn eq(&self, other: &Columns) -> bool {
+        (&self.text, &self.pair, &self.label) == (&other.text, &other.pair, &other.label)
+    }
 }
 
 impl Columns {
     pub fn is_empty(&self) -> bool {
         self.text.is_none() && self.pair.is_none() && self.label.is_none()
+    }
+
+    /// Where the column of `role` ("text", "text-pair" or "label") is named: the flag
+    /// (`--text-column`) or the recipe key (`data.text_column`).
+    pub fn setting(&self, role: &str) -> String {
+        let key = match role {
+            "text" => "text_column",
+            "text-pair" => "text_pair_column",
+            _ => "label_column",
+        };
+        match self.named_in {
+            Some(section) => format!("{section}.{key}"),
+            None => format!("--{}", key.replace('_', "-")),
+        }
+    }
+
+    /// What to do to name the column of `role`: "pass --text-column NAME" or "set data.text_column".
+    pub fn ask(&self, role: &str) -> String {
+        match self.named_in {
+            Some(_) => format!("set {}", self.setting(role)),
+            None => format!("pass {} NAME", self.setting(role)),
+        }
     }
 }
 
@@ -136,13 +169,13 @@ const USUAL_TEXT: [(&str, Option<&str>); 7] = [
 const USUAL_LABEL: [&str; 5] = ["label", "labels", "gold_label", "score", "target"];
 
 fn choose(table: &Table, src: &Source, want_label: bool) -> Result<(Chosen, [Option<usize>; 3]), DataError> {
-    let named = |role: &'static str, flag: &'static str, name: &str| {
+    let named = |role: &'static str, name: &str| {
         table.column(name).ok_or_else(|| DataError::MissingColumn {
             file: table.file.clone(),
             role,
             names: vec![name.to_string()],
             found: table.columns.clone(),
-            hint: format!(" (set by {flag})"),
+            hint: format!(" (set by {})", src.columns.setting(role)),
         })
     };
     let preset = src.task.map(|t| {
@@ -160,10 +193,10 @@ fn choose(table: &Table, src: &Source, want_label: bool) -> Result<(Chosen, [Opt
     let (text, pair) = match (&src.columns.text, &preset) {
         (Some(t), _) => {
             let pair = match &src.columns.pair {
-                Some(p) => Some(named("text-pair", "--text-pair-column", p)?),
+                Some(p) => Some(named("text-pair", p)?),
                 None => None,
             };
-            (named("text", "--text-column", t)?, pair)
+            (named("text", t)?, pair)
         }
         (None, Some((texts, pairs, _))) => {
             let task = src.task.expect("preset implies a task");
@@ -173,11 +206,11 @@ fn choose(table: &Table, src: &Source, want_label: bool) -> Result<(Chosen, [Opt
                     role: "text",
                     names: dedup(texts),
                     found: table.columns.clone(),
-                    hint: format!(" ({task}'s names; pass --text-column)"),
+                    hint: format!(" ({task}'s names; {})", src.columns.ask("text")),
                 });
             };
             let p = match &src.columns.pair {
-                Some(p) => Some(named("text-pair", "--text-pair-column", p)?),
+                Some(p) => Some(named("text-pair", p)?),
                 None if task.is_pair() => match first_of(pairs) {
                     Some(p) => Some(p),
                     None => {
@@ -186,7 +219,7 @@ fn choose(table: &Table, src: &Source, want_label: bool) -> Result<(Chosen, [Opt
                             role: "text-pair",
                             names: dedup(pairs),
                             found: table.columns.clone(),
-                            hint: format!(" ({task} is a sentence-pair task; pass --text-pair-column)"),
+                            hint: format!(" ({task} is a sentence-pair task; {})", src.columns.ask("text-pair")),
                         })
                     }
                 },
@@ -202,12 +235,12 @@ fn choose(table: &Table, src: &Source, want_label: bool) -> Result<(Chosen, [Opt
                 return Err(DataError::ChooseColumn {
                     file: table.file.clone(),
                     role: "text",
-                    flag: "--text-column NAME",
+                    ask: src.columns.ask("text"),
                     found: table.columns.clone(),
                 });
             };
             let p = match &src.columns.pair {
-                Some(name) => Some(named("text-pair", "--text-pair-column", name)?),
+                Some(name) => Some(named("text-pair", name)?),
                 None => p,
             };
             (t, p)
@@ -218,7 +251,7 @@ fn choose(table: &Table, src: &Source, want_label: bool) -> Result<(Chosen, [Opt
     let label = if !want_label {
         None
     } else if let Some(l) = &src.columns.label {
-        Some(named("label", "--label-column", l)?)
+        Some(named("label", l)?)
     } else if let Some((_, _, labels)) = &preset {
         let task = src.task.expect("preset implies a task");
         match first_of(labels) {
@@ -229,7 +262,7 @@ fn choose(table: &Table, src: &Source, want_label: bool) -> Result<(Chosen, [Opt
                     role: "label",
                     names: dedup(labels),
                     found: table.columns.clone(),
-                    hint: format!(" ({task}'s names; pass --label-column)"),
+                    hint: format!(" ({task}'s names; {})", src.columns.ask("label")),
                 })
             }
         }
@@ -240,7 +273,7 @@ fn choose(table: &Table, src: &Source, want_label: bool) -> Result<(Chosen, [Opt
                 return Err(DataError::ChooseColumn {
                     file: table.file.clone(),
                     role: "label",
-                    flag: "--label-column NAME",
+                    ask: src.columns.ask("label"),
                     found: table.columns.clone(),
                 })
             }
@@ -507,6 +540,7 @@ mod tests {
             text: Some("q".into()),
             pair: Some("d".into()),
             label: Some("y".into()),
+            named_in: None,
         };
         let d = read_labelled(
             &s,

@@ -393,6 +393,7 @@ impl LoadedRecipe {
                 text: d.text_column.clone(),
                 pair: d.text_pair_column.clone(),
                 label: d.label_column.clone(),
+                named_in: Some("data"),
             },
             task: self.task,
         })

@@ -218,6 +218,7 @@ impl LoadedRecipe {
                 text: c.text_column.clone(),
                 pair: c.text_pair_column.clone(),
                 label: None,
+                named_in: Some("calibration"),
             },
             task: self.task(),
             samples: c
