@@ -105,9 +105,30 @@ pub struct DataSection {
     pub text_pair_column: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_column: Option<String>,
-    /// The model's class names in class order, comma-separated (`eval --labels`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The model's class names in class order, comma-separated (`eval --labels`) or a YAML list.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "names_or_list")]
     pub labels: Option<String>,
+}
+
+/// A list of names as `eval --labels` takes it (`neg,pos`), or as a YAML list (`[neg, pos]`),
+/// kept comma-separated.
+fn names_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Names {
+        One(String),
+        List(Vec<String>),
+    }
+    match Option::<Names>::deserialize(d)? {
+        None => Ok(None),
+        Some(Names::One(s)) => Ok(Some(s)),
+        Some(Names::List(names)) => match names.iter().find(|n| n.contains(',')) {
+            Some(n) => Err(serde::de::Error::custom(format!(
+                "labels: class name {n:?} holds a comma, which separates the names"
+            ))),
+            None => Ok(Some(names.join(","))),
+        },
+    }
 }
 
 /// A `format` key's value (checked by name when the recipe was read).
@@ -171,6 +192,7 @@ pub struct PruneSection {
 pub struct PruneUnit {
     #[serde(default)]
     pub enable: bool,
+    #[serde(default)]
     pub args: PruneUnitArgs,
 }
 
@@ -196,6 +218,19 @@ pub struct PruneUnitArgs {
     /// The one layer `heads_to_remove` / `neurons_to_remove` apply to (default: every layer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer_idx: Option<usize>,
+}
+
+impl Default for PruneUnitArgs {
+    fn default() -> Self {
+        PruneUnitArgs {
+            prune_amount: None,
+            strategy: default_strategy(),
+            seed: 0,
+            heads_to_remove: None,
+            neurons_to_remove: None,
+            layer_idx: None,
+        }
+    }
 }
 
 impl PruneUnitArgs {
@@ -493,8 +528,17 @@ pub fn parse_with_model(text: &str, path: &Path, model: Option<&Path>) -> Result
         path: path.to_path_buf(),
         message,
     };
+    // A byte-order mark (Windows editors write one) is not YAML's first document.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| invalid(yaml_message(&e, text)))?;
+    if !value.is_mapping() {
+        return Err(invalid(if value.is_null() {
+            "the recipe is empty: it needs at least `model: {model_name: ...}` and `data` (examples in configs/)".into()
+        } else {
+            "not a recipe: a recipe is a YAML mapping of `model`, `data` and the passes' sections (examples in configs/)".into()
+        }));
+    }
     if model.is_none() {
-        let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| invalid(yaml_message(&e)))?;
         let name = value
             .get("model")
             .and_then(|m| m.get("model_name"))
@@ -503,7 +547,8 @@ pub fn parse_with_model(text: &str, path: &Path, model: Option<&Path>) -> Result
             return Err(invalid(format!("{}: {why}", at(text, "model.model_name"))));
         }
     }
-    let recipe: Recipe = serde_yaml::from_str(text).map_err(|e| invalid(yaml_message(&e)))?;
+    let recipe: Recipe = serde_yaml::from_str(text).map_err(|e| invalid(yaml_message(&e, text)))?;
+    check_written(&value, text).map_err(invalid)?;
     let task = check(&recipe, text).map_err(invalid)?;
     let notes = reference::ignored(&recipe)
         .map_err(|(key, why)| invalid(format!("{}: {why}", at(text, key))))?
@@ -538,9 +583,16 @@ pub fn load(path: &Path) -> Result<LoadedRecipe, RecipeError> {
 
 /// Reads and parses a recipe file whose model is `model` (`--model`) when given.
 pub fn load_with_model(path: &Path, model: Option<&Path>) -> Result<LoadedRecipe, RecipeError> {
-    let text = std::fs::read_to_string(path).map_err(|cause| RecipeError::Io {
-        path: path.to_path_buf(),
-        cause,
+    let text = std::fs::read_to_string(path).map_err(|cause| match cause.kind() {
+        std::io::ErrorKind::InvalidData => RecipeError::Invalid {
+            path: path.to_path_buf(),
+            message: "not a recipe: not UTF-8 text (run and bench take YAML recipes; `eval --model` evaluates a model)"
+                .into(),
+        },
+        _ => RecipeError::Io {
+            path: path.to_path_buf(),
+            cause,
+        },
     })?;
     parse_with_model(&text, path, model)
 }
@@ -551,15 +603,56 @@ pub fn to_yaml(recipe: &Recipe) -> String {
     serde_yaml::to_string(recipe).expect("recipes serialize")
 }
 
-/// serde_yaml's message with the location spelled as "line L column C" and the key path first.
-fn yaml_message(e: &serde_yaml::Error) -> String {
+/// serde_yaml's message with the location spelled as "line L column C" and the key path first,
+/// and what a tab in the indentation means.
+fn yaml_message(e: &serde_yaml::Error, text: &str) -> String {
     let msg = e.to_string();
     // serde_yaml already writes "path.to.key: message at line L column C"; keep it, but say
     // where when it only knows the line.
-    match e.location() {
+    let msg = match e.location() {
         Some(loc) if !msg.contains("line") => format!("{msg} (line {})", loc.line()),
         _ => msg,
+    };
+    let tab = e.location().and_then(|loc| {
+        let line = text.lines().nth(loc.line().saturating_sub(1))?;
+        let indent = &line[..line.len() - line.trim_start().len()];
+        indent.contains('\t').then_some(loc.line())
+    });
+    match tab {
+        Some(l) => format!("{msg}: line {l} is indented with a tab, and YAML indents with spaces only"),
+        None => msg,
     }
+}
+
+/// Checks of what the text says that the parsed recipe no longer shows: a pass section with
+/// settings and no `enable` (off, by the reference's rule, so the settings did nothing), and a
+/// `data.split` beside `data.file` (which names the file already).
+fn check_written(value: &serde_yaml::Value, text: &str) -> Result<(), String> {
+    for path in [
+        &["quantization"][..],
+        &["rmt_lowrank"],
+        &["prune", "attention_heads"],
+        &["prune", "mlp_neurons"],
+    ] {
+        let section = path.iter().try_fold(value, |v, k| v.get(k));
+        let Some(m) = section.and_then(|s| s.as_mapping()) else {
+            continue;
+        };
+        if !m.is_empty() && m.get("enable").is_none() {
+            return Err(format!(
+                "{}: has settings but no `enable`, and a section is off unless `enable: true`: add `enable: true` to apply it (or `enable: false` to keep it off)",
+                at(text, &path.join("."))
+            ));
+        }
+    }
+    let data = value.get("data");
+    if data.and_then(|d| d.get("file")).is_some() && data.and_then(|d| d.get("split")).is_some() {
+        return Err(format!(
+            "{}: picks a file of a GLUE folder; `data.file` names the file already: drop it",
+            at(text, "data.split")
+        ));
+    }
+    Ok(())
 }
 
 /// The 1-based line where `key` first appears as a mapping key in `text` (for errors found
@@ -871,12 +964,6 @@ fn check_data(rec: &Recipe, task: Option<Task>, at: &dyn Fn(&str) -> String) -> 
                     at("data.dir")
                 ));
             }
-            if d.split != default_split() {
-                return Err(format!(
-                    "{}: picks a file of a GLUE folder; `data.file` names the file already: drop it",
-                    at("data.split")
-                ));
-            }
             format("data.format", &d.format)?;
             if let Some(l) = &d.labels {
                 crate::data::labels::parse_label_list(l).map_err(|e| format!("{}: {e}", at("data.labels")))?;
@@ -975,6 +1062,55 @@ mod tests {
         assert!(e.contains("unknown field `pruning`") && e.contains("line 5"), "{e}");
     }
 
+    /// A pass section with settings and no `enable` is off by the reference's rule, so its
+    /// settings would do nothing without a word: refused, saying what to add. A disabled
+    /// section needs no settings.
+    #[test]
+    fn settings_without_enable_are_refused() {
+        for (section, line) in [
+            ("quantization:\n  method: dynamic\n", "quantization (line 5)"),
+            ("rmt_lowrank: {energy: 0.9}\n", "rmt_lowrank (line 5)"),
+            (
+                "prune:\n  mlp_neurons:\n    args: {prune_amount: 0.2}\n",
+                "prune.mlp_neurons (line 6)",
+            ),
+            (
+                "prune:\n  attention_heads: {args: {prune_amount: 0.2}}\n",
+                "prune.attention_heads (line 6)",
+            ),
+        ] {
+            let e = parse(&format!("{MIN}{section}"), Path::new("c.yaml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(line) && e.contains("add `enable: true`"), "{e}");
+        }
+        for off in [
+            "quantization:\n  enable: false\n  method: dynamic\n",
+            "prune:\n  mlp_neurons: {enable: false}\n",
+            "quantization: {}\n",
+        ] {
+            let r = parse(&format!("{MIN}{off}"), Path::new("c.yaml")).unwrap();
+            assert!(r.is_baseline(), "{off}");
+        }
+    }
+
+    /// A file that is not a recipe, an empty one, a byte-order mark and tab indentation.
+    #[test]
+    fn what_is_not_a_recipe_is_named() {
+        let e = |text: &str| parse(text, Path::new("c.yaml")).unwrap_err().to_string();
+        assert!(e("").contains("the recipe is empty"), "{}", e(""));
+        assert!(e("# a comment\n").contains("the recipe is empty"));
+        assert!(e("just words\n").contains("not a recipe"));
+        assert!(parse(&format!("\u{feff}{MIN}"), Path::new("c.yaml")).is_ok());
+        let tab = e("model:\n\tmodel_name: m.onnx\ndata: {task: sst2}\n");
+        assert!(tab.contains("line 2 is indented with a tab"), "{tab}");
+        let dir = tempfile::tempdir().unwrap();
+        let binary = dir.path().join("model.onnx");
+        std::fs::write(&binary, [0x08u8, 0xff, 0xfe, 0x00]).unwrap();
+        let e = load(&binary).unwrap_err().to_string();
+        assert!(e.contains("model.onnx: not a recipe: not UTF-8 text"), "{e}");
+    }
+
     #[test]
     fn the_users_own_labelled_file_replaces_the_task() {
         let own = "model:\n  model_name: m.onnx\ndata:\n  file: dev.csv\n  text_column: review\n  label_column: stars\n  labels: bad,good\ncalibration:\n  data: train.jsonl\n  text_column: review\n";
@@ -1008,6 +1144,18 @@ mod tests {
         let with_file = "model:\n  model_name: m.onnx\ndata:\n  file: d.csv\n";
         refused(&format!("{with_file}  dir: glue\n"), &["data.dir (line 5)", "drop one"]);
         refused(&format!("{with_file}  split: dev\n"), &["data.split (line 5)"]);
+        // Even the default split, written: it would be ignored.
+        refused(
+            &format!("{with_file}  split: validation\n"),
+            &["data.split (line 5)", "drop it"],
+        );
+        // Class names as a YAML list read as the comma-separated ones (a name with a comma cannot).
+        let listed = parse(&format!("{with_file}  labels: [bad, good]\n"), Path::new("c.yaml")).unwrap();
+        assert_eq!(listed.recipe.data.labels.as_deref(), Some("bad,good"));
+        refused(
+            &format!("{with_file}  labels: [\"b,c\", good]\n"),
+            &["labels", "\"b,c\"", "comma"],
+        );
         refused(
             &format!("{with_file}  format: xlsx\n"),
             &["data.format (line 5)", "xlsx", "parquet"],
