@@ -175,10 +175,14 @@ pub fn markdown(b: &BenchReport) -> String {
             opt(r.size_ratio, 3),
         );
     }
+    if !b.rows.is_empty() && !b.rows.iter().any(|r| r.baseline) {
+        s += "\nNo baseline among these recipes (one with no pass enabled, as `configs/sst2/01_baseline.yaml`): \
+              Δ Acc, Speed-up and Size × compare each row with it, so they are left empty.\n";
+    }
     if !b.rows.is_empty() && b.rows.iter().all(|r| r.samples_per_s.is_none()) {
-        s += "\nNo speed was measured: every evaluated batch went to the warm-up. Evaluate more examples \
-              (--limit) or lower the warm-up (--warmup, or eval.warmup in the recipes); the throughput chart \
-              needs timed rows.\n";
+        s += "\nNo speed was measured: every evaluated batch went to the warm-up, or --measure 0 timed none. \
+              Evaluate more examples (--limit), lower the warm-up (--warmup, or eval.warmup in the recipes) or \
+              time some batches (--measure); the throughput chart needs timed rows.\n";
     }
     if let [first, last] = b.baseline_samples_per_s[..] {
         s += &format!(
@@ -303,6 +307,13 @@ pub fn write_charts(charts: &[(String, Chart)], dir: &Path) -> Result<Vec<PathBu
     let mut files = vec![];
     for (stem, c) in charts {
         if c.points.is_empty() {
+            // No chart of this run: none of an earlier one is left to be read as its.
+            for ext in ["svg", "png"] {
+                let old = dir.join(format!("{stem}.{ext}"));
+                if old.is_file() {
+                    std::fs::remove_file(&old).with_context(|| format!("removing the old chart {}", old.display()))?;
+                }
+            }
             continue;
         }
         files.extend(chart::write(c, dir, stem).map_err(anyhow::Error::msg)?);

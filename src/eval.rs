@@ -45,6 +45,8 @@ pub struct EvalOptions {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Timing {
+    /// Batches run (warm-up, timed and any past the measured ones).
+    pub batches: usize,
     pub warmup_batches: usize,
     pub timed_batches: usize,
     pub timed_samples: usize,
@@ -546,6 +548,7 @@ pub fn evaluate(model_path: &Path, opts: &EvalOptions, progress: Progress) -> Re
     sorted_ms.sort_by(|a, b| a.total_cmp(b));
     let any = !timed.is_empty() && timed_seconds > 0.0;
     let timing = Timing {
+        batches: batches.len(),
         warmup_batches: opts.warmup.min(batches.len()),
         timed_batches: timed.len(),
         timed_samples,

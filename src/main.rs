@@ -409,8 +409,12 @@ fn cmd_bench(ort_lib: Option<&Path>, quiet: bool, a: BenchArgs) -> Result<()> {
         task,
         data_file,
         out,
+        notes,
     } = options::bench_recipes(&a.configs, model.as_deref(), task, &data_flag, a.out)?;
     recipes.iter().for_each(print_notes);
+    for n in notes {
+        eprintln!("note: {n}");
+    }
     runtime::init(ort_lib)?;
     let mut bar = cli::progress::Progress::bar("bench", quiet);
     let n = recipes.len();

@@ -182,9 +182,13 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 }
 
 /// When no batch was timed: why, and what to change.
-fn untimed_hint(timed: usize, warmup: usize) -> String {
+fn untimed_hint(t: &crate::eval::Timing) -> String {
+    let (timed, warmup) = (t.timed_batches, t.warmup_batches);
     if timed > 0 {
         return String::new();
+    }
+    if t.batches > warmup {
+        return "; no speed: no batch is timed with --measure 0 (eval --measure, recipe eval.measure)".into();
     }
     format!(
         "; no speed: every batch went to the {warmup} warm-up batches — evaluate more examples (--limit) or \
@@ -315,7 +319,7 @@ pub fn eval_text(r: &EvalReport) -> String {
         } else {
             count(r.threads, "thread", "threads")
         },
-        untimed_hint(t.timed_batches, t.warmup_batches)
+        untimed_hint(t)
     );
     let _ = writeln!(o, "size         {:.2} MB ({:.2} MiB)", r.size_mb, r.size_mib);
     let _ = writeln!(
@@ -407,7 +411,7 @@ pub fn run_text(r: &crate::pipeline::RunReport) -> String {
         e.batch_size,
         e.timing.warmup_batches,
         format!("{:?}", e.device).to_lowercase(),
-        untimed_hint(e.timing.timed_batches, e.timing.warmup_batches)
+        untimed_hint(&e.timing)
     );
     let _ = writeln!(
         o,

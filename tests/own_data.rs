@@ -675,6 +675,38 @@ fn recipes_on_the_users_own_file_are_benched_without_a_task() {
         "{csv_rows}"
     );
 
+    // What bench passes over is said: the folder's recipe of another dataset, a recipe named
+    // twice. Without a baseline the relative columns are empty, and the table says why; without
+    // a timed batch the old throughput chart in the folder goes with the old table.
+    assert!(out.join("pareto_throughput.svg").is_file());
+    let int8 = recipes.join("02_int8.yaml");
+    let o = bin()
+        .args(["bench", s(&recipes), s(&int8), "--out", s(&out), "--measure", "0", "-q"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let (err, table) = (text(&o.stderr), text(&o.stdout));
+    assert!(
+        err.contains("03_sst2.yaml: passed over, a recipe for sst2, not your own data file"),
+        "{err}"
+    );
+    assert!(err.contains("02_int8.yaml is named twice; benched once"), "{err}");
+    assert!(
+        table.contains("no batch") || table.contains("--measure 0 timed none"),
+        "{table}"
+    );
+    assert!(!out.join("pareto_throughput.svg").exists() && !out.join("pareto_throughput.png").exists());
+    let o = bin()
+        .args(["bench", s(&int8), "--out", s(&out), "-q"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("No baseline among these recipes"),
+        "{}",
+        text(&o.stdout)
+    );
+
     // Two recipes on different files are not one table.
     let other = write(&elsewhere, "other_file.yaml", &recipe("../other.csv", "dynamic"));
     let base = recipes.join("01_baseline.yaml");

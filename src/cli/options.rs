@@ -316,6 +316,8 @@ pub struct BenchRecipes {
     pub task: Option<Task>,
     pub data_file: Option<PathBuf>,
     pub out: PathBuf,
+    /// What was passed over (a recipe named twice, a folder's recipes of another dataset).
+    pub notes: Vec<String>,
 }
 
 /// Every recipe named (folders expanded), then the ones of `task`; without it, those on the
@@ -331,8 +333,15 @@ pub fn bench_recipes(
 ) -> Result<BenchRecipes> {
     use onnx_compress::recipe;
     let mut loaded = vec![];
+    let (mut seen, mut notes) = (Vec::<PathBuf>::new(), vec![]);
     for given in configs {
         for path in recipe::expand(std::slice::from_ref(given))? {
+            let canonical = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+            if seen.contains(&canonical) {
+                notes.push(format!("{} is named twice; benched once", path.display()));
+                continue;
+            }
+            seen.push(canonical);
             loaded.push((recipe::load_with_model(&path, model)?, given.is_dir()));
         }
     }
@@ -358,6 +367,16 @@ pub fn bench_recipes(
     for (r, in_folder) in loaded {
         if r.task() != task {
             if in_folder {
+                notes.push(format!(
+                    "{}: passed over, a recipe for {}, not {} (one table is one dataset: bench it {})",
+                    r.path.display(),
+                    r.task().map_or("its own data file".into(), |t| t.name().to_string()),
+                    task.map_or("your own data file".into(), |t| t.name().to_string()),
+                    r.task().map_or("with the recipes on its file".into(), |t| format!(
+                        "with --task {}",
+                        t.name()
+                    ))
+                ));
                 continue;
             }
             bail!(
@@ -397,6 +416,7 @@ pub fn bench_recipes(
         })
     });
     Ok(BenchRecipes {
+        notes,
         recipes,
         task,
         data_file,
