@@ -107,6 +107,18 @@ fn read_tokenizer(path: &Path, flag: &str) -> Result<Tokenizer> {
     })
 }
 
+/// Where a model's tokenizer is looked for beside it: `tokenizer.json`, `<model stem>.tokenizer.json`.
+fn tokenizer_candidates(model_path: &Path) -> [PathBuf; 2] {
+    let dir = model_path.parent().unwrap_or(Path::new("."));
+    let stem = model_path.file_stem().unwrap_or_default().to_string_lossy();
+    [dir.join("tokenizer.json"), dir.join(format!("{stem}.tokenizer.json"))]
+}
+
+/// True when a tokenizer file lies beside the model (see [`load_tokenizer`]).
+pub fn tokenizer_beside(model_path: &Path) -> bool {
+    tokenizer_candidates(model_path).iter().any(|c| c.is_file())
+}
+
 /// Finds the tokenizer: `--tokenizer`, then the one embedded in the model's metadata, then
 /// `tokenizer.json` beside the model, then `<model stem>.tokenizer.json`.
 pub fn load_tokenizer(
@@ -123,9 +135,7 @@ pub fn load_tokenizer(
             .map_err(|e| anyhow!("{}: embedded tokenizer is invalid: {e}", model_path.display()))?;
         return Ok((t, "embedded in the model".into()));
     }
-    let dir = model_path.parent().unwrap_or(Path::new("."));
-    let stem = model_path.file_stem().unwrap_or_default().to_string_lossy();
-    let candidates = [dir.join("tokenizer.json"), dir.join(format!("{stem}.tokenizer.json"))];
+    let candidates = tokenizer_candidates(model_path);
     for c in &candidates {
         if c.is_file() {
             let t = read_tokenizer(c, "")?;
@@ -380,6 +390,12 @@ fn check_classes(labels: &Labels, outputs: usize, data: &data::Labelled, file: &
 /// Progress callback: (batches done, batches total).
 pub type Progress<'a> = &'a dyn Fn(usize, usize);
 
+/// The rows of the model's position table (the longest input it takes), where it has one.
+pub fn positions(proto: &onnx::ModelProto) -> Option<usize> {
+    let t = crate::structure::discover(proto).ok()?;
+    t.embeddings.position.as_ref().map(|p| p.rows)
+}
+
 /// An evaluation's examples, read, tokenized and batched.
 pub struct Prepared {
     pub data_file: PathBuf,
@@ -430,16 +446,13 @@ pub fn prepare(model_path: &Path, proto: &onnx::ModelProto, opts: &EvalOptions) 
         data.locs.truncate(n);
     }
     // A longer input than the position table would fail inside ONNX Runtime: say so up front.
-    if let Ok(t) = crate::structure::discover(proto) {
-        if let Some(p) = &t.embeddings.position {
-            if opts.max_length > p.rows {
-                bail!(
-                    "--max-length {} exceeds the {} positions of {}",
-                    opts.max_length,
-                    p.rows,
-                    model_path.display()
-                );
-            }
+    if let Some(rows) = positions(proto) {
+        if opts.max_length > rows {
+            bail!(
+                "--max-length {} exceeds the {rows} positions of {}",
+                opts.max_length,
+                model_path.display()
+            );
         }
     }
     let (mut tokenizer, tokenizer_source) = load_tokenizer(model_path, proto, opts.tokenizer.as_deref())?;

@@ -2,7 +2,7 @@
 //! [`executor`], the result written (to `--out`, or a temporary file), evaluated, and returned as
 //! one results row.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -95,6 +95,26 @@ fn step_report(s: &StepOutcome) -> StepReport {
 
 /// Runs the recipe: passes, save, evaluation. `runtime::init` must have been called.
 /// `stage` hears a line before each stage; `progress` is the evaluation's progress callback.
+/// [`eval::prepare`] on the input model, with the length and the tokenizer in a recipe's words.
+fn check_eval_inputs(model_path: &Path, model: &onnx::ModelProto, opts: &EvalOptions) -> Result<()> {
+    if let Some(rows) = eval::positions(model) {
+        if opts.max_length > rows {
+            bail!(
+                "data.max_input_length {} exceeds the {rows} positions of {}; set it to {rows} or less",
+                opts.max_length,
+                model_path.display()
+            );
+        }
+    }
+    if eval::load_tokenizer(model_path, model, None).is_err() && !eval::tokenizer_beside(model_path) {
+        bail!(
+            "no tokenizer for {}: none embedded in the model and no tokenizer.json beside it; put the model's tokenizer.json there",
+            model_path.display()
+        );
+    }
+    eval::prepare(model_path, model, opts).map(drop)
+}
+
 pub fn run(r: &LoadedRecipe, opts: &RunOptions, stage: &dyn Fn(&str), progress: eval::Progress) -> Result<RunReport> {
     let wall = Instant::now();
     let rec = &r.recipe;
@@ -112,6 +132,42 @@ pub fn run(r: &LoadedRecipe, opts: &RunOptions, stage: &dyn Fn(&str), progress: 
     }
     let resolved = r.model().map_err(|e| anyhow::anyhow!("{}: {e}", r.path.display()))?;
     let model_path = resolved.path;
+    let eval_opts = EvalOptions {
+        task,
+        data: match r.data_file() {
+            Some(source) => eval::EvalData::File(source),
+            None => eval::EvalData::Glue {
+                dir: rec
+                    .data
+                    .dir
+                    .as_ref()
+                    .map(|d| r.resolve(d))
+                    .unwrap_or_else(|| opts.data_dir.clone()),
+                split: r.split(),
+            },
+        },
+        labels: rec.data.labels.clone(),
+        batch_size: rec.data.batch_size.unwrap_or(Task::batch_size_of(task)),
+        max_length: rec.data.max_input_length,
+        warmup: opts.warmup.unwrap_or(rec.eval.warmup),
+        measure: opts.measure.unwrap_or(rec.eval.measure),
+        limit,
+        bucket: false,
+        tokenizer: None,
+        session: SessionOptions {
+            device: if rec.device.cuda { Device::Cuda } else { Device::Cpu },
+            threads: rec.eval.threads,
+            ..Default::default()
+        },
+    };
+    // What the evaluation reads (its data and labels, the tokenizer, the input length), checked
+    // on the input model before any pass runs: a bad label or a missing tokenizer surfaced only
+    // after the passes, with the model written already, naming a temporary copy.
+    stage("reading the evaluation data");
+    {
+        let input = onnx::load(&model_path)?;
+        check_eval_inputs(&model_path, &input, &eval_opts).with_context(|| r.path.display().to_string())?;
+    }
     // Write the model: to --out, else (unless nothing changes) to a temporary folder.
     let tmp = match (&opts.out, plan.steps.is_empty()) {
         (None, false) => Some(tempfile::tempdir().context("creating a temporary folder for the compressed model")?),
@@ -159,34 +215,6 @@ pub fn run(r: &LoadedRecipe, opts: &RunOptions, stage: &dyn Fn(&str), progress: 
     let eval_path = target.clone().unwrap_or_else(|| model_path.clone());
 
     stage("evaluating");
-    let eval_opts = EvalOptions {
-        task,
-        data: match r.data_file() {
-            Some(source) => eval::EvalData::File(source),
-            None => eval::EvalData::Glue {
-                dir: rec
-                    .data
-                    .dir
-                    .as_ref()
-                    .map(|d| r.resolve(d))
-                    .unwrap_or_else(|| opts.data_dir.clone()),
-                split: r.split(),
-            },
-        },
-        labels: rec.data.labels.clone(),
-        batch_size: rec.data.batch_size.unwrap_or(Task::batch_size_of(task)),
-        max_length: rec.data.max_input_length,
-        warmup: opts.warmup.unwrap_or(rec.eval.warmup),
-        measure: opts.measure.unwrap_or(rec.eval.measure),
-        limit,
-        bucket: false,
-        tokenizer: None,
-        session: SessionOptions {
-            device: if rec.device.cuda { Device::Cuda } else { Device::Cpu },
-            threads: rec.eval.threads,
-            ..Default::default()
-        },
-    };
     let t = Instant::now();
     let report = eval::evaluate(&eval_path, &eval_opts, progress).with_context(|| r.path.display().to_string())?;
     let eval_seconds = t.elapsed().as_secs_f64();

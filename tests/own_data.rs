@@ -507,6 +507,37 @@ fn bad_data_is_refused_in_one_line() {
         assert_clean_error(key, &out, &["r.yaml", "m.csv", missing, key]);
     }
     assert!(std::fs::read_to_string(&labelled).unwrap().starts_with("review,label"));
+
+    // What the evaluation reads is checked before the passes run, and nothing is written: a
+    // label the model cannot have, a length past the model's positions (in the recipe's words).
+    write(d, "bad_label.csv", "review,label\ngood,1\nbad,7\n");
+    let out = d.join("out.onnx");
+    let model_named = format!("positions of {}", d.join("model.onnx").display());
+    for (data, want) in [
+        (
+            "  file: bad_label.csv\n  text_column: review\n  max_input_length: 32\n",
+            vec!["label \"7\" on line 3", "bad_label.csv"],
+        ),
+        (
+            "  file: m.csv\n  text_column: review\n  max_input_length: 100\n",
+            // The user's model, not the temporary copy the passes would have written.
+            vec!["data.max_input_length 100 exceeds the 64 positions of", &model_named],
+        ),
+    ] {
+        let r = write(
+            d,
+            "q.yaml",
+            &format!(
+                "model:\n  model_name: model.onnx\ndata:\n{data}quantization:\n  enable: true\n  method: dynamic\n"
+            ),
+        );
+        let o = bin().args(["run", s(&r), "--out", s(&out)]).output().unwrap();
+        assert_clean_error("eval inputs before the passes", &o, &want);
+        assert!(
+            !out.exists(),
+            "a model was written before the evaluation's inputs were checked"
+        );
+    }
 }
 
 /// The Hugging Face `glue` parquet copy of SST-2's dev set gives exactly the reference's
