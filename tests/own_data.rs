@@ -538,6 +538,18 @@ fn bad_data_is_refused_in_one_line() {
             "a model was written before the evaluation's inputs were checked"
         );
     }
+    // --data does not replace a recipe's own GLUE folder (it was ignored without a word).
+    let r = write(
+        d,
+        "dir.yaml",
+        "model:\n  model_name: model.onnx\ndata:\n  task: sst2\n  dir: glue\n",
+    );
+    let o = bin().args(["run", s(&r), "--data", "elsewhere"]).output().unwrap();
+    assert_clean_error(
+        "--data beside data.dir",
+        &o,
+        &["--data elsewhere", "dir.yaml", "data.dir: glue"],
+    );
 }
 
 /// The Hugging Face `glue` parquet copy of SST-2's dev set gives exactly the reference's

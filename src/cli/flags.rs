@@ -160,8 +160,9 @@ pub struct RecipeEval {
     /// Evaluate only the first N examples (overrides the recipe's eval.limit).
     #[arg(long)]
     pub limit: Option<usize>,
-    /// GLUE folder for a recipe without data.dir (default: data/glue, then ../shared/data/glue);
-    /// refused for a recipe that names its own data.file.
+    /// GLUE folder for a recipe without data.dir (default: data/glue, then ../shared/data/glue,
+    /// here, then in the checkout the binary was built from); refused for a recipe that names
+    /// its own data.dir or data.file.
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Untimed batches before timing starts (overrides the recipe's eval.warmup; default 10).

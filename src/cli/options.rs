@@ -269,6 +269,14 @@ pub fn check_data_flag(data: &Option<PathBuf>, r: &onnx_compress::recipe::Loaded
             source.path.display()
         );
     }
+    if let (Some(flag), Some(dir)) = (data, &r.recipe.data.dir) {
+        bail!(
+            "--data {}: {} names its GLUE folder (data.dir: {}), which --data does not replace; drop --data or data.dir",
+            flag.display(),
+            r.path.display(),
+            dir.display()
+        );
+    }
     Ok(())
 }
 
