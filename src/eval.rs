@@ -390,10 +390,25 @@ fn check_classes(labels: &Labels, outputs: usize, data: &data::Labelled, file: &
 /// Progress callback: (batches done, batches total).
 pub type Progress<'a> = &'a dyn Fn(usize, usize);
 
-/// The rows of the model's position table (the longest input it takes), where it has one.
+/// The rows of the model's position table (the longest input it takes), where it has one. On a
+/// model the structure is not mapped on (a quantized one, whose tables may be int8): the largest
+/// table over 16 rows a Gather reads at indices that are not a graph input (the word table's are).
 pub fn positions(proto: &onnx::ModelProto) -> Option<usize> {
-    let t = crate::structure::discover(proto).ok()?;
-    t.embeddings.position.as_ref().map(|p| p.rows)
+    if let Ok(t) = crate::structure::discover(proto) {
+        return t.embeddings.position.as_ref().map(|p| p.rows);
+    }
+    let graph = proto.graph.as_ref()?;
+    let ix = onnx::GraphIndex::new(graph);
+    graph
+        .node
+        .iter()
+        .filter(|n| n.op_type() == "Gather" && n.input.len() == 2)
+        .filter(|n| !ix.graph_inputs().contains(&ix.resolve(&n.input[1])))
+        .filter_map(|n| {
+            let dims = &ix.constant(&n.input[0])?.tensor().dims;
+            (dims.len() == 2 && dims[0] > 16).then_some(dims[0] as usize)
+        })
+        .max()
 }
 
 /// An evaluation's examples, read, tokenized and batched.

@@ -550,6 +550,31 @@ fn bad_data_is_refused_in_one_line() {
         &o,
         &["--data elsewhere", "dir.yaml", "data.dir: glue"],
     );
+    // A length past the positions of a quantized model (int8 tables, not mapped) is said before
+    // ONNX Runtime fails on a broadcast ("64 by 89").
+    let q = d.join("q.onnx");
+    let o = bin()
+        .args(["quantize", "--mode", "dynamic", s(&model), s(&q)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = bin()
+        .args([
+            "eval",
+            "--model",
+            s(&q),
+            "--data",
+            s(&labelled),
+            "--text-column",
+            "review",
+        ])
+        .output()
+        .unwrap();
+    assert_clean_error(
+        "a quantized model's positions",
+        &o,
+        &["--max-length 128 exceeds the 64 positions of", "q.onnx"],
+    );
 }
 
 /// The Hugging Face `glue` parquet copy of SST-2's dev set gives exactly the reference's
