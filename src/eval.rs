@@ -319,8 +319,6 @@ pub(crate) fn refuse_headless(model_path: &Path, proto: &onnx::ModelProto, comma
     Ok(())
 }
 
-/// How the labels of this evaluation are read: the GLUE task's; else, for a model with one
-/// output, scores; else the model's classes, named by --labels, the embedded names or config.json.
 /// How the labels of a data file are read for the model at `model_path`: `task`'s, else the
 /// model's classes (named by `labels`, `--labels`, or the model) or scores.
 pub fn labels_of(

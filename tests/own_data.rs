@@ -516,7 +516,7 @@ fn bad_data_is_refused_in_one_line() {
     for (data, want) in [
         (
             "  file: bad_label.csv\n  text_column: review\n  max_input_length: 32\n",
-            vec!["label \"7\" on line 3", "bad_label.csv"],
+            vec!["label \"7\" on line 3", "bad_label.csv", "set data.labels: NAME0,NAME1"],
         ),
         (
             "  file: m.csv\n  text_column: review\n  max_input_length: 100\n",

@@ -402,7 +402,11 @@ fn read_items(src: &Source, labels: Option<&Labels>) -> Result<(Chosen, Vec<Item
                 file: table.file.clone(),
                 at: r.at,
                 value: r.cells[l].show(),
-                expected,
+                // From a recipe, the names are its key's.
+                expected: match src.columns.named_in {
+                    Some(_) => expected.replace("pass --labels NAME0,NAME1,...", "set data.labels: NAME0,NAME1,..."),
+                    None => expected,
+                },
             })?),
             _ => None,
         };
