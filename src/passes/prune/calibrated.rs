@@ -499,6 +499,8 @@ fn curves(
     // A head count computed once for all layers: every layer's heads go in step, one curve whose
     // unit is a head of every layer (probed together: no layer's heads can be pruned alone).
     let lockstep = heads_in_step(t);
+    // Where a layer without heads no longer maps, every layer keeps one.
+    let last_head = usize::from(!super::layers_map_without_heads(model, t));
     // Per layer in step: its costs, its plan at the probe level, its local cost, one head's MACs.
     let mut in_step: Vec<(usize, Vec<f64>, LayerPlan, f64, u64)> = Vec::new();
     each_block_stats(model, t, calib, budget, &mut |calib, li, part, st| {
@@ -520,7 +522,7 @@ fn curves(
         let w0 = logical_weight(model, out_lin)?;
         let gs = groups(part, l);
         let limit = match part {
-            Part::Attention => gs.len(),
+            Part::Attention => gs.len() - last_head.min(gs.len()),
             Part::Ffn => (gs.len() as f64 * max_ffn) as usize,
         };
         // Probe: this block alone at the probe level, compensated, through the whole model;
@@ -695,7 +697,7 @@ fn allocate_counts(
             .sum();
         if k > there {
             let why = match part {
-                Part::Attention => "heads that cannot be pruned stay, and in step every layer keeps one".to_string(),
+                Part::Attention => "heads that cannot be pruned stay, and every layer keeps one where its heads go in step or a layer without heads would not map".to_string(),
                 Part::Ffn => format!(
                     "a model-wide choice takes at most {:.0}% of a layer's neurons; `per_layer` takes the fraction from every layer",
                     fractions.2 * 100.0
@@ -942,7 +944,12 @@ impl Fit<'_> {
         let (layer_names, hidden) = (self.layer_names, self.hidden);
         targets.load(self.model, li, calib)?;
         let ct = structure::discover(current)?;
-        let l = &ct.layers[li];
+        let l = ct.layers.get(li).ok_or_else(|| {
+            PassError::Internal(format!(
+                "the model pruned so far maps {} layers, not layer {li}",
+                ct.layers.len()
+            ))
+        })?;
         // Per layer running the block: its input to the output projection, the residual
         // its output is added to, and the unpruned model's sum there.
         let mut names: Vec<String> = Vec::new();
@@ -1413,6 +1420,55 @@ mod tests {
             assert_eq!((na, da), (nb, db), "the same units kept");
             for (x, y) in va.iter().zip(vb) {
                 assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "{na}: {x} vs {y}");
+            }
+        }
+    }
+
+    /// Where a layer left without heads no longer maps (DeBERTa's, ModernBERT's layouts), every
+    /// layer keeps one, whatever the budget; BERT's layers may lose all their heads. Before,
+    /// ModernBERT at 10% of the MACs panicked on a layer that had dropped out of the mapping,
+    /// DeBERTa failed, and a ModernBERT export wrote a model of which one layer mapped.
+    #[test]
+    fn every_layer_keeps_a_head_where_one_without_does_not_map() {
+        let probe = |name: &str| {
+            let (m, t) = fixture(name);
+            super::super::layers_map_without_heads(&m, &t)
+        };
+        assert!(probe("bert-sdpa") && probe("albert"));
+        for name in ["deberta-v3", "modernbert", "modernbert-transformers4"] {
+            assert!(!probe(name), "{name}");
+        }
+        if !crate::testkit::shared::require_ort("calibrated pruning of every head") {
+            return;
+        }
+        for name in ["deberta-v3", "modernbert", "modernbert-transformers4", "bert-sdpa"] {
+            let (m, t) = fixture(name);
+            for opts in [
+                PruneOptions {
+                    heads: 0.75,
+                    ..Default::default()
+                },
+                PruneOptions {
+                    target_macs: Some(0.3),
+                    max_ffn_fraction: 0.9,
+                    ..Default::default()
+                },
+            ] {
+                let opts = PruneOptions {
+                    strategy: super::super::Strategy::Obs,
+                    ..opts
+                };
+                let (out, report) =
+                    prune_within(&m, &opts, &mut Counting::new(), usize::MAX).unwrap_or_else(|e| panic!("{name}: {e}"));
+                let after = crate::structure::discover(&out).expect("the pruned model maps");
+                assert_eq!(after.layers.len(), t.layers.len(), "{name}");
+                if name != "bert-sdpa" {
+                    assert!(
+                        report.layers.iter().all(|l| l.heads_after > 0),
+                        "{name}: {:?}",
+                        report.layers
+                    );
+                }
             }
         }
     }

@@ -643,6 +643,25 @@ pub fn prune(model: &ModelProto, opts: &PruneOptions) -> Result<(ModelProto, Pru
     Ok((out, report))
 }
 
+/// True when a layer left without heads still maps (BERT's layouts: the attention goes and the
+/// layer is found by its FFN); false where it does not (DeBERTa's, ModernBERT's), so every layer
+/// keeps a head there. Tried on each layer in turn (with the layers sharing its weights).
+pub fn layers_map_without_heads(model: &ModelProto, t: &Transformer) -> bool {
+    let shared = t.shared_weights();
+    (0..t.layers.len()).filter(|&i| shared[i].0.is_none()).all(|lead| {
+        let mut plan = Plan::keep_all(t);
+        for (i, (s, _)) in shared.iter().enumerate() {
+            if i == lead || *s == Some(lead) {
+                plan.layers[i].keep_heads.clear();
+            }
+        }
+        apply_plan(model, t, &plan)
+            .ok()
+            .and_then(|m| structure::discover(&m).ok())
+            .is_some_and(|p| p.layers.len() == t.layers.len())
+    })
+}
+
 /// Builds the report by mapping the pruned model again.
 pub fn report(
     before: &ModelProto,
@@ -653,6 +672,15 @@ pub fn report(
     calibration_seconds: f64,
 ) -> Result<PruneReport, PassError> {
     let t2 = structure::discover(after)?;
+    // A layer the pruned graph no longer maps (one left without heads, on a layout that finds
+    // its layers by their attention) would drop out of the report and of every later pass.
+    if t2.layers.len() != t.layers.len() {
+        return Err(PassError::Internal(format!(
+            "the pruned graph maps {} of the {} layers",
+            t2.layers.len(),
+            t.layers.len()
+        )));
+    }
     let p1 = structure::parameter_counts(before, t);
     let p2 = structure::parameter_counts(after, &t2);
     let s = opts.seq_len;
