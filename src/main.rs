@@ -202,6 +202,22 @@ fn cmd_diff(ort_lib: Option<&Path>, quiet: bool, a: DiffArgs) -> Result<()> {
     existing_model("MODEL_A", &a.model_a)?;
     existing_model("MODEL_B", &a.model_b)?;
     let (task, data) = options::eval_data(&a.data)?;
+    // The table is not written over a file diff reads.
+    if let Some(csv) = &a.csv {
+        let mut reads = vec![
+            (a.model_a.clone(), "the model MODEL_A"),
+            (a.model_b.clone(), "the model MODEL_B"),
+        ];
+        if let EvalData::File(source) = &data {
+            reads.push((source.path.clone(), "the data file"));
+        }
+        if let Some(t) = &a.tokenizer {
+            reads.push((t.clone(), "the tokenizer"));
+        }
+        for (path, what) in reads {
+            onnx::io::ensure_not_read(&path, what, csv).with_context(|| format!("--csv {}", csv.display()))?;
+        }
+    }
     runtime::init(ort_lib)?;
     let opts = diff::DiffOptions {
         eval: EvalOptions {
@@ -251,6 +267,13 @@ fn cmd_sensitivity(ort_lib: Option<&Path>, quiet: bool, a: SensitivityArgs) -> R
         seq_len: a.seq_len,
     };
     opts.validate()?;
+    // A folder, checked before the minutes of measuring.
+    if let Some(out) = a.out.as_ref().filter(|o| o.exists() && !o.is_dir()) {
+        bail!(
+            "--out {}: a file, not a folder; name a folder for sensitivity's table and chart",
+            out.display()
+        );
+    }
     let model = onnx::load(&a.model)?;
     runtime::init(ort_lib)?;
     let mut stages = cli::progress::Progress::spinner("sensitivity", quiet);

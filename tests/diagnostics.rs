@@ -251,7 +251,29 @@ fn diff_and_sensitivity_refuse_bad_input_in_one_line() {
         &run(&["sensitivity", m]),
         &["--calib-data"],
     );
+    // diff --csv onto a file it reads (a model compared, the data) is refused: it wrote over them.
+    let copy = dir.path().join("copy.onnx");
+    std::fs::copy(&model, &copy).unwrap();
+    let data = dir.path().join("d.csv");
+    std::fs::write(&data, "sentence,label\ngood film,1\n").unwrap();
+    for (target, what) in [(&copy, "the model MODEL_B"), (&data, "the data file")] {
+        let before = std::fs::read(target).unwrap();
+        assert_clean_error(
+            "diff --csv onto its input",
+            &run(&["diff", m, s(&copy), "--data", s(&data), "--csv", s(target)]),
+            &["--csv", "refusing to write", what],
+        );
+        assert_eq!(std::fs::read(target).unwrap(), before, "{what} changed");
+    }
     let train = require("data/glue/sst2/train.tsv", "sensitivity errors").unwrap();
+    // sensitivity --out names a folder: a file there is refused before any measuring.
+    assert_clean_error(
+        "sensitivity --out onto a file",
+        &run(&["sensitivity", m, "--calib-data", s(&train), "--out", s(&data)]),
+        &["--out", "d.csv", "a file, not a folder"],
+    );
+    std::fs::remove_file(&copy).unwrap();
+    std::fs::remove_file(&data).unwrap();
     assert_clean_error(
         "sensitivity with a fraction of 1",
         &run(&["sensitivity", m, "--calib-data", s(&train), "--fractions", "0.5,1"]),
