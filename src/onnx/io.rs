@@ -339,6 +339,12 @@ pub fn save(model: &ModelProto, path: &Path, opts: &SaveOptions) -> Result<SaveS
             ),
         });
     }
+    if path.is_dir() {
+        return Err(OnnxError::Io {
+            path: path.to_path_buf(),
+            cause: std::io::Error::other("a folder; name the model file to write in it (model.onnx)"),
+        });
+    }
     let external = match opts.external_data {
         ExternalData::Always => true,
         ExternalData::Never => false,

@@ -23,7 +23,8 @@ pub use proto::{GraphProto, ModelProto, NodeProto, TensorProto};
 /// it, not the OS's "No such file or directory (os error 2)".
 fn io_cause(cause: &std::io::Error) -> String {
     match cause.kind() {
-        std::io::ErrorKind::NotFound => "no such file".into(),
+        // The OS's own error; this tool's (a missing output folder) says more already.
+        std::io::ErrorKind::NotFound if cause.raw_os_error().is_some() => "no such file".into(),
         _ => cause.to_string(),
     }
 }

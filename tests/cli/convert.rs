@@ -286,3 +286,17 @@ fn convert_with_external_data_always_round_trips() {
     assert_eq!(history_passes(&c), vec!["convert".to_string(), "convert".to_string()]);
     assert!(!dir.path().join("single.onnx.data").exists());
 }
+
+#[test]
+fn convert_onto_a_folder_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = save_tiny(dir.path(), "model.onnx", ExternalData::Never);
+    let folder = dir.path().join("models");
+    std::fs::create_dir(&folder).unwrap();
+    let before = snapshot(dir.path());
+    for target in [s(&folder).to_string(), format!("{}/", s(&folder))] {
+        let out = run_in(dir.path(), &["convert", s(&input), &target]);
+        assert_clean_error("convert", &out, &[&target, "a folder; name the model file"]);
+        assert_eq!(snapshot(dir.path()), before, "convert wrote into or beside the folder");
+    }
+}
