@@ -114,6 +114,15 @@ pub fn ort_calibrator(spec: &Spec, model_path: &Path, model: &crate::onnx::Model
     };
     let (mut tokenizer, _) = crate::eval::load_tokenizer(model_path, model, spec.tokenizer)?;
     let data = load(&source, spec.samples, spec.seed, &mut tokenizer, spec.max_length, 32)?;
+    // Examples longer than the position table fail inside ONNX Runtime ("64 by 128"): say so.
+    let longest = data.batches.iter().map(|b| b.input_ids.ncols()).max().unwrap_or(0);
+    if let Some(rows) = crate::eval::positions(model).filter(|&rows| longest > rows) {
+        bail!(
+            "--calib-data {}: examples of {longest} tokens, past the {rows} positions of {}; pass --max-length {rows}",
+            spec.path.display(),
+            model_path.display()
+        );
+    }
     Ok(OrtCalibrator::new(
         data.batches,
         SessionOptions {

@@ -575,6 +575,32 @@ fn bad_data_is_refused_in_one_line() {
         &o,
         &["--max-length 128 exceeds the 64 positions of", "q.onnx"],
     );
+    // Calibration examples longer than the positions: named before ONNX Runtime fails on them.
+    let long = write(d, "long.csv", &format!("text\n{}\nbad\n", vec!["good"; 100].join(" ")));
+    let pruned = d.join("pruned.onnx");
+    let o = bin()
+        .args([
+            "prune",
+            "--heads",
+            "0.5",
+            "--calib-data",
+            s(&long),
+            s(&model),
+            s(&pruned),
+        ])
+        .output()
+        .unwrap();
+    assert_clean_error(
+        "calibration past the positions",
+        &o,
+        &[
+            "--calib-data",
+            "long.csv",
+            "past the 64 positions of",
+            "--max-length 64",
+        ],
+    );
+    assert!(!pruned.exists());
 }
 
 /// The Hugging Face `glue` parquet copy of SST-2's dev set gives exactly the reference's
