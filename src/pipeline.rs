@@ -93,8 +93,6 @@ fn step_report(s: &StepOutcome) -> StepReport {
     }
 }
 
-/// Runs the recipe: passes, save, evaluation. `runtime::init` must have been called.
-/// `stage` hears a line before each stage; `progress` is the evaluation's progress callback.
 /// [`eval::prepare`] on the input model, with the length and the tokenizer in a recipe's words.
 fn check_eval_inputs(model_path: &Path, model: &onnx::ModelProto, opts: &EvalOptions) -> Result<()> {
     if let Some(rows) = eval::positions(model) {
@@ -106,7 +104,7 @@ fn check_eval_inputs(model_path: &Path, model: &onnx::ModelProto, opts: &EvalOpt
             );
         }
     }
-    if eval::load_tokenizer(model_path, model, None).is_err() && !eval::tokenizer_beside(model_path) {
+    if crate::history::embedded_tokenizer(model).is_none() && !eval::tokenizer_beside(model_path) {
         bail!(
             "no tokenizer for {}: none embedded in the model and no tokenizer.json beside it; put the model's tokenizer.json there",
             model_path.display()
@@ -115,6 +113,8 @@ fn check_eval_inputs(model_path: &Path, model: &onnx::ModelProto, opts: &EvalOpt
     eval::prepare(model_path, model, opts).map(drop)
 }
 
+/// Runs the recipe: passes, save, evaluation. `runtime::init` must have been called.
+/// `stage` hears a line before each stage; `progress` is the evaluation's progress callback.
 pub fn run(r: &LoadedRecipe, opts: &RunOptions, stage: &dyn Fn(&str), progress: eval::Progress) -> Result<RunReport> {
     let wall = Instant::now();
     let rec = &r.recipe;
