@@ -643,23 +643,30 @@ pub fn prune(model: &ModelProto, opts: &PruneOptions) -> Result<(ModelProto, Pru
     Ok((out, report))
 }
 
-/// True when a layer left without heads still maps (BERT's layouts: the attention goes and the
-/// layer is found by its FFN); false where it does not (DeBERTa's, ModernBERT's), so every layer
-/// keeps a head there. Tried on each layer in turn (with the layers sharing its weights).
-pub fn layers_map_without_heads(model: &ModelProto, t: &Transformer) -> bool {
+/// Per layer: true when the layer left without heads still maps (BERT's layouts: the attention
+/// goes and the layer is found by its FFN); false where it does not (DeBERTa's first layer,
+/// ModernBERT's layers), so that layer keeps a head. Tried on each layer in turn, with the
+/// layers sharing its weights (which take its answer).
+pub fn layers_map_without_heads(model: &ModelProto, t: &Transformer) -> Vec<bool> {
     let shared = t.shared_weights();
-    (0..t.layers.len()).filter(|&i| shared[i].0.is_none()).all(|lead| {
+    let mut ok = vec![true; t.layers.len()];
+    for lead in (0..t.layers.len()).filter(|&i| shared[i].0.is_none()) {
+        let members: Vec<usize> = (0..t.layers.len())
+            .filter(|&i| i == lead || shared[i].0 == Some(lead))
+            .collect();
         let mut plan = Plan::keep_all(t);
-        for (i, (s, _)) in shared.iter().enumerate() {
-            if i == lead || *s == Some(lead) {
-                plan.layers[i].keep_heads.clear();
-            }
+        for &i in &members {
+            plan.layers[i].keep_heads.clear();
         }
-        apply_plan(model, t, &plan)
+        let maps = apply_plan(model, t, &plan)
             .ok()
             .and_then(|m| structure::discover(&m).ok())
-            .is_some_and(|p| p.layers.len() == t.layers.len())
-    })
+            .is_some_and(|p| p.layers.len() == t.layers.len());
+        for i in members {
+            ok[i] = maps;
+        }
+    }
+    ok
 }
 
 /// Builds the report by mapping the pruned model again.
