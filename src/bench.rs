@@ -59,6 +59,30 @@ pub struct BenchReport {
     pub rows: Vec<Row>,
     /// Each variant's full run report (evaluation without per-example predictions).
     pub runs: Vec<RunReport>,
+    /// The recipes that failed, each with its error; the table holds the others.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<Failure>,
+}
+
+/// A recipe that failed while the others ran.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub variant: String,
+    pub config: PathBuf,
+    pub error: String,
+}
+
+impl Failure {
+    /// `variant: error` on one line, naming the recipe's file where the error does not.
+    pub fn line(&self) -> String {
+        let config = self.config.display().to_string();
+        let error = self.error.replace('\n', " ");
+        if error.contains(&config) {
+            format!("{}: {error}", self.variant)
+        } else {
+            format!("{} ({config}): {error}", self.variant)
+        }
+    }
 }
 
 /// This machine, in words: CPU model and logical cores.
@@ -183,6 +207,15 @@ pub fn markdown(b: &BenchReport) -> String {
         s += "\nNo speed was measured: every evaluated batch went to the warm-up, or --measure 0 timed none. \
               Evaluate more examples (--limit), lower the warm-up (--warmup, or eval.warmup in the recipes) or \
               time some batches (--measure); the throughput chart needs timed rows.\n";
+    }
+    if !b.failed.is_empty() {
+        s += &format!(
+            "\n{} of the recipes failed; their rows are missing:\n\n",
+            b.failed.len()
+        );
+        for f in &b.failed {
+            s += &format!("- {}\n", f.line());
+        }
     }
     if let [first, last] = b.baseline_samples_per_s[..] {
         s += &format!(
@@ -322,43 +355,65 @@ pub fn write_charts(charts: &[(String, Chart)], dir: &Path) -> Result<Vec<PathBu
 }
 
 /// Runs every recipe (all of task `task`, or all on the user's file `data_file`) and collects the
-/// table. Stops at the first failing recipe, naming it.
+/// table. A recipe that fails is said through `failed` as it happens and listed in the report
+/// (`BenchReport::failed`); the others run on. Fails only when every recipe does.
 pub fn bench(
     recipes: &[LoadedRecipe],
     task: Option<Task>,
     data_file: Option<&Path>,
     opts: &RunOptions,
     stage: &dyn Fn(usize, &str, &str),
+    failed: &dyn Fn(&Failure),
     progress: crate::eval::Progress,
 ) -> Result<BenchReport> {
     if recipes.is_empty() {
         bail!("no recipe for {} among the configs given", dataset(task, data_file));
     }
-    let mut runs = vec![];
+    let failure = |r: &LoadedRecipe, e: anyhow::Error| {
+        let f = Failure {
+            variant: r.name(),
+            config: r.path.clone(),
+            error: format!("{e:#}"),
+        };
+        failed(&f);
+        f
+    };
+    let (mut runs, mut failures, mut ran) = (vec![], vec![], vec![]);
     for (i, r) in recipes.iter().enumerate() {
         let name = r.name();
-        let mut report = pipeline::run(r, opts, &|s| stage(i, &name, s), progress)
-            .with_context(|| format!("variant '{name}' ({})", r.path.display()))?;
-        report.eval.predictions.clear();
-        runs.push(report);
+        match pipeline::run(r, opts, &|s| stage(i, &name, s), progress) {
+            Ok(mut report) => {
+                report.eval.predictions.clear();
+                runs.push(report);
+                ran.push(i);
+            }
+            Err(e) => failures.push(failure(r, e)),
+        }
+    }
+    if runs.is_empty() {
+        let all = failures.iter().map(Failure::line).collect::<Vec<_>>().join("\n");
+        bail!("every recipe failed:\n{all}");
     }
     // The machine's speed drifts (±30% within minutes on a shared one): time the baseline again
     // after every other variant, and divide every speed-up by the mean of its two runs.
     let mut baseline_samples_per_s = vec![];
-    if let Some(i) = runs.iter().position(|r| r.baseline) {
+    if let Some(k) = runs.iter().position(|r| r.baseline) {
         if runs.len() > 1 {
-            let name = recipes[i].name();
-            let again = pipeline::run(
+            let (i, name) = (ran[k], recipes[ran[k]].name());
+            match pipeline::run(
                 &recipes[i],
                 opts,
                 &|s| stage(i, &name, &format!("timed again: {s}")),
                 progress,
-            )
-            .with_context(|| format!("variant '{name}' ({}), timed again", recipes[i].path.display()))?;
-            baseline_samples_per_s = [runs[i].eval.timing.samples_per_s, again.eval.timing.samples_per_s]
-                .into_iter()
-                .flatten()
-                .collect();
+            ) {
+                Ok(again) => {
+                    baseline_samples_per_s = [runs[k].eval.timing.samples_per_s, again.eval.timing.samples_per_s]
+                        .into_iter()
+                        .flatten()
+                        .collect()
+                }
+                Err(e) => failures.push(failure(&recipes[i], e.context("timed again"))),
+            }
         }
     }
     let mean = (baseline_samples_per_s.len() == 2).then(|| baseline_samples_per_s.iter().sum::<f64>() / 2.0);
@@ -373,5 +428,6 @@ pub fn bench(
         baseline_samples_per_s,
         rows,
         runs,
+        failed: failures,
     })
 }

@@ -446,12 +446,20 @@ fn cmd_bench(ort_lib: Option<&Path>, quiet: bool, a: BenchArgs) -> Result<()> {
         bar.stage(s);
     };
     let progress = |done: usize, total: usize| bar.count(done, total);
-    let rep = bench::bench(&recipes, task, data_file.as_deref(), &opts, &stage, &progress);
+    let failed = |f: &bench::Failure| {
+        let line = format!("failed: {}", f.line());
+        if quiet {
+            eprintln!("{line}");
+        } else {
+            bar.line(&line);
+        }
+    };
+    let rep = bench::bench(&recipes, task, data_file.as_deref(), &opts, &stage, &failed, &progress);
     bar.finish();
     let rep = rep?;
     let files = bench::write(&rep, &out)?;
     if a.json {
-        print_json(&rep)
+        print_json(&rep)?;
     } else {
         let mut s = bench::markdown(&rep);
         s += "\nwrote ";
@@ -461,6 +469,20 @@ fn cmd_bench(ort_lib: Option<&Path>, quiet: bool, a: BenchArgs) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ");
         s.push('\n');
-        print(&s)
+        print(&s)?;
     }
+    if !rep.failed.is_empty() {
+        bail!(
+            "{} of {} recipes failed ({}); the table of the others is written to {}",
+            rep.failed.len(),
+            recipes.len(),
+            rep.failed
+                .iter()
+                .map(|f| f.variant.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            out.display()
+        );
+    }
+    Ok(())
 }

@@ -801,6 +801,47 @@ fn recipes_on_the_users_own_file_are_benched_without_a_task() {
         text(&o.stdout)
     );
 
+    // A recipe that fails at run time (a layer the model does not have) is said and listed; the
+    // others' rows are written, and the exit is not 0.
+    let broken = write(
+        &elsewhere,
+        "04_broken.yaml",
+        &(recipe("../reviews.csv", "") + "rmt_lowrank:\n  enable: true\n  k_mode: fixed\n  k: 4\n  layers: [9]\n"),
+    );
+    let failed_out = dir.path().join("failed_out");
+    let o = bin()
+        .args(["bench", s(&recipes.join("01_baseline.yaml")), s(&broken), s(&int8)])
+        .args(["--out", s(&failed_out), "-q"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "a failed recipe exits 0");
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("failed: 04_broken")
+            && err.contains("04_broken.yaml")
+            && err.contains("1 of 3 recipes failed (04_broken)"),
+        "{err}"
+    );
+    let written: Value =
+        serde_json::from_str(&std::fs::read_to_string(failed_out.join("results.json")).unwrap()).unwrap();
+    let variants: Vec<_> = written["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["variant"].clone())
+        .collect();
+    assert_eq!(variants, [Value::from("01_baseline"), Value::from("02_int8")]);
+    assert_eq!(written["failed"][0]["variant"], "04_broken");
+    assert!(
+        written["failed"][0]["error"].as_str().unwrap().contains('9'),
+        "{written}"
+    );
+    let table = std::fs::read_to_string(failed_out.join("results.md")).unwrap();
+    assert!(
+        table.contains("1 of the recipes failed") && table.contains("- 04_broken"),
+        "{table}"
+    );
+
     // Two recipes on different files are not one table.
     let other = write(&elsewhere, "other_file.yaml", &recipe("../other.csv", "dynamic"));
     let base = recipes.join("01_baseline.yaml");
