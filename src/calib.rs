@@ -59,6 +59,7 @@ pub fn load(
     seed: u64,
     tokenizer: &mut Tokenizer,
     max_length: usize,
+    vocabulary: Option<usize>,
     batch_size: usize,
 ) -> Result<Calibration> {
     if samples == 0 {
@@ -73,7 +74,7 @@ pub fn load(
         let (a, b) = &texts.texts[i];
         (a.as_str(), b.as_deref())
     });
-    let enc = tokenize(tokenizer, picked, &source.path, max_length)?;
+    let enc = tokenize(tokenizer, picked, &source.path, max_length, vocabulary)?;
     let mut by_len: Vec<usize> = (0..enc.ids.len()).collect();
     by_len.sort_by_key(|&i| enc.ids[i].len());
     let batches = by_len
@@ -113,7 +114,16 @@ pub fn ort_calibrator(spec: &Spec, model_path: &Path, model: &crate::onnx::Model
         task: task_of(spec.path, spec.task)?,
     };
     let (mut tokenizer, _) = crate::eval::load_tokenizer(model_path, model, spec.tokenizer)?;
-    let data = load(&source, spec.samples, spec.seed, &mut tokenizer, spec.max_length, 32)?;
+    let vocabulary = crate::eval::vocabulary(model);
+    let data = load(
+        &source,
+        spec.samples,
+        spec.seed,
+        &mut tokenizer,
+        spec.max_length,
+        vocabulary,
+        32,
+    )?;
     // Examples longer than the position table fail inside ONNX Runtime ("64 by 128"): say so.
     let longest = data.batches.iter().map(|b| b.input_ids.ncols()).max().unwrap_or(0);
     if let Some(rows) = crate::eval::positions(model).filter(|&rows| longest > rows) {

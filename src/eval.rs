@@ -181,11 +181,15 @@ pub struct Encoded {
 }
 
 /// Tokenizes `(text, pair)` examples of `file` (named in errors), truncating each to `max_length`.
+/// A token id at or past `vocabulary` (the model's word-embedding rows, [`vocabulary`]) is an
+/// error naming the text and the token: ONNX Runtime's own is "indices element out of data
+/// bounds" — a tokenizer that is not the model's.
 pub fn tokenize<'a>(
     tokenizer: &mut Tokenizer,
     texts: impl Iterator<Item = (&'a str, Option<&'a str>)>,
     file: &Path,
     max_length: usize,
+    vocabulary: Option<usize>,
 ) -> Result<Encoded> {
     tokenizer
         .with_truncation(Some(TruncationParams {
@@ -196,8 +200,10 @@ pub fn tokenize<'a>(
         }))
         .map_err(|e| anyhow!("tokenizer truncation at {max_length}: {e}"))?;
     tokenizer.with_padding(None);
+    let texts: Vec<(&str, Option<&str>)> = texts.collect();
     let inputs: Vec<EncodeInput> = texts
-        .map(|(a, b)| match b {
+        .iter()
+        .map(|&(a, b)| match b {
             Some(b) => EncodeInput::Dual(a.into(), b.into()),
             None => EncodeInput::Single(a.into()),
         })
@@ -205,6 +211,22 @@ pub fn tokenize<'a>(
     let enc = tokenizer
         .encode_batch(inputs, true)
         .map_err(|e| anyhow!("tokenizing {}: {e}", file.display()))?;
+    if let Some(rows) = vocabulary {
+        let past = enc.iter().enumerate().find_map(|(i, e)| {
+            let k = e.get_ids().iter().position(|&id| id as usize >= rows)?;
+            Some((i, e.get_ids()[k], e.get_tokens()[k].clone()))
+        });
+        if let Some((i, id, token)) = past {
+            let text = texts[i].0;
+            let short: String = text.chars().take(60).collect();
+            let more = if short.len() < text.len() { "…" } else { "" };
+            bail!(
+                "{}: the text {short:?}{more} gives token {token:?}, id {id}, past the {rows} rows of the model's word \
+                 embeddings: this tokenizer is not the model's; give the model's own tokenizer.json (--tokenizer)",
+                file.display()
+            );
+        }
+    }
     Ok(Encoded {
         ids: enc
             .iter()
@@ -409,6 +431,24 @@ pub fn positions(proto: &onnx::ModelProto) -> Option<usize> {
         .max()
 }
 
+/// Rows of the model's word embeddings (the table `input_ids` indexes): from the mapped
+/// transformer, else the `Gather` of a constant table by the `input_ids` input (a quantized model).
+pub fn vocabulary(proto: &onnx::ModelProto) -> Option<usize> {
+    if let Ok(t) = crate::structure::discover(proto) {
+        return t.embeddings.word.as_ref().map(|w| w.rows);
+    }
+    let graph = proto.graph.as_ref()?;
+    let ix = onnx::GraphIndex::new(graph);
+    graph
+        .node
+        .iter()
+        .filter(|n| n.op_type() == "Gather" && n.input.len() == 2 && ix.resolve(&n.input[1]) == "input_ids")
+        .find_map(|n| {
+            let dims = &ix.constant(&n.input[0])?.tensor().dims;
+            (dims.len() == 2).then_some(dims[0] as usize)
+        })
+}
+
 /// An evaluation's examples, read, tokenized and batched.
 pub struct Prepared {
     pub data_file: PathBuf,
@@ -472,7 +512,8 @@ pub fn prepare(model_path: &Path, proto: &onnx::ModelProto, opts: &EvalOptions) 
     let t_tok = Instant::now();
     let pad = pad_id(&tokenizer).with_context(|| format!("tokenizer {tokenizer_source}"))?;
     let texts = data.examples.iter().map(|e| (e.text_a.as_str(), e.text_b.as_deref()));
-    let enc = tokenize(&mut tokenizer, texts, &data_file, opts.max_length)?;
+    let enc = tokenize(&mut tokenizer, texts, &data_file, opts.max_length, vocabulary(proto))
+        .with_context(|| format!("tokenizer {tokenizer_source}"))?;
     let order = batch_order(&enc, opts.bucket);
     let batches: Vec<(Vec<usize>, Batch)> = order
         .chunks(opts.batch_size)

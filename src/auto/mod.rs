@@ -750,6 +750,7 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
         &split.selection,
         &mut tokenizer,
         o.max_length,
+        eval::vocabulary(&proto),
         select::TIMED_BATCHES * Task::batch_size_of(o.task),
         o.batch_size,
     )?;

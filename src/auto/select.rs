@@ -93,6 +93,7 @@ impl Selection {
         indexes: &[usize],
         tokenizer: &mut Tokenizer,
         max_length: usize,
+        vocabulary: Option<usize>,
         timed: usize,
         batch_size: usize,
     ) -> Result<Selection> {
@@ -126,7 +127,7 @@ impl Selection {
             let e = &labelled.examples[i];
             (e.text_a.as_str(), e.text_b.as_deref())
         });
-        let enc = tokenize(tokenizer, texts, path, max_length)?;
+        let enc = tokenize(tokenizer, texts, path, max_length, vocabulary)?;
         let pad = pad_id(tokenizer)?;
         let rung = rung_size(indexes.len());
         let mut batches = vec![];
@@ -330,6 +331,7 @@ mod tests {
                 &indexes,
                 &mut tokenizer.clone(),
                 128,
+                None,
                 timed,
                 batch,
             )
@@ -399,11 +401,23 @@ mod tests {
             &indexes,
             &mut tokenizer.clone(),
             128,
+            None,
             64,
             32,
         )
         .unwrap();
-        let b = Selection::new(&own, &names, Some(2), &indexes, &mut tokenizer.clone(), 128, 64, 32).unwrap();
+        let b = Selection::new(
+            &own,
+            &names,
+            Some(2),
+            &indexes,
+            &mut tokenizer.clone(),
+            128,
+            None,
+            64,
+            32,
+        )
+        .unwrap();
         assert_eq!(a.labels, b.labels);
         let rows = |s: &Selection| s.batches.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>();
         assert_eq!(rows(&a), rows(&b));
@@ -429,6 +443,7 @@ mod tests {
             &[0, 1, 2],
             &mut tokenizer.clone(),
             128,
+            None,
             3,
             32,
         )
@@ -444,6 +459,7 @@ mod tests {
             &indexes,
             &mut tokenizer.clone(),
             128,
+            None,
             64,
             32,
         )

@@ -199,3 +199,54 @@ fn eval_with_a_missing_ort_library_names_the_path() {
     );
     assert_clean_error("eval", &out, &["--ort-lib", lib]);
 }
+
+/// A tokenizer with more words than the model's embedding rows (not the model's) is named on
+/// the first text that reaches past them, by `eval` and by a calibrated pass, before ONNX
+/// Runtime's "indices element out of data bounds"; nothing is written.
+#[test]
+fn a_tokenizer_past_the_models_vocabulary_is_named() {
+    if !have_ort("a tokenizer past the model's vocabulary") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model = save_tiny(dir.path(), "tiny.onnx", ExternalData::Never);
+    let words: Vec<String> = (4..120).map(|i| format!("w{i}")).collect();
+    let mut vocab = vec!["[PAD]", "[UNK]", "[CLS]", "[SEP]"];
+    vocab.extend(words.iter().map(String::as_str));
+    let tokenizer = dir.path().join("big-tokenizer.json");
+    std::fs::write(&tokenizer, word_level_tokenizer(&vocab, BERT_SPECIALS, Value::Null)).unwrap();
+    let glue = dir.path().join("glue");
+    let file = write_task_file(&glue, "sst2", "dev", "sentence\tlabel\nw5 w6\t0\nw5 w110\t1\n");
+    let args = [
+        "--task",
+        "sst2",
+        "--model",
+        s(&model),
+        "--data",
+        s(&glue),
+        "--tokenizer",
+        s(&tokenizer),
+    ];
+    let args = [&args[..], &["--max-length", "32"]].concat();
+    eval_fails(&args, &[s(&file), "\"w110\"", "id 110", "the 100 rows", "--tokenizer"]);
+    let out = dir.path().join("int8.onnx");
+    let o = bin()
+        .args([
+            "quantize",
+            "--mode",
+            "static",
+            s(&model),
+            s(&out),
+            "--calib-data",
+            s(&file),
+        ])
+        .args(["--tokenizer", s(&tokenizer), "--max-length", "32", "-q"])
+        .output()
+        .unwrap();
+    assert_clean_error(
+        "a calibrated pass with a tokenizer past the vocabulary",
+        &o,
+        &[s(&file), "id 110", "the 100 rows"],
+    );
+    assert!(!out.exists());
+}
