@@ -113,7 +113,7 @@ pub fn ort_calibrator(spec: &Spec, model_path: &Path, model: &crate::onnx::Model
         columns: spec.columns.clone(),
         task: task_of(spec.path, spec.task)?,
     };
-    let (mut tokenizer, _) = crate::eval::load_tokenizer(model_path, model, spec.tokenizer)?;
+    let (mut tokenizer, _) = crate::eval::load_tokenizer(model_path, model, spec.tokenizer, crate::eval::Words::Flags)?;
     let vocabulary = crate::eval::vocabulary(model);
     let data = load(
         &source,

@@ -25,6 +25,36 @@ pub enum EvalData {
     File(data::Source),
 }
 
+/// How messages name what to change: a command's flags, or a recipe's keys.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Words {
+    /// `--max-length`, `--tokenizer`.
+    #[default]
+    Flags,
+    /// A command without `--tokenizer` (`auto`): the tokenizer is the model's.
+    FlagsWithoutTokenizer,
+    /// A recipe: `data.max_input_length`, the tokenizer beside the model.
+    Recipe,
+}
+
+impl Words {
+    /// What sets the input length.
+    pub fn max_length(self) -> &'static str {
+        match self {
+            Words::Recipe => "data.max_input_length",
+            _ => "--max-length",
+        }
+    }
+
+    /// What to do when no tokenizer is found.
+    pub fn give_tokenizer(self) -> &'static str {
+        match self {
+            Words::Flags => "pass --tokenizer PATH/tokenizer.json",
+            _ => "put the model's tokenizer.json beside it",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct EvalOptions {
     /// A GLUE task: its data layout, labels and metrics. `None`: the user's own labels.
@@ -41,6 +71,8 @@ pub struct EvalOptions {
     pub bucket: bool,
     pub tokenizer: Option<PathBuf>,
     pub session: SessionOptions,
+    /// How errors name the settings.
+    pub words: Words,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -114,17 +146,14 @@ fn tokenizer_candidates(model_path: &Path) -> [PathBuf; 2] {
     [dir.join("tokenizer.json"), dir.join(format!("{stem}.tokenizer.json"))]
 }
 
-/// True when a tokenizer file lies beside the model (see [`load_tokenizer`]).
-pub fn tokenizer_beside(model_path: &Path) -> bool {
-    tokenizer_candidates(model_path).iter().any(|c| c.is_file())
-}
-
 /// Finds the tokenizer: `--tokenizer`, then the one embedded in the model's metadata, then
-/// `tokenizer.json` beside the model, then `<model stem>.tokenizer.json`.
+/// `tokenizer.json` beside the model, then `<model stem>.tokenizer.json`. Without one, the error
+/// says what to do in `words`.
 pub fn load_tokenizer(
     model_path: &Path,
     model: &onnx::ModelProto,
     explicit: Option<&Path>,
+    words: Words,
 ) -> Result<(Tokenizer, String)> {
     if let Some(p) = explicit {
         let t = read_tokenizer(p, "--tokenizer ")?;
@@ -143,10 +172,11 @@ pub fn load_tokenizer(
         }
     }
     bail!(
-        "no tokenizer for {}: none embedded in the model and no {} or {}; pass --tokenizer PATH/tokenizer.json",
+        "no tokenizer for {}: none embedded in the model and no {} or {}; {}",
         model_path.display(),
         candidates[0].display(),
-        candidates[1].display()
+        candidates[1].display(),
+        words.give_tokenizer()
     )
 }
 
@@ -222,7 +252,7 @@ pub fn tokenize<'a>(
             let more = if short.len() < text.len() { "…" } else { "" };
             bail!(
                 "{}: the text {short:?}{more} gives token {token:?}, id {id}, past the {rows} rows of the model's word \
-                 embeddings: this tokenizer is not the model's; give the model's own tokenizer.json (--tokenizer)",
+                 embeddings: this tokenizer is not the model's; use the model's own tokenizer.json",
                 file.display()
             );
         }
@@ -502,13 +532,14 @@ pub fn prepare(model_path: &Path, proto: &onnx::ModelProto, opts: &EvalOptions) 
     if let Some(rows) = positions(proto) {
         if opts.max_length > rows {
             bail!(
-                "--max-length {} exceeds the {rows} positions of {}",
+                "{} {} exceeds the {rows} positions of {}; set it to {rows} or less",
+                opts.words.max_length(),
                 opts.max_length,
                 model_path.display()
             );
         }
     }
-    let (mut tokenizer, tokenizer_source) = load_tokenizer(model_path, proto, opts.tokenizer.as_deref())?;
+    let (mut tokenizer, tokenizer_source) = load_tokenizer(model_path, proto, opts.tokenizer.as_deref(), opts.words)?;
     let t_tok = Instant::now();
     let pad = pad_id(&tokenizer).with_context(|| format!("tokenizer {tokenizer_source}"))?;
     let texts = data.examples.iter().map(|e| (e.text_a.as_str(), e.text_b.as_deref()));

@@ -166,6 +166,7 @@ fn cmd_eval(ort_lib: Option<&Path>, quiet: bool, a: EvalArgs) -> Result<()> {
             flush_denormals: !a.keep_denormals,
             ..Default::default()
         },
+        words: eval::Words::Flags,
     };
     let what = match (&task, &opts.data) {
         (_, EvalData::File(s)) => s.path.file_name().unwrap_or_default().to_string_lossy().into_owned(),
@@ -236,6 +237,7 @@ fn cmd_diff(ort_lib: Option<&Path>, quiet: bool, a: DiffArgs) -> Result<()> {
                 threads: a.threads,
                 ..Default::default()
             },
+            words: eval::Words::Flags,
         },
         threshold: a.threshold,
         show: a.show,

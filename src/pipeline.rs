@@ -2,7 +2,7 @@
 //! [`executor`], the result written (to `--out`, or a temporary file), evaluated, and returned as
 //! one results row.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -93,26 +93,6 @@ fn step_report(s: &StepOutcome) -> StepReport {
     }
 }
 
-/// [`eval::prepare`] on the input model, with the length and the tokenizer in a recipe's words.
-fn check_eval_inputs(model_path: &Path, model: &onnx::ModelProto, opts: &EvalOptions) -> Result<()> {
-    if let Some(rows) = eval::positions(model) {
-        if opts.max_length > rows {
-            bail!(
-                "data.max_input_length {} exceeds the {rows} positions of {}; set it to {rows} or less",
-                opts.max_length,
-                model_path.display()
-            );
-        }
-    }
-    if crate::history::embedded_tokenizer(model).is_none() && !eval::tokenizer_beside(model_path) {
-        bail!(
-            "no tokenizer for {}: none embedded in the model and no tokenizer.json beside it; put the model's tokenizer.json there",
-            model_path.display()
-        );
-    }
-    eval::prepare(model_path, model, opts).map(drop)
-}
-
 /// Runs the recipe: passes, save, evaluation. `runtime::init` must have been called.
 /// `stage` hears a line before each stage; `progress` is the evaluation's progress callback.
 pub fn run(r: &LoadedRecipe, opts: &RunOptions, stage: &dyn Fn(&str), progress: eval::Progress) -> Result<RunReport> {
@@ -159,6 +139,7 @@ pub fn run(r: &LoadedRecipe, opts: &RunOptions, stage: &dyn Fn(&str), progress: 
             threads: rec.eval.threads,
             ..Default::default()
         },
+        words: eval::Words::Recipe,
     };
     // What the evaluation reads (its data and labels, the tokenizer, the input length), checked
     // on the input model before any pass runs: a bad label or a missing tokenizer surfaced only
@@ -166,7 +147,7 @@ pub fn run(r: &LoadedRecipe, opts: &RunOptions, stage: &dyn Fn(&str), progress: 
     stage("reading the evaluation data");
     {
         let input = onnx::load(&model_path)?;
-        check_eval_inputs(&model_path, &input, &eval_opts).with_context(|| r.path.display().to_string())?;
+        eval::prepare(&model_path, &input, &eval_opts).with_context(|| r.path.display().to_string())?;
     }
     // Write the model: to --out, else (unless nothing changes) to a temporary folder.
     let tmp = match (&opts.out, plan.steps.is_empty()) {

@@ -114,6 +114,7 @@ fn eval_options(data_dir: &Path, tokenizer: &Path, bucket: bool) -> EvalOptions 
         bucket,
         tokenizer: Some(tokenizer.to_path_buf()),
         session: SessionOptions::default(),
+        words: onnx_compress::eval::Words::Flags,
     }
 }
 

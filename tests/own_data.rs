@@ -521,7 +521,11 @@ fn bad_data_is_refused_in_one_line() {
         (
             "  file: m.csv\n  text_column: review\n  max_input_length: 100\n",
             // The user's model, not the temporary copy the passes would have written.
-            vec!["data.max_input_length 100 exceeds the 64 positions of", &model_named],
+            vec![
+                "data.max_input_length 100 exceeds the 64 positions of",
+                &model_named,
+                "set it to 64 or less",
+            ],
         ),
     ] {
         let r = write(
@@ -538,6 +542,27 @@ fn bad_data_is_refused_in_one_line() {
             "a model was written before the evaluation's inputs were checked"
         );
     }
+    // A model with no tokenizer, embedded or beside it: what to do in a recipe's terms (it has
+    // no --tokenizer).
+    let lone = d.join("lone");
+    std::fs::create_dir_all(&lone).unwrap();
+    std::fs::copy(d.join("model.onnx"), lone.join("model.onnx")).unwrap();
+    let r = write(
+        d,
+        "lone.yaml",
+        "model:\n  model_name: lone/model.onnx\ndata:\n  file: m.csv\n  text_column: review\n  max_input_length: 32\nquantization:\n  enable: true\n  method: dynamic\n",
+    );
+    let o = bin().args(["run", s(&r), "--out", s(&out)]).output().unwrap();
+    assert_clean_error(
+        "a recipe's model without a tokenizer",
+        &o,
+        &[
+            "lone.yaml",
+            "no tokenizer for",
+            "put the model's tokenizer.json beside it",
+        ],
+    );
+    assert!(!out.exists());
     // --data does not replace a recipe's own GLUE folder (it was ignored without a word).
     let r = write(
         d,

@@ -692,7 +692,7 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
     crate::runtime::check_device(&o.session())?;
     (ui.stage)("reading the model");
     let (proto, dev_file) = check_inputs(o)?;
-    let (mut tokenizer, _) = eval::load_tokenizer(&o.model, &proto, None)?;
+    let (mut tokenizer, _) = eval::load_tokenizer(&o.model, &proto, None, eval::Words::FlagsWithoutTokenizer)?;
     (ui.stage)("reading the training file");
     let source = o.source(&o.calib_data);
     let total = crate::data::read_texts(&source)
@@ -1072,6 +1072,7 @@ fn finish(
                 bucket: true,
                 tokenizer: None,
                 session: o.session(),
+                words: eval::Words::FlagsWithoutTokenizer,
             },
             &|done, total| (ui.stage)(&format!("evaluating on {}: batch {done}/{total}", dev_file.display())),
         )

@@ -60,30 +60,43 @@ impl Labels {
 
     /// What valid labels look like, for messages.
     pub fn expectation(&self) -> String {
+        self.expectation_in(None)
+    }
+
+    /// [`Labels::expectation`], saying what to do in the words of where the columns are named
+    /// (`data::Columns::named_in`): `pass --labels …` on the command line, `set data.labels: …`
+    /// in a recipe.
+    pub fn expectation_in(&self, named_in: Option<&str>) -> String {
+        let name = match named_in {
+            Some(_) => "set data.labels: NAME0,NAME1,...",
+            None => "pass --labels NAME0,NAME1,...",
+        };
         match self {
             Labels::Glue(t) => t.label_expectation(),
             Labels::Scores => "the model has one output (a score): labels are numbers".into(),
-            Labels::Classes {
-                names: Some(n),
-                source,
-            } => format!(
-                "the model's labels are {} (class indexes 0–{}), from {source}; pass --labels NAME0,NAME1,... to name them otherwise",
+            Labels::Classes { names: Some(n), source } => format!(
+                "the model's labels are {} (class indexes 0–{}), from {source}; {name} to name them otherwise",
                 n.join(", "),
                 n.len().saturating_sub(1)
             ),
             Labels::Classes { names: None, source } => format!(
-                "labels must be class indexes 0, 1, ... since no names are known ({source}); pass --labels NAME0,NAME1,... in class order"
+                "labels must be class indexes 0, 1, ... since no names are known ({source}); {name} in class order"
             ),
         }
     }
 
     /// Reads one label cell; the error is [`Labels::expectation`] (or why the cell is unusable).
     pub fn parse(&self, cell: &Cell) -> Result<Label, String> {
-        let bad = || Err(self.expectation());
+        self.parse_in(cell, None)
+    }
+
+    /// [`Labels::parse`], its error in the words of [`Labels::expectation_in`].
+    pub fn parse_in(&self, cell: &Cell, named_in: Option<&str>) -> Result<Label, String> {
+        let bad = || Err(self.expectation_in(named_in));
         let index = |i: i64| -> Result<Label, String> {
             match usize::try_from(i) {
                 Ok(c) if self.class_count().is_none_or(|n| c < n) => Ok(Label::Class(c)),
-                _ => Err(self.expectation()),
+                _ => Err(self.expectation_in(named_in)),
             }
         };
         match (self, cell) {

@@ -398,16 +398,14 @@ fn read_items(src: &Source, labels: Option<&Labels>) -> Result<(Chosen, Vec<Item
         let text_a = text_cell(&table, r, text)?;
         let text_b = pair.map(|p| text_cell(&table, r, p)).transpose()?;
         let label = match (labels, label) {
-            (Some(labels), Some(l)) => Some(labels.parse(&r.cells[l]).map_err(|expected| DataError::Label {
-                file: table.file.clone(),
-                at: r.at,
-                value: r.cells[l].show(),
-                // From a recipe, the names are its key's.
-                expected: match src.columns.named_in {
-                    Some(_) => expected.replace("pass --labels NAME0,NAME1,...", "set data.labels: NAME0,NAME1,..."),
-                    None => expected,
+            (Some(labels), Some(l)) => Some(labels.parse_in(&r.cells[l], src.columns.named_in).map_err(
+                |expected| DataError::Label {
+                    file: table.file.clone(),
+                    at: r.at,
+                    value: r.cells[l].show(),
+                    expected,
                 },
-            })?),
+            )?),
             _ => None,
         };
         items.push(Item {

@@ -228,7 +228,10 @@ fn a_tokenizer_past_the_models_vocabulary_is_named() {
         s(&tokenizer),
     ];
     let args = [&args[..], &["--max-length", "32"]].concat();
-    eval_fails(&args, &[s(&file), "\"w110\"", "id 110", "the 100 rows", "--tokenizer"]);
+    eval_fails(
+        &args,
+        &[s(&file), "\"w110\"", "id 110", "the 100 rows", "not the model's"],
+    );
     let out = dir.path().join("int8.onnx");
     let o = bin()
         .args([
