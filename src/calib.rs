@@ -114,19 +114,19 @@ pub fn ort_calibrator(spec: &Spec, model_path: &Path, model: &crate::onnx::Model
         task: task_of(spec.path, spec.task)?,
     };
     let (mut tokenizer, _) = crate::eval::load_tokenizer(model_path, model, spec.tokenizer, crate::eval::Words::Flags)?;
-    let vocabulary = crate::eval::vocabulary(model);
+    let limits = crate::eval::input_limits(model);
     let data = load(
         &source,
         spec.samples,
         spec.seed,
         &mut tokenizer,
         spec.max_length,
-        vocabulary,
+        limits.vocabulary,
         32,
     )?;
     // Examples longer than the position table fail inside ONNX Runtime ("64 by 128"): say so.
     let longest = data.batches.iter().map(|b| b.input_ids.ncols()).max().unwrap_or(0);
-    if let Some(rows) = crate::eval::positions(model).filter(|&rows| longest > rows) {
+    if let Some(rows) = limits.positions.filter(|&rows| longest > rows) {
         bail!(
             "--calib-data {}: examples of {longest} tokens, past the {rows} positions of {}; pass --max-length {rows}",
             spec.path.display(),

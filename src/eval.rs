@@ -440,43 +440,50 @@ fn check_classes(labels: &Labels, outputs: usize, data: &data::Labelled, file: &
 /// Progress callback: (batches done, batches total).
 pub type Progress<'a> = &'a dyn Fn(usize, usize);
 
-/// The rows of the model's position table (the longest input it takes), where it has one. On a
-/// model the structure is not mapped on (a quantized one, whose tables may be int8): the largest
-/// table over 16 rows a Gather reads at indices that are not a graph input (the word table's are).
-pub fn positions(proto: &onnx::ModelProto) -> Option<usize> {
+/// What the model's embeddings take: the rows of its position table (the longest input) and of
+/// its word embeddings (the largest token id + 1), each `None` where there is no such table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputLimits {
+    pub positions: Option<usize>,
+    pub vocabulary: Option<usize>,
+}
+
+/// [`InputLimits`] from the mapped transformer. On a model the structure is not mapped on (a
+/// quantized one, whose tables may be int8), from the constant tables `Gather`s read: the word
+/// table is the one indexed by the `input_ids` input; the position table the largest over 16 rows
+/// read at indices that are not a graph input (the word and token-type tables' are).
+pub fn input_limits(proto: &onnx::ModelProto) -> InputLimits {
     if let Ok(t) = crate::structure::discover(proto) {
-        return t.embeddings.position.as_ref().map(|p| p.rows);
+        return InputLimits {
+            positions: t.embeddings.position.as_ref().map(|p| p.rows),
+            vocabulary: t.embeddings.word.as_ref().map(|w| w.rows),
+        };
     }
-    let graph = proto.graph.as_ref()?;
+    let Some(graph) = proto.graph.as_ref() else {
+        return InputLimits {
+            positions: None,
+            vocabulary: None,
+        };
+    };
     let ix = onnx::GraphIndex::new(graph);
-    graph
+    // (the indices' source, the table's rows) of every Gather of a constant 2-D table.
+    let tables: Vec<(&str, usize)> = graph
         .node
         .iter()
         .filter(|n| n.op_type() == "Gather" && n.input.len() == 2)
-        .filter(|n| !ix.graph_inputs().contains(&ix.resolve(&n.input[1])))
         .filter_map(|n| {
             let dims = &ix.constant(&n.input[0])?.tensor().dims;
-            (dims.len() == 2 && dims[0] > 16).then_some(dims[0] as usize)
+            (dims.len() == 2).then(|| (ix.resolve(&n.input[1]), dims[0] as usize))
         })
-        .max()
-}
-
-/// Rows of the model's word embeddings (the table `input_ids` indexes): from the mapped
-/// transformer, else the `Gather` of a constant table by the `input_ids` input (a quantized model).
-pub fn vocabulary(proto: &onnx::ModelProto) -> Option<usize> {
-    if let Ok(t) = crate::structure::discover(proto) {
-        return t.embeddings.word.as_ref().map(|w| w.rows);
+        .collect();
+    InputLimits {
+        positions: tables
+            .iter()
+            .filter(|(by, rows)| !ix.graph_inputs().contains(by) && *rows > 16)
+            .map(|t| t.1)
+            .max(),
+        vocabulary: tables.iter().find(|(by, _)| *by == "input_ids").map(|t| t.1),
     }
-    let graph = proto.graph.as_ref()?;
-    let ix = onnx::GraphIndex::new(graph);
-    graph
-        .node
-        .iter()
-        .filter(|n| n.op_type() == "Gather" && n.input.len() == 2 && ix.resolve(&n.input[1]) == "input_ids")
-        .find_map(|n| {
-            let dims = &ix.constant(&n.input[0])?.tensor().dims;
-            (dims.len() == 2).then_some(dims[0] as usize)
-        })
 }
 
 /// An evaluation's examples, read, tokenized and batched.
@@ -529,7 +536,8 @@ pub fn prepare(model_path: &Path, proto: &onnx::ModelProto, opts: &EvalOptions) 
         data.locs.truncate(n);
     }
     // A longer input than the position table would fail inside ONNX Runtime: say so up front.
-    if let Some(rows) = positions(proto) {
+    let limits = input_limits(proto);
+    if let Some(rows) = limits.positions {
         if opts.max_length > rows {
             bail!(
                 "{} {} exceeds the {rows} positions of {}; set it to {rows} or less",
@@ -543,7 +551,7 @@ pub fn prepare(model_path: &Path, proto: &onnx::ModelProto, opts: &EvalOptions) 
     let t_tok = Instant::now();
     let pad = pad_id(&tokenizer).with_context(|| format!("tokenizer {tokenizer_source}"))?;
     let texts = data.examples.iter().map(|e| (e.text_a.as_str(), e.text_b.as_deref()));
-    let enc = tokenize(&mut tokenizer, texts, &data_file, opts.max_length, vocabulary(proto))
+    let enc = tokenize(&mut tokenizer, texts, &data_file, opts.max_length, limits.vocabulary)
         .with_context(|| format!("tokenizer {tokenizer_source}"))?;
     let order = batch_order(&enc, opts.bucket);
     let batches: Vec<(Vec<usize>, Batch)> = order

@@ -750,7 +750,7 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
         &split.selection,
         &mut tokenizer,
         o.max_length,
-        eval::vocabulary(&proto),
+        eval::input_limits(&proto).vocabulary,
         select::TIMED_BATCHES * Task::batch_size_of(o.task),
         o.batch_size,
     )?;
