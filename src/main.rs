@@ -259,7 +259,10 @@ fn cmd_diff(ort_lib: Option<&Path>, quiet: bool, a: DiffArgs) -> Result<()> {
 
 fn cmd_sensitivity(ort_lib: Option<&Path>, quiet: bool, a: SensitivityArgs) -> Result<()> {
     existing_model("MODEL", &a.model)?;
-    let Some(c) = a.calib.calibration(options::CALIB_SAMPLES, a.tokenizer.as_deref())? else {
+    let Some(c) = a
+        .calib
+        .calibration(options::CALIB_SAMPLES, a.tokenizer.as_deref(), false)?
+    else {
         bail!("sensitivity measures on calibration data: add --calib-data TRAIN (e.g. data/glue/sst2/train.tsv)");
     };
     c.validate()?;

@@ -973,15 +973,49 @@ fn the_binary_refuses_bad_prune_commands_without_writing() {
             vec!["--strategy".into(), "obs".into(), p(&input), p(&output)],
             "--calib-data",
         ),
+        // Nothing asked: refused, not a copy written.
+        (vec![p(&input), p(&output)], "nothing to prune"),
     ];
-    for (args, needle) in cases {
-        let out = bin().arg("prune").args(&args).output().unwrap();
-        let line = one_error_line(&out, &format!("prune {args:?}"));
+    // Calibration flags without --calib-data did nothing: refused, naming the flag (--seed is
+    // --strategy random's too).
+    let flag_cases = [
+        (
+            "prune",
+            &["--heads", "0.5", "--calib-samples", "16"][..],
+            "--calib-samples",
+        ),
+        ("prune", &["--heads", "0.5", "--seed", "3"], "--seed"),
+        ("prune", &["--ffn", "0.5", "--text-column", "body"], "--text-column"),
+        ("lowrank", &["--rank", "4", "--max-length", "64"], "--max-length"),
+        // A multiple wider than the FFN rounds nothing (it was left unrounded, silently).
+        (
+            "prune",
+            &["--ffn", "0.5", "--ffn-multiple-of", "4096"],
+            "--ffn-multiple-of 4096 is more than the",
+        ),
+        (
+            "quantize",
+            &["--mode", "dynamic", "--calib-samples", "8"],
+            "--calib-samples",
+        ),
+        ("quantize", &["--mode", "fp16", "--threads", "2"], "--threads"),
+    ];
+    let cases = cases
+        .into_iter()
+        .map(|(args, needle)| (vec!["prune".to_string()], args, needle))
+        .chain(flag_cases.iter().map(|(cmd, flags, needle)| {
+            let mut args: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+            args.extend([p(&input), p(&output)]);
+            (vec![cmd.to_string()], args, *needle)
+        }));
+    for (cmd, args, needle) in cases {
+        let out = bin().args(&cmd).args(&args).output().unwrap();
+        let line = one_error_line(&out, &format!("{cmd:?} {args:?}"));
         assert!(
             line.contains(needle),
-            "prune {args:?}: '{line}' does not mention {needle}"
+            "{cmd:?} {args:?}: '{line}' does not mention {needle}"
         );
-        assert!(!output.exists(), "prune {args:?}: wrote {}", output.display());
+        assert!(!output.exists(), "{cmd:?} {args:?}: wrote {}", output.display());
     }
 
     // The output must differ from the input: refused, input untouched.

@@ -102,15 +102,15 @@ pub struct CalibArgs {
     /// How to read --calib-data when it is not a GLUE TSV (no label column is needed).
     #[command(flatten)]
     pub file: DataFileArgs,
-    /// Truncation length of calibration examples.
-    #[arg(long, default_value_t = 128)]
-    pub max_length: usize,
-    /// Intra-op threads for calibration runs (0: ONNX Runtime's default).
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
-    /// Seed for drawing the calibration examples (prune: also for --strategy random).
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Truncation length of calibration examples [default: 128].
+    #[arg(long)]
+    pub max_length: Option<usize>,
+    /// Intra-op threads for calibration runs [default: 0, ONNX Runtime's choice].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Seed for drawing the calibration examples (prune: also for --strategy random) [default: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 #[derive(clap::Args)]

@@ -34,9 +34,30 @@ pub fn plan_error(e: PlanError) -> anyhow::Error {
 }
 
 impl CalibArgs {
-    /// The calibration of a pass command, when --calib-data was given.
-    pub fn calibration(&self, default_samples: usize, tokenizer: Option<&Path>) -> Result<Option<Calibration>> {
+    /// The calibration of a pass command, when --calib-data was given. Without it, a flag that
+    /// only says how to read or run it is an error (it did nothing); so is --seed unless
+    /// `seed_used` (prune's --strategy random).
+    pub fn calibration(
+        &self,
+        default_samples: usize,
+        tokenizer: Option<&Path>,
+        seed_used: bool,
+    ) -> Result<Option<Calibration>> {
         let Some(data) = &self.calib_data else {
+            for (set, flag) in [
+                (self.calib_samples.is_some(), "--calib-samples"),
+                (self.task.is_some(), "--task"),
+                (self.file.format.is_some(), "--format"),
+                (self.file.text_column.is_some(), "--text-column"),
+                (self.file.text_pair_column.is_some(), "--text-pair-column"),
+                (self.max_length.is_some(), "--max-length"),
+                (self.threads.is_some(), "--threads"),
+                (self.seed.is_some() && !seed_used, "--seed"),
+            ] {
+                if set {
+                    bail!("{flag} is about calibration data, and no --calib-data is given: add --calib-data FILE or drop {flag}");
+                }
+            }
             return Ok(None);
         };
         Ok(Some(Calibration {
@@ -45,9 +66,9 @@ impl CalibArgs {
             columns: self.file.columns(None),
             task: self.task.as_deref().map(Task::from_name).transpose()?,
             samples: self.calib_samples.unwrap_or(default_samples),
-            seed: self.seed,
-            max_length: self.max_length,
-            threads: self.threads,
+            seed: self.seed.unwrap_or(0),
+            max_length: self.max_length.unwrap_or(128),
+            threads: self.threads.unwrap_or(0),
             tokenizer: tokenizer.map(Path::to_path_buf),
         }))
     }
@@ -63,7 +84,7 @@ pub fn prune_plan(a: &PruneArgs) -> Result<Plan> {
         heads: a.heads,
         ffn: a.ffn,
         strategy,
-        seed: a.calib.seed,
+        seed: a.calib.seed.unwrap_or(0),
         seq_len: a.seq_len,
         target_macs: a.target_macs,
         max_ffn_fraction: a.max_ffn_fraction.unwrap_or_else(|| {
@@ -81,10 +102,16 @@ pub fn prune_plan(a: &PruneArgs) -> Result<Plan> {
     }
     let plan = Plan::single(
         Pass::Prune(opts),
-        a.calib
-            .calibration(prune::default_calib_samples(a.target_macs), a.io.tokenizer.as_deref())?,
+        a.calib.calibration(
+            prune::default_calib_samples(a.target_macs),
+            a.io.tokenizer.as_deref(),
+            strategy == Strategy::Random,
+        )?,
     );
     plan.validate().map_err(plan_error)?;
+    if a.heads == 0.0 && a.ffn == 0.0 && a.target_macs.is_none() {
+        bail!("nothing to prune: pass --heads F or --ffn F (fractions to remove), or --target-macs F");
+    }
     Ok(plan)
 }
 
@@ -110,7 +137,7 @@ pub fn lowrank_plan(a: &LowrankArgs) -> Result<Plan> {
     };
     let plan = Plan::single(
         Pass::Lowrank(opts),
-        a.calib.calibration(CALIB_SAMPLES, a.io.tokenizer.as_deref())?,
+        a.calib.calibration(CALIB_SAMPLES, a.io.tokenizer.as_deref(), false)?,
     );
     plan.validate().map_err(plan_error)?;
     if calibrated && a.denoise {
@@ -177,7 +204,8 @@ pub fn quantize_plan(a: &QuantizeArgs) -> Result<Plan> {
     }
     let plan = Plan::single(
         Pass::Quantize(opts),
-        a.calib.calibration(QUANTIZE_CALIB_SAMPLES, a.io.tokenizer.as_deref())?,
+        a.calib
+            .calibration(QUANTIZE_CALIB_SAMPLES, a.io.tokenizer.as_deref(), false)?,
     );
     plan.validate().map_err(plan_error)?;
     Ok(plan)

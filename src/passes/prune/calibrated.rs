@@ -782,6 +782,7 @@ fn prune_within(
     let start = Instant::now();
     let t = structure::discover(model)?;
     refuse_factorized(&t)?;
+    refuse_wide_multiple(&t, opts)?;
     // Heads asked for by fraction where they cannot be pruned: refused, not silently kept (a MAC
     // budget is met from the other blocks).
     if opts.heads > 0.0 && opts.target_macs.is_none() {

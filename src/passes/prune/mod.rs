@@ -557,6 +557,24 @@ fn keep_named(
 /// Refuses to prune a model whose encoder projections were factorized by `lowrank`: scoring
 /// and slicing heads or neurons would have to work through the factors, which this pass does
 /// not do.
+/// A multiple wider than a layer's FFN: its kept neurons cannot be rounded to it (they were
+/// left unrounded without a word).
+pub fn refuse_wide_multiple(t: &Transformer, opts: &PruneOptions) -> Result<(), PassError> {
+    let m = opts.ffn_multiple_of;
+    match t.layers.iter().find(|l| l.ffn.is_some() && l.ffn_width() < m) {
+        Some(l) if m > 1 => Err(PassError::Options(OptionError::new(
+            "ffn_multiple_of",
+            format!(
+                "`ffn_multiple_of` {m} is more than the {} FFN neurons of layer {}: no multiple of it fits; give {} or less",
+                l.ffn_width(),
+                l.index,
+                l.ffn_width()
+            ),
+        ))),
+        _ => Ok(()),
+    }
+}
+
 pub fn refuse_factorized(t: &Transformer) -> Result<(), PassError> {
     for l in &t.layers {
         let mut parts: Vec<(&str, &Linear)> = Vec::new();
@@ -589,6 +607,7 @@ pub fn prune(model: &ModelProto, opts: &PruneOptions) -> Result<(ModelProto, Pru
     let start = Instant::now();
     let t = structure::discover(model)?;
     refuse_factorized(&t)?;
+    refuse_wide_multiple(&t, opts)?;
     let (hs, ns) = match opts.strategy {
         Strategy::L1 => l1_scores(model, &t)?,
         Strategy::Random => {
