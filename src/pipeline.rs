@@ -141,9 +141,11 @@ pub fn run(r: &LoadedRecipe, opts: &RunOptions, stage: &dyn Fn(&str), progress: 
         },
         words: eval::Words::Recipe,
     };
-    // What the evaluation reads (its data and labels, the tokenizer, the input length), checked
-    // on the input model before any pass runs: a bad label or a missing tokenizer surfaced only
-    // after the passes, with the model written already, naming a temporary copy.
+    // The device and what the evaluation reads (its data and labels, the tokenizer, the input
+    // length), checked on the input model before any pass runs: a bad label, a missing tokenizer
+    // or a device this build lacks surfaced only after the passes, with the model written
+    // already (or naming a temporary copy).
+    crate::runtime::check_device(&eval_opts.session).with_context(|| r.path.display().to_string())?;
     stage("reading the evaluation data");
     {
         let input = onnx::load(&model_path)?;

@@ -403,7 +403,7 @@ fn builder(opts: &SessionOptions) -> Result<ort::session::builder::SessionBuilde
             }
             #[cfg(not(feature = "cuda"))]
             bail!(
-                "--device cuda: this build has no CUDA support; rebuild with `cargo build --release --features cuda` and use the onnxruntime-gpu library"
+                "CUDA is asked for (--device cuda; in a recipe, device.cuda: true) but this build has no CUDA support; rebuild with `cargo build --release --features cuda` and use the onnxruntime-gpu library"
             );
         }
     }

@@ -563,6 +563,22 @@ fn bad_data_is_refused_in_one_line() {
         ],
     );
     assert!(!out.exists());
+    // CUDA asked for in a build without it: said in the recipe's words before the passes (the
+    // model was written, then the evaluation failed).
+    if !cfg!(feature = "cuda") {
+        let r = write(
+            d,
+            "cuda.yaml",
+            "model:\n  model_name: model.onnx\ndata:\n  file: m.csv\n  text_column: review\n  max_input_length: 32\ndevice:\n  cuda: true\nquantization:\n  enable: true\n  method: dynamic\n",
+        );
+        let o = bin().args(["run", s(&r), "--out", s(&out)]).output().unwrap();
+        assert_clean_error(
+            "device.cuda without CUDA",
+            &o,
+            &["cuda.yaml", "device.cuda: true", "no CUDA support"],
+        );
+        assert!(!out.exists(), "a model was written before the device was checked");
+    }
     // --data does not replace a recipe's own GLUE folder (it was ignored without a word).
     let r = write(
         d,
