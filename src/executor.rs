@@ -202,6 +202,8 @@ pub struct Outcome {
     /// The files the input was read from (never overwritten).
     pub sources: Vec<PathBuf>,
     pub saved: Option<SaveSummary>,
+    /// What the user should know and did not ask about (fewer calibration examples than asked).
+    pub notes: Vec<String>,
 }
 
 /// Sequence length of the MAC counts in step outcomes and results rows.
@@ -282,12 +284,22 @@ pub fn execute(
             .with_context(|| input.display().to_string())?;
     }
     let mut calibration_load_seconds = 0.0;
+    let mut notes = vec![];
     let mut calibrator = match (&plan.calibration, plan.needs_calibration()) {
         (Some(c), true) => {
             stage("loading calibration data");
             let t = Instant::now();
             let cal = calib::ort_calibrator(&c.spec(), input, &model)?;
             calibration_load_seconds = t.elapsed().as_secs_f64();
+            if cal.examples < c.samples {
+                notes.push(format!(
+                    "{} holds {} examples, fewer than the {} calibration samples asked for: all {} are used",
+                    c.data.display(),
+                    cal.examples,
+                    c.samples,
+                    cal.examples
+                ));
+            }
             Some(cal)
         }
         _ => None,
@@ -369,6 +381,7 @@ pub fn execute(
         calibration_load_seconds,
         sources,
         saved,
+        notes,
     })
 }
 

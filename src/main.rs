@@ -93,6 +93,9 @@ fn pass_command(ort_lib: Option<&Path>, quiet: bool, io: &PassIo, plan: Plan) ->
     });
     stages.finish();
     let done = done?;
+    for n in &done.notes {
+        eprintln!("note: {n}");
+    }
     let Some(step) = done.steps.first() else {
         bail!("internal error: the plan ran no step")
     };
@@ -420,6 +423,9 @@ fn cmd_run(ort_lib: Option<&Path>, quiet: bool, a: RunArgs) -> Result<()> {
     let rep = pipeline::run(&r, &opts, &stage, &progress);
     bar.finish();
     let rep = rep?;
+    for n in &rep.notes {
+        eprintln!("note: {n}");
+    }
     if a.json {
         print_json(&rep)
     } else {

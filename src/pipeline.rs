@@ -74,6 +74,9 @@ pub struct RunReport {
     pub wall_seconds: f64,
     /// Wall time beyond passes, calibration loading and evaluation: reading, writing, bookkeeping.
     pub overhead_seconds: f64,
+    /// The passes' notes ([`executor::Outcome::notes`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// A step's one-line summary in results rows.
@@ -177,24 +180,33 @@ pub fn run(r: &LoadedRecipe, opts: &RunOptions, stage: &dyn Fn(&str), progress: 
         reads,
         ..Output::new(path.clone(), ExternalData::Auto)
     });
-    let (steps, params, macs, pass_seconds, calibration_load_seconds) = if opts.out.is_none() && plan.steps.is_empty() {
-        let m = onnx::load(&model_path)?;
-        (vec![], weight_elements(&m), executor::encoder_macs(&m), 0.0, 0.0)
-    } else {
-        let o = executor::execute(&model_path, &plan, None, output.as_ref(), stage).map_err(|e| {
-            // Option errors found on the model (a layer it lacks, say) in the recipe's words.
-            let msg = executor::render_error(&e, &|label, field| crate::recipe::recipe_key(label, field));
-            anyhow::anyhow!("{}: {msg}", r.path.display())
-        })?;
-        let macs = o.steps.last().map_or(o.encoder_macs_before, |s| s.encoder_macs_after);
-        (
-            o.steps.iter().map(step_report).collect::<Vec<_>>(),
-            weight_elements(&o.model),
-            macs,
-            o.steps.iter().map(|s| s.seconds).sum(),
-            o.calibration_load_seconds,
-        )
-    };
+    let (steps, params, macs, pass_seconds, calibration_load_seconds, notes) =
+        if opts.out.is_none() && plan.steps.is_empty() {
+            let m = onnx::load(&model_path)?;
+            (
+                vec![],
+                weight_elements(&m),
+                executor::encoder_macs(&m),
+                0.0,
+                0.0,
+                vec![],
+            )
+        } else {
+            let o = executor::execute(&model_path, &plan, None, output.as_ref(), stage).map_err(|e| {
+                // Option errors found on the model (a layer it lacks, say) in the recipe's words.
+                let msg = executor::render_error(&e, &|label, field| crate::recipe::recipe_key(label, field));
+                anyhow::anyhow!("{}: {msg}", r.path.display())
+            })?;
+            let macs = o.steps.last().map_or(o.encoder_macs_before, |s| s.encoder_macs_after);
+            (
+                o.steps.iter().map(step_report).collect::<Vec<_>>(),
+                weight_elements(&o.model),
+                macs,
+                o.steps.iter().map(|s| s.seconds).sum(),
+                o.calibration_load_seconds,
+                o.notes,
+            )
+        };
     let eval_path = target.clone().unwrap_or_else(|| model_path.clone());
 
     stage("evaluating");
@@ -220,5 +232,6 @@ pub fn run(r: &LoadedRecipe, opts: &RunOptions, stage: &dyn Fn(&str), progress: 
         calibration_load_seconds,
         wall_seconds,
         overhead_seconds: (wall_seconds - pass_seconds - calibration_load_seconds - eval_seconds).max(0.0),
+        notes,
     })
 }

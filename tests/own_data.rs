@@ -318,6 +318,32 @@ fn calibration_reads_text_only_files_in_any_format() {
         from_csv.graph, from_tsv.graph,
         "the same texts calibrate the same model"
     );
+    // More samples asked for than the file holds: all are used, and said.
+    let o = bin()
+        .args([
+            "quantize",
+            "--mode",
+            "static",
+            "--calib-samples",
+            "500",
+            "--calib-data",
+            s(&tsv),
+            "-q",
+        ])
+        .args([s(&model), s(&dir.path().join("d.onnx"))])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains(&format!(
+            "note: {} holds {} examples, fewer than the 500 calibration samples asked for: all {} are used",
+            tsv.display(),
+            ROWS.len(),
+            ROWS.len()
+        )),
+        "{}",
+        text(&o.stderr)
+    );
 
     // Without --text-column the comment column is not one of the usual names: the error lists
     // the columns there are.
