@@ -853,9 +853,13 @@ pub fn sensitivity_text(r: &crate::sensitivity::SensitivityReport) -> String {
         o,
         "\npruning one block alone (calibrated: greedy OBS removal with compensation)"
     );
+    // Each cell says the units it removes.
     let mut head = format!("{:<6} {:<10}", "layer", "block");
     for f in &r.fractions {
-        head += &format!(" {:>22}", format!("−{:.0}%: cost / agree", f * 100.0));
+        head += &format!(
+            " {:>32}",
+            format!("−{}: cost / agree (removed)", crate::sensitivity::percent(*f))
+        );
     }
     let _ = writeln!(o, "{head}");
     for l in 0..r.layers {
@@ -878,8 +882,19 @@ pub fn sensitivity_text(r: &crate::sensitivity::SensitivityReport) -> String {
             let mut line = format!("{label:<6} {block:<10}");
             for f in &r.fractions {
                 match cells.iter().find(|b| b.fraction == *f) {
-                    Some(b) => line += &format!(" {:>22}", format!("{:.2e} / {}", b.divergence, pct(b.agreement))),
-                    None => line += &format!(" {:>22}", "-"),
+                    Some(b) => {
+                        line += &format!(
+                            " {:>32}",
+                            format!(
+                                "{:.2e} / {} ({} of {})",
+                                b.divergence,
+                                pct(b.agreement),
+                                b.removed,
+                                b.units
+                            )
+                        )
+                    }
+                    None => line += &format!(" {:>32}", "-"),
                 }
             }
             let _ = writeln!(o, "{line}");

@@ -224,6 +224,12 @@ pub fn csv(r: &SensitivityReport) -> String {
 
 /// The chart: per layer, the divergence of each block pruned at each fraction, and of the worst
 /// MatMul of the layer in int8.
+/// A fraction as a percentage with the digits it needs: 0.5 is "50%", 0.001 "0.1%" (not "0%").
+pub fn percent(f: f64) -> String {
+    let p = format!("{:.3}", f * 100.0);
+    format!("{}%", p.trim_end_matches('0').trim_end_matches('.'))
+}
+
 pub fn chart(r: &SensitivityReport) -> crate::chart::Lines {
     let mut series = Vec::new();
     for block in ["attention", "ffn"] {
@@ -235,7 +241,7 @@ pub fn chart(r: &SensitivityReport) -> crate::chart::Lines {
                 .map(|b| (b.layer as f64, b.divergence))
                 .collect();
             if !points.is_empty() {
-                series.push((format!("{block} −{:.0}%", f * 100.0), points));
+                series.push((format!("{block} −{}", percent(f)), points));
             }
         }
     }

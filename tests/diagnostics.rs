@@ -363,7 +363,7 @@ fn sensitivity_writes_its_table_and_chart() {
             "--calib-samples",
             "16",
         ])
-        .args(["--fractions", "0.5", "--no-int8", "--out", s(&out_dir), "-q"])
+        .args(["--fractions", "0.005,0.5", "--no-int8", "--out", s(&out_dir), "-q"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -373,10 +373,16 @@ fn sensitivity_writes_its_table_and_chart() {
         .lines()
         .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()) && l.contains(" / "));
     assert_eq!(rows.count(), 12, "6 layers × 2 blocks:\n{t}");
+    // The fractions as asked (0.005 was "−0%"), each cell with the units it removes.
+    assert!(
+        t.contains("−0.5%: cost / agree (removed)") && t.contains("−50%: cost"),
+        "{t}"
+    );
+    assert!(t.contains("(6 of 12)") && t.contains("(768 of 1536)"), "{t}");
     let csv = std::fs::read_to_string(out_dir.join("sensitivity.csv")).unwrap();
-    assert_eq!(csv.lines().count(), 1 + 12, "{csv}");
+    assert_eq!(csv.lines().count(), 1 + 24, "{csv}");
     let j: Value = serde_json::from_str(&std::fs::read_to_string(out_dir.join("sensitivity.json")).unwrap()).unwrap();
-    assert_eq!(j["pruning"].as_array().unwrap().len(), 12);
+    assert_eq!(j["pruning"].as_array().unwrap().len(), 24);
     assert!(j["int8"].as_array().unwrap().is_empty() && j["int8_mode"].is_null());
     let svg = std::fs::read_to_string(out_dir.join("sensitivity.svg")).unwrap();
     assert!(svg.contains("<svg") && svg.contains("attention −50%"));
