@@ -45,18 +45,20 @@ pub struct ModelSummary {
     /// exports keep module paths), else what the layout says; with what tells it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub architecture: Option<String>,
-    pub hidden: usize,
+    /// `hidden`, `num_layers`, `parameters` and the MACs are `None` (`null`) where the
+    /// transformer is not mapped (`unmapped` says why).
+    pub hidden: Option<usize>,
     /// The embeddings' width when a projection (ELECTRA's `embeddings_project`) maps it to
     /// `hidden` before the first layer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub embedding_size: Option<usize>,
-    pub num_layers: usize,
+    pub num_layers: Option<usize>,
     pub num_labels: Option<usize>,
     pub layers: Vec<LayerSummary>,
-    pub parameters: ParameterCounts,
+    pub parameters: Option<ParameterCounts>,
     pub seq_len: usize,
-    pub encoder_macs: u64,
-    pub head_macs: u64,
+    pub encoder_macs: Option<u64>,
+    pub head_macs: Option<u64>,
     pub has_embedded_tokenizer: bool,
     pub history: Vec<HistoryEntry>,
     /// `None` for a model this tool wrote whose graph it can no longer map (e.g. quantized).
@@ -192,10 +194,7 @@ pub fn summarize(model: &ModelProto, path: &Path, seq_len: usize) -> Result<Mode
         .as_ref()
         .map(|t| structure::parameter_counts(model, t))
         .unwrap_or_default();
-    let (encoder_macs, head_macs) = t
-        .as_ref()
-        .map(|t| structure::macs_per_sequence(t, seq_len))
-        .unwrap_or((0, 0));
+    let macs = t.as_ref().map(|t| structure::macs_per_sequence(t, seq_len));
     let graph = model.graph.as_ref();
     let inits: std::collections::HashSet<&str> = graph
         .map(|g| g.initializer.iter().map(|i| i.name()).collect())
@@ -242,18 +241,18 @@ pub fn summarize(model: &ModelProto, path: &Path, seq_len: usize) -> Result<Mode
         outputs: graph
             .map(|g| g.output.iter().map(io_info).collect())
             .unwrap_or_default(),
-        hidden: t.as_ref().map_or(0, |t| t.hidden),
+        hidden: t.as_ref().map(|t| t.hidden),
         embedding_size: t
             .as_ref()
             .and_then(|t| t.embeddings.project.as_ref())
             .map(|p| p.in_features),
-        num_layers: t.as_ref().map_or(0, |t| t.layers.len()),
+        num_layers: t.as_ref().map(|t| t.layers.len()),
         num_labels: t.as_ref().and_then(|t| t.num_labels()),
         layers,
-        parameters: params,
+        parameters: t.is_some().then_some(params),
         seq_len,
-        encoder_macs,
-        head_macs,
+        encoder_macs: macs.map(|m| m.0),
+        head_macs: macs.map(|m| m.1),
         has_embedded_tokenizer: history::embedded_tokenizer(model).is_some(),
         history,
         structure: t,

@@ -46,7 +46,7 @@ fn io_line(v: &[IoInfo]) -> String {
 
 pub fn inspect_text(s: &ModelSummary) -> String {
     let mut o = String::new();
-    let p = &s.parameters;
+    let p = s.parameters.clone().unwrap_or_default();
     let _ = writeln!(
         o,
         "model        {} ({:.2} MB, {:.2} MiB)",
@@ -81,13 +81,13 @@ pub fn inspect_text(s: &ModelSummary) -> String {
         let _ = writeln!(
             o,
             "transformer  {} layers × {} heads × {head_size}, hidden {}{}, FFN {}{}",
-            s.num_layers,
+            s.num_layers.unwrap_or(0),
             if uniform(&heads) {
                 heads.first().map_or("0".into(), |h| h.to_string())
             } else {
                 format!("{heads:?}")
             },
-            s.hidden,
+            s.hidden.unwrap_or(0),
             s.embedding_size
                 .map(|e| format!(" (embeddings {e}, projected)"))
                 .unwrap_or_default(),
@@ -113,8 +113,8 @@ pub fn inspect_text(s: &ModelSummary) -> String {
             o,
             "MACs         per sequence of {} tokens: encoder {}, head {}",
             s.seq_len,
-            human(s.encoder_macs as f64),
-            human(s.head_macs as f64)
+            human(s.encoder_macs.unwrap_or(0) as f64),
+            human(s.head_macs.unwrap_or(0) as f64)
         );
     }
     let _ = writeln!(

@@ -138,5 +138,10 @@ fn inspect_text_has_single_blank_lines() {
         );
         assert_eq!(report.contains("not mapped"), !mapped, "inspect {what}:\n{report}");
         assert!(report.contains("\nhistory"), "inspect {what}:\n{report}");
+        // What an unmapped model has no value for is null in JSON, not 0.
+        let v = parse_json(&run_in(dir.path(), &["inspect", s(model), "--json"]));
+        for key in ["hidden", "num_layers", "parameters", "encoder_macs", "head_macs"] {
+            assert_eq!(v[key].is_null(), !mapped, "inspect {what} --json: {key} is {}", v[key]);
+        }
     }
 }
