@@ -764,6 +764,11 @@ fn an_unwritable_temporary_folder_is_named_by_activation_aware_low_rank() {
     let o = lowrank(dir.path());
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(out.is_file());
+    // The history records the budget, not the rank rule it leaves unused.
+    let h = onnx_compress::history::history(&onnx::load(&out).unwrap()).unwrap();
+    let options = &h.last().unwrap().options;
+    assert_eq!(options["target_params"], 0.8);
+    assert!(options.get("rank").is_none(), "{options}");
 }
 
 /// Recipes that evaluate on the user's own file (`data.file`, as `auto` writes them) are benched

@@ -208,6 +208,7 @@ impl Pass {
                         .find_map(|l| l.skipped.clone())
                         .unwrap_or_else(|| "no layer selected".into());
                     let field = match o.rank {
+                        _ if o.target_params.is_some() => "target_params",
                         lowrank::RankRule::Energy(_) => "energy",
                         lowrank::RankRule::Ratio(_) => "ratio",
                         lowrank::RankRule::Fixed(_) => "rank",

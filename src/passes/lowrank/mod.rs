@@ -135,7 +135,9 @@ pub enum RankRule {
     Fixed(usize),
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// Recorded (history, reports) without `rank` under `target_params`, which allocates the ranks
+/// and leaves the rule unused ([`Recorded`]).
+#[derive(Debug, Clone)]
 pub struct LowrankOptions {
     pub rank: RankRule,
     pub k_min: Option<usize>,
@@ -155,8 +157,39 @@ pub struct LowrankOptions {
     pub seq_len: usize,
     /// Activation-aware (whitened by calibration statistics) instead of the weight SVD: needs
     /// calibration data. Not recorded: the history says so by its calibration keys.
-    #[serde(skip)]
     pub activation_aware: bool,
+}
+
+/// [`LowrankOptions`] as recorded.
+#[derive(Serialize)]
+struct Recorded<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rank: Option<&'a RankRule>,
+    k_min: &'a Option<usize>,
+    k_max: &'a Option<usize>,
+    apply_to: &'a ApplyTo,
+    layers: &'a Option<Vec<usize>>,
+    denoise: &'a Option<Shrink>,
+    force: bool,
+    target_params: &'a Option<f64>,
+    seq_len: usize,
+}
+
+impl Serialize for LowrankOptions {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Recorded {
+            rank: self.target_params.is_none().then_some(&self.rank),
+            k_min: &self.k_min,
+            k_max: &self.k_max,
+            apply_to: &self.apply_to,
+            layers: &self.layers,
+            denoise: &self.denoise,
+            force: self.force,
+            target_params: &self.target_params,
+            seq_len: self.seq_len,
+        }
+        .serialize(s)
+    }
 }
 
 impl Default for LowrankOptions {
