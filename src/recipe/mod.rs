@@ -607,6 +607,48 @@ pub fn to_yaml(recipe: &Recipe) -> String {
 /// and what a tab in the indentation means.
 fn yaml_message(e: &serde_yaml::Error, text: &str) -> String {
     let msg = e.to_string();
+    // A key given twice: serde_yaml names the line of the mapping that holds it (line 1 for a
+    // top-level key); name the lines that give it.
+    if let (Some((section, key)), Some(loc)) = (
+        msg.split_once("duplicate entry with key \"")
+            .and_then(|(section, rest)| Some((section, rest.split_once('"')?.0))),
+        e.location(),
+    ) {
+        // The mapping's keys: the lines from its first at its indentation, until one less indented.
+        let indent = |l: &str| l.len() - l.trim_start().len();
+        let all: Vec<&str> = text.lines().collect();
+        let start = loc.line().saturating_sub(1);
+        let depth = all.get(start).map_or(0, |l| indent(l));
+        let lines: Vec<String> = all
+            .iter()
+            .enumerate()
+            .skip(start)
+            .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+            .take_while(|(_, l)| indent(l) >= depth)
+            .filter(|(_, l)| {
+                let l = l.trim_start();
+                l.strip_prefix(key)
+                    .or_else(|| l.strip_prefix(&format!("\"{key}\"")))
+                    .is_some_and(|rest| rest.trim_start().starts_with(':'))
+            })
+            .filter(|(_, l)| indent(l) == depth)
+            .map(|(i, _)| (i + 1).to_string())
+            .collect();
+        if lines.len() >= 2 {
+            return format!("{section}`{key}` is given twice (lines {}): keep one", lines.join(", "));
+        }
+    }
+    // serde_yaml's words for this tool's numbers are Rust's ("expected usize"): say them plainly.
+    let msg = [
+        ("expected usize", "expected a whole number (0 or more)"),
+        ("expected u64", "expected a whole number (0 or more)"),
+        ("expected u32", "expected a whole number (0 or more)"),
+        ("expected i64", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected f32", "expected a number"),
+    ]
+    .iter()
+    .fold(msg, |m, (rust, plain)| m.replace(rust, plain));
     // serde_yaml already writes "path.to.key: message at line L column C"; keep it, but say
     // where when it only knows the line.
     let msg = match e.location() {
@@ -1110,6 +1152,31 @@ mod tests {
         assert!(parse(&format!("\u{feff}{MIN}"), Path::new("c.yaml")).is_ok());
         let tab = e("model:\n\tmodel_name: m.onnx\ndata: {task: sst2}\n");
         assert!(tab.contains("line 2 is indented with a tab"), "{tab}");
+        // A key given twice: the lines that give it (serde_yaml named the mapping's first line),
+        // at the top level and in a section whose other sections share the key.
+        let twice = e("model:\n  model_name: m.onnx\ndata:\n  task: sst2\ndata:\n  task: mrpc\n");
+        assert!(
+            twice.contains("`data` is given twice (lines 3, 5): keep one"),
+            "{twice}"
+        );
+        let nested = e(&format!(
+            "{MIN}rmt_lowrank:\n  enable: false\nquantization:\n  enable: false\n  # off\n  method: dynamic\n  enable: true\n"
+        ));
+        let at = MIN.lines().count();
+        assert!(
+            nested.contains(&format!(
+                "quantization: `enable` is given twice (lines {}, {}): keep one",
+                at + 4,
+                at + 7
+            )),
+            "{nested}"
+        );
+        // Numbers in words, not Rust's types.
+        let float = e("model:\n  model_name: m.onnx\ndata:\n  task: sst2\n  max_input_length: 64.0\n");
+        assert!(
+            float.contains("data.max_input_length") && float.contains("expected a whole number (0 or more)"),
+            "{float}"
+        );
         let dir = tempfile::tempdir().unwrap();
         let binary = dir.path().join("model.onnx");
         std::fs::write(&binary, [0x08u8, 0xff, 0xfe, 0x00]).unwrap();
