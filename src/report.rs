@@ -575,14 +575,18 @@ fn first_token_text(r: &crate::passes::quantize::QuantizeReport) -> String {
     if !r.options.split_first_token {
         return "not split (every block runs all tokens at once)".into();
     }
-    let list = |l: &[usize]| l.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+    // "layer 0", "layers 0,1".
+    let list = |l: &[usize]| {
+        let s = if l.len() == 1 { "" } else { "s" };
+        format!("layer{s} {}", l.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","))
+    };
     let mut parts = vec![];
     if !r.first_token_split_layers.is_empty() {
-        parts.push(format!("FFN split in layers {}", list(&r.first_token_split_layers)));
+        parts.push(format!("FFN split in {}", list(&r.first_token_split_layers)));
     }
     if !r.first_token_split_qkv_layers.is_empty() {
         parts.push(format!(
-            "Q/K/V split in layers {}",
+            "Q/K/V split in {}",
             list(&r.first_token_split_qkv_layers)
         ));
     }
@@ -598,12 +602,12 @@ fn first_token_text(r: &crate::passes::quantize::QuantizeReport) -> String {
     }
     if r.tokens_packed {
         parts.push(format!(
-            "every layer on the real tokens only (packed rows, padded again for the attention scores: layers {})",
+            "every layer on the real tokens only (packed rows, padded again for the attention scores: {})",
             list(&r.unpadded_layers)
         ));
     } else if !r.unpadded_layers.is_empty() {
         parts.push(format!(
-            "the other tokens on the real tokens only in layers {}",
+            "the other tokens on the real tokens only in {}",
             list(&r.unpadded_layers)
         ));
     } else if r.options.unpad {
