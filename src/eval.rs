@@ -571,7 +571,7 @@ pub fn prepare(model_path: &Path, proto: &onnx::ModelProto, opts: &EvalOptions) 
 
 pub fn evaluate(model_path: &Path, opts: &EvalOptions, progress: Progress) -> Result<EvalReport> {
     let wall = Instant::now();
-    let proto = onnx::load(model_path)?;
+    let (proto, sources) = onnx::load_with_sources(model_path)?;
     let Prepared {
         data_file,
         split,
@@ -664,7 +664,7 @@ pub fn evaluate(model_path: &Path, opts: &EvalOptions, progress: Progress) -> Re
         p50_ms: percentile(&sorted_ms, 50.0),
         p95_ms: percentile(&sorted_ms, 95.0),
     };
-    let size_bytes = onnx::io::size_on_disk(model_path);
+    let size_bytes = onnx::io::size_on_disk(&sources);
     Ok(EvalReport {
         task: opts.task,
         split,

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::history::{self, HistoryEntry};
 use crate::onnx::proto::{tensor_shape_proto::dimension::Value as Dim, type_proto, ValueInfoProto};
-use crate::onnx::{io, tensor, ModelProto};
+use crate::onnx::{tensor, ModelProto};
 use crate::structure::{self, ParameterCounts, StructureError, Transformer};
 
 #[derive(Debug, Clone, Serialize)]
@@ -176,7 +176,13 @@ fn io_info(v: &ValueInfoProto) -> IoInfo {
 /// or one quantized already (by any tool): then the summary says why and still gives format,
 /// inputs, outputs and the history, so that a chained model (e.g. quantized, whose weights are no
 /// longer float MatMuls) can be inspected.
-pub fn summarize(model: &ModelProto, path: &Path, seq_len: usize) -> Result<ModelSummary, StructureError> {
+/// The summary of `model`, read from `path` (`file_bytes`: its files' size, [`crate::onnx::io::size_on_disk`]).
+pub fn summarize(
+    model: &ModelProto,
+    path: &Path,
+    file_bytes: u64,
+    seq_len: usize,
+) -> Result<ModelSummary, StructureError> {
     let history = history::history(model).unwrap_or_default();
     let quantized = model.graph.as_ref().and_then(structure::quantized_evidence);
     let (t, unmapped) = match (structure::discover(model), quantized) {
@@ -219,7 +225,7 @@ pub fn summarize(model: &ModelProto, path: &Path, seq_len: usize) -> Result<Mode
     Ok(ModelSummary {
         architecture: t.as_ref().map(architecture),
         path: path.to_path_buf(),
-        file_bytes: io::size_on_disk(path),
+        file_bytes,
         ir_version: model.ir_version(),
         opsets: model
             .opset_import

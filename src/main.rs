@@ -54,8 +54,9 @@ fn run(cli: Cli) -> Result<()> {
             if seq_len == 0 {
                 bail!("--seq-len must be at least 1");
             }
-            let m = onnx::load(&model)?;
-            let s = inspect::summarize(&m, &model, seq_len).with_context(|| model.display().to_string())?;
+            let (m, sources) = onnx::load_with_sources(&model)?;
+            let s = inspect::summarize(&m, &model, onnx::io::size_on_disk(&sources), seq_len)
+                .with_context(|| model.display().to_string())?;
             if json {
                 print_json(&s)
             } else {

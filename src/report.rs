@@ -578,17 +578,17 @@ fn first_token_text(r: &crate::passes::quantize::QuantizeReport) -> String {
     // "layer 0", "layers 0,1".
     let list = |l: &[usize]| {
         let s = if l.len() == 1 { "" } else { "s" };
-        format!("layer{s} {}", l.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","))
+        format!(
+            "layer{s} {}",
+            l.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")
+        )
     };
     let mut parts = vec![];
     if !r.first_token_split_layers.is_empty() {
         parts.push(format!("FFN split in {}", list(&r.first_token_split_layers)));
     }
     if !r.first_token_split_qkv_layers.is_empty() {
-        parts.push(format!(
-            "Q/K/V split in {}",
-            list(&r.first_token_split_qkv_layers)
-        ));
+        parts.push(format!("Q/K/V split in {}", list(&r.first_token_split_qkv_layers)));
     }
     if let Some(l) = r.first_token_only_ffn_layer {
         let what = if r.first_token_only_attention_layer == Some(l) {

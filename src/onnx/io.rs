@@ -361,7 +361,7 @@ pub fn save(model: &ModelProto, path: &Path, opts: &SaveOptions) -> Result<SaveS
         write_atomic(path, &dir, &[&bytes])?;
         // A `<path>.data` left beside it belonged to the model this one replaced (this tool's
         // name for a side file; an input's files were refused above): it would read as this
-        // model's data (`size_on_disk` counts it), so it goes.
+        // model's data, so it goes.
         let stale = data_file_for(path);
         if stale.is_file() {
             fs::remove_file(&stale).map_err(io_err(&stale))?;
@@ -475,10 +475,13 @@ fn persist(tmp: tempfile::NamedTempFile, path: &Path, dir: &Path) -> Result<(), 
     Ok(())
 }
 
-/// Size on disk of a model file plus the external data files it references.
-/// (Counts the side file this tool writes, `<model>.data`, when present.)
-pub fn size_on_disk(path: &Path) -> u64 {
-    let model = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    let data = fs::metadata(data_file_for(path)).map(|m| m.len()).unwrap_or(0);
-    model + data
+/// Size on disk of a model: the files it was read from ([`load_with_sources`]: the model file
+/// and the external data files its tensors name, each counted once).
+pub fn size_on_disk(sources: &[PathBuf]) -> u64 {
+    let mut seen = std::collections::HashSet::new();
+    sources
+        .iter()
+        .filter(|p| seen.insert(p.as_path()))
+        .map(|p| fs::metadata(p).map_or(0, |m| m.len()))
+        .sum()
 }

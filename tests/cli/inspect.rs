@@ -145,3 +145,18 @@ fn inspect_text_has_single_blank_lines() {
         }
     }
 }
+
+/// The size counts the data file the model names, not a guess from its own name: a model with
+/// external data renamed (its data file keeps the old name) is as large as before.
+#[test]
+fn inspect_counts_the_data_file_the_model_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = save_tiny(dir.path(), "a.onnx", ExternalData::Always);
+    let data = dir.path().join("a.onnx.data");
+    assert!(data.is_file(), "the tiny model was saved with external data");
+    let b = dir.path().join("b.onnx");
+    std::fs::rename(&a, &b).unwrap();
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    let v = parse_json(&run_in(dir.path(), &["inspect", s(&b), "--json"]));
+    assert_eq!(v["file_bytes"], size(&b) + size(&data));
+}
