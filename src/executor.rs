@@ -97,6 +97,9 @@ pub struct Step {
 pub struct Plan {
     pub steps: Vec<Step>,
     pub calibration: Option<Calibration>,
+    /// Class names (in class order) to embed in the written model, replacing any it carries: a
+    /// recipe's `data.labels`, so that the model evaluates on the user's labelled file without them.
+    pub labels: Option<Vec<String>>,
 }
 
 /// A bad option of one step (index into [`Plan::steps`]; `None`: the calibration), for the
@@ -116,6 +119,7 @@ impl Plan {
                 pass,
             }],
             calibration,
+            labels: None,
         }
     }
 
@@ -270,6 +274,9 @@ pub fn execute(
     }
     history::carry_tokenizer(&mut model, input, tokenizer)?;
     history::carry_labels(&mut model, input)?;
+    if let Some(names) = &plan.labels {
+        history::embed_labels(&mut model, names)?;
+    }
     let encoder_macs_before = encoder_macs(&model);
 
     // What the first pass refuses on sight (a model quantized already), before calibration.

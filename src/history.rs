@@ -127,6 +127,12 @@ pub fn carry_tokenizer(
     Ok(Some(p))
 }
 
+/// Embeds class names (in class order), replacing any embedded.
+pub fn embed_labels(model: &mut ModelProto, names: &[String]) -> anyhow::Result<()> {
+    set(model, LABELS_KEY, serde_json::to_string(names)?);
+    Ok(())
+}
+
 /// Embeds the model's class names (`id2label` of the Hugging Face `config.json` beside `input`)
 /// unless names are embedded already, so that `eval` maps string labels of a compressed model
 /// moved anywhere. Returns the config read, if any.

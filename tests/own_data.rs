@@ -278,6 +278,20 @@ fn converted_models_carry_their_label_names() {
         &out,
         &["label \"yes\" on line 2 of", "e.csv", "negative, positive", "--labels"],
     );
+
+    // A recipe's data.labels are embedded in the model it writes, replacing config.json's: the
+    // model evaluates on that file without --labels.
+    let r = write(
+        dir.path(),
+        "named.yaml",
+        "model:\n  model_name: model.onnx\ndata:\n  file: e.csv\n  labels: [no, yes]\n  max_input_length: 32\neval:\n  warmup: 0\nquantization:\n  enable: true\n  method: dynamic\n",
+    );
+    let int8 = elsewhere.path().join("int8.onnx");
+    let o = bin().args(["run", s(&r), "--out", s(&int8), "-q"]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let r = eval_tiny(&int8, &["--data", s(&data)]);
+    assert_eq!(r["labels"]["classes"]["source"], "the names embedded in the model");
+    assert_eq!(r["labels"]["classes"]["names"], serde_json::json!(["no", "yes"]));
 }
 
 /// Calibration needs no labels: the same texts as a text-only CSV and as a GLUE SST-2 TSV give

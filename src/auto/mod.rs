@@ -413,6 +413,7 @@ impl Search<'_> {
             Plan {
                 steps: full_plan.steps.last().cloned().into_iter().collect(),
                 calibration: full_plan.calibration.clone(),
+                labels: full_plan.labels.clone(),
             }
         } else {
             full_plan

@@ -229,7 +229,15 @@ impl LoadedRecipe {
             threads: rec.eval.threads,
             tokenizer: None,
         });
-        Ok(Plan { steps, calibration })
+        let labels = match &rec.data.labels {
+            Some(l) => Some(crate::data::labels::parse_label_list(l).map_err(|e| format!("data.labels: {e}"))?),
+            None => None,
+        };
+        Ok(Plan {
+            steps,
+            calibration,
+            labels,
+        })
     }
 
     /// A plan's option error in the recipe's words: the section with its line, then the message
