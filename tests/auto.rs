@@ -960,3 +960,72 @@ fn the_users_own_files_are_searched_as_the_task_preset_reads_its_copy() {
     assert_clean_error("a bad label in dev", &o, &["\"neutral\"", "line 151", "bad.jsonl"]);
     assert!(!dir.path().join("y.auto").exists(), "a work folder was made");
 }
+
+/// The file the result is reported on is read and tokenized before the search: a token past the
+/// model's vocabulary there (or a length past its positions) is refused before any candidate is
+/// built or the work folder made. It failed after the whole search, whose journal then refused
+/// the corrected settings.
+#[test]
+fn the_reported_file_is_checked_before_the_search() {
+    if !have_ort("auto's checks of --data") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.onnx");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/roberta/model.onnx"),
+        &model,
+    )
+    .unwrap();
+    // Words w4 … w129: past the fixture's vocabulary of 100 from w100 on.
+    let words: Vec<String> = (4..130).map(|i| format!("w{i}")).collect();
+    let mut vocab = vec!["[PAD]", "[UNK]", "[CLS]", "[SEP]"];
+    vocab.extend(words.iter().map(String::as_str));
+    std::fs::write(
+        dir.path().join("tokenizer.json"),
+        common::word_level_tokenizer(&vocab, common::BERT_SPECIALS, Value::Null),
+    )
+    .unwrap();
+    let train = dir.path().join("train.tsv");
+    let rows: String = (0..60)
+        .map(|i| format!("w{} w{}\t{}\n", 4 + i, 50 + i / 2, i % 2))
+        .collect();
+    std::fs::write(&train, format!("sentence\tlabel\n{rows}")).unwrap();
+    let dev = dir.path().join("dev.tsv");
+    std::fs::write(&dev, "sentence\tlabel\nw5 w6\t1\nw7 w120\t0\n").unwrap();
+    let out = dir.path().join("out.onnx");
+    let auto = |extra: &[&str]| {
+        bin()
+            .args(["auto", s(&model), s(&out), "--task", "sst2", "--calib-data", s(&train)])
+            .args([
+                "--data",
+                s(&dev),
+                "--calib-samples",
+                "8",
+                "--max-drop",
+                "50",
+                "--confidence",
+                "0.5",
+                "-q",
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = auto(&[]);
+    assert_clean_error(
+        "a length past the positions",
+        &o,
+        &["--max-length 128 exceeds the", "positions"],
+    );
+    let o = auto(&["--max-length", "32"]);
+    assert_clean_error(
+        "a token past the vocabulary in --data",
+        &o,
+        &["dev.tsv", "\"w120\"", "id 120", "the 100 rows"],
+    );
+    assert!(
+        !out.exists() && !dir.path().join("out.auto").exists(),
+        "auto began a search"
+    );
+}

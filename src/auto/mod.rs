@@ -240,6 +240,24 @@ impl AutoOptions {
         }
     }
 
+    /// How the final evaluation reads the dev file (each model once, batched by length).
+    fn dev_options(&self) -> EvalOptions {
+        EvalOptions {
+            task: self.task,
+            data: self.dev_data(),
+            labels: self.labels.clone(),
+            batch_size: self.batch_size,
+            max_length: self.max_length,
+            warmup: 0,
+            measure: 0,
+            limit: None,
+            bucket: true,
+            tokenizer: None,
+            session: self.session(),
+            words: eval::Words::FlagsWithoutTokenizer,
+        }
+    }
+
     /// The final evaluation's examples as `eval` reads them.
     fn dev_data(&self) -> EvalData {
         match &self.dev {
@@ -732,18 +750,12 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
         );
     }
     let labels = eval::labels_of(&o.model, &proto, o.task, o.labels.as_deref())?;
-    // The file the result is reported on, read now as the final evaluation reads it: a bad label,
-    // row or column there would otherwise fail only after the search.
-    let dev_source = match &o.dev {
-        Dev::File(f) => o.source(f),
-        Dev::Split { .. } => crate::data::Source {
-            path: dev_file.clone(),
-            format: Some(crate::data::Format::Tsv),
-            columns: Default::default(),
-            task: o.task,
-        },
-    };
-    crate::data::read_labelled(&dev_source, &labels)?;
+    // The file the result is reported on, read and tokenized now as the final evaluation reads
+    // it: a bad label, row or column there, a length past the model's positions or a token past
+    // its vocabulary would otherwise fail only after the search (and the journal of that search
+    // would refuse the corrected settings).
+    let dev_opts = o.dev_options();
+    eval::prepare(&o.model, &proto, &dev_opts).map(drop)?;
     let sel = Selection::new(
         &o.source(sel_file),
         &labels,
@@ -1059,24 +1071,9 @@ fn finish(
 
     // The dev split, read once: the input and the winner.
     let dev = |path: &Path| -> Result<eval::EvalReport> {
-        eval::evaluate(
-            path,
-            &EvalOptions {
-                task: o.task,
-                data: o.dev_data(),
-                labels: o.labels.clone(),
-                batch_size: o.batch_size,
-                max_length: o.max_length,
-                warmup: 0,
-                measure: 0,
-                limit: None,
-                bucket: true,
-                tokenizer: None,
-                session: o.session(),
-                words: eval::Words::FlagsWithoutTokenizer,
-            },
-            &|done, total| (ui.stage)(&format!("evaluating on {}: batch {done}/{total}", dev_file.display())),
-        )
+        eval::evaluate(path, &o.dev_options(), &|done, total| {
+            (ui.stage)(&format!("evaluating on {}: batch {done}/{total}", dev_file.display()))
+        })
     };
     let base_dev = dev(&o.model)?;
     let win_path = s.model_path(&wc);
