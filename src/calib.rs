@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use tokenizers::Tokenizer;
 
 use crate::data;
-use crate::eval::{make_batch, pad_id, tokenize};
+use crate::eval::{make_batch, model_pad_id, tokenize};
 use crate::glue::Task;
 use crate::runtime::{Batch, OrtCalibrator, SessionOptions};
 
@@ -69,7 +69,7 @@ pub fn load(
     let mut order = draw_order(texts.texts.len(), seed);
     order.truncate(samples);
     order.sort_unstable();
-    let pad = pad_id(tokenizer)?;
+    let pad = model_pad_id(tokenizer, vocabulary)?;
     let picked = order.iter().map(|&i| {
         let (a, b) = &texts.texts[i];
         (a.as_str(), b.as_deref())

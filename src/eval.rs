@@ -204,6 +204,19 @@ pub fn pad_id(tokenizer: &Tokenizer) -> Result<i64> {
         })
 }
 
+/// [`pad_id`], checked against the model's word-embedding rows (`vocabulary`,
+/// [`InputLimits::vocabulary`]): a pad id past them is a tokenizer that is not the model's.
+pub fn model_pad_id(tokenizer: &Tokenizer, vocabulary: Option<usize>) -> Result<i64> {
+    let pad = pad_id(tokenizer)?;
+    match vocabulary {
+        Some(rows) if pad >= rows as i64 => bail!(
+            "the tokenizer pads with id {pad}, past the {rows} rows of the model's word embeddings: \
+             this tokenizer is not the model's; use the model's own tokenizer.json"
+        ),
+        _ => Ok(pad),
+    }
+}
+
 /// Tokenized examples: ids, type ids, in file order.
 pub struct Encoded {
     pub ids: Vec<Vec<i64>>,
@@ -211,7 +224,7 @@ pub struct Encoded {
 }
 
 /// Tokenizes `(text, pair)` examples of `file` (named in errors), truncating each to `max_length`.
-/// A token id at or past `vocabulary` (the model's word-embedding rows, [`vocabulary`]) is an
+/// A token id at or past `vocabulary` (the model's word-embedding rows, [`InputLimits`]) is an
 /// error naming the text and the token: ONNX Runtime's own is "indices element out of data
 /// bounds" — a tokenizer that is not the model's.
 pub fn tokenize<'a>(
@@ -549,7 +562,7 @@ pub fn prepare(model_path: &Path, proto: &onnx::ModelProto, opts: &EvalOptions) 
     }
     let (mut tokenizer, tokenizer_source) = load_tokenizer(model_path, proto, opts.tokenizer.as_deref(), opts.words)?;
     let t_tok = Instant::now();
-    let pad = pad_id(&tokenizer).with_context(|| format!("tokenizer {tokenizer_source}"))?;
+    let pad = model_pad_id(&tokenizer, limits.vocabulary).with_context(|| format!("tokenizer {tokenizer_source}"))?;
     let texts = data.examples.iter().map(|e| (e.text_a.as_str(), e.text_b.as_deref()));
     let enc = tokenize(&mut tokenizer, texts, &data_file, opts.max_length, limits.vocabulary)
         .with_context(|| format!("tokenizer {tokenizer_source}"))?;

@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 use tokenizers::Tokenizer;
 
 use crate::data::{self, Labels};
-use crate::eval::{make_batch, pad_id, tokenize};
+use crate::eval::{make_batch, model_pad_id, tokenize};
 use crate::glue::argmax;
 use crate::runtime::{self, Batch, SessionOptions};
 
@@ -128,7 +128,7 @@ impl Selection {
             (e.text_a.as_str(), e.text_b.as_deref())
         });
         let enc = tokenize(tokenizer, texts, path, max_length, vocabulary)?;
-        let pad = pad_id(tokenizer)?;
+        let pad = model_pad_id(tokenizer, vocabulary)?;
         let rung = rung_size(indexes.len());
         let mut batches = vec![];
         let mut rung_batches = 0;

@@ -252,4 +252,28 @@ fn a_tokenizer_past_the_models_vocabulary_is_named() {
         &[s(&file), "id 110", "the 100 rows"],
     );
     assert!(!out.exists());
+    // A pad id past the rows: the same, for the padding of a batch ([PAD] is id 119 here).
+    let mut padded: Vec<String> = ["[UNK]", "[CLS]", "[SEP]"].map(String::from).to_vec();
+    padded.extend((3..119).map(|i| format!("t{i}")));
+    padded.push("[PAD]".into());
+    let padded: Vec<&str> = padded.iter().map(String::as_str).collect();
+    let pad_tokenizer = dir.path().join("pad-tokenizer.json");
+    std::fs::write(
+        &pad_tokenizer,
+        word_level_tokenizer(&padded, BERT_SPECIALS, Value::Null),
+    )
+    .unwrap();
+    write_task_file(&glue, "sst2", "dev", "sentence\tlabel\nt5 t6\t0\nt5\t1\n");
+    let args = [
+        "--task",
+        "sst2",
+        "--model",
+        s(&model),
+        "--data",
+        s(&glue),
+        "--tokenizer",
+        s(&pad_tokenizer),
+    ];
+    let args = [&args[..], &["--max-length", "32"]].concat();
+    eval_fails(&args, &["pads with id 119", "the 100 rows", "not the model's"]);
 }
