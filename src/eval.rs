@@ -464,14 +464,10 @@ pub struct InputLimits {
 /// [`InputLimits`] from the mapped transformer. On a model the structure is not mapped on (a
 /// quantized one, whose tables may be int8), from the constant tables `Gather`s read: the word
 /// table is the one indexed by the `input_ids` input; the position table the largest over 16 rows
-/// read at indices that are not a graph input (the word and token-type tables' are).
+/// read at indices that are not a graph input (the word and token-type tables' are). Positions
+/// counted from the padding index (RoBERTa's: ids from `CumSum` of the mask, plus 1) take as many
+/// fewer tokens as the table's first rows they skip.
 pub fn input_limits(proto: &onnx::ModelProto) -> InputLimits {
-    if let Ok(t) = crate::structure::discover(proto) {
-        return InputLimits {
-            positions: t.embeddings.position.as_ref().map(|p| p.rows),
-            vocabulary: t.embeddings.word.as_ref().map(|w| w.rows),
-        };
-    }
     let Some(graph) = proto.graph.as_ref() else {
         return InputLimits {
             positions: None,
@@ -479,24 +475,63 @@ pub fn input_limits(proto: &onnx::ModelProto) -> InputLimits {
         };
     };
     let ix = onnx::GraphIndex::new(graph);
-    // (the indices' source, the table's rows) of every Gather of a constant 2-D table.
-    let tables: Vec<(&str, usize)> = graph
+    let usable = |rows: usize, gather: &onnx::NodeProto| rows.saturating_sub(position_offset(&ix, gather));
+    if let Ok(t) = crate::structure::discover(proto) {
+        return InputLimits {
+            positions: t
+                .embeddings
+                .position
+                .as_ref()
+                .map(|p| usable(p.rows, &graph.node[p.gather_node])),
+            vocabulary: t.embeddings.word.as_ref().map(|w| w.rows),
+        };
+    }
+    // (the Gather, the indices' source, the table's rows) of every Gather of a constant 2-D table.
+    let tables: Vec<(&onnx::NodeProto, &str, usize)> = graph
         .node
         .iter()
         .filter(|n| n.op_type() == "Gather" && n.input.len() == 2)
         .filter_map(|n| {
             let dims = &ix.constant(&n.input[0])?.tensor().dims;
-            (dims.len() == 2).then(|| (ix.resolve(&n.input[1]), dims[0] as usize))
+            (dims.len() == 2).then(|| (n, ix.resolve(&n.input[1]), dims[0] as usize))
         })
         .collect();
     InputLimits {
         positions: tables
             .iter()
-            .filter(|(by, rows)| !ix.graph_inputs().contains(by) && *rows > 16)
-            .map(|t| t.1)
+            .filter(|(_, by, rows)| !ix.graph_inputs().contains(by) && *rows > 16)
+            .map(|(n, _, rows)| usable(*rows, n))
             .max(),
-        vocabulary: tables.iter().find(|(by, _)| *by == "input_ids").map(|t| t.1),
+        vocabulary: tables.iter().find(|(_, by, _)| *by == "input_ids").map(|t| t.2),
     }
+}
+
+/// Rows of a position table that no input length reaches: where the position ids are a running
+/// count of the real tokens (`CumSum`) plus a constant `c` (RoBERTa's padding index, 1), the
+/// first `c + 1` rows; else none.
+fn position_offset(ix: &onnx::GraphIndex, gather: &onnx::NodeProto) -> usize {
+    let Some(add) = gather.input.get(1).and_then(|v| ix.produced_by(v, "Add")) else {
+        return 0;
+    };
+    let add = ix.node(add);
+    let Some(c) = add.input.iter().find_map(|v| ix.const_i64(v).filter(|c| c.len() == 1)) else {
+        return 0;
+    };
+    // A CumSum within a few nodes up the other input.
+    let mut frontier: Vec<&str> = add.input.iter().map(String::as_str).collect();
+    for _ in 0..6 {
+        let mut next = vec![];
+        for v in frontier {
+            if let Some(i) = ix.producer(v) {
+                if ix.is_op(i, "CumSum") {
+                    return usize::try_from(c[0]).map_or(0, |c| c + 1);
+                }
+                next.extend(ix.node(i).input.iter().map(String::as_str));
+            }
+        }
+        frontier = next;
+    }
+    0
 }
 
 /// An evaluation's examples, read, tokenized and batched.

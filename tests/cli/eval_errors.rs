@@ -277,3 +277,51 @@ fn a_tokenizer_past_the_models_vocabulary_is_named() {
     let args = [&args[..], &["--max-length", "32"]].concat();
     eval_fails(&args, &["pads with id 119", "the 100 rows", "not the model's"]);
 }
+
+/// RoBERTa counts positions from its padding index (ids are 2 + the token's place): a table of
+/// 66 rows takes 64 tokens. `--max-length 66` is refused in those words (ONNX Runtime failed on
+/// "idx=66 must be within [-66,65]"), 64 runs.
+#[test]
+fn robertas_positions_are_counted_past_its_padding_index() {
+    if !have_ort("RoBERTa's position limit") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("roberta.onnx");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/roberta/model.onnx"),
+        &model,
+    )
+    .unwrap();
+    let words: Vec<String> = (4..100).map(|i| format!("w{i}")).collect();
+    let mut vocab = vec!["[PAD]", "[UNK]", "[CLS]", "[SEP]"];
+    vocab.extend(words.iter().map(String::as_str));
+    let tokenizer = dir.path().join("tokenizer.json");
+    std::fs::write(&tokenizer, word_level_tokenizer(&vocab, BERT_SPECIALS, Value::Null)).unwrap();
+    let long: Vec<&str> = words.iter().cycle().take(80).map(String::as_str).collect();
+    let glue = dir.path().join("glue");
+    write_task_file(
+        &glue,
+        "sst2",
+        "dev",
+        &format!("sentence\tlabel\n{}\t1\nw5\t0\n", long.join(" ")),
+    );
+    let args = |n: &'static str| {
+        [
+            "--task",
+            "sst2",
+            "--model",
+            s(&model),
+            "--data",
+            s(&glue),
+            "--max-length",
+            n,
+        ]
+        .map(String::from)
+    };
+    let refused = args("66");
+    let refused: Vec<&str> = refused.iter().map(String::as_str).collect();
+    eval_fails(&refused, &["--max-length 66 exceeds the 64 positions"]);
+    let ok = bin().arg("eval").args(args("64")).output().unwrap();
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+}
