@@ -993,6 +993,14 @@ fn the_binary_refuses_bad_prune_commands_without_writing() {
             &["--ffn", "0.5", "--ffn-multiple-of", "4096"],
             "--ffn-multiple-of 4096 is more than the",
         ),
+        // Asked for, but nothing removed: 0.1 of 4 heads rounds to none; 32 of 64 neurons kept
+        // round back to all 64 (an unchanged copy was written, exit 0).
+        ("prune", &["--heads", "0.1"], "no head or neuron would be removed"),
+        (
+            "prune",
+            &["--ffn", "0.5", "--ffn-multiple-of", "64"],
+            "--ffn-multiple-of",
+        ),
         (
             "quantize",
             &["--mode", "dynamic", "--calib-samples", "8"],

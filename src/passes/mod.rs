@@ -186,6 +186,21 @@ impl Pass {
                     (prune::Strategy::Obs, None) => return Err(missing("strategy", "`strategy` obs")),
                     _ => prune::prune(model, o)?,
                 };
+                if r.params_after == r.params_before {
+                    // Writing an unchanged copy would look like success (as low rank refuses).
+                    let field = match o {
+                        _ if o.target_macs.is_some() => "target_macs",
+                        _ if o.ffn > 0.0 && o.ffn_multiple_of > 1 => "ffn_multiple_of",
+                        _ if o.heads > 0.0 => "heads",
+                        _ => "ffn",
+                    };
+                    return Err(PassError::Options(OptionError::new(
+                        field,
+                        "no head or neuron would be removed (a fraction of a layer's heads or neurons rounds to none, or \
+                         `ffn_multiple_of` rounds the kept neurons back to all): the model would not change; ask for more"
+                            .to_string(),
+                    )));
+                }
                 Ok(Applied {
                     options: to_json(&r.options)?,
                     params: Some((r.params_before, r.params_after)),
