@@ -927,6 +927,30 @@ fn recipes_on_the_users_own_file_are_benched_without_a_task() {
         table.contains("1 of the recipes failed") && table.contains("- 04_broken"),
         "{table}"
     );
+    // A failed baseline is said as such (not "no baseline"); when every recipe fails, the
+    // failures are still written.
+    let bad_base = write(
+        &elsewhere,
+        "05_bad_base.yaml",
+        &recipe("../reviews.csv", "").replace("max_input_length: 32", "max_input_length: 1000"),
+    );
+    let o = bin()
+        .args(["bench", s(&bad_base), s(&int8), "--out", s(&failed_out), "-q"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let table = std::fs::read_to_string(failed_out.join("results.md")).unwrap();
+    assert!(table.contains("The baseline recipe (05_bad_base) failed"), "{table}");
+    let o = bin()
+        .args(["bench", s(&bad_base), s(&broken), "--out", s(&failed_out), "-q"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("2 of 2 recipes failed"), "{}", text(&o.stderr));
+    let written: Value =
+        serde_json::from_str(&std::fs::read_to_string(failed_out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(written["rows"].as_array().map(Vec::len), Some(0), "{written}");
+    assert_eq!(written["failed"].as_array().map(Vec::len), Some(2), "{written}");
 
     // Two recipes on different files are not one table.
     let other = write(&elsewhere, "other_file.yaml", &recipe("../other.csv", "dynamic"));
