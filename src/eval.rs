@@ -46,6 +46,14 @@ impl Words {
         }
     }
 
+    /// What names the classes.
+    pub fn labels(self) -> &'static str {
+        match self {
+            Words::Recipe => "data.labels",
+            _ => "--labels",
+        }
+    }
+
     /// What to do when no tokenizer is found.
     pub fn give_tokenizer(self) -> &'static str {
         match self {
@@ -391,6 +399,7 @@ pub fn labels_of(
     proto: &onnx::ModelProto,
     task: Option<Task>,
     labels: Option<&str>,
+    words: Words,
 ) -> Result<Labels> {
     if let Some(t) = task {
         if labels.is_some() {
@@ -428,7 +437,10 @@ pub fn labels_of(
         }
         None => Ok(Labels::Classes {
             names: None,
-            source: "no --labels, no names embedded in the model, no config.json with id2label beside it".into(),
+            source: format!(
+                "no {}, no names embedded in the model, no config.json with id2label beside it",
+                words.labels()
+            ),
         }),
     }
 }
@@ -573,7 +585,7 @@ pub fn prepare(model_path: &Path, proto: &onnx::ModelProto, opts: &EvalOptions) 
         EvalData::File(source) => (source.clone(), None),
     };
     refuse_headless(model_path, proto, "eval")?;
-    let labels = labels_of(model_path, proto, opts.task, opts.labels.as_deref())?;
+    let labels = labels_of(model_path, proto, opts.task, opts.labels.as_deref(), opts.words)?;
     let mut data = data::read_labelled(&source, &labels)?;
     let data_file = source.path.clone();
     if let Some(n) = opts.limit {

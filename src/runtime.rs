@@ -403,7 +403,7 @@ fn builder(opts: &SessionOptions) -> Result<ort::session::builder::SessionBuilde
             }
             #[cfg(not(feature = "cuda"))]
             bail!(
-                "CUDA is asked for (--device cuda; in a recipe, device.cuda: true) but this build has no CUDA support; rebuild with `cargo build --release --features cuda` and use the onnxruntime-gpu library"
+                "CUDA is asked for (--device cuda, or device.cuda: true in a recipe) but this build has no CUDA support: run on the CPU (drop --device cuda; in a recipe, device.cuda: false), or rebuild with `cargo build --release --features cuda` and use the onnxruntime-gpu library"
             );
         }
     }

@@ -749,7 +749,13 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
             o.confidence * 100.0
         );
     }
-    let labels = eval::labels_of(&o.model, &proto, o.task, o.labels.as_deref())?;
+    let labels = eval::labels_of(
+        &o.model,
+        &proto,
+        o.task,
+        o.labels.as_deref(),
+        eval::Words::FlagsWithoutTokenizer,
+    )?;
     // The file the result is reported on, read and tokenized now as the final evaluation reads
     // it: a bad label, row or column there, a length past the model's positions or a token past
     // its vocabulary would otherwise fail only after the search (and the journal of that search
