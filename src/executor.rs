@@ -66,11 +66,23 @@ impl Calibration {
     }
 
     /// What a history entry records of the calibration a pass used.
+    /// The note when the file held fewer than the examples asked for (`examples` were drawn).
+    pub fn shortfall(&self, examples: usize) -> Option<String> {
+        (examples < self.samples).then(|| {
+            format!(
+                "{} holds {examples} examples, fewer than the {} calibration samples asked for: all {examples} are used",
+                self.data.display(),
+                self.samples
+            )
+        })
+    }
+
     fn record(&self, options: &mut serde_json::Value) {
         if let Some(o) = options.as_object_mut() {
             o.insert("calib_data".into(), serde_json::json!(self.data.display().to_string()));
             o.insert("calib_samples".into(), serde_json::json!(self.samples));
             o.insert("seed".into(), serde_json::json!(self.seed));
+            o.insert("calib_max_length".into(), serde_json::json!(self.max_length));
             if let Some(f) = self.format {
                 o.insert("calib_format".into(), serde_json::json!(f.to_string()));
             }
@@ -298,15 +310,7 @@ pub fn execute(
             let t = Instant::now();
             let cal = calib::ort_calibrator(&c.spec(), input, &model)?;
             calibration_load_seconds = t.elapsed().as_secs_f64();
-            if cal.examples < c.samples {
-                notes.push(format!(
-                    "{} holds {} examples, fewer than the {} calibration samples asked for: all {} are used",
-                    c.data.display(),
-                    cal.examples,
-                    c.samples,
-                    cal.examples
-                ));
-            }
+            notes.extend(c.shortfall(cal.examples));
             Some(cal)
         }
         _ => None,

@@ -288,6 +288,9 @@ fn cmd_sensitivity(ort_lib: Option<&Path>, quiet: bool, a: SensitivityArgs) -> R
     let mut stages = cli::progress::Progress::spinner("sensitivity", quiet);
     stages.stage("loading calibration data");
     let mut calibrator = calib::ort_calibrator(&c.spec(), &a.model, &model)?;
+    if let Some(note) = c.shortfall(calibrator.examples) {
+        stages.note(&format!("note: {note}"));
+    }
     let r = sensitivity::sensitivity(&model, &opts, &mut calibrator, &mut |s| stages.stage(s));
     stages.finish();
     let r = r
@@ -459,12 +462,7 @@ fn cmd_bench(ort_lib: Option<&Path>, quiet: bool, a: BenchArgs) -> Result<()> {
     };
     let progress = |done: usize, total: usize| bar.count(done, total);
     let failed = |f: &bench::Failure| {
-        let line = format!("failed: {}", f.line());
-        if quiet {
-            eprintln!("{line}");
-        } else {
-            bar.line(&line);
-        }
+        bar.note(&format!("failed: {}", f.line()));
     };
     let rep = bench::bench(&recipes, task, data_file.as_deref(), &opts, &stage, &failed, &progress);
     bar.finish();

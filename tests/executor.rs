@@ -80,6 +80,7 @@ fn a_pass_that_writes_a_broken_graph_fails_with_its_name_and_the_node_and_writes
             },
         ],
         calibration: None,
+        labels: None,
     };
     let e = executor::execute(&input, &plan, None, Some(&output(&out)), &|_| {}).unwrap_err();
     let msg = format!("{e:#}");
@@ -111,6 +112,7 @@ fn every_option_is_checked_before_the_model_is_read() {
             },
         ],
         calibration: None,
+        labels: None,
     };
     let e = plan.validate().unwrap_err();
     assert_eq!(e.step, Some(1));
@@ -189,6 +191,7 @@ fn steps_are_recorded_in_order_and_the_input_is_never_touched() {
             },
         ],
         calibration: None,
+        labels: None,
     };
     let done = executor::execute(&input, &plan, None, Some(&output(&out)), &|_| {}).unwrap();
     assert_eq!(done.steps.len(), 2);
@@ -366,6 +369,7 @@ fn calibrated_prune_records_its_calibration_in_the_history() {
     assert_eq!(opts["calib_data"], serde_json::json!(train.display().to_string()));
     assert_eq!(opts["calib_samples"], serde_json::json!(16));
     assert_eq!(opts["seed"], serde_json::json!(3));
+    assert_eq!(opts["calib_max_length"], serde_json::json!(128));
     assert_eq!(opts["strategy"], serde_json::json!("obs"));
 }
 

@@ -182,6 +182,15 @@ impl Progress {
         }
     }
 
+    /// A line that is shown under --quiet too (a note, a failure): above a terminal's bar, else
+    /// on its own.
+    pub fn note(&self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None => eprintln!("{text}"),
+        }
+    }
+
     /// `done` of `total` batches.
     pub fn count(&self, done: usize, total: usize) {
         if let Some(bar) = &self.bar {
