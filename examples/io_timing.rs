@@ -40,8 +40,8 @@ fn main() -> anyhow::Result<()> {
         onnx::save(&m, &out, &SaveOptions::default())?;
         write.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
-        let m2 = onnx::load(&path)?;
-        onnx_compress::inspect::summarize(&m2, &path, 128)?;
+        let (m2, sources) = onnx::load_with_sources(&path)?;
+        onnx_compress::inspect::summarize(&m2, &path, onnx::io::size_on_disk(&sources), 128)?;
         inspect.push(t.elapsed().as_secs_f64());
         assert_eq!(enc.len(), bytes.len());
         assert_eq!(s.layers.len(), structure::discover(&m2)?.layers.len());

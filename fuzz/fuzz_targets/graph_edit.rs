@@ -114,7 +114,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let Ok(t) = structure::discover(&m) else { return };
-    let _ = inspect::summarize(&m, path, 16);
+    let _ = inspect::summarize(&m, path, 0, 16);
     let _ = structure::macs_per_sequence(&t, 16);
     for (heads, ffn, strategy) in [(0.5, 0.5, Strategy::L1), (0.0, 0.75, Strategy::Random), (0.9, 0.0, Strategy::L1)] {
         let opts = PruneOptions {

@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let _ = structure::discover(&model);
-    if let Ok(summary) = inspect::summarize(&model, path, 128) {
+    if let Ok(summary) = inspect::summarize(&model, path, 0, 128) {
         let _ = report::inspect_text(&summary);
     }
     let _ = history::history(&model);
