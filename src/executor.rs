@@ -65,7 +65,6 @@ impl Calibration {
         }
     }
 
-    /// What a history entry records of the calibration a pass used.
     /// The note when the file held fewer than the examples asked for (`examples` were drawn).
     pub fn shortfall(&self, examples: usize) -> Option<String> {
         (examples < self.samples).then(|| {
@@ -77,6 +76,7 @@ impl Calibration {
         })
     }
 
+    /// What a history entry records of the calibration a pass used.
     fn record(&self, options: &mut serde_json::Value) {
         if let Some(o) = options.as_object_mut() {
             o.insert("calib_data".into(), serde_json::json!(self.data.display().to_string()));

@@ -978,14 +978,7 @@ fn the_reported_file_is_checked_before_the_search() {
     )
     .unwrap();
     // Words w4 … w129: past the fixture's vocabulary of 100 from w100 on.
-    let words: Vec<String> = (4..130).map(|i| format!("w{i}")).collect();
-    let mut vocab = vec!["[PAD]", "[UNK]", "[CLS]", "[SEP]"];
-    vocab.extend(words.iter().map(String::as_str));
-    std::fs::write(
-        dir.path().join("tokenizer.json"),
-        common::word_level_tokenizer(&vocab, common::BERT_SPECIALS, Value::Null),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("tokenizer.json"), common::numbered_tokenizer(130)).unwrap();
     let train = dir.path().join("train.tsv");
     let rows: String = (0..60)
         .map(|i| format!("w{} w{}\t{}\n", 4 + i, 50 + i / 2, i % 2))

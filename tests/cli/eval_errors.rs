@@ -210,24 +210,27 @@ fn a_tokenizer_past_the_models_vocabulary_is_named() {
     }
     let dir = tempfile::tempdir().unwrap();
     let model = save_tiny(dir.path(), "tiny.onnx", ExternalData::Never);
-    let words: Vec<String> = (4..120).map(|i| format!("w{i}")).collect();
-    let mut vocab = vec!["[PAD]", "[UNK]", "[CLS]", "[SEP]"];
-    vocab.extend(words.iter().map(String::as_str));
     let tokenizer = dir.path().join("big-tokenizer.json");
-    std::fs::write(&tokenizer, word_level_tokenizer(&vocab, BERT_SPECIALS, Value::Null)).unwrap();
+    std::fs::write(&tokenizer, common::numbered_tokenizer(120)).unwrap();
     let glue = dir.path().join("glue");
     let file = write_task_file(&glue, "sst2", "dev", "sentence\tlabel\nw5 w6\t0\nw5 w110\t1\n");
-    let args = [
-        "--task",
-        "sst2",
-        "--model",
-        s(&model),
-        "--data",
-        s(&glue),
-        "--tokenizer",
-        s(&tokenizer),
-    ];
-    let args = [&args[..], &["--max-length", "32"]].concat();
+    let eval_with = |tokenizer: &Path| -> Vec<String> {
+        let args = [
+            "--task",
+            "sst2",
+            "--model",
+            s(&model),
+            "--data",
+            s(&glue),
+            "--max-length",
+            "32",
+        ];
+        let mut args = args.map(String::from).to_vec();
+        args.extend(["--tokenizer".to_string(), s(tokenizer).to_string()]);
+        args
+    };
+    let args = eval_with(&tokenizer);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     eval_fails(
         &args,
         &[s(&file), "\"w110\"", "id 110", "the 100 rows", "not the model's"],
@@ -264,17 +267,8 @@ fn a_tokenizer_past_the_models_vocabulary_is_named() {
     )
     .unwrap();
     write_task_file(&glue, "sst2", "dev", "sentence\tlabel\nt5 t6\t0\nt5\t1\n");
-    let args = [
-        "--task",
-        "sst2",
-        "--model",
-        s(&model),
-        "--data",
-        s(&glue),
-        "--tokenizer",
-        s(&pad_tokenizer),
-    ];
-    let args = [&args[..], &["--max-length", "32"]].concat();
+    let args = eval_with(&pad_tokenizer);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     eval_fails(&args, &["pads with id 119", "the 100 rows", "not the model's"]);
 }
 
@@ -293,12 +287,8 @@ fn robertas_positions_are_counted_past_its_padding_index() {
         &model,
     )
     .unwrap();
-    let words: Vec<String> = (4..100).map(|i| format!("w{i}")).collect();
-    let mut vocab = vec!["[PAD]", "[UNK]", "[CLS]", "[SEP]"];
-    vocab.extend(words.iter().map(String::as_str));
-    let tokenizer = dir.path().join("tokenizer.json");
-    std::fs::write(&tokenizer, word_level_tokenizer(&vocab, BERT_SPECIALS, Value::Null)).unwrap();
-    let long: Vec<&str> = words.iter().cycle().take(80).map(String::as_str).collect();
+    std::fs::write(dir.path().join("tokenizer.json"), common::numbered_tokenizer(100)).unwrap();
+    let long: Vec<String> = (0..80).map(|i| format!("w{}", 4 + i)).collect();
     let glue = dir.path().join("glue");
     write_task_file(
         &glue,

@@ -152,6 +152,15 @@ pub fn calibrator(batches: usize, seed: u64) -> OrtCalibrator {
 /// BERT's special tokens in the order [`word_level_tokenizer`] takes them: unknown, pad, CLS, SEP.
 pub const BERT_SPECIALS: [&str; 4] = ["[UNK]", "[PAD]", "[CLS]", "[SEP]"];
 
+/// A word-level tokenizer.json of `[PAD]`, `[UNK]`, `[CLS]`, `[SEP]` (ids 0–3) and the words
+/// `w4` … `w{n-1}` (id i for `wi`): past a model's vocabulary from `w{rows}` on.
+pub fn numbered_tokenizer(n: usize) -> String {
+    let words: Vec<String> = (4..n).map(|i| format!("w{i}")).collect();
+    let mut vocab = vec!["[PAD]", "[UNK]", "[CLS]", "[SEP]"];
+    vocab.extend(words.iter().map(String::as_str));
+    word_level_tokenizer(&vocab, BERT_SPECIALS, Value::Null)
+}
+
 /// A word-level tokenizer.json over `words` (ids in order), lowercasing and splitting on
 /// whitespace, with `specials` (unknown, pad, CLS, SEP; all in `words`) as its special tokens
 /// and `padding` as its padding section.
