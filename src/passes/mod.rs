@@ -186,8 +186,10 @@ impl Pass {
                     (prune::Strategy::Obs, None) => return Err(missing("strategy", "`strategy` obs")),
                     _ => prune::prune(model, o)?,
                 };
-                if r.params_after == r.params_before {
-                    // Writing an unchanged copy would look like success (as low rank refuses).
+                let asked = o.heads > 0.0 || o.ffn > 0.0 || o.target_macs.is_some();
+                if asked && r.params_after == r.params_before {
+                    // Asked to remove some, writing an unchanged copy would look like success
+                    // (as low rank refuses). Pruning 0% stays the identity.
                     let field = match o {
                         _ if o.target_macs.is_some() => "target_macs",
                         _ if o.ffn > 0.0 && o.ffn_multiple_of > 1 => "ffn_multiple_of",
