@@ -554,9 +554,6 @@ fn keep_named(
     Ok(Some(keep))
 }
 
-/// Refuses to prune a model whose encoder projections were factorized by `lowrank`: scoring
-/// and slicing heads or neurons would have to work through the factors, which this pass does
-/// not do.
 /// A multiple wider than a layer's FFN: its kept neurons cannot be rounded to it (they were
 /// left unrounded without a word).
 pub fn refuse_wide_multiple(t: &Transformer, opts: &PruneOptions) -> Result<(), PassError> {
@@ -575,6 +572,9 @@ pub fn refuse_wide_multiple(t: &Transformer, opts: &PruneOptions) -> Result<(), 
     }
 }
 
+/// Refuses to prune a model whose encoder projections were factorized by `lowrank`: scoring
+/// and slicing heads or neurons would have to work through the factors, which this pass does
+/// not do.
 pub fn refuse_factorized(t: &Transformer) -> Result<(), PassError> {
     for l in &t.layers {
         let mut parts: Vec<(&str, &Linear)> = Vec::new();
