@@ -1154,3 +1154,32 @@ fn auto_searches_every_cell_on_the_users_own_files() {
         ))
     });
 }
+
+/// The limits `eval` and calibration check an input against are the model's own, in every cell:
+/// a sequence as long as `input_limits` says runs and one token longer fails in ONNX Runtime
+/// (RoBERTa and XLM-R count positions from their padding index: two rows of the table no length
+/// reaches), and the largest id below the vocabulary runs. Where there is no position table
+/// (rotary, relative attention) a sequence of 64 runs.
+#[test]
+fn every_cells_input_limits_are_the_models_own() {
+    every_cell("input limits", |c| {
+        let limits = onnx_compress::eval::input_limits(&c.load());
+        let vocab = limits.vocabulary.ok_or("no word embeddings found")? as i64;
+        let mut session = onnx_compress::runtime::open(&c.path(), &Default::default()).map_err(|e| format!("{e:#}"))?;
+        let batch = |len: usize| Batch {
+            input_ids: Array2::from_elem((1, len), vocab - 1),
+            attention_mask: Array2::ones((1, len)),
+            token_type_ids: Array2::zeros((1, len)),
+        };
+        let longest = limits.positions.unwrap_or(64);
+        session
+            .run(&batch(longest))
+            .map_err(|e| format!("{longest} tokens (ids up to {}): {e:#}", vocab - 1))?;
+        if let Some(p) = limits.positions {
+            ensure(session.run(&batch(p + 1)).is_err(), || {
+                format!("{} tokens ran: the limit of {p} is too low", p + 1)
+            })?;
+        }
+        Ok(format!("positions {:?}, vocabulary {vocab}", limits.positions))
+    });
+}
