@@ -588,6 +588,11 @@ pub fn prepare(model_path: &Path, proto: &onnx::ModelProto, opts: &EvalOptions) 
     let labels = labels_of(model_path, proto, opts.task, opts.labels.as_deref(), opts.words)?;
     let mut data = data::read_labelled(&source, &labels)?;
     let data_file = source.path.clone();
+    // Class indexes past the model's outputs, where its width is declared (else after the first
+    // batch): `run` checks before its passes.
+    if let Some(outputs) = output_width(proto) {
+        check_classes(&labels, outputs, &data, &data_file)?;
+    }
     if let Some(n) = opts.limit {
         if n == 0 {
             bail!("--limit must be at least 1");

@@ -553,13 +553,32 @@ fn bad_data_is_refused_in_one_line() {
     write(d, "bad_label.csv", "review,label\ngood,1\nbad,7\n");
     let out = d.join("out.onnx");
     let model_named = format!("positions of {}", d.join("model.onnx").display());
-    for (data, want) in [
+    // A model with no tokenizer, embedded or beside it: what to do in a recipe's terms (it has
+    // no --tokenizer).
+    let lone = d.join("lone");
+    std::fs::create_dir_all(&lone).unwrap();
+    std::fs::copy(d.join("model.onnx"), lone.join("model.onnx")).unwrap();
+    // The same model, its tokenizer, and no config.json: no class names known.
+    let unnamed = d.join("unnamed");
+    std::fs::create_dir_all(&unnamed).unwrap();
+    for f in ["model.onnx", "tokenizer.json"] {
+        std::fs::copy(d.join(f), unnamed.join(f)).unwrap();
+    }
+    let own = "  file: m.csv\n  text_column: review\n  max_input_length: 32\n";
+    // (recipe, model, data section, what else the recipe says, what the error must say)
+    let mut cases = vec![
         (
+            "q.yaml",
+            "model.onnx",
             "  file: bad_label.csv\n  text_column: review\n  max_input_length: 32\n",
+            "",
             vec!["label \"7\" on line 3", "bad_label.csv", "set data.labels: NAME0,NAME1"],
         ),
         (
+            "q.yaml",
+            "model.onnx",
             "  file: m.csv\n  text_column: review\n  max_input_length: 100\n",
+            "",
             // The user's model, not the temporary copy the passes would have written.
             vec![
                 "data.max_input_length 100 exceeds the 64 positions of",
@@ -567,57 +586,53 @@ fn bad_data_is_refused_in_one_line() {
                 "set it to 64 or less",
             ],
         ),
-    ] {
-        let r = write(
-            d,
-            "q.yaml",
-            &format!(
-                "model:\n  model_name: model.onnx\ndata:\n{data}quantization:\n  enable: true\n  method: dynamic\n"
-            ),
-        );
-        let o = bin().args(["run", s(&r), "--out", s(&out)]).output().unwrap();
-        assert_clean_error("eval inputs before the passes", &o, &want);
-        assert!(
-            !out.exists(),
-            "a model was written before the evaluation's inputs were checked"
-        );
-    }
-    // A model with no tokenizer, embedded or beside it: what to do in a recipe's terms (it has
-    // no --tokenizer).
-    let lone = d.join("lone");
-    std::fs::create_dir_all(&lone).unwrap();
-    std::fs::copy(d.join("model.onnx"), lone.join("model.onnx")).unwrap();
-    let r = write(
-        d,
-        "lone.yaml",
-        "model:\n  model_name: lone/model.onnx\ndata:\n  file: m.csv\n  text_column: review\n  max_input_length: 32\nquantization:\n  enable: true\n  method: dynamic\n",
-    );
-    let o = bin().args(["run", s(&r), "--out", s(&out)]).output().unwrap();
-    assert_clean_error(
-        "a recipe's model without a tokenizer",
-        &o,
-        &[
+        (
+            "unnamed.yaml",
+            "unnamed/model.onnx",
+            "  file: bad_label.csv\n  text_column: review\n  max_input_length: 32\n",
+            "",
+            // The class index past the model's outputs, before the passes (it surfaced in the
+            // evaluation of the written model).
+            vec![
+                "label 7 on line 3",
+                "bad_label.csv",
+                "the model has 2 outputs, so its classes are 0–1",
+            ],
+        ),
+        (
             "lone.yaml",
-            "no tokenizer for",
-            "put the model's tokenizer.json beside it",
-        ],
-    );
-    assert!(!out.exists());
+            "lone/model.onnx",
+            own,
+            "",
+            vec![
+                "lone.yaml",
+                "no tokenizer for",
+                "put the model's tokenizer.json beside it",
+            ],
+        ),
+    ];
     // CUDA asked for in a build without it: said in the recipe's words before the passes (the
     // model was written, then the evaluation failed).
     if !cfg!(feature = "cuda") {
+        cases.push((
+            "cuda.yaml",
+            "model.onnx",
+            own,
+            "device:\n  cuda: true\n",
+            vec!["cuda.yaml", "device.cuda: true", "no CUDA support"],
+        ));
+    }
+    for (name, model, data, extra, want) in cases {
         let r = write(
             d,
-            "cuda.yaml",
-            "model:\n  model_name: model.onnx\ndata:\n  file: m.csv\n  text_column: review\n  max_input_length: 32\ndevice:\n  cuda: true\nquantization:\n  enable: true\n  method: dynamic\n",
+            name,
+            &format!(
+                "model:\n  model_name: {model}\ndata:\n{data}{extra}quantization:\n  enable: true\n  method: dynamic\n"
+            ),
         );
         let o = bin().args(["run", s(&r), "--out", s(&out)]).output().unwrap();
-        assert_clean_error(
-            "device.cuda without CUDA",
-            &o,
-            &["cuda.yaml", "device.cuda: true", "no CUDA support"],
-        );
-        assert!(!out.exists(), "a model was written before the device was checked");
+        assert_clean_error(name, &o, &want);
+        assert!(!out.exists(), "{name}: a model was written before the checks");
     }
     // --data does not replace a recipe's own GLUE folder (it was ignored without a word).
     let r = write(
