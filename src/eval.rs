@@ -558,11 +558,14 @@ pub struct Prepared {
     /// Where the tokenizer came from.
     pub tokenizer: String,
     pub tokenize_seconds: f64,
+    /// The whole preparation's seconds (reading, labels, tokenizing, batching).
+    pub seconds: f64,
 }
 
 /// Reads the examples `opts` names, with the labels and tokenizer of the model at `model_path`
 /// (`proto`), and batches them as `opts` says.
 pub fn prepare(model_path: &Path, proto: &onnx::ModelProto, opts: &EvalOptions) -> Result<Prepared> {
+    let started = Instant::now();
     if opts.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
@@ -631,12 +634,45 @@ pub fn prepare(model_path: &Path, proto: &onnx::ModelProto, opts: &EvalOptions) 
         batches,
         tokenizer: tokenizer_source,
         tokenize_seconds: t_tok.elapsed().as_secs_f64(),
+        seconds: started.elapsed().as_secs_f64(),
     })
 }
 
+/// Evaluates the model at `model_path` on the data `opts` names, read with that model's labels
+/// and tokenizer.
 pub fn evaluate(model_path: &Path, opts: &EvalOptions, progress: Progress) -> Result<EvalReport> {
-    let wall = Instant::now();
+    let started = Instant::now();
     let (proto, sources) = onnx::load_with_sources(model_path)?;
+    let mut prepared = prepare(model_path, &proto, opts)?;
+    drop(proto);
+    prepared.seconds = started.elapsed().as_secs_f64();
+    run_prepared(model_path, &sources, &prepared, opts, progress)
+}
+
+/// Evaluates the model at `model_path` on examples prepared already, with the labels and the
+/// tokenizer they were prepared with: `run` prepares them on its input model and evaluates the
+/// model its passes wrote, which must read them the same way (a `config.json` beside `--out`
+/// is not the input's). The report's wall time includes the preparation's.
+pub fn evaluate_prepared(
+    model_path: &Path,
+    prepared: &Prepared,
+    opts: &EvalOptions,
+    progress: Progress,
+) -> Result<EvalReport> {
+    // The files it reads (its external data too), for its size on disk.
+    let (_, sources) = onnx::load_with_sources(model_path)?;
+    run_prepared(model_path, &sources, prepared, opts, progress)
+}
+
+/// [`evaluate_prepared`] of a model that reads `sources`.
+fn run_prepared(
+    model_path: &Path,
+    sources: &[PathBuf],
+    prepared: &Prepared,
+    opts: &EvalOptions,
+    progress: Progress,
+) -> Result<EvalReport> {
+    let wall = Instant::now();
     let Prepared {
         data_file,
         split,
@@ -645,8 +681,8 @@ pub fn evaluate(model_path: &Path, opts: &EvalOptions, progress: Progress) -> Re
         batches,
         tokenizer: tokenizer_source,
         tokenize_seconds,
-    } = prepare(model_path, &proto, opts)?;
-    drop(proto);
+        seconds: prepare_seconds,
+    } = prepared;
     let ort_library = runtime::init(None)?;
     let mut model = runtime::open(model_path, &opts.session)?;
 
@@ -683,7 +719,7 @@ pub fn evaluate(model_path: &Path, opts: &EvalOptions, progress: Progress) -> Re
             );
         }
         if b == 0 {
-            check_classes(&labels_read, outputs, &data, &data_file)?;
+            check_classes(labels_read, outputs, data, data_file)?;
         }
         check_finite(&logits, outputs, rows)
             .map_err(|e| anyhow!("{}: batch {b} ({}): {e}", model_path.display(), describe_rows(rows)))?;
@@ -729,12 +765,12 @@ pub fn evaluate(model_path: &Path, opts: &EvalOptions, progress: Progress) -> Re
         p50_ms: percentile(&sorted_ms, 50.0),
         p95_ms: percentile(&sorted_ms, 95.0),
     };
-    let size_bytes = onnx::io::size_on_disk(&sources);
+    let size_bytes = onnx::io::size_on_disk(sources);
     Ok(EvalReport {
         task: opts.task,
-        split,
+        split: split.clone(),
         model: model_path.to_path_buf(),
-        data_file,
+        data_file: data_file.clone(),
         columns: data.columns.clone(),
         labels: labels_read.clone(),
         examples: data.examples.len(),
@@ -750,10 +786,10 @@ pub fn evaluate(model_path: &Path, opts: &EvalOptions, progress: Progress) -> Re
         size_bytes,
         size_mb: size_bytes as f64 / 1e6,
         size_mib: size_bytes as f64 / (1024.0 * 1024.0),
-        tokenize_seconds,
+        tokenize_seconds: *tokenize_seconds,
         forward_seconds,
-        wall_seconds: wall.elapsed().as_secs_f64(),
-        tokenizer: tokenizer_source,
+        wall_seconds: prepare_seconds + wall.elapsed().as_secs_f64(),
+        tokenizer: tokenizer_source.clone(),
         ort_library,
         predictions: predictions
             .iter()

@@ -150,10 +150,10 @@ pub fn run(r: &LoadedRecipe, opts: &RunOptions, stage: &dyn Fn(&str), progress: 
     // already (or naming a temporary copy).
     crate::runtime::check_device(&eval_opts.session).with_context(|| r.path.display().to_string())?;
     stage("reading the evaluation data");
-    {
+    let prepared = {
         let input = onnx::load(&model_path)?;
-        eval::prepare(&model_path, &input, &eval_opts).with_context(|| r.path.display().to_string())?;
-    }
+        eval::prepare(&model_path, &input, &eval_opts).with_context(|| r.path.display().to_string())?
+    };
     // Write the model: to --out, else (unless nothing changes) to a temporary folder.
     let tmp = match (&opts.out, plan.steps.is_empty()) {
         (None, false) => Some(tempfile::tempdir().context("creating a temporary folder for the compressed model")?),
@@ -211,7 +211,9 @@ pub fn run(r: &LoadedRecipe, opts: &RunOptions, stage: &dyn Fn(&str), progress: 
 
     stage("evaluating");
     let t = Instant::now();
-    let report = eval::evaluate(&eval_path, &eval_opts, progress).with_context(|| r.path.display().to_string())?;
+    // The written model is read as the input was: its labels and tokenizer are the input's.
+    let report = eval::evaluate_prepared(&eval_path, &prepared, &eval_opts, progress)
+        .with_context(|| r.path.display().to_string())?;
     let eval_seconds = t.elapsed().as_secs_f64();
     drop(tmp);
     let wall_seconds = wall.elapsed().as_secs_f64();

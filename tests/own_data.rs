@@ -292,6 +292,31 @@ fn converted_models_carry_their_label_names() {
     let r = eval_tiny(&int8, &["--data", s(&data)]);
     assert_eq!(r["labels"]["classes"]["source"], "the names embedded in the model");
     assert_eq!(r["labels"]["classes"]["names"], serde_json::json!(["no", "yes"]));
+
+    // The written model is evaluated as the input was read: a config.json beside --out is not
+    // the input's (its three names failed the evaluation of the written model, after the write).
+    let (plain, _) = model_dir(2, false);
+    write(plain.path(), "i.csv", "text,label\ngood film,1\nbad film,0\n");
+    let r = write(
+        plain.path(),
+        "plain.yaml",
+        "model:\n  model_name: model.onnx\ndata:\n  file: i.csv\n  max_input_length: 32\neval:\n  warmup: 0\nquantization:\n  enable: true\n  method: dynamic\n",
+    );
+    let foreign = serde_json::json!({"id2label": {"0": "a", "1": "b", "2": "c"}});
+    std::fs::write(elsewhere.path().join("config.json"), foreign.to_string()).unwrap();
+    let o = bin()
+        .args(["run", s(&r), "--out", s(&int8), "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let classes = &report["eval"]["labels"]["classes"];
+    assert_eq!(classes["names"], Value::Null, "{report}");
+    assert!(
+        classes["source"].as_str().unwrap().starts_with("no data.labels"),
+        "{report}"
+    );
+    assert_eq!(report["eval"]["metrics"]["n"], 2, "{report}");
 }
 
 /// Calibration needs no labels: the same texts as a text-only CSV and as a GLUE SST-2 TSV give

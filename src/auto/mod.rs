@@ -710,8 +710,9 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
     // search with.
     crate::runtime::check_device(&o.session())?;
     (ui.stage)("reading the model");
-    let (proto, dev_file) = check_inputs(o)?;
-    let (mut tokenizer, _) = eval::load_tokenizer(&o.model, &proto, None, eval::Words::FlagsWithoutTokenizer)?;
+    let (proto, _) = check_inputs(o)?;
+    let (mut tokenizer, tokenizer_source) =
+        eval::load_tokenizer(&o.model, &proto, None, eval::Words::FlagsWithoutTokenizer)?;
     (ui.stage)("reading the training file");
     let source = o.source(&o.calib_data);
     let total = crate::data::read_texts(&source)
@@ -761,13 +762,14 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
     // its vocabulary would otherwise fail only after the search (and the journal of that search
     // would refuse the corrected settings).
     let dev_opts = o.dev_options();
-    eval::prepare(&o.model, &proto, &dev_opts).map(drop)?;
+    let dev_examples = eval::prepare(&o.model, &proto, &dev_opts)?;
     let sel = Selection::new(
         &o.source(sel_file),
         &labels,
         eval::output_width(&proto),
         &split.selection,
         &mut tokenizer,
+        &tokenizer_source,
         o.max_length,
         eval::input_limits(&proto).vocabulary,
         select::TIMED_BATCHES * Task::batch_size_of(o.task),
@@ -911,7 +913,7 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
         report.wall_seconds = start.elapsed().as_secs_f64();
         return Ok(report);
     }
-    finish(o, s, report, &proto, dev_file, start)
+    finish(o, s, report, &proto, &dev_examples, start)
 }
 
 /// The report's rows of `entries` (with their paired speeds).
@@ -1015,9 +1017,10 @@ fn finish(
     s: Search,
     mut report: AutoReport,
     proto: &crate::onnx::ModelProto,
-    dev_file: PathBuf,
+    dev: &eval::Prepared,
     start: Instant,
 ) -> Result<AutoReport> {
+    let dev_file = &dev.data_file;
     let ui = s.ui;
     // Rows, the speed of those within the budget, the front and the winner.
     let base_params = executor::weight_elements(proto);
@@ -1075,9 +1078,11 @@ fn finish(
     let wi = report.rows.iter().position(|r| r.id == w).expect("the winner is a row");
     let wc = all[wi].0.clone();
 
-    // The dev split, read once: the input and the winner.
+    // The dev split, read once (before the search) for the input and the winner: the winner is
+    // read with the input's labels and tokenizer.
+    let dev_opts = o.dev_options();
     let dev = |path: &Path| -> Result<eval::EvalReport> {
-        eval::evaluate(path, &o.dev_options(), &|done, total| {
+        eval::evaluate_prepared(path, dev, &dev_opts, &|done, total| {
             (ui.stage)(&format!("evaluating on {}: batch {done}/{total}", dev_file.display()))
         })
     };
