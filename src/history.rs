@@ -102,12 +102,14 @@ pub fn record(
 }
 
 /// Embeds a tokenizer in `model` unless one is embedded already: `explicit`, else
-/// `tokenizer.json` beside `input`. Returns where it came from.
+/// `tokenizer.json` beside `input`. Returns a note when the tokenizer it embeds has token ids
+/// past the model's word embeddings (a text with one of them cannot run: likely another model's
+/// tokenizer).
 pub fn carry_tokenizer(
     model: &mut ModelProto,
     input: &std::path::Path,
     explicit: Option<&std::path::Path>,
-) -> anyhow::Result<Option<std::path::PathBuf>> {
+) -> anyhow::Result<Option<String>> {
     use anyhow::Context;
     if explicit.is_none() && embedded_tokenizer(model).is_some() {
         return Ok(None);
@@ -121,10 +123,20 @@ pub fn carry_tokenizer(
     });
     let Some(p) = path else { return Ok(None) };
     let text = std::fs::read_to_string(&p).with_context(|| format!("--tokenizer {}", p.display()))?;
-    tokenizers::Tokenizer::from_bytes(text.as_bytes())
+    let tokenizer = tokenizers::Tokenizer::from_bytes(text.as_bytes())
         .map_err(|e| anyhow::anyhow!("{}: not a tokenizer.json: {e}", p.display()))?;
+    let rows = crate::eval::input_limits(model).vocabulary;
+    let largest = tokenizer.get_vocab(true).into_values().max();
+    let note = match (rows, largest) {
+        (Some(rows), Some(id)) if id as usize >= rows => Some(format!(
+            "the tokenizer {} has token ids up to {id} but the model's word embeddings have {rows} rows: a text with a token past id {} cannot run (is it this model's tokenizer?)",
+            p.display(),
+            rows - 1
+        )),
+        _ => None,
+    };
     embed_tokenizer(model, text);
-    Ok(Some(p))
+    Ok(note)
 }
 
 /// Embeds class names (in class order), replacing any embedded.

@@ -130,6 +130,9 @@ fn cmd_convert(ort_lib: Option<&Path>, a: ConvertArgs) -> Result<()> {
     );
     let output = Output::new(a.output.clone(), mode);
     let done = executor::execute(&a.input, &plan, a.tokenizer.as_deref(), Some(&output), &|_| {})?;
+    for n in &done.notes {
+        eprintln!("note: {n}");
+    }
     let Some(summary) = done.saved else {
         bail!("internal error: convert wrote nothing")
     };

@@ -129,6 +129,31 @@ fn convert_with_a_bad_tokenizer_writes_nothing() {
     assert_eq!(snapshot(dir.path()), before);
 }
 
+/// A tokenizer with ids past the model's word embeddings (another model's) is embedded with a
+/// note that says so; one that fits is embedded without a word.
+#[test]
+fn convert_notes_a_tokenizer_larger_than_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = save_tiny(dir.path(), "model.onnx", ExternalData::Never);
+    for (n, note) in [(120, true), (100, false)] {
+        let tokenizer = dir.path().join(format!("t{n}.json"));
+        std::fs::write(&tokenizer, common::numbered_tokenizer(n)).unwrap();
+        let output = dir.path().join(format!("out{n}.onnx"));
+        let out = run_in(
+            dir.path(),
+            &["convert", s(&input), s(&output), "--tokenizer", s(&tokenizer)],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let err = text(&out.stderr);
+        let want = format!(
+            "note: the tokenizer {} has token ids up to 119 but the model's word embeddings have 100 rows: a text with a token past id 99 cannot run",
+            tokenizer.display()
+        );
+        assert_eq!(err.contains(&want), note, "{n} tokens: {err}");
+        assert!(history::embedded_tokenizer(&onnx::load(&output).unwrap()).is_some());
+    }
+}
+
 #[test]
 fn convert_of_a_non_onnx_file_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
