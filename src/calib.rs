@@ -53,11 +53,13 @@ pub fn draw_order(n: usize, seed: u64) -> Vec<usize> {
 /// Reads `source` (labels are not needed), draws `samples` examples with `seed` (all of them when
 /// the file has fewer), tokenizes them and batches them by length (less padding; order does not
 /// matter here).
+#[allow(clippy::too_many_arguments)]
 pub fn load(
     source: &data::Source,
     samples: usize,
     seed: u64,
     tokenizer: &mut Tokenizer,
+    tokenizer_source: &str,
     max_length: usize,
     vocabulary: Option<usize>,
     batch_size: usize,
@@ -69,12 +71,13 @@ pub fn load(
     let mut order = draw_order(texts.texts.len(), seed);
     order.truncate(samples);
     order.sort_unstable();
-    let pad = model_pad_id(tokenizer, vocabulary)?;
+    let named = || format!("tokenizer {tokenizer_source}");
+    let pad = model_pad_id(tokenizer, vocabulary).with_context(named)?;
     let picked = order.iter().map(|&i| {
         let (a, b) = &texts.texts[i];
         (a.as_str(), b.as_deref())
     });
-    let enc = tokenize(tokenizer, picked, &source.path, max_length, vocabulary)?;
+    let enc = tokenize(tokenizer, picked, &source.path, max_length, vocabulary).with_context(named)?;
     let mut by_len: Vec<usize> = (0..enc.ids.len()).collect();
     by_len.sort_by_key(|&i| enc.ids[i].len());
     let batches = by_len
@@ -113,13 +116,15 @@ pub fn ort_calibrator(spec: &Spec, model_path: &Path, model: &crate::onnx::Model
         columns: spec.columns.clone(),
         task: task_of(spec.path, spec.task)?,
     };
-    let (mut tokenizer, _) = crate::eval::load_tokenizer(model_path, model, spec.tokenizer, crate::eval::Words::Flags)?;
+    let (mut tokenizer, tokenizer_source) =
+        crate::eval::load_tokenizer(model_path, model, spec.tokenizer, crate::eval::Words::Flags)?;
     let limits = crate::eval::input_limits(model);
     let data = load(
         &source,
         spec.samples,
         spec.seed,
         &mut tokenizer,
+        &tokenizer_source,
         spec.max_length,
         limits.vocabulary,
         32,

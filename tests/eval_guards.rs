@@ -73,7 +73,7 @@ fn calibration_batches_are_padded_with_the_tokenizers_pad_id() {
         columns: Default::default(),
         task: Some(Task::Sst2),
     };
-    let c = calib::load(&source, 3, 0, &mut tok, 32, None, 8).unwrap();
+    let c = calib::load(&source, 3, 0, &mut tok, "tokenizer.json", 32, None, 8).unwrap();
     assert_eq!(c.batches.len(), 1);
     let b = &c.batches[0];
     let mut padded = 0;

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use tokenizers::Tokenizer;
 
 use crate::data::{self, Labels};
@@ -92,6 +92,7 @@ impl Selection {
         outputs: Option<usize>,
         indexes: &[usize],
         tokenizer: &mut Tokenizer,
+        tokenizer_source: &str,
         max_length: usize,
         vocabulary: Option<usize>,
         timed: usize,
@@ -127,8 +128,9 @@ impl Selection {
             let e = &labelled.examples[i];
             (e.text_a.as_str(), e.text_b.as_deref())
         });
-        let enc = tokenize(tokenizer, texts, path, max_length, vocabulary)?;
-        let pad = model_pad_id(tokenizer, vocabulary)?;
+        let enc = tokenize(tokenizer, texts, path, max_length, vocabulary)
+            .with_context(|| format!("tokenizer {tokenizer_source}"))?;
+        let pad = model_pad_id(tokenizer, vocabulary).with_context(|| format!("tokenizer {tokenizer_source}"))?;
         let rung = rung_size(indexes.len());
         let mut batches = vec![];
         let mut rung_batches = 0;
@@ -330,6 +332,7 @@ mod tests {
                 None,
                 &indexes,
                 &mut tokenizer.clone(),
+                "tokenizer.json",
                 128,
                 None,
                 timed,
@@ -400,6 +403,7 @@ mod tests {
             None,
             &indexes,
             &mut tokenizer.clone(),
+            "tokenizer.json",
             128,
             None,
             64,
@@ -412,6 +416,7 @@ mod tests {
             Some(2),
             &indexes,
             &mut tokenizer.clone(),
+            "tokenizer.json",
             128,
             None,
             64,
@@ -442,6 +447,7 @@ mod tests {
             Some(2),
             &[0, 1, 2],
             &mut tokenizer.clone(),
+            "tokenizer.json",
             128,
             None,
             3,
@@ -458,6 +464,7 @@ mod tests {
             Some(1),
             &indexes,
             &mut tokenizer.clone(),
+            "tokenizer.json",
             128,
             None,
             64,

@@ -252,7 +252,7 @@ fn a_tokenizer_past_the_models_vocabulary_is_named() {
     assert_clean_error(
         "a calibrated pass with a tokenizer past the vocabulary",
         &o,
-        &[s(&file), "id 110", "the 100 rows"],
+        &[s(&file), "id 110", "the 100 rows", &format!("tokenizer {}", s(&tokenizer))],
     );
     assert!(!out.exists());
     // A pad id past the rows: the same, for the padding of a batch ([PAD] is id 119 here).
