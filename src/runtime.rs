@@ -378,11 +378,22 @@ fn aligned(raw: bytes::Bytes, align: usize) -> bytes::Bytes {
     bytes::Bytes::from_owner(Words(words, raw.len()))
 }
 
+/// The most intra-op threads per core a session is given: past the cores they only contend.
+const MAX_THREADS_PER_CORE: usize = 4;
+
 fn builder(opts: &SessionOptions) -> Result<ort::session::builder::SessionBuilder> {
     let e = |x: ort::Error<ort::session::builder::SessionBuilder>| anyhow!("{x}");
     let mut b = Session::builder(env()?).map_err(|x| anyhow!("{x}"))?;
     b = b.with_optimization_level(opts.optimization).map_err(e)?;
     if opts.threads > 0 {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if opts.threads > MAX_THREADS_PER_CORE * cores {
+            bail!(
+                "{} threads asked for (--threads, or eval.threads in a recipe) on a machine with {cores} cores: past {most} they only slow ONNX Runtime down; use 0 (ONNX Runtime's choice) or at most {most}",
+                opts.threads,
+                most = MAX_THREADS_PER_CORE * cores,
+            );
+        }
         b = b.with_intra_threads(opts.threads).map_err(e)?;
     }
     b = b.with_inter_threads(1).map_err(e)?;

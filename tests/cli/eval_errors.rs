@@ -252,7 +252,12 @@ fn a_tokenizer_past_the_models_vocabulary_is_named() {
     assert_clean_error(
         "a calibrated pass with a tokenizer past the vocabulary",
         &o,
-        &[s(&file), "id 110", "the 100 rows", &format!("tokenizer {}", s(&tokenizer))],
+        &[
+            s(&file),
+            "id 110",
+            "the 100 rows",
+            &format!("tokenizer {}", s(&tokenizer)),
+        ],
     );
     assert!(!out.exists());
     // A pad id past the rows: the same, for the padding of a batch ([PAD] is id 119 here).
@@ -314,4 +319,51 @@ fn robertas_positions_are_counted_past_its_padding_index() {
     eval_fails(&refused, &["--max-length 66 exceeds the 64 positions"]);
     let ok = bin().arg("eval").args(args("64")).output().unwrap();
     assert!(ok.status.success(), "{}", text(&ok.stderr));
+}
+
+/// Thousands of threads on a few cores ran for minutes: refused, in eval and in a calibrated
+/// pass (before anything is written), with the bound this machine allows.
+#[test]
+fn more_threads_than_the_machine_can_use_are_refused() {
+    if !have_ort("a thread count past the machine") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model = save_tiny(dir.path(), "tiny.onnx", ExternalData::Never);
+    let tokenizer = dir.path().join("tokenizer.json");
+    std::fs::write(&tokenizer, common::numbered_tokenizer(100)).unwrap();
+    let glue = dir.path().join("glue");
+    let file = write_task_file(&glue, "sst2", "dev", "sentence\tlabel\nw5 w6\t0\nw7\t1\n");
+    let most = 4 * std::thread::available_parallelism().map_or(1, |n| n.get());
+    let too_many = (most + 1).to_string();
+    let most = format!("at most {most}");
+    let args = [
+        "--task",
+        "sst2",
+        "--model",
+        s(&model),
+        "--data",
+        s(&glue),
+        "--max-length",
+        "32",
+        "--threads",
+        &too_many,
+    ];
+    eval_fails(&args, &[&format!("{too_many} threads"), "--threads", &most]);
+    let out = dir.path().join("int8.onnx");
+    let o = bin()
+        .args([
+            "quantize",
+            "--mode",
+            "static",
+            s(&model),
+            s(&out),
+            "--calib-data",
+            s(&file),
+        ])
+        .args(["--max-length", "32", "--threads", &too_many, "-q"])
+        .output()
+        .unwrap();
+    assert_clean_error("a calibrated pass with too many threads", &o, &["--threads", &most]);
+    assert!(!out.exists());
 }
