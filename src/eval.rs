@@ -133,6 +133,9 @@ pub struct EvalReport {
     pub wall_seconds: f64,
     pub tokenizer: String,
     pub ort_library: PathBuf,
+    /// Where the examples with an empty text (or an empty second text) are, in file order
+    /// ("line 3", "row 7"): scored on the tokenizer's special tokens alone.
+    pub empty_texts: Vec<String>,
     /// One per example, in file order: the class (or the score for STS-B).
     pub predictions: Vec<serde_json::Value>,
 }
@@ -560,6 +563,8 @@ pub struct Prepared {
     pub tokenize_seconds: f64,
     /// The whole preparation's seconds (reading, labels, tokenizing, batching).
     pub seconds: f64,
+    /// Where the examples with an empty text are ([`EvalReport::empty_texts`]).
+    pub empty_texts: Vec<String>,
 }
 
 /// Reads the examples `opts` names, with the labels and tokenizer of the model at `model_path`
@@ -603,6 +608,14 @@ pub fn prepare(model_path: &Path, proto: &onnx::ModelProto, opts: &EvalOptions) 
         data.examples.truncate(n);
         data.locs.truncate(n);
     }
+    let blank = |t: &str| t.trim().is_empty();
+    let empty_texts = data
+        .examples
+        .iter()
+        .zip(&data.locs)
+        .filter(|(e, _)| blank(&e.text_a) || e.text_b.as_deref().is_some_and(blank))
+        .map(|(_, at)| at.to_string())
+        .collect();
     // A longer input than the position table would fail inside ONNX Runtime: say so up front.
     let limits = input_limits(proto);
     if let Some(rows) = limits.positions {
@@ -635,6 +648,7 @@ pub fn prepare(model_path: &Path, proto: &onnx::ModelProto, opts: &EvalOptions) 
         tokenizer: tokenizer_source,
         tokenize_seconds: t_tok.elapsed().as_secs_f64(),
         seconds: started.elapsed().as_secs_f64(),
+        empty_texts,
     })
 }
 
@@ -682,6 +696,7 @@ fn run_prepared(
         tokenizer: tokenizer_source,
         tokenize_seconds,
         seconds: prepare_seconds,
+        empty_texts,
     } = prepared;
     let ort_library = runtime::init(None)?;
     let mut model = runtime::open(model_path, &opts.session)?;
@@ -791,6 +806,7 @@ fn run_prepared(
         wall_seconds: prepare_seconds + wall.elapsed().as_secs_f64(),
         tokenizer: tokenizer_source.clone(),
         ort_library,
+        empty_texts: empty_texts.clone(),
         predictions: predictions
             .iter()
             .map(|p| match p {

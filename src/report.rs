@@ -264,6 +264,15 @@ pub fn eval_text(r: &EvalReport) -> String {
         r.max_length,
         if r.bucket { ", length-bucketed" } else { "" }
     );
+    if !r.empty_texts.is_empty() {
+        let shown = r.empty_texts.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+        let more = if r.empty_texts.len() > 5 { ", …" } else { "" };
+        let _ = writeln!(
+            o,
+            "empty texts  {} ({shown}{more}): scored on the special tokens alone",
+            count(r.empty_texts.len(), "example", "examples")
+        );
+    }
     let mut quality = Vec::new();
     if let Some(a) = m.accuracy {
         quality.push(format!("accuracy {a:.4}"));

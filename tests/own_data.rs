@@ -319,6 +319,41 @@ fn converted_models_carry_their_label_names() {
     assert_eq!(report["eval"]["metrics"]["n"], 2, "{report}");
 }
 
+/// Examples with an empty text (or an empty second text) are scored and listed by where they
+/// are, in --json and in the text report (they were scored without a word).
+#[test]
+fn empty_texts_are_listed() {
+    if !have_ort("empty texts") {
+        return;
+    }
+    let (dir, model) = model_dir(2, false);
+    let data = write(
+        dir.path(),
+        "e.csv",
+        "text,pair,label\ngood film,plot,1\n,plot,0\nbad,  ,1\ndull,plot,0\n",
+    );
+    let args = ["--data", s(&data), "--text-pair-column", "pair"];
+    let r = eval_tiny(&model, &args);
+    assert_eq!(r["empty_texts"], serde_json::json!(["line 3", "line 4"]), "{r}");
+    assert_eq!(r["metrics"]["n"], 4);
+    let o = bin()
+        .args(["eval", "--warmup", "0", "--max-length", "32", "--model", s(&model)])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("empty texts  2 examples (line 3, line 4): scored on the special tokens alone"),
+        "{out}"
+    );
+    let data = write(dir.path(), "f.csv", "text,pair,label\ngood film,plot,1\n");
+    assert_eq!(
+        eval_tiny(&model, &["--data", s(&data), "--text-pair-column", "pair"])["empty_texts"],
+        serde_json::json!([])
+    );
+}
+
 /// Calibration needs no labels: the same texts as a text-only CSV and as a GLUE SST-2 TSV give
 /// the same statically quantized model.
 #[test]
