@@ -392,6 +392,19 @@ fn calibration_reads_text_only_files_in_any_format() {
         from_csv.graph, from_tsv.graph,
         "the same texts calibrate the same model"
     );
+    // An SST-2 header with labels GLUE's reader refuses ("positive"), or no label column at
+    // all: calibration reads the texts alone (the first was refused on its labels).
+    let named: String = std::iter::once("sentence\tlabel\n".to_string())
+        .chain(ROWS.iter().map(|(t, l)| format!("{t}\t{}\n", NAMES[l % 2])))
+        .collect();
+    let unlabelled: String = std::iter::once("sentence\n".to_string())
+        .chain(ROWS.iter().map(|(t, _)| format!("{t}\n")))
+        .collect();
+    for (name, body) in [("named.tsv", named), ("unlabelled.tsv", unlabelled)] {
+        let file = write(dir.path(), name, &body);
+        let m = quantize(&file, &dir.path().join(format!("{name}.onnx")), &[]);
+        assert_eq!(m.graph, from_tsv.graph, "{name}");
+    }
     // More samples asked for than the file holds: all are used, and said.
     let o = bin()
         .args([

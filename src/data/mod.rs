@@ -427,6 +427,21 @@ fn glue_tsv_names(task: Task) -> (String, Option<String>, Option<String>) {
 
 /// The texts of `src` (no label needed): for calibration.
 pub fn read_texts(src: &Source) -> Result<Texts, DataError> {
+    // A GLUE TSV's labels are not read: calibration needs none (a label GLUE's reader refuses,
+    // "positive" in an SST-2 file, refused the file).
+    if let Some(task) = src.is_glue_tsv()? {
+        let texts = glue::read_tsv_texts(task, &src.path)?;
+        let (text, pair, _) = glue_tsv_names(task);
+        return Ok(Texts {
+            path: src.path.clone(),
+            columns: Chosen {
+                text,
+                pair,
+                label: None,
+            },
+            texts,
+        });
+    }
     let (mut columns, items) = read_items(src, None)?;
     columns.label = None;
     Ok(Texts {

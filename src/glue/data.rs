@@ -67,22 +67,49 @@ impl Dataset {
 
 /// Reads a GLUE TSV file of `task` (see the module docs for the format and its quirks).
 pub fn read_tsv(task: Task, path: &Path) -> Result<Dataset, GlueError> {
+    let text = read_utf8(path)?;
+    let mut dataset = read_tsv_str(task, &path.display().to_string(), &text)?;
+    dataset.path = path.to_path_buf();
+    Ok(dataset)
+}
+
+/// The texts (and pairs) of a GLUE TSV file of `task`, in file order; the label column is
+/// neither needed nor read (calibration reads texts alone).
+pub fn read_tsv_texts(task: Task, path: &Path) -> Result<Vec<(String, Option<String>)>, GlueError> {
+    let text = read_utf8(path)?;
+    let name = path.display().to_string();
+    let mut lines = tsv_lines(&text);
+    let layout = match task.column_names() {
+        None => Layout::cola(),
+        Some(names) => match lines.next() {
+            Some((line_no, header)) => Layout::from_header(task, names, &name, line_no, header, false)?,
+            None => return Err(GlueError::NoExamples { file: name }),
+        },
+    };
+    let mut texts = Vec::new();
+    for (line_no, line) in lines {
+        let (a, b, _) = layout.fields(task, &name, line_no, line)?;
+        texts.push((a.to_string(), b.map(str::to_string)));
+    }
+    if texts.is_empty() {
+        return Err(GlueError::NoExamples { file: name });
+    }
+    Ok(texts)
+}
+
+fn read_utf8(path: &Path) -> Result<String, GlueError> {
     let bytes = std::fs::read(path).map_err(|cause| GlueError::Io {
         path: path.to_path_buf(),
         cause,
     })?;
-    let file = path.display().to_string();
-    let text = String::from_utf8(bytes).map_err(|err| {
+    String::from_utf8(bytes).map_err(|err| {
         let valid = &err.as_bytes()[..err.utf8_error().valid_up_to()];
         let line = 1 + valid.iter().filter(|&&b| b == b'\n').count();
         GlueError::NotUtf8 {
-            file: file.clone(),
+            file: path.display().to_string(),
             line,
         }
-    })?;
-    let mut dataset = read_tsv_str(task, &file, &text)?;
-    dataset.path = path.to_path_buf();
-    Ok(dataset)
+    })
 }
 
 /// Reads GLUE TSV text of `task`; `name` is used for [`Dataset::path`] and in error messages.
@@ -92,7 +119,7 @@ pub fn read_tsv_str(task: Task, name: &str, text: &str) -> Result<Dataset, GlueE
     let layout = match task.column_names() {
         None => Layout::cola(),
         Some(names) => match lines.next() {
-            Some((line_no, header)) => Layout::from_header(task, names, name, line_no, header)?,
+            Some((line_no, header)) => Layout::from_header(task, names, name, line_no, header, true)?,
             None => return Err(GlueError::NoExamples { file: name.to_string() }),
         },
     };
@@ -125,7 +152,8 @@ pub fn tsv_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
 struct Layout {
     text_a: usize,
     text_b: Option<usize>,
-    label: usize,
+    /// `None` where labels are not read.
+    label: Option<usize>,
     /// Description of the needed columns, for short-row errors.
     expected: String,
 }
@@ -136,18 +164,28 @@ impl Layout {
         Layout {
             text_a: 3,
             text_b: None,
-            label: 1,
+            label: Some(1),
             expected: "source, label, original label, sentence; GLUE CoLA files have no header".to_string(),
         }
     }
 
-    fn from_header(task: Task, names: ColumnNames, file: &str, line: usize, header: &str) -> Result<Layout, GlueError> {
+    /// The layout a header gives; the label column is needed (and read) with `labels` only.
+    fn from_header(
+        task: Task,
+        names: ColumnNames,
+        file: &str,
+        line: usize,
+        header: &str,
+        labels: bool,
+    ) -> Result<Layout, GlueError> {
         let found: Vec<&str> = header.split('\t').collect();
         let position = |name: &str| found.iter().position(|f| f.trim() == name);
 
         let mut needed = vec![names.text_a];
         needed.extend(names.text_b);
-        needed.push(names.label);
+        if labels {
+            needed.push(names.label);
+        }
         let missing: Vec<String> = needed
             .iter()
             .filter(|n| position(n).is_none())
@@ -155,10 +193,10 @@ impl Layout {
             .collect();
 
         match (position(names.text_a), position(names.label)) {
-            (Some(text_a), Some(label)) if missing.is_empty() => Ok(Layout {
+            (Some(text_a), label) if missing.is_empty() => Ok(Layout {
                 text_a,
                 text_b: names.text_b.and_then(position),
-                label,
+                label: label.filter(|_| labels),
                 expected: needed.join(", "),
             }),
             _ => Err(GlueError::MissingColumns {
@@ -174,10 +212,33 @@ impl Layout {
     }
 
     fn parse_row(&self, task: Task, file: &str, line: usize, row: &str) -> Result<Example, GlueError> {
+        let (text_a, text_b, raw_label) = self.fields(task, file, line, row)?;
+        let raw_label = raw_label.expect("a labelled layout reads its label").trim();
+        let label = task.parse_label(raw_label).ok_or_else(|| GlueError::BadLabel {
+            file: file.to_string(),
+            line,
+            value: shorten(raw_label),
+            expected: task.label_expectation(),
+        })?;
+        Ok(Example {
+            text_a: text_a.to_string(),
+            text_b: text_b.map(str::to_string),
+            label,
+        })
+    }
+
+    /// A row's text, pair and (where the layout reads one) raw label.
+    fn fields<'r>(
+        &self,
+        task: Task,
+        file: &str,
+        line: usize,
+        row: &'r str,
+    ) -> Result<(&'r str, Option<&'r str>, Option<&'r str>), GlueError> {
         let fields: Vec<&str> = row.split('\t').collect();
         let field = |index: usize| {
             fields.get(index).copied().ok_or_else(|| {
-                let needed = 1 + self.text_a.max(self.label).max(self.text_b.unwrap_or(0));
+                let needed = 1 + self.text_a.max(self.label.unwrap_or(0)).max(self.text_b.unwrap_or(0));
                 GlueError::ShortRow {
                     file: file.to_string(),
                     line,
@@ -189,19 +250,10 @@ impl Layout {
             })
         };
 
-        let text_a = field(self.text_a)?.to_string();
-        let text_b = match self.text_b {
-            Some(index) => Some(field(index)?.to_string()),
-            None => None,
-        };
-        let raw_label = field(self.label)?.trim();
-        let label = task.parse_label(raw_label).ok_or_else(|| GlueError::BadLabel {
-            file: file.to_string(),
-            line,
-            value: shorten(raw_label),
-            expected: task.label_expectation(),
-        })?;
-        Ok(Example { text_a, text_b, label })
+        let text_a = field(self.text_a)?;
+        let text_b = self.text_b.map(field).transpose()?;
+        let label = self.label.map(field).transpose()?;
+        Ok((text_a, text_b, label))
     }
 }
 
