@@ -569,6 +569,28 @@ fn bad_flags_are_refused_before_anything_is_read() {
         .output()
         .unwrap();
     assert_clean_error("output over input", &o, &[]);
+    // OUT in a folder that is not there, or OUT a folder: refused as the passes refuse them (a
+    // missing folder was made, and written into after a whole search).
+    let missing = dir.path().join("missing").join("o.onnx");
+    for (what, to, needles) in [
+        (
+            "a missing folder",
+            &missing,
+            vec!["folder", "missing", "does not exist"],
+        ),
+        (
+            "a folder",
+            &dir.path().to_path_buf(),
+            vec!["a folder; name the model file"],
+        ),
+    ] {
+        let o = bin()
+            .args(["auto", s(&model), s(to), "--task", "sst2", "--calib-data", s(&train)])
+            .output()
+            .unwrap();
+        assert_clean_error(what, &o, &needles);
+    }
+    assert!(!dir.path().join("missing").exists());
     assert!(!out.exists());
     assert_eq!(std::fs::read(&model).unwrap(), b"not read");
 }

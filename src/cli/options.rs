@@ -451,6 +451,13 @@ pub fn bench_recipes(
                 .map_or("data".into(), |s| s.to_string_lossy().into_owned()),
         })
     });
+    // The tables go into a folder (made when missing): a file there is refused before the runs.
+    if out.exists() && !out.is_dir() {
+        bail!(
+            "--out {}: a file, not a folder; name a folder for the tables and charts (made when missing)",
+            out.display()
+        );
+    }
     Ok(BenchRecipes {
         notes,
         recipes,
@@ -532,6 +539,20 @@ pub fn auto_options(model: &Path, a: &super::flags::AutoArgs) -> Result<onnx_com
             .collect::<Result<_>>()?,
     };
     let out = absolute(&a.out, "OUT")?;
+    // OUT is written at the end of a search (or by --collect): a folder that is not there is
+    // refused now, as every pass refuses it, not after the search.
+    if a.only.is_none() {
+        let dir = out.parent().unwrap_or(Path::new("."));
+        if !dir.is_dir() {
+            bail!("{}: folder {} does not exist", a.out.display(), dir.display());
+        }
+        if out.is_dir() {
+            bail!(
+                "{}: a folder; name the model file to write in it (model.onnx)",
+                a.out.display()
+            );
+        }
+    }
     let work = match (&a.plan, &a.collect, &a.work) {
         (Some(d), _, _) => absolute(d, "--plan")?,
         (_, Some(d), _) => absolute(d, "--collect")?,
