@@ -225,6 +225,7 @@ fn cmd_diff(ort_lib: Option<&Path>, quiet: bool, a: DiffArgs) -> Result<()> {
         for (path, what) in reads {
             onnx::io::ensure_not_read(&path, what, csv).with_context(|| format!("--csv {}", csv.display()))?;
         }
+        onnx::io::target_folder(csv).map_err(|e| anyhow::anyhow!("--csv {e}"))?;
     }
     runtime::init(ort_lib)?;
     let opts = diff::DiffOptions {
@@ -255,7 +256,7 @@ fn cmd_diff(ort_lib: Option<&Path>, quiet: bool, a: DiffArgs) -> Result<()> {
     bar.finish();
     let r = r?;
     if let Some(path) = &a.csv {
-        onnx::io::write_text(path, &diff::rows_csv(&r)).with_context(|| format!("--csv {}", path.display()))?;
+        onnx::io::write_text(path, &diff::rows_csv(&r)).map_err(|e| anyhow::anyhow!("--csv {e}"))?;
     }
     if a.json {
         print_json(&r)

@@ -265,7 +265,30 @@ fn diff_and_sensitivity_refuse_bad_input_in_one_line() {
         );
         assert_eq!(std::fs::read(target).unwrap(), before, "{what} changed");
     }
+    // diff --csv into a folder that is not there: said before the work, naming the folder (it
+    // was said after, naming a temporary file).
+    let lost = dir.path().join("lost").join("x.csv");
+    let o = run(&["diff", m, s(&copy), "--data", s(&data), "--csv", s(&lost)]);
+    let line = assert_clean_error(
+        "diff --csv in a missing folder",
+        &o,
+        &[&format!(
+            "--csv {}: folder {} does not exist",
+            lost.display(),
+            lost.parent().unwrap().display()
+        )],
+    );
+    assert!(!line.contains("partial"), "{line}");
     let train = require("data/glue/sst2/train.tsv", "sensitivity errors").unwrap();
+    // bench --out names a folder too.
+    let recipe = dir.path().join("r.yaml");
+    std::fs::write(&recipe, format!("model:\n  model_name: {m}\ndata:\n  task: sst2\n")).unwrap();
+    assert_clean_error(
+        "bench --out onto a file",
+        &run(&["bench", "--out", s(&data), s(&recipe)]),
+        &["--out", "d.csv", "a file, not a folder"],
+    );
+    std::fs::remove_file(&recipe).unwrap();
     // sensitivity --out names a folder: a file there is refused before any measuring.
     assert_clean_error(
         "sensitivity --out onto a file",

@@ -326,19 +326,7 @@ pub fn data_file_for(path: &Path) -> PathBuf {
 /// data is used; without it, an old `<path>.data` (the replaced model's) is removed.
 pub fn save(model: &ModelProto, path: &Path, opts: &SaveOptions) -> Result<SaveSummary, OnnxError> {
     ensure_not_overwriting(&opts.protect, path)?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !dir.is_dir() {
-        return Err(OnnxError::Io {
-            path: path.to_path_buf(),
-            cause: std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("folder {} does not exist", dir.display()),
-            ),
-        });
-    }
+    let dir = target_folder(path)?;
     if path.is_dir() {
         return Err(OnnxError::Io {
             path: path.to_path_buf(),
@@ -420,11 +408,34 @@ pub fn save(model: &ModelProto, path: &Path, opts: &SaveOptions) -> Result<SaveS
 /// Writes a text file (a report, a table) atomically: a temporary file beside it, then a rename,
 /// so a reader never sees half of it.
 pub fn write_text(path: &Path, text: &str) -> Result<(), OnnxError> {
+    let dir = target_folder(path)?;
+    if path.is_dir() {
+        return Err(OnnxError::Io {
+            path: path.to_path_buf(),
+            cause: std::io::Error::other("a folder; name the file to write in it"),
+        });
+    }
+    write_atomic(path, &dir, &[text.as_bytes()])
+}
+
+/// The folder a file at `path` is written into; an error naming it when it is not there (the
+/// error names the folder, not a temporary file in it). Call it before work whose result goes
+/// to `path`.
+pub fn target_folder(path: &Path) -> Result<PathBuf, OnnxError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    write_atomic(path, &dir, &[text.as_bytes()])
+    if !dir.is_dir() {
+        return Err(OnnxError::Io {
+            path: path.to_path_buf(),
+            cause: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("folder {} does not exist", dir.display()),
+            ),
+        });
+    }
+    Ok(dir)
 }
 
 fn write_atomic(path: &Path, dir: &Path, parts: &[&[u8]]) -> Result<(), OnnxError> {
