@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::data::Labels;
 use crate::eval::{self, EvalOptions, Prepared};
 use crate::onnx::{self, ModelProto};
-use crate::runtime::{self, Probe};
+use crate::runtime::{self, Batch, Probe};
 
 #[derive(Debug, Clone)]
 pub struct DiffOptions {
@@ -225,6 +225,32 @@ fn margin(z: &[f32], c: usize) -> f32 {
     z[c] - other
 }
 
+/// The examples, prepared with model A's tokenizer (from `tokenizer`), must fit model B's
+/// tables too: its word embeddings and its positions (ONNX Runtime's own error is "indices
+/// element out of data bounds").
+fn fits_b(b: &Path, proto_b: &onnx::ModelProto, batches: &[(Vec<usize>, Batch)], tokenizer: &str) -> Result<()> {
+    let limits = eval::input_limits(proto_b);
+    if let Some(rows) = limits.vocabulary {
+        let largest = batches.iter().flat_map(|(_, x)| x.input_ids.iter().copied()).max();
+        if let Some(id) = largest.filter(|&id| id >= rows as i64) {
+            bail!(
+                "{}: MODEL_A's tokenizer ({tokenizer}) gives token id {id}, past the {rows} rows of MODEL_B's word embeddings: the two models do not share a vocabulary (diff compares models of one tokenizer)",
+                b.display()
+            );
+        }
+    }
+    if let Some(rows) = limits.positions {
+        let longest = batches.iter().map(|(_, x)| x.input_ids.ncols()).max().unwrap_or(0);
+        if longest > rows {
+            bail!(
+                "{}: examples of {longest} tokens, past MODEL_B's {rows} positions; pass --max-length {rows}",
+                b.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Compares the models at `a` and `b` on the examples of `opts`.
 pub fn diff(a: &Path, b: &Path, opts: &DiffOptions, progress: eval::Progress) -> Result<DiffReport> {
     let wall = Instant::now();
@@ -245,6 +271,7 @@ pub fn diff(a: &Path, b: &Path, opts: &DiffOptions, progress: eval::Progress) ->
         tokenizer,
         ..
     } = eval::prepare(a, &proto_a, &opts.eval)?;
+    fits_b(b, &proto_b, &batches, &tokenizer)?;
     let (points, mut layers_note) = hidden_points(&proto_a, &proto_b);
     let names_a: Vec<String> = points.iter().map(|p| p.a.clone()).collect();
     let names_b: Vec<String> = points.iter().map(|p| p.b.clone()).collect();

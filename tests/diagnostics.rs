@@ -279,6 +279,18 @@ fn diff_and_sensitivity_refuse_bad_input_in_one_line() {
         )],
     );
     assert!(!line.contains("partial"), "{line}");
+    // A model B of another vocabulary (a fixture's 100 words): named before ONNX Runtime's
+    // "indices element out of data bounds".
+    let albert = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/albert/model.onnx");
+    assert_clean_error(
+        "diff against a model of another vocabulary",
+        &run(&["diff", m, s(&albert), "--data", s(&data), "--limit", "4"]),
+        &[
+            "albert/model.onnx",
+            "MODEL_A's tokenizer",
+            "past the 100 rows of MODEL_B's word embeddings",
+        ],
+    );
     let train = require("data/glue/sst2/train.tsv", "sensitivity errors").unwrap();
     // bench --out names a folder too.
     let recipe = dir.path().join("r.yaml");
