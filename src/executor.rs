@@ -311,6 +311,14 @@ pub fn execute(
             let cal = calib::ort_calibrator(&c.spec(), input, &model)?;
             calibration_load_seconds = t.elapsed().as_secs_f64();
             notes.extend(c.shortfall(cal.examples));
+            // Calibrated pruning refits what it keeps on these tokens: too few fit exactly.
+            let prunes = plan
+                .steps
+                .iter()
+                .any(|s| matches!(&s.pass, Pass::Prune(o) if o.strategy == crate::passes::prune::Strategy::Obs));
+            if prunes {
+                notes.extend(crate::passes::prune::few_tokens_note(&model, cal.tokens()));
+            }
             Some(cal)
         }
         _ => None,

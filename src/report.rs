@@ -857,11 +857,14 @@ pub fn sensitivity_text(r: &crate::sensitivity::SensitivityReport) -> String {
     let pct = |a: Option<f64>| a.map_or("-".to_string(), |a| format!("{:.1}%", a * 100.0));
     let _ = writeln!(
         o,
-        "measured on {} calibration examples ({} tokens); cost = {}, agree = predictions unchanged",
-        r.calibration_examples,
-        r.calibration_tokens,
+        "measured on {} ({}); cost = {}, agree = predictions unchanged",
+        count(r.calibration_examples, "calibration example", "calibration examples"),
+        count(r.calibration_tokens, "token", "tokens"),
         r.cost.words().0
     );
+    for n in &r.notes {
+        let _ = writeln!(o, "note: {n}");
+    }
     let _ = writeln!(
         o,
         "\npruning one block alone (calibrated: greedy OBS removal with compensation)"

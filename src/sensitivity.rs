@@ -72,6 +72,8 @@ pub struct SensitivityReport {
     pub int8: Vec<MatMulCost>,
     /// What a cost is (`kl` or `mse` in the JSON).
     pub cost: Cost,
+    /// What to know before reading the costs (too few calibration tokens for the refit).
+    pub notes: Vec<String>,
     pub seconds: f64,
 }
 
@@ -183,6 +185,11 @@ pub fn sensitivity(
             .then(|| "dynamic int8: s8 per-channel weights, u8 per-tensor activations, one MatMul at a time".into()),
         cost,
         int8,
+        notes: (!opts.fractions.is_empty())
+            .then(|| crate::passes::prune::few_tokens_note(model, calib.tokens()))
+            .flatten()
+            .into_iter()
+            .collect(),
         seconds: start.elapsed().as_secs_f64(),
     })
 }

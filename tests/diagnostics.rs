@@ -337,6 +337,19 @@ fn sensitivity_measures_every_block_and_every_matmul() {
     };
     let r = sensitivity::sensitivity(&model, &so, &mut cal, &mut |_| {}).unwrap();
     assert_eq!(r.fractions, vec![0.25, 0.75]);
+    // Fewer calibration tokens than an FFN's 64 neurons: the refit fits them, and it is said.
+    assert_eq!(
+        r.notes,
+        onnx_compress::passes::prune::few_tokens_note(&model, r.calibration_tokens)
+            .into_iter()
+            .collect::<Vec<_>>()
+    );
+    assert!(onnx_compress::passes::prune::few_tokens_note(&model, 64).is_none());
+    let note = onnx_compress::passes::prune::few_tokens_note(&model, 63).unwrap();
+    assert!(
+        note.contains("gives 63 tokens, fewer than the 64 neurons of an FFN"),
+        "{note}"
+    );
     // Every layer's attention and FFN at both fractions: 4 heads → 1 and 3 removed; 64 neurons
     // → 16 and 48.
     assert_eq!(r.pruning.len(), 3 * 2 * 2);

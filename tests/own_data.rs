@@ -450,6 +450,19 @@ fn calibration_reads_text_only_files_in_any_format() {
         ],
     );
     assert!(!dir.path().join("c.onnx").exists());
+
+    // Calibrated pruning on fewer tokens than an FFN's neurons says that its refit fits them.
+    let o = bin()
+        .args(["prune", "--ffn", "0.5", "--calib-data", s(&tsv), "-q"])
+        .args([s(&model), s(&dir.path().join("p.onnx"))])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("tokens, fewer than the 64 neurons of an FFN: the refit after pruning"),
+        "{}",
+        text(&o.stderr)
+    );
 }
 
 /// Bad data: one clear line naming the file and the line or row, exit 1, nothing written.

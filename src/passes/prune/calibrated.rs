@@ -1183,6 +1183,19 @@ fn remove_to(obs: &mut Obs, gs: &[Vec<usize>], fraction: f64, limit: usize, remo
 /// layer's heads at once, one row; attention whose heads cannot be pruned has none. `stage` is
 /// told each block. Returns the rows and the model's label count (1: one output, or a headless
 /// encoder's hidden states, compared by mean squared difference).
+/// A note when the calibration data's `tokens` are fewer than the neurons of the widest FFN:
+/// the refit after pruning then has more unknowns than tokens, matches them (nearly) exactly, and
+/// the costs measured on the same tokens read near zero whatever is removed.
+pub fn few_tokens_note(model: &ModelProto, tokens: usize) -> Option<String> {
+    let t = structure::discover(model).ok()?;
+    let width = t.layers.iter().map(|l| l.ffn_width()).max()?;
+    (tokens < width).then(|| {
+        format!(
+            "the calibration data gives {tokens} tokens, fewer than the {width} neurons of an FFN: the refit after pruning can match so few almost exactly, so costs measured on them read near zero and choose poorly; give more calibration examples (--calib-samples; calibration.samples in a recipe)"
+        )
+    })
+}
+
 pub fn block_costs(
     model: &ModelProto,
     fractions: &[f64],

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 mod calibrated;
 
-pub use calibrated::{block_costs, check_fractions, prune_calibrated, BlockCost};
+pub use calibrated::{block_costs, check_fractions, few_tokens_note, prune_calibrated, BlockCost};
 
 use super::{round_half_even, PassError};
 use crate::onnx::{tensor, GraphIndex, GraphProto, ModelProto, Patch};
