@@ -109,6 +109,8 @@ pub fn run(r: &LoadedRecipe, opts: &RunOptions, stage: &dyn Fn(&str), progress: 
         .with_context(|| r.path.display().to_string())?;
     plan.validate()
         .map_err(|e| anyhow::anyhow!("{}: {}", r.path.display(), e.error))?;
+    r.check_files()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", r.path.display()))?;
     let limit = opts.limit.or(rec.eval.limit);
     if limit == Some(0) {
         bail!("{}: the evaluation limit must be at least 1", r.path.display());

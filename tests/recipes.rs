@@ -239,6 +239,28 @@ fn bad_configs_name_the_key_and_line_and_write_nothing() {
         "{err}"
     );
     assert!(!out.exists());
+    // Data and calibration files that are not there: named by their keys and lines (they were
+    // named by the command-line flag, --calib-data, or not at all).
+    std::fs::write(dir.path().join("m.onnx"), b"not read").unwrap();
+    for (body, want) in [
+        (
+            "model:\n  model_name: m.onnx\ndata:\n  file: absent.csv\n",
+            "data.file (line 4): ",
+        ),
+        (
+            "model:\n  model_name: m.onnx\ndata:\n  task: sst2\ncalibration:\n  data: absent.tsv\nquantization:\n  enable: true\n  method: static\n",
+            "calibration.data (line 6): ",
+        ),
+    ] {
+        let cfg = write_config(dir.path(), "nodata.yaml", body);
+        let err = fails(&["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        assert!(
+            err.contains("nodata.yaml") && err.contains(want) && err.contains("absent.") && err.contains("no such file"),
+            "{err}"
+        );
+        assert!(!err.contains("--calib-data"), "{err}");
+        assert!(!out.exists());
+    }
     // bench refuses a recipe of another task given by name, and an empty selection.
     let cfg = write_config(
         dir.path(),

@@ -391,6 +391,8 @@ pub struct LoadedRecipe {
     model_override: Option<PathBuf>,
     /// The line of `model.model_name`, for errors found when the model is looked up.
     model_line: Option<usize>,
+    /// The lines of `data.file` and `calibration.data`, for files that are not there.
+    file_lines: [Option<usize>; 2],
 }
 
 impl LoadedRecipe {
@@ -468,6 +470,30 @@ impl LoadedRecipe {
             });
         }
         Ok(found)
+    }
+
+    /// The files `data.file` and `calibration.data` name must be there: said by their keys (they
+    /// were said by the command-line flags when read).
+    pub fn check_files(&self) -> Result<(), String> {
+        let files = [
+            ("data.file", self.recipe.data.file.as_ref()),
+            ("calibration.data", self.recipe.calibration.as_ref().map(|c| &c.data)),
+        ];
+        for ((key, file), line) in files.into_iter().zip(self.file_lines) {
+            let Some(file) = file else { continue };
+            let path = self.resolve(file);
+            let at = line.map_or(key.to_string(), |l| format!("{key} (line {l})"));
+            if path.is_dir() {
+                return Err(format!("{at}: {} is a folder; name the data file", path.display()));
+            }
+            if !path.exists() {
+                return Err(format!(
+                    "{at}: {}: no such file (a path relative to the recipe's folder)",
+                    path.display()
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// `model.model_name (line N)`.
@@ -565,6 +591,10 @@ pub fn parse_with_model(text: &str, path: &Path, model: Option<&Path>) -> Result
         notes,
         model_override: model.map(Path::to_path_buf),
         model_line: line_of_path(text, &["model", "model_name"]),
+        file_lines: [
+            line_of_path(text, &["data", "file"]),
+            line_of_path(text, &["calibration", "data"]),
+        ],
     };
     // The passes' own option checks (names of sets, rules and methods; ranges), before any model is read.
     let plan = loaded.plan().map_err(|e| {
