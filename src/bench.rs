@@ -224,11 +224,37 @@ pub fn markdown(b: &BenchReport) -> String {
     if let [first, last] = b.baseline_samples_per_s[..] {
         s += &format!(
             "\nSpeed-ups divide by the baseline's mean throughput over two runs: {first:.1} samples/s \
-             first, {last:.1} after every other variant.\n"
+             first, {last:.1} after every other variant (the baseline row's own speed-up is its first run's).\n"
+        );
+        let spread = first.max(last) / first.min(last);
+        if spread > NOISY_BASELINE {
+            s += &format!(
+                "\nThe baseline's two runs differ {spread:.2}×: the machine's speed changed during the bench (other \
+                 work on its cores) or too few batches were timed; the speed-ups are not to be trusted. Rerun on a \
+                 quiet machine, with more timed batches (--measure, --limit).\n"
+            );
+        }
+    }
+    let few: Vec<&str> = b
+        .rows
+        .iter()
+        .filter(|r| r.samples_per_s.is_some() && r.timed_batches < FEW_TIMED_BATCHES)
+        .map(|r| r.variant.as_str())
+        .collect();
+    if !few.is_empty() {
+        s += &format!(
+            "\nTimed on fewer than {FEW_TIMED_BATCHES} batches (one batch's time is noisy): {}. Time more (--measure, --limit).\n",
+            few.join(", ")
         );
     }
     s
 }
+
+/// The spread of the baseline's two throughputs (larger / smaller) past which the table says
+/// its speed-ups are not to be trusted.
+const NOISY_BASELINE: f64 = 1.25;
+/// Rows timed on fewer batches than this are named as noisy.
+const FEW_TIMED_BATCHES: usize = 5;
 
 /// The table as CSV (empty fields where a value does not apply; `task` is the data file's path
 /// for recipes on the user's own file).
@@ -432,4 +458,68 @@ pub fn bench(
         runs,
         failed: failures,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(variant: &str, baseline: bool, samples_per_s: f64, timed_batches: usize) -> Row {
+        Row {
+            variant: variant.into(),
+            config: PathBuf::from(format!("{variant}.yaml")),
+            baseline,
+            reference_method: false,
+            accuracy: Some(0.9),
+            f1: None,
+            ms_per_batch: Some(32_000.0 / samples_per_s),
+            samples_per_s: Some(samples_per_s),
+            size_mib: 1.0,
+            size_bytes: 1 << 20,
+            encoder_macs: None,
+            params: 1,
+            accuracy_drop_points: Some(0.0),
+            speedup: Some(1.0),
+            size_ratio: Some(1.0),
+            examples: 64,
+            timed_batches,
+            pass_seconds: 0.0,
+            passes: vec![],
+        }
+    }
+
+    fn report(baseline_samples_per_s: Vec<f64>, timed_batches: usize) -> BenchReport {
+        BenchReport {
+            task: Some(Task::Sst2),
+            data_file: None,
+            date: "today".into(),
+            machine: "here".into(),
+            limit: None,
+            baseline: Some("base".into()),
+            baseline_samples_per_s,
+            rows: vec![
+                row("base", true, 100.0, timed_batches),
+                row("int8", false, 200.0, timed_batches),
+            ],
+            runs: vec![],
+            failed: vec![],
+        }
+    }
+
+    /// A baseline whose two runs disagree, and rows timed on a batch or two, are said under the
+    /// table (the speed-ups read as measured).
+    #[test]
+    fn noisy_speeds_are_said_under_the_table() {
+        let quiet = markdown(&report(vec![100.0, 110.0], 50));
+        assert!(
+            !quiet.contains("not to be trusted") && !quiet.contains("fewer than"),
+            "{quiet}"
+        );
+        let noisy = markdown(&report(vec![95.5, 339.2], 1));
+        assert!(noisy.contains("The baseline's two runs differ 3.55×"), "{noisy}");
+        assert!(
+            noisy.contains("Timed on fewer than 5 batches (one batch's time is noisy): base, int8."),
+            "{noisy}"
+        );
+    }
 }

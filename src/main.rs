@@ -423,7 +423,8 @@ fn cmd_run(ort_lib: Option<&Path>, quiet: bool, a: RunArgs) -> Result<()> {
     options::check_data_flag(&a.eval.data, &r)?;
     // The model is found (or its absence explained) before ONNX Runtime is loaded.
     r.model().map_err(|e| anyhow::anyhow!("{}: {e}", a.config.display()))?;
-    r.check_files().map_err(|e| anyhow::anyhow!("{}: {e}", a.config.display()))?;
+    r.check_files()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.config.display()))?;
     let opts = options::run_options(a.eval, a.out)?;
     runtime::init(ort_lib)?;
     let mut bar = cli::progress::Progress::bar(&format!("run {}", r.name()), quiet);
