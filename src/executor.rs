@@ -225,19 +225,49 @@ pub struct Outcome {
 /// Sequence length of the MAC counts in step outcomes and results rows.
 pub const MAC_SEQ_LEN: usize = 128;
 
-/// Elements of the weight-like initializers: floating point and 8-bit integer tensors.
+/// Elements of the weight-like initializers: floating point and 8-bit integer tensors, not the
+/// scales and zero points of quantization.
 pub fn weight_elements(model: &ModelProto) -> usize {
-    model
-        .graph
-        .as_ref()
-        .map(|g| {
-            g.initializer
-                .iter()
-                .filter(|i| matches!(i.data_type(), 1 | 2 | 3 | 10 | 11 | 16))
-                .filter_map(|i| onnx::tensor::numel(i).ok())
-                .sum()
+    let Some(g) = model.graph.as_ref() else { return 0 };
+    // Quantization's scales and zero points are not parameters: an INT8 model counted more than
+    // its float original. They are the scale and zero-point inputs of the quantized ops, and the
+    // per-channel scales an 8-bit embedding table's rows are multiplied by once gathered and cast.
+    use std::collections::HashSet;
+    let int8: HashSet<&str> = g
+        .initializer
+        .iter()
+        .filter(|i| matches!(i.data_type(), 2 | 3))
+        .map(|i| i.name())
+        .collect();
+    let outputs_of = |op: &str, from: &HashSet<&str>| -> HashSet<String> {
+        g.node
+            .iter()
+            .filter(|n| n.op_type() == op && n.input.first().is_some_and(|i| from.contains(i.as_str())))
+            .filter_map(|n| n.output.first().cloned())
+            .collect()
+    };
+    let gathered = outputs_of("Gather", &int8);
+    let cast = outputs_of("Cast", &gathered.iter().map(String::as_str).collect());
+    let scales: HashSet<&str> = g
+        .node
+        .iter()
+        .flat_map(|n| {
+            let at: &[usize] = match n.op_type() {
+                "QuantizeLinear" | "DequantizeLinear" => &[1, 2],
+                "DynamicQuantizeMatMul" | "MatMulInteger" => &[2, 3],
+                "MatMulIntegerToFloat" => &[2, 3, 4, 5],
+                "QLinearMatMul" => &[1, 2, 4, 5, 6, 7],
+                "Mul" if n.input.iter().any(|i| cast.contains(i)) => &[0, 1],
+                _ => &[],
+            };
+            at.iter().filter_map(|&k| n.input.get(k)).map(String::as_str)
         })
-        .unwrap_or(0)
+        .collect();
+    g.initializer
+        .iter()
+        .filter(|i| matches!(i.data_type(), 1 | 2 | 3 | 10 | 11 | 16) && !scales.contains(i.name()))
+        .filter_map(|i| onnx::tensor::numel(i).ok())
+        .sum()
 }
 
 /// Encoder MACs per sequence of [`MAC_SEQ_LEN`] tokens, when the transformer can be mapped.

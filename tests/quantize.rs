@@ -195,6 +195,12 @@ fn dynamic_agrees_with_float32_and_runs_integer_kernels() {
             12 + 2 * 5 - 2 - 1,
             "6 projections a layer; Q, K, V, FFN up and down again for the first token; not the last FFN's or queries' other tokens"
         );
+        // Its parameters are the float model's: the scales and zero points are not counted.
+        assert_eq!(
+            onnx_compress::executor::weight_elements(&q),
+            onnx_compress::executor::weight_elements(&m),
+            "per_channel {per_channel}"
+        );
         let l = logits(&q, &bs, "dynamic");
         let (rel, agree) = compare(&f, &l);
         assert!(
