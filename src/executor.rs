@@ -68,8 +68,12 @@ impl Calibration {
     /// The note when the file held fewer than the examples asked for (`examples` were drawn).
     pub fn shortfall(&self, examples: usize) -> Option<String> {
         (examples < self.samples).then(|| {
+            let (held, used) = match examples {
+                1 => ("1 example".to_string(), "it is used".to_string()),
+                n => (format!("{n} examples"), format!("all {n} are used")),
+            };
             format!(
-                "{} holds {examples} examples, fewer than the {} calibration samples asked for: all {examples} are used",
+                "{} holds {held}, fewer than the {} calibration samples asked for: {used}",
                 self.data.display(),
                 self.samples
             )

@@ -126,18 +126,26 @@ pub fn inspect_text(s: &ModelSummary) -> String {
             "not embedded (looked up beside the model)"
         }
     );
+    // The activation column is as wide as its widest entry ("gelu (fused op)").
+    let act = s
+        .layers
+        .iter()
+        .map(|l| l.activation.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(12);
     if s.unmapped.is_none() {
         let _ = writeln!(o);
         let _ = writeln!(
             o,
-            "layer  heads  size  ffn    activation   attn params  ffn params  MACs@{}  shape consts",
-            s.seq_len
+            "layer  heads  size  ffn    {:<act$} attn params  ffn params  MACs@{}  shape consts",
+            "activation", s.seq_len
         );
     }
     for l in &s.layers {
         let _ = writeln!(
             o,
-            "{:<6} {:<6} {:<5} {:<6} {:<12} {:<12} {:<11} {:<8} {}{}",
+            "{:<6} {:<6} {:<5} {:<6} {:<act$} {:<12} {:<11} {:<8} {}{}",
             l.index,
             l.heads,
             l.head_size,
@@ -188,11 +196,11 @@ fn untimed_hint(t: &crate::eval::Timing) -> String {
         return String::new();
     }
     if t.batches > warmup {
-        return "; no speed: no batch is timed with --measure 0 (eval --measure, recipe eval.measure)".into();
+        return "; no speed: no batch is timed with --measure 0 (--measure, or eval.measure in a recipe)".into();
     }
     format!(
         "; no speed: every batch went to the {warmup} warm-up batches — evaluate more examples (--limit) or \
-         lower the warm-up (eval --warmup, recipe eval.warmup)"
+         lower the warm-up (--warmup, or eval.warmup in a recipe)"
     )
 }
 
@@ -413,11 +421,12 @@ pub fn run_text(r: &crate::pipeline::RunReport) -> String {
     );
     let _ = writeln!(
         o,
-        "speed        {} ms/batch, {} samples/s ({} of {} timed after {} warm-up, {}){}",
+        "speed        {} ms/batch, {} samples/s ({}, {}, timed after {} warm-up, {}){}",
         opt(e.timing.ms_per_batch, 2),
         opt(e.timing.samples_per_s, 1),
+        // The examples timed, not the batch size: a short last batch holds fewer.
         count(e.timing.timed_batches, "batch", "batches"),
-        e.batch_size,
+        count(e.timing.timed_samples, "example", "examples"),
         e.timing.warmup_batches,
         format!("{:?}", e.device).to_lowercase(),
         untimed_hint(&e.timing)
@@ -873,11 +882,11 @@ pub fn sensitivity_text(r: &crate::sensitivity::SensitivityReport) -> String {
     let mut head = format!("{:<6} {:<10}", "layer", "block");
     for f in &r.fractions {
         head += &format!(
-            " {:>32}",
+            " {:<32}",
             format!("−{}: cost / agree (removed)", crate::sensitivity::percent(*f))
         );
     }
-    let _ = writeln!(o, "{head}");
+    let _ = writeln!(o, "{}", head.trim_end());
     for l in 0..r.layers {
         for block in ["attention", "ffn"] {
             let cells: Vec<&crate::passes::prune::BlockCost> =
@@ -900,7 +909,7 @@ pub fn sensitivity_text(r: &crate::sensitivity::SensitivityReport) -> String {
                 match cells.iter().find(|b| b.fraction == *f) {
                     Some(b) => {
                         line += &format!(
-                            " {:>32}",
+                            " {:<32}",
                             format!(
                                 "{:.2e} / {} ({} of {})",
                                 b.divergence,
@@ -910,10 +919,10 @@ pub fn sensitivity_text(r: &crate::sensitivity::SensitivityReport) -> String {
                             )
                         )
                     }
-                    None => line += &format!(" {:>32}", "-"),
+                    None => line += &format!(" {:<32}", "-"),
                 }
             }
-            let _ = writeln!(o, "{line}");
+            let _ = writeln!(o, "{}", line.trim_end());
         }
     }
     if r.pruning.iter().any(|b| b.layers.len() > 1 && !b.in_step) {
