@@ -57,6 +57,8 @@ pub struct ModelSummary {
     pub layers: Vec<LayerSummary>,
     pub parameters: Option<ParameterCounts>,
     pub seq_len: usize,
+    /// The longest input the model's position table takes (`None`: no table, or not found).
+    pub positions: Option<usize>,
     pub encoder_macs: Option<u64>,
     pub head_macs: Option<u64>,
     pub has_embedded_tokenizer: bool,
@@ -223,6 +225,7 @@ pub fn summarize(
         })
         .collect();
     Ok(ModelSummary {
+        positions: crate::eval::input_limits(model).positions,
         architecture: t.as_ref().map(architecture),
         path: path.to_path_buf(),
         file_bytes,

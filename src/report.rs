@@ -111,8 +111,12 @@ pub fn inspect_text(s: &ModelSummary) -> String {
         );
         let _ = writeln!(
             o,
-            "MACs         per sequence of {} tokens: encoder {}, head {}",
+            "MACs         per sequence of {} tokens{}: encoder {}, head {}",
             s.seq_len,
+            match s.positions {
+                Some(p) if s.seq_len > p => format!(" (past the model's {p} positions: it cannot run that long)"),
+                _ => String::new(),
+            },
             human(s.encoder_macs.unwrap_or(0) as f64),
             human(s.head_macs.unwrap_or(0) as f64)
         );

@@ -114,9 +114,19 @@ fn inspect_reads_a_synthetic_model() {
     assert_eq!(v["num_layers"], 2);
     assert_eq!(v["seq_len"], 16);
     assert_eq!(v["has_embedded_tokenizer"], false);
-    let out = run_in(dir.path(), &["inspect", s(&p)]);
+    assert_eq!(v["positions"], 64);
+    let out = run_in(dir.path(), &["inspect", s(&p), "--seq-len", "64"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(!out.stdout.is_empty());
+    assert!(text(&out.stdout).contains("MACs         per sequence of 64 tokens: encoder"));
+    // MACs for a length the model cannot take are given, and said to be past its positions.
+    let out = run_in(dir.path(), &["inspect", s(&p), "--seq-len", "100"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout)
+            .contains("per sequence of 100 tokens (past the model's 64 positions: it cannot run that long)"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 /// The text report separates its parts by one blank line, whether or not the model is mapped (a
