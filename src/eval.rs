@@ -134,7 +134,7 @@ pub struct EvalReport {
     pub tokenizer: String,
     pub ort_library: PathBuf,
     /// Where the examples with an empty text (or an empty second text) are, in file order
-    /// ("line 3", "row 7"): scored on the tokenizer's special tokens alone.
+    /// ("line 3"; "row 7" in a Parquet file): scored on the tokenizer's special tokens alone.
     pub empty_texts: Vec<String>,
     /// One per example, in file order: the class (or the score for STS-B).
     pub predictions: Vec<serde_json::Value>,

@@ -377,12 +377,12 @@ fn read_items(src: &Source, labels: Option<&Labels>) -> Result<(Chosen, Vec<Item
         let items = d
             .examples
             .into_iter()
-            .enumerate()
-            .map(|(i, e)| Item {
+            .zip(d.lines)
+            .map(|(e, line)| Item {
                 text_a: e.text_a,
                 text_b: e.text_b,
                 label: Some(e.label),
-                at: Loc::Row(i + 1),
+                at: Loc::Line(line),
             })
             .collect();
         return Ok((Chosen { text, pair, label }, items));

@@ -51,6 +51,8 @@ pub struct Dataset {
     pub task: Task,
     pub path: PathBuf,
     pub examples: Vec<Example>,
+    /// The line of the file each example is on (from 1).
+    pub lines: Vec<usize>,
 }
 
 impl Dataset {
@@ -124,9 +126,10 @@ pub fn read_tsv_str(task: Task, name: &str, text: &str) -> Result<Dataset, GlueE
         },
     };
 
-    let mut examples = Vec::new();
+    let (mut examples, mut numbers) = (Vec::new(), Vec::new());
     for (line_no, line) in lines {
         examples.push(layout.parse_row(task, name, line_no, line)?);
+        numbers.push(line_no);
     }
     if examples.is_empty() {
         return Err(GlueError::NoExamples { file: name.to_string() });
@@ -135,6 +138,7 @@ pub fn read_tsv_str(task: Task, name: &str, text: &str) -> Result<Dataset, GlueE
         task,
         path: PathBuf::from(name),
         examples,
+        lines: numbers,
     })
 }
 
@@ -263,6 +267,13 @@ mod tests {
 
     fn read(task: Task, text: &str) -> Result<Dataset, GlueError> {
         read_tsv_str(task, "dev.tsv", text)
+    }
+
+    /// Each example's line of the file (what `diff` and `eval` point to), past blank lines.
+    #[test]
+    fn examples_know_their_lines() {
+        let data = read(Task::Sst2, "sentence\tlabel\ngood\t1\n\nbad\t0\r\n").unwrap();
+        assert_eq!(data.lines, vec![2, 4]);
     }
 
     fn class(c: usize) -> Label {
