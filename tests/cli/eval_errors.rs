@@ -200,6 +200,18 @@ fn eval_with_a_missing_ort_library_names_the_path() {
     assert_clean_error("eval", &out, &["--ort-lib", lib]);
 }
 
+/// In `dir`: the tiny model (100 words, 64 positions), a tokenizer of `words` words
+/// ([`common::numbered_tokenizer`]) and a GLUE folder whose SST-2 dev file is `dev`: (model,
+/// tokenizer, GLUE folder, dev file).
+fn tiny_with_words(dir: &Path, words: usize, dev: &str) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
+    let model = save_tiny(dir, "tiny.onnx", ExternalData::Never);
+    let tokenizer = dir.join("tokenizer.json");
+    std::fs::write(&tokenizer, common::numbered_tokenizer(words)).unwrap();
+    let glue = dir.join("glue");
+    let file = write_task_file(&glue, "sst2", "dev", dev);
+    (model, tokenizer, glue, file)
+}
+
 /// A tokenizer with more words than the model's embedding rows (not the model's) is named on
 /// the first text that reaches past them, by `eval` and by a calibrated pass, before ONNX
 /// Runtime's "indices element out of data bounds"; nothing is written.
@@ -209,11 +221,7 @@ fn a_tokenizer_past_the_models_vocabulary_is_named() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let model = save_tiny(dir.path(), "tiny.onnx", ExternalData::Never);
-    let tokenizer = dir.path().join("big-tokenizer.json");
-    std::fs::write(&tokenizer, common::numbered_tokenizer(120)).unwrap();
-    let glue = dir.path().join("glue");
-    let file = write_task_file(&glue, "sst2", "dev", "sentence\tlabel\nw5 w6\t0\nw5 w110\t1\n");
+    let (model, tokenizer, glue, file) = tiny_with_words(dir.path(), 120, "sentence\tlabel\nw5 w6\t0\nw5 w110\t1\n");
     let eval_with = |tokenizer: &Path| -> Vec<String> {
         let args = [
             "--task",
@@ -329,11 +337,7 @@ fn more_threads_than_the_machine_can_use_are_refused() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let model = save_tiny(dir.path(), "tiny.onnx", ExternalData::Never);
-    let tokenizer = dir.path().join("tokenizer.json");
-    std::fs::write(&tokenizer, common::numbered_tokenizer(100)).unwrap();
-    let glue = dir.path().join("glue");
-    let file = write_task_file(&glue, "sst2", "dev", "sentence\tlabel\nw5 w6\t0\nw7\t1\n");
+    let (model, _, glue, file) = tiny_with_words(dir.path(), 100, "sentence\tlabel\nw5 w6\t0\nw7\t1\n");
     let most = 4 * std::thread::available_parallelism().map_or(1, |n| n.get());
     let too_many = (most + 1).to_string();
     let most = format!("at most {most}");
