@@ -225,7 +225,7 @@ fn margin(z: &[f32], c: usize) -> f32 {
     z[c] - other
 }
 
-/// The examples, prepared with model A's tokenizer (from `tokenizer`), must fit model B's
+/// The examples, prepared with the tokenizer (`tokenizer` says which: model A's or --tokenizer), must fit model B's
 /// tables too: its word embeddings and its positions (ONNX Runtime's own error is "indices
 /// element out of data bounds").
 fn fits_b(b: &Path, proto_b: &onnx::ModelProto, batches: &[(Vec<usize>, Batch)], tokenizer: &str) -> Result<()> {
@@ -234,7 +234,7 @@ fn fits_b(b: &Path, proto_b: &onnx::ModelProto, batches: &[(Vec<usize>, Batch)],
         let largest = batches.iter().flat_map(|(_, x)| x.input_ids.iter().copied()).max();
         if let Some(id) = largest.filter(|&id| id >= rows as i64) {
             bail!(
-                "{}: MODEL_A's tokenizer ({tokenizer}) gives token id {id}, past the {rows} rows of MODEL_B's word embeddings: the two models do not share a vocabulary (diff compares models of one tokenizer)",
+                "{}: the tokenizer ({tokenizer}) gives token id {id}, past the {rows} rows of MODEL_B's word embeddings: the two models do not share a vocabulary (diff compares models of one tokenizer)",
                 b.display()
             );
         }

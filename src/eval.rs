@@ -133,7 +133,7 @@ pub struct EvalReport {
     pub wall_seconds: f64,
     pub tokenizer: String,
     pub ort_library: PathBuf,
-    /// Where the examples with an empty text (or an empty second text) are, in file order
+    /// Where the examples with an empty or blank text (or second text) are, in file order
     /// ("line 3"; "row 7" in a Parquet file): scored on the tokenizer's special tokens alone.
     pub empty_texts: Vec<String>,
     /// One per example, in file order: the class (or the score for STS-B).
@@ -563,7 +563,7 @@ pub struct Prepared {
     pub tokenize_seconds: f64,
     /// The whole preparation's seconds (reading, labels, tokenizing, batching).
     pub seconds: f64,
-    /// Where the examples with an empty text are ([`EvalReport::empty_texts`]).
+    /// Where the examples with an empty or blank text are ([`EvalReport::empty_texts`]).
     pub empty_texts: Vec<String>,
 }
 

@@ -261,6 +261,8 @@ pub fn weight_elements(model: &ModelProto) -> usize {
                 "DynamicQuantizeMatMul" | "MatMulInteger" => &[2, 3],
                 "MatMulIntegerToFloat" => &[2, 3, 4, 5],
                 "QLinearMatMul" => &[1, 2, 4, 5, 6, 7],
+                "QAttention" => &[3, 4, 6, 7],
+                "QEmbedLayerNormalization" => &[8, 9, 10, 11, 12, 13, 14, 15, 16, 17],
                 "Mul" if n.input.iter().any(|i| cast.contains(i)) => &[0, 1],
                 _ => &[],
             };
@@ -345,12 +347,12 @@ pub fn execute(
             let cal = calib::ort_calibrator(&c.spec(), input, &model)?;
             calibration_load_seconds = t.elapsed().as_secs_f64();
             notes.extend(c.shortfall(cal.examples));
-            // Calibrated pruning refits what it keeps on these tokens: too few fit exactly.
-            let prunes = plan
-                .steps
-                .iter()
-                .any(|s| matches!(&s.pass, Pass::Prune(o) if o.strategy == crate::passes::prune::Strategy::Obs));
-            if prunes {
+            // Calibrated pruning refits the neurons it keeps on these tokens: too few fit exactly.
+            let prunes_neurons = plan.steps.iter().any(|s| {
+                matches!(&s.pass, Pass::Prune(o)
+                    if o.strategy == crate::passes::prune::Strategy::Obs && (o.ffn > 0.0 || o.target_macs.is_some()))
+            });
+            if prunes_neurons {
                 notes.extend(crate::passes::prune::few_tokens_note(&model, cal.tokens()));
             }
             Some(cal)
@@ -571,5 +573,35 @@ impl Calibrator for Reporting<'_> {
 
     fn batches(&self) -> Option<usize> {
         self.inner.batches()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shortfall note counts in the singular too ("holds 1 example ... it is used").
+    #[test]
+    fn the_shortfall_note_counts_its_examples() {
+        let c = Calibration {
+            data: PathBuf::from("t.csv"),
+            format: None,
+            columns: crate::data::Columns::default(),
+            task: None,
+            samples: 512,
+            seed: 0,
+            max_length: 128,
+            threads: 0,
+            tokenizer: None,
+        };
+        assert_eq!(c.shortfall(512), None);
+        assert_eq!(
+            c.shortfall(1).unwrap(),
+            "t.csv holds 1 example, fewer than the 512 calibration samples asked for: it is used"
+        );
+        assert_eq!(
+            c.shortfall(3).unwrap(),
+            "t.csv holds 3 examples, fewer than the 512 calibration samples asked for: all 3 are used"
+        );
     }
 }

@@ -389,8 +389,9 @@ fn builder(opts: &SessionOptions) -> Result<ort::session::builder::SessionBuilde
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         if opts.threads > MAX_THREADS_PER_CORE * cores {
             bail!(
-                "{} threads asked for (--threads, or eval.threads in a recipe) on a machine with {cores} cores: past {most} they only slow ONNX Runtime down; use 0 (ONNX Runtime's choice) or at most {most}",
+                "{} threads asked for (--threads, or eval.threads in a recipe) with {cores} {} available to this process: past {most} they only slow ONNX Runtime down; use 0 (ONNX Runtime's choice) or at most {most}",
                 opts.threads,
+                if cores == 1 { "CPU" } else { "CPUs" },
                 most = MAX_THREADS_PER_CORE * cores,
             );
         }

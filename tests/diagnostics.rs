@@ -287,7 +287,7 @@ fn diff_and_sensitivity_refuse_bad_input_in_one_line() {
         &run(&["diff", m, s(&albert), "--data", s(&data), "--limit", "4"]),
         &[
             "albert/model.onnx",
-            "MODEL_A's tokenizer",
+            "the tokenizer (",
             "past the 100 rows of MODEL_B's word embeddings",
         ],
     );

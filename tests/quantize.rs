@@ -6,6 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
+use onnx_compress::executor::weight_elements;
 use onnx_compress::onnx::proto::tensor_proto::DataType;
 use onnx_compress::onnx::{self, tensor, GraphIndex, ModelProto, SaveOptions};
 use onnx_compress::passes::quantize::fp16::f16_to_f32;
@@ -1471,4 +1472,22 @@ fn shared_sst2_one_attention_op_gives_the_separate_ops_logits() {
     assert_eq!(r["agreement"], 1.0, "{}", r["shown_flips"]);
     let diff = r["max_abs_logit_diff"].as_f64().unwrap();
     assert!(diff <= 1e-4, "largest logit difference {diff}");
+}
+
+/// An INT8 model has its float original's parameters: the quantized ops' scales and zero points
+/// are not counted, on ONNX Runtime's fused graph (QAttention) and in static QDQ too.
+#[test]
+fn int8_models_count_their_float_originals_parameters() {
+    let fused =
+        onnx::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bert-fused/model.onnx")).unwrap();
+    let (q, _) = quantize::quantize(&fused, &opts(Mode::Dynamic), None).unwrap();
+    assert!(ops(&q).contains_key("QAttention"), "{:?}", ops(&q));
+    assert_eq!(weight_elements(&q), weight_elements(&fused));
+    if !require_ort("static quantization's parameters") {
+        return;
+    }
+    let m = synth();
+    let mut cal = calibrator(4, 7);
+    let (q, _) = quantize::quantize(&m, &opts(Mode::Static), Some(&mut cal)).unwrap();
+    assert_eq!(weight_elements(&q), weight_elements(&m));
 }

@@ -1081,14 +1081,14 @@ fn finish(
     // The dev split, read once (before the search) for the input and the winner: the winner is
     // read with the input's labels and tokenizer.
     let dev_opts = o.dev_options();
-    let dev = |path: &Path| -> Result<eval::EvalReport> {
+    let on_dev = |path: &Path| -> Result<eval::EvalReport> {
         eval::evaluate_prepared(path, dev, &dev_opts, &|done, total| {
             (ui.stage)(&format!("evaluating on {}: batch {done}/{total}", dev_file.display()))
         })
     };
-    let base_dev = dev(&o.model)?;
+    let base_dev = on_dev(&o.model)?;
     let win_path = s.model_path(&wc);
-    let win_dev = dev(&win_path)?;
+    let win_dev = on_dev(&win_path)?;
     let acc = |r: &eval::EvalReport| r.metrics.accuracy.unwrap_or(f64::NAN);
     let sel_drop = report.rows[wi].drop;
     report.dev = Some(DevResult {

@@ -105,7 +105,7 @@ pub struct CalibArgs {
     /// Truncation length of calibration examples [default: 128].
     #[arg(long)]
     pub max_length: Option<usize>,
-    /// Intra-op threads for calibration runs, at most 4 per core [default: 0, ONNX Runtime's choice].
+    /// Intra-op threads for calibration runs, at most 4 per CPU [default: 0, ONNX Runtime's choice].
     #[arg(long)]
     pub threads: Option<usize>,
     /// Seed for drawing the calibration examples (prune: also for --strategy random) [default: 0].
@@ -429,7 +429,7 @@ pub struct EvalArgs {
     /// cpu, or cuda (ONNX Runtime's CUDA execution provider; an error where unavailable, never a fallback).
     #[arg(long, value_parser = choice::<Device>(), default_value = "cpu")]
     pub device: Device,
-    /// Intra-op threads, at most 4 per core (0: ONNX Runtime's default).
+    /// Intra-op threads, at most 4 per CPU (0: ONNX Runtime's default).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
     /// Untimed batches before timing starts.
@@ -483,7 +483,7 @@ pub struct DiffArgs {
     /// cpu, or cuda (an error where unavailable, never a fallback).
     #[arg(long, value_parser = choice::<Device>(), default_value = "cpu")]
     pub device: Device,
-    /// Intra-op threads, at most 4 per core (0: ONNX Runtime's default).
+    /// Intra-op threads, at most 4 per CPU (0: ONNX Runtime's default).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
     /// tokenizer.json to use (default: the one of MODEL_A: embedded, then beside it).
@@ -598,7 +598,7 @@ pub struct AutoArgs {
     /// cpu, or cuda (ONNX Runtime's CUDA execution provider; an error where unavailable).
     #[arg(long, value_parser = choice::<Device>(), default_value = "cpu")]
     pub device: Device,
-    /// Intra-op threads for scoring and timing, at most 4 per core (0: ONNX Runtime's default).
+    /// Intra-op threads for scoring and timing, at most 4 per CPU (0: ONNX Runtime's default).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
     #[arg(long, default_value_t = 128)]

@@ -542,10 +542,7 @@ pub fn auto_options(model: &Path, a: &super::flags::AutoArgs) -> Result<onnx_com
     // OUT is written at the end of a search (or by --collect): a folder that is not there is
     // refused now, as every pass refuses it, not after the search.
     if a.only.is_none() {
-        let dir = out.parent().unwrap_or(Path::new("."));
-        if !dir.is_dir() {
-            bail!("{}: folder {} does not exist", a.out.display(), dir.display());
-        }
+        onnx_compress::onnx::io::target_folder(&a.out)?;
         if out.is_dir() {
             bail!(
                 "{}: a folder; name the model file to write in it (model.onnx)",

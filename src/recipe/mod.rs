@@ -353,7 +353,7 @@ pub struct EvalSection {
     pub warmup: usize,
     #[serde(default = "default_measure")]
     pub measure: usize,
-    /// Intra-op threads (0: ONNX Runtime's default).
+    /// Intra-op threads, at most 4 per CPU available (0: ONNX Runtime's default).
     #[serde(default)]
     pub threads: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -472,12 +472,16 @@ impl LoadedRecipe {
         Ok(found)
     }
 
-    /// The files `data.file` and `calibration.data` name must be there: said by their keys (they
-    /// were said by the command-line flags when read).
+    /// The files `data.file` and `calibration.data` (when a step calibrates) name must be there:
+    /// said by their keys (they were said by the command-line flags when read).
     pub fn check_files(&self) -> Result<(), String> {
+        let calibrates = self.plan().map_or(true, |p| p.needs_calibration());
         let files = [
             ("data.file", self.recipe.data.file.as_ref()),
-            ("calibration.data", self.recipe.calibration.as_ref().map(|c| &c.data)),
+            (
+                "calibration.data",
+                self.recipe.calibration.as_ref().map(|c| &c.data).filter(|_| calibrates),
+            ),
         ];
         for ((key, file), line) in files.into_iter().zip(self.file_lines) {
             let Some(file) = file else { continue };

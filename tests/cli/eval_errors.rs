@@ -371,3 +371,31 @@ fn more_threads_than_the_machine_can_use_are_refused() {
     assert_clean_error("a calibrated pass with too many threads", &o, &["--threads", &most]);
     assert!(!out.exists());
 }
+
+/// An empty text in a GLUE file is named by its line in the file (a blank line before it: line 4,
+/// where the example is the second).
+#[test]
+fn empty_texts_of_a_glue_file_are_named_by_their_line() {
+    if !have_ort("empty texts of a GLUE file") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (model, _, glue, _) = tiny_with_words(dir.path(), 100, "sentence\tlabel\nw5 w6\t0\n\n \t1\n");
+    let out = bin()
+        .args([
+            "eval",
+            "--json",
+            "--task",
+            "sst2",
+            "--max-length",
+            "32",
+            "--model",
+            s(&model),
+        ])
+        .args(["--data", s(&glue)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["empty_texts"], serde_json::json!(["line 4"]), "{r}");
+}

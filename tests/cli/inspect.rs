@@ -170,3 +170,22 @@ fn inspect_counts_the_data_file_the_model_names() {
     let v = parse_json(&run_in(dir.path(), &["inspect", s(&b), "--json"]));
     assert_eq!(v["file_bytes"], size(&b) + size(&data));
 }
+
+/// The per-layer table's columns line up whatever the activation's name ("gelu (fused op)" on
+/// ONNX Runtime's fused graphs pushed the parameters a column to the right).
+#[test]
+fn inspect_layer_columns_line_up_on_a_fused_graph() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bert-fused/model.onnx");
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_in(dir.path(), &["inspect", s(&model)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let head = stdout.lines().find(|l| l.starts_with("layer  heads")).unwrap();
+    let row = stdout.lines().find(|l| l.starts_with("0 ")).unwrap();
+    assert!(row.contains("gelu (fused op)"), "{stdout}");
+    let column = head.find("attn params").unwrap();
+    assert!(
+        row[..column].ends_with(' ') && !row[column..].starts_with(' '),
+        "the attention parameters start under their header:\n{head}\n{row}"
+    );
+}

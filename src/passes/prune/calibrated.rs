@@ -1175,14 +1175,6 @@ fn remove_to(obs: &mut Obs, gs: &[Vec<usize>], fraction: f64, limit: usize, remo
     k.max(removed)
 }
 
-/// For each block of each layer and each of `fractions` (in (0, 1), ascending): that block alone
-/// pruned the way calibrated pruning prunes it (greedy OBS removal, compensated refit), and what
-/// it does to the model's predictions on the calibration data. FFN fractions stop at 90% of the
-/// neurons, attention keeps at least one head. Where every layer's heads go in step (a head count
-/// computed once for all layers), the attention is measured as calibrated pruning prunes it: every
-/// layer's heads at once, one row; attention whose heads cannot be pruned has none. `stage` is
-/// told each block. Returns the rows and the model's label count (1: one output, or a headless
-/// encoder's hidden states, compared by mean squared difference).
 /// A note when the calibration data's `tokens` are fewer than the neurons of the widest FFN:
 /// the refit after pruning then has more unknowns than tokens, matches them (nearly) exactly, and
 /// the costs measured on the same tokens read near zero whatever is removed.
@@ -1196,6 +1188,14 @@ pub fn few_tokens_note(model: &ModelProto, tokens: usize) -> Option<String> {
     })
 }
 
+/// For each block of each layer and each of `fractions` (in (0, 1), ascending): that block alone
+/// pruned the way calibrated pruning prunes it (greedy OBS removal, compensated refit), and what
+/// it does to the model's predictions on the calibration data. FFN fractions stop at 90% of the
+/// neurons, attention keeps at least one head. Where every layer's heads go in step (a head count
+/// computed once for all layers), the attention is measured as calibrated pruning prunes it: every
+/// layer's heads at once, one row; attention whose heads cannot be pruned has none. `stage` is
+/// told each block. Returns the rows and the model's label count (1: one output, or a headless
+/// encoder's hidden states, compared by mean squared difference).
 pub fn block_costs(
     model: &ModelProto,
     fractions: &[f64],
