@@ -212,6 +212,24 @@ fn tiny_with_words(dir: &Path, words: usize, dev: &str) -> (PathBuf, PathBuf, Pa
     (model, tokenizer, glue, file)
 }
 
+/// `quantize --mode static MODEL OUT --calib-data FILE --max-length 32 -q` with `extra` flags.
+fn static_int8(model: &Path, out: &Path, file: &Path, extra: &[&str]) -> Output {
+    bin()
+        .args([
+            "quantize",
+            "--mode",
+            "static",
+            s(model),
+            s(out),
+            "--calib-data",
+            s(file),
+        ])
+        .args(["--max-length", "32", "-q"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 /// A tokenizer with more words than the model's embedding rows (not the model's) is named on
 /// the first text that reaches past them, by `eval` and by a calibrated pass, before ONNX
 /// Runtime's "indices element out of data bounds"; nothing is written.
@@ -244,19 +262,7 @@ fn a_tokenizer_past_the_models_vocabulary_is_named() {
         &[s(&file), "\"w110\"", "id 110", "the 100 rows", "not the model's"],
     );
     let out = dir.path().join("int8.onnx");
-    let o = bin()
-        .args([
-            "quantize",
-            "--mode",
-            "static",
-            s(&model),
-            s(&out),
-            "--calib-data",
-            s(&file),
-        ])
-        .args(["--tokenizer", s(&tokenizer), "--max-length", "32", "-q"])
-        .output()
-        .unwrap();
+    let o = static_int8(&model, &out, &file, &["--tokenizer", s(&tokenizer)]);
     assert_clean_error(
         "a calibrated pass with a tokenizer past the vocabulary",
         &o,
@@ -355,19 +361,7 @@ fn more_threads_than_the_machine_can_use_are_refused() {
     ];
     eval_fails(&args, &[&format!("{too_many} threads"), "--threads", &most]);
     let out = dir.path().join("int8.onnx");
-    let o = bin()
-        .args([
-            "quantize",
-            "--mode",
-            "static",
-            s(&model),
-            s(&out),
-            "--calib-data",
-            s(&file),
-        ])
-        .args(["--max-length", "32", "--threads", &too_many, "-q"])
-        .output()
-        .unwrap();
+    let o = static_int8(&model, &out, &file, &["--threads", &too_many]);
     assert_clean_error("a calibrated pass with too many threads", &o, &["--threads", &most]);
     assert!(!out.exists());
 }
