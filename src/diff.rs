@@ -104,6 +104,8 @@ pub struct DiffReport {
     pub data_file: PathBuf,
     pub split: Option<String>,
     pub labels: Labels,
+    /// Whether the data file has labels (accuracy is reported where it has class labels).
+    pub labelled: bool,
     pub examples: usize,
     /// Classes: the share of examples both models put in the same class (`None` for a regression).
     pub agreement: Option<f64>,
@@ -270,7 +272,7 @@ pub fn diff(a: &Path, b: &Path, opts: &DiffOptions, progress: eval::Progress) ->
         batches,
         tokenizer,
         ..
-    } = eval::prepare(a, &proto_a, &opts.eval)?;
+    } = eval::prepare_to_compare(a, &proto_a, &opts.eval)?;
     fits_b(b, &proto_b, &batches, &tokenizer)?;
     let (points, mut layers_note) = hidden_points(&proto_a, &proto_b);
     let names_a: Vec<String> = points.iter().map(|p| p.a.clone()).collect();
@@ -293,7 +295,7 @@ pub fn diff(a: &Path, b: &Path, opts: &DiffOptions, progress: eval::Progress) ->
     let mut probe_b = open(&proto_b, &names_b, out_b, b)?;
     drop((proto_a, proto_b));
 
-    let n = data.examples.len();
+    let n = data.len();
     let mut logits: Vec<Option<(Vec<f32>, Vec<f32>)>> = vec![None; n];
     // Per point: Σ‖h_B − h_A‖², Σ‖h_A‖², or why it could not be compared.
     let mut sums = vec![(0.0f64, 0.0f64); points.len()];
@@ -371,8 +373,8 @@ pub fn diff(a: &Path, b: &Path, opts: &DiffOptions, progress: eval::Progress) ->
         for (x, y) in za.iter().zip(&zb) {
             max_abs = max_abs.max((x - y).abs() as f64);
         }
-        let label = data.examples[i].label.class();
-        let at = data.locs.get(i).map(|l| l.to_string()).unwrap_or_default();
+        let label = data.label(i).and_then(|l| l.class());
+        let at = data.locs().get(i).map(|l| l.to_string()).unwrap_or_default();
         let row = if regression {
             Row {
                 index: i,
@@ -402,17 +404,21 @@ pub fn diff(a: &Path, b: &Path, opts: &DiffOptions, progress: eval::Progress) ->
     }
     let flipped: Vec<&Row> = rows.iter().filter(|r| r.pred_a != r.pred_b).collect();
     let agreement = (!regression).then(|| 1.0 - flipped.len() as f64 / n as f64);
-    let gold = !regression && rows.iter().all(|r| r.label.is_some());
+    let labelled = matches!(data, crate::data::Examples::Labelled(_));
+    let gold = !regression && labelled && rows.iter().all(|r| r.label.is_some());
     let right = |p: Option<usize>, r: &Row| p == r.label;
     let count = |f: &dyn Fn(&Row) -> bool| gold.then(|| rows.iter().filter(|r| f(r)).count());
     let accuracy = |f: &dyn Fn(&Row) -> bool| count(f).map(|c| c as f64 / n as f64);
     let shown_flips = flipped
         .iter()
         .take(opts.show)
-        .map(|r| Flip {
-            row: (*r).clone(),
-            text: data.examples[r.index].text_a.clone(),
-            text_pair: data.examples[r.index].text_b.clone(),
+        .map(|r| {
+            let (text, pair) = data.text(r.index);
+            Flip {
+                row: (*r).clone(),
+                text: text.to_string(),
+                text_pair: pair.map(str::to_string),
+            }
         })
         .collect();
     let changes: Vec<f64> = rows.iter().map(|r| r.change as f64).collect();
@@ -423,6 +429,7 @@ pub fn diff(a: &Path, b: &Path, opts: &DiffOptions, progress: eval::Progress) ->
         data_file,
         split,
         labels,
+        labelled,
         examples: n,
         agreement,
         flips: flipped.len(),

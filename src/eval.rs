@@ -554,7 +554,8 @@ pub struct Prepared {
     pub data_file: PathBuf,
     /// The GLUE split, or `None` for a data file.
     pub split: Option<String>,
-    pub data: data::Labelled,
+    /// Labelled, except where [`prepare_to_compare`] read a file without labels.
+    pub data: data::Examples,
     pub labels: Labels,
     /// (rows of `data` in the batch, the padded batch), in batching order.
     pub batches: Vec<(Vec<usize>, Batch)>,
@@ -570,6 +571,21 @@ pub struct Prepared {
 /// Reads the examples `opts` names, with the labels and tokenizer of the model at `model_path`
 /// (`proto`), and batches them as `opts` says.
 pub fn prepare(model_path: &Path, proto: &onnx::ModelProto, opts: &EvalOptions) -> Result<Prepared> {
+    prepare_with(model_path, proto, opts, true)
+}
+
+/// [`prepare`], reading the labels only where the data file has a label column: comparing two
+/// models (`diff`) needs none.
+pub fn prepare_to_compare(model_path: &Path, proto: &onnx::ModelProto, opts: &EvalOptions) -> Result<Prepared> {
+    prepare_with(model_path, proto, opts, false)
+}
+
+fn prepare_with(
+    model_path: &Path,
+    proto: &onnx::ModelProto,
+    opts: &EvalOptions,
+    need_labels: bool,
+) -> Result<Prepared> {
     let started = Instant::now();
     if opts.batch_size == 0 {
         bail!("--batch-size must be at least 1");
@@ -594,27 +610,30 @@ pub fn prepare(model_path: &Path, proto: &onnx::ModelProto, opts: &EvalOptions) 
     };
     refuse_headless(model_path, proto, "eval")?;
     let labels = labels_of(model_path, proto, opts.task, opts.labels.as_deref(), opts.words)?;
-    let mut data = data::read_labelled(&source, &labels)?;
+    let mut data = if need_labels {
+        data::Examples::Labelled(data::read_labelled(&source, &labels)?)
+    } else {
+        data::read_examples(&source, &labels)?
+    };
     let data_file = source.path.clone();
     // Class indexes past the model's outputs, where its width is declared (else after the first
     // batch): `run` checks before its passes.
-    if let Some(outputs) = output_width(proto) {
-        check_classes(&labels, outputs, &data, &data_file)?;
+    if let (Some(outputs), data::Examples::Labelled(d)) = (output_width(proto), &data) {
+        check_classes(&labels, outputs, d, &data_file)?;
     }
     if let Some(n) = opts.limit {
         if n == 0 {
             bail!("--limit must be at least 1");
         }
-        data.examples.truncate(n);
-        data.locs.truncate(n);
+        data.truncate(n);
     }
     let blank = |t: &str| t.trim().is_empty();
-    let empty_texts = data
-        .examples
-        .iter()
-        .zip(&data.locs)
-        .filter(|(e, _)| blank(&e.text_a) || e.text_b.as_deref().is_some_and(blank))
-        .map(|(_, at)| at.to_string())
+    let empty_texts = (0..data.len())
+        .filter(|&i| {
+            let (a, b) = data.text(i);
+            blank(a) || b.is_some_and(blank)
+        })
+        .map(|i| data.locs()[i].to_string())
         .collect();
     // A longer input than the position table would fail inside ONNX Runtime: say so up front.
     let limits = input_limits(proto);
@@ -631,7 +650,7 @@ pub fn prepare(model_path: &Path, proto: &onnx::ModelProto, opts: &EvalOptions) 
     let (mut tokenizer, tokenizer_source) = load_tokenizer(model_path, proto, opts.tokenizer.as_deref(), opts.words)?;
     let t_tok = Instant::now();
     let pad = model_pad_id(&tokenizer, limits.vocabulary).with_context(|| format!("tokenizer {tokenizer_source}"))?;
-    let texts = data.examples.iter().map(|e| (e.text_a.as_str(), e.text_b.as_deref()));
+    let texts = (0..data.len()).map(|i| data.text(i));
     let enc = tokenize(&mut tokenizer, texts, &data_file, opts.max_length, limits.vocabulary)
         .with_context(|| format!("tokenizer {tokenizer_source}"))?;
     let order = batch_order(&enc, opts.bucket);
@@ -698,6 +717,9 @@ fn run_prepared(
         seconds: prepare_seconds,
         empty_texts,
     } = prepared;
+    let data::Examples::Labelled(data) = data else {
+        bail!("{}: no label column (evaluation needs labels)", data_file.display());
+    };
     let ort_library = runtime::init(None)?;
     let mut model = runtime::open(model_path, &opts.session)?;
 

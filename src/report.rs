@@ -790,6 +790,9 @@ pub fn diff_text(r: &crate::diff::DiffReport) -> String {
             (ab - aa) * 100.0
         );
     }
+    if !r.labelled {
+        let _ = writeln!(o, "accuracy     not measured: the data file has no label column");
+    }
     if let Some(c) = &r.change {
         let what = if r.agreement.is_some() {
             "margin Δ     B's margin for A's class − A's"
@@ -847,11 +850,15 @@ pub fn diff_text(r: &crate::diff::DiffReport) -> String {
                 Some(p) => format!("{} ‖ {}", f.text, p),
                 None => f.text.clone(),
             };
+            let gold = if r.labelled {
+                format!("gold {}  ", class(f.row.label))
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 o,
-                "  {:<9} gold {}  A {} ({:.3})  B {} ({:.3})  {}",
+                "  {:<9} {gold}A {} ({:.3})  B {} ({:.3})  {}",
                 f.row.at,
-                class(f.row.label),
                 class(f.row.pred_a),
                 f.row.margin_a,
                 class(f.row.pred_b),

@@ -197,6 +197,75 @@ fn diff_counts_the_flips_eval_sees() {
         flip.contains(" gold positive ") || flip.contains(" gold negative "),
         "the flips do not name the classes: {t}"
     );
+    // Without labels (a file of texts alone, GLUE's unlabelled test layout): the same flips and
+    // margins, no accuracy.
+    let texts = dir.path().join("texts.csv");
+    let test = dir.path().join("test.tsv");
+    let (mut csv_text, mut tsv_text) = (String::from("review\n"), String::from("index\tsentence\n"));
+    for (i, line) in std::fs::read_to_string(&dev)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .take(200)
+        .enumerate()
+    {
+        let (sentence, _) = line.rsplit_once('\t').unwrap();
+        csv_text += &format!("\"{}\"\n", sentence.replace('"', "\"\""));
+        tsv_text += &format!("{i}\t{sentence}\n");
+    }
+    std::fs::write(&texts, csv_text).unwrap();
+    std::fs::write(&test, tsv_text).unwrap();
+    for (file, task) in [(&texts, None), (&test, Some("sst2"))] {
+        let out = bin()
+            .args(["diff", s(&model), s(&pruned), "--data", s(file), "--json", "-q"])
+            .args(["--text-column", "review"].iter().filter(|_| task.is_none()))
+            .args(task.iter().flat_map(|t| ["--task", *t]))
+            .output()
+            .unwrap();
+        let u = json(&out, "diff on texts alone");
+        assert_eq!(u["labelled"], false, "{}", file.display());
+        assert_eq!(u["flips"], differing, "{}", file.display());
+        assert!(u["accuracy_a"].is_null() && u["a_right_b_wrong"].is_null());
+        for (i, row) in u["rows"].as_array().unwrap().iter().enumerate() {
+            assert!(row["label"].is_null());
+            assert_eq!(row["pred_a"], pa[i]);
+            assert_eq!(row["pred_b"], pb[i]);
+            assert!((f(&row["change"]) - f(&rows[i]["change"])).abs() < 1e-5, "{row}");
+        }
+    }
+    let out = bin()
+        .args([
+            "diff",
+            s(&model),
+            s(&pruned),
+            "--data",
+            s(&test),
+            "--task",
+            "sst2",
+            "-q",
+        ])
+        .output()
+        .unwrap();
+    let t = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        t.contains("accuracy     not measured: the data file has no label column"),
+        "{t}"
+    );
+    let flip = t.lines().find(|l| l.starts_with("  line ")).unwrap_or_default();
+    assert!(flip.contains(" A ") && !flip.contains("gold"), "{t}");
+    // A label column a flag names must be there.
+    let out = bin()
+        .args(["diff", s(&model), s(&pruned), "--data", s(&texts), "-q"])
+        .args(["--text-column", "review", "--label-column", "sentiment"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("no label column \"sentiment\""),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

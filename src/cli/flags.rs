@@ -61,7 +61,7 @@ pub enum Command {
     Quantize(QuantizeArgs),
     /// Re-encode a model (e.g. to or from external data), embedding its tokenizer and recording history.
     Convert(ConvertArgs),
-    /// Compare two models on the same examples: agreement, flipped predictions, margin change, per-layer drift.
+    /// Compare two models on the same examples (labels optional): agreement, flipped predictions, margin change, per-layer drift.
     Diff(DiffArgs),
     /// Where accuracy goes: the cost of pruning each block and of INT8 on each MatMul, measured on calibration data.
     Sensitivity(SensitivityArgs),

@@ -131,6 +131,8 @@ pub struct Texts {
     pub path: PathBuf,
     pub columns: Chosen,
     pub texts: Vec<(String, Option<String>)>,
+    /// Where each text is in the file.
+    pub locs: Vec<Loc>,
 }
 
 /// Labelled examples, in file order.
@@ -142,6 +144,83 @@ pub struct Labelled {
     /// Where each example is in the file (for errors found later, such as a class the model
     /// does not have).
     pub locs: Vec<Loc>,
+}
+
+/// Examples with their labels where the file has a label column, else texts alone: `diff`
+/// compares two models' predictions and needs no labels (it reports accuracy where there are).
+#[derive(Debug, Clone)]
+pub enum Examples {
+    Labelled(Labelled),
+    Unlabelled(Texts),
+}
+
+impl Examples {
+    pub fn len(&self) -> usize {
+        match self {
+            Examples::Labelled(d) => d.examples.len(),
+            Examples::Unlabelled(t) => t.texts.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The first `n` examples only.
+    pub fn truncate(&mut self, n: usize) {
+        match self {
+            Examples::Labelled(d) => {
+                d.examples.truncate(n);
+                d.locs.truncate(n);
+            }
+            Examples::Unlabelled(t) => {
+                t.texts.truncate(n);
+                t.locs.truncate(n);
+            }
+        }
+    }
+
+    /// Example `i`'s text and pair.
+    pub fn text(&self, i: usize) -> (&str, Option<&str>) {
+        match self {
+            Examples::Labelled(d) => (&d.examples[i].text_a, d.examples[i].text_b.as_deref()),
+            Examples::Unlabelled(t) => (&t.texts[i].0, t.texts[i].1.as_deref()),
+        }
+    }
+
+    /// Example `i`'s label, where the file has labels.
+    pub fn label(&self, i: usize) -> Option<Label> {
+        match self {
+            Examples::Labelled(d) => Some(d.examples[i].label),
+            Examples::Unlabelled(_) => None,
+        }
+    }
+
+    /// Where each example is in the file.
+    pub fn locs(&self) -> &[Loc] {
+        match self {
+            Examples::Labelled(d) => &d.locs,
+            Examples::Unlabelled(t) => &t.locs,
+        }
+    }
+
+    pub fn columns(&self) -> &Chosen {
+        match self {
+            Examples::Labelled(d) => &d.columns,
+            Examples::Unlabelled(t) => &t.columns,
+        }
+    }
+}
+
+/// Whether a file's label column is read, and its labels' meaning.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Want<'a> {
+    /// Texts alone.
+    Texts,
+    /// The label column named by a flag, the task's preset or a usual name, when there is one.
+    LabelsIfPresent(&'a Labels),
+    /// Needed: a missing one is an error.
+    Labels(&'a Labels),
 }
 
 /// Hugging Face `glue` column names of a task (text, pair, label), beside GLUE's own TSV names.
@@ -168,7 +247,7 @@ const USUAL_TEXT: [(&str, Option<&str>); 7] = [
 /// Label columns tried, in order, when none is named.
 const USUAL_LABEL: [&str; 5] = ["label", "labels", "gold_label", "score", "target"];
 
-fn choose(table: &Table, src: &Source, want_label: bool) -> Result<(Chosen, [Option<usize>; 3]), DataError> {
+fn choose(table: &Table, src: &Source, want: Want) -> Result<(Chosen, [Option<usize>; 3]), DataError> {
     let named = |role: &'static str, name: &str| {
         table.column(name).ok_or_else(|| DataError::MissingColumn {
             file: table.file.clone(),
@@ -248,7 +327,8 @@ fn choose(table: &Table, src: &Source, want_label: bool) -> Result<(Chosen, [Opt
     };
 
     // Label.
-    let label = if !want_label {
+    let optional = matches!(want, Want::LabelsIfPresent(_));
+    let label = if want == Want::Texts {
         None
     } else if let Some(l) = &src.columns.label {
         Some(named("label", l)?)
@@ -256,6 +336,7 @@ fn choose(table: &Table, src: &Source, want_label: bool) -> Result<(Chosen, [Opt
         let task = src.task.expect("preset implies a task");
         match first_of(labels) {
             Some(l) => Some(l),
+            None if optional => None,
             None => {
                 return Err(DataError::MissingColumn {
                     file: table.file.clone(),
@@ -269,6 +350,7 @@ fn choose(table: &Table, src: &Source, want_label: bool) -> Result<(Chosen, [Opt
     } else {
         match USUAL_LABEL.iter().find_map(|l| table.column(l)) {
             Some(l) => Some(l),
+            None if optional => None,
             None => {
                 return Err(DataError::ChooseColumn {
                     file: table.file.clone(),
@@ -369,11 +451,38 @@ struct Item {
 }
 
 /// The records of `src`: a GLUE task's TSV through the GLUE reader, any other file through
-/// [`read_table`] and the chosen columns; labels mapped through `labels` when given.
-fn read_items(src: &Source, labels: Option<&Labels>) -> Result<(Chosen, Vec<Item>), DataError> {
+/// [`read_table`] and the chosen columns; labels mapped through `labels` where `want` reads them.
+fn read_items(src: &Source, want: Want) -> Result<(Chosen, Vec<Item>), DataError> {
     if let Some(task) = src.is_glue_tsv()? {
-        let d = glue::read_tsv(task, &src.path)?;
         let (text, pair, label) = glue_tsv_names(task);
+        // A GLUE TSV's labels are read only where needed: calibration needs none (a label GLUE's
+        // reader refuses, "positive" in an SST-2 file, refused the file), and GLUE's test files
+        // have no label column.
+        let texts = (!matches!(want, Want::Labels(_)))
+            .then(|| glue::read_tsv_texts(task, &src.path))
+            .transpose()?;
+        if let Some(t) = texts.filter(|t| want == Want::Texts || !t.labelled) {
+            let items = t
+                .texts
+                .into_iter()
+                .zip(t.lines)
+                .map(|((text_a, text_b), line)| Item {
+                    text_a,
+                    text_b,
+                    label: None,
+                    at: Loc::Line(line),
+                })
+                .collect();
+            return Ok((
+                Chosen {
+                    text,
+                    pair,
+                    label: None,
+                },
+                items,
+            ));
+        }
+        let d = glue::read_tsv(task, &src.path)?;
         let items = d
             .examples
             .into_iter()
@@ -388,7 +497,7 @@ fn read_items(src: &Source, labels: Option<&Labels>) -> Result<(Chosen, Vec<Item
         return Ok((Chosen { text, pair, label }, items));
     }
     let table = read_table(&src.path, src.format()?)?;
-    let (columns, [text, pair, label]) = choose(&table, src, labels.is_some())?;
+    let (columns, [text, pair, label]) = choose(&table, src, want)?;
     let text = text.expect("text is always chosen");
     if let Some(l) = label {
         check_one_kind(&table, l)?;
@@ -397,15 +506,17 @@ fn read_items(src: &Source, labels: Option<&Labels>) -> Result<(Chosen, Vec<Item
     for r in &table.records {
         let text_a = text_cell(&table, r, text)?;
         let text_b = pair.map(|p| text_cell(&table, r, p)).transpose()?;
-        let label = match (labels, label) {
-            (Some(labels), Some(l)) => Some(labels.parse_in(&r.cells[l], src.columns.named_in).map_err(
-                |expected| DataError::Label {
-                    file: table.file.clone(),
-                    at: r.at,
-                    value: r.cells[l].show(),
-                    expected,
-                },
-            )?),
+        let label = match (label, want) {
+            (Some(l), Want::Labels(labels) | Want::LabelsIfPresent(labels)) => Some(
+                labels
+                    .parse_in(&r.cells[l], src.columns.named_in)
+                    .map_err(|expected| DataError::Label {
+                        file: table.file.clone(),
+                        at: r.at,
+                        value: r.cells[l].show(),
+                        expected,
+                    })?,
+            ),
             _ => None,
         };
         items.push(Item {
@@ -427,48 +538,54 @@ fn glue_tsv_names(task: Task) -> (String, Option<String>, Option<String>) {
 
 /// The texts of `src` (no label needed): for calibration.
 pub fn read_texts(src: &Source) -> Result<Texts, DataError> {
-    // A GLUE TSV's labels are not read: calibration needs none (a label GLUE's reader refuses,
-    // "positive" in an SST-2 file, refused the file).
-    if let Some(task) = src.is_glue_tsv()? {
-        let texts = glue::read_tsv_texts(task, &src.path)?;
-        let (text, pair, _) = glue_tsv_names(task);
-        return Ok(Texts {
-            path: src.path.clone(),
-            columns: Chosen {
-                text,
-                pair,
-                label: None,
-            },
-            texts,
-        });
-    }
-    let (mut columns, items) = read_items(src, None)?;
-    columns.label = None;
-    Ok(Texts {
+    let (columns, items) = read_items(src, Want::Texts)?;
+    Ok(texts_of(src, columns, items))
+}
+
+fn texts_of(src: &Source, columns: Chosen, items: Vec<Item>) -> Texts {
+    let (texts, locs) = items.into_iter().map(|i| ((i.text_a, i.text_b), i.at)).unzip();
+    Texts {
         path: src.path.clone(),
         columns,
-        texts: items.into_iter().map(|i| (i.text_a, i.text_b)).collect(),
-    })
+        texts,
+        locs,
+    }
 }
 
 /// The labelled examples of `src`, each label mapped through `labels`.
 pub fn read_labelled(src: &Source, labels: &Labels) -> Result<Labelled, DataError> {
-    let (columns, items) = read_items(src, Some(labels))?;
-    let mut examples = Vec::with_capacity(items.len());
-    let mut locs = Vec::with_capacity(items.len());
-    for i in items {
-        examples.push(Example {
-            text_a: i.text_a,
-            text_b: i.text_b,
-            label: i.label.expect("labels were asked for"),
-        });
-        locs.push(i.at);
-    }
-    Ok(Labelled {
+    let (columns, items) = read_items(src, Want::Labels(labels))?;
+    Ok(labelled_of(src, columns, items))
+}
+
+fn labelled_of(src: &Source, columns: Chosen, items: Vec<Item>) -> Labelled {
+    let (examples, locs) = items
+        .into_iter()
+        .map(|i| {
+            let example = Example {
+                text_a: i.text_a,
+                text_b: i.text_b,
+                label: i.label.expect("labels were read"),
+            };
+            (example, i.at)
+        })
+        .unzip();
+    Labelled {
         path: src.path.clone(),
         columns,
         examples,
         locs,
+    }
+}
+
+/// The examples of `src`, labelled (through `labels`) where the file has a label column (one a
+/// flag names must be there), else texts alone.
+pub fn read_examples(src: &Source, labels: &Labels) -> Result<Examples, DataError> {
+    let (columns, items) = read_items(src, Want::LabelsIfPresent(labels))?;
+    Ok(if columns.label.is_some() {
+        Examples::Labelled(labelled_of(src, columns, items))
+    } else {
+        Examples::Unlabelled(texts_of(src, columns, items))
     })
 }
 
@@ -642,5 +759,44 @@ mod tests {
         let d = read_labelled(&s, &classes(&["0", "1"])).unwrap();
         assert_eq!(d.examples[0].label, Label::Class(1));
         assert_eq!(d.columns.text, "sentence");
+    }
+
+    #[test]
+    fn examples_are_labelled_where_the_file_has_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = classes(&["neg", "pos"]);
+        // A usual label column is read (and its labels checked); none is texts alone.
+        let p = write(dir.path(), "a.csv", "text,label\nfine,pos\nbad,neg\n");
+        let Examples::Labelled(d) = read_examples(&src(p), &l).unwrap() else {
+            panic!("a label column is read")
+        };
+        assert_eq!(d.examples[1].label, Label::Class(0));
+        let p = write(dir.path(), "b.csv", "text,label\nfine,maybe\n");
+        assert!(read_examples(&src(p), &l).unwrap_err().to_string().contains("maybe"));
+        let p = write(dir.path(), "c.csv", "text\nfine\n\"bad\"\n");
+        let e = read_examples(&src(p), &l).unwrap();
+        assert!(matches!(e, Examples::Unlabelled(_)));
+        assert_eq!((e.len(), e.text(1), e.label(1)), (2, ("bad", None), None));
+        assert_eq!(e.locs()[1].to_string(), "line 3");
+        // A label column a flag names must be there.
+        let mut named = src(dir.path().join("c.csv"));
+        named.columns.label = Some("label".into());
+        assert!(read_examples(&named, &l).is_err());
+        // A GLUE TSV: labelled with the label column, texts alone without it (GLUE's test files).
+        let mut s = src(write(dir.path(), "dev.tsv", "sentence\tlabel\nfine \t1\n"));
+        s.task = Some(Task::Sst2);
+        assert!(matches!(
+            read_examples(&s, &Labels::Glue(Task::Sst2)).unwrap(),
+            Examples::Labelled(_)
+        ));
+        let mut s = src(write(dir.path(), "test.tsv", "index\tsentence\n0\tfine \n1\tbad \n"));
+        s.task = Some(Task::Sst2);
+        let e = read_examples(&s, &Labels::Glue(Task::Sst2)).unwrap();
+        assert!(matches!(e, Examples::Unlabelled(_)));
+        assert_eq!(
+            (e.text(0), e.locs()[1].to_string()),
+            (("fine ", None), "line 3".to_string())
+        );
+        assert!(read_labelled(&s, &Labels::Glue(Task::Sst2)).is_err());
     }
 }

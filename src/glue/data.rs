@@ -75,28 +75,52 @@ pub fn read_tsv(task: Task, path: &Path) -> Result<Dataset, GlueError> {
     Ok(dataset)
 }
 
+/// The texts of a GLUE TSV file, read without its labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TsvTexts {
+    /// Each example's text and pair, in file order.
+    pub texts: Vec<(String, Option<String>)>,
+    /// The line of the file each is on (from 1).
+    pub lines: Vec<usize>,
+    /// Whether the header names the task's label column (GLUE's test files have none; CoLA's
+    /// headerless files always have one).
+    pub labelled: bool,
+}
+
 /// The texts (and pairs) of a GLUE TSV file of `task`, in file order; the label column is
-/// neither needed nor read (calibration reads texts alone).
-pub fn read_tsv_texts(task: Task, path: &Path) -> Result<Vec<(String, Option<String>)>, GlueError> {
+/// neither needed nor read (calibration reads texts alone; `diff` compares models on a file
+/// without labels).
+pub fn read_tsv_texts(task: Task, path: &Path) -> Result<TsvTexts, GlueError> {
     let text = read_utf8(path)?;
     let name = path.display().to_string();
     let mut lines = tsv_lines(&text);
-    let layout = match task.column_names() {
-        None => Layout::cola(),
+    let (layout, labelled) = match task.column_names() {
+        None => (Layout::cola(), true),
         Some(names) => match lines.next() {
-            Some((line_no, header)) => Layout::from_header(task, names, &name, line_no, header, false)?,
+            Some((line_no, header)) => {
+                let labelled = header.split('\t').any(|f| f.trim() == names.label);
+                (
+                    Layout::from_header(task, names, &name, line_no, header, false)?,
+                    labelled,
+                )
+            }
             None => return Err(GlueError::NoExamples { file: name }),
         },
     };
-    let mut texts = Vec::new();
+    let (mut texts, mut numbers) = (Vec::new(), Vec::new());
     for (line_no, line) in lines {
         let (a, b, _) = layout.fields(task, &name, line_no, line)?;
         texts.push((a.to_string(), b.map(str::to_string)));
+        numbers.push(line_no);
     }
     if texts.is_empty() {
         return Err(GlueError::NoExamples { file: name });
     }
-    Ok(texts)
+    Ok(TsvTexts {
+        texts,
+        lines: numbers,
+        labelled,
+    })
 }
 
 fn read_utf8(path: &Path) -> Result<String, GlueError> {
