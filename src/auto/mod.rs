@@ -668,9 +668,8 @@ fn midpoint(a: f64, b: f64) -> Option<f64> {
 
 /// What auto cannot search with, refused before a work folder or plan is made: the examples the
 /// result is reported on given to choose on; a headless encoder (no predictions to choose by), a
-/// quantized one (quantization is the last step of a chain). Returns the model read and the file
-/// the result is reported on.
-pub fn check_inputs(o: &AutoOptions) -> Result<(onnx::ModelProto, PathBuf)> {
+/// quantized one (quantization is the last step of a chain). Returns the model read.
+pub fn check_inputs(o: &AutoOptions) -> Result<onnx::ModelProto> {
     let dev_file = o.dev_file()?;
     // The same file, or a copy of it (same bytes).
     let same = |f: &Path| {
@@ -698,7 +697,7 @@ pub fn check_inputs(o: &AutoOptions) -> Result<(onnx::ModelProto, PathBuf)> {
     let proto = onnx::load(&o.model)?;
     eval::refuse_headless(&o.model, &proto, "auto (which chooses by the predictions)")?;
     crate::structure::ensure_float(&proto).with_context(|| o.model.display().to_string())?;
-    Ok((proto, dev_file))
+    Ok(proto)
 }
 
 /// Runs the search; writes the winner to `out`, its recipe and the front into the work folder.
@@ -710,7 +709,7 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
     // search with.
     crate::runtime::check_device(&o.session())?;
     (ui.stage)("reading the model");
-    let (proto, _) = check_inputs(o)?;
+    let proto = check_inputs(o)?;
     let (mut tokenizer, tokenizer_source) =
         eval::load_tokenizer(&o.model, &proto, None, eval::Words::FlagsWithoutTokenizer)?;
     (ui.stage)("reading the training file");
