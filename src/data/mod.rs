@@ -203,13 +203,6 @@ impl Examples {
             Examples::Unlabelled(t) => &t.locs,
         }
     }
-
-    pub fn columns(&self) -> &Chosen {
-        match self {
-            Examples::Labelled(d) => &d.columns,
-            Examples::Unlabelled(t) => &t.columns,
-        }
-    }
 }
 
 /// Whether a file's label column is read, and its labels' meaning.
@@ -451,7 +444,8 @@ struct Item {
 }
 
 /// The records of `src`: a GLUE task's TSV through the GLUE reader, any other file through
-/// [`read_table`] and the chosen columns; labels mapped through `labels` where `want` reads them.
+/// [`read_table`] and the chosen columns; labels, where `want` reads them, mapped through its
+/// label set.
 fn read_items(src: &Source, want: Want) -> Result<(Chosen, Vec<Item>), DataError> {
     if let Some(task) = src.is_glue_tsv()? {
         let (text, pair, label) = glue_tsv_names(task);
