@@ -298,6 +298,8 @@ pub fn execute(
     plan.validate().map_err(|e| anyhow!(e.error.to_string()))?;
     if let Some(o) = output {
         onnx::io::ensure_distinct(input, &o.path)?;
+        // Before any work: a folder that is not there, a device or a pipe.
+        onnx::io::target_folder(&o.path)?;
         // What else is read: the tokenizer and config.json beside the model (or the one
         // given), the calibration data. Writing over one would lose it.
         let beside = |name: &str| input.parent().unwrap_or(Path::new(".")).join(name);

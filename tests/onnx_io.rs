@@ -218,6 +218,42 @@ fn save_refuses_the_input_and_leaves_nothing_on_failure() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
+#[cfg(unix)]
+#[test]
+fn a_device_or_pipe_is_refused_and_a_link_replaced() {
+    use onnx_compress::onnx::io::{target_folder, write_text};
+    let m = tiny_bert(&SynthOptions::default());
+    let dir = tmp();
+    // A link is replaced by the file written (as `sed -i` does); the file it named stays.
+    let named = dir.path().join("named.onnx");
+    std::fs::write(&named, "kept").unwrap();
+    let link = dir.path().join("link.onnx");
+    std::os::unix::fs::symlink(&named, &link).unwrap();
+    onnx::save(&m, &link, &SaveOptions::default()).unwrap();
+    assert!(std::fs::symlink_metadata(&link).unwrap().is_file());
+    assert_same_model(&onnx::load(&link).unwrap(), &m);
+    assert_eq!(std::fs::read_to_string(&named).unwrap(), "kept");
+    // A pipe (and /dev/null, a device) would be replaced by a plain file: refused, untouched.
+    let fifo = dir.path().join("fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    for target in [fifo.as_path(), Path::new("/dev/null")] {
+        let e = onnx::save(&m, target, &SaveOptions::default()).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        assert!(write_text(target, "x").is_err());
+        assert!(target_folder(target).is_err());
+        assert!(!std::fs::metadata(target).unwrap().is_file());
+    }
+    // A file where the folder should be.
+    let e = target_folder(&dir.path().join("link.onnx/x.onnx"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("is not a folder"), "{e}");
+}
+
 #[test]
 fn truncated_and_foreign_bytes_are_clear_errors() {
     let m = tiny_bert(&SynthOptions::default()).encode_to_vec();

@@ -419,21 +419,32 @@ pub fn write_text(path: &Path, text: &str) -> Result<(), OnnxError> {
 }
 
 /// The folder a file at `path` is written into; an error naming it when it is not there (the
-/// error names the folder, not a temporary file in it). Call it before work whose result goes
-/// to `path`.
+/// error names the folder, not a temporary file in it), and when `path` is a device, a pipe or a
+/// socket (`/dev/null`): a file is written beside it and renamed over it, which would put a
+/// plain file in its place (a symbolic link is replaced so, as `sed -i` replaces one; the file
+/// it named stays). Call it before work whose result goes to `path`.
 pub fn target_folder(path: &Path) -> Result<PathBuf, OnnxError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    let fail = |kind, message: String| OnnxError::Io {
+        path: path.to_path_buf(),
+        cause: std::io::Error::new(kind, message),
+    };
     if !dir.is_dir() {
-        return Err(OnnxError::Io {
-            path: path.to_path_buf(),
-            cause: std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("folder {} does not exist", dir.display()),
-            ),
-        });
+        let message = if dir.exists() {
+            format!("{} is not a folder", dir.display())
+        } else {
+            format!("folder {} does not exist", dir.display())
+        };
+        return Err(fail(std::io::ErrorKind::NotFound, message));
+    }
+    if fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+        return Err(fail(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (a device, a pipe or a socket): the result is written to a new file and renamed into place; name a file".into(),
+        ));
     }
     Ok(dir)
 }
