@@ -322,7 +322,7 @@ pub fn execute(
     if let Some(o) = output {
         onnx::io::ensure_not_overwriting(&sources, &o.path)?;
     }
-    let tokenizer_note = history::carry_tokenizer(&mut model, input, tokenizer)?;
+    let tokenizer_notes = history::carry_tokenizer(&mut model, input, tokenizer)?;
     history::carry_labels(&mut model, input)?;
     if let Some(names) = &plan.labels {
         history::embed_labels(&mut model, names)?;
@@ -341,7 +341,7 @@ pub fn execute(
             .with_context(|| input.display().to_string())?;
     }
     let mut calibration_load_seconds = 0.0;
-    let mut notes: Vec<String> = tokenizer_note.into_iter().collect();
+    let mut notes: Vec<String> = tokenizer_notes;
     let mut calibrator = match (&plan.calibration, plan.needs_calibration()) {
         (Some(c), true) => {
             stage("loading calibration data");

@@ -101,18 +101,19 @@ pub fn record(
     )
 }
 
-/// Embeds a tokenizer in `model` unless one is embedded already: `explicit`, else
-/// `tokenizer.json` beside `input`. Returns a note when the tokenizer it embeds has token ids
-/// past the model's word embeddings (a text with one of them cannot run: likely another model's
+/// Embeds a tokenizer in `model`: `explicit` (replacing one embedded already), else
+/// `tokenizer.json` beside `input` where none is embedded. Returns notes: when `explicit`
+/// replaces another embedded tokenizer, and when the tokenizer it embeds has token ids past the
+/// model's word embeddings (a text with one of them cannot run: likely another model's
 /// tokenizer).
 pub fn carry_tokenizer(
     model: &mut ModelProto,
     input: &std::path::Path,
     explicit: Option<&std::path::Path>,
-) -> anyhow::Result<Option<String>> {
+) -> anyhow::Result<Vec<String>> {
     use anyhow::Context;
     if explicit.is_none() && embedded_tokenizer(model).is_some() {
-        return Ok(None);
+        return Ok(vec![]);
     }
     let path = explicit.map(std::path::Path::to_path_buf).or_else(|| {
         let p = input
@@ -121,22 +122,31 @@ pub fn carry_tokenizer(
             .join("tokenizer.json");
         p.is_file().then_some(p)
     });
-    let Some(p) = path else { return Ok(None) };
+    let Some(p) = path else { return Ok(vec![]) };
     let text = std::fs::read_to_string(&p).with_context(|| format!("--tokenizer {}", p.display()))?;
     let tokenizer = tokenizers::Tokenizer::from_bytes(text.as_bytes())
         .map_err(|e| anyhow::anyhow!("{}: not a tokenizer.json: {e}", p.display()))?;
     let rows = crate::eval::input_limits(model).vocabulary;
     let largest = tokenizer.get_vocab(true).into_values().max();
-    let note = match (rows, largest) {
-        (Some(rows), Some(id)) if id as usize >= rows => Some(format!(
-            "the tokenizer {} has token ids up to {id} but the model's word embeddings have {rows} rows: a text with a token past id {} cannot run (is it this model's tokenizer?)",
+    let mut notes = Vec::new();
+    if embedded_tokenizer(model).is_some_and(|old| old != text) {
+        notes.push(format!(
+            "--tokenizer {} replaces the tokenizer embedded in {}",
             p.display(),
-            rows - 1
-        )),
-        _ => None,
-    };
+            input.display()
+        ));
+    }
+    if let (Some(rows), Some(id)) = (rows, largest) {
+        if id as usize >= rows {
+            notes.push(format!(
+                "the tokenizer {} has token ids up to {id} but the model's word embeddings have {rows} rows: a text with a token past id {} cannot run (is it this model's tokenizer?)",
+                p.display(),
+                rows - 1
+            ));
+        }
+    }
     embed_tokenizer(model, text);
-    Ok(note)
+    Ok(notes)
 }
 
 /// Embeds class names (in class order), replacing any embedded.

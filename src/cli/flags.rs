@@ -76,7 +76,8 @@ pub struct PassIo {
     pub input: PathBuf,
     /// Where to write the result (atomically; must differ from INPUT).
     pub output: PathBuf,
-    /// Tokenizer to embed when the input has none embedded (default: tokenizer.json beside INPUT).
+    /// Tokenizer to embed, replacing one the input has embedded (default: the embedded one, else
+    /// tokenizer.json beside INPUT).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
     /// Print the report as JSON.
@@ -297,7 +298,8 @@ pub struct ConvertArgs {
     /// Store tensors in OUTPUT.data: auto (only past protobuf's 2 GiB limit), always, never.
     #[arg(long, value_enum, default_value_t = ExternalMode::Auto)]
     pub external_data: ExternalMode,
-    /// Tokenizer to embed (default: the one found for INPUT, if any).
+    /// Tokenizer to embed, replacing one the input has embedded (default: the one found for INPUT,
+    /// if any).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
     /// Print what was written as JSON.

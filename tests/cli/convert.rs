@@ -152,6 +152,40 @@ fn convert_notes_a_tokenizer_larger_than_the_model() {
         assert_eq!(err.contains(&want), note, "{n} tokens: {err}");
         assert!(history::embedded_tokenizer(&onnx::load(&output).unwrap()).is_some());
     }
+    // --tokenizer replaces an embedded tokenizer, saying so; the same one again is no news.
+    let (embedded, other) = (dir.path().join("out100.onnx"), dir.path().join("t120.json"));
+    let output = dir.path().join("replaced.onnx");
+    let out = run_in(
+        dir.path(),
+        &["convert", s(&embedded), s(&output), "--tokenizer", s(&other)],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let want = format!(
+        "note: --tokenizer {} replaces the tokenizer embedded in {}",
+        other.display(),
+        embedded.display()
+    );
+    assert!(text(&out.stderr).contains(&want), "{}", text(&out.stderr));
+    let replaced = onnx::load(&output).unwrap();
+    assert_eq!(
+        history::embedded_tokenizer(&replaced),
+        Some(std::fs::read_to_string(&other).unwrap().as_str())
+    );
+    let out = run_in(
+        dir.path(),
+        &[
+            "convert",
+            s(&output),
+            s(&dir.path().join("again.onnx")),
+            "--tokenizer",
+            s(&other),
+        ],
+    );
+    assert!(
+        out.status.success() && !text(&out.stderr).contains("replaces"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
