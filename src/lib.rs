@@ -3,7 +3,7 @@
 //!
 //! Layout: [`onnx`] reads and writes the format; [`structure`] finds the transformer in a graph;
 //! [`runtime`] runs models with ONNX Runtime; [`glue`] reads GLUE data and computes metrics;
-//! [`eval`] measures a model; [`inspect`] summarizes one; [`history`] is what the tool records in
+//! [`eval`] measures a model; [`inspect`] summarizes one; [`interrupt`] cleans up after a signal; [`history`] is what the tool records in
 //! a model's metadata; [`report`] renders reports as text; [`options`] holds option errors and
 //! named choices; [`passes`] are the compression passes and [`executor`] runs any plan of them;
 //! [`recipe`] reads YAML run recipes, [`pipeline`] carries one out, [`bench`] runs many into tables
@@ -21,6 +21,7 @@ pub mod executor;
 pub mod glue;
 pub mod history;
 pub mod inspect;
+pub mod interrupt;
 pub mod linalg;
 pub mod onnx;
 pub mod options;

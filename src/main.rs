@@ -25,6 +25,10 @@ use onnx_compress::{auto, bench, calib, diff, inspect, pipeline, recipe, report,
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A Ctrl-C or SIGTERM removes the temporary files being written and stops the jobs started.
+    if let Err(e) = onnx_compress::interrupt::install() {
+        let _ = writeln!(std::io::stderr(), "note: no clean-up on a signal: {e}");
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -281,6 +281,63 @@ fn a_search_resumes_after_a_kill_and_run_rebuilds_the_winner_byte_for_byte() {
     );
 }
 
+/// A SIGTERM to `auto --jobs` alone (as `timeout` or a supervisor sends it) stops its jobs too: they
+/// run in their own process groups, which it stops on the way out.
+#[cfg(unix)]
+#[test]
+fn jobs_stop_with_auto() {
+    let Some(sh) = shared("auto --jobs stopped by SIGTERM") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (out, work) = (dir.path().join("o.onnx"), dir.path().join("stopped.work"));
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("onnx-compress"))
+        .args(small_args(&sh, &out, &work, "100"))
+        .args(["--jobs", "2", "-q"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The jobs are started once their logs are there.
+    let start = Instant::now();
+    while !work.join("jobs").join("lr0.90.log").exists() {
+        assert!(start.elapsed() < Duration::from_secs(120), "the jobs never started");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "auto ended before its jobs started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The processes whose command line names the work folder: the jobs (and auto itself).
+    let named = || -> Vec<String> {
+        let needle = s(&work).to_string();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains(&needle))
+            .collect()
+    };
+    assert!(named().len() >= 2, "no jobs running: {:?}", named());
+    // SAFETY: kill(2) on the child's pid. The jobs run for seconds more if not stopped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = child.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGTERM)
+    );
+    let start = Instant::now();
+    while !named().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "jobs still running after auto stopped: {:?}",
+            named()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn no_candidate_within_the_budget_writes_nothing_and_names_the_closest() {
     let Some(sh) = shared("auto without a winner") else {

@@ -1,7 +1,8 @@
 //! Crash safety: `convert` killed with SIGKILL in the middle of writing a large model leaves the
 //! previous output exactly as it was (decodable, byte for byte), never a truncated `.onnx` at the
 //! final path; what it leaves behind is a temporary file named after its target
-//! (`.<name>.tmp-XXXXXX.partial`), and the next run succeeds regardless.
+//! (`.<name>.tmp-XXXXXX.partial`), and the next run succeeds regardless. Stopped by SIGTERM or
+//! SIGINT (Ctrl-C) instead, it leaves no temporary file at all.
 #![cfg(unix)]
 
 use std::os::unix::process::ExitStatusExt;
@@ -43,9 +44,9 @@ fn temporaries(dir: &Path, target: &str) -> Vec<(PathBuf, u64)> {
 }
 
 /// Starts `convert big.onnx out.onnx [extra]`, waits until the temporary file for `target` holds
-/// at least `min_bytes`, and kills the process with SIGKILL. Returns the temporary file's size at
+/// at least `min_bytes`, and stops the process with `signal`. Returns the temporary file's size at
 /// the kill, or `None` when the run finished before it could be caught (then the caller retries).
-fn kill_mid_write(dir: &Path, extra: &[&str], target: &str, min_bytes: u64) -> Option<u64> {
+fn kill_mid_write(dir: &Path, extra: &[&str], target: &str, min_bytes: u64, signal: i32) -> Option<u64> {
     let exe = assert_cmd::cargo::cargo_bin("onnx-compress");
     let mut child = std::process::Command::new(exe)
         .current_dir(dir)
@@ -59,7 +60,8 @@ fn kill_mid_write(dir: &Path, extra: &[&str], target: &str, min_bytes: u64) -> O
     let mut caught = None;
     while start.elapsed() < Duration::from_secs(120) {
         if let Some((_, len)) = temporaries(dir, target).into_iter().find(|t| t.1 >= min_bytes) {
-            child.kill().unwrap(); // SIGKILL
+            // SAFETY: kill(2) on the child's pid; no memory is touched.
+            assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
             caught = Some(len);
             break;
         }
@@ -70,7 +72,7 @@ fn kill_mid_write(dir: &Path, extra: &[&str], target: &str, min_bytes: u64) -> O
     }
     let status = child.wait().unwrap();
     match caught {
-        Some(len) if status.signal() == Some(9) => Some(len),
+        Some(len) if status.signal() == Some(signal) => Some(len),
         _ => {
             assert!(
                 status.success() || status.signal().is_some(),
@@ -83,8 +85,9 @@ fn kill_mid_write(dir: &Path, extra: &[&str], target: &str, min_bytes: u64) -> O
 
 /// `external`: save with a side file; `kill_on_model`: with a side file, kill once the model's
 /// own temporary appears (the side file is then complete: the moment a save that renamed the
-/// side file first would have left the previous model pointing into the new data).
-fn run_and_check(external: bool, kill_on_model: bool) {
+/// side file first would have left the previous model pointing into the new data); `signal`:
+/// SIGKILL leaves the temporary, SIGTERM and SIGINT remove it.
+fn run_and_check(external: bool, kill_on_model: bool, signal: i32) {
     let dir = tempfile::tempdir().unwrap();
     let big = big_model();
     onnx::save(&big, &dir.path().join("big.onnx"), &SaveOptions::default()).unwrap();
@@ -125,7 +128,7 @@ fn run_and_check(external: bool, kill_on_model: bool) {
         if let Some(d) = &previous_data {
             std::fs::write(&data, d).unwrap();
         }
-        killed = kill_mid_write(dir.path(), extra, target, min_bytes);
+        killed = kill_mid_write(dir.path(), extra, target, min_bytes, signal);
         if killed.is_some() {
             break;
         }
@@ -152,11 +155,18 @@ fn run_and_check(external: bool, kill_on_model: bool) {
     let mut sorted = onnx_files.clone();
     sorted.sort();
     assert_eq!(sorted, ["big.onnx", "out.onnx"]);
-    let left = temporaries(dir.path(), target);
-    assert!(
-        !left.is_empty(),
-        "no temporary file named .{target}.tmp-*.partial was left"
-    );
+    let left: Vec<_> = ["out.onnx", "out.onnx.data"]
+        .iter()
+        .flat_map(|t| temporaries(dir.path(), t))
+        .collect();
+    if signal == libc::SIGKILL {
+        assert!(
+            !left.is_empty(),
+            "no temporary file named .{target}.tmp-*.partial was left"
+        );
+    } else {
+        assert!(left.is_empty(), "signal {signal} left temporary files: {left:?}");
+    }
 
     // The next run writes the new model in full despite the leftovers.
     let status = std::process::Command::new(assert_cmd::cargo::cargo_bin("onnx-compress"))
@@ -178,15 +188,25 @@ fn run_and_check(external: bool, kill_on_model: bool) {
 
 #[test]
 fn convert_killed_mid_write_leaves_the_previous_output() {
-    run_and_check(false, false);
+    run_and_check(false, false, libc::SIGKILL);
 }
 
 #[test]
 fn convert_killed_mid_write_of_external_data_leaves_the_previous_output_and_its_data() {
-    run_and_check(true, false);
+    run_and_check(true, false, libc::SIGKILL);
 }
 
 #[test]
 fn convert_killed_between_side_file_and_model_leaves_the_previous_pair() {
-    run_and_check(true, true);
+    run_and_check(true, true, libc::SIGKILL);
+}
+
+#[test]
+fn convert_stopped_by_sigterm_mid_write_leaves_no_temporary() {
+    run_and_check(false, false, libc::SIGTERM);
+}
+
+#[test]
+fn convert_interrupted_mid_write_of_external_data_leaves_no_temporary() {
+    run_and_check(true, false, libc::SIGINT);
 }

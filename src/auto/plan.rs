@@ -196,7 +196,7 @@ pub fn run_local(w: &Written, n: usize, tick: &dyn Fn(usize, usize)) -> Result<(
     let logs = w.dir.join("jobs");
     std::fs::create_dir_all(&logs).with_context(|| logs.display().to_string())?;
     let mut queue = w.jobs.iter();
-    let mut running: Vec<(String, PathBuf, std::process::Child)> = vec![];
+    let mut running: Vec<(String, PathBuf, std::process::Child, crate::interrupt::Job)> = vec![];
     let (total, mut done) = (w.jobs.len(), 0);
     let mut failed = vec![];
     loop {
@@ -204,14 +204,19 @@ pub fn run_local(w: &Written, n: usize, tick: &dyn Fn(usize, usize)) -> Result<(
             let Some((id, cmd)) = queue.next() else { break };
             let log = logs.join(format!("{id}.log"));
             let f = std::fs::File::create(&log).with_context(|| log.display().to_string())?;
-            let child = Command::new("sh")
+            let mut command = Command::new("sh");
+            command
                 .arg("-c")
                 .arg(cmd)
                 .stdout(Stdio::from(f.try_clone()?))
-                .stderr(Stdio::from(f))
-                .spawn()
-                .with_context(|| format!("starting job {id}"))?;
-            running.push((id.clone(), log, child));
+                .stderr(Stdio::from(f));
+            // Its own process group, stopped with this process (`crate::interrupt`): a SIGTERM
+            // to this process alone left the jobs running.
+            #[cfg(unix)]
+            std::os::unix::process::CommandExt::process_group(&mut command, 0);
+            let child = command.spawn().with_context(|| format!("starting job {id}"))?;
+            let registered = crate::interrupt::Job::register(child.id());
+            running.push((id.clone(), log, child, registered));
         }
         if running.is_empty() {
             break;
@@ -220,7 +225,7 @@ pub fn run_local(w: &Written, n: usize, tick: &dyn Fn(usize, usize)) -> Result<(
         let mut k = 0;
         while k < running.len() {
             if let Some(status) = running[k].2.try_wait()? {
-                let (id, log, _) = running.remove(k);
+                let (id, log, ..) = running.remove(k);
                 done += 1;
                 tick(done, total);
                 if !status.success() {

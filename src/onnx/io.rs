@@ -454,9 +454,16 @@ fn write_atomic(path: &Path, dir: &Path, parts: &[&[u8]]) -> Result<(), OnnxErro
     persist(tmp, path, dir)
 }
 
+/// A temporary file being written: removed when dropped, and when the process is stopped by a
+/// signal ([`crate::interrupt`]), unless [`persist`]ed.
+struct Partial {
+    file: tempfile::NamedTempFile,
+    _registered: crate::interrupt::Temp,
+}
+
 /// Writes `parts` to a temporary file in `dir` named after `path` (`.<name>.tmp-XXXXXX.partial`),
 /// synced to disk. Dropped without [`persist`], it is removed.
-fn write_temp(path: &Path, dir: &Path, parts: &[&[u8]]) -> Result<tempfile::NamedTempFile, OnnxError> {
+fn write_temp(path: &Path, dir: &Path, parts: &[&[u8]]) -> Result<Partial, OnnxError> {
     // `.<name>.tmp-XXXXXX.partial`: a file a killed run leaves behind says what it was for.
     let prefix = format!(".{}.tmp-", path.file_name().unwrap_or_default().to_string_lossy());
     let mut tmp = tempfile::Builder::new()
@@ -464,6 +471,7 @@ fn write_temp(path: &Path, dir: &Path, parts: &[&[u8]]) -> Result<tempfile::Name
         .suffix(".partial")
         .tempfile_in(dir)
         .map_err(io_err(path))?;
+    let registered = crate::interrupt::Temp::register(tmp.path());
     {
         let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
         for p in parts {
@@ -480,13 +488,16 @@ fn write_temp(path: &Path, dir: &Path, parts: &[&[u8]]) -> Result<tempfile::Name
             .map_err(io_err(path))?;
     }
     tmp.as_file().sync_all().map_err(io_err(path))?;
-    Ok(tmp)
+    Ok(Partial {
+        file: tmp,
+        _registered: registered,
+    })
 }
 
 /// Renames a finished temporary file to `path` (atomic within one folder), then syncs the folder
 /// so that the rename itself survives a crash.
-fn persist(tmp: tempfile::NamedTempFile, path: &Path, dir: &Path) -> Result<(), OnnxError> {
-    tmp.persist(path).map_err(|e| OnnxError::Io {
+fn persist(tmp: Partial, path: &Path, dir: &Path) -> Result<(), OnnxError> {
+    tmp.file.persist(path).map_err(|e| OnnxError::Io {
         path: path.to_path_buf(),
         cause: e.error,
     })?;
