@@ -1,6 +1,6 @@
 //! What a run stopped by a signal leaves behind. The binary calls [`install`]; from then on
 //! SIGINT, SIGTERM or SIGHUP removes the temporary files being written ([`Temp`]: a model, its
-//! external data, a report) and stops the jobs this process started ([`Job`]: `auto --jobs`),
+//! external data, a report, `run`'s temporary folder) and stops the jobs this process started ([`Job`]: `auto --jobs`),
 //! then the process ends as the signal would have ended it. Without it, a Ctrl-C while a large
 //! model is written left its `.partial` file, and a SIGTERM to `auto --jobs` left its jobs running.
 
@@ -43,7 +43,11 @@ pub fn install() -> std::io::Result<()> {
 fn clean_up() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
     let mut temps = lock(&TEMPS);
     for path in temps.drain(..) {
-        let _ = std::fs::remove_file(path);
+        let _ = if path.is_dir() {
+            std::fs::remove_dir_all(path)
+        } else {
+            std::fs::remove_file(path)
+        };
     }
     for pid in lock(&JOBS).drain(..) {
         if let Ok(group) = i32::try_from(pid) {
@@ -56,7 +60,8 @@ fn clean_up() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
     temps
 }
 
-/// A temporary file, removed if the process is stopped by a signal while it is registered.
+/// A temporary file (or folder, with what it holds), removed if the process is stopped by a
+/// signal while it is registered.
 pub struct Temp(PathBuf);
 
 impl Temp {

@@ -161,6 +161,8 @@ pub fn run(r: &LoadedRecipe, opts: &RunOptions, stage: &dyn Fn(&str), progress: 
         (None, false) => Some(tempfile::tempdir().context("creating a temporary folder for the compressed model")?),
         _ => None,
     };
+    // Removed on Ctrl-C too (a model's size in the temporary folder).
+    let _registered = tmp.as_ref().map(|d| crate::interrupt::Temp::register(d.path()));
     let target = match (&opts.out, &tmp) {
         (Some(out), _) => Some(out.clone()),
         (None, Some(dir)) => Some(
