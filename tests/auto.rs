@@ -756,6 +756,79 @@ fn a_selection_file_of_its_own_is_chosen_on_and_dev_is_refused_as_one() {
     }
 }
 
+/// What every job of a plan would refuse, or what make cannot run, is refused before the plan is
+/// written: a level given twice (two jobs, one journal), a folder path with a space, a selection
+/// too small for the budget, a folder of another search's journals; --collect of no folder.
+#[test]
+fn a_plan_its_jobs_would_refuse_is_not_written() {
+    let Some(sh) = shared("auto --plan refusals") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.onnx");
+    let plan = |flags: &str, folder: &Path| {
+        bin()
+            .args(args(&sh, &out, flags))
+            .args(["--plan", s(folder), "-q"])
+            .output()
+            .unwrap()
+    };
+    let small = "--calib-samples 16 --prune none --lowrank none --quant dynamic_per_channel --objective size \
+                 --max-drop 100";
+    let folder = dir.path().join("plan");
+    for (flags, words) in [
+        (
+            "--calib-samples 16 --prune 0.6,0.60 --objective size".to_string(),
+            &["--prune 0.6,0.60", "0.60 is given twice"][..],
+        ),
+        (
+            "--calib-samples 16 --quant static,static --objective size".into(),
+            &["--quant static,static", "twice"],
+        ),
+        (
+            "--calib-samples 16 --selection 100 --max-drop 0.5 --objective size".into(),
+            &["--max-drop 0.5", "on 100 selection examples"],
+        ),
+    ] {
+        assert_clean_error("plan refused", &plan(&flags, &folder), words);
+        assert!(!folder.exists(), "{flags}: a plan was written");
+    }
+    let spaced = dir.path().join("my plan");
+    assert_clean_error(
+        "plan with a space",
+        &plan(small, &spaced),
+        &["--plan", "make", "a space"],
+    );
+    assert!(!spaced.exists());
+    // A folder whose job ran with 16 calibration samples, planned again with 32.
+    let o = plan(small, &folder);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let job = std::fs::read_to_string(folder.join("jobs.txt")).unwrap();
+    let o = std::process::Command::new("sh")
+        .args(["-c", job.trim()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let before = std::fs::read(folder.join("Makefile")).unwrap();
+    let o = plan(&small.replace("--calib-samples 16", "--calib-samples 32"), &folder);
+    assert_clean_error(
+        "plan over another search",
+        &o,
+        &["other settings", "calib_samples: 16 → 32", "another --plan folder"],
+    );
+    assert_eq!(std::fs::read(folder.join("Makefile")).unwrap(), before);
+    // The same settings again: the plan is written over its own folder.
+    assert!(plan(small, &folder).status.success());
+    let missing = dir.path().join("missing");
+    let o = bin()
+        .args(args(&sh, &out, small))
+        .args(["--collect", s(&missing), "-q"])
+        .output()
+        .unwrap();
+    assert_clean_error("collect of no folder", &o, &["--collect", "no such folder"]);
+    assert!(!missing.exists());
+}
+
 #[test]
 fn a_journal_written_before_the_discordant_counts_is_scored_again_to_the_same_rows() {
     let Some(sh) = shared("auto's older journals") else {

@@ -129,7 +129,7 @@ impl Journal {
         for other in &others {
             let text = std::fs::read_to_string(other).with_context(|| other.display().to_string())?;
             let mut lines = text.lines();
-            check_header(other, lines.next(), settings)?;
+            check_header(other, lines.next(), settings, "--work")?;
             for e in lines.filter_map(|l| serde_json::from_str::<Entry>(l).ok()) {
                 entries.insert(e.id.clone(), e);
             }
@@ -137,7 +137,7 @@ impl Journal {
         if path.is_file() {
             let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
             let mut lines = text.lines();
-            check_header(&path, lines.next(), settings)?;
+            check_header(&path, lines.next(), settings, "--work")?;
             let own: Vec<Entry> = lines.filter_map(|l| serde_json::from_str::<Entry>(l).ok()).collect();
             // Rewrite without a torn last line, so that appends start on a line of their own.
             let mut clean = serde_json::to_string(&Header {
@@ -184,22 +184,39 @@ impl Journal {
     }
 }
 
-/// Refuses a journal whose first line is not a header of these settings.
-fn check_header(path: &Path, first: Option<&str>, settings: &Settings) -> Result<()> {
+/// Refuses a work folder (`flag` names it) holding a journal (its own or a job's) of other
+/// settings, creating nothing: a plan written into a folder of another search's jobs would have every job refuse.
+pub fn check_folder(work: &Path, settings: &Settings, flag: &str) -> Result<()> {
+    let mut journals: Vec<PathBuf> = std::fs::read_dir(work.join("jobs"))
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    journals.push(work.join(FILE));
+    journals.retain(|p| p.extension().is_some_and(|e| e == "jsonl") && p.is_file());
+    journals.sort();
+    for path in journals {
+        let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+        check_header(&path, text.lines().next(), settings, flag)?;
+    }
+    Ok(())
+}
+
+/// Refuses a journal whose first line is not a header of these settings; `flag` names the folder
+/// (`--work`, `--plan`).
+fn check_header(path: &Path, first: Option<&str>, settings: &Settings, flag: &str) -> Result<()> {
     match first.map(serde_json::from_str::<Header>) {
         Some(Ok(h)) if h.settings == *settings => Ok(()),
         Some(Ok(h)) if h.settings.builds != settings.builds => bail!(
-            "{}: this work folder's candidates were built by an older onnx-compress ({}), which built some differently (its static INT8 candidates ran their projections in float when unpadded); delete the folder or pass another --work folder",
+            "{}: this work folder's candidates were built by an older onnx-compress ({}), which built some differently (its static INT8 candidates ran their projections in float when unpadded); delete the folder or pass another {flag} folder",
             path.display(),
             differences(&h.settings, settings)
         ),
         Some(Ok(h)) => bail!(
-            "{}: this work folder holds a search with other settings ({}); pass another --work folder or delete this one",
+            "{}: this work folder holds a search with other settings ({}); pass another {flag} folder or delete this one",
             path.display(),
             differences(&h.settings, settings)
         ),
         _ => bail!(
-            "{}: not a journal of `auto`; pass another --work folder or delete this file",
+            "{}: not a journal of `auto`; pass another {flag} folder or delete this file",
             path.display()
         ),
     }

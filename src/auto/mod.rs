@@ -700,25 +700,16 @@ pub fn check_inputs(o: &AutoOptions) -> Result<onnx::ModelProto> {
     Ok(proto)
 }
 
-/// Runs the search; writes the winner to `out`, its recipe and the front into the work folder.
-/// ONNX Runtime must be initialized. Without a winner, the report's `winner` is `None` and nothing
-/// but the journal (and the candidates) is written.
-pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
-    let start = Instant::now();
-    // Before the work folder is made: a device this build cannot use, data or a model it cannot
-    // search with.
-    crate::runtime::check_device(&o.session())?;
-    (ui.stage)("reading the model");
-    let proto = check_inputs(o)?;
-    let (mut tokenizer, tokenizer_source) =
-        eval::load_tokenizer(&o.model, &proto, None, eval::Words::FlagsWithoutTokenizer)?;
-    (ui.stage)("reading the training file");
+/// The calibration and selection examples drawn from the training file (or the selection file's
+/// own draw), the file the selection is in and the training file's examples; refuses a
+/// selection too small for the budget (a search would spend its time budget to find no
+/// candidate within it).
+fn draw(o: &AutoOptions) -> Result<(select::Split, &PathBuf, usize)> {
     let source = o.source(&o.calib_data);
     let total = crate::data::read_texts(&source)
         .with_context(|| format!("--calib-data {}", o.calib_data.display()))?
         .texts
         .len();
-    // The selection: the examples drawn after calibration's, or a held-out file's own draw.
     let (split, sel_file) = match &o.selection_data {
         None => (
             select::split(total, o.calib_samples, o.selection, o.seed, &o.calib_data)?,
@@ -738,8 +729,6 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
             )
         }
     };
-    // A selection too small for the budget: before any candidate is built (a search would spend
-    // its time budget to find none within it).
     let floor = select::paired_drop(split.selection.len(), 0, 0).1 * select::normal_quantile(o.confidence);
     if floor > o.max_drop {
         bail!(
@@ -749,6 +738,48 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
             o.confidence * 100.0
         );
     }
+    Ok((split, sel_file, total))
+}
+
+/// What a work folder's journals must have been written with to be reused.
+pub fn settings(o: &AutoOptions) -> Settings {
+    Settings {
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        builds: journal::BUILDS,
+        model: o.model.clone(),
+        model_bytes: file_size(&o.model),
+        task: o.task.map_or("none", |t| t.name()).into(),
+        format: o.format.map(|f| f.name().to_string()),
+        columns: (!o.columns.is_empty()).then(|| o.columns.clone()),
+        labels: o.labels.clone(),
+        calib_data: o.calib_data.clone(),
+        calib_samples: o.calib_samples,
+        selection: o.selection,
+        selection_data: o.selection_data.clone(),
+        seed: o.seed,
+        max_length: o.max_length,
+        device: o.device.name().into(),
+        weight_type: o.weight_type.name().into(),
+        max_ffn_fraction: o.max_ffn_fraction,
+        unpad: o.unpads(),
+        batch_size: (o.batch_size != Task::batch_size_of(o.task)).then_some(o.batch_size),
+    }
+}
+
+/// Runs the search; writes the winner to `out`, its recipe and the front into the work folder.
+/// ONNX Runtime must be initialized. Without a winner, the report's `winner` is `None` and nothing
+/// but the journal (and the candidates) is written.
+pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
+    let start = Instant::now();
+    // Before the work folder is made: a device this build cannot use, data or a model it cannot
+    // search with.
+    crate::runtime::check_device(&o.session())?;
+    (ui.stage)("reading the model");
+    let proto = check_inputs(o)?;
+    let (mut tokenizer, tokenizer_source) =
+        eval::load_tokenizer(&o.model, &proto, None, eval::Words::FlagsWithoutTokenizer)?;
+    (ui.stage)("reading the training file");
+    let (split, sel_file, total) = draw(o)?;
     let labels = eval::labels_of(
         &o.model,
         &proto,
@@ -774,27 +805,7 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
         select::TIMED_BATCHES * Task::batch_size_of(o.task),
         o.batch_size,
     )?;
-    let settings = Settings {
-        tool_version: env!("CARGO_PKG_VERSION").into(),
-        builds: journal::BUILDS,
-        model: o.model.clone(),
-        model_bytes: file_size(&o.model),
-        task: o.task.map_or("none", |t| t.name()).into(),
-        format: o.format.map(|f| f.name().to_string()),
-        columns: (!o.columns.is_empty()).then(|| o.columns.clone()),
-        labels: o.labels.clone(),
-        calib_data: o.calib_data.clone(),
-        calib_samples: o.calib_samples,
-        selection: o.selection,
-        selection_data: o.selection_data.clone(),
-        seed: o.seed,
-        max_length: o.max_length,
-        device: o.device.name().into(),
-        weight_type: o.weight_type.name().into(),
-        max_ffn_fraction: o.max_ffn_fraction,
-        unpad: o.unpads(),
-        batch_size: (o.batch_size != Task::batch_size_of(o.task)).then_some(o.batch_size),
-    };
+    let settings = settings(o);
     let job = match &o.mode {
         Mode::Only(id) => Some(id.as_str()),
         _ => None,

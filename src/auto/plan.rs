@@ -13,6 +13,9 @@ use anyhow::{bail, Context, Result};
 use super::{levels, AutoOptions, Dev};
 use crate::options::Named;
 
+/// Characters make reads in a target's name as its own (besides spaces).
+const MAKE_SPECIAL: &str = ":#%$;=\\*?[]";
+
 /// A shell word: as it is when plain, else in single quotes.
 pub fn quote(s: &str) -> String {
     if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./,:=+@%".contains(c)) {
@@ -129,7 +132,19 @@ pub struct Written {
 /// commands run.
 pub fn write(o: &AutoOptions, exe: &Path) -> Result<Written> {
     let dir = &o.work;
+    // make reads a path with a space (or one of its own characters) in a target as several.
+    let text = dir.display().to_string();
+    if let Some(c) = text.chars().find(|c| c.is_whitespace() || MAKE_SPECIAL.contains(*c)) {
+        bail!(
+            "--plan {text}: the Makefile names files in this folder, and make cannot name a path with {}; choose a folder whose path has no space or any of {MAKE_SPECIAL}",
+            if c.is_whitespace() { "a space".to_string() } else { format!("'{c}'") }
+        );
+    }
+    // What every job would refuse, refused before the plan: the inputs, a selection too small
+    // for the budget, a folder of another search's journals.
     super::check_inputs(o)?;
+    super::draw(o)?;
+    super::journal::check_folder(dir, &super::settings(o), "--plan")?;
     std::fs::create_dir_all(dir).with_context(|| format!("--plan {}: cannot create the folder", dir.display()))?;
     let base = args(o);
     let jobs: Vec<(String, String)> = levels(o)

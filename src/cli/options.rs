@@ -500,14 +500,21 @@ pub fn auto_options(model: &Path, a: &super::flags::AutoArgs) -> Result<onnx_com
         match v {
             None => Ok(default),
             Some(v) if v.len() == 1 && v[0] == "none" => Ok(vec![]),
-            Some(v) => v
-                .iter()
-                .map(|x| {
-                    x.trim()
-                        .parse::<f64>()
-                        .map_err(|_| anyhow::anyhow!("--{flag} {x}: expected fractions such as 0.8,0.7 or 'none'"))
-                })
-                .collect(),
+            Some(v) => {
+                let list: Vec<f64> = v
+                    .iter()
+                    .map(|x| {
+                        x.trim()
+                            .parse::<f64>()
+                            .map_err(|_| anyhow::anyhow!("--{flag} {x}: expected fractions such as 0.8,0.7 or 'none'"))
+                    })
+                    .collect::<Result<_>>()?;
+                // Each level is one job of a plan: twice, two jobs would write one journal.
+                if let Some(i) = (1..list.len()).find(|&i| list[..i].contains(&list[i])) {
+                    bail!("--{flag} {}: {} is given twice", v.join(","), v[i].trim());
+                }
+                Ok(list)
+            }
         }
     };
     let lowrank = fractions(
@@ -536,8 +543,11 @@ pub fn auto_options(model: &Path, a: &super::flags::AutoArgs) -> Result<onnx_com
                         )
                     })
             })
-            .collect::<Result<_>>()?,
+            .collect::<Result<Vec<_>>>()?,
     };
+    if let Some(i) = (1..quant.len()).find(|&i| quant[..i].contains(&quant[i])) {
+        bail!("--quant {}: {} is given twice", quant.join(","), quant[i]);
+    }
     let out = absolute(&a.out, "OUT")?;
     // OUT is written at the end of a search (or by --collect): a folder that is not there is
     // refused now, as every pass refuses it, not after the search.
@@ -560,6 +570,10 @@ pub fn auto_options(model: &Path, a: &super::flags::AutoArgs) -> Result<onnx_com
         bail!("--jobs must be at least 1");
     }
     let mode = match (&a.collect, &a.only) {
+        (Some(d), _) if !work.is_dir() => bail!(
+            "--collect {}: no such folder; give the folder the plan was written to (auto ... --plan DIR)",
+            d.display()
+        ),
         (Some(_), _) => auto::Mode::Collect,
         (_, Some(id)) => auto::Mode::Only(id.clone()),
         _ => auto::Mode::Search,
