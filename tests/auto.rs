@@ -548,6 +548,10 @@ fn bad_flags_are_refused_before_anything_is_read() {
     onnx_compress::onnx::save(&tiny, &real, &Default::default()).unwrap();
     let dev = dir.path().join("dev.tsv");
     std::fs::write(&dev, "sentence\tlabel\nfine\t1\n").unwrap();
+    // Training data its jobs could search with (a plan whose every job would refuse its data is
+    // refused).
+    let enough = dir.path().join("enough.tsv");
+    std::fs::write(&enough, "sentence\tlabel\n".to_string() + &"ok\t1\n".repeat(600)).unwrap();
     let o = bin()
         .args([
             "auto",
@@ -556,7 +560,11 @@ fn bad_flags_are_refused_before_anything_is_read() {
             "--task",
             "sst2",
             "--calib-data",
-            s(&train),
+            s(&enough),
+            "--calib-samples",
+            "64",
+            "--max-drop",
+            "100",
             "--data",
             s(&dev),
             "--prune",
@@ -1066,6 +1074,7 @@ fn the_users_own_files_are_searched_as_the_task_preset_reads_its_copy() {
     // A plan's jobs carry the columns and labels.
     let plan = dir.path().join("plan");
     let p = own_auto(&dir.path().join("p.onnx"), &dev_jsonl)
+        .args(["--calib-samples", "32", "--max-drop", "100"])
         .args(["--prune", "0.6", "--plan", s(&plan), "-q"])
         .output()
         .unwrap();
