@@ -491,8 +491,13 @@ fn read_items(src: &Source, want: Want) -> Result<(Chosen, Vec<Item>), DataError
         return Ok((Chosen { text, pair, label }, items));
     }
     let table = read_table(&src.path, src.format()?)?;
-    let (columns, [text, pair, label]) = choose(&table, src, want)?;
+    let (mut columns, [text, pair, mut label]) = choose(&table, src, want)?;
     let text = text.expect("text is always chosen");
+    // Labels of -1 alone: a file without labels (Hugging Face's test splits), where they may be.
+    if matches!(want, Want::LabelsIfPresent(_)) && label.is_some_and(|l| all_unlabelled(&table, l)) {
+        label = None;
+        columns.label = None;
+    }
     if let Some(l) = label {
         check_one_kind(&table, l)?;
     }
@@ -508,7 +513,11 @@ fn read_items(src: &Source, want: Want) -> Result<(Chosen, Vec<Item>), DataError
                         file: table.file.clone(),
                         at: r.at,
                         value: r.cells[l].show(),
-                        expected,
+                        expected: if is_unlabelled(&r.cells[l]) {
+                            format!("{expected}; -1 marks an example without a label (Hugging Face's test splits): evaluate on a labelled split (diff compares models on this one)")
+                        } else {
+                            expected
+                        },
                     })?,
             ),
             _ => None,
@@ -521,6 +530,21 @@ fn read_items(src: &Source, want: Want) -> Result<(Chosen, Vec<Item>), DataError
         });
     }
     Ok((columns, items))
+}
+
+/// Hugging Face's mark of an example without a label: -1.
+fn is_unlabelled(cell: &Cell) -> bool {
+    match cell {
+        Cell::Int(i) => *i == -1,
+        Cell::Float(x) => *x == -1.0,
+        Cell::Str(s) => s.trim() == "-1",
+        _ => false,
+    }
+}
+
+/// Whether every label of `column` is -1.
+fn all_unlabelled(table: &Table, column: usize) -> bool {
+    table.records.iter().all(|r| is_unlabelled(&r.cells[column]))
 }
 
 fn glue_tsv_names(task: Task) -> (String, Option<String>, Option<String>) {
@@ -792,5 +816,21 @@ mod tests {
             (("fine ", None), "line 3".to_string())
         );
         assert!(read_labelled(&s, &Labels::Glue(Task::Sst2)).is_err());
+        // Labels of -1 alone (Hugging Face's test splits) are no labels; evaluation says why.
+        let p = write(
+            dir.path(),
+            "test.jsonl",
+            "{\"sentence\": \"fine\", \"label\": -1}\n{\"sentence\": \"bad\", \"label\": -1}\n",
+        );
+        let mut s = src(p);
+        s.task = Some(Task::Sst2);
+        assert!(matches!(
+            read_examples(&s, &Labels::Glue(Task::Sst2)).unwrap(),
+            Examples::Unlabelled(_)
+        ));
+        let e = read_labelled(&s, &Labels::Glue(Task::Sst2)).unwrap_err().to_string();
+        assert!(e.contains("-1 marks an example without a label"), "{e}");
+        let p = write(dir.path(), "mixed.csv", "text,label\nfine,1\nbad,-1\n");
+        assert!(read_examples(&src(p), &classes(&["neg", "pos"])).is_err());
     }
 }
