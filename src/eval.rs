@@ -142,11 +142,21 @@ pub struct EvalReport {
 
 /// Reads a tokenizer.json; the error names the file (after `flag`, e.g. "--tokenizer ").
 fn read_tokenizer(path: &Path, flag: &str) -> Result<Tokenizer> {
-    Tokenizer::from_file(path).map_err(|e| {
-        anyhow!(
-            "{flag}{}: not a tokenizer.json that Hugging Face tokenizers reads ({e})",
-            path.display()
-        )
+    let text = std::fs::read_to_string(path).with_context(|| format!("{flag}{}", path.display()))?;
+    parse_tokenizer(&text).map_err(|e| anyhow!("{flag}{}: {e}", path.display()))
+}
+
+/// A tokenizer from the text of a tokenizer.json; the error says whether the text is JSON at all
+/// (tokenizers' own message for JSON of another kind, a `config.json`, names a syntax error).
+pub fn parse_tokenizer(text: &str) -> Result<Tokenizer, String> {
+    Tokenizer::from_bytes(text.as_bytes()).map_err(|e| {
+        match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(v) if v.get("model").is_none() => {
+                "valid JSON but not a tokenizer.json (no \"model\" key: a config.json? the tokenizer is the tokenizer.json beside it)".to_string()
+            }
+            Ok(_) => format!("not a tokenizer.json that Hugging Face tokenizers reads ({e})"),
+            Err(j) => format!("not a tokenizer.json: not valid JSON ({j})"),
+        }
     })
 }
 

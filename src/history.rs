@@ -124,8 +124,7 @@ pub fn carry_tokenizer(
     });
     let Some(p) = path else { return Ok(vec![]) };
     let text = std::fs::read_to_string(&p).with_context(|| format!("--tokenizer {}", p.display()))?;
-    let tokenizer = tokenizers::Tokenizer::from_bytes(text.as_bytes())
-        .map_err(|e| anyhow::anyhow!("{}: not a tokenizer.json: {e}", p.display()))?;
+    let tokenizer = crate::eval::parse_tokenizer(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
     let rows = crate::eval::input_limits(model).vocabulary;
     let largest = tokenizer.get_vocab(true).into_values().max();
     let mut notes = Vec::new();

@@ -308,7 +308,24 @@ fn diff_and_sensitivity_refuse_bad_input_in_one_line() {
             "--limit",
             "4",
         ]),
-        &["--tokenizer", "not a tokenizer.json"],
+        &["--tokenizer", "not a tokenizer.json", "not valid JSON"],
+    );
+    // JSON of another kind (a config.json) is named as such, not as a syntax error.
+    std::fs::write(notes.path(), "{\"model_type\": \"bert\", \"hidden_size\": 384}\n").unwrap();
+    assert_clean_error(
+        "a config.json as the tokenizer",
+        &run(&[
+            "eval",
+            "--model",
+            m,
+            "--task",
+            "sst2",
+            "--tokenizer",
+            s(notes.path()),
+            "--limit",
+            "4",
+        ]),
+        &["--tokenizer", "valid JSON but not a tokenizer.json", "config.json"],
     );
     assert_clean_error(
         "diff with a bad threshold",
