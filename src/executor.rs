@@ -357,6 +357,14 @@ pub fn execute(
             if prunes_neurons {
                 notes.extend(crate::passes::prune::few_tokens_note(&model, cal.tokens()));
             }
+            // Activation-aware low rank sees as many directions of a layer's inputs as tokens.
+            let aware = plan
+                .steps
+                .iter()
+                .any(|s| matches!(&s.pass, Pass::Lowrank(_)) && s.pass.needs_calibration());
+            if aware {
+                notes.extend(crate::passes::lowrank::few_tokens_note(&model, cal.tokens()));
+            }
             Some(cal)
         }
         _ => None,

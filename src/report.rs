@@ -676,7 +676,7 @@ pub fn lowrank_text(r: &LowrankReport, output: &std::path::Path) -> String {
     let pct = |a: usize, b: usize| 100.0 * a as f64 / b.max(1) as f64;
     let _ = writeln!(
         o,
-        "layers       {} factorized, {} kept dense; selected params {} → {} ({:.1}%)",
+        "layers       {} factorized, {} left as they were (see each one's note); selected params {} → {} ({:.1}%)",
         r.factorized,
         r.skipped,
         human(r.selected_params_before as f64),

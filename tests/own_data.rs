@@ -463,6 +463,18 @@ fn calibration_reads_text_only_files_in_any_format() {
         "{}",
         text(&o.stderr)
     );
+    // So does activation-aware low rank, which sees no more directions of a layer's inputs.
+    let o = bin()
+        .args(["lowrank", "--ratio", "0.5", "--calib-data", s(&tsv), "-q"])
+        .args([s(&model), s(&dir.path().join("l.onnx"))])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("tokens, fewer than the 64 inputs of the widest layer: activation-aware low rank"),
+        "{}",
+        text(&o.stderr)
+    );
 }
 
 /// Bad data: one clear line naming the file and the line or row, exit 1, nothing written.

@@ -689,19 +689,42 @@ pub fn factorize_graph(model: &ModelProto, reps: &[Replacement]) -> Result<Model
 
 /// Sum of the parameters of every encoder Linear.
 pub fn encoder_linear_params(t: &Transformer) -> usize {
-    t.layers
-        .iter()
-        .map(|l| {
-            l.attention.as_ref().map_or(0, |a| {
-                a.output.params()
-                    + match &a.qkv {
-                        Qkv::Separate { q, k, v } => q.params() + k.params() + v.params(),
-                        Qkv::Stacked { qkv } => qkv.params(),
-                        Qkv::Packed { .. } => 0,
-                    }
-            }) + l.ffn.as_ref().map_or(0, |f| f.up.params() + f.down.params())
-        })
-        .sum()
+    // A weight several layers share (ALBERT) is counted once, as the model stores it.
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0;
+    for l in &t.layers {
+        let mut linears: Vec<&crate::structure::Linear> = vec![];
+        if let Some(a) = &l.attention {
+            linears.push(&a.output);
+            match &a.qkv {
+                Qkv::Separate { q, k, v } => linears.extend([q, k, v]),
+                Qkv::Stacked { qkv } => linears.push(qkv),
+                Qkv::Packed { .. } => {}
+            }
+        }
+        if let Some(f) = &l.ffn {
+            linears.extend([&f.up, &f.down]);
+        }
+        for linear in linears {
+            if seen.insert(linear.weight.as_str()) {
+                total += linear.params();
+            }
+        }
+    }
+    total
+}
+
+/// A note when the calibration data's `tokens` are fewer than the inputs of the widest encoder
+/// layer (an FFN's down projection): activation-aware low rank weighs a layer by the directions
+/// its inputs take on these tokens, at most `tokens` of them, and keeps ranks too small.
+pub fn few_tokens_note(model: &ModelProto, tokens: usize) -> Option<String> {
+    let t = structure::discover(model).ok()?;
+    let width = t.layers.iter().map(|l| l.ffn_width().max(t.hidden)).max()?;
+    (tokens < width).then(|| {
+        format!(
+            "the calibration data gives {tokens} tokens, fewer than the {width} inputs of the widest layer: activation-aware low rank sees at most {tokens} directions of them and keeps ranks too small; give more calibration examples (--calib-samples; calibration.samples in a recipe)"
+        )
+    })
 }
 
 /// The report's totals, from the model before and after (the latter must still map).
