@@ -333,7 +333,7 @@ fn cmd_auto(ort_lib: Option<&Path>, quiet: bool, a: AutoArgs) -> Result<()> {
     let mut o = options::auto_options(a.model.as_path(), &a)?;
     if a.plan.is_some() || a.jobs.is_some() {
         let exe = std::env::current_exe().context("finding this binary for the plan's commands")?;
-        let w = auto::plan::write(&o, &exe)?;
+        let w = auto::plan::write(&o, &exe, a.plan.is_some())?;
         let Some(n) = a.jobs else {
             if a.json {
                 return print_json(&w);

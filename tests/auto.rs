@@ -808,6 +808,14 @@ fn a_plan_its_jobs_would_refuse_is_not_written() {
         &["--plan", "make", "a space"],
     );
     assert!(!spaced.exists());
+    // --jobs runs the jobs here, without make: such a folder works, and gets no Makefile.
+    let o = bin()
+        .args(args(&sh, &out, small))
+        .args(["--jobs", "1", "--work", s(&spaced), "-q"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(spaced.join("jobs.txt").is_file() && !spaced.join("Makefile").exists());
     // A folder whose job ran with 16 calibration samples, planned again with 32.
     let o = plan(small, &folder);
     assert!(o.status.success(), "{}", text(&o.stderr));

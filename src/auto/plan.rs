@@ -129,12 +129,14 @@ pub struct Written {
 }
 
 /// Writes `jobs.txt`, `Makefile` and `collect.sh` into the work folder; `exe` is the binary the
-/// commands run.
-pub fn write(o: &AutoOptions, exe: &Path) -> Result<Written> {
+/// commands run. `planned`: for the user to run (`--plan`); else run here (`--jobs`), where a
+/// folder make cannot name (below) gets no Makefile.
+pub fn write(o: &AutoOptions, exe: &Path, planned: bool) -> Result<Written> {
     let dir = &o.work;
     // make reads a path with a space (or one of its own characters) in a target as several.
     let text = dir.display().to_string();
-    if let Some(c) = text.chars().find(|c| c.is_whitespace() || MAKE_SPECIAL.contains(*c)) {
+    let unsafe_for_make = text.chars().find(|c| c.is_whitespace() || MAKE_SPECIAL.contains(*c));
+    if let Some(c) = unsafe_for_make.filter(|_| planned) {
         bail!(
             "--plan {text}: the Makefile names files in this folder, and make cannot name a path with {}; choose a folder whose path has no space or any of {MAKE_SPECIAL}",
             if c.is_whitespace() { "a space".to_string() } else { format!("'{c}'") }
@@ -193,6 +195,9 @@ pub fn write(o: &AutoOptions, exe: &Path) -> Result<Written> {
     );
     let mut files = vec![];
     for (name, text) in [("jobs.txt", jobs_txt), ("Makefile", make), ("collect.sh", sh)] {
+        if name == "Makefile" && unsafe_for_make.is_some() {
+            continue;
+        }
         let p = dir.join(name);
         crate::onnx::io::write_text(&p, &text)?;
         files.push(p);
