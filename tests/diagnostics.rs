@@ -293,40 +293,35 @@ fn diff_and_sensitivity_refuse_bad_input_in_one_line() {
             &["--task T", "--data FILE", "labelled"],
         );
     }
+    // A text file, and JSON of another kind (a config.json, named as such: not a syntax error).
     let notes = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(notes.path(), "not json\n").unwrap();
-    assert_clean_error(
-        "a text file as the tokenizer",
-        &run(&[
+    for (what, body, words) in [
+        ("a text file", "not json\n", ["not a tokenizer.json", "not valid JSON"]),
+        (
+            "a config.json",
+            "{\"model_type\": \"bert\", \"hidden_size\": 384}\n",
+            ["valid JSON but not a tokenizer.json", "config.json"],
+        ),
+    ] {
+        std::fs::write(notes.path(), body).unwrap();
+        let tokenizer = s(notes.path());
+        let out = run(&[
             "eval",
             "--model",
             m,
             "--task",
             "sst2",
             "--tokenizer",
-            s(notes.path()),
+            tokenizer,
             "--limit",
             "4",
-        ]),
-        &["--tokenizer", "not a tokenizer.json", "not valid JSON"],
-    );
-    // JSON of another kind (a config.json) is named as such, not as a syntax error.
-    std::fs::write(notes.path(), "{\"model_type\": \"bert\", \"hidden_size\": 384}\n").unwrap();
-    assert_clean_error(
-        "a config.json as the tokenizer",
-        &run(&[
-            "eval",
-            "--model",
-            m,
-            "--task",
-            "sst2",
-            "--tokenizer",
-            s(notes.path()),
-            "--limit",
-            "4",
-        ]),
-        &["--tokenizer", "valid JSON but not a tokenizer.json", "config.json"],
-    );
+        ]);
+        assert_clean_error(
+            &format!("{what} as the tokenizer"),
+            &out,
+            &["--tokenizer", words[0], words[1]],
+        );
+    }
     assert_clean_error(
         "diff with a bad threshold",
         &run(&["diff", m, m, "--task", "sst2", "--threshold", "0", "--limit", "4"]),
