@@ -789,6 +789,10 @@ fn cli_unpad_says_what_it_did_and_refuses_what_it_cannot_do() {
             "--unpad runs the first-token split's",
         ),
         (&["--mode", "fp16", "--unpad"][..], "--unpad applies to the int8 modes"),
+        (
+            &["--mode", "fp16", "--weight-type", "u8"][..],
+            "--weight-type applies to the int8 modes",
+        ),
     ] {
         let o = run(args);
         let err = String::from_utf8_lossy(&o.stderr);

@@ -230,9 +230,9 @@ pub struct QuantizeArgs {
     /// One weight scale per tensor (ONNX Runtime's quantize_dynamic default).
     #[arg(long)]
     pub per_tensor: bool,
-    /// Weight type (int8, symmetric).
-    #[arg(long, value_parser = choice::<WeightType>(), default_value = "s8")]
-    pub weight_type: WeightType,
+    /// Weight type of the int8 modes (symmetric) [default: s8].
+    #[arg(long, value_parser = choice::<WeightType>())]
+    pub weight_type: Option<WeightType>,
     /// Activation type for static mode: u8 (asymmetric, the default) or s8 (symmetric).
     #[arg(long, value_parser = choice::<ActivationType>())]
     pub activation_type: Option<ActivationType>,

@@ -169,6 +169,9 @@ pub fn quantize_plan(a: &QuantizeArgs) -> Result<Plan> {
     if a.mode != Mode::Static && a.calib.calib_data.is_some() {
         bail!("--calib-data is only used by --mode static");
     }
+    if a.mode == Mode::Fp16 && a.weight_type.is_some() {
+        bail!("--weight-type applies to the int8 modes, not --mode fp16");
+    }
     if a.mode == Mode::Fp16 && a.per_tensor {
         bail!("--per-tensor applies to the int8 modes, not --mode fp16");
     }
@@ -185,7 +188,7 @@ pub fn quantize_plan(a: &QuantizeArgs) -> Result<Plan> {
     let opts = QuantizeOptions {
         mode: a.mode,
         per_channel: !a.per_tensor,
-        weight_type: a.weight_type,
+        weight_type: a.weight_type.unwrap_or(defaults.weight_type),
         activation_type: a.activation_type.unwrap_or(defaults.activation_type),
         calib_method: a.calib_method.unwrap_or(defaults.calib_method),
         percentile: a.percentile.unwrap_or(defaults.percentile),
