@@ -855,6 +855,13 @@ fn exclude_keeps_named_matmuls_in_float() {
     };
     let e = quantize::quantize(&m, &bad, None).unwrap_err().to_string();
     assert!(e.contains("no-such-node") && e.contains("matches no"), "{e}");
+    // A wildcard pattern matches whole names: the error says how to match a part.
+    let bad = QuantizeOptions {
+        exclude: vec!["layer.1/*".into()],
+        ..opts(Mode::Dynamic)
+    };
+    let e = quantize::quantize(&m, &bad, None).unwrap_err().to_string();
+    assert!(e.contains("matches whole names") && e.contains("'*layer.1/*'"), "{e}");
 }
 
 #[test]

@@ -569,8 +569,17 @@ pub(crate) fn find_targets(
             })
             .map(|n| n.name())
             .collect();
+        let pattern = &exclude[k];
         let why = if gemms.is_empty() {
-            String::new()
+            // A pattern with a wildcard matches whole names: 'layer.5/*' no name that starts
+            // '/bert/encoder/layer.5/'.
+            let example = ix.graph.node.iter().find(|n| n.op_type() == "MatMul").map(|n| n.name());
+            match example {
+                Some(name) if pattern.contains(['*', '?']) && !pattern.starts_with('*') => format!(
+                    "; a pattern with * or ? matches whole names (such as '{name}'): '*{pattern}' matches names that contain it"
+                ),
+                _ => String::new(),
+            }
         } else {
             format!(
                 "; it matches only Gemm nodes ({}), which int8 modes keep in float32 anyway (the pooler and \
