@@ -2,9 +2,11 @@
 """ONNX Runtime's own quantizers on a shared model, for side-by-side rows in quantize_table.py.
 
   python3 bench/ort_quantize.py --task sst2 --model M/model.onnx --out-dir bench/out [--calib-samples 256]
+      [--calib-method minmax|entropy|percentile]
 
-Writes <out-dir>/<task>-ort_dynamic.onnx and <task>-ort_static.onnx and prints JSON with the
-time each quantizer took.
+Writes <out-dir>/<task>-ort_dynamic.onnx and <task>-ort_static.onnx (another --calib-method:
+<task>-ort_static_<method>.onnx; its histogram methods need every calibration batch padded to
+128 tokens) and prints JSON with the time each quantizer took.
 
 - ort_dynamic: `quantize_dynamic(weight_type=QInt8)`, all defaults (per-tensor weights, every
   supported op: MatMul, Gather, ...): the reference experiment's `onnx` method.
@@ -35,6 +37,7 @@ def main():
     ap.add_argument("--out-dir", required=True)
     ap.add_argument("--data", default=None)
     ap.add_argument("--calib-samples", type=int, default=256)
+    ap.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
     a = ap.parse_args()
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_dynamic, quantize_static)
@@ -59,7 +62,9 @@ def main():
                 return None
             ch = enc[self.i:self.i + 32]
             self.i += 32
-            n = max(len(e.ids) for e in ch)
+            # Its histogram collectors (entropy, percentile) stack every batch's values into one
+            # array: every batch is padded to 128 tokens then (the padding's values counted).
+            n = max(len(e.ids) for e in ch) if a.calib_method == "minmax" else 128
             ids = np.zeros((len(ch), n), np.int64)
             am = np.zeros_like(ids)
             tt = np.zeros_like(ids)
@@ -75,11 +80,14 @@ def main():
     t = time.perf_counter()
     quantize_dynamic(a.model, dyn, weight_type=QuantType.QInt8)
     out["ort_dynamic"] = {"path": dyn, "seconds": time.perf_counter() - t}
-    st = os.path.join(a.out_dir, f"{a.task}-ort_static.onnx")
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[a.calib_method]
+    suffix = "" if a.calib_method == "minmax" else "_" + a.calib_method
+    st = os.path.join(a.out_dir, f"{a.task}-ort_static{suffix}.onnx")
     t = time.perf_counter()
     quantize_static(a.model, st, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    op_types_to_quantize=["MatMul"], calibrate_method=CalibrationMethod.MinMax)
+                    op_types_to_quantize=["MatMul"], calibrate_method=method)
     out["ort_static"] = {"path": st, "seconds": time.perf_counter() - t, "calib_samples": len(enc)}
     print(json.dumps(out))
 

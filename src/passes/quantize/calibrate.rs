@@ -192,8 +192,8 @@ pub fn percentile_bins(h: &[u64], p: f64) -> (usize, usize) {
 
 /// TensorRT's entropy calibration on a histogram of |x|: the number of bins `i` (≥ 128) to keep
 /// such that KL(P‖Q) is smallest, where P is the histogram cut at `i` with the outliers folded
-/// into its last bin and Q is P merged into 128 levels and expanded back. Returns the last kept
-/// bin.
+/// into its last bin and Q is the cut histogram (without them: what clipping loses is the
+/// difference) merged into 128 levels and expanded back. Returns the last kept bin.
 pub fn entropy_threshold(h: &[u64]) -> usize {
     let n = h.len();
     if n <= LEVELS {
@@ -222,7 +222,6 @@ pub fn entropy_threshold(h: &[u64]) -> usize {
                 }
             }
         }
-        q[i - 1] += outliers * (q[i - 1] > 0.0) as u8 as f64;
         let ps: f64 = p.iter().sum();
         let qs: f64 = q.iter().sum();
         if ps > 0.0 && qs > 0.0 {
@@ -267,5 +266,20 @@ mod tests {
         h[BINS - 1] = 1;
         let t = entropy_threshold(&h);
         assert!((LEVELS - 1..1000).contains(&t), "threshold bin {t}");
+    }
+
+    #[test]
+    fn entropy_keeps_a_range_its_values_fill() {
+        // Values spread over the whole range (no tail): clipping would fold most of them into
+        // the last kept bin, so nearly all of it is kept. (Q built with the outliers in its last
+        // bin matched P wherever it was cut, and every range was cut to 128 bins.)
+        let h = vec![100u64; BINS];
+        let t = entropy_threshold(&h);
+        assert!(t >= BINS - 8, "threshold bin {t} of {BINS}");
+        let half_normal: Vec<u64> = (0..BINS)
+            .map(|j| (1e6 * (-0.5 * (4.0 * j as f64 / BINS as f64).powi(2)).exp()) as u64)
+            .collect();
+        let t = entropy_threshold(&half_normal);
+        assert!(t > BINS / 2, "a half-normal to 4 sigma cut at bin {t} of {BINS}");
     }
 }
