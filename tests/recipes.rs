@@ -169,6 +169,16 @@ fn bad_configs_name_the_key_and_line_and_write_nothing() {
             &["quantization.fp16_float32", "unknown value 'all'", "norms, outputs"],
         ),
         (
+            "an int8 key on fp16",
+            format!("{head}quantization:\n  enable: true\n  method: fp16\n  weight_type: u8\n"),
+            &["quantization (line 5)", "quantization.weight_type", "the int8 methods, not 'fp16'"],
+        ),
+        (
+            "a static key on dynamic",
+            format!("{head}quantization:\n  enable: true\n  method: dynamic\n  calib_method: entropy\n"),
+            &["quantization (line 5)", "quantization.calib_method", "the static methods, not 'dynamic'"],
+        ),
+        (
             "fp16 float32 set on an int8 method",
             format!("{head}quantization:\n  enable: true\n  method: dynamic\n  fp16_float32: outputs\n"),
             &["quantization.fp16_float32", "method fp16"],

@@ -79,6 +79,28 @@ pub fn quantize_options(q: &QuantizationSection) -> Result<QuantizeOptions, Stri
         .iter()
         .find(|m| m.0 == name)
         .ok_or_else(|| format!("quantization.method: unknown method '{name}'"))?;
+    // Keys that would do nothing for this method are refused, as the command line refuses
+    // its flags.
+    let set = [
+        ("weight_type", q.weight_type.is_some()),
+        ("per_channel", q.per_channel.is_some()),
+        ("split_first_token", q.split_first_token.is_some()),
+        ("unpad", q.unpad.is_some()),
+        ("activation_type", q.activation_type.is_some()),
+        ("calib_method", q.calib_method.is_some()),
+        ("percentile", q.percentile.is_some()),
+    ];
+    let static_only = ["activation_type", "calib_method", "percentile"];
+    for (key, given) in set {
+        if given && mode == Mode::Fp16 {
+            return Err(format!("quantization.{key} applies to the int8 methods, not '{name}'"));
+        }
+        if given && mode == Mode::Dynamic && static_only.contains(&key) {
+            return Err(format!(
+                "quantization.{key} applies to the static methods, not '{name}' (dynamic quantizes activations at run time)"
+            ));
+        }
+    }
     let per_channel = q.per_channel.unwrap_or(per_channel);
     let calib_method = match q.calib_method.as_deref() {
         None => d.calib_method,
