@@ -223,8 +223,10 @@ fn bad_configs_name_the_key_and_line_and_write_nothing() {
         ),
         (
             "percentile out of range",
-            format!("{head}quantization:\n  enable: true\n  method: dynamic\n  percentile: 0\n"),
-            &["quantization (line 5)", "percentile"],
+            format!(
+                "{head}calibration:\n  data: t.tsv\nquantization:\n  enable: true\n  method: static\n  calib_method: percentile\n  percentile: 0\n"
+            ),
+            &["quantization (line 7)", "percentile", "(0, 100]"],
         ),
         ("not yaml", "model: [unclosed\n".into(), &["line 1"]),
     ];
