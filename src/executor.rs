@@ -298,7 +298,13 @@ pub fn execute(
     plan.validate().map_err(|e| anyhow!(e.error.to_string()))?;
     if let Some(o) = output {
         onnx::io::ensure_distinct(input, &o.path)?;
-        // Before any work: a folder that is not there, a device or a pipe.
+        // Before any work: a folder as the output, a folder that is not there, a device or a pipe.
+        if o.path.is_dir() {
+            bail!(
+                "{}: a folder; name the model file to write in it (model.onnx)",
+                o.path.display()
+            );
+        }
         onnx::io::target_folder(&o.path)?;
         // What else is read: the tokenizer and config.json beside the model (or the one
         // given), the calibration data. Writing over one would lose it.

@@ -230,9 +230,6 @@ fn cmd_diff(ort_lib: Option<&Path>, quiet: bool, a: DiffArgs) -> Result<()> {
             onnx::io::ensure_not_read(&path, what, csv).with_context(|| format!("--csv {}", csv.display()))?;
         }
         onnx::io::target_folder(csv).map_err(|e| anyhow::anyhow!("--csv {e}"))?;
-        if csv.is_dir() {
-            bail!("--csv {}: a folder; name the file to write in it", csv.display());
-        }
     }
     runtime::init(ort_lib)?;
     let opts = diff::DiffOptions {

@@ -144,10 +144,11 @@ pub fn write(o: &AutoOptions, exe: &Path, planned: bool) -> Result<Written> {
     }
     // What every job would refuse, refused before the plan: the inputs, a selection too small
     // for the budget, a folder of another search's journals.
+    let flag = if planned { "--plan" } else { "--work" };
     super::check_inputs(o)?;
     super::draw(o)?;
-    super::journal::check_folder(dir, &super::settings(o), "--plan")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("--plan {}: cannot create the folder", dir.display()))?;
+    super::journal::check_folder(dir, &super::settings(o), flag)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("{flag} {}: cannot create the folder", dir.display()))?;
     let base = args(o);
     let jobs: Vec<(String, String)> = levels(o)
         .iter()
@@ -183,9 +184,11 @@ pub fn write(o: &AutoOptions, exe: &Path, planned: bool) -> Result<Written> {
             .collect::<Vec<_>>()
             .join(" "),
     );
+    // The marker's path quoted for the shell too (make's own characters are refused above).
+    let done = quote(&dir.join("done").display().to_string());
     for (id, l) in &jobs {
         make += &format!(
-            "$(DONE)/{id}:\n\t{}\n\tmkdir -p $(DONE) && touch $@\n\n",
+            "$(DONE)/{id}:\n\t{}\n\tmkdir -p {done} && touch {done}/{id}\n\n",
             l.replace('$', "$$")
         );
     }
@@ -219,43 +222,53 @@ pub fn run_local(w: &Written, n: usize, tick: &dyn Fn(usize, usize)) -> Result<(
     let mut running: Vec<(String, PathBuf, std::process::Child, crate::interrupt::Job)> = vec![];
     let (total, mut done) = (w.jobs.len(), 0);
     let mut failed = vec![];
-    loop {
-        while running.len() < n.max(1) {
-            let Some((id, cmd)) = queue.next() else { break };
-            let log = logs.join(format!("{id}.log"));
-            let f = std::fs::File::create(&log).with_context(|| log.display().to_string())?;
-            let mut command = Command::new("sh");
-            command
-                .arg("-c")
-                .arg(cmd)
-                .stdout(Stdio::from(f.try_clone()?))
-                .stderr(Stdio::from(f));
-            // Its own process group, stopped with this process (`crate::interrupt`): a SIGTERM
-            // to this process alone left the jobs running.
-            #[cfg(unix)]
-            std::os::unix::process::CommandExt::process_group(&mut command, 0);
-            let child = command.spawn().with_context(|| format!("starting job {id}"))?;
-            let registered = crate::interrupt::Job::register(child.id());
-            running.push((id.clone(), log, child, registered));
-        }
-        if running.is_empty() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        let mut k = 0;
-        while k < running.len() {
-            if let Some(status) = running[k].2.try_wait()? {
-                let (id, log, ..) = running.remove(k);
-                done += 1;
-                tick(done, total);
-                if !status.success() {
-                    failed.push(format!("{id} (see {})", log.display()));
+    // A job that cannot start or be waited for ends the run: the others are stopped, not left.
+    let mut all = || -> Result<()> {
+        loop {
+            while running.len() < n.max(1) {
+                let Some((id, cmd)) = queue.next() else { break };
+                let log = logs.join(format!("{id}.log"));
+                let f = std::fs::File::create(&log).with_context(|| log.display().to_string())?;
+                let mut command = Command::new("sh");
+                // `exec`: the job is the shell's process, so a signal to it reaches the work.
+                command
+                    .arg("-c")
+                    .arg(format!("exec {cmd}"))
+                    .stdout(Stdio::from(f.try_clone()?))
+                    .stderr(Stdio::from(f));
+                // Its own process group, stopped with this process (`crate::interrupt`): a SIGTERM
+                // to this process alone left the jobs running.
+                let (child, job) =
+                    crate::interrupt::Job::spawn(&mut command).with_context(|| format!("starting job {id}"))?;
+                running.push((id.clone(), log, child, job));
+            }
+            if running.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let mut k = 0;
+            while k < running.len() {
+                if let Some(status) = running[k].2.try_wait()? {
+                    let (id, log, ..) = running.remove(k);
+                    done += 1;
+                    tick(done, total);
+                    if !status.success() {
+                        failed.push(format!("{id} (see {})", log.display()));
+                    }
+                } else {
+                    k += 1;
                 }
-            } else {
-                k += 1;
             }
         }
+        Ok(())
+    };
+    let ran = all();
+    if ran.is_err() {
+        for (.., job) in &running {
+            job.stop();
+        }
     }
+    ran?;
     if !failed.is_empty() {
         bail!("jobs failed: {}", failed.join(", "));
     }

@@ -326,13 +326,13 @@ pub fn data_file_for(path: &Path) -> PathBuf {
 /// data is used; without it, an old `<path>.data` (the replaced model's) is removed.
 pub fn save(model: &ModelProto, path: &Path, opts: &SaveOptions) -> Result<SaveSummary, OnnxError> {
     ensure_not_overwriting(&opts.protect, path)?;
-    let dir = target_folder(path)?;
     if path.is_dir() {
         return Err(OnnxError::Io {
             path: path.to_path_buf(),
             cause: std::io::Error::other("a folder; name the model file to write in it (model.onnx)"),
         });
     }
+    let dir = target_folder(path)?;
     let external = match opts.external_data {
         ExternalData::Always => true,
         ExternalData::Never => false,
@@ -392,6 +392,9 @@ pub fn save(model: &ModelProto, path: &Path, opts: &SaveOptions) -> Result<SaveS
     drop(chunks);
     let bytes = model.encode_to_vec();
     let model_tmp = write_temp(path, &dir, &[&bytes])?;
+    // A signal waits for both renames (`crate::interrupt`): a stop between them would leave the
+    // previous model beside this one's data.
+    let _commit = crate::interrupt::commit();
     persist(data_tmp, &data_path, &dir)?;
     if let Err(e) = persist(model_tmp, path, &dir) {
         let _ = fs::remove_file(&data_path);
@@ -409,17 +412,11 @@ pub fn save(model: &ModelProto, path: &Path, opts: &SaveOptions) -> Result<SaveS
 /// so a reader never sees half of it.
 pub fn write_text(path: &Path, text: &str) -> Result<(), OnnxError> {
     let dir = target_folder(path)?;
-    if path.is_dir() {
-        return Err(OnnxError::Io {
-            path: path.to_path_buf(),
-            cause: std::io::Error::other("a folder; name the file to write in it"),
-        });
-    }
     write_atomic(path, &dir, &[text.as_bytes()])
 }
 
 /// The folder a file at `path` is written into; an error naming it when it is not there (the
-/// error names the folder, not a temporary file in it), and when `path` is a device, a pipe or a
+/// error names the folder, not a temporary file in it), when `path` is a folder, and when it is a device, a pipe or a
 /// socket (`/dev/null`): a file is written beside it and renamed over it, which would put a
 /// plain file in its place (a symbolic link is replaced so, as `sed -i` replaces one; the file
 /// it named stays). Call it before work whose result goes to `path`.
@@ -439,6 +436,12 @@ pub fn target_folder(path: &Path) -> Result<PathBuf, OnnxError> {
             format!("folder {} does not exist", dir.display())
         };
         return Err(fail(std::io::ErrorKind::NotFound, message));
+    }
+    if path.is_dir() {
+        return Err(fail(
+            std::io::ErrorKind::InvalidInput,
+            "a folder; name the file to write in it".into(),
+        ));
     }
     if fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
         return Err(fail(
