@@ -790,6 +790,10 @@ fn a_plan_its_jobs_would_refuse_is_not_written() {
             &["--prune 0.6,0.60", "0.60 is given twice"][..],
         ),
         (
+            "--calib-samples 16 --lowrank 0.801,0.804 --objective size".into(),
+            &["--lowrank 0.801,0.804", "0.804 is given twice", "two decimals"],
+        ),
+        (
             "--calib-samples 16 --quant static,static --objective size".into(),
             &["--quant static,static", "twice"],
         ),

@@ -512,9 +512,15 @@ pub fn auto_options(model: &Path, a: &super::flags::AutoArgs) -> Result<onnx_com
                             .map_err(|_| anyhow::anyhow!("--{flag} {x}: expected fractions such as 0.8,0.7 or 'none'"))
                     })
                     .collect::<Result<_>>()?;
-                // Each level is one job of a plan: twice, two jobs would write one journal.
-                if let Some(i) = (1..list.len()).find(|&i| list[..i].contains(&list[i])) {
-                    bail!("--{flag} {}: {} is given twice", v.join(","), v[i].trim());
+                // Each level is one job of a plan, named to two decimals (`p0.60`): two of one
+                // name would be two jobs writing one journal.
+                let named = |x: f64| format!("{x:.2}");
+                if let Some(i) = (1..list.len()).find(|&i| list[..i].iter().any(|&y| named(y) == named(list[i]))) {
+                    bail!(
+                        "--{flag} {}: {} is given twice (levels are told apart to two decimals)",
+                        v.join(","),
+                        v[i].trim()
+                    );
                 }
                 Ok(list)
             }
@@ -555,13 +561,13 @@ pub fn auto_options(model: &Path, a: &super::flags::AutoArgs) -> Result<onnx_com
     // OUT is written at the end of a search (or by --collect): a folder that is not there is
     // refused now, as every pass refuses it, not after the search.
     if a.only.is_none() {
-        onnx_compress::onnx::io::target_folder(&a.out)?;
         if out.is_dir() {
             bail!(
                 "{}: a folder; name the model file to write in it (model.onnx)",
                 a.out.display()
             );
         }
+        onnx_compress::onnx::io::target_folder(&a.out)?;
     }
     let work = match (&a.plan, &a.collect, &a.work) {
         (Some(d), _, _) => absolute(d, "--plan")?,
