@@ -791,7 +791,7 @@ pub fn diff_text(r: &crate::diff::DiffReport) -> String {
         );
     }
     if !r.labelled {
-        let _ = writeln!(o, "accuracy     not measured: the data file has no label column");
+        let _ = writeln!(o, "accuracy     not measured: the data file has no labels");
     }
     if let Some(c) = &r.change {
         let what = if r.agreement.is_some() {

@@ -249,7 +249,7 @@ fn diff_counts_the_flips_eval_sees() {
     let t = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        t.contains("accuracy     not measured: the data file has no label column"),
+        t.contains("accuracy     not measured: the data file has no labels"),
         "{t}"
     );
     let flip = t.lines().find(|l| l.starts_with("  line ")).unwrap_or_default();

@@ -832,5 +832,26 @@ mod tests {
         assert!(e.contains("-1 marks an example without a label"), "{e}");
         let p = write(dir.path(), "mixed.csv", "text,label\nfine,1\nbad,-1\n");
         assert!(read_examples(&src(p), &classes(&["neg", "pos"])).is_err());
+        // The same in GLUE's own layout: an HF test split saved as TSV, and CoLA's test file.
+        for (task, name, body, text) in [
+            (
+                Task::Sst2,
+                "hf.tsv",
+                "sentence\tlabel\tidx\nfine \t-1\t0\nbad \t-1\t1\n",
+                "fine ",
+            ),
+            (
+                Task::Cola,
+                "cola.tsv",
+                "index\tsentence\n0\tThe book was read.\n",
+                "The book was read.",
+            ),
+        ] {
+            let mut s = src(write(dir.path(), name, body));
+            s.task = Some(task);
+            let e = read_examples(&s, &Labels::Glue(task)).unwrap();
+            assert!(matches!(e, Examples::Unlabelled(_)), "{name}");
+            assert_eq!(e.text(0), (text, None), "{name}");
+        }
     }
 }

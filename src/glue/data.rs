@@ -82,8 +82,9 @@ pub struct TsvTexts {
     pub texts: Vec<(String, Option<String>)>,
     /// The line of the file each is on (from 1).
     pub lines: Vec<usize>,
-    /// Whether the header names the task's label column (GLUE's test files have none; CoLA's
-    /// headerless files always have one).
+    /// Whether the file has labels: the header names the task's label column (GLUE's test
+    /// files have none; CoLA's headerless files always have one) and not every label is -1
+    /// (Hugging Face's mark of an example without one).
     pub labelled: bool,
 }
 
@@ -93,25 +94,45 @@ pub struct TsvTexts {
 pub fn read_tsv_texts(task: Task, path: &Path) -> Result<TsvTexts, GlueError> {
     let text = read_utf8(path)?;
     let name = path.display().to_string();
-    let mut lines = tsv_lines(&text);
-    let (layout, labelled) = match task.column_names() {
-        None => (Layout::cola(), true),
+    let mut lines = tsv_lines(&text).peekable();
+    // The label column's index, where the file has one.
+    let (layout, label_at) = match task.column_names() {
+        // CoLA's test file has a header and no labels: `index  sentence`.
+        None if lines
+            .peek()
+            .is_some_and(|(_, h)| h.split('\t').map(str::trim).eq(["index", "sentence"])) =>
+        {
+            lines.next();
+            let layout = Layout {
+                text_a: 1,
+                text_b: None,
+                label: None,
+                expected: "index, sentence (CoLA's test file)".to_string(),
+            };
+            (layout, None)
+        }
+        None => (Layout::cola(), Some(1)),
         Some(names) => match lines.next() {
             Some((line_no, header)) => {
-                let labelled = header.split('\t').any(|f| f.trim() == names.label);
+                let label_at = header.split('\t').position(|f| f.trim() == names.label);
                 (
                     Layout::from_header(task, names, &name, line_no, header, false)?,
-                    labelled,
+                    label_at,
                 )
             }
             None => return Err(GlueError::NoExamples { file: name }),
         },
     };
     let (mut texts, mut numbers) = (Vec::new(), Vec::new());
+    // Labels of -1 alone are no labels (Hugging Face's test splits written as TSV).
+    let mut all_unlabelled = true;
     for (line_no, line) in lines {
         let (a, b, _) = layout.fields(task, &name, line_no, line)?;
         texts.push((a.to_string(), b.map(str::to_string)));
         numbers.push(line_no);
+        if let Some(i) = label_at {
+            all_unlabelled &= line.split('\t').nth(i).is_some_and(|l| l.trim() == "-1");
+        }
     }
     if texts.is_empty() {
         return Err(GlueError::NoExamples { file: name });
@@ -119,7 +140,7 @@ pub fn read_tsv_texts(task: Task, path: &Path) -> Result<TsvTexts, GlueError> {
     Ok(TsvTexts {
         texts,
         lines: numbers,
-        labelled,
+        labelled: label_at.is_some() && !all_unlabelled,
     })
 }
 
