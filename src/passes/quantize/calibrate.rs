@@ -200,24 +200,29 @@ pub fn entropy_threshold(h: &[u64]) -> usize {
         return n - 1;
     }
     let mut best = (f64::INFINITY, n - 1);
-    let mut i = LEVELS;
-    // A step keeps the search to ~256 candidates.
+    // A step keeps the search to ~256 candidates; keeping every bin is one of them.
     let step = ((n - LEVELS) / 256).max(1);
-    while i <= n {
+    let mut candidates: Vec<usize> = (LEVELS..=n).step_by(step).collect();
+    if candidates.last() != Some(&n) {
+        candidates.push(n);
+    }
+    for i in candidates {
         let mut p: Vec<f64> = h[..i].iter().map(|&c| c as f64).collect();
         let outliers: f64 = h[i..].iter().map(|&c| c as f64).sum();
         p[i - 1] += outliers;
-        // Q: merge into LEVELS chunks, spread each chunk's mass over its non-empty bins.
+        // Q: the cut histogram merged into LEVELS chunks, each chunk's mass spread over the bins
+        // where P is not empty (the last one too when it holds the outliers).
+        let nonzero = |j: usize| p[j] > 0.0;
         let mut q = vec![0f64; i];
         for l in 0..LEVELS {
             let s = l * i / LEVELS;
             let e = ((l + 1) * i / LEVELS).max(s + 1);
             let mass: f64 = h[s..e].iter().map(|&c| c as f64).sum();
-            let nz = h[s..e].iter().filter(|&&c| c > 0).count();
+            let nz = (s..e).filter(|&j| nonzero(j)).count();
             if nz > 0 {
-                for j in s..e {
-                    if h[j] > 0 {
-                        q[j] = mass / nz as f64;
+                for (j, qj) in q.iter_mut().enumerate().take(e).skip(s) {
+                    if nonzero(j) {
+                        *qj = mass / nz as f64;
                     }
                 }
             }
@@ -237,7 +242,6 @@ pub fn entropy_threshold(h: &[u64]) -> usize {
                 best = (kl, i - 1);
             }
         }
-        i += step;
     }
     best.1
 }
