@@ -119,14 +119,7 @@ impl Journal {
             }
         };
         let mut entries = BTreeMap::new();
-        let jobs = work.join("jobs");
-        let mut others: Vec<PathBuf> = std::fs::read_dir(&jobs)
-            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default();
-        others.push(work.join(FILE));
-        others.retain(|p| *p != path && p.extension().is_some_and(|e| e == "jsonl") && p.is_file());
-        others.sort();
-        for other in &others {
+        for other in journals(work).iter().filter(|p| **p != path) {
             let text = std::fs::read_to_string(other).with_context(|| other.display().to_string())?;
             let mut lines = text.lines();
             check_header(other, lines.next(), settings, "--work")?;
@@ -184,16 +177,21 @@ impl Journal {
     }
 }
 
+/// The journals in `work`, in name order: the jobs' (`jobs/*.jsonl`), then the folder's own.
+fn journals(work: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(work.join("jobs"))
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    found.push(work.join(FILE));
+    found.retain(|p| p.extension().is_some_and(|e| e == "jsonl") && p.is_file());
+    found.sort();
+    found
+}
+
 /// Refuses a work folder (`flag` names it) holding a journal (its own or a job's) of other
 /// settings, creating nothing: a plan written into a folder of another search's jobs would have every job refuse.
 pub fn check_folder(work: &Path, settings: &Settings, flag: &str) -> Result<()> {
-    let mut journals: Vec<PathBuf> = std::fs::read_dir(work.join("jobs"))
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    journals.push(work.join(FILE));
-    journals.retain(|p| p.extension().is_some_and(|e| e == "jsonl") && p.is_file());
-    journals.sort();
-    for path in journals {
+    for path in journals(work) {
         let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
         check_header(&path, text.lines().next(), settings, flag)?;
     }

@@ -537,7 +537,7 @@ fn is_unlabelled(cell: &Cell) -> bool {
     match cell {
         Cell::Int(i) => *i == -1,
         Cell::Float(x) => *x == -1.0,
-        Cell::Str(s) => s.trim() == "-1",
+        Cell::Str(s) => glue::unlabelled_mark(s),
         _ => false,
     }
 }

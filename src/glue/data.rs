@@ -131,7 +131,7 @@ pub fn read_tsv_texts(task: Task, path: &Path) -> Result<TsvTexts, GlueError> {
         texts.push((a.to_string(), b.map(str::to_string)));
         numbers.push(line_no);
         if let Some(i) = label_at {
-            all_unlabelled &= line.split('\t').nth(i).is_some_and(|l| l.trim() == "-1");
+            all_unlabelled &= line.split('\t').nth(i).is_some_and(unlabelled_mark);
         }
     }
     if texts.is_empty() {
@@ -142,6 +142,11 @@ pub fn read_tsv_texts(task: Task, path: &Path) -> Result<TsvTexts, GlueError> {
         lines: numbers,
         labelled: label_at.is_some() && !all_unlabelled,
     })
+}
+
+/// Hugging Face's label for an example without one: -1.
+pub fn unlabelled_mark(label: &str) -> bool {
+    label.trim() == "-1"
 }
 
 fn read_utf8(path: &Path) -> Result<String, GlueError> {

@@ -416,8 +416,8 @@ pub fn write_text(path: &Path, text: &str) -> Result<(), OnnxError> {
 }
 
 /// The folder a file at `path` is written into; an error naming it when it is not there (the
-/// error names the folder, not a temporary file in it), when `path` is a folder, and when it is a device, a pipe or a
-/// socket (`/dev/null`): a file is written beside it and renamed over it, which would put a
+/// error names the folder, not a temporary file in it), when `path` is a folder, and when it is
+/// a device, a pipe or a socket (`/dev/null`): a file is written beside it and renamed over it, which would put a
 /// plain file in its place (a symbolic link is replaced so, as `sed -i` replaces one; the file
 /// it named stays). Call it before work whose result goes to `path`.
 pub fn target_folder(path: &Path) -> Result<PathBuf, OnnxError> {
@@ -443,7 +443,7 @@ pub fn target_folder(path: &Path) -> Result<PathBuf, OnnxError> {
             "a folder; name the file to write in it".into(),
         ));
     }
-    if fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+    if fs::metadata(path).is_ok_and(|m| !m.is_file()) {
         return Err(fail(
             std::io::ErrorKind::InvalidInput,
             "not a regular file (a device, a pipe or a socket): the result is written to a new file and renamed into place; name a file".into(),
