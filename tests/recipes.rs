@@ -228,6 +228,13 @@ fn bad_configs_name_the_key_and_line_and_write_nothing() {
             ),
             &["quantization (line 7)", "percentile", "(0, 100]"],
         ),
+        (
+            "percentile without the percentile method",
+            format!(
+                "{head}calibration:\n  data: t.tsv\nquantization:\n  enable: true\n  method: static\n  percentile: 99.9\n"
+            ),
+            &["quantization (line 7)", "quantization.percentile needs quantization.calib_method: percentile"],
+        ),
         ("not yaml", "model: [unclosed\n".into(), &["line 1"]),
     ];
     for (what, text, expect) in cases {

@@ -111,6 +111,9 @@ pub fn quantize_options(q: &QuantizationSection) -> Result<QuantizeOptions, Stri
             )
         })?,
     };
+    if q.percentile.is_some() && calib_method != CalibMethod::Percentile {
+        return Err("quantization.percentile needs quantization.calib_method: percentile".into());
+    }
     let weight_type = match q.weight_type.as_deref() {
         None => d.weight_type,
         Some(t) => WeightType::from_name(t)
