@@ -92,9 +92,18 @@ pub fn commit() -> MutexGuard<'static, ()> {
 pub struct Temp(PathBuf);
 
 impl Temp {
-    pub fn register(path: &Path) -> Temp {
-        lock(&TEMPS).push(path.to_path_buf());
-        Temp(path.to_path_buf())
+    /// Creates a temporary file or folder with `make` and registers the path `path_of` gives,
+    /// in one step (the registry is locked across both), so that a signal cannot fall between
+    /// and leave it behind.
+    pub fn create<T, E>(
+        make: impl FnOnce() -> Result<T, E>,
+        path_of: impl FnOnce(&T) -> &Path,
+    ) -> Result<(T, Temp), E> {
+        let mut temps = lock(&TEMPS);
+        let made = make()?;
+        let path = path_of(&made).to_path_buf();
+        temps.push(path.clone());
+        Ok((made, Temp(path)))
     }
 }
 
@@ -155,11 +164,18 @@ mod tests {
     fn registrations_end_with_their_guards() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-        let ta = Temp::register(&a);
+        fn make(p: &Path) -> impl FnOnce() -> std::io::Result<PathBuf> + '_ {
+            move || std::fs::write(p, "x").map(|()| p.to_path_buf())
+        }
+        let (_, ta) = Temp::create(make(&a), |p| p.as_path()).unwrap();
         {
-            let _tb = Temp::register(&b);
+            let (_, _tb) = Temp::create(make(&b), |p| p.as_path()).unwrap();
             assert!(lock(&TEMPS).contains(&b));
         }
+        // A creation that fails registers nothing.
+        let missing = dir.path().join("no/such/folder");
+        assert!(Temp::create(make(&missing), |p| p.as_path()).is_err());
+        assert!(!lock(&TEMPS).contains(&missing));
         assert!(!lock(&TEMPS).contains(&b));
         assert!(lock(&TEMPS).contains(&a));
         drop(ta);

@@ -157,12 +157,15 @@ pub fn run(r: &LoadedRecipe, opts: &RunOptions, stage: &dyn Fn(&str), progress: 
         eval::prepare(&model_path, &input, &eval_opts).with_context(|| r.path.display().to_string())?
     };
     // Write the model: to --out, else (unless nothing changes) to a temporary folder.
-    let tmp = match (&opts.out, plan.steps.is_empty()) {
-        (None, false) => Some(tempfile::tempdir().context("creating a temporary folder for the compressed model")?),
-        _ => None,
-    };
     // Removed on Ctrl-C too (a model's size in the temporary folder).
-    let _registered = tmp.as_ref().map(|d| crate::interrupt::Temp::register(d.path()));
+    let (tmp, _registered) = match (&opts.out, plan.steps.is_empty()) {
+        (None, false) => {
+            let (dir, registered) = crate::interrupt::Temp::create(tempfile::tempdir, |d| d.path())
+                .context("creating a temporary folder for the compressed model")?;
+            (Some(dir), Some(registered))
+        }
+        _ => (None, None),
+    };
     let target = match (&opts.out, &tmp) {
         (Some(out), _) => Some(out.clone()),
         (None, Some(dir)) => Some(

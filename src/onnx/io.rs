@@ -469,12 +469,16 @@ struct Partial {
 fn write_temp(path: &Path, dir: &Path, parts: &[&[u8]]) -> Result<Partial, OnnxError> {
     // `.<name>.tmp-XXXXXX.partial`: a file a killed run leaves behind says what it was for.
     let prefix = format!(".{}.tmp-", path.file_name().unwrap_or_default().to_string_lossy());
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&prefix)
-        .suffix(".partial")
-        .tempfile_in(dir)
-        .map_err(io_err(path))?;
-    let registered = crate::interrupt::Temp::register(tmp.path());
+    let (mut tmp, registered) = crate::interrupt::Temp::create(
+        || {
+            tempfile::Builder::new()
+                .prefix(&prefix)
+                .suffix(".partial")
+                .tempfile_in(dir)
+                .map_err(io_err(path))
+        },
+        |t| t.path(),
+    )?;
     {
         let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
         for p in parts {
