@@ -364,12 +364,16 @@ pub fn execute(
                 notes.extend(crate::passes::prune::few_tokens_note(&model, cal.tokens()));
             }
             // Activation-aware low rank sees as many directions of a layer's inputs as tokens.
-            let aware = plan
+            let aware: Vec<_> = plan
                 .steps
                 .iter()
-                .any(|s| matches!(&s.pass, Pass::Lowrank(_)) && s.pass.needs_calibration());
-            if aware {
-                notes.extend(crate::passes::lowrank::few_tokens_note(&model, cal.tokens()));
+                .filter_map(|s| match &s.pass {
+                    Pass::Lowrank(o) if s.pass.needs_calibration() => Some(o.apply_to),
+                    _ => None,
+                })
+                .collect();
+            if !aware.is_empty() {
+                notes.extend(crate::passes::lowrank::few_tokens_note(&model, cal.tokens(), &aware));
             }
             Some(cal)
         }

@@ -470,10 +470,41 @@ fn calibration_reads_text_only_files_in_any_format() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o.stderr));
+    let stderr = text(&o.stderr);
     assert!(
-        text(&o.stderr).contains("tokens, fewer than the 64 inputs of the widest layer: activation-aware low rank"),
-        "{}",
-        text(&o.stderr)
+        stderr
+            .contains("tokens, fewer than the 64 inputs of the widest layer it factorizes: activation-aware low rank"),
+        "{stderr}"
+    );
+    // Without the FFN's down projection the widest input is the hidden size (32).
+    let tokens: usize = stderr
+        .split("gives ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let o = bin()
+        .args([
+            "lowrank",
+            "--rank",
+            "4",
+            "--apply-to",
+            "qkv_only",
+            "--calib-data",
+            s(&tsv),
+            "-q",
+        ])
+        .args([s(&model), s(&dir.path().join("l.onnx"))])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let stderr = text(&o.stderr);
+    assert!(!stderr.contains("64 inputs"), "{stderr}");
+    assert_eq!(
+        stderr.contains("fewer than the 32 inputs"),
+        tokens < 32,
+        "{tokens} tokens: {stderr}"
     );
 }
 

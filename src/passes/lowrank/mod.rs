@@ -715,14 +715,21 @@ pub fn encoder_linear_params(t: &Transformer) -> usize {
 }
 
 /// A note when the calibration data's `tokens` are fewer than the inputs of the widest encoder
-/// layer (an FFN's down projection): activation-aware low rank weighs a layer by the directions
-/// its inputs take on these tokens, at most `tokens` of them, and keeps ranks too small.
-pub fn few_tokens_note(model: &ModelProto, tokens: usize) -> Option<String> {
+/// layer the sets `apply_to` factorize (an FFN's down projection where one selects it):
+/// activation-aware low rank weighs a layer by the directions its inputs take on these tokens,
+/// at most `tokens` of them, and keeps ranks too small.
+pub fn few_tokens_note(model: &ModelProto, tokens: usize, apply_to: &[ApplyTo]) -> Option<String> {
     let t = structure::discover(model).ok()?;
-    let width = t.layers.iter().map(|l| l.ffn_width().max(t.hidden)).max()?;
+    // Every Linear reads the hidden size but the FFN's down projection, which reads the FFN.
+    let ffn = apply_to.iter().any(|a| a.selects(Role::FfnDown));
+    let width = t
+        .layers
+        .iter()
+        .map(|l| if ffn { l.ffn_width().max(t.hidden) } else { t.hidden })
+        .max()?;
     (tokens < width).then(|| {
         format!(
-            "the calibration data gives {tokens} tokens, fewer than the {width} inputs of the widest layer: activation-aware low rank sees at most {tokens} directions of them and keeps ranks too small; give more calibration examples (--calib-samples; calibration.samples in a recipe)"
+            "the calibration data gives {tokens} tokens, fewer than the {width} inputs of the widest layer it factorizes: activation-aware low rank sees at most {tokens} directions of them and keeps ranks too small; give more calibration examples (--calib-samples; calibration.samples in a recipe)"
         )
     })
 }
