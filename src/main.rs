@@ -284,12 +284,16 @@ fn cmd_sensitivity(ort_lib: Option<&Path>, quiet: bool, a: SensitivityArgs) -> R
         seq_len: a.seq_len,
     };
     opts.validate()?;
-    // A folder, checked before the minutes of measuring.
-    if let Some(out) = a.out.as_ref().filter(|o| o.exists() && !o.is_dir()) {
-        bail!(
-            "--out {}: a file, not a folder; name a folder for sensitivity's table and chart",
-            out.display()
-        );
+    // The output folder, checked before the minutes of measuring.
+    if let Some(out) = &a.out {
+        let mut reads = vec![(a.model.as_path(), "the model")];
+        if let Some(d) = &a.calib.calib_data {
+            reads.push((d.as_path(), "the calibration data"));
+        }
+        if let Some(t) = &a.tokenizer {
+            reads.push((t.as_path(), "the tokenizer"));
+        }
+        sensitivity::check_out(out, &reads)?;
     }
     let model = onnx::load(&a.model)?;
     runtime::init(ort_lib)?;

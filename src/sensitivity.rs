@@ -272,7 +272,45 @@ pub fn chart(r: &SensitivityReport) -> crate::chart::Lines {
     }
 }
 
-/// Writes sensitivity.csv, sensitivity.json and the chart (SVG, PNG) into `dir`.
+/// The files [`write`] writes into its folder.
+pub const FILES: [&str; 4] = [
+    "sensitivity.csv",
+    "sensitivity.json",
+    "sensitivity.svg",
+    "sensitivity.png",
+];
+
+/// Checks, before the measuring, that [`write`] can write into `dir` without replacing a file
+/// the command reads (`reads`: the path and what it is) and without meeting a folder or a device
+/// where a file goes.
+pub fn check_out(dir: &std::path::Path, reads: &[(&std::path::Path, &str)]) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if dir.exists() && !dir.is_dir() {
+        anyhow::bail!(
+            "--out {}: a file, not a folder; name a folder for sensitivity's table and chart",
+            dir.display()
+        );
+    }
+    for name in FILES {
+        let p = dir.join(name);
+        for (input, what) in reads {
+            crate::onnx::io::ensure_not_read(input, what, &p).with_context(|| format!("--out {}", dir.display()))?;
+        }
+        if p.is_dir() {
+            anyhow::bail!(
+                "--out {}: {} is a folder, where sensitivity writes a file; remove it or name another folder",
+                dir.display(),
+                p.display()
+            );
+        }
+        if dir.is_dir() {
+            crate::onnx::io::target_folder(&p).with_context(|| format!("--out {}", dir.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes sensitivity.csv, sensitivity.json and the chart (SVG, PNG) into `dir` ([`FILES`]).
 pub fn write(r: &SensitivityReport, dir: &std::path::Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
     use anyhow::Context;
     std::fs::create_dir_all(dir).with_context(|| format!("--out {}", dir.display()))?;

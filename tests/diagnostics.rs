@@ -388,6 +388,30 @@ fn diff_and_sensitivity_refuse_bad_input_in_one_line() {
         &run(&["sensitivity", m, "--calib-data", s(&train), "--out", s(&data)]),
         &["--out", "d.csv", "a file, not a folder"],
     );
+    // Nor may its files replace what it reads, or meet a folder: refused before measuring.
+    let od = dir.path().join("od");
+    std::fs::create_dir(&od).unwrap();
+    let calib = od.join("sensitivity.csv");
+    let text = "sentence,label\nhello,1\n";
+    std::fs::write(&calib, text).unwrap();
+    assert_clean_error(
+        "sensitivity --out holding its calibration data",
+        &run(&["sensitivity", m, "--calib-data", s(&calib), "--out", s(&od)]),
+        &["--out", "refusing to write", "sensitivity.csv", "the calibration data"],
+    );
+    assert_eq!(
+        std::fs::read_to_string(&calib).unwrap(),
+        text,
+        "the calibration data is kept"
+    );
+    std::fs::remove_file(&calib).unwrap();
+    std::fs::create_dir(od.join("sensitivity.png")).unwrap();
+    assert_clean_error(
+        "sensitivity --out holding a folder of its chart's name",
+        &run(&["sensitivity", m, "--calib-data", s(&train), "--out", s(&od)]),
+        &["--out", "sensitivity.png is a folder", "name another folder"],
+    );
+    std::fs::remove_dir_all(&od).unwrap();
     std::fs::remove_file(&copy).unwrap();
     std::fs::remove_file(&data).unwrap();
     assert_clean_error(
