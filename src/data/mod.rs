@@ -79,6 +79,14 @@ impl Columns {
             None => format!("pass {} NAME", self.setting(role)),
         }
     }
+
+    /// What to do to read the file as GLUE's `task`: "pass --task mrpc" or "set data.task: mrpc".
+    pub fn ask_task(&self, task: Task) -> String {
+        match self.named_in {
+            Some(_) => format!("set data.task: {}", task.name()),
+            None => format!("pass --task {}", task.name()),
+        }
+    }
 }
 
 /// A data file and how to read it.
@@ -304,10 +312,20 @@ fn choose(table: &Table, src: &Source, want: Want) -> Result<(Chosen, [Option<us
                 .iter()
                 .find_map(|(t, p)| table.column(t).map(|i| (i, p.and_then(|p| table.column(p)))))
             else {
+                // A GLUE file read without its task (MRPC's `#1 String`): naming the task reads
+                // both sentences and the label, where a text column would read one sentence.
+                let ask = match Task::infer_from_header(&table.columns.join("\t")) {
+                    Some(task) => format!(
+                        "it is laid out as GLUE's {task} file: {} (its sentences and labels are then read as GLUE's), or {}",
+                        src.columns.ask_task(task),
+                        src.columns.ask("text")
+                    ),
+                    None => src.columns.ask("text"),
+                };
                 return Err(DataError::ChooseColumn {
                     file: table.file.clone(),
                     role: "text",
-                    ask: src.columns.ask("text"),
+                    ask,
                     found: table.columns.clone(),
                 });
             };
@@ -718,6 +736,22 @@ mod tests {
         let e = read_texts(&s).unwrap_err();
         assert!(e.to_string().contains("which column holds the text?"), "{e}");
         assert!(e.to_string().contains("--text-column NAME"), "{e}");
+        assert!(!e.to_string().contains("GLUE"), "{e}");
+        // A GLUE file read without its task: the task is named, as the way to read both texts.
+        let p = write(
+            dir.path(),
+            "dev.tsv",
+            "\u{feff}Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t1\t2\tA b.\tC d.\n",
+        );
+        let e = read_texts(&src(p.clone())).unwrap_err().to_string();
+        assert!(e.contains("laid out as GLUE's MRPC file: pass --task mrpc"), "{e}");
+        let mut s = src(p);
+        s.columns.named_in = Some("data");
+        let e = read_texts(&s).unwrap_err().to_string();
+        assert!(
+            e.contains("set data.task: mrpc") && e.contains("or set data.text_column"),
+            "{e}"
+        );
     }
 
     #[test]
