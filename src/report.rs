@@ -822,7 +822,13 @@ pub fn diff_text(r: &crate::diff::DiffReport) -> String {
             );
         }
         if r.first_past_threshold.is_none() {
-            let _ = writeln!(o, "  (no point past {})", r.threshold);
+            // Points left out (a quantized model's, a deeper model's) may be past it.
+            let among = if r.layers_note.is_some() {
+                " among those compared"
+            } else {
+                ""
+            };
+            let _ = writeln!(o, "  (no point past {}{among})", r.threshold);
         }
     }
     if let Some(n) = &r.layers_note {

@@ -167,6 +167,31 @@ fn diff_counts_the_flips_eval_sees() {
     let t = text(&out.stdout);
     assert!(t.contains(&format!("({differing} of 200 examples flip)")), "{t}");
     assert!(t.contains("hidden states") && t.contains("flips (first"), "{t}");
+    // Against a quantized copy the layers it does not compute are not compared: "no point past"
+    // speaks of those compared only.
+    let quantized = dir.path().join("q.onnx");
+    let out = bin()
+        .args(["quantize", "--mode", "dynamic", s(&model), s(&quantized), "-q"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = bin()
+        .args([
+            "diff",
+            s(&model),
+            s(&quantized),
+            "--task",
+            "sst2",
+            "--limit",
+            "24",
+            "-q",
+        ])
+        .args(["--threshold", "1000"])
+        .output()
+        .unwrap();
+    let t = text(&out.stdout);
+    assert!(t.contains("not compared: "), "{t}");
+    assert!(t.contains("(no point past 1000 among those compared)"), "{t}");
     // On the user's own file with named labels, the flips show the classes by name.
     let dev = require("data/glue/sst2/dev.tsv", "diff on a named file").unwrap();
     let own = dir.path().join("own.csv");
