@@ -170,6 +170,13 @@ pub fn sensitivity(
     // A classifier's costs are KL divergences of its predictions; one output's (or a headless
     // encoder's hidden states') are mean squared differences.
     let cost = if labels > 1 { Cost::Kl } else { Cost::Mse };
+    let notes = (!opts.fractions.is_empty())
+        .then(|| crate::passes::prune::few_tokens_note(model, calib.tokens()))
+        .flatten()
+        .into_iter()
+        .chain(capped_note(&pruning))
+        .chain(packed_note(&t, opts.int8))
+        .collect();
     let mut fractions = opts.fractions.clone();
     fractions.sort_by(f64::total_cmp);
     fractions.dedup();
@@ -185,12 +192,41 @@ pub fn sensitivity(
             .then(|| "dynamic int8: s8 per-channel weights, u8 per-tensor activations, one MatMul at a time".into()),
         cost,
         int8,
-        notes: (!opts.fractions.is_empty())
-            .then(|| crate::passes::prune::few_tokens_note(model, calib.tokens()))
-            .flatten()
-            .into_iter()
-            .collect(),
+        notes,
         seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// A note when a block removed fewer units than its fraction asks: calibrated pruning keeps one
+/// head of an attention block and a share of an FFN's neurons.
+fn capped_note(pruning: &[BlockCost]) -> Option<String> {
+    let capped = pruning
+        .iter()
+        .any(|b| b.removed < ((b.units as f64 * b.fraction).round() as usize).max(1));
+    capped.then(|| {
+        format!(
+            "as calibrated pruning does, an attention block keeps one head and an FFN {} of its neurons: at the larger fractions a block removes fewer units than the fraction asks (each cell says how many)",
+            percent(1.0 - crate::passes::prune::DEFAULT_MAX_FFN_FRACTION)
+        )
+    })
+}
+
+/// A note when INT8 is measured on a fused graph: its packed-QKV `Attention` nodes, which
+/// `quantize` turns into `QAttention`, are not MatMuls and have no row.
+fn packed_note(t: &structure::Transformer, int8: bool) -> Option<String> {
+    let packed = t
+        .layers
+        .iter()
+        .filter(|l| {
+            l.attention
+                .as_ref()
+                .is_some_and(|a| matches!(a.qkv, structure::Qkv::Packed { .. }))
+        })
+        .count();
+    (int8 && packed > 0).then(|| {
+        format!(
+            "the INT8 rows are MatMuls only: the query, key and value projections inside the {packed} fused Attention nodes (which quantize makes QAttention) are not measured"
+        )
     })
 }
 
@@ -234,7 +270,12 @@ pub fn csv(r: &SensitivityReport) -> String {
 /// A fraction as a percentage with the digits it needs: 0.5 is "50%", 0.001 "0.1%" (not "0%").
 pub fn percent(f: f64) -> String {
     let p = format!("{:.3}", f * 100.0);
-    format!("{}%", p.trim_end_matches('0').trim_end_matches('.'))
+    let p = p.trim_end_matches('0').trim_end_matches('.');
+    if p == "0" && f > 0.0 {
+        // Below a thousandth of a percent: in exponent form, never "0%".
+        return format!("{:.1e}%", f * 100.0);
+    }
+    format!("{p}%")
 }
 
 pub fn chart(r: &SensitivityReport) -> crate::chart::Lines {
@@ -325,4 +366,35 @@ pub fn write(r: &SensitivityReport, dir: &std::path::Path) -> anyhow::Result<Vec
     }
     files.extend(crate::chart::write_lines(&chart(r), dir, "sensitivity").map_err(anyhow::Error::msg)?);
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentages_never_read_zero_for_a_fraction_above_it() {
+        assert_eq!(percent(0.5), "50%");
+        assert_eq!(percent(0.001), "0.1%");
+        assert_eq!(percent(1e-9), "1.0e-7%");
+    }
+
+    #[test]
+    fn blocks_that_remove_less_than_asked_are_noted() {
+        let cell = |units, fraction, removed| BlockCost {
+            layer: 0,
+            layers: vec![0],
+            block: "ffn",
+            units,
+            fraction,
+            removed,
+            macs_saved: 0,
+            divergence: 0.0,
+            agreement: None,
+            in_step: false,
+        };
+        assert_eq!(capped_note(&[cell(64, 0.5, 32), cell(4, 1e-9, 1)]), None);
+        let note = capped_note(&[cell(64, 0.99, 57)]).unwrap();
+        assert!(note.contains("an FFN 10% of its neurons"), "{note}");
+    }
 }

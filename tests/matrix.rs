@@ -1049,6 +1049,17 @@ fn diff_and_sensitivity_run_every_cell() {
                     .all(|x| x["divergence"].as_f64().is_some_and(|v| v.is_finite() && v >= 0.0)),
             || format!("sensitivity values: {pruning:?} {int8:?}"),
         )?;
+        // A fused graph's packed attention has no INT8 row, and the report says so.
+        let fused = c
+            .load()
+            .graph
+            .is_some_and(|g| g.node.iter().any(|n| n.op_type.as_deref() == Some("Attention")));
+        let noted = rows("notes")
+            .iter()
+            .any(|n| n.as_str().is_some_and(|n| n.contains("fused Attention nodes")));
+        ensure(fused == noted, || {
+            format!("fused attention {fused}, noted {noted}: {:?}", r["notes"])
+        })?;
         Ok(format!(
             "(diff agreement {}, {} pruning rows{}, {} MatMuls)",
             d["agreement"],
