@@ -235,6 +235,43 @@ fn bad_configs_name_the_key_and_line_and_write_nothing() {
             ),
             &["quantization (line 7)", "quantization.percentile needs quantization.calib_method: percentile"],
         ),
+        (
+            "a low-rank rule's value under another rule",
+            format!("{head}rmt_lowrank:\n  enable: true\n  ratio: 0.25\n"),
+            &[
+                "rmt_lowrank (line 5)",
+                "rmt_lowrank.ratio applies to k_mode: ratio, and k_mode is energy (the default)",
+            ],
+        ),
+        (
+            "energy under a fixed rank",
+            format!("{head}rmt_lowrank:\n  enable: true\n  k_mode: fixed\n  k: 8\n  energy: 0.9\n"),
+            &["rmt_lowrank.energy applies to k_mode: energy, and k_mode is fixed:"],
+        ),
+        (
+            "a shrinkage rule without denoise",
+            format!("{head}rmt_lowrank:\n  enable: true\n  shrink_method: hard_threshold\n"),
+            &["rmt_lowrank.shrink_method is the rule of denoise"],
+        ),
+        (
+            "low rank and pruning in one recipe",
+            format!(
+                "{head}rmt_lowrank:\n  enable: true\nprune:\n  attention_heads:\n    enable: true\n    args:\n      prune_amount: 0.25\n"
+            ),
+            &["rmt_lowrank (line 5)", "enabled with prune", "enable one of them"],
+        ),
+        (
+            "an enabled unit removing nothing",
+            format!("{head}prune:\n  mlp_neurons:\n    enable: true\n    args:\n      prune_amount: 0.0\n"),
+            &["prune.mlp_neurons.args.prune_amount", "nothing to remove"],
+        ),
+        (
+            "per_layer on l1 pruning",
+            format!(
+                "{head}prune:\n  per_layer: true\n  mlp_neurons:\n    enable: true\n    args:\n      prune_amount: 0.1\n"
+            ),
+            &["prune.per_layer (line 6)", "applies to calibrated pruning"],
+        ),
         ("not yaml", "model: [unclosed\n".into(), &["line 1"]),
     ];
     for (what, text, expect) in cases {

@@ -182,13 +182,16 @@ pub fn recipe(c: &Candidate, common: &Common) -> Recipe {
         prune,
         quantization,
         rmt_lowrank: lowrank,
-        calibration: Some(CalibrationSection {
-            data: common.calib_data.clone(),
-            samples: Some(common.calib_samples),
-            seed: common.seed,
-            format: common.format.map(|f| f.name().to_string()),
-            text_column: common.columns.text.clone(),
-            text_pair_column: common.columns.pair.clone(),
+        // Only where a step reads it: calibrated pruning, activation-aware low rank, static INT8.
+        calibration: (c.structure != Structure::None || c.quant.is_some_and(|m| m.starts_with("static"))).then(|| {
+            CalibrationSection {
+                data: common.calib_data.clone(),
+                samples: Some(common.calib_samples),
+                seed: common.seed,
+                format: common.format.map(|f| f.name().to_string()),
+                text_column: common.columns.text.clone(),
+                text_pair_column: common.columns.pair.clone(),
+            }
         }),
         eval: EvalSection {
             threads: common.threads,
@@ -281,6 +284,16 @@ mod tests {
         assert_eq!(d.labels.as_deref(), Some("neg,pos"));
         let cal = own.calibration.as_ref().unwrap();
         assert_eq!(cal.text_column.as_deref(), Some("review"));
+        // Written only where a step reads it.
+        for (structure, quant, calibrates) in [
+            (Structure::None, Some("dynamic_per_channel"), false),
+            (Structure::None, Some("fp16"), false),
+            (Structure::None, Some("static"), true),
+            (Structure::Lowrank(0.8), None, true),
+        ] {
+            let r = recipe(&Candidate { structure, quant }, &common);
+            assert_eq!(r.calibration.is_some(), calibrates, "{structure:?} {quant:?}");
+        }
         assert_eq!(cal.format.as_deref(), Some("csv"));
         // It reads back as the recipe it is, with the file as what `run` evaluates on.
         let text = crate::recipe::to_yaml(&own);

@@ -607,6 +607,15 @@ pub fn parse_with_model(text: &str, path: &Path, model: Option<&Path>) -> Result
     })?;
     plan.validate()
         .map_err(|e| invalid(loaded.plan_error(&plan, &e, text)))?;
+    let mut loaded = loaded;
+    // A calibration section no step reads (fixed-rank low rank with it stays weight SVD).
+    if loaded.recipe.calibration.is_some() && !plan.needs_calibration() {
+        let line = line_of_path(text, &["calibration"]).map_or(String::new(), |l| format!(":{l}"));
+        loaded.notes.push(format!(
+            "{}{line}: calibration is read by no step of this recipe (static quantization, pruning with strategy obs or target_macs, low rank with target_params): it is not used",
+            path.display()
+        ));
+    }
     Ok(loaded)
 }
 

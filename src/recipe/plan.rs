@@ -19,7 +19,27 @@ use super::{LoadedRecipe, LowrankSection, PruneUnit, QuantizationSection};
 /// key.
 pub fn lowrank_options(l: &LowrankSection) -> Result<LowrankOptions, String> {
     let d = LowrankOptions::default();
-    let rank = match l.k_mode.as_deref().unwrap_or("energy") {
+    let mode = l.k_mode.as_deref().unwrap_or("energy");
+    // A rule's value under another rule would do nothing (`ratio: 0.25` without `k_mode: ratio`
+    // ran the energy rule): refused, as the command line refuses --ratio with --rank.
+    if l.target_params.is_none() {
+        for (key, given, wants) in [
+            ("energy", l.energy.is_some(), "energy"),
+            ("ratio", l.ratio.is_some(), "ratio"),
+            ("k", l.k.is_some(), "fixed"),
+        ] {
+            if given && mode != wants && ["energy", "ratio", "fixed"].contains(&mode) {
+                return Err(format!(
+                    "rmt_lowrank.{key} applies to k_mode: {wants}, and k_mode is {mode}{}: set k_mode: {wants} or drop {key}",
+                    if l.k_mode.is_none() { " (the default)" } else { "" }
+                ));
+            }
+        }
+    }
+    if l.shrink_method.is_some() && !l.denoise {
+        return Err("rmt_lowrank.shrink_method is the rule of denoise: set denoise: true or drop shrink_method".into());
+    }
+    let rank = match mode {
         "energy" => RankRule::Energy(l.energy.unwrap_or(0.99)),
         "ratio" => RankRule::Ratio(l.ratio.ok_or("rmt_lowrank.k_mode ratio needs rmt_lowrank.ratio")?),
         "fixed" => RankRule::Fixed(l.k.ok_or("rmt_lowrank.k_mode fixed needs rmt_lowrank.k")?),
@@ -174,6 +194,11 @@ fn unit_options(key: &str, unit: &PruneUnit, heads: bool, per_layer: bool) -> Re
         layer: unit.args.layer_idx,
         indices: indices.clone(),
     });
+    if amount == 0.0 && named.is_none() {
+        return Err(format!(
+            "{key}.args.prune_amount: an enabled section with nothing to remove; give prune_amount (a fraction in (0, 1)) or the indices to remove, or set enable: false"
+        ));
+    }
     let (remove_heads, remove_neurons) = if heads { (named, None) } else { (None, named) };
     Ok(PruneOptions {
         heads: if heads { amount } else { 0.0 },
@@ -202,6 +227,14 @@ impl LoadedRecipe {
                 pass,
             })
         };
+        let prunes = rec.prune.target_macs.is_some()
+            || [&rec.prune.attention_heads, &rec.prune.mlp_neurons]
+                .iter()
+                .any(|u| u.as_ref().is_some_and(|u| u.enable));
+        if rec.rmt_lowrank.enable && prunes {
+            // Found after the low-rank pass ran, with advice a recipe cannot follow.
+            return Err("rmt_lowrank: enabled with prune, which this recipe would run after it (the reference's order: low rank, then pruning), and pruning cannot work through the factors low rank writes; enable one of them, or prune with this recipe and factorize its output with another (or `onnx-compress lowrank`)".into());
+        }
         if rec.rmt_lowrank.enable {
             step("rmt_lowrank", Pass::Lowrank(lowrank_options(&rec.rmt_lowrank)?));
         }
@@ -302,6 +335,26 @@ pub fn recipe_key(label: Option<&str>, field: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_calibration_section_no_step_reads_is_noted() {
+        let notes = |quant: &str| {
+            let text = format!(
+                "model:\n  model_name: m.onnx\ndata:\n  task: sst2\ncalibration:\n  data: t.tsv\nquantization:\n  enable: true\n  method: {quant}\n"
+            );
+            crate::recipe::parse(&text, std::path::Path::new("r.yaml"))
+                .unwrap()
+                .notes()
+                .to_vec()
+        };
+        let n = notes("dynamic");
+        assert!(
+            n.iter()
+                .any(|n| n.starts_with("r.yaml:5: calibration is read by no step")),
+            "{n:?}"
+        );
+        assert!(notes("static").is_empty());
+    }
 
     #[test]
     fn weight_type_defaults_to_s8_and_reads_u8() {

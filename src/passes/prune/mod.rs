@@ -459,6 +459,12 @@ pub fn validate(opts: &PruneOptions) -> Result<(), PassError> {
             );
         }
     }
+    if opts.per_layer && opts.strategy != Strategy::Obs {
+        return bad(
+            "per_layer",
+            "`per_layer` applies to calibrated pruning (strategy obs): l1 and random already remove the fraction from every layer".into(),
+        );
+    }
     let m = opts.max_ffn_fraction;
     if !(m > 0.0 && m < 1.0) {
         return bad(
