@@ -176,7 +176,8 @@ pub fn markdown(b: &BenchReport) -> String {
     for r in &b.rows {
         s += &format!(
             "| {}{} | {} | {} | {} | {} | {:.2} | {} | {:.2} | {} | {} | {} |\n",
-            r.variant,
+            // A '|' in a recipe's name would end the cell.
+            r.variant.replace('|', "\\|"),
             if r.baseline {
                 " (baseline)"
             } else if r.reference_method {
@@ -521,5 +522,15 @@ mod tests {
             noisy.contains("Timed on fewer than 5 batches (one batch's time is noisy): base, int8."),
             "{noisy}"
         );
+    }
+
+    #[test]
+    fn a_pipe_in_a_recipe_name_stays_in_its_cell() {
+        let mut b = report(vec![100.0, 100.0], 50);
+        b.rows[1].variant = "a|b".into();
+        let md = markdown(&b);
+        let line = md.lines().find(|l| l.starts_with("| a")).unwrap();
+        assert!(line.starts_with("| a\\|b | "), "{line}");
+        assert_eq!(line.matches(" | ").count(), 10, "eleven cells: {line}");
     }
 }

@@ -58,7 +58,7 @@ impl Words {
     pub fn give_tokenizer(self) -> &'static str {
         match self {
             Words::Flags => "pass --tokenizer PATH/tokenizer.json",
-            _ => "put the model's tokenizer.json beside it",
+            _ => "put the model's tokenizer.json beside it, or embed it (onnx-compress convert MODEL OUT --tokenizer PATH/tokenizer.json)",
         }
     }
 }

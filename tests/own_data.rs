@@ -736,7 +736,7 @@ fn bad_data_is_refused_in_one_line() {
             vec![
                 "lone.yaml",
                 "no tokenizer for",
-                "put the model's tokenizer.json beside it",
+                "put the model's tokenizer.json beside it, or embed it (onnx-compress convert MODEL OUT --tokenizer",
             ],
         ),
     ];

@@ -295,6 +295,12 @@ fn bad_configs_name_the_key_and_line_and_write_nothing() {
         "{err}"
     );
     assert!(!out.exists());
+    // A folder given to run: bench runs folders.
+    let err = fails(&["run", dir.path().to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(
+        err.contains("a folder, not a recipe") && err.contains("bench FOLDER"),
+        "{err}"
+    );
     // Data and calibration files that are not there: named by their keys and lines (they were
     // named by the command-line flag, --calib-data, or not at all).
     std::fs::write(dir.path().join("m.onnx"), b"not read").unwrap();

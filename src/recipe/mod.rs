@@ -626,6 +626,14 @@ pub fn load(path: &Path) -> Result<LoadedRecipe, RecipeError> {
 
 /// Reads and parses a recipe file whose model is `model` (`--model`) when given.
 pub fn load_with_model(path: &Path, model: Option<&Path>) -> Result<LoadedRecipe, RecipeError> {
+    if path.is_dir() {
+        return Err(RecipeError::Invalid {
+            path: path.to_path_buf(),
+            message:
+                "a folder, not a recipe: name a .yaml file (`onnx-compress bench FOLDER` runs the recipes of a folder)"
+                    .into(),
+        });
+    }
     let text = std::fs::read_to_string(path).map_err(|cause| match cause.kind() {
         std::io::ErrorKind::InvalidData => RecipeError::Invalid {
             path: path.to_path_buf(),
