@@ -300,14 +300,14 @@ fn cmd_sensitivity(ort_lib: Option<&Path>, quiet: bool, a: SensitivityArgs) -> R
     let mut stages = cli::progress::Progress::spinner("sensitivity", quiet);
     stages.stage("loading calibration data");
     let mut calibrator = calib::ort_calibrator(&c.spec(), &a.model, &model)?;
-    if let Some(note) = c.shortfall(calibrator.examples) {
-        stages.note(&format!("note: {note}"));
-    }
+    let shortfall = c.shortfall(calibrator.examples);
     let r = sensitivity::sensitivity(&model, &opts, &mut calibrator, &mut |s| stages.stage(s));
     stages.finish();
-    let r = r
+    let mut r = r
         .map_err(anyhow::Error::from)
         .with_context(|| a.model.display().to_string())?;
+    // With the report's other notes: in its text, its JSON and sensitivity.json.
+    r.notes.splice(0..0, shortfall);
     let files = match &a.out {
         Some(dir) => sensitivity::write(&r, dir)?,
         None => vec![],

@@ -565,6 +565,35 @@ fn sensitivity_writes_its_table_and_chart() {
     let svg = std::fs::read_to_string(out_dir.join("sensitivity.svg")).unwrap();
     assert!(svg.contains("<svg") && svg.contains("attention −50%"));
     assert_eq!(&std::fs::read(out_dir.join("sensitivity.png")).unwrap()[1..4], b"PNG");
+    // A file with fewer examples than asked for: said among the report's notes, in its JSON too.
+    let small = dir.path().join("small.tsv");
+    let head: Vec<String> = std::fs::read_to_string(&train)
+        .unwrap()
+        .lines()
+        .take(9)
+        .map(String::from)
+        .collect();
+    std::fs::write(&small, head.join("\n") + "\n").unwrap();
+    let out = bin()
+        .args([
+            "sensitivity",
+            s(&model),
+            "--calib-data",
+            s(&small),
+            "--calib-samples",
+            "16",
+        ])
+        .args(["--fractions", "0.5", "--no-int8", "--json", "-q"])
+        .output()
+        .unwrap();
+    let j = json(&out, "sensitivity on 8 examples");
+    assert!(
+        j["notes"][0]
+            .as_str()
+            .is_some_and(|n| n.contains("holds 8 examples, fewer than the 16 calibration samples asked for")),
+        "{}",
+        j["notes"]
+    );
 }
 
 /// A model named without a folder ("model.onnx", as torch's dynamo exporter writes it with its
