@@ -891,68 +891,71 @@ pub fn sensitivity_text(r: &crate::sensitivity::SensitivityReport) -> String {
     for n in &r.notes {
         let _ = writeln!(o, "note: {n}");
     }
-    let _ = writeln!(
-        o,
-        "\npruning one block alone (calibrated: greedy OBS removal with compensation)"
-    );
-    // Each cell says the units it removes.
-    let mut head = format!("{:<6} {:<10}", "layer", "block");
-    for f in &r.fractions {
-        head += &format!(
-            " {:<32}",
-            format!("−{}: cost / agree (removed)", crate::sensitivity::percent(*f))
+    // No table when pruning was not measured (a low-rank model: said in the notes).
+    if !r.fractions.is_empty() {
+        let _ = writeln!(
+            o,
+            "\npruning one block alone (calibrated: greedy OBS removal with compensation)"
         );
-    }
-    let _ = writeln!(o, "{}", head.trim_end());
-    for l in 0..r.layers {
-        for block in ["attention", "ffn"] {
-            let cells: Vec<&crate::passes::prune::BlockCost> =
-                r.pruning.iter().filter(|b| b.layer == l && b.block == block).collect();
-            if cells.is_empty() {
-                continue;
-            }
-            let label = match &cells[0].layers[..] {
-                [first, .., last] if last - first + 1 == cells[0].layers.len() => format!("{first}-{last}"),
-                [_, _, ..] => cells[0]
-                    .layers
-                    .iter()
-                    .map(usize::to_string)
-                    .collect::<Vec<_>>()
-                    .join(","),
-                _ => l.to_string(),
-            };
-            let mut line = format!("{label:<6} {block:<10}");
-            for f in &r.fractions {
-                match cells.iter().find(|b| b.fraction == *f) {
-                    Some(b) => {
-                        line += &format!(
-                            " {:<32}",
-                            format!(
-                                "{:.2e} / {} ({} of {})",
-                                b.divergence,
-                                pct(b.agreement),
-                                b.removed,
-                                b.units
-                            )
-                        )
-                    }
-                    None => line += &format!(" {:<32}", "-"),
-                }
-            }
-            let _ = writeln!(o, "{}", line.trim_end());
+        // Each cell says the units it removes.
+        let mut head = format!("{:<6} {:<10}", "layer", "block");
+        for f in &r.fractions {
+            head += &format!(
+                " {:<32}",
+                format!("−{}: cost / agree (removed)", crate::sensitivity::percent(*f))
+            );
         }
-    }
-    if r.pruning.iter().any(|b| b.layers.len() > 1 && !b.in_step) {
-        let _ = writeln!(
-            o,
-            "(a row naming several layers: they share one block's weights, and it prunes the block in each)"
-        );
-    }
-    if r.pruning.iter().any(|b| b.in_step) {
-        let _ = writeln!(
-            o,
-            "(attention of several layers: their head count is computed once for all of them, so their heads are pruned in step, as many in each, as calibrated pruning prunes them)"
-        );
+        let _ = writeln!(o, "{}", head.trim_end());
+        for l in 0..r.layers {
+            for block in ["attention", "ffn"] {
+                let cells: Vec<&crate::passes::prune::BlockCost> =
+                    r.pruning.iter().filter(|b| b.layer == l && b.block == block).collect();
+                if cells.is_empty() {
+                    continue;
+                }
+                let label = match &cells[0].layers[..] {
+                    [first, .., last] if last - first + 1 == cells[0].layers.len() => format!("{first}-{last}"),
+                    [_, _, ..] => cells[0]
+                        .layers
+                        .iter()
+                        .map(usize::to_string)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    _ => l.to_string(),
+                };
+                let mut line = format!("{label:<6} {block:<10}");
+                for f in &r.fractions {
+                    match cells.iter().find(|b| b.fraction == *f) {
+                        Some(b) => {
+                            line += &format!(
+                                " {:<32}",
+                                format!(
+                                    "{:.2e} / {} ({} of {})",
+                                    b.divergence,
+                                    pct(b.agreement),
+                                    b.removed,
+                                    b.units
+                                )
+                            )
+                        }
+                        None => line += &format!(" {:<32}", "-"),
+                    }
+                }
+                let _ = writeln!(o, "{}", line.trim_end());
+            }
+        }
+        if r.pruning.iter().any(|b| b.layers.len() > 1 && !b.in_step) {
+            let _ = writeln!(
+                o,
+                "(a row naming several layers: they share one block's weights, and it prunes the block in each)"
+            );
+        }
+        if r.pruning.iter().any(|b| b.in_step) {
+            let _ = writeln!(
+                o,
+                "(attention of several layers: their head count is computed once for all of them, so their heads are pruned in step, as many in each, as calibrated pruning prunes them)"
+            );
+        }
     }
     if let Some(mode) = &r.int8_mode {
         let _ = writeln!(o, "\nint8 on one MatMul alone ({mode})");

@@ -104,25 +104,33 @@ impl Cost {
     }
 }
 
-/// (layer, role) of each MatMul node name of the mapped encoder.
-fn roles(t: &structure::Transformer) -> Vec<(String, usize, &'static str)> {
+/// (layer, role) of each MatMul node name of the mapped encoder; a factorized layer's two
+/// MatMuls are its role's `A` and `B` factors (`ffn.up A`).
+fn roles(t: &structure::Transformer) -> Vec<(String, usize, String)> {
     let mut v = Vec::new();
     for l in &t.layers {
+        let mut linears: Vec<(&structure::Linear, &str)> = Vec::new();
         if let Some(a) = &l.attention {
             match &a.qkv {
                 structure::Qkv::Separate { q, k, v: val } => {
-                    v.push((q.node_name.clone(), l.index, "query"));
-                    v.push((k.node_name.clone(), l.index, "key"));
-                    v.push((val.node_name.clone(), l.index, "value"));
+                    linears.extend([(q, "query"), (k, "key"), (val, "value")]);
                 }
-                structure::Qkv::Stacked { qkv } => v.push((qkv.node_name.clone(), l.index, "qkv")),
+                structure::Qkv::Stacked { qkv } => linears.push((qkv, "qkv")),
                 structure::Qkv::Packed { .. } => {}
             }
-            v.push((a.output.node_name.clone(), l.index, "attention.output"));
+            linears.push((&a.output, "attention.output"));
         }
         if let Some(f) = &l.ffn {
-            v.push((f.up.node_name.clone(), l.index, "ffn.up"));
-            v.push((f.down.node_name.clone(), l.index, "ffn.down"));
+            linears.extend([(&f.up, "ffn.up"), (&f.down, "ffn.down")]);
+        }
+        for (lin, role) in linears {
+            match &lin.factor {
+                None => v.push((lin.node_name.clone(), l.index, role.to_string())),
+                Some(b) => {
+                    v.push((lin.node_name.clone(), l.index, format!("{role} A")));
+                    v.push((b.node_name.clone(), l.index, format!("{role} B")));
+                }
+            }
         }
     }
     v
@@ -138,7 +146,17 @@ pub fn sensitivity(
     opts.validate()?;
     let start = Instant::now();
     let t = structure::discover(model)?;
-    let (pruning, labels) = block_costs(model, &opts.fractions, opts.seq_len, calib, &mut *stage)?;
+    // A low-rank model cannot be pruned; its INT8 costs can still be measured.
+    let factorized = match crate::passes::prune::refuse_factorized(&t) {
+        Err(e) if !opts.int8 => return Err(e),
+        // The pass's advice (prune first) is not this command's.
+        Err(e) => Some(e.to_string().replace("; prune first, then run lowrank", "")),
+        Ok(()) => None,
+    };
+    let (pruning, mut labels) = match factorized {
+        Some(_) => (vec![], 0),
+        None => block_costs(model, &opts.fractions, opts.seq_len, calib, &mut *stage)?,
+    };
     let mut int8 = Vec::new();
     let q = QuantizeOptions {
         mode: Mode::Dynamic,
@@ -148,7 +166,8 @@ pub fn sensitivity(
         ..Default::default()
     };
     if opts.int8 {
-        let (reference, labels) = calib.logits(model)?;
+        let (reference, n) = calib.logits(model)?;
+        labels = n;
         ensure_finite("the model's logits on the calibration data", &reference)?;
         let roles = roles(&t);
         let names = quantize::quantizable_matmuls(model)?;
@@ -161,7 +180,7 @@ pub fn sensitivity(
             int8.push(MatMulCost {
                 node: name.clone(),
                 layer: role.map(|r| r.1),
-                role: role.map(|r| r.2.to_string()),
+                role: role.map(|r| r.2.clone()),
                 divergence: divergence(&reference, &logits, labels),
                 agreement: agreement(&reference, &logits, labels),
             });
@@ -170,14 +189,20 @@ pub fn sensitivity(
     // A classifier's costs are KL divergences of its predictions; one output's (or a headless
     // encoder's hidden states') are mean squared differences.
     let cost = if labels > 1 { Cost::Kl } else { Cost::Mse };
-    let notes = (!opts.fractions.is_empty())
+    let notes = (!opts.fractions.is_empty() && factorized.is_none())
         .then(|| crate::passes::prune::few_tokens_note(model, calib.tokens()))
         .flatten()
         .into_iter()
+        .chain(factorized.as_ref().map(|e| format!("pruning not measured: {e}")))
         .chain(capped_note(&pruning))
         .chain(packed_note(&t, opts.int8))
         .collect();
-    let mut fractions = opts.fractions.clone();
+    // The fractions measured (none when pruning was not).
+    let mut fractions = if factorized.is_some() {
+        vec![]
+    } else {
+        opts.fractions.clone()
+    };
     fractions.sort_by(f64::total_cmp);
     fractions.dedup();
     Ok(SensitivityReport {

@@ -517,6 +517,53 @@ fn sensitivity_measures_every_block_and_every_matmul() {
     assert_eq!(mapped.len(), 3 * 6, "q, k, v, output, up, down of each layer");
     assert!(r.int8.iter().all(|m| m.divergence.is_finite() && m.divergence >= 0.0));
     assert!(r.int8.iter().any(|m| m.divergence > 0.0), "int8 changes some logit");
+
+    // A low-rank model cannot be pruned: its INT8 costs are measured, each factor named, and
+    // why pruning is not is said.
+    use onnx_compress::passes::lowrank::{ApplyTo, LowrankOptions, RankRule};
+    let factorized = onnx_compress::passes::Pass::Lowrank(LowrankOptions {
+        rank: RankRule::Fixed(4),
+        apply_to: ApplyTo::FfnOnly,
+        layers: Some(vec![2]),
+        ..Default::default()
+    })
+    .apply(&model, None)
+    .unwrap()
+    .model;
+    let r = sensitivity::sensitivity(&factorized, &so, &mut calibrator(2, 7), &mut |_| {}).unwrap();
+    assert!(r.pruning.is_empty() && r.fractions.is_empty());
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.starts_with("pruning not measured: layer 2 FFN up projection")),
+        "{:?}",
+        r.notes
+    );
+    let roles: Vec<_> = r
+        .int8
+        .iter()
+        .filter(|m| m.layer == Some(2))
+        .filter_map(|m| m.role.clone())
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            "query",
+            "key",
+            "value",
+            "attention.output",
+            "ffn.up A",
+            "ffn.up B",
+            "ffn.down A",
+            "ffn.down B"
+        ]
+    );
+    assert_eq!(r.int8.len(), quantize::quantizable_matmuls(&factorized).unwrap().len());
+    let text = onnx_compress::report::sensitivity_text(&r);
+    assert!(!text.contains("pruning one block alone"), "{text}");
+    // Without INT8 there is nothing to measure: the pass's error.
+    let none = SensitivityOptions { int8: false, ..so };
+    assert!(sensitivity::sensitivity(&factorized, &none, &mut calibrator(2, 7), &mut |_| {}).is_err());
 }
 
 #[test]
