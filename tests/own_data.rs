@@ -1015,6 +1015,34 @@ fn recipes_on_the_users_own_file_are_benched_without_a_task() {
         "{err}"
     );
     assert!(err.contains("02_int8.yaml is named twice; benched once"), "{err}");
+    // Two recipes of one name: said, since their rows read alike.
+    let named = |file: &str| {
+        write(
+            &elsewhere,
+            file,
+            &format!("name: Same\n{}", recipe("../reviews.csv", "")),
+        )
+    };
+    let (a, b) = (named("a.yaml"), named("b.yaml"));
+    let o = bin()
+        .args([
+            "bench",
+            s(&a),
+            s(&b),
+            "--out",
+            s(&dir.path().join("same")),
+            "--measure",
+            "0",
+            "-q",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("b.yaml are all named 'Same': their rows and chart labels read alike"),
+        "{}",
+        text(&o.stderr)
+    );
     assert!(
         table.contains("no batch") || table.contains("--measure 0 timed none"),
         "{table}"
@@ -1103,11 +1131,19 @@ fn recipes_on_the_users_own_file_are_benched_without_a_task() {
     assert_clean_error(
         "two data files",
         &o,
-        &[
-            "01_baseline.yaml",
-            "other_file.yaml",
-            "different data (not the same file:",
-        ],
+        &["01_baseline.yaml", "other_file.yaml", "different data (data.file "],
+    );
+    // Two recipes reading one file by other columns: the keys and both values are named.
+    let columns = write(
+        &recipes.join("../elsewhere"),
+        "columns.yaml",
+        &recipe("../reviews.csv", "").replace("  text_column: review\n", ""),
+    );
+    let o = bin().args(["bench", s(&base), s(&columns), "-q"]).output().unwrap();
+    assert_clean_error(
+        "other columns",
+        &o,
+        &["different data (data.text_column 'review' vs not set)"],
     );
     // A recipe of the other kind named directly.
     let o = bin().args(["bench", s(&base), s(&glue), "-q"]).output().unwrap();

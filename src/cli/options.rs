@@ -325,23 +325,32 @@ pub fn one_data_file(recipes: &[onnx_compress::recipe::LoadedRecipe]) -> Result<
     for r in &recipes[1..] {
         let this = read(r)?;
         if this != first {
-            let differ: Vec<&str> = [
-                (first.0 != this.0, "file"),
-                (first.1 != this.1, "format"),
-                (first.2 != this.2, "columns"),
-                (first.3 != this.3, "labels"),
-            ]
-            .iter()
-            .filter(|(d, _)| *d)
-            .map(|(_, what)| *what)
-            .collect();
+            // Each key that differs, with both values ("not set" where a recipe leaves it to the
+            // file's usual names).
+            let key = |v: Option<&str>| v.map_or("not set".to_string(), |v| format!("'{v}'"));
+            let mut differ: Vec<String> = Vec::new();
+            if first.0 != this.0 {
+                differ.push(format!("data.file {} vs {}", first.0.display(), this.0.display()));
+            }
+            if first.1 != this.1 {
+                let f = |f: Option<onnx_compress::data::Format>| key(f.map(|f| f.to_string()).as_deref());
+                differ.push(format!("data.format {} vs {}", f(first.1), f(this.1)));
+            }
+            for (name, a, b) in [
+                ("data.text_column", &first.2.text, &this.2.text),
+                ("data.text_pair_column", &first.2.pair, &this.2.pair),
+                ("data.label_column", &first.2.label, &this.2.label),
+                ("data.labels", &first.3, &this.3),
+            ] {
+                if a != b {
+                    differ.push(format!("{name} {} vs {}", key(a.as_deref()), key(b.as_deref())));
+                }
+            }
             bail!(
-                "{} and {} evaluate on different data (not the same {}: {} and {}); bench compares recipes on one file read alike: bench them apart, or give them the same data keys",
+                "{} and {} evaluate on different data ({}); bench compares recipes on one file read alike: bench them apart, or give them the same data keys",
                 recipes[0].path.display(),
                 r.path.display(),
-                differ.join(", "),
-                first.0.display(),
-                this.0.display()
+                differ.join("; ")
             );
         }
     }
@@ -440,6 +449,22 @@ pub fn bench_recipes(
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+    }
+    // Rows and chart labels are the recipes' names: two alike cannot be told apart there.
+    for (i, r) in recipes.iter().enumerate() {
+        let name = r.name();
+        let same: Vec<String> = recipes[i + 1..]
+            .iter()
+            .filter(|o| o.name() == name)
+            .map(|o| o.path.display().to_string())
+            .collect();
+        if !same.is_empty() && !recipes[..i].iter().any(|o| o.name() == name) {
+            notes.push(format!(
+                "{} and {} are all named '{name}': their rows and chart labels read alike (results.csv and results.json name each one's config); give each recipe a name of its own",
+                r.path.display(),
+                same.join(", ")
+            ));
+        }
     }
     let data_file = match task {
         Some(_) => None,
