@@ -36,6 +36,9 @@ pub struct Calibration {
     pub threads: usize,
     /// tokenizer.json to use (default: the model's).
     pub tokenizer: Option<PathBuf>,
+    /// The path history records when not `data`: a recipe's as it is written there (relative to
+    /// the recipe's folder), so that `run` writes the same bytes from any working folder.
+    pub recorded_as: Option<PathBuf>,
 }
 
 impl Calibration {
@@ -83,7 +86,8 @@ impl Calibration {
     /// What a history entry records of the calibration a pass used.
     fn record(&self, options: &mut serde_json::Value) {
         if let Some(o) = options.as_object_mut() {
-            o.insert("calib_data".into(), serde_json::json!(self.data.display().to_string()));
+            let path = self.recorded_as.as_ref().unwrap_or(&self.data);
+            o.insert("calib_data".into(), serde_json::json!(path.display().to_string()));
             o.insert("calib_samples".into(), serde_json::json!(self.samples));
             o.insert("seed".into(), serde_json::json!(self.seed));
             o.insert("calib_max_length".into(), serde_json::json!(self.max_length));
@@ -613,6 +617,7 @@ mod tests {
             max_length: 128,
             threads: 0,
             tokenizer: None,
+            recorded_as: None,
         };
         assert_eq!(c.shortfall(512), None);
         assert_eq!(
@@ -622,6 +627,33 @@ mod tests {
         assert_eq!(
             c.shortfall(3).unwrap(),
             "t.csv holds 3 examples, fewer than the 512 calibration samples asked for: all 3 are used"
+        );
+    }
+
+    /// History records a recipe's calibration path as the recipe writes it, not as resolved from
+    /// the working folder: `run` writes the same bytes from any folder.
+    #[test]
+    fn history_records_a_recipes_calibration_path_as_written() {
+        let text = "model:\n  model_name: m.onnx\ndata:\n  task: sst2\ncalibration:\n  data: ../data/train.tsv\nquantization:\n  enable: true\n  method: static\n";
+        let recorded = |recipe: &str| {
+            let plan = crate::recipe::parse(text, std::path::Path::new(recipe))
+                .unwrap()
+                .plan()
+                .unwrap();
+            let c = plan.calibration.unwrap();
+            let mut o = serde_json::json!({});
+            c.record(&mut o);
+            (c.data, o["calib_data"].clone())
+        };
+        let (a, ra) = recorded("configs/r.yaml");
+        let (b, rb) = recorded("../main/configs/r.yaml");
+        assert_ne!(a, b, "resolved from the recipe's folder");
+        assert_eq!(
+            (ra, rb),
+            (
+                serde_json::json!("../data/train.tsv"),
+                serde_json::json!("../data/train.tsv")
+            )
         );
     }
 }

@@ -157,6 +157,7 @@ fn calibration_is_loaded_only_when_a_step_needs_it() {
         max_length: 128,
         threads: 0,
         tokenizer: None,
+        recorded_as: None,
     };
     let plan = Plan::single(l1(0.25), Some(calibration));
     assert!(!plan.needs_calibration());
@@ -227,6 +228,7 @@ fn steps_are_recorded_in_order_and_the_input_is_never_touched() {
         max_length: 16,
         threads: 1,
         tokenizer: None,
+        recorded_as: None,
     });
     let named = Output {
         reads: vec![(recipe.clone(), "the recipe".into())],

@@ -70,6 +70,7 @@ impl CalibArgs {
             max_length: self.max_length.unwrap_or(128),
             threads: self.threads.unwrap_or(0),
             tokenizer: tokenizer.map(Path::to_path_buf),
+            recorded_as: None,
         }))
     }
 }

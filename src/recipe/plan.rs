@@ -286,6 +286,7 @@ impl LoadedRecipe {
             max_length: rec.data.max_input_length,
             threads: rec.eval.threads,
             tokenizer: None,
+            recorded_as: Some(c.data.clone()),
         });
         let labels = match &rec.data.labels {
             Some(l) => Some(crate::data::labels::parse_label_list(l).map_err(|e| format!("data.labels: {e}"))?),
