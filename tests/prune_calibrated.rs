@@ -57,6 +57,8 @@ fn least_squares_refit_beats_plain_slicing_at_equal_counts() {
             &m,
             &PruneOptions {
                 strategy: Strategy::L1,
+                // l1 prunes every layer by the fraction already.
+                per_layer: false,
                 ..opts.clone()
             },
         )
