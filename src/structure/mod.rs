@@ -10,7 +10,8 @@ mod stats;
 
 pub use find::discover;
 pub use stats::{
-    layer_macs as stats_layer_macs, macs_per_sequence, neuron_macs, parameter_counts, unit_macs, ParameterCounts,
+    head_macs, layer_macs as stats_layer_macs, macs_per_sequence, neuron_macs, parameter_counts, unit_macs,
+    ParameterCounts,
 };
 
 use serde::Serialize;
@@ -169,6 +170,11 @@ pub struct Attention {
     /// layer's query and key weights, into such constants): gathered with the heads.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub score_tables: Vec<String>,
+    /// The relative positions those terms score each query against (DeBERTa: the rows of its
+    /// relative position embeddings, or of a folded table), for their MACs; `None` when there
+    /// are no such terms or the span was not found.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub score_span: Option<usize>,
     /// Why this attention's heads cannot be pruned, when a term or a size in it depends on the
     /// head count in a way this tool does not rewrite.
     #[serde(skip_serializing_if = "Option::is_none", default)]

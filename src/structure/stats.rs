@@ -143,7 +143,7 @@ pub fn layer_macs(l: &EncoderLayer, seq: usize) -> u64 {
             Qkv::Stacked { qkv } => qkv.macs_per_token(),
             Qkv::Packed { .. } => hidden * 3 * all,
         };
-        s * qkv + s * a.output.macs_per_token() + 2 * s * s * all
+        s * qkv + s * a.output.macs_per_token() + 2 * s * s * all + score_term_macs(a, all, s)
     });
     let ffn = l
         .ffn
@@ -152,11 +152,30 @@ pub fn layer_macs(l: &EncoderLayer, seq: usize) -> u64 {
     attention + ffn
 }
 
+/// MACs of an attention's other score terms for `width` of its query/key columns (DeBERTa's
+/// disentangled attention: each term scores the `seq` queries or keys against the span of
+/// relative positions, s·span·width, and its projection of the relative position embeddings
+/// costs span·hidden·width, counted per sequence as at batch 1). Zero when the span is unknown.
+fn score_term_macs(a: &Attention, width: u64, s: u64) -> u64 {
+    let Some(span) = a.score_span.map(|x| x as u64) else {
+        return 0;
+    };
+    let terms = a.score_projections.len().max(a.score_tables.len()) as u64;
+    let projections: u64 = a.score_projections.iter().map(|p| p.in_features as u64).sum();
+    terms * s * span * width + projections * span * width
+}
+
 /// Attention MACs of one head and FFN MACs of one neuron, per sequence of `seq` tokens (for
 /// budgets).
 pub fn unit_macs(hidden: usize, head_size: usize, seq: usize) -> (u64, u64) {
     let (s, h, d) = (seq as u64, hidden as u64, head_size as u64);
     (4 * s * h * d + 2 * s * s * d, 2 * s * h)
+}
+
+/// MACs of one head of `a` per sequence of `seq` tokens: [`unit_macs`]' and its share of the
+/// attention's other score terms (DeBERTa's).
+pub fn head_macs(a: &Attention, hidden: usize, seq: usize) -> u64 {
+    unit_macs(hidden, a.head_size, seq).0 + score_term_macs(a, a.head_size as u64, seq as u64)
 }
 
 /// MACs of one neuron of `f` per sequence of `seq` tokens: its up projection columns (two when

@@ -512,7 +512,7 @@ fn curves(
                 let Some(att) = l.attention.as_ref().filter(|a| a.heads_fixed.is_none()) else {
                     return Ok(());
                 };
-                (&att.output, structure::unit_macs(t.hidden, att.head_size, seq_len).0)
+                (&att.output, structure::head_macs(att, t.hidden, seq_len))
             }
             Part::Ffn => {
                 let Some(ffn) = &l.ffn else { return Ok(()) };
@@ -1220,7 +1220,7 @@ pub fn block_costs(
         let l = &t.layers[li];
         let (out_lin, unit) = match (part, &l.attention, &l.ffn) {
             (Part::Attention, Some(att), _) if att.heads_fixed.is_none() => {
-                (&att.output, structure::unit_macs(t.hidden, att.head_size, seq_len).0)
+                (&att.output, structure::head_macs(att, t.hidden, seq_len))
             }
             (Part::Ffn, _, Some(ffn)) => (&ffn.down, structure::neuron_macs(ffn, seq_len)),
             _ => return Ok(()),

@@ -353,6 +353,7 @@ pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, Str
         (all, projections, fixed, alike)
     };
     shape_consts.sort_by_key(|c| c.used_by_node);
+    let tables = score_tables(ix, &cones, num_heads, head_size);
     Ok((
         Attention {
             qkv: if stacked {
@@ -370,7 +371,8 @@ pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, Str
             inferred_reshapes: inferred,
             head_biases,
             score_terms,
-            score_tables: score_tables(ix, &cones, num_heads, head_size),
+            score_span: score_span(ix, &score_projections, &tables),
+            score_tables: tables,
             score_projections,
             heads_fixed,
             heads_alike,
@@ -632,6 +634,43 @@ fn score_tables(ix: &GraphIndex, cones: &[Vec<usize>], heads: usize, size: usize
     found
 }
 
+/// The relative positions the score terms read: the span of a folded table ([heads, span,
+/// size]), else the rows of the [rows, hidden] embeddings a projection reads (through a
+/// normalization, reshapes and a `Slice` of rows from 0, which bounds them).
+fn score_span(ix: &GraphIndex, projections: &[Linear], tables: &[String]) -> Option<usize> {
+    if let Some(t) = tables.first().and_then(|t| ix.constant(t)) {
+        return usize::try_from(*t.tensor().dims.get(1)?).ok();
+    }
+    let p = projections.first()?;
+    let mut value = ix.node(p.node).input.first()?.as_str();
+    let mut limit = usize::MAX;
+    for _ in 0..8 {
+        let n = ix.producer(value)?;
+        let node = ix.node(n);
+        if let Some(rows) = node
+            .input
+            .iter()
+            .filter_map(|i| ix.weight_2d(i))
+            .find(|&(_, _, cols)| cols == p.in_features)
+            .map(|(_, rows, _)| rows)
+        {
+            return Some(rows.min(limit));
+        }
+        if node.op_type() == "Slice" {
+            // Rows [0, end) on the first axis (axes absent or [0]).
+            let get = |k: usize| node.input.get(k).and_then(|v| ix.const_i64(v));
+            match (get(1).as_deref(), get(2).as_deref(), get(3).as_deref()) {
+                (Some([0]), Some(&[end]), None | Some([0])) if end > 0 => {
+                    limit = limit.min(usize::try_from(end).unwrap_or(usize::MAX));
+                }
+                _ => return None,
+            }
+        }
+        value = *ix.dynamic_inputs(n).first()?;
+    }
+    None
+}
+
 /// The [rows, `width`] table `value` is computed from by a `Gather` of rows (its columns the
 /// heads), walking back through at most `depth` producers. A `Gather` of constant indices along
 /// the way (what pruning inserts: the kept heads) sets `width` to its index count and frees the
@@ -758,6 +797,7 @@ pub(super) fn fused_attention(ix: &GraphIndex, node: usize) -> R<(Attention, Str
             score_terms: vec![],
             score_projections: vec![],
             score_tables: vec![],
+            score_span: None,
             heads_fixed: None,
             heads_alike: None,
         },
