@@ -272,6 +272,11 @@ fn bad_configs_name_the_key_and_line_and_write_nothing() {
             ),
             &["prune.per_layer (line 6)", "applies to calibrated pruning"],
         ),
+        (
+            "a MAC budget keeping every MAC",
+            format!("{head}calibration:\n  data: t.tsv\nprune:\n  target_macs: 1.0\n"),
+            &["prune.target_macs (line 8)", "outside (0, 1) (1 keeps them all"],
+        ),
         ("not yaml", "model: [unclosed\n".into(), &["line 1"]),
     ];
     for (what, text, expect) in cases {

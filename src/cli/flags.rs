@@ -129,7 +129,7 @@ pub struct PruneArgs {
     /// How heads and neurons are chosen. Default: obs with --calib-data, else l1.
     #[arg(long, value_parser = choice::<Strategy>())]
     pub strategy: Option<Strategy>,
-    /// Keep this fraction of encoder MACs (at --seq-len), in (0, 1]: per-layer head and neuron
+    /// Keep this fraction of encoder MACs (at --seq-len), in (0, 1): per-layer head and neuron
     /// counts are chosen globally on the calibration data (needs --calib-data).
     #[arg(long, value_name = "F", allow_negative_numbers = true, conflicts_with_all = ["heads", "ffn", "per_layer"])]
     pub target_macs: Option<f64>,

@@ -938,8 +938,11 @@ fn check(rec: &Recipe, text: &str) -> Result<Option<Task>, String> {
         ));
     }
     if let Some(t) = rec.prune.target_macs {
-        if !(t > 0.0 && t <= 1.0) {
-            return Err(format!("{}: {t} is outside (0, 1]", at("prune.target_macs")));
+        if !(t > 0.0 && t < 1.0) {
+            return Err(format!(
+                "{}: {t} is outside (0, 1) (1 keeps them all: nothing to prune)",
+                at("prune.target_macs")
+            ));
         }
         if rec.calibration.is_none() {
             return Err(format!(

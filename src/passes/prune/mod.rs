@@ -44,7 +44,7 @@ pub struct PruneOptions {
     pub seed: u64,
     /// Sequence length for the MAC counts in the report and for the MAC budget.
     pub seq_len: usize,
-    /// Fraction of encoder MACs to keep, in (0, 1]: chooses per-layer counts (calibrated only).
+    /// Fraction of encoder MACs to keep, in (0, 1): chooses per-layer counts (calibrated only).
     pub target_macs: Option<f64>,
     /// With `target_macs`: the largest share of a layer's FFN neurons the allocation may remove,
     /// in (0, 1). Deep budgets do better with more: the front ends' default is
@@ -440,10 +440,10 @@ pub fn validate(opts: &PruneOptions) -> Result<(), PassError> {
         }
     }
     if let Some(t) = opts.target_macs {
-        if !(t > 0.0 && t <= 1.0) {
+        if !(t > 0.0 && t < 1.0) {
             return bad(
                 "target_macs",
-                format!("`target_macs` {t}: the fraction of encoder MACs to keep must be in (0, 1]"),
+                format!("`target_macs` {t}: the fraction of encoder MACs to keep must be in (0, 1) (1 keeps them all: nothing to prune)"),
             );
         }
         if opts.strategy != Strategy::Obs {
