@@ -54,7 +54,7 @@ pub struct BenchReport {
     pub limit: Option<usize>,
     pub baseline: Option<String>,
     /// The baseline's throughput (samples/s) when it ran first and when it was timed again after
-    /// every other variant; speed-ups divide by their mean.
+    /// every other variant; speed-ups divide by their mean. One value when no other variant ran.
     pub baseline_samples_per_s: Vec<f64>,
     pub rows: Vec<Row>,
     /// Each variant's full run report (evaluation without per-example predictions).
@@ -443,6 +443,9 @@ pub fn bench(
                 }
                 Err(e) => failures.push(failure(&recipes[i], e.context("timed again"))),
             }
+        } else {
+            // No other variant ran: its one run (it is not timed again).
+            baseline_samples_per_s.extend(runs[k].eval.timing.samples_per_s);
         }
     }
     let mean = (baseline_samples_per_s.len() == 2).then(|| baseline_samples_per_s.iter().sum::<f64>() / 2.0);

@@ -1123,10 +1123,23 @@ fn recipes_on_the_users_own_file_are_benched_without_a_task() {
         serde_json::from_str(&std::fs::read_to_string(failed_out.join("results.json")).unwrap()).unwrap();
     assert_eq!(written["rows"].as_array().map(Vec::len), Some(0), "{written}");
     assert_eq!(written["failed"].as_array().map(Vec::len), Some(2), "{written}");
+    // The baseline alone ran: its one throughput is reported (it was left empty).
+    let base = recipes.join("01_baseline.yaml");
+    let o = bin()
+        .args(["bench", s(&base), s(&broken), "--out", s(&failed_out), "-q"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let written: Value =
+        serde_json::from_str(&std::fs::read_to_string(failed_out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(
+        written["baseline_samples_per_s"],
+        serde_json::json!([written["rows"][0]["samples_per_s"]]),
+        "{written}"
+    );
 
     // Two recipes on different files are not one table.
     let other = write(&elsewhere, "other_file.yaml", &recipe("../other.csv", "dynamic"));
-    let base = recipes.join("01_baseline.yaml");
     let o = bin().args(["bench", s(&base), s(&other), "-q"]).output().unwrap();
     assert_clean_error(
         "two data files",

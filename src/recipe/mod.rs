@@ -691,9 +691,10 @@ fn yaml_message(e: &serde_yaml::Error, text: &str) -> String {
     }
     // serde_yaml's words for this tool's numbers are Rust's ("expected usize"): say them plainly.
     let msg = [
-        ("expected usize", "expected a whole number (0 or more)"),
-        ("expected u64", "expected a whole number (0 or more)"),
-        ("expected u32", "expected a whole number (0 or more)"),
+        // Without a range: the key's own check says it (a batch size is at least 1).
+        ("expected usize", "expected a whole number"),
+        ("expected u64", "expected a whole number"),
+        ("expected u32", "expected a whole number"),
         ("expected i64", "expected a whole number"),
         ("expected f64", "expected a number"),
         ("expected f32", "expected a number"),
@@ -1228,8 +1229,15 @@ mod tests {
         // Numbers in words, not Rust's types.
         let float = e("model:\n  model_name: m.onnx\ndata:\n  task: sst2\n  max_input_length: 64.0\n");
         assert!(
-            float.contains("data.max_input_length") && float.contains("expected a whole number (0 or more)"),
+            float.contains("data.max_input_length") && float.contains("expected a whole number"),
             "{float}"
+        );
+        let negative = e("model:\n  model_name: m.onnx\ndata:\n  task: sst2\n  batch_size: -3\n");
+        assert!(
+            negative.contains("data.batch_size")
+                && negative.contains("integer `-3`, expected a whole number")
+                && !negative.contains("0 or more"),
+            "{negative}"
         );
         let dir = tempfile::tempdir().unwrap();
         let binary = dir.path().join("model.onnx");
