@@ -52,7 +52,8 @@ impl SensitivityOptions {
 #[derive(Debug, Clone, Serialize)]
 pub struct MatMulCost {
     pub node: String,
-    /// The encoder layer and the projection it is (`query`, `ffn.up`, ...), when mapped.
+    /// The encoder layer (none outside the layers) and the projection it is (`query`, `ffn.up`,
+    /// ...; `embeddings.project`, `pooler`, `classifier` outside them), when mapped.
     pub layer: Option<usize>,
     pub role: Option<String>,
     pub divergence: f64,
@@ -104,32 +105,41 @@ impl Cost {
     }
 }
 
-/// (layer, role) of each MatMul node name of the mapped encoder; a factorized layer's two
-/// MatMuls are its role's `A` and `B` factors (`ffn.up A`).
-fn roles(t: &structure::Transformer) -> Vec<(String, usize, String)> {
-    let mut v = Vec::new();
+/// (layer, role) of each MatMul node name of the mapped model: the encoder layers' projections,
+/// and outside them the embeddings' projection, the pooler and the classifier (no layer); a
+/// factorized layer's two MatMuls are its role's `A` and `B` factors (`ffn.up A`).
+fn roles(t: &structure::Transformer) -> Vec<(String, Option<usize>, String)> {
+    let mut linears: Vec<(&structure::Linear, Option<usize>, &str)> = Vec::new();
+    if let Some(p) = &t.embeddings.project {
+        linears.push((p, None, "embeddings.project"));
+    }
     for l in &t.layers {
-        let mut linears: Vec<(&structure::Linear, &str)> = Vec::new();
+        let at = Some(l.index);
         if let Some(a) = &l.attention {
             match &a.qkv {
-                structure::Qkv::Separate { q, k, v: val } => {
-                    linears.extend([(q, "query"), (k, "key"), (val, "value")]);
+                structure::Qkv::Separate { q, k, v } => {
+                    linears.extend([(q, at, "query"), (k, at, "key"), (v, at, "value")]);
                 }
-                structure::Qkv::Stacked { qkv } => linears.push((qkv, "qkv")),
+                structure::Qkv::Stacked { qkv } => linears.push((qkv, at, "qkv")),
                 structure::Qkv::Packed { .. } => {}
             }
-            linears.push((&a.output, "attention.output"));
+            linears.push((&a.output, at, "attention.output"));
         }
         if let Some(f) = &l.ffn {
-            linears.extend([(&f.up, "ffn.up"), (&f.down, "ffn.down")]);
+            linears.extend([(&f.up, at, "ffn.up"), (&f.down, at, "ffn.down")]);
         }
-        for (lin, role) in linears {
-            match &lin.factor {
-                None => v.push((lin.node_name.clone(), l.index, role.to_string())),
-                Some(b) => {
-                    v.push((lin.node_name.clone(), l.index, format!("{role} A")));
-                    v.push((b.node_name.clone(), l.index, format!("{role} B")));
-                }
+    }
+    if let Some(h) = &t.head {
+        linears.extend(h.pooler.as_ref().map(|p| (p, None, "pooler")));
+        linears.push((&h.classifier, None, "classifier"));
+    }
+    let mut v = Vec::new();
+    for (lin, layer, role) in linears {
+        match &lin.factor {
+            None => v.push((lin.node_name.clone(), layer, role.to_string())),
+            Some(b) => {
+                v.push((lin.node_name.clone(), layer, format!("{role} A")));
+                v.push((b.node_name.clone(), layer, format!("{role} B")));
             }
         }
     }
@@ -179,7 +189,7 @@ pub fn sensitivity(
             let role = roles.iter().find(|(n, _, _)| n == name);
             int8.push(MatMulCost {
                 node: name.clone(),
-                layer: role.map(|r| r.1),
+                layer: role.and_then(|r| r.1),
                 role: role.map(|r| r.2.clone()),
                 divergence: divergence(&reference, &logits, labels),
                 agreement: agreement(&reference, &logits, labels),

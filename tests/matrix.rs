@@ -1049,6 +1049,14 @@ fn diff_and_sensitivity_run_every_cell() {
                     .all(|x| x["divergence"].as_f64().is_some_and(|v| v.is_finite() && v >= 0.0)),
             || format!("sensitivity values: {pruning:?} {int8:?}"),
         )?;
+        // Every INT8 row is named: in a layer, or the embeddings' projection, pooler or
+        // classifier outside them (those read '-').
+        let unnamed: Vec<_> = int8
+            .iter()
+            .filter(|x| !x["role"].is_string())
+            .map(|x| x["node"].clone())
+            .collect();
+        ensure(unnamed.is_empty(), || format!("INT8 rows without a role: {unnamed:?}"))?;
         // A fused graph's packed attention has no INT8 row, and the report says so.
         let fused = c
             .load()
