@@ -157,12 +157,10 @@ pub fn sensitivity(
     let start = Instant::now();
     let t = structure::discover(model)?;
     // A low-rank model cannot be pruned; its INT8 costs can still be measured.
-    let factorized = match crate::passes::prune::refuse_factorized(&t) {
-        Err(e) if !opts.int8 => return Err(e),
-        // The pass's advice (prune first) is not this command's.
-        Err(e) => Some(e.to_string().replace("; prune first, then run lowrank", "")),
-        Ok(()) => None,
-    };
+    if !opts.int8 {
+        crate::passes::prune::refuse_factorized(&t)?;
+    }
+    let factorized = crate::passes::prune::factorized(&t);
     let (pruning, mut labels) = match factorized {
         Some(_) => (vec![], 0),
         None => block_costs(model, &opts.fractions, opts.seq_len, calib, &mut *stage)?,
@@ -203,7 +201,11 @@ pub fn sensitivity(
         .then(|| crate::passes::prune::few_tokens_note(model, calib.tokens()))
         .flatten()
         .into_iter()
-        .chain(factorized.as_ref().map(|e| format!("pruning not measured: {e}")))
+        .chain(
+            factorized
+                .as_ref()
+                .map(|what| format!("pruning not measured: {what}: pruning a low-rank model is not supported")),
+        )
         .chain(capped_note(&pruning))
         .chain(packed_note(&t, opts.int8))
         .collect();
@@ -237,7 +239,7 @@ pub fn sensitivity(
 fn capped_note(pruning: &[BlockCost]) -> Option<String> {
     let capped = pruning
         .iter()
-        .any(|b| b.removed < ((b.units as f64 * b.fraction).round() as usize).max(1));
+        .any(|b| b.removed < crate::passes::prune::units_asked(b.units, b.fraction));
     capped.then(|| {
         format!(
             "as calibrated pruning does, an attention block keeps one head and an FFN {} of its neurons: at the larger fractions a block removes fewer units than the fraction asks (each cell says how many)",

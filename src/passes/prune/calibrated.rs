@@ -1167,8 +1167,13 @@ struct InStep {
 
 /// Greedy OBS removal carried on to `fraction` of the groups `gs` (at least one, at most `limit`)
 /// from the `removed` taken so far (fractions come in ascending order); the count removed now.
+/// The units a `fraction` of `units` asks to remove (at least one), before a block's limit.
+pub fn units_asked(units: usize, fraction: f64) -> usize {
+    ((units as f64 * fraction).round() as usize).max(1)
+}
+
 fn remove_to(obs: &mut Obs, gs: &[Vec<usize>], fraction: f64, limit: usize, removed: usize) -> usize {
-    let k = ((gs.len() as f64 * fraction).round() as usize).clamp(1, limit);
+    let k = units_asked(gs.len(), fraction).min(limit);
     if k > removed {
         obs_greedy(obs, gs, k - removed);
     }

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 mod calibrated;
 
-pub use calibrated::{block_costs, check_fractions, few_tokens_note, prune_calibrated, BlockCost};
+pub use calibrated::{block_costs, check_fractions, few_tokens_note, prune_calibrated, units_asked, BlockCost};
 
 use super::{round_half_even, PassError};
 use crate::onnx::{tensor, GraphIndex, GraphProto, ModelProto, Patch};
@@ -582,6 +582,17 @@ pub fn refuse_wide_multiple(t: &Transformer, opts: &PruneOptions) -> Result<(), 
 /// and slicing heads or neurons would have to work through the factors, which this pass does
 /// not do.
 pub fn refuse_factorized(t: &Transformer) -> Result<(), PassError> {
+    match factorized(t) {
+        Some(what) => Err(PassError::Unsupported(format!(
+            "{what}: pruning a low-rank model is not supported; prune first, then run lowrank"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The first encoder projection `lowrank` factorized, in words (`layer 5 FFN up projection (node
+/// '…') is factorized at rank 64 by lowrank`); `None` when there is none.
+pub fn factorized(t: &Transformer) -> Option<String> {
     for l in &t.layers {
         let mut parts: Vec<(&str, &Linear)> = Vec::new();
         if let Some(a) = &l.attention {
@@ -595,14 +606,13 @@ pub fn refuse_factorized(t: &Transformer) -> Result<(), PassError> {
         }
         if let Some((what, lin)) = parts.iter().find(|(_, lin)| lin.factor.is_some()) {
             let rank = lin.factor.as_ref().map_or(0, |f| f.rank);
-            return Err(PassError::Unsupported(format!(
-                "layer {} {what} projection (node '{}') is factorized at rank {rank} by lowrank: pruning a \
-                 low-rank model is not supported; prune first, then run lowrank",
+            return Some(format!(
+                "layer {} {what} projection (node '{}') is factorized at rank {rank} by lowrank",
                 l.index, lin.node_name
-            )));
+            ));
         }
     }
-    Ok(())
+    None
 }
 
 /// Prunes with a data-free strategy (`l1` or `random`), uniformly per layer, or the units
