@@ -33,6 +33,8 @@ pub struct Row {
     pub at: String,
     /// The gold class, when the label is one.
     pub label: Option<usize>,
+    /// The gold score, when the label is one (a regression).
+    pub score: Option<f32>,
     /// Classes: A's and B's predicted class (`None` for a regression).
     pub pred_a: Option<usize>,
     pub pred_b: Option<usize>,
@@ -115,6 +117,11 @@ pub struct DiffReport {
     pub a_wrong_b_right: Option<usize>,
     pub accuracy_a: Option<f64>,
     pub accuracy_b: Option<f64>,
+    /// A regression with gold scores: each model's Pearson and Spearman correlation with them.
+    pub pearson_a: Option<f64>,
+    pub pearson_b: Option<f64>,
+    pub spearman_a: Option<f64>,
+    pub spearman_b: Option<f64>,
     /// The distribution of [`Row::change`] over all examples.
     pub change: Option<Spread>,
     /// The largest absolute difference of any logit (score) between the two models.
@@ -373,13 +380,15 @@ pub fn diff(a: &Path, b: &Path, opts: &DiffOptions, progress: eval::Progress) ->
         for (x, y) in za.iter().zip(&zb) {
             max_abs = max_abs.max((x - y).abs() as f64);
         }
-        let label = data.label(i).and_then(|l| l.class());
+        let gold = data.label(i);
+        let (label, score) = (gold.and_then(|l| l.class()), gold.and_then(|l| l.score()));
         let at = data.locs().get(i).map(|l| l.to_string()).unwrap_or_default();
         let row = if regression {
             Row {
                 index: i,
                 at,
                 label,
+                score,
                 pred_a: None,
                 pred_b: None,
                 margin_a: za[0],
@@ -393,6 +402,7 @@ pub fn diff(a: &Path, b: &Path, opts: &DiffOptions, progress: eval::Progress) ->
                 index: i,
                 at,
                 label,
+                score,
                 pred_a: Some(pa),
                 pred_b: Some(pb),
                 margin_a: margin(&za, pa),
@@ -422,6 +432,17 @@ pub fn diff(a: &Path, b: &Path, opts: &DiffOptions, progress: eval::Progress) ->
         })
         .collect();
     let changes: Vec<f64> = rows.iter().map(|r| r.change as f64).collect();
+    // A regression's quality: each model's correlation with the gold scores, as eval reports it.
+    let scores: Option<Vec<f64>> = regression
+        .then(|| rows.iter().map(|r| r.score.map(f64::from)).collect())
+        .flatten();
+    let correlation = |f: fn(&[f64], &[f64]) -> f64, side: fn(&Row) -> f32| {
+        scores.as_ref().map(|gold| {
+            let pred: Vec<f64> = rows.iter().map(|r| f64::from(side(r))).collect();
+            f(&pred, gold)
+        })
+    };
+    let (side_a, side_b): (fn(&Row) -> f32, fn(&Row) -> f32) = (|r| r.margin_a, |r| r.margin_b);
     Ok(DiffReport {
         task: opts.eval.task,
         model_a: a.to_path_buf(),
@@ -437,6 +458,10 @@ pub fn diff(a: &Path, b: &Path, opts: &DiffOptions, progress: eval::Progress) ->
         a_wrong_b_right: count(&|r| !right(r.pred_a, r) && right(r.pred_b, r)),
         accuracy_a: accuracy(&|r| right(r.pred_a, r)),
         accuracy_b: accuracy(&|r| right(r.pred_b, r)),
+        pearson_a: correlation(crate::glue::pearson, side_a),
+        pearson_b: correlation(crate::glue::pearson, side_b),
+        spearman_a: correlation(crate::glue::spearman, side_a),
+        spearman_b: correlation(crate::glue::spearman, side_b),
         change: Spread::of(&changes),
         max_abs_logit_diff: max_abs,
         layers,
@@ -450,7 +475,7 @@ pub fn diff(a: &Path, b: &Path, opts: &DiffOptions, progress: eval::Progress) ->
     })
 }
 
-/// The per-example rows as CSV.
+/// The per-example rows as CSV (`label`: the gold class, or a regression's gold score).
 pub fn rows_csv(r: &DiffReport) -> String {
     let opt = |v: Option<usize>| v.map(|x| x.to_string()).unwrap_or_default();
     let mut s = String::from("index,at,label,pred_a,pred_b,margin_a,margin_b,change\n");
@@ -459,7 +484,7 @@ pub fn rows_csv(r: &DiffReport) -> String {
             "{},{},{},{},{},{},{},{}\n",
             row.index,
             crate::report::csv_field(&row.at),
-            opt(row.label),
+            row.score.map_or_else(|| opt(row.label), |y| y.to_string()),
             opt(row.pred_a),
             opt(row.pred_b),
             row.margin_a,

@@ -790,6 +790,14 @@ pub fn diff_text(r: &crate::diff::DiffReport) -> String {
             (ab - aa) * 100.0
         );
     }
+    if let (Some(pa), Some(pb), Some(sa), Some(sb)) = (r.pearson_a, r.pearson_b, r.spearman_a, r.spearman_b) {
+        let _ = writeln!(
+            o,
+            "pearson      A {pa:.4}, B {pb:.4} (B {:+.4}); Spearman A {sa:.4}, B {sb:.4} (B {:+.4})",
+            pb - pa,
+            sb - sa
+        );
+    }
     if !r.labelled {
         let _ = writeln!(o, "accuracy     not measured: the data file has no labels");
     }

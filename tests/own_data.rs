@@ -233,6 +233,58 @@ fn one_output_models_are_scored_as_regression() {
     );
     assert!(m["spearman"].is_number() && m["accuracy"].is_null());
 
+    // diff of two regressions: each model's correlations with the gold scores, as eval's.
+    let b = dir.path().join("b.onnx");
+    let q = bin()
+        .args(["quantize", "--mode", "dynamic", s(&model), s(&b)])
+        .output()
+        .unwrap();
+    assert!(q.status.success(), "{}", text(&q.stderr));
+    let rb = eval_tiny(&b, &["--data", s(&data)]);
+    let d = bin()
+        .args(["diff", s(&model), s(&b), "--data", s(&data), "--max-length", "32", "-q"])
+        .output()
+        .unwrap();
+    assert!(d.status.success(), "{}", text(&d.stderr));
+    assert!(text(&d.stdout).contains("pearson      A "), "{}", text(&d.stdout));
+    let d: Value = serde_json::from_slice(
+        &bin()
+            .args([
+                "diff",
+                s(&model),
+                s(&b),
+                "--data",
+                s(&data),
+                "--max-length",
+                "32",
+                "--json",
+                "-q",
+            ])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    for (key, eval) in [
+        ("pearson_a", &m["pearson"]),
+        ("spearman_a", &m["spearman"]),
+        ("pearson_b", &rb["metrics"]["pearson"]),
+        ("spearman_b", &rb["metrics"]["spearman"]),
+    ] {
+        assert!(
+            (d[key].as_f64().unwrap() - eval.as_f64().unwrap()).abs() < 1e-5,
+            "{key}: {d}"
+        );
+    }
+    let gold: Vec<f64> = d["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["score"].as_f64().unwrap())
+        .collect();
+    assert_eq!(gold, scores, "the rows' gold scores");
+    assert!(d["agreement"].is_null() && d["flips"] == 0, "{d}");
+
     // --labels on a one-output model is refused.
     let out = bin()
         .args(["eval", "--model", s(&model), "--data", s(&data), "--labels", "a,b"])
