@@ -436,13 +436,15 @@ pub fn diff(a: &Path, b: &Path, opts: &DiffOptions, progress: eval::Progress) ->
     let scores: Option<Vec<f64>> = regression
         .then(|| rows.iter().map(|r| r.score.map(f64::from)).collect())
         .flatten();
-    let correlation = |f: fn(&[f64], &[f64]) -> f64, side: fn(&Row) -> f32| {
+    let correlation = |f: fn(&[f64], &[f64]) -> f64, b: bool| {
         scores.as_ref().map(|gold| {
-            let pred: Vec<f64> = rows.iter().map(|r| f64::from(side(r))).collect();
+            let pred: Vec<f64> = rows
+                .iter()
+                .map(|r| f64::from(if b { r.margin_b } else { r.margin_a }))
+                .collect();
             f(&pred, gold)
         })
     };
-    let (side_a, side_b): (fn(&Row) -> f32, fn(&Row) -> f32) = (|r| r.margin_a, |r| r.margin_b);
     Ok(DiffReport {
         task: opts.eval.task,
         model_a: a.to_path_buf(),
@@ -458,10 +460,10 @@ pub fn diff(a: &Path, b: &Path, opts: &DiffOptions, progress: eval::Progress) ->
         a_wrong_b_right: count(&|r| !right(r.pred_a, r) && right(r.pred_b, r)),
         accuracy_a: accuracy(&|r| right(r.pred_a, r)),
         accuracy_b: accuracy(&|r| right(r.pred_b, r)),
-        pearson_a: correlation(crate::glue::pearson, side_a),
-        pearson_b: correlation(crate::glue::pearson, side_b),
-        spearman_a: correlation(crate::glue::spearman, side_a),
-        spearman_b: correlation(crate::glue::spearman, side_b),
+        pearson_a: correlation(crate::glue::pearson, false),
+        pearson_b: correlation(crate::glue::pearson, true),
+        spearman_a: correlation(crate::glue::spearman, false),
+        spearman_b: correlation(crate::glue::spearman, true),
         change: Spread::of(&changes),
         max_abs_logit_diff: max_abs,
         layers,
