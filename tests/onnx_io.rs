@@ -136,6 +136,15 @@ fn external_data_round_trips() {
     let (_, sources) = onnx::load_with_sources(&out).unwrap();
     assert_eq!(onnx::io::size_on_disk(&sources), s.bytes);
     assert_same_model(&m, &onnx::load(&out).unwrap());
+    // A `.data` file that no replaced model reads is not this tool's: it stays, with no model at
+    // the path before and with one that keeps its tensors inline.
+    std::fs::write(&data, "my notes").unwrap();
+    onnx::save(&m, &out, &SaveOptions::default()).unwrap();
+    let fresh = dir.path().join("fresh.onnx");
+    std::fs::write(data_file_for(&fresh), "mine too").unwrap();
+    onnx::save(&m, &fresh, &SaveOptions::default()).unwrap();
+    assert_eq!(std::fs::read_to_string(&data).unwrap(), "my notes");
+    assert_eq!(std::fs::read_to_string(data_file_for(&fresh)).unwrap(), "mine too");
 }
 
 #[test]

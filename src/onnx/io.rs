@@ -346,12 +346,13 @@ pub fn save(model: &ModelProto, path: &Path, opts: &SaveOptions) -> Result<SaveS
                 reason: "the model exceeds protobuf's 2 GiB limit; save it with external data".into(),
             });
         }
-        write_atomic(path, &dir, &[&bytes])?;
-        // A `<path>.data` left beside it belonged to the model this one replaced (this tool's
-        // name for a side file; an input's files were refused above): it would read as this
-        // model's data, so it goes.
+        // A `<path>.data` that the model this one replaces reads its tensors from (this tool's
+        // name for a side file; an input's files were refused above) is left without a reader,
+        // so it goes; one that model does not name (or with no model there) is not this tool's.
         let stale = data_file_for(path);
-        if stale.is_file() {
+        let replaced_data = stale.is_file() && reads_data_file(path, &stale);
+        write_atomic(path, &dir, &[&bytes])?;
+        if replaced_data {
             fs::remove_file(&stale).map_err(io_err(&stale))?;
         }
         return Ok(SaveSummary {
@@ -393,8 +394,14 @@ pub fn save(model: &ModelProto, path: &Path, opts: &SaveOptions) -> Result<SaveS
     let bytes = model.encode_to_vec();
     let model_tmp = write_temp(path, &dir, &[&bytes])?;
     // A signal waits for both renames (`crate::interrupt`): a stop between them would leave the
-    // previous model beside this one's data.
+    // previous model beside this one's data. A SIGKILL or a crash cannot be waited for, so the
+    // previous model goes first: stopped there, no model is at `path` rather than the previous
+    // one reading this one's data (a model that loads and gives other outputs).
     let _commit = crate::interrupt::commit();
+    if fs::symlink_metadata(path).is_ok() {
+        fs::remove_file(path).map_err(io_err(path))?;
+        sync_folder(&dir);
+    }
     persist(data_tmp, &data_path, &dir)?;
     if let Err(e) = persist(model_tmp, path, &dir) {
         let _ = fs::remove_file(&data_path);
@@ -508,11 +515,38 @@ fn persist(tmp: Partial, path: &Path, dir: &Path) -> Result<(), OnnxError> {
         path: path.to_path_buf(),
         cause: e.error,
     })?;
+    sync_folder(dir);
+    Ok(())
+}
+
+/// Syncs a folder, so that renames and removals in it survive a crash.
+fn sync_folder(dir: &Path) {
     #[cfg(unix)]
     if let Ok(d) = fs::File::open(dir) {
         let _ = d.sync_all();
     }
-    Ok(())
+}
+
+/// Whether the model at `model` (if one is there and decodes) reads tensors from the file `data`.
+fn reads_data_file(model: &Path, data: &Path) -> bool {
+    let Ok(bytes) = fs::read(model) else { return false };
+    let Ok(mut m) = ModelProto::decode(bytes.as_slice()) else {
+        return false;
+    };
+    let base = match model.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut reads = false;
+    if let Some(g) = m.graph.as_mut() {
+        for_each_tensor_mut(g, &mut |t| {
+            reads |= t
+                .external_data
+                .iter()
+                .any(|e| e.key() == "location" && same_file(&base.join(e.value()), data));
+        });
+    }
+    reads
 }
 
 /// Size on disk of a model: the files it was read from ([`load_with_sources`]: the model file
