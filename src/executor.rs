@@ -329,6 +329,9 @@ pub fn execute(
     }
     stage("reading the model");
     let (mut model, sources) = onnx::load_with_sources(input)?;
+    // A broken input is named as such, not as what a pass then wrote.
+    check(&model).with_context(|| format!("{}: not a valid model", input.display()))?;
+    no_nan_weights(&model).with_context(|| input.display().to_string())?;
     if let Some(o) = output {
         onnx::io::ensure_not_overwriting(&sources, &o.path)?;
     }
@@ -440,7 +443,7 @@ pub fn execute(
 
     let saved = match output {
         Some(o) => {
-            check_runs(&model, plan)?;
+            check_runs(&model, plan, input)?;
             stage("writing");
             Some(onnx::save(
                 &model,
@@ -468,12 +471,42 @@ pub fn execute(
 /// of token inputs ([`crate::runtime::check_runs`]; a model with other inputs is only loaded),
 /// so that no command writes a model it cannot run (models past protobuf's 2 GiB limit too:
 /// the weights are fed as graph inputs, apart from the graph ONNX Runtime parses).
-fn check_runs(model: &ModelProto, plan: &Plan) -> Result<()> {
+/// When the written model fails, the input is checked too: where it fails as well, the error
+/// names the input rather than the pass.
+fn check_runs(model: &ModelProto, plan: &Plan, input: &Path) -> Result<()> {
     let label = plan.steps.last().map_or("convert", |s| s.label.as_str());
     crate::runtime::init(None).with_context(|| format!("checking the model {label} wrote"))?;
-    crate::runtime::check_runs(model)
-        .map(|_| ())
-        .map_err(|e| anyhow!("{label} wrote a model that ONNX Runtime does not run ({e}); nothing was written"))
+    crate::runtime::check_runs(model).map(|_| ()).map_err(|e| {
+        match onnx::load(input).ok().and_then(|m| crate::runtime::check_runs(&m).err()) {
+            Some(original) => anyhow!(
+                "{} fails in ONNX Runtime ({original}): the input fails the check every written model gets, so {label} cannot write a model that passes it; fix or re-export the input; nothing was written",
+                input.display()
+            ),
+            None => anyhow!("{label} wrote a model that ONNX Runtime does not run ({e}); nothing was written"),
+        }
+    })
+}
+
+/// Refuses a model whose float weights hold NaN: every output would be NaN, and a pass (int8's
+/// rounding, a pruned row) could hide it. Infinite constants are left alone (attention masks
+/// hold −∞).
+fn no_nan_weights(model: &ModelProto) -> Result<()> {
+    let Some(g) = model.graph.as_ref() else { return Ok(()) };
+    for t in &g.initializer {
+        if t.data_type != Some(onnx::proto::tensor_proto::DataType::Float as i32) {
+            continue;
+        }
+        let values = onnx::tensor::to_f32(t).map_err(|e| anyhow!(e))?;
+        let nan = values.iter().filter(|v| v.is_nan()).count();
+        if nan > 0 {
+            bail!(
+                "initializer '{}' holds NaN ({nan} of {} values): the model computes NaN; re-export it from a checkpoint with finite weights (nothing was written)",
+                t.name(),
+                values.len()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The check every rewritten model gets: the load check, and every value a node or the graph's
@@ -483,6 +516,12 @@ pub fn check(model: &ModelProto) -> Result<()> {
     let Some(g) = model.graph.as_ref() else {
         bail!("the model has no graph")
     };
+    if g.output.is_empty() {
+        bail!("the graph has no outputs");
+    }
+    if g.input.is_empty() {
+        bail!("the graph has no inputs");
+    }
     let mut defined: std::collections::HashSet<&str> = g.input.iter().map(|v| v.name()).collect();
     defined.extend(g.initializer.iter().map(|t| t.name()));
     defined.extend(

@@ -428,6 +428,59 @@ pub fn check_device(opts: &SessionOptions) -> Result<()> {
     builder(opts).map(|_| ())
 }
 
+/// ONNX Runtime's message without the source location and C++ signature its checks put in front
+/// of the reason (`/onnxruntime_src/.../model.cc:256 onnxruntime::Model::Model(...) Unsupported
+/// model IR version: 99, ...` reads `Unsupported model IR version: 99, ...`).
+pub fn plain(message: &str) -> String {
+    let Some(start) = message.find("/onnxruntime_src/") else {
+        return message.to_string();
+    };
+    // `file:LINE ` ends the location.
+    let rest = &message[start..];
+    let Some(line_end) = rest
+        .char_indices()
+        .find(|&(i, c)| {
+            c == ' '
+                && rest[..i]
+                    .rsplit(':')
+                    .next()
+                    .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .map(|(i, _)| i + 1)
+    else {
+        return message.to_string();
+    };
+    // The signature runs to the parenthesis closing its parameter list (then maybe ` const`).
+    let sig = &rest[line_end..];
+    let mut depth = 0usize;
+    let mut end = None;
+    for (i, c) in sig.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' if depth > 0 => {
+                depth -= 1;
+                if depth == 0 {
+                    end = Some(i + 1);
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    let Some(mut end) = end else {
+        return message.to_string();
+    };
+    if sig[end..].starts_with(" const") {
+        end += " const".len();
+    }
+    let reason = sig[end..].trim_start();
+    format!("{}{reason}", &message[..start])
+}
+
+fn ort_error(e: ort::Error) -> anyhow::Error {
+    anyhow!(plain(&e.to_string()))
+}
+
 /// The context of a failed session start: on CUDA the provider, not the model, is the usual cause
 /// (no GPU visible, a CUDA library missing from the library path).
 fn could_not_load(what: &str, opts: &SessionOptions) -> String {
@@ -476,6 +529,7 @@ fn wrap_fed(session: Session, what: &str, weights: Vec<FedWeight>) -> Result<Mod
 pub fn open(path: &Path, opts: &SessionOptions) -> Result<Model> {
     let session = builder(opts)?
         .commit_from_file(path)
+        .map_err(ort_error)
         .with_context(|| could_not_load(&path.display().to_string(), opts))?;
     wrap(session, &path.display().to_string())
 }
@@ -486,6 +540,7 @@ pub fn open(path: &Path, opts: &SessionOptions) -> Result<Model> {
 pub fn open_bytes(bytes: &[u8], what: &str, opts: &SessionOptions) -> Result<Model> {
     let session = builder(opts)?
         .commit_from_memory(bytes)
+        .map_err(ort_error)
         .with_context(|| could_not_load(what, opts))?;
     wrap(session, what)
 }
@@ -503,6 +558,7 @@ pub fn open_fed(model: &crate::onnx::ModelProto, what: &str, opts: &SessionOptio
     let (light, weights) = weights_as_inputs(model, Types::Float);
     let session = builder(opts)?
         .commit_from_memory(&light.encode_to_vec())
+        .map_err(ort_error)
         .with_context(|| could_not_load(what, opts))?;
     wrap_fed(session, what, weights)
 }
@@ -597,7 +653,7 @@ fn check_runs_within(model: &crate::onnx::ModelProto, limit: usize) -> Result<bo
         .with_prepacking(false)
         .map_err(|e| anyhow!("{e}"))?
         .commit_from_memory(&light.encode_to_vec())
-        .map_err(|e| anyhow!("ONNX Runtime cannot load it: {e}"))?;
+        .map_err(|e| anyhow!("ONNX Runtime cannot load it: {}", plain(&e.to_string())))?;
     let mut inputs: Vec<(String, ort::session::SessionInputValue)> = Vec::new();
     for w in &weights {
         inputs.push((w.name.clone(), w.value()?));
@@ -631,7 +687,7 @@ fn check_runs_within(model: &crate::onnx::ModelProto, limit: usize) -> Result<bo
     }
     let outputs = session
         .run(inputs)
-        .map_err(|e| anyhow!("ONNX Runtime cannot run it: {e}"))?;
+        .map_err(|e| anyhow!("ONNX Runtime cannot run it: {}", plain(&e.to_string())))?;
     for (name, value) in outputs.iter() {
         if let Ok((_, data)) = value.try_extract_tensor::<f32>() {
             if let Some(x) = data.iter().find(|x| !x.is_finite()) {
@@ -928,6 +984,7 @@ pub fn open_optimized(path: &Path, opts: &SessionOptions, optimized: &Path) -> R
         .with_optimized_model_path(optimized)
         .map_err(|x| anyhow!("{x}"))?
         .commit_from_file(path)
+        .map_err(ort_error)
         .with_context(|| could_not_load(&path.display().to_string(), opts))?;
     wrap(session, &path.display().to_string())
 }
@@ -936,6 +993,23 @@ pub fn open_optimized(path: &Path, opts: &SessionOptions, optimized: &Path) -> R
 #[cfg(all(test, not(windows)))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_drops_the_source_location_and_signature() {
+        let raw = "Load model from m.onnx failed:/onnxruntime_src/onnxruntime/core/graph/model.cc:256 onnxruntime::Model::Model(onnx::ModelProto&&, const std::unordered_map<std::string, int>&, const onnxruntime::logging::Logger&) Unsupported model IR version: 99, max supported IR version: 11";
+        assert_eq!(
+            plain(raw),
+            "Load model from m.onnx failed:Unsupported model IR version: 99, max supported IR version: 11"
+        );
+        let member = "/onnxruntime_src/a/b.h:46 void onnxruntime::X::f(int) const Opset 29 is under development";
+        assert_eq!(plain(member), "Opset 29 is under development");
+        for kept in [
+            "Fatal error: com.acme:MyErf(-1) is not a registered function/op",
+            "/onnxruntime_src/x.cc: no line",
+        ] {
+            assert_eq!(plain(kept), kept);
+        }
+    }
 
     #[test]
     fn a_failed_cuda_start_says_what_to_check() {

@@ -557,6 +557,71 @@ fn huge_claimed_lengths_fail_before_allocating() {
     case.all_fail("2^40-byte protobuf field", &["not a valid ONNX model"]);
 }
 
+/// Models that load but that no pass can make right: the passes name the input, not what they
+/// would have written (NaN in a weight, which dynamic int8's rounding used to hide; an operator
+/// ONNX Runtime does not know, which `convert` reported as "convert wrote a model that ONNX
+/// Runtime does not run"; a graph with no outputs).
+#[test]
+fn broken_inputs_are_named_as_the_input() {
+    let nan = edited(|m| {
+        let w = weight(m);
+        let mut v = tensor::to_f32(w).unwrap();
+        v[3] = f32::NAN;
+        *w = tensor::from_f32(w.name(), &[w.dims[0] as usize, w.dims[1] as usize], &v);
+    });
+    let custom = edited(|m| {
+        let out = graph(m).output[0].name().to_string();
+        graph(m)
+            .node
+            .push(node("Mystery", "mystery", &[&out], &["mystery_out"]));
+        graph(m).node.last_mut().unwrap().domain = Some("com.acme".into());
+        graph(m).output[0].name = Some("mystery_out".into());
+        m.opset_import.push(onnx_compress::onnx::proto::OperatorSetIdProto {
+            domain: Some("com.acme".into()),
+            version: Some(1),
+        });
+    });
+    let no_outputs = edited(|m| graph(m).output.clear());
+    let mut cases: Vec<(&str, Vec<u8>, Vec<&str>)> = vec![
+        ("NaN weight", nan, vec!["{weight}", "holds NaN (1 of"]),
+        (
+            "no outputs",
+            no_outputs,
+            vec!["not a valid model", "the graph has no outputs"],
+        ),
+    ];
+    if have_ort("an operator ONNX Runtime does not know") {
+        cases.push((
+            "custom op",
+            custom,
+            vec!["fails in ONNX Runtime", "Mystery", "fix or re-export the input"],
+        ));
+    }
+    for (what, bytes, needles) in cases {
+        let case = Case::new(&bytes);
+        let model = case.path("bad.onnx");
+        let out = case.path("out.onnx");
+        let needles: Vec<String> = needles.iter().map(|n| fill(n)).collect();
+        let mut all: Vec<&str> = vec![s(&model)];
+        all.extend(needles.iter().map(String::as_str));
+        for args in [
+            vec!["convert", s(&model), s(&out)],
+            vec!["quantize", "--mode", "dynamic", s(&model), s(&out)],
+            vec!["lowrank", "--rank", "4", s(&model), s(&out)],
+        ] {
+            let before = snapshot(case.dir.path());
+            let o = case.run(&args);
+            assert_clean_error(&format!("{what}: {}", args[0]), &o, &all);
+            assert_eq!(
+                snapshot(case.dir.path()),
+                before,
+                "{what}: {} changed the folder",
+                args[0]
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Versions
 // ---------------------------------------------------------------------------------------------
@@ -587,7 +652,8 @@ fn an_opset_from_the_future() {
         "convert opset 99",
         &o,
         &[
-            "convert wrote a model that ONNX Runtime does not run",
+            "fails in ONNX Runtime",
+            "the input fails the check every written model gets",
             "Opset 99",
             "nothing was written",
         ],

@@ -95,6 +95,61 @@ fn a_pass_that_writes_a_broken_graph_fails_with_its_name_and_the_node_and_writes
     assert_eq!(left.len(), 1, "only the input is left: {left:?}");
 }
 
+/// A pass that widens the classifier's weight by three columns: a graph every value of which is
+/// defined, which ONNX Runtime refuses (the Gemm's shapes no longer agree).
+#[derive(Debug)]
+struct Misshapes;
+
+impl CustomPass for Misshapes {
+    fn name(&self) -> &'static str {
+        "misshapes"
+    }
+    fn apply(&self, model: &ModelProto, _: Option<&mut dyn Calibrator>) -> Result<Applied, PassError> {
+        let mut m = model.clone();
+        let g = m.graph.as_mut().unwrap();
+        let w = g
+            .initializer
+            .iter_mut()
+            .find(|t| t.name() == "classifier.weight")
+            .unwrap();
+        let (rows, cols) = (w.dims[0] as usize, w.dims[1] as usize + 3);
+        *w = onnx::tensor::from_f32("classifier.weight", &[rows, cols], &vec![0.1; rows * cols]);
+        Ok(Applied {
+            model: m,
+            report: PassReport::Custom(serde_json::json!({})),
+            options: serde_json::json!({}),
+            params: None,
+            macs: None,
+        })
+    }
+}
+
+#[test]
+fn a_pass_that_writes_a_model_onnx_runtime_refuses_is_named_and_nothing_is_written() {
+    if !common::have_ort("a pass writing a model ONNX Runtime refuses") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = save_tiny(dir.path());
+    let out = dir.path().join("out.onnx");
+    let plan = Plan {
+        steps: vec![Step {
+            label: "misshapes".into(),
+            pass: Pass::Custom(Arc::new(Misshapes)),
+        }],
+        calibration: None,
+        labels: None,
+    };
+    let e = executor::execute(&input, &plan, None, Some(&output(&out)), &|_| {}).unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("misshapes wrote a model that ONNX Runtime does not run") && msg.contains("classifier"),
+        "{msg}"
+    );
+    assert!(msg.contains("nothing was written"), "{msg}");
+    assert!(!out.exists(), "nothing written");
+}
+
 #[test]
 fn every_option_is_checked_before_the_model_is_read() {
     let dir = tempfile::tempdir().unwrap();

@@ -119,7 +119,7 @@ pub(super) fn rewrite(
     let opset = default_opset(model);
     if opset < 13 {
         return Err(PassError::Unsupported(format!(
-            "the model's opset is {opset}: int8 quantization writes QuantizeLinear/DequantizeLinear with an axis (opset 13 or later); convert the model to a newer opset first"
+            "the model's opset is {opset}: int8 quantization writes QuantizeLinear/DequantizeLinear with an axis (opset 13 or later); upgrade the model first (re-export it with opset_version 13 or later, or onnx.version_converter.convert_version(model, 17))"
         )));
     }
     let mut m = model.clone();
