@@ -694,6 +694,43 @@ fn bad_data_is_refused_in_one_line() {
         .output()
         .unwrap();
     assert_clean_error("folder without --task", &out, &["needs --task", "--data FILE"]);
+    // A path that is not there is said so, whatever its extension (a missing my_data.txt read
+    // as a GLUE folder that needs --task; a missing calibration file's extension asked about).
+    for name in ["absent.txt", "absent.jsonl"] {
+        let absent = d.join(name);
+        let out = bin()
+            .args(["eval", "--model", s(&model), "--data", s(&absent)])
+            .output()
+            .unwrap();
+        assert_clean_error("a missing data file", &out, &[s(&absent), "no such file or folder"]);
+        let q = d.join("q.onnx");
+        for flags in [vec![], vec!["--format", "csv"]] {
+            let out = bin()
+                .args(["quantize", "--mode", "static", "--calib-data", s(&absent)])
+                .args(&flags)
+                .args([s(&model), s(&q)])
+                .output()
+                .unwrap();
+            assert_clean_error("a missing calibration file", &out, &[s(&absent), "no such file"]);
+        }
+    }
+    let out = bin()
+        .args([
+            "quantize",
+            "--mode",
+            "static",
+            "--calib-data",
+            s(d),
+            s(&model),
+            s(&d.join("q.onnx")),
+        ])
+        .output()
+        .unwrap();
+    assert_clean_error(
+        "a folder as calibration data",
+        &out,
+        &["a folder; name a data file in it"],
+    );
 
     // In a recipe the columns are named by its keys, and the errors say which.
     let labelled = write(d, "m.csv", "review,label\ngood,1\nbad,0\n");

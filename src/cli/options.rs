@@ -215,14 +215,24 @@ pub fn quantize_plan(a: &QuantizeArgs) -> Result<Plan> {
     Ok(plan)
 }
 
-/// `--data PATH` when it names a file (by extension): the file, which must exist and cannot take
-/// `--split` (a GLUE folder's). `None`: a folder, or no `--data`.
+/// `--data PATH` when it names a file: the file, which cannot take `--split` (a GLUE folder's).
+/// `None`: a folder, or no `--data`. A path that is neither is refused as such (a missing
+/// `my_data.txt` read as a GLUE folder that needs --task).
 fn data_file<'a>(data: &'a Option<PathBuf>, split: &Option<String>) -> Result<Option<&'a PathBuf>> {
-    let Some(path) = data.as_ref().filter(|p| data::is_file_path(p)) else {
+    let Some(path) = data.as_ref() else {
         return Ok(None);
     };
+    if path.is_dir() {
+        return Ok(None);
+    }
+    if !path.exists() {
+        bail!("--data {}: no such file or folder", path.display());
+    }
     if !path.is_file() {
-        bail!("--data {}: no such file", path.display());
+        bail!(
+            "--data {}: not a file (a device, a pipe or a socket); name a data file or a GLUE folder",
+            path.display()
+        );
     }
     if let Some(split) = split {
         bail!(

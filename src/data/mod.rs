@@ -21,7 +21,7 @@ mod error;
 pub mod labels;
 mod table;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 
@@ -465,6 +465,19 @@ struct Item {
 /// [`read_table`] and the chosen columns; labels, where `want` reads them, mapped through its
 /// label set.
 fn read_items(src: &Source, want: Want) -> Result<(Chosen, Vec<Item>), DataError> {
+    // What is not a file is said so before its name's extension is asked about.
+    let not_file = |message: &str| DataError::Format {
+        file: src.path.display().to_string(),
+        message: message.into(),
+    };
+    if src.path.is_dir() {
+        return Err(not_file(
+            "a folder; name a data file in it (.tsv, .csv, .jsonl or .parquet)",
+        ));
+    }
+    if !src.path.exists() {
+        return Err(not_file("no such file"));
+    }
     if let Some(task) = src.is_glue_tsv()? {
         let (text, pair, label) = glue_tsv_names(task);
         // A GLUE TSV's labels are read only where needed: calibration needs none (a label GLUE's
@@ -623,11 +636,6 @@ pub fn read_examples(src: &Source, labels: &Labels) -> Result<Examples, DataErro
     } else {
         Examples::Unlabelled(texts_of(src, columns, items))
     })
-}
-
-/// A data path as given to `eval --data`: a GLUE folder (`<task>/<split>.tsv` inside) or a file.
-pub fn is_file_path(path: &Path) -> bool {
-    path.is_file() || (!path.exists() && Format::of_path(path).is_some())
 }
 
 #[cfg(test)]
