@@ -99,8 +99,22 @@ impl Labels {
                 _ => Err(self.expectation_in(named_in)),
             }
         };
+        // A class label that is a number but not a whole one: say so, not how to name classes.
+        let fraction = |x: f64| -> Result<Label, String> {
+            Err(format!(
+                "{x} is not a whole number: class labels are indexes (0, 1, ...) or names{}",
+                if matches!(self, Labels::Glue(_)) {
+                    String::new()
+                } else {
+                    "; a model with one output (a regression) reads numbers".into()
+                }
+            ))
+        };
         match (self, cell) {
             (_, Cell::Null) => Err("the label is missing (null)".into()),
+            (_, Cell::Float(x)) if x.is_nan() => {
+                Err("the label is missing (NaN: how pandas writes a missing value)".into())
+            }
             (_, Cell::Str(s)) if s.trim().is_empty() => Err("the label is missing (empty)".into()),
             (Labels::Scores, Cell::Int(i)) => Ok(Label::Score(*i as f32)),
             (Labels::Scores, Cell::Float(x)) if x.is_finite() => Ok(Label::Score(*x as f32)),
@@ -108,14 +122,32 @@ impl Labels {
                 Ok(x) if x.is_finite() => Ok(Label::Score(x)),
                 _ => bad(),
             },
-            (Labels::Glue(t), Cell::Str(s)) => t.parse_label(s.trim()).ok_or_else(|| t.label_expectation()),
+            // A file of one's own may name the classes as Hugging Face's glue dataset does.
+            (Labels::Glue(t), Cell::Str(s)) => t
+                .parse_label(s.trim())
+                .or_else(|| {
+                    let names = t.class_names()?;
+                    names
+                        .iter()
+                        .position(|n| n.eq_ignore_ascii_case(s.trim()))
+                        .map(Label::Class)
+                })
+                .ok_or_else(|| match t.class_names() {
+                    // Where GLUE's own labels are indexes, the names are the other way to write them.
+                    Some(names) if t.parse_label(names[0]).is_none() => {
+                        format!("{} (or {})", t.label_expectation(), names.join(", "))
+                    }
+                    _ => t.label_expectation(),
+                }),
             (Labels::Glue(t), Cell::Int(i)) if !t.is_regression() => index(*i),
             (Labels::Glue(t), Cell::Float(x)) if !t.is_regression() && x.fract() == 0.0 => index(*x as i64),
+            (Labels::Glue(t), Cell::Float(x)) if !t.is_regression() && x.is_finite() => fraction(*x),
             (Labels::Glue(t), Cell::Int(_) | Cell::Float(_)) => {
                 t.parse_label(&cell.show()).ok_or_else(|| t.label_expectation())
             }
             (Labels::Classes { .. }, Cell::Int(i)) => index(*i),
             (Labels::Classes { .. }, Cell::Float(x)) if x.fract() == 0.0 && x.is_finite() => index(*x as i64),
+            (Labels::Classes { .. }, Cell::Float(x)) if x.is_finite() => fraction(*x),
             (Labels::Classes { names, .. }, Cell::Str(_) | Cell::Bool(_)) => {
                 let shown = match cell {
                     Cell::Str(s) => s.clone(),
@@ -138,6 +170,7 @@ impl Labels {
                     (Cell::Bool(_), ..) => bad(),
                     (_, Ok(i), _) => index(i),
                     (_, _, Ok(x)) if x.is_finite() && x.fract() == 0.0 => index(x as i64),
+                    (_, _, Ok(x)) if x.is_finite() => fraction(x),
                     _ => bad(),
                 }
             }
@@ -245,6 +278,41 @@ mod tests {
     }
 
     #[test]
+    fn fractions_and_nan_are_named_as_such() {
+        let none = Labels::Classes {
+            names: None,
+            source: "test".into(),
+        };
+        for l in [&none, &named(&["a", "b"]), &Labels::Glue(Task::Sst2)] {
+            let e = l.parse(&Cell::Float(1.5)).unwrap_err();
+            assert!(e.contains("1.5 is not a whole number"), "{e}");
+            let e = l.parse(&Cell::Float(f64::NAN)).unwrap_err();
+            assert!(e.contains("missing (NaN"), "{e}");
+        }
+        let e = none.parse(&Cell::Str("2.5".into())).unwrap_err();
+        assert!(
+            e.contains("2.5 is not a whole number") && e.contains("regression"),
+            "{e}"
+        );
+        assert_eq!(none.parse(&Cell::Str("1.0".into())), Ok(Label::Class(1)));
+    }
+
+    #[test]
+    fn a_task_preset_reads_hugging_faces_class_names() {
+        let sst2 = Labels::Glue(Task::Sst2);
+        assert_eq!(sst2.parse(&Cell::Str("positive".into())), Ok(Label::Class(1)));
+        assert_eq!(sst2.parse(&Cell::Str("Negative".into())), Ok(Label::Class(0)));
+        assert_eq!(sst2.parse(&Cell::Str("1".into())), Ok(Label::Class(1)));
+        let mrpc = Labels::Glue(Task::Mrpc);
+        assert_eq!(mrpc.parse(&Cell::Str("not_equivalent".into())), Ok(Label::Class(0)));
+        let e = mrpc.parse(&Cell::Str("same".into())).unwrap_err();
+        assert!(e.contains("0 or 1 (or not_equivalent, equivalent)"), "{e}");
+        let rte = Labels::Glue(Task::Rte);
+        assert_eq!(rte.parse(&Cell::Str("not_entailment".into())), Ok(Label::Class(1)));
+        assert!(!rte.parse(&Cell::Str("x".into())).unwrap_err().contains("(or"));
+    }
+
+    #[test]
     fn class_labels_by_name_index_and_case() {
         let l = named(&["NEGATIVE", "POSITIVE"]);
         assert_eq!(l.parse(&Cell::Str("POSITIVE".into())), Ok(Label::Class(1)));
@@ -255,7 +323,6 @@ mod tests {
         for bad in [
             Cell::Int(2),
             Cell::Int(-1),
-            Cell::Float(0.5),
             Cell::Str("neutral".into()),
             Cell::Bool(true),
         ] {

@@ -640,6 +640,8 @@ pub fn read_examples(src: &Source, labels: &Labels) -> Result<Examples, DataErro
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn write(dir: &Path, name: &str, body: &str) -> PathBuf {

@@ -240,6 +240,21 @@ impl Task {
         Some(Label::Class(class))
     }
 
+    /// The class names Hugging Face's `glue` dataset gives the task's labels (its `ClassLabel`
+    /// names, in class order); `None` for STS-B's scores.
+    pub fn class_names(&self) -> Option<&'static [&'static str]> {
+        Some(match self {
+            Task::Sst2 => &["negative", "positive"],
+            Task::Mrpc => &["not_equivalent", "equivalent"],
+            Task::Qqp => &["not_duplicate", "duplicate"],
+            Task::Cola => &["unacceptable", "acceptable"],
+            Task::Wnli => &["not_entailment", "entailment"],
+            Task::Qnli | Task::Rte => &["entailment", "not_entailment"],
+            Task::Mnli => &["entailment", "neutral", "contradiction"],
+            Task::StsB => return None,
+        })
+    }
+
     /// What a valid label looks like, for error messages.
     pub(crate) fn label_expectation(&self) -> String {
         let rule = match self {
