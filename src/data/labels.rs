@@ -116,6 +116,26 @@ impl Labels {
                 Err("the label is missing (NaN: how pandas writes a missing value)".into())
             }
             (_, Cell::Str(s)) if s.trim().is_empty() => Err("the label is missing (empty)".into()),
+            // Names that are numbers other than their indexes ("1".."5" for star ratings, or
+            // --labels 1,0): a number is read as a name, in every format alike (a CSV's "1" was
+            // the name, a JSON 1 the index).
+            (Labels::Classes { names: Some(n), .. }, _) if numbered(n) && number(cell).is_some() => {
+                let x = number(cell).expect("checked");
+                n.iter()
+                    .position(|name| name.trim().parse::<f64>().ok() == Some(x))
+                    .map(Label::Class)
+                    .ok_or_else(|| {
+                        let indexes: Vec<String> = (0..n.len()).map(|i| i.to_string()).collect();
+                        let flag = match named_in {
+                            Some(_) => format!("set data.labels: {}", indexes.join(",")),
+                            None => format!("pass --labels {}", indexes.join(",")),
+                        };
+                        format!(
+                            "{}; these names are numbers other than their indexes, so a number is read as a name ({flag} to read labels as class indexes)",
+                            self.expectation_in(named_in)
+                        )
+                    })
+            }
             (Labels::Scores, Cell::Int(i)) => Ok(Label::Score(*i as f32)),
             (Labels::Scores, Cell::Float(x)) if x.is_finite() => Ok(Label::Score(*x as f32)),
             (Labels::Scores, Cell::Str(s)) => match s.trim().parse::<f32>() {
@@ -177,6 +197,25 @@ impl Labels {
             _ => bad(),
         }
     }
+}
+
+/// Whether some class name is a number other than its own index: then numeric labels are names.
+fn numbered(names: &[String]) -> bool {
+    names
+        .iter()
+        .enumerate()
+        .any(|(i, n)| n.trim().parse::<f64>().is_ok_and(|x| x != i as f64))
+}
+
+/// A label cell's number, when it is one.
+fn number(cell: &Cell) -> Option<f64> {
+    match cell {
+        Cell::Int(i) => Some(*i as f64),
+        Cell::Float(x) => Some(*x),
+        Cell::Str(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    }
+    .filter(|x| x.is_finite())
 }
 
 /// Parses `--labels neg,pos` (comma-separated, in class order, each name once).
@@ -275,6 +314,22 @@ mod tests {
             names: Some(n.iter().map(|s| s.to_string()).collect()),
             source: "config.json".into(),
         }
+    }
+
+    #[test]
+    fn names_that_are_numbers_read_numbers_as_names_in_every_format() {
+        let stars = named(&["1", "2", "3", "4", "5"]);
+        for cell in [Cell::Str("1".into()), Cell::Int(1), Cell::Float(1.0)] {
+            assert_eq!(stars.parse(&cell), Ok(Label::Class(0)), "{cell:?}");
+        }
+        assert_eq!(stars.parse(&Cell::Int(5)), Ok(Label::Class(4)));
+        let e = stars.parse(&Cell::Int(0)).unwrap_err();
+        assert!(e.contains("read as a name (pass --labels 0,1,2,3,4"), "{e}");
+        let swapped = named(&["1", "0"]);
+        assert_eq!(swapped.parse(&Cell::Str("1".into())), Ok(Label::Class(0)));
+        assert_eq!(swapped.parse(&Cell::Int(1)), Ok(Label::Class(0)));
+        // Names that are their own indexes change nothing.
+        assert_eq!(named(&["0", "1"]).parse(&Cell::Int(1)), Ok(Label::Class(1)));
     }
 
     #[test]
