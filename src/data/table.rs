@@ -146,11 +146,12 @@ pub fn read_table(path: &Path, format: Format) -> Result<Table, DataError> {
                 cause,
             })?;
             let text = String::from_utf8(bytes).map_err(|err| {
-                let valid = &err.as_bytes()[..err.utf8_error().valid_up_to()];
+                let bytes = err.as_bytes();
+                let valid = &bytes[..err.utf8_error().valid_up_to()];
                 DataError::Record {
                     file: file.clone(),
                     at: Loc::Line(1 + valid.iter().filter(|&&b| b == b'\n').count()),
-                    message: "not valid UTF-8".into(),
+                    message: not_utf8(bytes),
                 }
             })?;
             read_text(&text, format, &file)?
@@ -160,6 +161,14 @@ pub fn read_table(path: &Path, format: Format) -> Result<Table, DataError> {
         return Err(DataError::Empty { file });
     }
     Ok(table)
+}
+
+/// Why a text file is not UTF-8, and how to make it so.
+pub(crate) fn not_utf8(bytes: &[u8]) -> String {
+    if bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
+        return "not valid UTF-8: the file is UTF-16 (Excel's \"Unicode Text\" saves so); save it as UTF-8 (`iconv -f UTF-16 -t UTF-8 IN > OUT`)".into();
+    }
+    "not valid UTF-8; save the file as UTF-8 (from Windows-1252, as older Excel saves: `iconv -f CP1252 -t UTF-8 IN > OUT`)".into()
 }
 
 /// Reads text in a text format (TSV, CSV, JSONL); `file` names it in messages.
@@ -567,9 +576,18 @@ mod tests {
         std::fs::write(&p, b"text,label\nok,1\nbad \xff,0\n").unwrap();
         let e = read_table(&p, Format::Csv).unwrap_err();
         assert!(
-            e.to_string().contains("line 3 of") && e.to_string().contains("UTF-8"),
+            e.to_string().contains("line 3 of") && e.to_string().contains("iconv -f CP1252"),
             "{e}"
         );
+        // UTF-16 with its byte-order mark, as Excel's "Unicode Text" writes it.
+        let p = dir.path().join("u16.tsv");
+        let utf16: Vec<u8> = [0xFF, 0xFE]
+            .into_iter()
+            .chain("text\tlabel\n".encode_utf16().flat_map(u16::to_le_bytes))
+            .collect();
+        std::fs::write(&p, utf16).unwrap();
+        let e = read_table(&p, Format::Tsv).unwrap_err().to_string();
+        assert!(e.contains("the file is UTF-16") && e.contains("iconv -f UTF-16"), "{e}");
         let p = dir.path().join("fake.parquet");
         std::fs::write(&p, b"text,label\nok,1\n").unwrap();
         let e = read_table(&p, Format::Parquet).unwrap_err();

@@ -28,7 +28,7 @@ pub enum GlueError {
     Io { path: PathBuf, cause: std::io::Error },
 
     /// The file is not valid UTF-8.
-    #[error("{file} is not valid UTF-8 (first invalid byte on line {line})")]
+    #[error("{file} is not valid UTF-8 (first invalid byte on line {line}); save it as UTF-8 (from Windows-1252: `iconv -f CP1252 -t UTF-8 IN > OUT`)")]
     NotUtf8 { file: String, line: usize },
 
     /// The header line lacks columns the task needs.

@@ -398,15 +398,18 @@ pub fn save(model: &ModelProto, path: &Path, opts: &SaveOptions) -> Result<SaveS
     // previous model goes first: stopped there, no model is at `path` rather than the previous
     // one reading this one's data (a model that loads and gives other outputs).
     let _commit = crate::interrupt::commit();
+    // The three steps follow each other with no sync between them (the window a kill can hit
+    // stays short); the folder is synced once after.
     if fs::symlink_metadata(path).is_ok() {
         fs::remove_file(path).map_err(io_err(path))?;
-        sync_folder(&dir);
     }
-    persist(data_tmp, &data_path, &dir)?;
-    if let Err(e) = persist(model_tmp, path, &dir) {
+    rename(data_tmp, &data_path)?;
+    if let Err(e) = rename(model_tmp, path) {
         let _ = fs::remove_file(&data_path);
+        sync_folder(&dir);
         return Err(e);
     }
+    sync_folder(&dir);
     Ok(SaveSummary {
         path: path.to_path_buf(),
         bytes: bytes.len() as u64,
@@ -511,12 +514,17 @@ fn write_temp(path: &Path, dir: &Path, parts: &[&[u8]]) -> Result<Partial, OnnxE
 /// Renames a finished temporary file to `path` (atomic within one folder), then syncs the folder
 /// so that the rename itself survives a crash.
 fn persist(tmp: Partial, path: &Path, dir: &Path) -> Result<(), OnnxError> {
-    tmp.file.persist(path).map_err(|e| OnnxError::Io {
-        path: path.to_path_buf(),
-        cause: e.error,
-    })?;
+    rename(tmp, path)?;
     sync_folder(dir);
     Ok(())
+}
+
+/// Renames a finished temporary file to `path`, without syncing the folder.
+fn rename(tmp: Partial, path: &Path) -> Result<(), OnnxError> {
+    tmp.file.persist(path).map(|_| ()).map_err(|e| OnnxError::Io {
+        path: path.to_path_buf(),
+        cause: e.error,
+    })
 }
 
 /// Syncs a folder, so that renames and removals in it survive a crash.
