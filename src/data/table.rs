@@ -193,8 +193,23 @@ fn record_error(file: &str, at: Loc, message: String) -> DataError {
     }
 }
 
+/// A TSV field as written: quoting is off, as GLUE's, except for a field that a quoting writer
+/// (pandas' `to_csv(sep="\t")`, Python's csv) wrapped: in quotes, with every quote inside
+/// doubled and at least one there. Its text is the unquoted one (the quotes were kept).
+fn unquote(field: &str) -> String {
+    let inner = field
+        .strip_prefix('"')
+        .and_then(|f| f.strip_suffix('"'))
+        .filter(|i| i.contains("\"\"") && !i.replace("\"\"", "").contains('"'));
+    match inner {
+        Some(i) => i.replace("\"\"", "\""),
+        None => field.to_string(),
+    }
+}
+
 /// TSV as GLUE writes it (the same line rules as [`crate::glue::read_tsv`]): split on TAB only,
-/// `\n` or `\r\n`, empty lines skipped; every record has as many fields as the header.
+/// `\n` or `\r\n`, empty lines skipped; every record has as many fields as the header. A field
+/// quoted as pandas quotes one is unquoted ([`unquote`]).
 fn read_tsv(text: &str, file: &str) -> Result<Table, DataError> {
     let mut lines = crate::glue::tsv_lines(text);
     let Some((_, header)) = lines.next() else {
@@ -203,7 +218,7 @@ fn read_tsv(text: &str, file: &str) -> Result<Table, DataError> {
     let columns: Vec<String> = header.split('\t').map(|c| c.trim().to_string()).collect();
     let mut records = Vec::new();
     for (line, row) in lines {
-        let cells: Vec<Cell> = row.split('\t').map(|f| Cell::Str(f.to_string())).collect();
+        let cells: Vec<Cell> = row.split('\t').map(|f| Cell::Str(unquote(f))).collect();
         if cells.len() != columns.len() {
             return Err(record_error(
                 file,
@@ -579,6 +594,16 @@ mod tests {
             e.to_string().contains("line 3 of") && e.to_string().contains("iconv -f CP1252"),
             "{e}"
         );
+        // A field quoted by pandas (a quote inside, doubled) is unquoted; other quotes stay.
+        for (field, text) in [
+            (r#""He said ""hi"" twice""#, r#"He said "hi" twice"#),
+            (r#""a quotation""#, r#""a quotation""#),
+            (r#""stray "" and " lone""#, r#""stray "" and " lone""#),
+            (r#"he said ""hi"""#, r#"he said ""hi"""#),
+            (r#""""#, r#""""#),
+        ] {
+            assert_eq!(unquote(field), text, "{field}");
+        }
         // UTF-16 with its byte-order mark, as Excel's "Unicode Text" writes it.
         let p = dir.path().join("u16.tsv");
         let utf16: Vec<u8> = [0xFF, 0xFE]
