@@ -443,6 +443,9 @@ pub fn execute(
 
     let saved = match output {
         Some(o) => {
+            if o.external_data == ExternalData::Never {
+                onnx::io::ensure_fits_inline(&model, &o.path)?;
+            }
             check_runs(&model, plan, input)?;
             stage("writing");
             Some(onnx::save(

@@ -339,13 +339,8 @@ pub fn save(model: &ModelProto, path: &Path, opts: &SaveOptions) -> Result<SaveS
         ExternalData::Auto => model.encoded_len() > PROTOBUF_LIMIT,
     };
     if !external {
+        ensure_fits_inline(model, path)?;
         let bytes = model.encode_to_vec();
-        if bytes.len() > PROTOBUF_LIMIT {
-            return Err(OnnxError::Tensor {
-                name: String::new(),
-                reason: "the model exceeds protobuf's 2 GiB limit; save it with external data".into(),
-            });
-        }
         // A `<path>.data` that the model this one replaces reads its tensors from (this tool's
         // name for a side file; an input's files were refused above) is left without a reader,
         // so it goes; one that model does not name (or with no model there) is not this tool's.
@@ -416,6 +411,22 @@ pub fn save(model: &ModelProto, path: &Path, opts: &SaveOptions) -> Result<SaveS
         data_file: Some(data_path),
         data_bytes: offset,
     })
+}
+
+/// Errors unless `model` fits in one protobuf message (under 2 GiB): a model past it needs
+/// external data. Cheap (no encoding): call it before work whose result is saved inline.
+pub fn ensure_fits_inline(model: &ModelProto, path: &Path) -> Result<(), OnnxError> {
+    let len = model.encoded_len();
+    if len > PROTOBUF_LIMIT {
+        return Err(OnnxError::Io {
+            path: path.to_path_buf(),
+            cause: std::io::Error::other(format!(
+                "the model is {:.2} GiB, past protobuf's 2 GiB limit for one file: save it with external data (--external-data auto or always, not never)",
+                len as f64 / (1u64 << 30) as f64
+            )),
+        });
+    }
+    Ok(())
 }
 
 /// Writes a text file (a report, a table) atomically: a temporary file beside it, then a rename,
@@ -566,4 +577,30 @@ pub fn size_on_disk(sources: &[PathBuf]) -> u64 {
         .filter(|p| seen.insert(p.as_path()))
         .map(|p| fs::metadata(p).map_or(0, |m| m.len()))
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_model_past_two_gib_needs_external_data_and_the_error_names_the_flag() {
+        // calloc'd: the pages of the 2 GiB payload are never touched.
+        let raw = bytes::Bytes::from(vec![0u8; PROTOBUF_LIMIT + 1]);
+        let model = ModelProto {
+            graph: Some(GraphProto {
+                initializer: vec![TensorProto {
+                    name: Some("w".into()),
+                    raw_data: Some(raw),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let e = ensure_fits_inline(&model, Path::new("out.onnx")).unwrap_err().to_string();
+        assert!(e.contains("out.onnx") && e.contains("--external-data auto or always"), "{e}");
+        let small = ModelProto::default();
+        assert!(ensure_fits_inline(&small, Path::new("out.onnx")).is_ok());
+    }
 }
