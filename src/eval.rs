@@ -142,8 +142,18 @@ pub struct EvalReport {
 
 /// Reads a tokenizer.json; the error names the file (after `flag`, e.g. "--tokenizer ").
 fn read_tokenizer(path: &Path, flag: &str) -> Result<Tokenizer> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{flag}{}", path.display()))?;
+    let text = tokenizer_text(path, flag)?;
     parse_tokenizer(&text).map_err(|e| anyhow!("{flag}{}: {e}", path.display()))
+}
+
+/// The text of a tokenizer.json; a folder or a file that is not text is named as such.
+pub fn tokenizer_text(path: &Path, flag: &str) -> Result<String> {
+    let at = || format!("{flag}{}", path.display());
+    if path.is_dir() {
+        bail!("{}: a folder; name the tokenizer.json in it", at());
+    }
+    let bytes = std::fs::read(path).with_context(at)?;
+    String::from_utf8(bytes).map_err(|_| anyhow!("{}: not a tokenizer.json (not UTF-8 text)", at()))
 }
 
 /// A tokenizer from the text of a tokenizer.json; the error says whether the text is JSON at all

@@ -111,7 +111,6 @@ pub fn carry_tokenizer(
     input: &std::path::Path,
     explicit: Option<&std::path::Path>,
 ) -> anyhow::Result<Vec<String>> {
-    use anyhow::Context;
     if explicit.is_none() && embedded_tokenizer(model).is_some() {
         return Ok(vec![]);
     }
@@ -123,7 +122,7 @@ pub fn carry_tokenizer(
         p.is_file().then_some(p)
     });
     let Some(p) = path else { return Ok(vec![]) };
-    let text = std::fs::read_to_string(&p).with_context(|| format!("--tokenizer {}", p.display()))?;
+    let text = crate::eval::tokenizer_text(&p, "--tokenizer ")?;
     let tokenizer = crate::eval::parse_tokenizer(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
     let rows = crate::eval::input_limits(model).vocabulary;
     let largest = tokenizer.get_vocab(true).into_values().max();
@@ -143,6 +142,13 @@ pub fn carry_tokenizer(
                 rows - 1
             ));
         }
+    }
+    // eval and calibration pad their batches: a tokenizer that cannot is carried with a word.
+    if let Err(e) = crate::eval::model_pad_id(&tokenizer, rows) {
+        notes.push(format!(
+            "the tokenizer {}: {e}: eval and calibration cannot batch texts with it",
+            p.display()
+        ));
     }
     embed_tokenizer(model, text);
     Ok(notes)

@@ -347,6 +347,28 @@ fn diff_and_sensitivity_refuse_bad_input_in_one_line() {
             &["--tokenizer", words[0], words[1]],
         );
     }
+    // A folder, and bytes that are not text, on eval and on a pass that embeds the tokenizer.
+    let folder = tempfile::tempdir().unwrap();
+    let binary = folder.path().join("tokenizer.bin");
+    std::fs::write(&binary, [0xff, 0xfe, 0x00, 0x80]).unwrap();
+    for (tokenizer, words) in [
+        (folder.path(), "a folder; name the tokenizer.json in it"),
+        (binary.as_path(), "not a tokenizer.json (not UTF-8 text)"),
+    ] {
+        let t = s(tokenizer);
+        let out = folder.path().join("out.onnx");
+        for args in [
+            vec!["eval", "--model", m, "--task", "sst2", "--tokenizer", t, "--limit", "4"],
+            vec!["convert", m, s(&out), "--tokenizer", t],
+        ] {
+            assert_clean_error(
+                &format!("{t} as the tokenizer of {}", args[0]),
+                &run(&args),
+                &["--tokenizer", t, words],
+            );
+            assert!(!out.exists());
+        }
+    }
     assert_clean_error(
         "diff with a bad threshold",
         &run(&["diff", m, m, "--task", "sst2", "--threshold", "0", "--limit", "4"]),

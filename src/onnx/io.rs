@@ -598,8 +598,13 @@ mod tests {
             }),
             ..Default::default()
         };
-        let e = ensure_fits_inline(&model, Path::new("out.onnx")).unwrap_err().to_string();
-        assert!(e.contains("out.onnx") && e.contains("--external-data auto or always"), "{e}");
+        let e = ensure_fits_inline(&model, Path::new("out.onnx"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("out.onnx") && e.contains("--external-data auto or always"),
+            "{e}"
+        );
         let small = ModelProto::default();
         assert!(ensure_fits_inline(&small, Path::new("out.onnx")).is_ok());
     }
