@@ -182,13 +182,33 @@ pub fn carry_labels(model: &mut ModelProto, input: &std::path::Path) -> anyhow::
     }
 }
 
+/// `SOURCE_DATE_EPOCH` when set: seconds since 1970, a whole number from 0 up.
+fn source_date_epoch() -> Option<Result<i64, String>> {
+    let v = std::env::var_os("SOURCE_DATE_EPOCH")?;
+    let text = v.to_string_lossy();
+    Some(
+        text.trim()
+            .parse::<u32>()
+            .map(i64::from)
+            .map_err(|_| format!("SOURCE_DATE_EPOCH={text}: not a whole number of seconds since 1970 (0 to 4294967295, the reproducible-builds convention); set it so (`SOURCE_DATE_EPOCH=$(date +%s)`) or unset it")),
+    )
+}
+
+/// Refuses a `SOURCE_DATE_EPOCH` that is set but not a time: ignored, it would leave the
+/// outputs unreproducible without a word.
+pub fn check_source_date_epoch() -> anyhow::Result<()> {
+    match source_date_epoch() {
+        Some(Err(e)) => Err(anyhow::anyhow!(e)),
+        _ => Ok(()),
+    }
+}
+
 /// The time the tool writes, as `YYYY-MM-DDTHH:MM:SSZ`: `SOURCE_DATE_EPOCH` (seconds since
-/// 1970, the reproducible-builds convention) when it is set to an integer, so that the same
-/// command on the same input writes the same bytes; else the current UTC time.
+/// 1970, the reproducible-builds convention) when it is set ([`check_source_date_epoch`]
+/// refuses it otherwise), so that the same command on the same input writes the same bytes;
+/// else the current UTC time.
 pub fn now_utc() -> String {
-    let epoch = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|v| v.trim().parse::<i64>().ok());
+    let epoch = source_date_epoch().and_then(Result::ok);
     let secs = epoch.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

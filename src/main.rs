@@ -51,6 +51,7 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    onnx_compress::history::check_source_date_epoch()?;
     let ort_lib = cli.ort_lib.as_deref();
     let quiet = cli.quiet;
     match cli.command {

@@ -44,3 +44,27 @@ fn source_date_epoch_makes_two_runs_write_the_same_bytes() {
     let h = history::history(&onnx::load(&c).unwrap()).unwrap();
     assert_ne!(h.last().unwrap().time, "2023-11-14T22:13:20Z");
 }
+
+/// A `SOURCE_DATE_EPOCH` that is not a time is refused, not ignored (the outputs would not be
+/// reproducible, without a word).
+#[test]
+fn a_source_date_epoch_that_is_not_a_time_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.onnx");
+    onnx::save(&tiny_bert(&SynthOptions::default()), &input, &SaveOptions::default()).unwrap();
+    let out = dir.path().join("out.onnx");
+    for bad in ["abc", "-5", "1.5", "99999999999999999999"] {
+        let o = Command::cargo_bin("onnx-compress")
+            .unwrap()
+            .args(["prune", "--heads", "0.5"])
+            .arg(&input)
+            .arg(&out)
+            .env("SOURCE_DATE_EPOCH", bad)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{bad}: {err}");
+        assert!(err.contains(&format!("SOURCE_DATE_EPOCH={bad}: not a whole number")), "{err}");
+        assert!(!out.exists(), "{bad}: a model was written");
+    }
+}
