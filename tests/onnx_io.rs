@@ -145,6 +145,19 @@ fn external_data_round_trips() {
     onnx::save(&m, &fresh, &SaveOptions::default()).unwrap();
     assert_eq!(std::fs::read_to_string(&data).unwrap(), "my notes");
     assert_eq!(std::fs::read_to_string(data_file_for(&fresh)).unwrap(), "mine too");
+    // A folder where the side file goes is named, and nothing is written.
+    let boxed = dir.path().join("boxed.onnx");
+    std::fs::create_dir(data_file_for(&boxed)).unwrap();
+    let always = SaveOptions {
+        external_data: ExternalData::Always,
+        protect: vec![],
+    };
+    let e = onnx::save(&m, &boxed, &always).unwrap_err().to_string();
+    assert!(
+        e.contains("boxed.onnx.data") && e.contains("a folder, where the model's external data goes"),
+        "{e}"
+    );
+    assert!(!boxed.exists());
 }
 
 #[test]

@@ -64,7 +64,10 @@ fn a_source_date_epoch_that_is_not_a_time_is_refused() {
             .unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "{bad}: {err}");
-        assert!(err.contains(&format!("SOURCE_DATE_EPOCH={bad}: not a whole number")), "{err}");
+        assert!(
+            err.contains(&format!("SOURCE_DATE_EPOCH={bad}: not a whole number")),
+            "{err}"
+        );
         assert!(!out.exists(), "{bad}: a model was written");
     }
 }

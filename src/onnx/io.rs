@@ -358,6 +358,14 @@ pub fn save(model: &ModelProto, path: &Path, opts: &SaveOptions) -> Result<SaveS
         });
     }
     let data_path = data_file_for(path);
+    if data_path.is_dir() {
+        return Err(OnnxError::Io {
+            path: data_path,
+            cause: std::io::Error::other(
+                "a folder, where the model's external data goes: move it away or name another output",
+            ),
+        });
+    }
     let location = data_path.file_name().unwrap_or_default().to_string_lossy().to_string();
     let mut model = model.clone();
     let mut chunks: Vec<bytes::Bytes> = Vec::new();
@@ -496,7 +504,18 @@ fn write_temp(path: &Path, dir: &Path, parts: &[&[u8]]) -> Result<Partial, OnnxE
                 .prefix(&prefix)
                 .suffix(".partial")
                 .tempfile_in(dir)
-                .map_err(io_err(path))
+                .map_err(|cause| OnnxError::Io {
+                    path: path.to_path_buf(),
+                    // tempfile's message names the temporary file: name the folder instead.
+                    cause: std::io::Error::new(
+                        cause.kind(),
+                        format!(
+                            "cannot create a file in folder {} ({}): write the output where you can create files",
+                            dir.display(),
+                            std::io::Error::from(cause.kind())
+                        ),
+                    ),
+                })
         },
         |t| t.path(),
     )?;
