@@ -444,6 +444,12 @@ fn calibration_reads_text_only_files_in_any_format() {
         from_csv.graph, from_tsv.graph,
         "the same texts calibrate the same model"
     );
+    // A file of one column holds the texts, whatever its name.
+    let one_column = quantize(&csv, &dir.path().join("a1.onnx"), &[]);
+    assert_eq!(
+        one_column.graph, from_csv.graph,
+        "a one-column file without --text-column"
+    );
     // An SST-2 header with labels GLUE's reader refuses ("positive"), or no label column at
     // all: calibration reads the texts alone (the first was refused on its labels).
     let named: String = std::iter::once("sentence\tlabel\n".to_string())
@@ -484,10 +490,11 @@ fn calibration_reads_text_only_files_in_any_format() {
         text(&o.stderr)
     );
 
-    // Without --text-column the comment column is not one of the usual names: the error lists
-    // the columns there are.
+    // Without --text-column, of two columns neither of the usual names: the error lists the
+    // columns there are.
+    let two = write(dir.path(), "texts2.csv", "comment,source\ngood film,web\n");
     let out = bin()
-        .args(["quantize", "--mode", "static", "--calib-data", s(&csv), s(&model)])
+        .args(["quantize", "--mode", "static", "--calib-data", s(&two), s(&model)])
         .arg(dir.path().join("c.onnx"))
         .output()
         .unwrap();
@@ -495,9 +502,9 @@ fn calibration_reads_text_only_files_in_any_format() {
         "no text column",
         &out,
         &[
-            "texts.csv",
+            "texts2.csv",
             "which column holds the text?",
-            "[\"comment\"]",
+            "[\"comment\", \"source\"]",
             "--text-column",
         ],
     );

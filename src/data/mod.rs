@@ -308,10 +308,12 @@ fn choose(table: &Table, src: &Source, want: Want) -> Result<(Chosen, [Option<us
             (t, p)
         }
         (None, None) => {
-            let Some((t, p)) = USUAL_TEXT
+            let usual = USUAL_TEXT
                 .iter()
-                .find_map(|(t, p)| table.column(t).map(|i| (i, p.and_then(|p| table.column(p)))))
-            else {
+                .find_map(|(t, p)| table.column(t).map(|i| (i, p.and_then(|p| table.column(p)))));
+            // A file of one column, read for its texts alone (calibration), holds them there.
+            let only = (want == Want::Texts && table.columns.len() == 1).then_some((0, None));
+            let Some((t, p)) = usual.or(only) else {
                 // A GLUE file read without its task (MRPC's `#1 String`): naming the task reads
                 // both sentences and the label, where a text column would read one sentence.
                 let ask = match Task::infer_from_header(&table.columns.join("\t")) {
