@@ -185,8 +185,17 @@ impl Labels {
                 }
                 // A class index, also as a whole float ("1.0": pandas writes an integer column
                 // with a gap so); a boolean is a name ("true", "false") or, with no names, 0 / 1.
+                // pandas writes a boolean column to CSV as True / False.
+                let text_bool = match cell {
+                    Cell::Str(_) if s.eq_ignore_ascii_case("true") => Some(true),
+                    Cell::Str(_) if s.eq_ignore_ascii_case("false") => Some(false),
+                    _ => None,
+                };
                 match (cell, s.parse::<i64>(), s.parse::<f64>()) {
                     (Cell::Bool(b), ..) if names.is_none() => index(i64::from(*b)),
+                    (Cell::Str(_), ..) if names.is_none() && text_bool.is_some() => {
+                        index(i64::from(text_bool.expect("checked")))
+                    }
                     (Cell::Bool(_), ..) => bad(),
                     (_, Ok(i), _) => index(i),
                     (_, _, Ok(x)) if x.is_finite() && x.fract() == 0.0 => index(x as i64),
@@ -330,6 +339,23 @@ mod tests {
         assert_eq!(swapped.parse(&Cell::Int(1)), Ok(Label::Class(0)));
         // Names that are their own indexes change nothing.
         assert_eq!(named(&["0", "1"]).parse(&Cell::Int(1)), Ok(Label::Class(1)));
+    }
+
+    #[test]
+    fn booleans_written_as_text_are_classes_where_no_names_are_known() {
+        let none = Labels::Classes {
+            names: None,
+            source: "test".into(),
+        };
+        assert_eq!(none.parse(&Cell::Str("True".into())), Ok(Label::Class(1)));
+        assert_eq!(none.parse(&Cell::Str("false".into())), Ok(Label::Class(0)));
+        assert_eq!(none.parse(&Cell::Bool(true)), Ok(Label::Class(1)));
+        // Names known: a name "True" is that class; else refused, as a JSON boolean is.
+        assert_eq!(
+            named(&["False", "True"]).parse(&Cell::Str("True".into())),
+            Ok(Label::Class(1))
+        );
+        assert!(named(&["neg", "pos"]).parse(&Cell::Str("True".into())).is_err());
     }
 
     #[test]

@@ -376,8 +376,19 @@ fn read_jsonl(text: &str, file: &str) -> Result<Table, DataError> {
         if line.is_empty() {
             continue;
         }
-        let value: serde_json::Value = serde_json::from_str(line)
-            .map_err(|e| record_error(file, Loc::Line(line_no), format!("not valid JSON: {e}")))?;
+        // A file that is one JSON array (as `json.dump` of a list writes it) is not JSON Lines.
+        if records.is_empty() && columns.is_empty() && line.starts_with('[') {
+            return Err(record_error(
+                file,
+                Loc::Line(line_no),
+                "the file is a JSON array, not JSON Lines (one object per line): write one object per line (`jq -c '.[]' FILE > FILE.jsonl`, or pandas' `to_json(..., orient=\"records\", lines=True)`)".into(),
+            ));
+        }
+        let value: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+            // serde's position is within this line: its line number is always 1.
+            let message = e.to_string().replace(" at line 1 column ", " at column ");
+            record_error(file, Loc::Line(line_no), format!("not valid JSON: {message}"))
+        })?;
         let serde_json::Value::Object(object) = value else {
             return Err(record_error(
                 file,
@@ -569,8 +580,16 @@ mod tests {
         assert_eq!(t.records[2].cells, [Cell::Float(2.5), Cell::Other("list")]);
         let e = read_text("{\"text\": \"a\"}\n{\"text\": \n", Format::Jsonl, "d.jsonl").unwrap_err();
         assert!(e.to_string().starts_with("line 2 of d.jsonl: not valid JSON"), "{e}");
-        let e = read_text("[\"a\", 1]\n", Format::Jsonl, "d.jsonl").unwrap_err();
+        assert!(!e.to_string().contains("at line 1 column"), "{e}");
+        let e = read_text("{\"text\": \"a\"}\n[\"a\", 1]\n", Format::Jsonl, "d.jsonl").unwrap_err();
         assert!(e.to_string().contains("must be an object"), "{e}");
+        for array in ["[{\"text\": \"a\", \"label\": 1}]\n", "[\n  {\"text\": \"a\"}\n]\n"] {
+            let e = read_text(array, Format::Jsonl, "d.jsonl").unwrap_err().to_string();
+            assert!(
+                e.contains("line 1 of d.jsonl: the file is a JSON array, not JSON Lines"),
+                "{e}"
+            );
+        }
     }
 
     #[test]
