@@ -511,6 +511,23 @@ fn wrap_fed(session: Session, what: &str, weights: Vec<FedWeight>) -> Result<Mod
     if !names.iter().any(|n| n == "input_ids") {
         bail!("{what}: the model has no 'input_ids' input");
     }
+    // Batches vary in size and length: a token input of fixed size fails on the first one that
+    // differs, in ONNX Runtime's words ("Got invalid dimensions for input").
+    for i in session.inputs() {
+        if let ort::value::ValueType::Tensor { shape, .. } = i.dtype() {
+            if names.iter().any(|n| n == i.name()) && shape.iter().any(|&d| d > 0) {
+                let dims: Vec<String> = shape
+                    .iter()
+                    .map(|&d| if d > 0 { d.to_string() } else { "?".into() })
+                    .collect();
+                bail!(
+                    "{what}: input '{}' has a fixed shape [{}], and batches vary in size and length: re-export the model with dynamic batch and sequence axes (torch.onnx.export's dynamic_axes / dynamic_shapes; Optimum's export has them)",
+                    i.name(),
+                    dims.join(", ")
+                );
+            }
+        }
+    }
     let output_name = session
         .outputs()
         .first()

@@ -200,6 +200,43 @@ fn csv_jsonl_and_tsv_copies_agree_and_metrics_match_the_predictions() {
     }
 }
 
+/// A task preset reads Hugging Face's class names and a field pandas quoted, in a TSV as in
+/// the other formats: the same predictions and accuracy as GLUE's own form of the rows.
+#[test]
+fn a_task_preset_reads_class_names_and_pandas_quoting_in_a_tsv() {
+    if !have_ort("own data preset TSV") {
+        return;
+    }
+    let (dir, model) = model_dir(2, false);
+    let glue: String = std::iter::once("sentence\tlabel\n".to_string())
+        .chain(ROWS.iter().map(|(t, l)| format!("{t}\t{}\n", l % 2)))
+        .collect();
+    let quoted = |t: &str| {
+        if t.contains('"') {
+            format!("\"{}\"", t.replace('"', "\"\""))
+        } else {
+            t.to_string()
+        }
+    };
+    let pandas: String = std::iter::once("sentence\tlabel\n".to_string())
+        .chain(
+            ROWS.iter()
+                .map(|(t, l)| format!("{}\t{}\n", quoted(t), ["negative", "positive"][l % 2])),
+        )
+        .collect();
+    assert!(ROWS.iter().any(|(t, _)| t.contains('"')), "a row with a quote");
+    let a = eval_tiny(
+        &model,
+        &["--task", "sst2", "--data", s(&write(dir.path(), "glue.tsv", &glue))],
+    );
+    let b = eval_tiny(
+        &model,
+        &["--task", "sst2", "--data", s(&write(dir.path(), "pandas.tsv", &pandas))],
+    );
+    assert_eq!(predictions(&a), predictions(&b));
+    assert_eq!(a["metrics"]["accuracy"], b["metrics"]["accuracy"]);
+}
+
 /// A model with one output is a regression: labels are numbers, and Pearson, Spearman and the
 /// mean squared error are those of the predictions.
 #[test]

@@ -27,6 +27,7 @@ use serde::Serialize;
 
 pub use error::{DataError, Loc};
 pub use labels::{model_labels, Labels, ModelLabels};
+pub(crate) use table::{not_utf8, unquote};
 pub use table::{read_table, read_text, Cell, Format, Record, Table};
 
 use crate::glue::{self, Example, Label, Task};
@@ -483,7 +484,7 @@ fn read_items(src: &Source, want: Want) -> Result<(Chosen, Vec<Item>), DataError
     if let Some(task) = src.is_glue_tsv()? {
         let (text, pair, label) = glue_tsv_names(task);
         // A GLUE TSV's labels are read only where needed: calibration needs none (a label GLUE's
-        // reader refuses, "positive" in an SST-2 file, refused the file), and GLUE's test files
+        // reader refuses, "maybe" in an SST-2 file, refused the file), and GLUE's test files
         // have no label column.
         let texts = (!matches!(want, Want::Labels(_)))
             .then(|| glue::read_tsv_texts(task, &src.path))

@@ -196,7 +196,7 @@ fn record_error(file: &str, at: Loc, message: String) -> DataError {
 /// A TSV field as written: quoting is off, as GLUE's, except for a field that a quoting writer
 /// (pandas' `to_csv(sep="\t")`, Python's csv) wrapped: in quotes, with every quote inside
 /// doubled and at least one there. Its text is the unquoted one (the quotes were kept).
-fn unquote(field: &str) -> String {
+pub(crate) fn unquote(field: &str) -> String {
     let inner = field
         .strip_prefix('"')
         .and_then(|f| f.strip_suffix('"'))

@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::error::shorten;
 use super::task::ColumnNames;
 use super::{GlueError, Task};
+use crate::data::unquote;
 
 /// The gold label of an example.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -128,7 +129,7 @@ pub fn read_tsv_texts(task: Task, path: &Path) -> Result<TsvTexts, GlueError> {
     let mut all_unlabelled = true;
     for (line_no, line) in lines {
         let (a, b, _) = layout.fields(task, &name, line_no, line)?;
-        texts.push((a.to_string(), b.map(str::to_string)));
+        texts.push((unquote(a), b.map(unquote)));
         numbers.push(line_no);
         if let Some(i) = label_at {
             all_unlabelled &= line.split('\t').nth(i).is_some_and(unlabelled_mark);
@@ -268,15 +269,15 @@ impl Layout {
     fn parse_row(&self, task: Task, file: &str, line: usize, row: &str) -> Result<Example, GlueError> {
         let (text_a, text_b, raw_label) = self.fields(task, file, line, row)?;
         let raw_label = raw_label.expect("a labelled layout reads its label").trim();
-        let label = task.parse_label(raw_label).ok_or_else(|| GlueError::BadLabel {
+        let label = task.parse_label_loose(raw_label).ok_or_else(|| GlueError::BadLabel {
             file: file.to_string(),
             line,
             value: shorten(raw_label),
-            expected: task.label_expectation(),
+            expected: task.label_expectation_loose(),
         })?;
         Ok(Example {
-            text_a: text_a.to_string(),
-            text_b: text_b.map(str::to_string),
+            text_a: unquote(text_a),
+            text_b: text_b.map(unquote),
             label,
         })
     }
@@ -406,6 +407,15 @@ mod tests {
     }
 
     #[test]
+    fn a_field_pandas_quoted_is_unquoted_and_names_read() {
+        let tsv = "sentence\tlabel\n\"a \"\"b\"\" c\"\tpositive\n\"kept\"\t0\n";
+        let data = read(Task::Sst2, tsv).unwrap();
+        assert_eq!(data.examples[0].text_a, "a \"b\" c");
+        assert_eq!(data.examples[0].label, class(1));
+        assert_eq!(data.examples[1].text_a, "\"kept\"");
+    }
+
+    #[test]
     fn qnli_rte_wnli_labels() {
         let qnli = "index\tquestion\tsentence\tlabel\n0\tQ?\tS.\tnot_entailment\n1\tQ2?\tS2.\tentailment\n";
         let data = read(Task::Qnli, qnli).unwrap();
@@ -416,8 +426,11 @@ mod tests {
 
         let rte = "index\tsentence1\tsentence2\tlabel\n0\tA.\tB.\tentailment\n";
         assert_eq!(read(Task::Rte, rte).unwrap().examples[0].label, class(0));
+        // WNLI's labels are 0 / 1, Hugging Face's names not_entailment / entailment.
+        assert_eq!(read(Task::Wnli, rte).unwrap().examples[0].label, class(1));
+        let maybe = "index\tsentence1\tsentence2\tlabel\n0\tA.\tB.\tmaybe\n";
         assert!(matches!(
-            read(Task::Wnli, rte),
+            read(Task::Wnli, maybe),
             Err(GlueError::BadLabel { line: 2, .. })
         ));
 
@@ -475,7 +488,7 @@ mod tests {
         let err = read(Task::Sst2, text).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "label \"2\" on line 7 of dev.tsv: SST-2 labels are 0 or 1"
+            "label \"2\" on line 7 of dev.tsv: SST-2 labels are 0 or 1 (or negative, positive)"
         );
     }
 

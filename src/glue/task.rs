@@ -255,6 +255,33 @@ impl Task {
         })
     }
 
+    /// A label of a file that follows the task's layout, not only GLUE's own: GLUE's label,
+    /// else a name of [`Task::class_names`] (any case), else a class index ("1", also "1.0").
+    pub(crate) fn parse_label_loose(&self, raw: &str) -> Option<Label> {
+        if let Some(l) = self.parse_label(raw) {
+            return Some(l);
+        }
+        let names = self.class_names()?;
+        if let Some(c) = names.iter().position(|n| n.eq_ignore_ascii_case(raw)) {
+            return Some(Label::Class(c));
+        }
+        let x: f64 = raw.parse().ok()?;
+        (x.fract() == 0.0 && x >= 0.0 && (x as usize) < names.len()).then_some(Label::Class(x as usize))
+    }
+
+    /// [`Task::label_expectation`] with the other ways [`Task::parse_label_loose`] reads.
+    pub(crate) fn label_expectation_loose(&self) -> String {
+        match self.class_names() {
+            // GLUE's labels are the indexes: the names are the other way.
+            Some(names) if self.parse_label("0").is_some() => {
+                format!("{} (or {})", self.label_expectation(), names.join(", "))
+            }
+            // GLUE's labels are the names: the indexes are the other way.
+            Some(names) => format!("{} (or a class index 0–{})", self.label_expectation(), names.len() - 1),
+            None => self.label_expectation(),
+        }
+    }
+
     /// What a valid label looks like, for error messages.
     pub(crate) fn label_expectation(&self) -> String {
         let rule = match self {
