@@ -329,8 +329,8 @@ pub fn execute(
     }
     stage("reading the model");
     let (mut model, sources) = onnx::load_with_sources(input)?;
-    // A broken input is named as such, not as what a pass then wrote.
-    check(&model).with_context(|| format!("{}: not a valid model", input.display()))?;
+    // A broken input is named as such, not as what a pass then wrote (the load checked the rest).
+    check_defined(&model).with_context(|| format!("{}: not a model this tool can rewrite", input.display()))?;
     no_nan_weights(&model).with_context(|| input.display().to_string())?;
     if let Some(o) = output {
         onnx::io::ensure_not_overwriting(&sources, &o.path)?;
@@ -481,22 +481,32 @@ fn check_runs(model: &ModelProto, plan: &Plan, input: &Path) -> Result<()> {
     crate::runtime::init(None).with_context(|| format!("checking the model {label} wrote"))?;
     crate::runtime::check_runs(model).map(|_| ()).map_err(|e| {
         match onnx::load(input).ok().and_then(|m| crate::runtime::check_runs(&m).err()) {
-            Some(original) => anyhow!(
-                "{} fails in ONNX Runtime ({original}): the input fails the check every written model gets, so {label} cannot write a model that passes it; fix or re-export the input; nothing was written",
-                input.display()
-            ),
+            Some(original) => {
+                // Where the written model fails otherwise, that is said too.
+                let written = if original.to_string() == e.to_string() {
+                    String::new()
+                } else {
+                    format!(" (the model {label} wrote: {e})")
+                };
+                anyhow!(
+                    "{} fails in ONNX Runtime ({original}): the input fails the check every written model gets{written}; fix or re-export the input; nothing was written",
+                    input.display()
+                )
+            }
             None => anyhow!("{label} wrote a model that ONNX Runtime does not run ({e}); nothing was written"),
         }
     })
 }
 
-/// Refuses a model whose float weights hold NaN: every output would be NaN, and a pass (int8's
+/// Refuses a model whose float weights (initializers a node reads) hold NaN: every output would be NaN, and a pass (int8's
 /// rounding, a pruned row) could hide it. Infinite constants are left alone (attention masks
 /// hold −∞).
 fn no_nan_weights(model: &ModelProto) -> Result<()> {
     let Some(g) = model.graph.as_ref() else { return Ok(()) };
+    let read: std::collections::HashSet<&str> =
+        g.node.iter().flat_map(|n| n.input.iter()).map(String::as_str).collect();
     for t in &g.initializer {
-        if t.data_type != Some(onnx::proto::tensor_proto::DataType::Float as i32) {
+        if t.data_type != Some(onnx::proto::tensor_proto::DataType::Float as i32) || !read.contains(t.name()) {
             continue;
         }
         let values = onnx::tensor::to_f32(t).map_err(|e| anyhow!(e))?;
@@ -516,6 +526,13 @@ fn no_nan_weights(model: &ModelProto) -> Result<()> {
 /// outputs read is defined (by a node, an initializer or a graph input).
 pub fn check(model: &ModelProto) -> Result<()> {
     onnx::check::check_model(model, Path::new("(rewritten model)"))?;
+    check_defined(model)
+}
+
+/// The part of [`check`] the load check does not do: the graph has inputs (token inputs: a
+/// graph without any is valid ONNX, but not a model this tool runs) and outputs, and every value
+/// a node or the graph's outputs read is defined.
+fn check_defined(model: &ModelProto) -> Result<()> {
     let Some(g) = model.graph.as_ref() else {
         bail!("the model has no graph")
     };
@@ -523,10 +540,16 @@ pub fn check(model: &ModelProto) -> Result<()> {
         bail!("the graph has no outputs");
     }
     if g.input.is_empty() {
-        bail!("the graph has no inputs");
+        bail!("the graph has no inputs (this tool feeds a model its token inputs)");
     }
     let mut defined: std::collections::HashSet<&str> = g.input.iter().map(|v| v.name()).collect();
     defined.extend(g.initializer.iter().map(|t| t.name()));
+    defined.extend(
+        g.sparse_initializer
+            .iter()
+            .filter_map(|t| t.values.as_ref())
+            .map(|v| v.name()),
+    );
     defined.extend(
         g.node
             .iter()

@@ -430,39 +430,40 @@ pub fn check_device(opts: &SessionOptions) -> Result<()> {
 
 /// ONNX Runtime's message without the source location and C++ signature its checks put in front
 /// of the reason (`/onnxruntime_src/.../model.cc:256 onnxruntime::Model::Model(...) Unsupported
-/// model IR version: 99, ...` reads `Unsupported model IR version: 99, ...`).
+/// model IR version: 99, ...` reads `Unsupported model IR version: 99, ...`; also a Windows
+/// build's `D:\a\_work\...\x.cc(256): ...` form is left as it is). The location is a path to a
+/// C++ source (`.cc`, `.cpp`, `.h`) and `:LINE`, starting the message or after `failed:`; the
+/// signature runs to the end of its parameter list (with `::<lambda()>` and ` const` after).
 pub fn plain(message: &str) -> String {
-    let Some(start) = message.find("/onnxruntime_src/") else {
+    let source = [".cc:", ".cpp:", ".h:"];
+    // The location: the first whitespace-separated word that is `PATH.cc:LINE`.
+    let mut at = 0;
+    let found = message.split(' ').find_map(|word| {
+        let start = at;
+        at += word.len() + 1;
+        let (head, line) = word.rsplit_once(':')?;
+        let path_ok = source.iter().any(|s| head.ends_with(&s[..s.len() - 1]));
+        (path_ok && !line.is_empty() && line.bytes().all(|b| b.is_ascii_digit()))
+            .then_some((start, at.min(message.len())))
+    });
+    let Some((word_start, sig_start)) = found else {
         return message.to_string();
     };
-    // `file:LINE ` ends the location.
-    let rest = &message[start..];
-    let Some(line_end) = rest
-        .char_indices()
-        .find(|&(i, c)| {
-            c == ' '
-                && rest[..i]
-                    .rsplit(':')
-                    .next()
-                    .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
-        })
-        .map(|(i, _)| i + 1)
-    else {
-        return message.to_string();
-    };
-    // The signature runs to the parenthesis closing its parameter list (then maybe ` const`).
-    let sig = &rest[line_end..];
+    // Text glued before the path (`failed:/onnxruntime_src/...`) stays.
+    let word = &message[word_start..sig_start];
+    let keep = word.find('/').unwrap_or(0);
+    // The signature: to its parameter list's closing parenthesis, then what follows it without a
+    // space (`::<lambda()>`), then ` const`.
+    let sig = &message[sig_start..];
     let mut depth = 0usize;
     let mut end = None;
     for (i, c) in sig.char_indices() {
         match c {
-            '(' => depth += 1,
-            ')' if depth > 0 => {
-                depth -= 1;
-                if depth == 0 {
-                    end = Some(i + 1);
-                    break;
-                }
+            '(' | '<' => depth += 1,
+            ')' | '>' if depth > 0 => depth -= 1,
+            ' ' if depth == 0 && sig[..i].contains(')') => {
+                end = Some(i);
+                break;
             }
             _ => {}
         }
@@ -473,8 +474,7 @@ pub fn plain(message: &str) -> String {
     if sig[end..].starts_with(" const") {
         end += " const".len();
     }
-    let reason = sig[end..].trim_start();
-    format!("{}{reason}", &message[..start])
+    format!("{}{}", &message[..word_start + keep], sig[end..].trim_start())
 }
 
 fn ort_error(e: ort::Error) -> anyhow::Error {
@@ -762,7 +762,7 @@ impl Model {
     /// Runs one batch; returns the logits, row-major [batch, labels], and the label count.
     pub fn run(&mut self, batch: &Batch) -> Result<(Vec<f32>, usize)> {
         let inputs = inputs((self.has_attention_mask, self.has_token_type_ids), &self.weights, batch)?;
-        let outputs = self.session.run(inputs)?;
+        let outputs = self.session.run(inputs).map_err(ort_error)?;
         let (shape, data) = outputs[self.output_name.as_str()]
             .try_extract_tensor::<f32>()
             .with_context(|| format!("output '{}' is not a float tensor", self.output_name))?;
@@ -838,7 +838,7 @@ impl Probe {
     pub fn run_each(&mut self, batch: &Batch, each: &mut ValueVisit) -> Result<()> {
         let m = &mut self.model;
         let inputs = inputs((m.has_attention_mask, m.has_token_type_ids), &m.weights, batch)?;
-        let outputs = m.session.run(inputs)?;
+        let outputs = m.session.run(inputs).map_err(ort_error)?;
         for (i, n) in self.names.iter().enumerate() {
             let (shape, data) = outputs[n.as_str()]
                 .try_extract_tensor::<f32>()
@@ -1020,9 +1020,13 @@ mod tests {
         );
         let member = "/onnxruntime_src/a/b.h:46 void onnxruntime::X::f(int) const Opset 29 is under development";
         assert_eq!(plain(member), "Opset 29 is under development");
+        let lambda = "/home/me/onnxruntime/core/session/inference_session.cc:1234 onnxruntime::InferenceSession::Initialize()::<lambda()> Exception during initialization: bad";
+        assert_eq!(plain(lambda), "Exception during initialization: bad");
         for kept in [
             "Fatal error: com.acme:MyErf(-1) is not a registered function/op",
             "/onnxruntime_src/x.cc: no line",
+            "Node (Add) Op (Add) dims 3:4 mismatch at x.cc",
+            "Got invalid dimensions for input: input_ids index: 0 Got: 8 Expected: 1",
         ] {
             assert_eq!(plain(kept), kept);
         }

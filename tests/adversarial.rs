@@ -582,12 +582,20 @@ fn broken_inputs_are_named_as_the_input() {
         });
     });
     let no_outputs = edited(|m| graph(m).output.clear());
+    let no_inputs = edited(|m| graph(m).input.clear());
+    let undefined = edited(|m| {
+        let w = weight(m).name().to_string();
+        graph(m).initializer.retain(|t| t.name() != w);
+    });
+    let rewrite = "not a model this tool can rewrite";
     let mut cases: Vec<(&str, Vec<u8>, Vec<&str>)> = vec![
         ("NaN weight", nan, vec!["{weight}", "holds NaN (1 of"]),
+        ("no outputs", no_outputs, vec![rewrite, "the graph has no outputs"]),
+        ("no inputs", no_inputs, vec![rewrite, "the graph has no inputs"]),
         (
-            "no outputs",
-            no_outputs,
-            vec!["not a valid model", "the graph has no outputs"],
+            "undefined value",
+            undefined,
+            vec![rewrite, "reads '{weight}', which nothing defines"],
         ),
     ];
     if have_ort("an operator ONNX Runtime does not know") {

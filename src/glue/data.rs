@@ -161,6 +161,7 @@ fn read_utf8(path: &Path) -> Result<String, GlueError> {
         GlueError::NotUtf8 {
             file: path.display().to_string(),
             line,
+            why: crate::data::not_utf8(err.as_bytes()),
         }
     })
 }

@@ -28,8 +28,8 @@ pub enum GlueError {
     Io { path: PathBuf, cause: std::io::Error },
 
     /// The file is not valid UTF-8.
-    #[error("{file} is not valid UTF-8 (first invalid byte on line {line}); save it as UTF-8 (from Windows-1252: `iconv -f CP1252 -t UTF-8 IN > OUT`)")]
-    NotUtf8 { file: String, line: usize },
+    #[error("{file}: line {line}: {why}")]
+    NotUtf8 { file: String, line: usize, why: String },
 
     /// The header line lacks columns the task needs.
     #[error(

@@ -401,16 +401,26 @@ pub fn save(model: &ModelProto, path: &Path, opts: &SaveOptions) -> Result<SaveS
     // previous model goes first: stopped there, no model is at `path` rather than the previous
     // one reading this one's data (a model that loads and gives other outputs).
     let _commit = crate::interrupt::commit();
-    // The three steps follow each other with no sync between them (the window a kill can hit
-    // stays short); the folder is synced once after.
-    if fs::symlink_metadata(path).is_ok() {
+    // Each step is synced before the next, so that none reaches the disk before the one before.
+    let replaced = fs::symlink_metadata(path).is_ok();
+    if replaced {
         fs::remove_file(path).map_err(io_err(path))?;
+        sync_folder(&dir);
     }
-    rename(data_tmp, &data_path)?;
-    if let Err(e) = rename(model_tmp, path) {
+    let renamed = rename(data_tmp, &data_path).and_then(|()| {
+        sync_folder(&dir);
+        rename(model_tmp, path)
+    });
+    if let Err(e) = renamed {
         let _ = fs::remove_file(&data_path);
         sync_folder(&dir);
-        return Err(e);
+        return Err(match (e, replaced) {
+            (OnnxError::Io { path, cause }, true) => OnnxError::Io {
+                path,
+                cause: std::io::Error::new(cause.kind(), format!("{cause} (the model that was there is removed)")),
+            },
+            (e, _) => e,
+        });
     }
     sync_folder(&dir);
     Ok(SaveSummary {
