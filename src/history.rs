@@ -122,7 +122,8 @@ pub fn carry_tokenizer(
         p.is_file().then_some(p)
     });
     let Some(p) = path else { return Ok(vec![]) };
-    let text = crate::eval::tokenizer_text(&p, "--tokenizer ")?;
+    let flag = if explicit.is_some() { "--tokenizer " } else { "" };
+    let text = crate::eval::tokenizer_text(&p, flag)?;
     let tokenizer = crate::eval::parse_tokenizer(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
     let rows = crate::eval::input_limits(model).vocabulary;
     let largest = tokenizer.get_vocab(true).into_values().max();
@@ -144,9 +145,10 @@ pub fn carry_tokenizer(
         }
     }
     // eval and calibration pad their batches: a tokenizer that cannot is carried with a word.
-    if let Err(e) = crate::eval::model_pad_id(&tokenizer, rows) {
+    // (A pad id past the embeddings is the note above.)
+    if let Err(e) = crate::eval::pad_id(&tokenizer) {
         notes.push(format!(
-            "the tokenizer {}: {e}: eval and calibration cannot batch texts with it",
+            "{}: {e}: eval and calibration cannot batch texts with it",
             p.display()
         ));
     }
@@ -184,7 +186,8 @@ pub fn carry_labels(model: &mut ModelProto, input: &std::path::Path) -> anyhow::
 
 /// `SOURCE_DATE_EPOCH` when set: seconds since 1970, a whole number from 0 up.
 fn source_date_epoch() -> Option<Result<i64, String>> {
-    let v = std::env::var_os("SOURCE_DATE_EPOCH")?;
+    // Set empty, it is unset (as build systems export it to mean).
+    let v = std::env::var_os("SOURCE_DATE_EPOCH").filter(|v| !v.is_empty())?;
     let text = v.to_string_lossy();
     Some(
         text.trim()

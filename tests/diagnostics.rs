@@ -369,6 +369,21 @@ fn diff_and_sensitivity_refuse_bad_input_in_one_line() {
             assert!(!out.exists());
         }
     }
+    // A tokenizer that cannot pad is embedded with a note saying what it cannot do.
+    let nopad = folder.path().join("nopad.json");
+    std::fs::write(
+        &nopad,
+        r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,"pre_tokenizer":{"type":"Whitespace"},"post_processor":null,"decoder":null,"model":{"type":"WordLevel","vocab":{"a":0,"[UNK]":1},"unk_token":"[UNK]"}}"#,
+    )
+    .unwrap();
+    let out = folder.path().join("nopad.onnx");
+    let o = run(&["convert", m, s(&out), "--tokenizer", s(&nopad)]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("no pad token") && err.contains("eval and calibration cannot batch texts with it"),
+        "{err}"
+    );
     assert_clean_error(
         "diff with a bad threshold",
         &run(&["diff", m, m, "--task", "sst2", "--threshold", "0", "--limit", "4"]),

@@ -222,11 +222,13 @@ fn data_file<'a>(data: &'a Option<PathBuf>, split: &Option<String>) -> Result<Op
     let Some(path) = data.as_ref() else {
         return Ok(None);
     };
-    if path.is_dir() {
-        return Ok(None);
-    }
-    if !path.exists() {
-        bail!("--data {}: no such file or folder", path.display());
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => return Ok(None),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("--data {}: no such file or folder", path.display())
+        }
+        Err(e) => bail!("--data {}: {e}", path.display()),
     }
     if !path.is_file() {
         bail!(

@@ -473,13 +473,20 @@ fn read_items(src: &Source, want: Want) -> Result<(Chosen, Vec<Item>), DataError
         file: src.path.display().to_string(),
         message: message.into(),
     };
-    if src.path.is_dir() {
-        return Err(not_file(
-            "a folder; name a data file in it (.tsv, .csv, .jsonl or .parquet)",
-        ));
-    }
-    if !src.path.exists() {
-        return Err(not_file("no such file"));
+    match std::fs::metadata(&src.path) {
+        Ok(m) if m.is_dir() => {
+            return Err(not_file(
+                "a folder; name a data file in it (.tsv, .csv, .jsonl or .parquet)",
+            ))
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_file("no such file")),
+        Err(cause) => {
+            return Err(DataError::Io {
+                path: src.path.clone(),
+                cause,
+            })
+        }
     }
     if let Some(task) = src.is_glue_tsv()? {
         let (text, pair, label) = glue_tsv_names(task);

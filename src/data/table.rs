@@ -377,14 +377,16 @@ fn read_jsonl(text: &str, file: &str) -> Result<Table, DataError> {
             continue;
         }
         // A file that is one JSON array (as `json.dump` of a list writes it) is not JSON Lines.
-        if records.is_empty() && columns.is_empty() && line.starts_with('[') {
+        let parsed = serde_json::from_str::<serde_json::Value>(line);
+        let array_start = || line.starts_with('[') && (parsed.is_err() || line.starts_with("[{"));
+        if records.is_empty() && columns.is_empty() && array_start() {
             return Err(record_error(
                 file,
                 Loc::Line(line_no),
                 "the file is a JSON array, not JSON Lines (one object per line): write one object per line (`jq -c '.[]' FILE > FILE.jsonl`, or pandas' `to_json(..., orient=\"records\", lines=True)`)".into(),
             ));
         }
-        let value: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+        let value: serde_json::Value = parsed.map_err(|e| {
             // serde's position is within this line: its line number is always 1.
             let message = e.to_string().replace(" at line 1 column ", " at column ");
             record_error(file, Loc::Line(line_no), format!("not valid JSON: {message}"))
@@ -581,8 +583,12 @@ mod tests {
         let e = read_text("{\"text\": \"a\"}\n{\"text\": \n", Format::Jsonl, "d.jsonl").unwrap_err();
         assert!(e.to_string().starts_with("line 2 of d.jsonl: not valid JSON"), "{e}");
         assert!(!e.to_string().contains("at line 1 column"), "{e}");
-        let e = read_text("{\"text\": \"a\"}\n[\"a\", 1]\n", Format::Jsonl, "d.jsonl").unwrap_err();
-        assert!(e.to_string().contains("must be an object"), "{e}");
+        // A line that is an array (JSON Lines of arrays) is not an object; a file that is one
+        // JSON array is named as such.
+        for rows in ["[\"a\", 1]\n", "{\"text\": \"a\"}\n[\"a\", 1]\n"] {
+            let e = read_text(rows, Format::Jsonl, "d.jsonl").unwrap_err();
+            assert!(e.to_string().contains("must be an object"), "{e}");
+        }
         for array in ["[{\"text\": \"a\", \"label\": 1}]\n", "[\n  {\"text\": \"a\"}\n]\n"] {
             let e = read_text(array, Format::Jsonl, "d.jsonl").unwrap_err().to_string();
             assert!(
