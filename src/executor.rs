@@ -498,9 +498,9 @@ fn check_runs(model: &ModelProto, plan: &Plan, input: &Path) -> Result<()> {
     })
 }
 
-/// Refuses a model whose float weights (initializers a node reads) hold NaN: every output would be NaN, and a pass (int8's
-/// rounding, a pruned row) could hide it. Infinite constants are left alone (attention masks
-/// hold −∞).
+/// Refuses a model whose float weights (initializers a node reads) hold NaN: every output would
+/// be NaN, and a pass (int8's rounding, a pruned row) could hide it. Infinite constants are left
+/// alone (attention masks hold −∞).
 fn no_nan_weights(model: &ModelProto) -> Result<()> {
     let Some(g) = model.graph.as_ref() else { return Ok(()) };
     let read: std::collections::HashSet<&str> =

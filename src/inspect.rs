@@ -45,6 +45,9 @@ pub struct ModelSummary {
     /// exports keep module paths), else what the layout says; with what tells it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub architecture: Option<String>,
+    /// The family alone (`roberta`, `electra-like`), for scripts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
     /// `hidden`, `num_layers`, `parameters` and the MACs are `None` (`null`) where the
     /// transformer is not mapped (`unmapped` says why).
     pub hidden: Option<usize>,
@@ -86,7 +89,7 @@ const FAMILIES: &[(&str, &str)] = &[
 /// The architecture of a mapped model: the family in its word embedding's weight name, else the
 /// layout's tell-tale parts; a projected embedding, missing token types, layers sharing weights
 /// and relative positions in the attention are said either way.
-fn architecture(t: &structure::Transformer) -> String {
+fn architecture(t: &structure::Transformer) -> (String, String) {
     let e = &t.embeddings;
     let named = e
         .word
@@ -138,11 +141,12 @@ fn architecture(t: &structure::Transformer) -> String {
         None if e.token_type.is_none() => "distilbert-like",
         None => "bert-like",
     };
-    if notes.is_empty() {
+    let said = if notes.is_empty() {
         family.to_string()
     } else {
         format!("{family} ({})", notes.join(", "))
-    }
+    };
+    (family.to_string(), said)
 }
 
 fn io_info(v: &ValueInfoProto) -> IoInfo {
@@ -226,7 +230,8 @@ pub fn summarize(
         .collect();
     Ok(ModelSummary {
         positions: crate::eval::input_limits(model).positions,
-        architecture: t.as_ref().map(architecture),
+        architecture: t.as_ref().map(|t| architecture(t).1),
+        family: t.as_ref().map(|t| architecture(t).0),
         path: path.to_path_buf(),
         file_bytes,
         ir_version: model.ir_version(),

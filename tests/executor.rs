@@ -40,6 +40,17 @@ fn l1(heads: f64) -> Pass {
     })
 }
 
+/// What a test pass returns: its model, with an empty report.
+fn applied(model: ModelProto) -> Applied {
+    Applied {
+        model,
+        report: PassReport::Custom(serde_json::json!({})),
+        options: serde_json::json!({}),
+        params: None,
+        macs: None,
+    }
+}
+
 /// A pass that adds a node reading a value nothing defines: a broken graph.
 #[derive(Debug)]
 struct Breaks;
@@ -53,13 +64,7 @@ impl CustomPass for Breaks {
         let g = m.graph.as_mut().unwrap();
         g.node
             .push(node("Relu", "dangling_relu", &["no_such_value"], &["dangling_out"]));
-        Ok(Applied {
-            model: m,
-            report: PassReport::Custom(serde_json::json!({})),
-            options: serde_json::json!({}),
-            params: None,
-            macs: None,
-        })
+        Ok(applied(m))
     }
 }
 
@@ -114,13 +119,7 @@ impl CustomPass for Misshapes {
             .unwrap();
         let (rows, cols) = (w.dims[0] as usize, w.dims[1] as usize + 3);
         *w = onnx::tensor::from_f32("classifier.weight", &[rows, cols], &vec![0.1; rows * cols]);
-        Ok(Applied {
-            model: m,
-            report: PassReport::Custom(serde_json::json!({})),
-            options: serde_json::json!({}),
-            params: None,
-            macs: None,
-        })
+        Ok(applied(m))
     }
 }
 

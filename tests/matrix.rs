@@ -236,6 +236,11 @@ fn every_cell_maps_as_configured_and_runs_as_torch_computed_it() {
             arch.starts_with(inspect_family(&c.family)) && arch.contains(note),
             || format!("inspect says architecture {arch:?}"),
         )?;
+        let family = j["family"].as_str().unwrap_or_default();
+        ensure(
+            family.starts_with(inspect_family(&c.family)) && arch.starts_with(family),
+            || format!("inspect --json says family {family:?}"),
+        )?;
         // Every exporter's activation is named (ALBERT's tanh GELU read "unrecognized").
         let acts: Vec<&str> = j["layers"]
             .as_array()
