@@ -189,16 +189,19 @@ fn source_date_epoch() -> Option<Result<i64, String>> {
     // Set empty, it is unset (as build systems export it to mean).
     let v = std::env::var_os("SOURCE_DATE_EPOCH").filter(|v| !v.is_empty())?;
     let text = v.to_string_lossy();
+    // Up to the last second of year 9999, which the time's four-digit year can write.
+    const LAST: i64 = 253_402_300_799;
     Some(
         text.trim()
-            .parse::<u32>()
-            .map(i64::from)
-            .map_err(|_| format!("SOURCE_DATE_EPOCH={text}: not a whole number of seconds since 1970 (0 to 4294967295, the reproducible-builds convention); set it so (`SOURCE_DATE_EPOCH=$(date +%s)`) or unset it")),
+            .parse::<i64>()
+            .ok()
+            .filter(|s| (0..=LAST).contains(s))
+            .ok_or_else(|| format!("SOURCE_DATE_EPOCH={text}: not a whole number of seconds since 1970 from 0 to {LAST} (year 9999), the reproducible-builds convention; set it so (`SOURCE_DATE_EPOCH=$(date +%s)`) or unset it")),
     )
 }
 
 /// Refuses a `SOURCE_DATE_EPOCH` that is set but not a time: ignored, it would leave the
-/// outputs unreproducible without a word.
+/// outputs unreproducible without a word (checked by the commands that write a time).
 pub fn check_source_date_epoch() -> anyhow::Result<()> {
     match source_date_epoch() {
         Some(Err(e)) => Err(anyhow::anyhow!(e)),

@@ -43,10 +43,9 @@ pub struct ModelSummary {
     pub outputs: Vec<IoInfo>,
     /// The architecture recognised: the model family its weights are named after (torch
     /// exports keep module paths), else what the layout says; with what tells it.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// `null` where the transformer is not mapped (`unmapped` says why).
     pub architecture: Option<String>,
     /// The family alone (`roberta`, `electra-like`), for scripts.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub family: Option<String>,
     /// `hidden`, `num_layers`, `parameters` and the MACs are `None` (`null`) where the
     /// transformer is not mapped (`unmapped` says why).

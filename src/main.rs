@@ -51,7 +51,14 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    onnx_compress::history::check_source_date_epoch()?;
+    // Only commands that write a time read SOURCE_DATE_EPOCH: the others run whatever it holds.
+    let reads_only = matches!(
+        cli.command,
+        Command::Inspect { .. } | Command::Eval(_) | Command::Diff(_) | Command::Sensitivity(_)
+    );
+    if !reads_only {
+        onnx_compress::history::check_source_date_epoch()?;
+    }
     let ort_lib = cli.ort_lib.as_deref();
     let quiet = cli.quiet;
     match cli.command {

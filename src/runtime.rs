@@ -477,8 +477,15 @@ pub fn plain(message: &str) -> String {
     format!("{}{}", &message[..word_start + keep], sig[end..].trim_start())
 }
 
+/// An ONNX Runtime error as [`plain`] words it, without ONNX Runtime's `Load model from PATH
+/// failed:` (the context names the model).
 fn ort_error(e: ort::Error) -> anyhow::Error {
-    anyhow!(plain(&e.to_string()))
+    let message = plain(&e.to_string());
+    let reason = message
+        .strip_prefix("Load model from ")
+        .and_then(|m| m.split_once(" failed:"))
+        .map_or(message.as_str(), |(_, reason)| reason.trim_start());
+    anyhow!(reason.to_string())
 }
 
 /// The context of a failed session start: on CUDA the provider, not the model, is the usual cause

@@ -235,6 +235,67 @@ fn a_task_preset_reads_class_names_and_pandas_quoting_in_a_tsv() {
     );
     assert_eq!(predictions(&a), predictions(&b));
     assert_eq!(a["metrics"]["accuracy"], b["metrics"]["accuracy"]);
+
+    // Hugging Face's column names in a TSV of a pair task, as in its CSV.
+    let pairs = |sep: &str| -> String {
+        std::iter::once(format!("sentence1{sep}sentence2{sep}label\n"))
+            .chain(ROWS.iter().map(|(t, l)| {
+                let t = t.replace(['"', ','], "");
+                format!("{t}{sep}{t} film{sep}{}\n", ["not_equivalent", "equivalent"][l % 2])
+            }))
+            .collect()
+    };
+    let tsv = eval_tiny(
+        &model,
+        &[
+            "--task",
+            "mrpc",
+            "--data",
+            s(&write(dir.path(), "hf.tsv", &pairs("\t"))),
+        ],
+    );
+    let csv = eval_tiny(
+        &model,
+        &["--task", "mrpc", "--data", s(&write(dir.path(), "hf.csv", &pairs(",")))],
+    );
+    assert_eq!(predictions(&tsv), predictions(&csv));
+    assert_eq!(tsv["examples"], 12);
+
+    // The task's own folder for the GLUE folder.
+    std::fs::create_dir_all(dir.path().join("glue/sst2")).unwrap();
+    std::fs::write(dir.path().join("glue/sst2/dev.tsv"), &glue).unwrap();
+    let folder = eval_tiny(&model, &["--task", "sst2", "--data", s(&dir.path().join("glue/sst2"))]);
+    assert_eq!(predictions(&folder), predictions(&a));
+
+    // Labels -1 and 1, named so (a value starting with '-' is taken by --labels).
+    let signed = write(dir.path(), "signed.csv", "text,label\ngood film,1\nbad film,-1\n");
+    let r = eval_tiny(&model, &["--data", s(&signed), "--labels", "-1,1"]);
+    assert_eq!(r["examples"], 2);
+
+    // A pipe as calibration data is refused, not waited on.
+    let fifo = dir.path().join("fifo.csv");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let out = bin()
+        .args([
+            "quantize",
+            "--mode",
+            "static",
+            "--calib-data",
+            s(&fifo),
+            s(&model),
+            s(&dir.path().join("q.onnx")),
+        ])
+        .output()
+        .unwrap();
+    assert_clean_error(
+        "a pipe as calibration data",
+        &out,
+        &["fifo.csv", "not a file (a device, a pipe or a socket)"],
+    );
 }
 
 /// A model with one output is a regression: labels are numbers, and Pearson, Spearman and the

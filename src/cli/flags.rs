@@ -390,7 +390,7 @@ pub struct LabelArgs {
     pub label_column: Option<String>,
     /// The model's class names in class order (e.g. negative,positive), for labels written as
     /// names [default: the names embedded in the model, else id2label of config.json beside it].
-    #[arg(long, value_name = "NAMES")]
+    #[arg(long, value_name = "NAMES", allow_hyphen_values = true)]
     pub labels: Option<String>,
 }
 

@@ -116,6 +116,7 @@ impl Labels {
                 Err("the label is missing (NaN: how pandas writes a missing value)".into())
             }
             (_, Cell::Str(s)) if s.trim().is_empty() => Err("the label is missing (empty)".into()),
+            (_, Cell::Str(s)) if s.trim().eq_ignore_ascii_case("nan") => Err("the label is missing (NaN)".into()),
             // Names that are numbers other than their indexes ("1".."5" for star ratings, or
             // --labels 1,0): a number is read as a name, in every format alike (a CSV's "1" was
             // the name, a JSON 1 the index).
@@ -144,10 +145,7 @@ impl Labels {
             },
             // A file of one's own may name the classes as Hugging Face's glue dataset does, or
             // write their indexes as text (a CSV of MNLI's 0 / 1 / 2).
-            (Labels::Glue(t), Cell::Str(s)) => t.parse_label_loose(s.trim()).ok_or_else(|| match number(cell) {
-                Some(x) if !t.is_regression() && x.fract() != 0.0 => fraction(x).unwrap_err(),
-                _ => t.label_expectation_loose(),
-            }),
+            (Labels::Glue(t), Cell::Str(s)) => t.parse_label_loose(s.trim()).ok_or_else(|| t.label_problem(s.trim())),
             (Labels::Glue(t), Cell::Int(i)) if !t.is_regression() => index(*i),
             (Labels::Glue(t), Cell::Float(x)) if !t.is_regression() && x.fract() == 0.0 => index(*x as i64),
             (Labels::Glue(t), Cell::Float(x)) if !t.is_regression() && x.is_finite() => fraction(*x),

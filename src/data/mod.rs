@@ -115,13 +115,47 @@ impl Source {
         })
     }
 
-    /// Whether this is a GLUE task's own TSV, read by the GLUE reader unchanged.
+    /// Whether this is a GLUE task's own TSV, read by the GLUE reader unchanged: a TSV of the
+    /// task, no column named, and a header without Hugging Face's names for the texts in place of
+    /// GLUE's (MRPC's `sentence1` for `#1 String`: such a file is read by the table reader with
+    /// the preset).
     fn is_glue_tsv(&self) -> Result<Option<Task>, DataError> {
-        Ok(match self.task {
-            Some(t) if self.columns.is_empty() && self.format()? == Format::Tsv => Some(t),
-            _ => None,
-        })
+        let Some(t) = self.task else { return Ok(None) };
+        if !self.columns.is_empty() || self.format()? != Format::Tsv {
+            return Ok(None);
+        }
+        let Some(names) = t.column_names() else {
+            return Ok(Some(t));
+        };
+        let header = first_line(&self.path).map_err(|cause| DataError::Io {
+            path: self.path.clone(),
+            cause,
+        })?;
+        let fields: Vec<&str> = header.split('\t').map(str::trim).collect();
+        let has = |a: &str, b: Option<&str>| fields.contains(&a) && b.is_none_or(|b| fields.contains(&b));
+        let (hf_text, hf_pair, _) = hf_names(t);
+        // Neither layout: GLUE's reader names the columns GLUE's file has.
+        let hugging_face = !has(names.text_a, names.text_b) && has(hf_text, hf_pair);
+        Ok((!hugging_face).then_some(t))
     }
+}
+
+/// The first non-empty line of a text file (without a byte-order mark), read as far as it goes.
+fn first_line(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::new(std::fs::File::open(path)?);
+    let mut line: Vec<u8> = Vec::new();
+    while line.iter().all(|b| b.is_ascii_whitespace()) {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&line);
+    Ok(text
+        .trim_start_matches('\u{feff}')
+        .trim_end_matches(['\r', '\n'])
+        .to_string())
 }
 
 /// The columns read, as chosen.
@@ -479,6 +513,8 @@ fn read_items(src: &Source, want: Want) -> Result<(Chosen, Vec<Item>), DataError
                 "a folder; name a data file in it (.tsv, .csv, .jsonl or .parquet)",
             ))
         }
+        // A pipe would be waited on for ever, a device read as no examples.
+        Ok(m) if !m.is_file() => return Err(not_file("not a file (a device, a pipe or a socket); name a data file")),
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_file("no such file")),
         Err(cause) => {

@@ -154,6 +154,14 @@ pub fn read_table(path: &Path, format: Format) -> Result<Table, DataError> {
                     message: not_utf8(bytes),
                 }
             })?;
+            // UTF-16 without its byte-order mark is valid UTF-8 with a NUL in every other byte.
+            if let Some(at) = text.find('\0') {
+                return Err(DataError::Record {
+                    file: file.clone(),
+                    at: Loc::Line(1 + text[..at].matches('\n').count()),
+                    message: "a NUL byte: the file is not text, or UTF-16 without a byte-order mark; save it as UTF-8 (`iconv -f UTF-16LE -t UTF-8 IN > OUT`)".into(),
+                });
+            }
             read_text(&text, format, &file)?
         }
     };
@@ -629,6 +637,12 @@ mod tests {
         ] {
             assert_eq!(unquote(field), text, "{field}");
         }
+        // UTF-16 without it: NUL bytes.
+        let p = dir.path().join("u16le.csv");
+        let bytes: Vec<u8> = "text,label\n".encode_utf16().flat_map(u16::to_le_bytes).collect();
+        std::fs::write(&p, bytes).unwrap();
+        let e = read_table(&p, Format::Csv).unwrap_err().to_string();
+        assert!(e.contains("a NUL byte") && e.contains("UTF-16"), "{e}");
         // UTF-16 with its byte-order mark, as Excel's "Unicode Text" writes it.
         let p = dir.path().join("u16.tsv");
         let utf16: Vec<u8> = [0xFF, 0xFE]

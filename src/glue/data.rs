@@ -274,7 +274,7 @@ impl Layout {
             file: file.to_string(),
             line,
             value: shorten(raw_label),
-            expected: task.label_expectation_loose(),
+            expected: task.label_problem(raw_label),
         })?;
         Ok(Example {
             text_a: unquote(text_a),
@@ -408,6 +408,21 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_or_fractional_label_is_named_as_such() {
+        for (label, says) in [
+            ("", "the label is missing (empty)"),
+            ("NaN", "the label is missing (NaN)"),
+            ("1.5", "1.5 is not a whole number"),
+            ("2", "SST-2 labels are 0 or 1 (or negative, positive)"),
+        ] {
+            let e = read(Task::Sst2, &format!("sentence\tlabel\ngood\t{label}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{label:?}: {e}");
+        }
+    }
+
+    #[test]
     fn a_field_pandas_quoted_is_unquoted_and_names_read() {
         let tsv = "sentence\tlabel\n\"a \"\"b\"\" c\"\tpositive\n\"kept\"\t0\n";
         let data = read(Task::Sst2, tsv).unwrap();
@@ -459,12 +474,16 @@ mod tests {
         assert_eq!(data.examples[0].label, Label::Score(3.8));
         assert_eq!(data.examples[0].label.score(), Some(3.8));
 
-        for bad in ["abc", "NaN", "inf", "-0.5", "5.5", ""] {
+        for bad in ["abc", "inf", "-0.5", "5.5"] {
             let err = read(Task::StsB, &format!("{header}0\tnews\tA.\tB.\t{bad}\n")).unwrap_err();
             assert!(
                 err.to_string().contains("STS-B scores are numbers from 0 to 5"),
                 "{err}"
             );
+        }
+        for missing in ["NaN", ""] {
+            let err = read(Task::StsB, &format!("{header}0\tnews\tA.\tB.\t{missing}\n")).unwrap_err();
+            assert!(err.to_string().contains("the label is missing"), "{err}");
         }
     }
 

@@ -135,7 +135,8 @@ impl Task {
     ///
     /// Tries `<data_dir>/<name>/<split>.tsv` (e.g. `sst2/dev.tsv`), then
     /// `<data_dir>/<GLUE dir name>/<split>.tsv` (e.g. `SST-2/dev.tsv`), then the lowercased GLUE
-    /// dir name (e.g. `sst-2/dev.tsv`). For MNLI the split `dev` means `dev_matched`.
+    /// dir name (e.g. `sst-2/dev.tsv`), then, where `data_dir` is the task's own folder
+    /// (`glue/sst2`), `<data_dir>/<split>.tsv`. For MNLI the split `dev` means `dev_matched`.
     /// The error lists every path tried.
     pub fn data_file(&self, data_dir: &Path, split: &str) -> Result<PathBuf, GlueError> {
         let split_file = if *self == Task::Mnli && split == "dev" {
@@ -151,7 +152,12 @@ impl Task {
             dirs.push(lower_dir);
         }
 
-        let tried: Vec<PathBuf> = dirs.iter().map(|dir| data_dir.join(dir).join(&file_name)).collect();
+        let mut tried: Vec<PathBuf> = dirs.iter().map(|dir| data_dir.join(dir).join(&file_name)).collect();
+        // The task's own folder given for the GLUE folder (`--data glue/sst2`).
+        let named = data_dir.file_name().and_then(|n| n.to_str());
+        if named.is_some_and(|n| dirs.iter().any(|d| d.eq_ignore_ascii_case(n))) {
+            tried.push(data_dir.join(&file_name));
+        }
         match tried.iter().find(|p| p.is_file()) {
             Some(found) => Ok(found.clone()),
             None => Err(GlueError::DataFileNotFound {
@@ -267,6 +273,23 @@ impl Task {
         }
         let x: f64 = raw.parse().ok()?;
         (x.fract() == 0.0 && x >= 0.0 && (x as usize) < names.len()).then_some(Label::Class(x as usize))
+    }
+
+    /// Why `raw` is not a label of the task: missing (empty, NaN), a fraction, or not one of
+    /// the labels [`Task::parse_label_loose`] reads.
+    pub(crate) fn label_problem(&self, raw: &str) -> String {
+        if raw.is_empty() || raw.eq_ignore_ascii_case("nan") {
+            return format!(
+                "the label is missing ({})",
+                if raw.is_empty() { "empty" } else { "NaN" }
+            );
+        }
+        match raw.parse::<f64>() {
+            Ok(x) if !self.is_regression() && x.is_finite() && x.fract() != 0.0 => {
+                format!("{raw} is not a whole number: class labels are indexes (0, 1, ...) or names")
+            }
+            _ => self.label_expectation_loose(),
+        }
     }
 
     /// [`Task::label_expectation`] with the other ways [`Task::parse_label_loose`] reads.
