@@ -174,3 +174,38 @@ fn nan_logits_are_an_error_naming_the_model_and_the_batch() {
     let report = eval::evaluate(&model, &eval_options(dir.path(), &tok, false), &|_, _| {}).unwrap();
     assert_eq!(report.examples, 3);
 }
+
+/// A model whose token inputs have a fixed shape fails on the first batch of another size in
+/// ONNX Runtime's words ("Got invalid dimensions"): it is refused naming the input, the shape
+/// and the fix.
+#[test]
+fn a_token_input_of_fixed_shape_is_named_with_the_fix() {
+    if !require_ort("eval of a model with fixed input shapes") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = tiny_bert(&SynthOptions::default());
+    for input in &mut m.graph.as_mut().unwrap().input {
+        let Some(onnx_compress::onnx::proto::type_proto::Value::TensorType(t)) =
+            input.r#type.as_mut().and_then(|t| t.value.as_mut())
+        else {
+            continue;
+        };
+        for (d, size) in t.shape.as_mut().unwrap().dim.iter_mut().zip([1, 16]) {
+            d.value = Some(onnx_compress::onnx::proto::tensor_shape_proto::dimension::Value::DimValue(size));
+        }
+    }
+    let model = dir.path().join("fixed.onnx");
+    onnx::save(&m, &model, &SaveOptions::default()).unwrap();
+    let tok = dir.path().join("tokenizer.json");
+    std::fs::write(&tok, word_level_tokenizer(&ANGLE_WORDS, ANGLE_SPECIALS, Value::Null)).unwrap();
+    write_sst2(dir.path(), "dev", &["good film", "a good film"]);
+    let err = eval::evaluate(&model, &eval_options(dir.path(), &tok, false), &|_, _| {}).unwrap_err();
+    let msg = format!("{err:#}");
+    for needle in [
+        "input 'input_ids' has a fixed shape [1, 16]",
+        "re-export the model with dynamic",
+    ] {
+        assert!(msg.contains(needle), "the error does not mention {needle:?}: {msg}");
+    }
+}
