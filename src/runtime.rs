@@ -428,13 +428,19 @@ pub fn check_device(opts: &SessionOptions) -> Result<()> {
     builder(opts).map(|_| ())
 }
 
-/// ONNX Runtime's message without the source location and C++ signature its checks put in front
+/// ONNX Runtime's message without its `Load model from PATH failed:` (the context names the
+/// model) and without the source location and C++ signature its checks put in front
 /// of the reason (`/onnxruntime_src/.../model.cc:256 onnxruntime::Model::Model(...) Unsupported
 /// model IR version: 99, ...` reads `Unsupported model IR version: 99, ...`; also a Windows
 /// build's `D:\a\_work\...\x.cc(256): ...` form is left as it is). The location is a path to a
 /// C++ source (`.cc`, `.cpp`, `.h`) and `:LINE`, starting the message or after `failed:`; the
 /// signature runs to the end of its parameter list (with `::<lambda()>` and ` const` after).
 pub fn plain(message: &str) -> String {
+    // ONNX Runtime's `Load model from PATH failed:` goes too: the context names the model.
+    let message = message
+        .strip_prefix("Load model from ")
+        .and_then(|m| m.split_once(" failed:"))
+        .map_or(message, |(_, reason)| reason.trim_start());
     let source = [".cc:", ".cpp:", ".h:"];
     // The location: the first whitespace-separated word that is `PATH.cc:LINE`.
     let mut at = 0;
@@ -477,15 +483,9 @@ pub fn plain(message: &str) -> String {
     format!("{}{}", &message[..word_start + keep], sig[end..].trim_start())
 }
 
-/// An ONNX Runtime error as [`plain`] words it, without ONNX Runtime's `Load model from PATH
-/// failed:` (the context names the model).
+/// An ONNX Runtime error as [`plain`] words it.
 fn ort_error(e: ort::Error) -> anyhow::Error {
-    let message = plain(&e.to_string());
-    let reason = message
-        .strip_prefix("Load model from ")
-        .and_then(|m| m.split_once(" failed:"))
-        .map_or(message.as_str(), |(_, reason)| reason.trim_start());
-    anyhow!(reason.to_string())
+    anyhow!(plain(&e.to_string()))
 }
 
 /// The context of a failed session start: on CUDA the provider, not the model, is the usual cause
@@ -1023,7 +1023,7 @@ mod tests {
         let raw = "Load model from m.onnx failed:/onnxruntime_src/onnxruntime/core/graph/model.cc:256 onnxruntime::Model::Model(onnx::ModelProto&&, const std::unordered_map<std::string, int>&, const onnxruntime::logging::Logger&) Unsupported model IR version: 99, max supported IR version: 11";
         assert_eq!(
             plain(raw),
-            "Load model from m.onnx failed:Unsupported model IR version: 99, max supported IR version: 11"
+            "Unsupported model IR version: 99, max supported IR version: 11"
         );
         let member = "/onnxruntime_src/a/b.h:46 void onnxruntime::X::f(int) const Opset 29 is under development";
         assert_eq!(plain(member), "Opset 29 is under development");
