@@ -630,22 +630,16 @@ fn prepare_with(
     };
     refuse_headless(model_path, proto, "eval")?;
     let labels = labels_of(model_path, proto, opts.task, opts.labels.as_deref(), opts.words)?;
-    let mut data = if need_labels {
-        data::Examples::Labelled(data::read_labelled(&source, &labels)?)
-    } else {
-        data::read_examples(&source, &labels)?
-    };
+    if opts.limit == Some(0) {
+        bail!("--limit must be at least 1");
+    }
+    // Only the first --limit records are read: an error past them does not stop the run.
+    let data = data::read_first(&source, &labels, need_labels, opts.limit)?;
     let data_file = source.path.clone();
     // Class indexes past the model's outputs, where its width is declared (else after the first
     // batch): `run` checks before its passes.
     if let (Some(outputs), data::Examples::Labelled(d)) = (output_width(proto), &data) {
         check_classes(&labels, outputs, d, &data_file)?;
-    }
-    if let Some(n) = opts.limit {
-        if n == 0 {
-            bail!("--limit must be at least 1");
-        }
-        data.truncate(n);
     }
     let blank = |t: &str| t.trim().is_empty();
     let empty_texts = (0..data.len())

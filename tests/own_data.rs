@@ -504,6 +504,46 @@ fn empty_texts_are_listed() {
     );
 }
 
+/// `--limit N` evaluates the first N records and reads no further: a broken record after them
+/// (a label outside the model's classes) fails the whole file's evaluation, not the limited one,
+/// which predicts those N as the whole file's evaluation does.
+#[test]
+fn a_limited_evaluation_reads_only_its_records() {
+    if !have_ort("eval --limit") {
+        return;
+    }
+    let (dir, model) = model_dir(2, false);
+    let good = write(dir.path(), "good.csv", "text,label\ngood film,1\nbad plot,0\ndull,0\n");
+    let broken = write(
+        dir.path(),
+        "broken.csv",
+        "text,label\ngood film,1\nbad plot,0\ndull,7\n",
+    );
+    let whole = bin()
+        .args([
+            "eval",
+            "--warmup",
+            "0",
+            "--max-length",
+            "32",
+            "--model",
+            s(&model),
+            "--data",
+            s(&broken),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !whole.status.success(),
+        "a label of 7 on a 2-class model must be refused"
+    );
+    assert!(text(&whole.stderr).contains("line 4"), "{}", text(&whole.stderr));
+    let limited = eval_tiny(&model, &["--data", s(&broken), "--limit", "2"]);
+    assert_eq!(limited["metrics"]["n"], 2, "{limited}");
+    let all = eval_tiny(&model, &["--data", s(&good)]);
+    assert_eq!(predictions(&limited)[..], predictions(&all)[..2]);
+}
+
 /// Calibration needs no labels: the same texts as a text-only CSV and as a GLUE SST-2 TSV give
 /// the same statically quantized model.
 #[test]

@@ -28,7 +28,7 @@ use serde::Serialize;
 pub use error::{DataError, Loc};
 pub use labels::{model_labels, Labels, ModelLabels};
 pub(crate) use table::{not_utf8, unquote};
-pub use table::{read_table, read_text, Cell, Format, Record, Table};
+pub use table::{read_table, read_table_rows, read_text, Cell, Format, Record, Table};
 
 use crate::glue::{self, Example, Label, Task};
 
@@ -207,20 +207,6 @@ impl Examples {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// The first `n` examples only.
-    pub fn truncate(&mut self, n: usize) {
-        match self {
-            Examples::Labelled(d) => {
-                d.examples.truncate(n);
-                d.locs.truncate(n);
-            }
-            Examples::Unlabelled(t) => {
-                t.texts.truncate(n);
-                t.locs.truncate(n);
-            }
-        }
     }
 
     /// Example `i`'s text and pair.
@@ -501,7 +487,8 @@ struct Item {
 /// The records of `src`: a GLUE task's TSV through the GLUE reader, any other file through
 /// [`read_table`] and the chosen columns; labels, where `want` reads them, mapped through its
 /// label set.
-fn read_items(src: &Source, want: Want) -> Result<(Chosen, Vec<Item>), DataError> {
+/// Only the first `rows` records are read.
+fn read_items(src: &Source, want: Want, rows: usize) -> Result<(Chosen, Vec<Item>), DataError> {
     // What is not a file is said so before its name's extension is asked about.
     let not_file = |message: &str| DataError::Format {
         file: src.path.display().to_string(),
@@ -530,7 +517,7 @@ fn read_items(src: &Source, want: Want) -> Result<(Chosen, Vec<Item>), DataError
         // reader refuses, "maybe" in an SST-2 file, refused the file), and GLUE's test files
         // have no label column.
         let texts = (!matches!(want, Want::Labels(_)))
-            .then(|| glue::read_tsv_texts(task, &src.path))
+            .then(|| glue::read_tsv_texts(task, &src.path, rows))
             .transpose()?;
         if let Some(t) = texts.filter(|t| want == Want::Texts || !t.labelled) {
             let items = t
@@ -553,7 +540,7 @@ fn read_items(src: &Source, want: Want) -> Result<(Chosen, Vec<Item>), DataError
                 items,
             ));
         }
-        let d = glue::read_tsv(task, &src.path)?;
+        let d = glue::read_tsv_rows(task, &src.path, rows)?;
         let items = d
             .examples
             .into_iter()
@@ -567,7 +554,7 @@ fn read_items(src: &Source, want: Want) -> Result<(Chosen, Vec<Item>), DataError
             .collect();
         return Ok((Chosen { text, pair, label }, items));
     }
-    let table = read_table(&src.path, src.format()?)?;
+    let table = read_table_rows(&src.path, src.format()?, rows)?;
     let (mut columns, [text, pair, mut label]) = choose(&table, src, want)?;
     let text = text.expect("text is always chosen");
     // Labels of -1 alone: a file without labels (Hugging Face's test splits), where they may be.
@@ -633,7 +620,7 @@ fn glue_tsv_names(task: Task) -> (String, Option<String>, Option<String>) {
 
 /// The texts of `src` (no label needed): for calibration.
 pub fn read_texts(src: &Source) -> Result<Texts, DataError> {
-    let (columns, items) = read_items(src, Want::Texts)?;
+    let (columns, items) = read_items(src, Want::Texts, usize::MAX)?;
     Ok(texts_of(src, columns, items))
 }
 
@@ -649,7 +636,7 @@ fn texts_of(src: &Source, columns: Chosen, items: Vec<Item>) -> Texts {
 
 /// The labelled examples of `src`, each label mapped through `labels`.
 pub fn read_labelled(src: &Source, labels: &Labels) -> Result<Labelled, DataError> {
-    let (columns, items) = read_items(src, Want::Labels(labels))?;
+    let (columns, items) = read_items(src, Want::Labels(labels), usize::MAX)?;
     Ok(labelled_of(src, columns, items))
 }
 
@@ -676,7 +663,24 @@ fn labelled_of(src: &Source, columns: Chosen, items: Vec<Item>) -> Labelled {
 /// The examples of `src`, labelled (through `labels`) where the file has a label column (one a
 /// flag names must be there), else texts alone.
 pub fn read_examples(src: &Source, labels: &Labels) -> Result<Examples, DataError> {
-    let (columns, items) = read_items(src, Want::LabelsIfPresent(labels))?;
+    read_first(src, labels, false, None)
+}
+
+/// The first `rows` examples of `src` (all where `None`: `--limit`), labelled where
+/// `need_labels` or, otherwise, where the file has a label column; the records after them are
+/// neither parsed nor checked.
+pub fn read_first(
+    src: &Source,
+    labels: &Labels,
+    need_labels: bool,
+    rows: Option<usize>,
+) -> Result<Examples, DataError> {
+    let rows = rows.unwrap_or(usize::MAX);
+    if need_labels {
+        let (columns, items) = read_items(src, Want::Labels(labels), rows)?;
+        return Ok(Examples::Labelled(labelled_of(src, columns, items)));
+    }
+    let (columns, items) = read_items(src, Want::LabelsIfPresent(labels), rows)?;
     Ok(if columns.label.is_some() {
         Examples::Labelled(labelled_of(src, columns, items))
     } else {
@@ -942,6 +946,58 @@ mod tests {
             let e = read_examples(&s, &Labels::Glue(task)).unwrap();
             assert!(matches!(e, Examples::Unlabelled(_)), "{name}");
             assert_eq!(e.text(0), (text, None), "{name}");
+        }
+    }
+
+    /// `--limit N` reads N records: a broken record after them (a label outside the set, a
+    /// short row, a line that is not JSON, a quote never closed) does not fail the run, as it
+    /// does without the limit.
+    #[test]
+    fn only_the_first_rows_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = classes(&["neg", "pos"]);
+        for (name, body, task) in [
+            (
+                "bad-label.csv",
+                "text,label
+a,pos
+b,neg
+c,maybe
+",
+                None,
+            ),
+            ("short.tsv", "text\tlabel\na\tpos\nb\tneg\nc\n", None),
+            (
+                "quote.csv",
+                "text,label
+a,pos
+b,neg
+\"c,pos\nd,neg\n",
+                None,
+            ),
+            (
+                "bad.jsonl",
+                "{\"text\":\"a\",\"label\":\"pos\"}\n{\"text\":\"b\",\"label\":\"neg\"}\n{oops\n",
+                None,
+            ),
+            ("glue.tsv", "sentence\tlabel\na \t1\nb \t0\nc \t7\n", Some(Task::Sst2)),
+            ("glue-short.tsv", "sentence\tlabel\na \t1\nb \t0\nc\n", Some(Task::Sst2)),
+        ] {
+            let mut s = src(write(dir.path(), name, body));
+            s.task = task;
+            let l = task.map_or(l.clone(), Labels::Glue);
+            assert!(
+                read_first(&s, &l, true, None).is_err(),
+                "{name}: the whole file is refused"
+            );
+            for need_labels in [true, false] {
+                let e = read_first(&s, &l, need_labels, Some(2)).unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert_eq!(e.len(), 2, "{name}");
+                assert_eq!(e.text(1).0.trim(), "b", "{name}");
+                assert!(matches!(e, Examples::Labelled(_)), "{name}");
+            }
+            // A broken record among the first N is still named.
+            assert!(read_first(&s, &l, true, Some(3)).is_err(), "{name}");
         }
     }
 }

@@ -137,9 +137,15 @@ impl Table {
 
 /// Reads `path` in `format`.
 pub fn read_table(path: &Path, format: Format) -> Result<Table, DataError> {
+    read_table_rows(path, format, usize::MAX)
+}
+
+/// Reads the first `rows` records of `path` in `format` (`--limit`): the records after them are
+/// neither parsed nor checked.
+pub fn read_table_rows(path: &Path, format: Format, rows: usize) -> Result<Table, DataError> {
     let file = path.display().to_string();
     let table = match format {
-        Format::Parquet => read_parquet(path, &file)?,
+        Format::Parquet => read_parquet(path, &file, rows)?,
         _ => {
             let bytes = std::fs::read(path).map_err(|cause| DataError::Io {
                 path: path.to_path_buf(),
@@ -162,7 +168,7 @@ pub fn read_table(path: &Path, format: Format) -> Result<Table, DataError> {
                     message: "a NUL byte: the file is not text, or UTF-16 without a byte-order mark; save it as UTF-8 (`iconv -f UTF-16LE -t UTF-8 IN > OUT`)".into(),
                 });
             }
-            read_text(&text, format, &file)?
+            read_text_rows(&text, format, &file, rows)?
         }
     };
     if table.records.is_empty() {
@@ -181,11 +187,16 @@ pub(crate) fn not_utf8(bytes: &[u8]) -> String {
 
 /// Reads text in a text format (TSV, CSV, JSONL); `file` names it in messages.
 pub fn read_text(text: &str, format: Format, file: &str) -> Result<Table, DataError> {
+    read_text_rows(text, format, file, usize::MAX)
+}
+
+/// The first `rows` records of text in a text format.
+fn read_text_rows(text: &str, format: Format, file: &str, rows: usize) -> Result<Table, DataError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     match format {
-        Format::Tsv => read_tsv(text, file),
-        Format::Csv => read_csv(text, file),
-        Format::Jsonl => read_jsonl(text, file),
+        Format::Tsv => read_tsv(text, file, rows),
+        Format::Csv => read_csv(text, file, rows),
+        Format::Jsonl => read_jsonl(text, file, rows),
         Format::Parquet => Err(DataError::Format {
             file: file.into(),
             message: "Parquet is a binary format, not text".into(),
@@ -218,14 +229,14 @@ pub(crate) fn unquote(field: &str) -> String {
 /// TSV as GLUE writes it (the same line rules as [`crate::glue::read_tsv`]): split on TAB only,
 /// `\n` or `\r\n`, empty lines skipped; every record has as many fields as the header. A field
 /// quoted as pandas quotes one is unquoted ([`unquote`]).
-fn read_tsv(text: &str, file: &str) -> Result<Table, DataError> {
+fn read_tsv(text: &str, file: &str, rows: usize) -> Result<Table, DataError> {
     let mut lines = crate::glue::tsv_lines(text);
     let Some((_, header)) = lines.next() else {
         return Err(DataError::Empty { file: file.into() });
     };
     let columns: Vec<String> = header.split('\t').map(|c| c.trim().to_string()).collect();
     let mut records = Vec::new();
-    for (line, row) in lines {
+    for (line, row) in lines.take(rows) {
         let cells: Vec<Cell> = row.split('\t').map(|f| Cell::Str(unquote(f))).collect();
         if cells.len() != columns.len() {
             return Err(record_error(
@@ -302,13 +313,20 @@ fn unclosed_quote(text: &str) -> Option<usize> {
     opened
 }
 
-fn read_csv(text: &str, file: &str) -> Result<Table, DataError> {
-    if let Some(line) = unclosed_quote(text) {
-        return Err(record_error(
+fn read_csv(text: &str, file: &str, rows: usize) -> Result<Table, DataError> {
+    // Checked on the text read: all of it, or up to the last record of the first `rows`.
+    let unclosed = |text: &str| {
+        match unclosed_quote(text) {
+        Some(line) => Err(record_error(
             file,
             Loc::Line(line),
             "a field opens with a quote that is never closed, so the rest of the file would read as one field; close it, or write a quote inside a quoted field as \"\"".into(),
-        ));
+        )),
+        None => Ok(()),
+    }
+    };
+    if rows == usize::MAX {
+        unclosed(text)?;
     }
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
@@ -336,8 +354,15 @@ fn read_csv(text: &str, file: &str) -> Result<Table, DataError> {
     let mut records = Vec::new();
     // Lines counted as the records go (each from the last one's start), not from the start each time.
     let (mut from, mut line) = (0usize, 1usize);
-    for row in reader.records() {
-        let row = row.map_err(csv_error)?;
+    let mut read = csv::StringRecord::new();
+    while records.len() < rows {
+        match reader.read_record(&mut read) {
+            Ok(true) => {}
+            Ok(false) => break,
+            // A quote never closed makes the error; name it rather than what it caused.
+            Err(e) => return Err(unclosed(text).err().unwrap_or_else(|| csv_error(e))),
+        }
+        let row = &read;
         let line = match row.position() {
             Some(p) => {
                 let to = record_start(text, p.byte()).max(from);
@@ -351,6 +376,12 @@ fn read_csv(text: &str, file: &str) -> Result<Table, DataError> {
             at: Loc::Line(line),
             cells: row.iter().map(|f| Cell::Str(f.to_string())).collect(),
         });
+    }
+    if rows != usize::MAX {
+        let end = usize::try_from(reader.position().byte())
+            .unwrap_or(text.len())
+            .min(text.len());
+        unclosed(text.get(..end).unwrap_or(text))?;
     }
     Ok(Table {
         file: file.into(),
@@ -375,10 +406,13 @@ fn json_cell(v: &serde_json::Value) -> Cell {
 
 /// JSON Lines: one object per non-empty line. The columns are the first object's keys; a key
 /// missing from a later object is null there.
-fn read_jsonl(text: &str, file: &str) -> Result<Table, DataError> {
+fn read_jsonl(text: &str, file: &str, rows: usize) -> Result<Table, DataError> {
     let mut columns: Vec<String> = Vec::new();
     let mut records = Vec::new();
     for (i, line) in text.split('\n').enumerate() {
+        if records.len() == rows {
+            break;
+        }
         let line_no = i + 1;
         let line = line.trim();
         if line.is_empty() {
@@ -453,7 +487,7 @@ fn parquet_cell(field: &Field) -> Cell {
     }
 }
 
-fn read_parquet(path: &Path, file: &str) -> Result<Table, DataError> {
+fn read_parquet(path: &Path, file: &str, rows: usize) -> Result<Table, DataError> {
     let handle = std::fs::File::open(path).map_err(|cause| DataError::Io {
         path: path.to_path_buf(),
         cause,
@@ -472,7 +506,7 @@ fn read_parquet(path: &Path, file: &str) -> Result<Table, DataError> {
         });
     }
     let mut records = Vec::new();
-    for (i, row) in reader.get_row_iter(None).map_err(not_a_table)?.enumerate() {
+    for (i, row) in reader.get_row_iter(None).map_err(not_a_table)?.take(rows).enumerate() {
         let row = row.map_err(not_a_table)?;
         let mut cells = vec![Cell::Null; columns.len()];
         for (name, field) in row.get_column_iter() {

@@ -70,8 +70,14 @@ impl Dataset {
 
 /// Reads a GLUE TSV file of `task` (see the module docs for the format and its quirks).
 pub fn read_tsv(task: Task, path: &Path) -> Result<Dataset, GlueError> {
+    read_tsv_rows(task, path, usize::MAX)
+}
+
+/// The first `rows` examples of a GLUE TSV file of `task` (`--limit`): the lines after them are
+/// neither parsed nor checked.
+pub fn read_tsv_rows(task: Task, path: &Path, rows: usize) -> Result<Dataset, GlueError> {
     let text = read_utf8(path)?;
-    let mut dataset = read_tsv_str(task, &path.display().to_string(), &text)?;
+    let mut dataset = parse_tsv(task, &path.display().to_string(), &text, rows)?;
     dataset.path = path.to_path_buf();
     Ok(dataset)
 }
@@ -89,10 +95,10 @@ pub struct TsvTexts {
     pub labelled: bool,
 }
 
-/// The texts (and pairs) of a GLUE TSV file of `task`, in file order; the label column is
-/// neither needed nor read (calibration reads texts alone; `diff` compares models on a file
-/// without labels).
-pub fn read_tsv_texts(task: Task, path: &Path) -> Result<TsvTexts, GlueError> {
+/// The texts (and pairs) of the first `rows` examples of a GLUE TSV file of `task`, in file
+/// order; the label column is neither needed nor read (calibration reads texts alone; `diff`
+/// compares models on a file without labels).
+pub fn read_tsv_texts(task: Task, path: &Path, rows: usize) -> Result<TsvTexts, GlueError> {
     let text = read_utf8(path)?;
     let name = path.display().to_string();
     let mut lines = tsv_lines(&text).peekable();
@@ -127,7 +133,7 @@ pub fn read_tsv_texts(task: Task, path: &Path) -> Result<TsvTexts, GlueError> {
     let (mut texts, mut numbers) = (Vec::new(), Vec::new());
     // Labels of -1 alone are no labels (Hugging Face's test splits written as TSV).
     let mut all_unlabelled = true;
-    for (line_no, line) in lines {
+    for (line_no, line) in lines.take(rows) {
         let (a, b, _) = layout.fields(task, &name, line_no, line)?;
         texts.push((unquote(a), b.map(unquote)));
         numbers.push(line_no);
@@ -168,6 +174,10 @@ fn read_utf8(path: &Path) -> Result<String, GlueError> {
 
 /// Reads GLUE TSV text of `task`; `name` is used for [`Dataset::path`] and in error messages.
 pub fn read_tsv_str(task: Task, name: &str, text: &str) -> Result<Dataset, GlueError> {
+    parse_tsv(task, name, text, usize::MAX)
+}
+
+fn parse_tsv(task: Task, name: &str, text: &str, rows: usize) -> Result<Dataset, GlueError> {
     let mut lines = tsv_lines(text);
 
     let layout = match task.column_names() {
@@ -179,7 +189,7 @@ pub fn read_tsv_str(task: Task, name: &str, text: &str) -> Result<Dataset, GlueE
     };
 
     let (mut examples, mut numbers) = (Vec::new(), Vec::new());
-    for (line_no, line) in lines {
+    for (line_no, line) in lines.take(rows) {
         examples.push(layout.parse_row(task, name, line_no, line)?);
         numbers.push(line_no);
     }

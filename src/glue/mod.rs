@@ -23,7 +23,10 @@ pub(crate) mod error;
 mod metrics;
 mod task;
 
-pub use data::{read_tsv, read_tsv_str, read_tsv_texts, tsv_lines, unlabelled_mark, Dataset, Example, Label, TsvTexts};
+pub use data::{
+    read_tsv, read_tsv_rows, read_tsv_str, read_tsv_texts, tsv_lines, unlabelled_mark, Dataset, Example, Label,
+    TsvTexts,
+};
 pub use error::GlueError;
 pub use metrics::{
     accuracy, argmax, compute_metrics, compute_own_metrics, confusion, confusion_matrix, f1_positive, mcc, mse,
