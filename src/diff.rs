@@ -45,6 +45,14 @@ pub struct Row {
     /// Classes: B's margin for A's predicted class minus A's (negative: B is less sure of A's
     /// answer; below −margin_a it flips); a regression: score B − score A.
     pub change: f32,
+    /// The gold class's and each prediction's name, where the model's classes are named (as the
+    /// text report shows them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pred_a_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pred_b_name: Option<String>,
 }
 
 /// A flipped example, with its text.
@@ -111,7 +119,9 @@ pub struct DiffReport {
     pub examples: usize,
     /// Classes: the share of examples both models put in the same class (`None` for a regression).
     pub agreement: Option<f64>,
-    pub flips: usize,
+    /// Classes: how many examples the two models put in different classes (`None` for a
+    /// regression: it has no classes to flip).
+    pub flips: Option<usize>,
     /// With gold class labels: examples A gets right and B wrong, and the other way round.
     pub a_right_b_wrong: Option<usize>,
     pub a_wrong_b_right: Option<usize>,
@@ -373,6 +383,7 @@ pub fn diff(a: &Path, b: &Path, opts: &DiffOptions, progress: eval::Progress) ->
         .map(|l| l.at.clone());
 
     let regression = width == 1;
+    let name = |c: Option<usize>| c.and_then(|c| labels.names().and_then(|n| n.get(c)).cloned());
     let mut rows = Vec::with_capacity(n);
     let mut max_abs = 0.0f64;
     for (i, l) in logits.into_iter().enumerate() {
@@ -394,6 +405,9 @@ pub fn diff(a: &Path, b: &Path, opts: &DiffOptions, progress: eval::Progress) ->
                 margin_a: za[0],
                 margin_b: zb[0],
                 change: zb[0] - za[0],
+                label_name: None,
+                pred_a_name: None,
+                pred_b_name: None,
             }
         } else {
             let pa = crate::glue::argmax(&za).ok_or_else(|| anyhow!("{}: example {i} gave NaN logits", a.display()))?;
@@ -408,6 +422,9 @@ pub fn diff(a: &Path, b: &Path, opts: &DiffOptions, progress: eval::Progress) ->
                 margin_a: margin(&za, pa),
                 margin_b: margin(&zb, pb),
                 change: margin(&zb, pa) - margin(&za, pa),
+                label_name: name(label),
+                pred_a_name: name(Some(pa)),
+                pred_b_name: name(Some(pb)),
             }
         };
         rows.push(row);
@@ -455,7 +472,7 @@ pub fn diff(a: &Path, b: &Path, opts: &DiffOptions, progress: eval::Progress) ->
         labelled,
         examples: n,
         agreement,
-        flips: flipped.len(),
+        flips: (!regression).then_some(flipped.len()),
         a_right_b_wrong: count(&|r| right(r.pred_a, r) && !right(r.pred_b, r)),
         a_wrong_b_right: count(&|r| !right(r.pred_a, r) && right(r.pred_b, r)),
         accuracy_a: accuracy(&|r| right(r.pred_a, r)),
@@ -477,13 +494,16 @@ pub fn diff(a: &Path, b: &Path, opts: &DiffOptions, progress: eval::Progress) ->
     })
 }
 
-/// The per-example rows as CSV (`label`: the gold class, or a regression's gold score).
+/// The per-example rows as CSV (`label`: the gold class, or a regression's gold score; the
+/// classes' names where they are named).
 pub fn rows_csv(r: &DiffReport) -> String {
     let opt = |v: Option<usize>| v.map(|x| x.to_string()).unwrap_or_default();
-    let mut s = String::from("index,at,label,pred_a,pred_b,margin_a,margin_b,change\n");
+    let name = |v: &Option<String>| v.as_deref().map(crate::report::csv_field).unwrap_or_default();
+    let mut s =
+        String::from("index,at,label,pred_a,pred_b,margin_a,margin_b,change,label_name,pred_a_name,pred_b_name\n");
     for row in &r.rows {
         s += &format!(
-            "{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{}\n",
             row.index,
             crate::report::csv_field(&row.at),
             row.score.map_or_else(|| opt(row.label), |y| y.to_string()),
@@ -491,7 +511,10 @@ pub fn rows_csv(r: &DiffReport) -> String {
             opt(row.pred_b),
             row.margin_a,
             row.margin_b,
-            row.change
+            row.change,
+            name(&row.label_name),
+            name(&row.pred_a_name),
+            name(&row.pred_b_name)
         );
     }
     s

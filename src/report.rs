@@ -774,11 +774,10 @@ pub fn diff_text(r: &crate::diff::DiffReport) -> String {
         _ => r.data_file.display().to_string(),
     };
     let _ = writeln!(o, "data         {what} ({})", count(r.examples, "example", "examples"));
-    if let Some(a) = r.agreement {
+    if let (Some(a), Some(flips)) = (r.agreement, r.flips) {
         let _ = writeln!(
             o,
-            "agreement    {a:.4} ({} of {} flip)",
-            r.flips,
+            "agreement    {a:.4} ({flips} of {} flip)",
             count(r.examples, "example", "examples")
         );
     }
@@ -847,25 +846,20 @@ pub fn diff_text(r: &crate::diff::DiffReport) -> String {
             o,
             "\nflips (first {} of {}; margins: top logit − runner-up)",
             r.shown_flips.len(),
-            r.flips
+            r.flips.unwrap_or_default()
         );
-        // Classes by name where the labels are named (--labels, the model's); else by index.
-        let names = match &r.labels {
-            crate::data::Labels::Classes { names: Some(n), .. } => Some(n),
-            _ => None,
-        };
         for f in &r.shown_flips {
-            let class = |c: Option<usize>| {
-                c.map_or("-".to_string(), |c| {
-                    names.and_then(|n| n.get(c)).cloned().unwrap_or_else(|| c.to_string())
-                })
+            // Classes by name where the labels are named (--labels, the model's); else by index.
+            let class = |c: Option<usize>, name: &Option<String>| {
+                name.clone()
+                    .unwrap_or_else(|| c.map_or("-".to_string(), |c| c.to_string()))
             };
             let text = match &f.text_pair {
                 Some(p) => format!("{} ‖ {}", f.text, p),
                 None => f.text.clone(),
             };
             let gold = if r.labelled {
-                format!("gold {}  ", class(f.row.label))
+                format!("gold {}  ", class(f.row.label, &f.row.label_name))
             } else {
                 String::new()
             };
@@ -873,9 +867,9 @@ pub fn diff_text(r: &crate::diff::DiffReport) -> String {
                 o,
                 "  {:<9} {gold}A {} ({:.3})  B {} ({:.3})  {}",
                 f.row.at,
-                class(f.row.pred_a),
+                class(f.row.pred_a, &f.row.pred_a_name),
                 f.row.margin_a,
-                class(f.row.pred_b),
+                class(f.row.pred_b, &f.row.pred_b_name),
                 f.row.margin_b,
                 shorten_name(&text, 100)
             );

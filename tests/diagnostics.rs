@@ -152,12 +152,17 @@ fn diff_counts_the_flips_eval_sees() {
     // The CSV: a header and one line per example, with eval's predictions.
     let csv = std::fs::read_to_string(&csv).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines[0], "index,at,label,pred_a,pred_b,margin_a,margin_b,change");
+    // A task preset's classes are indexes: the name columns are empty.
+    assert_eq!(
+        lines[0],
+        "index,at,label,pred_a,pred_b,margin_a,margin_b,change,label_name,pred_a_name,pred_b_name"
+    );
     assert_eq!(lines.len(), 201);
     for (i, line) in lines[1..].iter().enumerate() {
         let cells: Vec<&str> = line.split(',').collect();
         assert_eq!(cells[3], pa[i].to_string(), "{line}");
         assert_eq!(cells[4], pb[i].to_string(), "{line}");
+        assert_eq!(cells[8..], ["", "", ""], "{line}");
     }
     // The text report says the same.
     let out = bin()
@@ -222,6 +227,47 @@ fn diff_counts_the_flips_eval_sees() {
         flip.contains(" gold positive ") || flip.contains(" gold negative "),
         "the flips do not name the classes: {t}"
     );
+    // The JSON rows and the CSV name the classes as the text does (indexes beside them).
+    let csv = dir.path().join("own-rows.csv");
+    let out = bin()
+        .args([
+            "diff",
+            s(&model),
+            s(&pruned),
+            "--data",
+            s(&own),
+            "-q",
+            "--json",
+            "--csv",
+            s(&csv),
+        ])
+        .args(["--text-column", "review", "--label-column", "sentiment"])
+        .args(["--labels", "negative,positive"])
+        .output()
+        .unwrap();
+    let named = json(&out, "diff --json on a named file");
+    let names = ["negative", "positive"];
+    let csv_rows = std::fs::read_to_string(&csv).unwrap();
+    let mut csv_lines = csv_rows.lines();
+    assert!(
+        csv_lines
+            .next()
+            .unwrap()
+            .ends_with(",label_name,pred_a_name,pred_b_name"),
+        "{csv_rows}"
+    );
+    for (row, line) in named["rows"].as_array().unwrap().iter().zip(csv_lines) {
+        for (index, name) in [
+            ("label", "label_name"),
+            ("pred_a", "pred_a_name"),
+            ("pred_b", "pred_b_name"),
+        ] {
+            assert_eq!(row[name], names[row[index].as_u64().unwrap() as usize], "{row}");
+        }
+        let fields: Vec<&str> = line.split(',').collect();
+        let at = |i: usize| names[fields[i].parse::<usize>().unwrap()];
+        assert_eq!(fields[8..], [at(2), at(3), at(4)], "{line}");
+    }
     // Without labels (a file of texts alone, GLUE's unlabelled test layout): the same flips and
     // margins, no accuracy.
     let texts = dir.path().join("texts.csv");

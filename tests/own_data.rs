@@ -381,7 +381,8 @@ fn one_output_models_are_scored_as_regression() {
         .map(|r| r["score"].as_f64().unwrap())
         .collect();
     assert_eq!(gold, scores, "the rows' gold scores");
-    assert!(d["agreement"].is_null() && d["flips"] == 0, "{d}");
+    assert!(d["agreement"].is_null() && d["flips"].is_null(), "{d}");
+    assert!(d["rows"][0].get("pred_a_name").is_none(), "{d}");
 
     // --labels on a one-output model is refused.
     let out = bin()
