@@ -184,6 +184,30 @@ fn bad_configs_name_the_key_and_line_and_write_nothing() {
             &["quantization.fp16_float32", "method fp16"],
         ),
         (
+            "attention_op off where no Attention op is written (static QDQ)",
+            format!(
+                "{head}calibration:\n  data: t.tsv\nquantization:\n  enable: true\n  method: static\n  attention_op: false\n"
+            ),
+            &["quantization.attention_op", "no Attention op would be written"],
+        ),
+        (
+            "attention_op off on fp16",
+            format!("{head}quantization:\n  enable: true\n  method: fp16\n  attention_op: false\n"),
+            &["quantization.attention_op", "no Attention op would be written"],
+        ),
+        (
+            "attention_op off without the first-token split",
+            format!(
+                "{head}quantization:\n  enable: true\n  method: dynamic_per_channel\n  split_first_token: false\n  attention_op: false\n"
+            ),
+            &["quantization.attention_op", "no Attention op would be written"],
+        ),
+        (
+            "unpad without the first-token split (the reference's dynamic method)",
+            format!("{head}quantization:\n  enable: true\n  method: dynamic\n  per_channel: true\n  unpad: true\n"),
+            &["quantization.unpad", "set quantization.split_first_token"],
+        ),
+        (
             "u8 weights with s8 static activations",
             format!(
                 "{head}calibration:\n  data: t.tsv\nquantization:\n  enable: true\n  method: static\n  weight_type: u8\n  activation_type: s8\n"

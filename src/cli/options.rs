@@ -204,7 +204,7 @@ pub fn quantize_plan(a: &QuantizeArgs) -> Result<Plan> {
         fp16_float32: a.fp16_float32.unwrap_or(defaults.fp16_float32),
     };
     if a.no_attention_op && !opts.ort_forms() {
-        bail!("--no-attention-op: no Attention op would be written; only ONNX Runtime's int8 forms with the first-token split write it (--mode dynamic, or --mode static --static-form ort, with per-channel weights)");
+        bail!("--no-attention-op: no Attention op would be written; only ONNX Runtime's int8 forms with the first-token split write it (--mode dynamic, or --mode static --static-form ort; the split is on by default with per-channel weights, --split-first-token turns it on)");
     }
     let plan = Plan::single(
         Pass::Quantize(opts),

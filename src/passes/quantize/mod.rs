@@ -417,7 +417,14 @@ pub fn validate(opts: &QuantizeOptions) -> Result<(), PassError> {
     if opts.unpad && (opts.mode == Mode::Fp16 || !opts.split_first_token) {
         return Err(PassError::Options(OptionError::new(
             "unpad",
-            "`unpad` runs the first-token split's other-tokens half on the real tokens: it needs an int8 mode with `split_first_token` (the default with per-channel weights)",
+            "`unpad` runs the first-token split's other-tokens half on the real tokens: it needs an int8 mode with the split on: set `split_first_token`",
+        )));
+    }
+    // Off, it changes nothing elsewhere: refused there rather than recorded as a setting.
+    if !opts.attention_op && !opts.ort_forms() {
+        return Err(PassError::Options(OptionError::new(
+            "attention_op",
+            "`attention_op` off: no Attention op would be written anyway; only ONNX Runtime's int8 forms (dynamic, or static in the ort form) with `split_first_token` write one",
         )));
     }
     for p in &opts.exclude {
