@@ -136,7 +136,10 @@ impl Source {
         let (hf_text, hf_pair, _) = hf_names(t);
         // Neither layout: GLUE's reader names the columns GLUE's file has.
         let hugging_face = !has(names.text_a, names.text_b) && has(hf_text, hf_pair);
-        Ok((!hugging_face).then_some(t))
+        // One column of another name (texts alone, for calibration): the table reader reads it,
+        // as it reads such a file without a task (and says a pair task needs two).
+        let one_column = fields.len() == 1 && !has(names.text_a, None);
+        Ok((!hugging_face && !one_column).then_some(t))
     }
 }
 
@@ -301,13 +304,21 @@ fn choose(table: &Table, src: &Source, want: Want) -> Result<(Chosen, [Option<us
         }
         (None, Some((texts, pairs, _))) => {
             let task = src.task.expect("preset implies a task");
-            let Some(t) = first_of(texts) else {
+            // A file of one column, read for its texts alone (calibration), holds them there,
+            // whatever its name, as without a task; a pair task needs two.
+            let one_column = want == Want::Texts && table.columns.len() == 1;
+            let Some(t) = first_of(texts).or((one_column && !task.is_pair()).then_some(0)) else {
+                let pairs = if one_column {
+                    format!("; a file of one column holds one text per example, and {task} reads pairs")
+                } else {
+                    String::new()
+                };
                 return Err(DataError::MissingColumn {
                     file: table.file.clone(),
                     role: "text",
                     names: dedup(texts),
                     found: table.columns.clone(),
-                    hint: format!(" ({task}'s names; {})", src.columns.ask("text")),
+                    hint: format!(" ({task}'s names; {}{pairs})", src.columns.ask("text")),
                 });
             };
             let p = match &src.columns.pair {
@@ -998,6 +1009,36 @@ b,neg
             }
             // A broken record among the first N is still named.
             assert!(read_first(&s, &l, true, Some(3)).is_err(), "{name}");
+        }
+    }
+
+    /// Calibration under a task preset reads a file of one column as its texts, whatever the
+    /// column's name, as it does without a task; a pair task says it needs two; evaluation still
+    /// needs the task's columns.
+    #[test]
+    fn a_one_column_file_is_calibration_text_under_a_task() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, body) in [
+            ("one.tsv", "whatever\na fine film\nbad plot\n"),
+            ("one.csv", "whatever\na fine film\nbad plot\n"),
+            ("one.jsonl", "{\"text\": \"a fine film\"}\n{\"text\": \"bad plot\"}\n"),
+        ] {
+            let mut s = src(write(dir.path(), name, body));
+            s.task = Some(Task::Sst2);
+            let t = read_texts(&s).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(
+                t.texts,
+                [("a fine film".to_string(), None), ("bad plot".to_string(), None)],
+                "{name}"
+            );
+            let e = read_labelled(&s, &Labels::Glue(Task::Sst2)).unwrap_err().to_string();
+            assert!(e.contains("\"sentence\""), "{name}: {e}");
+            s.task = Some(Task::Mrpc);
+            let e = read_texts(&s).unwrap_err().to_string();
+            assert!(
+                e.contains("a file of one column holds one text per example, and MRPC reads pairs"),
+                "{name}: {e}"
+            );
         }
     }
 }
