@@ -1141,6 +1141,28 @@ fn cli_bad_options_give_one_clear_error_and_no_file() {
         &["nothing-like-this"],
     );
     fails(&["quantize", "--mode", "dynamic", i, i], &out, &[]);
+    // A pattern that keeps every MatMul in float says so (it said "no MatMul ... to quantize").
+    fails(
+        &["quantize", "--mode", "dynamic", "--exclude", "*", i, o],
+        &out,
+        &[
+            "--exclude keeps every MatMul with a constant weight in float",
+            "narrow the pattern",
+        ],
+    );
+    // fp16 has no int8 weights or first-token split: each of their flags is refused, both ways.
+    for flag in [
+        "--per-tensor",
+        "--per-channel",
+        "--split-first-token",
+        "--no-split-first-token",
+    ] {
+        fails(
+            &["quantize", "--mode", "fp16", flag, i, o],
+            &out,
+            &[flag, "applies to the int8 modes, not --mode fp16"],
+        );
+    }
     // An already quantized input.
     let (q, _) = quantize::quantize(&synth(), &opts(Mode::Dynamic), None).unwrap();
     let qin = save(&q, dir.path(), "q.onnx");

@@ -240,8 +240,8 @@ pub struct QuantizeArgs {
     /// default) or ort (ONNX Runtime's MatMulIntegerToFloat with biases folded: faster there).
     #[arg(long, value_parser = choice::<StaticForm>())]
     pub static_form: Option<StaticForm>,
-    /// Keep MatMuls (fp16: nodes) whose node or weight name matches in float; `*`/`?` wildcards,
-    /// else a substring. Repeatable. (int8 keeps Gemm nodes, the pooler and classifier, in float
+    /// Keep MatMuls whose node or weight name matches in float (fp16: nodes whose node name
+    /// matches); `*`/`?` wildcards, else a substring. Repeatable. (int8 keeps Gemm nodes, the pooler and classifier, in float
     /// anyway.)
     #[arg(long, value_name = "PATTERN")]
     pub exclude: Vec<String>,

@@ -173,11 +173,17 @@ pub fn quantize_plan(a: &QuantizeArgs) -> Result<Plan> {
     if a.mode == Mode::Fp16 && a.weight_type.is_some() {
         bail!("--weight-type applies to the int8 modes, not --mode fp16");
     }
-    if a.mode == Mode::Fp16 && a.per_tensor {
-        bail!("--per-tensor applies to the int8 modes, not --mode fp16");
-    }
-    if a.mode == Mode::Fp16 && a.split_first_token {
-        bail!("--split-first-token applies to the int8 modes, not --mode fp16");
+    if a.mode == Mode::Fp16 {
+        for (set, flag) in [
+            (a.per_tensor, "--per-tensor"),
+            (a.per_channel, "--per-channel"),
+            (a.split_first_token, "--split-first-token"),
+            (a.no_split_first_token, "--no-split-first-token"),
+        ] {
+            if set {
+                bail!("{flag} applies to the int8 modes, not --mode fp16");
+            }
+        }
     }
     if a.unpad && a.mode == Mode::Fp16 {
         bail!("--unpad applies to the int8 modes, not --mode fp16");

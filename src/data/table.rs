@@ -151,6 +151,16 @@ pub fn read_table_rows(path: &Path, format: Format, rows: usize) -> Result<Table
                 path: path.to_path_buf(),
                 cause,
             })?;
+            // A Parquet file read as text (a --format or data.format that does not fit it).
+            if bytes.starts_with(b"PAR1") {
+                return Err(DataError::Format {
+                    file,
+                    message: format!(
+                        "a Parquet file (it starts with PAR1), read as {}: read it as parquet (--format parquet, or no --format with a .parquet name)",
+                        format.name()
+                    ),
+                });
+            }
             let text = String::from_utf8(bytes).map_err(|err| {
                 let bytes = err.as_bytes();
                 let valid = &bytes[..err.utf8_error().valid_up_to()];
@@ -690,5 +700,19 @@ mod tests {
         std::fs::write(&p, b"text,label\nok,1\n").unwrap();
         let e = read_table(&p, Format::Parquet).unwrap_err();
         assert!(e.to_string().contains("not a readable Parquet table"), "{e}");
+    }
+
+    /// A Parquet file read as text (a --format that does not fit) is named as Parquet, not as a
+    /// text that is not UTF-8.
+    #[test]
+    fn parquet_read_as_text_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("data.csv");
+        std::fs::write(&p, b"PAR1\x15\x00\x15\xff\xfe").unwrap();
+        let e = read_table(&p, Format::Csv).unwrap_err().to_string();
+        assert!(
+            e.contains("a Parquet file (it starts with PAR1), read as csv: read it as parquet"),
+            "{e}"
+        );
     }
 }

@@ -893,6 +893,15 @@ pub fn quantize_selected(
             let g = crate::passes::graph(work)?;
             let ix = GraphIndex::new(g);
             let (mut targets, excluded) = find_targets(&ix, &opts.exclude, split.as_ref().map(|s| &s.origin))?;
+            if targets.is_empty() && !excluded.is_empty() {
+                return Err(PassError::Options(OptionError::new(
+                    "exclude",
+                    format!(
+                        "`exclude` keeps every MatMul with a constant weight in float ({} of them): nothing is left to quantize; narrow the pattern",
+                        excluded.len()
+                    ),
+                )));
+            }
             targets.retain(|t| select(&t.name));
             report.excluded = excluded;
             if targets.is_empty() {
