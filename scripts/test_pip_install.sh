@@ -33,13 +33,16 @@ echo "== pip install $ROOT"
 "$VENV/bin/python" -m pip install --disable-pip-version-check --quiet -r "$ROOT/examples/python/requirements.txt"
 t_install=$((SECONDS - t0))
 
-# From an empty folder, so neither the checkout's .ort/lib nor data/glue is in view.
+# From an empty folder, so data/glue is not in view (the binary would still find the checkout's
+# .ort/lib by the path it was built in: the environment's own library must come first, below).
 cd "$WORK"
 echo "== $BIN --version"
 "$BIN" --version | grep -q '^onnx-compress [0-9]' || fail "--version"
 
 echo "== eval (64 examples)"
-out="$("$BIN" --quiet eval --task sst2 --model "$MODEL" --data "$SHARED/data/glue" --limit 64)"
+# Under set -e a failing $(...) would exit before its output is shown: show it, then fail.
+out="$("$BIN" --quiet eval --task sst2 --model "$MODEL" --data "$SHARED/data/glue" --limit 64 2>&1)" ||
+  { echo "$out"; fail "eval"; }
 echo "$out"
 grep -Eq '^quality +accuracy [0-9.]+' <<<"$out" || fail "eval printed no accuracy line"
 lib="$("$BIN" --quiet eval --task sst2 --model "$MODEL" --data "$SHARED/data/glue" --limit 64 --json |
@@ -51,7 +54,8 @@ case "$lib" in
 esac
 
 echo "== examples/python/compress_and_classify.py"
-out="$("$VENV/bin/python" "$ROOT/examples/python/compress_and_classify.py" --onnx "$MODEL" --work "$WORK/example" 2>&1)"
+out="$("$VENV/bin/python" "$ROOT/examples/python/compress_and_classify.py" --onnx "$MODEL" --work "$WORK/example" 2>&1)" ||
+  { echo "$out"; fail "the example exited with an error"; }
 echo "$out"
 # A clearly positive sentence: SST-2's label 1.
 grep -Eq "model\.int8\.onnx: .* -> LABEL_1 \{'LABEL_0': [0-9.e-]+, 'LABEL_1': [0-9.e-]+\}$" <<<"$out" ||

@@ -7,7 +7,8 @@ onnxruntime 1.32.0) and `pip install tokenizers`; step 1 also needs
     python examples/python/compress_and_classify.py --checkpoint textattack/bert-base-uncased-SST-2
     python examples/python/compress_and_classify.py --onnx ../shared/models/minilm-l6-sst2/model.onnx
 
-In a notebook, copy the four functions and call them as `main` does.
+In a notebook, copy CHECKOUT, EXPORT_HF and the functions above `main`, and call them as
+`main` does.
 """
 
 import argparse
@@ -59,15 +60,26 @@ def compress(model, out_dir, calib_data=None, text_column=None):
     return quantized
 
 
+# Tokens per example (pairs: longest first), as `onnx-compress eval` truncates by default.
+MAX_LENGTH = 128
+
+
 def classify(model, text, pair=None, labels=None):
-    """Step 3: the label and class probabilities of one sentence (or sentence pair)."""
+    """Step 3: the label and class probabilities of one sentence (or sentence pair). The label
+    names are the ones onnx-compress embedded in the model, else `labels`, else LABEL_i."""
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     # onnx-compress embeds the tokenizer in the model; a plain export has tokenizer.json beside it.
     embedded = session.get_modelmeta().custom_metadata_map.get("onnx_compress.tokenizer_json")
     if embedded:
         tokenizer = Tokenizer.from_str(embedded)
     else:
-        tokenizer = Tokenizer.from_file(str(Path(model).parent / "tokenizer.json"))
+        beside = Path(model).parent / "tokenizer.json"
+        if not beside.is_file():
+            raise FileNotFoundError(f"{model} embeds no tokenizer and {beside} does not exist: put the export's tokenizer.json there")
+        tokenizer = Tokenizer.from_file(str(beside))
+    # The tokenizer's own truncation may be shorter than eval's (or absent: a long text would
+    # then exceed the model's positions).
+    tokenizer.enable_truncation(MAX_LENGTH)
     enc = tokenizer.encode(text, pair)
     values = {"input_ids": enc.ids, "attention_mask": enc.attention_mask, "token_type_ids": enc.type_ids}
     # Feed only the inputs the model declares (DistilBERT-style models have no token_type_ids).
@@ -77,7 +89,7 @@ def classify(model, text, pair=None, labels=None):
     probs /= probs.sum()
     # The label names onnx-compress embedded (from config.json's id2label), else LABEL_i.
     embedded_labels = session.get_modelmeta().custom_metadata_map.get("onnx_compress.id2label")
-    labels = labels or (json.loads(embedded_labels) if embedded_labels else None)
+    labels = (json.loads(embedded_labels) if embedded_labels else None) or labels
     labels = labels or [f"LABEL_{i}" for i in range(len(probs))]
     return labels[int(probs.argmax())], {l: round(float(p), 4) for l, p in zip(labels, probs)}
 
@@ -101,9 +113,15 @@ def main():
     ap.add_argument("--pair", help="second sentence, for pair tasks (MRPC, QQP)")
     args = ap.parse_args()
 
-    model = Path(args.onnx) if args.onnx else export(args.checkpoint, Path(args.work) / "export")
-    compressed = compress(model, args.work, args.calib_data, args.text_column)
-    label, probs = classify(compressed, args.text, args.pair, labels_of(model.parent))
+    try:
+        model = Path(args.onnx) if args.onnx else export(args.checkpoint, Path(args.work) / "export")
+        compressed = compress(model, args.work, args.calib_data, args.text_column)
+        label, probs = classify(compressed, args.text, args.pair, labels_of(model.parent))
+    except subprocess.CalledProcessError as e:
+        # The command printed its error above.
+        sys.exit(f"error: {Path(e.cmd[0]).name} {e.cmd[1]} failed (exit status {e.returncode})")
+    except FileNotFoundError as e:
+        sys.exit(f"error: {e}")
     print(f"{compressed}: {args.text!r} -> {label} {probs}")
 
 
