@@ -176,29 +176,65 @@ fn search(
 /// project-local install (`.ort/lib`), then `python3`'s site-packages. The error lists what was
 /// tried and the command that fixes it.
 pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf> {
+    let (path, _) = find_library_from(explicit)?;
+    Ok(path)
+}
+
+/// [`find_library`], with what to do where the library found does not load: a path the user
+/// chose is theirs to change (reinstalling would not help).
+fn find_library_from(explicit: Option<&Path>) -> Result<(PathBuf, String)> {
+    let chosen = |p: &Path, named: &str, fix: &str| -> Result<(PathBuf, String)> {
+        let why = match std::fs::metadata(p) {
+            Ok(m) if m.is_file() => return Ok((p.to_path_buf(), fix.to_string())),
+            Ok(m) if m.is_dir() => "a folder, not the library file",
+            Ok(_) => "not a file",
+            Err(_) => "no such file",
+        };
+        bail!("{named}: {why} ({fix})")
+    };
     if let Some(p) = explicit {
-        if p.is_file() {
-            return Ok(p.to_path_buf());
-        }
-        bail!("--ort-lib {}: no such file", p.display());
+        let named = format!("--ort-lib {}", p.display());
+        return chosen(
+            p,
+            &named,
+            &format!("point it at ONNX Runtime {ORT_VERSION}'s {LIB_NAME}"),
+        );
     }
-    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
+    // Empty is unset, as for SOURCE_DATE_EPOCH.
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
-        if p.is_file() {
-            return Ok(p);
-        }
-        bail!(
-            "ORT_DYLIB_PATH={}: no such file (unset it or point it at {LIB_NAME})",
-            p.display()
+        let named = format!("ORT_DYLIB_PATH={}", p.display());
+        return chosen(
+            &p,
+            &named,
+            &format!("unset it or point it at ONNX Runtime {ORT_VERSION}'s {LIB_NAME}"),
         );
     }
     let exe = std::env::current_exe().ok();
-    search(exe.as_deref(), &project_roots(exe.as_deref()), python3_site_packages).map_err(|tried| {
-        anyhow!(
-            "ONNX Runtime {ORT_VERSION} shared library not found (tried --ort-lib, ORT_DYLIB_PATH, {}). Install it with: {FIX_COMMAND}",
-            tried.join(", ")
-        )
-    })
+    search(exe.as_deref(), &project_roots(exe.as_deref()), python3_site_packages)
+        .map(|p| (p, format!("Reinstall it with: {FIX_COMMAND}")))
+        .map_err(|tried| {
+            anyhow!(
+                "ONNX Runtime {ORT_VERSION} shared library not found (tried --ort-lib, ORT_DYLIB_PATH, {}). Install it with: {FIX_COMMAND}",
+                tried.join(", ")
+            )
+        })
+}
+
+/// Why `path` cannot be a shared library, where its first bytes say so (the loader's own reason
+/// is not passed on).
+fn not_a_library(path: &Path) -> Option<&'static str> {
+    use std::io::Read;
+    let mut head = [0u8; 4];
+    let n = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)).ok()?;
+    let magic: &[u8] = if cfg!(windows) {
+        b"MZ"
+    } else if cfg!(target_os = "macos") {
+        return None;
+    } else {
+        b"\x7fELF"
+    };
+    (!head[..n].starts_with(magic)).then_some("the file is not a shared library")
 }
 
 /// Whether ONNX Runtime's u8 × s8 integer kernels can saturate on this CPU: an x86-64 without
@@ -211,17 +247,30 @@ pub fn u8s8_saturates() -> bool {
     return false;
 }
 
+/// The flag or variable that chose the library.
+fn chosen_by(explicit: Option<&Path>) -> &'static str {
+    if explicit.is_some() {
+        "--ort-lib"
+    } else {
+        "ORT_DYLIB_PATH"
+    }
+}
+
 static ENV: OnceLock<std::result::Result<(ort::environment::Environment, PathBuf), String>> = OnceLock::new();
 
 /// Loads ONNX Runtime once per process; returns the library path in use.
 pub fn init(explicit: Option<&Path>) -> Result<PathBuf> {
     let r = ENV.get_or_init(|| {
-        let path = find_library(explicit).map_err(|e| e.to_string())?;
+        let (path, fix) = find_library_from(explicit).map_err(|e| e.to_string())?;
         let builder = ort::init_from(&path).map_err(|e| {
-            format!(
-                "cannot load ONNX Runtime from {}: {e}. Reinstall it with: {FIX_COMMAND}",
-                path.display()
-            )
+            let why = not_a_library(&path).map_or(e.to_string(), |w| format!("{e} ({w})"));
+            // A path the user chose: "unset it or point it at ..."; one found here: reinstall.
+            let fix = if fix.starts_with("Reinstall") {
+                fix
+            } else {
+                format!("{}: {fix}", chosen_by(explicit))
+            };
+            format!("cannot load ONNX Runtime from {}: {why}. {fix}", path.display())
         })?;
         let env = builder
             .with_name("onnx-compress")
@@ -1058,6 +1107,27 @@ mod tests {
     }
 
     /// An empty file at `path` (with its folders): the search only checks that files exist.
+    /// A library path the user chose (--ort-lib) that is a folder or missing is named as such,
+    /// with what to point it at; a file that is not a library is said to be one.
+    #[test]
+    fn a_chosen_library_path_is_checked_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = find_library(Some(dir.path())).unwrap_err().to_string();
+        assert!(
+            e.contains("a folder, not the library file (point it at ONNX Runtime"),
+            "{e}"
+        );
+        let e = find_library(Some(&dir.path().join("none.so"))).unwrap_err().to_string();
+        assert!(e.contains("no such file (point it at"), "{e}");
+        let text = touch(&dir.path().join("model.onnx"));
+        assert_eq!(find_library(Some(&text)).unwrap(), text);
+        if cfg!(target_os = "linux") {
+            assert_eq!(not_a_library(&text), Some("the file is not a shared library"));
+            std::fs::write(&text, b"\x7fELF\x02").unwrap();
+            assert_eq!(not_a_library(&text), None);
+        }
+    }
+
     fn touch(path: &Path) -> PathBuf {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, b"").unwrap();
