@@ -67,7 +67,7 @@ pub fn load(
     if samples == 0 {
         bail!("--calib-samples must be at least 1");
     }
-    let texts = data::read_texts(source).with_context(|| "--calib-data")?;
+    let texts = data::read_texts(source).with_context(|| "calibration data")?;
     let mut order = draw_order(texts.texts.len(), seed);
     order.truncate(samples);
     order.sort_unstable();
