@@ -1106,7 +1106,6 @@ mod tests {
         );
     }
 
-    /// An empty file at `path` (with its folders): the search only checks that files exist.
     /// A library path the user chose (--ort-lib) that is a folder or missing is named as such,
     /// with what to point it at; a file that is not a library is said to be one.
     #[test]
@@ -1128,6 +1127,7 @@ mod tests {
         }
     }
 
+    /// An empty file at `path` (with its folders): the search only checks that files exist.
     fn touch(path: &Path) -> PathBuf {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, b"").unwrap();

@@ -1150,6 +1150,11 @@ fn cli_bad_options_give_one_clear_error_and_no_file() {
             "narrow the pattern",
         ],
     );
+    fails(
+        &["quantize", "--mode", "fp16", "--exclude", "*", i, o],
+        &out,
+        &["--exclude keeps every MatMul in float32", "narrow the pattern"],
+    );
     // fp16 has no int8 weights or first-token split: each of their flags is refused, both ways.
     for flag in [
         "--per-tensor",

@@ -66,7 +66,8 @@ MAX_LENGTH = 128
 
 def classify(model, text, pair=None, labels=None):
     """Step 3: the label and class probabilities of one sentence (or sentence pair). The label
-    names are the ones onnx-compress embedded in the model, else `labels`, else LABEL_i."""
+    names are `labels` where given (as the CLI's --labels), else the ones onnx-compress embedded
+    in the model (config.json's id2label), else LABEL_i."""
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     # onnx-compress embeds the tokenizer in the model; a plain export has tokenizer.json beside it.
     embedded = session.get_modelmeta().custom_metadata_map.get("onnx_compress.tokenizer_json")
@@ -89,7 +90,7 @@ def classify(model, text, pair=None, labels=None):
     probs /= probs.sum()
     # The label names onnx-compress embedded (from config.json's id2label), else LABEL_i.
     embedded_labels = session.get_modelmeta().custom_metadata_map.get("onnx_compress.id2label")
-    labels = (json.loads(embedded_labels) if embedded_labels else None) or labels
+    labels = labels or (json.loads(embedded_labels) if embedded_labels else None)
     labels = labels or [f"LABEL_{i}" for i in range(len(probs))]
     return labels[int(probs.argmax())], {l: round(float(p), 4) for l, p in zip(labels, probs)}
 
@@ -116,7 +117,8 @@ def main():
     try:
         model = Path(args.onnx) if args.onnx else export(args.checkpoint, Path(args.work) / "export")
         compressed = compress(model, args.work, args.calib_data, args.text_column)
-        label, probs = classify(compressed, args.text, args.pair, labels_of(model.parent))
+        # The label names are the ones the CLI embedded (from config.json beside the input).
+        label, probs = classify(compressed, args.text, args.pair)
     except subprocess.CalledProcessError as e:
         # The command printed its error above.
         sys.exit(f"error: {Path(e.cmd[0]).name} {e.cmd[1]} failed (exit status {e.returncode})")

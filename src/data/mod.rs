@@ -124,14 +124,15 @@ impl Source {
         if !self.columns.is_empty() || self.format()? != Format::Tsv {
             return Ok(None);
         }
-        let Some(names) = t.column_names() else {
-            return Ok(Some(t));
-        };
         let header = first_line(&self.path).map_err(|cause| DataError::Io {
             path: self.path.clone(),
             cause,
         })?;
         let fields: Vec<&str> = header.split('\t').map(str::trim).collect();
+        let Some(names) = t.column_names() else {
+            // CoLA's files have no header and four fields: one field is a file of texts alone.
+            return Ok((fields.len() != 1).then_some(t));
+        };
         let has = |a: &str, b: Option<&str>| fields.contains(&a) && b.is_none_or(|b| fields.contains(&b));
         let (hf_text, hf_pair, _) = hf_names(t);
         // Neither layout: GLUE's reader names the columns GLUE's file has.
@@ -1010,6 +1011,19 @@ b,neg
             // A broken record among the first N is still named.
             assert!(read_first(&s, &l, true, Some(3)).is_err(), "{name}");
         }
+        // A quote never closed after the first N records is not looked for; one inside them is
+        // named, and it is not blamed for another record's error before it.
+        let s = src(write(dir.path(), "texts.csv", "text\na\n\"b\nc\nd\n"));
+        assert_eq!(read_first(&s, &l, false, Some(1)).unwrap().len(), 1);
+        let e = read_first(&s, &l, false, Some(2)).unwrap_err().to_string();
+        assert!(e.contains("line 3") && e.contains("never closed"), "{e}");
+        let s = src(write(
+            dir.path(),
+            "short.csv",
+            "text,label\na,pos\nb,x,neg\nc,pos\n\"d,neg\n",
+        ));
+        let e = read_first(&s, &l, true, Some(3)).unwrap_err().to_string();
+        assert!(e.contains("line 3") && e.contains("3 comma-separated field(s)"), "{e}");
     }
 
     /// Calibration under a task preset reads a file of one column as its texts, whatever the
@@ -1033,6 +1047,8 @@ b,neg
             );
             let e = read_labelled(&s, &Labels::Glue(Task::Sst2)).unwrap_err().to_string();
             assert!(e.contains("\"sentence\""), "{name}: {e}");
+            s.task = Some(Task::Cola);
+            assert_eq!(read_texts(&s).unwrap().texts.len(), 2, "{name}: CoLA");
             s.task = Some(Task::Mrpc);
             let e = read_texts(&s).unwrap_err().to_string();
             assert!(

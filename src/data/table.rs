@@ -369,8 +369,15 @@ fn read_csv(text: &str, file: &str, rows: usize) -> Result<Table, DataError> {
         match reader.read_record(&mut read) {
             Ok(true) => {}
             Ok(false) => break,
-            // A quote never closed makes the error; name it rather than what it caused.
-            Err(e) => return Err(unclosed(text).err().unwrap_or_else(|| csv_error(e))),
+            // A quote never closed before the failing record makes the error: name it rather
+            // than what it caused (one after it, past a --limit, is not read).
+            Err(e) => {
+                let at = e.position().map_or(1, |p| line_of(text, p.byte()));
+                return Err(match unclosed_quote(text) {
+                    Some(line) if line <= at => unclosed(text).unwrap_err(),
+                    _ => csv_error(e),
+                });
+            }
         }
         let row = &read;
         let line = match row.position() {

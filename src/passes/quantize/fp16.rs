@@ -212,15 +212,21 @@ pub(super) fn convert(
     // Which nodes stay float32.
     let mut used = vec![false; opts.exclude.len()];
     let mut kept: Vec<bool> = Vec::with_capacity(g.node.len());
+    // MatMuls: (kept in float32, kept by `exclude` alone).
+    let mut matmuls: Vec<(bool, bool)> = vec![];
     for n in &g.node {
         let mut k = KEEP_F32.contains(&n.op_type())
             || (opts.fp16_float32 == Fp16Float32::Norms && NORMS_F32.contains(&n.op_type()))
             || (FLOAT_ONLY.contains(&n.op_type()) && n.output.iter().any(|o| outputs.contains(o)));
+        let by_default = k;
         for (j, p) in opts.exclude.iter().enumerate() {
             if pattern_matches(p, n.name()) {
                 used[j] = true;
                 k = k || n.input.iter().all(|i| i.is_empty() || is_float(i));
             }
+        }
+        if n.op_type() == "MatMul" {
+            matmuls.push((k, k && !by_default));
         }
         if !opts.embeddings
             && n.op_type() == "Gather"
@@ -238,6 +244,16 @@ pub(super) fn convert(
         return Err(PassError::Options(crate::options::OptionError::new(
             "exclude",
             format!("`exclude` '{}' matches no node name", opts.exclude[j]),
+        )));
+    }
+    // As int8 refuses it: a model whose every MatMul stays float32 is hardly float16.
+    if matmuls.iter().all(|m| m.0) && matmuls.iter().any(|m| m.1) {
+        return Err(PassError::Options(crate::options::OptionError::new(
+            "exclude",
+            format!(
+                "`exclude` keeps every MatMul in float32 ({} of them): the weights they read stay float32; narrow the pattern",
+                matmuls.len()
+            ),
         )));
     }
     report.kept_float32 = g
