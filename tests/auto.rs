@@ -118,6 +118,21 @@ fn a_search_resumes_after_a_kill_and_run_rebuilds_the_winner_byte_for_byte() {
     let drop = dev["drop"].as_f64().unwrap();
     let sel_drop = dev["selection_drop"].as_f64().unwrap();
     assert!((dev["gap"].as_f64().unwrap() - (drop - sel_drop)).abs() < 1e-9, "{dev}");
+    // front.md shows the drops as the JSON has them (a loss is positive) and the gap as their
+    // difference, as printed (it showed changes, a loss negative, beside the JSON's gap).
+    let md = std::fs::read_to_string(work_a.join("front.md")).unwrap();
+    let cells: Vec<Vec<&str>> = md
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| candidate"))
+        .map(|l| l.split(" | ").collect())
+        .collect();
+    assert_eq!(cells.len(), rows.len(), "{md}");
+    for (row, c) in rows.iter().zip(&cells) {
+        assert_eq!(c[2], format!("{:.2}", row["drop"].as_f64().unwrap() + 0.0), "{md}");
+    }
+    let gap = dev["gap"].as_f64().unwrap() + 0.0;
+    let line = format!("drop {drop:.2} points on dev against {sel_drop:.2} on the selection (gap {gap:+.2})");
+    assert!(md.contains(&line), "{line}\n{md}");
     for f in [
         "recipe.yaml",
         "front.md",

@@ -242,8 +242,8 @@ pub fn markdown(r: &AutoReport) -> String {
             format!("{:.4}", row.accuracy)
         };
         s += &format!(
-            "| {name} | {acc} | {:+.2} | {:.2} | {:.2} | {} | {} | {:.2} | {} | {:.1} | {} |\n",
-            0.0 - row.drop + 0.0,
+            "| {name} | {acc} | {:.2} | {:.2} | {:.2} | {} | {} | {:.2} | {} | {:.1} | {} |\n",
+            row.drop + 0.0,
             row.drop_se,
             row.drop_bound,
             if row.within_budget { "yes" } else { "no" },
@@ -256,14 +256,14 @@ pub fn markdown(r: &AutoReport) -> String {
     }
     if let Some(d) = &r.dev {
         s += &format!(
-            "\nDev ({}, {} examples, read once): input {:.4}, chosen {:.4}: drop {:+.2} points on dev against {:+.2} on the selection (gap {:+.2}).\n",
+            "\nDev ({}, {} examples, read once): input {:.4}, chosen {:.4}: drop {:.2} points on dev against {:.2} on the selection (gap {:+.2}).\n",
             d.file.display(),
             d.examples,
             d.baseline_accuracy,
             d.accuracy,
-            0.0 - d.drop + 0.0,
-            0.0 - d.selection_drop + 0.0,
-            d.gap
+            d.drop + 0.0,
+            d.selection_drop + 0.0,
+            d.gap + 0.0
         );
     }
     for f in &r.failed {
@@ -398,10 +398,10 @@ pub fn text(r: &AutoReport) -> String {
     };
     s += &format!("chosen: {} ({})\n", w.label, w.id);
     s += &format!(
-        "  selection: {:.4} vs input {:.4} ({:+.2} ± {:.2} points; bound {:.2} at {:.0}% confidence, budget {})\n",
+        "  selection: {:.4} vs input {:.4} (drop {:.2} ± {:.2} points; bound {:.2} at {:.0}% confidence, budget {})\n",
         w.accuracy,
         w.baseline_accuracy,
-        0.0 - w.drop + 0.0,
+        w.drop + 0.0,
         w.drop_se,
         w.drop_bound,
         r.confidence * 100.0,
@@ -409,11 +409,11 @@ pub fn text(r: &AutoReport) -> String {
     );
     if let Some(d) = &r.dev {
         s += &format!(
-            "  dev:       {:.4} vs input {:.4} ({:+.2} points; gap to the selection {:+.2})\n",
+            "  dev:       {:.4} vs input {:.4} (drop {:.2} points; gap to the selection {:+.2})\n",
             d.accuracy,
             d.baseline_accuracy,
-            0.0 - d.drop + 0.0,
-            d.gap
+            d.drop + 0.0,
+            d.gap + 0.0
         );
     }
     s += &format!(
@@ -473,9 +473,9 @@ pub fn closest(r: &AutoReport, n: usize) -> Vec<String> {
         .take(n)
         .map(|x| {
             format!(
-                "{}: {:+.2} ± {:.2} points (bound {:.2}) on {} selection examples",
+                "{}: drop {:.2} ± {:.2} points (bound {:.2}) on {} selection examples",
                 x.label,
-                0.0 - x.drop + 0.0,
+                x.drop + 0.0,
                 x.drop_se,
                 x.drop_bound,
                 x.examples

@@ -536,10 +536,10 @@ impl Search<'_> {
             "out of the budget".into()
         };
         format!(
-            "{}: selection {:.4} ({:+.2} ± {se:.2} points) {verdict}",
+            "{}: selection {:.4} (drop {:.2} ± {se:.2} points) {verdict}",
             c.label(),
             e.correct as f64 / e.examples.max(1) as f64,
-            0.0 - drop + 0.0
+            drop + 0.0
         )
     }
 
