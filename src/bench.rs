@@ -59,8 +59,7 @@ pub struct BenchReport {
     pub rows: Vec<Row>,
     /// Each variant's full run report (evaluation without per-example predictions).
     pub runs: Vec<RunReport>,
-    /// The recipes that failed, each with its error; the table holds the others.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// The recipes that failed, each with its error; the table holds the others (empty: none).
     pub failed: Vec<Failure>,
 }
 
@@ -258,18 +257,20 @@ const NOISY_BASELINE: f64 = 1.25;
 const FEW_TIMED_BATCHES: usize = 5;
 
 /// The table as CSV (empty fields where a value does not apply; `task` is the data file's path
-/// for recipes on the user's own file).
+/// for recipes on the user's own file), then a row per recipe that failed: its variant, config
+/// and `error`, the measurements empty.
 pub fn csv(b: &BenchReport) -> String {
     let mut s = String::from(
-        "task,variant,baseline,reference_method,accuracy,f1,ms_per_batch,samples_per_s,size_mib,size_bytes,encoder_macs,params,accuracy_drop_points,speedup,size_ratio,examples,timed_batches,pass_seconds,passes,config\n",
+        "task,variant,baseline,reference_method,accuracy,f1,ms_per_batch,samples_per_s,size_mib,size_bytes,encoder_macs,params,accuracy_drop_points,speedup,size_ratio,examples,timed_batches,pass_seconds,passes,config,error\n",
     );
     let f = |v: Option<f64>| v.map(|v| format!("{v}")).unwrap_or_default();
+    let task = crate::report::csv_field(&match (b.task, &b.data_file) {
+        (Some(t), _) => t.name().to_string(),
+        (None, f) => f.as_ref().map(|f| f.display().to_string()).unwrap_or_default(),
+    });
     for r in &b.rows {
         s += &[
-            crate::report::csv_field(&match (b.task, &b.data_file) {
-                (Some(t), _) => t.name().to_string(),
-                (None, f) => f.as_ref().map(|f| f.display().to_string()).unwrap_or_default(),
-            }),
+            task.clone(),
             crate::report::csv_field(&r.variant),
             r.baseline.to_string(),
             r.reference_method.to_string(),
@@ -289,8 +290,21 @@ pub fn csv(b: &BenchReport) -> String {
             format!("{:.3}", r.pass_seconds),
             crate::report::csv_field(&r.passes.join("+")),
             crate::report::csv_field(&r.config.display().to_string()),
+            String::new(),
         ]
         .join(",");
+        s.push('\n');
+    }
+    for x in &b.failed {
+        let mut cells = vec![
+            task.clone(),
+            crate::report::csv_field(&x.variant),
+            x.baseline.to_string(),
+        ];
+        cells.extend(std::iter::repeat_n(String::new(), 16));
+        cells.push(crate::report::csv_field(&x.config.display().to_string()));
+        cells.push(crate::report::csv_field(&x.error));
+        s += &cells.join(",");
         s.push('\n');
     }
     s

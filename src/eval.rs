@@ -801,7 +801,8 @@ fn run_prepared(
         )?,
     };
 
-    let timed_seconds: f64 = timed.iter().sum();
+    // An empty sum is -0.0: written so in the JSON.
+    let timed_seconds: f64 = timed.iter().sum::<f64>() + 0.0;
     let mut sorted_ms: Vec<f64> = timed.iter().map(|s| s * 1000.0).collect();
     sorted_ms.sort_by(|a, b| a.total_cmp(b));
     let any = !timed.is_empty() && timed_seconds > 0.0;

@@ -224,6 +224,9 @@ fn cmd_diff(ort_lib: Option<&Path>, quiet: bool, a: DiffArgs) -> Result<()> {
     let (task, data) = options::eval_data(&a.data)?;
     // The table is not written over a file diff reads.
     if let Some(csv) = &a.csv {
+        if csv.as_os_str() == "-" {
+            bail!("--csv -: the rows go to a file, not to standard output; name a file (--json prints them too)");
+        }
         let mut reads = vec![
             (a.model_a.clone(), "the model MODEL_A"),
             (a.model_b.clone(), "the model MODEL_B"),

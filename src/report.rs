@@ -858,6 +858,8 @@ pub fn diff_text(r: &crate::diff::DiffReport) -> String {
                 Some(p) => format!("{} ‖ {}", f.text, p),
                 None => f.text.clone(),
             };
+            // One line per flip: a text's own line breaks and tabs shown as spaces.
+            let text = text.replace(['\n', '\r', '\t'], " ");
             let gold = if r.labelled {
                 format!("gold {}  ", class(f.row.label, &f.row.label_name))
             } else {

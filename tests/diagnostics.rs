@@ -454,6 +454,12 @@ fn diff_and_sensitivity_refuse_bad_input_in_one_line() {
         );
         assert_eq!(std::fs::read(target).unwrap(), before, "{what} changed");
     }
+    // `--csv -` is not standard output: refused (it wrote a file named "-").
+    assert_clean_error(
+        "diff --csv -",
+        &run(&["diff", m, s(&copy), "--data", s(&data), "--csv", "-"]),
+        &["--csv -", "name a file"],
+    );
     // diff --csv into a folder that is not there: said before the work, naming the folder (it
     // was said after, naming a temporary file).
     let lost = dir.path().join("lost").join("x.csv");

@@ -543,6 +543,25 @@ fn a_limited_evaluation_reads_only_its_records() {
     assert_eq!(limited["metrics"]["n"], 2, "{limited}");
     let all = eval_tiny(&model, &["--data", s(&good)]);
     assert_eq!(predictions(&limited)[..], predictions(&all)[..2]);
+    // Every batch a warm-up one: no time measured reads 0.0 (an empty sum wrote -0.0).
+    let o = bin()
+        .args([
+            "eval",
+            "--json",
+            "--warmup",
+            "5",
+            "--max-length",
+            "32",
+            "--model",
+            s(&model),
+        ])
+        .args(["--data", s(&good)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["timing"]["timed_batches"], 0, "{r}");
+    assert_eq!(r["timing"]["timed_seconds"].to_string(), "0.0", "{r}");
 }
 
 /// Calibration needs no labels: the same texts as a text-only CSV and as a GLUE SST-2 TSV give
@@ -1328,6 +1347,20 @@ fn recipes_on_the_users_own_file_are_benched_without_a_task() {
     assert!(
         written["failed"][0]["error"].as_str().unwrap().contains('9'),
         "{written}"
+    );
+    // The CSV lists it too, after the rows that ran: its variant and error, nothing measured.
+    let csv = std::fs::read_to_string(failed_out.join("results.csv")).unwrap();
+    let last = csv.lines().last().unwrap();
+    let header = csv.lines().next().unwrap();
+    assert!(header.ends_with(",config,error"), "{csv}");
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    assert!(
+        last.contains(",04_broken,false,,") && last.contains("04_broken.yaml") && !last.ends_with(','),
+        "{csv}"
+    );
+    assert!(
+        csv.lines().nth(1).unwrap().ends_with(','),
+        "a row that ran has an empty error: {csv}"
     );
     let table = std::fs::read_to_string(failed_out.join("results.md")).unwrap();
     assert!(

@@ -222,7 +222,9 @@ pub struct LayerReport {
     pub out_features: usize,
     /// min(in, out).
     pub full_rank: usize,
-    /// The rank chosen (for a skipped layer: the rank that was rejected, 0 if none was chosen).
+    /// The rank chosen (for a skipped layer: the rank that was rejected, 0 if none was chosen;
+    /// null in the JSON, as the text's `-`).
+    #[serde(serialize_with = "none_if_zero")]
     pub rank: usize,
     /// m·n/(m+n): factors at this rank or above hold at least as many parameters as W.
     pub break_even: f64,
@@ -314,6 +316,14 @@ impl Target {
             skipped: None,
             ..self.kept(String::new(), rank, energy_kept)
         }
+    }
+}
+
+/// 0 (no rank chosen) as null.
+fn none_if_zero<S: serde::Serializer>(rank: &usize, s: S) -> Result<S::Ok, S::Error> {
+    match rank {
+        0 => s.serialize_none(),
+        r => s.serialize_some(r),
     }
 }
 
@@ -890,4 +900,34 @@ pub fn lowrank(model: &ModelProto, opts: &LowrankOptions) -> Result<(ModelProto,
     };
     let report = finish(model, &out, opts, method, rows, start.elapsed().as_secs_f64())?;
     Ok((out, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A layer left dense with no rank chosen reads null in the JSON (the text's `-`), not 0.
+    #[test]
+    fn no_rank_is_null_in_the_json() {
+        let mut l = LayerReport {
+            name: "layer 4 ffn_up".into(),
+            layer: Some(4),
+            role: Role::Query,
+            node: "n".into(),
+            weight: "w".into(),
+            in_features: 4,
+            out_features: 8,
+            full_rank: 4,
+            rank: 0,
+            break_even: break_even(4, 8),
+            energy_kept: 1.0,
+            params_before: 40,
+            params_after: 40,
+            factorized: false,
+            skipped: Some("kept dense".into()),
+        };
+        assert!(serde_json::to_value(&l).unwrap()["rank"].is_null());
+        l.rank = 3;
+        assert_eq!(serde_json::to_value(&l).unwrap()["rank"], 3);
+    }
 }
