@@ -228,6 +228,9 @@ pub struct Outcome {
     pub saved: Option<SaveSummary>,
     /// What the user should know and did not ask about (fewer calibration examples than asked).
     pub notes: Vec<String>,
+    /// Calibration examples and their real tokens, when a step needed calibration.
+    pub calibration_examples: Option<usize>,
+    pub calibration_tokens: Option<usize>,
 }
 
 /// Sequence length of the MAC counts in step outcomes and results rows.
@@ -355,6 +358,7 @@ pub fn execute(
     }
     let mut calibration_load_seconds = 0.0;
     let mut notes: Vec<String> = tokenizer_notes;
+    let mut calibration_counts = None;
     let mut calibrator = match (&plan.calibration, plan.needs_calibration()) {
         (Some(c), true) => {
             stage("loading calibration data");
@@ -382,6 +386,7 @@ pub fn execute(
             if !aware.is_empty() {
                 notes.extend(crate::passes::lowrank::few_tokens_note(&model, cal.tokens(), &aware));
             }
+            calibration_counts = Some((cal.examples, cal.tokens()));
             Some(cal)
         }
         _ => None,
@@ -467,6 +472,8 @@ pub fn execute(
         sources,
         saved,
         notes,
+        calibration_examples: calibration_counts.map(|c| c.0),
+        calibration_tokens: calibration_counts.map(|c| c.1),
     })
 }
 

@@ -114,7 +114,7 @@ fn pass_command(ort_lib: Option<&Path>, quiet: bool, io: &PassIo, plan: Plan) ->
     };
     let bytes = done.saved.as_ref().map_or(0, |s| s.bytes);
     match &step.report {
-        _ if io.json => print_json(&step.report)?,
+        _ if io.json => print_json(&pass_json(&step.report, io, bytes, &done))?,
         PassReport::Prune(r) => print(&report::prune_text(r, &io.output))?,
         PassReport::Lowrank(r) => print(&report::lowrank_text(r, &io.output))?,
         PassReport::Quantize(r) => print(&report::quantize_text(r, &io.output, bytes))?,
@@ -124,6 +124,22 @@ fn pass_command(ort_lib: Option<&Path>, quiet: bool, io: &PassIo, plan: Plan) ->
         saturation_note(&r.options);
     }
     Ok(())
+}
+
+/// A pass's JSON: its report, with what the text says beside it: the file written and its size,
+/// the notes (also on stderr) and, where the report does not hold them, the calibration counts.
+fn pass_json(report: &PassReport, io: &PassIo, bytes: u64, done: &executor::Outcome) -> serde_json::Value {
+    let mut v = serde_json::to_value(report).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("output".into(), io.output.display().to_string().into());
+        o.insert("output_bytes".into(), bytes.into());
+        o.entry("notes").or_insert_with(|| done.notes.clone().into());
+        if let (Some(n), Some(t)) = (done.calibration_examples, done.calibration_tokens) {
+            o.entry("calibration_examples").or_insert(n.into());
+            o.entry("calibration_tokens").or_insert(t.into());
+        }
+    }
+    v
 }
 
 fn cmd_convert(ort_lib: Option<&Path>, a: ConvertArgs) -> Result<()> {

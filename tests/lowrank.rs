@@ -472,6 +472,10 @@ fn json_report_history_and_inspect() {
     }
     assert_eq!(r["factorized"], 3);
     assert_eq!(r["method"], "svd");
+    // What the text says beside the report: the file written, its size, the notes.
+    assert_eq!(r["output"], out.display().to_string());
+    assert_eq!(r["output_bytes"], std::fs::metadata(&out).unwrap().len());
+    assert!(r["notes"].is_array(), "{r}");
     let saved = r["selected_params_before"].as_u64().unwrap() - r["selected_params_after"].as_u64().unwrap();
     assert_eq!(
         r["params_before"].as_u64().unwrap() - r["params_after"].as_u64().unwrap(),

@@ -345,6 +345,33 @@ fn the_cli_chooses_the_ffn_share_and_calibration_size_by_the_budgets_depth() {
         chosen(&["--target-macs", "0.7", "--max-ffn-fraction", "0.98"]),
         (0.98, 512)
     );
+    // --json carries what the text and stderr say: the five examples drawn (of 512 asked), their
+    // tokens, the note saying so, the file written.
+    let out = dir.path().join("out.onnx");
+    let o = common::bin()
+        .args([
+            "prune",
+            "--quiet",
+            "--json",
+            "--max-length",
+            "16",
+            "--target-macs",
+            "0.6",
+            "--calib-data",
+        ])
+        .arg(&texts)
+        .arg(&input)
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", common::text(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["calibration_examples"], 5, "{r}");
+    assert!(r["calibration_tokens"].as_u64().is_some_and(|t| t > 10), "{r}");
+    let notes = r["notes"].as_array().unwrap();
+    assert!(notes.iter().any(|n| n.as_str().unwrap().contains("5")), "{r}");
+    assert_eq!(r["output"], out.display().to_string());
+    assert_eq!(r["output_bytes"], std::fs::metadata(&out).unwrap().len());
 }
 
 /// Issue 17's depth targets with the defaults alone, on the shared SST-2 model's dev set:
