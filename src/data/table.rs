@@ -323,20 +323,19 @@ fn unclosed_quote(text: &str) -> Option<usize> {
     opened
 }
 
+/// A quote opened on `line` and never closed.
+fn unclosed_error(file: &str, line: usize) -> DataError {
+    record_error(
+        file,
+        Loc::Line(line),
+        "a field opens with a quote that is never closed, so the rest of the file would read as one field; close it, or write a quote inside a quoted field as \"\"".into(),
+    )
+}
+
 fn read_csv(text: &str, file: &str, rows: usize) -> Result<Table, DataError> {
-    // Checked on the text read: all of it, or up to the last record of the first `rows`.
-    let unclosed = |text: &str| {
-        match unclosed_quote(text) {
-        Some(line) => Err(record_error(
-            file,
-            Loc::Line(line),
-            "a field opens with a quote that is never closed, so the rest of the file would read as one field; close it, or write a quote inside a quoted field as \"\"".into(),
-        )),
-        None => Ok(()),
-    }
-    };
-    if rows == usize::MAX {
-        unclosed(text)?;
+    // Looked for in the text read: all of it, or (below) up to the last of the first `rows`.
+    if let Some(line) = (rows == usize::MAX).then(|| unclosed_quote(text)).flatten() {
+        return Err(unclosed_error(file, line));
     }
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
@@ -374,7 +373,7 @@ fn read_csv(text: &str, file: &str, rows: usize) -> Result<Table, DataError> {
             Err(e) => {
                 let at = e.position().map_or(1, |p| line_of(text, p.byte()));
                 return Err(match unclosed_quote(text) {
-                    Some(line) if line <= at => unclosed(text).unwrap_err(),
+                    Some(line) if line <= at => unclosed_error(file, line),
                     _ => csv_error(e),
                 });
             }
@@ -398,7 +397,9 @@ fn read_csv(text: &str, file: &str, rows: usize) -> Result<Table, DataError> {
         let end = usize::try_from(reader.position().byte())
             .unwrap_or(text.len())
             .min(text.len());
-        unclosed(text.get(..end).unwrap_or(text))?;
+        if let Some(line) = unclosed_quote(text.get(..end).unwrap_or(text)) {
+            return Err(unclosed_error(file, line));
+        }
     }
     Ok(Table {
         file: file.into(),
