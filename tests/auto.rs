@@ -545,6 +545,27 @@ fn bad_flags_are_refused_before_anything_is_read() {
             &["--confidence", "1"],
             &["--confidence", "[0.5, 1)"],
         ),
+        // Flags that change nothing in the search asked for (each was accepted and ignored).
+        (
+            "rounds without timing",
+            &["--objective", "macs", "--rounds", "3"],
+            &["--rounds does nothing here", "--objective speed"],
+        ),
+        (
+            "unpadding without static INT8",
+            &["--quant", "dynamic_per_channel", "--no-unpad"],
+            &["--no-unpad does nothing here", "static"],
+        ),
+        (
+            "weight type without INT8",
+            &["--quant", "none", "--weight-type", "u8"],
+            &["--weight-type does nothing here", "int8"],
+        ),
+        (
+            "FFN share without pruning",
+            &["--prune", "none", "--max-ffn-fraction", "0.5"],
+            &["--max-ffn-fraction does nothing here", "--prune none"],
+        ),
     ] {
         let o = base(extra);
         assert_clean_error(what, &o, needles);

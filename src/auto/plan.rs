@@ -85,9 +85,11 @@ pub fn args(o: &AutoOptions) -> Vec<String> {
         },
         "--device".into(),
         o.device.name().into(),
-        "--weight-type".into(),
-        o.weight_type.name().into(),
     ]);
+    // Flags that change nothing in the search are refused: given only where they apply.
+    if o.quant.iter().any(|m| *m != "fp16") {
+        a.extend(["--weight-type".into(), o.weight_type.name().into()]);
+    }
     if let Some(m) = o.max_ffn_fraction {
         a.extend(["--max-ffn-fraction".into(), m.to_string()]);
     }
@@ -106,7 +108,9 @@ pub fn args(o: &AutoOptions) -> Vec<String> {
         Dev::Split { dir, split } => a.extend(["--data".into(), p(dir), "--split".into(), split.clone()]),
         Dev::File(f) => a.extend(["--data".into(), p(f)]),
     }
-    a.extend(["--rounds".into(), o.rounds.to_string()]);
+    if o.objective == crate::auto::Objective::Speed {
+        a.extend(["--rounds".into(), o.rounds.to_string()]);
+    }
     a
 }
 

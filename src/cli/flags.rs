@@ -562,9 +562,9 @@ pub struct AutoArgs {
     #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
     pub max_drop: f64,
     /// How int8 weights are stored: s8, or u8 (the same values + 128: exact on CPUs without VNNI,
-    /// where s8 weights can saturate, and slower there).
-    #[arg(long, value_parser = choice::<WeightType>(), default_value = "s8")]
-    pub weight_type: WeightType,
+    /// where s8 weights can saturate, and slower there) [default: s8].
+    #[arg(long, value_parser = choice::<WeightType>())]
+    pub weight_type: Option<WeightType>,
     /// The largest share of one layer's FFN neurons a pruning level may take (prune
     /// --max-ffn-fraction) [default: prune's, 0.98 for levels at half the MACs and below, else 0.9].
     #[arg(long, value_name = "F", allow_negative_numbers = true)]
@@ -581,7 +581,8 @@ pub struct AutoArgs {
     pub confidence: f64,
     #[arg(long, value_parser = choice::<Objective>(), default_value = "speed")]
     pub objective: Objective,
-    /// Stop starting new pruning levels when this would be exceeded (90s, 30m, 2h).
+    /// Stop starting new pruning levels when this would be exceeded (90s, 30m, 2h; a --plan's
+    /// jobs run as long as they take).
     #[arg(long, default_value = "30m")]
     pub time_budget: String,
     /// Encoder MAC fractions kept by calibrated pruning, tried by bisection (then refined; for
@@ -617,9 +618,9 @@ pub struct AutoArgs {
     /// front [default: OUT without .onnx, plus .auto].
     #[arg(long, value_name = "DIR")]
     pub work: Option<PathBuf>,
-    /// Rounds of paired timing (--objective speed).
-    #[arg(long, default_value_t = 5)]
-    pub rounds: usize,
+    /// Rounds of paired timing (--objective speed) [default: 5].
+    #[arg(long)]
+    pub rounds: Option<usize>,
     /// Examples per batch, the batch size the model will serve at [default: the task's, as eval:
     /// 32, mrpc 24]: the selection and dev are scored in batches of N (by length; dynamic INT8
     /// finds its ranges per batch) and timed in them (--objective speed; the timed examples are

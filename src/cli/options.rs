@@ -601,6 +601,41 @@ pub fn auto_options(model: &Path, a: &super::flags::AutoArgs) -> Result<onnx_com
     if let Some(i) = (1..quant.len()).find(|&i| quant[..i].contains(&quant[i])) {
         bail!("--quant {}: {} is given twice", quant.join(","), quant[i]);
     }
+    let prune = fractions("prune", &a.prune, vec![0.8, 0.7, 0.6, 0.5, 0.4])?;
+    // Flags that would change nothing in this search are refused, as the passes refuse theirs.
+    let int8 = quant.iter().any(|m| *m != "fp16");
+    let static_int8 = quant.iter().any(|m| m.starts_with("static"));
+    for (set, flag, why) in [
+        (
+            a.rounds.is_some() && a.objective != Objective::Speed,
+            "--rounds",
+            "only --objective speed times candidates",
+        ),
+        (
+            a.weight_type.is_some() && !int8,
+            "--weight-type",
+            "--quant has no int8 format",
+        ),
+        (
+            a.max_ffn_fraction.is_some() && prune.is_empty(),
+            "--max-ffn-fraction",
+            "--prune none builds no pruning level",
+        ),
+        (
+            a.no_unpad && !static_int8,
+            "--no-unpad",
+            "--quant has no static INT8 format (static, static_ort)",
+        ),
+        (
+            a.device == onnx_compress::runtime::Device::Cuda && a.plan.is_some() && !cfg!(feature = "cuda"),
+            "--device cuda",
+            "the plan's jobs run this binary, built without CUDA support (cargo build --release --features cuda)",
+        ),
+    ] {
+        if set {
+            bail!("{flag} does nothing here: {why}; drop it");
+        }
+    }
     let out = absolute(&a.out, "OUT")?;
     // OUT is written at the end of a search (or by --collect): a folder that is not there is
     // refused now, as every pass refuses it, not after the search.
@@ -674,7 +709,7 @@ pub fn auto_options(model: &Path, a: &super::flags::AutoArgs) -> Result<onnx_com
         seed: a.seed,
         max_drop: a.max_drop,
         confidence: a.confidence,
-        weight_type: a.weight_type,
+        weight_type: a.weight_type.unwrap_or(QuantizeOptions::default().weight_type),
         max_ffn_fraction: a.max_ffn_fraction,
         unpad: !a.no_unpad,
         objective: a.objective,
@@ -682,11 +717,11 @@ pub fn auto_options(model: &Path, a: &super::flags::AutoArgs) -> Result<onnx_com
         device: a.device,
         threads: a.threads,
         max_length: a.max_length,
-        prune: fractions("prune", &a.prune, vec![0.8, 0.7, 0.6, 0.5, 0.4])?,
+        prune,
         lowrank,
         quant,
         dev,
-        rounds: a.rounds,
+        rounds: a.rounds.unwrap_or(5),
         batch_size: a.batch_size.unwrap_or(Task::batch_size_of(task)),
     };
     o.validate()?;
