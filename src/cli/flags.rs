@@ -318,7 +318,8 @@ pub struct LowrankArgs {
     /// Rank = round(full rank × R), R in (0, 1].
     #[arg(long, value_name = "R", allow_negative_numbers = true)]
     pub ratio: Option<f64>,
-    /// Rank = K in every selected layer (an error where K exceeds a layer's full rank).
+    /// Rank = K in every selected layer, then clamped by --k-min/--k-max as any rank (the
+    /// reference's fixed k); an error where K exceeds a layer's full rank.
     #[arg(long, value_name = "K")]
     pub rank: Option<usize>,
     /// Lower bound on the chosen rank (then capped at the layer's full rank).
