@@ -1253,6 +1253,10 @@ fn cli_records_history_and_reports_json() {
     let h = onnx_compress::history::history(&m).unwrap();
     assert_eq!(h.last().unwrap().pass, "quantize");
     assert_eq!(h.last().unwrap().options["mode"], "dynamic");
+    // The report's options are the history's: those of the mode (no calibration method, static
+    // form or fp16 setting for dynamic INT8).
+    assert_eq!(r["options"], h.last().unwrap().options);
+    assert!(r["options"].get("calib_method").is_none(), "{}", r["options"]);
     // The input is untouched.
     assert_eq!(onnx::load(&input).unwrap(), synth());
 }

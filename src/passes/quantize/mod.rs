@@ -320,6 +320,8 @@ pub struct EmbeddingReport {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct QuantizeReport {
+    /// In the JSON, as the history records them: those that apply to the mode.
+    #[serde(serialize_with = "options_as_recorded")]
     pub options: QuantizeOptions,
     pub matmuls: Vec<MatMulReport>,
     pub activations: Vec<ActivationReport>,
@@ -395,6 +397,11 @@ pub fn history_options(opts: &QuantizeOptions) -> Result<serde_json::Value, Pass
         }
     }
     Ok(v)
+}
+
+fn options_as_recorded<S: serde::Serializer>(opts: &QuantizeOptions, s: S) -> Result<S::Ok, S::Error> {
+    use serde::Serialize;
+    history_options(opts).map_err(serde::ser::Error::custom)?.serialize(s)
 }
 
 /// Checks the options on their own (before any file is read).
