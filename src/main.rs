@@ -114,7 +114,7 @@ fn pass_command(ort_lib: Option<&Path>, quiet: bool, io: &PassIo, plan: Plan) ->
     };
     let bytes = done.saved.as_ref().map_or(0, |s| s.bytes);
     match &step.report {
-        _ if io.json => print_json(&pass_json(&step.report, io, bytes, &done))?,
+        _ if io.json => print_json(&pass_json(&step.report, io, bytes, &done)?)?,
         PassReport::Prune(r) => print(&report::prune_text(r, &io.output))?,
         PassReport::Lowrank(r) => print(&report::lowrank_text(r, &io.output))?,
         PassReport::Quantize(r) => print(&report::quantize_text(r, &io.output, bytes))?,
@@ -128,8 +128,8 @@ fn pass_command(ort_lib: Option<&Path>, quiet: bool, io: &PassIo, plan: Plan) ->
 
 /// A pass's JSON: its report, with what the text says beside it: the file written and its size,
 /// the notes (also on stderr) and, where the report does not hold them, the calibration counts.
-fn pass_json(report: &PassReport, io: &PassIo, bytes: u64, done: &executor::Outcome) -> serde_json::Value {
-    let mut v = serde_json::to_value(report).unwrap_or_default();
+fn pass_json(report: &PassReport, io: &PassIo, bytes: u64, done: &executor::Outcome) -> Result<serde_json::Value> {
+    let mut v = serde_json::to_value(report)?;
     if let Some(o) = v.as_object_mut() {
         o.insert("output".into(), io.output.display().to_string().into());
         o.insert("output_bytes".into(), bytes.into());
@@ -139,7 +139,7 @@ fn pass_json(report: &PassReport, io: &PassIo, bytes: u64, done: &executor::Outc
             o.entry("calibration_tokens").or_insert(t.into());
         }
     }
-    v
+    Ok(v)
 }
 
 fn cmd_convert(ort_lib: Option<&Path>, a: ConvertArgs) -> Result<()> {
