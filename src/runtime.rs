@@ -181,11 +181,11 @@ pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf> {
 }
 
 /// [`find_library`], with what to do where the library found does not load: a path the user
-/// chose is theirs to change (reinstalling would not help).
+/// chose (`by` the flag or variable) is theirs to change (reinstalling would not help).
 fn find_library_from(explicit: Option<&Path>) -> Result<(PathBuf, String)> {
-    let chosen = |p: &Path, named: &str, fix: &str| -> Result<(PathBuf, String)> {
+    let chosen = |p: &Path, by: &str, named: &str, fix: &str| -> Result<(PathBuf, String)> {
         let why = match std::fs::metadata(p) {
-            Ok(m) if m.is_file() => return Ok((p.to_path_buf(), fix.to_string())),
+            Ok(m) if m.is_file() => return Ok((p.to_path_buf(), format!("{by}: {fix}"))),
             Ok(m) if m.is_dir() => "a folder, not the library file",
             Ok(_) => "not a file",
             Err(_) => "no such file",
@@ -196,6 +196,7 @@ fn find_library_from(explicit: Option<&Path>) -> Result<(PathBuf, String)> {
         let named = format!("--ort-lib {}", p.display());
         return chosen(
             p,
+            "--ort-lib",
             &named,
             &format!("point it at ONNX Runtime {ORT_VERSION}'s {LIB_NAME}"),
         );
@@ -206,6 +207,7 @@ fn find_library_from(explicit: Option<&Path>) -> Result<(PathBuf, String)> {
         let named = format!("ORT_DYLIB_PATH={}", p.display());
         return chosen(
             &p,
+            "ORT_DYLIB_PATH",
             &named,
             &format!("unset it or point it at ONNX Runtime {ORT_VERSION}'s {LIB_NAME}"),
         );
@@ -247,15 +249,6 @@ pub fn u8s8_saturates() -> bool {
     return false;
 }
 
-/// The flag or variable that chose the library.
-fn chosen_by(explicit: Option<&Path>) -> &'static str {
-    if explicit.is_some() {
-        "--ort-lib"
-    } else {
-        "ORT_DYLIB_PATH"
-    }
-}
-
 static ENV: OnceLock<std::result::Result<(ort::environment::Environment, PathBuf), String>> = OnceLock::new();
 
 /// Loads ONNX Runtime once per process; returns the library path in use.
@@ -264,12 +257,6 @@ pub fn init(explicit: Option<&Path>) -> Result<PathBuf> {
         let (path, fix) = find_library_from(explicit).map_err(|e| e.to_string())?;
         let builder = ort::init_from(&path).map_err(|e| {
             let why = not_a_library(&path).map_or(e.to_string(), |w| format!("{e} ({w})"));
-            // A path the user chose: "unset it or point it at ..."; one found here: reinstall.
-            let fix = if fix.starts_with("Reinstall") {
-                fix
-            } else {
-                format!("{}: {fix}", chosen_by(explicit))
-            };
             format!("cannot load ONNX Runtime from {}: {why}. {fix}", path.display())
         })?;
         let env = builder
