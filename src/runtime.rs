@@ -239,6 +239,38 @@ fn not_a_library(path: &Path) -> Option<&'static str> {
     (!head[..n].starts_with(magic)).then_some("the file is not a shared library")
 }
 
+/// Why a 64-bit little-endian ELF file at `path` is shorter than its own headers say (an
+/// interrupted copy or download): the section header table and every segment must lie within it.
+/// None where it is whole, or not such a file (the loader then gives its own reason).
+fn cut_short(path: &Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    let mut h = [0u8; 64];
+    f.read_exact(&mut h).ok()?;
+    if &h[..4] != b"\x7fELF" || h[4] != 2 || h[5] != 1 {
+        return None;
+    }
+    let u16_at = |b: &[u8], o: usize| u64::from(u16::from_le_bytes([b[o], b[o + 1]]));
+    let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+    let (phoff, shoff) = (u64_at(&h, 0x20), u64_at(&h, 0x28));
+    let (phentsize, phnum) = (u16_at(&h, 0x36), u16_at(&h, 0x38));
+    let (shentsize, shnum) = (u16_at(&h, 0x3a), u16_at(&h, 0x3c));
+    let mut need = shoff
+        .saturating_add(shentsize * shnum)
+        .max(phoff.saturating_add(phentsize * phnum));
+    if len >= phoff.saturating_add(phentsize * phnum) && phentsize >= 56 {
+        let mut table = vec![0u8; (phentsize * phnum) as usize];
+        f.seek(SeekFrom::Start(phoff)).ok()?;
+        f.read_exact(&mut table).ok()?;
+        for entry in table.chunks_exact(phentsize as usize) {
+            // p_offset at 8, p_filesz at 32.
+            need = need.max(u64_at(entry, 8).saturating_add(u64_at(entry, 32)));
+        }
+    }
+    (len < need).then(|| format!("the file is cut short ({len} bytes; its headers need {need})"))
+}
+
 /// Whether ONNX Runtime's u8 × s8 integer kernels can saturate on this CPU: an x86-64 without
 /// VNNI (AVX-512 VNNI or AVX-VNNI), where they add pairs of 8-bit products in 16 bits; with VNNI
 /// (and off x86) they sum exactly. README, "The CPU matters for INT8 accuracy".
@@ -255,6 +287,13 @@ static ENV: OnceLock<std::result::Result<(ort::environment::Environment, PathBuf
 pub fn init(explicit: Option<&Path>) -> Result<PathBuf> {
     let r = ENV.get_or_init(|| {
         let (path, fix) = find_library_from(explicit).map_err(|e| e.to_string())?;
+        // The loader maps a cut-short library and dies of SIGBUS on the missing pages: say so first.
+        if let Some(why) = cut_short(&path) {
+            return Err(format!(
+                "cannot load ONNX Runtime from {}: {why}. {fix}",
+                path.display()
+            ));
+        }
         let builder = ort::init_from(&path).map_err(|e| {
             let why = not_a_library(&path).map_or(e.to_string(), |w| format!("{e} ({w})"));
             format!("cannot load ONNX Runtime from {}: {why}. {fix}", path.display())
@@ -1112,6 +1151,42 @@ mod tests {
             std::fs::write(&text, b"\x7fELF\x02").unwrap();
             assert_eq!(not_a_library(&text), None);
         }
+    }
+
+    /// A 64-bit ELF file shorter than its headers say is named as cut short before the loader
+    /// maps it (which dies of SIGBUS); a whole one, or another file, is left to the loader.
+    #[test]
+    fn a_cut_short_library_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        // ELF64 LE header: one 56-byte program header at 64 whose segment spans bytes 0..4096,
+        // and three 64-byte section headers at 4096.
+        let mut h = vec![0u8; 120];
+        h[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        h[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
+        h[0x28..0x30].copy_from_slice(&4096u64.to_le_bytes());
+        h[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+        h[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes());
+        h[0x3a..0x3c].copy_from_slice(&64u16.to_le_bytes());
+        h[0x3c..0x3e].copy_from_slice(&3u16.to_le_bytes());
+        h[64 + 32..64 + 40].copy_from_slice(&4096u64.to_le_bytes());
+        let path = dir.path().join("libonnxruntime.so");
+        let mut whole = h.clone();
+        whole.resize(4096 + 3 * 64, 0);
+        std::fs::write(&path, &whole).unwrap();
+        assert_eq!(cut_short(&path), None);
+        std::fs::write(&path, &whole[..4096 + 64]).unwrap();
+        let e = cut_short(&path).unwrap();
+        assert!(e.contains("cut short (4160 bytes; its headers need 4288)"), "{e}");
+        // The segment alone says so where there are no section headers.
+        h[0x3c..0x3e].copy_from_slice(&0u16.to_le_bytes());
+        std::fs::write(&path, &h).unwrap();
+        assert!(cut_short(&path).unwrap().contains("(120 bytes; its headers need 4096)"));
+        std::fs::write(
+            &path,
+            b"not a library at all, but long enough to hold a header of 64 bytes",
+        )
+        .unwrap();
+        assert_eq!(cut_short(&path), None);
     }
 
     /// An empty file at `path` (with its folders): the search only checks that files exist.
