@@ -1317,6 +1317,90 @@ fn albert_keeps_its_layers_sharing_weights() {
     }
 }
 
+/// Low rank leaves dense a layer whose weight has a reader its factors would not replace, naming
+/// it, instead of writing factors beside the dense weight (the model grew while the report said
+/// it shrank): ALBERT with one of the two layers sharing a weight selected (weight SVD and
+/// activation-aware), and DeBERTa-v3's query and key weights, which also project the relative
+/// positions. Selected parameters count a shared weight once.
+#[test]
+fn lowrank_keeps_dense_a_weight_it_cannot_replace_everywhere() {
+    let report = |name: &str, opts: LowrankOptions, calibrate: bool| {
+        let m = load(name);
+        let mut c = calibrator(2, 3);
+        let a = Pass::Lowrank(opts)
+            .apply(&m, if calibrate { Some(&mut c) } else { None })
+            .unwrap_or_else(|e| panic!("low rank of {name}: {e}"));
+        let onnx_compress::passes::PassReport::Lowrank(r) = a.report else {
+            panic!("not a low-rank report")
+        };
+        let grown = parameter_counts(&a.model, &discover(&a.model).unwrap()).total;
+        assert!(
+            grown <= parameter_counts(&m, &discover(&m).unwrap()).total,
+            "{name}: the model grew"
+        );
+        assert_eq!(r.params_after, grown);
+        r
+    };
+    let one_layer = |aware| LowrankOptions {
+        rank: RankRule::Fixed(4),
+        layers: Some(vec![1]),
+        activation_aware: aware,
+        ..Default::default()
+    };
+    let r = report(ALBERT, one_layer(false), false);
+    for l in r.layers.iter().filter(|l| l.layer == Some(1)) {
+        let why = l.skipped.as_deref().unwrap_or_default();
+        assert!(
+            !l.factorized && why.contains(&format!("is shared with layer 0 {}", l.role.name())),
+            "{l:?}"
+        );
+    }
+    assert_eq!(r.encoder_linear_params_after, r.encoder_linear_params_before);
+    if require_ort("activation-aware low rank of one ALBERT layer") {
+        // The pooler is not calibrated: nothing would change, and lower ranks would not help.
+        let e = Pass::Lowrank(one_layer(true))
+            .apply(&load(ALBERT), Some(&mut calibrator(2, 3)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("is shared with layer 0 query") && e.contains("select other layers (--layers, --apply-to)"),
+            "{e}"
+        );
+    }
+    // Both layers selected: factorized, the shared weights counted once as the model holds them.
+    let r = report(
+        ALBERT,
+        LowrankOptions {
+            layers: None,
+            ..one_layer(false)
+        },
+        false,
+    );
+    assert_eq!(r.factorized, 13, "12 encoder rows and the pooler");
+    assert_eq!(
+        r.selected_params_before - r.layers.iter().find(|l| l.layer.is_none()).unwrap().params_before,
+        r.encoder_linear_params_before
+    );
+    let qkv = LowrankOptions {
+        rank: RankRule::Fixed(4),
+        apply_to: ApplyTo::QkvOnly,
+        ..Default::default()
+    };
+    let r = report(DEBERTA, qkv, false);
+    let kept: Vec<&str> = r
+        .layers
+        .iter()
+        .filter(|l| !l.factorized)
+        .map(|l| l.role.name())
+        .collect();
+    assert_eq!(kept, ["query", "key", "query", "key"], "{:?}", r.layers);
+    assert!(r.layers.iter().filter(|l| !l.factorized).all(|l| l
+        .skipped
+        .as_deref()
+        .is_some_and(|w| w.contains("outside the Linear layers") && w.contains("_proj_1/MatMul"))));
+    assert_eq!(r.factorized, 2, "the value projections");
+}
+
 /// A headless encoder's output is its hidden states: on them (every token of both batches),
 /// pruning nothing changes nothing (1e-5) and removing heads equals zeroing their output rows
 /// (1e-4), which does change them.

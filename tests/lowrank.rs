@@ -284,7 +284,7 @@ fn apply_to_and_layers_select_as_the_reference() {
             layers,
             ..Default::default()
         };
-        lowrank::select(&t, &o).unwrap().iter().map(|t| t.name()).collect()
+        lowrank::select(&m, &t, &o).unwrap().iter().map(|t| t.name()).collect()
     };
     assert_eq!(names(ApplyTo::AllLinear, None).len(), 14);
     assert_eq!(names(ApplyTo::ExcludeClassifier, None).len(), 13);
@@ -420,6 +420,59 @@ fn bad_input_through_the_binary_leaves_no_output() {
         fused_attention: true,
         ..Default::default()
     });
+    // Nothing to factorize: lower ranks are advised where a rank reached break-even (and a lower
+    // --k-min where one raised it), other layers where every one is already factorized.
+    refused(
+        &["lowrank", "--apply-to", "ffn_only", "--rank", "22", inp, o],
+        &out,
+        &["at or above break-even", "ask for lower ranks", "or --force"],
+    );
+    refused(
+        &[
+            "lowrank",
+            "--apply-to",
+            "ffn_only",
+            "--ratio",
+            "0.25",
+            "--k-min",
+            "22",
+            inp,
+            o,
+        ],
+        &out,
+        &["ask for lower ranks", "a lower --k-min"],
+    );
+    let low = dir.path().join("low.onnx");
+    let ok = bin()
+        .args([
+            "lowrank",
+            "--apply-to",
+            "ffn_only",
+            "--rank",
+            "4",
+            inp,
+            low.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    refused(
+        &[
+            "lowrank",
+            "--apply-to",
+            "ffn_only",
+            "--rank",
+            "2",
+            "--force",
+            low.to_str().unwrap(),
+            o,
+        ],
+        &out,
+        &[
+            "already factorized (rank 4)",
+            "select other layers (--layers, --apply-to)",
+        ],
+    );
     let fout = fdir.path().join("out.onnx");
     refused(
         &[

@@ -219,10 +219,9 @@ impl Pass {
                 };
                 if r.factorized == 0 {
                     // Writing an unchanged copy would look like success.
-                    let why = r
-                        .layers
-                        .iter()
-                        .find_map(|l| l.skipped.clone())
+                    let why = (r.layers.iter().find(|l| l.at_break_even))
+                        .or_else(|| r.layers.iter().find(|l| l.skipped.is_some()))
+                        .and_then(|l| l.skipped.clone())
                         .unwrap_or_else(|| "no layer selected".into());
                     let field = match o.rank {
                         _ if o.target_params.is_some() => "target_params",
@@ -230,11 +229,21 @@ impl Pass {
                         lowrank::RankRule::Ratio(_) => "ratio",
                         lowrank::RankRule::Fixed(_) => "rank",
                     };
+                    // Lower ranks help only where a rank reached break-even; layers kept for what
+                    // they are (already factorized, shared, not calibrated) need another selection.
+                    let (field, advice) = if r.layers.iter().any(|l| l.at_break_even) {
+                        let k_min = if o.k_min.is_some() { ", a lower `k_min`" } else { "" };
+                        (
+                            field,
+                            format!("ask for lower ranks (`energy` 0.9, `ratio` 0.25 or `rank` K){k_min} or `force`"),
+                        )
+                    } else {
+                        ("layers", "select other layers (`layers`, `apply_to`)".to_string())
+                    };
                     return Err(PassError::Options(OptionError::new(
                         field,
                         format!(
-                            "no layer would be factorized ({} selected, e.g. {why}): the model would not change; \
-                             ask for lower ranks (`energy` 0.9, `ratio` 0.25 or `rank` K) or `force`",
+                            "no layer would be factorized ({} selected, e.g. {why}): the model would not change; {advice}",
                             r.layers.len()
                         ),
                     )));

@@ -222,9 +222,10 @@ fn factorize_calibrated(
     }
     let start = Instant::now();
     let t = structure::discover(model)?;
-    let targets = select(&t, opts)?;
+    let targets = select(model, &t, opts)?;
     if opts.target_params.is_none() {
-        check_fixed_rank(&targets, opts.rank)?;
+        // Only the encoder's layers are calibrated (the pooler and classifier stay as they are).
+        check_fixed_rank(targets.iter().filter(|t| t.layer.is_some()), opts.rank)?;
     }
     let g = crate::passes::graph(model)?;
     let ix = GraphIndex::new(g);
@@ -236,6 +237,10 @@ fn factorize_calibrated(
     for (i, tg) in targets.iter().enumerate() {
         if let Some(f) = &tg.linear.factor {
             rows[i] = Some(tg.kept(format!("already factorized (rank {})", f.rank), f.rank, 1.0));
+            continue;
+        }
+        if let Some(why) = &tg.shared_with {
+            rows[i] = Some(tg.kept(why.clone(), 0, 1.0));
             continue;
         }
         if tg.layer.is_none() {
@@ -379,14 +384,18 @@ fn factorize_calibrated(
         let sharing: Vec<usize> = (d.i..targets.len()).filter(|&j| lead[j] == d.i).collect();
         let Some(k) = k else {
             for &j in &sharing {
-                rows[j] = Some(targets[j].kept(
-                    format!(
-                        "kept dense by the budget allocation (its useful rank reached break-even {:.1})",
-                        break_even(m, n)
-                    ),
-                    0,
-                    1.0,
-                ));
+                rows[j] = Some(
+                    targets[j]
+                        .kept(
+                            format!(
+                                "kept dense by the budget allocation (its useful rank reached break-even {:.1})",
+                                break_even(m, n)
+                            ),
+                            0,
+                            1.0,
+                        )
+                        .at_break_even(),
+                );
             }
             continue;
         };
@@ -400,7 +409,7 @@ fn factorize_calibrated(
                     ),
                     k,
                     kept,
-                ));
+                ).at_break_even());
             }
             continue;
         }

@@ -238,6 +238,20 @@ pub struct LayerReport {
     /// Why the layer stayed as it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
+    /// Kept dense because its rank reached break-even: a lower rank (or `force`) would
+    /// factorize it, unlike a layer kept for what it is (already factorized, shared, not
+    /// calibrated).
+    #[serde(skip)]
+    pub at_break_even: bool,
+}
+
+impl LayerReport {
+    fn at_break_even(self) -> Self {
+        LayerReport {
+            at_break_even: true,
+            ..self
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -275,6 +289,10 @@ pub struct Target {
     pub layer: Option<usize>,
     pub role: Role,
     pub linear: Linear,
+    /// Why the layer stays dense whatever its rank: its weight has a reader the factors would
+    /// not replace (a layer sharing it that the selection leaves out, or a node outside the
+    /// Linear layers), so the dense weight stays and factors beside it would grow the model.
+    pub shared_with: Option<String>,
 }
 
 impl Target {
@@ -304,6 +322,7 @@ impl Target {
             params_after: l.params(),
             factorized: false,
             skipped: Some(reason),
+            at_break_even: false,
         }
     }
 
@@ -394,7 +413,7 @@ pub fn validate(opts: &LowrankOptions) -> Result<(), PassError> {
 
 /// The layers `opts` selects, in graph order: an error when `--layers` names a layer the model
 /// does not have or nothing matches.
-pub fn select(t: &Transformer, opts: &LowrankOptions) -> Result<Vec<Target>, PassError> {
+pub fn select(model: &ModelProto, t: &Transformer, opts: &LowrankOptions) -> Result<Vec<Target>, PassError> {
     if let Some(ls) = &opts.layers {
         if ls.is_empty() {
             return Err(PassError::Options(OptionError::new(
@@ -426,6 +445,7 @@ pub fn select(t: &Transformer, opts: &LowrankOptions) -> Result<Vec<Target>, Pas
                 layer: Some(l.index),
                 role,
                 linear: lin.clone(),
+                shared_with: None,
             })
         };
         if let Some(a) = &l.attention {
@@ -451,15 +471,18 @@ pub fn select(t: &Transformer, opts: &LowrankOptions) -> Result<Vec<Target>, Pas
                 layer: None,
                 role: Role::Pooler,
                 linear: p.clone(),
+                shared_with: None,
             });
         }
         all.push(Target {
             layer: None,
             role: Role::Classifier,
             linear: h.classifier.clone(),
+            shared_with: None,
         });
     }
-    let chosen: Vec<Target> = all
+    let mapped: Vec<(usize, String)> = all.iter().map(|tg| (tg.linear.node, tg.name())).collect();
+    let mut chosen: Vec<Target> = all
         .into_iter()
         .filter(|tg| opts.apply_to.selects(tg.role))
         .filter(|tg| match (tg.layer, &opts.layers) {
@@ -496,7 +519,48 @@ pub fn select(t: &Transformer, opts: &LowrankOptions) -> Result<Vec<Target>, Pas
             ),
         )));
     }
+    mark_shared(model, &mut chosen, &mapped)?;
     Ok(chosen)
+}
+
+/// Sets [`Target::shared_with`] where a chosen dense layer's weight is read by a node that no
+/// chosen layer with that weight is (through `Identity` aliases); `mapped`: every Linear's node
+/// and name, selected or not.
+fn mark_shared(model: &ModelProto, chosen: &mut [Target], mapped: &[(usize, String)]) -> Result<(), PassError> {
+    let g = crate::passes::graph(model)?;
+    let ix = GraphIndex::new(g);
+    for i in 0..chosen.len() {
+        if chosen[i].linear.factor.is_some() {
+            continue;
+        }
+        let weight = chosen[i].linear.weight.clone();
+        let covered: Vec<usize> = chosen
+            .iter()
+            .filter(|c| c.linear.weight == weight && c.linear.factor.is_none())
+            .map(|c| c.linear.node)
+            .collect();
+        let mut values = vec![weight.clone()];
+        let mut outside = None;
+        while let Some(v) = values.pop() {
+            for &n in ix.consumers(&v) {
+                if ix.is_op(n, "Identity") {
+                    values.extend(ix.node(n).output.iter().cloned());
+                } else if !covered.contains(&n) && outside.is_none() {
+                    outside = Some(n);
+                }
+            }
+        }
+        chosen[i].shared_with = outside.map(|n| match mapped.iter().find(|(m, _)| *m == n) {
+            Some((_, name)) => format!(
+                "its weight '{weight}' is shared with {name}, which the selection leaves out: select both or neither (factors beside the dense weight would grow the model)"
+            ),
+            None => format!(
+                "its weight '{weight}' is also read by {}, outside the Linear layers: the dense weight stays, so factors beside it would grow the model",
+                ix.node_label(n)
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The rank of a spectrum `s` (non-increasing) by the reference's rule, then clamped to
@@ -762,8 +826,8 @@ fn finish(
         method,
         factorized,
         skipped: layers.len() - factorized,
-        selected_params_before: layers.iter().map(|l| l.params_before).sum(),
-        selected_params_after: layers.iter().map(|l| l.params_after).sum(),
+        selected_params_before: once_per_weight(&layers, |l| l.params_before),
+        selected_params_after: once_per_weight(&layers, |l| l.params_after),
         encoder_linear_params_before: encoder_linear_params(&t0),
         encoder_linear_params_after: encoder_linear_params(&t1),
         params_before: structure::parameter_counts(model, &t0).total,
@@ -779,13 +843,19 @@ fn finish(
     })
 }
 
+/// The sum of `f` over the rows, a weight several layers share (ALBERT) counted once, as the
+/// model stores it (and its factors, which they share too).
+fn once_per_weight(rows: &[LayerReport], f: impl Fn(&LayerReport) -> usize) -> usize {
+    let mut seen = std::collections::HashSet::new();
+    rows.iter().filter(|l| seen.insert(l.weight.as_str())).map(f).sum()
+}
+
 /// `--rank K` beyond a selected layer's full rank is an error naming that layer.
-fn check_fixed_rank(targets: &[Target], rule: RankRule) -> Result<(), PassError> {
+fn check_fixed_rank<'t>(targets: impl IntoIterator<Item = &'t Target>, rule: RankRule) -> Result<(), PassError> {
     if let RankRule::Fixed(k) = rule {
-        if let Some(t) = targets
-            .iter()
-            .find(|t| t.linear.factor.is_none() && k > t.linear.in_features.min(t.linear.out_features))
-        {
+        if let Some(t) = targets.into_iter().find(|t| {
+            t.linear.factor.is_none() && t.shared_with.is_none() && k > t.linear.in_features.min(t.linear.out_features)
+        }) {
             return Err(PassError::Options(OptionError::new(
                 "rank",
                 format!(
@@ -847,6 +917,9 @@ fn factor_one(
             None,
         ));
     }
+    if let Some(why) = &tg.shared_with {
+        return Ok((tg.kept(why.clone(), 0, 1.0), None));
+    }
     let (m, n) = (lin.in_features, lin.out_features);
     let mut w = weight_matrix(model, lin)?;
     if let Some(shrink) = opts.denoise {
@@ -863,7 +936,7 @@ fn factor_one(
             "rank {k} is at or above break-even {:.1}: factors would not be smaller (--force factorizes anyway)",
             break_even(m, n)
         );
-        return Ok((tg.kept(why, k, kept), None));
+        return Ok((tg.kept(why, k, kept).at_break_even(), None));
     }
     let a = u.subcols(0, k).to_owned();
     let b = Mat::from_fn(k, n, |r, c| s[r] * v[(c, r)]);
@@ -883,7 +956,7 @@ pub fn lowrank(model: &ModelProto, opts: &LowrankOptions) -> Result<(ModelProto,
     }
     let start = Instant::now();
     let t = structure::discover(model)?;
-    let targets = select(&t, opts)?;
+    let targets = select(model, &t, opts)?;
     check_fixed_rank(&targets, opts.rank)?;
     let results = par_map(&targets, |tg| factor_one(model, opts, tg));
     let mut reps = Vec::new();
@@ -925,6 +998,7 @@ mod tests {
             params_after: 40,
             factorized: false,
             skipped: Some("kept dense".into()),
+            at_break_even: false,
         };
         assert!(serde_json::to_value(&l).unwrap()["rank"].is_null());
         l.rank = 3;
