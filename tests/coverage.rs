@@ -873,6 +873,51 @@ fn calibrated_pruning_of_onnx_runtime_optimizer_outputs() {
     removing_these_heads_equals_zeroing_them(FUSED, [&[], &[1, 3]]);
 }
 
+/// Calibrated pruning of a model already pruned to one head per layer: a layer that no longer
+/// maps without heads (ModernBERT's) gives no head curve at all (its probe took the last head,
+/// and the pruned graph lost the layer: "internal error"); the count or budget comes from the
+/// others and every layer still maps.
+#[test]
+fn calibrated_pruning_keeps_the_last_head_a_layer_needs() {
+    if !require_ort("calibrated pruning of a pruned ModernBERT") {
+        return;
+    }
+    let one_head = Pass::Prune(PruneOptions {
+        heads: 0.75,
+        ..Default::default()
+    })
+    .apply(&load(MODERNBERT_T4), None)
+    .expect("l1 pruning to one head per layer")
+    .model;
+    let t = discover(&one_head).unwrap();
+    assert_eq!(t.layers.iter().map(|l| l.heads()).collect::<Vec<_>>(), [1, 1]);
+    let headless = prune::layers_map_without_heads(&one_head, &t);
+    assert!(headless.contains(&false), "{headless:?}: the case this test is about");
+    for opts in [
+        PruneOptions {
+            heads: 0.5,
+            strategy: Strategy::Obs,
+            ..Default::default()
+        },
+        PruneOptions {
+            target_macs: Some(0.2),
+            max_ffn_fraction: 0.98,
+            strategy: Strategy::Obs,
+            ..Default::default()
+        },
+    ] {
+        let out = Pass::Prune(opts.clone())
+            .apply(&one_head, Some(&mut calibrator(2, 3)))
+            .unwrap_or_else(|e| panic!("{opts:?}: {e}"))
+            .model;
+        let heads: Vec<usize> = discover(&out).unwrap().layers.iter().map(|l| l.heads()).collect();
+        assert_eq!(heads.len(), 2, "{opts:?}");
+        for (h, ok) in heads.iter().zip(&headless) {
+            assert!(*h == 1 || *ok, "{opts:?}: {heads:?}, headless maps {headless:?}");
+        }
+    }
+}
+
 #[test]
 fn lowrank_and_quantize_onnx_runtime_optimizer_outputs() {
     if !have_ort("lowrank and quantize the optimizer's outputs")

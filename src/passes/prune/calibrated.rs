@@ -525,6 +525,11 @@ fn curves(
             Part::Attention => gs.len() - usize::from(!headless_ok[li]).min(gs.len()),
             Part::Ffn => (gs.len() as f64 * max_ffn) as usize,
         };
+        if limit == 0 {
+            // Nothing it may remove (a layer's last head where the layer would no longer map):
+            // no curve, not even the probe's one unit.
+            return Ok(());
+        }
         // Probe: this block alone at the probe level, compensated, through the whole model;
         // then the same greedy run goes on to the limit for the cost curve.
         let fraction = if part == Part::Attention { probe.0 } else { probe.1 };
