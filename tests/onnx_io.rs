@@ -274,6 +274,15 @@ fn a_device_or_pipe_is_refused_and_a_link_replaced() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("is not a folder"), "{e}");
+    // A folder that takes no file (/proc, even for root) is named before any work; a writable one
+    // is left as it was.
+    if cfg!(target_os = "linux") {
+        let e = target_folder(Path::new("/proc/x.onnx")).unwrap_err().to_string();
+        assert!(e.contains("cannot create a file in folder /proc"), "{e}");
+    }
+    let empty = tempfile::tempdir().unwrap();
+    assert_eq!(target_folder(&empty.path().join("x.onnx")).unwrap(), empty.path());
+    assert_eq!(std::fs::read_dir(empty.path()).unwrap().count(), 0);
 }
 
 #[test]

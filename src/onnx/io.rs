@@ -492,6 +492,19 @@ pub fn target_folder(path: &Path) -> Result<PathBuf, OnnxError> {
             "not a regular file (a device, a pipe or a socket): the result is written to a new file and renamed into place; name a file".into(),
         ));
     }
+    // A folder that takes no new file (read-only, /sys, /proc) is found now, not after the work.
+    if let Err(e) = tempfile::Builder::new()
+        .prefix(".onnx-compress-probe-")
+        .tempfile_in(&dir)
+    {
+        return Err(fail(
+            e.kind(),
+            format!(
+                "cannot create a file in folder {} ({e}): write somewhere else",
+                dir.display()
+            ),
+        ));
+    }
     Ok(dir)
 }
 
