@@ -77,7 +77,8 @@ pub fn inspect_text(s: &ModelSummary) -> String {
         let heads: Vec<usize> = s.layers.iter().map(|l| l.heads).collect();
         let widths: Vec<usize> = s.layers.iter().map(|l| l.ffn_width).collect();
         let uniform = |v: &[usize]| v.windows(2).all(|w| w[0] == w[1]);
-        let head_size = s.layers.first().map_or(0, |l| l.head_size);
+        // A layer left without heads has no head size.
+        let head_size = s.layers.iter().map(|l| l.head_size).find(|&h| h > 0).unwrap_or(0);
         let _ = writeln!(
             o,
             "transformer  {} layers × {} heads × {head_size}, hidden {}{}, FFN {}{}",

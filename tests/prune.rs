@@ -474,6 +474,10 @@ fn a_layer_may_lose_every_head_or_every_neuron() {
         assert_eq!(t2.layers[1].heads(), 4, "{what}");
         assert_eq!(t2.layers[1].ffn_width(), 0, "{what}");
         assert!(t2.layers[1].ffn_bias.is_some(), "{what}");
+        // inspect gives the head size of the layers that have heads (not layer 0's none).
+        let s = onnx_compress::inspect::summarize(&out, Path::new("x.onnx"), 0, 128).unwrap();
+        let text = onnx_compress::report::inspect_text(&s);
+        assert!(text.contains("2 layers × [0, 4] heads × 8,"), "{what}: {text}");
         assert_no_empty_tensors(&out, &what);
         assert_eq!(
             float_values(&out),
