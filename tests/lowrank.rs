@@ -786,6 +786,20 @@ fn budget_allocation_meets_the_target() {
     .unwrap_err()
     .to_string()
     .contains("--target-params 1"));
+    // Below rank 1 everywhere (2 layers, hidden 32, FFN 64: Σ(m + n) = 8·64 + 4·96 = 896 of
+    // Σ m·n = 16 384 weights): refused, saying how little it can keep.
+    let low = LowrankOptions {
+        target_params: Some(0.01),
+        ..Default::default()
+    };
+    let e = match lowrank::lowrank_calibrated(&m, &low, &mut calibrator(16, 3)) {
+        Ok(_) => panic!("a budget below rank 1 everywhere is refused"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        e.contains("--target-params 0.01: out of reach") && e.contains("keeps 0.0547"),
+        "{e}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -369,6 +369,17 @@ fn factorize_calibrated(
                     (d.s.clone(), l.in_features, l.out_features)
                 })
                 .collect();
+            // Rank 1 everywhere is the least the allocation keeps: a budget below it cannot be met.
+            let weights: usize = layers.iter().map(|(_, m, n)| m * n).sum();
+            let least = layers.iter().map(|(_, m, n)| m + n).sum::<usize>() as f64 / weights.max(1) as f64;
+            if keep < least {
+                return Err(PassError::Options(OptionError::new(
+                    "target_params",
+                    format!(
+                        "`target_params` {keep}: out of reach: rank 1 in every calibrated layer keeps {least:.4} of their weights; ask for that or more"
+                    ),
+                )));
+            }
             allocate_ranks(&layers, keep)
         }
         None => spectra
