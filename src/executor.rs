@@ -208,10 +208,28 @@ pub struct StepOutcome {
     pub report: PassReport,
     /// Seconds in the pass (its calibration runs included).
     pub seconds: f64,
+    /// The options as the model's history records them (the calibration's included).
+    pub options: serde_json::Value,
     /// Weight elements after the step (see [`weight_elements`]).
     pub params_after: usize,
     /// Encoder MACs per sequence of [`MAC_SEQ_LEN`] tokens after the step, when mapped.
     pub encoder_macs_after: Option<u64>,
+}
+
+/// The note when a MAC budget ended more than a point under what was asked: whole heads are
+/// coarse units on a small model, and the allocation finishes with finer ones only where the
+/// calibration data rates them cheaper.
+fn under_budget_note(label: &str, pass: &Pass, report: &PassReport) -> Option<String> {
+    let (Pass::Prune(o), PassReport::Prune(r)) = (pass, report) else {
+        return None;
+    };
+    let target = o.target_macs?;
+    let reached = r.encoder_macs_after as f64 / r.encoder_macs_before.max(1) as f64;
+    (reached < target - 0.01).then(|| {
+        format!(
+            "{label}: the MAC budget {target} ended at {reached:.3} of the MACs, under it: a head is a coarse unit on this model, and no finer removal that meets the budget was rated cheaper on the calibration data"
+        )
+    })
 }
 
 /// What the executor did.
@@ -366,13 +384,21 @@ pub fn execute(
             let cal = calib::ort_calibrator(&c.spec(), input, &model)?;
             calibration_load_seconds = t.elapsed().as_secs_f64();
             notes.extend(c.shortfall(cal.examples));
-            // Calibrated pruning refits the neurons it keeps on these tokens: too few fit exactly.
-            let prunes_neurons = plan.steps.iter().any(|s| {
-                matches!(&s.pass, Pass::Prune(o)
-                    if o.strategy == crate::passes::prune::Strategy::Obs && (o.ffn > 0.0 || o.target_macs.is_some()))
-            });
-            if prunes_neurons {
-                notes.extend(crate::passes::prune::few_tokens_note(&model, cal.tokens()));
+            // Calibrated pruning refits what it keeps on these tokens: too few fit exactly. The
+            // FFN's neurons are the widest block, then the heads' outputs.
+            let pruned = |ffn: bool| {
+                plan.steps.iter().any(|s| {
+                    matches!(&s.pass, Pass::Prune(o)
+                        if o.strategy == crate::passes::prune::Strategy::Obs
+                            && if ffn { o.ffn > 0.0 || o.target_macs.is_some() } else { o.heads > 0.0 })
+                })
+            };
+            if pruned(true) || pruned(false) {
+                notes.extend(crate::passes::prune::few_tokens_note(
+                    &model,
+                    cal.tokens(),
+                    pruned(true),
+                ));
             }
             // Activation-aware low rank sees as many directions of a layer's inputs as tokens.
             let aware: Vec<_> = plan
@@ -414,6 +440,7 @@ pub fn execute(
             })
             .with_context(|| input.display().to_string())?;
         let seconds = t.elapsed().as_secs_f64();
+        notes.extend(under_budget_note(&step.label, &step.pass, &applied.report));
         let mut out = applied.model;
         stage(&format!("{}: checking the model", step.label));
         check(&out).with_context(|| format!("{}: {} wrote an invalid model", input.display(), step.label))?;
@@ -429,7 +456,7 @@ pub fn execute(
         let step_macs = applied
             .macs
             .or_else(|| macs.map(|m| (m, encoder_macs(&out).unwrap_or(m))));
-        history::record(&mut out, step.pass.name(), options, params, step_macs)
+        history::record(&mut out, step.pass.name(), options.clone(), params, step_macs)
             .map_err(|e| anyhow!(e))
             .with_context(|| input.display().to_string())?;
         if let Some(x) = encoder_macs(&out) {
@@ -440,6 +467,7 @@ pub fn execute(
             pass: step.pass.name(),
             report: applied.report,
             seconds,
+            options,
             params_after: weight_elements(&out),
             encoder_macs_after: macs,
         });
@@ -675,6 +703,41 @@ impl Calibrator for Reporting<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A MAC budget that ended more than a point under what was asked is noted; one met is not.
+    #[test]
+    fn a_mac_budget_ended_far_under_is_noted() {
+        use crate::passes::prune::{PruneOptions, PruneReport};
+        let opts = PruneOptions {
+            target_macs: Some(0.5),
+            ..Default::default()
+        };
+        let report = |after: u64| {
+            PassReport::Prune(PruneReport {
+                options: opts.clone(),
+                layers: vec![],
+                params_before: 0,
+                params_after: 0,
+                encoder_macs_before: 1000,
+                encoder_macs_after: after,
+                seq_len: 128,
+                seconds: 0.0,
+                calibration_seconds: 0.0,
+            })
+        };
+        let pass = Pass::Prune(opts.clone());
+        let n = under_budget_note("prune", &pass, &report(165)).unwrap();
+        assert!(
+            n.starts_with("prune: the MAC budget 0.5 ended at 0.165 of the MACs"),
+            "{n}"
+        );
+        assert_eq!(under_budget_note("prune", &pass, &report(495)), None);
+        let counts = Pass::Prune(PruneOptions {
+            heads: 0.5,
+            ..Default::default()
+        });
+        assert_eq!(under_budget_note("prune", &counts, &report(165)), None);
+    }
 
     /// The shortfall note counts in the singular too ("holds 1 example ... it is used").
     #[test]

@@ -873,6 +873,29 @@ fn calibrated_pruning_of_onnx_runtime_optimizer_outputs() {
     removing_these_heads_equals_zeroing_them(FUSED, [&[], &[1, 3]]);
 }
 
+/// A MAC budget no allocation reaches names the lowest fraction this model reaches, and points
+/// at --max-ffn-fraction only where raising it could help.
+#[test]
+fn an_unreachable_mac_budget_says_how_low_the_model_goes() {
+    if !require_ort("an unreachable MAC budget") {
+        return;
+    }
+    for (max_ffn, raise) in [(0.5, true), (0.99, false)] {
+        let pass = Pass::Prune(PruneOptions {
+            target_macs: Some(0.001),
+            max_ffn_fraction: max_ffn,
+            strategy: Strategy::Obs,
+            ..Default::default()
+        });
+        let e = match pass.apply(&load(SDPA), Some(&mut calibrator(2, 3))) {
+            Ok(_) => panic!("a budget of 0.1% of the MACs is met"),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.contains("out of reach") && e.contains("leaves 0."), "{e}");
+        assert_eq!(e.contains("--max-ffn-fraction raises that"), raise, "{e}");
+    }
+}
+
 /// Calibrated pruning of a model already pruned to one head per layer: a layer that no longer
 /// maps without heads (ModernBERT's) gives no head curve at all (its probe took the last head,
 /// and the pruned graph lost the layer: "internal error"); the count or budget comes from the

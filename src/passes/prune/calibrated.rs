@@ -352,6 +352,7 @@ fn sharing(shared: &[(Option<usize>, Option<usize>)], lead: usize, part: Part) -
 
 /// One block's greedy removal costs (relative to the energy of the LayerNorm input it feeds)
 /// and the MACs one unit costs (in all the layers running it).
+#[derive(Clone)]
 struct Curve {
     /// The layers running the block: one, or those sharing its weights.
     layers: Vec<usize>,
@@ -605,13 +606,12 @@ fn heads_in_step(t: &Transformer) -> bool {
             .any(|l| l.attention.as_ref().is_some_and(|a| a.heads_alike.is_some()))
 }
 
-/// Takes units from the curves, cheapest first (`per_mac`: cheapest relative error per MAC
-/// saved), until `done(taken units, MACs saved)` holds. Returns per-layer (heads, neurons).
+/// Takes units from the curves, cheapest first, until `done` (given each unit's curve) holds.
+/// Returns per-layer (heads, neurons).
 fn take(
     curves: &[Curve],
     layers: usize,
     allowed: &dyn Fn(&Curve) -> bool,
-    per_mac: bool,
     done: &mut dyn FnMut(&Curve) -> bool,
 ) -> Option<Vec<(usize, usize)>> {
     let mut taken = vec![0usize; curves.len()];
@@ -620,12 +620,7 @@ fn take(
             .iter()
             .enumerate()
             .filter(|(i, c)| allowed(c) && taken[*i] < c.costs.len())
-            .min_by(|(i, a), (j, b)| {
-                let w = |c: &Curve| if per_mac { c.unit_macs as f64 } else { 1.0 };
-                let ca = a.costs[taken[*i]].max(0.0) / w(a);
-                let cb = b.costs[taken[*j]].max(0.0) / w(b);
-                ca.total_cmp(&cb)
-            })
+            .min_by(|(i, a), (j, b)| a.costs[taken[*i]].max(0.0).total_cmp(&b.costs[taken[*j]].max(0.0)))
             .map(|(i, _)| i);
         let i = best?;
         taken[i] += 1;
@@ -633,16 +628,7 @@ fn take(
             break;
         }
     }
-    let mut counts = vec![(0usize, 0usize); layers];
-    for (c, &n) in curves.iter().zip(&taken) {
-        for &l in &c.layers {
-            match c.part {
-                Part::Attention => counts[l].0 = n,
-                Part::Ffn => counts[l].1 = n,
-            }
-        }
-    }
-    Some(counts)
+    Some(counts_of(curves, &taken, layers))
 }
 
 /// A plan that changes one block only (in every layer sharing its weights): the groups `obs` has
@@ -721,7 +707,7 @@ fn allocate_counts(
         }
         let mut left = k;
         // A unit of a shared block goes in every layer running it.
-        let got = take(curves, layers, &|c| c.part == part, false, &mut |c| {
+        let got = take(curves, layers, &|c| c.part == part, &mut |c| {
             left = left.saturating_sub(c.layers.len());
             left == 0
         });
@@ -737,6 +723,57 @@ fn allocate_counts(
     Ok(counts)
 }
 
+/// Takes units cheapest relative error per MAC saved first until `macs` ≤ `goal`; their total
+/// cost, or None when the units run out before. Where the cheapest unit would finish more than
+/// `far` MACs under the goal, finishing without it (the other curves, the same way) is taken
+/// instead when that costs less in all: a coarse unit (a whole head of a small model, a head of
+/// every layer in step) would otherwise land far under the target at a cost the finer units
+/// avoid. `skip`: a curve left out (the lookahead's; it looks no further).
+fn take_macs(
+    curves: &[Curve],
+    taken: &mut [usize],
+    macs: &mut f64,
+    (goal, far): (f64, f64),
+    skip: Option<usize>,
+) -> Option<f64> {
+    let cost = |i: usize, n: usize| curves[i].costs[n].max(0.0);
+    let per_mac = |i: usize, n: usize| cost(i, n) / curves[i].unit_macs as f64;
+    let mut total = 0.0;
+    while *macs > goal {
+        let i = (0..curves.len())
+            .filter(|&i| Some(i) != skip && taken[i] < curves[i].costs.len())
+            .min_by(|&i, &j| per_mac(i, taken[i]).total_cmp(&per_mac(j, taken[j])))?;
+        let (c, unit) = (cost(i, taken[i]), curves[i].unit_macs as f64);
+        if skip.is_none() && *macs - unit < goal - far {
+            let (mut other, mut left) = (taken.to_vec(), *macs);
+            if let Some(rest) = take_macs(curves, &mut other, &mut left, (goal, far), Some(i)).filter(|&r| r < c) {
+                taken.copy_from_slice(&other);
+                *macs = left;
+                return Some(total + rest);
+            }
+        }
+        taken[i] += 1;
+        *macs -= unit;
+        total += c;
+    }
+    Some(total)
+}
+
+/// Per-layer (heads, neurons) removed, from the units taken of each curve (a unit of a shared
+/// block goes in every layer running it).
+fn counts_of(curves: &[Curve], taken: &[usize], layers: usize) -> Vec<(usize, usize)> {
+    let mut counts = vec![(0usize, 0usize); layers];
+    for (c, &n) in curves.iter().zip(taken) {
+        for &l in &c.layers {
+            match c.part {
+                Part::Attention => counts[l].0 = n,
+                Part::Ffn => counts[l].1 = n,
+            }
+        }
+    }
+    counts
+}
+
 /// Per-layer counts bringing encoder MACs down to `target` × their current total.
 fn allocate_macs(
     curves: &[Curve],
@@ -750,19 +787,28 @@ fn allocate_macs(
     if macs <= goal {
         return Ok(vec![(0, 0); t.layers.len()]);
     }
-    take(curves, t.layers.len(), &|_| true, true, &mut |c| {
-        macs -= c.unit_macs as f64;
-        macs <= goal
-    })
-    .ok_or_else(|| {
-        PassError::Options(crate::options::OptionError::new(
-            "target_macs",
-            format!(
-                "`target_macs` {target}: cannot remove enough (the budget needs more than {:.0}% of some layer's FFN neurons; `max_ffn_fraction` raises that)",
-                max_ffn * 100.0
-            ),
-        ))
-    })
+    let mut taken = vec![0usize; curves.len()];
+    // "Far": 1% of the MACs. A head of a BERT-size model is about half that, so its budgets are
+    // met by the plain greedy order.
+    take_macs(curves, &mut taken, &mut macs, (goal, 0.01 * total), None)
+        .map(|_| counts_of(curves, &taken, t.layers.len()))
+        .ok_or_else(|| {
+            // Everything the curves hold gone: the lowest fraction this model reaches.
+            let removable: f64 = curves.iter().map(|c| (c.costs.len() as u64 * c.unit_macs) as f64).sum();
+            let lowest = (total - removable).max(0.0) / total;
+            let raise = if max_ffn < 0.98 {
+                "; `max_ffn_fraction` raises that"
+            } else {
+                ""
+            };
+            PassError::Options(crate::options::OptionError::new(
+                "target_macs",
+                format!(
+                    "`target_macs` {target}: out of reach: every head and neuron it may remove (at most {:.0}% of a layer's FFN neurons, a head kept where a layer needs one) leaves {lowest:.3} of the MACs{raise}",
+                    max_ffn * 100.0
+                ),
+            ))
+        })
 }
 
 /// Calibrated pruning. `counts` per layer (heads, neurons to remove) come from `--heads`/`--ffn`
@@ -1185,15 +1231,24 @@ fn remove_to(obs: &mut Obs, gs: &[Vec<usize>], fraction: f64, limit: usize, remo
     k.max(removed)
 }
 
-/// A note when the calibration data's `tokens` are fewer than the neurons of the widest FFN:
-/// the refit after pruning then has more unknowns than tokens, matches them (nearly) exactly, and
-/// the costs measured on the same tokens read near zero whatever is removed.
-pub fn few_tokens_note(model: &ModelProto, tokens: usize) -> Option<String> {
+/// A note when the calibration data's `tokens` are fewer than the inputs of the widest block
+/// pruned (`ffn`: the neurons of an FFN; else the heads' outputs an attention output projection
+/// reads): the refit after pruning then has more unknowns than tokens, matches them (nearly)
+/// exactly, and the costs measured on the same tokens read near zero whatever is removed.
+pub fn few_tokens_note(model: &ModelProto, tokens: usize, ffn: bool) -> Option<String> {
     let t = structure::discover(model).ok()?;
-    let width = t.layers.iter().map(|l| l.ffn_width()).max()?;
+    let (width, what) = if ffn {
+        (t.layers.iter().map(|l| l.ffn_width()).max()?, "neurons of an FFN")
+    } else {
+        let heads = |l: &EncoderLayer| l.heads() * l.head_size().unwrap_or(0);
+        (
+            t.layers.iter().map(heads).max()?,
+            "head outputs an attention output projection reads",
+        )
+    };
     (tokens < width).then(|| {
         format!(
-            "the calibration data gives {tokens} tokens, fewer than the {width} neurons of an FFN: the refit after pruning can match so few almost exactly, so costs measured on them read near zero and choose poorly; give more calibration examples (--calib-samples; calibration.samples in a recipe)"
+            "the calibration data gives {tokens} tokens, fewer than the {width} {what}: the refit after pruning can match so few almost exactly, so costs measured on them read near zero and choose poorly; give more calibration examples (--calib-samples; calibration.samples in a recipe)"
         )
     })
 }
@@ -1315,6 +1370,45 @@ pub fn block_costs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A MAC budget is met cheapest per MAC first, but where the cheapest unit would land far
+    /// under it (a whole head), finishing with finer units (neurons) is taken when it costs less.
+    #[test]
+    fn a_coarse_unit_does_not_overshoot_the_budget_where_finer_ones_cost_less() {
+        let curve = |part, unit_macs, costs: Vec<f64>, layer| Curve {
+            layers: vec![layer],
+            part,
+            costs,
+            unit_macs,
+        };
+        let head = curve(Part::Attention, 45, vec![1.0, 1.0], 0);
+        let neurons = curve(Part::Ffn, 1, vec![0.05; 60], 1);
+        let run = |curves: &[Curve], goal: f64| {
+            let (mut taken, mut macs) = (vec![0; curves.len()], 100.0);
+            let cost = take_macs(curves, &mut taken, &mut macs, (goal, 1.0), None);
+            (taken, macs, cost)
+        };
+        // One head (0.022 per MAC) first, then five neurons (0.25 in all) rather than the second
+        // head (1.0, down to 10 MACs).
+        let (taken, macs, cost) = run(&[head.clone(), neurons.clone()], 50.0);
+        assert_eq!((taken, macs), (vec![1, 5], 50.0));
+        assert!((cost.unwrap() - 1.25).abs() < 1e-12);
+        // Where the finer units cost more in all, the head it is.
+        let dear = curve(Part::Ffn, 1, vec![0.5; 60], 1);
+        assert_eq!(run(&[head.clone(), dear], 50.0).0, vec![2, 0]);
+        // Landing within `far` of the goal needs no look ahead.
+        let (mut taken, mut macs) = (vec![0, 0], 100.0);
+        take_macs(
+            &[head.clone(), neurons.clone()],
+            &mut taken,
+            &mut macs,
+            (50.0, 41.0),
+            None,
+        );
+        assert_eq!(taken, vec![2, 0]);
+        // Units that run out: None.
+        assert_eq!(run(&[head], 1.0).2, None);
+    }
 
     fn fixture(name: &str) -> (ModelProto, Transformer) {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
