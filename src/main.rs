@@ -114,7 +114,7 @@ fn pass_command(ort_lib: Option<&Path>, quiet: bool, io: &PassIo, plan: Plan) ->
     };
     let bytes = done.saved.as_ref().map_or(0, |s| s.bytes);
     match &step.report {
-        _ if io.json => print_json(&pass_json(&step.report, io, bytes, &done)?)?,
+        _ if io.json => print_json(&pass_json(step, io, bytes, &done)?)?,
         PassReport::Prune(r) => print(&report::prune_text(r, &io.output))?,
         PassReport::Lowrank(r) => print(&report::lowrank_text(r, &io.output))?,
         PassReport::Quantize(r) => print(&report::quantize_text(r, &io.output, bytes))?,
@@ -128,9 +128,16 @@ fn pass_command(ort_lib: Option<&Path>, quiet: bool, io: &PassIo, plan: Plan) ->
 
 /// A pass's JSON: its report, with what the text says beside it: the file written and its size,
 /// the notes (also on stderr) and, where the report does not hold them, the calibration counts.
-fn pass_json(report: &PassReport, io: &PassIo, bytes: u64, done: &executor::Outcome) -> Result<serde_json::Value> {
-    let mut v = serde_json::to_value(report)?;
+fn pass_json(
+    step: &executor::StepOutcome,
+    io: &PassIo,
+    bytes: u64,
+    done: &executor::Outcome,
+) -> Result<serde_json::Value> {
+    let mut v = serde_json::to_value(&step.report)?;
     if let Some(o) = v.as_object_mut() {
+        // The options as the history records them: the calibration's too.
+        o.insert("options".into(), step.options.clone());
         o.insert("output".into(), io.output.display().to_string().into());
         o.insert("output_bytes".into(), bytes.into());
         o.entry("notes").or_insert_with(|| done.notes.clone().into());
@@ -164,18 +171,29 @@ fn cmd_convert(ort_lib: Option<&Path>, a: ConvertArgs) -> Result<()> {
     let Some(summary) = done.saved else {
         bail!("internal error: convert wrote nothing")
     };
+    // Embedding the tokenizer is half of convert's job: say whether it did.
+    let embedded = onnx_compress::history::embedded_tokenizer(&done.model).is_some();
     if a.json {
-        print_json(&summary)
+        let mut v = serde_json::to_value(&summary)?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("tokenizer_embedded".into(), embedded.into());
+        }
+        print_json(&v)
     } else {
         print(&format!(
-            "wrote {} ({} bytes){}\n",
+            "wrote {} ({} bytes){}\n{}\n",
             summary.path.display(),
             summary.bytes,
             summary
                 .data_file
                 .as_ref()
                 .map(|d| format!(" and {} ({} bytes)", d.display(), summary.data_bytes))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            if embedded {
+                "tokenizer embedded"
+            } else {
+                "no tokenizer embedded: none beside the input (--tokenizer PATH embeds one)"
+            }
         ))
     }
 }

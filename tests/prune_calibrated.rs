@@ -372,6 +372,11 @@ fn the_cli_chooses_the_ffn_share_and_calibration_size_by_the_budgets_depth() {
     assert!(notes.iter().any(|n| n.as_str().unwrap().contains("5")), "{r}");
     assert_eq!(r["output"], out.display().to_string());
     assert_eq!(r["output_bytes"], std::fs::metadata(&out).unwrap().len());
+    // Its options are the history's, the calibration's included.
+    assert_eq!(r["options"]["calib_max_length"], 16, "{r}");
+    let o = common::bin().args(["inspect", "--json"]).arg(&out).output().unwrap();
+    let i: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["options"], i["history"][0]["options"], "{r}");
 }
 
 /// Issue 17's depth targets with the defaults alone, on the shared SST-2 model's dev set:

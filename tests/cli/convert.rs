@@ -216,6 +216,7 @@ fn convert_shared_model_is_lossless_and_embeds_the_tokenizer() {
     let summary = parse_json(&out);
     assert_eq!(summary["path"], s(&output));
     assert_eq!(summary["data_file"], Value::Null);
+    assert_eq!(summary["tokenizer_embedded"], true);
     assert_eq!(
         summary["bytes"].as_u64().unwrap(),
         std::fs::metadata(&output).unwrap().len()
@@ -253,6 +254,12 @@ fn convert_output_has_ordinary_permissions() {
         let output = dir.path().join(name);
         let out = run_in(dir.path(), &["convert", s(&input), s(&output), "--external-data", ext]);
         assert!(out.status.success(), "{}", text(&out.stderr));
+        // No tokenizer beside the input: it says none was embedded.
+        assert!(
+            text(&out.stdout).contains("no tokenizer embedded: none beside the input"),
+            "{}",
+            text(&out.stdout)
+        );
         let mut files = vec![output.clone()];
         if ext == "always" {
             files.push(onnx::io::data_file_for(&output));
