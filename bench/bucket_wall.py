@@ -8,19 +8,20 @@ and the median reported, with the accuracy of each run and how many predictions 
 (none for float models; dynamic INT8 sets its activation scales per batch, so a batch of other
 examples can move an example across the boundary).
 
-  python3 bench/bucket_wall.py --task sst2 FP32.onnx MODEL.onnx [MODEL.onnx ...] [--rounds 5] [--bin target/release/onnx-compress]
+  python3 bench/bucket_wall.py --task sst2 FP32.onnx MODEL.onnx [MODEL.onnx ...] [--rounds 5] [--bin BINARY (default: the release build)]
 """
 import argparse
 import json
+import os
 import statistics
-import subprocess
 import sys
+
+from tool import ROOT, run as tool_run
 
 
 def run(binary, task, model, bucket):
     cmd = [binary, "eval", "--task", task, "--model", model, "--json", "-q"] + (["--bucket"] if bucket else [])
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    r = json.loads(out)
+    r = json.loads(tool_run(cmd))
     return r["wall_seconds"], r["tokenize_seconds"], r["metrics"]["accuracy"], r["predictions"]
 
 
@@ -29,8 +30,10 @@ def main():
     ap.add_argument("--task", required=True)
     ap.add_argument("models", nargs="+", help="the FP32 model first, then the models to compare")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--bin", default="target/release/onnx-compress")
+    ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "onnx-compress"))
     a = ap.parse_args()
+    if a.rounds < 1:
+        ap.error("--rounds must be at least 1")
     base = a.models[0]
     variants = [(base, False)] + [(m, b) for m in a.models[1:] for b in (False, True)]
     walls = {v: [] for v in variants}

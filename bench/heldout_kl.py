@@ -11,7 +11,9 @@ labels and the mean squared logit difference. Needs onnxruntime and tokenizers.
 """
 import argparse
 import csv
+import os
 import random
+import sys
 
 import numpy as np
 import onnxruntime as ort
@@ -20,15 +22,21 @@ from tokenizers import Tokenizer
 p = argparse.ArgumentParser()
 p.add_argument("task", choices=["sst2", "mrpc"])
 p.add_argument("models", nargs="+")
-p.add_argument("--shared", default="../shared")
+# ../shared beside the repository, wherever this is run from.
+p.add_argument("--shared", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared"))
 p.add_argument("--n", type=int, default=2000)
 p.add_argument("--seed", type=int, default=7)
 a = p.parse_args()
+for m in a.models:
+    if not os.path.isfile(m):
+        sys.exit(f"error: {m}: no such file")
 
 base = f"{a.shared}/models/minilm-l6-{a.task}"
 with open(f"{a.shared}/data/glue/{a.task}/train.tsv", encoding="utf-8-sig") as f:
     rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
 random.seed(a.seed)
+if not 0 < a.n <= len(rows):
+    sys.exit(f"error: --n {a.n}: the training file has {len(rows)} examples")
 sample = random.sample(rows, a.n)
 tok = Tokenizer.from_file(base + "/tokenizer.json")
 tok.enable_truncation(128)

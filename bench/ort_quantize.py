@@ -39,6 +39,10 @@ def main():
     ap.add_argument("--calib-samples", type=int, default=256)
     ap.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
     a = ap.parse_args()
+    tok_path = os.path.join(os.path.dirname(a.model), "tokenizer.json")
+    for f in (a.model, tok_path):
+        if not os.path.isfile(f):
+            sys.exit(f"error: {f}: no such file" + ("" if f == a.model else " (the tokenizer is read from beside the model)"))
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_dynamic, quantize_static)
 
@@ -47,7 +51,7 @@ def main():
     sub, label_col, text_cols = TASKS[a.task]
     _, texts = read_tsv(os.path.join(data, sub, "train.tsv"), label_col, text_cols)
     pick = sorted(random.Random(0).sample(range(len(texts)), min(a.calib_samples, len(texts))))
-    tok = Tokenizer.from_file(os.path.join(os.path.dirname(a.model), "tokenizer.json"))
+    tok = Tokenizer.from_file(tok_path)
     tok.enable_truncation(128)
     tok.no_padding()
     chosen = [texts[i] for i in pick]

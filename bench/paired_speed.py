@@ -69,12 +69,13 @@ def main():
         sys.exit("error: --block and --rounds must be at least 1")
     if len(a.models) < 2:
         sys.exit("error: give the baseline model and at least one model to compare")
-    for m in a.models:
+    tok_path = a.tokenizer or os.path.join(os.path.dirname(os.path.abspath(a.models[0])), "tokenizer.json")
+    for m in a.models + [tok_path]:
         if not os.path.isfile(m):
-            sys.exit(f"error: {m}: no such file")
+            sys.exit(f"error: {m}: no such file" + ("" if m in a.models else " (--tokenizer names one)"))
     sub, label_col, text_cols = TASKS[a.task]
     _, texts = read_tsv(os.path.join(a.data, sub, "dev.tsv"), label_col, text_cols)
-    tok = Tokenizer.from_file(a.tokenizer or os.path.join(os.path.dirname(os.path.abspath(a.models[0])), "tokenizer.json"))
+    tok = Tokenizer.from_file(tok_path)
     tok.enable_truncation(max_length=a.max_length)
     tok.no_padding()
     if a.by_length:

@@ -5,11 +5,14 @@
 # costs per MAC on the packed static INT8 models (about 11× an int8 GEMM MAC here, see
 # bench/gemm_limit.py). Each allocation is pruned, quantized (static INT8, ORT form, --unpad), and
 # evaluated on dev and on the (memorized) training file; then all are paired on dev against FP32.
-#   bench/prune_time_weight.sh     (O: work folder, default /work/lat; PY: a Python with onnxruntime)
+#   bench/prune_time_weight.sh     (O: work folder, default bench/out/lat; PY: a Python with
+#   onnxruntime, default python3; ONNX_COMPRESS, SHARED as in bench/attention_op/auto.sh)
 set -euo pipefail
-export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-/work/main/.ort/lib/libonnxruntime.so.1.32.0}
-B=/work/main/target/release/onnx-compress; P=${PY:-/work/venv-bench/bin/python}
-O=${O:-/work/lat}; D=/work/shared/data/glue; M=/work/shared/models/minilm-l6-mrpc/model.onnx
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$ROOT/.ort/lib/libonnxruntime.so.1.32.0}
+B=${ONNX_COMPRESS:-$ROOT/target/release/onnx-compress}; P=${PY:-python3}
+S=${SHARED:-$ROOT/../shared}
+O=${O:-$ROOT/bench/out/lat}; D=$S/data/glue; M=$S/models/minilm-l6-mrpc/model.onnx
 mkdir -p $O
 acc() { $B eval --task mrpc --model "$1" --split "$2" --json 2>/dev/null |
   $P -c "import json,sys; print(json.load(sys.stdin)['metrics']['accuracy'])"; }

@@ -37,8 +37,12 @@ def main():
     ap.add_argument("--n", type=int, default=4096, help="training examples drawn (all when fewer)")
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
+    tok_path = os.path.join(os.path.dirname(a.models[0]), "tokenizer.json")
+    for f in a.models + [tok_path]:
+        if not os.path.isfile(f):
+            sys.exit(f"error: {f}: no such file" + ("" if f in a.models else " (the tokenizer is read from beside the base model)"))
     folder, label_col, text_cols = TASKS[a.task]
-    tok = Tokenizer.from_file(os.path.join(os.path.dirname(a.models[0]), "tokenizer.json"))
+    tok = Tokenizer.from_file(tok_path)
     tok.enable_truncation(128)
     tr_labels, tr_texts = read_tsv(os.path.join(a.data, folder, "train.tsv"), label_col, text_cols)
     dev_labels, dev_texts = read_tsv(os.path.join(a.data, folder, "dev.tsv"), label_col, text_cols)

@@ -5,7 +5,8 @@ import os
 import subprocess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "onnx-compress")
+# The release build, or the binary ONNX_COMPRESS names (as the matrix scripts read it).
+BIN = os.environ.get("ONNX_COMPRESS") or os.path.join(ROOT, "target", "release", "onnx-compress")
 SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared"))
 OUT = os.path.join(ROOT, "bench", "out")
 
@@ -24,7 +25,11 @@ def train(task):
 
 def run(cmd):
     """Runs `cmd` (a list) and returns its stdout; stops the script with its stderr on failure."""
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True)
+    except FileNotFoundError:
+        hint = " (cargo build --release, or set ONNX_COMPRESS)" if cmd[0] == BIN else ""
+        raise SystemExit(f"{cmd[0]}: no such program{hint}")
     if r.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)}: {r.stderr.strip()}")
     return r.stdout
