@@ -297,9 +297,23 @@ fn choose(table: &Table, src: &Source, want: Want) -> Result<(Chosen, [Option<us
     // Text and pair.
     let (text, pair) = match (&src.columns.text, &preset) {
         (Some(t), _) => {
-            let pair = match &src.columns.pair {
-                Some(p) => Some(named("text-pair", p)?),
-                None => None,
+            let pair = match (&src.columns.pair, &preset, src.task) {
+                (Some(p), _, _) => Some(named("text-pair", p)?),
+                // A pair task reads pairs: its second text from the task's names, else asked for
+                // (the first text alone would run a pair model on half of each example).
+                (None, Some((_, pairs, _)), Some(task)) if task.is_pair() => match first_of(pairs) {
+                    Some(p) => Some(p),
+                    None => {
+                        return Err(DataError::MissingColumn {
+                            file: table.file.clone(),
+                            role: "text-pair",
+                            names: dedup(pairs),
+                            found: table.columns.clone(),
+                            hint: format!(" ({task} is a sentence-pair task; {})", src.columns.ask("text-pair")),
+                        })
+                    }
+                },
+                _ => None,
             };
             (named("text", t)?, pair)
         }
@@ -868,6 +882,31 @@ mod tests {
         s.task = Some(Task::Qqp);
         let e = read_labelled(&s, &Labels::Glue(Task::Qqp)).unwrap_err();
         assert!(e.to_string().contains("no text column \"question1\""), "{e}");
+
+        // A pair task with the first text's column named: the second comes from the task's names,
+        // and where the file has none of them it is asked for, not left out.
+        s.task = Some(Task::Mrpc);
+        s.columns.text = Some("sentence1".into());
+        let d = read_labelled(&s, &Labels::Glue(Task::Mrpc)).unwrap();
+        assert_eq!(d.columns.pair.as_deref(), Some("sentence2"));
+        let p = write(dir.path(), "a.csv", "a,b,label\nA.,B.,1\n");
+        let mut s = src(p);
+        s.task = Some(Task::Mrpc);
+        s.columns.text = Some("a".into());
+        let e = read_labelled(&s, &Labels::Glue(Task::Mrpc)).unwrap_err().to_string();
+        assert!(
+            e.contains("MRPC is a sentence-pair task; pass --text-pair-column NAME"),
+            "{e}"
+        );
+        s.columns.pair = Some("b".into());
+        assert_eq!(
+            read_labelled(&s, &Labels::Glue(Task::Mrpc))
+                .unwrap()
+                .columns
+                .pair
+                .as_deref(),
+            Some("b")
+        );
     }
 
     #[test]
