@@ -8,15 +8,14 @@ and the median reported, with the accuracy of each run and how many predictions 
 (none for float models; dynamic INT8 sets its activation scales per batch, so a batch of other
 examples can move an example across the boundary).
 
-  python3 bench/bucket_wall.py --task sst2 FP32.onnx MODEL.onnx [MODEL.onnx ...] [--rounds 5] [--bin BINARY (default: the release build)]
+  python3 bench/bucket_wall.py --task sst2 FP32.onnx MODEL.onnx [MODEL.onnx ...] [--rounds 5] [--bin BINARY (default: $ONNX_COMPRESS, else the release build)]
 """
 import argparse
 import json
-import os
 import statistics
 import sys
 
-from tool import ROOT, run as tool_run
+from tool import BIN, run as tool_run
 
 
 def run(binary, task, model, bucket):
@@ -30,7 +29,7 @@ def main():
     ap.add_argument("--task", required=True)
     ap.add_argument("models", nargs="+", help="the FP32 model first, then the models to compare")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "onnx-compress"))
+    ap.add_argument("--bin", default=BIN)
     a = ap.parse_args()
     if a.rounds < 1:
         ap.error("--rounds must be at least 1")

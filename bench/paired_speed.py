@@ -72,7 +72,7 @@ def main():
     tok_path = a.tokenizer or os.path.join(os.path.dirname(os.path.abspath(a.models[0])), "tokenizer.json")
     for m in a.models + [tok_path]:
         if not os.path.isfile(m):
-            sys.exit(f"error: {m}: no such file" + ("" if m in a.models else " (--tokenizer names one)"))
+            sys.exit(f"error: {m}: no such file" + ("" if m in a.models or a.tokenizer else " (the tokenizer beside the baseline; --tokenizer names another)"))
     sub, label_col, text_cols = TASKS[a.task]
     _, texts = read_tsv(os.path.join(a.data, sub, "dev.tsv"), label_col, text_cols)
     tok = Tokenizer.from_file(tok_path)

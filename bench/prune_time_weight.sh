@@ -29,5 +29,5 @@ for spec in "128 0.63" "128 0.60" "512 0.60" "1152 0.63" "1152 0.58"; do
   echo "s$1-t$2 $(acc $N.sort.onnx dev) $(acc $N.sort.onnx train) $($B inspect $N.onnx | grep '^transformer')" >> $O/acc.txt
   models+=($N.sort.onnx)
 done
-$P bench/paired_speed.py --task mrpc --data $D --batch-size 24 --rounds 5 $M "${models[@]}" > $O/paired.txt
+$P "$ROOT/bench/paired_speed.py" --task mrpc --data $D --batch-size 24 --rounds 5 $M "${models[@]}" > $O/paired.txt
 cat $O/acc.txt $O/paired.txt

@@ -27,9 +27,9 @@ def run(cmd):
     """Runs `cmd` (a list) and returns its stdout; stops the script with its stderr on failure."""
     try:
         r = subprocess.run(cmd, capture_output=True, text=True)
-    except FileNotFoundError:
+    except OSError as e:
         hint = " (cargo build --release, or set ONNX_COMPRESS)" if cmd[0] == BIN else ""
-        raise SystemExit(f"{cmd[0]}: no such program{hint}")
+        raise SystemExit(f"{cmd[0]}: cannot run it: {e.strerror}{hint}")
     if r.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)}: {r.stderr.strip()}")
     return r.stdout

@@ -225,11 +225,16 @@ fn under_budget_note(label: &str, pass: &Pass, report: &PassReport) -> Option<St
     };
     let target = o.target_macs?;
     let reached = r.encoder_macs_after as f64 / r.encoder_macs_before.max(1) as f64;
-    (reached < target - 0.01).then(|| {
+    let why = if o.ffn_multiple_of > 1 {
         format!(
-            "{label}: the MAC budget {target} ended at {reached:.3} of the MACs, under it: a head is a coarse unit on this model, and no finer removal that meets the budget was rated cheaper on the calibration data"
+            "each layer's kept neurons are rounded to a multiple of {} (--ffn-multiple-of; a smaller multiple lands closer)",
+            o.ffn_multiple_of
         )
-    })
+    } else {
+        "a head is a coarse unit on this model, and no finer removal that meets the budget was rated cheaper on the calibration data".to_string()
+    };
+    (reached < target - 0.01)
+        .then(|| format!("{label}: the MAC budget {target} ended at {reached:.3} of the MACs, under it: {why}"))
 }
 
 /// What the executor did.
@@ -384,19 +389,20 @@ pub fn execute(
             let cal = calib::ort_calibrator(&c.spec(), input, &model)?;
             calibration_load_seconds = t.elapsed().as_secs_f64();
             notes.extend(c.shortfall(cal.examples));
-            // Calibrated pruning refits what it keeps on these tokens: too few fit exactly. The
-            // FFN's neurons are the widest block, then the heads' outputs.
+            // Calibrated pruning refits what it keeps on these tokens: too few fit exactly (the
+            // wider of the blocks it prunes: an FFN's neurons, the heads' outputs).
             let pruned = |ffn: bool| {
                 plan.steps.iter().any(|s| {
                     matches!(&s.pass, Pass::Prune(o)
                         if o.strategy == crate::passes::prune::Strategy::Obs
-                            && if ffn { o.ffn > 0.0 || o.target_macs.is_some() } else { o.heads > 0.0 })
+                            && (o.target_macs.is_some() || if ffn { o.ffn > 0.0 } else { o.heads > 0.0 }))
                 })
             };
             if pruned(true) || pruned(false) {
                 notes.extend(crate::passes::prune::few_tokens_note(
                     &model,
                     cal.tokens(),
+                    pruned(false),
                     pruned(true),
                 ));
             }
@@ -737,6 +743,15 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(under_budget_note("prune", &counts, &report(165)), None);
+        let rounded = Pass::Prune(PruneOptions {
+            ffn_multiple_of: 64,
+            ..opts.clone()
+        });
+        let n = under_budget_note("prune", &rounded, &report(480)).unwrap();
+        assert!(
+            n.ends_with("rounded to a multiple of 64 (--ffn-multiple-of; a smaller multiple lands closer)"),
+            "{n}"
+        );
     }
 
     /// The shortfall note counts in the singular too ("holds 1 example ... it is used").

@@ -192,7 +192,7 @@ fn cmd_convert(ort_lib: Option<&Path>, a: ConvertArgs) -> Result<()> {
             if embedded {
                 "tokenizer embedded"
             } else {
-                "no tokenizer embedded: none beside the input (--tokenizer PATH embeds one)"
+                "no tokenizer embedded: no tokenizer.json beside the input (--tokenizer PATH embeds one)"
             }
         ))
     }

@@ -1178,6 +1178,7 @@ mod tests {
         let e = cut_short(&path).unwrap();
         assert!(e.contains("cut short (4160 bytes; its headers need 4288)"), "{e}");
         // The segment alone says so where there are no section headers.
+        h[0x28..0x30].copy_from_slice(&0u64.to_le_bytes());
         h[0x3c..0x3e].copy_from_slice(&0u16.to_le_bytes());
         std::fs::write(&path, &h).unwrap();
         assert!(cut_short(&path).unwrap().contains("(120 bytes; its headers need 4096)"));

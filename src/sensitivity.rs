@@ -198,7 +198,7 @@ pub fn sensitivity(
     // encoder's hidden states') are mean squared differences.
     let cost = if labels > 1 { Cost::Kl } else { Cost::Mse };
     let notes = (!opts.fractions.is_empty() && factorized.is_none())
-        .then(|| crate::passes::prune::few_tokens_note(model, calib.tokens(), true))
+        .then(|| crate::passes::prune::few_tokens_note(model, calib.tokens(), true, true))
         .flatten()
         .into_iter()
         .chain(

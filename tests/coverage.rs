@@ -892,7 +892,11 @@ fn an_unreachable_mac_budget_says_how_low_the_model_goes() {
             Err(e) => e.to_string(),
         };
         assert!(e.contains("out of reach") && e.contains("leaves 0."), "{e}");
-        assert_eq!(e.contains("--max-ffn-fraction raises that"), raise, "{e}");
+        assert_eq!(
+            e.contains("--max-ffn-fraction (up to just under 1) lowers that"),
+            raise,
+            "{e}"
+        );
     }
 }
 

@@ -559,16 +559,16 @@ fn sensitivity_measures_every_block_and_every_matmul() {
     // Fewer calibration tokens than an FFN's 64 neurons: the refit fits them, and it is said.
     assert_eq!(
         r.notes,
-        onnx_compress::passes::prune::few_tokens_note(&model, r.calibration_tokens, true)
+        onnx_compress::passes::prune::few_tokens_note(&model, r.calibration_tokens, true, true)
             .into_iter()
             .collect::<Vec<_>>()
     );
-    assert!(onnx_compress::passes::prune::few_tokens_note(&model, 64, true).is_none());
+    assert!(onnx_compress::passes::prune::few_tokens_note(&model, 64, true, true).is_none());
     // Heads alone: the attention output projection reads 4 heads × 8 = 32 values.
-    assert!(onnx_compress::passes::prune::few_tokens_note(&model, 32, false).is_none());
-    let note = onnx_compress::passes::prune::few_tokens_note(&model, 31, false).unwrap();
+    assert!(onnx_compress::passes::prune::few_tokens_note(&model, 32, true, false).is_none());
+    let note = onnx_compress::passes::prune::few_tokens_note(&model, 31, true, false).unwrap();
     assert!(note.contains("fewer than the 32 head outputs"), "{note}");
-    let note = onnx_compress::passes::prune::few_tokens_note(&model, 63, true).unwrap();
+    let note = onnx_compress::passes::prune::few_tokens_note(&model, 63, false, true).unwrap();
     assert!(
         note.contains("gives 63 tokens, fewer than the 64 neurons of an FFN"),
         "{note}"

@@ -797,7 +797,7 @@ fn budget_allocation_meets_the_target() {
         Err(e) => e.to_string(),
     };
     assert!(
-        e.contains("--target-params 0.01: out of reach") && e.contains("keeps 0.0547"),
+        e.contains("--target-params 0.01: out of reach") && e.contains("keeps 0.0547 of"),
         "{e}"
     );
 }

@@ -278,7 +278,10 @@ fn a_device_or_pipe_is_refused_and_a_link_replaced() {
     // is left as it was.
     if cfg!(target_os = "linux") {
         let e = target_folder(Path::new("/proc/x.onnx")).unwrap_err().to_string();
-        assert!(e.contains("cannot create a file in folder /proc"), "{e}");
+        assert!(
+            e.contains("cannot create a file in folder /proc") && !e.contains("probe"),
+            "{e}"
+        );
     }
     let empty = tempfile::tempdir().unwrap();
     assert_eq!(target_folder(&empty.path().join("x.onnx")).unwrap(), empty.path());

@@ -13,7 +13,10 @@ B=${ONNX_COMPRESS:-$ROOT/target/release/onnx-compress}
 export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$ROOT/.ort/lib/libonnxruntime.so.1.32.0}
 PY=${PY:-python3}
 S=${SHARED:-$ROOT/../shared}; O=${O:-$ROOT/bench/out/auto-op}; V=${V:-$ROOT/bench/out/vnni}
-PACKED=${PACKED:-$ROOT/bench/out/packed}; mkdir -p $O $V; cd "$ROOT"
+PACKED=${PACKED:-$ROOT/bench/out/packed}; mkdir -p "$O" "$V"
+# Paths given relative to where this was started stay so after the cd.
+B=$(realpath -m "$B"); S=$(realpath -m "$S"); O=$(realpath "$O"); V=$(realpath "$V")
+PACKED=$(realpath -m "$PACKED"); ORT_DYLIB_PATH=$(realpath -m "$ORT_DYLIB_PATH"); cd "$ROOT"
 TASKS=${TASKS:-sst2 mrpc}
 for T in $TASKS; do
   [ -f $V/$T-ort_dynamic.onnx ] || $PY bench/ort_quantize.py --task $T \

@@ -499,9 +499,11 @@ pub fn target_folder(path: &Path) -> Result<PathBuf, OnnxError> {
     {
         return Err(fail(
             e.kind(),
+            // tempfile's message names its file: the kind's alone, as in `write_temp`.
             format!(
-                "cannot create a file in folder {} ({e}): write somewhere else",
-                dir.display()
+                "cannot create a file in folder {} ({}): write the output where you can create files",
+                dir.display(),
+                std::io::Error::from(e.kind())
             ),
         ));
     }

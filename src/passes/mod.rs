@@ -231,8 +231,15 @@ impl Pass {
                     };
                     // Lower ranks help only where a rank reached break-even; layers kept for what
                     // they are (already factorized, shared, not calibrated) need another selection.
-                    let (field, advice) = if r.layers.iter().any(|l| l.at_break_even) {
-                        let k_min = if o.k_min.is_some() { ", a lower `k_min`" } else { "" };
+                    let (field, advice) = if o.target_params.is_some() && r.layers.iter().any(|l| l.at_break_even) {
+                        // The budget bought ranks up to break-even: a smaller one stops below it.
+                        (field, "ask for a lower `target_params`".to_string())
+                    } else if r.layers.iter().any(|l| l.at_break_even) {
+                        // `k_min` named only where it set the rank that reached break-even.
+                        let floor = o
+                            .k_min
+                            .filter(|&k| r.layers.iter().any(|l| l.at_break_even && l.rank == k));
+                        let k_min = if floor.is_some() { ", a lower `k_min`" } else { "" };
                         (
                             field,
                             format!("ask for lower ranks (`energy` 0.9, `ratio` 0.25 or `rank` K){k_min} or `force`"),

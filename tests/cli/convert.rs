@@ -256,7 +256,7 @@ fn convert_output_has_ordinary_permissions() {
         assert!(out.status.success(), "{}", text(&out.stderr));
         // No tokenizer beside the input: it says none was embedded.
         assert!(
-            text(&out.stdout).contains("no tokenizer embedded: none beside the input"),
+            text(&out.stdout).contains("no tokenizer embedded: no tokenizer.json beside the input"),
             "{}",
             text(&out.stdout)
         );

@@ -257,6 +257,26 @@ fn factorize_calibrated(
             .unwrap_or(i);
     }
     let calibrated = |i: usize| rows[i].is_none();
+    // Rank 1 in every calibrated weight is the least a budget keeps: one below it is refused
+    // before the captures and SVDs (minutes on a large model).
+    if let Some(keep) = opts.target_params {
+        let shapes: Vec<(usize, usize)> = (0..targets.len())
+            .filter(|&i| calibrated(i) && lead[i] == i)
+            .map(|i| (targets[i].linear.in_features, targets[i].linear.out_features))
+            .collect();
+        let weights: usize = shapes.iter().map(|(m, n)| m * n).sum();
+        let least = shapes.iter().map(|(m, n)| m + n).sum::<usize>() as f64 / weights.max(1) as f64;
+        if keep < least {
+            // Rounded up, so that the fraction named is one that is met.
+            let least = (least * 1e4).ceil() / 1e4;
+            return Err(PassError::Options(OptionError::new(
+                "target_params",
+                format!(
+                    "`target_params` {keep}: out of reach: rank 1 in every calibrated layer keeps {least:.4} of their weights; ask for that or more"
+                ),
+            )));
+        }
+    }
     // The inputs each shared (or single) weight is fitted to: Q, K and V of a layer read one
     // input and share its Gram matrix; ALBERT's Q reads every layer's input.
     let mut inputs: Vec<(Vec<String>, usize)> = Vec::new();
@@ -369,17 +389,6 @@ fn factorize_calibrated(
                     (d.s.clone(), l.in_features, l.out_features)
                 })
                 .collect();
-            // Rank 1 everywhere is the least the allocation keeps: a budget below it cannot be met.
-            let weights: usize = layers.iter().map(|(_, m, n)| m * n).sum();
-            let least = layers.iter().map(|(_, m, n)| m + n).sum::<usize>() as f64 / weights.max(1) as f64;
-            if keep < least {
-                return Err(PassError::Options(OptionError::new(
-                    "target_params",
-                    format!(
-                        "`target_params` {keep}: out of reach: rank 1 in every calibrated layer keeps {least:.4} of their weights; ask for that or more"
-                    ),
-                )));
-            }
             allocate_ranks(&layers, keep)
         }
         None => spectra

@@ -540,25 +540,34 @@ fn mark_shared(model: &ModelProto, chosen: &mut [Target], mapped: &[(usize, Stri
             .map(|c| c.linear.node)
             .collect();
         let mut values = vec![weight.clone()];
-        let mut outside = None;
+        let mut outside: Vec<usize> = Vec::new();
         while let Some(v) = values.pop() {
             for &n in ix.consumers(&v) {
                 if ix.is_op(n, "Identity") {
                     values.extend(ix.node(n).output.iter().cloned());
-                } else if !covered.contains(&n) && outside.is_none() {
-                    outside = Some(n);
+                } else if !covered.contains(&n) && !outside.contains(&n) {
+                    outside.push(n);
                 }
             }
         }
-        chosen[i].shared_with = outside.map(|n| match mapped.iter().find(|(m, _)| *m == n) {
-            Some((_, name)) => format!(
-                "its weight '{weight}' is shared with {name}, which the selection leaves out: select both or neither (factors beside the dense weight would grow the model)"
-            ),
-            None => format!(
+        let layer_of = |n: &usize| mapped.iter().find(|(m, _)| m == n).map(|(_, name)| name.clone());
+        chosen[i].shared_with = match outside.iter().find(|n| layer_of(n).is_none()) {
+            Some(&n) => Some(format!(
                 "its weight '{weight}' is also read by {}, outside the Linear layers: the dense weight stays, so factors beside it would grow the model",
                 ix.node_label(n)
-            ),
-        });
+            )),
+            None if !outside.is_empty() => {
+                let names: Vec<String> = outside.iter().filter_map(layer_of).collect();
+                let listed = match names.len() {
+                    1..=3 => names.join(", "),
+                    n => format!("{} and {} more", names[..2].join(", "), n - 2),
+                };
+                Some(format!(
+                    "its weight '{weight}' is shared with {listed}, which the selection leaves out: select every layer sharing it, or none (factors beside the dense weight would grow the model)"
+                ))
+            }
+            None => None,
+        };
     }
     Ok(())
 }

@@ -796,8 +796,8 @@ fn allocate_macs(
             // Everything the curves hold gone: the lowest fraction this model reaches.
             let removable: f64 = curves.iter().map(|c| (c.costs.len() as u64 * c.unit_macs) as f64).sum();
             let lowest = (total - removable).max(0.0) / total;
-            let raise = if max_ffn < 0.98 {
-                "; `max_ffn_fraction` raises that"
+            let raise = if max_ffn < 0.99 {
+                "; `max_ffn_fraction` (up to just under 1) lowers that"
             } else {
                 ""
             };
@@ -1232,20 +1232,24 @@ fn remove_to(obs: &mut Obs, gs: &[Vec<usize>], fraction: f64, limit: usize, remo
 }
 
 /// A note when the calibration data's `tokens` are fewer than the inputs of the widest block
-/// pruned (`ffn`: the neurons of an FFN; else the heads' outputs an attention output projection
-/// reads): the refit after pruning then has more unknowns than tokens, matches them (nearly)
+/// pruned (`heads`: the heads' outputs an attention output projection reads; `ffn`: the neurons
+/// of an FFN): the refit after pruning then has more unknowns than tokens, matches them (nearly)
 /// exactly, and the costs measured on the same tokens read near zero whatever is removed.
-pub fn few_tokens_note(model: &ModelProto, tokens: usize, ffn: bool) -> Option<String> {
+pub fn few_tokens_note(model: &ModelProto, tokens: usize, heads: bool, ffn: bool) -> Option<String> {
     let t = structure::discover(model).ok()?;
-    let (width, what) = if ffn {
-        (t.layers.iter().map(|l| l.ffn_width()).max()?, "neurons of an FFN")
-    } else {
-        let heads = |l: &EncoderLayer| l.heads() * l.head_size().unwrap_or(0);
+    let outputs = |l: &EncoderLayer| l.heads() * l.head_size().unwrap_or(0);
+    let widths = [
         (
-            t.layers.iter().map(heads).max()?,
+            heads,
+            t.layers.iter().map(outputs).max(),
             "head outputs an attention output projection reads",
-        )
-    };
+        ),
+        (ffn, t.layers.iter().map(|l| l.ffn_width()).max(), "neurons of an FFN"),
+    ];
+    let (width, what) = widths
+        .into_iter()
+        .filter_map(|(pruned, w, what)| pruned.then_some((w?, what)))
+        .max_by_key(|(w, _)| *w)?;
     (tokens < width).then(|| {
         format!(
             "the calibration data gives {tokens} tokens, fewer than the {width} {what}: the refit after pruning can match so few almost exactly, so costs measured on them read near zero and choose poorly; give more calibration examples (--calib-samples; calibration.samples in a recipe)"
