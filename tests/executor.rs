@@ -419,7 +419,9 @@ fn calibrated_prune_records_its_calibration_in_the_history() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(o.stderr.is_empty(), "--quiet: {}", String::from_utf8_lossy(&o.stderr));
+    // No progress; notes still print (16 examples are too few tokens for the heads' refit).
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.lines().all(|l| l.starts_with("note: ")), "--quiet: {err}");
     let h = history::history(&onnx::load(&out).unwrap()).unwrap();
     let opts = &h.last().unwrap().options;
     assert_eq!(opts["calib_data"], serde_json::json!(train.display().to_string()));
