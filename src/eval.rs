@@ -275,16 +275,31 @@ pub fn tokenize<'a>(
         .map_err(|e| anyhow!("tokenizer truncation at {max_length}: {e}"))?;
     tokenizer.with_padding(None);
     let texts: Vec<(&str, Option<&str>)> = texts.collect();
-    let inputs: Vec<EncodeInput> = texts
-        .iter()
-        .map(|&(a, b)| match b {
-            Some(b) => EncodeInput::Dual(a.into(), b.into()),
-            None => EncodeInput::Single(a.into()),
-        })
-        .collect();
-    let enc = tokenizer
-        .encode_batch(inputs, true)
-        .map_err(|e| anyhow!("tokenizing {}: {e}", file.display()))?;
+    let fail = |e: tokenizers::Error| anyhow!("tokenizing {}: {e}", file.display());
+    let enc = if texts.iter().any(|t| t.1.is_some()) {
+        // Pairs: each text encoded whole, then truncated longest first and given its special
+        // tokens, as Python's tokenizers and transformers do. The crate's own pair encoding
+        // (0.23.2) stops reading each text near `max_length` first, so two texts both past it
+        // look equally long and the odd budget's spare token can go to the shorter one.
+        let mut whole = tokenizer.clone();
+        whole
+            .with_truncation(None)
+            .map_err(|e| anyhow!("tokenizer without truncation: {e}"))?;
+        texts
+            .iter()
+            .map(|&(a, b)| match b {
+                Some(b) => {
+                    let (a, b) = (whole.encode(a, false)?, whole.encode(b, false)?);
+                    tokenizer.post_process(a, Some(b), true)
+                }
+                None => tokenizer.encode(a, true),
+            })
+            .collect::<tokenizers::Result<Vec<_>>>()
+            .map_err(fail)?
+    } else {
+        let inputs: Vec<EncodeInput> = texts.iter().map(|&(a, _)| EncodeInput::Single(a.into())).collect();
+        tokenizer.encode_batch(inputs, true).map_err(fail)?
+    };
     if let Some(rows) = vocabulary {
         let past = enc.iter().enumerate().find_map(|(i, e)| {
             let k = e.get_ids().iter().position(|&id| id as usize >= rows)?;
@@ -857,6 +872,60 @@ fn run_prepared(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pair past `max_length` is cut longest first as Python's tokenizers cuts it: with both
+    /// texts past the budget, the shorter gets half of it rounded down and the longer the rest,
+    /// whichever comes first (the crate's own pair encoding gave the spare token to the second).
+    #[test]
+    fn pairs_are_truncated_longest_first_as_python_does() {
+        let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"].map(String::from).to_vec();
+        vocab.extend((4..64).map(|i| format!("w{i}")));
+        let ids: serde_json::Map<String, serde_json::Value> =
+            vocab.iter().enumerate().map(|(i, w)| (w.clone(), i.into())).collect();
+        let special = |id: usize, t: &str| {
+            serde_json::json!({"id": id, "content": t, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": true})
+        };
+        let json = serde_json::json!({
+            "version": "1.0", "truncation": null, "padding": null,
+            "added_tokens": [special(0, "[PAD]"), special(1, "[UNK]"), special(2, "[CLS]"), special(3, "[SEP]")],
+            "normalizer": null, "pre_tokenizer": {"type": "Whitespace"},
+            "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]},
+            "decoder": null, "model": {"type": "WordLevel", "vocab": ids, "unk_token": "[UNK]"}
+        });
+        let mut tok = parse_tokenizer(&json.to_string()).unwrap();
+        let words = |from: usize, n: usize| (from..from + n).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ");
+        let (long, short) = (words(4, 20), words(30, 15));
+        // max_length 12: 9 for the texts; both past it: the shorter gets 4, the longer 5.
+        for (a, b, first, second) in [(&long, &short, 5, 4), (&short, &long, 4, 5)] {
+            let e = tokenize(
+                &mut tok,
+                [(a.as_str(), Some(b.as_str()))].into_iter(),
+                Path::new("f"),
+                12,
+                None,
+            )
+            .unwrap();
+            let ids = &e.ids[0];
+            assert_eq!(ids.len(), 12, "{ids:?}");
+            let sep = ids.iter().position(|&i| i == 3).unwrap();
+            assert_eq!((sep - 1, ids.len() - sep - 2), (first, second), "{ids:?}");
+            assert_eq!(e.type_ids[0].iter().filter(|&&t| t == 1).count(), second + 1);
+        }
+        // Equal lengths one past the budget: the first gives half of it rounded down, the second
+        // the rest; singles are cut on the right.
+        let e = tokenize(
+            &mut tok,
+            [(words(4, 5).as_str(), Some(words(30, 5).as_str()))].into_iter(),
+            Path::new("f"),
+            12,
+            None,
+        )
+        .unwrap();
+        assert_eq!(e.ids[0], [2, 4, 5, 6, 7, 3, 30, 31, 32, 33, 34, 3]);
+        let e = tokenize(&mut tok, [(long.as_str(), None)].into_iter(), Path::new("f"), 6, None).unwrap();
+        assert_eq!(e.ids[0], [2, 4, 5, 6, 7, 3]);
+    }
 
     #[test]
     fn percentile_matches_numpy_linear() {
