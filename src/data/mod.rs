@@ -294,30 +294,32 @@ fn choose(table: &Table, src: &Source, want: Want) -> Result<(Chosen, [Option<us
     });
     let first_of = |names: &[Option<&'static str>]| names.iter().flatten().find_map(|n| table.column(n));
 
+    // The pair under a task: the one named, else a pair task's second text from its names, else
+    // asked for (the first text alone would run a pair model on half of each example).
+    let task_pair = || -> Result<Option<usize>, DataError> {
+        match (&src.columns.pair, &preset, src.task) {
+            (Some(p), _, _) => Ok(Some(named("text-pair", p)?)),
+            (None, Some((_, pairs, _)), Some(task)) if task.is_pair() => match first_of(pairs) {
+                Some(p) => Ok(Some(p)),
+                None => Err(DataError::MissingColumn {
+                    file: table.file.clone(),
+                    role: "text-pair",
+                    names: dedup(pairs),
+                    found: table.columns.clone(),
+                    hint: format!(" ({task} is a sentence-pair task; {})", src.columns.ask("text-pair")),
+                }),
+            },
+            _ => Ok(None),
+        }
+    };
+
     // Text and pair.
     let (text, pair) = match (&src.columns.text, &preset) {
         (Some(t), _) => {
-            let pair = match (&src.columns.pair, &preset, src.task) {
-                (Some(p), _, _) => Some(named("text-pair", p)?),
-                // A pair task reads pairs: its second text from the task's names, else asked for
-                // (the first text alone would run a pair model on half of each example).
-                (None, Some((_, pairs, _)), Some(task)) if task.is_pair() => match first_of(pairs) {
-                    Some(p) => Some(p),
-                    None => {
-                        return Err(DataError::MissingColumn {
-                            file: table.file.clone(),
-                            role: "text-pair",
-                            names: dedup(pairs),
-                            found: table.columns.clone(),
-                            hint: format!(" ({task} is a sentence-pair task; {})", src.columns.ask("text-pair")),
-                        })
-                    }
-                },
-                _ => None,
-            };
+            let pair = task_pair()?;
             (named("text", t)?, pair)
         }
-        (None, Some((texts, pairs, _))) => {
+        (None, Some((texts, _, _))) => {
             let task = src.task.expect("preset implies a task");
             // A file of one column, read for its texts alone (calibration), holds them there,
             // whatever its name, as without a task; a pair task needs two.
@@ -336,23 +338,7 @@ fn choose(table: &Table, src: &Source, want: Want) -> Result<(Chosen, [Option<us
                     hint: format!(" ({task}'s names; {}{pairs})", src.columns.ask("text")),
                 });
             };
-            let p = match &src.columns.pair {
-                Some(p) => Some(named("text-pair", p)?),
-                None if task.is_pair() => match first_of(pairs) {
-                    Some(p) => Some(p),
-                    None => {
-                        return Err(DataError::MissingColumn {
-                            file: table.file.clone(),
-                            role: "text-pair",
-                            names: dedup(pairs),
-                            found: table.columns.clone(),
-                            hint: format!(" ({task} is a sentence-pair task; {})", src.columns.ask("text-pair")),
-                        })
-                    }
-                },
-                None => None,
-            };
-            (t, p)
+            (t, task_pair()?)
         }
         (None, None) => {
             let usual = USUAL_TEXT
