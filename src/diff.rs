@@ -286,11 +286,23 @@ pub fn diff(a: &Path, b: &Path, opts: &DiffOptions, progress: eval::Progress) ->
         split,
         data,
         labels,
+        order: order_a,
         batches,
         tokenizer,
         ..
     } = eval::prepare_to_compare(a, &proto_a, &opts.eval)?;
     fits_b(b, &proto_b, &batches, &tokenizer)?;
+    // Under a task, each model's outputs in the task's class order (B may name them otherwise).
+    let order_b = opts
+        .eval
+        .task
+        .map(|t| eval::task_order(b, &proto_b, t))
+        .transpose()?
+        .flatten();
+    let in_task_order = |order: &Option<eval::ClassOrder>, row: &[f32]| match order {
+        Some(o) if o.outputs.len() == row.len() => o.apply(row),
+        _ => row.to_vec(),
+    };
     let (points, mut layers_note) = hidden_points(&proto_a, &proto_b);
     let names_a: Vec<String> = points.iter().map(|p| p.a.clone()).collect();
     let names_b: Vec<String> = points.iter().map(|p| p.b.clone()).collect();
@@ -338,7 +350,10 @@ pub fn diff(a: &Path, b: &Path, opts: &DiffOptions, progress: eval::Progress) ->
         }
         width = Some(w);
         for (k, &r) in rows.iter().enumerate() {
-            logits[r] = Some((la.1[k * w..(k + 1) * w].to_vec(), lb.1[k * w..(k + 1) * w].to_vec()));
+            logits[r] = Some((
+                in_task_order(&order_a, &la.1[k * w..(k + 1) * w]),
+                in_task_order(&order_b, &lb.1[k * w..(k + 1) * w]),
+            ));
         }
         let tokens = batch.token_rows();
         for (p, ((sa, da), (sb, db))) in va.iter().zip(&vb).take(points.len()).enumerate() {

@@ -112,6 +112,8 @@ pub struct EvalReport {
     /// How labels were read: a GLUE task's, the model's classes (with their names and where they
     /// came from), or scores.
     pub labels: Labels,
+    /// Where the model names the task's classes in another order: its outputs read by name.
+    pub class_order: Option<ClassOrder>,
     pub examples: usize,
     pub batches: usize,
     pub batch_size: usize,
@@ -483,6 +485,81 @@ pub fn labels_of(
     }
 }
 
+/// Under a task, the model's outputs in the task's class order: where the model names its classes
+/// (embedded by a pass, or `id2label` of the `config.json` beside it) with the task's names in
+/// another order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassOrder {
+    /// The task's class `j` is the model's output `outputs[j]`.
+    pub outputs: Vec<usize>,
+    /// The model's class names, in its output order.
+    pub names: Vec<String>,
+    /// Where the names came from.
+    pub source: String,
+}
+
+impl ClassOrder {
+    /// One example's logits in the task's class order.
+    pub fn apply(&self, row: &[f32]) -> Vec<f32> {
+        self.outputs.iter().map(|&o| row[o]).collect()
+    }
+}
+
+/// The task class a model's class name names: the same name (any case, `-` or a space for `_`),
+/// else the one task name it begins (3 letters at least: "neg", "pos").
+fn task_class_named(task_names: &[&str], name: &str) -> Option<usize> {
+    let norm = |s: &str| s.trim().to_lowercase().replace(['-', ' '], "_");
+    let name = norm(name);
+    if let Some(j) = task_names.iter().position(|t| norm(t) == name) {
+        return Some(j);
+    }
+    let begun: Vec<usize> = (0..task_names.len())
+        .filter(|&j| name.len() >= 3 && norm(task_names[j]).starts_with(&name))
+        .collect();
+    (begun.len() == 1).then(|| begun[0])
+}
+
+/// How the outputs of the model at `model_path` map onto `task`'s classes: `Some` where the model
+/// names its classes with the task's names in another order (a model fine-tuned with id2label
+/// `{0: "positive", 1: "negative"}` scored as SST-2 would otherwise be scored backwards); `None`
+/// where there are no names, where they are the task's in its order, or where none is the task's
+/// (`LABEL_0`, ...: read in the task's order). Names that put some of the task's classes at other
+/// outputs but are not the task's classes each once are refused: which output is which class is
+/// unknown. A config.json that cannot be read is not the task's business (as before): `None`.
+pub fn task_order(model_path: &Path, proto: &onnx::ModelProto, task: Task) -> Result<Option<ClassOrder>> {
+    let Some(task_names) = task.class_names() else {
+        return Ok(None);
+    };
+    let Ok(Some(model)) = data::model_labels(model_path, proto, None) else {
+        return Ok(None);
+    };
+    let named: Vec<Option<usize>> = model.names.iter().map(|n| task_class_named(task_names, n)).collect();
+    let in_place = |i: usize, c: &Option<usize>| c.is_none_or(|c| c == i);
+    if named.iter().enumerate().all(|(i, c)| in_place(i, c)) {
+        return Ok(None);
+    }
+    let outputs: Option<Vec<usize>> = (0..task_names.len())
+        .map(|j| {
+            let mut at = named.iter().enumerate().filter(|(_, c)| **c == Some(j)).map(|(i, _)| i);
+            at.next().filter(|_| at.next().is_none())
+        })
+        .collect();
+    match outputs {
+        Some(outputs) if named.len() == task_names.len() => Ok(Some(ClassOrder {
+            outputs,
+            names: model.names,
+            source: model.source,
+        })),
+        _ => bail!(
+            "{}: {} names its classes {} but {task}'s classes are {}: some of {task}'s are at other outputs and not each once, so which output is which class is unknown; correct the names (id2label), or leave out --task and label your file with the model's class names",
+            model_path.display(),
+            model.source,
+            model.names.join(", "),
+            task_names.join(", ")
+        ),
+    }
+}
+
 /// Every label of `data` must be a class the model (with `outputs` outputs) can produce.
 fn check_classes(labels: &Labels, outputs: usize, data: &data::Labelled, file: &Path) -> Result<()> {
     if !matches!(labels, Labels::Classes { names: None, .. }) {
@@ -592,6 +669,9 @@ pub struct Prepared {
     /// Labelled, except where [`prepare_to_compare`] read a file without labels.
     pub data: data::Examples,
     pub labels: Labels,
+    /// Under a task, the model's outputs in the task's class order where its class names say
+    /// they differ ([`task_order`]).
+    pub order: Option<ClassOrder>,
     /// (rows of `data` in the batch, the padded batch), in batching order.
     pub batches: Vec<(Vec<usize>, Batch)>,
     /// Where the tokenizer came from.
@@ -645,6 +725,11 @@ fn prepare_with(
     };
     refuse_headless(model_path, proto, "eval")?;
     let labels = labels_of(model_path, proto, opts.task, opts.labels.as_deref(), opts.words)?;
+    let class_order = opts
+        .task
+        .map(|t| task_order(model_path, proto, t))
+        .transpose()?
+        .flatten();
     if opts.limit == Some(0) {
         bail!("--limit must be at least 1");
     }
@@ -692,6 +777,7 @@ fn prepare_with(
         split,
         data,
         labels,
+        order: class_order,
         batches,
         tokenizer: tokenizer_source,
         tokenize_seconds: t_tok.elapsed().as_secs_f64(),
@@ -740,6 +826,7 @@ fn run_prepared(
         split,
         data,
         labels: labels_read,
+        order,
         batches,
         tokenizer: tokenizer_source,
         tokenize_seconds,
@@ -792,7 +879,10 @@ fn run_prepared(
         for (k, &r) in rows.iter().enumerate() {
             let row = &logits[k * outputs..(k + 1) * outputs];
             predictions[r] = Some(match &labels_read {
-                Labels::Glue(t) => Prediction::from_logits(*t, row)?,
+                Labels::Glue(t) => match order {
+                    Some(o) => Prediction::from_logits(*t, &o.apply(row))?,
+                    None => Prediction::from_logits(*t, row)?,
+                },
                 Labels::Scores => Prediction::Score(row[0]),
                 Labels::Classes { .. } => Prediction::Class(
                     glue::argmax(row).ok_or_else(|| anyhow!("example {r}: the model gave no logits"))?,
@@ -840,6 +930,7 @@ fn run_prepared(
         data_file: data_file.clone(),
         columns: data.columns.clone(),
         labels: labels_read.clone(),
+        class_order: order.clone(),
         examples: data.examples.len(),
         batches: batches.len(),
         batch_size: opts.batch_size,
@@ -872,6 +963,24 @@ fn run_prepared(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn model_class_names_are_matched_to_a_tasks_by_name_or_beginning() {
+        let mnli = Task::Mnli.class_names().unwrap();
+        assert_eq!(task_class_named(mnli, "CONTRADICTION"), Some(2));
+        assert_eq!(task_class_named(mnli, "entail"), Some(0));
+        assert_eq!(task_class_named(mnli, "neu"), Some(1));
+        // Too short to say, or no task name begins so.
+        assert_eq!(task_class_named(mnli, "ne"), None);
+        assert_eq!(task_class_named(mnli, "LABEL_0"), None);
+        let qnli = Task::Qnli.class_names().unwrap();
+        assert_eq!(task_class_named(qnli, "not entailment"), Some(1));
+        assert_eq!(task_class_named(qnli, "Not-Entailment"), Some(1));
+        assert_eq!(task_class_named(qnli, "entailment"), Some(0));
+        let mrpc = Task::Mrpc.class_names().unwrap();
+        assert_eq!(task_class_named(mrpc, "equivalent"), Some(1));
+        assert_eq!(task_class_named(mrpc, "not_equivalent"), Some(0));
+    }
 
     /// A pair past `max_length` is cut longest first as Python's tokenizers cuts it: with both
     /// texts past the budget, the shorter gets half of it rounded down and the longer the rest,

@@ -277,6 +277,21 @@ pub fn eval_text(r: &EvalReport) -> String {
         r.max_length,
         if r.bucket { ", length-bucketed" } else { "" }
     );
+    if let (Some(order), Some(t)) = (&r.class_order, r.task) {
+        let _ = writeln!(
+            o,
+            "classes      read by name: the model's outputs are {} ({}), so {t}'s {} are its outputs {}",
+            order.names.join(", "),
+            order.source,
+            t.class_names().unwrap_or_default().join(", "),
+            order
+                .outputs
+                .iter()
+                .map(|&i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     if !r.empty_texts.is_empty() {
         let shown = r.empty_texts.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
         let more = if r.empty_texts.len() > 5 { ", …" } else { "" };

@@ -396,6 +396,126 @@ fn one_output_models_are_scored_as_regression() {
     );
 }
 
+/// Under a task, a model that names the task's classes in another order is read by name: its
+/// outputs are the task's classes as its names say (eval and diff), not by position; names that
+/// are not the task's (`LABEL_0`) or abbreviate them in order change nothing; names that put some
+/// of the task's classes elsewhere without naming each once are refused.
+#[test]
+fn a_task_reads_a_models_outputs_by_their_class_names() {
+    if !have_ort("task classes by name") {
+        return;
+    }
+    let (dir, model) = model_dir(2, false);
+    let glue: String = std::iter::once("sentence\tlabel\n".to_string())
+        .chain(ROWS.iter().map(|(t, l)| format!("{t}\t{}\n", l % 2)))
+        .collect();
+    let data = write(dir.path(), "glue.tsv", &glue);
+    let args = ["--task", "sst2", "--data", s(&data)];
+    let plain = eval_tiny(&model, &args);
+    assert!(plain["class_order"].is_null(), "{}", plain["class_order"]);
+    // The same model beside a config.json naming its classes.
+    let named = |names: &[&str]| -> PathBuf {
+        let sub = tempfile::tempdir_in(dir.path()).unwrap().keep();
+        std::fs::copy(&model, sub.join("model.onnx")).unwrap();
+        std::fs::copy(dir.path().join("tokenizer.json"), sub.join("tokenizer.json")).unwrap();
+        let id2label: serde_json::Map<String, Value> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (i.to_string(), Value::from(*n)))
+            .collect();
+        std::fs::write(
+            sub.join("config.json"),
+            serde_json::json!({"id2label": id2label}).to_string(),
+        )
+        .unwrap();
+        sub.join("model.onnx")
+    };
+    let flip = |p: &Value| -> Vec<Value> {
+        predictions(p)
+            .iter()
+            .map(|c| Value::from(1 - c.as_u64().unwrap()))
+            .collect()
+    };
+    let swapped = named(&["POSITIVE", "Negative"]);
+    let r = eval_tiny(&swapped, &args);
+    assert_eq!(
+        predictions(&r),
+        flip(&plain),
+        "read by name, every prediction is the other class"
+    );
+    let (acc, acc_plain) = (
+        r["metrics"]["accuracy"].as_f64().unwrap(),
+        plain["metrics"]["accuracy"].as_f64().unwrap(),
+    );
+    assert!((acc + acc_plain - 1.0).abs() < 1e-9, "{acc} + {acc_plain}");
+    assert_eq!(r["class_order"]["outputs"], serde_json::json!([1, 0]));
+    let out = bin()
+        .args([
+            "eval",
+            "-q",
+            "--warmup",
+            "0",
+            "--max-length",
+            "32",
+            "--model",
+            s(&swapped),
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("read by name: the model's outputs are POSITIVE, Negative (id2label of "),
+        "{}",
+        text(&out.stdout)
+    );
+    for same in [&["LABEL_0", "LABEL_1"][..], &["neg", "pos"], &["negative", "other"]] {
+        let r = eval_tiny(&named(same), &args);
+        assert_eq!(predictions(&r), predictions(&plain), "{same:?}");
+        assert!(r["class_order"].is_null(), "{same:?}");
+    }
+    // diff reads each model by its own names: the plain and the swapped copy disagree
+    // everywhere under the task, agree everywhere without it.
+    let agreement = |extra: &[&str]| -> f64 {
+        let out = bin()
+            .args([
+                "diff",
+                s(&model),
+                s(&swapped),
+                "--data",
+                s(&data),
+                "--max-length",
+                "32",
+                "--json",
+                "-q",
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+        d["agreement"].as_f64().unwrap()
+    };
+    assert_eq!(agreement(&["--task", "sst2"]), 0.0);
+    assert_eq!(agreement(&["--labels", "a,b"]), 1.0);
+    // Some of the task's names elsewhere, not each once: refused, naming the config.
+    for bad in [&["positive", "other"][..], &["positive", "positive"]] {
+        let out = bin()
+            .args(["eval", "--max-length", "32", "--model", s(&named(bad))])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_clean_error(
+            &format!("{bad:?}"),
+            &out,
+            &[
+                "config.json names its classes",
+                "which output is which class is unknown",
+            ],
+        );
+    }
+}
+
 /// `convert` embeds config.json's class names: the converted model, moved away from its
 /// config.json, still maps string labels; `--labels` overrides.
 #[test]

@@ -793,7 +793,7 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
     // would refuse the corrected settings).
     let dev_opts = o.dev_options();
     let dev_examples = eval::prepare(&o.model, &proto, &dev_opts)?;
-    let sel = Selection::new(
+    let mut sel = Selection::new(
         &o.source(sel_file),
         &labels,
         eval::output_width(&proto),
@@ -805,6 +805,10 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
         select::TIMED_BATCHES * Task::batch_size_of(o.task),
         o.batch_size,
     )?;
+    // A model that names the task's classes in another order is scored by name, as eval scores it.
+    if let Some(order) = &dev_examples.order {
+        sel.labels_to_outputs(order);
+    }
     let settings = settings(o);
     let job = match &o.mode {
         Mode::Only(id) => Some(id.as_str()),

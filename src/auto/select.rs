@@ -66,7 +66,7 @@ pub fn split_apart(n: usize, calib: usize, m: usize, selection: usize, seed: u64
 
 /// Tokenized, labelled selection examples, batched by length within each rung.
 pub struct Selection {
-    /// The class of each selection example (in draw order).
+    /// The class of each selection example (in draw order), as the model's output for it.
     pub labels: Vec<usize>,
     /// Examples in the first rung (the first ones drawn).
     pub rung: usize,
@@ -156,6 +156,13 @@ impl Selection {
             rung_batches,
             timing,
         })
+    }
+
+    /// Reads each label (a task's class) as the model's output `order` names it by.
+    pub fn labels_to_outputs(&mut self, order: &crate::eval::ClassOrder) {
+        for l in &mut self.labels {
+            *l = order.outputs[*l];
+        }
     }
 
     pub fn len(&self) -> usize {
