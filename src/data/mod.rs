@@ -298,6 +298,14 @@ fn choose(table: &Table, src: &Source, want: Want) -> Result<(Chosen, [Option<us
     // asked for (the first text alone would run a pair model on half of each example).
     let task_pair = || -> Result<Option<usize>, DataError> {
         match (&src.columns.pair, &preset, src.task) {
+            // A second text for a one-text task's model would be read as part of the example.
+            (Some(p), _, Some(task)) if !task.is_pair() => Err(DataError::Format {
+                file: table.file.clone(),
+                message: format!(
+                    "{} {p:?} names a second text, but {task} reads one text per example; leave it out (or leave out the task to read pairs for your own model)",
+                    src.columns.setting("text-pair")
+                ),
+            }),
             (Some(p), _, _) => Ok(Some(named("text-pair", p)?)),
             (None, Some((_, pairs, _)), Some(task)) if task.is_pair() => match first_of(pairs) {
                 Some(p) => Ok(Some(p)),
@@ -419,6 +427,21 @@ fn choose(table: &Table, src: &Source, want: Want) -> Result<(Chosen, [Option<us
                 role,
                 name: table.columns[i].clone(),
                 at: twice.iter().map(|j| j + 1).collect(),
+            });
+        }
+    }
+    // One column read for two roles: the text would be its own label, or its own pair.
+    let roles = [("text", Some(text)), ("text-pair", pair), ("label", label)];
+    for (k, (first, a)) in roles.iter().enumerate() {
+        if let Some((second, _)) = roles[k + 1..].iter().find(|(_, b)| a.is_some() && b == a) {
+            return Err(DataError::Format {
+                file: table.file.clone(),
+                message: format!(
+                    "the column \"{}\" is read as both the {first} and the {second}; name another column for one of them ({} or {})",
+                    table.columns[a.unwrap_or(0)],
+                    src.columns.setting(first),
+                    src.columns.setting(second)
+                ),
             });
         }
     }
@@ -984,6 +1007,47 @@ mod tests {
             assert!(matches!(e, Examples::Unlabelled(_)), "{name}");
             assert_eq!(e.text(0), (text, None), "{name}");
         }
+    }
+
+    /// A column named for two roles, or a second text for a one-text task, is refused naming
+    /// the column and the flags.
+    #[test]
+    fn a_column_read_twice_or_a_pair_for_one_text_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(dir.path(), "d.csv", "text,y,label\na,b,1\nc,d,0\n");
+        let named = |text: Option<&str>, pair: Option<&str>, label: Option<&str>, task: Option<Task>| {
+            let mut s = src(file.clone());
+            s.columns = Columns {
+                text: text.map(String::from),
+                pair: pair.map(String::from),
+                label: label.map(String::from),
+                named_in: None,
+            };
+            s.task = task;
+            let l = task.map_or(classes(&["neg", "pos"]), Labels::Glue);
+            read_labelled(&s, &l).map(|_| ()).map_err(|e| e.to_string())
+        };
+        let e = named(Some("y"), None, Some("y"), None).unwrap_err();
+        assert!(
+            e.contains("d.csv: the column \"y\" is read as both the text and the label")
+                && e.contains("(--text-column or --label-column)"),
+            "{e}"
+        );
+        let e = named(None, Some("text"), None, None).unwrap_err();
+        assert!(e.contains("both the text and the text-pair"), "{e}");
+        let e = named(Some("text"), Some("y"), Some("y"), Some(Task::Mrpc)).unwrap_err();
+        assert!(
+            e.contains("the column \"y\" is read as both the text-pair and the label"),
+            "{e}"
+        );
+        let e = named(Some("text"), Some("y"), None, Some(Task::Sst2)).unwrap_err();
+        assert!(
+            e.contains("--text-pair-column \"y\" names a second text, but SST-2 reads one text per example"),
+            "{e}"
+        );
+        // Each role its own column: read.
+        named(Some("text"), Some("y"), None, None).unwrap();
+        named(Some("text"), Some("y"), None, Some(Task::Mrpc)).unwrap();
     }
 
     /// `--limit N` reads N records: a broken record after them (a label outside the set, a
