@@ -359,6 +359,18 @@ pub fn batch_order(enc: &Encoded, bucket: bool) -> Vec<usize> {
     order
 }
 
+/// The order in which `n` batches run: as made, or, bucketed, a fixed shuffle of them. Batches
+/// made by length run shortest first otherwise, and the timed ones (after the warm-up) would be
+/// the shortest of all, not a sample of every length. The order changes no prediction: each batch
+/// holds the same examples.
+pub fn run_order(n: usize, bucket: bool) -> Vec<usize> {
+    if bucket {
+        crate::calib::draw_order(n, 0)
+    } else {
+        (0..n).collect()
+    }
+}
+
 /// Percentile with linear interpolation between closest ranks (numpy's default).
 pub fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
     if sorted.is_empty() {
@@ -719,7 +731,7 @@ fn prepare_with(
                 columns: data::Columns::default(),
                 task: Some(task),
             };
-            (source, Some(split.clone()))
+            (source, Some(split.strip_suffix(".tsv").unwrap_or(split).to_string()))
         }
         EvalData::File(source) => (source.clone(), None),
     };
@@ -768,9 +780,10 @@ fn prepare_with(
     let enc = tokenize(&mut tokenizer, texts, &data_file, opts.max_length, limits.vocabulary)
         .with_context(|| format!("tokenizer {tokenizer_source}"))?;
     let order = batch_order(&enc, opts.bucket);
-    let batches: Vec<(Vec<usize>, Batch)> = order
-        .chunks(opts.batch_size)
-        .map(|rows| (rows.to_vec(), make_batch(&enc, rows, pad)))
+    let chunks: Vec<&[usize]> = order.chunks(opts.batch_size).collect();
+    let batches: Vec<(Vec<usize>, Batch)> = run_order(chunks.len(), opts.bucket)
+        .into_iter()
+        .map(|c| (chunks[c].to_vec(), make_batch(&enc, chunks[c], pad)))
         .collect();
     Ok(Prepared {
         data_file,
@@ -963,6 +976,19 @@ fn run_prepared(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Bucketed batches (made shortest first) run in a fixed shuffle: the first ones, warm-up
+    /// and timed, reach the long batches too; unbucketed ones run as made.
+    #[test]
+    fn bucketed_batches_run_in_a_fixed_shuffle() {
+        assert_eq!(run_order(5, false), vec![0, 1, 2, 3, 4]);
+        let order = run_order(40, true);
+        assert_eq!(order, run_order(40, true));
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..40).collect::<Vec<_>>());
+        assert!(order[..10].iter().any(|&b| b >= 20), "{order:?}");
+    }
 
     #[test]
     fn model_class_names_are_matched_to_a_tasks_by_name_or_beginning() {

@@ -405,6 +405,18 @@ fn choose(table: &Table, src: &Source, want: Want) -> Result<(Chosen, [Option<us
         match USUAL_LABEL.iter().find_map(|l| table.column(l)) {
             Some(l) => Some(l),
             None if optional => None,
+            // Nothing else to name: the file holds texts alone.
+            None if table.columns.len() == 1 + usize::from(pair.is_some()) => {
+                return Err(DataError::Format {
+                    file: table.file.clone(),
+                    message: format!(
+                        "no labels: its only {} [{}] {} the texts; add a label column (comparing two models, `diff`, needs none)",
+                        if pair.is_some() { "columns" } else { "column" },
+                        crate::glue::error::quote_list(&table.columns),
+                        if pair.is_some() { "hold" } else { "holds" },
+                    ),
+                })
+            }
             None => {
                 return Err(DataError::ChooseColumn {
                     file: table.file.clone(),
@@ -1045,6 +1057,22 @@ mod tests {
             e.contains("--text-pair-column \"y\" names a second text, but SST-2 reads one text per example"),
             "{e}"
         );
+        // A file of texts alone has no label to name.
+        for (name, body, says) in [
+            (
+                "texts.csv",
+                "text\na\n",
+                "no labels: its only column [\"text\"] holds the texts",
+            ),
+            (
+                "pairs.csv",
+                "text,text_pair\na,b\n",
+                "no labels: its only columns [\"text\", \"text_pair\"] hold the texts",
+            ),
+        ] {
+            let e = read_labelled(&src(write(dir.path(), name, body)), &classes(&["neg", "pos"])).unwrap_err();
+            assert!(e.to_string().contains(says), "{e}");
+        }
         // Each role its own column: read.
         named(Some("text"), Some("y"), None, None).unwrap();
         named(Some("text"), Some("y"), None, Some(Task::Mrpc)).unwrap();

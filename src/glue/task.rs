@@ -139,6 +139,8 @@ impl Task {
     /// (`glue/sst2`), `<data_dir>/<split>.tsv`. For MNLI the split `dev` means `dev_matched`.
     /// The error lists every path tried.
     pub fn data_file(&self, data_dir: &Path, split: &str) -> Result<PathBuf, GlueError> {
+        // The split named by its file (`--split dev.tsv`) is the split.
+        let split = split.strip_suffix(".tsv").unwrap_or(split);
         let split_file = if *self == Task::Mnli && split == "dev" {
             "dev_matched".to_string()
         } else {
@@ -393,6 +395,10 @@ mod tests {
 
         assert_eq!(
             Task::Sst2.data_file(dir.path(), "dev").unwrap(),
+            dir.path().join("sst2/dev.tsv")
+        );
+        assert_eq!(
+            Task::Sst2.data_file(dir.path(), "dev.tsv").unwrap(),
             dir.path().join("sst2/dev.tsv")
         );
         assert_eq!(
