@@ -63,9 +63,6 @@ fn run(cli: Cli) -> Result<()> {
     let quiet = cli.quiet;
     match cli.command {
         Command::Inspect { model, seq_len, json } => {
-            if seq_len == 0 {
-                bail!("--seq-len must be at least 1");
-            }
             let (m, sources) = onnx::load_with_sources(&model)?;
             let s = inspect::summarize(&m, &model, onnx::io::size_on_disk(&sources), seq_len)
                 .with_context(|| model.display().to_string())?;

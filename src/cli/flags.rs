@@ -20,10 +20,22 @@ fn choice<T: Named + Send + Sync>() -> impl TypedValueParser<Value = T> {
         .map(|s| T::from_name(&s).unwrap_or(T::ALL[0].0))
 }
 
+/// The longest `--seq-len` for MAC counts: 2^20 tokens, past any encoder's position table (a
+/// larger count saturated the MACs).
+pub const MAX_SEQ_LEN: usize = 1 << 20;
+
+/// A `--seq-len`: 1 to [`MAX_SEQ_LEN`].
+fn seq_len(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=MAX_SEQ_LEN).contains(&n) => Ok(n),
+        _ => Err(format!("a sequence length from 1 to {MAX_SEQ_LEN} tokens")),
+    }
+}
+
 #[derive(Parser)]
 #[command(name = "onnx-compress", version, about = "Compress BERT-family ONNX classifiers and measure what it costs", long_about = None)]
 pub struct Cli {
-    /// Path to libonnxruntime.so (default: ORT_DYLIB_PATH, then the Python environment onnx-compress is installed in, then the project's .ort/lib, then python3's site-packages).
+    /// Path to libonnxruntime.so, for the commands that run a model (inspect runs none) (default: ORT_DYLIB_PATH, then the Python environment onnx-compress is installed in, then the project's .ort/lib, then python3's site-packages).
     #[arg(long, global = true, value_name = "PATH")]
     pub ort_lib: Option<PathBuf>,
     /// No progress on stderr (stage lines, bars); results, notes and errors still print.
@@ -40,7 +52,7 @@ pub enum Command {
         /// The .onnx model to inspect.
         model: PathBuf,
         /// Sequence length for the MAC count.
-        #[arg(long, default_value_t = 128)]
+        #[arg(long, default_value_t = 128, value_parser = seq_len)]
         seq_len: usize,
         /// Print JSON instead of text.
         #[arg(long)]
@@ -148,7 +160,7 @@ pub struct PruneArgs {
     #[command(flatten)]
     pub calib: CalibArgs,
     /// Sequence length for the MAC counts in the report.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = seq_len)]
     pub seq_len: usize,
 }
 
@@ -350,7 +362,7 @@ pub struct LowrankArgs {
     #[command(flatten)]
     pub calib: CalibArgs,
     /// Sequence length for the MAC counts in the report.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = seq_len)]
     pub seq_len: usize,
 }
 
@@ -513,7 +525,7 @@ pub struct SensitivityArgs {
     #[arg(long)]
     pub no_int8: bool,
     /// Sequence length for the MACs saved.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = seq_len)]
     pub seq_len: usize,
     /// tokenizer.json to use (default: the model's: embedded, then beside it).
     #[arg(long)]

@@ -5,7 +5,7 @@ use super::*;
 /// Usage errors are clap's: exit status 2, first line `error: ` naming the flag, no panic.
 #[test]
 fn usage_errors_name_the_flag() {
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 9] = [
         (&["eval", "--task", "sst2"], "--model"),
         (
             &["eval", "--task", "sst2", "--model", "m.onnx", "--batch-size", "abc"],
@@ -20,6 +20,28 @@ fn usage_errors_name_the_flag() {
             "--external-data",
         ),
         (&["inspect", "m.onnx", "--seq-len", "many"], "--seq-len"),
+        // Past 2^20 tokens the MAC counts saturated; 0 counts nothing.
+        (&["inspect", "m.onnx", "--seq-len", "0"], "from 1 to 1048576 tokens"),
+        (
+            &["inspect", "m.onnx", "--seq-len", "1048577"],
+            "from 1 to 1048576 tokens",
+        ),
+        (
+            &["prune", "a.onnx", "b.onnx", "--heads", "0.1", "--seq-len", "0"],
+            "--seq-len",
+        ),
+        (
+            &[
+                "lowrank",
+                "a.onnx",
+                "b.onnx",
+                "--rank",
+                "8",
+                "--seq-len",
+                "18446744073709551615",
+            ],
+            "--seq-len",
+        ),
     ];
     let cwd = tempfile::tempdir().unwrap();
     for (args, flag) in cases {

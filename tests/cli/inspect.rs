@@ -98,14 +98,6 @@ fn inspect_rejects_a_directory() {
 }
 
 #[test]
-fn inspect_rejects_zero_seq_len() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = save_tiny(dir.path(), "tiny.onnx", ExternalData::Never);
-    let out = run_in(dir.path(), &["inspect", s(&p), "--seq-len", "0"]);
-    assert_clean_error("inspect", &out, &["--seq-len"]);
-}
-
-#[test]
 fn inspect_reads_a_synthetic_model() {
     let dir = tempfile::tempdir().unwrap();
     let p = save_tiny(dir.path(), "tiny.onnx", ExternalData::Never);
