@@ -203,6 +203,20 @@ pub fn read_text(text: &str, format: Format, file: &str) -> Result<Table, DataEr
 /// The first `rows` records of text in a text format.
 fn read_text_rows(text: &str, format: Format, file: &str, rows: usize) -> Result<Table, DataError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    // JSON Lines read as a table (a --format or data.format that does not fit it): each line
+    // would be one text, braces and keys included.
+    if matches!(format, Format::Tsv | Format::Csv) {
+        let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+        if serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(first).is_ok() {
+            return Err(DataError::Format {
+                file: file.into(),
+                message: format!(
+                    "JSON Lines (its first line is a JSON object), read as {}: read it as jsonl (--format jsonl, or no --format with a .jsonl name)",
+                    format.name()
+                ),
+            });
+        }
+    }
     match format {
         Format::Tsv => read_tsv(text, file, rows),
         Format::Csv => read_csv(text, file, rows),
@@ -722,5 +736,25 @@ mod tests {
             e.contains("a Parquet file (it starts with PAR1), read as csv: read it as parquet"),
             "{e}"
         );
+    }
+
+    /// JSON Lines read as CSV or TSV is named as JSON Lines, not read one raw line per text; a
+    /// table whose first cell begins with a brace is still a table.
+    #[test]
+    fn json_lines_read_as_a_table_is_named() {
+        let lines = "{\"text\": \"good film\", \"label\": 1}\n{\"text\": \"bad\", \"label\": 0}\n";
+        for format in [Format::Csv, Format::Tsv] {
+            let e = read_text(lines, format, "x.jsonl").unwrap_err().to_string();
+            assert!(
+                e.contains(&format!(
+                    "x.jsonl: JSON Lines (its first line is a JSON object), read as {}: read it as jsonl",
+                    format.name()
+                )),
+                "{e}"
+            );
+        }
+        let t = read_text("text\n{not json}\n", Format::Csv, "t.csv").unwrap();
+        assert_eq!(t.records.len(), 1);
+        assert_eq!(read_text(lines, Format::Jsonl, "x.jsonl").unwrap().records.len(), 2);
     }
 }
