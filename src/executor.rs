@@ -237,6 +237,20 @@ fn under_budget_note(label: &str, pass: &Pass, report: &PassReport) -> Option<St
         .then(|| format!("{label}: the MAC budget {target} ended at {reached:.3} of the MACs, under it: {why}"))
 }
 
+/// A note where a step counts MACs at a `--seq-len` past the positions of `model` (its input):
+/// the counts (and a `--target-macs` budget) are of inputs the model cannot take.
+fn past_positions_note(label: &str, pass: &Pass, model: &ModelProto) -> Option<String> {
+    let seq_len = match pass {
+        Pass::Prune(o) => o.seq_len,
+        Pass::Lowrank(o) => o.seq_len,
+        _ => return None,
+    };
+    let positions = crate::eval::input_limits(model).positions?;
+    (seq_len > positions).then(|| {
+        format!("{label}: MACs are counted at --seq-len {seq_len}, past the model's {positions} positions: it cannot run that long")
+    })
+}
+
 /// What the executor did.
 #[derive(Debug)]
 pub struct Outcome {
@@ -446,6 +460,7 @@ pub fn execute(
             })
             .with_context(|| input.display().to_string())?;
         let seconds = t.elapsed().as_secs_f64();
+        notes.extend(past_positions_note(&step.label, &step.pass, &model));
         notes.extend(under_budget_note(&step.label, &step.pass, &applied.report));
         let mut out = applied.model;
         stage(&format!("{}: checking the model", step.label));

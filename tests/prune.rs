@@ -1089,6 +1089,27 @@ fn the_binary_refuses_bad_prune_commands_without_writing() {
 // 8. Report and history
 // ---------------------------------------------------------------------------------------------
 
+/// MACs counted at a --seq-len past the model's positions are noted as such (the tiny model
+/// has 64); within them nothing is said.
+#[test]
+fn macs_past_the_models_positions_are_noted() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_synth(dir.path(), "in.onnx");
+    for (seq_len, noted) in [("65", true), ("64", false)] {
+        let out = bin()
+            .args(["prune", "--heads", "0.25", "--json", "--seq-len", seq_len])
+            .arg(&input)
+            .arg(dir.path().join(format!("p{seq_len}.onnx")))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let note = format!("prune: MACs are counted at --seq-len {seq_len}, past the model's 64 positions");
+        let notes = r["notes"].to_string();
+        assert_eq!(notes.contains(&note), noted, "{notes}");
+    }
+}
+
 #[test]
 fn the_binary_reports_per_layer_sizes_and_records_history() {
     let dir = tempfile::tempdir().unwrap();
