@@ -114,6 +114,10 @@ pub struct DiffReport {
     pub data_file: PathBuf,
     pub split: Option<String>,
     pub labels: Labels,
+    /// A model whose outputs are read by their class names: in the task's class order (under a
+    /// task, as `eval` reads them), or B's in A's order (the same names in another order).
+    pub class_order_a: Option<eval::ClassOrder>,
+    pub class_order_b: Option<eval::ClassOrder>,
     /// Whether the data file has labels (accuracy is reported where it has class labels).
     pub labelled: bool,
     pub examples: usize,
@@ -149,6 +153,26 @@ pub struct DiffReport {
     pub rows: Vec<Row>,
     pub tokenizer: String,
     pub wall_seconds: f64,
+}
+
+/// B's outputs in the order of A's class `names`, where B names the same classes (each once) in
+/// another order; `None` where its names are A's in A's order, or are other names.
+fn by_names(names: &[String], b: crate::data::ModelLabels) -> Option<eval::ClassOrder> {
+    if b.names.len() != names.len() || b.names == names {
+        return None;
+    }
+    let outputs: Option<Vec<usize>> = names
+        .iter()
+        .map(|n| {
+            let mut at = b.names.iter().enumerate().filter(|(_, m)| *m == n).map(|(i, _)| i);
+            at.next().filter(|_| at.next().is_none())
+        })
+        .collect();
+    outputs.map(|outputs| eval::ClassOrder {
+        outputs,
+        names: b.names,
+        source: b.source,
+    })
 }
 
 /// A point of the encoder where hidden states are compared, and its value in each model.
@@ -292,14 +316,20 @@ pub fn diff(a: &Path, b: &Path, opts: &DiffOptions, progress: eval::Progress) ->
         ..
     } = eval::prepare_to_compare(a, &proto_a, &opts.eval)?;
     fits_b(b, &proto_b, &batches, &tokenizer)?;
-    // Under a task, each model's outputs in the task's class order (B may name them otherwise).
-    let order_b = opts
-        .eval
-        .task
-        .map(|t| eval::task_order(b, &proto_b, t))
-        .transpose()?
-        .flatten();
-    let in_task_order = |order: &Option<eval::ClassOrder>, row: &[f32]| match order {
+    // Under a task, each model's outputs in the task's class order (B may name them otherwise);
+    // without one, B's in A's where both name the same classes in another order.
+    let order_b = match opts.eval.task {
+        Some(t) => eval::task_order(b, &proto_b, t)?,
+        None if opts.eval.labels.is_none() => match labels.names() {
+            Some(names) => crate::data::model_labels(b, &proto_b, None)
+                .ok()
+                .flatten()
+                .and_then(|own| by_names(names, own)),
+            None => None,
+        },
+        None => None,
+    };
+    let in_order = |order: &Option<eval::ClassOrder>, row: &[f32]| match order {
         Some(o) if o.outputs.len() == row.len() => o.apply(row),
         _ => row.to_vec(),
     };
@@ -351,8 +381,8 @@ pub fn diff(a: &Path, b: &Path, opts: &DiffOptions, progress: eval::Progress) ->
         width = Some(w);
         for (k, &r) in rows.iter().enumerate() {
             logits[r] = Some((
-                in_task_order(&order_a, &la.1[k * w..(k + 1) * w]),
-                in_task_order(&order_b, &lb.1[k * w..(k + 1) * w]),
+                in_order(&order_a, &la.1[k * w..(k + 1) * w]),
+                in_order(&order_b, &lb.1[k * w..(k + 1) * w]),
             ));
         }
         let tokens = batch.token_rows();
@@ -484,6 +514,8 @@ pub fn diff(a: &Path, b: &Path, opts: &DiffOptions, progress: eval::Progress) ->
         data_file,
         split,
         labels,
+        class_order_a: order_a,
+        class_order_b: order_b,
         labelled,
         examples: n,
         agreement,

@@ -790,6 +790,17 @@ pub fn diff_text(r: &crate::diff::DiffReport) -> String {
         _ => r.data_file.display().to_string(),
     };
     let _ = writeln!(o, "data         {what} ({})", count(r.examples, "example", "examples"));
+    for (which, order) in [("A", &r.class_order_a), ("B", &r.class_order_b)] {
+        if let Some(c) = order {
+            let _ = writeln!(
+                o,
+                "classes      {which}'s outputs are {} ({}): read by name, in {}'s order",
+                c.names.join(", "),
+                c.source,
+                r.task.map_or_else(|| "A".to_string(), |t| t.to_string())
+            );
+        }
+    }
     if let (Some(a), Some(flips)) = (r.agreement, r.flips) {
         let _ = writeln!(
             o,

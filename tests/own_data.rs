@@ -498,6 +498,27 @@ fn a_task_reads_a_models_outputs_by_their_class_names() {
     };
     assert_eq!(agreement(&["--task", "sst2"]), 0.0);
     assert_eq!(agreement(&["--labels", "a,b"]), 1.0);
+    // Without a task, B is read in A's order where both name the same classes otherwise.
+    let (a, b) = (named(&["negative", "positive"]), named(&["positive", "negative"]));
+    let out = bin()
+        .args([
+            "diff",
+            s(&a),
+            s(&b),
+            "--data",
+            s(&data),
+            "--max-length",
+            "32",
+            "--json",
+            "-q",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(d["agreement"], 0.0, "{}", d["class_order_b"]);
+    assert_eq!(d["class_order_b"]["outputs"], serde_json::json!([1, 0]));
+    assert!(d["class_order_a"].is_null());
     // Some of the task's names elsewhere, not each once: refused, naming the config.
     for bad in [&["positive", "other"][..], &["positive", "positive"]] {
         let out = bin()
