@@ -27,8 +27,12 @@ pub struct LayerSummary {
     pub fused_attention: bool,
     /// Constant elements carrying head-dependent sizes (0 when all are inferred at run time).
     pub shape_constants: usize,
+    /// Counted once, in the first layer that reads them: 0 in a layer sharing them.
     pub attention_params: usize,
     pub ffn_params: usize,
+    /// The first earlier layer whose weights this one reads (ALBERT), where it shares any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shares_weights_of: Option<usize>,
     pub macs: u64,
 }
 
@@ -210,6 +214,7 @@ pub fn summarize(
     let inits: std::collections::HashSet<&str> = graph
         .map(|g| g.initializer.iter().map(|i| i.name()).collect())
         .unwrap_or_default();
+    let shared = t.as_ref().map(|t| t.shared_weights()).unwrap_or_default();
     let layers = t
         .iter()
         .flat_map(|t| t.layers.iter())
@@ -224,6 +229,7 @@ pub fn summarize(
             shape_constants: l.attention.as_ref().map_or(0, |a| a.shape_consts.len()),
             attention_params: params.attention[i],
             ffn_params: params.ffn[i],
+            shares_weights_of: shared.get(i).and_then(|(a, f)| a.or(*f)),
             macs: structure::stats_layer_macs(l, seq_len),
         })
         .collect();

@@ -156,8 +156,10 @@ pub fn inspect_text(s: &ModelSummary) -> String {
             l.head_size,
             l.ffn_width,
             l.activation,
-            human(l.attention_params as f64),
-            human(l.ffn_params as f64),
+            l.shares_weights_of
+                .map_or_else(|| human(l.attention_params as f64), |j| format!("as layer {j}")),
+            l.shares_weights_of
+                .map_or_else(|| human(l.ffn_params as f64), |j| format!("as layer {j}")),
             human(l.macs as f64),
             l.shape_constants,
             if l.fused_attention { " (fused attention)" } else { "" }
@@ -375,16 +377,23 @@ pub fn prune_text(r: &PruneReport, output: &std::path::Path) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "layer  heads      neurons      params          MACs@{}", r.seq_len);
     for l in &r.layers {
+        // A layer reading an earlier one's weights (ALBERT) has them counted there.
+        let params = match l.shares_weights_of {
+            Some(j) => format!("{:<17}", format!("as layer {j}")),
+            None => format!(
+                "{:>7} → {:<7}",
+                human(l.params_before as f64),
+                human(l.params_after as f64)
+            ),
+        };
         let _ = writeln!(
             o,
-            "{:<6} {:>2} → {:<4} {:>4} → {:<5} {:>7} → {:<7} {:>8} → {}",
+            "{:<6} {:>2} → {:<4} {:>4} → {:<5} {params} {:>8} → {}",
             l.layer,
             l.heads_before,
             l.heads_after,
             l.neurons_before,
             l.neurons_after,
-            human(l.params_before as f64),
-            human(l.params_after as f64),
             human(l.macs_before as f64),
             human(l.macs_after as f64)
         );

@@ -1251,6 +1251,25 @@ fn albert_keeps_its_layers_sharing_weights() {
         let pruned = discover(&onnx::load(&out).unwrap()).unwrap();
         assert_eq!(pruned.shared_weights(), t.shared_weights(), "{strategy}: still shared");
     }
+    // The reports show the second layer's weights as the first's, not as no parameters.
+    let text = |args: &[&str]| {
+        let out = bin().args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", common::text(&out.stderr));
+        common::text(&out.stdout)
+    };
+    let (input, pruned) = (model_path(ALBERT), dir.path().join("shown.onnx"));
+    let (input, pruned) = (input.to_str().unwrap(), pruned.to_str().unwrap());
+    let shown = text(&["prune", "--heads", "0.5", input, pruned]);
+    let row = shown.lines().find(|l| l.starts_with("1 ")).unwrap();
+    assert!(row.contains("as layer 0"), "{shown}");
+    let json: Value = serde_json::from_str(&text(&["prune", "--heads", "0.5", "--json", input, pruned])).unwrap();
+    assert_eq!(json["layers"][1]["shares_weights_of"], 0, "{json}");
+    assert!(json["layers"][0].get("shares_weights_of").is_none(), "{json}");
+    let shown = text(&["inspect", input]);
+    let row = shown.lines().find(|l| l.starts_with("1 ")).unwrap();
+    assert_eq!(row.matches("as layer 0").count(), 2, "{shown}");
+    let json: Value = serde_json::from_str(&text(&["inspect", "--json", input])).unwrap();
+    assert_eq!(json["layers"][1]["shares_weights_of"], 0, "{json}");
     // Calibrated pruning fits each shared block once, to both layers' statistics summed: both
     // layers keep the same units and read one refitted weight, and the refit serves them: on the
     // calibration batches the logits stay closer to the unpruned model's than l1 pruning of as

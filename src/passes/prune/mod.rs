@@ -196,10 +196,14 @@ pub struct LayerReport {
     pub heads_after: usize,
     pub neurons_before: usize,
     pub neurons_after: usize,
+    /// Counted once, in the first layer that reads them: 0 in a layer sharing them.
     pub params_before: usize,
     pub params_after: usize,
     pub macs_before: u64,
     pub macs_after: u64,
+    /// The first earlier layer whose weights this one reads (ALBERT), where it shares any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shares_weights_of: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -726,6 +730,7 @@ pub fn report(
     let p1 = structure::parameter_counts(before, t);
     let p2 = structure::parameter_counts(after, &t2);
     let s = opts.seq_len;
+    let shared = t.shared_weights();
     let layers = t
         .layers
         .iter()
@@ -741,6 +746,7 @@ pub fn report(
             params_after: p2.attention[i] + p2.ffn[i],
             macs_before: structure::stats_layer_macs(a, s),
             macs_after: structure::stats_layer_macs(b, s),
+            shares_weights_of: shared[i].0.or(shared[i].1),
         })
         .collect();
     Ok(PruneReport {
