@@ -439,10 +439,12 @@ fn json_cell(v: &serde_json::Value) -> Cell {
 /// JSON Lines: one object per non-empty line. The columns are the first object's keys; a key
 /// missing from a later object is null there.
 fn read_jsonl(text: &str, file: &str, rows: usize) -> Result<Table, DataError> {
+    // The columns are every key of any record, in the order first seen (a record without one
+    // holds null there): the first record alone may lack a key the others have.
     let mut columns: Vec<String> = Vec::new();
-    let mut records = Vec::new();
+    let mut objects = Vec::new();
     for (i, line) in text.split('\n').enumerate() {
-        if records.len() == rows {
+        if objects.len() == rows {
             break;
         }
         let line_no = i + 1;
@@ -453,7 +455,7 @@ fn read_jsonl(text: &str, file: &str, rows: usize) -> Result<Table, DataError> {
         // A file that is one JSON array (as `json.dump` of a list writes it) is not JSON Lines.
         let parsed = serde_json::from_str::<serde_json::Value>(line);
         let array_start = || line.starts_with('[') && (parsed.is_err() || line.starts_with("[{"));
-        if records.is_empty() && columns.is_empty() && array_start() {
+        if objects.is_empty() && array_start() {
             return Err(record_error(
                 file,
                 Loc::Line(line_no),
@@ -472,18 +474,23 @@ fn read_jsonl(text: &str, file: &str, rows: usize) -> Result<Table, DataError> {
                 "a JSON Lines record must be an object ({\"text\": ..., \"label\": ...})".into(),
             ));
         };
-        if records.is_empty() && columns.is_empty() {
-            columns = object.keys().cloned().collect();
+        for k in object.keys() {
+            if !columns.contains(k) {
+                columns.push(k.clone());
+            }
         }
-        let cells = columns
-            .iter()
-            .map(|c| object.get(c).map(json_cell).unwrap_or(Cell::Null))
-            .collect();
-        records.push(Record {
-            at: Loc::Line(line_no),
-            cells,
-        });
+        objects.push((line_no, object));
     }
+    let records = objects
+        .into_iter()
+        .map(|(line_no, object)| Record {
+            at: Loc::Line(line_no),
+            cells: columns
+                .iter()
+                .map(|c| object.get(c).map(json_cell).unwrap_or(Cell::Null))
+                .collect(),
+        })
+        .collect();
     Ok(Table {
         file: file.into(),
         columns,
@@ -654,6 +661,16 @@ mod tests {
         assert_eq!(t.records[1].cells, [Cell::Null, s("b")]);
         assert_eq!(t.records[1].at, Loc::Line(3));
         assert_eq!(t.records[2].cells, [Cell::Float(2.5), Cell::Other("list")]);
+        // A key the first record lacks is a column all the same (null where missing).
+        let t = read_text(
+            "{}\n{\"text\": \"b\", \"label\": 0}\n{\"text\": \"c\", \"label\": 1, \"id\": 7}\n",
+            Format::Jsonl,
+            "d.jsonl",
+        )
+        .unwrap();
+        assert_eq!(t.columns, ["label", "text", "id"]);
+        assert_eq!(t.records[0].cells, [Cell::Null, Cell::Null, Cell::Null]);
+        assert_eq!(t.records[2].cells, [Cell::Int(1), s("c"), Cell::Int(7)]);
         let e = read_text("{\"text\": \"a\"}\n{\"text\": \n", Format::Jsonl, "d.jsonl").unwrap_err();
         assert!(e.to_string().starts_with("line 2 of d.jsonl: not valid JSON"), "{e}");
         assert!(!e.to_string().contains("at line 1 column"), "{e}");
