@@ -1140,7 +1140,8 @@ fn finish(
 /// Parses a time budget: `90s`, `30m`, `1.5h` (a unit is required).
 pub fn parse_duration(s: &str) -> Result<Duration> {
     let t = s.trim();
-    let (num, unit) = t.split_at(t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len()));
+    // The unit is the letters at the end (`1e3s` is a number in seconds).
+    let (num, unit) = t.split_at(t.trim_end_matches(|c: char| c.is_ascii_alphabetic()).len());
     let n: f64 = num
         .trim()
         .parse()
@@ -1154,6 +1155,11 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
     };
     if !(secs > 0.0 && secs.is_finite()) {
         bail!("--time-budget {s}: must be more than 0");
+    }
+    // A year is past any search; a budget past Duration's range would panic.
+    const YEAR: f64 = 365.0 * 24.0 * 3600.0;
+    if secs > YEAR {
+        bail!("--time-budget {s}: at most a year (8760h)");
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -1170,6 +1176,15 @@ mod tests {
         assert!(parse_duration("30").unwrap_err().to_string().contains("unit"));
         assert!(parse_duration("0m").is_err());
         assert!(parse_duration("5d").unwrap_err().to_string().contains("unknown unit"));
+        assert_eq!(parse_duration("1e3s").unwrap(), Duration::from_secs(1000));
+        assert_eq!(parse_duration("30 m").unwrap(), Duration::from_secs(1800));
+        // Past Duration's range it panicked.
+        for huge in ["99999999999999999h", "18446744073709551615s", "8761h"] {
+            assert!(
+                parse_duration(huge).unwrap_err().to_string().contains("at most a year"),
+                "{huge}"
+            );
+        }
     }
 
     #[test]
