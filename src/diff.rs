@@ -155,16 +155,18 @@ pub struct DiffReport {
     pub wall_seconds: f64,
 }
 
-/// B's outputs in the order of A's class `names`, where B names the same classes (each once) in
-/// another order; `None` where its names are A's in A's order, or are other names.
+/// B's outputs in the order of A's class `names`, where B names the same classes (each once, in
+/// any case) in another order; `None` where its names are A's in A's order, or are other names.
 fn by_names(names: &[String], b: crate::data::ModelLabels) -> Option<eval::ClassOrder> {
-    if b.names.len() != names.len() || b.names == names {
+    let key = |s: &str| s.trim().to_lowercase();
+    let same = |x: &String, y: &String| key(x) == key(y);
+    if b.names.len() != names.len() || b.names.iter().zip(names).all(|(x, y)| same(x, y)) {
         return None;
     }
     let outputs: Option<Vec<usize>> = names
         .iter()
         .map(|n| {
-            let mut at = b.names.iter().enumerate().filter(|(_, m)| *m == n).map(|(i, _)| i);
+            let mut at = b.names.iter().enumerate().filter(|(_, m)| same(m, n)).map(|(i, _)| i);
             at.next().filter(|_| at.next().is_none())
         })
         .collect();
@@ -319,7 +321,7 @@ pub fn diff(a: &Path, b: &Path, opts: &DiffOptions, progress: eval::Progress) ->
     // Under a task, each model's outputs in the task's class order (B may name them otherwise);
     // without one, B's in A's where both name the same classes in another order.
     let order_b = match opts.eval.task {
-        Some(t) => eval::task_order(b, &proto_b, t)?,
+        Some(t) => eval::task_order(b, &proto_b, t, opts.eval.labels.as_deref())?,
         None if opts.eval.labels.is_none() => match labels.names() {
             Some(names) => crate::data::model_labels(b, &proto_b, None)
                 .ok()

@@ -453,10 +453,8 @@ pub fn labels_of(
     labels: Option<&str>,
     words: Words,
 ) -> Result<Labels> {
+    // Under a task, --labels names the model's outputs ([`task_order`]); the labels are the task's.
     if let Some(t) = task {
-        if labels.is_some() {
-            bail!("--labels names the classes of your own labels; {t} has its own (leave out --task or --labels)");
-        }
         return Ok(Labels::Glue(t));
     }
     let width = output_width(proto);
@@ -475,11 +473,11 @@ pub fn labels_of(
         Some(n) => {
             if let Some(w) = width.filter(|&w| w != n.names.len()) {
                 bail!(
-                    "{} names {} classes ({}) but {} has {w} outputs",
-                    n.source,
+                    "{} has {w} outputs but {} class names ({}) from {}; pass --labels with {w} names in class order",
+                    model_path.display(),
                     n.names.len(),
                     n.names.join(", "),
-                    model_path.display()
+                    n.source
                 );
             }
             Ok(Labels::Classes {
@@ -518,36 +516,68 @@ impl ClassOrder {
 }
 
 /// The task class a model's class name names: the same name (any case, `-` or a space for `_`),
-/// else the one task name it begins (3 letters at least: "neg", "pos").
-fn task_class_named(task_names: &[&str], name: &str) -> Option<usize> {
+/// else the one task name it begins (3 letters at least: "neg", "pos"), else the task's own label
+/// for a class (SST-2's "1": the model's class named "1" is SST-2's label 1, positive).
+fn task_class_named(task: Task, name: &str) -> Option<usize> {
+    let task_names = task.class_names()?;
     let norm = |s: &str| s.trim().to_lowercase().replace(['-', ' '], "_");
-    let name = norm(name);
-    if let Some(j) = task_names.iter().position(|t| norm(t) == name) {
+    let wanted = norm(name);
+    if let Some(j) = task_names.iter().position(|t| norm(t) == wanted) {
         return Some(j);
     }
     let begun: Vec<usize> = (0..task_names.len())
-        .filter(|&j| name.len() >= 3 && norm(task_names[j]).starts_with(&name))
+        .filter(|&j| wanted.len() >= 3 && norm(task_names[j]).starts_with(&wanted))
         .collect();
-    (begun.len() == 1).then(|| begun[0])
+    if begun.len() == 1 {
+        return Some(begun[0]);
+    }
+    task.parse_label(name.trim()).and_then(|l| l.class())
 }
 
-/// How the outputs of the model at `model_path` map onto `task`'s classes: `Some` where the model
-/// names its classes with the task's names in another order (a model fine-tuned with id2label
+/// How the outputs of the model at `model_path` map onto `task`'s classes, by the model's class
+/// names (`explicit`: `--labels`, else embedded, else the config.json beside it): `Some` where
+/// they are the task's classes in another order (a model fine-tuned with id2label
 /// `{0: "positive", 1: "negative"}` scored as SST-2 would otherwise be scored backwards); `None`
 /// where there are no names, where they are the task's in its order, or where none is the task's
 /// (`LABEL_0`, ...: read in the task's order). Names that put some of the task's classes at other
-/// outputs but are not the task's classes each once are refused: which output is which class is
-/// unknown. A config.json that cannot be read is not the task's business (as before): `None`.
-pub fn task_order(model_path: &Path, proto: &onnx::ModelProto, task: Task) -> Result<Option<ClassOrder>> {
+/// outputs but are not the task's classes each once, or that name another number of classes
+/// than the task has, are refused: which output is which class is unknown. A config.json that
+/// cannot be read is not the task's business (as before): `None`.
+pub fn task_order(
+    model_path: &Path,
+    proto: &onnx::ModelProto,
+    task: Task,
+    explicit: Option<&str>,
+) -> Result<Option<ClassOrder>> {
     let Some(task_names) = task.class_names() else {
         return Ok(None);
     };
-    let Ok(Some(model)) = data::model_labels(model_path, proto, None) else {
-        return Ok(None);
+    let model = match data::model_labels(model_path, proto, explicit) {
+        Ok(Some(m)) => m,
+        Err(e) if explicit.is_some() => bail!(e),
+        _ => return Ok(None),
     };
-    let named: Vec<Option<usize>> = model.names.iter().map(|n| task_class_named(task_names, n)).collect();
-    let in_place = |i: usize, c: &Option<usize>| c.is_none_or(|c| c == i);
-    if named.iter().enumerate().all(|(i, c)| in_place(i, c)) {
+    let named: Vec<Option<usize>> = model.names.iter().map(|n| task_class_named(task, n)).collect();
+    let fix = if explicit.is_some() {
+        "correct --labels (the model's class names in output order)"
+    } else {
+        "correct the names (id2label), or pass --labels with the model's class names in output order"
+    };
+    if named.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    if named.len() != task_names.len() {
+        bail!(
+            "{}: {} names {} classes ({}) but {task} has {} ({}); {fix}",
+            model_path.display(),
+            model.source,
+            named.len(),
+            model.names.join(", "),
+            task_names.len(),
+            task_names.join(", ")
+        );
+    }
+    if named.iter().enumerate().all(|(i, c)| c.is_none_or(|c| c == i)) {
         return Ok(None);
     }
     let outputs: Option<Vec<usize>> = (0..task_names.len())
@@ -557,13 +587,13 @@ pub fn task_order(model_path: &Path, proto: &onnx::ModelProto, task: Task) -> Re
         })
         .collect();
     match outputs {
-        Some(outputs) if named.len() == task_names.len() => Ok(Some(ClassOrder {
+        Some(outputs) => Ok(Some(ClassOrder {
             outputs,
             names: model.names,
             source: model.source,
         })),
-        _ => bail!(
-            "{}: {} names its classes {} but {task}'s classes are {}: some of {task}'s are at other outputs and not each once, so which output is which class is unknown; correct the names (id2label), or leave out --task and label your file with the model's class names",
+        None => bail!(
+            "{}: {} names its classes {} but {task}'s classes are {}: some of {task}'s are at other outputs and not each once, so which output is which class is unknown; {fix}",
             model_path.display(),
             model.source,
             model.names.join(", "),
@@ -739,7 +769,7 @@ fn prepare_with(
     let labels = labels_of(model_path, proto, opts.task, opts.labels.as_deref(), opts.words)?;
     let class_order = opts
         .task
-        .map(|t| task_order(model_path, proto, t))
+        .map(|t| task_order(model_path, proto, t, opts.labels.as_deref()))
         .transpose()?
         .flatten();
     if opts.limit == Some(0) {
@@ -992,20 +1022,24 @@ mod tests {
 
     #[test]
     fn model_class_names_are_matched_to_a_tasks_by_name_or_beginning() {
-        let mnli = Task::Mnli.class_names().unwrap();
+        let mnli = Task::Mnli;
         assert_eq!(task_class_named(mnli, "CONTRADICTION"), Some(2));
         assert_eq!(task_class_named(mnli, "entail"), Some(0));
         assert_eq!(task_class_named(mnli, "neu"), Some(1));
         // Too short to say, or no task name begins so.
         assert_eq!(task_class_named(mnli, "ne"), None);
         assert_eq!(task_class_named(mnli, "LABEL_0"), None);
-        let qnli = Task::Qnli.class_names().unwrap();
+        let qnli = Task::Qnli;
         assert_eq!(task_class_named(qnli, "not entailment"), Some(1));
         assert_eq!(task_class_named(qnli, "Not-Entailment"), Some(1));
         assert_eq!(task_class_named(qnli, "entailment"), Some(0));
-        let mrpc = Task::Mrpc.class_names().unwrap();
+        let mrpc = Task::Mrpc;
         assert_eq!(task_class_named(mrpc, "equivalent"), Some(1));
         assert_eq!(task_class_named(mrpc, "not_equivalent"), Some(0));
+        // The task's own labels: SST-2's 0 and 1.
+        assert_eq!(task_class_named(Task::Sst2, "1"), Some(1));
+        assert_eq!(task_class_named(Task::Sst2, "0"), Some(0));
+        assert_eq!(task_class_named(Task::Sst2, "2"), None);
     }
 
     /// A pair past `max_length` is cut longest first as Python's tokenizers cuts it: with both

@@ -68,6 +68,10 @@ pub struct ModelSummary {
     pub encoder_macs: Option<u64>,
     pub head_macs: Option<u64>,
     pub has_embedded_tokenizer: bool,
+    /// The model's class names (embedded, else id2label of the config.json beside it) and where
+    /// they came from, or why they cannot be read; `None` where it names none.
+    pub class_names: Option<Vec<String>>,
+    pub class_names_source: Option<String>,
     pub history: Vec<HistoryEntry>,
     /// `None` for a model this tool wrote whose graph it can no longer map (e.g. quantized).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -215,6 +219,7 @@ pub fn summarize(
         .map(|g| g.initializer.iter().map(|i| i.name()).collect())
         .unwrap_or_default();
     let shared = t.as_ref().map(|t| t.shared_weights()).unwrap_or_default();
+    let classes = crate::data::model_labels(path, model, None);
     let layers = t
         .iter()
         .flat_map(|t| t.layers.iter())
@@ -273,6 +278,11 @@ pub fn summarize(
         encoder_macs: macs.map(|m| m.0),
         head_macs: macs.map(|m| m.1),
         has_embedded_tokenizer: history::embedded_tokenizer(model).is_some(),
+        class_names: classes.as_ref().ok().and_then(|c| c.as_ref().map(|c| c.names.clone())),
+        class_names_source: match &classes {
+            Ok(c) => c.as_ref().map(|c| c.source.clone()),
+            Err(e) => Some(format!("unreadable: {e}")),
+        },
         history,
         structure: t,
         unmapped,

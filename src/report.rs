@@ -131,6 +131,15 @@ pub fn inspect_text(s: &ModelSummary) -> String {
             "not embedded (looked up beside the model)"
         }
     );
+    match (&s.class_names, &s.class_names_source) {
+        (Some(names), Some(source)) => {
+            let _ = writeln!(o, "classes      {} ({source})", names.join(", "));
+        }
+        (None, Some(why)) => {
+            let _ = writeln!(o, "classes      {why}");
+        }
+        _ => {}
+    }
     // The activation column is as wide as its widest entry ("gelu (fused op)").
     let act = s
         .layers
@@ -261,6 +270,25 @@ fn shorten_name(s: &str, n: usize) -> String {
     }
 }
 
+/// The `classes` line where a task's classes were read from the model's outputs by name.
+fn class_order_line(r: &EvalReport) -> String {
+    match (&r.class_order, r.task) {
+        (Some(order), Some(t)) => format!(
+            "classes      read by name: the model's outputs are {} ({}), so {t}'s {} are its outputs {}\n",
+            order.names.join(", "),
+            order.source,
+            t.class_names().unwrap_or_default().join(", "),
+            order
+                .outputs
+                .iter()
+                .map(|&i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        _ => String::new(),
+    }
+}
+
 pub fn eval_text(r: &EvalReport) -> String {
     let mut o = String::new();
     let m = &r.metrics;
@@ -279,21 +307,7 @@ pub fn eval_text(r: &EvalReport) -> String {
         r.max_length,
         if r.bucket { ", length-bucketed" } else { "" }
     );
-    if let (Some(order), Some(t)) = (&r.class_order, r.task) {
-        let _ = writeln!(
-            o,
-            "classes      read by name: the model's outputs are {} ({}), so {t}'s {} are its outputs {}",
-            order.names.join(", "),
-            order.source,
-            t.class_names().unwrap_or_default().join(", "),
-            order
-                .outputs
-                .iter()
-                .map(|&i| i.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
+    o.push_str(&class_order_line(r));
     if !r.empty_texts.is_empty() {
         let shown = r.empty_texts.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
         let more = if r.empty_texts.len() > 5 { ", …" } else { "" };
@@ -440,6 +454,7 @@ pub fn run_text(r: &crate::pipeline::RunReport) -> String {
     for s in &r.steps {
         let _ = writeln!(o, "pass         {} ({:.2} s): {}", s.pass, s.seconds, s.summary);
     }
+    o.push_str(&class_order_line(e));
     let _ = writeln!(
         o,
         "quality      accuracy {}, F1 {} ({} {} examples)",

@@ -399,7 +399,8 @@ fn one_output_models_are_scored_as_regression() {
 /// Under a task, a model that names the task's classes in another order is read by name: its
 /// outputs are the task's classes as its names say (eval and diff), not by position; names that
 /// are not the task's (`LABEL_0`) or abbreviate them in order change nothing; names that put some
-/// of the task's classes elsewhere without naming each once are refused.
+/// of the task's classes elsewhere without naming each once, or name another number of classes,
+/// are refused; `--labels` names the outputs under a task too.
 #[test]
 fn a_task_reads_a_models_outputs_by_their_class_names() {
     if !have_ort("task classes by name") {
@@ -469,7 +470,34 @@ fn a_task_reads_a_models_outputs_by_their_class_names() {
         "{}",
         text(&out.stdout)
     );
-    for same in [&["LABEL_0", "LABEL_1"][..], &["neg", "pos"], &["negative", "other"]] {
+    // --labels names the outputs under a task too: it corrects a model's names, or names them.
+    let with_labels = |m: &Path, names: &str| {
+        let mut all = args.to_vec();
+        all.extend(["--labels", names]);
+        eval_tiny(m, &all)
+    };
+    assert_eq!(
+        predictions(&with_labels(&swapped, "negative,positive")),
+        predictions(&plain)
+    );
+    assert_eq!(predictions(&with_labels(&model, "positive,negative")), flip(&plain));
+    // The task's own labels as names: SST-2's "1" is positive.
+    assert_eq!(predictions(&eval_tiny(&named(&["1", "0"]), &args)), flip(&plain));
+    // inspect shows the names and where they come from.
+    let shown = text(&bin().args(["inspect", s(&swapped)]).output().unwrap().stdout);
+    assert!(
+        shown.contains("classes      POSITIVE, Negative (id2label of "),
+        "{shown}"
+    );
+    // Names that are not the task's, or a config whose names cannot be read (a name twice), keep
+    // the task's order.
+    for same in [
+        &["LABEL_0", "LABEL_1"][..],
+        &["neg", "pos"],
+        &["negative", "other"],
+        &["0", "1"],
+        &["positive", "positive"],
+    ] {
         let r = eval_tiny(&named(same), &args);
         assert_eq!(predictions(&r), predictions(&plain), "{same:?}");
         assert!(r["class_order"].is_null(), "{same:?}");
@@ -499,7 +527,7 @@ fn a_task_reads_a_models_outputs_by_their_class_names() {
     assert_eq!(agreement(&["--task", "sst2"]), 0.0);
     assert_eq!(agreement(&["--labels", "a,b"]), 1.0);
     // Without a task, B is read in A's order where both name the same classes otherwise.
-    let (a, b) = (named(&["negative", "positive"]), named(&["positive", "negative"]));
+    let (a, b) = (named(&["negative", "positive"]), named(&["Positive", "NEGATIVE"]));
     let out = bin()
         .args([
             "diff",
@@ -520,20 +548,20 @@ fn a_task_reads_a_models_outputs_by_their_class_names() {
     assert_eq!(d["class_order_b"]["outputs"], serde_json::json!([1, 0]));
     assert!(d["class_order_a"].is_null());
     // Some of the task's names elsewhere, not each once: refused, naming the config.
-    for bad in [&["positive", "other"][..], &["positive", "positive"]] {
+    for (bad, says) in [
+        (&["positive", "other"][..], "which output is which class is unknown"),
+        (
+            &["positive", "negative", "neutral"],
+            "names 3 classes (positive, negative, neutral) but SST-2 has 2",
+        ),
+        (&["negative", "positive", "neutral"], "names 3 classes"),
+    ] {
         let out = bin()
             .args(["eval", "--max-length", "32", "--model", s(&named(bad))])
             .args(args)
             .output()
             .unwrap();
-        assert_clean_error(
-            &format!("{bad:?}"),
-            &out,
-            &[
-                "config.json names its classes",
-                "which output is which class is unknown",
-            ],
-        );
+        assert_clean_error(&format!("{bad:?}"), &out, &["config.json names", says, "pass --labels"]);
     }
 }
 

@@ -355,6 +355,16 @@ mod tests {
         let s = sel(64, 1);
         assert!(s.batches.iter().all(|(_, rows)| rows.len() == 1));
         assert_eq!((s.batches.len(), s.rung_batches, s.timing.len()), (100, 64, 64));
+        // A model naming SST-2's classes the other way round is scored on its outputs by name.
+        let mut s = sel(64, 32);
+        let before = s.labels.clone();
+        s.labels_to_outputs(&crate::eval::ClassOrder {
+            outputs: vec![1, 0],
+            names: vec!["positive".into(), "negative".into()],
+            source: "test".into(),
+        });
+        assert!(before.contains(&0) && before.contains(&1));
+        assert_eq!(s.labels, before.iter().map(|&c| 1 - c).collect::<Vec<_>>());
     }
 
     fn glue_source(path: &Path) -> data::Source {

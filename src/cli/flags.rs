@@ -401,8 +401,9 @@ pub struct LabelArgs {
     /// target]. Labels are class indexes or class names; a model with one output reads numbers.
     #[arg(long, value_name = "NAME")]
     pub label_column: Option<String>,
-    /// The model's class names in class order (e.g. negative,positive), for labels written as
-    /// names [default: the names embedded in the model, else id2label of config.json beside it].
+    /// The model's class names in class order (e.g. negative,positive): labels written as names
+    /// are read by them, and under --task outputs named as the task's classes are read by name
+    /// [default: the names embedded in the model, else id2label of config.json beside it].
     #[arg(long, value_name = "NAMES", allow_hyphen_values = true)]
     pub labels: Option<String>,
 }

@@ -671,7 +671,7 @@ pub fn auto_options(model: &Path, a: &super::flags::AutoArgs) -> Result<onnx_com
         Some(f) => auto::Dev::File(absolute(f, "--data")?),
         None => {
             let dir = &a.data;
-            let Some(t) = task else {
+            if task.is_none() {
                 bail!(
                     "without --task, --data FILE names your own labelled file to report the chosen model on (e.g. --data dev.csv); {}",
                     match dir {
@@ -679,9 +679,6 @@ pub fn auto_options(model: &Path, a: &super::flags::AutoArgs) -> Result<onnx_com
                         None => "there is none".into(),
                     }
                 );
-            };
-            if let Some(l) = &a.label.labels {
-                bail!("--labels {l} names the classes of your own labels; {t} has its own (leave out --labels)");
             }
             auto::Dev::Split {
                 dir: absolute(&dir.clone().unwrap_or_else(default_data_dir), "--data")?,

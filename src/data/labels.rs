@@ -230,6 +230,24 @@ pub fn parse_label_list(list: &str) -> Result<Vec<String>, String> {
     Ok(names)
 }
 
+/// Class names read from the model or its config: each names one class, so a label read by name
+/// is one class (two classes named alike took the first's every label, silently).
+fn check_names(names: &[String]) -> Result<(), String> {
+    for (i, n) in names.iter().enumerate() {
+        if n.trim().is_empty() {
+            return Err(format!(
+                "class {i} has an empty name; name every class (or pass --labels with the names in class order)"
+            ));
+        }
+        if let Some(j) = names[..i].iter().position(|m| m == n) {
+            return Err(format!(
+                "classes {j} and {i} are both named {n:?}, so a label {n:?} could be either; give each class its own name (or pass --labels with the names in class order)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The class names of a Hugging Face `config.json`: `id2label` (keys "0", "1", ...), else
 /// `label2id`. `Ok(None)` when it has neither; an error when they are not a full index range.
 pub fn names_from_config(json: &str) -> Result<Option<Vec<String>>, String> {
@@ -259,7 +277,9 @@ pub fn names_from_config(json: &str) -> Result<Option<Vec<String>>, String> {
     if pairs.iter().enumerate().any(|(want, (i, _))| *i != want) {
         return Err("the class indexes of id2label/label2id are not 0, 1, 2, ... each once".into());
     }
-    Ok(Some(pairs.into_iter().map(|(_, n)| n).collect()))
+    let names: Vec<String> = pairs.into_iter().map(|(_, n)| n).collect();
+    check_names(&names).map_err(|e| format!("id2label: {e}"))?;
+    Ok(Some(names))
 }
 
 /// The model's class names: `explicit` (`--labels`), else the names embedded in the model, else
@@ -279,6 +299,13 @@ pub fn model_labels(
         let names: Vec<String> = serde_json::from_str(json).map_err(|e| {
             format!(
                 "{}: metadata '{}' is not a list of names: {e}",
+                model_path.display(),
+                crate::history::LABELS_KEY
+            )
+        })?;
+        check_names(&names).map_err(|e| {
+            format!(
+                "{}: the class names embedded in the model (metadata '{}'): {e}",
                 model_path.display(),
                 crate::history::LABELS_KEY
             )
@@ -449,6 +476,16 @@ mod tests {
         assert!(parse_label_list("pos").is_err());
         assert!(parse_label_list("a,,b").is_err());
         assert!(parse_label_list("a,b,a").unwrap_err().contains("twice"));
+        for (cfg, says) in [
+            (
+                r#"{"id2label": {"0": "pos", "1": "pos"}}"#,
+                "classes 0 and 1 are both named \"pos\"",
+            ),
+            (r#"{"id2label": {"0": "", "1": "pos"}}"#, "class 0 has an empty name"),
+        ] {
+            let e = names_from_config(cfg).unwrap_err();
+            assert!(e.contains(says) && e.contains("--labels"), "{e}");
+        }
         let cfg = r#"{"id2label": {"1": "POSITIVE", "0": "NEGATIVE"}, "label2id": {}}"#;
         assert_eq!(names_from_config(cfg).unwrap().unwrap(), ["NEGATIVE", "POSITIVE"]);
         let cfg = r#"{"label2id": {"b": 1, "a": 0}}"#;

@@ -1062,12 +1062,6 @@ fn check_data(rec: &Recipe, task: Option<Task>, at: &dyn Fn(&str) -> String) -> 
                 ));
             }
             format("data.format", &d.format)?;
-            if let (Some(t), Some(_)) = (task, &d.labels) {
-                return Err(format!(
-                    "{}: names the classes of your own labels, and data.task {t} has its own: drop one",
-                    at("data.labels")
-                ));
-            }
             if let Some(l) = &d.labels {
                 crate::data::labels::parse_label_list(l).map_err(|e| format!("{}: {e}", at("data.labels")))?;
             }
@@ -1291,10 +1285,13 @@ mod tests {
             &format!("{with_file}  labels: [\"b,c\", good]\n"),
             &["labels", "\"b,c\"", "comma"],
         );
-        refused(
-            &format!("{with_file}  task: sst2\n  labels: bad,good\n"),
-            &["data.labels (line 6)", "data.task SST-2 has its own"],
-        );
+        // Under a task, the names are the model's outputs' (read by name onto the task's).
+        let named = parse(
+            &format!("{with_file}  task: sst2\n  labels: negative,positive\n"),
+            Path::new("c.yaml"),
+        )
+        .unwrap();
+        assert_eq!(named.recipe.data.labels.as_deref(), Some("negative,positive"));
         refused(
             &format!("{with_file}  format: xlsx\n"),
             &["data.format (line 5)", "xlsx", "parquet"],
