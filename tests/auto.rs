@@ -883,6 +883,36 @@ fn a_plan_its_jobs_would_refuse_is_not_written() {
         .unwrap();
     assert_clean_error("collect of no folder", &o, &["--collect", "no such folder"]);
     assert!(!missing.exists());
+    // A folder without a plan is not collected (a journal was started there); a file is no folder.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let o = bin()
+        .args(args(&sh, &out, small))
+        .args(["--collect", s(&empty), "-q"])
+        .output()
+        .unwrap();
+    assert_clean_error("collect of no plan", &o, &["--collect", "no plan there (no jobs.txt)"]);
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0, "nothing written there");
+    let file = dir.path().join("afile");
+    std::fs::write(&file, "x").unwrap();
+    for flag in ["--plan", "--work"] {
+        let o = bin()
+            .args(args(&sh, &out, small))
+            .args([flag, s(&file), "-q"])
+            .output()
+            .unwrap();
+        assert_clean_error(flag, &o, &[flag, "a file, not a folder"]);
+    }
+    for (flags, says) in [
+        (
+            "--prune none --lowrank none --objective speed --rounds 0",
+            "--rounds must be at least 1",
+        ),
+        ("--prune none --lowrank none --quant none,static", "none stands alone"),
+    ] {
+        let o = bin().args(args(&sh, &out, flags)).arg("-q").output().unwrap();
+        assert_clean_error(flags, &o, &[says]);
+    }
 }
 
 #[test]

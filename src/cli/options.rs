@@ -590,10 +590,14 @@ pub fn auto_options(model: &Path, a: &super::flags::AutoArgs) -> Result<onnx_com
                     .find(|k| **k == m.trim())
                     .copied()
                     .ok_or_else(|| {
-                        anyhow::anyhow!(
-                            "--quant {m}: unknown method ({}, or none)",
-                            auto::space::QUANT_METHODS.join(", ")
-                        )
+                        if m.trim() == "none" {
+                            anyhow::anyhow!("--quant {}: none stands alone (no INT8 or fp16 candidates); leave it out beside other methods", v.join(","))
+                        } else {
+                            anyhow::anyhow!(
+                                "--quant {m}: unknown method ({}, or none)",
+                                auto::space::QUANT_METHODS.join(", ")
+                            )
+                        }
                     })
             })
             .collect::<Result<Vec<_>>>()?,
@@ -648,18 +652,29 @@ pub fn auto_options(model: &Path, a: &super::flags::AutoArgs) -> Result<onnx_com
         }
         onnx_compress::onnx::io::target_folder(&a.out)?;
     }
-    let work = match (&a.plan, &a.collect, &a.work) {
-        (Some(d), _, _) => absolute(d, "--plan")?,
-        (_, Some(d), _) => absolute(d, "--collect")?,
-        (_, _, Some(w)) => absolute(w, "--work")?,
-        _ => out.with_extension("auto"),
+    let (work, flag) = match (&a.plan, &a.collect, &a.work) {
+        (Some(d), _, _) => (absolute(d, "--plan")?, "--plan"),
+        (_, Some(d), _) => (absolute(d, "--collect")?, "--collect"),
+        (_, _, Some(w)) => (absolute(w, "--work")?, "--work"),
+        _ => (out.with_extension("auto"), "the work folder (--work)"),
     };
+    if work.exists() && !work.is_dir() {
+        bail!("{flag} {}: a file, not a folder; name a folder", work.display());
+    }
     if a.jobs == Some(0) {
         bail!("--jobs must be at least 1");
+    }
+    if a.rounds == Some(0) {
+        bail!("--rounds must be at least 1 (a round times every candidate once against the input)");
     }
     let mode = match (&a.collect, &a.only) {
         (Some(d), _) if !work.is_dir() => bail!(
             "--collect {}: no such folder; give the folder the plan was written to (auto ... --plan DIR)",
+            d.display()
+        ),
+        // A folder the plan was not written to: nothing to collect (and no journal to start there).
+        (Some(d), _) if !work.join("jobs.txt").is_file() => bail!(
+            "--collect {}: no plan there (no jobs.txt); write one with auto ... --plan DIR, run its jobs, then --collect DIR",
             d.display()
         ),
         (Some(_), _) => auto::Mode::Collect,
