@@ -111,8 +111,17 @@ pub fn carry_tokenizer(
     input: &std::path::Path,
     explicit: Option<&std::path::Path>,
 ) -> anyhow::Result<Vec<String>> {
-    if explicit.is_none() && embedded_tokenizer(model).is_some() {
-        return Ok(vec![]);
+    if explicit.is_none() {
+        if let Some(text) = embedded_tokenizer(model) {
+            // Carried as it is into every output: one that cannot be read fails here, not at eval.
+            crate::eval::parse_tokenizer(text).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: the tokenizer embedded in it cannot be read ({e}); pass --tokenizer tokenizer.json to replace it",
+                    input.display()
+                )
+            })?;
+            return Ok(vec![]);
+        }
     }
     let path = explicit.map(std::path::Path::to_path_buf).or_else(|| {
         let p = input

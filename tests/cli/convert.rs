@@ -152,6 +152,38 @@ fn convert_notes_a_tokenizer_larger_than_the_model() {
         assert_eq!(err.contains(&want), note, "{n} tokens: {err}");
         assert!(history::embedded_tokenizer(&onnx::load(&output).unwrap()).is_some());
     }
+    // An embedded tokenizer that cannot be read is refused before it is carried on (eval found
+    // it later); --tokenizer replaces it.
+    let mut broken = onnx::load(&dir.path().join("out100.onnx")).unwrap();
+    for p in &mut broken.metadata_props {
+        if p.key() == history::TOKENIZER_KEY {
+            p.value = Some("garbage".into());
+        }
+    }
+    let broken_path = dir.path().join("broken.onnx");
+    onnx::save(&broken, &broken_path, &SaveOptions::default()).unwrap();
+    let fixed = dir.path().join("fixed.onnx");
+    let out = run_in(dir.path(), &["convert", s(&broken_path), s(&fixed)]);
+    assert_clean_error(
+        "an unreadable embedded tokenizer",
+        &out,
+        &[
+            "broken.onnx: the tokenizer embedded in it cannot be read",
+            "--tokenizer",
+        ],
+    );
+    assert!(!fixed.exists());
+    let out = run_in(
+        dir.path(),
+        &[
+            "convert",
+            s(&broken_path),
+            s(&fixed),
+            "--tokenizer",
+            s(&dir.path().join("t120.json")),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
     // --tokenizer replaces an embedded tokenizer, saying so; the same one again is no news.
     let (embedded, other) = (dir.path().join("out100.onnx"), dir.path().join("t120.json"));
     let output = dir.path().join("replaced.onnx");
