@@ -155,11 +155,10 @@ pub struct DiffReport {
     pub wall_seconds: f64,
 }
 
-/// B's outputs in the order of A's class `names`, where B names the same classes (each once, in
-/// any case) in another order; `None` where its names are A's in A's order, or are other names.
+/// B's outputs in the order of A's class `names`, where B names the same classes (each once,
+/// [`eval::same_class_name`]) in another order; `None` where its names are A's in A's order, or are other names.
 fn by_names(names: &[String], b: crate::data::ModelLabels) -> Option<eval::ClassOrder> {
-    let key = |s: &str| s.trim().to_lowercase();
-    let same = |x: &String, y: &String| key(x) == key(y);
+    let same = |x: &String, y: &String| eval::same_class_name(x, y);
     if b.names.len() != names.len() || b.names.iter().zip(names).all(|(x, y)| same(x, y)) {
         return None;
     }

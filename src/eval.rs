@@ -458,7 +458,10 @@ pub fn labels_of(
         return Ok(Labels::Glue(t));
     }
     let width = output_width(proto);
-    let names = data::model_labels(model_path, proto, labels).map_err(|e| anyhow!(e))?;
+    let names = data::model_labels(model_path, proto, labels).map_err(|e| match labels {
+        Some(_) => anyhow!(e),
+        None => anyhow!("{e} (or pass --labels with the model's class names in class order)"),
+    })?;
     if width == Some(1) {
         if let (Some(n), Some(_)) = (names, labels) {
             bail!(
@@ -500,7 +503,8 @@ pub fn labels_of(
 /// another order.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClassOrder {
-    /// The task's class `j` is the model's output `outputs[j]`.
+    /// The task's class `j` (in `diff` without a task: model A's class `j`) is the model's
+    /// output `outputs[j]`.
     pub outputs: Vec<usize>,
     /// The model's class names, in its output order.
     pub names: Vec<String>,
@@ -515,16 +519,22 @@ impl ClassOrder {
     }
 }
 
-/// The task class a model's class name names: the same name (any case, `-` or a space for `_`),
+/// Whether two class names are one name: alike in any case, `-` or a space for `_`.
+pub fn same_class_name(a: &str, b: &str) -> bool {
+    let norm = |s: &str| s.trim().to_lowercase().replace(['-', ' '], "_");
+    norm(a) == norm(b)
+}
+
+/// The task class a model's class name names: the same name ([`same_class_name`]),
 /// else the one task name it begins (3 letters at least: "neg", "pos"), else the task's own label
 /// for a class (SST-2's "1": the model's class named "1" is SST-2's label 1, positive).
 fn task_class_named(task: Task, name: &str) -> Option<usize> {
     let task_names = task.class_names()?;
-    let norm = |s: &str| s.trim().to_lowercase().replace(['-', ' '], "_");
-    let wanted = norm(name);
-    if let Some(j) = task_names.iter().position(|t| norm(t) == wanted) {
+    if let Some(j) = task_names.iter().position(|t| same_class_name(t, name)) {
         return Some(j);
     }
+    let norm = |s: &str| s.trim().to_lowercase().replace(['-', ' '], "_");
+    let wanted = norm(name);
     let begun: Vec<usize> = (0..task_names.len())
         .filter(|&j| wanted.len() >= 3 && norm(task_names[j]).starts_with(&wanted))
         .collect();
@@ -550,6 +560,9 @@ pub fn task_order(
     explicit: Option<&str>,
 ) -> Result<Option<ClassOrder>> {
     let Some(task_names) = task.class_names() else {
+        if let Some(l) = explicit {
+            bail!("--labels {l} names classes, but {task} is a regression (one output, scores): leave out --labels");
+        }
         return Ok(None);
     };
     let model = match data::model_labels(model_path, proto, explicit) {
@@ -563,7 +576,19 @@ pub fn task_order(
     } else {
         "correct the names (id2label), or pass --labels with the model's class names in output order"
     };
-    if named.iter().all(Option::is_none) {
+    // A model of another width is not the task's (the names are not what is wrong).
+    if let Some(w) = output_width(proto).filter(|&w| w == named.len() && w != task_names.len()) {
+        bail!(
+            "{} has {w} outputs ({}: {}) but {task} has {} classes: is it a {task} model? (leave out --task to evaluate its own classes)",
+            model_path.display(),
+            model.source,
+            model.names.join(", "),
+            task_names.len()
+        );
+    }
+    // Names the user gave count whatever they are; a model's own names only where they are
+    // the task's.
+    if explicit.is_none() && named.iter().all(Option::is_none) {
         return Ok(None);
     }
     if named.len() != task_names.len() {

@@ -247,7 +247,7 @@ fn past_positions_note(label: &str, pass: &Pass, model: &ModelProto) -> Option<S
     };
     let positions = crate::eval::input_limits(model).positions?;
     (seq_len > positions).then(|| {
-        format!("{label}: MACs are counted at --seq-len {seq_len}, past the model's {positions} positions: it cannot run that long")
+        format!("{label}: MACs are counted at {seq_len} tokens, past the model's {positions} positions: it cannot run that long")
     })
 }
 
@@ -375,10 +375,11 @@ pub fn execute(
     if let Some(o) = output {
         onnx::io::ensure_not_overwriting(&sources, &o.path)?;
     }
-    let tokenizer_notes = history::carry_tokenizer(&mut model, input, tokenizer)?;
-    history::carry_labels(&mut model, input)?;
-    if let Some(names) = &plan.labels {
-        history::embed_labels(&mut model, names)?;
+    let mut input_notes = history::carry_tokenizer(&mut model, input, tokenizer)?;
+    // A recipe's data.labels name the classes over the config.json beside the input.
+    match &plan.labels {
+        Some(names) => history::embed_labels(&mut model, names)?,
+        None => input_notes.extend(history::carry_labels(&mut model, input)?),
     }
     let encoder_macs_before = encoder_macs(&model);
 
@@ -394,7 +395,7 @@ pub fn execute(
             .with_context(|| input.display().to_string())?;
     }
     let mut calibration_load_seconds = 0.0;
-    let mut notes: Vec<String> = tokenizer_notes;
+    let mut notes: Vec<String> = input_notes;
     let mut calibration_counts = None;
     let mut calibrator = match (&plan.calibration, plan.needs_calibration()) {
         (Some(c), true) => {

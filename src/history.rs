@@ -50,7 +50,9 @@ fn set(model: &mut ModelProto, key: &str, value: String) {
 pub fn history(model: &ModelProto) -> Result<Vec<HistoryEntry>, String> {
     match get(model, HISTORY_KEY) {
         None => Ok(vec![]),
-        Some(s) => serde_json::from_str(s).map_err(|e| format!("metadata '{HISTORY_KEY}' is not valid: {e}")),
+        Some(s) => serde_json::from_str(s).map_err(|e| {
+            format!("metadata '{HISTORY_KEY}' is not valid: {e}; remove that metadata entry (onnx in Python: the model's metadata_props) to start a new history")
+        }),
     }
 }
 
@@ -173,8 +175,8 @@ pub fn embed_labels(model: &mut ModelProto, names: &[String]) -> anyhow::Result<
 
 /// Embeds the model's class names (`id2label` of the Hugging Face `config.json` beside `input`)
 /// unless names are embedded already, so that `eval` maps string labels of a compressed model
-/// moved anywhere. Returns the config read, if any.
-pub fn carry_labels(model: &mut ModelProto, input: &std::path::Path) -> anyhow::Result<Option<std::path::PathBuf>> {
+/// moved anywhere. Returns a note where the config's names cannot be read (not carried).
+pub fn carry_labels(model: &mut ModelProto, input: &std::path::Path) -> anyhow::Result<Option<String>> {
     use crate::data::labels::names_from_config;
     if embedded_labels(model).is_some() {
         return Ok(None);
@@ -184,12 +186,17 @@ pub fn carry_labels(model: &mut ModelProto, input: &std::path::Path) -> anyhow::
         return Ok(None);
     }
     let text = std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
-    match names_from_config(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))? {
-        Some(names) => {
+    // Names that cannot be read are not carried (a pass needs none): said in a note.
+    match names_from_config(&text) {
+        Ok(Some(names)) => {
             set(model, LABELS_KEY, serde_json::to_string(&names)?);
-            Ok(Some(p))
+            Ok(None)
         }
-        None => Ok(None),
+        Ok(None) => Ok(None),
+        Err(e) => Ok(Some(format!(
+            "{}: {e}; its class names are not carried into the output",
+            p.display()
+        ))),
     }
 }
 

@@ -30,9 +30,11 @@ pub struct LayerSummary {
     /// Counted once, in the first layer that reads them: 0 in a layer sharing them.
     pub attention_params: usize,
     pub ffn_params: usize,
-    /// The first earlier layer whose weights this one reads (ALBERT), where it shares any.
+    /// The first earlier layer whose attention (FFN) weights this one reads (ALBERT).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub shares_weights_of: Option<usize>,
+    pub attention_shared_with: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ffn_shared_with: Option<usize>,
     pub macs: u64,
 }
 
@@ -73,6 +75,9 @@ pub struct ModelSummary {
     pub class_names: Option<Vec<String>>,
     pub class_names_source: Option<String>,
     pub history: Vec<HistoryEntry>,
+    /// Why the recorded history cannot be read (then `history` is empty).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_error: Option<String>,
     /// `None` for a model this tool wrote whose graph it can no longer map (e.g. quantized).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub structure: Option<Transformer>,
@@ -196,7 +201,10 @@ pub fn summarize(
     file_bytes: u64,
     seq_len: usize,
 ) -> Result<ModelSummary, StructureError> {
-    let history = history::history(model).unwrap_or_default();
+    let (history, history_error) = match history::history(model) {
+        Ok(h) => (h, None),
+        Err(e) => (vec![], Some(e)),
+    };
     let quantized = model.graph.as_ref().and_then(structure::quantized_evidence);
     let (t, unmapped) = match (structure::discover(model), quantized) {
         (Ok(t), _) => (Some(t), None),
@@ -206,7 +214,7 @@ pub fn summarize(
                 "quantized already ({shows}); prune, factor or measure the float32 model, then quantize it"
             )),
         ),
-        (Err(e), None) if !history.is_empty() => (None, Some(e.to_string())),
+        (Err(e), None) if !history.is_empty() || history_error.is_some() => (None, Some(e.to_string())),
         (Err(e), None) => return Err(e),
     };
     let params = t
@@ -234,7 +242,8 @@ pub fn summarize(
             shape_constants: l.attention.as_ref().map_or(0, |a| a.shape_consts.len()),
             attention_params: params.attention[i],
             ffn_params: params.ffn[i],
-            shares_weights_of: shared.get(i).and_then(|(a, f)| a.or(*f)),
+            attention_shared_with: shared.get(i).and_then(|s| s.0),
+            ffn_shared_with: shared.get(i).and_then(|s| s.1),
             macs: structure::stats_layer_macs(l, seq_len),
         })
         .collect();
@@ -284,6 +293,7 @@ pub fn summarize(
             Err(e) => Some(format!("unreadable: {e}")),
         },
         history,
+        history_error,
         structure: t,
         unmapped,
     })

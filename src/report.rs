@@ -165,9 +165,9 @@ pub fn inspect_text(s: &ModelSummary) -> String {
             l.head_size,
             l.ffn_width,
             l.activation,
-            l.shares_weights_of
+            l.attention_shared_with
                 .map_or_else(|| human(l.attention_params as f64), |j| format!("as layer {j}")),
-            l.shares_weights_of
+            l.ffn_shared_with
                 .map_or_else(|| human(l.ffn_params as f64), |j| format!("as layer {j}")),
             human(l.macs as f64),
             l.shape_constants,
@@ -175,7 +175,9 @@ pub fn inspect_text(s: &ModelSummary) -> String {
         );
     }
     let _ = writeln!(o);
-    if s.history.is_empty() {
+    if let Some(e) = &s.history_error {
+        let _ = writeln!(o, "history      unreadable: {e}");
+    } else if s.history.is_empty() {
         let _ = writeln!(o, "history      none (not written by onnx-compress)");
     } else {
         let _ = writeln!(o, "history");

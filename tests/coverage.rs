@@ -1269,7 +1269,8 @@ fn albert_keeps_its_layers_sharing_weights() {
     let row = shown.lines().find(|l| l.starts_with("1 ")).unwrap();
     assert_eq!(row.matches("as layer 0").count(), 2, "{shown}");
     let json: Value = serde_json::from_str(&text(&["inspect", "--json", input])).unwrap();
-    assert_eq!(json["layers"][1]["shares_weights_of"], 0, "{json}");
+    assert_eq!(json["layers"][1]["attention_shared_with"], 0, "{json}");
+    assert_eq!(json["layers"][1]["ffn_shared_with"], 0, "{json}");
     // Calibrated pruning fits each shared block once, to both layers' statistics summed: both
     // layers keep the same units and read one refitted weight, and the refit serves them: on the
     // calibration batches the logits stay closer to the unpruned model's than l1 pruning of as

@@ -525,7 +525,6 @@ fn a_task_reads_a_models_outputs_by_their_class_names() {
         d["agreement"].as_f64().unwrap()
     };
     assert_eq!(agreement(&["--task", "sst2"]), 0.0);
-    assert_eq!(agreement(&["--labels", "a,b"]), 1.0);
     // Without a task, B is read in A's order where both name the same classes otherwise.
     let (a, b) = (named(&["negative", "positive"]), named(&["Positive", "NEGATIVE"]));
     let out = bin()
@@ -547,6 +546,26 @@ fn a_task_reads_a_models_outputs_by_their_class_names() {
     assert_eq!(d["agreement"], 0.0, "{}", d["class_order_b"]);
     assert_eq!(d["class_order_b"]["outputs"], serde_json::json!([1, 0]));
     assert!(d["class_order_a"].is_null());
+    // --labels names both models' outputs alike: read by position.
+    let out = bin()
+        .args([
+            "diff",
+            s(&a),
+            s(&b),
+            "--data",
+            s(&data),
+            "--max-length",
+            "32",
+            "--json",
+            "-q",
+        ])
+        .args(["--labels", "negative,positive"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(d["agreement"], 1.0);
+    assert!(d["class_order_b"].is_null());
     // Some of the task's names elsewhere, not each once: refused, naming the config.
     for (bad, says) in [
         (&["positive", "other"][..], "which output is which class is unknown"),
@@ -563,6 +582,47 @@ fn a_task_reads_a_models_outputs_by_their_class_names() {
             .unwrap();
         assert_clean_error(&format!("{bad:?}"), &out, &["config.json names", says, "pass --labels"]);
     }
+    // --labels that cannot name the task's classes: refused, not ignored.
+    for (extra, says) in [
+        (&["--task", "stsb", "--labels", "a,b"][..], "STS-B is a regression"),
+        (
+            &["--task", "sst2", "--labels", "a,b,c"],
+            "--labels names 3 classes (a, b, c) but SST-2 has 2",
+        ),
+    ] {
+        let out = bin()
+            .args(["eval", "--max-length", "32", "--model", s(&model), "--data", s(&data)])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_clean_error(&format!("{extra:?}"), &out, &[says]);
+    }
+    // A model of three named classes is not an SST-2 model: said so, not blamed on its names.
+    let (_three_dir, three) = model_dir(3, true);
+    let out = bin()
+        .args(["eval", "--max-length", "32", "--model", s(&three)])
+        .args(args)
+        .output()
+        .unwrap();
+    assert_clean_error(
+        "three classes",
+        &out,
+        &["has 3 outputs", "but SST-2 has 2 classes: is it a SST-2 model?"],
+    );
+    // A pass does not need names it cannot read: it says so and carries none.
+    let dup = named(&["positive", "positive"]);
+    let q = dup.with_file_name("q.onnx");
+    let out = bin()
+        .args(["quantize", "--mode", "dynamic", s(&dup), s(&q)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("both named \"positive\"")
+            && text(&out.stderr).contains("not carried into the output"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// `convert` embeds config.json's class names: the converted model, moved away from its

@@ -1104,7 +1104,7 @@ fn macs_past_the_models_positions_are_noted() {
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let r: Value = serde_json::from_slice(&out.stdout).unwrap();
-        let note = format!("prune: MACs are counted at --seq-len {seq_len}, past the model's 64 positions");
+        let note = format!("prune: MACs are counted at {seq_len} tokens, past the model's 64 positions");
         let notes = r["notes"].to_string();
         assert_eq!(notes.contains(&note), noted, "{notes}");
     }

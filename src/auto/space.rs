@@ -174,7 +174,8 @@ pub fn recipe(c: &Candidate, common: &Common) -> Recipe {
                 text_column: file_key(&common.columns.text),
                 text_pair_column: file_key(&common.columns.pair),
                 label_column: file_key(&common.columns.label),
-                labels: file_key(&common.labels),
+                // Under a task too: they name the model's outputs, which the output must carry.
+                labels: common.labels.clone(),
                 file,
             }
         },

@@ -235,13 +235,11 @@ pub fn parse_label_list(list: &str) -> Result<Vec<String>, String> {
 fn check_names(names: &[String]) -> Result<(), String> {
     for (i, n) in names.iter().enumerate() {
         if n.trim().is_empty() {
-            return Err(format!(
-                "class {i} has an empty name; name every class (or pass --labels with the names in class order)"
-            ));
+            return Err(format!("class {i} has an empty name; name every class"));
         }
         if let Some(j) = names[..i].iter().position(|m| m == n) {
             return Err(format!(
-                "classes {j} and {i} are both named {n:?}, so a label {n:?} could be either; give each class its own name (or pass --labels with the names in class order)"
+                "classes {j} and {i} are both named {n:?}, so a label {n:?} could be either; give each class its own name"
             ));
         }
     }
@@ -484,7 +482,7 @@ mod tests {
             (r#"{"id2label": {"0": "", "1": "pos"}}"#, "class 0 has an empty name"),
         ] {
             let e = names_from_config(cfg).unwrap_err();
-            assert!(e.contains(says) && e.contains("--labels"), "{e}");
+            assert!(e.contains(says), "{e}");
         }
         let cfg = r#"{"id2label": {"1": "POSITIVE", "0": "NEGATIVE"}, "label2id": {}}"#;
         assert_eq!(names_from_config(cfg).unwrap().unwrap(), ["NEGATIVE", "POSITIVE"]);

@@ -436,8 +436,8 @@ fn json_cell(v: &serde_json::Value) -> Cell {
     }
 }
 
-/// JSON Lines: one object per non-empty line. The columns are the first object's keys; a key
-/// missing from a later object is null there.
+/// JSON Lines: one object per non-empty line. The columns are every object's keys; a key
+/// missing from an object is null there.
 fn read_jsonl(text: &str, file: &str, rows: usize) -> Result<Table, DataError> {
     // The columns are every key of any record, in the order first seen (a record without one
     // holds null there): the first record alone may lack a key the others have.

@@ -658,6 +658,9 @@ pub fn to_yaml(recipe: &Recipe) -> String {
 /// and what a tab in the indentation means.
 fn yaml_message(e: &serde_yaml::Error, text: &str) -> String {
     let msg = e.to_string();
+    if msg.contains("more than one document") {
+        return "more than one YAML document (a second `---`): write one recipe per file".into();
+    }
     // A key given twice: serde_yaml names the line of the mapping that holds it (line 1 for a
     // top-level key); name the lines that give it.
     if let (Some((section, key)), Some(loc)) = (
@@ -1044,7 +1047,6 @@ fn check_data(rec: &Recipe, task: Option<Task>, at: &dyn Fn(&str) -> String) -> 
                 ("text_column", &d.text_column),
                 ("text_pair_column", &d.text_pair_column),
                 ("label_column", &d.label_column),
-                ("labels", &d.labels),
             ] {
                 if v.is_some() {
                     return Err(format!(
@@ -1062,10 +1064,11 @@ fn check_data(rec: &Recipe, task: Option<Task>, at: &dyn Fn(&str) -> String) -> 
                 ));
             }
             format("data.format", &d.format)?;
-            if let Some(l) = &d.labels {
-                crate::data::labels::parse_label_list(l).map_err(|e| format!("{}: {e}", at("data.labels")))?;
-            }
         }
+    }
+    // The model's class names: for your own labels, and under a task its outputs' names.
+    if let Some(l) = &d.labels {
+        crate::data::labels::parse_label_list(l).map_err(|e| format!("{}: {e}", at("data.labels")))?;
     }
     if let Some(c) = &rec.calibration {
         format("calibration.format", &c.format)?;
@@ -1292,6 +1295,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(named.recipe.data.labels.as_deref(), Some("negative,positive"));
+        refused(
+            &format!("{with_file}---\n{with_file}"),
+            &["more than one YAML document", "one recipe per file"],
+        );
         refused(
             &format!("{with_file}  format: xlsx\n"),
             &["data.format (line 5)", "xlsx", "parquet"],

@@ -119,6 +119,25 @@ fn inspect_reads_a_synthetic_model() {
         "{}",
         text(&out.stdout)
     );
+    // A history that cannot be read is said to be so (it read as none), and passes name the fix.
+    let mut m = onnx::load(&p).unwrap();
+    m.metadata_props
+        .push(onnx_compress::onnx::proto::StringStringEntryProto {
+            key: Some(history::HISTORY_KEY.into()),
+            value: Some("{not json".into()),
+        });
+    let bad = dir.path().join("bad-history.onnx");
+    onnx::save(&m, &bad, &SaveOptions::default()).unwrap();
+    let out = run_in(dir.path(), &["inspect", s(&bad)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("history      unreadable: metadata 'onnx_compress.history' is not valid"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(parse_json(&run_in(dir.path(), &["inspect", s(&bad), "--json"]))["history_error"].is_string());
+    let out = run_in(dir.path(), &["convert", s(&bad), s(&dir.path().join("c.onnx"))]);
+    assert_clean_error("convert", &out, &["is not valid", "remove that metadata entry"]);
 }
 
 /// The text report separates its parts by one blank line, whether or not the model is mapped (a

@@ -201,7 +201,7 @@ pub struct LayerReport {
     pub params_after: usize,
     pub macs_before: u64,
     pub macs_after: u64,
-    /// The first earlier layer whose weights this one reads (ALBERT), where it shares any.
+    /// The first earlier layer whose weights, attention and FFN alike, this one reads (ALBERT).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shares_weights_of: Option<usize>,
 }
@@ -746,7 +746,7 @@ pub fn report(
             params_after: p2.attention[i] + p2.ffn[i],
             macs_before: structure::stats_layer_macs(a, s),
             macs_after: structure::stats_layer_macs(b, s),
-            shares_weights_of: shared[i].0.or(shared[i].1),
+            shares_weights_of: shared[i].0.filter(|&j| shared[i].1 == Some(j)),
         })
         .collect();
     Ok(PruneReport {
