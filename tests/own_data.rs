@@ -503,13 +503,13 @@ fn a_task_reads_a_models_outputs_by_their_class_names() {
         assert!(r["class_order"].is_null(), "{same:?}");
     }
     // diff reads each model by its own names: the plain and the swapped copy disagree
-    // everywhere under the task, agree everywhere without it.
-    let agreement = |extra: &[&str]| -> f64 {
+    // everywhere under the task.
+    let diff = |a: &Path, b: &Path, extra: &[&str]| -> Value {
         let out = bin()
             .args([
                 "diff",
-                s(&model),
-                s(&swapped),
+                s(a),
+                s(b),
                 "--data",
                 s(&data),
                 "--max-length",
@@ -521,49 +521,17 @@ fn a_task_reads_a_models_outputs_by_their_class_names() {
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", text(&out.stderr));
-        let d: Value = serde_json::from_slice(&out.stdout).unwrap();
-        d["agreement"].as_f64().unwrap()
+        serde_json::from_slice(&out.stdout).unwrap()
     };
-    assert_eq!(agreement(&["--task", "sst2"]), 0.0);
+    assert_eq!(diff(&model, &swapped, &["--task", "sst2"])["agreement"], 0.0);
     // Without a task, B is read in A's order where both name the same classes otherwise.
     let (a, b) = (named(&["negative", "positive"]), named(&["Positive", "NEGATIVE"]));
-    let out = bin()
-        .args([
-            "diff",
-            s(&a),
-            s(&b),
-            "--data",
-            s(&data),
-            "--max-length",
-            "32",
-            "--json",
-            "-q",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let d = diff(&a, &b, &[]);
     assert_eq!(d["agreement"], 0.0, "{}", d["class_order_b"]);
     assert_eq!(d["class_order_b"]["outputs"], serde_json::json!([1, 0]));
     assert!(d["class_order_a"].is_null());
     // --labels names both models' outputs alike: read by position.
-    let out = bin()
-        .args([
-            "diff",
-            s(&a),
-            s(&b),
-            "--data",
-            s(&data),
-            "--max-length",
-            "32",
-            "--json",
-            "-q",
-        ])
-        .args(["--labels", "negative,positive"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let d = diff(&a, &b, &["--labels", "negative,positive"]);
     assert_eq!(d["agreement"], 1.0);
     assert!(d["class_order_b"].is_null());
     // Some of the task's names elsewhere, not each once: refused, naming the config.
