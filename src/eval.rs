@@ -786,7 +786,7 @@ fn prepare_with(
                 columns: data::Columns::default(),
                 task: Some(task),
             };
-            (source, Some(split.strip_suffix(".tsv").unwrap_or(split).to_string()))
+            (source, Some(crate::glue::split_name(split).to_string()))
         }
         EvalData::File(source) => (source.clone(), None),
     };

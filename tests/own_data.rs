@@ -69,6 +69,13 @@ fn texts_csv(column: &str) -> String {
         .collect()
 }
 
+/// The rows as GLUE's SST-2 TSV (classes 0 and 1: the class mod 2).
+fn sst2_tsv() -> String {
+    std::iter::once("sentence\tlabel\n".to_string())
+        .chain(ROWS.iter().map(|(t, l)| format!("{t}\t{}\n", l % 2)))
+        .collect()
+}
+
 fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, body).unwrap();
@@ -208,9 +215,7 @@ fn a_task_preset_reads_class_names_and_pandas_quoting_in_a_tsv() {
         return;
     }
     let (dir, model) = model_dir(2, false);
-    let glue: String = std::iter::once("sentence\tlabel\n".to_string())
-        .chain(ROWS.iter().map(|(t, l)| format!("{t}\t{}\n", l % 2)))
-        .collect();
+    let glue = sst2_tsv();
     let quoted = |t: &str| {
         if t.contains('"') {
             format!("\"{}\"", t.replace('"', "\"\""))
@@ -407,9 +412,7 @@ fn a_task_reads_a_models_outputs_by_their_class_names() {
         return;
     }
     let (dir, model) = model_dir(2, false);
-    let glue: String = std::iter::once("sentence\tlabel\n".to_string())
-        .chain(ROWS.iter().map(|(t, l)| format!("{t}\t{}\n", l % 2)))
-        .collect();
+    let glue = sst2_tsv();
     let data = write(dir.path(), "glue.tsv", &glue);
     let args = ["--task", "sst2", "--data", s(&data)];
     let plain = eval_tiny(&model, &args);

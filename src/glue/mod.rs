@@ -32,4 +32,4 @@ pub use metrics::{
     accuracy, argmax, compute_metrics, compute_own_metrics, confusion, confusion_matrix, f1_positive, mcc, mse,
     pearson, spearman, ClassScores, Confusion, Metrics, Prediction,
 };
-pub use task::Task;
+pub use task::{split_name, Task};

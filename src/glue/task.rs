@@ -33,6 +33,11 @@ pub(crate) struct ColumnNames {
     pub(crate) label: &'static str,
 }
 
+/// A split as named, or by its file (`--split dev.tsv`): the split (`dev`).
+pub fn split_name(split: &str) -> &str {
+    split.strip_suffix(".tsv").unwrap_or(split)
+}
+
 impl Task {
     /// All tasks, in the order GLUE lists them.
     pub const ALL: [Task; 9] = [
@@ -139,8 +144,7 @@ impl Task {
     /// (`glue/sst2`), `<data_dir>/<split>.tsv`. For MNLI the split `dev` means `dev_matched`.
     /// The error lists every path tried.
     pub fn data_file(&self, data_dir: &Path, split: &str) -> Result<PathBuf, GlueError> {
-        // The split named by its file (`--split dev.tsv`) is the split.
-        let split = split.strip_suffix(".tsv").unwrap_or(split);
+        let split = split_name(split);
         let split_file = if *self == Task::Mnli && split == "dev" {
             "dev_matched".to_string()
         } else {
