@@ -23,6 +23,10 @@ pub enum GlueError {
         tried: Vec<PathBuf>,
     },
 
+    /// A split that is not a file name of the task folder (empty, or a path).
+    #[error("split \"{split}\" is not a file name of the {task} folder: name one, e.g. dev, train or test (read as <split>.tsv); for another file pass --data FILE")]
+    BadSplit { task: Task, split: String },
+
     /// The file could not be read.
     #[error("cannot read {}: {cause}", .path.display())]
     Io { path: PathBuf, cause: std::io::Error },

@@ -145,6 +145,12 @@ impl Task {
     /// The error lists every path tried.
     pub fn data_file(&self, data_dir: &Path, split: &str) -> Result<PathBuf, GlueError> {
         let split = split_name(split);
+        if split.trim().is_empty() || split.contains(['/', '\\']) {
+            return Err(GlueError::BadSplit {
+                task: *self,
+                split: split.to_string(),
+            });
+        }
         let split_file = if *self == Task::Mnli && split == "dev" {
             "dev_matched".to_string()
         } else {
@@ -414,6 +420,12 @@ mod tests {
         let msg = err.to_string();
         for tried in ["stsb/dev.tsv", "STS-B/dev.tsv", "sts-b/dev.tsv"] {
             assert!(msg.contains(tried), "{msg}");
+        }
+        // An empty split (or ".tsv") and a path are not file names of the folder: said so, not
+        // looked up as ".tsv" or outside it.
+        for bad in ["", " ", ".tsv", "../sst2/dev", "sst2\\dev"] {
+            let msg = Task::Sst2.data_file(dir.path(), bad).unwrap_err().to_string();
+            assert!(msg.contains("is not a file name of the SST-2 folder"), "{bad:?}: {msg}");
         }
     }
 
