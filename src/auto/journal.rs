@@ -106,10 +106,11 @@ pub struct Journal {
 impl Journal {
     /// Opens the journal of `work` (`job`: the job's own, under `jobs/`), creating the folder and
     /// the file, with the entries of every journal of the folder; refuses one written with other
-    /// settings. A last line cut short by an interruption is ignored.
-    pub fn open(work: &Path, settings: &Settings, job: Option<&str>) -> Result<Journal> {
+    /// settings (`flag` names the folder's flag in the error). A last line cut short by an
+    /// interruption is ignored.
+    pub fn open(work: &Path, settings: &Settings, job: Option<&str>, flag: &str) -> Result<Journal> {
         std::fs::create_dir_all(work)
-            .with_context(|| format!("--work {}: cannot create the folder", work.display()))?;
+            .with_context(|| format!("{flag} {}: cannot create the folder", work.display()))?;
         let path = match job {
             None => work.join(FILE),
             Some(id) => {
@@ -122,7 +123,7 @@ impl Journal {
         for other in journals(work).iter().filter(|p| **p != path) {
             let text = std::fs::read_to_string(other).with_context(|| other.display().to_string())?;
             let mut lines = text.lines();
-            check_header(other, lines.next(), settings, "--work")?;
+            check_header(other, lines.next(), settings, flag)?;
             for e in lines.filter_map(|l| serde_json::from_str::<Entry>(l).ok()) {
                 entries.insert(e.id.clone(), e);
             }
@@ -130,7 +131,7 @@ impl Journal {
         if path.is_file() {
             let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
             let mut lines = text.lines();
-            check_header(&path, lines.next(), settings, "--work")?;
+            check_header(&path, lines.next(), settings, flag)?;
             let own: Vec<Entry> = lines.filter_map(|l| serde_json::from_str::<Entry>(l).ok()).collect();
             // Rewrite without a torn last line, so that appends start on a line of their own.
             let mut clean = serde_json::to_string(&Header {
@@ -199,12 +200,19 @@ pub fn check_folder(work: &Path, settings: &Settings, flag: &str) -> Result<()> 
 }
 
 /// Refuses a journal whose first line is not a header of these settings; `flag` names the folder
-/// (`--work`, `--plan`).
+/// (`--work`, `--plan`, `--collect`).
 fn check_header(path: &Path, first: Option<&str>, settings: &Settings, flag: &str) -> Result<()> {
+    // A plan's results are collected with the plan's settings: the folder is not to be replaced.
+    let collect = "collect with the settings the plan was made with (each line of its jobs.txt shows them)";
     match first.map(serde_json::from_str::<Header>) {
         Some(Ok(h)) if h.settings == *settings => Ok(()),
         Some(Ok(h)) if h.settings.builds != settings.builds => bail!(
             "{}: this work folder's candidates were built by an older onnx-compress ({}), which built some differently (its static INT8 candidates ran their projections in float when unpadded); delete the folder or pass another {flag} folder",
+            path.display(),
+            differences(&h.settings, settings)
+        ),
+        Some(Ok(h)) if h.settings != *settings && flag == "--collect" => bail!(
+            "{}: this plan's jobs ran with other settings ({}); {collect}",
             path.display(),
             differences(&h.settings, settings)
         ),
@@ -291,7 +299,7 @@ mod tests {
     #[test]
     fn entries_survive_a_restart_and_a_torn_line() {
         let dir = tempfile::tempdir().unwrap();
-        let mut j = Journal::open(dir.path(), &settings(0), None).unwrap();
+        let mut j = Journal::open(dir.path(), &settings(0), None, "--work").unwrap();
         j.append(entry("a")).unwrap();
         std::fs::write(dir.path().join("a.onnx"), b"m").unwrap();
         // An interruption in the middle of the next line.
@@ -300,7 +308,7 @@ mod tests {
             .open(dir.path().join(FILE))
             .unwrap();
         f.write_all(b"{\"id\":\"b\",\"mod").unwrap();
-        let mut j = Journal::open(dir.path(), &settings(0), None).unwrap();
+        let mut j = Journal::open(dir.path(), &settings(0), None, "--work").unwrap();
         assert_eq!(j.len(), 1);
         assert_eq!(j.get("a", dir.path()), Some(&entry("a")));
         // A candidate whose model file is gone is not reused.
@@ -318,18 +326,18 @@ mod tests {
     #[test]
     fn a_jobs_journal_is_its_own_and_every_journal_is_read() {
         let dir = tempfile::tempdir().unwrap();
-        let mut a = Journal::open(dir.path(), &settings(0), Some("p0.60")).unwrap();
+        let mut a = Journal::open(dir.path(), &settings(0), Some("p0.60"), "--work").unwrap();
         a.append(entry("p0.60")).unwrap();
-        let mut b = Journal::open(dir.path(), &settings(0), Some("p0.50")).unwrap();
+        let mut b = Journal::open(dir.path(), &settings(0), Some("p0.50"), "--work").unwrap();
         b.append(entry("p0.50")).unwrap();
         for id in ["p0.60", "p0.50"] {
             std::fs::write(dir.path().join(format!("{id}.onnx")), b"m").unwrap();
         }
-        let all = Journal::open(dir.path(), &settings(0), None).unwrap();
+        let all = Journal::open(dir.path(), &settings(0), None, "--work").unwrap();
         assert_eq!(all.len(), 2);
         assert!(all.get("p0.60", dir.path()).is_some() && all.get("p0.50", dir.path()).is_some());
         assert!(dir.path().join("jobs/p0.60.jsonl").is_file());
-        let e = Journal::open(dir.path(), &settings(1), Some("p0.40"))
+        let e = Journal::open(dir.path(), &settings(1), Some("p0.40"), "--work")
             .err()
             .unwrap()
             .to_string();
@@ -339,8 +347,11 @@ mod tests {
     #[test]
     fn other_settings_are_refused_with_what_differs() {
         let dir = tempfile::tempdir().unwrap();
-        Journal::open(dir.path(), &settings(0), None).unwrap();
-        let e = Journal::open(dir.path(), &settings(3), None).err().unwrap().to_string();
+        Journal::open(dir.path(), &settings(0), None, "--work").unwrap();
+        let e = Journal::open(dir.path(), &settings(3), None, "--work")
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("seed: 0 → 3") && e.contains("--work"), "{e}");
         // A setting written only where it is not its default is named too.
         let e = Journal::open(
@@ -350,17 +361,31 @@ mod tests {
                 ..settings(0)
             },
             None,
+            "--work",
         )
         .err()
         .unwrap()
         .to_string();
         assert!(e.contains("batch_size: null → 8"), "{e}");
+        // Collecting a plan's results with other settings: collect with the plan's, not another
+        // folder (the plan's results are in this one).
+        let e = Journal::open(dir.path(), &settings(3), None, "--collect")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("seed: 0 → 3") && e.contains("the settings the plan was made with") && !e.contains("another"),
+            "{e}"
+        );
         // A journal from before the build number: its candidates are not taken.
         let old = tempfile::tempdir().unwrap();
         let mut header = serde_json::to_value(Header { settings: settings(0) }).unwrap();
         header["settings"].as_object_mut().unwrap().remove("builds");
         std::fs::write(old.path().join(FILE), format!("{header}\n")).unwrap();
-        let e = Journal::open(old.path(), &settings(0), None).err().unwrap().to_string();
+        let e = Journal::open(old.path(), &settings(0), None, "--work")
+            .err()
+            .unwrap()
+            .to_string();
         assert!(
             e.contains("built by an older onnx-compress (builds: 0 → 1)") && e.contains("delete"),
             "{e}"
@@ -377,9 +402,9 @@ mod tests {
             ..settings(0)
         };
         let dir = tempfile::tempdir().unwrap();
-        Journal::open(dir.path(), &own("stars"), None).unwrap();
-        Journal::open(dir.path(), &own("stars"), None).unwrap();
-        let e = Journal::open(dir.path(), &own("sentiment"), None)
+        Journal::open(dir.path(), &own("stars"), None, "--work").unwrap();
+        Journal::open(dir.path(), &own("stars"), None, "--work").unwrap();
+        let e = Journal::open(dir.path(), &own("sentiment"), None, "--work")
             .err()
             .unwrap()
             .to_string();

@@ -814,7 +814,8 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
         Mode::Only(id) => Some(id.as_str()),
         _ => None,
     };
-    let journal = Journal::open(&o.work, &settings, job)?;
+    let flag = if o.mode == Mode::Collect { "--collect" } else { "--work" };
+    let journal = Journal::open(&o.work, &settings, job, flag)?;
     (ui.line)(&match &o.selection_data {
         None => format!(
             "{}: {} examples; calibration {} and selection {} (disjoint, seed {}); {} candidates in the journal",
