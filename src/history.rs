@@ -188,7 +188,7 @@ pub fn carry_labels(model: &mut ModelProto, input: &std::path::Path) -> anyhow::
     let text = std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
     // Names that cannot be read are not carried (a pass needs none): said in a note.
     match names_from_config(&text) {
-        Ok(Some(names)) => {
+        Ok(Some((names, _))) => {
             set(model, LABELS_KEY, serde_json::to_string(&names)?);
             Ok(None)
         }

@@ -247,11 +247,12 @@ fn check_names(names: &[String]) -> Result<(), String> {
 }
 
 /// The class names of a Hugging Face `config.json`: `id2label` (keys "0", "1", ...), else
-/// `label2id`. `Ok(None)` when it has neither; an error when they are not a full index range.
-pub fn names_from_config(json: &str) -> Result<Option<Vec<String>>, String> {
+/// `label2id`, with the key they were read from. `Ok(None)` when it has neither; an error when
+/// they are not a full index range.
+pub fn names_from_config(json: &str) -> Result<Option<(Vec<String>, &'static str)>, String> {
     let v: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("not valid JSON: {e}"))?;
     let mut pairs: Vec<(usize, String)> = Vec::new();
-    if let Some(map) = v.get("id2label").and_then(|m| m.as_object()) {
+    let key = if let Some(map) = v.get("id2label").and_then(|m| m.as_object()) {
         for (k, name) in map {
             let i = k
                 .parse::<usize>()
@@ -261,6 +262,7 @@ pub fn names_from_config(json: &str) -> Result<Option<Vec<String>>, String> {
                 .ok_or_else(|| format!("id2label[{k:?}] is not a string"))?;
             pairs.push((i, name.to_string()));
         }
+        "id2label"
     } else if let Some(map) = v.get("label2id").and_then(|m| m.as_object()) {
         for (name, i) in map {
             let i = i
@@ -268,16 +270,17 @@ pub fn names_from_config(json: &str) -> Result<Option<Vec<String>>, String> {
                 .ok_or_else(|| format!("label2id[{name:?}] is not a class index"))?;
             pairs.push((i as usize, name.clone()));
         }
+        "label2id"
     } else {
         return Ok(None);
-    }
+    };
     pairs.sort();
     if pairs.iter().enumerate().any(|(want, (i, _))| *i != want) {
-        return Err("the class indexes of id2label/label2id are not 0, 1, 2, ... each once".into());
+        return Err(format!("the class indexes of {key} are not 0, 1, 2, ... each once"));
     }
     let names: Vec<String> = pairs.into_iter().map(|(_, n)| n).collect();
-    check_names(&names).map_err(|e| format!("id2label: {e}"))?;
-    Ok(Some(names))
+    check_names(&names).map_err(|e| format!("{key}: {e}"))?;
+    Ok(Some((names, key)))
 }
 
 /// The model's class names: `explicit` (`--labels`), else the names embedded in the model, else
@@ -320,9 +323,9 @@ pub fn model_labels(
     let text = std::fs::read_to_string(&config).map_err(|e| format!("{}: {e}", config.display()))?;
     Ok(names_from_config(&text)
         .map_err(|e| format!("{}: {e}", config.display()))?
-        .map(|names| ModelLabels {
+        .map(|(names, key)| ModelLabels {
             names,
-            source: format!("id2label of {}", config.display()),
+            source: format!("{key} of {}", config.display()),
         }))
 }
 
@@ -485,9 +488,16 @@ mod tests {
             assert!(e.contains(says), "{e}");
         }
         let cfg = r#"{"id2label": {"1": "POSITIVE", "0": "NEGATIVE"}, "label2id": {}}"#;
-        assert_eq!(names_from_config(cfg).unwrap().unwrap(), ["NEGATIVE", "POSITIVE"]);
+        let names = |cfg| names_from_config(cfg).unwrap().unwrap();
+        assert_eq!(
+            names(cfg),
+            (vec!["NEGATIVE".to_string(), "POSITIVE".into()], "id2label")
+        );
+        // Names read from label2id are said to come from it.
         let cfg = r#"{"label2id": {"b": 1, "a": 0}}"#;
-        assert_eq!(names_from_config(cfg).unwrap().unwrap(), ["a", "b"]);
+        assert_eq!(names(cfg), (vec!["a".to_string(), "b".into()], "label2id"));
+        let e = names_from_config(r#"{"label2id": {"a": 0, "b": 0}}"#).unwrap_err();
+        assert!(e.contains("class indexes of label2id"), "{e}");
         assert_eq!(names_from_config(r#"{"model_type": "bert"}"#).unwrap(), None);
         assert!(names_from_config(r#"{"id2label": {"0": "a", "2": "c"}}"#).is_err());
     }
