@@ -198,6 +198,25 @@ pub fn markdown(b: &BenchReport) -> String {
             opt(r.size_ratio, 3),
         );
     }
+    let by_name: Vec<String> = b
+        .runs
+        .iter()
+        .filter_map(|r| {
+            let o = r.eval.class_order.as_ref()?;
+            Some(format!(
+                "{} (its outputs are {}, {})",
+                r.name,
+                o.names.join(", "),
+                o.source
+            ))
+        })
+        .collect();
+    if !by_name.is_empty() {
+        s += &format!(
+            "\nRead by class name (the model names the task's classes in another order): {}.\n",
+            by_name.join("; ")
+        );
+    }
     if let Some(f) = b.failed.iter().find(|f| f.baseline) {
         s += &format!(
             "\nThe baseline recipe ({}) failed: Δ Acc, Speed-up and Size × compare each row with it, so they are left empty.\n",

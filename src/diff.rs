@@ -322,9 +322,9 @@ pub fn diff(a: &Path, b: &Path, opts: &DiffOptions, progress: eval::Progress) ->
     let order_b = match opts.eval.task {
         Some(t) => eval::task_order(b, &proto_b, t, opts.eval.labels.as_deref())?,
         None if opts.eval.labels.is_none() => match labels.names() {
+            // B's names unreadable are refused as A's are (eval refuses both).
             Some(names) => crate::data::model_labels(b, &proto_b, None)
-                .ok()
-                .flatten()
+                .map_err(anyhow::Error::msg)?
                 .and_then(|own| by_names(names, own)),
             None => None,
         },

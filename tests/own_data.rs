@@ -486,6 +486,30 @@ fn a_task_reads_a_models_outputs_by_their_class_names() {
     assert_eq!(predictions(&with_labels(&model, "positive,negative")), flip(&plain));
     // The task's own labels as names: SST-2's "1" is positive.
     assert_eq!(predictions(&eval_tiny(&named(&["1", "0"]), &args)), flip(&plain));
+    // bench's table says which rows were read by name.
+    let glue_dir = dir.path().join("g");
+    std::fs::create_dir_all(glue_dir.join("sst2")).unwrap();
+    std::fs::write(glue_dir.join("sst2/dev.tsv"), &glue).unwrap();
+    let recipe = write(
+        dir.path(),
+        "swapped.yaml",
+        &format!(
+            "model:\n  model_name: {}\ndata:\n  task: sst2\n  dir: {}\n  max_input_length: 32\neval:\n  warmup: 0\n",
+            s(&swapped),
+            s(&glue_dir)
+        ),
+    );
+    let bench_out = dir.path().join("bench");
+    let out = bin()
+        .args(["bench", s(&recipe), "--out", s(&bench_out), "-q"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = std::fs::read_to_string(bench_out.join("results.md")).unwrap();
+    assert!(
+        table.contains("Read by class name (the model names the task's classes in another order): swapped (its outputs are POSITIVE, Negative, id2label of "),
+        "{table}"
+    );
     // inspect shows the names and where they come from.
     let shown = text(&bin().args(["inspect", s(&swapped)]).output().unwrap().stdout);
     assert!(
@@ -537,6 +561,17 @@ fn a_task_reads_a_models_outputs_by_their_class_names() {
     let d = diff(&a, &b, &["--labels", "negative,positive"]);
     assert_eq!(d["agreement"], 1.0);
     assert!(d["class_order_b"].is_null());
+    // B's names that cannot be read are refused as A's are (they were read by position).
+    let out = bin()
+        .args(["diff", s(&a), s(&named(&["positive", "positive"]))])
+        .args(["--data", s(&data), "--max-length", "32"])
+        .output()
+        .unwrap();
+    assert_clean_error(
+        "B's names unreadable",
+        &out,
+        &["config.json", "both named \"positive\""],
+    );
     // Some of the task's names elsewhere, not each once: refused, naming the config.
     for (bad, says) in [
         (&["positive", "other"][..], "which output is which class is unknown"),
