@@ -209,3 +209,34 @@ fn a_token_input_of_fixed_shape_is_named_with_the_fix() {
         assert!(msg.contains(needle), "the error does not mention {needle:?}: {msg}");
     }
 }
+
+/// `eval --bucket` batches by length and runs the batches in `eval::run_order`'s shuffle, so the
+/// timed batches (after the warm-up) sample every length; not shortest first.
+#[test]
+fn bucketed_batches_run_in_the_shuffled_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.onnx");
+    let m = tiny_bert(&SynthOptions::default());
+    onnx::save(&m, &model, &SaveOptions::default()).unwrap();
+    let tok = dir.path().join("tokenizer.json");
+    std::fs::write(&tok, word_level_tokenizer(&ANGLE_WORDS, ANGLE_SPECIALS, Value::Null)).unwrap();
+    // Sixteen sentences of 16, 15, ..., 1 words: eight batches of two, one length pair each.
+    let sentences: Vec<String> = (1..=16).rev().map(|n| vec!["film"; n].join(" ")).collect();
+    let refs: Vec<&str> = sentences.iter().map(String::as_str).collect();
+    write_sst2(dir.path(), "dev", &refs);
+    let batches = |bucket: bool| -> Vec<Vec<usize>> {
+        let p = eval::prepare(&model, &m, &eval_options(dir.path(), &tok, bucket)).unwrap();
+        p.batches.into_iter().map(|(rows, _)| rows).collect()
+    };
+    // File order: rows 0-1, 2-3, ...
+    let plain: Vec<Vec<usize>> = (0..8).map(|b| vec![2 * b, 2 * b + 1]).collect();
+    assert_eq!(batches(false), plain);
+    // By length the shortest pair (rows 15, 14) is chunk 0; the chunks run in run_order.
+    let by_length: Vec<Vec<usize>> = (0..8).map(|b| vec![15 - 2 * b, 14 - 2 * b]).collect();
+    let want: Vec<Vec<usize>> = eval::run_order(8, true)
+        .into_iter()
+        .map(|c| by_length[c].clone())
+        .collect();
+    assert_ne!(want, by_length, "the shuffle moves some chunk");
+    assert_eq!(batches(true), want);
+}
