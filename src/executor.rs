@@ -251,6 +251,37 @@ fn past_positions_note(label: &str, pass: &Pass, model: &ModelProto) -> Option<S
     })
 }
 
+/// A note where a low-rank step selects the query, key and value projections of layers that
+/// ONNX Runtime's optimizer packed into one fused `Attention` op: those are not factorized.
+fn packed_qkv_note(label: &str, pass: &Pass, model: &ModelProto) -> Option<String> {
+    let Pass::Lowrank(o) = pass else {
+        return None;
+    };
+    if !o.apply_to.selects(crate::passes::lowrank::Role::Query) {
+        return None;
+    }
+    let t = structure::discover(model).ok()?;
+    let packed: Vec<String> = t
+        .layers
+        .iter()
+        .filter(|l| o.layers.as_ref().is_none_or(|ls| ls.contains(&l.index)))
+        .filter(|l| {
+            matches!(
+                l.attention.as_ref().map(|a| &a.qkv),
+                Some(structure::Qkv::Packed { .. })
+            )
+        })
+        .map(|l| l.index.to_string())
+        .collect();
+    (!packed.is_empty()).then(|| {
+        format!(
+            "{label}: the query, key and value projections of layer{} {} are packed in ONNX Runtime's fused Attention op and are not factorized; to factorize them, run lowrank on the model before ONNX Runtime's optimizer fuses it",
+            if packed.len() == 1 { "" } else { "s" },
+            packed.join(", ")
+        )
+    })
+}
+
 /// What the executor did.
 #[derive(Debug)]
 pub struct Outcome {
@@ -462,6 +493,7 @@ pub fn execute(
             .with_context(|| input.display().to_string())?;
         let seconds = t.elapsed().as_secs_f64();
         notes.extend(past_positions_note(&step.label, &step.pass, &model));
+        notes.extend(packed_qkv_note(&step.label, &step.pass, &model));
         notes.extend(under_budget_note(&step.label, &step.pass, &applied.report));
         let mut out = applied.model;
         stage(&format!("{}: checking the model", step.label));

@@ -973,6 +973,39 @@ fn lowrank_and_quantize_onnx_runtime_optimizer_outputs() {
     }
 }
 
+/// lowrank leaves the packed Q, K, V of a fused Attention dense and says so, where a selection
+/// takes them; on the unfused optimizer output (separate Q, K, V) and with FFNs only, no note.
+#[test]
+fn lowrank_says_the_fused_attentions_qkv_stays_dense() {
+    if !have_ort("lowrank of the fused attention") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lowrank = |name: &str, extra: &[&str]| -> String {
+        let out = bin()
+            .args(["lowrank", "--rank", "4"])
+            .args(extra)
+            .arg(model_path(name))
+            .arg(dir.path().join("lr.onnx"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {}", common::text(&out.stderr));
+        common::text(&out.stderr)
+    };
+    let note = "the query, key and value projections of layers 0, 1 are packed in ONNX Runtime's fused Attention op and are not factorized";
+    let said = lowrank(FUSED, &[]);
+    assert!(said.contains(note), "{said}");
+    let one = lowrank(FUSED, &["--layers", "1"]);
+    assert!(one.contains("projections of layer 1 are packed"), "{one}");
+    for (name, extra) in [(SDPA_OPTIMIZED, &[][..]), (FUSED, &["--apply-to", "ffn_only"])] {
+        let quiet = lowrank(name, extra);
+        assert!(
+            !quiet.contains("packed in ONNX Runtime's fused"),
+            "{name} {extra:?}: {quiet}"
+        );
+    }
+}
+
 /// Dynamic INT8 of the optimizer's fused attention: each `Attention` becomes `DynamicQuantizeLinear`
 /// then `QAttention` with an int8 packed weight (it used to stay float: three quarters of a fused
 /// model's tensor data), listed in the report; ONNX Runtime runs it and the logits stay within
