@@ -503,13 +503,12 @@ pub fn execute(
             c.record(&mut options);
         }
         // Every pass records parameters and MACs before and after (quantization and convert
-        // leave the MACs as they were).
+        // leave the MACs as they were). The MACs are counted at MAC_SEQ_LEN tokens whatever a
+        // step's --seq-len, so each step's "before" is the previous step's "after".
         let params = applied
             .params
             .or_else(|| Some((weight_elements(&model), weight_elements(&out))));
-        let step_macs = applied
-            .macs
-            .or_else(|| macs.map(|m| (m, encoder_macs(&out).unwrap_or(m))));
+        let step_macs = macs.map(|m| (m, encoder_macs(&out).unwrap_or(m)));
         history::record(&mut out, step.pass.name(), options.clone(), params, step_macs)
             .map_err(|e| anyhow!(e))
             .with_context(|| input.display().to_string())?;

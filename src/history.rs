@@ -22,6 +22,7 @@ pub struct HistoryEntry {
     pub params_before: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub params_after: Option<usize>,
+    /// Encoder MACs per sequence of 128 tokens (`executor::MAC_SEQ_LEN`), before and after.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub macs_before: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -187,7 +187,7 @@ pub fn inspect_text(s: &ModelSummary) -> String {
                 _ => String::new(),
             };
             if let (Some(b), Some(a)) = (h.macs_before, h.macs_after) {
-                delta += &format!(", MACs {} → {}", human(b as f64), human(a as f64));
+                delta += &format!(", MACs@128 {} → {}", human(b as f64), human(a as f64));
             }
             let _ = writeln!(
                 o,

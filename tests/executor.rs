@@ -47,7 +47,6 @@ fn applied(model: ModelProto) -> Applied {
         report: PassReport::Custom(serde_json::json!({})),
         options: serde_json::json!({}),
         params: None,
-        macs: None,
     }
 }
 
@@ -239,8 +238,10 @@ fn steps_are_recorded_in_order_and_the_input_is_never_touched() {
             },
             Step {
                 label: "prune.mlp_neurons".into(),
+                // Its own report counts at 32 tokens; the history at 128, as every step's.
                 pass: Pass::Prune(PruneOptions {
                     ffn: 0.25,
+                    seq_len: 32,
                     ..Default::default()
                 }),
             },
@@ -252,11 +253,18 @@ fn steps_are_recorded_in_order_and_the_input_is_never_touched() {
     assert_eq!(done.steps.len(), 2);
     assert_eq!(done.steps[1].label, "prune.mlp_neurons");
     assert!(done.steps[1].encoder_macs_after < done.steps[0].encoder_macs_after);
-    let h = history::history(&onnx::load(&out).unwrap()).unwrap();
+    let written = onnx::load(&out).unwrap();
+    let h = history::history(&written).unwrap();
     assert_eq!(
         h.iter().map(|e| e.pass.as_str()).collect::<Vec<_>>(),
         ["prune", "prune"]
     );
+    assert_eq!(h[0].macs_before, executor::encoder_macs(&onnx::load(&input).unwrap()));
+    assert_eq!(
+        h[1].macs_before, h[0].macs_after,
+        "each step's before is the last one's after"
+    );
+    assert_eq!(h[1].macs_after, executor::encoder_macs(&written));
     assert_eq!(std::fs::read(&input).unwrap(), before);
     // Writing onto the input is refused before any work.
     let e = executor::execute(&input, &plan, None, Some(&output(&input)), &|_| {}).unwrap_err();

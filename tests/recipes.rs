@@ -421,6 +421,17 @@ fn run_chains_passes_keeps_the_model_and_records_history() {
     );
     assert_eq!(rep["eval"]["examples"], 96);
     assert!(rep["reference_method"].as_bool().unwrap());
+    // The time line's parts (passes, calibration data, eval, other) add up to the wall time.
+    let secs = |v: &Value| v.as_f64().unwrap();
+    let parts = secs(&rep["pass_seconds"])
+        + secs(&rep["calibration_load_seconds"])
+        + secs(&rep["eval"]["wall_seconds"])
+        + secs(&rep["overhead_seconds"]);
+    assert!(
+        (parts - secs(&rep["wall_seconds"])).abs() < 1e-6,
+        "{parts} vs {}",
+        rep["wall_seconds"]
+    );
     // The same pruning through the prune command gives the same accuracy on the same examples.
     let direct = dir.path().join("direct.onnx");
     let model = require("models/minilm-l6-sst2/model.onnx", "").unwrap();
@@ -465,7 +476,7 @@ fn run_chains_passes_keeps_the_model_and_records_history() {
     let text = bin().args(["inspect", out.to_str().unwrap()]).output().unwrap();
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(
-        text.contains("1. prune") && text.contains("2. prune") && text.contains("MACs 1.43 G →"),
+        text.contains("1. prune") && text.contains("2. prune") && text.contains("MACs@128 1.43 G →"),
         "{text}"
     );
 }

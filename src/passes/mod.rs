@@ -115,8 +115,6 @@ pub struct Applied {
     pub options: serde_json::Value,
     /// Weight parameters before and after.
     pub params: Option<(usize, usize)>,
-    /// Encoder MACs per sequence before and after.
-    pub macs: Option<(u64, u64)>,
 }
 
 impl Pass {
@@ -206,7 +204,6 @@ impl Pass {
                 Ok(Applied {
                     options: to_json(&r.options)?,
                     params: Some((r.params_before, r.params_after)),
-                    macs: Some((r.encoder_macs_before, r.encoder_macs_after)),
                     model,
                     report: PassReport::Prune(r),
                 })
@@ -258,7 +255,6 @@ impl Pass {
                 Ok(Applied {
                     options: to_json(&r.options)?,
                     params: Some((r.params_before, r.params_after)),
-                    macs: Some((r.encoder_macs_before, r.encoder_macs_after)),
                     model,
                     report: PassReport::Lowrank(r),
                 })
@@ -273,7 +269,6 @@ impl Pass {
                 Ok(Applied {
                     options: quantize::history_options(&r.options)?,
                     params: None,
-                    macs: None,
                     model,
                     report: PassReport::Quantize(r),
                 })
@@ -283,7 +278,6 @@ impl Pass {
                 report: PassReport::Convert,
                 options: serde_json::json!({ "external_data": external_data }),
                 params: None,
-                macs: None,
             }),
             Pass::Custom(p) => p.apply(model, calibration),
         }
