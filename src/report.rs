@@ -725,6 +725,15 @@ pub fn lowrank_text(r: &LowrankReport, output: &std::path::Path) -> String {
         human(r.selected_params_after as f64),
         pct(r.selected_params_after, r.selected_params_before)
     );
+    if let (Some(keep), Some(b), Some(a)) = (r.options.target_params, r.budget_weights_before, r.budget_weights_after) {
+        let _ = writeln!(
+            o,
+            "budget       --target-params {keep} of the calibrated layers' weights (biases aside; not the pooler or classifier): {} → {} ({:.1}%)",
+            human(b as f64),
+            human(a as f64),
+            pct(a, b)
+        );
+    }
     let _ = writeln!(
         o,
         "encoder      Linear params {} → {} ({:.1}%), MACs@{} {} → {} ({:.1}%)",
@@ -773,8 +782,15 @@ pub fn prune_summary(r: &PruneReport) -> String {
 
 /// One line on what a low-rank step did (results rows).
 pub fn lowrank_summary(r: &LowrankReport) -> String {
+    let budget = match (r.options.target_params, r.budget_weights_before, r.budget_weights_after) {
+        (Some(keep), Some(b), Some(a)) => format!(
+            "; target_params {keep}: the calibrated weights {:.1}% of before",
+            100.0 * a as f64 / b.max(1) as f64
+        ),
+        _ => String::new(),
+    };
     format!(
-        "{}: {} layers factorized, {} left dense; encoder Linear parameters {:.1}% of before",
+        "{}: {} layers factorized, {} left dense; encoder Linear parameters {:.1}% of before{budget}",
         r.method,
         r.factorized,
         r.skipped,

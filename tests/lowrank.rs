@@ -773,6 +773,15 @@ fn budget_allocation_meets_the_target() {
         .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
     assert!(wa as f64 <= 0.6 * wb as f64 + 1.0, "{wa} of {wb}");
     assert!(wa as f64 > 0.4 * wb as f64, "the budget is used: {wa} of {wb}");
+    // The report says what the budget is a fraction of: these weights (the pooler aside).
+    assert_eq!((r.budget_weights_before, r.budget_weights_after), (Some(wb), Some(wa)));
+    let text = onnx_compress::report::lowrank_text(&r, std::path::Path::new("out.onnx"));
+    let pct = format!("({:.1}%)", 100.0 * wa as f64 / wb as f64);
+    let line = text.lines().find(|l| l.starts_with("budget ")).unwrap_or_default();
+    assert!(
+        line.contains("--target-params 0.6 of the calibrated layers' weights") && line.ends_with(&pct),
+        "{text}"
+    );
     assert!(r.layers.iter().all(|l| !l.factorized || (l.rank as f64) < l.break_even));
     logits(&out, &[sample_batch()], "budgeted");
     assert!(lowrank::lowrank_calibrated(

@@ -355,8 +355,9 @@ pub struct LowrankArgs {
     /// Factorize even where the rank is at or above break-even (k ≥ m·n/(m+n)).
     #[arg(long)]
     pub force: bool,
-    /// With --calib-data: keep this fraction of the selected layers' parameters, in (0, 1);
-    /// ranks are allocated across layers by output error per parameter.
+    /// With --calib-data: keep this fraction of the calibrated layers' weights (the selected
+    /// encoder Linears' weight matrices; biases, pooler and classifier aside), in (0, 1); ranks
+    /// are allocated across layers by output error per parameter (the report's `budget` line).
     #[arg(long, value_name = "F", requires = "calib_data", allow_negative_numbers = true)]
     pub target_params: Option<f64>,
     #[command(flatten)]

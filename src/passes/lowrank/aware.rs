@@ -397,9 +397,16 @@ fn factorize_calibrated(
             .collect(),
     };
     let mut reps = Vec::new();
+    // The budget's weights (each spectrum's m·n before; after, k·(m + n) where factorized).
+    let (mut budget_before, mut budget_after) = (0, 0);
     for (d, k) in spectra.iter().zip(ranks) {
         let tg = &targets[d.i];
         let (m, n) = (tg.linear.in_features, tg.linear.out_features);
+        budget_before += m * n;
+        budget_after += match k {
+            Some(k) if opts.force || !at_break_even(k, m, n) => k * (m + n),
+            _ => m * n,
+        };
         // The weight's readers: itself and the layers sharing it, which get the same factors.
         let sharing: Vec<usize> = (d.i..targets.len()).filter(|&j| lead[j] == d.i).collect();
         let Some(k) = k else {
@@ -458,6 +465,10 @@ fn factorize_calibrated(
         rows,
         start.elapsed().as_secs_f64(),
     )?;
+    if opts.target_params.is_some() {
+        report.budget_weights_before = Some(budget_before);
+        report.budget_weights_after = Some(budget_after);
+    }
     report.calibration_seconds = calib.seconds();
     report.calibration_examples = Some(calib.examples());
     report.calibration_tokens = Some(calib.tokens());

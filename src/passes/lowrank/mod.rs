@@ -268,6 +268,12 @@ pub struct LowrankReport {
     /// Parameters of every encoder Linear (Q, K, V, attention output, FFN up and down).
     pub encoder_linear_params_before: usize,
     pub encoder_linear_params_after: usize,
+    /// Under `target_params`: the weights its budget is a fraction of (the calibrated layers'
+    /// weight matrices, no biases; a shared weight once), before and after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_weights_before: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_weights_after: Option<usize>,
     /// Every float parameter of the model.
     pub params_before: usize,
     pub params_after: usize,
@@ -839,6 +845,8 @@ fn finish(
         selected_params_after: once_per_weight(&layers, |l| l.params_after),
         encoder_linear_params_before: encoder_linear_params(&t0),
         encoder_linear_params_after: encoder_linear_params(&t1),
+        budget_weights_before: None,
+        budget_weights_after: None,
         params_before: structure::parameter_counts(model, &t0).total,
         params_after: structure::parameter_counts(out, &t1).total,
         encoder_macs_before: structure::macs_per_sequence(&t0, opts.seq_len).0,
