@@ -1150,6 +1150,10 @@ fn the_binary_reports_per_layer_sizes_and_records_history() {
     assert!(r["encoder_macs_after"].as_u64().unwrap() < r["encoder_macs_before"].as_u64().unwrap());
     assert_eq!(r["options"]["heads"], 0.25);
     assert_eq!(r["options"]["strategy"], "l1");
+    // Options that do not apply to l1 without a MAC budget are not recorded as if they did.
+    for absent in ["seed", "per_layer", "max_ffn_fraction"] {
+        assert!(r["options"].get(absent).is_none(), "{absent}: {}", r["options"]);
+    }
 
     let out = bin().arg("inspect").arg("--json").arg(&output).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -34,7 +34,9 @@ pub enum Strategy {
     Obs,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// Recorded (history, reports) with only the options that apply: `seed` for random scores,
+/// `per_layer` for calibrated pruning, `max_ffn_fraction` with `target_macs`.
+#[derive(Debug, Clone)]
 pub struct PruneOptions {
     /// Fraction of heads to remove per layer, in [0, 1).
     pub heads: f64,
@@ -56,15 +58,12 @@ pub struct PruneOptions {
     /// Round each layer's kept FFN neurons to the nearest multiple of this (at least one
     /// multiple; 1: no rounding). GPUs run matrix widths that are multiples of 8 (or 64) on their
     /// fast kernels: an FFN of 1843 made BERT-base slower on an H200, not faster.
-    #[serde(skip_serializing_if = "is_one")]
     pub ffn_multiple_of: usize,
     /// These heads instead of a fraction (`heads` must then be 0): the reference's
     /// `heads_to_remove`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub remove_heads: Option<Removal>,
     /// These FFN neurons instead of a fraction (`ffn` must then be 0): the reference's
     /// `layer_idx` + `neurons_to_remove`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub remove_neurons: Option<Removal>,
 }
 
@@ -98,6 +97,47 @@ impl Default for PruneOptions {
 
 fn is_one(v: &usize) -> bool {
     *v == 1
+}
+
+/// What [`PruneOptions`] records: the options that apply to its strategy and budget.
+#[derive(Serialize)]
+struct Recorded<'a> {
+    heads: f64,
+    ffn: f64,
+    strategy: Strategy,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<u64>,
+    seq_len: usize,
+    target_macs: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_ffn_fraction: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    per_layer: Option<bool>,
+    #[serde(skip_serializing_if = "is_one")]
+    ffn_multiple_of: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remove_heads: &'a Option<Removal>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remove_neurons: &'a Option<Removal>,
+}
+
+impl Serialize for PruneOptions {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Recorded {
+            heads: self.heads,
+            ffn: self.ffn,
+            strategy: self.strategy,
+            seed: (self.strategy == Strategy::Random).then_some(self.seed),
+            seq_len: self.seq_len,
+            target_macs: self.target_macs,
+            max_ffn_fraction: self.target_macs.map(|_| self.max_ffn_fraction),
+            per_layer: (self.strategy == Strategy::Obs).then_some(self.per_layer),
+            ffn_multiple_of: self.ffn_multiple_of,
+            remove_heads: &self.remove_heads,
+            remove_neurons: &self.remove_neurons,
+        }
+        .serialize(s)
+    }
 }
 
 /// How many of `width` units to remove instead of `remove` so that the kept count is the nearest
