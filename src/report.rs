@@ -624,11 +624,17 @@ pub fn quantize_text(r: &crate::passes::quantize::QuantizeReport, output: &std::
     }
     let _ = writeln!(
         o,
-        "tensor data  {} → {} bytes ({:.1}%), pass {:.2} s",
+        "tensor data  {} → {} bytes ({:.1}%), {:.2} s{}",
         r.weight_bytes_before,
         r.weight_bytes_after,
         100.0 * r.weight_bytes_after as f64 / r.weight_bytes_before.max(1) as f64,
-        r.seconds
+        r.seconds + r.calibration_seconds,
+        // As prune and lowrank say theirs: the total, then the calibration runs in it.
+        if r.calibration_seconds > 0.0 {
+            format!(" (calibration {:.1} s)", r.calibration_seconds)
+        } else {
+            String::new()
+        }
     );
     let _ = writeln!(o, "wrote {} ({} bytes)", output.display(), bytes);
     o
