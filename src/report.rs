@@ -342,6 +342,9 @@ pub fn eval_text(r: &EvalReport) -> String {
         quality.push(format!("MSE {x:.4}"));
     }
     let _ = writeln!(o, "quality      {}", quality.join(", "));
+    if let Some(why) = &m.correlation_undefined {
+        let _ = writeln!(o, "note         {why}");
+    }
     if r.task.is_none() {
         let cols = &r.columns;
         let _ = writeln!(

@@ -115,6 +115,10 @@ pub struct Metrics {
     /// Regression on own labels: mean squared error.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mse: Option<f64>,
+    /// Why the correlations read 0: they are undefined (fewer than two examples, or the
+    /// predictions or the gold scores all equal).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correlation_undefined: Option<String>,
 }
 
 /// One class's scores; 0.0 where undefined (no predictions of it, or no examples of it).
@@ -145,6 +149,7 @@ impl Metrics {
             per_class: None,
             confusion_matrix: None,
             mse: None,
+            correlation_undefined: None,
         }
     }
 }
@@ -185,6 +190,7 @@ pub fn compute_own_metrics(
             m.pearson = Some(pearson(&pred, &gold));
             m.spearman = Some(spearman(&pred, &gold));
             m.mse = Some(mse(&pred, &gold));
+            m.correlation_undefined = correlation_undefined(&pred, &gold);
         }
         Some(k) => {
             let mut gold = Vec::with_capacity(examples.len());
@@ -305,6 +311,7 @@ pub fn compute_metrics(task: Task, examples: &[Example], predictions: &[Predicti
         }
         metrics.pearson = Some(pearson(&pred, &gold));
         metrics.spearman = Some(spearman(&pred, &gold));
+        metrics.correlation_undefined = correlation_undefined(&pred, &gold);
     } else {
         let mut gold = Vec::with_capacity(examples.len());
         let mut pred = Vec::with_capacity(predictions.len());
@@ -426,6 +433,21 @@ pub fn pearson(xs: &[f64], ys: &[f64]) -> f64 {
     } else {
         sxy / denominator
     }
+}
+
+/// Why [`pearson`] and [`spearman`] of these scores are undefined (and read 0), if they are.
+pub fn correlation_undefined(preds: &[f64], gold: &[f64]) -> Option<String> {
+    let constant = |v: &[f64]| v.windows(2).all(|w| w[0] == w[1]);
+    let why = if preds.len().min(gold.len()) < 2 {
+        "fewer than two examples"
+    } else if constant(preds) {
+        "the predictions are all equal"
+    } else if constant(gold) {
+        "the gold scores are all equal"
+    } else {
+        return None;
+    };
+    Some(format!("Pearson and Spearman are undefined ({why}): shown as 0"))
 }
 
 fn all_finite(values: &[f64]) -> bool {
@@ -604,6 +626,17 @@ mod tests {
         // Constant side or too few pairs: undefined, 0.0.
         assert_eq!(pearson(&x, &[1.0; 5]), 0.0);
         assert_eq!(pearson(&[1.0], &[2.0]), 0.0);
+        // Said where they read 0 for being undefined, not for being uncorrelated.
+        assert!(correlation_undefined(&x, &[1.0; 5])
+            .unwrap()
+            .contains("the gold scores are all equal"));
+        assert!(correlation_undefined(&[2.0; 5], &x)
+            .unwrap()
+            .contains("the predictions are all equal"));
+        assert!(correlation_undefined(&[1.0], &[2.0])
+            .unwrap()
+            .contains("fewer than two"));
+        assert_eq!(correlation_undefined(&x, &[1.0, 3.0, 2.0, 5.0, 4.0]), None);
     }
 
     #[test]
