@@ -867,25 +867,44 @@ impl Model {
 /// reads one layer at a time).
 pub struct Probe {
     model: Model,
-    names: Vec<String>,
+    /// The graph outputs holding the named values, in the order of the names.
+    outputs: Vec<String>,
 }
 
 /// What [`Probe::run_each`] calls per value: its index among the names, its shape and data.
 pub type ValueVisit<'a> = dyn FnMut(usize, &[usize], &[f32]) -> Result<()> + 'a;
 
 impl Probe {
-    /// Opens the copy; `what` names it in errors. Every value is declared a float tensor.
+    /// Opens the copy; `what` names it in errors. Every value is declared a float tensor: in a
+    /// model holding float16 tensors (`quantize --mode fp16`) each is read through a `Cast` to
+    /// float, since some stay float16 there (ALBERT's embedding projection) and some float.
     pub fn open(model: &crate::onnx::ModelProto, names: &[String], what: &str, opts: &SessionOptions) -> Result<Probe> {
-        use crate::onnx::proto::{type_proto, TypeProto, ValueInfoProto};
+        use crate::onnx::proto::{tensor_proto::DataType, type_proto, TypeProto, ValueInfoProto};
         let mut m = model.clone();
         let g = m.graph.as_mut().ok_or_else(|| anyhow!("model has no graph"))?;
+        let half = g
+            .initializer
+            .iter()
+            .any(|t| t.data_type == Some(DataType::Float16 as i32));
+        let mut outputs = Vec::with_capacity(names.len());
         for n in names {
-            if !g.output.iter().any(|o| o.name() == n) {
+            let out = if half {
+                let cast = format!("{n}/probe_as_float");
+                let node = crate::onnx::build::node("Cast", &cast, &[n], &[&cast]);
+                g.node.push(crate::onnx::build::with_attrs(
+                    node,
+                    vec![crate::onnx::build::attr_int("to", DataType::Float as i64)],
+                ));
+                cast
+            } else {
+                n.clone()
+            };
+            if !g.output.iter().any(|o| o.name() == out) {
                 g.output.push(ValueInfoProto {
-                    name: Some(n.clone()),
+                    name: Some(out.clone()),
                     r#type: Some(TypeProto {
                         value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                            elem_type: Some(crate::onnx::proto::tensor_proto::DataType::Float as i32),
+                            elem_type: Some(DataType::Float as i32),
                             shape: None,
                         })),
                         ..Default::default()
@@ -893,21 +912,19 @@ impl Probe {
                     ..Default::default()
                 });
             }
+            outputs.push(out);
         }
         if !names.is_empty() {
-            g.output.retain(|o| names.iter().any(|n| n == o.name()));
+            g.output.retain(|o| outputs.iter().any(|n| n == o.name()));
             crate::onnx::edit::remove_unused(g);
         }
         let model = open_fed(&m, what, opts)?;
-        Ok(Probe {
-            model,
-            names: names.to_vec(),
-        })
+        Ok(Probe { model, outputs })
     }
 
     /// Runs one batch: each named value's shape and data, in the order of the names.
     pub fn run(&mut self, batch: &Batch) -> Result<Vec<(Vec<usize>, Vec<f32>)>> {
-        let mut out = Vec::with_capacity(self.names.len());
+        let mut out = Vec::with_capacity(self.outputs.len());
         self.run_each(batch, &mut |_, shape, data| {
             out.push((shape.to_vec(), data.to_vec()));
             Ok(())
@@ -921,7 +938,7 @@ impl Probe {
         let m = &mut self.model;
         let inputs = inputs((m.has_attention_mask, m.has_token_type_ids), &m.weights, batch)?;
         let outputs = m.session.run(inputs).map_err(ort_error)?;
-        for (i, n) in self.names.iter().enumerate() {
+        for (i, n) in self.outputs.iter().enumerate() {
             let (shape, data) = outputs[n.as_str()]
                 .try_extract_tensor::<f32>()
                 .with_context(|| format!("value '{n}' is not a float tensor"))?;

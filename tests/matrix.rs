@@ -955,7 +955,8 @@ fn random_texts(dir: &Path) -> (PathBuf, PathBuf) {
 /// heads, a third of the neurons) compares 64 examples and traces the embeddings (unchanged:
 /// relative error 0, or rounding where ONNX Runtime fuses the two graphs differently) and each
 /// layer (changed); of an SDPA export and the eager export of the same weights, it finds the
-/// same predictions and every layer equal to 1e-5; `sensitivity` measures every block that pruning
+/// same predictions and every layer equal to 1e-5; of the cell and its float16 copy, every layer
+/// within 1e-2; `sensitivity` measures every block that pruning
 /// can take and every MatMul in int8, all finite. (Before, `sensitivity` failed on DeBERTa's
 /// dynamo exports, whose heads can only be pruned in step: it now measures them so.)
 #[test]
@@ -997,6 +998,25 @@ fn diff_and_sensitivity_run_every_cell() {
                 && errors[0] < 1e-6
                 && errors[1..].iter().all(|e| e.is_finite() && *e > 0.0),
             || format!("diff: {} examples, layers {layers:?}", d["examples"]),
+        )?;
+        // Its float16 copy: every traced value read as float, wherever the copy holds it in
+        // float16 (ALBERT's, DeBERTa's and ELECTRA's embeddings were declared float and failed).
+        let half = dir.path().join(format!("{}-fp16.onnx", c.name));
+        let fp16 = Pass::Quantize(QuantizeOptions {
+            mode: Mode::Fp16,
+            ..Default::default()
+        })
+        .apply(&c.load(), None)
+        .map_err(|e| format!("fp16: {e}"))?;
+        onnx::save(&fp16.model, &half, &Default::default()).map_err(|e| e.to_string())?;
+        let d = report("diff with the fp16 copy", diff(&c.path(), &half))?;
+        let layers = d["layers"].as_array().cloned().unwrap_or_default();
+        ensure(
+            layers.len() == 3
+                && layers
+                    .iter()
+                    .all(|l| l["relative_error"].as_f64().is_some_and(|e| e < 1e-2)),
+            || format!("diff with the fp16 copy: layers {layers:?}"),
         )?;
         // An SDPA export against the eager export of the same weights: the same predictions,
         // every traced layer equal to rounding.
