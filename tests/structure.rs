@@ -227,6 +227,23 @@ fn fused_attention_nodes_are_mapped() {
     }
 }
 
+/// Class probabilities appended after the logits (a Softmax no MatMul reads) are not an
+/// attention block: the model maps as before (it was refused as "attention block 3").
+#[test]
+fn a_softmax_over_the_logits_is_not_an_attention() {
+    let o = opts(ShapeStyle::ConcatInferred);
+    let mut m = tiny_bert(&o);
+    let g = m.graph.as_mut().unwrap();
+    g.node.push(build::with_attrs(
+        build::node("Softmax", "probs_softmax", &["logits"], &["probs"]),
+        vec![build::attr_int("axis", -1)],
+    ));
+    let mut probs = g.output[0].clone();
+    probs.name = Some("probs".into());
+    g.output.insert(0, probs);
+    check_dims(&m, &o);
+}
+
 #[test]
 fn sdpa_nan_guard_between_softmax_and_context_is_walked_through() {
     // torch's exporter guards SDPA's softmax against fully masked rows: Where(IsNaN(p), 0, p).

@@ -51,13 +51,36 @@ pub fn discover(model: &ModelProto) -> R<Transformer> {
     })
 }
 
+/// Whether the output of node `i` (an attention's Softmax) reaches a MatMul within a few nodes
+/// (through the SDPA guard's IsNaN/Where, a Cast or Dropout), as attention probabilities do.
+fn weighs_values(ix: &GraphIndex, i: usize) -> bool {
+    let mut frontier = vec![i];
+    for _ in 0..4 {
+        let next: Vec<usize> = frontier
+            .iter()
+            .flat_map(|&n| ix.node(n).output.iter())
+            .flat_map(|v| ix.consumers(v).iter().copied())
+            .collect();
+        if next
+            .iter()
+            .any(|&n| matches!(ix.node(n).op_type(), "MatMul" | "FusedMatMul" | "Einsum"))
+        {
+            return true;
+        }
+        frontier = next;
+    }
+    false
+}
+
 fn discover_graph(graph: &crate::onnx::proto::GraphProto) -> R<Transformer> {
     let ix = GraphIndex::new(graph);
 
     let mut attn_nodes: Vec<usize> = Vec::new();
     for (i, n) in graph.node.iter().enumerate() {
         let default_domain = n.domain().is_empty() || n.domain() == "ai.onnx";
-        if (n.op_type() == "Softmax" && default_domain)
+        // A Softmax whose probabilities no MatMul reads is not an attention's (the classifier's
+        // probabilities, appended after the logits).
+        if (n.op_type() == "Softmax" && default_domain && weighs_values(&ix, i))
             || (matches!(n.op_type(), "Attention") && n.domain() == "com.microsoft")
         {
             attn_nodes.push(i);
