@@ -340,7 +340,7 @@ pub fn diff(a: &Path, b: &Path, opts: &DiffOptions, progress: eval::Progress) ->
     let output = |m: &ModelProto, path: &Path| -> Result<String> {
         m.graph
             .as_ref()
-            .and_then(|g| g.output.first())
+            .and_then(onnx::graph::prediction_value)
             .map(|o| o.name().to_string())
             .ok_or_else(|| anyhow!("{}: the model has no outputs", path.display()))
     };

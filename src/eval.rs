@@ -411,11 +411,12 @@ pub fn describe_rows(rows: &[usize]) -> String {
     }
 }
 
-/// The width of the model's first output when the graph states it (`[batch, labels]`).
+/// The width of the model's predictions ([`onnx::graph::prediction_value`]) when the graph
+/// states it (`[batch, labels]`).
 pub fn output_width(model: &onnx::ModelProto) -> Option<usize> {
     use crate::onnx::proto::tensor_shape_proto::dimension::Value as Dim;
     use crate::onnx::proto::type_proto;
-    let out = model.graph.as_ref()?.output.first()?;
+    let out = onnx::graph::prediction_value(model.graph.as_ref()?)?;
     let Some(type_proto::Value::TensorType(t)) = out.r#type.as_ref()?.value.as_ref() else {
         return None;
     };
@@ -429,7 +430,7 @@ pub fn output_width(model: &onnx::ModelProto) -> Option<usize> {
 /// classifier, as sentence-embedding models are) has no predictions to evaluate or compare
 /// (`eval`, `diff`) or to choose by (`auto`); `command` names the refusing command.
 pub(crate) fn refuse_headless(model_path: &Path, proto: &onnx::ModelProto, command: &str) -> Result<()> {
-    let Some(out) = proto.graph.as_ref().and_then(|g| g.output.first()) else {
+    let Some(out) = proto.graph.as_ref().and_then(onnx::graph::prediction_value) else {
         return Ok(());
     };
     let rank = crate::onnx::graph::declared_rank(out);

@@ -610,10 +610,19 @@ fn wrap_fed(session: Session, what: &str, weights: Vec<FedWeight>) -> Result<Mod
             }
         }
     }
-    let output_name = session
+    let outputs: Vec<(&str, Option<usize>)> = session
         .outputs()
-        .first()
-        .map(|o| o.name().to_string())
+        .iter()
+        .map(|o| {
+            let rank = match o.dtype() {
+                ort::value::ValueType::Tensor { shape, .. } => Some(shape.len()),
+                _ => None,
+            };
+            (o.name(), rank)
+        })
+        .collect();
+    let output_name = crate::onnx::graph::prediction_output(&outputs)
+        .map(str::to_string)
         .ok_or_else(|| anyhow!("{what}: the model has no outputs"))?;
     Ok(Model {
         has_token_type_ids: names.iter().any(|n| n == "token_type_ids"),
@@ -1049,7 +1058,7 @@ impl crate::passes::Calibrator for OrtCalibrator {
         let per_token = model
             .graph
             .as_ref()
-            .and_then(|g| g.output.first())
+            .and_then(crate::onnx::graph::prediction_value)
             .filter(|o| crate::onnx::graph::declared_rank(o).is_some_and(|r| r == 3))
             .map(|o| o.name().to_string());
         if let Some(name) = per_token {

@@ -240,3 +240,56 @@ fn bucketed_batches_run_in_the_shuffled_order() {
     assert_ne!(want, by_length, "the shuffle moves some chunk");
     assert_eq!(batches(true), want);
 }
+
+/// A model that outputs more than its logits, in any order (a hidden state or a pooled vector
+/// first), is evaluated on its logits: the output named `logits`, else the first [batch, labels].
+/// It was read as a headless encoder, or as one of 384 classes.
+#[test]
+fn the_logits_are_found_among_other_outputs() {
+    if !require_ort("a model with extra outputs") {
+        return;
+    }
+    use onnx_compress::onnx::proto::tensor_proto::DataType;
+    let dir = tempfile::tempdir().unwrap();
+    let m = tiny_bert(&SynthOptions::default());
+    let tok = dir.path().join("tokenizer.json");
+    std::fs::write(&tok, word_level_tokenizer(&ANGLE_WORDS, ANGLE_SPECIALS, Value::Null)).unwrap();
+    write_sst2(
+        dir.path(),
+        "dev",
+        &["good film", "a very long film", "bad", "a good film"],
+    );
+    let evaluate = |m: &onnx::ModelProto, name: &str| {
+        let path = dir.path().join(name);
+        onnx::save(m, &path, &SaveOptions::default()).unwrap();
+        assert_eq!(eval::output_width(m), Some(2), "{name}");
+        eval::evaluate(&path, &eval_options(dir.path(), &tok, false), &|_, _| {})
+            .unwrap_or_else(|e| panic!("{name}: {e:#}"))
+            .predictions
+    };
+    let plain = evaluate(&m, "plain.onnx");
+    let g = m.graph.as_ref().unwrap();
+    let last_norm = g
+        .node
+        .iter()
+        .rev()
+        .find(|n| n.op_type() == "LayerNormalization")
+        .unwrap()
+        .output[0]
+        .clone();
+    let hidden =
+        onnx_compress::onnx::build::value_info(&last_norm, DataType::Float, &[Err("batch"), Err("sequence"), Ok(32)]);
+    let mut per_token_first = m.clone();
+    per_token_first.graph.as_mut().unwrap().output.insert(0, hidden.clone());
+    assert_eq!(evaluate(&per_token_first, "hidden-first.onnx"), plain);
+    // The pooled [batch, hidden] vector first: the output named logits it is.
+    let tanh = g
+        .node
+        .iter()
+        .find(|n| n.op_type() == "Tanh" && n.name().starts_with("pooler"))
+        .unwrap();
+    let pooled = onnx_compress::onnx::build::value_info(&tanh.output[0], DataType::Float, &[Err("batch"), Ok(32)]);
+    let mut pooled_first = m.clone();
+    pooled_first.graph.as_mut().unwrap().output.insert(0, pooled);
+    assert_eq!(evaluate(&pooled_first, "pooled-first.onnx"), plain);
+}

@@ -31,6 +31,25 @@ pub fn declared_rank(v: &ValueInfoProto) -> Option<usize> {
     }
 }
 
+/// Which of a model's outputs, given as (name, declared rank), holds its predictions: the one
+/// named `logits`, else the first of rank 2 ([batch, labels]), else the first. A model may
+/// output more (hidden states, pooled vectors) and in any order.
+pub fn prediction_output<'a>(outputs: &[(&'a str, Option<usize>)]) -> Option<&'a str> {
+    outputs
+        .iter()
+        .find(|(n, _)| *n == "logits")
+        .or_else(|| outputs.iter().find(|(_, r)| *r == Some(2)))
+        .or_else(|| outputs.first())
+        .map(|(n, _)| *n)
+}
+
+/// [`prediction_output`] of a graph.
+pub fn prediction_value(g: &GraphProto) -> Option<&ValueInfoProto> {
+    let outputs: Vec<(&str, Option<usize>)> = g.output.iter().map(|o| (o.name(), declared_rank(o))).collect();
+    let name = prediction_output(&outputs)?;
+    g.output.iter().find(|o| o.name() == name)
+}
+
 impl<'g> ConstRef<'g> {
     pub fn tensor(&self) -> &'g TensorProto {
         match self {
