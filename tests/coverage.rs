@@ -1359,7 +1359,10 @@ fn albert_keeps_its_layers_sharing_weights() {
     assert_eq!(tb.shared_weights(), t.shared_weights(), "still shared");
     let macs = |t: &Transformer| onnx_compress::structure::macs_per_sequence(t, 128).0 as f64;
     let kept = macs(&tb) / macs(&t);
-    assert!((0.5..=0.6).contains(&kept), "MACs kept {kept}");
+    // Within one shared neuron (two layers' MACs of it) of the budget: neurons removed before a
+    // late head are put back where the budget has room (it ended at 0.556 at 16 tokens).
+    let neuron = 2.0 * onnx_compress::structure::unit_macs(t.hidden, 1, 128).1 as f64 / macs(&t);
+    assert!(kept <= 0.6 && kept > 0.6 - neuron, "MACs kept {kept} (a neuron {neuron})");
     // `sensitivity` measures each shared block once, as the pruning it prices prunes it: one row
     // per block and fraction, naming both layers, its MACs saved in both.
     let sens = onnx_compress::sensitivity::sensitivity(
