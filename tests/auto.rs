@@ -630,6 +630,28 @@ fn bad_flags_are_refused_before_anything_is_read() {
     assert!(std::fs::read_to_string(plan.join("collect.sh"))
         .unwrap()
         .contains("--collect"));
+    // A model quantized already (float16 here) is refused before a plan or work folder: every
+    // candidate would fail on its weights.
+    let half = dir.path().join("half.onnx");
+    let fp16 = onnx_compress::passes::Pass::Quantize(onnx_compress::passes::quantize::QuantizeOptions {
+        mode: onnx_compress::passes::quantize::Mode::Fp16,
+        ..Default::default()
+    })
+    .apply(&tiny, None)
+    .unwrap();
+    onnx_compress::onnx::save(&fp16.model, &half, &Default::default()).unwrap();
+    let half_plan = dir.path().join("half-plan");
+    let o = bin()
+        .args(["auto", s(&half), s(&out), "--task", "sst2", "--calib-data", s(&enough)])
+        .args(["--calib-samples", "64", "--data", s(&dev), "--plan", s(&half_plan)])
+        .output()
+        .unwrap();
+    assert_clean_error(
+        "a float16 model",
+        &o,
+        &["of float16", "quantized already", "from the float32 model"],
+    );
+    assert!(!half_plan.exists());
     let o = bin()
         .args([
             "auto",

@@ -696,7 +696,15 @@ pub fn check_inputs(o: &AutoOptions) -> Result<onnx::ModelProto> {
     }
     let proto = onnx::load(&o.model)?;
     eval::refuse_headless(&o.model, &proto, "auto (which chooses by the predictions)")?;
-    crate::structure::ensure_float(&proto).with_context(|| o.model.display().to_string())?;
+    eval::refuse_fixed_shapes(&o.model, &proto)?;
+    // Every candidate prunes, factors or quantizes float32 weights: a model quantized already
+    // (float16 too, which maps) would have each of them fail, after the search.
+    if let Some(why) = proto.graph.as_ref().and_then(crate::structure::quantized_evidence) {
+        bail!(
+            "{}: {why}: the model is quantized already; auto searches from the float32 model (pass that one)",
+            o.model.display()
+        );
+    }
     Ok(proto)
 }
 
