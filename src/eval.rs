@@ -445,6 +445,33 @@ pub(crate) fn refuse_headless(model_path: &Path, proto: &onnx::ModelProto, comma
     Ok(())
 }
 
+/// Refuses a model whose token inputs have a fixed shape before any work: ONNX Runtime refuses
+/// it at the first batch of another size, after `run` had written its passes' output.
+pub(crate) fn refuse_fixed_shapes(model_path: &Path, proto: &onnx::ModelProto) -> Result<()> {
+    use crate::onnx::proto::{tensor_shape_proto::dimension::Value as Dim, type_proto};
+    for i in proto.graph.iter().flat_map(|g| &g.input) {
+        if !matches!(i.name(), "input_ids" | "attention_mask" | "token_type_ids") {
+            continue;
+        }
+        let Some(type_proto::Value::TensorType(t)) = i.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+            continue;
+        };
+        let dims: Vec<i64> = t
+            .shape
+            .iter()
+            .flat_map(|s| &s.dim)
+            .map(|d| match d.value {
+                Some(Dim::DimValue(v)) => v,
+                _ => -1,
+            })
+            .collect();
+        if let Some(why) = crate::runtime::fixed_shape(i.name(), &dims) {
+            bail!("{}: {why}", model_path.display());
+        }
+    }
+    Ok(())
+}
+
 /// How the labels of a data file are read for the model at `model_path`: `task`'s, else the
 /// model's classes (named by `labels`, `--labels`, or the model) or scores.
 pub fn labels_of(
@@ -792,6 +819,7 @@ fn prepare_with(
         EvalData::File(source) => (source.clone(), None),
     };
     refuse_headless(model_path, proto, "eval")?;
+    refuse_fixed_shapes(model_path, proto)?;
     let labels = labels_of(model_path, proto, opts.task, opts.labels.as_deref(), opts.words)?;
     let class_order = opts
         .task

@@ -574,6 +574,21 @@ fn could_not_load(what: &str, opts: &SessionOptions) -> String {
     }
 }
 
+/// Why token input `name` of dimensions `dims` (0 or less: dynamic) cannot take the batches a
+/// command makes, which vary in size and length; `None` where every dimension is dynamic.
+pub fn fixed_shape(name: &str, dims: &[i64]) -> Option<String> {
+    dims.iter().any(|&d| d > 0).then(|| {
+        let dims: Vec<String> = dims
+            .iter()
+            .map(|&d| if d > 0 { d.to_string() } else { "?".into() })
+            .collect();
+        format!(
+            "input '{name}' has a fixed shape [{}], and batches vary in size and length: re-export the model with dynamic batch and sequence axes (torch.onnx.export's dynamic_axes / dynamic_shapes; Optimum's export has them)",
+            dims.join(", ")
+        )
+    })
+}
+
 fn wrap(session: Session, what: &str) -> Result<Model> {
     wrap_fed(session, what, vec![])
 }
@@ -597,16 +612,10 @@ fn wrap_fed(session: Session, what: &str, weights: Vec<FedWeight>) -> Result<Mod
     // differs, in ONNX Runtime's words ("Got invalid dimensions for input").
     for i in session.inputs() {
         if let ort::value::ValueType::Tensor { shape, .. } = i.dtype() {
-            if names.iter().any(|n| n == i.name()) && shape.iter().any(|&d| d > 0) {
-                let dims: Vec<String> = shape
-                    .iter()
-                    .map(|&d| if d > 0 { d.to_string() } else { "?".into() })
-                    .collect();
-                bail!(
-                    "{what}: input '{}' has a fixed shape [{}], and batches vary in size and length: re-export the model with dynamic batch and sequence axes (torch.onnx.export's dynamic_axes / dynamic_shapes; Optimum's export has them)",
-                    i.name(),
-                    dims.join(", ")
-                );
+            if names.iter().any(|n| n == i.name()) {
+                if let Some(why) = fixed_shape(i.name(), shape) {
+                    bail!("{what}: {why}");
+                }
             }
         }
     }

@@ -208,6 +208,20 @@ fn a_token_input_of_fixed_shape_is_named_with_the_fix() {
     ] {
         assert!(msg.contains(needle), "the error does not mention {needle:?}: {msg}");
     }
+    // `run` refuses it before its passes: no output is written (it was, then eval failed).
+    let recipe = dir.path().join("int8.yaml");
+    std::fs::write(
+        &recipe,
+        "model:\n  model_name: fixed.onnx\ndata:\n  task: sst2\n  dir: .\n  max_input_length: 32\nquantization:\n  enable: true\n  method: dynamic\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out.onnx");
+    let o = common::bin()
+        .args(["run", recipe.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    common::assert_clean_error("run of a fixed-shape model", &o, &["has a fixed shape [1, 16]"]);
+    assert!(!out.exists(), "run wrote {}", out.display());
 }
 
 /// `eval --bucket` batches by length and runs the batches in `eval::run_order`'s shuffle, so the
