@@ -244,6 +244,27 @@ fn a_softmax_over_the_logits_is_not_an_attention() {
     check_dims(&m, &o);
 }
 
+/// Scores computed by ONNX Runtime's FusedMatMul (a graph saved after its session
+/// optimizations) are not mapped, and the error says what they are and which model to pass.
+#[test]
+fn fused_matmul_scores_are_named_with_the_model_to_pass() {
+    let mut m = tiny_bert(&opts(ShapeStyle::ConcatInferred));
+    let g = m.graph.as_mut().unwrap();
+    let weights: Vec<String> = g.initializer.iter().map(|t| t.name().to_string()).collect();
+    let scores = g
+        .node
+        .iter_mut()
+        .find(|n| n.op_type() == "MatMul" && n.input.iter().all(|i| !weights.contains(i)))
+        .unwrap();
+    scores.op_type = Some("FusedMatMul".into());
+    scores.domain = Some("com.microsoft".into());
+    let err = discover(&m).unwrap_err().to_string();
+    assert!(
+        err.contains("a com.microsoft FusedMatMul") && err.contains("pass the model from before them"),
+        "{err}"
+    );
+}
+
 #[test]
 fn sdpa_nan_guard_between_softmax_and_context_is_walked_through() {
     // torch's exporter guards SDPA's softmax against fully masked rows: Where(IsNaN(p), 0, p).

@@ -195,9 +195,19 @@ pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, Str
     // Through DeBERTa's mask fill (a Where) and its reshape of batch × heads back to heads.
     let through = ["Add", "Mul", "Div", "Cast", "Identity", "Where", "Reshape"];
     let (scores, score_path) = find_back(ix, sm_in, &is_matmul, &through, 6).ok_or_else(|| {
+        // ONNX Runtime's session optimizations fold the scale and Kᵀ into one contrib op.
+        let fused = find_back(ix, sm_in, &|i| ix.node(i).op_type() == "FusedMatMul", &through, 6);
+        let why = match fused {
+            Some((f, _)) => format!(
+                "walking back from {}: the scores are {}, a com.microsoft FusedMatMul (a graph saved after ONNX Runtime's session optimizations), which is not mapped; pass the model from before them (the exporter's output, or onnxruntime.transformers' optimize_model output saved without only_onnxruntime)",
+                ix.node_label(sm),
+                ix.node_label(f)
+            ),
+            None => format!("walking back from {}", ix.node_label(sm)),
+        };
         fail(
             "the scores MatMul(Q, Kᵀ) before the Softmax (through scale Mul/Div and mask Add)",
-            format!("walking back from {}", ix.node_label(sm)),
+            why,
         )
     })?;
     let mut scale = None;
