@@ -157,10 +157,12 @@ pub fn sensitivity(
     let start = Instant::now();
     let t = structure::discover(model)?;
     // A low-rank model cannot be pruned; its INT8 costs can still be measured.
-    if !opts.int8 {
-        crate::passes::prune::refuse_factorized(&t)?;
-    }
     let factorized = crate::passes::prune::factorized(&t);
+    if let (false, Some(what)) = (opts.int8, &factorized) {
+        return Err(PassError::Unsupported(format!(
+            "{what}: pruning a low-rank model is not supported, and --no-int8 leaves its INT8 costs unmeasured: nothing is left to measure; drop --no-int8 to measure them, or measure the model from before lowrank"
+        )));
+    }
     let (pruning, mut labels) = match factorized {
         Some(_) => (vec![], 0),
         None => block_costs(model, &opts.fractions, opts.seq_len, calib, &mut *stage)?,
@@ -208,6 +210,17 @@ pub fn sensitivity(
         )
         .chain(capped_note(&pruning))
         .chain(packed_note(&t, opts.int8))
+        .chain(
+            crate::eval::input_limits(model)
+                .positions
+                .filter(|&p| !pruning.is_empty() && opts.seq_len > p)
+                .map(|p| {
+                    format!(
+                        "MACs saved are counted at {} tokens, past the model's {p} positions: it cannot run that long (--seq-len)",
+                        opts.seq_len
+                    )
+                }),
+        )
         .collect();
     // The fractions measured (none when pruning was not).
     let mut fractions = if factorized.is_some() {

@@ -1362,7 +1362,10 @@ fn albert_keeps_its_layers_sharing_weights() {
     // Within one shared neuron (two layers' MACs of it) of the budget: neurons removed before a
     // late head are put back where the budget has room (it ended at 0.556 at 16 tokens).
     let neuron = 2.0 * onnx_compress::structure::unit_macs(t.hidden, 1, 128).1 as f64 / macs(&t);
-    assert!(kept <= 0.6 && kept > 0.6 - neuron, "MACs kept {kept} (a neuron {neuron})");
+    assert!(
+        kept <= 0.6 && kept > 0.6 - neuron,
+        "MACs kept {kept} (a neuron {neuron})"
+    );
     // `sensitivity` measures each shared block once, as the pruning it prices prunes it: one row
     // per block and fraction, naming both layers, its MACs saved in both.
     let sens = onnx_compress::sensitivity::sensitivity(
@@ -1375,6 +1378,14 @@ fn albert_keeps_its_layers_sharing_weights() {
         &mut |_| {},
     )
     .unwrap_or_else(|e| panic!("sensitivity of albert: {e}"));
+    // Its MACs saved are counted at 128 tokens, past the fixture's positions: said so.
+    assert!(
+        sens.notes
+            .iter()
+            .any(|n| n.contains("counted at 128 tokens, past the model's")),
+        "{:?}",
+        sens.notes
+    );
     let rows: Vec<_> = sens
         .pruning
         .iter()

@@ -654,9 +654,15 @@ fn sensitivity_measures_every_block_and_every_matmul() {
     assert_eq!(r.int8.len(), quantize::quantizable_matmuls(&factorized).unwrap().len());
     let text = onnx_compress::report::sensitivity_text(&r);
     assert!(!text.contains("pruning one block alone"), "{text}");
-    // Without INT8 there is nothing to measure: the pass's error.
+    // Without INT8 there is nothing to measure: said so, naming the flag that left nothing.
     let none = SensitivityOptions { int8: false, ..so };
-    assert!(sensitivity::sensitivity(&factorized, &none, &mut calibrator(2, 7), &mut |_| {}).is_err());
+    let e = sensitivity::sensitivity(&factorized, &none, &mut calibrator(2, 7), &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("--no-int8") && e.contains("nothing is left to measure"),
+        "{e}"
+    );
 }
 
 #[test]
