@@ -84,6 +84,10 @@ pub struct ModelSummary {
     /// Why the transformer was not mapped (then layers, parameters and MACs are empty).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unmapped: Option<String>,
+    /// Where the transformer maps but the model is quantized already (float16 by another tool,
+    /// say): what shows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantized: Option<String>,
 }
 
 /// Families named by the first part of their weights' module paths in Hugging Face models.
@@ -206,7 +210,7 @@ pub fn summarize(
         Err(e) => (vec![], Some(e)),
     };
     let quantized = model.graph.as_ref().and_then(structure::quantized_evidence);
-    let (t, unmapped) = match (structure::discover(model), quantized) {
+    let (t, unmapped) = match (structure::discover(model), quantized.clone()) {
         (Ok(t), _) => (Some(t), None),
         (Err(_), Some(shows)) => (
             None,
@@ -295,6 +299,7 @@ pub fn summarize(
         history,
         history_error,
         structure: t,
+        quantized: quantized.filter(|_| unmapped.is_none()),
         unmapped,
     })
 }

@@ -74,6 +74,12 @@ pub fn inspect_text(s: &ModelSummary) -> String {
         if let Some(a) = &s.architecture {
             let _ = writeln!(o, "architecture {a}");
         }
+        if let Some(shows) = &s.quantized {
+            let _ = writeln!(
+                o,
+                "quantized    already ({shows}): prune and lowrank need the float32 model"
+            );
+        }
         let heads: Vec<usize> = s.layers.iter().map(|l| l.heads).collect();
         let widths: Vec<usize> = s.layers.iter().map(|l| l.ffn_width).collect();
         let uniform = |v: &[usize]| v.windows(2).all(|w| w[0] == w[1]);

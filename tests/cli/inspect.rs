@@ -200,3 +200,34 @@ fn inspect_layer_columns_line_up_on_a_fused_graph() {
         "the attention parameters start under their header:\n{head}\n{row}"
     );
 }
+
+/// A model that maps but holds float16 weights (another tool's fp16 conversion) is said to be
+/// quantized already, in the text and in --json (it was described as an ordinary model).
+#[test]
+fn inspect_says_a_mapped_float16_model_is_quantized_already() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = tiny_bert(&SynthOptions::default());
+    let g = m.graph.as_mut().unwrap();
+    g.initializer.push(onnx_compress::onnx::proto::TensorProto {
+        name: Some("half_weight".into()),
+        dims: vec![4, 4],
+        data_type: Some(DataType::Float16 as i32),
+        raw_data: Some(vec![0u8; 32].into()),
+        ..Default::default()
+    });
+    let path = dir.path().join("half.onnx");
+    onnx::save(&m, &path, &SaveOptions::default()).unwrap();
+    let out = run_in(dir.path(), &["inspect", s(&path)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("quantized    already (initializer 'half_weight' of float16)"),
+        "{stdout}"
+    );
+    let v = parse_json(&run_in(dir.path(), &["inspect", s(&path), "--json"]));
+    assert!(v["quantized"].as_str().unwrap().contains("half_weight"), "{v}");
+    // A float32 model has no such line.
+    let plain = save_tiny(dir.path(), "plain.onnx", ExternalData::Never);
+    let out = run_in(dir.path(), &["inspect", s(&plain)]);
+    assert!(!text(&out.stdout).contains("quantized "), "{}", text(&out.stdout));
+}
