@@ -619,17 +619,7 @@ fn wrap_fed(session: Session, what: &str, weights: Vec<FedWeight>) -> Result<Mod
             }
         }
     }
-    let outputs: Vec<(&str, Option<usize>)> = session
-        .outputs()
-        .iter()
-        .map(|o| {
-            let rank = match o.dtype() {
-                ort::value::ValueType::Tensor { shape, .. } => Some(shape.len()),
-                _ => None,
-            };
-            (o.name(), rank)
-        })
-        .collect();
+    let outputs: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
     let output_name = crate::onnx::graph::prediction_output(&outputs)
         .map(str::to_string)
         .ok_or_else(|| anyhow!("{what}: the model has no outputs"))?;
@@ -900,13 +890,21 @@ impl Probe {
         use crate::onnx::proto::{tensor_proto::DataType, type_proto, TypeProto, ValueInfoProto};
         let mut m = model.clone();
         let g = m.graph.as_mut().ok_or_else(|| anyhow!("model has no graph"))?;
-        let half = g
-            .initializer
-            .iter()
-            .any(|t| t.data_type == Some(DataType::Float16 as i32));
+        // Float16 anywhere: an initializer, a Constant node's value, or a Cast to it.
+        let f16 = DataType::Float16 as i32;
+        let half = g.initializer.iter().any(|t| t.data_type == Some(f16))
+            || g.node.iter().any(|n| {
+                n.attribute.iter().any(|a| {
+                    (n.op_type() == "Cast" && a.name() == "to" && a.i == Some(f16 as i64))
+                        || a.t.as_ref().is_some_and(|t| t.data_type == Some(f16))
+                })
+            });
         let mut outputs = Vec::with_capacity(names.len());
         for n in names {
-            let out = if half {
+            // A value named twice is cast once (two Casts writing one value would not load).
+            let out = if half && outputs.contains(&format!("{n}/probe_as_float")) {
+                format!("{n}/probe_as_float")
+            } else if half {
                 let cast = format!("{n}/probe_as_float");
                 let node = crate::onnx::build::node("Cast", &cast, &[n], &[&cast]);
                 g.node.push(crate::onnx::build::with_attrs(
@@ -957,9 +955,10 @@ impl Probe {
         let inputs = inputs((m.has_attention_mask, m.has_token_type_ids), &m.weights, batch)?;
         let outputs = m.session.run(inputs).map_err(ort_error)?;
         for (i, n) in self.outputs.iter().enumerate() {
-            let (shape, data) = outputs[n.as_str()]
-                .try_extract_tensor::<f32>()
-                .with_context(|| format!("value '{n}' is not a float tensor"))?;
+            let (shape, data) = outputs[n.as_str()].try_extract_tensor::<f32>().with_context(|| {
+                let value = n.strip_suffix("/probe_as_float").unwrap_or(n);
+                format!("value '{value}' is not a float tensor")
+            })?;
             let shape: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
             each(i, &shape, data)?;
         }

@@ -256,8 +256,9 @@ fn bucketed_batches_run_in_the_shuffled_order() {
 }
 
 /// A model that outputs more than its logits, in any order (a hidden state or a pooled vector
-/// first), is evaluated on its logits: the output named `logits`, else the first [batch, labels].
-/// It was read as a headless encoder, or as one of 384 classes.
+/// first), is evaluated on its logits: the output named `logits`, else the first. It was read as
+/// a headless encoder, or as one of 32 classes. A headless encoder with its pooled vector after
+/// the hidden states stays headless (the pooled vector is no prediction).
 #[test]
 fn the_logits_are_found_among_other_outputs() {
     if !require_ort("a model with extra outputs") {
@@ -304,6 +305,13 @@ fn the_logits_are_found_among_other_outputs() {
         .unwrap();
     let pooled = onnx_compress::onnx::build::value_info(&tanh.output[0], DataType::Float, &[Err("batch"), Ok(32)]);
     let mut pooled_first = m.clone();
-    pooled_first.graph.as_mut().unwrap().output.insert(0, pooled);
+    pooled_first.graph.as_mut().unwrap().output.insert(0, pooled.clone());
     assert_eq!(evaluate(&pooled_first, "pooled-first.onnx"), plain);
+    // BertModel's export: the hidden states, then the pooled vector, and no logits: headless.
+    let mut headless = m.clone();
+    headless.graph.as_mut().unwrap().output = vec![hidden, pooled];
+    let path = dir.path().join("headless.onnx");
+    onnx::save(&headless, &path, &SaveOptions::default()).unwrap();
+    let e = eval::evaluate(&path, &eval_options(dir.path(), &tok, false), &|_, _| {}).unwrap_err();
+    assert!(format!("{e:#}").contains("a headless encoder"), "{e:#}");
 }

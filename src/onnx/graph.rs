@@ -31,21 +31,21 @@ pub fn declared_rank(v: &ValueInfoProto) -> Option<usize> {
     }
 }
 
-/// Which of a model's outputs, given as (name, declared rank), holds its predictions: the one
-/// named `logits`, else the first of rank 2 ([batch, labels]), else the first. A model may
-/// output more (hidden states, pooled vectors) and in any order.
-pub fn prediction_output<'a>(outputs: &[(&'a str, Option<usize>)]) -> Option<&'a str> {
+/// Which of a model's outputs holds its predictions: the one named `logits` (as Hugging Face
+/// classifiers name theirs), else the first. A classifier may output more (hidden states) before
+/// its logits; a headless encoder's first output is per token (a pooled vector may follow it,
+/// which is no prediction).
+pub fn prediction_output<'a>(outputs: &[&'a str]) -> Option<&'a str> {
     outputs
         .iter()
-        .find(|(n, _)| *n == "logits")
-        .or_else(|| outputs.iter().find(|(_, r)| *r == Some(2)))
+        .find(|n| **n == "logits")
         .or_else(|| outputs.first())
-        .map(|(n, _)| *n)
+        .copied()
 }
 
 /// [`prediction_output`] of a graph.
 pub fn prediction_value(g: &GraphProto) -> Option<&ValueInfoProto> {
-    let outputs: Vec<(&str, Option<usize>)> = g.output.iter().map(|o| (o.name(), declared_rank(o))).collect();
+    let outputs: Vec<&str> = g.output.iter().map(|o| o.name()).collect();
     let name = prediction_output(&outputs)?;
     g.output.iter().find(|o| o.name() == name)
 }
