@@ -59,8 +59,9 @@ pub struct Settings {
 /// The way candidates are built, counted up when a change makes the candidate files of older
 /// journals wrong or slower, so that a search does not take them from such a journal:
 /// 1 since the static INT8 candidates' bias Adds on packed rows became Sums (abd7c8f: before it
-/// their projections ran in float).
-pub const BUILDS: u32 = 1;
+/// their projections ran in float); 2 since a MAC budget overshot by more than 1% gets back the
+/// units it has room for (a small model's pruned candidates keep more).
+pub const BUILDS: u32 = 2;
 
 fn s8() -> String {
     "s8".into()
@@ -203,11 +204,11 @@ pub fn check_folder(work: &Path, settings: &Settings, flag: &str) -> Result<()> 
 /// (`--work`, `--plan`, `--collect`).
 fn check_header(path: &Path, first: Option<&str>, settings: &Settings, flag: &str) -> Result<()> {
     // A plan's results are collected with the plan's settings: the folder is not to be replaced.
-    let collect = "collect with the settings the plan was made with (each line of its jobs.txt shows them)";
+    let collect = "collect with the settings the plan was made with (its collect.sh runs that command)";
     match first.map(serde_json::from_str::<Header>) {
         Some(Ok(h)) if h.settings == *settings => Ok(()),
         Some(Ok(h)) if h.settings.builds != settings.builds => bail!(
-            "{}: this work folder's candidates were built by an older onnx-compress ({}), which built some differently (its static INT8 candidates ran their projections in float when unpadded); delete the folder or pass another {flag} folder",
+            "{}: this work folder's candidates were built by an older onnx-compress ({}), which built some of them differently; delete the folder or pass another {flag} folder",
             path.display(),
             differences(&h.settings, settings)
         ),
@@ -387,7 +388,7 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(
-            e.contains("built by an older onnx-compress (builds: 0 → 1)") && e.contains("delete"),
+            e.contains("built by an older onnx-compress (builds: 0 → 2)") && e.contains("delete"),
             "{e}"
         );
         // The user's columns choose which texts and labels are read: another column is refused.

@@ -35,7 +35,8 @@ pub enum Strategy {
 }
 
 /// Recorded (history, reports) with only the options that apply: `seed` for random scores,
-/// `per_layer` for calibrated pruning, `max_ffn_fraction` with `target_macs`.
+/// `per_layer` for calibrated pruning, `max_ffn_fraction` where calibrated pruning places the
+/// neurons across layers (a MAC budget, or model-wide counts).
 #[derive(Debug, Clone)]
 pub struct PruneOptions {
     /// Fraction of heads to remove per layer, in [0, 1).
@@ -130,7 +131,8 @@ impl Serialize for PruneOptions {
             seed: (self.strategy == Strategy::Random).then_some(self.seed),
             seq_len: self.seq_len,
             target_macs: self.target_macs,
-            max_ffn_fraction: self.target_macs.map(|_| self.max_ffn_fraction),
+            max_ffn_fraction: (self.strategy == Strategy::Obs && (self.target_macs.is_some() || !self.per_layer))
+                .then_some(self.max_ffn_fraction),
             per_layer: (self.strategy == Strategy::Obs).then_some(self.per_layer),
             ffn_multiple_of: self.ffn_multiple_of,
             remove_heads: &self.remove_heads,
