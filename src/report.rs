@@ -637,7 +637,7 @@ pub fn quantize_text(r: &crate::passes::quantize::QuantizeReport, output: &std::
         r.weight_bytes_before,
         r.weight_bytes_after,
         100.0 * r.weight_bytes_after as f64 / r.weight_bytes_before.max(1) as f64,
-        r.seconds + r.calibration_seconds,
+        r.seconds,
         // As prune and lowrank say theirs: the total, then the calibration runs in it.
         if r.calibration_seconds > 0.0 {
             format!(" (calibration {:.1} s)", r.calibration_seconds)

@@ -24,7 +24,7 @@ pub enum GlueError {
     },
 
     /// A split that is not a file name of the task folder (empty, or a path).
-    #[error("split \"{split}\" is not a file name of the {task} folder: name one, e.g. dev, train or test (read as <split>.tsv); for another file pass --data FILE")]
+    #[error("split \"{split}\" is not a file name of the {task} folder: name one, e.g. dev, train or test (read as <split>.tsv); for another file, name the file itself (--data FILE, or data.file in a recipe)")]
     BadSplit { task: Task, split: String },
 
     /// The file could not be read.

@@ -143,12 +143,12 @@ impl Task {
     /// dir name (e.g. `sst-2/dev.tsv`), then, where `data_dir` is the task's own folder
     /// (`glue/sst2`), `<data_dir>/<split>.tsv`. For MNLI the split `dev` means `dev_matched`.
     /// The error lists every path tried.
-    pub fn data_file(&self, data_dir: &Path, split: &str) -> Result<PathBuf, GlueError> {
-        let split = split_name(split);
+    pub fn data_file(&self, data_dir: &Path, given: &str) -> Result<PathBuf, GlueError> {
+        let split = split_name(given);
         if split.trim().is_empty() || split.contains(['/', '\\']) {
             return Err(GlueError::BadSplit {
                 task: *self,
-                split: split.to_string(),
+                split: given.to_string(),
             });
         }
         let split_file = if *self == Task::Mnli && split == "dev" {

@@ -51,11 +51,12 @@ pub fn discover(model: &ModelProto) -> R<Transformer> {
     })
 }
 
-/// Whether the output of node `i` (an attention's Softmax) reaches a MatMul within a few nodes
-/// (through the SDPA guard's IsNaN/Where, a Cast or Dropout), as attention probabilities do.
+/// Whether the output of node `i` (an attention's Softmax) reaches a MatMul within six nodes
+/// (through the SDPA guard's IsNaN/Where, a Cast, Dropout or Reshape; as far as discovery walks
+/// back from a Softmax to its scores), as attention probabilities do.
 fn weighs_values(ix: &GraphIndex, i: usize) -> bool {
     let mut frontier = vec![i];
-    for _ in 0..4 {
+    for _ in 0..6 {
         let next: Vec<usize> = frontier
             .iter()
             .flat_map(|&n| ix.node(n).output.iter())
