@@ -110,8 +110,10 @@ impl Journal {
     /// settings (`flag` names the folder's flag in the error). A last line cut short by an
     /// interruption is ignored.
     pub fn open(work: &Path, settings: &Settings, job: Option<&str>, flag: &str) -> Result<Journal> {
-        std::fs::create_dir_all(work)
-            .with_context(|| format!("{flag} {}: cannot create the folder", work.display()))?;
+        std::fs::create_dir_all(work).with_context(|| {
+            let flag = if flag == "--only" { "--work" } else { flag };
+            format!("{flag} {}: cannot create the folder", work.display())
+        })?;
         let path = match job {
             None => work.join(FILE),
             Some(id) => {
@@ -201,10 +203,13 @@ pub fn check_folder(work: &Path, settings: &Settings, flag: &str) -> Result<()> 
 }
 
 /// Refuses a journal whose first line is not a header of these settings; `flag` names the folder
-/// (`--work`, `--plan`, `--collect`).
+/// (`--work`, `--plan`, `--collect`), or is `--only` for a plan's job.
 fn check_header(path: &Path, first: Option<&str>, settings: &Settings, flag: &str) -> Result<()> {
     // A plan's results are collected with the plan's settings: the folder is not to be replaced.
     let collect = "collect with the settings the plan was made with (its collect.sh runs that command)";
+    // A job of a plan (`--only`) names its folder with --work.
+    let job = flag == "--only";
+    let flag = if job { "--work" } else { flag };
     match first.map(serde_json::from_str::<Header>) {
         Some(Ok(h)) if h.settings == *settings => Ok(()),
         Some(Ok(h)) if h.settings.builds != settings.builds => bail!(
@@ -214,6 +219,12 @@ fn check_header(path: &Path, first: Option<&str>, settings: &Settings, flag: &st
         ),
         Some(Ok(h)) if h.settings != *settings && flag == "--collect" => bail!(
             "{}: this plan's jobs ran with other settings ({}); {collect}",
+            path.display(),
+            differences(&h.settings, settings)
+        ),
+        // A job of a plan (--only): the folder holds the plan's other results.
+        Some(Ok(h)) if h.settings != *settings && job => bail!(
+            "{}: this plan's folder holds jobs of other settings ({}); run the job with the plan's settings (its line in jobs.txt)",
             path.display(),
             differences(&h.settings, settings)
         ),
@@ -368,6 +379,12 @@ mod tests {
         .unwrap()
         .to_string();
         assert!(e.contains("batch_size: null → 8"), "{e}");
+        // A plan's job under other settings: run it as the plan says, not in another folder.
+        let e = Journal::open(dir.path(), &settings(3), Some("p0.60"), "--only")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("its line in jobs.txt") && !e.contains("delete"), "{e}");
         // Collecting a plan's results with other settings: collect with the plan's, not another
         // folder (the plan's results are in this one).
         let e = Journal::open(dir.path(), &settings(3), None, "--collect")

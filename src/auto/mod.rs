@@ -822,7 +822,11 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
         Mode::Only(id) => Some(id.as_str()),
         _ => None,
     };
-    let flag = if o.mode == Mode::Collect { "--collect" } else { "--work" };
+    let flag = match o.mode {
+        Mode::Collect => "--collect",
+        Mode::Only(_) => "--only",
+        Mode::Search => "--work",
+    };
     let journal = Journal::open(&o.work, &settings, job, flag)?;
     (ui.line)(&match &o.selection_data {
         None => format!(
