@@ -361,6 +361,18 @@ struct Curve {
     unit_macs: u64,
 }
 
+impl Curve {
+    /// The cost of taking unit `n` (0 for a negative estimate).
+    fn cost(&self, n: usize) -> f64 {
+        self.costs[n].max(0.0)
+    }
+
+    /// [`Curve::cost`] per MAC it saves.
+    fn per_mac(&self, n: usize) -> f64 {
+        self.cost(n) / self.unit_macs as f64
+    }
+}
+
 /// Per layer: the attention's and the FFN's statistics (`None` for a block that is gone).
 type LayerStats = (Option<Stats>, Option<Stats>);
 
@@ -736,8 +748,8 @@ fn take_macs(
     (goal, far): (f64, f64),
     skip: Option<usize>,
 ) -> Option<f64> {
-    let cost = |i: usize, n: usize| curves[i].costs[n].max(0.0);
-    let per_mac = |i: usize, n: usize| cost(i, n) / curves[i].unit_macs as f64;
+    let cost = |i: usize, n: usize| curves[i].cost(n);
+    let per_mac = |i: usize, n: usize| curves[i].per_mac(n);
     let mut total = 0.0;
     while *macs > goal {
         let i = (0..curves.len())
@@ -763,7 +775,7 @@ fn take_macs(
 /// taken unit): the greedy takes whole units, and a coarse one taken late (a head) can leave room
 /// under the goal for finer ones taken before it, which were removed for nothing.
 fn give_back(curves: &[Curve], taken: &mut [usize], macs: &mut f64, goal: f64) {
-    let per_mac = |i: usize, n: usize| curves[i].costs[n].max(0.0) / curves[i].unit_macs as f64;
+    let per_mac = |i: usize, n: usize| curves[i].per_mac(n);
     while let Some(i) = (0..curves.len())
         .filter(|&i| taken[i] > 0 && *macs + curves[i].unit_macs as f64 <= goal)
         .max_by(|&i, &j| per_mac(i, taken[i] - 1).total_cmp(&per_mac(j, taken[j] - 1)))
