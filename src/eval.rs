@@ -690,6 +690,12 @@ pub struct InputLimits {
 /// counted from the padding index (RoBERTa's: ids from `CumSum` of the mask, plus 1) take as many
 /// fewer tokens as the table's first rows they skip.
 pub fn input_limits(proto: &onnx::ModelProto) -> InputLimits {
+    input_limits_of(proto, crate::structure::discover(proto).ok().as_ref())
+}
+
+/// [`input_limits`] of a model mapped already (`mapped`: its transformer; `None` where it is not
+/// mapped).
+pub fn input_limits_of(proto: &onnx::ModelProto, mapped: Option<&crate::structure::Transformer>) -> InputLimits {
     let Some(graph) = proto.graph.as_ref() else {
         return InputLimits {
             positions: None,
@@ -698,7 +704,7 @@ pub fn input_limits(proto: &onnx::ModelProto) -> InputLimits {
     };
     let ix = onnx::GraphIndex::new(graph);
     let usable = |rows: usize, gather: &onnx::NodeProto| rows.saturating_sub(position_offset(&ix, gather));
-    if let Ok(t) = crate::structure::discover(proto) {
+    if let Some(t) = mapped {
         return InputLimits {
             positions: t
                 .embeddings
@@ -726,6 +732,14 @@ pub fn input_limits(proto: &onnx::ModelProto) -> InputLimits {
             .max(),
         vocabulary: tables.iter().find(|(_, by, _)| *by == "input_ids").map(|t| t.2),
     }
+}
+
+/// Where MACs counted at `seq_len` tokens are of inputs longer than the model's `positions`:
+/// what to say of the count (every command counting MACs says it the same way).
+pub fn past_positions(positions: Option<usize>, seq_len: usize) -> Option<String> {
+    positions
+        .filter(|&p| seq_len > p)
+        .map(|p| format!("past the model's {p} positions: it cannot run that long"))
 }
 
 /// Rows of a position table that no input length reaches: where the position ids are a running

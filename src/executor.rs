@@ -237,30 +237,36 @@ fn under_budget_note(label: &str, pass: &Pass, report: &PassReport) -> Option<St
         .then(|| format!("{label}: the MAC budget {target} ended at {reached:.3} of the MACs, under it: {why}"))
 }
 
-/// A note where a step counts MACs at a `--seq-len` past the positions of `model` (its input):
-/// the counts (and a `--target-macs` budget) are of inputs the model cannot take.
-fn past_positions_note(label: &str, pass: &Pass, model: &ModelProto) -> Option<String> {
+/// A note where a step counts MACs at a `--seq-len` past the positions of `model` (its input,
+/// `mapped` its transformer): the counts (and a `--target-macs` budget) are of inputs the model
+/// cannot take.
+fn past_positions_note(
+    label: &str,
+    pass: &Pass,
+    model: &ModelProto,
+    mapped: Option<&structure::Transformer>,
+) -> Option<String> {
     let seq_len = match pass {
         Pass::Prune(o) => o.seq_len,
         Pass::Lowrank(o) => o.seq_len,
         _ => return None,
     };
-    let positions = crate::eval::input_limits(model).positions?;
-    (seq_len > positions).then(|| {
-        format!("{label}: MACs are counted at {seq_len} tokens, past the model's {positions} positions: it cannot run that long")
-    })
+    let positions = crate::eval::input_limits_of(model, mapped).positions;
+    crate::eval::past_positions(positions, seq_len)
+        .map(|why| format!("{label}: MACs are counted at {seq_len} tokens, {why}"))
 }
 
 /// A note where a low-rank step selects the query, key and value projections of layers that
-/// ONNX Runtime's optimizer packed into one fused `Attention` op: those are not factorized.
-fn packed_qkv_note(label: &str, pass: &Pass, model: &ModelProto) -> Option<String> {
+/// ONNX Runtime's optimizer packed into one fused `Attention` op (of `mapped`, the step's input):
+/// those are not factorized.
+fn packed_qkv_note(label: &str, pass: &Pass, mapped: Option<&structure::Transformer>) -> Option<String> {
     let Pass::Lowrank(o) = pass else {
         return None;
     };
     if !o.apply_to.selects(crate::passes::lowrank::Role::Query) {
         return None;
     }
-    let t = structure::discover(model).ok()?;
+    let t = mapped?;
     let packed: Vec<String> = t
         .layers
         .iter()
@@ -353,9 +359,12 @@ pub fn weight_elements(model: &ModelProto) -> usize {
 
 /// Encoder MACs per sequence of [`MAC_SEQ_LEN`] tokens, when the transformer can be mapped.
 pub fn encoder_macs(model: &ModelProto) -> Option<u64> {
-    structure::discover(model)
-        .ok()
-        .map(|t| structure::macs_per_sequence(&t, MAC_SEQ_LEN).0)
+    structure::discover(model).ok().map(|t| mapped_macs(&t))
+}
+
+/// [`encoder_macs`] of a mapped transformer.
+fn mapped_macs(t: &structure::Transformer) -> u64 {
+    structure::macs_per_sequence(t, MAC_SEQ_LEN).0
 }
 
 /// Runs `plan` on the model at `input`: validates, reads, calibrates (when a step needs it),
@@ -412,7 +421,9 @@ pub fn execute(
         Some(names) => history::embed_labels(&mut model, names)?,
         None => input_notes.extend(history::carry_labels(&mut model, input)?),
     }
-    let encoder_macs_before = encoder_macs(&model);
+    // The transformer of each step's input, mapped once (the notes and the MACs read it).
+    let mut mapped = structure::discover(&model).ok();
+    let encoder_macs_before = mapped.as_ref().map(mapped_macs);
 
     // What the first pass refuses on sight (a model quantized already), before calibration.
     if let Some(first) = plan.steps.first() {
@@ -492,8 +503,8 @@ pub fn execute(
             })
             .with_context(|| input.display().to_string())?;
         let seconds = t.elapsed().as_secs_f64();
-        notes.extend(past_positions_note(&step.label, &step.pass, &model));
-        notes.extend(packed_qkv_note(&step.label, &step.pass, &model));
+        notes.extend(past_positions_note(&step.label, &step.pass, &model, mapped.as_ref()));
+        notes.extend(packed_qkv_note(&step.label, &step.pass, mapped.as_ref()));
         notes.extend(under_budget_note(&step.label, &step.pass, &applied.report));
         let mut out = applied.model;
         stage(&format!("{}: checking the model", step.label));
@@ -508,12 +519,15 @@ pub fn execute(
         let params = applied
             .params
             .or_else(|| Some((weight_elements(&model), weight_elements(&out))));
-        let step_macs = macs.map(|m| (m, encoder_macs(&out).unwrap_or(m)));
+        mapped = structure::discover(&out).ok();
+        let after = mapped.as_ref().map(mapped_macs);
+        let step_macs = macs.map(|m| (m, after.unwrap_or(m)));
+        // (The history is metadata: the graph `mapped` indexes stays as it is.)
         history::record(&mut out, step.pass.name(), options.clone(), params, step_macs)
             .map_err(|e| anyhow!(e))
             .with_context(|| input.display().to_string())?;
-        if let Some(x) = encoder_macs(&out) {
-            macs = Some(x);
+        if after.is_some() {
+            macs = after;
         }
         steps.push(StepOutcome {
             label: step.label.clone(),

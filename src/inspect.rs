@@ -252,7 +252,7 @@ pub fn summarize(
         })
         .collect();
     Ok(ModelSummary {
-        positions: crate::eval::input_limits(model).positions,
+        positions: crate::eval::input_limits_of(model, t.as_ref()).positions,
         architecture: t.as_ref().map(|t| architecture(t).1),
         family: t.as_ref().map(|t| architecture(t).0),
         path: path.to_path_buf(),

@@ -120,10 +120,7 @@ pub fn inspect_text(s: &ModelSummary) -> String {
             o,
             "MACs         per sequence of {} tokens{}: encoder {}, head {}",
             s.seq_len,
-            match s.positions {
-                Some(p) if s.seq_len > p => format!(" (past the model's {p} positions: it cannot run that long)"),
-                _ => String::new(),
-            },
+            crate::eval::past_positions(s.positions, s.seq_len).map_or(String::new(), |w| format!(" ({w})")),
             human(s.encoder_macs.unwrap_or(0) as f64),
             human(s.head_macs.unwrap_or(0) as f64)
         );

@@ -211,15 +211,9 @@ pub fn sensitivity(
         .chain(capped_note(&pruning))
         .chain(packed_note(&t, opts.int8))
         .chain(
-            crate::eval::input_limits(model)
-                .positions
-                .filter(|&p| !pruning.is_empty() && opts.seq_len > p)
-                .map(|p| {
-                    format!(
-                        "MACs saved are counted at {} tokens, past the model's {p} positions: it cannot run that long (--seq-len)",
-                        opts.seq_len
-                    )
-                }),
+            crate::eval::past_positions(crate::eval::input_limits_of(model, Some(&t)).positions, opts.seq_len)
+                .filter(|_| !pruning.is_empty())
+                .map(|w| format!("MACs saved are counted at {} tokens, {w} (--seq-len)", opts.seq_len)),
         )
         .collect();
     // The fractions measured (none when pruning was not).
