@@ -634,7 +634,8 @@ fn broken_inputs_are_named_as_the_input() {
 // Versions
 // ---------------------------------------------------------------------------------------------
 
-/// Documented behaviour for an opset from the future (ai.onnx 99): `inspect` shows it;
+/// Documented behaviour for an opset from the future (ai.onnx 99; 29, the first past the 28 the
+/// tool knows, is refused by the passes alike): `inspect` shows it;
 /// `convert` refuses to write it, since ONNX Runtime cannot load it; `prune`, `lowrank` and
 /// `quantize` refuse to rewrite operators they may not understand; `eval` passes ONNX Runtime's refusal on as one line.
 #[test]
@@ -681,6 +682,38 @@ fn an_opset_from_the_future() {
         assert_clean_error(what, &o, &[s(&model), "opset ai.onnx 99", "newer"]);
         assert_eq!(snapshot(case.dir.path()), before);
     }
+    // The bound is the newest opset the tool knows: one past it is refused, it is not.
+    let opset = |v: i64| {
+        let mut m = tiny();
+        for o in &mut m.opset_import {
+            if o.domain().is_empty() {
+                o.version = Some(v);
+            }
+        }
+        m
+    };
+    let next = Case::new(&opset(29).encode_to_vec());
+    let o = next.run(&[
+        "prune",
+        "--heads",
+        "0.25",
+        s(&next.path("bad.onnx")),
+        s(&next.path("out.onnx")),
+    ]);
+    assert_clean_error("prune opset 29", &o, &["opset ai.onnx 29", "newer"]);
+    let known = Case::new(&opset(28).encode_to_vec());
+    let o = known.run(&[
+        "prune",
+        "--heads",
+        "0.25",
+        s(&known.path("bad.onnx")),
+        s(&known.path("out.onnx")),
+    ]);
+    assert!(
+        !text(&o.stderr).contains("newer"),
+        "opset 28 is known: {}",
+        text(&o.stderr)
+    );
 
     if have_ort("eval of an opset-99 model") {
         let o = case.run(&[

@@ -210,3 +210,8 @@ fn convert_stopped_by_sigterm_mid_write_leaves_no_temporary() {
 fn convert_interrupted_mid_write_of_external_data_leaves_no_temporary() {
     run_and_check(true, false, libc::SIGINT);
 }
+
+#[test]
+fn convert_hung_up_mid_write_leaves_no_temporary() {
+    run_and_check(false, false, libc::SIGHUP);
+}

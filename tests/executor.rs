@@ -502,8 +502,7 @@ fn progress_on_a_terminal_is_a_spinner_that_clears() {
     let Some((model, train)) = sst2_model_and_train("progress on a terminal") else {
         return;
     };
-    if std::process::Command::new("script").arg("--version").output().is_err() {
-        eprintln!("SKIP: util-linux `script` is not installed (progress on a terminal)");
+    if !common::have_tool("script", "util-linux `script`: progress on a terminal") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

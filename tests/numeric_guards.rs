@@ -69,15 +69,19 @@ struct Poisoned {
     value: String,
     poison: Poison,
     nan_logits: bool,
+    /// Captures of `value` replaced so far (a test whose value is never captured poisons nothing).
+    replaced: usize,
 }
 
 impl Calibrator for Poisoned {
     fn capture(&mut self, model: &ModelProto, values: &[String], sink: &mut Sink) -> Result<(), PassError> {
         let target = values.iter().position(|v| *v == self.value);
         let poison = self.poison;
-        self.inner.capture(model, values, &mut |tokens, vals| {
+        let mut replaced = 0;
+        let r = self.inner.capture(model, values, &mut |tokens, vals| {
             let mut owned = vals.to_vec();
             if let Some(i) = target {
+                replaced += 1;
                 for (k, x) in owned[i].0.iter_mut().enumerate() {
                     *x = match poison {
                         Poison::Zero => 0.0,
@@ -89,7 +93,9 @@ impl Calibrator for Poisoned {
                 }
             }
             sink(tokens, &owned)
-        })
+        });
+        self.replaced += replaced;
+        r
     }
 
     fn logits(&mut self, model: &ModelProto) -> Result<(Vec<f32>, usize), PassError> {
@@ -115,6 +121,7 @@ fn poisoned(value: &str, poison: Poison) -> Poisoned {
         value: value.to_string(),
         poison,
         nan_logits: false,
+        replaced: 0,
     }
 }
 
@@ -173,8 +180,10 @@ fn singular_gram_matrices_give_finite_weights() {
     let (act, ctx) = block_inputs(&m, 1);
     for poison in [Poison::Zero, Poison::Constant] {
         for value in [&act, &ctx] {
-            let (out, _) = prune::prune_calibrated(&m, &per_layer(0.25, 0.25), &mut poisoned(value, poison))
+            let mut c = poisoned(value, poison);
+            let (out, _) = prune::prune_calibrated(&m, &per_layer(0.25, 0.25), &mut c)
                 .unwrap_or_else(|e| panic!("{poison:?} {value}: {e}"));
+            assert!(c.replaced > 0, "{poison:?}: the pass never captured {value}");
             assert_all_finite(&out);
             let t = discover(&out).unwrap();
             assert_eq!(

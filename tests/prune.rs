@@ -1037,7 +1037,11 @@ fn the_binary_refuses_bad_prune_commands_without_writing() {
         .arg(&input)
         .output()
         .unwrap();
-    one_error_line(&out, "prune IN IN");
+    let line = one_error_line(&out, "prune IN IN");
+    assert!(
+        line.contains("it is the input model; choose another output path"),
+        "{line}"
+    );
     assert_eq!(
         std::fs::read(&input).unwrap(),
         original,
@@ -1051,7 +1055,11 @@ fn the_binary_refuses_bad_prune_commands_without_writing() {
         .arg(&other)
         .output()
         .unwrap();
-    one_error_line(&out, "prune IN ./IN");
+    let line = one_error_line(&out, "prune IN ./IN");
+    assert!(
+        line.contains("it is the input model; choose another output path"),
+        "{line}"
+    );
     assert_eq!(
         std::fs::read(&input).unwrap(),
         original,

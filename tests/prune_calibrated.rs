@@ -197,8 +197,8 @@ fn captured_values_do_not_depend_on_where_the_graph_is_cut() {
     // Alone, layer 0's value is captured from the graph cut after it; asked beside the last
     // layer's output, from the graph through every layer. The same arithmetic either way.
     let (cut, whole) = (collect(std::slice::from_ref(&early)), collect(&[early, late]));
-    assert_eq!(cut.len(), whole.len());
-    let worst = cut.iter().zip(&whole).fold(0f32, |w, (a, b)| w.max((a - b).abs()));
+    assert!(!cut.is_empty() && cut.len() == whole.len());
+    let worst = common::max_diff(&cut, &whole);
     assert!(worst <= 1e-6, "captured values differ by {worst}");
 }
 

@@ -38,11 +38,22 @@ fn source_date_epoch_makes_two_runs_write_the_same_bytes() {
     let h = history::history(&onnx::load(&a).unwrap()).unwrap();
     assert_eq!(h.last().unwrap().time, "2023-11-14T22:13:20Z");
 
-    // Without it the time is now (this test cannot run in 2023).
-    let c = dir.path().join("c.onnx");
-    prune(&input, &c, None);
-    let h = history::history(&onnx::load(&c).unwrap()).unwrap();
-    assert_ne!(h.last().unwrap().time, "2023-11-14T22:13:20Z");
+    // Without it the time is now (this test cannot run in 2023); set empty, it is unset.
+    for (name, epoch) in [("c.onnx", None), ("d.onnx", Some(""))] {
+        let c = dir.path().join(name);
+        prune(&input, &c, epoch);
+        let h = history::history(&onnx::load(&c).unwrap()).unwrap();
+        let time = &h.last().unwrap().time;
+        assert!(
+            time.starts_with("20") && time != "2023-11-14T22:13:20Z",
+            "{epoch:?}: {time}"
+        );
+    }
+    // The last second a four-digit year writes is taken.
+    let e = dir.path().join("e.onnx");
+    prune(&input, &e, Some("253402300799"));
+    let h = history::history(&onnx::load(&e).unwrap()).unwrap();
+    assert_eq!(h.last().unwrap().time, "9999-12-31T23:59:59Z");
 }
 
 /// A `SOURCE_DATE_EPOCH` that is not a time is refused, not ignored (the outputs would not be
@@ -53,7 +64,8 @@ fn a_source_date_epoch_that_is_not_a_time_is_refused() {
     let input = dir.path().join("in.onnx");
     onnx::save(&tiny_bert(&SynthOptions::default()), &input, &SaveOptions::default()).unwrap();
     let out = dir.path().join("out.onnx");
-    for bad in ["abc", "-5", "1.5", "99999999999999999999"] {
+    // (253402300800: the first second of year 10000, which a four-digit year cannot write.)
+    for bad in ["abc", "-5", "1.5", "99999999999999999999", "253402300800"] {
         let o = Command::cargo_bin("onnx-compress")
             .unwrap()
             .args(["prune", "--heads", "0.5"])

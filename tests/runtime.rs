@@ -16,8 +16,9 @@ fn logits(m: &ModelProto) -> Vec<f32> {
     logits_2x2(m, &sample_batch(), "synthetic model")
 }
 
+/// Same length, and every pair within `tol` (a NaN is never within it).
 fn close(a: &[f32], b: &[f32], tol: f32) -> bool {
-    a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol)
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol)
 }
 
 #[test]
@@ -30,6 +31,7 @@ fn every_shape_layout_computes_the_same_logits() {
         ShapeStyle::ConcatExplicit,
         ShapeStyle::SharedInitializer,
         ShapeStyle::ConstantPerReshape,
+        ShapeStyle::ShapeSlices,
     ] {
         let l = logits(&tiny_bert(&SynthOptions {
             shapes,
@@ -43,6 +45,12 @@ fn every_shape_layout_computes_the_same_logits() {
         ..Default::default()
     }));
     assert!(close(&base, &aliased, 1e-5));
+    // The guard after SDPA's softmax changes nothing where no row is fully masked.
+    let guarded = logits(&tiny_bert(&SynthOptions {
+        nan_guard: true,
+        ..Default::default()
+    }));
+    assert!(close(&base, &guarded, 1e-5), "{base:?} vs {guarded:?}");
     // The Gelu op (opset 20) is the exact erf form.
     let gelu_op = logits(&tiny_bert(&SynthOptions {
         gelu: GeluStyle::Op,

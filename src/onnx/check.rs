@@ -334,5 +334,11 @@ mod tests {
         assert!(check_tensor(&e).is_ok());
         e.dims = vec![1 << 20, 1 << 20];
         assert!(check_tensor(&e).unwrap_err().contains("absurdly large"));
+        // The bound is 2^34 elements: that many are claimed, one pair more is refused.
+        e.dims = vec![1 << 17, 1 << 17];
+        assert_eq!(crate::onnx::tensor::numel(&e).unwrap(), 1 << 34);
+        assert!(check_tensor(&e).is_ok());
+        e.dims = vec![2, (1 << 33) + 1];
+        assert!(check_tensor(&e).unwrap_err().contains("absurdly large"));
     }
 }

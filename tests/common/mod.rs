@@ -30,12 +30,10 @@ pub fn in_ci() -> bool {
 /// (`vpmaddubsw`) each pair of products is summed in 16 bits first and saturates (ONNX Runtime's
 /// quantization docs: use `reduce_range` or U8U8 on such machines). The CPUs this project runs on
 /// vary (README, Results), so integer bars hold with VNNI, and looser bars, measured and
-/// written next to each, hold without.
+/// written next to each, hold without. VNNI is AVX-512 VNNI or AVX-VNNI, as the tool itself
+/// reads it ([`runtime::u8s8_saturates`]).
 pub fn vnni() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx512vnni");
-    #[cfg(not(target_arch = "x86_64"))]
-    return true;
+    !runtime::u8s8_saturates()
 }
 
 /// Whether the project-local ONNX Runtime is installed (for tests that only run the binary).
@@ -53,6 +51,19 @@ pub fn have_ort(what: &str) -> bool {
         "SKIP: {} not found; run `make setup` ({what})",
         lib.display()
     );
+    false
+}
+
+/// Whether the program `name` runs here (`name --version`). When it does not: panics under
+/// `CI=true` (CI must have it), otherwise prints a visible `SKIP:` line.
+pub fn have_tool(name: &str, what: &str) -> bool {
+    if std::process::Command::new(name).arg("--version").output().is_ok() {
+        return true;
+    }
+    if in_ci() {
+        panic!("`{name}` is not installed: CI must have it ({what})");
+    }
+    let _ = writeln!(std::io::stderr(), "SKIP: `{name}` is not installed ({what})");
     false
 }
 
@@ -139,9 +150,13 @@ pub fn optimized(m: &ModelProto) -> ModelProto {
     onnx_compress::onnx::load(&opt).unwrap()
 }
 
+/// A NaN on either side counts as an infinite difference (`f32::max` would skip it).
 pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) })
 }
 
 /// ONNX Runtime's calibrator over `batches` random batches drawn with `seed`.
