@@ -37,7 +37,9 @@ fn replot() -> Result<()> {
     let rows: Vec<Row> = serde_json::from_value(json["rows"].clone()).context("results.json: rows")?;
     let dataset = bench::dataset(task, data_file.as_deref());
     std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
-    for f in bench::write_charts(&bench::charts_of(&dataset, date, &rows), &out)? {
+    let mut files = vec![];
+    bench::write_charts(&bench::charts_of(&dataset, date, &rows), &out, &mut files)?;
+    for f in files {
         println!("wrote {}", f.display());
     }
     Ok(())

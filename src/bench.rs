@@ -384,24 +384,17 @@ pub fn charts_of(dataset: &str, date: &str, rows: &[Row]) -> Vec<(String, Chart)
 
 /// Writes results.md, results.csv, results.json and the charts (SVG + PNG) into `dir`.
 pub fn write(b: &BenchReport, dir: &Path) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir).with_context(|| format!("--out {}", dir.display()))?;
-    let mut files = vec![];
-    for (name, text) in [
+    let texts = [
         ("results.md", markdown(b)),
         ("results.csv", csv(b)),
         ("results.json", serde_json::to_string_pretty(b)? + "\n"),
-    ] {
-        let p = dir.join(name);
-        crate::onnx::io::write_text(&p, &text)?;
-        files.push(p);
-    }
-    files.extend(write_charts(&charts(b), dir)?);
-    Ok(files)
+    ];
+    chart::write_results(dir, &texts, &|files| write_charts(&charts(b), dir, files))
 }
 
-/// Writes each chart with points as `<stem>.svg` and `<stem>.png` into `dir`.
-pub fn write_charts(charts: &[(String, Chart)], dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut files = vec![];
+/// Writes each chart with points as `<stem>.svg` and `<stem>.png` into `dir`, adding each file
+/// to `files`.
+pub fn write_charts(charts: &[(String, Chart)], dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
     for (stem, c) in charts {
         if c.points.is_empty() {
             // No chart of this run: none of an earlier one is left to be read as its.
@@ -413,9 +406,9 @@ pub fn write_charts(charts: &[(String, Chart)], dir: &Path) -> Result<Vec<PathBu
             }
             continue;
         }
-        files.extend(chart::write(c, dir, stem).map_err(anyhow::Error::msg)?);
+        chart::write(c, dir, stem, files).map_err(anyhow::Error::msg)?;
     }
-    Ok(files)
+    Ok(())
 }
 
 /// Runs every recipe (all of task `task`, or all on the user's file `data_file`) and collects the

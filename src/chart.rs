@@ -231,43 +231,86 @@ fn draw_any<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &Drawing) -> Re
     }
 }
 
-/// Writes `<stem>.svg` and `<stem>.png` in `dir` (each written beside its final name, then
-/// renamed into place).
-fn write_files(d: &Drawing, dir: &Path, stem: &str) -> Result<Vec<std::path::PathBuf>, String> {
+/// Writes `<stem>.svg` and `<stem>.png` in `dir`: each drawn in memory, then written as every
+/// file is ([`crate::onnx::io::write_bytes`]: beside its final name, then renamed into place).
+/// Each file written is added to `written` (on an error too: those before it).
+fn write_files(d: &Drawing, dir: &Path, stem: &str, written: &mut Vec<std::path::PathBuf>) -> Result<(), String> {
     register_font();
-    let size = (960, 640);
-    let mut written = vec![];
-    for ext in ["svg", "png"] {
+    let (w, h) = (960u32, 640u32);
+    let mut svg = String::new();
+    draw_any(SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area(), d)
+        .map_err(|e| format!("{stem}.svg: {e}"))?;
+    let mut rgb = vec![0u8; (w * h * 3) as usize];
+    draw_any(BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area(), d)
+        .map_err(|e| format!("{stem}.png: {e}"))?;
+    let png = png_bytes(&rgb, (w, h)).map_err(|e| format!("{stem}.png: {e}"))?;
+    for (ext, bytes) in [("svg", svg.as_bytes()), ("png", png.as_slice())] {
         let fin = dir.join(format!("{stem}.{ext}"));
-        let tmp = dir.join(format!(".{stem}.tmp.{ext}"));
-        let r = if ext == "svg" {
-            draw_any(SVGBackend::new(&tmp, size).into_drawing_area(), d)
-        } else {
-            draw_any(BitMapBackend::new(&tmp, size).into_drawing_area(), d)
-        };
-        if let Err(e) = r.and_then(|_| std::fs::rename(&tmp, &fin).map_err(|e| e.to_string())) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(format!("{}: {e}", fin.display()));
-        }
+        crate::onnx::io::write_bytes(&fin, bytes).map_err(|e| e.to_string())?;
         written.push(fin);
     }
-    Ok(written)
+    Ok(())
 }
 
-/// Writes `chart` as `<stem>.svg` and `<stem>.png` in `dir`.
-pub fn write(chart: &Chart, dir: &Path, stem: &str) -> Result<Vec<std::path::PathBuf>, String> {
+/// An RGB image (8 bits a channel, rows top down) as PNG.
+fn png_bytes(rgb: &[u8], (w, h): (u32, u32)) -> Result<Vec<u8>, png::EncodingError> {
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, w, h);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header()?;
+    writer.write_image_data(rgb)?;
+    writer.finish()?;
+    Ok(out)
+}
+
+/// Writes `chart` as `<stem>.svg` and `<stem>.png` in `dir`, adding each to `written`.
+pub fn write(chart: &Chart, dir: &Path, stem: &str, written: &mut Vec<std::path::PathBuf>) -> Result<(), String> {
     if chart.points.is_empty() {
         return Err(format!("chart '{stem}': no points"));
     }
-    write_files(&Drawing::Pareto(chart), dir, stem)
+    write_files(&Drawing::Pareto(chart), dir, stem, written)
 }
 
-/// Writes `lines` as `<stem>.svg` and `<stem>.png` in `dir`.
-pub fn write_lines(lines: &Lines, dir: &Path, stem: &str) -> Result<Vec<std::path::PathBuf>, String> {
+/// Writes `lines` as `<stem>.svg` and `<stem>.png` in `dir`, adding each to `written`.
+pub fn write_lines(lines: &Lines, dir: &Path, stem: &str, written: &mut Vec<std::path::PathBuf>) -> Result<(), String> {
     if lines.series.iter().all(|(_, p)| p.is_empty()) {
         return Err(format!("chart '{stem}': no points"));
     }
-    write_files(&Drawing::Lines(lines), dir, stem)
+    write_files(&Drawing::Lines(lines), dir, stem, written)
+}
+
+/// Writes each of `texts` (a file name in `dir` and its text), then `charts` (each adding its
+/// files to the list it is given), into the folder `dir` (made when missing): the files
+/// written, or an error that names those written before it.
+pub fn write_results(
+    dir: &Path,
+    texts: &[(&str, String)],
+    charts: &dyn Fn(&mut Vec<std::path::PathBuf>) -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    use anyhow::Context;
+    std::fs::create_dir_all(dir).with_context(|| format!("--out {}", dir.display()))?;
+    let mut files = vec![];
+    let mut each = || -> anyhow::Result<()> {
+        for (name, text) in texts {
+            let p = dir.join(name);
+            crate::onnx::io::write_text(&p, text)?;
+            files.push(p);
+        }
+        charts(&mut files)
+    };
+    match each() {
+        Ok(()) => Ok(files),
+        Err(e) if files.is_empty() => Err(e),
+        Err(e) => Err(anyhow::anyhow!(
+            "{e:#} (written before it: {})",
+            files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -311,7 +354,8 @@ mod tests {
                 p(180.0, 0.905),
             ],
         };
-        let files = write(&chart, dir.path(), "pareto").unwrap();
+        let mut files = vec![];
+        write(&chart, dir.path(), "pareto", &mut files).unwrap();
         assert_eq!(files.len(), 2);
         let svg = std::fs::read_to_string(&files[0]).unwrap();
         assert!(svg.contains("<svg") && svg.contains("Pareto front") && svg.contains("180,0.905"));

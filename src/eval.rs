@@ -25,6 +25,17 @@ pub enum EvalData {
     File(data::Source),
 }
 
+impl EvalData {
+    /// The file read for `task`: the data file, or the split's file in the GLUE folder (`None`
+    /// where the folder has none, or no task says which).
+    pub fn file(&self, task: Option<Task>) -> Option<PathBuf> {
+        match self {
+            EvalData::File(source) => Some(source.path.clone()),
+            EvalData::Glue { dir, split } => task?.data_file(dir, split).ok(),
+        }
+    }
+}
+
 /// How messages name what to change: a command's flags, or a recipe's keys.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Words {

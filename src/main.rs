@@ -262,8 +262,8 @@ fn cmd_diff(ort_lib: Option<&Path>, quiet: bool, a: DiffArgs) -> Result<()> {
             (a.model_a.clone(), "the model MODEL_A"),
             (a.model_b.clone(), "the model MODEL_B"),
         ];
-        if let EvalData::File(source) = &data {
-            reads.push((source.path.clone(), "the data file"));
+        if let Some(file) = data.file(task) {
+            reads.push((file, "the data file"));
         }
         if let Some(t) = &a.tokenizer {
             reads.push((t.clone(), "the tokenizer"));
@@ -350,25 +350,25 @@ fn cmd_sensitivity(ort_lib: Option<&Path>, quiet: bool, a: SensitivityArgs) -> R
         .with_context(|| a.model.display().to_string())?;
     // With the report's other notes: in its text, its JSON and sensitivity.json.
     r.notes.splice(0..0, shortfall);
+    // The report is printed whether or not its files could be written (a failure is said after
+    // it): the measurements are not lost.
     let files = match &a.out {
-        Some(dir) => sensitivity::write(&r, dir)?,
-        None => vec![],
+        Some(dir) => sensitivity::write(&r, dir),
+        None => Ok(vec![]),
     };
     if a.json {
-        return print_json(&r);
+        print_json(&r)?;
+    } else {
+        let mut s = report::sensitivity_text(&r);
+        if let Some(f) = files.as_ref().ok().filter(|f| !f.is_empty()) {
+            s += &format!(
+                "wrote {}\n",
+                f.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+            );
+        }
+        print(&s)?;
     }
-    let mut s = report::sensitivity_text(&r);
-    if !files.is_empty() {
-        s += &format!(
-            "wrote {}\n",
-            files
-                .iter()
-                .map(|f| f.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    print(&s)
+    files.map(|_| ())
 }
 
 fn cmd_auto(ort_lib: Option<&Path>, quiet: bool, a: AutoArgs) -> Result<()> {
@@ -385,8 +385,8 @@ fn cmd_auto(ort_lib: Option<&Path>, quiet: bool, a: AutoArgs) -> Result<()> {
                 "{} jobs written to {}: run each line of jobs.txt (a job array, GNU parallel), or `make -j N -f {}`; then `sh {}` chooses\n",
                 w.jobs.len(),
                 auto::front::shown(&w.dir),
-                auto::front::shown(&w.dir.join("Makefile")),
-                auto::front::shown(&w.dir.join("collect.sh"))
+                auto::plan::quote(&auto::front::shown(&w.dir.join("Makefile"))),
+                auto::plan::quote(&auto::front::shown(&w.dir.join("collect.sh")))
             ));
         };
         let progress = cli::progress::Progress::spinner("auto", quiet);
@@ -418,11 +418,17 @@ fn cmd_auto(ort_lib: Option<&Path>, quiet: bool, a: AutoArgs) -> Result<()> {
         ));
     }
     if r.winner.is_none() {
+        // Candidates that failed are said first: their cause (a full disk) may be the answer.
+        let failed = match r.failed.first() {
+            Some((id, e)) => format!(
+                "{} candidate{} failed (the first, {id}: {e}); ",
+                r.failed.len(),
+                if r.failed.len() == 1 { "" } else { "s" }
+            ),
+            None => String::new(),
+        };
         let closest = match auto::front::closest(&r, 3) {
-            c if c.is_empty() => match r.failed.first() {
-                Some((id, e)) => format!("none scored; {} failed, first {id}: {e}", r.failed.len()),
-                None => "no candidate was scored".into(),
-            },
+            c if c.is_empty() => "no candidate was scored".to_string(),
             c => c.join("; "),
         };
         // Collected from a plan: the jobs with no result yet may hold the winner.
@@ -434,7 +440,7 @@ fn cmd_auto(ort_lib: Option<&Path>, quiet: bool, a: AutoArgs) -> Result<()> {
             ),
         };
         bail!(
-            "no candidate is within --max-drop {} points on the selection (at {:.0}% confidence) and beats the input on {}; nothing written (closest: {closest}){missing}; the journal stays in {}",
+            "{failed}no candidate is within --max-drop {} points on the selection (at {:.0}% confidence) and beats the input on {}; nothing written (closest: {closest}){missing}; the journal stays in {}",
             o.max_drop,
             o.confidence * 100.0,
             onnx_compress::options::Named::name(o.objective),
@@ -523,20 +529,25 @@ fn cmd_bench(ort_lib: Option<&Path>, quiet: bool, a: BenchArgs) -> Result<()> {
     let rep = bench::bench(&recipes, task, data_file.as_deref(), &opts, &stage, &failed, &progress);
     bar.finish();
     let rep = rep?;
-    let files = bench::write(&rep, &out)?;
+    // The table is printed whether or not its files could be written (a failure is said after
+    // it): the runs are not lost.
+    let files = bench::write(&rep, &out);
     if a.json {
         print_json(&rep)?;
     } else {
         let mut s = bench::markdown(&rep);
-        s += "\nwrote ";
-        s += &files
-            .iter()
-            .map(|f| f.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
-        s.push('\n');
+        if let Ok(files) = &files {
+            s += "\nwrote ";
+            s += &files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            s.push('\n');
+        }
         print(&s)?;
     }
+    files?;
     if !rep.failed.is_empty() {
         bail!(
             "{} of {} recipes failed ({}); the table of the others is written to {}",

@@ -180,8 +180,8 @@ pub fn run(r: &LoadedRecipe, opts: &RunOptions, stage: &dyn Fn(&str), progress: 
     };
     // Neither the recipe nor the file it evaluates on may be written over.
     let mut reads = vec![(r.path.clone(), "the recipe".to_string())];
-    if let Some(source) = r.data_file() {
-        reads.push((source.path, "the evaluation data".to_string()));
+    if let Some(file) = eval_opts.data.file(task) {
+        reads.push((file, "the evaluation data".to_string()));
     }
     let output = target.as_ref().map(|path| Output {
         reads,

@@ -388,8 +388,12 @@ pub fn check_out(dir: &std::path::Path, reads: &[(&std::path::Path, &str)]) -> a
                 p.display()
             );
         }
+    }
+    // A folder that takes no files is found now, not after the measurements.
+    crate::onnx::io::report_folder(dir).map_err(|e| anyhow::anyhow!("--out {e}"))?;
+    for name in FILES {
         if dir.is_dir() {
-            crate::onnx::io::target_folder(&p).with_context(|| format!("--out {}", dir.display()))?;
+            crate::onnx::io::target_folder(&dir.join(name)).with_context(|| format!("--out {}", dir.display()))?;
         }
     }
     Ok(())
@@ -397,19 +401,13 @@ pub fn check_out(dir: &std::path::Path, reads: &[(&std::path::Path, &str)]) -> a
 
 /// Writes sensitivity.csv, sensitivity.json and the chart (SVG, PNG) into `dir` ([`FILES`]).
 pub fn write(r: &SensitivityReport, dir: &std::path::Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
-    use anyhow::Context;
-    std::fs::create_dir_all(dir).with_context(|| format!("--out {}", dir.display()))?;
-    let mut files = vec![];
-    for (name, text) in [
+    let texts = [
         ("sensitivity.csv", csv(r)),
         ("sensitivity.json", serde_json::to_string_pretty(r)? + "\n"),
-    ] {
-        let p = dir.join(name);
-        crate::onnx::io::write_text(&p, &text)?;
-        files.push(p);
-    }
-    files.extend(crate::chart::write_lines(&chart(r), dir, "sensitivity").map_err(anyhow::Error::msg)?);
-    Ok(files)
+    ];
+    crate::chart::write_results(dir, &texts, &|files| {
+        crate::chart::write_lines(&chart(r), dir, "sensitivity", files).map_err(anyhow::Error::msg)
+    })
 }
 
 #[cfg(test)]

@@ -713,6 +713,42 @@ fn bad_flags_are_refused_before_anything_is_read() {
             .unwrap();
         assert_clean_error(what, &o, &needles);
     }
+    // OUT onto a file the search reads: the training file, the file reported on (given, or the
+    // GLUE folder's dev.tsv), the tokenizer beside the model (each was written over, exit 0).
+    let held = dir.path().join("held.tsv");
+    std::fs::write(&held, "sentence\tlabel\nfine\t0\n").unwrap();
+    let glue = dir.path().join("glue");
+    std::fs::create_dir_all(glue.join("sst2")).unwrap();
+    let dev = glue.join("sst2").join("dev.tsv");
+    std::fs::write(&dev, "sentence\tlabel\nfine\t0\n").unwrap();
+    let tokenizer = dir.path().join("tokenizer.json");
+    std::fs::write(&tokenizer, "{}").unwrap();
+    let read = |p: &Path| std::fs::read(p).unwrap();
+    let before: Vec<Vec<u8>> = [&train, &held, &dev, &tokenizer].iter().map(|p| read(p)).collect();
+    for (to, data, what) in [
+        (&train, &held, "the training file (--calib-data)"),
+        (&held, &held, "the file the result is reported on"),
+        (&dev, &glue, "the file the result is reported on"),
+        (&tokenizer, &held, "the model's tokenizer"),
+    ] {
+        let o = bin()
+            .args([
+                "auto",
+                s(&model),
+                s(to),
+                "--task",
+                "sst2",
+                "--calib-data",
+                s(&train),
+                "--data",
+                s(data),
+            ])
+            .output()
+            .unwrap();
+        assert_clean_error(what, &o, &["refusing to write", what]);
+    }
+    let after: Vec<Vec<u8>> = [&train, &held, &dev, &tokenizer].iter().map(|p| read(p)).collect();
+    assert_eq!(before, after, "a file auto reads changed");
     assert!(!dir.path().join("missing").exists());
     assert!(!out.exists());
     assert_eq!(std::fs::read(&model).unwrap(), b"not read");

@@ -454,6 +454,31 @@ fn diff_and_sensitivity_refuse_bad_input_in_one_line() {
         );
         assert_eq!(std::fs::read(target).unwrap(), before, "{what} changed");
     }
+    // Nor the split's file in a GLUE folder (--data DIR), however the path is spelled.
+    let glue = dir.path().join("glue");
+    std::fs::create_dir_all(glue.join("sst2")).unwrap();
+    let dev = glue.join("sst2").join("dev.tsv");
+    std::fs::write(&dev, "sentence\tlabel\ngood film \t1\n").unwrap();
+    let before = std::fs::read(&dev).unwrap();
+    for spelled in [dev.clone(), glue.join("sst2").join("..").join("sst2").join("dev.tsv")] {
+        assert_clean_error(
+            "diff --csv onto the GLUE folder's dev.tsv",
+            &run(&[
+                "diff",
+                m,
+                s(&copy),
+                "--task",
+                "sst2",
+                "--data",
+                s(&glue),
+                "--csv",
+                s(&spelled),
+            ]),
+            &["--csv", "refusing to write", "the data file"],
+        );
+    }
+    assert_eq!(std::fs::read(&dev).unwrap(), before, "dev.tsv changed");
+    std::fs::remove_dir_all(&glue).unwrap();
     // `--csv -` is not standard output: refused (it wrote a file named "-").
     assert_clean_error(
         "diff --csv -",

@@ -158,6 +158,16 @@ fn external_data_round_trips() {
         "{e}"
     );
     assert!(!boxed.exists());
+    // A folder where a model's data file should be is named as such when the model is read (its
+    // size was read as the file's: "past the end").
+    let moved = dir.path().join("moved");
+    std::fs::create_dir(&moved).unwrap();
+    std::fs::copy(&out, moved.join("m.onnx")).unwrap();
+    onnx::save(&m, &moved.join("m.onnx"), &always).unwrap();
+    std::fs::remove_file(moved.join("m.onnx.data")).unwrap();
+    std::fs::create_dir(moved.join("m.onnx.data")).unwrap();
+    let e = onnx::load(&moved.join("m.onnx")).unwrap_err().to_string();
+    assert!(e.contains("m.onnx.data is not a file"), "{e}");
 }
 
 #[test]
@@ -242,19 +252,31 @@ fn save_refuses_the_input_and_leaves_nothing_on_failure() {
 
 #[cfg(unix)]
 #[test]
-fn a_device_or_pipe_is_refused_and_a_link_replaced() {
+fn a_device_or_pipe_is_refused_and_a_link_written_through() {
     use onnx_compress::onnx::io::{target_folder, write_text};
     let m = tiny_bert(&SynthOptions::default());
     let dir = tmp();
-    // A link is replaced by the file written (as `sed -i` does); the file it named stays.
+    // A link is written through, as a shell's `>` writes: the file it names is replaced, the
+    // link stays (it was replaced by a plain file: /dev/stdout, for root, went so).
     let named = dir.path().join("named.onnx");
-    std::fs::write(&named, "kept").unwrap();
+    std::fs::write(&named, "old").unwrap();
     let link = dir.path().join("link.onnx");
     std::os::unix::fs::symlink(&named, &link).unwrap();
     onnx::save(&m, &link, &SaveOptions::default()).unwrap();
-    assert!(std::fs::symlink_metadata(&link).unwrap().is_file());
-    assert_same_model(&onnx::load(&link).unwrap(), &m);
-    assert_eq!(std::fs::read_to_string(&named).unwrap(), "kept");
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert_same_model(&onnx::load(&named).unwrap(), &m);
+    write_text(&link, "text").unwrap();
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read_to_string(&named).unwrap(), "text");
+    // A link to nothing is refused, and stays as it was.
+    let dangling = dir.path().join("dangling.onnx");
+    std::os::unix::fs::symlink(dir.path().join("absent.onnx"), &dangling).unwrap();
+    let e = onnx::save(&m, &dangling, &SaveOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("a symbolic link to") && e.contains("not there"), "{e}");
+    assert!(target_folder(&dangling).is_err());
+    assert!(!dir.path().join("absent.onnx").exists());
     // A pipe (and /dev/null, a device) would be replaced by a plain file: refused, untouched.
     let fifo = dir.path().join("fifo");
     assert!(std::process::Command::new("mkfifo")
@@ -286,6 +308,63 @@ fn a_device_or_pipe_is_refused_and_a_link_replaced() {
     let empty = tempfile::tempdir().unwrap();
     assert_eq!(target_folder(&empty.path().join("x.onnx")).unwrap(), empty.path());
     assert_eq!(std::fs::read_dir(empty.path()).unwrap().count(), 0);
+}
+
+/// A file written gets the mode of the one it replaces, else the ordinary one under the umask
+/// (every file was 0644, also under `umask 077`, and an overwritten 0640 file widened to 0644);
+/// a name of up to 255 bytes is written (the temporary file's 20 more bytes were refused).
+#[cfg(unix)]
+#[test]
+fn permissions_follow_the_replaced_file_and_long_names_are_written() {
+    use std::os::unix::fs::PermissionsExt;
+    let m = tiny_bert(&SynthOptions::default());
+    let dir = tmp();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let kept = dir.path().join("kept.onnx");
+    std::fs::write(&kept, "old").unwrap();
+    std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o640)).unwrap();
+    onnx::save(&m, &kept, &SaveOptions::default()).unwrap();
+    assert_eq!(mode(&kept), 0o640);
+    // A new file: 0666 less this process's umask (read from /proc, as the tool reads it).
+    let umask = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .map(|v| u32::from_str_radix(v.trim(), 8).unwrap())
+        })
+        .unwrap_or(0o022);
+    let new = dir.path().join("new.onnx");
+    onnx::save(&m, &new, &SaveOptions::default()).unwrap();
+    assert_eq!(mode(&new), 0o666 & !umask);
+    let long = dir.path().join(format!("{}.onnx", "x".repeat(250)));
+    onnx::save(&m, &long, &SaveOptions::default()).unwrap();
+    assert_same_model(&onnx::load(&long).unwrap(), &m);
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".partial"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// A results folder (`bench --out`, `sensitivity --out`) is checked before the work: under a
+/// file, or where no file can be created, refused; a folder not made yet is fine.
+#[test]
+fn a_results_folder_is_checked_before_the_work() {
+    use onnx_compress::onnx::io::report_folder;
+    let dir = tmp();
+    report_folder(&dir.path().join("new").join("deeper")).unwrap();
+    assert!(!dir.path().join("new").exists(), "the check made a folder");
+    let file = dir.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let e = report_folder(&file.join("sub")).unwrap_err().to_string();
+    assert!(e.contains("is a file, not a folder"), "{e}");
+    if cfg!(target_os = "linux") {
+        let e = report_folder(Path::new("/proc/results")).unwrap_err().to_string();
+        assert!(e.contains("cannot create a file in folder /proc"), "{e}");
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
 
 #[test]

@@ -602,3 +602,48 @@ fn inspect_shows_the_history_of_a_chained_model_it_can_no_longer_map() {
     assert!(s["unmapped"].is_string() && s.get("structure").is_none());
     // A model this tool never wrote that does not map is still an error (see cli.rs).
 }
+
+/// `run --out` onto the file the recipe evaluates on is refused when that file is a GLUE
+/// folder's split (data.dir, or --data), as when it is a data.file: it wrote the model over it.
+#[test]
+fn run_refuses_to_write_over_a_glue_folders_dev_file() {
+    let Some(model) = require("models/minilm-l6-sst2/model.onnx", "run --out onto dev.tsv") else {
+        return;
+    };
+    if !require_ort("run --out onto dev.tsv") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let glue = dir.path().join("glue");
+    std::fs::create_dir_all(glue.join("sst2")).unwrap();
+    let dev = glue.join("sst2").join("dev.tsv");
+    std::fs::write(&dev, "sentence\tlabel\ngood film \t1\nbad film \t0\n").unwrap();
+    let before = std::fs::read(&dev).unwrap();
+    let body = |data_dir: &str| {
+        format!(
+            "model:\n  model_name: {}\ndata:\n  task: sst2\n{data_dir}prune:\n  attention_heads:\n    enable: true\n    args:\n      prune_amount: 0.25\n",
+            model.display()
+        )
+    };
+    // The folder in the recipe (data.dir), and given by --data.
+    let in_recipe = write_config(dir.path(), "dir.yaml", &body(&format!("  dir: {}\n", glue.display())));
+    let flagged = write_config(dir.path(), "flag.yaml", &body(""));
+    for args in [
+        vec!["run", in_recipe.to_str().unwrap(), "--out", dev.to_str().unwrap()],
+        vec![
+            "run",
+            flagged.to_str().unwrap(),
+            "--data",
+            glue.to_str().unwrap(),
+            "--out",
+            dev.to_str().unwrap(),
+        ],
+    ] {
+        let err = fails(&args);
+        assert!(
+            err.contains("refusing to write") && err.contains("the evaluation data"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(std::fs::read(&dev).unwrap(), before, "{args:?}: dev.tsv changed");
+    }
+}

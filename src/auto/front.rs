@@ -363,21 +363,18 @@ pub fn chart(r: &AutoReport) -> Chart {
 
 /// Writes front.md, front.csv, front.json and the chart (front.svg, front.png) into `dir`.
 pub fn write(r: &AutoReport, dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut files = vec![];
-    for (name, text) in [
+    let texts = [
         ("front.md", markdown(r)),
         ("front.csv", csv(r)),
         ("front.json", serde_json::to_string_pretty(r)? + "\n"),
-    ] {
-        let p = dir.join(name);
-        crate::onnx::io::write_text(&p, &text)?;
-        files.push(p);
-    }
-    let c = chart(r);
-    if c.points.len() > 1 {
-        files.extend(chart::write(&c, dir, "front").map_err(anyhow::Error::msg)?);
-    }
-    Ok(files)
+    ];
+    chart::write_results(dir, &texts, &|files| {
+        let c = chart(r);
+        if c.points.len() > 1 {
+            chart::write(&c, dir, "front", files).map_err(anyhow::Error::msg)?;
+        }
+        Ok(())
+    })
 }
 
 /// A path as the user would type it: relative to the working folder when inside it.
@@ -449,7 +446,7 @@ pub fn text(r: &AutoReport) -> String {
         s += &format!(
             "recipe: {} (`onnx-compress run {} --out MODEL.onnx` rebuilds it)\n",
             shown(rec),
-            shown(rec)
+            super::plan::quote(&shown(rec))
         );
     }
     let others: Vec<String> = r

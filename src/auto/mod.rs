@@ -1139,7 +1139,13 @@ fn finish(
             external_data: ExternalData::Auto,
             protect: vec![o.model.clone()],
         },
-    )?;
+    )
+    .with_context(|| {
+        format!(
+            "the chosen model was not written (it is kept as {}, with the search's journal: copy it from there)",
+            win_path.display()
+        )
+    })?;
     report.out = Some(o.out.clone());
     let recipe = o.work.join("recipe.yaml");
     onnx::io::write_text(&recipe, &s.recipe_text(&wc))?;

@@ -505,6 +505,8 @@ pub fn bench_recipes(
             out.display()
         );
     }
+    // A folder that takes no files is found now, not after every recipe has run.
+    onnx_compress::onnx::io::report_folder(&out).map_err(|e| anyhow::anyhow!("--out {e}"))?;
     Ok(BenchRecipes {
         notes,
         recipes,
@@ -738,5 +740,22 @@ pub fn auto_options(model: &Path, a: &super::flags::AutoArgs) -> Result<onnx_com
     };
     o.validate()?;
     onnx_compress::onnx::io::ensure_distinct(&o.model, &o.out)?;
+    // Nor any file the search reads: its data (the GLUE folder's file too) and what is beside
+    // the model.
+    let beside = |name: &str| o.model.parent().unwrap_or(Path::new(".")).join(name);
+    let mut reads = vec![
+        (o.calib_data.clone(), "the training file (--calib-data)"),
+        (beside("tokenizer.json"), "the model's tokenizer"),
+        (beside("config.json"), "the model's config.json"),
+    ];
+    if let Some(s) = &o.selection_data {
+        reads.push((s.clone(), "the selection file (--selection-data)"));
+    }
+    if let Ok(dev) = o.dev_file() {
+        reads.push((dev, "the file the result is reported on"));
+    }
+    for (path, what) in reads {
+        onnx_compress::onnx::io::ensure_not_read(&path, what, &o.out)?;
+    }
     Ok(o)
 }

@@ -195,7 +195,14 @@ fn inline_external(t: &mut TensorProto, model_path: &Path, base_dir: Option<&Pat
     if !canon.starts_with(&base_canon) {
         return Err(fail(format!("{} resolves outside the model's folder", file.display())));
     }
-    let file_len = fs::metadata(&canon).map_err(io_err(&canon))?.len();
+    let meta = fs::metadata(&canon).map_err(io_err(&canon))?;
+    if !meta.is_file() {
+        return Err(fail(format!(
+            "{} is not a file (a folder?), where the tensor's data should be",
+            file.display()
+        )));
+    }
+    let file_len = meta.len();
     let n = tensor::numel(t)? as u64;
     let elem = tensor::element_size(t.data_type()).ok_or_else(|| {
         fail(format!(
@@ -324,8 +331,11 @@ pub fn data_file_for(path: &Path) -> PathBuf {
 
 /// Writes the model atomically. Tensors of at least 1 KiB go to `<path>.data` when external
 /// data is used; without it, an old `<path>.data` (the replaced model's) is removed.
-pub fn save(model: &ModelProto, path: &Path, opts: &SaveOptions) -> Result<SaveSummary, OnnxError> {
-    ensure_not_overwriting(&opts.protect, path)?;
+pub fn save(model: &ModelProto, given: &Path, opts: &SaveOptions) -> Result<SaveSummary, OnnxError> {
+    ensure_not_overwriting(&opts.protect, given)?;
+    // A symbolic link is written through: the file it names is replaced, the link stays.
+    let resolved = written_path(given)?;
+    let path = resolved.as_path();
     if path.is_dir() {
         return Err(OnnxError::Io {
             path: path.to_path_buf(),
@@ -344,14 +354,17 @@ pub fn save(model: &ModelProto, path: &Path, opts: &SaveOptions) -> Result<SaveS
         // A `<path>.data` that the model this one replaces reads its tensors from (this tool's
         // name for a side file; an input's files were refused above) is left without a reader,
         // so it goes; one that model does not name (or with no model there) is not this tool's.
+        let tmp = write_temp(path, &dir, &[&bytes])?;
+        // Another writer of this output commits before or after this one, not between.
+        let _lock = lock_folder(&dir);
         let stale = data_file_for(path);
         let replaced_data = stale.is_file() && reads_data_file(path, &stale);
-        write_atomic(path, &dir, &[&bytes])?;
+        persist(tmp, path, &dir)?;
         if replaced_data {
             fs::remove_file(&stale).map_err(io_err(&stale))?;
         }
         return Ok(SaveSummary {
-            path: path.to_path_buf(),
+            path: given.to_path_buf(),
             bytes: bytes.len() as u64,
             data_file: None,
             data_bytes: 0,
@@ -401,6 +414,9 @@ pub fn save(model: &ModelProto, path: &Path, opts: &SaveOptions) -> Result<SaveS
     // previous model goes first: stopped there, no model is at `path` rather than the previous
     // one reading this one's data (a model that loads and gives other outputs).
     let _commit = crate::interrupt::commit();
+    // Another writer of this output (or of its data file) commits before or after this one, not
+    // between: interleaved, one's model would read the other's data.
+    let _lock = lock_folder(&dir);
     // Each step is synced before the next, so that none reaches the disk before the one before.
     let replaced = fs::symlink_metadata(path).is_ok();
     if replaced {
@@ -424,7 +440,7 @@ pub fn save(model: &ModelProto, path: &Path, opts: &SaveOptions) -> Result<SaveS
     }
     sync_folder(&dir);
     Ok(SaveSummary {
-        path: path.to_path_buf(),
+        path: given.to_path_buf(),
         bytes: bytes.len() as u64,
         data_file: Some(data_path),
         data_bytes: offset,
@@ -454,22 +470,98 @@ fn fits_inline(len: usize, limit: usize, path: &Path) -> Result<(), OnnxError> {
 /// Writes a text file (a report, a table) atomically: a temporary file beside it, then a rename,
 /// so a reader never sees half of it.
 pub fn write_text(path: &Path, text: &str) -> Result<(), OnnxError> {
-    let dir = target_folder(path)?;
-    write_atomic(path, &dir, &[text.as_bytes()])
+    write_bytes(path, text.as_bytes())
 }
 
-/// The folder a file at `path` is written into; an error naming it when it is not there (the
-/// error names the folder, not a temporary file in it), when `path` is a folder, and when it is
-/// a device, a pipe or a socket (`/dev/null`): a file is written beside it and renamed over it, which would put a
-/// plain file in its place (a symbolic link is replaced so, as `sed -i` replaces one; the file
-/// it named stays). Call it before work whose result goes to `path`.
-pub fn target_folder(path: &Path) -> Result<PathBuf, OnnxError> {
+/// [`write_text`] of bytes (an image).
+pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), OnnxError> {
+    let dir = target_folder(path)?;
+    let path = written_path(path)?;
+    let tmp = write_temp(&path, &dir, &[bytes])?;
+    let _lock = lock_folder(&dir);
+    persist(tmp, &path, &dir)
+}
+
+/// Errors unless files can be written into the folder `dir` (a command's `--out` folder of
+/// tables and charts), or, where it is not there yet, into the nearest folder above it that is,
+/// where it will be made. Call it before the work whose results go there.
+pub fn report_folder(dir: &Path) -> Result<(), OnnxError> {
+    let fail = |message: String| OnnxError::Io {
+        path: dir.to_path_buf(),
+        cause: std::io::Error::other(message),
+    };
+    let mut above = dir;
+    while !above.as_os_str().is_empty() && !above.exists() {
+        above = above.parent().unwrap_or(Path::new(""));
+    }
+    if above.as_os_str().is_empty() {
+        above = Path::new(".");
+    }
+    if !above.is_dir() {
+        return Err(fail(format!(
+            "{} is a file, not a folder; name a folder for the results",
+            above.display()
+        )));
+    }
+    tempfile::Builder::new()
+        .prefix(".onnx-compress-probe-")
+        .tempfile_in(above)
+        .map(|_| ())
+        .map_err(|e| {
+            fail(format!(
+                "cannot create a file in folder {} ({}): write the results where you can create files",
+                above.display(),
+                std::io::Error::from(e.kind())
+            ))
+        })
+}
+
+/// Where a write to `path` lands: `path`, or where it is a symbolic link, the file the link names
+/// (written through, as a shell's `>` writes; the link stays). A link to nothing is refused.
+pub fn written_path(path: &Path) -> Result<PathBuf, OnnxError> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => fs::canonicalize(path).map_err(|_| OnnxError::Io {
+            path: path.to_path_buf(),
+            cause: std::io::Error::other(format!(
+                "a symbolic link to {}, which is not there: name the file to write",
+                fs::read_link(path).unwrap_or_default().display()
+            )),
+        }),
+        _ => Ok(path.to_path_buf()),
+    }
+}
+
+/// Holds an exclusive lock on the folder `dir` until dropped, so that two processes writing the
+/// same output there rename their files one after the other (best effort: a folder that cannot
+/// be opened or locked is written unlocked).
+fn lock_folder(dir: &Path) -> Option<fs::File> {
+    let d = fs::File::open(dir).ok()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: flock on a descriptor this function owns; released when `d` is closed.
+        if unsafe { libc::flock(d.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return None;
+        }
+    }
+    Some(d)
+}
+
+/// The folder a file at `given` is written into (where `given` is a symbolic link, the folder of
+/// the file it names: [`written_path`]); an error naming it when it is not there (the error
+/// names the folder, not a temporary file in it), when `given` is a folder, and when it is a
+/// device, a pipe or a socket (`/dev/null`, `/dev/stdout` on a terminal): a file is written
+/// beside it and renamed over it, which would put a plain file in its place. Call it before work
+/// whose result goes to `given`.
+pub fn target_folder(given: &Path) -> Result<PathBuf, OnnxError> {
+    let resolved = written_path(given)?;
+    let path = resolved.as_path();
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
     let fail = |kind, message: String| OnnxError::Io {
-        path: path.to_path_buf(),
+        path: given.to_path_buf(),
         cause: std::io::Error::new(kind, message),
     };
     if !dir.is_dir() {
@@ -510,11 +602,6 @@ pub fn target_folder(path: &Path) -> Result<PathBuf, OnnxError> {
     Ok(dir)
 }
 
-fn write_atomic(path: &Path, dir: &Path, parts: &[&[u8]]) -> Result<(), OnnxError> {
-    let tmp = write_temp(path, dir, parts)?;
-    persist(tmp, path, dir)
-}
-
 /// A temporary file being written: removed when dropped, and when the process is stopped by a
 /// signal ([`crate::interrupt`]), unless [`persist`]ed.
 struct Partial {
@@ -525,8 +612,14 @@ struct Partial {
 /// Writes `parts` to a temporary file in `dir` named after `path` (`.<name>.tmp-XXXXXX.partial`),
 /// synced to disk. Dropped without [`persist`], it is removed.
 fn write_temp(path: &Path, dir: &Path, parts: &[&[u8]]) -> Result<Partial, OnnxError> {
-    // `.<name>.tmp-XXXXXX.partial`: a file a killed run leaves behind says what it was for.
-    let prefix = format!(".{}.tmp-", path.file_name().unwrap_or_default().to_string_lossy());
+    // `.<name>.tmp-XXXXXX.partial`: a file a killed run leaves behind says what it was for. The
+    // 20 bytes it adds must fit the 255 of a file name: a longer name is cut for it.
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let mut cut = name.len().min(255 - 20);
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let prefix = format!(".{}.tmp-", &name[..cut]);
     let (mut tmp, registered) = crate::interrupt::Temp::create(
         || {
             tempfile::Builder::new()
@@ -557,19 +650,21 @@ fn write_temp(path: &Path, dir: &Path, parts: &[&[u8]]) -> Result<Partial, OnnxE
     {
         let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
         for p in parts {
-            w.write_all(p).map_err(io_err(path))?;
+            w.write_all(p).map_err(write_err(path))?;
         }
-        w.flush().map_err(io_err(path))?;
+        w.flush().map_err(write_err(path))?;
     }
-    // tempfile creates files 0600; a model is an ordinary file (0644, as `umask 022` gives).
+    // tempfile creates files 0600: the file gets the mode of the one it replaces, else the
+    // ordinary one (0666 less the umask, as any new file).
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(path).map_or_else(|_| 0o666 & !umask(), |m| m.permissions().mode() & 0o7777);
         tmp.as_file()
-            .set_permissions(fs::Permissions::from_mode(0o644))
-            .map_err(io_err(path))?;
+            .set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(write_err(path))?;
     }
-    tmp.as_file().sync_all().map_err(io_err(path))?;
+    tmp.as_file().sync_all().map_err(write_err(path))?;
     Ok(Partial {
         file: tmp,
         _registered: registered,
@@ -586,10 +681,42 @@ fn persist(tmp: Partial, path: &Path, dir: &Path) -> Result<(), OnnxError> {
 
 /// Renames a finished temporary file to `path`, without syncing the folder.
 fn rename(tmp: Partial, path: &Path) -> Result<(), OnnxError> {
-    tmp.file.persist(path).map(|_| ()).map_err(|e| OnnxError::Io {
-        path: path.to_path_buf(),
-        cause: e.error,
-    })
+    tmp.file.persist(path).map(|_| ()).map_err(|e| write_err(path)(e.error))
+}
+
+/// An error writing `path`, with what to do where the cause says it (a full disk, a read-only
+/// file system, a file that may not be replaced).
+fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> OnnxError + '_ {
+    move |cause| {
+        let todo = match cause.kind() {
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                "free space there or write the output to another disk; nothing was written"
+            }
+            std::io::ErrorKind::ReadOnlyFilesystem => "write the output where you can create files",
+            std::io::ErrorKind::PermissionDenied => {
+                "the file there may not be replaced (permissions, or marked immutable): remove it or name another output"
+            }
+            _ => return io_err(path)(cause),
+        };
+        OnnxError::Io {
+            path: path.to_path_buf(),
+            cause: std::io::Error::new(cause.kind(), format!("{cause}: {todo}")),
+        }
+    }
+}
+
+/// The process's file mode creation mask (Linux's `/proc/self/status`; 022 where it cannot be
+/// read). Read, not set: setting it to read it would race with other threads creating files.
+#[cfg(unix)]
+fn umask() -> u32 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
 }
 
 /// Syncs a folder, so that renames and removals in it survive a crash.
