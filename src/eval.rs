@@ -165,6 +165,13 @@ pub fn tokenizer_text(path: &Path, flag: &str) -> Result<String> {
     if path.is_dir() {
         bail!("{}: a folder; name the tokenizer.json in it", at());
     }
+    // A pipe would be waited on, a device (/dev/zero) read until memory runs out.
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        bail!(
+            "{}: not a file (a device, a pipe or a socket); name the tokenizer.json",
+            at()
+        );
+    }
     let bytes = std::fs::read(path).with_context(at)?;
     String::from_utf8(bytes).map_err(|_| anyhow!("{}: not a tokenizer.json (not UTF-8 text)", at()))
 }
@@ -181,6 +188,22 @@ pub fn parse_tokenizer(text: &str) -> Result<Tokenizer, String> {
             Err(j) => format!("not a tokenizer.json: not valid JSON ({j})"),
         }
     })
+}
+
+/// The files a command may read for the model at `model_path` (each with what it is): its
+/// external data files, the tokenizers looked for beside it and its `config.json`. None of them
+/// may be written over.
+pub fn files_read_with(model_path: &Path) -> Vec<(PathBuf, &'static str)> {
+    let mut files: Vec<(PathBuf, &'static str)> = crate::onnx::io::external_files(model_path)
+        .into_iter()
+        .map(|f| (f, "the model's external data"))
+        .collect();
+    files.extend(tokenizer_candidates(model_path).map(|t| (t, "the model's tokenizer")));
+    files.push((
+        model_path.parent().unwrap_or(Path::new(".")).join("config.json"),
+        "the model's config.json",
+    ));
+    files
 }
 
 /// Where a model's tokenizer is looked for beside it: `tokenizer.json`, `<model stem>.tokenizer.json`.
@@ -261,6 +284,15 @@ pub fn model_pad_id(tokenizer: &Tokenizer, vocabulary: Option<usize>) -> Result<
     }
 }
 
+/// `text`'s first `cap` bytes at most (cut at a character boundary).
+fn cut(text: &str, cap: usize) -> &str {
+    let mut end = text.len().min(cap);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// Tokenized examples: ids, type ids, in file order.
 pub struct Encoded {
     pub ids: Vec<Vec<i64>>,
@@ -287,7 +319,11 @@ pub fn tokenize<'a>(
         }))
         .map_err(|e| anyhow!("tokenizer truncation at {max_length}: {e}"))?;
     tokenizer.with_padding(None);
-    let texts: Vec<(&str, Option<&str>)> = texts.collect();
+    // A text is cut at `cap` bytes first: the tokenizer keeps ~140 bytes of state per byte of
+    // text before it truncates (a 200 MB field ran it out of memory), and `max_length` tokens lie
+    // far within the cut (256 bytes a token; a word past 100 characters is one [UNK] token).
+    let cap = (max_length * 256).max(64 << 10);
+    let texts: Vec<(&str, Option<&str>)> = texts.map(|(a, b)| (cut(a, cap), b.map(|b| cut(b, cap)))).collect();
     let fail = |e: tokenizers::Error| anyhow!("tokenizing {}: {e}", file.display());
     let enc = if texts.iter().any(|t| t.1.is_some()) {
         // Pairs: each text encoded whole, then truncated longest first and given its special
@@ -518,7 +554,7 @@ pub fn labels_of(
                     "{} has {w} outputs but {} class names ({}) from {}; pass --labels with {w} names in class order",
                     model_path.display(),
                     n.names.len(),
-                    n.names.join(", "),
+                    crate::data::labels::few_names(&n.names),
                     n.source
                 );
             }
@@ -621,7 +657,7 @@ pub fn task_order(
             "{} has {w} outputs ({}: {}) but {task} has {} classes: is it a {task} model? (leave out --task to evaluate its own classes)",
             model_path.display(),
             model.source,
-            model.names.join(", "),
+            crate::data::labels::few_names(&model.names),
             task_names.len()
         );
     }
@@ -636,7 +672,7 @@ pub fn task_order(
             model_path.display(),
             model.source,
             named.len(),
-            model.names.join(", "),
+            crate::data::labels::few_names(&model.names),
             task_names.len(),
             task_names.join(", ")
         );
@@ -660,7 +696,7 @@ pub fn task_order(
             "{}: {} names its classes {} but {task}'s classes are {}: some of {task}'s are at other outputs and not each once, so which output is which class is unknown; {fix}",
             model_path.display(),
             model.source,
-            model.names.join(", "),
+            crate::data::labels::few_names(&model.names),
             task_names.join(", ")
         ),
     }
@@ -1173,6 +1209,20 @@ mod tests {
         assert_eq!(e.ids[0], [2, 4, 5, 6, 7, 3, 30, 31, 32, 33, 34, 3]);
         let e = tokenize(&mut tok, [(long.as_str(), None)].into_iter(), Path::new("f"), 6, None).unwrap();
         assert_eq!(e.ids[0], [2, 4, 5, 6, 7, 3]);
+        // A text past the cap (64 KiB here) is cut before tokenizing: the same tokens, alone
+        // and in a pair.
+        let huge = "w5 w6 ".repeat(200_000);
+        let small = "w5 w6 ".repeat(100);
+        for pair in [None, Some(short.as_str())] {
+            let mut ids = |t: &str| {
+                tokenize(&mut tok, [(t, pair)].into_iter(), Path::new("f"), 12, None)
+                    .unwrap()
+                    .ids
+            };
+            assert_eq!(ids(&huge), ids(&small));
+        }
+        assert_eq!(cut("aé", 2), "a");
+        assert_eq!(cut("aé", 3), "aé");
     }
 
     #[test]

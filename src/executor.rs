@@ -392,14 +392,13 @@ pub fn execute(
         onnx::io::target_folder(&o.path)?;
         // What else is read: the tokenizer and config.json beside the model (or the one
         // given), the calibration data. Writing over one would lose it.
-        let beside = |name: &str| input.parent().unwrap_or(Path::new(".")).join(name);
-        let mut reads = vec![
-            (
-                tokenizer.map_or_else(|| beside("tokenizer.json"), Path::to_path_buf),
-                "the tokenizer".to_string(),
-            ),
-            (beside("config.json"), "the model's config.json".to_string()),
-        ];
+        let mut reads: Vec<(PathBuf, String)> = crate::eval::files_read_with(input)
+            .into_iter()
+            .map(|(p, what)| (p, what.to_string()))
+            .collect();
+        if let Some(t) = tokenizer {
+            reads.push((t.to_path_buf(), "the tokenizer".to_string()));
+        }
         if let Some(c) = &plan.calibration {
             reads.push((c.data.clone(), "the calibration data".to_string()));
         }

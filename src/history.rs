@@ -189,10 +189,19 @@ pub fn carry_labels(model: &mut ModelProto, input: &std::path::Path) -> anyhow::
     let text = std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
     // Names that cannot be read are not carried (a pass needs none): said in a note.
     match names_from_config(&text) {
-        Ok(Some((names, _))) => {
-            set(model, LABELS_KEY, serde_json::to_string(&names)?);
-            Ok(None)
-        }
+        // As many names as the model has outputs, else none: eval would refuse the output.
+        Ok(Some((names, key))) => match crate::eval::output_width(model) {
+            Some(w) if w != names.len() => Ok(Some(format!(
+                "{}: {key} names {} classes ({}) for the model's {w} outputs; its class names are not carried into the output",
+                p.display(),
+                names.len(),
+                crate::data::labels::few_names(&names)
+            ))),
+            _ => {
+                set(model, LABELS_KEY, serde_json::to_string(&names)?);
+                Ok(None)
+            }
+        },
         Ok(None) => Ok(None),
         Err(e) => Ok(Some(format!(
             "{}: {e}; its class names are not carried into the output",
@@ -265,6 +274,28 @@ pub fn format_utc(secs: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Class names are carried from config.json only when there are as many as the model has
+    /// outputs (3 names for 2 outputs were embedded, and eval of the output refused them).
+    #[test]
+    fn class_names_are_carried_only_for_as_many_outputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("m.onnx");
+        let config = dir.path().join("config.json");
+        let base = crate::testkit::synth::tiny_bert(&Default::default());
+        std::fs::write(&config, r#"{"id2label": {"0": "a", "1": "b", "2": "c"}}"#).unwrap();
+        let mut m = base.clone();
+        let note = carry_labels(&mut m, &input).unwrap().unwrap();
+        assert!(
+            note.contains("names 3 classes (a, b, c) for the model's 2 outputs"),
+            "{note}"
+        );
+        assert!(embedded_labels(&m).is_none());
+        std::fs::write(&config, r#"{"id2label": {"0": "neg", "1": "pos"}}"#).unwrap();
+        let mut m = base;
+        assert_eq!(carry_labels(&mut m, &input).unwrap(), None);
+        assert_eq!(embedded_labels(&m), Some(r#"["neg","pos"]"#));
+    }
 
     #[test]
     fn history_round_trips_through_metadata() {

@@ -262,6 +262,8 @@ fn cmd_diff(ort_lib: Option<&Path>, quiet: bool, a: DiffArgs) -> Result<()> {
             (a.model_a.clone(), "the model MODEL_A"),
             (a.model_b.clone(), "the model MODEL_B"),
         ];
+        reads.extend(eval::files_read_with(&a.model_a));
+        reads.extend(eval::files_read_with(&a.model_b));
         if let Some(file) = data.file(task) {
             reads.push((file, "the data file"));
         }
@@ -328,7 +330,9 @@ fn cmd_sensitivity(ort_lib: Option<&Path>, quiet: bool, a: SensitivityArgs) -> R
     opts.validate()?;
     // The output folder, checked before the minutes of measuring.
     if let Some(out) = &a.out {
+        let beside = eval::files_read_with(&a.model);
         let mut reads = vec![(a.model.as_path(), "the model")];
+        reads.extend(beside.iter().map(|(p, what)| (p.as_path(), *what)));
         if let Some(d) = &a.calib.calib_data {
             reads.push((d.as_path(), "the calibration data"));
         }

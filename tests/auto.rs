@@ -749,6 +749,42 @@ fn bad_flags_are_refused_before_anything_is_read() {
     }
     let after: Vec<Vec<u8>> = [&train, &held, &dev, &tokenizer].iter().map(|p| read(p)).collect();
     assert_eq!(before, after, "a file auto reads changed");
+    // Nor the model's external data file (it was written over: the input no longer loaded).
+    let ext = dir.path().join("ext");
+    std::fs::create_dir(&ext).unwrap();
+    let external = onnx_compress::onnx::SaveOptions {
+        external_data: onnx_compress::onnx::ExternalData::Always,
+        protect: vec![],
+    };
+    let ext_model = ext.join("m.onnx");
+    onnx_compress::onnx::save(
+        &onnx_compress::testkit::synth::tiny_bert(&Default::default()),
+        &ext_model,
+        &external,
+    )
+    .unwrap();
+    let data_file = ext.join("m.onnx.data");
+    let data_before = read(&data_file);
+    let o = bin()
+        .args([
+            "auto",
+            s(&ext_model),
+            s(&data_file),
+            "--task",
+            "sst2",
+            "--calib-data",
+            s(&train),
+            "--data",
+            s(&held),
+        ])
+        .output()
+        .unwrap();
+    assert_clean_error(
+        "OUT the model's data",
+        &o,
+        &["refusing to write", "the model's external data"],
+    );
+    assert_eq!(read(&data_file), data_before);
     assert!(!dir.path().join("missing").exists());
     assert!(!out.exists());
     assert_eq!(std::fs::read(&model).unwrap(), b"not read");

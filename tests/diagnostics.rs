@@ -445,6 +445,20 @@ fn diff_and_sensitivity_refuse_bad_input_in_one_line() {
     std::fs::copy(&model, &copy).unwrap();
     let data = dir.path().join("d.csv");
     std::fs::write(&data, "sentence,label\ngood film,1\n").unwrap();
+    // Nor the files read with a model: the tokenizers looked for beside it (they were written
+    // over, exit 0), its config.json.
+    for (target, what) in [
+        (dir.path().join("tokenizer.json"), "the model's tokenizer"),
+        (dir.path().join("copy.tokenizer.json"), "the model's tokenizer"),
+        (dir.path().join("config.json"), "the model's config.json"),
+    ] {
+        assert_clean_error(
+            "diff --csv onto a file read with MODEL_B",
+            &run(&["diff", m, s(&copy), "--data", s(&data), "--csv", s(&target)]),
+            &["--csv", "refusing to write", what],
+        );
+        assert!(!target.exists(), "{}", target.display());
+    }
     for (target, what) in [(&copy, "the model MODEL_B"), (&data, "the data file")] {
         let before = std::fs::read(target).unwrap();
         assert_clean_error(

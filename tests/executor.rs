@@ -276,9 +276,17 @@ fn steps_are_recorded_in_order_and_the_input_is_never_touched() {
     let tokenizer = dir.join("tokenizer.json");
     let calib = dir.join("train.tsv");
     let recipe = dir.join("recipe.yaml");
-    for f in [&tokenizer, &calib, &recipe] {
+    // The tokenizer named after the model, looked for too (it was written over, exit 0).
+    let stem = input.with_extension("tokenizer.json");
+    let config = dir.join("config.json");
+    for f in [&tokenizer, &calib, &recipe, &stem] {
         std::fs::write(f, "keep me").unwrap();
     }
+    for (target, what) in [(&stem, "the model's tokenizer"), (&config, "the model's config.json")] {
+        let e = executor::execute(&input, &plan, None, Some(&output(target)), &|_| {}).unwrap_err();
+        assert!(e.to_string().contains(&format!("it is {what}")), "{e}");
+    }
+    assert_eq!(std::fs::read_to_string(&stem).unwrap(), "keep me");
     let mut calibrated = plan.clone();
     calibrated.calibration = Some(executor::Calibration {
         data: calib.clone(),
@@ -297,7 +305,7 @@ fn steps_are_recorded_in_order_and_the_input_is_never_touched() {
         ..output(&recipe)
     };
     for (target, what) in [
-        (output(&tokenizer), "it is the tokenizer"),
+        (output(&tokenizer), "it is the model's tokenizer"),
         (output(&calib), "it is the calibration data"),
         (named, "it is the recipe"),
     ] {

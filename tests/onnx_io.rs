@@ -277,6 +277,32 @@ fn a_device_or_pipe_is_refused_and_a_link_written_through() {
     assert!(e.contains("a symbolic link to") && e.contains("not there"), "{e}");
     assert!(target_folder(&dangling).is_err());
     assert!(!dir.path().join("absent.onnx").exists());
+    // A loop of links is said to be one.
+    let (l1, l2) = (dir.path().join("l1.onnx"), dir.path().join("l2.onnx"));
+    std::os::unix::fs::symlink(&l2, &l1).unwrap();
+    std::os::unix::fs::symlink(&l1, &l2).unwrap();
+    let e = onnx::save(&m, &l1, &SaveOptions::default()).unwrap_err().to_string();
+    assert!(e.contains("in a loop of links"), "{e}");
+    // With external data through a link to another folder: refused (the data file would be
+    // beside the target, and the model read through the link looks for it beside the link).
+    let other = tmp();
+    let far = other.path().join("far.onnx");
+    std::fs::write(&far, "old").unwrap();
+    let to_far = dir.path().join("to_far.onnx");
+    std::os::unix::fs::symlink(&far, &to_far).unwrap();
+    let always = SaveOptions {
+        external_data: ExternalData::Always,
+        protect: vec![],
+    };
+    let e = onnx::save(&m, &to_far, &always).unwrap_err().to_string();
+    assert!(
+        e.contains("in another folder") && e.contains("name the file itself"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read_to_string(&far).unwrap(), "old");
+    // In the same folder it is written through, and loads through the link.
+    onnx::save(&m, &link, &always).unwrap();
+    assert_same_model(&onnx::load(&link).unwrap(), &m);
     // A pipe (and /dev/null, a device) would be replaced by a plain file: refused, untouched.
     let fifo = dir.path().join("fifo");
     assert!(std::process::Command::new("mkfifo")
@@ -325,6 +351,20 @@ fn permissions_follow_the_replaced_file_and_long_names_are_written() {
     std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o640)).unwrap();
     onnx::save(&m, &kept, &SaveOptions::default()).unwrap();
     assert_eq!(mode(&kept), 0o640);
+    // Its new data file is as private as the model; no set-id bit is carried.
+    std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let always = SaveOptions {
+        external_data: ExternalData::Always,
+        protect: vec![],
+    };
+    onnx::save(&m, &kept, &always).unwrap();
+    assert_eq!((mode(&kept), mode(&data_file_for(&kept))), (0o600, 0o600));
+    let setuid = dir.path().join("setuid.onnx");
+    std::fs::write(&setuid, "old").unwrap();
+    std::fs::set_permissions(&setuid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    onnx::save(&m, &setuid, &SaveOptions::default()).unwrap();
+    let full = std::fs::metadata(&setuid).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(full, 0o755);
     // A new file: 0666 less this process's umask (read from /proc, as the tool reads it).
     let umask = std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -382,4 +422,43 @@ fn truncated_and_foreign_bytes_are_clear_errors() {
         let e = load_from_bytes(junk, p, None).unwrap_err().to_string();
         assert!(e.contains("not a valid ONNX model"), "{e}");
     }
+}
+
+/// Two writers of one output take turns at the renames (a lock on the folder): a write whose
+/// folder another process holds waits for it, says so on stderr after a second, then writes.
+#[cfg(unix)]
+#[test]
+fn a_write_waits_for_the_folder_lock_and_says_so() {
+    use std::os::unix::io::AsRawFd;
+    if !shared::require_ort("convert's check of the written model") {
+        return;
+    }
+    let dir = tmp();
+    let input = dir.path().join("in.onnx");
+    onnx::save(&tiny_bert(&SynthOptions::default()), &input, &SaveOptions::default()).unwrap();
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let held = std::fs::File::open(&out_dir).unwrap();
+    // SAFETY: flock on a descriptor this test owns.
+    assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("onnx-compress"))
+        .args(["convert", "--external-data", "always"])
+        .arg(&input)
+        .arg(out_dir.join("m.onnx"))
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert!(!out_dir.join("m.onnx").exists(), "written while the folder was locked");
+    drop(held);
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("waiting for another process writing into"), "{err}");
+    // (convert adds its history entry: the graphs are compared.)
+    assert_eq!(
+        onnx::load(&out_dir.join("m.onnx")).unwrap().graph,
+        onnx::load(&input).unwrap().graph
+    );
 }

@@ -647,3 +647,40 @@ fn run_refuses_to_write_over_a_glue_folders_dev_file() {
         assert_eq!(std::fs::read(&dev).unwrap(), before, "{args:?}: dev.tsv changed");
     }
 }
+
+/// A device or a pipe as the recipe or the tokenizer is refused at once: a pipe was waited on,
+/// `/dev/zero` read until memory ran out.
+#[cfg(unix)]
+#[test]
+fn a_device_as_recipe_or_tokenizer_is_refused() {
+    let err = fails(&["run", "/dev/zero"]);
+    assert!(
+        err.contains("/dev/zero") && err.contains("not a file (a device"),
+        "{err}"
+    );
+    let err = fails(&["bench", "--task", "sst2", "/dev/zero"]);
+    assert!(err.contains("/dev/zero"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.onnx");
+    onnx_compress::onnx::save(
+        &onnx_compress::testkit::synth::tiny_bert(&Default::default()),
+        &model,
+        &Default::default(),
+    )
+    .unwrap();
+    let err = fails(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--task",
+        "sst2",
+        "--max-length",
+        "64",
+        "--tokenizer",
+        "/dev/zero",
+    ]);
+    assert!(
+        err.contains("--tokenizer /dev/zero") && err.contains("not a file (a device"),
+        "{err}"
+    );
+}

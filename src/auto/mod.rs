@@ -656,8 +656,9 @@ pub fn within(e: &Entry, max_drop: f64, confidence: f64) -> bool {
     !e.dropped_early && bound_points(e, confidence) <= max_drop + 1e-9
 }
 
+/// A model's bytes on disk, its external data included.
 fn file_size(p: &Path) -> u64 {
-    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+    onnx::io::model_size(p)
 }
 
 /// The midpoint of two levels, rounded to 0.01, if it is a new level between them.
@@ -1137,7 +1138,9 @@ fn finish(
         &o.out,
         &SaveOptions {
             external_data: ExternalData::Auto,
-            protect: vec![o.model.clone()],
+            protect: std::iter::once(o.model.clone())
+                .chain(onnx::io::external_files(&o.model))
+                .collect(),
         },
     )
     .with_context(|| {

@@ -742,12 +742,8 @@ pub fn auto_options(model: &Path, a: &super::flags::AutoArgs) -> Result<onnx_com
     onnx_compress::onnx::io::ensure_distinct(&o.model, &o.out)?;
     // Nor any file the search reads: its data (the GLUE folder's file too) and what is beside
     // the model.
-    let beside = |name: &str| o.model.parent().unwrap_or(Path::new(".")).join(name);
-    let mut reads = vec![
-        (o.calib_data.clone(), "the training file (--calib-data)"),
-        (beside("tokenizer.json"), "the model's tokenizer"),
-        (beside("config.json"), "the model's config.json"),
-    ];
+    let mut reads = onnx_compress::eval::files_read_with(&o.model);
+    reads.push((o.calib_data.clone(), "the training file (--calib-data)"));
     if let Some(s) = &o.selection_data {
         reads.push((s.clone(), "the selection file (--selection-data)"));
     }

@@ -452,9 +452,15 @@ fn read_jsonl(text: &str, file: &str, rows: usize) -> Result<Table, DataError> {
         if line.is_empty() {
             continue;
         }
-        // A file that is one JSON array (as `json.dump` of a list writes it) is not JSON Lines.
-        let parsed = serde_json::from_str::<serde_json::Value>(line);
-        let array_start = || line.starts_with('[') && (parsed.is_err() || line.starts_with("[{"));
+        // A file that is one JSON array (as `json.dump` of a list writes it) is not JSON Lines
+        // (said before a whole array on one line is parsed: a large file took GBs).
+        let listed = objects.is_empty() && line.starts_with("[{");
+        let parsed = if listed {
+            Ok(serde_json::Value::Null)
+        } else {
+            serde_json::from_str::<serde_json::Value>(line)
+        };
+        let array_start = || listed || (line.starts_with('[') && parsed.is_err());
         if objects.is_empty() && array_start() {
             return Err(record_error(
                 file,

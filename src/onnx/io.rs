@@ -50,6 +50,38 @@ pub fn load_with_sources(path: &Path) -> Result<(ModelProto, Vec<PathBuf>), Onnx
     Ok((model, sources))
 }
 
+/// The external data files the model at `path` names (resolved against its folder), read from
+/// its graph without loading them; none where it cannot be read (its load says why).
+pub fn external_files(path: &Path) -> Vec<PathBuf> {
+    let Ok(bytes) = fs::read(path) else { return vec![] };
+    let Ok(mut m) = ModelProto::decode(bytes.as_slice()) else {
+        return vec![];
+    };
+    let base = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut files: Vec<PathBuf> = vec![];
+    if let Some(g) = m.graph.as_mut() {
+        for_each_tensor_mut(g, &mut |t| {
+            for e in &t.external_data {
+                let file = base.join(e.value());
+                if e.key() == "location" && !files.contains(&file) {
+                    files.push(file);
+                }
+            }
+        });
+    }
+    files
+}
+
+/// Bytes on disk of the model at `path`: its file and the external data files it names.
+pub fn model_size(path: &Path) -> u64 {
+    let mut sources = vec![path.to_path_buf()];
+    sources.extend(external_files(path));
+    size_on_disk(&sources)
+}
+
 /// Decodes a model from bytes. `path` is used in errors; external data is resolved against
 /// `base_dir` (refused when `None`).
 pub fn load_from_bytes(bytes: &[u8], path: &Path, base_dir: Option<&Path>) -> Result<ModelProto, OnnxError> {
@@ -336,6 +368,9 @@ pub fn save(model: &ModelProto, given: &Path, opts: &SaveOptions) -> Result<Save
     // A symbolic link is written through: the file it names is replaced, the link stays.
     let resolved = written_path(given)?;
     let path = resolved.as_path();
+    // (The side file goes beside the file the link names: under that name it must not be an
+    // input's either.)
+    ensure_not_overwriting(&opts.protect, path)?;
     if path.is_dir() {
         return Err(OnnxError::Io {
             path: path.to_path_buf(),
@@ -354,7 +389,7 @@ pub fn save(model: &ModelProto, given: &Path, opts: &SaveOptions) -> Result<Save
         // A `<path>.data` that the model this one replaces reads its tensors from (this tool's
         // name for a side file; an input's files were refused above) is left without a reader,
         // so it goes; one that model does not name (or with no model there) is not this tool's.
-        let tmp = write_temp(path, &dir, &[&bytes])?;
+        let tmp = write_temp(path, &dir, &[&bytes], &[path])?;
         // Another writer of this output commits before or after this one, not between.
         let _lock = lock_folder(&dir);
         let stale = data_file_for(path);
@@ -371,13 +406,43 @@ pub fn save(model: &ModelProto, given: &Path, opts: &SaveOptions) -> Result<Save
         });
     }
     let data_path = data_file_for(path);
+    let refuse = |at: &Path, why: String| OnnxError::Io {
+        path: at.to_path_buf(),
+        cause: std::io::Error::other(why),
+    };
     if data_path.is_dir() {
-        return Err(OnnxError::Io {
-            path: data_path,
-            cause: std::io::Error::other(
-                "a folder, where the model's external data goes: move it away or name another output",
+        return Err(refuse(
+            &data_path,
+            "a folder, where the model's external data goes: move it away or name another output".into(),
+        ));
+    }
+    // A model's data file is read from beside the path the model is opened by: through a link to
+    // another folder, it would not be found.
+    let folder = |p: &Path| {
+        p.parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .canonicalize()
+            .ok()
+    };
+    if resolved != given && folder(given) != folder(path) {
+        return Err(refuse(
+            given,
+            format!(
+                "a symbolic link to {} in another folder: a model with external data is read from beside the path it is opened by; name the file itself",
+                path.display()
             ),
-        });
+        ));
+    }
+    // Found before the previous model is removed (for the renames).
+    if data_path.file_name().is_some_and(|n| n.len() > 255) {
+        return Err(refuse(
+            given,
+            format!(
+                "its data file's name ({}.data) would be past 255 bytes: name a shorter output",
+                given.file_name().unwrap_or_default().to_string_lossy()
+            ),
+        ));
     }
     let location = data_path.file_name().unwrap_or_default().to_string_lossy().to_string();
     let mut model = model.clone();
@@ -405,22 +470,24 @@ pub fn save(model: &ModelProto, given: &Path, opts: &SaveOptions) -> Result<Save
     // renamed into place, so a run killed while writing leaves the previous model and its data
     // file as they were; the two renames then follow each other directly.
     let refs: Vec<&[u8]> = chunks.iter().map(|c| c.as_ref()).collect();
-    let data_tmp = write_temp(&data_path, &dir, &refs)?;
+    // A new data file is as private as the model it goes with (the one it replaces).
+    let data_tmp = write_temp(&data_path, &dir, &refs, &[&data_path, path])?;
     drop(chunks);
     let bytes = model.encode_to_vec();
-    let model_tmp = write_temp(path, &dir, &[&bytes])?;
+    let model_tmp = write_temp(path, &dir, &[&bytes], &[path])?;
     // A signal waits for both renames (`crate::interrupt`): a stop between them would leave the
     // previous model beside this one's data. A SIGKILL or a crash cannot be waited for, so the
     // previous model goes first: stopped there, no model is at `path` rather than the previous
     // one reading this one's data (a model that loads and gives other outputs).
-    let _commit = crate::interrupt::commit();
     // Another writer of this output (or of its data file) commits before or after this one, not
-    // between: interleaved, one's model would read the other's data.
+    // between: interleaved, one's model would read the other's data. (Taken before the signal
+    // guard: a stop while waiting for it stops at once.)
     let _lock = lock_folder(&dir);
+    let _commit = crate::interrupt::commit();
     // Each step is synced before the next, so that none reaches the disk before the one before.
     let replaced = fs::symlink_metadata(path).is_ok();
     if replaced {
-        fs::remove_file(path).map_err(io_err(path))?;
+        fs::remove_file(path).map_err(write_err(path))?;
         sync_folder(&dir);
     }
     let renamed = rename(data_tmp, &data_path).and_then(|()| {
@@ -477,7 +544,7 @@ pub fn write_text(path: &Path, text: &str) -> Result<(), OnnxError> {
 pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), OnnxError> {
     let dir = target_folder(path)?;
     let path = written_path(path)?;
-    let tmp = write_temp(&path, &dir, &[bytes])?;
+    let tmp = write_temp(&path, &dir, &[bytes], &[&path])?;
     let _lock = lock_folder(&dir);
     persist(tmp, &path, &dir)
 }
@@ -520,12 +587,22 @@ pub fn report_folder(dir: &Path) -> Result<(), OnnxError> {
 /// (written through, as a shell's `>` writes; the link stays). A link to nothing is refused.
 pub fn written_path(path: &Path) -> Result<PathBuf, OnnxError> {
     match fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => fs::canonicalize(path).map_err(|_| OnnxError::Io {
-            path: path.to_path_buf(),
-            cause: std::io::Error::other(format!(
-                "a symbolic link to {}, which is not there: name the file to write",
-                fs::read_link(path).unwrap_or_default().display()
-            )),
+        Ok(m) if m.file_type().is_symlink() => fs::canonicalize(path).or_else(|e| {
+            // A link to something that is not a file by a path (a pipe: `/dev/stdout | cat`) is
+            // left to the checks that name what it is.
+            if fs::metadata(path).is_ok() {
+                return Ok(path.to_path_buf());
+            }
+            let to = fs::read_link(path).unwrap_or_default();
+            let what = if e.raw_os_error() == Some(libc::ELOOP) {
+                format!("a symbolic link to {}, in a loop of links", to.display())
+            } else {
+                format!("a symbolic link to {}, which is not there", to.display())
+            };
+            Err(OnnxError::Io {
+                path: path.to_path_buf(),
+                cause: std::io::Error::other(format!("{what}: name the file to write")),
+            })
         }),
         _ => Ok(path.to_path_buf()),
     }
@@ -533,15 +610,31 @@ pub fn written_path(path: &Path) -> Result<PathBuf, OnnxError> {
 
 /// Holds an exclusive lock on the folder `dir` until dropped, so that two processes writing the
 /// same output there rename their files one after the other (best effort: a folder that cannot
-/// be opened or locked is written unlocked).
+/// be opened or locked is written unlocked). Held by another process for more than a second, a
+/// line on stderr says what it waits for.
 fn lock_folder(dir: &Path) -> Option<fs::File> {
     let d = fs::File::open(dir).ok()?;
     #[cfg(unix)]
     {
         use std::os::unix::io::AsRawFd;
-        // SAFETY: flock on a descriptor this function owns; released when `d` is closed.
-        if unsafe { libc::flock(d.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return None;
+        let start = std::time::Instant::now();
+        let mut said = false;
+        loop {
+            // SAFETY: flock on a descriptor this function owns; released when `d` is closed.
+            if unsafe { libc::flock(d.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                break;
+            }
+            if std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock {
+                return None;
+            }
+            if !said && start.elapsed().as_secs_f64() > 1.0 {
+                eprintln!(
+                    "note: waiting for another process writing into {} (it holds a lock on the folder)",
+                    dir.display()
+                );
+                said = true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
     Some(d)
@@ -611,7 +704,9 @@ struct Partial {
 
 /// Writes `parts` to a temporary file in `dir` named after `path` (`.<name>.tmp-XXXXXX.partial`),
 /// synced to disk. Dropped without [`persist`], it is removed.
-fn write_temp(path: &Path, dir: &Path, parts: &[&[u8]]) -> Result<Partial, OnnxError> {
+/// The file gets the mode of the first file of `mode_of` there is (the one it replaces), else
+/// that of any new file.
+fn write_temp(path: &Path, dir: &Path, parts: &[&[u8]], mode_of: &[&Path]) -> Result<Partial, OnnxError> {
     // `.<name>.tmp-XXXXXX.partial`: a file a killed run leaves behind says what it was for. The
     // 20 bytes it adds must fit the 255 of a file name: a longer name is cut for it.
     let name = path.file_name().unwrap_or_default().to_string_lossy();
@@ -659,7 +754,11 @@ fn write_temp(path: &Path, dir: &Path, parts: &[&[u8]]) -> Result<Partial, OnnxE
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(path).map_or_else(|_| 0o666 & !umask(), |m| m.permissions().mode() & 0o7777);
+        // (Read, write and execute bits only: no set-id bit is carried to a new file.)
+        let mode = mode_of
+            .iter()
+            .find_map(|p| fs::metadata(p).ok())
+            .map_or_else(|| 0o666 & !umask(), |m| m.permissions().mode() & 0o777);
         tmp.as_file()
             .set_permissions(fs::Permissions::from_mode(mode))
             .map_err(write_err(path))?;
@@ -690,7 +789,7 @@ fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> OnnxError + '_ {
     move |cause| {
         let todo = match cause.kind() {
             std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
-                "free space there or write the output to another disk; nothing was written"
+                "free space there or write the output to another disk"
             }
             std::io::ErrorKind::ReadOnlyFilesystem => "write the output where you can create files",
             std::io::ErrorKind::PermissionDenied => {

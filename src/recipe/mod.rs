@@ -634,6 +634,13 @@ pub fn load_with_model(path: &Path, model: Option<&Path>) -> Result<LoadedRecipe
                     .into(),
         });
     }
+    // A pipe would be waited on, a device (/dev/zero) read until memory runs out.
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        return Err(RecipeError::Invalid {
+            path: path.to_path_buf(),
+            message: "not a file (a device, a pipe or a socket): name a .yaml recipe".into(),
+        });
+    }
     let text = std::fs::read_to_string(path).map_err(|cause| match cause.kind() {
         std::io::ErrorKind::InvalidData => RecipeError::Invalid {
             path: path.to_path_buf(),
