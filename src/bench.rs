@@ -382,6 +382,17 @@ pub fn charts_of(dataset: &str, date: &str, rows: &[Row]) -> Vec<(String, Chart)
     ]
 }
 
+/// The files [`write`] may write into its folder.
+pub const FILES: [&str; 7] = [
+    "results.md",
+    "results.csv",
+    "results.json",
+    "pareto_throughput.svg",
+    "pareto_throughput.png",
+    "pareto_size.svg",
+    "pareto_size.png",
+];
+
 /// Writes results.md, results.csv, results.json and the charts (SVG + PNG) into `dir`.
 pub fn write(b: &BenchReport, dir: &Path) -> Result<Vec<PathBuf>> {
     let texts = [

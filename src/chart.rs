@@ -280,6 +280,45 @@ pub fn write_lines(lines: &Lines, dir: &Path, stem: &str, written: &mut Vec<std:
     write_files(&Drawing::Lines(lines), dir, stem, written)
 }
 
+/// Checks, before the work, that the files `names` can be written into the folder `dir`
+/// (`flag`, e.g. `--out`, names it in errors) without replacing a file the command reads
+/// (`reads`: the path and what it is) and without meeting a folder or a device where a file goes.
+pub fn check_results(
+    dir: &Path,
+    flag: &str,
+    names: &[&str],
+    reads: &[(std::path::PathBuf, String)],
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if dir.exists() && !dir.is_dir() {
+        anyhow::bail!(
+            "{flag} {}: a file, not a folder; name a folder for the results (made when missing)",
+            dir.display()
+        );
+    }
+    for name in names {
+        let p = dir.join(name);
+        for (input, what) in reads {
+            crate::onnx::io::ensure_not_read(input, what, &p).with_context(|| format!("{flag} {}", dir.display()))?;
+        }
+        if p.is_dir() {
+            anyhow::bail!(
+                "{flag} {}: {} is a folder, where a result file goes; remove it or name another folder",
+                dir.display(),
+                p.display()
+            );
+        }
+    }
+    // A folder that takes no files is found now, not after the work.
+    crate::onnx::io::report_folder(dir).map_err(|e| anyhow::anyhow!("{flag} {e}"))?;
+    if dir.is_dir() {
+        for name in names {
+            crate::onnx::io::target_folder(&dir.join(name)).with_context(|| format!("{flag} {}", dir.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes each of `texts` (a file name in `dir` and its text), then `charts` (each adding its
 /// files to the list it is given), into the folder `dir` (made when missing): the files
 /// written, or an error that names those written before it.

@@ -369,34 +369,9 @@ pub const FILES: [&str; 4] = [
 /// the command reads (`reads`: the path and what it is) and without meeting a folder or a device
 /// where a file goes.
 pub fn check_out(dir: &std::path::Path, reads: &[(&std::path::Path, &str)]) -> anyhow::Result<()> {
-    use anyhow::Context;
-    if dir.exists() && !dir.is_dir() {
-        anyhow::bail!(
-            "--out {}: a file, not a folder; name a folder for sensitivity's table and chart",
-            dir.display()
-        );
-    }
-    for name in FILES {
-        let p = dir.join(name);
-        for (input, what) in reads {
-            crate::onnx::io::ensure_not_read(input, what, &p).with_context(|| format!("--out {}", dir.display()))?;
-        }
-        if p.is_dir() {
-            anyhow::bail!(
-                "--out {}: {} is a folder, where sensitivity writes a file; remove it or name another folder",
-                dir.display(),
-                p.display()
-            );
-        }
-    }
-    // A folder that takes no files is found now, not after the measurements.
-    crate::onnx::io::report_folder(dir).map_err(|e| anyhow::anyhow!("--out {e}"))?;
-    for name in FILES {
-        if dir.is_dir() {
-            crate::onnx::io::target_folder(&dir.join(name)).with_context(|| format!("--out {}", dir.display()))?;
-        }
-    }
-    Ok(())
+    let reads: Vec<(std::path::PathBuf, String)> =
+        reads.iter().map(|(p, w)| (p.to_path_buf(), w.to_string())).collect();
+    crate::chart::check_results(dir, "--out", &FILES, &reads)
 }
 
 /// Writes sensitivity.csv, sensitivity.json and the chart (SVG, PNG) into `dir` ([`FILES`]).

@@ -785,6 +785,58 @@ fn bad_flags_are_refused_before_anything_is_read() {
         &["refusing to write", "the model's external data"],
     );
     assert_eq!(read(&data_file), data_before);
+    // Nor a file the work folder gets: the training file as its front.csv (the front's table was
+    // written over it), OUT as a plan's jobs.txt.
+    let work = dir.path().join("aw");
+    std::fs::create_dir(&work).unwrap();
+    let in_work = work.join("front.csv");
+    std::fs::copy(&train, &in_work).unwrap();
+    let o = bin()
+        .args([
+            "auto",
+            s(&model),
+            s(&out),
+            "--task",
+            "sst2",
+            "--calib-data",
+            s(&in_work),
+            "--data",
+            s(&held),
+            "--work",
+            s(&work),
+        ])
+        .output()
+        .unwrap();
+    assert_clean_error(
+        "the training file in the work folder",
+        &o,
+        &["--work", "refusing to write", "front.csv", "the training file"],
+    );
+    assert_eq!(read(&in_work), read(&train));
+    let plan = dir.path().join("pl");
+    std::fs::create_dir(&plan).unwrap();
+    let o = bin()
+        .args([
+            "auto",
+            s(&model),
+            s(&plan.join("jobs.txt")),
+            "--task",
+            "sst2",
+            "--calib-data",
+            s(&train),
+            "--data",
+            s(&held),
+            "--plan",
+            s(&plan),
+        ])
+        .output()
+        .unwrap();
+    assert_clean_error(
+        "OUT a plan's file",
+        &o,
+        &["--plan", "refusing to write", "jobs.txt", "it is OUT"],
+    );
+    assert_eq!(std::fs::read_dir(&plan).unwrap().count(), 0);
     assert!(!dir.path().join("missing").exists());
     assert!(!out.exists());
     assert_eq!(std::fs::read(&model).unwrap(), b"not read");

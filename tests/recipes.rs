@@ -684,3 +684,31 @@ fn a_device_as_recipe_or_tokenizer_is_refused() {
         "{err}"
     );
 }
+
+/// bench's result files may not land on a file its recipes read: a recipe's data.file named
+/// results.csv in the --out folder was written over by the table (exit 0). Refused before any
+/// run, as is a folder where a result file goes.
+#[test]
+fn bench_refuses_result_files_over_what_its_recipes_read() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("m.onnx"), b"not read").unwrap();
+    std::fs::write(dir.path().join("results.csv"), "text,label\ngood,1\n").unwrap();
+    let r = write_config(
+        dir.path(),
+        "r.yaml",
+        "model:\n  model_name: m.onnx\ndata:\n  file: results.csv\n",
+    );
+    let err = fails(&["bench", r.to_str().unwrap(), "--out", dir.path().to_str().unwrap()]);
+    assert!(
+        err.contains("--out") && err.contains("refusing to write") && err.contains("data.file"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("results.csv")).unwrap(),
+        "text,label\ngood,1\n"
+    );
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(out.join("results.md")).unwrap();
+    let err = fails(&["bench", r.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(err.contains("results.md is a folder"), "{err}");
+}

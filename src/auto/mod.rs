@@ -326,6 +326,20 @@ struct Search<'a> {
 }
 
 const CANDIDATES: &str = "candidates";
+
+/// The files a search writes into its work folder (a plan's too), besides its candidates.
+pub const WORK_FILES: [&str; 10] = [
+    journal::FILE,
+    "recipe.yaml",
+    "front.md",
+    "front.csv",
+    "front.json",
+    "front.svg",
+    "front.png",
+    "jobs.txt",
+    "Makefile",
+    "collect.sh",
+];
 const RECIPES: &str = "recipes";
 
 impl Search<'_> {

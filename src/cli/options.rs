@@ -505,8 +505,13 @@ pub fn bench_recipes(
             out.display()
         );
     }
-    // A folder that takes no files is found now, not after every recipe has run.
-    onnx_compress::onnx::io::report_folder(&out).map_err(|e| anyhow::anyhow!("--out {e}"))?;
+    // A folder that takes no files, a folder or a file the recipes read where a result goes: found
+    // now, not after every recipe has run.
+    let mut reads: Vec<(PathBuf, String)> = recipes.iter().flat_map(|r| r.files_read()).collect();
+    if let Some(f) = &data_file {
+        reads.push((f.clone(), "the data file".into()));
+    }
+    onnx_compress::chart::check_results(&out, "--out", &onnx_compress::bench::FILES, &reads)?;
     Ok(BenchRecipes {
         notes,
         recipes,
@@ -750,8 +755,20 @@ pub fn auto_options(model: &Path, a: &super::flags::AutoArgs) -> Result<onnx_com
     if let Ok(dev) = o.dev_file() {
         reads.push((dev, "the file the result is reported on"));
     }
-    for (path, what) in reads {
-        onnx_compress::onnx::io::ensure_not_read(&path, what, &o.out)?;
+    for (path, what) in &reads {
+        onnx_compress::onnx::io::ensure_not_read(path, what, &o.out)?;
+    }
+    // The files the work folder gets (the journal, the front, the recipe, a plan's files): none
+    // may be a file the search reads (the training file was written over by the front's table),
+    // nor OUT.
+    let mut in_work = reads.clone();
+    in_work.push((o.out.clone(), "OUT"));
+    let folder_flag = if a.plan.is_some() { "--plan" } else { "--work" };
+    for name in onnx_compress::auto::WORK_FILES {
+        for (path, what) in &in_work {
+            onnx_compress::onnx::io::ensure_not_read(path, what, &o.work.join(name))
+                .map_err(|e| anyhow::anyhow!("{folder_flag} {}: {e}", o.work.display()))?;
+        }
     }
     Ok(o)
 }

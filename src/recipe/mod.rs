@@ -500,6 +500,27 @@ impl LoadedRecipe {
         Ok(())
     }
 
+    /// The files running the recipe reads (each with what it is): the recipe, its data and
+    /// calibration files, the model and the files read with it ([`crate::eval::files_read_with`]).
+    pub fn files_read(&self) -> Vec<(PathBuf, String)> {
+        let mut files = vec![(self.path.clone(), format!("the recipe {}", self.path.display()))];
+        if let Some(f) = &self.recipe.data.file {
+            files.push((self.resolve(f), "a recipe's data.file".into()));
+        }
+        if let Some(c) = &self.recipe.calibration {
+            files.push((self.resolve(&c.data), "a recipe's calibration data".into()));
+        }
+        if let Ok(m) = self.model() {
+            files.extend(
+                crate::eval::files_read_with(&m.path)
+                    .into_iter()
+                    .map(|(p, what)| (p, what.to_string())),
+            );
+            files.push((m.path, "a recipe's model".into()));
+        }
+        files
+    }
+
     /// `model.model_name (line N)`.
     fn model_key(&self) -> String {
         match self.model_line {
