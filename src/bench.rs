@@ -400,7 +400,7 @@ pub fn write(b: &BenchReport, dir: &Path) -> Result<Vec<PathBuf>> {
         ("results.csv", csv(b)),
         ("results.json", serde_json::to_string_pretty(b)? + "\n"),
     ];
-    chart::write_results(dir, &texts, &|files| write_charts(&charts(b), dir, files))
+    crate::results::write_results(dir, "--out", &texts, &|files| write_charts(&charts(b), dir, files))
 }
 
 /// Writes each chart with points as `<stem>.svg` and `<stem>.png` into `dir`, adding each file

@@ -321,8 +321,10 @@ pub fn tokenize<'a>(
     tokenizer.with_padding(None);
     // A text is cut at `cap` bytes first: the tokenizer keeps ~140 bytes of state per byte of
     // text before it truncates (a 200 MB field ran it out of memory), and `max_length` tokens lie
-    // far within the cut (256 bytes a token; a word past 100 characters is one [UNK] token).
-    let cap = (max_length * 256).max(64 << 10);
+    // far within the cut (256 bytes a token; a word past 100 characters is one [UNK] token). (Of
+    // a pair of two texts both past it, which is the longer, the one that gets the odd token of
+    // the budget, is then judged on the cut texts.)
+    let cap = (max_length * 256).max(1 << 20);
     let texts: Vec<(&str, Option<&str>)> = texts.map(|(a, b)| (cut(a, cap), b.map(|b| cut(b, cap)))).collect();
     let fail = |e: tokenizers::Error| anyhow!("tokenizing {}: {e}", file.display());
     let enc = if texts.iter().any(|t| t.1.is_some()) {
@@ -1209,9 +1211,9 @@ mod tests {
         assert_eq!(e.ids[0], [2, 4, 5, 6, 7, 3, 30, 31, 32, 33, 34, 3]);
         let e = tokenize(&mut tok, [(long.as_str(), None)].into_iter(), Path::new("f"), 6, None).unwrap();
         assert_eq!(e.ids[0], [2, 4, 5, 6, 7, 3]);
-        // A text past the cap (64 KiB here) is cut before tokenizing: the same tokens, alone
+        // A text past the cap (1 MiB here) is cut before tokenizing: the same tokens, alone
         // and in a pair.
-        let huge = "w5 w6 ".repeat(200_000);
+        let huge = "w5 w6 ".repeat(400_000);
         let small = "w5 w6 ".repeat(100);
         for pair in [None, Some(short.as_str())] {
             let mut ids = |t: &str| {

@@ -190,7 +190,7 @@ pub fn carry_labels(model: &mut ModelProto, input: &std::path::Path) -> anyhow::
     // Names that cannot be read are not carried (a pass needs none): said in a note.
     match names_from_config(&text) {
         // As many names as the model has outputs, else none: eval would refuse the output.
-        Ok(Some((names, key))) => match crate::eval::output_width(model) {
+        Ok(Some((names, key))) => match crate::eval::output_width(model).filter(|_| !per_token(model)) {
             Some(w) if w != names.len() => Ok(Some(format!(
                 "{}: {key} names {} classes ({}) for the model's {w} outputs; its class names are not carried into the output",
                 p.display(),
@@ -208,6 +208,17 @@ pub fn carry_labels(model: &mut ModelProto, input: &std::path::Path) -> anyhow::
             p.display()
         ))),
     }
+}
+
+/// Whether the model's predictions have a sequence axis (a headless encoder's hidden states, whose
+/// last axis is the hidden size, not classes).
+fn per_token(model: &ModelProto) -> bool {
+    model
+        .graph
+        .as_ref()
+        .and_then(crate::onnx::graph::prediction_value)
+        .and_then(crate::onnx::graph::declared_rank)
+        .is_some_and(|r| r >= 3)
 }
 
 /// `SOURCE_DATE_EPOCH` when set: seconds since 1970, a whole number from 0 up.

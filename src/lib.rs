@@ -29,6 +29,7 @@ pub mod passes;
 pub mod pipeline;
 pub mod recipe;
 pub mod report;
+pub mod results;
 pub mod runtime;
 pub mod sensitivity;
 pub mod structure;

@@ -371,7 +371,7 @@ pub const FILES: [&str; 4] = [
 pub fn check_out(dir: &std::path::Path, reads: &[(&std::path::Path, &str)]) -> anyhow::Result<()> {
     let reads: Vec<(std::path::PathBuf, String)> =
         reads.iter().map(|(p, w)| (p.to_path_buf(), w.to_string())).collect();
-    crate::chart::check_results(dir, "--out", &FILES, &reads)
+    crate::results::check_results(dir, "--out", &FILES, &reads)
 }
 
 /// Writes sensitivity.csv, sensitivity.json and the chart (SVG, PNG) into `dir` ([`FILES`]).
@@ -380,7 +380,7 @@ pub fn write(r: &SensitivityReport, dir: &std::path::Path) -> anyhow::Result<Vec
         ("sensitivity.csv", csv(r)),
         ("sensitivity.json", serde_json::to_string_pretty(r)? + "\n"),
     ];
-    crate::chart::write_results(dir, &texts, &|files| {
+    crate::results::write_results(dir, "--out", &texts, &|files| {
         crate::chart::write_lines(&chart(r), dir, "sensitivity", files).map_err(anyhow::Error::msg)
     })
 }

@@ -834,7 +834,7 @@ fn bad_flags_are_refused_before_anything_is_read() {
     assert_clean_error(
         "OUT a plan's file",
         &o,
-        &["--plan", "refusing to write", "jobs.txt", "it is OUT"],
+        &["jobs.txt", "a file auto writes into its work folder", "--plan"],
     );
     assert_eq!(std::fs::read_dir(&plan).unwrap().count(), 0);
     assert!(!dir.path().join("missing").exists());

@@ -365,7 +365,21 @@ fn permissions_follow_the_replaced_file_and_long_names_are_written() {
     onnx::save(&m, &setuid, &SaveOptions::default()).unwrap();
     let full = std::fs::metadata(&setuid).unwrap().permissions().mode() & 0o7777;
     assert_eq!(full, 0o755);
-    // A new file: 0666 less this process's umask (read from /proc, as the tool reads it).
+    // A new file: 0666 less the umask: 0600 under `umask 077` (it was 0644 whatever the umask).
+    if shared::require_ort("convert under umask 077") {
+        let private = dir.path().join("private.onnx");
+        let o = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("umask 077 && exec \"$0\" convert \"$1\" \"$2\"")
+            .arg(assert_cmd::cargo::cargo_bin("onnx-compress"))
+            .arg(&kept)
+            .arg(&private)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(mode(&private), 0o600);
+    }
+    // This process's umask (read from /proc, as the tool reads it).
     let umask = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -380,6 +394,11 @@ fn permissions_follow_the_replaced_file_and_long_names_are_written() {
     let long = dir.path().join(format!("{}.onnx", "x".repeat(250)));
     onnx::save(&m, &long, &SaveOptions::default()).unwrap();
     assert_same_model(&onnx::load(&long).unwrap(), &m);
+    // Its data file's name would be past 255 bytes: refused before the model there is removed.
+    let before = std::fs::read(&long).unwrap();
+    let e = onnx::save(&m, &long, &always).unwrap_err().to_string();
+    assert!(e.contains("past 255 bytes"), "{e}");
+    assert_eq!(std::fs::read(&long).unwrap(), before);
     let left: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -424,11 +443,14 @@ fn truncated_and_foreign_bytes_are_clear_errors() {
     }
 }
 
-/// Two writers of one output take turns at the renames (a lock on the folder): a write whose
-/// folder another process holds waits for it, says so on stderr after a second, then writes.
+/// Two writers of one output take turns at the renames (a lock file for the folder): a write
+/// whose lock another process holds waits for it, says so on stderr after a second, then writes;
+/// a lock the user holds on the folder itself (`flock DIR onnx-compress ...`) does not stop it
+/// (it waited forever).
 #[cfg(unix)]
 #[test]
 fn a_write_waits_for_the_folder_lock_and_says_so() {
+    use std::io::BufRead;
     use std::os::unix::io::AsRawFd;
     if !shared::require_ort("convert's check of the written model") {
         return;
@@ -438,27 +460,50 @@ fn a_write_waits_for_the_folder_lock_and_says_so() {
     onnx::save(&tiny_bert(&SynthOptions::default()), &input, &SaveOptions::default()).unwrap();
     let out_dir = dir.path().join("out");
     std::fs::create_dir(&out_dir).unwrap();
-    let held = std::fs::File::open(&out_dir).unwrap();
-    // SAFETY: flock on a descriptor this test owns.
-    assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) }, 0);
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("onnx-compress"))
-        .args(["convert", "--external-data", "always"])
-        .arg(&input)
-        .arg(out_dir.join("m.onnx"))
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
+    let convert = |name: &str| {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("onnx-compress"))
+            .args(["convert", "--external-data", "always"])
+            .arg(&input)
+            .arg(out_dir.join(name))
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // SAFETY (both): flock on descriptors this test owns.
+    let flock = |f: &std::fs::File| assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
+    // The folder itself locked: written at once.
+    let folder = std::fs::File::open(&out_dir).unwrap();
+    flock(&folder);
+    let o = convert("a.onnx").wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("waiting"));
+    drop(folder);
+    // The tool's lock held: it waits, and says so.
+    let lock = onnx::io::lock_file_for(&out_dir).unwrap();
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    let held = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock)
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(2500));
-    assert!(!out_dir.join("m.onnx").exists(), "written while the folder was locked");
+    flock(&held);
+    let mut child = convert("b.onnx");
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let said = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("waiting for another onnx-compress writing into"));
+    assert!(said.is_some(), "no note while waiting");
+    assert!(!out_dir.join("b.onnx").exists(), "written while the lock was held");
     drop(held);
-    let o = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{err}");
-    assert!(err.contains("waiting for another process writing into"), "{err}");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(child.wait().unwrap().success(), "{rest:?}");
     // (convert adds its history entry: the graphs are compared.)
     assert_eq!(
-        onnx::load(&out_dir.join("m.onnx")).unwrap().graph,
+        onnx::load(&out_dir.join("b.onnx")).unwrap().graph,
         onnx::load(&input).unwrap().graph
     );
 }

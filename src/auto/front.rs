@@ -368,7 +368,7 @@ pub fn write(r: &AutoReport, dir: &Path) -> Result<Vec<PathBuf>> {
         ("front.csv", csv(r)),
         ("front.json", serde_json::to_string_pretty(r)? + "\n"),
     ];
-    chart::write_results(dir, &texts, &|files| {
+    crate::results::write_results(dir, "--work", &texts, &|files| {
         let c = chart(r);
         if c.points.len() > 1 {
             chart::write(&c, dir, "front", files).map_err(anyhow::Error::msg)?;

@@ -511,7 +511,7 @@ pub fn bench_recipes(
     if let Some(f) = &data_file {
         reads.push((f.clone(), "the data file".into()));
     }
-    onnx_compress::chart::check_results(&out, "--out", &onnx_compress::bench::FILES, &reads)?;
+    onnx_compress::results::check_results(&out, "--out", &onnx_compress::bench::FILES, &reads)?;
     Ok(BenchRecipes {
         notes,
         recipes,
@@ -761,14 +761,18 @@ pub fn auto_options(model: &Path, a: &super::flags::AutoArgs) -> Result<onnx_com
     // The files the work folder gets (the journal, the front, the recipe, a plan's files): none
     // may be a file the search reads (the training file was written over by the front's table),
     // nor OUT.
-    let mut in_work = reads.clone();
-    in_work.push((o.out.clone(), "OUT"));
+    let in_work: Vec<(PathBuf, String)> = reads.into_iter().map(|(p, w)| (p, w.to_string())).collect();
     let folder_flag = if a.plan.is_some() { "--plan" } else { "--work" };
-    for name in onnx_compress::auto::WORK_FILES {
-        for (path, what) in &in_work {
-            onnx_compress::onnx::io::ensure_not_read(path, what, &o.work.join(name))
-                .map_err(|e| anyhow::anyhow!("{folder_flag} {}: {e}", o.work.display()))?;
-        }
+    onnx_compress::results::check_results(&o.work, folder_flag, &onnx_compress::auto::WORK_FILES, &in_work)?;
+    if let Some(name) = onnx_compress::auto::WORK_FILES.iter().find(|n| {
+        let p = o.work.join(n);
+        p == o.out || onnx_compress::onnx::io::same_file(&p, &o.out)
+    }) {
+        bail!(
+            "{}: a file auto writes into its work folder ({folder_flag} {}: {name}); name another OUT",
+            a.out.display(),
+            o.work.display()
+        );
     }
     Ok(o)
 }

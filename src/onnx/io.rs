@@ -345,9 +345,15 @@ pub fn ensure_not_overwriting(sources: &[PathBuf], output: &Path) -> Result<(), 
 pub fn ensure_not_read(input: &Path, what: &str, output: &Path) -> Result<(), OnnxError> {
     for out in [output, data_file_for(output).as_path()] {
         if same_file(input, out) || input == out {
+            // A file not there yet would be read as `what` once written.
+            let what = if input.exists() {
+                format!("{what} ({})", input.display())
+            } else {
+                format!("where {what} is read from ({})", input.display())
+            };
             return Err(OnnxError::OutputIsInput {
                 path: out.to_path_buf(),
-                what: format!("{what} ({})", input.display()),
+                what,
             });
         }
     }
@@ -391,7 +397,7 @@ pub fn save(model: &ModelProto, given: &Path, opts: &SaveOptions) -> Result<Save
         // so it goes; one that model does not name (or with no model there) is not this tool's.
         let tmp = write_temp(path, &dir, &[&bytes], &[path])?;
         // Another writer of this output commits before or after this one, not between.
-        let _lock = lock_folder(&dir);
+        let _lock = lock_folder(&dir)?;
         let stale = data_file_for(path);
         let replaced_data = stale.is_file() && reads_data_file(path, &stale);
         persist(tmp, path, &dir)?;
@@ -482,7 +488,7 @@ pub fn save(model: &ModelProto, given: &Path, opts: &SaveOptions) -> Result<Save
     // Another writer of this output (or of its data file) commits before or after this one, not
     // between: interleaved, one's model would read the other's data. (Taken before the signal
     // guard: a stop while waiting for it stops at once.)
-    let _lock = lock_folder(&dir);
+    let _lock = lock_folder(&dir)?;
     let _commit = crate::interrupt::commit();
     // Each step is synced before the next, so that none reaches the disk before the one before.
     let replaced = fs::symlink_metadata(path).is_ok();
@@ -545,7 +551,7 @@ pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), OnnxError> {
     let dir = target_folder(path)?;
     let path = written_path(path)?;
     let tmp = write_temp(&path, &dir, &[bytes], &[&path])?;
-    let _lock = lock_folder(&dir);
+    let _lock = lock_folder(&dir)?;
     persist(tmp, &path, &dir)
 }
 
@@ -587,6 +593,20 @@ pub fn report_folder(dir: &Path) -> Result<(), OnnxError> {
 /// (written through, as a shell's `>` writes; the link stays). A link to nothing is refused.
 pub fn written_path(path: &Path) -> Result<PathBuf, OnnxError> {
     match fs::symlink_metadata(path) {
+        // `/dev/stdout` and kin name a descriptor of this process: its file (a shell's redirect)
+        // would be replaced by a new one, and what it held and what is printed after lost.
+        Ok(m) if m.file_type().is_symlink()
+            && (path.starts_with("/dev/fd")
+                || path.starts_with("/proc")
+                || fs::read_link(path).is_ok_and(|to| to.starts_with("/proc/self/fd") || to.starts_with("/dev/fd"))) =>
+        {
+            Err(OnnxError::Io {
+                path: path.to_path_buf(),
+                cause: std::io::Error::other(
+                    "a standard stream or descriptor of this process: the result is written to a new file and renamed into place; name a file",
+                ),
+            })
+        }
         Ok(m) if m.file_type().is_symlink() => fs::canonicalize(path).or_else(|e| {
             // A link to something that is not a file by a path (a pipe: `/dev/stdout | cat`) is
             // left to the checks that name what it is.
@@ -608,36 +628,84 @@ pub fn written_path(path: &Path) -> Result<PathBuf, OnnxError> {
     }
 }
 
-/// Holds an exclusive lock on the folder `dir` until dropped, so that two processes writing the
-/// same output there rename their files one after the other (best effort: a folder that cannot
-/// be opened or locked is written unlocked). Held by another process for more than a second, a
-/// line on stderr says what it waits for.
-fn lock_folder(dir: &Path) -> Option<fs::File> {
-    let d = fs::File::open(dir).ok()?;
+/// The lock file of writes into the folder `dir` ([`lock_folder`]): in the system's temporary
+/// folder, named by an FNV-1a hash of `dir`'s canonical path (the same in every build).
+pub fn lock_file_for(dir: &Path) -> Option<PathBuf> {
+    let canon = dir.canonicalize().ok()?;
+    let key = canon
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    Some(
+        std::env::temp_dir()
+            .join("onnx-compress-locks")
+            .join(format!("{key:016x}.lock")),
+    )
+}
+
+/// Holds an exclusive lock for writes into the folder `dir` until dropped, so that two
+/// processes of this tool writing the same output there rename their files one after the other.
+/// The lock is on a file of the system's temporary folder named after `dir` (the folder itself
+/// may be locked by the user's own `flock DIR command`, which runs this tool). Held by another
+/// process for more than a second, a line on stderr says what it waits for; for a minute, an
+/// error. Best effort: where no lock file can be made, the write goes on unlocked.
+fn lock_folder(dir: &Path) -> Result<Option<fs::File>, OnnxError> {
     #[cfg(unix)]
     {
+        use std::os::unix::fs::OpenOptionsExt;
         use std::os::unix::io::AsRawFd;
+        let Some(path) = lock_file_for(dir) else {
+            return Ok(None);
+        };
+        if path.parent().is_none_or(|d| fs::create_dir_all(d).is_err()) {
+            return Ok(None);
+        }
+        // (Made by another user, it is opened to read: a lock needs no more.)
+        let opened = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o666)
+            .open(&path)
+            .or_else(|_| fs::File::open(&path));
+        let Ok(f) = opened else { return Ok(None) };
         let start = std::time::Instant::now();
         let mut said = false;
         loop {
-            // SAFETY: flock on a descriptor this function owns; released when `d` is closed.
-            if unsafe { libc::flock(d.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-                break;
+            // SAFETY: flock on a descriptor this function owns; released when `f` is closed.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(Some(f));
             }
             if std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock {
-                return None;
+                return Ok(None);
             }
-            if !said && start.elapsed().as_secs_f64() > 1.0 {
+            let waited = start.elapsed().as_secs_f64();
+            if !said && waited > 1.0 {
                 eprintln!(
-                    "note: waiting for another process writing into {} (it holds a lock on the folder)",
-                    dir.display()
+                    "note: waiting for another onnx-compress writing into {} (lock {})",
+                    dir.display(),
+                    path.display()
                 );
                 said = true;
+            }
+            if waited > 60.0 {
+                return Err(OnnxError::Io {
+                    path: dir.to_path_buf(),
+                    cause: std::io::Error::other(format!(
+                        "another onnx-compress has been writing into this folder for a minute (stopped? it holds {}): let it finish or end it, then run again; nothing was written",
+                        path.display()
+                    )),
+                });
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
-    Some(d)
+    #[cfg(not(unix))]
+    Ok(None)
 }
 
 /// The folder a file at `given` is written into (where `given` is a symbolic link, the folder of
