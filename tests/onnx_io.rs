@@ -506,4 +506,6 @@ fn a_write_waits_for_the_folder_lock_and_says_so() {
         onnx::load(&out_dir.join("b.onnx")).unwrap().graph,
         onnx::load(&input).unwrap().graph
     );
+    // The lock file goes with the lock (one was left per folder ever written).
+    assert!(!lock.exists(), "{} left behind", lock.display());
 }

@@ -628,6 +628,19 @@ pub fn written_path(path: &Path) -> Result<PathBuf, OnnxError> {
     }
 }
 
+/// A held [`lock_folder`] lock: its file is removed, then closed (unlocked), when dropped, so that
+/// no lock file is left behind.
+struct FolderLock {
+    _file: fs::File,
+    path: PathBuf,
+}
+
+impl Drop for FolderLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
 /// The lock file of writes into the folder `dir` ([`lock_folder`]): in the system's temporary
 /// folder, named by an FNV-1a hash of `dir`'s canonical path (the same in every build).
 pub fn lock_file_for(dir: &Path) -> Option<PathBuf> {
@@ -651,11 +664,12 @@ pub fn lock_file_for(dir: &Path) -> Option<PathBuf> {
 /// The lock is on a file of the system's temporary folder named after `dir` (the folder itself
 /// may be locked by the user's own `flock DIR command`, which runs this tool). Held by another
 /// process for more than a second, a line on stderr says what it waits for; for a minute, an
-/// error. Best effort: where no lock file can be made, the write goes on unlocked.
-fn lock_folder(dir: &Path) -> Result<Option<fs::File>, OnnxError> {
+/// error. The file is removed as the lock is let go ([`FolderLock`]). Best effort: where no lock
+/// file can be made, the write goes on unlocked.
+fn lock_folder(dir: &Path) -> Result<Option<FolderLock>, OnnxError> {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
         use std::os::unix::io::AsRawFd;
         let Some(path) = lock_file_for(dir) else {
             return Ok(None);
@@ -663,22 +677,31 @@ fn lock_folder(dir: &Path) -> Result<Option<fs::File>, OnnxError> {
         if path.parent().is_none_or(|d| fs::create_dir_all(d).is_err()) {
             return Ok(None);
         }
-        // (Made by another user, it is opened to read: a lock needs no more.)
-        let opened = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o666)
-            .open(&path)
-            .or_else(|_| fs::File::open(&path));
-        let Ok(f) = opened else { return Ok(None) };
         let start = std::time::Instant::now();
         let mut said = false;
         loop {
+            // (Made by another user, it is opened to read: a lock needs no more.)
+            let opened = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o666)
+                .open(&path)
+                .or_else(|_| fs::File::open(&path));
+            let Ok(f) = opened else { return Ok(None) };
             // SAFETY: flock on a descriptor this function owns; released when `f` is closed.
             if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-                return Ok(Some(f));
+                // Each holder removes the file as it lets go: the lock is good only while the
+                // path still names the file locked (else open the new one and lock again).
+                let same = match (f.metadata(), fs::metadata(&path)) {
+                    (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+                    _ => false,
+                };
+                if same {
+                    return Ok(Some(FolderLock { _file: f, path }));
+                }
+                continue;
             }
             if std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock {
                 return Ok(None);
