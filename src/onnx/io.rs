@@ -39,13 +39,8 @@ pub fn load_with_sources(path: &Path) -> Result<(ModelProto, Vec<PathBuf>), Onnx
         });
     }
     let bytes = fs::read(path).map_err(io_err(path))?;
-    // A bare file name ("model.onnx") has an empty parent: its data lies in the working folder.
-    let base = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
     let mut sources = vec![path.to_path_buf()];
-    let model = decode(&bytes, path, Some(base), &mut sources)?;
+    let model = decode(&bytes, path, Some(folder_of(path)), &mut sources)?;
     sources.dedup();
     Ok((model, sources))
 }
@@ -54,13 +49,11 @@ pub fn load_with_sources(path: &Path) -> Result<(ModelProto, Vec<PathBuf>), Onnx
 /// its graph without loading them; none where it cannot be read (its load says why).
 pub fn external_files(path: &Path) -> Vec<PathBuf> {
     let Ok(bytes) = fs::read(path) else { return vec![] };
-    let Ok(mut m) = ModelProto::decode(bytes.as_slice()) else {
+    // Decoded from shared bytes: the tensors' raw data is not copied.
+    let Ok(mut m) = ModelProto::decode(bytes::Bytes::from(bytes)) else {
         return vec![];
     };
-    let base = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let base = folder_of(path);
     let mut files: Vec<PathBuf> = vec![];
     if let Some(g) = m.graph.as_mut() {
         for_each_tensor_mut(g, &mut |t| {
@@ -424,13 +417,7 @@ pub fn save(model: &ModelProto, given: &Path, opts: &SaveOptions) -> Result<Save
     }
     // A model's data file is read from beside the path the model is opened by: through a link to
     // another folder, it would not be found.
-    let folder = |p: &Path| {
-        p.parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .canonicalize()
-            .ok()
-    };
+    let folder = |p: &Path| folder_of(p).canonicalize().ok();
     if resolved != given && folder(given) != folder(path) {
         return Err(refuse(
             given,
@@ -919,24 +906,16 @@ fn sync_folder(dir: &Path) {
 
 /// Whether the model at `model` (if one is there and decodes) reads tensors from the file `data`.
 fn reads_data_file(model: &Path, data: &Path) -> bool {
-    let Ok(bytes) = fs::read(model) else { return false };
-    let Ok(mut m) = ModelProto::decode(bytes.as_slice()) else {
-        return false;
-    };
-    let base = match model.parent() {
+    external_files(model).iter().any(|f| same_file(f, data))
+}
+
+/// The folder a model's external data is resolved against: a bare file name ("model.onnx") has
+/// an empty parent, its data lies in the working folder.
+fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
-    };
-    let mut reads = false;
-    if let Some(g) = m.graph.as_mut() {
-        for_each_tensor_mut(g, &mut |t| {
-            reads |= t
-                .external_data
-                .iter()
-                .any(|e| e.key() == "location" && same_file(&base.join(e.value()), data));
-        });
     }
-    reads
 }
 
 /// Size on disk of a model: the files it was read from ([`load_with_sources`]: the model file
