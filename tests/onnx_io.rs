@@ -509,3 +509,66 @@ fn a_write_waits_for_the_folder_lock_and_says_so() {
     // The lock file goes with the lock (one was left per folder ever written).
     assert!(!lock.exists(), "{} left behind", lock.display());
 }
+
+/// Ctrl-C while a write waits for the folder's lock: the process ends as SIGINT would, and the
+/// model it had written to a temporary file beside the output is gone (nothing else is left in
+/// the folder).
+#[cfg(unix)]
+#[test]
+fn a_stop_while_waiting_for_the_lock_leaves_nothing() {
+    use std::io::BufRead;
+    use std::os::unix::io::AsRawFd;
+    use std::os::unix::process::ExitStatusExt;
+    if !shared::require_ort("convert's check of the written model") {
+        return;
+    }
+    let dir = tmp();
+    let input = dir.path().join("in.onnx");
+    onnx::save(&tiny_bert(&SynthOptions::default()), &input, &SaveOptions::default()).unwrap();
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let lock = onnx::io::lock_file_for(&out_dir).unwrap();
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    let held = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock)
+        .unwrap();
+    // SAFETY: flock on a descriptor this test owns.
+    assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("onnx-compress"))
+        .arg("convert")
+        .arg(&input)
+        .arg(out_dir.join("b.onnx"))
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let said = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("waiting for another onnx-compress writing into"));
+    assert!(said.is_some(), "no note while waiting");
+    // The model is written (to its temporary file) before the lock is asked for.
+    let before: Vec<_> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(before.len(), 1, "{before:?}");
+    // SAFETY: kill(2) on the child this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let status = child.wait().unwrap();
+    assert!(
+        status.signal() == Some(libc::SIGINT) || status.code() == Some(130),
+        "{status:?}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    drop(held);
+}
