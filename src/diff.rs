@@ -136,6 +136,9 @@ pub struct DiffReport {
     pub pearson_b: Option<f64>,
     pub spearman_a: Option<f64>,
     pub spearman_b: Option<f64>,
+    /// Why a model's correlations are undefined (read 0), as eval says it: "A: ...", "B: ...".
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub correlation_undefined: Vec<String>,
     /// The distribution of [`Row::change`] over all examples.
     pub change: Option<Spread>,
     /// The largest absolute difference of any logit (score) between the two models.
@@ -499,14 +502,24 @@ pub fn diff(a: &Path, b: &Path, opts: &DiffOptions, progress: eval::Progress) ->
     let scores: Option<Vec<f64>> = regression
         .then(|| rows.iter().map(|r| r.score.map(f64::from)).collect())
         .flatten();
-    let correlation = |f: fn(&[f64], &[f64]) -> f64, b: bool| {
-        scores.as_ref().map(|gold| {
-            let pred: Vec<f64> = rows
-                .iter()
-                .map(|r| f64::from(if b { r.margin_b } else { r.margin_a }))
-                .collect();
-            f(&pred, gold)
-        })
+    let predicted = |b: bool| -> Vec<f64> {
+        rows.iter()
+            .map(|r| f64::from(if b { r.margin_b } else { r.margin_a }))
+            .collect()
+    };
+    let correlation = |f: fn(&[f64], &[f64]) -> f64, b: bool| scores.as_ref().map(|gold| f(&predicted(b), gold));
+    let undefined = |b: bool| {
+        scores
+            .as_ref()
+            .and_then(|gold| crate::glue::correlation_undefined(&predicted(b), gold))
+    };
+    let correlation_undefined = match (undefined(false), undefined(true)) {
+        (Some(a), Some(b)) if a == b => vec![format!("A and B: {a}")],
+        (a, b) => a
+            .map(|a| format!("A: {a}"))
+            .into_iter()
+            .chain(b.map(|b| format!("B: {b}")))
+            .collect(),
     };
     Ok(DiffReport {
         task: opts.eval.task,
@@ -529,6 +542,7 @@ pub fn diff(a: &Path, b: &Path, opts: &DiffOptions, progress: eval::Progress) ->
         pearson_b: correlation(crate::glue::pearson, true),
         spearman_a: correlation(crate::glue::spearman, false),
         spearman_b: correlation(crate::glue::spearman, true),
+        correlation_undefined,
         change: Spread::of(&changes),
         max_abs_logit_diff: max_abs,
         layers,

@@ -877,6 +877,9 @@ pub fn diff_text(r: &crate::diff::DiffReport) -> String {
             pb - pa,
             sb - sa
         );
+        for why in &r.correlation_undefined {
+            let _ = writeln!(o, "note         {why}");
+        }
     }
     if !r.labelled {
         let _ = writeln!(o, "accuracy     not measured: the data file has no labels");

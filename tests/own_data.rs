@@ -387,6 +387,30 @@ fn one_output_models_are_scored_as_regression() {
         .collect();
     assert_eq!(gold, scores, "the rows' gold scores");
     assert!(d["agreement"].is_null() && d["flips"].is_null(), "{d}");
+    assert!(d.get("correlation_undefined").is_none(), "{d}");
+
+    // Gold scores all equal: both models' correlations are undefined, and diff says so as eval does.
+    let flat: String = ROWS
+        .iter()
+        .map(|(t, _)| format!("{}\n", serde_json::json!({"sentence": t, "score": 2.0})))
+        .collect();
+    let flat = write(dir.path(), "flat.jsonl", &flat);
+    let args = ["diff", s(&model), s(&b), "--data", s(&flat), "--max-length", "32", "-q"];
+    let d = bin().args(args).output().unwrap();
+    assert!(d.status.success(), "{}", text(&d.stderr));
+    assert!(
+        text(&d.stdout).contains(
+            "note         A and B: Pearson and Spearman are undefined (the gold scores are all equal): shown as 0"
+        ),
+        "{}",
+        text(&d.stdout)
+    );
+    let d: Value = serde_json::from_slice(&bin().args(args).arg("--json").output().unwrap().stdout).unwrap();
+    assert_eq!(
+        d["correlation_undefined"],
+        serde_json::json!(["A and B: Pearson and Spearman are undefined (the gold scores are all equal): shown as 0"]),
+        "{d}"
+    );
     assert!(d["rows"][0].get("pred_a_name").is_none(), "{d}");
 
     // --labels on a one-output model is refused.

@@ -29,7 +29,7 @@ pub use data::{
 };
 pub use error::GlueError;
 pub use metrics::{
-    accuracy, argmax, compute_metrics, compute_own_metrics, confusion, confusion_matrix, f1_positive, mcc, mse,
-    pearson, spearman, ClassScores, Confusion, Metrics, Prediction,
+    accuracy, argmax, compute_metrics, compute_own_metrics, confusion, confusion_matrix, correlation_undefined,
+    f1_positive, mcc, mse, pearson, spearman, ClassScores, Confusion, Metrics, Prediction,
 };
 pub use task::{split_name, Task};
