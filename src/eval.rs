@@ -199,10 +199,7 @@ pub fn files_read_with(model_path: &Path) -> Vec<(PathBuf, &'static str)> {
         .map(|f| (f, "the model's external data"))
         .collect();
     files.extend(tokenizer_candidates(model_path).map(|t| (t, "the model's tokenizer")));
-    files.push((
-        model_path.parent().unwrap_or(Path::new(".")).join("config.json"),
-        "the model's config.json",
-    ));
+    files.push((crate::data::labels::config_path(model_path), "the model's config.json"));
     files
 }
 
@@ -233,7 +230,8 @@ pub fn load_tokenizer(
     }
     let candidates = tokenizer_candidates(model_path);
     for c in &candidates {
-        if c.is_file() {
+        // One there that is not a file (a folder, a pipe) is named by read_tokenizer, not passed.
+        if c.exists() {
             let t = read_tokenizer(c, "")?;
             return Ok((t, c.display().to_string()));
         }

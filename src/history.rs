@@ -131,7 +131,8 @@ pub fn carry_tokenizer(
             .parent()
             .unwrap_or(std::path::Path::new("."))
             .join("tokenizer.json");
-        p.is_file().then_some(p)
+        // One there that is not a file is named by tokenizer_text.
+        p.exists().then_some(p)
     });
     let Some(p) = path else { return Ok(vec![]) };
     let flag = if explicit.is_some() { "--tokenizer " } else { "" };
@@ -182,11 +183,9 @@ pub fn carry_labels(model: &mut ModelProto, input: &std::path::Path) -> anyhow::
     if embedded_labels(model).is_some() {
         return Ok(None);
     }
-    let p = input.parent().unwrap_or(std::path::Path::new(".")).join("config.json");
-    if !p.is_file() {
+    let Some((p, text)) = crate::data::labels::config_beside(input).map_err(anyhow::Error::msg)? else {
         return Ok(None);
-    }
-    let text = std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+    };
     // Names that cannot be read are not carried (a pass needs none): said in a note.
     match names_from_config(&text) {
         // As many names as the model has outputs, else none: eval would refuse the output.

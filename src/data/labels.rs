@@ -99,6 +99,11 @@ impl Labels {
                 _ => Err(self.expectation_in(named_in)),
             }
         };
+        // A whole float as an index: one past i64 (1e23) is no class, not i64::MAX echoed back.
+        let index_of = |x: f64| match whole(x) {
+            Some(i) => index(i),
+            None => bad(),
+        };
         // A class label that is a number but not a whole one: say so, not how to name classes.
         let fraction = |x: f64| -> Result<Label, String> {
             Err(format!(
@@ -147,13 +152,13 @@ impl Labels {
             // write their indexes as text (a CSV of MNLI's 0 / 1 / 2).
             (Labels::Glue(t), Cell::Str(s)) => t.parse_label_loose(s.trim()).ok_or_else(|| t.label_problem(s.trim())),
             (Labels::Glue(t), Cell::Int(i)) if !t.is_regression() => index(*i),
-            (Labels::Glue(t), Cell::Float(x)) if !t.is_regression() && x.fract() == 0.0 => index(*x as i64),
+            (Labels::Glue(t), Cell::Float(x)) if !t.is_regression() && x.fract() == 0.0 => index_of(*x),
             (Labels::Glue(t), Cell::Float(x)) if !t.is_regression() && x.is_finite() => fraction(*x),
             (Labels::Glue(t), Cell::Int(_) | Cell::Float(_)) => {
                 t.parse_label(&cell.show()).ok_or_else(|| t.label_expectation())
             }
             (Labels::Classes { .. }, Cell::Int(i)) => index(*i),
-            (Labels::Classes { .. }, Cell::Float(x)) if x.fract() == 0.0 && x.is_finite() => index(*x as i64),
+            (Labels::Classes { .. }, Cell::Float(x)) if x.fract() == 0.0 && x.is_finite() => index_of(*x),
             (Labels::Classes { .. }, Cell::Float(x)) if x.is_finite() => fraction(*x),
             (Labels::Classes { names, .. }, Cell::Str(_) | Cell::Bool(_)) => {
                 let shown = match cell {
@@ -185,7 +190,7 @@ impl Labels {
                     }
                     (Cell::Bool(_), ..) => bad(),
                     (_, Ok(i), _) => index(i),
-                    (_, _, Ok(x)) if x.is_finite() && x.fract() == 0.0 => index(x as i64),
+                    (_, _, Ok(x)) if x.is_finite() && x.fract() == 0.0 => index_of(x),
                     (_, _, Ok(x)) if x.is_finite() => fraction(x),
                     _ => bad(),
                 }
@@ -201,6 +206,13 @@ fn numbered(names: &[String]) -> bool {
         .iter()
         .enumerate()
         .any(|(i, n)| n.trim().parse::<f64>().is_ok_and(|x| x != i as f64))
+}
+
+/// `x` as an integer, when it is a whole number within i64 (a cast saturates: 1e23 read as
+/// 9223372036854775807).
+fn whole(x: f64) -> Option<i64> {
+    // -2^63 and 2^63 are exact in f64; the open bound excludes 2^63, which is past i64::MAX.
+    (x.fract() == 0.0 && x >= -(2f64.powi(63)) && x < 2f64.powi(63)).then_some(x as i64)
 }
 
 /// A label cell's number, when it is one.
@@ -296,6 +308,29 @@ pub fn names_from_config(json: &str) -> Result<Option<(Vec<String>, &'static str
     Ok(Some((names, key)))
 }
 
+/// The Hugging Face `config.json` beside the model at `model_path` (where its class names and
+/// `model_type` are read).
+pub fn config_path(model_path: &Path) -> std::path::PathBuf {
+    model_path.parent().unwrap_or(Path::new(".")).join("config.json")
+}
+
+/// The [`config_path`] of `model_path` and its text; `Ok(None)` where there is none. One there
+/// that is not a file is an error naming it: a folder read as no config, a pipe waited on.
+pub fn config_beside(model_path: &Path) -> Result<Option<(std::path::PathBuf, String)>, String> {
+    let p = config_path(model_path);
+    match std::fs::metadata(&p) {
+        Err(_) => Ok(None),
+        Ok(m) if !m.is_file() => Err(format!(
+            "{}: not a file (a folder, a device, a pipe or a socket), where the model's config.json is read from; move it away or put the model's config.json there",
+            p.display()
+        )),
+        Ok(_) => match std::fs::read_to_string(&p) {
+            Ok(text) => Ok(Some((p, text))),
+            Err(e) => Err(format!("{}: {e}", p.display())),
+        },
+    }
+}
+
 /// The model's class names: `explicit` (`--labels`), else the names embedded in the model, else
 /// `config.json` beside it. `Ok(None)` when there are none.
 pub fn model_labels(
@@ -329,11 +364,9 @@ pub fn model_labels(
             source: "the names embedded in the model".into(),
         }));
     }
-    let config = model_path.parent().unwrap_or(Path::new(".")).join("config.json");
-    if !config.is_file() {
+    let Some((config, text)) = config_beside(model_path)? else {
         return Ok(None);
-    }
-    let text = std::fs::read_to_string(&config).map_err(|e| format!("{}: {e}", config.display()))?;
+    };
     Ok(names_from_config(&text)
         .map_err(|e| format!("{}: {e}", config.display()))?
         .map(|(names, key)| ModelLabels {
@@ -359,6 +392,26 @@ mod tests {
         let mut twice = names.clone();
         twice.push("L5".into());
         assert!(check_names(&twice).unwrap_err().contains("classes 5 and 100000"));
+    }
+
+    #[test]
+    fn a_whole_number_past_any_integer_is_no_class_index() {
+        let unnamed = Labels::Classes {
+            names: None,
+            source: "no names".into(),
+        };
+        for cell in [
+            Cell::Str("99999999999999999999999".into()),
+            Cell::Float(1e23),
+            Cell::Float(2f64.powi(63)),
+        ] {
+            let e = unnamed.parse(&cell).unwrap_err();
+            assert!(e.contains("labels must be class indexes"), "{cell:?}: {e}");
+        }
+        assert!(matches!(unnamed.parse(&Cell::Str("1.0".into())), Ok(Label::Class(1))));
+        assert!(matches!(unnamed.parse(&Cell::Float(7.0)), Ok(Label::Class(7))));
+        assert_eq!(whole(-(2f64.powi(63))), Some(i64::MIN));
+        assert_eq!(whole(2f64.powi(63)), None);
     }
 
     fn named(n: &[&str]) -> Labels {

@@ -27,7 +27,7 @@ use serde::Serialize;
 
 pub use error::{DataError, Loc};
 pub use labels::{model_labels, Labels, ModelLabels};
-pub(crate) use table::{not_utf8, unquote};
+pub(crate) use table::{cr_line_ends, not_utf8, unquote, CR_LINE_ENDS};
 pub use table::{read_table, read_table_rows, read_text, Cell, Format, Record, Table};
 
 use crate::glue::{self, Example, Label, Task};

@@ -178,6 +178,12 @@ pub fn read_table_rows(path: &Path, format: Format, rows: usize) -> Result<Table
                     message: "a NUL byte: the file is not text, or UTF-16 without a byte-order mark; save it as UTF-8 (`iconv -f UTF-16LE -t UTF-8 IN > OUT`)".into(),
                 });
             }
+            if cr_line_ends(&text) {
+                return Err(DataError::Format {
+                    file,
+                    message: CR_LINE_ENDS.into(),
+                });
+            }
             read_text_rows(&text, format, &file, rows)?
         }
     };
@@ -186,6 +192,15 @@ pub fn read_table_rows(path: &Path, format: Format, rows: usize) -> Result<Table
     }
     Ok(table)
 }
+
+/// Whether `text`'s lines end in a carriage return alone (classic Mac OS; Excel for Mac's "CSV"
+/// until 2016): then it has no `\n` and reads as one line, a header without records.
+pub(crate) fn cr_line_ends(text: &str) -> bool {
+    !text.contains('\n') && text.trim_end_matches('\r').contains('\r')
+}
+
+/// What to do about [`cr_line_ends`].
+pub(crate) const CR_LINE_ENDS: &str = "its lines end in a carriage return alone (classic Mac OS line ends), so it reads as one line; save it with LF line ends (`tr '\\r' '\\n' < IN > OUT`)";
 
 /// Why a text file is not UTF-8, and how to make it so.
 pub(crate) fn not_utf8(bytes: &[u8]) -> String {
@@ -588,6 +603,30 @@ mod tests {
         assert_eq!(Format::from_name("CSV"), Some(Format::Csv));
         assert_eq!(Format::Jsonl.to_string(), "jsonl");
         assert_eq!(Format::names(" or "), "tsv or csv or jsonl or parquet");
+    }
+
+    #[test]
+    fn lines_ended_by_a_carriage_return_alone_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, format) in [
+            ("d.tsv", Format::Tsv),
+            ("d.csv", Format::Csv),
+            ("d.jsonl", Format::Jsonl),
+        ] {
+            let p = dir.path().join(name);
+            let text = match format {
+                Format::Tsv => "sentence\tlabel\rgood\t1\rbad\t0\r",
+                Format::Csv => "sentence,label\rgood,1\rbad,0\r",
+                _ => "{\"sentence\": \"good\", \"label\": 1}\r{\"sentence\": \"bad\", \"label\": 0}\r",
+            };
+            std::fs::write(&p, text).unwrap();
+            let e = read_table(&p, format).unwrap_err().to_string();
+            assert!(e.contains("carriage return alone") && e.contains(name), "{e}");
+        }
+        // One line with a CR at its end, and CRLF files, are not that.
+        assert!(!cr_line_ends("sentence\tlabel\r"));
+        assert!(!cr_line_ends("a\tb\r\nc\td\r\n"));
+        assert!(cr_line_ends("a\tb\rc\td"));
     }
 
     #[test]

@@ -161,7 +161,7 @@ fn read_utf8(path: &Path) -> Result<String, GlueError> {
         path: path.to_path_buf(),
         cause,
     })?;
-    String::from_utf8(bytes).map_err(|err| {
+    let text = String::from_utf8(bytes).map_err(|err| {
         let valid = &err.as_bytes()[..err.utf8_error().valid_up_to()];
         let line = 1 + valid.iter().filter(|&&b| b == b'\n').count();
         GlueError::NotUtf8 {
@@ -169,7 +169,13 @@ fn read_utf8(path: &Path) -> Result<String, GlueError> {
             line,
             why: crate::data::not_utf8(err.as_bytes()),
         }
-    })
+    })?;
+    if crate::data::cr_line_ends(&text) {
+        return Err(GlueError::LineEnds {
+            file: path.display().to_string(),
+        });
+    }
+    Ok(text)
 }
 
 /// Reads GLUE TSV text of `task`; `name` is used for [`Dataset::path`] and in error messages.
@@ -326,6 +332,15 @@ impl Layout {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_glue_file_with_carriage_return_line_ends_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("dev.tsv");
+        std::fs::write(&p, "sentence\tlabel\rgood\t1\rbad\t0\r").unwrap();
+        let e = read_tsv(Task::Sst2, &p).unwrap_err().to_string();
+        assert!(e.contains("carriage return alone") && e.contains("dev.tsv"), "{e}");
+    }
 
     fn read(task: Task, text: &str) -> Result<Dataset, GlueError> {
         read_tsv_str(task, "dev.tsv", text)

@@ -35,6 +35,10 @@ pub enum GlueError {
     #[error("{file}: line {line}: {why}")]
     NotUtf8 { file: String, line: usize, why: String },
 
+    /// Lines that end in a carriage return alone: the file reads as one line.
+    #[error("{file}: {}", crate::data::CR_LINE_ENDS)]
+    LineEnds { file: String },
+
     /// The header line lacks columns the task needs.
     #[error(
         "line {line} of {file}: header has no column {}; found columns [{}], {task} needs [{}]{}",

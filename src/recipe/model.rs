@@ -74,8 +74,9 @@ pub fn name_refusal(name: &str) -> Option<String> {
 /// Why the model at `model` is out of scope, from the Hugging Face `config.json` beside it
 /// (`model_type`, `is_encoder_decoder`, `is_decoder`), when there is one.
 pub fn config_refusal(model: &Path) -> Option<String> {
-    let cfg = model.parent()?.join("config.json");
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg).ok()?).ok()?;
+    // (One that is not a file is named where the names are read, not here: a pipe would wait.)
+    let (cfg, text) = crate::data::labels::config_beside(model).ok()??;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     let model_type = v.get("model_type").and_then(|t| t.as_str()).unwrap_or("");
     let flag = |k: &str| v.get(k).and_then(|b| b.as_bool()) == Some(true);
     let (family, kind) = match family_of(model_type) {

@@ -393,3 +393,39 @@ fn empty_texts_of_a_glue_file_are_named_by_their_line() {
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["empty_texts"], serde_json::json!(["line 4"]), "{r}");
 }
+
+/// A config.json or tokenizer.json beside the model that is not a file (a folder, a pipe) is
+/// named, not read as none (a pipe was waited on for ever by a recipe's model lookup; a folder
+/// tokenizer.json read as "no tokenizer").
+#[test]
+fn a_config_or_tokenizer_beside_the_model_that_is_not_a_file_is_named() {
+    if !have_ort("a config.json that is not a file") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (model, tokenizer, _, _) = tiny_with_words(dir.path(), 100, "sentence\tlabel\nw5 w6\t0\n");
+    // Own data (no task): the class names are looked for in config.json.
+    let data = dir.path().join("d.csv");
+    std::fs::write(&data, "text,label\nw5 w6,0\nw7,1\n").unwrap();
+    let config = dir.path().join("config.json");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&config)
+        .status()
+        .unwrap()
+        .success());
+    let eval = || {
+        bin()
+            .args(["eval", "--max-length", "32", "--model", s(&model)])
+            .args(["--data", s(&data)])
+            .output()
+            .unwrap()
+    };
+    assert_clean_error("a pipe as config.json", &eval(), &[s(&config), "not a file"]);
+    std::fs::remove_file(&config).unwrap();
+    std::fs::create_dir(&config).unwrap();
+    assert_clean_error("a folder as config.json", &eval(), &[s(&config), "not a file"]);
+    std::fs::remove_dir(&config).unwrap();
+    std::fs::remove_file(&tokenizer).unwrap();
+    std::fs::create_dir(&tokenizer).unwrap();
+    assert_clean_error("a folder as tokenizer.json", &eval(), &[s(&tokenizer), "a folder"]);
+}
