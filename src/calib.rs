@@ -108,8 +108,13 @@ pub struct Spec<'a> {
 }
 
 /// The calibration runner for a pass on `model` (read from `model_path`): the sampled,
-/// tokenized examples of `spec`, run through ONNX Runtime (which must be initialized).
-pub fn ort_calibrator(spec: &Spec, model_path: &Path, model: &crate::onnx::ModelProto) -> Result<OrtCalibrator> {
+/// tokenized examples of `spec`, run through ONNX Runtime (which must be initialized); with a
+/// note where the tokenizer adds no special tokens ([`crate::eval::special_tokens_note`]).
+pub fn ort_calibrator(
+    spec: &Spec,
+    model_path: &Path,
+    model: &crate::onnx::ModelProto,
+) -> Result<(OrtCalibrator, Option<String>)> {
     let source = data::Source {
         path: spec.path.to_path_buf(),
         format: spec.format,
@@ -118,6 +123,7 @@ pub fn ort_calibrator(spec: &Spec, model_path: &Path, model: &crate::onnx::Model
     };
     let (mut tokenizer, tokenizer_source) =
         crate::eval::load_tokenizer(model_path, model, spec.tokenizer, crate::eval::Words::Flags)?;
+    let note = crate::eval::special_tokens_note(&tokenizer, &tokenizer_source);
     let limits = crate::eval::input_limits(model);
     let data = load(
         &source,
@@ -138,11 +144,12 @@ pub fn ort_calibrator(spec: &Spec, model_path: &Path, model: &crate::onnx::Model
             model_path.display()
         );
     }
-    Ok(OrtCalibrator::new(
+    let calibrator = OrtCalibrator::new(
         data.batches,
         SessionOptions {
             threads: spec.threads,
             ..Default::default()
         },
-    ))
+    );
+    Ok((calibrator, note))
 }

@@ -149,6 +149,9 @@ pub struct EvalReport {
     /// Where the examples with an empty or blank text (or second text) are, in file order
     /// ("line 3"; "row 7" in a Parquet file): scored on the tokenizer's special tokens alone.
     pub empty_texts: Vec<String>,
+    /// What the reader should know about the numbers (also on stderr): a tokenizer that adds no
+    /// special tokens ([`special_tokens_note`]).
+    pub notes: Vec<String>,
     /// One per example, in file order: the class (or the score for STS-B).
     pub predictions: Vec<serde_json::Value>,
 }
@@ -243,6 +246,22 @@ pub fn load_tokenizer(
         candidates[1].display(),
         words.give_tokenizer()
     )
+}
+
+/// A note where `tokenizer` (from `source`) adds no special tokens to a text: a tokenizer.json
+/// without its `post_processor` encodes without [CLS]/[SEP] (<s>/</s>), which every BERT-family
+/// classifier was fine-tuned with (the shared SST-2 model loses about 2 points so).
+pub fn special_tokens_note(tokenizer: &Tokenizer, source: &str) -> Option<String> {
+    let mut t = tokenizer.clone();
+    // Padding would mark pad tokens as special.
+    t.with_padding(None);
+    let enc = t.encode(("a", "b"), true).ok()?;
+    if enc.get_special_tokens_mask().contains(&1) {
+        return None;
+    }
+    Some(format!(
+        "the tokenizer ({source}) adds no special tokens: its tokenizer.json has no post_processor, so texts are encoded without [CLS]/[SEP] (or <s>/</s>), which a classifier fine-tuned with them reads less accurately; use the tokenizer.json saved with the model"
+    ))
 }
 
 /// Pad tokens looked up in the vocabulary, in this order, when tokenizer.json sets no `padding`:
@@ -837,6 +856,8 @@ pub struct Prepared {
     pub seconds: f64,
     /// Where the examples with an empty or blank text are ([`EvalReport::empty_texts`]).
     pub empty_texts: Vec<String>,
+    /// [`EvalReport::notes`].
+    pub notes: Vec<String>,
 }
 
 /// Reads the examples `opts` names, with the labels and tokenizer of the model at `model_path`
@@ -919,6 +940,7 @@ fn prepare_with(
         }
     }
     let (mut tokenizer, tokenizer_source) = load_tokenizer(model_path, proto, opts.tokenizer.as_deref(), opts.words)?;
+    let notes = special_tokens_note(&tokenizer, &tokenizer_source).into_iter().collect();
     let t_tok = Instant::now();
     let pad = model_pad_id(&tokenizer, limits.vocabulary).with_context(|| format!("tokenizer {tokenizer_source}"))?;
     let texts = (0..data.len()).map(|i| data.text(i));
@@ -941,6 +963,7 @@ fn prepare_with(
         tokenize_seconds: t_tok.elapsed().as_secs_f64(),
         seconds: started.elapsed().as_secs_f64(),
         empty_texts,
+        notes,
     })
 }
 
@@ -990,6 +1013,7 @@ fn run_prepared(
         tokenize_seconds,
         seconds: prepare_seconds,
         empty_texts,
+        notes,
     } = prepared;
     let data::Examples::Labelled(data) = data else {
         bail!("{}: no label column (evaluation needs labels)", data_file.display());
@@ -1108,6 +1132,7 @@ fn run_prepared(
         tokenizer: tokenizer_source.clone(),
         ort_library,
         empty_texts: empty_texts.clone(),
+        notes: notes.clone(),
         predictions: predictions
             .iter()
             .map(|p| match p {

@@ -442,8 +442,9 @@ pub fn execute(
         (Some(c), true) => {
             stage("loading calibration data");
             let t = Instant::now();
-            let cal = calib::ort_calibrator(&c.spec(), input, &model)?;
+            let (cal, note) = calib::ort_calibrator(&c.spec(), input, &model)?;
             calibration_load_seconds = t.elapsed().as_secs_f64();
+            notes.extend(note);
             notes.extend(c.shortfall(cal.examples));
             // Calibrated pruning refits what it keeps on these tokens: too few fit exactly (the
             // wider of the blocks it prunes: an FFN's neurons, the heads' outputs).

@@ -228,6 +228,9 @@ fn cmd_eval(ort_lib: Option<&Path>, quiet: bool, a: EvalArgs) -> Result<()> {
     let r = eval::evaluate(&a.model, &opts, &progress);
     bar.finish();
     let r = r?;
+    for n in &r.notes {
+        eprintln!("note: {n}");
+    }
     if a.json {
         print_json(&r)
     } else {
@@ -345,8 +348,8 @@ fn cmd_sensitivity(ort_lib: Option<&Path>, quiet: bool, a: SensitivityArgs) -> R
     runtime::init(ort_lib)?;
     let mut stages = cli::progress::Progress::spinner("sensitivity", quiet);
     stages.stage("loading calibration data");
-    let mut calibrator = calib::ort_calibrator(&c.spec(), &a.model, &model)?;
-    let shortfall = c.shortfall(calibrator.examples);
+    let (mut calibrator, note) = calib::ort_calibrator(&c.spec(), &a.model, &model)?;
+    let shortfall: Vec<String> = note.into_iter().chain(c.shortfall(calibrator.examples)).collect();
     let r = sensitivity::sensitivity(&model, &opts, &mut calibrator, &mut |s| stages.stage(s));
     stages.finish();
     let mut r = r
@@ -407,6 +410,7 @@ fn cmd_auto(ort_lib: Option<&Path>, quiet: bool, a: AutoArgs) -> Result<()> {
     let ui = auto::Ui {
         stage: &|s| progress.stage(s),
         line: &|s| progress.line(s),
+        note: &|s| progress.note(&format!("note: {s}")),
     };
     let r = auto::auto(&o, &ui);
     drop(progress);

@@ -220,6 +220,9 @@ pub fn run(r: &LoadedRecipe, opts: &RunOptions, stage: &dyn Fn(&str), progress: 
     // The written model is read as the input was: its labels and tokenizer are the input's.
     let report = eval::evaluate_prepared(&eval_path, &prepared, &eval_opts, progress)
         .with_context(|| r.path.display().to_string())?;
+    // The evaluation's notes (a tokenizer without special tokens) with the passes'.
+    let mut notes = notes;
+    notes.extend(report.notes.iter().cloned());
     drop(tmp);
     let wall_seconds = wall.elapsed().as_secs_f64();
     // The rest of the wall time beside the parts shown (eval's own wall time includes its

@@ -301,6 +301,8 @@ pub fn default_quant(device: Device) -> Vec<&'static str> {
 pub struct Ui<'a> {
     pub stage: &'a dyn Fn(&str),
     pub line: &'a dyn Fn(&str),
+    /// A note, shown under --quiet too.
+    pub note: &'a dyn Fn(&str),
 }
 
 /// The search state: the baseline's answers, the journal, what was built and scored.
@@ -801,6 +803,9 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
     let proto = check_inputs(o)?;
     let (mut tokenizer, tokenizer_source) =
         eval::load_tokenizer(&o.model, &proto, None, eval::Words::FlagsWithoutTokenizer)?;
+    if let Some(n) = eval::special_tokens_note(&tokenizer, &tokenizer_source) {
+        (ui.note)(&n);
+    }
     (ui.stage)("reading the training file");
     let (split, sel_file, total) = draw(o)?;
     let labels = eval::labels_of(
