@@ -712,3 +712,43 @@ fn bench_refuses_result_files_over_what_its_recipes_read() {
     let err = fails(&["bench", r.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     assert!(err.contains("results.md is a folder"), "{err}");
 }
+
+/// A pipe named config.json beside a recipe's model is not read while the model is looked up
+/// (reading it waited for ever): run ends, here on the model's missing tokenizer.
+#[cfg(unix)]
+#[test]
+fn a_pipe_beside_a_recipes_model_is_not_waited_on() {
+    let dir = tempfile::tempdir().unwrap();
+    onnx_compress::onnx::save(
+        &onnx_compress::testkit::synth::tiny_bert(&Default::default()),
+        &dir.path().join("m.onnx"),
+        &Default::default(),
+    )
+    .unwrap();
+    let config = dir.path().join("config.json");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&config)
+        .status()
+        .unwrap()
+        .success());
+    let recipe = write_config(
+        dir.path(),
+        "r.yaml",
+        "name: r\nmodel:\n  model_name: m.onnx\ndata:\n  task: sst2\n",
+    );
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("onnx-compress"))
+        .args(["run", recipe.to_str().unwrap(), "--limit", "2", "-q"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed().as_secs() > 60 {
+            let _ = child.kill();
+            panic!("run waited on the pipe {} for a minute", config.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!child.wait().unwrap().success());
+}
