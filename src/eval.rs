@@ -259,9 +259,16 @@ pub fn special_tokens_note(tokenizer: &Tokenizer, source: &str) -> Option<String
     if enc.get_special_tokens_mask().contains(&1) {
         return None;
     }
-    Some(format!(
-        "the tokenizer ({source}) adds no special tokens: its tokenizer.json has no post_processor, so texts are encoded without [CLS]/[SEP] (or <s>/</s>), which a classifier fine-tuned with them reads less accurately; use the tokenizer.json saved with the model"
-    ))
+    Some(format!("the tokenizer ({source}) {NO_SPECIAL_TOKENS}"))
+}
+
+/// The words of [`special_tokens_note`] after the tokenizer's source.
+const NO_SPECIAL_TOKENS: &str = "adds no special tokens: its tokenizer.json has no post_processor, so texts are encoded without [CLS]/[SEP] (or <s>/</s>), which a classifier fine-tuned with them reads less accurately; use the tokenizer.json saved with the model";
+
+/// Whether notes `a` and `b` say the same, the tokenizer's source in a [`special_tokens_note`]
+/// aside (a pass embeds the tokenizer it read: the evaluation after it reads the same one).
+pub fn same_note(a: &str, b: &str) -> bool {
+    a == b || (a.ends_with(NO_SPECIAL_TOKENS) && b.ends_with(NO_SPECIAL_TOKENS))
 }
 
 /// Pad tokens looked up in the vocabulary, in this order, when tokenizer.json sets no `padding`:

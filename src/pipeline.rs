@@ -220,9 +220,12 @@ pub fn run(r: &LoadedRecipe, opts: &RunOptions, stage: &dyn Fn(&str), progress: 
     // The written model is read as the input was: its labels and tokenizer are the input's.
     let report = eval::evaluate_prepared(&eval_path, &prepared, &eval_opts, progress)
         .with_context(|| r.path.display().to_string())?;
-    // The evaluation's notes (a tokenizer without special tokens) with the passes'.
+    // The evaluation's notes (a tokenizer without special tokens) with the passes' (a calibrated
+    // pass said it of the same tokenizer, read from the file or embedded by then: once).
     let mut notes = notes;
-    notes.extend(report.notes.iter().cloned());
+    let said = |n: &String| notes.iter().any(|m| eval::same_note(m, n));
+    let new: Vec<String> = report.notes.iter().filter(|n| !said(n)).cloned().collect();
+    notes.extend(new);
     drop(tmp);
     let wall_seconds = wall.elapsed().as_secs_f64();
     // The rest of the wall time beside the parts shown (eval's own wall time includes its

@@ -451,6 +451,35 @@ fn a_tokenizer_that_adds_no_special_tokens_is_noted() {
         "{}",
         text(&out.stderr)
     );
+
+    // run: said once, though its calibrated pass and its evaluation both read that tokenizer.
+    let recipe = dir.path().join("r.yaml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "name: r\nmodel:\n  model_name: {}\ndata:\n  task: sst2\n  max_input_length: 32\n  file: {}\ncalibration:\n  data: {}\nquantization:\n  enable: true\n  method: static\n",
+            s(&model),
+            s(&file),
+            s(&file)
+        ),
+    )
+    .unwrap();
+    let out = bin().args(["run", s(&recipe), "--json", "-q"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr).matches("adds no special tokens").count(),
+        1,
+        "{}",
+        text(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let said = r["notes"].as_array().unwrap().iter();
+    assert_eq!(
+        said.filter(|n| n.as_str().unwrap().contains("adds no special tokens"))
+            .count(),
+        1,
+        "{r}"
+    );
 }
 
 /// A config.json or tokenizer.json beside the model that is not a file (a folder, a pipe) is
