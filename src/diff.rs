@@ -323,10 +323,10 @@ pub fn diff(a: &Path, b: &Path, opts: &DiffOptions, progress: eval::Progress) ->
     // Under a task, each model's outputs in the task's class order (B may name them otherwise);
     // without one, B's in A's where both name the same classes in another order.
     let order_b = match opts.eval.task {
-        Some(t) => eval::task_order(b, &proto_b, t, opts.eval.labels.as_deref())?,
+        Some(t) => eval::task_order(b, &proto_b, t, opts.eval.labels.as_deref(), opts.eval.words)?,
         None if opts.eval.labels.is_none() => match labels.names() {
             // B's names unreadable are refused as A's are (eval refuses both).
-            Some(names) => crate::data::model_labels(b, &proto_b, None)
+            Some(names) => crate::data::model_labels(b, &proto_b, None, "--labels")
                 .map_err(anyhow::Error::msg)?
                 .and_then(|own| by_names(names, own)),
             None => None,

@@ -65,6 +65,24 @@ impl Words {
         }
     }
 
+    /// How to give the model's class names: "pass --labels with ..." / "set data.labels to ...";
+    /// `count` names how many where it is known.
+    pub fn give_labels(self, count: Option<usize>) -> String {
+        let n = count.map_or(String::new(), |w| format!(" {w}"));
+        match self {
+            Words::Recipe => format!("set data.labels to the model's{n} class names in class order"),
+            _ => format!("pass --labels with the model's{n} class names in class order"),
+        }
+    }
+
+    /// How to read a file with the model's own classes rather than a task's.
+    pub fn leave_out_task(self) -> &'static str {
+        match self {
+            Words::Recipe => "remove data.task and name the file in data.file",
+            _ => "leave out --task",
+        }
+    }
+
     /// What to do when no tokenizer is found.
     pub fn give_tokenizer(self) -> &'static str {
         match self {
@@ -187,7 +205,19 @@ pub fn parse_tokenizer(text: &str) -> Result<Tokenizer, String> {
             Ok(v) if v.get("model").is_none() => {
                 "valid JSON but not a tokenizer.json (no \"model\" key: a config.json? the tokenizer is the tokenizer.json beside it)".to_string()
             }
-            Ok(_) => format!("not a tokenizer.json that Hugging Face tokenizers reads ({e})"),
+            Ok(_) => {
+                // serde's words for a part of it of no known form: "data did not match any
+                // variant of untagged enum ModelUntagged at line 1 column 1574".
+                let e = e.to_string();
+                let why = match e.find("did not match any variant of untagged enum") {
+                    Some(_) => format!(
+                        "a part of it is of no form tokenizers knows{}",
+                        e.find(" at line").map_or("", |at| &e[at..])
+                    ),
+                    None => e,
+                };
+                format!("not a tokenizer.json that Hugging Face tokenizers reads ({why})")
+            }
             Err(j) => format!("not a tokenizer.json: not valid JSON ({j})"),
         }
     })
@@ -227,8 +257,16 @@ pub fn load_tokenizer(
         return Ok((t, p.display().to_string()));
     }
     if let Some(json) = history::embedded_tokenizer(model) {
-        let t = Tokenizer::from_bytes(json.as_bytes())
-            .map_err(|e| anyhow!("{}: embedded tokenizer is invalid: {e}", model_path.display()))?;
+        let t = parse_tokenizer(json).map_err(|e| {
+            anyhow!(
+                "{}: the tokenizer embedded in it cannot be read ({e}); {}",
+                model_path.display(),
+                match words {
+                    Words::Flags => "pass --tokenizer PATH/tokenizer.json",
+                    _ => "embed the model's own (onnx-compress convert MODEL OUT --tokenizer PATH/tokenizer.json)",
+                }
+            )
+        })?;
         return Ok((t, "embedded in the model".into()));
     }
     let candidates = tokenizer_candidates(model_path);
@@ -559,14 +597,15 @@ pub fn labels_of(
         return Ok(Labels::Glue(t));
     }
     let width = output_width(proto);
-    let names = data::model_labels(model_path, proto, labels).map_err(|e| match labels {
+    let names = data::model_labels(model_path, proto, labels, words.labels()).map_err(|e| match labels {
         Some(_) => anyhow!(e),
-        None => anyhow!("{e} (or pass --labels with the model's class names in class order)"),
+        None => anyhow!("{e}; or {}", words.give_labels(None)),
     })?;
     if width == Some(1) {
         if let (Some(n), Some(_)) = (names, labels) {
             bail!(
-                "--labels names {} classes but {} has one output (a regression: labels are numbers)",
+                "{} names {} classes but {} has one output (a regression: labels are numbers)",
+                words.labels(),
                 n.names.len(),
                 model_path.display()
             );
@@ -577,11 +616,12 @@ pub fn labels_of(
         Some(n) => {
             if let Some(w) = width.filter(|&w| w != n.names.len()) {
                 bail!(
-                    "{} has {w} outputs but {} class names ({}) from {}; pass --labels with {w} names in class order",
+                    "{} has {w} outputs but {} class names ({}) from {}; {}",
                     model_path.display(),
                     n.names.len(),
                     crate::data::labels::few_names(&n.names),
-                    n.source
+                    n.source,
+                    words.give_labels(Some(w))
                 );
             }
             Ok(Labels::Classes {
@@ -659,32 +699,35 @@ pub fn task_order(
     proto: &onnx::ModelProto,
     task: Task,
     explicit: Option<&str>,
+    words: Words,
 ) -> Result<Option<ClassOrder>> {
+    let setting = words.labels();
     let Some(task_names) = task.class_names() else {
         if let Some(l) = explicit {
-            bail!("--labels {l} names classes, but {task} is a regression (one output, scores): leave out --labels");
+            bail!("{setting} {l} names classes, but {task} is a regression (one output, scores): leave out {setting}");
         }
         return Ok(None);
     };
-    let model = match data::model_labels(model_path, proto, explicit) {
+    let model = match data::model_labels(model_path, proto, explicit, setting) {
         Ok(Some(m)) => m,
         Err(e) if explicit.is_some() => bail!(e),
         _ => return Ok(None),
     };
     let named: Vec<Option<usize>> = model.names.iter().map(|n| task_class_named(task, n)).collect();
     let fix = if explicit.is_some() {
-        "correct --labels (the model's class names in output order)"
+        format!("correct {setting} (the model's class names in output order)")
     } else {
-        "correct the names (id2label), or pass --labels with the model's class names in output order"
+        format!("correct the names (id2label), or {}", words.give_labels(None))
     };
     // A model of another width is not the task's (the names are not what is wrong).
     if let Some(w) = output_width(proto).filter(|&w| w == named.len() && w != task_names.len()) {
         bail!(
-            "{} has {w} outputs ({}: {}) but {task} has {} classes: is it a {task} model? (leave out --task to evaluate its own classes)",
+            "{} has {w} outputs ({}: {}) but {task} has {} classes: is it a {task} model? ({} to evaluate its own classes)",
             model_path.display(),
             model.source,
             crate::data::labels::few_names(&model.names),
-            task_names.len()
+            task_names.len(),
+            words.leave_out_task()
         );
     }
     // Names the user gave count whatever they are; a model's own names only where they are
@@ -912,7 +955,7 @@ fn prepare_with(
     let labels = labels_of(model_path, proto, opts.task, opts.labels.as_deref(), opts.words)?;
     let class_order = opts
         .task
-        .map(|t| task_order(model_path, proto, t, opts.labels.as_deref()))
+        .map(|t| task_order(model_path, proto, t, opts.labels.as_deref(), opts.words))
         .transpose()?
         .flatten();
     if opts.limit == Some(0) {
@@ -1153,6 +1196,17 @@ fn run_prepared(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tokenizer_json_of_no_known_form_is_said_without_serde_words() {
+        let e = parse_tokenizer(r#"{"model": {"type": "Nonesuch"}, "added_tokens": []}"#).unwrap_err();
+        assert!(
+            e.starts_with("not a tokenizer.json that Hugging Face tokenizers reads (")
+                && !e.contains("untagged")
+                && !e.contains("Untagged"),
+            "{e}"
+        );
+    }
 
     /// Bucketed batches (made shortest first) run in a fixed shuffle: the first ones, warm-up
     /// and timed, reach the long batches too; unbucketed ones run as made.

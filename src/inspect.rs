@@ -231,7 +231,7 @@ pub fn summarize(
         .map(|g| g.initializer.iter().map(|i| i.name()).collect())
         .unwrap_or_default();
     let shared = t.as_ref().map(|t| t.shared_weights()).unwrap_or_default();
-    let classes = crate::data::model_labels(path, model, None);
+    let classes = crate::data::model_labels(path, model, None, "--labels");
     let layers = t
         .iter()
         .flat_map(|t| t.layers.iter())

@@ -752,3 +752,56 @@ fn a_pipe_beside_a_recipes_model_is_not_waited_on() {
     }
     assert!(!child.wait().unwrap().success());
 }
+
+/// A recipe's class names are data.labels in every message about them, not the command line's
+/// --labels (the messages came from eval's and the label reader's, written for the flag).
+#[test]
+fn a_recipes_class_names_are_named_as_its_key() {
+    if !require_ort("recipe label messages") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    onnx_compress::onnx::save(
+        &onnx_compress::testkit::synth::tiny_bert(&Default::default()),
+        &dir.path().join("m.onnx"),
+        &Default::default(),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("d.csv"), "text,label\nw5 w6,a\nw7,b\n").unwrap();
+    let run = |name: &str, data: &str| {
+        let recipe = write_config(
+            dir.path(),
+            name,
+            &format!("name: r\nmodel:\n  model_name: m.onnx\ndata:\n{data}"),
+        );
+        fails(&["run", recipe.to_str().unwrap(), "-q"])
+    };
+    for (name, data, needles) in [
+        (
+            "one.yaml",
+            "  file: d.csv\n  labels: a\n",
+            &["data.labels", "give at least two non-empty names"][..],
+        ),
+        (
+            "three.yaml",
+            "  file: d.csv\n  labels: a,b,c\n",
+            &["from data.labels", "set data.labels to the model's 2 class names"][..],
+        ),
+        (
+            "task.yaml",
+            "  task: sst2\n  labels: a,b,c\n",
+            &["data.labels names 3 classes", "correct data.labels"][..],
+        ),
+        (
+            "stsb.yaml",
+            "  task: stsb\n  file: d.csv\n  labels: a,b\n",
+            &["data.labels a,b names classes", "leave out data.labels"][..],
+        ),
+    ] {
+        let err = run(name, data);
+        assert!(
+            needles.iter().all(|n| err.contains(n)) && !err.contains("--labels"),
+            "{name}: {err}"
+        );
+    }
+}

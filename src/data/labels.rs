@@ -226,17 +226,18 @@ fn number(cell: &Cell) -> Option<f64> {
     .filter(|x| x.is_finite())
 }
 
-/// Parses `--labels neg,pos` (comma-separated, in class order, each name once).
+/// Parses class names as `--labels` and `data.labels` give them, `neg,pos` (comma-separated, in
+/// class order, each name once). The error does not name the setting: the caller does.
 pub fn parse_label_list(list: &str) -> Result<Vec<String>, String> {
     let names: Vec<String> = list.split(',').map(|s| s.trim().to_string()).collect();
     if names.len() < 2 || names.iter().any(String::is_empty) {
         return Err(format!(
-            "--labels {list:?}: give at least two non-empty names, comma-separated, in class order (e.g. --labels negative,positive)"
+            "{list:?}: give at least two non-empty names, comma-separated, in class order (e.g. negative,positive)"
         ));
     }
     for (i, n) in names.iter().enumerate() {
         if names[..i].contains(n) {
-            return Err(format!("--labels {list:?}: {n:?} is given twice"));
+            return Err(format!("{list:?}: {n:?} is given twice"));
         }
     }
     Ok(names)
@@ -331,17 +332,18 @@ pub fn config_beside(model_path: &Path) -> Result<Option<(std::path::PathBuf, St
     }
 }
 
-/// The model's class names: `explicit` (`--labels`), else the names embedded in the model, else
-/// `config.json` beside it. `Ok(None)` when there are none.
+/// The model's class names: `explicit` (given by `setting`: `--labels`, `data.labels`), else
+/// the names embedded in the model, else `config.json` beside it. `Ok(None)` when there are none.
 pub fn model_labels(
     model_path: &Path,
     model: &ModelProto,
     explicit: Option<&str>,
+    setting: &str,
 ) -> Result<Option<ModelLabels>, String> {
     if let Some(list) = explicit {
         return Ok(Some(ModelLabels {
-            names: parse_label_list(list)?,
-            source: "--labels".into(),
+            names: parse_label_list(list).map_err(|e| format!("{setting} {e}"))?,
+            source: setting.into(),
         }));
     }
     if let Some(json) = crate::history::embedded_labels(model) {

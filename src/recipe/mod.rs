@@ -732,6 +732,24 @@ fn yaml_message(e: &serde_yaml::Error, text: &str) -> String {
     ]
     .iter()
     .fold(msg, |m, (rust, plain)| m.replace(rust, plain));
+    // A section given as a value ("model: m.onnx") is "expected struct ModelSection"; a number past
+    // 64 bits is "as u128, expected any YAML value".
+    let msg = match msg.find("expected struct ") {
+        Some(at) => {
+            let rest = &msg[at + "expected struct ".len()..];
+            let end = rest.find(|c: char| !c.is_alphanumeric()).unwrap_or(rest.len());
+            format!(
+                "{}expected a section: keys indented under it{}",
+                &msg[..at],
+                &rest[end..]
+            )
+        }
+        None => msg,
+    };
+    let msg = msg.replace(
+        " as u128, expected any YAML value",
+        ", a number too large for any setting",
+    );
     // serde_yaml already writes "path.to.key: message at line L column C"; keep it, but say
     // where when it only knows the line.
     let msg = match e.location() {
@@ -1256,6 +1274,20 @@ mod tests {
         assert!(
             float.contains("data.max_input_length") && float.contains("expected a whole number"),
             "{float}"
+        );
+        let huge = e("model:\n  model_name: m.onnx\ndata:\n  task: sst2\n  batch_size: 99999999999999999999999\n");
+        assert!(
+            huge.contains("data.batch_size")
+                && huge.contains("a number too large for any setting")
+                && !huge.contains("u128"),
+            "{huge}"
+        );
+        // A section given a value: no Rust type's name.
+        let flat = e("model: m.onnx\ndata:\n  task: sst2\n");
+        assert!(
+            flat.contains("model: invalid type: string \"m.onnx\", expected a section: keys indented under it")
+                && !flat.contains("struct"),
+            "{flat}"
         );
         let negative = e("model:\n  model_name: m.onnx\ndata:\n  task: sst2\n  batch_size: -3\n");
         assert!(
