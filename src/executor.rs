@@ -216,25 +216,36 @@ pub struct StepOutcome {
     pub encoder_macs_after: Option<u64>,
 }
 
-/// The note when a MAC budget ended more than a point under what was asked: whole heads are
-/// coarse units on a small model, and the allocation finishes with finer ones only where the
-/// calibration data rates them cheaper.
-fn under_budget_note(label: &str, pass: &Pass, report: &PassReport) -> Option<String> {
+/// The note when a MAC budget ended more than a point from what was asked: under it, whole heads
+/// are coarse units on a small model, and the allocation finishes with finer ones only where the
+/// calibration data rates them cheaper; under or over it, each layer's kept neurons rounded to
+/// the nearest multiple (`ffn_multiple_of`; its setting is not named: a flag or a recipe key).
+fn budget_note(label: &str, pass: &Pass, report: &PassReport) -> Option<String> {
     let (Pass::Prune(o), PassReport::Prune(r)) = (pass, report) else {
         return None;
     };
     let target = o.target_macs?;
     let reached = r.encoder_macs_after as f64 / r.encoder_macs_before.max(1) as f64;
+    let side = if reached < target - 0.01 {
+        "under"
+    } else if reached > target + 0.01 {
+        "over"
+    } else {
+        return None;
+    };
     let why = if o.ffn_multiple_of > 1 {
         format!(
-            "each layer's kept neurons are rounded to a multiple of {} (--ffn-multiple-of; a smaller multiple lands closer)",
+            "each layer's kept neurons are rounded to the nearest multiple of {}; a smaller multiple lands closer",
             o.ffn_multiple_of
         )
-    } else {
+    } else if side == "under" {
         "a head is a coarse unit on this model, and no finer removal that meets the budget was rated cheaper on the calibration data".to_string()
+    } else {
+        "the smallest units left cost more than the budget allows".to_string()
     };
-    (reached < target - 0.01)
-        .then(|| format!("{label}: the MAC budget {target} ended at {reached:.3} of the MACs, under it: {why}"))
+    Some(format!(
+        "{label}: the MAC budget {target} ended at {reached:.3} of the MACs, {side} it: {why}"
+    ))
 }
 
 /// A note where a step counts MACs at a `--seq-len` past the positions of `model` (its input,
@@ -505,7 +516,7 @@ pub fn execute(
         let seconds = t.elapsed().as_secs_f64();
         notes.extend(past_positions_note(&step.label, &step.pass, &model, mapped.as_ref()));
         notes.extend(packed_qkv_note(&step.label, &step.pass, mapped.as_ref()));
-        notes.extend(under_budget_note(&step.label, &step.pass, &applied.report));
+        notes.extend(budget_note(&step.label, &step.pass, &applied.report));
         let mut out = applied.model;
         stage(&format!("{}: checking the model", step.label));
         check(&out).with_context(|| format!("{}: {} wrote an invalid model", input.display(), step.label))?;
@@ -793,26 +804,30 @@ mod tests {
             })
         };
         let pass = Pass::Prune(opts.clone());
-        let n = under_budget_note("prune", &pass, &report(165)).unwrap();
+        let n = budget_note("prune", &pass, &report(165)).unwrap();
         assert!(
             n.starts_with("prune: the MAC budget 0.5 ended at 0.165 of the MACs"),
             "{n}"
         );
-        assert_eq!(under_budget_note("prune", &pass, &report(495)), None);
+        assert_eq!(budget_note("prune", &pass, &report(495)), None);
         let counts = Pass::Prune(PruneOptions {
             heads: 0.5,
             ..Default::default()
         });
-        assert_eq!(under_budget_note("prune", &counts, &report(165)), None);
+        assert_eq!(budget_note("prune", &counts, &report(165)), None);
         let rounded = Pass::Prune(PruneOptions {
             ffn_multiple_of: 64,
             ..opts.clone()
         });
-        let n = under_budget_note("prune", &rounded, &report(480)).unwrap();
+        let n = budget_note("prune", &rounded, &report(480)).unwrap();
         assert!(
-            n.ends_with("rounded to a multiple of 64 (--ffn-multiple-of; a smaller multiple lands closer)"),
+            n.ends_with("ended at 0.480 of the MACs, under it: each layer's kept neurons are rounded to the nearest multiple of 64; a smaller multiple lands closer"),
             "{n}"
         );
+        // Rounded up past the budget: said too (it was not).
+        let n = budget_note("prune", &rounded, &report(667)).unwrap();
+        assert!(n.contains("ended at 0.667 of the MACs, over it: each layer's kept neurons are rounded to the nearest multiple of 64"), "{n}");
+        assert_eq!(budget_note("prune", &rounded, &report(505)), None);
     }
 
     /// The shortfall note counts in the singular too ("holds 1 example ... it is used").

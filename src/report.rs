@@ -586,10 +586,11 @@ pub fn quantize_text(r: &crate::passes::quantize::QuantizeReport, output: &std::
         if r.options.mode == Mode::Static {
             let _ = writeln!(
                 o,
-                "activations  {} quantized with calibrated ranges ({:?}, {:?} calibration on {} examples / {} tokens, {:.1} s)",
+                "activations  {} quantized with calibrated ranges ({}, {} calibration on {} examples / {} tokens, {:.1} s)",
                 r.activations.len(),
-                r.options.activation_type,
-                r.options.calib_method,
+                // As the flags and the JSON write them (u8, percentile), not Rust's names.
+                format!("{:?}", r.options.activation_type).to_lowercase(),
+                format!("{:?}", r.options.calib_method).to_lowercase(),
                 r.calibration_examples,
                 r.calibration_tokens,
                 r.calibration_seconds

@@ -517,3 +517,26 @@ fn a_config_or_tokenizer_beside_the_model_that_is_not_a_file_is_named() {
     std::fs::create_dir(&tokenizer).unwrap();
     assert_clean_error("a folder as tokenizer.json", &eval(), &[s(&tokenizer), "a folder"]);
 }
+
+/// Static INT8's report names its activation type and calibration method as the flags write them
+/// (`u8`, `percentile`), not as Rust's names for them (`U8`, `Percentile`).
+#[test]
+fn static_int8_report_names_its_settings_as_the_flags_do() {
+    if !have_ort("static int8 report") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (model, _, _, file) = tiny_with_words(dir.path(), 100, "sentence\tlabel\nw5 w6\t0\nw7\t1\n");
+    let out = static_int8(
+        &model,
+        &dir.path().join("q.onnx"),
+        &file,
+        &["--calib-method", "percentile"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("quantized with calibrated ranges (u8, percentile calibration on 2 examples"),
+        "{}",
+        text(&out.stdout)
+    );
+}

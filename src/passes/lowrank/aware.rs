@@ -431,7 +431,7 @@ fn factorize_calibrated(
             for &j in &sharing {
                 rows[j] = Some(targets[j].kept(
                     format!(
-                        "rank {k} is at or above break-even {:.1}: factors would not be smaller (--force factorizes anyway)",
+                        "rank {k} is at or above break-even {:.1}: factors would not be smaller (force factorizes anyway)",
                         break_even(m, n)
                     ),
                     k,

@@ -950,7 +950,7 @@ fn factor_one(
     let kept = energy_share(&s, k);
     if at_break_even(k, m, n) && !opts.force {
         let why = format!(
-            "rank {k} is at or above break-even {:.1}: factors would not be smaller (--force factorizes anyway)",
+            "rank {k} is at or above break-even {:.1}: factors would not be smaller (force factorizes anyway)",
             break_even(m, n)
         );
         return Ok((tg.kept(why, k, kept).at_break_even(), None));

@@ -115,7 +115,7 @@ fn residual(
     };
     found.cloned().ok_or_else(|| {
         PassError::Unsupported(format!(
-            "layer {layer}: calibrated pruning needs the residual sum before {} to be an Add of the block's              output '{block_out}' and the residual; use --strategy l1",
+            "layer {layer}: calibrated pruning needs the residual sum before {} to be an Add of the block's output '{block_out}' and the residual; use the l1 strategy (--strategy l1; in a recipe, strategy: l1 under args)",
             norm.node_name
         ))
     })
@@ -162,7 +162,7 @@ fn names(ix: &GraphIndex, l: &EncoderLayer) -> Result<Names, PassError> {
         if n.kind != "LayerNormalization" {
             return Err(PassError::Unsupported(format!(
                 "layer {}: calibrated pruning needs LayerNormalization or SkipLayerNormalization nodes, \
-                 found {}: export at opset 17 or later (which writes LayerNormalization), or use --strategy l1",
+                 found {}: export at opset 17 or later (which writes LayerNormalization), or use the l1 strategy (--strategy l1; in a recipe, strategy: l1 under args)",
                 l.index, n.kind
             )));
         }

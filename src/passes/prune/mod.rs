@@ -1204,8 +1204,8 @@ fn check_shared(t: &Transformer, plan: &Plan) -> Result<(), PassError> {
         if let Some(other) = differs.map(|l| l.index) {
             return Err(PassError::Unsupported(format!(
                 "layers {first} and {other} must keep as many heads as each other ({why}: computed once for \
-                 all layers); prune the same fraction of heads in every layer (l1 or random --heads, or \
-                 --per-layer with calibration), or the FFN only"
+                 all layers); prune the same fraction of heads in every layer (l1 or random heads, or calibrated \
+                 with --per-layer, prune.per_layer in a recipe), or the FFN only"
             )));
         }
     }
@@ -1239,8 +1239,8 @@ fn check_shared(t: &Transformer, plan: &Plan) -> Result<(), PassError> {
 pub(crate) fn disentangled_heads(layer: usize, why: &str) -> PassError {
     PassError::Unsupported(format!(
         "layer {layer}: its attention scores add terms computed per head (DeBERTa's disentangled relative \
-         attention) whose head count this tool does not rewrite: {why}; prune the FFN only (--ffn), or give \
-         --target-macs, which leaves these heads alone"
+         attention) whose head count this tool does not rewrite: {why}; prune the FFN only (--ffn; a recipe's \
+         mlp_neurons), or give a MAC budget (--target-macs; prune.target_macs), which leaves these heads alone"
     ))
 }
 
