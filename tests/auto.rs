@@ -1407,3 +1407,42 @@ fn the_reported_file_is_checked_before_the_search() {
         "auto began a search"
     );
 }
+
+/// A training file replaced at the same path with the same size (here: two of its lines swapped)
+/// is another search: its work folder is refused, naming the file's fingerprint. The journal knew
+/// the file by path alone and reused every candidate, reporting the new file's input score beside
+/// the old candidates' (and a model replaced so, by its path and size).
+#[test]
+fn a_file_replaced_at_the_same_path_and_size_is_not_the_journals() {
+    let Some(sh) = shared("auto fingerprints") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let train = dir.path().join("train.tsv");
+    let text_of = std::fs::read_to_string(&sh.train).unwrap();
+    let lines: Vec<&str> = text_of.lines().take(400).collect();
+    std::fs::write(&train, lines.join("\n") + "\n").unwrap();
+    let (out, work) = (dir.path().join("out.onnx"), dir.path().join("work"));
+    let run = || {
+        let mut a = args(
+            &sh,
+            &out,
+            "--calib-samples 16 --selection 64 --prune none --lowrank none --quant dynamic_per_channel \
+             --objective size --max-drop 100",
+        );
+        let at = a.iter().position(|x| x == "--calib-data").unwrap();
+        a[at + 1] = s(&train).to_string();
+        bin().args(a).args(["--work", s(&work), "-q"]).output().unwrap()
+    };
+    let o = run();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let mut swapped = lines.clone();
+    swapped.swap(1, 2);
+    assert_ne!(swapped, lines);
+    std::fs::write(&train, swapped.join("\n") + "\n").unwrap();
+    assert_clean_error(
+        "a training file replaced",
+        &run(),
+        &["other settings", "calib_data_fingerprint", "another --work folder"],
+    );
+}

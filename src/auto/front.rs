@@ -92,8 +92,9 @@ fn score(r: &Row, objective: Objective) -> Option<f64> {
     match objective {
         Objective::Speed => r.speed.as_ref().map(|s| s.speedup),
         Objective::Size => Some(-(r.bytes as f64)),
-        // Ties on MACs go to the smaller file.
-        Objective::Macs => r.macs.map(|m| -(m as f64) - r.bytes as f64 * 1e-12),
+        // (Ties go to the smaller file in [`winner`]: a term of bytes × 1e-12 added here was
+        // below f64's step at a billion MACs, so the larger of two files won.)
+        Objective::Macs => r.macs.map(|m| -(m as f64)),
     }
 }
 
@@ -127,14 +128,19 @@ fn beats(r: &Row, base: &Row, objective: Objective) -> bool {
 }
 
 /// The best row within the budget that beats the input on the objective (ties: the smaller
-/// drop, then the id).
+/// file, then the smaller drop, then the id).
 pub fn winner(rows: &[Row], objective: Objective) -> Option<String> {
     let base = rows.first()?;
     rows.iter()
         .skip(1)
         .filter(|r| r.within_budget && beats(r, base, objective))
         .filter_map(|r| Some((r, score(r, objective)?)))
-        .max_by(|(a, sa), (b, sb)| sa.total_cmp(sb).then(b.drop.total_cmp(&a.drop)).then(b.id.cmp(&a.id)))
+        .max_by(|(a, sa), (b, sb)| {
+            sa.total_cmp(sb)
+                .then(b.bytes.cmp(&a.bytes))
+                .then(b.drop.total_cmp(&a.drop))
+                .then(b.id.cmp(&a.id))
+        })
         .map(|(r, _)| r.id.clone())
 }
 
@@ -274,6 +280,10 @@ pub fn markdown(r: &AutoReport) -> String {
     }
     if !r.missing.is_empty() {
         s += &format!("\n- no result (job not run or failed): {}", r.missing.join(", "));
+    }
+    // A text file ends with its line's end (the lists above leave the last one open).
+    if !s.ends_with('\n') {
+        s.push('\n');
     }
     s
 }
@@ -479,4 +489,50 @@ pub fn closest(r: &AutoReport, n: usize) -> Vec<String> {
             )
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, macs: u64, bytes: u64, within_budget: bool) -> Row {
+        Row {
+            id: id.into(),
+            label: id.into(),
+            structure: Structure::None,
+            quant: None,
+            examples: 512,
+            accuracy: 0.9,
+            baseline_accuracy: 0.9,
+            drop: 0.0,
+            drop_se: 0.0,
+            drop_bound: 0.0,
+            within_budget,
+            dropped_early: false,
+            params: 0,
+            macs: Some(macs),
+            macs_fraction: None,
+            bytes,
+            size_fraction: 1.0,
+            speed: None,
+            build_seconds: 0.0,
+            on_front: false,
+            model: PathBuf::new(),
+            recipe: None,
+        }
+    }
+
+    /// Equal MACs: the smaller file wins, as --help says (at a billion MACs the 40 kB between
+    /// MRPC's two static forms fell below f64's step, and the larger won).
+    #[test]
+    fn a_tie_on_macs_goes_to_the_smaller_file() {
+        let rows = [
+            row("input", 1_673_000_000, 90_959_779, true),
+            row("p0.70+static", 1_004_109_824, 20_910_187, true),
+            row("p0.70+static_ort", 1_004_109_824, 20_869_514, true),
+            row("p0.50+static", 700_000_000, 20_000_000, false),
+        ];
+        assert_eq!(winner(&rows, Objective::Macs).as_deref(), Some("p0.70+static_ort"));
+        assert_eq!(winner(&rows, Objective::Size).as_deref(), Some("p0.70+static_ort"));
+    }
 }

@@ -23,6 +23,15 @@ pub struct Settings {
     pub builds: u32,
     pub model: PathBuf,
     pub model_bytes: u64,
+    /// [`fingerprint`]s of the model (with its external data) and of the training and selection
+    /// files: one replaced at the same path, with the same size (a model fine-tuned again), is
+    /// another search, not this one's journal. Journals from before: none (refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_fingerprint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calib_data_fingerprint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection_data_fingerprint: Option<String>,
     /// The GLUE task, or `none` (the user's own files).
     pub task: String,
     /// The files' format, columns and class names where given (journals from before: none).
@@ -54,6 +63,40 @@ pub struct Settings {
     /// `None`: the task's, as in journals from before the choice).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_size: Option<usize>,
+}
+
+/// A fingerprint of the bytes of `paths` in order (a 64-bit FNV-style hash of 8-byte words, and
+/// the byte count), read a MiB at a time; `None` where one cannot be read. Not a defence against
+/// a forged file: a check that a file at the same path is still the same file.
+pub fn fingerprint(paths: &[PathBuf]) -> Option<String> {
+    use std::io::Read;
+    let (mut hash, mut total) = (0xcbf2_9ce4_8422_2325u64, 0u64);
+    let mut buf = vec![0u8; 1 << 20];
+    for p in paths {
+        let mut f = std::fs::File::open(p).ok()?;
+        loop {
+            // The buffer filled whole (short reads joined), so the words do not depend on them.
+            let mut filled = 0;
+            while filled < buf.len() {
+                match f.read(&mut buf[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => return None,
+                }
+            }
+            for word in buf[..filled].chunks(8) {
+                let mut w = [0u8; 8];
+                w[..word.len()].copy_from_slice(word);
+                hash = (hash ^ u64::from_le_bytes(w)).wrapping_mul(0x0100_0000_01b3);
+            }
+            total += filled as u64;
+            if filled < buf.len() {
+                break;
+            }
+        }
+    }
+    Some(format!("{hash:016x}-{total}"))
 }
 
 /// The way candidates are built, counted up when a change makes the candidate files of older
@@ -267,12 +310,33 @@ fn differences(old: &Settings, new: &Settings) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_fingerprint_tells_files_of_one_size_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        // Past one read buffer, differing in one byte near the end.
+        let mut bytes: Vec<u8> = (0..(3 << 20) + 5).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&a, &bytes).unwrap();
+        std::fs::write(&b, &bytes).unwrap();
+        let print = |p: &PathBuf| fingerprint(std::slice::from_ref(p)).unwrap();
+        assert_eq!(print(&a), print(&b));
+        assert!(print(&a).ends_with(&format!("-{}", bytes.len())));
+        let end = bytes.len() - 2;
+        bytes[end] ^= 1;
+        std::fs::write(&b, &bytes).unwrap();
+        assert_ne!(print(&a), print(&b));
+        assert_eq!(fingerprint(&[dir.path().join("missing")]), None);
+    }
+
     fn settings(seed: u64) -> Settings {
         Settings {
             tool_version: "x".into(),
             builds: BUILDS,
             model: "/m.onnx".into(),
             model_bytes: 10,
+            model_fingerprint: None,
+            calib_data_fingerprint: None,
+            selection_data_fingerprint: None,
             task: "sst2".into(),
             format: None,
             columns: None,

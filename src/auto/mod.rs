@@ -467,7 +467,8 @@ impl Search<'_> {
         let outcome = match built {
             Ok(o) => o,
             Err(e) => {
-                let msg = executor::render_error(&e, &|_, f| f.to_string());
+                // Settings in the words of the candidate's recipe (the one `run` would read).
+                let msg = executor::render_error(&e, &|label, f| crate::recipe::recipe_key(label, f));
                 (self.ui.line)(&format!("{}: failed: {msg}", c.label()));
                 self.failed.push((id, msg));
                 return Ok(None);
@@ -773,6 +774,16 @@ pub fn settings(o: &AutoOptions) -> Settings {
         builds: journal::BUILDS,
         model: o.model.clone(),
         model_bytes: file_size(&o.model),
+        model_fingerprint: journal::fingerprint(
+            &std::iter::once(o.model.clone())
+                .chain(onnx::io::external_files(&o.model))
+                .collect::<Vec<_>>(),
+        ),
+        calib_data_fingerprint: journal::fingerprint(std::slice::from_ref(&o.calib_data)),
+        selection_data_fingerprint: o
+            .selection_data
+            .as_ref()
+            .and_then(|f| journal::fingerprint(std::slice::from_ref(f))),
         task: o.task.map_or("none", |t| t.name()).into(),
         format: o.format.map(|f| f.name().to_string()),
         columns: (!o.columns.is_empty()).then(|| o.columns.clone()),
@@ -850,16 +861,16 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
     let journal = Journal::open(&o.work, &settings, job, flag)?;
     (ui.line)(&match &o.selection_data {
         None => format!(
-            "{}: {} examples; calibration {} and selection {} (disjoint, seed {}); {} candidates in the journal",
+            "{}: {} examples; calibration {} and selection {} (disjoint, seed {}); {} in the journal",
             o.calib_data.display(),
             total,
             split.calibration.len(),
             split.selection.len(),
             o.seed,
-            journal.len()
+            crate::report::count(journal.len(), "candidate", "candidates")
         ),
         Some(f) => format!(
-            "calibration: {} of {} examples of {}; selection: {} of {} examples of {} (seed {}); {} candidates in the journal",
+            "calibration: {} of {} examples of {}; selection: {} of {} examples of {} (seed {}); {} in the journal",
             split.calibration.len(),
             total,
             o.calib_data.display(),
@@ -867,7 +878,7 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
             split.selection_total,
             f.display(),
             o.seed,
-            journal.len()
+            crate::report::count(journal.len(), "candidate", "candidates")
         ),
     });
     if o.unpad && !o.unpads() {
@@ -1194,10 +1205,10 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
         "" => bail!("--time-budget {s}: give a unit: s, m or h (e.g. 30m)"),
         u => bail!("--time-budget {s}: unknown unit '{u}' (s, m, h)"),
     };
-    if !(secs > 0.0 && secs.is_finite()) {
+    if secs.is_nan() || secs <= 0.0 {
         bail!("--time-budget {s}: must be more than 0");
     }
-    // A year is past any search; a budget past Duration's range would panic.
+    // A year is past any search; a budget past Duration's range would panic (1e999s: infinite).
     const YEAR: f64 = 365.0 * 24.0 * 3600.0;
     if secs > YEAR {
         bail!("--time-budget {s}: at most a year (8760h)");
@@ -1215,12 +1226,16 @@ mod tests {
         assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
         assert!(parse_duration("30").unwrap_err().to_string().contains("unit"));
-        assert!(parse_duration("0m").is_err());
+        assert!(parse_duration("0m").unwrap_err().to_string().contains("more than 0"));
+        assert!(parse_duration("-1e999s")
+            .unwrap_err()
+            .to_string()
+            .contains("more than 0"));
         assert!(parse_duration("5d").unwrap_err().to_string().contains("unknown unit"));
         assert_eq!(parse_duration("1e3s").unwrap(), Duration::from_secs(1000));
         assert_eq!(parse_duration("30 m").unwrap(), Duration::from_secs(1800));
         // Past Duration's range it panicked.
-        for huge in ["99999999999999999h", "18446744073709551615s", "8761h"] {
+        for huge in ["99999999999999999h", "18446744073709551615s", "8761h", "1e999s"] {
             assert!(
                 parse_duration(huge).unwrap_err().to_string().contains("at most a year"),
                 "{huge}"
