@@ -426,6 +426,11 @@ fn cmd_auto(ort_lib: Option<&Path>, quiet: bool, a: AutoArgs) -> Result<()> {
         ));
     }
     if r.winner.is_none() {
+        // With --json the report still goes to stdout (rows, closest, winner null): a script
+        // reads why, beside the exit status and the error below.
+        if a.json {
+            print_json(&r)?;
+        }
         // Candidates that failed are said first: their cause (a full disk) may be the answer.
         let failed = match r.failed.first() {
             Some((id, e)) => format!(

@@ -377,6 +377,21 @@ fn no_candidate_within_the_budget_writes_nothing_and_names_the_closest() {
         &["no candidate", "nothing written", "closest: dynamic_per_channel"],
     );
     assert!(!out.exists());
+    // With --json: the report on stdout all the same (from the journal), winner null, exit 1.
+    let o = bin()
+        .args(args(
+            &sh,
+            &out,
+            "--calib-samples 16 --selection 32 --prune none --lowrank none --quant dynamic_per_channel \
+             --objective macs --max-drop 5 -q --json",
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(r["winner"].is_null() && r["rows"].as_array().unwrap().len() == 2, "{r}");
+    assert!(text(&o.stderr).contains("no candidate"), "{}", text(&o.stderr));
+    assert!(!out.exists());
     // 32 selection examples cannot show any candidate within half a point (none flipped: a
     // bound of 3.8 points): refused before a candidate is built or a work folder made, saying
     // what to do.
