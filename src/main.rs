@@ -420,8 +420,8 @@ fn cmd_auto(ort_lib: Option<&Path>, quiet: bool, a: AutoArgs) -> Result<()> {
             return print_json(&r);
         }
         return print(&format!(
-            "job {id}: {} candidates scored; journal {}\n",
-            r.rows.len(),
+            "job {id}: {} scored; journal {}\n",
+            onnx_compress::report::count(r.rows.len(), "candidate", "candidates"),
             r.files.first().map(|f| f.display().to_string()).unwrap_or_default()
         ));
     }

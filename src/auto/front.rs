@@ -440,7 +440,8 @@ pub fn text(r: &AutoReport) -> String {
     let early = r.rows.iter().filter(|x| x.dropped_early).count();
     let inside = r.rows.iter().skip(1).filter(|x| x.within_budget).count();
     s += &format!(
-        "{tried} candidates: {inside} within the budget, {early} dropped early; {:.0} s\n",
+        "{}: {inside} within the budget, {early} dropped early; {:.0} s\n",
+        crate::report::count(tried, "candidate", "candidates"),
         r.wall_seconds
     );
     for k in &r.skipped {

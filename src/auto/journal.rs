@@ -23,9 +23,10 @@ pub struct Settings {
     pub builds: u32,
     pub model: PathBuf,
     pub model_bytes: u64,
-    /// [`fingerprint`]s of the model (with its external data) and of the training and selection
-    /// files: one replaced at the same path, with the same size (a model fine-tuned again), is
-    /// another search, not this one's journal. Journals from before: none (refused).
+    /// [`fingerprint`]s of the model (with its external data, and the tokenizer and config.json
+    /// beside it) and of the training and selection files: one replaced at the same path, with
+    /// the same size (a model fine-tuned again), is another search, not this one's journal.
+    /// Journals from before: none (refused as made by an older onnx-compress).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_fingerprint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -65,38 +66,31 @@ pub struct Settings {
     pub batch_size: Option<usize>,
 }
 
-/// A fingerprint of the bytes of `paths` in order (a 64-bit FNV-style hash of 8-byte words, and
-/// the byte count), read a MiB at a time; `None` where one cannot be read. Not a defence against
-/// a forged file: a check that a file at the same path is still the same file.
+/// A fingerprint of the bytes of `paths` in order: their XXH3-128 (each file's length hashed
+/// before its bytes, so where one ends counts) and the byte count; `None` where one cannot be
+/// read. A check that a file at the same path is still the same file (two changed bytes anywhere
+/// change it), not a defence against a forged one.
 pub fn fingerprint(paths: &[PathBuf]) -> Option<String> {
     use std::io::Read;
-    let (mut hash, mut total) = (0xcbf2_9ce4_8422_2325u64, 0u64);
+    let mut hash = twox_hash::XxHash3_128::new();
+    let mut total = 0u64;
     let mut buf = vec![0u8; 1 << 20];
     for p in paths {
         let mut f = std::fs::File::open(p).ok()?;
+        hash.write(&f.metadata().ok()?.len().to_le_bytes());
         loop {
-            // The buffer filled whole (short reads joined), so the words do not depend on them.
-            let mut filled = 0;
-            while filled < buf.len() {
-                match f.read(&mut buf[filled..]) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => return None,
+            match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    hash.write(&buf[..n]);
+                    total += n as u64;
                 }
-            }
-            for word in buf[..filled].chunks(8) {
-                let mut w = [0u8; 8];
-                w[..word.len()].copy_from_slice(word);
-                hash = (hash ^ u64::from_le_bytes(w)).wrapping_mul(0x0100_0000_01b3);
-            }
-            total += filled as u64;
-            if filled < buf.len() {
-                break;
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
             }
         }
     }
-    Some(format!("{hash:016x}-{total}"))
+    Some(format!("{:032x}-{total}", hash.finish_128()))
 }
 
 /// The way candidates are built, counted up when a change makes the candidate files of older
@@ -255,6 +249,11 @@ fn check_header(path: &Path, first: Option<&str>, settings: &Settings, flag: &st
     let flag = if job { "--work" } else { flag };
     match first.map(serde_json::from_str::<Header>) {
         Some(Ok(h)) if h.settings == *settings => Ok(()),
+        // Made before the files' contents were recorded: nothing tells its files from new ones.
+        Some(Ok(h)) if h.settings.model_fingerprint.is_none() && settings.model_fingerprint.is_some() => bail!(
+            "{}: this work folder was made by an older onnx-compress, which did not record its files' contents (a model or data file replaced at the same path was taken for the same); delete the folder or pass another {flag} folder",
+            path.display()
+        ),
         Some(Ok(h)) if h.settings.builds != settings.builds => bail!(
             "{}: this work folder's candidates were built by an older onnx-compress ({}), which built some of them differently; delete the folder or pass another {flag} folder",
             path.display(),
@@ -325,6 +324,15 @@ mod tests {
         bytes[end] ^= 1;
         std::fs::write(&b, &bytes).unwrap();
         assert_ne!(print(&a), print(&b));
+        // Two labels flipped, each the top byte of an 8-byte word: a hash of words that only
+        // multiplied carried neither change down, and one time in 256 both cancelled.
+        for (i, j) in [(7usize, 15usize), (23, 4095), (1 << 20 | 7, 2 << 20 | 7)] {
+            let mut two = std::fs::read(&a).unwrap();
+            two[i] ^= 1;
+            two[j] ^= 1;
+            std::fs::write(&b, &two).unwrap();
+            assert_ne!(print(&a), print(&b), "bytes {i} and {j}");
+        }
         assert_eq!(fingerprint(&[dir.path().join("missing")]), None);
     }
 
@@ -443,6 +451,24 @@ mod tests {
         .unwrap()
         .to_string();
         assert!(e.contains("batch_size: null → 8"), "{e}");
+        // A journal from before the files' contents were recorded: said so, not as other settings.
+        let e = Journal::open(
+            dir.path(),
+            &Settings {
+                model_fingerprint: Some("x".into()),
+                ..settings(0)
+            },
+            None,
+            "--work",
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            e.contains("made by an older onnx-compress, which did not record its files' contents")
+                && !e.contains("null"),
+            "{e}"
+        );
         // A plan's job under other settings: run it as the plan says, not in another folder.
         let e = Journal::open(dir.path(), &settings(3), Some("p0.60"), "--only")
             .err()

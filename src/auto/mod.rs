@@ -774,9 +774,16 @@ pub fn settings(o: &AutoOptions) -> Settings {
         builds: journal::BUILDS,
         model: o.model.clone(),
         model_bytes: file_size(&o.model),
+        // The model with what is read beside it: its external data, tokenizer and config.json (a
+        // tokenizer replaced there changes every score).
         model_fingerprint: journal::fingerprint(
             &std::iter::once(o.model.clone())
-                .chain(onnx::io::external_files(&o.model))
+                .chain(
+                    eval::files_read_with(&o.model)
+                        .into_iter()
+                        .map(|(p, _)| p)
+                        .filter(|p| p.is_file()),
+                )
                 .collect::<Vec<_>>(),
         ),
         calib_data_fingerprint: journal::fingerprint(std::slice::from_ref(&o.calib_data)),
