@@ -267,15 +267,20 @@ pub fn load_tokenizer(
                 }
             )
         })?;
-        return Ok((t, "embedded in the model".into()));
+        return Ok((t, EMBEDDED.into()));
     }
     let candidates = tokenizer_candidates(model_path);
-    for c in &candidates {
-        // One there that is not a file (a folder, a pipe) is named by read_tokenizer, not passed.
-        if c.exists() {
-            let t = read_tokenizer(c, "")?;
-            return Ok((t, c.display().to_string()));
-        }
+    if let Some(c) = candidates.iter().find(|c| c.is_file()) {
+        let t = read_tokenizer(c, "")?;
+        return Ok((t, c.display().to_string()));
+    }
+    // One there that is not a file (a folder, a pipe), and no other: named, not read as none.
+    if let Some(c) = candidates.iter().find(|c| c.exists()) {
+        bail!(
+            "{}: not a file (a folder, a device, a pipe or a socket), where the model's tokenizer is looked for; {}",
+            c.display(),
+            words.give_tokenizer()
+        );
     }
     bail!(
         "no tokenizer for {}: none embedded in the model and no {} or {}; {}",
@@ -297,16 +302,27 @@ pub fn special_tokens_note(tokenizer: &Tokenizer, source: &str) -> Option<String
     if enc.get_special_tokens_mask().contains(&1) {
         return None;
     }
-    Some(format!("the tokenizer ({source}) {NO_SPECIAL_TOKENS}"))
+    let fix = if source == EMBEDDED {
+        "embed the model's own tokenizer.json in its place (onnx-compress convert MODEL OUT --tokenizer PATH/tokenizer.json)"
+    } else {
+        "use the tokenizer.json saved with the model"
+    };
+    Some(format!(
+        "the tokenizer ({source}) {NO_SPECIAL_TOKENS} (no post_processor, or one that adds none): texts are encoded without [CLS]/[SEP] (or <s>/</s>), which a classifier fine-tuned with them reads less accurately; {fix}"
+    ))
 }
 
-/// The words of [`special_tokens_note`] after the tokenizer's source.
-const NO_SPECIAL_TOKENS: &str = "adds no special tokens: its tokenizer.json has no post_processor, so texts are encoded without [CLS]/[SEP] (or <s>/</s>), which a classifier fine-tuned with them reads less accurately; use the tokenizer.json saved with the model";
+/// What [`special_tokens_note`] says, after the tokenizer's source.
+const NO_SPECIAL_TOKENS: &str = "adds no special tokens";
+
+/// Where [`load_tokenizer`] says a tokenizer embedded in the model came from.
+const EMBEDDED: &str = "embedded in the model";
 
 /// Whether notes `a` and `b` say the same, the tokenizer's source in a [`special_tokens_note`]
 /// aside (a pass embeds the tokenizer it read: the evaluation after it reads the same one).
 pub fn same_note(a: &str, b: &str) -> bool {
-    a == b || (a.ends_with(NO_SPECIAL_TOKENS) && b.ends_with(NO_SPECIAL_TOKENS))
+    let special = |n: &str| n.starts_with("the tokenizer (") && n.contains(NO_SPECIAL_TOKENS);
+    a == b || (special(a) && special(b))
 }
 
 /// Pad tokens looked up in the vocabulary, in this order, when tokenizer.json sets no `padding`:

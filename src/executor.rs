@@ -235,13 +235,14 @@ fn budget_note(label: &str, pass: &Pass, report: &PassReport) -> Option<String> 
     };
     let why = if o.ffn_multiple_of > 1 {
         format!(
-            "each layer's kept neurons are rounded to the nearest multiple of {}; a smaller multiple lands closer",
+            "each layer's kept neurons are rounded to the nearest multiple of {} (--ffn-multiple-of; prune.ffn_multiple_of in a recipe); a smaller multiple lands closer",
             o.ffn_multiple_of
         )
     } else if side == "under" {
         "a head is a coarse unit on this model, and no finer removal that meets the budget was rated cheaper on the calibration data".to_string()
     } else {
-        "the smallest units left cost more than the budget allows".to_string()
+        // (A budget out of reach is refused before pruning: over it, only rounding ends.)
+        return None;
     };
     Some(format!(
         "{label}: the MAC budget {target} ended at {reached:.3} of the MACs, {side} it: {why}"
@@ -821,13 +822,14 @@ mod tests {
         });
         let n = budget_note("prune", &rounded, &report(480)).unwrap();
         assert!(
-            n.ends_with("ended at 0.480 of the MACs, under it: each layer's kept neurons are rounded to the nearest multiple of 64; a smaller multiple lands closer"),
+            n.ends_with("ended at 0.480 of the MACs, under it: each layer's kept neurons are rounded to the nearest multiple of 64 (--ffn-multiple-of; prune.ffn_multiple_of in a recipe); a smaller multiple lands closer"),
             "{n}"
         );
         // Rounded up past the budget: said too (it was not).
         let n = budget_note("prune", &rounded, &report(667)).unwrap();
         assert!(n.contains("ended at 0.667 of the MACs, over it: each layer's kept neurons are rounded to the nearest multiple of 64"), "{n}");
         assert_eq!(budget_note("prune", &rounded, &report(505)), None);
+        assert_eq!(budget_note("prune", &pass, &report(667)), None);
     }
 
     /// The shortfall note counts in the singular too ("holds 1 example ... it is used").

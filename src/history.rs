@@ -131,10 +131,23 @@ pub fn carry_tokenizer(
             .parent()
             .unwrap_or(std::path::Path::new("."))
             .join("tokenizer.json");
-        // One there that is not a file is named by tokenizer_text.
-        p.exists().then_some(p)
+        p.is_file().then_some(p)
     });
-    let Some(p) = path else { return Ok(vec![]) };
+    let Some(p) = path else {
+        // One there that is not a file (a folder, a pipe) is not embedded: said, not an error
+        // (a pass needs no tokenizer).
+        let beside = input
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("tokenizer.json");
+        return Ok(match std::fs::metadata(&beside) {
+            Ok(m) if !m.is_file() => vec![format!(
+                "{}: not a file (a folder, a device, a pipe or a socket): no tokenizer is embedded in the output",
+                beside.display()
+            )],
+            _ => vec![],
+        });
+    };
     let flag = if explicit.is_some() { "--tokenizer " } else { "" };
     let text = crate::eval::tokenizer_text(&p, flag)?;
     let tokenizer = crate::eval::parse_tokenizer(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
@@ -183,8 +196,11 @@ pub fn carry_labels(model: &mut ModelProto, input: &std::path::Path) -> anyhow::
     if embedded_labels(model).is_some() {
         return Ok(None);
     }
-    let Some((p, text)) = crate::data::labels::config_beside(input).map_err(anyhow::Error::msg)? else {
-        return Ok(None);
+    // A config.json that cannot be read (not a file, say) is a note: a pass needs no names.
+    let (p, text) = match crate::data::labels::config_beside(input) {
+        Ok(Some(found)) => found,
+        Ok(None) => return Ok(None),
+        Err(e) => return Ok(Some(format!("{e}; its class names are not carried into the output"))),
     };
     // Names that cannot be read are not carried (a pass needs none): said in a note.
     match names_from_config(&text) {

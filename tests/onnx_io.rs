@@ -10,6 +10,8 @@ use onnx_compress::testkit::shared;
 use onnx_compress::testkit::synth::{tiny_bert, SynthOptions};
 use prost::Message;
 
+mod common;
+
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
@@ -491,6 +493,8 @@ fn a_write_waits_for_the_folder_lock_and_says_so() {
         .unwrap();
     flock(&held);
     let mut child = convert("b.onnx");
+    // (A write that never says it waits would hold the test for ever: killed after a minute.)
+    let done = common::watchdog(child.id(), 60);
     let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
     let said = lines
         .by_ref()
@@ -501,6 +505,7 @@ fn a_write_waits_for_the_folder_lock_and_says_so() {
     drop(held);
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(child.wait().unwrap().success(), "{rest:?}");
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
     // (convert adds its history entry: the graphs are compared.)
     assert_eq!(
         onnx::load(&out_dir.join("b.onnx")).unwrap().graph,
@@ -546,6 +551,8 @@ fn a_stop_while_waiting_for_the_lock_leaves_nothing() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // (A write that never says it waits would hold the test for ever: killed after a minute.)
+    let done = common::watchdog(child.id(), 60);
     let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
     let said = lines
         .by_ref()
@@ -561,6 +568,7 @@ fn a_stop_while_waiting_for_the_lock_leaves_nothing() {
     // SAFETY: kill(2) on the child this test started.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
     let status = child.wait().unwrap();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(
         status.signal() == Some(libc::SIGINT) || status.code() == Some(130),
         "{status:?}"

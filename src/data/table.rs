@@ -178,7 +178,8 @@ pub fn read_table_rows(path: &Path, format: Format, rows: usize) -> Result<Table
                     message: "a NUL byte: the file is not text, or UTF-16 without a byte-order mark; save it as UTF-8 (`iconv -f UTF-16LE -t UTF-8 IN > OUT`)".into(),
                 });
             }
-            if cr_line_ends(&text) {
+            // (The csv crate reads a bare CR as a line end itself; JSON takes it as space.)
+            if format == Format::Tsv && cr_line_ends(&text) {
                 return Err(DataError::Format {
                     file,
                     message: CR_LINE_ENDS.into(),
@@ -193,10 +194,16 @@ pub fn read_table_rows(path: &Path, format: Format, rows: usize) -> Result<Table
     Ok(table)
 }
 
-/// Whether `text`'s lines end in a carriage return alone (classic Mac OS; Excel for Mac's "CSV"
-/// until 2016): then it has no `\n` and reads as one line, a header without records.
+/// Whether `text`'s lines end in a carriage return alone (classic Mac OS; Excel for Mac's
+/// "Tab delimited text" until 2016): more bare CRs than line feeds, so a TSV reads as one line
+/// (a header without records, or with a garbled one).
 pub(crate) fn cr_line_ends(text: &str) -> bool {
-    !text.contains('\n') && text.trim_end_matches('\r').contains('\r')
+    // (A CR ending the file is no line end between lines.)
+    let b = text.trim_end_matches('\r').as_bytes();
+    let bare = (0..b.len())
+        .filter(|&i| b[i] == b'\r' && b.get(i + 1) != Some(&b'\n'))
+        .count();
+    bare > b.iter().filter(|&&c| c == b'\n').count()
 }
 
 /// What to do about [`cr_line_ends`].
@@ -608,24 +615,24 @@ mod tests {
     #[test]
     fn lines_ended_by_a_carriage_return_alone_are_named() {
         let dir = tempfile::tempdir().unwrap();
-        for (name, format) in [
-            ("d.tsv", Format::Tsv),
-            ("d.csv", Format::Csv),
-            ("d.jsonl", Format::Jsonl),
+        // A TSV, also with one line feed at its end.
+        for (name, text) in [
+            ("d.tsv", "sentence\tlabel\rgood\t1\rbad\t0\r"),
+            ("e.tsv", "sentence\tlabel\rgood\t1\rbad\t0\n"),
         ] {
             let p = dir.path().join(name);
-            let text = match format {
-                Format::Tsv => "sentence\tlabel\rgood\t1\rbad\t0\r",
-                Format::Csv => "sentence,label\rgood,1\rbad,0\r",
-                _ => "{\"sentence\": \"good\", \"label\": 1}\r{\"sentence\": \"bad\", \"label\": 0}\r",
-            };
             std::fs::write(&p, text).unwrap();
-            let e = read_table(&p, format).unwrap_err().to_string();
+            let e = read_table(&p, Format::Tsv).unwrap_err().to_string();
             assert!(e.contains("carriage return alone") && e.contains(name), "{e}");
         }
-        // One line with a CR at its end, and CRLF files, are not that.
+        // The csv crate reads bare CRs as line ends: such a CSV reads as it did.
+        let p = dir.path().join("d.csv");
+        std::fs::write(&p, "sentence,label\rgood,1\rbad,0\r").unwrap();
+        assert_eq!(read_table(&p, Format::Csv).unwrap().records.len(), 2);
+        // One line with a CR at its end, CRLF files and a stray CR in a field are not that.
         assert!(!cr_line_ends("sentence\tlabel\r"));
         assert!(!cr_line_ends("a\tb\r\nc\td\r\n"));
+        assert!(!cr_line_ends("a\tb\nc\rx\td\ne\tf\n"));
         assert!(cr_line_ends("a\tb\rc\td"));
     }
 

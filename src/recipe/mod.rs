@@ -734,22 +734,29 @@ fn yaml_message(e: &serde_yaml::Error, text: &str) -> String {
     .fold(msg, |m, (rust, plain)| m.replace(rust, plain));
     // A section given as a value ("model: m.onnx") is "expected struct ModelSection"; a number past
     // 64 bits is "as u128, expected any YAML value".
-    let msg = match msg.find("expected struct ") {
-        Some(at) => {
-            let rest = &msg[at + "expected struct ".len()..];
-            let end = rest.find(|c: char| !c.is_alphanumeric()).unwrap_or(rest.len());
-            format!(
-                "{}expected a section: keys indented under it{}",
-                &msg[..at],
-                &rest[end..]
-            )
-        }
+    // (serde's words end the message, before any " at line": a value of the user's that holds
+    // the same words is left as it is.)
+    let serde_end = |msg: &str, what: &str| -> Option<(usize, usize)> {
+        let at = msg.rfind(what)?;
+        let rest = &msg[at + what.len()..];
+        let end = rest.find(|c: char| !c.is_alphanumeric()).unwrap_or(rest.len());
+        let tail = &rest[end..];
+        (end > 0 && (tail.is_empty() || tail.starts_with(" at line"))).then_some((at, at + what.len() + end))
+    };
+    let msg = match serde_end(&msg, ", expected struct ") {
+        Some((from, to)) => format!(
+            "{}, expected a section: keys indented under it{}",
+            &msg[..from],
+            &msg[to..]
+        ),
         None => msg,
     };
-    let msg = msg.replace(
-        " as u128, expected any YAML value",
-        ", a number too large for any setting",
-    );
+    let msg = ["u128", "i128"].iter().fold(msg, |m, t| {
+        m.replace(
+            &format!(" as {t}, expected any YAML value"),
+            ", a number too large for any setting",
+        )
+    });
     // serde_yaml already writes "path.to.key: message at line L column C"; keep it, but say
     // where when it only knows the line.
     let msg = match e.location() {
@@ -1281,6 +1288,17 @@ mod tests {
                 && huge.contains("a number too large for any setting")
                 && !huge.contains("u128"),
             "{huge}"
+        );
+        let negative = e("model:\n  model_name: m.onnx\ndata:\n  task: sst2\n  batch_size: -99999999999999999999999\n");
+        assert!(
+            negative.contains("a number too large for any setting") && !negative.contains("i128"),
+            "{negative}"
+        );
+        // A value holding serde's words is left as written.
+        let quoted = e("model: \"expected struct Foo, really\"\n");
+        assert!(
+            quoted.contains("\"expected struct Foo, really\", expected a section: keys indented under it"),
+            "{quoted}"
         );
         // A section given a value: no Rust type's name.
         let flat = e("model: m.onnx\ndata:\n  task: sst2\n");

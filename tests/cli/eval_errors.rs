@@ -501,21 +501,49 @@ fn a_config_or_tokenizer_beside_the_model_that_is_not_a_file_is_named() {
         .status()
         .unwrap()
         .success());
+    // (A pipe read would wait for ever: killed after a minute, the test fails.)
     let eval = || {
-        bin()
-            .args(["eval", "--max-length", "32", "--model", s(&model)])
-            .args(["--data", s(&data)])
-            .output()
-            .unwrap()
+        common::output_within(
+            std::process::Command::new(assert_cmd::cargo::cargo_bin("onnx-compress"))
+                .args(["eval", "--max-length", "32", "--model", s(&model)])
+                .args(["--data", s(&data)]),
+            60,
+        )
     };
     assert_clean_error("a pipe as config.json", &eval(), &[s(&config), "not a file"]);
     std::fs::remove_file(&config).unwrap();
     std::fs::create_dir(&config).unwrap();
     assert_clean_error("a folder as config.json", &eval(), &[s(&config), "not a file"]);
-    std::fs::remove_dir(&config).unwrap();
+    // A pass needs neither the names nor the tokenizer: it goes on, saying what it left out.
+    let text_of = std::fs::read_to_string(&tokenizer).unwrap();
     std::fs::remove_file(&tokenizer).unwrap();
     std::fs::create_dir(&tokenizer).unwrap();
-    assert_clean_error("a folder as tokenizer.json", &eval(), &[s(&tokenizer), "a folder"]);
+    let q = bin()
+        .args([
+            "quantize",
+            "--mode",
+            "dynamic",
+            s(&model),
+            s(&dir.path().join("q.onnx")),
+        ])
+        .output()
+        .unwrap();
+    assert!(q.status.success(), "{}", text(&q.stderr));
+    let said = text(&q.stderr);
+    assert!(
+        said.contains("class names are not carried") && said.contains("no tokenizer is embedded"),
+        "{said}"
+    );
+    std::fs::remove_dir(&config).unwrap();
+    assert_clean_error(
+        "a folder as tokenizer.json",
+        &eval(),
+        &[s(&tokenizer), "not a file", "where the model's tokenizer is looked for"],
+    );
+    // ... unless <model stem>.tokenizer.json is there: read, as before.
+    std::fs::write(dir.path().join("tiny.tokenizer.json"), text_of).unwrap();
+    let o = eval();
+    assert!(o.status.success(), "{}", text(&o.stderr));
 }
 
 /// Static INT8's report names its activation type and calibration method as the flags write them

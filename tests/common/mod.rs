@@ -67,6 +67,49 @@ pub fn have_tool(name: &str, what: &str) -> bool {
     false
 }
 
+/// Kills the process `pid` (SIGKILL) unless the returned flag is set within `secs` seconds: a
+/// test waiting on a child's output or exit fails instead of hanging when the child hangs.
+#[cfg(unix)]
+pub fn watchdog(pid: u32, secs: u64) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = done.clone();
+    std::thread::spawn(move || {
+        let start = std::time::Instant::now();
+        while start.elapsed().as_secs() < secs {
+            if flag.load(Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        // SAFETY: kill(2) has no memory effects; a process that has ended is an error ignored.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+        }
+    });
+    done
+}
+
+/// The output of `cmd`, killed after `secs` seconds (then the test fails saying so).
+#[cfg(unix)]
+pub fn output_within(cmd: &mut std::process::Command, secs: u64) -> Output {
+    use std::os::unix::process::ExitStatusExt;
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let done = watchdog(child.id(), secs);
+    let out = child.wait_with_output().unwrap();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_ne!(
+        out.status.signal(),
+        Some(libc::SIGKILL),
+        "{cmd:?} ran past {secs} s: it hung"
+    );
+    out
+}
+
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("test paths are UTF-8")
 }
