@@ -804,6 +804,22 @@ fn check_classes(labels: &Labels, outputs: usize, data: &data::Labelled, file: &
     Ok(())
 }
 
+/// What to do where ONNX Runtime could not allocate a batch's buffers ("Failed to allocate
+/// memory for requested buffer"): a smaller batch (`rows` × `tokens`) or a shorter length, in
+/// the words of where they are set.
+fn out_of_memory_hint(error: &str, words: Words, rows: usize, tokens: usize) -> Option<String> {
+    error.contains("Failed to allocate memory").then(|| {
+        let batch = match words {
+            Words::Recipe => "data.batch_size",
+            _ => "--batch-size",
+        };
+        format!(
+            " (out of memory for a batch of {rows} × {tokens} tokens: lower {batch}, or {})",
+            words.max_length()
+        )
+    })
+}
+
 /// Progress callback: (batches done, batches total).
 pub type Progress<'a> = &'a dyn Fn(usize, usize);
 
@@ -1098,9 +1114,14 @@ fn run_prepared(
     let mut forward_seconds = 0.0;
     for (b, (rows, batch)) in batches.iter().enumerate() {
         let t = Instant::now();
-        let (logits, labels) = model
-            .run(batch)
-            .with_context(|| format!("running batch {b} of {}", model_path.display()))?;
+        let (logits, labels) = model.run(batch).map_err(|e| {
+            let hint = out_of_memory_hint(&format!("{e:#}"), opts.words, rows.len(), batch.input_ids.ncols());
+            e.context(format!(
+                "running batch {b} of {}{}",
+                model_path.display(),
+                hint.unwrap_or_default()
+            ))
+        })?;
         let dt = t.elapsed().as_secs_f64();
         forward_seconds += dt;
         if b >= opts.warmup && b < opts.warmup + opts.measure {
@@ -1212,6 +1233,19 @@ fn run_prepared(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_out_of_memory_says_what_to_lower() {
+        let ort = "Non-zero status code returned while running Add node. Name:'/bert/embeddings/Add' Status Message: Failed to allocate memory for requested buffer of size 1935360000";
+        assert_eq!(
+            out_of_memory_hint(ort, Words::Flags, 100000, 12).as_deref(),
+            Some(" (out of memory for a batch of 100000 × 12 tokens: lower --batch-size, or --max-length)")
+        );
+        assert!(out_of_memory_hint(ort, Words::Recipe, 8, 128)
+            .unwrap()
+            .contains("lower data.batch_size, or data.max_input_length"));
+        assert_eq!(out_of_memory_hint("Invalid input name: x", Words::Flags, 8, 128), None);
+    }
 
     #[test]
     fn a_tokenizer_json_of_no_known_form_is_said_without_serde_words() {
