@@ -449,6 +449,25 @@ fn truncated_and_foreign_bytes_are_clear_errors() {
 /// whose lock another process holds waits for it, says so on stderr after a second, then writes;
 /// a lock the user holds on the folder itself (`flock DIR onnx-compress ...`) does not stop it
 /// (it waited forever).
+/// Takes the tool's write lock on the folder `dir` (as another onnx-compress writing there holds
+/// it): the lock file's path and the open file that holds the lock until dropped.
+#[cfg(unix)]
+fn hold_write_lock(dir: &Path) -> (std::path::PathBuf, std::fs::File) {
+    use std::os::unix::io::AsRawFd;
+    let lock = onnx::io::lock_file_for(dir).unwrap();
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    let held = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock)
+        .unwrap();
+    // SAFETY: flock on a descriptor this function owns.
+    assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) }, 0);
+    (lock, held)
+}
+
 #[cfg(unix)]
 #[test]
 fn a_write_waits_for_the_folder_lock_and_says_so() {
@@ -482,16 +501,7 @@ fn a_write_waits_for_the_folder_lock_and_says_so() {
     assert!(!String::from_utf8_lossy(&o.stderr).contains("waiting"));
     drop(folder);
     // The tool's lock held: it waits, and says so.
-    let lock = onnx::io::lock_file_for(&out_dir).unwrap();
-    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
-    let held = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock)
-        .unwrap();
-    flock(&held);
+    let (lock, held) = hold_write_lock(&out_dir);
     let mut child = convert("b.onnx");
     // (A write that never says it waits would hold the test for ever: killed after a minute.)
     let done = common::watchdog(child.id(), 60);
@@ -522,7 +532,6 @@ fn a_write_waits_for_the_folder_lock_and_says_so() {
 #[test]
 fn a_stop_while_waiting_for_the_lock_leaves_nothing() {
     use std::io::BufRead;
-    use std::os::unix::io::AsRawFd;
     use std::os::unix::process::ExitStatusExt;
     if !shared::require_ort("convert's check of the written model") {
         return;
@@ -532,17 +541,7 @@ fn a_stop_while_waiting_for_the_lock_leaves_nothing() {
     onnx::save(&tiny_bert(&SynthOptions::default()), &input, &SaveOptions::default()).unwrap();
     let out_dir = dir.path().join("out");
     std::fs::create_dir(&out_dir).unwrap();
-    let lock = onnx::io::lock_file_for(&out_dir).unwrap();
-    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
-    let held = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock)
-        .unwrap();
-    // SAFETY: flock on a descriptor this test owns.
-    assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let (_, held) = hold_write_lock(&out_dir);
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("onnx-compress"))
         .arg("convert")
         .arg(&input)

@@ -366,6 +366,16 @@ fn more_threads_than_the_machine_can_use_are_refused() {
     assert!(!out.exists());
 }
 
+/// `eval --json --task sst2 --max-length 32` of `model` on the GLUE folder `glue`.
+fn sst2_eval_json(model: &Path, glue: &Path) -> Output {
+    let args = ["eval", "--json", "--task", "sst2", "--max-length", "32"];
+    bin()
+        .args(args)
+        .args(["--model", s(model), "--data", s(glue)])
+        .output()
+        .unwrap()
+}
+
 /// An empty text in a GLUE file is named by its line in the file (a blank line before it: line 4,
 /// where the example is the second).
 #[test]
@@ -375,20 +385,7 @@ fn empty_texts_of_a_glue_file_are_named_by_their_line() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (model, _, glue, _) = tiny_with_words(dir.path(), 100, "sentence\tlabel\nw5 w6\t0\n\n \t1\n");
-    let out = bin()
-        .args([
-            "eval",
-            "--json",
-            "--task",
-            "sst2",
-            "--max-length",
-            "32",
-            "--model",
-            s(&model),
-        ])
-        .args(["--data", s(&glue)])
-        .output()
-        .unwrap();
+    let out = sst2_eval_json(&model, &glue);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["empty_texts"], serde_json::json!(["line 4"]), "{r}");
@@ -404,22 +401,7 @@ fn a_tokenizer_that_adds_no_special_tokens_is_noted() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (model, tokenizer, glue, file) = tiny_with_words(dir.path(), 100, "sentence\tlabel\nw5 w6\t0\nw7\t1\n");
-    let eval = || {
-        bin()
-            .args([
-                "eval",
-                "--json",
-                "--task",
-                "sst2",
-                "--max-length",
-                "32",
-                "--model",
-                s(&model),
-            ])
-            .args(["--data", s(&glue)])
-            .output()
-            .unwrap()
-    };
+    let eval = || sst2_eval_json(&model, &glue);
     let out = eval();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
