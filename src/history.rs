@@ -126,20 +126,16 @@ pub fn carry_tokenizer(
             return Ok(vec![]);
         }
     }
-    let path = explicit.map(std::path::Path::to_path_buf).or_else(|| {
-        let p = input
-            .parent()
-            .unwrap_or(std::path::Path::new("."))
-            .join("tokenizer.json");
-        p.is_file().then_some(p)
-    });
+    let beside = input
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join("tokenizer.json");
+    let path = explicit
+        .map(std::path::Path::to_path_buf)
+        .or_else(|| beside.is_file().then(|| beside.clone()));
     let Some(p) = path else {
         // One there that is not a file (a folder, a pipe) is not embedded: said, not an error
         // (a pass needs no tokenizer).
-        let beside = input
-            .parent()
-            .unwrap_or(std::path::Path::new("."))
-            .join("tokenizer.json");
         return Ok(match std::fs::metadata(&beside) {
             Ok(m) if !m.is_file() => vec![format!(
                 "{}: not a file (a folder, a device, a pipe or a socket): no tokenizer is embedded in the output",

@@ -468,19 +468,45 @@ fn hold_write_lock(dir: &Path) -> (std::path::PathBuf, std::fs::File) {
     (lock, held)
 }
 
-#[cfg(unix)]
-#[test]
-fn a_write_waits_for_the_folder_lock_and_says_so() {
-    use std::io::BufRead;
-    use std::os::unix::io::AsRawFd;
-    if !shared::require_ort("convert's check of the written model") {
-        return;
-    }
+/// A temporary folder holding a tiny model `in.onnx` and an empty output folder `out`.
+fn lock_test_folder() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let dir = tmp();
     let input = dir.path().join("in.onnx");
     onnx::save(&tiny_bert(&SynthOptions::default()), &input, &SaveOptions::default()).unwrap();
     let out_dir = dir.path().join("out");
     std::fs::create_dir(&out_dir).unwrap();
+    (dir, input, out_dir)
+}
+
+/// Reads `child`'s stderr until it says it waits for the write lock (killed after a minute if it
+/// never does: the test fails, not hangs); the watchdog's flag (set it once the child is done)
+/// and the lines after.
+#[cfg(unix)]
+fn await_lock_note(
+    child: &mut std::process::Child,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+) {
+    use std::io::BufRead;
+    let done = common::watchdog(child.id(), 60);
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let said = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("waiting for another onnx-compress writing into"));
+    assert!(said.is_some(), "no note while waiting");
+    (done, lines)
+}
+
+#[cfg(unix)]
+#[test]
+fn a_write_waits_for_the_folder_lock_and_says_so() {
+    use std::os::unix::io::AsRawFd;
+    if !shared::require_ort("convert's check of the written model") {
+        return;
+    }
+    let (_dir, input, out_dir) = lock_test_folder();
     let convert = |name: &str| {
         std::process::Command::new(assert_cmd::cargo::cargo_bin("onnx-compress"))
             .args(["convert", "--external-data", "always"])
@@ -503,14 +529,7 @@ fn a_write_waits_for_the_folder_lock_and_says_so() {
     // The tool's lock held: it waits, and says so.
     let (lock, held) = hold_write_lock(&out_dir);
     let mut child = convert("b.onnx");
-    // (A write that never says it waits would hold the test for ever: killed after a minute.)
-    let done = common::watchdog(child.id(), 60);
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let said = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find(|l| l.contains("waiting for another onnx-compress writing into"));
-    assert!(said.is_some(), "no note while waiting");
+    let (done, lines) = await_lock_note(&mut child);
     assert!(!out_dir.join("b.onnx").exists(), "written while the lock was held");
     drop(held);
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
@@ -531,16 +550,11 @@ fn a_write_waits_for_the_folder_lock_and_says_so() {
 #[cfg(unix)]
 #[test]
 fn a_stop_while_waiting_for_the_lock_leaves_nothing() {
-    use std::io::BufRead;
     use std::os::unix::process::ExitStatusExt;
     if !shared::require_ort("convert's check of the written model") {
         return;
     }
-    let dir = tmp();
-    let input = dir.path().join("in.onnx");
-    onnx::save(&tiny_bert(&SynthOptions::default()), &input, &SaveOptions::default()).unwrap();
-    let out_dir = dir.path().join("out");
-    std::fs::create_dir(&out_dir).unwrap();
+    let (_dir, input, out_dir) = lock_test_folder();
     let (_, held) = hold_write_lock(&out_dir);
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("onnx-compress"))
         .arg("convert")
@@ -550,14 +564,7 @@ fn a_stop_while_waiting_for_the_lock_leaves_nothing() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // (A write that never says it waits would hold the test for ever: killed after a minute.)
-    let done = common::watchdog(child.id(), 60);
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let said = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find(|l| l.contains("waiting for another onnx-compress writing into"));
-    assert!(said.is_some(), "no note while waiting");
+    let (done, _lines) = await_lock_note(&mut child);
     // The model is written (to its temporary file) before the lock is asked for.
     let before: Vec<_> = std::fs::read_dir(&out_dir)
         .unwrap()
