@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::data::Labels;
 use crate::eval::{self, EvalOptions, Prepared};
 use crate::onnx::{self, ModelProto};
-use crate::runtime::{self, Batch, Probe};
+use crate::runtime::{self, Probe};
 
 #[derive(Debug, Clone)]
 pub struct DiffOptions {
@@ -275,11 +275,10 @@ fn margin(z: &[f32], c: usize) -> f32 {
 /// The examples, prepared with the tokenizer (`tokenizer` says which: model A's or --tokenizer), must fit model B's
 /// tables too: its word embeddings and its positions (ONNX Runtime's own error is "indices
 /// element out of data bounds").
-fn fits_b(b: &Path, proto_b: &onnx::ModelProto, batches: &[(Vec<usize>, Batch)], tokenizer: &str) -> Result<()> {
+fn fits_b(b: &Path, proto_b: &onnx::ModelProto, batches: &eval::Batches, tokenizer: &str) -> Result<()> {
     let limits = eval::input_limits(proto_b);
     if let Some(rows) = limits.vocabulary {
-        let largest = batches.iter().flat_map(|(_, x)| x.input_ids.iter().copied()).max();
-        if let Some(id) = largest.filter(|&id| id >= rows as i64) {
+        if let Some(id) = batches.largest_id().filter(|&id| id >= rows as i64) {
             bail!(
                 "{}: the tokenizer ({tokenizer}) gives token id {id}, past the {rows} rows of MODEL_B's word embeddings: the two models do not share a vocabulary (diff compares models of one tokenizer)",
                 b.display()
@@ -287,7 +286,7 @@ fn fits_b(b: &Path, proto_b: &onnx::ModelProto, batches: &[(Vec<usize>, Batch)],
         }
     }
     if let Some(rows) = limits.positions {
-        let longest = batches.iter().map(|(_, x)| x.input_ids.ncols()).max().unwrap_or(0);
+        let longest = batches.widest();
         if longest > rows {
             bail!(
                 "{}: examples of {longest} tokens, past MODEL_B's {rows} positions; pass --max-length {rows}",
@@ -366,10 +365,10 @@ pub fn diff(a: &Path, b: &Path, opts: &DiffOptions, progress: eval::Progress) ->
     let mut width = None;
     for (bi, (rows, batch)) in batches.iter().enumerate() {
         let va = probe_a
-            .run(batch)
+            .run(&batch)
             .with_context(|| format!("{}: batch {bi}", a.display()))?;
         let vb = probe_b
-            .run(batch)
+            .run(&batch)
             .with_context(|| format!("{}: batch {bi}", b.display()))?;
         let (la, lb) = (&va[points.len()], &vb[points.len()]);
         let w = la.1.len() / rows.len().max(1);

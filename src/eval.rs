@@ -57,6 +57,14 @@ impl Words {
         }
     }
 
+    /// What sets ONNX Runtime's threads.
+    pub fn threads(self) -> &'static str {
+        match self {
+            Words::Recipe => "eval.threads",
+            _ => "--threads",
+        }
+    }
+
     /// What names the classes.
     pub fn labels(self) -> &'static str {
         match self {
@@ -157,7 +165,7 @@ pub struct EvalReport {
     pub size_bytes: u64,
     pub size_mb: f64,
     pub size_mib: f64,
-    /// Seconds spent tokenizing and building padded batches.
+    /// Seconds spent tokenizing (each padded batch is made as it runs).
     pub tokenize_seconds: f64,
     /// Seconds in ONNX Runtime over all batches (timed or not).
     pub forward_seconds: f64,
@@ -372,6 +380,7 @@ fn cut(text: &str, cap: usize) -> &str {
 }
 
 /// Tokenized examples: ids, type ids, in file order.
+#[derive(Debug, Clone)]
 pub struct Encoded {
     pub ids: Vec<Vec<i64>>,
     pub type_ids: Vec<Vec<i64>>,
@@ -405,57 +414,63 @@ pub fn tokenize<'a>(
     let cap = (max_length * 256).max(1 << 20);
     let texts: Vec<(&str, Option<&str>)> = texts.map(|(a, b)| (cut(a, cap), b.map(|b| cut(b, cap)))).collect();
     let fail = |e: tokenizers::Error| anyhow!("tokenizing {}: {e}", file.display());
-    let enc = if texts.iter().any(|t| t.1.is_some()) {
-        // Pairs: each text encoded whole, then truncated longest first and given its special
-        // tokens, as Python's tokenizers and transformers do. The crate's own pair encoding
-        // (0.23.2) stops reading each text near `max_length` first, so two texts both past it
-        // look equally long and the odd budget's spare token can go to the shorter one.
-        let mut whole = tokenizer.clone();
-        whole
-            .with_truncation(None)
-            .map_err(|e| anyhow!("tokenizer without truncation: {e}"))?;
-        texts
-            .iter()
-            .map(|&(a, b)| match b {
-                Some(b) => {
-                    let (a, b) = (whole.encode(a, false)?, whole.encode(b, false)?);
-                    tokenizer.post_process(a, Some(b), true)
-                }
-                None => tokenizer.encode(a, true),
-            })
-            .collect::<tokenizers::Result<Vec<_>>>()
-            .map_err(fail)?
-    } else {
-        let inputs: Vec<EncodeInput> = texts.iter().map(|&(a, _)| EncodeInput::Single(a.into())).collect();
-        tokenizer.encode_batch(inputs, true).map_err(fail)?
+    let pairs = texts.iter().any(|t| t.1.is_some());
+    // Pairs: each text encoded whole, then truncated longest first and given its special
+    // tokens, as Python's tokenizers and transformers do. The crate's own pair encoding
+    // (0.23.2) stops reading each text near `max_length` first, so two texts both past it
+    // look equally long and the odd budget's spare token can go to the shorter one.
+    let mut whole = tokenizer.clone();
+    whole
+        .with_truncation(None)
+        .map_err(|e| anyhow!("tokenizer without truncation: {e}"))?;
+    let mut out = Encoded {
+        ids: Vec::with_capacity(texts.len()),
+        type_ids: Vec::with_capacity(texts.len()),
     };
-    if let Some(rows) = vocabulary {
-        let past = enc.iter().enumerate().find_map(|(i, e)| {
-            let k = e.get_ids().iter().position(|&id| id as usize >= rows)?;
-            Some((i, e.get_ids()[k], e.get_tokens()[k].clone()))
-        });
-        if let Some((i, id, token)) = past {
-            let text = texts[i].0;
-            let short: String = text.chars().take(60).collect();
-            let more = if short.len() < text.len() { "…" } else { "" };
-            bail!(
-                "{}: the text {short:?}{more} gives token {token:?}, id {id}, past the {rows} rows of the model's word \
-                 embeddings: this tokenizer is not the model's; use the model's own tokenizer.json",
-                file.display()
-            );
+    // A few thousand texts at a time: the tokenizer's encodings (tokens, offsets, masks) take
+    // several times the ids they are kept for (held for every text, 1.5 KB an SST-2 sentence).
+    for (c, chunk) in texts.chunks(ENCODE_CHUNK).enumerate() {
+        let enc = if pairs {
+            chunk
+                .iter()
+                .map(|&(a, b)| match b {
+                    Some(b) => {
+                        let (a, b) = (whole.encode(a, false)?, whole.encode(b, false)?);
+                        tokenizer.post_process(a, Some(b), true)
+                    }
+                    None => tokenizer.encode(a, true),
+                })
+                .collect::<tokenizers::Result<Vec<_>>>()
+                .map_err(fail)?
+        } else {
+            let inputs: Vec<EncodeInput> = chunk.iter().map(|&(a, _)| EncodeInput::Single(a.into())).collect();
+            tokenizer.encode_batch(inputs, true).map_err(fail)?
+        };
+        if let Some(rows) = vocabulary {
+            let past = enc.iter().enumerate().find_map(|(i, e)| {
+                let k = e.get_ids().iter().position(|&id| id as usize >= rows)?;
+                Some((i, e.get_ids()[k], e.get_tokens()[k].clone()))
+            });
+            if let Some((i, id, token)) = past {
+                let text = texts[c * ENCODE_CHUNK + i].0;
+                let short: String = text.chars().take(60).collect();
+                let more = if short.len() < text.len() { "…" } else { "" };
+                bail!(
+                    "{}: the text {short:?}{more} gives token {token:?}, id {id}, past the {rows} rows of the model's word \
+                     embeddings: this tokenizer is not the model's; use the model's own tokenizer.json",
+                    file.display()
+                );
+            }
         }
+        let wide = |v: &[u32]| v.iter().map(|&i| i64::from(i)).collect::<Vec<i64>>();
+        out.ids.extend(enc.iter().map(|e| wide(e.get_ids())));
+        out.type_ids.extend(enc.iter().map(|e| wide(e.get_type_ids())));
     }
-    Ok(Encoded {
-        ids: enc
-            .iter()
-            .map(|e| e.get_ids().iter().map(|&i| i as i64).collect())
-            .collect(),
-        type_ids: enc
-            .iter()
-            .map(|e| e.get_type_ids().iter().map(|&i| i as i64).collect())
-            .collect(),
-    })
+    Ok(out)
 }
+
+/// Texts tokenized at once by [`tokenize`] (its encodings are dropped after each such chunk).
+const ENCODE_CHUNK: usize = 4096;
 
 /// Pads the given examples to their longest member.
 pub fn make_batch(enc: &Encoded, rows: &[usize], pad_id: i64) -> Batch {
@@ -474,6 +489,60 @@ pub fn make_batch(enc: &Encoded, rows: &[usize], pad_id: i64) -> Batch {
         input_ids,
         attention_mask,
         token_type_ids,
+    }
+}
+
+/// Examples' padded batches, each made when it runs: made all at once they held about 3 KB a
+/// row before the first ran (a million rows: 3.4 GB), where the tokens alone take a sixth of it.
+#[derive(Debug, Clone)]
+pub struct Batches {
+    enc: Encoded,
+    /// The examples (indexes into `enc`) of each batch, in run order.
+    chunks: Vec<Vec<usize>>,
+    pad: i64,
+}
+
+impl Batches {
+    /// `enc`'s examples in batches of `size`, in file order or, with `bucket`, by length
+    /// ([`batch_order`], [`run_order`]), padded with `pad`.
+    pub fn new(enc: Encoded, size: usize, bucket: bool, pad: i64) -> Batches {
+        let order = batch_order(&enc, bucket);
+        let made: Vec<&[usize]> = order.chunks(size.max(1)).collect();
+        let chunks = run_order(made.len(), bucket)
+            .into_iter()
+            .map(|c| made[c].to_vec())
+            .collect();
+        Batches { enc, chunks, pad }
+    }
+
+    pub fn len(&self) -> usize {
+        self.chunks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// Each batch's examples and the batch, made as it is reached.
+    pub fn iter(&self) -> impl Iterator<Item = (&[usize], Batch)> + '_ {
+        self.chunks
+            .iter()
+            .map(|rows| (rows.as_slice(), make_batch(&self.enc, rows, self.pad)))
+    }
+
+    /// The widest batch's tokens (its longest example's, at least 1 as [`make_batch`] pads).
+    pub fn widest(&self) -> usize {
+        self.enc.ids.iter().map(Vec::len).max().map_or(0, |n| n.max(1))
+    }
+
+    /// The largest token id a batch holds: the examples' and, where a batch pads, the pad id.
+    pub fn largest_id(&self) -> Option<i64> {
+        let padded = self.chunks.iter().any(|rows| {
+            let len = |&r: &usize| self.enc.ids[r].len();
+            rows.iter().map(len).min() != rows.iter().map(len).max() || rows.iter().any(|r| len(r) == 0)
+        });
+        let ids = self.enc.ids.iter().flatten().copied();
+        ids.chain(padded.then_some(self.pad)).max()
     }
 }
 
@@ -509,16 +578,26 @@ pub fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
     Some(sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64))
 }
 
-/// Fails on the first example of a batch whose `labels` logits (in `logits`, row by row) hold a
-/// NaN or an infinity, naming the example (index in the file, from 0) and its logits.
-pub fn check_finite(logits: &[f32], labels: usize, rows: &[usize]) -> Result<()> {
-    for (k, &r) in rows.iter().enumerate() {
+/// The first example of a batch whose `labels` logits (in `logits`, row by row) hold a NaN or
+/// an infinity: its index in `rows` and the words for its logits (`logits contain NaN/Inf: NaN,
+/// 0.25`).
+pub fn non_finite(logits: &[f32], labels: usize, rows: &[usize]) -> Option<(usize, String)> {
+    (0..rows.len()).find_map(|k| {
         let row = &logits[k * labels..(k + 1) * labels];
-        if row.iter().any(|v| !v.is_finite()) {
-            bail!("logits contain NaN/Inf (example {r}: {row:?})");
-        }
+        row.iter().any(|v| !v.is_finite()).then(|| {
+            let shown: Vec<String> = row.iter().map(f32::to_string).collect();
+            (k, format!("logits contain NaN/Inf: {}", shown.join(", ")))
+        })
+    })
+}
+
+/// Fails on the first example of a batch whose logits are not all finite ([`non_finite`]),
+/// naming the example (index in the file, from 0) and its logits.
+pub fn check_finite(logits: &[f32], labels: usize, rows: &[usize]) -> Result<()> {
+    match non_finite(logits, labels, rows) {
+        Some((k, what)) => bail!("example {}: {what}", rows[k]),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// The examples of a batch for messages, numbered from 0 in file order: `examples 96–127`, or
@@ -929,8 +1008,8 @@ pub struct Prepared {
     /// Under a task, the model's outputs in the task's class order where its class names say
     /// they differ ([`task_order`]).
     pub order: Option<ClassOrder>,
-    /// (rows of `data` in the batch, the padded batch), in batching order.
-    pub batches: Vec<(Vec<usize>, Batch)>,
+    /// The examples' batches, in batching order.
+    pub batches: Batches,
     /// Where the tokenizer came from.
     pub tokenizer: String,
     pub tokenize_seconds: f64,
@@ -1028,12 +1107,7 @@ fn prepare_with(
     let texts = (0..data.len()).map(|i| data.text(i));
     let enc = tokenize(&mut tokenizer, texts, &data_file, opts.max_length, limits.vocabulary)
         .with_context(|| format!("tokenizer {tokenizer_source}"))?;
-    let order = batch_order(&enc, opts.bucket);
-    let chunks: Vec<&[usize]> = order.chunks(opts.batch_size).collect();
-    let batches: Vec<(Vec<usize>, Batch)> = run_order(chunks.len(), opts.bucket)
-        .into_iter()
-        .map(|c| (chunks[c].to_vec(), make_batch(&enc, chunks[c], pad)))
-        .collect();
+    let batches = Batches::new(enc, opts.batch_size, opts.bucket, pad);
     Ok(Prepared {
         data_file,
         split,
@@ -1114,7 +1188,7 @@ fn run_prepared(
     let mut forward_seconds = 0.0;
     for (b, (rows, batch)) in batches.iter().enumerate() {
         let t = Instant::now();
-        let (logits, labels) = model.run(batch).map_err(|e| {
+        let (logits, labels) = model.run(&batch).map_err(|e| {
             let hint = out_of_memory_hint(&format!("{e:#}"), opts.words, rows.len(), batch.input_ids.ncols());
             e.context(format!(
                 "running batch {b} of {}{}",
@@ -1143,8 +1217,16 @@ fn run_prepared(
         if b == 0 {
             check_classes(labels_read, outputs, data, data_file)?;
         }
-        check_finite(&logits, outputs, rows)
-            .map_err(|e| anyhow!("{}: batch {b} ({}): {e}", model_path.display(), describe_rows(rows)))?;
+        if let Some((k, what)) = non_finite(&logits, outputs, rows) {
+            bail!(
+                "{}: batch {b} ({}): example {} ({} of {}): {what}; a model that computes no number for an input is broken (an overflow, a NaN weight): evaluate the model it was made from to find the pass that broke it",
+                model_path.display(),
+                describe_rows(rows),
+                rows[k],
+                data.locs[rows[k]],
+                data_file.display()
+            );
+        }
         for (k, &r) in rows.iter().enumerate() {
             let row = &logits[k * outputs..(k + 1) * outputs];
             predictions[r] = Some(match &labels_read {
@@ -1219,7 +1301,11 @@ fn run_prepared(
         tokenizer: tokenizer_source.clone(),
         ort_library,
         empty_texts: empty_texts.clone(),
-        notes: notes.clone(),
+        notes: notes
+            .iter()
+            .cloned()
+            .chain(runtime::threads_note(opts.session.threads, opts.words.threads()))
+            .collect(),
         predictions: predictions
             .iter()
             .map(|p| match p {
@@ -1293,11 +1379,8 @@ mod tests {
         assert_eq!(task_class_named(Task::Sst2, "2"), None);
     }
 
-    /// A pair past `max_length` is cut longest first as Python's tokenizers cuts it: with both
-    /// texts past the budget, the shorter gets half of it rounded down and the longer the rest,
-    /// whichever comes first (the crate's own pair encoding gave the spare token to the second).
-    #[test]
-    fn pairs_are_truncated_longest_first_as_python_does() {
+    /// A word-level BERT-style tokenizer of [PAD] [UNK] [CLS] [SEP] and `w4` … `w63`.
+    fn words_tokenizer() -> Tokenizer {
         let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"].map(String::from).to_vec();
         vocab.extend((4..64).map(|i| format!("w{i}")));
         let ids: serde_json::Map<String, serde_json::Value> =
@@ -1313,7 +1396,58 @@ mod tests {
             "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]},
             "decoder": null, "model": {"type": "WordLevel", "vocab": ids, "unk_token": "[UNK]"}
         });
-        let mut tok = parse_tokenizer(&json.to_string()).unwrap();
+        parse_tokenizer(&json.to_string()).unwrap()
+    }
+
+    /// Past one chunk of texts the ids are those of each text tokenized alone, and a token past
+    /// the vocabulary is named with its own text.
+    #[test]
+    fn texts_past_one_chunk_are_tokenized_as_each_alone() {
+        let mut tok = words_tokenizer();
+        let n = 2 * ENCODE_CHUNK + 5;
+        let texts: Vec<String> = (0..n)
+            .map(|i| {
+                (0..1 + i % 9)
+                    .map(|k| format!("w{}", 4 + (i + k) % 30))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        for pairs in [false, true] {
+            let items = || texts.iter().map(|t| (t.as_str(), pairs.then_some("w40 w41")));
+            let all = tokenize(&mut tok, items(), Path::new("f"), 8, None).unwrap();
+            assert_eq!((all.ids.len(), all.type_ids.len()), (n, n));
+            for (i, item) in items().enumerate().step_by(997).chain(items().enumerate().skip(n - 3)) {
+                let one = tokenize(&mut tok, std::iter::once(item), Path::new("f"), 8, None).unwrap();
+                assert_eq!(
+                    (&all.ids[i], &all.type_ids[i]),
+                    (&one.ids[0], &one.type_ids[0]),
+                    "text {i}"
+                );
+            }
+        }
+        let mut past = texts.clone();
+        past[ENCODE_CHUNK + 7] = "w4 w60".into();
+        let e = tokenize(
+            &mut tok,
+            past.iter().map(|t| (t.as_str(), None)),
+            Path::new("f"),
+            8,
+            Some(50),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("the text \"w4 w60\" gives token \"w60\", id 60"),
+            "{e}"
+        );
+    }
+
+    /// A pair past `max_length` is cut longest first as Python's tokenizers cuts it: with both
+    /// texts past the budget, the shorter gets half of it rounded down and the longer the rest,
+    /// whichever comes first (the crate's own pair encoding gave the spare token to the second).
+    #[test]
+    fn pairs_are_truncated_longest_first_as_python_does() {
+        let mut tok = words_tokenizer();
         let words = |from: usize, n: usize| (from..from + n).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ");
         let (long, short) = (words(4, 20), words(30, 15));
         // max_length 12: 9 for the texts; both past it: the shorter gets 4, the longer 5.
@@ -1384,5 +1518,37 @@ mod tests {
         assert_eq!(batch_order(&enc, true), vec![1, 0, 2]);
         let b = make_batch(&enc, &[2], 0);
         assert_eq!(b.token_type_ids.row(0).to_vec(), vec![0, 0, 1, 1, 1]);
+    }
+
+    /// Batches made as they run hold the same examples, in the same order, as made up front;
+    /// the widest and the largest id are those of the batches.
+    #[test]
+    fn batches_made_as_they_run_are_the_batches() {
+        let lens = [3usize, 2, 5, 2, 4, 3, 6];
+        let enc = Encoded {
+            ids: lens.iter().map(|&n| (0..n as i64).map(|t| 100 + t).collect()).collect(),
+            type_ids: lens.iter().map(|&n| vec![0; n]).collect(),
+        };
+        for bucket in [false, true] {
+            let batches = Batches::new(enc.clone(), 2, bucket, 7);
+            let order = batch_order(&enc, bucket);
+            let chunks: Vec<&[usize]> = order.chunks(2).collect();
+            let want: Vec<&[usize]> = run_order(chunks.len(), bucket).into_iter().map(|c| chunks[c]).collect();
+            assert_eq!(batches.len(), 4);
+            for ((rows, batch), w) in batches.iter().zip(&want) {
+                assert_eq!(rows, *w);
+                assert_eq!(batch.input_ids, make_batch(&enc, w, 7).input_ids);
+            }
+            assert_eq!(batches.widest(), 6);
+            // Every batch of two has two lengths but the last (6 alone), so the pad id is fed.
+            assert_eq!(batches.largest_id(), Some(105));
+        }
+        assert_eq!(Batches::new(enc, 2, false, 900).largest_id(), Some(900));
+        // Equal lengths pad nothing: the pad id is not fed.
+        let same = Encoded {
+            ids: vec![vec![1, 2], vec![3, 4]],
+            type_ids: vec![vec![0; 2]; 2],
+        };
+        assert_eq!(Batches::new(same, 2, false, 900).largest_id(), Some(4));
     }
 }

@@ -219,8 +219,12 @@ fn untimed_hint(t: &crate::eval::Timing) -> String {
     if t.batches > warmup {
         return "; no speed: no batch is timed with --measure 0 (--measure, or eval.measure in a recipe)".into();
     }
+    let all = match warmup {
+        1 => "the one batch".to_string(),
+        n => format!("all {n} batches"),
+    };
     format!(
-        "; no speed: every batch went to the {warmup} warm-up batches — evaluate more examples (--limit) or \
+        "; no speed: {all} went to the warm-up — evaluate more examples (--limit) or \
          lower the warm-up (--warmup, or eval.warmup in a recipe)"
     )
 }
@@ -308,7 +312,8 @@ pub fn eval_text(r: &EvalReport) -> String {
         "data         {what} ({}, {} of {}, max length {}{})",
         count(r.examples, "example", "examples"),
         count(r.batches, "batch", "batches"),
-        r.batch_size,
+        // A --batch-size past the examples makes one batch of them all.
+        r.batch_size.min(r.examples.max(1)),
         r.max_length,
         if r.bucket { ", length-bucketed" } else { "" }
     );
@@ -385,7 +390,7 @@ pub fn eval_text(r: &EvalReport) -> String {
     let _ = writeln!(o, "size         {:.2} MB ({:.2} MiB)", r.size_mb, r.size_mib);
     let _ = writeln!(
         o,
-        "time         tokenize+batch {:.3} s ({:.1}% of forward {:.3} s), wall {:.2} s",
+        "time         tokenize {:.3} s ({:.1}% of forward {:.3} s), wall {:.2} s",
         r.tokenize_seconds,
         100.0 * r.tokenize_seconds / r.forward_seconds.max(1e-9),
         r.forward_seconds,

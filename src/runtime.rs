@@ -456,6 +456,20 @@ fn aligned(raw: bytes::Bytes, align: usize) -> bytes::Bytes {
 /// The most intra-op threads per core a session is given: past the cores they only contend.
 const MAX_THREADS_PER_CORE: usize = 4;
 
+/// Where more intra-op threads are asked for than this process has CPUs (up to the bound
+/// [`builder`] refuses past): a note, as they take turns on the CPUs and a measured speed is
+/// usually lower than with one per CPU.
+/// `given` names where the number was set (`--threads`, `eval.threads`).
+pub fn threads_note(threads: usize, given: &str) -> Option<String> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (threads > cores).then(|| {
+        format!(
+            "{given} {threads} with {cores} {} available to this process: the threads take turns, which is usually slower than {cores} (0 lets ONNX Runtime choose)",
+            if cores == 1 { "CPU" } else { "CPUs" }
+        )
+    })
+}
+
 fn builder(opts: &SessionOptions) -> Result<ort::session::builder::SessionBuilder> {
     let e = |x: ort::Error<ort::session::builder::SessionBuilder>| anyhow!("{x}");
     let mut b = Session::builder(env()?).map_err(|x| anyhow!("{x}"))?;
@@ -1126,6 +1140,18 @@ pub fn open_optimized(path: &Path, opts: &SessionOptions, optimized: &Path) -> R
 #[cfg(all(test, not(windows)))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn more_threads_than_cpus_get_a_note_in_the_words_given() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(threads_note(0, "--threads"), None);
+        assert_eq!(threads_note(cores, "--threads"), None);
+        let n = threads_note(cores + 1, "eval.threads").unwrap();
+        assert!(
+            n.starts_with(&format!("eval.threads {} with {cores} CPU", cores + 1)) && n.contains("usually slower"),
+            "{n}"
+        );
+    }
 
     #[test]
     fn plain_drops_the_source_location_and_signature() {

@@ -156,8 +156,9 @@ fn nan_logits_are_an_error_naming_the_model_and_the_batch() {
     for needle in [
         model.to_str().unwrap(),
         "batch 1 (examples 2–3)",
-        "NaN/Inf",
-        "example 3",
+        "example 3 (line 5 of ",
+        "logits contain NaN/Inf: NaN, NaN;",
+        "evaluate the model it was made from",
     ] {
         assert!(msg.contains(needle), "the error does not mention {needle:?}: {msg}");
     }
@@ -240,7 +241,7 @@ fn bucketed_batches_run_in_the_shuffled_order() {
     write_sst2(dir.path(), "dev", &refs);
     let batches = |bucket: bool| -> Vec<Vec<usize>> {
         let p = eval::prepare(&model, &m, &eval_options(dir.path(), &tok, bucket)).unwrap();
-        p.batches.into_iter().map(|(rows, _)| rows).collect()
+        p.batches.iter().map(|(rows, _)| rows.to_vec()).collect()
     };
     // File order: rows 0-1, 2-3, ...
     let plain: Vec<Vec<usize>> = (0..8).map(|b| vec![2 * b, 2 * b + 1]).collect();

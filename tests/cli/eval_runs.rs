@@ -170,6 +170,25 @@ fn eval_runs_on_a_synthetic_model() {
     assert_eq!(preds.len(), 10);
     let bucketed = run(&["--model", s(&m), "--tokenizer", s(&tok), "--bucket"]);
     assert_eq!(bucketed["predictions"].as_array().unwrap(), &preds);
+    // A --batch-size past the examples is one batch of them all, said so (it said "of 100000").
+    let mut args: Vec<&str> = base.iter().copied().filter(|a| *a != "--json").collect();
+    let at = args.iter().position(|a| *a == "3").unwrap();
+    args[at] = "100000";
+    // More threads than CPUs: a note (they take turns).
+    let threads = (std::thread::available_parallelism().map_or(1, |n| n.get()) + 1).to_string();
+    args.extend(["--model", s(&m), "--tokenizer", s(&tok), "--threads", &threads]);
+    let out = run_in(dir.path(), &args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!("note: --threads {threads} with ")),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("(10 examples, 1 batch of 10, max length 32)"),
+        "{}",
+        text(&out.stdout)
+    );
 
     let converted = dir.path().join("with-tokenizer.onnx");
     let out = run_in(dir.path(), &["convert", s(&m), s(&converted), "--tokenizer", s(&tok)]);
