@@ -452,8 +452,21 @@ fn cmd_auto(ort_lib: Option<&Path>, quiet: bool, a: AutoArgs) -> Result<()> {
                 r.missing.join(", ")
             ),
         };
+        // An earlier run's winner files, removed: said, as files a user may have open.
+        let removed = match r.removed.len() {
+            0 => String::new(),
+            _ => format!(
+                " (an earlier run's {} removed from it)",
+                r.removed
+                    .iter()
+                    .filter_map(|p| p.file_name())
+                    .map(|n| n.to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
         bail!(
-            "{failed}no candidate is within --max-drop {} points on the selection (at {:.0}% confidence) and beats the input on {}; nothing written (closest: {closest}){missing}; the journal stays in {}",
+            "{failed}no candidate is within --max-drop {} points on the selection (at {:.0}% confidence) and beats the input on {}; nothing written (closest: {closest}){missing}; the journal stays in {}{removed}",
             o.max_drop,
             o.confidence * 100.0,
             onnx_compress::options::Named::name(o.objective),

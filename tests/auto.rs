@@ -212,6 +212,9 @@ fn a_search_resumes_after_a_kill_and_run_rebuilds_the_winner_byte_for_byte() {
         "the resumed search redid its journal's candidates:\n{}",
         text(&b.stderr)
     );
+    // Each run says where it would resume from, before its first candidate.
+    let resumes = format!("({}: interrupted, the same command resumes from it)", journal.display());
+    assert!(text(&b.stderr).contains(&resumes), "{}", text(&b.stderr));
     assert_eq!(rows_key(&ra), rows_key(&rb));
     assert_eq!(ra["winner"], rb["winner"]);
     assert!(
@@ -377,6 +380,12 @@ fn no_candidate_within_the_budget_writes_nothing_and_names_the_closest() {
         &["no candidate", "nothing written", "closest: dynamic_per_channel"],
     );
     assert!(!out.exists());
+    // An earlier winner's recipe and front in the work folder (a larger --max-drop, say) are
+    // not this run's: removed, and said so.
+    let work = dir.path().join("out.auto");
+    for stale in ["recipe.yaml", "front.md"] {
+        std::fs::write(work.join(stale), "an earlier run's\n").unwrap();
+    }
     // With --json: the report on stdout all the same (from the journal), winner null, exit 1.
     let o = bin()
         .args(args(
@@ -391,6 +400,14 @@ fn no_candidate_within_the_budget_writes_nothing_and_names_the_closest() {
     let r: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(r["winner"].is_null() && r["rows"].as_array().unwrap().len() == 2, "{r}");
     assert!(text(&o.stderr).contains("no candidate"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("(an earlier run's recipe.yaml, front.md removed from it)"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(r["removed"].as_array().unwrap().len(), 2, "{r}");
+    assert!(!work.join("recipe.yaml").exists() && !work.join("front.md").exists());
+    assert!(work.join(onnx_compress::auto::journal::FILE).exists());
     assert!(!out.exists());
     // 32 selection examples cannot show any candidate within half a point (none flipped: a
     // bound of 3.8 points): refused before a candidate is built or a work folder made, saying
@@ -1438,6 +1455,12 @@ fn a_file_replaced_at_the_same_path_and_size_is_not_the_journals() {
     let lines: Vec<&str> = text_of.lines().take(400).collect();
     std::fs::write(&train, lines.join("\n") + "\n").unwrap();
     let (out, work) = (dir.path().join("out.onnx"), dir.path().join("work"));
+    // The model and its tokenizer.json, copied: the tokenizer is replaced below.
+    let model = dir.path().join("model").join("model.onnx");
+    std::fs::create_dir(model.parent().unwrap()).unwrap();
+    std::fs::copy(&sh.model, &model).unwrap();
+    let tokenizer = model.with_file_name("tokenizer.json");
+    std::fs::copy(sh.model.with_file_name("tokenizer.json"), &tokenizer).unwrap();
     let run = || {
         let mut a = args(
             &sh,
@@ -1447,6 +1470,7 @@ fn a_file_replaced_at_the_same_path_and_size_is_not_the_journals() {
         );
         let at = a.iter().position(|x| x == "--calib-data").unwrap();
         a[at + 1] = s(&train).to_string();
+        a[1] = s(&model).to_string();
         bin().args(a).args(["--work", s(&work), "-q"]).output().unwrap()
     };
     let o = run();
@@ -1459,5 +1483,18 @@ fn a_file_replaced_at_the_same_path_and_size_is_not_the_journals() {
         "a training file replaced",
         &run(),
         &["other settings", "calib_data_fingerprint", "another --work folder"],
+    );
+    // The file as it was: the journal's search again.
+    std::fs::write(&train, lines.join("\n") + "\n").unwrap();
+    let o = run();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    // The tokenizer beside the model replaced (the same tokens, written compact): the model's
+    // fingerprint covers it.
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(&tokenizer).unwrap()).unwrap();
+    std::fs::write(&tokenizer, serde_json::to_string(&json).unwrap()).unwrap();
+    assert_clean_error(
+        "a tokenizer replaced",
+        &run(),
+        &["other settings", "model_fingerprint", "another --work folder"],
     );
 }

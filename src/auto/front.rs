@@ -197,6 +197,9 @@ pub struct AutoReport {
     pub missing: Vec<String>,
     pub recipe: Option<PathBuf>,
     pub files: Vec<PathBuf>,
+    /// With no winner: an earlier run's recipe.yaml and front files, removed from the work
+    /// folder so that they are not read as this run's.
+    pub removed: Vec<PathBuf>,
     pub wall_seconds: f64,
 }
 

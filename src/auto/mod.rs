@@ -817,6 +817,9 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
     // Before the work folder is made: a device this build cannot use, data or a model it cannot
     // search with.
     crate::runtime::check_device(&o.session())?;
+    if let Some(n) = crate::runtime::threads_note(o.threads, "--threads") {
+        (ui.note)(&n);
+    }
     (ui.stage)("reading the model");
     let proto = check_inputs(o)?;
     let (mut tokenizer, tokenizer_source) =
@@ -866,9 +869,18 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
         Mode::Search => "--work",
     };
     let journal = Journal::open(&o.work, &settings, job, flag)?;
+    // A search's journal is where an interrupted one resumes from: said before the first
+    // candidate, so that a user who stops it knows.
+    let resume = match o.mode {
+        Mode::Search => format!(
+            " ({}: interrupted, the same command resumes from it)",
+            o.work.join(journal::FILE).display()
+        ),
+        _ => String::new(),
+    };
     (ui.line)(&match &o.selection_data {
         None => format!(
-            "{}: {} examples; calibration {} and selection {} (disjoint, seed {}); {} in the journal",
+            "{}: {} examples; calibration {} and selection {} (disjoint, seed {}); {} in the journal{resume}",
             o.calib_data.display(),
             total,
             split.calibration.len(),
@@ -877,7 +889,7 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
             crate::report::count(journal.len(), "candidate", "candidates")
         ),
         Some(f) => format!(
-            "calibration: {} of {} examples of {}; selection: {} of {} examples of {} (seed {}); {} in the journal",
+            "calibration: {} of {} examples of {}; selection: {} of {} examples of {} (seed {}); {} in the journal{resume}",
             split.calibration.len(),
             total,
             o.calib_data.display(),
@@ -969,6 +981,7 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
         missing: s.missing.clone(),
         recipe: None,
         files: vec![],
+        removed: vec![],
         wall_seconds: 0.0,
     };
     if let Mode::Only(_) = o.mode {
@@ -1137,6 +1150,7 @@ fn finish(
     front::mark_front(&mut report.rows, o.objective);
     report.winner = front::winner(&report.rows, o.objective);
     let Some(w) = report.winner.clone() else {
+        report.removed = remove_results(&o.work)?;
         report.wall_seconds = start.elapsed().as_secs_f64();
         return Ok(report);
     };
@@ -1194,6 +1208,34 @@ fn finish(
     report.files = front::write(&report, &o.work)?;
     report.files.insert(0, recipe);
     Ok(report)
+}
+
+/// The files a winner leaves in the work folder (its recipe, the front), where an earlier run
+/// left them: removed when this run has no winner, so that they are not read as its own. The
+/// removed ones are returned.
+fn remove_results(work: &Path) -> Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    for name in [
+        "recipe.yaml",
+        "front.md",
+        "front.csv",
+        "front.json",
+        "front.svg",
+        "front.png",
+    ] {
+        let path = work.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => removed.push(path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(anyhow!(
+                    "{}: an earlier run's result could not be removed ({e}); remove it, as no candidate of this run is within the budget",
+                    path.display()
+                ))
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// Parses a time budget: `90s`, `30m`, `1.5h` (a unit is required).
