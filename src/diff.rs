@@ -431,7 +431,18 @@ pub fn diff(a: &Path, b: &Path, opts: &DiffOptions, progress: eval::Progress) ->
         .map(|l| l.at.clone());
 
     let regression = width == 1;
-    let name = |c: Option<usize>| c.and_then(|c| labels.names().and_then(|n| n.get(c)).cloned());
+    // The classes' names: the model's (or --labels), else the task's (its order is the
+    // indexes' under a task).
+    let task_names = match &labels {
+        crate::data::Labels::Glue(t) => t.class_names(),
+        _ => None,
+    };
+    let name = |c: Option<usize>| {
+        c.and_then(|c| match labels.names() {
+            Some(names) => names.get(c).cloned(),
+            None => task_names.and_then(|n| n.get(c)).map(|n| n.to_string()),
+        })
+    };
     let mut rows = Vec::with_capacity(n);
     let mut max_abs = 0.0f64;
     for (i, l) in logits.into_iter().enumerate() {

@@ -419,10 +419,15 @@ pub fn tokenize<'a>(
     // tokens, as Python's tokenizers and transformers do. The crate's own pair encoding
     // (0.23.2) stops reading each text near `max_length` first, so two texts both past it
     // look equally long and the odd budget's spare token can go to the shorter one.
-    let mut whole = tokenizer.clone();
-    whole
-        .with_truncation(None)
-        .map_err(|e| anyhow!("tokenizer without truncation: {e}"))?;
+    let whole = if pairs {
+        let mut whole = tokenizer.clone();
+        whole
+            .with_truncation(None)
+            .map_err(|e| anyhow!("tokenizer without truncation: {e}"))?;
+        Some(whole)
+    } else {
+        None
+    };
     let mut out = Encoded {
         ids: Vec::with_capacity(texts.len()),
         type_ids: Vec::with_capacity(texts.len()),
@@ -430,7 +435,7 @@ pub fn tokenize<'a>(
     // A few thousand texts at a time: the tokenizer's encodings (tokens, offsets, masks) take
     // several times the ids they are kept for (held for every text, 1.5 KB an SST-2 sentence).
     for (c, chunk) in texts.chunks(ENCODE_CHUNK).enumerate() {
-        let enc = if pairs {
+        let enc = if let Some(whole) = &whole {
             chunk
                 .iter()
                 .map(|&(a, b)| match b {

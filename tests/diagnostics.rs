@@ -152,18 +152,24 @@ fn diff_counts_the_flips_eval_sees() {
     // The CSV: a header and one line per example, with eval's predictions.
     let csv = std::fs::read_to_string(&csv).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
-    // A task preset's classes are indexes: the name columns are empty.
+    // Under a task, the names beside the indexes are the task's classes.
     assert_eq!(
         lines[0],
         "index,at,label,pred_a,pred_b,margin_a,margin_b,change,label_name,pred_a_name,pred_b_name"
     );
     assert_eq!(lines.len(), 201);
+    let named = |c: &str| ["negative", "positive"][c.parse::<usize>().unwrap()];
     for (i, line) in lines[1..].iter().enumerate() {
         let cells: Vec<&str> = line.split(',').collect();
         assert_eq!(cells[3], pa[i].to_string(), "{line}");
         assert_eq!(cells[4], pb[i].to_string(), "{line}");
-        assert_eq!(cells[8..], ["", "", ""], "{line}");
+        assert_eq!(
+            cells[8..],
+            [named(cells[2]), named(cells[3]), named(cells[4])],
+            "{line}"
+        );
     }
+    assert_eq!(rows[0]["pred_a_name"], named(&pa[0].to_string()), "{}", rows[0]);
     // The text report says the same.
     let out = bin()
         .args(["diff", s(&model), s(&pruned), "--task", "sst2", "--limit", limit, "-q"])

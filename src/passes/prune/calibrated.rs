@@ -1224,8 +1224,8 @@ pub struct BlockCost {
     /// Share of calibration examples whose predicted class is unchanged (`None` for one output).
     pub agreement: Option<f64>,
     /// Heads pruned in step: `removed` heads of every layer in `layers` at once (their head
-    /// count is computed once for all layers, as calibrated pruning then prunes them).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    /// count is computed once for all layers, as calibrated pruning then prunes them). Written
+    /// `false` too, as the CSV writes it.
     pub in_step: bool,
 }
 
