@@ -431,8 +431,8 @@ pub fn diff(a: &Path, b: &Path, opts: &DiffOptions, progress: eval::Progress) ->
         .map(|l| l.at.clone());
 
     let regression = width == 1;
-    // The classes' names: the model's (or --labels), else the task's (its order is the
-    // indexes' under a task).
+    // The classes' names: under a task, the task's (both models' logits are in its order);
+    // otherwise the model's or --labels'.
     let task_names = match &labels {
         crate::data::Labels::Glue(t) => t.class_names(),
         _ => None,

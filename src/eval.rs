@@ -596,15 +596,6 @@ pub fn non_finite(logits: &[f32], labels: usize, rows: &[usize]) -> Option<(usiz
     })
 }
 
-/// Fails on the first example of a batch whose logits are not all finite ([`non_finite`]),
-/// naming the example (index in the file, from 0) and its logits.
-pub fn check_finite(logits: &[f32], labels: usize, rows: &[usize]) -> Result<()> {
-    match non_finite(logits, labels, rows) {
-        Some((k, what)) => bail!("example {}: {what}", rows[k]),
-        None => Ok(()),
-    }
-}
-
 /// The examples of a batch for messages, numbered from 0 in file order: `examples 96–127`, or
 /// `32 examples from 5 to 980` when bucketing by length gathered them from across the file.
 pub fn describe_rows(rows: &[usize]) -> String {
@@ -1002,7 +993,8 @@ fn position_offset(ix: &onnx::GraphIndex, gather: &onnx::NodeProto) -> usize {
     0
 }
 
-/// An evaluation's examples, read, tokenized and batched.
+/// An evaluation's examples, read and tokenized, with their batches planned (each is made as
+/// it runs).
 pub struct Prepared {
     pub data_file: PathBuf,
     /// The GLUE split, or `None` for a data file.
@@ -1018,7 +1010,7 @@ pub struct Prepared {
     /// Where the tokenizer came from.
     pub tokenizer: String,
     pub tokenize_seconds: f64,
-    /// The whole preparation's seconds (reading, labels, tokenizing, batching).
+    /// The whole preparation's seconds (reading, labels, tokenizing, planning the batches).
     pub seconds: f64,
     /// Where the examples with an empty or blank text are ([`EvalReport::empty_texts`]).
     pub empty_texts: Vec<String>,
@@ -1545,15 +1537,24 @@ mod tests {
                 assert_eq!(batch.input_ids, make_batch(&enc, w, 7).input_ids);
             }
             assert_eq!(batches.widest(), 6);
-            // Every batch of two has two lengths but the last (6 alone), so the pad id is fed.
+            // Some batch of two has two lengths (in file order 3 and 2; by length 4 and 5), so
+            // the pad id is fed: below the tokens here, above them with 900.
             assert_eq!(batches.largest_id(), Some(105));
+            assert_eq!(Batches::new(enc.clone(), 2, bucket, 900).largest_id(), Some(900));
         }
-        assert_eq!(Batches::new(enc, 2, false, 900).largest_id(), Some(900));
         // Equal lengths pad nothing: the pad id is not fed.
         let same = Encoded {
             ids: vec![vec![1, 2], vec![3, 4]],
             type_ids: vec![vec![0; 2]; 2],
         };
         assert_eq!(Batches::new(same, 2, false, 900).largest_id(), Some(4));
+        // An example of no tokens is all padding (a batch of one is one pad wide).
+        let empty = Encoded {
+            ids: vec![vec![], vec![]],
+            type_ids: vec![vec![], vec![]],
+        };
+        let b = Batches::new(empty, 2, false, 900);
+        assert_eq!((b.largest_id(), b.widest()), (Some(900), 1));
+        assert_eq!(b.iter().next().unwrap().1.input_ids.ncols(), 1);
     }
 }

@@ -465,6 +465,7 @@ fn cmd_auto(ort_lib: Option<&Path>, quiet: bool, a: AutoArgs) -> Result<()> {
                     .join(", ")
             ),
         };
+        let removed = removed + &r.not_removed.iter().map(|e| format!("; {e}")).collect::<String>();
         bail!(
             "{failed}no candidate is within --max-drop {} points on the selection (at {:.0}% confidence) and beats the input on {}; nothing written (closest: {closest}){missing}; the journal stays in {}{removed}",
             o.max_drop,

@@ -462,7 +462,7 @@ const MAX_THREADS_PER_CORE: usize = 4;
 /// `given` names where the number was set (`--threads`, `eval.threads`).
 pub fn threads_note(threads: usize, given: &str) -> Option<String> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (threads > cores).then(|| {
+    (threads > cores && threads <= MAX_THREADS_PER_CORE * cores).then(|| {
         format!(
             "{given} {threads} with {cores} {} available to this process: the threads take turns, which is usually slower than {cores} (0 lets ONNX Runtime choose)",
             if cores == 1 { "CPU" } else { "CPUs" }
@@ -1146,6 +1146,8 @@ mod tests {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         assert_eq!(threads_note(0, "--threads"), None);
         assert_eq!(threads_note(cores, "--threads"), None);
+        // Past the bound the session is refused instead (its own error).
+        assert_eq!(threads_note(MAX_THREADS_PER_CORE * cores + 1, "--threads"), None);
         let n = threads_note(cores + 1, "eval.threads").unwrap();
         assert!(
             n.starts_with(&format!("eval.threads {} with {cores} CPU", cores + 1)) && n.contains("usually slower"),

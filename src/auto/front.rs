@@ -200,6 +200,8 @@ pub struct AutoReport {
     /// With no winner: an earlier run's recipe.yaml and front files, removed from the work
     /// folder so that they are not read as this run's.
     pub removed: Vec<PathBuf>,
+    /// Those that could not be removed, and why.
+    pub not_removed: Vec<String>,
     pub wall_seconds: f64,
 }
 

@@ -982,6 +982,7 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
         recipe: None,
         files: vec![],
         removed: vec![],
+        not_removed: vec![],
         wall_seconds: 0.0,
     };
     if let Mode::Only(_) = o.mode {
@@ -1150,7 +1151,7 @@ fn finish(
     front::mark_front(&mut report.rows, o.objective);
     report.winner = front::winner(&report.rows, o.objective);
     let Some(w) = report.winner.clone() else {
-        report.removed = remove_results(&o.work)?;
+        (report.removed, report.not_removed) = remove_results(&o.work);
         report.wall_seconds = start.elapsed().as_secs_f64();
         return Ok(report);
     };
@@ -1212,30 +1213,25 @@ fn finish(
 
 /// The files a winner leaves in the work folder (its recipe, the front), where an earlier run
 /// left them: removed when this run has no winner, so that they are not read as its own. The
-/// removed ones are returned.
-fn remove_results(work: &Path) -> Result<Vec<PathBuf>> {
-    let mut removed = Vec::new();
-    for name in [
-        "recipe.yaml",
-        "front.md",
-        "front.csv",
-        "front.json",
-        "front.svg",
-        "front.png",
-    ] {
+/// removed ones are returned, and why each other one could not be (the report is made all the
+/// same).
+fn remove_results(work: &Path) -> (Vec<PathBuf>, Vec<String>) {
+    let (mut removed, mut left) = (Vec::new(), Vec::new());
+    let winners = WORK_FILES
+        .iter()
+        .filter(|n| **n == "recipe.yaml" || n.starts_with("front."));
+    for name in winners {
         let path = work.join(name);
         match std::fs::remove_file(&path) {
             Ok(()) => removed.push(path),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(anyhow!(
-                    "{}: an earlier run's result could not be removed ({e}); remove it, as no candidate of this run is within the budget",
-                    path.display()
-                ))
-            }
+            Err(e) => left.push(format!(
+                "{}, an earlier run's, could not be removed ({e}): remove it, as this run chose no candidate",
+                path.display()
+            )),
         }
     }
-    Ok(removed)
+    (removed, left)
 }
 
 /// Parses a time budget: `90s`, `30m`, `1.5h` (a unit is required).

@@ -202,7 +202,12 @@ impl Scorer {
                 continue;
             }
             let (logits, labels) = self.model.run(batch)?;
-            crate::eval::check_finite(&logits, labels, rows)?;
+            if let Some((k, what)) = crate::eval::non_finite(&logits, labels, rows) {
+                bail!(
+                    "selection example {}: {what}; a model that computes no number for an input is broken (an overflow, a NaN weight)",
+                    rows[k]
+                );
+            }
             for (k, &r) in rows.iter().enumerate() {
                 let class = argmax(&logits[k * labels..(k + 1) * labels]);
                 self.right[r] = Some(class == Some(sel.labels[r]));

@@ -172,7 +172,7 @@ fn eval_runs_on_a_synthetic_model() {
     assert_eq!(bucketed["predictions"].as_array().unwrap(), &preds);
     // A --batch-size past the examples is one batch of them all, said so (it said "of 100000").
     let mut args: Vec<&str> = base.iter().copied().filter(|a| *a != "--json").collect();
-    let at = args.iter().position(|a| *a == "3").unwrap();
+    let at = args.iter().position(|a| *a == "--batch-size").unwrap() + 1;
     args[at] = "100000";
     // More threads than CPUs: a note (they take turns).
     let threads = (std::thread::available_parallelism().map_or(1, |n| n.get()) + 1).to_string();
