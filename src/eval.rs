@@ -57,6 +57,14 @@ impl Words {
         }
     }
 
+    /// What sets the examples per batch.
+    pub fn batch_size(self) -> &'static str {
+        match self {
+            Words::Recipe => "data.batch_size",
+            _ => "--batch-size",
+        }
+    }
+
     /// What sets ONNX Runtime's threads.
     pub fn threads(self) -> &'static str {
         match self {
@@ -884,12 +892,9 @@ fn check_classes(labels: &Labels, outputs: usize, data: &data::Labelled, file: &
 /// the words of where they are set.
 fn out_of_memory_hint(error: &str, words: Words, rows: usize, tokens: usize) -> Option<String> {
     error.contains("Failed to allocate memory").then(|| {
-        let batch = match words {
-            Words::Recipe => "data.batch_size",
-            _ => "--batch-size",
-        };
         format!(
-            " (out of memory for a batch of {rows} × {tokens} tokens: lower {batch}, or {})",
+            " (out of memory for a batch of {rows} × {tokens} tokens: lower {}, or {})",
+            words.batch_size(),
             words.max_length()
         )
     })

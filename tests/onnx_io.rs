@@ -468,14 +468,18 @@ fn hold_write_lock(dir: &Path) -> (std::path::PathBuf, std::fs::File) {
     (lock, held)
 }
 
-/// A temporary folder holding a tiny model `in.onnx` and an empty output folder `out`.
-fn lock_test_folder() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+/// A temporary folder holding a tiny model `in.onnx` and an empty output folder `out`; `None`
+/// (said) without ONNX Runtime, which checks what convert writes.
+fn lock_test_folder() -> Option<(tempfile::TempDir, std::path::PathBuf, std::path::PathBuf)> {
+    if !shared::require_ort("convert's check of the written model") {
+        return None;
+    }
     let dir = tmp();
     let input = dir.path().join("in.onnx");
     onnx::save(&tiny_bert(&SynthOptions::default()), &input, &SaveOptions::default()).unwrap();
     let out_dir = dir.path().join("out");
     std::fs::create_dir(&out_dir).unwrap();
-    (dir, input, out_dir)
+    Some((dir, input, out_dir))
 }
 
 /// Reads `child`'s stderr until it says it waits for the write lock (killed after a minute if it
@@ -499,24 +503,37 @@ fn await_lock_note(
     (done, lines)
 }
 
+/// `convert FLAGS INPUT OUT` started, its stderr read by the test.
+#[cfg(unix)]
+fn spawn_convert(flags: &[&str], input: &Path, out: &Path) -> std::process::Child {
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("onnx-compress"))
+        .arg("convert")
+        .args(flags)
+        .arg(input)
+        .arg(out)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// The names in folder `dir`.
+#[cfg(unix)]
+fn names_in(dir: &Path) -> Vec<std::ffi::OsString> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect()
+}
+
 #[cfg(unix)]
 #[test]
 fn a_write_waits_for_the_folder_lock_and_says_so() {
     use std::os::unix::io::AsRawFd;
-    if !shared::require_ort("convert's check of the written model") {
+    let Some((_dir, input, out_dir)) = lock_test_folder() else {
         return;
-    }
-    let (_dir, input, out_dir) = lock_test_folder();
-    let convert = |name: &str| {
-        std::process::Command::new(assert_cmd::cargo::cargo_bin("onnx-compress"))
-            .args(["convert", "--external-data", "always"])
-            .arg(&input)
-            .arg(out_dir.join(name))
-            .stderr(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
     };
+    let convert = |name: &str| spawn_convert(&["--external-data", "always"], &input, &out_dir.join(name));
     // SAFETY (both): flock on descriptors this test owns.
     let flock = |f: &std::fs::File| assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
     // The folder itself locked: written at once.
@@ -551,25 +568,14 @@ fn a_write_waits_for_the_folder_lock_and_says_so() {
 #[test]
 fn a_stop_while_waiting_for_the_lock_leaves_nothing() {
     use std::os::unix::process::ExitStatusExt;
-    if !shared::require_ort("convert's check of the written model") {
+    let Some((_dir, input, out_dir)) = lock_test_folder() else {
         return;
-    }
-    let (_dir, input, out_dir) = lock_test_folder();
+    };
     let (_, held) = hold_write_lock(&out_dir);
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("onnx-compress"))
-        .arg("convert")
-        .arg(&input)
-        .arg(out_dir.join("b.onnx"))
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_convert(&[], &input, &out_dir.join("b.onnx"));
     let (done, _lines) = await_lock_note(&mut child);
     // The model is written (to its temporary file) before the lock is asked for.
-    let before: Vec<_> = std::fs::read_dir(&out_dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let before = names_in(&out_dir);
     assert_eq!(before.len(), 1, "{before:?}");
     // SAFETY: kill(2) on the child this test started.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
@@ -579,10 +585,7 @@ fn a_stop_while_waiting_for_the_lock_leaves_nothing() {
         status.signal() == Some(libc::SIGINT) || status.code() == Some(130),
         "{status:?}"
     );
-    let left: Vec<_> = std::fs::read_dir(&out_dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let left = names_in(&out_dir);
     assert!(left.is_empty(), "left behind: {left:?}");
     drop(held);
 }
