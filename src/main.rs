@@ -24,7 +24,7 @@ use onnx_compress::runtime::{self, SessionOptions};
 use onnx_compress::{auto, bench, calib, diff, inspect, pipeline, recipe, report, sensitivity};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| cli::number_tip(e).exit());
     // A Ctrl-C or SIGTERM removes the temporary files being written and stops the jobs started.
     if let Err(e) = onnx_compress::interrupt::install() {
         let _ = writeln!(std::io::stderr(), "note: no clean-up on a signal: {e}");

@@ -58,6 +58,54 @@ fn usage_errors_name_the_flag() {
     assert!(snapshot(cwd.path()).is_empty());
 }
 
+/// A value that is not a number gets a tip with one that is, beside clap's own words.
+#[test]
+fn a_flag_value_that_is_not_a_number_gets_a_tip() {
+    let cases: [(&[&str], &str); 4] = [
+        (&["prune", "a.onnx", "b.onnx", "--heads", "25%"], "e.g. 0.25"),
+        (&["lowrank", "a.onnx", "b.onnx", "--energy", "most"], "e.g. 0.25"),
+        (
+            &["eval", "--task", "sst2", "--model", "m.onnx", "--batch-size", "1e3"],
+            "e.g. 32",
+        ),
+        (
+            &["eval", "--task", "sst2", "--model", "m.onnx", "--threads", "2.0"],
+            "e.g. 32",
+        ),
+    ];
+    let cwd = tempfile::tempdir().unwrap();
+    for (args, example) in cases {
+        let out = run_in(cwd.path(), args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}:\n{stderr}");
+        let flag = args[args.len() - 2];
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(flag),
+            "{args:?}:\n{stderr}"
+        );
+        assert!(
+            stderr.contains("tip: write a") && stderr.contains(example),
+            "{args:?}:\n{stderr}"
+        );
+    }
+    // Past the type's range the message says so; a tip about digits would mislead.
+    let out = run_in(
+        cwd.path(),
+        &[
+            "eval",
+            "--task",
+            "sst2",
+            "--model",
+            "m.onnx",
+            "--batch-size",
+            "99999999999999999999999",
+        ],
+    );
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("too large") && !stderr.contains("tip:"), "{stderr}");
+    assert!(snapshot(cwd.path()).is_empty());
+}
+
 fn help(args: &[&str]) -> String {
     let out = bin().args(args).output().unwrap();
     assert!(out.status.success(), "{args:?} failed:\n{}", text(&out.stderr));
