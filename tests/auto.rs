@@ -1498,3 +1498,80 @@ fn a_file_replaced_at_the_same_path_and_size_is_not_the_journals() {
         &["other settings", "model_fingerprint", "another --work folder"],
     );
 }
+
+/// A model whose logits are NaN on some selection example is refused naming the model and the
+/// example's line in the training file (the selection draws rows from across it).
+#[test]
+fn nan_logits_on_the_selection_name_the_training_files_line() {
+    if !have_ort("auto on a model that outputs NaN") {
+        return;
+    }
+    use onnx_compress::onnx::{self, tensor};
+    let dir = tempfile::tempdir().unwrap();
+    // The tiny synthetic BERT with the embedding of `bad` (id 4) NaN.
+    let mut m = onnx_compress::testkit::synth::tiny_bert(&Default::default());
+    let word = m
+        .graph
+        .as_mut()
+        .unwrap()
+        .initializer
+        .iter_mut()
+        .find(|t| t.name() == "embeddings.word_embeddings.weight")
+        .expect("the synthetic model has word embeddings");
+    let dims: Vec<usize> = word.dims.iter().map(|&d| d as usize).collect();
+    let mut values = tensor::to_f32(word).unwrap();
+    values[4 * dims[1]..5 * dims[1]].fill(f32::NAN);
+    *word = tensor::from_f32("embeddings.word_embeddings.weight", &dims, &values);
+    let model = dir.path().join("nan.onnx");
+    onnx::save(&m, &model, &Default::default()).unwrap();
+    let words = ["[UNK]", "[PAD]", "[CLS]", "[SEP]", "bad", "good", "film"];
+    std::fs::write(
+        dir.path().join("tokenizer.json"),
+        common::word_level_tokenizer(&words, common::BERT_SPECIALS, Value::Null),
+    )
+    .unwrap();
+    // 600 rows, one of them (line 402: the header is line 1) with `bad`.
+    let mut rows = vec!["good film\t1"; 600];
+    rows[400] = "bad film\t0";
+    let train = dir.path().join("train.tsv");
+    std::fs::write(&train, format!("sentence\tlabel\n{}\n", rows.join("\n"))).unwrap();
+    let dev = dir.path().join("dev.tsv");
+    std::fs::write(&dev, "sentence\tlabel\ngood film\t1\n").unwrap();
+    let out = dir.path().join("out.onnx");
+    let o = bin()
+        .args([
+            "auto",
+            s(&model),
+            s(&out),
+            "--task",
+            "sst2",
+            "--calib-data",
+            s(&train),
+            "--data",
+            s(&dev),
+            "--calib-samples",
+            "16",
+            "--selection",
+            "584",
+            "--max-length",
+            "64",
+            "--max-drop",
+            "100",
+            "--objective",
+            "macs",
+            "-q",
+        ])
+        .output()
+        .unwrap();
+    assert_clean_error(
+        "NaN logits on the selection",
+        &o,
+        &[
+            s(&model),
+            "selection example ",
+            &format!("(line 402 of {})", train.display()),
+            "logits contain NaN/Inf",
+        ],
+    );
+    assert!(!out.exists());
+}

@@ -3,7 +3,7 @@
 //! rungs (the first quarter, then the rest), so that a candidate far out of the budget is dropped
 //! after the first.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use tokenizers::Tokenizer;
@@ -68,6 +68,8 @@ pub fn split_apart(n: usize, calib: usize, m: usize, selection: usize, seed: u64
 pub struct Selection {
     /// The class of each selection example (in draw order), as the model's output for it.
     pub labels: Vec<usize>,
+    /// Where each selection example (in draw order) is: `line 12 of train.tsv`.
+    places: Vec<String>,
     /// Examples in the first rung (the first ones drawn).
     pub rung: usize,
     /// Batches of the first rung, then of the rest; with the selection indexes of their rows.
@@ -108,6 +110,7 @@ impl Selection {
         let labelled = data::read_labelled(source, label_set)?;
         let classes = label_set.class_count().or(outputs);
         let mut labels = Vec::with_capacity(indexes.len());
+        let mut places = Vec::with_capacity(indexes.len());
         for &i in indexes {
             let label = labelled.examples.get(i).and_then(|e| e.label.class());
             let at = labelled
@@ -123,6 +126,7 @@ impl Selection {
                 ),
                 (Some(c), _) => labels.push(c),
             }
+            places.push(format!("{at} of {}", path.display()));
         }
         let texts = indexes.iter().map(|&i| {
             let e = &labelled.examples[i];
@@ -151,6 +155,7 @@ impl Selection {
             .collect();
         Ok(Selection {
             labels,
+            places,
             rung,
             batches,
             rung_batches,
@@ -183,6 +188,7 @@ pub fn rung_size(n: usize) -> usize {
 /// those not scored yet.
 pub struct Scorer {
     model: runtime::Model,
+    path: PathBuf,
     pub right: Vec<Option<bool>>,
 }
 
@@ -190,6 +196,7 @@ impl Scorer {
     pub fn open(path: &Path, session: &SessionOptions, sel: &Selection) -> Result<Scorer> {
         Ok(Scorer {
             model: runtime::open(path, session)?,
+            path: path.to_path_buf(),
             right: vec![None; sel.len()],
         })
     }
@@ -204,8 +211,10 @@ impl Scorer {
             let (logits, labels) = self.model.run(batch)?;
             if let Some((k, what)) = crate::eval::non_finite(&logits, labels, rows) {
                 bail!(
-                    "selection example {}: {what}; a model that computes no number for an input is broken (an overflow, a NaN weight)",
-                    rows[k]
+                    "{}: selection example {} ({}): {what}; a model that computes no number for an input is broken (an overflow, a NaN weight)",
+                    self.path.display(),
+                    rows[k],
+                    sel.places[rows[k]]
                 );
             }
             for (k, &r) in rows.iter().enumerate() {
