@@ -504,6 +504,7 @@ pub fn execute(
             label: &step.label,
             stage,
             runs: 0,
+            phase: String::new(),
         });
         let cal = reporting.as_mut().map(|c| c as &mut dyn Calibrator);
         let applied = step
@@ -720,12 +721,17 @@ struct Reporting<'a> {
     label: &'a str,
     stage: &'a dyn Fn(&str),
     runs: usize,
+    /// The pass's phase ([`Calibrator::phase`]) with its `: `, or nothing.
+    phase: String,
 }
 
 impl Reporting<'_> {
     fn started(&mut self, what: &str) -> (usize, Instant) {
         self.runs += 1;
-        (self.stage)(&format!("{}: calibration run {} ({what})", self.label, self.runs));
+        (self.stage)(&format!(
+            "{}: {}calibration run {} ({what})",
+            self.label, self.phase, self.runs
+        ));
         (self.runs, Instant::now())
     }
 }
@@ -742,7 +748,7 @@ impl Calibrator for Reporting<'_> {
             n => format!("{n} values"),
         };
         let (run, start) = self.started(&format!("capturing {what}"));
-        let (label, stage, total) = (self.label, self.stage, self.inner.batches());
+        let (label, phase, stage, total) = (self.label, &self.phase, self.stage, self.inner.batches());
         let mut done = 0usize;
         self.inner.capture(model, values, &mut |positions, v| {
             done += 1;
@@ -750,7 +756,7 @@ impl Calibrator for Reporting<'_> {
                 let per = start.elapsed().as_secs_f64() / done as f64;
                 let left = per * n.saturating_sub(done) as f64;
                 stage(&format!(
-                    "{label}: calibration run {run} (capturing {what}): batch {done}/{n}, about {left:.0} s left in this run"
+                    "{label}: {phase}calibration run {run} (capturing {what}): batch {done}/{n}, about {left:.0} s left in this run"
                 ));
             }
             sink(positions, v)
@@ -776,6 +782,11 @@ impl Calibrator for Reporting<'_> {
 
     fn batches(&self) -> Option<usize> {
         self.inner.batches()
+    }
+
+    fn phase(&mut self, what: &str) {
+        self.phase = format!("{what}: ");
+        self.inner.phase(what);
     }
 }
 

@@ -47,6 +47,10 @@ pub trait Calibrator {
     fn seconds(&self) -> f64 {
         0.0
     }
+
+    /// What the pass's next runs are for (`fitting layer 3 FFN of 0–5`), shown with the progress
+    /// of each run until the next call.
+    fn phase(&mut self, _what: &str) {}
 }
 
 /// Errors of a pass: bad options, or a model the pass cannot rewrite.

@@ -451,6 +451,20 @@ fn block_stats(
     Ok(stats)
 }
 
+/// A run of layers for progress: `layers 0–5 of 0–11`, `layer 3 of 0–5`.
+fn layers_of(run: std::ops::Range<usize>, t: &Transformer) -> String {
+    let all = t.layers.len().saturating_sub(1);
+    match run.len() {
+        1 => format!("layer {} of 0–{all}", run.start),
+        _ => format!("layers {}–{} of 0–{all}", run.start, run.end.saturating_sub(1)),
+    }
+}
+
+/// One block for progress: `layer 3 FFN of 0–5`.
+fn block_of(li: usize, part: Part, layers: usize) -> String {
+    format!("layer {li} {} of 0–{}", part.name(), layers.saturating_sub(1))
+}
+
 /// Bytes of one layer's block statistics (H and C in f64).
 fn stats_bytes(t: &Transformer, l: &EncoderLayer) -> usize {
     let block = |units: usize| 8 * (units + 1) * (units + 1 + t.hidden);
@@ -480,6 +494,7 @@ fn each_block_stats(
         crate::passes::runs_within(t.layers.iter().map(|l| stats_bytes(t, l)), budget)
     };
     for run in runs {
+        calib.phase(&format!("statistics of {}", layers_of(run.clone(), t)));
         let stats = block_stats(model, t, &layer_names, run.clone(), calib)?;
         for (li, (a, f)) in run.zip(&stats) {
             for (part, st) in [(Part::Attention, a), (Part::Ffn, f)] {
@@ -505,6 +520,7 @@ fn curves(
     calib: &mut dyn Calibrator,
     budget: usize,
 ) -> Result<Vec<Curve>, PassError> {
+    calib.phase("the unpruned model's predictions");
     let (reference, labels) = calib.logits(model)?;
     ensure_finite("the unpruned model's logits on the calibration data", &reference)?;
     // Cost curves: relative error added by each successive removal.
@@ -567,6 +583,7 @@ fn curves(
             return Ok(());
         }
         let probed = apply_plan(model, t, &plan)?;
+        calib.phase(&format!("the cost of {}", block_of(li, part, t.layers.len())));
         let (logits, _) = calib.logits(&probed)?;
         ensure_finite(
             &format!("{what}: the logits with this block pruned alone (sensitivity probe)"),
@@ -587,6 +604,7 @@ fn curves(
         for (li, _, lp, _, _) in &in_step {
             plan.layers[*li] = lp.clone();
         }
+        calib.phase("the cost of every layer's heads in step");
         let (logits, _) = calib.logits(&apply_plan(model, t, &plan)?)?;
         ensure_finite(
             "the logits with every layer's heads pruned in step (sensitivity probe)",
@@ -1029,6 +1047,7 @@ impl Fit<'_> {
         calib: &mut dyn Calibrator,
     ) -> Result<Plan, PassError> {
         let (layer_names, hidden) = (self.layer_names, self.hidden);
+        calib.phase(&format!("fitting {}", block_of(li, part, layer_names.len())));
         targets.load(self.model, li, calib)?;
         let ct = structure::discover(current)?;
         let l = ct.layers.get(li).ok_or_else(|| {
@@ -1484,10 +1503,11 @@ mod tests {
         (m, t)
     }
 
-    /// ONNX Runtime's calibrator, counting its captures.
+    /// ONNX Runtime's calibrator, counting its captures and logging its phases and runs.
     struct Counting {
         inner: crate::runtime::OrtCalibrator,
         captures: usize,
+        log: Vec<String>,
     }
 
     impl Counting {
@@ -1499,6 +1519,7 @@ mod tests {
                     crate::runtime::SessionOptions::default(),
                 ),
                 captures: 0,
+                log: Vec::new(),
             }
         }
     }
@@ -1511,10 +1532,15 @@ mod tests {
             sink: &mut crate::passes::Sink,
         ) -> Result<(), PassError> {
             self.captures += 1;
+            self.log.push("capture".into());
             self.inner.capture(model, values, sink)
         }
         fn logits(&mut self, model: &ModelProto) -> Result<(Vec<f32>, usize), PassError> {
+            self.log.push("logits".into());
             self.inner.logits(model)
+        }
+        fn phase(&mut self, what: &str) {
+            self.log.push(what.into());
         }
         fn examples(&self) -> usize {
             self.inner.examples()
@@ -1603,6 +1629,62 @@ mod tests {
             for (x, y) in va.iter().zip(vb) {
                 assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "{na}: {x} vs {y}");
             }
+        }
+    }
+
+    /// Every run says what it is for, in order: the unpruned model's predictions, the blocks'
+    /// statistics, each block's cost, then the fitting of each block pruned.
+    #[test]
+    fn each_run_is_announced_by_its_phase() {
+        if !crate::testkit::shared::require_ort("calibrated pruning's phases") {
+            return;
+        }
+        let (m, _) = fixture("bert-sdpa");
+        let opts = PruneOptions {
+            target_macs: Some(0.6),
+            strategy: super::super::Strategy::Obs,
+            ..Default::default()
+        };
+        let mut c = Counting::new();
+        let (_, report) = prune_within(&m, &opts, &mut c, usize::MAX).expect("prune");
+        // Each phase and the runs it announced.
+        let mut phases: Vec<(String, Vec<String>)> = Vec::new();
+        for e in &c.log {
+            match e.as_str() {
+                "capture" | "logits" => phases.last_mut().expect("a run before any phase").1.push(e.clone()),
+                _ => phases.push((e.clone(), vec![])),
+            }
+        }
+        let names: Vec<&str> = phases.iter().map(|p| p.0.as_str()).collect();
+        let pruned: Vec<String> = report
+            .layers
+            .iter()
+            .flat_map(|l| {
+                [
+                    (l.heads_before > l.heads_after).then(|| format!("fitting layer {} attention of 0–1", l.layer)),
+                    (l.neurons_before > l.neurons_after).then(|| format!("fitting layer {} FFN of 0–1", l.layer)),
+                ]
+            })
+            .flatten()
+            .collect();
+        assert!(!pruned.is_empty(), "{names:?}");
+        let mut expected = vec![
+            "the unpruned model's predictions",
+            "statistics of layers 0–1 of 0–1",
+            "the cost of layer 0 attention of 0–1",
+            "the cost of layer 0 FFN of 0–1",
+            "the cost of layer 1 attention of 0–1",
+            "the cost of layer 1 FFN of 0–1",
+        ];
+        expected.extend(pruned.iter().map(String::as_str));
+        assert_eq!(names, expected);
+        for (what, runs) in &phases {
+            let want: &[&str] = match what.as_str() {
+                w if w.starts_with("statistics") => &["capture"],
+                w if w.starts_with("fitting") => &["capture", "capture"][..if what == &pruned[0] { 2 } else { 1 }],
+                _ => &["logits"],
+            };
+            assert_eq!(runs, want, "{what}");
         }
     }
 
