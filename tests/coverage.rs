@@ -396,7 +396,12 @@ fn removing_heads_equals_zeroing_them(name: &str) {
 /// Removing all heads but `keep[layer]` of fixture `name` equals zeroing their output rows, and
 /// changes the logits.
 fn removing_these_heads_equals_zeroing_them(name: &str, keep: [&[usize]; 2]) {
-    let m = load(name);
+    removing_these_heads_of_equals_zeroing_them(&load(name), name, keep);
+}
+
+/// [`removing_these_heads_equals_zeroing_them`] on model `m`, fed fixture `name`'s batches.
+fn removing_these_heads_of_equals_zeroing_them(m: &ModelProto, name: &str, keep: [&[usize]; 2]) {
+    let m = m.clone();
     let t = discover(&m).unwrap();
     let mut plan = Plan::keep_all(&t);
     for (p, k) in plan.layers.iter_mut().zip(keep) {
@@ -422,6 +427,124 @@ fn removing_these_heads_equals_zeroing_them(name: &str, keep: [&[usize]; 2]) {
     assert!(
         max_diff(&pruned, &original) > 1e-3,
         "{name}: {pruned:?} vs {original:?}"
+    );
+}
+
+/// An int32 vector initializer.
+fn int32(name: &str, v: &[i32]) -> onnx::TensorProto {
+    onnx::TensorProto {
+        name: Some(name.into()),
+        dims: vec![v.len() as i64],
+        data_type: Some(6),
+        int32_data: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// `bert-sdpa` with its head splits' shapes computed from constants by `how`: `[B, S, heads,
+/// -1]` (`view(B, S, num_heads, -1)`) with the head count a tf2onnx-style `Cast` of an int32
+/// constant, an `Unsqueeze` of a scalar or a `Mul` (2 × 2); or (`size Cast`) `[B, S, -1, size]`
+/// with the head size a `Cast` and the attention scale 1 (scaling folded into the weights), so
+/// that neither a plain constant nor the scale gives it.
+fn sdpa_with_computed_shapes(how: &str) -> ModelProto {
+    use onnx::build::{attr_int, node};
+    let mut m = load(SDPA);
+    let g = m.graph.as_mut().unwrap();
+    for l in 0..2 {
+        let at = |name: &str| format!("/bert/encoder/layer.{l}/attention/self/{name}");
+        for (k, concat) in ["Concat", "Concat_1", "Concat_2"].iter().enumerate() {
+            let i = g
+                .node
+                .iter()
+                .position(|n| n.name() == at(concat))
+                .expect("the head split's Concat");
+            let (name, out, rest) = (
+                format!("c{l}_{k}"),
+                format!("c{l}_{k}_computed"),
+                format!("c{l}_{k}_rest"),
+            );
+            let op = match how {
+                "Cast" | "size Cast" => {
+                    g.initializer.push(int32(&name, &[if how == "Cast" { 4 } else { 8 }]));
+                    let mut cast = node("Cast", &name, &[&name], &[&out]);
+                    cast.attribute.push(attr_int("to", 7));
+                    cast
+                }
+                "Unsqueeze" => {
+                    let axes = format!("{name}_axes");
+                    g.initializer.push(tensor::from_i64(&name, &[], &[4]));
+                    g.initializer.push(tensor::from_i64(&axes, &[1], &[0]));
+                    node("Unsqueeze", &name, &[&name, &axes], &[&out])
+                }
+                _ => {
+                    g.initializer.push(tensor::from_i64(&name, &[1], &[2]));
+                    node("Mul", &name, &[&name, &name], &[&out])
+                }
+            };
+            g.initializer.push(tensor::from_i64(&rest, &[1], &[-1]));
+            g.node.insert(i, op);
+            let c = &mut g.node[i + 1];
+            (c.input[2], c.input[3]) = if how == "size Cast" { (rest, out) } else { (out, rest) };
+        }
+        if how == "size Cast" {
+            g.initializer.push(tensor::from_f32(&format!("one_{l}"), &[], &[1.0]));
+            for mul in ["Mul", "Mul_1"] {
+                let n = g
+                    .node
+                    .iter_mut()
+                    .find(|n| n.name() == at(mul))
+                    .expect("the SDPA scale Mul");
+                n.input[1] = format!("one_{l}");
+            }
+        }
+    }
+    m
+}
+
+/// A head count the exporter computed from constants (`Cast`, `Unsqueeze`, `Mul`) is read and
+/// rewritten: before, the split kept 4 heads over the kept columns (heads of 6: a model that ran
+/// and was wrong). Where neither a plain constant nor the scale gives the head size, the
+/// computed one does (the scale 1 read as 32 heads of 1 before).
+#[test]
+fn head_counts_computed_from_constants_are_read_and_rewritten() {
+    if !require_ort("head pruning on head counts computed from constants") {
+        return;
+    }
+    for how in ["Cast", "Unsqueeze", "Mul", "size Cast"] {
+        let m = sdpa_with_computed_shapes(how);
+        let t = discover(&m).unwrap_or_else(|e| panic!("{how}: {e}"));
+        let a = t.layers[0].attention.as_ref().unwrap();
+        assert_eq!((a.num_heads, a.head_size), (4, 8), "{how}");
+        removing_these_heads_of_equals_zeroing_them(&m, SDPA, [&[0, 2, 3], &[1]]);
+    }
+}
+
+/// Heads interleaved in the columns (the split `[B, S, 8, -1]` read with the last axis as the
+/// heads: head k owns columns k, k + 4, …) are refused, not read as 8 contiguous heads of 4.
+#[test]
+fn heads_interleaved_in_the_columns_are_refused() {
+    let mut m = load(SDPA);
+    let g = m.graph.as_mut().unwrap();
+    for l in 0..2 {
+        let at = |name: &str| format!("/bert/encoder/layer.{l}/attention/self/{name}");
+        for concat in ["Concat", "Concat_1", "Concat_2"] {
+            let c = g.node.iter_mut().find(|n| n.name() == at(concat)).unwrap();
+            c.input.swap(2, 3);
+        }
+        for (t, perm) in [
+            ("Transpose", [0, 3, 1, 2]),
+            ("Transpose_1", [0, 3, 1, 2]),
+            ("Transpose_2", [0, 3, 2, 1]),
+            ("Transpose_3", [0, 2, 3, 1]),
+        ] {
+            let n = g.node.iter_mut().find(|n| n.name() == at(t)).unwrap();
+            n.attribute.iter_mut().find(|a| a.name() == "perm").unwrap().ints = perm.to_vec();
+        }
+    }
+    let e = discover(&m).expect_err("interleaved heads must not map").to_string();
+    assert!(
+        e.contains("heads as whole runs of columns") && e.contains("has perm [0, 3, 1, 2]"),
+        "{e}"
     );
 }
 

@@ -241,4 +241,90 @@ impl<'g> GraphIndex<'g> {
     pub fn whole_shape(&self, i: usize) -> bool {
         self.is_op(i, "Shape") && self.attr_i(i, "start").unwrap_or(0) == 0 && self.attr_i(i, "end").is_none()
     }
+
+    /// The int64 values and dims of `value` when constants alone compute it through the shape
+    /// arithmetic exporters write: `Cast` to int64, `Unsqueeze`/`Squeeze` of a scalar or one
+    /// element, `Concat` of vectors, `Add`/`Sub`/`Mul` and exact `Div` (8 nodes deep at most).
+    /// A plain integer constant is read as [`GraphIndex::const_i64`] reads it.
+    pub fn fold_i64(&self, value: &str) -> Option<(Vec<i64>, Vec<i64>)> {
+        self.fold(value, 8, false)
+    }
+
+    /// The name a shape constant is known by: the constant's own ([`GraphIndex::constant_name`]),
+    /// or, for a value constants compute ([`GraphIndex::fold_i64`]), the value's.
+    pub fn folded_name(&self, value: &str) -> Option<String> {
+        self.constant_name(value)
+            .or_else(|| self.fold_i64(value).map(|_| self.resolve(value).to_string()))
+    }
+
+    /// `any_int`: a plain constant of any integer type (a `Cast`'s input); else int64 only.
+    fn fold(&self, value: &str, depth: usize, any_int: bool) -> Option<(Vec<i64>, Vec<i64>)> {
+        if let Some(c) = self.constant(value) {
+            let t = c.tensor();
+            let int64 = t.data_type() == super::proto::tensor_proto::DataType::Int64 as i32;
+            return (int64 || any_int)
+                .then(|| tensor::to_i64(t).ok())
+                .flatten()
+                .map(|v| (v, t.dims.clone()));
+        }
+        let i = self.producer(self.resolve(value))?;
+        let n = self.node(i);
+        if depth == 0 || !n.domain().is_empty() {
+            return None;
+        }
+        let arg = |k: usize, any_int: bool| {
+            n.input
+                .get(k)
+                .filter(|v| !v.is_empty())
+                .and_then(|v| self.fold(v, depth - 1, any_int))
+        };
+        match n.op_type() {
+            "Cast" if self.attr_i(i, "to") == Some(7) => arg(0, true),
+            "Unsqueeze" => {
+                let (v, dims) = arg(0, false)?;
+                dims.is_empty().then(|| (v, vec![1]))
+            }
+            "Squeeze" => {
+                let (v, dims) = arg(0, false)?;
+                (dims == [1]).then(|| (v, vec![]))
+            }
+            "Concat" if matches!(self.attr_i(i, "axis"), Some(0 | -1)) => {
+                let mut all = Vec::new();
+                for k in 0..n.input.len() {
+                    let (v, dims) = arg(k, false)?;
+                    if dims.len() != 1 {
+                        return None;
+                    }
+                    all.extend(v);
+                }
+                let len = all.len() as i64;
+                Some((all, vec![len]))
+            }
+            op @ ("Add" | "Sub" | "Mul" | "Div") => {
+                let ((a, da), (b, db)) = (arg(0, false)?, arg(1, false)?);
+                // Equal shapes, or one side a single element (a scalar or [1]).
+                let dims = match (a.len(), b.len()) {
+                    _ if da == db => da,
+                    (1, _) if da.len() <= db.len() => db,
+                    (_, 1) if db.len() <= da.len() => da,
+                    _ => return None,
+                };
+                let n = a.len().max(b.len());
+                let at = |v: &[i64], k: usize| if v.len() == 1 { v[0] } else { v[k] };
+                (0..n)
+                    .map(|k| {
+                        let (x, y) = (at(&a, k), at(&b, k));
+                        match op {
+                            "Add" => x.checked_add(y),
+                            "Sub" => x.checked_sub(y),
+                            "Mul" => x.checked_mul(y),
+                            _ => (y != 0 && x.checked_rem(y) == Some(0)).then(|| x / y),
+                        }
+                    })
+                    .collect::<Option<Vec<i64>>>()
+                    .map(|v| (v, dims))
+            }
+            _ => None,
+        }
+    }
 }

@@ -892,7 +892,11 @@ fn slots_reading(src_ix: &GraphIndex, node: usize, name: &str) -> Vec<usize> {
         .input
         .iter()
         .enumerate()
-        .filter(|(_, v)| src_ix.constant_name(v).as_deref() == Some(name))
+        .filter(|(_, v)| {
+            src_ix.constant_name(v).as_deref() == Some(name)
+                // A shape piece computed from constants ([`GraphIndex::folded_name`]).
+                || (src_ix.resolve(v) == name && src_ix.fold_i64(v).is_some())
+        })
         .map(|(i, _)| i)
         .collect()
 }
@@ -1166,16 +1170,17 @@ fn changed_constant(
     changes: &[(usize, i64)],
     suffix: &str,
 ) -> Result<String, PassError> {
-    let mut values = ix
-        .const_i64(constant)
-        .ok_or_else(|| PassError::Internal(format!("shape constant '{constant}' is not an integer constant")))?;
+    let (mut values, dims) = match (ix.const_i64(constant), ix.constant(constant)) {
+        (Some(v), Some(c)) => (v, c.tensor().dims.clone()),
+        // Computed from constants: replaced by a constant of the same value and shape.
+        _ => ix
+            .fold_i64(constant)
+            .ok_or_else(|| PassError::Internal(format!("shape constant '{constant}' is not an integer constant")))?,
+    };
     for &(e, v) in changes {
         values[e] = v;
     }
-    let dims: Vec<usize> = ix
-        .constant(constant)
-        .map(|c| c.tensor().dims.iter().map(|&d| d as usize).collect())
-        .unwrap_or_default();
+    let dims: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
     Ok(ed.add_initializer(&format!("{constant}.{suffix}"), tensor::from_i64("", &dims, &values)))
 }
 

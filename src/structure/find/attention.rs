@@ -64,6 +64,47 @@ pub(super) fn projection_behind(ix: &GraphIndex, value: &str, what: &str) -> R<(
     Ok((linear, path, scale))
 }
 
+/// Checks that the heads are whole runs of columns: the first Transpose after each rank-4 head
+/// split ([B, S, heads, size]) makes its heads axis 1 (Q and V `[0, 2, 1, 3]`, K `[0, 2, 3, 1]`),
+/// and the Transpose before the merge (`merge_path`, from the context on) puts them back
+/// (`[0, 2, 1, 3]`). A split whose heads are another axis (columns k, k + 4, … for head k)
+/// would be read as contiguous heads and pruned wrong: it is refused.
+fn check_head_axes(ix: &GraphIndex, paths: [&Vec<usize>; 3], merge_path: &[usize]) -> R<()> {
+    let perm = |t: usize| ix.attr_ints(t, "perm").unwrap_or_default();
+    let refuse = |t: usize, want: &str| {
+        fail(
+            "heads as whole runs of columns (Transposes [0, 2, 1, 3] after the head split and before the merge)",
+            format!("{} has perm {:?}, where {want}", ix.node_label(t), perm(t)),
+        )
+    };
+    for path in paths {
+        for (at, &r) in path.iter().enumerate() {
+            let rank4 = ix.is_op(r, "Reshape")
+                && ix
+                    .node(r)
+                    .input
+                    .get(1)
+                    .and_then(|s| shape_elements(ix, s, r))
+                    .is_some_and(|(rank, _)| rank == 4);
+            if !rank4 {
+                continue;
+            }
+            if let Some(&t) = path[at + 1..].iter().find(|&&t| ix.is_op(t, "Transpose")) {
+                let p = perm(t);
+                if p.len() != 4 || p[0] != 0 || p[1] != 2 {
+                    return Err(refuse(t, "the head split's heads axis (2) must become axis 1"));
+                }
+            }
+        }
+    }
+    if let Some(&t) = merge_path.iter().find(|&&t| ix.is_op(t, "Transpose")) {
+        if perm(t) != [0, 2, 1, 3] {
+            return Err(refuse(t, "the merge must bring the heads back beside the head size"));
+        }
+    }
+    Ok(())
+}
+
 /// Checks that the query, key and value paths (`paths`, as [`projection_behind`] returns them:
 /// from the projection onwards) leave one stacked projection as the first, second and third
 /// part of one tensor: the outputs of one `Split` into three equal parts, or three `Slice`s of
@@ -320,6 +361,7 @@ pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, Str
         .copied()
         .filter(|&p| ix.node(p).op_type() == "Reshape")
         .collect();
+    check_head_axes(ix, [&q_path, &k_path, &v_path], &merge_path)?;
     let (shape_consts, inferred) = shape_constants(ix, &split, &merge);
     let (num_heads, head_size) = heads_from(&shape_consts, scale, all_heads).ok_or_else(|| {
         fail(

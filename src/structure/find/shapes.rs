@@ -72,7 +72,7 @@ pub(super) fn shape_constants(ix: &GraphIndex, split: &[usize], merge: &[usize])
 pub(super) type ShapeElem = (String, usize, usize, i64, usize);
 
 pub(super) fn shape_elements(ix: &GraphIndex, shape: &str, reshape: usize) -> Option<(usize, Vec<ShapeElem>)> {
-    if let (Some(vals), Some(name)) = (ix.const_i64(shape), ix.constant_name(shape)) {
+    if let Some((vals, name)) = shape_piece(ix, shape) {
         let elems = vals
             .iter()
             .enumerate()
@@ -88,7 +88,7 @@ pub(super) fn shape_elements(ix: &GraphIndex, shape: &str, reshape: usize) -> Op
     let mut pos = 0;
     let mut elems = Vec::new();
     for piece in &n.input {
-        if let (Some(vals), Some(name)) = (ix.const_i64(piece), ix.constant_name(piece)) {
+        if let Some((vals, name)) = shape_piece(ix, piece) {
             for (j, &v) in vals.iter().enumerate() {
                 elems.push((name.clone(), j, pos + j, v, p));
             }
@@ -108,6 +108,16 @@ pub(super) fn shape_elements(ix: &GraphIndex, shape: &str, reshape: usize) -> Op
         }
     }
     Some((pos, elems))
+}
+
+/// The values of a shape (or a piece of one) that constants give, and the name they are
+/// rewritten under: a constant (read as it is), or a value computed from constants alone
+/// (`Unsqueeze` of a scalar, `Cast` to int64, ...), which pruning replaces by a constant.
+fn shape_piece(ix: &GraphIndex, value: &str) -> Option<(Vec<i64>, String)> {
+    match (ix.const_i64(value), ix.constant_name(value)) {
+        (Some(vals), Some(name)) => Some((vals, name)),
+        _ => Some((ix.fold_i64(value)?.0, ix.folded_name(value)?)),
+    }
 }
 
 /// The length of `Shape(x, start, end)` at node `q` when it does not depend on x's rank: both
