@@ -519,6 +519,84 @@ fn head_counts_computed_from_constants_are_read_and_rewritten() {
     }
 }
 
+/// `bert-sdpa` with each head split's size `[B, S, -1, size]` computed at run time from the
+/// projection's width (`Shape(x)[2:3] / 4`): no shape constant gives the head count or size,
+/// only the attention scale.
+fn sdpa_with_run_time_head_size() -> ModelProto {
+    use onnx::build::{attr_int, node};
+    let mut m = load(SDPA);
+    let g = m.graph.as_mut().unwrap();
+    g.initializer.push(tensor::from_i64("four", &[1], &[4]));
+    for l in 0..2 {
+        for (k, concat) in ["Concat", "Concat_1", "Concat_2"].iter().enumerate() {
+            let name = format!("/bert/encoder/layer.{l}/attention/self/{concat}");
+            let ci = g.node.iter().position(|n| n.name() == name).unwrap();
+            let mut c = g.node.remove(ci);
+            let ri = g
+                .node
+                .iter()
+                .position(|n| n.op_type() == "Reshape" && n.input.get(1) == c.output.first())
+                .expect("the Reshape of the head split");
+            let x = g.node[ri].input[0].clone();
+            let (width, size) = (format!("w{l}_{k}"), format!("size{l}_{k}"));
+            let mut shape = node("Shape", &width, &[&x], &[&width]);
+            shape.attribute.extend([attr_int("start", 2), attr_int("end", 3)]);
+            c.input[3] = size.clone();
+            let nodes = [shape, node("Div", &size, &[&width, "four"], &[&size]), c];
+            for (j, n) in nodes.into_iter().enumerate() {
+                g.node.insert(ri + j, n);
+            }
+        }
+    }
+    m
+}
+
+/// Where only the scale gives the head size, the attention maps but its heads are not pruned
+/// (a scaling folded into the weights would be misread as heads of 1): `prune --heads` is
+/// refused in one line naming why; the FFN is pruned.
+#[test]
+fn heads_the_scale_alone_gives_are_not_pruned() {
+    if !have_ort("pruning a model whose head size only the scale gives") {
+        return;
+    }
+    let m = sdpa_with_run_time_head_size();
+    let t = discover(&m).expect("it maps");
+    let a = t.layers[0].attention.as_ref().unwrap();
+    assert_eq!((a.num_heads, a.head_size, a.shape_consts.len()), (4, 8, 0));
+    assert!(
+        a.heads_fixed
+            .as_deref()
+            .is_some_and(|w| w.contains("only the attention scale")),
+        "{:?}",
+        a.heads_fixed
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("scale-only.onnx");
+    onnx::save(&m, &input, &Default::default()).unwrap();
+    let heads = dir.path().join("heads.onnx");
+    let out = bin()
+        .args(["prune", "--heads", "0.5"])
+        .arg(&input)
+        .arg(&heads)
+        .output()
+        .unwrap();
+    common::assert_clean_error(
+        "prune --heads where only the scale gives the head size",
+        &out,
+        &["layer 0", "only the attention scale 0.35", "prune the FFN only"],
+    );
+    assert!(!heads.exists());
+    let ffn = dir.path().join("ffn.onnx");
+    let out = bin()
+        .args(["prune", "--ffn", "0.5"])
+        .arg(&input)
+        .arg(&ffn)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(layer_sizes(&ffn), [(4, 32); 2]);
+}
+
 /// Heads interleaved in the columns (the split `[B, S, 8, -1]` read with the last axis as the
 /// heads: head k owns columns k, k + 4, …) are refused, not read as 8 contiguous heads of 4.
 #[test]

@@ -176,7 +176,8 @@ pub struct Attention {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub score_span: Option<usize>,
     /// Why this attention's heads cannot be pruned, when a term or a size in it depends on the
-    /// head count in a way this tool does not rewrite.
+    /// head count in a way this tool does not rewrite, or no shape constant but only the scale
+    /// gives its head size.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub heads_fixed: Option<String>,
     /// Why this attention's head count must equal that of every other such attention, when a

@@ -896,7 +896,7 @@ fn prune_within(
                 .and_then(|a| a.heads_fixed.as_deref())
                 .map(|why| (l, why))
         }) {
-            return Err(super::disentangled_heads(l.index, why));
+            return Err(super::fixed_heads(l.index, why));
         }
         // Pruned one layer at a time, the model in between would hold two head counts where one
         // size holds them all: pruned in step instead, unless layers share weights.

@@ -1239,13 +1239,13 @@ fn check_shared(t: &Transformer, plan: &Plan) -> Result<(), PassError> {
     Ok(())
 }
 
-/// Why layer `layer`'s heads are not pruned: its scores add terms computed per head whose head
-/// count sits where this tool does not rewrite it (`why`, the attention's `heads_fixed`).
-pub(crate) fn disentangled_heads(layer: usize, why: &str) -> PassError {
+/// Why layer `layer`'s heads are not pruned (`why`, the attention's `heads_fixed`): its scores
+/// add terms computed per head whose head count sits where this tool does not rewrite it, or
+/// only the scale gives its head size.
+pub(crate) fn fixed_heads(layer: usize, why: &str) -> PassError {
     PassError::Unsupported(format!(
-        "layer {layer}: its attention scores add terms computed per head (DeBERTa's disentangled relative \
-         attention) whose head count this tool does not rewrite: {why}; prune the FFN only (--ffn; a recipe's \
-         mlp_neurons), or give a MAC budget (--target-macs; prune.target_macs), which leaves these heads alone"
+        "layer {layer}: {why}; prune the FFN only (--ffn; a recipe's mlp_neurons), or give a MAC budget \
+         (--target-macs; prune.target_macs), which leaves these heads alone"
     ))
 }
 
@@ -1261,7 +1261,7 @@ fn prune_attention(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &Layer
         return Ok(());
     }
     if let Some(why) = a.heads_fixed.as_deref().filter(|_| !p.keep_heads.is_empty()) {
-        return Err(disentangled_heads(l.index, why));
+        return Err(fixed_heads(l.index, why));
     }
     let hidden = a.output.out_features;
     if p.keep_heads.is_empty() {

@@ -373,6 +373,18 @@ pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, Str
         )
     })?;
     check_consts(&shape_consts, num_heads, head_size)?;
+    // No shape constant gives the head count or size (an all-heads width only bounds them):
+    // the scale alone did (1/√d), which a scaling folded into the weights or a custom one would
+    // misread. Mapped, not pruned on.
+    let scale_only = (!shape_consts
+        .iter()
+        .any(|c| matches!(c.role, ShapeRole::Heads | ShapeRole::HeadSize)))
+    .then(|| {
+        format!(
+            "no shape constant of its head split or merge gives its head count or size, only the attention scale {} (read as heads of {head_size}), which this tool does not prune heads on",
+            scale.unwrap_or(f32::NAN)
+        )
+    });
     let mut shape_consts = shape_consts;
     let own: Vec<usize> = split.iter().chain(&merge).copied().collect();
     share_readers(ix, &mut shape_consts, &own);
@@ -402,8 +414,14 @@ pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, Str
                 None => all.push(c),
             }
         }
+        let fixed = fixed.map(|why| {
+            format!(
+                "its attention scores add terms computed per head (DeBERTa's disentangled relative attention) whose head count this tool does not rewrite: {why}"
+            )
+        });
         (all, projections, fixed, alike)
     };
+    let heads_fixed = heads_fixed.or(scale_only);
     shape_consts.sort_by_key(|c| c.used_by_node);
     let tables = score_tables(ix, &cones, num_heads, head_size);
     Ok((
