@@ -328,3 +328,67 @@ impl<'g> GraphIndex<'g> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::onnx::build::{attr_int, node};
+    use crate::onnx::tensor::from_i64;
+
+    /// Values computed from constants fold as ONNX computes them; anything past what shape
+    /// arithmetic needs (an inexact division, an overflow, a run-time input) does not.
+    #[test]
+    fn shape_arithmetic_of_constants_folds() {
+        let mut cast = node("Cast", "cast", &["i32"], &["cast"]);
+        cast.attribute.push(attr_int("to", 7));
+        let mut concat = node("Concat", "concat", &["unsq", "cast", "mul"], &["concat"]);
+        concat.attribute.push(attr_int("axis", 0));
+        let graph = GraphProto {
+            node: vec![
+                node("Unsqueeze", "unsq", &["four", "axes"], &["unsq"]),
+                cast,
+                node("Mul", "mul", &["two", "unsq"], &["mul"]),
+                concat,
+                node("Div", "div", &["concat", "two"], &["div"]),
+                node("Div", "inexact", &["cast", "two"], &["inexact"]),
+                node("Mul", "overflow", &["big", "big"], &["overflow"]),
+                node("Squeeze", "squeeze", &["mul"], &["squeeze"]),
+                node("Add", "dynamic", &["x", "two"], &["dynamic"]),
+                node("Identity", "alias", &["div"], &["alias"]),
+                node("Div", "half", &["mul", "two"], &["half"]),
+            ],
+            initializer: vec![
+                from_i64("four", &[], &[4]),
+                from_i64("axes", &[1], &[0]),
+                from_i64("two", &[1], &[2]),
+                from_i64("big", &[1], &[i64::MAX / 2]),
+                crate::onnx::TensorProto {
+                    name: Some("i32".into()),
+                    dims: vec![1],
+                    data_type: Some(6),
+                    int32_data: vec![7],
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let ix = GraphIndex::new(&graph);
+        let fold = |v: &str| ix.fold_i64(v);
+        assert_eq!(fold("unsq"), Some((vec![4], vec![1])));
+        assert_eq!(fold("cast"), Some((vec![7], vec![1])));
+        assert_eq!(fold("mul"), Some((vec![8], vec![1])));
+        assert_eq!(fold("concat"), Some((vec![4, 7, 8], vec![3])));
+        assert_eq!(fold("squeeze"), Some((vec![8], vec![])));
+        assert_eq!(fold("half"), Some((vec![4], vec![1])));
+        // 7 / 2 is not exact: not folded (ONNX would truncate; no shape divides so).
+        assert_eq!(fold("div"), None);
+        assert_eq!(fold("inexact"), None);
+        assert_eq!(fold("overflow"), None);
+        assert_eq!(fold("dynamic"), None);
+        // An int32 constant is not an int64 shape: read only through a Cast.
+        assert_eq!(fold("i32"), None);
+        assert_eq!(ix.folded_name("alias"), None);
+        assert_eq!(ix.folded_name("mul").as_deref(), Some("mul"));
+        assert_eq!(ix.folded_name("four").as_deref(), Some("four"));
+    }
+}
