@@ -597,6 +597,143 @@ fn heads_the_scale_alone_gives_are_not_pruned() {
     assert_eq!(layer_sizes(&ffn), [(4, 32); 2]);
 }
 
+/// `fixture` with `edit` applied to its graph.
+fn edited(fixture: &str, edit: impl FnOnce(&mut onnx::GraphProto)) -> ModelProto {
+    let mut m = load(fixture);
+    edit(m.graph.as_mut().unwrap());
+    m
+}
+
+/// The index of the node named `name` in `g`.
+fn node_at(g: &onnx::GraphProto, name: &str) -> usize {
+    g.node
+        .iter()
+        .position(|n| n.name() == name)
+        .unwrap_or_else(|| panic!("no node {name}"))
+}
+
+/// An FFN activation that mixes or reorders neurons (a mean over the width subtracted, a
+/// constant that is not one value per neuron) is refused when mapping: before, pruning sliced
+/// the neurons around it and wrote a model that ran and was wrong (a LayerNorm over the width as
+/// torch writes it at opset < 17, an RMSNorm, a reversed copy multiplied in). One value per
+/// neuron (a LayerNorm's gamma) maps, but its neurons are not pruned: this tool does not slice
+/// that constant (`prune --ffn` refuses naming it; `--heads` prunes). A constant whose last axis
+/// is neither 1 nor the neurons is refused.
+#[test]
+fn an_activation_that_mixes_neurons_is_refused() {
+    use onnx::build::{attr_int, attr_ints, node};
+    const ACT: &str = "/distilbert/transformer/layer.0/ffn/activation/Mul_1_output_0";
+    const DOWN: &str = "/distilbert/transformer/layer.0/ffn/lin2/MatMul";
+    let mul_by = |dims: &'static [usize]| {
+        edited(DISTILBERT, move |g| {
+            let n: usize = dims.iter().product();
+            let values: Vec<f32> = (0..n).map(|i| 1.0 + i as f32 / 64.0).collect();
+            g.initializer.push(tensor::from_f32("gamma", dims, &values));
+            let at = node_at(g, DOWN);
+            g.node.insert(at, node("Mul", "scaled", &[ACT, "gamma"], &["scaled"]));
+            g.node[at + 1].input[0] = "scaled".into();
+        })
+    };
+    let mean = edited(DISTILBERT, |g| {
+        let mut rm = node("ReduceMean", "mean", &[ACT], &["mean"]);
+        rm.attribute.extend([attr_ints("axes", &[-1]), attr_int("keepdims", 1)]);
+        let at = node_at(g, DOWN);
+        g.node.insert(at, rm);
+        g.node
+            .insert(at + 1, node("Sub", "centred", &[ACT, "mean"], &["centred"]));
+        g.node[at + 2].input[0] = "centred".into();
+    });
+    for (what, m, needle) in [
+        (
+            "a mean over the width",
+            mean,
+            "'mean' (ReduceMean) feeds the activation",
+        ),
+        (
+            "a constant of another width",
+            mul_by(&[1, 32]),
+            "'gamma' of shape [1, 32], whose last axis is neither 1 nor the 64 neurons",
+        ),
+    ] {
+        let e = discover(&m).expect_err(what).to_string();
+        assert!(
+            e.contains("an FFN activation computed neuron by neuron") && e.contains(needle),
+            "{what}: {e}"
+        );
+    }
+    // A scalar scale is neuron by neuron: it maps, and its neurons are pruned.
+    let t = discover(&mul_by(&[])).expect("a scalar scale maps");
+    assert!(t.layers.iter().all(|l| l.ffn.as_ref().unwrap().neurons_fixed.is_none()));
+    // One value per neuron maps, its neurons fixed.
+    let per_neuron = mul_by(&[1, 1, 64]);
+    let t = discover(&per_neuron).expect("a per-neuron scale maps");
+    let fixed = t.layers[0].ffn.as_ref().unwrap().neurons_fixed.clone();
+    assert!(
+        fixed
+            .as_deref()
+            .is_some_and(|w| w.contains("'gamma', one value per neuron")),
+        "{fixed:?}"
+    );
+    if !have_ort("pruning an FFN with a per-neuron scale") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("gamma.onnx");
+    onnx::save(&per_neuron, &input, &Default::default()).unwrap();
+    let ffn = dir.path().join("ffn.onnx");
+    let out = bin()
+        .args(["prune", "--ffn", "0.5"])
+        .arg(&input)
+        .arg(&ffn)
+        .output()
+        .unwrap();
+    common::assert_clean_error(
+        "prune --ffn with a per-neuron scale",
+        &out,
+        &["layer 0", "'gamma', one value per neuron", "prune the heads only"],
+    );
+    assert!(!ffn.exists());
+    let heads = dir.path().join("heads.onnx");
+    let out = bin()
+        .args(["prune", "--heads", "0.5"])
+        .arg(&input)
+        .arg(&heads)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(layer_sizes(&heads), [(2, 64); 2]);
+}
+
+/// ModernBERT's gated FFN whose up half's bounds are computed from the shape but are not the
+/// halves (`[w/4, w/4 + w/2)`): refused, where before any bound computed from the shape passed
+/// and pruning kept the wrong columns of the up half.
+#[test]
+fn gate_halves_computed_from_the_shape_are_evaluated() {
+    use onnx::build::node;
+    const MLP: &str = "/model/layers.0/mlp/";
+    let m = edited(MODERNBERT, |g| {
+        g.initializer.push(tensor::from_i64("four", &[1], &[4]));
+        let at = node_at(g, &format!("{MLP}Slice_1"));
+        let (half, whole) = (format!("{MLP}Mul_output_0"), format!("{MLP}Mul_1_output_0"));
+        g.node
+            .insert(at, node("Div", "quarter", &[&whole, "four"], &["quarter"]));
+        g.node.insert(
+            at + 1,
+            node("Add", "quarter_end", &["quarter", &half], &["quarter_end"]),
+        );
+        let s = &mut g.node[at + 2];
+        s.input[1] = "quarter".into();
+        s.input[2] = "quarter_end".into();
+    });
+    let e = discover(&m)
+        .expect_err("an up half that is not the second half")
+        .to_string();
+    assert!(e.contains("layer 0") && e.contains("FFN down projection"), "{e}");
+    // The exported bounds, computed the same way, map.
+    let t = discover(&load(MODERNBERT)).unwrap();
+    assert!(t.layers[0].ffn.as_ref().unwrap().gate.is_some());
+}
+
 /// Heads interleaved in the columns (the split `[B, S, 8, -1]` read with the last axis as the
 /// heads: head k owns columns k, k + 4, …) are refused, not read as 8 contiguous heads of 4.
 #[test]

@@ -218,6 +218,10 @@ pub struct Ffn {
     /// the up projection's columns j and width + j.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gate: Option<Gate>,
+    /// Why this FFN's neurons cannot be pruned: its activation reads a per-neuron constant
+    /// (one value per neuron, broadcast over the tokens) that this tool does not slice.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub neurons_fixed: Option<String>,
 }
 
 /// How a gated FFN's up projection output is split in halves.

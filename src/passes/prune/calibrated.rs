@@ -543,8 +543,11 @@ fn curves(
                 };
                 (&att.output, structure::head_macs(att, t.hidden, seq_len))
             }
+            // Likewise neurons read by a per-neuron constant this tool does not slice.
             Part::Ffn => {
-                let Some(ffn) = &l.ffn else { return Ok(()) };
+                let Some(ffn) = l.ffn.as_ref().filter(|f| f.neurons_fixed.is_none()) else {
+                    return Ok(());
+                };
                 (&ffn.down, structure::neuron_macs(ffn, seq_len))
             }
         };
@@ -912,6 +915,17 @@ fn prune_within(
                  leaves the heads alone",
                 l.index
             )));
+        }
+    }
+    // Likewise neurons asked for by fraction where a per-neuron constant holds them.
+    if opts.ffn > 0.0 && opts.target_macs.is_none() {
+        if let Some((l, why)) = t.layers.iter().find_map(|l| {
+            l.ffn
+                .as_ref()
+                .and_then(|f| f.neurons_fixed.as_deref())
+                .map(|why| (l, why))
+        }) {
+            return Err(super::fixed_neurons(l.index, why));
         }
     }
     let counts: Vec<(usize, usize)> = match opts.target_macs {
@@ -1345,7 +1359,9 @@ pub fn block_costs(
             (Part::Attention, Some(att), _) if att.heads_fixed.is_none() => {
                 (&att.output, structure::head_macs(att, t.hidden, seq_len))
             }
-            (Part::Ffn, _, Some(ffn)) => (&ffn.down, structure::neuron_macs(ffn, seq_len)),
+            (Part::Ffn, _, Some(ffn)) if ffn.neurons_fixed.is_none() => {
+                (&ffn.down, structure::neuron_macs(ffn, seq_len))
+            }
             _ => return Ok(()),
         };
         let what = format!("layer {li} {}", part.name());

@@ -1239,6 +1239,14 @@ fn check_shared(t: &Transformer, plan: &Plan) -> Result<(), PassError> {
     Ok(())
 }
 
+/// Why layer `layer`'s FFN neurons are not pruned (`why`, the FFN's `neurons_fixed`).
+pub(crate) fn fixed_neurons(layer: usize, why: &str) -> PassError {
+    PassError::Unsupported(format!(
+        "layer {layer}: {why}; prune the heads only (--heads; a recipe's attention_heads), or give a MAC budget \
+         (--target-macs; prune.target_macs), which leaves these neurons alone"
+    ))
+}
+
 /// Why layer `layer`'s heads are not pruned (`why`, the attention's `heads_fixed`): its scores
 /// add terms computed per head whose head count sits where this tool does not rewrite it, or
 /// only the scale gives its head size.
@@ -1417,6 +1425,9 @@ fn prune_ffn(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &LayerPlan) 
     }
     if p.keep_neurons.len() == f.width && p.down_refit.is_none() {
         return Ok(());
+    }
+    if let Some(why) = f.neurons_fixed.as_deref() {
+        return Err(fixed_neurons(l.index, why));
     }
     if p.keep_neurons.is_empty() {
         return remove_block(ed, &f.down, f.down.out_features, p.down_refit.as_ref(), &l.output_norm);

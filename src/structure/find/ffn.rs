@@ -83,17 +83,63 @@ pub(super) fn find_ffn(ix: &GraphIndex, norm: &Norm, hidden: Option<usize>) -> R
     })?;
     // The activation's ops, by every path back from the down projection to the up projection's
     // output: the search above stops at the shortest (GELU's tanh form reaches the down
-    // projection through `0.5·x·(…)` before its `Tanh`).
+    // projection through `0.5·x·(…)` before its `Tanh`). Every value on those paths must be
+    // computed neuron by neuron from the up projection's output (or its halves) and scalar
+    // constants: an op that mixes or reorders neurons (a ReduceMean, a LayerNorm over the width,
+    // a Slice) or a per-neuron constant this tool does not slice would be pruned wrong.
+    let halves_out: Vec<&String> = halves
+        .iter()
+        .flat_map(|g| g.nodes.iter().flat_map(|&n| &ix.node(n).output))
+        .collect();
+    let not_neuronwise = |why: String| {
+        fail(
+            "an FFN activation computed neuron by neuron (element-wise ops on the up projection's output and scalar constants)",
+            why,
+        )
+    };
     let mut back: VecDeque<String> = ix.node(down.node).input.first().cloned().into_iter().collect();
     let mut behind = HashSet::new();
+    let mut neurons_fixed = None;
     while let Some(v) = back.pop_front() {
-        if v == up.output || behind.len() > 64 {
+        if v.is_empty() || ix.resolve(&v) == ix.resolve(&up.output) || halves_out.contains(&&v) {
             continue;
         }
-        let Some(p) = ix.producer(&v) else { continue };
+        if let Some(c) = ix.constant(&v) {
+            let one = crate::onnx::tensor::numel(c.tensor()).is_ok_and(|n| n <= 1);
+            // ONNX Runtime's BiasGelu/FastGelu read the up projection's bias (sliced with it).
+            if one || (up.bias.is_some() && ix.constant_name(&v) == up.bias) {
+                continue;
+            }
+            // The same value for every neuron (last axis 1: one per token, say) is neuron by
+            // neuron. One value per neuron ([width], [1, 1, width], or per token too) is as
+            // well, but not sliced with them: mapped, its neurons are not pruned.
+            let dims = &c.tensor().dims;
+            if dims.last() == Some(&1) {
+                continue;
+            }
+            if dims.last() == Some(&(down_in as i64)) {
+                neurons_fixed.get_or_insert(format!(
+                    "its activation reads '{v}', one value per neuron, which this tool does not slice with them"
+                ));
+                continue;
+            }
+            return Err(not_neuronwise(format!(
+                "the activation reads constant '{v}' of shape {dims:?}, whose last axis is neither 1 nor the {down_in} neurons"
+            )));
+        }
+        let Some(p) = ix.producer(&v) else {
+            return Err(not_neuronwise(format!("the activation reads graph input '{v}'")));
+        };
         let n = ix.node(p);
-        if !behind.insert(p) || !ACTIVATION_OPS.contains(&n.op_type()) {
+        if !behind.insert(p) {
             continue;
+        }
+        if !ACTIVATION_OPS.contains(&n.op_type()) || behind.len() > 64 {
+            return Err(not_neuronwise(format!(
+                "{} feeds the activation before {}: not an element-wise op of the neurons",
+                ix.node_label(p),
+                ix.node_label(down.node)
+            )));
         }
         ops.push(n.op_type().to_string());
         back.extend(n.input.iter().cloned());
@@ -128,6 +174,7 @@ pub(super) fn find_ffn(ix: &GraphIndex, norm: &Norm, hidden: Option<usize>) -> R
         activation,
         width: down_in,
         gate: halves,
+        neurons_fixed,
     })
 }
 
@@ -195,8 +242,9 @@ fn halves_of(ix: &GraphIndex, value: &str, width: usize) -> Option<Gate> {
             let ok = first(lo.1)
                 && hi.1 .0.is_none_or(|s| s == half)
                 && hi.1 .1.is_none_or(|e| e >= width as i64)
-                // Computed bounds must be the ones chunk(2) computes: both from this shape.
-                && (constant || computed_from_shape_of(ix, lo.0, value) && computed_from_shape_of(ix, hi.0, value));
+                // Computed bounds must be the ones chunk(2) computes, at this width and at the
+                // narrower ones pruning gives: evaluated from the shape at each.
+                && (constant || halves_at_every_width(ix, (lo.0, hi.0), value, width));
             ok.then(|| Gate {
                 nodes: vec![lo.0, hi.0],
                 constant_bounds: constant,
@@ -206,33 +254,58 @@ fn halves_of(ix: &GraphIndex, value: &str, width: usize) -> Option<Gate> {
     }
 }
 
-/// Whether every non-constant bound of Slice `s` is computed from `Shape(value)` alone.
-fn computed_from_shape_of(ix: &GraphIndex, s: usize, value: &str) -> bool {
-    let mut todo: Vec<String> = ix.node(s).input[1..3.min(ix.node(s).input.len())]
-        .iter()
-        .filter(|v| ix.constant(v).is_none())
-        .cloned()
-        .collect();
-    let mut steps = 0;
-    while let Some(v) = todo.pop() {
-        steps += 1;
-        let Some(p) = ix.producer(&v) else { return false };
-        if steps > 32 {
-            return false;
-        }
-        let n = ix.node(p);
-        if n.op_type() == "Shape" {
-            if ix.resolve(&n.input[0]) != ix.resolve(value) {
-                return false;
-            }
-            continue;
-        }
-        todo.extend(
-            n.input
-                .iter()
-                .filter(|i| !i.is_empty() && ix.constant(i).is_none())
-                .cloned(),
-        );
+/// Whether Slices `lo` and `hi` of `value` take [0, w/2) and [w/2, ≥ w) of its last axis for
+/// its width `w` = `width` and for narrower even widths (what pruning leaves): their bounds
+/// evaluated from `value`'s shape at each ([`bound_at`]).
+fn halves_at_every_width(ix: &GraphIndex, (lo, hi): (usize, usize), value: &str, width: usize) -> bool {
+    let w = width as i64;
+    [w, w - 2, (w / 4) * 2, 2].iter().filter(|&&w| w >= 2).all(|&w| {
+        let at = |s: usize, k: usize, missing: i64| match ix.node(s).input.get(k).filter(|v| !v.is_empty()) {
+            Some(v) => bound_at(ix, v, value, w, 16),
+            None => Some(missing),
+        };
+        at(lo, 1, 0) == Some(0)
+            && at(lo, 2, i64::MAX) == Some(w / 2)
+            && at(hi, 1, 0) == Some(w / 2)
+            && at(hi, 2, i64::MAX).is_some_and(|e| e >= w)
+    })
+}
+
+/// A Slice bound (one element) evaluated with the last axis of `value` `width` wide: constants,
+/// `Shape(value)` read at its last axis (`Gather` of index -1, or `Shape(value, -1)`), and
+/// `Add`/`Sub`/`Mul`/`Div` (integer division, as ONNX Runtime's), `Cast`, `Identity`,
+/// `Unsqueeze`/`Squeeze`. Anything else (another axis, another tensor) is not evaluated.
+fn bound_at(ix: &GraphIndex, v: &str, value: &str, width: i64, depth: usize) -> Option<i64> {
+    if let Some(c) = ix.const_i64(v) {
+        return (c.len() == 1).then(|| c[0]);
     }
-    true
+    let p = ix.producer(ix.resolve(v))?;
+    let n = ix.node(p);
+    if depth == 0 || !n.domain().is_empty() {
+        return None;
+    }
+    let last_of_shape = |s: &str| {
+        ix.producer(s)
+            .is_some_and(|q| ix.whole_shape(q) && ix.resolve(&ix.node(q).input[0]) == ix.resolve(value))
+    };
+    let arg = |k: usize| bound_at(ix, n.input.get(k)?, value, width, depth - 1);
+    match n.op_type() {
+        "Shape" => (ix.resolve(n.input.first()?) == ix.resolve(value)
+            && ix.attr_i(p, "start") == Some(-1)
+            && ix.attr_i(p, "end").is_none())
+        .then_some(width),
+        "Gather" => (last_of_shape(n.input.first()?)
+            && ix.attr_i(p, "axis").unwrap_or(0) == 0
+            && ix.const_i64(n.input.get(1)?).is_some_and(|i| i == [-1]))
+        .then_some(width),
+        "Cast" | "Identity" | "Unsqueeze" | "Squeeze" => arg(0),
+        "Add" => arg(0)?.checked_add(arg(1)?),
+        "Sub" => arg(0)?.checked_sub(arg(1)?),
+        "Mul" => arg(0)?.checked_mul(arg(1)?),
+        "Div" => {
+            let (a, b) = (arg(0)?, arg(1)?);
+            (b != 0).then(|| a / b)
+        }
+        _ => None,
+    }
 }
