@@ -570,31 +570,37 @@ fn heads_the_scale_alone_gives_are_not_pruned() {
         "{:?}",
         a.heads_fixed
     );
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("scale-only.onnx");
-    onnx::save(&m, &input, &Default::default()).unwrap();
-    let heads = dir.path().join("heads.onnx");
-    let out = bin()
-        .args(["prune", "--heads", "0.5"])
-        .arg(&input)
-        .arg(&heads)
-        .output()
-        .unwrap();
-    common::assert_clean_error(
-        "prune --heads where only the scale gives the head size",
-        &out,
-        &["layer 0", "only the attention scale 0.35", "prune the FFN only"],
+    prunes_one_way_only(
+        &m,
+        (
+            "--heads",
+            &["layer 0", "only the attention scale 0.35", "prune the FFN only"],
+        ),
+        ("--ffn", [(4, 32); 2]),
     );
-    assert!(!heads.exists());
-    let ffn = dir.path().join("ffn.onnx");
-    let out = bin()
-        .args(["prune", "--ffn", "0.5"])
-        .arg(&input)
-        .arg(&ffn)
-        .output()
-        .unwrap();
+}
+
+/// Saves `m` and prunes it with `refused` 0.5 (a one-line error naming `needles`, nothing
+/// written) and with `pruned` 0.5 (written, its layers of `sizes` heads and neurons).
+fn prunes_one_way_only(m: &ModelProto, (refused, needles): (&str, &[&str]), (pruned, sizes): (&str, [(u64, u64); 2])) {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.onnx");
+    onnx::save(m, &input, &Default::default()).unwrap();
+    let prune = |flag: &str, out: &Path| {
+        bin()
+            .args(["prune", flag, "0.5"])
+            .arg(&input)
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let not = dir.path().join("refused.onnx");
+    common::assert_clean_error(&format!("prune {refused}"), &prune(refused, &not), needles);
+    assert!(!not.exists());
+    let done = dir.path().join("pruned.onnx");
+    let out = prune(pruned, &done);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(layer_sizes(&ffn), [(4, 32); 2]);
+    assert_eq!(layer_sizes(&done), sizes);
 }
 
 /// `fixture` with `edit` applied to its graph.
@@ -677,31 +683,14 @@ fn an_activation_that_mixes_neurons_is_refused() {
     if !have_ort("pruning an FFN with a per-neuron scale") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("gamma.onnx");
-    onnx::save(&per_neuron, &input, &Default::default()).unwrap();
-    let ffn = dir.path().join("ffn.onnx");
-    let out = bin()
-        .args(["prune", "--ffn", "0.5"])
-        .arg(&input)
-        .arg(&ffn)
-        .output()
-        .unwrap();
-    common::assert_clean_error(
-        "prune --ffn with a per-neuron scale",
-        &out,
-        &["layer 0", "'gamma', one value per neuron", "prune the heads only"],
+    prunes_one_way_only(
+        &per_neuron,
+        (
+            "--ffn",
+            &["layer 0", "'gamma', one value per neuron", "prune the heads only"],
+        ),
+        ("--heads", [(2, 64); 2]),
     );
-    assert!(!ffn.exists());
-    let heads = dir.path().join("heads.onnx");
-    let out = bin()
-        .args(["prune", "--heads", "0.5"])
-        .arg(&input)
-        .arg(&heads)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(layer_sizes(&heads), [(2, 64); 2]);
 }
 
 /// ModernBERT's gated FFN whose up half's bounds are computed from the shape but are not the
