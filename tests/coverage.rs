@@ -618,15 +618,15 @@ fn node_at(g: &onnx::GraphProto, name: &str) -> usize {
         .unwrap_or_else(|| panic!("no node {name}"))
 }
 
-/// An FFN activation that mixes or reorders neurons (a mean over the width subtracted, a
-/// constant that is not one value per neuron) is refused when mapping: before, pruning sliced
-/// the neurons around it and wrote a model that ran and was wrong (a LayerNorm over the width as
-/// torch writes it at opset < 17, an RMSNorm, a reversed copy multiplied in). One value per
-/// neuron (a LayerNorm's gamma) maps, but its neurons are not pruned: this tool does not slice
-/// that constant (`prune --ffn` refuses naming it; `--heads` prunes). A constant whose last axis
-/// is neither 1 nor the neurons is refused.
+/// An FFN activation that is not computed neuron by neuron from the up projection's output and
+/// scalar constants keeps its neurons: a mean over the width subtracted (a LayerNorm or RMSNorm
+/// over the width as torch writes them at opset < 17), a constant of another width, one value per
+/// neuron (a gamma this tool does not slice). Before, pruning sliced the neurons around such an
+/// activation and wrote a model that ran and was wrong. The model still maps (inspect, heads,
+/// low rank, INT8); `prune --ffn` refuses naming why, `--heads` prunes, and a MAC budget
+/// leaves those neurons alone.
 #[test]
-fn an_activation_that_mixes_neurons_is_refused() {
+fn an_activation_not_computed_neuron_by_neuron_keeps_its_neurons() {
     use onnx::build::{attr_int, attr_ints, node};
     const ACT: &str = "/distilbert/transformer/layer.0/ffn/activation/Mul_1_output_0";
     const DOWN: &str = "/distilbert/transformer/layer.0/ffn/lin2/MatMul";
@@ -649,48 +649,65 @@ fn an_activation_that_mixes_neurons_is_refused() {
             .insert(at + 1, node("Sub", "centred", &[ACT, "mean"], &["centred"]));
         g.node[at + 2].input[0] = "centred".into();
     });
-    for (what, m, needle) in [
+    let fixed = |m: &ModelProto| -> Vec<Option<String>> {
+        let t = discover(m).expect("it maps");
+        t.layers
+            .iter()
+            .map(|l| l.ffn.as_ref().unwrap().neurons_fixed.clone())
+            .collect()
+    };
+    for (what, m, why) in [
         (
             "a mean over the width",
-            mean,
-            "'mean' (ReduceMean) feeds the activation",
+            &mean,
+            "'mean' (ReduceMean) feeds its activation, an op this tool does not know to act neuron by neuron",
         ),
         (
             "a constant of another width",
-            mul_by(&[1, 32]),
+            &mul_by(&[1, 32]),
             "'gamma' of shape [1, 32], whose last axis is neither 1 nor the 64 neurons",
         ),
+        (
+            "one value per neuron",
+            &mul_by(&[1, 1, 64]),
+            "'gamma', one value per neuron, which this tool does not slice with them",
+        ),
     ] {
-        let e = discover(&m).expect_err(what).to_string();
+        let f = fixed(m);
         assert!(
-            e.contains("an FFN activation computed neuron by neuron") && e.contains(needle),
-            "{what}: {e}"
+            f[0].as_deref().is_some_and(|w| w.contains(why)) && f[1].is_none(),
+            "{what}: {f:?}"
         );
     }
-    // A scalar scale is neuron by neuron: it maps, and its neurons are pruned.
-    let t = discover(&mul_by(&[])).expect("a scalar scale maps");
-    assert!(t.layers.iter().all(|l| l.ffn.as_ref().unwrap().neurons_fixed.is_none()));
-    // One value per neuron maps, its neurons fixed.
-    let per_neuron = mul_by(&[1, 1, 64]);
-    let t = discover(&per_neuron).expect("a per-neuron scale maps");
-    let fixed = t.layers[0].ffn.as_ref().unwrap().neurons_fixed.clone();
-    assert!(
-        fixed
-            .as_deref()
-            .is_some_and(|w| w.contains("'gamma', one value per neuron")),
-        "{fixed:?}"
-    );
-    if !have_ort("pruning an FFN with a per-neuron scale") {
+    // A scalar scale is neuron by neuron: its neurons are pruned.
+    assert_eq!(fixed(&mul_by(&[])), [None, None]);
+    if !require_ort("pruning an FFN whose activation is not neuron by neuron") {
         return;
     }
     prunes_one_way_only(
-        &per_neuron,
+        &mean,
         (
             "--ffn",
-            &["layer 0", "'gamma', one value per neuron", "prune the heads only"],
+            &[
+                "layer 0",
+                "'mean' (ReduceMean) feeds its activation",
+                "prune the heads only",
+            ],
         ),
         ("--heads", [(2, 64); 2]),
     );
+    // A MAC budget takes the other layer's neurons and leaves layer 0's.
+    let pass = Pass::Prune(PruneOptions {
+        target_macs: Some(0.7),
+        strategy: Strategy::Obs,
+        ..Default::default()
+    });
+    let applied = pass
+        .apply(&mul_by(&[1, 1, 64]), Some(&mut calibrator(4, 3)))
+        .expect("obs pruning to a MAC budget");
+    let t = discover(&applied.model).expect("the pruned model maps");
+    let widths: Vec<usize> = t.layers.iter().map(|l| l.ffn_width()).collect();
+    assert!(widths[0] == 64 && widths[1] < 64, "{widths:?}");
 }
 
 /// ModernBERT's gated FFN whose up half's bounds are computed from the shape but are not the
@@ -717,7 +734,10 @@ fn gate_halves_computed_from_the_shape_are_evaluated() {
     let e = discover(&m)
         .expect_err("an up half that is not the second half")
         .to_string();
-    assert!(e.contains("layer 0") && e.contains("FFN down projection"), "{e}");
+    assert!(
+        e.contains("layer 0") && e.contains("a gated FFN's halves") && e.contains("(128 wide): not those halves"),
+        "{e}"
+    );
     // The exported bounds, computed the same way, map.
     let t = discover(&load(MODERNBERT)).unwrap();
     assert!(t.layers[0].ffn.as_ref().unwrap().gate.is_some());

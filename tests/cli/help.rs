@@ -61,8 +61,28 @@ fn usage_errors_name_the_flag() {
 /// A value that is not a number gets a tip with one that is, beside clap's own words.
 #[test]
 fn a_flag_value_that_is_not_a_number_gets_a_tip() {
-    let cases: [(&[&str], &str); 4] = [
-        (&["prune", "a.onnx", "b.onnx", "--heads", "25%"], "e.g. 0.25"),
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["prune", "a.onnx", "b.onnx", "--heads", "25%"],
+            "a fraction as a decimal number, e.g. 0.25",
+        ),
+        // A percentage is not a fraction: no 0.25 offered.
+        (
+            &[
+                "quantize",
+                "a.onnx",
+                "b.onnx",
+                "--mode",
+                "static",
+                "--percentile",
+                "99.9%",
+            ],
+            "a decimal number without a % sign",
+        ),
+        (
+            &["prune", "a.onnx", "b.onnx", "--ffn", "0.5", "--ffn-multiple-of=-8"],
+            "of 0 or more",
+        ),
         (&["lowrank", "a.onnx", "b.onnx", "--energy", "most"], "e.g. 0.25"),
         (
             &["eval", "--task", "sst2", "--model", "m.onnx", "--batch-size", "1e3"],
@@ -78,7 +98,14 @@ fn a_flag_value_that_is_not_a_number_gets_a_tip() {
         let out = run_in(cwd.path(), args);
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}:\n{stderr}");
-        let flag = args[args.len() - 2];
+        let flag = args
+            .iter()
+            .rev()
+            .find(|a| a.starts_with("--"))
+            .unwrap()
+            .split('=')
+            .next()
+            .unwrap();
         assert!(
             stderr.starts_with("error: ") && stderr.contains(flag),
             "{args:?}:\n{stderr}"

@@ -1426,7 +1426,7 @@ fn prune_ffn(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &LayerPlan) 
     if p.keep_neurons.len() == f.width && p.down_refit.is_none() {
         return Ok(());
     }
-    if let Some(why) = f.neurons_fixed.as_deref() {
+    if let Some(why) = f.neurons_fixed.as_deref().filter(|_| !p.keep_neurons.is_empty()) {
         return Err(fixed_neurons(l.index, why));
     }
     if p.keep_neurons.is_empty() {

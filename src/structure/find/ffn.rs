@@ -22,6 +22,32 @@ pub(super) const ACTIVATION_OPS: &[&str] = &[
     "QuickGelu",
 ];
 
+/// Element-wise ops an activation may also hold besides [`ACTIVATION_OPS`] (mish's `Softplus`,
+/// onnxscript's `CastLike`, relu6's `Clip`, ...): checked on the way back from the down
+/// projection (their other inputs must be neuron by neuron too).
+const ELEMENTWISE_OPS: &[&str] = &[
+    "CastLike",
+    "Softplus",
+    "Softsign",
+    "Mish",
+    "Exp",
+    "Log",
+    "Neg",
+    "Abs",
+    "Sign",
+    "Reciprocal",
+    "Elu",
+    "Selu",
+    "Celu",
+    "LeakyRelu",
+    "ThresholdedRelu",
+    "HardSigmoid",
+    "HardSwish",
+    "Clip",
+    "Max",
+    "Min",
+];
+
 pub(super) fn find_ffn(ix: &GraphIndex, norm: &Norm, hidden: Option<usize>) -> R<Ffn> {
     let up = ix
         .consumers(&norm.output)
@@ -71,6 +97,25 @@ pub(super) fn find_ffn(ix: &GraphIndex, norm: &Norm, hidden: Option<usize>) -> R
             break;
         }
     }
+    // Two Slices or a Split of the up projection's output that are not its halves: say so
+    // (the search above looked for a down projection of the whole width instead).
+    let splits: Vec<usize> = ix
+        .consumers(&up.output)
+        .iter()
+        .copied()
+        .filter(|&c| matches!(ix.node(c).op_type(), "Slice" | "Split"))
+        .collect();
+    if down.is_none() && halves.is_none() && !splits.is_empty() {
+        return Err(fail(
+            "a gated FFN's halves: Slices of the up projection's last axis taking [0, w/2) and [w/2, w) \
+             (constants, or computed from its shape as torch's chunk(2) exports them), or a Split in two equal parts",
+            format!(
+                "{} read {} ({width} wide): not those halves",
+                splits.iter().map(|&s| ix.node_label(s)).collect::<Vec<_>>().join(", "),
+                up.output
+            ),
+        ));
+    }
     let down = down.ok_or_else(|| {
         fail(
             format!("the FFN down projection (MatMul with a weight [{down_in}, {hidden}]) after the activation"),
@@ -91,12 +136,6 @@ pub(super) fn find_ffn(ix: &GraphIndex, norm: &Norm, hidden: Option<usize>) -> R
         .iter()
         .flat_map(|g| g.nodes.iter().flat_map(|&n| &ix.node(n).output))
         .collect();
-    let not_neuronwise = |why: String| {
-        fail(
-            "an FFN activation computed neuron by neuron (element-wise ops on the up projection's output and scalar constants)",
-            why,
-        )
-    };
     let mut back: VecDeque<String> = ix.node(down.node).input.first().cloned().into_iter().collect();
     let mut behind = HashSet::new();
     let mut neurons_fixed = None;
@@ -123,25 +162,41 @@ pub(super) fn find_ffn(ix: &GraphIndex, norm: &Norm, hidden: Option<usize>) -> R
                 ));
                 continue;
             }
-            return Err(not_neuronwise(format!(
-                "the activation reads constant '{v}' of shape {dims:?}, whose last axis is neither 1 nor the {down_in} neurons"
-            )));
+            neurons_fixed.get_or_insert(format!(
+                "its activation reads constant '{v}' of shape {dims:?}, whose last axis is neither 1 nor the {down_in} neurons"
+            ));
+            continue;
         }
         let Some(p) = ix.producer(&v) else {
-            return Err(not_neuronwise(format!("the activation reads graph input '{v}'")));
+            neurons_fixed.get_or_insert(format!("its activation reads graph input '{v}'"));
+            continue;
         };
         let n = ix.node(p);
         if !behind.insert(p) {
             continue;
         }
-        if !ACTIVATION_OPS.contains(&n.op_type()) || behind.len() > 64 {
-            return Err(not_neuronwise(format!(
-                "{} feeds the activation before {}: not an element-wise op of the neurons",
-                ix.node_label(p),
-                ix.node_label(down.node)
-            )));
+        // A `Constant` of one number in its other forms (`value_float`, `value_int`).
+        if n.op_type() == "Constant"
+            && n.attribute
+                .iter()
+                .any(|a| matches!(a.name(), "value_float" | "value_int"))
+        {
+            continue;
         }
-        ops.push(n.op_type().to_string());
+        let op = n.op_type();
+        let known = ACTIVATION_OPS.contains(&op) || ELEMENTWISE_OPS.contains(&op) && n.domain().is_empty();
+        if !known || behind.len() > 64 {
+            neurons_fixed.get_or_insert(if known {
+                "its activation has more than 64 ops".to_string()
+            } else {
+                format!(
+                    "{} feeds its activation, an op this tool does not know to act neuron by neuron",
+                    ix.node_label(p)
+                )
+            });
+            continue;
+        }
+        ops.push(op.to_string());
         back.extend(n.input.iter().cloned());
     }
     let has = |op: &str| ops.iter().any(|o| o == op);
