@@ -580,6 +580,73 @@ fn heads_the_scale_alone_gives_are_not_pruned() {
     );
 }
 
+/// A layer whose heads and FFN neurons are both fixed is not told to prune the other part:
+/// `prune --heads` and `--ffn` each name both reasons and the MAC budget (before, "prune the FFN
+/// only", which that layer refused too).
+#[test]
+fn a_layer_fixed_both_ways_is_pointed_to_a_mac_budget() {
+    use onnx::build::{attr_int, attr_ints, node};
+    const ACT: &str = "/bert/encoder/layer.0/intermediate/intermediate_act_fn/Mul_1_output_0";
+    if !require_ort("pruning a model whose heads and neurons are both fixed") {
+        return;
+    }
+    let mut m = sdpa_with_run_time_head_size();
+    let g = m.graph.as_mut().unwrap();
+    let mut rm = node("ReduceMean", "mean", &[ACT], &["mean"]);
+    rm.attribute.extend([attr_ints("axes", &[-1]), attr_int("keepdims", 1)]);
+    let at = node_at(g, "/bert/encoder/layer.0/output/dense/MatMul");
+    g.node.insert(at, rm);
+    g.node
+        .insert(at + 1, node("Sub", "centred", &[ACT, "mean"], &["centred"]));
+    g.node[at + 2].input[0] = "centred".into();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.onnx");
+    onnx::save(&m, &input, &Default::default()).unwrap();
+    let needles = |first: &'static str| ["layer 0", first, "fixed too", "--target-macs"];
+    for (flag, first) in [
+        ("--heads", "only the attention scale"),
+        ("--ffn", "'mean' (ReduceMean)"),
+    ] {
+        let out = dir.path().join("out.onnx");
+        let done = bin()
+            .args(["prune", flag, "0.5"])
+            .arg(&input)
+            .arg(&out)
+            .output()
+            .unwrap();
+        let what = format!("prune {flag}");
+        let err = common::assert_clean_error(&what, &done, &needles(first));
+        assert!(!err.contains(" only ("), "{what}: {err}");
+        assert!(!out.exists(), "{what}");
+    }
+    // Calibrated pruning refuses the same before its first calibration run.
+    let pass = Pass::Prune(PruneOptions {
+        ffn: 0.5,
+        strategy: Strategy::Obs,
+        ..Default::default()
+    });
+    let e = pass
+        .apply(&m, Some(&mut calibrator(4, 3)))
+        .expect_err("calibrated --ffn on fixed neurons")
+        .to_string();
+    assert!(
+        needles("'mean' (ReduceMean)").iter().all(|n| e.contains(n)) && !e.contains(" only ("),
+        "{e}"
+    );
+    // The MAC budget it points to is met from layer 1's neurons.
+    let pass = Pass::Prune(PruneOptions {
+        target_macs: Some(0.9),
+        strategy: Strategy::Obs,
+        ..Default::default()
+    });
+    let applied = pass
+        .apply(&m, Some(&mut calibrator(4, 3)))
+        .expect("obs pruning to a MAC budget");
+    let t = discover(&applied.model).expect("the pruned model maps");
+    let sizes: Vec<(usize, usize)> = t.layers.iter().map(|l| (l.heads(), l.ffn_width())).collect();
+    assert!(sizes[0] == (4, 64) && sizes[1].0 == 4 && sizes[1].1 < 64, "{sizes:?}");
+}
+
 /// Saves `m` and prunes it with `refused` 0.5 (a one-line error naming `needles`, nothing
 /// written) and with `pruned` 0.5 (written, its layers of `sizes` heads and neurons).
 fn prunes_one_way_only(m: &ModelProto, (refused, needles): (&str, &[&str]), (pruned, sizes): (&str, [(u64, u64); 2])) {

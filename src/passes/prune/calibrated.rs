@@ -890,17 +890,19 @@ fn prune_within(
     let t = structure::discover(model)?;
     refuse_factorized(&t)?;
     refuse_wide_multiple(&t, opts)?;
-    // Heads asked for by fraction where they cannot be pruned: refused, not silently kept (a MAC
-    // budget is met from the other blocks).
-    if opts.heads > 0.0 && opts.target_macs.is_none() {
-        if let Some((l, why)) = t.layers.iter().find_map(|l| {
-            l.attention
-                .as_ref()
-                .and_then(|a| a.heads_fixed.as_deref())
-                .map(|why| (l, why))
-        }) {
-            return Err(super::fixed_heads(l.index, why));
+    // Heads or neurons asked for by fraction where they cannot be pruned: refused, not silently
+    // kept (a MAC budget is met from the other blocks).
+    if opts.target_macs.is_none() {
+        for l in &t.layers {
+            if opts.heads > 0.0 {
+                super::refuse_fixed(l, true)?;
+            }
+            if opts.ffn > 0.0 {
+                super::refuse_fixed(l, false)?;
+            }
         }
+    }
+    if opts.heads > 0.0 && opts.target_macs.is_none() {
         // Pruned one layer at a time, the model in between would hold two head counts where one
         // size holds them all: pruned in step instead, unless layers share weights.
         if let Some((l, why)) = t.layers.iter().filter(|_| !heads_in_step(&t)).find_map(|l| {
@@ -915,17 +917,6 @@ fn prune_within(
                  leaves the heads alone",
                 l.index
             )));
-        }
-    }
-    // Likewise neurons asked for by fraction where a per-neuron constant holds them.
-    if opts.ffn > 0.0 && opts.target_macs.is_none() {
-        if let Some((l, why)) = t.layers.iter().find_map(|l| {
-            l.ffn
-                .as_ref()
-                .and_then(|f| f.neurons_fixed.as_deref())
-                .map(|why| (l, why))
-        }) {
-            return Err(super::fixed_neurons(l.index, why));
         }
     }
     let counts: Vec<(usize, usize)> = match opts.target_macs {

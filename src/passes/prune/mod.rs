@@ -1239,22 +1239,32 @@ fn check_shared(t: &Transformer, plan: &Plan) -> Result<(), PassError> {
     Ok(())
 }
 
-/// Why layer `layer`'s FFN neurons are not pruned (`why`, the FFN's `neurons_fixed`).
-pub(crate) fn fixed_neurons(layer: usize, why: &str) -> PassError {
-    PassError::Unsupported(format!(
-        "layer {layer}: {why}; prune the heads only (--heads; a recipe's attention_heads), or give a MAC budget \
-         (--target-macs; prune.target_macs), which leaves these neurons alone"
-    ))
-}
-
-/// Why layer `layer`'s heads are not pruned (`why`, the attention's `heads_fixed`): its scores
-/// add terms computed per head whose head count sits where this tool does not rewrite it, or
-/// only the scale gives its head size.
-pub(crate) fn fixed_heads(layer: usize, why: &str) -> PassError {
-    PassError::Unsupported(format!(
-        "layer {layer}: {why}; prune the FFN only (--ffn; a recipe's mlp_neurons), or give a MAC budget \
-         (--target-macs; prune.target_macs), which leaves these heads alone"
-    ))
+/// Refuses pruning layer `l`'s heads (`heads`) or its FFN neurons (not `heads`) where they are
+/// fixed (the attention's `heads_fixed`, the FFN's `neurons_fixed`), saying why and what can still
+/// be pruned: the other part, unless it is fixed too, or, by a MAC budget, the blocks that can be.
+pub(crate) fn refuse_fixed(l: &EncoderLayer, heads: bool) -> Result<(), PassError> {
+    let heads_why = l.attention.as_ref().and_then(|a| a.heads_fixed.as_deref());
+    let neurons_why = l.ffn.as_ref().and_then(|f| f.neurons_fixed.as_deref());
+    let (why, other_why) = if heads {
+        (heads_why, neurons_why)
+    } else {
+        (neurons_why, heads_why)
+    };
+    let Some(why) = why else { return Ok(()) };
+    let (these, other, other_flag, its_other) = if heads {
+        ("heads", "FFN", "--ffn; a recipe's mlp_neurons", "FFN neurons")
+    } else {
+        ("neurons", "heads", "--heads; a recipe's attention_heads", "heads")
+    };
+    let budget = "give a MAC budget (--target-macs; prune.target_macs)";
+    let advice = match other_why {
+        None => format!("prune the {other} only ({other_flag}), or {budget}, which leaves these {these} alone"),
+        Some(other_why) => format!(
+            "its {its_other} are fixed too ({other_why}); {budget}, which prunes the blocks that can be and \
+             leaves this layer's alone"
+        ),
+    };
+    Err(PassError::Unsupported(format!("layer {}: {why}; {advice}", l.index)))
 }
 
 fn prune_attention(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &LayerPlan) -> Result<(), PassError> {
@@ -1268,8 +1278,8 @@ fn prune_attention(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &Layer
     if p.keep_heads.len() == a.num_heads && p.output_refit.is_none() {
         return Ok(());
     }
-    if let Some(why) = a.heads_fixed.as_deref().filter(|_| !p.keep_heads.is_empty()) {
-        return Err(fixed_heads(l.index, why));
+    if !p.keep_heads.is_empty() {
+        refuse_fixed(l, true)?;
     }
     let hidden = a.output.out_features;
     if p.keep_heads.is_empty() {
@@ -1426,8 +1436,8 @@ fn prune_ffn(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &LayerPlan) 
     if p.keep_neurons.len() == f.width && p.down_refit.is_none() {
         return Ok(());
     }
-    if let Some(why) = f.neurons_fixed.as_deref().filter(|_| !p.keep_neurons.is_empty()) {
-        return Err(fixed_neurons(l.index, why));
+    if !p.keep_neurons.is_empty() {
+        refuse_fixed(l, false)?;
     }
     if p.keep_neurons.is_empty() {
         return remove_block(ed, &f.down, f.down.out_features, p.down_refit.as_ref(), &l.output_norm);
