@@ -36,6 +36,12 @@ pub struct LayerSummary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ffn_shared_with: Option<usize>,
     pub macs: u64,
+    /// Why this layer's heads are not pruned (whole blocks still are); absent where they are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heads_fixed: Option<String>,
+    /// Why this layer's FFN neurons are not pruned (whole blocks still are); absent where they are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub neurons_fixed: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -249,6 +255,8 @@ pub fn summarize(
             attention_shared_with: shared.get(i).and_then(|s| s.0),
             ffn_shared_with: shared.get(i).and_then(|s| s.1),
             macs: structure::stats_layer_macs(l, seq_len),
+            heads_fixed: l.attention.as_ref().and_then(|a| a.heads_fixed.clone()),
+            neurons_fixed: l.ffn.as_ref().and_then(|f| f.neurons_fixed.clone()),
         })
         .collect();
     Ok(ModelSummary {

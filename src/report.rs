@@ -177,6 +177,19 @@ pub fn inspect_text(s: &ModelSummary) -> String {
             if l.fused_attention { " (fused attention)" } else { "" }
         );
     }
+    // What pruning leaves alone, and why (`prune` refuses a fraction there; a MAC budget keeps them).
+    let fixed = s.layers.iter().flat_map(|l| {
+        [("heads", &l.heads_fixed), ("FFN neurons", &l.neurons_fixed)]
+            .into_iter()
+            .filter_map(move |(what, why)| why.as_ref().map(|why| (l.index, what, why)))
+    });
+    for (i, (layer, what, why)) in fixed.enumerate() {
+        if i == 0 {
+            let _ = writeln!(o);
+        }
+        let label = if i == 0 { "not pruned" } else { "" };
+        let _ = writeln!(o, "{label:<12} layer {layer}'s {what}: {why}");
+    }
     let _ = writeln!(o);
     if let Some(e) = &s.history_error {
         let _ = writeln!(o, "history      unreadable: {e}");

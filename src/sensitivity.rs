@@ -209,6 +209,7 @@ pub fn sensitivity(
                 .map(|what| format!("pruning not measured: {what}: pruning a low-rank model is not supported")),
         )
         .chain(capped_note(&pruning))
+        .chain(fixed_note(&t).filter(|_| !opts.fractions.is_empty() && factorized.is_none()))
         .chain(packed_note(&t, opts.int8))
         .chain(
             crate::eval::past_positions(crate::eval::input_limits_of(model, Some(&t)).positions, opts.seq_len)
@@ -251,6 +252,33 @@ fn capped_note(pruning: &[BlockCost]) -> Option<String> {
         format!(
             "as calibrated pruning does, an attention block keeps one head and an FFN {} of its neurons: at the larger fractions a block removes fewer units than the fraction asks (each cell says how many)",
             percent(1.0 - crate::passes::prune::DEFAULT_MAX_FFN_FRACTION)
+        )
+    })
+}
+
+/// A note naming the blocks whose heads or neurons are not pruned (`heads_fixed`,
+/// `neurons_fixed`), which have no pruning rows.
+fn fixed_note(t: &structure::Transformer) -> Option<String> {
+    let blocks: Vec<String> = t
+        .layers
+        .iter()
+        .flat_map(|l| {
+            let heads = l
+                .attention
+                .as_ref()
+                .and_then(|a| a.heads_fixed.as_ref())
+                .map(|_| "attention");
+            let ffn = l.ffn.as_ref().and_then(|f| f.neurons_fixed.as_ref()).map(|_| "FFN");
+            [heads, ffn]
+                .into_iter()
+                .flatten()
+                .map(move |b| format!("layer {} {b}", l.index))
+        })
+        .collect();
+    (!blocks.is_empty()).then(|| {
+        format!(
+            "no pruning rows for {}: pruning leaves their heads or neurons alone (inspect says why)",
+            blocks.join(", ")
         )
     })
 }

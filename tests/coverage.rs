@@ -602,6 +602,21 @@ fn a_layer_fixed_both_ways_is_pointed_to_a_mac_budget() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.onnx");
     onnx::save(&m, &input, &Default::default()).unwrap();
+    // inspect says what is not pruned, and why.
+    let text = bin().args(["inspect"]).arg(&input).output().unwrap();
+    let text = common::text(&text.stdout);
+    for line in [
+        "not pruned   layer 0's heads: no shape constant",
+        "             layer 0's FFN neurons: 'mean' (ReduceMean) feeds its activation",
+        "             layer 1's heads: no shape constant",
+    ] {
+        assert!(text.contains(line), "{line:?} in\n{text}");
+    }
+    let layers = inspect(&input)["layers"].clone();
+    assert!(
+        layers[1]["heads_fixed"].is_string() && layers[1].get("neurons_fixed").is_none(),
+        "{layers}"
+    );
     let needles = |first: &'static str| ["layer 0", first, "fixed too", "--target-macs"];
     for (flag, first) in [
         ("--heads", "only the attention scale"),
@@ -645,6 +660,24 @@ fn a_layer_fixed_both_ways_is_pointed_to_a_mac_budget() {
     let t = discover(&applied.model).expect("the pruned model maps");
     let sizes: Vec<(usize, usize)> = t.layers.iter().map(|l| (l.heads(), l.ffn_width())).collect();
     assert!(sizes[0] == (4, 64) && sizes[1].0 == 4 && sizes[1].1 < 64, "{sizes:?}");
+    // sensitivity measures layer 1's FFN alone and says which blocks have no rows.
+    let sens = onnx_compress::sensitivity::sensitivity(
+        &m,
+        &onnx_compress::sensitivity::SensitivityOptions {
+            int8: false,
+            ..Default::default()
+        },
+        &mut calibrator(2, 3),
+        &mut |_| {},
+    )
+    .unwrap_or_else(|e| panic!("sensitivity: {e}"));
+    assert!(
+        sens.pruning.iter().all(|b| (b.layer, b.block) == (1, "ffn")) && !sens.pruning.is_empty(),
+        "{:?}",
+        sens.pruning
+    );
+    let note = "no pruning rows for layer 0 attention, layer 0 FFN, layer 1 attention:";
+    assert!(sens.notes.iter().any(|n| n.starts_with(note)), "{:?}", sens.notes);
 }
 
 /// Saves `m` and prunes it with `refused` 0.5 (a one-line error naming `needles`, nothing
