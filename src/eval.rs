@@ -8,7 +8,8 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use ndarray::Array2;
 use serde::Serialize;
-use tokenizers::{EncodeInput, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::utils::truncation::truncate_encodings;
+use tokenizers::{EncodeInput, Encoding, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 use crate::data::{self, Labels};
 use crate::glue::{self, Metrics, Prediction, Task};
@@ -378,13 +379,26 @@ pub fn model_pad_id(tokenizer: &Tokenizer, vocabulary: Option<usize>) -> Result<
     }
 }
 
-/// `text`'s first `cap` bytes at most (cut at a character boundary).
-fn cut(text: &str, cap: usize) -> &str {
-    let mut end = text.len().min(cap);
-    while !text.is_char_boundary(end) {
-        end -= 1;
+/// `text`'s first `cap` bytes at most, or its last where the tokenizer truncates on the left
+/// (`direction`), cut at a character boundary.
+fn cut(text: &str, cap: usize, direction: TruncationDirection) -> &str {
+    if text.len() <= cap {
+        return text;
     }
-    &text[..end]
+    let mut at = match direction {
+        TruncationDirection::Right => cap,
+        TruncationDirection::Left => text.len() - cap,
+    };
+    while !text.is_char_boundary(at) {
+        match direction {
+            TruncationDirection::Right => at -= 1,
+            TruncationDirection::Left => at += 1,
+        }
+    }
+    match direction {
+        TruncationDirection::Right => &text[..at],
+        TruncationDirection::Left => &text[at..],
+    }
 }
 
 /// Tokenized examples: ids, type ids, in file order.
@@ -405,13 +419,19 @@ pub fn tokenize<'a>(
     max_length: usize,
     vocabulary: Option<usize>,
 ) -> Result<Encoded> {
+    // The side cut is the tokenizer.json's own ("truncation": {"direction": "Left"}), as
+    // transformers takes it; its length and strategy give way to `max_length`, longest first.
+    let direction = tokenizer
+        .get_truncation()
+        .map_or(TruncationDirection::Right, |t| t.direction);
+    let params = TruncationParams {
+        direction,
+        max_length,
+        strategy: TruncationStrategy::LongestFirst,
+        stride: 0,
+    };
     tokenizer
-        .with_truncation(Some(TruncationParams {
-            direction: TruncationDirection::Right,
-            max_length,
-            strategy: TruncationStrategy::LongestFirst,
-            stride: 0,
-        }))
+        .with_truncation(Some(params.clone()))
         .map_err(|e| anyhow!("tokenizer truncation at {max_length}: {e}"))?;
     tokenizer.with_padding(None);
     // A text is cut at `cap` bytes first: the tokenizer keeps ~140 bytes of state per byte of
@@ -420,13 +440,40 @@ pub fn tokenize<'a>(
     // a pair of two texts both past it, which is the longer, the one that gets the odd token of
     // the budget, is then judged on the cut texts.)
     let cap = (max_length * 256).max(1 << 20);
-    let texts: Vec<(&str, Option<&str>)> = texts.map(|(a, b)| (cut(a, cap), b.map(|b| cut(b, cap)))).collect();
+    let texts: Vec<(&str, Option<&str>)> = texts
+        .map(|(a, b)| (cut(a, cap, direction), b.map(|b| cut(b, cap, direction))))
+        .collect();
     let fail = |e: tokenizers::Error| anyhow!("tokenizing {}: {e}", file.display());
     let pairs = texts.iter().any(|t| t.1.is_some());
-    // Pairs: each text encoded whole, then truncated longest first and given its special
-    // tokens, as Python's tokenizers and transformers do. The crate's own pair encoding
-    // (0.23.2) stops reading each text near `max_length` first, so two texts both past it
-    // look equally long and the odd budget's spare token can go to the shorter one.
+    // The special tokens take their place within `max_length`: below them the tokenizer would
+    // not truncate at all, and sequences past the model's positions would fail in ONNX Runtime.
+    let added = |pair: bool| {
+        use tokenizers::PostProcessor;
+        tokenizer.get_post_processor().map_or(0, |p| p.added_tokens(pair))
+    };
+    let (special, what) = if pairs {
+        (added(true), "pair")
+    } else {
+        (added(false), "text")
+    };
+    if max_length < special {
+        bail!(
+            "a maximum length of {max_length} tokens (--max-length) is less than the {special} special tokens the \
+             tokenizer adds to each {what}: set it to {} or more",
+            special + 1
+        );
+    }
+    // Pairs: each text encoded whole (the second as type 1, as the tokenizer encodes a pair),
+    // then truncated longest first and given its special tokens, as Python's tokenizers and
+    // transformers do. The crate's own pair encoding (0.23.2) stops reading each text near
+    // `max_length` first, so two texts both past it look equally long and the odd budget's
+    // spare token can go to the shorter one. The cut-off pieces are dropped before the special
+    // tokens are added: the crate would pair every piece of one with every piece of the other
+    // (two texts of 8000 words at `max_length` 64 took 6 GB).
+    let pair_budget = TruncationParams {
+        max_length: max_length - added(true),
+        ..params
+    };
     let whole = if pairs {
         let mut whole = tokenizer.clone();
         whole
@@ -447,10 +494,7 @@ pub fn tokenize<'a>(
             chunk
                 .iter()
                 .map(|&(a, b)| match b {
-                    Some(b) => {
-                        let (a, b) = (whole.encode(a, false)?, whole.encode(b, false)?);
-                        tokenizer.post_process(a, Some(b), true)
-                    }
+                    Some(b) => encode_pair(whole, (a, b), &pair_budget),
                     None => tokenizer.encode(a, true),
                 })
                 .collect::<tokenizers::Result<Vec<_>>>()
@@ -480,6 +524,19 @@ pub fn tokenize<'a>(
         out.type_ids.extend(enc.iter().map(|e| wide(e.get_type_ids())));
     }
     Ok(out)
+}
+
+/// The pair `(a, b)` encoded by `whole` (a tokenizer that does not truncate), each text whole
+/// (the second as type 1, as the tokenizer encodes a pair), cut to `budget` (the tokens left
+/// after the special tokens), the cut-off pieces dropped, then given its special tokens.
+fn encode_pair(whole: &Tokenizer, (a, b): (&str, &str), budget: &TruncationParams) -> tokenizers::Result<Encoding> {
+    let (a, mut b) = (whole.encode(a, false)?, whole.encode(b, false)?);
+    b.set_type_ids(vec![1; b.len()]);
+    let (mut a, b) = truncate_encodings(a, Some(b), budget)?;
+    let mut b = b.ok_or("truncation dropped the pair's second text")?;
+    a.take_overflowing();
+    b.take_overflowing();
+    whole.post_process(a, Some(b), true)
 }
 
 /// Texts tokenized at once by [`tokenize`] (its encodings are dropped after each such chunk).
@@ -1383,6 +1440,11 @@ mod tests {
 
     /// A word-level BERT-style tokenizer of [PAD] [UNK] [CLS] [SEP] and `w4` … `w63`.
     fn words_tokenizer() -> Tokenizer {
+        parse_tokenizer(&words_tokenizer_json().to_string()).unwrap()
+    }
+
+    /// [`words_tokenizer`]'s tokenizer.json.
+    fn words_tokenizer_json() -> serde_json::Value {
         let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"].map(String::from).to_vec();
         vocab.extend((4..64).map(|i| format!("w{i}")));
         let ids: serde_json::Map<String, serde_json::Value> =
@@ -1398,7 +1460,85 @@ mod tests {
             "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]},
             "decoder": null, "model": {"type": "WordLevel", "vocab": ids, "unk_token": "[UNK]"}
         });
-        parse_tokenizer(&json.to_string()).unwrap()
+        json
+    }
+
+    /// `w{from}` … `w{from + n - 1}`, space-separated.
+    fn words(from: usize, n: usize) -> String {
+        (from..from + n).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ")
+    }
+
+    /// Ids and type ids of `(a, b)` tokenized by `tok` at `max_length`.
+    fn encoded(tok: &mut Tokenizer, (a, b): (&str, Option<&str>), max_length: usize) -> (Vec<i64>, Vec<i64>) {
+        let mut e = tokenize(tok, [(a, b)].into_iter(), Path::new("f"), max_length, None).unwrap();
+        (e.ids.remove(0), e.type_ids.remove(0))
+    }
+
+    /// A pair's texts past the budget are cut without keeping their cut-off pieces: the crate's
+    /// post-processing pairs every piece of one with every piece of the other (two texts of
+    /// 8000 words at max length 64 took 6 GB).
+    #[test]
+    fn a_long_pair_keeps_no_cut_off_pieces() {
+        let mut whole = words_tokenizer();
+        whole.with_truncation(None).unwrap();
+        let long = words(4, 60);
+        let budget = TruncationParams {
+            max_length: 9,
+            ..Default::default()
+        };
+        let e = encode_pair(&whole, (&long, &long), &budget).unwrap();
+        assert_eq!((e.len(), e.get_overflowing().len()), (12, 0));
+    }
+
+    /// Without a post-processor a pair's second text is type 1, as Python's tokenizers encodes
+    /// it (the texts were both type 0, the model read one text); the tokenizer.json's
+    /// truncation side is kept ("Left": the last tokens stay).
+    #[test]
+    fn pairs_keep_their_types_and_the_files_truncation_side() {
+        let mut json = words_tokenizer_json();
+        json["post_processor"] = serde_json::Value::Null;
+        let mut bare = parse_tokenizer(&json.to_string()).unwrap();
+        assert_eq!(
+            encoded(&mut bare, ("w4 w5", Some("w6")), 8),
+            (vec![4, 5, 6], vec![0, 0, 1])
+        );
+        let mut json = words_tokenizer_json();
+        json["truncation"] =
+            serde_json::json!({"direction": "Left", "max_length": 100, "strategy": "OnlySecond", "stride": 0});
+        let mut left = parse_tokenizer(&json.to_string()).unwrap();
+        assert_eq!(encoded(&mut left, (&words(4, 9), None), 6).0, [2, 9, 10, 11, 12, 3]);
+        // A text past the cap (1 MiB here) is cut at its start, so its last words stay.
+        let huge = format!("{}w20 w21", "w5 w6 ".repeat(400_000));
+        assert_eq!(encoded(&mut left, (&huge, None), 4).0, [2, 20, 21, 3]);
+        // Twice: the side set by the first call is read again, not reset.
+        let pair = encoded(&mut left, (&words(4, 9), Some(&words(30, 2))), 8);
+        assert_eq!(pair.0, [2, 10, 11, 12, 3, 30, 31, 3]);
+        assert_eq!(
+            encoded(&mut words_tokenizer(), (&words(4, 9), None), 6).0,
+            [2, 4, 5, 6, 7, 3]
+        );
+    }
+
+    /// A maximum length below the special tokens is refused: the tokenizer would not truncate.
+    #[test]
+    fn a_maximum_length_below_the_special_tokens_is_refused() {
+        let mut tok = words_tokenizer();
+        for (pair, max_length, needle) in [
+            (
+                Some("w5"),
+                2,
+                "less than the 3 special tokens the tokenizer adds to each pair: set it to 4",
+            ),
+            (
+                None,
+                1,
+                "less than the 2 special tokens the tokenizer adds to each text: set it to 3",
+            ),
+        ] {
+            let e = tokenize(&mut tok, [("w4", pair)].into_iter(), Path::new("f"), max_length, None).unwrap_err();
+            assert!(e.to_string().contains(needle), "{e}");
+        }
+        assert_eq!(encoded(&mut tok, ("w4 w5", Some("w6")), 3).0, [2, 3, 3]);
     }
 
     /// Past one chunk of texts the ids are those of each text tokenized alone, and a token past
@@ -1450,7 +1590,6 @@ mod tests {
     #[test]
     fn pairs_are_truncated_longest_first_as_python_does() {
         let mut tok = words_tokenizer();
-        let words = |from: usize, n: usize| (from..from + n).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ");
         let (long, short) = (words(4, 20), words(30, 15));
         // max_length 12: 9 for the texts; both past it: the shorter gets 4, the longer 5.
         for (a, b, first, second) in [(&long, &short, 5, 4), (&short, &long, 4, 5)] {
@@ -1493,8 +1632,11 @@ mod tests {
             };
             assert_eq!(ids(&huge), ids(&small));
         }
-        assert_eq!(cut("aé", 2), "a");
-        assert_eq!(cut("aé", 3), "aé");
+        let right = TruncationDirection::Right;
+        assert_eq!(cut("aé", 2, right), "a");
+        assert_eq!(cut("aé", 3, right), "aé");
+        assert_eq!(cut("éa", 2, TruncationDirection::Left), "a");
+        assert_eq!(cut("éa", 3, TruncationDirection::Left), "éa");
     }
 
     #[test]
