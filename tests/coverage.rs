@@ -680,6 +680,59 @@ fn a_layer_fixed_both_ways_is_pointed_to_a_mac_budget() {
     assert!(sens.notes.iter().any(|n| n.starts_with(note)), "{:?}", sens.notes);
 }
 
+/// The classifier is the Linear that computes the predictions (`logits`), the pooler what it
+/// reads: a second head beside them, before or after the classifier in node order, is neither
+/// (it was mapped as the classifier, or the classifier as the pooler: `inspect` said 3 labels and
+/// low rank factorized the classifier as a pooler). A pooled output beside a headless encoder's
+/// hidden states (`BertModel`'s `pooler_output`) is no classifier.
+#[test]
+fn the_classifier_is_the_linear_that_computes_the_predictions() {
+    use onnx::build::{node, value_info};
+    use onnx::proto::tensor_proto::DataType;
+    const POOLED: &str = "/bert/pooler/activation/Tanh_output_0";
+    let aux = |before: bool| {
+        edited(SDPA, |g| {
+            let w: Vec<f32> = (0..96).map(|i| i as f32 / 96.0).collect();
+            g.initializer.push(tensor::from_f32("aux.weight", &[32, 3], &w));
+            let gemm = node("MatMul", "aux", &[POOLED, "aux.weight"], &["aux"]);
+            let at = if before {
+                node_at(g, "/classifier/Gemm")
+            } else {
+                g.node.len()
+            };
+            g.node.insert(at, gemm);
+            g.output
+                .push(value_info("aux", DataType::Float, &[Err("batch"), Ok(3)]));
+        })
+    };
+    for before in [false, true] {
+        let t = discover(&aux(before)).unwrap();
+        let h = t.head.as_ref().expect("a head");
+        let pooler = h.pooler.as_ref().map(|p| p.node_name.as_str());
+        assert_eq!(
+            (h.classifier.node_name.as_str(), pooler, t.num_labels()),
+            ("/classifier/Gemm", Some("/bert/pooler/dense/Gemm"), Some(2)),
+            "aux head before the classifier: {before}"
+        );
+    }
+    let pooled = edited(HEADLESS, |g| {
+        let w: Vec<f32> = (0..1024).map(|i| i as f32 / 1024.0).collect();
+        g.initializer.push(tensor::from_f32("pooler.weight", &[32, 32], &w));
+        g.node.push(node(
+            "MatMul",
+            "pooler",
+            &["last_hidden_state", "pooler.weight"],
+            &["pooler_output"],
+        ));
+        g.output.push(value_info(
+            "pooler_output",
+            DataType::Float,
+            &[Err("batch"), Err("sequence"), Ok(32)],
+        ));
+    });
+    assert!(discover(&pooled).unwrap().head.is_none());
+}
+
 /// Saves `m` and prunes it with `refused` 0.5 (a one-line error naming `needles`, nothing
 /// written) and with `pruned` 0.5 (written, its layers of `sizes` heads and neurons).
 fn prunes_one_way_only(m: &ModelProto, (refused, needles): (&str, &[&str]), (pruned, sizes): (&str, [(u64, u64); 2])) {

@@ -128,6 +128,10 @@ impl<'g> GraphIndex<'g> {
         &self.graph_inputs
     }
 
+    pub fn graph_outputs(&self) -> &[&'g str] {
+        &self.graph_outputs
+    }
+
     pub fn is_graph_output(&self, value: &str) -> bool {
         self.graph_outputs.contains(&value)
     }

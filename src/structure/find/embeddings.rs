@@ -119,6 +119,23 @@ pub(super) fn embedding_projection(
         .find(|l| ix.resolve(&ix.node(l.node).input[0]) == value && starts_layer(&l.output))
 }
 
+/// Whether `target` is `from` or computed from it (looking a few hundred nodes on).
+fn reaches(ix: &GraphIndex, from: &str, target: &str) -> bool {
+    let mut queue = VecDeque::from([from.to_string()]);
+    let mut seen = HashSet::new();
+    while let Some(v) = queue.pop_front() {
+        if v == target {
+            return true;
+        }
+        for &c in ix.consumers(&v) {
+            if seen.len() < 256 && seen.insert(c) {
+                queue.extend(ix.node(c).output.iter().cloned());
+            }
+        }
+    }
+    false
+}
+
 pub(super) fn find_head(ix: &GraphIndex, encoder_out: &str) -> Option<Head> {
     let mut queue = VecDeque::from([encoder_out.to_string()]);
     let mut seen = HashSet::new();
@@ -148,8 +165,17 @@ pub(super) fn find_head(ix: &GraphIndex, encoder_out: &str) -> Option<Head> {
         }
     }
     linears.sort_by_key(|l| l.node);
-    let classifier = linears.pop()?;
-    let pooler = linears.pop();
+    // The classifier computes the predictions (the output named `logits`, else the first, as
+    // `eval` reads them), the pooler what the classifier reads: another head beside them (an
+    // auxiliary output) is neither. A model whose predictions no Linear here computes is headless.
+    let predictions = crate::onnx::graph::prediction_output(ix.graph_outputs())?;
+    let ci = linears.iter().rposition(|l| reaches(ix, &l.output, predictions))?;
+    let classifier = linears.remove(ci);
+    let classifier_input = ix.node(classifier.node).input.first()?.clone();
+    let pooler = linears
+        .iter()
+        .rposition(|l| l.node < classifier.node && reaches(ix, &l.output, &classifier_input))
+        .map(|i| linears.remove(i));
     let pooler_activation = pooler.as_ref().and_then(|p| {
         ops.iter()
             .filter(|(i, op)| {
