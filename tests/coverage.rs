@@ -733,6 +733,45 @@ fn the_classifier_is_the_linear_that_computes_the_predictions() {
     assert!(discover(&pooled).unwrap().head.is_none());
 }
 
+/// A graph output computed inside a block (an FFN's activation, an attention's probabilities,
+/// as `output_attentions` exports them) keeps its width only if that block is not pruned: pruning
+/// it is refused naming the output (the output shrank under its declared shape, exit 0).
+#[test]
+fn a_block_whose_inside_is_a_graph_output_is_not_pruned() {
+    use onnx::build::value_info;
+    use onnx::proto::tensor_proto::DataType;
+    if !have_ort("pruning a model that outputs a value inside a block") {
+        return;
+    }
+    const ACT: &str = "/bert/encoder/layer.0/intermediate/intermediate_act_fn/Mul_1_output_0";
+    let exposed = |value: &'static str, dims: &'static [Result<i64, &'static str>]| {
+        edited(SDPA, move |g| g.output.push(value_info(value, DataType::Float, dims)))
+    };
+    prunes_one_way_only(
+        &exposed(ACT, &[Err("batch"), Err("sequence"), Ok(64)]),
+        (
+            "--ffn",
+            &[
+                "layer 0",
+                &format!("the model outputs '{ACT}', computed inside its FFN"),
+            ],
+        ),
+        ("--heads", [(2, 64); 2]),
+    );
+    let probs = "/bert/encoder/layer.1/attention/self/Softmax_output_0";
+    prunes_one_way_only(
+        &exposed(probs, &[Err("batch"), Ok(4), Err("sequence"), Err("sequence")]),
+        (
+            "--heads",
+            &[
+                "layer 1",
+                &format!("the model outputs '{probs}', computed inside its attention"),
+            ],
+        ),
+        ("--ffn", [(4, 32); 2]),
+    );
+}
+
 /// Saves `m` and prunes it with `refused` 0.5 (a one-line error naming `needles`, nothing
 /// written) and with `pruned` 0.5 (written, its layers of `sizes` heads and neurons).
 fn prunes_one_way_only(m: &ModelProto, (refused, needles): (&str, &[&str]), (pruned, sizes): (&str, [(u64, u64); 2])) {
