@@ -772,6 +772,45 @@ fn a_block_whose_inside_is_a_graph_output_is_not_pruned() {
     );
 }
 
+/// Weights also listed as graph inputs (torch's `keep_initializers_as_inputs=True`) are dropped
+/// from the inputs by every pass: pruning and fp16 left them declaring the old shape or type,
+/// which ONNX Runtime refused ("Shape of initializer ... does not match").
+#[test]
+fn weights_listed_as_inputs_do_not_stop_a_pass() {
+    use onnx::build::value_info;
+    use onnx::proto::tensor_proto::DataType;
+    if !have_ort("passes on a model whose weights are listed as inputs") {
+        return;
+    }
+    let m = edited(SDPA, |g| {
+        let listed: Vec<_> = g
+            .initializer
+            .iter()
+            .map(|t| {
+                let dims: Vec<Result<i64, &str>> = t.dims.iter().map(|&d| Ok(d)).collect();
+                let ty = DataType::try_from(t.data_type()).unwrap();
+                value_info(t.name(), ty, &dims)
+            })
+            .collect();
+        g.input.extend(listed);
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.onnx");
+    onnx::save(&m, &input, &Default::default()).unwrap();
+    for args in [
+        &["prune", "--ffn", "0.5"][..],
+        &["prune", "--heads", "0.5"],
+        &["quantize", "--mode", "fp16"],
+    ] {
+        let out = dir.path().join("out.onnx");
+        let done = bin().args(args).arg(&input).arg(&out).output().unwrap();
+        assert!(done.status.success(), "{args:?}: {}", common::text(&done.stderr));
+        let written = onnx::load(&out).unwrap();
+        let inputs: Vec<&str> = written.graph.as_ref().unwrap().input.iter().map(|i| i.name()).collect();
+        assert_eq!(inputs, ["input_ids", "attention_mask", "token_type_ids"], "{args:?}");
+    }
+}
+
 /// Saves `m` and prunes it with `refused` 0.5 (a one-line error naming `needles`, nothing
 /// written) and with `pruned` 0.5 (written, its layers of `sizes` heads and neurons).
 fn prunes_one_way_only(m: &ModelProto, (refused, needles): (&str, &[&str]), (pruned, sizes): (&str, [(u64, u64); 2])) {

@@ -121,6 +121,24 @@ pub struct Applied {
     pub params: Option<(usize, usize)>,
 }
 
+/// `model` without the graph inputs that name an initializer (torch's
+/// `keep_initializers_as_inputs=True` lists every weight so: ONNX's overridable initializers),
+/// or `None` where it has none. A pass that resizes or retypes a weight would leave its input
+/// declaring the old shape or type, which ONNX Runtime refuses to load. Models of IR version 3,
+/// where every initializer must be listed, are left as they are.
+fn without_initializer_inputs(model: &ModelProto) -> Option<ModelProto> {
+    let g = model.graph.as_ref()?;
+    let weights: std::collections::HashSet<&str> = g.initializer.iter().map(|t| t.name()).collect();
+    if model.ir_version() < 4 || !g.input.iter().any(|i| weights.contains(i.name())) {
+        return None;
+    }
+    let mut m = model.clone(); // the raw data is shared, not copied
+    let g = m.graph.as_mut()?;
+    let names: std::collections::HashSet<String> = g.initializer.iter().map(|t| t.name().to_string()).collect();
+    g.input.retain(|i| !names.contains(i.name()));
+    Some(m)
+}
+
 impl Pass {
     /// The pass's name, as recorded in the history.
     pub fn name(&self) -> &'static str {
@@ -175,6 +193,8 @@ impl Pass {
     /// Applies the pass to `model`; `calibration` is used by the passes that need it (an error
     /// when they get none).
     pub fn apply(&self, model: &ModelProto, calibration: Option<&mut dyn Calibrator>) -> Result<Applied, PassError> {
+        let stripped = without_initializer_inputs(model);
+        let model = stripped.as_ref().unwrap_or(model);
         let missing = |field: &'static str, what: &str| {
             PassError::Options(OptionError::new(
                 field,
