@@ -121,21 +121,38 @@ pub struct Applied {
     pub params: Option<(usize, usize)>,
 }
 
-/// `model` without the graph inputs that name an initializer (torch's
-/// `keep_initializers_as_inputs=True` lists every weight so: ONNX's overridable initializers),
-/// or `None` where it has none. A pass that resizes or retypes a weight would leave its input
-/// declaring the old shape or type, which ONNX Runtime refuses to load. Models of IR version 3,
-/// where every initializer must be listed, are left as they are.
-fn without_initializer_inputs(model: &ModelProto) -> Option<ModelProto> {
+/// `model` as the passes take it, or `None` where it already is:
+/// - without the graph inputs that name an initializer (torch's
+///   `keep_initializers_as_inputs=True` lists every weight so: ONNX's overridable initializers).
+///   A pass that resizes or retypes a weight would leave its input declaring the old shape or
+///   type, which ONNX Runtime refuses to load. Models of IR version 3, where every initializer
+///   must be listed, keep them.
+/// - every node named (ONNX allows none): the nodes a pass adds are named after the ones they
+///   replace, and two named `_to_float` are an invalid model. An unnamed node takes its first
+///   output's name (made unique).
+fn prepared(model: &ModelProto) -> Option<ModelProto> {
+    use std::collections::HashSet;
     let g = model.graph.as_ref()?;
-    let weights: std::collections::HashSet<&str> = g.initializer.iter().map(|t| t.name()).collect();
-    if model.ir_version() < 4 || !g.input.iter().any(|i| weights.contains(i.name())) {
+    let weights: HashSet<&str> = g.initializer.iter().map(|t| t.name()).collect();
+    let listed = model.ir_version() >= 4 && g.input.iter().any(|i| weights.contains(i.name()));
+    let unnamed = g.node.iter().any(|n| n.name().is_empty());
+    if !listed && !unnamed {
         return None;
     }
     let mut m = model.clone(); // the raw data is shared, not copied
     let g = m.graph.as_mut()?;
-    let names: std::collections::HashSet<String> = g.initializer.iter().map(|t| t.name().to_string()).collect();
-    g.input.retain(|i| !names.contains(i.name()));
+    if listed {
+        let names: HashSet<String> = g.initializer.iter().map(|t| t.name().to_string()).collect();
+        g.input.retain(|i| !names.contains(i.name()));
+    }
+    if unnamed {
+        let mut taken: HashSet<String> = g.node.iter().map(|n| n.name().to_string()).collect();
+        for n in g.node.iter_mut().filter(|n| n.name().is_empty()) {
+            let base = n.output.first().filter(|o| !o.is_empty()).cloned();
+            let base = base.unwrap_or_else(|| n.op_type().to_string());
+            n.name = Some(crate::onnx::edit::fresh_name(&mut taken, &format!("{base}_node")));
+        }
+    }
     Some(m)
 }
 
@@ -193,8 +210,8 @@ impl Pass {
     /// Applies the pass to `model`; `calibration` is used by the passes that need it (an error
     /// when they get none).
     pub fn apply(&self, model: &ModelProto, calibration: Option<&mut dyn Calibrator>) -> Result<Applied, PassError> {
-        let stripped = without_initializer_inputs(model);
-        let model = stripped.as_ref().unwrap_or(model);
+        let prepared = prepared(model);
+        let model = prepared.as_ref().unwrap_or(model);
         let missing = |field: &'static str, what: &str| {
             PassError::Options(OptionError::new(
                 field,
