@@ -347,6 +347,9 @@ pub struct Model {
     pub session: Session,
     pub has_token_type_ids: bool,
     pub has_attention_mask: bool,
+    /// The token inputs (input_ids, attention_mask, token_type_ids) the model takes as int32
+    /// (tf2onnx's exports, some optimizers'): the batch's int64 arrays are narrowed for them.
+    int32: [bool; 3],
     pub output_name: String,
     /// Weights the graph takes as inputs, handed to every run from the model's own memory
     /// ([`open_fed`]); none for a model opened from a file or from bytes.
@@ -623,12 +626,28 @@ fn wrap_fed(session: Session, what: &str, weights: Vec<FedWeight>) -> Result<Mod
         bail!("{what}: the model has no 'input_ids' input");
     }
     // Batches vary in size and length: a token input of fixed size fails on the first one that
-    // differs, in ONNX Runtime's words ("Got invalid dimensions for input").
+    // differs, in ONNX Runtime's words ("Got invalid dimensions for input"). Token ids are fed
+    // as int64, or int32 where the model takes them so.
+    let mut int32 = [false; 3];
     for i in session.inputs() {
-        if let ort::value::ValueType::Tensor { shape, .. } = i.dtype() {
+        if let ort::value::ValueType::Tensor { shape, ty, .. } = i.dtype() {
             if names.iter().any(|n| n == i.name()) {
                 if let Some(why) = fixed_shape(i.name(), shape) {
                     bail!("{what}: {why}");
+                }
+                use ort::value::TensorElementType as T;
+                if !matches!(ty, T::Int64 | T::Int32) {
+                    bail!(
+                        "{what}: input '{}' takes {ty} elements, where token ids, masks and types are integers \
+                         (int64 or int32): re-export the model with integer token inputs",
+                        i.name()
+                    );
+                }
+                if let Some(k) = ["input_ids", "attention_mask", "token_type_ids"]
+                    .iter()
+                    .position(|n| *n == i.name())
+                {
+                    int32[k] = *ty == T::Int32;
                 }
             }
         }
@@ -640,6 +659,7 @@ fn wrap_fed(session: Session, what: &str, weights: Vec<FedWeight>) -> Result<Mod
     Ok(Model {
         has_token_type_ids: names.iter().any(|n| n == "token_type_ids"),
         has_attention_mask: names.iter().any(|n| n == "attention_mask"),
+        int32,
         output_name,
         session,
         weights,
@@ -839,25 +859,27 @@ impl Batch {
 /// The batch's arrays for the inputs a model declares, by name, and its fed weights (apart from
 /// [`Model`] so that its session can be borrowed to run at the same time).
 fn inputs<'b>(
-    (has_attention_mask, has_token_type_ids): (bool, bool),
+    (has_attention_mask, has_token_type_ids, int32): (bool, bool, [bool; 3]),
     weights: &'b [FedWeight],
     batch: &'b Batch,
 ) -> Result<Vec<(&'b str, ort::session::SessionInputValue<'b>)>> {
-    let mut inputs = vec![("input_ids", TensorRef::from_array_view(&batch.input_ids)?.into())];
+    // Viewed where the model takes int64, narrowed to an int32 copy where it takes those.
+    let tokens = |a: &'b Array2<i64>, narrow: bool| -> Result<ort::session::SessionInputValue<'b>> {
+        Ok(if narrow {
+            ort::value::Tensor::from_array(a.mapv(|v| v as i32))?.into()
+        } else {
+            TensorRef::from_array_view(a)?.into()
+        })
+    };
+    let mut inputs = vec![("input_ids", tokens(&batch.input_ids, int32[0])?)];
     for w in weights {
         inputs.push((w.name.as_str(), w.value()?));
     }
     if has_attention_mask {
-        inputs.push((
-            "attention_mask",
-            TensorRef::from_array_view(&batch.attention_mask)?.into(),
-        ));
+        inputs.push(("attention_mask", tokens(&batch.attention_mask, int32[1])?));
     }
     if has_token_type_ids {
-        inputs.push((
-            "token_type_ids",
-            TensorRef::from_array_view(&batch.token_type_ids)?.into(),
-        ));
+        inputs.push(("token_type_ids", tokens(&batch.token_type_ids, int32[2])?));
     }
     Ok(inputs)
 }
@@ -865,7 +887,11 @@ fn inputs<'b>(
 impl Model {
     /// Runs one batch; returns the logits, row-major [batch, labels], and the label count.
     pub fn run(&mut self, batch: &Batch) -> Result<(Vec<f32>, usize)> {
-        let inputs = inputs((self.has_attention_mask, self.has_token_type_ids), &self.weights, batch)?;
+        let inputs = inputs(
+            (self.has_attention_mask, self.has_token_type_ids, self.int32),
+            &self.weights,
+            batch,
+        )?;
         let outputs = self.session.run(inputs).map_err(ort_error)?;
         let (shape, data) = outputs[self.output_name.as_str()]
             .try_extract_tensor::<f32>()
@@ -966,7 +992,7 @@ impl Probe {
     /// data) where ONNX Runtime wrote it, without a copy.
     pub fn run_each(&mut self, batch: &Batch, each: &mut ValueVisit) -> Result<()> {
         let m = &mut self.model;
-        let inputs = inputs((m.has_attention_mask, m.has_token_type_ids), &m.weights, batch)?;
+        let inputs = inputs((m.has_attention_mask, m.has_token_type_ids, m.int32), &m.weights, batch)?;
         let outputs = m.session.run(inputs).map_err(ort_error)?;
         for (i, n) in self.outputs.iter().enumerate() {
             let (shape, data) = outputs[n.as_str()].try_extract_tensor::<f32>().with_context(|| {

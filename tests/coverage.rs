@@ -811,6 +811,70 @@ fn weights_listed_as_inputs_do_not_stop_a_pass() {
     }
 }
 
+/// Nodes without names (ONNX allows them; ONNX Runtime's optimizer writes some) are named after
+/// their first output before a pass runs: the nodes INT8 adds are named after the ones they
+/// replace, and two named `_to_float` made an invalid model (helper-58).
+#[test]
+fn unnamed_nodes_are_named_before_a_pass() {
+    if !have_ort("passes on a model whose nodes have no names") {
+        return;
+    }
+    let m = edited(SDPA, |g| g.node.iter_mut().for_each(|n| n.name = None));
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.onnx");
+    onnx::save(&m, &input, &Default::default()).unwrap();
+    for args in [
+        &["quantize", "--mode", "dynamic"][..],
+        &["prune", "--heads", "0.5"],
+        &["lowrank", "--rank", "4"],
+    ] {
+        let out = dir.path().join("out.onnx");
+        let done = bin().args(args).arg(&input).arg(&out).output().unwrap();
+        assert!(done.status.success(), "{args:?}: {}", common::text(&done.stderr));
+        let written = onnx::load(&out).unwrap();
+        let names: Vec<&str> = written.graph.as_ref().unwrap().node.iter().map(|n| n.name()).collect();
+        let unique: std::collections::HashSet<&str> = names.iter().copied().collect();
+        assert!(
+            unique.len() == names.len() && !unique.contains(""),
+            "{args:?}: {names:?}"
+        );
+    }
+}
+
+/// A model that takes its token inputs as int32 (tf2onnx's exports) runs on the int64 batches,
+/// narrowed for it, with the logits of the same model taking int64: before, every batch failed
+/// with ONNX Runtime's "Unexpected input data type" (helper-59).
+#[test]
+fn token_inputs_of_int32_are_fed_as_int32() {
+    use onnx::build::{attr_int, node};
+    use onnx::proto::tensor_proto::DataType;
+    use onnx::proto::type_proto;
+    if !require_ort("a model with int32 token inputs") {
+        return;
+    }
+    let original = load(SDPA);
+    let narrow = edited(SDPA, |g| {
+        for i in g.input.iter_mut() {
+            let wide = format!("{}_int64", i.name());
+            for n in g.node.iter_mut() {
+                n.input
+                    .iter_mut()
+                    .filter(|x| *x == i.name())
+                    .for_each(|x| *x = wide.clone());
+            }
+            let mut cast = node("Cast", &wide, &[i.name()], &[&wide]);
+            cast.attribute.push(attr_int("to", DataType::Int64 as i64));
+            g.node.insert(0, cast);
+            if let Some(type_proto::Value::TensorType(t)) = i.r#type.as_mut().and_then(|t| t.value.as_mut()) {
+                t.elem_type = Some(DataType::Int32 as i32);
+            }
+        }
+    });
+    let b = batches(SDPA);
+    let want = logits(&original, &b, "int64 inputs");
+    assert_eq!(logits(&narrow, &b, "int32 inputs"), want);
+}
+
 /// Saves `m` and prunes it with `refused` 0.5 (a one-line error naming `needles`, nothing
 /// written) and with `pruned` 0.5 (written, its layers of `sizes` heads and neurons).
 fn prunes_one_way_only(m: &ModelProto, (refused, needles): (&str, &[&str]), (pruned, sizes): (&str, [(u64, u64); 2])) {
