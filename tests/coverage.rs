@@ -794,21 +794,31 @@ fn weights_listed_as_inputs_do_not_stop_a_pass() {
             .collect();
         g.input.extend(listed);
     });
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.onnx");
-    onnx::save(&m, &input, &Default::default()).unwrap();
-    for args in [
+    let commands = [
         &["prune", "--ffn", "0.5"][..],
         &["prune", "--heads", "0.5"],
         &["quantize", "--mode", "fp16"],
-    ] {
-        let out = dir.path().join("out.onnx");
-        let done = bin().args(args).arg(&input).arg(&out).output().unwrap();
-        assert!(done.status.success(), "{args:?}: {}", common::text(&done.stderr));
-        let written = onnx::load(&out).unwrap();
+    ];
+    for (args, written) in commands.iter().zip(written_by(&m, &commands)) {
         let inputs: Vec<&str> = written.graph.as_ref().unwrap().input.iter().map(|i| i.name()).collect();
         assert_eq!(inputs, ["input_ids", "attention_mask", "token_type_ids"], "{args:?}");
     }
+}
+
+/// The models `m` saved and given to each of `commands` (then IN OUT) writes; each must succeed.
+fn written_by(m: &ModelProto, commands: &[&[&str]]) -> Vec<ModelProto> {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.onnx");
+    onnx::save(m, &input, &Default::default()).unwrap();
+    commands
+        .iter()
+        .map(|args| {
+            let out = dir.path().join("out.onnx");
+            let done = bin().args(*args).arg(&input).arg(&out).output().unwrap();
+            assert!(done.status.success(), "{args:?}: {}", common::text(&done.stderr));
+            onnx::load(&out).unwrap()
+        })
+        .collect()
 }
 
 /// Nodes without names (ONNX allows them; ONNX Runtime's optimizer writes some) are named after
@@ -820,18 +830,12 @@ fn unnamed_nodes_are_named_before_a_pass() {
         return;
     }
     let m = edited(SDPA, |g| g.node.iter_mut().for_each(|n| n.name = None));
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.onnx");
-    onnx::save(&m, &input, &Default::default()).unwrap();
-    for args in [
+    let commands = [
         &["quantize", "--mode", "dynamic"][..],
         &["prune", "--heads", "0.5"],
         &["lowrank", "--rank", "4"],
-    ] {
-        let out = dir.path().join("out.onnx");
-        let done = bin().args(args).arg(&input).arg(&out).output().unwrap();
-        assert!(done.status.success(), "{args:?}: {}", common::text(&done.stderr));
-        let written = onnx::load(&out).unwrap();
+    ];
+    for (args, written) in commands.iter().zip(written_by(&m, &commands)) {
         let names: Vec<&str> = written.graph.as_ref().unwrap().node.iter().map(|n| n.name()).collect();
         let unique: std::collections::HashSet<&str> = names.iter().copied().collect();
         assert!(
