@@ -420,20 +420,11 @@ pub fn tokenize<'a>(
     vocabulary: Option<usize>,
 ) -> Result<Encoded> {
     // The side cut is the tokenizer.json's own ("truncation": {"direction": "Left"}), as
-    // transformers takes it; its length and strategy give way to `max_length`, longest first.
+    // transformers takes it where tokenizer_config.json sets no `truncation_side` (that file is
+    // not read); its length and strategy give way to `max_length`, longest first.
     let direction = tokenizer
         .get_truncation()
         .map_or(TruncationDirection::Right, |t| t.direction);
-    let params = TruncationParams {
-        direction,
-        max_length,
-        strategy: TruncationStrategy::LongestFirst,
-        stride: 0,
-    };
-    tokenizer
-        .with_truncation(Some(params.clone()))
-        .map_err(|e| anyhow!("tokenizer truncation at {max_length}: {e}"))?;
-    tokenizer.with_padding(None);
     // A text is cut at `cap` bytes first: the tokenizer keeps ~140 bytes of state per byte of
     // text before it truncates (a 200 MB field ran it out of memory), and `max_length` tokens lie
     // far within the cut (256 bytes a token; a word past 100 characters is one [UNK] token). (Of
@@ -445,24 +436,32 @@ pub fn tokenize<'a>(
         .collect();
     let fail = |e: tokenizers::Error| anyhow!("tokenizing {}: {e}", file.display());
     let pairs = texts.iter().any(|t| t.1.is_some());
-    // The special tokens take their place within `max_length`: below them the tokenizer would
-    // not truncate at all, and sequences past the model's positions would fail in ONNX Runtime.
+    // The special tokens take their place within `max_length`, and some text must fit beside
+    // them: below them the tokenizer would not truncate at all, and sequences past the model's
+    // positions would fail in ONNX Runtime.
     let added = |pair: bool| {
         use tokenizers::PostProcessor;
         tokenizer.get_post_processor().map_or(0, |p| p.added_tokens(pair))
     };
-    let (special, what) = if pairs {
-        (added(true), "pair")
-    } else {
-        (added(false), "text")
-    };
-    if max_length < special {
+    let (special, pair_special) = (added(pairs), added(true));
+    if max_length <= special {
         bail!(
-            "a maximum length of {max_length} tokens (--max-length) is less than the {special} special tokens the \
-             tokenizer adds to each {what}: set it to {} or more",
+            "a maximum length of {max_length} tokens (--max-length) leaves no room for text beside the {special} \
+             special tokens the tokenizer adds to each {}: set it to {} or more",
+            if pairs { "pair" } else { "text" },
             special + 1
         );
     }
+    let params = TruncationParams {
+        direction,
+        max_length,
+        strategy: TruncationStrategy::LongestFirst,
+        stride: 0,
+    };
+    tokenizer
+        .with_truncation(Some(params.clone()))
+        .map_err(|e| anyhow!("tokenizer truncation at {max_length}: {e}"))?;
+    tokenizer.with_padding(None);
     // Pairs: each text encoded whole (the second as type 1, as the tokenizer encodes a pair),
     // then truncated longest first and given its special tokens, as Python's tokenizers and
     // transformers do. The crate's own pair encoding (0.23.2) stops reading each text near
@@ -471,7 +470,7 @@ pub fn tokenize<'a>(
     // tokens are added: the crate would pair every piece of one with every piece of the other
     // (two texts of 8000 words at `max_length` 64 took 6 GB).
     let pair_budget = TruncationParams {
-        max_length: max_length - added(true),
+        max_length: max_length.saturating_sub(pair_special),
         ..params
     };
     let whole = if pairs {
@@ -1000,13 +999,21 @@ pub fn input_limits_of(proto: &onnx::ModelProto, mapped: Option<&crate::structur
         };
     }
     // (the Gather, the indices' source, the table's rows) of every Gather of a constant 2-D table.
+    // The source is read through casts: a model taking int32 ids casts them first.
+    fn source<'g>(ix: &'g onnx::GraphIndex<'g>, v: &'g str) -> &'g str {
+        let mut v = ix.resolve(v);
+        while let Some(p) = ix.producer(v).filter(|&p| ix.is_op(p, "Cast")) {
+            v = ix.resolve(&ix.node(p).input[0]);
+        }
+        v
+    }
     let tables: Vec<(&onnx::NodeProto, &str, usize)> = graph
         .node
         .iter()
         .filter(|n| n.op_type() == "Gather" && n.input.len() == 2)
         .filter_map(|n| {
             let dims = &ix.constant(&n.input[0])?.tensor().dims;
-            (dims.len() == 2).then(|| (n, ix.resolve(&n.input[1]), dims[0] as usize))
+            (dims.len() == 2).then(|| (n, source(&ix, &n.input[1]), dims[0] as usize))
         })
         .collect();
     InputLimits {
@@ -1519,26 +1526,29 @@ mod tests {
         );
     }
 
-    /// A maximum length below the special tokens is refused: the tokenizer would not truncate.
+    /// A maximum length that leaves no room beside the special tokens is refused: below them the
+    /// tokenizer would not truncate (and, in a debug build, its subtraction overflowed).
     #[test]
     fn a_maximum_length_below_the_special_tokens_is_refused() {
         let mut tok = words_tokenizer();
+        let beside = "leaves no room for text beside the";
         for (pair, max_length, needle) in [
             (
                 Some("w5"),
-                2,
-                "less than the 3 special tokens the tokenizer adds to each pair: set it to 4",
+                3,
+                format!("{beside} 3 special tokens the tokenizer adds to each pair: set it to 4"),
             ),
             (
                 None,
-                1,
-                "less than the 2 special tokens the tokenizer adds to each text: set it to 3",
+                2,
+                format!("{beside} 2 special tokens the tokenizer adds to each text: set it to 3"),
             ),
+            (None, 1, format!("{beside} 2 special tokens")),
         ] {
             let e = tokenize(&mut tok, [("w4", pair)].into_iter(), Path::new("f"), max_length, None).unwrap_err();
-            assert!(e.to_string().contains(needle), "{e}");
+            assert!(e.to_string().contains(&needle), "{e}");
         }
-        assert_eq!(encoded(&mut tok, ("w4 w5", Some("w6")), 3).0, [2, 3, 3]);
+        assert_eq!(encoded(&mut tok, ("w4 w5", Some("w6")), 5).0, [2, 4, 3, 6, 3]);
     }
 
     /// Past one chunk of texts the ids are those of each text tokenized alone, and a token past
