@@ -154,6 +154,9 @@ pub fn sensitivity(
     stage: &mut dyn FnMut(&str),
 ) -> Result<SensitivityReport, PassError> {
     opts.validate()?;
+    // As the passes take it (the copies measured are pruned or quantized ones).
+    let prepared = crate::passes::prepared(model);
+    let model = prepared.as_ref().unwrap_or(model);
     let start = Instant::now();
     let t = structure::discover(model)?;
     // A low-rank model cannot be pruned; its INT8 costs can still be measured.

@@ -740,7 +740,7 @@ fn the_classifier_is_the_linear_that_computes_the_predictions() {
 fn a_block_whose_inside_is_a_graph_output_is_not_pruned() {
     use onnx::build::value_info;
     use onnx::proto::tensor_proto::DataType;
-    if !have_ort("pruning a model that outputs a value inside a block") {
+    if !require_ort("pruning a model that outputs a value inside a block") {
         return;
     }
     const ACT: &str = "/bert/encoder/layer.0/intermediate/intermediate_act_fn/Mul_1_output_0";
@@ -770,6 +770,47 @@ fn a_block_whose_inside_is_a_graph_output_is_not_pruned() {
         ),
         ("--ffn", [(4, 32); 2]),
     );
+    // Those neurons are fixed: a MAC budget prunes the other layer's and leaves them.
+    let m = exposed(ACT, &[Err("batch"), Err("sequence"), Ok(64)]);
+    assert!(discover(&m).unwrap().layers[0]
+        .ffn
+        .as_ref()
+        .is_some_and(|f| f.neurons_fixed.is_some()));
+    let pass = Pass::Prune(PruneOptions {
+        target_macs: Some(0.8),
+        strategy: Strategy::Obs,
+        ..Default::default()
+    });
+    let pruned = pass
+        .apply(&m, Some(&mut calibrator(2, 3)))
+        .expect("a MAC budget around the exposed FFN");
+    let t = discover(&pruned.model).unwrap();
+    assert_eq!(t.layers[0].ffn_width(), 64);
+    // Another layer reading the shape of a value inside a block (as ONNX Runtime's shape merging
+    // leaves it) is not inside it: layer 0's heads still prune.
+    let shared_shape = edited(SDPA, |g| {
+        const OWN: &str = "/bert/encoder/layer.1/attention/self/MatMul_1_output_0";
+        let shape = g
+            .node
+            .iter_mut()
+            .find(|n| n.op_type() == "Shape" && n.input[0] == OWN)
+            .expect("layer 1's Shape of its context");
+        shape.input[0] = "/bert/encoder/layer.0/attention/self/MatMul_1_output_0".into();
+    });
+    let heads = Pass::Prune(PruneOptions {
+        heads: 0.5,
+        ..Default::default()
+    });
+    let pruned = heads
+        .apply(&shared_shape, None)
+        .expect("heads of a layer whose shape another reads");
+    let t = discover(&pruned.model).unwrap();
+    assert_eq!((t.layers[0].heads(), t.layers[1].heads()), (2, 2));
+    logits(
+        &pruned.model,
+        &batches(SDPA),
+        "pruned, another layer reading a shape of layer 0",
+    );
 }
 
 /// Weights also listed as graph inputs (torch's `keep_initializers_as_inputs=True`) are dropped
@@ -779,7 +820,7 @@ fn a_block_whose_inside_is_a_graph_output_is_not_pruned() {
 fn weights_listed_as_inputs_do_not_stop_a_pass() {
     use onnx::build::value_info;
     use onnx::proto::tensor_proto::DataType;
-    if !have_ort("passes on a model whose weights are listed as inputs") {
+    if !require_ort("passes on a model whose weights are listed as inputs") {
         return;
     }
     let m = edited(SDPA, |g| {
@@ -803,6 +844,19 @@ fn weights_listed_as_inputs_do_not_stop_a_pass() {
         let inputs: Vec<&str> = written.graph.as_ref().unwrap().input.iter().map(|i| i.name()).collect();
         assert_eq!(inputs, ["input_ids", "attention_mask", "token_type_ids"], "{args:?}");
     }
+    // sensitivity measures such a model's pruned copies too (they failed to load).
+    let sens = onnx_compress::sensitivity::sensitivity(
+        &m,
+        &onnx_compress::sensitivity::SensitivityOptions {
+            int8: false,
+            fractions: vec![0.5],
+            ..Default::default()
+        },
+        &mut calibrator(2, 3),
+        &mut |_| {},
+    )
+    .unwrap_or_else(|e| panic!("sensitivity: {e}"));
+    assert_eq!(sens.pruning.len(), 4);
 }
 
 /// The models `m` saved and given to each of `commands` (then IN OUT) writes; each must succeed.
@@ -874,6 +928,13 @@ fn token_inputs_of_int32_are_fed_as_int32() {
             }
         }
     });
+    // Unmapped (as after INT8), the tables are still found behind the casts: the positions and
+    // vocabulary are the same (the word table was read as the position table).
+    let limits = |m: &ModelProto| {
+        let l = onnx_compress::eval::input_limits_of(m, None);
+        (l.positions, l.vocabulary)
+    };
+    assert_eq!(limits(&narrow), limits(&original));
     let b = batches(SDPA);
     let want = logits(&original, &b, "int64 inputs");
     assert_eq!(logits(&narrow, &b, "int32 inputs"), want);

@@ -130,7 +130,7 @@ pub struct Applied {
 /// - every node named (ONNX allows none): the nodes a pass adds are named after the ones they
 ///   replace, and two named `_to_float` are an invalid model. An unnamed node takes its first
 ///   output's name (made unique).
-fn prepared(model: &ModelProto) -> Option<ModelProto> {
+pub(crate) fn prepared(model: &ModelProto) -> Option<ModelProto> {
     use std::collections::HashSet;
     let g = model.graph.as_ref()?;
     let weights: HashSet<&str> = g.initializer.iter().map(|t| t.name()).collect();

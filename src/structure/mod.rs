@@ -9,6 +9,7 @@ mod find;
 mod stats;
 
 pub use find::discover;
+pub(crate) use find::exposed_output;
 pub use stats::{
     head_macs, layer_macs as stats_layer_macs, macs_per_sequence, neuron_macs, parameter_counts, unit_macs,
     ParameterCounts,

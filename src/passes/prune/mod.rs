@@ -1267,27 +1267,19 @@ pub(crate) fn refuse_fixed(l: &EncoderLayer, heads: bool) -> Result<(), PassErro
     Err(PassError::Unsupported(format!("layer {}: {why}; {advice}", l.index)))
 }
 
-/// Refuses pruning layer `layer`'s `block` where a graph output is computed inside it: from the
-/// values `starts` (its projections' outputs) up to the node `end` (its output projection) every
-/// value holds a column per head or neuron, so the output would change width (or, the block
-/// removed, lose what computes it) under the shape it declares.
-fn refuse_exposed(ix: &GraphIndex, layer: usize, block: &str, starts: &[&str], end: usize) -> Result<(), PassError> {
-    let mut queue: std::collections::VecDeque<&str> = starts.iter().copied().collect();
-    let mut seen = std::collections::HashSet::new();
-    while let Some(v) = queue.pop_front() {
-        if ix.is_graph_output(v) {
-            return Err(PassError::Unsupported(format!(
-                "layer {layer}: the model outputs '{v}', computed inside its {block}, whose width pruning changes; \
-                 remove that output from the model, or prune the other blocks"
-            )));
-        }
-        for &c in ix.consumers(v) {
-            if c != end && seen.len() < 4096 && seen.insert(c) {
-                queue.extend(ix.node(c).output.iter().map(String::as_str));
-            }
-        }
+/// Refuses removing or pruning layer `l`'s attention (`heads`) or FFN where a graph output is
+/// computed inside it ([`structure::exposed_output`]; discovery marks such heads or neurons as
+/// fixed, but a whole block may still be asked to go).
+fn refuse_exposed(ix: &GraphIndex, l: &EncoderLayer, heads: bool) -> Result<(), PassError> {
+    match structure::exposed_output(ix, l, heads) {
+        Some(v) => Err(PassError::Unsupported(format!(
+            "layer {}: the model outputs '{v}', computed inside its {}, which pruning would change or remove; \
+             remove that output from the model, or prune the other blocks",
+            l.index,
+            if heads { "attention" } else { "FFN" }
+        ))),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn prune_attention(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &LayerPlan) -> Result<(), PassError> {
@@ -1304,16 +1296,8 @@ fn prune_attention(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &Layer
     if !p.keep_heads.is_empty() {
         refuse_fixed(l, true)?;
     }
-    let starts: Vec<&str> = match &a.qkv {
-        Qkv::Separate { q, k, v } => [q, k, v]
-            .iter()
-            .map(|lin| ix.node(lin.node).output[0].as_str())
-            .collect(),
-        Qkv::Stacked { qkv } => vec![ix.node(qkv.node).output[0].as_str()],
-        Qkv::Packed { node, .. } => ix.node(*node).output.iter().map(String::as_str).collect(),
-    };
     if p.keep_heads.len() < a.num_heads {
-        refuse_exposed(ix, l.index, "attention", &starts, a.output.node)?;
+        refuse_exposed(ix, l, true)?;
     }
     let hidden = a.output.out_features;
     if p.keep_heads.is_empty() {
@@ -1474,13 +1458,7 @@ fn prune_ffn(ed: &mut Editor, ix: &GraphIndex, l: &EncoderLayer, p: &LayerPlan) 
         refuse_fixed(l, false)?;
     }
     if p.keep_neurons.len() < f.width {
-        refuse_exposed(
-            ix,
-            l.index,
-            "FFN",
-            &[ix.node(f.up.node).output[0].as_str()],
-            f.down.node,
-        )?;
+        refuse_exposed(ix, l, false)?;
     }
     if p.keep_neurons.is_empty() {
         return remove_block(ed, &f.down, f.down.out_features, p.down_refit.as_ref(), &l.output_norm);

@@ -224,6 +224,20 @@ fn discover_graph(graph: &crate::onnx::proto::GraphProto) -> R<Transformer> {
         })
         .or(embeddings.word.as_ref().map(|w| w.dim))
         .unwrap_or(0);
+    // A graph output computed inside a block keeps that block's heads or neurons: pruned, it
+    // would change width under the shape it declares (or, the block removed, lose what computes it).
+    for l in layers.iter_mut() {
+        if let Some(v) = exposed_output(&ix, l, true) {
+            let a = l.attention.as_mut().expect("an attention gives exposed values");
+            a.heads_fixed
+                .get_or_insert(format!("the model outputs '{v}', computed inside its attention"));
+        }
+        if let Some(v) = exposed_output(&ix, l, false) {
+            let f = l.ffn.as_mut().expect("an FFN gives exposed values");
+            f.neurons_fixed
+                .get_or_insert(format!("the model outputs '{v}', computed inside its FFN"));
+        }
+    }
     let head = find_head(&ix, &value);
     Ok(Transformer {
         hidden,
@@ -275,4 +289,48 @@ fn op_summary(graph: &crate::onnx::GraphProto) -> String {
     } else {
         ops.join(", ")
     }
+}
+
+/// A graph output computed inside layer `l`'s attention (`heads`) or FFN: a value from the
+/// block's projections (Q, K and V; the up projection) to its output projection, which holds a
+/// column per head or neuron. Shape reads (`Shape`, `Size`) are not followed, nor is anything
+/// the output projection computes: another layer reading a shape or a value here is not inside.
+pub(crate) fn exposed_output(ix: &GraphIndex, l: &EncoderLayer, heads: bool) -> Option<String> {
+    let first = |node: usize| ix.node(node).output.first().cloned();
+    let (starts, end): (Vec<String>, usize) = if heads {
+        let a = l.attention.as_ref()?;
+        let starts = match &a.qkv {
+            Qkv::Separate { q, k, v } => [q, k, v].iter().filter_map(|lin| first(lin.node)).collect(),
+            Qkv::Stacked { qkv } => first(qkv.node).into_iter().collect(),
+            Qkv::Packed { node, .. } => ix.node(*node).output.clone(),
+        };
+        (starts, a.output.node)
+    } else {
+        let f = l.ffn.as_ref()?;
+        (first(f.up.node).into_iter().collect(), f.down.node)
+    };
+    // What the output projection computes, directly or not.
+    let mut after: HashSet<usize> = HashSet::from([end]);
+    let mut queue: VecDeque<&str> = ix.node(end).output.iter().map(String::as_str).collect();
+    while let Some(v) = queue.pop_front() {
+        for &c in ix.consumers(v) {
+            if after.insert(c) {
+                queue.extend(ix.node(c).output.iter().map(String::as_str));
+            }
+        }
+    }
+    let mut queue: VecDeque<&str> = starts.iter().map(String::as_str).collect();
+    let mut seen = HashSet::new();
+    while let Some(v) = queue.pop_front() {
+        if ix.is_graph_output(v) {
+            return Some(v.to_string());
+        }
+        for &c in ix.consumers(v) {
+            let shape_read = matches!(ix.node(c).op_type(), "Shape" | "Size");
+            if !after.contains(&c) && !shape_read && seen.insert(c) {
+                queue.extend(ix.node(c).output.iter().map(String::as_str));
+            }
+        }
+    }
+    None
 }
