@@ -465,6 +465,43 @@ pub(crate) fn runs_within(sizes: impl IntoIterator<Item = usize>, budget: usize)
 
 #[cfg(test)]
 mod tests {
+    /// `prepared` drops weights listed as inputs (not in IR 3, which must list them) and names
+    /// unnamed nodes after their first output, unique beside the names already there.
+    #[test]
+    fn prepared_drops_listed_weights_and_names_every_node() {
+        use crate::onnx::build::{model, node, value_info};
+        use crate::onnx::proto::tensor_proto::DataType;
+        use crate::onnx::{tensor, GraphProto};
+        let mut named = node("Relu", "y_node", &["x"], &["z"]);
+        named.name = Some("y_node".into());
+        let mut unnamed = [
+            node("MatMul", "", &["x", "w"], &["y"]),
+            node("Relu", "", &["y"], &["out"]),
+        ];
+        unnamed.iter_mut().for_each(|n| n.name = None);
+        let graph = GraphProto {
+            node: [unnamed[0].clone(), named, unnamed[1].clone()].into(),
+            initializer: vec![tensor::from_f32("w", &[2, 2], &[1.0; 4])],
+            input: vec![
+                value_info("x", DataType::Float, &[Ok(1), Ok(2)]),
+                value_info("w", DataType::Float, &[Ok(2), Ok(2)]),
+            ],
+            ..Default::default()
+        };
+        let m = model(graph, 17);
+        let p = super::prepared(&m).expect("changed");
+        let g = p.graph.as_ref().unwrap();
+        let inputs: Vec<&str> = g.input.iter().map(|i| i.name()).collect();
+        let names: Vec<&str> = g.node.iter().map(|n| n.name()).collect();
+        assert_eq!((inputs, names), (vec!["x"], vec!["y_node_1", "y_node", "out_node"]));
+        // IR 3 keeps the listed weight; with every node named and nothing listed, no copy.
+        let mut ir3 = p.clone();
+        ir3.ir_version = Some(3);
+        ir3.graph.as_mut().unwrap().input = m.graph.as_ref().unwrap().input.clone();
+        assert!(super::prepared(&ir3).is_none());
+        assert!(super::prepared(&p).is_none());
+    }
+
     #[test]
     fn ensure_finite_names_what_and_counts_bad_values() {
         use super::ensure_finite;
