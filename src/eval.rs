@@ -711,9 +711,10 @@ pub(crate) fn refuse_headless(model_path: &Path, proto: &onnx::ModelProto, comma
     Ok(())
 }
 
-/// Refuses a model whose token inputs have a fixed shape before any work: ONNX Runtime refuses
-/// it at the first batch of another size, after `run` had written its passes' output.
-pub(crate) fn refuse_fixed_shapes(model_path: &Path, proto: &onnx::ModelProto) -> Result<()> {
+/// Refuses a model whose token inputs have a fixed shape, or elements other than integers,
+/// before any work: ONNX Runtime refuses it at the first batch of another size (the session, a
+/// float input), after `run` had written its passes' output.
+pub(crate) fn refuse_unfed_inputs(model_path: &Path, proto: &onnx::ModelProto) -> Result<()> {
     use crate::onnx::proto::{tensor_shape_proto::dimension::Value as Dim, type_proto};
     for i in proto.graph.iter().flat_map(|g| &g.input) {
         if !matches!(i.name(), "input_ids" | "attention_mask" | "token_type_ids") {
@@ -732,6 +733,14 @@ pub(crate) fn refuse_fixed_shapes(model_path: &Path, proto: &onnx::ModelProto) -
             })
             .collect();
         if let Some(why) = crate::runtime::fixed_shape(i.name(), &dims) {
+            bail!("{}: {why}", model_path.display());
+        }
+        use crate::onnx::proto::tensor_proto::DataType;
+        if let Some(ty) = t
+            .elem_type
+            .filter(|ty| ![DataType::Int64 as i32, DataType::Int32 as i32].contains(ty))
+        {
+            let why = crate::runtime::not_integer(i.name(), &onnx::tensor::dtype_name(ty));
             bail!("{}: {why}", model_path.display());
         }
     }
@@ -1128,7 +1137,7 @@ fn prepare_with(
         EvalData::File(source) => (source.clone(), None),
     };
     refuse_headless(model_path, proto, "eval")?;
-    refuse_fixed_shapes(model_path, proto)?;
+    refuse_unfed_inputs(model_path, proto)?;
     let labels = labels_of(model_path, proto, opts.task, opts.labels.as_deref(), opts.words)?;
     let class_order = opts
         .task

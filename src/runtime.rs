@@ -606,6 +606,14 @@ pub fn fixed_shape(name: &str, dims: &[i64]) -> Option<String> {
     })
 }
 
+/// Why a token input taking `ty` elements cannot be fed.
+pub(crate) fn not_integer(name: &str, ty: &str) -> String {
+    format!(
+        "input '{name}' takes {ty} elements, where token ids, masks and types are integers \
+         (int64 or int32): re-export the model with integer token inputs"
+    )
+}
+
 fn wrap(session: Session, what: &str) -> Result<Model> {
     wrap_fed(session, what, vec![])
 }
@@ -637,11 +645,7 @@ fn wrap_fed(session: Session, what: &str, weights: Vec<FedWeight>) -> Result<Mod
                 }
                 use ort::value::TensorElementType as T;
                 if !matches!(ty, T::Int64 | T::Int32) {
-                    bail!(
-                        "{what}: input '{}' takes {ty} elements, where token ids, masks and types are integers \
-                         (int64 or int32): re-export the model with integer token inputs",
-                        i.name()
-                    );
+                    bail!("{what}: {}", not_integer(i.name(), &ty.to_string()));
                 }
                 if let Some(k) = ["input_ids", "attention_mask", "token_type_ids"]
                     .iter()

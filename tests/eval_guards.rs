@@ -225,6 +225,65 @@ fn a_token_input_of_fixed_shape_is_named_with_the_fix() {
     assert!(!out.exists(), "run wrote {}", out.display());
 }
 
+/// A model taking its token ids as floats (cast to integers inside) cannot be fed the tokenizer's
+/// ids: eval refuses it naming the input and its type, and `run` before its passes (it used to
+/// write the quantized model, then fail when the session opened).
+#[test]
+fn a_token_input_of_floats_is_refused_before_run_writes() {
+    use onnx_compress::onnx::build::{attr_int, node};
+    use onnx_compress::onnx::proto::tensor_proto::DataType;
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = tiny_bert(&SynthOptions::default());
+    let g = m.graph.as_mut().unwrap();
+    for n in g.node.iter_mut() {
+        n.input
+            .iter_mut()
+            .filter(|x| *x == "input_ids")
+            .for_each(|x| *x = "ids_int64".into());
+    }
+    let mut cast = node("Cast", "ids_int64", &["input_ids"], &["ids_int64"]);
+    cast.attribute.push(attr_int("to", DataType::Int64 as i64));
+    g.node.insert(0, cast);
+    let input = g.input.iter_mut().find(|i| i.name() == "input_ids").unwrap();
+    let Some(onnx_compress::onnx::proto::type_proto::Value::TensorType(t)) =
+        input.r#type.as_mut().and_then(|t| t.value.as_mut())
+    else {
+        panic!("input_ids has no tensor type");
+    };
+    t.elem_type = Some(DataType::Float as i32);
+    let model = dir.path().join("float_ids.onnx");
+    onnx::save(&m, &model, &SaveOptions::default()).unwrap();
+    let tok = dir.path().join("tokenizer.json");
+    std::fs::write(&tok, word_level_tokenizer(&ANGLE_WORDS, ANGLE_SPECIALS, Value::Null)).unwrap();
+    write_sst2(dir.path(), "dev", &["good film", "a good film"]);
+    let err = eval::evaluate(&model, &eval_options(dir.path(), &tok, false), &|_, _| {}).unwrap_err();
+    let msg = format!("{err:#}");
+    for needle in [
+        "float_ids.onnx",
+        "input 'input_ids' takes float elements",
+        "re-export the model with integer",
+    ] {
+        assert!(msg.contains(needle), "the error does not mention {needle:?}: {msg}");
+    }
+    let recipe = dir.path().join("int8.yaml");
+    std::fs::write(
+        &recipe,
+        "model:\n  model_name: float_ids.onnx\ndata:\n  task: sst2\n  dir: .\n  max_input_length: 32\nquantization:\n  enable: true\n  method: dynamic\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out.onnx");
+    let o = common::bin()
+        .args(["run", recipe.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    common::assert_clean_error(
+        "run of a model with float ids",
+        &o,
+        &["input 'input_ids' takes float elements"],
+    );
+    assert!(!out.exists(), "run wrote {}", out.display());
+}
+
 /// `eval --bucket` batches by length and runs the batches in `eval::run_order`'s shuffle, so the
 /// timed batches (after the warm-up) sample every length; not shortest first.
 #[test]

@@ -714,7 +714,7 @@ pub fn check_inputs(o: &AutoOptions) -> Result<onnx::ModelProto> {
     }
     let proto = onnx::load(&o.model)?;
     eval::refuse_headless(&o.model, &proto, "auto (which chooses by the predictions)")?;
-    eval::refuse_fixed_shapes(&o.model, &proto)?;
+    eval::refuse_unfed_inputs(&o.model, &proto)?;
     // Every candidate prunes, factors or quantizes float32 weights: a model quantized already
     // (float16 too, which maps) would have each of them fail, after the search.
     if let Some(why) = proto.graph.as_ref().and_then(crate::structure::quantized_evidence) {
