@@ -58,6 +58,11 @@
 //! `bert-headless`: `BertModel` without pooler or classifier (as feature extractors and
 //! sentence-embedding models), one output `last_hidden_state` [batch, sequence, 32]. Config as
 //! `bert-sdpa`'s.
+//!
+//! `bert-sdpa-session` and `deberta-v3-session`: `bert-sdpa` and `deberta-v3` as ONNX Runtime's
+//! session optimizations save them (`optimized_model_filepath`, extended level): the scores a
+//! com.microsoft `FusedMatMul` (scale in `alpha`, Kᵀ in `transB`), DeBERTa's relative terms too,
+//! the pooler a `FusedGemm` with its Tanh.
 
 use std::path::{Path, PathBuf};
 
@@ -103,6 +108,13 @@ const MODERNBERT_T4: &str = "modernbert-transformers4";
 const FUSED: &str = "bert-fused";
 /// ONNX Runtime's transformer optimizer on an SDPA export: attention unfused, the rest fused.
 const SDPA_OPTIMIZED: &str = "bert-sdpa-optimized";
+/// Fixtures and their twins saved after ONNX Runtime's session optimizations (whether the twin's
+/// Linears are the source's: DeBERTa's relative position projections are folded into tables,
+/// which unshares its query and key weights).
+const SESSION: [(&str, &str, bool); 2] = [
+    (SDPA, "bert-sdpa-session", true),
+    (DEBERTA, "deberta-v3-session", false),
+];
 
 fn model_path(name: &str) -> PathBuf {
     fixture(name).join("model.onnx")
@@ -2954,4 +2966,97 @@ fn deberta_dynamo_export_prunes_its_heads() {
         "dynamo deberta, calibrated to 60% MACs",
     );
     eprintln!("dynamo deberta: calibrated heads in step change the logits by {obs:.4} at most, l1's {l1:.4}; 60% MACs keeps {heads:?} heads");
+}
+
+/// A model saved after ONNX Runtime's session optimizations ([`SESSION`]) maps as its source does
+/// (the scale is FusedMatMul's alpha, the pooler a FusedGemm), and every pass gives on it what it
+/// gives on the source: pruning (l1 heads and neurons, calibrated) and low rank the same logits
+/// (1e-4), INT8 and fp16 the same within their rounding. Before, it was refused ("a com.microsoft
+/// FusedMatMul ... which is not mapped"), and DeBERTa's relative terms as FusedMatMuls were
+/// left unpruned: a model ONNX Runtime refused, caught by the check before writing.
+#[test]
+fn session_optimized_graphs_compress_as_their_sources() {
+    if !require_ort("models saved after ONNX Runtime's session optimizations") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for (source, twin, same_linears) in SESSION {
+        runs_as_torch_computed_it(twin);
+        let (a, b) = (discover(&load(source)).unwrap(), discover(&load(twin)).unwrap());
+        let shape = |t: &Transformer| {
+            let layers: Vec<_> = t
+                .layers
+                .iter()
+                .map(|l| {
+                    (
+                        l.heads(),
+                        l.head_size(),
+                        l.ffn_width(),
+                        l.attention.as_ref().unwrap().scale,
+                    )
+                })
+                .collect();
+            (t.hidden, layers, t.head.as_ref().map(|h| h.pooler.is_some()))
+        };
+        assert_eq!(shape(&b), shape(&a), "{twin}");
+        if same_linears {
+            assert_eq!(
+                parameter_counts(&load(twin), &b).other,
+                0,
+                "{twin}: the FusedGemm is the pooler"
+            );
+        }
+        let batches = batches(source);
+        let mut commands = vec![
+            vec!["prune", "--heads", "0.5"],
+            vec!["prune", "--ffn", "0.5"],
+            vec!["lowrank", "--rank", "32", "--force"],
+        ];
+        if same_linears {
+            commands.push(vec!["lowrank", "--rank", "4"]);
+        }
+        for args in commands {
+            let out = |name: &str| {
+                let path = run_pass(name, dir.path(), &format!("{name}.onnx"), &args);
+                logits(&onnx::load(&path).unwrap(), &batches, &format!("{args:?} on {name}"))
+            };
+            let (want, got) = (out(source), out(twin));
+            assert!(
+                max_diff(&want, &got) < 1e-4,
+                "{args:?}: {source} {want:?}, {twin} {got:?}"
+            );
+        }
+        for mode in ["dynamic", "fp16"] {
+            let out = |name: &str| {
+                let path = run_pass(name, dir.path(), &format!("{name}.onnx"), &["quantize", "--mode", mode]);
+                logits(&onnx::load(&path).unwrap(), &batches, &format!("{mode} on {name}"))
+            };
+            let (want, got) = (out(source), out(twin));
+            // The same weights quantized the same way (measured: equal); float16 rounds the
+            // fused ops' sums in another order (2e-4, 6e-4).
+            let bar = if mode == "fp16" { 5e-3 } else { 1e-3 };
+            assert!(relative(&want, &got) < bar, "{mode}: {source} {want:?}, {twin} {got:?}");
+        }
+        let calibrated = |name: &str| {
+            let pass = Pass::Prune(PruneOptions {
+                heads: 0.5,
+                ffn: 0.5,
+                strategy: Strategy::Obs,
+                ..Default::default()
+            });
+            let out = pass
+                .apply(&load(name), Some(&mut calibrator(4, 3)))
+                .expect("obs pruning")
+                .model;
+            let t = discover(&out).unwrap();
+            let sizes: Vec<(usize, usize)> = t.layers.iter().map(|l| (l.heads(), l.ffn_width())).collect();
+            (sizes, logits(&out, &batches, &format!("{name}, obs pruned")))
+        };
+        let ((want_sizes, want), (got_sizes, got)) = (calibrated(source), calibrated(twin));
+        assert_eq!(want_sizes, got_sizes, "{twin}: calibrated pruning chose other counts");
+        assert!(
+            max_diff(&want, &got) < 1e-4,
+            "calibrated: {source} {want:?}, {twin} {got:?}"
+        );
+    }
 }

@@ -10,6 +10,7 @@ mod stats;
 
 pub use find::discover;
 pub(crate) use find::exposed_output;
+pub(crate) use find::is_gemm;
 pub use stats::{
     head_macs, layer_macs as stats_layer_macs, macs_per_sequence, neuron_macs, parameter_counts, unit_macs,
     ParameterCounts,

@@ -732,7 +732,7 @@ pub fn factorize_graph(model: &ModelProto, reps: &[Replacement]) -> Result<Model
             .input(g, lin.node, 0)
             .map(str::to_string)
             .ok_or_else(|| PassError::Internal(format!("{}: node without input", r.name)))?;
-        let is_gemm = node.op_type() == "Gemm";
+        let is_gemm = crate::structure::is_gemm(node);
         let base = if lin.node_name.is_empty() {
             lin.weight.clone()
         } else {

@@ -232,23 +232,21 @@ pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, Str
         .input
         .first()
         .ok_or_else(|| fail("Softmax input", ix.node_label(sm)))?;
-    let is_matmul = |i: usize| ix.node(i).op_type() == "MatMul" && ix.dynamic_inputs(i).len() == 2;
+    // ONNX Runtime's session optimizations fold the scale and the keys' transpose into one contrib
+    // FusedMatMul (alpha, transB); one that transposes Q or the batch axes is no scores product.
+    let fused_scores = |i: usize| {
+        ix.node(i).op_type() == "FusedMatMul"
+            && ["transA", "transBatchA", "transBatchB"]
+                .iter()
+                .all(|a| ix.attr_i(i, a).unwrap_or(0) == 0)
+    };
+    let is_matmul = |i: usize| (ix.node(i).op_type() == "MatMul" || fused_scores(i)) && ix.dynamic_inputs(i).len() == 2;
     // Through DeBERTa's mask fill (a Where) and its reshape of batch × heads back to heads.
     let through = ["Add", "Mul", "Div", "Cast", "Identity", "Where", "Reshape"];
     let (scores, score_path) = find_back(ix, sm_in, &is_matmul, &through, 6).ok_or_else(|| {
-        // ONNX Runtime's session optimizations fold the scale and Kᵀ into one contrib op.
-        let fused = find_back(ix, sm_in, &|i| ix.node(i).op_type() == "FusedMatMul", &through, 6);
-        let why = match fused {
-            Some((f, _)) => format!(
-                "walking back from {}: the scores are {}, a com.microsoft FusedMatMul (a graph saved after ONNX Runtime's session optimizations), which is not mapped; pass the model from before them (the exporter's output, or onnxruntime.transformers' optimize_model output saved without only_onnxruntime)",
-                ix.node_label(sm),
-                ix.node_label(f)
-            ),
-            None => format!("walking back from {}", ix.node_label(sm)),
-        };
         fail(
             "the scores MatMul(Q, Kᵀ) before the Softmax (through scale Mul/Div and mask Add)",
-            why,
+            format!("walking back from {}", ix.node_label(sm)),
         )
     })?;
     let mut scale = None;
@@ -264,7 +262,12 @@ pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, Str
     let (q, q_path, q_scale) = projection_behind(ix, &sn.input[0], "query")?;
     let (k, k_path, k_scale) = projection_behind(ix, &sn.input[1], "key")?;
     // The scale on Q·Kᵀ is the product of those found: SDPA's export scales Q and Kᵀ by √s each.
-    let scale = [scale, q_scale, k_scale].into_iter().flatten().reduce(|a, b| a * b);
+    // FusedMatMul's alpha is a scale on them too.
+    let alpha = fused_scores(scores).then(|| ix.attr_f(scores, "alpha").unwrap_or(1.0));
+    let scale = [scale, q_scale, k_scale, alpha]
+        .into_iter()
+        .flatten()
+        .reduce(|a, b| a * b);
     let sm_out = sm_node
         .output
         .first()
@@ -663,10 +666,10 @@ fn term_cones(ix: &GraphIndex, adds: &[(usize, usize)], biases: &[HeadBias], sto
 /// every float constant of more than one value read there.
 fn score_terms(ix: &GraphIndex, cones: &[Vec<usize>]) -> Vec<String> {
     let mut found: Vec<String> = Vec::new();
-    for cone in cones
-        .iter()
-        .filter(|c| c.iter().any(|&q| ix.node(q).op_type() == "MatMul"))
-    {
+    for cone in cones.iter().filter(|c| {
+        c.iter()
+            .any(|&q| matches!(ix.node(q).op_type(), "MatMul" | "FusedMatMul"))
+    }) {
         for &q in cone {
             for i in &ix.node(q).input {
                 if let Some(c) = ix.constant(i) {

@@ -176,15 +176,26 @@ pub(super) fn find_head(ix: &GraphIndex, encoder_out: &str) -> Option<Head> {
         .iter()
         .rposition(|l| l.node < classifier.node && reaches(ix, &l.output, &classifier_input))
         .map(|i| linears.remove(i));
+    // A FusedGemm names its activation.
+    let fused = |p: &Linear| {
+        let n = ix.node(p.node);
+        n.attribute
+            .iter()
+            .find(|a| a.name() == "activation")
+            .and_then(|a| a.s.as_deref())
+            .map(|s| String::from_utf8_lossy(s).to_lowercase())
+    };
     let pooler_activation = pooler.as_ref().and_then(|p| {
-        ops.iter()
-            .filter(|(i, op)| {
-                *i > p.node
-                    && *i < classifier.node
-                    && matches!(op.as_str(), "Tanh" | "Relu" | "Gelu" | "Erf" | "Sigmoid")
-            })
-            .map(|(_, op)| op.to_lowercase())
-            .next()
+        fused(p).or_else(|| {
+            ops.iter()
+                .filter(|(i, op)| {
+                    *i > p.node
+                        && *i < classifier.node
+                        && matches!(op.as_str(), "Tanh" | "Relu" | "Gelu" | "Erf" | "Sigmoid")
+                })
+                .map(|(_, op)| op.to_lowercase())
+                .next()
+        })
     });
     let norm = pooler.as_ref().and_then(|p| {
         ops.iter()

@@ -46,7 +46,7 @@ pub(super) fn factor_pair(ix: &GraphIndex, i: usize) -> Option<(usize, usize)> {
         let s = ix.node(*c);
         let reads_first = s.input.first() == Some(out);
         (reads_first
-            && matches!(s.op_type(), "MatMul" | "Gemm")
+            && (s.op_type() == "MatMul" || is_gemm(s))
             && s.input.len() >= 2
             && ix.weight_2d(&s.input[1]).is_some())
         .then_some(*c)
@@ -65,7 +65,7 @@ pub(super) fn plain_linear(ix: &GraphIndex, i: usize) -> Option<Linear> {
     let n = ix.node(i);
     let (weight_input, transposed) = match n.op_type() {
         "MatMul" if n.input.len() == 2 => (&n.input[1], false),
-        "Gemm" if n.input.len() >= 2 => {
+        _ if is_gemm(n) && n.input.len() >= 2 => {
             if ix.attr_i(i, "transA").unwrap_or(0) != 0 {
                 return None;
             }
@@ -83,7 +83,7 @@ pub(super) fn plain_linear(ix: &GraphIndex, i: usize) -> Option<Linear> {
     let mut bias = None;
     let mut bias_node = None;
     let mut output = out.clone();
-    if n.op_type() == "Gemm" {
+    if is_gemm(n) {
         if let Some(c) = n.input.get(2).filter(|c| !c.is_empty()) {
             bias = ix.constant_name(c);
         }
@@ -121,6 +121,12 @@ pub(super) fn plain_linear(ix: &GraphIndex, i: usize) -> Option<Linear> {
         output,
         factor: None,
     })
+}
+
+/// A `Gemm`, or ONNX Runtime's `FusedGemm` (a Gemm with its activation folded in, as its session
+/// optimizations write the pooler): the same inputs and attributes, its output activated.
+pub(crate) fn is_gemm(n: &crate::onnx::NodeProto) -> bool {
+    n.op_type() == "Gemm" || (n.op_type() == "FusedGemm" && n.domain() == "com.microsoft")
 }
 
 /// Whether `v` is a constant vector of `len` elements.

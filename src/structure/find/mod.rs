@@ -13,6 +13,8 @@ mod norm;
 mod shapes;
 mod walk;
 
+pub(crate) use linear::is_gemm;
+
 use attention::*;
 use embeddings::*;
 use ffn::*;
