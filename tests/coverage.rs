@@ -2971,7 +2971,7 @@ fn deberta_dynamo_export_prunes_its_heads() {
 /// A model saved after ONNX Runtime's session optimizations ([`SESSION`]) maps as its source does
 /// (the scale is FusedMatMul's alpha, the pooler a FusedGemm), and every pass gives on it what it
 /// gives on the source: pruning (l1 heads and neurons, calibrated) and low rank the same logits
-/// (1e-4), INT8 and fp16 the same within their rounding. Before, it was refused ("a com.microsoft
+/// (1e-4), INT8 (dynamic, static) and fp16 the same within their rounding. Before, it was refused ("a com.microsoft
 /// FusedMatMul ... which is not mapped"), and DeBERTa's relative terms as FusedMatMuls were
 /// left unpruned: a model ONNX Runtime refused, caught by the check before writing.
 #[test]
@@ -3037,6 +3037,22 @@ fn session_optimized_graphs_compress_as_their_sources() {
             let bar = if mode == "fp16" { 5e-3 } else { 1e-3 };
             assert!(relative(&want, &got) < bar, "{mode}: {source} {want:?}, {twin} {got:?}");
         }
+        let static_int8 = |name: &str| {
+            let pass = Pass::Quantize(QuantizeOptions {
+                mode: Mode::Static,
+                ..Default::default()
+            });
+            let out = pass
+                .apply(&load(name), Some(&mut calibrator(4, 5)))
+                .expect("static INT8")
+                .model;
+            logits(&out, &batches, &format!("{name}, static INT8"))
+        };
+        let (want, got) = (static_int8(source), static_int8(twin));
+        assert!(
+            relative(&want, &got) < 1e-3,
+            "static INT8: {source} {want:?}, {twin} {got:?}"
+        );
         let calibrated = |name: &str| {
             let pass = Pass::Prune(PruneOptions {
                 heads: 0.5,

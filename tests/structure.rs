@@ -245,24 +245,51 @@ fn a_softmax_over_the_logits_is_not_an_attention() {
 }
 
 /// Scores computed by ONNX Runtime's FusedMatMul (a graph saved after its session
-/// optimizations) are not mapped, and the error says what they are and which model to pass.
+/// optimizations) map as the MatMul's did, its `alpha` a factor of the scale; one that transposes
+/// its first input (Qᵀ) computes no scores and is not taken for them.
 #[test]
-fn fused_matmul_scores_are_named_with_the_model_to_pass() {
-    let mut m = tiny_bert(&opts(ShapeStyle::ConcatInferred));
-    let g = m.graph.as_mut().unwrap();
-    let weights: Vec<String> = g.initializer.iter().map(|t| t.name().to_string()).collect();
-    let scores = g
-        .node
-        .iter_mut()
-        .find(|n| n.op_type() == "MatMul" && n.input.iter().all(|i| !weights.contains(i)))
-        .unwrap();
-    scores.op_type = Some("FusedMatMul".into());
-    scores.domain = Some("com.microsoft".into());
-    let err = discover(&m).unwrap_err().to_string();
-    assert!(
-        err.contains("a com.microsoft FusedMatMul") && err.contains("pass the model from before them"),
-        "{err}"
-    );
+fn fused_matmul_scores_map_with_alpha_in_the_scale() {
+    let o = opts(ShapeStyle::ConcatInferred);
+    let fused = |attrs: Vec<(&str, i64)>, alpha: Option<f32>| {
+        let mut m = tiny_bert(&o);
+        let g = m.graph.as_mut().unwrap();
+        let weights: Vec<String> = g.initializer.iter().map(|t| t.name().to_string()).collect();
+        for scores in g
+            .node
+            .iter_mut()
+            .filter(|n| n.op_type() == "MatMul" && n.name().contains("/scores"))
+        {
+            assert!(scores.input.iter().all(|i| !weights.contains(i)), "{}", scores.name());
+            scores.op_type = Some("FusedMatMul".into());
+            scores.domain = Some("com.microsoft".into());
+            scores
+                .attribute
+                .extend(attrs.iter().map(|(k, v)| build::attr_int(k, *v)));
+            if let Some(a) = alpha {
+                scores.attribute.push(build::attr_float("alpha", a));
+            }
+        }
+        let fused = g.node.iter().filter(|n| n.op_type() == "FusedMatMul").count();
+        assert_eq!(fused, o.layers, "one scores product per layer");
+        m
+    };
+    let plain = discover(&tiny_bert(&o)).unwrap();
+    let m = fused(vec![("transB", 0)], None);
+    check_dims(&m, &o);
+    let t = discover(&m).unwrap();
+    for (a, b) in t.layers.iter().zip(&plain.layers) {
+        assert_eq!(a.attention.as_ref().unwrap().scale, b.attention.as_ref().unwrap().scale);
+    }
+    let t = discover(&fused(vec![], Some(0.5))).unwrap();
+    for (a, b) in t.layers.iter().zip(&plain.layers) {
+        let (a, b) = (
+            a.attention.as_ref().unwrap().scale.unwrap(),
+            b.attention.as_ref().unwrap().scale.unwrap(),
+        );
+        assert!((a - 0.5 * b).abs() < 1e-7, "{a} vs 0.5 × {b}");
+    }
+    let err = discover(&fused(vec![("transA", 1)], None)).unwrap_err().to_string();
+    assert!(err.contains("the scores MatMul(Q, Kᵀ) before the Softmax"), "{err}");
 }
 
 #[test]
