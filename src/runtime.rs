@@ -1012,9 +1012,10 @@ impl Probe {
 
 /// Runs `model` with `names` exposed as extra graph outputs on each batch and calls `sink` with
 /// the number of real tokens and each value's rows for those tokens (`[tokens, width]`).
-/// Every requested value must be a float tensor shaped [batch, sequence, width], or [batch, width]
-/// (one vector per sequence, after a head's first-token pooling: it is given as the row of each
-/// of that sequence's tokens).
+/// Every requested value must be a float tensor shaped [batch, sequence, width], [batch ·
+/// sequence, width] (the tokens flattened, as tf2onnx writes a Dense layer's MatMul), or
+/// [batch, width] (one vector per sequence, after a head's first-token pooling: it is given as the
+/// row of each of that sequence's tokens).
 pub fn capture(
     model: &crate::onnx::ModelProto,
     names: &[String],
@@ -1032,8 +1033,13 @@ pub fn capture(
             .run_each(batch, &mut |i, shape, data| {
                 let n = &names[i];
                 let per_sequence = shape.len() == 2 && shape[0] == b;
-                if !per_sequence && (shape.len() != 3 || shape[0] != b || shape[1] != s) {
-                    bail!("value '{n}' has shape {shape:?}, expected [{b}, {s}, width] or [{b}, width]");
+                let tokens =
+                    (shape.len() == 3 && shape[0] == b && shape[1] == s) || (shape.len() == 2 && shape[0] == b * s);
+                if !per_sequence && !tokens {
+                    bail!(
+                        "value '{n}' has shape {shape:?}, expected [{b}, {s}, width], [{}, width] or [{b}, width]",
+                        b * s
+                    );
                 }
                 let w = shape[shape.len() - 1];
                 let mut v = Vec::with_capacity(rows.len() * w);

@@ -49,6 +49,15 @@ pub fn discover(model: &ModelProto) -> R<Transformer> {
                 "{why}: the model is quantized already; prune, factor or measure the float32 model, then quantize it (quantization is the last step of a chain)"
             ),
         ),
+        // Say which layout it is and what works on it.
+        None if model.producer_name() == "tf2onnx" => StructureError {
+            stopped_at: format!(
+                "{} (a tf2onnx export: its layout, each Dense a Reshape → MatMul → Reshape and LayerNorm \
+                 computed from GlobalAveragePool, is not mapped; quantize and eval work on it)",
+                e.stopped_at
+            ),
+            ..e
+        },
         None => e,
     })
 }
