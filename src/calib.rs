@@ -63,6 +63,7 @@ pub fn load(
     max_length: usize,
     vocabulary: Option<usize>,
     batch_size: usize,
+    one_length: bool,
 ) -> Result<Calibration> {
     if samples == 0 {
         bail!("--calib-samples must be at least 1");
@@ -81,7 +82,7 @@ pub fn load(
     let mut by_len: Vec<usize> = (0..enc.ids.len()).collect();
     by_len.sort_by_key(|&i| enc.ids[i].len());
     let lens: Vec<usize> = by_len.iter().map(|&i| enc.ids[i].len()).collect();
-    let batches = token_batches(&lens, batch_size)
+    let batches = token_batches(&lens, batch_size, one_length)
         .into_iter()
         .map(|range| make_batch(&enc, &by_len[range], pad))
         .collect();
@@ -97,10 +98,11 @@ pub fn load(
 /// "Stop 63").
 const BATCH_TOKENS_PER_ROW: usize = 128;
 
-/// Batches of examples whose lengths are `lens` (ascending), as ranges of them: up to `rows`
+/// Batches of examples whose lengths are `lens` (ascending), as ranges of them (with
+/// `one_length`, each of one length: a model without an attention mask cannot be padded): up to `rows`
 /// examples, fewer where their longest is past 128 tokens (at most `rows` × 128 tokens, and at
 /// least one example).
-fn token_batches(lens: &[usize], rows: usize) -> Vec<std::ops::Range<usize>> {
+fn token_batches(lens: &[usize], rows: usize, one_length: bool) -> Vec<std::ops::Range<usize>> {
     let rows = rows.max(1);
     let budget = rows * BATCH_TOKENS_PER_ROW;
     let mut out = Vec::new();
@@ -108,7 +110,7 @@ fn token_batches(lens: &[usize], rows: usize) -> Vec<std::ops::Range<usize>> {
     for (i, &len) in lens.iter().enumerate() {
         // Ascending: the example added is the batch's longest.
         let n = i - start + 1;
-        if n > rows || (n > 1 && n * len > budget) {
+        if n > rows || (n > 1 && n * len > budget) || (one_length && len != lens[start]) {
             out.push(start..i);
             start = i;
         }
@@ -163,6 +165,7 @@ pub fn ort_calibrator(
         spec.max_length,
         limits.vocabulary,
         32,
+        !crate::eval::takes_attention_mask(model),
     )?;
     // Examples longer than the position table fail inside ONNX Runtime ("64 by 128"): say so.
     let longest = data.batches.iter().map(|b| b.input_ids.ncols()).max().unwrap_or(0);
@@ -190,7 +193,12 @@ mod tests {
     /// Up to 128 tokens, batches of `rows` as before; longer, fewer examples, never none.
     #[test]
     fn calibration_batches_hold_at_most_rows_times_128_tokens() {
-        let sizes = |lens: &[usize], rows| token_batches(lens, rows).iter().map(|r| r.len()).collect::<Vec<_>>();
+        let sizes = |lens: &[usize], rows| {
+            token_batches(lens, rows, false)
+                .iter()
+                .map(|r| r.len())
+                .collect::<Vec<_>>()
+        };
         let short: Vec<usize> = (0..70).map(|i| 5 + i).collect();
         assert_eq!(sizes(&short, 32), [32, 32, 6]);
         assert_eq!(sizes(&[128; 64], 32), [32, 32]);
@@ -200,7 +208,11 @@ mod tests {
         assert_eq!(sizes(&[600, 700], 1), [1, 1]);
         assert_eq!(sizes(&[], 32), Vec::<usize>::new());
         // Every example once, in order.
-        let all: Vec<usize> = token_batches(&mixed, 32).into_iter().flatten().collect();
+        let all: Vec<usize> = token_batches(&mixed, 32, false).into_iter().flatten().collect();
         assert_eq!(all, (0..40).collect::<Vec<_>>());
+        // One length a batch for a model without an attention mask.
+        let lens = [3, 3, 3, 4, 7, 7];
+        assert_eq!(token_batches(&lens, 2, true), [0..2, 2..3, 3..4, 4..6]);
+        assert_eq!(token_batches(&lens, 32, false).len(), 1);
     }
 }

@@ -584,6 +584,19 @@ impl Batches {
         Batches { enc, chunks, pad }
     }
 
+    /// `enc`'s examples in batches of `size` that each hold examples of one length, for a model
+    /// that reads no attention mask (padding would change its outputs): by length, run in
+    /// [`run_order`]'s shuffle as bucketed batches are.
+    pub fn one_length(enc: Encoded, size: usize, pad: i64) -> Batches {
+        let order = batch_order(&enc, true);
+        let made = one_length_chunks(&order, &enc, size);
+        let chunks = run_order(made.len(), true)
+            .into_iter()
+            .map(|c| made[c].to_vec())
+            .collect();
+        Batches { enc, chunks, pad }
+    }
+
     pub fn len(&self) -> usize {
         self.chunks.len()
     }
@@ -613,6 +626,21 @@ impl Batches {
         let ids = self.enc.ids.iter().flatten().copied();
         ids.chain(padded.then_some(self.pad)).max()
     }
+}
+
+/// `rows` (examples of `enc`, by length) in chunks of at most `size` that each hold examples of
+/// one length: the batches of a model that reads no attention mask.
+pub fn one_length_chunks<'a>(rows: &'a [usize], enc: &Encoded, size: usize) -> Vec<&'a [usize]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for k in 1..=rows.len() {
+        let len = |r: usize| enc.ids[rows[r]].len();
+        if k == rows.len() || k - start == size.max(1) || len(k) != len(start) {
+            out.push(&rows[start..k]);
+            start = k;
+        }
+    }
+    out
 }
 
 /// The order in which examples are batched: file order, or by length (stable) with `bucket`.
@@ -709,6 +737,38 @@ pub(crate) fn refuse_headless(model_path: &Path, proto: &onnx::ModelProto, comma
         );
     }
     Ok(())
+}
+
+/// Refuses a model whose predictions are not float32 (a half-precision export's float16 logits),
+/// naming the type, before any work: reading them failed after the first batch in ONNX Runtime's
+/// words ("Cannot extract Tensor<f32> from Tensor<f16>").
+fn refuse_non_float_output(model_path: &Path, proto: &onnx::ModelProto) -> Result<()> {
+    use crate::onnx::proto::{tensor_proto::DataType, type_proto};
+    let Some(out) = proto.graph.as_ref().and_then(onnx::graph::prediction_value) else {
+        return Ok(());
+    };
+    let Some(type_proto::Value::TensorType(t)) = out.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+        return Ok(());
+    };
+    match t.elem_type {
+        Some(ty) if ty != DataType::Float as i32 => bail!(
+            "{}: its output '{}' holds {} values, where eval reads float32 logits: evaluate the float32 model \
+             (a half-precision export computes and outputs float16; `quantize --mode fp16` keeps float32 inputs and outputs)",
+            model_path.display(),
+            out.name(),
+            onnx::tensor::dtype_name(ty)
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `proto` takes an `attention_mask` input: without one, padding a batch changes the
+/// outputs of its shorter examples.
+pub fn takes_attention_mask(proto: &onnx::ModelProto) -> bool {
+    let Some(g) = proto.graph.as_ref() else { return false };
+    g.input
+        .iter()
+        .any(|i| i.name() == "attention_mask" && !g.initializer.iter().any(|t| t.name() == i.name()))
 }
 
 /// Refuses a model whose token inputs have a fixed shape, or elements other than integers,
@@ -1138,6 +1198,7 @@ fn prepare_with(
     };
     refuse_headless(model_path, proto, "eval")?;
     refuse_unfed_inputs(model_path, proto)?;
+    refuse_non_float_output(model_path, proto)?;
     let labels = labels_of(model_path, proto, opts.task, opts.labels.as_deref(), opts.words)?;
     let class_order = opts
         .task
@@ -1176,13 +1237,24 @@ fn prepare_with(
         }
     }
     let (mut tokenizer, tokenizer_source) = load_tokenizer(model_path, proto, opts.tokenizer.as_deref(), opts.words)?;
-    let notes = special_tokens_note(&tokenizer, &tokenizer_source).into_iter().collect();
+    let mut notes: Vec<String> = special_tokens_note(&tokenizer, &tokenizer_source).into_iter().collect();
+    let unmasked = !takes_attention_mask(proto);
+    if unmasked {
+        notes.push(format!(
+            "{} takes no attention_mask: each batch holds examples of one length (padding would change its predictions)",
+            model_path.display()
+        ));
+    }
     let t_tok = Instant::now();
     let pad = model_pad_id(&tokenizer, limits.vocabulary).with_context(|| format!("tokenizer {tokenizer_source}"))?;
     let texts = (0..data.len()).map(|i| data.text(i));
     let enc = tokenize(&mut tokenizer, texts, &data_file, opts.max_length, limits.vocabulary)
         .with_context(|| format!("tokenizer {tokenizer_source}"))?;
-    let batches = Batches::new(enc, opts.batch_size, opts.bucket, pad);
+    let batches = if unmasked {
+        Batches::one_length(enc, opts.batch_size, pad)
+    } else {
+        Batches::new(enc, opts.batch_size, opts.bucket, pad)
+    };
     Ok(Prepared {
         data_file,
         split,

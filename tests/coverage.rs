@@ -3156,3 +3156,56 @@ fn a_tf2onnx_export_quantizes_and_evaluates_and_structural_passes_say_why_not() 
         assert_eq!(report["predictions"], serde_json::json!([want]), "{csv:?}");
     }
 }
+
+/// A model that takes no attention mask (exported with `input_ids` alone) computes every
+/// position of a padded batch as a real token: eval and calibration batch its examples by length,
+/// one length a batch. Before, eval padded mixed lengths and a few predictions changed with the
+/// batch size (helper-61: 4 of 64), exit 0.
+#[test]
+fn a_model_without_an_attention_mask_is_never_padded() {
+    use onnx::build::{attr_tensor, node};
+    if !require_ort("a model without an attention mask") {
+        return;
+    }
+    // bert-sdpa with its mask made inside from the ids' shape: all ones, as the model sees it
+    // without one.
+    let m = edited(SDPA, |g| {
+        g.input.retain(|i| i.name() != "attention_mask");
+        g.node
+            .insert(0, node("Shape", "mask_shape", &["input_ids"], &["mask_shape"]));
+        let mut ones = node("ConstantOfShape", "mask_ones", &["mask_shape"], &["attention_mask"]);
+        ones.attribute
+            .push(attr_tensor("value", tensor::from_i64("one", &[1], &[1])));
+        g.node.insert(1, ones);
+    });
+    assert!(!onnx_compress::eval::takes_attention_mask(&m));
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.onnx");
+    onnx::save(&m, &model, &Default::default()).unwrap();
+    fixture_tokenizer(dir.path());
+    let lines: Vec<String> = (0..48)
+        .map(|i| {
+            let words: Vec<String> = (0..1 + (i * 7) % 13)
+                .map(|k| format!("w{}", 4 + (i * 11 + k * 5) % 90))
+                .collect();
+            format!("{},{}", words.join(" "), i % 2)
+        })
+        .collect();
+    let data = dir.path().join("data.csv");
+    std::fs::write(&data, format!("text,label\n{}\n", lines.join("\n"))).unwrap();
+    let predictions = |batch: &str| {
+        let o = bin()
+            .args(["eval", "--json", "--max-length", "32", "--batch-size", batch, "--model"])
+            .arg(&model)
+            .arg("--data")
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", common::text(&o.stderr));
+        let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+        let notes = report["notes"].to_string();
+        assert!(notes.contains("takes no attention_mask"), "{notes}");
+        report["predictions"].clone()
+    };
+    assert_eq!(predictions("16"), predictions("1"), "padding changed a prediction");
+}

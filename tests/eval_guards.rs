@@ -73,7 +73,7 @@ fn calibration_batches_are_padded_with_the_tokenizers_pad_id() {
         columns: Default::default(),
         task: Some(Task::Sst2),
     };
-    let c = calib::load(&source, 3, 0, &mut tok, "tokenizer.json", 32, None, 8).unwrap();
+    let c = calib::load(&source, 3, 0, &mut tok, "tokenizer.json", 32, None, 8, false).unwrap();
     assert_eq!(c.batches.len(), 1);
     let b = &c.batches[0];
     let mut padded = 0;
@@ -282,6 +282,48 @@ fn a_token_input_of_floats_is_refused_before_run_writes() {
         &["input 'input_ids' takes float elements"],
     );
     assert!(!out.exists(), "run wrote {}", out.display());
+}
+
+/// A model whose logits are float16 (a half-precision export) is refused naming the output and
+/// its type before any batch runs: ONNX Runtime's "Cannot extract Tensor<f32> from Tensor<f16>"
+/// came after the first (helper-61).
+#[test]
+fn float16_logits_are_refused_naming_the_output() {
+    use onnx_compress::onnx::build::{attr_int, node};
+    use onnx_compress::onnx::proto::tensor_proto::DataType;
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = tiny_bert(&SynthOptions::default());
+    let g = m.graph.as_mut().unwrap();
+    for n in g.node.iter_mut() {
+        n.output
+            .iter_mut()
+            .filter(|x| *x == "logits")
+            .for_each(|x| *x = "logits_f32".into());
+    }
+    let mut cast = node("Cast", "logits_to_f16", &["logits_f32"], &["logits"]);
+    cast.attribute.push(attr_int("to", DataType::Float16 as i64));
+    g.node.push(cast);
+    let out = g.output.iter_mut().find(|o| o.name() == "logits").unwrap();
+    let Some(onnx_compress::onnx::proto::type_proto::Value::TensorType(t)) =
+        out.r#type.as_mut().and_then(|t| t.value.as_mut())
+    else {
+        panic!("logits has no tensor type");
+    };
+    t.elem_type = Some(DataType::Float16 as i32);
+    let model = dir.path().join("half.onnx");
+    onnx::save(&m, &model, &SaveOptions::default()).unwrap();
+    let tok = dir.path().join("tokenizer.json");
+    std::fs::write(&tok, word_level_tokenizer(&ANGLE_WORDS, ANGLE_SPECIALS, Value::Null)).unwrap();
+    write_sst2(dir.path(), "dev", &["good film", "a good film"]);
+    let err = eval::evaluate(&model, &eval_options(dir.path(), &tok, false), &|_, _| {}).unwrap_err();
+    let msg = format!("{err:#}");
+    for needle in [
+        "half.onnx",
+        "output 'logits' holds float16 values",
+        "evaluate the float32 model",
+    ] {
+        assert!(msg.contains(needle), "the error does not mention {needle:?}: {msg}");
+    }
 }
 
 /// `eval --bucket` batches by length and runs the batches in `eval::run_order`'s shuffle, so the

@@ -853,6 +853,7 @@ pub fn auto(o: &AutoOptions, ui: &Ui) -> Result<AutoReport> {
         eval::input_limits(&proto).vocabulary,
         select::TIMED_BATCHES * Task::batch_size_of(o.task),
         o.batch_size,
+        !eval::takes_attention_mask(&proto),
     )?;
     // A model that names the task's classes in another order is scored by name, as eval scores it.
     if let Some(order) = &dev_examples.order {

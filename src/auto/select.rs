@@ -85,7 +85,8 @@ impl Selection {
     /// Reads the labelled file as `source` says (a task's preset or the user's columns) with its
     /// labels read as `label_set` says (a task's, or the model's `outputs` classes), takes the
     /// `indexes`, tokenizes them: scoring batches of `batch_size` (by length: what a model that
-    /// finds its int8 ranges per batch answers depends on the batch), and the first `timed`
+    /// finds its int8 ranges per batch answers depends on the batch; with `one_length`, each of
+    /// one length: a model without an attention mask), and the first `timed`
     /// examples in timing batches of `batch_size` (draw order).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -99,6 +100,7 @@ impl Selection {
         vocabulary: Option<usize>,
         timed: usize,
         batch_size: usize,
+        one_length: bool,
     ) -> Result<Selection> {
         let path = source.path.as_path();
         if label_set.is_regression() {
@@ -141,7 +143,13 @@ impl Selection {
         for (range, first) in [(0..rung, true), (rung..indexes.len(), false)] {
             let mut rows: Vec<usize> = range.collect();
             rows.sort_by_key(|&r| enc.ids[r].len());
-            for chunk in rows.chunks(batch_size.max(1)) {
+            // A model without an attention mask is never padded (it would read the padding).
+            let chunks: Vec<&[usize]> = if one_length {
+                crate::eval::one_length_chunks(&rows, &enc, batch_size)
+            } else {
+                rows.chunks(batch_size.max(1)).collect()
+            };
+            for chunk in chunks {
                 batches.push((make_batch(&enc, chunk, pad), chunk.to_vec()));
                 if first {
                     rung_batches += 1;
@@ -358,6 +366,7 @@ mod tests {
                 None,
                 timed,
                 batch,
+                false,
             )
             .unwrap()
         };
@@ -439,6 +448,7 @@ mod tests {
             None,
             64,
             32,
+            false,
         )
         .unwrap();
         let b = Selection::new(
@@ -452,6 +462,7 @@ mod tests {
             None,
             64,
             32,
+            false,
         )
         .unwrap();
         assert_eq!(a.labels, b.labels);
@@ -483,6 +494,7 @@ mod tests {
             None,
             3,
             32,
+            false,
         )
         .err()
         .unwrap()
@@ -500,6 +512,7 @@ mod tests {
             None,
             64,
             32,
+            false,
         )
         .err()
         .unwrap()

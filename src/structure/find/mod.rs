@@ -46,7 +46,7 @@ pub fn discover(model: &ModelProto) -> R<Transformer> {
         Some(why) => fail(
             "a float32 model",
             format!(
-                "{why}: the model is quantized already; prune, factor or measure the float32 model, then quantize it (quantization is the last step of a chain)"
+                "{why}: the model is quantized already (int8, or float16 as `quantize --mode fp16` or a half-precision export writes it); prune, factor or measure the float32 model, then quantize it (quantization is the last step of a chain)"
             ),
         ),
         // Say which layout it is and what works on it.
