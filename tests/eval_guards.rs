@@ -184,7 +184,6 @@ fn a_token_input_of_fixed_shape_is_named_with_the_fix() {
     if !require_ort("eval of a model with fixed input shapes") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
     let mut m = tiny_bert(&SynthOptions::default());
     for input in &mut m.graph.as_mut().unwrap().input {
         let Some(onnx_compress::onnx::proto::type_proto::Value::TensorType(t)) =
@@ -196,24 +195,35 @@ fn a_token_input_of_fixed_shape_is_named_with_the_fix() {
             d.value = Some(onnx_compress::onnx::proto::tensor_shape_proto::dimension::Value::DimValue(size));
         }
     }
-    let model = dir.path().join("fixed.onnx");
-    onnx::save(&m, &model, &SaveOptions::default()).unwrap();
+    refused_by_eval_and_run(
+        &m,
+        "fixed.onnx",
+        &[
+            "input 'input_ids' has a fixed shape [1, 16]",
+            "re-export the model with dynamic",
+        ],
+    );
+}
+
+/// Saves `m` as `file` beside an SST-2 dev file: eval refuses it with `needles` (in one error),
+/// and `run` of a dynamic INT8 recipe refuses it with the first of them before its passes, writing
+/// nothing (it used to write the passes' model, then fail in eval).
+fn refused_by_eval_and_run(m: &onnx_compress::onnx::ModelProto, file: &str, needles: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join(file);
+    onnx::save(m, &model, &SaveOptions::default()).unwrap();
     let tok = dir.path().join("tokenizer.json");
     std::fs::write(&tok, word_level_tokenizer(&ANGLE_WORDS, ANGLE_SPECIALS, Value::Null)).unwrap();
     write_sst2(dir.path(), "dev", &["good film", "a good film"]);
     let err = eval::evaluate(&model, &eval_options(dir.path(), &tok, false), &|_, _| {}).unwrap_err();
     let msg = format!("{err:#}");
-    for needle in [
-        "input 'input_ids' has a fixed shape [1, 16]",
-        "re-export the model with dynamic",
-    ] {
+    for needle in std::iter::once(&file).chain(needles) {
         assert!(msg.contains(needle), "the error does not mention {needle:?}: {msg}");
     }
-    // `run` refuses it before its passes: no output is written (it was, then eval failed).
     let recipe = dir.path().join("int8.yaml");
     std::fs::write(
         &recipe,
-        "model:\n  model_name: fixed.onnx\ndata:\n  task: sst2\n  dir: .\n  max_input_length: 32\nquantization:\n  enable: true\n  method: dynamic\n",
+        format!("model:\n  model_name: {file}\ndata:\n  task: sst2\n  dir: .\n  max_input_length: 32\nquantization:\n  enable: true\n  method: dynamic\n"),
     )
     .unwrap();
     let out = dir.path().join("out.onnx");
@@ -221,7 +231,7 @@ fn a_token_input_of_fixed_shape_is_named_with_the_fix() {
         .args(["run", recipe.to_str().unwrap(), "--out", out.to_str().unwrap()])
         .output()
         .unwrap();
-    common::assert_clean_error("run of a fixed-shape model", &o, &["has a fixed shape [1, 16]"]);
+    common::assert_clean_error(&format!("run of {file}"), &o, &needles[..1]);
     assert!(!out.exists(), "run wrote {}", out.display());
 }
 
@@ -232,7 +242,6 @@ fn a_token_input_of_fixed_shape_is_named_with_the_fix() {
 fn a_token_input_of_floats_is_refused_before_run_writes() {
     use onnx_compress::onnx::build::{attr_int, node};
     use onnx_compress::onnx::proto::tensor_proto::DataType;
-    let dir = tempfile::tempdir().unwrap();
     let mut m = tiny_bert(&SynthOptions::default());
     let g = m.graph.as_mut().unwrap();
     for n in g.node.iter_mut() {
@@ -251,37 +260,14 @@ fn a_token_input_of_floats_is_refused_before_run_writes() {
         panic!("input_ids has no tensor type");
     };
     t.elem_type = Some(DataType::Float as i32);
-    let model = dir.path().join("float_ids.onnx");
-    onnx::save(&m, &model, &SaveOptions::default()).unwrap();
-    let tok = dir.path().join("tokenizer.json");
-    std::fs::write(&tok, word_level_tokenizer(&ANGLE_WORDS, ANGLE_SPECIALS, Value::Null)).unwrap();
-    write_sst2(dir.path(), "dev", &["good film", "a good film"]);
-    let err = eval::evaluate(&model, &eval_options(dir.path(), &tok, false), &|_, _| {}).unwrap_err();
-    let msg = format!("{err:#}");
-    for needle in [
+    refused_by_eval_and_run(
+        &m,
         "float_ids.onnx",
-        "input 'input_ids' takes float elements",
-        "re-export the model with integer",
-    ] {
-        assert!(msg.contains(needle), "the error does not mention {needle:?}: {msg}");
-    }
-    let recipe = dir.path().join("int8.yaml");
-    std::fs::write(
-        &recipe,
-        "model:\n  model_name: float_ids.onnx\ndata:\n  task: sst2\n  dir: .\n  max_input_length: 32\nquantization:\n  enable: true\n  method: dynamic\n",
-    )
-    .unwrap();
-    let out = dir.path().join("out.onnx");
-    let o = common::bin()
-        .args(["run", recipe.to_str().unwrap(), "--out", out.to_str().unwrap()])
-        .output()
-        .unwrap();
-    common::assert_clean_error(
-        "run of a model with float ids",
-        &o,
-        &["input 'input_ids' takes float elements"],
+        &[
+            "input 'input_ids' takes float elements",
+            "re-export the model with integer",
+        ],
     );
-    assert!(!out.exists(), "run wrote {}", out.display());
 }
 
 /// A model whose logits are float16 (a half-precision export) is refused naming the output and
