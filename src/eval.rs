@@ -709,12 +709,8 @@ pub fn describe_rows(rows: &[usize]) -> String {
 /// states it (`[batch, labels]`).
 pub fn output_width(model: &onnx::ModelProto) -> Option<usize> {
     use crate::onnx::proto::tensor_shape_proto::dimension::Value as Dim;
-    use crate::onnx::proto::type_proto;
     let out = onnx::graph::prediction_value(model.graph.as_ref()?)?;
-    let Some(type_proto::Value::TensorType(t)) = out.r#type.as_ref()?.value.as_ref() else {
-        return None;
-    };
-    match t.shape.as_ref()?.dim.last()?.value {
+    match onnx::graph::tensor_type(out)?.shape.as_ref()?.dim.last()?.value {
         Some(Dim::DimValue(v)) if v > 0 => usize::try_from(v).ok(),
         _ => None,
     }
@@ -743,14 +739,11 @@ pub(crate) fn refuse_headless(model_path: &Path, proto: &onnx::ModelProto, comma
 /// naming the type, before any work: reading them failed after the first batch in ONNX Runtime's
 /// words ("Cannot extract Tensor<f32> from Tensor<f16>").
 fn refuse_non_float_output(model_path: &Path, proto: &onnx::ModelProto) -> Result<()> {
-    use crate::onnx::proto::{tensor_proto::DataType, type_proto};
+    use crate::onnx::proto::tensor_proto::DataType;
     let Some(out) = proto.graph.as_ref().and_then(onnx::graph::prediction_value) else {
         return Ok(());
     };
-    let Some(type_proto::Value::TensorType(t)) = out.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
-        return Ok(());
-    };
-    match t.elem_type {
+    match onnx::graph::tensor_type(out).and_then(|t| t.elem_type) {
         Some(ty) if ty != DataType::Float as i32 => bail!(
             "{}: its output '{}' holds {} values, where eval reads float32 logits: evaluate the float32 model \
              (a half-precision export computes and outputs float16; `quantize --mode fp16` keeps float32 inputs and outputs)",
@@ -775,12 +768,12 @@ pub fn takes_attention_mask(proto: &onnx::ModelProto) -> bool {
 /// before any work: ONNX Runtime refuses it at the first batch of another size (the session, a
 /// float input), after `run` had written its passes' output.
 pub(crate) fn refuse_unfed_inputs(model_path: &Path, proto: &onnx::ModelProto) -> Result<()> {
-    use crate::onnx::proto::{tensor_shape_proto::dimension::Value as Dim, type_proto};
+    use crate::onnx::proto::tensor_shape_proto::dimension::Value as Dim;
     for i in proto.graph.iter().flat_map(|g| &g.input) {
         if !matches!(i.name(), "input_ids" | "attention_mask" | "token_type_ids") {
             continue;
         }
-        let Some(type_proto::Value::TensorType(t)) = i.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+        let Some(t) = onnx::graph::tensor_type(i) else {
             continue;
         };
         let dims: Vec<i64> = t

@@ -186,11 +186,7 @@ fn a_token_input_of_fixed_shape_is_named_with_the_fix() {
     }
     let mut m = tiny_bert(&SynthOptions::default());
     for input in &mut m.graph.as_mut().unwrap().input {
-        let Some(onnx_compress::onnx::proto::type_proto::Value::TensorType(t)) =
-            input.r#type.as_mut().and_then(|t| t.value.as_mut())
-        else {
-            continue;
-        };
+        let t = tensor_type(input);
         for (d, size) in t.shape.as_mut().unwrap().dim.iter_mut().zip([1, 16]) {
             d.value = Some(onnx_compress::onnx::proto::tensor_shape_proto::dimension::Value::DimValue(size));
         }
@@ -203,6 +199,17 @@ fn a_token_input_of_fixed_shape_is_named_with_the_fix() {
             "re-export the model with dynamic",
         ],
     );
+}
+
+/// The tensor type `v` declares (every input and output of the synthetic model has one).
+fn tensor_type(
+    v: &mut onnx_compress::onnx::proto::ValueInfoProto,
+) -> &mut onnx_compress::onnx::proto::type_proto::Tensor {
+    let name = v.name().to_string();
+    match v.r#type.as_mut().and_then(|t| t.value.as_mut()) {
+        Some(onnx_compress::onnx::proto::type_proto::Value::TensorType(t)) => t,
+        _ => panic!("'{name}' has no tensor type"),
+    }
 }
 
 /// Saves `m` as `file` beside an SST-2 dev file: eval refuses it with `needles` (in one error),
@@ -254,12 +261,7 @@ fn a_token_input_of_floats_is_refused_before_run_writes() {
     cast.attribute.push(attr_int("to", DataType::Int64 as i64));
     g.node.insert(0, cast);
     let input = g.input.iter_mut().find(|i| i.name() == "input_ids").unwrap();
-    let Some(onnx_compress::onnx::proto::type_proto::Value::TensorType(t)) =
-        input.r#type.as_mut().and_then(|t| t.value.as_mut())
-    else {
-        panic!("input_ids has no tensor type");
-    };
-    t.elem_type = Some(DataType::Float as i32);
+    tensor_type(input).elem_type = Some(DataType::Float as i32);
     refused_by_eval_and_run(
         &m,
         "float_ids.onnx",
@@ -290,12 +292,7 @@ fn float16_logits_are_refused_naming_the_output() {
     cast.attribute.push(attr_int("to", DataType::Float16 as i64));
     g.node.push(cast);
     let out = g.output.iter_mut().find(|o| o.name() == "logits").unwrap();
-    let Some(onnx_compress::onnx::proto::type_proto::Value::TensorType(t)) =
-        out.r#type.as_mut().and_then(|t| t.value.as_mut())
-    else {
-        panic!("logits has no tensor type");
-    };
-    t.elem_type = Some(DataType::Float16 as i32);
+    tensor_type(out).elem_type = Some(DataType::Float16 as i32);
     let model = dir.path().join("half.onnx");
     onnx::save(&m, &model, &SaveOptions::default()).unwrap();
     let tok = dir.path().join("tokenizer.json");

@@ -23,12 +23,17 @@ pub enum ConstRef<'g> {
     Node(usize, &'g TensorProto),
 }
 
-/// The declared rank of a tensor value (a graph input or output), when its type gives a shape.
-pub fn declared_rank(v: &ValueInfoProto) -> Option<usize> {
+/// The tensor type of a value (a graph input or output): its element type and shape, as declared.
+pub fn tensor_type(v: &ValueInfoProto) -> Option<&type_proto::Tensor> {
     match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
-        Some(type_proto::Value::TensorType(t)) => t.shape.as_ref().map(|s| s.dim.len()),
+        Some(type_proto::Value::TensorType(t)) => Some(t),
         _ => None,
     }
+}
+
+/// The declared rank of a tensor value (a graph input or output), when its type gives a shape.
+pub fn declared_rank(v: &ValueInfoProto) -> Option<usize> {
+    tensor_type(v)?.shape.as_ref().map(|s| s.dim.len())
 }
 
 /// Which of a model's outputs holds its predictions: the one named `logits` (as Hugging Face

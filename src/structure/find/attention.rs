@@ -236,6 +236,7 @@ pub(super) fn unfused_attention(ix: &GraphIndex, sm: usize) -> R<(Attention, Str
     // FusedMatMul (alpha, transB); one that transposes Q or the batch axes is no scores product.
     let fused_scores = |i: usize| {
         ix.node(i).op_type() == "FusedMatMul"
+            && ix.node(i).domain() == "com.microsoft"
             && ["transA", "transBatchA", "transBatchB"]
                 .iter()
                 .all(|a| ix.attr_i(i, a).unwrap_or(0) == 0)
